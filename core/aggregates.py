@@ -1,0 +1,322 @@
+"""Aggregates: the consistency boundary of each object, and the decisions taken on it.
+
+Each Kubernetes object (a pod, a node, a deployment …) is one aggregate with its own subject in
+the log. The classes here are eventsourcing ``BaseAggregate[str]`` subclasses whose events are
+pydantic models; their public methods are the *decide* half of the Decider pattern (check the
+command against current state, raise a clear error or trigger events) and each event's
+``apply`` is the *evolve* half (a fold that never fails). The instant of every decision is passed
+in: nothing here reads a clock.
+
+Names in the log are per kind (``PodCreated``, ``DeploymentUpdated``, ``ScaledTo``). A name can
+be reused after a delete, so the first event of an aggregate is the eventsourcing "created"
+event while a later ``…Created`` (a re-creation) is an ordinary event with the same payload.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
+from pydantic import BaseModel, ConfigDict
+
+from core import events as catalog
+from core.diff import changed_paths
+from core.errors import AlreadyExists, Conflict, InvalidTransition, NotFound, ValidationFailed
+
+_METADATA_FIELDS = frozenset(
+    {"originator_id", "originator_version", "timestamp", "originator_topic"}
+)
+
+
+class DomainEvent(BaseModel):
+    """What eventsourcing needs of every event, as a pydantic model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    originator_id: str
+    originator_version: int
+    timestamp: datetime
+
+    SUFFIX: ClassVar[str] = ""
+
+
+class RecordedEvent(BaseModel):
+    """An event as the log gives it back: enough to rebuild an aggregate."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str
+    version: int
+    timestamp: datetime
+    payload: dict[str, Any]
+
+
+def aggregate_id(kind: str, namespace: str, name: str) -> str:
+    return f"{kind}/{namespace}/{name}"
+
+
+class Resource(BaseAggregate[str]):
+    """A Kubernetes-shaped object: a manifest that can be created, replaced and deleted."""
+
+    KIND: ClassVar[str] = ""
+
+    class Event(DomainEvent, CanMutateAggregate[str]):
+        pass
+
+    class Created(Event, catalog.ResourceCreated, CanInitAggregate[str]):
+        SUFFIX: ClassVar[str] = "Created"
+        originator_topic: str
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.begin_life(self.manifest, self.uid)
+
+    class Recreated(Event, catalog.ResourceCreated):
+        SUFFIX: ClassVar[str] = "Created"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.begin_life(self.manifest, self.uid)
+
+    class Updated(Event, catalog.ResourceUpdated):
+        SUFFIX: ClassVar[str] = "Updated"
+
+        def apply(self, aggregate: Resource) -> None:
+            if any(path.startswith("spec") for path in self.changed):
+                aggregate.generation += 1
+            aggregate.manifest = self.manifest
+
+    class Deleted(Event, catalog.ResourceDeleted):
+        SUFFIX: ClassVar[str] = "Deleted"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.deleted = True
+
+    # State lives in plain attributes set by the events; class-level annotations would make
+    # eventsourcing turn them into constructor arguments.
+
+    def begin_life(self, manifest: dict[str, Any], uid: str) -> None:
+        """State right after a (re-)creation."""
+        self.manifest: dict[str, Any] = manifest
+        self.uid = uid
+        self.deleted = False
+        self.generation = 1
+
+    # -- naming ---------------------------------------------------------------------------
+
+    @classmethod
+    def event_type(cls, event: DomainEvent) -> str:
+        """The name an event is stored under (``PodCreated``, ``ScaledTo`` …)."""
+        suffix = type(event).SUFFIX
+        return suffix if suffix == "ScaledTo" else f"{cls.KIND}{suffix}"
+
+    @staticmethod
+    def event_payload(event: DomainEvent) -> dict[str, Any]:
+        return event.model_dump(mode="json", exclude=_METADATA_FIELDS)
+
+    @classmethod
+    def _event_classes(cls) -> dict[str, type[DomainEvent]]:
+        out: dict[str, type[DomainEvent]] = {}
+        for attr in dir(cls):
+            value = getattr(cls, attr)
+            if isinstance(value, type) and issubclass(value, DomainEvent) and value.SUFFIX:
+                if value.SUFFIX == "Created" and not issubclass(value, CanInitAggregate):
+                    continue
+                out[value.SUFFIX if value.SUFFIX == "ScaledTo" else f"{cls.KIND}{value.SUFFIX}"] = (
+                    value
+                )
+        return out
+
+    # -- rebuilding from the log ------------------------------------------------------------
+
+    @classmethod
+    def from_history(cls, agg_id: str, history: Iterable[RecordedEvent]) -> Resource | None:
+        """Fold recorded events into the aggregate (``None`` if there are none)."""
+        classes = cls._event_classes()
+        aggregate: Resource | None = None
+        for recorded in history:
+            event_class = classes.get(recorded.type)
+            if event_class is None:
+                raise ValidationFailed(f"{recorded.type} is not an event of a {cls.KIND}")
+            fields: dict[str, Any] = {
+                "originator_id": agg_id,
+                "originator_version": recorded.version,
+                "timestamp": recorded.timestamp,
+                **recorded.payload,
+            }
+            if aggregate is None:
+                if not issubclass(event_class, CanInitAggregate):
+                    raise ValidationFailed(f"{agg_id} history starts with {recorded.type}")
+                fields["originator_topic"] = _topic(cls)
+            elif issubclass(event_class, CanInitAggregate):
+                event_class = cls.Recreated
+            event = event_class(**fields)
+            aggregate = event.mutate(aggregate)  # type: ignore[attr-defined]
+        return aggregate
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    @property
+    def exists(self) -> bool:
+        return not self.deleted
+
+    @classmethod
+    def create(
+        cls,
+        current: Resource | None,
+        *,
+        agg_id: str,
+        manifest: dict[str, Any],
+        uid: str,
+        at: datetime,
+    ) -> Resource:
+        """Create the object; it must not exist (a deleted one may be created again)."""
+        if current is not None and current.exists:
+            raise AlreadyExists(f"{_describe(agg_id)} already exists")
+        if current is None:
+            return cls._create(cls.Created, id=agg_id, manifest=manifest, uid=uid, timestamp=at)
+        current.trigger_event(current.Recreated, manifest=manifest, uid=uid, timestamp=at)
+        return current
+
+    @classmethod
+    def apply_manifest(
+        cls,
+        current: Resource | None,
+        *,
+        agg_id: str,
+        manifest: dict[str, Any],
+        uid: str,
+        at: datetime,
+    ) -> Resource:
+        """Create the object, or replace its manifest; an identical manifest changes nothing."""
+        if current is None or not current.exists:
+            return cls.create(current, agg_id=agg_id, manifest=manifest, uid=uid, at=at)
+        manifest = current.carry_server_fields(manifest)
+        changed = changed_paths(current.manifest, manifest)
+        if changed:
+            current.check_update(changed, manifest)
+            current.trigger_event(current.Updated, manifest=manifest, changed=changed, timestamp=at)
+        return current
+
+    def delete(self, *, reason: str, at: datetime) -> None:
+        self.require_exists()
+        self.trigger_event(self.Deleted, reason=reason, timestamp=at)
+
+    def require_exists(self) -> None:
+        if not self.exists:
+            raise NotFound(f"{_describe(self.id)} not found (it was deleted)")
+
+    def require_version(self, expected: int | None) -> None:
+        if expected is not None and expected != self.version:
+            raise Conflict(
+                f"{_describe(self.id)} is at version {self.version}, not {expected}: "
+                "re-read it and try again"
+            )
+
+    def carry_server_fields(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Fields the server owns (status) survive a client's apply."""
+        if "status" in self.manifest and "status" not in manifest:
+            manifest = {**manifest, "status": self.manifest["status"]}
+        return manifest
+
+    def check_update(self, changed: list[str], manifest: dict[str, Any]) -> None:
+        """Raise InvalidTransition if an update may not change these fields."""
+
+
+class Namespace(Resource):
+    KIND = "Namespace"
+
+
+class Node(Resource):
+    KIND = "Node"
+
+
+class Service(Resource):
+    KIND = "Service"
+
+    def check_update(self, changed: list[str], manifest: dict[str, Any]) -> None:
+        old_ip = self.manifest.get("spec", {}).get("clusterIP")
+        if old_ip and "spec.clusterIP" in changed:
+            raise InvalidTransition(
+                f"spec.clusterIP is immutable (it is {old_ip})", field="spec.clusterIP"
+            )
+
+
+_POD_MUTABLE_PREFIXES = ("metadata.labels", "metadata.annotations", "status")
+
+
+def _pod_field_is_mutable(path: str) -> bool:
+    if path.startswith(_POD_MUTABLE_PREFIXES):
+        return True
+    for containers in ("spec.containers[", "spec.initContainers["):
+        if path.startswith(containers) and path.endswith("].image"):
+            return True
+    return path in ("spec.activeDeadlineSeconds", "spec.tolerations")
+
+
+class Pod(Resource):
+    KIND = "Pod"
+
+    def check_update(self, changed: list[str], manifest: dict[str, Any]) -> None:
+        for path in changed:
+            if not _pod_field_is_mutable(path):
+                raise InvalidTransition(
+                    "a pod's spec may not change after creation except spec.containers[*].image, "
+                    "spec.initContainers[*].image, spec.activeDeadlineSeconds and additions to "
+                    f"spec.tolerations; this update changes {path}",
+                    field=path,
+                )
+        if "spec.tolerations" in changed:
+            old = self.manifest.get("spec", {}).get("tolerations") or []
+            new = manifest.get("spec", {}).get("tolerations") or []
+            if any(toleration not in new for toleration in old):
+                raise InvalidTransition(
+                    "existing tolerations of a pod may not be removed or changed",
+                    field="spec.tolerations",
+                )
+
+
+class Deployment(Resource):
+    KIND = "Deployment"
+
+    class ScaledTo(Resource.Event, catalog.ScaledTo):
+        SUFFIX: ClassVar[str] = "ScaledTo"
+
+        def apply(self, aggregate: Resource) -> None:
+            manifest = copy.deepcopy(aggregate.manifest)
+            manifest.setdefault("spec", {})["replicas"] = self.replicas
+            aggregate.manifest = manifest
+
+    @property
+    def replicas(self) -> int:
+        return int(self.manifest.get("spec", {}).get("replicas", 1))
+
+    def scale(self, *, replicas: int, reason: str, at: datetime) -> None:
+        """Set the desired replica count; the same count again changes nothing."""
+        self.require_exists()
+        if replicas == self.replicas:
+            return
+        self.trigger_event(
+            self.ScaledTo, replicas=replicas, previous=self.replicas, reason=reason, timestamp=at
+        )
+
+
+AGGREGATES: dict[str, type[Resource]] = {
+    cls.KIND: cls for cls in (Namespace, Node, Pod, Deployment, Service)
+}
+SCALABLE_KINDS = frozenset({"Deployment"})
+
+
+def _topic(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _describe(agg_id: str) -> str:
+    kind, namespace, name = agg_id.split("/", 2)
+    where = f' in namespace "{namespace}"' if namespace else ""
+    return f'{kind.lower()} "{name}"{where}'
+
+
+def timestamp_from_ns(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC)

@@ -1,0 +1,142 @@
+"""The event catalog: every fact fleetlog records, its schema version, and the upcasters.
+
+Events are immutable facts in the past tense. Each type has a payload model (pydantic) and a
+schema version. When a payload shape changes, the new shape gets a new version and an upcaster
+that turns the previous version's payload into it; stored events are never rewritten, they are
+upcast as they are read. ``upcast`` is on the replay hot path, so the common case (already the
+current version) costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.errors import ValidationFailed
+
+Payload = dict[str, Any]
+Upcaster = Callable[[Payload], Payload]
+
+
+class EventPayload(BaseModel):
+    """Base of every event payload: strict, so a misspelt field is a bug found at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ResourceCreated(EventPayload):
+    """An object came into existence with this manifest (defaults already applied)."""
+
+    manifest: dict[str, Any]
+    uid: str
+
+
+class ResourceUpdated(EventPayload):
+    """An object's manifest was replaced; ``changed`` lists the field paths that differ."""
+
+    manifest: dict[str, Any]
+    changed: list[str] = Field(default_factory=list)
+
+
+class ResourceDeleted(EventPayload):
+    """An object was deleted (its name may be used again by a later create)."""
+
+    reason: str = ""
+
+
+class ScaledTo(EventPayload):
+    """A scalable workload's desired replica count was set, by someone, for a reason."""
+
+    replicas: int = Field(ge=0)
+    previous: int = Field(ge=0)
+    reason: str = ""
+
+
+class EventType(BaseModel):
+    """One entry of the catalog."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    schema_version: int
+    payload: type[EventPayload]
+
+
+RESOURCE_KINDS = ("Namespace", "Node", "Pod", "Deployment", "Service")
+
+
+def _catalog() -> dict[str, EventType]:
+    entries: list[EventType] = []
+    for kind in RESOURCE_KINDS:
+        entries += [
+            EventType(name=f"{kind}Created", schema_version=1, payload=ResourceCreated),
+            EventType(name=f"{kind}Updated", schema_version=1, payload=ResourceUpdated),
+            EventType(name=f"{kind}Deleted", schema_version=1, payload=ResourceDeleted),
+        ]
+    entries.append(EventType(name="ScaledTo", schema_version=1, payload=ScaledTo))
+    return {entry.name: entry for entry in entries}
+
+
+CATALOG: dict[str, EventType] = _catalog()
+
+
+class Upcasters:
+    """Chains of ``(type, from_version) -> payload of from_version + 1``.
+
+    ``current_versions`` says which version each type is written with today; a payload of an
+    older version is walked up one step at a time.
+    """
+
+    def __init__(self, current_versions: dict[str, int]) -> None:
+        self._current = current_versions
+        self._steps: dict[tuple[str, int], Upcaster] = {}
+
+    def register(self, type_name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Decorator: the function upcasts ``type_name`` payloads from ``from_version``."""
+
+        def decorate(step: Upcaster) -> Upcaster:
+            key = (type_name, from_version)
+            if key in self._steps:
+                raise ValueError(f"an upcaster for {type_name} v{from_version} already exists")
+            if from_version >= self._current.get(type_name, 1):
+                raise ValueError(f"{type_name} v{from_version} is not older than the current one")
+            self._steps[key] = step
+            return step
+
+        return decorate
+
+    def upcast(self, type_name: str, version: int, payload: Payload) -> tuple[int, Payload]:
+        """Bring ``payload`` from ``version`` to the current version of ``type_name``."""
+        current = self._current.get(type_name)
+        if current is None or version == current:
+            return version, payload
+        if version > current:
+            raise ValidationFailed(
+                f"{type_name} schema version {version} is newer than this build knows "
+                f"({current}); upgrade fleetlog to read it"
+            )
+        while version < current:
+            step = self._steps.get((type_name, version))
+            if step is None:
+                raise ValidationFailed(f"no upcaster for {type_name} from version {version}")
+            payload = step(payload)
+            version += 1
+        return version, payload
+
+
+UPCASTERS = Upcasters({name: entry.schema_version for name, entry in CATALOG.items()})
+
+
+def upcast(type_name: str, version: int, payload: Payload) -> tuple[int, Payload]:
+    """Upcast an event payload read from the log to the current schema."""
+    return UPCASTERS.upcast(type_name, version, payload)
+
+
+def schema_version(type_name: str) -> int:
+    """The schema version new events of ``type_name`` are written with."""
+    entry = CATALOG.get(type_name)
+    if entry is None:
+        raise ValidationFailed(f"unknown event type {type_name!r}")
+    return entry.schema_version

@@ -1,0 +1,64 @@
+"""Connecting to NATS: reconnect forever, log what happens, refuse servers that are too old.
+
+Every process role (gateway, projections, CLI) connects through :func:`connect`, so reconnect
+behaviour and the version check are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import nats
+import structlog
+from nats.aio.client import Client
+from nats.errors import NoServersError
+
+from streams.server import parse_version, require_version
+
+log = structlog.get_logger(__name__)
+
+
+class Unreachable(ConnectionError):
+    """No NATS server answers at the given URL."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(f"cannot reach the server at {url}: is `fleetlog up` running?")
+        self.url = url
+
+
+async def connect(
+    url: str,
+    *,
+    name: str,
+    connect_timeout: float = 2.0,
+    reconnect: bool = True,
+) -> Client:
+    """Connect, check the server version, and keep reconnecting if the link drops."""
+
+    async def on_disconnect() -> None:
+        log.warning("nats.disconnected", url=url, client=name)
+
+    async def on_reconnect() -> None:
+        log.info("nats.reconnected", url=url, client=name)
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats.error", url=url, client=name, error=str(exc))
+
+    try:
+        nc = await nats.connect(
+            url,
+            name=name,
+            connect_timeout=connect_timeout,
+            allow_reconnect=reconnect,
+            max_reconnect_attempts=-1 if reconnect else 0,
+            reconnect_time_wait=0.5,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+            error_cb=on_error,
+        )
+    except (TimeoutError, NoServersError, OSError) as exc:
+        raise Unreachable(url) from exc
+    try:
+        require_version(parse_version(nc._server_info.get("version", "")), f"the server at {url}")
+    except Exception:
+        await nc.close()
+        raise
+    return nc

