@@ -17,6 +17,9 @@ from core.errors import ValidationFailed
 from core.events import Upcasters
 
 VERBS = ("create", "apply", "delete", "scale")
+_COMMAND_FIELDS = frozenset(
+    {"v", "id", "actor", "body", "expected_version", "correlation_id", "causation_id"}
+)
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 
 
@@ -68,6 +71,8 @@ class Command(BaseModel):
     actor: str
     body: CommandBody
     expected_version: int | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
 
 
 def parse_command(kind: str, verb: str, raw: object) -> Command:
@@ -78,7 +83,7 @@ def parse_command(kind: str, verb: str, raw: object) -> Command:
         )
     if not isinstance(raw, dict):
         raise ValidationFailed("a command must be a map with v, id, actor and body")
-    unknown = sorted(set(raw) - {"v", "id", "actor", "body", "expected_version"})
+    unknown = sorted(set(raw) - _COMMAND_FIELDS)
     if unknown:
         raise ValidationFailed(f"unknown field {unknown[0]!r} in command", field=unknown[0])
     version = raw.get("v", COMMAND_SCHEMA_VERSION)
@@ -103,6 +108,13 @@ def parse_command(kind: str, verb: str, raw: object) -> Command:
         raise ValidationFailed(
             "expected_version must be a non-negative integer", field="expected_version"
         )
+    chain: dict[str, str] = {}
+    for link in ("correlation_id", "causation_id"):
+        value = raw.get(link)
+        if value is not None:
+            if not isinstance(value, str) or not 0 < len(value) <= 128:
+                raise ValidationFailed(f"{link} must be a string of 1-128 characters", field=link)
+            chain[link] = value
     _, body = COMMAND_UPCASTERS.upcast(f"cmd:{verb}", version, body)
     try:
         parsed = BODIES[verb].model_validate(body)
@@ -118,11 +130,18 @@ def parse_command(kind: str, verb: str, raw: object) -> Command:
         actor=actor,
         body=parsed,
         expected_version=expected,
+        **chain,
     )
 
 
 def command_message(
-    *, idempotency_key: str, actor: str, body: dict[str, Any], expected_version: int | None = None
+    *,
+    idempotency_key: str,
+    actor: str,
+    body: dict[str, Any],
+    expected_version: int | None = None,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
 ) -> dict[str, Any]:
     """The map a client sends for a command (before msgpack)."""
     msg: dict[str, Any] = {
@@ -133,4 +152,8 @@ def command_message(
     }
     if expected_version is not None:
         msg["expected_version"] = expected_version
+    if correlation_id is not None:
+        msg["correlation_id"] = correlation_id
+    if causation_id is not None:
+        msg["causation_id"] = causation_id
     return msg

@@ -140,3 +140,21 @@ def schema_version(type_name: str) -> int:
     if entry is None:
         raise ValidationFailed(f"unknown event type {type_name!r}")
     return entry.schema_version
+
+
+def summarize(type_name: str, payload: Payload) -> str:
+    """A one-line, human summary of an event for history, describe and event listings."""
+    if type_name == "ScaledTo":
+        line = f"scaled from {payload.get('previous')} to {payload.get('replicas')} replicas"
+        return f"{line}: {payload['reason']}" if payload.get("reason") else line
+    if type_name.endswith("Created"):
+        return "created"
+    if type_name.endswith("Updated"):
+        changed = payload.get("changed") or []
+        shown = ", ".join(changed[:4]) + (
+            f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        )
+        return f"changed {shown}" if shown else "updated"
+    if type_name.endswith("Deleted"):
+        return f"deleted: {payload['reason']}" if payload.get("reason") else "deleted"
+    return ", ".join(f"{key}={value}" for key, value in sorted(payload.items()))[:120]

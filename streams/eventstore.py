@@ -150,7 +150,9 @@ class EventStore:
                     return list(range(mine, mine + len(messages)))
                 subject, expected = _first_expectation(writes)
                 raise ConcurrencyConflict(subject, expected, error.get("description", ""))
-            raise StoreError(f"append refused: {error.get('description', error)} [{error.get('err_code')}]")
+            raise StoreError(
+                f"append refused: {error.get('description', error)} [{error.get('err_code')}]"
+            )
         raise AppendTimeout(f"no ack for write {token} after {attempts} attempts")
 
     async def _send(

@@ -92,6 +92,11 @@ class EmbeddedServer:
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
+    def pid_file(self) -> Path:
+        """Where the server writes its PID, so a supervisor can stop it by PID if we die."""
+        return self.data_dir / "nats-server.pid"
+
+    @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 

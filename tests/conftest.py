@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
 
+from handlers.gateway import Gateway
+from streams.commandbus import CommandClient
 from streams.connection import connect
 from streams.definitions import ensure_streams
 from streams.eventstore import EventStore
@@ -45,3 +49,28 @@ async def nc(nats_server: RunningServer) -> AsyncIterator[Client]:
 async def store(nc: Client) -> AsyncIterator[EventStore]:
     async with EventStore(nc) as event_store:
         yield event_store
+
+
+@pytest.fixture
+async def gateway(nc: Client, store: EventStore) -> AsyncIterator[Gateway]:
+    """A gateway serving commands on the test server, with the default namespace created."""
+    service = await Gateway.create(nc, store)
+    ready = asyncio.Event()
+    task = asyncio.create_task(service.run(ready))
+    await ready.wait()
+    await CommandClient(nc, actor="test:setup").send(
+        "Namespace",
+        "apply",
+        {"manifest": {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}},
+    )
+    try:
+        yield service
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+def client(nc: Client) -> CommandClient:
+    return CommandClient(nc, actor="user:alice")

@@ -116,7 +116,9 @@ async def test_read_subject_pages_through_long_histories(store: EventStore) -> N
 
 async def test_replay_stops_at_a_sequence_and_at_the_end(store: EventStore) -> None:
     for version in range(1, 11):
-        await store.append([Write(POD_A, [envelope("a", version)], version - 1)], token=f"r{version}")
+        await store.append(
+            [Write(POD_A, [envelope("a", version)], version - 1)], token=f"r{version}"
+        )
     seen: list[int] = []
     assert await store.replay(lambda e: seen.append(e.seq), until_seq=4) == 4
     assert seen == [1, 2, 3, 4]

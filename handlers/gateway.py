@@ -1,0 +1,420 @@
+"""The command gateway: the one door through which every change enters the log.
+
+Commands arrive as NATS requests on ``fleet.cmd.<kind>.<verb>`` (queue group ``fleet-gateway``,
+so any number of gateways share the load). Each request runs through a pipeline of stages, in
+the order a reader meets them below:
+
+  size limit → decode → route & schema → authenticate → authorize → admission
+  → idempotency → decide & append → remember the outcome → reply
+
+A stage either lets the command through, answers early (an idempotent replay), or raises a
+``FleetError`` that becomes a structured reply ``{"ok": false, "error": {code, message,
+field}}``; a rejected command appends nothing. Authentication and authorization are stages with
+a pluggable policy: until fleetlog has credentials (a later issue) the caller's *stated* identity
+is recorded as the actor and every caller is allowed.
+
+Decisions are taken on cached aggregates (``streams.repository``); the append's expectation
+catches a stale cache, and the command is then decided again on fresh state (up to a few times),
+unless the caller pinned an ``expected_version``, in which case it gets a conflict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgpack
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from core.aggregates import AGGREGATES, SCALABLE_KINDS, Deployment, timestamp_from_ns
+from core.commands import Command, DeleteBody, ManifestBody, ScaleBody, parse_command
+from core.errors import FleetError, NotFound, UnknownKind, ValidationFailed
+from core.resources import KINDS, dump_manifest, parse_manifest
+from streams.definitions import IDEMPOTENCY_BUCKET
+from streams.eventstore import ConcurrencyConflict, EventStore
+from streams.repository import AggregateRepository, Loaded, Provenance
+from streams.subjects import ALL_COMMANDS, AggregateRef, parse_command_subject
+
+log = structlog.get_logger(__name__)
+
+QUEUE_GROUP = "fleet-gateway"
+MAX_COMMAND_BYTES = 256 * 1024
+MAX_DECISION_ATTEMPTS = 5
+UID_NAMESPACE = uuid.UUID("0b8f4f53-0c55-4f0e-a3c4-4a7c1b3d5e20")
+KIND_BY_TOKEN = {kind.lower(): kind for kind in KINDS}
+
+
+@dataclass
+class CommandContext:
+    """Everything known about one command as it moves through the pipeline."""
+
+    subject: str
+    data: bytes
+    received_ns: int
+    kind: str = ""
+    verb: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+    command: Command | None = None
+    actor: str = ""
+    ref: AggregateRef | None = None
+    manifest: dict[str, Any] | None = None
+    request_hash: str = ""
+    reply: dict[str, Any] | None = None
+
+    @property
+    def correlation_id(self) -> str:
+        if self.command is None:
+            return ""
+        return self.command.correlation_id or self.command.idempotency_key
+
+
+class Stage(Protocol):
+    """One step of the pipeline; raises FleetError to reject, sets ``ctx.reply`` to answer."""
+
+    async def __call__(self, ctx: CommandContext) -> None: ...
+
+
+# -- stages ------------------------------------------------------------------------------------
+
+
+async def limit_size(ctx: CommandContext) -> None:
+    if len(ctx.data) > MAX_COMMAND_BYTES:
+        raise ValidationFailed(
+            f"command is {len(ctx.data)} bytes; the limit is {MAX_COMMAND_BYTES} bytes",
+            code="payload_too_large",
+        )
+
+
+async def decode(ctx: CommandContext) -> None:
+    try:
+        raw = msgpack.unpackb(ctx.data, raw=False)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise ValidationFailed(
+            f"command is not valid msgpack ({type(exc).__name__})", code="malformed"
+        ) from exc
+    if not isinstance(raw, dict):
+        raise ValidationFailed("command must be a msgpack map", code="malformed")
+    ctx.raw = raw
+
+
+async def route(ctx: CommandContext) -> None:
+    kind_token, verb = parse_command_subject(ctx.subject)
+    kind = KIND_BY_TOKEN.get(kind_token)
+    if kind is None:
+        raise UnknownKind(
+            f"unknown kind {kind_token!r}: use one of {', '.join(sorted(KIND_BY_TOKEN))}"
+        )
+    ctx.kind = kind
+    ctx.command = parse_command(kind, verb, ctx.raw)
+    ctx.verb = ctx.command.verb
+
+
+class IdentityProvider(Protocol):
+    def __call__(self, ctx: CommandContext) -> str: ...
+
+
+def stated_identity(ctx: CommandContext) -> str:
+    """Until fleetlog has credentials, the caller is who the command says it is."""
+    assert ctx.command is not None
+    return ctx.command.actor
+
+
+class Authenticate:
+    def __init__(self, identify: IdentityProvider = stated_identity) -> None:
+        self._identify = identify
+
+    async def __call__(self, ctx: CommandContext) -> None:
+        ctx.actor = self._identify(ctx)
+
+
+class Policy(Protocol):
+    def allows(self, actor: str, verb: str, kind: str, namespace: str) -> bool: ...
+
+
+class AllowAll:
+    """The policy until authorization arrives: every caller may do everything."""
+
+    def allows(self, actor: str, verb: str, kind: str, namespace: str) -> bool:
+        return True
+
+
+class Authorize:
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+
+    async def __call__(self, ctx: CommandContext) -> None:
+        assert ctx.command is not None
+        namespace = getattr(ctx.command.body, "namespace", "")
+        if not self._policy.allows(ctx.actor, ctx.verb, ctx.kind, namespace):
+            raise FleetError(
+                f"{ctx.actor} may not {ctx.verb} {ctx.kind.lower()}s in {namespace or 'the cluster'}",
+                code="forbidden",
+            )
+
+
+class Admit:
+    """Validate the target: the manifest against its schema, names, scope, namespace."""
+
+    def __init__(self, repository: AggregateRepository) -> None:
+        self._repository = repository
+
+    async def __call__(self, ctx: CommandContext) -> None:
+        assert ctx.command is not None
+        body = ctx.command.body
+        namespaced = KINDS[ctx.kind].namespaced
+        if isinstance(body, ManifestBody):
+            resource = parse_manifest(body.manifest)
+            if resource.kind != ctx.kind:
+                raise ValidationFailed(
+                    f"manifest is a {resource.kind} but was sent as a {ctx.kind.lower()} command",
+                    field="kind",
+                )
+            ctx.manifest = dump_manifest(resource)
+            meta = ctx.manifest["metadata"]
+            ctx.ref = AggregateRef(
+                ctx.kind, meta.get("namespace", "") if namespaced else "", meta["name"]
+            )
+        elif isinstance(body, DeleteBody | ScaleBody):
+            if isinstance(body, ScaleBody) and ctx.kind not in SCALABLE_KINDS:
+                raise ValidationFailed(
+                    f"a {ctx.kind.lower()} cannot be scaled; scalable kinds: "
+                    f"{', '.join(sorted(SCALABLE_KINDS))}",
+                    code="unsupported",
+                )
+            ctx.ref = AggregateRef(ctx.kind, body.namespace if namespaced else "", body.name)
+        if namespaced and ctx.verb in ("create", "apply"):
+            assert ctx.ref is not None
+            await self._require_namespace(ctx.ref.namespace)
+
+    async def _require_namespace(self, namespace: str) -> None:
+        loaded = await self._repository.load(AggregateRef("Namespace", "", namespace))
+        if loaded.aggregate is None or not loaded.aggregate.exists:
+            raise NotFound(
+                f'namespace "{namespace}" not found: create it first', field="metadata.namespace"
+            )
+
+
+class Idempotency:
+    """Answer a retried command with its first outcome; refuse a key reused for another request."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    @staticmethod
+    def key(ctx: CommandContext) -> str:
+        assert ctx.command is not None
+        return hashlib.sha256(ctx.command.idempotency_key.encode()).hexdigest()[:40]
+
+    async def __call__(self, ctx: CommandContext) -> None:
+        assert ctx.command is not None
+        ctx.request_hash = hashlib.sha256(
+            msgpack.packb(
+                [ctx.subject, ctx.actor, ctx.raw.get("body"), ctx.raw.get("expected_version")]
+            )
+        ).hexdigest()
+        try:
+            entry = await self._kv.get(self.key(ctx))
+        except KeyNotFoundError:
+            return
+        if entry.value is None:
+            return
+        record = msgpack.unpackb(entry.value, raw=False)
+        if record["hash"] != ctx.request_hash:
+            raise ValidationFailed(
+                "idempotency key was already used for a different command; use a new key",
+                field="id",
+                code="idempotency_key_reused",
+            )
+        ctx.reply = {**record["reply"], "replayed": True}
+
+    async def remember(self, ctx: CommandContext) -> None:
+        if ctx.reply is None or ctx.reply.get("replayed"):
+            return
+        record = msgpack.packb({"hash": ctx.request_hash, "reply": ctx.reply}, use_bin_type=True)
+        await self._kv.put(self.key(ctx), record)
+
+
+class Execute:
+    """Load the aggregate, let core decide, append with the aggregate's last sequence."""
+
+    def __init__(self, repository: AggregateRepository) -> None:
+        self._repository = repository
+
+    async def __call__(self, ctx: CommandContext) -> None:
+        command, ref = ctx.command, ctx.ref
+        assert command is not None and ref is not None
+        provenance = Provenance(
+            actor=ctx.actor,
+            correlation_id=ctx.correlation_id,
+            causation_id=command.causation_id or command.idempotency_key,
+            token=command.idempotency_key,
+            now_ns=ctx.received_ns,
+        )
+        async with self._repository.lock(ref):
+            fresh = False
+            for attempt in range(1, MAX_DECISION_ATTEMPTS + 1):
+                loaded = await self._repository.load(ref, fresh=fresh)
+                try:
+                    self._decide(ctx, loaded)
+                except FleetError:
+                    self._repository.forget(ref)
+                    raise
+                try:
+                    written = await self._repository.save([loaded], provenance)
+                except ConcurrencyConflict:
+                    if command.expected_version is not None:
+                        raise FleetError(
+                            f"{ref} changed while this command was decided; re-read and retry",
+                            code="conflict",
+                        ) from None
+                    log.info("command.retry_on_conflict", ref=str(ref), attempt=attempt)
+                    fresh = True
+                    continue
+                aggregate = loaded.aggregate
+                assert aggregate is not None
+                ctx.reply = {
+                    "ok": True,
+                    "seqs": [seq for _, seq in written],
+                    "events": [event_type for event_type, _ in written],
+                    "version": aggregate.version,
+                    "uid": aggregate.uid,
+                    "unchanged": not written,
+                }
+                return
+        raise FleetError(f"{ref} kept changing under this command; try again", code="conflict")
+
+    def _decide(self, ctx: CommandContext, loaded: Loaded) -> None:
+        command, ref = ctx.command, ctx.ref
+        assert command is not None and ref is not None
+        current = loaded.aggregate
+        if current is not None and command.expected_version is not None:
+            current.require_version(command.expected_version)
+        at = timestamp_from_ns(ctx.received_ns)
+        aggregate_class = AGGREGATES[ref.kind]
+        uid = str(uuid.uuid5(UID_NAMESPACE, f"{command.idempotency_key}/{ref.id}"))
+        body = command.body
+        if command.verb in ("create", "apply"):
+            assert ctx.manifest is not None
+            decide = (
+                aggregate_class.create
+                if command.verb == "create"
+                else aggregate_class.apply_manifest
+            )
+            loaded.aggregate = decide(current, agg_id=ref.id, manifest=ctx.manifest, uid=uid, at=at)
+            return
+        if current is None:
+            raise NotFound(f"{ref} not found")
+        if isinstance(body, DeleteBody):
+            current.delete(reason=body.reason, at=at)
+        elif isinstance(body, ScaleBody):
+            assert isinstance(current, Deployment)
+            current.scale(replicas=body.replicas, reason=body.reason, at=at)
+
+
+# -- the service ---------------------------------------------------------------------------
+
+
+Handler = Callable[[CommandContext], Awaitable[None]]
+
+
+class Gateway:
+    """Serves ``fleet.cmd.>`` in the ``fleet-gateway`` queue group."""
+
+    def __init__(
+        self,
+        nc: Client,
+        store: EventStore,
+        kv: KeyValue,
+        *,
+        policy: Policy | None = None,
+        identify: IdentityProvider = stated_identity,
+        max_in_flight: int = 256,
+    ) -> None:
+        self._nc = nc
+        self.repository = AggregateRepository(store)
+        self._idempotency = Idempotency(kv)
+        self.stages: Sequence[Handler] = (
+            limit_size,
+            decode,
+            route,
+            Authenticate(identify),
+            Authorize(policy or AllowAll()),
+            Admit(self.repository),
+            self._idempotency,
+            Execute(self.repository),
+        )
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self.handled = 0
+
+    @classmethod
+    async def create(cls, nc: Client, store: EventStore, **options: Any) -> Gateway:
+        kv = await nc.jetstream().key_value(IDEMPOTENCY_BUCKET)
+        return cls(nc, store, kv, **options)
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Serve until cancelled; in-flight commands finish before this returns."""
+        async with asyncio.TaskGroup() as tasks:
+
+            async def on_request(msg: Msg) -> None:
+                await self._slots.acquire()
+                tasks.create_task(self._serve(msg))
+
+            sub = await self._nc.subscribe(ALL_COMMANDS, queue=QUEUE_GROUP, cb=on_request)
+            log.info("gateway.serving", subject=ALL_COMMANDS, queue=QUEUE_GROUP)
+            if ready is not None:
+                ready.set()
+            try:
+                await asyncio.Future()
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    async def _serve(self, msg: Msg) -> None:
+        try:
+            reply = await self.handle(msg.subject, msg.data)
+            if msg.reply:
+                await self._nc.publish(msg.reply, msgpack.packb(reply, use_bin_type=True))
+        finally:
+            self._slots.release()
+
+    async def handle(self, subject: str, data: bytes) -> dict[str, Any]:
+        """Run one command through the pipeline and return the answer."""
+        ctx = CommandContext(subject=subject, data=data, received_ns=time.time_ns())
+        self.handled += 1
+        with structlog.contextvars.bound_contextvars(subject=subject):
+            try:
+                for stage in self.stages:
+                    await stage(ctx)
+                    if ctx.command is not None:
+                        structlog.contextvars.bind_contextvars(
+                            correlation_id=ctx.correlation_id, actor=ctx.command.actor
+                        )
+                    if ctx.reply is not None:
+                        break
+                await self._idempotency.remember(ctx)
+            except FleetError as exc:
+                log.info("command.rejected", code=exc.code, error=exc.message, field=exc.field)
+                return {"ok": False, "error": exc.as_dict()}
+            except Exception:
+                log.exception("command.failed")
+                return {
+                    "ok": False,
+                    "error": {
+                        "code": "internal",
+                        "message": "the gateway failed on this command; see its log "
+                        f"(correlation id {ctx.correlation_id or 'unknown'})",
+                    },
+                }
+            assert ctx.reply is not None
+            log.info("command.accepted", ref=str(ctx.ref), events=ctx.reply.get("events"))
+            return ctx.reply

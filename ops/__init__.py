@@ -1,0 +1,1 @@
+"""What an operator runs: the ``fleetlog`` CLI, ``fleetlog up``, and the benchmarks."""

@@ -1,0 +1,402 @@
+"""The ``fleetlog`` command line: start a cluster, send commands, read state and history.
+
+Every subcommand is a thin shell over a :class:`ops.client.Session`: writes go through the
+command gateway (so they get the same validation, idempotency and audit as any other client),
+reads come from the cluster projection (``get``, ``describe``) or straight from the log
+(``events``, ``history``). Expected failures print one line, ``error: …``, and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+from rich.console import Console
+
+from core.errors import FleetError, ValidationFailed
+from ops import render
+from ops.client import (
+    DEFAULT_SERVER,
+    default_actor,
+    is_namespaced,
+    parse_since,
+    resolve_kind,
+    session,
+    split_ref,
+)
+from ops.logging import configure as configure_logging
+from streams.connection import Unreachable
+from streams.server import ServerError
+from streams.subjects import event_filter, event_subject
+
+T = TypeVar("T")
+OUTPUTS = click.Choice(["table", "wide", "yaml", "json"])
+
+
+class Failure(click.ClickException):
+    """An expected failure: printed as ``error: …`` with exit code 1."""
+
+    def format_message(self) -> str:
+        return self.message
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def run(coroutine_fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
+    """Run an async command body, turning expected errors into one readable line."""
+
+    @functools.wraps(coroutine_fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return asyncio.run(coroutine_fn(*args, **kwargs))
+        except (FleetError, Unreachable, ServerError) as exc:
+            raise Failure(str(exc)) from None
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--server",
+    envvar="FLEETLOG_SERVER",
+    default=DEFAULT_SERVER,
+    show_default=True,
+    help="NATS URL of the cluster (or set FLEETLOG_SERVER).",
+)
+@click.option(
+    "--as",
+    "actor",
+    envvar="FLEETLOG_USER",
+    default=None,
+    help="Identity to act as (until authentication exists, the stated identity).",
+)
+@click.option("--log-level", default="warning", show_default=True)
+@click.pass_context
+def main(ctx: click.Context, server: str, actor: str | None, log_level: str) -> None:
+    """fleetlog: a container orchestrator whose source of truth is an event log."""
+    configure_logging(log_level)
+    ctx.obj = {"server": server, "actor": actor or default_actor()}
+
+
+def _session(ctx: click.Context) -> Any:
+    return session(ctx.obj["server"], ctx.obj["actor"])
+
+
+# -- up -------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the log and snapshots live [default: ~/.local/share/fleetlog].",
+)
+@click.option("--nats-url", default=None, help="Use this NATS server instead of an embedded one.")
+@click.option("--port", default=4222, show_default=True, help="Port of the embedded server.")
+@click.pass_context
+def up(ctx: click.Context, data_dir: Path | None, nats_url: str | None, port: int) -> None:
+    """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
+    from ops.up import UpOptions, default_data_dir
+    from ops.up import up as run_up
+
+    if ctx.parent and ctx.parent.params.get("log_level") == "warning":
+        configure_logging("info")
+    options = UpOptions(data_dir=data_dir or default_data_dir(), nats_url=nats_url, port=port)
+    click.echo(
+        f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",
+        err=True,
+    )
+    run(run_up)(options)
+
+
+# -- writes ------------------------------------------------------------------------------------------
+
+
+def _read_documents(path: str) -> list[dict[str, Any]]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise ValidationFailed(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        loaded = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        raise ValidationFailed(f"{path} is not valid YAML: {exc}") from exc
+    documents: list[dict[str, Any]] = []
+    for index, doc in enumerate(loaded):
+        if (
+            isinstance(doc, dict)
+            and doc.get("kind") == "List"
+            and isinstance(doc.get("items"), list)
+        ):
+            documents += doc["items"]
+        elif isinstance(doc, dict):
+            documents.append(doc)
+        else:
+            raise ValidationFailed(f"{path}: document {index + 1} is not a mapping")
+    return documents
+
+
+def _doc_name(doc: dict[str, Any]) -> str:
+    kind = str(doc.get("kind", "?")).lower()
+    name = (
+        (doc.get("metadata") or {}).get("name", "?")
+        if isinstance(doc.get("metadata"), dict)
+        else "?"
+    )
+    return f"{kind}/{name}"
+
+
+@main.command()
+@click.option("-f", "--filename", "path", required=True, help="Manifest file, or - for stdin.")
+@click.pass_context
+@run
+async def apply(ctx: click.Context, path: str) -> None:
+    """Create or update objects from a (multi-document) YAML manifest."""
+    documents = _read_documents(path)
+    failures = 0
+    async with _session(ctx) as s:
+        for doc in documents:
+            try:
+                kind = resolve_kind(str(doc.get("kind", "")))
+                outcome = await s.commands.send(kind, "apply", {"manifest": doc})
+            except FleetError as exc:
+                failures += 1
+                click.echo(f"error: {_doc_name(doc)}: {exc}", err=True)
+                continue
+            if outcome.unchanged:
+                verb = "unchanged"
+            elif any(e.endswith("Created") for e in outcome.events):
+                verb = "created"
+            else:
+                verb = "configured"
+            click.echo(f"{_doc_name(doc)} {verb}")
+    if failures:
+        raise Failure(f"{failures} of {len(documents)} objects were not applied")
+
+
+@main.command()
+@click.argument("kind", required=False)
+@click.argument("name", required=False)
+@click.option("-f", "--filename", "path", default=None, help="Delete the objects in this manifest.")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("--reason", default="", help="Recorded with the deletion.")
+@click.pass_context
+@run
+async def delete(
+    ctx: click.Context,
+    kind: str | None,
+    name: str | None,
+    path: str | None,
+    namespace: str,
+    reason: str,
+) -> None:
+    """Delete an object (KIND NAME or KIND/NAME) or every object in a manifest (-f)."""
+    targets: list[tuple[str, str, str]] = []
+    if path:
+        for doc in _read_documents(path):
+            doc_kind = resolve_kind(str(doc.get("kind", "")))
+            meta = doc.get("metadata") or {}
+            targets.append((doc_kind, meta.get("namespace", namespace), meta.get("name", "")))
+    elif kind and "/" in kind and not name:
+        resolved, ref_name = split_ref(kind)
+        targets.append((resolved, namespace, ref_name))
+    elif kind and name:
+        targets.append((resolve_kind(kind), namespace, name))
+    else:
+        raise ValidationFailed("say what to delete: KIND NAME, KIND/NAME or -f FILE")
+    async with _session(ctx) as s:
+        for target_kind, target_ns, target_name in targets:
+            body = {"name": target_name, "namespace": target_ns, "reason": reason}
+            await s.commands.send(target_kind, "delete", body)
+            click.echo(f'{target_kind.lower()} "{target_name}" deleted')
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--replicas", type=int, required=True)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("--reason", default="", help="Recorded in the ScaledTo event.")
+@click.pass_context
+@run
+async def scale(ctx: click.Context, ref: str, replicas: int, namespace: str, reason: str) -> None:
+    """Set the replica count of a deployment (deployment/NAME)."""
+    kind, name = split_ref(ref)
+    async with _session(ctx) as s:
+        body = {"name": name, "namespace": namespace, "replicas": replicas, "reason": reason}
+        outcome = await s.commands.send(kind, "scale", body)
+    click.echo(f"{kind.lower()}/{name} {'unchanged' if outcome.unchanged else 'scaled'}")
+
+
+# -- reads -------------------------------------------------------------------------------------------
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=True, width=1000 if not sys.stdout.isatty() else None)
+
+
+@main.command()
+@click.argument("kind")
+@click.argument("name", required=False)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-A", "--all-namespaces", is_flag=True)
+@click.option("-o", "--output", type=OUTPUTS, default="table", show_default=True)
+@click.pass_context
+@run
+async def get(
+    ctx: click.Context,
+    kind: str,
+    name: str | None,
+    namespace: str,
+    all_namespaces: bool,
+    output: str,
+) -> None:
+    """List objects of a kind, or show one."""
+    if "/" in kind and name is None:
+        kind, name = kind.split("/", 1)
+    resolved = resolve_kind(kind)
+    scope: str | None = (None if all_namespaces else namespace) if is_namespaced(resolved) else ""
+    async with _session(ctx) as s:
+        items = await s.query(resolved, namespace=scope if scope is not None else None, name=name)
+    if name and not items:
+        raise FleetError(f'{resolved.lower()}s "{name}" not found', code="not_found")
+    if output in ("yaml", "json"):
+        manifests = [render.full_manifest(item) for item in items]
+        value: Any = (
+            manifests[0] if name else {"apiVersion": "v1", "kind": "List", "items": manifests}
+        )
+        click.echo(render.to_yaml([value]) if output == "yaml" else render.to_json(value))
+        return
+    if not items:
+        where = f" in {scope} namespace" if scope else ""
+        click.echo(f"No resources found{where}.", err=True)
+        return
+    render.object_table(
+        _console(),
+        resolved,
+        items,
+        now_ns=time.time_ns(),
+        wide=output == "wide",
+        show_namespace=all_namespaces and is_namespaced(resolved),
+    )
+
+
+@main.command()
+@click.argument("kind")
+@click.argument("name", required=False)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.pass_context
+@run
+async def describe(ctx: click.Context, kind: str, name: str | None, namespace: str) -> None:
+    """Show one object in detail, with its events."""
+    if "/" in kind and name is None:
+        kind, name = kind.split("/", 1)
+    if not name:
+        raise ValidationFailed("say which object: describe KIND NAME")
+    resolved = resolve_kind(kind)
+    scope = namespace if is_namespaced(resolved) else ""
+    async with _session(ctx) as s:
+        items = await s.query(resolved, namespace=scope, name=name)
+        if not items:
+            raise FleetError(f'{resolved.lower()}s "{name}" not found', code="not_found")
+        history = await s.store.read_subject(event_subject(resolved, scope, name))
+    created_seq = next(
+        (ev.seq for ev in reversed(history) if ev.envelope.type.endswith("Created")), 0
+    )
+    events = [ev for ev in history if ev.seq >= created_seq]
+    click.echo(render.describe(items[0], events, time.time_ns()))
+
+
+@main.command()
+@click.argument("ref")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+@run
+async def history(ctx: click.Context, ref: str, namespace: str, output: str) -> None:
+    """Every event of one object (KIND/NAME), oldest first, across deletes and re-creates."""
+    kind, name = split_ref(ref)
+    scope = namespace if is_namespaced(kind) else ""
+    async with _session(ctx) as s:
+        events = await s.store.read_subject(event_subject(kind, scope, name))
+    if not events:
+        raise FleetError(f"no events for {render.object_name(kind, scope, name)}", code="not_found")
+    if output == "json":
+        for ev in events:
+            click.echo(_json_line(ev))
+        return
+    render.print_table(_console(), render.HISTORY_HEADERS, render.history_rows(events))
+
+
+def _json_line(event: Any) -> str:
+    return json.dumps(render.event_dict(event), default=str)
+
+
+@main.command()
+@click.option("--kind", "kind", default=None, help="Only this kind.")
+@click.option("--name", default=None, help="Only objects with this name.")
+@click.option("-n", "--namespace", default=None, help="Only this namespace.")
+@click.option("--type", "event_type", default=None, help="Only this event type (e.g. PodCreated).")
+@click.option("--since", default=None, help="Start at a duration ago (10m, 2h) or a time.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+@run
+async def events(
+    ctx: click.Context,
+    kind: str | None,
+    name: str | None,
+    namespace: str | None,
+    event_type: str | None,
+    since: str | None,
+    follow: bool,
+    output: str,
+) -> None:
+    """Events from the log, filtered; with --follow, as they happen."""
+    resolved = resolve_kind(kind) if kind else None
+    if resolved and not is_namespaced(resolved) and namespace is None:
+        namespace = ""
+    subject = event_filter(resolved, namespace, name)
+    start = parse_since(since, datetime.now(tz=UTC)) if since else None
+    console = _console()
+    rows: list[list[str]] = []
+
+    def emit(event: Any) -> None:
+        if event_type and event.envelope.type != event_type:
+            return
+        if output == "json":
+            click.echo(_json_line(event))
+        elif follow:
+            click.echo("   ".join(render.event_row(event)))
+        else:
+            rows.append(render.event_row(event))
+
+    async with _session(ctx) as s:
+        if follow:
+            if output == "table":
+                click.echo("   ".join(render.EVENT_HEADERS))
+            sub = await s.store.subscribe(
+                emit, filter_subject=subject, from_time=start, new_only=start is None
+            )
+            try:
+                await asyncio.Future()
+            finally:
+                await sub.unsubscribe()
+        await s.store.replay(emit, filter_subject=subject, from_time=start)
+    if output == "table":
+        if rows:
+            render.print_table(console, render.EVENT_HEADERS, rows)
+        else:
+            click.echo("No events found.", err=True)

@@ -1,0 +1,302 @@
+"""Turning read-model records and events into what a person reads: kubectl-like tables, YAML,
+JSON, ages ("5m", "3d"), and describe pages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from core.events import summarize
+from streams.envelope import StoredEvent
+
+
+def age(since_ns: int, now_ns: int) -> str:
+    """kubectl's short human durations: 45s, 12m, 5h, 3d, 2y."""
+    seconds = max(0, (now_ns - since_ns) // 1_000_000_000)
+    if seconds < 120:
+        return f"{seconds}s"
+    minutes = seconds // 60
+    if minutes < 120:
+        return f"{minutes}m"
+    hours = minutes // 60
+    if hours < 48:
+        return f"{hours}h"
+    days = hours // 24
+    return f"{days}d" if days < 730 else f"{days // 365}y"
+
+
+def iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def print_table(console: Console, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 3, 0, 0), highlight=False)
+    for header in headers:
+        table.add_column(header, no_wrap=True, overflow="ignore")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def full_manifest(item: dict[str, Any]) -> dict[str, Any]:
+    """The stored manifest with the server-managed metadata filled in, as kubectl shows it."""
+    manifest = dict(item["manifest"])
+    metadata = dict(manifest.get("metadata", {}))
+    metadata.update(
+        uid=item["uid"],
+        resourceVersion=str(item["last_seq"]),
+        creationTimestamp=iso(item["created_ns"]),
+    )
+    manifest["metadata"] = metadata
+    return manifest
+
+
+def to_yaml(documents: Sequence[dict[str, Any]]) -> str:
+    return yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False)
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=False, default=str)
+
+
+# -- columns per kind ------------------------------------------------------------------------
+
+
+def _pod_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    manifest = item["manifest"]
+    spec, status = manifest.get("spec", {}), manifest.get("status") or {}
+    containers = spec.get("containers", [])
+    statuses = status.get("containerStatuses") or []
+    ready = sum(1 for s in statuses if s.get("ready"))
+    restarts = sum(int(s.get("restartCount", 0)) for s in statuses)
+    row = [
+        item["name"],
+        f"{ready}/{len(containers)}",
+        status.get("reason") or status.get("phase") or "Pending",
+        str(restarts),
+        age(item["created_ns"], now_ns),
+    ]
+    if wide:
+        row += [status.get("podIP") or "<none>", spec.get("nodeName") or "<none>"]
+    return row
+
+
+def _node_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    manifest = item["manifest"]
+    status = manifest.get("status") or {}
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    ready = {"True": "Ready", "False": "NotReady"}.get(conditions.get("Ready", ""), "Unknown")
+    if manifest.get("spec", {}).get("unschedulable"):
+        ready += ",SchedulingDisabled"
+    labels = manifest.get("metadata", {}).get("labels") or {}
+    roles = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/"))
+    info = status.get("nodeInfo") or {}
+    row = [
+        item["name"],
+        ready,
+        ",".join(roles) or "<none>",
+        age(item["created_ns"], now_ns),
+        info.get("kubeletVersion", ""),
+    ]
+    if wide:
+        allocatable = status.get("allocatable") or {}
+        row += [
+            allocatable.get("cpu", ""),
+            allocatable.get("memory", ""),
+            allocatable.get("pods", ""),
+        ]
+    return row
+
+
+def _deployment_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    manifest = item["manifest"]
+    spec, status = manifest.get("spec", {}), manifest.get("status") or {}
+    desired = spec.get("replicas", 1)
+    row = [
+        item["name"],
+        f"{status.get('readyReplicas', 0)}/{desired}",
+        str(status.get("updatedReplicas", 0)),
+        str(status.get("availableReplicas", 0)),
+        age(item["created_ns"], now_ns),
+    ]
+    if wide:
+        containers = spec.get("template", {}).get("spec", {}).get("containers", [])
+        selector = spec.get("selector", {}).get("matchLabels") or {}
+        row += [
+            ",".join(c["name"] for c in containers),
+            ",".join(c.get("image", "") for c in containers),
+            ",".join(f"{k}={v}" for k, v in selector.items()),
+        ]
+    return row
+
+
+def _service_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    spec = item["manifest"].get("spec", {})
+    ports = ",".join(
+        f"{p['port']}{':' + str(p['nodePort']) if p.get('nodePort') else ''}/{p.get('protocol', 'TCP')}"
+        for p in spec.get("ports") or []
+    )
+    row = [
+        item["name"],
+        spec.get("type", "ClusterIP"),
+        spec.get("clusterIP") or "<none>",
+        "<none>",
+        ports or "<none>",
+        age(item["created_ns"], now_ns),
+    ]
+    if wide:
+        row.append(
+            ",".join(f"{k}={v}" for k, v in (spec.get("selector") or {}).items()) or "<none>"
+        )
+    return row
+
+
+def _namespace_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    return [item["name"], "Active", age(item["created_ns"], now_ns)]
+
+
+COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
+    "Pod": (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], ["IP", "NODE"], _pod_row),
+    "Node": (["NAME", "STATUS", "ROLES", "AGE", "VERSION"], ["CPU", "MEMORY", "PODS"], _node_row),
+    "Deployment": (
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        ["CONTAINERS", "IMAGES", "SELECTOR"],
+        _deployment_row,
+    ),
+    "Service": (
+        ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
+        ["SELECTOR"],
+        _service_row,
+    ),
+    "Namespace": (["NAME", "STATUS", "AGE"], [], _namespace_row),
+}
+
+
+def object_table(
+    console: Console,
+    kind: str,
+    items: Sequence[dict[str, Any]],
+    *,
+    now_ns: int,
+    wide: bool,
+    show_namespace: bool,
+) -> None:
+    headers, wide_headers, row = COLUMNS[kind]
+    all_headers = (
+        (["NAMESPACE"] if show_namespace else []) + headers + (wide_headers if wide else [])
+    )
+    rows = []
+    for item in items:
+        cells = row(item, now_ns, wide)
+        rows.append(([item["namespace"]] if show_namespace else []) + cells)
+    print_table(console, all_headers, rows)
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+def event_dict(event: StoredEvent) -> dict[str, Any]:
+    e = event.envelope
+    return {
+        "seq": event.seq,
+        "time": iso(e.timestamp_ns),
+        "stored": iso(event.stored_ns) if event.stored_ns else None,
+        "type": e.type,
+        "schema_version": e.schema_version,
+        "kind": e.kind,
+        "namespace": e.namespace,
+        "name": e.name,
+        "version": e.version,
+        "actor": e.actor,
+        "event_id": e.event_id,
+        "correlation_id": e.correlation_id,
+        "causation_id": e.causation_id,
+        "summary": summarize(e.type, e.payload),
+        "payload": e.payload,
+    }
+
+
+def object_name(kind: str, namespace: str, name: str) -> str:
+    return f"{kind.lower()}/{namespace + '/' if namespace else ''}{name}"
+
+
+def event_row(event: StoredEvent) -> list[str]:
+    e = event.envelope
+    return [
+        str(event.seq),
+        iso(e.timestamp_ns),
+        e.type,
+        object_name(e.kind, e.namespace, e.name),
+        e.actor,
+        summarize(e.type, e.payload),
+    ]
+
+
+EVENT_HEADERS = ["SEQ", "TIME", "TYPE", "OBJECT", "ACTOR", "SUMMARY"]
+
+
+def history_rows(events: Sequence[StoredEvent]) -> list[list[str]]:
+    return [
+        [
+            str(ev.seq),
+            iso(ev.envelope.timestamp_ns),
+            str(ev.envelope.version),
+            ev.envelope.type,
+            ev.envelope.actor,
+            summarize(ev.envelope.type, ev.envelope.payload),
+        ]
+        for ev in events
+    ]
+
+
+HISTORY_HEADERS = ["SEQ", "TIME", "VERSION", "TYPE", "ACTOR", "SUMMARY"]
+
+
+def describe(item: dict[str, Any], events: Sequence[StoredEvent], now_ns: int) -> str:
+    """A kubectl-describe-like page: identity, labels, the manifest's spec, then the events."""
+    manifest = item["manifest"]
+    metadata = manifest.get("metadata", {})
+    lines = [f"Name:         {item['name']}"]
+    if item["namespace"]:
+        lines.append(f"Namespace:    {item['namespace']}")
+    lines.append(f"Kind:         {item['kind']}")
+    lines.append(f"UID:          {item['uid']}")
+    lines.append(f"Created:      {iso(item['created_ns'])} ({age(item['created_ns'], now_ns)} ago)")
+    lines.append(f"Version:      {item['version']} (stream sequence {item['last_seq']})")
+    labels = metadata.get("labels") or {}
+    lines.append(
+        "Labels:       "
+        + (("\n              ").join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>")
+    )
+    annotations = metadata.get("annotations") or {}
+    lines.append(
+        "Annotations:  "
+        + (
+            ("\n              ").join(f"{k}: {v}" for k, v in sorted(annotations.items()))
+            or "<none>"
+        )
+    )
+    for section in ("spec", "status"):
+        if manifest.get(section):
+            body = yaml.safe_dump(manifest[section], sort_keys=False).rstrip().splitlines()
+            lines.append(f"{section.capitalize()}:")
+            lines += [f"  {line}" for line in body]
+    lines.append("Events:")
+    if not events:
+        lines.append("  <none>")
+    else:
+        width = max(len(ev.envelope.type) for ev in events)
+        lines.append(f"  {'SEQ':>6}  {'AGE':>5}  {'TYPE':<{width}}  {'FROM':<20}  MESSAGE")
+        for ev in events:
+            e = ev.envelope
+            lines.append(
+                f"  {ev.seq:>6}  {age(e.timestamp_ns, now_ns):>5}  {e.type:<{width}}  "
+                f"{e.actor:<20}  {summarize(e.type, e.payload)}"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""``fleetlog up``: one machine's whole control plane in one foreground process.
+
+Starts (or joins) nats-server, makes sure the streams exist, then runs the command gateway, the
+cluster projection with its query service, and periodic snapshots, all under one task group.
+Ctrl-C or SIGTERM cancels the group: in-flight commands finish, a last snapshot is written, the
+connection drains and the embedded server stops. Everything lives in the data directory, so a
+restart on the same directory comes back with every object and event.
+
+Later issues add their handlers (scheduler, controllers, node agent …) to :func:`serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from core.errors import FleetError
+from handlers.gateway import Gateway
+from projections.cluster import ClusterModel
+from projections.query import QueryService
+from projections.runtime import Projection
+from streams.commandbus import CommandClient
+from streams.connection import connect
+from streams.definitions import SNAPSHOT_BUCKET, ensure_streams
+from streams.eventstore import EventStore
+from streams.server import EmbeddedServer
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_PORT = 4222
+DEFAULT_URL = f"nats://127.0.0.1:{DEFAULT_PORT}"
+BOOTSTRAP_NAMESPACES = ("default", "kube-system")
+SNAPSHOT_EVERY_S = 60.0
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "fleetlog"
+
+
+@dataclass
+class UpOptions:
+    data_dir: Path
+    nats_url: str | None = None
+    port: int = DEFAULT_PORT
+    host: str = "127.0.0.1"
+
+
+async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or cancellation)."""
+    server: EmbeddedServer | None = None
+    url = options.nats_url
+    if url is None:
+        server = EmbeddedServer(data_dir=options.data_dir, port=options.port, host=options.host)
+        await server.start()
+        url = server.url
+    try:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await serve(url, stop, ready=ready)
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+    finally:
+        if server is not None:
+            await server.stop()
+
+
+async def serve(url: str, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
+    """Every control-plane role against the NATS server at ``url``, until ``stop`` is set."""
+    nc = await connect(url, name="fleetlog-up")
+    try:
+        await ensure_streams(nc)
+        js = nc.jetstream()
+        snapshots = await js.object_store(SNAPSHOT_BUCKET)
+        async with EventStore(nc) as store:
+            projection = Projection(ClusterModel(), store)
+            await projection.load_snapshot(snapshots)
+            await projection.catch_up()
+            await projection.follow()
+            gateway = await Gateway.create(nc, store)
+            query = QueryService(nc, projection)
+            gateway_ready, query_ready = asyncio.Event(), asyncio.Event()
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    roles = [
+                        tasks.create_task(gateway.run(gateway_ready)),
+                        tasks.create_task(query.run(query_ready)),
+                        tasks.create_task(_snapshot_periodically(projection, snapshots)),
+                    ]
+                    await gateway_ready.wait()
+                    await query_ready.wait()
+                    await _bootstrap(nc)
+                    log.info("fleetlog.up", url=url, position=projection.position)
+                    if ready is not None:
+                        ready.set()
+                    await stop.wait()
+                    log.info("fleetlog.stopping")
+                    for role in roles:
+                        role.cancel()
+            finally:
+                await projection.stop()
+                with contextlib.suppress(Exception):
+                    await projection.save_snapshot(snapshots)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.drain()
+
+
+async def _snapshot_periodically(projection: Projection[ClusterModel], snapshots: object) -> None:
+    last = projection.position
+    while True:
+        await asyncio.sleep(SNAPSHOT_EVERY_S)
+        if projection.position != last:
+            await projection.save_snapshot(snapshots)  # type: ignore[arg-type]
+            last = projection.position
+
+
+async def _bootstrap(nc: object) -> None:
+    """The namespaces every cluster starts with, created through the gateway like any command."""
+    client = CommandClient(nc, actor="system:bootstrap")  # type: ignore[arg-type]
+    for namespace in BOOTSTRAP_NAMESPACES:
+        manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+        with contextlib.suppress(FleetError):
+            await client.send("Namespace", "apply", {"manifest": manifest})

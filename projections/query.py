@@ -1,0 +1,73 @@
+"""Serving the cluster read model to clients (``fleetlog get`` / ``describe``) over NATS.
+
+Requests are msgpack maps on ``fleet.qry.cluster`` (queue group, so several projection
+processes can serve). Before answering, the server waits until its projection has applied
+everything in the log at the moment of the request, so a ``get`` right after an accepted
+``apply`` sees it (read-your-writes) without the client passing sequences around.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import msgpack
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from projections.cluster import ClusterModel
+from projections.runtime import Projection
+from streams.subjects import QUERY_PREFIX
+
+log = structlog.get_logger(__name__)
+
+CLUSTER_QUERY_SUBJECT = f"{QUERY_PREFIX}.cluster"
+QUERY_QUEUE = "fleet-query"
+
+
+class QueryService:
+    def __init__(self, nc: Client, projection: Projection[ClusterModel]) -> None:
+        self._nc = nc
+        self._projection = projection
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        sub = await self._nc.subscribe(
+            CLUSTER_QUERY_SUBJECT, queue=QUERY_QUEUE, cb=self._on_request
+        )
+        if ready is not None:
+            ready.set()
+        try:
+            await asyncio.Future()
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _on_request(self, msg: Msg) -> None:
+        try:
+            request = msgpack.unpackb(msg.data, raw=False)
+            answer = await self.answer(request)
+        except Exception as exc:  # a bad query must not stop the service
+            log.warning("query.failed", error=str(exc))
+            answer = {"ok": False, "error": {"code": "invalid", "message": f"bad query: {exc}"}}
+        if msg.reply:
+            await self._nc.publish(msg.reply, msgpack.packb(answer, use_bin_type=True))
+
+    async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        caught_up = await self._projection.wait_for_log_end(timeout=3.0)
+        model = self._projection.model
+        kind = request["kind"]
+        name = request.get("name")
+        namespace = request.get("namespace")
+        if name:
+            record = model.get(kind, namespace or "", name)
+            items = [record.as_dict()] if record is not None else []
+        else:
+            items = [record.as_dict() for record in model.list(kind, namespace)]
+        return {
+            "ok": True,
+            "items": items,
+            "position": self._projection.position,
+            "caught_up": caught_up,
+        }

@@ -1,0 +1,128 @@
+"""The client side of the command path: send a command, get the outcome.
+
+A command is a NATS request on ``fleet.cmd.<kind>.<verb>`` carrying a msgpack map; the answer is
+a msgpack map with ``ok`` and either the event sequences or a structured error. The client picks
+an idempotency key once per logical command and reuses it on every retry, so a retry after a
+timeout is applied at most once however many gateways see it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+from nats.aio.client import Client
+from nats.errors import MaxPayloadError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from core.commands import command_message
+from core.errors import FleetError
+from streams.subjects import command_subject
+
+
+class CommandFailed(FleetError):
+    """The gateway rejected the command; ``code``/``field`` say why and where."""
+
+
+class NoGateway(FleetError):
+    """Nobody serves commands: the server is up but no gateway runs."""
+
+    code = "unavailable"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the gateway answered for an accepted command."""
+
+    seqs: list[int]
+    events: list[str]
+    version: int
+    uid: str = ""
+    unchanged: bool = False
+    replayed: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def new_idempotency_key() -> str:
+    return uuid.uuid4().hex
+
+
+class CommandClient:
+    """Sends commands through one NATS connection on behalf of one actor."""
+
+    def __init__(self, nc: Client, *, actor: str) -> None:
+        self._nc = nc
+        self.actor = actor
+
+    async def send(
+        self,
+        kind: str,
+        verb: str,
+        body: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        expected_version: int | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        timeout: float = 5.0,
+        attempts: int = 3,
+    ) -> Outcome:
+        key = idempotency_key or new_idempotency_key()
+        payload = msgpack.packb(
+            command_message(
+                idempotency_key=key,
+                actor=self.actor,
+                body=body,
+                expected_version=expected_version,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+            ),
+            use_bin_type=True,
+        )
+        return await self.send_raw(command_subject(kind, verb), payload, timeout, attempts)
+
+    async def send_raw(
+        self, subject: str, payload: bytes, timeout: float = 5.0, attempts: int = 3
+    ) -> Outcome:
+        """Send pre-encoded bytes (retrying on timeout) and decode the answer."""
+        for attempt in range(attempts):
+            try:
+                reply = await self._nc.request(subject, payload, timeout=timeout)
+                break
+            except NoRespondersError as exc:
+                raise NoGateway(
+                    "no gateway is serving commands: is `fleetlog up` running?"
+                ) from exc
+            except MaxPayloadError as exc:
+                raise CommandFailed(
+                    f"the command is {len(payload)} bytes, over the server's message limit",
+                    code="payload_too_large",
+                ) from exc
+            except NatsTimeout:
+                if attempt == attempts - 1:
+                    raise CommandFailed(
+                        f"no answer from the gateway after {attempts} tries of {timeout:.0f}s",
+                        code="timeout",
+                    ) from None
+        return decode_reply(reply.data)
+
+
+def decode_reply(data: bytes) -> Outcome:
+    answer = msgpack.unpackb(data, raw=False)
+    if not answer.get("ok"):
+        error = answer.get("error", {})
+        raise CommandFailed(
+            error.get("message", "rejected"), field=error.get("field"), code=error.get("code")
+        )
+    known = {"ok", "seqs", "events", "version", "uid", "unchanged", "replayed"}
+    return Outcome(
+        seqs=answer.get("seqs", []),
+        events=answer.get("events", []),
+        version=answer.get("version", 0),
+        uid=answer.get("uid", ""),
+        unchanged=answer.get("unchanged", False),
+        replayed=answer.get("replayed", False),
+        extra={k: v for k, v in answer.items() if k not in known},
+    )

@@ -1,0 +1,151 @@
+"""Loading aggregates from the log and saving their new events, with a cache in front.
+
+Handlers decide on aggregates (``core.aggregates``); this is where an aggregate is rebuilt from
+its subject (one batched direct get), kept in a bounded LRU cache together with the stream
+sequence of its last event, and where its pending events become envelopes appended with that
+sequence as the optimistic-concurrency expectation. A cached aggregate can be stale when another
+process wrote to it; the append then fails with a conflict and the caller reloads and decides
+again, so the cache is only ever a shortcut, never a source of truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.aggregates import AGGREGATES, RecordedEvent, Resource, timestamp_from_ns
+from core.events import schema_version
+from streams.envelope import Envelope
+from streams.eventstore import EventStore, Write
+from streams.subjects import AggregateRef
+
+EVENT_ID_NAMESPACE = uuid.UUID("6f1c2d1e-3c5a-4b8e-9a57-0c7e1f0a9d11")
+
+
+@dataclass
+class Loaded:
+    """An aggregate (None if it never existed) and the sequence of its last event (0 if none)."""
+
+    ref: AggregateRef
+    aggregate: Resource | None
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Who decided, and the chain that led to it: stamped on every envelope written."""
+
+    actor: str
+    correlation_id: str
+    causation_id: str
+    token: str
+    now_ns: int
+
+
+class AggregateRepository:
+    """Aggregates by reference, cached, with per-aggregate locks for in-process ordering."""
+
+    def __init__(self, store: EventStore, *, capacity: int = 10_000) -> None:
+        self._store = store
+        self._capacity = capacity
+        self._cache: OrderedDict[str, Loaded] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, ref: AggregateRef) -> asyncio.Lock:
+        lock = self._locks.get(ref.subject)
+        if lock is None:
+            if len(self._locks) > 4 * self._capacity:
+                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+            lock = self._locks[ref.subject] = asyncio.Lock()
+        return lock
+
+    async def load(self, ref: AggregateRef, *, fresh: bool = False) -> Loaded:
+        if not fresh:
+            cached = self._cache.get(ref.subject)
+            if cached is not None:
+                self._cache.move_to_end(ref.subject)
+                return cached
+        stored = await self._store.read_subject(ref.subject)
+        aggregate_class = AGGREGATES[ref.kind]
+        aggregate = aggregate_class.from_history(
+            ref.id,
+            (
+                RecordedEvent(
+                    type=event.envelope.type,
+                    version=event.envelope.version,
+                    timestamp=timestamp_from_ns(event.envelope.timestamp_ns),
+                    payload=event.envelope.payload,
+                )
+                for event in stored
+            ),
+        )
+        loaded = Loaded(ref, aggregate, stored[-1].seq if stored else 0)
+        self._remember(loaded)
+        return loaded
+
+    def forget(self, ref: AggregateRef) -> None:
+        self._cache.pop(ref.subject, None)
+
+    def _remember(self, loaded: Loaded) -> None:
+        self._cache[loaded.ref.subject] = loaded
+        self._cache.move_to_end(loaded.ref.subject)
+        while len(self._cache) > self._capacity:
+            self._cache.popitem(last=False)
+
+    async def save(
+        self, changes: Sequence[Loaded], provenance: Provenance
+    ) -> list[tuple[str, int]]:
+        """Append every pending event of ``changes`` atomically; return (type, seq) pairs.
+
+        On any failure the affected aggregates are evicted, since their in-memory state holds
+        events that were not stored.
+        """
+        writes: list[Write] = []
+        types: list[str] = []
+        index = 0
+        collected = []
+        for change in changes:
+            aggregate = change.aggregate
+            events = aggregate.collect_events() if aggregate is not None else []
+            if not events:
+                continue
+            encoded = []
+            for event in events:
+                event_type = type(aggregate).event_type(event)
+                encoded.append(
+                    Envelope(
+                        event_id=str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{provenance.token}:{index}")),
+                        type=event_type,
+                        schema_version=schema_version(event_type),
+                        kind=change.ref.kind,
+                        namespace=change.ref.namespace,
+                        name=change.ref.name,
+                        version=event.originator_version,
+                        timestamp_ns=provenance.now_ns,
+                        actor=provenance.actor,
+                        correlation_id=provenance.correlation_id,
+                        causation_id=provenance.causation_id,
+                        payload=type(aggregate).event_payload(event),
+                    ).encode()
+                )
+                types.append(event_type)
+                index += 1
+            writes.append(Write(change.ref.subject, encoded, change.last_seq))
+            collected.append((change, len(encoded)))
+        if not writes:
+            return []
+        try:
+            seqs = await self._store.append(writes, token=provenance.token)
+        except BaseException:
+            for change in changes:
+                self.forget(change.ref)
+            raise
+        position = 0
+        for change, count in collected:
+            position += count
+            change.last_seq = seqs[position - 1]
+            self._remember(change)
+        return list(zip(types, seqs, strict=True))

@@ -1,0 +1,214 @@
+"""End to end: ``fleetlog up`` as a real process, the CLI as real processes against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.server import free_port
+
+pytestmark = pytest.mark.e2e
+
+MANIFESTS = """\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+        - name: main
+          image: python:3.11
+          command: ["python", "-m", "http.server", "8080"]
+          resources:
+            requests: {cpu: 100m, memory: 128Mi}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  selector: {app: web}
+  ports:
+    - port: 80
+      targetPort: 8080
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: debug
+  namespace: shop
+spec:
+  containers:
+    - name: sh
+      image: busybox
+      command: ["sleep", "3600"]
+"""
+
+
+class Cluster:
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.server = f"nats://127.0.0.1:{port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def cli(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "FLEETLOG_SERVER": self.server, "FLEETLOG_USER": "user:e2e"}
+        result = subprocess.run(
+            [sys.executable, "-m", "ops", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"fleetlog {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def up(self) -> None:
+        log = (self.data_dir.parent / "up.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ops",
+                "up",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, (self.data_dir.parent / "up.log").read_text()
+            if self.cli("get", "namespaces", check=False).returncode == 0:
+                return
+            time.sleep(0.2)
+        raise AssertionError("fleetlog up did not become ready")
+
+    def down(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=30)
+        self.process = None
+        return code
+
+    def kill_leftovers(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        pid_file = self.data_dir / "nats-server.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    running = Cluster(tmp_path / "data", free_port())
+    try:
+        yield running
+    finally:
+        running.kill_leftovers()
+
+
+def test_walkthrough_survives_a_restart(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.up()
+    manifest = tmp_path / "shop.yaml"
+    manifest.write_text(MANIFESTS)
+    applied = cluster.cli("apply", "-f", str(manifest)).stdout.splitlines()
+    assert applied == [
+        "namespace/shop created",
+        "deployment/web created",
+        "service/web created",
+        "pod/debug created",
+    ]
+    assert cluster.cli("apply", "-f", "-", stdin=MANIFESTS).stdout.count("unchanged") == 4
+
+    pods = cluster.cli("get", "pods", "-n", "shop").stdout
+    assert pods.split()[:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] and "debug" in pods
+    deployments = cluster.cli("get", "deploy", "-A").stdout
+    assert "shop" in deployments and "0/3" in deployments
+    as_yaml = cluster.cli("get", "deployment", "web", "-n", "shop", "-o", "yaml").stdout
+    assert "replicas: 3" in as_yaml and "uid:" in as_yaml and "maxSurge: 25%" in as_yaml
+    cluster.cli(
+        "scale", "deployment/web", "--replicas", "5", "-n", "shop", "--reason", "launch day"
+    )
+    described = cluster.cli("describe", "deployment", "web", "-n", "shop").stdout
+    assert "ScaledTo" in described and "scaled from 3 to 5 replicas: launch day" in described
+    cluster.cli("delete", "pod", "debug", "-n", "shop")
+    history = cluster.cli("history", "pod/debug", "-n", "shop").stdout
+    assert "PodCreated" in history and "PodDeleted" in history and "user:e2e" in history
+    events = [json.loads(line) for line in cluster.cli("events", "-o", "json").stdout.splitlines()]
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+    assert {"NamespaceCreated", "DeploymentCreated", "ScaledTo", "PodDeleted"} <= {
+        e["type"] for e in events
+    }
+    assert all(e["correlation_id"] and e["causation_id"] for e in events)
+    filtered = cluster.cli(
+        "events", "--kind", "deployment", "-n", "shop", "--type", "ScaledTo", "-o", "json"
+    )
+    assert [json.loads(line)["type"] for line in filtered.stdout.splitlines()] == ["ScaledTo"]
+
+    assert cluster.down() == 0
+    cluster.up()
+    assert "5" in cluster.cli("get", "deployment", "web", "-n", "shop", "-o", "json").stdout
+    after = [json.loads(line) for line in cluster.cli("events", "-o", "json").stdout.splitlines()]
+    assert after[: len(events)] == events
+    missing = cluster.cli("get", "pod", "debug", "-n", "shop", check=False)
+    assert missing.returncode == 1 and missing.stderr.strip() == 'error: pods "debug" not found'
+    assert cluster.down() == 0
+
+
+def test_cli_errors_are_one_line_and_nonzero(cluster: Cluster, tmp_path: Path) -> None:
+    down = cluster.cli("get", "pods", check=False)
+    assert down.returncode == 1
+    assert (
+        down.stderr.strip()
+        == f"error: cannot reach the server at {cluster.server}: is `fleetlog up` running?"
+    )
+    cluster.up()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  containers:\n    - name: a\n      image: b\n      bogus: 1\n"
+    )
+    result = cluster.cli("apply", "-f", str(bad), check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "spec.containers[0].bogus" in result.stderr
+    unknown = cluster.cli("get", "gizmos", check=False)
+    assert (
+        unknown.returncode == 1
+        and unknown.stderr.startswith("error: ")
+        and len(unknown.stderr.splitlines()) == 1
+    )
+    assert cluster.down() == 0

@@ -1,0 +1,274 @@
+"""The command gateway against a real nats-server: accepted commands, idempotency, every kind of
+bad input (each answered with a structured error and appending nothing), and scale-out."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgpack
+import pytest
+
+from handlers.gateway import MAX_COMMAND_BYTES, Gateway
+from streams.commandbus import CommandClient, CommandFailed
+from streams.connection import connect
+from streams.eventstore import EventStore
+from streams.subjects import command_subject, event_subject
+
+pytestmark = pytest.mark.integration
+
+
+def pod(name: str = "web", image: str = "nginx:1.27", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "main", "image": image, "command": ["serve"]}], **spec},
+    }
+
+
+def deployment(name: str = "web", replicas: int = 2) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "main", "image": "nginx"}]},
+            },
+        },
+    }
+
+
+async def test_apply_creates_then_configures_then_leaves_unchanged(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    created = await client.send("Pod", "apply", {"manifest": pod()})
+    assert created.events == ["PodCreated"] and created.version == 1 and created.uid
+    relabelled = pod()
+    relabelled["metadata"]["labels"]["tier"] = "front"
+    updated = await client.send("Pod", "apply", {"manifest": relabelled})
+    assert updated.events == ["PodUpdated"] and updated.version == 2
+    same = await client.send("Pod", "apply", {"manifest": relabelled})
+    assert same.unchanged and same.seqs == [] and same.version == 2
+    events = await store.read_subject(event_subject("Pod", "default", "web"))
+    assert [e.envelope.type for e in events] == ["PodCreated", "PodUpdated"]
+    stored = events[0].envelope
+    assert stored.actor == "user:alice"
+    assert stored.payload["manifest"]["spec"]["restartPolicy"] == "Always"  # defaults applied
+    assert events[1].envelope.payload["changed"] == ["metadata.labels.tier"]
+
+
+async def test_retried_command_is_applied_once(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    first = await client.send("Pod", "create", {"manifest": pod()}, idempotency_key="retry-key-1")
+    again = await client.send("Pod", "create", {"manifest": pod()}, idempotency_key="retry-key-1")
+    assert again.replayed and again.seqs == first.seqs
+    assert len(await store.read_subject(event_subject("Pod", "default", "web"))) == 1
+
+
+async def test_concurrent_duplicates_of_one_command_apply_once(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    outcomes = await asyncio.gather(
+        *(
+            client.send("Pod", "create", {"manifest": pod()}, idempotency_key="dup-key-42")
+            for _ in range(5)
+        )
+    )
+    assert len({tuple(o.seqs) for o in outcomes}) == 1
+    assert len(await store.read_subject(event_subject("Pod", "default", "web"))) == 1
+
+
+async def expect_rejected(
+    store: EventStore, send: Any, code: str, field: str | None = None
+) -> CommandFailed:
+    before = await store.stream_last_seq()
+    with pytest.raises(CommandFailed) as caught:
+        await send
+    assert caught.value.code == code, caught.value
+    if field is not None:
+        assert caught.value.field == field
+    assert await store.stream_last_seq() == before, "a rejected command appended something"
+    return caught.value
+
+
+async def test_idempotency_key_reused_for_another_command_is_refused(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    await client.send("Pod", "create", {"manifest": pod("a")}, idempotency_key="shared-key-1")
+    await expect_rejected(
+        store,
+        client.send("Pod", "create", {"manifest": pod("b")}, idempotency_key="shared-key-1"),
+        "idempotency_key_reused",
+    )
+
+
+async def test_malformed_msgpack_is_refused(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    await expect_rejected(
+        store, client.send_raw(command_subject("pod", "apply"), b"\xc1\xff\x00garbage"), "malformed"
+    )
+    await expect_rejected(
+        store, client.send_raw(command_subject("pod", "apply"), msgpack.packb([1, 2])), "malformed"
+    )
+
+
+async def test_unknown_kind_and_verb_are_refused(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    error = await expect_rejected(
+        store, client.send("Gizmo", "apply", {"manifest": {}}), "unknown_kind"
+    )
+    assert "pod" in error.message
+    await expect_rejected(store, client.send("Pod", "explode", {}), "unknown_verb")
+
+
+async def test_schema_violation_names_the_field(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    bad = pod()
+    bad["spec"]["containers"][0]["imagePullSecretz"] = "x"
+    error = await expect_rejected(store, client.send("Pod", "apply", {"manifest": bad}), "invalid")
+    assert error.field == "spec.containers[0].imagePullSecretz"
+    bad_quantity = pod()
+    bad_quantity["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "lots"}}
+    error = await expect_rejected(
+        store, client.send("Pod", "apply", {"manifest": bad_quantity}), "invalid_quantity"
+    )
+    assert error.field == "spec.containers[0].resources.limits.cpu"
+    await expect_rejected(
+        store, client.send("Pod", "apply", {"manifest": pod(), "extra": 1}), "invalid", "body.extra"
+    )
+    await expect_rejected(
+        store, client.send("Deployment", "apply", {"manifest": pod()}), "invalid", "kind"
+    )
+
+
+async def test_hostile_names_are_refused(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    for name in ["a.b.*", "web >", "", "ÿ-unicode", "x" * 300, "UPPER"]:
+        await expect_rejected(
+            store, client.send("Pod", "apply", {"manifest": pod(name)}), "invalid", "metadata.name"
+        )
+
+
+async def test_oversize_command_is_refused(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    huge = pod()
+    huge["metadata"]["annotations"] = {"blob": "x" * (MAX_COMMAND_BYTES + 1)}
+    await expect_rejected(
+        store, client.send("Pod", "apply", {"manifest": huge}), "payload_too_large"
+    )
+
+
+async def test_invalid_transitions_are_refused(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    await client.send("Pod", "create", {"manifest": pod()})
+    await expect_rejected(
+        store, client.send("Pod", "create", {"manifest": pod()}), "already_exists"
+    )
+    changed = pod()
+    changed["spec"]["containers"][0]["command"] = ["other"]
+    await expect_rejected(
+        store,
+        client.send("Pod", "apply", {"manifest": changed}),
+        "invalid_transition",
+        "spec.containers[0].command[0]",
+    )
+    await expect_rejected(store, client.send("Pod", "delete", {"name": "ghost"}), "not_found")
+    await expect_rejected(
+        store, client.send("Pod", "scale", {"name": "web", "replicas": 3}), "unsupported"
+    )
+    await client.send("Pod", "delete", {"name": "web"})
+    await expect_rejected(store, client.send("Pod", "delete", {"name": "web"}), "not_found")
+
+
+async def test_missing_namespace_is_refused(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    elsewhere = pod()
+    elsewhere["metadata"]["namespace"] = "nowhere"
+    await expect_rejected(
+        store,
+        client.send("Pod", "apply", {"manifest": elsewhere}),
+        "not_found",
+        "metadata.namespace",
+    )
+
+
+async def test_expected_version_guards_against_lost_updates(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    await client.send("Deployment", "apply", {"manifest": deployment()})
+    await client.send("Deployment", "scale", {"name": "web", "replicas": 5}, expected_version=1)
+    await expect_rejected(
+        store,
+        client.send("Deployment", "scale", {"name": "web", "replicas": 7}, expected_version=1),
+        "conflict",
+    )
+
+
+async def test_scale_records_who_and_why(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    await client.send("Deployment", "apply", {"manifest": deployment(replicas=2)})
+    outcome = await client.send(
+        "Deployment", "scale", {"name": "web", "replicas": 4, "reason": "load test"}
+    )
+    assert outcome.events == ["ScaledTo"]
+    last = (await store.read_subject(event_subject("Deployment", "default", "web")))[-1].envelope
+    assert last.payload == {"replicas": 4, "previous": 2, "reason": "load test"}
+    assert last.actor == "user:alice"
+    assert (await client.send("Deployment", "scale", {"name": "web", "replicas": 4})).unchanged
+
+
+async def test_deleted_name_can_be_created_again_with_a_new_uid(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    first = await client.send("Pod", "create", {"manifest": pod()})
+    await client.send("Pod", "delete", {"name": "web", "reason": "done"})
+    second = await client.send("Pod", "create", {"manifest": pod()})
+    assert second.version == 3 and second.uid != first.uid
+
+
+async def test_two_gateways_share_the_command_stream(
+    gateway: Gateway, nats_server: Any, store: EventStore, client: CommandClient
+) -> None:
+    other_nc = await connect(nats_server.url, name="second-gateway")
+    async with EventStore(other_nc) as other_store:
+        second = await Gateway.create(other_nc, other_store)
+        ready = asyncio.Event()
+        task = asyncio.create_task(second.run(ready))
+        await ready.wait()
+        try:
+            before_first, before_second = gateway.handled, second.handled
+            outcomes = await asyncio.gather(
+                *(client.send("Pod", "create", {"manifest": pod(f"p{i}")}) for i in range(200))
+            )
+            assert all(o.events == ["PodCreated"] for o in outcomes)
+            assert gateway.handled > before_first and second.handled > before_second
+            assert gateway.handled - before_first + second.handled - before_second == 200
+            # Both gateways deciding on the same aggregate: the stale one re-decides after a conflict.
+            await client.send("Deployment", "apply", {"manifest": deployment()})
+            results = await asyncio.gather(
+                *(
+                    client.send("Deployment", "scale", {"name": "web", "replicas": n})
+                    for n in range(3, 23)
+                )
+            )
+            assert all(not r.unchanged for r in results)
+            history = await store.read_subject(event_subject("Deployment", "default", "web"))
+            assert [e.envelope.version for e in history] == list(range(1, 22))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    await other_nc.close()
