@@ -156,8 +156,9 @@ class Authorize:
         assert ctx.command is not None
         namespace = getattr(ctx.command.body, "namespace", "")
         if not self._policy.allows(ctx.actor, ctx.verb, ctx.kind, namespace):
+            where = namespace or "the cluster"
             raise FleetError(
-                f"{ctx.actor} may not {ctx.verb} {ctx.kind.lower()}s in {namespace or 'the cluster'}",
+                f"{ctx.actor} may not {ctx.verb} {ctx.kind.lower()}s in {where}",
                 code="forbidden",
             )
 
@@ -264,6 +265,12 @@ class Execute:
             fresh = False
             for attempt in range(1, MAX_DECISION_ATTEMPTS + 1):
                 loaded = await self._repository.load(ref, fresh=fresh)
+                already = loaded.written_by(command.idempotency_key)
+                if already:
+                    # A duplicate of this command (a client retry racing the original, here or
+                    # on another gateway) already landed: answer with its events.
+                    self._accepted(ctx, loaded, already)
+                    return
                 try:
                     self._decide(ctx, loaded)
                 except FleetError:
@@ -280,18 +287,22 @@ class Execute:
                     log.info("command.retry_on_conflict", ref=str(ref), attempt=attempt)
                     fresh = True
                     continue
-                aggregate = loaded.aggregate
-                assert aggregate is not None
-                ctx.reply = {
-                    "ok": True,
-                    "seqs": [seq for _, seq in written],
-                    "events": [event_type for event_type, _ in written],
-                    "version": aggregate.version,
-                    "uid": aggregate.uid,
-                    "unchanged": not written,
-                }
+                self._accepted(ctx, loaded, written)
                 return
         raise FleetError(f"{ref} kept changing under this command; try again", code="conflict")
+
+    @staticmethod
+    def _accepted(ctx: CommandContext, loaded: Loaded, written: list[tuple[str, int]]) -> None:
+        aggregate = loaded.aggregate
+        assert aggregate is not None
+        ctx.reply = {
+            "ok": True,
+            "seqs": [seq for _, seq in written],
+            "events": [event_type for event_type, _ in written],
+            "version": aggregate.version,
+            "uid": aggregate.uid,
+            "unchanged": not written,
+        }
 
     def _decide(self, ctx: CommandContext, loaded: Loaded) -> None:
         command, ref = ctx.command, ctx.ref

@@ -27,8 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import msgpack
-
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
@@ -190,14 +188,16 @@ async def main_async(args: argparse.Namespace) -> None:
         await ensure_streams(nc)
         await nc.close()
         print(
-            f"server {url}, {args.events} events per write benchmark, python {sys.version.split()[0]}"
+            f"server {url}, {args.events} events per write benchmark, "
+            f"python {sys.version.split()[0]}"
         )
 
         raw_publish = await bench_raw_publish(url, args.events)
         store_append = await bench_store_append(url, args.events, args.in_flight)
         print(f"raw pipelined JetStream publish (publish_async) : {raw_publish:10,.0f} events/s")
         print(
-            f"event store append (OCC, {args.in_flight} in flight)       : {store_append:10,.0f} events/s"
+            f"event store append (OCC, {args.in_flight} in flight)       : "
+            f"{store_append:10,.0f} events/s"
             f"  = {100 * store_append / raw_publish:.0f}% of raw (target >= 60%)"
         )
 
@@ -211,10 +211,11 @@ async def main_async(args: argparse.Namespace) -> None:
         )
 
         env = {**os.environ, "FLEETLOG_SERVER": url}
-        up_process = subprocess.Popen(
+        up_log = (workdir / "up.log").open("wb")
+        up_process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, not awaited
             [sys.executable, "-m", "ops", "--log-level", "warning", "up", "--nats-url", url],
             stdout=subprocess.DEVNULL,
-            stderr=open(workdir / "up.log", "wb"),
+            stderr=up_log,
             env=env,
         )
         await wait_for_gateway(url)
@@ -229,6 +230,7 @@ async def main_async(args: argparse.Namespace) -> None:
         if up_process is not None:
             up_process.send_signal(signal.SIGTERM)
             up_process.wait(timeout=30)
+            up_log.close()
         if server is not None:
             await server.stop()
 

@@ -122,7 +122,7 @@ def up(ctx: click.Context, data_dir: Path | None, nats_url: str | None, port: in
     run(run_up)(options)
 
 
-# -- writes ------------------------------------------------------------------------------------------
+# -- writes ---------------------------------------------------------------------------------------
 
 
 def _read_documents(path: str) -> list[dict[str, Any]]:
@@ -240,7 +240,7 @@ async def scale(ctx: click.Context, ref: str, replicas: int, namespace: str, rea
     click.echo(f"{kind.lower()}/{name} {'unchanged' if outcome.unchanged else 'scaled'}")
 
 
-# -- reads -------------------------------------------------------------------------------------------
+# -- reads ----------------------------------------------------------------------------------------
 
 
 def _console() -> Console:

@@ -139,7 +139,8 @@ def _deployment_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
 def _service_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     spec = item["manifest"].get("spec", {})
     ports = ",".join(
-        f"{p['port']}{':' + str(p['nodePort']) if p.get('nodePort') else ''}/{p.get('protocol', 'TCP')}"
+        f"{p['port']}{':' + str(p['nodePort']) if p.get('nodePort') else ''}"
+        f"/{p.get('protocol', 'TCP')}"
         for p in spec.get("ports") or []
     )
     row = [

@@ -6,6 +6,8 @@ behaviour and the version check are the same everywhere.
 
 from __future__ import annotations
 
+import asyncio
+
 import nats
 import structlog
 from nats.aio.client import Client
@@ -30,35 +32,50 @@ async def connect(
     name: str,
     connect_timeout: float = 2.0,
     reconnect: bool = True,
+    initial_timeout: float = 10.0,
 ) -> Client:
     """Connect, check the server version, and keep reconnecting if the link drops."""
 
+    holder: list[Client] = []
+
     async def on_disconnect() -> None:
-        log.warning("nats.disconnected", url=url, client=name)
+        # A deliberate close or drain also reports a disconnect; only an unexpected one is news.
+        if holder and not (holder[0].is_closed or holder[0].is_draining):
+            log.warning("nats.disconnected", url=url, client=name)
 
     async def on_reconnect() -> None:
         log.info("nats.reconnected", url=url, client=name)
 
     async def on_error(exc: Exception) -> None:
-        log.warning("nats.error", url=url, client=name, error=str(exc))
+        if holder:  # failures of the first connection are reported by the exception below
+            log.warning("nats.error", url=url, client=name, error=str(exc))
 
     try:
-        nc = await nats.connect(
-            url,
-            name=name,
-            connect_timeout=connect_timeout,
-            allow_reconnect=reconnect,
-            max_reconnect_attempts=-1 if reconnect else 0,
-            reconnect_time_wait=0.5,
-            disconnected_cb=on_disconnect,
-            reconnected_cb=on_reconnect,
-            error_cb=on_error,
+        # nats-py retries the first connection as long as it may reconnect, and forever when
+        # attempts are unlimited: bound the wait so a wrong URL is an error, not a hang.
+        nc = await asyncio.wait_for(
+            _connect(
+                url,
+                name=name,
+                connect_timeout=connect_timeout,
+                allow_reconnect=reconnect,
+                max_reconnect_attempts=-1 if reconnect else 1,
+                reconnect_time_wait=0.5,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+                error_cb=on_error,
+            ),
+            initial_timeout if reconnect else connect_timeout * 3,
         )
     except (TimeoutError, NoServersError, OSError) as exc:
         raise Unreachable(url) from exc
+    holder.append(nc)
     try:
         require_version(parse_version(nc._server_info.get("version", "")), f"the server at {url}")
     except Exception:
         await nc.close()
         raise
     return nc
+
+
+_connect = nats.connect

@@ -92,8 +92,9 @@ async def _ensure_fleet(nc: Client, replicas: int) -> None:
     required = ("deny_delete", "deny_purge", "allow_atomic", "allow_direct")
     missing = [key for key in required if not config.get(key)]
     if missing or config.get("allow_rollup_hdrs"):
+        problems = ", ".join(missing) or "rollups on"
         raise StreamSetupError(
-            f"stream {FLEET_STREAM} exists with unsuitable settings ({', '.join(missing) or 'rollups on'})"
+            f"stream {FLEET_STREAM} exists with unsuitable settings ({problems})"
         )
 
 

@@ -14,7 +14,7 @@ import asyncio
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.aggregates import AGGREGATES, RecordedEvent, Resource, timestamp_from_ns
 from core.events import schema_version
@@ -25,13 +25,36 @@ from streams.subjects import AggregateRef
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c2d1e-3c5a-4b8e-9a57-0c7e1f0a9d11")
 
 
+RECENT_EVENTS = 64
+
+
+def event_id(token: str, index: int) -> str:
+    """The id of the ``index``-th event written by the write ``token``: deterministic, so a
+    retried write produces identical events and can recognise its own."""
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{token}:{index}"))
+
+
 @dataclass
 class Loaded:
-    """An aggregate (None if it never existed) and the sequence of its last event (0 if none)."""
+    """An aggregate (None if it never existed), the sequence of its last event (0 if none), and
+    the ids of its most recent events (id → (seq, type)) so a duplicate command is recognised."""
 
     ref: AggregateRef
     aggregate: Resource | None
     last_seq: int
+    recent: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def note(self, event_id_: str, seq: int, event_type: str) -> None:
+        self.recent[event_id_] = (seq, event_type)
+        while len(self.recent) > RECENT_EVENTS:
+            del self.recent[next(iter(self.recent))]
+
+    def written_by(self, token: str) -> list[tuple[str, int]]:
+        """(type, seq) of the events this aggregate holds from write ``token`` (empty if none)."""
+        found = []
+        while (hit := self.recent.get(event_id(token, len(found)))) is not None:
+            found.append((hit[1], hit[0]))
+        return found
 
 
 @dataclass(frozen=True)
@@ -83,6 +106,8 @@ class AggregateRepository:
             ),
         )
         loaded = Loaded(ref, aggregate, stored[-1].seq if stored else 0)
+        for event in stored[-RECENT_EVENTS:]:
+            loaded.note(event.envelope.event_id, event.seq, event.envelope.type)
         self._remember(loaded)
         return loaded
 
@@ -105,6 +130,7 @@ class AggregateRepository:
         """
         writes: list[Write] = []
         types: list[str] = []
+        ids: list[str] = []
         index = 0
         collected = []
         for change in changes:
@@ -115,9 +141,10 @@ class AggregateRepository:
             encoded = []
             for event in events:
                 event_type = type(aggregate).event_type(event)
+                ids.append(event_id(provenance.token, index))
                 encoded.append(
                     Envelope(
-                        event_id=str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{provenance.token}:{index}")),
+                        event_id=ids[-1],
                         type=event_type,
                         schema_version=schema_version(event_type),
                         kind=change.ref.kind,
@@ -145,6 +172,8 @@ class AggregateRepository:
             raise
         position = 0
         for change, count in collected:
+            for offset in range(position, position + count):
+                change.note(ids[offset], seqs[offset], types[offset])
             position += count
             change.last_seq = seqs[position - 1]
             self._remember(change)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -127,10 +128,8 @@ class Cluster:
             self.process.wait()
         pid_file = self.data_dir / "nats-server.pid"
         if pid_file.exists():
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
 
 
 @pytest.fixture

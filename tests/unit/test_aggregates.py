@@ -1,0 +1,160 @@
+"""Aggregate decisions: valid transitions produce events, invalid ones raise clear errors, and
+rebuilding from recorded events gives the same aggregate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from core.aggregates import Deployment, Pod, RecordedEvent, Resource, Service
+from core.diff import changed_paths
+from core.errors import AlreadyExists, Conflict, InvalidTransition, NotFound
+
+AT = datetime(2026, 11, 25, 3, 12, tzinfo=UTC)
+POD = {
+    "metadata": {"name": "web"},
+    "spec": {
+        "containers": [{"name": "a", "image": "nginx:1", "command": ["serve"]}],
+        "tolerations": [{"key": "k", "operator": "Exists"}],
+    },
+}
+
+
+def recorded(aggregate: Resource) -> list[RecordedEvent]:
+    return [
+        RecordedEvent(
+            type=type(aggregate).event_type(e),
+            version=e.originator_version,
+            timestamp=e.timestamp,
+            payload=type(aggregate).event_payload(e),
+        )
+        for e in aggregate.collect_events()
+    ]
+
+
+def test_history_rebuilds_the_same_aggregate_across_delete_and_recreate() -> None:
+    deployment = Deployment.create(
+        None, agg_id="Deployment/default/web", manifest={"spec": {"replicas": 1}}, uid="u1", at=AT
+    )
+    deployment.scale(replicas=3, reason="load", at=AT)
+    deployment.delete(reason="", at=AT)
+    Deployment.create(
+        deployment,
+        agg_id="Deployment/default/web",
+        manifest={"spec": {"replicas": 2}},
+        uid="u2",
+        at=AT,
+    )
+    history = recorded(deployment)
+    assert [e.type for e in history] == [
+        "DeploymentCreated",
+        "ScaledTo",
+        "DeploymentDeleted",
+        "DeploymentCreated",
+    ]
+    rebuilt = Deployment.from_history("Deployment/default/web", history)
+    assert (
+        rebuilt is not None
+        and rebuilt.version == 4
+        and rebuilt.uid == "u2"
+        and rebuilt.replicas == 2
+        and rebuilt.exists
+    )
+
+
+def test_create_of_an_existing_object_is_refused() -> None:
+    pod = Pod.create(None, agg_id="Pod/default/web", manifest=POD, uid="u", at=AT)
+    with pytest.raises(AlreadyExists, match='pod "web" in namespace "default" already exists'):
+        Pod.create(pod, agg_id="Pod/default/web", manifest=POD, uid="u", at=AT)
+
+
+def test_pod_spec_is_immutable_except_images_and_new_tolerations() -> None:
+    pod = Pod.create(None, agg_id="Pod/default/web", manifest=POD, uid="u", at=AT)
+    pod.collect_events()
+    new_image = {
+        **POD,
+        "spec": {
+            **POD["spec"],
+            "containers": [{**POD["spec"]["containers"][0], "image": "nginx:2"}],
+        },
+    }
+    Pod.apply_manifest(pod, agg_id="Pod/default/web", manifest=new_image, uid="u", at=AT)
+    assert [e.changed for e in pod.collect_events()] == [["spec.containers[0].image"]]
+    other_command = {
+        **new_image,
+        "spec": {
+            **new_image["spec"],
+            "containers": [{**new_image["spec"]["containers"][0], "command": ["x"]}],
+        },
+    }
+    with pytest.raises(InvalidTransition) as caught:
+        Pod.apply_manifest(pod, agg_id="Pod/default/web", manifest=other_command, uid="u", at=AT)
+    assert caught.value.field == "spec.containers[0].command[0]"
+    dropped = {**new_image, "spec": {**new_image["spec"], "tolerations": []}}
+    with pytest.raises(InvalidTransition, match="tolerations"):
+        Pod.apply_manifest(pod, agg_id="Pod/default/web", manifest=dropped, uid="u", at=AT)
+    assert pod.collect_events() == []
+
+
+def test_identical_apply_changes_nothing() -> None:
+    pod = Pod.create(None, agg_id="Pod/default/web", manifest=POD, uid="u", at=AT)
+    pod.collect_events()
+    Pod.apply_manifest(pod, agg_id="Pod/default/web", manifest=POD, uid="u", at=AT)
+    assert pod.collect_events() == [] and pod.version == 1
+
+
+def test_deleted_objects_cannot_be_deleted_or_scaled() -> None:
+    deployment = Deployment.create(
+        None, agg_id="Deployment/default/web", manifest={"spec": {"replicas": 1}}, uid="u", at=AT
+    )
+    deployment.delete(reason="bye", at=AT)
+    with pytest.raises(NotFound, match="deleted"):
+        deployment.delete(reason="again", at=AT)
+    with pytest.raises(NotFound):
+        deployment.scale(replicas=2, reason="", at=AT)
+
+
+def test_expected_version_must_match() -> None:
+    deployment = Deployment.create(
+        None, agg_id="Deployment/default/web", manifest={"spec": {"replicas": 1}}, uid="u", at=AT
+    )
+    deployment.require_version(1)
+    with pytest.raises(Conflict, match="at version 1, not 5"):
+        deployment.require_version(5)
+
+
+def test_service_cluster_ip_is_immutable() -> None:
+    service = Service.create(
+        None,
+        agg_id="Service/default/web",
+        manifest={"spec": {"clusterIP": "10.0.0.1"}},
+        uid="u",
+        at=AT,
+    )
+    with pytest.raises(InvalidTransition, match="immutable"):
+        Service.apply_manifest(
+            service,
+            agg_id="Service/default/web",
+            manifest={"spec": {"clusterIP": "10.0.0.2"}},
+            uid="u",
+            at=AT,
+        )
+
+
+def test_changed_paths_name_each_differing_field() -> None:
+    old = {
+        "spec": {"replicas": 1, "template": {"containers": [{"image": "a"}, {"image": "b"}]}},
+        "metadata": {"labels": {"x": "1"}},
+    }
+    new = {
+        "spec": {"replicas": 2, "template": {"containers": [{"image": "a"}, {"image": "c"}]}},
+        "metadata": {"labels": {"y": "1"}},
+    }
+    assert changed_paths(old, new) == [
+        "metadata.labels.x",
+        "metadata.labels.y",
+        "spec.replicas",
+        "spec.template.containers[1].image",
+    ]
+    assert changed_paths({"a": [1]}, {"a": [1, 2]}) == ["a"]
