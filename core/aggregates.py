@@ -117,6 +117,9 @@ class Resource(BaseAggregate[str]):
 
     @classmethod
     def _event_classes(cls) -> dict[str, type[DomainEvent]]:
+        cached: dict[str, type[DomainEvent]] | None = cls.__dict__.get("_EVENT_CLASSES")
+        if cached is not None:
+            return cached
         out: dict[str, type[DomainEvent]] = {}
         for attr in dir(cls):
             value = getattr(cls, attr)
@@ -126,6 +129,7 @@ class Resource(BaseAggregate[str]):
                 out[value.SUFFIX if value.SUFFIX == "ScaledTo" else f"{cls.KIND}{value.SUFFIX}"] = (
                     value
                 )
+        cls._EVENT_CLASSES = out
         return out
 
     # -- rebuilding from the log ------------------------------------------------------------

@@ -4,8 +4,8 @@ Commands arrive as NATS requests on ``fleet.cmd.<kind>.<verb>`` (queue group ``f
 so any number of gateways share the load). Each request runs through a pipeline of stages, in
 the order a reader meets them below:
 
-  size limit → decode → route & schema → authenticate → authorize → admission
-  → idempotency → decide & append → remember the outcome → reply
+  size limit → decode → route & schema → authenticate → authorize → fingerprint
+  → admission → decide & append → reply
 
 A stage either lets the command through, answers early (an idempotent replay), or raises a
 ``FleetError`` that becomes a structured reply ``{"ok": false, "error": {code, message,
@@ -16,6 +16,14 @@ is recorded as the actor and every caller is allowed.
 Decisions are taken on cached aggregates (``streams.repository``); the append's expectation
 catches a stale cache, and the command is then decided again on fresh state (up to a few times),
 unless the caller pinned an ``expected_version``, in which case it gets a conflict.
+
+Idempotency costs no extra round trip. A command's write token is its idempotency key plus a
+hash of the request, and its events get ids derived from that token. A retry whose original
+landed finds those events on the aggregate (the repository keeps the ids of the latest events of
+each one) and is answered with them; a resend that races the original is recognised by the event
+store (its own write right after the expectation) or de-duplicated by JetStream's Msg-Id window.
+A key reused for a *different* request is a different command: it is never mistaken for the
+earlier one.
 """
 
 from __future__ import annotations
@@ -33,14 +41,11 @@ import msgpack
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KeyValue
 
 from core.aggregates import AGGREGATES, SCALABLE_KINDS, Deployment, timestamp_from_ns
 from core.commands import Command, DeleteBody, ManifestBody, ScaleBody, parse_command
 from core.errors import FleetError, NotFound, UnknownKind, ValidationFailed
 from core.resources import KINDS, dump_manifest, parse_manifest
-from streams.definitions import IDEMPOTENCY_BUCKET
 from streams.eventstore import ConcurrencyConflict, EventStore
 from streams.repository import AggregateRepository, Loaded, Provenance
 from streams.subjects import ALL_COMMANDS, AggregateRef, parse_command_subject
@@ -205,44 +210,14 @@ class Admit:
             )
 
 
-class Idempotency:
-    """Answer a retried command with its first outcome; refuse a key reused for another request."""
-
-    def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
-
-    @staticmethod
-    def key(ctx: CommandContext) -> str:
-        assert ctx.command is not None
-        return hashlib.sha256(ctx.command.idempotency_key.encode()).hexdigest()[:40]
-
-    async def __call__(self, ctx: CommandContext) -> None:
-        assert ctx.command is not None
-        ctx.request_hash = hashlib.sha256(
-            msgpack.packb(
-                [ctx.subject, ctx.actor, ctx.raw.get("body"), ctx.raw.get("expected_version")]
-            )
-        ).hexdigest()
-        try:
-            entry = await self._kv.get(self.key(ctx))
-        except KeyNotFoundError:
-            return
-        if entry.value is None:
-            return
-        record = msgpack.unpackb(entry.value, raw=False)
-        if record["hash"] != ctx.request_hash:
-            raise ValidationFailed(
-                "idempotency key was already used for a different command; use a new key",
-                field="id",
-                code="idempotency_key_reused",
-            )
-        ctx.reply = {**record["reply"], "replayed": True}
-
-    async def remember(self, ctx: CommandContext) -> None:
-        if ctx.reply is None or ctx.reply.get("replayed"):
-            return
-        record = msgpack.packb({"hash": ctx.request_hash, "reply": ctx.reply}, use_bin_type=True)
-        await self._kv.put(self.key(ctx), record)
+async def fingerprint(ctx: CommandContext) -> None:
+    """A hash of what was asked, so a retry can be told apart from a reused idempotency key."""
+    ctx.request_hash = hashlib.sha256(
+        msgpack.packb(
+            [ctx.subject, ctx.actor, ctx.raw.get("body"), ctx.raw.get("expected_version")],
+            use_bin_type=True,
+        )
+    ).hexdigest()
 
 
 class Execute:
@@ -254,22 +229,27 @@ class Execute:
     async def __call__(self, ctx: CommandContext) -> None:
         command, ref = ctx.command, ctx.ref
         assert command is not None and ref is not None
+        # The write token names this exact request: a retry reuses it, a reused key does not.
+        token = f"{command.idempotency_key}.{ctx.request_hash[:16]}"
         provenance = Provenance(
             actor=ctx.actor,
             correlation_id=ctx.correlation_id,
             causation_id=command.causation_id or command.idempotency_key,
-            token=command.idempotency_key,
+            token=token,
             now_ns=ctx.received_ns,
         )
         async with self._repository.lock(ref):
             fresh = False
             for attempt in range(1, MAX_DECISION_ATTEMPTS + 1):
-                loaded = await self._repository.load(ref, fresh=fresh)
-                already = loaded.written_by(command.idempotency_key)
+                loaded = await self._repository.load(
+                    ref, fresh=fresh, assume_new=command.verb in ("create", "apply")
+                )
+                already = loaded.written_by(token)
                 if already:
                     # A duplicate of this command (a client retry racing the original, here or
                     # on another gateway) already landed: answer with its events.
                     self._accepted(ctx, loaded, already)
+                    ctx.reply["replayed"] = True
                     return
                 try:
                     self._decide(ctx, loaded)
@@ -345,7 +325,6 @@ class Gateway:
         self,
         nc: Client,
         store: EventStore,
-        kv: KeyValue,
         *,
         policy: Policy | None = None,
         identify: IdentityProvider = stated_identity,
@@ -353,15 +332,14 @@ class Gateway:
     ) -> None:
         self._nc = nc
         self.repository = AggregateRepository(store)
-        self._idempotency = Idempotency(kv)
         self.stages: Sequence[Handler] = (
             limit_size,
             decode,
             route,
             Authenticate(identify),
             Authorize(policy or AllowAll()),
+            fingerprint,
             Admit(self.repository),
-            self._idempotency,
             Execute(self.repository),
         )
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -369,8 +347,7 @@ class Gateway:
 
     @classmethod
     async def create(cls, nc: Client, store: EventStore, **options: Any) -> Gateway:
-        kv = await nc.jetstream().key_value(IDEMPOTENCY_BUCKET)
-        return cls(nc, store, kv, **options)
+        return cls(nc, store, **options)
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Serve until cancelled; in-flight commands finish before this returns."""
@@ -412,7 +389,6 @@ class Gateway:
                         )
                     if ctx.reply is not None:
                         break
-                await self._idempotency.remember(ctx)
             except FleetError as exc:
                 log.info("command.rejected", code=exc.code, error=exc.message, field=exc.field)
                 return {"ok": False, "error": exc.as_dict()}
@@ -427,5 +403,5 @@ class Gateway:
                     },
                 }
             assert ctx.reply is not None
-            log.info("command.accepted", ref=str(ctx.ref), events=ctx.reply.get("events"))
+            log.debug("command.accepted", ref=str(ctx.ref), events=ctx.reply.get("events"))
             return ctx.reply

@@ -1,10 +1,9 @@
-"""The streams and buckets fleetlog uses, named once, created idempotently.
+"""The streams fleetlog uses, named once, created idempotently.
 
 ``FLEET`` is the log of record: file storage, no deletes, no purges, no rollups, atomic batches
-on, direct gets on (reading one aggregate is a single batched direct get). The key-value bucket
-``fleet_idem`` remembers the outcome of each command by idempotency key for a day, so a client's
-retry is answered with the first outcome instead of being applied again. Projection snapshots
-live in the object store ``fleet_snapshots``.
+on, direct gets on (reading one aggregate is a single batched direct get), and a duplicate
+window in which a resent Msg-Id is stored once. Projection snapshots live in the object store
+``fleet_snapshots``.
 """
 
 from __future__ import annotations
@@ -13,16 +12,15 @@ import json
 from typing import Any
 
 from nats.aio.client import Client
-from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
+from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError
 
 from streams.subjects import ALL_EVENTS
 
 FLEET_STREAM = "FLEET"
-IDEMPOTENCY_BUCKET = "fleet_idem"
+FLEET_SUBJECTS = [ALL_EVENTS]
 SNAPSHOT_BUCKET = "fleet_snapshots"
 DUPLICATE_WINDOW_NS = 120 * 1_000_000_000
-IDEMPOTENCY_TTL_S = 24 * 3600
 MAX_EVENT_BYTES = 1024 * 1024
 
 
@@ -33,7 +31,7 @@ class StreamSetupError(RuntimeError):
 def fleet_stream_config(replicas: int = 1) -> dict[str, Any]:
     return {
         "name": FLEET_STREAM,
-        "subjects": [ALL_EVENTS],
+        "subjects": FLEET_SUBJECTS,
         "retention": "limits",
         "storage": "file",
         "num_replicas": replicas,
@@ -55,18 +53,6 @@ async def ensure_streams(nc: Client, *, replicas: int = 1) -> None:
     """Create FLEET and the buckets if missing; check an existing FLEET is fit for use."""
     await _ensure_fleet(nc, replicas)
     js = nc.jetstream()
-    try:
-        await js.key_value(IDEMPOTENCY_BUCKET)
-    except BucketNotFoundError:
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=IDEMPOTENCY_BUCKET,
-                ttl=IDEMPOTENCY_TTL_S,
-                storage=StorageType.FILE,
-                replicas=replicas,
-                history=1,
-            )
-        )
     try:
         await js.object_store(SNAPSHOT_BUCKET)
     except BucketNotFoundError:
@@ -96,6 +82,15 @@ async def _ensure_fleet(nc: Client, replicas: int) -> None:
         raise StreamSetupError(
             f"stream {FLEET_STREAM} exists with unsuitable settings ({problems})"
         )
+    if sorted(config.get("subjects", [])) != sorted(FLEET_SUBJECTS):
+        # Subjects are the one setting fleetlog may widen in place (nothing is rewritten).
+        updated = await _api(
+            nc,
+            f"$JS.API.STREAM.UPDATE.{FLEET_STREAM}",
+            json.dumps({**config, "subjects": FLEET_SUBJECTS}).encode(),
+        )
+        if "error" in updated:
+            raise StreamSetupError(f"cannot update stream {FLEET_STREAM}: {updated['error']}")
 
 
 async def _api(nc: Client, subject: str, payload: bytes) -> dict[str, Any]:

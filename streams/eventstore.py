@@ -89,6 +89,7 @@ class EventStore:
         self.stream = stream
         self._inbox = f"_FLACK.{NUID().next().decode()}"
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._batches: dict[str, tuple[list[Msg], asyncio.Future[Msg]]] = {}
         self._counter = itertools.count()
         self._ack_sub: Subscription | None = None
 
@@ -112,6 +113,15 @@ class EventStore:
         await self.close()
 
     async def _on_ack(self, msg: Msg) -> None:
+        batch = self._batches.get(msg.subject)
+        if batch is not None:
+            messages, done = batch
+            if msg.headers and msg.headers.get("Status"):
+                if not done.done():
+                    done.set_result(msg)
+            else:
+                messages.append(msg)
+            return
         future = self._pending.pop(msg.subject, None)
         if future is not None and not future.done():
             try:
@@ -155,12 +165,37 @@ class EventStore:
             )
         raise AppendTimeout(f"no ack for write {token} after {attempts} attempts")
 
+    async def publish(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float = 5.0,
+    ) -> int:
+        """Publish to any stream (a KV bucket, say) and wait for its ack; return the sequence."""
+        ack = await self._send([(subject, data, headers or {})], timeout)
+        if "error" in ack:
+            raise StoreError(f"publish to {subject} refused: {ack['error'].get('description')}")
+        return int(ack["seq"])
+
+    async def get_last(self, subject: str) -> tuple[int, bytes] | None:
+        """(sequence, data) of the last message on ``subject`` (one direct get), or None."""
+        msg = await self._nc.request(f"$JS.API.DIRECT.GET.{self.stream}.{subject}", b"", timeout=5)
+        headers = msg.headers or {}
+        if headers.get("Status"):
+            return None
+        return int(headers["Nats-Sequence"]), msg.data
+
     async def _send(
         self, messages: list[tuple[str, bytes, dict[str, str]]], timeout: float
     ) -> dict[str, Any]:
         reply = f"{self._inbox}.{next(self._counter)}"
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[reply] = future
+        # A timer handle is much cheaper than asyncio.wait_for (which wraps the wait in a task).
+        timer = loop.call_later(timeout, _expire, future)
         try:
             if len(messages) == 1:
                 subject, data, headers = messages[0]
@@ -179,8 +214,9 @@ class EventStore:
                     await self._nc.publish(
                         subject, data, reply=reply if index == last else "", headers=batch_headers
                     )
-            return await asyncio.wait_for(future, timeout)
+            return await future
         finally:
+            timer.cancel()
             self._pending.pop(reply, None)
 
     async def _find_own_write(self, writes: Sequence[Write], token: str) -> int | None:
@@ -233,36 +269,37 @@ class EventStore:
     async def _direct_get_batch(
         self, subject: str, from_seq: int, size: int
     ) -> tuple[list[StoredEvent], bool]:
-        inbox = self._nc.new_inbox()
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-
-        async def collect(msg: Msg) -> None:
-            queue.put_nowait(msg)
-
-        sub = await self._nc.subscribe(inbox, cb=collect)
+        reply = f"{self._inbox}.{next(self._counter)}"
+        loop = asyncio.get_running_loop()
+        messages: list[Msg] = []
+        done: asyncio.Future[Msg] = loop.create_future()
+        self._batches[reply] = (messages, done)
+        timer = loop.call_later(5.0, _expire, done)
         try:
             request = json.dumps({"seq": from_seq, "next_by_subj": subject, "batch": size})
             await self._nc.publish(
-                f"$JS.API.DIRECT.GET.{self.stream}", request.encode(), reply=inbox
+                f"$JS.API.DIRECT.GET.{self.stream}", request.encode(), reply=reply
             )
-            out: list[StoredEvent] = []
-            while True:
-                msg = await asyncio.wait_for(queue.get(), 5)
-                headers = msg.headers or {}
-                status = headers.get("Status")
-                if status:
-                    more = status == "204" and int(headers.get("Nats-Num-Pending", "0")) > 0
-                    return out, more
-                out.append(
-                    StoredEvent(
-                        seq=int(headers["Nats-Sequence"]),
-                        subject=headers.get("Nats-Subject", subject),
-                        stored_ns=parse_rfc3339_ns(headers.get("Nats-Time-Stamp", "")),
-                        envelope=decode_envelope(msg.data),
-                    )
-                )
+            end = await done
         finally:
-            await sub.unsubscribe()
+            timer.cancel()
+            self._batches.pop(reply, None)
+        out: list[StoredEvent] = []
+        for msg in messages:
+            headers = msg.headers or {}
+            out.append(
+                StoredEvent(
+                    seq=int(headers["Nats-Sequence"]),
+                    subject=headers.get("Nats-Subject", subject),
+                    stored_ns=parse_rfc3339_ns(headers.get("Nats-Time-Stamp", "")),
+                    envelope=decode_envelope(msg.data),
+                )
+            )
+        end_headers = end.headers or {}
+        more = (
+            end_headers.get("Status") == "204" and int(end_headers.get("Nats-Num-Pending", "0")) > 0
+        )
+        return out, more
 
     # -- reading the log --------------------------------------------------------------------
 
@@ -387,6 +424,11 @@ class EventStore:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         return last
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _messages(writes: Sequence[Write], token: str) -> list[tuple[str, bytes, dict[str, str]]]:

@@ -25,7 +25,7 @@ from streams.subjects import AggregateRef
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c2d1e-3c5a-4b8e-9a57-0c7e1f0a9d11")
 
 
-RECENT_EVENTS = 64
+RECENT_EVENTS = 256
 
 
 def event_id(token: str, index: int) -> str:
@@ -85,12 +85,22 @@ class AggregateRepository:
             lock = self._locks[ref.subject] = asyncio.Lock()
         return lock
 
-    async def load(self, ref: AggregateRef, *, fresh: bool = False) -> Loaded:
+    async def load(
+        self, ref: AggregateRef, *, fresh: bool = False, assume_new: bool = False
+    ) -> Loaded:
+        """The aggregate as of its last stored event (cached unless ``fresh``).
+
+        ``assume_new`` skips the read on a cache miss and returns an empty aggregate: right for
+        commands that usually create objects, because if the object does exist the append's
+        expectation (must be new) fails and the caller loads it fresh and decides again.
+        """
         if not fresh:
             cached = self._cache.get(ref.subject)
             if cached is not None:
                 self._cache.move_to_end(ref.subject)
                 return cached
+            if assume_new:
+                return Loaded(ref, None, 0)
         stored = await self._store.read_subject(ref.subject)
         aggregate_class = AGGREGATES[ref.kind]
         aggregate = aggregate_class.from_history(
@@ -121,7 +131,9 @@ class AggregateRepository:
             self._cache.popitem(last=False)
 
     async def save(
-        self, changes: Sequence[Loaded], provenance: Provenance
+        self,
+        changes: Sequence[Loaded],
+        provenance: Provenance,
     ) -> list[tuple[str, int]]:
         """Append every pending event of ``changes`` atomically; return (type, seq) pairs.
 

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,7 +127,9 @@ class EmbeddedServer:
         ]
         # A new session keeps the server out of the terminal's process group, so Ctrl-C reaches
         # fleetlog alone and fleetlog stops the server in order, after its handlers.
-        self.process = subprocess.Popen(args, start_new_session=True)  # noqa: ASYNC220
+        self.process = subprocess.Popen(  # noqa: ASYNC220
+            args, start_new_session=True, preexec_fn=_die_with_parent
+        )
         log.info(
             "nats_server.started", pid=self.process.pid, url=self.url, data_dir=str(self.data_dir)
         )
@@ -161,3 +164,14 @@ def _port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: if the process that started the server dies without stopping
+    it (SIGKILL, a crash), the kernel sends the server SIGTERM, so no server is left orphaned."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from core.errors import ValidationFailed
 
@@ -27,6 +28,7 @@ ALL_COMMANDS = f"{COMMAND_PREFIX}.>"
 EMPTY_TOKEN = "_"
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
 _ESCAPE = re.compile(r"_([0-9A-F]{2})")
+_PLAIN = re.compile(r"[A-Za-z0-9-]+")
 _VALID_TOKEN = re.compile(r"(?:[A-Za-z0-9-]|_[0-9A-F]{2})+")
 
 
@@ -34,7 +36,7 @@ def encode_token(name: str) -> str:
     """Encode any string as one valid, reversible subject token."""
     if name == "":
         return EMPTY_TOKEN
-    if name.isascii() and all(b in _SAFE for b in name.encode()):
+    if _PLAIN.fullmatch(name):
         return name
     return "".join(chr(b) if b in _SAFE else f"_{b:02X}" for b in name.encode("utf-8"))
 
@@ -60,7 +62,7 @@ def decode_token(token: str) -> str:
         raise ValidationFailed(f"{token!r} does not decode to UTF-8 text") from exc
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AggregateRef:
     """Which aggregate an event belongs to: its kind, namespace ("" if cluster-scoped), name."""
 
@@ -68,7 +70,7 @@ class AggregateRef:
     namespace: str
     name: str
 
-    @property
+    @cached_property
     def subject(self) -> str:
         return event_subject(self.kind, self.namespace, self.name)
 
