@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import statistics
@@ -154,10 +155,15 @@ async def bench_commands(url: str, count: int, rate: float) -> list[float]:
         sent = time.perf_counter()
         await client.send("Pod", "create", {"manifest": manifest})
         latencies.append(time.perf_counter() - sent)
+        if os.environ.get("BENCH_TRACE"):
+            print(f"trace {sent:.3f} {1000 * (time.perf_counter() - sent):.1f}")
 
     for warm in range(50):
         await one(count + warm)
     latencies.clear()
+    # The measuring client keeps its own collector out of the figures, as fleetlog up does.
+    gc.collect()
+    gc.freeze()
     start = time.perf_counter()
     async with asyncio.TaskGroup() as tasks:
         for index in range(count):

@@ -13,6 +13,7 @@ import structlog
 from nats.aio.client import Client
 from nats.errors import NoServersError
 
+from streams import natsfix
 from streams.server import parse_version, require_version
 
 log = structlog.get_logger(__name__)
@@ -36,6 +37,7 @@ async def connect(
 ) -> Client:
     """Connect, check the server version, and keep reconnecting if the link drops."""
 
+    natsfix.install()
     holder: list[Client] = []
 
     async def on_disconnect() -> None:

@@ -100,8 +100,12 @@ async def expect_rejected(
 async def test_a_key_reused_for_another_command_is_never_mistaken_for_a_retry(
     gateway: Gateway, client: CommandClient, store: EventStore
 ) -> None:
-    first = await client.send("Pod", "create", {"manifest": pod("a")}, idempotency_key="shared-key-1")
-    other = await client.send("Pod", "create", {"manifest": pod("b")}, idempotency_key="shared-key-1")
+    first = await client.send(
+        "Pod", "create", {"manifest": pod("a")}, idempotency_key="shared-key-1"
+    )
+    other = await client.send(
+        "Pod", "create", {"manifest": pod("b")}, idempotency_key="shared-key-1"
+    )
     assert not other.replayed and other.seqs != first.seqs
     assert len(await store.read_subject(event_subject("Pod", "default", "b"))) == 1
 
@@ -110,7 +114,9 @@ async def test_retry_on_another_gateway_after_later_changes_applies_once(
     gateway: Gateway, nats_server: Any, client: CommandClient, store: EventStore
 ) -> None:
     await client.send("Deployment", "apply", {"manifest": deployment()})
-    scaled = await client.send("Deployment", "scale", {"name": "web", "replicas": 4}, idempotency_key="scale-key-9")
+    scaled = await client.send(
+        "Deployment", "scale", {"name": "web", "replicas": 4}, idempotency_key="scale-key-9"
+    )
     await client.send("Deployment", "scale", {"name": "web", "replicas": 6})
     other_nc = await connect(nats_server.url, name="cold-gateway")
     async with EventStore(other_nc) as other_store:
@@ -118,7 +124,9 @@ async def test_retry_on_another_gateway_after_later_changes_applies_once(
         body = {"name": "web", "replicas": 4}
         from core.commands import command_message
 
-        retry = msgpack.packb(command_message(idempotency_key="scale-key-9", actor="user:alice", body=body))
+        retry = msgpack.packb(
+            command_message(idempotency_key="scale-key-9", actor="user:alice", body=body)
+        )
         answer = await cold.handle(command_subject("deployment", "scale"), retry)
     await other_nc.close()
     assert answer["ok"] and answer["replayed"] and answer["seqs"] == scaled.seqs
