@@ -3,8 +3,9 @@
     python -m ops.bench_log [--events 50000] [--commands 5000] [--rate 500] [--nats-url URL]
 
 Prints, each next to its raw baseline:
-  * appends through the event store (OCC expectation on every write, many in flight) vs raw
-    pipelined JetStream publishes (``publish_async``) of the same bytes;
+  * appends through the event store (OCC expectation on every write, ``--in-flight`` pipelined
+    with ``append_many``) vs raw pipelined JetStream publishes (``publish_async``) of the same
+    bytes;
   * replay (decode + fold into the cluster read model) vs a raw ordered consumer whose callback
     does nothing;
   * command round trip (client request → gateway → event durable → reply) at a fixed offered
@@ -77,20 +78,15 @@ async def bench_raw_publish(url: str, count: int) -> float:
 async def bench_store_append(url: str, count: int, in_flight: int) -> float:
     nc = await connect(url, name="bench-store")
     messages = [event_bytes("store", i) for i in range(count)]
+    items = [
+        ([Write(subject, [data], 0)], f"bench-{index}")
+        for index, (subject, data) in enumerate(messages)
+    ]
     async with EventStore(nc) as store:
-        slots = asyncio.Semaphore(in_flight)
-
-        async def append(index: int, subject: str, data: bytes) -> None:
-            try:
-                await store.append([Write(subject, [data], 0)], token=f"bench-{index}")
-            finally:
-                slots.release()
-
         start = time.perf_counter()
-        async with asyncio.TaskGroup() as tasks:
-            for index, (subject, data) in enumerate(messages):
-                await slots.acquire()
-                tasks.create_task(append(index, subject, data))
+        for first in range(0, count, in_flight):
+            results = await store.append_many(items[first : first + in_flight])
+            assert all(isinstance(r, list) for r in results), "an append failed"
         elapsed = time.perf_counter() - start
     await nc.close()
     return count / elapsed

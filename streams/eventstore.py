@@ -144,9 +144,46 @@ class EventStore:
             return []
         if len(messages) > MAX_BATCH:
             raise StoreError(f"a write may hold at most {MAX_BATCH} events, not {len(messages)}")
+        return await self._complete(writes, token, messages, None, timeout, attempts)
+
+    async def append_many(
+        self, items: Sequence[tuple[Sequence[Write], str]], *, timeout: float = 5.0
+    ) -> list[list[int] | StoreError]:
+        """Many independent appends, pipelined: every write is sent before any ack is awaited.
+
+        For bulk work (imports, simulated nodes): each item is ``(writes, token)`` with the same
+        guarantees as :meth:`append`; the result for each is its sequences or the StoreError
+        (a ConcurrencyConflict, say) that :meth:`append` would have raised.
+        """
+        prepared = []
+        for writes, token in items:
+            messages = _messages(writes, token)
+            if len(messages) > MAX_BATCH:
+                raise StoreError(f"a write may hold at most {MAX_BATCH} events")
+            prepared.append((writes, token, messages, await self._submit(messages, timeout)))
+        results: list[list[int] | StoreError] = []
+        for writes, token, messages, pending in prepared:
+            try:
+                results.append(await self._complete(writes, token, messages, pending, timeout, 3))
+            except StoreError as exc:
+                results.append(exc)
+        return results
+
+    async def _complete(
+        self,
+        writes: Sequence[Write],
+        token: str,
+        messages: list[tuple[str, bytes, dict[str, str]]],
+        first_attempt: asyncio.Future[dict[str, Any]] | None,
+        timeout: float,
+        attempts: int,
+    ) -> list[int]:
         for attempt in range(1, attempts + 1):
             try:
-                ack = await self._send(messages, timeout)
+                if attempt == 1 and first_attempt is not None:
+                    ack = await first_attempt
+                else:
+                    ack = await self._send(messages, timeout)
             except TimeoutError:
                 log.warning("append.ack_timeout", token=token, attempt=attempt)
                 continue
@@ -190,12 +227,19 @@ class EventStore:
     async def _send(
         self, messages: list[tuple[str, bytes, dict[str, str]]], timeout: float
     ) -> dict[str, Any]:
+        return await (await self._submit(messages, timeout))
+
+    async def _submit(
+        self, messages: list[tuple[str, bytes, dict[str, str]]], timeout: float
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Publish a write; the returned future resolves with its ack (or TimeoutError)."""
         reply = f"{self._inbox}.{next(self._counter)}"
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[reply] = future
         # A timer handle is much cheaper than asyncio.wait_for (which wraps the wait in a task).
         timer = loop.call_later(timeout, _expire, future)
+        future.add_done_callback(lambda _: (timer.cancel(), self._pending.pop(reply, None)))
         try:
             if len(messages) == 1:
                 subject, data, headers = messages[0]
@@ -214,10 +258,10 @@ class EventStore:
                     await self._nc.publish(
                         subject, data, reply=reply if index == last else "", headers=batch_headers
                     )
-            return await future
-        finally:
-            timer.cancel()
-            self._pending.pop(reply, None)
+        except BaseException:
+            future.cancel()
+            raise
+        return future
 
     async def _find_own_write(self, writes: Sequence[Write], token: str) -> int | None:
         """The sequence of this write's first event if an earlier attempt landed, else None."""

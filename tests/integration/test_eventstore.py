@@ -138,3 +138,16 @@ async def test_live_subscription_sees_new_events(store: EventStore) -> None:
         assert await asyncio.wait_for(seen.get(), 5) == 1
     finally:
         await sub.unsubscribe()
+
+
+async def test_pipelined_appends_report_each_outcome(store: EventStore) -> None:
+    await store.append([Write(POD_A, [envelope("a", 1)], 0)], token="taken")
+    items = [
+        ([Write(event_subject("Pod", "default", f"n{i}"), [envelope(f"n{i}", 1)], 0)], f"m{i}")
+        for i in range(50)
+    ]
+    items.append(([Write(POD_A, [envelope("a", 1)], 0)], "late"))
+    results = await store.append_many(items)
+    assert [r for r in results[:50]] == [[i] for i in range(2, 52)]
+    assert isinstance(results[50], ConcurrencyConflict)
+    assert await store.stream_last_seq() == 51
