@@ -397,8 +397,12 @@ class EventStore:
     ) -> Any:
         """Deliver every event from the given position on, live, to ``handler``."""
 
+        from_ns = int(from_time.timestamp() * 1e9) if from_time is not None else 0
+
         async def on_message(msg: Msg) -> None:
             seq, stored_ns, _ = parse_ack_subject(msg.reply)
+            if stored_ns < from_ns:
+                return  # see replay(): a by-time start may hand back an older last message
             try:
                 envelope = decode_envelope(msg.data)
             except ValueError as exc:
@@ -435,6 +439,9 @@ class EventStore:
         done = asyncio.Event()
         last = 0
         delivered = 0
+        # The server starts a by-time consumer at the last message when nothing is newer than
+        # the start time, so the bound is also checked here.
+        from_ns = int(from_time.timestamp() * 1e9) if from_time is not None else 0
 
         async def on_message(msg: Msg) -> None:
             nonlocal last, delivered
@@ -445,13 +452,14 @@ class EventStore:
             if seq > target or (until_ns is not None and stored_ns > until_ns):
                 done.set()
                 return
-            try:
-                envelope = decode_envelope(msg.data)
-            except ValueError as exc:
-                log.error("event.undecodable", seq=seq, subject=msg.subject, error=str(exc))
-            else:
-                handler(StoredEvent(seq, msg.subject, stored_ns, envelope))
-            last = seq
+            if stored_ns >= from_ns:
+                try:
+                    envelope = decode_envelope(msg.data)
+                except ValueError as exc:
+                    log.error("event.undecodable", seq=seq, subject=msg.subject, error=str(exc))
+                else:
+                    handler(StoredEvent(seq, msg.subject, stored_ns, envelope))
+                    last = seq
             if seq >= target or pending == 0:
                 done.set()
 

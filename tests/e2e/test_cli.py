@@ -179,11 +179,55 @@ def test_walkthrough_survives_a_restart(cluster: Cluster, tmp_path: Path) -> Non
     )
     assert [json.loads(line)["type"] for line in filtered.stdout.splitlines()] == ["ScaledTo"]
 
+    wide = cluster.cli("get", "deployments", "-n", "shop", "-o", "wide").stdout
+    assert "IMAGES" in wide and "python:3.11" in wide and "app=web" in wide
+    recent = cluster.cli("events", "--since", "1h", "--kind", "service", "-n", "shop").stdout
+    assert "ServiceCreated" in recent and "service/shop/web" in recent
+    assert (
+        cluster.cli("events", "--since", "2999-01-01T00:00:00Z", check=False).stderr.strip()
+        == "No events found."
+    )
+
+    follower = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ops",
+            "events",
+            "--follow",
+            "--kind",
+            "pod",
+            "-n",
+            "shop",
+            "-o",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FLEETLOG_SERVER": cluster.server},
+    )
+    try:
+        time.sleep(1.5)  # the follower subscribes from "now"
+        cluster.cli("apply", "-f", "-", stdin=MANIFESTS.split("---")[-1])
+        assert follower.stdout is not None
+        followed = json.loads(follower.stdout.readline())
+        assert (followed["type"], followed["name"]) == ("PodCreated", "debug")
+    finally:
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(timeout=10) in (0, 130)
+
     assert cluster.down() == 0
     cluster.up()
     assert "5" in cluster.cli("get", "deployment", "web", "-n", "shop", "-o", "json").stdout
     after = [json.loads(line) for line in cluster.cli("events", "-o", "json").stdout.splitlines()]
     assert after[: len(events)] == events
+    deleted = cluster.cli("delete", "-f", str(manifest)).stdout.splitlines()
+    assert deleted == [
+        'namespace "shop" deleted',
+        'deployment "web" deleted',
+        'service "web" deleted',
+        'pod "debug" deleted',
+    ]
     missing = cluster.cli("get", "pod", "debug", "-n", "shop", check=False)
     assert missing.returncode == 1 and missing.stderr.strip() == 'error: pods "debug" not found'
     assert cluster.down() == 0

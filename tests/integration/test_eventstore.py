@@ -151,3 +151,17 @@ async def test_pipelined_appends_report_each_outcome(store: EventStore) -> None:
     assert [r for r in results[:50]] == [[i] for i in range(2, 52)]
     assert isinstance(results[50], ConcurrencyConflict)
     assert await store.stream_last_seq() == 51
+
+
+async def test_the_log_can_be_read_from_an_instant(store: EventStore) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    await store.append([Write(POD_A, [envelope("a", 1)], 0)], token="before")
+    await asyncio.sleep(0.05)
+    cut = datetime.fromtimestamp(time.time(), tz=UTC)
+    await asyncio.sleep(0.05)
+    await store.append([Write(NODE_B, [envelope("b", 1)], 0)], token="after")
+    seen: list[str] = []
+    await store.replay(lambda e: seen.append(e.envelope.name), from_time=cut)
+    assert seen == ["b"]

@@ -158,3 +158,20 @@ async def test_replay_to_a_sequence_stops_exactly_there(
         and record.manifest["spec"]["replicas"] == 3
         and record.last_seq == at_third
     )
+
+
+async def test_replay_to_an_instant_stops_before_later_events(
+    store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    await client.send("Deployment", "apply", {"manifest": deployment("web", 1, "nginx:1", "front")})
+    await asyncio.sleep(0.05)
+    instant = datetime.fromtimestamp(time.time(), tz=UTC)
+    await asyncio.sleep(0.05)
+    await client.send("Deployment", "scale", {"name": "web", "replicas": 7})
+    then = (await Projection.replayed(ClusterModel(), store, until=instant)).model
+    now = (await Projection.replayed(ClusterModel(), store)).model
+    assert then.get("Deployment", "default", "web").manifest["spec"]["replicas"] == 1
+    assert now.get("Deployment", "default", "web").manifest["spec"]["replicas"] == 7
