@@ -4,8 +4,8 @@ Commands arrive as NATS requests on ``fleet.cmd.<kind>.<verb>`` (queue group ``f
 so any number of gateways share the load). Each request runs through a pipeline of stages, in
 the order a reader meets them below:
 
-  size limit → decode → route & schema → authenticate → authorize → fingerprint
-  → admission → decide & append → reply
+  size limit → decode → route & schema → target (manifest or name) → authenticate
+  → authorize → fingerprint → admission → decide & append → reply
 
 A stage either lets the command through, answers early (an idempotent replay), or raises a
 ``FleetError`` that becomes a structured reply ``{"ok": false, "error": {code, message,
@@ -45,7 +45,7 @@ from nats.aio.msg import Msg
 from core.aggregates import AGGREGATES, SCALABLE_KINDS, Deployment, timestamp_from_ns
 from core.commands import Command, DeleteBody, ManifestBody, ScaleBody, parse_command
 from core.errors import FleetError, NotFound, UnknownKind, ValidationFailed
-from core.resources import KINDS, dump_manifest, parse_manifest
+from core.resources import KINDS, dns1123_label_errors, dump_manifest, parse_manifest
 from streams.eventstore import ConcurrencyConflict, EventStore
 from streams.repository import AggregateRepository, Loaded, Provenance
 from streams.subjects import ALL_COMMANDS, AggregateRef, parse_command_subject
@@ -158,8 +158,8 @@ class Authorize:
         self._policy = policy
 
     async def __call__(self, ctx: CommandContext) -> None:
-        assert ctx.command is not None
-        namespace = getattr(ctx.command.body, "namespace", "")
+        assert ctx.ref is not None
+        namespace = ctx.ref.namespace
         if not self._policy.allows(ctx.actor, ctx.verb, ctx.kind, namespace):
             where = namespace or "the cluster"
             raise FleetError(
@@ -168,38 +168,53 @@ class Authorize:
             )
 
 
+async def resolve_target(ctx: CommandContext) -> None:
+    """Validate what the command targets: the manifest against its schema (with Kubernetes
+    defaults applied), or the name and namespace of a delete or scale."""
+    assert ctx.command is not None
+    body = ctx.command.body
+    info = KINDS[ctx.kind]
+    if isinstance(body, ManifestBody):
+        resource = parse_manifest(body.manifest)
+        if resource.kind != ctx.kind:
+            raise ValidationFailed(
+                f"manifest is a {resource.kind} but was sent as a {ctx.kind.lower()} command",
+                field="kind",
+            )
+        ctx.manifest = dump_manifest(resource)
+        meta = ctx.manifest["metadata"]
+        namespace = meta.get("namespace", "") if info.namespaced else ""
+        ctx.ref = AggregateRef(ctx.kind, namespace, meta["name"])
+        return
+    assert isinstance(body, DeleteBody | ScaleBody)
+    if isinstance(body, ScaleBody) and ctx.kind not in SCALABLE_KINDS:
+        raise ValidationFailed(
+            f"a {ctx.kind.lower()} cannot be scaled; scalable kinds: "
+            f"{', '.join(sorted(SCALABLE_KINDS))}",
+            code="unsupported",
+        )
+    name_problems = info.model.NAME_RULE(body.name)
+    if name_problems:
+        raise ValidationFailed(f"invalid name {body.name!r}: {name_problems[0]}", field="body.name")
+    namespace_problems = dns1123_label_errors(body.namespace) if info.namespaced else []
+    if namespace_problems:
+        raise ValidationFailed(
+            f"invalid namespace {body.namespace!r}: {namespace_problems[0]}",
+            field="body.namespace",
+        )
+    ctx.ref = AggregateRef(ctx.kind, body.namespace if info.namespaced else "", body.name)
+
+
 class Admit:
-    """Validate the target: the manifest against its schema, names, scope, namespace."""
+    """Admission: what must hold in the cluster for the command to be allowed (the namespace
+    exists; resource defaults and quotas join here)."""
 
     def __init__(self, repository: AggregateRepository) -> None:
         self._repository = repository
 
     async def __call__(self, ctx: CommandContext) -> None:
-        assert ctx.command is not None
-        body = ctx.command.body
-        namespaced = KINDS[ctx.kind].namespaced
-        if isinstance(body, ManifestBody):
-            resource = parse_manifest(body.manifest)
-            if resource.kind != ctx.kind:
-                raise ValidationFailed(
-                    f"manifest is a {resource.kind} but was sent as a {ctx.kind.lower()} command",
-                    field="kind",
-                )
-            ctx.manifest = dump_manifest(resource)
-            meta = ctx.manifest["metadata"]
-            ctx.ref = AggregateRef(
-                ctx.kind, meta.get("namespace", "") if namespaced else "", meta["name"]
-            )
-        elif isinstance(body, DeleteBody | ScaleBody):
-            if isinstance(body, ScaleBody) and ctx.kind not in SCALABLE_KINDS:
-                raise ValidationFailed(
-                    f"a {ctx.kind.lower()} cannot be scaled; scalable kinds: "
-                    f"{', '.join(sorted(SCALABLE_KINDS))}",
-                    code="unsupported",
-                )
-            ctx.ref = AggregateRef(ctx.kind, body.namespace if namespaced else "", body.name)
-        if namespaced and ctx.verb in ("create", "apply"):
-            assert ctx.ref is not None
+        assert ctx.ref is not None
+        if ctx.ref.namespace and ctx.verb in ("create", "apply"):
             await self._require_namespace(ctx.ref.namespace)
 
     async def _require_namespace(self, namespace: str) -> None:
@@ -336,6 +351,7 @@ class Gateway:
             limit_size,
             decode,
             route,
+            resolve_target,
             Authenticate(identify),
             Authorize(policy or AllowAll()),
             fingerprint,

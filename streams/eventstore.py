@@ -190,6 +190,8 @@ class EventStore:
             error = ack.get("error")
             if error is None:
                 last = int(ack["seq"])
+                if ack.get("duplicate"):
+                    await self._check_duplicate_is_ours(last, messages[-1])
                 return list(range(last - len(messages) + 1, last + 1))
             if error.get("err_code") in (WRONG_LAST_SEQUENCE, BATCH_DUPLICATE_MSG_ID):
                 mine = await self._find_own_write(writes, token)
@@ -277,6 +279,22 @@ class EventStore:
                 return None
             offset += len(write.events)
         return None
+
+    async def _check_duplicate_is_ours(
+        self, seq: int, message: tuple[str, bytes, dict[str, str]]
+    ) -> None:
+        """JetStream answered "duplicate": the Msg-Id was seen in its window. That is only our
+        own earlier attempt if the stored message is the one we sent; a token reused for another
+        write would otherwise be reported as stored when it was dropped."""
+        request = json.dumps({"seq": seq}).encode()
+        stored = await self._nc.request(f"$JS.API.DIRECT.GET.{self.stream}", request, timeout=5)
+        subject, data, _ = message
+        headers = stored.headers or {}
+        if headers.get("Nats-Subject") != subject or stored.data != data:
+            raise StoreError(
+                f"write token reused: Msg-Id {message[2].get('Nats-Msg-Id')} already names "
+                f"another write (sequence {seq}); each logical write needs its own token"
+            )
 
     async def _direct_get_next(
         self, subject: str, from_seq: int

@@ -165,3 +165,14 @@ async def test_the_log_can_be_read_from_an_instant(store: EventStore) -> None:
     seen: list[str] = []
     await store.replay(lambda e: seen.append(e.envelope.name), from_time=cut)
     assert seen == ["b"]
+
+
+async def test_a_token_reused_for_another_write_is_an_error_not_a_silent_drop(
+    store: EventStore,
+) -> None:
+    from streams.eventstore import StoreError
+
+    await store.append([Write(POD_A, [envelope("a", 1)], None)], token="same-token")
+    with pytest.raises(StoreError, match="write token reused"):
+        await store.append([Write(NODE_B, [envelope("b", 1)], None)], token="same-token")
+    assert await store.append([Write(POD_A, [envelope("a", 1)], None)], token="same-token") == [1]

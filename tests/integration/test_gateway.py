@@ -185,6 +185,21 @@ async def test_hostile_names_are_refused(
         )
 
 
+async def test_hostile_names_in_delete_and_scale_are_refused(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    for name in ["a.b.*", "web >", "", "x" * 300]:
+        await expect_rejected(
+            store, client.send("Pod", "delete", {"name": name}), "invalid", "body.name"
+        )
+    await expect_rejected(
+        store,
+        client.send("Deployment", "scale", {"name": "web", "namespace": "Bad NS", "replicas": 1}),
+        "invalid",
+        "body.namespace",
+    )
+
+
 async def test_oversize_command_is_refused(
     gateway: Gateway, client: CommandClient, store: EventStore
 ) -> None:
