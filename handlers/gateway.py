@@ -29,7 +29,6 @@ earlier one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import time
 import uuid
@@ -48,6 +47,7 @@ from core.errors import FleetError, NotFound, UnknownKind, ValidationFailed
 from core.resources import KINDS, dns1123_label_errors, dump_manifest, parse_manifest
 from streams.eventstore import ConcurrencyConflict, EventStore
 from streams.repository import AggregateRepository, Loaded, Provenance
+from streams.serving import serve
 from streams.subjects import ALL_COMMANDS, AggregateRef, parse_command_subject
 
 log = structlog.get_logger(__name__)
@@ -373,15 +373,7 @@ class Gateway:
                 await self._slots.acquire()
                 tasks.create_task(self._serve(msg))
 
-            sub = await self._nc.subscribe(ALL_COMMANDS, queue=QUEUE_GROUP, cb=on_request)
-            log.info("gateway.serving", subject=ALL_COMMANDS, queue=QUEUE_GROUP)
-            if ready is not None:
-                ready.set()
-            try:
-                await asyncio.Future()
-            finally:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+            await serve(self._nc, ALL_COMMANDS, queue=QUEUE_GROUP, handler=on_request, ready=ready)
 
     async def _serve(self, msg: Msg) -> None:
         try:

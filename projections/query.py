@@ -9,7 +9,6 @@ everything in the log at the moment of the request, so a ``get`` right after an 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import msgpack
@@ -19,6 +18,7 @@ from nats.aio.msg import Msg
 
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
+from streams.serving import serve
 from streams.subjects import QUERY_PREFIX
 
 log = structlog.get_logger(__name__)
@@ -33,16 +33,13 @@ class QueryService:
         self._projection = projection
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        sub = await self._nc.subscribe(
-            CLUSTER_QUERY_SUBJECT, queue=QUERY_QUEUE, cb=self._on_request
+        await serve(
+            self._nc,
+            CLUSTER_QUERY_SUBJECT,
+            queue=QUERY_QUEUE,
+            handler=self._on_request,
+            ready=ready,
         )
-        if ready is not None:
-            ready.set()
-        try:
-            await asyncio.Future()
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
 
     async def _on_request(self, msg: Msg) -> None:
         try:

@@ -88,7 +88,7 @@ class EventStore:
         self._js = nc.jetstream()
         self.stream = stream
         self._inbox = f"_FLACK.{NUID().next().decode()}"
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[str, tuple[asyncio.Future[dict[str, Any]], asyncio.TimerHandle]] = {}
         self._batches: dict[str, tuple[list[Msg], asyncio.Future[Msg]]] = {}
         self._counter = itertools.count()
         self._ack_sub: Subscription | None = None
@@ -101,7 +101,8 @@ class EventStore:
             with contextlib.suppress(Exception):
                 await self._ack_sub.unsubscribe()
             self._ack_sub = None
-        for future in self._pending.values():
+        for future, timer in self._pending.values():
+            timer.cancel()
             future.cancel()
         self._pending.clear()
 
@@ -122,8 +123,12 @@ class EventStore:
             else:
                 messages.append(msg)
             return
-        future = self._pending.pop(msg.subject, None)
-        if future is not None and not future.done():
+        pending = self._pending.pop(msg.subject, None)
+        if pending is None:
+            return
+        future, timer = pending
+        timer.cancel()
+        if not future.done():
             try:
                 future.set_result(json.loads(msg.data) if msg.data else {})
             except ValueError:
@@ -238,10 +243,8 @@ class EventStore:
         reply = f"{self._inbox}.{next(self._counter)}"
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self._pending[reply] = future
         # A timer handle is much cheaper than asyncio.wait_for (which wraps the wait in a task).
-        timer = loop.call_later(timeout, _expire, future)
-        future.add_done_callback(lambda _: (timer.cancel(), self._pending.pop(reply, None)))
+        self._pending[reply] = (future, loop.call_later(timeout, self._expire, reply))
         try:
             if len(messages) == 1:
                 subject, data, headers = messages[0]
@@ -261,9 +264,17 @@ class EventStore:
                         subject, data, reply=reply if index == last else "", headers=batch_headers
                     )
         except BaseException:
-            future.cancel()
+            self._expire(reply)
             raise
         return future
+
+    def _expire(self, reply: str) -> None:
+        pending = self._pending.pop(reply, None)
+        if pending is not None:
+            future, timer = pending
+            timer.cancel()
+            if not future.done():
+                future.set_exception(TimeoutError())
 
     async def _find_own_write(self, writes: Sequence[Write], token: str) -> int | None:
         """The sequence of this write's first event if an earlier attempt landed, else None."""
@@ -336,7 +347,7 @@ class EventStore:
         messages: list[Msg] = []
         done: asyncio.Future[Msg] = loop.create_future()
         self._batches[reply] = (messages, done)
-        timer = loop.call_later(5.0, _expire, done)
+        timer = loop.call_later(5.0, _time_out, done)
         try:
             request = json.dumps({"seq": from_seq, "next_by_subj": subject, "batch": size})
             await self._nc.publish(
@@ -496,7 +507,7 @@ class EventStore:
         return last
 
 
-def _expire(future: asyncio.Future[Any]) -> None:
+def _time_out(future: asyncio.Future[Any]) -> None:
     if not future.done():
         future.set_exception(TimeoutError())
 
