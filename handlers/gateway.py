@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -54,7 +55,7 @@ log = structlog.get_logger(__name__)
 
 QUEUE_GROUP = "fleet-gateway"
 MAX_COMMAND_BYTES = 256 * 1024
-MAX_DECISION_ATTEMPTS = 5
+MAX_DECISION_ATTEMPTS = 12
 UID_NAMESPACE = uuid.UUID("0b8f4f53-0c55-4f0e-a3c4-4a7c1b3d5e20")
 KIND_BY_TOKEN = {kind.lower(): kind for kind in KINDS}
 
@@ -281,6 +282,9 @@ class Execute:
                         ) from None
                     log.info("command.retry_on_conflict", ref=str(ref), attempt=attempt)
                     fresh = True
+                    # Another gateway is writing the same object: step aside for a random
+                    # moment so the two do not keep colliding in lock-step.
+                    await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))
                     continue
                 self._accepted(ctx, loaded, written)
                 return
