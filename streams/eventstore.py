@@ -88,7 +88,9 @@ class EventStore:
         self._js = nc.jetstream()
         self.stream = stream
         self._inbox = f"_FLACK.{NUID().next().decode()}"
-        self._pending: dict[str, tuple[asyncio.Future[dict[str, Any]], asyncio.TimerHandle]] = {}
+        self._pending: dict[
+            str, tuple[asyncio.Future[dict[str, Any]], asyncio.TimerHandle | None]
+        ] = {}
         self._batches: dict[str, tuple[list[Msg], asyncio.Future[Msg]]] = {}
         self._counter = itertools.count()
         self._ack_sub: Subscription | None = None
@@ -102,7 +104,8 @@ class EventStore:
                 await self._ack_sub.unsubscribe()
             self._ack_sub = None
         for future, timer in self._pending.values():
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             future.cancel()
         self._pending.clear()
 
@@ -127,12 +130,10 @@ class EventStore:
         if pending is None:
             return
         future, timer = pending
-        timer.cancel()
+        if timer is not None:
+            timer.cancel()
         if not future.done():
-            try:
-                future.set_result(json.loads(msg.data) if msg.data else {})
-            except ValueError:
-                future.set_result({"error": {"description": f"unreadable ack {msg.data!r}"}})
+            future.set_result(parse_ack(msg.data))
 
     # -- writing ------------------------------------------------------------------------
 
@@ -165,14 +166,23 @@ class EventStore:
             messages = _messages(writes, token)
             if len(messages) > MAX_BATCH:
                 raise StoreError(f"a write may hold at most {MAX_BATCH} events")
-            prepared.append((writes, token, messages, await self._submit(messages, timeout)))
+            # One deadline for the whole window instead of a timer per write.
+            prepared.append((writes, token, messages, await self._submit(messages, None)))
+        futures = {entry[3] for entry in prepared}
+        deadline = asyncio.get_running_loop().call_later(timeout, self._expire_all, futures)
         results: list[list[int] | StoreError] = []
         for writes, token, messages, pending in prepared:
             try:
                 results.append(await self._complete(writes, token, messages, pending, timeout, 3))
             except StoreError as exc:
                 results.append(exc)
+        deadline.cancel()
         return results
+
+    def _expire_all(self, futures: set[asyncio.Future[dict[str, Any]]]) -> None:
+        for reply, (future, _) in list(self._pending.items()):
+            if future in futures:
+                self._expire(reply)
 
     async def _complete(
         self,
@@ -237,14 +247,17 @@ class EventStore:
         return await (await self._submit(messages, timeout))
 
     async def _submit(
-        self, messages: list[tuple[str, bytes, dict[str, str]]], timeout: float
+        self, messages: list[tuple[str, bytes, dict[str, str]]], timeout: float | None
     ) -> asyncio.Future[dict[str, Any]]:
-        """Publish a write; the returned future resolves with its ack (or TimeoutError)."""
+        """Publish a write; the returned future resolves with its ack (or TimeoutError).
+
+        With ``timeout=None`` the caller owns the deadline (and must call ``_expire``)."""
         reply = f"{self._inbox}.{next(self._counter)}"
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         # A timer handle is much cheaper than asyncio.wait_for (which wraps the wait in a task).
-        self._pending[reply] = (future, loop.call_later(timeout, self._expire, reply))
+        timer = loop.call_later(timeout, self._expire, reply) if timeout is not None else None
+        self._pending[reply] = (future, timer)
         try:
             if len(messages) == 1:
                 subject, data, headers = messages[0]
@@ -272,7 +285,8 @@ class EventStore:
         pending = self._pending.pop(reply, None)
         if pending is not None:
             future, timer = pending
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             if not future.done():
                 future.set_exception(TimeoutError())
 
@@ -532,6 +546,26 @@ def _first_expectation(writes: Sequence[Write]) -> tuple[str, int | None]:
         if write.expected_last_seq is not None:
             return write.subject, write.expected_last_seq
     return writes[0].subject, None
+
+
+def parse_ack(data: bytes) -> dict[str, Any]:
+    """A JetStream publish ack. The common answer (``{"stream":…,"seq":N}``) is read by hand,
+    anything else (errors, batch acks, duplicates) by the JSON parser."""
+    if (
+        data.startswith(b'{"stream":')
+        and b'"error"' not in data
+        and b'"duplicate"' not in data
+        and b'"batch"' not in data
+    ):
+        _, sep, rest = data.partition(b'"seq":')
+        digits = rest.split(b",", 1)[0].rstrip(b"}")
+        if sep and digits.isdigit():
+            return {"seq": int(digits)}
+    try:
+        result: dict[str, Any] = json.loads(data) if data else {}
+    except ValueError:
+        return {"error": {"description": f"unreadable ack {data!r}"}}
+    return result
 
 
 def parse_ack_subject(reply: str) -> tuple[int, int, int]:

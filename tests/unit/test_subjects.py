@@ -93,3 +93,24 @@ def test_command_subjects() -> None:
     assert parse_command_subject("fleet.cmd.pod.apply") == ("pod", "apply")
     with pytest.raises(ValidationFailed, match=r"fleet\.cmd\.<kind>\.<verb>"):
         parse_command_subject("fleet.cmd.pod")
+
+
+def test_publish_acks_are_read_like_the_json_parser_reads_them() -> None:
+    import json
+
+    from streams.eventstore import parse_ack
+
+    for ack in [
+        b'{"stream":"FLEET","seq":12}',
+        b'{"stream":"FLEET","domain":"hub","seq":7}',
+        b'{"stream":"FLEET","seq":12,"duplicate":true}',
+        b'{"stream":"FLEET","seq":4,"batch":"b1","count":2}',
+        b'{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 2"},"stream":"FLEET","seq":0}',
+    ]:
+        parsed = parse_ack(ack)
+        expected = json.loads(ack)
+        assert parsed.get("seq") == expected.get("seq")
+        assert parsed.get("error") == expected.get("error")
+        assert parsed.get("duplicate") == expected.get("duplicate")
+        assert parsed.get("count") == expected.get("count")
+    assert "error" in parse_ack(b"garbage")
