@@ -162,12 +162,16 @@ class EventStore:
         (a ConcurrencyConflict, say) that :meth:`append` would have raised.
         """
         prepared = []
-        for writes, token in items:
-            messages = _messages(writes, token)
-            if len(messages) > MAX_BATCH:
-                raise StoreError(f"a write may hold at most {MAX_BATCH} events")
-            # One deadline for the whole window instead of a timer per write.
-            prepared.append((writes, token, messages, await self._submit(messages, None)))
+        try:
+            for writes, token in items:
+                messages = _messages(writes, token)
+                if len(messages) > MAX_BATCH:
+                    raise StoreError(f"a write may hold at most {MAX_BATCH} events")
+                # One deadline for the whole window instead of a timer per write.
+                prepared.append((writes, token, messages, await self._submit(messages, None)))
+        except BaseException:
+            self._expire_all({entry[3] for entry in prepared})
+            raise
         futures = {entry[3] for entry in prepared}
         deadline = asyncio.get_running_loop().call_later(timeout, self._expire_all, futures)
         results: list[list[int] | StoreError] = []
@@ -218,28 +222,6 @@ class EventStore:
                 f"append refused: {error.get('description', error)} [{error.get('err_code')}]"
             )
         raise AppendTimeout(f"no ack for write {token} after {attempts} attempts")
-
-    async def publish(
-        self,
-        subject: str,
-        data: bytes,
-        *,
-        headers: dict[str, str] | None = None,
-        timeout: float = 5.0,
-    ) -> int:
-        """Publish to any stream (a KV bucket, say) and wait for its ack; return the sequence."""
-        ack = await self._send([(subject, data, headers or {})], timeout)
-        if "error" in ack:
-            raise StoreError(f"publish to {subject} refused: {ack['error'].get('description')}")
-        return int(ack["seq"])
-
-    async def get_last(self, subject: str) -> tuple[int, bytes] | None:
-        """(sequence, data) of the last message on ``subject`` (one direct get), or None."""
-        msg = await self._nc.request(f"$JS.API.DIRECT.GET.{self.stream}.{subject}", b"", timeout=5)
-        headers = msg.headers or {}
-        if headers.get("Status"):
-            return None
-        return int(headers["Nats-Sequence"]), msg.data
 
     async def _send(
         self, messages: list[tuple[str, bytes, dict[str, str]]], timeout: float
