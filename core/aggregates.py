@@ -232,8 +232,44 @@ class Namespace(Resource):
     KIND = "Namespace"
 
 
+def with_unschedulable(manifest: dict[str, Any], unschedulable: bool) -> dict[str, Any]:
+    """A node manifest with ``spec.unschedulable`` set (or removed, as Kubernetes omits false)."""
+    spec = {k: v for k, v in manifest.get("spec", {}).items() if k != "unschedulable"}
+    if unschedulable:
+        spec["unschedulable"] = True
+    return {**manifest, "spec": spec}
+
+
 class Node(Resource):
     KIND = "Node"
+
+    class Cordoned(Resource.Event, catalog.NodeSchedulingChanged):
+        SUFFIX: ClassVar[str] = "Cordoned"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.manifest = with_unschedulable(aggregate.manifest, True)
+
+    class Uncordoned(Resource.Event, catalog.NodeSchedulingChanged):
+        SUFFIX: ClassVar[str] = "Uncordoned"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.manifest = with_unschedulable(aggregate.manifest, False)
+
+    @property
+    def unschedulable(self) -> bool:
+        return bool(self.manifest.get("spec", {}).get("unschedulable"))
+
+    def cordon(self, *, reason: str, at: datetime) -> None:
+        """Mark the node unschedulable; cordoning a cordoned node changes nothing."""
+        self.require_exists()
+        if not self.unschedulable:
+            self.trigger_event(self.Cordoned, reason=reason, timestamp=at)
+
+    def uncordon(self, *, reason: str, at: datetime) -> None:
+        """Let the scheduler use the node again; an uncordoned node is left as it is."""
+        self.require_exists()
+        if self.unschedulable:
+            self.trigger_event(self.Uncordoned, reason=reason, timestamp=at)
 
 
 class Service(Resource):

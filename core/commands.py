@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.errors import ValidationFailed
 from core.events import Upcasters
 
-VERBS = ("create", "apply", "delete", "scale")
+VERBS = ("create", "apply", "delete", "scale", "cordon", "uncordon")
 _COMMAND_FIELDS = frozenset(
     {"v", "id", "actor", "body", "expected_version", "correlation_id", "causation_id"}
 )
@@ -50,11 +50,20 @@ class ScaleBody(CommandBody):
     reason: str = ""
 
 
+class NodeBody(CommandBody):
+    """cordon / uncordon: which node (nodes are cluster-scoped)."""
+
+    name: str
+    reason: str = ""
+
+
 BODIES: dict[str, type[CommandBody]] = {
     "create": ManifestBody,
     "apply": ManifestBody,
     "delete": DeleteBody,
     "scale": ScaleBody,
+    "cordon": NodeBody,
+    "uncordon": NodeBody,
 }
 COMMAND_SCHEMA_VERSION = 1
 COMMAND_UPCASTERS = Upcasters({f"cmd:{verb}": COMMAND_SCHEMA_VERSION for verb in VERBS})
@@ -66,7 +75,7 @@ class Command(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     kind: str
-    verb: Literal["create", "apply", "delete", "scale"]
+    verb: Literal["create", "apply", "delete", "scale", "cordon", "uncordon"]
     idempotency_key: str
     actor: str
     body: CommandBody

@@ -54,6 +54,12 @@ class ScaledTo(EventPayload):
     reason: str = ""
 
 
+class NodeSchedulingChanged(EventPayload):
+    """A node was cordoned (no new pods) or uncordoned, by someone, for a reason."""
+
+    reason: str = ""
+
+
 class EventType(BaseModel):
     """One entry of the catalog."""
 
@@ -76,6 +82,10 @@ def _catalog() -> dict[str, EventType]:
             EventType(name=f"{kind}Deleted", schema_version=1, payload=ResourceDeleted),
         ]
     entries.append(EventType(name="ScaledTo", schema_version=1, payload=ScaledTo))
+    entries.append(EventType(name="NodeCordoned", schema_version=1, payload=NodeSchedulingChanged))
+    entries.append(
+        EventType(name="NodeUncordoned", schema_version=1, payload=NodeSchedulingChanged)
+    )
     return {entry.name: entry for entry in entries}
 
 
@@ -146,6 +156,9 @@ def summarize(type_name: str, payload: Payload) -> str:
     """A one-line, human summary of an event for history, describe and event listings."""
     if type_name == "ScaledTo":
         line = f"scaled from {payload.get('previous')} to {payload.get('replicas')} replicas"
+        return f"{line}: {payload['reason']}" if payload.get("reason") else line
+    if type_name in ("NodeCordoned", "NodeUncordoned"):
+        line = "cordoned (unschedulable)" if type_name == "NodeCordoned" else "uncordoned"
         return f"{line}: {payload['reason']}" if payload.get("reason") else line
     if type_name.endswith("Created"):
         return "created"

@@ -42,8 +42,8 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from core.aggregates import AGGREGATES, SCALABLE_KINDS, Deployment, timestamp_from_ns
-from core.commands import Command, DeleteBody, ManifestBody, ScaleBody, parse_command
+from core.aggregates import AGGREGATES, SCALABLE_KINDS, Deployment, Node, timestamp_from_ns
+from core.commands import Command, DeleteBody, ManifestBody, NodeBody, ScaleBody, parse_command
 from core.errors import FleetError, NotFound, UnknownKind, ValidationFailed
 from core.resources import KINDS, dns1123_label_errors, dump_manifest, parse_manifest
 from streams.eventstore import ConcurrencyConflict, EventStore
@@ -187,7 +187,11 @@ async def resolve_target(ctx: CommandContext) -> None:
         namespace = meta.get("namespace", "") if info.namespaced else ""
         ctx.ref = AggregateRef(ctx.kind, namespace, meta["name"])
         return
-    assert isinstance(body, DeleteBody | ScaleBody)
+    assert isinstance(body, DeleteBody | ScaleBody | NodeBody)
+    if isinstance(body, NodeBody) and ctx.kind != "Node":
+        raise ValidationFailed(
+            f"only nodes can be {ctx.verb}ed, not a {ctx.kind.lower()}", code="unsupported"
+        )
     if isinstance(body, ScaleBody) and ctx.kind not in SCALABLE_KINDS:
         raise ValidationFailed(
             f"a {ctx.kind.lower()} cannot be scaled; scalable kinds: "
@@ -197,13 +201,14 @@ async def resolve_target(ctx: CommandContext) -> None:
     name_problems = info.model.NAME_RULE(body.name)
     if name_problems:
         raise ValidationFailed(f"invalid name {body.name!r}: {name_problems[0]}", field="body.name")
-    namespace_problems = dns1123_label_errors(body.namespace) if info.namespaced else []
+    namespace = getattr(body, "namespace", "")
+    namespace_problems = dns1123_label_errors(namespace) if info.namespaced else []
     if namespace_problems:
         raise ValidationFailed(
-            f"invalid namespace {body.namespace!r}: {namespace_problems[0]}",
+            f"invalid namespace {namespace!r}: {namespace_problems[0]}",
             field="body.namespace",
         )
-    ctx.ref = AggregateRef(ctx.kind, body.namespace if info.namespaced else "", body.name)
+    ctx.ref = AggregateRef(ctx.kind, namespace if info.namespaced else "", body.name)
 
 
 class Admit:
@@ -329,6 +334,12 @@ class Execute:
         elif isinstance(body, ScaleBody):
             assert isinstance(current, Deployment)
             current.scale(replicas=body.replicas, reason=body.reason, at=at)
+        elif isinstance(body, NodeBody):
+            assert isinstance(current, Node)
+            if command.verb == "cordon":
+                current.cordon(reason=body.reason, at=at)
+            else:
+                current.uncordon(reason=body.reason, at=at)
 
 
 # -- the service ---------------------------------------------------------------------------

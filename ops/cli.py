@@ -240,6 +240,27 @@ async def scale(ctx: click.Context, ref: str, replicas: int, namespace: str, rea
     click.echo(f"{kind.lower()}/{name} {'unchanged' if outcome.unchanged else 'scaled'}")
 
 
+def _node_command(verb: str) -> Any:
+    @click.argument("node")
+    @click.option("--reason", default="", help="Recorded with the event.")
+    @click.pass_context
+    @run
+    async def command(ctx: click.Context, node: str, reason: str) -> None:
+        async with _session(ctx) as s:
+            outcome = await s.commands.send("Node", verb, {"name": node, "reason": reason})
+        click.echo(f"node/{node} {'already ' if outcome.unchanged else ''}{verb}ed")
+
+    if verb == "cordon":
+        command.__doc__ = "Mark a node unschedulable (no new pods)."
+    else:
+        command.__doc__ = "Let a node take new pods again."
+    return main.command(name=verb)(command)
+
+
+cordon = _node_command("cordon")
+uncordon = _node_command("uncordon")
+
+
 # -- reads ----------------------------------------------------------------------------------------
 
 

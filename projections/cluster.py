@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from core.aggregates import with_unschedulable
 from projections.runtime import digest_of
 from streams.envelope import StoredEvent
 
@@ -72,6 +73,8 @@ class ClusterModel:
     def _fold_for(self, event_type: str) -> Callable[[StoredEvent], None]:
         if event_type == "ScaledTo":
             return self._scaled
+        if event_type in ("NodeCordoned", "NodeUncordoned"):
+            return self._cordoned if event_type == "NodeCordoned" else self._uncordoned
         if event_type.endswith("Created"):
             return self._created
         if event_type.endswith("Updated"):
@@ -101,6 +104,17 @@ class ClusterModel:
                 "replicas": event.envelope.payload["replicas"],
             }
             record.manifest = manifest
+
+    def _cordoned(self, event: StoredEvent) -> None:
+        self._set_unschedulable(event, True)
+
+    def _uncordoned(self, event: StoredEvent) -> None:
+        self._set_unschedulable(event, False)
+
+    def _set_unschedulable(self, event: StoredEvent, unschedulable: bool) -> None:
+        record = self._touched(event)
+        if record is not None:
+            record.manifest = with_unschedulable(record.manifest, unschedulable)
 
     def _deleted(self, event: StoredEvent) -> None:
         e = event.envelope

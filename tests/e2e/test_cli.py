@@ -179,6 +179,13 @@ def test_walkthrough_survives_a_restart(cluster: Cluster, tmp_path: Path) -> Non
     )
     assert [json.loads(line)["type"] for line in filtered.stdout.splitlines()] == ["ScaledTo"]
 
+    cluster.cli(
+        "apply", "-f", "-", stdin="apiVersion: v1\nkind: Node\nmetadata: {name: worker-1}\n"
+    )
+    cordoned = cluster.cli("cordon", "worker-1", "--reason", "disk swap").stdout.strip()
+    assert cordoned == "node/worker-1 cordoned"
+    assert "SchedulingDisabled" in cluster.cli("get", "nodes").stdout
+    assert cluster.cli("uncordon", "worker-1").stdout.strip() == "node/worker-1 uncordoned"
     wide = cluster.cli("get", "deployments", "-n", "shop", "-o", "wide").stdout
     assert "IMAGES" in wide and "python:3.11" in wide and "app=web" in wide
     recent = cluster.cli("events", "--since", "1h", "--kind", "service", "-n", "shop").stdout

@@ -313,3 +313,23 @@ async def test_two_gateways_share_the_command_stream(
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     await other_nc.close()
+
+
+async def test_nodes_are_cordoned_and_uncordoned_with_who_and_why(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "worker-1.example.com"}}
+    await client.send("Node", "apply", {"manifest": node})
+    cordoned = await client.send(
+        "Node", "cordon", {"name": "worker-1.example.com", "reason": "kernel upgrade"}
+    )
+    assert cordoned.events == ["NodeCordoned"]
+    assert (await client.send("Node", "cordon", {"name": "worker-1.example.com"})).unchanged
+    assert (await client.send("Node", "uncordon", {"name": "worker-1.example.com"})).events == [
+        "NodeUncordoned"
+    ]
+    history = await store.read_subject(event_subject("Node", "", "worker-1.example.com"))
+    assert [e.envelope.type for e in history] == ["NodeCreated", "NodeCordoned", "NodeUncordoned"]
+    assert history[1].envelope.payload == {"reason": "kernel upgrade"}
+    await expect_rejected(store, client.send("Pod", "cordon", {"name": "web"}), "unsupported")
+    await expect_rejected(store, client.send("Node", "cordon", {"name": "ghost"}), "not_found")

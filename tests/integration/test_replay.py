@@ -52,6 +52,10 @@ def pod(name: str, image: str, tier: str) -> dict[str, Any]:
     }
 
 
+def node(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}
+
+
 names = st.sampled_from(NAMES)
 images = st.sampled_from(["nginx:1", "nginx:2", "redis:7"])
 tiers = st.sampled_from(["front", "back"])
@@ -68,7 +72,13 @@ commands = st.one_of(
         lambda n, r: ("Deployment", "scale", {"name": n, "replicas": r}), names, st.integers(0, 9)
     ),
     st.builds(
-        lambda k, n: (k, "delete", {"name": n}), st.sampled_from(["Pod", "Deployment"]), names
+        lambda k, n: (k, "delete", {"name": n}),
+        st.sampled_from(["Pod", "Deployment", "Node"]),
+        names,
+    ),
+    st.builds(lambda n: ("Node", "apply", {"manifest": node(n)}), names),
+    st.builds(
+        lambda v, n: ("Node", v, {"name": n}), st.sampled_from(["cordon", "uncordon"]), names
     ),
 )
 

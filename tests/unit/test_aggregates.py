@@ -158,3 +158,28 @@ def test_changed_paths_name_each_differing_field() -> None:
         "spec.template.containers[1].image",
     ]
     assert changed_paths({"a": [1]}, {"a": [1, 2]}) == ["a"]
+
+
+def test_cordon_sets_and_uncordon_clears_spec_unschedulable() -> None:
+    from core.aggregates import Node
+
+    node = Node.create(
+        None,
+        agg_id="Node//n1",
+        manifest={"metadata": {"name": "n1"}, "spec": {"podCIDR": "10.0.0.0/24"}},
+        uid="u",
+        at=AT,
+    )
+    node.cordon(reason="maintenance", at=AT)
+    assert node.unschedulable and node.manifest["spec"] == {
+        "podCIDR": "10.0.0.0/24",
+        "unschedulable": True,
+    }
+    node.cordon(reason="again", at=AT)
+    node.uncordon(reason="", at=AT)
+    assert not node.unschedulable and node.manifest["spec"] == {"podCIDR": "10.0.0.0/24"}
+    assert [Node.event_type(e) for e in node.collect_events()] == [
+        "NodeCreated",
+        "NodeCordoned",
+        "NodeUncordoned",
+    ]
