@@ -42,6 +42,7 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from core.admission import default_toleration_seconds
 from core.aggregates import AGGREGATES, SCALABLE_KINDS, Deployment, Node, timestamp_from_ns
 from core.commands import Command, DeleteBody, ManifestBody, NodeBody, ScaleBody, parse_command
 from core.errors import FleetError, NotFound, UnknownKind, ValidationFailed
@@ -212,14 +213,17 @@ async def resolve_target(ctx: CommandContext) -> None:
 
 
 class Admit:
-    """Admission: what must hold in the cluster for the command to be allowed (the namespace
-    exists; resource defaults and quotas join here)."""
+    """Admission: the defaults Kubernetes adds on admission (DefaultTolerationSeconds), and
+    what must hold in the cluster for the command to be allowed (the namespace exists;
+    resource defaults and quotas join here)."""
 
     def __init__(self, repository: AggregateRepository) -> None:
         self._repository = repository
 
     async def __call__(self, ctx: CommandContext) -> None:
         assert ctx.ref is not None
+        if ctx.manifest is not None:
+            ctx.manifest = default_toleration_seconds(ctx.manifest)
         if ctx.ref.namespace and ctx.verb in ("create", "apply"):
             await self._require_namespace(ctx.ref.namespace)
 

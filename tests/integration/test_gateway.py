@@ -59,6 +59,8 @@ async def test_apply_creates_then_configures_then_leaves_unchanged(
     stored = events[0].envelope
     assert stored.actor == "user:alice"
     assert stored.payload["manifest"]["spec"]["restartPolicy"] == "Always"  # defaults applied
+    added = [t["key"] for t in stored.payload["manifest"]["spec"]["tolerations"]]
+    assert added == ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"]
     assert events[1].envelope.payload["changed"] == ["metadata.labels.tier"]
 
 
