@@ -240,8 +240,112 @@ def with_unschedulable(manifest: dict[str, Any], unschedulable: bool) -> dict[st
     return {**manifest, "spec": spec}
 
 
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
+LIFECYCLE_TAINTS = (NOT_READY_TAINT, UNREACHABLE_TAINT)
+
+
+def with_ready_condition(
+    manifest: dict[str, Any], *, status: str, reason: str, message: str, at: datetime
+) -> dict[str, Any]:
+    """A node manifest whose Ready condition is ``status`` and whose lifecycle taints follow it:
+    Ready=False → not-ready, Ready=Unknown → unreachable (NoSchedule and NoExecute each), as
+    Kubernetes' node lifecycle controller sets them; Ready=True → neither."""
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    spec = dict(manifest.get("spec", {}))
+    taints = [t for t in spec.get("taints") or [] if t.get("key") not in LIFECYCLE_TAINTS]
+    key = {"False": NOT_READY_TAINT, "Unknown": UNREACHABLE_TAINT}.get(status)
+    if key is not None:
+        taints += [
+            {"key": key, "effect": effect, "timeAdded": stamp}
+            for effect in ("NoSchedule", "NoExecute")
+        ]
+    if taints:
+        spec["taints"] = taints
+    else:
+        spec.pop("taints", None)
+    status_block = dict(manifest.get("status") or {})
+    conditions = [c for c in status_block.get("conditions") or [] if c.get("type") != "Ready"]
+    conditions.append(
+        {
+            "type": "Ready",
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": stamp,
+        }
+    )
+    status_block["conditions"] = conditions
+    return {**manifest, "spec": spec, "status": status_block}
+
+
 class Node(Resource):
     KIND = "Node"
+
+    class Ready(Resource.Event, catalog.NodeConditionChanged):
+        SUFFIX: ClassVar[str] = "Ready"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.manifest = with_ready_condition(
+                aggregate.manifest,
+                status=self.status,
+                reason=self.reason,
+                message=self.message,
+                at=self.timestamp,
+            )
+
+    class NotReady(Ready):
+        SUFFIX: ClassVar[str] = "NotReady"
+
+    @property
+    def ready_status(self) -> str:
+        """The Ready condition's status ("True", "False", "Unknown"), "" before any."""
+        for condition in (self.manifest.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "Ready":
+                return str(condition.get("status", ""))
+        return ""
+
+    def set_ready(
+        self,
+        *,
+        status: str,
+        reason: str,
+        message: str,
+        last_heartbeat_ns: int | None,
+        grace_seconds: float | None,
+        at: datetime,
+    ) -> None:
+        """Record a change of the Ready condition; the same status again changes nothing."""
+        self.require_exists()
+        if status not in ("True", "False", "Unknown"):
+            raise ValidationFailed(f"Ready must be True, False or Unknown, not {status!r}")
+        if status == self.ready_status:
+            return
+        event = self.Ready if status == "True" else self.NotReady
+        self.trigger_event(
+            event,
+            status=status,
+            reason=reason,
+            message=message,
+            last_heartbeat_ns=last_heartbeat_ns,
+            grace_seconds=grace_seconds,
+            timestamp=at,
+        )
+
+    def carry_server_fields(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Besides status, the taints the lifecycle controller manages survive an apply."""
+        manifest = super().carry_server_fields(manifest)
+        managed = [
+            t
+            for t in self.manifest.get("spec", {}).get("taints") or []
+            if t.get("key") in LIFECYCLE_TAINTS
+        ]
+        if not managed:
+            return manifest
+        spec = dict(manifest.get("spec", {}))
+        own = [t for t in spec.get("taints") or [] if t.get("key") not in LIFECYCLE_TAINTS]
+        spec["taints"] = own + managed
+        return {**manifest, "spec": spec}
 
     class Cordoned(Resource.Event, catalog.NodeSchedulingChanged):
         SUFFIX: ClassVar[str] = "Cordoned"

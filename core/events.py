@@ -60,6 +60,17 @@ class NodeSchedulingChanged(EventPayload):
     reason: str = ""
 
 
+class NodeConditionChanged(EventPayload):
+    """The node lifecycle controller changed a node's Ready condition (and with it the
+    not-ready/unreachable taints), recording what it saw: the last heartbeat and the grace."""
+
+    status: str
+    reason: str
+    message: str = ""
+    last_heartbeat_ns: int | None = None
+    grace_seconds: float | None = None
+
+
 class EventType(BaseModel):
     """One entry of the catalog."""
 
@@ -83,6 +94,8 @@ def _catalog() -> dict[str, EventType]:
         ]
     entries.append(EventType(name="ScaledTo", schema_version=1, payload=ScaledTo))
     entries.append(EventType(name="NodeCordoned", schema_version=1, payload=NodeSchedulingChanged))
+    entries.append(EventType(name="NodeReady", schema_version=1, payload=NodeConditionChanged))
+    entries.append(EventType(name="NodeNotReady", schema_version=1, payload=NodeConditionChanged))
     entries.append(
         EventType(name="NodeUncordoned", schema_version=1, payload=NodeSchedulingChanged)
     )
@@ -157,6 +170,9 @@ def summarize(type_name: str, payload: Payload) -> str:
     if type_name == "ScaledTo":
         line = f"scaled from {payload.get('previous')} to {payload.get('replicas')} replicas"
         return f"{line}: {payload['reason']}" if payload.get("reason") else line
+    if type_name in ("NodeReady", "NodeNotReady"):
+        line = f"Ready={payload.get('status')} ({payload.get('reason')})"
+        return f"{line}: {payload['message']}" if payload.get("message") else line
     if type_name in ("NodeCordoned", "NodeUncordoned"):
         line = "cordoned (unschedulable)" if type_name == "NodeCordoned" else "uncordoned"
         return f"{line}: {payload['reason']}" if payload.get("reason") else line

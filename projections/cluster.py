@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from core.aggregates import with_unschedulable
+from core.aggregates import timestamp_from_ns, with_ready_condition, with_unschedulable
 from projections.runtime import digest_of
 from streams.envelope import StoredEvent
 
@@ -73,6 +73,8 @@ class ClusterModel:
     def _fold_for(self, event_type: str) -> Callable[[StoredEvent], None]:
         if event_type == "ScaledTo":
             return self._scaled
+        if event_type in ("NodeReady", "NodeNotReady"):
+            return self._ready_changed
         if event_type in ("NodeCordoned", "NodeUncordoned"):
             return self._cordoned if event_type == "NodeCordoned" else self._uncordoned
         if event_type.endswith("Created"):
@@ -104,6 +106,18 @@ class ClusterModel:
                 "replicas": event.envelope.payload["replicas"],
             }
             record.manifest = manifest
+
+    def _ready_changed(self, event: StoredEvent) -> None:
+        record = self._touched(event)
+        if record is not None:
+            payload = event.envelope.payload
+            record.manifest = with_ready_condition(
+                record.manifest,
+                status=payload["status"],
+                reason=payload["reason"],
+                message=payload.get("message", ""),
+                at=timestamp_from_ns(event.envelope.timestamp_ns),
+            )
 
     def _cordoned(self, event: StoredEvent) -> None:
         self._set_unschedulable(event, True)

@@ -183,3 +183,62 @@ def test_cordon_sets_and_uncordon_clears_spec_unschedulable() -> None:
         "NodeCordoned",
         "NodeUncordoned",
     ]
+
+
+def test_unknown_ready_condition_adds_unreachable_taints_and_ready_removes_them() -> None:
+    from core.aggregates import Node
+
+    own_taint = {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}
+    node = Node.create(
+        None,
+        agg_id="Node//n1",
+        manifest={"metadata": {"name": "n1"}, "spec": {"taints": [own_taint]}},
+        uid="u",
+        at=AT,
+    )
+    node.set_ready(
+        status="Unknown",
+        reason="NodeStatusUnknown",
+        message="Kubelet stopped posting node status.",
+        last_heartbeat_ns=1,
+        grace_seconds=50,
+        at=AT,
+    )
+    taints = node.manifest["spec"]["taints"]
+    assert taints[0] == own_taint
+    assert [(t["key"], t["effect"]) for t in taints[1:]] == [
+        ("node.kubernetes.io/unreachable", "NoSchedule"),
+        ("node.kubernetes.io/unreachable", "NoExecute"),
+    ]
+    assert node.ready_status == "Unknown"
+    # A user's apply of the node does not wipe the controller's taints.
+    Node.apply_manifest(
+        node,
+        agg_id="Node//n1",
+        manifest={
+            "metadata": {"name": "n1", "labels": {"a": "b"}},
+            "spec": {"taints": [own_taint]},
+        },
+        uid="u",
+        at=AT,
+    )
+    assert len(node.manifest["spec"]["taints"]) == 3
+    node.set_ready(
+        status="True",
+        reason="KubeletReady",
+        message="",
+        last_heartbeat_ns=2,
+        grace_seconds=50,
+        at=AT,
+    )
+    node.set_ready(
+        status="True",
+        reason="KubeletReady",
+        message="",
+        last_heartbeat_ns=3,
+        grace_seconds=50,
+        at=AT,
+    )
+    assert node.manifest["spec"]["taints"] == [own_taint]
+    types = [Node.event_type(e) for e in node.collect_events()]
+    assert types == ["NodeCreated", "NodeNotReady", "NodeUpdated", "NodeReady"]
