@@ -279,6 +279,14 @@ def with_ready_condition(
     return {**manifest, "spec": spec, "status": status_block}
 
 
+def ready_status(node_manifest: dict[str, Any]) -> str:
+    """A node's Ready condition status ("True", "False", "Unknown"), "" before any."""
+    for condition in (node_manifest.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return str(condition.get("status", ""))
+    return ""
+
+
 class Node(Resource):
     KIND = "Node"
 
@@ -299,11 +307,7 @@ class Node(Resource):
 
     @property
     def ready_status(self) -> str:
-        """The Ready condition's status ("True", "False", "Unknown"), "" before any."""
-        for condition in (self.manifest.get("status") or {}).get("conditions") or []:
-            if condition.get("type") == "Ready":
-                return str(condition.get("status", ""))
-        return ""
+        return ready_status(self.manifest)
 
     def set_ready(
         self,

@@ -106,15 +106,29 @@ def _session(ctx: click.Context) -> Any:
 )
 @click.option("--nats-url", default=None, help="Use this NATS server instead of an embedded one.")
 @click.option("--port", default=4222, show_default=True, help="Port of the embedded server.")
+@click.option(
+    "--node-grace",
+    "node_grace",
+    default=50.0,
+    show_default=True,
+    help="Seconds without a heartbeat before a node becomes NotReady (Unknown).",
+)
 @click.pass_context
-def up(ctx: click.Context, data_dir: Path | None, nats_url: str | None, port: int) -> None:
+def up(
+    ctx: click.Context, data_dir: Path | None, nats_url: str | None, port: int, node_grace: float
+) -> None:
     """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
     from ops.up import UpOptions, default_data_dir
     from ops.up import up as run_up
 
     if ctx.parent and ctx.parent.params.get("log_level") == "warning":
         configure_logging("info")
-    options = UpOptions(data_dir=data_dir or default_data_dir(), nats_url=nats_url, port=port)
+    options = UpOptions(
+        data_dir=data_dir or default_data_dir(),
+        nats_url=nats_url,
+        port=port,
+        node_grace_seconds=node_grace,
+    )
     click.echo(
         f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",
         err=True,

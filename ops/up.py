@@ -6,7 +6,9 @@ Ctrl-C or SIGTERM cancels the group: in-flight commands finish, a last snapshot 
 connection drains and the embedded server stops. Everything lives in the data directory, so a
 restart on the same directory comes back with every object and event.
 
-Later issues add their handlers (scheduler, controllers, node agent …) to :func:`serve`.
+It also runs the node lifecycle controller (leader-elected, so several ``up`` processes on one
+NATS cluster do not double up). Later issues add their handlers (scheduler, controllers, node
+agent …) to :func:`serve`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from pathlib import Path
 import structlog
 
 from core.errors import FleetError
+from core.nodelifecycle import DEFAULT_GRACE_SECONDS
 from handlers.gateway import Gateway
+from handlers.node_lifecycle import NodeLifecycleController
 from projections.cluster import ClusterModel
 from projections.query import QueryService
 from projections.runtime import Projection
@@ -30,6 +34,7 @@ from streams.commandbus import CommandClient
 from streams.connection import connect
 from streams.definitions import SNAPSHOT_BUCKET, ensure_streams
 from streams.eventstore import EventStore
+from streams.repository import AggregateRepository
 from streams.server import EmbeddedServer
 
 log = structlog.get_logger(__name__)
@@ -51,6 +56,7 @@ class UpOptions:
     nats_url: str | None = None
     port: int = DEFAULT_PORT
     host: str = "127.0.0.1"
+    node_grace_seconds: float = DEFAULT_GRACE_SECONDS
 
 
 async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
@@ -67,7 +73,7 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         try:
-            await serve(url, stop, ready=ready)
+            await serve(url, stop, ready=ready, node_grace_seconds=options.node_grace_seconds)
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
@@ -76,7 +82,13 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
             await server.stop()
 
 
-async def serve(url: str, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    url: str,
+    stop: asyncio.Event,
+    *,
+    ready: asyncio.Event | None = None,
+    node_grace_seconds: float = DEFAULT_GRACE_SECONDS,
+) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set."""
     nc = await connect(url, name="fleetlog-up")
     try:
@@ -89,6 +101,9 @@ async def serve(url: str, stop: asyncio.Event, *, ready: asyncio.Event | None = 
             await projection.catch_up()
             await projection.follow()
             gateway = await Gateway.create(nc, store)
+            node_lifecycle = await NodeLifecycleController.create(
+                nc, AggregateRepository(store), projection, grace_seconds=node_grace_seconds
+            )
             query = QueryService(nc, projection)
             gateway_ready, query_ready = asyncio.Event(), asyncio.Event()
             try:
@@ -96,6 +111,7 @@ async def serve(url: str, stop: asyncio.Event, *, ready: asyncio.Event | None = 
                     roles = [
                         tasks.create_task(gateway.run(gateway_ready)),
                         tasks.create_task(query.run(query_ready)),
+                        tasks.create_task(node_lifecycle.run()),
                         tasks.create_task(_snapshot_periodically(projection, snapshots)),
                     ]
                     await gateway_ready.wait()

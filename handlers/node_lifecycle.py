@@ -1,0 +1,150 @@
+"""The node lifecycle controller: turns missed heartbeats into Ready=Unknown and taints.
+
+A singleton (leader-elected through ``fleet_leaders``, so any number may run and one acts).
+Every monitor period the leader compares each node's latest heartbeat (``streams.leases``)
+with the nodes of the cluster read model, asks ``core.nodelifecycle.assess`` which Ready
+transitions are due, and records each on the node's aggregate: ``NodeNotReady`` with the
+``node.kubernetes.io/unreachable`` NoSchedule + NoExecute taints, or ``NodeReady`` without them.
+Each event carries the heartbeat and grace it was decided on, so ``why`` never needs the lease
+bucket. Evicting pods that do not tolerate the NoExecute taint arrives with the scheduler's
+bindings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import structlog
+from nats.aio.client import Client
+
+from core.aggregates import Node, ready_status, timestamp_from_ns
+from core.errors import FleetError
+from core.nodelifecycle import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_MONITOR_PERIOD_SECONDS,
+    DEFAULT_STARTUP_GRACE_SECONDS,
+    NodeHealth,
+    Transition,
+    assess,
+)
+from projections.cluster import ClusterModel
+from projections.runtime import Projection
+from streams.eventstore import ConcurrencyConflict
+from streams.leases import LeaderLease, NodeLeases
+from streams.repository import AggregateRepository, Provenance
+from streams.subjects import AggregateRef
+
+log = structlog.get_logger(__name__)
+
+ROLE = "node-lifecycle-controller"
+ACTOR = f"system:{ROLE}"
+
+
+class NodeLifecycleController:
+    def __init__(
+        self,
+        nc: Client,
+        repository: AggregateRepository,
+        projection: Projection[ClusterModel],
+        leases: NodeLeases,
+        leader: LeaderLease,
+        *,
+        grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        startup_grace_seconds: float = DEFAULT_STARTUP_GRACE_SECONDS,
+        period_seconds: float = DEFAULT_MONITOR_PERIOD_SECONDS,
+    ) -> None:
+        self._nc = nc
+        self._repository = repository
+        self._projection = projection
+        self._leases = leases
+        self._leader = leader
+        self.grace_seconds = grace_seconds
+        self.startup_grace_seconds = startup_grace_seconds
+        self.period_seconds = period_seconds
+
+    @classmethod
+    async def create(
+        cls,
+        nc: Client,
+        repository: AggregateRepository,
+        projection: Projection[ClusterModel],
+        **options: float,
+    ) -> NodeLifecycleController:
+        leases = await NodeLeases.open(nc)
+        leader = await LeaderLease.open(nc, ROLE, f"{ROLE}-{uuid.uuid4().hex[:8]}")
+        return cls(nc, repository, projection, leases, leader, **options)
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Monitor until cancelled; leadership is given up on the way out."""
+        await self._leases.follow()
+        if ready is not None:
+            ready.set()
+        try:
+            while True:
+                if await self._leader.try_lead():
+                    await self.monitor_once(time.time_ns())
+                await asyncio.sleep(self.period_seconds)
+        finally:
+            await self._leases.stop()
+            await self._leader.resign()
+
+    def health(self) -> list[NodeHealth]:
+        """Every node in the read model with its Ready status and latest heartbeat."""
+        renewed = self._leases.renewed_ns
+        return [
+            NodeHealth(r.name, ready_status(r.manifest), r.created_ns, renewed.get(r.name))
+            for r in self._projection.model.list("Node")
+        ]
+
+    async def monitor_once(self, now_ns: int) -> list[Transition]:
+        """One monitor pass: record every due transition; return them."""
+        transitions = assess(
+            self.health(),
+            now_ns=now_ns,
+            grace_seconds=self.grace_seconds,
+            startup_grace_seconds=self.startup_grace_seconds,
+        )
+        for transition in transitions:
+            try:
+                await self._record(transition, now_ns)
+            except (FleetError, ConcurrencyConflict) as exc:
+                # The node changed (or vanished) meanwhile: the next pass decides again.
+                log.info("node_lifecycle.skipped", node=transition.name, error=str(exc))
+        return transitions
+
+    async def _record(self, transition: Transition, now_ns: int) -> None:
+        ref = AggregateRef("Node", "", transition.name)
+        token = f"{ROLE}.{transition.name}.{transition.status}.{now_ns}"
+        cause = f"lease/{transition.name}/{transition.last_heartbeat_ns or 'never'}"
+        async with self._repository.lock(ref):
+            loaded = await self._repository.load(ref, fresh=True)
+            node = loaded.aggregate
+            if not isinstance(node, Node) or not node.exists:
+                return
+            node.set_ready(
+                status=transition.status,
+                reason=transition.reason,
+                message=transition.message,
+                last_heartbeat_ns=transition.last_heartbeat_ns,
+                grace_seconds=transition.grace_seconds,
+                at=timestamp_from_ns(now_ns),
+            )
+            written = await self._repository.save(
+                [loaded],
+                Provenance(
+                    actor=ACTOR,
+                    correlation_id=token,
+                    causation_id=cause,
+                    token=token,
+                    now_ns=now_ns,
+                ),
+            )
+        if written:
+            log.info(
+                "node_lifecycle.transition",
+                node=transition.name,
+                ready=transition.status,
+                reason=transition.reason,
+            )

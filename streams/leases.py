@@ -1,0 +1,125 @@
+"""Node heartbeats and leader leases, in JetStream key-value buckets (never in ``FLEET``).
+
+Heartbeats are high-frequency and only their latest value matters, so each node renews one key
+in ``fleet_node_leases``; the node lifecycle controller keeps an in-memory map of the latest
+renewal of every node from an ordered consumer (last value per key, then live), so checking
+5,000 nodes costs no round trip.
+
+Singleton roles (the node lifecycle controller) elect a leader with a key in ``fleet_leaders``:
+created only if absent, renewed with an expected revision, expiring with the bucket's TTL when
+its holder stops renewing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import msgpack
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from streams.subjects import decode_token, encode_token
+
+log = structlog.get_logger(__name__)
+
+NODE_LEASE_BUCKET = "fleet_node_leases"
+LEADER_BUCKET = "fleet_leaders"
+LEADER_TTL_SECONDS = 15.0
+
+
+async def _bucket(nc: Client, config: KeyValueConfig) -> KeyValue:
+    js = nc.jetstream()
+    try:
+        return await js.key_value(config.bucket)
+    except BucketNotFoundError:
+        return await js.create_key_value(config)
+
+
+class NodeLeases:
+    """Renew a node's heartbeat; follow every node's latest heartbeat."""
+
+    def __init__(self, nc: Client, kv: KeyValue) -> None:
+        self._nc = nc
+        self._kv = kv
+        self.renewed_ns: dict[str, int] = {}
+        self._subscription: Any = None
+
+    @classmethod
+    async def open(cls, nc: Client) -> NodeLeases:
+        config = KeyValueConfig(bucket=NODE_LEASE_BUCKET, history=1, storage=StorageType.FILE)
+        return cls(nc, await _bucket(nc, config))
+
+    async def renew(self, node: str, now_ns: int) -> None:
+        await self._kv.put(encode_token(node), msgpack.packb({"renewed_ns": now_ns}))
+
+    async def follow(self) -> None:
+        """Keep :attr:`renewed_ns` up to date (latest value of every key, then live)."""
+
+        async def on_message(msg: Msg) -> None:
+            token = msg.subject.rsplit(".", 1)[-1]
+            try:
+                node = decode_token(token)
+                self.renewed_ns[node] = int(msgpack.unpackb(msg.data)["renewed_ns"])
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("lease.unreadable", key=token, error=str(exc))
+
+        self._subscription = await self._nc.jetstream().subscribe(
+            f"$KV.{NODE_LEASE_BUCKET}.>",
+            stream=f"KV_{NODE_LEASE_BUCKET}",
+            cb=on_message,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT),
+        )
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+            self._subscription = None
+
+
+class LeaderLease:
+    """Leadership of one singleton role, held by renewing a key before the bucket TTL."""
+
+    def __init__(self, kv: KeyValue, role: str, holder: str) -> None:
+        self._kv = kv
+        self._key = encode_token(role)
+        self.holder = holder
+        self._revision: int | None = None
+
+    @classmethod
+    async def open(cls, nc: Client, role: str, holder: str) -> LeaderLease:
+        config = KeyValueConfig(
+            bucket=LEADER_BUCKET, history=1, ttl=LEADER_TTL_SECONDS, storage=StorageType.FILE
+        )
+        return cls(await _bucket(nc, config), role, holder)
+
+    @property
+    def is_leader(self) -> bool:
+        return self._revision is not None
+
+    async def try_lead(self) -> bool:
+        """Acquire or renew leadership; False if someone else holds it."""
+        value = self.holder.encode()
+        try:
+            if self._revision is None:
+                self._revision = await self._kv.create(self._key, value)
+                log.info("leader.acquired", key=self._key, holder=self.holder)
+            else:
+                self._revision = await self._kv.update(self._key, value, last=self._revision)
+        except KeyWrongLastSequenceError:
+            if self._revision is not None:
+                log.warning("leader.lost", key=self._key, holder=self.holder)
+            self._revision = None
+        return self._revision is not None
+
+    async def resign(self) -> None:
+        if self._revision is not None:
+            with contextlib.suppress(Exception):
+                await self._kv.delete(self._key, last=self._revision)
+            self._revision = None

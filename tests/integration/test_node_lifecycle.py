@@ -1,0 +1,140 @@
+"""The node lifecycle controller against a real nats-server: heartbeats in, Ready transitions
+with Kubernetes taints out, one leader among several controllers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from handlers.gateway import Gateway
+from handlers.node_lifecycle import NodeLifecycleController
+from projections.cluster import ClusterModel
+from projections.runtime import Projection
+from streams.commandbus import CommandClient
+from streams.eventstore import EventStore
+from streams.leases import NodeLeases
+from streams.repository import AggregateRepository
+from streams.subjects import event_subject
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def projection(store: EventStore) -> AsyncIterator[Projection[ClusterModel]]:
+    live = Projection(ClusterModel(), store)
+    await live.catch_up()
+    await live.follow()
+    yield live
+    await live.stop()
+
+
+async def node_events(store: EventStore, name: str) -> list[tuple[str, dict]]:
+    return [
+        (e.envelope.type, e.envelope.payload)
+        for e in await store.read_subject(event_subject("Node", "", name))
+        if e.envelope.type in ("NodeReady", "NodeNotReady")
+    ]
+
+
+async def eventually(check, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_missed_heartbeats_make_a_node_unknown_with_unreachable_taints_and_recovery_clears_them(
+    nc,
+    store: EventStore,
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+) -> None:
+    await client.send(
+        "Node",
+        "apply",
+        {"manifest": {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}},
+    )
+    heartbeats = await NodeLeases.open(nc)
+    await heartbeats.renew("n1", time.time_ns())
+    controller = await NodeLifecycleController.create(
+        nc,
+        AggregateRepository(store),
+        projection,
+        grace_seconds=0.6,
+        startup_grace_seconds=0.6,
+        period_seconds=0.05,
+    )
+    running = asyncio.create_task(controller.run())
+    try:
+
+        async def became(status: str) -> bool:
+            events = await node_events(store, "n1")
+            return bool(events) and events[-1][1]["status"] == status
+
+        await eventually(lambda: became("True"))
+        await eventually(lambda: became("Unknown"))  # no heartbeat for > 0.6 s
+        events = await node_events(store, "n1")
+        not_ready = events[-1][1]
+        assert events[-1][0] == "NodeNotReady" and not_ready["reason"] == "NodeStatusUnknown"
+        assert not_ready["grace_seconds"] == 0.6 and not_ready["last_heartbeat_ns"] is not None
+        await projection.wait_for_log_end()
+        taints = projection.model.get("Node", "", "n1").manifest["spec"]["taints"]
+        assert sorted((t["key"], t["effect"]) for t in taints) == [
+            ("node.kubernetes.io/unreachable", "NoExecute"),
+            ("node.kubernetes.io/unreachable", "NoSchedule"),
+        ]
+        await heartbeats.renew("n1", time.time_ns())
+        await eventually(lambda: became("True"))
+        await projection.wait_for_log_end()
+        assert "taints" not in projection.model.get("Node", "", "n1").manifest["spec"]
+        history = await store.read_subject(event_subject("Node", "", "n1"))
+        assert {e.envelope.actor for e in history[1:]} == {"system:node-lifecycle-controller"}
+        assert all(e.envelope.causation_id.startswith("lease/n1/") for e in history[1:])
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+async def test_only_the_leader_among_several_controllers_records_transitions(
+    nc,
+    store: EventStore,
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+) -> None:
+    for name in ("a", "b", "c"):
+        await client.send(
+            "Node",
+            "apply",
+            {"manifest": {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}},
+        )
+    heartbeats = await NodeLeases.open(nc)
+    for name in ("a", "b", "c"):
+        await heartbeats.renew(name, time.time_ns())
+    controllers = [
+        await NodeLifecycleController.create(
+            nc, AggregateRepository(store), projection, grace_seconds=30, period_seconds=0.05
+        )
+        for _ in range(3)
+    ]
+    tasks = [asyncio.create_task(c.run()) for c in controllers]
+    try:
+
+        async def all_ready() -> bool:
+            return all([await node_events(store, name) for name in ("a", "b", "c")])
+
+        await eventually(all_ready)
+        await asyncio.sleep(0.5)  # several more passes by every controller
+        for name in ("a", "b", "c"):
+            assert [t for t, _ in await node_events(store, name)] == ["NodeReady"]
+        assert sum(c._leader.is_leader for c in controllers) == 1
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
