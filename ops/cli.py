@@ -136,6 +136,48 @@ def up(
     run(run_up)(options)
 
 
+@main.command()
+@click.option("--nodes", "count", default=10, show_default=True, help="How many nodes.")
+@click.option("--prefix", default="sim-node", show_default=True, help="Node names: PREFIX-0 …")
+@click.option("--cpu", default="4", show_default=True)
+@click.option("--memory", default="32Gi", show_default=True)
+@click.option("--pods", default="110", show_default=True)
+@click.option("--zones", default=3, show_default=True, help="Spread over this many zone labels.")
+@click.option("-l", "--label", "labels", multiple=True, help="Extra label KEY=VALUE.")
+@click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between heartbeats.")
+@click.pass_context
+@run
+async def sim(
+    ctx: click.Context,
+    count: int,
+    prefix: str,
+    cpu: str,
+    memory: str,
+    pods: str,
+    zones: int,
+    labels: tuple[str, ...],
+    heartbeat: float,
+) -> None:
+    """Run simulated nodes (kwok-like) in the foreground: register them, keep them alive."""
+    from handlers.simnodes import SimNodeSpec, SimulatedNodes
+    from streams.connection import connect
+
+    extra = dict(label.split("=", 1) for label in labels if "=" in label)
+    spec = SimNodeSpec(prefix=prefix, cpu=cpu, memory=memory, pods=pods, labels=extra, zones=zones)
+    nc = await connect(ctx.obj["server"], name="fleetlog-sim")
+    try:
+        nodes = await SimulatedNodes.create(nc, spec, count)
+        await nodes.register()
+        click.echo(
+            f"{count} simulated nodes {prefix}-0…{prefix}-{count - 1} registered; "
+            "heartbeating (Ctrl-C to stop)",
+            err=True,
+        )
+        await nodes.keep_alive(heartbeat)
+    finally:
+        await nc.close()
+
+
 # -- writes ---------------------------------------------------------------------------------------
 
 

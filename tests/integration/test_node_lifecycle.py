@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from core.aggregates import ready_status
 from handlers.gateway import Gateway
 from handlers.node_lifecycle import NodeLifecycleController
 from projections.cluster import ClusterModel
@@ -138,3 +139,43 @@ async def test_only_the_leader_among_several_controllers_records_transitions(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_simulated_nodes_register_with_capacity_become_ready_and_go_unknown_when_stopped(
+    nc, store: EventStore, gateway: Gateway, projection: Projection[ClusterModel]
+) -> None:
+    from handlers.simnodes import SimNodeSpec, SimulatedNodes
+
+    nodes = await SimulatedNodes.create(
+        nc, SimNodeSpec(prefix="kwok", cpu="8", memory="64Gi", zones=2), 20
+    )
+    await nodes.register()
+    await nodes.register()  # idempotent: a restarted simulator changes nothing
+    keeping_alive = asyncio.create_task(nodes.keep_alive(0.1))
+    controller = await NodeLifecycleController.create(
+        nc, AggregateRepository(store), projection, grace_seconds=0.8, period_seconds=0.05
+    )
+    running = asyncio.create_task(controller.run())
+    try:
+        await projection.wait_for_log_end()
+        node = projection.model.get("Node", "", "kwok-7")
+        assert node.manifest["status"]["allocatable"] == {
+            "cpu": "8",
+            "memory": "64Gi",
+            "pods": "110",
+        }
+        assert node.manifest["metadata"]["labels"]["topology.kubernetes.io/zone"] == "zone-1"
+
+        async def ready_count(status: str) -> bool:
+            await projection.wait_for_log_end()
+            states = [ready_status(n.manifest) for n in projection.model.list("Node")]
+            return states.count(status) == 20
+
+        await eventually(lambda: ready_count("True"))
+        keeping_alive.cancel()
+        await eventually(lambda: ready_count("Unknown"))
+        assert len(await store.read_subject(event_subject("Node", "", "kwok-3"))) == 3
+    finally:
+        keeping_alive.cancel()
+        running.cancel()
+        await asyncio.gather(keeping_alive, running, return_exceptions=True)
