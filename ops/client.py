@@ -102,19 +102,27 @@ class Session:
     async def query(
         self, kind: str, *, namespace: str | None = None, name: str | None = None
     ) -> list[dict[str, Any]]:
-        request = msgpack.packb({"kind": kind, "namespace": namespace, "name": name})
-        try:
-            reply = await self.nc.request(CLUSTER_QUERY_SUBJECT, request, timeout=10)
-        except (NoRespondersError, NatsTimeout) as exc:
-            raise FleetError(
-                "no projection is answering queries: is `fleetlog up` running?", code="unavailable"
-            ) from exc
-        answer = msgpack.unpackb(reply.data, raw=False)
-        if not answer.get("ok"):
-            error = answer.get("error", {})
-            raise FleetError(error.get("message", "query failed"), code=error.get("code"))
-        items: list[dict[str, Any]] = answer["items"]
-        return items
+        items: list[dict[str, Any]] = []
+        after = None
+        while True:
+            request = msgpack.packb(
+                {"kind": kind, "namespace": namespace, "name": name, "continue": after}
+            )
+            try:
+                reply = await self.nc.request(CLUSTER_QUERY_SUBJECT, request, timeout=10)
+            except (NoRespondersError, NatsTimeout) as exc:
+                raise FleetError(
+                    "no projection is answering queries: is `fleetlog up` running?",
+                    code="unavailable",
+                ) from exc
+            answer = msgpack.unpackb(reply.data, raw=False)
+            if not answer.get("ok"):
+                error = answer.get("error", {})
+                raise FleetError(error.get("message", "query failed"), code=error.get("code"))
+            items += answer["items"]
+            after = answer.get("continue")
+            if not after:
+                return items
 
 
 @asynccontextmanager

@@ -25,6 +25,7 @@ log = structlog.get_logger(__name__)
 
 CLUSTER_QUERY_SUBJECT = f"{QUERY_PREFIX}.cluster"
 QUERY_QUEUE = "fleet-query"
+PAGE_SIZE = 200
 
 
 class QueryService:
@@ -57,14 +58,27 @@ class QueryService:
         kind = request["kind"]
         name = request.get("name")
         namespace = request.get("namespace")
-        if name:
-            record = model.get(kind, namespace or "", name)
-            items = [record.as_dict()] if record is not None else []
-        else:
-            items = [record.as_dict() for record in model.list(kind, namespace)]
-        return {
+        answer: dict[str, Any] = {
             "ok": True,
-            "items": items,
             "position": self._projection.position,
             "caught_up": caught_up,
         }
+        if name:
+            record = model.get(kind, namespace or "", name)
+            answer["items"] = [record.as_dict()] if record is not None else []
+            return answer
+        # Lists come in pages (a NATS message is at most 1 MiB): ``continue`` is the
+        # (namespace, name) of the last item of the previous page.
+        limit = max(1, min(int(request.get("limit") or PAGE_SIZE), PAGE_SIZE))
+        after = tuple(request["continue"]) if request.get("continue") else None
+        page = []
+        for record in model.list(kind, namespace):
+            if after is not None and (record.namespace, record.name) <= after:
+                continue
+            if len(page) == limit:
+                last = page[-1]
+                answer["continue"] = [last["namespace"], last["name"]]
+                break
+            page.append(record.as_dict())
+        answer["items"] = page
+        return answer
