@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import click
 import yaml
-from rich.console import Console
 
 from core.errors import FleetError, ValidationFailed
 from ops import render
@@ -320,10 +319,6 @@ uncordon = _node_command("uncordon")
 # -- reads ----------------------------------------------------------------------------------------
 
 
-def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True, width=1000 if not sys.stdout.isatty() else None)
-
-
 @main.command()
 @click.argument("kind")
 @click.argument("name", required=False)
@@ -360,14 +355,14 @@ async def get(
         where = f" in {scope} namespace" if scope else ""
         click.echo(f"No resources found{where}.", err=True)
         return
-    render.object_table(
-        _console(),
+    output_table = render.object_table(
         resolved,
         items,
         now_ns=time.time_ns(),
         wide=output == "wide",
         show_namespace=all_namespaces and is_namespaced(resolved),
     )
+    click.echo(output_table)
 
 
 @main.command()
@@ -414,7 +409,7 @@ async def history(ctx: click.Context, ref: str, namespace: str, output: str) -> 
         for ev in events:
             click.echo(_json_line(ev))
         return
-    render.print_table(_console(), render.HISTORY_HEADERS, render.history_rows(events))
+    click.echo(render.table(render.HISTORY_HEADERS, render.history_rows(events)))
 
 
 def _json_line(event: Any) -> str:
@@ -447,7 +442,6 @@ async def events(
         namespace = ""
     subject = event_filter(resolved, namespace, name)
     start = parse_since(since, datetime.now(tz=UTC)) if since else None
-    console = _console()
     rows: list[list[str]] = []
 
     def emit(event: Any) -> None:
@@ -474,6 +468,6 @@ async def events(
         await s.store.replay(emit, filter_subject=subject, from_time=start)
     if output == "table":
         if rows:
-            render.print_table(console, render.EVENT_HEADERS, rows)
+            click.echo(render.table(render.EVENT_HEADERS, rows))
         else:
             click.echo("No events found.", err=True)

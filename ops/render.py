@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import yaml
-from rich.console import Console
-from rich.table import Table
+from tabulate import tabulate
 
 from core.events import summarize
 from streams.envelope import StoredEvent
@@ -35,13 +34,11 @@ def iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def print_table(console: Console, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 3, 0, 0), highlight=False)
-    for header in headers:
-        table.add_column(header, no_wrap=True, overflow="ignore")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """kubectl-style columns: upper-case headers, left-aligned, no borders."""
+    return tabulate(
+        list(rows), headers=list(headers), tablefmt="plain", disable_numparse=True, stralign="left"
+    )
 
 
 def full_manifest(item: dict[str, Any]) -> dict[str, Any]:
@@ -180,14 +177,13 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
 
 
 def object_table(
-    console: Console,
     kind: str,
     items: Sequence[dict[str, Any]],
     *,
     now_ns: int,
     wide: bool,
     show_namespace: bool,
-) -> None:
+) -> str:
     headers, wide_headers, row = COLUMNS[kind]
     all_headers = (
         (["NAMESPACE"] if show_namespace else []) + headers + (wide_headers if wide else [])
@@ -196,7 +192,7 @@ def object_table(
     for item in items:
         cells = row(item, now_ns, wide)
         rows.append(([item["namespace"]] if show_namespace else []) + cells)
-    print_table(console, all_headers, rows)
+    return table(all_headers, rows)
 
 
 # -- events ------------------------------------------------------------------------------------
