@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from core import events as catalog
 from core.diff import changed_paths
 from core.errors import AlreadyExists, Conflict, InvalidTransition, NotFound, ValidationFailed
+from core.quantity import cpu_millis, parse_quantity
 
 _METADATA_FIELDS = frozenset(
     {"originator_id", "originator_version", "timestamp", "originator_topic"}
@@ -40,7 +41,9 @@ class DomainEvent(BaseModel):
     originator_version: int
     timestamp: datetime
 
+    # Stored as ``<Kind><SUFFIX>`` (``PodCreated``) unless TYPE names it outright (``ScaledTo``).
     SUFFIX: ClassVar[str] = ""
+    TYPE: ClassVar[str] = ""
 
 
 class RecordedEvent(BaseModel):
@@ -108,8 +111,11 @@ class Resource(BaseAggregate[str]):
     @classmethod
     def event_type(cls, event: DomainEvent) -> str:
         """The name an event is stored under (``PodCreated``, ``ScaledTo`` …)."""
-        suffix = type(event).SUFFIX
-        return suffix if suffix == "ScaledTo" else f"{cls.KIND}{suffix}"
+        return cls._type_name(type(event))
+
+    @classmethod
+    def _type_name(cls, event_class: type[DomainEvent]) -> str:
+        return event_class.TYPE or f"{cls.KIND}{event_class.SUFFIX}"
 
     @staticmethod
     def event_payload(event: DomainEvent) -> dict[str, Any]:
@@ -123,12 +129,11 @@ class Resource(BaseAggregate[str]):
         out: dict[str, type[DomainEvent]] = {}
         for attr in dir(cls):
             value = getattr(cls, attr)
-            if isinstance(value, type) and issubclass(value, DomainEvent) and value.SUFFIX:
+            named = isinstance(value, type) and issubclass(value, DomainEvent)
+            if named and (value.SUFFIX or value.TYPE):
                 if value.SUFFIX == "Created" and not issubclass(value, CanInitAggregate):
                     continue
-                out[value.SUFFIX if value.SUFFIX == "ScaledTo" else f"{cls.KIND}{value.SUFFIX}"] = (
-                    value
-                )
+                out[cls._type_name(value)] = value
         cls._EVENT_CLASSES = out
         return out
 
@@ -279,6 +284,12 @@ def with_ready_condition(
     return {**manifest, "spec": spec, "status": status_block}
 
 
+def resource_amount(name: str, value: str | int | float) -> int:
+    """A resource quantity in the base unit the scheduler counts in: millicores for cpu,
+    whole units (bytes, pods, devices) for everything else, rounded up like Kubernetes."""
+    return cpu_millis(value) if name == "cpu" else parse_quantity(value).value()
+
+
 def ready_status(node_manifest: dict[str, Any]) -> str:
     """A node's Ready condition status ("True", "False", "Unknown"), "" before any."""
     for condition in (node_manifest.get("status") or {}).get("conditions") or []:
@@ -363,6 +374,69 @@ class Node(Resource):
         def apply(self, aggregate: Resource) -> None:
             aggregate.manifest = with_unschedulable(aggregate.manifest, False)
 
+    class Allocated(Resource.Event, catalog.PodAllocated):
+        TYPE: ClassVar[str] = "PodAllocated"
+
+        def apply(self, aggregate: Resource) -> None:
+            assert isinstance(aggregate, Node)
+            aggregate.allocations = {**aggregate.allocations, self.pod: dict(self.requests)}
+
+    class Released(Resource.Event, catalog.PodReleased):
+        TYPE: ClassVar[str] = "PodReleased"
+
+        def apply(self, aggregate: Resource) -> None:
+            assert isinstance(aggregate, Node)
+            aggregate.allocations = {
+                pod: r for pod, r in aggregate.allocations.items() if pod != self.pod
+            }
+
+    def begin_life(self, manifest: dict[str, Any], uid: str) -> None:
+        super().begin_life(manifest, uid)
+        self.allocations: dict[str, dict[str, int]] = {}
+
+    @property
+    def allocatable(self) -> dict[str, int]:
+        """Allocatable resources in base units (cpu millicores, bytes, pod count, counts)."""
+        status = self.manifest.get("status") or {}
+        declared = status.get("allocatable") or status.get("capacity") or {}
+        return {name: resource_amount(name, value) for name, value in declared.items()}
+
+    @property
+    def allocated(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for requests in self.allocations.values():
+            for name, amount in requests.items():
+                total[name] = total.get(name, 0) + amount
+        return total
+
+    def allocate(self, *, pod: str, requests: dict[str, int], at: datetime) -> None:
+        """Reserve resources for ``pod`` (``namespace/name``); never beyond allocatable.
+
+        This is the guard that makes parallel schedulers safe: it runs on the node's latest
+        state, and the binding is appended atomically with it under the node's expectation.
+        """
+        self.require_exists()
+        if pod in self.allocations:
+            raise InvalidTransition(f"{pod} already holds resources on node {self.id}")
+        requests = {**requests, "pods": 1}
+        allocatable, allocated = self.allocatable, self.allocated
+        short = sorted(
+            name for name, amount in requests.items()
+            if amount > 0 and allocated.get(name, 0) + amount > allocatable.get(name, 0)
+        )  # fmt: skip
+        if short:
+            raise InvalidTransition(
+                f"node {self.id.rsplit('/', 1)[-1]} cannot fit {pod}: insufficient "
+                + ", ".join(short),
+                code="insufficient_resources",
+            )
+        self.trigger_event(self.Allocated, pod=pod, requests=requests, timestamp=at)
+
+    def release(self, *, pod: str, reason: str, at: datetime) -> None:
+        """Give back a pod's reservation; releasing an unknown pod changes nothing."""
+        if pod in self.allocations:
+            self.trigger_event(self.Released, pod=pod, reason=reason, timestamp=at)
+
     @property
     def unschedulable(self) -> bool:
         return bool(self.manifest.get("spec", {}).get("unschedulable"))
@@ -403,8 +477,77 @@ def _pod_field_is_mutable(path: str) -> bool:
     return path in ("spec.activeDeadlineSeconds", "spec.tolerations")
 
 
+def with_pod_scheduled(
+    manifest: dict[str, Any], *, node: str | None, reason: str, message: str, at: datetime
+) -> dict[str, Any]:
+    """A pod manifest after a scheduling decision: bound (``spec.nodeName`` and PodScheduled
+    True) or not (PodScheduled False, reason Unschedulable, with the scheduler's message)."""
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    spec = dict(manifest.get("spec", {}))
+    if node is not None:
+        spec["nodeName"] = node
+    status = dict(manifest.get("status") or {})
+    status.setdefault("phase", "Pending")
+    conditions = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+    condition = {
+        "type": "PodScheduled",
+        "status": "True" if node else "False",
+        "lastTransitionTime": stamp,
+    }
+    if node is None:
+        condition.update(reason=reason, message=message)
+    status["conditions"] = [*conditions, condition]
+    return {**manifest, "spec": spec, "status": status}
+
+
 class Pod(Resource):
     KIND = "Pod"
+
+    class Bound(Resource.Event, catalog.PodBound):
+        SUFFIX: ClassVar[str] = "Bound"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.manifest = with_pod_scheduled(
+                aggregate.manifest, node=self.node, reason="", message="", at=self.timestamp
+            )
+
+    class Unschedulable(Resource.Event, catalog.PodUnschedulable):
+        SUFFIX: ClassVar[str] = "Unschedulable"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.manifest = with_pod_scheduled(
+                aggregate.manifest, node=None, reason="Unschedulable",
+                message=self.message, at=self.timestamp,
+            )  # fmt: skip
+
+    @property
+    def node_name(self) -> str | None:
+        node = self.manifest.get("spec", {}).get("nodeName")
+        return str(node) if node else None
+
+    def bind(
+        self, *, node: str, score: int | None, feasible_nodes: int | None, at: datetime
+    ) -> None:
+        """Place the pod on ``node``; a pod is bound once (binding is not a move)."""
+        self.require_exists()
+        if self.node_name is not None:
+            raise InvalidTransition(
+                f"{_describe(self.id)} is already bound to node {self.node_name!r}",
+                field="spec.nodeName",
+            )
+        self.trigger_event(
+            self.Bound, node=node, score=score, feasible_nodes=feasible_nodes, timestamp=at
+        )
+
+    def mark_unschedulable(self, *, message: str, reasons: dict[str, int], at: datetime) -> None:
+        """Record why no node fits; the same message again is not recorded twice."""
+        self.require_exists()
+        if self.node_name is not None:
+            raise InvalidTransition(f"{_describe(self.id)} is bound; it cannot be unschedulable")
+        for condition in (self.manifest.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("message") == message:
+                return
+        self.trigger_event(self.Unschedulable, message=message, reasons=reasons, timestamp=at)
 
     def check_update(self, changed: list[str], manifest: dict[str, Any]) -> None:
         for path in changed:
@@ -429,7 +572,7 @@ class Deployment(Resource):
     KIND = "Deployment"
 
     class ScaledTo(Resource.Event, catalog.ScaledTo):
-        SUFFIX: ClassVar[str] = "ScaledTo"
+        TYPE: ClassVar[str] = "ScaledTo"
 
         def apply(self, aggregate: Resource) -> None:
             manifest = copy.deepcopy(aggregate.manifest)

@@ -71,6 +71,38 @@ class NodeConditionChanged(EventPayload):
     grace_seconds: float | None = None
 
 
+class PodBound(EventPayload):
+    """The scheduler placed the pod on a node (appended atomically with the node's
+    ``PodAllocated``); ``score`` and ``feasible_nodes`` say how the choice was made."""
+
+    node: str
+    score: int | None = None
+    feasible_nodes: int | None = None
+
+
+class PodUnschedulable(EventPayload):
+    """No node can take the pod now; ``message`` is the Kubernetes-style summary
+    ("0/5 nodes are available: 3 Insufficient cpu, …") and ``reasons`` the counts."""
+
+    message: str
+    reasons: dict[str, int] = Field(default_factory=dict)
+
+
+class PodAllocated(EventPayload):
+    """A node's resources were reserved for a pod: amounts in base units (cpu in millicores,
+    memory and ephemeral storage in bytes, ``pods`` 1, extended resources as counts)."""
+
+    pod: str
+    requests: dict[str, int]
+
+
+class PodReleased(EventPayload):
+    """A pod's reservation on a node was given back (the pod ended or was deleted)."""
+
+    pod: str
+    reason: str = ""
+
+
 class EventType(BaseModel):
     """One entry of the catalog."""
 
@@ -95,6 +127,10 @@ def _catalog() -> dict[str, EventType]:
     entries.append(EventType(name="ScaledTo", schema_version=1, payload=ScaledTo))
     entries.append(EventType(name="NodeCordoned", schema_version=1, payload=NodeSchedulingChanged))
     entries.append(EventType(name="NodeReady", schema_version=1, payload=NodeConditionChanged))
+    entries.append(EventType(name="PodBound", schema_version=1, payload=PodBound))
+    entries.append(EventType(name="PodUnschedulable", schema_version=1, payload=PodUnschedulable))
+    entries.append(EventType(name="PodAllocated", schema_version=1, payload=PodAllocated))
+    entries.append(EventType(name="PodReleased", schema_version=1, payload=PodReleased))
     entries.append(EventType(name="NodeNotReady", schema_version=1, payload=NodeConditionChanged))
     entries.append(
         EventType(name="NodeUncordoned", schema_version=1, payload=NodeSchedulingChanged)
@@ -170,6 +206,15 @@ def summarize(type_name: str, payload: Payload) -> str:
     if type_name == "ScaledTo":
         line = f"scaled from {payload.get('previous')} to {payload.get('replicas')} replicas"
         return f"{line}: {payload['reason']}" if payload.get("reason") else line
+    if type_name == "PodBound":
+        return f"bound to {payload.get('node')}" + (
+            f" (score {payload['score']})" if payload.get("score") is not None else ""
+        )
+    if type_name == "PodUnschedulable":
+        return str(payload.get("message", "unschedulable"))
+    if type_name in ("PodAllocated", "PodReleased"):
+        verb = "reserved for" if type_name == "PodAllocated" else "released by"
+        return f"resources {verb} {payload.get('pod')}"
     if type_name in ("NodeReady", "NodeNotReady"):
         line = f"Ready={payload.get('status')} ({payload.get('reason')})"
         return f"{line}: {payload['message']}" if payload.get("message") else line

@@ -13,7 +13,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from core.aggregates import timestamp_from_ns, with_ready_condition, with_unschedulable
+from core.aggregates import (
+    timestamp_from_ns,
+    with_pod_scheduled,
+    with_ready_condition,
+    with_unschedulable,
+)
 from projections.runtime import digest_of
 from streams.envelope import StoredEvent
 
@@ -73,6 +78,8 @@ class ClusterModel:
     def _fold_for(self, event_type: str) -> Callable[[StoredEvent], None]:
         if event_type == "ScaledTo":
             return self._scaled
+        if event_type in ("PodBound", "PodUnschedulable"):
+            return self._scheduling_decided
         if event_type in ("NodeReady", "NodeNotReady"):
             return self._ready_changed
         if event_type in ("NodeCordoned", "NodeUncordoned"):
@@ -106,6 +113,18 @@ class ClusterModel:
                 "replicas": event.envelope.payload["replicas"],
             }
             record.manifest = manifest
+
+    def _scheduling_decided(self, event: StoredEvent) -> None:
+        record = self._touched(event)
+        if record is not None:
+            payload = event.envelope.payload
+            record.manifest = with_pod_scheduled(
+                record.manifest,
+                node=payload.get("node"),
+                reason="Unschedulable",
+                message=payload.get("message", ""),
+                at=timestamp_from_ns(event.envelope.timestamp_ns),
+            )
 
     def _ready_changed(self, event: StoredEvent) -> None:
         record = self._touched(event)

@@ -242,3 +242,61 @@ def test_unknown_ready_condition_adds_unreachable_taints_and_ready_removes_them(
     assert node.manifest["spec"]["taints"] == [own_taint]
     types = [Node.event_type(e) for e in node.collect_events()]
     assert types == ["NodeCreated", "NodeNotReady", "NodeUpdated", "NodeReady"]
+
+
+def test_a_node_never_allocates_beyond_allocatable_and_releases_what_it_reserved() -> None:
+    from core.aggregates import Node
+    from core.errors import InvalidTransition
+
+    manifest = {
+        "metadata": {"name": "n1"},
+        "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "2"}},
+    }
+    node = Node.create(None, agg_id="Node//n1", manifest=manifest, uid="u", at=AT)
+    assert node.allocatable == {"cpu": 1000, "memory": 1024**3, "pods": 2}
+    node.allocate(pod="default/a", requests={"cpu": 600, "memory": 512 * 1024**2}, at=AT)
+    with pytest.raises(InvalidTransition, match="insufficient cpu") as caught:
+        node.allocate(pod="default/b", requests={"cpu": 600, "memory": 1}, at=AT)
+    assert caught.value.code == "insufficient_resources"
+    node.allocate(pod="default/b", requests={"cpu": 400}, at=AT)
+    with pytest.raises(InvalidTransition, match="insufficient cpu, pods"):
+        node.allocate(pod="default/c", requests={"cpu": 1}, at=AT)
+    with pytest.raises(InvalidTransition, match=r"insufficient nvidia\.com/gpu"):
+        node.allocate(pod="default/d", requests={"nvidia.com/gpu": 1}, at=AT)
+    node.release(pod="default/a", reason="deleted", at=AT)
+    node.release(pod="default/a", reason="again", at=AT)  # nothing left to release
+    assert node.allocated == {"cpu": 400, "pods": 1}
+    history = recorded(node)
+    assert [e.type for e in history] == [
+        "NodeCreated",
+        "PodAllocated",
+        "PodAllocated",
+        "PodReleased",
+    ]
+    rebuilt = Node.from_history("Node//n1", history)
+    assert rebuilt is not None and rebuilt.allocations == {"default/b": {"cpu": 400, "pods": 1}}
+
+
+def test_a_pod_is_bound_once_and_unschedulable_reasons_are_not_repeated() -> None:
+    from core.errors import InvalidTransition
+
+    pod = Pod.create(None, agg_id="Pod/default/web", manifest=POD, uid="u", at=AT)
+    pod.mark_unschedulable(
+        message="0/3 nodes are available: 3 Insufficient cpu.",
+        reasons={"Insufficient cpu": 3},
+        at=AT,
+    )
+    pod.mark_unschedulable(
+        message="0/3 nodes are available: 3 Insufficient cpu.",
+        reasons={"Insufficient cpu": 3},
+        at=AT,
+    )
+    pod.bind(node="n1", score=87, feasible_nodes=3, at=AT)
+    assert pod.node_name == "n1"
+    scheduled = [c for c in pod.manifest["status"]["conditions"] if c["type"] == "PodScheduled"]
+    assert scheduled == [
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-11-25T03:12:00Z"}
+    ]
+    with pytest.raises(InvalidTransition, match="already bound"):
+        pod.bind(node="n2", score=None, feasible_nodes=None, at=AT)
+    assert [e.type for e in recorded(pod)] == ["PodCreated", "PodUnschedulable", "PodBound"]

@@ -1,0 +1,83 @@
+"""Binding a pod is one atomic batch on two aggregates (the pod's PodBound and the node's
+PodAllocated) with an expectation on each: racing schedulers can never over-commit a node."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from core.aggregates import Node, Pod, timestamp_from_ns
+from core.errors import InvalidTransition
+from handlers.gateway import Gateway
+from streams.commandbus import CommandClient
+from streams.eventstore import ConcurrencyConflict, EventStore
+from streams.repository import AggregateRepository, Provenance
+from streams.subjects import AggregateRef, event_subject
+
+pytestmark = pytest.mark.integration
+
+NODE = {
+    "apiVersion": "v1",
+    "kind": "Node",
+    "metadata": {"name": "small"},
+    "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "110"}},
+}
+
+
+def pod(name: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "c", "image": "x"}]},
+    }
+
+
+async def bind(
+    repository: AggregateRepository, pod_name: str, node_name: str, cpu: int, token: str
+) -> list:
+    now = time.time_ns()
+    pod_loaded = await repository.load(AggregateRef("Pod", "default", pod_name), fresh=True)
+    node_loaded = await repository.load(AggregateRef("Node", "", node_name), fresh=True)
+    await asyncio.sleep(0.05)  # both schedulers decide on the same node state
+    assert isinstance(pod_loaded.aggregate, Pod) and isinstance(node_loaded.aggregate, Node)
+    node_loaded.aggregate.allocate(
+        pod=f"default/{pod_name}", requests={"cpu": cpu}, at=timestamp_from_ns(now)
+    )
+    pod_loaded.aggregate.bind(
+        node=node_name, score=None, feasible_nodes=1, at=timestamp_from_ns(now)
+    )
+    provenance = Provenance(
+        actor="system:scheduler", correlation_id=token, causation_id=token, token=token, now_ns=now
+    )
+    return await repository.save([pod_loaded, node_loaded], provenance)
+
+
+async def test_two_schedulers_racing_for_the_last_cpu_never_over_commit(
+    store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    await client.send("Node", "apply", {"manifest": NODE})
+    for name in ("a", "b"):
+        await client.send("Pod", "apply", {"manifest": pod(name)})
+    results = await asyncio.gather(
+        bind(AggregateRepository(store), "a", "small", 700, "bind-a"),
+        bind(AggregateRepository(store), "b", "small", 700, "bind-b"),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if isinstance(r, list)]
+    assert len(winners) == 1 and isinstance(
+        next(r for r in results if not isinstance(r, list)), ConcurrencyConflict
+    )
+    assert [t for t, _ in winners[0]] == ["PodBound", "PodAllocated"]
+    # The loser decides again on fresh state: the node refuses, nothing is appended.
+    loser = "b" if results[0] is winners[0] else "a"
+    before = await store.stream_last_seq()
+    with pytest.raises(InvalidTransition, match="insufficient cpu"):
+        await bind(AggregateRepository(store), loser, "small", 700, f"bind-{loser}-again")
+    assert await store.stream_last_seq() == before
+    bound = [
+        e.envelope.type for e in await store.read_subject(event_subject("Pod", "default", loser))
+    ]
+    assert bound == ["PodCreated"]
