@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from core import events as catalog
 from core.diff import changed_paths
 from core.errors import AlreadyExists, Conflict, InvalidTransition, NotFound, ValidationFailed
-from core.quantity import cpu_millis, parse_quantity
+from core.quantity import resource_amount
 
 _METADATA_FIELDS = frozenset(
     {"originator_id", "originator_version", "timestamp", "originator_topic"}
@@ -282,12 +282,6 @@ def with_ready_condition(
     )
     status_block["conditions"] = conditions
     return {**manifest, "spec": spec, "status": status_block}
-
-
-def resource_amount(name: str, value: str | int | float) -> int:
-    """A resource quantity in the base unit the scheduler counts in: millicores for cpu,
-    whole units (bytes, pods, devices) for everything else, rounded up like Kubernetes."""
-    return cpu_millis(value) if name == "cpu" else parse_quantity(value).value()
 
 
 def ready_status(node_manifest: dict[str, Any]) -> str:

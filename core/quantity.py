@@ -364,3 +364,9 @@ def cpu_millis(quantity: Quantity | str | int | float) -> int:
 def memory_bytes(quantity: Quantity | str | int | float) -> int:
     """Memory (or any byte count) in bytes, rounded up (``"128Mi"`` -> 134217728)."""
     return parse_quantity(quantity).value()
+
+
+def resource_amount(name: str, value: Quantity | str | int | float) -> int:
+    """A resource quantity as the integer scheduling counts in: millicores for cpu, whole
+    units (bytes, pods, devices) for everything else, rounded up like Kubernetes' Value()."""
+    return cpu_millis(value) if name == "cpu" else parse_quantity(value).value()

@@ -6,8 +6,9 @@ Ctrl-C or SIGTERM cancels the group: in-flight commands finish, a last snapshot 
 connection drains and the embedded server stops. Everything lives in the data directory, so a
 restart on the same directory comes back with every object and event.
 
-It also runs the node lifecycle controller (leader-elected, so several ``up`` processes on one
-NATS cluster do not double up). Later issues add their handlers (scheduler, controllers, node
+It also runs the scheduler (any number of replicas may run: bindings are atomic and guarded) and
+the node lifecycle controller (leader-elected, so several ``up`` processes on one NATS cluster
+do not double up). Later issues add their handlers (scheduler, controllers, node
 agent …) to :func:`serve`.
 """
 
@@ -27,6 +28,7 @@ from core.errors import FleetError
 from core.nodelifecycle import DEFAULT_GRACE_SECONDS
 from handlers.gateway import Gateway
 from handlers.node_lifecycle import NodeLifecycleController
+from handlers.scheduler import Scheduler
 from projections.cluster import ClusterModel
 from projections.query import QueryService
 from projections.runtime import Projection
@@ -101,6 +103,7 @@ async def serve(
             await projection.catch_up()
             await projection.follow()
             gateway = await Gateway.create(nc, store)
+            scheduler = Scheduler(nc, store)
             node_lifecycle = await NodeLifecycleController.create(
                 nc, AggregateRepository(store), projection, grace_seconds=node_grace_seconds
             )
@@ -112,6 +115,7 @@ async def serve(
                         tasks.create_task(gateway.run(gateway_ready)),
                         tasks.create_task(query.run(query_ready)),
                         tasks.create_task(node_lifecycle.run()),
+                        tasks.create_task(scheduler.run()),
                         tasks.create_task(_snapshot_periodically(projection, snapshots)),
                     ]
                     await gateway_ready.wait()

@@ -1,0 +1,73 @@
+"""The pure scheduling core: kube-scheduler's filters, scores and node selection, without I/O.
+
+Why this exists: placement must give the Kubernetes answer for the same inputs (same reasons,
+same integer rounding, same tie-breaking distribution), and it must be testable and fast without
+a server. The scheduler handler keeps :class:`NodeInfo` snapshots up to date from the log and asks
+:func:`schedule` where each pod goes.
+"""
+
+from core.scheduling.filters import (
+    DEFAULT_FILTERS,
+    FilterFailure,
+    FilterPlugin,
+    InterPodAffinityFilter,
+    NodeAffinityFilter,
+    NodeNameFilter,
+    NodePortsFilter,
+    NodeResourcesFitFilter,
+    NodeUnschedulableFilter,
+    PodTopologySpreadFilter,
+    Snapshot,
+    TaintTolerationFilter,
+    run_filters,
+)
+from core.scheduling.framework import (
+    SchedulerConfig,
+    ScheduleResult,
+    num_feasible_nodes_to_find,
+    schedule,
+)
+from core.scheduling.model import (
+    LabelSelector,
+    NodeInfo,
+    NodeSelectorTerm,
+    PodInfo,
+    Taint,
+    Toleration,
+    tolerations_tolerate_taint,
+)
+from core.scheduling.scores import (
+    FitStrategy,
+    ScorePlugin,
+    build_score_plugins,
+)
+
+__all__ = [
+    "DEFAULT_FILTERS",
+    "FilterFailure",
+    "FilterPlugin",
+    "FitStrategy",
+    "InterPodAffinityFilter",
+    "LabelSelector",
+    "NodeAffinityFilter",
+    "NodeInfo",
+    "NodeNameFilter",
+    "NodePortsFilter",
+    "NodeResourcesFitFilter",
+    "NodeSelectorTerm",
+    "NodeUnschedulableFilter",
+    "PodInfo",
+    "PodTopologySpreadFilter",
+    "ScheduleResult",
+    "SchedulerConfig",
+    "ScorePlugin",
+    "Snapshot",
+    "Taint",
+    "TaintTolerationFilter",
+    "Toleration",
+    "build_score_plugins",
+    "num_feasible_nodes_to_find",
+    "run_filters",
+    "schedule",
+    "tolerations_tolerate_taint",
+]

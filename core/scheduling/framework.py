@@ -1,0 +1,220 @@
+"""One scheduling cycle: filter nodes round-robin, score the feasible ones, pick the best.
+
+Why this exists: it is the part of kube-scheduler's ``schedule_one.go`` that decides, separated
+from everything that talks to the log. It reproduces ``numFeasibleNodesToFind`` (stop filtering
+once enough feasible nodes are found, adaptive ``percentageOfNodesToScore``), the round-robin
+start index that spreads that work over the cluster from one pod to the next, the weighted sum of
+normalized plugin scores, ``selectHost``'s uniform choice among equal best scores (one random
+draw among the tied nodes rather than one per tie as in Go's reservoir sampling: same
+distribution, fewer calls), and the
+``FitError`` message ("0/5 nodes are available: 2 Insufficient cpu, 3 node(s) had untolerated
+taint {...}.") with its per-reason counts, sorted as Go's ``sort.Strings`` sorts the
+"<count> <reason>" strings.
+
+Randomness comes only from the ``random.Random`` passed in; nothing here reads a clock.
+Simplifications: no nominated pods, no PreFilterResult narrowing, no extenders; a cluster without
+nodes gives Kubernetes' "no nodes available to schedule pods".
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from core.scheduling.filters import DEFAULT_FILTERS, FilterFailure, FilterPlugin, Snapshot
+from core.scheduling.model import NodeInfo, PodInfo
+from core.scheduling.scores import DEFAULT_WEIGHTS, FitStrategy, ScorePlugin, build_score_plugins
+
+__all__ = [
+    "MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND",
+    "MIN_FEASIBLE_NODES_TO_FIND",
+    "NO_NODES_MESSAGE",
+    "ScheduleResult",
+    "SchedulerConfig",
+    "failure_message",
+    "num_feasible_nodes_to_find",
+    "schedule",
+]
+
+MIN_FEASIBLE_NODES_TO_FIND: Final = 100
+MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND: Final = 5
+NO_NODES_MESSAGE: Final = "no nodes available to schedule pods"
+
+
+def num_feasible_nodes_to_find(num_all_nodes: int, percentage: int | None = None) -> int:
+    """``numFeasibleNodesToFind``: how many feasible nodes to look for before scoring.
+
+    Fewer than 100 nodes: all of them. Otherwise ``percentage`` of them (None or 0: adaptive,
+    ``50 - n/125`` with a floor of 5 %), but never fewer than 100.
+    """
+    if num_all_nodes < MIN_FEASIBLE_NODES_TO_FIND:
+        return num_all_nodes
+    pct = percentage or 0
+    if pct <= 0:
+        pct = 50 - num_all_nodes // 125
+        if pct < MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND:
+            pct = MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND
+    if pct >= 100:
+        return num_all_nodes
+    num = num_all_nodes * pct // 100
+    if num < MIN_FEASIBLE_NODES_TO_FIND:
+        return MIN_FEASIBLE_NODES_TO_FIND
+    return num
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """A scheduling profile: plugin weights (0 disables a score plugin), fit strategy, sampling."""
+
+    weights: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    fit_strategy: FitStrategy = field(default_factory=FitStrategy)
+    balanced_resources: tuple[str, ...] = ("cpu", "memory")
+    percentage_of_nodes_to_score: int | None = None
+    filters: tuple[FilterPlugin, ...] = DEFAULT_FILTERS
+    score_plugins: tuple[ScorePlugin, ...] = ()
+
+    def __post_init__(self) -> None:
+        pct = self.percentage_of_nodes_to_score
+        if pct is not None and not 0 <= pct <= 100:
+            raise ValueError("percentage_of_nodes_to_score must be between 0 and 100")
+        for name, weight in self.weights.items():
+            if weight < 0:
+                raise ValueError(f"weight of {name} must not be negative")
+        if not self.score_plugins:
+            plugins = build_score_plugins(self.fit_strategy, self.balanced_resources)
+            object.__setattr__(self, "score_plugins", plugins)
+
+    def weighted_score_plugins(self) -> list[tuple[ScorePlugin, int]]:
+        return [
+            (plugin, self.weights.get(plugin.name, 0))
+            for plugin in self.score_plugins
+            if self.weights.get(plugin.name, 0) > 0
+        ]
+
+
+@dataclass
+class ScheduleResult:
+    """The decision for one pod, with what ``describe pod`` needs to explain it."""
+
+    node_name: str | None
+    """The chosen node, or None when the pod is unschedulable."""
+    total_score: int | None = None
+    """Sum of weight x normalized score of the chosen node."""
+    plugin_scores: dict[str, int] = field(default_factory=dict)
+    """Normalized (0..100, before weighting) score of the chosen node per score plugin."""
+    weights: dict[str, int] = field(default_factory=dict)
+    evaluated_nodes: int = 0
+    feasible_nodes: int = 0
+    num_all_nodes: int = 0
+    next_start_index: int = 0
+    """Where the next cycle should start filtering (round-robin over the node list)."""
+    failures: dict[str, FilterFailure] = field(default_factory=dict)
+    """Node name -> why it was rejected (only nodes that were evaluated)."""
+    reason_counts: dict[str, int] = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def scheduled(self) -> bool:
+        return self.node_name is not None
+
+
+def failure_message(num_all_nodes: int, reason_counts: Mapping[str, int]) -> str:
+    """``FitError.Error()``: "0/N nodes are available: <count> <reason>, ... ."""
+    if num_all_nodes == 0:
+        return NO_NODES_MESSAGE
+    message = f"0/{num_all_nodes} nodes are available:"
+    parts = sorted(f"{count} {reason}" for reason, count in reason_counts.items())
+    if parts:
+        message += " " + ", ".join(parts) + "."
+    return message
+
+
+def schedule(
+    pod: PodInfo,
+    nodes: Sequence[NodeInfo],
+    config: SchedulerConfig,
+    rng: random.Random,
+    start_index: int = 0,
+    namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
+    affinity_nodes: Sequence[NodeInfo] | None = None,
+) -> ScheduleResult:
+    """Place ``pod`` on one of ``nodes`` as kube-scheduler's default profile would.
+
+    ``start_index`` is where round-robin filtering starts (pass the previous result's
+    ``next_start_index``); ``namespace_labels`` feeds namespace selectors of affinity terms;
+    ``affinity_nodes`` (optional) is the caller's index of nodes holding pods with
+    (anti-)affinity terms, which saves a pass over every node for every pod.
+    """
+    num_all = len(nodes)
+    if num_all == 0:
+        return ScheduleResult(None, message=NO_NODES_MESSAGE)
+    snapshot = Snapshot(nodes, namespace_labels, affinity_nodes)
+    plugins = [plugin for plugin in config.filters if plugin.pre_filter(pod, snapshot)]
+    active = [plugin.filter for plugin in plugins]
+    active_plain = [
+        plugin.filter for plugin in plugins if not getattr(plugin, "passes_plain_nodes", False)
+    ]
+    to_find = num_feasible_nodes_to_find(num_all, config.percentage_of_nodes_to_score)
+
+    feasible: list[NodeInfo] = []
+    failures: dict[str, FilterFailure] = {}
+    start = start_index % num_all
+    processed = 0
+    for i in range(num_all):
+        node = nodes[(start + i) % num_all]
+        processed += 1
+        for run in active_plain if node.plain else active:
+            failure = run(pod, node, snapshot)
+            if failure is not None:
+                failures[node.name] = failure
+                break
+        else:
+            feasible.append(node)
+            if len(feasible) >= to_find:
+                break
+    next_start = (start + processed) % num_all
+
+    if not feasible:
+        counts: dict[str, int] = {}
+        for failure in failures.values():
+            for reason in failure.reasons:
+                counts[reason] = counts.get(reason, 0) + 1
+        return ScheduleResult(
+            None,
+            evaluated_nodes=processed,
+            num_all_nodes=num_all,
+            next_start_index=next_start,
+            failures=failures,
+            reason_counts=counts,
+            message=failure_message(num_all, counts),
+        )
+
+    totals = [0] * len(feasible)
+    per_plugin: list[tuple[str, int, list[int] | None]] = []
+    for plugin, weight in config.weighted_score_plugins():
+        scores = plugin.score_nodes(pod, feasible, snapshot)
+        per_plugin.append((plugin.name, weight, scores))
+        if scores is not None:
+            totals = [total + score * weight for total, score in zip(totals, scores, strict=True)]
+
+    # selectHost: the maximum, uniformly at random among ties. kube-scheduler reservoir-samples
+    # (one draw per tie); drawing once among the collected ties has the same distribution.
+    best_score = max(totals)
+    ties = [i for i, score in enumerate(totals) if score == best_score]
+    best = ties[0] if len(ties) == 1 else ties[rng.randrange(len(ties))]
+
+    return ScheduleResult(
+        feasible[best].name,
+        total_score=best_score,
+        plugin_scores={
+            name: (scores[best] if scores is not None else 0) for name, _, scores in per_plugin
+        },
+        weights={name: weight for name, weight, _ in per_plugin},
+        evaluated_nodes=processed,
+        feasible_nodes=len(feasible),
+        num_all_nodes=num_all,
+        next_start_index=next_start,
+        failures=failures,
+    )

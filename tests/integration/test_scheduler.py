@@ -1,0 +1,144 @@
+"""The scheduler handler against a real log: pods are bound, the unschedulable are told why and
+retried when the cluster changes, and racing replicas never over-commit a node."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+
+import pytest
+
+from core.quantity import cpu_millis
+from handlers.gateway import Gateway
+from handlers.scheduler import Scheduler
+from streams.commandbus import CommandClient
+from streams.eventstore import EventStore
+
+pytestmark = pytest.mark.integration
+
+
+def node(name: str, cpu: str, zone: str = "a") -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {"kubernetes.io/hostname": name, "topology.kubernetes.io/zone": zone},
+        },
+        "status": {"allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"}},
+    }
+
+
+def pod(name: str, cpu: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "web"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "x",
+                    "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}},
+                }
+            ]
+        },
+    }
+
+
+async def log_by_type(store: EventStore) -> dict[str, list]:
+    out: dict[str, list] = defaultdict(list)
+    await store.replay(lambda e: out[e.envelope.type].append(e.envelope))
+    return out
+
+
+async def eventually(check, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def start(scheduler: Scheduler) -> asyncio.Task:
+    ready = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(ready))
+    await ready.wait()
+    return task
+
+
+async def test_pending_pods_are_bound_and_the_unschedulable_are_retried_when_a_node_joins(
+    nc, store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    await client.send("Node", "apply", {"manifest": node("n1", "1")})
+    scheduler = Scheduler(nc, store, seed=1, initial_backoff=0.05, max_backoff=0.2)
+    task = await start(scheduler)
+    try:
+        for i in range(3):
+            await client.send("Pod", "apply", {"manifest": pod(f"p{i}", "400m")})
+
+        async def two_bound_one_refused() -> bool:
+            events = await log_by_type(store)
+            return len(events["PodBound"]) == 2 and len(events["PodUnschedulable"]) == 1
+
+        await eventually(two_bound_one_refused)
+        refused = (await log_by_type(store))["PodUnschedulable"][0]
+        assert refused.payload["message"] == "0/1 nodes are available: 1 Insufficient cpu."
+        assert refused.actor == "system:scheduler/default-scheduler"
+        await client.send("Node", "apply", {"manifest": node("n2", "1")})
+
+        async def all_bound() -> bool:
+            return len((await log_by_type(store))["PodBound"]) == 3
+
+        await eventually(all_bound)
+        events = await log_by_type(store)
+        assert {e.payload["node"] for e in events["PodBound"]} == {"n1", "n2"}
+        assert len(events["PodAllocated"]) == 3
+        assert len(events["PodUnschedulable"]) == 1  # reported once, not on every retry
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_three_racing_replicas_never_exceed_allocatable_and_decide_each_pod_once(
+    nc, store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    for i in range(4):
+        await client.send("Node", "apply", {"manifest": node(f"n{i}", "2", zone=f"z{i % 2}")})
+    replicas = [
+        Scheduler(nc, store, identity=f"s{i}", seed=i, initial_backoff=0.05, max_backoff=0.2)
+        for i in range(3)
+    ]
+    tasks = [await start(r) for r in replicas]
+    try:
+        # 4 nodes x 2 cpu = 8000m; 45 pods x 200m = 9000m: 40 fit, 5 cannot.
+        await asyncio.gather(
+            *(client.send("Pod", "apply", {"manifest": pod(f"p{i}", "200m")}) for i in range(45))
+        )
+
+        async def settled() -> bool:
+            events = await log_by_type(store)
+            decided = {e.name for e in events["PodBound"]} | {
+                e.name for e in events["PodUnschedulable"]
+            }
+            return len(events["PodBound"]) == 40 and len(decided) == 45
+
+        await eventually(settled, timeout=30)
+        await asyncio.sleep(0.5)  # let any straggling replica act, if it would
+        events = await log_by_type(store)
+        bound = Counter(e.name for e in events["PodBound"])
+        assert len(bound) == 40 and set(bound.values()) == {1}, "a pod was bound twice"
+        per_node: dict[str, int] = defaultdict(int)
+        for allocation in events["PodAllocated"]:
+            per_node[allocation.name] += allocation.payload["requests"]["cpu"]
+        assert all(total <= cpu_millis("2") for total in per_node.values()), per_node
+        refused = {e.name for e in events["PodUnschedulable"]}
+        assert len(refused - set(bound)) == 5
+        assert all(
+            e.payload["message"].endswith("Insufficient cpu.") for e in events["PodUnschedulable"]
+        )
+        assert sum(r.bound for r in replicas) == 40
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
