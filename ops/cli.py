@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -106,6 +107,11 @@ def _session(ctx: click.Context) -> Any:
 @click.option("--nats-url", default=None, help="Use this NATS server instead of an embedded one.")
 @click.option("--port", default=4222, show_default=True, help="Port of the embedded server.")
 @click.option(
+    "--no-scheduler",
+    is_flag=True,
+    help="Run no scheduler here (run `fleetlog scheduler` replicas elsewhere).",
+)
+@click.option(
     "--node-grace",
     "node_grace",
     default=50.0,
@@ -114,7 +120,12 @@ def _session(ctx: click.Context) -> Any:
 )
 @click.pass_context
 def up(
-    ctx: click.Context, data_dir: Path | None, nats_url: str | None, port: int, node_grace: float
+    ctx: click.Context,
+    data_dir: Path | None,
+    nats_url: str | None,
+    port: int,
+    no_scheduler: bool,
+    node_grace: float,
 ) -> None:
     """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
     from ops.up import UpOptions, default_data_dir
@@ -127,6 +138,7 @@ def up(
         nats_url=nats_url,
         port=port,
         node_grace_seconds=node_grace,
+        scheduler=not no_scheduler,
     )
     click.echo(
         f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",
@@ -173,6 +185,45 @@ async def sim(
             err=True,
         )
         await nodes.keep_alive(heartbeat)
+    finally:
+        await nc.close()
+
+
+@main.command()
+@click.option(
+    "--name",
+    "identity",
+    default="default-scheduler",
+    show_default=True,
+    help="This replica's identity (recorded as the actor of its bindings).",
+)
+@click.pass_context
+@run
+async def scheduler(ctx: click.Context, identity: str) -> None:
+    """Run one scheduler replica against the cluster (any number may run at once)."""
+    from handlers.scheduler import Scheduler
+    from streams.connection import connect
+    from streams.eventstore import EventStore
+
+    nc = await connect(ctx.obj["server"], name=f"fleetlog-scheduler-{identity}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with EventStore(nc) as store:
+            replica = Scheduler(nc, store, identity=identity)
+            ready = asyncio.Event()
+            running = asyncio.create_task(replica.run(ready))
+            await ready.wait()
+            click.echo(f"scheduler {identity} ready", err=True)
+            await stop.wait()
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            click.echo(
+                f"scheduler {identity} stats: bound={replica.bound} conflicts={replica.conflicts}",
+                err=True,
+            )
     finally:
         await nc.close()
 

@@ -59,6 +59,7 @@ class UpOptions:
     port: int = DEFAULT_PORT
     host: str = "127.0.0.1"
     node_grace_seconds: float = DEFAULT_GRACE_SECONDS
+    scheduler: bool = True
 
 
 async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
@@ -75,7 +76,13 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         try:
-            await serve(url, stop, ready=ready, node_grace_seconds=options.node_grace_seconds)
+            await serve(
+                url,
+                stop,
+                ready=ready,
+                node_grace_seconds=options.node_grace_seconds,
+                scheduler=options.scheduler,
+            )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
@@ -90,6 +97,7 @@ async def serve(
     *,
     ready: asyncio.Event | None = None,
     node_grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    scheduler: bool = True,
 ) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set."""
     nc = await connect(url, name="fleetlog-up")
@@ -103,7 +111,7 @@ async def serve(
             await projection.catch_up()
             await projection.follow()
             gateway = await Gateway.create(nc, store)
-            scheduler = Scheduler(nc, store)
+            replica = Scheduler(nc, store) if scheduler else None
             node_lifecycle = await NodeLifecycleController.create(
                 nc, AggregateRepository(store), projection, grace_seconds=node_grace_seconds
             )
@@ -115,9 +123,10 @@ async def serve(
                         tasks.create_task(gateway.run(gateway_ready)),
                         tasks.create_task(query.run(query_ready)),
                         tasks.create_task(node_lifecycle.run()),
-                        tasks.create_task(scheduler.run()),
                         tasks.create_task(_snapshot_periodically(projection, snapshots)),
                     ]
+                    if replica is not None:
+                        roles.append(tasks.create_task(replica.run()))
                     await gateway_ready.wait()
                     await query_ready.wait()
                     await _bootstrap(nc)
