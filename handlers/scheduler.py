@@ -32,7 +32,7 @@ from core.scheduling import PodInfo, SchedulerConfig, ScheduleResult, schedule
 from projections.runtime import Projection
 from projections.scheduling import SchedulingModel
 from streams.envelope import StoredEvent
-from streams.eventstore import ConcurrencyConflict, EventStore
+from streams.eventstore import ConcurrencyConflict, EventStore, StoreError
 from streams.repository import AggregateRepository, Provenance
 from streams.subjects import AggregateRef
 
@@ -41,6 +41,7 @@ log = structlog.get_logger(__name__)
 INITIAL_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 10.0
 BIND_ATTEMPTS = 3
+YIELD_EVERY_S = 0.005
 # Events after which a parked (unschedulable) pod may fit: capacity or placement changed.
 RELEVANT = frozenset(
     {"NodeCreated", "NodeUpdated", "NodeReady", "NodeNotReady", "NodeUncordoned",
@@ -102,24 +103,32 @@ class Scheduler:
         try:
             async with asyncio.TaskGroup() as tasks:
                 while True:
-                    timeout = self._cycle(tasks)
+                    timeout = await self._cycle(tasks)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout)
                     self._wake.clear()
         finally:
             await self.projection.stop()
 
-    def _cycle(self, tasks: asyncio.TaskGroup) -> float | None:
-        """One pass over the queue; returns how long to sleep at most (next back-off expiry)."""
+    async def _cycle(self, tasks: asyncio.TaskGroup) -> float | None:
+        """One pass over the queue; returns how long to sleep at most (next back-off expiry).
+
+        Scheduling is CPU work; the pass yields to the event loop every few milliseconds so
+        bindings, acks and the log keep flowing while a long queue is worked through.
+        """
         now = time.monotonic()
+        yield_at = time.perf_counter() + YIELD_EVERY_S
         next_retry: float | None = None
         pending = sorted(self.model.pending.values(), key=lambda p: -p.priority)
         nodes = list(self.model.nodes.values())
         # Nodes holding pods with (anti-)affinity terms: the plugins look only at these.
         affinity_nodes = [node for node in nodes if node.pods_with_affinity]
         for pod in pending:
+            if time.perf_counter() > yield_at:
+                await asyncio.sleep(0)
+                yield_at = time.perf_counter() + YIELD_EVERY_S
             key = pod.key
-            if key in self._in_flight:
+            if key in self._in_flight or key not in self.model.pending:
                 continue
             parked = self._parked.get(key)
             if parked is not None:
@@ -160,6 +169,10 @@ class Scheduler:
         except (ConcurrencyConflict, FleetError) as exc:
             self._forget(pod, result.node_name)
             log.info("scheduler.bind_failed", pod=pod.key, node=result.node_name, error=str(exc))
+        except (StoreError, TimeoutError) as exc:
+            # The log did not answer in time: nothing is known to be bound, decide again.
+            self._forget(pod, result.node_name)
+            log.warning("scheduler.bind_error", pod=pod.key, node=result.node_name, error=repr(exc))
         finally:
             self._in_flight.discard(pod.key)
             self._wake.set()
@@ -238,7 +251,7 @@ class Scheduler:
                     [loaded],
                     Provenance(self.actor, token, f"{ref}@{target.version}", token, now),
                 )
-        except (ConcurrencyConflict, FleetError) as exc:
+        except (ConcurrencyConflict, FleetError, StoreError, TimeoutError) as exc:
             # The pod changed under the report (another replica acted): look at it again soon.
             parked = self._parked.get(pod.key)
             if parked is not None:

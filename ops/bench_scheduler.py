@@ -104,7 +104,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run_round(url: str, replicas: int, args: argparse.Namespace, env: dict[str, str]) -> None:
+async def run_round(
+    url: str, replicas: int, args: argparse.Namespace, env: dict[str, str], workdir: Path
+) -> None:
     namespace = f"bench-{replicas}r"
     nc = await connect(url, name="bench-scheduler")
     async with EventStore(nc) as store:
@@ -112,28 +114,29 @@ async def run_round(url: str, replicas: int, args: argparse.Namespace, env: dict
 
         manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
         await CommandClient(nc, actor="bench").send("Namespace", "apply", {"manifest": manifest})
+        logs = [workdir / f"scheduler-{replicas}-{i}.log" for i in range(replicas)]
         processes = [
             subprocess.Popen(  # noqa: ASYNC220 - long-lived children, stopped below
                 [sys.executable, "-m", "ops", "scheduler", "--name", f"bench-{replicas}-{i}"],
-                stderr=subprocess.PIPE, text=True, env=env,
+                stderr=log.open("w"), env=env,
             )
-            for i in range(replicas)
+            for i, log in enumerate(logs)
         ]  # fmt: skip
         try:
-            for process in processes:
-                assert process.stderr is not None
-                while "ready" not in process.stderr.readline():
-                    assert process.poll() is None, "a scheduler exited"
+            for process, log in zip(processes, logs, strict=True):
+                while "ready" not in log.read_text():
+                    assert process.poll() is None, f"a scheduler exited: {log.read_text()}"
+                    await asyncio.sleep(0.1)
             await create_pods(store, namespace, "warm", args.warmup)
             await wait_bound(store, namespace, args.warmup, 600)
             await create_pods(store, namespace, "pod", args.pods)
             await wait_bound(store, namespace, args.warmup + args.pods, 1800)
         finally:
             stats = []
-            for process in processes:
+            for process, log in zip(processes, logs, strict=True):
                 process.send_signal(signal.SIGTERM)
-                _, err = process.communicate(timeout=60)
-                stats += re.findall(r"bound=(\d+) conflicts=(\d+)", err)
+                process.wait(timeout=60)
+                stats += re.findall(r"bound=(\d+) conflicts=(\d+)", log.read_text())
         created, bound = await bound_times(store, namespace)
     await nc.close()
     measured = [name for name in created if name.startswith("pod-")]
@@ -169,10 +172,13 @@ async def main_async(args: argparse.Namespace) -> None:
         )
         started = time.perf_counter()
         await nodes.register()
-        print(f"{args.nodes} nodes registered in {time.perf_counter() - started:.1f}s")
+        print(
+            f"{args.nodes} nodes registered in {time.perf_counter() - started:.1f}s ({server.url})",
+            flush=True,
+        )
         await nc.close()
         for replicas in args.replicas:
-            await run_round(server.url, replicas, args, env)
+            await run_round(server.url, replicas, args, env, workdir)
     finally:
         if up is not None:
             up.send_signal(signal.SIGTERM)

@@ -217,7 +217,11 @@ async def scheduler(ctx: click.Context, identity: str) -> None:
             running = asyncio.create_task(replica.run(ready))
             await ready.wait()
             click.echo(f"scheduler {identity} ready", err=True)
-            await stop.wait()
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if running.done():
+                running.result()  # the replica failed: let its error end the process
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
             click.echo(
