@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -217,6 +218,8 @@ def test_walkthrough_survives_a_restart(cluster: Cluster, tmp_path: Path) -> Non
         time.sleep(1.5)  # the follower subscribes from "now"
         cluster.cli("apply", "-f", "-", stdin=MANIFESTS.split("---")[-1])
         assert follower.stdout is not None
+        readable, _, _ = select.select([follower.stdout], [], [], 30)
+        assert readable, "events --follow printed nothing within 30 s"
         followed = json.loads(follower.stdout.readline())
         assert (followed["type"], followed["name"]) == ("PodCreated", "debug")
     finally:

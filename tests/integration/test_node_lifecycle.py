@@ -178,4 +178,4 @@ async def test_simulated_nodes_register_with_capacity_become_ready_and_go_unknow
     finally:
         keeping_alive.cancel()
         running.cancel()
-        await asyncio.gather(keeping_alive, running, return_exceptions=True)
+        await asyncio.wait_for(asyncio.gather(keeping_alive, running, return_exceptions=True), 10)
