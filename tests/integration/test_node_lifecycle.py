@@ -77,7 +77,15 @@ async def test_missed_heartbeats_make_a_node_unknown_with_unreachable_taints_and
             events = await node_events(store, "n1")
             return bool(events) and events[-1][1]["status"] == status
 
+        async def heartbeat() -> None:
+            while True:
+                await heartbeats.renew("n1", time.time_ns())
+                await asyncio.sleep(0.1)
+
+        beating = asyncio.create_task(heartbeat())
         await eventually(lambda: became("True"))
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
         await eventually(lambda: became("Unknown"))  # no heartbeat for > 0.6 s
         events = await node_events(store, "n1")
         not_ready = events[-1][1]
@@ -89,8 +97,10 @@ async def test_missed_heartbeats_make_a_node_unknown_with_unreachable_taints_and
             ("node.kubernetes.io/unreachable", "NoExecute"),
             ("node.kubernetes.io/unreachable", "NoSchedule"),
         ]
-        await heartbeats.renew("n1", time.time_ns())
+        beating = asyncio.create_task(heartbeat())
         await eventually(lambda: became("True"))
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
         await projection.wait_for_log_end()
         assert "taints" not in projection.model.get("Node", "", "n1").manifest["spec"]
         history = await store.read_subject(event_subject("Node", "", "n1"))
