@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-NOT_READY_TAINT = "node.kubernetes.io/not-ready"
-UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
+from core.aggregates import NOT_READY_TAINT, UNREACHABLE_TAINT
+
 DEFAULT_TOLERATION_SECONDS = 300
 
 

@@ -90,9 +90,10 @@ class SchedulingModel:
         if record is None:
             self.namespace_labels.pop(event.envelope.name, None)
         else:
-            self.namespace_labels[event.envelope.name] = dict(
-                record.manifest.get("metadata", {}).get("labels") or {}
-            )
+            self._note_namespace(record.name, record.manifest)
+
+    def _note_namespace(self, name: str, manifest: dict[str, Any]) -> None:
+        self.namespace_labels[name] = dict(manifest.get("metadata", {}).get("labels") or {})
 
     def placement(self, key: str) -> str | None:
         """The node the log says a pod is bound to (None while it waits)."""
@@ -112,9 +113,7 @@ class SchedulingModel:
         self._reset()
         self.cluster.restore(data)
         for record in self.cluster.list("Namespace"):
-            self.namespace_labels[record.name] = dict(
-                record.manifest.get("metadata", {}).get("labels") or {}
-            )
+            self._note_namespace(record.name, record.manifest)
         for record in self.cluster.list("Node"):
             self.nodes[record.name] = NodeInfo.from_manifest(record.manifest)
         for record in self.cluster.list("Pod"):

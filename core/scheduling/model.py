@@ -74,6 +74,24 @@ def _resource_dict(raw: Mapping[str, Any] | None) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------
 
 
+_SET_OPERATORS = frozenset({"In", "NotIn", "Exists", "DoesNotExist"})
+
+
+def _set_operator_matches(
+    op: str, key: str, values: frozenset[str], labels: Mapping[str, str]
+) -> bool:
+    """In / NotIn / Exists / DoesNotExist on a label map; any other operator does not match."""
+    if op == "In":
+        return labels.get(key) in values
+    if op == "NotIn":
+        return key not in labels or labels[key] not in values
+    if op == "Exists":
+        return key in labels
+    if op == "DoesNotExist":
+        return key not in labels
+    return False
+
+
 class LabelSelector:
     """A compiled ``metav1.LabelSelector``: requirements ANDed.
 
@@ -112,19 +130,7 @@ class LabelSelector:
         if self.nothing:
             return False
         for key, op, values in self.requirements:
-            if op == "In":
-                if labels.get(key) not in values:
-                    return False
-            elif op == "NotIn":
-                if key in labels and labels[key] in values:
-                    return False
-            elif op == "Exists":
-                if key not in labels:
-                    return False
-            elif op == "DoesNotExist":
-                if key in labels:
-                    return False
-            else:
+            if not _set_operator_matches(op, key, values, labels):
                 return False
         return True
 
@@ -195,17 +201,8 @@ class NodeSelectorTerm:
         if not self.valid:
             return False
         for key, op, values, number in self.expressions:
-            if op == "In":
-                if labels.get(key) not in values:
-                    return False
-            elif op == "NotIn":
-                if key in labels and labels[key] in values:
-                    return False
-            elif op == "Exists":
-                if key not in labels:
-                    return False
-            elif op == "DoesNotExist":
-                if key in labels:
+            if op in _SET_OPERATORS:
+                if not _set_operator_matches(op, key, values, labels):
                     return False
             else:  # Gt / Lt
                 text = labels.get(key)
