@@ -43,7 +43,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from core.admission import default_toleration_seconds
-from core.aggregates import AGGREGATES, SCALABLE_KINDS, Deployment, Node, timestamp_from_ns
+from core.aggregates import AGGREGATES, SCALABLE_KINDS, Deployment, Node, Pod, timestamp_from_ns
 from core.commands import Command, DeleteBody, ManifestBody, NodeBody, ScaleBody, parse_command
 from core.errors import FleetError, NotFound, UnknownKind, ValidationFailed
 from core.resources import KINDS, dns1123_label_errors, dump_manifest, parse_manifest
@@ -276,13 +276,25 @@ class Execute:
                     self._accepted(ctx, loaded, already)
                     ctx.reply["replayed"] = True
                     return
+                host = await self._host_of_deleted_pod(ctx, loaded, fresh)
                 try:
                     self._decide(ctx, loaded)
+                    if host is not None:
+                        assert isinstance(host.aggregate, Node)
+                        host.aggregate.release(
+                            pod=f"{ref.namespace}/{ref.name}",
+                            reason=f"pod deleted by {ctx.actor}",
+                            at=timestamp_from_ns(ctx.received_ns),
+                        )
                 except FleetError:
                     self._repository.forget(ref)
+                    if host is not None:
+                        self._repository.forget(host.ref)
                     raise
                 try:
-                    written = await self._repository.save([loaded], provenance)
+                    written = await self._repository.save(
+                        [loaded] if host is None else [loaded, host], provenance
+                    )
                 except ConcurrencyConflict:
                     if command.expected_version is not None:
                         raise FleetError(
@@ -298,6 +310,20 @@ class Execute:
                 self._accepted(ctx, loaded, written)
                 return
         raise FleetError(f"{ref} kept changing under this command; try again", code="conflict")
+
+    async def _host_of_deleted_pod(
+        self, ctx: CommandContext, loaded: Loaded, fresh: bool
+    ) -> Loaded | None:
+        """The node holding a bound pod that is being deleted: its reservation is released in
+        the same atomic append, so the node's ledger never keeps resources of a pod that is gone
+        (and a racing scheduler sees the capacity free only once the pod really is)."""
+        pod = loaded.aggregate
+        if ctx.command is None or ctx.command.verb != "delete" or not isinstance(pod, Pod):
+            return None
+        if not pod.exists or pod.node_name is None:
+            return None
+        host = await self._repository.load(AggregateRef("Node", "", pod.node_name), fresh=fresh)
+        return host if isinstance(host.aggregate, Node) and host.aggregate.exists else None
 
     @staticmethod
     def _accepted(ctx: CommandContext, loaded: Loaded, written: list[tuple[str, int]]) -> None:

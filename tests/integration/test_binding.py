@@ -81,3 +81,22 @@ async def test_two_schedulers_racing_for_the_last_cpu_never_over_commit(
         e.envelope.type for e in await store.read_subject(event_subject("Pod", "default", loser))
     ]
     assert bound == ["PodCreated"]
+
+
+async def test_deleting_a_bound_pod_releases_its_reservation_in_the_same_append(
+    store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    await client.send("Node", "apply", {"manifest": NODE})
+    await client.send("Pod", "apply", {"manifest": pod("a")})
+    await bind(AggregateRepository(store), "a", "small", 700, "bind-a")
+    outcome = await client.send("Pod", "delete", {"name": "a"})
+    assert outcome.events == ["PodDeleted", "PodReleased"]
+    node = (await AggregateRepository(store).load(AggregateRef("Node", "", "small"))).aggregate
+    assert isinstance(node, Node) and node.allocations == {}
+    # The freed cpu is allocatable again.
+    await client.send("Pod", "apply", {"manifest": pod("b")})
+    assert await bind(AggregateRepository(store), "b", "small", 700, "bind-b")
+    # Deleting a pod that was never bound touches no node.
+    await client.send("Pod", "apply", {"manifest": pod("c")})
+    outcome = await client.send("Pod", "delete", {"name": "c"})
+    assert outcome.events == ["PodDeleted"]
