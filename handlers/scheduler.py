@@ -31,6 +31,7 @@ from core.errors import FleetError
 from core.scheduling import PodInfo, SchedulerConfig, ScheduleResult, schedule
 from projections.runtime import Projection
 from projections.scheduling import SchedulingModel
+from streams.cancellation import checkpoint
 from streams.envelope import StoredEvent
 from streams.eventstore import ConcurrencyConflict, EventStore, StoreError
 from streams.repository import AggregateRepository, Provenance
@@ -103,6 +104,7 @@ class Scheduler:
         try:
             async with asyncio.TaskGroup() as tasks:
                 while True:
+                    checkpoint()
                     timeout = await self._cycle(tasks)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,14 +25,30 @@ class RunningServer:
         self.url = server.url
 
 
+def _dump_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    print("\n=== asyncio tasks of a test close to its timeout ===", file=sys.stderr)
+    for task in asyncio.all_tasks(loop):
+        print(f"--- {task!r}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+
+
 @pytest.fixture
-async def nats_server(tmp_path: Path) -> AsyncIterator[RunningServer]:
+async def nats_server(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[RunningServer]:
     """A fresh nats-server with JetStream in a temporary directory."""
+    # pytest-timeout shows threads, not coroutines: a stuck await is only visible in the
+    # stacks of the loop's tasks, so print them shortly before the timeout fires.
+    loop = asyncio.get_running_loop()
+    timeout = float(request.config.getini("timeout") or 0)
+    dump = loop.call_later(max(1.0, timeout - 5), _dump_tasks, loop) if timeout else None
     server = EmbeddedServer(data_dir=tmp_path / "nats", port=free_port())
     await server.start()
     try:
         yield RunningServer(server)
     finally:
+        if dump is not None:
+            dump.cancel()
         await server.stop()
 
 
