@@ -19,13 +19,16 @@ nodes gives Kubernetes' "no nodes available to schedule pods".
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
+
+import numpy as np
 
 from core.scheduling.filters import DEFAULT_FILTERS, FilterFailure, FilterPlugin, Snapshot
 from core.scheduling.model import NodeInfo, PodInfo
 from core.scheduling.scores import DEFAULT_WEIGHTS, FitStrategy, ScorePlugin, build_score_plugins
+from core.scheduling.vectorized import NodeColumns, vector_eligible, vector_filter, vector_scores
 
 __all__ = [
     "MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND",
@@ -37,6 +40,8 @@ __all__ = [
     "num_feasible_nodes_to_find",
     "schedule",
 ]
+
+FilterRun = Callable[[PodInfo, NodeInfo, Snapshot], FilterFailure | None]
 
 MIN_FEASIBLE_NODES_TO_FIND: Final = 100
 MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND: Final = 5
@@ -139,13 +144,16 @@ def schedule(
     start_index: int = 0,
     namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
     affinity_nodes: Sequence[NodeInfo] | None = None,
+    columns: NodeColumns | None = None,
 ) -> ScheduleResult:
     """Place ``pod`` on one of ``nodes`` as kube-scheduler's default profile would.
 
     ``start_index`` is where round-robin filtering starts (pass the previous result's
     ``next_start_index``); ``namespace_labels`` feeds namespace selectors of affinity terms;
     ``affinity_nodes`` (optional) is the caller's index of nodes holding pods with
-    (anti-)affinity terms, which saves a pass over every node for every pod.
+    (anti-)affinity terms, which saves a pass over every node for every pod. ``columns``
+    (optional, built over this same ``nodes`` list) lets a simple pod be placed with array
+    operations instead of node by node; the answer is the same.
     """
     num_all = len(nodes)
     if num_all == 0:
@@ -157,6 +165,16 @@ def schedule(
         plugin.filter for plugin in plugins if not getattr(plugin, "passes_plain_nodes", False)
     ]
     to_find = num_feasible_nodes_to_find(num_all, config.percentage_of_nodes_to_score)
+    if columns is not None:
+        assert len(columns.nodes) == num_all, "columns were built over another node list"
+        plain_names = [p.name for p in plugins if not getattr(p, "passes_plain_nodes", False)]
+        if vector_eligible(pod, columns, snapshot, plain_names):
+            vectorized = _schedule_vectorized(
+                pod, columns, config, rng, start_index % num_all, to_find, snapshot,
+                active, active_plain,
+            )  # fmt: skip
+            if vectorized is not None:
+                return vectorized
 
     feasible: list[NodeInfo] = []
     failures: dict[str, FilterFailure] = {}
@@ -216,5 +234,59 @@ def schedule(
         feasible_nodes=len(feasible),
         num_all_nodes=num_all,
         next_start_index=next_start,
+        failures=failures,
+    )
+
+
+def _first_failure(
+    runs: Sequence[FilterRun], pod: PodInfo, node: NodeInfo, snapshot: Snapshot
+) -> FilterFailure | None:
+    for run in runs:
+        failure = run(pod, node, snapshot)
+        if failure is not None:
+            return failure
+    return None
+
+
+def _schedule_vectorized(
+    pod: PodInfo,
+    columns: NodeColumns,
+    config: SchedulerConfig,
+    rng: random.Random,
+    start: int,
+    to_find: int,
+    snapshot: Snapshot,
+    active: Sequence[FilterRun],
+    active_plain: Sequence[FilterRun],
+) -> ScheduleResult | None:
+    """:func:`schedule` for a pod :func:`vector_eligible` accepts; None when no node fits (the
+    per-node path then works out the full failure report)."""
+    num_all = len(columns.nodes)
+    feasible, processed, failures = vector_filter(
+        pod, columns, start, to_find,
+        plain_filter=lambda node: _first_failure(active_plain, pod, node, snapshot),
+        full_filter=lambda node: _first_failure(active, pod, node, snapshot),
+    )  # fmt: skip
+    if feasible.size == 0:
+        return None
+    per_plugin = vector_scores(pod, columns, feasible, config.weighted_score_plugins(), snapshot)
+    totals = np.zeros(feasible.size, np.int64)
+    for _, weight, scores in per_plugin:
+        if scores is not None:
+            totals += scores * weight
+    best_score = int(totals.max())
+    ties = np.flatnonzero(totals == best_score)
+    best = int(ties[0]) if ties.size == 1 else int(ties[rng.randrange(ties.size)])
+    return ScheduleResult(
+        columns.nodes[int(feasible[best])].name,
+        total_score=best_score,
+        plugin_scores={
+            name: (int(scores[best]) if scores is not None else 0) for name, _, scores in per_plugin
+        },
+        weights={name: weight for name, weight, _ in per_plugin},
+        evaluated_nodes=processed,
+        feasible_nodes=int(feasible.size),
+        num_all_nodes=num_all,
+        next_start_index=(start + processed) % num_all,
         failures=failures,
     )

@@ -19,7 +19,7 @@ PodLevelResources feature), when present, replace the container aggregate for th
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from core.quantity import resource_amount
@@ -710,6 +710,7 @@ class NodeInfo:
         "name",
         "non_zero_cpu",
         "non_zero_memory",
+        "on_change",
         "plain",
         "pods",
         "pods_with_affinity",
@@ -743,6 +744,8 @@ class NodeInfo:
         self.alloc_memory = 0
         self.unschedulable = False
         self.plain = True
+        self.on_change: Callable[[NodeInfo], None] | None = None
+        """Called after every change (a :class:`NodeColumns` keeps its arrays in step)."""
         self._set(labels or {}, tuple(taints), allocatable or {}, unschedulable)
         self.pods: dict[str, PodInfo] = {}
         self.pods_with_affinity: dict[str, PodInfo] = {}
@@ -801,6 +804,8 @@ class NodeInfo:
         self._set(
             fields["labels"], fields["taints"], fields["allocatable"], fields["unschedulable"]
         )
+        if self.on_change is not None:
+            self.on_change(self)
 
     def add_pod(self, pod: PodInfo) -> None:
         if pod.key in self.pods:
@@ -819,6 +824,8 @@ class NodeInfo:
             self.pods_with_affinity[pod.key] = pod
             if pod.required_anti_affinity_terms:
                 self.pods_with_required_anti_affinity[pod.key] = pod
+        if self.on_change is not None:
+            self.on_change(self)
 
     def remove_pod(self, key: str) -> PodInfo | None:
         """Remove the pod ``namespace/name``; returns it, or None when it was not here."""
@@ -844,6 +851,8 @@ class NodeInfo:
                 self.used_ports.pop(port, None)
         self.pods_with_affinity.pop(key, None)
         self.pods_with_required_anti_affinity.pop(key, None)
+        if self.on_change is not None:
+            self.on_change(self)
         return pod
 
     def __repr__(self) -> str:

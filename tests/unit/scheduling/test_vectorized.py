@@ -1,0 +1,193 @@
+"""The array path gives exactly the node-by-node answer: same node, scores, rounding, failures,
+round-robin position and random draws, on random clusters (hypothesis)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import core.scheduling.framework as framework
+from core.scheduling import NodeInfo, PodInfo, SchedulerConfig, schedule
+from core.scheduling.model import AffinityTerm, LabelSelector, Taint, Toleration
+from core.scheduling.scores import FitStrategy
+from core.scheduling.vectorized import EXACT_LIMIT, NodeColumns
+
+GI = 1024**3
+MI = 1024**2
+
+TAINTS = [
+    Taint("dedicated", "gpu", "NoSchedule"),
+    Taint("maintenance", "", "NoExecute"),
+    Taint("spot", "", "PreferNoSchedule"),
+    Taint("slow", "yes", "PreferNoSchedule"),
+]
+TOLERATIONS = [
+    Toleration("dedicated", "Equal", "gpu", "NoSchedule"),
+    Toleration("spot", "Exists", "", "PreferNoSchedule"),
+    Toleration("node.kubernetes.io/unschedulable", "Exists", "", "NoSchedule"),
+    Toleration("maintenance", "Exists", "", "NoExecute", 300),
+]
+
+
+@st.composite
+def pods(draw: st.DrawFn, name: str) -> PodInfo:
+    requests = {
+        "cpu": draw(st.sampled_from([0, 100, 250, 1000, 3000])),
+        "memory": draw(st.sampled_from([0, 128 * MI, 1 * GI, 3 * GI])),
+    }
+    tolerations = tuple(draw(st.lists(st.sampled_from(TOLERATIONS), max_size=3, unique=True)))
+    return PodInfo(namespace="default", name=name, requests=requests, tolerations=tolerations)
+
+
+@st.composite
+def nodes(draw: st.DrawFn, index: int) -> NodeInfo:
+    existing = draw(st.lists(pods(f"existing-{index}"), max_size=3))
+    for n, pod in enumerate(existing):
+        pod.name = f"existing-{index}-{n}"
+        pod.key = f"default/{pod.name}"
+    return NodeInfo(
+        f"node-{index}",
+        labels={"kubernetes.io/hostname": f"node-{index}"},
+        taints=draw(st.lists(st.sampled_from(TAINTS), max_size=2, unique=True)),
+        allocatable={
+            "cpu": draw(st.sampled_from([0, 1000, 2000, 4000])),
+            "memory": draw(st.sampled_from([0, 2 * GI, 8 * GI])),
+            "pods": draw(st.sampled_from([0, 2, 110])),
+        },
+        unschedulable=draw(st.booleans()) and draw(st.booleans()),
+        pods=existing,
+    )
+
+
+@st.composite
+def clusters(draw: st.DrawFn) -> list[NodeInfo]:
+    size = draw(st.sampled_from([1, 3, 20, 130]))
+    return [draw(nodes(i)) for i in range(size)]
+
+
+configs = st.builds(
+    lambda kind, w_cpu, w_mem, fit, balanced, taint, pct: SchedulerConfig(
+        weights={
+            "NodeResourcesFit": fit,
+            "NodeResourcesBalancedAllocation": balanced,
+            "TaintToleration": taint,
+            "NodeAffinity": 2,
+            "PodTopologySpread": 2,
+            "InterPodAffinity": 2,
+        },
+        fit_strategy=FitStrategy(kind, (("cpu", w_cpu), ("memory", w_mem))),
+        percentage_of_nodes_to_score=pct,
+    ),
+    st.sampled_from(["LeastAllocated", "MostAllocated"]),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(0, 2),
+    st.integers(0, 2),
+    st.integers(0, 3),
+    st.sampled_from([None, 0, 10, 50, 100]),
+)
+
+
+def outcome(result: object) -> dict:
+    fields = dict(vars(result))
+    fields["failures"] = {
+        k: (f.plugin, f.reasons, f.unresolvable) for k, f in fields["failures"].items()
+    }
+    return fields
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    clusters(),
+    st.lists(pods("incoming"), min_size=1, max_size=4),
+    configs,
+    st.integers(0, 10**6),
+    st.integers(0, 2**32),
+)
+def test_arrays_and_node_by_node_agree(
+    cluster: list[NodeInfo], incoming: list[PodInfo], config: SchedulerConfig, start: int, seed: int
+) -> None:
+    columns = NodeColumns(cluster)
+    by_node, by_array = random.Random(seed), random.Random(seed)
+    next_node = next_array = start
+    for n, pod in enumerate(incoming):
+        pod.name = f"incoming-{n}"
+        pod.key = f"default/{pod.name}"
+        expected = schedule(pod, cluster, config, by_node, next_node)
+        actual = schedule(pod, cluster, config, by_array, next_array, columns=columns)
+        assert outcome(actual) == outcome(expected)
+        next_node, next_array = expected.next_start_index, actual.next_start_index
+        if expected.node_name is not None:
+            # Assume the pod where it went: the columns must follow the NodeInfo.
+            next(node for node in cluster if node.name == expected.node_name).add_pod(pod)
+
+
+def test_columns_follow_node_changes() -> None:
+    node = NodeInfo("a", allocatable={"cpu": 1000, "memory": GI, "pods": 110})
+    columns = NodeColumns([node])
+    node.add_pod(PodInfo(name="p", requests={"cpu": 300}))
+    assert (columns.fit_cpu[0], columns.pod_count[0], columns.non_zero_memory[0]) == (
+        300,
+        1,
+        200 * MI,
+    )
+    node.remove_pod("default/p")
+    assert (columns.fit_cpu[0], columns.pod_count[0]) == (0, 0)
+    node.set_node({"metadata": {"name": "a"}, "spec": {"unschedulable": True}})
+    assert not columns.plain[0] and columns.not_plain_indices() == [0]
+
+
+def test_amounts_too_large_for_exact_arrays_use_the_node_by_node_path() -> None:
+    huge = NodeInfo("huge", allocatable={"cpu": 1000, "memory": EXACT_LIMIT * 4, "pods": 110})
+    small = NodeInfo("small", allocatable={"cpu": 1000, "memory": GI, "pods": 110})
+    cluster = [huge, small]
+    columns = NodeColumns(cluster)
+    assert not columns.exact
+    pod = PodInfo(name="p", requests={"cpu": 100, "memory": 100 * MI})
+    expected = schedule(pod, cluster, SchedulerConfig(), random.Random(1))
+    assert outcome(
+        schedule(pod, cluster, SchedulerConfig(), random.Random(1), columns=columns)
+    ) == outcome(expected)
+    assert expected.node_name == "huge"  # least allocated by far
+
+
+def test_pods_with_affinity_anywhere_use_the_node_by_node_path() -> None:
+    term = AffinityTerm(LabelSelector(), frozenset({"default"}), None, "kubernetes.io/hostname")
+    anti = PodInfo(name="anti", required_anti_affinity_terms=(term,))
+    nodes_ = [
+        NodeInfo(
+            f"n{i}",
+            labels={"kubernetes.io/hostname": f"n{i}"},
+            allocatable={"cpu": 1000, "pods": 10},
+        )
+        for i in range(3)
+    ]
+    nodes_[0].add_pod(anti)
+    columns = NodeColumns(nodes_)
+    pod = PodInfo(name="p", requests={"cpu": 100})
+    for seed in range(10):
+        result = schedule(pod, nodes_, SchedulerConfig(), random.Random(seed), columns=columns)
+        assert result.node_name != "n0"  # the existing pod's anti-affinity holds
+
+
+def test_a_simple_pod_takes_the_array_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    taken: list[object] = []
+    original = framework._schedule_vectorized
+
+    def spy(*args: object, **kwargs: object) -> object:
+        taken.append(result := original(*args, **kwargs))  # type: ignore[arg-type]
+        return result
+
+    monkeypatch.setattr(framework, "_schedule_vectorized", spy)
+    cluster = [
+        NodeInfo(f"n{i}", allocatable={"cpu": 4000, "memory": 16 * GI, "pods": 110})
+        for i in range(300)
+    ]
+    pod = PodInfo(name="p", requests={"cpu": 100, "memory": 500 * MI})
+    result = schedule(
+        pod, cluster, SchedulerConfig(), random.Random(1), columns=NodeColumns(cluster)
+    )
+    assert taken == [result] and result.feasible_nodes == 100 and result.evaluated_nodes == 100
