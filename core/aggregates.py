@@ -164,6 +164,28 @@ class Resource(BaseAggregate[str]):
             aggregate = event.mutate(aggregate)  # type: ignore[attr-defined]
         return aggregate
 
+    STATE_IS_MANIFEST: ClassVar[bool] = True
+    """Everything this aggregate decides on is in its manifest (so a read model's copy of the
+    manifest is a complete snapshot of it)."""
+
+    @classmethod
+    def from_snapshot(
+        cls, agg_id: str, *, manifest: dict[str, Any], uid: str, version: int, at: datetime
+    ) -> Resource:
+        """The aggregate as a read model sees it at ``version``: built from its manifest
+        alone, without reading its history. Only for kinds whose state is the manifest."""
+        if not cls.STATE_IS_MANIFEST:
+            raise TypeError(f"a {cls.KIND} holds state beyond its manifest; load its history")
+        recorded = RecordedEvent(
+            type=f"{cls.KIND}Created",
+            version=version,
+            timestamp=at,
+            payload={"manifest": manifest, "uid": uid},
+        )
+        aggregate = cls.from_history(agg_id, [recorded])
+        assert aggregate is not None
+        return aggregate
+
     # -- decisions ----------------------------------------------------------------------------
 
     @property
@@ -373,35 +395,44 @@ class Node(Resource):
 
         def apply(self, aggregate: Resource) -> None:
             assert isinstance(aggregate, Node)
-            aggregate.allocations = {**aggregate.allocations, self.pod: dict(self.requests)}
+            aggregate.allocations[self.pod] = dict(self.requests)
+            total = aggregate.allocated_total
+            for name, amount in self.requests.items():
+                total[name] = total.get(name, 0) + amount
 
     class Released(Resource.Event, catalog.PodReleased):
         TYPE: ClassVar[str] = "PodReleased"
 
         def apply(self, aggregate: Resource) -> None:
             assert isinstance(aggregate, Node)
-            aggregate.allocations = {
-                pod: r for pod, r in aggregate.allocations.items() if pod != self.pod
-            }
+            released = aggregate.allocations.pop(self.pod, None) or {}
+            total = aggregate.allocated_total
+            for name, amount in released.items():
+                total[name] = total.get(name, 0) - amount
+
+    STATE_IS_MANIFEST: ClassVar[bool] = False  # the allocation ledger is not in the manifest
 
     def begin_life(self, manifest: dict[str, Any], uid: str) -> None:
         super().begin_life(manifest, uid)
         self.allocations: dict[str, dict[str, int]] = {}
+        self.allocated_total: dict[str, int] = {}
+        """The sum of ``allocations``, kept as they change (it is read on every binding)."""
+        self._allocatable: tuple[object, dict[str, int]] = (None, {})
 
     @property
     def allocatable(self) -> dict[str, int]:
         """Allocatable resources in base units (cpu millicores, bytes, pod count, counts)."""
         status = self.manifest.get("status") or {}
         declared = status.get("allocatable") or status.get("capacity") or {}
-        return {name: resource_amount(name, value) for name, value in declared.items()}
+        source, parsed = self._allocatable
+        if source is not declared:
+            parsed = {name: resource_amount(name, value) for name, value in declared.items()}
+            self._allocatable = (declared, parsed)
+        return dict(parsed)
 
     @property
     def allocated(self) -> dict[str, int]:
-        total: dict[str, int] = {}
-        for requests in self.allocations.values():
-            for name, amount in requests.items():
-                total[name] = total.get(name, 0) + amount
-        return total
+        return {name: amount for name, amount in self.allocated_total.items() if amount}
 
     def allocate(self, *, pod: str, requests: dict[str, int], at: datetime) -> None:
         """Reserve resources for ``pod`` (``namespace/name``); never beyond allocatable.
@@ -494,6 +525,118 @@ def with_pod_scheduled(
     return {**manifest, "spec": spec, "status": status}
 
 
+def _with_condition(
+    conditions: list[dict[str, Any]],
+    kind: str,
+    status: str,
+    stamp: str,
+    reason: str = "",
+    message: str = "",
+) -> list[dict[str, Any]]:
+    """``conditions`` with the one of type ``kind`` set; its lastTransitionTime moves only when
+    the status changes, as Kubernetes keeps it."""
+    out, found = [], False
+    for condition in conditions:
+        if condition.get("type") != kind:
+            out.append(condition)
+            continue
+        found = True
+        changed = condition.get("status") != status
+        updated = {"type": kind, "status": status}
+        updated["lastTransitionTime"] = (
+            stamp if changed else condition.get("lastTransitionTime", stamp)
+        )
+        if reason:
+            updated.update(reason=reason, message=message)
+        out.append(updated)
+    if not found:
+        added = {"type": kind, "status": status, "lastTransitionTime": stamp}
+        if reason:
+            added.update(reason=reason, message=message)
+        out.append(added)
+    return out
+
+
+def _container_statuses(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """One status per container of the spec, in spec order (waiting until first started)."""
+    known = {
+        c.get("name"): c for c in (manifest.get("status") or {}).get("containerStatuses") or []
+    }
+    return [
+        known.get(c["name"])
+        or {
+            "name": c["name"],
+            "image": c.get("image", ""),
+            "imageID": "",
+            "ready": False,
+            "started": False,
+            "restartCount": 0,
+            "state": {"waiting": {"reason": "ContainerCreating"}},
+        }
+        for c in manifest.get("spec", {}).get("containers") or []
+    ]
+
+
+def _with_readiness(
+    status: dict[str, Any], *, ready: bool, reason: str, stamp: str
+) -> dict[str, Any]:
+    statuses = [{**c, "ready": ready} for c in status.get("containerStatuses") or []]
+    unready = [c["name"] for c in statuses if not c["ready"]]
+    message = f"containers with unready status: [{' '.join(unready)}]" if unready else ""
+    conditions = list(status.get("conditions") or [])
+    for kind in ("Ready", "ContainersReady"):
+        conditions = _with_condition(
+            conditions, kind, "True" if ready else "False", stamp,
+            "" if ready else (reason or "ContainersNotReady"), message,
+        )  # fmt: skip
+    return {**status, "containerStatuses": statuses, "conditions": conditions}
+
+
+def with_container_started(
+    manifest: dict[str, Any], *, container: str, restart_count: int, at: datetime
+) -> dict[str, Any]:
+    """A pod manifest after one of its containers started: the container's status is running
+    (started, not yet ready), ``startTime`` is set on the first start, and the phase is Running
+    once every container has started, as the kubelet reports it."""
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    statuses = [
+        {
+            **c,
+            "ready": False,
+            "started": True,
+            "restartCount": restart_count,
+            "state": {"running": {"startedAt": stamp}},
+        }
+        if c["name"] == container
+        else c
+        for c in _container_statuses(manifest)
+    ]
+    status = dict(manifest.get("status") or {})
+    status.setdefault("startTime", stamp)
+    if statuses and all(c.get("started") for c in statuses):
+        if status.get("phase") in (None, "Pending"):
+            status["phase"] = "Running"
+    else:
+        status.setdefault("phase", "Pending")
+    status["containerStatuses"] = statuses
+    status["conditions"] = _with_condition(
+        list(status.get("conditions") or []), "Initialized", "True", stamp
+    )
+    status = _with_readiness(status, ready=False, reason="ContainersNotReady", stamp=stamp)
+    return {**manifest, "status": status}
+
+
+def with_pod_readiness(
+    manifest: dict[str, Any], *, ready: bool, reason: str, at: datetime
+) -> dict[str, Any]:
+    """A pod manifest whose Ready and ContainersReady conditions (and every container's
+    ``ready`` flag) are ``ready``."""
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = dict(manifest.get("status") or {})
+    status["containerStatuses"] = _container_statuses(manifest)
+    return {**manifest, "status": _with_readiness(status, ready=ready, reason=reason, stamp=stamp)}
+
+
 class Pod(Resource):
     KIND = "Pod"
 
@@ -514,10 +657,112 @@ class Pod(Resource):
                 message=self.message, at=self.timestamp,
             )  # fmt: skip
 
+    class ContainerStarted(Resource.Event, catalog.ContainerStarted):
+        TYPE: ClassVar[str] = "ContainerStarted"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.manifest = with_container_started(
+                aggregate.manifest,
+                container=self.container,
+                restart_count=self.restart_count,
+                at=self.timestamp,
+            )
+
+    class Ready(Resource.Event, catalog.PodReadinessChanged):
+        SUFFIX: ClassVar[str] = "Ready"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.manifest = with_pod_readiness(
+                aggregate.manifest, ready=True, reason=self.reason, at=self.timestamp
+            )
+
+    class NotReady(Resource.Event, catalog.PodReadinessChanged):
+        SUFFIX: ClassVar[str] = "NotReady"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.manifest = with_pod_readiness(
+                aggregate.manifest, ready=False, reason=self.reason, at=self.timestamp
+            )
+
     @property
     def node_name(self) -> str | None:
         node = self.manifest.get("spec", {}).get("nodeName")
         return str(node) if node else None
+
+    def container_status(self, container: str) -> dict[str, Any] | None:
+        for status in (self.manifest.get("status") or {}).get("containerStatuses") or []:
+            if status.get("name") == container:
+                return dict(status)
+        return None
+
+    @property
+    def ready(self) -> bool:
+        return any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (self.manifest.get("status") or {}).get("conditions") or []
+        )
+
+    def _require_on(self, node: str | None, what: str) -> None:
+        self.require_exists()
+        if self.node_name is None:
+            raise InvalidTransition(
+                f"{_describe(self.id)} is not bound to a node; it cannot {what}",
+                field="spec.nodeName",
+            )
+        if node is not None and node != self.node_name:
+            raise InvalidTransition(
+                f"{_describe(self.id)} is bound to node {self.node_name!r}, not {node!r}; "
+                f"it cannot {what} there",
+                field="spec.nodeName",
+            )
+
+    def start_container(
+        self, *, container: str, restart_count: int = 0, node: str, at: datetime
+    ) -> None:
+        """Record that ``container`` runs on ``node``; only a bound pod starts, and only on its
+        node. The same start (container and restart count) again changes nothing."""
+        self._require_on(node, "start")
+        names = [c.get("name") for c in self.manifest.get("spec", {}).get("containers") or []]
+        if container not in names:
+            raise InvalidTransition(
+                f"{_describe(self.id)} has no container {container!r}", field="spec.containers"
+            )
+        current = self.container_status(container)
+        if current is not None and current.get("started"):
+            known = int(current.get("restartCount") or 0)
+            if restart_count == known:
+                return
+            if restart_count < known:
+                raise InvalidTransition(
+                    f"container {container!r} of {_describe(self.id)} has restarted {known} "
+                    f"times; a start with restart count {restart_count} is out of date"
+                )
+        self.trigger_event(
+            self.ContainerStarted,
+            container=container,
+            restart_count=restart_count,
+            node=node,
+            timestamp=at,
+        )
+
+    def mark_ready(self, *, reason: str = "", at: datetime) -> None:
+        """Every container is ready; a pod already Ready changes nothing."""
+        self._require_on(None, "become ready")
+        names = [c.get("name") for c in self.manifest.get("spec", {}).get("containers") or []]
+        waiting = [n for n in names if not (self.container_status(str(n)) or {}).get("started")]
+        if waiting:
+            raise InvalidTransition(
+                f"{_describe(self.id)} cannot be ready: containers not started: "
+                + ", ".join(str(n) for n in waiting)
+            )
+        if not self.ready:
+            self.trigger_event(self.Ready, reason=reason, timestamp=at)
+
+    def mark_not_ready(self, *, reason: str, at: datetime) -> None:
+        """The pod stopped being Ready; a pod that is not Ready changes nothing."""
+        self._require_on(None, "become not ready")
+        if self.ready:
+            self.trigger_event(self.NotReady, reason=reason, timestamp=at)
 
     def bind(
         self, *, node: str, score: int | None, feasible_nodes: int | None, at: datetime

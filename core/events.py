@@ -88,6 +88,21 @@ class PodUnschedulable(EventPayload):
     reasons: dict[str, int] = Field(default_factory=dict)
 
 
+class ContainerStarted(EventPayload):
+    """A container of a bound pod started running on its node (recorded by the node's agent, or
+    by the simulator for simulated nodes); ``restart_count`` is 0 for the first start."""
+
+    container: str
+    restart_count: int = Field(default=0, ge=0)
+    node: str
+
+
+class PodReadinessChanged(EventPayload):
+    """A pod became Ready (every container ready) or stopped being Ready, and why."""
+
+    reason: str = ""
+
+
 class PodAllocated(EventPayload):
     """A node's resources were reserved for a pod: amounts in base units (cpu in millicores,
     memory and ephemeral storage in bytes, ``pods`` 1, extended resources as counts)."""
@@ -129,6 +144,9 @@ def _catalog() -> dict[str, EventType]:
     entries.append(EventType(name="NodeReady", schema_version=1, payload=NodeConditionChanged))
     entries.append(EventType(name="PodBound", schema_version=1, payload=PodBound))
     entries.append(EventType(name="PodUnschedulable", schema_version=1, payload=PodUnschedulable))
+    entries.append(EventType(name="ContainerStarted", schema_version=1, payload=ContainerStarted))
+    entries.append(EventType(name="PodReady", schema_version=1, payload=PodReadinessChanged))
+    entries.append(EventType(name="PodNotReady", schema_version=1, payload=PodReadinessChanged))
     entries.append(EventType(name="PodAllocated", schema_version=1, payload=PodAllocated))
     entries.append(EventType(name="PodReleased", schema_version=1, payload=PodReleased))
     entries.append(EventType(name="NodeNotReady", schema_version=1, payload=NodeConditionChanged))
@@ -212,6 +230,14 @@ def summarize(type_name: str, payload: Payload) -> str:
         )
     if type_name == "PodUnschedulable":
         return str(payload.get("message", "unschedulable"))
+    if type_name == "ContainerStarted":
+        restarts = payload.get("restart_count") or 0
+        return f"container {payload.get('container')} started on {payload.get('node')}" + (
+            f" (restart {restarts})" if restarts else ""
+        )
+    if type_name in ("PodReady", "PodNotReady"):
+        line = "ready" if type_name == "PodReady" else "not ready"
+        return f"{line}: {payload['reason']}" if payload.get("reason") else line
     if type_name in ("PodAllocated", "PodReleased"):
         verb = "reserved for" if type_name == "PodAllocated" else "released by"
         return f"resources {verb} {payload.get('pod')}"

@@ -15,6 +15,8 @@ from typing import Any
 
 from core.aggregates import (
     timestamp_from_ns,
+    with_container_started,
+    with_pod_readiness,
     with_pod_scheduled,
     with_ready_condition,
     with_unschedulable,
@@ -82,6 +84,10 @@ class ClusterModel:
             return self._scheduling_decided
         if event_type in ("NodeReady", "NodeNotReady"):
             return self._ready_changed
+        if event_type == "ContainerStarted":
+            return self._container_started
+        if event_type in ("PodReady", "PodNotReady"):
+            return self._pod_ready if event_type == "PodReady" else self._pod_not_ready
         if event_type in ("NodeCordoned", "NodeUncordoned"):
             return self._cordoned if event_type == "NodeCordoned" else self._uncordoned
         if event_type.endswith("Created"):
@@ -135,6 +141,33 @@ class ClusterModel:
                 status=payload["status"],
                 reason=payload["reason"],
                 message=payload.get("message", ""),
+                at=timestamp_from_ns(event.envelope.timestamp_ns),
+            )
+
+    def _container_started(self, event: StoredEvent) -> None:
+        record = self._touched(event)
+        if record is not None:
+            payload = event.envelope.payload
+            record.manifest = with_container_started(
+                record.manifest,
+                container=payload["container"],
+                restart_count=payload.get("restart_count", 0),
+                at=timestamp_from_ns(event.envelope.timestamp_ns),
+            )
+
+    def _pod_ready(self, event: StoredEvent) -> None:
+        self._set_pod_readiness(event, True)
+
+    def _pod_not_ready(self, event: StoredEvent) -> None:
+        self._set_pod_readiness(event, False)
+
+    def _set_pod_readiness(self, event: StoredEvent, ready: bool) -> None:
+        record = self._touched(event)
+        if record is not None:
+            record.manifest = with_pod_readiness(
+                record.manifest,
+                ready=ready,
+                reason=event.envelope.payload.get("reason", ""),
                 at=timestamp_from_ns(event.envelope.timestamp_ns),
             )
 
