@@ -6,8 +6,8 @@ with the nodes of the cluster read model, asks ``core.nodelifecycle.assess`` whi
 transitions are due, and records each on the node's aggregate: ``NodeNotReady`` with the
 ``node.kubernetes.io/unreachable`` NoSchedule + NoExecute taints, or ``NodeReady`` without them.
 Each event carries the heartbeat and grace it was decided on, so ``why`` never needs the lease
-bucket. Evicting pods that do not tolerate the NoExecute taint arrives with the scheduler's
-bindings.
+bucket. Evicting the pods that do not tolerate the NoExecute taint is the taint-eviction
+controller's work (``handlers.taint_eviction``), which acts under this controller's lease.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from core.nodelifecycle import (
 )
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
+from streams.cancellation import checkpoint
 from streams.eventstore import ConcurrencyConflict
 from streams.leases import LeaderLease, NodeLeases
 from streams.repository import AggregateRepository, Provenance
@@ -76,6 +77,12 @@ class NodeLifecycleController:
         leader = await LeaderLease.open(nc, ROLE, f"{ROLE}-{uuid.uuid4().hex[:8]}")
         return cls(nc, repository, projection, leases, leader, **options)
 
+    @property
+    def leader(self) -> LeaderLease:
+        """The lease this controller holds and renews; roles that must act only where it leads
+        (the taint-eviction controller) check it."""
+        return self._leader
+
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Monitor until cancelled; leadership is given up on the way out."""
         await self._leases.follow()
@@ -83,6 +90,7 @@ class NodeLifecycleController:
             ready.set()
         try:
             while True:
+                checkpoint()
                 if await self._leader.try_lead():
                     await self.monitor_once(time.time_ns())
                 await asyncio.sleep(self.period_seconds)

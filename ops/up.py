@@ -7,9 +7,9 @@ connection drains and the embedded server stops. Everything lives in the data di
 restart on the same directory comes back with every object and event.
 
 It also runs the scheduler (any number of replicas may run: bindings are atomic and guarded) and
-the node lifecycle controller (leader-elected, so several ``up`` processes on one NATS cluster
-do not double up). Later issues add their handlers (scheduler, controllers, node
-agent …) to :func:`serve`.
+the node lifecycle controller with the taint-eviction controller under its lease
+(leader-elected, so several ``up`` processes on one NATS cluster do not double up). Later issues
+add their handlers (scheduler, controllers, node agent …) to :func:`serve`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ from core.nodelifecycle import DEFAULT_GRACE_SECONDS
 from handlers.gateway import Gateway
 from handlers.node_lifecycle import NodeLifecycleController
 from handlers.scheduler import Scheduler
+from handlers.taint_eviction import TaintEvictionController
 from projections.cluster import ClusterModel
 from projections.query import QueryService
 from projections.runtime import Projection
+from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient
 from streams.connection import connect
 from streams.definitions import SNAPSHOT_BUCKET, ensure_streams
@@ -115,6 +117,7 @@ async def serve(
             node_lifecycle = await NodeLifecycleController.create(
                 nc, AggregateRepository(store), projection, grace_seconds=node_grace_seconds
             )
+            taint_eviction = TaintEvictionController(nc, projection, node_lifecycle.leader)
             query = QueryService(nc, projection)
             gateway_ready, query_ready = asyncio.Event(), asyncio.Event()
             try:
@@ -123,6 +126,7 @@ async def serve(
                         tasks.create_task(gateway.run(gateway_ready)),
                         tasks.create_task(query.run(query_ready)),
                         tasks.create_task(node_lifecycle.run()),
+                        tasks.create_task(taint_eviction.run()),
                         tasks.create_task(_snapshot_periodically(projection, snapshots)),
                     ]
                     if replica is not None:
@@ -162,6 +166,7 @@ def _tune_gc() -> None:
 async def _snapshot_periodically(projection: Projection[ClusterModel], snapshots: object) -> None:
     last = projection.position
     while True:
+        checkpoint()
         await asyncio.sleep(SNAPSHOT_EVERY_S)
         if projection.position != last:
             await projection.save_snapshot(snapshots)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Generic, Protocol, Self, TypeVar
 
@@ -87,12 +87,17 @@ class Projection(Generic[M]):
         self._filter = filter_subject
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._subscription: Any = None
+        # Called with each event right after the model folded it (handlers that react to
+        # changes of a shared read model register here instead of folding the log again).
+        self.listeners: list[Callable[[StoredEvent], None]] = []
 
     def _apply(self, event: StoredEvent) -> None:
         if event.seq <= self.position:
             return  # an ordered consumer may redeliver after a reset
         self.model.apply(event)
         self.position = event.seq
+        for listener in self.listeners:
+            listener(event)
         if self._waiters:
             self._wake()
 
