@@ -28,6 +28,7 @@ from ops.client import (
     DEFAULT_SERVER,
     default_actor,
     is_namespaced,
+    parse_duration,
     parse_since,
     resolve_kind,
     session,
@@ -156,6 +157,12 @@ def up(
 @click.option("--zones", default=3, show_default=True, help="Spread over this many zone labels.")
 @click.option("-l", "--label", "labels", multiple=True, help="Extra label KEY=VALUE.")
 @click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between heartbeats.")
+@click.option(
+    "--start-delay",
+    default=1.0,
+    show_default=True,
+    help="Seconds after a pod is bound to one of these nodes before it is Running.",
+)
 @click.pass_context
 @run
 async def sim(
@@ -168,23 +175,31 @@ async def sim(
     zones: int,
     labels: tuple[str, ...],
     heartbeat: float,
+    start_delay: float,
 ) -> None:
-    """Run simulated nodes (kwok-like) in the foreground: register them, keep them alive."""
-    from handlers.simnodes import SimNodeSpec, SimulatedNodes
+    """Run simulated nodes (kwok-like) in the foreground: register them, keep them alive, and
+    move the pods bound to them to Running after --start-delay."""
+    from handlers.simnodes import SimNodeSpec, SimulatedNodes, SimulatedPods
     from streams.connection import connect
+    from streams.eventstore import EventStore
 
     extra = dict(label.split("=", 1) for label in labels if "=" in label)
     spec = SimNodeSpec(prefix=prefix, cpu=cpu, memory=memory, pods=pods, labels=extra, zones=zones)
     nc = await connect(ctx.obj["server"], name="fleetlog-sim")
     try:
-        nodes = await SimulatedNodes.create(nc, spec, count)
-        await nodes.register()
-        click.echo(
-            f"{count} simulated nodes {prefix}-0…{prefix}-{count - 1} registered; "
-            "heartbeating (Ctrl-C to stop)",
-            err=True,
-        )
-        await nodes.keep_alive(heartbeat)
+        async with EventStore(nc) as store:
+            nodes = await SimulatedNodes.create(nc, spec, count)
+            await nodes.register()
+            names = nodes.names
+            runner = SimulatedPods(store, names.__contains__, start_delay=start_delay)
+            click.echo(
+                f"{count} simulated nodes {prefix}-0…{prefix}-{count - 1} registered; "
+                f"heartbeating, bound pods Running after {start_delay:g}s (Ctrl-C to stop)",
+                err=True,
+            )
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(nodes.keep_alive(heartbeat))
+                tasks.create_task(runner.run())
     finally:
         await nc.close()
 
@@ -369,6 +384,89 @@ def _node_command(verb: str) -> Any:
 
 cordon = _node_command("cordon")
 uncordon = _node_command("uncordon")
+
+
+@main.command()
+@click.argument("node")
+@click.option("--force", is_flag=True, help="Also delete pods that declare no controller.")
+@click.option(
+    "--ignore-daemonsets", is_flag=True, help="Leave DaemonSet-managed pods where they are."
+)
+@click.option(
+    "--delete-emptydir-data", is_flag=True, help="Also delete pods with emptyDir volumes."
+)
+@click.option(
+    "--grace-period",
+    type=int,
+    default=-1,
+    show_default=True,
+    help="Seconds each pod gets to stop (recorded in the deletion's reason); -1: the pod's own.",
+)
+@click.option(
+    "--timeout",
+    "timeout_text",
+    default="60s",
+    show_default=True,
+    help="How long to wait for the pods to be gone (30s, 2m …).",
+)
+@click.pass_context
+@run
+async def drain(
+    ctx: click.Context,
+    node: str,
+    force: bool,
+    ignore_daemonsets: bool,
+    delete_emptydir_data: bool,
+    grace_period: int,
+    timeout_text: str,
+) -> None:
+    """Cordon a node and delete its pods (kubectl drain's refusals apply: see --force)."""
+    from ops.drain import drain_reason, plan_drain, pods_on
+
+    timeout = parse_duration(timeout_text)
+    actor = ctx.obj["actor"]
+    async with _session(ctx) as s:
+        if not await s.query("Node", namespace="", name=node):
+            raise FleetError(f'nodes "{node}" not found', code="not_found")
+        plan = plan_drain(
+            pods_on(await s.query("Pod"), node),
+            force=force,
+            ignore_daemonsets=ignore_daemonsets,
+            delete_emptydir_data=delete_emptydir_data,
+        )
+        if plan.errors:
+            # Nothing has changed yet, not even the cordon.
+            raise Failure(f'cannot drain node "{node}": ' + "; ".join(plan.errors))
+        outcome = await s.commands.send(
+            "Node", "cordon", {"name": node, "reason": f"drain by {actor}"}
+        )
+        click.echo(f"node/{node} {'already ' if outcome.unchanged else ''}cordoned")
+        for warning in plan.warnings:
+            click.echo(f"Warning: {warning}", err=True)
+        reason = drain_reason(node, actor, grace_period)
+        for item in plan.evict:
+            click.echo(f"evicting pod {item['namespace']}/{item['name']}")
+            body = {"name": item["name"], "namespace": item["namespace"], "reason": reason}
+            try:
+                await s.commands.send("Pod", "delete", body, idempotency_key=f"drain.{item['uid']}")
+            except FleetError as exc:
+                if exc.code != "not_found":  # already gone is what we want
+                    raise
+        evicted = {item["uid"] for item in plan.evict}
+        deadline = time.monotonic() + timeout
+        while True:
+            left = [p for p in pods_on(await s.query("Pod"), node) if p["uid"] in evicted]
+            if not left:
+                break
+            if time.monotonic() > deadline:
+                raise Failure(
+                    f"drain did not complete within {timeout_text}: still on node {node}: "
+                    + ", ".join(f"{p['namespace']}/{p['name']}" for p in left)
+                )
+            await asyncio.sleep(0.2)
+    for item in plan.evict:
+        click.echo(f"pod/{item['name']} evicted")
+    click.echo(f"node/{node} drained")
 
 
 # -- reads ----------------------------------------------------------------------------------------

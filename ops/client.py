@@ -77,6 +77,18 @@ _DURATION = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
+def parse_duration(text: str) -> float:
+    """``30s``, ``2m``, ``1h30m`` (or plain seconds, ``45``) in seconds."""
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    if not re.fullmatch(r"(\d+[smhd])+", text):
+        raise ValidationFailed(f"{text!r} is not a duration: use e.g. 30s, 2m or 1h")
+    return sum(
+        timedelta(**{_UNITS[unit]: int(amount)}).total_seconds()
+        for amount, unit in _DURATION.findall(text)
+    )
+
+
 def parse_since(text: str, now: datetime) -> datetime:
     """``10m``, ``2h30m``, ``1d`` before ``now``, or an ISO 8601 instant."""
     if re.fullmatch(r"(\d+[smhd])+", text):
