@@ -4,28 +4,48 @@ They register through the command gateway like any client would (``Node`` apply,
 ``system:sim``) and then renew their heartbeat leases on a period, so the node lifecycle
 controller sees them Ready, and sees them go Unknown when the simulator stops. This is how the
 control plane is exercised at scale on one machine (5,000 nodes take a few seconds to register
-and a fraction of a core to keep alive). Moving bound pods to Running after a delay joins here
-when the scheduler binds pods.
+and a fraction of a core to keep alive).
+
+:class:`SimulatedPods` plays the kubelet's part for those nodes: it follows the log, and a
+configurable delay after a pod is bound to one of its nodes it records the pod's containers as
+started and the pod as Ready (``ContainerStarted`` … ``PodReady``, in one atomic append on the
+pod's subject, actor ``system:sim``), so ``fleetlog get pods`` shows them Running. Pods bound
+while the simulator was down are found when it replays the log on start. The write token is
+derived from the pod's uid and version, so a restarted simulator never starts a pod twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from nats.aio.client import Client
 
+from core.aggregates import Pod, timestamp_from_ns
+from core.errors import FleetError
+from projections.cluster import ClusterModel
+from projections.runtime import Projection
+from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient
+from streams.envelope import StoredEvent
+from streams.eventstore import ConcurrencyConflict, EventStore, StoreError
 from streams.leases import NodeLeases
+from streams.repository import AggregateRepository, Provenance
+from streams.subjects import AggregateRef
 
 log = structlog.get_logger(__name__)
 
 ACTOR = "system:sim"
 IN_FLIGHT = 200
+DEFAULT_START_DELAY_S = 1.0
+START_ATTEMPTS = 3
+RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,10 @@ class SimulatedNodes:
     async def create(cls, nc: Client, spec: SimNodeSpec, count: int) -> SimulatedNodes:
         return cls(nc, await NodeLeases.open(nc), spec, count)
 
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self.spec.name(index) for index in range(self.count))
+
     async def register(self) -> None:
         """Apply every node's manifest through the gateway (idempotent: unchanged if present)."""
         slots = asyncio.Semaphore(IN_FLIGHT)
@@ -101,5 +125,144 @@ class SimulatedNodes:
     async def keep_alive(self, heartbeat_seconds: float = 10.0) -> None:
         """Heartbeat every node on a period until cancelled."""
         while True:
+            checkpoint()
             await self.heartbeat_once()
             await asyncio.sleep(heartbeat_seconds)
+
+
+class SimulatedPods:
+    """Starts the pods bound to simulated nodes, ``start_delay`` seconds after their binding."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        owns: Callable[[str], bool],
+        *,
+        start_delay: float = DEFAULT_START_DELAY_S,
+        max_in_flight: int = IN_FLIGHT,
+    ) -> None:
+        self._owns = owns
+        self.start_delay = start_delay
+        self.projection = Projection(ClusterModel(), store)
+        self.projection.listeners.append(self._on_event)
+        self._repository = AggregateRepository(store)
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._wake = asyncio.Event()
+        self._due: dict[str, int] = {}  # pod key -> when to start it (ns since the epoch)
+        self._heap: list[tuple[int, str]] = []
+        self._in_flight: set[str] = set()
+        self.started = 0
+
+    def _on_event(self, event: StoredEvent) -> None:
+        e = event.envelope
+        if e.kind != "Pod":
+            return
+        key = f"{e.namespace}/{e.name}"
+        if e.type == "PodBound":
+            if self._owns(e.payload["node"]):
+                due = e.timestamp_ns + int(self.start_delay * 1e9)
+                self._due[key] = due
+                heapq.heappush(self._heap, (due, key))
+                self._wake.set()
+        elif e.type in ("PodReady", "PodDeleted", "PodCreated"):
+            # Started (by us, or by whoever did), gone, or a new pod of the same name.
+            self._due.pop(key, None)
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Follow the log and start due pods until cancelled. The replay on start schedules
+        every pod bound to one of our nodes and not yet Ready (those bound while we were down
+        are due at once)."""
+        await self.projection.catch_up()
+        await self.projection.follow()
+        if ready is not None:
+            ready.set()
+        log.info("sim.pods_following", pending=len(self._due), delay_s=self.start_delay)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                while True:
+                    checkpoint()
+                    now = time.time_ns()
+                    while self._heap and self._heap[0][0] <= now:
+                        due, key = heapq.heappop(self._heap)
+                        if self._due.get(key) != due or key in self._in_flight:
+                            continue
+                        await self._slots.acquire()  # bounded: back-pressure on the loop
+                        self._in_flight.add(key)
+                        tasks.create_task(self._start(key, due))
+                    timeout = (self._heap[0][0] - time.time_ns()) / 1e9 if self._heap else None
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout)
+                    self._wake.clear()
+        finally:
+            await self.projection.stop()
+
+    async def _start(self, key: str, due: int) -> None:
+        namespace, _, name = key.partition("/")
+        ref = AggregateRef("Pod", namespace, name)
+        try:
+            for attempt in range(START_ATTEMPTS):
+                try:
+                    if await self._start_once(ref, fresh=attempt > 0):
+                        self.started += 1
+                    if self._due.get(key) == due:
+                        del self._due[key]
+                    return
+                except ConcurrencyConflict:
+                    continue
+            raise StoreError(f"{ref} kept changing while it was started")
+        except FleetError as exc:
+            # Not ours to start any more (unbound, deleted, moved): forget it.
+            self._due.pop(key, None)
+            log.info("sim.start_skipped", pod=key, error=str(exc))
+        except (StoreError, TimeoutError) as exc:
+            if self._due.get(key) == due:
+                retry = time.time_ns() + int(RETRY_S * 1e9)
+                self._due[key] = retry
+                heapq.heappush(self._heap, (retry, key))
+            log.warning("sim.start_failed", pod=key, error=repr(exc))
+        finally:
+            self._in_flight.discard(key)
+            self._slots.release()
+            self._wake.set()
+
+    async def _start_once(self, ref: AggregateRef, *, fresh: bool) -> bool:
+        """Record the pod's containers started, then the pod Ready; False if nothing was due.
+
+        Each event is its own single-message append (a plain publish): nats-server answers an
+        atomic batch far more slowly, and at 10,000 pods that is the difference that matters.
+        Each step's token is derived from the pod's uid and the version it was decided on, so
+        a restarted simulator re-deciding the same step writes the same event and recognises
+        it as its own, and a step that landed is simply not due any more.
+        """
+        wrote = False
+        async with self._repository.lock(ref):
+            loaded = await self._repository.load(ref, fresh=fresh)
+            pod = loaded.aggregate
+            if not isinstance(pod, Pod) or not pod.exists:
+                raise FleetError(f"{ref} no longer exists")
+            node = pod.node_name
+            if node is None or not self._owns(node):
+                raise FleetError(f"{ref} is not bound to a simulated node")
+            containers = [c["name"] for c in pod.manifest.get("spec", {}).get("containers") or []]
+            steps: list[str | None] = [
+                name for name in containers if not (pod.container_status(name) or {}).get("started")
+            ]
+            steps.append(None)  # then Ready
+            for container in steps:
+                seen_version = pod.version
+                now = time.time_ns()
+                at = timestamp_from_ns(now)
+                try:
+                    if container is not None:
+                        pod.start_container(container=container, node=node, at=at)
+                    else:
+                        pod.mark_ready(reason="simulated containers started", at=at)
+                except FleetError:
+                    self._repository.forget(ref)
+                    raise
+                token = f"sim.start.{pod.uid}.{seen_version}"
+                written = await self._repository.save(
+                    [loaded], Provenance(ACTOR, token, f"{ref}@{seen_version}", token, now)
+                )
+                wrote = wrote or bool(written)
+        return wrote

@@ -1,0 +1,142 @@
+"""Simulated nodes run the pods the scheduler binds to them: Running and Ready after the start
+delay, including pods bound while the simulator was down, and never started twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from handlers.gateway import Gateway
+from handlers.scheduler import Scheduler
+from handlers.simnodes import ACTOR, SimNodeSpec, SimulatedNodes, SimulatedPods
+from ops import render
+from projections.cluster import ClusterModel
+from projections.runtime import Projection
+from streams.commandbus import CommandClient
+from streams.eventstore import EventStore
+
+pytestmark = pytest.mark.integration
+
+DELAY = 0.5
+
+
+def pod(name: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [
+                {"name": "app", "image": "x", "resources": {"requests": {"cpu": "100m"}}},
+                {"name": "sidecar", "image": "y"},
+            ]
+        },
+    }
+
+
+@pytest.fixture
+async def projection(store: EventStore) -> AsyncIterator[Projection[ClusterModel]]:
+    live = Projection(ClusterModel(), store)
+    await live.catch_up()
+    await live.follow()
+    yield live
+    await live.stop()
+
+
+async def eventually(check, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def started(task_factory) -> asyncio.Task:
+    ready = asyncio.Event()
+    task = asyncio.create_task(task_factory(ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    return task
+
+
+async def stop(*tasks: asyncio.Task) -> None:
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+
+
+async def test_bound_pods_become_running_after_the_delay_once_even_across_restarts(
+    nc,
+    store: EventStore,
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+) -> None:
+    nodes = await SimulatedNodes.create(nc, SimNodeSpec(prefix="kwok", zones=1), 3)
+    await nodes.register()
+    scheduler = await started(Scheduler(nc, store, seed=1).run)
+    sim: asyncio.Task | None = None
+    try:
+        # Bound while no simulator runs: found on its replay.
+        for index in range(3):
+            await client.send("Pod", "create", {"manifest": pod(f"early-{index}")})
+
+        async def phases(prefix: str, phase: str, n: int) -> bool:
+            await projection.wait_for_log_end()
+            pods = [p for p in projection.model.list("Pod") if p.name.startswith(prefix)]
+            return len(pods) == n and all(
+                (p.manifest.get("status") or {}).get("phase") == phase for p in pods
+            )
+
+        async def all_bound() -> bool:
+            await projection.wait_for_log_end()
+            return all(p.manifest["spec"].get("nodeName") for p in projection.model.list("Pod"))
+
+        await eventually(all_bound)
+        assert await phases("early", "Pending", 3)
+
+        runner = SimulatedPods(store, nodes.names.__contains__, start_delay=DELAY)
+        sim = await started(runner.run)
+        await eventually(lambda: phases("early", "Running", 3))
+        for index in range(3):
+            await client.send("Pod", "create", {"manifest": pod(f"late-{index}")})
+        await eventually(lambda: phases("late", "Running", 3))
+
+        events: list = []
+        await store.replay(lambda e: events.append(e.envelope))
+        bound_at = {(e.name): e.timestamp_ns for e in events if e.type == "PodBound"}
+        starts = [e for e in events if e.type == "ContainerStarted"]
+        assert len(starts) == 12 and {e.actor for e in starts} == {ACTOR}
+        for e in starts:
+            assert e.payload["node"].startswith("kwok-")
+            if e.name.startswith("late"):
+                assert e.timestamp_ns - bound_at[e.name] >= DELAY * 1e9
+        assert sum(e.type == "PodReady" for e in events) == 6
+
+        record = projection.model.get("Pod", "default", "late-0")
+        status = record.manifest["status"]
+        assert status["startTime"] and {c["type"]: c["status"] for c in status["conditions"]} == {
+            "PodScheduled": "True",
+            "Initialized": "True",
+            "Ready": "True",
+            "ContainersReady": "True",
+        }
+        assert [c["state"].keys() for c in status["containerStatuses"]] == [{"running"}] * 2
+        table = render.object_table(
+            "Pod", [record.as_dict()], now_ns=time.time_ns(), wide=False, show_namespace=False
+        )
+        assert table.splitlines()[1].split()[1:3] == ["2/2", "Running"]
+
+        # A restarted simulator replays everything and starts nothing again.
+        await stop(sim)
+        again = SimulatedPods(store, nodes.names.__contains__, start_delay=0)
+        sim = await started(again.run)
+        await asyncio.sleep(DELAY + 0.3)
+        recount: list = []
+        await store.replay(lambda e: recount.append(e.envelope.type))
+        assert recount.count("ContainerStarted") == 12 and again.started == 0
+    finally:
+        await stop(scheduler, *([sim] if sim else []))
