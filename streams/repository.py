@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from core.aggregates import AGGREGATES, RecordedEvent, Resource, timestamp_from_ns
@@ -118,6 +118,19 @@ class AggregateRepository:
         loaded = Loaded(ref, aggregate, stored[-1].seq if stored else 0)
         for event in stored[-RECENT_EVENTS:]:
             loaded.note(event.envelope.event_id, event.seq, event.envelope.type)
+        self._remember(loaded)
+        return loaded
+
+    def adopt(self, ref: AggregateRef, build: Callable[[], Resource], last_seq: int) -> Loaded:
+        """The aggregate as a read model holds it at ``last_seq`` (``build`` makes it from
+        the read model, without a read of the log), unless the cache has it at least as fresh.
+        A stale copy is harmless: the append's expectation fails, and the caller decides again
+        on newer state."""
+        cached = self._cache.get(ref.subject)
+        if cached is not None and cached.last_seq >= last_seq:
+            self._cache.move_to_end(ref.subject)
+            return cached
+        loaded = Loaded(ref, build(), last_seq)
         self._remember(loaded)
         return loaded
 

@@ -300,3 +300,31 @@ def test_a_pod_is_bound_once_and_unschedulable_reasons_are_not_repeated() -> Non
     with pytest.raises(InvalidTransition, match="already bound"):
         pod.bind(node="n2", score=None, feasible_nodes=None, at=AT)
     assert [e.type for e in recorded(pod)] == ["PodCreated", "PodUnschedulable", "PodBound"]
+
+
+def test_a_pod_built_from_its_manifest_decides_like_the_one_built_from_its_history() -> None:
+    pod = Pod.create(None, agg_id="Pod/default/web", manifest=POD, uid="u1", at=AT)
+    pod.apply_manifest(
+        pod, agg_id="Pod/default/web", manifest={**POD, "metadata": {"name": "web", "labels": {"a": "b"}}},
+        uid="u1", at=AT,
+    )  # fmt: skip
+    history = recorded(pod)
+    from_history = Pod.from_history("Pod/default/web", history)
+    snapshot = Pod.from_snapshot(
+        "Pod/default/web", manifest=pod.manifest, uid="u1", version=pod.version, at=AT
+    )
+    assert isinstance(from_history, Pod) and isinstance(snapshot, Pod)
+    for built in (from_history, snapshot):
+        built.bind(node="n1", score=7, feasible_nodes=3, at=AT)
+    a, b = recorded(from_history), recorded(snapshot)
+    assert [(e.type, e.version, e.payload) for e in a] == [
+        (e.type, e.version, e.payload) for e in b
+    ]
+    assert from_history.manifest == snapshot.manifest and snapshot.version == 3
+
+
+def test_a_node_holds_state_beyond_its_manifest_so_it_has_no_manifest_snapshot() -> None:
+    from core.aggregates import Node
+
+    with pytest.raises(TypeError, match="beyond its manifest"):
+        Node.from_snapshot("Node//n1", manifest={}, uid="u", version=1, at=AT)
