@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from core.aggregates import Node, Pod, aggregate_id, timestamp_from_ns
 from core.scheduling.model import NodeInfo, PodInfo
 from projections.cluster import ClusterModel
 from streams.envelope import StoredEvent
@@ -33,6 +34,12 @@ class SchedulingModel:
         self.pending: dict[str, PodInfo] = {}
         self.namespace_labels: dict[str, dict[str, str]] = {}
         self._placed: dict[str, str] = {}  # pod key -> node name, for bound pods
+        self.ledgers: dict[str, dict[str, dict[str, int]]] = {}
+        """Node name -> its allocation ledger (pod key -> requests), folded exactly as the
+        Node aggregate folds it, so a binder can build the aggregate without reading it."""
+        self.node_set_version = 0
+        """Changes whenever a node joins or leaves (or the model is rebuilt): node lists and
+        arrays built over ``nodes`` must be rebuilt then."""
 
     # -- folding ------------------------------------------------------------------------------
 
@@ -40,12 +47,22 @@ class SchedulingModel:
         self.cluster.apply(event)
         react = self._react.get(event.envelope.type)
         if react is None:
-            react = self._react[event.envelope.type] = self._reaction(event.envelope.kind)
+            react = self._react[event.envelope.type] = self._reaction(
+                event.envelope.type, event.envelope.kind
+            )
         react(event)
         if self.listener is not None:
             self.listener(event)
 
-    def _reaction(self, kind: str) -> Callable[[StoredEvent], None]:
+    def _reaction(self, event_type: str, kind: str) -> Callable[[StoredEvent], None]:
+        if event_type in SCHEDULING_NEUTRAL:
+            return _ignore
+        if event_type == "PodBound":
+            return self._pod_bound
+        if event_type == "PodAllocated":
+            return self._allocated
+        if event_type == "PodReleased":
+            return self._released
         return {"Node": self._node_changed, "Pod": self._pod_changed}.get(
             kind, self._namespace_changed if kind == "Namespace" else _ignore
         )
@@ -54,12 +71,15 @@ class SchedulingModel:
         name = event.envelope.name
         record = self.cluster.get("Node", "", name)
         if record is None:
-            self.nodes.pop(name, None)
+            self.ledgers.pop(name, None)
+            if self.nodes.pop(name, None) is not None:
+                self.node_set_version += 1
             return
         node = self.nodes.get(name)
         if node is None:
             bound = [self._pod_info(key) for key, on in self._placed.items() if on == name]
             self.nodes[name] = NodeInfo.from_manifest(record.manifest, [p for p in bound if p])
+            self.node_set_version += 1
         else:
             node.set_node(record.manifest)
 
@@ -73,6 +93,54 @@ class SchedulingModel:
         self.pending.pop(key, None)
         if record is not None:
             self._place(key, record.manifest)
+
+    def _allocated(self, event: StoredEvent) -> None:
+        payload = event.envelope.payload
+        self.ledgers.setdefault(event.envelope.name, {})[payload["pod"]] = dict(payload["requests"])
+
+    def _released(self, event: StoredEvent) -> None:
+        self.ledgers.get(event.envelope.name, {}).pop(event.envelope.payload["pod"], None)
+
+    def node_aggregate(self, name: str) -> tuple[Node, int] | None:
+        """The Node aggregate as of the last event folded here, and that event's sequence."""
+        record = self.cluster.get("Node", "", name)
+        if record is None:
+            return None
+        node = Node.from_ledger(
+            aggregate_id("Node", "", name), manifest=record.manifest, uid=record.uid,
+            version=record.version, allocations=self.ledgers.get(name, {}),
+            at=timestamp_from_ns(record.updated_ns),
+        )  # fmt: skip
+        return node, record.last_seq
+
+    def pod_aggregate(self, namespace: str, name: str) -> tuple[Pod, int] | None:
+        """The Pod aggregate as of the last event folded here, and that event's sequence."""
+        record = self.cluster.get("Pod", namespace, name)
+        if record is None:
+            return None
+        pod = Pod.from_snapshot(
+            aggregate_id("Pod", namespace, name), manifest=record.manifest, uid=record.uid,
+            version=record.version, at=timestamp_from_ns(record.updated_ns),
+        )  # fmt: skip
+        assert isinstance(pod, Pod)
+        return pod, record.last_seq
+
+    def _pod_bound(self, event: StoredEvent) -> None:
+        """The hot path: the PodInfo waiting in the queue (or assumed on that very node by
+        this replica) moves to its node as it is; nothing is parsed again."""
+        e = event.envelope
+        key = f"{e.namespace}/{e.name}"
+        node_name = e.payload["node"]
+        node = self.nodes.get(node_name)
+        pod = self.pending.get(key)
+        if key in self._placed or node is None or (pod is None and key not in node.pods):
+            self._pod_changed(event)
+            return
+        self._placed[key] = node_name
+        if pod is not None:
+            del self.pending[key]
+            pod.node_name = node_name
+            node.add_pod(pod)
 
     def _place(self, key: str, manifest: dict[str, Any]) -> None:
         """A live pod goes on its node's NodeInfo when bound, in the queue otherwise."""
@@ -107,11 +175,17 @@ class SchedulingModel:
     # -- snapshots ----------------------------------------------------------------------------
 
     def snapshot(self) -> Any:
-        return self.cluster.snapshot()
+        return {"cluster": self.cluster.snapshot(), "ledgers": self.ledgers}
 
     def restore(self, data: Any) -> None:
+        version = self.node_set_version
         self._reset()
-        self.cluster.restore(data)
+        self.node_set_version = version + 1
+        self.cluster.restore(data["cluster"])
+        self.ledgers = {
+            node: {pod: dict(requests) for pod, requests in ledger.items()}
+            for node, ledger in data["ledgers"].items()
+        }
         for record in self.cluster.list("Namespace"):
             self._note_namespace(record.name, record.manifest)
         for record in self.cluster.list("Node"):
@@ -121,6 +195,10 @@ class SchedulingModel:
 
     def digest(self) -> str:
         return self.cluster.digest()
+
+
+SCHEDULING_NEUTRAL = frozenset({"PodUnschedulable"})
+"""Pod events that change nothing a scheduling decision reads."""
 
 
 def _ignore(event: StoredEvent) -> None:

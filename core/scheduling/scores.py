@@ -409,6 +409,8 @@ class PodTopologySpreadScore(_Base):
     _KEY: Final = "PodTopologySpread/score"
 
     def pre_score(self, pod: PodInfo, nodes: Sequence[NodeInfo], snapshot: Snapshot) -> bool:
+        if not pod.spread_constraints:
+            return False
         constraints = tuple(
             c for c in pod.spread_constraints if c.when_unsatisfiable == "ScheduleAnyway"
         )

@@ -18,8 +18,8 @@ uses the per-node path; a property test checks both paths agree.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Final
+from collections.abc import Callable, Iterator, Sequence
+from typing import Final, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -216,7 +216,7 @@ def vector_scores(
     NodeInfos itself.
     """
     out: list[tuple[str, int, Int64Array | None]] = []
-    feasible_nodes: list[NodeInfo] | None = None
+    feasible_nodes = _NodesAt(columns.nodes, feasible)
     for plugin, weight in weighted:
         scores: Int64Array | None
         if isinstance(plugin, NodeResourcesFitScore) and plugin._fast:
@@ -226,12 +226,38 @@ def vector_scores(
         elif type(plugin) is TaintTolerationScore:
             scores = _taint_scores(pod, columns, feasible, plugin, snapshot)
         else:
-            if feasible_nodes is None:
-                feasible_nodes = [columns.nodes[i] for i in feasible.tolist()]
             listed = plugin.score_nodes(pod, feasible_nodes, snapshot)
             scores = None if listed is None else np.array(listed, np.int64)
         out.append((plugin.name, weight, scores))
     return out
+
+
+class _NodesAt(Sequence[NodeInfo]):
+    """The feasible nodes as a sequence, materialised only if a plugin walks it (most plugins
+    skip a simple pod after looking at the pod alone)."""
+
+    def __init__(self, nodes: list[NodeInfo], indices: Int64Array) -> None:
+        self._nodes = nodes
+        self._indices = indices
+        self._listed: list[NodeInfo] | None = None
+
+    def _list(self) -> list[NodeInfo]:
+        if self._listed is None:
+            self._listed = [self._nodes[i] for i in self._indices.tolist()]
+        return self._listed
+
+    def __len__(self) -> int:
+        return int(self._indices.size)
+
+    @overload
+    def __getitem__(self, index: int) -> NodeInfo: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[NodeInfo]: ...
+    def __getitem__(self, index: int | slice) -> NodeInfo | list[NodeInfo]:
+        return self._list()[index]
+
+    def __iter__(self) -> Iterator[NodeInfo]:
+        return iter(self._list())
 
 
 def _fit_scores(
