@@ -21,6 +21,8 @@ import asyncio
 import contextlib
 import random
 import time
+import uuid
+import zlib
 from dataclasses import dataclass
 
 import structlog
@@ -28,13 +30,15 @@ from nats.aio.client import Client
 
 from core.aggregates import Node, Pod, timestamp_from_ns
 from core.errors import FleetError
-from core.scheduling import PodInfo, SchedulerConfig, ScheduleResult, schedule
+from core.scheduling import NodeInfo, PodInfo, SchedulerConfig, ScheduleResult, schedule
+from core.scheduling.vectorized import NodeColumns
 from projections.runtime import Projection
 from projections.scheduling import SchedulingModel
 from streams.cancellation import checkpoint
 from streams.envelope import StoredEvent
 from streams.eventstore import ConcurrencyConflict, EventStore, StoreError
-from streams.repository import AggregateRepository, Provenance
+from streams.leases import Membership
+from streams.repository import AggregateRepository, Loaded, Provenance
 from streams.subjects import AggregateRef
 
 log = structlog.get_logger(__name__)
@@ -42,6 +46,9 @@ log = structlog.get_logger(__name__)
 INITIAL_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 10.0
 BIND_ATTEMPTS = 3
+BIND_BATCH = 64
+ROLE = "scheduler"
+TAKEOVER_S = 30.0
 YIELD_EVERY_S = 0.005
 # Events after which a parked (unschedulable) pod may fit: capacity or placement changed.
 RELEVANT = frozenset(
@@ -67,6 +74,8 @@ class Scheduler:
         config: SchedulerConfig | None = None,
         seed: int | None = None,
         max_binds_in_flight: int = 256,
+        batches_in_flight: int = 4,
+        share_work: bool = True,
         initial_backoff: float = INITIAL_BACKOFF_S,
         max_backoff: float = MAX_BACKOFF_S,
     ) -> None:
@@ -88,8 +97,18 @@ class Scheduler:
         self._max_backoff = max_backoff
         self.bound = 0
         self.conflicts = 0
+        self._to_bind: list[tuple[PodInfo, ScheduleResult]] = []
+        self._binder_wake = asyncio.Event()
+        self._batch_slots = asyncio.Semaphore(batches_in_flight)
+        self._columns: NodeColumns | None = None
+        self._columns_version = -1
+        self._share_work = share_work
+        self._membership: Membership | None = None
+        self._waiting_since: dict[str, float] = {}
 
     def _on_event(self, event: StoredEvent) -> None:
+        if event.envelope.type in ("PodBound", "PodDeleted"):
+            self._waiting_since.pop(f"{event.envelope.namespace}/{event.envelope.name}", None)
         if event.envelope.type in RELEVANT and self._parked:
             for parked in self._parked.values():
                 parked.woken = True
@@ -99,10 +118,18 @@ class Scheduler:
         """Schedule until cancelled; bindings in flight finish first."""
         await self.projection.catch_up()
         await self.projection.follow()
+        if self._share_work:
+            self._membership = await Membership.open(self._nc, ROLE, self.identity)
+            self._membership.on_change = self._wake.set
+            await self._membership.renew(time.time_ns())
+            await self._membership.follow()
         if ready is not None:
             ready.set()
         try:
             async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._binder(tasks))
+                if self._membership is not None:
+                    tasks.create_task(self._stay_member(self._membership))
                 while True:
                     checkpoint()
                     timeout = await self._cycle(tasks)
@@ -110,7 +137,30 @@ class Scheduler:
                         await asyncio.wait_for(self._wake.wait(), timeout)
                     self._wake.clear()
         finally:
+            if self._membership is not None:
+                await self._membership.leave()
+                await self._membership.stop()
             await self.projection.stop()
+
+    async def _stay_member(self, membership: Membership) -> None:
+        """Renew this replica's membership; when the set of live replicas changes (one
+        stopped renewing), wake up: some pods may be this replica's to schedule now."""
+        members = membership.members(time.time_ns())
+        while True:
+            checkpoint()
+            await asyncio.sleep(membership.ttl / 3)
+            await membership.renew(time.time_ns())
+            now_members = membership.members(time.time_ns())
+            if now_members != members:
+                members = now_members
+                self._wake.set()
+
+    def _share(self) -> tuple[int, int]:
+        """(this replica's index, number of live replicas) for splitting the queue."""
+        if self._membership is None:
+            return 0, 1
+        members = self._membership.members(time.time_ns())
+        return members.index(self.identity), len(members)
 
     async def _cycle(self, tasks: asyncio.TaskGroup) -> float | None:
         """One pass over the queue; returns how long to sleep at most (next back-off expiry).
@@ -122,7 +172,8 @@ class Scheduler:
         yield_at = time.perf_counter() + YIELD_EVERY_S
         next_retry: float | None = None
         pending = sorted(self.model.pending.values(), key=lambda p: -p.priority)
-        nodes = list(self.model.nodes.values())
+        nodes, columns = self._node_columns()
+        my_share, shares = self._share()
         # Nodes holding pods with (anti-)affinity terms: the plugins look only at these.
         affinity_nodes = [node for node in nodes if node.pods_with_affinity]
         for pod in pending:
@@ -132,6 +183,15 @@ class Scheduler:
             key = pod.key
             if key in self._in_flight or key not in self.model.pending:
                 continue
+            if shares > 1 and zlib.crc32(key.encode()) % shares != my_share:
+                # Another replica's pod (replicas split the queue by a hash of the pod, so
+                # they do not race for the same pods). Should it not be bound in time (the
+                # replicas' views of who is alive differ), this replica takes it anyway.
+                since = self._waiting_since.setdefault(key, now)
+                if now - since < TAKEOVER_S:
+                    takeover = since + TAKEOVER_S
+                    next_retry = takeover if next_retry is None else min(next_retry, takeover)
+                    continue
             parked = self._parked.get(key)
             if parked is not None:
                 if not parked.woken:
@@ -142,7 +202,7 @@ class Scheduler:
             result = schedule(
                 pod, nodes, self.config, self._rng, self._next_start,
                 namespace_labels=self.model.namespace_labels,
-                affinity_nodes=affinity_nodes,
+                affinity_nodes=affinity_nodes, columns=columns,
             )  # fmt: skip
             self._next_start = result.next_start_index
             self._in_flight.add(key)
@@ -153,13 +213,141 @@ class Scheduler:
                 chosen.add_pod(pod)  # assume
                 if pod.has_pod_affinity and chosen not in affinity_nodes:
                     affinity_nodes.append(chosen)
-                tasks.create_task(self._bind(pod, result))
+                self._to_bind.append((pod, result))
+                self._binder_wake.set()
             else:
                 attempts = parked.attempts + 1 if parked else 1
                 backoff = min(self._max_backoff, self._initial_backoff * 2 ** (attempts - 1))
                 self._parked[key] = Parked(attempts, now + backoff)
                 tasks.create_task(self._report_unschedulable(pod, result))
         return None if next_retry is None else max(0.0, next_retry - now)
+
+    def _node_columns(self) -> tuple[list[NodeInfo], NodeColumns]:
+        """The node list and its arrays, rebuilt only when nodes join or leave (the arrays
+        follow changes to each node by themselves)."""
+        if self._columns is None or self._columns_version != self.model.node_set_version:
+            self._columns = NodeColumns(list(self.model.nodes.values()))
+            self._columns_version = self.model.node_set_version
+        return self._columns.nodes, self._columns
+
+    async def _binder(self, tasks: asyncio.TaskGroup) -> None:
+        """Turn decisions into bindings, many per atomic batch.
+
+        The log commits an atomic batch in about the same time whatever its size (a few
+        hundred batches a second on these machines), so one binding per batch would cap the
+        scheduler there. Waiting for a free batch slot lets decisions pile up, so batches grow
+        with the load and stay small (fast) when it is light.
+        """
+        while True:
+            checkpoint()
+            await self._binder_wake.wait()
+            self._binder_wake.clear()
+            while self._to_bind:
+                await self._batch_slots.acquire()
+                batch = self._to_bind[:BIND_BATCH]
+                del self._to_bind[:BIND_BATCH]
+                tasks.create_task(self._bind_batch(batch))
+
+    async def _bind_batch(self, batch: list[tuple[PodInfo, ScheduleResult]]) -> None:
+        try:
+            refused: dict[str, str] | None = None
+            for attempt in range(1, BIND_ATTEMPTS + 1):
+                try:
+                    refused = await self._commit_batch(batch)
+                    break
+                except ConcurrencyConflict as exc:
+                    # Another writer got to one of these pods or nodes first; the batch is all
+                    # or nothing. Once the read model has that write, the same decisions are
+                    # checked again against it: the ones still valid go in the next batch.
+                    self.conflicts += len(batch)
+                    log.info("scheduler.batch_conflict", size=len(batch), attempt=attempt,
+                             error=str(exc))  # fmt: skip
+                    await self.projection.wait_for_log_end(timeout=2.0)
+                except (StoreError, TimeoutError) as exc:
+                    log.warning("scheduler.batch_error", size=len(batch), error=repr(exc))
+                    break
+            if refused is None:
+                # Still losing, or the log did not answer: each binding on its own, fresh.
+                async with asyncio.TaskGroup() as retries:
+                    for pod, result in batch:
+                        retries.create_task(self._bind(pod, result))
+                return
+            for pod, result in batch:
+                if pod.key in refused:
+                    assert result.node_name is not None
+                    self._forget(pod, result.node_name)
+                    log.info("scheduler.bind_failed", pod=pod.key, node=result.node_name,
+                             error=refused[pod.key])  # fmt: skip
+                else:
+                    self._parked.pop(pod.key, None)
+                    self.bound += 1
+                self._in_flight.discard(pod.key)
+            self._wake.set()
+        finally:
+            self._batch_slots.release()
+
+    async def _commit_batch(self, batch: list[tuple[PodInfo, ScheduleResult]]) -> dict[str, str]:
+        """Append the bindings of ``batch`` as one atomic batch: each pod's ``PodBound`` and its
+        node's ``PodAllocated``, with an expectation on every subject. Bindings the aggregates
+        refuse (the pod is gone or bound, the node's ledger is full) are left out and returned
+        (pod key -> why); the others are all appended, or none is."""
+        now = time.time_ns()
+        at = timestamp_from_ns(now)
+        node_refs = {
+            name: AggregateRef("Node", "", name)
+            for name in sorted({result.node_name for _, result in batch if result.node_name})
+        }
+        refused: dict[str, str] = {}
+        async with contextlib.AsyncExitStack() as locks:
+            for ref in node_refs.values():  # sorted: two batches never wait on each other
+                await locks.enter_async_context(self._repository.lock(ref))
+            nodes = {name: await self._node_as_seen(ref) for name, ref in node_refs.items()}
+            changes: list[Loaded] = []
+            for pod, result in batch:
+                assert result.node_name is not None
+                node_loaded = nodes[result.node_name]
+                pod_loaded = self._pod_as_seen(pod)
+                try:
+                    bound_pod, node = pod_loaded and pod_loaded.aggregate, node_loaded.aggregate
+                    if not isinstance(bound_pod, Pod) or not isinstance(node, Node):
+                        raise FleetError(f"pod {pod.key} or node {result.node_name} is gone")
+                    bound_pod.require_exists()
+                    if bound_pod.node_name is not None:
+                        raise FleetError(f"pod {pod.key} is already bound to {bound_pod.node_name}")
+                    node.allocate(pod=pod.key, requests=dict(pod.requests), at=at)
+                    bound_pod.bind(
+                        node=result.node_name, score=result.total_score,
+                        feasible_nodes=result.feasible_nodes, at=at,
+                    )  # fmt: skip
+                except FleetError as exc:
+                    refused[pod.key] = str(exc)
+                    continue
+                assert pod_loaded is not None
+                changes.append(pod_loaded)
+            token = f"bind.{self.identity}.{uuid.uuid4().hex}"
+            await self._repository.save(
+                [*changes, *nodes.values()],
+                Provenance(self.actor, token, token, token, now),
+            )
+        return refused
+
+    def _pod_as_seen(self, pod: PodInfo) -> Loaded | None:
+        """The pod aggregate as the read model has it (no read of the log); None if gone."""
+        seen = self.model.pod_aggregate(pod.namespace, pod.name)
+        if seen is None:
+            return None
+        aggregate, last_seq = seen
+        ref = AggregateRef("Pod", pod.namespace, pod.name)
+        return self._repository.adopt(ref, lambda: aggregate, last_seq)
+
+    async def _node_as_seen(self, ref: AggregateRef) -> Loaded:
+        """The node aggregate, ledger included, as the read model has it (the log if the model
+        does not know it)."""
+        seen = self.model.node_aggregate(ref.name)
+        if seen is None:
+            return await self._repository.load(ref)
+        aggregate, last_seq = seen
+        return self._repository.adopt(ref, lambda: aggregate, last_seq)
 
     async def _bind(self, pod: PodInfo, result: ScheduleResult) -> None:
         assert result.node_name is not None

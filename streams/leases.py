@@ -13,6 +13,7 @@ its holder stops renewing.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -123,3 +124,89 @@ class LeaderLease:
             with contextlib.suppress(Exception):
                 await self._kv.delete(self._key, last=self._revision)
             self._revision = None
+
+
+MEMBERS_BUCKET = "fleet_members"
+MEMBER_TTL_SECONDS = 10.0
+
+
+class Membership:
+    """The live replicas of a role, so they can share out work (scheduler replicas split the
+    queue of pending pods by it).
+
+    Each member renews ``<role>.<member>`` with the time it renewed; a member whose last
+    renewal is older than the TTL counts as gone (key-value TTLs expire silently, so the value
+    carries the time, as node heartbeats do). A member always counts itself, so a replica
+    alone, or one whose own key is not seen yet, takes everything rather than nothing.
+    """
+
+    def __init__(self, nc: Client, kv: KeyValue, role: str, member: str, ttl: float) -> None:
+        self._nc = nc
+        self._kv = kv
+        self.role = role
+        self.member = member
+        self.ttl = ttl
+        self.renewed_ns: dict[str, int] = {}
+        self._subscription: Any = None
+        self.on_change: Callable[[], None] | None = None
+
+    @classmethod
+    async def open(
+        cls, nc: Client, role: str, member: str, ttl: float = MEMBER_TTL_SECONDS
+    ) -> Membership:
+        config = KeyValueConfig(
+            bucket=MEMBERS_BUCKET, history=1, ttl=3 * ttl, storage=StorageType.MEMORY
+        )
+        return cls(nc, await _bucket(nc, config), role, member, ttl)
+
+    @property
+    def _key(self) -> str:
+        return f"{encode_token(self.role)}.{encode_token(self.member)}"
+
+    async def renew(self, now_ns: int) -> None:
+        await self._kv.put(self._key, msgpack.packb({"renewed_ns": now_ns}))
+
+    async def leave(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._kv.delete(self._key)
+
+    def members(self, now_ns: int) -> list[str]:
+        """The live members, sorted (the same list on every member that sees the same keys)."""
+        horizon = now_ns - int(self.ttl * 1e9)
+        live = {member for member, at in self.renewed_ns.items() if at >= horizon}
+        live.add(self.member)
+        return sorted(live)
+
+    async def follow(self) -> None:
+        """Keep :attr:`renewed_ns` up to date with every member's latest renewal."""
+
+        async def on_message(msg: Msg) -> None:
+            token = msg.subject.rsplit(".", 1)[-1]
+            try:
+                member = decode_token(token)
+                if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+                    self.renewed_ns.pop(member, None)
+                else:
+                    joined = member not in self.renewed_ns
+                    self.renewed_ns[member] = int(msgpack.unpackb(msg.data)["renewed_ns"])
+                    if not joined:
+                        return
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("member.unreadable", key=token, error=str(exc))
+                return
+            if self.on_change is not None:
+                self.on_change()
+
+        self._subscription = await self._nc.jetstream().subscribe(
+            f"$KV.{MEMBERS_BUCKET}.{encode_token(self.role)}.*",
+            stream=f"KV_{MEMBERS_BUCKET}",
+            cb=on_message,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT),
+        )
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+            self._subscription = None

@@ -9,11 +9,14 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from core.aggregates import Node
 from core.quantity import cpu_millis
 from handlers.gateway import Gateway
 from handlers.scheduler import Scheduler
 from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
+from streams.repository import AggregateRepository
+from streams.subjects import AggregateRef
 
 pytestmark = pytest.mark.integration
 
@@ -100,13 +103,22 @@ async def test_pending_pods_are_bound_and_the_unschedulable_are_retried_when_a_n
         await asyncio.gather(task, return_exceptions=True)
 
 
+@pytest.mark.parametrize("share_work", [False, True], ids=["all-race-for-every-pod", "queue-split"])
 async def test_three_racing_replicas_never_exceed_allocatable_and_decide_each_pod_once(
-    nc, store: EventStore, gateway: Gateway, client: CommandClient
+    nc, store: EventStore, gateway: Gateway, client: CommandClient, share_work: bool
 ) -> None:
     for i in range(4):
         await client.send("Node", "apply", {"manifest": node(f"n{i}", "2", zone=f"z{i % 2}")})
     replicas = [
-        Scheduler(nc, store, identity=f"s{i}", seed=i, initial_backoff=0.05, max_backoff=0.2)
+        Scheduler(
+            nc,
+            store,
+            identity=f"s{i}",
+            seed=i,
+            initial_backoff=0.05,
+            max_backoff=0.2,
+            share_work=share_work,
+        )
         for i in range(3)
     ]
     tasks = [await start(r) for r in replicas]
@@ -138,6 +150,25 @@ async def test_three_racing_replicas_never_exceed_allocatable_and_decide_each_po
             e.payload["message"].endswith("Insufficient cpu.") for e in events["PodUnschedulable"]
         )
         assert sum(r.bound for r in replicas) == 40
+        if share_work:
+            assert all(r.bound > 0 for r in replicas), [r.bound for r in replicas]
+        # Each replica builds node aggregates (ledger included) from its read model instead of
+        # reading them: they must be exactly what the log gives.
+        repository = AggregateRepository(store)
+        for replica in replicas:
+            await replica.projection.wait_for_log_end()
+            for i in range(4):
+                seen = replica.model.node_aggregate(f"n{i}")
+                loaded = await repository.load(AggregateRef("Node", "", f"n{i}"), fresh=True)
+                assert seen is not None and isinstance(loaded.aggregate, Node)
+                aggregate, last_seq = seen
+                assert (aggregate.allocations, aggregate.version, last_seq) == (
+                    loaded.aggregate.allocations,
+                    loaded.aggregate.version,
+                    loaded.last_seq,
+                )
+                assert aggregate.manifest == loaded.aggregate.manifest
+                assert aggregate.allocated == loaded.aggregate.allocated
     finally:
         for task in tasks:
             task.cancel()
