@@ -4,9 +4,15 @@ Each replica folds the log into a :class:`SchedulingModel` (NodeInfos with their
 the queue of unbound pods) and loops: for each pending pod, by priority then arrival, it asks
 ``core.scheduling.schedule`` for a node, *assumes* the pod there in its own NodeInfo (so the next
 decision already sees the capacity taken) and binds it in the background: ``PodBound`` on the pod
-and ``PodAllocated`` on the node, one atomic batch with an expectation on both subjects. The
+and ``PodAllocated`` on the node, in an atomic batch with an expectation on both subjects. The
 node aggregate refuses to allocate beyond allocatable, so replicas racing on shared state can
 lose a binding (a conflict: decide again on fresh state) but can never over-commit a node.
+
+Throughput comes from three things: simple pods are placed with array operations
+(``core.scheduling.vectorized``); many bindings share one atomic batch (the log commits a batch
+in about the same time whatever its size), with pod and node aggregates built from the read
+model rather than read from the log; and replicas split the queue by a hash of the pod over the
+live members (``streams.leases.Membership``), so they race only for node capacity.
 
 A pod no node can take gets a ``PodUnschedulable`` event with the Kubernetes-style message
 (recorded once per distinct message) and is parked until something relevant happens — a node
@@ -46,7 +52,8 @@ log = structlog.get_logger(__name__)
 INITIAL_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 10.0
 BIND_ATTEMPTS = 3
-BIND_BATCH = 64
+MAX_BIND_BATCH = 64
+MIN_BIND_BATCH = 4
 ROLE = "scheduler"
 TAKEOVER_S = 30.0
 YIELD_EVERY_S = 0.005
@@ -92,7 +99,10 @@ class Scheduler:
         self._parked: dict[str, Parked] = {}
         self._in_flight: set[str] = set()
         self._slots = asyncio.Semaphore(max_binds_in_flight)
-        self._next_start = 0
+        # Where round-robin filtering starts. kube-scheduler starts at 0; replicas starting at
+        # the same place would walk the nodes in step and keep choosing among the same ones
+        # (and conflict), so each starts at a place of its own.
+        self._next_start = zlib.crc32(identity.encode())
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
         self.bound = 0
@@ -100,6 +110,10 @@ class Scheduler:
         self._to_bind: list[tuple[PodInfo, ScheduleResult]] = []
         self._binder_wake = asyncio.Event()
         self._batch_slots = asyncio.Semaphore(batches_in_flight)
+        # Bindings per batch: as many as possible alone; halved on every conflict (another
+        # replica binds to the same nodes), grown back slowly, so racing replicas lose small
+        # batches rather than big ones.
+        self._batch_size = MAX_BIND_BATCH
         self._columns: NodeColumns | None = None
         self._columns_version = -1
         self._share_work = share_work
@@ -244,8 +258,9 @@ class Scheduler:
             self._binder_wake.clear()
             while self._to_bind:
                 await self._batch_slots.acquire()
-                batch = self._to_bind[:BIND_BATCH]
-                del self._to_bind[:BIND_BATCH]
+                size = self._batch_size
+                batch = self._to_bind[:size]
+                del self._to_bind[:size]
                 tasks.create_task(self._bind_batch(batch))
 
     async def _bind_batch(self, batch: list[tuple[PodInfo, ScheduleResult]]) -> None:
@@ -254,8 +269,10 @@ class Scheduler:
             for attempt in range(1, BIND_ATTEMPTS + 1):
                 try:
                     refused = await self._commit_batch(batch)
+                    self._batch_size = min(MAX_BIND_BATCH, self._batch_size + 1)
                     break
                 except ConcurrencyConflict as exc:
+                    self._batch_size = max(MIN_BIND_BATCH, self._batch_size // 2)
                     # Another writer got to one of these pods or nodes first; the batch is all
                     # or nothing. Once the read model has that write, the same decisions are
                     # checked again against it: the ones still valid go in the next batch.
