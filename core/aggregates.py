@@ -790,9 +790,18 @@ class Pod(Resource):
             self.trigger_event(self.NotReady, reason=reason, timestamp=at)
 
     def bind(
-        self, *, node: str, score: int | None, feasible_nodes: int | None, at: datetime
+        self,
+        *,
+        node: str,
+        score: int | None,
+        feasible_nodes: int | None,
+        at: datetime,
+        evaluated_nodes: int | None = None,
+        plugin_scores: dict[str, int] | None = None,
+        weights: dict[str, int] | None = None,
     ) -> None:
-        """Place the pod on ``node``; a pod is bound once (binding is not a move)."""
+        """Place the pod on ``node``; a pod is bound once (binding is not a move). The score
+        breakdown is recorded so ``describe`` can say why this node."""
         self.require_exists()
         if self.node_name is not None:
             raise InvalidTransition(
@@ -800,8 +809,10 @@ class Pod(Resource):
                 field="spec.nodeName",
             )
         self.trigger_event(
-            self.Bound, node=node, score=score, feasible_nodes=feasible_nodes, timestamp=at
-        )
+            self.Bound, node=node, score=score, feasible_nodes=feasible_nodes,
+            evaluated_nodes=evaluated_nodes, plugin_scores=dict(plugin_scores or {}),
+            weights=dict(weights or {}), timestamp=at,
+        )  # fmt: skip
 
     def mark_unschedulable(self, *, message: str, reasons: dict[str, int], at: datetime) -> None:
         """Record why no node fits; the same message again is not recorded twice."""

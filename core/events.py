@@ -78,6 +78,11 @@ class PodBound(EventPayload):
     node: str
     score: int | None = None
     feasible_nodes: int | None = None
+    evaluated_nodes: int | None = None
+    plugin_scores: dict[str, int] = Field(default_factory=dict)
+    """Each score plugin's normalized score (0-100) for the chosen node, before weighting."""
+    weights: dict[str, int] = Field(default_factory=dict)
+    """The weight of each score plugin; ``score`` is the sum of weight x plugin score."""
 
 
 class PodUnschedulable(EventPayload):
@@ -225,9 +230,13 @@ def summarize(type_name: str, payload: Payload) -> str:
         line = f"scaled from {payload.get('previous')} to {payload.get('replicas')} replicas"
         return f"{line}: {payload['reason']}" if payload.get("reason") else line
     if type_name == "PodBound":
-        return f"bound to {payload.get('node')}" + (
-            f" (score {payload['score']})" if payload.get("score") is not None else ""
-        )
+        line = f"bound to {payload.get('node')}"
+        if payload.get("score") is not None:
+            line += f" (score {payload['score']}"
+            if payload.get("feasible_nodes") is not None:
+                line += f", best of {payload['feasible_nodes']} feasible nodes"
+            line += ")"
+        return line
     if type_name == "PodUnschedulable":
         return str(payload.get("message", "unschedulable"))
     if type_name == "ContainerStarted":

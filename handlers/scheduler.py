@@ -335,6 +335,8 @@ class Scheduler:
                     bound_pod.bind(
                         node=result.node_name, score=result.total_score,
                         feasible_nodes=result.feasible_nodes, at=at,
+                        evaluated_nodes=result.evaluated_nodes,
+                        plugin_scores=result.plugin_scores, weights=result.weights,
                     )  # fmt: skip
                 except FleetError as exc:
                     refused[pod.key] = str(exc)
@@ -403,6 +405,8 @@ class Scheduler:
                     bound_pod.bind(
                         node=node_name, score=result.total_score,
                         feasible_nodes=result.feasible_nodes, at=at,
+                        evaluated_nodes=result.evaluated_nodes,
+                        plugin_scores=result.plugin_scores, weights=result.weights,
                     )  # fmt: skip
                     node.allocate(pod=pod.key, requests=dict(pod.requests), at=at)
                 except FleetError:

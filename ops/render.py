@@ -284,6 +284,8 @@ def describe(item: dict[str, Any], events: Sequence[StoredEvent], now_ns: int) -
             body = yaml.safe_dump(manifest[section], sort_keys=False).rstrip().splitlines()
             lines.append(f"{section.capitalize()}:")
             lines += [f"  {line}" for line in body]
+    if item["kind"] == "Pod":
+        lines += scheduling_lines(events)
     lines.append("Events:")
     if not events:
         lines.append("  <none>")
@@ -297,3 +299,45 @@ def describe(item: dict[str, Any], events: Sequence[StoredEvent], now_ns: int) -
                 f"{e.actor:<20}  {summarize(e.type, e.payload)}"
             )
     return "\n".join(lines)
+
+
+def scheduling_lines(events: Sequence[StoredEvent]) -> list[str]:
+    """Where the pod went and why (the score of each plugin), or why no node would take it,
+    from the scheduler's latest decision in the pod's history."""
+    decision = next(
+        (ev for ev in reversed(events) if ev.envelope.type in ("PodBound", "PodUnschedulable")),
+        None,
+    )
+    if decision is None:
+        return ["Scheduling:   <no decision yet>"]
+    e = decision.envelope
+    payload = e.payload
+    if e.type == "PodUnschedulable":
+        lines = [f"Scheduling:   unschedulable ({e.actor}, {iso(e.timestamp_ns)})"]
+        lines.append(f"  {payload.get('message', '')}")
+        reasons = payload.get("reasons") or {}
+        if reasons:
+            table = tabulate(
+                sorted(reasons.items(), key=lambda item: (-item[1], item[0])),
+                headers=["REASON", "NODES"], tablefmt="plain",
+            )  # fmt: skip
+            lines += [f"  {line}" for line in table.splitlines()]
+        return lines
+    lines = [f"Scheduling:   bound to {payload.get('node')} ({e.actor}, {iso(e.timestamp_ns)})"]
+    if payload.get("score") is not None:
+        counts = []
+        if payload.get("feasible_nodes") is not None:
+            counts.append(f"best of {payload['feasible_nodes']} feasible nodes")
+        if payload.get("evaluated_nodes") is not None:
+            counts.append(f"{payload['evaluated_nodes']} evaluated")
+        lines.append(f"  score {payload['score']}" + (f" ({', '.join(counts)})" if counts else ""))
+    scores = payload.get("plugin_scores") or {}
+    weights = payload.get("weights") or {}
+    if scores:
+        rows = [
+            [name, score, weights.get(name, 0), score * weights.get(name, 0)]
+            for name, score in scores.items()
+        ]
+        table = tabulate(rows, headers=["PLUGIN", "SCORE", "WEIGHT", "WEIGHTED"], tablefmt="plain")
+        lines += [f"  {line}" for line in table.splitlines()]
+    return lines

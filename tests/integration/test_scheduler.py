@@ -98,6 +98,10 @@ async def test_pending_pods_are_bound_and_the_unschedulable_are_retried_when_a_n
         assert {e.payload["node"] for e in events["PodBound"]} == {"n1", "n2"}
         assert len(events["PodAllocated"]) == 3
         assert len(events["PodUnschedulable"]) == 1  # reported once, not on every retry
+        for bound in events["PodBound"]:  # the score breakdown describe shows adds up
+            scores, weights = bound.payload["plugin_scores"], bound.payload["weights"]
+            assert scores and set(scores) == set(weights)
+            assert bound.payload["score"] == sum(scores[p] * weights[p] for p in scores)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
