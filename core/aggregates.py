@@ -26,6 +26,7 @@ from core import events as catalog
 from core.diff import changed_paths
 from core.errors import AlreadyExists, Conflict, InvalidTransition, NotFound, ValidationFailed
 from core.quantity import resource_amount
+from core.resources.priorityclass import check_priority_class_update
 
 _METADATA_FIELDS = frozenset(
     {"originator_id", "originator_version", "timestamp", "originator_topic"}
@@ -868,8 +869,15 @@ class Deployment(Resource):
         )
 
 
+class PriorityClass(Resource):
+    KIND = "PriorityClass"
+
+    def check_update(self, changed: list[str], manifest: dict[str, Any]) -> None:
+        check_priority_class_update(changed)
+
+
 AGGREGATES: dict[str, type[Resource]] = {
-    cls.KIND: cls for cls in (Namespace, Node, Pod, Deployment, Service)
+    cls.KIND: cls for cls in (Namespace, Node, Pod, Deployment, Service, PriorityClass)
 }
 SCALABLE_KINDS = frozenset({"Deployment"})
 

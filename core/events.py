@@ -133,7 +133,7 @@ class EventType(BaseModel):
     payload: type[EventPayload]
 
 
-RESOURCE_KINDS = ("Namespace", "Node", "Pod", "Deployment", "Service")
+RESOURCE_KINDS = ("Namespace", "Node", "Pod", "Deployment", "Service", "PriorityClass")
 
 
 def _catalog() -> dict[str, EventType]:

@@ -34,6 +34,7 @@ for _kind, _short in (
     ("Deployment", ("deploy",)),
     ("Service", ("svc",)),
     ("Namespace", ("ns",)),
+    ("PriorityClass", ("pc",)),
 ):
     for _alias in (_kind.lower(), _kind.lower() + "s", *_short):
         KIND_ALIASES[_alias] = _kind

@@ -1,4 +1,4 @@
-"""Kubernetes-shaped resource models (Pod, Node, Deployment, Service, Namespace).
+"""Kubernetes-shaped resource models (Pod, Node, Deployment, Service, Namespace, PriorityClass).
 
 Why this exists: one import point for the models and for the manifest functions that turn
 untrusted documents into them (``parse_manifest``) and back (``dump_manifest``). Field names are
@@ -65,10 +65,16 @@ from core.resources.pod import (
     WeightedPodAffinityTerm,
     default_image_pull_policy,
 )
+from core.resources.priorityclass import (
+    SYSTEM_PRIORITY_CLASSES,
+    PreemptionPolicy,
+    PriorityClass,
+)
 from core.resources.service import Service, ServicePort, ServiceSpec, ServiceStatus
 
 __all__ = [
     "KINDS",
+    "SYSTEM_PRIORITY_CLASSES",
     "Affinity",
     "Condition",
     "Container",
@@ -104,7 +110,9 @@ __all__ = [
     "PodSpec",
     "PodStatus",
     "PodTemplateSpec",
+    "PreemptionPolicy",
     "PreferredSchedulingTerm",
+    "PriorityClass",
     "Probe",
     "Resource",
     "ResourceBase",

@@ -22,9 +22,10 @@ from core.resources.deployment import Deployment
 from core.resources.namespace import Namespace
 from core.resources.node import Node
 from core.resources.pod import Pod
+from core.resources.priorityclass import PriorityClass
 from core.resources.service import Service
 
-Resource = Pod | Node | Deployment | Service | Namespace
+Resource = Pod | Node | Deployment | Service | Namespace | PriorityClass
 """Any top-level object fleetlog stores."""
 
 
@@ -48,6 +49,7 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
         "Deployment": _info(Deployment),
         "Service": _info(Service),
         "Namespace": _info(Namespace),
+        "PriorityClass": _info(PriorityClass),
     }
 )
 """kind name -> (apiVersion, model class, namespaced)."""

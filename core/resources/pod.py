@@ -837,7 +837,7 @@ class PodSpec(K8sModel):
     scheduler_name: DNSSubdomain = "default-scheduler"
     tolerations: list[Toleration] | None = None
     priority_class_name: DNSSubdomain | None = None
-    priority: int | None = None
+    priority: Annotated[int, Field(ge=-(2**31), le=2**31 - 1)] | None = None  # int32
     preemption_policy: Literal["PreemptLowerPriority", "Never"] | None = None
     runtime_class_name: str | None = None
     enable_service_links: bool | None = None
