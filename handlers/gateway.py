@@ -42,15 +42,17 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from core.admission import default_toleration_seconds
+from core.admission import check_single_global_default, default_toleration_seconds, resolve_priority
 from core.aggregates import AGGREGATES, SCALABLE_KINDS, Deployment, Node, Pod, timestamp_from_ns
 from core.commands import Command, DeleteBody, ManifestBody, NodeBody, ScaleBody, parse_command
 from core.errors import FleetError, NotFound, UnknownKind, ValidationFailed
 from core.resources import KINDS, dns1123_label_errors, dump_manifest, parse_manifest
+from projections.cluster import ClusterModel
+from projections.runtime import Projection
 from streams.eventstore import ConcurrencyConflict, EventStore
 from streams.repository import AggregateRepository, Loaded, Provenance
 from streams.serving import serve
-from streams.subjects import ALL_COMMANDS, AggregateRef, parse_command_subject
+from streams.subjects import ALL_COMMANDS, AggregateRef, event_filter, parse_command_subject
 
 log = structlog.get_logger(__name__)
 
@@ -213,19 +215,52 @@ async def resolve_target(ctx: CommandContext) -> None:
 
 
 class Admit:
-    """Admission: the defaults Kubernetes adds on admission (DefaultTolerationSeconds), and
-    what must hold in the cluster for the command to be allowed (the namespace exists;
-    resource defaults and quotas join here)."""
+    """Admission: the defaults Kubernetes adds on admission (DefaultTolerationSeconds, the
+    priority of the pod's PriorityClass), and what must hold in the cluster for the command to
+    be allowed (the namespace exists; one global default PriorityClass; resource defaults and
+    quotas join here)."""
 
-    def __init__(self, repository: AggregateRepository) -> None:
+    def __init__(
+        self, repository: AggregateRepository, priority_classes: Projection[ClusterModel]
+    ) -> None:
         self._repository = repository
+        self._priority_classes = priority_classes
 
     async def __call__(self, ctx: CommandContext) -> None:
         assert ctx.ref is not None
         if ctx.manifest is not None:
             ctx.manifest = default_toleration_seconds(ctx.manifest)
+            if ctx.ref.kind == "Pod":
+                ctx.manifest = await self._prioritised(ctx.ref, ctx.manifest)
+            elif ctx.ref.kind == "PriorityClass":
+                check_single_global_default(ctx.manifest, self._known_classes())
         if ctx.ref.namespace and ctx.verb in ("create", "apply"):
             await self._require_namespace(ctx.ref.namespace)
+
+    def _known_classes(self) -> dict[str, dict[str, Any]]:
+        return {r.name: r.manifest for r in self._priority_classes.model.list("PriorityClass")}
+
+    async def _prioritised(self, ref: AggregateRef, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Kubernetes resolves a pod's priority when it is created; an existing pod keeps the
+        priority it was given (its class may have changed or gone since)."""
+        existing = (await self._repository.load(ref)).aggregate
+        if existing is not None and existing.exists:
+            stored = existing.manifest.get("spec", {})
+            spec = dict(manifest.get("spec", {}))
+            for field_name in ("priority", "preemptionPolicy", "priorityClassName"):
+                if field_name in stored and field_name not in spec:
+                    spec[field_name] = stored[field_name]
+            return {**manifest, "spec": spec}
+        classes = self._known_classes()
+        wanted = manifest.get("spec", {}).get("priorityClassName")
+        if wanted and wanted not in classes:
+            # Just created, perhaps, and not in the read model yet: ask the log.
+            found = (
+                await self._repository.load(AggregateRef("PriorityClass", "", wanted))
+            ).aggregate
+            if found is not None and found.exists:
+                classes[wanted] = found.manifest
+        return resolve_priority(manifest, classes)
 
     async def _require_namespace(self, namespace: str) -> None:
         loaded = await self._repository.load(AggregateRef("Namespace", "", namespace))
@@ -392,6 +427,11 @@ class Gateway:
     ) -> None:
         self._nc = nc
         self.repository = AggregateRepository(store)
+        # The cluster's PriorityClasses, for admission (as Kubernetes' informer cache: a pod
+        # naming no class gets the global default this gateway has seen).
+        self.priority_classes = Projection(
+            ClusterModel(), store, filter_subject=event_filter("PriorityClass")
+        )
         self.stages: Sequence[Handler] = (
             limit_size,
             decode,
@@ -400,7 +440,7 @@ class Gateway:
             Authenticate(identify),
             Authorize(policy or AllowAll()),
             fingerprint,
-            Admit(self.repository),
+            Admit(self.repository, self.priority_classes),
             Execute(self.repository),
         )
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -412,6 +452,14 @@ class Gateway:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Serve until cancelled; in-flight commands finish before this returns."""
+        await self.priority_classes.catch_up()
+        await self.priority_classes.follow()
+        try:
+            await self._serve_commands(ready)
+        finally:
+            await self.priority_classes.stop()
+
+    async def _serve_commands(self, ready: asyncio.Event | None) -> None:
         async with asyncio.TaskGroup() as tasks:
 
             async def on_request(msg: Msg) -> None:
