@@ -3,7 +3,8 @@
 Why this exists: placement must give the Kubernetes answer for the same inputs (same reasons,
 same integer rounding, same tie-breaking distribution), and it must be testable and fast without
 a server. The scheduler handler keeps :class:`NodeInfo` snapshots up to date from the log and asks
-:func:`schedule` where each pod goes.
+:func:`schedule` where each pod goes, and :func:`preempt` which lower-priority pods to evict when
+it fits nowhere.
 """
 
 from core.scheduling.filters import (
@@ -36,6 +37,18 @@ from core.scheduling.model import (
     Toleration,
     tolerations_tolerate_taint,
 )
+from core.scheduling.preemption import (
+    Candidate,
+    DisruptionBudget,
+    PreemptionConfig,
+    PreemptionResult,
+    Victim,
+    VictimSelection,
+    pick_one_node_for_preemption,
+    pod_eligible_to_preempt_others,
+    preempt,
+    select_victims_on_node,
+)
 from core.scheduling.scores import (
     FitStrategy,
     ScorePlugin,
@@ -44,6 +57,8 @@ from core.scheduling.scores import (
 
 __all__ = [
     "DEFAULT_FILTERS",
+    "Candidate",
+    "DisruptionBudget",
     "FilterFailure",
     "FilterPlugin",
     "FitStrategy",
@@ -58,6 +73,8 @@ __all__ = [
     "NodeUnschedulableFilter",
     "PodInfo",
     "PodTopologySpreadFilter",
+    "PreemptionConfig",
+    "PreemptionResult",
     "ScheduleResult",
     "SchedulerConfig",
     "ScorePlugin",
@@ -65,9 +82,15 @@ __all__ = [
     "Taint",
     "TaintTolerationFilter",
     "Toleration",
+    "Victim",
+    "VictimSelection",
     "build_score_plugins",
     "num_feasible_nodes_to_find",
+    "pick_one_node_for_preemption",
+    "pod_eligible_to_preempt_others",
+    "preempt",
     "run_filters",
     "schedule",
+    "select_victims_on_node",
     "tolerations_tolerate_taint",
 ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from core.quantity import resource_amount
@@ -61,6 +62,19 @@ def _parse_int64(text: str) -> int | None:
     if not _INT64_MIN <= value <= _INT64_MAX:
         return None
     return value
+
+
+def _parse_time(text: object) -> float | None:
+    """An RFC 3339 timestamp as POSIX seconds; None when absent or unreadable (no clock read)."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp.timestamp()
 
 
 def _resource_dict(raw: Mapping[str, Any] | None) -> dict[str, int]:
@@ -490,6 +504,7 @@ class PodInfo:
         "node_selector",
         "non_zero_cpu",
         "non_zero_memory",
+        "preemption_policy",
         "preferred_affinity_terms",
         "preferred_anti_affinity_terms",
         "preferred_node_terms",
@@ -500,6 +515,7 @@ class PodInfo:
         "required_node_terms",
         "scalar_requests",
         "spread_constraints",
+        "start_time",
         "tolerations",
         "uid",
     )
@@ -527,6 +543,8 @@ class PodInfo:
         preferred_anti_affinity_terms: tuple[tuple[int, AffinityTerm], ...] = (),
         node_name: str = "",
         deleting: bool = False,
+        preemption_policy: str = "PreemptLowerPriority",
+        start_time: float | None = None,
     ) -> None:
         self.namespace = namespace
         self.name = name
@@ -566,6 +584,11 @@ class PodInfo:
         self.preferred_anti_affinity_terms = preferred_anti_affinity_terms
         self.node_name = node_name
         self.deleting = deleting
+        self.preemption_policy = preemption_policy
+        """``spec.preemptionPolicy``: ``Never`` keeps the pod from preempting others."""
+        self.start_time = start_time
+        """POSIX seconds of ``status.startTime`` (else ``metadata.creationTimestamp``), None when
+        neither is known; preemption prefers victims that started later."""
 
     @property
     def has_pod_affinity(self) -> bool:
@@ -672,6 +695,10 @@ class PodInfo:
             preferred_anti_affinity_terms=weighted("podAntiAffinity"),
             node_name=spec.get("nodeName") or "",
             deleting=bool(meta.get("deletionTimestamp")),
+            preemption_policy=spec.get("preemptionPolicy") or "PreemptLowerPriority",
+            start_time=_parse_time(
+                (manifest.get("status") or {}).get("startTime") or meta.get("creationTimestamp")
+            ),
         )
 
     def __repr__(self) -> str:
