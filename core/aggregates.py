@@ -538,6 +538,8 @@ def with_pod_scheduled(
     if node is not None:
         spec["nodeName"] = node
     status = dict(manifest.get("status") or {})
+    if node is not None:
+        status.pop("nominatedNodeName", None)  # bound: the nomination has served its purpose
     status.setdefault("phase", "Pending")
     conditions = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
     condition = {
@@ -663,8 +665,33 @@ def with_pod_readiness(
     return {**manifest, "status": _with_readiness(status, ready=ready, reason=reason, stamp=stamp)}
 
 
+def with_nomination(manifest: dict[str, Any], node: str | None) -> dict[str, Any]:
+    """A pod manifest with ``status.nominatedNodeName`` set (or cleared)."""
+    status = dict(manifest.get("status") or {})
+    if node:
+        status["nominatedNodeName"] = node
+    else:
+        status.pop("nominatedNodeName", None)
+    return {**manifest, "status": status}
+
+
 class Pod(Resource):
     KIND = "Pod"
+
+    class Nominated(Resource.Event, catalog.PodNominated):
+        SUFFIX: ClassVar[str] = "Nominated"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.manifest = with_nomination(aggregate.manifest, self.node)
+
+    def nominate(self, *, node: str, victims: list[str], message: str, at: datetime) -> None:
+        """Preemption chose ``node`` for this pod once ``victims`` are gone."""
+        self.require_exists()
+        if self.node_name is not None:
+            raise InvalidTransition(f"{_describe(self.id)} is bound; it cannot be nominated")
+        self.trigger_event(
+            self.Nominated, node=node, victims=list(victims), message=message, timestamp=at
+        )
 
     class Bound(Resource.Event, catalog.PodBound):
         SUFFIX: ClassVar[str] = "Bound"

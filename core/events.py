@@ -85,6 +85,15 @@ class PodBound(EventPayload):
     """The weight of each score plugin; ``score`` is the sum of weight x plugin score."""
 
 
+class PodNominated(EventPayload):
+    """No node fits the pod, but one will once lower-priority pods are preempted: the pod is
+    nominated to ``node`` (``status.nominatedNodeName``) and ``victims`` are evicted for it."""
+
+    node: str
+    victims: list[str] = Field(default_factory=list)
+    message: str = ""
+
+
 class PodUnschedulable(EventPayload):
     """No node can take the pod now; ``message`` is the Kubernetes-style summary
     ("0/5 nodes are available: 3 Insufficient cpu, …") and ``reasons`` the counts."""
@@ -149,6 +158,7 @@ def _catalog() -> dict[str, EventType]:
     entries.append(EventType(name="NodeReady", schema_version=1, payload=NodeConditionChanged))
     entries.append(EventType(name="PodBound", schema_version=1, payload=PodBound))
     entries.append(EventType(name="PodUnschedulable", schema_version=1, payload=PodUnschedulable))
+    entries.append(EventType(name="PodNominated", schema_version=1, payload=PodNominated))
     entries.append(EventType(name="ContainerStarted", schema_version=1, payload=ContainerStarted))
     entries.append(EventType(name="PodReady", schema_version=1, payload=PodReadinessChanged))
     entries.append(EventType(name="PodNotReady", schema_version=1, payload=PodReadinessChanged))
@@ -237,6 +247,11 @@ def summarize(type_name: str, payload: Payload) -> str:
                 line += f", best of {payload['feasible_nodes']} feasible nodes"
             line += ")"
         return line
+    if type_name == "PodNominated":
+        victims = payload.get("victims") or []
+        return f"nominated to {payload.get('node')}, preempting {len(victims)} pod(s)" + (
+            f": {', '.join(victims)}" if victims else ""
+        )
     if type_name == "PodUnschedulable":
         return str(payload.get("message", "unschedulable"))
     if type_name == "ContainerStarted":

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import time
 import uuid
@@ -36,11 +37,20 @@ from nats.aio.client import Client
 
 from core.aggregates import Node, Pod, timestamp_from_ns
 from core.errors import FleetError
-from core.scheduling import NodeInfo, PodInfo, SchedulerConfig, ScheduleResult, schedule
+from core.scheduling import (
+    NodeInfo,
+    PodInfo,
+    PreemptionResult,
+    SchedulerConfig,
+    ScheduleResult,
+    preempt,
+    schedule,
+)
 from core.scheduling.vectorized import NodeColumns
 from projections.runtime import Projection
 from projections.scheduling import SchedulingModel
 from streams.cancellation import checkpoint
+from streams.commandbus import CommandClient, CommandFailed
 from streams.envelope import StoredEvent
 from streams.eventstore import ConcurrencyConflict, EventStore, StoreError
 from streams.leases import Membership
@@ -119,10 +129,15 @@ class Scheduler:
         self._share_work = share_work
         self._membership: Membership | None = None
         self._waiting_since: dict[str, float] = {}
+        self._nominated: dict[str, str] = {}  # pod key -> node preemption made room on
+        self._commands = CommandClient(nc, actor=self.actor)
 
     def _on_event(self, event: StoredEvent) -> None:
         if event.envelope.type in ("PodBound", "PodDeleted"):
-            self._waiting_since.pop(f"{event.envelope.namespace}/{event.envelope.name}", None)
+            key = f"{event.envelope.namespace}/{event.envelope.name}"
+            self._waiting_since.pop(key, None)
+            if key in self._nominated:
+                self._release_nomination(key)
         if event.envelope.type in RELEVANT and self._parked:
             for parked in self._parked.values():
                 parked.woken = True
@@ -213,6 +228,7 @@ class Scheduler:
                 if parked.retry_at > now:
                     next_retry = min(next_retry or parked.retry_at, parked.retry_at)
                     continue
+            self._release_nomination(key)  # the pod competes for its nominated room itself
             result = schedule(
                 pod, nodes, self.config, self._rng, self._next_start,
                 namespace_labels=self.model.namespace_labels,
@@ -233,7 +249,18 @@ class Scheduler:
                 attempts = parked.attempts + 1 if parked else 1
                 backoff = min(self._max_backoff, self._initial_backoff * 2 ** (attempts - 1))
                 self._parked[key] = Parked(attempts, now + backoff)
-                tasks.create_task(self._report_unschedulable(pod, result))
+                outcome = preempt(
+                    pod, nodes, result, self.config, self._rng,
+                    namespace_labels=self.model.namespace_labels,
+                    nominated_node_name=self._nominated.get(key, ""),
+                    affinity_nodes=affinity_nodes,
+                )  # fmt: skip
+                if outcome.preempting:
+                    tasks.create_task(self._preempt_for(pod, outcome))
+                else:
+                    if outcome.clears_nomination:
+                        self._release_nomination(key)
+                    tasks.create_task(self._report_unschedulable(pod, result, outcome.message))
         return None if next_retry is None else max(0.0, next_retry - now)
 
     def _node_columns(self) -> tuple[list[NodeInfo], NodeColumns]:
@@ -444,7 +471,76 @@ class Scheduler:
         if placed is None and self.model.cluster.get("Pod", pod.namespace, pod.name) is not None:
             self.model.pending[pod.key] = pod
 
-    async def _report_unschedulable(self, pod: PodInfo, result: ScheduleResult) -> None:
+    def _hold_nomination(self, pod: PodInfo, node_name: str) -> None:
+        """Keep the room preemption makes on ``node_name`` for ``pod``: it is assumed there
+        until it is scheduled again, so pods that come next do not take the freed capacity.
+        (kube-scheduler weighs nominated pods of equal or higher priority in its filters; here
+        the room is held against every pod.)"""
+        self._release_nomination(pod.key)
+        node = self.model.nodes.get(node_name)
+        if node is not None and pod.key in self.model.pending:
+            node.add_pod(pod)
+            self._nominated[pod.key] = node_name
+
+    def _release_nomination(self, key: str) -> None:
+        node_name = self._nominated.pop(key, None)
+        node = self.model.nodes.get(node_name) if node_name else None
+        if node is not None and self.model.placement(key) != node_name:
+            node.remove_pod(key)
+
+    async def _preempt_for(self, pod: PodInfo, outcome: PreemptionResult) -> None:
+        """Nominate ``pod`` to the node preemption chose (``PodNominated``, with the victims
+        and why) and evict the victims through the gateway, like any client deleting a pod:
+        each delete releases the victim's reservation on the node in the same append."""
+        node_name = outcome.nominated_node_name
+        assert node_name is not None
+        ref = AggregateRef("Pod", pod.namespace, pod.name)
+        victims = [victim.key for victim in outcome.victims]
+        try:
+            async with self._repository.lock(ref):
+                loaded = await self._repository.load(ref, fresh=True)
+                target = loaded.aggregate
+                if not isinstance(target, Pod) or not target.exists or target.node_name:
+                    return
+                now = time.time_ns()
+                target.nominate(
+                    node=node_name, victims=victims, message=outcome.message,
+                    at=timestamp_from_ns(now),
+                )  # fmt: skip
+                token = f"nominate.{self.identity}.{pod.key}.{target.version}"
+                await self._repository.save(
+                    [loaded], Provenance(self.actor, token, f"{ref}@{target.version}", token, now)
+                )
+            self._hold_nomination(pod, node_name)
+            log.info("scheduler.preempting", pod=pod.key, node=node_name, victims=victims)
+            reason = f"preempted by pod {pod.key} (priority {pod.priority}) on node {node_name}"
+            for victim in outcome.victims:
+                namespace, _, name = victim.key.partition("/")
+                record = self.model.cluster.get("Pod", namespace, name)
+                # One key per victim incarnation: evicting it again (another replica, a retry)
+                # is answered with the first outcome.
+                incarnation = f"{victim.key}/{record.uid if record else victim.uid}"
+                key = "preempt." + hashlib.sha256(incarnation.encode()).hexdigest()[:40]
+                try:
+                    await self._commands.send(
+                        "Pod", "delete", {"name": name, "namespace": namespace, "reason": reason},
+                        idempotency_key=key,
+                    )  # fmt: skip
+                except CommandFailed as exc:
+                    if exc.code != "not_found":  # already gone is what was wanted
+                        raise
+        except (ConcurrencyConflict, FleetError, StoreError, TimeoutError, CommandFailed) as exc:
+            parked = self._parked.get(pod.key)
+            if parked is not None:
+                parked.woken = True
+            log.warning("scheduler.preemption_failed", pod=pod.key, error=str(exc))
+        finally:
+            self._in_flight.discard(pod.key)
+            self._wake.set()
+
+    async def _report_unschedulable(
+        self, pod: PodInfo, result: ScheduleResult, message: str
+    ) -> None:
         ref = AggregateRef("Pod", pod.namespace, pod.name)
         try:
             async with self._repository.lock(ref):
@@ -454,7 +550,7 @@ class Scheduler:
                     return
                 now = time.time_ns()
                 target.mark_unschedulable(
-                    message=result.message, reasons=dict(result.reason_counts),
+                    message=message, reasons=dict(result.reason_counts),
                     at=timestamp_from_ns(now),
                 )  # fmt: skip
                 token = f"unschedulable.{self.identity}.{pod.key}.{target.version}"

@@ -16,6 +16,7 @@ from typing import Any
 from core.aggregates import (
     timestamp_from_ns,
     with_container_started,
+    with_nomination,
     with_pod_readiness,
     with_pod_scheduled,
     with_ready_condition,
@@ -82,6 +83,8 @@ class ClusterModel:
             return self._scaled
         if event_type in ("PodBound", "PodUnschedulable"):
             return self._scheduling_decided
+        if event_type == "PodNominated":
+            return self._nominated
         if event_type in ("NodeReady", "NodeNotReady"):
             return self._ready_changed
         if event_type == "ContainerStarted":
@@ -131,6 +134,11 @@ class ClusterModel:
                 message=payload.get("message", ""),
                 at=timestamp_from_ns(event.envelope.timestamp_ns),
             )
+
+    def _nominated(self, event: StoredEvent) -> None:
+        record = self._touched(event)
+        if record is not None:
+            record.manifest = with_nomination(record.manifest, event.envelope.payload["node"])
 
     def _ready_changed(self, event: StoredEvent) -> None:
         record = self._touched(event)

@@ -197,7 +197,7 @@ class SchedulingModel:
         return self.cluster.digest()
 
 
-SCHEDULING_NEUTRAL = frozenset({"PodUnschedulable"})
+SCHEDULING_NEUTRAL = frozenset({"PodUnschedulable", "PodNominated", "PodReady", "PodNotReady"})
 """Pod events that change nothing a scheduling decision reads."""
 
 
