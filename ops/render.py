@@ -305,13 +305,24 @@ def scheduling_lines(events: Sequence[StoredEvent]) -> list[str]:
     """Where the pod went and why (the score of each plugin), or why no node would take it,
     from the scheduler's latest decision in the pod's history."""
     decision = next(
-        (ev for ev in reversed(events) if ev.envelope.type in ("PodBound", "PodUnschedulable")),
+        (
+            ev
+            for ev in reversed(events)
+            if ev.envelope.type in ("PodBound", "PodUnschedulable", "PodNominated")
+        ),
         None,
     )
     if decision is None:
         return ["Scheduling:   <no decision yet>"]
     e = decision.envelope
     payload = e.payload
+    if e.type == "PodNominated":
+        victims = ", ".join(payload.get("victims") or []) or "none"
+        return [
+            f"Scheduling:   nominated to {payload.get('node')} ({e.actor}, {iso(e.timestamp_ns)})",
+            f"  preempting: {victims}",
+            f"  {payload.get('message', '')}",
+        ]
     if e.type == "PodUnschedulable":
         lines = [f"Scheduling:   unschedulable ({e.actor}, {iso(e.timestamp_ns)})"]
         lines.append(f"  {payload.get('message', '')}")

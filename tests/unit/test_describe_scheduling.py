@@ -56,3 +56,11 @@ def test_describe_of_a_pod_includes_the_scheduling_section_and_other_kinds_do_no
     }  # fmt: skip
     assert "Scheduling:   <no decision yet>" in describe(item, [], 0)
     assert "Scheduling:" not in describe({**item, "kind": "Node", "namespace": ""}, [], 0)
+
+
+def test_a_nominated_pod_shows_the_node_and_its_victims() -> None:
+    lines = scheduling_lines(
+        [stored(4, "PodNominated", {"node": "n1", "victims": ["default/b"], "message": "0/1 …"})]
+    )
+    assert lines[0].startswith("Scheduling:   nominated to n1")
+    assert lines[1] == "  preempting: default/b"
