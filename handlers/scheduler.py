@@ -30,7 +30,9 @@ import random
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 from nats.aio.client import Client
@@ -494,23 +496,16 @@ class Scheduler:
         each delete releases the victim's reservation on the node in the same append."""
         node_name = outcome.nominated_node_name
         assert node_name is not None
-        ref = AggregateRef("Pod", pod.namespace, pod.name)
         victims = [victim.key for victim in outcome.victims]
         try:
-            async with self._repository.lock(ref):
-                loaded = await self._repository.load(ref, fresh=True)
-                target = loaded.aggregate
-                if not isinstance(target, Pod) or not target.exists or target.node_name:
-                    return
-                now = time.time_ns()
-                target.nominate(
-                    node=node_name, victims=victims, message=outcome.message,
-                    at=timestamp_from_ns(now),
-                )  # fmt: skip
-                token = f"nominate.{self.identity}.{pod.key}.{target.version}"
-                await self._repository.save(
-                    [loaded], Provenance(self.actor, token, f"{ref}@{target.version}", token, now)
-                )
+            recorded = await self._record_on_unbound_pod(
+                pod, "nominate",
+                lambda target, at: target.nominate(
+                    node=node_name, victims=victims, message=outcome.message, at=at
+                ),
+            )  # fmt: skip
+            if not recorded:
+                return
             self._hold_nomination(pod, node_name)
             log.info("scheduler.preempting", pod=pod.key, node=node_name, victims=victims)
             reason = f"preempted by pod {pod.key} (priority {pod.priority}) on node {node_name}"
@@ -538,26 +533,35 @@ class Scheduler:
             self._in_flight.discard(pod.key)
             self._wake.set()
 
+    async def _record_on_unbound_pod(
+        self, pod: PodInfo, what: str, decide: Callable[[Pod, datetime], None]
+    ) -> bool:
+        """Let ``decide`` record a scheduling outcome on the pod's aggregate, read fresh; False
+        (and nothing written) when the pod is gone or already bound."""
+        ref = AggregateRef("Pod", pod.namespace, pod.name)
+        async with self._repository.lock(ref):
+            loaded = await self._repository.load(ref, fresh=True)
+            target = loaded.aggregate
+            if not isinstance(target, Pod) or not target.exists or target.node_name:
+                return False
+            now = time.time_ns()
+            decide(target, timestamp_from_ns(now))
+            token = f"{what}.{self.identity}.{pod.key}.{target.version}"
+            await self._repository.save(
+                [loaded], Provenance(self.actor, token, f"{ref}@{target.version}", token, now)
+            )
+        return True
+
     async def _report_unschedulable(
         self, pod: PodInfo, result: ScheduleResult, message: str
     ) -> None:
-        ref = AggregateRef("Pod", pod.namespace, pod.name)
         try:
-            async with self._repository.lock(ref):
-                loaded = await self._repository.load(ref, fresh=True)
-                target = loaded.aggregate
-                if not isinstance(target, Pod) or not target.exists or target.node_name:
-                    return
-                now = time.time_ns()
-                target.mark_unschedulable(
-                    message=message, reasons=dict(result.reason_counts),
-                    at=timestamp_from_ns(now),
-                )  # fmt: skip
-                token = f"unschedulable.{self.identity}.{pod.key}.{target.version}"
-                await self._repository.save(
-                    [loaded],
-                    Provenance(self.actor, token, f"{ref}@{target.version}", token, now),
-                )
+            await self._record_on_unbound_pod(
+                pod, "unschedulable",
+                lambda target, at: target.mark_unschedulable(
+                    message=message, reasons=dict(result.reason_counts), at=at
+                ),
+            )  # fmt: skip
         except (ConcurrencyConflict, FleetError, StoreError, TimeoutError) as exc:
             # The pod changed under the report (another replica acted): look at it again soon.
             parked = self._parked.get(pod.key)

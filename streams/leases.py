@@ -41,14 +41,56 @@ async def _bucket(nc: Client, config: KeyValueConfig) -> KeyValue:
         return await js.create_key_value(config)
 
 
-class NodeLeases:
+class _Renewals:
+    """Follows the latest renewal time under every key of a KV bucket (last value per key,
+    then live); a deleted key is forgotten."""
+
+    def __init__(self, nc: Client, kv: KeyValue, bucket: str) -> None:
+        self._nc = nc
+        self._kv = kv
+        self._bucket = bucket
+        self.renewed_ns: dict[str, int] = {}
+        self._subscription: Any = None
+
+    def _membership_changed(self) -> None:
+        """Called when a key appears or is deleted (not on a renewal)."""
+
+    async def _follow(self, keys: str) -> None:
+        async def on_message(msg: Msg) -> None:
+            token = msg.subject.rsplit(".", 1)[-1]
+            try:
+                name = decode_token(token)
+                if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+                    changed = self.renewed_ns.pop(name, None) is not None
+                else:
+                    changed = name not in self.renewed_ns
+                    self.renewed_ns[name] = int(msgpack.unpackb(msg.data)["renewed_ns"])
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("renewal.unreadable", bucket=self._bucket, key=token, error=str(exc))
+                return
+            if changed:
+                self._membership_changed()
+
+        self._subscription = await self._nc.jetstream().subscribe(
+            f"$KV.{self._bucket}.{keys}",
+            stream=f"KV_{self._bucket}",
+            cb=on_message,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT),
+        )
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+            self._subscription = None
+
+
+class NodeLeases(_Renewals):
     """Renew a node's heartbeat; follow every node's latest heartbeat."""
 
     def __init__(self, nc: Client, kv: KeyValue) -> None:
-        self._nc = nc
-        self._kv = kv
-        self.renewed_ns: dict[str, int] = {}
-        self._subscription: Any = None
+        super().__init__(nc, kv, NODE_LEASE_BUCKET)
 
     @classmethod
     async def open(cls, nc: Client) -> NodeLeases:
@@ -60,28 +102,7 @@ class NodeLeases:
 
     async def follow(self) -> None:
         """Keep :attr:`renewed_ns` up to date (latest value of every key, then live)."""
-
-        async def on_message(msg: Msg) -> None:
-            token = msg.subject.rsplit(".", 1)[-1]
-            try:
-                node = decode_token(token)
-                self.renewed_ns[node] = int(msgpack.unpackb(msg.data)["renewed_ns"])
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("lease.unreadable", key=token, error=str(exc))
-
-        self._subscription = await self._nc.jetstream().subscribe(
-            f"$KV.{NODE_LEASE_BUCKET}.>",
-            stream=f"KV_{NODE_LEASE_BUCKET}",
-            cb=on_message,
-            ordered_consumer=True,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT),
-        )
-
-    async def stop(self) -> None:
-        if self._subscription is not None:
-            with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
-            self._subscription = None
+        await self._follow(">")
 
 
 class LeaderLease:
@@ -130,7 +151,7 @@ MEMBERS_BUCKET = "fleet_members"
 MEMBER_TTL_SECONDS = 10.0
 
 
-class Membership:
+class Membership(_Renewals):
     """The live replicas of a role, so they can share out work (scheduler replicas split the
     queue of pending pods by it).
 
@@ -141,14 +162,15 @@ class Membership:
     """
 
     def __init__(self, nc: Client, kv: KeyValue, role: str, member: str, ttl: float) -> None:
-        self._nc = nc
-        self._kv = kv
+        super().__init__(nc, kv, MEMBERS_BUCKET)
         self.role = role
         self.member = member
         self.ttl = ttl
-        self.renewed_ns: dict[str, int] = {}
-        self._subscription: Any = None
         self.on_change: Callable[[], None] | None = None
+
+    def _membership_changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     @classmethod
     async def open(
@@ -179,34 +201,4 @@ class Membership:
 
     async def follow(self) -> None:
         """Keep :attr:`renewed_ns` up to date with every member's latest renewal."""
-
-        async def on_message(msg: Msg) -> None:
-            token = msg.subject.rsplit(".", 1)[-1]
-            try:
-                member = decode_token(token)
-                if (msg.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
-                    self.renewed_ns.pop(member, None)
-                else:
-                    joined = member not in self.renewed_ns
-                    self.renewed_ns[member] = int(msgpack.unpackb(msg.data)["renewed_ns"])
-                    if not joined:
-                        return
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("member.unreadable", key=token, error=str(exc))
-                return
-            if self.on_change is not None:
-                self.on_change()
-
-        self._subscription = await self._nc.jetstream().subscribe(
-            f"$KV.{MEMBERS_BUCKET}.{encode_token(self.role)}.*",
-            stream=f"KV_{MEMBERS_BUCKET}",
-            cb=on_message,
-            ordered_consumer=True,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT),
-        )
-
-    async def stop(self) -> None:
-        if self._subscription is not None:
-            with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
-            self._subscription = None
+        await self._follow(f"{encode_token(self.role)}.*")
