@@ -12,6 +12,8 @@ import pytest
 from nats.aio.client import Client
 
 from handlers.gateway import Gateway
+from projections.cluster import ClusterModel
+from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.connection import connect
 from streams.definitions import ensure_streams
@@ -93,3 +95,13 @@ async def gateway(nc: Client, store: EventStore) -> AsyncIterator[Gateway]:
 @pytest.fixture
 def client(nc: Client) -> CommandClient:
     return CommandClient(nc, actor="user:alice")
+
+
+@pytest.fixture
+async def projection(store: EventStore) -> AsyncIterator[Projection[ClusterModel]]:
+    """The cluster read model, caught up and following the log."""
+    live = Projection(ClusterModel(), store)
+    await live.catch_up()
+    await live.follow()
+    yield live
+    await live.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -21,17 +20,9 @@ from streams.eventstore import EventStore
 from streams.leases import NodeLeases
 from streams.repository import AggregateRepository
 from streams.subjects import event_subject
+from tests.integration.support import eventually
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def projection(store: EventStore) -> AsyncIterator[Projection[ClusterModel]]:
-    live = Projection(ClusterModel(), store)
-    await live.catch_up()
-    await live.follow()
-    yield live
-    await live.stop()
 
 
 async def node_events(store: EventStore, name: str) -> list[tuple[str, dict]]:
@@ -40,13 +31,6 @@ async def node_events(store: EventStore, name: str) -> list[tuple[str, dict]]:
         for e in await store.read_subject(event_subject("Node", "", name))
         if e.envelope.type in ("NodeReady", "NodeNotReady")
     ]
-
-
-async def eventually(check, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_missed_heartbeats_make_a_node_unknown_with_unreachable_taints_and_recovery_clears_them(

@@ -13,7 +13,8 @@ from streams.commandbus import CommandClient, CommandFailed
 from streams.eventstore import EventStore
 from streams.repository import AggregateRepository
 from streams.subjects import AggregateRef, event_subject
-from tests.integration.test_scheduler import eventually, log_by_type, node, pod, start
+from tests.integration.support import eventually
+from tests.integration.test_scheduler import log_by_type, node, pod, start
 
 pytestmark = pytest.mark.integration
 

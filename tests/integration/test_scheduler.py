@@ -4,7 +4,6 @@ retried when the cluster changes, and racing replicas never over-commit a node."
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter, defaultdict
 
 import pytest
@@ -17,6 +16,7 @@ from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
 from streams.repository import AggregateRepository
 from streams.subjects import AggregateRef
+from tests.integration.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -54,13 +54,6 @@ async def log_by_type(store: EventStore) -> dict[str, list]:
     out: dict[str, list] = defaultdict(list)
     await store.replay(lambda e: out[e.envelope.type].append(e.envelope))
     return out
-
-
-async def eventually(check, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def start(scheduler: Scheduler) -> asyncio.Task:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,6 +17,7 @@ from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
+from tests.integration.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -36,22 +36,6 @@ def pod(name: str) -> dict:
             ]
         },
     }
-
-
-@pytest.fixture
-async def projection(store: EventStore) -> AsyncIterator[Projection[ClusterModel]]:
-    live = Projection(ClusterModel(), store)
-    await live.catch_up()
-    await live.follow()
-    yield live
-    await live.stop()
-
-
-async def eventually(check, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def started(task_factory) -> asyncio.Task:

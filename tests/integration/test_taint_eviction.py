@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,20 +23,12 @@ from streams.eventstore import EventStore
 from streams.leases import NodeLeases
 from streams.repository import AggregateRepository, Provenance
 from streams.subjects import AggregateRef, event_subject
+from tests.integration.support import eventually
 
 pytestmark = pytest.mark.integration
 
 UNREACHABLE = "node.kubernetes.io/unreachable"
 S = 1_000_000_000
-
-
-@pytest.fixture
-async def projection(store: EventStore) -> AsyncIterator[Projection[ClusterModel]]:
-    live = Projection(ClusterModel(), store)
-    await live.catch_up()
-    await live.follow()
-    yield live
-    await live.stop()
 
 
 def node(name: str, taints: list[dict[str, str]] | None = None) -> dict[str, Any]:
@@ -81,13 +72,6 @@ async def bind(store: EventStore, name: str, node_name: str) -> None:
     await repository.save(
         [pod_loaded, node_loaded], Provenance("test:scheduler", token, token, token, now)
     )
-
-
-async def eventually(check, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def deletion(store: EventStore, name: str) -> Any:

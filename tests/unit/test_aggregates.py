@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core.aggregates import Deployment, Pod, RecordedEvent, Resource, Service
+from core.aggregates import Deployment, Pod, Service
 from core.diff import changed_paths
 from core.errors import AlreadyExists, Conflict, InvalidTransition, NotFound
+from tests.unit.support import recorded
 
 AT = datetime(2026, 11, 25, 3, 12, tzinfo=UTC)
 POD = {
@@ -19,18 +20,6 @@ POD = {
         "tolerations": [{"key": "k", "operator": "Exists"}],
     },
 }
-
-
-def recorded(aggregate: Resource) -> list[RecordedEvent]:
-    return [
-        RecordedEvent(
-            type=type(aggregate).event_type(e),
-            version=e.originator_version,
-            timestamp=e.timestamp,
-            payload=type(aggregate).event_payload(e),
-        )
-        for e in aggregate.collect_events()
-    ]
 
 
 def test_history_rebuilds_the_same_aggregate_across_delete_and_recreate() -> None:

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.aggregates import Pod, RecordedEvent, Resource
+from core.aggregates import Pod
 from core.errors import InvalidTransition
+from tests.unit.support import recorded
 
 AT = datetime(2026, 11, 25, 3, 12, tzinfo=UTC)
 LATER = AT + timedelta(seconds=2)
@@ -16,18 +17,6 @@ POD = {
     "metadata": {"name": "web"},
     "spec": {"containers": [{"name": "app", "image": "nginx:1"}, {"name": "log", "image": "x"}]},
 }
-
-
-def recorded(aggregate: Resource) -> list[RecordedEvent]:
-    return [
-        RecordedEvent(
-            type=type(aggregate).event_type(e),
-            version=e.originator_version,
-            timestamp=e.timestamp,
-            payload=type(aggregate).event_payload(e),
-        )
-        for e in aggregate.collect_events()
-    ]
 
 
 def bound_pod() -> Pod:
