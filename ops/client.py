@@ -138,6 +138,30 @@ class Session:
                 return items
 
 
+def pick_container(item: dict[str, Any], container: str | None) -> tuple[str, int | None]:
+    """The container ``fleetlog logs`` reads (the only one unless ``-c`` names one) and its
+    restart count from the pod's status, if the status has one yet."""
+    manifest = item["manifest"]
+    names = [c["name"] for c in manifest.get("spec", {}).get("containers", [])]
+    if container is None:
+        if len(names) != 1:
+            raise ValidationFailed(
+                f"a container name must be specified for pod {item['name']}, "
+                f"choose one of: [{' '.join(names)}]"
+            )
+        container = names[0]
+    elif container not in names:
+        raise ValidationFailed(
+            f"container {container} is not valid for pod {item['name']}: "
+            f"choose one of: [{' '.join(names)}]"
+        )
+    statuses = (manifest.get("status") or {}).get("containerStatuses") or []
+    restarts = next(
+        (int(s.get("restartCount", 0)) for s in statuses if s.get("name") == container), None
+    )
+    return container, restarts
+
+
 @asynccontextmanager
 async def session(server: str, actor: str) -> AsyncIterator[Session]:
     nc = await connect(server, name="fleetlog-cli", reconnect=False)

@@ -16,6 +16,7 @@ from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError
 
 from streams.subjects import ALL_EVENTS
+from streams.telemetry import ensure_telemetry_streams
 
 FLEET_STREAM = "FLEET"
 FLEET_SUBJECTS = [ALL_EVENTS]
@@ -50,8 +51,10 @@ def fleet_stream_config(replicas: int = 1) -> dict[str, Any]:
 
 
 async def ensure_streams(nc: Client, *, replicas: int = 1) -> None:
-    """Create FLEET and the buckets if missing; check an existing FLEET is fit for use."""
+    """Create FLEET and the buckets if missing; check an existing FLEET is fit for use. Also
+    the age-limited logs and metrics streams (``streams/telemetry.py``)."""
     await _ensure_fleet(nc, replicas)
+    await ensure_telemetry_streams(nc, replicas=replicas)
     js = nc.jetstream()
     try:
         await js.object_store(SNAPSHOT_BUCKET)

@@ -1,0 +1,601 @@
+"""Container logs and resource usage: high-volume, age-limited streams beside the log of record.
+
+Why this exists: ``fleetlog logs`` and ``fleetlog top`` must work from any machine that reaches
+NATS, so a node's container output and its usage samples leave the node. They are not facts of
+the cluster's history (nobody replays a log line to rebuild state), so they never go into
+``FLEET``: they live on two streams of their own that forget by age.
+
+* ``FLEET_LOGS`` (file storage, 24 h, a per-subject cap): one subject per container,
+  ``fleet.logs.<ns>.<pod>.<container>`` (tokens encoded by :func:`encode_token`), shared by every
+  instance of that container; each message is a chunk of complete lines of one output file with
+  headers naming the instance (``Fleet-Pod-Uid``, ``Fleet-Restart``), the file (``Fleet-Stream``:
+  stdout or stderr), its byte offset in that file (``Fleet-Offset``), its newline count
+  (``Fleet-Lines``) and whether it ends inside a line too long for one message
+  (``Fleet-Partial``). The node side that publishes them is ``handlers/agent/logship.py``.
+* ``FLEET_METRICS`` (memory storage, 1 h, 360 samples per subject): the latest usage of every
+  pod (``fleet.metrics.pod.<ns>.<pod>``) and node (``fleet.metrics.node.<node>``) as msgpack.
+  Memory, because samples are cheap to lose: a server restart costs at most an hour of history
+  that ``top`` never shows and the next sample replaces (metrics-server keeps its samples in
+  memory too), while file storage would write to disk for every sample of every pod.
+
+Readers never scan more than they need: ``latest_usage`` asks for the last message per subject
+(an ordered consumer with ``DeliverPolicy.LAST_PER_SUBJECT``), and ``read_logs`` first indexes
+the container's subject with a headers-only ordered consumer, picks the instance and the tail
+from the headers, and only then fetches message bodies from the first chunk it will print.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, overload
+
+import msgpack
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from core.errors import FleetError
+from streams.subjects import decode_token, encode_token
+
+log = structlog.get_logger(__name__)
+
+LOGS_STREAM = "FLEET_LOGS"
+METRICS_STREAM = "FLEET_METRICS"
+LOGS_PREFIX = "fleet.logs"
+METRICS_PREFIX = "fleet.metrics"
+
+NS = 1_000_000_000
+LOGS_MAX_AGE_S = 24 * 3600
+# 4,096 chunks of at most 32 KiB: at most 128 MiB per container, usually far less.
+LOGS_MAX_MSGS_PER_SUBJECT = 4096
+LOGS_MAX_BYTES = 2 * 1024**3
+# A resend after an agent restart is stored once if it comes within this window.
+LOGS_DUPLICATE_WINDOW_S = 600
+MAX_CHUNK_BYTES = 32 * 1024
+
+METRICS_MAX_AGE_S = 3600
+METRICS_MAX_MSGS_PER_SUBJECT = 360  # an hour of samples every 10 s
+METRICS_MAX_BYTES = 256 * 1024**2
+
+HDR_POD_UID = "Fleet-Pod-Uid"
+HDR_RESTART = "Fleet-Restart"
+HDR_STREAM = "Fleet-Stream"
+HDR_OFFSET = "Fleet-Offset"
+HDR_LINES = "Fleet-Lines"
+HDR_PARTIAL = "Fleet-Partial"
+OUTPUT_STREAMS = ("stdout", "stderr")
+
+
+class LogsNotFound(FleetError):
+    """There are no logs of the container instance asked for."""
+
+    code = "not_found"
+
+
+class TelemetrySetupError(RuntimeError):
+    """A telemetry stream could not be created or read."""
+
+
+# -- streams -------------------------------------------------------------------------------------
+
+
+def logs_stream_config(replicas: int = 1) -> dict[str, Any]:
+    return {
+        "name": LOGS_STREAM,
+        "subjects": [f"{LOGS_PREFIX}.>"],
+        "retention": "limits",
+        "storage": "file",
+        "num_replicas": replicas,
+        "discard": "old",
+        "max_age": LOGS_MAX_AGE_S * NS,
+        "max_msgs_per_subject": LOGS_MAX_MSGS_PER_SUBJECT,
+        "max_bytes": LOGS_MAX_BYTES,
+        "max_msg_size": MAX_CHUNK_BYTES + 4096,
+        "duplicate_window": LOGS_DUPLICATE_WINDOW_S * NS,
+        "allow_direct": True,
+    }
+
+
+def metrics_stream_config(replicas: int = 1) -> dict[str, Any]:
+    return {
+        "name": METRICS_STREAM,
+        "subjects": [f"{METRICS_PREFIX}.>"],
+        "retention": "limits",
+        "storage": "memory",
+        "num_replicas": replicas,
+        "discard": "old",
+        "max_age": METRICS_MAX_AGE_S * NS,
+        "max_msgs_per_subject": METRICS_MAX_MSGS_PER_SUBJECT,
+        "max_bytes": METRICS_MAX_BYTES,
+        "max_msg_size": 1024 * 1024,
+        "allow_direct": True,
+    }
+
+
+async def ensure_telemetry_streams(nc: Client, *, replicas: int = 1) -> None:
+    """Create the logs and metrics streams if missing; bring their limits up to date.
+
+    A server that refuses them (too little storage for their byte limits, say) is reported
+    but does not stop the caller: the control plane works without logs and usage."""
+    for config in (logs_stream_config(replicas), metrics_stream_config(replicas)):
+        try:
+            await _ensure(nc, config)
+        except TelemetrySetupError as exc:
+            log.error("telemetry.stream_unavailable", stream=config["name"], error=str(exc))
+
+
+async def _ensure(nc: Client, config: dict[str, Any]) -> None:
+    name = config["name"]
+    info = await _api(nc, f"$JS.API.STREAM.INFO.{name}", b"")
+    if "error" in info:
+        if info["error"].get("err_code") != 10059:  # stream not found
+            raise TelemetrySetupError(f"cannot read stream {name}: {info['error']}")
+        created = await _api(nc, f"$JS.API.STREAM.CREATE.{name}", json.dumps(config).encode())
+        if "error" in created:
+            raise TelemetrySetupError(f"cannot create stream {name}: {created['error']}")
+        return
+    current = info["config"]
+    if current.get("storage") != config["storage"]:
+        # Storage cannot change in place; the stream still works, it only stores elsewhere.
+        log.warning("telemetry.storage_differs", stream=name, storage=current.get("storage"))
+        config = {**config, "storage": current.get("storage")}
+    if any(current.get(key) != value for key, value in config.items()):
+        updated = await _api(
+            nc, f"$JS.API.STREAM.UPDATE.{name}", json.dumps({**current, **config}).encode()
+        )
+        if "error" in updated:
+            log.warning("telemetry.update_refused", stream=name, error=updated["error"])
+
+
+async def _api(nc: Client, subject: str, payload: bytes) -> dict[str, Any]:
+    reply = await nc.request(subject, payload, timeout=10)
+    result: dict[str, Any] = json.loads(reply.data)
+    return result
+
+
+# -- subjects ------------------------------------------------------------------------------------
+
+
+def log_subject(namespace: str, pod: str, container: str) -> str:
+    return f"{LOGS_PREFIX}.{encode_token(namespace)}.{encode_token(pod)}.{encode_token(container)}"
+
+
+def pod_metrics_subject(namespace: str, pod: str) -> str:
+    return f"{METRICS_PREFIX}.pod.{encode_token(namespace)}.{encode_token(pod)}"
+
+
+def node_metrics_subject(node: str) -> str:
+    return f"{METRICS_PREFIX}.node.{encode_token(node)}"
+
+
+# -- usage ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerUsage:
+    cpu_millicores: int
+    memory_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class PodUsage:
+    namespace: str
+    name: str
+    at_ns: int
+    containers: dict[str, ContainerUsage]
+
+    @property
+    def cpu_millicores(self) -> int:
+        return sum(c.cpu_millicores for c in self.containers.values())
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(c.memory_bytes for c in self.containers.values())
+
+
+@dataclass(frozen=True, slots=True)
+class NodeUsage:
+    name: str
+    at_ns: int
+    cpu_millicores: int
+    memory_bytes: int
+    cpu_capacity_millicores: int
+    memory_capacity_bytes: int
+    pods: int
+
+
+async def publish_pod_usage(
+    nc: Client,
+    namespace: str,
+    pod: str,
+    containers: Mapping[str, ContainerUsage],
+    *,
+    at_ns: int | None = None,
+    timeout: float = 2.0,
+) -> None:
+    """Record one usage sample of a pod (every container's cpu and memory)."""
+    payload = {
+        "at_ns": at_ns if at_ns is not None else time.time_ns(),
+        "containers": {
+            name: {"cpu_millicores": int(u.cpu_millicores), "memory_bytes": int(u.memory_bytes)}
+            for name, u in containers.items()
+        },
+    }
+    await nc.jetstream().publish(
+        pod_metrics_subject(namespace, pod), msgpack.packb(payload), timeout=timeout
+    )
+
+
+async def publish_node_usage(
+    nc: Client,
+    node: str,
+    *,
+    cpu_millicores: int,
+    memory_bytes: int,
+    cpu_capacity_millicores: int,
+    memory_capacity_bytes: int,
+    pods: int,
+    at_ns: int | None = None,
+    timeout: float = 2.0,
+) -> None:
+    """Record one usage sample of a node, with the capacity its percentages are taken of."""
+    payload = {
+        "at_ns": at_ns if at_ns is not None else time.time_ns(),
+        "cpu_millicores": int(cpu_millicores),
+        "memory_bytes": int(memory_bytes),
+        "cpu_capacity_millicores": int(cpu_capacity_millicores),
+        "memory_capacity_bytes": int(memory_capacity_bytes),
+        "pods": int(pods),
+    }
+    await nc.jetstream().publish(
+        node_metrics_subject(node), msgpack.packb(payload), timeout=timeout
+    )
+
+
+@overload
+async def latest_usage(
+    nc: Client, kind: Literal["pod"], *, namespace: str | None = None
+) -> list[PodUsage]: ...
+
+
+@overload
+async def latest_usage(
+    nc: Client, kind: Literal["node"], *, namespace: str | None = None
+) -> list[NodeUsage]: ...
+
+
+async def latest_usage(
+    nc: Client, kind: Literal["pod", "node"], *, namespace: str | None = None
+) -> list[PodUsage] | list[NodeUsage]:
+    """The latest sample of every pod (of ``namespace``, or all) or of every node, by name."""
+    if kind == "pod":
+        ns_token = "*" if namespace is None else encode_token(namespace)
+        messages = await _read_to_end(
+            nc,
+            METRICS_STREAM,
+            f"{METRICS_PREFIX}.pod.{ns_token}.*",
+            ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT),
+        )
+        pods: list[PodUsage] = []
+        for msg in messages:
+            try:
+                _, _, _, ns, name = msg.subject.split(".")
+                data = msgpack.unpackb(msg.data, raw=False)
+                containers = {
+                    cname: ContainerUsage(int(c["cpu_millicores"]), int(c["memory_bytes"]))
+                    for cname, c in data["containers"].items()
+                }
+                pods.append(
+                    PodUsage(decode_token(ns), decode_token(name), int(data["at_ns"]), containers)
+                )
+            except (ValueError, KeyError, TypeError, AttributeError, FleetError) as exc:
+                log.warning("metrics.unreadable", subject=msg.subject, error=str(exc))
+        return sorted(pods, key=lambda p: (p.namespace, p.name))
+    if kind == "node":
+        messages = await _read_to_end(
+            nc,
+            METRICS_STREAM,
+            f"{METRICS_PREFIX}.node.*",
+            ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT),
+        )
+        nodes: list[NodeUsage] = []
+        for msg in messages:
+            try:
+                data = msgpack.unpackb(msg.data, raw=False)
+                nodes.append(
+                    NodeUsage(
+                        name=decode_token(msg.subject.rsplit(".", 1)[-1]),
+                        at_ns=int(data["at_ns"]),
+                        cpu_millicores=int(data["cpu_millicores"]),
+                        memory_bytes=int(data["memory_bytes"]),
+                        cpu_capacity_millicores=int(data["cpu_capacity_millicores"]),
+                        memory_capacity_bytes=int(data["memory_capacity_bytes"]),
+                        pods=int(data.get("pods", 0)),
+                    )
+                )
+            except (ValueError, KeyError, TypeError, AttributeError, FleetError) as exc:
+                log.warning("metrics.unreadable", subject=msg.subject, error=str(exc))
+        return sorted(nodes, key=lambda n: n.name)
+    raise ValueError(f"usage is kept for pods and nodes, not {kind!r}")
+
+
+# -- reading a subject to its end ------------------------------------------------------------------
+
+
+async def _read_to_end(
+    nc: Client,
+    stream: str,
+    subject: str,
+    config: ConsumerConfig,
+    on_message: Callable[[Msg], None] | None = None,
+    *,
+    timeout: float = 30.0,
+) -> list[Msg]:
+    """Every message an ordered consumer with ``config`` delivers up to the end of the stream
+    as of now (kept in a list unless ``on_message`` takes them)."""
+    out: list[Msg] = []
+    done = asyncio.Event()
+    delivered = 0
+
+    async def handle(msg: Msg) -> None:
+        nonlocal delivered
+        if done.is_set():
+            return
+        delivered += 1
+        if on_message is None:
+            out.append(msg)
+        else:
+            on_message(msg)
+        if msg.metadata.num_pending == 0:
+            done.set()
+
+    sub = await nc.jetstream().subscribe(
+        subject, stream=stream, cb=handle, ordered_consumer=True, config=config
+    )
+    try:
+        info = await sub.consumer_info()
+        if info.num_pending == 0 and delivered >= (info.delivered.consumer_seq or 0):
+            done.set()
+        async with asyncio.timeout(timeout):
+            await done.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+    return out
+
+
+# -- logs ------------------------------------------------------------------------------------------
+
+
+def log_headers(
+    *, pod_uid: str, restart: int, stream: str, offset: int, data: bytes, partial: bool
+) -> dict[str, str]:
+    headers = {
+        HDR_POD_UID: pod_uid,
+        HDR_RESTART: str(restart),
+        HDR_STREAM: stream,
+        HDR_OFFSET: str(offset),
+        HDR_LINES: str(data.count(b"\n")),
+    }
+    if partial:
+        headers[HDR_PARTIAL] = "1"
+    return headers
+
+
+def plan_chunks(data: bytes, *, limit: int = MAX_CHUNK_BYTES, final: bool = False) -> list[int]:
+    """Where to cut ``data`` (the unshipped bytes of an output file) into messages: the end of
+    each chunk, relative to ``data``. Chunks hold complete lines up to ``limit`` bytes; a line
+    longer than ``limit`` is cut into ``limit``-sized pieces; an unfinished last line waits for
+    its newline unless ``final`` (the container has exited)."""
+    ends: list[int] = []
+    start, size = 0, len(data)
+    while start < size:
+        window = min(start + limit, size)
+        cut = data.rfind(b"\n", start, window)
+        if cut != -1:
+            end = cut + 1
+        elif window - start == limit:
+            end = window
+        elif final:
+            end = size
+        else:
+            break
+        ends.append(end)
+        start = end
+    return ends
+
+
+@dataclass(slots=True)
+class _Chunk:
+    seq: int
+    uid: str
+    restart: int
+    stream: str
+    offset: int
+    lines: int
+    partial: bool
+
+
+def _chunk_info(msg: Msg) -> _Chunk | None:
+    headers = msg.headers or {}
+    try:
+        return _Chunk(
+            seq=msg.metadata.sequence.stream,
+            uid=headers[HDR_POD_UID],
+            restart=int(headers[HDR_RESTART]),
+            stream=headers.get(HDR_STREAM, "stdout"),
+            offset=int(headers.get(HDR_OFFSET, "-1")),
+            lines=int(headers.get(HDR_LINES, "0")),
+            partial=headers.get(HDR_PARTIAL) == "1",
+        )
+    except (KeyError, ValueError) as exc:
+        log.warning("logs.unreadable_chunk", subject=msg.subject, error=str(exc))
+        return None
+
+
+@dataclass
+class _Dedup:
+    """Drops a chunk resent after an agent restart (same file, offset already seen) even when
+    it came after JetStream's duplicate window: a resend repeats the original's boundaries."""
+
+    seen: dict[tuple[str, int, str], int] = field(default_factory=dict)
+
+    def fresh(self, chunk: _Chunk) -> bool:
+        key = (chunk.uid, chunk.restart, chunk.stream)
+        if chunk.offset < 0:
+            return True
+        if chunk.offset <= self.seen.get(key, -1):
+            return False
+        self.seen[key] = chunk.offset
+        return True
+
+
+async def read_logs(
+    nc: Client,
+    namespace: str,
+    pod: str,
+    container: str,
+    *,
+    pod_uid: str | None = None,
+    restart_count: int | None = None,
+    previous: bool = False,
+    tail: int | None = None,
+    follow: bool = False,
+) -> AsyncIterator[bytes]:
+    """The output of one container instance as chunks of lines (stdout and stderr interleaved
+    in the order they were shipped).
+
+    The instance is the current one of pod ``pod_uid`` (the uid of the newest chunk if not
+    given): the highest of ``restart_count`` (the pod's status, if known) and the restart
+    counts present; with ``previous``, the one before it (``LogsNotFound`` if there is none).
+    ``tail`` keeps the last N lines (None: all). ``follow`` then keeps yielding new output
+    until that instance is replaced by a newer one (or the caller stops iterating).
+    """
+    subject = log_subject(namespace, pod, container)
+    index: list[_Chunk] = []
+
+    def add(msg: Msg) -> None:
+        chunk = _chunk_info(msg)
+        if chunk is not None:
+            index.append(chunk)
+
+    await _read_to_end(
+        nc,
+        LOGS_STREAM,
+        subject,
+        ConsumerConfig(deliver_policy=DeliverPolicy.ALL, headers_only=True),
+        add,
+    )
+    last_seq = max((c.seq for c in index), default=0)
+    uid = pod_uid if pod_uid is not None else (index[-1].uid if index else None)
+    present = {c.restart for c in index if c.uid == uid}
+    known = [*present, *([restart_count] if restart_count is not None else [])]
+    current = max(known, default=0)
+    if previous:
+        if not known or current < 1:
+            raise LogsNotFound(
+                f'previous terminated container "{container}" in pod "{pod}" not found'
+            )
+        target = current - 1
+    else:
+        target = current
+    # Without anything known, follow the first instance of the pod that shows up.
+    locked = bool(known) or previous
+
+    dedup = _Dedup()
+    selected = [c for c in index if c.uid == uid and c.restart == target and dedup.fresh(c)]
+    start, skip = _tail_start(selected, tail)
+    wanted = {c.seq for c in selected[start:]}
+    if not follow and not wanted:
+        return
+    last_wanted = max(wanted, default=0)
+    first_seq = selected[start].seq if start < len(selected) else last_seq + 1
+
+    queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def deliver(msg: Msg) -> None:
+        queue.put_nowait(msg)
+
+    sub = await nc.jetstream().subscribe(
+        subject,
+        stream=LOGS_STREAM,
+        cb=deliver,
+        ordered_consumer=True,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, first_seq)
+        ),
+    )
+    try:
+        while True:
+            msg = await queue.get()
+            seq = msg.metadata.sequence.stream
+            if seq <= last_seq:
+                if seq in wanted:
+                    data = msg.data
+                    if skip:
+                        data = _drop_lines(data, skip)
+                        skip = 0
+                    if data:
+                        yield data
+                if not follow and seq >= last_wanted:
+                    return
+                continue
+            chunk = _chunk_info(msg)
+            if chunk is None:
+                continue
+            if uid is None:
+                uid = chunk.uid
+            if chunk.uid != uid:
+                if pod_uid is None:
+                    return  # the pod was re-created: what was followed has ended
+                continue
+            if not locked:
+                target, locked = chunk.restart, True
+            if chunk.restart > target:
+                return  # the instance followed was replaced by a newer one
+            if chunk.restart == target and dedup.fresh(chunk):
+                yield msg.data
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+def _tail_start(chunks: list[_Chunk], tail: int | None) -> tuple[int, int]:
+    """(index of the first chunk to print, lines to drop from its start) for the last ``tail``
+    lines of ``chunks``."""
+    if tail is None or tail < 0:
+        return 0, 0
+    if tail == 0:
+        return len(chunks), 0
+    count = 0
+    for i in range(len(chunks) - 1, -1, -1):
+        count += chunks[i].lines
+        if count >= tail:
+            start, skip = i, count - tail
+            break
+    else:
+        return 0, 0
+    if skip == 0:
+        # The first line printed may have begun in earlier pieces of the same file.
+        while start > 0:
+            earlier = [c for c in chunks[:start] if c.stream == chunks[start].stream]
+            if not earlier or not earlier[-1].partial:
+                break
+            start = chunks.index(earlier[-1])
+    return start, skip
+
+
+def _drop_lines(data: bytes, count: int) -> bytes:
+    pos = 0
+    for _ in range(count):
+        found = data.find(b"\n", pos)
+        if found == -1:
+            return b""
+        pos = found + 1
+    return data[pos:]

@@ -1,0 +1,167 @@
+"""The log shipper against a real nats-server: it tails files while they are written, ships
+only complete lines (until the container exits), splits overlong lines, and resumes after an
+agent restart without a line shown twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+
+from handlers.agent.logship import STATE_FILE, LogShipper
+from streams.telemetry import LOGS_STREAM, MAX_CHUNK_BYTES, read_logs
+from tests.integration.support import eventually
+
+pytestmark = pytest.mark.integration
+
+UID = "0b5c7f6e-uid"
+
+
+def instance_dir(root: Path, restart: int = 0) -> Path:
+    directory = root / "pods" / UID / "main" / str(restart)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def args(directory: Path, restart: int = 0) -> tuple:
+    return ("default", "web", UID, "main", restart, directory)
+
+
+def append(path: Path, data: bytes) -> None:
+    with path.open("ab") as file:
+        file.write(data)
+
+
+async def logs(nc: Client, **options: object) -> bytes:
+    return b"".join([c async for c in read_logs(nc, "default", "web", "main", **options)])
+
+
+async def stored_messages(nc: Client) -> int:
+    reply = await nc.request(f"$JS.API.STREAM.INFO.{LOGS_STREAM}", b"", timeout=5)
+    return json.loads(reply.data)["state"]["messages"]
+
+
+@contextlib.asynccontextmanager
+async def running(shipper: LogShipper) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(shipper.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_lines_are_shipped_as_they_are_written(nc: Client, tmp_path: Path) -> None:
+    directory = instance_dir(tmp_path)
+    stdout, stderr = directory / "stdout", directory / "stderr"
+    stdout.write_bytes(b"")
+    shipper = LogShipper(nc, tmp_path, poll_interval=0.05)
+    async with running(shipper):
+        shipper.track(*args(directory))
+        append(stdout, b"starting\nlisten")
+        append(stderr, b"warning: no config\n")
+
+        async def shipped(expected: bytes) -> bool:
+            return await logs(nc, pod_uid=UID) == expected
+
+        await eventually(lambda: shipped(b"starting\nwarning: no config\n"))
+        await asyncio.sleep(0.2)  # the unfinished line stays on the node ...
+        assert await logs(nc, pod_uid=UID) == b"starting\nwarning: no config\n"
+        append(stdout, b"ing on :8080\n")  # ... until its newline arrives
+        await eventually(lambda: shipped(b"starting\nwarning: no config\nlistening on :8080\n"))
+        append(stdout, b"bye")  # the container exits without a final newline
+        await asyncio.wait_for(shipper.finish(*args(directory)), 10)
+        assert (await logs(nc, pod_uid=UID)).endswith(b"listening on :8080\nbye\n")
+        assert json.loads((directory / STATE_FILE).read_text())["finished"] is True
+        assert await logs(nc, pod_uid=UID, tail=2) == b"listening on :8080\nbye\n"
+
+
+async def test_a_long_line_is_split_and_read_back_whole(nc: Client, tmp_path: Path) -> None:
+    directory = instance_dir(tmp_path)
+    line = b"".join(b"%07d," % i for i in range(3 * MAX_CHUNK_BYTES // 8)) + b"\n"
+    (directory / "stdout").write_bytes(b"before\n" + line + b"after\n")
+    shipper = LogShipper(nc, tmp_path, poll_interval=0.05)
+    async with running(shipper):
+        await asyncio.wait_for(shipper.finish(*args(directory)), 10)
+    assert await stored_messages(nc) >= 4
+    assert await logs(nc, pod_uid=UID) == b"before\n" + line + b"after\n"
+    assert await logs(nc, pod_uid=UID, tail=2) == line + b"after\n"
+    assert await logs(nc, pod_uid=UID, tail=1) == b"after\n"
+
+
+async def test_a_restarted_shipper_resumes_without_duplicates(nc: Client, tmp_path: Path) -> None:
+    directory = instance_dir(tmp_path)
+    stdout = directory / "stdout"
+    stdout.write_bytes(b"".join(b"line %05d\n" % i for i in range(20_000)))  # ~ 7 chunks
+
+    # The first agent is killed while publishing: what it recorded at the third publish is
+    # what the next one finds (the chunk boundaries were written down before sending).
+    first = LogShipper(nc, tmp_path, poll_interval=0.05)
+    real_publish = first._js.publish
+    calls = 0
+    crash_state = tmp_path / "state-at-crash.json"
+
+    async def publish(*a: object, **kw: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            shutil.copy(directory / STATE_FILE, crash_state)
+        return await real_publish(*a, **kw)
+
+    first._js.publish = publish  # type: ignore[method-assign]
+    async with running(first):
+        first.track(*args(directory))
+        await eventually(lambda: _is_shipped(directory, stdout))
+    shipped_before = await stored_messages(nc)
+    assert calls > 3
+    shutil.copy(crash_state, directory / STATE_FILE)
+    assert json.loads(crash_state.read_text())["streams"]["stdout"]["pending"]
+    append(stdout, b"after the restart\n")
+
+    second = LogShipper(nc, tmp_path, poll_interval=0.05)
+    async with running(second):
+        await asyncio.sleep(0.05)
+        assert second.resume_all() == 0  # run() found it already
+        second.track(*args(directory))  # what the agent does for an adopted container: no-op
+        await eventually(lambda: _is_shipped(directory, stdout))
+    assert second.published > 1  # it resent chunks the first one had sent ...
+    assert await stored_messages(nc) == shipped_before + 1  # ... and JetStream kept one copy
+    text = (await logs(nc, pod_uid=UID)).decode().splitlines()
+    assert text == [f"line {i:05d}" for i in range(20_000)] + ["after the restart"]
+
+
+async def _is_shipped(directory: Path, stdout: Path) -> bool:
+    return await asyncio.to_thread(_shipped, directory, stdout)
+
+
+def _shipped(directory: Path, stdout: Path) -> bool:
+    with contextlib.suppress(OSError, ValueError):
+        state = json.loads((directory / STATE_FILE).read_text())["streams"]["stdout"]
+        return state["offset"] == stdout.stat().st_size and not state["pending"]
+    return False
+
+
+async def test_cancelling_flushes_and_a_new_shipper_picks_up(nc: Client, tmp_path: Path) -> None:
+    directory = instance_dir(tmp_path, restart=2)
+    stdout = directory / "stdout"
+    stdout.write_bytes(b"a\n")
+    first = LogShipper(nc, tmp_path, poll_interval=30)  # it would not poll again by itself
+    async with running(first):
+        first.track(*args(directory, 2))
+        await eventually(lambda: _is_shipped(directory, stdout))
+        append(stdout, b"b\n")
+    # cancelled: the last pass on the way out shipped "b"
+    assert await logs(nc, pod_uid=UID) == b"a\nb\n"
+    append(stdout, b"c\n")
+    second = LogShipper(nc, tmp_path, poll_interval=0.05)
+    async with running(second):
+        await eventually(lambda: _is_shipped(directory, stdout))  # found from .shipped.json
+    assert await logs(nc, pod_uid=UID) == b"a\nb\nc\n"
+    assert await stored_messages(nc) == 3
