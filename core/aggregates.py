@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from core import events as catalog
 from core.diff import changed_paths
 from core.errors import AlreadyExists, Conflict, InvalidTransition, NotFound, ValidationFailed
+from core.podlifecycle import backoff_message, container_outcomes, restart_reason_allowed
 from core.quantity import resource_amount
 from core.resources.priorityclass import check_priority_class_update
 
@@ -368,8 +369,19 @@ class Node(Resource):
         )
 
     def carry_server_fields(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Besides status, the taints the lifecycle controller manages survive an apply."""
+        """Besides status, the taints the lifecycle controller manages survive an apply, and so
+        does its Ready condition when the applied status states none (a node agent
+        re-registering declares its capacity and its own conditions, not Ready)."""
         manifest = super().carry_server_fields(manifest)
+        ready = [
+            c
+            for c in (self.manifest.get("status") or {}).get("conditions") or []
+            if c.get("type") == "Ready"
+        ]
+        status = manifest.get("status") or {}
+        stated = status.get("conditions") or []
+        if ready and not any(c.get("type") == "Ready" for c in stated):
+            manifest = {**manifest, "status": {**status, "conditions": [*stated, *ready]}}
         managed = [
             t
             for t in self.manifest.get("spec", {}).get("taints") or []
@@ -665,6 +677,141 @@ def with_pod_readiness(
     return {**manifest, "status": _with_readiness(status, ready=ready, reason=reason, stamp=stamp)}
 
 
+def _stamp_ns(ns: int) -> str:
+    return timestamp_from_ns(ns).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _with_readiness_of_containers(status: dict[str, Any], stamp: str) -> dict[str, Any]:
+    """Ready and ContainersReady follow the containers' own ``ready`` flags (one container
+    ending makes the pod not ready without touching the others' flags)."""
+    statuses = status.get("containerStatuses") or []
+    unready = [c["name"] for c in statuses if not c.get("ready")]
+    ready = not unready
+    message = f"containers with unready status: [{' '.join(unready)}]" if unready else ""
+    conditions = list(status.get("conditions") or [])
+    for kind in ("Ready", "ContainersReady"):
+        conditions = _with_condition(
+            conditions, kind, "True" if ready else "False", stamp,
+            "" if ready else "ContainersNotReady", message,
+        )  # fmt: skip
+    return {**status, "conditions": conditions}
+
+
+def with_container_exited(
+    manifest: dict[str, Any],
+    *,
+    container: str,
+    exit_code: int,
+    signal: int | None,
+    reason: str,
+    message: str,
+    restart_count: int,
+    started_at_ns: int | None,
+    finished_at_ns: int | None,
+    at: datetime,
+) -> dict[str, Any]:
+    """A pod manifest after a container instance ended: its state is ``terminated`` (exit code,
+    signal, reason, times, message, as the kubelet reports it), it is neither started nor ready,
+    and so the pod is not Ready. The phase is left alone: whether the pod is done is decided
+    separately (PodSucceeded / PodFailed), as the restart policy may bring the container back."""
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    statuses = []
+    for c in _container_statuses(manifest):
+        if c["name"] != container:
+            statuses.append(c)
+            continue
+        running = (c.get("state") or {}).get("running") or {}
+        terminated: dict[str, Any] = {"exitCode": exit_code}
+        if signal:
+            terminated["signal"] = signal
+        terminated["reason"] = reason
+        if message:
+            terminated["message"] = message
+        started = (
+            _stamp_ns(started_at_ns) if started_at_ns is not None else running.get("startedAt")
+        )
+        if started:
+            terminated["startedAt"] = started
+        terminated["finishedAt"] = (
+            _stamp_ns(finished_at_ns) if finished_at_ns is not None else stamp
+        )
+        statuses.append(
+            {
+                **c,
+                "ready": False,
+                "started": False,
+                "restartCount": restart_count,
+                "state": {"terminated": terminated},
+            }
+        )
+    status = {**(manifest.get("status") or {}), "containerStatuses": statuses}
+    return {**manifest, "status": _with_readiness_of_containers(status, stamp)}
+
+
+def with_container_restarted(
+    manifest: dict[str, Any],
+    *,
+    container: str,
+    restart_count: int,
+    backoff_seconds: float,
+    namespace: str,
+    name: str,
+    uid: str,
+    at: datetime,
+) -> dict[str, Any]:
+    """A pod manifest after the decision to restart an ended container: the ended instance
+    becomes ``lastState``, the restart count is the new instance's, and the container waits:
+    in ``CrashLoopBackOff`` (with the kubelet's message) when it backs off, else while it is
+    being created. ContainerStarted then makes it running."""
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if backoff_seconds > 0:
+        waiting = {
+            "reason": "CrashLoopBackOff",
+            "message": backoff_message(backoff_seconds, container, name, namespace, uid),
+        }
+    else:
+        waiting = {"reason": "ContainerCreating"}
+    statuses = []
+    for c in _container_statuses(manifest):
+        if c["name"] != container:
+            statuses.append(c)
+            continue
+        updated = {
+            **c,
+            "ready": False,
+            "started": False,
+            "restartCount": restart_count,
+            "state": {"waiting": waiting},
+        }
+        state = c.get("state") or {}
+        if "terminated" in state:
+            updated["lastState"] = {"terminated": state["terminated"]}
+        statuses.append(updated)
+    status = {**(manifest.get("status") or {}), "containerStatuses": statuses}
+    return {**manifest, "status": _with_readiness_of_containers(status, stamp)}
+
+
+def with_pod_terminated(
+    manifest: dict[str, Any], *, phase: str, reason: str, message: str, at: datetime
+) -> dict[str, Any]:
+    """A pod manifest in a terminal phase (Succeeded or Failed): not Ready, with the kubelet's
+    ``PodCompleted`` reason on Ready and ContainersReady; ``status.reason``/``message`` say why
+    when a reason is given."""
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = dict(manifest.get("status") or {})
+    status["phase"] = phase
+    if reason:
+        status["reason"] = reason
+    if message:
+        status["message"] = message
+    status["containerStatuses"] = [{**c, "ready": False} for c in _container_statuses(manifest)]
+    conditions = list(status.get("conditions") or [])
+    for kind in ("Ready", "ContainersReady"):
+        conditions = _with_condition(conditions, kind, "False", stamp, "PodCompleted", "")
+    status["conditions"] = conditions
+    return {**manifest, "status": status}
+
+
 def with_nomination(manifest: dict[str, Any], node: str | None) -> dict[str, Any]:
     """A pod manifest with ``status.nominatedNodeName`` set (or cleared)."""
     status = dict(manifest.get("status") or {})
@@ -737,6 +884,57 @@ class Pod(Resource):
                 aggregate.manifest, ready=False, reason=self.reason, at=self.timestamp
             )
 
+    class ContainerExited(Resource.Event, catalog.ContainerExited):
+        TYPE: ClassVar[str] = "ContainerExited"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.manifest = with_container_exited(
+                aggregate.manifest,
+                container=self.container,
+                exit_code=self.exit_code,
+                signal=self.signal,
+                reason=self.reason,
+                message=self.message,
+                restart_count=self.restart_count,
+                started_at_ns=self.started_at_ns,
+                finished_at_ns=self.finished_at_ns,
+                at=self.timestamp,
+            )
+
+    class ContainerRestarted(Resource.Event, catalog.ContainerRestarted):
+        TYPE: ClassVar[str] = "ContainerRestarted"
+
+        def apply(self, aggregate: Resource) -> None:
+            _, namespace, name = aggregate.id.split("/", 2)
+            aggregate.manifest = with_container_restarted(
+                aggregate.manifest,
+                container=self.container,
+                restart_count=self.restart_count,
+                backoff_seconds=self.backoff_seconds,
+                namespace=namespace,
+                name=name,
+                uid=aggregate.uid,
+                at=self.timestamp,
+            )
+
+    class Succeeded(Resource.Event, catalog.PodTerminated):
+        SUFFIX: ClassVar[str] = "Succeeded"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.manifest = with_pod_terminated(
+                aggregate.manifest, phase="Succeeded", reason=self.reason,
+                message=self.message, at=self.timestamp,
+            )  # fmt: skip
+
+    class Failed(Resource.Event, catalog.PodTerminated):
+        SUFFIX: ClassVar[str] = "Failed"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.manifest = with_pod_terminated(
+                aggregate.manifest, phase="Failed", reason=self.reason,
+                message=self.message, at=self.timestamp,
+            )  # fmt: skip
+
     @property
     def node_name(self) -> str | None:
         node = self.manifest.get("spec", {}).get("nodeName")
@@ -775,21 +973,20 @@ class Pod(Resource):
         """Record that ``container`` runs on ``node``; only a bound pod starts, and only on its
         node. The same start (container and restart count) again changes nothing."""
         self._require_on(node, "start")
-        names = [c.get("name") for c in self.manifest.get("spec", {}).get("containers") or []]
-        if container not in names:
-            raise InvalidTransition(
-                f"{_describe(self.id)} has no container {container!r}", field="spec.containers"
-            )
+        self._require_container(container)
         current = self.container_status(container)
-        if current is not None and current.get("started"):
+        if current is not None:
             known = int(current.get("restartCount") or 0)
-            if restart_count == known:
+            # The instance already started, or started and ended since: a repeat of its start.
+            ended = "terminated" in (current.get("state") or {})
+            if restart_count == known and (current.get("started") or ended):
                 return
             if restart_count < known:
                 raise InvalidTransition(
                     f"container {container!r} of {_describe(self.id)} has restarted {known} "
                     f"times; a start with restart count {restart_count} is out of date"
                 )
+        self._require_not_terminal(f"start container {container!r}")
         self.trigger_event(
             self.ContainerStarted,
             container=container,
@@ -801,6 +998,7 @@ class Pod(Resource):
     def mark_ready(self, *, reason: str = "", at: datetime) -> None:
         """Every container is ready; a pod already Ready changes nothing."""
         self._require_on(None, "become ready")
+        self._require_not_terminal("become ready")
         names = [c.get("name") for c in self.manifest.get("spec", {}).get("containers") or []]
         waiting = [n for n in names if not (self.container_status(str(n)) or {}).get("started")]
         if waiting:
@@ -816,6 +1014,135 @@ class Pod(Resource):
         self._require_on(None, "become not ready")
         if self.ready:
             self.trigger_event(self.NotReady, reason=reason, timestamp=at)
+
+    @property
+    def phase(self) -> str:
+        return str((self.manifest.get("status") or {}).get("phase") or "Pending")
+
+    @property
+    def terminal(self) -> bool:
+        """Succeeded or Failed: no container of the pod runs again."""
+        return self.phase in ("Succeeded", "Failed")
+
+    def _require_not_terminal(self, what: str) -> None:
+        if self.terminal:
+            raise InvalidTransition(
+                f"{_describe(self.id)} has {self.phase.lower()}; it cannot {what}",
+                field="status.phase",
+            )
+
+    def _require_container(self, container: str) -> None:
+        names = [c.get("name") for c in self.manifest.get("spec", {}).get("containers") or []]
+        if container not in names:
+            raise InvalidTransition(
+                f"{_describe(self.id)} has no container {container!r}", field="spec.containers"
+            )
+
+    def exit_container(
+        self,
+        *,
+        container: str,
+        exit_code: int,
+        reason: str,
+        node: str,
+        restart_count: int = 0,
+        signal: int | None = None,
+        started_at_ns: int | None = None,
+        finished_at_ns: int | None = None,
+        message: str = "",
+        at: datetime,
+    ) -> None:
+        """Record that instance ``restart_count`` of ``container`` ended on ``node``. It may
+        end running or before it ran (a start that failed); the same end again changes
+        nothing; an instance other than the current one is refused."""
+        self._require_on(node, "report a container exit")
+        self._require_container(container)
+        current = self.container_status(container) or {}
+        known = int(current.get("restartCount") or 0)
+        if restart_count == known and "terminated" in (current.get("state") or {}):
+            return
+        if restart_count != known:
+            raise InvalidTransition(
+                f"container {container!r} of {_describe(self.id)} is at restart {known}; "
+                f"an exit of restart {restart_count} is "
+                + ("out of date" if restart_count < known else "of an instance never started")
+            )
+        self._require_not_terminal(f"report an exit of container {container!r}")
+        self.trigger_event(
+            self.ContainerExited, container=container, exit_code=exit_code, signal=signal,
+            reason=reason, node=node, restart_count=restart_count, started_at_ns=started_at_ns,
+            finished_at_ns=finished_at_ns, message=message, timestamp=at,
+        )  # fmt: skip
+
+    def restart_container(
+        self,
+        *,
+        container: str,
+        restart_count: int,
+        backoff_seconds: float,
+        reason: str,
+        node: str,
+        at: datetime,
+    ) -> None:
+        """Record the decision to run instance ``restart_count`` (the ended one's count + 1)
+        of an ended container after ``backoff_seconds``. The restart policy must allow it
+        (probe failures restart under Always and OnFailure); the same restart again changes
+        nothing."""
+        self._require_on(node, "restart a container")
+        self._require_container(container)
+        current = self.container_status(container) or {}
+        known = int(current.get("restartCount") or 0)
+        state = current.get("state") or {}
+        ended = state.get("terminated")
+        if restart_count == known and ended is None and "lastState" in current:
+            return  # this restart was recorded: the container waits for or runs it
+        if ended is None:
+            raise InvalidTransition(
+                f"container {container!r} of {_describe(self.id)} has not ended; "
+                "only an ended container is restarted"
+            )
+        if restart_count != known + 1:
+            raise InvalidTransition(
+                f"container {container!r} of {_describe(self.id)} ended at restart {known}; "
+                f"its restart must have count {known + 1}, not {restart_count}"
+            )
+        self._require_not_terminal(f"restart container {container!r}")
+        policy = str(self.manifest.get("spec", {}).get("restartPolicy") or "Always")
+        exit_code = int(ended.get("exitCode") or 0)
+        if not restart_reason_allowed(policy, exit_code, reason):
+            raise InvalidTransition(
+                f"{_describe(self.id)} has restartPolicy {policy}; container {container!r} "
+                f"that ended with exit code {exit_code} ({reason}) is not restarted",
+                field="spec.restartPolicy",
+            )
+        self.trigger_event(
+            self.ContainerRestarted, container=container, restart_count=restart_count,
+            backoff_seconds=backoff_seconds, reason=reason, node=node, timestamp=at,
+        )  # fmt: skip
+
+    def succeed(self, *, reason: str = "", message: str = "", at: datetime) -> None:
+        """The pod is done: every container ended with exit code 0 and none will run again.
+        Succeeding again changes nothing; a Failed pod cannot succeed."""
+        self._require_on(None, "succeed")
+        if self.phase == "Succeeded":
+            return
+        self._require_not_terminal("succeed")
+        outcomes = container_outcomes(self.manifest)
+        if not all(o.state == "terminated" and o.exit_code == 0 for o in outcomes):
+            raise InvalidTransition(
+                f"{_describe(self.id)} cannot succeed: not every container ended with exit code 0"
+            )
+        self.trigger_event(self.Succeeded, reason=reason, message=message, timestamp=at)
+
+    def fail(self, *, reason: str, message: str = "", at: datetime) -> None:
+        """The pod is done and failed (a container failed and will not be restarted, or the
+        pod was stopped: deadline, eviction). Failing again changes nothing; a Succeeded pod
+        cannot fail."""
+        self._require_on(None, "fail")
+        if self.phase == "Failed":
+            return
+        self._require_not_terminal("fail")
+        self.trigger_event(self.Failed, reason=reason, message=message, timestamp=at)
 
     def bind(
         self,

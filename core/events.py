@@ -111,6 +111,44 @@ class ContainerStarted(EventPayload):
     node: str
 
 
+class ContainerExited(EventPayload):
+    """A container instance of a bound pod ended on its node: how (exit code, and the signal
+    that killed it: the exit code is then 128 + signal, as the kubelet reports it) and the
+    runtime's reason (Completed, Error, OOMKilled). ``restart_count`` names the instance that
+    ended; the times are those of the process, when the agent knows them."""
+
+    container: str
+    exit_code: int
+    signal: int | None = None
+    reason: str
+    node: str
+    restart_count: int = Field(default=0, ge=0)
+    started_at_ns: int | None = None
+    finished_at_ns: int | None = None
+    message: str = ""
+
+
+class ContainerRestarted(EventPayload):
+    """The agent decided to start a new instance of an ended container: ``restart_count`` is
+    the new instance's count, ``backoff_seconds`` how long it waits first (CrashLoopBackOff
+    when > 0), ``reason`` why the previous one ended (Error, OOMKilled, Completed,
+    LivenessProbeFailed, StartupProbeFailed). ContainerStarted follows when it runs."""
+
+    container: str
+    restart_count: int = Field(ge=1)
+    backoff_seconds: float = Field(default=0.0, ge=0)
+    reason: str
+    node: str
+
+
+class PodTerminated(EventPayload):
+    """A pod reached a terminal phase (Succeeded or Failed): no container of it will run
+    again."""
+
+    reason: str = ""
+    message: str = ""
+
+
 class PodReadinessChanged(EventPayload):
     """A pod became Ready (every container ready) or stopped being Ready, and why."""
 
@@ -160,6 +198,12 @@ def _catalog() -> dict[str, EventType]:
     entries.append(EventType(name="PodUnschedulable", schema_version=1, payload=PodUnschedulable))
     entries.append(EventType(name="PodNominated", schema_version=1, payload=PodNominated))
     entries.append(EventType(name="ContainerStarted", schema_version=1, payload=ContainerStarted))
+    entries.append(EventType(name="ContainerExited", schema_version=1, payload=ContainerExited))
+    entries.append(
+        EventType(name="ContainerRestarted", schema_version=1, payload=ContainerRestarted)
+    )
+    entries.append(EventType(name="PodSucceeded", schema_version=1, payload=PodTerminated))
+    entries.append(EventType(name="PodFailed", schema_version=1, payload=PodTerminated))
     entries.append(EventType(name="PodReady", schema_version=1, payload=PodReadinessChanged))
     entries.append(EventType(name="PodNotReady", schema_version=1, payload=PodReadinessChanged))
     entries.append(EventType(name="PodAllocated", schema_version=1, payload=PodAllocated))
@@ -259,6 +303,23 @@ def summarize(type_name: str, payload: Payload) -> str:
         return f"container {payload.get('container')} started on {payload.get('node')}" + (
             f" (restart {restarts})" if restarts else ""
         )
+    if type_name == "ContainerExited":
+        line = f"container {payload.get('container')} exited with code {payload.get('exit_code')}"
+        if payload.get("signal"):
+            line += f" (signal {payload['signal']})"
+        line += f": {payload.get('reason')}"
+        return f"{line}: {payload['message']}" if payload.get("message") else line
+    if type_name == "ContainerRestarted":
+        backoff = payload.get("backoff_seconds") or 0
+        line = f"container {payload.get('container')} restarting"
+        line += f" (restart {payload.get('restart_count')}"
+        line += f", back-off {backoff:g}s)" if backoff else ")"
+        return f"{line} after {payload.get('reason')}"
+    if type_name in ("PodSucceeded", "PodFailed"):
+        line = "succeeded" if type_name == "PodSucceeded" else "failed"
+        if payload.get("reason"):
+            line += f": {payload['reason']}"
+        return f"{line}: {payload['message']}" if payload.get("message") else line
     if type_name in ("PodReady", "PodNotReady"):
         line = "ready" if type_name == "PodReady" else "not ready"
         return f"{line}: {payload['reason']}" if payload.get("reason") else line

@@ -15,10 +15,13 @@ from typing import Any
 
 from core.aggregates import (
     timestamp_from_ns,
+    with_container_exited,
+    with_container_restarted,
     with_container_started,
     with_nomination,
     with_pod_readiness,
     with_pod_scheduled,
+    with_pod_terminated,
     with_ready_condition,
     with_unschedulable,
 )
@@ -89,6 +92,12 @@ class ClusterModel:
             return self._ready_changed
         if event_type == "ContainerStarted":
             return self._container_started
+        if event_type == "ContainerExited":
+            return self._container_exited
+        if event_type == "ContainerRestarted":
+            return self._container_restarted
+        if event_type in ("PodSucceeded", "PodFailed"):
+            return self._pod_terminated
         if event_type in ("PodReady", "PodNotReady"):
             return self._pod_ready if event_type == "PodReady" else self._pod_not_ready
         if event_type in ("NodeCordoned", "NodeUncordoned"):
@@ -160,6 +169,50 @@ class ClusterModel:
                 record.manifest,
                 container=payload["container"],
                 restart_count=payload.get("restart_count", 0),
+                at=timestamp_from_ns(event.envelope.timestamp_ns),
+            )
+
+    def _container_exited(self, event: StoredEvent) -> None:
+        record = self._touched(event)
+        if record is not None:
+            payload = event.envelope.payload
+            record.manifest = with_container_exited(
+                record.manifest,
+                container=payload["container"],
+                exit_code=payload["exit_code"],
+                signal=payload.get("signal"),
+                reason=payload["reason"],
+                message=payload.get("message", ""),
+                restart_count=payload.get("restart_count", 0),
+                started_at_ns=payload.get("started_at_ns"),
+                finished_at_ns=payload.get("finished_at_ns"),
+                at=timestamp_from_ns(event.envelope.timestamp_ns),
+            )
+
+    def _container_restarted(self, event: StoredEvent) -> None:
+        record = self._touched(event)
+        if record is not None:
+            payload = event.envelope.payload
+            record.manifest = with_container_restarted(
+                record.manifest,
+                container=payload["container"],
+                restart_count=payload["restart_count"],
+                backoff_seconds=payload.get("backoff_seconds", 0.0),
+                namespace=record.namespace,
+                name=record.name,
+                uid=record.uid,
+                at=timestamp_from_ns(event.envelope.timestamp_ns),
+            )
+
+    def _pod_terminated(self, event: StoredEvent) -> None:
+        record = self._touched(event)
+        if record is not None:
+            payload = event.envelope.payload
+            record.manifest = with_pod_terminated(
+                record.manifest,
+                phase="Succeeded" if event.envelope.type == "PodSucceeded" else "Failed",
+                reason=payload.get("reason", ""),
+                message=payload.get("message", ""),
                 at=timestamp_from_ns(event.envelope.timestamp_ns),
             )
 
