@@ -1,0 +1,635 @@
+"""The process runtime: a container is a process (group) on this machine, in its own cgroup.
+
+Why this exists: the node agent decides *what* runs (which pods, restarts, probes); this module
+is the part that touches the operating system, so the agent can stay a reactor over events and
+the runtime can be replaced (the simulated nodes have their own).
+
+What a container is here:
+
+* A process started in a new session (its pid is its process-group id), stdin ``/dev/null``,
+  stdout and stderr appended to ``<root>/pods/<pod_uid>/<container>/<restart>/stdout`` and
+  ``…/stderr``. Files, not pipes: containers outlive an agent restart, and a pipe whose reader
+  is gone would kill them with SIGPIPE.
+* In its cgroup before its first instruction: a tiny ``/bin/sh`` prologue writes its own pid to
+  the cgroup's ``cgroup.procs`` and then ``exec``s the command (same pid, no extra process,
+  nothing run between fork and exec inside the agent, which is threaded). See
+  :func:`handlers.agent.cgroups.join_argv`.
+* With a container-like environment: ``PATH`` (the agent's, so ``python`` resolves as the
+  operator expects), ``HOME``, ``HOSTNAME`` (the pod's name), ``LANG``/``LC_ALL``/``TZ`` when set,
+  then the pod's own ``env``. Nothing else of the agent's environment (tokens, NATS
+  credentials) leaks in.
+* Optionally isolated with bubblewrap (:mod:`handlers.agent.isolation`).
+* When its main process ends, the container has ended: whatever it left behind in its process
+  group or cgroup is killed, as the end of a pid namespace's init would.
+
+Surviving an agent restart: each running instance has ``container.json`` beside its output
+(pid, pgid, the process start time from ``/proc/<pid>/stat`` field 22, the boot id, the cgroup,
+the spec). :meth:`ProcessRuntime.adopt_all` keeps the instances whose process is still the same
+process (same boot, same start time: PIDs are reused, ``pid_max`` is 32768 here) and drops the
+others (their cgroup is removed, their output kept).
+
+Waiting: a ``pidfd`` (``os.pidfd_open``, Linux ≥ 5.3) per container, watched with
+``loop.add_reader``; the status is collected with ``waitid(P_PIDFD, …)``, which names exactly
+that process (no PID-reuse race, and no interference with asyncio's child watcher, which only
+waits for its own pids). An adopted process is normally no longer the agent's child: its exit
+code went to its new parent (init), so it is reported as ``exit_code=None``, reason
+``Unknown`` — unless the cgroup counted an OOM kill, which is still known. (A shim process per
+container, as conmon or containerd-shim keep, would know the code; it would cost a process per
+container and a non-``exec`` shell changes how signals reach the workload, so it is not done.)
+Where ``pidfd_open`` is missing, the runtime polls every 50 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pwd
+import select
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from handlers.agent.cgroups import (
+    CgroupDriver,
+    CgroupError,
+    CgroupHandle,
+    Usage,
+    detect,
+    driver_for,
+    join_argv,
+    proc_start_ticks,
+    proc_stat_fields,
+)
+from handlers.agent.isolation import Bubblewrap, IsolationUnavailable
+
+log = structlog.get_logger(__name__)
+
+STATE_FILE = "container.json"
+STATE_VERSION = 1
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PASSED_THROUGH = ("LANG", "LC_ALL", "TZ")
+POLL_S = 0.05
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One instance of one container of a pod: everything the runtime needs to start it."""
+
+    pod_uid: str
+    pod_namespace: str
+    pod_name: str
+    name: str
+    restart_count: int
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    cpu_limit_millis: int | None = None
+    memory_limit_bytes: int | None = None
+    isolate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """How a container instance ended.
+
+    ``exit_code`` follows the container runtimes' convention: 128 + n when killed by signal n
+    (``signal`` = n then). ``None`` when it cannot be known (an adopted process). ``reason`` is
+    Kubernetes' ``Completed`` / ``Error`` / ``OOMKilled``, ``StartError`` for a container that
+    could not be started, or ``Unknown``.
+    """
+
+    exit_code: int | None
+    signal: int | None
+    oom_killed: bool
+    finished_ns: int
+    reason: str
+    message: str = ""
+
+
+class ContainerStartError(RuntimeError):
+    """The container could not be started; ``status`` is what to report (reason StartError)."""
+
+    def __init__(self, status: ExitStatus) -> None:
+        super().__init__(status.message)
+        self.status = status
+
+
+def _start_error(code: int, message: str) -> ContainerStartError:
+    return ContainerStartError(ExitStatus(code, None, False, time.time_ns(), "StartError", message))
+
+
+@dataclass(eq=False)
+class RunningContainer:
+    """A started (or adopted) container instance. Hand it back to the runtime to act on it."""
+
+    spec: ContainerSpec
+    pid: int
+    pgid: int
+    start_ticks: int
+    started_ns: int
+    directory: Path
+    cgroup: CgroupHandle
+    env: dict[str, str]
+    cwd: str
+    launch_prefix: tuple[str, ...]  # the isolation wrapper, empty when not isolated
+    procs_files: tuple[str, ...]  # the cgroup.procs files a process writes itself into
+    oom_baseline: int | None = None
+    failcnt_baseline: int | None = None
+    adopted: bool = False
+    status: ExitStatus | None = None  # set once the exit has been observed
+    _popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _pidfd: int | None = field(default=None, repr=False)
+    _future: asyncio.Future[ExitStatus] | None = field(default=None, repr=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    _poll_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _killed: bool = field(default=False, repr=False)
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.directory / "stdout"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.directory / "stderr"
+
+    @property
+    def state_path(self) -> Path:
+        return self.directory / STATE_FILE
+
+    def exec_argv(self, argv: list[str]) -> list[str]:
+        """``argv`` as run "inside" this container: its cgroup and its isolation wrapper."""
+        return join_argv(self.procs_files, [*self.launch_prefix, *argv])
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "boot_id": _boot_id(),
+            "spec": asdict(self.spec),
+            "pid": self.pid,
+            "pgid": self.pgid,
+            "start_ticks": self.start_ticks,
+            "started_ns": self.started_ns,
+            "cgroup": self.cgroup.as_json(),
+            "env": self.env,
+            "cwd": self.cwd,
+            "launch_prefix": list(self.launch_prefix),
+            "procs_files": list(self.procs_files),
+            "oom_baseline": self.oom_baseline,
+            "failcnt_baseline": self.failcnt_baseline,
+        }
+
+
+def _boot_id() -> str:
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
+
+
+def default_base_env() -> dict[str, str]:
+    """What every container gets before its own env: PATH, HOME, locale and time zone."""
+    env = {"PATH": os.environ.get("PATH") or DEFAULT_PATH}
+    try:
+        env["HOME"] = pwd.getpwuid(os.getuid()).pw_dir or "/"
+    except KeyError:
+        env["HOME"] = "/"
+    for key in PASSED_THROUGH:
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
+def resolve_executable(argv0: str, path: str, cwd: str) -> str:
+    """Where ``argv0`` will be found, or a :class:`ContainerStartError` saying why not."""
+    if "/" in argv0:
+        candidate = Path(cwd, argv0)
+        if not candidate.exists():
+            raise _start_error(127, f'exec: "{argv0}": no such file or directory')
+    else:
+        found = shutil.which(argv0, path=path)
+        if found is None:
+            # Present but not executable is a different error, as in runc.
+            if any(Path(d or ".", argv0).is_file() for d in path.split(":")):
+                raise _start_error(126, f'exec: "{argv0}": permission denied')
+            raise _start_error(127, f'exec: "{argv0}": executable file not found in $PATH')
+        candidate = Path(found)
+    if candidate.is_dir() or not os.access(candidate, os.X_OK):
+        raise _start_error(126, f'exec: "{argv0}": permission denied')
+    return str(candidate)
+
+
+def _decode_returncode(returncode: int) -> tuple[int, int | None]:
+    if returncode < 0:
+        return 128 - returncode, -returncode
+    return returncode, None
+
+
+class ProcessRuntime:
+    """Starts, watches, stops and adopts container processes under ``root``."""
+
+    def __init__(
+        self,
+        root: Path,
+        cgroups: CgroupDriver | None = None,
+        isolation: Bubblewrap | None = None,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.cgroups = cgroups if cgroups is not None else detect()
+        self.isolation = isolation if isolation is not None else Bubblewrap.detect()
+        self.base_env = dict(base_env) if base_env is not None else default_base_env()
+        self._containers: dict[tuple[str, str, int], RunningContainer] = {}
+
+    # -- what the node can do -------------------------------------------------------------
+
+    def limits_condition(self) -> tuple[bool, str, str]:
+        """(enforced, reason, message) for the node's ``ResourceLimitsEnforced`` condition."""
+        return self.cgroups.limits_enforced, self.cgroups.reason, self.cgroups.message
+
+    @property
+    def isolation_available(self) -> bool:
+        return self.isolation.available
+
+    def instance_dir(self, spec: ContainerSpec) -> Path:
+        return self.root / "pods" / spec.pod_uid / spec.name / str(spec.restart_count)
+
+    def work_dir(self, spec: ContainerSpec) -> Path:
+        """The default working directory (kept across restarts, writable when isolated)."""
+        return self.root / "pods" / spec.pod_uid / spec.name / "work"
+
+    # -- start ----------------------------------------------------------------------------
+
+    async def start(self, spec: ContainerSpec) -> RunningContainer:
+        """Start one container instance. Raises :class:`ContainerStartError` (with the
+        status to report) when it cannot run: missing executable (127), not executable (126),
+        missing working directory, isolation unavailable, cgroup failure (128).
+
+        The blocking part (cgroup files, fork/exec) runs in a worker thread. If the caller is
+        cancelled meanwhile, the start still completes and the container is then removed
+        (killed), so a cancelled start never leaves a process nobody knows about.
+        """
+        task = asyncio.ensure_future(asyncio.to_thread(self.start_sync, spec))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._remove_unwanted)
+            raise
+
+    def _remove_unwanted(self, task: asyncio.Future[RunningContainer]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.remove(task.result())
+
+    def start_sync(self, spec: ContainerSpec) -> RunningContainer:
+        """:meth:`start` without the event loop (it blocks for a few milliseconds)."""
+        key = (spec.pod_uid, spec.name, spec.restart_count)
+        existing = self._containers.get(key)
+        if existing is not None and existing.status is None:
+            raise _start_error(128, f"container {spec.name} #{spec.restart_count} is running")
+        if not spec.argv:
+            raise _start_error(128, "no command given")
+        directory = self.instance_dir(spec)
+        directory.mkdir(parents=True, exist_ok=True)
+        work = self.work_dir(spec)
+        work.mkdir(parents=True, exist_ok=True)
+        cwd = spec.working_dir or str(work)
+        if not Path(cwd).is_dir():
+            raise _start_error(128, f'working directory "{cwd}" does not exist')
+        env = {**self.base_env, "HOSTNAME": spec.pod_name, **spec.env}
+        resolve_executable(spec.argv[0], env.get("PATH", DEFAULT_PATH), cwd)
+        prefix: list[str] = []
+        if spec.isolate:
+            writable = [work] if spec.working_dir is None else [work, Path(cwd)]
+            try:
+                prefix = self.isolation.prefix(
+                    writable=writable, working_dir=Path(cwd), hostname=spec.pod_name
+                )
+            except IsolationUnavailable as exc:
+                raise _start_error(128, str(exc)) from exc
+        try:
+            handle = self.cgroups.create(spec.pod_uid, spec.name, spec.restart_count)
+            self.cgroups.apply_limits(handle, spec.cpu_limit_millis, spec.memory_limit_bytes)
+        except CgroupError as exc:
+            raise _start_error(128, str(exc)) from exc
+        procs_files = self.cgroups.procs_files(handle)
+        argv = join_argv(procs_files, [*prefix, *spec.argv])
+        oom_baseline = self.cgroups.oom_kills(handle)
+        failcnt_baseline = self.cgroups.memory_failures(handle)
+        try:
+            with (
+                open(directory / "stdout", "ab") as out,
+                open(directory / "stderr", "ab") as err,
+            ):
+                popen = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd,
+                    start_new_session=True, close_fds=True,
+                )  # fmt: skip
+        except OSError as exc:
+            with contextlib.suppress(CgroupError):
+                self.cgroups.remove(handle)
+            raise _start_error(128, f"cannot start {spec.argv[0]!r}: {exc}") from exc
+        pidfd = _pidfd_open(popen.pid)
+        container = RunningContainer(
+            spec=spec, pid=popen.pid, pgid=popen.pid,
+            start_ticks=proc_start_ticks(popen.pid) or 0, started_ns=time.time_ns(),
+            directory=directory, cgroup=handle, env=env, cwd=cwd, launch_prefix=tuple(prefix),
+            procs_files=procs_files, oom_baseline=oom_baseline,
+            failcnt_baseline=failcnt_baseline, _popen=popen, _pidfd=pidfd,
+        )  # fmt: skip
+        _write_state(container)
+        self._containers[key] = container
+        log.info(
+            "container.started", pod=f"{spec.pod_namespace}/{spec.pod_name}",
+            container=spec.name, restart=spec.restart_count, pid=popen.pid,
+            cgroup=handle.relative if handle.paths else None, isolated=spec.isolate,
+        )  # fmt: skip
+        return container
+
+    # -- wait / stop ----------------------------------------------------------------------
+
+    async def wait(self, container: RunningContainer) -> ExitStatus:
+        """Until the container's main process has ended; its status. Any number of callers
+        may wait at once; cancelling one waiter does not affect the others."""
+        if container.status is not None:
+            return container.status
+        return await asyncio.shield(self._watch(container))
+
+    async def stop(self, container: RunningContainer, grace_seconds: float) -> ExitStatus:
+        """SIGTERM to the container's process group; after ``grace_seconds`` SIGKILL to the
+        group and everything in its cgroup. Returns how it ended."""
+        if container.status is not None:
+            return container.status
+        future = self._watch(container)
+        log.info("container.stopping", container=container.spec.name, pid=container.pid,
+                 grace=grace_seconds)  # fmt: skip
+        self._signal(container, signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), max(0.0, grace_seconds))
+        except TimeoutError:
+            pass
+        container._killed = True
+        self._signal(container, signal.SIGKILL)
+        driver_for(container.cgroup, self.cgroups).kill_all(container.cgroup)
+        return await asyncio.shield(future)
+
+    def is_running(self, container: RunningContainer) -> bool:
+        if container.status is not None:
+            return False
+        return _same_process_alive(container.pid, container.start_ticks)
+
+    def usage(self, container: RunningContainer) -> Usage:
+        """Cumulative cpu ns and current memory (cgroup, or the process group from /proc)."""
+        return driver_for(container.cgroup, self.cgroups).usage(container.cgroup, container.pgid)
+
+    def remove(self, container: RunningContainer) -> None:
+        """Forget the instance: kill anything left, remove its cgroup and state (not its
+        output). Removing a running container kills it."""
+        driver = driver_for(container.cgroup, self.cgroups)
+        if container.status is None:
+            container._killed = True
+            self._signal(container, signal.SIGKILL)
+            driver.kill_all(container.cgroup)
+            if container._pidfd is not None:
+                with contextlib.suppress(OSError):
+                    select.select([container._pidfd], [], [], 1.0)
+            self._finish(container)
+        self._unwatch(container)
+        try:
+            driver.remove(container.cgroup)
+        except CgroupError as exc:
+            log.warning("container.cgroup_left", cgroup=container.cgroup.relative, error=str(exc))
+        with contextlib.suppress(FileNotFoundError):
+            container.state_path.unlink()
+        key = (container.spec.pod_uid, container.spec.name, container.spec.restart_count)
+        if self._containers.get(key) is container:
+            del self._containers[key]
+
+    # -- adoption -------------------------------------------------------------------------
+
+    def adopt_all(self) -> list[RunningContainer]:
+        """The containers started earlier under ``root`` (by this or an earlier agent) whose
+        process is still alive. Dead ones (and state pointing at a reused pid) are dropped."""
+        adopted: list[RunningContainer] = []
+        boot_id = _boot_id()
+        for state_path in sorted(self.root.glob(f"pods/*/*/*/{STATE_FILE}")):
+            try:
+                data = json.loads(state_path.read_text())
+                container = _from_state(data, state_path.parent)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("container.state_unreadable", path=str(state_path), error=repr(exc))
+                with contextlib.suppress(FileNotFoundError):
+                    state_path.unlink()
+                continue
+            spec = container.spec
+            key = (spec.pod_uid, spec.name, spec.restart_count)
+            known = self._containers.get(key)
+            if known is not None and known.status is None:
+                adopted.append(known)
+                continue
+            pidfd = _pidfd_open(container.pid) if data.get("boot_id") == boot_id else None
+            alive = data.get("boot_id") == boot_id and _same_process_alive(
+                container.pid, container.start_ticks
+            )
+            if alive and pidfd is not None and _readable(pidfd):
+                alive = False  # it ended between the two checks
+            if not alive:
+                if pidfd is not None:
+                    os.close(pidfd)
+                log.info("container.dropped", container=spec.name, pod_uid=spec.pod_uid,
+                         pid=container.pid, reason="process gone or pid reused")  # fmt: skip
+                with contextlib.suppress(CgroupError):
+                    driver_for(container.cgroup, self.cgroups).remove(container.cgroup)
+                with contextlib.suppress(FileNotFoundError):
+                    state_path.unlink()
+                continue
+            container._pidfd = pidfd
+            self._containers[key] = container
+            adopted.append(container)
+            log.info("container.adopted", container=spec.name, pod_uid=spec.pod_uid,
+                     pid=container.pid)  # fmt: skip
+        return adopted
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _signal(self, container: RunningContainer, sig: int) -> None:
+        if container.status is not None:
+            return
+        if container._pidfd is not None and _readable(container._pidfd):
+            return  # the leader has ended: its status (and leftovers) are handled by _finish
+        # The group outlives its leader only while members remain, so its id cannot have been
+        # reused while they live; if the leader is gone and the group empty, this is ESRCH.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(container.pgid, sig)
+
+    def _watch(self, container: RunningContainer) -> asyncio.Future[ExitStatus]:
+        loop = asyncio.get_running_loop()
+        if container._future is not None and container._loop is loop:
+            return container._future
+        self._unwatch(container)
+        future: asyncio.Future[ExitStatus] = loop.create_future()
+        container._future, container._loop = future, loop
+        if container._pidfd is not None:
+            loop.add_reader(container._pidfd, self._on_exit, container)
+        else:
+            container._poll_task = loop.create_task(self._poll(container))
+        return future
+
+    def _unwatch(self, container: RunningContainer) -> None:
+        loop = container._loop
+        if loop is not None and container._pidfd is not None and not loop.is_closed():
+            loop.remove_reader(container._pidfd)
+        if container._poll_task is not None:
+            container._poll_task.cancel()
+            container._poll_task = None
+        future = container._future
+        if future is not None and not future.done() and container.status is not None:
+            future.set_result(container.status)
+        elif future is not None and not future.done() and loop is not None:
+            future.cancel()
+        container._future = container._loop = None
+
+    def _on_exit(self, container: RunningContainer) -> None:
+        loop = container._loop
+        if loop is not None and container._pidfd is not None:
+            loop.remove_reader(container._pidfd)
+        status = self._finish(container)
+        if container._future is not None and not container._future.done():
+            container._future.set_result(status)
+
+    async def _poll(self, container: RunningContainer) -> None:
+        while True:
+            popen = container._popen
+            if popen is not None:
+                if popen.poll() is not None:
+                    break
+            elif not _same_process_alive(container.pid, container.start_ticks):
+                break
+            await asyncio.sleep(POLL_S)
+        status = self._finish(container)
+        if container._future is not None and not container._future.done():
+            container._future.set_result(status)
+
+    def _finish(self, container: RunningContainer) -> ExitStatus:
+        """Collect the status of an ended main process, kill what it left, persist nothing."""
+        if container.status is not None:
+            return container.status
+        # Leftovers first, while our zombie leader still reserves the group id.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(container.pgid, signal.SIGKILL)
+        exit_code, sig = self._reap(container)
+        driver = driver_for(container.cgroup, self.cgroups)
+        with contextlib.suppress(OSError):
+            driver.kill_all(container.cgroup)
+        oom = False
+        kills = driver.oom_kills(container.cgroup) if container.cgroup.paths else None
+        if kills is not None:
+            oom = kills > (container.oom_baseline or 0)
+        else:
+            failures = driver.memory_failures(container.cgroup) if container.cgroup.paths else None
+            oom = (
+                failures is not None
+                and failures > (container.failcnt_baseline or 0)
+                and sig == signal.SIGKILL
+                and not container._killed
+            )
+        if oom:
+            reason, message = "OOMKilled", "the container exceeded its memory limit"
+        elif exit_code is None:
+            reason = "Unknown"
+            message = "the process ended while another agent was its parent: exit code unknown"
+        elif exit_code == 0:
+            reason, message = "Completed", ""
+        else:
+            reason, message = "Error", ""
+        if oom and exit_code is None:
+            exit_code, sig = 128 + signal.SIGKILL, signal.SIGKILL
+        status = ExitStatus(exit_code, sig, oom, time.time_ns(), reason, message)
+        container.status = status
+        if container._pidfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(container._pidfd)
+            container._pidfd = None
+        log.info("container.exited", container=container.spec.name, pid=container.pid,
+                 exit_code=exit_code, signal=sig, reason=reason)  # fmt: skip
+        return status
+
+    def _reap(self, container: RunningContainer) -> tuple[int | None, int | None]:
+        popen = container._popen
+        if popen is not None and popen.returncode is not None:
+            return _decode_returncode(popen.returncode)
+        if container._pidfd is not None:
+            try:
+                result = os.waitid(os.P_PIDFD, container._pidfd, os.WEXITED | os.WNOHANG)
+            except ChildProcessError:
+                result = None  # not our child: its parent (init) has the code
+            if result is not None:
+                if result.si_code == os.CLD_EXITED:
+                    code, sig = result.si_status, None
+                else:
+                    code, sig = 128 + result.si_status, result.si_status
+                if popen is not None:  # so Popen never waits for it again
+                    popen.returncode = code if sig is None else -sig
+                return code, sig
+        elif popen is not None:
+            returncode = popen.poll()
+            if returncode is not None:
+                return _decode_returncode(returncode)
+        return None, None
+
+
+def _pidfd_open(pid: int) -> int | None:
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return None
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def _same_process_alive(pid: int, start_ticks: int) -> bool:
+    fields = proc_stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    return int(fields[19]) == start_ticks
+
+
+def _write_state(container: RunningContainer) -> None:
+    tmp = container.state_path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # env may hold secrets
+    with os.fdopen(fd, "w") as handle:
+        json.dump(container.state(), handle)
+    os.replace(tmp, container.state_path)
+
+
+def _from_state(data: dict[str, Any], directory: Path) -> RunningContainer:
+    if data.get("version") != STATE_VERSION:
+        raise ValueError(f"state version {data.get('version')!r}")
+    return RunningContainer(
+        spec=ContainerSpec(**data["spec"]),
+        pid=int(data["pid"]),
+        pgid=int(data["pgid"]),
+        start_ticks=int(data["start_ticks"]),
+        started_ns=int(data["started_ns"]),
+        directory=directory,
+        cgroup=CgroupHandle.from_json(data["cgroup"]),
+        env=dict(data["env"]),
+        cwd=str(data["cwd"]),
+        launch_prefix=tuple(data["launch_prefix"]),
+        procs_files=tuple(data["procs_files"]),
+        oom_baseline=data.get("oom_baseline"),
+        failcnt_baseline=data.get("failcnt_baseline"),
+        adopted=True,
+    )

@@ -1,0 +1,126 @@
+"""The cgroup drivers' file protocol, against fake hierarchies (pure v2 and co-mounted v1 cannot
+both exist on one machine), plus detection on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from handlers.agent.cgroups import (
+    CgroupError,
+    V1Driver,
+    V2Driver,
+    cpu_quota_us,
+    detect,
+    join_argv,
+    v1_mounts,
+)
+
+
+def test_cpu_quota_from_millicores():
+    assert cpu_quota_us(1000) == 100_000
+    assert cpu_quota_us(250) == 25_000
+    assert cpu_quota_us(1) == 1_000  # the kernel's minimum
+
+
+def fake_v2(tmp_path: Path, controllers: str = "cpuset cpu io memory hugetlb pids") -> Path:
+    mount = tmp_path / "cgroup"
+    mount.mkdir()
+    (mount / "cgroup.controllers").write_text(controllers + "\n")
+    (mount / "cgroup.subtree_control").write_text("")
+    return mount
+
+
+def test_v2_enables_controllers_sets_limits_and_reads_usage(tmp_path: Path):
+    mount = fake_v2(tmp_path)
+    driver = V2Driver(mount)
+    assert (mount / "cgroup.subtree_control").read_text() == "+memory +cpu +pids"
+    assert (mount / "fleetlog" / "cgroup.subtree_control").read_text() == "+memory +cpu +pids"
+    handle = driver.create("uid-1", "web", 3)
+    leaf = mount / "fleetlog" / "uid-1" / "web.3"
+    assert handle.paths == (str(leaf),) and handle.relative == "fleetlog/uid-1/web.3"
+    assert (leaf.parent / "cgroup.subtree_control").read_text() == "+memory +cpu +pids"
+    (leaf / "memory.swap.max").write_text("max\n")
+    (leaf / "memory.oom.group").write_text("0\n")
+    driver.apply_limits(handle, cpu_millis=1500, memory_bytes=64 * 1024 * 1024)
+    assert (leaf / "memory.max").read_text() == str(64 * 1024 * 1024)
+    assert (leaf / "memory.swap.max").read_text() == "0"
+    assert (leaf / "memory.oom.group").read_text() == "1"
+    assert (leaf / "cpu.max").read_text() == "150000 100000"
+    assert driver.procs_files(handle) == (str(leaf / "cgroup.procs"),)
+    (leaf / "cpu.stat").write_text("usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n")
+    (leaf / "memory.current").write_text("10485760\n")
+    (leaf / "memory.stat").write_text("anon 8388608\ninactive_file 1048576\n")
+    usage = driver.usage(handle, pgid=1)
+    assert (usage.cpu_ns, usage.memory_bytes, usage.working_set_bytes) == (
+        2_500_000, 10_485_760, 9_437_184,
+    )  # fmt: skip
+    (leaf / "memory.events").write_text("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n")
+    assert driver.oom_kills(handle) == 1
+    driver.apply_limits(handle, None, None)
+    assert (leaf / "memory.max").read_text() == "max"
+    assert (leaf / "cpu.max").read_text() == "max 100000"
+
+
+def test_v2_without_the_memory_controller_is_refused(tmp_path: Path):
+    with pytest.raises(CgroupError, match="memory"):
+        V2Driver(fake_v2(tmp_path, "cpu io pids"))
+
+
+def test_v1_mounts_are_read_from_mountinfo(tmp_path: Path):
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "30 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct\n"
+        "31 25 0:27 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory\n"
+        "32 25 0:28 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n"
+        "33 25 0:29 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n"
+    )
+    mounts = v1_mounts(mountinfo)
+    assert mounts == {
+        "cpu": Path("/sys/fs/cgroup/cpu,cpuacct"),
+        "cpuacct": Path("/sys/fs/cgroup/cpu,cpuacct"),
+        "memory": Path("/sys/fs/cgroup/memory"),
+    }
+
+
+def test_v1_co_mounted_cpu_cpuacct(tmp_path: Path):
+    cpu = tmp_path / "cpu,cpuacct"
+    memory = tmp_path / "memory"
+    cpu.mkdir()
+    memory.mkdir()
+    driver = V1Driver({"cpu": cpu, "cpuacct": cpu, "memory": memory})
+    handle = driver.create("uid-2", "db", 0)
+    assert handle.paths == (str(memory / "fleetlog/uid-2/db.0"), str(cpu / "fleetlog/uid-2/db.0"))
+    mem_leaf, cpu_leaf = (Path(p) for p in handle.paths)
+    (mem_leaf / "memory.memsw.limit_in_bytes").write_text("9223372036854771712\n")
+    driver.apply_limits(handle, cpu_millis=500, memory_bytes=1 << 27)
+    assert (mem_leaf / "memory.limit_in_bytes").read_text() == str(1 << 27)
+    assert (mem_leaf / "memory.memsw.limit_in_bytes").read_text() == str(1 << 27)
+    assert (cpu_leaf / "cpu.cfs_quota_us").read_text() == "50000"
+    assert (cpu_leaf / "cpu.cfs_period_us").read_text() == "100000"
+    (cpu_leaf / "cpuacct.usage").write_text("123456789\n")
+    (mem_leaf / "memory.usage_in_bytes").write_text("4096000\n")
+    (mem_leaf / "memory.stat").write_text("cache 0\ntotal_inactive_file 96000\n")
+    (mem_leaf / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+    usage = driver.usage(handle, pgid=1)
+    assert (usage.cpu_ns, usage.memory_bytes, usage.working_set_bytes) == (
+        123_456_789, 4_096_000, 4_000_000,
+    )  # fmt: skip
+    assert driver.oom_kills(handle) == 2
+
+
+def test_join_argv_passes_paths_and_argv_verbatim():
+    argv = join_argv(["/a b/cgroup.procs", "/c/cgroup.procs"], ["echo", "$HOME", "'x'"])
+    assert argv[:2] == ["/bin/sh", "-c"]
+    assert argv[3:] == ["fleetlog-init", "2", "/a b/cgroup.procs", "/c/cgroup.procs",
+                        "echo", "$HOME", "'x'"]  # fmt: skip
+    assert join_argv([], ["true"]) == ["true"]
+
+
+def test_detect_on_this_machine():
+    driver = detect()
+    assert driver.name in ("v1", "v2", "none")
+    assert driver.message
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        assert driver.name in ("v2", "none")

@@ -1,0 +1,133 @@
+"""Probe actions against a real ``python -m http.server`` container on a free port."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from core.podlifecycle import ExecCheck, GRPCCheck, HTTPGetCheck, ProbeSpec, TCPSocketCheck
+from handlers.agent.probes import exec_in, http_get, run_probe, tcp_connect
+from handlers.agent.runtime import RunningContainer
+from streams.server import free_port
+from tests.integration.agent.runtime_support import (
+    PY,
+    TrackedRuntime,
+    spec,
+    tracked_runtime,
+    until,
+    wait_for_output,
+)
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[TrackedRuntime]:
+    yield from tracked_runtime(tmp_path)
+
+
+@pytest.fixture
+async def web(
+    runtime: TrackedRuntime, tmp_path: Path
+) -> AsyncIterator[tuple[RunningContainer, int]]:
+    port = free_port()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "healthz").write_text("ok\n")
+    container = await runtime.start(
+        spec([PY, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+             working_dir=str(site), env={"PROBE_VAR": "from-spec"}, name="web")
+    )  # fmt: skip
+    yield container, port
+    await runtime.stop(container, 1)
+
+
+async def _listening(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while not (await tcp_connect("127.0.0.1", port, 0.5)).success:
+        assert time.monotonic() < deadline, "the http server never listened"
+
+
+async def test_http_probe(web: tuple[RunningContainer, int]):
+    _, port = web
+    await _listening(port)
+    ok = await http_get("127.0.0.1", port, "/healthz", "HTTP", {"X-Probe": "1"}, timeout=2)
+    assert ok.success, ok.message
+    missing = await http_get("127.0.0.1", port, "/nope", timeout=2)
+    assert not missing.success
+    assert missing.message.startswith("HTTP probe failed with statuscode: 404")
+    closed = await http_get("127.0.0.1", free_port(), "/", timeout=1)
+    assert not closed.success and "refused" in closed.message
+
+
+async def test_http_probe_redirect_is_success(web: tuple[RunningContainer, int], tmp_path: Path):
+    _, port = web
+    await _listening(port)
+    (tmp_path / "site" / "dir").mkdir()
+    # http.server answers a directory without a trailing slash with 301.
+    result = await http_get("127.0.0.1", port, "dir", timeout=2)
+    assert result.success and "301" in result.message
+
+
+async def test_tcp_probe(web: tuple[RunningContainer, int]):
+    _, port = web
+    await _listening(port)
+    assert (await tcp_connect("127.0.0.1", port, 1)).success
+    refused = await tcp_connect("127.0.0.1", free_port(), 1)
+    assert not refused.success and "refused" in refused.message.lower()
+
+
+async def test_exec_probe(web: tuple[RunningContainer, int], runtime: TrackedRuntime):
+    container, _ = web
+    ok = await exec_in(container, ["sh", "-c", 'echo "$PROBE_VAR $(pwd)"; cat /proc/self/cgroup'])
+    assert ok.success, ok.message
+    assert ok.message.startswith(f"from-spec {container.cwd}")
+    if runtime.cgroups.limits_enforced:
+        assert container.cgroup.relative in ok.message  # run inside the container's cgroup
+    failed = await exec_in(container, ["sh", "-c", "echo unhealthy; exit 3"])
+    assert not failed.success and "exited with 3" in failed.message
+    assert "unhealthy" in failed.message
+    missing = await exec_in(container, ["no-such-probe-binary"])
+    assert not missing.success and "127" in missing.message
+
+
+async def test_exec_probe_timeout_kills_the_command(
+    web: tuple[RunningContainer, int], tmp_path: Path
+):
+    container, _ = web
+    marker = tmp_path / "probe.pid"
+    started = time.monotonic()
+    result = await exec_in(container, ["sh", "-c", f"echo $$ > {marker}; sleep 30"], timeout=0.5)
+    assert not result.success and "timed out" in result.message
+    assert time.monotonic() - started < 3
+    pid = int(await wait_for_output(marker, ""))
+    await until(lambda: not Path(f"/proc/{pid}").exists(), 3, "the timed-out probe's end")
+
+
+async def test_exec_probe_in_an_isolated_container(runtime: TrackedRuntime):
+    if not runtime.isolation_available:
+        pytest.skip("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
+    container = await runtime.start(
+        spec([PY, "-c", "import time; time.sleep(30)"], isolate=True, pod_name="iso")
+    )
+    result = await exec_in(container, ["sh", "-c", "hostname; echo $$"], timeout=5)
+    assert result.success, result.message
+    hostname, pid = result.message.split()
+    assert hostname == "iso" and int(pid) < 10
+
+
+async def test_run_probe_dispatches_each_action(web: tuple[RunningContainer, int]):
+    container, port = web
+    await _listening(port)
+    checks = {
+        HTTPGetCheck(port=port, path="/healthz", headers=(("X-A", "1"),)): True,
+        HTTPGetCheck(port=port, path="/missing"): False,
+        TCPSocketCheck(port=port): True,
+        ExecCheck(command=("sh", "-c", "test -f healthz")): True,
+        ExecCheck(command=("false",)): False,
+        GRPCCheck(port=port): False,
+    }
+    for action, expected in checks.items():
+        result = await run_probe(ProbeSpec("liveness", action, timeout_seconds=2), container)
+        assert result.success is expected, (action, result)
