@@ -149,6 +149,72 @@ def up(
 
 
 @main.command()
+@click.option("--name", default=None, help="Node name (default: this host's name).")
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where containers' state and output live (default: ~/.fleetlog/agent/NAME).",
+)
+@click.option("--cpu", default=None, help="Declared cpu capacity (default: this machine's).")
+@click.option("--memory", default=None, help="Declared memory (default: this machine's).")
+@click.option("--pods", default="110", show_default=True)
+@click.option("-l", "--label", "labels", multiple=True, help="Extra node label KEY=VALUE.")
+@click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between heartbeats.")
+@click.pass_context
+@run
+async def agent(
+    ctx: click.Context,
+    name: str | None,
+    root: Path | None,
+    cpu: str | None,
+    memory: str | None,
+    pods: str,
+    labels: tuple[str, ...],
+    heartbeat: float,
+) -> None:
+    """Join this machine to a cluster as a node: run the pods bound to it as processes."""
+    from handlers.agent.agent import NodeAgent
+    from handlers.agent.node import NodeCapacity, default_node_name, machine_capacity
+    from streams.connection import connect
+    from streams.eventstore import EventStore
+
+    node = name or default_node_name()
+    machine = machine_capacity()
+    capacity = NodeCapacity(cpu or machine.cpu, memory or machine.memory, pods)
+    extra = dict(label.split("=", 1) for label in labels if "=" in label)
+    nc = await connect(ctx.obj["server"], name=f"fleetlog-agent-{node}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with EventStore(nc) as store:
+            node_agent = NodeAgent(
+                nc, store, name=node, root=root or Path.home() / ".fleetlog" / "agent" / node,
+                capacity=capacity, labels=extra, heartbeat_seconds=heartbeat,
+            )  # fmt: skip
+            ready = asyncio.Event()
+            running = asyncio.create_task(node_agent.run(ready))
+            waiting = asyncio.create_task(ready.wait())
+            await asyncio.wait([running, waiting], return_when=asyncio.FIRST_COMPLETED)
+            if running.done():
+                waiting.cancel()
+                running.result()
+            click.echo(f"agent for node {node} ready (Ctrl-C stops the agent, not its pods)",
+                       err=True)  # fmt: skip
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if running.done():
+                running.result()
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+    finally:
+        await nc.close()
+
+
+@main.command()
 @click.option("--nodes", "count", default=10, show_default=True, help="How many nodes.")
 @click.option("--prefix", default="sim-node", show_default=True, help="Node names: PREFIX-0 …")
 @click.option("--cpu", default="4", show_default=True)
@@ -542,6 +608,94 @@ async def describe(ctx: click.Context, kind: str, name: str | None, namespace: s
     )
     events = [ev for ev in history if ev.seq >= created_seq]
     click.echo(render.describe(items[0], events, time.time_ns()))
+
+
+@main.command()
+@click.argument("pod")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-c", "--container", default=None, help="Which container (needed if several).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
+@click.option("-p", "--previous", is_flag=True, help="The previous (terminated) instance.")
+@click.option(
+    "--tail", type=int, default=-1, show_default=True, help="Lines of recent output; -1: all."
+)
+@click.pass_context
+@run
+async def logs(
+    ctx: click.Context,
+    pod: str,
+    namespace: str,
+    container: str | None,
+    follow: bool,
+    previous: bool,
+    tail: int,
+) -> None:
+    """Print a container's output (POD or pod/POD); it travels on an age-limited stream, so
+    this works from any machine that reaches NATS."""
+    from ops.client import pick_container
+    from streams.telemetry import read_logs
+
+    if "/" in pod:
+        kind, pod = split_ref(pod)
+        if kind != "Pod":
+            raise ValidationFailed(f"logs are read from pods, not {kind.lower()}s")
+    async with _session(ctx) as s:
+        items = await s.query("Pod", namespace=namespace, name=pod)
+        if not items:
+            raise FleetError(f'pods "{pod}" not found', code="not_found")
+        name, restarts = pick_container(items[0], container)
+        chunks = read_logs(
+            s.nc, namespace, pod, name,
+            pod_uid=items[0]["uid"], restart_count=restarts,
+            previous=previous, tail=tail if tail >= 0 else None, follow=follow,
+        )  # fmt: skip
+        try:
+            async for chunk in chunks:
+                click.echo(chunk, nl=False)
+        finally:
+            await chunks.aclose()
+
+
+TOP_STALE_AFTER_S = 300.0
+
+
+@main.command()
+@click.argument("kind")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-A", "--all-namespaces", is_flag=True)
+@click.pass_context
+@run
+async def top(ctx: click.Context, kind: str, namespace: str, all_namespaces: bool) -> None:
+    """Current cpu and memory usage of nodes or pods (top nodes, top pods)."""
+    from streams.telemetry import latest_usage
+
+    resolved = resolve_kind(kind)
+    if resolved not in ("Node", "Pod"):
+        raise ValidationFailed(f"top shows nodes or pods, not {kind}")
+    # Like metrics-server: only objects that still exist, and only recent samples.
+    fresh_ns = time.time_ns() - int(TOP_STALE_AFTER_S * 1e9)
+    async with _session(ctx) as s:
+        if resolved == "Node":
+            live = {item["name"] for item in await s.query("Node")}
+            samples = await latest_usage(s.nc, "node")
+            nodes = [n for n in samples if n.name in live and n.at_ns >= fresh_ns]
+            if not nodes:
+                raise Failure("metrics not available yet")
+            click.echo(render.top_nodes_table(nodes))
+            return
+        scope = None if all_namespaces else namespace
+        live = {(i["namespace"], i["name"]) for i in await s.query("Pod", namespace=scope)}
+        pods = [
+            p
+            for p in await latest_usage(s.nc, "pod", namespace=scope)
+            if (p.namespace, p.name) in live and p.at_ns >= fresh_ns
+        ]
+        if not pods:
+            if scope is not None and await latest_usage(s.nc, "pod"):
+                click.echo(f"No resources found in {scope} namespace.", err=True)
+                return
+            raise Failure("metrics not available yet")
+    click.echo(render.top_pods_table(pods, show_namespace=all_namespaces))
 
 
 @main.command()

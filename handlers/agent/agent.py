@@ -1,0 +1,236 @@
+"""The node agent: registers its node, keeps its heartbeat, and runs the pods bound to it.
+
+Why this exists: binding a pod is only a promise until something runs it. The agent follows the
+log (pod events only), keeps one :class:`PodWorker` per pod bound to its node, and reconciles
+whenever the log changes: a newly bound pod gets a worker, a deleted (or re-created) pod's
+worker terminates its containers gracefully. Containers are processes that outlive the agent:
+stopping the agent leaves them running, and a restarted agent adopts the ones whose pod is
+still bound here (the runtime persists what it started) and stops the rest, so a restart
+leaves neither orphans nor duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from nats.aio.client import Client
+
+from core.quantity import resource_amount
+from handlers.agent.node import NodeCapacity, NodeCondition, NodeDeclaration, machine_capacity
+from handlers.agent.pods import PodRecorder, PodWorker, WorkerConfig
+from projections.cluster import ClusterModel, ObjectRecord
+from projections.runtime import Projection
+from streams.cancellation import checkpoint
+from streams.commandbus import CommandClient
+from streams.eventstore import EventStore
+from streams.leases import NodeLeases
+from streams.repository import AggregateRepository
+from streams.subjects import event_filter
+from streams.telemetry import ContainerUsage, publish_node_usage, publish_pod_usage
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_HEARTBEAT_S = 10.0
+DEFAULT_USAGE_S = 10.0
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+class NodeAgent:
+    def __init__(
+        self,
+        nc: Client,
+        store: EventStore,
+        *,
+        name: str,
+        root: Path,
+        capacity: NodeCapacity | None = None,
+        labels: dict[str, str] | None = None,
+        config: WorkerConfig | None = None,
+        heartbeat_seconds: float = DEFAULT_HEARTBEAT_S,
+        usage_seconds: float = DEFAULT_USAGE_S,
+        runtime: Any = None,
+    ) -> None:
+        from handlers.agent.logship import LogShipper
+        from handlers.agent.runtime import ProcessRuntime
+
+        self._nc = nc
+        self.name = name
+        self.actor = f"system:node/{name}"
+        self.root = root
+        self._capacity = capacity
+        self._labels = dict(labels or {})
+        self.config = config or WorkerConfig()
+        self.heartbeat_seconds = heartbeat_seconds
+        self.usage_seconds = usage_seconds
+        self._cpu_seen: dict[tuple[str, str, int], tuple[int, int]] = {}
+        self.runtime = runtime if runtime is not None else ProcessRuntime(root)
+        self.shipper = LogShipper(nc, root)
+        self.projection = Projection(ClusterModel(), store, filter_subject=event_filter("Pod"))
+        self.projection.listeners.append(lambda event: self._wake.set())
+        self.recorder = PodRecorder(AggregateRepository(store), actor=self.actor, node=name)
+        self._commands = CommandClient(nc, actor=self.actor)
+        self._workers: dict[str, tuple[PodWorker, asyncio.Task[None]]] = {}
+        self._adopted: dict[tuple[str, str], Any] = {}
+        self._wake = asyncio.Event()
+
+    # -- registration ---------------------------------------------------------------------
+
+    def declaration(self) -> NodeDeclaration:
+        limits = self.runtime.limits_condition()
+        conditions = (
+            NodeCondition("ResourceLimitsEnforced", "True" if limits[0] else "False",
+                          limits[1], limits[2]),
+        )  # fmt: skip
+        return NodeDeclaration(
+            self.name, self._capacity or machine_capacity(), self._labels, conditions
+        )
+
+    async def register(self) -> None:
+        """Create or update the Node through the gateway (unchanged: nothing appended)."""
+        await self._commands.send(
+            "Node", "apply", {"manifest": self.declaration().manifest()},
+            idempotency_key=f"register.{self.name}.{time.time_ns()}",
+        )  # fmt: skip
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Run until cancelled. Cancelling stops the agent, not its containers."""
+        await self.register()
+        leases = await NodeLeases.open(self._nc)
+        await leases.renew(self.name, time.time_ns())
+        await self.projection.catch_up()
+        await self.projection.follow()
+        self._adopted = {
+            (container.spec.pod_uid, container.spec.name): container
+            for container in self.runtime.adopt_all()
+        }
+        log.info("agent.started", node=self.name, adopted=len(self._adopted))
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._heartbeat(leases))
+                tasks.create_task(self.shipper.run())
+                tasks.create_task(self._sample_usage())
+                self._reconcile(tasks)
+                if ready is not None:
+                    ready.set()
+                while True:
+                    checkpoint()
+                    await self._wake.wait()
+                    self._wake.clear()
+                    self._reconcile(tasks)
+        finally:
+            await self.projection.stop()
+
+    async def _heartbeat(self, leases: NodeLeases) -> None:
+        while True:
+            checkpoint()
+            await asyncio.sleep(self.heartbeat_seconds)
+            try:
+                await leases.renew(self.name, time.time_ns())
+            except Exception as exc:
+                log.warning("agent.heartbeat_failed", node=self.name, error=repr(exc))
+
+    async def _sample_usage(self) -> None:
+        """Every period: each running container's cpu (millicores over the period) and memory
+        (working set), per pod and for the node, onto the metrics stream."""
+        capacity = self._capacity or machine_capacity()
+        cpu_capacity = resource_amount("cpu", capacity.cpu)
+        memory_capacity = resource_amount("memory", capacity.memory)
+        while True:
+            checkpoint()
+            await asyncio.sleep(self.usage_seconds)
+            node_cpu = node_memory = pods = 0
+            seen: set[tuple[str, str, int]] = set()
+            for worker in self.workers():
+                containers: dict[str, ContainerUsage] = {}
+                for name, running in list(worker.running.items()):
+                    try:
+                        usage = self.runtime.usage(running)
+                    except Exception as exc:  # it may have just exited
+                        log.debug("agent.usage_unreadable", pod=worker.key, error=repr(exc))
+                        continue
+                    instance = (worker.uid, name, running.spec.restart_count)
+                    seen.add(instance)
+                    before = self._cpu_seen.get(instance)
+                    self._cpu_seen[instance] = (usage.cpu_ns, usage.timestamp_ns)
+                    millicores = 0
+                    if before is not None and usage.timestamp_ns > before[1]:
+                        used = usage.cpu_ns - before[0]
+                        millicores = max(0, used * 1000 // (usage.timestamp_ns - before[1]))
+                    containers[name] = ContainerUsage(millicores, usage.working_set_bytes)
+                if containers:
+                    pods += 1
+                    node_cpu += sum(c.cpu_millicores for c in containers.values())
+                    node_memory += sum(c.memory_bytes for c in containers.values())
+                    with contextlib.suppress(Exception):
+                        await publish_pod_usage(self._nc, worker.namespace, worker.name, containers)
+            self._cpu_seen = {k: v for k, v in self._cpu_seen.items() if k in seen}
+            with contextlib.suppress(Exception):
+                await publish_node_usage(
+                    self._nc, self.name, cpu_millicores=node_cpu, memory_bytes=node_memory,
+                    cpu_capacity_millicores=cpu_capacity, memory_capacity_bytes=memory_capacity,
+                    pods=pods,
+                )  # fmt: skip
+
+    def bound_here(self) -> dict[str, ObjectRecord]:
+        """The live pods bound to this node that are not finished."""
+        out = {}
+        for record in self.projection.model.list("Pod"):
+            manifest = record.manifest
+            if manifest.get("spec", {}).get("nodeName") != self.name:
+                continue
+            if (manifest.get("status") or {}).get("phase") in TERMINAL_PHASES:
+                continue
+            out[f"{record.namespace}/{record.name}"] = record
+        return out
+
+    def _reconcile(self, tasks: asyncio.TaskGroup) -> None:
+        desired = self.bound_here()
+        for key, (worker, task) in list(self._workers.items()):
+            if task.done():
+                del self._workers[key]
+                continue
+            record = self.projection.model.get("Pod", worker.namespace, worker.name)
+            if record is None or record.uid != worker.uid:
+                worker.terminate("the pod was deleted")
+            else:
+                worker.update(record)
+        for key, record in desired.items():
+            if key in self._workers:
+                continue
+            adopted = {
+                name: container
+                for (uid, name), container in self._adopted.items()
+                if uid == record.uid
+            }
+            for name in adopted:
+                del self._adopted[(record.uid, name)]
+            worker = PodWorker(
+                record, node=self.name, runtime=self.runtime, recorder=self.recorder,
+                shipper=self.shipper, config=self.config, adopted=adopted,
+            )  # fmt: skip
+            self._workers[key] = (worker, tasks.create_task(worker.run()))
+        # Containers found running at start-up whose pod is no longer bound here: stop them.
+        for (uid, name), container in list(self._adopted.items()):
+            if not any(record.uid == uid for record in desired.values()):
+                del self._adopted[(uid, name)]
+                tasks.create_task(self._stop_orphan(container))
+
+    async def _stop_orphan(self, container: Any) -> None:
+        log.info(
+            "agent.orphan_stopped", pod_uid=container.spec.pod_uid, container=container.spec.name
+        )
+        with contextlib.suppress(Exception):
+            await self.runtime.stop(container, self.config.orphan_grace_seconds)
+        with contextlib.suppress(Exception):
+            self.runtime.remove(container)
+
+    def workers(self) -> Iterable[PodWorker]:
+        return (worker for worker, _ in self._workers.values())

@@ -1,0 +1,448 @@
+"""One pod on a node: its containers run, probed, restarted with back-off, and stopped.
+
+Why this exists: this is the kubelet's pod worker, with the decisions (probe thresholds,
+CrashLoopBackOff, restart policy, phase) taken from ``core.podlifecycle`` and every outcome
+recorded on the pod's aggregate as an event, so ``describe pod`` and the audit trail tell the
+whole story. One task per container runs start → wait → decide; a probe task per container
+feeds its tracker and may ask for a restart (liveness, startup) or flip readiness; the pod is
+Ready when every container is. The worker stops its containers only when the pod is deleted
+(or re-created under the same name); when the agent stops, the containers keep running and
+the next agent adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from core.aggregates import Pod, timestamp_from_ns
+from core.errors import FleetError
+from core.podlifecycle import (
+    BackoffState,
+    ContainerHealth,
+    ContainerOutcome,
+    ContainerProbes,
+    CrashLoopBackOff,
+    exit_reason,
+    pod_phase,
+    probes_of,
+    should_restart,
+)
+from core.quantity import resource_amount
+from projections.cluster import ObjectRecord
+from streams.cancellation import checkpoint
+from streams.eventstore import ConcurrencyConflict, StoreError
+from streams.repository import AggregateRepository, Provenance
+from streams.subjects import AggregateRef
+
+log = structlog.get_logger(__name__)
+
+RECORD_ATTEMPTS = 5
+DEFAULT_GRACE_S = 30
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Durations of the kubelet's CrashLoopBackOff (initial delay, cap; the reset is twice
+    the cap), configurable so tests need not wait minutes."""
+
+    backoff_initial_seconds: float = 10.0
+    backoff_cap_seconds: float = 300.0
+    orphan_grace_seconds: float = 5.0
+    probe_host: str = "127.0.0.1"
+
+
+class PodRecorder:
+    """Appends what happens to a pod on its aggregate, as the node that saw it.
+
+    The write token is the pod's uid, the version the step was decided on, and the step: an
+    agent restarted mid-write that decides the same step again writes the same token, which
+    the store recognises as its own, so a step is never recorded twice.
+    """
+
+    def __init__(self, repository: AggregateRepository, *, actor: str, node: str) -> None:
+        self._repository = repository
+        self.actor = actor
+        self.node = node
+
+    async def record(
+        self, namespace: str, name: str, step: str, decide: Callable[[Pod, datetime], None]
+    ) -> bool:
+        """Let ``decide`` change the pod; append what it decided. False if the pod is gone or
+        nothing was decided."""
+        ref = AggregateRef("Pod", namespace, name)
+        for attempt in range(RECORD_ATTEMPTS):
+            async with self._repository.lock(ref):
+                loaded = await self._repository.load(ref, fresh=attempt > 0)
+                pod = loaded.aggregate
+                if not isinstance(pod, Pod) or not pod.exists:
+                    return False
+                seen = pod.version
+                now = time.time_ns()
+                try:
+                    decide(pod, timestamp_from_ns(now))
+                except FleetError:
+                    self._repository.forget(ref)
+                    raise
+                token = f"agent.{self.node}.{pod.uid}.{seen}.{step}"
+                try:
+                    written = await self._repository.save(
+                        [loaded], Provenance(self.actor, token, f"{ref}@{seen}", token, now)
+                    )
+                except ConcurrencyConflict:
+                    continue
+                return bool(written)
+        raise FleetError(f"{ref} kept changing while {step} was recorded")
+
+
+class PodWorker:
+    """Runs one pod's containers on this node until the pod finishes or is deleted."""
+
+    def __init__(
+        self,
+        record: ObjectRecord,
+        *,
+        node: str,
+        runtime: Any,
+        recorder: PodRecorder,
+        shipper: Any,
+        config: WorkerConfig,
+        adopted: dict[str, Any],
+    ) -> None:
+        self.namespace = record.namespace
+        self.name = record.name
+        self.uid = record.uid
+        self.manifest = record.manifest
+        self.node = node
+        self._runtime = runtime
+        self._recorder = recorder
+        self._shipper = shipper
+        self._config = config
+        self._adopted = dict(adopted)
+        self._terminating = asyncio.Event()
+        self._termination_reason = ""
+        self._ready: dict[str, bool] = {}
+        self._ready_lock = asyncio.Lock()
+        self._outcomes: dict[str, ContainerOutcome] = {}
+        self.running: dict[str, Any] = {}
+        """Container name -> its running instance (for usage sampling)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.manifest.get("spec", {})
+
+    def update(self, record: ObjectRecord) -> None:
+        self.manifest = record.manifest
+
+    def terminate(self, reason: str) -> None:
+        if not self._terminating.is_set():
+            self._termination_reason = reason
+            self._terminating.set()
+
+    # -- the pod ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        containers = list(self.spec.get("containers") or [])
+        self._ready = {c["name"]: False for c in containers}
+        unrunnable = [c for c in containers if not c.get("command")]
+        if unrunnable:
+            await self._cannot_run(unrunnable)
+            return
+        async with asyncio.TaskGroup() as tasks:
+            for container in containers:
+                tasks.create_task(self._container(container))
+        if self._terminating.is_set():
+            return
+        policy = self.spec.get("restartPolicy", "Always")
+        phase = pod_phase(policy, list(self._outcomes.values()))
+        codes = ", ".join(f"{name}={o.exit_code}" for name, o in self._outcomes.items())
+        if phase == "Succeeded":
+            await self._record("succeeded", lambda pod, at: pod.succeed(
+                reason="Completed", message=f"exit codes: {codes}", at=at))  # fmt: skip
+        elif phase == "Failed":
+            await self._record("failed", lambda pod, at: pod.fail(
+                reason="Error", message=f"exit codes: {codes}", at=at))  # fmt: skip
+
+    async def _record(self, step: str, decide: Callable[[Pod, datetime], None]) -> bool:
+        """Record a step; a refusal (the pod was deleted or finished meanwhile) is logged and
+        the worker carries on: the agent terminates it when the log says the pod is gone."""
+        try:
+            return await self._recorder.record(self.namespace, self.name, step, decide)
+        except (FleetError, StoreError, TimeoutError) as exc:
+            log.warning("agent.step_not_recorded", pod=self.key, step=step, error=str(exc))
+            return False
+
+    # -- one container ------------------------------------------------------------------------
+
+    def _container_spec(self, container: dict[str, Any], restart_count: int) -> Any:
+        from handlers.agent.runtime import ContainerSpec
+
+        limits = (container.get("resources") or {}).get("limits") or {}
+        env = {
+            e["name"]: str(e.get("value", ""))
+            for e in container.get("env") or []
+            if "name" in e and "valueFrom" not in e
+        }
+        argv = [*(container.get("command") or []), *(container.get("args") or [])]
+        isolate = (self.manifest.get("metadata", {}).get("annotations") or {}).get(
+            "fleetlog.dev/isolation"
+        ) == "bubblewrap"
+        return ContainerSpec(
+            pod_uid=self.uid,
+            pod_namespace=self.namespace,
+            pod_name=self.name,
+            name=container["name"],
+            restart_count=restart_count,
+            argv=argv,
+            env=env,
+            working_dir=container.get("workingDir"),
+            cpu_limit_millis=resource_amount("cpu", limits["cpu"]) if "cpu" in limits else None,
+            memory_limit_bytes=(
+                resource_amount("memory", limits["memory"]) if "memory" in limits else None
+            ),
+            isolate=isolate,
+        )
+
+    def _status(self, name: str) -> dict[str, Any]:
+        for status in (self.manifest.get("status") or {}).get("containerStatuses") or []:
+            if status.get("name") == name:
+                return dict(status)
+        return {}
+
+    async def _container(self, container: dict[str, Any]) -> None:
+        """start → watch → record the exit → restart (after the back-off) or end."""
+        name = container["name"]
+        policy = self.spec.get("restartPolicy", "Always")
+        grace = float(self.spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_S))
+        crash_loop = CrashLoopBackOff(
+            self._config.backoff_initial_seconds, self._config.backoff_cap_seconds
+        )
+        backoff = BackoffState()
+        probes = probes_of(container)
+        running = self._adopted.pop(name, None)
+        restart_count, pending_exit = await self._resume(name, running is not None)
+        while True:
+            checkpoint()
+            if pending_exit is None:
+                if running is None:
+                    running = await self._start(container, restart_count)
+                    if running is None:  # it could not start: recorded as an exit
+                        pending_exit = self._outcomes[name]
+                if running is not None:
+                    started_at = running.started_ns / 1e9
+                    self._outcomes[name] = ContainerOutcome("running")
+                    self.running[name] = running
+                    restart_reason, status = await self._watch(running, probes, grace, policy)
+                    self.running.pop(name, None)
+                    await self._exited(running, status)
+                    running = None
+                    pending_exit = ContainerOutcome("terminated", status.exit_code)
+                    finished_at = status.finished_ns / 1e9
+                else:
+                    restart_reason, started_at, finished_at = None, time.time(), time.time()
+            else:
+                restart_reason, started_at, finished_at = None, time.time(), time.time()
+            self._outcomes[name] = pending_exit
+            code = pending_exit.exit_code
+            pending_exit = None
+            await self._set_ready(name, False)
+            if self._terminating.is_set():
+                return
+            if restart_reason is None and not should_restart(
+                policy, code if code is not None else 1
+            ):
+                return
+            if restart_reason is not None and policy == "Never":
+                return
+            delay, backoff = crash_loop.delay_before_restart(backoff, started_at, finished_at)
+            restart_count += 1
+            count = restart_count
+            why = restart_reason or exit_reason(code, None, False)
+            await self._record(
+                f"restart-{name}-{count}",
+                functools.partial(
+                    _restart, container=name, restart_count=count, backoff_seconds=delay,
+                    reason=why, node=self.node,
+                ),
+            )  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._terminating.wait(), delay)
+            if self._terminating.is_set():
+                return
+
+    async def _resume(self, name: str, adopted: bool) -> tuple[int, ContainerOutcome | None]:
+        """Where this container's story stands in the log, for a worker (re)starting.
+
+        Returns the restart count to run next and, if the log says an instance ended (or one
+        that ran is gone without a trace, the agent having been down), that outcome, still to
+        be acted on by the restart policy.
+        """
+        status = self._status(name)
+        count = int(status.get("restartCount") or 0)
+        state = status.get("state") or {}
+        if adopted:
+            return count, None
+        if "terminated" in state:
+            return count, ContainerOutcome("terminated", state["terminated"].get("exitCode"))
+        if status.get("started") or "running" in state:
+            # It ran, but no process survives: the kubelet's ContainerStatusUnknown.
+            await self._record(
+                f"lost-{name}-{count}",
+                lambda pod, at: pod.exit_container(
+                    container=name, exit_code=137, reason="ContainerStatusUnknown",
+                    node=self.node, restart_count=count,
+                    message="the container was not running when the node agent restarted",
+                    at=at,
+                ),
+            )  # fmt: skip
+            return count, ContainerOutcome("terminated", 137)
+        return count, None
+
+    async def _start(self, container: dict[str, Any], restart_count: int) -> Any:
+        from handlers.agent.runtime import ContainerStartError
+
+        name = container["name"]
+        try:
+            running = await self._runtime.start(self._container_spec(container, restart_count))
+        except ContainerStartError as exc:
+            code = exc.status.exit_code if exc.status.exit_code is not None else 128
+            message = exc.status.message or str(exc)
+            await self._record(
+                f"exit-{name}-{restart_count}",
+                lambda pod, at: pod.exit_container(
+                    container=name, exit_code=code, reason="StartError", node=self.node,
+                    restart_count=restart_count, message=message, at=at,
+                ),
+            )  # fmt: skip
+            self._outcomes[name] = ContainerOutcome("terminated", code)
+            return None
+        self._shipper.track(
+            self.namespace, self.name, self.uid, name, restart_count, running.directory
+        )
+        await self._record(
+            f"start-{name}-{restart_count}",
+            lambda pod, at: pod.start_container(
+                container=name, restart_count=restart_count, node=self.node, at=at
+            ),
+        )
+        return running
+
+    async def _exited(self, running: Any, status: Any) -> None:
+        spec = running.spec
+        self._shipper.finish(
+            self.namespace, self.name, self.uid, spec.name, spec.restart_count, running.directory
+        )
+        code = status.exit_code if status.exit_code is not None else 137
+        reason = (
+            status.reason
+            if status.reason in ("Unknown", "StartError")
+            else exit_reason(code, status.signal, status.oom_killed)
+        )
+        await self._record(
+            f"exit-{spec.name}-{spec.restart_count}",
+            lambda pod, at: pod.exit_container(
+                container=spec.name, exit_code=code, signal=status.signal, reason=reason,
+                node=self.node, restart_count=spec.restart_count,
+                started_at_ns=running.started_ns, finished_at_ns=status.finished_ns,
+                message=status.message, at=at,
+            ),
+        )  # fmt: skip
+        with contextlib.suppress(Exception):
+            self._runtime.remove(running)
+
+    async def _watch(
+        self, running: Any, probes: ContainerProbes, grace: float, policy: str
+    ) -> tuple[str | None, Any]:
+        """Wait for the container to exit, probing it meanwhile. Returns (why the agent
+        stopped it to restart it, or None; its exit status)."""
+        restart: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        exited = asyncio.ensure_future(self._runtime.wait(running))
+        stopping = asyncio.ensure_future(self._terminating.wait())
+        prober = asyncio.ensure_future(self._probe(running, probes, policy, restart))
+        try:
+            await asyncio.wait([exited, stopping, restart], return_when=asyncio.FIRST_COMPLETED)
+            if exited.done():
+                return None, exited.result()
+            why = restart.result() if restart.done() else None
+            return why, await self._runtime.stop(running, grace)
+        finally:
+            for task in (prober, stopping, exited):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(prober, stopping, exited, return_exceptions=True)
+
+    async def _probe(
+        self,
+        running: Any,
+        probes: ContainerProbes,
+        policy: str,
+        restart: asyncio.Future[str],
+    ) -> None:
+        from handlers.agent.probes import run_probe
+
+        name = running.spec.name
+        health = ContainerHealth(name, probes, running.started_ns / 1e9, policy)
+        if health.ready:
+            await self._set_ready(name, True)
+        while True:
+            checkpoint()
+            now = time.time()
+            due_at = health.next_due(now)
+            if due_at == math.inf:
+                return
+            if due_at > now:
+                await asyncio.sleep(due_at - now)
+                continue
+            for kind in health.due(now):
+                spec = health.probes.get(kind)
+                assert spec is not None
+                result = await run_probe(spec, running, host=self._config.probe_host)
+                outcome = health.record(kind, result.success, time.time())
+                if outcome is None:
+                    continue
+                if outcome.restart:
+                    log.info("agent.probe_failed", pod=self.key, container=name, probe=kind,
+                             message=result.message)  # fmt: skip
+                    if not restart.done():
+                        restart.set_result(outcome.reason)
+                    return
+                await self._set_ready(name, outcome.ready)
+
+    async def _set_ready(self, name: str, ready: bool) -> None:
+        async with self._ready_lock:
+            was = bool(self._ready) and all(self._ready.values())
+            self._ready[name] = ready
+            now_ready = all(self._ready.values())
+            if now_ready and not was:
+                await self._record("ready", lambda pod, at: pod.mark_ready(
+                    reason="all containers are ready", at=at))  # fmt: skip
+            elif was and not now_ready:
+                await self._record(f"not-ready-{name}", lambda pod, at: pod.mark_not_ready(
+                    reason=f"container {name} is not ready", at=at))  # fmt: skip
+
+    async def _cannot_run(self, containers: list[dict[str, Any]]) -> None:
+        """A container with no command cannot run here: say so on the pod, which fails."""
+        message = "; ".join(
+            f"container {c['name']!r} has no command: fleetlog runs processes and cannot pull "
+            f"the image {c.get('image', '')!r}; give it a command (see the README, Images)"
+            for c in containers
+        )
+        await self._record("cannot-run", lambda pod, at: pod.fail(
+            reason="ImagePullUnsupported", message=message, at=at))  # fmt: skip
+
+
+def _restart(pod: Pod, at: datetime, **fields: Any) -> None:
+    pod.restart_container(**fields, at=at)

@@ -1,0 +1,256 @@
+"""The node agent end to end: real nats-server, gateway, scheduler and processes.
+
+A pod becomes Ready through its HTTP probe; a crashing container walks the back-off; a
+failing exec liveness probe restarts its container; a process ignoring SIGTERM is killed after
+its grace period; a memory hog is OOM-killed under its limit; an agent restarted mid-flight
+adopts its running container instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from handlers.agent.agent import NodeAgent
+from handlers.agent.node import NodeCapacity
+from handlers.agent.pods import WorkerConfig
+from handlers.gateway import Gateway
+from handlers.scheduler import Scheduler
+from streams.commandbus import CommandClient
+from streams.eventstore import EventStore
+from streams.server import free_port
+from streams.subjects import event_subject
+from streams.telemetry import latest_usage, read_logs
+from tests.integration.agent.runtime_support import TrackedRuntime, alive
+from tests.integration.support import eventually
+
+pytestmark = pytest.mark.integration
+
+PY = sys.executable
+NODE = "agent-node"
+
+
+class Cluster:
+    def __init__(self, nc: Any, store: EventStore, client: CommandClient, root: Path) -> None:
+        self.nc, self.store, self.client, self.root = nc, store, client, root
+        self.runtime = TrackedRuntime(root)
+        self.agent: NodeAgent | None = None
+        self.agent_task: asyncio.Task[None] | None = None
+
+    async def start_agent(self) -> NodeAgent:
+        self.agent = NodeAgent(
+            self.nc, self.store, name=NODE, root=self.root,
+            capacity=NodeCapacity("4", "8Gi"), heartbeat_seconds=1.0, usage_seconds=0.5,
+            config=WorkerConfig(backoff_initial_seconds=0.3, backoff_cap_seconds=1.2),
+            runtime=self.runtime,
+        )  # fmt: skip
+        ready = asyncio.Event()
+        self.agent_task = asyncio.create_task(self.agent.run(ready))
+        await asyncio.wait_for(ready.wait(), 15)
+        return self.agent
+
+    async def stop_agent(self) -> None:
+        if self.agent_task is not None:
+            self.agent_task.cancel()
+            await asyncio.gather(self.agent_task, return_exceptions=True)
+            self.agent_task = None
+
+    async def events(self, pod: str) -> list[Any]:
+        return [
+            e.envelope for e in await self.store.read_subject(event_subject("Pod", "default", pod))
+        ]
+
+    async def types(self, pod: str) -> list[str]:
+        return [e.type for e in await self.events(pod)]
+
+
+@pytest.fixture
+async def cluster(
+    nc: Any, store: EventStore, gateway: Gateway, client: CommandClient, tmp_path: Path
+) -> AsyncIterator[Cluster]:
+    scheduler = Scheduler(nc, store, share_work=False, initial_backoff=0.05, max_backoff=0.2)
+    ready = asyncio.Event()
+    scheduling = asyncio.create_task(scheduler.run(ready))
+    await ready.wait()
+    running = Cluster(nc, store, client, tmp_path / "agent")
+    await running.start_agent()
+    try:
+        yield running
+    finally:
+        await running.stop_agent()
+        scheduling.cancel()
+        await asyncio.gather(scheduling, return_exceptions=True)
+        running.runtime.cleanup()
+
+
+def pod(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
+    container = {"name": "main", "image": "process", "command": command}
+    container.update(spec.pop("container", {}))
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [container], **spec},
+    }
+
+
+async def test_an_http_server_becomes_ready_through_its_probe_and_stops_when_deleted(
+    cluster: Cluster,
+) -> None:
+    port = free_port()
+    manifest = pod(
+        "web", [PY, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        container={"readinessProbe": {"httpGet": {"path": "/", "port": port},
+                                      "periodSeconds": 1}},
+    )  # fmt: skip
+    await cluster.client.send("Pod", "apply", {"manifest": manifest})
+
+    async def ready() -> bool:
+        return "PodReady" in await cluster.types("web")
+
+    await eventually(ready, timeout=20)
+    types = await cluster.types("web")
+    assert types.index("ContainerStarted") < types.index("PodReady")
+    started = next(e for e in await cluster.events("web") if e.type == "ContainerStarted")
+    assert started.actor == f"system:node/{NODE}" and started.payload["node"] == NODE
+    process = cluster.runtime.seen[0]
+    assert alive(process.pid)
+
+    async def usage_published() -> bool:
+        pods = await latest_usage(cluster.nc, "pod", namespace="default")
+        return any(p.name == "web" and p.containers["main"].memory_bytes > 0 for p in pods)
+
+    await eventually(usage_published, timeout=10)
+    node = [n for n in await latest_usage(cluster.nc, "node") if n.name == NODE]
+    assert node and node[0].pods == 1 and node[0].memory_bytes > 0
+    await cluster.client.send("Pod", "delete", {"name": "web"})
+
+    async def stopped() -> bool:
+        return not alive(process.pid)
+
+    await eventually(stopped, timeout=15)
+
+
+async def test_a_crashing_container_walks_the_back_off(cluster: Cluster) -> None:
+    manifest = pod("crash", [PY, "-c", "import sys; print('boom'); sys.exit(3)"])
+    await cluster.client.send("Pod", "apply", {"manifest": manifest})
+
+    async def restarted_four_times() -> bool:
+        return (await cluster.types("crash")).count("ContainerRestarted") >= 4
+
+    await eventually(restarted_four_times, timeout=30)
+    events = await cluster.events("crash")
+    restarts = [e.payload for e in events if e.type == "ContainerRestarted"][:4]
+    # First restart at once, then 0.3 s doubling to the 1.2 s cap (kubelet: 10 s to 300 s).
+    assert [r["backoff_seconds"] for r in restarts] == [0, 0.3, 0.6, 1.2]
+    assert [r["restart_count"] for r in restarts] == [1, 2, 3, 4]
+    exits = [e.payload for e in events if e.type == "ContainerExited"]
+    assert exits[0]["exit_code"] == 3 and exits[0]["reason"] == "Error"
+    assert all(r["reason"] == "Error" for r in restarts)
+
+
+async def test_a_failing_exec_liveness_probe_restarts_the_container(cluster: Cluster) -> None:
+    manifest = pod(
+        "sick", [PY, "-c", "import time; time.sleep(600)"],
+        container={"livenessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1,
+                                     "failureThreshold": 2}},
+    )  # fmt: skip
+    await cluster.client.send("Pod", "apply", {"manifest": manifest})
+
+    async def restarted() -> bool:
+        return "ContainerRestarted" in await cluster.types("sick")
+
+    await eventually(restarted, timeout=20)
+    events = await cluster.events("sick")
+    restart = next(e.payload for e in events if e.type == "ContainerRestarted")
+    assert restart["reason"] == "LivenessProbeFailed" and restart["backoff_seconds"] == 0
+    first = cluster.runtime.seen[0]
+    assert not alive(first.pid)  # the old instance was stopped, not left behind
+
+
+async def test_a_process_ignoring_sigterm_is_killed_after_its_grace_period(
+    cluster: Cluster,
+) -> None:
+    stubborn = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: print('ignoring SIGTERM', flush=True))\n"
+        "print('up', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    manifest = pod("stubborn", [PY, "-c", stubborn], terminationGracePeriodSeconds=1)
+    await cluster.client.send("Pod", "apply", {"manifest": manifest})
+
+    async def started() -> bool:
+        return "ContainerStarted" in await cluster.types("stubborn")
+
+    await eventually(started, timeout=20)
+    process = cluster.runtime.seen[0]
+    await asyncio.sleep(0.5)  # let it install its handler
+    deleted_at = asyncio.get_running_loop().time()
+    await cluster.client.send("Pod", "delete", {"name": "stubborn"})
+
+    async def killed() -> bool:
+        return not alive(process.pid)
+
+    await eventually(killed, timeout=15)
+    took = asyncio.get_running_loop().time() - deleted_at
+    assert took >= 0.9, f"killed after {took:.2f}s, before its 1 s grace period"
+    assert "ignoring SIGTERM" in (process.directory / "stdout").read_text()
+
+    async def logs_shipped() -> bool:
+        chunks = [c async for c in read_logs(cluster.nc, "default", "stubborn", "main")]
+        return b"ignoring SIGTERM" in b"".join(chunks)
+
+    await eventually(logs_shipped, timeout=10)  # `fleetlog logs` reads them from anywhere
+
+
+async def test_a_memory_hog_is_oom_killed_under_its_limit(cluster: Cluster) -> None:
+    enforced, reason, message = cluster.runtime.limits_condition()
+    if not enforced:
+        pytest.skip(f"cgroups are not writable here ({reason}: {message})")
+    hog = "x = bytearray(300 * 1024 * 1024); import time; time.sleep(60)"
+    manifest = pod(
+        "hog", [PY, "-c", hog], restartPolicy="Never",
+        container={"resources": {"limits": {"memory": "64Mi"}}},
+    )  # fmt: skip
+    await cluster.client.send("Pod", "apply", {"manifest": manifest})
+
+    async def failed() -> bool:
+        return "PodFailed" in await cluster.types("hog")
+
+    await eventually(failed, timeout=20)
+    exited = next(e.payload for e in await cluster.events("hog") if e.type == "ContainerExited")
+    assert exited["reason"] == "OOMKilled" and exited["exit_code"] == 137
+
+
+async def test_a_restarted_agent_adopts_its_running_container_without_a_duplicate(
+    cluster: Cluster,
+) -> None:
+    manifest = pod("steady", [PY, "-c", "import time; time.sleep(600)"])
+    await cluster.client.send("Pod", "apply", {"manifest": manifest})
+
+    async def ready() -> bool:
+        return "PodReady" in await cluster.types("steady")
+
+    await eventually(ready, timeout=20)
+    await cluster.stop_agent()
+    process = cluster.runtime.seen[0]
+    assert alive(process.pid)  # stopping the agent does not stop its pods
+    before = await cluster.types("steady")
+    cluster.runtime = TrackedRuntime(cluster.root)
+    await cluster.start_agent()
+    await asyncio.sleep(1.5)
+    assert await cluster.types("steady") == before  # nothing started twice
+    adopted = cluster.runtime.seen
+    assert [c.pid for c in adopted] == [process.pid]
+    await cluster.client.send("Pod", "delete", {"name": "steady"})
+
+    async def stopped() -> bool:
+        return not alive(process.pid)
+
+    await eventually(stopped, timeout=15)
