@@ -119,6 +119,10 @@ def _session(ctx: click.Context) -> Any:
     show_default=True,
     help="Seconds without a heartbeat before a node becomes NotReady (Unknown).",
 )
+@click.option(
+    "--no-agent", is_flag=True, help="Run no node agent here (this machine is not a node)."
+)
+@click.option("--node-name", default=None, help="This machine's node name [default: hostname].")
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -127,6 +131,8 @@ def up(
     port: int,
     no_scheduler: bool,
     node_grace: float,
+    no_agent: bool,
+    node_name: str | None,
 ) -> None:
     """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
     from ops.up import UpOptions, default_data_dir
@@ -140,6 +146,8 @@ def up(
         port=port,
         node_grace_seconds=node_grace,
         scheduler=not no_scheduler,
+        agent=not no_agent,
+        node_name=node_name,
     )
     click.echo(
         f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",

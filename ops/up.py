@@ -26,6 +26,8 @@ import structlog
 
 from core.errors import FleetError
 from core.nodelifecycle import DEFAULT_GRACE_SECONDS
+from handlers.agent.agent import NodeAgent
+from handlers.agent.node import default_node_name
 from handlers.gateway import Gateway
 from handlers.node_lifecycle import NodeLifecycleController
 from handlers.scheduler import Scheduler
@@ -62,6 +64,8 @@ class UpOptions:
     host: str = "127.0.0.1"
     node_grace_seconds: float = DEFAULT_GRACE_SECONDS
     scheduler: bool = True
+    agent: bool = True
+    node_name: str | None = None
 
 
 async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
@@ -84,6 +88,8 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                 ready=ready,
                 node_grace_seconds=options.node_grace_seconds,
                 scheduler=options.scheduler,
+                agent_root=options.data_dir / "agent" if options.agent else None,
+                node_name=options.node_name,
             )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -100,8 +106,11 @@ async def serve(
     ready: asyncio.Event | None = None,
     node_grace_seconds: float = DEFAULT_GRACE_SECONDS,
     scheduler: bool = True,
+    agent_root: Path | None = None,
+    node_name: str | None = None,
 ) -> None:
-    """Every control-plane role against the NATS server at ``url``, until ``stop`` is set."""
+    """Every control-plane role against the NATS server at ``url``, until ``stop`` is set;
+    and, with ``agent_root``, a node agent for this machine (its containers live there)."""
     nc = await connect(url, name="fleetlog-up")
     try:
         await ensure_streams(nc)
@@ -134,6 +143,11 @@ async def serve(
                     await gateway_ready.wait()
                     await query_ready.wait()
                     await _bootstrap(nc)
+                    if agent_root is not None:
+                        local = NodeAgent(
+                            nc, store, name=node_name or default_node_name(), root=agent_root
+                        )
+                        roles.append(tasks.create_task(local.run()))
                     _tune_gc()
                     log.info("fleetlog.up", url=url, position=projection.position)
                     if ready is not None:

@@ -92,7 +92,9 @@ class Cluster:
             raise AssertionError(f"fleetlog {' '.join(args)} failed: {result.stderr}")
         return result
 
-    def up(self) -> None:
+    def up(self, *, agent: bool = False) -> None:
+        """Start ``fleetlog up``; without a local node agent unless asked (most tests bring
+        their own simulated nodes)."""
         log = (self.data_dir.parent / "up.log").open("ab")
         self.process = subprocess.Popen(
             [
@@ -104,6 +106,7 @@ class Cluster:
                 str(self.data_dir),
                 "--port",
                 str(self.port),
+                *([] if agent else ["--no-agent"]),
             ],
             stdout=log,
             stderr=log,
@@ -127,6 +130,11 @@ class Cluster:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        # Containers outlive `up` by design (a restarted agent adopts them): stop each by
+        # the process group its state file records.
+        for state in self.data_dir.glob("agent/pods/*/*/*/container.json"):
+            with contextlib.suppress(ProcessLookupError, ValueError, KeyError, OSError):
+                os.killpg(int(json.loads(state.read_text())["pgid"]), signal.SIGKILL)
         pid_file = self.data_dir / "nats-server.pid"
         if pid_file.exists():
             with contextlib.suppress(ProcessLookupError, ValueError):

@@ -1,0 +1,73 @@
+"""End to end: ``fleetlog up`` runs a local node agent, so a pod with a command really runs on
+this machine; its output is read back with ``fleetlog logs`` and deleting it stops it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.server import free_port
+from tests.e2e.test_cli import Cluster
+
+pytestmark = pytest.mark.e2e
+
+POD = f"""\
+apiVersion: v1
+kind: Pod
+metadata: {{name: hello}}
+spec:
+  containers:
+    - name: main
+      image: process
+      command: ["{sys.executable}", "-c", "print('hello from fleetlog', flush=True); import time; time.sleep(600)"]
+"""
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    running = Cluster(tmp_path / "data", free_port())
+    try:
+        yield running
+    finally:
+        running.kill_leftovers()
+
+
+def wait_for(check, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.2)
+
+
+def test_up_runs_a_pod_as_a_process_with_its_logs_and_stops_it_on_delete(
+    cluster: Cluster,
+) -> None:
+    cluster.up(agent=True)
+    cluster.cli("apply", "-f", "-", stdin=POD)
+
+    def running() -> bool:
+        return "Running" in cluster.cli("get", "pods").stdout
+
+    wait_for(running)
+    wait_for(lambda: "hello from fleetlog" in cluster.cli("logs", "hello", check=False).stdout)
+    described = cluster.cli("describe", "pod", "hello").stdout
+    assert "ContainerStarted" in described and "system:node/" in described
+    (state,) = cluster.data_dir.glob("agent/pods/*/main/0/container.json")
+    pid = json.loads(state.read_text())["pid"]
+    os.kill(pid, 0)  # the container is a live process of this machine
+    cluster.cli("delete", "pod", "hello")
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+
+    wait_for(gone)
