@@ -29,6 +29,7 @@ earlier one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import time
@@ -311,53 +312,64 @@ class Execute:
                     self._accepted(ctx, loaded, already)
                     ctx.reply["replayed"] = True
                     return
-                host = await self._host_of_deleted_pod(ctx, loaded, fresh)
-                try:
-                    self._decide(ctx, loaded)
-                    if host is not None:
-                        assert isinstance(host.aggregate, Node)
-                        host.aggregate.release(
-                            pod=f"{ref.namespace}/{ref.name}",
-                            reason=f"pod deleted by {ctx.actor}",
-                            at=timestamp_from_ns(ctx.received_ns),
+                node = self._node_of_deleted_pod(ctx, loaded)
+                # The node aggregate is shared by every command releasing a pod on it: one
+                # decision at a time, or two would stack events on the same cached object.
+                node_lock = (
+                    self._repository.lock(AggregateRef("Node", "", node))
+                    if node is not None
+                    else contextlib.nullcontext()
+                )
+                async with node_lock:
+                    host = await self._host(node, fresh)
+                    try:
+                        self._decide(ctx, loaded)
+                        if host is not None:
+                            assert isinstance(host.aggregate, Node)
+                            host.aggregate.release(
+                                pod=f"{ref.namespace}/{ref.name}",
+                                reason=f"pod deleted by {ctx.actor}",
+                                at=timestamp_from_ns(ctx.received_ns),
+                            )
+                    except FleetError:
+                        self._repository.forget(ref)
+                        if host is not None:
+                            self._repository.forget(host.ref)
+                        raise
+                    try:
+                        written = await self._repository.save(
+                            [loaded] if host is None else [loaded, host], provenance
                         )
-                except FleetError:
-                    self._repository.forget(ref)
-                    if host is not None:
-                        self._repository.forget(host.ref)
-                    raise
-                try:
-                    written = await self._repository.save(
-                        [loaded] if host is None else [loaded, host], provenance
-                    )
-                except ConcurrencyConflict:
-                    if command.expected_version is not None:
-                        raise FleetError(
-                            f"{ref} changed while this command was decided; re-read and retry",
-                            code="conflict",
-                        ) from None
-                    log.info("command.retry_on_conflict", ref=str(ref), attempt=attempt)
-                    fresh = True
-                    # Another gateway is writing the same object: step aside for a random
-                    # moment so the two do not keep colliding in lock-step.
-                    await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))
-                    continue
-                self._accepted(ctx, loaded, written)
+                    except ConcurrencyConflict:
+                        if command.expected_version is not None:
+                            raise FleetError(
+                                f"{ref} changed while this command was decided; re-read and retry",
+                                code="conflict",
+                            ) from None
+                        log.info("command.retry_on_conflict", ref=str(ref), attempt=attempt)
+                        fresh = True
+                        # Another gateway is writing the same object: step aside for a random
+                        # moment so the two do not keep colliding in lock-step.
+                        await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))
+                        continue
+                    self._accepted(ctx, loaded, written)
                 return
         raise FleetError(f"{ref} kept changing under this command; try again", code="conflict")
 
-    async def _host_of_deleted_pod(
-        self, ctx: CommandContext, loaded: Loaded, fresh: bool
-    ) -> Loaded | None:
-        """The node holding a bound pod that is being deleted: its reservation is released in
-        the same atomic append, so the node's ledger never keeps resources of a pod that is gone
+    @staticmethod
+    def _node_of_deleted_pod(ctx: CommandContext, loaded: Loaded) -> str | None:
+        """The node of a bound pod this command deletes: its reservation is released in the
+        same atomic append, so the node's ledger never keeps resources of a pod that is gone
         (and a racing scheduler sees the capacity free only once the pod really is)."""
         pod = loaded.aggregate
         if ctx.command is None or ctx.command.verb != "delete" or not isinstance(pod, Pod):
             return None
-        if not pod.exists or pod.node_name is None:
+        return pod.node_name if pod.exists else None
+
+    async def _host(self, node: str | None, fresh: bool) -> Loaded | None:
+        if node is None:
             return None
-        host = await self._repository.load(AggregateRef("Node", "", pod.node_name), fresh=fresh)
+        host = await self._repository.load(AggregateRef("Node", "", node), fresh=fresh)
         return host if isinstance(host.aggregate, Node) and host.aggregate.exists else None
 
     @staticmethod

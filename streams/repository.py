@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from core.aggregates import AGGREGATES, RecordedEvent, Resource, timestamp_from_ns
 from core.events import schema_version
 from streams.envelope import Envelope
-from streams.eventstore import EventStore, Write
+from streams.eventstore import EventStore, StoreError, Write
 from streams.subjects import AggregateRef
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c2d1e-3c5a-4b8e-9a57-0c7e1f0a9d11")
@@ -43,6 +43,12 @@ class Loaded:
     aggregate: Resource | None
     last_seq: int
     recent: dict[str, tuple[int, str]] = field(default_factory=dict)
+    stored_version: int = -1
+    """The aggregate's version as stored (-1: take it from the aggregate as given)."""
+
+    def __post_init__(self) -> None:
+        if self.stored_version < 0:
+            self.stored_version = self.aggregate.version if self.aggregate is not None else 0
 
     def note(self, event_id_: str, seq: int, event_type: str) -> None:
         self.recent[event_id_] = (seq, event_type)
@@ -163,6 +169,15 @@ class AggregateRepository:
             events = aggregate.collect_events() if aggregate is not None else []
             if not events:
                 continue
+            if events[0].originator_version != change.stored_version + 1:
+                # Two decisions were taken on one cached object at once (a missing lock):
+                # appending would leave a gap in its versions. Refuse, loudly.
+                for other in changes:
+                    self.forget(other.ref)
+                raise StoreError(
+                    f"{change.ref}: events from version {events[0].originator_version} on a "
+                    f"stored version {change.stored_version}; decisions on it overlapped"
+                )
             encoded = []
             for event in events:
                 event_type = type(aggregate).event_type(event)
@@ -201,5 +216,7 @@ class AggregateRepository:
                 change.note(ids[offset], seqs[offset], types[offset])
             position += count
             change.last_seq = seqs[position - 1]
+            assert change.aggregate is not None
+            change.stored_version = change.aggregate.version
             self._remember(change)
         return list(zip(types, seqs, strict=True))

@@ -12,7 +12,7 @@ from core.aggregates import Node, Pod, timestamp_from_ns
 from core.errors import InvalidTransition
 from handlers.gateway import Gateway
 from streams.commandbus import CommandClient
-from streams.eventstore import ConcurrencyConflict, EventStore
+from streams.eventstore import ConcurrencyConflict, EventStore, StoreError
 from streams.repository import AggregateRepository, Provenance
 from streams.subjects import AggregateRef, event_subject
 
@@ -100,3 +100,38 @@ async def test_deleting_a_bound_pod_releases_its_reservation_in_the_same_append(
     await client.send("Pod", "apply", {"manifest": pod("c")})
     outcome = await client.send("Pod", "delete", {"name": "c"})
     assert outcome.events == ["PodDeleted"]
+
+
+async def test_concurrent_deletes_of_pods_on_one_node_keep_its_versions_contiguous(
+    store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    big = {**NODE, "status": {"allocatable": {"cpu": "100", "memory": "1Gi", "pods": "110"}}}
+    await client.send("Node", "apply", {"manifest": big})
+    names = [f"p{i}" for i in range(40)]
+    for name in names:
+        await client.send("Pod", "apply", {"manifest": pod(name)})
+        await bind(AggregateRepository(store), name, "small", 100, f"bind-{name}")
+    outcomes = await asyncio.gather(*(client.send("Pod", "delete", {"name": n}) for n in names))
+    assert all(o.events == ["PodDeleted", "PodReleased"] for o in outcomes)
+    history = await store.read_subject(event_subject("Node", "", "small"))
+    assert [e.envelope.version for e in history] == list(range(1, len(history) + 1))
+    node = (await AggregateRepository(store).load(AggregateRef("Node", "", "small"))).aggregate
+    assert isinstance(node, Node) and node.allocations == {}
+
+
+async def test_overlapping_decisions_on_one_cached_aggregate_are_refused_not_appended(
+    store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    await client.send("Node", "apply", {"manifest": NODE})
+    repository = AggregateRepository(store)
+    first = await repository.load(AggregateRef("Node", "", "small"))
+    second = await repository.load(AggregateRef("Node", "", "small"))
+    assert first is second  # the cache hands out one object
+    assert isinstance(first.aggregate, Node)
+    first.aggregate.allocate(pod="default/a", requests={"cpu": 100}, at=timestamp_from_ns(0))
+    first.stored_version -= 1  # as if another decision had advanced it unseen
+    before = await store.stream_last_seq()
+    provenance = Provenance("test", "t", "t", "overlap", time.time_ns())
+    with pytest.raises(StoreError, match="decisions on it overlapped"):
+        await repository.save([first], provenance)
+    assert await store.stream_last_seq() == before
