@@ -185,6 +185,7 @@ async def agent(
     from handlers.agent.agent import NodeAgent
     from handlers.agent.node import NodeCapacity, default_node_name, machine_capacity
     from streams.connection import connect
+    from streams.definitions import ensure_streams
     from streams.eventstore import EventStore
 
     node = name or default_node_name()
@@ -192,6 +193,7 @@ async def agent(
     capacity = NodeCapacity(cpu or machine.cpu, memory or machine.memory, pods)
     extra = dict(label.split("=", 1) for label in labels if "=" in label)
     nc = await connect(ctx.obj["server"], name=f"fleetlog-agent-{node}")
+    await ensure_streams(nc)  # idempotent: an agent may start before any `fleetlog up`
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
