@@ -254,3 +254,31 @@ async def test_a_restarted_agent_adopts_its_running_container_without_a_duplicat
         return not alive(process.pid)
 
     await eventually(stopped, timeout=15)
+
+
+async def test_a_pod_deleted_while_the_agent_was_down_is_stopped_when_it_returns(
+    cluster: Cluster,
+) -> None:
+    manifest = pod("gone", [PY, "-c", "import time; time.sleep(600)"])
+    await cluster.client.send("Pod", "apply", {"manifest": manifest})
+
+    async def ready() -> bool:
+        return "PodReady" in await cluster.types("gone")
+
+    await eventually(ready, timeout=20)
+    process = cluster.runtime.seen[0]
+    await cluster.stop_agent()
+    await cluster.client.send("Pod", "delete", {"name": "gone"})
+    assert alive(process.pid)  # nobody stopped it yet: its agent is down
+    previous = cluster.runtime
+    cluster.runtime = TrackedRuntime(cluster.root)
+    await cluster.start_agent()
+
+    async def stopped() -> bool:
+        return not alive(process.pid)
+
+    try:
+        await eventually(stopped, timeout=15)
+    finally:
+        previous.cleanup()
+    assert not list(cluster.root.glob("pods/*/*/*/container.json"))  # and forgotten
