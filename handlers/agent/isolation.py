@@ -51,7 +51,12 @@ class Bubblewrap:
         return "bubblewrap (bwrap) is not installed on this node"
 
     def prefix(
-        self, *, writable: Iterable[Path], working_dir: Path | None, hostname: str
+        self,
+        *,
+        writable: Iterable[Path],
+        working_dir: Path | None,
+        hostname: str,
+        readable: Iterable[Path] = (),
     ) -> list[str]:
         """The argv to put in front of the container's own argv (it ends with ``--``)."""
         if self.executable is None:
@@ -67,7 +72,12 @@ class Bubblewrap:
             "--unshare-pid", "--unshare-ipc", "--unshare-uts",
             "--hostname", hostname,
         ]  # fmt: skip
-        # After the /tmp tmpfs, so a writable directory under /tmp is still the host's.
+        # After the /tmp tmpfs, so a directory under /tmp is still the host's: the command's
+        # own installation (read-only; a virtualenv may live under /tmp) and what it may write.
+        tmp = Path("/tmp")
+        for path in readable:
+            if path == tmp or tmp in path.parents:
+                argv += ["--ro-bind", str(path), str(path)]
         for path in writable:
             argv += ["--bind", str(path), str(path)]
         if working_dir is not None:

@@ -124,6 +124,13 @@ class ContainerStartError(RuntimeError):
         self.status = status
 
 
+def installation_of(executable: Path) -> Path:
+    """What must stay visible for ``executable`` to run: the directory above its ``bin`` (a
+    virtualenv, a prefix), else its own directory."""
+    parent = executable.parent
+    return parent.parent if parent.name == "bin" else parent
+
+
 def _start_error(code: int, message: str) -> ContainerStartError:
     return ContainerStartError(ExitStatus(code, None, False, time.time_ns(), "StartError", message))
 
@@ -305,14 +312,15 @@ class ProcessRuntime:
         if not Path(cwd).is_dir():
             raise _start_error(128, f'working directory "{cwd}" does not exist')
         env = {**self.base_env, "HOSTNAME": spec.pod_name, **spec.env}
-        resolve_executable(spec.argv[0], env.get("PATH", DEFAULT_PATH), cwd)
+        executable = resolve_executable(spec.argv[0], env.get("PATH", DEFAULT_PATH), cwd)
         prefix: list[str] = []
         if spec.isolate:
             writable = [work] if spec.working_dir is None else [work, Path(cwd)]
             try:
                 prefix = self.isolation.prefix(
-                    writable=writable, working_dir=Path(cwd), hostname=spec.pod_name
-                )
+                    writable=writable, working_dir=Path(cwd), hostname=spec.pod_name,
+                    readable=[installation_of(Path(executable))],
+                )  # fmt: skip
             except IsolationUnavailable as exc:
                 raise _start_error(128, str(exc)) from exc
         try:
