@@ -63,6 +63,8 @@ class SchedulingModel:
             return self._allocated
         if event_type == "PodReleased":
             return self._released
+        if event_type in ("PodSucceeded", "PodFailed"):
+            return self._pod_finished
         return {"Node": self._node_changed, "Pod": self._pod_changed}.get(
             kind, self._namespace_changed if kind == "Namespace" else _ignore
         )
@@ -125,6 +127,14 @@ class SchedulingModel:
         assert isinstance(pod, Pod)
         return pod, record.last_seq
 
+    def _pod_finished(self, event: StoredEvent) -> None:
+        """A Succeeded or Failed pod stays an object but takes no room on its node."""
+        key = f"{event.envelope.namespace}/{event.envelope.name}"
+        node = self._placed.pop(key, None)
+        if node is not None and node in self.nodes:
+            self.nodes[node].remove_pod(key)
+        self.pending.pop(key, None)
+
     def _pod_bound(self, event: StoredEvent) -> None:
         """The hot path: the PodInfo waiting in the queue (or assumed on that very node by
         this replica) moves to its node as it is; nothing is parsed again."""
@@ -143,7 +153,10 @@ class SchedulingModel:
             node.add_pod(pod)
 
     def _place(self, key: str, manifest: dict[str, Any]) -> None:
-        """A live pod goes on its node's NodeInfo when bound, in the queue otherwise."""
+        """A live pod goes on its node's NodeInfo when bound, in the queue otherwise; a
+        finished one (Succeeded, Failed) goes nowhere."""
+        if (manifest.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return
         pod = PodInfo.from_manifest(manifest)
         node_name = manifest.get("spec", {}).get("nodeName")
         if node_name:

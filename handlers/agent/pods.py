@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from core.aggregates import Pod, timestamp_from_ns
+from core.aggregates import Node, Pod, timestamp_from_ns
 from core.errors import FleetError
 from core.podlifecycle import (
     BackoffState,
@@ -75,28 +75,50 @@ class PodRecorder:
         self.node = node
 
     async def record(
-        self, namespace: str, name: str, step: str, decide: Callable[[Pod, datetime], None]
+        self,
+        namespace: str,
+        name: str,
+        step: str,
+        decide: Callable[[Pod, datetime], None],
+        *,
+        release_on: str | None = None,
     ) -> bool:
         """Let ``decide`` change the pod; append what it decided. False if the pod is gone or
-        nothing was decided."""
+        nothing was decided. With ``release_on``, the pod's reservation on that node is given
+        back in the same atomic append."""
         ref = AggregateRef("Pod", namespace, name)
+        node_ref = AggregateRef("Node", "", release_on) if release_on else None
         for attempt in range(RECORD_ATTEMPTS):
-            async with self._repository.lock(ref):
+            async with contextlib.AsyncExitStack() as locks:
+                await locks.enter_async_context(self._repository.lock(ref))
+                if node_ref is not None:
+                    await locks.enter_async_context(self._repository.lock(node_ref))
                 loaded = await self._repository.load(ref, fresh=attempt > 0)
                 pod = loaded.aggregate
                 if not isinstance(pod, Pod) or not pod.exists:
                     return False
+                host = None
+                if node_ref is not None:
+                    host = await self._repository.load(node_ref, fresh=attempt > 0)
                 seen = pod.version
                 now = time.time_ns()
                 try:
                     decide(pod, timestamp_from_ns(now))
+                    if host is not None and isinstance(host.aggregate, Node):
+                        host.aggregate.release(
+                            pod=f"{namespace}/{name}", reason=f"pod {pod.phase}",
+                            at=timestamp_from_ns(now),
+                        )  # fmt: skip
                 except FleetError:
                     self._repository.forget(ref)
+                    if node_ref is not None:
+                        self._repository.forget(node_ref)
                     raise
                 token = f"agent.{self.node}.{pod.uid}.{seen}.{step}"
+                changes = [loaded] if host is None else [loaded, host]
                 try:
                     written = await self._repository.save(
-                        [loaded], Provenance(self.actor, token, f"{ref}@{seen}", token, now)
+                        changes, Provenance(self.actor, token, f"{ref}@{seen}", token, now)
                     )
                 except ConcurrencyConflict:
                     continue
@@ -170,11 +192,22 @@ class PodWorker:
         phase = pod_phase(policy, list(self._outcomes.values()))
         codes = ", ".join(f"{name}={o.exit_code}" for name, o in self._outcomes.items())
         if phase == "Succeeded":
-            await self._record("succeeded", lambda pod, at: pod.succeed(
+            await self._finish("succeeded", lambda pod, at: pod.succeed(
                 reason="Completed", message=f"exit codes: {codes}", at=at))  # fmt: skip
         elif phase == "Failed":
-            await self._record("failed", lambda pod, at: pod.fail(
+            await self._finish("failed", lambda pod, at: pod.fail(
                 reason="Error", message=f"exit codes: {codes}", at=at))  # fmt: skip
+
+    async def _finish(self, step: str, decide: Callable[[Pod, datetime], None]) -> bool:
+        """Record the pod finished and give its node's reservation back, in one append: a
+        Succeeded or Failed pod holds no resources (Kubernetes frees them for scheduling)."""
+        try:
+            return await self._recorder.record(
+                self.namespace, self.name, step, decide, release_on=self.node
+            )
+        except (FleetError, StoreError, TimeoutError) as exc:
+            log.warning("agent.step_not_recorded", pod=self.key, step=step, error=str(exc))
+            return False
 
     async def _record(self, step: str, decide: Callable[[Pod, datetime], None]) -> bool:
         """Record a step; a refusal (the pod was deleted or finished meanwhile) is logged and
@@ -440,7 +473,7 @@ class PodWorker:
             f"the image {c.get('image', '')!r}; give it a command (see the README, Images)"
             for c in containers
         )
-        await self._record("cannot-run", lambda pod, at: pod.fail(
+        await self._finish("cannot-run", lambda pod, at: pod.fail(
             reason="ImagePullUnsupported", message=message, at=at))  # fmt: skip
 
 

@@ -282,3 +282,25 @@ async def test_a_pod_deleted_while_the_agent_was_down_is_stopped_when_it_returns
     finally:
         previous.cleanup()
     assert not list(cluster.root.glob("pods/*/*/*/container.json"))  # and forgotten
+
+
+async def test_a_finished_pod_succeeds_and_gives_its_node_reservation_back(
+    cluster: Cluster,
+) -> None:
+    manifest = pod("job", [PY, "-c", "print('done')"], restartPolicy="Never")
+    await cluster.client.send("Pod", "apply", {"manifest": manifest})
+
+    async def succeeded() -> bool:
+        return "PodSucceeded" in await cluster.types("job")
+
+    await eventually(succeeded, timeout=20)
+    exited = next(e.payload for e in await cluster.events("job") if e.type == "ContainerExited")
+    assert (exited["exit_code"], exited["reason"]) == (0, "Completed")
+    node_events = await cluster.store.read_subject(event_subject("Node", "", NODE))
+    released = [e.envelope for e in node_events if e.envelope.type == "PodReleased"]
+    assert [(e.payload["pod"], e.actor) for e in released] == [
+        ("default/job", f"system:node/{NODE}")
+    ]
+    # Deleting the finished pod later releases nothing twice.
+    outcome = await cluster.client.send("Pod", "delete", {"name": "job"})
+    assert outcome.events == ["PodDeleted"]
