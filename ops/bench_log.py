@@ -232,7 +232,17 @@ async def main_async(args: argparse.Namespace) -> None:
         env = {**os.environ, "FLEETLOG_SERVER": url}
         up_log = (workdir / "up.log").open("wb")
         up_process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, not awaited
-            [sys.executable, "-m", "ops", "--log-level", "warning", "up", "--nats-url", url],
+            [
+                sys.executable,
+                "-m",
+                "ops",
+                "--log-level",
+                "warning",
+                "up",
+                "--nats-url",
+                url,
+                "--no-agent",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=up_log,
             env=env,

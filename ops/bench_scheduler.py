@@ -163,7 +163,8 @@ async def main_async(args: argparse.Namespace) -> None:
         nc = await connect(server.url, name="bench-setup")
         await ensure_streams(nc)
         up = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, stopped below
-            [sys.executable, "-m", "ops", "up", "--nats-url", server.url, "--no-scheduler"],
+            [sys.executable, "-m", "ops", "up", "--nats-url", server.url, "--no-scheduler",
+             "--no-agent"],
             stdout=subprocess.DEVNULL, stderr=(workdir / "up.log").open("wb"), env=env,
         )  # fmt: skip
         await asyncio.sleep(3)
