@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from streams.server import free_port
+from tests.e2e.conftest import wait_for
 from tests.e2e.test_cli import Cluster
 
 pytestmark = pytest.mark.e2e
@@ -27,22 +25,6 @@ spec:
       image: process
       command: ["{sys.executable}", "-c", "print('hello from fleetlog', flush=True); import time; time.sleep(600)"]
 """
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    running = Cluster(tmp_path / "data", free_port())
-    try:
-        yield running
-    finally:
-        running.kill_leftovers()
-
-
-def wait_for(check, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.2)
 
 
 def test_up_runs_a_pod_as_a_process_with_its_logs_and_stops_it_on_delete(

@@ -7,13 +7,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from streams.server import free_port
+from tests.e2e.conftest import wait_for
 from tests.e2e.test_cli import Cluster
 
 pytestmark = pytest.mark.e2e
@@ -34,22 +32,6 @@ metadata: {name: bare}
 spec:
   containers: [{name: main, image: busybox}]
 """
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    running = Cluster(tmp_path / "data", free_port())
-    try:
-        yield running
-    finally:
-        running.kill_leftovers()
-
-
-def wait_for(check, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.2)
 
 
 def test_drain_refuses_pods_without_a_controller_unless_forced_then_empties_the_node(
