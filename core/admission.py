@@ -4,16 +4,17 @@ These run in the gateway after validation and before the decision, and what they
 in the object (so ``get -o yaml`` and the event history show it, as the API server's defaults
 do). Each function takes a validated manifest and returns it, possibly with additions, and never
 changes the manifest it was given. They are pure: whatever they need from the cluster (the
-priority classes) is passed in.
+priority classes, the namespace's LimitRanges) is passed in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from core.aggregates import NOT_READY_TAINT, UNREACHABLE_TAINT
 from core.errors import ValidationFailed
+from core.quantity import parse_quantity
 from core.resources.priorityclass import DEFAULT_PRIORITY, SYSTEM_PRIORITY_CLASSES, PriorityClass
 
 DEFAULT_TOLERATION_SECONDS = 300
@@ -153,3 +154,178 @@ def check_single_global_default(
             field="globalDefault",
         )
     return manifest
+
+
+# -- resource defaults and limits (LimitRanger) ------------------------------------------------
+
+LIMIT_RANGER_ANNOTATION = "kubernetes.io/limit-ranger"
+"""Where Kubernetes' LimitRanger records which defaults it set."""
+
+CLUSTER_DEFAULT_REQUESTS: Mapping[str, str] = {"cpu": "100m", "memory": "128Mi"}
+CLUSTER_DEFAULT_LIMITS: Mapping[str, str] = {"cpu": "500m", "memory": "512Mi"}
+"""fleetlog's defaults for a namespace without a LimitRange (the seed's resource management):
+a container that states nothing about cpu (or memory) gets this request and this limit."""
+
+LimitRangeLike = Mapping[str, Any]
+"""A LimitRange manifest as ``dump_manifest`` writes it (its Container items already defaulted
+by the model: ``default`` from ``max``, ``defaultRequest`` from ``default`` then ``min``)."""
+
+
+def _container_items(limit_ranges: Iterable[LimitRangeLike]) -> list[Mapping[str, Any]]:
+    return [
+        item
+        for lr in limit_ranges
+        for item in (lr.get("spec") or {}).get("limits") or []
+        if item.get("type") == "Container"
+    ]
+
+
+def _merge(
+    container: dict[str, Any], requests: Mapping[str, str], limits: Mapping[str, str]
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """``mergeContainerResources``: a default fills only what the container does not state."""
+    resources = dict(container.get("resources") or {})
+    own_limits = dict(resources.get("limits") or {})
+    own_requests = dict(resources.get("requests") or {})
+    set_limits = sorted(k for k in limits if k not in own_limits)
+    set_requests = sorted(k for k in requests if k not in own_requests)
+    own_limits.update({k: limits[k] for k in set_limits})
+    own_requests.update({k: requests[k] for k in set_requests})
+    if own_limits:
+        resources["limits"] = own_limits
+    if own_requests:
+        resources["requests"] = own_requests
+    if not set_limits and not set_requests:
+        return container, [], []
+    return {**container, "resources": resources}, set_requests, set_limits
+
+
+def _cluster_defaults(container: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """The cluster default, per resource, for what the container states nothing about (a limit
+    without a request already set the request when the pod was validated)."""
+    stated = (container.get("resources") or {}).get("requests") or {}
+    missing = [k for k in CLUSTER_DEFAULT_REQUESTS if k not in stated]
+    return (
+        {k: CLUSTER_DEFAULT_REQUESTS[k] for k in missing},
+        {k: CLUSTER_DEFAULT_LIMITS[k] for k in missing},
+    )
+
+
+def _bound_problems(container: Mapping[str, Any], items: list[Mapping[str, Any]]) -> list[str]:
+    """``PodValidateLimitFunc`` for Container items: min, max and maxLimitRequestRatio, in
+    Kubernetes' words."""
+    resources = container.get("resources") or {}
+    requests = resources.get("requests") or {}
+    limits = resources.get("limits") or {}
+    problems: list[str] = []
+    for item in items:
+        for name, bound in (item.get("min") or {}).items():
+            if name not in requests:
+                problems.append(
+                    f"minimum {name} usage per Container is {bound}.  No request is specified"
+                )
+            elif parse_quantity(requests[name]) < parse_quantity(bound):
+                problems.append(
+                    f"minimum {name} usage per Container is {bound}, but request is "
+                    f"{requests[name]}"
+                )
+            elif name in limits and parse_quantity(limits[name]) < parse_quantity(bound):
+                problems.append(
+                    f"minimum {name} usage per Container is {bound}, but limit is {limits[name]}"
+                )
+        for name, bound in (item.get("max") or {}).items():
+            if name not in limits:
+                problems.append(
+                    f"maximum {name} usage per Container is {bound}.  No limit is specified"
+                )
+            elif parse_quantity(limits[name]) > parse_quantity(bound):
+                problems.append(
+                    f"maximum {name} usage per Container is {bound}, but limit is {limits[name]}"
+                )
+            elif name in requests and parse_quantity(requests[name]) > parse_quantity(bound):
+                problems.append(
+                    f"maximum {name} usage per Container is {bound}, but request is "
+                    f"{requests[name]}"
+                )
+        for name, bound in (item.get("maxLimitRequestRatio") or {}).items():
+            request = parse_quantity(requests.get(name, "0"))
+            limit = parse_quantity(limits.get(name, "0"))
+            if request.sign() == 0:
+                problems.append(
+                    f"{name} max limit to request ratio per Container is {bound}, but no "
+                    "request is specified or request is 0"
+                )
+            elif limit.sign() == 0:
+                problems.append(
+                    f"{name} max limit to request ratio per Container is {bound}, but no "
+                    "limit is specified or limit is 0"
+                )
+            else:
+                ratio = limit.amount / request.amount
+                if ratio > parse_quantity(bound).amount:
+                    problems.append(
+                        f"{name} max limit to request ratio per Container is {bound}, but "
+                        f"provided ratio is {float(ratio):f}"
+                    )
+    return problems
+
+
+def apply_limit_ranges(
+    manifest: dict[str, Any], limit_ranges: Sequence[LimitRangeLike]
+) -> dict[str, Any]:
+    """Kubernetes' LimitRanger admission plugin, for a pod being created.
+
+    Each container (and init container) gets the ``defaultRequest`` and ``default`` (limit) of
+    the namespace's LimitRanges for every resource it does not state; where the namespace has
+    no LimitRange, fleetlog's cluster default applies instead (see
+    :data:`CLUSTER_DEFAULT_REQUESTS`). What was set is recorded in the
+    ``kubernetes.io/limit-ranger`` annotation ("LimitRanger plugin set: cpu, memory request
+    for container main; ..."). Then every container must respect each item's ``min``, ``max``
+    and ``maxLimitRequestRatio``; otherwise the pod is refused (``forbidden``) with every
+    problem named. Other kinds are returned unchanged.
+    """
+    if manifest.get("kind") != "Pod":
+        return manifest
+    items = _container_items(limit_ranges)
+    default_requests: dict[str, str] = {}
+    default_limits: dict[str, str] = {}
+    for item in items:  # several LimitRanges: the first one stating a default wins
+        for name, value in (item.get("defaultRequest") or {}).items():
+            default_requests.setdefault(name, value)
+        for name, value in (item.get("default") or {}).items():
+            default_limits.setdefault(name, value)
+    spec = dict(manifest.get("spec") or {})
+    notes: list[str] = []
+    problems: list[str] = []
+    for field_name, label in (("containers", "container"), ("initContainers", "init container")):
+        merged = []
+        for container in spec.get(field_name) or []:
+            if limit_ranges:
+                requests, limits = default_requests, default_limits
+            else:
+                requests, limits = _cluster_defaults(container)
+            container, set_requests, set_limits = _merge(container, requests, limits)
+            name = container.get("name")
+            if set_requests:
+                notes.append(f"{', '.join(set_requests)} request for {label} {name}")
+            if set_limits:
+                notes.append(f"{', '.join(set_limits)} limit for {label} {name}")
+            problems += _bound_problems(container, items)
+            merged.append(container)
+        if field_name in spec:
+            spec[field_name] = merged
+    if problems:
+        pod_name = (manifest.get("metadata") or {}).get("name", "")
+        raise ValidationFailed(
+            f'pods "{pod_name}" is forbidden: ' + ", ".join(problems),
+            code="forbidden",
+            field="spec.containers",
+        )
+    if not notes:
+        return manifest
+    metadata = dict(manifest.get("metadata") or {})
+    metadata["annotations"] = {
+        **(metadata.get("annotations") or {}),
+        LIMIT_RANGER_ANNOTATION: "LimitRanger plugin set: " + "; ".join(notes),
+    }
+    return {**manifest, "metadata": metadata, "spec": spec}

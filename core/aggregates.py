@@ -24,9 +24,17 @@ from pydantic import BaseModel, ConfigDict
 
 from core import events as catalog
 from core.diff import changed_paths
-from core.errors import AlreadyExists, Conflict, InvalidTransition, NotFound, ValidationFailed
+from core.errors import (
+    AlreadyExists,
+    Conflict,
+    FleetError,
+    InvalidTransition,
+    NotFound,
+    ValidationFailed,
+)
 from core.podlifecycle import backoff_message, container_outcomes, restart_reason_allowed
 from core.quantity import resource_amount
+from core.quota import CHARGED, canonical, exceeded_message, hard_amounts, quota_status, unstated
 from core.resources.priorityclass import check_priority_class_update
 
 _METADATA_FIELDS = frozenset(
@@ -235,9 +243,13 @@ class Resource(BaseAggregate[str]):
             current.trigger_event(current.Updated, manifest=manifest, changed=changed, timestamp=at)
         return current
 
-    def delete(self, *, reason: str, at: datetime) -> None:
+    def delete(self, *, reason: str, at: datetime, propagation_policy: str = "Background") -> None:
+        """Delete the object, recording what should become of its dependents (the garbage
+        collector acts on ``propagation_policy``: Background, Foreground or Orphan)."""
         self.require_exists()
-        self.trigger_event(self.Deleted, reason=reason, timestamp=at)
+        self.trigger_event(
+            self.Deleted, reason=reason, propagation_policy=propagation_policy, timestamp=at
+        )
 
     def require_exists(self) -> None:
         if not self.exists:
@@ -260,8 +272,24 @@ class Resource(BaseAggregate[str]):
         """Raise InvalidTransition if an update may not change these fields."""
 
 
+PROTECTED_NAMESPACES = frozenset({"default", "kube-system"})
+"""Namespaces Kubernetes refuses to delete (its NamespaceLifecycle admission plugin)."""
+
+
 class Namespace(Resource):
     KIND = "Namespace"
+
+    def delete(self, *, reason: str, at: datetime, propagation_policy: str = "Background") -> None:
+        """Delete the namespace (the garbage collector then deletes everything in it);
+        ``default`` and ``kube-system`` may not be deleted, as in Kubernetes."""
+        name = self.id.split("/", 2)[2]
+        if name in PROTECTED_NAMESPACES:
+            raise FleetError(
+                f'namespace "{name}" may not be deleted: Kubernetes keeps '
+                f"{' and '.join(sorted(PROTECTED_NAMESPACES))} for the life of the cluster",
+                code="forbidden",
+            )
+        super().delete(reason=reason, at=at, propagation_policy=propagation_policy)
 
 
 def with_unschedulable(manifest: dict[str, Any], unschedulable: bool) -> dict[str, Any]:
@@ -528,7 +556,14 @@ class Service(Resource):
             )
 
 
-_POD_MUTABLE_PREFIXES = ("metadata.labels", "metadata.annotations", "status")
+_POD_MUTABLE_PREFIXES = (
+    "metadata.labels",
+    "metadata.annotations",
+    # Ownership changes as in Kubernetes: the garbage collector orphans a pod by removing the
+    # reference to its deleted owner.
+    "metadata.ownerReferences",
+    "status",
+)
 
 
 def _pod_field_is_mutable(path: str) -> bool:
@@ -1230,8 +1265,127 @@ class PriorityClass(Resource):
         check_priority_class_update(changed)
 
 
+class LimitRange(Resource):
+    KIND = "LimitRange"
+
+
+def with_quota_used(manifest: dict[str, Any], used: dict[str, int]) -> dict[str, Any]:
+    """A quota manifest whose ``status`` shows its ``hard`` and the ``used`` totals (base
+    units, canonical names) for each resource it limits."""
+    hard = (manifest.get("spec") or {}).get("hard") or {}
+    return {**manifest, "status": quota_status(hard, used)}
+
+
+class ResourceQuota(Resource):
+    """A namespace's quota and its usage ledger (pod ``namespace/name`` -> charged amounts).
+
+    The ledger is what :meth:`charge` guards: a pod's create is appended atomically with its
+    charge under this aggregate's expectation, so two gateways racing for the last of a quota
+    cannot both succeed (the loser's append fails, it decides again on the new ledger, and is
+    refused)."""
+
+    KIND = "ResourceQuota"
+
+    class Charged(Resource.Event, catalog.QuotaCharged):
+        TYPE: ClassVar[str] = "QuotaCharged"
+
+        def apply(self, aggregate: Resource) -> None:
+            assert isinstance(aggregate, ResourceQuota)
+            aggregate.book(self.pod, dict(self.amounts))
+
+    class Released(Resource.Event, catalog.QuotaReleased):
+        TYPE: ClassVar[str] = "QuotaReleased"
+
+        def apply(self, aggregate: Resource) -> None:
+            assert isinstance(aggregate, ResourceQuota)
+            aggregate.book(self.pod, None)
+
+    class Updated(Resource.Updated):
+        def apply(self, aggregate: Resource) -> None:
+            super().apply(aggregate)
+            assert isinstance(aggregate, ResourceQuota)
+            aggregate.manifest = with_quota_used(aggregate.manifest, aggregate.used)
+
+    STATE_IS_MANIFEST: ClassVar[bool] = False  # the usage ledger is not in the manifest
+
+    def begin_life(self, manifest: dict[str, Any], uid: str) -> None:
+        super().begin_life(manifest, uid)
+        self.charges: dict[str, dict[str, int]] = {}
+        self.used: dict[str, int] = {}
+        self.manifest = with_quota_used(manifest, self.used)
+
+    def book(self, pod: str, amounts: dict[str, int] | None) -> None:
+        """Fold one ledger change: ``amounts`` replaces the pod's charge (None removes it)."""
+        for name, amount in self.charges.pop(pod, {}).items():
+            self.used[name] = self.used.get(name, 0) - amount
+        if amounts is not None:
+            self.charges[pod] = amounts
+            for name, amount in amounts.items():
+                self.used[name] = self.used.get(name, 0) + amount
+        self.manifest = with_quota_used(self.manifest, self.used)
+
+    @property
+    def hard(self) -> dict[str, str]:
+        return dict((self.manifest.get("spec") or {}).get("hard") or {})
+
+    def carry_server_fields(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """``status`` is the server's: it follows the (new) ``hard`` and the ledger."""
+        return with_quota_used(manifest, self.used)
+
+    def charge(
+        self, *, pod: str, usage: dict[str, int], pod_manifest: dict[str, Any], at: datetime
+    ) -> None:
+        """Charge ``pod``'s ``usage`` (``core.quota.pod_usage``); refused, with Kubernetes'
+        message, if a resource the quota limits would exceed ``hard`` or a container does not
+        state it. A pod charged before (a re-creation) has its old charge replaced."""
+        self.require_exists()
+        name = self.id.rsplit("/", 1)[-1]
+        hard = self.hard
+        missing = unstated(pod_manifest, hard)
+        if missing:
+            raise InvalidTransition(
+                f"failed quota: {name}: must specify "
+                + "; ".join(f"{res} for: {','.join(names)}" for res, names in missing.items()),
+                code="forbidden",
+            )
+        limits = hard_amounts(hard)
+        previous = self.charges.get(pod, {})
+        used = {k: self.used.get(k, 0) - previous.get(k, 0) for k in CHARGED}
+        over = sorted(
+            stated
+            for stated in hard
+            if (wanted := usage.get(canonical(stated), 0)) > 0
+            and used[canonical(stated)] + wanted > limits[canonical(stated)]
+        )
+        if over:
+            raise InvalidTransition(
+                exceeded_message(name, usage, used, hard, over), code="forbidden"
+            )
+        amounts = {k: usage.get(k, 0) for k in CHARGED}
+        after = {k: used[k] + amounts[k] for k in CHARGED}
+        self.trigger_event(self.Charged, pod=pod, amounts=amounts, used=after, timestamp=at)
+
+    def release(self, *, pod: str, reason: str, at: datetime) -> None:
+        """Give back a pod's charge; releasing a pod that holds none changes nothing."""
+        previous = self.charges.get(pod)
+        if previous is None or not self.exists:
+            return
+        after = {k: self.used.get(k, 0) - previous.get(k, 0) for k in CHARGED}
+        self.trigger_event(self.Released, pod=pod, reason=reason, used=after, timestamp=at)
+
+
 AGGREGATES: dict[str, type[Resource]] = {
-    cls.KIND: cls for cls in (Namespace, Node, Pod, Deployment, Service, PriorityClass)
+    cls.KIND: cls
+    for cls in (
+        Namespace,
+        Node,
+        Pod,
+        Deployment,
+        Service,
+        PriorityClass,
+        LimitRange,
+        ResourceQuota,
+    )
 }
 SCALABLE_KINDS = frozenset({"Deployment"})
 

@@ -33,12 +33,22 @@ class ManifestBody(CommandBody):
     manifest: dict[str, Any]
 
 
+PropagationPolicy = Literal["Background", "Foreground", "Orphan"]
+
+
 class DeleteBody(CommandBody):
-    """delete: which object; ``namespace`` is ignored for cluster-scoped kinds."""
+    """delete: which object; ``namespace`` is ignored for cluster-scoped kinds.
+
+    ``propagationPolicy`` is Kubernetes' DeleteOptions field: what becomes of the object's
+    dependents (those whose ``metadata.ownerReferences`` name its uid). ``Background`` (the
+    default, as kubectl's) and ``Foreground`` let the garbage collector delete them; ``Orphan``
+    keeps them and removes their reference to this owner. An older command without the field
+    means Background, so no upcaster is needed."""
 
     name: str
     namespace: str = "default"
     reason: str = ""
+    propagationPolicy: PropagationPolicy = "Background"
 
 
 class ScaleBody(CommandBody):

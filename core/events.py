@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.errors import ValidationFailed
+from core.quota import format_amount
 
 Payload = dict[str, Any]
 Upcaster = Callable[[Payload], Payload]
@@ -41,9 +42,14 @@ class ResourceUpdated(EventPayload):
 
 
 class ResourceDeleted(EventPayload):
-    """An object was deleted (its name may be used again by a later create)."""
+    """An object was deleted (its name may be used again by a later create).
+
+    ``propagation_policy`` is what the deleter asked for its dependents (Background,
+    Foreground or Orphan): the garbage collector reads it from here. Events written before the
+    field existed read as Background, Kubernetes' default."""
 
     reason: str = ""
+    propagation_policy: str = "Background"
 
 
 class ScaledTo(EventPayload):
@@ -170,6 +176,25 @@ class PodReleased(EventPayload):
     reason: str = ""
 
 
+class QuotaCharged(EventPayload):
+    """A pod's usage was charged to its namespace's quota (appended atomically with the
+    pod's ``PodCreated``): ``amounts`` in base units (cpu millicores, memory bytes, pods 1);
+    ``used`` is the quota's total after the charge, recorded for the audit trail."""
+
+    pod: str
+    amounts: dict[str, int]
+    used: dict[str, int] = Field(default_factory=dict)
+
+
+class QuotaReleased(EventPayload):
+    """A pod's charge was given back to the quota (the pod was deleted or finished);
+    ``used`` is the quota's total after the release."""
+
+    pod: str
+    reason: str = ""
+    used: dict[str, int] = Field(default_factory=dict)
+
+
 class EventType(BaseModel):
     """One entry of the catalog."""
 
@@ -180,7 +205,16 @@ class EventType(BaseModel):
     payload: type[EventPayload]
 
 
-RESOURCE_KINDS = ("Namespace", "Node", "Pod", "Deployment", "Service", "PriorityClass")
+RESOURCE_KINDS = (
+    "Namespace",
+    "Node",
+    "Pod",
+    "Deployment",
+    "Service",
+    "PriorityClass",
+    "LimitRange",
+    "ResourceQuota",
+)
 
 
 def _catalog() -> dict[str, EventType]:
@@ -212,6 +246,8 @@ def _catalog() -> dict[str, EventType]:
     entries.append(
         EventType(name="NodeUncordoned", schema_version=1, payload=NodeSchedulingChanged)
     )
+    entries.append(EventType(name="QuotaCharged", schema_version=1, payload=QuotaCharged))
+    entries.append(EventType(name="QuotaReleased", schema_version=1, payload=QuotaReleased))
     return {entry.name: entry for entry in entries}
 
 
@@ -326,6 +362,15 @@ def summarize(type_name: str, payload: Payload) -> str:
     if type_name in ("PodAllocated", "PodReleased"):
         verb = "reserved for" if type_name == "PodAllocated" else "released by"
         return f"resources {verb} {payload.get('pod')}"
+    if type_name == "QuotaCharged":
+        amounts = payload.get("amounts") or {}
+        shown = ", ".join(
+            f"{k}={format_amount(k, v)}" for k, v in sorted(amounts.items()) if k != "pods"
+        )
+        return f"charged {payload.get('pod')}" + (f" ({shown})" if shown else "")
+    if type_name == "QuotaReleased":
+        line = f"released {payload.get('pod')}"
+        return f"{line}: {payload['reason']}" if payload.get("reason") else line
     if type_name in ("NodeReady", "NodeNotReady"):
         line = f"Ready={payload.get('status')} ({payload.get('reason')})"
         return f"{line}: {payload['message']}" if payload.get("message") else line

@@ -43,10 +43,25 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from core.admission import check_single_global_default, default_toleration_seconds, resolve_priority
-from core.aggregates import AGGREGATES, SCALABLE_KINDS, Deployment, Node, Pod, timestamp_from_ns
+from core.admission import (
+    LIMIT_RANGER_ANNOTATION,
+    apply_limit_ranges,
+    check_single_global_default,
+    default_toleration_seconds,
+    resolve_priority,
+)
+from core.aggregates import (
+    AGGREGATES,
+    SCALABLE_KINDS,
+    Deployment,
+    Node,
+    Pod,
+    ResourceQuota,
+    timestamp_from_ns,
+)
 from core.commands import Command, DeleteBody, ManifestBody, NodeBody, ScaleBody, parse_command
 from core.errors import FleetError, NotFound, UnknownKind, ValidationFailed
+from core.quota import pod_usage
 from core.resources import KINDS, dns1123_label_errors, dump_manifest, parse_manifest
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
@@ -215,17 +230,42 @@ async def resolve_target(ctx: CommandContext) -> None:
     ctx.ref = AggregateRef(ctx.kind, namespace if info.namespaced else "", body.name)
 
 
+class NamespacePolicies:
+    """The LimitRanges or ResourceQuotas of a namespace, from a projection this gateway follows
+    (filtered to the one kind), read-your-writes: before answering it waits until the
+    projection has applied the namespace's latest event of that kind, so an object created (or
+    a quota charged) just before is seen. One direct-get round trip per question."""
+
+    def __init__(self, kind: str, store: EventStore) -> None:
+        self.kind = kind
+        self._store = store
+        self.projection = Projection(ClusterModel(), store, filter_subject=event_filter(kind))
+
+    async def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
+        latest = await self._store.last_seq(event_filter(self.kind, namespace))
+        if not await self.projection.wait_for(latest):
+            raise FleetError(
+                f"the gateway's view of {self.kind}s lags the log; try again", code="unavailable"
+            )
+        return [r.manifest for r in self.projection.model.list(self.kind, namespace)]
+
+
 class Admit:
     """Admission: the defaults Kubernetes adds on admission (DefaultTolerationSeconds, the
-    priority of the pod's PriorityClass), and what must hold in the cluster for the command to
-    be allowed (the namespace exists; one global default PriorityClass; resource defaults and
-    quotas join here)."""
+    priority of the pod's PriorityClass, the resource defaults and bounds of the namespace's
+    LimitRanges or the cluster default), and what must hold in the cluster for the command to
+    be allowed (the namespace exists; one global default PriorityClass). Quotas are charged in
+    the Execute stage, atomically with the pod's creation."""
 
     def __init__(
-        self, repository: AggregateRepository, priority_classes: Projection[ClusterModel]
+        self,
+        repository: AggregateRepository,
+        priority_classes: Projection[ClusterModel],
+        limit_ranges: NamespacePolicies | None = None,
     ) -> None:
         self._repository = repository
         self._priority_classes = priority_classes
+        self._limit_ranges = limit_ranges
 
     async def __call__(self, ctx: CommandContext) -> None:
         assert ctx.ref is not None
@@ -233,6 +273,7 @@ class Admit:
             ctx.manifest = default_toleration_seconds(ctx.manifest)
             if ctx.ref.kind == "Pod":
                 ctx.manifest = await self._prioritised(ctx.ref, ctx.manifest)
+                ctx.manifest = await self._limited(ctx.ref, ctx.manifest)
             elif ctx.ref.kind == "PriorityClass":
                 check_single_global_default(ctx.manifest, self._known_classes())
         if ctx.ref.namespace and ctx.verb in ("create", "apply"):
@@ -263,12 +304,55 @@ class Admit:
                 classes[wanted] = found.manifest
         return resolve_priority(manifest, classes)
 
+    async def _limited(self, ref: AggregateRef, manifest: dict[str, Any]) -> dict[str, Any]:
+        """LimitRanger on create: the namespace's defaults (or the cluster default) are stored
+        in the pod, and its bounds are enforced. An existing pod keeps the resources and the
+        annotation it was admitted with (a re-apply of its original manifest changes
+        nothing; a real change of resources is refused by the pod's immutability rule)."""
+        existing = (await self._repository.load(ref)).aggregate
+        if existing is not None and existing.exists:
+            return _with_admitted_resources(manifest, existing.manifest)
+        if self._limit_ranges is None:
+            return manifest
+        limited = apply_limit_ranges(manifest, await self._limit_ranges.in_namespace(ref.namespace))
+        if limited is manifest:
+            return manifest
+        # A default limit below a stated request makes the pod invalid, as in Kubernetes.
+        return dump_manifest(parse_manifest(limited))
+
     async def _require_namespace(self, namespace: str) -> None:
         loaded = await self._repository.load(AggregateRef("Namespace", "", namespace))
         if loaded.aggregate is None or not loaded.aggregate.exists:
             raise NotFound(
                 f'namespace "{namespace}" not found: create it first', field="metadata.namespace"
             )
+
+
+def _with_admitted_resources(manifest: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` with what admission added to the stored pod carried over: the requests and
+    limits a container does not state, and the limit-ranger annotation."""
+    old_spec = stored.get("spec") or {}
+    spec = dict(manifest.get("spec") or {})
+    for field_name in ("containers", "initContainers"):
+        old = {c.get("name"): c.get("resources") or {} for c in old_spec.get(field_name) or []}
+        merged = []
+        for container in spec.get(field_name) or []:
+            before = old.get(container.get("name"))
+            if before:
+                resources = dict(container.get("resources") or {})
+                for section in ("requests", "limits"):
+                    if before.get(section):
+                        resources[section] = {**before[section], **(resources.get(section) or {})}
+                container = {**container, "resources": resources}
+            merged.append(container)
+        if field_name in spec:
+            spec[field_name] = merged
+    metadata = dict(manifest.get("metadata") or {})
+    note = ((stored.get("metadata") or {}).get("annotations") or {}).get(LIMIT_RANGER_ANNOTATION)
+    if note is not None:
+        stated = metadata.get("annotations") or {}
+        metadata["annotations"] = {LIMIT_RANGER_ANNOTATION: note, **stated}
+    return {**manifest, "metadata": metadata, "spec": spec}
 
 
 async def fingerprint(ctx: CommandContext) -> None:
@@ -282,10 +366,17 @@ async def fingerprint(ctx: CommandContext) -> None:
 
 
 class Execute:
-    """Load the aggregate, let core decide, append with the aggregate's last sequence."""
+    """Load the aggregate, let core decide, append with the aggregate's last sequence.
 
-    def __init__(self, repository: AggregateRepository) -> None:
+    A pod's create is appended with its charge to each ResourceQuota of its namespace, and a
+    pod's delete with the release of its node reservation and of its quota charges: one atomic
+    append with an expectation on every subject, so racing gateways cannot exceed a quota."""
+
+    def __init__(
+        self, repository: AggregateRepository, quotas: NamespacePolicies | None = None
+    ) -> None:
         self._repository = repository
+        self._quotas = quotas
 
     async def __call__(self, ctx: CommandContext) -> None:
         command, ref = ctx.command, ctx.ref
@@ -299,6 +390,7 @@ class Execute:
             token=token,
             now_ns=ctx.received_ns,
         )
+        quota_refs = await self._quota_refs(ctx)
         async with self._repository.lock(ref):
             fresh = False
             for attempt in range(1, MAX_DECISION_ATTEMPTS + 1):
@@ -313,15 +405,18 @@ class Execute:
                     ctx.reply["replayed"] = True
                     return
                 node = self._node_of_deleted_pod(ctx, loaded)
-                # The node aggregate is shared by every command releasing a pod on it: one
-                # decision at a time, or two would stack events on the same cached object.
-                node_lock = (
-                    self._repository.lock(AggregateRef("Node", "", node))
-                    if node is not None
-                    else contextlib.nullcontext()
-                )
-                async with node_lock:
+                live = loaded.aggregate is not None and loaded.aggregate.exists
+                # The node and quota aggregates are shared by every command releasing (or
+                # charging) a pod on them: one decision at a time, or two would stack events on
+                # the same cached object. Always pod, then node, then quotas by name.
+                async with contextlib.AsyncExitStack() as locks:
+                    if node is not None:
+                        node_ref = AggregateRef("Node", "", node)
+                        await locks.enter_async_context(self._repository.lock(node_ref))
+                    for quota_ref in quota_refs:
+                        await locks.enter_async_context(self._repository.lock(quota_ref))
                     host = await self._host(node, fresh)
+                    quotas = [await self._repository.load(q, fresh=fresh) for q in quota_refs]
                     try:
                         self._decide(ctx, loaded)
                         if host is not None:
@@ -331,14 +426,17 @@ class Execute:
                                 reason=f"pod deleted by {ctx.actor}",
                                 at=timestamp_from_ns(ctx.received_ns),
                             )
+                        self._account(ctx, loaded, live, quotas)
                     except FleetError:
                         self._repository.forget(ref)
                         if host is not None:
                             self._repository.forget(host.ref)
+                        for quota in quotas:
+                            self._repository.forget(quota.ref)
                         raise
                     try:
                         written = await self._repository.save(
-                            [loaded] if host is None else [loaded, host], provenance
+                            [loaded, *([host] if host is not None else []), *quotas], provenance
                         )
                     except ConcurrencyConflict:
                         if command.expected_version is not None:
@@ -355,6 +453,38 @@ class Execute:
                     self._accepted(ctx, loaded, written)
                 return
         raise FleetError(f"{ref} kept changing under this command; try again", code="conflict")
+
+    async def _quota_refs(self, ctx: CommandContext) -> list[AggregateRef]:
+        """The ResourceQuotas a pod command may charge or release: those of its namespace."""
+        command, ref = ctx.command, ctx.ref
+        assert command is not None and ref is not None
+        if self._quotas is None or ref.kind != "Pod":
+            return []
+        if command.verb not in ("create", "apply", "delete"):
+            return []
+        quotas = await self._quotas.in_namespace(ref.namespace)
+        names = sorted(m["metadata"]["name"] for m in quotas)
+        return [AggregateRef("ResourceQuota", ref.namespace, name) for name in names]
+
+    @staticmethod
+    def _account(ctx: CommandContext, loaded: Loaded, was_live: bool, quotas: list[Loaded]) -> None:
+        """Charge a pod this command brought to life to each quota; release a deleted one."""
+        pod, ref, command = loaded.aggregate, ctx.ref, ctx.command
+        assert ref is not None and command is not None
+        if not quotas or not isinstance(pod, Pod):
+            return
+        key = f"{ref.namespace}/{ref.name}"
+        at = timestamp_from_ns(ctx.received_ns)
+        created = not was_live and pod.exists
+        for loaded_quota in quotas:
+            quota = loaded_quota.aggregate
+            if not isinstance(quota, ResourceQuota) or not quota.exists:
+                continue
+            if created:
+                usage = pod_usage(pod.manifest)
+                quota.charge(pod=key, usage=usage, pod_manifest=pod.manifest, at=at)
+            elif command.verb == "delete" and not pod.exists:
+                quota.release(pod=key, reason=f"pod deleted by {ctx.actor}", at=at)
 
     @staticmethod
     def _node_of_deleted_pod(ctx: CommandContext, loaded: Loaded) -> str | None:
@@ -407,7 +537,7 @@ class Execute:
         if current is None:
             raise NotFound(f"{ref} not found")
         if isinstance(body, DeleteBody):
-            current.delete(reason=body.reason, at=at)
+            current.delete(reason=body.reason, at=at, propagation_policy=body.propagationPolicy)
         elif isinstance(body, ScaleBody):
             assert isinstance(current, Deployment)
             current.scale(replicas=body.replicas, reason=body.reason, at=at)
@@ -444,6 +574,10 @@ class Gateway:
         self.priority_classes = Projection(
             ClusterModel(), store, filter_subject=event_filter("PriorityClass")
         )
+        # Each namespace's LimitRanges (admission defaults) and ResourceQuotas (charged on a
+        # pod's create), read-your-writes.
+        self.limit_ranges = NamespacePolicies("LimitRange", store)
+        self.quotas = NamespacePolicies("ResourceQuota", store)
         self.stages: Sequence[Handler] = (
             limit_size,
             decode,
@@ -452,8 +586,8 @@ class Gateway:
             Authenticate(identify),
             Authorize(policy or AllowAll()),
             fingerprint,
-            Admit(self.repository, self.priority_classes),
-            Execute(self.repository),
+            Admit(self.repository, self.priority_classes, self.limit_ranges),
+            Execute(self.repository, self.quotas),
         )
         self._slots = asyncio.Semaphore(max_in_flight)
         self.handled = 0
@@ -464,12 +598,15 @@ class Gateway:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Serve until cancelled; in-flight commands finish before this returns."""
-        await self.priority_classes.catch_up()
-        await self.priority_classes.follow()
+        followed = (self.priority_classes, self.limit_ranges.projection, self.quotas.projection)
+        for projection in followed:
+            await projection.catch_up()
+            await projection.follow()
         try:
             await self._serve_commands(ready)
         finally:
-            await self.priority_classes.stop()
+            for projection in followed:
+                await projection.stop()
 
     async def _serve_commands(self, ready: asyncio.Event | None) -> None:
         async with asyncio.TaskGroup() as tasks:

@@ -35,6 +35,7 @@ from ops.client import (
     split_ref,
 )
 from ops.logging import configure as configure_logging
+from streams.commandbus import CommandFailed
 from streams.connection import Unreachable
 from streams.server import ServerError
 from streams.subjects import event_filter, event_subject
@@ -388,12 +389,31 @@ async def apply(ctx: click.Context, path: str) -> None:
         raise Failure(f"{failures} of {len(documents)} objects were not applied")
 
 
+CASCADE_POLICIES = {
+    "background": "Background",
+    "foreground": "Foreground",
+    "orphan": "Orphan",
+    "true": "Background",
+    "false": "Orphan",
+}
+"""kubectl delete's ``--cascade`` values and the propagation policy each one asks for."""
+
+
 @main.command()
 @click.argument("kind", required=False)
 @click.argument("name", required=False)
 @click.option("-f", "--filename", "path", default=None, help="Delete the objects in this manifest.")
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("--reason", default="", help="Recorded with the deletion.")
+@click.option(
+    "--cascade",
+    type=click.Choice(sorted(CASCADE_POLICIES), case_sensitive=False),
+    default="background",
+    show_default=True,
+    help="What becomes of dependents (objects whose ownerReferences name this one): "
+    "background/foreground let the garbage collector delete them, orphan keeps them "
+    "(true/false are kubectl's deprecated spellings of background/orphan).",
+)
 @click.pass_context
 @run
 async def delete(
@@ -403,8 +423,10 @@ async def delete(
     path: str | None,
     namespace: str,
     reason: str,
+    cascade: str,
 ) -> None:
     """Delete an object (KIND NAME or KIND/NAME) or every object in a manifest (-f)."""
+    policy = CASCADE_POLICIES[cascade.lower()]
     targets: list[tuple[str, str, str]] = []
     if path:
         for doc in _read_documents(path):
@@ -418,10 +440,28 @@ async def delete(
         targets.append((resolve_kind(kind), namespace, name))
     else:
         raise ValidationFailed("say what to delete: KIND NAME, KIND/NAME or -f FILE")
+    deleted_namespaces: set[str] = set()
     async with _session(ctx) as s:
         for target_kind, target_ns, target_name in targets:
-            body = {"name": target_name, "namespace": target_ns, "reason": reason}
-            await s.commands.send(target_kind, "delete", body)
+            body = {
+                "name": target_name,
+                "namespace": target_ns,
+                "reason": reason,
+                "propagationPolicy": policy,
+            }
+            try:
+                await s.commands.send(target_kind, "delete", body)
+            except CommandFailed as exc:
+                # Deleting a namespace deletes what is in it (the garbage collector may have
+                # got there first): an object of a namespace this command deleted is gone.
+                if exc.code != "not_found" or target_ns not in deleted_namespaces:
+                    raise
+                click.echo(
+                    f'{target_kind.lower()} "{target_name}" deleted (with namespace "{target_ns}")'
+                )
+                continue
+            if target_kind == "Namespace":
+                deleted_namespaces.add(target_name)
             click.echo(f'{target_kind.lower()} "{target_name}" deleted')
 
 

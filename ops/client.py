@@ -35,6 +35,8 @@ for _kind, _short in (
     ("Service", ("svc",)),
     ("Namespace", ("ns",)),
     ("PriorityClass", ("pc",)),
+    ("LimitRange", ("limits",)),
+    ("ResourceQuota", ("quota",)),
 ):
     for _alias in (_kind.lower(), _kind.lower() + "s", *_short):
         KIND_ALIASES[_alias] = _kind

@@ -159,6 +159,23 @@ def _namespace_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     return [item["name"], "Active", age(item["created_ns"], now_ns)]
 
 
+def _limit_range_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    return [item["name"], iso(item["created_ns"])]
+
+
+def _quota_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """kubectl's REQUEST and LIMIT columns: ``used/hard`` of each resource the quota names."""
+    status = item["manifest"].get("status") or {}
+    hard, used = status.get("hard") or {}, status.get("used") or {}
+
+    def cell(names: list[str]) -> str:
+        return ", ".join(f"{n}: {used.get(n, '0')}/{hard[n]}" for n in names)
+
+    limits = sorted(n for n in hard if n.startswith("limits."))
+    requests = sorted(n for n in hard if not n.startswith("limits."))
+    return [item["name"], age(item["created_ns"], now_ns), cell(requests), cell(limits)]
+
+
 COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "Pod": (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], ["IP", "NODE"], _pod_row),
     "Node": (["NAME", "STATUS", "ROLES", "AGE", "VERSION"], ["CPU", "MEMORY", "PODS"], _node_row),
@@ -173,6 +190,8 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
         _service_row,
     ),
     "Namespace": (["NAME", "STATUS", "AGE"], [], _namespace_row),
+    "LimitRange": (["NAME", "CREATED AT"], [], _limit_range_row),
+    "ResourceQuota": (["NAME", "AGE", "REQUEST", "LIMIT"], [], _quota_row),
 }
 
 

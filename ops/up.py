@@ -7,8 +7,9 @@ connection drains and the embedded server stops. Everything lives in the data di
 restart on the same directory comes back with every object and event.
 
 It also runs the scheduler (any number of replicas may run: bindings are atomic and guarded) and
-the node lifecycle controller with the taint-eviction controller under its lease
-(leader-elected, so several ``up`` processes on one NATS cluster do not double up). Later issues
+the node lifecycle controller with the taint-eviction controller under its lease, and the
+garbage collector under its own (leader-elected, so several ``up`` processes on one NATS
+cluster do not double up). Later issues
 add their handlers (scheduler, controllers, node agent …) to :func:`serve`.
 """
 
@@ -28,6 +29,7 @@ from core.errors import FleetError
 from core.nodelifecycle import DEFAULT_GRACE_SECONDS
 from handlers.agent.agent import NodeAgent
 from handlers.agent.node import default_node_name
+from handlers.garbage_collector import GarbageCollector
 from handlers.gateway import Gateway
 from handlers.node_lifecycle import NodeLifecycleController
 from handlers.scheduler import Scheduler
@@ -127,6 +129,7 @@ async def serve(
                 nc, AggregateRepository(store), projection, grace_seconds=node_grace_seconds
             )
             taint_eviction = TaintEvictionController(nc, projection, node_lifecycle.leader)
+            garbage_collector = await GarbageCollector.create(nc, store, projection)
             query = QueryService(nc, projection)
             gateway_ready, query_ready = asyncio.Event(), asyncio.Event()
             try:
@@ -136,6 +139,7 @@ async def serve(
                         tasks.create_task(query.run(query_ready)),
                         tasks.create_task(node_lifecycle.run()),
                         tasks.create_task(taint_eviction.run()),
+                        tasks.create_task(garbage_collector.run()),
                         tasks.create_task(_snapshot_periodically(projection, snapshots)),
                     ]
                     if replica is not None:

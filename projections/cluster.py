@@ -22,6 +22,7 @@ from core.aggregates import (
     with_pod_readiness,
     with_pod_scheduled,
     with_pod_terminated,
+    with_quota_used,
     with_ready_condition,
     with_unschedulable,
 )
@@ -102,6 +103,10 @@ class ClusterModel:
             return self._pod_ready if event_type == "PodReady" else self._pod_not_ready
         if event_type in ("NodeCordoned", "NodeUncordoned"):
             return self._cordoned if event_type == "NodeCordoned" else self._uncordoned
+        if event_type in ("QuotaCharged", "QuotaReleased"):
+            return self._quota_used
+        if event_type == "ResourceQuotaCreated":
+            return self._quota_created
         if event_type.endswith("Created"):
             return self._created
         if event_type.endswith("Updated"):
@@ -116,6 +121,18 @@ class ClusterModel:
             e.kind, e.namespace, e.name, e.payload["uid"], e.payload["manifest"],
             e.version, event.seq, e.timestamp_ns, e.timestamp_ns, e.type, e.actor,
         )  # fmt: skip
+
+    def _quota_created(self, event: StoredEvent) -> None:
+        self._created(event)
+        e = event.envelope
+        record = self.objects[(e.kind, e.namespace, e.name)]
+        record.manifest = with_quota_used(record.manifest, {})
+
+    def _quota_used(self, event: StoredEvent) -> None:
+        """``status.used`` of a quota: the ledger's totals the charge or release recorded."""
+        record = self._touched(event)
+        if record is not None:
+            record.manifest = with_quota_used(record.manifest, event.envelope.payload["used"])
 
     def _updated(self, event: StoredEvent) -> None:
         record = self._touched(event)

@@ -1,4 +1,5 @@
-"""Kubernetes-shaped resource models (Pod, Node, Deployment, Service, Namespace, PriorityClass).
+"""Kubernetes-shaped resource models (Pod, Node, Deployment, Service, Namespace, PriorityClass,
+LimitRange, ResourceQuota).
 
 Why this exists: one import point for the models and for the manifest functions that turn
 untrusted documents into them (``parse_manifest``) and back (``dump_manifest``). Field names are
@@ -29,6 +30,7 @@ from core.resources.deployment import (
     PodTemplateSpec,
     RollingUpdateDeployment,
 )
+from core.resources.limitrange import LimitRange, LimitRangeItem, LimitRangeSpec
 from core.resources.manifest import (
     KINDS,
     KindInfo,
@@ -70,10 +72,17 @@ from core.resources.priorityclass import (
     PreemptionPolicy,
     PriorityClass,
 )
+from core.resources.resourcequota import (
+    QUOTA_RESOURCES,
+    ResourceQuota,
+    ResourceQuotaSpec,
+    ResourceQuotaStatus,
+)
 from core.resources.service import Service, ServicePort, ServiceSpec, ServiceStatus
 
 __all__ = [
     "KINDS",
+    "QUOTA_RESOURCES",
     "SYSTEM_PRIORITY_CLASSES",
     "Affinity",
     "Condition",
@@ -90,6 +99,9 @@ __all__ = [
     "KindInfo",
     "LabelSelector",
     "LabelSelectorRequirement",
+    "LimitRange",
+    "LimitRangeItem",
+    "LimitRangeSpec",
     "Namespace",
     "NamespaceSpec",
     "NamespaceStatus",
@@ -116,6 +128,9 @@ __all__ = [
     "Probe",
     "Resource",
     "ResourceBase",
+    "ResourceQuota",
+    "ResourceQuotaSpec",
+    "ResourceQuotaStatus",
     "ResourceRequirements",
     "RollingUpdateDeployment",
     "Service",

@@ -19,13 +19,17 @@ from pydantic import ValidationError
 from core.errors import UnknownKind, ValidationFailed
 from core.resources.base import ResourceBase, invalid, show, to_validation_failed
 from core.resources.deployment import Deployment
+from core.resources.limitrange import LimitRange
 from core.resources.namespace import Namespace
 from core.resources.node import Node
 from core.resources.pod import Pod
 from core.resources.priorityclass import PriorityClass
+from core.resources.resourcequota import ResourceQuota
 from core.resources.service import Service
 
-Resource = Pod | Node | Deployment | Service | Namespace | PriorityClass
+Resource = (
+    Pod | Node | Deployment | Service | Namespace | PriorityClass | LimitRange | ResourceQuota
+)
 """Any top-level object fleetlog stores."""
 
 
@@ -50,6 +54,8 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
         "Service": _info(Service),
         "Namespace": _info(Namespace),
         "PriorityClass": _info(PriorityClass),
+        "LimitRange": _info(LimitRange),
+        "ResourceQuota": _info(ResourceQuota),
     }
 )
 """kind name -> (apiVersion, model class, namespaced)."""

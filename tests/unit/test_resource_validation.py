@@ -795,7 +795,10 @@ def test_a_manifest_must_be_a_mapping(doc: object):
 def test_unknown_kind_lists_the_known_kinds():
     error = rejected({"apiVersion": "v1", "kind": "ConfigMap"}, UnknownKind)
     assert error.field == "kind"
-    assert "Deployment, Namespace, Node, Pod, PriorityClass, Service" in error.message
+    assert (
+        "Deployment, LimitRange, Namespace, Node, Pod, PriorityClass, ResourceQuota, Service"
+        in error.message
+    )
     error = rejected({"apiVersion": "v1", "kind": "pod"}, UnknownKind)
     assert 'did you mean "Pod"' in error.message
 

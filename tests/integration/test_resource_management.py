@@ -1,0 +1,208 @@
+"""Resource defaults and quotas through a real gateway on a real nats-server: LimitRanger
+defaults are stored in the pod, a quota refuses what would exceed it (appending nothing), two
+gateways racing for the last of a quota cannot both win, and a delete frees the quota in the
+same append as the PodDeleted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgpack
+import pytest
+from nats.aio.client import Client
+
+from core.admission import LIMIT_RANGER_ANNOTATION
+from core.aggregates import ResourceQuota
+from core.commands import command_message
+from handlers.gateway import Gateway
+from projections.cluster import ClusterModel
+from projections.runtime import Projection
+from streams.commandbus import CommandClient, CommandFailed
+from streams.eventstore import EventStore
+from streams.repository import AggregateRepository
+from streams.subjects import AggregateRef, command_subject, event_filter, event_subject
+
+pytestmark = pytest.mark.integration
+
+QUOTA_REF = AggregateRef("ResourceQuota", "default", "compute")
+
+
+def pod(name: str, **resources: dict[str, str]) -> dict[str, Any]:
+    main: dict[str, Any] = {"name": "main", "image": "nginx"}
+    if resources:
+        main["resources"] = resources
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [main]},
+    }
+
+
+def quota(**hard: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "compute"},
+        "spec": {"hard": hard},
+    }
+
+
+async def stored_pod(store: EventStore, name: str) -> dict[str, Any]:
+    history = await store.read_subject(event_subject("Pod", "default", name))
+    assert history[0].envelope.type == "PodCreated"
+    manifest: dict[str, Any] = history[0].envelope.payload["manifest"]
+    return manifest
+
+
+async def test_cluster_defaults_are_stored_in_the_pod_and_its_created_event(
+    store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    await client.send("Pod", "create", {"manifest": pod("web")})
+    manifest = await stored_pod(store, "web")
+    assert manifest["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"cpu": "500m", "memory": "512Mi"},
+    }
+    assert manifest["metadata"]["annotations"][LIMIT_RANGER_ANNOTATION] == (
+        "LimitRanger plugin set: cpu, memory request for container main; "
+        "cpu, memory limit for container main"
+    )
+    # Re-applying the original manifest changes nothing (the admitted resources are kept).
+    again = await client.send("Pod", "apply", {"manifest": pod("web")})
+    assert again.unchanged
+
+
+async def test_a_limit_range_created_just_before_applies_and_its_max_is_enforced(
+    store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    limits = {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": {"name": "limits"},
+        "spec": {
+            "limits": [
+                {
+                    "type": "Container",
+                    "default": {"cpu": "300m"},
+                    "defaultRequest": {"cpu": "150m"},
+                    "max": {"cpu": "1"},
+                }
+            ]
+        },
+    }
+    await client.send("LimitRange", "create", {"manifest": limits})
+    # What read-your-writes rests on: the last event of a kind in a namespace, by wildcard.
+    assert await store.last_seq(event_filter("LimitRange", "default")) > 0
+    await client.send("Pod", "create", {"manifest": pod("web")})  # no wait: read-your-writes
+    manifest = await stored_pod(store, "web")
+    assert manifest["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "150m"},
+        "limits": {"cpu": "300m"},
+    }
+    before = await store.stream_last_seq()
+    with pytest.raises(CommandFailed) as refused:
+        await client.send("Pod", "create", {"manifest": pod("big", limits={"cpu": "2"})})
+    assert refused.value.code == "forbidden"
+    assert "maximum cpu usage per Container is 1, but limit is 2" in str(refused.value)
+    assert await store.stream_last_seq() == before
+
+
+async def test_quota_rejection_names_quota_request_and_what_is_left_and_appends_nothing(
+    store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    await client.send("ResourceQuota", "create", {"manifest": quota(**{"requests.cpu": "2"})})
+    first = await client.send("Pod", "create", {"manifest": pod("a", requests={"cpu": "1800m"})})
+    assert first.events == ["PodCreated", "QuotaCharged"]
+    before = await store.stream_last_seq()
+    with pytest.raises(CommandFailed) as refused:
+        await client.send("Pod", "create", {"manifest": pod("b", requests={"cpu": "500m"})})
+    assert refused.value.code == "forbidden"
+    assert refused.value.message == (
+        "exceeded quota: compute, requested: requests.cpu=500m, used: requests.cpu=1800m, "
+        "limited: requests.cpu=2, left: requests.cpu=200m"
+    )
+    assert await store.stream_last_seq() == before
+    assert await store.read_subject(event_subject("Pod", "default", "b")) == []
+
+
+async def test_delete_frees_the_quota_in_the_same_append_and_status_used_follows(
+    store: EventStore,
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+) -> None:
+    hard = {"pods": "1", "requests.memory": "1Gi"}
+    await client.send("ResourceQuota", "create", {"manifest": quota(**hard)})
+    await client.send("Pod", "create", {"manifest": pod("a")})
+    await projection.wait_for_log_end()
+    record = projection.model.get("ResourceQuota", "default", "compute")
+    assert record is not None
+    assert record.manifest["status"] == {
+        "hard": hard,
+        "used": {"pods": "1", "requests.memory": "128Mi"},
+    }
+    with pytest.raises(CommandFailed, match="exceeded quota: compute, requested: pods=1"):
+        await client.send("Pod", "create", {"manifest": pod("b")})
+    deleted = await client.send("Pod", "delete", {"name": "a"})
+    assert deleted.events == ["PodDeleted", "QuotaReleased"]
+    assert (await client.send("Pod", "create", {"manifest": pod("b")})).events == [
+        "PodCreated",
+        "QuotaCharged",
+    ]
+    await projection.wait_for_log_end()
+    record = projection.model.get("ResourceQuota", "default", "compute")
+    assert record is not None and record.manifest["status"]["used"]["pods"] == "1"
+
+
+@contextlib.asynccontextmanager
+async def second_gateway(nc: Client, store: EventStore) -> AsyncIterator[Gateway]:
+    other = await Gateway.create(nc, store)
+    ready = asyncio.Event()
+    task = asyncio.create_task(other.run(ready))
+    await ready.wait()
+    try:
+        yield other
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(task, 10)
+
+
+def create_command(name: str) -> bytes:
+    message = command_message(
+        idempotency_key=f"create-{name}",
+        actor="user:alice",
+        body={"manifest": pod(name, requests={"cpu": "600m"})},
+    )
+    return bytes(msgpack.packb(message, use_bin_type=True))
+
+
+async def test_two_gateways_racing_for_the_last_of_a_quota_exactly_one_wins(
+    nc: Client, store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    await client.send("ResourceQuota", "create", {"manifest": quota(**{"requests.cpu": "1"})})
+    async with second_gateway(nc, store) as other:
+        for each in (gateway, other):  # both decide on the same cached ledger
+            loaded = await each.repository.load(QUOTA_REF, fresh=True)
+            assert isinstance(loaded.aggregate, ResourceQuota)
+        replies = await asyncio.gather(
+            gateway.handle(command_subject("Pod", "create"), create_command("a")),
+            other.handle(command_subject("Pod", "create"), create_command("b")),
+        )
+    winners = [r for r in replies if r["ok"]]
+    losers = [r for r in replies if not r["ok"]]
+    assert len(winners) == 1 and len(losers) == 1, replies
+    assert winners[0]["events"] == ["PodCreated", "QuotaCharged"]
+    assert losers[0]["error"]["code"] == "forbidden"
+    assert losers[0]["error"]["message"].startswith(
+        "exceeded quota: compute, requested: requests.cpu=600m, used: requests.cpu=600m"
+    )
+    fresh = (await AggregateRepository(store).load(QUOTA_REF)).aggregate
+    assert isinstance(fresh, ResourceQuota)
+    assert fresh.used["requests.cpu"] == 600 and len(fresh.charges) == 1
+    loser = "b" if replies[0]["ok"] else "a"
+    assert await store.read_subject(event_subject("Pod", "default", loser)) == []
