@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -88,15 +89,33 @@ async def bound_times(store: EventStore, namespace: str) -> tuple[dict[str, int]
     return created, bound
 
 
-async def wait_bound(store: EventStore, namespace: str, count: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        _, bound = await bound_times(store, namespace)
-        if len(bound) >= count:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(bound)}/{count} pods bound after {timeout:.0f}s")
-        await asyncio.sleep(1.0)
+class BoundCounter:
+    """Counts the namespace's ``PodBound`` events as they are appended (one subscription, each
+    event decoded once: polling the log instead would compete with the scheduler for the
+    machine's two cores)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.bound: set[str] = set()
+        self._changed = asyncio.Event()
+
+    def on_event(self, event: object) -> None:
+        envelope = event.envelope  # type: ignore[attr-defined]
+        if envelope.type == "PodBound":
+            self.bound.add(envelope.name)
+            self._changed.set()
+
+    async def wait_for(self, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.bound) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(
+                    f"only {len(self.bound)}/{count} pods bound after {timeout:.0f}s"
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 5.0))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -127,10 +146,20 @@ async def run_round(
                 while "ready" not in log.read_text():
                     assert process.poll() is None, f"a scheduler exited: {log.read_text()}"
                     await asyncio.sleep(0.1)
-            await create_pods(store, namespace, "warm", args.warmup)
-            await wait_bound(store, namespace, args.warmup, 600)
-            await create_pods(store, namespace, "pod", args.pods)
-            await wait_bound(store, namespace, args.warmup + args.pods, 1800)
+            counter = BoundCounter(namespace)
+            subscription = await store.subscribe(
+                counter.on_event,
+                filter_subject=f"fleet.evt.pod.{namespace}.*",
+                from_seq=await store.stream_last_seq() + 1,
+            )
+            try:
+                await create_pods(store, namespace, "warm", args.warmup)
+                await counter.wait_for(args.warmup, 600)
+                await create_pods(store, namespace, "pod", args.pods)
+                await counter.wait_for(args.warmup + args.pods, 1800)
+            finally:
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
         finally:
             stats = []
             for process, log in zip(processes, logs, strict=True):
