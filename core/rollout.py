@@ -13,7 +13,6 @@ util/deployment_util.go).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -186,8 +185,3 @@ def rollout_finished(desired: int, new: ReplicaSetView, old: Sequence[ReplicaSet
     return (
         new.replicas == desired and new.available >= desired and all(rs.replicas == 0 for rs in old)
     )
-
-
-def progress_deadline_exceeded(last_progress_at: float, deadline_seconds: int, now: float) -> bool:
-    """``progressDeadlineSeconds``: no progress for longer than the deadline (math.inf: never)."""
-    return deadline_seconds != math.inf and now - last_progress_at > deadline_seconds

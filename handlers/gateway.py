@@ -64,6 +64,7 @@ from core.errors import FleetError, NotFound, UnknownKind, ValidationFailed
 from core.quota import pod_usage
 from core.resources import KINDS, dns1123_label_errors, dump_manifest, parse_manifest
 from projections.cluster import ClusterModel
+from projections.policies import NamespacePolicies
 from projections.runtime import Projection
 from streams.eventstore import ConcurrencyConflict, EventStore
 from streams.repository import AggregateRepository, Loaded, Provenance
@@ -228,26 +229,6 @@ async def resolve_target(ctx: CommandContext) -> None:
             field="body.namespace",
         )
     ctx.ref = AggregateRef(ctx.kind, namespace if info.namespaced else "", body.name)
-
-
-class NamespacePolicies:
-    """The LimitRanges or ResourceQuotas of a namespace, from a projection this gateway follows
-    (filtered to the one kind), read-your-writes: before answering it waits until the
-    projection has applied the namespace's latest event of that kind, so an object created (or
-    a quota charged) just before is seen. One direct-get round trip per question."""
-
-    def __init__(self, kind: str, store: EventStore) -> None:
-        self.kind = kind
-        self._store = store
-        self.projection = Projection(ClusterModel(), store, filter_subject=event_filter(kind))
-
-    async def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
-        latest = await self._store.last_seq(event_filter(self.kind, namespace))
-        if not await self.projection.wait_for(latest):
-            raise FleetError(
-                f"the gateway's view of {self.kind}s lags the log; try again", code="unavailable"
-            )
-        return [r.manifest for r in self.projection.model.list(self.kind, namespace)]
 
 
 class Admit:

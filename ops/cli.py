@@ -14,7 +14,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -195,34 +195,48 @@ async def agent(
     extra = dict(label.split("=", 1) for label in labels if "=" in label)
     nc = await connect(ctx.obj["server"], name=f"fleetlog-agent-{node}")
     await ensure_streams(nc)  # idempotent: an agent may start before any `fleetlog up`
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     try:
         async with EventStore(nc) as store:
             node_agent = NodeAgent(
                 nc, store, name=node, root=root or Path.home() / ".fleetlog" / "agent" / node,
                 capacity=capacity, labels=extra, heartbeat_seconds=heartbeat,
             )  # fmt: skip
-            ready = asyncio.Event()
-            running = asyncio.create_task(node_agent.run(ready))
-            waiting = asyncio.create_task(ready.wait())
-            await asyncio.wait([running, waiting], return_when=asyncio.FIRST_COMPLETED)
-            if running.done():
-                waiting.cancel()
-                running.result()
-            click.echo(f"agent for node {node} ready (Ctrl-C stops the agent, not its pods)",
-                       err=True)  # fmt: skip
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if running.done():
-                running.result()
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
+            await _until_signal(
+                node_agent.run,
+                f"agent for node {node} ready (Ctrl-C stops the agent, not its pods)",
+            )
     finally:
         await nc.close()
+
+
+async def _until_signal(
+    role: Callable[[asyncio.Event], Awaitable[None]], ready_message: str
+) -> None:
+    """Run a long-lived role in the foreground: say ``ready_message`` once it is ready, stop it
+    on SIGINT/SIGTERM, and let its own failure (before or after ready) end the process."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    ready = asyncio.Event()
+    running = asyncio.create_task(role(ready))
+    try:
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait([running, waiting], return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if running.done():
+            running.result()
+        click.echo(ready_message, err=True)
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if running.done():
+            running.result()
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
 
 
 @main.command()
@@ -298,24 +312,10 @@ async def scheduler(ctx: click.Context, identity: str) -> None:
     from streams.eventstore import EventStore
 
     nc = await connect(ctx.obj["server"], name=f"fleetlog-scheduler-{identity}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     try:
         async with EventStore(nc) as store:
             replica = Scheduler(nc, store, identity=identity)
-            ready = asyncio.Event()
-            running = asyncio.create_task(replica.run(ready))
-            await ready.wait()
-            click.echo(f"scheduler {identity} ready", err=True)
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if running.done():
-                running.result()  # the replica failed: let its error end the process
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
+            await _until_signal(replica.run, f"scheduler {identity} ready")
             click.echo(
                 f"scheduler {identity} stats: bound={replica.bound} conflicts={replica.conflicts}",
                 err=True,

@@ -15,25 +15,9 @@ from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
 from streams.repository import AggregateRepository, Provenance
 from streams.subjects import AggregateRef
+from tests.integration.test_scheduler import pod
 
 pytestmark = pytest.mark.integration
-
-
-def pod(name: str, cpu: str) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app": "web"}},
-        "spec": {
-            "containers": [
-                {
-                    "name": "c",
-                    "image": "x",
-                    "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}},
-                }
-            ]
-        },
-    }
 
 
 async def bind(store: EventStore, name: str, node: str) -> None:
