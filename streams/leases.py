@@ -21,7 +21,7 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BadRequestError, BucketNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from streams.subjects import decode_token, encode_token
@@ -31,6 +31,7 @@ log = structlog.get_logger(__name__)
 NODE_LEASE_BUCKET = "fleet_node_leases"
 LEADER_BUCKET = "fleet_leaders"
 LEADER_TTL_SECONDS = 15.0
+WRONG_LAST_SEQUENCE = 10071  # JetStream: the expected last sequence did not match
 
 
 async def _bucket(nc: Client, config: KeyValueConfig) -> KeyValue:
@@ -141,9 +142,26 @@ class LeaderLease:
         return self._revision is not None
 
     async def resign(self) -> None:
-        if self._revision is not None:
+        """Give leadership up at once (a follower need not wait for the TTL).
+
+        A renewal cancelled in flight may have landed without this holder learning its new
+        revision: if the key still names this holder, it is deleted at its current revision.
+        """
+        if self._revision is None:
+            return
+        try:
+            await self._kv.delete(self._key, last=self._revision)
+        except BadRequestError as exc:
+            if exc.err_code != WRONG_LAST_SEQUENCE:
+                log.warning("leader.resign_failed", key=self._key, error=repr(exc))
+                return
             with contextlib.suppress(Exception):
-                await self._kv.delete(self._key, last=self._revision)
+                entry = await self._kv.get(self._key)
+                if entry.value == self.holder.encode():
+                    await self._kv.delete(self._key, last=entry.revision)
+        except Exception as exc:  # the lease then lapses with the bucket's TTL
+            log.warning("leader.resign_failed", key=self._key, error=repr(exc))
+        finally:
             self._revision = None
 
 

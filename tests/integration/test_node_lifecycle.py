@@ -17,7 +17,7 @@ from projections.runtime import Projection
 from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
-from streams.leases import NodeLeases
+from streams.leases import LeaderLease, NodeLeases
 from streams.repository import AggregateRepository
 from streams.subjects import event_subject
 from tests.integration.support import eventually
@@ -175,3 +175,14 @@ async def test_simulated_nodes_register_with_capacity_become_ready_and_go_unknow
         keeping_alive.cancel()
         running.cancel()
         await asyncio.wait_for(asyncio.gather(keeping_alive, running, return_exceptions=True), 10)
+
+
+async def test_resigning_after_a_renewal_it_did_not_see_still_frees_the_lease_at_once(nc) -> None:
+    first = await LeaderLease.open(nc, "test-role", "first")
+    second = await LeaderLease.open(nc, "test-role", "second")
+    assert await first.try_lead()
+    stale = first._revision
+    assert await first.try_lead()  # renewed: the revision moved on
+    first._revision = stale  # as when the renewal's answer was lost to a cancellation
+    await first.resign()
+    assert await second.try_lead()  # no wait for the TTL
