@@ -1233,8 +1233,38 @@ class Pod(Resource):
                 )
 
 
-class Deployment(Resource):
-    KIND = "Deployment"
+CONTROLLER_ANNOTATION_PREFIX = "deployment.kubernetes.io/"
+"""Annotations the deployment controller owns (revision, desired-replicas, max-replicas): a
+status update may set them, and a client's apply that does not state them keeps them."""
+
+
+def with_generation(manifest: dict[str, Any], generation: int) -> dict[str, Any]:
+    """The manifest with ``metadata.generation`` (the spec's version) set."""
+    return {**manifest, "metadata": {**(manifest.get("metadata") or {}), "generation": generation}}
+
+
+def with_status_update(
+    manifest: dict[str, Any], status: dict[str, Any], annotations: dict[str, str]
+) -> dict[str, Any]:
+    """The manifest with a controller's ``status`` and its annotations (an empty value removes
+    the annotation)."""
+    out = {**manifest, "status": status}
+    if annotations:
+        metadata = dict(manifest.get("metadata") or {})
+        merged = {**(metadata.get("annotations") or {}), **annotations}
+        merged = {k: v for k, v in merged.items() if v != ""}
+        if merged:
+            metadata["annotations"] = merged
+        else:
+            metadata.pop("annotations", None)
+        out["metadata"] = metadata
+    return out
+
+
+class Workload(Resource):
+    """A kind with a desired replica count and a status its controller records (Deployment,
+    ReplicaSet). Its ``metadata.generation`` counts spec changes (scaling included), so a
+    controller's ``status.observedGeneration`` says which spec it has acted on."""
 
     class ScaledTo(Resource.Event, catalog.ScaledTo):
         TYPE: ClassVar[str] = "ScaledTo"
@@ -1242,7 +1272,49 @@ class Deployment(Resource):
         def apply(self, aggregate: Resource) -> None:
             manifest = copy.deepcopy(aggregate.manifest)
             manifest.setdefault("spec", {})["replicas"] = self.replicas
-            aggregate.manifest = manifest
+            aggregate.generation += 1
+            aggregate.manifest = with_generation(manifest, aggregate.generation)
+
+    class StatusUpdated(Resource.Event, catalog.StatusUpdated):
+        SUFFIX: ClassVar[str] = "StatusUpdated"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.manifest = with_status_update(
+                aggregate.manifest, self.status, self.annotations
+            )
+
+    def begin_life(self, manifest: dict[str, Any], uid: str) -> None:
+        super().begin_life(manifest, uid)
+        self.generation = int((manifest.get("metadata") or {}).get("generation") or 1)
+
+    @classmethod
+    def create(
+        cls,
+        current: Resource | None,
+        *,
+        agg_id: str,
+        manifest: dict[str, Any],
+        uid: str,
+        at: datetime,
+    ) -> Resource:
+        manifest = with_generation(manifest, 1)
+        return super().create(current, agg_id=agg_id, manifest=manifest, uid=uid, at=at)
+
+    def carry_server_fields(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Status, generation and the controller's annotations are the server's."""
+        manifest = super().carry_server_fields(manifest)
+        metadata = dict(manifest.get("metadata") or {})
+        owned = {
+            k: v
+            for k, v in ((self.manifest.get("metadata") or {}).get("annotations") or {}).items()
+            if k.startswith(CONTROLLER_ANNOTATION_PREFIX)
+        }
+        stated = metadata.get("annotations") or {}
+        if owned.keys() - stated.keys():
+            metadata["annotations"] = {**owned, **stated}
+        spec_changed = manifest.get("spec") != self.manifest.get("spec")
+        metadata["generation"] = self.generation + (1 if spec_changed else 0)
+        return {**manifest, "metadata": metadata}
 
     @property
     def replicas(self) -> int:
@@ -1256,6 +1328,33 @@ class Deployment(Resource):
         self.trigger_event(
             self.ScaledTo, replicas=replicas, previous=self.replicas, reason=reason, timestamp=at
         )
+
+    def update_status(
+        self, *, status: dict[str, Any] | None, annotations: dict[str, str], at: datetime
+    ) -> None:
+        """Record what a controller observed (``None``: keep the recorded status, set only the
+        annotations); the same again changes nothing."""
+        self.require_exists()
+        if status is None:
+            status = dict(self.manifest.get("status") or {})
+        foreign = sorted(k for k in annotations if not k.startswith(CONTROLLER_ANNOTATION_PREFIX))
+        if foreign:
+            raise InvalidTransition(
+                f"a status update may only set {CONTROLLER_ANNOTATION_PREFIX}* annotations, "
+                f"not {foreign[0]!r}",
+                field="body.annotations",
+            )
+        if with_status_update(self.manifest, status, annotations) == self.manifest:
+            return
+        self.trigger_event(self.StatusUpdated, status=status, annotations=annotations, timestamp=at)
+
+
+class Deployment(Workload):
+    KIND = "Deployment"
+
+
+class ReplicaSet(Workload):
+    KIND = "ReplicaSet"
 
 
 class PriorityClass(Resource):
@@ -1381,13 +1480,14 @@ AGGREGATES: dict[str, type[Resource]] = {
         Node,
         Pod,
         Deployment,
+        ReplicaSet,
         Service,
         PriorityClass,
         LimitRange,
         ResourceQuota,
     )
 }
-SCALABLE_KINDS = frozenset({"Deployment"})
+SCALABLE_KINDS = frozenset({"Deployment", "ReplicaSet"})
 
 
 def _topic(cls: type) -> str:

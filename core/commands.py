@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.errors import ValidationFailed
 from core.events import Upcasters
 
-VERBS = ("create", "apply", "delete", "scale", "cordon", "uncordon")
+VERBS = ("create", "apply", "delete", "scale", "cordon", "uncordon", "status")
 _COMMAND_FIELDS = frozenset(
     {"v", "id", "actor", "body", "expected_version", "correlation_id", "causation_id"}
 )
@@ -60,6 +60,17 @@ class ScaleBody(CommandBody):
     reason: str = ""
 
 
+class StatusBody(CommandBody):
+    """status: a controller records what it observed of a workload (Kubernetes' status
+    subresource), with the annotations it owns (``deployment.kubernetes.io/…``); no ``status``
+    keeps the recorded one (an annotation-only update)."""
+
+    name: str
+    namespace: str = "default"
+    status: dict[str, Any] | None = None
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
 class NodeBody(CommandBody):
     """cordon / uncordon: which node (nodes are cluster-scoped)."""
 
@@ -74,6 +85,7 @@ BODIES: dict[str, type[CommandBody]] = {
     "scale": ScaleBody,
     "cordon": NodeBody,
     "uncordon": NodeBody,
+    "status": StatusBody,
 }
 COMMAND_SCHEMA_VERSION = 1
 COMMAND_UPCASTERS = Upcasters({f"cmd:{verb}": COMMAND_SCHEMA_VERSION for verb in VERBS})
@@ -85,7 +97,7 @@ class Command(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     kind: str
-    verb: Literal["create", "apply", "delete", "scale", "cordon", "uncordon"]
+    verb: Literal["create", "apply", "delete", "scale", "cordon", "uncordon", "status"]
     idempotency_key: str
     actor: str
     body: CommandBody

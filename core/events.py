@@ -60,6 +60,14 @@ class ScaledTo(EventPayload):
     reason: str = ""
 
 
+class StatusUpdated(EventPayload):
+    """A controller recorded what it observed of a workload (``status``), and set the
+    annotations it owns (``deployment.kubernetes.io/revision`` …; an empty value removes one)."""
+
+    status: dict[str, Any]
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
 class NodeSchedulingChanged(EventPayload):
     """A node was cordoned (no new pods) or uncordoned, by someone, for a reason."""
 
@@ -210,11 +218,16 @@ RESOURCE_KINDS = (
     "Node",
     "Pod",
     "Deployment",
+    "ReplicaSet",
     "Service",
     "PriorityClass",
     "LimitRange",
     "ResourceQuota",
 )
+
+
+STATUS_KINDS = ("Deployment", "ReplicaSet")
+"""Kinds whose ``status`` a controller records with a ``…StatusUpdated`` event."""
 
 
 def _catalog() -> dict[str, EventType]:
@@ -226,6 +239,10 @@ def _catalog() -> dict[str, EventType]:
             EventType(name=f"{kind}Deleted", schema_version=1, payload=ResourceDeleted),
         ]
     entries.append(EventType(name="ScaledTo", schema_version=1, payload=ScaledTo))
+    for kind in STATUS_KINDS:
+        entries.append(
+            EventType(name=f"{kind}StatusUpdated", schema_version=1, payload=StatusUpdated)
+        )
     entries.append(EventType(name="NodeCordoned", schema_version=1, payload=NodeSchedulingChanged))
     entries.append(EventType(name="NodeReady", schema_version=1, payload=NodeConditionChanged))
     entries.append(EventType(name="PodBound", schema_version=1, payload=PodBound))

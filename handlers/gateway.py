@@ -42,6 +42,7 @@ import msgpack
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from pydantic import ValidationError
 
 from core.admission import (
     LIMIT_RANGER_ANNOTATION,
@@ -53,16 +54,33 @@ from core.admission import (
 from core.aggregates import (
     AGGREGATES,
     SCALABLE_KINDS,
-    Deployment,
     Node,
     Pod,
     ResourceQuota,
+    Workload,
     timestamp_from_ns,
 )
-from core.commands import Command, DeleteBody, ManifestBody, NodeBody, ScaleBody, parse_command
-from core.errors import FleetError, NotFound, UnknownKind, ValidationFailed
+from core.commands import (
+    Command,
+    DeleteBody,
+    ManifestBody,
+    NodeBody,
+    ScaleBody,
+    StatusBody,
+    parse_command,
+)
+from core.errors import Conflict, FleetError, NotFound, UnknownKind, ValidationFailed
 from core.quota import pod_usage
-from core.resources import KINDS, dns1123_label_errors, dump_manifest, parse_manifest
+from core.resources import (
+    KINDS,
+    DeploymentStatus,
+    K8sModel,
+    ReplicaSetStatus,
+    dns1123_label_errors,
+    dump_manifest,
+    parse_manifest,
+    to_validation_failed,
+)
 from projections.cluster import ClusterModel
 from projections.policies import NamespacePolicies
 from projections.runtime import Projection
@@ -78,6 +96,10 @@ MAX_COMMAND_BYTES = 256 * 1024
 MAX_DECISION_ATTEMPTS = 12
 UID_NAMESPACE = uuid.UUID("0b8f4f53-0c55-4f0e-a3c4-4a7c1b3d5e20")
 KIND_BY_TOKEN = {kind.lower(): kind for kind in KINDS}
+STATUS_MODELS: dict[str, type[K8sModel]] = {
+    "Deployment": DeploymentStatus,
+    "ReplicaSet": ReplicaSetStatus,
+}
 
 
 @dataclass
@@ -91,6 +113,7 @@ class CommandContext:
     verb: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
     command: Command | None = None
+    status: dict[str, Any] | None = None
     actor: str = ""
     ref: AggregateRef | None = None
     manifest: dict[str, Any] | None = None
@@ -207,7 +230,23 @@ async def resolve_target(ctx: CommandContext) -> None:
         namespace = meta.get("namespace", "") if info.namespaced else ""
         ctx.ref = AggregateRef(ctx.kind, namespace, meta["name"])
         return
-    assert isinstance(body, DeleteBody | ScaleBody | NodeBody)
+    assert isinstance(body, DeleteBody | ScaleBody | NodeBody | StatusBody)
+    if isinstance(body, StatusBody):
+        model = STATUS_MODELS.get(ctx.kind)
+        if model is None:
+            raise ValidationFailed(
+                f"a {ctx.kind.lower()} has no status a controller records; kinds with one: "
+                f"{', '.join(sorted(STATUS_MODELS))}",
+                code="unsupported",
+            )
+        if body.status is not None:
+            try:
+                status = model.model_validate(
+                    body.status, strict=True, by_alias=True, by_name=False
+                )
+            except ValidationError as err:
+                raise to_validation_failed(err, prefix=("body", "status")) from None
+            ctx.status = status.model_dump(mode="json", by_alias=True, exclude_none=True)
     if isinstance(body, NodeBody) and ctx.kind != "Node":
         raise ValidationFailed(
             f"only nodes can be {ctx.verb}ed, not a {ctx.kind.lower()}", code="unsupported"
@@ -376,7 +415,10 @@ class Execute:
             fresh = False
             for attempt in range(1, MAX_DECISION_ATTEMPTS + 1):
                 loaded = await self._repository.load(
-                    ref, fresh=fresh, assume_new=command.verb in ("create", "apply")
+                    ref,
+                    fresh=fresh,
+                    assume_new=command.verb in ("create", "apply")
+                    and command.expected_version is None,
                 )
                 already = loaded.written_by(token)
                 if already:
@@ -408,23 +450,26 @@ class Execute:
                                 at=timestamp_from_ns(ctx.received_ns),
                             )
                         self._account(ctx, loaded, live, quotas)
-                    except FleetError:
+                    except FleetError as refused:
                         self._repository.forget(ref)
                         if host is not None:
                             self._repository.forget(host.ref)
                         for quota in quotas:
                             self._repository.forget(quota.ref)
+                        if isinstance(refused, Conflict) and not fresh:
+                            # The cached aggregate may trail the log (another handler wrote
+                            # since): a version precondition is judged on the log, not the cache.
+                            fresh = True
+                            continue
                         raise
                     try:
                         written = await self._repository.save(
                             [loaded, *([host] if host is not None else []), *quotas], provenance
                         )
                     except ConcurrencyConflict:
-                        if command.expected_version is not None:
-                            raise FleetError(
-                                f"{ref} changed while this command was decided; re-read and retry",
-                                code="conflict",
-                            ) from None
+                        # Decide again on the log: a version precondition is then checked
+                        # against the object as it is now (the race may have been on its node
+                        # or a quota, not on the object).
                         log.info("command.retry_on_conflict", ref=str(ref), attempt=attempt)
                         fresh = True
                         # Another gateway is writing the same object: step aside for a random
@@ -500,8 +545,11 @@ class Execute:
         command, ref = ctx.command, ctx.ref
         assert command is not None and ref is not None
         current = loaded.aggregate
-        if current is not None and command.expected_version is not None:
-            current.require_version(command.expected_version)
+        if command.expected_version is not None:
+            if current is not None and current.exists:
+                current.require_version(command.expected_version)
+            elif command.verb not in ("create", "apply"):
+                raise NotFound(f"{ref} not found (it was deleted)")
         at = timestamp_from_ns(ctx.received_ns)
         aggregate_class = AGGREGATES[ref.kind]
         uid = str(uuid.uuid5(UID_NAMESPACE, f"{command.idempotency_key}/{ref.id}"))
@@ -520,8 +568,11 @@ class Execute:
         if isinstance(body, DeleteBody):
             current.delete(reason=body.reason, at=at, propagation_policy=body.propagationPolicy)
         elif isinstance(body, ScaleBody):
-            assert isinstance(current, Deployment)
+            assert isinstance(current, Workload)
             current.scale(replicas=body.replicas, reason=body.reason, at=at)
+        elif isinstance(body, StatusBody):
+            assert isinstance(current, Workload)
+            current.update_status(status=ctx.status, annotations=body.annotations, at=at)
         elif isinstance(body, NodeBody):
             assert isinstance(current, Node)
             if command.verb == "cordon":

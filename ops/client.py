@@ -32,6 +32,7 @@ for _kind, _short in (
     ("Pod", ("po",)),
     ("Node", ("no",)),
     ("Deployment", ("deploy",)),
+    ("ReplicaSet", ("rs",)),
     ("Service", ("svc",)),
     ("Namespace", ("ns",)),
     ("PriorityClass", ("pc",)),
@@ -42,6 +43,8 @@ for _kind, _short in (
         KIND_ALIASES[_alias] = _kind
 KIND_ALIASES["deployment.apps"] = "Deployment"
 KIND_ALIASES["deployments.apps"] = "Deployment"
+KIND_ALIASES["replicaset.apps"] = "ReplicaSet"
+KIND_ALIASES["replicasets.apps"] = "ReplicaSet"
 
 
 def resolve_kind(text: str) -> str:

@@ -18,12 +18,14 @@ from core.aggregates import (
     with_container_exited,
     with_container_restarted,
     with_container_started,
+    with_generation,
     with_nomination,
     with_pod_readiness,
     with_pod_scheduled,
     with_pod_terminated,
     with_quota_used,
     with_ready_condition,
+    with_status_update,
     with_unschedulable,
 )
 from projections.runtime import digest_of
@@ -107,6 +109,8 @@ class ClusterModel:
             return self._quota_used
         if event_type == "ResourceQuotaCreated":
             return self._quota_created
+        if event_type.endswith("StatusUpdated"):
+            return self._status_updated
         if event_type.endswith("Created"):
             return self._created
         if event_type.endswith("Updated"):
@@ -147,7 +151,18 @@ class ClusterModel:
                 **manifest.get("spec", {}),
                 "replicas": event.envelope.payload["replicas"],
             }
+            generation = (manifest.get("metadata") or {}).get("generation")
+            if generation is not None:
+                manifest = with_generation(manifest, generation + 1)
             record.manifest = manifest
+
+    def _status_updated(self, event: StoredEvent) -> None:
+        record = self._touched(event)
+        if record is not None:
+            payload = event.envelope.payload
+            record.manifest = with_status_update(
+                record.manifest, payload["status"], payload.get("annotations") or {}
+            )
 
     def _scheduling_decided(self, event: StoredEvent) -> None:
         record = self._touched(event)

@@ -1,5 +1,5 @@
-"""Kubernetes-shaped resource models (Pod, Node, Deployment, Service, Namespace, PriorityClass,
-LimitRange, ResourceQuota).
+"""Kubernetes-shaped resource models (Pod, Node, Deployment, ReplicaSet, Service, Namespace,
+PriorityClass, LimitRange, ResourceQuota).
 
 Why this exists: one import point for the models and for the manifest functions that turn
 untrusted documents into them (``parse_manifest``) and back (``dump_manifest``). Field names are
@@ -72,6 +72,7 @@ from core.resources.priorityclass import (
     PreemptionPolicy,
     PriorityClass,
 )
+from core.resources.replicaset import ReplicaSet, ReplicaSetSpec, ReplicaSetStatus
 from core.resources.resourcequota import (
     QUOTA_RESOURCES,
     ResourceQuota,
@@ -126,6 +127,9 @@ __all__ = [
     "PreferredSchedulingTerm",
     "PriorityClass",
     "Probe",
+    "ReplicaSet",
+    "ReplicaSetSpec",
+    "ReplicaSetStatus",
     "Resource",
     "ResourceBase",
     "ResourceQuota",

@@ -24,11 +24,20 @@ from core.resources.namespace import Namespace
 from core.resources.node import Node
 from core.resources.pod import Pod
 from core.resources.priorityclass import PriorityClass
+from core.resources.replicaset import ReplicaSet
 from core.resources.resourcequota import ResourceQuota
 from core.resources.service import Service
 
 Resource = (
-    Pod | Node | Deployment | Service | Namespace | PriorityClass | LimitRange | ResourceQuota
+    Pod
+    | Node
+    | Deployment
+    | ReplicaSet
+    | Service
+    | Namespace
+    | PriorityClass
+    | LimitRange
+    | ResourceQuota
 )
 """Any top-level object fleetlog stores."""
 
@@ -51,6 +60,7 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
         "Pod": _info(Pod),
         "Node": _info(Node),
         "Deployment": _info(Deployment),
+        "ReplicaSet": _info(ReplicaSet),
         "Service": _info(Service),
         "Namespace": _info(Namespace),
         "PriorityClass": _info(PriorityClass),

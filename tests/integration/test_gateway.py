@@ -4,6 +4,8 @@ bad input (each answered with a structured error and appending nothing), and sca
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
@@ -13,7 +15,8 @@ from handlers.gateway import MAX_COMMAND_BYTES, Gateway
 from streams.commandbus import CommandClient, CommandFailed
 from streams.connection import connect
 from streams.eventstore import EventStore
-from streams.subjects import command_subject, event_subject
+from streams.repository import AggregateRepository, Provenance
+from streams.subjects import AggregateRef, command_subject, event_subject
 
 pytestmark = pytest.mark.integration
 
@@ -257,6 +260,38 @@ async def test_expected_version_guards_against_lost_updates(
         store,
         client.send("Deployment", "scale", {"name": "web", "replicas": 7}, expected_version=1),
         "conflict",
+    )
+
+
+async def test_expected_version_is_judged_on_the_log_not_a_stale_cache(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    await client.send("Deployment", "apply", {"manifest": deployment()})
+    # Another writer (a controller with its own repository) moves the object on; this
+    # gateway's cached copy still says version 1.
+    other = AggregateRepository(store)
+    ref = AggregateRef("Deployment", "default", "web")
+    async with other.lock(ref):
+        loaded = await other.load(ref)
+        loaded.aggregate.scale(replicas=3, reason="elsewhere", at=datetime.now(tz=UTC))
+        provenance = Provenance(
+            actor="test:other",
+            correlation_id="other-scale-1",
+            causation_id="other-scale-1",
+            token="other-scale-1",
+            now_ns=time.time_ns(),
+        )
+        await other.save([loaded], provenance)
+    outcome = await client.send(
+        "Deployment", "scale", {"name": "web", "replicas": 4}, expected_version=2
+    )
+    assert outcome.events == ["ScaledTo"] and outcome.version == 3
+    # A precondition on an object that is gone is "not found", not a version conflict.
+    await client.send("Deployment", "delete", {"name": "web"})
+    await expect_rejected(
+        store,
+        client.send("Deployment", "delete", {"name": "web"}, expected_version=3),
+        "not_found",
     )
 
 
