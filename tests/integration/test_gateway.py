@@ -370,3 +370,49 @@ async def test_nodes_are_cordoned_and_uncordoned_with_who_and_why(
     assert history[1].envelope.payload == {"reason": "kernel upgrade"}
     await expect_rejected(store, client.send("Pod", "cordon", {"name": "web"}), "unsupported")
     await expect_rejected(store, client.send("Node", "cordon", {"name": "ghost"}), "not_found")
+
+
+async def test_status_records_a_controllers_view_and_refuses_what_is_not_status(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    await client.send("Deployment", "apply", {"manifest": deployment()})
+    status = {"observedGeneration": 1, "replicas": 1, "availableReplicas": 1}
+    revision = {"deployment.kubernetes.io/revision": "1"}
+    outcome = await client.send(
+        "Deployment",
+        "status",
+        {"name": "web", "status": status, "annotations": revision},
+    )
+    assert outcome.events == ["DeploymentStatusUpdated"]
+    again = await client.send(
+        "Deployment", "status", {"name": "web", "status": status, "annotations": revision}
+    )
+    assert again.unchanged
+    # A user's apply keeps the recorded status, the controller's annotations and generation.
+    await client.send("Deployment", "apply", {"manifest": deployment(replicas=3)})
+    stored = (await store.read_subject(event_subject("Deployment", "default", "web")))[-1]
+    manifest = stored.envelope.payload["manifest"]
+    assert manifest["status"] == status
+    assert manifest["metadata"]["annotations"] == revision
+    assert manifest["metadata"]["generation"] == 2
+    await expect_rejected(
+        store,
+        client.send("Deployment", "status", {"name": "web", "status": {"replicas": "one"}}),
+        "invalid",
+        "body.status.replicas",
+    )
+    await expect_rejected(
+        store,
+        client.send(
+            "Deployment",
+            "status",
+            {"name": "web", "status": status, "annotations": {"owner": "mallory"}},
+        ),
+        "invalid_transition",
+        "body.annotations",
+    )
+    await expect_rejected(
+        store,
+        client.send("Service", "status", {"name": "web", "status": status}),
+        "unsupported",
+    )
