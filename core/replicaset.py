@@ -18,7 +18,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["DELETION_COST_ANNOTATION", "RankedPod", "pods_to_delete", "ranked_pod"]
+__all__ = [
+    "BURST_REPLICAS",
+    "DELETION_COST_ANNOTATION",
+    "PodCounts",
+    "RankedPod",
+    "ReplicaSetPlan",
+    "count_pods",
+    "is_available",
+    "plan_replica_set",
+    "pods_to_delete",
+    "ranked_pod",
+]
 
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 _PHASE_ORDINAL = {"Pending": 0, "Unknown": 1, "Running": 2}
@@ -150,3 +161,86 @@ def pods_to_delete(
         return 0
 
     return sorted(pods, key=functools.cmp_to_key(compare))[:count]
+
+
+# -- keeping the count ----------------------------------------------------------------------
+
+BURST_REPLICAS = 500
+"""At most this many pods created or deleted per sync (Kubernetes' ``burstReplicas``)."""
+
+
+@dataclass(frozen=True)
+class PodCounts:
+    """A replica set's pods as its status reports them (active pods only)."""
+
+    replicas: int = 0
+    fully_labeled: int = 0
+    ready: int = 0
+    available: int = 0
+
+
+def is_available(pod: RankedPod, min_ready_seconds: int, now_ns: int) -> bool:
+    """``IsPodAvailable``: ready, and for at least ``minReadySeconds``."""
+    if not pod.ready:
+        return False
+    if min_ready_seconds == 0:
+        return True
+    since = pod.ready_since_ns
+    return since is not None and since + min_ready_seconds * 1_000_000_000 <= now_ns
+
+
+def count_pods(
+    pods: Sequence[tuple[RankedPod, Mapping[str, str]]],
+    template_labels: Mapping[str, str],
+    min_ready_seconds: int,
+    now_ns: int,
+) -> tuple[PodCounts, int | None]:
+    """The counts of the active pods (each with its labels), and when the next ready pod
+    becomes available (``None``: no pod is waiting out ``minReadySeconds``)."""
+    replicas = labeled = ready = available = 0
+    next_available: int | None = None
+    for pod, labels in pods:
+        if not pod.active:
+            continue
+        replicas += 1
+        if all(labels.get(k) == v for k, v in template_labels.items()):
+            labeled += 1
+        if pod.ready:
+            ready += 1
+            if is_available(pod, min_ready_seconds, now_ns):
+                available += 1
+            elif pod.ready_since_ns is not None:
+                at = pod.ready_since_ns + min_ready_seconds * 1_000_000_000
+                next_available = at if next_available is None else min(next_available, at)
+    return PodCounts(replicas, labeled, ready, available), next_available
+
+
+@dataclass(frozen=True)
+class ReplicaSetPlan:
+    """What the replica-set controller does now: create ``create`` pods, delete ``delete``
+    (pod keys, in Kubernetes' order), and record ``status``; ``recheck_at_ns`` is when the
+    counts change by themselves (a ready pod becomes available)."""
+
+    create: int
+    delete: list[RankedPod]
+    counts: PodCounts
+    recheck_at_ns: int | None
+
+
+def plan_replica_set(
+    desired: int,
+    pods: Sequence[tuple[RankedPod, Mapping[str, str]]],
+    template_labels: Mapping[str, str],
+    min_ready_seconds: int,
+    now_ns: int,
+) -> ReplicaSetPlan:
+    """``manageReplicas``: create the missing pods or delete the surplus (at most
+    ``BURST_REPLICAS`` at a time); finished pods (Succeeded, Failed) do not count, so a failed
+    pod is replaced."""
+    active = [pod for pod, _ in pods if pod.active]
+    counts, recheck = count_pods(pods, template_labels, min_ready_seconds, now_ns)
+    diff = len(active) - desired
+    if diff < 0:
+        return ReplicaSetPlan(min(-diff, BURST_REPLICAS), [], counts, recheck)
+    victims = pods_to_delete(active, active, min(diff, BURST_REPLICAS), now_ns) if diff else []
+    return ReplicaSetPlan(0, victims, counts, recheck)

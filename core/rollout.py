@@ -120,15 +120,24 @@ def plan_rolling_step(
     unavailable: int | str,
     new: ReplicaSetView,
     old: Sequence[ReplicaSetView],
+    *,
+    present: int | None = None,
 ) -> RollingStep:
     """One pass of ``rolloutRolling``: scale the new replica set up if the surge allows;
     otherwise scale old ones down — first their unhealthy replicas, then available ones down to
-    ``desired - maxUnavailable`` available in all."""
+    ``desired - maxUnavailable`` available in all.
+
+    ``present``, when given, is how many pods the replica sets have or will have (for each,
+    the larger of its target and its live pods): the surge is measured against it, so pods an
+    old replica set has not yet deleted count until they are gone — the pod count itself never
+    exceeds ``desired + maxSurge`` (Kubernetes measures only the targets)."""
     # reconcileNewReplicaSet
     if new.replicas > desired:
         return RollingStep(new_replicas=desired, reason="new replica set above the desired count")
     if new.replicas < desired:
         all_replicas = new.replicas + sum(rs.replicas for rs in old)
+        if present is not None:
+            all_replicas = max(all_replicas, present)
         target = new_replica_set_replicas(desired, surge, unavailable, all_replicas, new.replicas)
         if target != new.replicas:
             return RollingStep(
