@@ -16,7 +16,8 @@ The rules are Kubernetes': with an owner still alive (or unknown) nothing is del
 references to owners that are gone are removed; with no owner left and at least one deleted
 without ``Orphan``, the object is deleted; references to owners deleted with ``Orphan`` are
 removed and the object kept. An object in a namespace that was deleted is deleted whatever its
-owners (the namespace controller's work, done by the same collector here).
+owners (the namespace controller's work, done by the same collector here), and so is a pod bound
+to a node that was deleted (the pod garbage collector's work).
 """
 
 from __future__ import annotations
@@ -60,11 +61,19 @@ def assess(
     status_of: Callable[[Mapping[str, Any]], OwnerStatus],
     *,
     deleted_namespace: str | None = None,
+    deleted_node: str | None = None,
 ) -> Collection:
     """Decide what becomes of an object (``manifest``) whose owners' fates ``status_of``
-    tells; ``deleted_namespace`` names its namespace when that namespace no longer exists."""
+    tells; ``deleted_namespace`` names its namespace when that namespace no longer exists, and
+    ``deleted_node`` the node a pod is bound to when that node no longer exists (Kubernetes'
+    PodGC deletes such pods, so their owners replace them)."""
     if deleted_namespace is not None:
         return Collection("delete", reason=f'namespace "{deleted_namespace}" was deleted')
+    if deleted_node is not None:
+        return Collection(
+            "delete",
+            reason=f'garbage collected: pod bound to node "{deleted_node}", which no longer exists',
+        )
     refs = owner_references(manifest)
     if not refs:
         return KEEP

@@ -29,6 +29,8 @@ How data flows:
   with that uid and the ``…Deleted`` after it say whether, and how, it was deleted. No such
   uid at all means the dependent was created after its owner was gone (or names a uid that
   never was): it is deleted, as Kubernetes does.
+* A pod bound to a node that no longer exists is deleted (Kubernetes' pod garbage collector):
+  its replica set then replaces it. A ``NodeDeleted`` marks the node's pods dirty.
 * Leadership (``fleet_leaders``, role ``garbage-collector``) is renewed every period; whoever
   becomes leader re-assesses every object in the projection, so a leader change or a restart
   catches up with whatever happened meanwhile.
@@ -193,6 +195,12 @@ class GarbageCollector:
             self._dirty.update(dependents)
             if e.kind == "Namespace":
                 self._dirty.update(k for k in self._projection.model.objects if k[1] == e.name)
+            elif e.kind == "Node":
+                self._dirty.update(
+                    (r.kind, r.namespace, r.name)
+                    for r in self._projection.model.list("Pod")
+                    if r.manifest.get("spec", {}).get("nodeName") == e.name
+                )
         elif e.type in (f"{e.kind}Created", f"{e.kind}Updated"):
             self._index(key)
             self._dirty.add(key)
@@ -243,10 +251,13 @@ class GarbageCollector:
             for ref in unresolved:
                 self._waiting_on.setdefault(str(ref["uid"]), set()).add(key)
             return None
+        node = (record.manifest.get("spec") or {}).get("nodeName") if key[0] == "Pod" else None
+        deleted_node = node if node and model.get("Node", "", node) is None else None
         return assess(
             record.manifest,
             lambda ref: statuses[str(ref["uid"])],
             deleted_namespace=deleted_namespace,
+            deleted_node=deleted_node,
         )
 
     async def look_up(self, namespace: str, ref: Mapping[str, Any]) -> OwnerStatus:

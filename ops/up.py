@@ -6,11 +6,11 @@ Ctrl-C or SIGTERM cancels the group: in-flight commands finish, a last snapshot 
 connection drains and the embedded server stops. Everything lives in the data directory, so a
 restart on the same directory comes back with every object and event.
 
-It also runs the scheduler (any number of replicas may run: bindings are atomic and guarded) and
+It also runs the scheduler (any number of replicas may run: bindings are atomic and guarded),
 the node lifecycle controller with the taint-eviction controller under its lease, and the
-garbage collector under its own (leader-elected, so several ``up`` processes on one NATS
-cluster do not double up). Later issues
-add their handlers (scheduler, controllers, node agent …) to :func:`serve`.
+garbage collector, the replica-set controller and the deployment controller under their own
+leases (so several ``up`` processes on one NATS cluster do not double up); and, unless told
+not to, a node agent for this machine. Later issues add their handlers to :func:`serve`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ from core.errors import FleetError
 from core.nodelifecycle import DEFAULT_GRACE_SECONDS
 from handlers.agent.agent import NodeAgent
 from handlers.agent.node import default_node_name
+from handlers.deployment_controller import DeploymentController
 from handlers.garbage_collector import GarbageCollector
 from handlers.gateway import Gateway
 from handlers.node_lifecycle import NodeLifecycleController
+from handlers.replicaset_controller import ReplicaSetController
 from handlers.scheduler import Scheduler
 from handlers.taint_eviction import TaintEvictionController
 from projections.cluster import ClusterModel
@@ -130,6 +132,8 @@ async def serve(
             )
             taint_eviction = TaintEvictionController(nc, projection, node_lifecycle.leader)
             garbage_collector = await GarbageCollector.create(nc, store, projection)
+            replica_sets = await ReplicaSetController.create(nc, projection)
+            deployments = await DeploymentController.create(nc, projection)
             query = QueryService(nc, projection)
             gateway_ready, query_ready = asyncio.Event(), asyncio.Event()
             try:
@@ -140,6 +144,8 @@ async def serve(
                         tasks.create_task(node_lifecycle.run()),
                         tasks.create_task(taint_eviction.run()),
                         tasks.create_task(garbage_collector.run()),
+                        tasks.create_task(replica_sets.run()),
+                        tasks.create_task(deployments.run()),
                         tasks.create_task(_snapshot_periodically(projection, snapshots)),
                     ]
                     if replica is not None:

@@ -16,13 +16,15 @@ from tests.e2e.test_cli import Cluster
 
 pytestmark = pytest.mark.e2e
 
+# The owner is a kind fleetlog does not run (the garbage collector leaves such references
+# alone), so the pod counts as managed for drain without a controller replacing it.
 PODS = """\
 apiVersion: v1
 kind: Pod
 metadata:
   name: owned
   ownerReferences:
-    - {apiVersion: apps/v1, kind: ReplicaSet, name: web-1, uid: 6b1c7c1e-0000-4000-8000-000000000001, controller: true}
+    - {apiVersion: apps/v1, kind: StatefulSet, name: web, uid: 6b1c7c1e-0000-4000-8000-000000000001, controller: true}
 spec:
   containers: [{name: main, image: busybox}]
 ---

@@ -87,3 +87,10 @@ def test_delete_commands_default_to_background_and_refuse_unknown_policies() -> 
             "Deployment", "delete",
             {"id": "key-12345", "actor": "a", "body": {**body, "propagationPolicy": "Later"}},
         )  # fmt: skip
+
+
+def test_a_pod_bound_to_a_deleted_node_is_deleted_whatever_its_owners():
+    pod = {"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}}
+    verdict = assess(pod, lambda ref: "alive", deleted_node="n1")
+    assert verdict.action == "delete"
+    assert verdict.reason == 'garbage collected: pod bound to node "n1", which no longer exists'

@@ -1,0 +1,229 @@
+"""The loop every reconciling controller shares: follow the cluster, keep a set of dirty keys,
+and (as the elected leader) reconcile each one, never two at once for the same key.
+
+Why this exists: the replica-set and deployment controllers differ only in what they decide;
+how they learn that something changed (a listener on the shared cluster projection), how they
+avoid acting twice on one object (one reconcile per key in flight; a key dirtied meanwhile is
+reconciled again afterwards), when they look again by themselves (a time the reconcile asks
+for: ``minReadySeconds``, a progress deadline), how they retry after a failure, and how
+leadership is held and given up, is the same. A reconcile waits for its own writes to reach
+the projection before it returns (Kubernetes' "expectations"), so the next reconcile of that
+key never decides on a view that misses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+import structlog
+
+from projections.cluster import ClusterModel
+from projections.runtime import Projection
+from streams.cancellation import checkpoint
+from streams.envelope import StoredEvent
+from streams.leases import LeaderLease
+
+log = structlog.get_logger(__name__)
+
+Key = tuple[str, str]
+"""(namespace, name) of the object a controller reconciles."""
+
+Reconcile = Callable[[Key], Awaitable[int | None]]
+"""Reconcile one key; returns when (wall-clock ns) to look again, or None."""
+
+PERIOD_SECONDS = 5.0
+RETRY_SECONDS = 1.0
+
+
+class ControllerLoop:
+    """Runs ``reconcile`` for dirty keys while holding ``leader``."""
+
+    def __init__(
+        self,
+        role: str,
+        projection: Projection[ClusterModel],
+        leader: LeaderLease,
+        reconcile: Reconcile,
+        *,
+        keys_of: Callable[[StoredEvent], Iterable[Key]],
+        all_keys: Callable[[], Iterable[Key]],
+        max_in_flight: int = 32,
+        period_seconds: float = PERIOD_SECONDS,
+        retry_seconds: float = RETRY_SECONDS,
+    ) -> None:
+        self.role = role
+        self._projection = projection
+        self._leader = leader
+        self._reconcile = reconcile
+        self._keys_of = keys_of
+        self._all_keys = all_keys
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self.period_seconds = period_seconds
+        self.retry_seconds = retry_seconds
+        self._wake = asyncio.Event()
+        self._dirty: set[Key] = set()
+        self._in_flight: set[Key] = set()
+        self._redo: set[Key] = set()
+        self._timers: list[tuple[float, Key]] = []  # (monotonic time, key), a heap
+        self.reconciled = 0
+        self.failures = 0
+
+    @property
+    def leader(self) -> LeaderLease:
+        return self._leader
+
+    def mark(self, key: Key) -> None:
+        self._dirty.add(key)
+        self._wake.set()
+
+    def _on_event(self, event: StoredEvent) -> None:
+        keys = list(self._keys_of(event))
+        if keys:
+            self._dirty.update(keys)
+            self._wake.set()
+
+    def _after(self, key: Key, seconds: float) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + seconds, key))
+        self._wake.set()
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Follow and (as leader) reconcile until cancelled; leadership is given up on the way
+        out."""
+        self._projection.listeners.append(self._on_event)
+        if ready is not None:
+            ready.set()
+        renew_at = 0.0
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                while True:
+                    checkpoint()
+                    now = time.monotonic()
+                    if now >= renew_at:
+                        renew_at = now + self.period_seconds
+                        was_leader = self._leader.is_leader
+                        try:
+                            leading = await self._leader.try_lead()
+                        except Exception as exc:  # a KV timeout: try again next period
+                            log.warning(f"{self.role}.lease_failed", error=str(exc))
+                            leading = self._leader.is_leader
+                        if leading and not was_leader:
+                            # A new leader first catches up with the whole log, then looks at
+                            # everything: whatever happened meanwhile is reconciled.
+                            await self._projection.wait_for_log_end()
+                            self._dirty.update(self._all_keys())
+                            log.info(f"{self.role}.leading", holder=self._leader.holder)
+                    timeout = max(0.0, renew_at - time.monotonic())
+                    if self._leader.is_leader:
+                        self._due_timers()
+                        self._start_dirty(tasks)
+                        if self._timers:
+                            timeout = min(timeout, max(0.0, self._timers[0][0] - time.monotonic()))
+                    else:
+                        self._dirty.clear()
+                        self._timers.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout)
+                    self._wake.clear()
+        finally:
+            with contextlib.suppress(ValueError):
+                self._projection.listeners.remove(self._on_event)
+            await self._leader.resign()
+
+    def _due_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, key = heapq.heappop(self._timers)
+            self._dirty.add(key)
+
+    def _start_dirty(self, tasks: asyncio.TaskGroup) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for key in dirty:
+            if key in self._in_flight:
+                self._redo.add(key)
+                continue
+            self._in_flight.add(key)
+            tasks.create_task(self._run_one(key))
+
+    async def _run_one(self, key: Key) -> None:
+        try:
+            async with self._slots:
+                recheck_ns = await self._reconcile(key)
+            self.reconciled += 1
+            if recheck_ns is not None:
+                self._after(key, max(0.0, (recheck_ns - time.time_ns()) / 1e9))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a refused command or a timeout: look again shortly
+            self.failures += 1
+            log.warning(f"{self.role}.reconcile_failed", key="/".join(key), error=str(exc))
+            self._after(key, self.retry_seconds)
+        finally:
+            self._in_flight.discard(key)
+            if key in self._redo:
+                self._redo.discard(key)
+                self._dirty.add(key)
+            self._wake.set()
+
+
+class ControllerIndex:
+    """Which objects of ``dependent_kind`` each owner of ``owner_kind`` controls (the owner
+    reference with ``controller: true``), kept current from the cluster projection.
+
+    ``observe`` must see every event before a controller's ``keys_of`` reads the index."""
+
+    def __init__(
+        self, projection: Projection[ClusterModel], dependent_kind: str, owner_kind: str
+    ) -> None:
+        self._model = projection.model
+        self.dependent_kind = dependent_kind
+        self.owner_kind = owner_kind
+        self._owner_of: dict[Key, tuple[str, str]] = {}  # dependent -> (owner name, owner uid)
+        self._dependents: dict[tuple[str, str], set[Key]] = {}  # (namespace, owner uid) -> …
+        for record in self._model.list(dependent_kind):
+            self._index((record.namespace, record.name))
+
+    def controller_of(self, manifest: dict[str, object]) -> tuple[str, str] | None:
+        """(name, uid) of the ``owner_kind`` that controls this object, if any."""
+        refs = (manifest.get("metadata") or {}).get("ownerReferences") or []  # type: ignore[union-attr]
+        for ref in refs:  # type: ignore[union-attr]
+            if ref.get("controller") and ref.get("kind") == self.owner_kind and ref.get("uid"):
+                return str(ref.get("name", "")), str(ref["uid"])
+        return None
+
+    def _index(self, key: Key) -> None:
+        record = self._model.get(self.dependent_kind, *key)
+        owner = self.controller_of(record.manifest) if record is not None else None
+        previous = self._owner_of.get(key)
+        if owner == previous:
+            return
+        if previous is not None:
+            dependents = self._dependents.get((key[0], previous[1]))
+            if dependents is not None:
+                dependents.discard(key)
+                if not dependents:
+                    del self._dependents[(key[0], previous[1])]
+            del self._owner_of[key]
+        if owner is not None:
+            self._owner_of[key] = owner
+            self._dependents.setdefault((key[0], owner[1]), set()).add(key)
+
+    def observe(self, event: StoredEvent) -> Key | None:
+        """Fold one event; returns the (namespace, owner name) whose dependents it touched."""
+        e = event.envelope
+        if e.kind != self.dependent_kind:
+            return None
+        key = (e.namespace, e.name)
+        before = self._owner_of.get(key)
+        if e.type.endswith(("Created", "Updated", "Deleted")) and not e.type.endswith(
+            "StatusUpdated"
+        ):
+            self._index(key)
+        owner = self._owner_of.get(key) or before
+        return (e.namespace, owner[0]) if owner is not None else None
+
+    def dependents(self, namespace: str, owner_uid: str) -> list[Key]:
+        return sorted(self._dependents.get((namespace, owner_uid), ()))

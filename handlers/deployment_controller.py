@@ -1,0 +1,251 @@
+"""The deployment controller: rolls each deployment out through its replica sets.
+
+Why this exists: a deployment says "this template, this many, changed this way"; the
+controller turns that into replica sets and their sizes, step by step, as pods become
+available — and says how the rollout is going (``status``, with the Progressing condition
+turning False/ProgressDeadlineExceeded when it stalls). What to do is decided purely by
+``core.deployment.plan_deployment``; this handler reads the cluster projection, carries the
+plan out through the command gateway (actor ``system:deployment-controller``) and records
+the status. It is leader-elected (role ``deployment-controller``).
+
+What the log shows of a rollout: ``ReplicaSetCreated`` (revision, owner reference),
+``ScaledTo`` on the new and old replica sets with the reason (surge, availability), the
+pods the replica-set controller creates and deletes in response, and ``DeploymentStatusUpdated``
+with the counts and conditions — so the order of events proves the surge and unavailability
+bounds were kept (the end-to-end test checks exactly that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+from nats.aio.client import Client
+
+from core.deployment import (
+    AnnotateReplicaSet,
+    CreateReplicaSet,
+    DeleteReplicaSet,
+    OwnedReplicaSet,
+    ScaleReplicaSet,
+    plan_deployment,
+)
+from core.errors import FleetError
+from core.replicaset import count_pods, ranked_pod
+from handlers.controller import ControllerIndex, ControllerLoop, Key
+from projections.cluster import ClusterModel, ObjectRecord
+from projections.runtime import Projection, digest_of
+from streams.commandbus import CommandClient
+from streams.envelope import StoredEvent
+from streams.leases import LeaderLease
+
+log = structlog.get_logger(__name__)
+
+ROLE = "deployment-controller"
+ACTOR = f"system:{ROLE}"
+
+
+class DeploymentController:
+    def __init__(
+        self,
+        nc: Client,
+        projection: Projection[ClusterModel],
+        leader: LeaderLease,
+        **options: Any,
+    ) -> None:
+        self._projection = projection
+        self._commands = CommandClient(nc, actor=ACTOR)
+        self._sets = ControllerIndex(projection, "ReplicaSet", "Deployment")
+        self._pods = ControllerIndex(projection, "Pod", "ReplicaSet")
+        self.loop = ControllerLoop(
+            ROLE,
+            projection,
+            leader,
+            self.reconcile,
+            keys_of=self._keys_of,
+            all_keys=lambda: [(r.namespace, r.name) for r in projection.model.list("Deployment")],
+            **options,
+        )
+
+    @classmethod
+    async def create(
+        cls, nc: Client, projection: Projection[ClusterModel], **options: Any
+    ) -> DeploymentController:
+        leader = await LeaderLease.open(nc, ROLE, f"{ROLE}-{uuid.uuid4().hex[:8]}")
+        return cls(nc, projection, leader, **options)
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        await self.loop.run(ready)
+
+    def _keys_of(self, event: StoredEvent) -> Iterable[Key]:
+        e = event.envelope
+        if e.kind == "Deployment":
+            return [(e.namespace, e.name)]
+        if e.kind == "ReplicaSet":
+            owner = self._sets.observe(event)
+            return [owner] if owner is not None else []
+        if e.kind == "Pod":
+            rs_key = self._pods.observe(event)
+            if rs_key is None:
+                return []
+            rs = self._projection.model.get("ReplicaSet", *rs_key)
+            owner = self._sets.controller_of(rs.manifest) if rs is not None else None
+            return [(e.namespace, owner[0])] if owner is not None else []
+        return []
+
+    # -- one reconcile ---------------------------------------------------------------------
+
+    async def reconcile(self, key: Key) -> int | None:
+        namespace, name = key
+        deployment = self._projection.model.get("Deployment", namespace, name)
+        if deployment is None:
+            return None
+        now_ns = time.time_ns()
+        owned, next_available = self._owned_sets(deployment, now_ns)
+        plan = plan_deployment(name, namespace, deployment.uid, deployment.manifest, owned, now_ns)
+        cause = f"Deployment/{namespace}/{name}@{deployment.version}"
+        seqs: list[int] = []
+        for action in plan.actions:
+            seqs.extend(await self._carry_out(deployment, action, cause))
+        if seqs:
+            await self._projection.wait_for(max(seqs))
+        await self._record_status(deployment, plan.status, plan.annotations, cause)
+        if plan.actions:
+            self.loop.mark(key)  # look again on the view that includes these writes
+        rechecks = [t for t in (plan.recheck_at_ns, next_available) if t is not None]
+        return min(rechecks) if rechecks else None
+
+    def _owned_sets(
+        self, deployment: ObjectRecord, now_ns: int
+    ) -> tuple[list[OwnedReplicaSet], int | None]:
+        model = self._projection.model
+        min_ready = int((deployment.manifest.get("spec") or {}).get("minReadySeconds") or 0)
+        owned: list[OwnedReplicaSet] = []
+        next_available: int | None = None
+        for rs_key in self._sets.dependents(deployment.namespace, deployment.uid):
+            rs = model.get("ReplicaSet", *rs_key)
+            if rs is None:
+                continue
+            pods = []
+            for pod_key in self._pods.dependents(rs.namespace, rs.uid):
+                pod = model.get("Pod", *pod_key)
+                if pod is not None:
+                    labels = (pod.manifest.get("metadata") or {}).get("labels") or {}
+                    pods.append((ranked_pod(pod.manifest, pod.created_ns), labels))
+            template = (rs.manifest.get("spec") or {}).get("template") or {}
+            labels = (template.get("metadata") or {}).get("labels") or {}
+            counts, available_at = count_pods(pods, labels, min_ready, now_ns)
+            if available_at is not None:
+                next_available = min(next_available or available_at, available_at)
+            owned.append(OwnedReplicaSet(rs.name, rs.uid, rs.manifest, rs.created_ns, counts))
+        return owned, next_available
+
+    async def _carry_out(
+        self,
+        deployment: ObjectRecord,
+        action: CreateReplicaSet | ScaleReplicaSet | AnnotateReplicaSet | DeleteReplicaSet,
+        cause: str,
+    ) -> list[int]:
+        """Carry out one action; the sequences of the events it wrote."""
+        namespace = deployment.namespace
+        uid = deployment.uid
+        if isinstance(action, CreateReplicaSet):
+            rs_name = action.manifest["metadata"]["name"]
+            log.info("deployment.create_replica_set", replicaset=rs_name, reason=action.reason)
+            created = await self._commands.send(
+                "ReplicaSet",
+                "create",
+                {"manifest": action.manifest},
+                idempotency_key=f"{ROLE}.create.{uid}.{rs_name}",
+                causation_id=cause,
+            )
+            return created.seqs
+        if isinstance(action, DeleteReplicaSet):
+            record = self._projection.model.get("ReplicaSet", namespace, action.name)
+            if record is None or record.uid != action.uid:
+                return []
+            try:
+                deleted = await self._commands.send(
+                    "ReplicaSet",
+                    "delete",
+                    {"name": action.name, "namespace": namespace, "reason": action.reason},
+                    idempotency_key=f"{ROLE}.delete.{action.uid}",
+                    expected_version=record.version,
+                    causation_id=cause,
+                )
+            except FleetError as exc:
+                if exc.code == "not_found":
+                    return []
+                raise
+            return deleted.seqs
+        record = self._projection.model.get("ReplicaSet", namespace, action.name)
+        if record is None:
+            return []
+        seqs: list[int] = []
+        replicas = int((record.manifest.get("spec") or {}).get("replicas", 1))
+        if isinstance(action, ScaleReplicaSet) and replicas != action.replicas:
+            log.info(
+                "deployment.scale_replica_set",
+                replicaset=action.name,
+                replicas=action.replicas,
+                reason=action.reason,
+            )
+            outcome = await self._commands.send(
+                "ReplicaSet",
+                "scale",
+                {
+                    "name": action.name,
+                    "namespace": namespace,
+                    "replicas": action.replicas,
+                    "reason": action.reason,
+                },
+                idempotency_key=f"{ROLE}.scale.{record.uid}.{record.version}.{action.replicas}",
+                causation_id=cause,
+            )
+            seqs.extend(outcome.seqs)
+        annotations = action.annotations
+        current = (record.manifest.get("metadata") or {}).get("annotations") or {}
+        if any(current.get(k) != v for k, v in annotations.items()):
+            outcome = await self._commands.send(
+                "ReplicaSet",
+                "status",
+                {"name": action.name, "namespace": namespace, "annotations": annotations},
+                idempotency_key=f"{ROLE}.annotate.{record.uid}.{digest_of(annotations)[:16]}"
+                f".{record.version}",
+                causation_id=cause,
+            )
+            seqs.extend(outcome.seqs)
+        return seqs
+
+    async def _record_status(
+        self,
+        deployment: ObjectRecord,
+        status: dict[str, Any],
+        annotations: dict[str, str],
+        cause: str,
+    ) -> None:
+        current = (deployment.manifest.get("metadata") or {}).get("annotations") or {}
+        unchanged = deployment.manifest.get("status") == status and all(
+            current.get(k) == v for k, v in annotations.items()
+        )
+        if unchanged:
+            return
+        outcome = await self._commands.send(
+            "Deployment",
+            "status",
+            {
+                "name": deployment.name,
+                "namespace": deployment.namespace,
+                "status": status,
+                "annotations": annotations,
+            },
+            idempotency_key=f"{ROLE}.status.{deployment.uid}.{deployment.version}"
+            f".{digest_of([status, annotations])[:16]}",
+            causation_id=cause,
+        )
+        if outcome.seqs:
+            await self._projection.wait_for(max(outcome.seqs))

@@ -1,0 +1,300 @@
+"""The replica-set controller: each replica set keeps exactly ``spec.replicas`` live pods.
+
+Why this exists: it is what turns a count into pods and keeps it true — a pod that fails, is
+deleted, or disappears with its node is replaced; surplus pods go in Kubernetes' order
+(``core.replicaset``). It is a log-following handler, leader-elected (role
+``replicaset-controller``), acting only through the command gateway (actor
+``system:replicaset-controller``), so every pod it creates or deletes is an ordinary,
+attributed event whose causation names the replica set and the version it acted on.
+
+How a reconcile goes (``core.replicaset.plan_replica_set`` decides):
+
+* the replica set and its pods come from the shared cluster projection (pods whose owner
+  reference with ``controller: true`` names the replica set's uid);
+* missing pods are created in slow-start batches (1, 2, 4 … as Kubernetes' ``slowStartBatch``),
+  stopping at the first refusal (a quota, say): the refusal becomes the ``ReplicaFailure``
+  condition of the status, so it is reported, not hidden;
+* surplus pods are deleted with ``expected_version`` (a pod changed since the decision is
+  decided again, not hit blindly);
+* the controller then waits for its own writes to reach the projection and, when nothing was
+  left to do, records ``status`` (replicas, fully labeled, ready, available, observed
+  generation, conditions) if it changed. A ready pod that becomes available only after
+  ``minReadySeconds`` is looked at again at that moment.
+
+Not done (Kubernetes does): adopting orphan pods that match the selector, and releasing pods
+whose labels stop matching it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from nats.aio.client import Client
+
+from core.errors import FleetError
+from core.replicaset import PodCounts, RankedPod, plan_replica_set, ranked_pod
+from handlers.controller import ControllerIndex, ControllerLoop, Key
+from projections.cluster import ClusterModel, ObjectRecord
+from projections.runtime import Projection, digest_of
+from streams.commandbus import CommandClient, Outcome
+from streams.envelope import StoredEvent
+from streams.leases import LeaderLease
+
+log = structlog.get_logger(__name__)
+
+ROLE = "replicaset-controller"
+ACTOR = f"system:{ROLE}"
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+FAILED_CREATE_RETRY_SECONDS = 5.0
+
+
+def generated_name(base: str) -> str:
+    """``generateName``: the base, a dash and five random characters (names stay ≤ 63)."""
+    suffix = "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
+    return f"{base[:57]}-{suffix}"
+
+
+def pod_from_template(rs: ObjectRecord, name: str) -> dict[str, Any]:
+    """A pod of the replica set: its template, its namespace, and a controller reference."""
+    template = rs.manifest["spec"]["template"]
+    metadata: dict[str, Any] = {
+        **(template.get("metadata") or {}),
+        "name": name,
+        "namespace": rs.namespace,
+        "ownerReferences": [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": rs.name,
+                "uid": rs.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
+
+
+def _stamp(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ReplicaSetController:
+    def __init__(
+        self,
+        nc: Client,
+        projection: Projection[ClusterModel],
+        leader: LeaderLease,
+        **options: Any,
+    ) -> None:
+        self._projection = projection
+        self._commands = CommandClient(nc, actor=ACTOR)
+        self._pods = ControllerIndex(projection, "Pod", "ReplicaSet")
+        self._failures: dict[Key, str] = {}
+        self.loop = ControllerLoop(
+            ROLE,
+            projection,
+            leader,
+            self.reconcile,
+            keys_of=self._keys_of,
+            all_keys=lambda: [(r.namespace, r.name) for r in projection.model.list("ReplicaSet")],
+            **options,
+        )
+        self.created = 0
+        self.deleted = 0
+
+    @classmethod
+    async def create(
+        cls, nc: Client, projection: Projection[ClusterModel], **options: Any
+    ) -> ReplicaSetController:
+        leader = await LeaderLease.open(nc, ROLE, f"{ROLE}-{uuid.uuid4().hex[:8]}")
+        return cls(nc, projection, leader, **options)
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        await self.loop.run(ready)
+
+    def _keys_of(self, event: StoredEvent) -> Iterable[Key]:
+        e = event.envelope
+        if e.kind == "ReplicaSet":
+            return [(e.namespace, e.name)]
+        owner = self._pods.observe(event)
+        return [owner] if owner is not None else []
+
+    # -- one reconcile ---------------------------------------------------------------------
+
+    async def reconcile(self, key: Key) -> int | None:
+        namespace, name = key
+        rs = self._projection.model.get("ReplicaSet", namespace, name)
+        if rs is None:
+            self._failures.pop(key, None)
+            return None
+        now_ns = time.time_ns()
+        spec = rs.manifest.get("spec") or {}
+        pods = self._owned_pods(rs)
+        template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+        plan = plan_replica_set(
+            int(spec.get("replicas", 1)),
+            pods,
+            template_labels,
+            int(spec.get("minReadySeconds") or 0),
+            now_ns,
+        )
+        cause = f"ReplicaSet/{namespace}/{name}@{rs.version}"
+        seqs: list[int] = []
+        try:
+            if plan.create:
+                failure = await self._create_pods(rs, plan.create, cause, seqs)
+                if failure is None:
+                    self._failures.pop(key, None)
+                else:
+                    self._failures[key] = failure
+            if plan.delete:
+                await self._delete_pods(rs, plan.delete, len(pods), cause, seqs)
+        finally:
+            # Expectations: whatever was written is in the view before the next decision.
+            if seqs:
+                await self._projection.wait_for(max(seqs))
+        if (plan.create or plan.delete) and key not in self._failures:
+            self.loop.mark(key)  # the status is recorded once the counts have settled
+            return None
+        failure = self._failures.get(key)
+        await self._record_status(rs, plan.counts, failure, now_ns, cause)
+        if failure is not None:
+            return now_ns + int(FAILED_CREATE_RETRY_SECONDS * 1e9)
+        return plan.recheck_at_ns
+
+    def _owned_pods(self, rs: ObjectRecord) -> list[tuple[RankedPod, dict[str, str]]]:
+        out = []
+        for pod_key in self._pods.dependents(rs.namespace, rs.uid):
+            record = self._projection.model.get("Pod", *pod_key)
+            if record is None:
+                continue
+            ranked = dataclasses.replace(
+                ranked_pod(record.manifest, record.created_ns),
+                uid=record.uid,
+            )
+            labels = (record.manifest.get("metadata") or {}).get("labels") or {}
+            out.append((ranked, labels))
+        return out
+
+    async def _create_pods(
+        self, rs: ObjectRecord, count: int, cause: str, seqs: list[int]
+    ) -> str | None:
+        """Create ``count`` pods in slow-start batches; the first refusal ends it (returned)."""
+        remaining, batch = count, 1
+        while remaining > 0:
+            size = min(batch, remaining)
+            outcomes = await asyncio.gather(
+                *(self._create_pod(rs, cause) for _ in range(size)), return_exceptions=True
+            )
+            failures = [o for o in outcomes if isinstance(o, BaseException)]
+            for outcome in outcomes:
+                if not isinstance(outcome, BaseException):
+                    seqs.extend(outcome.seqs)
+                    self.created += 1
+            unexpected = [f for f in failures if not isinstance(f, FleetError)]
+            if unexpected:
+                raise unexpected[0]
+            if failures:
+                refused = failures[0]
+                assert isinstance(refused, FleetError)
+                log.info(
+                    "replicaset.create_refused",
+                    replicaset=f"{rs.namespace}/{rs.name}",
+                    error=refused.message,
+                )
+                return refused.message
+            remaining -= size
+            batch *= 2
+        return None
+
+    async def _create_pod(self, rs: ObjectRecord, cause: str) -> Outcome:
+        name = generated_name(rs.name)
+        return await self._commands.send(
+            "Pod",
+            "create",
+            {"manifest": pod_from_template(rs, name)},
+            idempotency_key=f"{ROLE}.create.{rs.uid}.{name}",
+            causation_id=cause,
+        )
+
+    async def _delete_pods(
+        self, rs: ObjectRecord, victims: list[RankedPod], active: int, cause: str, seqs: list[int]
+    ) -> None:
+        desired = int((rs.manifest.get("spec") or {}).get("replicas", 1))
+        reason = f"replica set {rs.name} has {active} pods and wants {desired}"
+
+        async def delete(pod: RankedPod) -> None:
+            pod_namespace, pod_name = pod.key.split("/", 1)
+            record = self._projection.model.get("Pod", pod_namespace, pod_name)
+            if record is None:
+                return
+            try:
+                outcome = await self._commands.send(
+                    "Pod",
+                    "delete",
+                    {"name": pod_name, "namespace": pod_namespace, "reason": reason},
+                    idempotency_key=f"{ROLE}.delete.{record.uid}",
+                    expected_version=record.version,
+                    causation_id=cause,
+                )
+            except FleetError as exc:
+                if exc.code != "not_found":
+                    raise
+                return
+            seqs.extend(outcome.seqs)
+            self.deleted += 1
+
+        # Every delete is seen through (none left running after this reconcile ends, or the
+        # next one would decide while they land); then the first failure is raised.
+        outcomes = await asyncio.gather(*(delete(pod) for pod in victims), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise failures[0]
+
+    async def _record_status(
+        self, rs: ObjectRecord, counts: PodCounts, failure: str | None, now_ns: int, cause: str
+    ) -> None:
+        previous = rs.manifest.get("status") or {}
+        status: dict[str, Any] = {
+            "replicas": counts.replicas,
+            "fullyLabeledReplicas": counts.fully_labeled,
+            "readyReplicas": counts.ready,
+            "availableReplicas": counts.available,
+            "observedGeneration": int((rs.manifest.get("metadata") or {}).get("generation") or 1),
+        }
+        if failure is not None:
+            before = next(
+                (c for c in previous.get("conditions") or [] if c.get("type") == "ReplicaFailure"),
+                None,
+            )
+            if before is not None and before.get("message") == failure:
+                condition = before
+            else:
+                condition = {
+                    "type": "ReplicaFailure",
+                    "status": "True",
+                    "reason": "FailedCreate",
+                    "message": failure,
+                    "lastTransitionTime": _stamp(now_ns),
+                }
+            status["conditions"] = [condition]
+        if status == previous:
+            return
+        outcome = await self._commands.send(
+            "ReplicaSet",
+            "status",
+            {"name": rs.name, "namespace": rs.namespace, "status": status},
+            idempotency_key=f"{ROLE}.status.{rs.uid}.{rs.version}.{digest_of(status)[:16]}",
+            causation_id=cause,
+        )
+        if outcome.seqs:
+            await self._projection.wait_for(max(outcome.seqs))
