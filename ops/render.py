@@ -133,6 +133,41 @@ def _deployment_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     return row
 
 
+def selector_text(selector: dict[str, Any]) -> str:
+    """A label selector as kubectl prints it, by key: ``app=web,!legacy,tier in (a,b)``."""
+    parts = [(k, f"{k}={v}") for k, v in (selector.get("matchLabels") or {}).items()]
+    for req in selector.get("matchExpressions") or []:
+        key, operator, values = req.get("key", ""), req.get("operator"), req.get("values") or []
+        if operator == "Exists":
+            parts.append((key, key))
+        elif operator == "DoesNotExist":
+            parts.append((key, f"!{key}"))
+        else:
+            parts.append((key, f"{key} {str(operator).lower()} ({','.join(sorted(values))})"))
+    return ",".join(text for _, text in sorted(parts)) or "<none>"
+
+
+def _replica_set_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """kubectl's DESIRED (spec), CURRENT and READY (the controller's last count)."""
+    manifest = item["manifest"]
+    spec, status = manifest.get("spec", {}), manifest.get("status") or {}
+    row = [
+        item["name"],
+        str(spec.get("replicas", 1)),
+        str(status.get("replicas", 0)),
+        str(status.get("readyReplicas", 0)),
+        age(item["created_ns"], now_ns),
+    ]
+    if wide:
+        containers = spec.get("template", {}).get("spec", {}).get("containers", [])
+        row += [
+            ",".join(c["name"] for c in containers),
+            ",".join(c.get("image", "") for c in containers),
+            selector_text(spec.get("selector") or {}),
+        ]
+    return row
+
+
 def _service_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     spec = item["manifest"].get("spec", {})
     ports = ",".join(
@@ -183,6 +218,11 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
         ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
         ["CONTAINERS", "IMAGES", "SELECTOR"],
         _deployment_row,
+    ),
+    "ReplicaSet": (
+        ["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
+        ["CONTAINERS", "IMAGES", "SELECTOR"],
+        _replica_set_row,
     ),
     "Service": (
         ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
