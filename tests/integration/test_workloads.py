@@ -327,3 +327,58 @@ async def test_deleting_a_deployment_takes_its_replica_sets_and_pods(
         await eventually(lambda: _true(not replica_sets(projection) and not pods(projection)))
         with pytest.raises(FleetError):
             await client.send("Deployment", "scale", {"name": "web", "replicas": 1})
+
+
+def condition(record: ObjectRecord | None, kind: str) -> dict[str, Any]:
+    conditions = ((record.manifest.get("status") or {}) if record else {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == kind), {})
+
+
+async def test_a_stalled_rollout_is_reported_and_the_old_pods_keep_serving(
+    nc, store: EventStore, gateway: Gateway, client: CommandClient, projection
+) -> None:
+    async with cluster(nc, store, projection):
+        await client.send(
+            "Deployment",
+            "create",
+            {"manifest": deployment(replicas=2, progressDeadlineSeconds=2)},
+        )
+        await eventually(rolled_out(projection, "web", 2, "app:1"))
+        stalled = deployment(replicas=2, image="app:2", progressDeadlineSeconds=2)
+        requests = stalled["spec"]["template"]["spec"]["containers"][0]["resources"]
+        requests["requests"]["cpu"] = "64"  # no node fits: the new pod stays Pending
+        await client.send("Deployment", "apply", {"manifest": stalled})
+
+        async def timed_out() -> bool:
+            progressing = condition(get(projection, "Deployment", "web"), "Progressing")
+            return progressing.get("reason") == "ProgressDeadlineExceeded"
+
+        await eventually(timed_out)
+        record = get(projection, "Deployment", "web")
+        progressing = condition(record, "Progressing")
+        assert progressing["status"] == "False"
+        assert progressing["message"].endswith("has timed out progressing.")
+        assert condition(record, "Available")["status"] == "True"
+        live = pods(projection)
+        old = [p for p in live if p.manifest["spec"]["containers"][0]["image"] == "app:1"]
+        assert len(old) == 2 and len(live) == 3  # maxSurge 1 (25 % of 2, rounded up)
+
+
+async def test_recreate_removes_every_old_pod_before_creating_a_new_one(
+    nc, store: EventStore, gateway: Gateway, client: CommandClient, projection
+) -> None:
+    strategy = {"type": "Recreate"}
+    async with cluster(nc, store, projection):
+        await client.send(
+            "Deployment", "create", {"manifest": deployment(replicas=3, strategy=strategy)}
+        )
+        await eventually(rolled_out(projection, "web", 3, "app:1"))
+        start = projection.position
+        new = deployment(replicas=3, image="app:2", strategy=strategy)
+        await client.send("Deployment", "apply", {"manifest": new})
+        await eventually(rolled_out(projection, "web", 3, "app:2"))
+        order = [e.type for e in await events_of(store, after=start) if e.kind == "Pod"]
+        created = [i for i, t in enumerate(order) if t == "PodCreated"]
+        deleted = [i for i, t in enumerate(order) if t == "PodDeleted"]
+        assert len(created) == 3 and len(deleted) == 3
+        assert max(deleted) < min(created)
