@@ -1464,6 +1464,17 @@ class ResourceQuota(Resource):
         after = {k: used[k] + amounts[k] for k in CHARGED}
         self.trigger_event(self.Charged, pod=pod, amounts=amounts, used=after, timestamp=at)
 
+    def count(self, *, pod: str, usage: dict[str, int], reason: str, at: datetime) -> None:
+        """Count a pod the ledger missed (it existed before the quota): recorded as it is,
+        even beyond ``hard`` — recalculation reports usage, admission is what refuses."""
+        self.require_exists()
+        amounts = {k: usage.get(k, 0) for k in CHARGED}
+        previous = self.charges.get(pod, {})
+        after = {k: self.used.get(k, 0) - previous.get(k, 0) + amounts[k] for k in CHARGED}
+        self.trigger_event(
+            self.Charged, pod=pod, amounts=amounts, used=after, reason=reason, timestamp=at
+        )
+
     def release(self, *, pod: str, reason: str, at: datetime) -> None:
         """Give back a pod's charge; releasing a pod that holds none changes nothing."""
         previous = self.charges.get(pod)

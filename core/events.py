@@ -192,6 +192,8 @@ class QuotaCharged(EventPayload):
     pod: str
     amounts: dict[str, int]
     used: dict[str, int] = Field(default_factory=dict)
+    reason: str = ""
+    """Empty for an admission charge; why the quota controller counted a pod otherwise."""
 
 
 class QuotaReleased(EventPayload):
@@ -331,6 +333,30 @@ def schema_version(type_name: str) -> int:
     return entry.schema_version
 
 
+def _status_summary(payload: Payload) -> str:
+    """``status: 3 replicas, 3 updated, 2 available; Progressing=True (ReplicaSetUpdated)``."""
+    status = payload.get("status") or {}
+    counts = [
+        f"{status[key]} {label}"
+        for key, label in (
+            ("replicas", "replicas"),
+            ("updatedReplicas", "updated"),
+            ("readyReplicas", "ready"),
+            ("availableReplicas", "available"),
+        )
+        if key in status
+    ]
+    conditions = [
+        f"{c.get('type')}={c.get('status')}" + (f" ({c['reason']})" if c.get("reason") else "")
+        for c in status.get("conditions") or []
+    ]
+    line = "status: " + (", ".join(counts) or "recorded")
+    if conditions:
+        line += "; " + ", ".join(conditions)
+    revision = (payload.get("annotations") or {}).get("deployment.kubernetes.io/revision")
+    return line + (f"; revision {revision}" if revision else "")
+
+
 def summarize(type_name: str, payload: Payload) -> str:
     """A one-line, human summary of an event for history, describe and event listings."""
     if type_name == "ScaledTo":
@@ -384,7 +410,8 @@ def summarize(type_name: str, payload: Payload) -> str:
         shown = ", ".join(
             f"{k}={format_amount(k, v)}" for k, v in sorted(amounts.items()) if k != "pods"
         )
-        return f"charged {payload.get('pod')}" + (f" ({shown})" if shown else "")
+        line = f"charged {payload.get('pod')}" + (f" ({shown})" if shown else "")
+        return f"{line}: {payload['reason']}" if payload.get("reason") else line
     if type_name == "QuotaReleased":
         line = f"released {payload.get('pod')}"
         return f"{line}: {payload['reason']}" if payload.get("reason") else line
@@ -394,6 +421,8 @@ def summarize(type_name: str, payload: Payload) -> str:
     if type_name in ("NodeCordoned", "NodeUncordoned"):
         line = "cordoned (unschedulable)" if type_name == "NodeCordoned" else "uncordoned"
         return f"{line}: {payload['reason']}" if payload.get("reason") else line
+    if type_name.endswith("StatusUpdated"):
+        return _status_summary(payload)
     if type_name.endswith("Created"):
         return "created"
     if type_name.endswith("Updated"):

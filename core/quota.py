@@ -127,6 +127,34 @@ def exceeded_message(
     )
 
 
+def is_terminal(manifest: Mapping[str, Any]) -> bool:
+    """A Succeeded or Failed pod: Kubernetes' quota no longer counts it."""
+    return (manifest.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def reconcile_usage(
+    charges: Mapping[str, Mapping[str, int]], pods: Mapping[str, Mapping[str, Any]]
+) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """What the quota controller corrects in a ledger (pod key -> charged amounts) given the
+    namespace's pods (key -> manifest): charges to give back (key -> why: the pod finished or
+    no longer exists) and pods to count that hold no charge (created before the quota; key ->
+    usage). Counting is not admission: it never refuses, as Kubernetes' recalculation does
+    not."""
+    release = {}
+    for key in charges:
+        manifest = pods.get(key)
+        if manifest is None:
+            release[key] = "pod no longer exists"
+        elif is_terminal(manifest):
+            release[key] = f"pod {manifest['status']['phase']}"
+    count = {
+        key: pod_usage(manifest)
+        for key, manifest in pods.items()
+        if key not in charges and not is_terminal(manifest)
+    }
+    return release, count
+
+
 __all__ = [
     "ALIASES",
     "CHARGED",
@@ -134,7 +162,9 @@ __all__ = [
     "exceeded_message",
     "format_amount",
     "hard_amounts",
+    "is_terminal",
     "pod_usage",
     "quota_status",
+    "reconcile_usage",
     "unstated",
 ]

@@ -8,7 +8,7 @@ restart on the same directory comes back with every object and event.
 
 It also runs the scheduler (any number of replicas may run: bindings are atomic and guarded),
 the node lifecycle controller with the taint-eviction controller under its lease, and the
-garbage collector, the replica-set controller and the deployment controller under their own
+garbage collector, the replica-set, deployment and resource-quota controllers under their own
 leases (so several ``up`` processes on one NATS cluster do not double up); and, unless told
 not to, a node agent for this machine. Later issues add their handlers to :func:`serve`.
 """
@@ -33,6 +33,7 @@ from handlers.deployment_controller import DeploymentController
 from handlers.garbage_collector import GarbageCollector
 from handlers.gateway import Gateway
 from handlers.node_lifecycle import NodeLifecycleController
+from handlers.quota_controller import QuotaController
 from handlers.replicaset_controller import ReplicaSetController
 from handlers.scheduler import Scheduler
 from handlers.taint_eviction import TaintEvictionController
@@ -134,6 +135,7 @@ async def serve(
             garbage_collector = await GarbageCollector.create(nc, store, projection)
             replica_sets = await ReplicaSetController.create(nc, projection)
             deployments = await DeploymentController.create(nc, projection)
+            quotas = await QuotaController.create(nc, AggregateRepository(store), projection)
             query = QueryService(nc, projection)
             gateway_ready, query_ready = asyncio.Event(), asyncio.Event()
             try:
@@ -146,6 +148,7 @@ async def serve(
                         tasks.create_task(garbage_collector.run()),
                         tasks.create_task(replica_sets.run()),
                         tasks.create_task(deployments.run()),
+                        tasks.create_task(quotas.run()),
                         tasks.create_task(_snapshot_periodically(projection, snapshots)),
                     ]
                     if replica is not None:

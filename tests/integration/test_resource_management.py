@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
@@ -18,12 +20,14 @@ from core.admission import LIMIT_RANGER_ANNOTATION
 from core.aggregates import ResourceQuota
 from core.commands import command_message
 from handlers.gateway import Gateway
+from handlers.quota_controller import QuotaController
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.commandbus import CommandClient, CommandFailed
 from streams.eventstore import EventStore
-from streams.repository import AggregateRepository
+from streams.repository import AggregateRepository, Provenance
 from streams.subjects import AggregateRef, command_subject, event_filter, event_subject
+from tests.integration.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -206,3 +210,71 @@ async def test_two_gateways_racing_for_the_last_of_a_quota_exactly_one_wins(
     assert fresh.used["requests.cpu"] == 600 and len(fresh.charges) == 1
     loser = "b" if replies[0]["ok"] else "a"
     assert await store.read_subject(event_subject("Pod", "default", loser)) == []
+
+
+async def test_the_quota_controller_counts_earlier_pods_and_releases_finished_ones(
+    nc: Client,
+    store: EventStore,
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+) -> None:
+    for name in ("early-1", "early-2"):
+        manifest = pod(name)
+        manifest["spec"]["nodeName"] = "n1"  # bound (no scheduler runs here), so it can fail
+        await client.send("Pod", "create", {"manifest": manifest})
+    controller = await QuotaController.create(
+        nc, AggregateRepository(store), projection, period_seconds=0.1, retry_seconds=0.2
+    )
+    task = asyncio.create_task(controller.run())
+    try:
+        await client.send("ResourceQuota", "create", {"manifest": quota(pods="3")})
+
+        def used() -> str | None:
+            record = projection.model.get("ResourceQuota", "default", "compute")
+            return (
+                ((record.manifest.get("status") or {}).get("used") or {}).get("pods")
+                if record
+                else None
+            )
+
+        await eventually(lambda: _now(used() == "2"))
+        charged = [
+            e.envelope
+            for e in await store.read_subject(event_subject("ResourceQuota", "default", "compute"))
+            if e.envelope.type == "QuotaCharged"
+        ]
+        assert {e.payload["pod"] for e in charged} == {"default/early-1", "default/early-2"}
+        assert {e.payload["reason"] for e in charged} == {"counted: existed before the quota"}
+        await client.send("Pod", "create", {"manifest": pod("third")})
+        with pytest.raises(CommandFailed, match="exceeded quota: compute"):
+            await client.send("Pod", "create", {"manifest": pod("fourth")})
+
+        # A pod that fails no longer counts: the controller gives its charge back.
+        repository = AggregateRepository(store)
+        ref = AggregateRef("Pod", "default", "early-1")
+        loaded = await repository.load(ref, fresh=True)
+        loaded.aggregate.fail(reason="Evicted", at=datetime.now(tz=UTC))
+        token = "test.fail.early-1"
+        await repository.save(
+            [loaded], Provenance("test:kubelet", token, token, token, time.time_ns())
+        )
+        await eventually(lambda: _now(used() == "2"))
+        released = (await store.read_subject(event_subject("ResourceQuota", "default", "compute")))[
+            -1
+        ]
+        assert released.envelope.type == "QuotaReleased"
+        assert released.envelope.payload == {
+            "pod": "default/early-1",
+            "reason": "pod Failed",
+            "used": released.envelope.payload["used"],
+        }
+        assert released.envelope.actor == "system:resourcequota-controller"
+        await client.send("Pod", "create", {"manifest": pod("fourth")})
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _now(value: bool) -> bool:
+    return value

@@ -11,7 +11,7 @@ import pytest
 from core.aggregates import ResourceQuota
 from core.errors import InvalidTransition, ValidationFailed
 from core.events import summarize
-from core.quota import format_amount, pod_usage
+from core.quota import format_amount, pod_usage, reconcile_usage
 from core.resources import dump_manifest, parse_manifest
 from tests.unit.support import recorded
 
@@ -180,3 +180,16 @@ def test_amounts_print_as_quantities() -> None:
     assert format_amount("cpu", 2000) == "2"
     assert format_amount("limits.memory", 256 * 1024**2) == "256Mi"
     assert format_amount("pods", 3) == "3"
+
+
+def test_reconciling_usage_releases_finished_or_gone_pods_and_counts_uncharged_ones():
+    charges = {"ns/running": {"pods": 1}, "ns/failed": {"pods": 1}, "ns/gone": {"pods": 1}}
+    running = {"spec": {"containers": [{"name": "c"}]}, "status": {"phase": "Running"}}
+    failed = {**running, "status": {"phase": "Failed"}}
+    early = {"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "250m"}}}]}}
+    done = {**early, "status": {"phase": "Succeeded"}}
+    pods = {"ns/running": running, "ns/failed": failed, "ns/early": early, "ns/done": done}
+    release, count = reconcile_usage(charges, pods)
+    assert release == {"ns/failed": "pod Failed", "ns/gone": "pod no longer exists"}
+    assert list(count) == ["ns/early"] and count["ns/early"]["requests.cpu"] == 250
+    assert reconcile_usage({"ns/running": {"pods": 1}}, {"ns/running": running}) == ({}, {})
