@@ -790,11 +790,15 @@ async def describe(ctx: click.Context, kind: str, name: str | None, namespace: s
         if not items:
             raise FleetError(f'{resolved.lower()}s "{name}" not found', code="not_found")
         history = await s.store.read_subject(event_subject(resolved, scope, name))
+        owned = []
+        if resolved == "Deployment":
+            replica_sets = await s.query("ReplicaSet", namespace=scope)
+            owned = rollout_ops.controlled_by(replica_sets, items[0]["uid"])
     created_seq = next(
         (ev.seq for ev in reversed(history) if ev.envelope.type.endswith("Created")), 0
     )
     events = [ev for ev in history if ev.seq >= created_seq]
-    click.echo(render.describe(items[0], events, time.time_ns()))
+    click.echo(render.describe(items[0], events, time.time_ns(), replica_sets=owned))
 
 
 @main.command()

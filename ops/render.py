@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from tabulate import tabulate
 
+from core.deployment import template_without_hash
 from core.events import summarize
 from streams.envelope import StoredEvent
 
@@ -361,8 +362,15 @@ def history_rows(events: Sequence[StoredEvent]) -> list[list[str]]:
 HISTORY_HEADERS = ["SEQ", "TIME", "VERSION", "TYPE", "ACTOR", "SUMMARY"]
 
 
-def describe(item: dict[str, Any], events: Sequence[StoredEvent], now_ns: int) -> str:
-    """A kubectl-describe-like page: identity, labels, the manifest's spec, then the events."""
+def describe(
+    item: dict[str, Any],
+    events: Sequence[StoredEvent],
+    now_ns: int,
+    *,
+    replica_sets: Sequence[dict[str, Any]] = (),
+) -> str:
+    """A kubectl-describe-like page: identity, labels, the manifest's spec, then the events
+    (for a deployment, its counts and replica sets first, as kubectl shows them)."""
     manifest = item["manifest"]
     metadata = manifest.get("metadata", {})
     lines = [f"Name:         {item['name']}"]
@@ -385,6 +393,8 @@ def describe(item: dict[str, Any], events: Sequence[StoredEvent], now_ns: int) -
             or "<none>"
         )
     )
+    if item["kind"] == "Deployment":
+        lines += deployment_lines(manifest, replica_sets)
     for section in ("spec", "status"):
         if manifest.get(section):
             body = yaml.safe_dump(manifest[section], sort_keys=False).rstrip().splitlines()
@@ -405,6 +415,37 @@ def describe(item: dict[str, Any], events: Sequence[StoredEvent], now_ns: int) -
                 f"{e.actor:<20}  {summarize(e.type, e.payload)}"
             )
     return "\n".join(lines)
+
+
+def deployment_lines(manifest: dict[str, Any], replica_sets: Sequence[dict[str, Any]]) -> list[str]:
+    """kubectl's ``Replicas:`` line and which replica set is new (same template) or old."""
+    spec, status = manifest.get("spec") or {}, manifest.get("status") or {}
+    lines = [
+        f"Replicas:     {spec.get('replicas', 1)} desired | {status.get('updatedReplicas', 0)} "
+        f"updated | {status.get('replicas', 0)} total | {status.get('availableReplicas', 0)} "
+        f"available | {status.get('unavailableReplicas', 0)} unavailable",
+        f"StrategyType: {(spec.get('strategy') or {}).get('type', 'RollingUpdate')}",
+    ]
+    template = template_without_hash(spec.get("template") or {})
+
+    def shown(rs: dict[str, Any]) -> str:
+        rs_status = rs["manifest"].get("status") or {}
+        wanted = (rs["manifest"].get("spec") or {}).get("replicas", 1)
+        return f"{rs['name']} ({rs_status.get('replicas', 0)}/{wanted} replicas created)"
+
+    new = [
+        rs
+        for rs in replica_sets
+        if template_without_hash(rs["manifest"]["spec"]["template"]) == template
+    ]
+    old = [
+        rs
+        for rs in replica_sets
+        if rs not in new and (rs["manifest"].get("spec") or {}).get("replicas", 1)
+    ]
+    lines.append("OldReplicaSets: " + (", ".join(shown(rs) for rs in old) or "<none>"))
+    lines.append("NewReplicaSet:  " + (", ".join(shown(rs) for rs in new) or "<none>"))
+    return lines
 
 
 def scheduling_lines(events: Sequence[StoredEvent]) -> list[str]:

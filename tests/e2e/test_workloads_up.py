@@ -136,6 +136,12 @@ def test_deployment_rollout_undo_self_healing_quota_and_namespace_cascade(
     assert most == 4 and fewest == 3
     history = cluster.cli("rollout", "history", "deployment/web", "-n", "shop").stdout
     assert [line.split()[0] for line in history.splitlines()[2:]] == ["1", "2"]
+    described = cluster.cli("describe", "deployment", "web", "-n", "shop").stdout
+    assert (
+        "Replicas:     3 desired | 3 updated | 3 total | 3 available | 0 unavailable" in described
+    )
+    assert "NewReplicaSet:  web-" in described and "(3/3 replicas created)" in described
+    assert "DeploymentStatusUpdated" in described and "system:deployment-controller" in described
 
     # Undo returns to the first template (its replica set, as revision 3).
     before = max(e["seq"] for e in pod_events(cluster))

@@ -123,3 +123,18 @@ def test_summaries_are_one_line() -> None:
     )
     assert summarize("PodUpdated", {"changed": ["a", "b"]}) == "changed a, b"
     assert summarize("PodDeleted", {"reason": ""}) == "deleted"
+    status = {
+        "replicas": 3,
+        "updatedReplicas": 2,
+        "availableReplicas": 3,
+        "conditions": [{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}],
+    }
+    annotations = {"deployment.kubernetes.io/revision": "2"}
+    assert summarize("DeploymentStatusUpdated", {"status": status, "annotations": annotations}) == (
+        "status: 3 replicas, 2 updated, 3 available; Progressing=True (ReplicaSetUpdated); "
+        "revision 2"
+    )
+    assert (
+        summarize("QuotaCharged", {"pod": "ns/p", "amounts": {"pods": 1}, "reason": "counted"})
+        == "charged ns/p: counted"
+    )

@@ -307,3 +307,37 @@ def test_replica_set_columns() -> None:
     del item["manifest"]["status"]
     narrow = render.object_table("ReplicaSet", [item], now_ns=0, wide=False, show_namespace=True)
     assert narrow.splitlines()[1].split() == ["default", "web-hv1", "3", "0", "0", "0s"]
+
+
+def test_describe_names_the_new_and_the_old_replica_sets() -> None:
+    from ops.render import deployment_lines
+
+    template = {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c"}]}}
+    old_template = {"metadata": {"labels": {"app": "web", "pod-template-hash": "x"}}, "spec": {}}
+    new_template = {**template, "metadata": {"labels": {"app": "web", "pod-template-hash": "y"}}}
+
+    def rs(name: str, tmpl: dict, replicas: int, created: int) -> dict:
+        manifest = {
+            "spec": {"replicas": replicas, "template": tmpl},
+            "status": {"replicas": created},
+        }
+        return {"name": name, "manifest": manifest}
+
+    manifest = {
+        "spec": {"replicas": 3, "template": template},
+        "status": {
+            "replicas": 4,
+            "updatedReplicas": 2,
+            "availableReplicas": 3,
+            "unavailableReplicas": 1,
+        },
+    }
+    lines = deployment_lines(
+        manifest, [rs("web-x", old_template, 2, 2), rs("web-y", new_template, 2, 2)]
+    )
+    assert lines == [
+        "Replicas:     3 desired | 2 updated | 4 total | 3 available | 1 unavailable",
+        "StrategyType: RollingUpdate",
+        "OldReplicaSets: web-x (2/2 replicas created)",
+        "NewReplicaSet:  web-y (2/2 replicas created)",
+    ]
