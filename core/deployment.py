@@ -259,9 +259,12 @@ def plan_deployment(
     manifest: Mapping[str, Any],
     replica_sets: Sequence[OwnedReplicaSet],
     now_ns: int,
+    *,
+    names_taken: frozenset[str] = frozenset(),
 ) -> DeploymentPlan:
     """One ``syncDeployment`` for the deployment (``manifest`` as stored, with its status)
-    and the replica sets it controls."""
+    and the replica sets it controls; ``names_taken`` are replica-set names in the namespace
+    that are not its own (a new replica set's name must avoid them)."""
     d = _Spec(name, namespace, uid, manifest)
     ordered = sorted(replica_sets, key=lambda rs: (rs.created_ns, rs.name))
     template = d.spec.get("template") or {}
@@ -297,8 +300,8 @@ def plan_deployment(
         nonlocal collision_count
         pod_hash = pod_template_hash(template, collision_count)
         rs_name = f"{name}-{pod_hash}"
-        taken = next((rs for rs in ordered if rs.name == rs_name), None)
-        if taken is not None:
+        taken = rs_name in names_taken or any(rs.name == rs_name for rs in ordered)
+        if taken:
             # Same name, other template (a hash collision): another hash next time.
             collision_count += 1
             return None

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from core.resources.base import LabelSelector
+
 __all__ = [
     "BURST_REPLICAS",
     "DELETION_COST_ANNOTATION",
@@ -29,6 +31,7 @@ __all__ = [
     "plan_replica_set",
     "pods_to_delete",
     "ranked_pod",
+    "selector_matches",
 ]
 
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
@@ -244,3 +247,10 @@ def plan_replica_set(
         return ReplicaSetPlan(min(-diff, BURST_REPLICAS), [], counts, recheck)
     victims = pods_to_delete(active, active, min(diff, BURST_REPLICAS), now_ns) if diff else []
     return ReplicaSetPlan(0, victims, counts, recheck)
+
+
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Whether a label selector (as stored: ``matchLabels``, ``matchExpressions``) matches;
+    an empty one matches nothing here (owners never select everything)."""
+    parsed = LabelSelector.model_validate(dict(selector), by_alias=True)
+    return not parsed.is_empty() and parsed.matches(labels)

@@ -18,12 +18,16 @@ import contextlib
 import heapq
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 import structlog
 
-from projections.cluster import ClusterModel
+from core.errors import FleetError
+from core.replicaset import selector_matches
+from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection
 from streams.cancellation import checkpoint
+from streams.commandbus import CommandClient
 from streams.envelope import StoredEvent
 from streams.leases import LeaderLease
 
@@ -171,7 +175,8 @@ class ControllerLoop:
 
 class ControllerIndex:
     """Which objects of ``dependent_kind`` each owner of ``owner_kind`` controls (the owner
-    reference with ``controller: true``), kept current from the cluster projection.
+    reference with ``controller: true``), and which no controller owns at all (orphans, which
+    an owner may adopt), kept current from the cluster projection.
 
     ``observe`` must see every event before a controller's ``keys_of`` reads the index."""
 
@@ -183,6 +188,7 @@ class ControllerIndex:
         self.owner_kind = owner_kind
         self._owner_of: dict[Key, tuple[str, str]] = {}  # dependent -> (owner name, owner uid)
         self._dependents: dict[tuple[str, str], set[Key]] = {}  # (namespace, owner uid) -> …
+        self._orphans: dict[str, set[Key]] = {}  # namespace -> objects no controller owns
         for record in self._model.list(dependent_kind):
             self._index((record.namespace, record.name))
 
@@ -197,6 +203,15 @@ class ControllerIndex:
     def _index(self, key: Key) -> None:
         record = self._model.get(self.dependent_kind, *key)
         owner = self.controller_of(record.manifest) if record is not None else None
+        orphans = self._orphans.setdefault(key[0], set())
+        if record is not None and owner is None and self._any_controller(record.manifest):
+            orphans.discard(key)  # controlled by a kind this index does not follow
+        elif record is not None and owner is None:
+            orphans.add(key)
+        else:
+            orphans.discard(key)
+        if not orphans:
+            del self._orphans[key[0]]
         previous = self._owner_of.get(key)
         if owner == previous:
             return
@@ -227,3 +242,66 @@ class ControllerIndex:
 
     def dependents(self, namespace: str, owner_uid: str) -> list[Key]:
         return sorted(self._dependents.get((namespace, owner_uid), ()))
+
+    @staticmethod
+    def _any_controller(manifest: dict[str, object]) -> bool:
+        refs = (manifest.get("metadata") or {}).get("ownerReferences") or []  # type: ignore[union-attr]
+        return any(ref.get("controller") for ref in refs)  # type: ignore[union-attr]
+
+    def orphans(self, namespace: str) -> list[Key]:
+        """Objects of the namespace that no controller owns: an owner whose selector matches
+        them adopts them (Kubernetes' ``ClaimPods`` / ``ClaimReplicaSets``)."""
+        return sorted(self._orphans.get(namespace, ()))
+
+    def is_orphan(self, key: Key) -> bool:
+        return key in self._orphans.get(key[0], ())
+
+
+def with_controller(manifest: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with ``owner`` added as its controller reference (an adoption)."""
+    metadata = dict(manifest.get("metadata") or {})
+    metadata["ownerReferences"] = [*(metadata.get("ownerReferences") or []), owner]
+    return {**manifest, "metadata": metadata}
+
+
+async def adopt_orphans(
+    commands: CommandClient,
+    projection: Projection[ClusterModel],
+    index: ControllerIndex,
+    namespace: str,
+    selector: dict[str, Any],
+    owner: dict[str, Any],
+    *,
+    role: str,
+    cause: str,
+    adoptable: Callable[[ObjectRecord], bool] = lambda record: True,
+) -> list[int]:
+    """Adopt the namespace's orphans whose labels the owner's ``selector`` matches: an apply
+    adding the controller reference, with ``expected_version`` (an object that changed
+    meanwhile is judged again next time). Returns the sequences written."""
+    seqs: list[int] = []
+    kind = index.dependent_kind
+    for key in index.orphans(namespace):
+        record = projection.model.get(kind, *key)
+        if record is None or not adoptable(record):
+            continue
+        labels = (record.manifest.get("metadata") or {}).get("labels") or {}
+        if not selector_matches(selector, labels):
+            continue
+        try:
+            outcome = await commands.send(
+                kind,
+                "apply",
+                {"manifest": with_controller(record.manifest, owner)},
+                idempotency_key=f"{role}.adopt.{record.uid}.{record.version}",
+                expected_version=record.version,
+                causation_id=cause,
+            )
+        except FleetError as exc:
+            log.info(
+                f"{role}.adopt_refused", object=f"{kind}/{namespace}/{key[1]}", error=exc.message
+            )
+            continue
+        log.info(f"{role}.adopted", object=f"{kind}/{namespace}/{key[1]}", owner=owner["name"])
+        seqs.extend(outcome.seqs)
+    return seqs

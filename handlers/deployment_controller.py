@@ -13,6 +13,10 @@ What the log shows of a rollout: ``ReplicaSetCreated`` (revision, owner referenc
 pods the replica-set controller creates and deletes in response, and ``DeploymentStatusUpdated``
 with the counts and conditions — so the order of events proves the surge and unavailability
 bounds were kept (the end-to-end test checks exactly that).
+
+Replica sets no controller owns whose labels the deployment's selector matches are adopted
+(Kubernetes' ``ClaimReplicaSets``): after ``delete --cascade=orphan`` and a re-create, the
+deployment takes its replica sets (and so its pods) back instead of starting over.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from core.deployment import (
 )
 from core.errors import FleetError
 from core.replicaset import count_pods, ranked_pod
-from handlers.controller import ControllerIndex, ControllerLoop, Key
+from handlers.controller import ControllerIndex, ControllerLoop, Key, adopt_orphans
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection, digest_of
 from streams.commandbus import CommandClient
@@ -87,7 +91,16 @@ class DeploymentController:
             return [(e.namespace, e.name)]
         if e.kind == "ReplicaSet":
             owner = self._sets.observe(event)
-            return [owner] if owner is not None else []
+            if owner is not None:
+                return [owner]
+            if e.type in ("ReplicaSetCreated", "ReplicaSetUpdated") and self._sets.is_orphan(
+                (e.namespace, e.name)
+            ):
+                return [
+                    (r.namespace, r.name)
+                    for r in self._projection.model.list("Deployment", e.namespace)
+                ]
+            return []
         if e.kind == "Pod":
             rs_key = self._pods.observe(event)
             if rs_key is None:
@@ -105,8 +118,38 @@ class DeploymentController:
         if deployment is None:
             return None
         now_ns = time.time_ns()
+        adopted = await adopt_orphans(
+            self._commands,
+            self._projection,
+            self._sets,
+            namespace,
+            (deployment.manifest.get("spec") or {}).get("selector") or {},
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": name,
+                "uid": deployment.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            },
+            role=ROLE,
+            cause=f"Deployment/{namespace}/{name}@{deployment.version}",
+        )
+        if adopted:
+            await self._projection.wait_for(max(adopted))
+            self.loop.mark(key)  # plan with the adopted replica sets
+            return None
         owned, next_available = self._owned_sets(deployment, now_ns)
-        plan = plan_deployment(name, namespace, deployment.uid, deployment.manifest, owned, now_ns)
+        mine = {rs.name for rs in owned}
+        taken = frozenset(
+            r.name
+            for r in self._projection.model.list("ReplicaSet", namespace)
+            if r.name not in mine
+        )
+        plan = plan_deployment(
+            name, namespace, deployment.uid, deployment.manifest, owned, now_ns, names_taken=taken
+        )
+
         cause = f"Deployment/{namespace}/{name}@{deployment.version}"
         seqs: list[int] = []
         for action in plan.actions:

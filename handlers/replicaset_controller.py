@@ -21,8 +21,10 @@ How a reconcile goes (``core.replicaset.plan_replica_set`` decides):
   generation, conditions) if it changed. A ready pod that becomes available only after
   ``minReadySeconds`` is looked at again at that moment.
 
-Not done (Kubernetes does): adopting orphan pods that match the selector, and releasing pods
-whose labels stop matching it.
+Pods no controller owns whose labels the selector matches are adopted first (an apply adding
+the controller reference, as Kubernetes' ``ClaimPods``): a replica set orphaned from its
+deployment and a deployment re-created later find each other again. Not done (Kubernetes
+does): releasing pods whose labels stop matching the selector.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ import structlog
 from nats.aio.client import Client
 
 from core.errors import FleetError
+from core.quota import is_terminal
 from core.replicaset import PodCounts, RankedPod, plan_replica_set, ranked_pod
-from handlers.controller import ControllerIndex, ControllerLoop, Key
+from handlers.controller import ControllerIndex, ControllerLoop, Key, adopt_orphans
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection, digest_of
 from streams.commandbus import CommandClient, Outcome
@@ -62,6 +65,17 @@ def generated_name(base: str) -> str:
     return f"{base[:57]}-{suffix}"
 
 
+def controller_reference(rs: ObjectRecord) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "name": rs.name,
+        "uid": rs.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
 def pod_from_template(rs: ObjectRecord, name: str) -> dict[str, Any]:
     """A pod of the replica set: its template, its namespace, and a controller reference."""
     template = rs.manifest["spec"]["template"]
@@ -69,16 +83,7 @@ def pod_from_template(rs: ObjectRecord, name: str) -> dict[str, Any]:
         **(template.get("metadata") or {}),
         "name": name,
         "namespace": rs.namespace,
-        "ownerReferences": [
-            {
-                "apiVersion": "apps/v1",
-                "kind": "ReplicaSet",
-                "name": rs.name,
-                "uid": rs.uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ],
+        "ownerReferences": [controller_reference(rs)],
     }
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
 
@@ -126,7 +131,14 @@ class ReplicaSetController:
         if e.kind == "ReplicaSet":
             return [(e.namespace, e.name)]
         owner = self._pods.observe(event)
-        return [owner] if owner is not None else []
+        if owner is not None:
+            return [owner]
+        if e.type in ("PodCreated", "PodUpdated") and self._pods.is_orphan((e.namespace, e.name)):
+            return [
+                (r.namespace, r.name)
+                for r in self._projection.model.list("ReplicaSet", e.namespace)
+            ]
+        return []
 
     # -- one reconcile ---------------------------------------------------------------------
 
@@ -138,6 +150,22 @@ class ReplicaSetController:
             return None
         now_ns = time.time_ns()
         spec = rs.manifest.get("spec") or {}
+        cause = f"ReplicaSet/{namespace}/{name}@{rs.version}"
+        adopted = await adopt_orphans(
+            self._commands,
+            self._projection,
+            self._pods,
+            namespace,
+            spec.get("selector") or {},
+            controller_reference(rs),
+            role=ROLE,
+            cause=cause,
+            adoptable=lambda pod: not is_terminal(pod.manifest),
+        )
+        if adopted:
+            await self._projection.wait_for(max(adopted))
+            self.loop.mark(key)  # decide on the count that includes them
+            return None
         pods = self._owned_pods(rs)
         template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
         plan = plan_replica_set(
@@ -147,7 +175,6 @@ class ReplicaSetController:
             int(spec.get("minReadySeconds") or 0),
             now_ns,
         )
-        cause = f"ReplicaSet/{namespace}/{name}@{rs.version}"
         seqs: list[int] = []
         try:
             if plan.create:

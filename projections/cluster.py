@@ -73,6 +73,9 @@ class ClusterModel:
 
     def __init__(self) -> None:
         self.objects: dict[Key, ObjectRecord] = {}
+        # (kind, namespace) -> names: listing one kind (in one namespace) must not walk, let
+        # alone sort, every object of the cluster (controllers list per event).
+        self._names: dict[tuple[str, str], set[str]] = {}
         self.events_applied = 0
         self._fold: dict[str, Callable[[StoredEvent], None]] = {}
 
@@ -121,6 +124,7 @@ class ClusterModel:
 
     def _created(self, event: StoredEvent) -> None:
         e = event.envelope
+        self._names.setdefault((e.kind, e.namespace), set()).add(e.name)
         self.objects[(e.kind, e.namespace, e.name)] = ObjectRecord(
             e.kind, e.namespace, e.name, e.payload["uid"], e.payload["manifest"],
             e.version, event.seq, e.timestamp_ns, e.timestamp_ns, e.type, e.actor,
@@ -277,7 +281,11 @@ class ClusterModel:
 
     def _deleted(self, event: StoredEvent) -> None:
         e = event.envelope
-        self.objects.pop((e.kind, e.namespace, e.name), None)
+        if self.objects.pop((e.kind, e.namespace, e.name), None) is not None:
+            names = self._names[(e.kind, e.namespace)]
+            names.discard(e.name)
+            if not names:
+                del self._names[(e.kind, e.namespace)]
 
     def _touched(self, event: StoredEvent) -> ObjectRecord | None:
         e = event.envelope
@@ -297,9 +305,13 @@ class ClusterModel:
 
     def list(self, kind: str, namespace: str | None = None) -> Iterator[ObjectRecord]:
         """Objects of a kind, in one namespace or all (``None``), sorted by namespace and name."""
-        for key in sorted(self.objects):
-            if key[0] == kind and (namespace is None or key[1] == namespace):
-                yield self.objects[key]
+        if namespace is not None:
+            scopes = [namespace] if (kind, namespace) in self._names else []
+        else:
+            scopes = sorted(ns for k, ns in self._names if k == kind)
+        for scope in scopes:
+            for name in sorted(self._names[(kind, scope)]):
+                yield self.objects[(kind, scope, name)]
 
     # -- snapshots and digests --------------------------------------------------------------
 
@@ -308,9 +320,11 @@ class ClusterModel:
 
     def restore(self, data: list[dict[str, Any]]) -> None:
         self.objects = {}
+        self._names = {}
         for item in data:
             record = ObjectRecord(**item)
             self.objects[(record.kind, record.namespace, record.name)] = record
+            self._names.setdefault((record.kind, record.namespace), set()).add(record.name)
 
     def digest(self) -> str:
         return digest_of(self.snapshot())

@@ -382,3 +382,81 @@ async def test_recreate_removes_every_old_pod_before_creating_a_new_one(
         deleted = [i for i, t in enumerate(order) if t == "PodDeleted"]
         assert len(created) == 3 and len(deleted) == 3
         assert max(deleted) < min(created)
+
+
+async def test_an_orphaned_replica_set_and_its_pods_are_adopted_by_a_new_deployment(
+    nc, store: EventStore, gateway: Gateway, client: CommandClient, projection
+) -> None:
+    async with cluster(nc, store, projection):
+        await client.send("Deployment", "create", {"manifest": deployment(replicas=2)})
+        await eventually(rolled_out(projection, "web", 2, "app:1"))
+        pods_before = {p.name for p in pods(projection)}
+        [rs] = replica_sets(projection)
+        await client.send("Deployment", "delete", {"name": "web", "propagationPolicy": "Orphan"})
+
+        async def orphaned() -> bool:
+            record = get(projection, "ReplicaSet", rs.name)
+            return record is not None and not record.manifest["metadata"].get("ownerReferences")
+
+        await eventually(orphaned)
+        assert {p.name for p in pods(projection)} == pods_before
+        recreated = await client.send("Deployment", "create", {"manifest": deployment(replicas=2)})
+
+        async def adopted() -> bool:
+            record = get(projection, "ReplicaSet", rs.name)
+            refs = (record.manifest["metadata"].get("ownerReferences") or []) if record else []
+            return [r["uid"] for r in refs] == [recreated.uid]
+
+        await eventually(adopted)
+        await eventually(rolled_out(projection, "web", 2, "app:1"))
+        assert {p.name for p in pods(projection)} == pods_before  # nothing was replaced
+        assert [r.name for r in replica_sets(projection)] == [rs.name]
+        history = await store.read_subject(f"fleet.evt.replicaset.default.{rs.name}")
+        adoptions = [
+            e.envelope
+            for e in history
+            if e.envelope.type == "ReplicaSetUpdated"
+            and any(
+                path.startswith("metadata.ownerReferences")
+                for path in e.envelope.payload["changed"]
+            )
+        ]
+        # Orphaned by the garbage collector, then adopted by the deployment controller.
+        assert [e.actor for e in adoptions][-1] == DEPLOYMENT_ACTOR
+
+
+async def test_a_replica_set_adopts_matching_bare_pods_before_creating_any(
+    nc, store: EventStore, gateway: Gateway, client: CommandClient, projection
+) -> None:
+    bare = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "stray", "labels": {"app": "solo"}},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+    }
+    await client.send("Pod", "create", {"manifest": bare})
+    rs_manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": "solo"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "solo"}},
+            "template": {
+                "metadata": {"labels": {"app": "solo"}},
+                "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+            },
+        },
+    }
+    async with cluster(nc, store, projection):
+        created = await client.send("ReplicaSet", "create", {"manifest": rs_manifest})
+
+        async def two_owned() -> bool:
+            live = pods(projection)
+            return len(live) == 2 and all(
+                (p.manifest["metadata"].get("ownerReferences") or [{}])[0].get("uid") == created.uid
+                for p in live
+            )
+
+        await eventually(two_owned)
+        assert get(projection, "Pod", "stray") is not None

@@ -340,3 +340,19 @@ def test_status_counts_follow_the_pods(replicas):
     }
     available = next(c for c in plan.status["conditions"] if c["type"] == "Available")
     assert available["status"] == "True"
+
+
+def test_a_name_taken_by_another_replica_set_bumps_the_collision_count():
+    sim = Sim(deployment(replicas=1))
+    name = f"web-{pod_template_hash(template('app:1'))}"
+    plan = plan_deployment(
+        "web", "default", "d-uid", sim.manifest, [], sim.now, names_taken=frozenset({name})
+    )
+    assert not any(isinstance(a, CreateReplicaSet) for a in plan.actions)
+    assert plan.status["collisionCount"] == 1
+    sim.manifest = {**sim.manifest, "status": plan.status}
+    plan = plan_deployment(
+        "web", "default", "d-uid", sim.manifest, [], sim.now, names_taken=frozenset({name})
+    )
+    [created] = [a for a in plan.actions if isinstance(a, CreateReplicaSet)]
+    assert created.manifest["metadata"]["name"] == f"web-{pod_template_hash(template('app:1'), 1)}"
