@@ -26,6 +26,7 @@ __all__ = [
     "PodCounts",
     "RankedPod",
     "ReplicaSetPlan",
+    "available_at",
     "count_pods",
     "is_available",
     "plan_replica_set",
@@ -182,14 +183,24 @@ class PodCounts:
     available: int = 0
 
 
+def available_at(pod: RankedPod, min_ready_seconds: int) -> int | None:
+    """When a ready pod has been ready for ``minReadySeconds``. Condition times have whole
+    seconds (as Kubernetes'), so the pod may have become ready up to a second after its stamp:
+    the wait counts from the end of that second, and a pod is never available early
+    (Kubernetes counts from the stamp, up to a second early)."""
+    if pod.ready_since_ns is None:
+        return None
+    return pod.ready_since_ns + (min_ready_seconds + 1) * 1_000_000_000
+
+
 def is_available(pod: RankedPod, min_ready_seconds: int, now_ns: int) -> bool:
     """``IsPodAvailable``: ready, and for at least ``minReadySeconds``."""
     if not pod.ready:
         return False
     if min_ready_seconds == 0:
         return True
-    since = pod.ready_since_ns
-    return since is not None and since + min_ready_seconds * 1_000_000_000 <= now_ns
+    at = available_at(pod, min_ready_seconds)
+    return at is not None and at <= now_ns
 
 
 def count_pods(
@@ -212,8 +223,7 @@ def count_pods(
             ready += 1
             if is_available(pod, min_ready_seconds, now_ns):
                 available += 1
-            elif pod.ready_since_ns is not None:
-                at = pod.ready_since_ns + min_ready_seconds * 1_000_000_000
+            elif (at := available_at(pod, min_ready_seconds)) is not None:
                 next_available = at if next_available is None else min(next_available, at)
     return PodCounts(replicas, labeled, ready, available), next_available
 

@@ -460,3 +460,29 @@ async def test_a_replica_set_adopts_matching_bare_pods_before_creating_any(
 
         await eventually(two_owned)
         assert get(projection, "Pod", "stray") is not None
+
+
+async def test_pods_count_as_available_only_after_min_ready_seconds(
+    nc, store: EventStore, gateway: Gateway, client: CommandClient, projection
+) -> None:
+    async with cluster(nc, store, projection):
+        start = projection.position
+        await client.send(
+            "Deployment", "create", {"manifest": deployment(replicas=2, minReadySeconds=2)}
+        )
+        await eventually(rolled_out(projection, "web", 2, "app:1"))
+        events = await events_of(store, after=start)
+        ready_at = max(e.timestamp_ns for e in events if e.type == "PodReady")
+        statuses = [e for e in events if e.type == "DeploymentStatusUpdated"]
+        available_at = next(
+            e.timestamp_ns for e in statuses if e.payload["status"].get("availableReplicas") == 2
+        )
+        assert available_at - ready_at >= 2 * 1_000_000_000
+        assert any(
+            e.payload["status"].get("readyReplicas") == 2
+            and e.payload["status"].get("availableReplicas") == 0
+            for e in statuses
+        )
+        [rs] = replica_sets(projection)
+        assert rs.manifest["spec"]["minReadySeconds"] == 2
+        assert rs.manifest["status"]["availableReplicas"] == 2

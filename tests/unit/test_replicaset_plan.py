@@ -60,12 +60,14 @@ def test_counts_and_the_moment_a_ready_pod_becomes_available() -> None:
     ]
     counts, next_at = count_pods(pods, LABELS, 5, NOW)
     assert counts == PodCounts(replicas=4, fully_labeled=3, ready=3, available=2)
-    assert next_at == NOW + 3 * S
+    assert next_at == NOW + 4 * S  # ready at NOW - 2 s (a whole-second stamp) + 5 s + 1 s
     counts, next_at = count_pods(pods, LABELS, 0, NOW)
     assert counts.available == 3 and next_at is None
 
 
-def test_available_means_ready_for_min_ready_seconds() -> None:
+def test_available_means_ready_for_min_ready_seconds_never_early() -> None:
+    # Stamped at NOW - 10 s: the pod became ready within that second, so it is surely ready
+    # for 9 s, not surely for 10 s.
     ranked, _ = pod("p", ready_since_ns=NOW - 10 * S)
-    assert is_available(ranked, 10, NOW) and not is_available(ranked, 11, NOW)
+    assert is_available(ranked, 9, NOW) and not is_available(ranked, 10, NOW)
     assert not is_available(replace(ranked, ready=False), 0, NOW)
