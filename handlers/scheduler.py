@@ -38,6 +38,7 @@ import structlog
 from nats.aio.client import Client
 
 from core.aggregates import Node, Pod, timestamp_from_ns
+from core.causation import caused_by_event
 from core.errors import FleetError
 from core.scheduling import (
     NodeInfo,
@@ -352,7 +353,7 @@ class Scheduler:
             for pod, result in batch:
                 assert result.node_name is not None
                 node_loaded = nodes[result.node_name]
-                pod_loaded = self._pod_as_seen(pod)
+                pod_loaded = await self._pod_as_seen(pod)
                 try:
                     bound_pod, node = pod_loaded and pod_loaded.aggregate, node_loaded.aggregate
                     if not isinstance(bound_pod, Pod) or not isinstance(node, Node):
@@ -373,20 +374,30 @@ class Scheduler:
                 assert pod_loaded is not None
                 changes.append(pod_loaded)
             token = f"bind.{self.identity}.{uuid.uuid4().hex}"
+            # Each binding is caused by its pod's last event; a node's allocation by the
+            # first pod it takes in this batch.
+            causes: dict[str, str] = {}
+            for pod_loaded in changes:
+                cause = caused_by_event(pod_loaded.last_seq)
+                causes[pod_loaded.ref.subject] = cause
+                assert isinstance(pod_loaded.aggregate, Pod)
+                host = AggregateRef("Node", "", pod_loaded.aggregate.node_name or "").subject
+                causes.setdefault(host, cause)
             await self._repository.save(
                 [*changes, *nodes.values()],
-                Provenance(self.actor, token, token, token, now),
+                Provenance(self.actor, token, token, token, now, causes),
             )
         return refused
 
-    def _pod_as_seen(self, pod: PodInfo) -> Loaded | None:
+    async def _pod_as_seen(self, pod: PodInfo) -> Loaded | None:
         """The pod aggregate as the read model has it (no read of the log); None if gone."""
         seen = self.model.pod_aggregate(pod.namespace, pod.name)
         if seen is None:
             return None
         aggregate, last_seq = seen
+        last_hash = self.model.last_hash("Pod", pod.namespace, pod.name)
         ref = AggregateRef("Pod", pod.namespace, pod.name)
-        return self._repository.adopt(ref, lambda: aggregate, last_seq)
+        return await self._repository.adopt(ref, lambda: aggregate, last_seq, last_hash)
 
     async def _node_as_seen(self, ref: AggregateRef) -> Loaded:
         """The node aggregate, ledger included, as the read model has it (the log if the model
@@ -395,7 +406,8 @@ class Scheduler:
         if seen is None:
             return await self._repository.load(ref)
         aggregate, last_seq = seen
-        return self._repository.adopt(ref, lambda: aggregate, last_seq)
+        last_hash = self.model.last_hash("Node", "", ref.name)
+        return await self._repository.adopt(ref, lambda: aggregate, last_seq, last_hash)
 
     async def _bind(self, pod: PodInfo, result: ScheduleResult) -> None:
         assert result.node_name is not None
@@ -450,7 +462,7 @@ class Scheduler:
                 provenance = Provenance(
                     actor=self.actor,
                     correlation_id=token,
-                    causation_id=f"{pod_ref}@{bound_pod.version - 1}",
+                    causation_id=caused_by_event(pod_loaded.last_seq),
                     token=token,
                     now_ns=now,
                 )

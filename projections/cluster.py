@@ -49,6 +49,9 @@ class ObjectRecord:
     updated_ns: int
     last_event: str
     last_actor: str
+    last_hash: str = ""
+    """The hash of the last event (hex), which the object's next event chains to; "" when
+    unknown (that event predates hashes, or the record was restored from an older snapshot)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +66,7 @@ class ObjectRecord:
             "updated_ns": self.updated_ns,
             "last_event": self.last_event,
             "last_actor": self.last_actor,
+            "last_hash": self.last_hash,
         }
 
 
@@ -128,6 +132,7 @@ class ClusterModel:
         self.objects[(e.kind, e.namespace, e.name)] = ObjectRecord(
             e.kind, e.namespace, e.name, e.payload["uid"], e.payload["manifest"],
             e.version, event.seq, e.timestamp_ns, e.timestamp_ns, e.type, e.actor,
+            e.chain_hash.hex(),
         )  # fmt: skip
 
     def _quota_created(self, event: StoredEvent) -> None:
@@ -296,6 +301,7 @@ class ClusterModel:
             record.updated_ns = e.timestamp_ns
             record.last_event = e.type
             record.last_actor = e.actor
+            record.last_hash = e.chain_hash.hex()
         return record
 
     # -- queries -------------------------------------------------------------------------

@@ -127,6 +127,14 @@ class SchedulingModel:
         assert isinstance(pod, Pod)
         return pod, record.last_seq
 
+    def last_hash(self, kind: str, namespace: str, name: str) -> bytes:
+        """The hash of the last event folded here for an object, which its next event must
+        chain to (``b""`` if unknown: it predates hashes, or the model was restored from a
+        snapshot taken before them; the writer then reads the log). Read it in the same step
+        as the aggregate, so both are of the same event."""
+        record = self.cluster.get(kind, namespace, name)
+        return bytes.fromhex(record.last_hash) if record is not None else b""
+
     def _pod_finished(self, event: StoredEvent) -> None:
         """A Succeeded or Failed pod stays an object but takes no room on its node."""
         key = f"{event.envelope.namespace}/{event.envelope.name}"

@@ -9,11 +9,36 @@ is read a million events at a time; everything else that reads envelopes goes th
 
 Decoding upcasts old schema versions to the current one (see ``core.events``), so readers only
 ever see current payload shapes while the stored bytes stay as they were written.
+
+**Tamper evidence.** Every envelope is sealed with a hash chained to the previous event of its
+aggregate (its subject), so altering, inserting or removing a stored event breaks the chain
+where it happened (``streams/integrity.py`` walks the log and finds the breaks). The exact rule:
+
+* The stored map has 14 entries in this fixed order: ``id t sv k ns n v ts a corr cause d p h``.
+  ``p`` (the *link*) is the first 8 bytes of the previous hash (empty for an aggregate's first
+  event): it is not needed to chain, but it lets a verifier tell "this event was altered" from
+  "this event follows another predecessor" (an insertion or a removal). ``h`` is 32 bytes.
+* The *canonical bytes* C of a stored event are its bytes without the final ``h`` entry: the same
+  entries byte for byte, under a map header counting one entry less. Since :meth:`Envelope.seal`
+  writes a fixed key order with msgpack-python's minimal encodings, C is deterministic, and the
+  stored bytes are C with its header bumped and ``h`` appended (the map is packed once).
+* ``h = SHA-256(P || C)`` where P is the previous event's hash on the same subject (32 bytes), or
+  nothing (zero bytes, :data:`GENESIS`) for the subject's first event. A deleted and re-created
+  object keeps its subject, so its chain simply continues.
+* Events written before hashes existed have no ``p``/``h``. Their hash is *implied* by the same
+  rule with C = their stored bytes as they are, so the first sealed event after them chains to
+  (and thereby seals) the whole earlier history of its subject: an old event altered later
+  still breaks the chain at the first sealed event after it. Chaining new events to "nothing"
+  instead would have left the old history open to rewriting forever.
+
+A chain is evidence, not proof against someone who can write the log and recompute every hash
+after the event they change; anchoring the verifier's ``head_digest`` elsewhere closes that.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from hashlib import sha256
 from typing import Any
 
 import msgpack
@@ -22,6 +47,57 @@ from core.errors import ValidationFailed
 from core.events import upcast
 
 _packb = msgpack.Packer(use_bin_type=True).pack
+
+GENESIS = b""
+"""The previous hash of an aggregate's first event: nothing came before it."""
+HASH_BYTES = 32
+LINK_BYTES = 8
+"""How much of the previous hash an envelope repeats in ``p``."""
+_SEAL_HEAD = b"\xa1h\xc4\x20"  # the key "h" (fixstr) and a 32-byte bin8 header
+_SEAL_ENTRY_BYTES = len(_SEAL_HEAD) + HASH_BYTES
+_SEALED_HEADER = b"\x8e"  # fixmap of 14 entries; the canonical map (13 entries) is 0x8d
+
+
+def chain_hash(previous: bytes, canonical: bytes) -> bytes:
+    """``SHA-256(previous || canonical)``: the hash that seals an event (see the module doc)."""
+    return sha256(previous + canonical).digest()
+
+
+def split_seal(data: bytes, raw: dict[str, Any]) -> tuple[bytes, bytes]:
+    """(canonical bytes, stored ``h``) of a stored envelope whose decoded map is ``raw``.
+
+    An envelope without ``h`` (written before hashes) is its own canonical form, with an empty
+    seal. Raises ValueError when ``h`` is there but not as the final 32-byte entry, since the
+    canonical bytes cannot then be told apart from the seal.
+    """
+    seal = raw.get("h")
+    if seal is None:
+        return data, b""
+    if (
+        not isinstance(seal, bytes)
+        or len(seal) != HASH_BYTES
+        or next(reversed(raw)) != "h"
+        or data[-_SEAL_ENTRY_BYTES:] != _SEAL_HEAD + seal
+    ):
+        raise ValueError("h is not the final 32-byte entry of the envelope")
+    first = data[0]
+    if 0x81 <= first <= 0x8F:
+        start, count = 1, first & 0x0F
+    elif first == 0xDE:
+        start, count = 3, int.from_bytes(data[1:3], "big")
+    elif first == 0xDF:
+        start, count = 5, int.from_bytes(data[1:5], "big")
+    else:
+        raise ValueError("an envelope is not a map")
+    return _map_header(count - 1) + data[start:-_SEAL_ENTRY_BYTES], seal
+
+
+def _map_header(count: int) -> bytes:
+    if count <= 0x0F:
+        return bytes([0x80 | count])
+    if count <= 0xFFFF:
+        return b"\xde" + count.to_bytes(2, "big")
+    return b"\xdf" + count.to_bytes(4, "big")
 
 
 @dataclass(slots=True)
@@ -40,9 +116,18 @@ class Envelope:
     correlation_id: str
     causation_id: str
     payload: dict[str, Any] = field(default_factory=dict)
+    chain_hash: bytes = b""
+    """The stored seal ``h`` as decoded (empty for an event written before hashes); writers
+    do not set it, :meth:`seal` computes it."""
 
-    def encode(self) -> bytes:
-        return _packb(
+    def encode(self, previous: bytes = GENESIS) -> bytes:
+        """The stored bytes, sealed after ``previous`` (the hash of the aggregate's previous
+        event; :data:`GENESIS` for its first)."""
+        return self.seal(previous)[0]
+
+    def seal(self, previous: bytes) -> tuple[bytes, bytes]:
+        """(stored bytes, their hash ``h``) of this event chained after ``previous``."""
+        canonical = _packb(
             {
                 "id": self.event_id,
                 "t": self.type,
@@ -56,8 +141,11 @@ class Envelope:
                 "corr": self.correlation_id,
                 "cause": self.causation_id,
                 "d": self.payload,
+                "p": previous[:LINK_BYTES],
             }
         )
+        digest = chain_hash(previous, canonical)
+        return _SEALED_HEADER + canonical[1:] + _SEAL_HEAD + digest, digest
 
     @property
     def aggregate_id(self) -> str:
@@ -87,6 +175,7 @@ def decode_envelope(data: bytes) -> Envelope:
             raw["corr"],
             raw["cause"],
             payload,
+            seal if isinstance(seal := raw.get("h", b""), bytes) else b"",
         )
     except (KeyError, TypeError, ValueError, msgpack.ExtraData, msgpack.FormatError) as exc:
         raise ValidationFailed(f"not a fleetlog event envelope: {exc}") from exc

@@ -6,6 +6,13 @@ sequence of its last event, and where its pending events become envelopes append
 sequence as the optimistic-concurrency expectation. A cached aggregate can be stale when another
 process wrote to it; the append then fails with a conflict and the caller reloads and decides
 again, so the cache is only ever a shortcut, never a source of truth.
+
+Every envelope is sealed with a hash chained to the previous event of its aggregate (see
+``streams/envelope.py``), so a :class:`Loaded` carries, beside the sequence of the aggregate's
+last event, that event's hash: read from the log on load, remembered after a save, or given by
+a read model that folded it (:meth:`AggregateRepository.adopt`). The two travel together, so
+the expectation on the sequence also guards the chain: a writer holding a stale hash holds a
+stale sequence, and its append is refused instead of writing a wrong chain.
 """
 
 from __future__ import annotations
@@ -13,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from core.aggregates import AGGREGATES, RecordedEvent, Resource, timestamp_from_ns
 from core.events import schema_version
-from streams.envelope import Envelope
+from streams.envelope import GENESIS, Envelope, StoredEvent
 from streams.eventstore import EventStore, StoreError, Write
+from streams.integrity import chain_head
 from streams.subjects import AggregateRef
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c2d1e-3c5a-4b8e-9a57-0c7e1f0a9d11")
@@ -37,7 +45,9 @@ def event_id(token: str, index: int) -> str:
 @dataclass
 class Loaded:
     """An aggregate (None if it never existed), the sequence of its last event (0 if none), and
-    the ids of its most recent events (id → (seq, type)) so a duplicate command is recognised."""
+    the ids of its most recent events (id → (seq, type)) so a duplicate command is recognised;
+    ``last_hash`` is the hash of the event at ``last_seq`` (:data:`GENESIS` when there is none),
+    which the next event written chains to."""
 
     ref: AggregateRef
     aggregate: Resource | None
@@ -45,6 +55,7 @@ class Loaded:
     recent: dict[str, tuple[int, str]] = field(default_factory=dict)
     stored_version: int = -1
     """The aggregate's version as stored (-1: take it from the aggregate as given)."""
+    last_hash: bytes = GENESIS
 
     def __post_init__(self) -> None:
         if self.stored_version < 0:
@@ -72,6 +83,9 @@ class Provenance:
     causation_id: str
     token: str
     now_ns: int
+    causes: Mapping[str, str] = field(default_factory=dict)
+    """Per-aggregate causation (subject -> ``causation_id``) for a write that decides on
+    several independent things at once (a scheduler's batch of bindings)."""
 
 
 class AggregateRepository:
@@ -121,24 +135,54 @@ class AggregateRepository:
                 for event in stored
             ),
         )
-        loaded = Loaded(ref, aggregate, stored[-1].seq if stored else 0)
+        loaded = Loaded(
+            ref,
+            aggregate,
+            stored[-1].seq if stored else 0,
+            last_hash=await self._last_hash(ref, stored),
+        )
         for event in stored[-RECENT_EVENTS:]:
             loaded.note(event.envelope.event_id, event.seq, event.envelope.type)
         self._remember(loaded)
         return loaded
 
-    def adopt(self, ref: AggregateRef, build: Callable[[], Resource], last_seq: int) -> Loaded:
-        """The aggregate as a read model holds it at ``last_seq`` (``build`` makes it from
-        the read model, without a read of the log), unless the cache has it at least as fresh.
-        A stale copy is harmless: the append's expectation fails, and the caller decides again
-        on newer state."""
+    async def adopt(
+        self, ref: AggregateRef, build: Callable[[], Resource], last_seq: int, last_hash: bytes
+    ) -> Loaded:
+        """The aggregate as a read model holds it at ``last_seq``, whose event has hash
+        ``last_hash`` (``build`` makes it from the read model, without a read of the log),
+        unless the cache has it at least as fresh. A stale copy is harmless: the append's
+        expectation fails, and the caller decides again on newer state.
+
+        A read model that does not know the hash (``b""``: the event predates hashes, or the
+        model was restored from a snapshot taken before them) gets the aggregate read from the
+        log instead, once; its next write chains right and carries the hash from then on."""
         cached = self._cache.get(ref.subject)
         if cached is not None and cached.last_seq >= last_seq:
             self._cache.move_to_end(ref.subject)
             return cached
-        loaded = Loaded(ref, build(), last_seq)
+        if not last_hash and last_seq:
+            return await self.load(ref, fresh=True)
+        loaded = Loaded(ref, build(), last_seq, last_hash=last_hash)
         self._remember(loaded)
         return loaded
+
+    async def _last_hash(self, ref: AggregateRef, stored: Sequence[StoredEvent]) -> bytes:
+        """The hash of the last of ``stored`` (all of an aggregate's events, in order). Events
+        written before hashes carry none: theirs is implied from their stored bytes, which only
+        a raw read gives, so such a tail costs one more read (once per aggregate: the next
+        write is sealed)."""
+        if not stored:
+            return GENESIS
+        if stored[-1].envelope.chain_hash:
+            return stored[-1].envelope.chain_hash
+        start = len(stored) - 1
+        while start > 0 and not stored[start - 1].envelope.chain_hash:
+            start -= 1
+        previous = stored[start - 1].envelope.chain_hash if start > 0 else GENESIS
+        return await chain_head(
+            self._store, ref.subject, previous, stored[start].seq, stored[-1].seq
+        )
 
     def forget(self, ref: AggregateRef) -> None:
         self._cache.pop(ref.subject, None)
@@ -179,29 +223,29 @@ class AggregateRepository:
                     f"stored version {change.stored_version}; decisions on it overlapped"
                 )
             encoded = []
+            chained = change.last_hash
             for event in events:
                 event_type = type(aggregate).event_type(event)
                 ids.append(event_id(provenance.token, index))
-                encoded.append(
-                    Envelope(
-                        event_id=ids[-1],
-                        type=event_type,
-                        schema_version=schema_version(event_type),
-                        kind=change.ref.kind,
-                        namespace=change.ref.namespace,
-                        name=change.ref.name,
-                        version=event.originator_version,
-                        timestamp_ns=provenance.now_ns,
-                        actor=provenance.actor,
-                        correlation_id=provenance.correlation_id,
-                        causation_id=provenance.causation_id,
-                        payload=type(aggregate).event_payload(event),
-                    ).encode()
-                )
+                data, chained = Envelope(
+                    event_id=ids[-1],
+                    type=event_type,
+                    schema_version=schema_version(event_type),
+                    kind=change.ref.kind,
+                    namespace=change.ref.namespace,
+                    name=change.ref.name,
+                    version=event.originator_version,
+                    timestamp_ns=provenance.now_ns,
+                    actor=provenance.actor,
+                    correlation_id=provenance.correlation_id,
+                    causation_id=provenance.causes.get(change.ref.subject, provenance.causation_id),
+                    payload=type(aggregate).event_payload(event),
+                ).seal(chained)
+                encoded.append(data)
                 types.append(event_type)
                 index += 1
             writes.append(Write(change.ref.subject, encoded, change.last_seq))
-            collected.append((change, len(encoded)))
+            collected.append((change, len(encoded), chained))
         if not writes:
             return []
         try:
@@ -211,11 +255,12 @@ class AggregateRepository:
                 self.forget(change.ref)
             raise
         position = 0
-        for change, count in collected:
+        for change, count, chained in collected:
             for offset in range(position, position + count):
                 change.note(ids[offset], seqs[offset], types[offset])
             position += count
             change.last_seq = seqs[position - 1]
+            change.last_hash = chained
             assert change.aggregate is not None
             change.stored_version = change.aggregate.version
             self._remember(change)
