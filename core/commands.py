@@ -18,7 +18,7 @@ from core.events import Upcasters
 
 VERBS = ("create", "apply", "delete", "scale", "cordon", "uncordon", "status")
 _COMMAND_FIELDS = frozenset(
-    {"v", "id", "actor", "body", "expected_version", "correlation_id", "causation_id"}
+    {"v", "id", "actor", "body", "expected_version", "correlation_id", "causation_id", "source"}
 )
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 
@@ -104,6 +104,8 @@ class Command(BaseModel):
     expected_version: int | None = None
     correlation_id: str | None = None
     causation_id: str | None = None
+    source: str | None = None
+    """Where the command came from, as the client says (host and process): for the audit."""
 
 
 def parse_command(kind: str, verb: str, raw: object) -> Command:
@@ -146,6 +148,9 @@ def parse_command(kind: str, verb: str, raw: object) -> Command:
             if not isinstance(value, str) or not 0 < len(value) <= 128:
                 raise ValidationFailed(f"{link} must be a string of 1-128 characters", field=link)
             chain[link] = value
+    source = raw.get("source")
+    if source is not None and (not isinstance(source, str) or len(source) > 256):
+        raise ValidationFailed("source must be a string of at most 256 characters", field="source")
     _, body = COMMAND_UPCASTERS.upcast(f"cmd:{verb}", version, body)
     try:
         parsed = BODIES[verb].model_validate(body)
@@ -161,6 +166,7 @@ def parse_command(kind: str, verb: str, raw: object) -> Command:
         actor=actor,
         body=parsed,
         expected_version=expected,
+        source=source,
         **chain,
     )
 
@@ -173,6 +179,7 @@ def command_message(
     expected_version: int | None = None,
     correlation_id: str | None = None,
     causation_id: str | None = None,
+    source: str | None = None,
 ) -> dict[str, Any]:
     """The map a client sends for a command (before msgpack)."""
     msg: dict[str, Any] = {
@@ -187,4 +194,6 @@ def command_message(
         msg["correlation_id"] = correlation_id
     if causation_id is not None:
         msg["causation_id"] = causation_id
+    if source is not None:
+        msg["source"] = source
     return msg

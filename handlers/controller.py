@@ -18,10 +18,12 @@ import contextlib
 import heapq
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
+from core.causation import caused_by_event
 from core.errors import FleetError
 from core.replicaset import selector_matches
 from projections.cluster import ClusterModel, ObjectRecord
@@ -35,6 +37,19 @@ log = structlog.get_logger(__name__)
 
 Key = tuple[str, str]
 """(namespace, name) of the object a controller reconciles."""
+
+
+@dataclass(frozen=True)
+class Cause:
+    """What a reconcile acts on behalf of: the event that last dirtied its key (causation
+    ``seq:<n>``) and that event's correlation id, carried on to every command it sends."""
+
+    causation_id: str
+    correlation_id: str | None = None
+
+    def kwargs(self) -> dict[str, str | None]:
+        return {"causation_id": self.causation_id, "correlation_id": self.correlation_id}
+
 
 Reconcile = Callable[[Key], Awaitable[int | None]]
 """Reconcile one key; returns when (wall-clock ns) to look again, or None."""
@@ -55,11 +70,15 @@ class ControllerLoop:
         *,
         keys_of: Callable[[StoredEvent], Iterable[Key]],
         all_keys: Callable[[], Iterable[Key]],
+        kind: str = "",
+        actor: str = "",
         max_in_flight: int = 32,
         period_seconds: float = PERIOD_SECONDS,
         retry_seconds: float = RETRY_SECONDS,
     ) -> None:
         self.role = role
+        self.kind = kind
+        self.actor = actor
         self._projection = projection
         self._leader = leader
         self._reconcile = reconcile
@@ -73,6 +92,8 @@ class ControllerLoop:
         self._in_flight: set[Key] = set()
         self._redo: set[Key] = set()
         self._timers: list[tuple[float, Key]] = []  # (monotonic time, key), a heap
+        self._causes: dict[Key, Cause] = {}
+        self._own_cause: set[Key] = set()  # keys whose cause is an event on the object itself
         self.reconciled = 0
         self.failures = 0
 
@@ -87,8 +108,34 @@ class ControllerLoop:
     def _on_event(self, event: StoredEvent) -> None:
         keys = list(self._keys_of(event))
         if keys:
+            self._note_cause(event, keys)
             self._dirty.update(keys)
             self._wake.set()
+
+    def _note_cause(self, event: StoredEvent, keys: list[Key]) -> None:
+        """Remember why each key is due. A controller's own writes (its status records) are
+        never a cause; a change of the object itself (created, scaled, updated) outranks the
+        dependents' comings and goings until it has been acted on."""
+        e = event.envelope
+        if self.actor and e.actor == self.actor:
+            return
+        cause = Cause(caused_by_event(event.seq), e.correlation_id or None)
+        for key in keys:
+            if e.kind == self.kind and (e.namespace, e.name) == key:
+                self._causes[key] = cause
+                self._own_cause.add(key)
+            elif key not in self._own_cause:
+                self._causes[key] = cause
+
+    def cause(self, key: Key, fallback_seq: int) -> Cause:
+        """Why ``key`` is being reconciled: the last event that dirtied it, or (a new leader's
+        catch-up, with no such event seen) the object's own last event."""
+        return self._causes.get(key) or Cause(caused_by_event(fallback_seq))
+
+    def forget(self, key: Key) -> None:
+        """The object is gone: drop what is remembered about it."""
+        self._causes.pop(key, None)
+        self._own_cause.discard(key)
 
     def _after(self, key: Key, seconds: float) -> None:
         heapq.heappush(self._timers, (time.monotonic() + seconds, key))
@@ -157,6 +204,7 @@ class ControllerLoop:
             async with self._slots:
                 recheck_ns = await self._reconcile(key)
             self.reconciled += 1
+            self._own_cause.discard(key)  # acted on: dependents' events may be causes again
             if recheck_ns is not None:
                 self._after(key, max(0.0, (recheck_ns - time.time_ns()) / 1e9))
         except asyncio.CancelledError:
@@ -273,7 +321,7 @@ async def adopt_orphans(
     owner: dict[str, Any],
     *,
     role: str,
-    cause: str,
+    cause: Cause,
     adoptable: Callable[[ObjectRecord], bool] = lambda record: True,
 ) -> list[int]:
     """Adopt the namespace's orphans whose labels the owner's ``selector`` matches: an apply
@@ -295,7 +343,7 @@ async def adopt_orphans(
                 {"manifest": with_controller(record.manifest, owner)},
                 idempotency_key=f"{role}.adopt.{record.uid}.{record.version}",
                 expected_version=record.version,
-                causation_id=cause,
+                **cause.kwargs(),
             )
         except FleetError as exc:
             log.info(

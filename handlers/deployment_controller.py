@@ -40,7 +40,7 @@ from core.deployment import (
 )
 from core.errors import FleetError
 from core.replicaset import count_pods, ranked_pod
-from handlers.controller import ControllerIndex, ControllerLoop, Key, adopt_orphans
+from handlers.controller import Cause, ControllerIndex, ControllerLoop, Key, adopt_orphans
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection, digest_of
 from streams.commandbus import CommandClient
@@ -71,6 +71,8 @@ class DeploymentController:
             leader,
             self.reconcile,
             keys_of=self._keys_of,
+            kind="Deployment",
+            actor=ACTOR,
             all_keys=lambda: [(r.namespace, r.name) for r in projection.model.list("Deployment")],
             **options,
         )
@@ -116,6 +118,7 @@ class DeploymentController:
         namespace, name = key
         deployment = self._projection.model.get("Deployment", namespace, name)
         if deployment is None:
+            self.loop.forget(key)
             return None
         now_ns = time.time_ns()
         adopted = await adopt_orphans(
@@ -133,7 +136,7 @@ class DeploymentController:
                 "blockOwnerDeletion": True,
             },
             role=ROLE,
-            cause=f"Deployment/{namespace}/{name}@{deployment.version}",
+            cause=self.loop.cause(key, deployment.last_seq),
         )
         if adopted:
             await self._projection.wait_for(max(adopted))
@@ -150,7 +153,7 @@ class DeploymentController:
             name, namespace, deployment.uid, deployment.manifest, owned, now_ns, names_taken=taken
         )
 
-        cause = f"Deployment/{namespace}/{name}@{deployment.version}"
+        cause = self.loop.cause(key, deployment.last_seq)
         seqs: list[int] = []
         for action in plan.actions:
             seqs.extend(await self._carry_out(deployment, action, cause))
@@ -191,7 +194,7 @@ class DeploymentController:
         self,
         deployment: ObjectRecord,
         action: CreateReplicaSet | ScaleReplicaSet | AnnotateReplicaSet | DeleteReplicaSet,
-        cause: str,
+        cause: Cause,
     ) -> list[int]:
         """Carry out one action; the sequences of the events it wrote."""
         namespace = deployment.namespace
@@ -204,7 +207,7 @@ class DeploymentController:
                 "create",
                 {"manifest": action.manifest},
                 idempotency_key=f"{ROLE}.create.{uid}.{rs_name}",
-                causation_id=cause,
+                **cause.kwargs(),
             )
             return created.seqs
         if isinstance(action, DeleteReplicaSet):
@@ -218,7 +221,7 @@ class DeploymentController:
                     {"name": action.name, "namespace": namespace, "reason": action.reason},
                     idempotency_key=f"{ROLE}.delete.{action.uid}",
                     expected_version=record.version,
-                    causation_id=cause,
+                    **cause.kwargs(),
                 )
             except FleetError as exc:
                 if exc.code == "not_found":
@@ -247,7 +250,7 @@ class DeploymentController:
                     "reason": action.reason,
                 },
                 idempotency_key=f"{ROLE}.scale.{record.uid}.{record.version}.{action.replicas}",
-                causation_id=cause,
+                **cause.kwargs(),
             )
             seqs.extend(outcome.seqs)
         annotations = action.annotations
@@ -259,7 +262,7 @@ class DeploymentController:
                 {"name": action.name, "namespace": namespace, "annotations": annotations},
                 idempotency_key=f"{ROLE}.annotate.{record.uid}.{digest_of(annotations)[:16]}"
                 f".{record.version}",
-                causation_id=cause,
+                **cause.kwargs(),
             )
             seqs.extend(outcome.seqs)
         return seqs
@@ -269,7 +272,7 @@ class DeploymentController:
         deployment: ObjectRecord,
         status: dict[str, Any],
         annotations: dict[str, str],
-        cause: str,
+        cause: Cause,
     ) -> None:
         current = (deployment.manifest.get("metadata") or {}).get("annotations") or {}
         unchanged = deployment.manifest.get("status") == status and all(
@@ -288,7 +291,7 @@ class DeploymentController:
             },
             idempotency_key=f"{ROLE}.status.{deployment.uid}.{deployment.version}"
             f".{digest_of([status, annotations])[:16]}",
-            causation_id=cause,
+            **cause.kwargs(),
         )
         if outcome.seqs:
             await self._projection.wait_for(max(outcome.seqs))

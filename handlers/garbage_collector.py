@@ -53,6 +53,7 @@ from typing import Any
 import structlog
 from nats.aio.client import Client
 
+from core.causation import caused_by_event
 from core.errors import FleetError
 from core.garbagecollection import (
     Collection,
@@ -124,6 +125,8 @@ class GarbageCollector:
         self._retry_at: dict[Key, float] = {}
         self._waiting_on: dict[str, set[Key]] = {}
         self._in_flight_lookups: set[str] = set()
+        # key -> (seq, correlation id) of the event that made it due: its deletion's cause.
+        self._causes: dict[Key, tuple[int, str | None]] = {}
         self.collected = 0
         self.orphaned = 0
 
@@ -185,28 +188,37 @@ class GarbageCollector:
 
     def _on_event(self, event: StoredEvent) -> None:
         e = event.envelope
-        key = (e.kind, e.namespace, e.name)
+        due = self._follow(event, (e.kind, e.namespace, e.name))
+        if not due:
+            return
+        cause = (event.seq, e.correlation_id or None)
+        for key in due:
+            self._causes[key] = cause
+        self._dirty.update(due)
+        self._wake.set()
+
+    def _follow(self, event: StoredEvent, key: Key) -> set[Key]:
+        """Index what the event changed; the objects it makes due for a decision."""
+        e = event.envelope
         if e.type == f"{e.kind}Deleted":
             uid = self._uid_of.get(key)
-            dependents = self._dependents.get(key, set())
+            due = set(self._dependents.get(key, set()))
             self._unindex(key)
-            if uid and dependents:
+            if uid and due:
                 self._remember(uid, str(e.payload.get("propagation_policy") or "Background"))
-            self._dirty.update(dependents)
             if e.kind == "Namespace":
-                self._dirty.update(k for k in self._projection.model.objects if k[1] == e.name)
+                due.update(k for k in self._projection.model.objects if k[1] == e.name)
             elif e.kind == "Node":
-                self._dirty.update(
+                due.update(
                     (r.kind, r.namespace, r.name)
                     for r in self._projection.model.list("Pod")
                     if r.manifest.get("spec", {}).get("nodeName") == e.name
                 )
-        elif e.type in (f"{e.kind}Created", f"{e.kind}Updated"):
+            return due
+        if e.type in (f"{e.kind}Created", f"{e.kind}Updated"):
             self._index(key)
-            self._dirty.add(key)
-        else:
-            return
-        self._wake.set()
+            return {key}
+        return set()
 
     def _remember(self, uid: str, fate: str) -> None:
         if len(self._fates) >= MAX_FATES:
@@ -392,13 +404,17 @@ class GarbageCollector:
         verdict: Collection,
     ) -> None:
         kind, namespace, name = key
+        seen = self._causes.pop(key, None)
         cause = (
-            f"namespace/{namespace}"
+            caused_by_event(seen[0])
+            if seen is not None
+            else f"namespace/{namespace}"
             if verdict.reason.startswith("namespace")
             else f"owner/{verdict.removed_uids[0]}"
             if verdict.removed_uids
             else f"{ROLE}/{uid}"
         )
+        correlation = seen[1] if seen is not None else None
         retry = False
         try:
             async with self._slots:
@@ -415,6 +431,7 @@ class GarbageCollector:
                         idempotency_key=delete_key(uid),
                         expected_version=version,
                         causation_id=cause[:128],
+                        correlation_id=correlation,
                     )
                 else:
                     outcome = await self._commands.send(
@@ -424,6 +441,7 @@ class GarbageCollector:
                         idempotency_key=unown_key(uid, version),
                         expected_version=version,
                         causation_id=cause[:128],
+                        correlation_id=correlation,
                     )
             if not outcome.replayed:
                 if verdict.action == "delete":

@@ -60,6 +60,7 @@ from core.aggregates import (
     Workload,
     timestamp_from_ns,
 )
+from core.causation import caused_by_command
 from core.commands import (
     Command,
     DeleteBody,
@@ -84,6 +85,7 @@ from core.resources import (
 from projections.cluster import ClusterModel
 from projections.policies import NamespacePolicies
 from projections.runtime import Projection
+from streams.audit import AuditRecord, AuditWriter
 from streams.eventstore import ConcurrencyConflict, EventStore
 from streams.repository import AggregateRepository, Loaded, Provenance
 from streams.serving import serve
@@ -119,6 +121,8 @@ class CommandContext:
     manifest: dict[str, Any] | None = None
     request_hash: str = ""
     reply: dict[str, Any] | None = None
+    denied: bool = False
+    """Refused by authorization (audited as ``denied``, not ``rejected``)."""
 
     @property
     def correlation_id(self) -> str:
@@ -206,6 +210,7 @@ class Authorize:
         namespace = ctx.ref.namespace
         if not self._policy.allows(ctx.actor, ctx.verb, ctx.kind, namespace):
             where = namespace or "the cluster"
+            ctx.denied = True
             raise FleetError(
                 f"{ctx.actor} may not {ctx.verb} {ctx.kind.lower()}s in {where}",
                 code="forbidden",
@@ -406,7 +411,7 @@ class Execute:
         provenance = Provenance(
             actor=ctx.actor,
             correlation_id=ctx.correlation_id,
-            causation_id=command.causation_id or command.idempotency_key,
+            causation_id=command.causation_id or caused_by_command(command.idempotency_key),
             token=token,
             now_ns=ctx.received_ns,
         )
@@ -584,6 +589,46 @@ class Execute:
 # -- the service ---------------------------------------------------------------------------
 
 
+def audit_record(ctx: CommandContext, reply: dict[str, Any]) -> AuditRecord:
+    """What the audit trail keeps of one answered command (whatever stage it reached)."""
+    command, ref = ctx.command, ctx.ref
+    error = reply.get("error") or {}
+    outcome = "accepted" if reply.get("ok") else "denied" if ctx.denied else "rejected"
+    kind, verb = ctx.kind, ctx.verb
+    if not kind:
+        with contextlib.suppress(Exception):
+            kind, verb = parse_command_subject(ctx.subject)
+    raw = ctx.raw if isinstance(ctx.raw, dict) else {}
+    body = raw.get("body") if isinstance(raw.get("body"), dict) else {}
+    manifest_meta = ((body or {}).get("manifest") or {}).get("metadata") or {}
+    if not isinstance(manifest_meta, dict):
+        manifest_meta = {}
+    name = ref.name if ref else str((body or {}).get("name") or manifest_meta.get("name") or "")
+    namespace = (
+        ref.namespace
+        if ref
+        else str((body or {}).get("namespace") or manifest_meta.get("namespace") or "")
+    )
+    return AuditRecord(
+        time_ns=ctx.received_ns,
+        outcome=outcome,
+        actor=ctx.actor or (command.actor if command else str(raw.get("actor") or ""))[:256],
+        verb=verb or "",
+        kind=kind or "",
+        namespace=namespace[:253],
+        name=name[:253],
+        command_id=command.idempotency_key if command else str(raw.get("id") or "")[:128],
+        correlation_id=ctx.correlation_id,
+        causation_id=(command.causation_id or "") if command else "",
+        source=(command.source or "") if command else str(raw.get("source") or "")[:256],
+        code=str(error.get("code") or ""),
+        message=str(error.get("message") or "")[:1000],
+        error_field=str(error.get("field") or ""),
+        events=list(reply.get("events") or []),
+        seqs=list(reply.get("seqs") or []),
+    )
+
+
 Handler = Callable[[CommandContext], Awaitable[None]]
 
 
@@ -623,19 +668,26 @@ class Gateway:
         )
         self._slots = asyncio.Semaphore(max_in_flight)
         self.handled = 0
+        self.audit = AuditWriter(nc)
 
     @classmethod
     async def create(cls, nc: Client, store: EventStore, **options: Any) -> Gateway:
         return cls(nc, store, **options)
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        """Serve until cancelled; in-flight commands finish before this returns."""
+        """Serve until cancelled; in-flight commands finish (and their audit records are
+        written) before this returns."""
         followed = (self.priority_classes, self.limit_ranges.projection, self.quotas.projection)
         for projection in followed:
             await projection.catch_up()
             await projection.follow()
         try:
-            await self._serve_commands(ready)
+            async with asyncio.TaskGroup() as tasks:
+                writer = tasks.create_task(self.audit.run())
+                try:
+                    await self._serve_commands(ready)
+                finally:
+                    writer.cancel()
         finally:
             for projection in followed:
                 await projection.stop()
@@ -651,15 +703,21 @@ class Gateway:
 
     async def _serve(self, msg: Msg) -> None:
         try:
-            reply = await self.handle(msg.subject, msg.data)
+            ctx = CommandContext(subject=msg.subject, data=msg.data, received_ns=time.time_ns())
+            reply = await self.handle_context(ctx)
             if msg.reply:
                 await self._nc.publish(msg.reply, msgpack.packb(reply, use_bin_type=True))
+            await self.audit.record(audit_record(ctx, reply))
         finally:
             self._slots.release()
 
     async def handle(self, subject: str, data: bytes) -> dict[str, Any]:
-        """Run one command through the pipeline and return the answer."""
+        """Run one command through the pipeline and return the answer (not audited)."""
         ctx = CommandContext(subject=subject, data=data, received_ns=time.time_ns())
+        return await self.handle_context(ctx)
+
+    async def handle_context(self, ctx: CommandContext) -> dict[str, Any]:
+        subject = ctx.subject
         self.handled += 1
         with structlog.contextvars.bound_contextvars(subject=subject):
             try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime
 
 import structlog
 from nats.aio.client import Client
@@ -41,6 +42,19 @@ log = structlog.get_logger(__name__)
 
 ROLE = "node-lifecycle-controller"
 ACTOR = f"system:{ROLE}"
+
+
+def heartbeat_cause(transition: Transition) -> str:
+    """The cause of a Ready change, in words (it lies outside the log: heartbeats live in a KV
+    bucket): ``missed heartbeats: last at …, grace 40s`` or ``heartbeat at …``."""
+    beat = transition.last_heartbeat_ns
+    when = (
+        datetime.fromtimestamp(beat / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if beat else None
+    )
+    if transition.status == "True":
+        return f"heartbeat at {when}" if when else "heartbeat"
+    grace = f"grace {transition.grace_seconds:g}s"
+    return f"missed heartbeats: last at {when}, {grace}" if when else f"no heartbeat, {grace}"
 
 
 class NodeLifecycleController:
@@ -125,7 +139,7 @@ class NodeLifecycleController:
     async def _record(self, transition: Transition, now_ns: int) -> None:
         ref = AggregateRef("Node", "", transition.name)
         token = f"{ROLE}.{transition.name}.{transition.status}.{now_ns}"
-        cause = f"lease/{transition.name}/{transition.last_heartbeat_ns or 'never'}"
+        cause = heartbeat_cause(transition)
         async with self._repository.lock(ref):
             loaded = await self._repository.load(ref, fresh=True)
             node = loaded.aggregate

@@ -60,6 +60,8 @@ class QuotaController:
             leader,
             self.reconcile,
             keys_of=self._keys_of,
+            kind="ResourceQuota",
+            actor=ACTOR,
             all_keys=lambda: [
                 (r.namespace, r.name) for r in projection.model.list("ResourceQuota")
             ],
@@ -120,10 +122,12 @@ class QuotaController:
                         pod=pod, usage=usage, reason="counted: existed before the quota", at=at
                     )
                 token = f"{ROLE}.{quota.uid}.{seen}"
+                cause = self.loop.cause(key, loaded.last_seq)
+                provenance = Provenance(
+                    ACTOR, cause.correlation_id or token, cause.causation_id, token, now
+                )
                 try:
-                    await self._repository.save(
-                        [loaded], Provenance(ACTOR, token, f"{ref}@{seen}", token, now)
-                    )
+                    await self._repository.save([loaded], provenance)
                 except ConcurrencyConflict:
                     continue  # a gateway charged or released meanwhile: decide again
             self.released += len(release)

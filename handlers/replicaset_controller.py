@@ -44,7 +44,7 @@ from nats.aio.client import Client
 from core.errors import FleetError
 from core.quota import is_terminal
 from core.replicaset import PodCounts, RankedPod, plan_replica_set, ranked_pod
-from handlers.controller import ControllerIndex, ControllerLoop, Key, adopt_orphans
+from handlers.controller import Cause, ControllerIndex, ControllerLoop, Key, adopt_orphans
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection, digest_of
 from streams.commandbus import CommandClient, Outcome
@@ -110,6 +110,8 @@ class ReplicaSetController:
             leader,
             self.reconcile,
             keys_of=self._keys_of,
+            kind="ReplicaSet",
+            actor=ACTOR,
             all_keys=lambda: [(r.namespace, r.name) for r in projection.model.list("ReplicaSet")],
             **options,
         )
@@ -147,10 +149,11 @@ class ReplicaSetController:
         rs = self._projection.model.get("ReplicaSet", namespace, name)
         if rs is None:
             self._failures.pop(key, None)
+            self.loop.forget(key)
             return None
         now_ns = time.time_ns()
         spec = rs.manifest.get("spec") or {}
-        cause = f"ReplicaSet/{namespace}/{name}@{rs.version}"
+        cause = self.loop.cause(key, rs.last_seq)
         adopted = await adopt_orphans(
             self._commands,
             self._projection,
@@ -213,7 +216,7 @@ class ReplicaSetController:
         return out
 
     async def _create_pods(
-        self, rs: ObjectRecord, count: int, cause: str, seqs: list[int]
+        self, rs: ObjectRecord, count: int, cause: Cause, seqs: list[int]
     ) -> str | None:
         """Create ``count`` pods in slow-start batches; the first refusal ends it (returned)."""
         remaining, batch = count, 1
@@ -243,18 +246,18 @@ class ReplicaSetController:
             batch *= 2
         return None
 
-    async def _create_pod(self, rs: ObjectRecord, cause: str) -> Outcome:
+    async def _create_pod(self, rs: ObjectRecord, cause: Cause) -> Outcome:
         name = generated_name(rs.name)
         return await self._commands.send(
             "Pod",
             "create",
             {"manifest": pod_from_template(rs, name)},
             idempotency_key=f"{ROLE}.create.{rs.uid}.{name}",
-            causation_id=cause,
+            **cause.kwargs(),
         )
 
     async def _delete_pods(
-        self, rs: ObjectRecord, victims: list[RankedPod], active: int, cause: str, seqs: list[int]
+        self, rs: ObjectRecord, victims: list[RankedPod], active: int, cause: Cause, seqs: list[int]
     ) -> None:
         desired = int((rs.manifest.get("spec") or {}).get("replicas", 1))
         reason = f"replica set {rs.name} has {active} pods and wants {desired}"
@@ -271,7 +274,7 @@ class ReplicaSetController:
                     {"name": pod_name, "namespace": pod_namespace, "reason": reason},
                     idempotency_key=f"{ROLE}.delete.{record.uid}",
                     expected_version=record.version,
-                    causation_id=cause,
+                    **cause.kwargs(),
                 )
             except FleetError as exc:
                 if exc.code != "not_found":
@@ -321,7 +324,7 @@ class ReplicaSetController:
             "status",
             {"name": rs.name, "namespace": rs.namespace, "status": status},
             idempotency_key=f"{ROLE}.status.{rs.uid}.{rs.version}.{digest_of(status)[:16]}",
-            causation_id=cause,
+            **cause.kwargs(),
         )
         if outcome.seqs:
             await self._projection.wait_for(max(outcome.seqs))

@@ -28,6 +28,7 @@ import structlog
 from nats.aio.client import Client
 
 from core.aggregates import Pod, timestamp_from_ns
+from core.causation import caused_by_event
 from core.errors import FleetError
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
@@ -261,8 +262,9 @@ class SimulatedPods:
                     self._repository.forget(ref)
                     raise
                 token = f"sim.start.{pod.uid}.{seen_version}"
+                cause = caused_by_event(loaded.last_seq)
                 written = await self._repository.save(
-                    [loaded], Provenance(ACTOR, token, f"{ref}@{seen_version}", token, now)
+                    [loaded], Provenance(ACTOR, token, cause, token, now)
                 )
                 wrote = wrote or bool(written)
         return wrote

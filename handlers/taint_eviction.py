@@ -32,6 +32,7 @@ import time
 import structlog
 from nats.aio.client import Client
 
+from core.causation import caused_by_event
 from core.errors import FleetError
 from core.nodelifecycle import DEFAULT_MONITOR_PERIOD_SECONDS
 from core.tainteviction import (
@@ -84,6 +85,7 @@ class TaintEvictionController:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._wake = asyncio.Event()
         self._taints: dict[str, tuple[NoExecuteTaint, ...]] = {}
+        self._taint_cause: dict[str, tuple[int, str | None]] = {}
         self._first_seen: dict[tuple[str, str, str], int] = {}
         self._pods_on: dict[str, set[str]] = {}
         self._node_of: dict[str, str] = {}
@@ -99,21 +101,25 @@ class TaintEvictionController:
     def _seed(self) -> None:
         model = self._projection.model
         for node in model.list("Node"):
-            self._node_changed(node.name, node.updated_ns)
+            if self._node_changed(node.name, node.updated_ns):
+                self._taint_cause[node.name] = (node.last_seq, None)
         for pod in model.list("Pod"):
             self._pod_changed(pod.namespace, pod.name)
 
     def _on_event(self, event: StoredEvent) -> None:
         e = event.envelope
         if e.kind == "Node":
-            self._node_changed(e.name, e.timestamp_ns)
+            if self._node_changed(e.name, e.timestamp_ns):
+                # The event that tainted the node is what its evictions are caused by.
+                self._taint_cause[e.name] = (event.seq, e.correlation_id or None)
         elif e.kind == "Pod":
             self._pod_changed(e.namespace, e.name)
         else:
             return
         self._wake.set()
 
-    def _node_changed(self, name: str, at_ns: int) -> None:
+    def _node_changed(self, name: str, at_ns: int) -> bool:
+        """Follow a node's NoExecute taints; True if they changed."""
         record = self._projection.model.get("Node", "", name)
         found = (
             noexecute_taints(record.manifest, fallback_added_ns=_UNSTAMPED)
@@ -122,14 +128,16 @@ class TaintEvictionController:
         )
         taints = tuple(self._stamped(name, taint, at_ns) for taint in found)
         if taints == self._taints.get(name, ()):
-            return
+            return False
         if taints:
             self._taints[name] = taints
         else:
             self._taints.pop(name, None)
+            self._taint_cause.pop(name, None)
         live = {(name, t.key, t.value) for t in taints}
         self._first_seen = {k: v for k, v in self._first_seen.items() if k[0] != name or k in live}
         self._dirty_nodes.add(name)
+        return True
 
     def _stamped(self, node: str, taint: NoExecuteTaint, at_ns: int) -> NoExecuteTaint:
         if taint.added_ns != _UNSTAMPED:
@@ -235,6 +243,13 @@ class TaintEvictionController:
             with contextlib.suppress(ValueError):
                 self._projection.listeners.remove(self._on_event)
 
+    def _cause_of(self, node: str, verdict: Verdict) -> dict[str, str | None]:
+        """The event that put the taint on the node (``seq:<n>``), with its correlation."""
+        seen = self._taint_cause.get(node)
+        if seen is None:
+            return {"causation_id": f"node {node} tainted {verdict.taint}"[:128]}
+        return {"causation_id": caused_by_event(seen[0]), "correlation_id": seen[1]}
+
     async def _evict(self, key: str, verdict: Verdict) -> None:
         namespace, _, name = key.partition("/")
         record = self._projection.model.get("Pod", namespace, name)
@@ -248,7 +263,7 @@ class TaintEvictionController:
                     "delete",
                     {"name": name, "namespace": namespace, "reason": verdict.reason},
                     idempotency_key=eviction_key(record.uid),
-                    causation_id=f"node/{node}/{verdict.taint}"[:128],
+                    **self._cause_of(node, verdict),
                 )
             self.evicted += 1
             log.info("taint_eviction.evicted", pod=key, node=node, reason=verdict.reason)

@@ -8,6 +8,8 @@ timeout is applied at most once however many gateways see it.
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +47,11 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def default_source() -> str:
+    """``host/pid``: where this process's commands come from, for the audit trail."""
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
 def new_idempotency_key() -> str:
     return uuid.uuid4().hex
 
@@ -52,9 +59,10 @@ def new_idempotency_key() -> str:
 class CommandClient:
     """Sends commands through one NATS connection on behalf of one actor."""
 
-    def __init__(self, nc: Client, *, actor: str) -> None:
+    def __init__(self, nc: Client, *, actor: str, source: str | None = None) -> None:
         self._nc = nc
         self.actor = actor
+        self.source = source if source is not None else default_source()
 
     async def send(
         self,
@@ -78,6 +86,7 @@ class CommandClient:
                 expected_version=expected_version,
                 correlation_id=correlation_id,
                 causation_id=causation_id,
+                source=self.source,
             ),
             use_bin_type=True,
         )

@@ -3,7 +3,7 @@
 ``FLEET`` is the log of record: file storage, no deletes, no purges, no rollups, atomic batches
 on, direct gets on (reading one aggregate is a single batched direct get), and a duplicate
 window in which a resent Msg-Id is stored once. Projection snapshots live in the object store
-``fleet_snapshots``.
+``fleet_snapshots``; the audit trail of commands in ``FLEET_AUDIT`` (``streams/audit.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from nats.aio.client import Client
 from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError
 
+from streams.audit import ensure_audit_stream
 from streams.subjects import ALL_EVENTS
 from streams.telemetry import ensure_telemetry_streams
 
@@ -52,8 +53,10 @@ def fleet_stream_config(replicas: int = 1) -> dict[str, Any]:
 
 async def ensure_streams(nc: Client, *, replicas: int = 1) -> None:
     """Create FLEET and the buckets if missing; check an existing FLEET is fit for use. Also
-    the age-limited logs and metrics streams (``streams/telemetry.py``)."""
+    the audit trail (``streams/audit.py``) and the age-limited logs and metrics streams
+    (``streams/telemetry.py``)."""
     await _ensure_fleet(nc, replicas)
+    await ensure_audit_stream(nc, replicas=replicas)
     await ensure_telemetry_streams(nc, replicas=replicas)
     js = nc.jetstream()
     try:

@@ -326,6 +326,20 @@ class EventStore:
                 return out
             next_seq = batch[-1].seq + 1
 
+    async def get_event(self, seq: int) -> StoredEvent | None:
+        """The event at stream sequence ``seq`` (one direct get), or None if there is none."""
+        request = json.dumps({"seq": seq}).encode()
+        msg = await self._nc.request(f"$JS.API.DIRECT.GET.{self.stream}", request, timeout=5)
+        headers = msg.headers or {}
+        if headers.get("Status"):
+            return None
+        return StoredEvent(
+            seq=int(headers["Nats-Sequence"]),
+            subject=headers.get("Nats-Subject", ""),
+            stored_ns=parse_rfc3339_ns(headers.get("Nats-Time-Stamp", "")),
+            envelope=decode_envelope(msg.data),
+        )
+
     async def last_seq(self, subject: str) -> int:
         """The stream sequence of the last event on ``subject`` (0 if there is none)."""
         request = json.dumps({"last_by_subj": subject}).encode()

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from core.aggregates import Node, Pod, timestamp_from_ns
+from core.causation import caused_by_event
 from core.errors import FleetError
 from core.podlifecycle import (
     BackoffState,
@@ -118,7 +119,8 @@ class PodRecorder:
                 changes = [loaded] if host is None else [loaded, host]
                 try:
                     written = await self._repository.save(
-                        changes, Provenance(self.actor, token, f"{ref}@{seen}", token, now)
+                        changes,
+                        Provenance(self.actor, token, caused_by_event(loaded.last_seq), token, now),
                     )
                 except ConcurrencyConflict:
                     continue

@@ -110,7 +110,11 @@ async def test_deleting_an_owner_deletes_its_dependents_and_records_who_and_why(
             assert deleted.payload["reason"] == (
                 f'garbage collected: owner Deployment "web" (uid {web}) was deleted'
             )
-            assert deleted.causation_id == f"owner/{web}"
+            # Caused by the owner's deletion event, in the same correlation.
+            owner_deleted = await last_event(store, "Deployment", "web")
+            web_events = await store.read_subject(event_subject("Deployment", "default", "web"))
+            assert deleted.causation_id == f"seq:{web_events[-1].seq}"
+            assert deleted.correlation_id == owner_deleted.correlation_id
         owner_deleted = await last_event(store, "Deployment", "web")
         assert owner_deleted.payload["propagation_policy"] == "Background"
         await asyncio.sleep(0.3)

@@ -15,6 +15,7 @@ from core.tainteviction import parse_time_added
 from handlers.gateway import Gateway
 from handlers.node_lifecycle import NodeLifecycleController
 from handlers.taint_eviction import ACTOR, TaintEvictionController
+from ops.audit_cli import causal_chain
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.cancellation import checkpoint
@@ -158,6 +159,13 @@ async def test_noexecute_taints_evict_pods_as_their_tolerations_say_and_recovery
         zero = await deletion(store, "zero")
         assert zero is not None and zero.timestamp_ns <= brief.timestamp_ns
         assert "tolerated for 0s, elapsed" in zero.payload["reason"]
+        # Why was it deleted? The node went NotReady, because its heartbeats stopped.
+        history = await store.read_subject(event_subject("Pod", "default", "brief"))
+        chain = await causal_chain(store, history[-1])
+        types = [link.event.envelope.type for link in chain if link.event is not None]
+        assert types == ["PodDeleted", "NodeNotReady"]
+        assert chain[-1].root.startswith("missed heartbeats: last at ")
+        assert chain[-1].root.endswith("(observed by system:node-lifecycle-controller)")
         assert "default/patient" in eviction.scheduled
 
         # The node comes back before "patient"'s 3 s: its eviction is cancelled.

@@ -1,0 +1,265 @@
+"""``fleetlog why`` and ``fleetlog audit``: causes and the audit trail, from the command line.
+
+Why this exists: these are the questions only an event-sourced orchestrator can answer —
+*why* is this object in this state (each event names its cause: ``core.causation``), and *who
+asked for what, from where, with what result* (every command the gateway answered is in
+``FLEET_AUDIT``: ``streams/audit.py``), including commands that were refused and so never
+touched the log.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from core.causation import parse_cause
+from core.errors import FleetError, NotFound, ValidationFailed
+from core.events import summarize
+from ops import render
+from ops.client import is_namespaced, parse_since, resolve_kind, session, split_ref
+from ops.clitools import run
+from streams.audit import OUTCOMES, AuditRecord, audit_filter, read_audit
+from streams.envelope import StoredEvent
+from streams.eventstore import EventStore
+from streams.subjects import event_subject
+
+MAX_LINKS = 200
+
+
+# -- why ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Link:
+    """One step of a causal chain: an event, or the root outside the log."""
+
+    event: StoredEvent | None
+    root: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.event is None:
+            return {"root": self.root}
+        return render.event_dict(self.event)
+
+
+async def causal_chain(store: EventStore, start: StoredEvent) -> list[Link]:
+    """From ``start`` back along each event's ``causation_id`` to the command (or the outside
+    cause) at the root; one direct read per link."""
+    chain = [Link(start)]
+    seen = {start.seq}
+    current = start
+    while len(chain) < MAX_LINKS:
+        cause = parse_cause(current.envelope.causation_id)
+        if cause.kind == "event":
+            if cause.seq in seen:
+                chain.append(Link(None, f"a cycle at sequence {cause.seq} (a recording bug)"))
+                break
+            found = await store.get_event(cause.seq)
+            if found is None:
+                chain.append(Link(None, f"event at sequence {cause.seq} (not in the log)"))
+                break
+            seen.add(found.seq)
+            chain.append(Link(found))
+            current = found
+            continue
+        actor = current.envelope.actor
+        if cause.kind == "command":
+            chain.append(Link(None, f"command {cause.command} issued by {actor}"))
+        elif cause.kind == "other":
+            chain.append(Link(None, f"{cause.text} (observed by {actor})"))
+        else:
+            chain.append(Link(None, f"no recorded cause (written by {actor})"))
+        break
+    return chain
+
+
+def chain_lines(chain: list[Link]) -> list[str]:
+    lines = []
+    for depth, link in enumerate(chain):
+        arrow = "" if depth == 0 else "← "
+        pad = "  " * min(depth, 12)
+        if link.event is None:
+            lines.append(f"{pad}{arrow}{link.root}")
+            continue
+        e = link.event.envelope
+        where = render.object_name(e.kind, e.namespace, e.name)
+        lines.append(
+            f"{pad}{arrow}{e.type} #{link.event.seq} {where} by {e.actor} at "
+            f"{render.iso(e.timestamp_ns)}: {summarize(e.type, e.payload)}"
+        )
+    return lines
+
+
+@click.command()
+@click.argument("ref")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("--event", "event_seq", type=int, default=None, help="Explain this event (SEQ).")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+@run
+async def why(
+    ctx: click.Context, ref: str, namespace: str, event_seq: int | None, output: str
+) -> None:
+    """The causal chain behind an object's current state (its last event), or behind one of
+    its events, back to the command that started it and who issued it."""
+    kind, name = split_ref(ref)
+    scope = namespace if is_namespaced(kind) else ""
+    async with session(ctx.obj["server"], ctx.obj["actor"]) as s:
+        history = await s.store.read_subject(event_subject(kind, scope, name))
+        if not history:
+            raise NotFound(f"no events for {render.object_name(kind, scope, name)}")
+        if event_seq is None:
+            start = history[-1]
+        else:
+            start = next((event for event in history if event.seq == event_seq), None)
+            if start is None:
+                raise NotFound(
+                    f"event {event_seq} is not an event of {render.object_name(kind, scope, name)}"
+                    f" (its events: {', '.join(str(e.seq) for e in history[-10:])}…)"
+                )
+        chain = await causal_chain(s.store, start)
+    if output == "json":
+        click.echo(json.dumps([link.as_dict() for link in chain], default=str))
+        return
+    click.echo("\n".join(chain_lines(chain)))
+
+
+# -- audit -------------------------------------------------------------------------------------
+
+AUDIT_HEADERS = ["TIME", "OUTCOME", "ACTOR", "VERB", "OBJECT", "RESULT", "SOURCE"]
+
+
+def _parse_time(text: str | None, now: datetime, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_since(text.lstrip("-"), now)
+    except ValidationFailed as exc:
+        raise ValidationFailed(f"{option} {text!r}: {exc.message.split(': ', 1)[-1]}") from None
+
+
+def matches(
+    record: AuditRecord,
+    *,
+    actor: str | None,
+    name: str | None,
+    namespace: str | None,
+    event_type: str | None,
+    until_ns: int | None,
+) -> bool:
+    """The filters the subject cannot express."""
+    if actor is not None and record.actor != actor:
+        return False
+    if name is not None and record.name != name:
+        return False
+    if namespace is not None and record.namespace != namespace:
+        return False
+    if event_type is not None and event_type not in record.events:
+        return False
+    return until_ns is None or record.time_ns <= until_ns
+
+
+def audit_row(record: AuditRecord) -> list[str]:
+    if record.outcome == "accepted":
+        result = ", ".join(record.events) or "unchanged"
+    else:
+        result = f"{record.code}: {record.message}"
+        if len(result) > 100:
+            result = result[:97] + "..."
+    return [
+        render.iso(record.time_ns),
+        record.outcome,
+        record.actor,
+        record.verb,
+        record.object_ref(),
+        result,
+        record.source or "-",
+    ]
+
+
+@click.group(invoke_without_command=True)
+@click.option("--actor", default=None, help="Only commands by this actor (user:alice, system:…).")
+@click.option("--kind", default=None, help="Only commands on this kind.")
+@click.option("--name", default=None, help="Only commands on objects with this name.")
+@click.option("-n", "--namespace", default=None, help="Only this namespace.")
+@click.option("--type", "event_type", default=None, help="Only commands that wrote this event.")
+@click.option("--verb", default=None, help="create, apply, delete, scale, cordon, status …")
+@click.option("--since", default=None, help="From a duration ago (10m, 2h) or a time.")
+@click.option("--until", default=None, help="Up to a duration ago or a time.")
+@click.option("--outcome", type=click.Choice(OUTCOMES), default=None)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def audit(ctx: click.Context, **options: Any) -> None:
+    """Who asked for what, on what, from where, with what result: every command the gateway
+    answered, refused ones included (they never touch the log). A gateway that crashed between
+    a command's events and its audit record loses that record; the events remain the truth."""
+    if ctx.invoked_subcommand is None:
+        _query(ctx, **options)
+
+
+@run
+async def _query(
+    ctx: click.Context,
+    actor: str | None,
+    kind: str | None,
+    name: str | None,
+    namespace: str | None,
+    event_type: str | None,
+    verb: str | None,
+    since: str | None,
+    until: str | None,
+    outcome: str | None,
+    output: str,
+) -> None:
+    now = datetime.now(tz=UTC)
+    start = _parse_time(since, now, "--since")
+    end = _parse_time(until, now, "--until")
+    resolved = resolve_kind(kind) if kind else None
+    subject = audit_filter(outcome, resolved, verb)
+    async with session(ctx.obj["server"], ctx.obj["actor"]) as s:
+        records = await read_audit(s.nc, subject=subject, since=start)
+    until_ns = int(end.timestamp() * 1e9) if end is not None else None
+    chosen = [
+        r
+        for r in records
+        if matches(
+            r,
+            actor=actor,
+            name=name,
+            namespace=namespace,
+            event_type=event_type,
+            until_ns=until_ns,
+        )
+    ]
+    if output == "json":
+        for record in chosen:
+            click.echo(json.dumps(asdict(record)))
+        return
+    if not chosen:
+        click.echo("No audit records found.", err=True)
+        return
+    click.echo(render.table(AUDIT_HEADERS, [audit_row(r) for r in chosen]))
+
+
+@audit.command()
+@click.option("--from-seq", type=int, default=1, show_default=True)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+@run
+async def verify(ctx: click.Context, from_seq: int, output: str) -> None:
+    """Walk the log and check every aggregate's hash chain; exit 1 at any break."""
+    from streams.integrity import verify_log
+
+    async with session(ctx.obj["server"], ctx.obj["actor"]) as s:
+        report = await verify_log(s.store, from_seq=from_seq)
+    data = report.as_dict() if hasattr(report, "as_dict") else asdict(report)
+    if output == "json":
+        click.echo(json.dumps(data, default=str))
+    else:
+        click.echo(report.summary() if hasattr(report, "summary") else json.dumps(data))
+    if data.get("breaks"):
+        raise FleetError(f"the log has {len(data['breaks'])} break(s)", code="tampered")

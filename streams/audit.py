@@ -1,0 +1,226 @@
+"""The audit trail of commands: one record per command the gateway answered, accepted or not.
+
+Why this exists: the event log says what changed, but not what was asked and refused — a
+rejected or denied command never touches an aggregate, so it leaves no event. Kubernetes'
+audit log answers "who tried what, on what, from where, with what result"; this stream does
+the same for fleetlog. Accepted commands are recorded too (with the sequences of the events
+they wrote), so one place answers every audit question, including by verb, which events do not
+carry.
+
+``FLEET_AUDIT`` (file storage, kept as long as the log: no age limit, no deletes, no purges)
+holds msgpack records on ``fleet.audit.<outcome>.<kind>.<verb>`` (outcome ``accepted``,
+``rejected`` or ``denied``; kind and verb lower-case, ``unknown`` when the command could not be
+read that far), so a query by outcome, kind or verb is a subject filter the server applies.
+
+The gateway hands records to :class:`AuditWriter`, which appends them in order from one task,
+so answering a command never waits for its audit record; on shutdown the writer drains what
+is queued. A crash between a command's events and its audit record loses that record, never
+the events (the log stays the truth; ``fleetlog audit`` says so in its help).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgpack
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from streams.cancellation import checkpoint
+
+log = structlog.get_logger(__name__)
+
+AUDIT_STREAM = "FLEET_AUDIT"
+AUDIT_PREFIX = "fleet.audit"
+OUTCOMES = ("accepted", "rejected", "denied")
+QUEUE_LIMIT = 10_000
+_TOKEN = re.compile(r"[^a-z0-9_-]")
+
+
+def audit_stream_config(replicas: int = 1) -> dict[str, Any]:
+    return {
+        "name": AUDIT_STREAM,
+        "subjects": [f"{AUDIT_PREFIX}.>"],
+        "retention": "limits",
+        "storage": "file",
+        "num_replicas": replicas,
+        "discard": "old",
+        "max_age": 0,
+        "max_msg_size": 64 * 1024,
+        "deny_delete": True,
+        "deny_purge": True,
+        "allow_direct": True,
+    }
+
+
+def _token(text: str) -> str:
+    cleaned = _TOKEN.sub("_", text.lower())
+    return cleaned or "unknown"
+
+
+def audit_subject(outcome: str, kind: str, verb: str) -> str:
+    return f"{AUDIT_PREFIX}.{outcome}.{_token(kind)}.{_token(verb)}"
+
+
+def audit_filter(outcome: str | None, kind: str | None, verb: str | None) -> str:
+    """The subject filter for a query (``*`` where a part is not asked for)."""
+    parts = [outcome or "*", _token(kind) if kind else "*", _token(verb) if verb else "*"]
+    return ".".join([AUDIT_PREFIX, *parts])
+
+
+@dataclass
+class AuditRecord:
+    """One command as the gateway answered it."""
+
+    time_ns: int
+    outcome: str
+    actor: str
+    verb: str
+    kind: str
+    namespace: str = ""
+    name: str = ""
+    command_id: str = ""
+    correlation_id: str = ""
+    causation_id: str = ""
+    source: str = ""
+    code: str = ""
+    message: str = ""
+    error_field: str = ""
+    events: list[str] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    stored_seq: int = 0
+    """The audit stream's own sequence (set when read back)."""
+
+    @property
+    def subject(self) -> str:
+        return audit_subject(self.outcome, self.kind, self.verb)
+
+    def encode(self) -> bytes:
+        data = asdict(self)
+        data.pop("stored_seq")
+        return msgpack.packb(data, use_bin_type=True)
+
+    @classmethod
+    def decode(cls, data: bytes, stored_seq: int = 0) -> AuditRecord:
+        fields = msgpack.unpackb(data, raw=False)
+        known = {k: v for k, v in fields.items() if k in cls.__dataclass_fields__}
+        return cls(**known, stored_seq=stored_seq)
+
+    def object_ref(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return (
+            f"{self.kind.lower() or 'unknown'}/{where}{self.name}"
+            if self.name
+            else (self.kind.lower() or "unknown")
+        )
+
+
+async def ensure_audit_stream(nc: Client, *, replicas: int = 1) -> None:
+    """Create ``FLEET_AUDIT`` if missing."""
+    config = audit_stream_config(replicas)
+    reply = await nc.request(f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", b"", timeout=5)
+    info = json.loads(reply.data)
+    if "error" not in info:
+        return
+    created = await nc.request(
+        f"$JS.API.STREAM.CREATE.{AUDIT_STREAM}", json.dumps(config).encode(), timeout=5
+    )
+    answer = json.loads(created.data)
+    if "error" in answer and answer["error"].get("err_code") != 10058:  # 10058: exists
+        raise RuntimeError(f"cannot create stream {AUDIT_STREAM}: {answer['error']}")
+
+
+class AuditWriter:
+    """Appends audit records in the order they were handed over, from one task."""
+
+    def __init__(self, nc: Client) -> None:
+        self._js = nc.jetstream()
+        self._queue: asyncio.Queue[AuditRecord] = asyncio.Queue(QUEUE_LIMIT)
+        self.written = 0
+        self.failed = 0
+
+    async def record(self, record: AuditRecord) -> None:
+        """Queue a record (waits only when the writer is ``QUEUE_LIMIT`` records behind)."""
+        await self._queue.put(record)
+
+    async def run(self) -> None:
+        """Write until cancelled, then drain what is queued (for at most a few seconds)."""
+        try:
+            while True:
+                checkpoint()
+                record = await self._queue.get()
+                await self._write(record)
+        finally:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._drain(), 5)
+
+    async def _drain(self) -> None:
+        while not self._queue.empty():
+            await self._write(self._queue.get_nowait())
+
+    async def _write(self, record: AuditRecord) -> None:
+        try:
+            await self._js.publish(record.subject, record.encode(), timeout=5)
+            self.written += 1
+        except Exception as exc:  # the command was answered; say loudly that its record is lost
+            self.failed += 1
+            log.error(
+                "audit.write_failed",
+                error=str(exc),
+                actor=record.actor,
+                verb=record.verb,
+                object=record.object_ref(),
+                outcome=record.outcome,
+            )
+
+
+async def read_audit(
+    nc: Client,
+    *,
+    subject: str = f"{AUDIT_PREFIX}.>",
+    since: datetime | None = None,
+) -> list[AuditRecord]:
+    """Every record on ``subject`` (from ``since``), oldest first: an ordered consumer that
+    stops at the stream's end as of the call."""
+    js = nc.jetstream()
+    try:
+        info = await js.stream_info(AUDIT_STREAM, subjects_filter=None)
+    except Exception:
+        return []
+    last = info.state.last_seq
+    if last == 0:
+        return []
+    records: list[AuditRecord] = []
+    done = asyncio.get_running_loop().create_future()
+
+    async def on_message(msg: Msg) -> None:
+        meta = msg.metadata
+        records.append(AuditRecord.decode(msg.data, meta.sequence.stream))
+        if (meta.num_pending == 0 or meta.sequence.stream >= last) and not done.done():
+            done.set_result(None)
+
+    options: dict[str, Any] = {"ordered_consumer": True, "idle_heartbeat": 2.0}
+    config = None
+    if since is not None:
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            opt_start_time=since.isoformat().replace("+00:00", "Z"),
+        )
+    sub = await js.subscribe(subject, cb=on_message, stream=AUDIT_STREAM, config=config, **options)
+    try:
+        pending = (await sub.consumer_info()).num_pending
+        if pending == 0 and not records:
+            return []
+        await asyncio.wait_for(done, 30)
+    finally:
+        await sub.unsubscribe()
+    return records
