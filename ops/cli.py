@@ -23,8 +23,9 @@ import click
 import yaml
 
 from core.errors import FleetError, ValidationFailed
-from ops import render
+from ops import render, timetravel
 from ops import rollout as rollout_ops
+from ops.audit_cli import audit, why
 from ops.client import (
     DEFAULT_SERVER,
     Session,
@@ -44,6 +45,9 @@ from streams.subjects import event_filter, event_subject
 
 T = TypeVar("T")
 OUTPUTS = click.Choice(["table", "wide", "yaml", "json"])
+AT_OPTION = click.option(
+    "--at", default=None, metavar="TIME|SEQ", help=f"As it was at {timetravel.POINT_HELP}."
+)
 
 
 class Failure(click.ClickException):
@@ -731,6 +735,7 @@ async def drain(
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-A", "--all-namespaces", is_flag=True)
 @click.option("-o", "--output", type=OUTPUTS, default="table", show_default=True)
+@AT_OPTION
 @click.pass_context
 @run
 async def get(
@@ -740,16 +745,29 @@ async def get(
     namespace: str,
     all_namespaces: bool,
     output: str,
+    at: str | None,
 ) -> None:
-    """List objects of a kind, or show one."""
+    """List objects of a kind, or show one (with --at: as it was then)."""
     if "/" in kind and name is None:
         kind, name = kind.split("/", 1)
     resolved = resolve_kind(kind)
     scope: str | None = (None if all_namespaces else namespace) if is_namespaced(resolved) else ""
+    now_ns, when = time.time_ns(), ""
     async with _session(ctx) as s:
-        items = await s.query(resolved, namespace=scope if scope is not None else None, name=name)
+        if at is None:
+            items = await s.query(resolved, namespace=scope, name=name)
+        else:
+            point = await timetravel.position_of(s.nc, s.store, at, now_ns=now_ns)
+            now_ns, when = point.time_ns or now_ns, f" at {point.label()}"
+            if name:
+                item, _ = await timetravel.object_at(
+                    s.store, resolved, scope or "", name, point.seq
+                )
+                items = [item] if item else []
+            else:
+                items = await timetravel.list_at(s.store, point.seq, resolved, scope)
     if name and not items:
-        raise FleetError(f'{resolved.lower()}s "{name}" not found', code="not_found")
+        raise FleetError(f'{resolved.lower()}s "{name}" not found{when}', code="not_found")
     if output in ("yaml", "json"):
         manifests = [render.full_manifest(item) for item in items]
         value: Any = (
@@ -764,7 +782,7 @@ async def get(
     output_table = render.object_table(
         resolved,
         items,
-        now_ns=time.time_ns(),
+        now_ns=now_ns,
         wide=output == "wide",
         show_namespace=all_namespaces and is_namespaced(resolved),
     )
@@ -775,30 +793,47 @@ async def get(
 @click.argument("kind")
 @click.argument("name", required=False)
 @click.option("-n", "--namespace", default="default", show_default=True)
+@AT_OPTION
 @click.pass_context
 @run
-async def describe(ctx: click.Context, kind: str, name: str | None, namespace: str) -> None:
-    """Show one object in detail, with its events."""
+async def describe(
+    ctx: click.Context, kind: str, name: str | None, namespace: str, at: str | None
+) -> None:
+    """Show one object in detail, with its events (with --at: as it was then, and the events
+    up to then)."""
     if "/" in kind and name is None:
         kind, name = kind.split("/", 1)
     if not name:
         raise ValidationFailed("say which object: describe KIND NAME")
     resolved = resolve_kind(kind)
     scope = namespace if is_namespaced(resolved) else ""
+    now_ns, point = time.time_ns(), None
     async with _session(ctx) as s:
-        items = await s.query(resolved, namespace=scope, name=name)
+        if at is not None:
+            point = await timetravel.position_of(s.nc, s.store, at, now_ns=now_ns)
+            now_ns = point.time_ns or now_ns
+            item, history = await timetravel.object_at(s.store, resolved, scope, name, point.seq)
+            items = [item] if item else []
+        else:
+            items = await s.query(resolved, namespace=scope, name=name)
         if not items:
-            raise FleetError(f'{resolved.lower()}s "{name}" not found', code="not_found")
-        history = await s.store.read_subject(event_subject(resolved, scope, name))
+            when = f" at {point.label()}" if point else ""
+            raise FleetError(f'{resolved.lower()}s "{name}" not found{when}', code="not_found")
+        if point is None:
+            history = await s.store.read_subject(event_subject(resolved, scope, name))
         owned = []
         if resolved == "Deployment":
-            replica_sets = await s.query("ReplicaSet", namespace=scope)
+            replica_sets = (
+                await s.query("ReplicaSet", namespace=scope)
+                if point is None
+                else await timetravel.list_at(s.store, point.seq, "ReplicaSet", scope)
+            )
             owned = rollout_ops.controlled_by(replica_sets, items[0]["uid"])
     created_seq = next(
         (ev.seq for ev in reversed(history) if ev.envelope.type.endswith("Created")), 0
     )
     events = [ev for ev in history if ev.seq >= created_seq]
-    click.echo(render.describe(items[0], events, time.time_ns(), replica_sets=owned))
+    click.echo(render.describe(items[0], events, now_ns, replica_sets=owned))
 
 
 @main.command()
@@ -969,3 +1004,63 @@ async def events(
             click.echo(render.table(render.EVENT_HEADERS, rows))
         else:
             click.echo("No events found.", err=True)
+
+
+# -- time travel (ops/timetravel.py) ------------------------------------------------------------
+
+
+@main.command(name="replay")
+@click.option("--to", "to", required=True, metavar="TIME|SEQ", help=timetravel.POINT_HELP)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write to FILE.")
+@click.option(
+    "-o", "--output", type=click.Choice(["yaml", "json"]), default=None, help="[default: yaml]"
+)
+@click.pass_context
+def replay_command(ctx: click.Context, to: str, out: Path | None, output: str | None) -> None:
+    """The whole cluster state at a point: every object's manifest (YAML documents, or JSON
+    with the position); the sequence and the state's digest go to stderr."""
+    state = run(_replayed)(ctx, to)
+    output = output or ("json" if out is not None and out.suffix == ".json" else "yaml")
+    text = timetravel.render_state(state, output)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        try:
+            out.write_text(text)
+        except OSError as exc:
+            raise Failure(f"cannot write {out}: {exc.strerror}") from None
+    click.echo(state.summary(), err=True)
+
+
+async def _replayed(ctx: click.Context, to: str) -> timetravel.ClusterState:
+    async with _session(ctx) as s:
+        point = await timetravel.position_of(
+            s.nc, s.store, to, now_ns=time.time_ns(), option="--to"
+        )
+        projection = await timetravel.model_at(s.store, point.seq)
+    return timetravel.cluster_state(point, projection.model)
+
+
+@main.command(name="diff")
+@click.option("--from", "start", required=True, metavar="TIME|SEQ", help=timetravel.POINT_HELP)
+@click.option("--to", "end", default="now", show_default=True, metavar="TIME|SEQ")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+@run
+async def diff_command(ctx: click.Context, start: str, end: str, output: str) -> None:
+    """What changed between two points: objects created, deleted, changed (with the fields)."""
+    now_ns = time.time_ns()
+    async with _session(ctx) as s:
+        first = await timetravel.position_of(s.nc, s.store, start, now_ns=now_ns, option="--from")
+        last = await timetravel.position_of(s.nc, s.store, end, now_ns=now_ns, option="--to")
+        changes = await timetravel.diff_between(s.store, first, last)
+    if output == "json":
+        click.echo(render.to_json(timetravel.diff_document(first, last, changes)))
+        return
+    click.echo(timetravel.diff_summary(first, last, changes), err=True)
+    if changes:
+        click.echo(timetravel.diff_table(changes))
+
+
+main.add_command(why)
+main.add_command(audit)
