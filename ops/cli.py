@@ -9,12 +9,11 @@ reads come from the cluster projection (``get``, ``describe``) or straight from 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,10 +36,9 @@ from ops.client import (
     session,
     split_ref,
 )
+from ops.clitools import Failure, run
 from ops.logging import configure as configure_logging
 from streams.commandbus import CommandFailed
-from streams.connection import Unreachable
-from streams.server import ServerError
 from streams.subjects import event_filter, event_subject
 
 T = TypeVar("T")
@@ -48,31 +46,6 @@ OUTPUTS = click.Choice(["table", "wide", "yaml", "json"])
 AT_OPTION = click.option(
     "--at", default=None, metavar="TIME|SEQ", help=f"As it was at {timetravel.POINT_HELP}."
 )
-
-
-class Failure(click.ClickException):
-    """An expected failure: printed as ``error: …`` with exit code 1."""
-
-    def format_message(self) -> str:
-        return self.message
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-def run(coroutine_fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
-    """Run an async command body, turning expected errors into one readable line."""
-
-    @functools.wraps(coroutine_fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return asyncio.run(coroutine_fn(*args, **kwargs))
-        except (FleetError, Unreachable, ServerError) as exc:
-            raise Failure(str(exc)) from None
-        except KeyboardInterrupt:
-            sys.exit(130)
-
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
