@@ -531,7 +531,7 @@ class Scheduler:
                 try:
                     await self._commands.send(
                         "Pod", "delete", {"name": name, "namespace": namespace, "reason": reason},
-                        idempotency_key=key,
+                        idempotency_key=key, causation_id=caused_by_event(recorded),
                     )  # fmt: skip
                 except CommandFailed as exc:
                     if exc.code != "not_found":  # already gone is what was wanted
@@ -547,22 +547,24 @@ class Scheduler:
 
     async def _record_on_unbound_pod(
         self, pod: PodInfo, what: str, decide: Callable[[Pod, datetime], None]
-    ) -> bool:
-        """Let ``decide`` record a scheduling outcome on the pod's aggregate, read fresh; False
-        (and nothing written) when the pod is gone or already bound."""
+    ) -> int:
+        """Let ``decide`` record a scheduling outcome on the pod's aggregate, read fresh; the
+        sequence of the event written, or 0 (nothing written) when the pod is gone or already
+        bound."""
         ref = AggregateRef("Pod", pod.namespace, pod.name)
         async with self._repository.lock(ref):
             loaded = await self._repository.load(ref, fresh=True)
             target = loaded.aggregate
             if not isinstance(target, Pod) or not target.exists or target.node_name:
-                return False
+                return 0
             now = time.time_ns()
             decide(target, timestamp_from_ns(now))
             token = f"{what}.{self.identity}.{pod.key}.{target.version}"
-            await self._repository.save(
-                [loaded], Provenance(self.actor, token, f"{ref}@{target.version}", token, now)
+            written = await self._repository.save(
+                [loaded],
+                Provenance(self.actor, token, caused_by_event(loaded.last_seq), token, now),
             )
-        return True
+        return written[-1][1] if written else loaded.last_seq
 
     async def _report_unschedulable(
         self, pod: PodInfo, result: ScheduleResult, message: str
