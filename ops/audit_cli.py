@@ -220,7 +220,7 @@ async def _query(
     start = _parse_time(since, now, "--since")
     end = _parse_time(until, now, "--until")
     resolved = resolve_kind(kind) if kind else None
-    subject = audit_filter(outcome, resolved, verb)
+    subject = audit_filter(outcome, resolved, verb, actor)
     async with session(ctx.obj["server"], ctx.obj["actor"]) as s:
         records = await read_audit(s.nc, subject=subject, since=start)
     until_ns = int(end.timestamp() * 1e9) if end is not None else None

@@ -242,6 +242,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 "--nats-url",
                 url,
                 "--no-agent",
+                "--no-scheduler",
             ],
             stdout=subprocess.DEVNULL,
             stderr=up_log,
