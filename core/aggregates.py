@@ -36,6 +36,7 @@ from core.podlifecycle import backoff_message, container_outcomes, restart_reaso
 from core.quantity import resource_amount
 from core.quota import CHARGED, canonical, exceeded_message, hard_amounts, quota_status, unstated
 from core.resources.priorityclass import check_priority_class_update
+from core.timestamps import format_stamp
 
 _METADATA_FIELDS = frozenset(
     {"originator_id", "originator_version", "timestamp", "originator_topic"}
@@ -713,7 +714,7 @@ def with_pod_readiness(
 
 
 def _stamp_ns(ns: int) -> str:
-    return timestamp_from_ns(ns).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_stamp(ns)
 
 
 def _with_readiness_of_containers(status: dict[str, Any], stamp: str) -> dict[str, Any]:

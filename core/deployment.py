@@ -18,7 +18,6 @@ import copy
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from core.replicaset import PodCounts
@@ -29,6 +28,7 @@ from core.rollout import (
     new_replica_set_replicas,
     plan_rolling_step,
 )
+from core.timestamps import format_stamp, parse_stamp
 
 __all__ = [
     "DESIRED_REPLICAS_ANNOTATION",
@@ -239,17 +239,6 @@ class _Spec:
     @property
     def status(self) -> Mapping[str, Any]:
         return self.manifest.get("status") or {}
-
-
-def _stamp(now_ns: int) -> str:
-    return datetime.fromtimestamp(now_ns / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_stamp(text: str | None) -> int | None:
-    if not text:
-        return None
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return int(moment.timestamp()) * 1_000_000_000
 
 
 def plan_deployment(
@@ -598,7 +587,7 @@ def _conditions(
 ) -> tuple[list[dict[str, Any]], int | None]:
     """Available, Progressing (with the progress deadline) and ReplicaFailure, and when the
     deadline would pass."""
-    stamp = _stamp(now_ns)
+    stamp = format_stamp(now_ns)
     previous = {c["type"]: c for c in d.status.get("conditions") or []}
     out: dict[str, dict[str, Any]] = {}
     recheck: int | None = None
@@ -675,7 +664,7 @@ def _conditions(
         current = out["Progressing"]
         deadline = d.spec.get("progressDeadlineSeconds", 600)
         if not complete and current.get("reason") != TIMED_OUT_REASON:
-            since = _parse_stamp(current.get("lastUpdateTime"))
+            since = parse_stamp(current.get("lastUpdateTime"))
             if since is not None:
                 due = since + int(deadline) * 1_000_000_000
                 if due < now_ns:

@@ -15,10 +15,10 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from core.resources.base import LabelSelector
+from core.timestamps import parse_stamp
 
 __all__ = [
     "BURST_REPLICAS",
@@ -55,16 +55,6 @@ class RankedPod:
     active: bool = True
 
 
-def _stamp_ns(text: Any) -> int | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return int(moment.timestamp() * 1_000_000_000)
-
-
 def ranked_pod(manifest: Mapping[str, Any], created_ns: int | None = None) -> RankedPod:
     """The ranking's view of a stored pod manifest (``created_ns`` from the log when the
     manifest has no ``creationTimestamp``)."""
@@ -87,10 +77,10 @@ def ranked_pod(manifest: Mapping[str, Any], created_ns: int | None = None) -> Ra
         node=str(spec.get("nodeName") or ""),
         phase=phase,
         ready=ready,
-        ready_since_ns=_stamp_ns(ready_condition.get("lastTransitionTime")) if ready else None,
+        ready_since_ns=parse_stamp(ready_condition.get("lastTransitionTime")) if ready else None,
         deletion_cost=cost,
         max_restarts=max(restarts, default=0),
-        created_ns=_stamp_ns(meta.get("creationTimestamp")) or created_ns,
+        created_ns=parse_stamp(meta.get("creationTimestamp")) or created_ns,
         active=phase not in ("Succeeded", "Failed"),
     )
 

@@ -40,8 +40,9 @@ from core.deployment import (
 )
 from core.errors import FleetError
 from core.replicaset import count_pods, ranked_pod
-from handlers.controller import Cause, ControllerIndex, ControllerLoop, Key, adopt_orphans
+from handlers.controller import Cause, ControllerLoop, Key, adopt_orphans
 from projections.cluster import ClusterModel, ObjectRecord
+from projections.ownership import ControllerIndex
 from projections.runtime import Projection, digest_of
 from streams.commandbus import CommandClient
 from streams.envelope import StoredEvent

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import UTC, datetime
 
 import structlog
 from nats.aio.client import Client
@@ -30,6 +29,7 @@ from core.nodelifecycle import (
     Transition,
     assess,
 )
+from core.timestamps import format_stamp
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.cancellation import checkpoint
@@ -48,9 +48,7 @@ def heartbeat_cause(transition: Transition) -> str:
     """The cause of a Ready change, in words (it lies outside the log: heartbeats live in a KV
     bucket): ``missed heartbeats: last at …, grace 40s`` or ``heartbeat at …``."""
     beat = transition.last_heartbeat_ns
-    when = (
-        datetime.fromtimestamp(beat / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if beat else None
-    )
+    when = format_stamp(beat) if beat else None
     if transition.status == "True":
         return f"heartbeat at {when}" if when else "heartbeat"
     grace = f"grace {transition.grace_seconds:g}s"

@@ -35,7 +35,6 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -44,8 +43,10 @@ from nats.aio.client import Client
 from core.errors import FleetError
 from core.quota import is_terminal
 from core.replicaset import PodCounts, RankedPod, plan_replica_set, ranked_pod
-from handlers.controller import Cause, ControllerIndex, ControllerLoop, Key, adopt_orphans
+from core.timestamps import format_stamp
+from handlers.controller import Cause, ControllerLoop, Key, adopt_orphans
 from projections.cluster import ClusterModel, ObjectRecord
+from projections.ownership import ControllerIndex
 from projections.runtime import Projection, digest_of
 from streams.commandbus import CommandClient, Outcome
 from streams.envelope import StoredEvent
@@ -86,10 +87,6 @@ def pod_from_template(rs: ObjectRecord, name: str) -> dict[str, Any]:
         "ownerReferences": [controller_reference(rs)],
     }
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
-
-
-def _stamp(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ReplicaSetController:
@@ -314,7 +311,7 @@ class ReplicaSetController:
                     "status": "True",
                     "reason": "FailedCreate",
                     "message": failure,
-                    "lastTransitionTime": _stamp(now_ns),
+                    "lastTransitionTime": format_stamp(now_ns),
                 }
             status["conditions"] = [condition]
         if status == previous:

@@ -80,6 +80,30 @@ class DeploymentStrategy(K8sModel):
         return self
 
 
+def check_pod_template(selector: LabelSelector, template: PodTemplateSpec, kind: str) -> None:
+    """What every pod-template owner must satisfy: a non-empty selector that matches the
+    template's labels, and a template that restarts Always."""
+    if selector.is_empty():
+        raise field_error(f"Invalid value: empty selector is invalid for {kind}", "selector")
+    labels = template.metadata.labels or {}
+    if not selector.matches(labels):
+        raise field_error(
+            "Invalid value: selector does not match template labels "
+            f"(template labels: {json.dumps(labels, sort_keys=True)})",
+            "template",
+            "metadata",
+            "labels",
+        )
+    policy = template.spec.restart_policy
+    if policy != "Always":
+        raise field_error(
+            f'Unsupported value "{policy}": supported values: "Always"',
+            "template",
+            "spec",
+            "restartPolicy",
+        )
+
+
 class DeploymentSpec(K8sModel):
     replicas: NonNegative = 1
     selector: LabelSelector
@@ -92,25 +116,7 @@ class DeploymentSpec(K8sModel):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.selector.is_empty():
-            raise field_error("Invalid value: empty selector is invalid for deployment", "selector")
-        labels = self.template.metadata.labels or {}
-        if not self.selector.matches(labels):
-            raise field_error(
-                "Invalid value: selector does not match template labels "
-                f"(template labels: {json.dumps(labels, sort_keys=True)})",
-                "template",
-                "metadata",
-                "labels",
-            )
-        policy = self.template.spec.restart_policy
-        if policy != "Always":
-            raise field_error(
-                f'Unsupported value "{policy}": supported values: "Always"',
-                "template",
-                "spec",
-                "restartPolicy",
-            )
+        check_pod_template(self.selector, self.template, "deployment")
         if self.template.spec.active_deadline_seconds is not None:
             raise field_error(
                 "Forbidden: activeDeadlineSeconds in a Deployment's pod template is not supported",

@@ -8,7 +8,6 @@ the template's labels, and a template that restarts Always.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
@@ -19,9 +18,8 @@ from core.resources.base import (
     LabelSelector,
     ResourceBase,
     dns1123_subdomain_errors,
-    field_error,
 )
-from core.resources.deployment import PodTemplateSpec
+from core.resources.deployment import PodTemplateSpec, check_pod_template
 
 NonNegative = Annotated[int, Field(ge=0)]
 
@@ -34,25 +32,7 @@ class ReplicaSetSpec(K8sModel):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.selector.is_empty():
-            raise field_error("Invalid value: empty selector is invalid for replicaset", "selector")
-        labels = self.template.metadata.labels or {}
-        if not self.selector.matches(labels):
-            raise field_error(
-                "Invalid value: selector does not match template labels "
-                f"(template labels: {json.dumps(labels, sort_keys=True)})",
-                "template",
-                "metadata",
-                "labels",
-            )
-        policy = self.template.spec.restart_policy
-        if policy != "Always":
-            raise field_error(
-                f'Unsupported value "{policy}": supported values: "Always"',
-                "template",
-                "spec",
-                "restartPolicy",
-            )
+        check_pod_template(self.selector, self.template, "replicaset")
         return self
 
 
