@@ -13,6 +13,7 @@ from nats.aio.client import Client
 
 from handlers.gateway import Gateway
 from projections.cluster import ClusterModel
+from projections.query import QueryService
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.connection import connect
@@ -105,3 +106,21 @@ async def projection(store: EventStore) -> AsyncIterator[Projection[ClusterModel
     await live.follow()
     yield live
     await live.stop()
+
+
+@pytest.fixture
+async def queries(nc: Client, store: EventStore, gateway: Gateway) -> AsyncIterator[None]:
+    """The gateway and a query service on its own cluster projection: what CLI reads need."""
+    projection = Projection(ClusterModel(), store)
+    await projection.catch_up()
+    await projection.follow()
+    ready = asyncio.Event()
+    serving = asyncio.create_task(QueryService(nc, projection).run(ready))
+    await ready.wait()
+    try:
+        yield
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        await projection.stop()

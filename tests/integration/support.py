@@ -1,10 +1,25 @@
-"""Helpers the integration tests share: waiting for a condition of the log or a read model."""
+"""Helpers the integration tests share: waiting for a condition of the log or a read model,
+running the CLI in process, and running the workload roles against simulated nodes."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from click.testing import CliRunner, Result
+
+from handlers.deployment_controller import DeploymentController
+from handlers.garbage_collector import GarbageCollector
+from handlers.replicaset_controller import ReplicaSetController
+from handlers.scheduler import Scheduler
+from handlers.simnodes import SimNodeSpec, SimulatedNodes, SimulatedPods
+from ops.cli import main
+from projections.cluster import ClusterModel
+from projections.runtime import Projection
+from streams.eventstore import EventStore
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
@@ -13,3 +28,48 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
     while not await check():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
+
+
+async def cli(server: str, *args: str) -> Result:
+    """``fleetlog --server SERVER ARGS`` in process (click's runner, in a thread with its own
+    event loop)."""
+    runner = CliRunner()
+    return await asyncio.to_thread(
+        runner.invoke, main, ["--server", server, *args], catch_exceptions=False
+    )
+
+
+@contextlib.asynccontextmanager
+async def workload_roles(
+    nc: Any,
+    store: EventStore,
+    projection: Projection[ClusterModel],
+    *,
+    nodes: int = 3,
+    collect: bool = True,
+) -> AsyncIterator[SimulatedNodes]:
+    """The replica-set and deployment controllers (and the garbage collector unless told
+    not), a scheduler and ``nodes`` simulated nodes that run what is bound to them."""
+    simulated = await SimulatedNodes.create(nc, SimNodeSpec(prefix="sim", zones=1), nodes)
+    await simulated.register()
+    fast = {"period_seconds": 0.1, "retry_seconds": 0.2}
+    roles = [
+        (await ReplicaSetController.create(nc, projection, **fast)).run,
+        (await DeploymentController.create(nc, projection, **fast)).run,
+        Scheduler(nc, store, seed=1).run,
+        SimulatedPods(store, simulated.names.__contains__, start_delay=0.05).run,
+    ]
+    if collect:
+        roles.append((await GarbageCollector.create(nc, store, projection, **fast)).run)
+    tasks = []
+    try:
+        for role in roles:
+            ready = asyncio.Event()
+            tasks.append(asyncio.create_task(role(ready)))
+            await asyncio.wait_for(ready.wait(), 10)
+        yield simulated
+    finally:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)

@@ -8,28 +8,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 from nats.aio.client import Client
 
-from handlers.deployment_controller import DeploymentController
 from handlers.gateway import Gateway
-from handlers.replicaset_controller import ReplicaSetController
-from handlers.scheduler import Scheduler
-from handlers.simnodes import SimNodeSpec, SimulatedNodes, SimulatedPods
 from ops.audit_cli import causal_chain
-from ops.cli import main
-from projections.cluster import ClusterModel
-from projections.runtime import Projection
 from streams.audit import AuditRecord, read_audit
 from streams.commandbus import CommandClient, CommandFailed
 from streams.envelope import Envelope
 from streams.eventstore import EventStore
 from streams.subjects import event_subject
-from tests.integration.support import eventually
+from tests.integration.support import cli, eventually, workload_roles
 
 pytestmark = pytest.mark.integration
 
@@ -44,13 +35,6 @@ def pod(name: str, **labels: str) -> dict[str, Any]:
         "metadata": metadata,
         "spec": {"containers": [{"name": "c", "image": "x"}]},
     }
-
-
-async def cli(server: str, *args: str) -> Result:
-    runner = CliRunner()
-    return await asyncio.to_thread(
-        runner.invoke, main, ["--server", server, *args], catch_exceptions=False
-    )
 
 
 async def audited(nc: Client, count: int) -> list[AuditRecord]:
@@ -136,33 +120,6 @@ async def test_a_denied_command_is_audited_as_denied(
             await task
 
 
-@contextlib.asynccontextmanager
-async def workloads(
-    nc: Any, store: EventStore, projection: Projection[ClusterModel]
-) -> AsyncIterator[SimulatedNodes]:
-    nodes = await SimulatedNodes.create(nc, SimNodeSpec(prefix="sim", zones=1), 2)
-    await nodes.register()
-    fast = {"period_seconds": 0.1, "retry_seconds": 0.2}
-    roles = [
-        (await ReplicaSetController.create(nc, projection, **fast)).run,
-        (await DeploymentController.create(nc, projection, **fast)).run,
-        Scheduler(nc, store, seed=1).run,
-        SimulatedPods(store, nodes.names.__contains__, start_delay=0.05).run,
-    ]
-    tasks = []
-    for role in roles:
-        ready = asyncio.Event()
-        tasks.append(asyncio.create_task(role(ready)))
-        await asyncio.wait_for(ready.wait(), 10)
-    try:
-        yield nodes
-    finally:
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
-
-
 async def test_why_walks_from_a_deployments_pod_back_to_the_users_command(
     nats_server, nc, store: EventStore, gateway: Gateway, client: CommandClient, projection
 ) -> None:
@@ -179,7 +136,7 @@ async def test_why_walks_from_a_deployments_pod_back_to_the_users_command(
             },
         },
     }
-    async with workloads(nc, store, projection):
+    async with workload_roles(nc, store, projection, nodes=2, collect=False):
         created = await client.send(
             "Deployment", "create", {"manifest": manifest}, idempotency_key="launch-web-0001"
         )

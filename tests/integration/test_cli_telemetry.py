@@ -3,20 +3,10 @@ event loop) against a real nats-server with the gateway and the query service ru
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-
 import pytest
-from click.testing import CliRunner, Result
 from nats.aio.client import Client
 
-from handlers.gateway import Gateway
-from ops.cli import main
 from ops.client import Session
-from projections.cluster import ClusterModel
-from projections.query import QueryService
-from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
 from streams.telemetry import (
@@ -26,6 +16,7 @@ from streams.telemetry import (
     publish_node_usage,
     publish_pod_usage,
 )
+from tests.integration.support import cli
 
 pytestmark = pytest.mark.integration
 
@@ -40,30 +31,6 @@ POD = {
         ]
     },
 }
-
-
-@pytest.fixture
-async def queries(nc: Client, store: EventStore, gateway: Gateway) -> AsyncIterator[None]:
-    projection = Projection(ClusterModel(), store)
-    await projection.catch_up()
-    await projection.follow()
-    ready = asyncio.Event()
-    serving = asyncio.create_task(QueryService(nc, projection).run(ready))
-    await ready.wait()
-    try:
-        yield
-    finally:
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
-        await projection.stop()
-
-
-async def cli(server: str, *args: str) -> Result:
-    runner = CliRunner()
-    return await asyncio.to_thread(
-        runner.invoke, main, ["--server", server, *args], catch_exceptions=False
-    )
 
 
 async def test_logs_and_top(nats_server, nc: Client, store: EventStore, queries: None) -> None:

@@ -9,27 +9,21 @@ revision and change-cause annotations, and the deployment's ``status`` via the `
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner, Result
 from nats.aio.client import Client
 
 from core.errors import FleetError
 from handlers.gateway import Gateway
-from ops.cli import main
 from ops.client import Session
 from ops.rollout import apply_deployment, controlled_by, plan_undo
-from projections.cluster import ClusterModel
-from projections.query import QueryService
-from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
 from streams.subjects import AggregateRef
+from tests.integration.support import cli
 
 pytestmark = pytest.mark.integration
 
@@ -38,32 +32,8 @@ CAUSE = "kubernetes.io/change-cause"
 
 
 @pytest.fixture
-async def queries(nc: Client, store: EventStore, gateway: Gateway) -> AsyncIterator[None]:
-    projection = Projection(ClusterModel(), store)
-    await projection.catch_up()
-    await projection.follow()
-    ready = asyncio.Event()
-    serving = asyncio.create_task(QueryService(nc, projection).run(ready))
-    await ready.wait()
-    try:
-        yield
-    finally:
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
-        await projection.stop()
-
-
-@pytest.fixture
 def session(nc: Client, store: EventStore) -> Session:
     return Session(nc, store, CommandClient(nc, actor="user:alice"))
-
-
-async def cli(server: str, *args: str) -> Result:
-    runner = CliRunner()
-    return await asyncio.to_thread(
-        runner.invoke, main, ["--server", server, *args], catch_exceptions=False
-    )
 
 
 def deployment(name: str, image: str, cause: str | None = None) -> dict[str, Any]:

@@ -9,53 +9,24 @@ sequence by the projection runtime (digest equality), at every sequence of the l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner, Result
-from nats.aio.client import Client
+from click.testing import Result
 
-from handlers.gateway import Gateway
 from ops import render, timetravel
-from ops.cli import main
 from projections.cluster import ClusterModel
-from projections.query import QueryService
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
+from tests.integration.support import cli
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def queries(nc: Client, store: EventStore, gateway: Gateway) -> AsyncIterator[None]:
-    projection = Projection(ClusterModel(), store)
-    await projection.catch_up()
-    await projection.follow()
-    ready = asyncio.Event()
-    serving = asyncio.create_task(QueryService(nc, projection).run(ready))
-    await ready.wait()
-    try:
-        yield
-    finally:
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
-        await projection.stop()
-
-
-async def cli(server: str, *args: str) -> Result:
-    runner = CliRunner()
-    return await asyncio.to_thread(
-        runner.invoke, main, ["--server", server, *args], catch_exceptions=False
-    )
 
 
 async def ok(server: str, *args: str) -> Result:

@@ -6,9 +6,6 @@ replica sets and pods when deleted."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,19 +13,14 @@ import pytest
 from core.deployment import POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION
 from core.errors import FleetError
 from handlers.deployment_controller import ACTOR as DEPLOYMENT_ACTOR
-from handlers.deployment_controller import DeploymentController
-from handlers.garbage_collector import GarbageCollector
 from handlers.gateway import Gateway
 from handlers.replicaset_controller import ACTOR as REPLICASET_ACTOR
-from handlers.replicaset_controller import ReplicaSetController
-from handlers.scheduler import Scheduler
-from handlers.simnodes import SimNodeSpec, SimulatedNodes, SimulatedPods
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.envelope import Envelope
 from streams.eventstore import EventStore
-from tests.integration.support import eventually
+from tests.integration.support import eventually, workload_roles
 
 pytestmark = pytest.mark.integration
 
@@ -62,35 +54,6 @@ def deployment(
             **spec,
         },
     }
-
-
-@contextlib.asynccontextmanager
-async def cluster(
-    nc: Any, store: EventStore, projection: Projection[ClusterModel]
-) -> AsyncIterator[None]:
-    """Both controllers, the garbage collector, a scheduler and three simulated nodes."""
-    nodes = await SimulatedNodes.create(nc, SimNodeSpec(prefix="sim", zones=1), 3)
-    await nodes.register()
-    fast = {"period_seconds": 0.1, "retry_seconds": 0.2}
-    roles = [
-        (await ReplicaSetController.create(nc, projection, **fast)).run,
-        (await DeploymentController.create(nc, projection, **fast)).run,
-        (await GarbageCollector.create(nc, store, projection, **fast)).run,
-        Scheduler(nc, store, seed=1).run,
-        SimulatedPods(store, nodes.names.__contains__, start_delay=0.05).run,
-    ]
-    tasks = []
-    for role in roles:
-        ready = asyncio.Event()
-        tasks.append(asyncio.create_task(role(ready)))
-        await asyncio.wait_for(ready.wait(), 10)
-    try:
-        yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
 
 
 def get(
@@ -145,7 +108,7 @@ async def events_of(store: EventStore, after: int = 0, until: int | None = None)
 async def test_a_deployment_comes_up_scales_and_replaces_deleted_pods(
     nc, store: EventStore, gateway: Gateway, client: CommandClient, projection
 ) -> None:
-    async with cluster(nc, store, projection):
+    async with workload_roles(nc, store, projection):
         created = await client.send("Deployment", "create", {"manifest": deployment(replicas=3)})
         await eventually(rolled_out(projection, "web", 3, "app:1"))
         [rs] = replica_sets(projection)
@@ -221,7 +184,7 @@ async def test_a_rolling_update_keeps_surge_and_availability_then_rolls_back(
     nc, store: EventStore, gateway: Gateway, client: CommandClient, projection
 ) -> None:
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}}
-    async with cluster(nc, store, projection):
+    async with workload_roles(nc, store, projection):
         await client.send(
             "Deployment", "create", {"manifest": deployment(replicas=4, strategy=strategy)}
         )
@@ -298,7 +261,7 @@ async def test_a_quota_refusal_is_reported_on_the_replica_set_and_the_deployment
         "spec": {"hard": {"pods": "2"}},
     }
     await client.send("ResourceQuota", "create", {"manifest": quota})
-    async with cluster(nc, store, projection):
+    async with workload_roles(nc, store, projection):
         await client.send("Deployment", "create", {"manifest": deployment(replicas=3)})
 
         async def reported() -> bool:
@@ -320,7 +283,7 @@ async def test_a_quota_refusal_is_reported_on_the_replica_set_and_the_deployment
 async def test_deleting_a_deployment_takes_its_replica_sets_and_pods(
     nc, store: EventStore, gateway: Gateway, client: CommandClient, projection
 ) -> None:
-    async with cluster(nc, store, projection):
+    async with workload_roles(nc, store, projection):
         await client.send("Deployment", "create", {"manifest": deployment(replicas=2)})
         await eventually(rolled_out(projection, "web", 2, "app:1"))
         await client.send("Deployment", "delete", {"name": "web"})
@@ -337,7 +300,7 @@ def condition(record: ObjectRecord | None, kind: str) -> dict[str, Any]:
 async def test_a_stalled_rollout_is_reported_and_the_old_pods_keep_serving(
     nc, store: EventStore, gateway: Gateway, client: CommandClient, projection
 ) -> None:
-    async with cluster(nc, store, projection):
+    async with workload_roles(nc, store, projection):
         await client.send(
             "Deployment",
             "create",
@@ -368,7 +331,7 @@ async def test_recreate_removes_every_old_pod_before_creating_a_new_one(
     nc, store: EventStore, gateway: Gateway, client: CommandClient, projection
 ) -> None:
     strategy = {"type": "Recreate"}
-    async with cluster(nc, store, projection):
+    async with workload_roles(nc, store, projection):
         await client.send(
             "Deployment", "create", {"manifest": deployment(replicas=3, strategy=strategy)}
         )
@@ -387,7 +350,7 @@ async def test_recreate_removes_every_old_pod_before_creating_a_new_one(
 async def test_an_orphaned_replica_set_and_its_pods_are_adopted_by_a_new_deployment(
     nc, store: EventStore, gateway: Gateway, client: CommandClient, projection
 ) -> None:
-    async with cluster(nc, store, projection):
+    async with workload_roles(nc, store, projection):
         await client.send("Deployment", "create", {"manifest": deployment(replicas=2)})
         await eventually(rolled_out(projection, "web", 2, "app:1"))
         pods_before = {p.name for p in pods(projection)}
@@ -448,7 +411,7 @@ async def test_a_replica_set_adopts_matching_bare_pods_before_creating_any(
             },
         },
     }
-    async with cluster(nc, store, projection):
+    async with workload_roles(nc, store, projection):
         created = await client.send("ReplicaSet", "create", {"manifest": rs_manifest})
 
         async def two_owned() -> bool:
@@ -465,7 +428,7 @@ async def test_a_replica_set_adopts_matching_bare_pods_before_creating_any(
 async def test_pods_count_as_available_only_after_min_ready_seconds(
     nc, store: EventStore, gateway: Gateway, client: CommandClient, projection
 ) -> None:
-    async with cluster(nc, store, projection):
+    async with workload_roles(nc, store, projection):
         start = projection.position
         await client.send(
             "Deployment", "create", {"manifest": deployment(replicas=2, minReadySeconds=2)}
