@@ -37,7 +37,6 @@ from streams.leases import LeaderLease
 log = structlog.get_logger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Cause:
     """What a reconcile acts on behalf of: the event that last dirtied its key (causation
@@ -154,13 +153,7 @@ class ControllerLoop:
                     now = time.monotonic()
                     if now >= renew_at:
                         renew_at = now + self.period_seconds
-                        was_leader = self._leader.is_leader
-                        try:
-                            leading = await self._leader.try_lead()
-                        except Exception as exc:  # a KV timeout: try again next period
-                            log.warning(f"{self.role}.lease_failed", error=str(exc))
-                            leading = self._leader.is_leader
-                        if leading and not was_leader:
+                        if await self._leader.renew():
                             # A new leader first catches up with the whole log, then looks at
                             # everything: whatever happened meanwhile is reconciled.
                             await self._projection.wait_for_log_end()

@@ -310,13 +310,7 @@ class GarbageCollector:
                     now = time.monotonic()
                     if now >= renew_at:
                         renew_at = now + self.period_seconds
-                        was_leader = self._leader.is_leader
-                        try:
-                            leading = await self._leader.try_lead()
-                        except Exception as exc:  # a KV timeout: try again next period
-                            log.warning("garbage_collector.lease_failed", error=str(exc))
-                            leading = self._leader.is_leader
-                        if leading and not was_leader:
+                        if await self._leader.renew():
                             # A new leader catches up with everything that happened meanwhile.
                             self._dirty.update(self._projection.model.objects)
                             log.info("garbage_collector.leading", holder=self._leader.holder)

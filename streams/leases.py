@@ -141,6 +141,18 @@ class LeaderLease:
             self._revision = None
         return self._revision is not None
 
+    async def renew(self) -> bool:
+        """One renewal of a periodic loop: True when this call made the holder leader (it
+        must catch up with what happened while it was not). A failed round trip (a KV timeout)
+        keeps the current standing until the next period."""
+        was_leader = self.is_leader
+        try:
+            leading = await self.try_lead()
+        except Exception as exc:
+            log.warning("leader.renew_failed", key=self._key, holder=self.holder, error=str(exc))
+            leading = self.is_leader
+        return leading and not was_leader
+
     async def resign(self) -> None:
         """Give leadership up at once (a follower need not wait for the TTL).
 
