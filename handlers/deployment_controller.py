@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -82,7 +81,7 @@ class DeploymentController:
     async def create(
         cls, nc: Client, projection: Projection[ClusterModel], **options: Any
     ) -> DeploymentController:
-        leader = await LeaderLease.open(nc, ROLE, f"{ROLE}-{uuid.uuid4().hex[:8]}")
+        leader = await LeaderLease.open(nc, ROLE)
         return cls(nc, projection, leader, **options)
 
     async def run(self, ready: asyncio.Event | None = None) -> None:

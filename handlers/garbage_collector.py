@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -138,7 +137,7 @@ class GarbageCollector:
         projection: Projection[ClusterModel],
         **options: Any,
     ) -> GarbageCollector:
-        leader = await LeaderLease.open(nc, ROLE, f"{ROLE}-{uuid.uuid4().hex[:8]}")
+        leader = await LeaderLease.open(nc, ROLE)
         return cls(nc, store, projection, leader, **options)
 
     @property

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import structlog
 from nats.aio.client import Client
@@ -86,7 +85,7 @@ class NodeLifecycleController:
         **options: float,
     ) -> NodeLifecycleController:
         leases = await NodeLeases.open(nc)
-        leader = await LeaderLease.open(nc, ROLE, f"{ROLE}-{uuid.uuid4().hex[:8]}")
+        leader = await LeaderLease.open(nc, ROLE)
         return cls(nc, repository, projection, leases, leader, **options)
 
     @property

@@ -18,7 +18,6 @@ event, so a pod whose creation charged the quota is always among the pods it com
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -78,7 +77,7 @@ class QuotaController:
         projection: Projection[ClusterModel],
         **options: Any,
     ) -> QuotaController:
-        leader = await LeaderLease.open(nc, ROLE, f"{ROLE}-{uuid.uuid4().hex[:8]}")
+        leader = await LeaderLease.open(nc, ROLE)
         return cls(repository, projection, leader, **options)
 
     async def run(self, ready: Any = None) -> None:

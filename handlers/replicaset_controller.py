@@ -33,7 +33,6 @@ import asyncio
 import dataclasses
 import secrets
 import time
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -119,7 +118,7 @@ class ReplicaSetController:
     async def create(
         cls, nc: Client, projection: Projection[ClusterModel], **options: Any
     ) -> ReplicaSetController:
-        leader = await LeaderLease.open(nc, ROLE, f"{ROLE}-{uuid.uuid4().hex[:8]}")
+        leader = await LeaderLease.open(nc, ROLE)
         return cls(nc, projection, leader, **options)
 
     async def run(self, ready: asyncio.Event | None = None) -> None:

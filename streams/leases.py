@@ -13,6 +13,7 @@ its holder stops renewing.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -116,7 +117,10 @@ class LeaderLease:
         self._revision: int | None = None
 
     @classmethod
-    async def open(cls, nc: Client, role: str, holder: str) -> LeaderLease:
+    async def open(cls, nc: Client, role: str, holder: str | None = None) -> LeaderLease:
+        """The lease of ``role``, held as ``holder`` (default: the role and a random suffix,
+        unique to this process)."""
+        holder = holder or f"{role}-{uuid.uuid4().hex[:8]}"
         config = KeyValueConfig(
             bucket=LEADER_BUCKET, history=1, ttl=LEADER_TTL_SECONDS, storage=StorageType.FILE
         )
