@@ -470,20 +470,53 @@ class EventStore:
         """Feed ``handler`` every event from the position up to the log's end *as of now*
         (or up to ``until_seq`` / ``until_ns``, whichever comes first); return the last
         sequence delivered (0 if none)."""
+        last = 0
+
+        def on_stored(seq: int, subject: str, stored_ns: int, data: bytes) -> None:
+            nonlocal last
+            try:
+                envelope = decode_envelope(data)
+            except ValueError as exc:
+                log.error("event.undecodable", seq=seq, subject=subject, error=str(exc))
+                return
+            handler(StoredEvent(seq, subject, stored_ns, envelope))
+            last = seq
+
+        await self.replay_raw(
+            on_stored,
+            filter_subject=filter_subject,
+            from_seq=from_seq,
+            from_time=from_time,
+            until_seq=until_seq,
+            until_ns=until_ns,
+        )
+        return last
+
+    async def replay_raw(
+        self,
+        handler: Callable[[int, str, int, bytes], None],
+        *,
+        filter_subject: str = ALL_EVENTS,
+        from_seq: int = 1,
+        from_time: datetime | None = None,
+        until_seq: int | None = None,
+        until_ns: int | None = None,
+    ) -> None:
+        """:meth:`replay` without decoding: ``handler(seq, subject, stored_ns, data)`` for every
+        stored message in the bounds (what a walk that checks the stored bytes needs)."""
         target = await self.stream_last_seq()
         if until_seq is not None:
             target = min(target, until_seq)
         if target < from_seq:
-            return 0
+            return
         done = asyncio.Event()
-        last = 0
         delivered = 0
         # The server starts a by-time consumer at the last message when nothing is newer than
         # the start time, so the bound is also checked here.
         from_ns = int(from_time.timestamp() * 1e9) if from_time is not None else 0
 
         async def on_message(msg: Msg) -> None:
-            nonlocal last, delivered
+            nonlocal delivered
             if done.is_set():
                 return
             seq, stored_ns, pending = parse_ack_subject(msg.reply)
@@ -492,13 +525,7 @@ class EventStore:
                 done.set()
                 return
             if stored_ns >= from_ns:
-                try:
-                    envelope = decode_envelope(msg.data)
-                except ValueError as exc:
-                    log.error("event.undecodable", seq=seq, subject=msg.subject, error=str(exc))
-                else:
-                    handler(StoredEvent(seq, msg.subject, stored_ns, envelope))
-                    last = seq
+                handler(seq, msg.subject, stored_ns, msg.data)
             if seq >= target or pending == 0:
                 done.set()
 
@@ -506,15 +533,15 @@ class EventStore:
             on_message, filter_subject=filter_subject, from_seq=from_seq, from_time=from_time
         )
         try:
-            if filter_subject != ALL_EVENTS or from_time is not None:
-                info = await sub.consumer_info()
-                if info.num_pending == 0 and delivered >= (info.delivered.consumer_seq or 0):
-                    done.set()
+            # Nothing is delivered when no message is left in the bounds (a filter or a start
+            # time matched none, or the messages were removed).
+            info = await sub.consumer_info()
+            if info.num_pending == 0 and delivered >= (info.delivered.consumer_seq or 0):
+                done.set()
             await done.wait()
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        return last
 
 
 def _time_out(future: asyncio.Future[Any]) -> None:

@@ -243,37 +243,11 @@ async def verify_log(
     later one, each aggregate's first event read is taken as given (``unanchored``)."""
     from_seq = max(from_seq, 1)
     verifier = ChainVerifier(from_seq=from_seq)
-    target = await store.stream_last_seq()
-    if until_seq is not None:
-        target = min(target, until_seq)
-    if target < from_seq:
-        return verifier.report()
-    done = asyncio.Event()
-    delivered = 0
-
-    async def on_message(msg: Msg) -> None:
-        nonlocal delivered
-        if done.is_set():
-            return
-        seq, _, pending = parse_ack_subject(msg.reply)
-        delivered += 1
-        if seq > target:
-            done.set()
-            return
-        verifier.feed(seq, msg.subject, msg.data)
-        if seq >= target or pending == 0:
-            done.set()
-
-    sub = await store.subscribe_raw(on_message, from_seq=from_seq)
-    try:
-        # Nothing is delivered when every message from from_seq on was removed.
-        info = await sub.consumer_info()
-        if info.num_pending == 0 and delivered >= (info.delivered.consumer_seq or 0):
-            done.set()
-        await done.wait()
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+    await store.replay_raw(
+        lambda seq, subject, _stored_ns, data: verifier.feed(seq, subject, data),
+        from_seq=from_seq,
+        until_seq=until_seq,
+    )
     return verifier.report()
 
 
