@@ -32,7 +32,6 @@ from typing import Any
 import msgpack
 import structlog
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from streams.cancellation import checkpoint
 
@@ -200,40 +199,16 @@ async def read_audit(
     subject: str = f"{AUDIT_PREFIX}.>",
     since: datetime | None = None,
 ) -> list[AuditRecord]:
-    """Every record on ``subject`` (from ``since``), oldest first: an ordered consumer that
-    stops at the stream's end as of the call."""
-    js = nc.jetstream()
-    try:
-        info = await js.stream_info(AUDIT_STREAM, subjects_filter=None)
-    except Exception:
-        return []
-    last = info.state.last_seq
-    if last == 0:
-        return []
+    """Every record on ``subject`` (from ``since``), oldest first, up to the stream's end as of
+    the call: the event store's bounded walk, on this stream."""
+    # Imported here: the event store's module imports the stream definitions, which import
+    # this one (to create the audit stream).
+    from streams.eventstore import EventStore
+
     records: list[AuditRecord] = []
-    done = asyncio.get_running_loop().create_future()
-
-    async def on_message(msg: Msg) -> None:
-        meta = msg.metadata
-        records.append(AuditRecord.decode(msg.data, meta.sequence.stream))
-        if (meta.num_pending == 0 or meta.sequence.stream >= last) and not done.done():
-            done.set_result(None)
-
-    options: dict[str, Any] = {"ordered_consumer": True, "idle_heartbeat": 2.0}
-    config = None
-    if since is not None:
-        from nats.js.api import ConsumerConfig, DeliverPolicy
-
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_TIME,
-            opt_start_time=since.isoformat().replace("+00:00", "Z"),
-        )
-    sub = await js.subscribe(subject, cb=on_message, stream=AUDIT_STREAM, config=config, **options)
-    try:
-        pending = (await sub.consumer_info()).num_pending
-        if pending == 0 and not records:
-            return []
-        await asyncio.wait_for(done, 30)
-    finally:
-        await sub.unsubscribe()
+    await EventStore(nc, stream=AUDIT_STREAM).replay_raw(
+        lambda seq, _subject, _stored_ns, data: records.append(AuditRecord.decode(data, seq)),
+        filter_subject=subject,
+        from_time=since,
+    )
     return records
