@@ -38,10 +38,10 @@ from core.deployment import (
     plan_deployment,
 )
 from core.errors import FleetError
-from core.replicaset import count_pods, ranked_pod
+from core.replicaset import count_pods
 from handlers.controller import Cause, ControllerLoop, Key, adopt_orphans
 from projections.cluster import ClusterModel, ObjectRecord
-from projections.ownership import ControllerIndex
+from projections.ownership import ControllerIndex, controlled_pods
 from projections.runtime import Projection, digest_of
 from streams.commandbus import CommandClient
 from streams.envelope import StoredEvent
@@ -176,12 +176,7 @@ class DeploymentController:
             rs = model.get("ReplicaSet", *rs_key)
             if rs is None:
                 continue
-            pods = []
-            for pod_key in self._pods.dependents(rs.namespace, rs.uid):
-                pod = model.get("Pod", *pod_key)
-                if pod is not None:
-                    labels = (pod.manifest.get("metadata") or {}).get("labels") or {}
-                    pods.append((ranked_pod(pod.manifest, pod.created_ns), labels))
+            pods = controlled_pods(model, self._pods, rs.namespace, rs.uid)
             template = (rs.manifest.get("spec") or {}).get("template") or {}
             labels = (template.get("metadata") or {}).get("labels") or {}
             counts, available_at = count_pods(pods, labels, min_ready, now_ns)

@@ -30,7 +30,6 @@ does): releasing pods whose labels stop matching the selector.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import secrets
 import time
 from collections.abc import Iterable
@@ -41,11 +40,11 @@ from nats.aio.client import Client
 
 from core.errors import FleetError
 from core.quota import is_terminal
-from core.replicaset import PodCounts, RankedPod, plan_replica_set, ranked_pod
+from core.replicaset import PodCounts, RankedPod, plan_replica_set
 from core.timestamps import format_stamp
 from handlers.controller import Cause, ControllerLoop, Key, adopt_orphans
 from projections.cluster import ClusterModel, ObjectRecord
-from projections.ownership import ControllerIndex
+from projections.ownership import ControllerIndex, controlled_pods
 from projections.runtime import Projection, digest_of
 from streams.commandbus import CommandClient, Outcome
 from streams.envelope import StoredEvent
@@ -165,7 +164,7 @@ class ReplicaSetController:
             await self._projection.wait_for(max(adopted))
             self.loop.mark(key)  # decide on the count that includes them
             return None
-        pods = self._owned_pods(rs)
+        pods = controlled_pods(self._projection.model, self._pods, rs.namespace, rs.uid)
         template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
         plan = plan_replica_set(
             int(spec.get("replicas", 1)),
@@ -196,20 +195,6 @@ class ReplicaSetController:
         if failure is not None:
             return now_ns + int(FAILED_CREATE_RETRY_SECONDS * 1e9)
         return plan.recheck_at_ns
-
-    def _owned_pods(self, rs: ObjectRecord) -> list[tuple[RankedPod, dict[str, str]]]:
-        out = []
-        for pod_key in self._pods.dependents(rs.namespace, rs.uid):
-            record = self._projection.model.get("Pod", *pod_key)
-            if record is None:
-                continue
-            ranked = dataclasses.replace(
-                ranked_pod(record.manifest, record.created_ns),
-                uid=record.uid,
-            )
-            labels = (record.manifest.get("metadata") or {}).get("labels") or {}
-            out.append((ranked, labels))
-        return out
 
     async def _create_pods(
         self, rs: ObjectRecord, count: int, cause: Cause, seqs: list[int]

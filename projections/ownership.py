@@ -9,6 +9,9 @@ read model over the shared cluster projection, fed by the controller's listener.
 
 from __future__ import annotations
 
+import dataclasses
+
+from core.replicaset import RankedPod, ranked_pod
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.envelope import StoredEvent
@@ -99,3 +102,18 @@ class ControllerIndex:
 
     def is_orphan(self, key: Key) -> bool:
         return key in self._orphans.get(key[0], ())
+
+
+def controlled_pods(
+    model: ClusterModel, index: ControllerIndex, namespace: str, owner_uid: str
+) -> list[tuple[RankedPod, dict[str, str]]]:
+    """The pods ``owner_uid`` controls (``index`` follows pods), each as the replica-set
+    ranking and counts read it, with its labels."""
+    out = []
+    for key in index.dependents(namespace, owner_uid):
+        record = model.get("Pod", *key)
+        if record is None:
+            continue
+        ranked = dataclasses.replace(ranked_pod(record.manifest, record.created_ns), uid=record.uid)
+        out.append((ranked, (record.manifest.get("metadata") or {}).get("labels") or {}))
+    return out
