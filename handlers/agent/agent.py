@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -232,5 +231,6 @@ class NodeAgent:
         with contextlib.suppress(Exception):
             self.runtime.remove(container)
 
-    def workers(self) -> Iterable[PodWorker]:
-        return (worker for worker, _ in self._workers.values())
+    def workers(self) -> list[PodWorker]:
+        """The pod workers now (a copy: callers await between items while pods come and go)."""
+        return [worker for worker, _ in self._workers.values()]
