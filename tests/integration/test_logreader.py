@@ -1,0 +1,187 @@
+"""The bulk log reader against a real nats-server: it must read exactly what nats-py's ordered
+consumer reads, for every kind of bound, across several pull batches and a lost connection."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from streams import logreader
+from streams.envelope import Envelope
+from streams.eventstore import EventStore, Write
+from streams.logreader import BulkRead, LogReadError
+from streams.subjects import ALL_EVENTS, event_filter, event_subject
+from tests.conftest import RunningServer
+
+pytestmark = pytest.mark.integration
+
+Stored = tuple[int, str, int, bytes]
+
+
+def envelope(kind: str, name: str, version: int) -> bytes:
+    return Envelope(
+        event_id=f"e-{name}-{version}",
+        type=f"{kind}Created" if version == 1 else "PodReady",
+        schema_version=1,
+        kind=kind,
+        namespace="default" if kind == "Pod" else "",
+        name=name,
+        version=version,
+        timestamp_ns=1_700_000_000_000_000_000 + version,
+        actor="test",
+        correlation_id="c",
+        causation_id="c",
+        payload={"manifest": {}, "uid": "u"},
+    ).encode()
+
+
+async def fill(store: EventStore, count: int) -> None:
+    """``count`` events: pods with three events each, a node every tenth write."""
+    items = []
+    for i in range(count):
+        kind = "Node" if i % 10 == 0 else "Pod"
+        name = f"n{i}" if kind == "Node" else f"p{i // 30}"
+        namespace = "" if kind == "Node" else "default"
+        items.append(
+            (
+                [Write(event_subject(kind, namespace, name), [envelope(kind, name, 1)], None)],
+                f"f{i}",
+            )
+        )
+    for start in range(0, len(items), 1000):
+        for result in await store.append_many(items[start : start + 1000]):
+            assert isinstance(result, list)
+
+
+def collector(into: list[Stored]) -> Callable[[int, str, int, bytes], None]:
+    def collect(seq: int, subject: str, stored_ns: int, data: bytes) -> None:
+        into.append((seq, subject, stored_ns, data))
+
+    return collect
+
+
+async def both_ways(store: EventStore, **bounds: object) -> tuple[list[Stored], list[Stored]]:
+    """What the bulk reader and nats-py's ordered consumer hand over for the same bounds."""
+    results: list[list[Stored]] = []
+    for bulk in (True, False):
+        store.bulk_reads = bulk
+        seen: list[Stored] = []
+        await store.replay_raw(collector(seen), **bounds)  # type: ignore[arg-type]
+        results.append(seen)
+    store.bulk_reads = True
+    return results[0], results[1]
+
+
+async def test_the_bulk_reader_reads_what_the_ordered_consumer_reads(store: EventStore) -> None:
+    await fill(store, 10_000)  # more than two pull batches
+    assert store._bulk_read_address() is not None
+    bulk, ordered = await both_ways(store)
+    assert len(bulk) == 10_000
+    assert bulk == ordered
+    assert [m[0] for m in bulk] == list(range(1, 10_001))
+    for bounds in (
+        {"until_seq": 4_100},
+        {"from_seq": 8_000},
+        {"from_seq": 5, "until_seq": 5},
+        {"filter_subject": event_filter("Node")},
+        {"filter_subject": event_filter("Node"), "from_seq": 9_000, "until_seq": 9_500},
+        {"filter_subject": event_subject("Pod", "default", "p7")},
+        {"filter_subject": event_subject("Pod", "default", "nobody")},
+        {"from_seq": 20_000},
+    ):
+        bulk, ordered = await both_ways(store, **bounds)
+        assert bulk == ordered, bounds
+    stored_times = [m[2] for m in bulk]
+    assert stored_times == sorted(stored_times)
+
+
+async def test_time_bounds_match_the_ordered_consumer(store: EventStore) -> None:
+    await fill(store, 300)
+    await asyncio.sleep(0.05)
+    cut = datetime.fromtimestamp(time.time(), tz=UTC)
+    await asyncio.sleep(0.05)
+    await store.append([Write(ALL_EVENTS.replace(">", "Node._.late"), [b"x"], None)], token="l")
+    everything, _ = await both_ways(store)
+    middle_ns = everything[150][2]
+    for bounds in (
+        {"from_time": cut},
+        {"until_ns": middle_ns},
+        {"from_time": datetime.fromtimestamp(time.time() + 60, tz=UTC)},  # nothing newer
+    ):
+        bulk, ordered = await both_ways(store, **bounds)
+        assert bulk == ordered, bounds
+    bulk, _ = await both_ways(store, from_time=cut)
+    assert [m[1] for m in bulk] == ["fleet.evt.Node._.late"]
+    bulk, _ = await both_ways(store, until_ns=middle_ns)
+    assert bulk == everything[: len(bulk)] and bulk[-1][2] <= middle_ns < everything[len(bulk)][2]
+
+
+async def test_a_lost_connection_resumes_after_the_last_message(
+    store: EventStore, nats_server: RunningServer
+) -> None:
+    await fill(store, 20_000)
+    address = store._bulk_read_address()
+    assert address is not None
+    seen: list[int] = []
+    restart: list[asyncio.Task[None]] = []
+
+    async def restart_server() -> None:
+        await nats_server.server.stop()
+        await nats_server.server.start()
+
+    def handler(seq: int, subject: str, stored_ns: int, data: bytes) -> None:
+        seen.append(seq)
+        if len(seen) == 5_000:
+            restart.append(asyncio.create_task(restart_server()))
+
+    read = BulkRead(
+        *address,
+        store.stream,
+        handler,
+        filter_subject=ALL_EVENTS,
+        from_seq=1,
+        from_ns=0,
+        target=20_000,
+        until_ns=None,
+    )
+    await read.run()
+    await asyncio.gather(*restart)
+    assert seen == list(range(1, 20_001))
+
+
+async def test_a_failing_handler_ends_the_read_with_its_error(store: EventStore) -> None:
+    await fill(store, 100)
+
+    def handler(seq: int, subject: str, stored_ns: int, data: bytes) -> None:
+        if seq == 50:
+            raise ValueError("cannot fold 50")
+
+    with pytest.raises(ValueError, match="cannot fold 50"):
+        await store.replay_raw(handler)
+
+
+async def test_a_missing_stream_is_a_clear_error(store: EventStore) -> None:
+    address = store._bulk_read_address()
+    assert address is not None
+    read = BulkRead(
+        *address,
+        "NO_SUCH_STREAM",
+        lambda *m: None,
+        filter_subject=ALL_EVENTS,
+        from_seq=1,
+        from_ns=0,
+        target=10,
+        until_ns=None,
+    )
+    with pytest.raises(LogReadError, match="cannot read NO_SUCH_STREAM: stream not found"):
+        await read.run()
+
+
+def test_servers_wanting_tls_or_credentials_are_left_to_nats_py() -> None:
+    assert logreader.usable({"version": "2.14.0"})
+    assert not logreader.usable({"tls_required": True})
+    assert not logreader.usable({"auth_required": True})
