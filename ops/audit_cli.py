@@ -26,7 +26,6 @@ from streams.audit import OUTCOMES, AuditRecord, audit_filter, read_audit
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
 from streams.integrity import VerifyReport, verify_log
-from streams.subjects import event_subject
 
 MAX_LINKS = 200
 
@@ -110,7 +109,7 @@ async def why(
     kind, name = split_ref(ref)
     scope = namespace if is_namespaced(kind) else ""
     async with session(ctx.obj["server"], ctx.obj["actor"]) as s:
-        history = await s.store.read_subject(event_subject(kind, scope, name))
+        history = await s.history(kind, scope, name)
         if not history:
             raise NotFound(f"no events for {render.object_name(kind, scope, name)}")
         if event_seq is None:

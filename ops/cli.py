@@ -39,7 +39,7 @@ from ops.client import (
 from ops.clitools import Failure, run
 from ops.logging import configure as configure_logging
 from streams.commandbus import CommandFailed
-from streams.subjects import event_filter, event_subject
+from streams.subjects import event_filter
 
 T = TypeVar("T")
 OUTPUTS = click.Choice(["table", "wide", "yaml", "json"])
@@ -734,7 +734,7 @@ async def get(
             now_ns, when = point.time_ns or now_ns, f" at {point.label()}"
             if name:
                 item, _ = await timetravel.object_at(
-                    s.store, resolved, scope or "", name, point.seq
+                    s.store, resolved, scope or "", name, point.seq, nc=s.nc
                 )
                 items = [item] if item else []
             else:
@@ -785,7 +785,9 @@ async def describe(
         if at is not None:
             point = await timetravel.position_of(s.nc, s.store, at, now_ns=now_ns)
             now_ns = point.time_ns or now_ns
-            item, history = await timetravel.object_at(s.store, resolved, scope, name, point.seq)
+            item, history = await timetravel.object_at(
+                s.store, resolved, scope, name, point.seq, nc=s.nc
+            )
             items = [item] if item else []
         else:
             items = await s.query(resolved, namespace=scope, name=name)
@@ -793,7 +795,7 @@ async def describe(
             when = f" at {point.label()}" if point else ""
             raise FleetError(f'{resolved.lower()}s "{name}" not found{when}', code="not_found")
         if point is None:
-            history = await s.store.read_subject(event_subject(resolved, scope, name))
+            history = await s.history(resolved, scope, name)
         owned = []
         if resolved == "Deployment":
             replica_sets = (
@@ -908,7 +910,7 @@ async def history(ctx: click.Context, ref: str, namespace: str, output: str) -> 
     kind, name = split_ref(ref)
     scope = namespace if is_namespaced(kind) else ""
     async with _session(ctx) as s:
-        events = await s.store.read_subject(event_subject(kind, scope, name))
+        events = await s.history(kind, scope, name)
     if not events:
         raise FleetError(f"no events for {render.object_name(kind, scope, name)}", code="not_found")
     if output == "json":

@@ -20,10 +20,13 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from core.errors import FleetError, UnknownKind, ValidationFailed
 from core.resources import KINDS
+from projections.history_service import read_history
 from projections.query import CLUSTER_QUERY_SUBJECT
 from streams.commandbus import CommandClient
 from streams.connection import connect
+from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
+from streams.subjects import event_subject
 
 DEFAULT_SERVER = "nats://127.0.0.1:4222"
 
@@ -141,6 +144,11 @@ class Session:
             after = answer.get("continue")
             if not after:
                 return items
+
+    async def history(self, kind: str, namespace: str, name: str) -> list[StoredEvent]:
+        """Every event of one object, oldest first (from ``up``'s history index when it
+        answers, else from the log)."""
+        return await read_history(self.nc, self.store, event_subject(kind, namespace, name))
 
 
 def pick_container(item: dict[str, Any], container: str | None) -> tuple[str, int | None]:

@@ -46,6 +46,7 @@ from core.errors import FleetError, ValidationFailed
 from ops import render
 from ops.client import parse_duration
 from projections.cluster import ClusterModel, Key
+from projections.history_service import read_history
 from projections.runtime import Projection
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore, parse_rfc3339_ns
@@ -203,13 +204,23 @@ async def position_of(
 
 
 async def object_at(
-    store: EventStore, kind: str, namespace: str, name: str, seq: int
+    store: EventStore,
+    kind: str,
+    namespace: str,
+    name: str,
+    seq: int,
+    *,
+    nc: Client | None = None,
 ) -> tuple[dict[str, Any] | None, list[StoredEvent]]:
     """One object at ``seq`` (as the query service answers: ``ObjectRecord.as_dict``, None if
-    it did not exist then) and its subject's events up to ``seq``; reads only that subject."""
-    events = [
-        ev for ev in await store.read_subject(event_subject(kind, namespace, name)) if ev.seq <= seq
-    ]
+    it did not exist then) and its subject's events up to ``seq``; reads only that subject
+    (with ``nc``, from ``up``'s history index when it answers)."""
+    subject = event_subject(kind, namespace, name)
+    if nc is not None:
+        history = await read_history(nc, store, subject)
+    else:
+        history = await store.read_subject(subject)
+    events = [ev for ev in history if ev.seq <= seq]
     model = ClusterModel()
     for event in events:
         model.apply(event)

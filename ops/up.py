@@ -1,7 +1,9 @@
 """``fleetlog up``: one machine's whole control plane in one foreground process.
 
 Starts (or joins) nats-server, makes sure the streams exist, then runs the command gateway, the
-cluster projection with its query service, and periodic snapshots, all under one task group.
+cluster projection with its query service, the history index that answers ``fleetlog history``
+(a SQLite file in the data directory, fed by the same projection), and periodic snapshots, all
+under one task group.
 Ctrl-C or SIGTERM cancels the group: in-flight commands finish, a last snapshot is written, the
 connection drains and the embedded server stops. Everything lives in the data directory, so a
 restart on the same directory comes back with every object and event.
@@ -38,6 +40,8 @@ from handlers.replicaset_controller import ReplicaSetController
 from handlers.scheduler import Scheduler
 from handlers.taint_eviction import TaintEvictionController
 from projections.cluster import ClusterModel
+from projections.history import HistoryIndex
+from projections.history_service import HistoryService
 from projections.query import QueryService
 from projections.runtime import Projection
 from streams.cancellation import checkpoint
@@ -54,6 +58,7 @@ DEFAULT_PORT = 4222
 DEFAULT_URL = f"nats://127.0.0.1:{DEFAULT_PORT}"
 BOOTSTRAP_NAMESPACES = ("default", "kube-system")
 SNAPSHOT_EVERY_S = 60.0
+HISTORY_FILE = "history.sqlite3"
 
 
 def default_data_dir() -> Path:
@@ -95,6 +100,7 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                 scheduler=options.scheduler,
                 agent_root=options.data_dir / "agent" if options.agent else None,
                 node_name=options.node_name,
+                history_path=options.data_dir / HISTORY_FILE,
             )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -113,9 +119,11 @@ async def serve(
     scheduler: bool = True,
     agent_root: Path | None = None,
     node_name: str | None = None,
+    history_path: Path | None = None,
 ) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set;
-    and, with ``agent_root``, a node agent for this machine (its containers live there)."""
+    with ``agent_root``, a node agent for this machine (its containers live there); with
+    ``history_path``, the history index kept in that file."""
     nc = await connect(url, name="fleetlog-up")
     try:
         await ensure_streams(nc)
@@ -137,6 +145,11 @@ async def serve(
             deployments = await DeploymentController.create(nc, projection)
             quotas = await QuotaController.create(nc, AggregateRepository(store), projection)
             query = QueryService(nc, projection)
+            history = (
+                HistoryService(nc, store, HistoryIndex(history_path), projection)
+                if history_path is not None
+                else None
+            )
             gateway_ready, query_ready = asyncio.Event(), asyncio.Event()
             try:
                 async with asyncio.TaskGroup() as tasks:
@@ -153,6 +166,8 @@ async def serve(
                     ]
                     if replica is not None:
                         roles.append(tasks.create_task(replica.run()))
+                    if history is not None:
+                        roles.append(tasks.create_task(history.run()))
                     await gateway_ready.wait()
                     await query_ready.wait()
                     await _bootstrap(nc)
@@ -171,6 +186,8 @@ async def serve(
                         role.cancel()
             finally:
                 await projection.stop()
+                if history is not None:
+                    history.close()
                 with contextlib.suppress(Exception):
                     await projection.save_snapshot(snapshots)
     finally:

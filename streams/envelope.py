@@ -189,3 +189,5 @@ class StoredEvent:
     subject: str
     stored_ns: int
     envelope: Envelope
+    data: bytes = b""
+    """The stored bytes it was decoded from (empty where a reader did not keep them)."""
