@@ -9,12 +9,18 @@ priority classes, the namespace's LimitRanges) is passed in.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from core.aggregates import NOT_READY_TAINT, UNREACHABLE_TAINT
 from core.errors import ValidationFailed
 from core.quantity import parse_quantity
+from core.resources.base import Annotations, K8sModel, ObjectMeta
+from core.resources.manifest import dump_manifest, parse_manifest
+from core.resources.pod import Container, PodSpec, ResourceRequirements
 from core.resources.priorityclass import DEFAULT_PRIORITY, SYSTEM_PRIORITY_CLASSES, PriorityClass
 
 DEFAULT_TOLERATION_SECONDS = 300
@@ -329,3 +335,137 @@ def apply_limit_ranges(
         LIMIT_RANGER_ANNOTATION: "LimitRanger plugin set: " + "; ".join(notes),
     }
     return {**manifest, "metadata": metadata, "spec": spec}
+
+
+def validate_limited(limited: dict[str, Any], admitted: dict[str, Any]) -> dict[str, Any]:
+    """``limited`` (what :func:`apply_limit_ranges` made of the valid pod manifest
+    ``admitted``) as ``dump_manifest(parse_manifest(limited))`` would give it, validating only
+    what the LimitRanger changed.
+
+    Why: a default can make a valid pod invalid (a default limit below a stated request, as in
+    Kubernetes), so the result must be validated again, but validating the whole pod a second
+    time was the largest single cost of a pod command. The LimitRanger changes only containers'
+    ``resources`` and ``metadata.annotations``, and no validator of the pod model looks at those
+    from outside their own types (``ResourceRequirements`` checks requests against limits
+    within one container; the ``Annotations`` type checks keys and total size), so validating
+    those parts with their own types accepts exactly what the whole model accepts, and their
+    dumps are what the whole dump would hold there (keys in the model's order). When a part is
+    invalid, the whole pod is parsed, so the error (its field path, and the count of further
+    errors) is the one a full validation reports.
+    """
+    if limited is admitted:
+        return admitted
+    spec = dict(limited["spec"])
+    old_spec = admitted.get("spec") or {}
+    for field_name in ("containers", "initContainers"):
+        containers = spec.get(field_name)
+        if not containers:
+            continue
+        checked = []
+        for container, before in zip(containers, old_spec.get(field_name) or (), strict=True):
+            resources = container.get("resources")
+            if container is not before and resources != before.get("resources"):
+                dumped = _validated_resources(resources)
+                if dumped is None:
+                    return dump_manifest(parse_manifest(limited))
+                container = _in_field_order({**container, "resources": dumped}, _CONTAINER_FIELDS)
+            checked.append(container)
+        spec[field_name] = checked
+    metadata = limited["metadata"]
+    if metadata is not admitted.get("metadata"):
+        # Only the annotations changed (the rest of the metadata was validated with the pod).
+        if not _valid_annotations(metadata.get("annotations") or {}):
+            return dump_manifest(parse_manifest(limited))
+        metadata = _in_field_order(metadata, _METADATA_FIELDS)
+    return {**limited, "metadata": metadata, "spec": _in_field_order(spec, _POD_SPEC_FIELDS)}
+
+
+def _validated_resources(resources: Any) -> dict[str, Any] | None:
+    """``resources`` validated as a container's ``ResourceRequirements`` and dumped, or None
+    if invalid. Pods of one template get the same defaults, so the answer for plain maps of
+    text is remembered (the dump is copied: callers own what they get)."""
+    key = _key(resources)
+    if key is None:
+        return _validate_resources(resources)
+    dumped = _remembered_resources(key)
+    if dumped is None:
+        return None
+    return {section: dict(values) for section, values in dumped.items()}
+
+
+def _validate_resources(resources: Any) -> dict[str, Any] | None:
+    try:
+        model = ResourceRequirements.model_validate(
+            resources, strict=True, by_alias=True, by_name=False
+        )
+    except ValidationError:
+        return None
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+RememberedKey = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+
+def _key(resources: Any) -> RememberedKey | None:
+    """``resources`` as a hashable key keeping every order, if it is a map of maps of text
+    (``requests``/``limits``); None otherwise (claims, or anything unexpected)."""
+    if not isinstance(resources, dict):
+        return None
+    key = []
+    for section, values in resources.items():
+        if not isinstance(section, str) or not isinstance(values, dict):
+            return None
+        items = tuple(values.items())
+        if not all(type(k) is str and type(v) is str for k, v in items):
+            return None
+        key.append((section, items))
+    return tuple(key)
+
+
+@functools.lru_cache(maxsize=1024)
+def _remembered_resources(key: RememberedKey) -> dict[str, dict[str, str]] | None:
+    return _validate_resources({section: dict(items) for section, items in key})
+
+
+def _valid_annotations(annotations: dict[str, str]) -> bool:
+    """Whether ``annotations`` are valid (keys, total size); the answer for small maps of text
+    (the limit-ranger note and a few others, the same for every pod of a template) is
+    remembered."""
+    items = tuple(annotations.items())
+    small = all(type(k) is str and type(v) is str and len(v) < 1024 for k, v in items)
+    if small and len(items) <= 16:
+        return _remembered_annotations(items)
+    return _check_annotations(annotations)
+
+
+@functools.lru_cache(maxsize=1024)
+def _remembered_annotations(items: tuple[tuple[str, str], ...]) -> bool:
+    return _check_annotations(dict(items))
+
+
+def _check_annotations(annotations: Any) -> bool:
+    try:
+        _ANNOTATIONS.validate_python(annotations, strict=True)
+    except ValidationError:
+        return False
+    return True
+
+
+def _aliases(model: type[K8sModel]) -> tuple[str, ...]:
+    return tuple(info.alias or name for name, info in model.model_fields.items())
+
+
+_ANNOTATIONS: TypeAdapter[dict[str, str]] = TypeAdapter(Annotations)
+_CONTAINER_FIELDS = _aliases(Container)
+_METADATA_FIELDS = _aliases(ObjectMeta)
+_POD_SPEC_FIELDS = _aliases(PodSpec)
+
+
+def _in_field_order(dumped: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """A dumped model's map with its keys in the order the model's dump writes them (the
+    admission steps add keys at the end: ``resources`` to a container that had none,
+    ``tolerations`` and ``priority`` to a spec), so a pod's stored bytes are those a full
+    validation and dump would write."""
+    ordered = {key: dumped[key] for key in fields if key in dumped}
+    # A key the model does not know (not a dumped map after all): leave the order alone.
+    return ordered if len(ordered) == len(dumped) else dumped

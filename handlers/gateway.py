@@ -50,12 +50,14 @@ from core.admission import (
     check_single_global_default,
     default_toleration_seconds,
     resolve_priority,
+    validate_limited,
 )
 from core.aggregates import (
     AGGREGATES,
     SCALABLE_KINDS,
     Node,
     Pod,
+    Resource,
     ResourceQuota,
     Workload,
     timestamp_from_ns,
@@ -83,11 +85,11 @@ from core.resources import (
     to_validation_failed,
 )
 from projections.cluster import ClusterModel
-from projections.policies import NamespacePolicies
+from projections.policies import NamespacePolicies, Policies
 from projections.runtime import Projection
 from streams.audit import AuditRecord, AuditWriter
 from streams.eventstore import ConcurrencyConflict, EventStore
-from streams.repository import AggregateRepository, Loaded, Provenance
+from streams.repository import AggregateRepository, Loaded, Provenance, uuid5_text
 from streams.serving import serve
 from streams.subjects import ALL_COMMANDS, AggregateRef, event_filter, parse_command_subject
 
@@ -123,6 +125,9 @@ class CommandContext:
     reply: dict[str, Any] | None = None
     denied: bool = False
     """Refused by authorization (audited as ``denied``, not ``rejected``)."""
+    policies: Policies | None = None
+    """The namespace's LimitRanges and ResourceQuotas, asked once per command (admission and
+    execution both need them; each question costs a round trip to the server)."""
 
     @property
     def correlation_id(self) -> str:
@@ -275,6 +280,15 @@ async def resolve_target(ctx: CommandContext) -> None:
     ctx.ref = AggregateRef(ctx.kind, namespace if info.namespaced else "", body.name)
 
 
+async def policies_of(ctx: CommandContext, policies: NamespacePolicies) -> Policies:
+    """The LimitRanges and ResourceQuotas of the command's namespace, asked of ``policies``
+    once per command (after it arrived, so a policy written before it was sent is seen)."""
+    if ctx.policies is None:
+        assert ctx.ref is not None
+        ctx.policies = await policies.in_namespace(ctx.ref.namespace)
+    return ctx.policies
+
+
 class Admit:
     """Admission: the defaults Kubernetes adds on admission (DefaultTolerationSeconds, the
     priority of the pod's PriorityClass, the resource defaults and bounds of the namespace's
@@ -286,32 +300,63 @@ class Admit:
         self,
         repository: AggregateRepository,
         priority_classes: Projection[ClusterModel],
-        limit_ranges: NamespacePolicies | None = None,
+        policies: NamespacePolicies | None = None,
     ) -> None:
         self._repository = repository
         self._priority_classes = priority_classes
-        self._limit_ranges = limit_ranges
+        self._policies = policies
 
     async def __call__(self, ctx: CommandContext) -> None:
         assert ctx.ref is not None
         if ctx.manifest is not None:
             ctx.manifest = default_toleration_seconds(ctx.manifest)
             if ctx.ref.kind == "Pod":
-                ctx.manifest = await self._prioritised(ctx.ref, ctx.manifest)
-                ctx.manifest = await self._limited(ctx.ref, ctx.manifest)
+                ctx.manifest = await self._admitted_pod(ctx, ctx.manifest)
             elif ctx.ref.kind == "PriorityClass":
                 check_single_global_default(ctx.manifest, self._known_classes())
         if ctx.ref.namespace and ctx.verb in ("create", "apply"):
             await self._require_namespace(ctx.ref.namespace)
 
+    async def _admitted_pod(self, ctx: CommandContext, manifest: dict[str, Any]) -> dict[str, Any]:
+        """The pod's manifest with its priority and resource defaults.
+
+        Whether the pod exists decides both (an existing pod keeps what it was admitted with).
+        A ``create`` is admitted as a new pod without reading the log on a cache miss, as
+        Kubernetes admits a create (Execute's optimistic append then finds an existing pod:
+        ``AlreadyExists``, or the original's answer for a retry, neither of which depends on
+        the manifest). Only if that admission refuses the pod is the log read: a retry of a
+        create that landed before a policy changed is answered with its first outcome, never
+        refused by the new policy."""
+        assert ctx.ref is not None
+        if ctx.verb != "create":
+            return await self._admit_pod(ctx, manifest, await self._repository.load(ctx.ref))
+        cached = await self._repository.load(ctx.ref, assume_new=True)
+        try:
+            return await self._admit_pod(ctx, manifest, cached)
+        except FleetError:
+            if cached.last_seq:  # the cache knew the pod: that was the answer
+                raise
+            loaded = await self._repository.load(ctx.ref, fresh=True)
+            if loaded.aggregate is None or not loaded.aggregate.exists:
+                raise
+            return await self._admit_pod(ctx, manifest, loaded)
+
+    async def _admit_pod(
+        self, ctx: CommandContext, manifest: dict[str, Any], loaded: Loaded
+    ) -> dict[str, Any]:
+        existing = loaded.aggregate if loaded.aggregate and loaded.aggregate.exists else None
+        manifest = await self._prioritised(manifest, existing)
+        return await self._limited(ctx, manifest, existing)
+
     def _known_classes(self) -> dict[str, dict[str, Any]]:
         return {r.name: r.manifest for r in self._priority_classes.model.list("PriorityClass")}
 
-    async def _prioritised(self, ref: AggregateRef, manifest: dict[str, Any]) -> dict[str, Any]:
+    async def _prioritised(
+        self, manifest: dict[str, Any], existing: Resource | None
+    ) -> dict[str, Any]:
         """Kubernetes resolves a pod's priority when it is created; an existing pod keeps the
         priority it was given (its class may have changed or gone since)."""
-        existing = (await self._repository.load(ref)).aggregate
-        if existing is not None and existing.exists:
+        if existing is not None:
             stored = existing.manifest.get("spec", {})
             spec = dict(manifest.get("spec", {}))
             for field_name in ("priority", "preemptionPolicy", "priorityClassName"):
@@ -329,21 +374,22 @@ class Admit:
                 classes[wanted] = found.manifest
         return resolve_priority(manifest, classes)
 
-    async def _limited(self, ref: AggregateRef, manifest: dict[str, Any]) -> dict[str, Any]:
+    async def _limited(
+        self, ctx: CommandContext, manifest: dict[str, Any], existing: Resource | None
+    ) -> dict[str, Any]:
         """LimitRanger on create: the namespace's defaults (or the cluster default) are stored
         in the pod, and its bounds are enforced. An existing pod keeps the resources and the
         annotation it was admitted with (a re-apply of its original manifest changes
         nothing; a real change of resources is refused by the pod's immutability rule)."""
-        existing = (await self._repository.load(ref)).aggregate
-        if existing is not None and existing.exists:
+        if existing is not None:
             return _with_admitted_resources(manifest, existing.manifest)
-        if self._limit_ranges is None:
+        if self._policies is None:
             return manifest
-        limited = apply_limit_ranges(manifest, await self._limit_ranges.in_namespace(ref.namespace))
-        if limited is manifest:
-            return manifest
-        # A default limit below a stated request makes the pod invalid, as in Kubernetes.
-        return dump_manifest(parse_manifest(limited))
+        policies = await policies_of(ctx, self._policies)
+        limited = apply_limit_ranges(manifest, policies.limit_ranges)
+        # A default limit below a stated request makes the pod invalid, as in Kubernetes:
+        # what the defaults changed is validated again (not the whole pod).
+        return validate_limited(limited, manifest)
 
     async def _require_namespace(self, namespace: str) -> None:
         loaded = await self._repository.load(AggregateRef("Namespace", "", namespace))
@@ -398,10 +444,10 @@ class Execute:
     append with an expectation on every subject, so racing gateways cannot exceed a quota."""
 
     def __init__(
-        self, repository: AggregateRepository, quotas: NamespacePolicies | None = None
+        self, repository: AggregateRepository, policies: NamespacePolicies | None = None
     ) -> None:
         self._repository = repository
-        self._quotas = quotas
+        self._policies = policies
 
     async def __call__(self, ctx: CommandContext) -> None:
         command, ref = ctx.command, ctx.ref
@@ -489,11 +535,11 @@ class Execute:
         """The ResourceQuotas a pod command may charge or release: those of its namespace."""
         command, ref = ctx.command, ctx.ref
         assert command is not None and ref is not None
-        if self._quotas is None or ref.kind != "Pod":
+        if self._policies is None or ref.kind != "Pod":
             return []
         if command.verb not in ("create", "apply", "delete"):
             return []
-        quotas = await self._quotas.in_namespace(ref.namespace)
+        quotas = (await policies_of(ctx, self._policies)).quotas
         names = sorted(m["metadata"]["name"] for m in quotas)
         return [AggregateRef("ResourceQuota", ref.namespace, name) for name in names]
 
@@ -557,7 +603,7 @@ class Execute:
                 raise NotFound(f"{ref} not found (it was deleted)")
         at = timestamp_from_ns(ctx.received_ns)
         aggregate_class = AGGREGATES[ref.kind]
-        uid = str(uuid.uuid5(UID_NAMESPACE, f"{command.idempotency_key}/{ref.id}"))
+        uid = uuid5_text(UID_NAMESPACE, f"{command.idempotency_key}/{ref.id}")
         body = command.body
         if command.verb in ("create", "apply"):
             assert ctx.manifest is not None
@@ -653,8 +699,7 @@ class Gateway:
         )
         # Each namespace's LimitRanges (admission defaults) and ResourceQuotas (charged on a
         # pod's create), read-your-writes.
-        self.limit_ranges = NamespacePolicies("LimitRange", store)
-        self.quotas = NamespacePolicies("ResourceQuota", store)
+        self.policies = NamespacePolicies(nc, store)
         self.stages: Sequence[Handler] = (
             limit_size,
             decode,
@@ -663,8 +708,8 @@ class Gateway:
             Authenticate(identify),
             Authorize(policy or AllowAll()),
             fingerprint,
-            Admit(self.repository, self.priority_classes, self.limit_ranges),
-            Execute(self.repository, self.quotas),
+            Admit(self.repository, self.priority_classes, self.policies),
+            Execute(self.repository, self.policies),
         )
         self._slots = asyncio.Semaphore(max_in_flight)
         self.handled = 0
@@ -677,11 +722,10 @@ class Gateway:
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Serve until cancelled; in-flight commands finish (and their audit records are
         written) before this returns."""
-        followed = (self.priority_classes, self.limit_ranges.projection, self.quotas.projection)
-        for projection in followed:
-            await projection.catch_up()
-            await projection.follow()
+        await self.priority_classes.catch_up()
+        await self.priority_classes.follow()
         try:
+            await self.policies.start()
             async with asyncio.TaskGroup() as tasks:
                 writer = tasks.create_task(self.audit.run())
                 try:
@@ -689,8 +733,8 @@ class Gateway:
                 finally:
                     writer.cancel()
         finally:
-            for projection in followed:
-                await projection.stop()
+            await self.priority_classes.stop()
+            await self.policies.stop()
 
     async def _serve_commands(self, ready: asyncio.Event | None) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -705,9 +749,15 @@ class Gateway:
         try:
             ctx = CommandContext(subject=msg.subject, data=msg.data, received_ns=time.time_ns())
             reply = await self.handle_context(ctx)
+            record = audit_record(ctx, reply)
+            # Queued before the answer is published: the audit writer publishes it before the
+            # connection next flushes, so answer and record leave in one socket write (a write
+            # is one of the larger costs of a command). The answer never waits for the record.
+            queued = self.audit.offer(record)
             if msg.reply:
                 await self._nc.publish(msg.reply, msgpack.packb(reply, use_bin_type=True))
-            await self.audit.record(audit_record(ctx, reply))
+            if not queued:
+                await self.audit.record(record)
         finally:
             self._slots.release()
 
@@ -721,12 +771,16 @@ class Gateway:
         self.handled += 1
         with structlog.contextvars.bound_contextvars(subject=subject):
             try:
+                bound = False
                 for stage in self.stages:
                     await stage(ctx)
-                    if ctx.command is not None:
+                    if not bound and ctx.command is not None:
+                        # Once, as soon as the command is read (binding costs a copy of the
+                        # context each time; the values never change after).
                         structlog.contextvars.bind_contextvars(
                             correlation_id=ctx.correlation_id, actor=ctx.command.actor
                         )
+                        bound = True
                     if ctx.reply is not None:
                         break
             except FleetError as exc:

@@ -1,6 +1,7 @@
 """Benchmark of the log path, beside raw nats-py rates on the same server, in one run.
 
-    python -m ops.bench_log [--events 50000] [--commands 5000] [--rate 500] [--nats-url URL]
+    python -m ops.bench_log [--events 30000] [--commands 5000] [--rate 500] [--nats-url URL]
+                            [--skip-appends] [--skip-replay] [--keep-workdir]
 
 Prints, each next to its raw baseline:
   * appends through the event store (OCC expectation on every write, ``--in-flight`` pipelined
@@ -9,10 +10,13 @@ Prints, each next to its raw baseline:
   * replay (decode + fold into the cluster read model) vs a raw ordered consumer whose callback
     does nothing;
   * command round trip (client request → gateway → event durable → reply) at a fixed offered
-    rate, p50/p99/max, against a ``fleetlog up`` running in its own process.
+    rate, p50/p99/max, against a ``fleetlog up`` running in its own process, with the CPU time
+    that process spent per command (user + system, from ``/proc``) while the commands ran.
 
-It starts its own nats-server in a temporary directory unless ``--nats-url`` is given. Figures
-are recorded in docs/benchmarks.md.
+It starts its own nats-server in a temporary directory unless ``--nats-url`` is given; the
+directory is removed at the end (``--keep-workdir`` keeps it, with ``up.log``). ``--skip-appends``
+and ``--skip-replay`` leave those parts out (the round trip alone, e.g. while profiling ``up``:
+its PID is printed). Figures are recorded in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import asyncio
 import gc
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -55,11 +60,48 @@ def event_bytes(prefix: str, index: int) -> tuple[str, bytes]:
         correlation_id=f"{prefix}{index:08d}",
         causation_id=f"{prefix}{index:08d}",
         payload={
-            "manifest": {"metadata": {"name": name}, "spec": {"nodeName": "n1"}},
+            # Not bound to a node: a pod on a node that does not exist is garbage to `fleetlog
+            # up`'s pod GC, which would delete all of them through the gateway while the round
+            # trip is measured. (``hostname``: the same size as the ``nodeName`` written before.)
+            "manifest": {"metadata": {"name": name}, "spec": {"hostname": "n1"}},
             "uid": f"u{index}",
         },
     )
     return event_subject("Pod", "default", name), envelope.encode()
+
+
+async def prepare_log(url: str) -> int:
+    """Write the namespace the benchmark's pods live in, unless the log has it; return the
+    number of events written. Without it `fleetlog up`'s garbage collector deletes every pod
+    of a namespace that does not exist, through the gateway, during the round trip (since the
+    collector joined `up`, those deletions were measured along with the commands)."""
+    envelope = Envelope(
+        event_id="bench:namespace:default",
+        type="NamespaceCreated",
+        schema_version=1,
+        kind="Namespace",
+        namespace="",
+        name="default",
+        version=1,
+        timestamp_ns=time.time_ns(),
+        actor="bench",
+        correlation_id="bench-namespace",
+        causation_id="bench-namespace",
+        payload={
+            "manifest": {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}},
+            "uid": "bench-namespace-default",
+        },
+    )
+    nc = await connect(url, name="bench-prepare")
+    try:
+        async with EventStore(nc) as store:
+            subject = event_subject("Namespace", "", "default")
+            if await store.last_seq(subject):
+                return 0
+            await store.append([Write(subject, [envelope.encode()], 0)], token="bench-namespace")
+            return 1
+    finally:
+        await nc.close()
 
 
 async def bench_raw_publish(url: str, count: int, prefix: str) -> float:
@@ -176,61 +218,76 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="fleetlog-bench-"))
-    server = None
-    url = args.nats_url
-    if url is None:
-        server = EmbeddedServer(data_dir=workdir / "nats", port=free_port())
-        await server.start()
-        url = server.url
-    up_process = None
+def process_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds a process has used so far (Linux ``/proc``; 0 elsewhere)."""
     try:
-        nc = await connect(url, name="bench-setup")
-        await ensure_streams(nc)
-        await nc.close()
-        print(
-            f"server {url}, {args.rounds} rounds of {args.events} events per write benchmark, "
-            f"python {sys.version.split()[0]}"
-        )
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    # After the command name: state is field 3, utime and stime are fields 14 and 15.
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
-        # Rates swing on a shared 2-core machine: alternate the measurements, keep the medians.
-        raw_publishes, store_appends = [], []
-        for round_ in range(args.rounds):
-            raw_publishes.append(await bench_raw_publish(url, args.events, f"raw{round_}"))
-            store_appends.append(
-                await bench_store_append(url, args.events, args.in_flight, f"store{round_}")
-            )
-        raw_publish = statistics.median(raw_publishes)
-        store_append = statistics.median(store_appends)
-        print(
-            f"raw pipelined JetStream publish (publish_async) : {raw_publish:10,.0f} events/s"
-            f"  (median of {args.rounds})"
-        )
-        print(
-            f"event store append (OCC, {args.in_flight} in flight)       : "
-            f"{store_append:10,.0f} events/s"
-            f"  = {100 * store_append / raw_publish:.0f}% of raw (target >= 60%)"
-        )
 
-        total = 2 * args.events * args.rounds
-        raw_reads, replays = [], []
-        for _ in range(args.rounds):
-            raw_reads.append(await bench_raw_read(url, total))
-            rate, objects = await bench_replay(url, total)
-            replays.append(rate)
-        raw_read, replay = statistics.median(raw_reads), statistics.median(replays)
-        print(
-            f"raw ordered consumer read (callback)          : {raw_read:10,.0f} events/s"
-            f"  (median of {args.rounds})"
-        )
-        print(
-            f"replay into the cluster read model            : {replay:10,.0f} events/s"
-            f"  = {100 * replay / raw_read:.0f}% of raw (target >= 50%), {objects:,} objects"
-        )
+async def settle(pid: int, *, busy: float = 0.2, timeout: float = 120.0) -> bool:
+    """Wait until process ``pid`` used less than ``busy`` of a core over one second (False if
+    it did not within ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    before = sum(process_cpu_seconds(pid))
+    while time.monotonic() < deadline:
+        await asyncio.sleep(1.0)
+        now = sum(process_cpu_seconds(pid))
+        if now - before < busy:
+            return True
+        before = now
+    return False
 
-        env = {**os.environ, "FLEETLOG_SERVER": url}
-        up_log = (workdir / "up.log").open("wb")
+
+async def bench_log_path(url: str, args: argparse.Namespace, prepared: int) -> None:
+    """The append and replay measurements (each beside its raw baseline); ``prepared`` events
+    were in the log before."""
+    # Rates swing on a shared 2-core machine: alternate the measurements, keep the medians.
+    raw_publishes, store_appends = [], []
+    for round_ in range(args.rounds):
+        raw_publishes.append(await bench_raw_publish(url, args.events, f"raw{round_}"))
+        store_appends.append(
+            await bench_store_append(url, args.events, args.in_flight, f"store{round_}")
+        )
+    raw_publish = statistics.median(raw_publishes)
+    store_append = statistics.median(store_appends)
+    print(
+        f"raw pipelined JetStream publish (publish_async) : {raw_publish:10,.0f} events/s"
+        f"  (median of {args.rounds})"
+    )
+    print(
+        f"event store append (OCC, {args.in_flight} in flight)       : "
+        f"{store_append:10,.0f} events/s"
+        f"  = {100 * store_append / raw_publish:.0f}% of raw (target >= 60%)"
+    )
+    if args.skip_replay:
+        return
+    total = 2 * args.events * args.rounds
+    raw_reads, replays = [], []
+    objects = 0
+    for _ in range(args.rounds):
+        raw_reads.append(await bench_raw_read(url, total))
+        rate, objects = await bench_replay(url, total + prepared)
+        replays.append(rate)
+    raw_read, replay = statistics.median(raw_reads), statistics.median(replays)
+    print(
+        f"raw ordered consumer read (callback)          : {raw_read:10,.0f} events/s"
+        f"  (median of {args.rounds})"
+    )
+    print(
+        f"replay into the cluster read model            : {replay:10,.0f} events/s"
+        f"  = {100 * replay / raw_read:.0f}% of raw (target >= 50%), {objects:,} objects"
+    )
+
+
+async def bench_round_trip(url: str, args: argparse.Namespace, workdir: Path) -> None:
+    """The command round trip against a ``fleetlog up`` in its own process."""
+    env = {**os.environ, "FLEETLOG_SERVER": url}
+    with (workdir / "up.log").open("wb") as up_log:
         up_process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, not awaited
             [
                 sys.executable,
@@ -248,29 +305,94 @@ async def main_async(args: argparse.Namespace) -> None:
             stderr=up_log,
             env=env,
         )
-        await wait_for_gateway(url)
-        latencies = await bench_commands(url, args.commands, args.rate)
-        ms = [1000 * value for value in latencies]
-        print(
-            f"command round trip at {args.rate:.0f}/s offered, {len(ms)} commands: "
-            f"p50 {statistics.median(ms):.2f} ms, p99 {percentile(ms, 0.99):.2f} ms, "
-            f"max {max(ms):.2f} ms (targets p50 < 3 ms, p99 < 15 ms)"
-        )
-    finally:
-        if up_process is not None:
+        launched = time.perf_counter()
+        try:
+            try:
+                await wait_for_gateway(url, up_process)
+            except RuntimeError:
+                up_log.flush()
+                tail = (workdir / "up.log").read_text(errors="replace").splitlines()[-20:]
+                print("\n".join(["fleetlog up's log ends with:", *tail]), file=sys.stderr)
+                raise
+            serving = time.perf_counter() - launched
+            # The gateway answers before `up` has finished starting (it collects and freezes
+            # the garbage of the replay, builds indexes): measure from when it is idle.
+            settled = await settle(up_process.pid)
+            print(
+                f"fleetlog up serving commands after {serving:.1f} s, idle after "
+                f"{time.perf_counter() - launched:.1f} s{'' if settled else ' (never idle)'}, "
+                f"pid {up_process.pid}",
+                flush=True,
+            )
+            user_before, system_before = process_cpu_seconds(up_process.pid)
+            started = time.perf_counter()
+            latencies = await bench_commands(url, args.commands, args.rate)
+            wall = time.perf_counter() - started
+            # Warm-up commands are in the CPU figure too (50 of them): a small overstatement.
+            user_after, system_after = process_cpu_seconds(up_process.pid)
+            user, system = user_after - user_before, system_after - system_before
+        finally:
             up_process.send_signal(signal.SIGTERM)
-            up_process.wait(timeout=30)
-            up_log.close()
+            try:
+                up_process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                up_process.kill()
+                up_process.wait()
+    ms = [1000 * value for value in latencies]
+    print(
+        f"command round trip at {args.rate:.0f}/s offered, {len(ms)} commands: "
+        f"p50 {statistics.median(ms):.2f} ms, p99 {percentile(ms, 0.99):.2f} ms, "
+        f"max {max(ms):.2f} ms (targets p50 < 3 ms, p99 < 15 ms)"
+    )
+    per_command = 1000 / (args.commands + 50)
+    print(
+        f"fleetlog up CPU while the commands ran: {user + system:.2f} s in {wall:.1f} s "
+        f"= {per_command * (user + system):.2f} ms per command "
+        f"(user {per_command * user:.2f}, system {per_command * system:.2f})"
+    )
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="fleetlog-bench-"))
+    server = None
+    url = args.nats_url
+    try:
+        if url is None:
+            server = EmbeddedServer(data_dir=workdir / "nats", port=free_port())
+            await server.start()
+            url = server.url
+        nc = await connect(url, name="bench-setup")
+        await ensure_streams(nc)
+        await nc.close()
+        print(
+            f"server {url}, {args.rounds} rounds of {args.events} events per write benchmark, "
+            f"python {sys.version.split()[0]}"
+        )
+        prepared = await prepare_log(url)
+        if not args.skip_appends:
+            await bench_log_path(url, args, prepared)
+        await bench_round_trip(url, args, workdir)
+    finally:
         if server is not None:
             await server.stop()
+        if args.keep_workdir:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def wait_for_gateway(url: str) -> None:
+async def wait_for_gateway(
+    url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 120.0
+) -> None:
+    """Until a gateway answers (``fleetlog up`` first replays the log: with the append and
+    replay parts' 180,000 events, that takes a while on a busy host)."""
     nc = await connect(url, name="bench-wait")
     client = CommandClient(nc, actor="bench")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"fleetlog up exited with status {process.returncode}")
             try:
                 await client.send(
                     "Namespace",
@@ -304,6 +426,15 @@ def main() -> None:
     parser.add_argument("--nats-url", default=None)
     parser.add_argument(
         "--rounds", type=int, default=3, help="read measurements to take the median of"
+    )
+    parser.add_argument(
+        "--skip-appends",
+        action="store_true",
+        help="leave out the append and replay measurements (the replay reads what they wrote)",
+    )
+    parser.add_argument("--skip-replay", action="store_true", help="leave out the replay part")
+    parser.add_argument(
+        "--keep-workdir", action="store_true", help="keep the temporary directory (up.log)"
     )
     asyncio.run(main_async(parser.parse_args()))
 

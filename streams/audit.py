@@ -16,13 +16,19 @@ actor is a subject filter the server applies.
 The gateway hands records to :class:`AuditWriter`, which appends them in order from one task,
 so answering a command never waits for its audit record; on shutdown the writer drains what
 is queued. A crash between a command's events and its audit record loses that record, never
-the events (the log stays the truth; ``fleetlog audit`` says so in its help).
+the events (the log stays the truth; ``fleetlog audit`` says so in its help). The writer
+pipelines: a record is published as soon as it is queued, in order, on one connection (so it
+is stored in that order), and acks are counted as they arrive; one record at a time, each a
+request awaited before the next, cost a task, a timer and a round trip per command, and fell
+behind whenever the round trip grew.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -32,6 +38,8 @@ from typing import Any
 import msgpack
 import structlog
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.nuid import NUID
 
 from streams.cancellation import checkpoint
 
@@ -41,6 +49,9 @@ AUDIT_STREAM = "FLEET_AUDIT"
 AUDIT_PREFIX = "fleet.audit"
 OUTCOMES = ("accepted", "rejected", "denied")
 QUEUE_LIMIT = 10_000
+WINDOW = 1024
+"""The most records published and not yet acknowledged."""
+ACK_TIMEOUT = 5.0
 _TOKEN = re.compile(r"[^a-z0-9_-]")
 
 
@@ -60,7 +71,9 @@ def audit_stream_config(replicas: int = 1) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=4096)
 def _token(text: str) -> str:
+    # Cached: kinds, verbs and actors repeat from one command to the next.
     cleaned = _TOKEN.sub("_", text.lower())
     return cleaned or "unknown"
 
@@ -150,13 +163,33 @@ async def ensure_audit_stream(nc: Client, *, replicas: int = 1) -> None:
 
 
 class AuditWriter:
-    """Appends audit records in the order they were handed over, from one task."""
+    """Appends audit records in the order they were handed over, from one task, pipelined:
+    each record is published as soon as it is queued (up to :data:`WINDOW` awaiting their
+    acks), and acks are counted as they come."""
 
     def __init__(self, nc: Client) -> None:
-        self._js = nc.jetstream()
+        self._nc = nc
         self._queue: asyncio.Queue[AuditRecord] = asyncio.Queue(QUEUE_LIMIT)
+        self._inbox = f"_FLAUD.{NUID().next().decode()}"
+        self._counter = itertools.count()
+        self._in_flight: dict[str, tuple[AuditRecord, float]] = {}
+        """Reply subject -> (record, when it was published), until its ack."""
+        self._room = asyncio.Event()
+        self._room.set()
+        self._sweeper: asyncio.TimerHandle | None = None
         self.written = 0
         self.failed = 0
+
+    def offer(self, record: AuditRecord) -> bool:
+        """Queue a record without waiting; False when the queue is full (then :meth:`record`).
+
+        The gateway offers a command's record just before it publishes the answer: the writer
+        then publishes the record before the connection flushes, so both leave in one write."""
+        try:
+            self._queue.put_nowait(record)
+        except asyncio.QueueFull:
+            return False
+        return True
 
     async def record(self, record: AuditRecord) -> None:
         """Queue a record (waits only when the writer is ``QUEUE_LIMIT`` records behind)."""
@@ -164,33 +197,93 @@ class AuditWriter:
 
     async def run(self) -> None:
         """Write until cancelled, then drain what is queued (for at most a few seconds)."""
+        subscription = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
+        self._sweeper = asyncio.get_running_loop().call_later(ACK_TIMEOUT, self._sweep)
+        taken: AuditRecord | None = None
         try:
             while True:
                 checkpoint()
-                record = await self._queue.get()
-                await self._write(record)
+                taken = await self._queue.get()
+                await self._room.wait()
+                record, taken = taken, None
+                await self._publish(record)
         finally:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._drain(), 5)
+                await asyncio.wait_for(self._drain(taken), ACK_TIMEOUT)
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+            for record, _ in self._in_flight.values():
+                self._lost(record, "no ack from the audit stream")
+            self._in_flight.clear()
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
 
-    async def _drain(self) -> None:
+    async def _drain(self, taken: AuditRecord | None) -> None:
+        """Publish ``taken`` (dequeued, not yet published when the writer was stopped) and what
+        is queued, then wait for every ack."""
+        if taken is not None:
+            await self._room.wait()
+            await self._publish(taken)
         while not self._queue.empty():
-            await self._write(self._queue.get_nowait())
+            await self._room.wait()
+            await self._publish(self._queue.get_nowait())
+        while self._in_flight:
+            self._room.clear()
+            await self._room.wait()
 
-    async def _write(self, record: AuditRecord) -> None:
+    async def _publish(self, record: AuditRecord) -> None:
+        reply = f"{self._inbox}.{next(self._counter)}"
+        # Registered before the publish: its ack may come while the publish flushes.
+        self._in_flight[reply] = (record, asyncio.get_running_loop().time())
+        if len(self._in_flight) >= WINDOW:
+            self._room.clear()
         try:
-            await self._js.publish(record.subject, record.encode(), timeout=5)
+            await self._nc.publish(record.subject, record.encode(), reply=reply)
+        except Exception as exc:  # the command was answered; its record is lost
+            self._settle(reply, str(exc))
+
+    async def _on_ack(self, msg: Msg) -> None:
+        if msg.subject not in self._in_flight:
+            return  # settled already (timed out)
+        status = (msg.headers or {}).get("Status")
+        if status:  # 503: no stream listens on the subject
+            self._settle(msg.subject, f"no audit stream (status {status})")
+        elif b'"error"' in msg.data:
+            error = json.loads(msg.data).get("error") or {}
+            self._settle(msg.subject, str(error.get("description") or error or "refused"))
+        else:
+            self._settle(msg.subject, "")
+
+    def _settle(self, reply: str, error: str) -> None:
+        entry = self._in_flight.pop(reply, None)
+        if entry is None:
+            return
+        if error:
+            self._lost(entry[0], error)
+        else:
             self.written += 1
-        except Exception as exc:  # the command was answered; say loudly that its record is lost
-            self.failed += 1
-            log.error(
-                "audit.write_failed",
-                error=str(exc),
-                actor=record.actor,
-                verb=record.verb,
-                object=record.object_ref(),
-                outcome=record.outcome,
-            )
+        if len(self._in_flight) < WINDOW:
+            self._room.set()
+
+    def _sweep(self) -> None:
+        """Give up on records whose ack is overdue (checked every :data:`ACK_TIMEOUT`)."""
+        loop = asyncio.get_running_loop()
+        overdue = loop.time() - ACK_TIMEOUT
+        for reply in [r for r, (_, sent) in self._in_flight.items() if sent < overdue]:
+            self._settle(reply, "no ack from the audit stream")
+        self._sweeper = loop.call_later(ACK_TIMEOUT, self._sweep)
+
+    def _lost(self, record: AuditRecord, error: str) -> None:
+        # The command was answered; say loudly that its record is lost.
+        self.failed += 1
+        log.error(
+            "audit.write_failed",
+            error=error,
+            actor=record.actor,
+            verb=record.verb,
+            object=record.object_ref(),
+            outcome=record.outcome,
+        )
 
 
 async def read_audit(

@@ -18,6 +18,7 @@ stale sequence, and its append is refused instead of writing a wrong chain.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -36,10 +37,20 @@ EVENT_ID_NAMESPACE = uuid.UUID("6f1c2d1e-3c5a-4b8e-9a57-0c7e1f0a9d11")
 RECENT_EVENTS = 256
 
 
+def uuid5_text(namespace: uuid.UUID, name: str) -> str:
+    """``str(uuid.uuid5(namespace, name))``, without building a ``UUID`` (whose checks and
+    integer conversions were most of the cost: event ids are made several times a command)."""
+    digest = bytearray(hashlib.sha1(namespace.bytes + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def event_id(token: str, index: int) -> str:
     """The id of the ``index``-th event written by the write ``token``: deterministic, so a
     retried write produces identical events and can recognise its own."""
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{token}:{index}"))
+    return uuid5_text(EVENT_ID_NAMESPACE, f"{token}:{index}")
 
 
 @dataclass
@@ -68,6 +79,8 @@ class Loaded:
 
     def written_by(self, token: str) -> list[tuple[str, int]]:
         """(type, seq) of the events this aggregate holds from write ``token`` (empty if none)."""
+        if not self.recent:  # a new object (the common create): no id to compute
+            return []
         found = []
         while (hit := self.recent.get(event_id(token, len(found)))) is not None:
             found.append((hit[1], hit[0]))

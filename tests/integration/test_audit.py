@@ -15,8 +15,9 @@ from nats.aio.client import Client
 
 from handlers.gateway import Gateway
 from ops.audit_cli import causal_chain
-from streams.audit import AuditRecord, read_audit
+from streams.audit import AuditRecord, AuditWriter, ensure_audit_stream, read_audit
 from streams.commandbus import CommandClient, CommandFailed
+from streams.connection import connect
 from streams.envelope import Envelope
 from streams.eventstore import EventStore
 from streams.subjects import event_subject
@@ -191,3 +192,52 @@ async def test_audit_verify_reports_a_forged_event_with_its_sequence(
     as_json = await cli(nats_server.url, "audit", "verify", "-o", "json")
     report = json.loads(as_json.output.splitlines()[0])
     assert not report["ok"] and [b["seq"] for b in report["breaks"]] == [seq]
+
+
+def record(index: int, outcome: str = "accepted") -> AuditRecord:
+    return AuditRecord(
+        time_ns=index,
+        outcome=outcome,
+        actor="user:alice",
+        verb="create",
+        kind="Pod",
+        name=f"p{index}",
+    )
+
+
+async def test_the_writer_keeps_the_order_of_a_burst_and_drains_what_is_queued_on_stop(
+    nc: Client,
+) -> None:
+    """Records are published as they are queued, many before the first ack comes back; they
+    are stored in the order handed over, and stopping the writer writes what is still queued."""
+    await ensure_audit_stream(nc)
+    writer = AuditWriter(nc)
+    task = asyncio.create_task(writer.run())
+    for index in range(1500):  # more than one window of records awaiting their acks
+        assert writer.offer(record(index))
+    await asyncio.sleep(0)
+    task.cancel()  # stop at once: what is queued or in flight is still written
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert (writer.written, writer.failed) == (1500, 0)
+    stored = await read_audit(nc)
+    assert [r.time_ns for r in stored] == list(range(1500))
+
+
+async def test_records_nobody_stores_are_counted_as_lost(nats_server: Any) -> None:
+    bare = await connect(nats_server.url, name="no-streams")  # no FLEET_AUDIT on this server
+    writer = AuditWriter(bare)
+    task = asyncio.create_task(writer.run())
+    try:
+        await writer.record(record(1))
+        await eventually(lambda: _now(writer.failed == 1), timeout=10)
+        assert writer.written == 0
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await bare.close()
+
+
+async def _now(value: bool) -> bool:
+    return value

@@ -22,6 +22,7 @@ from core.commands import command_message
 from handlers.gateway import Gateway
 from handlers.quota_controller import QuotaController
 from projections.cluster import ClusterModel
+from projections.policies import NamespacePolicies, Policies, _Reply
 from projections.runtime import Projection
 from streams.commandbus import CommandClient, CommandFailed
 from streams.eventstore import EventStore
@@ -278,3 +279,146 @@ async def test_the_quota_controller_counts_earlier_pods_and_releases_finished_on
 
 async def _now(value: bool) -> bool:
     return value
+
+
+def limit_range(**item: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": {"name": "limits"},
+        "spec": {"limits": [{"type": "Container", **item}]},
+    }
+
+
+def packed(message: dict[str, Any]) -> bytes:
+    return bytes(msgpack.packb(message, use_bin_type=True))
+
+
+async def test_policies_wait_for_a_policy_event_their_projection_has_not_applied(
+    nc: Client, store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    """Read-your-writes when the policy came through another gateway: the question to the
+    server, not this gateway's own view, says what must be waited for."""
+    policies = NamespacePolicies(nc, store)
+    await policies.start()
+    try:
+        await policies.limit_ranges.stop()  # its view falls behind, as a busy gateway's may
+        await client.send("LimitRange", "create", {"manifest": limit_range(max={"cpu": "1"})})
+        asking = asyncio.create_task(policies.in_namespace("default"))
+        await asyncio.sleep(0.3)
+        assert not asking.done(), "answered without the LimitRange the log already holds"
+        await policies.limit_ranges.follow()
+        answer = await asyncio.wait_for(asking, 5)
+        assert [m["metadata"]["name"] for m in answer.limit_ranges] == ["limits"]
+        assert answer.quotas == []
+    finally:
+        await policies.stop()
+
+
+async def test_a_question_sent_before_a_policy_was_written_does_not_answer_a_later_command(
+    nc: Client,
+    store: EventStore,
+    gateway: Gateway,
+    client: CommandClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Questions are shared only by commands that arrived before one was sent: a command
+    arriving while a question is out waits for the next one."""
+    policies = NamespacePolicies(nc, store)
+    await policies.start()
+    asked = policies._multi_last
+    answered, release = asyncio.Event(), asyncio.Event()
+
+    async def held(request: bytes) -> Any:
+        reply = await asked(request)
+        if not answered.is_set():  # the first question: answered by the server, held here
+            answered.set()
+            await release.wait()
+        return reply
+
+    monkeypatch.setattr(policies, "_multi_last", held)
+    try:
+        await policies.limit_ranges.stop()
+        first = asyncio.create_task(policies.in_namespace("default"))
+        await asyncio.wait_for(answered.wait(), 5)  # the server has answered: no LimitRange
+        await client.send("LimitRange", "create", {"manifest": limit_range(max={"cpu": "1"})})
+        later = asyncio.create_task(policies.in_namespace("default"))
+        await asyncio.sleep(0)
+        release.set()
+        assert (await asyncio.wait_for(first, 5)).limit_ranges == []
+        await asyncio.sleep(0.3)
+        assert not later.done(), "a later command was answered by an earlier question"
+        await policies.limit_ranges.follow()
+        assert len((await asyncio.wait_for(later, 5)).limit_ranges) == 1
+        assert policies.questions == 2
+    finally:
+        await policies.stop()
+
+
+async def test_concurrent_commands_share_one_question(
+    nc: Client, store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    await client.send("ResourceQuota", "create", {"manifest": quota(pods="10")})
+    await client.send("LimitRange", "create", {"manifest": limit_range(max={"cpu": "1"})})
+    policies = NamespacePolicies(nc, store)
+    await policies.start()
+    try:
+        answers = await asyncio.gather(*(policies.in_namespace("default") for _ in range(20)))
+        assert policies.questions == 1
+        assert all(len(a.limit_ranges) == 1 and len(a.quotas) == 1 for a in answers)
+        assert (await policies.in_namespace("other")) == Policies([], [])
+        assert policies.questions == 2
+    finally:
+        await policies.stop()
+
+
+async def test_a_namespace_the_server_will_not_list_falls_back_to_one_question_per_kind(
+    nc: Client,
+    store: EventStore,
+    gateway: Gateway,
+    client: CommandClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """nats-server answers ``multi_last`` over more than 1,024 subjects with "413 Too Many
+    Results"; the latest sequence of each kind is then asked for with ``last_by_subj``."""
+    await client.send("LimitRange", "create", {"manifest": limit_range(max={"cpu": "1"})})
+    policies = NamespacePolicies(nc, store)
+    await policies.start()
+
+    async def refused(request: bytes) -> Any:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return _Reply(done, status="413")
+
+    monkeypatch.setattr(policies, "_multi_last", refused)
+    try:
+        answer = await policies.in_namespace("default")
+        assert [m["metadata"]["name"] for m in answer.limit_ranges] == ["limits"]
+    finally:
+        await policies.stop()
+
+
+async def test_a_retried_create_keeps_its_first_outcome_after_a_limit_range_would_refuse_it(
+    nc: Client, store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    """A create is admitted as a new pod without reading the log; when that admission refuses
+    it, the log is read, so a retry of a create that landed is answered with its events and a
+    create of an existing pod is ``already_exists`` (not refused by the newer policy)."""
+    subject = command_subject("Pod", "create")
+    limits = {"limits": {"cpu": "500m"}}
+    manifest = pod("web", **limits)
+    command = command_message(
+        idempotency_key="create-web-0001", actor="user:alice", body={"manifest": manifest}
+    )
+    first = await gateway.handle(subject, packed(command))
+    assert first["ok"], first
+    await client.send("LimitRange", "create", {"manifest": limit_range(max={"cpu": "100m"})})
+    async with second_gateway(nc, store) as cold:  # never saw the pod: nothing cached
+        retry = await cold.handle(subject, packed(command))
+        assert retry["ok"] and retry.get("replayed") and retry["seqs"] == first["seqs"], retry
+        again = await cold.handle(subject, packed({**command, "id": "create-web-0002"}))
+        assert again["error"]["code"] == "already_exists", again
+        new_pod = {**command, "id": "create-new-0001", "body": {"manifest": pod("new", **limits)}}
+        refused = await cold.handle(subject, packed(new_pod))
+        assert refused["error"]["code"] == "forbidden", refused
+    assert len(await store.read_subject(event_subject("Pod", "default", "web"))) == 1
