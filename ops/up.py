@@ -151,6 +151,9 @@ async def serve(
                 else None
             )
             gateway_ready, query_ready = asyncio.Event(), asyncio.Event()
+            # Before anything serves: the full collection of a large read model would stall
+            # the first commands.
+            _tune_gc()
             try:
                 async with asyncio.TaskGroup() as tasks:
                     roles = [
@@ -176,7 +179,6 @@ async def serve(
                             nc, store, name=node_name or default_node_name(), root=agent_root
                         )
                         roles.append(tasks.create_task(local.run()))
-                    _tune_gc()
                     log.info("fleetlog.up", url=url, position=projection.position)
                     if ready is not None:
                         ready.set()
