@@ -36,7 +36,7 @@ from core.podlifecycle import backoff_message, container_outcomes, restart_reaso
 from core.quantity import resource_amount
 from core.quota import CHARGED, canonical, exceeded_message, hard_amounts, quota_status, unstated
 from core.resources.priorityclass import check_priority_class_update
-from core.timestamps import format_stamp
+from core.timestamps import STAMP_FORMAT, format_stamp
 
 _METADATA_FIELDS = frozenset(
     {"originator_id", "originator_version", "timestamp", "originator_topic"}
@@ -66,6 +66,12 @@ class RecordedEvent(BaseModel):
     version: int
     timestamp: datetime
     payload: dict[str, Any]
+
+
+def stamp_of(at: datetime) -> str:
+    """The condition stamp of an instant (whole seconds; ``format_stamp`` for ns since the
+    epoch). The pod and node status helpers take either the instant or its stamp."""
+    return at.strftime(STAMP_FORMAT)
 
 
 def aggregate_id(kind: str, namespace: str, name: str) -> str:
@@ -312,10 +318,21 @@ def with_ready_condition(
     """A node manifest whose Ready condition is ``status`` and whose lifecycle taints follow it:
     Ready=False → not-ready, Ready=Unknown → unreachable (NoSchedule and NoExecute each), as
     Kubernetes' node lifecycle controller sets them; Ready=True → neither."""
-    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return with_ready_condition_stamped(
+        manifest, status=status, reason=reason, message=message, stamp=stamp_of(at)
+    )
+
+
+_LIFECYCLE_TAINT_OF = {"False": NOT_READY_TAINT, "Unknown": UNREACHABLE_TAINT}
+
+
+def with_ready_condition_stamped(
+    manifest: dict[str, Any], *, status: str, reason: str, message: str, stamp: str
+) -> dict[str, Any]:
+    """:func:`with_ready_condition` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
     spec = dict(manifest.get("spec", {}))
     taints = [t for t in spec.get("taints") or [] if t.get("key") not in LIFECYCLE_TAINTS]
-    key = {"False": NOT_READY_TAINT, "Unknown": UNREACHABLE_TAINT}.get(status)
+    key = _LIFECYCLE_TAINT_OF.get(status)
     if key is not None:
         taints += [
             {"key": key, "effect": effect, "timeAdded": stamp}
@@ -581,7 +598,15 @@ def with_pod_scheduled(
 ) -> dict[str, Any]:
     """A pod manifest after a scheduling decision: bound (``spec.nodeName`` and PodScheduled
     True) or not (PodScheduled False, reason Unschedulable, with the scheduler's message)."""
-    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return with_pod_scheduled_stamped(
+        manifest, node=node, reason=reason, message=message, stamp=stamp_of(at)
+    )
+
+
+def with_pod_scheduled_stamped(
+    manifest: dict[str, Any], *, node: str | None, reason: str, message: str, stamp: str
+) -> dict[str, Any]:
+    """:func:`with_pod_scheduled` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
     spec = dict(manifest.get("spec", {}))
     if node is not None:
         spec["nodeName"] = node
@@ -589,83 +614,200 @@ def with_pod_scheduled(
     if node is not None:
         status.pop("nominatedNodeName", None)  # bound: the nomination has served its purpose
     status.setdefault("phase", "Pending")
-    conditions = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+    conditions = []
+    for condition in status.get("conditions") or []:
+        if condition.get("type") != "PodScheduled":
+            conditions.append(condition)
     condition = {
         "type": "PodScheduled",
         "status": "True" if node else "False",
         "lastTransitionTime": stamp,
     }
     if node is None:
-        condition.update(reason=reason, message=message)
-    status["conditions"] = [*conditions, condition]
+        condition["reason"] = reason
+        condition["message"] = message
+    conditions.append(condition)
+    status["conditions"] = conditions
     return {**manifest, "spec": spec, "status": status}
 
 
-def _with_condition(
+# The pod status helpers below run for nearly every event a replay folds: they are written as
+# plain loops (a comprehension is a function call of its own) and keep what did not change.
+
+
+def _condition(kind: str, status: str, stamp: str, reason: str, message: str) -> dict[str, Any]:
+    """A pod condition as Kubernetes spells it (``reason`` and ``message`` only with a reason)."""
+    if reason:
+        return {
+            "type": kind,
+            "status": status,
+            "lastTransitionTime": stamp,
+            "reason": reason,
+            "message": message,
+        }
+    return {"type": kind, "status": status, "lastTransitionTime": stamp}
+
+
+def _with_readiness_conditions(
     conditions: list[dict[str, Any]],
-    kind: str,
-    status: str,
     stamp: str,
-    reason: str = "",
-    message: str = "",
+    status: str,
+    reason: str,
+    message: str,
+    initialized: bool = False,
 ) -> list[dict[str, Any]]:
-    """``conditions`` with the one of type ``kind`` set; its lastTransitionTime moves only when
-    the status changes, as Kubernetes keeps it."""
-    out, found = [], False
+    """``conditions`` with Ready and ContainersReady set to ``status`` (and first, if
+    ``initialized``, Initialized to True), in one pass.
+
+    Every condition of one of these types is replaced; a missing one is added at the end, in
+    that order. Its lastTransitionTime moves only when the status changes, as Kubernetes keeps
+    it; ``reason`` and ``message`` are there only with a reason."""
+    if len(conditions) == 4:
+        scheduled, init, ready, containers_ready = conditions
+        if (
+            scheduled.get("type") == "PodScheduled"
+            and init.get("type") == "Initialized"
+            and ready.get("type") == "Ready"
+            and containers_ready.get("type") == "ContainersReady"
+        ):
+            # A pod's conditions once a container started (nearly every call): no search.
+            if initialized:
+                since = (
+                    stamp if init.get("status") != "True" else init.get("lastTransitionTime", stamp)
+                )
+                init = {"type": "Initialized", "status": "True", "lastTransitionTime": since}
+            since = (
+                stamp if ready.get("status") != status else ready.get("lastTransitionTime", stamp)
+            )
+            since_containers = (
+                stamp
+                if containers_ready.get("status") != status
+                else containers_ready.get("lastTransitionTime", stamp)
+            )
+            if reason:
+                return [
+                    scheduled,
+                    init,
+                    {
+                        "type": "Ready",
+                        "status": status,
+                        "lastTransitionTime": since,
+                        "reason": reason,
+                        "message": message,
+                    },
+                    {
+                        "type": "ContainersReady",
+                        "status": status,
+                        "lastTransitionTime": since_containers,
+                        "reason": reason,
+                        "message": message,
+                    },
+                ]
+            return [
+                scheduled,
+                init,
+                {"type": "Ready", "status": status, "lastTransitionTime": since},
+                {
+                    "type": "ContainersReady",
+                    "status": status,
+                    "lastTransitionTime": since_containers,
+                },
+            ]
+    out = []
+    no_ready = no_containers_ready = True
+    no_initialized = initialized
     for condition in conditions:
-        if condition.get("type") != kind:
+        kind = condition.get("type")
+        if kind == "Ready":
+            no_ready = False
+        elif kind == "ContainersReady":
+            no_containers_ready = False
+        elif initialized and kind == "Initialized":
+            no_initialized = False
+            since = (
+                stamp
+                if condition.get("status") != "True"
+                else condition.get("lastTransitionTime", stamp)
+            )
+            out.append({"type": "Initialized", "status": "True", "lastTransitionTime": since})
+            continue
+        else:
             out.append(condition)
             continue
-        found = True
-        changed = condition.get("status") != status
-        updated = {"type": kind, "status": status}
-        updated["lastTransitionTime"] = (
-            stamp if changed else condition.get("lastTransitionTime", stamp)
+        since = (
+            stamp
+            if condition.get("status") != status
+            else condition.get("lastTransitionTime", stamp)
         )
-        if reason:
-            updated.update(reason=reason, message=message)
-        out.append(updated)
-    if not found:
-        added = {"type": kind, "status": status, "lastTransitionTime": stamp}
-        if reason:
-            added.update(reason=reason, message=message)
-        out.append(added)
+        out.append(_condition(kind, status, since, reason, message))
+    if no_initialized:
+        out.append({"type": "Initialized", "status": "True", "lastTransitionTime": stamp})
+    if no_ready:
+        out.append(_condition("Ready", status, stamp, reason, message))
+    if no_containers_ready:
+        out.append(_condition("ContainersReady", status, stamp, reason, message))
     return out
 
 
-def _container_statuses(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """One status per container of the spec, in spec order (waiting until first started)."""
-    known = {
-        c.get("name"): c for c in (manifest.get("status") or {}).get("containerStatuses") or []
+def _unready_message(names: list[str]) -> str:
+    return f"containers with unready status: [{' '.join(names)}]" if names else ""
+
+
+def _container_statuses(manifest: dict[str, Any], status: dict[str, Any]) -> list[dict[str, Any]]:
+    """One status per container of the spec, in spec order (waiting until first started);
+    ``status`` is the manifest's.
+
+    Usually the stored list already is exactly that and is returned as it is: the result is
+    read-only, like the manifest it comes from."""
+    containers = manifest.get("spec", {}).get("containers") or []
+    stored = status.get("containerStatuses") or []
+    if len(stored) == len(containers):
+        if len(stored) == 1:  # most pods: no loop, no call
+            first = stored[0]
+            if first and first.get("name") == containers[0]["name"]:
+                return stored
+        elif _in_spec_order(stored, containers):
+            return stored
+    known = {}
+    for c in stored:  # (later duplicates win, as they always have)
+        known[c.get("name")] = c
+    out = []
+    for c in containers:
+        out.append(known.get(c["name"]) or _waiting_status(c))
+    return out
+
+
+def _waiting_status(container: dict[str, Any]) -> dict[str, Any]:
+    """The status of a container of the spec that has not started yet."""
+    return {
+        "name": container["name"],
+        "image": container.get("image", ""),
+        "imageID": "",
+        "ready": False,
+        "started": False,
+        "restartCount": 0,
+        "state": {"waiting": {"reason": "ContainerCreating"}},
     }
-    return [
-        known.get(c["name"])
-        or {
-            "name": c["name"],
-            "image": c.get("image", ""),
-            "imageID": "",
-            "ready": False,
-            "started": False,
-            "restartCount": 0,
-            "state": {"waiting": {"reason": "ContainerCreating"}},
-        }
-        for c in manifest.get("spec", {}).get("containers") or []
-    ]
 
 
-def _with_readiness(
-    status: dict[str, Any], *, ready: bool, reason: str, stamp: str
-) -> dict[str, Any]:
-    statuses = [{**c, "ready": ready} for c in status.get("containerStatuses") or []]
-    unready = [c["name"] for c in statuses if not c["ready"]]
-    message = f"containers with unready status: [{' '.join(unready)}]" if unready else ""
-    conditions = list(status.get("conditions") or [])
-    for kind in ("Ready", "ContainersReady"):
-        conditions = _with_condition(
-            conditions, kind, "True" if ready else "False", stamp,
-            "" if ready else (reason or "ContainersNotReady"), message,
-        )  # fmt: skip
-    return {**status, "containerStatuses": statuses, "conditions": conditions}
+def _in_spec_order(stored: list[dict[str, Any]], containers: list[dict[str, Any]]) -> bool:
+    """Whether ``stored`` (as long as ``containers``) holds one status per container, in spec
+    order: what matching them by name would give."""
+    for status, container in zip(stored, containers, strict=False):
+        if not status or status.get("name") != container["name"]:
+            return False
+    return len(containers) < 2 or len({c["name"] for c in containers}) == len(containers)
+
+
+_UNSET: Any = object()
+
+
+def _with_ready(statuses: list[dict[str, Any]], ready: bool) -> list[dict[str, Any]]:
+    """``statuses`` with every container's ``ready`` flag set (one already set is kept)."""
+    out = []
+    for c in statuses:
+        out.append(c if c.get("ready", _UNSET) is ready else {**c, "ready": ready})
+    return out
 
 
 def with_container_started(
@@ -674,31 +816,72 @@ def with_container_started(
     """A pod manifest after one of its containers started: the container's status is running
     (started, not yet ready), ``startTime`` is set on the first start, and the phase is Running
     once every container has started, as the kubelet reports it."""
-    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    statuses = [
-        {
-            **c,
-            "ready": False,
-            "started": True,
-            "restartCount": restart_count,
-            "state": {"running": {"startedAt": stamp}},
-        }
-        if c["name"] == container
-        else c
-        for c in _container_statuses(manifest)
-    ]
-    status = dict(manifest.get("status") or {})
+    return with_container_started_stamped(
+        manifest, container=container, restart_count=restart_count, stamp=stamp_of(at)
+    )
+
+
+def with_container_started_stamped(
+    manifest: dict[str, Any], *, container: str, restart_count: int, stamp: str
+) -> dict[str, Any]:
+    """:func:`with_container_started` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
+    old = manifest.get("status") or {}
+    statuses = []
+    names = []
+    all_started = True
+    if not old.get("containerStatuses"):
+        # The first start of the pod (the common case): built from the spec at once, as
+        # below from the waiting statuses _container_statuses would give.
+        for spec in manifest.get("spec", {}).get("containers") or []:
+            name = spec["name"]
+            if name == container:
+                c = {
+                    "name": name,
+                    "image": spec.get("image", ""),
+                    "imageID": "",
+                    "ready": False,
+                    "started": True,
+                    "restartCount": restart_count,
+                    "state": {"running": {"startedAt": stamp}},
+                }
+            else:
+                c = _waiting_status(spec)
+                all_started = False
+            statuses.append(c)
+            names.append(name)
+    else:
+        for c in _container_statuses(manifest, old):
+            if c["name"] == container:
+                c = {
+                    **c,
+                    "ready": False,
+                    "started": True,
+                    "restartCount": restart_count,
+                    "state": {"running": {"startedAt": stamp}},
+                }
+            else:
+                if not c.get("started"):
+                    all_started = False
+                if c.get("ready", _UNSET) is not False:
+                    c = {**c, "ready": False}
+            statuses.append(c)
+            names.append(c["name"])
+    status = dict(old)
     status.setdefault("startTime", stamp)
-    if statuses and all(c.get("started") for c in statuses):
+    if statuses and all_started:
         if status.get("phase") in (None, "Pending"):
             status["phase"] = "Running"
     else:
         status.setdefault("phase", "Pending")
     status["containerStatuses"] = statuses
-    status["conditions"] = _with_condition(
-        list(status.get("conditions") or []), "Initialized", "True", stamp
+    status["conditions"] = _with_readiness_conditions(
+        status.get("conditions") or [],
+        stamp,
+        "False",
+        "ContainersNotReady",
+        _unready_message(names),
+        True,
     )
-    status = _with_readiness(status, ready=False, reason="ContainersNotReady", stamp=stamp)
     return {**manifest, "status": status}
 
 
@@ -707,30 +890,46 @@ def with_pod_readiness(
 ) -> dict[str, Any]:
     """A pod manifest whose Ready and ContainersReady conditions (and every container's
     ``ready`` flag) are ``ready``."""
-    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    status = dict(manifest.get("status") or {})
-    status["containerStatuses"] = _container_statuses(manifest)
-    return {**manifest, "status": _with_readiness(status, ready=ready, reason=reason, stamp=stamp)}
+    return with_pod_readiness_stamped(manifest, ready=ready, reason=reason, stamp=stamp_of(at))
 
 
-def _stamp_ns(ns: int) -> str:
-    return format_stamp(ns)
+def with_pod_readiness_stamped(
+    manifest: dict[str, Any], *, ready: bool, reason: str, stamp: str
+) -> dict[str, Any]:
+    """:func:`with_pod_readiness` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
+    old = manifest.get("status") or {}
+    status = dict(old)
+    statuses = []
+    for c in _container_statuses(manifest, old):
+        statuses.append(c if c.get("ready", _UNSET) is ready else {**c, "ready": ready})
+    status["containerStatuses"] = statuses
+    conditions = status.get("conditions") or []
+    if ready:
+        status["conditions"] = _with_readiness_conditions(conditions, stamp, "True", "", "")
+    else:
+        names = []
+        for c in statuses:
+            names.append(c["name"])
+        status["conditions"] = _with_readiness_conditions(
+            conditions, stamp, "False", reason or "ContainersNotReady", _unready_message(names)
+        )
+    return {**manifest, "status": status}
 
 
-def _with_readiness_of_containers(status: dict[str, Any], stamp: str) -> dict[str, Any]:
+def _readiness_of_containers(
+    statuses: list[dict[str, Any]], conditions: list[dict[str, Any]], stamp: str
+) -> list[dict[str, Any]]:
     """Ready and ContainersReady follow the containers' own ``ready`` flags (one container
     ending makes the pod not ready without touching the others' flags)."""
-    statuses = status.get("containerStatuses") or []
-    unready = [c["name"] for c in statuses if not c.get("ready")]
-    ready = not unready
-    message = f"containers with unready status: [{' '.join(unready)}]" if unready else ""
-    conditions = list(status.get("conditions") or [])
-    for kind in ("Ready", "ContainersReady"):
-        conditions = _with_condition(
-            conditions, kind, "True" if ready else "False", stamp,
-            "" if ready else "ContainersNotReady", message,
-        )  # fmt: skip
-    return {**status, "conditions": conditions}
+    unready = []
+    for c in statuses:
+        if not c.get("ready"):
+            unready.append(c["name"])
+    if unready:
+        return _with_readiness_conditions(
+            conditions, stamp, "False", "ContainersNotReady", _unready_message(unready)
+        )
+    return _with_readiness_conditions(conditions, stamp, "True", "", "")
 
 
 def with_container_exited(
@@ -750,9 +949,30 @@ def with_container_exited(
     signal, reason, times, message, as the kubelet reports it), it is neither started nor ready,
     and so the pod is not Ready. The phase is left alone: whether the pod is done is decided
     separately (PodSucceeded / PodFailed), as the restart policy may bring the container back."""
-    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return with_container_exited_stamped(
+        manifest, container=container, exit_code=exit_code, signal=signal, reason=reason,
+        message=message, restart_count=restart_count, started_at_ns=started_at_ns,
+        finished_at_ns=finished_at_ns, stamp=stamp_of(at),
+    )  # fmt: skip
+
+
+def with_container_exited_stamped(
+    manifest: dict[str, Any],
+    *,
+    container: str,
+    exit_code: int,
+    signal: int | None,
+    reason: str,
+    message: str,
+    restart_count: int,
+    started_at_ns: int | None,
+    finished_at_ns: int | None,
+    stamp: str,
+) -> dict[str, Any]:
+    """:func:`with_container_exited` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
+    old = manifest.get("status") or {}
     statuses = []
-    for c in _container_statuses(manifest):
+    for c in _container_statuses(manifest, old):
         if c["name"] != container:
             statuses.append(c)
             continue
@@ -764,12 +984,12 @@ def with_container_exited(
         if message:
             terminated["message"] = message
         started = (
-            _stamp_ns(started_at_ns) if started_at_ns is not None else running.get("startedAt")
+            format_stamp(started_at_ns) if started_at_ns is not None else running.get("startedAt")
         )
         if started:
             terminated["startedAt"] = started
         terminated["finishedAt"] = (
-            _stamp_ns(finished_at_ns) if finished_at_ns is not None else stamp
+            format_stamp(finished_at_ns) if finished_at_ns is not None else stamp
         )
         statuses.append(
             {
@@ -780,8 +1000,10 @@ def with_container_exited(
                 "state": {"terminated": terminated},
             }
         )
-    status = {**(manifest.get("status") or {}), "containerStatuses": statuses}
-    return {**manifest, "status": _with_readiness_of_containers(status, stamp)}
+    status = dict(old)
+    status["containerStatuses"] = statuses
+    status["conditions"] = _readiness_of_containers(statuses, status.get("conditions") or [], stamp)
+    return {**manifest, "status": status}
 
 
 def with_container_restarted(
@@ -799,7 +1021,25 @@ def with_container_restarted(
     becomes ``lastState``, the restart count is the new instance's, and the container waits:
     in ``CrashLoopBackOff`` (with the kubelet's message) when it backs off, else while it is
     being created. ContainerStarted then makes it running."""
-    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return with_container_restarted_stamped(
+        manifest, container=container, restart_count=restart_count,
+        backoff_seconds=backoff_seconds, namespace=namespace, name=name, uid=uid,
+        stamp=stamp_of(at),
+    )  # fmt: skip
+
+
+def with_container_restarted_stamped(
+    manifest: dict[str, Any],
+    *,
+    container: str,
+    restart_count: int,
+    backoff_seconds: float,
+    namespace: str,
+    name: str,
+    uid: str,
+    stamp: str,
+) -> dict[str, Any]:
+    """:func:`with_container_restarted` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
     if backoff_seconds > 0:
         waiting = {
             "reason": "CrashLoopBackOff",
@@ -807,8 +1047,9 @@ def with_container_restarted(
         }
     else:
         waiting = {"reason": "ContainerCreating"}
+    old = manifest.get("status") or {}
     statuses = []
-    for c in _container_statuses(manifest):
+    for c in _container_statuses(manifest, old):
         if c["name"] != container:
             statuses.append(c)
             continue
@@ -823,8 +1064,10 @@ def with_container_restarted(
         if "terminated" in state:
             updated["lastState"] = {"terminated": state["terminated"]}
         statuses.append(updated)
-    status = {**(manifest.get("status") or {}), "containerStatuses": statuses}
-    return {**manifest, "status": _with_readiness_of_containers(status, stamp)}
+    status = dict(old)
+    status["containerStatuses"] = statuses
+    status["conditions"] = _readiness_of_containers(statuses, status.get("conditions") or [], stamp)
+    return {**manifest, "status": status}
 
 
 def with_pod_terminated(
@@ -833,18 +1076,26 @@ def with_pod_terminated(
     """A pod manifest in a terminal phase (Succeeded or Failed): not Ready, with the kubelet's
     ``PodCompleted`` reason on Ready and ContainersReady; ``status.reason``/``message`` say why
     when a reason is given."""
-    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    status = dict(manifest.get("status") or {})
+    return with_pod_terminated_stamped(
+        manifest, phase=phase, reason=reason, message=message, stamp=stamp_of(at)
+    )
+
+
+def with_pod_terminated_stamped(
+    manifest: dict[str, Any], *, phase: str, reason: str, message: str, stamp: str
+) -> dict[str, Any]:
+    """:func:`with_pod_terminated` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
+    old = manifest.get("status") or {}
+    status = dict(old)
     status["phase"] = phase
     if reason:
         status["reason"] = reason
     if message:
         status["message"] = message
-    status["containerStatuses"] = [{**c, "ready": False} for c in _container_statuses(manifest)]
-    conditions = list(status.get("conditions") or [])
-    for kind in ("Ready", "ContainersReady"):
-        conditions = _with_condition(conditions, kind, "False", stamp, "PodCompleted", "")
-    status["conditions"] = conditions
+    status["containerStatuses"] = _with_ready(_container_statuses(manifest, old), False)
+    status["conditions"] = _with_readiness_conditions(
+        status.get("conditions") or [], stamp, "False", "PodCompleted", ""
+    )
     return {**manifest, "status": status}
 
 

@@ -322,7 +322,10 @@ UPCASTERS = Upcasters({name: entry.schema_version for name, entry in CATALOG.ite
 
 def upcast(type_name: str, version: int, payload: Payload) -> tuple[int, Payload]:
     """Upcast an event payload read from the log to the current schema."""
-    return UPCASTERS.upcast(type_name, version, payload)
+    upcasters = UPCASTERS
+    if upcasters._current.get(type_name, version) == version:
+        return version, payload  # the common case: current (or a type without versions)
+    return upcasters.upcast(type_name, version, payload)
 
 
 def schema_version(type_name: str) -> int:

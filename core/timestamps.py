@@ -11,10 +11,36 @@ from typing import Any
 
 STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
+_NS_PER_SECOND = 1_000_000_000
+_SURE_FROM = 10_000
+_SURE_BELOW = _NS_PER_SECOND - 10_000
+"""Within a second, the ns from which and below which the stamp is certainly that second's:
+``ns / 1e9`` is a float (off by well under a microsecond at today's magnitudes) that
+``datetime`` rounds to microseconds, so only an instant within 10 µs of a second's edge can
+come out in the neighbouring second. Those are formatted one by one, never from the cache."""
+_STAMPS: dict[int, str] = {}
+_STAMPS_KEPT = 4096
+
+
+def _format(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime(STAMP_FORMAT)
+
 
 def format_stamp(ns: int) -> str:
-    """``ns`` since the epoch as a whole-second stamp (truncated, as Kubernetes writes it)."""
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime(STAMP_FORMAT)
+    """``ns`` since the epoch as a whole-second stamp (truncated, as Kubernetes writes it).
+
+    The stamps of recent seconds are remembered (a replay formats several per event, and
+    events come many to a second): the same text as formatting each time, at a dict lookup.
+    """
+    if _SURE_FROM <= ns % _NS_PER_SECOND < _SURE_BELOW:
+        second = ns // _NS_PER_SECOND
+        stamp = _STAMPS.get(second)
+        if stamp is None:
+            if len(_STAMPS) >= _STAMPS_KEPT:
+                _STAMPS.clear()
+            stamp = _STAMPS[second] = _format(ns)
+        return stamp
+    return _format(ns)
 
 
 def parse_stamp(text: Any) -> int | None:

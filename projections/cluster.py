@@ -14,22 +14,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.aggregates import (
-    timestamp_from_ns,
-    with_container_exited,
-    with_container_restarted,
-    with_container_started,
+    with_container_exited_stamped,
+    with_container_restarted_stamped,
+    with_container_started_stamped,
     with_generation,
     with_nomination,
-    with_pod_readiness,
-    with_pod_scheduled,
-    with_pod_terminated,
+    with_pod_readiness_stamped,
+    with_pod_scheduled_stamped,
+    with_pod_terminated_stamped,
     with_quota_used,
-    with_ready_condition,
+    with_ready_condition_stamped,
     with_status_update,
     with_unschedulable,
 )
+from core.timestamps import format_stamp
 from projections.runtime import digest_of
-from streams.envelope import StoredEvent
+from streams.envelope import Envelope, StoredEvent
 
 Key = tuple[str, str, str]
 
@@ -70,6 +70,170 @@ class ObjectRecord:
         }
 
 
+# How each event type changes the manifest of the object it touched (see ClusterModel.apply).
+# Stamps come from ``format_stamp`` (whole seconds, remembered per second), not datetimes.
+
+_Change = Callable[[ObjectRecord, Envelope], None]
+_Fold = tuple[Callable[[StoredEvent], None] | None, _Change | None]
+
+
+def _quota_used(record: ObjectRecord, e: Envelope) -> None:
+    """``status.used`` of a quota: the ledger's totals the charge or release recorded."""
+    record.manifest = with_quota_used(record.manifest, e.payload["used"])
+
+
+def _updated(record: ObjectRecord, e: Envelope) -> None:
+    record.manifest = e.payload["manifest"]
+
+
+def _scaled(record: ObjectRecord, e: Envelope) -> None:
+    manifest = copy.copy(record.manifest)
+    manifest["spec"] = {**manifest.get("spec", {}), "replicas": e.payload["replicas"]}
+    generation = (manifest.get("metadata") or {}).get("generation")
+    if generation is not None:
+        manifest = with_generation(manifest, generation + 1)
+    record.manifest = manifest
+
+
+def _status_updated(record: ObjectRecord, e: Envelope) -> None:
+    payload = e.payload
+    record.manifest = with_status_update(
+        record.manifest, payload["status"], payload.get("annotations") or {}
+    )
+
+
+def _scheduling_decided(record: ObjectRecord, e: Envelope) -> None:
+    payload = e.payload
+    record.manifest = with_pod_scheduled_stamped(
+        record.manifest,
+        node=payload.get("node"),
+        reason="Unschedulable",
+        message=payload.get("message", ""),
+        stamp=format_stamp(e.timestamp_ns),
+    )
+
+
+def _nominated(record: ObjectRecord, e: Envelope) -> None:
+    record.manifest = with_nomination(record.manifest, e.payload["node"])
+
+
+def _ready_changed(record: ObjectRecord, e: Envelope) -> None:
+    payload = e.payload
+    record.manifest = with_ready_condition_stamped(
+        record.manifest,
+        status=payload["status"],
+        reason=payload["reason"],
+        message=payload.get("message", ""),
+        stamp=format_stamp(e.timestamp_ns),
+    )
+
+
+def _container_started(record: ObjectRecord, e: Envelope) -> None:
+    payload = e.payload
+    record.manifest = with_container_started_stamped(
+        record.manifest,
+        container=payload["container"],
+        restart_count=payload.get("restart_count", 0),
+        stamp=format_stamp(e.timestamp_ns),
+    )
+
+
+def _container_exited(record: ObjectRecord, e: Envelope) -> None:
+    payload = e.payload
+    record.manifest = with_container_exited_stamped(
+        record.manifest,
+        container=payload["container"],
+        exit_code=payload["exit_code"],
+        signal=payload.get("signal"),
+        reason=payload["reason"],
+        message=payload.get("message", ""),
+        restart_count=payload.get("restart_count", 0),
+        started_at_ns=payload.get("started_at_ns"),
+        finished_at_ns=payload.get("finished_at_ns"),
+        stamp=format_stamp(e.timestamp_ns),
+    )
+
+
+def _container_restarted(record: ObjectRecord, e: Envelope) -> None:
+    payload = e.payload
+    record.manifest = with_container_restarted_stamped(
+        record.manifest,
+        container=payload["container"],
+        restart_count=payload["restart_count"],
+        backoff_seconds=payload.get("backoff_seconds", 0.0),
+        namespace=record.namespace,
+        name=record.name,
+        uid=record.uid,
+        stamp=format_stamp(e.timestamp_ns),
+    )
+
+
+def _pod_succeeded(record: ObjectRecord, e: Envelope) -> None:
+    _set_pod_terminated(record, e, "Succeeded")
+
+
+def _pod_failed(record: ObjectRecord, e: Envelope) -> None:
+    _set_pod_terminated(record, e, "Failed")
+
+
+def _set_pod_terminated(record: ObjectRecord, e: Envelope, phase: str) -> None:
+    payload = e.payload
+    record.manifest = with_pod_terminated_stamped(
+        record.manifest,
+        phase=phase,
+        reason=payload.get("reason", ""),
+        message=payload.get("message", ""),
+        stamp=format_stamp(e.timestamp_ns),
+    )
+
+
+def _pod_ready(record: ObjectRecord, e: Envelope) -> None:
+    record.manifest = with_pod_readiness_stamped(
+        record.manifest,
+        ready=True,
+        reason=e.payload.get("reason", ""),
+        stamp=format_stamp(e.timestamp_ns),
+    )
+
+
+def _pod_not_ready(record: ObjectRecord, e: Envelope) -> None:
+    record.manifest = with_pod_readiness_stamped(
+        record.manifest,
+        ready=False,
+        reason=e.payload.get("reason", ""),
+        stamp=format_stamp(e.timestamp_ns),
+    )
+
+
+def _cordoned(record: ObjectRecord, e: Envelope) -> None:
+    record.manifest = with_unschedulable(record.manifest, True)
+
+
+def _uncordoned(record: ObjectRecord, e: Envelope) -> None:
+    record.manifest = with_unschedulable(record.manifest, False)
+
+
+_CHANGES: dict[str, _Change] = {
+    "ScaledTo": _scaled,
+    "PodBound": _scheduling_decided,
+    "PodUnschedulable": _scheduling_decided,
+    "PodNominated": _nominated,
+    "NodeReady": _ready_changed,
+    "NodeNotReady": _ready_changed,
+    "ContainerStarted": _container_started,
+    "ContainerExited": _container_exited,
+    "ContainerRestarted": _container_restarted,
+    "PodSucceeded": _pod_succeeded,
+    "PodFailed": _pod_failed,
+    "PodReady": _pod_ready,
+    "PodNotReady": _pod_not_ready,
+    "NodeCordoned": _cordoned,
+    "NodeUncordoned": _uncordoned,
+    "QuotaCharged": _quota_used,
+    "QuotaReleased": _quota_used,
+}
+
+
 class ClusterModel:
     """Objects by (kind, namespace, name), folded from the whole log."""
 
@@ -81,50 +245,47 @@ class ClusterModel:
         # alone sort, every object of the cluster (controllers list per event).
         self._names: dict[tuple[str, str], set[str]] = {}
         self.events_applied = 0
-        self._fold: dict[str, Callable[[StoredEvent], None]] = {}
+        self._fold: dict[str, _Fold] = {}
 
     def apply(self, event: StoredEvent) -> None:
         self.events_applied += 1
-        envelope = event.envelope
-        fold = self._fold.get(envelope.type)
+        e = event.envelope
+        fold = self._fold.get(e.type)
         if fold is None:
-            fold = self._fold[envelope.type] = self._fold_for(envelope.type)
-        fold(event)
+            fold = self._fold[e.type] = self._fold_for(e.type)
+        whole, change = fold
+        if whole is not None:
+            whole(event)
+            return
+        # Every other event touches the object it is about (when it exists), then changes
+        # its manifest (or not: ``change`` is None). Inline: this runs for most events.
+        record = self.objects.get((e.kind, e.namespace, e.name))
+        if record is not None:
+            record.version = e.version
+            record.last_seq = event.seq
+            record.updated_ns = e.timestamp_ns
+            record.last_event = e.type
+            record.last_actor = e.actor
+            record.last_hash = e.chain_hash.hex()
+            if change is not None:
+                change(record, e)
 
-    def _fold_for(self, event_type: str) -> Callable[[StoredEvent], None]:
-        if event_type == "ScaledTo":
-            return self._scaled
-        if event_type in ("PodBound", "PodUnschedulable"):
-            return self._scheduling_decided
-        if event_type == "PodNominated":
-            return self._nominated
-        if event_type in ("NodeReady", "NodeNotReady"):
-            return self._ready_changed
-        if event_type == "ContainerStarted":
-            return self._container_started
-        if event_type == "ContainerExited":
-            return self._container_exited
-        if event_type == "ContainerRestarted":
-            return self._container_restarted
-        if event_type in ("PodSucceeded", "PodFailed"):
-            return self._pod_terminated
-        if event_type in ("PodReady", "PodNotReady"):
-            return self._pod_ready if event_type == "PodReady" else self._pod_not_ready
-        if event_type in ("NodeCordoned", "NodeUncordoned"):
-            return self._cordoned if event_type == "NodeCordoned" else self._uncordoned
-        if event_type in ("QuotaCharged", "QuotaReleased"):
-            return self._quota_used
+    def _fold_for(self, event_type: str) -> _Fold:
+        """(fold of the whole event, or None; else the change to the touched record)."""
         if event_type == "ResourceQuotaCreated":
-            return self._quota_created
+            return self._quota_created, None
+        change = _CHANGES.get(event_type)
+        if change is not None:
+            return None, change
         if event_type.endswith("StatusUpdated"):
-            return self._status_updated
+            return None, _status_updated
         if event_type.endswith("Created"):
-            return self._created
+            return self._created, None
         if event_type.endswith("Updated"):
-            return self._updated
+            return None, _updated
         if event_type.endswith("Deleted"):
-            return self._deleted
-        return self._touched
+            return self._deleted, None
+        return None, None
 
     def _created(self, event: StoredEvent) -> None:
         e = event.envelope
@@ -141,149 +302,6 @@ class ClusterModel:
         record = self.objects[(e.kind, e.namespace, e.name)]
         record.manifest = with_quota_used(record.manifest, {})
 
-    def _quota_used(self, event: StoredEvent) -> None:
-        """``status.used`` of a quota: the ledger's totals the charge or release recorded."""
-        record = self._touched(event)
-        if record is not None:
-            record.manifest = with_quota_used(record.manifest, event.envelope.payload["used"])
-
-    def _updated(self, event: StoredEvent) -> None:
-        record = self._touched(event)
-        if record is not None:
-            record.manifest = event.envelope.payload["manifest"]
-
-    def _scaled(self, event: StoredEvent) -> None:
-        record = self._touched(event)
-        if record is not None:
-            manifest = copy.copy(record.manifest)
-            manifest["spec"] = {
-                **manifest.get("spec", {}),
-                "replicas": event.envelope.payload["replicas"],
-            }
-            generation = (manifest.get("metadata") or {}).get("generation")
-            if generation is not None:
-                manifest = with_generation(manifest, generation + 1)
-            record.manifest = manifest
-
-    def _status_updated(self, event: StoredEvent) -> None:
-        record = self._touched(event)
-        if record is not None:
-            payload = event.envelope.payload
-            record.manifest = with_status_update(
-                record.manifest, payload["status"], payload.get("annotations") or {}
-            )
-
-    def _scheduling_decided(self, event: StoredEvent) -> None:
-        record = self._touched(event)
-        if record is not None:
-            payload = event.envelope.payload
-            record.manifest = with_pod_scheduled(
-                record.manifest,
-                node=payload.get("node"),
-                reason="Unschedulable",
-                message=payload.get("message", ""),
-                at=timestamp_from_ns(event.envelope.timestamp_ns),
-            )
-
-    def _nominated(self, event: StoredEvent) -> None:
-        record = self._touched(event)
-        if record is not None:
-            record.manifest = with_nomination(record.manifest, event.envelope.payload["node"])
-
-    def _ready_changed(self, event: StoredEvent) -> None:
-        record = self._touched(event)
-        if record is not None:
-            payload = event.envelope.payload
-            record.manifest = with_ready_condition(
-                record.manifest,
-                status=payload["status"],
-                reason=payload["reason"],
-                message=payload.get("message", ""),
-                at=timestamp_from_ns(event.envelope.timestamp_ns),
-            )
-
-    def _container_started(self, event: StoredEvent) -> None:
-        record = self._touched(event)
-        if record is not None:
-            payload = event.envelope.payload
-            record.manifest = with_container_started(
-                record.manifest,
-                container=payload["container"],
-                restart_count=payload.get("restart_count", 0),
-                at=timestamp_from_ns(event.envelope.timestamp_ns),
-            )
-
-    def _container_exited(self, event: StoredEvent) -> None:
-        record = self._touched(event)
-        if record is not None:
-            payload = event.envelope.payload
-            record.manifest = with_container_exited(
-                record.manifest,
-                container=payload["container"],
-                exit_code=payload["exit_code"],
-                signal=payload.get("signal"),
-                reason=payload["reason"],
-                message=payload.get("message", ""),
-                restart_count=payload.get("restart_count", 0),
-                started_at_ns=payload.get("started_at_ns"),
-                finished_at_ns=payload.get("finished_at_ns"),
-                at=timestamp_from_ns(event.envelope.timestamp_ns),
-            )
-
-    def _container_restarted(self, event: StoredEvent) -> None:
-        record = self._touched(event)
-        if record is not None:
-            payload = event.envelope.payload
-            record.manifest = with_container_restarted(
-                record.manifest,
-                container=payload["container"],
-                restart_count=payload["restart_count"],
-                backoff_seconds=payload.get("backoff_seconds", 0.0),
-                namespace=record.namespace,
-                name=record.name,
-                uid=record.uid,
-                at=timestamp_from_ns(event.envelope.timestamp_ns),
-            )
-
-    def _pod_terminated(self, event: StoredEvent) -> None:
-        record = self._touched(event)
-        if record is not None:
-            payload = event.envelope.payload
-            record.manifest = with_pod_terminated(
-                record.manifest,
-                phase="Succeeded" if event.envelope.type == "PodSucceeded" else "Failed",
-                reason=payload.get("reason", ""),
-                message=payload.get("message", ""),
-                at=timestamp_from_ns(event.envelope.timestamp_ns),
-            )
-
-    def _pod_ready(self, event: StoredEvent) -> None:
-        self._set_pod_readiness(event, True)
-
-    def _pod_not_ready(self, event: StoredEvent) -> None:
-        self._set_pod_readiness(event, False)
-
-    def _set_pod_readiness(self, event: StoredEvent, ready: bool) -> None:
-        record = self._touched(event)
-        if record is not None:
-            record.manifest = with_pod_readiness(
-                record.manifest,
-                ready=ready,
-                reason=event.envelope.payload.get("reason", ""),
-                at=timestamp_from_ns(event.envelope.timestamp_ns),
-            )
-
-    def _cordoned(self, event: StoredEvent) -> None:
-        self._set_unschedulable(event, True)
-
-    def _uncordoned(self, event: StoredEvent) -> None:
-        self._set_unschedulable(event, False)
-
-    def _set_unschedulable(self, event: StoredEvent, unschedulable: bool) -> None:
-        record = self._touched(event)
-        if record is not None:
-            record.manifest = with_unschedulable(record.manifest, unschedulable)
-
     def _deleted(self, event: StoredEvent) -> None:
         e = event.envelope
         if self.objects.pop((e.kind, e.namespace, e.name), None) is not None:
@@ -291,18 +309,6 @@ class ClusterModel:
             names.discard(e.name)
             if not names:
                 del self._names[(e.kind, e.namespace)]
-
-    def _touched(self, event: StoredEvent) -> ObjectRecord | None:
-        e = event.envelope
-        record = self.objects.get((e.kind, e.namespace, e.name))
-        if record is not None:
-            record.version = e.version
-            record.last_seq = event.seq
-            record.updated_ns = e.timestamp_ns
-            record.last_event = e.type
-            record.last_actor = e.actor
-            record.last_hash = e.chain_hash.hex()
-        return record
 
     # -- queries -------------------------------------------------------------------------
 
