@@ -28,14 +28,20 @@ deployment whose events are spread over the whole log (about 1,000 each), and an
 written half-way through (4 events).
 
 Then, each figure printed as it is measured:
-  * the raw ordered-consumer read rate of ``FLEET`` (callback only counts) and the full replay
-    into the cluster read model (``Projection.catch_up`` from zero), alternated ``--rounds``
-    times (medians), and where a replay's time goes, from decoding and folding a sample apart;
-  * ``history`` of each target: ``EventStore.read_subject`` (what ``fleetlog history`` does)
-    p50/p99, and the CLI once (``python -m ops history …``: its start-up is mostly imports);
+  * the raw ordered-consumer read rate of ``FLEET`` with nats-py (callback only counts), the
+    bulk reader's rate (``streams/logreader.py``, handler only counts) and the full replay into
+    the cluster read model (``Projection.catch_up`` from zero, which reads through the bulk
+    reader), alternated ``--rounds`` times (medians), and where a replay's time goes, from
+    decoding and folding a sample apart;
+  * the history index as ``fleetlog up`` builds it on an empty data directory (a projection
+    caught up, then ``HistoryService`` filling ``history.sqlite3`` in the work directory);
+  * ``history`` of each target: ``read_history`` answered by that service (what ``fleetlog
+    history`` does while ``up`` runs) p50/p99, with the table, from the log alone
+    (``EventStore.read_subject``, what it does without ``up``), and the CLI once (``python -m
+    ops history …``: its start-up is mostly imports);
   * ``audit --actor``: ``read_audit`` plus the actor filter of ``ops/audit_cli.py``, and the CLI;
-  * ``--at``: ``timetravel.position_of`` + ``object_at`` (``get pod X --at T``) at random
-    instants, and the CLI once;
+  * ``--at``: ``timetravel.position_of`` + ``object_at`` (``get pod X --at T``, the object's
+    events from the index) at random instants, and the CLI once;
   * ``audit verify`` (``streams.integrity.verify_log``) events/s.
 
 It starts its own nats-server in a temporary directory unless ``--nats-url`` is given (whose
@@ -76,7 +82,10 @@ from core.events import schema_version
 from ops import render, timetravel
 from ops.audit_cli import matches
 from ops.bench_log import bench_raw_read, percentile
+from ops.up import HISTORY_FILE
 from projections.cluster import ClusterModel
+from projections.history import HistoryIndex
+from projections.history_service import HistoryService, read_history
 from projections.runtime import Projection
 from streams.audit import AUDIT_STREAM, AuditRecord, audit_filter, read_audit
 from streams.connection import connect
@@ -902,6 +911,26 @@ async def bench_replay(url: str) -> tuple[float, int, int]:
     return applied / elapsed, applied, objects
 
 
+async def bench_bulk_read(url: str) -> float:
+    """Events/s of the bulk reader (``streams/logreader.py``, what replays use) over the whole
+    log, its handler only counting."""
+    nc = await connect(url, name="bench-history-bulk")
+    seen = 0
+
+    def on_stored(seq: int, subject: str, stored_ns: int, data: bytes) -> None:
+        nonlocal seen
+        seen += 1
+
+    try:
+        async with EventStore(nc) as store:
+            start = time.perf_counter()
+            await store.replay_raw(on_stored)
+            elapsed = time.perf_counter() - start
+    finally:
+        await nc.close()
+    return seen / elapsed
+
+
 async def sample_messages(url: str, count: int) -> list[tuple[str, str, bytes]]:
     """The first ``count`` stored messages (subject, reply, data), as an ordered consumer
     delivers them."""
@@ -1024,7 +1053,9 @@ class Summary:
         print(render.table(["MEASUREMENT", "FIGURE", "AIM"], [list(r) for r in self.rows]))
 
 
-async def measure(url: str, description: Description, args: argparse.Namespace) -> None:
+async def measure(
+    url: str, description: Description, args: argparse.Namespace, workdir: Path
+) -> None:
     summary = Summary()
     total = description.events
     summary.add(
@@ -1033,12 +1064,14 @@ async def measure(url: str, description: Description, args: argparse.Namespace) 
         f"audit records in {description.generate_seconds:.0f} s",
     )
 
-    # Replay against the raw read rate, alternated: the machine is noisy.
-    raw_reads, replays = [], []
+    # Replay against the raw read rates, alternated: the machine is noisy.
+    raw_reads, bulk_reads, replays = [], [], []
     objects = 0
     for round_ in range(args.rounds):
         raw_reads.append(await bench_raw_read(url, total))
         print(f"raw ordered consumer read, round {round_ + 1}: {raw_reads[-1]:,.0f} events/s")
+        bulk_reads.append(await bench_bulk_read(url))
+        print(f"bulk reader, round {round_ + 1}: {bulk_reads[-1]:,.0f} events/s")
         rate, applied, objects = await bench_replay(url)
         assert applied == total, f"replayed {applied} events of {total}"
         replays.append(rate)
@@ -1047,18 +1080,22 @@ async def measure(url: str, description: Description, args: argparse.Namespace) 
             f"({objects:,} objects)"
         )
     raw_read, replay = statistics.median(raw_reads), statistics.median(replays)
+    bulk_read = statistics.median(bulk_reads)
     print(
         f"raw ordered consumer read (callback)  : {raw_read:10,.0f} events/s "
         f"(median of {args.rounds})\n"
+        f"bulk reader (handler counts)          : {bulk_read:10,.0f} events/s\n"
         f"replay (decode + fold, catch_up)      : {replay:10,.0f} events/s "
-        f"= {100 * replay / raw_read:.0f}% of raw (aim >= 100,000 events/s)",
+        f"= {100 * replay / raw_read:.0f}% of the raw ordered-consumer read, "
+        f"{100 * replay / bulk_read:.0f}% of the bulk read (aim >= 100,000 events/s)",
         flush=True,
     )
-    summary.add("raw ordered-consumer read", f"{raw_read:,.0f} events/s", "-")
+    summary.add("raw ordered-consumer read (nats-py)", f"{raw_read:,.0f} events/s", "-")
+    summary.add("bulk reader (streams/logreader.py)", f"{bulk_read:,.0f} events/s", "-")
     summary.add(
         "full replay into ClusterModel",
-        f"{replay:,.0f} events/s = {100 * replay / raw_read:.0f}% of raw; "
-        f"{total / replay:.1f} s for the log",
+        f"{replay:,.0f} events/s = {100 * replay / raw_read:.0f}% of raw ordered, "
+        f"{100 * replay / bulk_read:.0f}% of bulk; {total / replay:.1f} s for the log",
         ">= 100,000 events/s",
     )
 
@@ -1066,11 +1103,11 @@ async def measure(url: str, description: Description, args: argparse.Namespace) 
     costs = replay_costs(sample)
     del sample
     gc.collect()
-    delivery = 1e6 / raw_read
-    accounted = delivery + costs["parse"] + costs["decode"] + costs["wrap"] + costs["fold"]
+    delivery = 1e6 / bulk_read
+    accounted = delivery + costs["decode"] + costs["wrap"] + costs["fold"]
     print(
         f"replay cost per event on the first {min(args.sample, total):,} events (µs): delivery "
-        f"{delivery:.1f} (raw read), reply parse {costs['parse']:.2f}, decode {costs['decode']:.1f}"
+        f"{delivery:.1f} (bulk read, reply parse included), decode {costs['decode']:.1f}"
         f" (msgpack alone {costs['msgpack']:.1f}), StoredEvent {costs['wrap']:.2f}, fold "
         f"{costs['fold']:.1f}; sum {accounted:.1f} = {1e6 / accounted:,.0f} events/s, "
         f"measured {1e6 / replay:.1f}",
@@ -1086,81 +1123,40 @@ async def measure(url: str, description: Description, args: argparse.Namespace) 
     nc = await connect(url, name="bench-history-queries")
     try:
         async with EventStore(nc) as store:
-            # History of each target: what `fleetlog history` does after connecting.
-            born: dict[str, int] = {}
-            for target in description.targets:
-                subject = event_subject(target.kind, target.namespace, target.name)
-                reads, rendered = [], []
-                events: list[StoredEvent] = []
-                for _ in range(args.history_runs):
-                    start = time.perf_counter()
-                    events = await store.read_subject(subject)
-                    reads.append(time.perf_counter() - start)
-                    render.table(render.HISTORY_HEADERS, render.history_rows(events))
-                    rendered.append(time.perf_counter() - start)
-                assert len(events) == target.events, (target, len(events))
-                born[target.label] = events[0].stored_ns
-                check = check_aggregate(target, events)
-                namespace = ["-n", target.namespace] if target.namespace != "default" else []
-                cli, code, out = await run_cli(url, "history", target.ref, *namespace)
-                rows = max(0, len(out.splitlines()) - 1)
-                print(
-                    f"history of the {target.label} {target.ref} ({len(events):,} events, "
-                    f"aggregate rebuild {check}): read_subject {ms_stats(reads)}; with the table "
-                    f"{ms_stats(rendered)}; CLI {1000 * cli:.0f} ms ({rows:,} rows, exit {code})",
-                    flush=True,
-                )
-                summary.add(
-                    f"history {target.label} ({len(events):,} events)",
-                    f"read {ms_stats(reads)}; +table p50 "
-                    f"{1000 * statistics.median(rendered):.1f} ms; CLI {1000 * cli:.0f} ms",
-                    "< 100 ms",
-                )
-
-            # --at: one object at a random instant of the log's life.
-            first = await store.get_event(1)
-            last = await store.get_event(await store.stream_last_seq())
-            assert first is not None and last is not None
-            rng = random.Random(11)
-            for target in description.targets:
-                times: list[float] = []
-                found = 0
-                for _ in range(args.at_runs):
-                    at_ns = rng.randint(first.stored_ns, last.stored_ns)
-                    start = time.perf_counter()
-                    point = await timetravel.position_of(
-                        nc, store, timetravel.format_ns(at_ns), now_ns=time.time_ns()
-                    )
-                    item, _ = await timetravel.object_at(
-                        store, target.kind, target.namespace, target.name, point.seq
-                    )
-                    times.append(time.perf_counter() - start)
-                    found += item is not None
-                # The CLI at an instant when the object existed (else it answers "not found").
-                at_ns = rng.randint(born[target.label], last.stored_ns)
-                namespace = ["-n", target.namespace] if target.namespace != "default" else []
-                cli, code, _ = await run_cli(
-                    url,
-                    "get",
-                    target.kind.lower(),
-                    target.name,
-                    *namespace,
-                    "--at",
-                    timetravel.format_ns(at_ns),
-                    "-o",
-                    "yaml",
-                )
-                print(
-                    f"--at of the {target.label} at {args.at_runs} random instants "
-                    f"(existed at {found}): {ms_stats(times)}; CLI get --at "
-                    f"{1000 * cli:.0f} ms (exit {code})",
-                    flush=True,
-                )
-                summary.add(
-                    f"--at {target.label} ({target.events:,} events)",
-                    f"{ms_stats(times)}; CLI {1000 * cli:.0f} ms",
-                    "-",
-                )
+            # The history index as `fleetlog up` builds it on an empty data directory: its
+            # projection caught up, then the index filled from the log in bulk.
+            remove_history_index(workdir)
+            projection = Projection(ClusterModel(), store)
+            await projection.catch_up()
+            await projection.follow()
+            service = HistoryService(nc, store, HistoryIndex(workdir / HISTORY_FILE), projection)
+            ready = asyncio.Event()
+            start = time.perf_counter()
+            serving = asyncio.create_task(service.run(ready))
+            await ready.wait()
+            built = time.perf_counter() - start
+            size = history_index_bytes(workdir)
+            print(
+                f"history index built from the log: {total:,} events in {built:.1f} s = "
+                f"{total / built:,.0f} events/s; {size / 1e6:,.0f} MB on disk",
+                flush=True,
+            )
+            summary.add(
+                "history index build (empty index, whole log)",
+                f"{built:.1f} s = {total / built:,.0f} events/s; {size / 1e6:,.0f} MB",
+                "-",
+            )
+            try:
+                born = await measure_history(nc, store, description, args, url, summary)
+                await measure_at(nc, store, description, args, url, summary, born)
+            finally:
+                serving.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await serving
+                service.close()
+                await projection.stop()
+                del projection
+                gc.collect()
 
             # audit --actor, as the CLI asks: its subject filter, then the actor compared on
             # every record read.
@@ -1218,6 +1214,120 @@ async def measure(url: str, description: Description, args: argparse.Namespace) 
     print(f"CLI start-up alone (python -m ops --help): {1000 * startup:.0f} ms")
     summary.add("CLI start-up (python -m ops --help)", f"{1000 * startup:.0f} ms", "-")
     summary.print()
+
+
+def remove_history_index(workdir: Path) -> None:
+    for leftover in workdir.glob(f"{HISTORY_FILE}*"):
+        leftover.unlink()
+
+
+def history_index_bytes(workdir: Path) -> int:
+    return sum(f.stat().st_size for f in workdir.glob(f"{HISTORY_FILE}*"))
+
+
+async def measure_history(
+    nc: Client,
+    store: EventStore,
+    description: Description,
+    args: argparse.Namespace,
+    url: str,
+    summary: Summary,
+) -> dict[str, int]:
+    """``history`` of each target from the index (``read_history``, what ``fleetlog history``
+    does with ``up`` running), from the log alone (``read_subject``, without ``up``) and from
+    the CLI; returns when each target was first stored."""
+    born: dict[str, int] = {}
+    for target in description.targets:
+        subject = event_subject(target.kind, target.namespace, target.name)
+        reads, rendered, from_log = [], [], []
+        events: list[StoredEvent] = []
+        for _ in range(args.history_runs):
+            start = time.perf_counter()
+            events = await read_history(nc, store, subject)
+            reads.append(time.perf_counter() - start)
+            render.table(render.HISTORY_HEADERS, render.history_rows(events))
+            rendered.append(time.perf_counter() - start)
+        for _ in range(args.log_history_runs):
+            start = time.perf_counter()
+            logged = await store.read_subject(subject)
+            from_log.append(time.perf_counter() - start)
+            assert [e.seq for e in logged] == [e.seq for e in events]
+        assert len(events) == target.events, (target, len(events))
+        born[target.label] = events[0].stored_ns
+        check = check_aggregate(target, events)
+        namespace = ["-n", target.namespace] if target.namespace != "default" else []
+        cli, code, out = await run_cli(url, "history", target.ref, *namespace)
+        rows = max(0, len(out.splitlines()) - 1)
+        print(
+            f"history of the {target.label} {target.ref} ({len(events):,} events, aggregate "
+            f"rebuild {check}): from the index {ms_stats(reads)}; with the table "
+            f"{ms_stats(rendered)}; from the log alone {ms_stats(from_log)}; CLI "
+            f"{1000 * cli:.0f} ms ({rows:,} rows, exit {code})",
+            flush=True,
+        )
+        summary.add(
+            f"history {target.label} ({len(events):,} events)",
+            f"index {ms_stats(reads)}; +table p50 {1000 * statistics.median(rendered):.1f} ms; "
+            f"log alone p50 {1000 * statistics.median(from_log):.0f} ms; CLI {1000 * cli:.0f} ms",
+            "< 100 ms",
+        )
+    return born
+
+
+async def measure_at(
+    nc: Client,
+    store: EventStore,
+    description: Description,
+    args: argparse.Namespace,
+    url: str,
+    summary: Summary,
+    born: dict[str, int],
+) -> None:
+    """``get --at`` of each target at random instants (the object's events from the index)."""
+    # --at: one object at a random instant of the log's life.
+    first = await store.get_event(1)
+    last = await store.get_event(await store.stream_last_seq())
+    assert first is not None and last is not None
+    rng = random.Random(11)
+    for target in description.targets:
+        times: list[float] = []
+        found = 0
+        for _ in range(args.at_runs):
+            at_ns = rng.randint(first.stored_ns, last.stored_ns)
+            start = time.perf_counter()
+            point = await timetravel.position_of(
+                nc, store, timetravel.format_ns(at_ns), now_ns=time.time_ns()
+            )
+            item, _ = await timetravel.object_at(
+                store, target.kind, target.namespace, target.name, point.seq, nc=nc
+            )
+            times.append(time.perf_counter() - start)
+            found += item is not None
+        # The CLI at an instant when the object existed (else it answers "not found").
+        at_ns = rng.randint(born[target.label], last.stored_ns)
+        namespace = ["-n", target.namespace] if target.namespace != "default" else []
+        cli, code, _ = await run_cli(
+            url,
+            "get",
+            target.kind.lower(),
+            target.name,
+            *namespace,
+            "--at",
+            timetravel.format_ns(at_ns),
+            "-o",
+            "yaml",
+        )
+        print(
+            f"--at of the {target.label} at {args.at_runs} random instants "
+            f"(existed at {found}): {ms_stats(times)}; CLI get --at "
+            f"{1000 * cli:.0f} ms (exit {code})",
+            flush=True,
+        )
+        summary.add(
+            f"--at {target.label} ({target.events:,} events)",
+            f"{ms_stats(times)}; CLI {1000 * cli:.0f} ms",
+            "-",
+        )
 
 
 def audit_scheme() -> str:
@@ -1318,7 +1428,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 f"  target {target.label}: {target.ref} in {target.namespace}, "
                 f"{target.events:,} events"
             )
-        await measure(url, description, args)
+        await measure(url, description, args, workdir)
     finally:
         if server is not None:
             await server.stop()
@@ -1347,6 +1457,9 @@ def main() -> None:
         help="events decoded and folded apart to split a replay's cost",
     )
     parser.add_argument("--history-runs", type=int, default=50)
+    parser.add_argument(
+        "--log-history-runs", type=int, default=5, help="history reads from the log alone"
+    )
     parser.add_argument("--at-runs", type=int, default=30)
     parser.add_argument("--audit-runs", type=int, default=3)
     parser.add_argument("--actor", default="user:bob", help="the actor of the audit query")
