@@ -608,16 +608,6 @@ def with_pod_scheduled_stamped(
 ) -> dict[str, Any]:
     """:func:`with_pod_scheduled` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
     spec = dict(manifest.get("spec", {}))
-    if node is not None:
-        spec["nodeName"] = node
-    status = dict(manifest.get("status") or {})
-    if node is not None:
-        status.pop("nominatedNodeName", None)  # bound: the nomination has served its purpose
-    status.setdefault("phase", "Pending")
-    conditions = []
-    for condition in status.get("conditions") or []:
-        if condition.get("type") != "PodScheduled":
-            conditions.append(condition)
     condition = {
         "type": "PodScheduled",
         "status": "True" if node else "False",
@@ -626,6 +616,19 @@ def with_pod_scheduled_stamped(
     if node is None:
         condition["reason"] = reason
         condition["message"] = message
+    else:
+        spec["nodeName"] = node
+    old = manifest.get("status")
+    if not old:  # the pod's first scheduling decision: no status to carry
+        return {**manifest, "spec": spec, "status": {"phase": "Pending", "conditions": [condition]}}
+    status = dict(old)
+    if node is not None:
+        status.pop("nominatedNodeName", None)  # bound: the nomination has served its purpose
+    status.setdefault("phase", "Pending")
+    conditions = []
+    for kept in status.get("conditions") or []:
+        if kept.get("type") != "PodScheduled":
+            conditions.append(kept)
     conditions.append(condition)
     status["conditions"] = conditions
     return {**manifest, "spec": spec, "status": status}

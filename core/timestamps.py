@@ -29,7 +29,7 @@ def _format(ns: int) -> str:
 def format_stamp(ns: int) -> str:
     """``ns`` since the epoch as a whole-second stamp (truncated, as Kubernetes writes it).
 
-    The stamps of recent seconds are remembered (a replay formats several per event, and
+    The stamps of recent seconds are remembered (a replay formats one or more per event, and
     events come many to a second): the same text as formatting each time, at a dict lookup.
     """
     if _SURE_FROM <= ns % _NS_PER_SECOND < _SURE_BELOW:

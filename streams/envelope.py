@@ -152,10 +152,13 @@ class Envelope:
         return f"{self.kind}/{self.namespace}/{self.name}"
 
 
+_unpackb = msgpack.unpackb
+
+
 def decode_envelope(data: bytes) -> Envelope:
     """Decode stored bytes into an :class:`Envelope`, upcasting old payload versions."""
     try:
-        raw = msgpack.unpackb(data, raw=False)
+        raw = _unpackb(data, raw=False)
         event_type = raw["t"]
         schema_version = raw["sv"]
         payload = raw["d"]
