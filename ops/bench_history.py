@@ -91,8 +91,9 @@ from streams.audit import AUDIT_STREAM, AuditRecord, audit_filter, read_audit
 from streams.connection import connect
 from streams.definitions import FLEET_STREAM, ensure_streams
 from streams.envelope import GENESIS, Envelope, StoredEvent, decode_envelope
-from streams.eventstore import EventStore, Write, parse_ack_subject
+from streams.eventstore import EventStore, Write
 from streams.integrity import verify_log
+from streams.logreader import parse_ack_subject
 from streams.server import EmbeddedServer, free_port
 from streams.subjects import event_subject
 

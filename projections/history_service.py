@@ -28,7 +28,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from core.errors import FleetError
+from core.errors import FleetError, ValidationFailed
 from projections.cluster import ClusterModel
 from projections.history import HistoryIndex, StoredRow
 from projections.runtime import Projection
@@ -36,7 +36,7 @@ from streams.cancellation import checkpoint
 from streams.envelope import StoredEvent, decode_envelope
 from streams.eventstore import EventStore
 from streams.serving import serve
-from streams.subjects import EVENT_PREFIX, QUERY_PREFIX
+from streams.subjects import QUERY_PREFIX, parse_event_subject
 
 log = structlog.get_logger(__name__)
 
@@ -188,10 +188,13 @@ class HistoryService:
 
 def is_event_subject(subject: object) -> bool:
     """Whether ``subject`` names one object's events (literal, under ``fleet.evt``)."""
-    if not isinstance(subject, str) or not subject.startswith(f"{EVENT_PREFIX}."):
+    if not isinstance(subject, str):
         return False
-    tokens = subject.split(".")
-    return len(tokens) == 5 and all(t and t not in ("*", ">") and " " not in t for t in tokens)
+    try:
+        kind, _, _ = parse_event_subject(subject)
+    except ValidationFailed:
+        return False
+    return kind not in ("", "*", ">")
 
 
 async def read_history(

@@ -44,7 +44,7 @@ from nats.nuid import NUID
 from streams import logreader
 from streams.definitions import FLEET_STREAM
 from streams.envelope import StoredEvent, decode_envelope
-from streams.logreader import BulkRead
+from streams.logreader import BulkRead, parse_ack_subject
 from streams.subjects import ALL_EVENTS
 
 log = structlog.get_logger(__name__)
@@ -638,18 +638,6 @@ def parse_ack(data: bytes) -> dict[str, Any]:
     except ValueError:
         return {"error": {"description": f"unreadable ack {data!r}"}}
     return result
-
-
-def parse_ack_subject(reply: str) -> tuple[int, int, int]:
-    """(stream sequence, timestamp ns, pending) from a JetStream delivery's reply subject.
-
-    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` or the v2 form
-    with domain and account hash in front; parsed by hand because it is on the hot path.
-    """
-    tokens = reply.split(".")
-    if len(tokens) == 9:
-        return int(tokens[5]), int(tokens[7]), int(tokens[8])
-    return int(tokens[7]), int(tokens[9]), int(tokens[10])
 
 
 def parse_rfc3339_ns(text: str) -> int:

@@ -41,7 +41,8 @@ import msgpack
 from nats.aio.msg import Msg
 
 from streams.envelope import GENESIS, LINK_BYTES, chain_hash, split_seal
-from streams.eventstore import EventStore, StoreError, parse_ack_subject
+from streams.eventstore import EventStore, StoreError
+from streams.logreader import parse_ack_subject
 from streams.subjects import event_subject
 
 HASH_MISMATCH = "hash_mismatch"

@@ -47,6 +47,19 @@ STALL_CHECK_S = 10.0
 STALL_CHECKS = 3
 
 
+def parse_ack_subject(reply: str | bytes) -> tuple[int, int, int]:
+    """(stream sequence, timestamp ns, pending) from a JetStream delivery's reply subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` or the v2 form
+    with domain and account hash in front; parsed by hand because it is on the hot path (as
+    ``str`` from nats-py, as ``bytes`` from this reader).
+    """
+    tokens = reply.split(".") if isinstance(reply, str) else reply.split(b".")
+    if len(tokens) == 9:
+        return int(tokens[5]), int(tokens[7]), int(tokens[8])
+    return int(tokens[7]), int(tokens[9]), int(tokens[10])
+
+
 class LogReadError(RuntimeError):
     """The server refused or broke off a read (the message says which and why)."""
 
@@ -234,11 +247,7 @@ class BulkRead:
 
         def on_data(subject: bytes, reply: bytes, data: bytes) -> None:
             nonlocal since_pull
-            tokens = reply.split(b".")
-            if len(tokens) == 9:
-                seq, stored_ns, pending = int(tokens[5]), int(tokens[7]), int(tokens[8])
-            else:
-                seq, stored_ns, pending = int(tokens[7]), int(tokens[9]), int(tokens[10])
+            seq, stored_ns, pending = parse_ack_subject(reply)
             if seq <= self.last_seq:
                 return
             if seq > target or (until_ns is not None and stored_ns > until_ns):
