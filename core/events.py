@@ -320,6 +320,12 @@ class Upcasters:
 UPCASTERS = Upcasters({name: entry.schema_version for name, entry in CATALOG.items()})
 
 
+def upcast_needed(type_name: str, version: int) -> bool:
+    """Whether a payload of ``type_name`` read at ``version`` is not current (a type without
+    versions never is): the check a reader makes before calling :func:`upcast`."""
+    return UPCASTERS._current.get(type_name, version) != version
+
+
 def upcast(type_name: str, version: int, payload: Payload) -> tuple[int, Payload]:
     """Upcast an event payload read from the log to the current schema."""
     upcasters = UPCASTERS

@@ -49,9 +49,10 @@ class ObjectRecord:
     updated_ns: int
     last_event: str
     last_actor: str
-    last_hash: str = ""
-    """The hash of the last event (hex), which the object's next event chains to; "" when
-    unknown (that event predates hashes, or the record was restored from an older snapshot)."""
+    last_hash: bytes = b""
+    """The hash of the last event, which the object's next event chains to; empty when
+    unknown (that event predates hashes, or the record was restored from an older snapshot).
+    Snapshots spell it in hex."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -66,7 +67,7 @@ class ObjectRecord:
             "updated_ns": self.updated_ns,
             "last_event": self.last_event,
             "last_actor": self.last_actor,
-            "last_hash": self.last_hash,
+            "last_hash": self.last_hash.hex(),
         }
 
 
@@ -266,7 +267,7 @@ class ClusterModel:
             record.updated_ns = e.timestamp_ns
             record.last_event = e.type
             record.last_actor = e.actor
-            record.last_hash = e.chain_hash.hex()
+            record.last_hash = e.chain_hash
             if change is not None:
                 change(record, e)
 
@@ -293,7 +294,7 @@ class ClusterModel:
         self.objects[(e.kind, e.namespace, e.name)] = ObjectRecord(
             e.kind, e.namespace, e.name, e.payload["uid"], e.payload["manifest"],
             e.version, event.seq, e.timestamp_ns, e.timestamp_ns, e.type, e.actor,
-            e.chain_hash.hex(),
+            e.chain_hash,
         )  # fmt: skip
 
     def _quota_created(self, event: StoredEvent) -> None:
@@ -334,7 +335,7 @@ class ClusterModel:
         self.objects = {}
         self._names = {}
         for item in data:
-            record = ObjectRecord(**item)
+            record = ObjectRecord(**{**item, "last_hash": bytes.fromhex(item.get("last_hash", ""))})
             self.objects[(record.kind, record.namespace, record.name)] = record
             self._names.setdefault((record.kind, record.namespace), set()).add(record.name)
 

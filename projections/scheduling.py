@@ -133,7 +133,7 @@ class SchedulingModel:
         snapshot taken before them; the writer then reads the log). Read it in the same step
         as the aggregate, so both are of the same event."""
         record = self.cluster.get(kind, namespace, name)
-        return bytes.fromhex(record.last_hash) if record is not None else b""
+        return record.last_hash if record is not None else b""
 
     def _pod_finished(self, event: StoredEvent) -> None:
         """A Succeeded or Failed pod stays an object but takes no room on its node."""

@@ -37,14 +37,14 @@ after the event they change; anchoring the verifier's ``head_digest`` elsewhere 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Any
 
 import msgpack
+import msgspec
 
 from core.errors import ValidationFailed
-from core.events import upcast
+from core.events import upcast, upcast_needed
 
 _packb = msgpack.Packer(use_bin_type=True).pack
 
@@ -100,23 +100,29 @@ def _map_header(count: int) -> bytes:
     return b"\xdf" + count.to_bytes(4, "big")
 
 
-@dataclass(slots=True)
-class Envelope:
-    """One event with its metadata, as written to and read from the log."""
+class Envelope(msgspec.Struct, gc=False):
+    """One event with its metadata, as written to and read from the log.
 
-    event_id: str
-    type: str
-    schema_version: int
-    kind: str
-    namespace: str
-    name: str
-    version: int
-    timestamp_ns: int
-    actor: str
-    correlation_id: str
-    causation_id: str
-    payload: dict[str, Any] = field(default_factory=dict)
-    chain_hash: bytes = b""
+    A ``msgspec.Struct`` because a replay decodes a million of these: msgspec reads the stored
+    map straight into the struct (skipping ``p``, which only a verifier needs), about twice as
+    fast as msgpack-python's map plus a copy into an object (docs/benchmarks.md). The field
+    names on the log are the short keys. ``gc=False``: an envelope never takes part in a
+    reference cycle (it holds plain data), so the cyclic collector need not track it.
+    """
+
+    event_id: str = msgspec.field(name="id")
+    type: str = msgspec.field(name="t")
+    schema_version: int = msgspec.field(name="sv")
+    kind: str = msgspec.field(name="k")
+    namespace: str = msgspec.field(name="ns")
+    name: str = msgspec.field(name="n")
+    version: int = msgspec.field(name="v")
+    timestamp_ns: int = msgspec.field(name="ts")
+    actor: str = msgspec.field(name="a")
+    correlation_id: str = msgspec.field(name="corr")
+    causation_id: str = msgspec.field(name="cause")
+    payload: dict[str, Any] = msgspec.field(name="d", default_factory=dict)
+    chain_hash: bytes = msgspec.field(name="h", default=b"")
     """The stored seal ``h`` as decoded (empty for an event written before hashes); writers
     do not set it, :meth:`seal` computes it."""
 
@@ -152,40 +158,31 @@ class Envelope:
         return f"{self.kind}/{self.namespace}/{self.name}"
 
 
-_unpackb = msgpack.unpackb
+def _refuse_extension(code: int, data: memoryview) -> Any:
+    raise ValueError(f"MessagePack extension type {code} is not used in fleetlog events")
 
 
-def decode_envelope(data: bytes) -> Envelope:
-    """Decode stored bytes into an :class:`Envelope`, upcasting old payload versions."""
+_decode = msgspec.msgpack.Decoder(Envelope, ext_hook=_refuse_extension).decode
+
+
+def decode_envelope(data: bytes | bytearray | memoryview) -> Envelope:
+    """Decode stored bytes into an :class:`Envelope`, upcasting old payload versions.
+
+    Everything that is not an envelope (not a map, a missing or mistyped entry, bytes after
+    the map) is refused with :class:`ValidationFailed` saying what and where.
+    """
     try:
-        raw = _unpackb(data, raw=False)
-        event_type = raw["t"]
-        schema_version = raw["sv"]
-        payload = raw["d"]
-        if not isinstance(payload, dict):
-            raise TypeError("payload is not a map")
-        schema_version, payload = upcast(event_type, schema_version, payload)
-        return Envelope(
-            raw["id"],
-            event_type,
-            schema_version,
-            raw["k"],
-            raw["ns"],
-            raw["n"],
-            raw["v"],
-            raw["ts"],
-            raw["a"],
-            raw["corr"],
-            raw["cause"],
-            payload,
-            seal if isinstance(seal := raw.get("h", b""), bytes) else b"",
-        )
-    except (KeyError, TypeError, ValueError, msgpack.ExtraData, msgpack.FormatError) as exc:
+        envelope = _decode(data)
+    except (msgspec.DecodeError, TypeError, ValueError) as exc:
         raise ValidationFailed(f"not a fleetlog event envelope: {exc}") from exc
+    if upcast_needed(envelope.type, envelope.schema_version):
+        envelope.schema_version, envelope.payload = upcast(
+            envelope.type, envelope.schema_version, envelope.payload
+        )
+    return envelope
 
 
-@dataclass(slots=True)
-class StoredEvent:
+class StoredEvent(msgspec.Struct, gc=False):
     """An envelope as found in the stream: with its stream sequence, subject and store time."""
 
     seq: int
