@@ -528,6 +528,10 @@ class Execute:
                         await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))
                         continue
                     self._accepted(ctx, loaded, written)
+                    if written.replayed:
+                        # Decided again here (this gateway did not hold the object), but an
+                        # earlier attempt of the same command had already stored its events.
+                        ctx.reply["replayed"] = True
                 return
         raise FleetError(f"{ref} kept changing under this command; try again", code="conflict")
 

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import itertools
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -81,6 +81,22 @@ class Write:
     subject: str
     events: Sequence[bytes]
     expected_last_seq: int | None
+
+
+class Appended(list[int]):
+    """The stream sequence of every event of an append, in order.
+
+    ``replayed`` says the events were stored by an earlier attempt of the same write (the same
+    token): a retry after a lost ack. When the retry was decided again (another gateway, or
+    after its aggregate left a cache) its own bytes may differ from the stored ones (a later
+    timestamp, hence another chain hash), so a writer must not carry on from what it decided.
+    """
+
+    replayed: bool
+
+    def __init__(self, seqs: Iterable[int], *, replayed: bool = False) -> None:
+        super().__init__(seqs)
+        self.replayed = replayed
 
 
 class EventStore:
@@ -144,22 +160,23 @@ class EventStore:
 
     async def append(
         self, writes: Sequence[Write], *, token: str, timeout: float = 5.0, attempts: int = 3
-    ) -> list[int]:
-        """Append atomically; return the stream sequence of every event, in order.
+    ) -> Appended:
+        """Append atomically; return the stream sequence of every event, in order (marked
+        ``replayed`` when an earlier attempt with this token had stored them).
 
         Raises ConcurrencyConflict if an expectation fails because of another writer, and
         AppendTimeout if no attempt was acknowledged. Retrying with the same ``token`` is safe.
         """
         messages = _messages(writes, token)
         if not messages:
-            return []
+            return Appended([])
         if len(messages) > MAX_BATCH:
             raise StoreError(f"a write may hold at most {MAX_BATCH} events, not {len(messages)}")
         return await self._complete(writes, token, messages, None, timeout, attempts)
 
     async def append_many(
         self, items: Sequence[tuple[Sequence[Write], str]], *, timeout: float = 5.0
-    ) -> list[list[int] | StoreError]:
+    ) -> list[Appended | StoreError]:
         """Many independent appends, pipelined: every write is sent before any ack is awaited.
 
         For bulk work (imports, simulated nodes): each item is ``(writes, token)`` with the same
@@ -179,7 +196,7 @@ class EventStore:
             raise
         futures = {entry[3] for entry in prepared}
         deadline = asyncio.get_running_loop().call_later(timeout, self._expire_all, futures)
-        results: list[list[int] | StoreError] = []
+        results: list[Appended | StoreError] = []
         for writes, token, messages, pending in prepared:
             try:
                 results.append(await self._complete(writes, token, messages, pending, timeout, 3))
@@ -201,7 +218,7 @@ class EventStore:
         first_attempt: asyncio.Future[dict[str, Any]] | None,
         timeout: float,
         attempts: int,
-    ) -> list[int]:
+    ) -> Appended:
         for attempt in range(1, attempts + 1):
             try:
                 if attempt == 1 and first_attempt is not None:
@@ -214,13 +231,14 @@ class EventStore:
             error = ack.get("error")
             if error is None:
                 last = int(ack["seq"])
-                if ack.get("duplicate"):
+                duplicate = bool(ack.get("duplicate"))
+                if duplicate:
                     await self._check_duplicate_is_ours(last, messages[-1])
-                return list(range(last - len(messages) + 1, last + 1))
+                return Appended(range(last - len(messages) + 1, last + 1), replayed=duplicate)
             if error.get("err_code") in (WRONG_LAST_SEQUENCE, BATCH_DUPLICATE_MSG_ID):
                 mine = await self._find_own_write(writes, token)
                 if mine is not None:
-                    return list(range(mine, mine + len(messages)))
+                    return Appended(range(mine, mine + len(messages)), replayed=True)
                 subject, expected = _first_expectation(writes)
                 raise ConcurrencyConflict(subject, expected, error.get("description", ""))
             raise StoreError(

@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from core.aggregates import AGGREGATES, RecordedEvent, Resource, timestamp_from_ns
@@ -85,6 +85,18 @@ class Loaded:
         while (hit := self.recent.get(event_id(token, len(found)))) is not None:
             found.append((hit[1], hit[0]))
         return found
+
+
+class Written(list[tuple[str, int]]):
+    """(type, seq) of every event a save stored, in order. ``replayed``: an earlier attempt of
+    the same write had stored them (see :class:`streams.eventstore.Appended`); the saved
+    aggregates were then forgotten rather than remembered as decided."""
+
+    replayed: bool
+
+    def __init__(self, written: Iterable[tuple[str, int]], *, replayed: bool = False) -> None:
+        super().__init__(written)
+        self.replayed = replayed
 
 
 @dataclass(frozen=True)
@@ -210,11 +222,12 @@ class AggregateRepository:
         self,
         changes: Sequence[Loaded],
         provenance: Provenance,
-    ) -> list[tuple[str, int]]:
+    ) -> Written:
         """Append every pending event of ``changes`` atomically; return (type, seq) pairs.
 
         On any failure the affected aggregates are evicted, since their in-memory state holds
-        events that were not stored.
+        events that were not stored; so they are when the events turn out to have been stored
+        by an earlier attempt of the same write (``replayed``).
         """
         writes: list[Write] = []
         types: list[str] = []
@@ -260,13 +273,20 @@ class AggregateRepository:
             writes.append(Write(change.ref.subject, encoded, change.last_seq))
             collected.append((change, len(encoded), chained))
         if not writes:
-            return []
+            return Written([])
         try:
             seqs = await self._store.append(writes, token=provenance.token)
         except BaseException:
             for change in changes:
                 self.forget(change.ref)
             raise
+        if seqs.replayed:
+            # An earlier attempt of this write stored its events (a retry after a lost ack).
+            # What this attempt decided may differ from them (another timestamp, so another
+            # chain hash): forget it, and the next load reads what the log holds.
+            for change in changes:
+                self.forget(change.ref)
+            return Written(zip(types, seqs, strict=True), replayed=True)
         position = 0
         for change, count, chained in collected:
             for offset in range(position, position + count):
@@ -277,4 +297,4 @@ class AggregateRepository:
             assert change.aggregate is not None
             change.stored_version = change.aggregate.version
             self._remember(change)
-        return list(zip(types, seqs, strict=True))
+        return Written(zip(types, seqs, strict=True))

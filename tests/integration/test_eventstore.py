@@ -44,6 +44,22 @@ async def test_append_to_a_new_subject_then_read_it_back(store: EventStore) -> N
     assert await store.last_seq(NODE_B) == 0
 
 
+async def test_a_write_found_stored_by_an_earlier_attempt_is_marked_replayed(
+    store: EventStore,
+) -> None:
+    first = await store.append([Write(POD_A, [envelope("a", 1)], 0)], token="t1")
+    assert first == [1] and not first.replayed
+    # The same bytes again (a retry after a lost ack): JetStream's duplicate window answers.
+    again = await store.append([Write(POD_A, [envelope("a", 1)], 0)], token="t1")
+    assert again == [1] and again.replayed
+    # Decided again with other bytes under the same token: found by its Msg-Id.
+    redecided = await store.append(
+        [Write(POD_A, [envelope("a", 1, decided="later")], 0)], token="t1"
+    )
+    assert redecided == [1] and redecided.replayed
+    assert len(await store.read_subject(POD_A)) == 1
+
+
 async def test_stale_expectation_is_rejected_and_appends_nothing(store: EventStore) -> None:
     await store.append([Write(POD_A, [envelope("a", 1)], 0)], token="t1")
     with pytest.raises(ConcurrencyConflict):
@@ -97,7 +113,8 @@ async def test_a_loser_never_mistakes_the_winners_event_for_its_own(store: Event
         store.append([Write(POD_A, [envelope("a", 1)], 0)], token="writer-2"),
         return_exceptions=True,
     )
-    assert sorted(type(r).__name__ for r in results) == ["ConcurrencyConflict", "list"]
+    assert sorted(type(r).__name__ for r in results) == ["Appended", "ConcurrencyConflict"]
+    assert not any(getattr(r, "replayed", False) for r in results)
     assert len(await store.read_subject(POD_A)) == 1
 
 

@@ -352,6 +352,45 @@ async def test_two_gateways_share_the_command_stream(
     await other_nc.close()
 
 
+async def test_a_create_retried_on_a_cold_gateway_is_replayed_and_keeps_the_chain(
+    gateway: Gateway, nats_server: Any, client: CommandClient, store: EventStore
+) -> None:
+    """The cold gateway does not hold the pod, so it decides the create again (at its own
+    time); the store finds the first attempt's events. The answer is theirs, marked replayed,
+    and what that gateway writes next chains to the stored event, not to its own decision."""
+    created = await client.send(
+        "Pod", "create", {"manifest": pod()}, idempotency_key="create-key-7"
+    )
+    from core.commands import command_message
+    from streams.integrity import verify_log
+
+    other_nc = await connect(nats_server.url, name="cold-gateway")
+    async with EventStore(other_nc) as other_store:
+        cold = await Gateway.create(other_nc, other_store)
+        retry = msgpack.packb(
+            command_message(
+                idempotency_key="create-key-7", actor="user:alice", body={"manifest": pod()}
+            )
+        )
+        answer = await cold.handle(command_subject("pod", "create"), retry)
+        assert answer["ok"] and answer["replayed"]
+        assert (answer["seqs"], answer["uid"], answer["version"]) == (
+            created.seqs, created.uid, created.version,
+        )  # fmt: skip
+        delete = msgpack.packb(
+            command_message(
+                idempotency_key="delete-key-7", actor="user:alice", body={"name": "web"}
+            )
+        )
+        deleted = await cold.handle(command_subject("pod", "delete"), delete)
+        assert deleted["ok"] and deleted["events"][0] == "PodDeleted"
+    await other_nc.close()
+    history = await store.read_subject(event_subject("Pod", "default", "web"))
+    assert [e.envelope.type for e in history] == ["PodCreated", "PodDeleted"]
+    report = await verify_log(store)
+    assert report.ok, report.breaks
+
+
 async def test_nodes_are_cordoned_and_uncordoned_with_who_and_why(
     gateway: Gateway, client: CommandClient, store: EventStore
 ) -> None:

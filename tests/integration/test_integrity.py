@@ -231,3 +231,33 @@ async def test_the_scheduler_chains_its_batches_also_over_events_from_before_has
     # The gateway chains over the old event too when it next writes the pod.
     await client.send("Pod", "delete", {"name": "old-1", "reason": "done"})
     assert (await verify_log(store)).ok
+
+
+async def test_a_write_decided_again_after_a_lost_ack_leaves_the_chain_whole(
+    store: EventStore,
+) -> None:
+    """A command retried after a lost ack and decided again elsewhere (another gateway, or
+    after its aggregate left the cache) with the same token finds the first attempt's events
+    stored. Its own bytes (another timestamp) were not stored, so the writer must not go on
+    from what it decided: the next event chains to what the log holds."""
+    ref = AggregateRef("Deployment", "default", "web")
+    first, second = AggregateRepository(store), AggregateRepository(store)
+    answers = []
+    for repository, now_ns in ((first, 1_000), (second, 2_000)):
+        loaded = await repository.load(ref, assume_new=True)
+        loaded.aggregate = Deployment.create(
+            None, agg_id=ref.id, manifest={"spec": {"replicas": 1}}, uid="web", at=AT
+        )
+        provenance = Provenance("user:alice", "c", "c", "create-web", now_ns)
+        answers.append(await repository.save([loaded], provenance))
+    assert answers[1] == answers[0]
+    assert (answers[0].replayed, answers[1].replayed) == (False, True)
+    loaded = await second.load(ref)
+    assert isinstance(loaded.aggregate, Deployment)
+    assert loaded.aggregate.version == 1
+    loaded.aggregate.scale(replicas=2, reason="", at=AT)
+    await second.save([loaded], Provenance("user:alice", "c2", "c2", "scale-web", 3_000))
+    stored = await store.read_subject(ref.subject)
+    assert [e.envelope.timestamp_ns for e in stored] == [1_000, 3_000]
+    report = await verify_log(store)
+    assert report.ok, breaks(report)

@@ -23,7 +23,7 @@ from streams.envelope import (
     decode_envelope,
     split_seal,
 )
-from streams.eventstore import Write
+from streams.eventstore import Appended, Write
 from streams.integrity import (
     HASH_MISMATCH,
     MISSING_HASH,
@@ -142,13 +142,13 @@ class FakeStore:
         self.log: list[tuple[str, bytes]] = []
         self.reads = 0
 
-    async def append(self, writes: Sequence[Write], *, token: str) -> list[int]:
+    async def append(self, writes: Sequence[Write], *, token: str) -> Appended:
         seqs = []
         for write in writes:
             for data in write.events:
                 self.log.append((write.subject, data))
                 seqs.append(len(self.log))
-        return seqs
+        return Appended(seqs)
 
     async def read_subject(self, subject: str, *, after_seq: int = 0) -> list[StoredEvent]:
         self.reads += 1
