@@ -48,11 +48,19 @@ def _collector_paused() -> Iterator[None]:
     A replay allocates objects that live as long as the model; the collector would scan them
     again and again as they pile up (a large share of replay time). Nothing folded here forms
     reference cycles that need collecting, so collection resumes when the replay is done.
+
+    A replay that completes also *freezes* what it built (``gc.freeze``): otherwise the first
+    young collection after it would walk every object the replay allocated (1.9 s after a
+    1,000,000-event replay, two million tracked objects), and older collections would walk
+    them again later. Frozen objects are still freed by reference counting when the model is
+    dropped (it holds no cycles); only cyclic garbage made during the replay is never
+    collected, and there is little of it.
     """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
+        gc.freeze()
     finally:
         if was_enabled:
             gc.enable()
