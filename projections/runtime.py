@@ -41,6 +41,10 @@ class ReadModel(Protocol):
     def restore(self, data: Any) -> None: ...
 
 
+FREEZE_AFTER_EVENTS = 100_000
+"""A catch-up applying at least this many events freezes the heap after it (see catch_up)."""
+
+
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while a replay builds a read model.
@@ -48,19 +52,11 @@ def _collector_paused() -> Iterator[None]:
     A replay allocates objects that live as long as the model; the collector would scan them
     again and again as they pile up (a large share of replay time). Nothing folded here forms
     reference cycles that need collecting, so collection resumes when the replay is done.
-
-    A replay that completes also *freezes* what it built (``gc.freeze``): otherwise the first
-    young collection after it would walk every object the replay allocated (1.9 s after a
-    1,000,000-event replay, two million tracked objects), and older collections would walk
-    them again later. Frozen objects are still freed by reference counting when the model is
-    dropped (it holds no cycles); only cyclic garbage made during the replay is never
-    collected, and there is little of it.
     """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
-        gc.freeze()
     finally:
         if was_enabled:
             gc.enable()
@@ -121,7 +117,16 @@ class Projection(Generic[M]):
         self._waiters = still_waiting
 
     async def catch_up(self, *, until_seq: int | None = None, until_ns: int | None = None) -> int:
-        """Apply everything after the position up to the end of the log (or the bound)."""
+        """Apply everything after the position up to the end of the log (or the bound).
+
+        A long catch-up (a replay at start-up, a time-travel read) ends by *freezing* what
+        the process holds (``gc.freeze``): otherwise the first young collection after it walks
+        every object the replay allocated (1.9 s after a 1,000,000-event replay, two million
+        tracked objects) and older collections walk them again later. Frozen objects are
+        still freed by reference counting when a model is dropped (it holds no cycles); cyclic
+        garbage frozen with them is never collected, which is why a short catch-up does not
+        freeze (a process that caught up again and again would keep its garbage)."""
+        start = self.position
         with _collector_paused():
             await self._store.replay(
                 self._apply,
@@ -130,6 +135,8 @@ class Projection(Generic[M]):
                 until_seq=until_seq,
                 until_ns=until_ns,
             )
+            if self.position - start >= FREEZE_AFTER_EVENTS:
+                gc.freeze()
         if until_seq is None and until_ns is None and self._filter == ALL_EVENTS:
             self.position = max(self.position, await self._store.stream_last_seq())
         return self.position

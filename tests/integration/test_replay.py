@@ -185,3 +185,28 @@ async def test_replay_to_an_instant_stops_before_later_events(
     now = (await Projection.replayed(ClusterModel(), store)).model
     assert then.get("Deployment", "default", "web").manifest["spec"]["replicas"] == 1
     assert now.get("Deployment", "default", "web").manifest["spec"]["replicas"] == 7
+
+
+async def test_only_a_long_catch_up_freezes_the_heap(
+    store: EventStore, gateway: Gateway, client: CommandClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from projections import runtime
+
+    for replicas in range(1, 4):
+        await client.send(
+            "Deployment", "apply", {"manifest": deployment("web", replicas, "nginx:1", "front")}
+        )
+    gc.unfreeze()
+    try:
+        short = Projection(ClusterModel(), store)
+        await short.catch_up()
+        assert short.model.events_applied >= 3 and gc.get_freeze_count() == 0
+        assert gc.isenabled()
+        monkeypatch.setattr(runtime, "FREEZE_AFTER_EVENTS", 3)
+        long = Projection(ClusterModel(), store)
+        await long.catch_up()
+        assert gc.get_freeze_count() > 0 and gc.isenabled()
+    finally:
+        gc.unfreeze()

@@ -1,5 +1,5 @@
-"""The cyclic collector around a replay: paused while the read model is built, and what a
-completed replay built is frozen (so the next collection does not walk the whole model)."""
+"""The cyclic collector around a replay: paused while the read model is built, resumed after
+(whether the replay completed or failed), and left alone inside a region that paused it."""
 
 from __future__ import annotations
 
@@ -10,26 +10,17 @@ import pytest
 from projections.runtime import _collector_paused
 
 
-def test_a_completed_replay_freezes_what_it_built() -> None:
-    gc.unfreeze()
+def test_the_collector_is_paused_during_a_replay_and_resumed_after() -> None:
     assert gc.isenabled()
     with _collector_paused():
         assert not gc.isenabled()
-        built = [{"name": f"pod-{i}", "labels": {"app": "web"}} for i in range(1000)]
-    try:
-        assert gc.isenabled()
-        assert gc.get_freeze_count() >= len(built)
-    finally:
-        gc.unfreeze()
+    assert gc.isenabled()
 
 
-def test_a_failed_replay_freezes_nothing_and_resumes_collection() -> None:
-    gc.unfreeze()
+def test_a_failed_replay_resumes_collection() -> None:
     with pytest.raises(RuntimeError), _collector_paused():
-        _ = [{"name": f"pod-{i}"} for i in range(1000)]
         raise RuntimeError("the log went away")
     assert gc.isenabled()
-    assert gc.get_freeze_count() == 0
 
 
 def test_a_replay_inside_a_paused_region_leaves_the_collector_paused() -> None:
@@ -40,4 +31,3 @@ def test_a_replay_inside_a_paused_region_leaves_the_collector_paused() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
-        gc.unfreeze()
