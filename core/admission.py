@@ -15,13 +15,13 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from core.aggregates import NOT_READY_TAINT, UNREACHABLE_TAINT
 from core.errors import ValidationFailed
 from core.quantity import parse_quantity
 from core.resources.base import Annotations, K8sModel, ObjectMeta
 from core.resources.manifest import dump_manifest, parse_manifest
 from core.resources.pod import Container, PodSpec, ResourceRequirements
 from core.resources.priorityclass import DEFAULT_PRIORITY, SYSTEM_PRIORITY_CLASSES, PriorityClass
+from core.status import NOT_READY_TAINT, UNREACHABLE_TAINT
 
 DEFAULT_TOLERATION_SECONDS = 300
 

@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.resources.base import LabelSelector
 from core.timestamps import parse_stamp
 
 __all__ = [
@@ -252,5 +251,9 @@ def plan_replica_set(
 def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     """Whether a label selector (as stored: ``matchLabels``, ``matchExpressions``) matches;
     an empty one matches nothing here (owners never select everything)."""
+    # The resource models load here, not with the module: the CLI's describe and rollout read
+    # replica-set arithmetic (through core.deployment) and never match a selector.
+    from core.resources.base import LabelSelector
+
     parsed = LabelSelector.model_validate(dict(selector), by_alias=True)
     return not parsed.is_empty() and parsed.matches(labels)

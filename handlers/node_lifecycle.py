@@ -18,7 +18,7 @@ import time
 import structlog
 from nats.aio.client import Client
 
-from core.aggregates import Node, ready_status, timestamp_from_ns
+from core.aggregates import Node, timestamp_from_ns
 from core.errors import FleetError
 from core.nodelifecycle import (
     DEFAULT_GRACE_SECONDS,
@@ -28,6 +28,7 @@ from core.nodelifecycle import (
     Transition,
     assess,
 )
+from core.status import ready_status
 from core.timestamps import format_stamp
 from projections.cluster import ClusterModel
 from projections.runtime import Projection

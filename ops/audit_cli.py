@@ -12,22 +12,27 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from core.causation import parse_cause
 from core.errors import FleetError, NotFound, ValidationFailed
-from core.events import summarize
+from core.summaries import summarize
 from ops import render
-from ops.client import is_namespaced, parse_since, resolve_kind, session, split_ref
-from ops.clitools import run
-from streams.audit import OUTCOMES, AuditRecord, audit_filter, read_audit
-from streams.envelope import StoredEvent
-from streams.eventstore import EventStore
-from streams.integrity import VerifyReport, verify_log
+from ops.cliargs import is_namespaced, parse_since, resolve_kind, split_ref
+from ops.clitools import open_session, run
+
+if TYPE_CHECKING:
+    from streams.audit import AuditRecord
+    from streams.envelope import StoredEvent
+    from streams.eventstore import EventStore
+    from streams.integrity import VerifyReport
 
 MAX_LINKS = 200
+OUTCOMES = ("accepted", "rejected", "denied")
+"""``streams.audit.OUTCOMES``, spelt out: ``--outcome`` is defined when the CLI starts, and that
+module loads the NATS client (a unit test keeps the two equal)."""
 
 
 # -- why ---------------------------------------------------------------------------------------
@@ -108,7 +113,7 @@ async def why(
     its events, back to the command that started it and who issued it."""
     kind, name = split_ref(ref)
     scope = namespace if is_namespaced(kind) else ""
-    async with session(ctx.obj["server"], ctx.obj["actor"]) as s:
+    async with open_session(ctx) as s:
         history = await s.history(kind, scope, name)
         if not history:
             raise NotFound(f"no events for {render.object_name(kind, scope, name)}")
@@ -218,9 +223,11 @@ async def _query(
     now = datetime.now(tz=UTC)
     start = _parse_time(since, now, "--since")
     end = _parse_time(until, now, "--until")
+    from streams.audit import audit_filter, read_audit
+
     resolved = resolve_kind(kind) if kind else None
     subject = audit_filter(outcome, resolved, verb, actor)
-    async with session(ctx.obj["server"], ctx.obj["actor"]) as s:
+    async with open_session(ctx) as s:
         records = await read_audit(s.nc, subject=subject, since=start)
     until_ns = int(end.timestamp() * 1e9) if end is not None else None
     chosen = [
@@ -267,7 +274,9 @@ def verify_lines(report: VerifyReport) -> list[str]:
 async def verify(ctx: click.Context, from_seq: int, output: str) -> None:
     """Walk the log and check every aggregate's hash chain; exit 1 at any break (altered,
     inserted or removed events), naming the sequence where it shows."""
-    async with session(ctx.obj["server"], ctx.obj["actor"]) as s:
+    from streams.integrity import verify_log
+
+    async with open_session(ctx) as s:
         report = await verify_log(s.store, from_seq=from_seq)
     if output == "json":
         click.echo(json.dumps({**asdict(report), "ok": report.ok}, default=str))

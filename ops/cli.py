@@ -4,11 +4,16 @@ Every subcommand is a thin shell over a :class:`ops.client.Session`: writes go t
 command gateway (so they get the same validation, idempotency and audit as any other client),
 reads come from the cluster projection (``get``, ``describe``) or straight from the log
 (``events``, ``history``). Expected failures print one line, ``error: …``, and exit non-zero.
+
+Only light modules are imported here, so that ``fleetlog --help`` and a read command start
+quickly: the NATS session comes from ``ops.clitools.open_session``, the time-travel folds
+(``ops.timetravel``), the write path's errors and even ``asyncio`` (a good part of the time
+``--help`` took) are imported by the commands that use them, and
+``tests/unit/test_cli_startup.py`` keeps it so.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import sys
@@ -16,35 +21,38 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import yaml
 
 from core.errors import FleetError, ValidationFailed
-from ops import render, timetravel
+from ops import render
 from ops import rollout as rollout_ops
 from ops.audit_cli import audit, why
-from ops.client import (
+from ops.cliargs import (
     DEFAULT_SERVER,
-    Session,
+    POINT_HELP,
     default_actor,
     is_namespaced,
     parse_duration,
     parse_since,
     resolve_kind,
-    session,
     split_ref,
 )
-from ops.clitools import Failure, run
-from ops.logging import configure as configure_logging
-from streams.commandbus import CommandFailed
+from ops.clitools import Failure, open_session, run
 from streams.subjects import event_filter
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ops import timetravel
+    from ops.client import Session
 
 T = TypeVar("T")
 OUTPUTS = click.Choice(["table", "wide", "yaml", "json"])
 AT_OPTION = click.option(
-    "--at", default=None, metavar="TIME|SEQ", help=f"As it was at {timetravel.POINT_HELP}."
+    "--at", default=None, metavar="TIME|SEQ", help=f"As it was at {POINT_HELP}."
 )
 
 
@@ -67,12 +75,8 @@ AT_OPTION = click.option(
 @click.pass_context
 def main(ctx: click.Context, server: str, actor: str | None, log_level: str) -> None:
     """fleetlog: a container orchestrator whose source of truth is an event log."""
-    configure_logging(log_level)
-    ctx.obj = {"server": server, "actor": actor or default_actor()}
-
-
-def _session(ctx: click.Context) -> Any:
-    return session(ctx.obj["server"], ctx.obj["actor"])
+    # Logging is set up by ``run`` when a command runs (not for --help), at this level.
+    ctx.obj = {"server": server, "actor": actor or default_actor(), "log_level": log_level}
 
 
 # -- up -------------------------------------------------------------------------------------------
@@ -119,7 +123,7 @@ def up(
     from ops.up import up as run_up
 
     if ctx.parent and ctx.parent.params.get("log_level") == "warning":
-        configure_logging("info")
+        ctx.obj["log_level"] = "info"
     options = UpOptions(
         data_dir=data_dir or default_data_dir(),
         nats_url=nats_url,
@@ -193,6 +197,8 @@ async def _until_signal(
 ) -> None:
     """Run a long-lived role in the foreground: say ``ready_message`` once it is ready, stop it
     on SIGINT/SIGTERM, and let its own failure (before or after ready) end the process."""
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -249,6 +255,8 @@ async def sim(
 ) -> None:
     """Run simulated nodes (kwok-like) in the foreground: register them, keep them alive, and
     move the pods bound to them to Running after --start-delay."""
+    import asyncio
+
     from handlers.simnodes import SimNodeSpec, SimulatedNodes, SimulatedPods
     from streams.connection import connect
     from streams.eventstore import EventStore
@@ -348,7 +356,7 @@ async def apply(ctx: click.Context, path: str) -> None:
     """Create or update objects from a (multi-document) YAML manifest."""
     documents = _read_documents(path)
     failures = 0
-    async with _session(ctx) as s:
+    async with open_session(ctx) as s:
         for doc in documents:
             try:
                 kind = resolve_kind(str(doc.get("kind", "")))
@@ -405,6 +413,8 @@ async def delete(
     cascade: str,
 ) -> None:
     """Delete an object (KIND NAME or KIND/NAME) or every object in a manifest (-f)."""
+    from streams.commandbus import CommandFailed
+
     policy = CASCADE_POLICIES[cascade.lower()]
     targets: list[tuple[str, str, str]] = []
     if path:
@@ -420,7 +430,7 @@ async def delete(
     else:
         raise ValidationFailed("say what to delete: KIND NAME, KIND/NAME or -f FILE")
     deleted_namespaces: set[str] = set()
-    async with _session(ctx) as s:
+    async with open_session(ctx) as s:
         for target_kind, target_ns, target_name in targets:
             body = {
                 "name": target_name,
@@ -454,7 +464,7 @@ async def delete(
 async def scale(ctx: click.Context, ref: str, replicas: int, namespace: str, reason: str) -> None:
     """Set the replica count of a deployment (deployment/NAME)."""
     kind, name = split_ref(ref)
-    async with _session(ctx) as s:
+    async with open_session(ctx) as s:
         body = {"name": name, "namespace": namespace, "replicas": replicas, "reason": reason}
         outcome = await s.commands.send(kind, "scale", body)
     click.echo(f"{kind.lower()}/{name} {'unchanged' if outcome.unchanged else 'scaled'}")
@@ -500,11 +510,13 @@ async def rollout_status(
     ctx: click.Context, ref: str, namespace: str, watch: bool, timeout_text: str
 ) -> None:
     """Show a deployment's rollout status; with --watch, until it completes."""
+    import asyncio
+
     name = rollout_ops.deployment_name(ref)
     timeout = parse_duration(timeout_text)
     deadline = time.monotonic() + timeout if timeout > 0 else None
     shown = None
-    async with _session(ctx) as s:
+    async with open_session(ctx) as s:
         while True:
             status = rollout_ops.rollout_status(
                 (await _deployment(s, namespace, name))["manifest"], name
@@ -529,7 +541,7 @@ async def rollout_status(
 async def rollout_history(ctx: click.Context, ref: str, namespace: str, revision: int) -> None:
     """List a deployment's revisions (from its replica sets), or show one's pod template."""
     name = rollout_ops.deployment_name(ref)
-    async with _session(ctx) as s:
+    async with open_session(ctx) as s:
         history = rollout_ops.revision_history(
             await _owned_replica_sets(s, await _deployment(s, namespace, name))
         )
@@ -557,7 +569,7 @@ async def rollout_history(ctx: click.Context, ref: str, namespace: str, revision
 async def rollout_undo(ctx: click.Context, ref: str, namespace: str, to_revision: int) -> None:
     """Roll a deployment back to an earlier revision's pod template."""
     name = rollout_ops.deployment_name(ref)
-    async with _session(ctx) as s:
+    async with open_session(ctx) as s:
         deployment = await _deployment(s, namespace, name)
         undo = rollout_ops.plan_undo(
             deployment, await _owned_replica_sets(s, deployment), to_revision
@@ -576,7 +588,7 @@ def _pause_command(paused: bool) -> Any:
     @run
     async def command(ctx: click.Context, ref: str, namespace: str) -> None:
         name = rollout_ops.deployment_name(ref)
-        async with _session(ctx) as s:
+        async with open_session(ctx) as s:
             deployment = await _deployment(s, namespace, name)
             await rollout_ops.apply_deployment(
                 s.commands, deployment, rollout_ops.with_paused(deployment, paused)
@@ -601,7 +613,7 @@ def _node_command(verb: str) -> Any:
     @click.pass_context
     @run
     async def command(ctx: click.Context, node: str, reason: str) -> None:
-        async with _session(ctx) as s:
+        async with open_session(ctx) as s:
             outcome = await s.commands.send("Node", verb, {"name": node, "reason": reason})
         click.echo(f"node/{node} {'already ' if outcome.unchanged else ''}{verb}ed")
 
@@ -651,11 +663,13 @@ async def drain(
     timeout_text: str,
 ) -> None:
     """Cordon a node and delete its pods (kubectl drain's refusals apply: see --force)."""
+    import asyncio
+
     from ops.drain import drain_reason, plan_drain, pods_on
 
     timeout = parse_duration(timeout_text)
     actor = ctx.obj["actor"]
-    async with _session(ctx) as s:
+    async with open_session(ctx) as s:
         if not await s.query("Node", namespace="", name=node):
             raise FleetError(f'nodes "{node}" not found', code="not_found")
         plan = plan_drain(
@@ -726,10 +740,12 @@ async def get(
     resolved = resolve_kind(kind)
     scope: str | None = (None if all_namespaces else namespace) if is_namespaced(resolved) else ""
     now_ns, when = time.time_ns(), ""
-    async with _session(ctx) as s:
+    async with open_session(ctx) as s:
         if at is None:
             items = await s.query(resolved, namespace=scope, name=name)
         else:
+            from ops import timetravel
+
             point = await timetravel.position_of(s.nc, s.store, at, now_ns=now_ns)
             now_ns, when = point.time_ns or now_ns, f" at {point.label()}"
             if name:
@@ -781,7 +797,9 @@ async def describe(
     resolved = resolve_kind(kind)
     scope = namespace if is_namespaced(resolved) else ""
     now_ns, point = time.time_ns(), None
-    async with _session(ctx) as s:
+    if at is not None:  # a fold of the log up to then; without --at the projection answers
+        from ops import timetravel
+    async with open_session(ctx) as s:
         if at is not None:
             point = await timetravel.position_of(s.nc, s.store, at, now_ns=now_ns)
             now_ns = point.time_ns or now_ns
@@ -840,7 +858,7 @@ async def logs(
         kind, pod = split_ref(pod)
         if kind != "Pod":
             raise ValidationFailed(f"logs are read from pods, not {kind.lower()}s")
-    async with _session(ctx) as s:
+    async with open_session(ctx) as s:
         items = await s.query("Pod", namespace=namespace, name=pod)
         if not items:
             raise FleetError(f'pods "{pod}" not found', code="not_found")
@@ -875,7 +893,7 @@ async def top(ctx: click.Context, kind: str, namespace: str, all_namespaces: boo
         raise ValidationFailed(f"top shows nodes or pods, not {kind}")
     # Like metrics-server: only objects that still exist, and only recent samples.
     fresh_ns = time.time_ns() - int(TOP_STALE_AFTER_S * 1e9)
-    async with _session(ctx) as s:
+    async with open_session(ctx) as s:
         if resolved == "Node":
             live = {item["name"] for item in await s.query("Node")}
             samples = await latest_usage(s.nc, "node")
@@ -909,7 +927,7 @@ async def history(ctx: click.Context, ref: str, namespace: str, output: str) -> 
     """Every event of one object (KIND/NAME), oldest first, across deletes and re-creates."""
     kind, name = split_ref(ref)
     scope = namespace if is_namespaced(kind) else ""
-    async with _session(ctx) as s:
+    async with open_session(ctx) as s:
         events = await s.history(kind, scope, name)
     if not events:
         raise FleetError(f"no events for {render.object_name(kind, scope, name)}", code="not_found")
@@ -945,6 +963,8 @@ async def events(
     output: str,
 ) -> None:
     """Events from the log, filtered; with --follow, as they happen."""
+    import asyncio
+
     resolved = resolve_kind(kind) if kind else None
     if resolved and not is_namespaced(resolved) and namespace is None:
         namespace = ""
@@ -962,7 +982,7 @@ async def events(
         else:
             rows.append(render.event_row(event))
 
-    async with _session(ctx) as s:
+    async with open_session(ctx) as s:
         if follow:
             if output == "table":
                 click.echo("   ".join(render.EVENT_HEADERS))
@@ -985,7 +1005,7 @@ async def events(
 
 
 @main.command(name="replay")
-@click.option("--to", "to", required=True, metavar="TIME|SEQ", help=timetravel.POINT_HELP)
+@click.option("--to", "to", required=True, metavar="TIME|SEQ", help=POINT_HELP)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write to FILE.")
 @click.option(
     "-o", "--output", type=click.Choice(["yaml", "json"]), default=None, help="[default: yaml]"
@@ -994,6 +1014,8 @@ async def events(
 def replay_command(ctx: click.Context, to: str, out: Path | None, output: str | None) -> None:
     """The whole cluster state at a point: every object's manifest (YAML documents, or JSON
     with the position); the sequence and the state's digest go to stderr."""
+    from ops import timetravel
+
     state = run(_replayed)(ctx, to)
     output = output or ("json" if out is not None and out.suffix == ".json" else "yaml")
     text = timetravel.render_state(state, output)
@@ -1008,7 +1030,9 @@ def replay_command(ctx: click.Context, to: str, out: Path | None, output: str | 
 
 
 async def _replayed(ctx: click.Context, to: str) -> timetravel.ClusterState:
-    async with _session(ctx) as s:
+    from ops import timetravel
+
+    async with open_session(ctx) as s:
         point = await timetravel.position_of(
             s.nc, s.store, to, now_ns=time.time_ns(), option="--to"
         )
@@ -1017,15 +1041,17 @@ async def _replayed(ctx: click.Context, to: str) -> timetravel.ClusterState:
 
 
 @main.command(name="diff")
-@click.option("--from", "start", required=True, metavar="TIME|SEQ", help=timetravel.POINT_HELP)
+@click.option("--from", "start", required=True, metavar="TIME|SEQ", help=POINT_HELP)
 @click.option("--to", "end", default="now", show_default=True, metavar="TIME|SEQ")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @click.pass_context
 @run
 async def diff_command(ctx: click.Context, start: str, end: str, output: str) -> None:
     """What changed between two points: objects created, deleted, changed (with the fields)."""
+    from ops import timetravel
+
     now_ns = time.time_ns()
-    async with _session(ctx) as s:
+    async with open_session(ctx) as s:
         first = await timetravel.position_of(s.nc, s.store, start, now_ns=now_ns, option="--from")
         last = await timetravel.position_of(s.nc, s.store, end, now_ns=now_ns, option="--to")
         changes = await timetravel.diff_between(s.store, first, last)

@@ -1,16 +1,12 @@
 """A CLI session: one connection to the cluster's NATS, the event store for reads, the command
-client for writes, and the cluster query. Also the small parsers the CLI shares (kinds and
-their aliases, ``--since`` durations)."""
+client for writes, and the cluster query. (The parsers of the command line, which need none of
+this, are in ``ops.cliargs``.)"""
 
 from __future__ import annotations
 
-import getpass
-import os
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgpack
@@ -18,8 +14,7 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from core.errors import FleetError, UnknownKind, ValidationFailed
-from core.resources import KINDS
+from core.errors import FleetError, ValidationFailed
 from projections.history_service import read_history
 from projections.query import CLUSTER_QUERY_SUBJECT
 from streams.commandbus import CommandClient
@@ -27,91 +22,6 @@ from streams.connection import connect
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
 from streams.subjects import event_subject
-
-DEFAULT_SERVER = "nats://127.0.0.1:4222"
-
-KIND_ALIASES: dict[str, str] = {}
-for _kind, _short in (
-    ("Pod", ("po",)),
-    ("Node", ("no",)),
-    ("Deployment", ("deploy",)),
-    ("ReplicaSet", ("rs",)),
-    ("Service", ("svc",)),
-    ("Namespace", ("ns",)),
-    ("PriorityClass", ("pc",)),
-    ("LimitRange", ("limits",)),
-    ("ResourceQuota", ("quota",)),
-):
-    for _alias in (_kind.lower(), _kind.lower() + "s", *_short):
-        KIND_ALIASES[_alias] = _kind
-KIND_ALIASES["deployment.apps"] = "Deployment"
-KIND_ALIASES["deployments.apps"] = "Deployment"
-KIND_ALIASES["replicaset.apps"] = "ReplicaSet"
-KIND_ALIASES["replicasets.apps"] = "ReplicaSet"
-
-
-def resolve_kind(text: str) -> str:
-    kind = KIND_ALIASES.get(text.lower())
-    if kind is None:
-        raise UnknownKind(
-            f'the server doesn\'t have a resource type "{text}"; known: '
-            + ", ".join(sorted({k.lower() for k in KIND_ALIASES.values()}))
-        )
-    return kind
-
-
-def split_ref(text: str) -> tuple[str, str]:
-    """``deployment/web`` → ("Deployment", "web")."""
-    kind, sep, name = text.partition("/")
-    if not sep or not name:
-        raise ValidationFailed(f"expected KIND/NAME, got {text!r}")
-    return resolve_kind(kind), name
-
-
-def is_namespaced(kind: str) -> bool:
-    return KINDS[kind].namespaced
-
-
-def default_actor() -> str:
-    explicit = os.environ.get("FLEETLOG_USER")
-    if explicit:
-        return explicit
-    try:
-        return f"user:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "user:unknown"
-
-
-_DURATION = re.compile(r"(\d+)([smhd])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def parse_duration(text: str) -> float:
-    """``30s``, ``2m``, ``1h30m`` (or plain seconds, ``45``) in seconds."""
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    if not re.fullmatch(r"(\d+[smhd])+", text):
-        raise ValidationFailed(f"{text!r} is not a duration: use e.g. 30s, 2m or 1h")
-    return sum(
-        timedelta(**{_UNITS[unit]: int(amount)}).total_seconds()
-        for amount, unit in _DURATION.findall(text)
-    )
-
-
-def parse_since(text: str, now: datetime) -> datetime:
-    """``10m``, ``2h30m``, ``1d`` before ``now``, or an ISO 8601 instant."""
-    if re.fullmatch(r"(\d+[smhd])+", text):
-        delta = timedelta()
-        for amount, unit in _DURATION.findall(text):
-            delta += timedelta(**{_UNITS[unit]: int(amount)})
-        return now - delta
-    try:
-        instant = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ValidationFailed(
-            f"--since {text!r}: use a duration like 10m, 2h, 1d or a time like 2026-01-31T03:12:00Z"
-        ) from exc
-    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
 
 
 @dataclass

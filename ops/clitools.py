@@ -1,23 +1,28 @@
 """What every ``fleetlog`` command shares: expected failures as one ``error: …`` line and a
-non-zero exit, and running an async command body.
+non-zero exit, running an async command body (with logging set up first), and opening the
+session a command talks to the cluster through.
 
 Why this exists: the CLI is split into modules by topic (``ops/cli.py``, ``ops/audit_cli.py``);
-they must fail the same way.
+they must fail the same way. It is also where the CLI's start-up cost is kept down: the modules
+that define commands import only this and other light modules, so ``fleetlog … --help`` loads
+no NATS client, no structlog and no models; :func:`run` and :func:`open_session` load them when
+a command actually runs.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from core.errors import FleetError
-from streams.connection import Unreachable
-from streams.server import ServerError
+
+if TYPE_CHECKING:
+    from ops.client import Session
 
 T = TypeVar("T")
 
@@ -33,10 +38,25 @@ class Failure(click.ClickException):
 
 
 def run(coroutine_fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
-    """Run an async command body, turning expected errors into one readable line."""
+    """Run an async command body, turning expected errors into one readable line.
+
+    Logging is configured here, at the level the root command was given (``--log-level``,
+    kept in ``ctx.obj``), rather than when the root command's options are read: that happens
+    for ``fleetlog COMMAND --help`` too, which logs nothing."""
 
     @functools.wraps(coroutine_fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
+        # Loaded when a command runs, not when it is defined (see the module docstring).
+        import asyncio
+
+        from ops.logging import configure as configure_logging
+        from streams.connection import Unreachable
+        from streams.server import ServerError
+
+        context = click.get_current_context(silent=True)
+        level = ((context.find_root().obj or {}) if context else {}).get("log_level")
+        if level:
+            configure_logging(level)
         try:
             return asyncio.run(coroutine_fn(*args, **kwargs))
         except (FleetError, Unreachable, ServerError) as exc:
@@ -45,3 +65,10 @@ def run(coroutine_fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]
             sys.exit(130)
 
     return wrapper
+
+
+def open_session(ctx: click.Context) -> AbstractAsyncContextManager[Session]:
+    """The session of a command: the server and actor the root command was given."""
+    from ops.client import session  # the NATS client loads once a command connects
+
+    return session(ctx.obj["server"], ctx.obj["actor"])

@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from tabulate import tabulate
 
 from core.deployment import template_without_hash
-from core.events import summarize
-from streams.envelope import StoredEvent
+from core.summaries import summarize
+
+if TYPE_CHECKING:
+    from streams.envelope import StoredEvent
 
 
 def age(since_ns: int, now_ns: int) -> str:
@@ -35,6 +36,14 @@ def iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _tabulate(*args: Any, **kwargs: Any) -> str:
+    """``tabulate.tabulate``, imported on first use: it takes longer to import than most
+    commands take to run, and :func:`table` rarely needs it."""
+    from tabulate import tabulate
+
+    return tabulate(*args, **kwargs)
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """kubectl-style columns: upper-case headers, left-aligned, no borders.
 
@@ -50,7 +59,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
         for cell in row
     )
     if not simple or any(len(row) != len(header_cells) for row in materialised):
-        return tabulate(
+        return _tabulate(
             materialised,
             headers=header_cells,
             tablefmt="plain",
@@ -502,7 +511,7 @@ def scheduling_lines(events: Sequence[StoredEvent]) -> list[str]:
         lines.append(f"  {payload.get('message', '')}")
         reasons = payload.get("reasons") or {}
         if reasons:
-            table = tabulate(
+            table = _tabulate(
                 sorted(reasons.items(), key=lambda item: (-item[1], item[0])),
                 headers=["REASON", "NODES"], tablefmt="plain",
             )  # fmt: skip
@@ -523,6 +532,6 @@ def scheduling_lines(events: Sequence[StoredEvent]) -> list[str]:
             [name, score, weights.get(name, 0), score * weights.get(name, 0)]
             for name, score in scores.items()
         ]
-        table = tabulate(rows, headers=["PLUGIN", "SCORE", "WEIGHT", "WEIGHTED"], tablefmt="plain")
+        table = _tabulate(rows, headers=["PLUGIN", "SCORE", "WEIGHT", "WEIGHTED"], tablefmt="plain")
         lines += [f"  {line}" for line in table.splitlines()]
     return lines

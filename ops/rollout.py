@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.deployment import (
     NOT_COPIED_ANNOTATIONS,
@@ -25,8 +25,10 @@ from core.deployment import (
     template_without_hash,
 )
 from core.errors import FleetError, NotFound, ValidationFailed
-from ops.client import split_ref
-from streams.commandbus import CommandClient, Outcome
+from ops.cliargs import split_ref
+
+if TYPE_CHECKING:
+    from streams.commandbus import CommandClient, Outcome
 
 CHANGE_CAUSE_ANNOTATION = "kubernetes.io/change-cause"
 # rollback.go ``annotationsToSkip``: an undo keeps the deployment's own values of these and

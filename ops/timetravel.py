@@ -44,7 +44,7 @@ from nats.aio.client import Client
 from core.diff import changed_paths
 from core.errors import FleetError, ValidationFailed
 from ops import render
-from ops.client import parse_duration
+from ops.cliargs import POINT_HELP, parse_duration
 from projections.cluster import ClusterModel, Key
 from projections.history_service import read_history
 from projections.runtime import Projection
@@ -52,10 +52,6 @@ from streams.envelope import StoredEvent
 from streams.eventstore import EventStore, parse_rfc3339_ns
 from streams.subjects import event_filter, event_subject
 
-POINT_HELP = (
-    "a stream sequence (123 or seq:123), a time (2026-11-26T03:12:00Z), "
-    "a time ago (-2h, -30m, -1d2h) or now"
-)
 _SEQ = re.compile(r"(?:seq:)?(\d+)", re.IGNORECASE)
 _AGO = re.compile(r"-((?:\d+[smhd])+)")
 _FRACTION = re.compile(r"(?<=[T ]\d\d:\d\d:\d\d)\.(\d+)")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from core.aggregates import (
+from core.status import (
     with_container_exited_stamped,
     with_container_restarted_stamped,
     with_container_started_stamped,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import structlog
@@ -29,14 +29,16 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from core.errors import FleetError, ValidationFailed
-from projections.cluster import ClusterModel
-from projections.history import HistoryIndex, StoredRow
-from projections.runtime import Projection
 from streams.cancellation import checkpoint
 from streams.envelope import StoredEvent, decode_envelope
 from streams.eventstore import EventStore
 from streams.serving import serve
 from streams.subjects import QUERY_PREFIX, parse_event_subject
+
+if TYPE_CHECKING:  # the CLI reads history through this module, without the read models
+    from projections.cluster import ClusterModel
+    from projections.history import HistoryIndex, StoredRow
+    from projections.runtime import Projection
 
 log = structlog.get_logger(__name__)
 

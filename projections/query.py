@@ -9,17 +9,19 @@ everything in the log at the moment of the request, so a ``get`` right after an 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from projections.cluster import ClusterModel
-from projections.runtime import Projection
 from streams.serving import serve
 from streams.subjects import QUERY_PREFIX
+
+if TYPE_CHECKING:  # the CLI takes the query subject from here, without the read model
+    from projections.cluster import ClusterModel
+    from projections.runtime import Projection
 
 log = structlog.get_logger(__name__)
 

@@ -7,7 +7,8 @@ import pytest
 
 from core.commands import COMMAND_UPCASTERS, ScaleBody, parse_command
 from core.errors import ValidationFailed
-from core.events import CATALOG, Upcasters, schema_version, summarize
+from core.events import CATALOG, Upcasters, schema_version
+from core.summaries import summarize
 from streams.envelope import Envelope, decode_envelope
 
 

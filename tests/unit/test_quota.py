@@ -10,9 +10,9 @@ import pytest
 
 from core.aggregates import ResourceQuota
 from core.errors import InvalidTransition, ValidationFailed
-from core.events import summarize
 from core.quota import format_amount, pod_usage, reconcile_usage
 from core.resources import dump_manifest, parse_manifest
+from core.summaries import summarize
 from tests.unit.support import recorded
 
 AT = datetime(2026, 11, 25, 3, 12, tzinfo=UTC)

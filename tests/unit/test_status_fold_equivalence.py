@@ -15,7 +15,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.aggregates import (
+from core.podlifecycle import backoff_message
+from core.status import (
     LIFECYCLE_TAINTS,
     NOT_READY_TAINT,
     UNREACHABLE_TAINT,
@@ -39,7 +40,6 @@ from core.aggregates import (
     with_status_update,
     with_unschedulable,
 )
-from core.podlifecycle import backoff_message
 from projections.cluster import ClusterModel
 from streams.envelope import Envelope, StoredEvent
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from core.aggregates import with_ready_condition
 from core.scheduling.model import Toleration
+from core.status import with_ready_condition
 from core.tainteviction import NoExecuteTaint, decide, noexecute_taints, parse_time_added
 
 S = 1_000_000_000

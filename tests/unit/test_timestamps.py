@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import core.timestamps as timestamps
-from core.aggregates import stamp_of, timestamp_from_ns
+from core.aggregates import timestamp_from_ns
+from core.status import stamp_of
 from core.timestamps import format_stamp, parse_stamp
 
 SECOND = 1_795_664_444 * 1_000_000_000  # 2026-11-26T03:40:44Z
