@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
 from pydantic import BaseModel, ConfigDict
 
-from core import events as catalog
+from core import payloads
 from core.diff import changed_paths
 from core.errors import (
     AlreadyExists,
@@ -95,20 +95,20 @@ class Resource(BaseAggregate[str]):
     class Event(DomainEvent, CanMutateAggregate[str]):
         pass
 
-    class Created(Event, catalog.ResourceCreated, CanInitAggregate[str]):
+    class Created(Event, payloads.ResourceCreated, CanInitAggregate[str]):
         SUFFIX: ClassVar[str] = "Created"
         originator_topic: str
 
         def apply(self, aggregate: Resource) -> None:
             aggregate.begin_life(self.manifest, self.uid)
 
-    class Recreated(Event, catalog.ResourceCreated):
+    class Recreated(Event, payloads.ResourceCreated):
         SUFFIX: ClassVar[str] = "Created"
 
         def apply(self, aggregate: Resource) -> None:
             aggregate.begin_life(self.manifest, self.uid)
 
-    class Updated(Event, catalog.ResourceUpdated):
+    class Updated(Event, payloads.ResourceUpdated):
         SUFFIX: ClassVar[str] = "Updated"
 
         def apply(self, aggregate: Resource) -> None:
@@ -116,7 +116,7 @@ class Resource(BaseAggregate[str]):
                 aggregate.generation += 1
             aggregate.manifest = self.manifest
 
-    class Deleted(Event, catalog.ResourceDeleted):
+    class Deleted(Event, payloads.ResourceDeleted):
         SUFFIX: ClassVar[str] = "Deleted"
 
         def apply(self, aggregate: Resource) -> None:
@@ -311,7 +311,7 @@ class Namespace(Resource):
 class Node(Resource):
     KIND = "Node"
 
-    class Ready(Resource.Event, catalog.NodeConditionChanged):
+    class Ready(Resource.Event, payloads.NodeConditionChanged):
         SUFFIX: ClassVar[str] = "Ready"
 
         def apply(self, aggregate: Resource) -> None:
@@ -383,19 +383,19 @@ class Node(Resource):
         spec["taints"] = own + managed
         return {**manifest, "spec": spec}
 
-    class Cordoned(Resource.Event, catalog.NodeSchedulingChanged):
+    class Cordoned(Resource.Event, payloads.NodeSchedulingChanged):
         SUFFIX: ClassVar[str] = "Cordoned"
 
         def apply(self, aggregate: Resource) -> None:
             aggregate.manifest = with_unschedulable(aggregate.manifest, True)
 
-    class Uncordoned(Resource.Event, catalog.NodeSchedulingChanged):
+    class Uncordoned(Resource.Event, payloads.NodeSchedulingChanged):
         SUFFIX: ClassVar[str] = "Uncordoned"
 
         def apply(self, aggregate: Resource) -> None:
             aggregate.manifest = with_unschedulable(aggregate.manifest, False)
 
-    class Allocated(Resource.Event, catalog.PodAllocated):
+    class Allocated(Resource.Event, payloads.PodAllocated):
         TYPE: ClassVar[str] = "PodAllocated"
 
         def apply(self, aggregate: Resource) -> None:
@@ -405,7 +405,7 @@ class Node(Resource):
             for name, amount in self.requests.items():
                 total[name] = total.get(name, 0) + amount
 
-    class Released(Resource.Event, catalog.PodReleased):
+    class Released(Resource.Event, payloads.PodReleased):
         TYPE: ClassVar[str] = "PodReleased"
 
         def apply(self, aggregate: Resource) -> None:
@@ -539,7 +539,7 @@ def _pod_field_is_mutable(path: str) -> bool:
 class Pod(Resource):
     KIND = "Pod"
 
-    class Nominated(Resource.Event, catalog.PodNominated):
+    class Nominated(Resource.Event, payloads.PodNominated):
         SUFFIX: ClassVar[str] = "Nominated"
 
         def apply(self, aggregate: Resource) -> None:
@@ -554,7 +554,7 @@ class Pod(Resource):
             self.Nominated, node=node, victims=list(victims), message=message, timestamp=at
         )
 
-    class Bound(Resource.Event, catalog.PodBound):
+    class Bound(Resource.Event, payloads.PodBound):
         SUFFIX: ClassVar[str] = "Bound"
 
         def apply(self, aggregate: Resource) -> None:
@@ -562,7 +562,7 @@ class Pod(Resource):
                 aggregate.manifest, node=self.node, reason="", message="", at=self.timestamp
             )
 
-    class Unschedulable(Resource.Event, catalog.PodUnschedulable):
+    class Unschedulable(Resource.Event, payloads.PodUnschedulable):
         SUFFIX: ClassVar[str] = "Unschedulable"
 
         def apply(self, aggregate: Resource) -> None:
@@ -571,7 +571,7 @@ class Pod(Resource):
                 message=self.message, at=self.timestamp,
             )  # fmt: skip
 
-    class ContainerStarted(Resource.Event, catalog.ContainerStarted):
+    class ContainerStarted(Resource.Event, payloads.ContainerStarted):
         TYPE: ClassVar[str] = "ContainerStarted"
 
         def apply(self, aggregate: Resource) -> None:
@@ -582,7 +582,7 @@ class Pod(Resource):
                 at=self.timestamp,
             )
 
-    class Ready(Resource.Event, catalog.PodReadinessChanged):
+    class Ready(Resource.Event, payloads.PodReadinessChanged):
         SUFFIX: ClassVar[str] = "Ready"
 
         def apply(self, aggregate: Resource) -> None:
@@ -590,7 +590,7 @@ class Pod(Resource):
                 aggregate.manifest, ready=True, reason=self.reason, at=self.timestamp
             )
 
-    class NotReady(Resource.Event, catalog.PodReadinessChanged):
+    class NotReady(Resource.Event, payloads.PodReadinessChanged):
         SUFFIX: ClassVar[str] = "NotReady"
 
         def apply(self, aggregate: Resource) -> None:
@@ -598,7 +598,7 @@ class Pod(Resource):
                 aggregate.manifest, ready=False, reason=self.reason, at=self.timestamp
             )
 
-    class ContainerExited(Resource.Event, catalog.ContainerExited):
+    class ContainerExited(Resource.Event, payloads.ContainerExited):
         TYPE: ClassVar[str] = "ContainerExited"
 
         def apply(self, aggregate: Resource) -> None:
@@ -615,7 +615,7 @@ class Pod(Resource):
                 at=self.timestamp,
             )
 
-    class ContainerRestarted(Resource.Event, catalog.ContainerRestarted):
+    class ContainerRestarted(Resource.Event, payloads.ContainerRestarted):
         TYPE: ClassVar[str] = "ContainerRestarted"
 
         def apply(self, aggregate: Resource) -> None:
@@ -631,7 +631,7 @@ class Pod(Resource):
                 at=self.timestamp,
             )
 
-    class Succeeded(Resource.Event, catalog.PodTerminated):
+    class Succeeded(Resource.Event, payloads.PodTerminated):
         SUFFIX: ClassVar[str] = "Succeeded"
 
         def apply(self, aggregate: Resource) -> None:
@@ -640,7 +640,7 @@ class Pod(Resource):
                 message=self.message, at=self.timestamp,
             )  # fmt: skip
 
-    class Failed(Resource.Event, catalog.PodTerminated):
+    class Failed(Resource.Event, payloads.PodTerminated):
         SUFFIX: ClassVar[str] = "Failed"
 
         def apply(self, aggregate: Resource) -> None:
@@ -922,7 +922,7 @@ class Workload(Resource):
     ReplicaSet). Its ``metadata.generation`` counts spec changes (scaling included), so a
     controller's ``status.observedGeneration`` says which spec it has acted on."""
 
-    class ScaledTo(Resource.Event, catalog.ScaledTo):
+    class ScaledTo(Resource.Event, payloads.ScaledTo):
         TYPE: ClassVar[str] = "ScaledTo"
 
         def apply(self, aggregate: Resource) -> None:
@@ -931,7 +931,7 @@ class Workload(Resource):
             aggregate.generation += 1
             aggregate.manifest = with_generation(manifest, aggregate.generation)
 
-    class StatusUpdated(Resource.Event, catalog.StatusUpdated):
+    class StatusUpdated(Resource.Event, payloads.StatusUpdated):
         SUFFIX: ClassVar[str] = "StatusUpdated"
 
         def apply(self, aggregate: Resource) -> None:
@@ -1034,14 +1034,14 @@ class ResourceQuota(Resource):
 
     KIND = "ResourceQuota"
 
-    class Charged(Resource.Event, catalog.QuotaCharged):
+    class Charged(Resource.Event, payloads.QuotaCharged):
         TYPE: ClassVar[str] = "QuotaCharged"
 
         def apply(self, aggregate: Resource) -> None:
             assert isinstance(aggregate, ResourceQuota)
             aggregate.book(self.pod, dict(self.amounts))
 
-    class Released(Resource.Event, catalog.QuotaReleased):
+    class Released(Resource.Event, payloads.QuotaReleased):
         TYPE: ClassVar[str] = "QuotaReleased"
 
         def apply(self, aggregate: Resource) -> None:

@@ -2,7 +2,7 @@
 print in their SUMMARY column.
 
 Why this exists: a summary is a pure function of an event's type and plain payload; it needs
-none of the catalog's pydantic payload models (``core.events``), and the command line, which
+none of the catalog's pydantic payload models (``core.payloads``), and the command line, which
 prints summaries, should not load them to show its help.
 """
 

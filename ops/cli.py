@@ -7,9 +7,9 @@ reads come from the cluster projection (``get``, ``describe``) or straight from 
 
 Only light modules are imported here, so that ``fleetlog --help`` and a read command start
 quickly: the NATS session comes from ``ops.clitools.open_session``, the time-travel folds
-(``ops.timetravel``), the write path's errors and even ``asyncio`` (a good part of the time
-``--help`` took) are imported by the commands that use them, and
-``tests/unit/test_cli_startup.py`` keeps it so.
+(``ops.timetravel``), the rollout rules (``ops.rollout``), the YAML parser, the write path's
+errors and even ``asyncio`` (a good part of the time ``--help`` took) are imported by the
+commands that use them, and ``tests/unit/test_cli_startup.py`` keeps it so.
 """
 
 from __future__ import annotations
@@ -24,11 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import yaml
 
 from core.errors import FleetError, ValidationFailed
 from ops import render
-from ops import rollout as rollout_ops
 from ops.audit_cli import audit, why
 from ops.cliargs import (
     DEFAULT_SERVER,
@@ -315,6 +313,8 @@ async def scheduler(ctx: click.Context, identity: str) -> None:
 
 
 def _read_documents(path: str) -> list[dict[str, Any]]:
+    import yaml  # only ``apply`` reads YAML; the other commands should not pay for loading it
+
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as exc:
@@ -479,6 +479,8 @@ def rollout() -> None:
 
 
 async def _deployment(s: Session, namespace: str, name: str) -> dict[str, Any]:
+    from ops import rollout as rollout_ops
+
     items = await s.query("Deployment", namespace=namespace, name=name)
     if not items:
         raise rollout_ops.not_found(name)
@@ -486,6 +488,8 @@ async def _deployment(s: Session, namespace: str, name: str) -> dict[str, Any]:
 
 
 async def _owned_replica_sets(s: Session, deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    from ops import rollout as rollout_ops
+
     return rollout_ops.controlled_by(
         await s.query("ReplicaSet", namespace=deployment["namespace"]), deployment["uid"]
     )
@@ -511,6 +515,8 @@ async def rollout_status(
 ) -> None:
     """Show a deployment's rollout status; with --watch, until it completes."""
     import asyncio
+
+    from ops import rollout as rollout_ops
 
     name = rollout_ops.deployment_name(ref)
     timeout = parse_duration(timeout_text)
@@ -540,6 +546,8 @@ async def rollout_status(
 @run
 async def rollout_history(ctx: click.Context, ref: str, namespace: str, revision: int) -> None:
     """List a deployment's revisions (from its replica sets), or show one's pod template."""
+    from ops import rollout as rollout_ops
+
     name = rollout_ops.deployment_name(ref)
     async with open_session(ctx) as s:
         history = rollout_ops.revision_history(
@@ -568,6 +576,8 @@ async def rollout_history(ctx: click.Context, ref: str, namespace: str, revision
 @run
 async def rollout_undo(ctx: click.Context, ref: str, namespace: str, to_revision: int) -> None:
     """Roll a deployment back to an earlier revision's pod template."""
+    from ops import rollout as rollout_ops
+
     name = rollout_ops.deployment_name(ref)
     async with open_session(ctx) as s:
         deployment = await _deployment(s, namespace, name)
@@ -587,6 +597,8 @@ def _pause_command(paused: bool) -> Any:
     @click.pass_context
     @run
     async def command(ctx: click.Context, ref: str, namespace: str) -> None:
+        from ops import rollout as rollout_ops
+
         name = rollout_ops.deployment_name(ref)
         async with open_session(ctx) as s:
             deployment = await _deployment(s, namespace, name)
@@ -816,6 +828,8 @@ async def describe(
             history = await s.history(resolved, scope, name)
         owned = []
         if resolved == "Deployment":
+            from ops import rollout as rollout_ops
+
             replica_sets = (
                 await s.query("ReplicaSet", namespace=scope)
                 if point is None

@@ -8,9 +8,6 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from core.deployment import template_without_hash
 from core.summaries import summarize
 
 if TYPE_CHECKING:
@@ -92,6 +89,8 @@ def full_manifest(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_yaml(documents: Sequence[dict[str, Any]]) -> str:
+    import yaml  # loaded by the outputs that print YAML, not by every command
+
     return yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False)
 
 
@@ -407,6 +406,8 @@ def describe(
 ) -> str:
     """A kubectl-describe-like page: identity, labels, the manifest's spec, then the events
     (for a deployment, its counts and replica sets first, as kubectl shows them)."""
+    import yaml
+
     manifest = item["manifest"]
     metadata = manifest.get("metadata", {})
     lines = [f"Name:         {item['name']}"]
@@ -455,6 +456,9 @@ def describe(
 
 def deployment_lines(manifest: dict[str, Any], replica_sets: Sequence[dict[str, Any]]) -> list[str]:
     """kubectl's ``Replicas:`` line and which replica set is new (same template) or old."""
+    # The deployment rules are loaded by the commands that show a deployment, not by every one.
+    from core.deployment import template_without_hash
+
     spec, status = manifest.get("spec") or {}, manifest.get("status") or {}
     lines = [
         f"Replicas:     {spec.get('replicas', 1)} desired | {status.get('updatedReplicas', 0)} "

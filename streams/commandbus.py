@@ -19,7 +19,6 @@ from nats.aio.client import Client
 from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from core.commands import command_message
 from core.errors import FleetError
 from streams.subjects import command_subject
 
@@ -77,6 +76,11 @@ class CommandClient:
         timeout: float = 5.0,
         attempts: int = 3,
     ) -> Outcome:
+        # Imported here, not at the top: the command models are pydantic, and a read-only CLI
+        # command holds a CommandClient in its session without ever sending, so it should not
+        # pay for loading them.
+        from core.commands import command_message
+
         key = idempotency_key or new_idempotency_key()
         payload = msgpack.packb(
             command_message(

@@ -15,9 +15,7 @@ from nats.aio.client import Client
 from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError
 
-from streams.audit import ensure_audit_stream
 from streams.subjects import ALL_EVENTS
-from streams.telemetry import ensure_telemetry_streams
 
 FLEET_STREAM = "FLEET"
 FLEET_SUBJECTS = [ALL_EVENTS]
@@ -55,6 +53,11 @@ async def ensure_streams(nc: Client, *, replicas: int = 1) -> None:
     """Create FLEET and the buckets if missing; check an existing FLEET is fit for use. Also
     the audit trail (``streams/audit.py``) and the age-limited logs and metrics streams
     (``streams/telemetry.py``)."""
+    # Imported here: every reader imports this module for ``FLEET_STREAM``, and only the
+    # processes that set streams up need the audit and telemetry modules.
+    from streams.audit import ensure_audit_stream
+    from streams.telemetry import ensure_telemetry_streams
+
     await _ensure_fleet(nc, replicas)
     await ensure_audit_stream(nc, replicas=replicas)
     await ensure_telemetry_streams(nc, replicas=replicas)

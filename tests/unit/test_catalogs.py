@@ -21,6 +21,16 @@ def test_every_resource_kind_has_created_updated_deleted_events() -> None:
         schema_version("PodExploded")
 
 
+def test_every_event_type_has_the_payload_model_the_catalog_names() -> None:
+    from core.payloads import PAYLOAD_MODELS, EventPayload
+
+    assert set(PAYLOAD_MODELS) == set(CATALOG)
+    for name, entry in CATALOG.items():
+        model = PAYLOAD_MODELS[name]
+        assert issubclass(model, EventPayload) and model.__name__ == entry.payload
+    assert PAYLOAD_MODELS["NodeReady"] is PAYLOAD_MODELS["NodeNotReady"]
+
+
 def test_upcasters_walk_old_payloads_up_one_version_at_a_time() -> None:
     upcasters = Upcasters({"ThingHappened": 3})
 
