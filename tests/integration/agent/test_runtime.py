@@ -101,8 +101,10 @@ async def test_sigterm_ends_a_cooperative_container_before_its_grace(runtime: Tr
     container = await runtime.start(py(code))
     await wait_for_output(container.stdout_path, "up")
     started = time.monotonic()
-    status = await runtime.stop(container, grace_seconds=10)
-    assert time.monotonic() - started < 3
+    status = await runtime.stop(container, grace_seconds=30)
+    # Well before the grace ran out (a loaded CI host can take seconds to run the handler
+    # and tear the interpreter down), and by its own exit, not SIGKILL.
+    assert time.monotonic() - started < 15
     assert (status.exit_code, status.signal, status.reason) == (0, None, "Completed")
     # A second stop (or wait) answers the same.
     assert await runtime.stop(container, 1) == status
