@@ -80,7 +80,7 @@ from core.aggregates import AGGREGATES, RecordedEvent, timestamp_from_ns
 from core.events import schema_version
 from ops import render, timetravel
 from ops.audit_cli import matches
-from ops.bench_log import bench_raw_read, percentile
+from ops.bench_log import bench_raw_read, percentile, server_for
 from ops.up import HISTORY_FILE
 from projections.cluster import ClusterModel
 from projections.history import HistoryIndex
@@ -88,12 +88,11 @@ from projections.history_service import HistoryService, read_history
 from projections.runtime import Projection
 from streams.audit import AUDIT_STREAM, AuditRecord, audit_filter, read_audit
 from streams.connection import connect
-from streams.definitions import FLEET_STREAM, ensure_streams
+from streams.definitions import FLEET_STREAM
 from streams.envelope import GENESIS, Envelope, StoredEvent, decode_envelope
 from streams.eventstore import EventStore, Write
 from streams.integrity import verify_log
 from streams.logreader import parse_ack_subject
-from streams.server import EmbeddedServer, free_port
 from streams.subjects import event_subject
 
 DESCRIPTION_FILE = "bench_history.json"
@@ -1385,57 +1384,47 @@ async def main_async(args: argparse.Namespace) -> None:
         raise SystemExit("--keep keeps the embedded server's data; it cannot go with --nats-url")
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="fleetlog-hist-"))
     described = workdir / DESCRIPTION_FILE
-    server = None
-    url = args.nats_url
     try:
-        if url is None:
-            server = EmbeddedServer(data_dir=workdir / "nats", port=free_port())
-            await server.start()
-            url = server.url
-        nc = await connect(url, name="bench-history-setup")
-        await ensure_streams(nc)
-        await nc.close()
-        print(
-            f"server {url}, python {sys.version.split()[0]}, {os.cpu_count()} cores "
-            f"(load average {os.getloadavg()[0]:.2f})",
-            flush=True,
-        )
-        if args.keep and described.exists():
-            description = Description.load(described)
-            if description.audit_scheme != audit_scheme():
-                raise SystemExit(
-                    f"the audit trail kept in {workdir} has subjects like "
-                    f"{description.audit_scheme or 'unknown'}, streams/audit.py now writes "
-                    f"{audit_scheme()}: generate the log again (another --keep DIR)"
-                )
-            print(f"measuring the log kept in {workdir} ({description.events:,} events)")
-        else:
+        async with server_for(args.nats_url, workdir / "nats") as url:
             print(
-                f"generating {args.events:,} events (append_many, {args.in_flight} in flight, "
-                "an expectation on every write)",
+                f"server {url}, python {sys.version.split()[0]}, {os.cpu_count()} cores "
+                f"(load average {os.getloadavg()[0]:.2f})",
                 flush=True,
             )
-            description = await generate(url, args.events, args.in_flight)
-            if args.keep:
-                described.write_text(json.dumps(asdict(description), indent=1))
-        audits = await audit_count(url)
-        print(
-            f"log: {description.events:,} events ({description.pods:,} pods, "
-            f"{description.deployments:,} deployments, {description.nodes:,} nodes) generated in "
-            f"{description.generate_seconds:.1f} s = "
-            f"{description.events / description.generate_seconds:,.0f} events/s; "
-            f"{audits:,} audit records ({description.rejected:,} rejected)"
-        )
-        print("  by type: " + ", ".join(f"{k} {v:,}" for k, v in description.types.items()))
-        for target in description.targets:
+            if args.keep and described.exists():
+                description = Description.load(described)
+                if description.audit_scheme != audit_scheme():
+                    raise SystemExit(
+                        f"the audit trail kept in {workdir} has subjects like "
+                        f"{description.audit_scheme or 'unknown'}, streams/audit.py now writes "
+                        f"{audit_scheme()}: generate the log again (another --keep DIR)"
+                    )
+                print(f"measuring the log kept in {workdir} ({description.events:,} events)")
+            else:
+                print(
+                    f"generating {args.events:,} events (append_many, {args.in_flight} in flight, "
+                    "an expectation on every write)",
+                    flush=True,
+                )
+                description = await generate(url, args.events, args.in_flight)
+                if args.keep:
+                    described.write_text(json.dumps(asdict(description), indent=1))
+            audits = await audit_count(url)
             print(
-                f"  target {target.label}: {target.ref} in {target.namespace}, "
-                f"{target.events:,} events"
+                f"log: {description.events:,} events ({description.pods:,} pods, "
+                f"{description.deployments:,} deployments, {description.nodes:,} nodes) "
+                f"generated in {description.generate_seconds:.1f} s = "
+                f"{description.events / description.generate_seconds:,.0f} events/s; "
+                f"{audits:,} audit records ({description.rejected:,} rejected)"
             )
-        await measure(url, description, args, workdir)
+            print("  by type: " + ", ".join(f"{k} {v:,}" for k, v in description.types.items()))
+            for target in description.targets:
+                print(
+                    f"  target {target.label}: {target.ref} in {target.namespace}, "
+                    f"{target.events:,} events"
+                )
+            await measure(url, description, args, workdir)
     finally:
-        if server is not None:
-            await server.stop()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import shutil
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from projections.cluster import ClusterModel
@@ -352,29 +354,38 @@ async def bench_round_trip(url: str, args: argparse.Namespace, workdir: Path) ->
     )
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="fleetlog-bench-"))
+@contextlib.asynccontextmanager
+async def server_for(nats_url: str | None, data_dir: Path) -> AsyncIterator[str]:
+    """The URL of a server with fleetlog's streams set up: ``nats_url`` as given, or else an
+    embedded nats-server keeping its data in ``data_dir``, stopped on the way out."""
     server = None
-    url = args.nats_url
     try:
-        if url is None:
-            server = EmbeddedServer(data_dir=workdir / "nats", port=free_port())
+        if nats_url is None:
+            server = EmbeddedServer(data_dir=data_dir, port=free_port())
             await server.start()
-            url = server.url
-        nc = await connect(url, name="bench-setup")
+            nats_url = server.url
+        nc = await connect(nats_url, name="bench-setup")
         await ensure_streams(nc)
         await nc.close()
-        print(
-            f"server {url}, {args.rounds} rounds of {args.events} events per write benchmark, "
-            f"python {sys.version.split()[0]}"
-        )
-        prepared = await prepare_log(url)
-        if not args.skip_appends:
-            await bench_log_path(url, args, prepared)
-        await bench_round_trip(url, args, workdir)
+        yield nats_url
     finally:
         if server is not None:
             await server.stop()
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="fleetlog-bench-"))
+    try:
+        async with server_for(args.nats_url, workdir / "nats") as url:
+            print(
+                f"server {url}, {args.rounds} rounds of {args.events} events per write "
+                f"benchmark, python {sys.version.split()[0]}"
+            )
+            prepared = await prepare_log(url)
+            if not args.skip_appends:
+                await bench_log_path(url, args, prepared)
+            await bench_round_trip(url, args, workdir)
+    finally:
         if args.keep_workdir:
             print(f"kept {workdir}")
         else:

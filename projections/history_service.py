@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import structlog
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
@@ -32,7 +31,7 @@ from core.errors import FleetError, ValidationFailed
 from streams.cancellation import checkpoint
 from streams.envelope import StoredEvent, decode_envelope
 from streams.eventstore import EventStore
-from streams.serving import serve
+from streams.serving import msgpack_answers, serve
 from streams.subjects import QUERY_PREFIX, parse_event_subject
 
 if TYPE_CHECKING:  # the CLI reads history through this module, without the read models
@@ -103,7 +102,9 @@ class HistoryService:
                         self._nc,
                         HISTORY_QUERY_SUBJECT,
                         queue=HISTORY_QUEUE,
-                        handler=self._on_request,
+                        handler=msgpack_answers(
+                            self._nc, self.answer, failure_event="history_query.failed"
+                        ),
                         ready=ready,
                     )
                 )
@@ -152,17 +153,6 @@ class HistoryService:
             await asyncio.sleep(FLUSH_EVERY_S)
             if self._pending:
                 self._flush()
-
-    async def _on_request(self, msg: Msg) -> None:
-        try:
-            answer = await self.answer(msgpack.unpackb(msg.data, raw=False))
-        except FleetError as exc:
-            answer = {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
-        except Exception as exc:  # a bad query must not stop the service
-            log.warning("history_query.failed", error=str(exc))
-            answer = {"ok": False, "error": {"code": "invalid", "message": f"bad query: {exc}"}}
-        if msg.reply:
-            await self._nc.publish(msg.reply, msgpack.packb(answer, use_bin_type=True))
 
     async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         subject = request.get("subject")

@@ -11,19 +11,15 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-import structlog
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
-from streams.serving import serve
+from streams.serving import msgpack_answers, serve
 from streams.subjects import QUERY_PREFIX
 
 if TYPE_CHECKING:  # the CLI takes the query subject from here, without the read model
     from projections.cluster import ClusterModel
     from projections.runtime import Projection
 
-log = structlog.get_logger(__name__)
 
 CLUSTER_QUERY_SUBJECT = f"{QUERY_PREFIX}.cluster"
 QUERY_QUEUE = "fleet-query"
@@ -40,19 +36,9 @@ class QueryService:
             self._nc,
             CLUSTER_QUERY_SUBJECT,
             queue=QUERY_QUEUE,
-            handler=self._on_request,
+            handler=msgpack_answers(self._nc, self.answer, failure_event="query.failed"),
             ready=ready,
         )
-
-    async def _on_request(self, msg: Msg) -> None:
-        try:
-            request = msgpack.unpackb(msg.data, raw=False)
-            answer = await self.answer(request)
-        except Exception as exc:  # a bad query must not stop the service
-            log.warning("query.failed", error=str(exc))
-            answer = {"ok": False, "error": {"code": "invalid", "message": f"bad query: {exc}"}}
-        if msg.reply:
-            await self._nc.publish(msg.reply, msgpack.packb(answer, use_bin_type=True))
 
     async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         caught_up = await self._projection.wait_for_log_end(timeout=3.0)

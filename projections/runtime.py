@@ -46,12 +46,15 @@ FREEZE_AFTER_EVENTS = 100_000
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a replay builds a read model.
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a replay builds a read model, or while a large
+    one is walked (digest, rendering, diff).
 
     A replay allocates objects that live as long as the model; the collector would scan them
-    again and again as they pile up (a large share of replay time). Nothing folded here forms
-    reference cycles that need collecting, so collection resumes when the replay is done.
+    again and again as they pile up (a large share of replay time), and a walk that allocates
+    a lot would make each full collection scan the whole model again (the digest of 25,000
+    objects took 3.3 s instead of 1.2 s). Nothing folded here forms reference cycles that need
+    collecting, so collection resumes when the block ends.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -127,7 +130,7 @@ class Projection(Generic[M]):
         garbage frozen with them is never collected, which is why a short catch-up does not
         freeze (a process that caught up again and again would keep its garbage)."""
         start = self.position
-        with _collector_paused():
+        with collector_paused():
             await self._store.replay(
                 self._apply,
                 filter_subject=self._filter,

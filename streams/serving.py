@@ -10,10 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import msgpack
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+
+from core.errors import FleetError
 
 log = structlog.get_logger(__name__)
 
@@ -36,3 +40,28 @@ async def serve(
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+def msgpack_answers(
+    nc: Client,
+    answer: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+    *,
+    failure_event: str,
+) -> Callable[[Msg], Awaitable[None]]:
+    """A request handler for a query service: the request's msgpack map goes to ``answer``,
+    whose map is the reply. A refused question (:class:`FleetError`) is answered with its code;
+    anything else that fails is logged as ``failure_event`` and answered as an invalid query,
+    and the service goes on."""
+
+    async def handle(msg: Msg) -> None:
+        try:
+            reply = await answer(msgpack.unpackb(msg.data, raw=False))
+        except FleetError as exc:
+            reply = {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
+        except Exception as exc:  # a bad query must not stop the service
+            log.warning(failure_event, error=str(exc))
+            reply = {"ok": False, "error": {"code": "invalid", "message": f"bad query: {exc}"}}
+        if msg.reply:
+            await nc.publish(msg.reply, msgpack.packb(reply, use_bin_type=True))
+
+    return handle

@@ -1,5 +1,6 @@
 """Helpers the integration tests share: waiting for a condition of the log or a read model,
-running the CLI in process, and running the workload roles against simulated nodes."""
+running the CLI in process, running the workload roles against simulated nodes, and the bytes
+of a plain event to append straight to the store."""
 
 from __future__ import annotations
 
@@ -19,7 +20,35 @@ from handlers.simnodes import SimNodeSpec, SimulatedNodes, SimulatedPods
 from ops.cli import main
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
+from streams.envelope import Envelope
 from streams.eventstore import EventStore
+
+
+def event_bytes(
+    name: str,
+    version: int,
+    *,
+    event_type: str,
+    payload: dict[str, Any],
+    kind: str = "Pod",
+    namespace: str = "default",
+) -> bytes:
+    """A sealed envelope of version ``version`` of ``kind``/``name``, for tests that write to
+    the store directly (its id and time follow from the name and version)."""
+    return Envelope(
+        event_id=f"e-{name}-{version}",
+        type=event_type,
+        schema_version=1,
+        kind=kind,
+        namespace=namespace,
+        name=name,
+        version=version,
+        timestamp_ns=1_700_000_000_000_000_000 + version,
+        actor="test",
+        correlation_id="c",
+        causation_id="c",
+        payload=payload,
+    ).encode()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:

@@ -6,28 +6,17 @@ import asyncio
 
 import pytest
 
-from streams.envelope import Envelope
 from streams.eventstore import ConcurrencyConflict, EventStore, Write
 from streams.subjects import event_subject
+from tests.integration.support import event_bytes
 
 pytestmark = pytest.mark.integration
 
 
 def envelope(name: str, version: int, event_type: str = "PodCreated", **payload: object) -> bytes:
-    return Envelope(
-        event_id=f"e-{name}-{version}",
-        type=event_type,
-        schema_version=1,
-        kind="Pod",
-        namespace="default",
-        name=name,
-        version=version,
-        timestamp_ns=1_700_000_000_000_000_000 + version,
-        actor="test",
-        correlation_id="c",
-        causation_id="c",
-        payload={"manifest": {}, "uid": "u", **payload},
-    ).encode()
+    return event_bytes(
+        name, version, event_type=event_type, payload={"manifest": {}, "uid": "u", **payload}
+    )
 
 
 POD_A = event_subject("Pod", "default", "a")

@@ -19,9 +19,10 @@ from projections.history import HistoryIndex
 from projections.history_service import HISTORY_QUERY_SUBJECT, HistoryService, read_history
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
-from streams.envelope import Envelope, StoredEvent
+from streams.envelope import StoredEvent
 from streams.eventstore import EventStore, Write
 from streams.subjects import event_subject
+from tests.integration.support import event_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -38,20 +39,12 @@ def pod(name: str, image: str = "nginx:1") -> dict[str, Any]:
 
 
 def event(name: str, version: int) -> bytes:
-    return Envelope(
-        event_id=f"e-{name}-{version}",
-        type="PodCreated" if version == 1 else "PodReady",
-        schema_version=1,
-        kind="Pod",
-        namespace="default",
-        name=name,
-        version=version,
-        timestamp_ns=1_700_000_000_000_000_000 + version,
-        actor="test",
-        correlation_id="c",
-        causation_id="c",
+    return event_bytes(
+        name,
+        version,
+        event_type="PodCreated" if version == 1 else "PodReady",
         payload={"manifest": {"padding": "x" * 400}, "uid": "u"},
-    ).encode()
+    )
 
 
 def same(a: list[StoredEvent], b: list[StoredEvent]) -> bool:

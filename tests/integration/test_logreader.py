@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 import pytest
 
 from streams import logreader
-from streams.envelope import Envelope
 from streams.eventstore import EventStore, Write
 from streams.logreader import BulkRead, LogReadError
 from streams.subjects import ALL_EVENTS, event_filter, event_subject
 from tests.conftest import RunningServer
+from tests.integration.support import event_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -23,20 +23,14 @@ Stored = tuple[int, str, int, bytes]
 
 
 def envelope(kind: str, name: str, version: int) -> bytes:
-    return Envelope(
-        event_id=f"e-{name}-{version}",
-        type=f"{kind}Created" if version == 1 else "PodReady",
-        schema_version=1,
+    return event_bytes(
+        name,
+        version,
+        event_type=f"{kind}Created" if version == 1 else "PodReady",
+        payload={"manifest": {}, "uid": "u"},
         kind=kind,
         namespace="default" if kind == "Pod" else "",
-        name=name,
-        version=version,
-        timestamp_ns=1_700_000_000_000_000_000 + version,
-        actor="test",
-        correlation_id="c",
-        causation_id="c",
-        payload={"manifest": {}, "uid": "u"},
-    ).encode()
+    )
 
 
 async def fill(store: EventStore, count: int) -> None:

@@ -7,26 +7,26 @@ import gc
 
 import pytest
 
-from projections.runtime import _collector_paused
+from projections.runtime import collector_paused
 
 
 def test_the_collector_is_paused_during_a_replay_and_resumed_after() -> None:
     assert gc.isenabled()
-    with _collector_paused():
+    with collector_paused():
         assert not gc.isenabled()
     assert gc.isenabled()
 
 
 def test_a_failed_replay_resumes_collection() -> None:
-    with pytest.raises(RuntimeError), _collector_paused():
+    with pytest.raises(RuntimeError), collector_paused():
         raise RuntimeError("the log went away")
     assert gc.isenabled()
 
 
-def test_a_replay_inside_a_paused_region_leaves_the_collector_paused() -> None:
+def test_a_replay_inside_a_paused_region_leaves_thecollector_paused() -> None:
     gc.disable()
     try:
-        with _collector_paused():
+        with collector_paused():
             pass
         assert not gc.isenabled()
     finally:
