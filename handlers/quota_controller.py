@@ -17,23 +17,28 @@ event, so a pod whose creation charged the quota is always among the pods it com
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 from nats.aio.client import Client
 
 from core.aggregates import ResourceQuota, timestamp_from_ns
 from core.quota import reconcile_usage
-from handlers.controller import ControllerLoop, Key
+from handlers.controller import ControllerLoop, Leadership, LoopOptions
 from projections.cluster import ClusterModel
+from projections.ownership import Key
 from projections.runtime import Projection
 from streams.envelope import StoredEvent
 from streams.eventstore import ConcurrencyConflict
 from streams.leases import LeaderLease
 from streams.repository import AggregateRepository, Provenance
 from streams.subjects import AggregateRef
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 log = structlog.get_logger(__name__)
 
@@ -48,16 +53,16 @@ class QuotaController:
         self,
         repository: AggregateRepository,
         projection: Projection[ClusterModel],
-        leader: LeaderLease,
-        **options: Any,
+        leader: Leadership,
+        **options: Unpack[LoopOptions],
     ) -> None:
         self._repository = repository
         self._projection = projection
-        self.loop = ControllerLoop(
-            ROLE,
-            projection,
-            leader,
-            self.reconcile,
+        self.loop: ControllerLoop[Key] = ControllerLoop(
+            role=ROLE,
+            projection=projection,
+            leader=leader,
+            reconcile=self.reconcile,
             keys_of=self._keys_of,
             kind="ResourceQuota",
             actor=ACTOR,
@@ -75,12 +80,12 @@ class QuotaController:
         nc: Client,
         repository: AggregateRepository,
         projection: Projection[ClusterModel],
-        **options: Any,
+        **options: Unpack[LoopOptions],
     ) -> QuotaController:
         leader = await LeaderLease.open(nc, ROLE)
         return cls(repository, projection, leader, **options)
 
-    async def run(self, ready: Any = None) -> None:
+    async def run(self, ready: asyncio.Event | None = None) -> None:
         await self.loop.run(ready)
 
     def _keys_of(self, event: StoredEvent) -> Iterable[Key]:
@@ -123,7 +128,11 @@ class QuotaController:
                 token = f"{ROLE}.{quota.uid}.{seen}"
                 cause = self.loop.cause(key, loaded.last_seq)
                 provenance = Provenance(
-                    ACTOR, cause.correlation_id or token, cause.causation_id, token, now
+                    actor=ACTOR,
+                    correlation_id=cause.correlation_id or token,
+                    causation_id=cause.causation_id,
+                    token=token,
+                    now_ns=now,
                 )
                 try:
                     await self._repository.save([loaded], provenance)
