@@ -166,7 +166,7 @@ async def test_noexecute_taints_evict_pods_as_their_tolerations_say_and_recovery
         assert types == ["PodDeleted", "NodeNotReady"]
         assert chain[-1].root.startswith("missed heartbeats: last at ")
         assert chain[-1].root.endswith("(observed by system:node-lifecycle-controller)")
-        assert "default/patient" in eviction.scheduled
+        assert ("default", "patient") in eviction.scheduled
 
         # The node comes back before "patient"'s 3 s: its eviction is cancelled.
         beating = asyncio.create_task(heartbeat())
