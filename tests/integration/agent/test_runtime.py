@@ -241,7 +241,10 @@ async def test_adopt_after_agent_restart(tmp_path: Path):
         from handlers.agent.runtime import ContainerSpec, ProcessRuntime
         async def main():
             runtime = ProcessRuntime(Path({str(root)!r}))
-            spec = ContainerSpec("uid-adopt", "default", "p", "main", 2, [sys.executable, "-c", {code!r}])
+            spec = ContainerSpec(
+                pod_uid="uid-adopt", pod_namespace="default", pod_name="p", name="main",
+                restart_count=2, argv=[sys.executable, "-c", {code!r}],
+            )
             container = await runtime.start(spec)
             print(container.pid)
         asyncio.run(main())
