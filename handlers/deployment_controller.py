@@ -153,7 +153,13 @@ class DeploymentController:
             if r.name not in mine
         )
         plan = plan_deployment(
-            name, namespace, deployment.uid, deployment.manifest, owned, now_ns, names_taken=taken
+            name=name,
+            namespace=namespace,
+            uid=deployment.uid,
+            manifest=deployment.manifest,
+            replica_sets=owned,
+            now_ns=now_ns,
+            names_taken=taken,
         )
 
         cause = self.loop.cause(key, deployment.last_seq)
@@ -181,13 +187,23 @@ class DeploymentController:
             rs = model.get("ReplicaSet", *rs_key)
             if rs is None:
                 continue
-            pods = controlled_pods(model, self._pods, rs.namespace, rs.uid)
+            pods = controlled_pods(model, self._pods, namespace=rs.namespace, owner_uid=rs.uid)
             template = (rs.manifest.get("spec") or {}).get("template") or {}
             labels = (template.get("metadata") or {}).get("labels") or {}
-            counts, available_at = count_pods(pods, labels, min_ready, now_ns)
+            counts, available_at = count_pods(
+                pods, template_labels=labels, min_ready_seconds=min_ready, now_ns=now_ns
+            )
             if available_at is not None:
                 next_available = min(next_available or available_at, available_at)
-            owned.append(OwnedReplicaSet(rs.name, rs.uid, rs.manifest, rs.created_ns, counts))
+            owned.append(
+                OwnedReplicaSet(
+                    name=rs.name,
+                    uid=rs.uid,
+                    manifest=rs.manifest,
+                    created_ns=rs.created_ns,
+                    pods=counts,
+                )
+            )
         return owned, next_available
 
     async def _carry_out(

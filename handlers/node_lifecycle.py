@@ -133,7 +133,12 @@ class NodeLifecycleController:
         """Every node in the read model with its Ready status and latest heartbeat."""
         renewed = self._leases.renewed_ns
         return [
-            NodeHealth(r.name, ready_status(r.manifest), r.created_ns, renewed.get(r.name))
+            NodeHealth(
+                name=r.name,
+                ready=ready_status(r.manifest),
+                created_ns=r.created_ns,
+                last_heartbeat_ns=renewed.get(r.name),
+            )
             for r in self._projection.model.list("Node")
         ]
 

@@ -167,14 +167,16 @@ class ReplicaSetController:
             await self._projection.wait_for(max(adopted))
             self.loop.mark(key)  # decide on the count that includes them
             return None
-        pods = controlled_pods(self._projection.model, self._pods, rs.namespace, rs.uid)
+        pods = controlled_pods(
+            self._projection.model, self._pods, namespace=rs.namespace, owner_uid=rs.uid
+        )
         template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
         plan = plan_replica_set(
-            int(spec.get("replicas", 1)),
-            pods,
-            template_labels,
-            int(spec.get("minReadySeconds") or 0),
-            now_ns,
+            desired=int(spec.get("replicas", 1)),
+            pods=pods,
+            template_labels=template_labels,
+            min_ready_seconds=int(spec.get("minReadySeconds") or 0),
+            now_ns=now_ns,
         )
         seqs: list[int] = []
         try:

@@ -84,7 +84,7 @@ class SimNodeSpec:
 
 
 class SimulatedNodes:
-    def __init__(self, nc: Client, leases: NodeLeases, spec: SimNodeSpec, count: int) -> None:
+    def __init__(self, nc: Client, leases: NodeLeases, *, spec: SimNodeSpec, count: int) -> None:
         self._commands = CommandClient(nc, actor=ACTOR)
         self._leases = leases
         self.spec = spec
@@ -92,7 +92,7 @@ class SimulatedNodes:
 
     @classmethod
     async def create(cls, nc: Client, spec: SimNodeSpec, count: int) -> SimulatedNodes:
-        return cls(nc, await NodeLeases.open(nc), spec, count)
+        return cls(nc, await NodeLeases.open(nc), spec=spec, count=count)
 
     @property
     def names(self) -> frozenset[str]:
@@ -263,8 +263,9 @@ class SimulatedPods:
                     raise
                 token = f"sim.start.{pod.uid}.{seen_version}"
                 cause = caused_by_event(loaded.last_seq)
-                written = await self._repository.save(
-                    [loaded], Provenance(ACTOR, token, cause, token, now)
+                provenance = Provenance(
+                    actor=ACTOR, correlation_id=token, causation_id=cause, token=token, now_ns=now
                 )
+                written = await self._repository.save([loaded], provenance)
                 wrote = wrote or bool(written)
         return wrote
