@@ -71,7 +71,14 @@ async def bind(store: EventStore, name: str, node_name: str) -> None:
     )
     token = f"test-bind.{name}"
     await repository.save(
-        [pod_loaded, node_loaded], Provenance("test:scheduler", token, token, token, now)
+        [pod_loaded, node_loaded],
+        Provenance(
+            actor="test:scheduler",
+            correlation_id=token,
+            causation_id=token,
+            token=token,
+            now_ns=now,
+        ),
     )
 
 
