@@ -23,9 +23,9 @@ from typing import Any
 
 import structlog
 
-from core.causation import caused_by_event
+from core.api.causation import caused_by_event
 from core.errors import FleetError
-from core.replicaset import selector_matches
+from core.workloads.replicaset import selector_matches
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.ownership import ControllerIndex, Key
 from projections.runtime import Projection

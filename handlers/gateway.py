@@ -44,26 +44,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
-from core.admission import (
-    LIMIT_RANGER_ANNOTATION,
-    apply_limit_ranges,
-    check_single_global_default,
-    default_toleration_seconds,
-    resolve_priority,
-    validate_limited,
-)
-from core.aggregates import (
-    AGGREGATES,
-    SCALABLE_KINDS,
-    Node,
-    Pod,
-    Resource,
-    ResourceQuota,
-    Workload,
-    timestamp_from_ns,
-)
-from core.causation import caused_by_command
-from core.commands import (
+from core.api.catalog import AGGREGATES, KINDS, SCALABLE_KINDS
+from core.api.causation import caused_by_command
+from core.api.commands import (
     Command,
     DeleteBody,
     ManifestBody,
@@ -72,18 +55,25 @@ from core.commands import (
     StatusBody,
     parse_command,
 )
+from core.api.manifests import dump_manifest, parse_manifest
 from core.errors import Conflict, FleetError, NotFound, UnknownKind, ValidationFailed
-from core.quota import pod_usage
-from core.resources import (
-    KINDS,
-    DeploymentStatus,
-    K8sModel,
-    ReplicaSetStatus,
-    dns1123_label_errors,
-    dump_manifest,
-    parse_manifest,
-    to_validation_failed,
+from core.meta.aggregate import Resource, timestamp_from_ns
+from core.meta.model import K8sModel, to_validation_failed
+from core.meta.names import dns1123_label_errors
+from core.nodes.aggregate import Node
+from core.pods.aggregate import Pod
+from core.policy.admission import (
+    LIMIT_RANGER_ANNOTATION,
+    apply_limit_ranges,
+    check_single_global_default,
+    default_toleration_seconds,
+    resolve_priority,
+    validate_limited,
 )
+from core.policy.aggregates import ResourceQuota
+from core.policy.quota import pod_usage
+from core.workloads.aggregate import Workload
+from core.workloads.models import DeploymentStatus, ReplicaSetStatus
 from projections.cluster import ClusterModel
 from projections.policies import NamespacePolicies, Policies
 from projections.runtime import Projection

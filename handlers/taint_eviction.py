@@ -9,7 +9,7 @@ How data flows:
 * It listens to the shared cluster projection (``Projection.listeners``) and keeps two small
   indexes: the NoExecute taints of every tainted node, and which pods are bound to which node.
   A node or pod event marks what it touched as dirty and wakes the loop.
-* The loop re-decides the dirty pods with ``core.tainteviction.decide`` (the taint's
+* The loop re-decides the dirty pods with ``core.nodes.taint_eviction.decide`` (the taint's
   ``timeAdded`` + the pod's ``tolerationSeconds``) and keeps a heap of eviction deadlines. It
   sleeps until the earliest deadline or the next change; there is no polling (it also wakes
   once per monitor period to notice a change of leadership).
@@ -32,10 +32,10 @@ import time
 import structlog
 from nats.aio.client import Client
 
-from core.causation import caused_by_event
+from core.api.causation import caused_by_event
 from core.errors import FleetError
-from core.nodelifecycle import DEFAULT_MONITOR_PERIOD_SECONDS
-from core.tainteviction import (
+from core.nodes.lifecycle import DEFAULT_MONITOR_PERIOD_SECONDS
+from core.nodes.taint_eviction import (
     NEVER,
     NoExecuteTaint,
     Verdict,

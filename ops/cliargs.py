@@ -15,8 +15,8 @@ import os
 import re
 from datetime import UTC, datetime, timedelta
 
+from core.api.kinds import NAMESPACED
 from core.errors import UnknownKind, ValidationFailed
-from core.kinds import NAMESPACED
 
 DEFAULT_SERVER = "nats://127.0.0.1:4222"
 

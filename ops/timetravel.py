@@ -39,8 +39,8 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from core.diff import changed_paths
 from core.errors import FleetError, ValidationFailed
+from core.meta.diff import changed_paths
 from ops import render
 from ops.cliargs import POINT_HELP, parse_duration
 from projections.cluster import ClusterModel, Key

@@ -49,11 +49,7 @@ from core.scheduling.preemption import (
     preempt,
     select_victims_on_node,
 )
-from core.scheduling.scores import (
-    FitStrategy,
-    ScorePlugin,
-    build_score_plugins,
-)
+from core.scheduling.scores import FitStrategy, ScorePlugin, build_score_plugins
 
 __all__ = [
     "DEFAULT_FILTERS",

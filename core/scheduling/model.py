@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from core.quantity import resource_amount
+from core.meta.quantity import resource_amount
 
 __all__ = [
     "DEFAULT_MEMORY_REQUEST",

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from nats.aio.client import Client
 
-from core.quantity import resource_amount
+from core.meta.quantity import resource_amount
 from handlers.agent.node import NodeCapacity, NodeCondition, NodeDeclaration, machine_capacity
 from handlers.agent.pods import PodRecorder, PodWorker, WorkerConfig
 from projections.cluster import ClusterModel, ObjectRecord

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from core.aggregates import Node, Pod, timestamp_from_ns
-from core.tainteviction import parse_time_added
+from core.meta.aggregate import timestamp_from_ns
+from core.nodes.aggregate import Node
+from core.nodes.taint_eviction import parse_time_added
+from core.pods.aggregate import Pod
 from handlers.gateway import Gateway
 from handlers.node_lifecycle import NodeLifecycleController
 from handlers.taint_eviction import ACTOR, TaintEvictionController

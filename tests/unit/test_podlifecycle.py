@@ -1,4 +1,4 @@
-"""The kubelet's lifecycle rules (core/podlifecycle.py), each against values worked out by hand
+"""The kubelet's lifecycle rules (core/pods/lifecycle.py), each against values worked out by hand
 from the kubelet's sources: probe defaults and thresholds, startup gating, CrashLoopBackOff,
 restart policies and the pod phase."""
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from core.errors import ValidationFailed
-from core.podlifecycle import (
+from core.pods.lifecycle import (
     BackoffState,
     ContainerHealth,
     ContainerOutcome,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from core.nodes.status import with_ready_condition
+from core.nodes.taint_eviction import NoExecuteTaint, decide, noexecute_taints, parse_time_added
 from core.scheduling.model import Toleration
-from core.status import with_ready_condition
-from core.tainteviction import NoExecuteTaint, decide, noexecute_taints, parse_time_added
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S  # when the taint was added
