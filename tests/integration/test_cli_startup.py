@@ -34,7 +34,10 @@ HEAVY_PACKAGES = {"pydantic", "eventsourcing", "numpy", "nats", "structlog", "ta
 AGGREGATE_MODULES = (
     "core.meta.aggregate",
     "core.api.catalog",
-    *(f"core.{kind}.aggregate" for kind in ("pods", "nodes", "workloads", "services", "namespaces")),
+    *(
+        f"core.{kind}.aggregate"
+        for kind in ("pods", "nodes", "workloads", "services", "namespaces")
+    ),
     "core.policy.aggregates",
 )
 """The aggregates: eventsourcing and the payload models."""
