@@ -25,7 +25,7 @@ import structlog
 
 from core.api.causation import caused_by_event
 from core.errors import FleetError
-from core.workloads.replicaset import selector_matches
+from core.meta.labels import selector_matches
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.ownership import ControllerIndex, Key
 from projections.runtime import Projection

@@ -34,14 +34,13 @@ from nats.aio.client import Client
 
 from core.api.causation import caused_by_event
 from core.errors import FleetError
+from core.meta.taints import NO_EXECUTE, NodeTaint, pod_tolerations
 from core.nodes.lifecycle import DEFAULT_MONITOR_PERIOD_SECONDS
 from core.nodes.taint_eviction import (
     NEVER,
-    NoExecuteTaint,
     Verdict,
     decide,
     noexecute_taints,
-    pod_tolerations,
 )
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
@@ -84,7 +83,7 @@ class TaintEvictionController:
         self.retry_seconds = retry_seconds
         self._slots = asyncio.Semaphore(max_in_flight)
         self._wake = asyncio.Event()
-        self._taints: dict[str, tuple[NoExecuteTaint, ...]] = {}
+        self._taints: dict[str, tuple[NodeTaint, ...]] = {}
         self._taint_cause: dict[str, tuple[int, str | None]] = {}
         self._first_seen: dict[tuple[str, str, str], int] = {}
         self._pods_on: dict[str, set[str]] = {}
@@ -139,11 +138,11 @@ class TaintEvictionController:
         self._dirty_nodes.add(name)
         return True
 
-    def _stamped(self, node: str, taint: NoExecuteTaint, at_ns: int) -> NoExecuteTaint:
+    def _stamped(self, node: str, taint: NodeTaint, at_ns: int) -> NodeTaint:
         if taint.added_ns != _UNSTAMPED:
             return taint
         first = self._first_seen.setdefault((node, taint.key, taint.value), at_ns)
-        return NoExecuteTaint(taint.key, taint.value, first)
+        return NodeTaint(taint.key, taint.value, NO_EXECUTE, first)
 
     def _pod_changed(self, namespace: str, name: str) -> None:
         key = f"{namespace}/{name}"
