@@ -29,9 +29,9 @@ from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
 import structlog
 
-from core.causation import caused_by_event
+from core.api.causation import caused_by_event
 from core.errors import FleetError
-from core.replicaset import selector_matches
+from core.meta.labels import selector_matches
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.ownership import ControllerIndex
 from projections.runtime import Projection

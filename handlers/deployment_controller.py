@@ -4,8 +4,8 @@ Why this exists: a deployment says "this template, this many, changed this way";
 controller turns that into replica sets and their sizes, step by step, as pods become
 available — and says how the rollout is going (``status``, with the Progressing condition
 turning False/ProgressDeadlineExceeded when it stalls). What to do is decided purely by
-``core.deployment.plan_deployment``; this handler reads the cluster projection, carries the
-plan out through the command gateway (actor ``system:deployment-controller``) and records
+``core.workloads.deployment.plan_deployment``; this handler reads the cluster projection, carries
+the plan out through the command gateway (actor ``system:deployment-controller``) and records
 the status. It is leader-elected (role ``deployment-controller``).
 
 What the log shows of a rollout: ``ReplicaSetCreated`` (revision, owner reference),
@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from nats.aio.client import Client
 
-from core.deployment import (
+from core.errors import FleetError
+from core.workloads.deployment import (
     AnnotateReplicaSet,
     CreateReplicaSet,
     DeleteReplicaSet,
@@ -37,8 +38,7 @@ from core.deployment import (
     ScaleReplicaSet,
     plan_deployment,
 )
-from core.errors import FleetError
-from core.replicaset import count_pods
+from core.workloads.replicaset import count_pods
 from handlers.controller import Cause, ControllerLoop, Leadership, LoopOptions, adopt_orphans
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.ownership import ControllerIndex, Key, controlled_pods

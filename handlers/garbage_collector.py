@@ -15,7 +15,7 @@ How data flows:
   marks its dependents dirty; a ``NamespaceDeleted`` marks everything in the namespace dirty;
   a created or updated object is dirty itself (it may name an owner that is already gone, or
   sit in a namespace that no longer exists).
-* The leader re-decides each dirty object with ``core.garbagecollection.assess`` and acts
+* The leader re-decides each dirty object with ``core.meta.ownership.assess`` and acts
   through the command gateway (actor ``system:garbage-collector``): a delete whose reason names
   the owner (or the namespace), or an apply that only drops the references to owners deleted
   with ``Orphan``. Commands carry ``expected_version`` (Kubernetes' uid precondition: a
@@ -54,15 +54,15 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from nats.aio.client import Client
 
+from core.api.catalog import KINDS
 from core.errors import FleetError
-from core.garbagecollection import (
+from core.meta.ownership import (
     Collection,
     OwnerStatus,
     assess,
     owner_references,
     without_references,
 )
-from core.resources import KINDS
 from handlers.controller import Cause, ControllerLoop, Leadership, LoopOptions
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection

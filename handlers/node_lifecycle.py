@@ -2,7 +2,7 @@
 
 A singleton (leader-elected through ``fleet_leaders``, so any number may run and one acts).
 Every monitor period the leader compares each node's latest heartbeat (``streams.leases``)
-with the nodes of the cluster read model, asks ``core.nodelifecycle.assess`` which Ready
+with the nodes of the cluster read model, asks ``core.nodes.lifecycle.assess`` which Ready
 transitions are due, and records each on the node's aggregate: ``NodeNotReady`` with the
 ``node.kubernetes.io/unreachable`` NoSchedule + NoExecute taints, or ``NodeReady`` without them.
 Each event carries the heartbeat and grace it was decided on, so ``why`` never needs the lease
@@ -23,9 +23,11 @@ import time
 import structlog
 from nats.aio.client import Client
 
-from core.aggregates import Node, timestamp_from_ns
 from core.errors import FleetError
-from core.nodelifecycle import (
+from core.meta.aggregate import timestamp_from_ns
+from core.meta.timestamps import format_stamp
+from core.nodes.aggregate import Node
+from core.nodes.lifecycle import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_MONITOR_PERIOD_SECONDS,
     DEFAULT_STARTUP_GRACE_SECONDS,
@@ -33,8 +35,7 @@ from core.nodelifecycle import (
     Transition,
     assess,
 )
-from core.status import ready_status
-from core.timestamps import format_stamp
+from core.nodes.status import ready_status
 from handlers.controller import ControllerLoop, Leadership
 from projections.cluster import ClusterModel
 from projections.ownership import Key

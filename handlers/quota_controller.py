@@ -6,7 +6,7 @@ quota controller corrects them by recalculating usage: a pod that finishes (Succ
 Failed) no longer counts — otherwise a replica set could never replace a failed pod under a
 tight quota — and pods that existed before the quota was created must count. This controller
 (leader-elected as ``resourcequota-controller``) does the same, with
-``core.quota.reconcile_usage`` deciding, and records ``QuotaReleased`` (reason ``pod Failed``
+``core.policy.quota.reconcile_usage`` deciding, and records ``QuotaReleased`` (reason ``pod Failed``
 …) and ``QuotaCharged`` (reason ``counted: existed before the quota``) on the quota aggregate
 directly, with an expectation on its last event: a gateway charging the same quota meanwhile
 makes one of the two decide again on the newer ledger.
@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 import structlog
 from nats.aio.client import Client
 
-from core.aggregates import ResourceQuota, timestamp_from_ns
-from core.quota import reconcile_usage
+from core.meta.aggregate import timestamp_from_ns
+from core.policy.aggregates import ResourceQuota
+from core.policy.quota import reconcile_usage
 from handlers.controller import ControllerLoop, Leadership, LoopOptions
 from projections.cluster import ClusterModel
 from projections.ownership import Key

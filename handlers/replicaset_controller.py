@@ -2,12 +2,12 @@
 
 Why this exists: it is what turns a count into pods and keeps it true — a pod that fails, is
 deleted, or disappears with its node is replaced; surplus pods go in Kubernetes' order
-(``core.replicaset``). It is a log-following handler, leader-elected (role
+(``core.workloads.replicaset``). It is a log-following handler, leader-elected (role
 ``replicaset-controller``), acting only through the command gateway (actor
 ``system:replicaset-controller``), so every pod it creates or deletes is an ordinary,
 attributed event whose causation names the replica set and the version it acted on.
 
-How a reconcile goes (``core.replicaset.plan_replica_set`` decides):
+How a reconcile goes (``core.workloads.replicaset.plan_replica_set`` decides):
 
 * the replica set and its pods come from the shared cluster projection (pods whose owner
   reference with ``controller: true`` names the replica set's uid);
@@ -39,9 +39,9 @@ import structlog
 from nats.aio.client import Client
 
 from core.errors import FleetError
-from core.quota import is_terminal
-from core.replicaset import PodCounts, RankedPod, plan_replica_set
-from core.timestamps import format_stamp
+from core.meta.timestamps import format_stamp
+from core.policy.quota import is_terminal
+from core.workloads.replicaset import PodCounts, RankedPod, plan_replica_set
 from handlers.controller import Cause, ControllerLoop, Leadership, LoopOptions, adopt_orphans
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.ownership import ControllerIndex, Key, controlled_pods

@@ -37,9 +37,11 @@ from datetime import datetime
 import structlog
 from nats.aio.client import Client
 
-from core.aggregates import Node, Pod, timestamp_from_ns
-from core.causation import caused_by_event
+from core.api.causation import caused_by_event
 from core.errors import FleetError
+from core.meta.aggregate import timestamp_from_ns
+from core.nodes.aggregate import Node
+from core.pods.aggregate import Pod
 from core.scheduling import (
     NodeInfo,
     PodInfo,

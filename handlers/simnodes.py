@@ -27,9 +27,10 @@ from typing import Any
 import structlog
 from nats.aio.client import Client
 
-from core.aggregates import Pod, timestamp_from_ns
-from core.causation import caused_by_event
+from core.api.causation import caused_by_event
 from core.errors import FleetError
+from core.meta.aggregate import timestamp_from_ns
+from core.pods.aggregate import Pod
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.cancellation import checkpoint

@@ -11,10 +11,10 @@ How data flows:
   A node or pod event marks what it touched as dirty and wakes the loop.
 * It runs on the shared controller loop (``handlers.controller``), keyed by pod, under the
   node lifecycle controller's lease, which it follows without renewing (``FollowedLease``).
-  The leader re-decides each dirty pod with ``core.tainteviction.decide`` (the taint's
-  ``timeAdded`` + the pod's ``tolerationSeconds``); a pod not due yet asks the loop to look
-  again at its deadline, so the loop sleeps until the earliest deadline or the next change;
-  there is no polling (it also wakes once per monitor period to notice a change of
+  The leader re-decides each dirty pod with ``core.nodes.taint_eviction.decide`` (the
+  taint's ``timeAdded`` + the pod's ``tolerationSeconds``); a pod not due yet asks the loop
+  to look again at its deadline, so the loop sleeps until the earliest deadline or the next
+  change; there is no polling (it also wakes once per monitor period to notice a change of
   leadership).
 * A taint removed before the deadline (the node came back) re-decides the pods as "never" and
   their entries are dropped: the eviction is cancelled.
@@ -34,16 +34,15 @@ from collections.abc import Iterable
 import structlog
 from nats.aio.client import Client
 
-from core.causation import caused_by_event
+from core.api.causation import caused_by_event
 from core.errors import FleetError
-from core.nodelifecycle import DEFAULT_MONITOR_PERIOD_SECONDS
-from core.tainteviction import (
+from core.meta.taints import NO_EXECUTE, NodeTaint, pod_tolerations
+from core.nodes.lifecycle import DEFAULT_MONITOR_PERIOD_SECONDS
+from core.nodes.taint_eviction import (
     NEVER,
-    NoExecuteTaint,
     Verdict,
     decide,
     noexecute_taints,
-    pod_tolerations,
 )
 from handlers.controller import CauseFields, ControllerLoop, FollowedLease, Leadership
 from projections.cluster import ClusterModel
@@ -83,7 +82,7 @@ class TaintEvictionController:
         is held, and leaves renewing it to its holder."""
         self._projection = projection
         self._commands = CommandClient(nc, actor=ACTOR)
-        self._taints: dict[str, tuple[NoExecuteTaint, ...]] = {}
+        self._taints: dict[str, tuple[NodeTaint, ...]] = {}
         self._taint_cause: dict[str, tuple[int, str | None]] = {}
         self._first_seen: dict[tuple[str, str, str], int] = {}
         self._pods_on: dict[str, set[Key]] = {}
@@ -172,11 +171,11 @@ class TaintEvictionController:
         self._first_seen = {k: v for k, v in self._first_seen.items() if k[0] != name or k in live}
         return True
 
-    def _stamped(self, node: str, taint: NoExecuteTaint, at_ns: int) -> NoExecuteTaint:
+    def _stamped(self, node: str, taint: NodeTaint, at_ns: int) -> NodeTaint:
         if taint.added_ns != _UNSTAMPED:
             return taint
         first = self._first_seen.setdefault((node, taint.key, taint.value), at_ns)
-        return NoExecuteTaint(taint.key, taint.value, first)
+        return NodeTaint(taint.key, taint.value, NO_EXECUTE, first)
 
     def _pod_changed(self, key: Key) -> str | None:
         """Follow which node a pod is bound to; that node (None: unbound or gone)."""

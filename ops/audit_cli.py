@@ -1,7 +1,7 @@
 """``fleetlog why`` and ``fleetlog audit``: causes and the audit trail, from the command line.
 
 Why this exists: these are the questions only an event-sourced orchestrator can answer —
-*why* is this object in this state (each event names its cause: ``core.causation``), and *who
+*why* is this object in this state (each event names its cause: ``core.api.causation``), and *who
 asked for what, from where, with what result* (every command the gateway answered is in
 ``FLEET_AUDIT``: ``streams/audit.py``), including commands that were refused and so never
 touched the log.
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from core.causation import parse_cause
+from core.api.causation import parse_cause
+from core.api.summaries import summarize
 from core.errors import FleetError, NotFound, ValidationFailed
-from core.summaries import summarize
 from ops import render
 from ops.cliargs import is_namespaced, parse_since, resolve_kind, split_ref
 from ops.clitools import open_session, run

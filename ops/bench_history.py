@@ -76,8 +76,9 @@ from typing import Any, cast
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from core.aggregates import AGGREGATES, RecordedEvent, timestamp_from_ns
-from core.events import schema_version
+from core.api.catalog import AGGREGATES
+from core.api.events import schema_version
+from core.meta.aggregate import RecordedEvent, timestamp_from_ns
 from ops import render, timetravel
 from ops.audit_cli import matches
 from ops.bench_log import bench_raw_read, percentile, server_for
@@ -166,7 +167,7 @@ class Obj:
 @dataclass(frozen=True, slots=True)
 class By:
     """Who writes an event and why: the actor, the root command (the correlation id), and the
-    direct cause (``seq:N`` or ``cmd:KEY``, see ``core/causation.py``)."""
+    direct cause (``seq:N`` or ``cmd:KEY``, see ``core/api/causation.py``)."""
 
     actor: str
     correlation: str

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from core.summaries import summarize
+from core.api.summaries import summarize
 
 if TYPE_CHECKING:
     from streams.envelope import StoredEvent
@@ -457,7 +457,7 @@ def describe(
 def deployment_lines(manifest: dict[str, Any], replica_sets: Sequence[dict[str, Any]]) -> list[str]:
     """kubectl's ``Replicas:`` line and which replica set is new (same template) or old."""
     # The deployment rules are loaded by the commands that show a deployment, not by every one.
-    from core.deployment import template_without_hash
+    from core.workloads.deployment import template_without_hash
 
     spec, status = manifest.get("spec") or {}, manifest.get("status") or {}
     lines = [

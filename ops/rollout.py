@@ -18,13 +18,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core.deployment import (
+from core.errors import FleetError, NotFound, ValidationFailed
+from core.workloads.deployment import (
     NOT_COPIED_ANNOTATIONS,
     REVISION_ANNOTATION,
     TIMED_OUT_REASON,
     template_without_hash,
 )
-from core.errors import FleetError, NotFound, ValidationFailed
 from ops.cliargs import split_ref
 
 if TYPE_CHECKING:

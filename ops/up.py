@@ -28,7 +28,7 @@ from pathlib import Path
 import structlog
 
 from core.errors import FleetError
-from core.nodelifecycle import DEFAULT_GRACE_SECONDS
+from core.nodes.lifecycle import DEFAULT_GRACE_SECONDS
 from handlers.agent.agent import NodeAgent
 from handlers.agent.node import default_node_name
 from handlers.deployment_controller import DeploymentController

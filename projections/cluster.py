@@ -13,21 +13,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from core.status import (
+from core.meta.timestamps import format_stamp
+from core.nodes.status import with_ready_condition_stamped, with_unschedulable
+from core.pods.status import (
     with_container_exited_stamped,
     with_container_restarted_stamped,
     with_container_started_stamped,
-    with_generation,
     with_nomination,
     with_pod_readiness_stamped,
     with_pod_scheduled_stamped,
     with_pod_terminated_stamped,
-    with_quota_used,
-    with_ready_condition_stamped,
-    with_status_update,
-    with_unschedulable,
 )
-from core.timestamps import format_stamp
+from core.policy.quota import with_quota_used
+from core.workloads.status import with_generation, with_status_update
 from projections.runtime import digest_of
 from streams.envelope import Envelope, StoredEvent
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from core.replicaset import RankedPod, ranked_pod
+from core.workloads.replicaset import RankedPod, ranked_pod
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.envelope import StoredEvent

@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from core.aggregates import Node, Pod, aggregate_id, timestamp_from_ns
+from core.meta.aggregate import aggregate_id, timestamp_from_ns
+from core.nodes.aggregate import Node
+from core.pods.aggregate import Pod
 from core.scheduling.model import NodeInfo, PodInfo
 from projections.cluster import ClusterModel
 from streams.envelope import StoredEvent

@@ -79,7 +79,7 @@ class CommandClient:
         # Imported here, not at the top: the command models are pydantic, and a read-only CLI
         # command holds a CommandClient in its session without ever sending, so it should not
         # pay for loading them.
-        from core.commands import command_message
+        from core.api.commands import command_message
 
         key = idempotency_key or new_idempotency_key()
         payload = msgpack.packb(

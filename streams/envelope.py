@@ -7,7 +7,7 @@ the event or command that directly caused it (``causation_id``). Keys are short 
 is read a million events at a time; everything else that reads envelopes goes through
 :class:`Envelope` and never sees the short keys.
 
-Decoding upcasts old schema versions to the current one (see ``core.events``), so readers only
+Decoding upcasts old schema versions to the current one (see ``core.api.events``), so readers only
 ever see current payload shapes while the stored bytes stay as they were written.
 
 **Tamper evidence.** Every envelope is sealed with a hash chained to the previous event of its
@@ -43,8 +43,8 @@ from typing import Any
 import msgpack
 import msgspec
 
+from core.api.events import upcast, upcast_needed
 from core.errors import ValidationFailed
-from core.events import upcast, upcast_needed
 
 _packb = msgpack.Packer(use_bin_type=True).pack
 

@@ -1,8 +1,8 @@
 """Loading aggregates from the log and saving their new events, with a cache in front.
 
-Handlers decide on aggregates (``core.aggregates``); this is where an aggregate is rebuilt from
-its subject (one batched direct get), kept in a bounded LRU cache together with the stream
-sequence of its last event, and where its pending events become envelopes appended with that
+Handlers decide on aggregates (``core.<kind>.aggregate``); this is where an aggregate is
+rebuilt from its subject (one batched direct get), kept in a bounded LRU cache together with the
+stream sequence of its last event, and where its pending events become envelopes appended with that
 sequence as the optimistic-concurrency expectation. A cached aggregate can be stale when another
 process wrote to it; the append then fails with a conflict and the caller reloads and decides
 again, so the cache is only ever a shortcut, never a source of truth.
@@ -24,8 +24,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from core.aggregates import AGGREGATES, RecordedEvent, Resource, timestamp_from_ns
-from core.events import schema_version
+from core.api.catalog import AGGREGATES
+from core.api.events import schema_version
+from core.meta.aggregate import RecordedEvent, Resource, timestamp_from_ns
 from streams.envelope import GENESIS, Envelope, StoredEvent
 from streams.eventstore import EventStore, StoreError, Write
 from streams.integrity import chain_head

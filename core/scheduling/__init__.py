@@ -28,15 +28,7 @@ from core.scheduling.framework import (
     num_feasible_nodes_to_find,
     schedule,
 )
-from core.scheduling.model import (
-    LabelSelector,
-    NodeInfo,
-    NodeSelectorTerm,
-    PodInfo,
-    Taint,
-    Toleration,
-    tolerations_tolerate_taint,
-)
+from core.scheduling.model import NodeInfo, NodeSelectorTerm, PodInfo
 from core.scheduling.preemption import (
     Candidate,
     DisruptionBudget,
@@ -49,11 +41,7 @@ from core.scheduling.preemption import (
     preempt,
     select_victims_on_node,
 )
-from core.scheduling.scores import (
-    FitStrategy,
-    ScorePlugin,
-    build_score_plugins,
-)
+from core.scheduling.scores import FitStrategy, ScorePlugin, build_score_plugins
 
 __all__ = [
     "DEFAULT_FILTERS",
@@ -63,7 +51,6 @@ __all__ = [
     "FilterPlugin",
     "FitStrategy",
     "InterPodAffinityFilter",
-    "LabelSelector",
     "NodeAffinityFilter",
     "NodeInfo",
     "NodeNameFilter",
@@ -79,9 +66,7 @@ __all__ = [
     "SchedulerConfig",
     "ScorePlugin",
     "Snapshot",
-    "Taint",
     "TaintTolerationFilter",
-    "Toleration",
     "Victim",
     "VictimSelection",
     "build_score_plugins",
@@ -92,5 +77,4 @@ __all__ = [
     "run_filters",
     "schedule",
     "select_victims_on_node",
-    "tolerations_tolerate_taint",
 ]

@@ -19,7 +19,7 @@ from pathlib import Path
 import structlog
 from nats.aio.client import Client
 
-from core.quantity import resource_amount
+from core.meta.quantity import resource_amount
 from handlers.agent.node import NodeCapacity, NodeCondition, NodeDeclaration, machine_capacity
 from handlers.agent.pods import PodRecorder, PodWorker, WorkerConfig
 from handlers.agent.seams import Container, ContainerRuntime

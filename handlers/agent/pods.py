@@ -1,7 +1,7 @@
 """One pod on a node: its containers run, probed, restarted with back-off, and stopped.
 
 Why this exists: this is the kubelet's pod worker, with the decisions (probe thresholds,
-CrashLoopBackOff, restart policy, phase) taken from ``core.podlifecycle`` and every outcome
+CrashLoopBackOff, restart policy, phase) taken from ``core.pods.lifecycle`` and every outcome
 recorded on the pod's aggregate as an event, so ``describe pod`` and the audit trail tell the
 whole story. One task per container runs start → wait → decide; a probe task per container
 feeds its tracker and may ask for a restart (liveness, startup) or flip readiness; the pod is
@@ -23,10 +23,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from core.aggregates import Node, Pod, timestamp_from_ns
-from core.causation import caused_by_event
+from core.api.causation import caused_by_event
 from core.errors import FleetError
-from core.podlifecycle import (
+from core.meta.aggregate import timestamp_from_ns
+from core.meta.quantity import resource_amount
+from core.nodes.aggregate import Node
+from core.pods.aggregate import Pod
+from core.pods.lifecycle import (
     BackoffState,
     ContainerHealth,
     ContainerOutcome,
@@ -37,7 +40,6 @@ from core.podlifecycle import (
     probes_of,
     should_restart,
 )
-from core.quantity import resource_amount
 from handlers.agent.logship import ContainerInstance
 from handlers.agent.seams import Container, ContainerRuntime, LogSink
 from projections.cluster import ObjectRecord

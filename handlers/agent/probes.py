@@ -15,7 +15,7 @@ these functions are the single attempts it schedules, with the kubelet's notion 
   container the command runs in a fresh sandbox with the same mounts and hostname, not inside
   the container's own pid namespace (there is no ``nsenter`` step).
 
-:func:`run_probe` dispatches one :class:`core.podlifecycle.ProbeSpec` attempt to the right
+:func:`run_probe` dispatches one :class:`core.pods.lifecycle.ProbeSpec` attempt to the right
 action with the probe's timeout. No attempt raises: every outcome is a :class:`ProbeResult`.
 """
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from core.podlifecycle import ExecCheck, GRPCCheck, HTTPGetCheck, ProbeSpec, TCPSocketCheck
+from core.pods.lifecycle import ExecCheck, GRPCCheck, HTTPGetCheck, ProbeSpec, TCPSocketCheck
 from handlers.agent.seams import Container
 
 MAX_OUTPUT = 10 * 1024

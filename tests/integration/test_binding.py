@@ -8,8 +8,10 @@ import time
 
 import pytest
 
-from core.aggregates import Node, Pod, timestamp_from_ns
 from core.errors import InvalidTransition
+from core.meta.aggregate import timestamp_from_ns
+from core.nodes.aggregate import Node
+from core.pods.aggregate import Pod
 from handlers.gateway import Gateway
 from streams.commandbus import CommandClient
 from streams.eventstore import ConcurrencyConflict, EventStore, StoreError

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from core.kinds import NAMESPACED
-from core.resources import KINDS
+from core.api.catalog import KINDS
+from core.api.kinds import NAMESPACED
 from ops.audit_cli import OUTCOMES as CLI_OUTCOMES
 from streams.audit import OUTCOMES
 from tests.conftest import RunningServer
@@ -31,16 +31,37 @@ ROOT = Path(__file__).resolve().parents[2]
 
 HEAVY_PACKAGES = {"pydantic", "eventsourcing", "numpy", "nats", "structlog", "tabulate", "asyncio"}
 """Packages loaded only when a command runs (and for some, only by the commands needing them)."""
-HEAVY_MODULES = ("core.aggregates", "core.resources", "projections", "ops.client", "ops.timetravel")
+AGGREGATE_MODULES = (
+    "core.meta.aggregate",
+    "core.api.catalog",
+    *(
+        f"core.{kind}.aggregate"
+        for kind in ("pods", "nodes", "workloads", "services", "namespaces")
+    ),
+    "core.policy.aggregates",
+)
+"""The aggregates: eventsourcing and the payload models."""
+MODEL_MODULES = (
+    "core.meta.model",
+    "core.meta.types",
+    "core.meta.fields",
+    "core.api.manifests",
+    *(f"core.pods.{part}" for part in ("model", "containers", "env", "resources", "affinity")),
+    *(f"core.{kind}.model" for kind in ("nodes", "services", "namespaces")),
+    "core.workloads.models",
+    *(f"core.policy.{kind}" for kind in ("resourcequota", "limitrange", "priorityclass")),
+)
+"""The pydantic resource models."""
+HEAVY_MODULES = (*AGGREGATE_MODULES, *MODEL_MODULES, "projections", "ops.client", "ops.timetravel")
 """Modules of this project that the start-up path must not load (nor anything below them)."""
 
 READ_HEAVY_PACKAGES = {"pydantic", "eventsourcing", "numpy", "tabulate"}
 """Packages a read command never needs, even once it connects."""
 READ_HEAVY_MODULES = (
-    "core.aggregates",
-    "core.payloads",
-    "core.commands",
-    "core.resources",
+    *AGGREGATE_MODULES,
+    "core.api.payloads",
+    "core.api.commands",
+    *MODEL_MODULES,
     "ops.timetravel",
 )
 """This project's modules that only writers (or time travel) need: the payload and command

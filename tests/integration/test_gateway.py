@@ -127,7 +127,7 @@ async def test_retry_on_another_gateway_after_later_changes_applies_once(
     async with EventStore(other_nc) as other_store:
         cold = await Gateway.create(other_nc, other_store)
         body = {"name": "web", "replicas": 4}
-        from core.commands import command_message
+        from core.api.commands import command_message
 
         retry = msgpack.packb(
             command_message(idempotency_key="scale-key-9", actor="user:alice", body=body)
@@ -361,7 +361,7 @@ async def test_a_create_retried_on_a_cold_gateway_is_replayed_and_keeps_the_chai
     created = await client.send(
         "Pod", "create", {"manifest": pod()}, idempotency_key="create-key-7"
     )
-    from core.commands import command_message
+    from core.api.commands import command_message
     from streams.integrity import verify_log
 
     other_nc = await connect(nats_server.url, name="cold-gateway")

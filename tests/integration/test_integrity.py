@@ -14,7 +14,7 @@ import msgpack
 import pytest
 from nats.aio.client import Client
 
-from core.aggregates import Deployment
+from core.workloads.aggregate import Deployment
 from handlers.gateway import Gateway
 from handlers.scheduler import Scheduler
 from streams import repository as repository_module

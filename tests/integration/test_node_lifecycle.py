@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from core.status import ready_status
+from core.nodes.status import ready_status
 from handlers.gateway import Gateway
 from handlers.node_lifecycle import NodeLifecycleController
 from projections.cluster import ClusterModel

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.aggregates import Node
+from core.nodes.aggregate import Node
 from handlers.gateway import Gateway
 from handlers.scheduler import Scheduler
 from streams.commandbus import CommandClient, CommandFailed

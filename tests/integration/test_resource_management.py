@@ -16,9 +16,9 @@ import msgpack
 import pytest
 from nats.aio.client import Client
 
-from core.admission import LIMIT_RANGER_ANNOTATION
-from core.aggregates import ResourceQuota
-from core.commands import command_message
+from core.api.commands import command_message
+from core.policy.admission import LIMIT_RANGER_ANNOTATION
+from core.policy.aggregates import ResourceQuota
 from handlers.gateway import Gateway
 from handlers.quota_controller import QuotaController
 from projections.cluster import ClusterModel

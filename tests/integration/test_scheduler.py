@@ -8,8 +8,8 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from core.aggregates import Node
-from core.quantity import cpu_millis
+from core.meta.quantity import cpu_millis
+from core.nodes.aggregate import Node
 from handlers.gateway import Gateway
 from handlers.scheduler import Scheduler
 from streams.commandbus import CommandClient

@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from core.aggregates import Node, Pod, timestamp_from_ns
+from core.meta.aggregate import timestamp_from_ns
+from core.nodes.aggregate import Node
+from core.pods.aggregate import Pod
 from handlers.gateway import Gateway
 from projections.runtime import Projection
 from projections.scheduling import SchedulingModel

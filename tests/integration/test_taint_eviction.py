@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from core.aggregates import Node, Pod, timestamp_from_ns
-from core.tainteviction import parse_time_added
+from core.meta.aggregate import timestamp_from_ns
+from core.meta.timestamps import parse_stamp
+from core.nodes.aggregate import Node
+from core.pods.aggregate import Pod
 from handlers.gateway import Gateway
 from handlers.node_lifecycle import NodeLifecycleController
 from handlers.taint_eviction import ACTOR, TaintEvictionController
@@ -154,7 +156,7 @@ async def test_noexecute_taints_evict_pods_as_their_tolerations_say_and_recovery
             for t in projection.model.get("Node", "", "n1").manifest["spec"]["taints"]
             if t["effect"] == "NoExecute"
         )
-        added_ns = parse_time_added(taint["timeAdded"])
+        added_ns = parse_stamp(taint["timeAdded"])
         assert taint["key"] == UNREACHABLE and added_ns is not None
 
         await eventually(lambda: deletion(store, "brief"))

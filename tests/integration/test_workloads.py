@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from core.deployment import POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION
 from core.errors import FleetError
+from core.workloads.deployment import POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION
 from handlers.deployment_controller import ACTOR as DEPLOYMENT_ACTOR
 from handlers.gateway import Gateway
 from handlers.replicaset_controller import ACTOR as REPLICASET_ACTOR

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.aggregates import RecordedEvent, Resource
+from core.meta.aggregate import RecordedEvent, Resource
 
 
 def recorded(aggregate: Resource) -> list[RecordedEvent]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.admission import default_toleration_seconds
+from core.policy.admission import default_toleration_seconds
 
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"}, "spec": {"containers": []}}
 NOT_READY = {

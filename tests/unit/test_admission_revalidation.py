@@ -14,14 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.admission import (
+from core.api.manifests import dump_manifest, parse_manifest
+from core.errors import FleetError
+from core.policy.admission import (
     apply_limit_ranges,
     default_toleration_seconds,
     resolve_priority,
     validate_limited,
 )
-from core.errors import FleetError
-from core.resources import dump_manifest, parse_manifest
 from streams.repository import uuid5_text
 
 

@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core.aggregates import Deployment, Pod, Service
-from core.diff import changed_paths
 from core.errors import AlreadyExists, Conflict, InvalidTransition, NotFound
+from core.meta.diff import changed_paths
+from core.pods.aggregate import Pod
+from core.services.aggregate import Service
+from core.workloads.aggregate import Deployment
 from tests.unit.support import recorded
 
 AT = datetime(2026, 11, 25, 3, 12, tzinfo=UTC)
@@ -150,7 +152,7 @@ def test_changed_paths_name_each_differing_field() -> None:
 
 
 def test_cordon_sets_and_uncordon_clears_spec_unschedulable() -> None:
-    from core.aggregates import Node
+    from core.nodes.aggregate import Node
 
     node = Node.create(
         None,
@@ -175,7 +177,7 @@ def test_cordon_sets_and_uncordon_clears_spec_unschedulable() -> None:
 
 
 def test_unknown_ready_condition_adds_unreachable_taints_and_ready_removes_them() -> None:
-    from core.aggregates import Node
+    from core.nodes.aggregate import Node
 
     own_taint = {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}
     node = Node.create(
@@ -234,8 +236,8 @@ def test_unknown_ready_condition_adds_unreachable_taints_and_ready_removes_them(
 
 
 def test_a_node_never_allocates_beyond_allocatable_and_releases_what_it_reserved() -> None:
-    from core.aggregates import Node
     from core.errors import InvalidTransition
+    from core.nodes.aggregate import Node
 
     manifest = {
         "metadata": {"name": "n1"},
@@ -313,7 +315,7 @@ def test_a_pod_built_from_its_manifest_decides_like_the_one_built_from_its_histo
 
 
 def test_a_node_holds_state_beyond_its_manifest_so_it_has_no_manifest_snapshot() -> None:
-    from core.aggregates import Node
+    from core.nodes.aggregate import Node
 
     with pytest.raises(TypeError, match="beyond its manifest"):
         Node.from_snapshot("Node//n1", manifest={}, uid="u", version=1, at=AT)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from core.commands import COMMAND_UPCASTERS, ScaleBody, parse_command
+from core.api.commands import COMMAND_UPCASTERS, ScaleBody, parse_command
+from core.api.events import CATALOG, Upcasters, schema_version
+from core.api.summaries import summarize
 from core.errors import ValidationFailed
-from core.events import CATALOG, Upcasters, schema_version
-from core.summaries import summarize
 from streams.envelope import Envelope, decode_envelope
 
 
@@ -22,7 +22,7 @@ def test_every_resource_kind_has_created_updated_deleted_events() -> None:
 
 
 def test_every_event_type_has_the_payload_model_the_catalog_names() -> None:
-    from core.payloads import PAYLOAD_MODELS, EventPayload
+    from core.api.payloads import PAYLOAD_MODELS, EventPayload
 
     assert set(PAYLOAD_MODELS) == set(CATALOG)
     for name, entry in CATALOG.items():
@@ -64,7 +64,7 @@ def test_a_gap_in_the_upcaster_chain_is_reported() -> None:
 
 
 def test_decoding_an_envelope_upcasts_its_payload(monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.events as events
+    import core.api.events as events
 
     upcasters = Upcasters({"ScaledTo": 2})
     upcasters.register("ScaledTo", 1)(lambda p: {**p, "reason": p.get("reason") or "legacy"})

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.deployment import (
+from core.workloads.deployment import (
     MAX_REPLICAS_ANNOTATION,
     POD_TEMPLATE_HASH_LABEL,
     REVISION_ANNOTATION,
@@ -25,8 +25,8 @@ from core.deployment import (
     pod_template_hash,
     template_without_hash,
 )
-from core.replicaset import PodCounts
-from core.rollout import resolve_fenceposts
+from core.workloads.replicaset import PodCounts
+from core.workloads.rollout import resolve_fenceposts
 
 S = 1_000_000_000
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.api.events import upcast
 from core.errors import ValidationFailed
-from core.events import upcast
 from streams.envelope import Envelope, decode_envelope
 
 
@@ -171,7 +171,7 @@ def test_bytes_after_the_map_are_refused() -> None:
 def test_upcast_returns_a_current_payload_as_it_is_and_walks_an_old_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import core.events as events
+    import core.api.events as events
 
     payload = {"replicas": 3}
     assert upcast("ScaledTo", 1, payload)[1] is payload  # current: nothing to do
@@ -190,7 +190,7 @@ def test_upcast_returns_a_current_payload_as_it_is_and_walks_an_old_one(
 
 
 def test_decoding_an_old_schema_version_upcasts_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.events as events
+    import core.api.events as events
 
     upcasters = events.Upcasters({"ScaledTo": 2})
     upcasters.register("ScaledTo", 1)(lambda p: {**p, "reason": "legacy"})

@@ -1,4 +1,4 @@
-"""The garbage collector's decision (``core.garbagecollection``) and the core rules it relies
+"""The garbage collector's decision (``core.meta.ownership``) and the core rules it relies
 on: Kubernetes' owner semantics, protected namespaces, mutable pod ownership."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from core.aggregates import Namespace, Pod
-from core.commands import parse_command
+from core.api.commands import parse_command
 from core.errors import FleetError
-from core.garbagecollection import OwnerStatus, assess, without_references
+from core.meta.ownership import OwnerStatus, assess, without_references
+from core.namespaces.aggregate import Namespace
+from core.pods.aggregate import Pod
 
 AT = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -12,7 +12,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from core.aggregates import Deployment
+from core.workloads.aggregate import Deployment
 from projections.scheduling import SchedulingModel
 from streams.envelope import (
     GENESIS,

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from core.admission import LIMIT_RANGER_ANNOTATION, apply_limit_ranges
+from core.api.manifests import dump_manifest, parse_manifest
 from core.errors import ValidationFailed
-from core.resources import dump_manifest, parse_manifest
+from core.policy.admission import LIMIT_RANGER_ANNOTATION, apply_limit_ranges
 
 
 def pod(*containers: dict[str, Any], init: list[dict[str, Any]] | None = None) -> dict[str, Any]:

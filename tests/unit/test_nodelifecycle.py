@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.nodelifecycle import NodeHealth, assess
+from core.nodes.lifecycle import NodeHealth, assess
 
 S = 1_000_000_000
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from core.aggregates import Pod, RecordedEvent
 from core.errors import InvalidTransition
+from core.meta.aggregate import RecordedEvent
+from core.pods.aggregate import Pod
 from projections.cluster import ClusterModel
 from streams.envelope import Envelope, StoredEvent
 from tests.unit.support import recorded

@@ -1,4 +1,4 @@
-"""The kubelet's lifecycle rules (core/podlifecycle.py), each against values worked out by hand
+"""The kubelet's lifecycle rules (core/pods/lifecycle.py), each against values worked out by hand
 from the kubelet's sources: probe defaults and thresholds, startup gating, CrashLoopBackOff,
 restart policies and the pod phase."""
 
@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from core.errors import ValidationFailed
-from core.podlifecycle import (
+from core.meta.durations import format_duration
+from core.pods.lifecycle import (
     BackoffState,
     ContainerHealth,
     ContainerOutcome,
@@ -26,7 +27,6 @@ from core.podlifecycle import (
     container_outcomes,
     exit_reason,
     exit_status,
-    go_duration,
     pod_phase,
     probes_of,
     should_restart,
@@ -310,7 +310,7 @@ def test_back_off_state_is_rebuilt_from_the_last_recorded_back_off() -> None:
     ],
 )
 def test_durations_read_like_go(seconds: float, text: str) -> None:
-    assert go_duration(seconds) == text
+    assert format_duration(seconds) == text
 
 
 def test_the_crash_loop_message_is_the_kubelets() -> None:

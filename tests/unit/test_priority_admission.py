@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from core.admission import check_single_global_default, resolve_priority
+from core.api.manifests import parse_manifest
 from core.errors import ValidationFailed
-from core.resources import PriorityClass, parse_manifest
+from core.policy.admission import check_single_global_default, resolve_priority
+from core.policy.priorityclass import PriorityClass
 
 POD: dict[str, Any] = {
     "apiVersion": "v1",

@@ -7,16 +7,14 @@ from typing import Any
 import pytest
 import yaml
 
+from core.api.catalog import KINDS
+from core.api.manifests import dump_manifest, parse_manifest, resource_key
 from core.errors import InvalidTransition, ValidationFailed
-from core.resources import (
-    KINDS,
+from core.policy.priorityclass import (
     SYSTEM_PRIORITY_CLASSES,
     PriorityClass,
-    dump_manifest,
-    parse_manifest,
-    resource_key,
+    check_priority_class_update,
 )
-from core.resources.priorityclass import check_priority_class_update
 
 # From the Kubernetes documentation (Pod Priority and Preemption).
 HIGH_PRIORITY = """

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.errors import InvalidQuantity, ValidationFailed
-from core.quantity import (
+from core.meta.quantity import (
     Quantity,
     QuantityFormat,
     canonical_quantity,

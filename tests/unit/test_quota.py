@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from core.aggregates import ResourceQuota
+from core.api.manifests import dump_manifest, parse_manifest
+from core.api.summaries import summarize
 from core.errors import InvalidTransition, ValidationFailed
-from core.quota import format_amount, pod_usage, reconcile_usage
-from core.resources import dump_manifest, parse_manifest
-from core.summaries import summarize
+from core.policy.aggregates import ResourceQuota
+from core.policy.quota import format_amount, pod_usage, reconcile_usage
 from tests.unit.support import recorded
 
 AT = datetime(2026, 11, 25, 3, 12, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from core.replicaset import RankedPod, pods_to_delete, ranked_pod
+from core.workloads.replicaset import RankedPod, pods_to_delete, ranked_pod
 
 S = 1_000_000_000
 NOW = 1_000_000 * S

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from core.replicaset import (
+from core.workloads.replicaset import (
     BURST_REPLICAS,
     PodCounts,
     RankedPod,

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
+from core.api.manifests import parse_manifest
 from core.errors import InvalidQuantity, UnknownKind, ValidationFailed
-from core.resources import parse_manifest
 
 
 def pod(**spec_extra: object) -> dict:

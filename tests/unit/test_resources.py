@@ -13,21 +13,15 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.resources import (
-    KINDS,
-    Container,
-    Deployment,
-    Namespace,
-    Node,
-    ObjectMeta,
-    Pod,
-    PodSpec,
-    Service,
-    default_image_pull_policy,
-    dump_manifest,
-    parse_manifest,
-    resource_key,
-)
+from core.api.catalog import KINDS
+from core.api.manifests import dump_manifest, parse_manifest, resource_key
+from core.meta.types import ObjectMeta
+from core.namespaces.model import Namespace
+from core.nodes.model import Node
+from core.pods.containers import Container, default_image_pull_policy
+from core.pods.model import Pod, PodSpec
+from core.services.model import Service
+from core.workloads.models import Deployment
 
 # --- real manifests ---------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from core.errors import ValidationFailed
-from core.rollout import (
+from core.workloads.rollout import (
     ReplicaSetView,
     max_unavailable,
     plan_rolling_step,

@@ -15,19 +15,23 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.podlifecycle import backoff_message
-from core.status import (
+from core.meta.timestamps import stamp_of
+from core.nodes.status import (
     LIFECYCLE_TAINTS,
     NOT_READY_TAINT,
     UNREACHABLE_TAINT,
-    stamp_of,
+    with_ready_condition,
+    with_ready_condition_stamped,
+    with_unschedulable,
+)
+from core.pods.lifecycle import backoff_message
+from core.pods.status import (
     with_container_exited,
     with_container_exited_stamped,
     with_container_restarted,
     with_container_restarted_stamped,
     with_container_started,
     with_container_started_stamped,
-    with_generation,
     with_nomination,
     with_pod_readiness,
     with_pod_readiness_stamped,
@@ -35,11 +39,8 @@ from core.status import (
     with_pod_scheduled_stamped,
     with_pod_terminated,
     with_pod_terminated_stamped,
-    with_ready_condition,
-    with_ready_condition_stamped,
-    with_status_update,
-    with_unschedulable,
 )
+from core.workloads.status import with_generation, with_status_update
 from projections.cluster import ClusterModel
 from streams.envelope import Envelope, StoredEvent
 

@@ -8,10 +8,9 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-import core.timestamps as timestamps
-from core.aggregates import timestamp_from_ns
-from core.status import stamp_of
-from core.timestamps import format_stamp, parse_stamp
+import core.meta.timestamps as timestamps
+from core.meta.aggregate import timestamp_from_ns
+from core.meta.timestamps import format_stamp, parse_stamp, stamp_of
 
 SECOND = 1_795_664_444 * 1_000_000_000  # 2026-11-26T03:40:44Z
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.podlifecycle import ExecCheck, GRPCCheck, HTTPGetCheck, ProbeSpec, TCPSocketCheck
+from core.pods.lifecycle import ExecCheck, GRPCCheck, HTTPGetCheck, ProbeSpec, TCPSocketCheck
 from handlers.agent.probes import exec_in, http_get, run_probe, tcp_connect
 from handlers.agent.runtime import RunningContainer
 from streams.server import free_port

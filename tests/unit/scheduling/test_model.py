@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.resources import dump_manifest, parse_manifest
+from core.api.manifests import dump_manifest, parse_manifest
 from core.scheduling import NodeInfo, PodInfo
 from tests.unit.scheduling.helpers import node, node_manifest, pod, pod_manifest
 

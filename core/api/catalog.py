@@ -1,0 +1,88 @@
+"""Every kind fleetlog stores: its apiVersion, its model, its scope and its aggregate.
+
+Why this exists: the gateway, the repository and the manifest reader look a kind up by name;
+one table keeps the model (``core.<kind>.model``) and the aggregate (``core.<kind>.aggregate``)
+of each kind together. ``core.api.kinds`` is the light version (scope only) for the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import NamedTuple
+
+from core.meta.aggregate import Resource
+from core.meta.types import ResourceBase
+from core.namespaces import aggregate as namespaces
+from core.namespaces.model import Namespace
+from core.nodes import aggregate as nodes
+from core.nodes.model import Node
+from core.pods import aggregate as pods
+from core.pods.model import Pod
+from core.policy import aggregates as policy
+from core.policy.limitrange import LimitRange
+from core.policy.priorityclass import PriorityClass
+from core.policy.resourcequota import ResourceQuota
+from core.services import aggregate as services
+from core.services.model import Service
+from core.workloads import aggregate as workloads
+from core.workloads.models import Deployment, ReplicaSet
+
+AGGREGATES: dict[str, type[Resource]] = {
+    cls.KIND: cls
+    for cls in (
+        namespaces.Namespace,
+        nodes.Node,
+        pods.Pod,
+        workloads.Deployment,
+        workloads.ReplicaSet,
+        services.Service,
+        policy.PriorityClass,
+        policy.LimitRange,
+        policy.ResourceQuota,
+    )
+}
+"""kind name -> its aggregate class."""
+SCALABLE_KINDS = frozenset({"Deployment", "ReplicaSet"})
+
+ResourceModel = (
+    Pod
+    | Node
+    | Deployment
+    | ReplicaSet
+    | Service
+    | Namespace
+    | PriorityClass
+    | LimitRange
+    | ResourceQuota
+)
+"""Any top-level object fleetlog stores."""
+
+
+class KindInfo(NamedTuple):
+    """What fleetlog knows about a kind: its apiVersion, its model, and whether it is namespaced."""
+
+    api_version: str
+    model: type[ResourceBase]
+    namespaced: bool
+
+
+def _info(model: type[ResourceBase]) -> KindInfo:
+    fields = model.model_fields
+    return KindInfo(fields["api_version"].default, model, model.NAMESPACED)
+
+
+KINDS: Mapping[str, KindInfo] = MappingProxyType(
+    {
+        "Pod": _info(Pod),
+        "Node": _info(Node),
+        "Deployment": _info(Deployment),
+        "ReplicaSet": _info(ReplicaSet),
+        "Service": _info(Service),
+        "Namespace": _info(Namespace),
+        "PriorityClass": _info(PriorityClass),
+        "LimitRange": _info(LimitRange),
+        "ResourceQuota": _info(ResourceQuota),
+    }
+)
+"""kind name -> (apiVersion, model class, namespaced)."""

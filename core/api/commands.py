@@ -1,0 +1,199 @@
+"""The command catalog: what a caller may ask fleetlog to do, and how each request is shaped.
+
+A command arrives on ``fleet.cmd.<kind>.<verb>`` as a msgpack map: ``{"v": schema version,
+"id": idempotency key, "actor": who asks, "body": {...}}``. The verb selects the body schema
+below; the kind comes from the subject. Commands are versioned like events, with upcasters, so
+an older client keeps working after the body shape changes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.api.events import Upcasters
+from core.errors import ValidationFailed
+
+VERBS = ("create", "apply", "delete", "scale", "cordon", "uncordon", "status")
+_COMMAND_FIELDS = frozenset(
+    {"v", "id", "actor", "body", "expected_version", "correlation_id", "causation_id", "source"}
+)
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{8,128}")
+
+
+class CommandBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ManifestBody(CommandBody):
+    """create / apply: the Kubernetes-shaped manifest (validated by ``core.api.manifests``)."""
+
+    manifest: dict[str, Any]
+
+
+PropagationPolicy = Literal["Background", "Foreground", "Orphan"]
+
+
+class DeleteBody(CommandBody):
+    """delete: which object; ``namespace`` is ignored for cluster-scoped kinds.
+
+    ``propagationPolicy`` is Kubernetes' DeleteOptions field: what becomes of the object's
+    dependents (those whose ``metadata.ownerReferences`` name its uid). ``Background`` (the
+    default, as kubectl's) and ``Foreground`` let the garbage collector delete them; ``Orphan``
+    keeps them and removes their reference to this owner. An older command without the field
+    means Background, so no upcaster is needed."""
+
+    name: str
+    namespace: str = "default"
+    reason: str = ""
+    propagationPolicy: PropagationPolicy = "Background"
+
+
+class ScaleBody(CommandBody):
+    """scale: set the desired replica count of a scalable workload."""
+
+    name: str
+    namespace: str = "default"
+    replicas: int = Field(ge=0, le=100_000)
+    reason: str = ""
+
+
+class StatusBody(CommandBody):
+    """status: a controller records what it observed of a workload (Kubernetes' status
+    subresource), with the annotations it owns (``deployment.kubernetes.io/…``); no ``status``
+    keeps the recorded one (an annotation-only update)."""
+
+    name: str
+    namespace: str = "default"
+    status: dict[str, Any] | None = None
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class NodeBody(CommandBody):
+    """cordon / uncordon: which node (nodes are cluster-scoped)."""
+
+    name: str
+    reason: str = ""
+
+
+BODIES: dict[str, type[CommandBody]] = {
+    "create": ManifestBody,
+    "apply": ManifestBody,
+    "delete": DeleteBody,
+    "scale": ScaleBody,
+    "cordon": NodeBody,
+    "uncordon": NodeBody,
+    "status": StatusBody,
+}
+COMMAND_SCHEMA_VERSION = 1
+COMMAND_UPCASTERS = Upcasters({f"cmd:{verb}": COMMAND_SCHEMA_VERSION for verb in VERBS})
+
+
+class Command(BaseModel):
+    """A decoded, validated command."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    verb: Literal["create", "apply", "delete", "scale", "cordon", "uncordon", "status"]
+    idempotency_key: str
+    actor: str
+    body: CommandBody
+    expected_version: int | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    source: str | None = None
+    """Where the command came from, as the client says (host and process): for the audit."""
+
+
+def parse_command(kind: str, verb: str, raw: object) -> Command:
+    """Validate a decoded command map for ``kind``/``verb``; raise ValidationFailed with a path."""
+    if verb not in BODIES:
+        raise ValidationFailed(
+            f"unknown verb {verb!r}: use one of {', '.join(VERBS)}", code="unknown_verb"
+        )
+    if not isinstance(raw, dict):
+        raise ValidationFailed("a command must be a map with v, id, actor and body")
+    unknown = sorted(set(raw) - _COMMAND_FIELDS)
+    if unknown:
+        raise ValidationFailed(f"unknown field {unknown[0]!r} in command", field=unknown[0])
+    version = raw.get("v", COMMAND_SCHEMA_VERSION)
+    if not isinstance(version, int):
+        raise ValidationFailed("v must be an integer schema version", field="v")
+    key = raw.get("id")
+    if not isinstance(key, str) or not IDEMPOTENCY_KEY.fullmatch(key):
+        raise ValidationFailed(
+            "id (the idempotency key) must be 8-128 characters of letters, digits, . _ : -",
+            field="id",
+        )
+    actor = raw.get("actor")
+    if not isinstance(actor, str) or not actor or len(actor) > 256:
+        raise ValidationFailed(
+            "actor must be a non-empty string of at most 256 chars", field="actor"
+        )
+    body = raw.get("body")
+    if not isinstance(body, dict):
+        raise ValidationFailed("body must be a map", field="body")
+    expected = raw.get("expected_version")
+    if expected is not None and (not isinstance(expected, int) or expected < 0):
+        raise ValidationFailed(
+            "expected_version must be a non-negative integer", field="expected_version"
+        )
+    chain: dict[str, str] = {}
+    for link in ("correlation_id", "causation_id"):
+        value = raw.get(link)
+        if value is not None:
+            if not isinstance(value, str) or not 0 < len(value) <= 128:
+                raise ValidationFailed(f"{link} must be a string of 1-128 characters", field=link)
+            chain[link] = value
+    source = raw.get("source")
+    if source is not None and (not isinstance(source, str) or len(source) > 256):
+        raise ValidationFailed("source must be a string of at most 256 characters", field="source")
+    _, body = COMMAND_UPCASTERS.upcast(f"cmd:{verb}", version, body)
+    try:
+        parsed = BODIES[verb].model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = ".".join(str(p) for p in ("body", *first["loc"]))
+        message = first["msg"] if first["type"] != "extra_forbidden" else "unknown field"
+        raise ValidationFailed(f"{message}: {path}", field=path) from exc
+    return Command(
+        kind=kind,
+        verb=verb,  # type: ignore[arg-type]
+        idempotency_key=key,
+        actor=actor,
+        body=parsed,
+        expected_version=expected,
+        source=source,
+        **chain,
+    )
+
+
+def command_message(
+    *,
+    idempotency_key: str,
+    actor: str,
+    body: dict[str, Any],
+    expected_version: int | None = None,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """The map a client sends for a command (before msgpack)."""
+    msg: dict[str, Any] = {
+        "v": COMMAND_SCHEMA_VERSION,
+        "id": idempotency_key,
+        "actor": actor,
+        "body": body,
+    }
+    if expected_version is not None:
+        msg["expected_version"] = expected_version
+    if correlation_id is not None:
+        msg["correlation_id"] = correlation_id
+    if causation_id is not None:
+        msg["causation_id"] = causation_id
+    if source is not None:
+        msg["source"] = source
+    return msg

@@ -1,0 +1,1 @@
+"""Namespaces: the scope namespaced objects live in (model and aggregate)."""

@@ -1,0 +1,220 @@
+"""The node aggregate: readiness, cordoning, and the allocation ledger that keeps parallel
+schedulers from over-committing a node.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from core.api import payloads
+from core.errors import (
+    InvalidTransition,
+    ValidationFailed,
+)
+from core.meta.aggregate import Resource
+from core.meta.quantity import resource_amount
+from core.nodes.status import (
+    LIFECYCLE_TAINTS,
+    ready_status,
+    with_ready_condition,
+    with_unschedulable,
+)
+
+
+class Node(Resource):
+    KIND = "Node"
+
+    class Ready(Resource.Event, payloads.NodeConditionChanged):
+        SUFFIX: ClassVar[str] = "Ready"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.manifest = with_ready_condition(
+                aggregate.manifest,
+                status=self.status,
+                reason=self.reason,
+                message=self.message,
+                at=self.timestamp,
+            )
+
+    class NotReady(Ready):
+        SUFFIX: ClassVar[str] = "NotReady"
+
+    @property
+    def ready_status(self) -> str:
+        return ready_status(self.manifest)
+
+    def set_ready(
+        self,
+        *,
+        status: str,
+        reason: str,
+        message: str,
+        last_heartbeat_ns: int | None,
+        grace_seconds: float | None,
+        at: datetime,
+    ) -> None:
+        """Record a change of the Ready condition; the same status again changes nothing."""
+        self.require_exists()
+        if status not in ("True", "False", "Unknown"):
+            raise ValidationFailed(f"Ready must be True, False or Unknown, not {status!r}")
+        if status == self.ready_status:
+            return
+        event = self.Ready if status == "True" else self.NotReady
+        self.trigger_event(
+            event,
+            status=status,
+            reason=reason,
+            message=message,
+            last_heartbeat_ns=last_heartbeat_ns,
+            grace_seconds=grace_seconds,
+            timestamp=at,
+        )
+
+    def carry_server_fields(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Besides status, the taints the lifecycle controller manages survive an apply, and so
+        does its Ready condition when the applied status states none (a node agent
+        re-registering declares its capacity and its own conditions, not Ready)."""
+        manifest = super().carry_server_fields(manifest)
+        ready = [
+            c
+            for c in (self.manifest.get("status") or {}).get("conditions") or []
+            if c.get("type") == "Ready"
+        ]
+        status = manifest.get("status") or {}
+        stated = status.get("conditions") or []
+        if ready and not any(c.get("type") == "Ready" for c in stated):
+            manifest = {**manifest, "status": {**status, "conditions": [*stated, *ready]}}
+        managed = [
+            t
+            for t in self.manifest.get("spec", {}).get("taints") or []
+            if t.get("key") in LIFECYCLE_TAINTS
+        ]
+        if not managed:
+            return manifest
+        spec = dict(manifest.get("spec", {}))
+        own = [t for t in spec.get("taints") or [] if t.get("key") not in LIFECYCLE_TAINTS]
+        spec["taints"] = own + managed
+        return {**manifest, "spec": spec}
+
+    class Cordoned(Resource.Event, payloads.NodeSchedulingChanged):
+        SUFFIX: ClassVar[str] = "Cordoned"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.manifest = with_unschedulable(aggregate.manifest, True)
+
+    class Uncordoned(Resource.Event, payloads.NodeSchedulingChanged):
+        SUFFIX: ClassVar[str] = "Uncordoned"
+
+        def apply(self, aggregate: Resource) -> None:
+            aggregate.manifest = with_unschedulable(aggregate.manifest, False)
+
+    class Allocated(Resource.Event, payloads.PodAllocated):
+        TYPE: ClassVar[str] = "PodAllocated"
+
+        def apply(self, aggregate: Resource) -> None:
+            assert isinstance(aggregate, Node)
+            aggregate.allocations[self.pod] = dict(self.requests)
+            total = aggregate.allocated_total
+            for name, amount in self.requests.items():
+                total[name] = total.get(name, 0) + amount
+
+    class Released(Resource.Event, payloads.PodReleased):
+        TYPE: ClassVar[str] = "PodReleased"
+
+        def apply(self, aggregate: Resource) -> None:
+            assert isinstance(aggregate, Node)
+            released = aggregate.allocations.pop(self.pod, None) or {}
+            total = aggregate.allocated_total
+            for name, amount in released.items():
+                total[name] = total.get(name, 0) - amount
+
+    STATE_IS_MANIFEST: ClassVar[bool] = False  # the allocation ledger is not in the manifest
+
+    def begin_life(self, manifest: dict[str, Any], uid: str) -> None:
+        super().begin_life(manifest, uid)
+        self.allocations: dict[str, dict[str, int]] = {}
+        self.allocated_total: dict[str, int] = {}
+        """The sum of ``allocations``, kept as they change (it is read on every binding)."""
+        self._allocatable: tuple[object, dict[str, int]] = (None, {})
+
+    @classmethod
+    def from_ledger(
+        cls,
+        agg_id: str,
+        *,
+        manifest: dict[str, Any],
+        uid: str,
+        version: int,
+        allocations: dict[str, dict[str, int]],
+        at: datetime,
+    ) -> Node:
+        """The node as a read model that folds its manifest *and* its allocation ledger sees
+        it at ``version`` (the ledger is what :meth:`allocate` guards, so it must be the one
+        folded from the same events)."""
+        node = cls._from_manifest(agg_id, manifest=manifest, uid=uid, version=version, at=at)
+        assert isinstance(node, Node)
+        for pod, requests in allocations.items():
+            node.allocations[pod] = dict(requests)
+            for name, amount in requests.items():
+                node.allocated_total[name] = node.allocated_total.get(name, 0) + amount
+        return node
+
+    @property
+    def allocatable(self) -> dict[str, int]:
+        """Allocatable resources in base units (cpu millicores, bytes, pod count, counts)."""
+        status = self.manifest.get("status") or {}
+        declared = status.get("allocatable") or status.get("capacity") or {}
+        source, parsed = self._allocatable
+        if source is not declared:
+            parsed = {name: resource_amount(name, value) for name, value in declared.items()}
+            self._allocatable = (declared, parsed)
+        return dict(parsed)
+
+    @property
+    def allocated(self) -> dict[str, int]:
+        return {name: amount for name, amount in self.allocated_total.items() if amount}
+
+    def allocate(self, *, pod: str, requests: dict[str, int], at: datetime) -> None:
+        """Reserve resources for ``pod`` (``namespace/name``); never beyond allocatable.
+
+        This is the guard that makes parallel schedulers safe: it runs on the node's latest
+        state, and the binding is appended atomically with it under the node's expectation.
+        """
+        self.require_exists()
+        if pod in self.allocations:
+            raise InvalidTransition(f"{pod} already holds resources on node {self.id}")
+        requests = {**requests, "pods": 1}
+        allocatable, allocated = self.allocatable, self.allocated
+        short = sorted(
+            name for name, amount in requests.items()
+            if amount > 0 and allocated.get(name, 0) + amount > allocatable.get(name, 0)
+        )  # fmt: skip
+        if short:
+            raise InvalidTransition(
+                f"node {self.id.rsplit('/', 1)[-1]} cannot fit {pod}: insufficient "
+                + ", ".join(short),
+                code="insufficient_resources",
+            )
+        self.trigger_event(self.Allocated, pod=pod, requests=requests, timestamp=at)
+
+    def release(self, *, pod: str, reason: str, at: datetime) -> None:
+        """Give back a pod's reservation; releasing an unknown pod changes nothing."""
+        if pod in self.allocations:
+            self.trigger_event(self.Released, pod=pod, reason=reason, timestamp=at)
+
+    @property
+    def unschedulable(self) -> bool:
+        return bool(self.manifest.get("spec", {}).get("unschedulable"))
+
+    def cordon(self, *, reason: str, at: datetime) -> None:
+        """Mark the node unschedulable; cordoning a cordoned node changes nothing."""
+        self.require_exists()
+        if not self.unschedulable:
+            self.trigger_event(self.Cordoned, reason=reason, timestamp=at)
+
+    def uncordon(self, *, reason: str, at: datetime) -> None:
+        """Let the scheduler use the node again; an uncordoned node is left as it is."""
+        self.require_exists()
+        if self.unschedulable:
+            self.trigger_event(self.Uncordoned, reason=reason, timestamp=at)

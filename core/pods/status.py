@@ -1,0 +1,538 @@
+"""How recorded facts change a pod's manifest: scheduling, container starts, exits and
+restarts, readiness and termination (``with_container_started``, ``with_pod_readiness`` …).
+
+Why this exists: two folds apply the same facts to a manifest and must agree to the byte
+(``tests/unit/test_status_fold_equivalence.py``): the aggregates, when a handler decides, and the
+cluster read model (``projections.cluster``), when the log is replayed. The helpers are pure
+functions of plain dicts, so a reader that folds the log loads neither eventsourcing nor the
+pydantic models. Each exists in two spellings: ``with_x(…, at=datetime)`` for a decision and
+``with_x_stamped(…, stamp=str)`` for a replay, which formats stamps once per second
+(``core.meta.timestamps.format_stamp``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from core.meta.timestamps import format_stamp, stamp_of
+from core.pods.lifecycle import backoff_message
+
+
+def with_pod_scheduled(
+    manifest: dict[str, Any], *, node: str | None, reason: str, message: str, at: datetime
+) -> dict[str, Any]:
+    """A pod manifest after a scheduling decision: bound (``spec.nodeName`` and PodScheduled
+    True) or not (PodScheduled False, reason Unschedulable, with the scheduler's message)."""
+    return with_pod_scheduled_stamped(
+        manifest, node=node, reason=reason, message=message, stamp=stamp_of(at)
+    )
+
+
+def with_pod_scheduled_stamped(
+    manifest: dict[str, Any], *, node: str | None, reason: str, message: str, stamp: str
+) -> dict[str, Any]:
+    """:func:`with_pod_scheduled` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
+    spec = dict(manifest.get("spec", {}))
+    condition = {
+        "type": "PodScheduled",
+        "status": "True" if node else "False",
+        "lastTransitionTime": stamp,
+    }
+    if node is None:
+        condition["reason"] = reason
+        condition["message"] = message
+    else:
+        spec["nodeName"] = node
+    old = manifest.get("status")
+    if not old:  # the pod's first scheduling decision: no status to carry
+        return {**manifest, "spec": spec, "status": {"phase": "Pending", "conditions": [condition]}}
+    status = dict(old)
+    if node is not None:
+        status.pop("nominatedNodeName", None)  # bound: the nomination has served its purpose
+    status.setdefault("phase", "Pending")
+    conditions = []
+    for kept in status.get("conditions") or []:
+        if kept.get("type") != "PodScheduled":
+            conditions.append(kept)
+    conditions.append(condition)
+    status["conditions"] = conditions
+    return {**manifest, "spec": spec, "status": status}
+
+
+# The pod status helpers below run for nearly every event a replay folds: they are written as
+# plain loops (a comprehension is a function call of its own) and keep what did not change.
+
+
+def _condition(kind: str, status: str, stamp: str, reason: str, message: str) -> dict[str, Any]:
+    """A pod condition as Kubernetes spells it (``reason`` and ``message`` only with a reason)."""
+    if reason:
+        return {
+            "type": kind,
+            "status": status,
+            "lastTransitionTime": stamp,
+            "reason": reason,
+            "message": message,
+        }
+    return {"type": kind, "status": status, "lastTransitionTime": stamp}
+
+
+def _with_readiness_conditions(
+    conditions: list[dict[str, Any]],
+    stamp: str,
+    status: str,
+    reason: str,
+    message: str,
+    initialized: bool = False,
+) -> list[dict[str, Any]]:
+    """``conditions`` with Ready and ContainersReady set to ``status`` (and first, if
+    ``initialized``, Initialized to True), in one pass.
+
+    Every condition of one of these types is replaced; a missing one is added at the end, in
+    that order. Its lastTransitionTime moves only when the status changes, as Kubernetes keeps
+    it; ``reason`` and ``message`` are there only with a reason."""
+    if len(conditions) == 4:
+        scheduled, init, ready, containers_ready = conditions
+        if (
+            scheduled.get("type") == "PodScheduled"
+            and init.get("type") == "Initialized"
+            and ready.get("type") == "Ready"
+            and containers_ready.get("type") == "ContainersReady"
+        ):
+            # A pod's conditions once a container started (nearly every call): no search.
+            if initialized:
+                since = (
+                    stamp if init.get("status") != "True" else init.get("lastTransitionTime", stamp)
+                )
+                init = {"type": "Initialized", "status": "True", "lastTransitionTime": since}
+            since = (
+                stamp if ready.get("status") != status else ready.get("lastTransitionTime", stamp)
+            )
+            since_containers = (
+                stamp
+                if containers_ready.get("status") != status
+                else containers_ready.get("lastTransitionTime", stamp)
+            )
+            if reason:
+                return [
+                    scheduled,
+                    init,
+                    {
+                        "type": "Ready",
+                        "status": status,
+                        "lastTransitionTime": since,
+                        "reason": reason,
+                        "message": message,
+                    },
+                    {
+                        "type": "ContainersReady",
+                        "status": status,
+                        "lastTransitionTime": since_containers,
+                        "reason": reason,
+                        "message": message,
+                    },
+                ]
+            return [
+                scheduled,
+                init,
+                {"type": "Ready", "status": status, "lastTransitionTime": since},
+                {
+                    "type": "ContainersReady",
+                    "status": status,
+                    "lastTransitionTime": since_containers,
+                },
+            ]
+    out = []
+    no_ready = no_containers_ready = True
+    no_initialized = initialized
+    for condition in conditions:
+        kind = condition.get("type")
+        if kind == "Ready":
+            no_ready = False
+        elif kind == "ContainersReady":
+            no_containers_ready = False
+        elif initialized and kind == "Initialized":
+            no_initialized = False
+            since = (
+                stamp
+                if condition.get("status") != "True"
+                else condition.get("lastTransitionTime", stamp)
+            )
+            out.append({"type": "Initialized", "status": "True", "lastTransitionTime": since})
+            continue
+        else:
+            out.append(condition)
+            continue
+        since = (
+            stamp
+            if condition.get("status") != status
+            else condition.get("lastTransitionTime", stamp)
+        )
+        out.append(_condition(kind, status, since, reason, message))
+    if no_initialized:
+        out.append({"type": "Initialized", "status": "True", "lastTransitionTime": stamp})
+    if no_ready:
+        out.append(_condition("Ready", status, stamp, reason, message))
+    if no_containers_ready:
+        out.append(_condition("ContainersReady", status, stamp, reason, message))
+    return out
+
+
+def _unready_message(names: list[str]) -> str:
+    return f"containers with unready status: [{' '.join(names)}]" if names else ""
+
+
+def _container_statuses(manifest: dict[str, Any], status: dict[str, Any]) -> list[dict[str, Any]]:
+    """One status per container of the spec, in spec order (waiting until first started);
+    ``status`` is the manifest's.
+
+    Usually the stored list already is exactly that and is returned as it is: the result is
+    read-only, like the manifest it comes from."""
+    containers = manifest.get("spec", {}).get("containers") or []
+    stored = status.get("containerStatuses") or []
+    if len(stored) == len(containers):
+        if len(stored) == 1:  # most pods: no loop, no call
+            first = stored[0]
+            if first and first.get("name") == containers[0]["name"]:
+                return stored
+        elif _in_spec_order(stored, containers):
+            return stored
+    known = {}
+    for c in stored:  # (later duplicates win, as they always have)
+        known[c.get("name")] = c
+    out = []
+    for c in containers:
+        out.append(known.get(c["name"]) or _waiting_status(c))
+    return out
+
+
+def _waiting_status(container: dict[str, Any]) -> dict[str, Any]:
+    """The status of a container of the spec that has not started yet."""
+    return {
+        "name": container["name"],
+        "image": container.get("image", ""),
+        "imageID": "",
+        "ready": False,
+        "started": False,
+        "restartCount": 0,
+        "state": {"waiting": {"reason": "ContainerCreating"}},
+    }
+
+
+def _in_spec_order(stored: list[dict[str, Any]], containers: list[dict[str, Any]]) -> bool:
+    """Whether ``stored`` (as long as ``containers``) holds one status per container, in spec
+    order: what matching them by name would give."""
+    for status, container in zip(stored, containers, strict=False):
+        if not status or status.get("name") != container["name"]:
+            return False
+    return len(containers) < 2 or len({c["name"] for c in containers}) == len(containers)
+
+
+_UNSET: Any = object()
+
+
+def _with_ready(statuses: list[dict[str, Any]], ready: bool) -> list[dict[str, Any]]:
+    """``statuses`` with every container's ``ready`` flag set (one already set is kept)."""
+    out = []
+    for c in statuses:
+        out.append(c if c.get("ready", _UNSET) is ready else {**c, "ready": ready})
+    return out
+
+
+def with_container_started(
+    manifest: dict[str, Any], *, container: str, restart_count: int, at: datetime
+) -> dict[str, Any]:
+    """A pod manifest after one of its containers started: the container's status is running
+    (started, not yet ready), ``startTime`` is set on the first start, and the phase is Running
+    once every container has started, as the kubelet reports it."""
+    return with_container_started_stamped(
+        manifest, container=container, restart_count=restart_count, stamp=stamp_of(at)
+    )
+
+
+def with_container_started_stamped(
+    manifest: dict[str, Any], *, container: str, restart_count: int, stamp: str
+) -> dict[str, Any]:
+    """:func:`with_container_started` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
+    old = manifest.get("status") or {}
+    statuses = []
+    names = []
+    all_started = True
+    if not old.get("containerStatuses"):
+        # The first start of the pod (the common case): built from the spec at once, as
+        # below from the waiting statuses _container_statuses would give.
+        for spec in manifest.get("spec", {}).get("containers") or []:
+            name = spec["name"]
+            if name == container:
+                c = {
+                    "name": name,
+                    "image": spec.get("image", ""),
+                    "imageID": "",
+                    "ready": False,
+                    "started": True,
+                    "restartCount": restart_count,
+                    "state": {"running": {"startedAt": stamp}},
+                }
+            else:
+                c = _waiting_status(spec)
+                all_started = False
+            statuses.append(c)
+            names.append(name)
+    else:
+        for c in _container_statuses(manifest, old):
+            if c["name"] == container:
+                c = {
+                    **c,
+                    "ready": False,
+                    "started": True,
+                    "restartCount": restart_count,
+                    "state": {"running": {"startedAt": stamp}},
+                }
+            else:
+                if not c.get("started"):
+                    all_started = False
+                if c.get("ready", _UNSET) is not False:
+                    c = {**c, "ready": False}
+            statuses.append(c)
+            names.append(c["name"])
+    status = dict(old)
+    status.setdefault("startTime", stamp)
+    if statuses and all_started:
+        if status.get("phase") in (None, "Pending"):
+            status["phase"] = "Running"
+    else:
+        status.setdefault("phase", "Pending")
+    status["containerStatuses"] = statuses
+    status["conditions"] = _with_readiness_conditions(
+        status.get("conditions") or [],
+        stamp,
+        "False",
+        "ContainersNotReady",
+        _unready_message(names),
+        True,
+    )
+    return {**manifest, "status": status}
+
+
+def with_pod_readiness(
+    manifest: dict[str, Any], *, ready: bool, reason: str, at: datetime
+) -> dict[str, Any]:
+    """A pod manifest whose Ready and ContainersReady conditions (and every container's
+    ``ready`` flag) are ``ready``."""
+    return with_pod_readiness_stamped(manifest, ready=ready, reason=reason, stamp=stamp_of(at))
+
+
+def with_pod_readiness_stamped(
+    manifest: dict[str, Any], *, ready: bool, reason: str, stamp: str
+) -> dict[str, Any]:
+    """:func:`with_pod_readiness` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
+    old = manifest.get("status") or {}
+    status = dict(old)
+    statuses = []
+    for c in _container_statuses(manifest, old):
+        statuses.append(c if c.get("ready", _UNSET) is ready else {**c, "ready": ready})
+    status["containerStatuses"] = statuses
+    conditions = status.get("conditions") or []
+    if ready:
+        status["conditions"] = _with_readiness_conditions(conditions, stamp, "True", "", "")
+    else:
+        names = []
+        for c in statuses:
+            names.append(c["name"])
+        status["conditions"] = _with_readiness_conditions(
+            conditions, stamp, "False", reason or "ContainersNotReady", _unready_message(names)
+        )
+    return {**manifest, "status": status}
+
+
+def _readiness_of_containers(
+    statuses: list[dict[str, Any]], conditions: list[dict[str, Any]], stamp: str
+) -> list[dict[str, Any]]:
+    """Ready and ContainersReady follow the containers' own ``ready`` flags (one container
+    ending makes the pod not ready without touching the others' flags)."""
+    unready = []
+    for c in statuses:
+        if not c.get("ready"):
+            unready.append(c["name"])
+    if unready:
+        return _with_readiness_conditions(
+            conditions, stamp, "False", "ContainersNotReady", _unready_message(unready)
+        )
+    return _with_readiness_conditions(conditions, stamp, "True", "", "")
+
+
+def with_container_exited(
+    manifest: dict[str, Any],
+    *,
+    container: str,
+    exit_code: int,
+    signal: int | None,
+    reason: str,
+    message: str,
+    restart_count: int,
+    started_at_ns: int | None,
+    finished_at_ns: int | None,
+    at: datetime,
+) -> dict[str, Any]:
+    """A pod manifest after a container instance ended: its state is ``terminated`` (exit code,
+    signal, reason, times, message, as the kubelet reports it), it is neither started nor ready,
+    and so the pod is not Ready. The phase is left alone: whether the pod is done is decided
+    separately (PodSucceeded / PodFailed), as the restart policy may bring the container back."""
+    return with_container_exited_stamped(
+        manifest, container=container, exit_code=exit_code, signal=signal, reason=reason,
+        message=message, restart_count=restart_count, started_at_ns=started_at_ns,
+        finished_at_ns=finished_at_ns, stamp=stamp_of(at),
+    )  # fmt: skip
+
+
+def with_container_exited_stamped(
+    manifest: dict[str, Any],
+    *,
+    container: str,
+    exit_code: int,
+    signal: int | None,
+    reason: str,
+    message: str,
+    restart_count: int,
+    started_at_ns: int | None,
+    finished_at_ns: int | None,
+    stamp: str,
+) -> dict[str, Any]:
+    """:func:`with_container_exited` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
+    old = manifest.get("status") or {}
+    statuses = []
+    for c in _container_statuses(manifest, old):
+        if c["name"] != container:
+            statuses.append(c)
+            continue
+        running = (c.get("state") or {}).get("running") or {}
+        terminated: dict[str, Any] = {"exitCode": exit_code}
+        if signal:
+            terminated["signal"] = signal
+        terminated["reason"] = reason
+        if message:
+            terminated["message"] = message
+        started = (
+            format_stamp(started_at_ns) if started_at_ns is not None else running.get("startedAt")
+        )
+        if started:
+            terminated["startedAt"] = started
+        terminated["finishedAt"] = (
+            format_stamp(finished_at_ns) if finished_at_ns is not None else stamp
+        )
+        statuses.append(
+            {
+                **c,
+                "ready": False,
+                "started": False,
+                "restartCount": restart_count,
+                "state": {"terminated": terminated},
+            }
+        )
+    status = dict(old)
+    status["containerStatuses"] = statuses
+    status["conditions"] = _readiness_of_containers(statuses, status.get("conditions") or [], stamp)
+    return {**manifest, "status": status}
+
+
+def with_container_restarted(
+    manifest: dict[str, Any],
+    *,
+    container: str,
+    restart_count: int,
+    backoff_seconds: float,
+    namespace: str,
+    name: str,
+    uid: str,
+    at: datetime,
+) -> dict[str, Any]:
+    """A pod manifest after the decision to restart an ended container: the ended instance
+    becomes ``lastState``, the restart count is the new instance's, and the container waits:
+    in ``CrashLoopBackOff`` (with the kubelet's message) when it backs off, else while it is
+    being created. ContainerStarted then makes it running."""
+    return with_container_restarted_stamped(
+        manifest, container=container, restart_count=restart_count,
+        backoff_seconds=backoff_seconds, namespace=namespace, name=name, uid=uid,
+        stamp=stamp_of(at),
+    )  # fmt: skip
+
+
+def with_container_restarted_stamped(
+    manifest: dict[str, Any],
+    *,
+    container: str,
+    restart_count: int,
+    backoff_seconds: float,
+    namespace: str,
+    name: str,
+    uid: str,
+    stamp: str,
+) -> dict[str, Any]:
+    """:func:`with_container_restarted` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
+    if backoff_seconds > 0:
+        waiting = {
+            "reason": "CrashLoopBackOff",
+            "message": backoff_message(backoff_seconds, container, name, namespace, uid),
+        }
+    else:
+        waiting = {"reason": "ContainerCreating"}
+    old = manifest.get("status") or {}
+    statuses = []
+    for c in _container_statuses(manifest, old):
+        if c["name"] != container:
+            statuses.append(c)
+            continue
+        updated = {
+            **c,
+            "ready": False,
+            "started": False,
+            "restartCount": restart_count,
+            "state": {"waiting": waiting},
+        }
+        state = c.get("state") or {}
+        if "terminated" in state:
+            updated["lastState"] = {"terminated": state["terminated"]}
+        statuses.append(updated)
+    status = dict(old)
+    status["containerStatuses"] = statuses
+    status["conditions"] = _readiness_of_containers(statuses, status.get("conditions") or [], stamp)
+    return {**manifest, "status": status}
+
+
+def with_pod_terminated(
+    manifest: dict[str, Any], *, phase: str, reason: str, message: str, at: datetime
+) -> dict[str, Any]:
+    """A pod manifest in a terminal phase (Succeeded or Failed): not Ready, with the kubelet's
+    ``PodCompleted`` reason on Ready and ContainersReady; ``status.reason``/``message`` say why
+    when a reason is given."""
+    return with_pod_terminated_stamped(
+        manifest, phase=phase, reason=reason, message=message, stamp=stamp_of(at)
+    )
+
+
+def with_pod_terminated_stamped(
+    manifest: dict[str, Any], *, phase: str, reason: str, message: str, stamp: str
+) -> dict[str, Any]:
+    """:func:`with_pod_terminated` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
+    old = manifest.get("status") or {}
+    status = dict(old)
+    status["phase"] = phase
+    if reason:
+        status["reason"] = reason
+    if message:
+        status["message"] = message
+    status["containerStatuses"] = _with_ready(_container_statuses(manifest, old), False)
+    status["conditions"] = _with_readiness_conditions(
+        status.get("conditions") or [], stamp, "False", "PodCompleted", ""
+    )
+    return {**manifest, "status": status}
+
+
+def with_nomination(manifest: dict[str, Any], node: str | None) -> dict[str, Any]:
+    """A pod manifest with ``status.nominatedNodeName`` set (or cleared)."""
+    status = dict(manifest.get("status") or {})
+    if node:
+        status["nominatedNodeName"] = node
+    else:
+        status.pop("nominatedNodeName", None)
+    return {**manifest, "status": status}

@@ -1,0 +1,65 @@
+"""The stages that read what arrived: its size, its encoding, its kind and verb (``route``
+parses the command against its schema), and finally its fingerprint.
+
+Why this exists: a command is refused as early and as cheaply as possible: an oversized or
+undecodable request never reaches the schema, and an unknown kind never reaches a policy.
+``fingerprint`` runs later (after authentication: who asked is part of what was asked), but it
+too only looks at the request: it is what tells a retry from a reused idempotency key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgpack
+
+from core.api.catalog import KINDS
+from core.api.commands import parse_command
+from core.errors import UnknownKind, ValidationFailed
+from handlers.gateway.context import CommandContext
+from streams.subjects import parse_command_subject
+
+MAX_COMMAND_BYTES = 256 * 1024
+KIND_BY_TOKEN = {kind.lower(): kind for kind in KINDS}
+
+
+async def limit_size(ctx: CommandContext) -> None:
+    if len(ctx.data) > MAX_COMMAND_BYTES:
+        raise ValidationFailed(
+            f"command is {len(ctx.data)} bytes; the limit is {MAX_COMMAND_BYTES} bytes",
+            code="payload_too_large",
+        )
+
+
+async def decode(ctx: CommandContext) -> None:
+    try:
+        raw = msgpack.unpackb(ctx.data, raw=False)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise ValidationFailed(
+            f"command is not valid msgpack ({type(exc).__name__})", code="malformed"
+        ) from exc
+    if not isinstance(raw, dict):
+        raise ValidationFailed("command must be a msgpack map", code="malformed")
+    ctx.raw = raw
+
+
+async def route(ctx: CommandContext) -> None:
+    kind_token, verb = parse_command_subject(ctx.subject)
+    kind = KIND_BY_TOKEN.get(kind_token)
+    if kind is None:
+        raise UnknownKind(
+            f"unknown kind {kind_token!r}: use one of {', '.join(sorted(KIND_BY_TOKEN))}"
+        )
+    ctx.kind = kind
+    ctx.command = parse_command(kind, verb, ctx.raw)
+    ctx.verb = ctx.command.verb
+
+
+async def fingerprint(ctx: CommandContext) -> None:
+    """A hash of what was asked, so a retry can be told apart from a reused idempotency key."""
+    ctx.request_hash = hashlib.sha256(
+        msgpack.packb(
+            [ctx.subject, ctx.actor, ctx.raw.get("body"), ctx.raw.get("expected_version")],
+            use_bin_type=True,
+        )
+    ).hexdigest()

@@ -1,0 +1,173 @@
+"""The gateway as a service: it serves ``fleet.cmd.>`` in the ``fleet-gateway`` queue group,
+runs each command through the stages in order, answers, and audits the answer.
+
+Why this exists: the stages only know the command in hand; this module owns what outlives a
+command: the connection, the aggregate cache the stages decide on, the read models admission
+asks (PriorityClasses, each namespace's LimitRanges and ResourceQuotas), the bound on commands
+in flight, and the audit writer. It also turns a stage's ``FleetError`` into the structured
+reply ``{"ok": false, "error": {code, message, field}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgpack
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from core.errors import FleetError
+from handlers.gateway.admission import Admit, resolve_target
+from handlers.gateway.audit import audit_record
+from handlers.gateway.context import CommandContext
+from handlers.gateway.execute import Execute
+from handlers.gateway.identity import (
+    AllowAll,
+    Authenticate,
+    Authorize,
+    IdentityProvider,
+    Policy,
+    stated_identity,
+)
+from handlers.gateway.intake import decode, fingerprint, limit_size, route
+from projections.cluster import ClusterModel
+from projections.policies import NamespacePolicies
+from projections.runtime import Projection
+from streams.audit import AuditWriter
+from streams.eventstore import EventStore
+from streams.repository import AggregateRepository
+from streams.serving import serve
+from streams.subjects import ALL_COMMANDS, event_filter
+
+log = structlog.get_logger(__name__)
+
+QUEUE_GROUP = "fleet-gateway"
+
+Handler = Callable[[CommandContext], Awaitable[None]]
+
+
+class Gateway:
+    """Serves ``fleet.cmd.>`` in the ``fleet-gateway`` queue group."""
+
+    def __init__(
+        self,
+        nc: Client,
+        store: EventStore,
+        *,
+        policy: Policy | None = None,
+        identify: IdentityProvider = stated_identity,
+        max_in_flight: int = 256,
+    ) -> None:
+        self._nc = nc
+        self.repository = AggregateRepository(store)
+        # The cluster's PriorityClasses, for admission (as Kubernetes' informer cache: a pod
+        # naming no class gets the global default this gateway has seen).
+        self.priority_classes = Projection(
+            ClusterModel(), store, filter_subject=event_filter("PriorityClass")
+        )
+        # Each namespace's LimitRanges (admission defaults) and ResourceQuotas (charged on a
+        # pod's create), read-your-writes.
+        self.policies = NamespacePolicies(nc, store)
+        self.stages: Sequence[Handler] = (
+            limit_size,
+            decode,
+            route,
+            resolve_target,
+            Authenticate(identify),
+            Authorize(policy or AllowAll()),
+            fingerprint,
+            Admit(self.repository, self.priority_classes, self.policies),
+            Execute(self.repository, self.policies),
+        )
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self.handled = 0
+        self.audit = AuditWriter(nc)
+
+    @classmethod
+    async def create(cls, nc: Client, store: EventStore, **options: Any) -> Gateway:
+        return cls(nc, store, **options)
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Serve until cancelled; in-flight commands finish (and their audit records are
+        written) before this returns."""
+        await self.priority_classes.catch_up()
+        await self.priority_classes.follow()
+        try:
+            await self.policies.start()
+            async with asyncio.TaskGroup() as tasks:
+                writer = tasks.create_task(self.audit.run())
+                try:
+                    await self._serve_commands(ready)
+                finally:
+                    writer.cancel()
+        finally:
+            await self.priority_classes.stop()
+            await self.policies.stop()
+
+    async def _serve_commands(self, ready: asyncio.Event | None) -> None:
+        async with asyncio.TaskGroup() as tasks:
+
+            async def on_request(msg: Msg) -> None:
+                await self._slots.acquire()
+                tasks.create_task(self._serve(msg))
+
+            await serve(self._nc, ALL_COMMANDS, queue=QUEUE_GROUP, handler=on_request, ready=ready)
+
+    async def _serve(self, msg: Msg) -> None:
+        try:
+            ctx = CommandContext(subject=msg.subject, data=msg.data, received_ns=time.time_ns())
+            reply = await self.handle_context(ctx)
+            record = audit_record(ctx, reply)
+            # Queued before the answer is published: the audit writer publishes it before the
+            # connection next flushes, so answer and record leave in one socket write (a write
+            # is one of the larger costs of a command). The answer never waits for the record.
+            queued = self.audit.offer(record)
+            if msg.reply:
+                await self._nc.publish(msg.reply, msgpack.packb(reply, use_bin_type=True))
+            if not queued:
+                await self.audit.record(record)
+        finally:
+            self._slots.release()
+
+    async def handle(self, subject: str, data: bytes) -> dict[str, Any]:
+        """Run one command through the pipeline and return the answer (not audited)."""
+        ctx = CommandContext(subject=subject, data=data, received_ns=time.time_ns())
+        return await self.handle_context(ctx)
+
+    async def handle_context(self, ctx: CommandContext) -> dict[str, Any]:
+        subject = ctx.subject
+        self.handled += 1
+        with structlog.contextvars.bound_contextvars(subject=subject):
+            try:
+                bound = False
+                for stage in self.stages:
+                    await stage(ctx)
+                    if not bound and ctx.command is not None:
+                        # Once, as soon as the command is read (binding costs a copy of the
+                        # context each time; the values never change after).
+                        structlog.contextvars.bind_contextvars(
+                            correlation_id=ctx.correlation_id, actor=ctx.command.actor
+                        )
+                        bound = True
+                    if ctx.reply is not None:
+                        break
+            except FleetError as exc:
+                log.info("command.rejected", code=exc.code, error=exc.message, field=exc.field)
+                return {"ok": False, "error": exc.as_dict()}
+            except Exception:
+                log.exception("command.failed")
+                return {
+                    "ok": False,
+                    "error": {
+                        "code": "internal",
+                        "message": "the gateway failed on this command; see its log "
+                        f"(correlation id {ctx.correlation_id or 'unknown'})",
+                    },
+                }
+            assert ctx.reply is not None
+            log.debug("command.accepted", ref=str(ctx.ref), events=ctx.reply.get("events"))
+            return ctx.reply

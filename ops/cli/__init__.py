@@ -1,0 +1,75 @@
+"""The ``fleetlog`` command line: start a cluster, send commands, read state and history.
+
+Every subcommand is a thin shell over a :class:`ops.client.Session`: writes go through the
+command gateway (so they get the same validation, idempotency and audit as any other client),
+reads come from the cluster projection (``get``, ``describe``) or straight from the log
+(``events``, ``history``). Expected failures print one line, ``error: …``, and exit non-zero.
+
+This module holds the root group, whose options every command reads from its context, and adds
+to it the commands, which live in modules by what they act on:
+
+  ``cluster``     up, agent, sim, scheduler: run a part of the cluster in the foreground
+  ``objects``     apply, delete, get, describe: objects of any kind
+  ``workloads``   scale, rollout …: a deployment's replicas and rollouts
+  ``nodes``       cordon, uncordon, drain
+  ``observe``     logs, top, history, events
+  ``replay``      replay, diff: the cluster at a point of the log
+  ``ops.audit_cli``  why, audit: causes and the audit trail
+
+What they share sits below them: names and arguments in ``ops.cliargs``, failures, running a
+command and its session in ``ops.clitools``, output in ``ops.render``.
+
+Only light modules are imported by all of these, so that ``fleetlog --help`` and a read command
+start quickly: the NATS session comes from ``ops.clitools.open_session``, the time-travel folds
+(``ops.timetravel``), the rollout rules (``ops.rollout``), the YAML parser, the write path's
+errors and even ``asyncio`` (a good part of the time ``--help`` took) are imported by the
+commands that use them, and ``tests/integration/test_cli_startup.py`` keeps it so.
+"""
+
+from __future__ import annotations
+
+import click
+
+from ops.audit_cli import audit, why
+from ops.cli.cluster import agent, scheduler, sim, up
+from ops.cli.nodes import cordon, drain, uncordon
+from ops.cli.objects import apply, delete, describe, get
+from ops.cli.observe import events, history, logs, top
+from ops.cli.replay import diff_command, replay_command
+from ops.cli.workloads import rollout, scale
+from ops.cliargs import DEFAULT_SERVER, default_actor
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--server",
+    envvar="FLEETLOG_SERVER",
+    default=DEFAULT_SERVER,
+    show_default=True,
+    help="NATS URL of the cluster (or set FLEETLOG_SERVER).",
+)
+@click.option(
+    "--as",
+    "actor",
+    envvar="FLEETLOG_USER",
+    default=None,
+    help="Identity to act as (until authentication exists, the stated identity).",
+)
+@click.option("--log-level", default="warning", show_default=True)
+@click.pass_context
+def main(ctx: click.Context, server: str, actor: str | None, log_level: str) -> None:
+    """fleetlog: a container orchestrator whose source of truth is an event log."""
+    # Logging is set up by ``run`` when a command runs (not for --help), at this level.
+    ctx.obj = {"server": server, "actor": actor or default_actor(), "log_level": log_level}
+
+
+for _command in (
+    *(up, agent, sim, scheduler),
+    *(apply, delete, get, describe),
+    *(scale, rollout),
+    *(cordon, uncordon, drain),
+    *(logs, top, history, events),
+    *(replay_command, diff_command),
+    *(why, audit),
+):
+    main.add_command(_command)

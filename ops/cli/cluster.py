@@ -1,0 +1,251 @@
+"""``fleetlog up``, ``agent``, ``sim`` and ``scheduler``: the commands that run a part of the
+cluster in the foreground instead of sending it a command.
+
+Why this exists: these are the long-lived processes (a control plane, a node, simulated nodes,
+a scheduler replica) started from the same command line as the short-lived commands. They share
+how a role runs until a signal (:func:`_until_signal`); what each runs lives in ``ops.up`` and
+``handlers`` and is imported only when the command runs, so ``--help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from ops.clitools import run
+
+if TYPE_CHECKING:
+    import asyncio
+
+
+@click.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the log and snapshots live [default: ~/.local/share/fleetlog].",
+)
+@click.option("--nats-url", default=None, help="Use this NATS server instead of an embedded one.")
+@click.option("--port", default=4222, show_default=True, help="Port of the embedded server.")
+@click.option(
+    "--no-scheduler",
+    is_flag=True,
+    help="Run no scheduler here (run `fleetlog scheduler` replicas elsewhere).",
+)
+@click.option(
+    "--node-grace",
+    "node_grace",
+    default=50.0,
+    show_default=True,
+    help="Seconds without a heartbeat before a node becomes NotReady (Unknown).",
+)
+@click.option(
+    "--no-agent", is_flag=True, help="Run no node agent here (this machine is not a node)."
+)
+@click.option("--node-name", default=None, help="This machine's node name [default: hostname].")
+@click.pass_context
+def up(
+    ctx: click.Context,
+    data_dir: Path | None,
+    nats_url: str | None,
+    port: int,
+    no_scheduler: bool,
+    node_grace: float,
+    no_agent: bool,
+    node_name: str | None,
+) -> None:
+    """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
+    from ops.up import UpOptions, default_data_dir
+    from ops.up import up as run_up
+
+    if ctx.parent and ctx.parent.params.get("log_level") == "warning":
+        ctx.obj["log_level"] = "info"
+    options = UpOptions(
+        data_dir=data_dir or default_data_dir(),
+        nats_url=nats_url,
+        port=port,
+        node_grace_seconds=node_grace,
+        scheduler=not no_scheduler,
+        agent=not no_agent,
+        node_name=node_name,
+    )
+    click.echo(
+        f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",
+        err=True,
+    )
+    run(run_up)(options)
+
+
+@click.command()
+@click.option("--name", default=None, help="Node name (default: this host's name).")
+@click.option(
+    "--root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where containers' state and output live (default: ~/.fleetlog/agent/NAME).",
+)
+@click.option("--cpu", default=None, help="Declared cpu capacity (default: this machine's).")
+@click.option("--memory", default=None, help="Declared memory (default: this machine's).")
+@click.option("--pods", default="110", show_default=True)
+@click.option("-l", "--label", "labels", multiple=True, help="Extra node label KEY=VALUE.")
+@click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between heartbeats.")
+@click.pass_context
+@run
+async def agent(
+    ctx: click.Context,
+    name: str | None,
+    root: Path | None,
+    cpu: str | None,
+    memory: str | None,
+    pods: str,
+    labels: tuple[str, ...],
+    heartbeat: float,
+) -> None:
+    """Join this machine to a cluster as a node: run the pods bound to it as processes."""
+    from handlers.agent.agent import NodeAgent
+    from handlers.agent.node import NodeCapacity, default_node_name, machine_capacity
+    from streams.connection import connect
+    from streams.definitions import ensure_streams
+    from streams.eventstore import EventStore
+
+    node = name or default_node_name()
+    machine = machine_capacity()
+    capacity = NodeCapacity(cpu or machine.cpu, memory or machine.memory, pods)
+    extra = dict(label.split("=", 1) for label in labels if "=" in label)
+    nc = await connect(ctx.obj["server"], name=f"fleetlog-agent-{node}")
+    await ensure_streams(nc)  # idempotent: an agent may start before any `fleetlog up`
+    try:
+        async with EventStore(nc) as store:
+            node_agent = NodeAgent(
+                nc, store, name=node, root=root or Path.home() / ".fleetlog" / "agent" / node,
+                capacity=capacity, labels=extra, heartbeat_seconds=heartbeat,
+            )  # fmt: skip
+            await _until_signal(
+                node_agent.run,
+                f"agent for node {node} ready (Ctrl-C stops the agent, not its pods)",
+            )
+    finally:
+        await nc.close()
+
+
+async def _until_signal(
+    role: Callable[[asyncio.Event], Awaitable[None]], ready_message: str
+) -> None:
+    """Run a long-lived role in the foreground: say ``ready_message`` once it is ready, stop it
+    on SIGINT/SIGTERM, and let its own failure (before or after ready) end the process."""
+    import asyncio
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    ready = asyncio.Event()
+    running = asyncio.create_task(role(ready))
+    try:
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait([running, waiting], return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if running.done():
+            running.result()
+        click.echo(ready_message, err=True)
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if running.done():
+            running.result()
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+@click.command()
+@click.option("--nodes", "count", default=10, show_default=True, help="How many nodes.")
+@click.option("--prefix", default="sim-node", show_default=True, help="Node names: PREFIX-0 …")
+@click.option("--cpu", default="4", show_default=True)
+@click.option("--memory", default="32Gi", show_default=True)
+@click.option("--pods", default="110", show_default=True)
+@click.option("--zones", default=3, show_default=True, help="Spread over this many zone labels.")
+@click.option("-l", "--label", "labels", multiple=True, help="Extra label KEY=VALUE.")
+@click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between heartbeats.")
+@click.option(
+    "--start-delay",
+    default=1.0,
+    show_default=True,
+    help="Seconds after a pod is bound to one of these nodes before it is Running.",
+)
+@click.pass_context
+@run
+async def sim(
+    ctx: click.Context,
+    count: int,
+    prefix: str,
+    cpu: str,
+    memory: str,
+    pods: str,
+    zones: int,
+    labels: tuple[str, ...],
+    heartbeat: float,
+    start_delay: float,
+) -> None:
+    """Run simulated nodes (kwok-like) in the foreground: register them, keep them alive, and
+    move the pods bound to them to Running after --start-delay."""
+    import asyncio
+
+    from handlers.simnodes import SimNodeSpec, SimulatedNodes, SimulatedPods
+    from streams.connection import connect
+    from streams.eventstore import EventStore
+
+    extra = dict(label.split("=", 1) for label in labels if "=" in label)
+    spec = SimNodeSpec(prefix=prefix, cpu=cpu, memory=memory, pods=pods, labels=extra, zones=zones)
+    nc = await connect(ctx.obj["server"], name="fleetlog-sim")
+    try:
+        async with EventStore(nc) as store:
+            nodes = await SimulatedNodes.create(nc, spec, count)
+            await nodes.register()
+            names = nodes.names
+            runner = SimulatedPods(store, names.__contains__, start_delay=start_delay)
+            click.echo(
+                f"{count} simulated nodes {prefix}-0…{prefix}-{count - 1} registered; "
+                f"heartbeating, bound pods Running after {start_delay:g}s (Ctrl-C to stop)",
+                err=True,
+            )
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(nodes.keep_alive(heartbeat))
+                tasks.create_task(runner.run())
+    finally:
+        await nc.close()
+
+
+@click.command()
+@click.option(
+    "--name",
+    "identity",
+    default="default-scheduler",
+    show_default=True,
+    help="This replica's identity (recorded as the actor of its bindings).",
+)
+@click.pass_context
+@run
+async def scheduler(ctx: click.Context, identity: str) -> None:
+    """Run one scheduler replica against the cluster (any number may run at once)."""
+    from handlers.scheduler import Scheduler
+    from streams.connection import connect
+    from streams.eventstore import EventStore
+
+    nc = await connect(ctx.obj["server"], name=f"fleetlog-scheduler-{identity}")
+    try:
+        async with EventStore(nc) as store:
+            replica = Scheduler(nc, store, identity=identity)
+            await _until_signal(replica.run, f"scheduler {identity} ready")
+            click.echo(
+                f"scheduler {identity} stats: bound={replica.bound} conflicts={replica.conflicts}",
+                err=True,
+            )
+    finally:
+        await nc.close()

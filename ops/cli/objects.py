@@ -1,0 +1,290 @@
+"""``fleetlog apply``, ``delete``, ``get`` and ``describe``: kubectl's everyday verbs, on
+objects of any kind.
+
+Why this exists: these commands share how a kind and an object are named (``ops.cliargs``), how
+a manifest file is read and how an object is shown (``ops.render``). Writes go through the
+command gateway; ``get`` and ``describe`` read the cluster projection, or with ``--at`` a fold
+of the log up to that point (``ops.timetravel``, imported only then).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from core.errors import FleetError, ValidationFailed
+from ops import render
+from ops.cliargs import POINT_HELP, is_namespaced, resolve_kind, split_ref
+from ops.clitools import Failure, open_session, run
+
+OUTPUTS = click.Choice(["table", "wide", "yaml", "json"])
+AT_OPTION = click.option(
+    "--at", default=None, metavar="TIME|SEQ", help=f"As it was at {POINT_HELP}."
+)
+
+
+# -- writes ---------------------------------------------------------------------------------------
+
+
+def _read_documents(path: str) -> list[dict[str, Any]]:
+    import yaml  # only ``apply`` reads YAML; the other commands should not pay for loading it
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise ValidationFailed(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        loaded = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        raise ValidationFailed(f"{path} is not valid YAML: {exc}") from exc
+    documents: list[dict[str, Any]] = []
+    for index, doc in enumerate(loaded):
+        if (
+            isinstance(doc, dict)
+            and doc.get("kind") == "List"
+            and isinstance(doc.get("items"), list)
+        ):
+            documents += doc["items"]
+        elif isinstance(doc, dict):
+            documents.append(doc)
+        else:
+            raise ValidationFailed(f"{path}: document {index + 1} is not a mapping")
+    return documents
+
+
+def _doc_name(doc: dict[str, Any]) -> str:
+    kind = str(doc.get("kind", "?")).lower()
+    name = (
+        (doc.get("metadata") or {}).get("name", "?")
+        if isinstance(doc.get("metadata"), dict)
+        else "?"
+    )
+    return f"{kind}/{name}"
+
+
+@click.command()
+@click.option("-f", "--filename", "path", required=True, help="Manifest file, or - for stdin.")
+@click.pass_context
+@run
+async def apply(ctx: click.Context, path: str) -> None:
+    """Create or update objects from a (multi-document) YAML manifest."""
+    documents = _read_documents(path)
+    failures = 0
+    async with open_session(ctx) as s:
+        for doc in documents:
+            try:
+                kind = resolve_kind(str(doc.get("kind", "")))
+                outcome = await s.commands.send(kind, "apply", {"manifest": doc})
+            except FleetError as exc:
+                failures += 1
+                click.echo(f"error: {_doc_name(doc)}: {exc}", err=True)
+                continue
+            if outcome.unchanged:
+                verb = "unchanged"
+            elif any(e.endswith("Created") for e in outcome.events):
+                verb = "created"
+            else:
+                verb = "configured"
+            click.echo(f"{_doc_name(doc)} {verb}")
+    if failures:
+        raise Failure(f"{failures} of {len(documents)} objects were not applied")
+
+
+CASCADE_POLICIES = {
+    "background": "Background",
+    "foreground": "Foreground",
+    "orphan": "Orphan",
+    "true": "Background",
+    "false": "Orphan",
+}
+"""kubectl delete's ``--cascade`` values and the propagation policy each one asks for."""
+
+
+@click.command()
+@click.argument("kind", required=False)
+@click.argument("name", required=False)
+@click.option("-f", "--filename", "path", default=None, help="Delete the objects in this manifest.")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("--reason", default="", help="Recorded with the deletion.")
+@click.option(
+    "--cascade",
+    type=click.Choice(sorted(CASCADE_POLICIES), case_sensitive=False),
+    default="background",
+    show_default=True,
+    help="What becomes of dependents (objects whose ownerReferences name this one): "
+    "background/foreground let the garbage collector delete them, orphan keeps them "
+    "(true/false are kubectl's deprecated spellings of background/orphan).",
+)
+@click.pass_context
+@run
+async def delete(
+    ctx: click.Context,
+    kind: str | None,
+    name: str | None,
+    path: str | None,
+    namespace: str,
+    reason: str,
+    cascade: str,
+) -> None:
+    """Delete an object (KIND NAME or KIND/NAME) or every object in a manifest (-f)."""
+    from streams.commandbus import CommandFailed
+
+    policy = CASCADE_POLICIES[cascade.lower()]
+    targets: list[tuple[str, str, str]] = []
+    if path:
+        for doc in _read_documents(path):
+            doc_kind = resolve_kind(str(doc.get("kind", "")))
+            meta = doc.get("metadata") or {}
+            targets.append((doc_kind, meta.get("namespace", namespace), meta.get("name", "")))
+    elif kind and "/" in kind and not name:
+        resolved, ref_name = split_ref(kind)
+        targets.append((resolved, namespace, ref_name))
+    elif kind and name:
+        targets.append((resolve_kind(kind), namespace, name))
+    else:
+        raise ValidationFailed("say what to delete: KIND NAME, KIND/NAME or -f FILE")
+    deleted_namespaces: set[str] = set()
+    async with open_session(ctx) as s:
+        for target_kind, target_ns, target_name in targets:
+            body = {
+                "name": target_name,
+                "namespace": target_ns,
+                "reason": reason,
+                "propagationPolicy": policy,
+            }
+            try:
+                await s.commands.send(target_kind, "delete", body)
+            except CommandFailed as exc:
+                # Deleting a namespace deletes what is in it (the garbage collector may have
+                # got there first): an object of a namespace this command deleted is gone.
+                if exc.code != "not_found" or target_ns not in deleted_namespaces:
+                    raise
+                click.echo(
+                    f'{target_kind.lower()} "{target_name}" deleted (with namespace "{target_ns}")'
+                )
+                continue
+            if target_kind == "Namespace":
+                deleted_namespaces.add(target_name)
+            click.echo(f'{target_kind.lower()} "{target_name}" deleted')
+
+
+# -- reads ----------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("kind")
+@click.argument("name", required=False)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-A", "--all-namespaces", is_flag=True)
+@click.option("-o", "--output", type=OUTPUTS, default="table", show_default=True)
+@AT_OPTION
+@click.pass_context
+@run
+async def get(
+    ctx: click.Context,
+    kind: str,
+    name: str | None,
+    namespace: str,
+    all_namespaces: bool,
+    output: str,
+    at: str | None,
+) -> None:
+    """List objects of a kind, or show one (with --at: as it was then)."""
+    if "/" in kind and name is None:
+        kind, name = kind.split("/", 1)
+    resolved = resolve_kind(kind)
+    scope: str | None = (None if all_namespaces else namespace) if is_namespaced(resolved) else ""
+    now_ns, when = time.time_ns(), ""
+    async with open_session(ctx) as s:
+        if at is None:
+            items = await s.query(resolved, namespace=scope, name=name)
+        else:
+            from ops import timetravel
+
+            point = await timetravel.position_of(s.nc, s.store, at, now_ns=now_ns)
+            now_ns, when = point.time_ns or now_ns, f" at {point.label()}"
+            if name:
+                item, _ = await timetravel.object_at(
+                    s.store, resolved, scope or "", name, point.seq, nc=s.nc
+                )
+                items = [item] if item else []
+            else:
+                items = await timetravel.list_at(s.store, point.seq, resolved, scope)
+    if name and not items:
+        raise FleetError(f'{resolved.lower()}s "{name}" not found{when}', code="not_found")
+    if output in ("yaml", "json"):
+        manifests = [render.full_manifest(item) for item in items]
+        value: Any = (
+            manifests[0] if name else {"apiVersion": "v1", "kind": "List", "items": manifests}
+        )
+        click.echo(render.to_yaml([value]) if output == "yaml" else render.to_json(value))
+        return
+    if not items:
+        where = f" in {scope} namespace" if scope else ""
+        click.echo(f"No resources found{where}.", err=True)
+        return
+    output_table = render.object_table(
+        resolved,
+        items,
+        now_ns=now_ns,
+        wide=output == "wide",
+        show_namespace=all_namespaces and is_namespaced(resolved),
+    )
+    click.echo(output_table)
+
+
+@click.command()
+@click.argument("kind")
+@click.argument("name", required=False)
+@click.option("-n", "--namespace", default="default", show_default=True)
+@AT_OPTION
+@click.pass_context
+@run
+async def describe(
+    ctx: click.Context, kind: str, name: str | None, namespace: str, at: str | None
+) -> None:
+    """Show one object in detail, with its events (with --at: as it was then, and the events
+    up to then)."""
+    if "/" in kind and name is None:
+        kind, name = kind.split("/", 1)
+    if not name:
+        raise ValidationFailed("say which object: describe KIND NAME")
+    resolved = resolve_kind(kind)
+    scope = namespace if is_namespaced(resolved) else ""
+    now_ns, point = time.time_ns(), None
+    if at is not None:  # a fold of the log up to then; without --at the projection answers
+        from ops import timetravel
+    async with open_session(ctx) as s:
+        if at is not None:
+            point = await timetravel.position_of(s.nc, s.store, at, now_ns=now_ns)
+            now_ns = point.time_ns or now_ns
+            item, history = await timetravel.object_at(
+                s.store, resolved, scope, name, point.seq, nc=s.nc
+            )
+            items = [item] if item else []
+        else:
+            items = await s.query(resolved, namespace=scope, name=name)
+        if not items:
+            when = f" at {point.label()}" if point else ""
+            raise FleetError(f'{resolved.lower()}s "{name}" not found{when}', code="not_found")
+        if point is None:
+            history = await s.history(resolved, scope, name)
+        owned = []
+        if resolved == "Deployment":
+            from ops import rollout as rollout_ops
+
+            replica_sets = (
+                await s.query("ReplicaSet", namespace=scope)
+                if point is None
+                else await timetravel.list_at(s.store, point.seq, "ReplicaSet", scope)
+            )
+            owned = rollout_ops.controlled_by(replica_sets, items[0]["uid"])
+    created_seq = next(
+        (ev.seq for ev in reversed(history) if ev.envelope.type.endswith("Created")), 0
+    )
+    events = [ev for ev in history if ev.seq >= created_seq]
+    click.echo(render.describe(items[0], events, now_ns, replica_sets=owned))

@@ -1,0 +1,193 @@
+"""``fleetlog logs``, ``top``, ``history`` and ``events``: watching what the cluster does.
+
+Why this exists: these commands only read, from two kinds of source. ``logs`` and ``top`` read
+the age-limited telemetry streams (``streams.telemetry``, imported when they run); ``history``
+and ``events`` read the event log itself, as a table or as JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from core.errors import FleetError, ValidationFailed
+from ops import render
+from ops.cliargs import is_namespaced, parse_since, resolve_kind, split_ref
+from ops.clitools import Failure, open_session, run
+from streams.subjects import event_filter
+
+
+@click.command()
+@click.argument("pod")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-c", "--container", default=None, help="Which container (needed if several).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
+@click.option("-p", "--previous", is_flag=True, help="The previous (terminated) instance.")
+@click.option(
+    "--tail", type=int, default=-1, show_default=True, help="Lines of recent output; -1: all."
+)
+@click.pass_context
+@run
+async def logs(
+    ctx: click.Context,
+    pod: str,
+    namespace: str,
+    container: str | None,
+    follow: bool,
+    previous: bool,
+    tail: int,
+) -> None:
+    """Print a container's output (POD or pod/POD); it travels on an age-limited stream, so
+    this works from any machine that reaches NATS."""
+    from ops.client import pick_container
+    from streams.telemetry import read_logs
+
+    if "/" in pod:
+        kind, pod = split_ref(pod)
+        if kind != "Pod":
+            raise ValidationFailed(f"logs are read from pods, not {kind.lower()}s")
+    async with open_session(ctx) as s:
+        items = await s.query("Pod", namespace=namespace, name=pod)
+        if not items:
+            raise FleetError(f'pods "{pod}" not found', code="not_found")
+        name, restarts = pick_container(items[0], container)
+        chunks = read_logs(
+            s.nc, namespace, pod, name,
+            pod_uid=items[0]["uid"], restart_count=restarts,
+            previous=previous, tail=tail if tail >= 0 else None, follow=follow,
+        )  # fmt: skip
+        try:
+            async for chunk in chunks:
+                click.echo(chunk, nl=False)
+        finally:
+            await chunks.aclose()
+
+
+TOP_STALE_AFTER_S = 300.0
+
+
+@click.command()
+@click.argument("kind")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-A", "--all-namespaces", is_flag=True)
+@click.pass_context
+@run
+async def top(ctx: click.Context, kind: str, namespace: str, all_namespaces: bool) -> None:
+    """Current cpu and memory usage of nodes or pods (top nodes, top pods)."""
+    from streams.telemetry import latest_usage
+
+    resolved = resolve_kind(kind)
+    if resolved not in ("Node", "Pod"):
+        raise ValidationFailed(f"top shows nodes or pods, not {kind}")
+    # Like metrics-server: only objects that still exist, and only recent samples.
+    fresh_ns = time.time_ns() - int(TOP_STALE_AFTER_S * 1e9)
+    async with open_session(ctx) as s:
+        if resolved == "Node":
+            live = {item["name"] for item in await s.query("Node")}
+            samples = await latest_usage(s.nc, "node")
+            nodes = [n for n in samples if n.name in live and n.at_ns >= fresh_ns]
+            if not nodes:
+                raise Failure("metrics not available yet")
+            click.echo(render.top_nodes_table(nodes))
+            return
+        scope = None if all_namespaces else namespace
+        live = {(i["namespace"], i["name"]) for i in await s.query("Pod", namespace=scope)}
+        pods = [
+            p
+            for p in await latest_usage(s.nc, "pod", namespace=scope)
+            if (p.namespace, p.name) in live and p.at_ns >= fresh_ns
+        ]
+        if not pods:
+            if scope is not None and await latest_usage(s.nc, "pod"):
+                click.echo(f"No resources found in {scope} namespace.", err=True)
+                return
+            raise Failure("metrics not available yet")
+    click.echo(render.top_pods_table(pods, show_namespace=all_namespaces))
+
+
+@click.command()
+@click.argument("ref")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+@run
+async def history(ctx: click.Context, ref: str, namespace: str, output: str) -> None:
+    """Every event of one object (KIND/NAME), oldest first, across deletes and re-creates."""
+    kind, name = split_ref(ref)
+    scope = namespace if is_namespaced(kind) else ""
+    async with open_session(ctx) as s:
+        events = await s.history(kind, scope, name)
+    if not events:
+        raise FleetError(f"no events for {render.object_name(kind, scope, name)}", code="not_found")
+    if output == "json":
+        for ev in events:
+            click.echo(_json_line(ev))
+        return
+    click.echo(render.table(render.HISTORY_HEADERS, render.history_rows(events)))
+
+
+def _json_line(event: Any) -> str:
+    return json.dumps(render.event_dict(event), default=str)
+
+
+@click.command()
+@click.option("--kind", "kind", default=None, help="Only this kind.")
+@click.option("--name", default=None, help="Only objects with this name.")
+@click.option("-n", "--namespace", default=None, help="Only this namespace.")
+@click.option("--type", "event_type", default=None, help="Only this event type (e.g. PodCreated).")
+@click.option("--since", default=None, help="Start at a duration ago (10m, 2h) or a time.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+@run
+async def events(
+    ctx: click.Context,
+    kind: str | None,
+    name: str | None,
+    namespace: str | None,
+    event_type: str | None,
+    since: str | None,
+    follow: bool,
+    output: str,
+) -> None:
+    """Events from the log, filtered; with --follow, as they happen."""
+    import asyncio
+
+    resolved = resolve_kind(kind) if kind else None
+    if resolved and not is_namespaced(resolved) and namespace is None:
+        namespace = ""
+    subject = event_filter(resolved, namespace, name)
+    start = parse_since(since, datetime.now(tz=UTC)) if since else None
+    rows: list[list[str]] = []
+
+    def emit(event: Any) -> None:
+        if event_type and event.envelope.type != event_type:
+            return
+        if output == "json":
+            click.echo(_json_line(event))
+        elif follow:
+            click.echo("   ".join(render.event_row(event)))
+        else:
+            rows.append(render.event_row(event))
+
+    async with open_session(ctx) as s:
+        if follow:
+            if output == "table":
+                click.echo("   ".join(render.EVENT_HEADERS))
+            sub = await s.store.subscribe(
+                emit, filter_subject=subject, from_time=start, new_only=start is None
+            )
+            try:
+                await asyncio.Future()
+            finally:
+                await sub.unsubscribe()
+        await s.store.replay(emit, filter_subject=subject, from_time=start)
+    if output == "table":
+        if rows:
+            click.echo(render.table(render.EVENT_HEADERS, rows))
+        else:
+            click.echo("No events found.", err=True)
