@@ -39,7 +39,7 @@ Then, each figure printed as it is measured:
     history`` does while ``up`` runs) p50/p99, with the table, from the log alone
     (``EventStore.read_subject``, what it does without ``up``), and the CLI once (``python -m
     ops history …``: its start-up is mostly imports);
-  * ``audit --actor``: ``read_audit`` plus the actor filter of ``ops/audit_cli.py``, and the CLI;
+  * ``audit --actor``: ``read_audit`` plus the actor filter of ``ops/cli/audit.py``, and the CLI;
   * ``--at``: ``timetravel.position_of`` + ``object_at`` (``get pod X --at T``, the object's
     events from the index) at random instants, and the CLI once;
   * ``audit verify`` (``streams.integrity.verify_log``) events/s.
@@ -80,8 +80,8 @@ from core.api.catalog import AGGREGATES
 from core.api.events import schema_version
 from core.meta.aggregate import RecordedEvent, timestamp_from_ns
 from ops import render, timetravel
-from ops.audit_cli import matches
 from ops.bench_log import bench_raw_read, percentile, server_for
+from ops.cli.audit import matches
 from ops.up import HISTORY_FILE
 from projections.cluster import ClusterModel
 from projections.history import HistoryIndex
@@ -1350,7 +1350,7 @@ def cli_audit_filter(actor: str) -> str:
 async def time_audit(
     nc: Client, subject: str, args: argparse.Namespace
 ) -> tuple[list[float], int, int]:
-    """Seconds of each ``read_audit`` + actor filter (as ``ops/audit_cli.py`` does), how many
+    """Seconds of each ``read_audit`` + actor filter (as ``ops/cli/audit.py`` does), how many
     records were read, and how many are the actor's."""
     times: list[float] = []
     read_count = chosen = 0

@@ -14,7 +14,7 @@ import pytest
 from nats.aio.client import Client
 
 from handlers.gateway import Gateway
-from ops.audit_cli import causal_chain
+from ops.cli.audit import causal_chain
 from streams.audit import AuditRecord, AuditWriter, ensure_audit_stream, read_audit
 from streams.commandbus import CommandClient, CommandFailed
 from streams.connection import connect
