@@ -286,8 +286,11 @@ class _ReadProtocol(asyncio.Protocol):
             if self.pull:
                 self.write(self.pull)
             return
-        if status.startswith(b"409") and (b"Shutdown" in status or b"Deleted" in status):
-            # The server is going away (or lost the consumer): read on from where we are.
+        if status.startswith(b"503") or (
+            status.startswith(b"409") and (b"Shutdown" in status or b"Deleted" in status)
+        ):
+            # The server is going away or lost the consumer (a pull sent while its JetStream
+            # shuts down finds no responder): read on from where we are.
             raise ConnectionError(status.decode(errors="replace"))
         if subject.startswith(self.inbox_prefix):
             raise LogReadError(f"the server ended the read: {status.decode(errors='replace')}")

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
-from structlog.testing import capture_logs
 
 from streams import logreader
 from streams.connection import connect
@@ -26,7 +25,7 @@ from streams.eventstore import EventStore, Write
 from streams.logreader import BulkRead, Dial, ReaderUnavailable
 from streams.subjects import ALL_EVENTS, event_subject
 from tests.conftest import StartServer
-from tests.integration.support import event_bytes
+from tests.integration.support import captured_logs, event_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +82,7 @@ async def read_with(dial: Dial, store: EventStore) -> list[int]:
 
 
 async def assert_bulk_replay_works(nc: Client, store: EventStore, wrong: Dial) -> None:
-    with capture_logs() as logs:
+    with captured_logs(logreader) as logs:
         bulk = await replay_seqs(store, bulk=True)
     assert bulk == await replay_seqs(store, bulk=False) == list(range(1, EVENTS + 1))
     assert nc not in logreader._unavailable
@@ -169,7 +168,7 @@ async def test_a_server_refusing_the_reader_is_read_through_nats_py(
     # One connection per client: fleetlog's own is accepted, the reader's second is refused.
     server = await start_server("one", extra_config="max_connections: 1\n")
     async with filled_store(server.url) as (nc, store):
-        with capture_logs() as logs:
+        with captured_logs(logreader) as logs:
             first = await replay_seqs(store, bulk=True)
             second = await replay_seqs(store, bulk=True)
         assert first == second == list(range(1, EVENTS + 1))

@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType
-from structlog.testing import capture_logs
 
-from streams import jsapi
+from streams import definitions, jsapi
 from streams.connection import connect
 from streams.definitions import (
     AUDIT_STREAM,
@@ -27,6 +26,7 @@ from streams.definitions import (
 )
 from streams.leases import LeaderLease
 from tests.conftest import RunningServer, StartServer
+from tests.integration.support import captured_logs
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ async def test_an_existing_stream_with_changed_limits_is_updated(nc: Client) -> 
     before = await config_of(nc, FLEET_STREAM)
     changed = {**before, "max_msg_size": 1000, "duplicate_window": 30 * 10**9}
     assert "error" not in await api.update_stream(changed)
-    with capture_logs() as logs:
+    with captured_logs(definitions) as logs:
         await ensure_streams(nc)
     after = await config_of(nc, FLEET_STREAM)
     assert after == before
@@ -91,7 +91,7 @@ async def test_a_server_refusing_the_telemetry_streams_is_logged_not_fatal(
     small = await start_server("small", extra_config="jetstream { max_file_store: 1073741824 }\n")
     nc = await connect(small.url, name="setup-test")
     try:
-        with capture_logs() as logs:
+        with captured_logs(definitions) as logs:
             await ensure_streams(nc)
         api = jsapi.of(nc)
         for name in (FLEET_STREAM, AUDIT_STREAM, METRICS_STREAM):
@@ -109,7 +109,7 @@ async def test_a_bucket_is_brought_up_to_date_when_it_is_opened(nc: Client) -> N
     await js.create_key_value(
         KeyValueConfig(bucket=LEADER_BUCKET, history=1, ttl=60.0, storage=StorageType.MEMORY)
     )
-    with capture_logs() as logs:
+    with captured_logs(definitions) as logs:
         lease = await LeaderLease.open(nc, "role", "me")
     assert await lease.try_lead()
     stored = await config_of(nc, f"KV_{LEADER_BUCKET}")
