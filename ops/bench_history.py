@@ -87,6 +87,7 @@ from projections.cluster import ClusterModel
 from projections.history import HistoryIndex
 from projections.history_service import HistoryService, read_history
 from projections.runtime import Projection
+from streams import jsapi
 from streams.audit import AUDIT_STREAM, AuditRecord, audit_filter, read_audit
 from streams.connection import connect
 from streams.definitions import FLEET_STREAM
@@ -220,7 +221,7 @@ class LogWriter:
 
     def __init__(self, nc: Client, store: EventStore, first_seq: int, in_flight: int) -> None:
         self._store = store
-        self._js = nc.jetstream(publish_async_max_pending=4000)
+        self._js = jsapi.jetstream(nc, publish_async_max_pending=4000)
         self._in_flight = in_flight
         self.heads: dict[str, tuple[int, bytes, int]] = {}
         """subject -> (version, hash, stream sequence) of its last event."""
@@ -1374,7 +1375,7 @@ async def time_audit(
 async def audit_count(url: str) -> int:
     nc = await connect(url, name="bench-history-info")
     try:
-        info = await nc.jetstream().stream_info(AUDIT_STREAM)
+        info = await jsapi.jetstream(nc).stream_info(AUDIT_STREAM)
         return int(info.state.messages)
     finally:
         await nc.close()

@@ -44,10 +44,11 @@ from projections.history import HistoryIndex
 from projections.history_service import HistoryService
 from projections.query import QueryService
 from projections.runtime import Projection
+from streams import jsapi
 from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient
 from streams.connection import connect
-from streams.definitions import SNAPSHOT_BUCKET, ensure_streams
+from streams.definitions import ensure_streams, open_snapshots
 from streams.eventstore import EventStore
 from streams.repository import AggregateRepository
 from streams.server import EmbeddedServer
@@ -83,7 +84,12 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
     server: EmbeddedServer | None = None
     url = options.nats_url
     if url is None:
-        server = EmbeddedServer(data_dir=options.data_dir, port=options.port, host=options.host)
+        server = EmbeddedServer(
+            data_dir=options.data_dir,
+            port=options.port,
+            host=options.host,
+            domain=jsapi.configured_domain(),
+        )
         await server.start()
         url = server.url
     try:
@@ -127,8 +133,7 @@ async def serve(
     nc = await connect(url, name="fleetlog-up")
     try:
         await ensure_streams(nc)
-        js = nc.jetstream()
-        snapshots = await js.object_store(SNAPSHOT_BUCKET)
+        snapshots = await open_snapshots(nc)
         async with EventStore(nc) as store:
             projection = Projection(ClusterModel(), store)
             await projection.load_snapshot(snapshots)
