@@ -49,7 +49,7 @@ from projections.cluster import ClusterModel, Key
 from projections.history_service import read_history
 from projections.runtime import Projection, collector_paused
 from streams.envelope import StoredEvent
-from streams.eventstore import EventStore, parse_rfc3339_ns
+from streams.eventstore import EventStore
 from streams.jsapi import StreamSubjects
 from streams.subjects import event_filter, event_subject
 
@@ -117,7 +117,7 @@ async def _direct_get(
     headers = reply.headers or {}
     if headers.get("Status"):
         return None
-    return int(headers["Nats-Sequence"]), parse_rfc3339_ns(headers.get("Nats-Time-Stamp", ""))
+    return int(headers["Nats-Sequence"]), (parse_stamp(headers.get("Nats-Time-Stamp")) or 0)
 
 
 async def _log_end(nc: Client, stream: StreamSubjects) -> tuple[int, int | None]:
@@ -127,7 +127,7 @@ async def _log_end(nc: Client, stream: StreamSubjects) -> tuple[int, int | None]
     if "error" in info:
         raise FleetError(f"cannot read stream {stream.stream}: {info['error']}", code="unavailable")
     last = int(info["state"]["last_seq"])
-    return last, (parse_rfc3339_ns(info["state"]["last_ts"]) if last else None)
+    return last, (parse_stamp(info["state"]["last_ts"]) if last else None)
 
 
 async def resolve(

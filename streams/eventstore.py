@@ -35,7 +35,7 @@ import itertools
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -45,6 +45,7 @@ from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.nuid import NUID
 
+from core.meta.timestamps import parse_stamp
 from streams import jsapi, logreader
 from streams.definitions import FLEET_STREAM
 from streams.envelope import StoredEvent, decode_envelope
@@ -367,7 +368,7 @@ class EventStore:
         return StoredEvent(
             seq=int(headers["Nats-Sequence"]),
             subject=headers.get("Nats-Subject", ""),
-            stored_ns=parse_rfc3339_ns(headers.get("Nats-Time-Stamp", "")),
+            stored_ns=(parse_stamp(headers.get("Nats-Time-Stamp")) or 0),
             envelope=decode_envelope(msg.data),
             data=msg.data,
         )
@@ -404,7 +405,7 @@ class EventStore:
                 StoredEvent(
                     seq=int(headers["Nats-Sequence"]),
                     subject=headers.get("Nats-Subject", subject),
-                    stored_ns=parse_rfc3339_ns(headers.get("Nats-Time-Stamp", "")),
+                    stored_ns=(parse_stamp(headers.get("Nats-Time-Stamp")) or 0),
                     envelope=decode_envelope(msg.data),
                     data=msg.data,
                 )
@@ -670,13 +671,3 @@ def parse_ack(data: bytes) -> dict[str, Any]:
     except ValueError:
         return {"error": {"description": f"unreadable ack {data!r}"}}
     return result
-
-
-def parse_rfc3339_ns(text: str) -> int:
-    """Nanoseconds since the epoch from nats-server's RFC 3339 timestamps (nanosecond digits)."""
-    if not text:
-        return 0
-    main, _, frac = text.rstrip("Z").partition(".")
-    seconds = datetime.fromisoformat(main).replace(tzinfo=UTC).timestamp()
-    digits = (frac + "000000000")[:9]
-    return int(seconds) * 1_000_000_000 + int(digits)
