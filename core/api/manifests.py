@@ -25,8 +25,8 @@ def parse_manifest(doc: object) -> ResourceModel:
     """Validate one manifest (a parsed YAML/JSON document) into its resource model.
 
     Raises ``UnknownKind`` for a kind fleetlog does not know, and ``ValidationFailed`` (or its
-    subclass ``InvalidQuantity``) for anything else, with ``field`` set to the Kubernetes-style
-    path of the first problem.
+    subclass ``InvalidQuantity``) for anything else, listing every problem in ``errors`` with its
+    Kubernetes-style path (unknown fields first; ``field``/``message`` are the first of them).
     """
     if not isinstance(doc, Mapping):
         raise ValidationFailed(

@@ -5,7 +5,8 @@ Why this exists: the stages only know the command in hand; this module owns what
 command: the connection, the aggregate cache the stages decide on, the read models admission
 asks (PriorityClasses, each namespace's LimitRanges and ResourceQuotas), the bound on commands
 in flight, and the audit writer. It also turns a stage's ``FleetError`` into the structured
-reply ``{"ok": false, "error": {code, message, field}}``.
+reply ``{"ok": false, "error": {code, message, field, errors}}`` (``errors``: every field error
+``{field, message}`` of an invalid manifest, unknown fields first).
 """
 
 from __future__ import annotations
@@ -156,7 +157,13 @@ class Gateway:
                     if ctx.reply is not None:
                         break
             except FleetError as exc:
-                log.info("command.rejected", code=exc.code, error=exc.message, field=exc.field)
+                log.info(
+                    "command.rejected",
+                    code=exc.code,
+                    error=exc.message,
+                    field=exc.field,
+                    problems=len(exc.errors),
+                )
                 return {"ok": False, "error": exc.as_dict()}
             except Exception:
                 log.exception("command.failed")

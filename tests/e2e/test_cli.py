@@ -257,6 +257,23 @@ def test_cli_errors_are_one_line_and_nonzero(cluster: Cluster, tmp_path: Path) -
     result = cluster.cli("apply", "-f", str(bad), check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "spec.containers[0].bogus" in result.stderr
+    # Several problems: every one is listed, one per line, the misspelt field first.
+    several = tmp_path / "several.yaml"
+    several.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: y}\nspec:\n  hostNetwork: yes-please\n"
+        "  containers:\n    - name: a\n      image: b\n      imagePullPolcy: Always\n"
+        "      ports: [{containerPort: 70000}]\n"
+    )
+    result = cluster.cli("apply", "-f", str(several), check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: pod/y is invalid (3 errors):",
+        '  spec.containers[0].imagePullPolcy: unknown field "imagePullPolcy"',
+        "  spec.containers[0].ports[0].containerPort: Invalid value 70000: must be between 1 "
+        "and 65535, inclusive",
+        '  spec.hostNetwork: Invalid value "yes-please": must be true or false',
+        "error: 1 of 1 objects were not applied",
+    ]
     unknown = cluster.cli("get", "gizmos", check=False)
     assert (
         unknown.returncode == 1

@@ -181,6 +181,24 @@ async def test_schema_violation_names_the_field(
     )
 
 
+async def test_every_field_error_travels_in_the_reply_unknown_fields_first(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    bad = pod(hostNetwork="yes")
+    bad["spec"]["containers"][0]["ports"] = [{"containerPort": 70000}]
+    bad["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    error = await expect_rejected(store, client.send("Pod", "apply", {"manifest": bad}), "invalid")
+    assert [(e.field, e.message) for e in error.errors] == [
+        ("spec.containers[0].imagePullPolcy", 'unknown field "imagePullPolcy"'),
+        (
+            "spec.containers[0].ports[0].containerPort",
+            "Invalid value 70000: must be between 1 and 65535, inclusive",
+        ),
+        ("spec.hostNetwork", 'Invalid value "yes": must be true or false'),
+    ]
+    assert error.field == "spec.containers[0].imagePullPolcy"
+
+
 async def test_hostile_names_are_refused(
     gateway: Gateway, client: CommandClient, store: EventStore
 ) -> None:

@@ -141,8 +141,37 @@ def test_snake_case_spelling_is_an_unknown_field_in_a_manifest():
     port = doc["spec"]["containers"][0]["ports"][0]
     port["container_port"] = port.pop("containerPort")
     error = rejected(doc)
-    assert error.field == "spec.containers[0].ports[0].containerPort"
-    assert "(and 1 more error)" in error.message
+    assert [(e.field, e.message) for e in error.errors] == [
+        ("spec.containers[0].ports[0].container_port", 'unknown field "container_port"'),
+        ("spec.containers[0].ports[0].containerPort", 'missing required field "containerPort"'),
+    ]
+    assert (error.field, error.message) == (
+        "spec.containers[0].ports[0].container_port",
+        'unknown field "container_port"',
+    )
+
+
+def test_every_problem_of_a_manifest_is_listed_unknown_fields_first():
+    doc = pod()
+    container = doc["spec"]["containers"][0]
+    doc["spec"]["hostNetwork"] = "yes"
+    container["ports"][0]["containerPort"] = 70000
+    container["imagePullPolcy"] = "Always"
+    error = rejected(doc)
+    assert [(e.field, e.message) for e in error.errors] == [
+        ("spec.containers[0].imagePullPolcy", 'unknown field "imagePullPolcy"'),
+        (
+            "spec.containers[0].ports[0].containerPort",
+            "Invalid value 70000: must be between 1 and 65535, inclusive",
+        ),
+        ("spec.hostNetwork", 'Invalid value "yes": must be true or false'),
+    ]
+    assert (error.field, error.message) == (
+        "spec.containers[0].imagePullPolcy",
+        'unknown field "imagePullPolcy"',
+    )
+    reply = error.as_dict()
+    assert reply["errors"] == [{"field": e.field, "message": e.message} for e in error.errors]
 
 
 # --- names ------------------------------------------------------------------------------------
@@ -293,7 +322,7 @@ def test_only_one_owner_reference_may_be_the_controller():
         (
             lambda d: d["spec"].__setitem__("restartPolicy", "Sometimes"),
             "spec.restartPolicy",
-            'Unsupported value "Sometimes": supported values: "Always", "OnFailure" or "Never"',
+            'Unsupported value "Sometimes": supported values: "Always", "OnFailure", "Never"',
         ),
         (
             lambda d: d["spec"].__setitem__("containers", {"name": "x"}),
@@ -818,14 +847,25 @@ def test_missing_or_non_string_kind_is_rejected():
     assert rejected({"apiVersion": "v1", "kind": ["Pod"]}).field == "kind"
 
 
-def test_several_errors_report_the_first_and_count_the_rest():
+def test_several_errors_are_all_reported_with_the_unknown_field_first():
     doc = pod()
     doc["spec"]["containers"][0]["image"] = 5
     doc["spec"]["restartPolicy"] = "Sometimes"
     doc["spec"]["bogus"] = True
     error = rejected(doc)
-    assert error.field == "spec.containers[0].image"
-    assert error.message.endswith("(and 2 more errors)")
+    assert [e.field for e in error.errors] == [
+        "spec.bogus",
+        "spec.containers[0].image",
+        "spec.restartPolicy",
+    ]
+    assert (error.field, error.message) == ("spec.bogus", 'unknown field "bogus"')
+    assert str(error).splitlines() == [
+        "3 errors:",
+        '  spec.bogus: unknown field "bogus"',
+        "  spec.containers[0].image: Invalid value 5: must be a string",
+        '  spec.restartPolicy: Unsupported value "Sometimes": supported values: "Always", '
+        '"OnFailure", "Never"',
+    ]
 
 
 def test_error_serialises_for_the_gateway():
