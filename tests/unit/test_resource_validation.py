@@ -249,6 +249,8 @@ def test_container_names_are_dns_labels():
         edited(pod, lambda d: d["spec"]["containers"][0].__setitem__("name", "app.v1"))
     )
     assert error.field == "spec.containers[0].name"
+    assert error.message == 'Invalid value "app.v1": must not contain dots'
+    error = rejected(edited(pod, lambda d: d["spec"]["containers"][0].__setitem__("name", "App")))
     assert "RFC 1123 label" in error.message
 
 
@@ -570,7 +572,8 @@ def test_volume_needs_exactly_one_source():
 @pytest.mark.parametrize(
     ("toleration", "field", "fragment"),
     [
-        ({"key": "a", "operator": "Exists", "value": "x"}, "value", "must be empty"),
+        # Kubernetes reports a toleration's bad value at "operator".
+        ({"key": "a", "operator": "Exists", "value": "x"}, "operator", "must be empty"),
         ({"operator": "Equal", "value": "x"}, "operator", "must be Exists when `key` is empty"),
         ({"value": "x"}, "operator", "must be Exists"),
         ({"key": "a", "effect": "NoSchedule", "tolerationSeconds": 5}, "effect", "NoExecute"),
@@ -606,7 +609,11 @@ def node_affinity(term: dict) -> dict:
         ({"key": "zone", "operator": "In", "values": []}, "values", "must be specified"),
         ({"key": "zone", "operator": "NotIn"}, "values", "must be specified"),
         ({"key": "zone", "operator": "Exists", "values": ["a"]}, "values", "may not be specified"),
-        ({"key": "zone", "operator": "Near", "values": ["a"]}, "operator", "Unsupported value"),
+        (
+            {"key": "zone", "operator": "Near", "values": ["a"]},
+            "operator",
+            "not a valid selector operator",
+        ),
     ],
 )
 def test_invalid_node_selector_requirements_are_rejected(
@@ -619,8 +626,13 @@ def test_invalid_node_selector_requirements_are_rejected(
 
 def test_gt_with_an_integer_value_is_accepted():
     parse_manifest(
+        node_affinity({"matchExpressions": [{"key": "c", "operator": "Gt", "values": ["3"]}]})
+    )
+    # A required node affinity's values are label values: "-3" is not one (Kubernetes).
+    error = rejected(
         node_affinity({"matchExpressions": [{"key": "c", "operator": "Gt", "values": ["-3"]}]})
     )
+    assert error.field == f"{NODE_TERMS}.matchExpressions[0].values[0]"
 
 
 def test_match_fields_only_allow_metadata_name_with_one_value():
