@@ -28,6 +28,7 @@ from pathlib import Path
 import structlog
 
 from core.errors import FleetError
+from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.nodes.lifecycle import DEFAULT_GRACE_SECONDS
 from handlers.agent.agent import NodeAgent
 from handlers.agent.node import default_node_name
@@ -77,6 +78,8 @@ class UpOptions:
     scheduler: bool = True
     agent: bool = True
     node_name: str | None = None
+    features: FeatureGates = DEFAULT_FEATURES
+    """The feature gates of every role (``--feature-gates``): validation, scheduling, eviction."""
 
 
 async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
@@ -107,6 +110,7 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                 agent_root=options.data_dir / "agent" if options.agent else None,
                 node_name=options.node_name,
                 history_path=options.data_dir / HISTORY_FILE,
+                features=options.features,
             )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -126,10 +130,12 @@ async def serve(
     agent_root: Path | None = None,
     node_name: str | None = None,
     history_path: Path | None = None,
+    features: FeatureGates = DEFAULT_FEATURES,
 ) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set;
     with ``agent_root``, a node agent for this machine (its containers live there); with
-    ``history_path``, the history index kept in that file."""
+    ``history_path``, the history index kept in that file. ``features`` are the feature gates
+    the gateway validates with and the scheduler and taint eviction read tolerations with."""
     nc = await connect(url, name="fleetlog-up")
     try:
         await ensure_streams(nc)
@@ -139,12 +145,14 @@ async def serve(
             await projection.load_snapshot(snapshots)
             await projection.catch_up()
             await projection.follow()
-            gateway = await Gateway.create(nc, store)
-            replica = Scheduler(nc, store) if scheduler else None
+            gateway = await Gateway.create(nc, store, features=features)
+            replica = Scheduler(nc, store, features=features) if scheduler else None
             node_lifecycle = await NodeLifecycleController.create(
                 nc, AggregateRepository(store), projection, grace_seconds=node_grace_seconds
             )
-            taint_eviction = TaintEvictionController(nc, projection, node_lifecycle.leader)
+            taint_eviction = TaintEvictionController(
+                nc, projection, node_lifecycle.leader, features=features
+            )
             garbage_collector = await GarbageCollector.create(nc, store, projection)
             replica_sets = await ReplicaSetController.create(nc, projection)
             deployments = await DeploymentController.create(nc, projection)

@@ -18,9 +18,11 @@ from typing import Annotated, Any, ClassVar, Final, Literal, Self
 from pydantic import (
     AfterValidator,
     Field,
+    ValidationInfo,
     model_validator,
 )
 
+from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.meta.fields import Timestamp
 from core.meta.labels import Selector
 from core.meta.model import K8sModel, Problems, field_error, field_errors, invalid, unsupported
@@ -30,6 +32,7 @@ from core.meta.names import (
     Labels,
     NameRule,
     QualifiedName,
+    decimal_integer_errors,
     dns1123_label_errors,
     dns1123_subdomain_errors,
     generate_name_errors,
@@ -176,10 +179,22 @@ class Taint(K8sModel):
     time_added: Timestamp | None = None
 
 
+COMPARISON_OPERATORS: Final = ("Gt", "Lt")
+
+
+def features_of(info: ValidationInfo) -> FeatureGates:
+    """The feature gates a validation runs with (``parse_manifest(..., features=)``), Kubernetes'
+    defaults when none were given."""
+    context = info.context if isinstance(info.context, dict) else {}
+    features = context.get("features")
+    return features if isinstance(features, FeatureGates) else DEFAULT_FEATURES
+
+
 class Toleration(K8sModel):
     """Lets a pod onto nodes with a matching taint. Empty effect matches every effect; an empty
     operator means Equal. Checked as ``ValidateTolerations`` checks it, including its habit of
-    reporting a bad value at ``operator``."""
+    reporting a bad value at ``operator``. ``Gt``/``Lt`` are accepted only with the
+    ``TaintTolerationComparisonOperators`` gate on (alpha), their value then a decimal integer."""
 
     key: str | None = None
     operator: str = "Equal"
@@ -188,7 +203,8 @@ class Toleration(K8sModel):
     toleration_seconds: int | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> Self:
+    def _check(self, info: ValidationInfo) -> Self:
+        comparison = features_of(info).taint_toleration_comparison_operators
         found = Problems()
         key, operator, value = self.key or "", self.operator, self.value or ""
         effect = self.effect or ""
@@ -215,8 +231,11 @@ class Toleration(K8sModel):
                 found.add(
                     invalid(value, "value must be empty when `operator` is 'Exists'"), "operator"
                 )
+        elif comparison and operator in COMPARISON_OPERATORS:
+            found.extend(rule_problems(decimal_integer_errors, value), "value")
         else:
-            found.add(unsupported(operator, TOLERATION_OPERATORS), "operator")
+            supported = TOLERATION_OPERATORS + (COMPARISON_OPERATORS if comparison else ())
+            found.add(unsupported(operator, supported), "operator")
         if effect and effect not in TAINT_EFFECTS:
             found.add(unsupported(effect, TAINT_EFFECTS), "effect")
         found.check()

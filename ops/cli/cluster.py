@@ -16,10 +16,32 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ops.clitools import run
+from core.errors import FleetError
+from ops.clitools import Failure, run
 
 if TYPE_CHECKING:
     import asyncio
+
+    from core.meta.features import FeatureGates
+
+FEATURE_GATES = click.option(
+    "--feature-gates",
+    "feature_gates",
+    multiple=True,
+    metavar="NAME=BOOL,...",
+    help="Turn Kubernetes feature gates on or off, e.g. TaintTolerationComparisonOperators=true "
+    "(alpha gates are off by default, as in Kubernetes).",
+)
+
+
+def _feature_gates(values: tuple[str, ...]) -> FeatureGates:
+    """The gates the command line asks for; a bad value stops the command before it starts."""
+    from core.meta.features import FeatureGates
+
+    try:
+        return FeatureGates.parse(values)
+    except FleetError as exc:
+        raise Failure(str(exc)) from None
 
 
 @click.command()
@@ -47,6 +69,7 @@ if TYPE_CHECKING:
     "--no-agent", is_flag=True, help="Run no node agent here (this machine is not a node)."
 )
 @click.option("--node-name", default=None, help="This machine's node name [default: hostname].")
+@FEATURE_GATES
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -57,8 +80,11 @@ def up(
     node_grace: float,
     no_agent: bool,
     node_name: str | None,
+    feature_gates: tuple[str, ...],
 ) -> None:
     """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
+    features = _feature_gates(feature_gates)
+
     from ops.up import UpOptions, default_data_dir
     from ops.up import up as run_up
 
@@ -72,6 +98,7 @@ def up(
         scheduler=not no_scheduler,
         agent=not no_agent,
         node_name=node_name,
+        features=features,
     )
     click.echo(
         f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",
@@ -230,10 +257,13 @@ async def sim(
     show_default=True,
     help="This replica's identity (recorded as the actor of its bindings).",
 )
+@FEATURE_GATES
 @click.pass_context
 @run
-async def scheduler(ctx: click.Context, identity: str) -> None:
+async def scheduler(ctx: click.Context, identity: str, feature_gates: tuple[str, ...]) -> None:
     """Run one scheduler replica against the cluster (any number may run at once)."""
+    features = _feature_gates(feature_gates)
+
     from handlers.scheduler import Scheduler
     from streams.connection import connect
     from streams.eventstore import EventStore
@@ -241,7 +271,7 @@ async def scheduler(ctx: click.Context, identity: str) -> None:
     nc = await connect(ctx.obj["server"], name=f"fleetlog-scheduler-{identity}")
     try:
         async with EventStore(nc) as store:
-            replica = Scheduler(nc, store, identity=identity)
+            replica = Scheduler(nc, store, identity=identity, features=features)
             await _until_signal(replica.run, f"scheduler {identity} ready")
             click.echo(
                 f"scheduler {identity} stats: bound={replica.bound} conflicts={replica.conflicts}",

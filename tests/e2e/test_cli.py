@@ -281,3 +281,22 @@ def test_cli_errors_are_one_line_and_nonzero(cluster: Cluster, tmp_path: Path) -
         and len(unknown.stderr.splitlines()) == 1
     )
     assert cluster.down() == 0
+
+
+def test_bad_feature_gates_stop_up_and_scheduler_before_they_start(cluster: Cluster) -> None:
+    for command in (["up", "--data-dir", str(cluster.data_dir)], ["scheduler"]):
+        result = cluster.cli(
+            *command,
+            "--feature-gates",
+            "TaintTolerationComparisonOperators=maybe,Bogus=true",
+            check=False,
+        )
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.splitlines() == [
+            "error: 2 errors:",
+            "  --feature-gates: invalid value of TaintTolerationComparisonOperators=maybe, err: "
+            'strconv.ParseBool: parsing "maybe": invalid syntax',
+            "  --feature-gates: unrecognized feature gate: Bogus (known gates: "
+            "TaintTolerationComparisonOperators (ALPHA, default false))",
+        ]
+    assert not (cluster.data_dir / "nats-server.pid").exists()

@@ -63,9 +63,31 @@ def test_prefer_no_schedule_taint_does_not_filter():
         (PodToleration("k", "Exists", "", "NoSchedule"), NodeTaint("k", "", "NoExecute"), False),
         # a different key does not tolerate
         (PodToleration("j", "Exists", "", ""), NodeTaint("k", "", "NoSchedule"), False),
-        # alpha Gt: taint value must be greater than the toleration value
-        (PodToleration("k", "Gt", "5", ""), NodeTaint("k", "7", "NoSchedule"), True),
-        (PodToleration("k", "Lt", "5", ""), NodeTaint("k", "7", "NoSchedule"), False),
+        # alpha Gt/Lt (gate TaintTolerationComparisonOperators on): the taint's value must be
+        # greater / less than the toleration's
+        (
+            PodToleration("k", "Gt", "5", "", comparison_operators=True),
+            NodeTaint("k", "7", "NoSchedule"),
+            True,
+        ),
+        (
+            PodToleration("k", "Lt", "5", "", comparison_operators=True),
+            NodeTaint("k", "7", "NoSchedule"),
+            False,
+        ),
+        (
+            PodToleration("k", "Lt", "9", "", comparison_operators=True),
+            NodeTaint("k", "7", "NoSchedule"),
+            True,
+        ),
+        (
+            PodToleration("k", "Gt", "5", "", comparison_operators=True),
+            NodeTaint("k", "seven", "NoSchedule"),
+            False,
+        ),
+        # ... and with the gate off (Kubernetes' default) they tolerate nothing
+        (PodToleration("k", "Gt", "5", ""), NodeTaint("k", "7", "NoSchedule"), False),
+        (PodToleration("k", "Lt", "9", ""), NodeTaint("k", "7", "NoSchedule"), False),
     ],
 )
 def test_toleration_matching_follows_kubernetes_rules(
