@@ -1,9 +1,11 @@
 """kube-scheduler's filter plugins: can this pod run on this node, and if not, why not.
 
-Why this exists: a refusal must read exactly like Kubernetes' (operators grep for "Insufficient
-cpu" and "had untolerated taint"), and the set of feasible nodes must be the one kube-scheduler
-would compute, because scoring and the final choice depend on it. Each plugin mirrors the plugin
-of the same name in ``pkg/scheduler/framework/plugins``; the framework runs them in the default
+Why this exists: a refusal must read exactly like the current Kubernetes release's (operators
+grep for "Insufficient cpu" and "had untolerated taint(s)"; since v1.34 the TaintToleration
+plugin no longer names the taint, whose value may be private to the cluster's operator), and the
+set of feasible nodes must be the one kube-scheduler would compute, because scoring and the final
+choice depend on it. Each plugin mirrors the plugin of the same name in
+``pkg/scheduler/framework/plugins``; the framework runs them in the default
 profile's order and stops at the first plugin that rejects a node, so a node contributes the
 reasons of one plugin only (several for NodeResourcesFit, one per missing resource).
 
@@ -46,6 +48,7 @@ __all__ = [
     "ERR_SPREAD",
     "ERR_SPREAD_MISSING_LABEL",
     "ERR_UNSCHEDULABLE",
+    "ERR_UNTOLERATED_TAINT",
     "FilterFailure",
     "FilterPlugin",
     "InterPodAffinityFilter",
@@ -71,6 +74,7 @@ ERR_ANTI_AFFINITY_RULES: Final = "node(s) didn't match pod anti-affinity rules"
 ERR_EXISTING_ANTI_AFFINITY: Final = "node(s) didn't satisfy existing pods anti-affinity rules"
 ERR_SPREAD: Final = "node(s) didn't match pod topology spread constraints"
 ERR_SPREAD_MISSING_LABEL: Final = ERR_SPREAD + " (missing required label)"
+ERR_UNTOLERATED_TAINT: Final = "node(s) had untolerated taint(s)"
 
 UNSCHEDULABLE_TAINT: Final = NodeTaint("node.kubernetes.io/unschedulable", "", "NoSchedule")
 
@@ -200,19 +204,15 @@ class TaintTolerationFilter(TaintToleration):
     """NoSchedule and NoExecute taints must all be tolerated."""
 
     passes_plain_nodes = True
+    _FAIL: Final = FilterFailure("TaintToleration", (ERR_UNTOLERATED_TAINT,), True)
 
     def pre_filter(self, pod: PodInfo, snapshot: Snapshot) -> bool:
         return True
 
     def filter(self, pod: PodInfo, node: NodeInfo, snapshot: Snapshot) -> FilterFailure | None:
-        if not node.hard_taints:
+        if not node.hard_taints or _untolerated(node.hard_taints, pod) is None:
             return None
-        taint = _untolerated(node.hard_taints, pod)
-        if taint is None:
-            return None
-        return FilterFailure(
-            self.name, (f"node(s) had untolerated taint {{{taint.key}: {taint.value}}}",), True
-        )
+        return self._FAIL
 
 
 class NodeAffinityFilter:

@@ -8,8 +8,8 @@ normalized plugin scores, ``selectHost``'s uniform choice among equal best score
 draw among the tied nodes rather than one per tie as in Go's reservoir sampling: same
 distribution, fewer calls), and the
 ``FitError`` message ("0/5 nodes are available: 2 Insufficient cpu, 3 node(s) had untolerated
-taint {...}.") with its per-reason counts, sorted as Go's ``sort.Strings`` sorts the
-"<count> <reason>" strings.
+taint(s).", the wording of Kubernetes v1.34 and later) with its per-reason counts, sorted as Go's
+``sort.Strings`` sorts the "<count> <reason>" strings.
 
 Randomness comes only from the ``random.Random`` passed in; nothing here reads a clock.
 Simplifications: no nominated pods, no PreFilterResult narrowing, no extenders; a cluster without

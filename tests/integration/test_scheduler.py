@@ -80,8 +80,8 @@ async def test_pending_pods_are_bound_and_the_unschedulable_are_retried_when_a_n
         await eventually(two_bound_one_refused)
         refused = (await log_by_type(store))["PodUnschedulable"][0]
         assert refused.payload["message"] == (
-            "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: "
-            "1 No preemption victims found for incoming pod."
+            "0/1 nodes are available: 1 Insufficient cpu. no new claims to deallocate, "
+            "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
         )
         assert refused.actor == "system:scheduler/default-scheduler"
         await client.send("Node", "apply", {"manifest": node("n2", "1")})
@@ -147,7 +147,8 @@ async def test_three_racing_replicas_never_exceed_allocatable_and_decide_each_po
         refused = {e.name for e in events["PodUnschedulable"]}
         assert len(refused - set(bound)) == 5
         assert all(
-            "Insufficient cpu. preemption: 0/4 nodes are available" in e.payload["message"]
+            "Insufficient cpu. no new claims to deallocate, preemption: 0/4 nodes are available"
+            in e.payload["message"]
             for e in events["PodUnschedulable"]
         )
         assert sum(r.bound for r in replicas) == 40
