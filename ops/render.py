@@ -16,12 +16,18 @@ if TYPE_CHECKING:
 
 
 def error_lines(subject: str, error: FleetError) -> list[str]:
-    """How a refusal of ``subject`` (``pod/web``) reads: ``error: …`` and, when the input had
-    several problems, one indented line per problem (``path: message``), as kubectl lists every
-    field error of an invalid object."""
+    """How a refusal of ``subject`` (``pod/web``, a file) reads: ``error: …`` and, when the input
+    had several problems, one indented line per problem (``path: message``), as kubectl lists
+    every field error of an invalid object."""
+    text = error_text(subject, error)
+    return [f"error: {text[0]}", *text[1:]]
+
+
+def error_text(subject: str, error: FleetError) -> list[str]:
+    """:func:`error_lines` without the ``error:`` prefix (for a message that gets it later)."""
     if len(error.errors) <= 1:
-        return [f"error: {subject}: {error}"]
-    return [f"error: {subject} is invalid ({len(error.errors)} errors):"] + [
+        return [f"{subject}: {error}"]
+    return [f"{subject} is invalid ({len(error.errors)} errors):"] + [
         f"  {problem}" for problem in error.errors
     ]
 

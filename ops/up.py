@@ -30,6 +30,7 @@ import structlog
 from core.errors import FleetError
 from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.nodes.lifecycle import DEFAULT_GRACE_SECONDS
+from core.scheduling.config import SchedulerConfiguration
 from handlers.agent.agent import NodeAgent
 from handlers.agent.node import default_node_name
 from handlers.deployment_controller import DeploymentController
@@ -40,6 +41,7 @@ from handlers.quota_controller import QuotaController
 from handlers.replicaset_controller import ReplicaSetController
 from handlers.scheduler import Scheduler
 from handlers.taint_eviction import TaintEvictionController
+from ops.schedulerconfig import scheduler_options
 from projections.cluster import ClusterModel
 from projections.history import HistoryIndex
 from projections.history_service import HistoryService
@@ -80,6 +82,8 @@ class UpOptions:
     node_name: str | None = None
     features: FeatureGates = DEFAULT_FEATURES
     """The feature gates of every role (``--feature-gates``): validation, scheduling, eviction."""
+    scheduler_config: SchedulerConfiguration | None = None
+    """What ``--scheduler-config`` configured (None: kube-scheduler's defaults)."""
 
 
 async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
@@ -111,6 +115,7 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                 node_name=options.node_name,
                 history_path=options.data_dir / HISTORY_FILE,
                 features=options.features,
+                scheduler_config=options.scheduler_config,
             )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -131,11 +136,13 @@ async def serve(
     node_name: str | None = None,
     history_path: Path | None = None,
     features: FeatureGates = DEFAULT_FEATURES,
+    scheduler_config: SchedulerConfiguration | None = None,
 ) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set;
     with ``agent_root``, a node agent for this machine (its containers live there); with
     ``history_path``, the history index kept in that file. ``features`` are the feature gates
-    the gateway validates with and the scheduler and taint eviction read tolerations with."""
+    the gateway validates with and the scheduler and taint eviction read tolerations with;
+    ``scheduler_config``, what a KubeSchedulerConfiguration file set for the scheduler."""
     nc = await connect(url, name="fleetlog-up")
     try:
         await ensure_streams(nc)
@@ -146,7 +153,11 @@ async def serve(
             await projection.catch_up()
             await projection.follow()
             gateway = await Gateway.create(nc, store, features=features)
-            replica = Scheduler(nc, store, features=features) if scheduler else None
+            replica = (
+                Scheduler(nc, store, features=features, **scheduler_options(scheduler_config))
+                if scheduler
+                else None
+            )
             node_lifecycle = await NodeLifecycleController.create(
                 nc, AggregateRepository(store), projection, grace_seconds=node_grace_seconds
             )

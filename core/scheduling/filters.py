@@ -25,7 +25,7 @@ containers' ``hostPort`` only; namespace selectors of affinity terms are evaluat
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from core.meta.labels import Selector
@@ -61,6 +61,7 @@ __all__ = [
     "Snapshot",
     "TaintTolerationFilter",
     "count_pods_matching",
+    "is_extended_resource",
     "run_filters",
     "spread_node_included",
 ]
@@ -253,14 +254,43 @@ class NodePortsFilter:
         return None
 
 
+def is_extended_resource(name: str) -> bool:
+    """``IsExtendedResourceName``: a domain-prefixed name outside ``kubernetes.io/`` (and not a
+    quota's ``requests.`` form)."""
+    return "/" in name and "kubernetes.io/" not in name and not name.startswith("requests.")
+
+
 class NodeResourcesFitFilter:
     """Requests must fit into allocatable minus what the node's pods already request.
 
     One reason per missing resource; ``UnschedulableAndUnresolvable`` when a request exceeds the
-    node's whole allocatable (no preemption can make room).
+    node's whole allocatable (no preemption can make room). Extended resources named in
+    ``ignored_resources``, or of a domain in ``ignored_resource_groups``, are not checked
+    (``NodeResourcesFitArgs``: something else, an extender or a device plugin, accounts for
+    them).
     """
 
     name = "NodeResourcesFit"
+
+    def __init__(
+        self,
+        *,
+        ignored_resources: Iterable[str] = (),
+        ignored_resource_groups: Iterable[str] = (),
+    ) -> None:
+        self.ignored_resources = frozenset(ignored_resources)
+        self.ignored_resource_groups = frozenset(ignored_resource_groups)
+        self._ignores = bool(self.ignored_resources or self.ignored_resource_groups)
+
+    def ignores(self, name: str) -> bool:
+        return (
+            self._ignores
+            and is_extended_resource(name)
+            and (
+                name in self.ignored_resources
+                or name.split("/", 1)[0] in self.ignored_resource_groups
+            )
+        )
 
     def pre_filter(self, pod: PodInfo, snapshot: Snapshot) -> bool:
         return True
@@ -268,10 +298,11 @@ class NodeResourcesFitFilter:
     def filter(self, pod: PodInfo, node: NodeInfo, snapshot: Snapshot) -> FilterFailure | None:
         alloc = node.allocatable
         requested = node.requested
+        ignores = self.ignores
         # Fast path: everything fits (the common case); details only when something does not.
         if len(node.pods) < alloc.get("pods", 0):
             for name, amount in pod.fit_requests:
-                if amount > alloc.get(name, 0) - requested.get(name, 0):
+                if amount > alloc.get(name, 0) - requested.get(name, 0) and not ignores(name):
                     break
             else:
                 return None
@@ -282,7 +313,7 @@ class NodeResourcesFitFilter:
         reqs = pod.requests
         if reqs:
             for name, amount in reqs.items():
-                if amount <= 0 or name == "pods":
+                if amount <= 0 or name == "pods" or ignores(name):
                     continue
                 total = alloc.get(name, 0)
                 if amount > total - requested.get(name, 0):

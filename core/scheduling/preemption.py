@@ -57,7 +57,12 @@ from core.scheduling.filters import (
     _SpreadFilterState,
     spread_node_included,
 )
-from core.scheduling.framework import SchedulerConfig, ScheduleResult, failure_message
+from core.scheduling.framework import (
+    PreemptionConfig,
+    SchedulerConfig,
+    ScheduleResult,
+    failure_message,
+)
 from core.scheduling.model import NodeInfo, PodInfo
 
 __all__ = [
@@ -115,23 +120,6 @@ _PRIORITY_SHIFT: Final = 2**31
 # --------------------------------------------------------------------------------------------
 # Inputs and outputs
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PreemptionConfig:
-    """``DefaultPreemptionArgs``: how many candidate nodes the dry run looks for."""
-
-    min_candidate_nodes_percentage: int = 10
-    min_candidate_nodes_absolute: int = 100
-
-    def __post_init__(self) -> None:
-        # ValidateDefaultPreemptionArgs
-        if not 0 <= self.min_candidate_nodes_percentage <= 100:
-            raise ValueError("min_candidate_nodes_percentage must be between 0 and 100")
-        if self.min_candidate_nodes_absolute < 0:
-            raise ValueError("min_candidate_nodes_absolute must not be negative")
-        if self.min_candidate_nodes_percentage == 0 and self.min_candidate_nodes_absolute == 0:
-            raise ValueError("min_candidate_nodes_percentage and _absolute cannot both be 0")
 
 
 @dataclass(frozen=True)
@@ -675,6 +663,7 @@ def preempt(
     """
     if result.scheduled:
         raise ValueError(f"{pod.key} was scheduled to {result.node_name}: nothing to preempt for")
+    preemption_config = preemption_config or config.preemption
     num_all = len(nodes)
     if num_all == 0:
         # Kubernetes runs no PostFilter when there are no nodes at all.

@@ -300,3 +300,38 @@ def test_bad_feature_gates_stop_up_and_scheduler_before_they_start(cluster: Clus
             "TaintTolerationComparisonOperators (ALPHA, default false))",
         ]
     assert not (cluster.data_dir / "nats-server.pid").exists()
+
+
+def test_a_bad_scheduler_configuration_is_refused_with_every_problem(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    config = tmp_path / "scheduler.yaml"
+    config.write_text(
+        "apiVersion: kubescheduler.config.k8s.io/v1\n"
+        "kind: KubeSchedulerConfiguration\n"
+        "percentageOfNodesToScore: 120\n"
+        "profiles:\n"
+        "  - pluginConfig:\n"
+        "      - name: NodeResourcesFit\n"
+        "        args:\n"
+        "          scoringStrategy:\n"
+        "            type: LeastAllocated\n"
+        "            resources: [{name: cpu, weight: 200}]\n"
+        "          ignoredResourceGroup: [example.com]\n"
+    )
+    expected = [
+        f"error: {config} is invalid (3 errors):",
+        "  profiles[0].pluginConfig[0].args.ignoredResourceGroup: unknown field "
+        '"ignoredResourceGroup"',
+        "  percentageOfNodesToScore: Invalid value 120: not in valid range [0-100]",
+        "  profiles[0].pluginConfig[0].args.scoringStrategy.resources[0].weight: Invalid value "
+        "200: resource weight of cpu not in valid range (0, 100]",
+    ]
+    for command in (
+        ["up", "--data-dir", str(cluster.data_dir), "--scheduler-config", str(config)],
+        ["scheduler", "--config", str(config)],
+    ):
+        result = cluster.cli(*command, check=False)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.splitlines() == expected
+    assert not (cluster.data_dir / "nats-server.pid").exists()
