@@ -12,6 +12,7 @@ examples (``'my-name',  or '123-abc'``, with its double space), because people s
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from typing import Annotated, Final
@@ -101,7 +102,7 @@ NameRule = Callable[[str], list[str]]
 
 def _length(value: str) -> int:
     """Go's ``len`` of a string: bytes."""
-    return len(value.encode())
+    return len(value) if value.isascii() else len(value.encode())
 
 
 def dns1123_label_errors(value: str) -> list[str]:
@@ -192,17 +193,34 @@ def decimal_integer_errors(value: str) -> list[str]:
     return []
 
 
+@functools.lru_cache(maxsize=8192)
+def _remembered(rule: NameRule, value: str) -> tuple[str, ...]:
+    return tuple(rule(value))
+
+
+def _messages(rule: NameRule, value: str) -> tuple[str, ...]:
+    """``rule(value)``, remembered: the same few label keys, values and names come back in
+    every manifest, and validating a pod is on the command path. Only short values are kept
+    (none longer than the longest valid name), so hostile input cannot fill memory."""
+    if len(value) > 253:
+        return tuple(rule(value))
+    return _remembered(rule, value)
+
+
 def rule_problems(rule: NameRule, value: str, *subpath: str | int) -> list[Problem]:
     """One problem per message of ``rule`` for ``value`` at ``subpath``, as Kubernetes reports
     ``field.Invalid(path, value, msg)`` once for each message."""
-    return [(subpath, invalid(value, message)) for message in rule(value)]
+    messages = _messages(rule, value)
+    if not messages:
+        return []
+    return [(subpath, invalid(value, message)) for message in messages]
 
 
 def joined_rule_problems(rule: NameRule, value: str, *subpath: str | int) -> list[Problem]:
     """The messages of ``rule`` as one problem, joined by ";" (how Kubernetes reports a taint's
     or a toleration's value)."""
-    errs = rule(value)
-    return [(subpath, invalid(value, ";".join(errs)))] if errs else []
+    messages = _messages(rule, value)
+    return [(subpath, invalid(value, ";".join(messages)))] if messages else []
 
 
 def port_name_errors(value: str) -> list[str]:
