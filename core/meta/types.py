@@ -19,6 +19,7 @@ from pydantic import (
     AfterValidator,
     Field,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -276,26 +277,25 @@ class ResourceBase(K8sModel):
     kind: str
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
 
-    @model_validator(mode="after")
-    def _check_identity(self) -> Self:
-        meta = self.metadata
-        rule = type(self).NAME_RULE
+    @field_validator("metadata")
+    @classmethod
+    def _check_identity(cls, meta: ObjectMeta) -> ObjectMeta:
+        # A field validator (not a model validator, which pydantic skips once any field is
+        # invalid), so a bad name is reported with every other problem of the manifest.
+        rule = cls.NAME_RULE
         found = Problems()
         if not meta.name and not meta.generate_name:
-            found.add("Required value: name or generateName is required", "metadata", "name")
+            found.add("Required value: name or generateName is required", "name")
         if meta.name:
-            found.extend(rule_problems(rule, meta.name), "metadata", "name")
+            found.extend(rule_problems(rule, meta.name), "name")
         if meta.generate_name:
             for message in generate_name_errors(rule, meta.generate_name):
-                found.add(invalid(meta.generate_name, message), "metadata", "generateName")
-        if type(self).NAMESPACED:
+                found.add(invalid(meta.generate_name, message), "generateName")
+        if cls.NAMESPACED:
             if not meta.namespace:
-                self.metadata = meta.model_copy(update={"namespace": "default"})
+                meta = meta.model_copy(update={"namespace": "default"})
         elif meta.namespace:
-            found.add(
-                f"Forbidden: not allowed on this type: {self.kind} is cluster-scoped",
-                "metadata",
-                "namespace",
-            )
+            kind = cls.model_fields["kind"].default
+            found.add(f"Forbidden: not allowed on this type: {kind} is cluster-scoped", "namespace")
         found.check()
-        return self
+        return meta

@@ -885,3 +885,23 @@ def test_error_serialises_for_the_gateway():
     assert error.as_dict()["code"] == "invalid"
     assert error.as_dict()["field"] == "metadata.name"
     assert str(error).endswith("(at metadata.name)")
+
+
+def test_a_bad_name_is_listed_with_the_other_problems():
+    doc = pod()
+    doc["metadata"]["name"] = "Bad_Name"
+    doc["spec"]["bogus"] = True
+    doc["spec"]["restartPolicy"] = "Sometimes"
+    error = rejected(doc)
+    assert [e.field for e in error.errors] == ["spec.bogus", "metadata.name", "spec.restartPolicy"]
+
+
+def test_a_namespace_on_a_cluster_scoped_kind_is_listed_with_the_other_problems():
+    doc = node()
+    doc["metadata"]["namespace"] = "default"
+    doc["spec"]["bogus"] = True
+    error = rejected(doc)
+    assert [(e.field, e.message) for e in error.errors] == [
+        ("spec.bogus", 'unknown field "bogus"'),
+        ("metadata.namespace", "Forbidden: not allowed on this type: Node is cluster-scoped"),
+    ]
