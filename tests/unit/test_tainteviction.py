@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from core.meta.timestamps import stamp_of
 from core.nodes.status import with_ready_condition
 from core.nodes.taint_eviction import NoExecuteTaint, decide, noexecute_taints, parse_time_added
 from core.scheduling.model import Toleration
@@ -111,7 +112,7 @@ def test_lifecycle_taints_carry_time_added_from_the_event_and_are_read_back() ->
             {"key": "custom", "effect": "NoExecute"},
             {"key": "soft", "effect": "NoSchedule"},
         ]}},
-        status="Unknown", reason="NodeStatusUnknown", message="", at=at,
+        status="Unknown", reason="NodeStatusUnknown", message="", stamp=stamp_of(at),
     )  # fmt: skip
     found = noexecute_taints(manifest, fallback_added_ns=42)
     added = int(at.timestamp()) * S
