@@ -308,17 +308,21 @@ class Pod(Resource):
     ) -> None:
         """Place the pod on ``node``; a pod is bound once (binding is not a move). The score
         breakdown is recorded so ``describe`` can say why this node."""
+        self.require_unbound()
+        self.trigger_event(
+            self.Bound, node=node, score=score, feasible_nodes=feasible_nodes,
+            evaluated_nodes=evaluated_nodes, plugin_scores=dict(plugin_scores or {}),
+            weights=dict(weights or {}), timestamp=at,
+        )  # fmt: skip
+
+    def require_unbound(self) -> None:
+        """The pod exists and is on no node yet (what binding it asks)."""
         self.require_exists()
         if self.node_name is not None:
             raise InvalidTransition(
                 f"{describe_aggregate(self.id)} is already bound to node {self.node_name!r}",
                 field="spec.nodeName",
             )
-        self.trigger_event(
-            self.Bound, node=node, score=score, feasible_nodes=feasible_nodes,
-            evaluated_nodes=evaluated_nodes, plugin_scores=dict(plugin_scores or {}),
-            weights=dict(weights or {}), timestamp=at,
-        )  # fmt: skip
 
     def mark_unschedulable(self, *, message: str, reasons: dict[str, int], at: datetime) -> None:
         """Record why no node fits; the same message again is not recorded twice."""
