@@ -1,14 +1,20 @@
 """The loop every reconciling controller shares: follow the cluster, keep a set of dirty keys,
 and (as the elected leader) reconcile each one, never two at once for the same key.
 
-Why this exists: the replica-set and deployment controllers differ only in what they decide;
-how they learn that something changed (a listener on the shared cluster projection), how they
-avoid acting twice on one object (one reconcile per key in flight; a key dirtied meanwhile is
-reconciled again afterwards), when they look again by themselves (a time the reconcile asks
-for: ``minReadySeconds``, a progress deadline), how they retry after a failure, and how
-leadership is held and given up, is the same. A reconcile waits for its own writes to reach
-the projection before it returns (Kubernetes' "expectations"), so the next reconcile of that
-key never decides on a view that misses them.
+Why this exists: the controllers (replica sets, deployments, quotas, the garbage collector,
+taint eviction, node lifecycle) differ only in what they decide; how they learn that
+something changed (a listener on the shared cluster projection), how they avoid acting twice
+on one object (one reconcile per key in flight; a key dirtied meanwhile is reconciled again
+afterwards), when they look again by themselves (a time the reconcile asks for:
+``minReadySeconds``, a progress deadline, an eviction deadline, the next monitor pass), how
+they retry after a failure, and how leadership is held and given up, is the same. A reconcile
+waits for its own writes to reach the projection before it returns (Kubernetes'
+"expectations"), so the next reconcile of that key never decides on a view that misses them.
+
+The seams, each a small Protocol: :class:`Reconcile` (one key → when to look again),
+:class:`KeysOf` (an event → the keys it makes dirty), :class:`AllKeys` (what a new leader looks
+at), and :class:`Leadership` (a lease renewed once per period, or one borrowed from another
+controller with :class:`FollowedLease`).
 """
 
 from __future__ import annotations
@@ -17,24 +23,34 @@ import asyncio
 import contextlib
 import heapq
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
 import structlog
 
 from core.api.causation import caused_by_event
 from core.errors import FleetError
-from core.workloads.replicaset import selector_matches
+from core.meta.labels import selector_matches
 from projections.cluster import ClusterModel, ObjectRecord
-from projections.ownership import ControllerIndex, Key
+from projections.ownership import ControllerIndex
 from projections.runtime import Projection
 from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient
 from streams.envelope import StoredEvent
-from streams.leases import LeaderLease
 
 log = structlog.get_logger(__name__)
+
+K = TypeVar("K", bound=tuple[str, ...])
+K_co = TypeVar("K_co", bound=tuple[str, ...], covariant=True)
+K_contra = TypeVar("K_contra", bound=tuple[str, ...], contravariant=True)
+
+
+class CauseFields(TypedDict):
+    """A cause as the keyword arguments of ``CommandClient.send``."""
+
+    causation_id: str
+    correlation_id: str | None
 
 
 @dataclass(frozen=True)
@@ -45,32 +61,104 @@ class Cause:
     causation_id: str
     correlation_id: str | None = None
 
-    def kwargs(self) -> dict[str, str | None]:
+    def kwargs(self) -> CauseFields:
         return {"causation_id": self.causation_id, "correlation_id": self.correlation_id}
 
 
-Reconcile = Callable[[Key], Awaitable[int | None]]
-"""Reconcile one key; returns when (wall-clock ns) to look again, or None."""
+class Reconcile(Protocol[K_contra]):
+    """Reconcile one key; returns when (wall-clock ns) to look again, or None."""
+
+    async def __call__(self, key: K_contra, /) -> int | None: ...
+
+
+class KeysOf(Protocol[K_co]):
+    """The keys an event makes due for a reconcile (none: the controller does not care)."""
+
+    def __call__(self, event: StoredEvent, /) -> Iterable[K_co]: ...
+
+
+class AllKeys(Protocol[K_co]):
+    """Every key there is to look at: what a new leader reconciles first."""
+
+    def __call__(self) -> Iterable[K_co]: ...
+
+
+class Leadership(Protocol):
+    """A singleton role's standing, as the loop uses it: it asks once per period
+    (:meth:`renew`), acts only while :attr:`is_leader`, and gives it up on the way out.
+    ``streams.leases.LeaderLease`` is the one that holds a key; :class:`FollowedLease` borrows
+    another controller's."""
+
+    @property
+    def holder(self) -> str: ...
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    async def renew(self) -> bool: ...
+
+    async def resign(self) -> None: ...
+
+
+class FollowedLease:
+    """Leadership held by another controller's loop (taint eviction acts under the node
+    lifecycle controller's lease): this side only reads it, so it never renews or resigns."""
+
+    def __init__(self, lease: Leadership) -> None:
+        self._lease = lease
+
+    @property
+    def holder(self) -> str:
+        return self._lease.holder
+
+    @property
+    def is_leader(self) -> bool:
+        return self._lease.is_leader
+
+    async def renew(self) -> bool:
+        return False  # the holder renews it
+
+    async def resign(self) -> None:
+        """Nothing to give up: the holder resigns when it stops."""
+
+
+class LoopOptions(TypedDict, total=False):
+    """The loop's timings and concurrency, which a controller passes through (tests shorten
+    them)."""
+
+    max_in_flight: int
+    period_seconds: float
+    retry_seconds: float
+
 
 PERIOD_SECONDS = 5.0
 RETRY_SECONDS = 1.0
+MAX_IN_FLIGHT = 32
 
 
-class ControllerLoop:
-    """Runs ``reconcile`` for dirty keys while holding ``leader``."""
+class ControllerLoop(Generic[K]):
+    """Runs ``reconcile`` for dirty keys while ``leader`` leads.
+
+    ``keys_of`` is called for every event of the projection, leader or not (a controller
+    keeps its indexes there); ``all_keys`` when this process becomes leader, once the
+    projection has caught up with the log. At most ``max_in_flight`` reconciles run at once;
+    further dirty keys wait as keys, not as tasks, so a new leader with a large cluster to look
+    at does not hold a task per object. ``kind`` and ``actor`` shape the causes remembered
+    (see :meth:`cause`); with neither, the last event that dirtied a key is its cause.
+    """
 
     def __init__(
         self,
+        *,
         role: str,
         projection: Projection[ClusterModel],
-        leader: LeaderLease,
-        reconcile: Reconcile,
-        *,
-        keys_of: Callable[[StoredEvent], Iterable[Key]],
-        all_keys: Callable[[], Iterable[Key]],
+        leader: Leadership,
+        reconcile: Reconcile[K],
+        keys_of: KeysOf[K],
+        all_keys: AllKeys[K],
         kind: str = "",
         actor: str = "",
-        max_in_flight: int = 32,
+        max_in_flight: int = MAX_IN_FLIGHT,
         period_seconds: float = PERIOD_SECONDS,
         retry_seconds: float = RETRY_SECONDS,
     ) -> None:
@@ -82,25 +170,31 @@ class ControllerLoop:
         self._reconcile = reconcile
         self._keys_of = keys_of
         self._all_keys = all_keys
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self.max_in_flight = max_in_flight
         self.period_seconds = period_seconds
         self.retry_seconds = retry_seconds
         self._wake = asyncio.Event()
-        self._dirty: set[Key] = set()
-        self._in_flight: set[Key] = set()
-        self._redo: set[Key] = set()
-        self._timers: list[tuple[float, Key]] = []  # (monotonic time, key), a heap
-        self._causes: dict[Key, Cause] = {}
-        self._own_cause: set[Key] = set()  # keys whose cause is an event on the object itself
+        self._dirty: set[K] = set()
+        self._in_flight: set[K] = set()
+        self._redo: set[K] = set()
+        self._timers: list[tuple[float, K]] = []  # (monotonic time, key), a heap
+        self._causes: dict[K, Cause] = {}
+        self._own_cause: set[K] = set()  # keys whose cause is an event on the object itself
         self.reconciled = 0
         self.failures = 0
 
     @property
-    def leader(self) -> LeaderLease:
+    def leader(self) -> Leadership:
         return self._leader
 
-    def mark(self, key: Key) -> None:
+    def mark(self, key: K) -> None:
+        """Reconcile ``key`` soon (again, if it is being reconciled now)."""
         self._dirty.add(key)
+        self._wake.set()
+
+    def mark_after(self, key: K, seconds: float) -> None:
+        """Reconcile ``key`` once ``seconds`` have passed."""
+        heapq.heappush(self._timers, (time.monotonic() + seconds, key))
         self._wake.set()
 
     def _on_event(self, event: StoredEvent) -> None:
@@ -110,7 +204,7 @@ class ControllerLoop:
             self._dirty.update(keys)
             self._wake.set()
 
-    def _note_cause(self, event: StoredEvent, keys: list[Key]) -> None:
+    def _note_cause(self, event: StoredEvent, keys: list[K]) -> None:
         """Remember why each key is due. A controller's own writes (its status records) are
         never a cause; a change of the object itself (created, scaled, updated) outranks the
         dependents' comings and goings until it has been acted on."""
@@ -125,19 +219,20 @@ class ControllerLoop:
             elif key not in self._own_cause:
                 self._causes[key] = cause
 
-    def cause(self, key: Key, fallback_seq: int) -> Cause:
+    def cause(self, key: K, fallback_seq: int) -> Cause:
         """Why ``key`` is being reconciled: the last event that dirtied it, or (a new leader's
         catch-up, with no such event seen) the object's own last event."""
         return self._causes.get(key) or Cause(caused_by_event(fallback_seq))
 
-    def forget(self, key: Key) -> None:
-        """The object is gone: drop what is remembered about it."""
+    def seen_cause(self, key: K) -> Cause | None:
+        """The event that last dirtied ``key``, if one was seen (for a controller whose
+        fallback is not an event)."""
+        return self._causes.get(key)
+
+    def forget(self, key: K) -> None:
+        """The object is gone (or acted on for good): drop what is remembered about it."""
         self._causes.pop(key, None)
         self._own_cause.discard(key)
-
-    def _after(self, key: Key, seconds: float) -> None:
-        heapq.heappush(self._timers, (time.monotonic() + seconds, key))
-        self._wake.set()
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Follow and (as leader) reconcile until cancelled; leadership is given up on the way
@@ -146,6 +241,7 @@ class ControllerLoop:
         if ready is not None:
             ready.set()
         renew_at = 0.0
+        leading = False
         try:
             async with asyncio.TaskGroup() as tasks:
                 while True:
@@ -153,14 +249,17 @@ class ControllerLoop:
                     now = time.monotonic()
                     if now >= renew_at:
                         renew_at = now + self.period_seconds
-                        if await self._leader.renew():
-                            # A new leader first catches up with the whole log, then looks at
-                            # everything: whatever happened meanwhile is reconciled.
-                            await self._projection.wait_for_log_end()
-                            self._dirty.update(self._all_keys())
-                            log.info(f"{self.role}.leading", holder=self._leader.holder)
+                        await self._leader.renew()
+                    if self._leader.is_leader and not leading:
+                        # A new leader first catches up with the whole log, then looks at
+                        # everything: whatever happened meanwhile is reconciled. (Seen here,
+                        # not from renew(), so a borrowed lease's comings and goings count.)
+                        await self._projection.wait_for_log_end()
+                        self._dirty.update(self._all_keys())
+                        log.info(f"{self.role}.leading", holder=self._leader.holder)
+                    leading = self._leader.is_leader
                     timeout = max(0.0, renew_at - time.monotonic())
-                    if self._leader.is_leader:
+                    if leading:
                         self._due_timers()
                         self._start_dirty(tasks)
                         if self._timers:
@@ -183,28 +282,29 @@ class ControllerLoop:
             self._dirty.add(key)
 
     def _start_dirty(self, tasks: asyncio.TaskGroup) -> None:
-        dirty, self._dirty = self._dirty, set()
-        for key in dirty:
+        # One pop per key, not a pass over the set per wake-up: a new leader may have tens of
+        # thousands dirty and only max_in_flight slots.
+        while self._dirty and len(self._in_flight) < self.max_in_flight:
+            key = self._dirty.pop()
             if key in self._in_flight:
                 self._redo.add(key)
                 continue
             self._in_flight.add(key)
             tasks.create_task(self._run_one(key))
 
-    async def _run_one(self, key: Key) -> None:
+    async def _run_one(self, key: K) -> None:
         try:
-            async with self._slots:
-                recheck_ns = await self._reconcile(key)
+            recheck_ns = await self._reconcile(key)
             self.reconciled += 1
             self._own_cause.discard(key)  # acted on: dependents' events may be causes again
             if recheck_ns is not None:
-                self._after(key, max(0.0, (recheck_ns - time.time_ns()) / 1e9))
+                self.mark_after(key, max(0.0, (recheck_ns - time.time_ns()) / 1e9))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a refused command or a timeout: look again shortly
             self.failures += 1
             log.warning(f"{self.role}.reconcile_failed", key="/".join(key), error=str(exc))
-            self._after(key, self.retry_seconds)
+            self.mark_after(key, self.retry_seconds)
         finally:
             self._in_flight.discard(key)
             if key in self._redo:
@@ -222,12 +322,12 @@ def with_controller(manifest: dict[str, Any], owner: dict[str, Any]) -> dict[str
 
 async def adopt_orphans(
     commands: CommandClient,
+    *,
     projection: Projection[ClusterModel],
     index: ControllerIndex,
     namespace: str,
     selector: dict[str, Any],
     owner: dict[str, Any],
-    *,
     role: str,
     cause: Cause,
     adoptable: Callable[[ObjectRecord], bool] = lambda record: True,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from nats.aio.client import Client
@@ -39,13 +39,16 @@ from core.workloads.deployment import (
     plan_deployment,
 )
 from core.workloads.replicaset import count_pods
-from handlers.controller import Cause, ControllerLoop, Key, adopt_orphans
+from handlers.controller import Cause, ControllerLoop, Leadership, LoopOptions, adopt_orphans
 from projections.cluster import ClusterModel, ObjectRecord
-from projections.ownership import ControllerIndex, controlled_pods
+from projections.ownership import ControllerIndex, Key, controlled_pods
 from projections.runtime import Projection, digest_of
 from streams.commandbus import CommandClient
 from streams.envelope import StoredEvent
 from streams.leases import LeaderLease
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 log = structlog.get_logger(__name__)
 
@@ -58,18 +61,18 @@ class DeploymentController:
         self,
         nc: Client,
         projection: Projection[ClusterModel],
-        leader: LeaderLease,
-        **options: Any,
+        leader: Leadership,
+        **options: Unpack[LoopOptions],
     ) -> None:
         self._projection = projection
         self._commands = CommandClient(nc, actor=ACTOR)
         self._sets = ControllerIndex(projection, "ReplicaSet", "Deployment")
         self._pods = ControllerIndex(projection, "Pod", "ReplicaSet")
-        self.loop = ControllerLoop(
-            ROLE,
-            projection,
-            leader,
-            self.reconcile,
+        self.loop: ControllerLoop[Key] = ControllerLoop(
+            role=ROLE,
+            projection=projection,
+            leader=leader,
+            reconcile=self.reconcile,
             keys_of=self._keys_of,
             kind="Deployment",
             actor=ACTOR,
@@ -79,7 +82,7 @@ class DeploymentController:
 
     @classmethod
     async def create(
-        cls, nc: Client, projection: Projection[ClusterModel], **options: Any
+        cls, nc: Client, projection: Projection[ClusterModel], **options: Unpack[LoopOptions]
     ) -> DeploymentController:
         leader = await LeaderLease.open(nc, ROLE)
         return cls(nc, projection, leader, **options)
@@ -123,11 +126,11 @@ class DeploymentController:
         now_ns = time.time_ns()
         adopted = await adopt_orphans(
             self._commands,
-            self._projection,
-            self._sets,
-            namespace,
-            (deployment.manifest.get("spec") or {}).get("selector") or {},
-            {
+            projection=self._projection,
+            index=self._sets,
+            namespace=namespace,
+            selector=(deployment.manifest.get("spec") or {}).get("selector") or {},
+            owner={
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
                 "name": name,
@@ -150,7 +153,13 @@ class DeploymentController:
             if r.name not in mine
         )
         plan = plan_deployment(
-            name, namespace, deployment.uid, deployment.manifest, owned, now_ns, names_taken=taken
+            name=name,
+            namespace=namespace,
+            uid=deployment.uid,
+            manifest=deployment.manifest,
+            replica_sets=owned,
+            now_ns=now_ns,
+            names_taken=taken,
         )
 
         cause = self.loop.cause(key, deployment.last_seq)
@@ -159,7 +168,9 @@ class DeploymentController:
             seqs.extend(await self._carry_out(deployment, action, cause))
         if seqs:
             await self._projection.wait_for(max(seqs))
-        await self._record_status(deployment, plan.status, plan.annotations, cause)
+        await self._record_status(
+            deployment, status=plan.status, annotations=plan.annotations, cause=cause
+        )
         if plan.actions:
             self.loop.mark(key)  # look again on the view that includes these writes
         rechecks = [t for t in (plan.recheck_at_ns, next_available) if t is not None]
@@ -176,13 +187,23 @@ class DeploymentController:
             rs = model.get("ReplicaSet", *rs_key)
             if rs is None:
                 continue
-            pods = controlled_pods(model, self._pods, rs.namespace, rs.uid)
+            pods = controlled_pods(model, self._pods, namespace=rs.namespace, owner_uid=rs.uid)
             template = (rs.manifest.get("spec") or {}).get("template") or {}
             labels = (template.get("metadata") or {}).get("labels") or {}
-            counts, available_at = count_pods(pods, labels, min_ready, now_ns)
+            counts, available_at = count_pods(
+                pods, template_labels=labels, min_ready_seconds=min_ready, now_ns=now_ns
+            )
             if available_at is not None:
                 next_available = min(next_available or available_at, available_at)
-            owned.append(OwnedReplicaSet(rs.name, rs.uid, rs.manifest, rs.created_ns, counts))
+            owned.append(
+                OwnedReplicaSet(
+                    name=rs.name,
+                    uid=rs.uid,
+                    manifest=rs.manifest,
+                    created_ns=rs.created_ns,
+                    pods=counts,
+                )
+            )
         return owned, next_available
 
     async def _carry_out(
@@ -265,6 +286,7 @@ class DeploymentController:
     async def _record_status(
         self,
         deployment: ObjectRecord,
+        *,
         status: dict[str, Any],
         annotations: dict[str, str],
         cause: Cause,

@@ -31,9 +31,12 @@ How data flows:
   never was): it is deleted, as Kubernetes does.
 * A pod bound to a node that no longer exists is deleted (Kubernetes' pod garbage collector):
   its replica set then replaces it. A ``NodeDeleted`` marks the node's pods dirty.
-* Leadership (``fleet_leaders``, role ``garbage-collector``) is renewed every period; whoever
+* It runs on the shared controller loop (``handlers.controller``), keyed by (kind, namespace,
+  name): one decision per object at a time, a conflict decided again a little later, and
+  leadership (``fleet_leaders``, role ``garbage-collector``) renewed every period; whoever
   becomes leader re-assesses every object in the projection, so a leader change or a restart
-  catches up with whatever happened meanwhile.
+  catches up with whatever happened meanwhile. An owner's fate looked up in the log is looked
+  up once, however many dependents wait on it.
 
 Difference from Kubernetes: ``Foreground`` is carried out as ``Background`` (the owner is gone
 at once and its dependents follow), because fleetlog has no ``deletionTimestamp`` or
@@ -44,16 +47,14 @@ and passed on to the dependents' own deletions.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from nats.aio.client import Client
 
 from core.api.catalog import KINDS
-from core.api.causation import caused_by_event
 from core.errors import FleetError
 from core.meta.ownership import (
     Collection,
@@ -62,21 +63,22 @@ from core.meta.ownership import (
     owner_references,
     without_references,
 )
-from projections.cluster import ClusterModel
+from handlers.controller import Cause, ControllerLoop, Leadership, LoopOptions
+from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection
-from streams.cancellation import checkpoint
-from streams.commandbus import CommandClient
+from streams.commandbus import CommandClient, Outcome
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
 from streams.leases import LeaderLease
 from streams.subjects import event_subject
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 log = structlog.get_logger(__name__)
 
 ROLE = "garbage-collector"
 ACTOR = f"system:{ROLE}"
-PERIOD_SECONDS = 5.0
-RETRY_SECONDS = 1.0
 MAX_IN_FLIGHT = 64
 MAX_FATES = 100_000
 
@@ -100,32 +102,31 @@ class GarbageCollector:
         nc: Client,
         store: EventStore,
         projection: Projection[ClusterModel],
-        leader: LeaderLease,
         *,
-        period_seconds: float = PERIOD_SECONDS,
-        retry_seconds: float = RETRY_SECONDS,
-        max_in_flight: int = MAX_IN_FLIGHT,
+        leader: Leadership,
+        **options: Unpack[LoopOptions],
     ) -> None:
+        options.setdefault("max_in_flight", MAX_IN_FLIGHT)
         self._store = store
         self._projection = projection
-        self._leader = leader
         self._commands = CommandClient(nc, actor=ACTOR)
-        self.period_seconds = period_seconds
-        self.retry_seconds = retry_seconds
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._wake = asyncio.Event()
         self._uid_of: dict[Key, str] = {}
         self._owners_of: dict[Key, frozenset[Key]] = {}
         self._dependents: dict[Key, set[Key]] = {}
         self._fates: dict[str, OwnerStatus] = {}
-        self._dirty: set[Key] = set()
-        self._in_flight: set[Key] = set()
-        self._redo: set[Key] = set()
-        self._retry_at: dict[Key, float] = {}
         self._waiting_on: dict[str, set[Key]] = {}
         self._in_flight_lookups: set[str] = set()
-        # key -> (seq, correlation id) of the event that made it due: its deletion's cause.
-        self._causes: dict[Key, tuple[int, str | None]] = {}
+        # Every event that makes an object due is its cause (the collector's own deletions
+        # too: they are what cascades), hence no kind and no actor.
+        self.loop: ControllerLoop[Key] = ControllerLoop(
+            role=ROLE,
+            projection=projection,
+            leader=leader,
+            reconcile=self.reconcile,
+            keys_of=self._follow,
+            all_keys=lambda: list(projection.model.objects),
+            **options,
+        )
         self.collected = 0
         self.orphaned = 0
 
@@ -135,14 +136,20 @@ class GarbageCollector:
         nc: Client,
         store: EventStore,
         projection: Projection[ClusterModel],
-        **options: Any,
+        **options: Unpack[LoopOptions],
     ) -> GarbageCollector:
         leader = await LeaderLease.open(nc, ROLE)
-        return cls(nc, store, projection, leader, **options)
+        return cls(nc, store, projection, leader=leader, **options)
 
     @property
-    def leader(self) -> LeaderLease:
-        return self._leader
+    def leader(self) -> Leadership:
+        return self.loop.leader
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Follow the cluster and (as leader) collect, until cancelled; leadership is given up
+        on the way out."""
+        self._seed()
+        await self.loop.run(ready)
 
     # -- following the cluster ------------------------------------------------------------------
 
@@ -185,24 +192,15 @@ class GarbageCollector:
             if not dependents:
                 del self._dependents[owner]
 
-    def _on_event(self, event: StoredEvent) -> None:
-        e = event.envelope
-        due = self._follow(event, (e.kind, e.namespace, e.name))
-        if not due:
-            return
-        cause = (event.seq, e.correlation_id or None)
-        for key in due:
-            self._causes[key] = cause
-        self._dirty.update(due)
-        self._wake.set()
-
-    def _follow(self, event: StoredEvent, key: Key) -> set[Key]:
+    def _follow(self, event: StoredEvent) -> Iterable[Key]:
         """Index what the event changed; the objects it makes due for a decision."""
         e = event.envelope
+        key = (e.kind, e.namespace, e.name)
         if e.type == f"{e.kind}Deleted":
             uid = self._uid_of.get(key)
             due = set(self._dependents.get(key, set()))
             self._unindex(key)
+            self.loop.forget(key)
             if uid and due:
                 self._remember(uid, str(e.payload.get("propagation_policy") or "Background"))
             if e.kind == "Namespace":
@@ -294,180 +292,136 @@ class GarbageCollector:
 
     # -- acting -----------------------------------------------------------------------------------
 
-    async def run(self, ready: asyncio.Event | None = None) -> None:
-        """Follow the cluster and (as leader) collect, until cancelled; leadership is given up
-        on the way out."""
-        self._seed()
-        self._projection.listeners.append(self._on_event)
-        if ready is not None:
-            ready.set()
-        renew_at = 0.0
+    async def reconcile(self, key: Key) -> int | None:
+        """Decide one object and act on the verdict; when an owner's fate is only in the log,
+        look it up (once per owner, however many dependents wait on it)."""
+        record = self._projection.model.get(*key)
+        if record is None:
+            self.loop.forget(key)
+            return None
+        verdict = self.decide(key)
+        if verdict is None:
+            await self._resolve_owners_of(key, record)
+            return None
+        if verdict.action == "keep":
+            return None
+        return await self._act(key, record, verdict)
+
+    async def _resolve_owners_of(self, key: Key, record: ObjectRecord) -> None:
+        """Look up the owners ``key`` waits on that nobody is looking up yet."""
+        mine: list[Mapping[str, Any]] = []
+        for ref in owner_references(record.manifest):
+            uid = str(ref["uid"])
+            if key in self._waiting_on.get(uid, ()) and uid not in self._in_flight_lookups:
+                self._in_flight_lookups.add(uid)  # now, so no other reconcile starts it too
+                mine.append(ref)
         try:
-            async with asyncio.TaskGroup() as tasks:
-                while True:
-                    checkpoint()
-                    now = time.monotonic()
-                    if now >= renew_at:
-                        renew_at = now + self.period_seconds
-                        if await self._leader.renew():
-                            # A new leader catches up with everything that happened meanwhile.
-                            self._dirty.update(self._projection.model.objects)
-                            log.info("garbage_collector.leading", holder=self._leader.holder)
-                    timeout = max(0.0, renew_at - time.monotonic())
-                    if self._leader.is_leader:
-                        self._due_retries(now)
-                        self._act_on_dirty(tasks)
-                        if self._retry_at:
-                            next_retry = min(self._retry_at.values())
-                            timeout = min(timeout, max(0.0, next_retry - time.monotonic()))
-                    else:
-                        self._dirty.clear()
-                        self._retry_at.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout)
-                    self._wake.clear()
+            await asyncio.gather(*(self._resolve(key[1], ref) for ref in mine))
         finally:
-            with contextlib.suppress(ValueError):
-                self._projection.listeners.remove(self._on_event)
-            await self._leader.resign()
-
-    def _due_retries(self, now: float) -> None:
-        for key, at in list(self._retry_at.items()):
-            if at <= now:
-                del self._retry_at[key]
-                self._dirty.add(key)
-
-    def _act_on_dirty(self, tasks: asyncio.TaskGroup) -> None:
-        dirty, self._dirty = self._dirty, set()
-        for key in dirty:
-            if key in self._in_flight:
-                self._redo.add(key)
-                continue
-            verdict = self.decide(key)
-            if verdict is None or verdict.action == "keep":
-                continue
-            record = self._projection.model.get(*key)
-            assert record is not None
-            self._in_flight.add(key)
-            tasks.create_task(self._act(key, record.uid, record.manifest, record.version, verdict))
-        for uid, waiting in list(self._waiting_on.items()):
-            if uid in self._in_flight_lookups:
-                continue
-            key = next(iter(waiting))
-            record = self._projection.model.get(*key)
-            ref = next(
-                (r for r in owner_references(record.manifest) if str(r["uid"]) == uid), None
-            ) if record is not None else None  # fmt: skip
-            if ref is None:
-                waiting.discard(key)
-                if not waiting:
-                    del self._waiting_on[uid]
-                continue
-            self._in_flight_lookups.add(uid)
-            tasks.create_task(self._resolve(key[1], ref))
+            self._in_flight_lookups.difference_update(str(ref["uid"]) for ref in mine)
 
     async def _resolve(self, namespace: str, ref: Mapping[str, Any]) -> None:
         uid = str(ref["uid"])
         try:
             fate = await self.look_up(namespace, ref)
-            if fate == "alive":
-                # In the log but not yet in the projection: decide again once it has caught up.
-                self._schedule_retry(self._waiting_on.pop(uid, set()))
-            else:
-                self._remember(uid, fate)
-                self._dirty.update(self._waiting_on.pop(uid, set()))
         except Exception as exc:  # the log could not be read: try again a little later
             log.warning("garbage_collector.lookup_failed", owner=uid, error=str(exc))
-            self._schedule_retry(self._waiting_on.pop(uid, set()))
+            fate = None
         finally:
             self._in_flight_lookups.discard(uid)
-            self._wake.set()
+        waiting = self._waiting_on.pop(uid, set())
+        if fate is None or fate == "alive":
+            # Unreadable, or in the log but not yet in the projection: decide again once it
+            # has caught up.
+            for key in waiting:
+                self.loop.mark_after(key, self.loop.retry_seconds)
+        else:
+            self._remember(uid, fate)
+            for key in waiting:
+                self.loop.mark(key)
 
-    def _schedule_retry(self, keys: set[Key]) -> None:
-        at = time.monotonic() + self.retry_seconds
-        for key in keys:
-            self._retry_at[key] = at
-
-    async def _act(
-        self,
-        key: Key,
-        uid: str,
-        manifest: dict[str, Any],
-        version: int,
-        verdict: Collection,
-    ) -> None:
-        kind, namespace, name = key
-        seen = self._causes.pop(key, None)
+    def _cause_of(self, key: Key, uid: str, verdict: Collection) -> Cause:
+        """Why the collector acts on ``key``: the event that made it due, else the verdict's
+        reason in words. Used once: the next act needs a cause of its own."""
+        seen = self.loop.seen_cause(key)
+        self.loop.forget(key)
+        if seen is not None:
+            return seen
+        namespace = key[1]
         cause = (
-            caused_by_event(seen[0])
-            if seen is not None
-            else f"namespace/{namespace}"
+            f"namespace/{namespace}"
             if verdict.reason.startswith("namespace")
             else f"owner/{verdict.removed_uids[0]}"
             if verdict.removed_uids
             else f"{ROLE}/{uid}"
         )
-        correlation = seen[1] if seen is not None else None
-        retry = False
+        return Cause(cause)
+
+    async def _act(self, key: Key, record: ObjectRecord, verdict: Collection) -> int | None:
+        """Carry the verdict out; a conflict or refusal is decided again a little later (the
+        time returned)."""
+        kind, namespace, name = key
+        cause = self._cause_of(key, record.uid, verdict)
         try:
-            async with self._slots:
-                if verdict.action == "delete":
-                    outcome = await self._commands.send(
-                        kind,
-                        "delete",
-                        {
-                            "name": name,
-                            "namespace": namespace,
-                            "reason": verdict.reason,
-                            "propagationPolicy": verdict.propagation_policy,
-                        },
-                        idempotency_key=delete_key(uid),
-                        expected_version=version,
-                        causation_id=cause[:128],
-                        correlation_id=correlation,
-                    )
-                else:
-                    outcome = await self._commands.send(
-                        kind,
-                        "apply",
-                        {"manifest": without_references(manifest, verdict.keep_references)},
-                        idempotency_key=unown_key(uid, version),
-                        expected_version=version,
-                        causation_id=cause[:128],
-                        correlation_id=correlation,
-                    )
-            if not outcome.replayed:
-                if verdict.action == "delete":
-                    self.collected += 1
-                else:
-                    self.orphaned += 1
-            log.info(
-                "garbage_collector.collected",
-                object=f"{kind}/{namespace}/{name}",
-                action=verdict.action,
-                reason=verdict.reason,
-                replayed=outcome.replayed,
-            )
-            if outcome.seqs:
-                await self._projection.wait_for(max(outcome.seqs))
+            if verdict.action == "delete":
+                outcome = await self._delete(record, verdict=verdict, cause=cause)
+            else:
+                outcome = await self._unown(record, verdict=verdict, cause=cause)
         except FleetError as exc:
-            if exc.code != "not_found":  # not_found: already gone, nothing left to do
-                # A conflict (it changed since the decision) or a failure: decide again later.
-                retry = True
-                log.info(
-                    "garbage_collector.retry",
-                    object=f"{kind}/{namespace}/{name}",
-                    code=exc.code,
-                    error=exc.message,
-                )
-        finally:
-            self._in_flight.discard(key)
-            if retry:
-                self._schedule_retry({key})
-            if key in self._redo:
-                self._redo.discard(key)
-                self._dirty.add(key)
-            self._wake.set()
+            if exc.code == "not_found":
+                return None  # already gone, nothing left to do
+            # A conflict (it changed since the decision) or a failure: decide again later.
+            log.info(
+                "garbage_collector.retry",
+                object=f"{kind}/{namespace}/{name}",
+                code=exc.code,
+                error=exc.message,
+            )
+            return time.time_ns() + int(self.loop.retry_seconds * 1e9)
+        if not outcome.replayed:
+            if verdict.action == "delete":
+                self.collected += 1
+            else:
+                self.orphaned += 1
+        log.info(
+            "garbage_collector.collected",
+            object=f"{kind}/{namespace}/{name}",
+            action=verdict.action,
+            reason=verdict.reason,
+            replayed=outcome.replayed,
+        )
+        if outcome.seqs:
+            await self._projection.wait_for(max(outcome.seqs))
+        return None
+
+    async def _delete(self, record: ObjectRecord, *, verdict: Collection, cause: Cause) -> Outcome:
+        """Delete a dependent, passing the owner's propagation policy on."""
+        return await self._commands.send(
+            record.kind,
+            "delete",
+            {
+                "name": record.name,
+                "namespace": record.namespace,
+                "reason": verdict.reason,
+                "propagationPolicy": verdict.propagation_policy,
+            },
+            idempotency_key=delete_key(record.uid),
+            expected_version=record.version,
+            causation_id=cause.causation_id[:128],
+            correlation_id=cause.correlation_id,
+        )
+
+    async def _unown(self, record: ObjectRecord, *, verdict: Collection, cause: Cause) -> Outcome:
+        """Drop the references to owners deleted with ``Orphan``; keep the rest."""
+        return await self._commands.send(
+            record.kind,
+            "apply",
+            {"manifest": without_references(record.manifest, verdict.keep_references)},
+            idempotency_key=unown_key(record.uid, record.version),
+            expected_version=record.version,
+            causation_id=cause.causation_id[:128],
+            correlation_id=cause.correlation_id,
+        )
 
 
 def _owner_key(namespace: str, ref: Mapping[str, Any]) -> Key | None:

@@ -8,6 +8,11 @@ transitions are due, and records each on the node's aggregate: ``NodeNotReady`` 
 Each event carries the heartbeat and grace it was decided on, so ``why`` never needs the lease
 bucket. Evicting the pods that do not tolerate the NoExecute taint is the taint-eviction
 controller's work (``handlers.taint_eviction``), which acts under this controller's lease.
+
+It runs on the shared controller loop (``handlers.controller``) with a single key, the whole
+fleet (:data:`EVERY_NODE`): heartbeats live in a KV bucket, not in the log, so no event makes
+one node due; the pass asks the loop to run it again one period later. The loop holds the
+lease, retries a pass that failed, and gives the lease up on the way out.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from core.nodes.lifecycle import (
     assess,
 )
 from core.nodes.status import ready_status
+from handlers.controller import ControllerLoop, Leadership
 from projections.cluster import ClusterModel
+from projections.ownership import Key
 from projections.runtime import Projection
-from streams.cancellation import checkpoint
 from streams.eventstore import ConcurrencyConflict
 from streams.leases import LeaderLease, NodeLeases
 from streams.repository import AggregateRepository, Provenance
@@ -43,6 +49,8 @@ log = structlog.get_logger(__name__)
 
 ROLE = "node-lifecycle-controller"
 ACTOR = f"system:{ROLE}"
+EVERY_NODE: Key = ("", "every-node")
+"""The loop's one key: a monitor pass over every node."""
 
 
 def heartbeat_cause(transition: Transition) -> str:
@@ -62,9 +70,9 @@ class NodeLifecycleController:
         nc: Client,
         repository: AggregateRepository,
         projection: Projection[ClusterModel],
-        leases: NodeLeases,
-        leader: LeaderLease,
         *,
+        leases: NodeLeases,
+        leader: Leadership,
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
         startup_grace_seconds: float = DEFAULT_STARTUP_GRACE_SECONDS,
         period_seconds: float = DEFAULT_MONITOR_PERIOD_SECONDS,
@@ -73,10 +81,22 @@ class NodeLifecycleController:
         self._repository = repository
         self._projection = projection
         self._leases = leases
-        self._leader = leader
         self.grace_seconds = grace_seconds
         self.startup_grace_seconds = startup_grace_seconds
-        self.period_seconds = period_seconds
+        self.loop: ControllerLoop[Key] = ControllerLoop(
+            role=ROLE,
+            projection=projection,
+            leader=leader,
+            reconcile=self.reconcile,
+            keys_of=lambda event: (),
+            all_keys=lambda: (EVERY_NODE,),
+            max_in_flight=1,
+            period_seconds=period_seconds,
+        )
+
+    @property
+    def period_seconds(self) -> float:
+        return self.loop.period_seconds
 
     @classmethod
     async def create(
@@ -88,34 +108,38 @@ class NodeLifecycleController:
     ) -> NodeLifecycleController:
         leases = await NodeLeases.open(nc)
         leader = await LeaderLease.open(nc, ROLE)
-        return cls(nc, repository, projection, leases, leader, **options)
+        return cls(nc, repository, projection, leases=leases, leader=leader, **options)
 
     @property
-    def leader(self) -> LeaderLease:
+    def leader(self) -> Leadership:
         """The lease this controller holds and renews; roles that must act only where it leads
         (the taint-eviction controller) check it."""
-        return self._leader
+        return self.loop.leader
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Monitor until cancelled; leadership is given up on the way out."""
         await self._leases.follow()
-        if ready is not None:
-            ready.set()
         try:
-            while True:
-                checkpoint()
-                if await self._leader.try_lead():
-                    await self.monitor_once(time.time_ns())
-                await asyncio.sleep(self.period_seconds)
+            await self.loop.run(ready)
         finally:
             await self._leases.stop()
-            await self._leader.resign()
+
+    async def reconcile(self, key: Key) -> int | None:
+        """One monitor pass; the next is due one period later."""
+        now_ns = time.time_ns()
+        await self.monitor_once(now_ns)
+        return now_ns + int(self.period_seconds * 1e9)
 
     def health(self) -> list[NodeHealth]:
         """Every node in the read model with its Ready status and latest heartbeat."""
         renewed = self._leases.renewed_ns
         return [
-            NodeHealth(r.name, ready_status(r.manifest), r.created_ns, renewed.get(r.name))
+            NodeHealth(
+                name=r.name,
+                ready=ready_status(r.manifest),
+                created_ns=r.created_ns,
+                last_heartbeat_ns=renewed.get(r.name),
+            )
             for r in self._projection.model.list("Node")
         ]
 

@@ -17,9 +17,10 @@ event, so a pod whose creation charged the quota is always among the pods it com
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import structlog
 from nats.aio.client import Client
@@ -27,8 +28,9 @@ from nats.aio.client import Client
 from core.meta.aggregate import timestamp_from_ns
 from core.policy.aggregates import ResourceQuota
 from core.policy.quota import reconcile_usage
-from handlers.controller import ControllerLoop, Key
+from handlers.controller import ControllerLoop, Leadership, LoopOptions
 from projections.cluster import ClusterModel
+from projections.ownership import Key
 from projections.runtime import Projection
 from streams.decide import Append, Attempt, decide_and_append
 from streams.envelope import StoredEvent
@@ -36,6 +38,9 @@ from streams.eventstore import ConcurrencyConflict
 from streams.leases import LeaderLease
 from streams.repository import AggregateRepository, Provenance
 from streams.subjects import AggregateRef
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 log = structlog.get_logger(__name__)
 
@@ -50,16 +55,16 @@ class QuotaController:
         self,
         repository: AggregateRepository,
         projection: Projection[ClusterModel],
-        leader: LeaderLease,
-        **options: Any,
+        leader: Leadership,
+        **options: Unpack[LoopOptions],
     ) -> None:
         self._repository = repository
         self._projection = projection
-        self.loop = ControllerLoop(
-            ROLE,
-            projection,
-            leader,
-            self.reconcile,
+        self.loop: ControllerLoop[Key] = ControllerLoop(
+            role=ROLE,
+            projection=projection,
+            leader=leader,
+            reconcile=self.reconcile,
             keys_of=self._keys_of,
             kind="ResourceQuota",
             actor=ACTOR,
@@ -77,12 +82,12 @@ class QuotaController:
         nc: Client,
         repository: AggregateRepository,
         projection: Projection[ClusterModel],
-        **options: Any,
+        **options: Unpack[LoopOptions],
     ) -> QuotaController:
         leader = await LeaderLease.open(nc, ROLE)
         return cls(repository, projection, leader, **options)
 
-    async def run(self, ready: Any = None) -> None:
+    async def run(self, ready: asyncio.Event | None = None) -> None:
         await self.loop.run(ready)
 
     def _keys_of(self, event: StoredEvent) -> Iterable[Key]:

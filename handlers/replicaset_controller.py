@@ -33,7 +33,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from nats.aio.client import Client
@@ -42,13 +42,16 @@ from core.errors import FleetError
 from core.meta.timestamps import format_stamp
 from core.policy.quota import is_terminal
 from core.workloads.replicaset import PodCounts, RankedPod, plan_replica_set
-from handlers.controller import Cause, ControllerLoop, Key, adopt_orphans
+from handlers.controller import Cause, ControllerLoop, Leadership, LoopOptions, adopt_orphans
 from projections.cluster import ClusterModel, ObjectRecord
-from projections.ownership import ControllerIndex, controlled_pods
+from projections.ownership import ControllerIndex, Key, controlled_pods
 from projections.runtime import Projection, digest_of
 from streams.commandbus import CommandClient, Outcome
 from streams.envelope import StoredEvent
 from streams.leases import LeaderLease
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 log = structlog.get_logger(__name__)
 
@@ -92,18 +95,18 @@ class ReplicaSetController:
         self,
         nc: Client,
         projection: Projection[ClusterModel],
-        leader: LeaderLease,
-        **options: Any,
+        leader: Leadership,
+        **options: Unpack[LoopOptions],
     ) -> None:
         self._projection = projection
         self._commands = CommandClient(nc, actor=ACTOR)
         self._pods = ControllerIndex(projection, "Pod", "ReplicaSet")
         self._failures: dict[Key, str] = {}
-        self.loop = ControllerLoop(
-            ROLE,
-            projection,
-            leader,
-            self.reconcile,
+        self.loop: ControllerLoop[Key] = ControllerLoop(
+            role=ROLE,
+            projection=projection,
+            leader=leader,
+            reconcile=self.reconcile,
             keys_of=self._keys_of,
             kind="ReplicaSet",
             actor=ACTOR,
@@ -115,7 +118,7 @@ class ReplicaSetController:
 
     @classmethod
     async def create(
-        cls, nc: Client, projection: Projection[ClusterModel], **options: Any
+        cls, nc: Client, projection: Projection[ClusterModel], **options: Unpack[LoopOptions]
     ) -> ReplicaSetController:
         leader = await LeaderLease.open(nc, ROLE)
         return cls(nc, projection, leader, **options)
@@ -151,11 +154,11 @@ class ReplicaSetController:
         cause = self.loop.cause(key, rs.last_seq)
         adopted = await adopt_orphans(
             self._commands,
-            self._projection,
-            self._pods,
-            namespace,
-            spec.get("selector") or {},
-            controller_reference(rs),
+            projection=self._projection,
+            index=self._pods,
+            namespace=namespace,
+            selector=spec.get("selector") or {},
+            owner=controller_reference(rs),
             role=ROLE,
             cause=cause,
             adoptable=lambda pod: not is_terminal(pod.manifest),
@@ -164,25 +167,29 @@ class ReplicaSetController:
             await self._projection.wait_for(max(adopted))
             self.loop.mark(key)  # decide on the count that includes them
             return None
-        pods = controlled_pods(self._projection.model, self._pods, rs.namespace, rs.uid)
+        pods = controlled_pods(
+            self._projection.model, self._pods, namespace=rs.namespace, owner_uid=rs.uid
+        )
         template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
         plan = plan_replica_set(
-            int(spec.get("replicas", 1)),
-            pods,
-            template_labels,
-            int(spec.get("minReadySeconds") or 0),
-            now_ns,
+            desired=int(spec.get("replicas", 1)),
+            pods=pods,
+            template_labels=template_labels,
+            min_ready_seconds=int(spec.get("minReadySeconds") or 0),
+            now_ns=now_ns,
         )
         seqs: list[int] = []
         try:
             if plan.create:
-                failure = await self._create_pods(rs, plan.create, cause, seqs)
+                failure = await self._create_pods(rs, count=plan.create, cause=cause, seqs=seqs)
                 if failure is None:
                     self._failures.pop(key, None)
                 else:
                     self._failures[key] = failure
             if plan.delete:
-                await self._delete_pods(rs, plan.delete, len(pods), cause, seqs)
+                await self._delete_pods(
+                    rs, victims=plan.delete, active=len(pods), cause=cause, seqs=seqs
+                )
         finally:
             # Expectations: whatever was written is in the view before the next decision.
             if seqs:
@@ -191,13 +198,15 @@ class ReplicaSetController:
             self.loop.mark(key)  # the status is recorded once the counts have settled
             return None
         failure = self._failures.get(key)
-        await self._record_status(rs, plan.counts, failure, now_ns, cause)
+        await self._record_status(
+            rs, counts=plan.counts, failure=failure, now_ns=now_ns, cause=cause
+        )
         if failure is not None:
             return now_ns + int(FAILED_CREATE_RETRY_SECONDS * 1e9)
         return plan.recheck_at_ns
 
     async def _create_pods(
-        self, rs: ObjectRecord, count: int, cause: Cause, seqs: list[int]
+        self, rs: ObjectRecord, *, count: int, cause: Cause, seqs: list[int]
     ) -> str | None:
         """Create ``count`` pods in slow-start batches; the first refusal ends it (returned)."""
         remaining, batch = count, 1
@@ -238,7 +247,13 @@ class ReplicaSetController:
         )
 
     async def _delete_pods(
-        self, rs: ObjectRecord, victims: list[RankedPod], active: int, cause: Cause, seqs: list[int]
+        self,
+        rs: ObjectRecord,
+        *,
+        victims: list[RankedPod],
+        active: int,
+        cause: Cause,
+        seqs: list[int],
     ) -> None:
         desired = int((rs.manifest.get("spec") or {}).get("replicas", 1))
         reason = f"replica set {rs.name} has {active} pods and wants {desired}"
@@ -272,7 +287,13 @@ class ReplicaSetController:
             raise failures[0]
 
     async def _record_status(
-        self, rs: ObjectRecord, counts: PodCounts, failure: str | None, now_ns: int, cause: str
+        self,
+        rs: ObjectRecord,
+        *,
+        counts: PodCounts,
+        failure: str | None,
+        now_ns: int,
+        cause: Cause,
     ) -> None:
         previous = rs.manifest.get("status") or {}
         status: dict[str, Any] = {

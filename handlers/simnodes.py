@@ -86,7 +86,7 @@ class SimNodeSpec:
 
 
 class SimulatedNodes:
-    def __init__(self, nc: Client, leases: NodeLeases, spec: SimNodeSpec, count: int) -> None:
+    def __init__(self, nc: Client, leases: NodeLeases, *, spec: SimNodeSpec, count: int) -> None:
         self._commands = CommandClient(nc, actor=ACTOR)
         self._leases = leases
         self.spec = spec
@@ -94,7 +94,7 @@ class SimulatedNodes:
 
     @classmethod
     async def create(cls, nc: Client, spec: SimNodeSpec, count: int) -> SimulatedNodes:
-        return cls(nc, await NodeLeases.open(nc), spec, count)
+        return cls(nc, await NodeLeases.open(nc), spec=spec, count=count)
 
     @property
     def names(self) -> frozenset[str]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import getpass
 import os
-import re
 from datetime import UTC, datetime, timedelta
 
 from core.api.kinds import NAMESPACED
 from core.errors import UnknownKind, ValidationFailed
+from core.meta.durations import is_duration, parse_duration
+from core.meta.timestamps import parse_stamp
 
 DEFAULT_SERVER = "nats://127.0.0.1:4222"
 
@@ -72,36 +73,17 @@ def default_actor() -> str:
         return "user:unknown"
 
 
-_DURATION = re.compile(r"(\d+)([smhd])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def parse_duration(text: str) -> float:
-    """``30s``, ``2m``, ``1h30m`` (or plain seconds, ``45``) in seconds."""
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    if not re.fullmatch(r"(\d+[smhd])+", text):
-        raise ValidationFailed(f"{text!r} is not a duration: use e.g. 30s, 2m or 1h")
-    return sum(
-        timedelta(**{_UNITS[unit]: int(amount)}).total_seconds()
-        for amount, unit in _DURATION.findall(text)
-    )
-
-
 def parse_since(text: str, now: datetime) -> datetime:
     """``10m``, ``2h30m``, ``1d`` before ``now``, or an ISO 8601 instant."""
-    if re.fullmatch(r"(\d+[smhd])+", text):
-        delta = timedelta()
-        for amount, unit in _DURATION.findall(text):
-            delta += timedelta(**{_UNITS[unit]: int(amount)})
-        return now - delta
-    try:
-        instant = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
+    if is_duration(text):
+        return now - timedelta(seconds=parse_duration(text))
+    at_ns = parse_stamp(text)
+    if at_ns is None:
         raise ValidationFailed(
             f"--since {text!r}: use a duration like 10m, 2h, 1d or a time like 2026-01-31T03:12:00Z"
-        ) from exc
-    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+        )
+    seconds, fraction = divmod(at_ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, tz=UTC) + timedelta(microseconds=fraction // 1000)
 
 
 POINT_HELP = (

@@ -41,8 +41,10 @@ from nats.aio.client import Client
 
 from core.errors import FleetError, ValidationFailed
 from core.meta.diff import changed_paths
+from core.meta.durations import is_duration, parse_duration
+from core.meta.timestamps import parse_stamp
 from ops import render
-from ops.cliargs import POINT_HELP, parse_duration
+from ops.cliargs import POINT_HELP
 from projections.cluster import ClusterModel, Key
 from projections.history_service import read_history
 from projections.runtime import Projection, collector_paused
@@ -51,9 +53,6 @@ from streams.eventstore import EventStore, parse_rfc3339_ns
 from streams.subjects import event_filter, event_subject
 
 _SEQ = re.compile(r"(?:seq:)?(\d+)", re.IGNORECASE)
-_AGO = re.compile(r"-((?:\d+[smhd])+)")
-_FRACTION = re.compile(r"(?<=[T ]\d\d:\d\d:\d\d)\.(\d+)")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # -- points -----------------------------------------------------------------------------------
@@ -69,31 +68,6 @@ class Point:
     at_ns: int | None = None
 
 
-def parse_instant(text: str) -> int | None:
-    """Nanoseconds since the epoch of an ISO 8601 instant (UTC if it states no offset), or
-    None if ``text`` is not one. Fractions of a second keep all nine digits, so a stored time
-    copied from the output names exactly that event."""
-    text = text.strip()
-    if text[-1:] in ("Z", "z"):
-        text = text[:-1] + "+00:00"
-    fraction_ns = 0
-    match = _FRACTION.search(text)
-    if match:
-        digits = match.group(1)
-        if len(digits) > 9:
-            return None
-        fraction_ns = int(digits.ljust(9, "0"))
-        text = text[: match.start()] + text[match.end() :]
-    try:
-        instant = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=UTC)
-    delta = instant - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + fraction_ns
-
-
 def parse_point(text: str, now_ns: int, *, option: str = "--at") -> Point:
     """Read a point (see the module docstring); ``now_ns`` anchors relative times."""
     raw = text.strip()
@@ -101,9 +75,9 @@ def parse_point(text: str, now_ns: int, *, option: str = "--at") -> Point:
         return Point(text)
     if match := _SEQ.fullmatch(raw):
         return Point(text, seq=int(match.group(1)))
-    if _AGO.fullmatch(raw):
+    if raw.startswith("-") and is_duration(raw[1:]):
         return Point(text, at_ns=now_ns - int(parse_duration(raw[1:]) * 1_000_000_000))
-    at_ns = parse_instant(raw) if raw else None
+    at_ns = parse_stamp(raw)
     if at_ns is None:
         raise ValidationFailed(f"{option} {text!r} is not a point in the log: use {POINT_HELP}")
     return Point(text, at_ns=at_ns)

@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from core.meta.aggregate import Resource
-from core.meta.objectmeta import ResourceBase
+from core.meta.types import ResourceBase
 from core.namespaces import aggregate as namespaces
 from core.namespaces.model import Namespace
 from core.nodes import aggregate as nodes

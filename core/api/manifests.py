@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from core.api.catalog import KINDS, ResourceModel
 from core.errors import UnknownKind, ValidationFailed
 from core.meta.model import invalid, show, to_validation_failed
-from core.meta.objectmeta import ResourceBase
+from core.meta.types import ResourceBase
 
 
 def parse_manifest(doc: object) -> ResourceModel:

@@ -1,70 +1,110 @@
-"""Label selectors (meta/v1): the model that validates them, and how they match.
+"""What a label selector means, and Go's integer reading of label values.
 
-Why this exists: a label selector picks a workload's pods, a spread constraint's peers and a
-service's endpoints; Kubernetes gives it one meaning (``matchLabels`` and ``matchExpressions``
-ANDed; In, NotIn, Exists, DoesNotExist), which lives here once.
+Why this exists: a label selector picks a workload's pods, a spread constraint's peers, a
+disruption budget's pods and a service's endpoints; Kubernetes gives it one meaning
+(``matchLabels`` and ``matchExpressions`` ANDed; In, NotIn, Exists, DoesNotExist), which lives
+here once. :class:`Selector` is apimachinery's ``labels.Selector``: a selector compiled from the
+stored manifest (``metav1.LabelSelectorAsSelector``), cheap enough for the scheduler's inner
+loop and free of pydantic, so the command line and the read models can use it too. The schema
+that validates a selector a user sends is :class:`core.meta.types.LabelSelector`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal, Self
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
 
-from pydantic import (
-    model_validator,
-)
-
-from core.meta.model import K8sModel, field_error
-from core.meta.names import Labels, LabelValue, QualifiedName
-
-# --------------------------------------------------------------------------------------------
-# Label selectors (meta/v1) and conditions, shared by several kinds
-# --------------------------------------------------------------------------------------------
+_INT64_RE: Final = re.compile(r"[+-]?[0-9]+")
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
 
 
-class LabelSelectorRequirement(K8sModel):
-    """One ``matchExpressions`` entry of a label selector."""
+def parse_int64(text: str) -> int | None:
+    """Go's ``strconv.ParseInt(text, 10, 64)``: None when it would fail (how the ``Gt``/``Lt``
+    operators of node selectors and tolerations read a label or taint value)."""
+    if not _INT64_RE.fullmatch(text):
+        return None
+    value = int(text)
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        return None
+    return value
 
-    key: QualifiedName
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[LabelValue] | None = None
 
-    @model_validator(mode="after")
-    def _values_fit_operator(self) -> Self:
-        if self.operator in ("In", "NotIn") and not self.values:
-            raise field_error(
-                "Required value: must be specified when `operator` is 'In' or 'NotIn'", "values"
-            )
-        if self.operator in ("Exists", "DoesNotExist") and self.values:
-            raise field_error(
-                "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
-                "values",
-            )
-        return self
+SET_OPERATORS: Final = frozenset({"In", "NotIn", "Exists", "DoesNotExist"})
+
+Requirement = tuple[str, str, frozenset[str]]
+"""``(key, operator, values)``."""
+
+
+def set_operator_matches(
+    op: str, key: str, values: frozenset[str], labels: Mapping[str, str]
+) -> bool:
+    """In / NotIn / Exists / DoesNotExist on a label map; any other operator does not match."""
+    if op == "In":
+        return labels.get(key) in values
+    if op == "NotIn":
+        return key not in labels or labels[key] not in values
+    if op == "Exists":
+        return key in labels
+    if op == "DoesNotExist":
+        return key not in labels
+    return False
+
+
+class Selector:
+    """A compiled ``metav1.LabelSelector``: requirements ANDed.
+
+    ``None`` in a manifest means "matches nothing" (``LabelSelectorAsSelector(nil)``) and ``{}``
+    means "matches everything"; use :meth:`from_manifest` to get that right.
+    """
+
+    __slots__ = ("nothing", "requirements")
+
+    def __init__(self, requirements: tuple[Requirement, ...] = (), nothing: bool = False) -> None:
+        self.requirements = requirements
+        self.nothing = nothing
+
+    @classmethod
+    def from_manifest(
+        cls, raw: Mapping[str, Any] | None, *, extra: Iterable[Requirement] = ()
+    ) -> Selector:
+        """Compile a selector; ``extra`` requirements are ANDed (matchLabelKeys merging)."""
+        if raw is None:
+            return NOTHING
+        reqs: list[Requirement] = [
+            (key, "In", frozenset((value,)))
+            for key, value in (raw.get("matchLabels") or {}).items()
+        ]
+        for expr in raw.get("matchExpressions") or ():
+            reqs.append((expr["key"], expr["operator"], frozenset(expr.get("values") or ())))
+        reqs.extend(extra)
+        return cls(tuple(reqs))
+
+    @property
+    def empty(self) -> bool:
+        """No requirement at all: matches everything (``{}``)."""
+        return not self.nothing and not self.requirements
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        present = self.key in labels
-        if self.operator == "In":
-            return present and labels[self.key] in (self.values or ())
-        if self.operator == "NotIn":
-            return not present or labels[self.key] not in (self.values or ())
-        if self.operator == "Exists":
-            return present
-        return not present
-
-
-class LabelSelector(K8sModel):
-    """A label query: ``matchLabels`` and ``matchExpressions`` are ANDed."""
-
-    match_labels: Labels | None = None
-    match_expressions: list[LabelSelectorRequirement] | None = None
-
-    def is_empty(self) -> bool:
-        """An empty selector matches everything (and is not allowed where one is required)."""
-        return not self.match_labels and not self.match_expressions
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        for key, value in (self.match_labels or {}).items():
-            if labels.get(key) != value:
+        if self.nothing:
+            return False
+        for key, op, values in self.requirements:
+            if not set_operator_matches(op, key, values, labels):
                 return False
-        return all(req.matches(labels) for req in self.match_expressions or ())
+        return True
+
+    def __repr__(self) -> str:
+        return "Selector(NOTHING)" if self.nothing else f"Selector({self.requirements})"
+
+
+EVERYTHING: Final = Selector()
+NOTHING: Final = Selector(nothing=True)
+
+
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Whether a stored selector of an owner (a replica set's, a service's) matches ``labels``.
+    An empty selector matches nothing here: Kubernetes refuses one where an owner needs it, and
+    an owner never selects everything."""
+    compiled = Selector.from_manifest(selector)
+    return not compiled.empty and compiled.matches(labels)

@@ -1,13 +1,16 @@
-"""Kubernetes' condition timestamps: RFC 3339 in whole seconds, UTC (``2026-11-26T03:12:00Z``).
+"""Kubernetes' timestamps: written as RFC 3339 in whole seconds, UTC (``2026-11-26T03:12:00Z``),
+read back from any RFC 3339 / ISO 8601 instant.
 
-Why this exists: conditions, heartbeat causes and controller statuses all write and read the
-same stamp; one spelling keeps them comparable (and pure: the time is always passed in).
+Why this exists: conditions, taints' ``timeAdded``, heartbeat causes, controller statuses and
+the command line's ``--at`` all write and read instants; one spelling and one reader keep them
+comparable (and pure: the time is always passed in).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -43,15 +46,35 @@ def format_stamp(ns: int) -> str:
     return _format(ns)
 
 
+_FRACTION: Final = re.compile(r"(?<=[T ]\d\d:\d\d:\d\d)\.(\d+)")
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def parse_stamp(text: Any) -> int | None:
-    """A stamp (or any RFC 3339 time) in ns since the epoch; None when absent or unreadable."""
-    if not text:
+    """An RFC 3339 / ISO 8601 instant in ns since the epoch, exactly (all nine digits of a
+    fraction are kept, so a stored time copied from the output names exactly that event);
+    UTC when it states no offset; None when absent or unreadable."""
+    if not text or not isinstance(text, str):
         return None
+    text = text.strip()
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    fraction_ns = 0
+    match = _FRACTION.search(text)
+    if match:
+        digits = match.group(1)
+        if len(digits) > 9:
+            return None
+        fraction_ns = int(digits.ljust(9, "0"))
+        text = text[: match.start()] + text[match.end() :]
     try:
-        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        instant = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return int(moment.timestamp() * 1_000_000_000)
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    delta = instant - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * _NS_PER_SECOND + fraction_ns
 
 
 def stamp_of(at: datetime) -> str:

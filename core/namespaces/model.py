@@ -10,7 +10,7 @@ from typing import Literal
 
 from core.meta.model import K8sModel
 from core.meta.names import QualifiedName, dns1123_label_errors
-from core.meta.objectmeta import Condition, ResourceBase
+from core.meta.types import Condition, ResourceBase
 
 
 class NamespaceSpec(K8sModel):

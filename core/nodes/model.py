@@ -18,9 +18,8 @@ from core.meta.names import (
     dns1123_subdomain_errors,
     qualified_name_errors,
 )
-from core.meta.objectmeta import Condition, ResourceBase
 from core.meta.quantity import parse_quantity
-from core.meta.taints import Taint
+from core.meta.types import Condition, ResourceBase, Taint
 
 
 def _check_node_resources(resources: dict[str, str]) -> dict[str, str]:

@@ -14,7 +14,8 @@ after the taint was added (``timeAdded``, stamped by whoever set the taint) the 
 
 As in Kubernetes (``v1helper.GetMatchingTolerations`` and ``getMinTolerationTime``), the
 toleration that counts for a taint is the *first* of the pod's tolerations that matches it, and
-the minimum is taken over those. Matching itself is the scheduler's ``Toleration.tolerates``.
+the minimum is taken over those. Matching itself is the scheduler's too
+(``core.meta.taints.PodToleration.tolerates``).
 
 Pure: the current instant is passed in, and a taint's add time comes from the manifest (or a
 fallback the caller supplies, such as the time of the event that first showed the taint).
@@ -24,30 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
-from core.scheduling.model import Taint, Toleration
+from core.meta.taints import NO_EXECUTE, NodeTaint, PodToleration
+from core.meta.timestamps import parse_stamp
 
-NO_EXECUTE = "NoExecute"
 NS_PER_SECOND = 1_000_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class NoExecuteTaint:
-    """A NoExecute taint of a node and the instant it was added (ns since the epoch)."""
-
-    key: str
-    value: str
-    added_ns: int
-
-    @property
-    def taint(self) -> Taint:
-        return Taint(self.key, self.value, NO_EXECUTE)
-
-    def describe(self) -> str:
-        """``key=value:NoExecute`` (``key:NoExecute`` without a value), as kubectl prints."""
-        return f"{self.key}={self.value}:{NO_EXECUTE}" if self.value else f"{self.key}:{NO_EXECUTE}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,48 +51,29 @@ class Verdict:
 NEVER = Verdict("never")
 
 
-def parse_time_added(text: object) -> int | None:
-    """A taint's ``timeAdded`` (RFC 3339) in ns since the epoch; None when absent or unreadable."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        instant = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if instant.tzinfo is None:
-        return None
-    return int(instant.timestamp()) * NS_PER_SECOND + instant.microsecond * 1000
-
-
 def noexecute_taints(
     node_manifest: Mapping[str, Any], *, fallback_added_ns: int
-) -> tuple[NoExecuteTaint, ...]:
+) -> tuple[NodeTaint, ...]:
     """The NoExecute taints of a node manifest, in order; a taint without a readable
     ``timeAdded`` is taken to have been added at ``fallback_added_ns``."""
-    out: list[NoExecuteTaint] = []
+    out: list[NodeTaint] = []
     for raw in (node_manifest.get("spec") or {}).get("taints") or ():
         if raw.get("effect") != NO_EXECUTE or not raw.get("key"):
             continue
-        added = parse_time_added(raw.get("timeAdded"))
+        added = parse_stamp(raw.get("timeAdded"))
         out.append(
-            NoExecuteTaint(
+            NodeTaint(
                 str(raw["key"]),
                 str(raw.get("value") or ""),
+                NO_EXECUTE,
                 fallback_added_ns if added is None else added,
             )
         )
     return tuple(out)
 
 
-def pod_tolerations(pod_manifest: Mapping[str, Any]) -> tuple[Toleration, ...]:
-    return tuple(
-        Toleration.from_manifest(raw)
-        for raw in (pod_manifest.get("spec") or {}).get("tolerations") or ()
-    )
-
-
 def decide(
-    taints: Sequence[NoExecuteTaint], tolerations: Iterable[Toleration], *, now_ns: int
+    taints: Sequence[NodeTaint], tolerations: Iterable[PodToleration], *, now_ns: int
 ) -> Verdict:
     """Whether, and when, a pod with ``tolerations`` is evicted from a node with ``taints``."""
     if not taints:
@@ -117,8 +81,7 @@ def decide(
     tolerations = tuple(tolerations)
     earliest: Verdict | None = None
     for taint in taints:
-        matched = taint.taint
-        used = next((t for t in tolerations if t.tolerates(matched)), None)
+        used = next((t for t in tolerations if t.tolerates(taint)), None)
         if used is None:
             return Verdict(
                 "now", now_ns, f"evicted: {taint.describe()} not tolerated", taint.describe()
@@ -129,7 +92,8 @@ def decide(
         reason = f"evicted: {taint.describe()} tolerated for {seconds}s, elapsed"
         if seconds <= 0:
             return Verdict("now", now_ns, reason, taint.describe())
-        deadline = taint.added_ns + seconds * NS_PER_SECOND
+        added_ns = now_ns if taint.added_ns is None else taint.added_ns
+        deadline = added_ns + seconds * NS_PER_SECOND
         if earliest is None or deadline < (earliest.evict_at_ns or 0):
             earliest = Verdict("at", deadline, reason, taint.describe())
     if earliest is None:

@@ -13,11 +13,11 @@ from typing import Annotated, Final, Literal, Self
 
 from pydantic import Field, model_validator
 
-from core.meta.labels import LabelSelector
 from core.meta.model import K8sModel, field_error, invalid
 from core.meta.names import (
     QualifiedName,
 )
+from core.meta.types import LabelSelector
 
 # --------------------------------------------------------------------------------------------
 # Scheduling constraints

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from core.errors import ValidationFailed
+from core.meta.durations import format_duration
 
 ProbeKind = Literal["startup", "liveness", "readiness"]
 PROBE_KINDS: tuple[ProbeKind, ...] = ("startup", "liveness", "readiness")
@@ -488,37 +489,12 @@ class CrashLoopBackOff:
         return BackoffState(min(backoff_seconds * 2, self.cap))
 
 
-def go_duration(seconds: float) -> str:
-    """``seconds`` written as Go's ``time.Duration.String()`` does ("10s", "1m20s", "5m0s",
-    "50ms"), so messages read exactly like the kubelet's."""
-    ns = round(seconds * 1e9)
-    if ns == 0:
-        return "0s"
-    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
-    if ns < 1_000_000_000:
-        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
-            if ns >= size:
-                return sign + _trim(ns / size) + unit
-    hours, rest = divmod(ns, 3_600_000_000_000)
-    minutes, rest = divmod(rest, 60_000_000_000)
-    text = _trim(rest / 1e9) + "s"
-    if hours:
-        return f"{sign}{hours}h{minutes}m{text}"
-    if minutes:
-        return f"{sign}{minutes}m{text}"
-    return sign + text
-
-
-def _trim(value: float) -> str:
-    return f"{value:.9f}".rstrip("0").rstrip(".")
-
-
 def backoff_message(
     backoff_seconds: float, container: str, pod: str, namespace: str, uid: str
 ) -> str:
     """The waiting message of a container in CrashLoopBackOff, as the kubelet words it."""
     return (
-        f"back-off {go_duration(backoff_seconds)} restarting failed container={container} "
+        f"back-off {format_duration(backoff_seconds)} restarting failed container={container} "
         f"pod={pod}_{namespace}({uid})"
     )
 
@@ -666,7 +642,6 @@ __all__ = [
     "container_outcomes",
     "exit_reason",
     "exit_status",
-    "go_duration",
     "pod_phase",
     "probes_of",
     "resolve_port",

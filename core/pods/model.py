@@ -22,9 +22,8 @@ from core.meta.names import (
     DNSSubdomain,
     Labels,
 )
-from core.meta.objectmeta import Condition, ResourceBase
 from core.meta.quantity import parse_quantity
-from core.meta.taints import Toleration
+from core.meta.types import Condition, ResourceBase, Toleration
 from core.pods.affinity import Affinity, TopologySpreadConstraint
 from core.pods.containers import Container
 from core.pods.env import LocalObjectReference

@@ -19,8 +19,8 @@ from core.api.manifests import dump_manifest, parse_manifest
 from core.errors import ValidationFailed
 from core.meta.model import K8sModel
 from core.meta.names import Annotations
-from core.meta.objectmeta import ObjectMeta
 from core.meta.quantity import parse_quantity
+from core.meta.types import ObjectMeta
 from core.nodes.status import NOT_READY_TAINT, UNREACHABLE_TAINT
 from core.pods.containers import Container
 from core.pods.model import PodSpec

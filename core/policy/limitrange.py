@@ -20,8 +20,8 @@ from pydantic import model_validator
 
 from core.meta.model import K8sModel, field_error
 from core.meta.names import dns1123_subdomain_errors
-from core.meta.objectmeta import ResourceBase
 from core.meta.quantity import parse_quantity
+from core.meta.types import ResourceBase
 from core.pods.resources import ResourceList
 
 LimitType = Literal["Container", "Pod", "PersistentVolumeClaim"]

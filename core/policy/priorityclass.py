@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 from core.errors import InvalidTransition
 from core.meta.model import field_error
 from core.meta.names import dns1123_subdomain_errors
-from core.meta.objectmeta import ObjectMeta, ResourceBase
+from core.meta.types import ObjectMeta, ResourceBase
 
 PreemptionPolicy = Literal["PreemptLowerPriority", "Never"]
 

@@ -20,7 +20,7 @@ from pydantic import model_validator
 from core.meta.fields import QuantityString
 from core.meta.model import K8sModel, field_error, invalid
 from core.meta.names import dns1123_subdomain_errors
-from core.meta.objectmeta import ResourceBase
+from core.meta.types import ResourceBase
 
 QUOTA_RESOURCES: Final = (
     "pods",

@@ -28,15 +28,7 @@ from core.scheduling.framework import (
     num_feasible_nodes_to_find,
     schedule,
 )
-from core.scheduling.model import (
-    LabelSelector,
-    NodeInfo,
-    NodeSelectorTerm,
-    PodInfo,
-    Taint,
-    Toleration,
-    tolerations_tolerate_taint,
-)
+from core.scheduling.model import NodeInfo, NodeSelectorTerm, PodInfo
 from core.scheduling.preemption import (
     Candidate,
     DisruptionBudget,
@@ -59,7 +51,6 @@ __all__ = [
     "FilterPlugin",
     "FitStrategy",
     "InterPodAffinityFilter",
-    "LabelSelector",
     "NodeAffinityFilter",
     "NodeInfo",
     "NodeNameFilter",
@@ -75,9 +66,7 @@ __all__ = [
     "SchedulerConfig",
     "ScorePlugin",
     "Snapshot",
-    "Taint",
     "TaintTolerationFilter",
-    "Toleration",
     "Victim",
     "VictimSelection",
     "build_score_plugins",
@@ -88,5 +77,4 @@ __all__ = [
     "run_filters",
     "schedule",
     "select_victims_on_node",
-    "tolerations_tolerate_taint",
 ]

@@ -26,12 +26,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
+from core.meta.labels import Selector
+from core.meta.taints import NodeTaint
 from core.scheduling.model import (
-    LabelSelector,
     NodeInfo,
     PodInfo,
     SpreadConstraint,
-    Taint,
     node_matches_required_affinity,
 )
 
@@ -72,7 +72,7 @@ ERR_EXISTING_ANTI_AFFINITY: Final = "node(s) didn't satisfy existing pods anti-a
 ERR_SPREAD: Final = "node(s) didn't match pod topology spread constraints"
 ERR_SPREAD_MISSING_LABEL: Final = ERR_SPREAD + " (missing required label)"
 
-UNSCHEDULABLE_TAINT: Final = Taint("node.kubernetes.io/unschedulable", "", "NoSchedule")
+UNSCHEDULABLE_TAINT: Final = NodeTaint("node.kubernetes.io/unschedulable", "", "NoSchedule")
 
 
 class FilterFailure:
@@ -145,7 +145,7 @@ class FilterPlugin(Protocol):
     def filter(self, pod: PodInfo, node: NodeInfo, snapshot: Snapshot) -> FilterFailure | None: ...
 
 
-def _untolerated(taints: Sequence[Taint], pod: PodInfo) -> Taint | None:
+def _untolerated(taints: Sequence[NodeTaint], pod: PodInfo) -> NodeTaint | None:
     """The first taint of ``taints`` no toleration of ``pod`` tolerates."""
     tolerations = pod.tolerations
     for taint in taints:
@@ -313,7 +313,7 @@ def _fit_order(reasons: list[str]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def count_pods_matching(node: NodeInfo, selector: LabelSelector, namespace: str) -> int:
+def count_pods_matching(node: NodeInfo, selector: Selector, namespace: str) -> int:
     """``countPodsMatchSelector``: same namespace, not terminating; an empty selector counts 0."""
     if not selector.requirements:
         return 0

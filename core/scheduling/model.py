@@ -18,29 +18,24 @@ PodLevelResources feature), when present, replace the container aggregate for th
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any, Final
 
+from core.meta.labels import SET_OPERATORS, Selector, parse_int64, set_operator_matches
 from core.meta.quantity import resource_amount
+from core.meta.taints import NodeTaint, PodToleration, pod_tolerations
+from core.meta.timestamps import parse_stamp
 
 __all__ = [
     "DEFAULT_MEMORY_REQUEST",
     "DEFAULT_MILLI_CPU_REQUEST",
-    "EVERYTHING",
-    "NOTHING",
     "AffinityTerm",
-    "LabelSelector",
     "NodeInfo",
     "NodeSelectorTerm",
     "PodInfo",
     "SpreadConstraint",
-    "Taint",
-    "Toleration",
     "node_matches_required_affinity",
     "resource_amount",
-    "tolerations_tolerate_taint",
 ]
 
 DEFAULT_MILLI_CPU_REQUEST: Final = 100
@@ -49,32 +44,10 @@ DEFAULT_MEMORY_REQUEST: Final = 200 * 1024 * 1024
 """schedutil.DefaultMemoryRequest (200Mi)."""
 
 HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
-_INT64_RE: Final = re.compile(r"[+-]?[0-9]+")
-_INT64_MIN: Final = -(2**63)
-_INT64_MAX: Final = 2**63 - 1
 
 
-def _parse_int64(text: str) -> int | None:
-    """Go's ``strconv.ParseInt(text, 10, 64)``: None when it would fail."""
-    if not _INT64_RE.fullmatch(text):
-        return None
-    value = int(text)
-    if not _INT64_MIN <= value <= _INT64_MAX:
-        return None
-    return value
-
-
-def _parse_time(text: object) -> float | None:
-    """An RFC 3339 timestamp as POSIX seconds; None when absent or unreadable (no clock read)."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        stamp = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)
-    return stamp.timestamp()
+def _seconds(ns: int | None) -> float | None:
+    return None if ns is None else ns / 1e9
 
 
 def _resource_dict(raw: Mapping[str, Any] | None) -> dict[str, int]:
@@ -84,76 +57,8 @@ def _resource_dict(raw: Mapping[str, Any] | None) -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------------------------
-# Selectors
+# Node selector terms (label selectors and taints are core.meta.labels and core.meta.taints)
 # --------------------------------------------------------------------------------------------
-
-
-_SET_OPERATORS = frozenset({"In", "NotIn", "Exists", "DoesNotExist"})
-
-
-def _set_operator_matches(
-    op: str, key: str, values: frozenset[str], labels: Mapping[str, str]
-) -> bool:
-    """In / NotIn / Exists / DoesNotExist on a label map; any other operator does not match."""
-    if op == "In":
-        return labels.get(key) in values
-    if op == "NotIn":
-        return key not in labels or labels[key] not in values
-    if op == "Exists":
-        return key in labels
-    if op == "DoesNotExist":
-        return key not in labels
-    return False
-
-
-class LabelSelector:
-    """A compiled ``metav1.LabelSelector``: requirements ANDed.
-
-    ``None`` in a manifest means "matches nothing" (``LabelSelectorAsSelector(nil)``) and ``{}``
-    means "matches everything"; use :meth:`from_manifest` to get that right.
-    """
-
-    __slots__ = ("nothing", "requirements")
-
-    def __init__(
-        self, requirements: tuple[tuple[str, str, frozenset[str]], ...] = (), nothing: bool = False
-    ) -> None:
-        self.requirements = requirements
-        self.nothing = nothing
-
-    @classmethod
-    def from_manifest(
-        cls,
-        raw: Mapping[str, Any] | None,
-        *,
-        extra: Iterable[tuple[str, str, frozenset[str]]] = (),
-    ) -> LabelSelector:
-        """Compile a selector; ``extra`` requirements are ANDed (matchLabelKeys merging)."""
-        if raw is None:
-            return NOTHING
-        reqs: list[tuple[str, str, frozenset[str]]] = [
-            (key, "In", frozenset((value,)))
-            for key, value in (raw.get("matchLabels") or {}).items()
-        ]
-        for expr in raw.get("matchExpressions") or ():
-            reqs.append((expr["key"], expr["operator"], frozenset(expr.get("values") or ())))
-        reqs.extend(extra)
-        return cls(tuple(reqs))
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        if self.nothing:
-            return False
-        for key, op, values in self.requirements:
-            if not _set_operator_matches(op, key, values, labels):
-                return False
-        return True
-
-    def __repr__(self) -> str:
-        return "LabelSelector(NOTHING)" if self.nothing else f"LabelSelector({self.requirements})"
-
-
-EVERYTHING: Final = LabelSelector()
-NOTHING: Final = LabelSelector(nothing=True)
 
 
 class NodeSelectorTerm:
@@ -185,7 +90,7 @@ class NodeSelectorTerm:
             values = list(expr.get("values") or ())
             number: int | None = None
             if op in ("Gt", "Lt"):
-                number = _parse_int64(values[0]) if len(values) == 1 else None
+                number = parse_int64(values[0]) if len(values) == 1 else None
                 if number is None:
                     valid = False
             elif op in ("In", "NotIn"):
@@ -215,14 +120,14 @@ class NodeSelectorTerm:
         if not self.valid:
             return False
         for key, op, values, number in self.expressions:
-            if op in _SET_OPERATORS:
-                if not _set_operator_matches(op, key, values, labels):
+            if op in SET_OPERATORS:
+                if not set_operator_matches(op, key, values, labels):
                     return False
             else:  # Gt / Lt
                 text = labels.get(key)
                 if text is None:
                     return False
-                have = _parse_int64(text)
+                have = parse_int64(text)
                 if have is None or number is None:
                     return False
                 if op == "Gt" and not have > number:
@@ -230,81 +135,6 @@ class NodeSelectorTerm:
                 if op == "Lt" and not have < number:
                     return False
         return all((node_name in values) == (op == "In") for _key, op, values in self.fields)
-
-
-# --------------------------------------------------------------------------------------------
-# Taints and tolerations
-# --------------------------------------------------------------------------------------------
-
-
-class Taint:
-    """``key=value:effect`` (value "" when absent)."""
-
-    __slots__ = ("effect", "key", "value")
-
-    def __init__(self, key: str, value: str, effect: str) -> None:
-        self.key = key
-        self.value = value
-        self.effect = effect
-
-    @classmethod
-    def from_manifest(cls, raw: Mapping[str, Any]) -> Taint:
-        return cls(raw["key"], raw.get("value") or "", raw["effect"])
-
-    def __repr__(self) -> str:
-        return f"Taint({self.key}={self.value}:{self.effect})"
-
-
-class Toleration:
-    """A toleration; empty strings where the manifest leaves a field out."""
-
-    __slots__ = ("effect", "key", "operator", "seconds", "value")
-
-    def __init__(
-        self,
-        key: str = "",
-        operator: str = "Equal",
-        value: str = "",
-        effect: str = "",
-        seconds: int | None = None,
-    ) -> None:
-        self.key = key
-        self.operator = operator or "Equal"
-        self.value = value
-        self.effect = effect
-        self.seconds = seconds
-
-    @classmethod
-    def from_manifest(cls, raw: Mapping[str, Any]) -> Toleration:
-        return cls(
-            raw.get("key") or "",
-            raw.get("operator") or "Equal",
-            raw.get("value") or "",
-            raw.get("effect") or "",
-            raw.get("tolerationSeconds"),
-        )
-
-    def tolerates(self, taint: Taint) -> bool:
-        """``Toleration.ToleratesTaint`` (core/v1 helpers), including the alpha Gt/Lt."""
-        if self.effect and self.effect != taint.effect:
-            return False
-        if self.key and self.key != taint.key:
-            return False
-        op = self.operator
-        if op == "Equal":
-            return self.value == taint.value
-        if op == "Exists":
-            return True
-        if op in ("Gt", "Lt"):
-            mine, theirs = _parse_int64(self.value), _parse_int64(taint.value)
-            if mine is None or theirs is None:
-                return False
-            return theirs > mine if op == "Gt" else theirs < mine
-        return False
-
-
-def tolerations_tolerate_taint(tolerations: Iterable[Toleration], taint: Taint) -> bool:
-    return any(t.tolerates(taint) for t in tolerations)
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,9 +154,9 @@ class AffinityTerm:
 
     def __init__(
         self,
-        selector: LabelSelector,
+        selector: Selector,
         namespaces: frozenset[str],
-        namespace_selector: LabelSelector | None,
+        namespace_selector: Selector | None,
         topology_key: str,
     ) -> None:
         self.selector = selector
@@ -348,12 +178,10 @@ class AffinityTerm:
         raw_selector = raw.get("labelSelector")
         if raw_selector is None and extra:
             raw_selector = {}
-        selector = LabelSelector.from_manifest(raw_selector, extra=extra)
+        selector = Selector.from_manifest(raw_selector, extra=extra)
         namespaces = frozenset(raw.get("namespaces") or ())
         raw_ns_selector = raw.get("namespaceSelector")
-        ns_selector = (
-            None if raw_ns_selector is None else LabelSelector.from_manifest(raw_ns_selector)
-        )
+        ns_selector = None if raw_ns_selector is None else Selector.from_manifest(raw_ns_selector)
         if not namespaces and ns_selector is None:
             namespaces = frozenset((namespace,))
         return cls(selector, namespaces, ns_selector, raw["topologyKey"])
@@ -389,7 +217,7 @@ class SpreadConstraint:
         max_skew: int,
         topology_key: str,
         when_unsatisfiable: str,
-        selector: LabelSelector,
+        selector: Selector,
         min_domains: int = 1,
         node_affinity_policy: str = "Honor",
         node_taints_policy: str = "Ignore",
@@ -413,7 +241,7 @@ class SpreadConstraint:
             int(raw["maxSkew"]),
             raw["topologyKey"],
             raw["whenUnsatisfiable"],
-            LabelSelector.from_manifest(raw.get("labelSelector"), extra=extra),
+            Selector.from_manifest(raw.get("labelSelector"), extra=extra),
             int(raw.get("minDomains") or 1),
             raw.get("nodeAffinityPolicy") or "Honor",
             raw.get("nodeTaintsPolicy") or "Ignore",
@@ -534,7 +362,7 @@ class PodInfo:
         node_selector: Mapping[str, str] | None = None,
         required_node_terms: tuple[NodeSelectorTerm, ...] | None = None,
         preferred_node_terms: tuple[tuple[int, NodeSelectorTerm], ...] = (),
-        tolerations: tuple[Toleration, ...] = (),
+        tolerations: tuple[PodToleration, ...] = (),
         priority: int = 0,
         spread_constraints: tuple[SpreadConstraint, ...] = (),
         required_affinity_terms: tuple[AffinityTerm, ...] = (),
@@ -683,7 +511,7 @@ class PodInfo:
             node_selector=spec.get("nodeSelector"),
             required_node_terms=required_terms,
             preferred_node_terms=preferred_terms,
-            tolerations=tuple(Toleration.from_manifest(t) for t in spec.get("tolerations") or ()),
+            tolerations=pod_tolerations(manifest),
             priority=int(spec.get("priority") or 0),
             spread_constraints=tuple(
                 SpreadConstraint.from_manifest(c, labels)
@@ -696,8 +524,10 @@ class PodInfo:
             node_name=spec.get("nodeName") or "",
             deleting=bool(meta.get("deletionTimestamp")),
             preemption_policy=spec.get("preemptionPolicy") or "PreemptLowerPriority",
-            start_time=_parse_time(
-                (manifest.get("status") or {}).get("startTime") or meta.get("creationTimestamp")
+            start_time=_seconds(
+                parse_stamp(
+                    (manifest.get("status") or {}).get("startTime") or meta.get("creationTimestamp")
+                )
             ),
         )
 
@@ -756,16 +586,16 @@ class NodeInfo:
         name: str,
         *,
         labels: Mapping[str, str] | None = None,
-        taints: Iterable[Taint] = (),
+        taints: Iterable[NodeTaint] = (),
         allocatable: Mapping[str, int] | None = None,
         unschedulable: bool = False,
         pods: Iterable[PodInfo] = (),
     ) -> None:
         self.name = name
         self.labels: dict[str, str] = {}
-        self.taints: tuple[Taint, ...] = ()
-        self.hard_taints: tuple[Taint, ...] = ()
-        self.prefer_taints: tuple[Taint, ...] = ()
+        self.taints: tuple[NodeTaint, ...] = ()
+        self.hard_taints: tuple[NodeTaint, ...] = ()
+        self.prefer_taints: tuple[NodeTaint, ...] = ()
         self.allocatable: dict[str, int] = {}
         self.alloc_cpu = 0
         self.alloc_memory = 0
@@ -789,7 +619,7 @@ class NodeInfo:
     def _set(
         self,
         labels: Mapping[str, str],
-        taints: tuple[Taint, ...],
+        taints: tuple[NodeTaint, ...],
         allocatable: Mapping[str, int],
         unschedulable: bool,
     ) -> None:
@@ -814,7 +644,7 @@ class NodeInfo:
             raw_alloc = status.get("capacity")
         return meta.get("name") or "", {
             "labels": meta.get("labels") or {},
-            "taints": tuple(Taint.from_manifest(t) for t in spec.get("taints") or ()),
+            "taints": tuple(NodeTaint.from_manifest(t) for t in spec.get("taints") or ()),
             "allocatable": _resource_dict(raw_alloc),
             "unschedulable": bool(spec.get("unschedulable")),
         }

@@ -48,6 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from core.meta.labels import Selector
 from core.scheduling.filters import (
     FilterFailure,
     FilterPlugin,
@@ -57,7 +58,7 @@ from core.scheduling.filters import (
     spread_node_included,
 )
 from core.scheduling.framework import SchedulerConfig, ScheduleResult, failure_message
-from core.scheduling.model import LabelSelector, NodeInfo, PodInfo
+from core.scheduling.model import NodeInfo, PodInfo
 
 __all__ = [
     "NOT_ELIGIBLE_NEVER",
@@ -123,7 +124,7 @@ class DisruptionBudget:
     """What preemption reads of a PodDisruptionBudget (none exist in fleetlog yet)."""
 
     namespace: str
-    selector: LabelSelector
+    selector: Selector
     """An empty or absent selector matches no pod."""
     disruptions_allowed: int
     disrupted_pods: frozenset[str] = frozenset()

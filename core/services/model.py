@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from core.meta.fields import PortNumber, PortNumberOrName
 from core.meta.model import K8sModel, duplicate, field_error, invalid
 from core.meta.names import DNSLabel, Labels, dns1035_label_errors, dns1123_subdomain_errors
-from core.meta.objectmeta import Condition, ResourceBase
+from core.meta.types import Condition, ResourceBase
 from core.pods.resources import Protocol
 
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]

@@ -15,10 +15,9 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, model_validator
 
 from core.meta.fields import IntOrPercent
-from core.meta.labels import LabelSelector
 from core.meta.model import K8sModel, field_error, invalid
 from core.meta.names import dns1123_subdomain_errors
-from core.meta.objectmeta import Condition, ObjectMeta, ResourceBase
+from core.meta.types import Condition, LabelSelector, ObjectMeta, ResourceBase
 from core.pods.model import PodSpec
 
 NonNegative = Annotated[int, Field(ge=0)]

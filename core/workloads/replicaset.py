@@ -31,7 +31,6 @@ __all__ = [
     "plan_replica_set",
     "pods_to_delete",
     "ranked_pod",
-    "selector_matches",
 ]
 
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
@@ -246,14 +245,3 @@ def plan_replica_set(
         return ReplicaSetPlan(min(-diff, BURST_REPLICAS), [], counts, recheck)
     victims = pods_to_delete(active, active, min(diff, BURST_REPLICAS), now_ns) if diff else []
     return ReplicaSetPlan(0, victims, counts, recheck)
-
-
-def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    """Whether a label selector (as stored: ``matchLabels``, ``matchExpressions``) matches;
-    an empty one matches nothing here (owners never select everything)."""
-    # The resource models load here, not with the module: the CLI's describe and rollout read
-    # replica-set arithmetic (through core.workloads.deployment) and never match a selector.
-    from core.meta.labels import LabelSelector
-
-    parsed = LabelSelector.model_validate(dict(selector), by_alias=True)
-    return not parsed.is_empty() and parsed.matches(labels)

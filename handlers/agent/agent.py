@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
-from typing import Any
 
 import structlog
 from nats.aio.client import Client
@@ -23,6 +22,7 @@ from nats.aio.client import Client
 from core.meta.quantity import resource_amount
 from handlers.agent.node import NodeCapacity, NodeCondition, NodeDeclaration, machine_capacity
 from handlers.agent.pods import PodRecorder, PodWorker, WorkerConfig
+from handlers.agent.seams import Container, ContainerRuntime
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection
 from streams.cancellation import checkpoint
@@ -53,8 +53,9 @@ class NodeAgent:
         config: WorkerConfig | None = None,
         heartbeat_seconds: float = DEFAULT_HEARTBEAT_S,
         usage_seconds: float = DEFAULT_USAGE_S,
-        runtime: Any = None,
+        runtime: ContainerRuntime | None = None,
     ) -> None:
+        """``runtime`` defaults to processes on this machine (``handlers.agent.runtime``)."""
         from handlers.agent.logship import LogShipper
         from handlers.agent.runtime import ProcessRuntime
 
@@ -68,26 +69,31 @@ class NodeAgent:
         self.heartbeat_seconds = heartbeat_seconds
         self.usage_seconds = usage_seconds
         self._cpu_seen: dict[tuple[str, str, int], tuple[int, int]] = {}
-        self.runtime = runtime if runtime is not None else ProcessRuntime(root)
+        self.runtime: ContainerRuntime = runtime if runtime is not None else ProcessRuntime(root)
         self.shipper = LogShipper(nc, root)
         self.projection = Projection(ClusterModel(), store, filter_subject=event_filter("Pod"))
         self.projection.listeners.append(lambda event: self._wake.set())
         self.recorder = PodRecorder(AggregateRepository(store), actor=self.actor, node=name)
         self._commands = CommandClient(nc, actor=self.actor)
         self._workers: dict[str, tuple[PodWorker, asyncio.Task[None]]] = {}
-        self._adopted: dict[tuple[str, str], Any] = {}
+        self._adopted: dict[tuple[str, str], Container] = {}
         self._wake = asyncio.Event()
 
     # -- registration ---------------------------------------------------------------------
 
     def declaration(self) -> NodeDeclaration:
-        limits = self.runtime.limits_condition()
-        conditions = (
-            NodeCondition("ResourceLimitsEnforced", "True" if limits[0] else "False",
-                          limits[1], limits[2]),
-        )  # fmt: skip
+        enforced, reason, message = self.runtime.limits_condition()
+        limits = NodeCondition(
+            type="ResourceLimitsEnforced",
+            status="True" if enforced else "False",
+            reason=reason,
+            message=message,
+        )
         return NodeDeclaration(
-            self.name, self._capacity or machine_capacity(), self._labels, conditions
+            name=self.name,
+            capacity=self._capacity or machine_capacity(),
+            labels=self._labels,
+            conditions=(limits,),
         )
 
     async def register(self) -> None:
@@ -169,7 +175,10 @@ class NodeAgent:
                     node_cpu += sum(c.cpu_millicores for c in containers.values())
                     node_memory += sum(c.memory_bytes for c in containers.values())
                     with contextlib.suppress(Exception):
-                        await publish_pod_usage(self._nc, worker.namespace, worker.name, containers)
+                        await publish_pod_usage(
+                            self._nc, namespace=worker.namespace, pod=worker.name,
+                            containers=containers,
+                        )  # fmt: skip
             self._cpu_seen = {k: v for k, v in self._cpu_seen.items() if k in seen}
             with contextlib.suppress(Exception):
                 await publish_node_usage(
@@ -222,7 +231,7 @@ class NodeAgent:
                 del self._adopted[(uid, name)]
                 tasks.create_task(self._stop_orphan(container))
 
-    async def _stop_orphan(self, container: Any) -> None:
+    async def _stop_orphan(self, container: Container) -> None:
         log.info(
             "agent.orphan_stopped", pod_uid=container.spec.pod_uid, container=container.spec.name
         )

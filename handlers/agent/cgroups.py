@@ -74,7 +74,7 @@ class CgroupHandle:
         return cls(str(data["driver"]), str(data["relative"]), tuple(str(p) for p in paths))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Usage:
     """Cumulative cpu time and current memory of one container instance."""
 
@@ -163,7 +163,7 @@ def _read_int(path: Path) -> int | None:
 
 def _read_keyed(path: Path) -> dict[str, int]:
     """A flat-keyed cgroup file (``key value`` per line) as a dict."""
-    out = {}
+    out: dict[str, int] = {}
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -297,7 +297,13 @@ class ProcDriver(CgroupDriver):
 
     def usage(self, handle: CgroupHandle, pgid: int) -> Usage:
         cpu_ns, rss = proc_usage(pids_in_group(pgid))
-        return Usage(cpu_ns, rss, rss, time.time_ns(), "proc")
+        return Usage(
+            cpu_ns=cpu_ns,
+            memory_bytes=rss,
+            working_set_bytes=rss,
+            timestamp_ns=time.time_ns(),
+            source="proc",
+        )
 
 
 class V2Driver(CgroupDriver):
@@ -365,7 +371,13 @@ class V2Driver(CgroupDriver):
         cpu_us = _read_keyed(leaf / "cpu.stat").get("usage_usec", 0)
         memory = _read_int(leaf / "memory.current") or 0
         inactive = _read_keyed(leaf / "memory.stat").get("inactive_file", 0)
-        return Usage(cpu_us * 1000, memory, max(0, memory - inactive), time.time_ns(), "cgroup")
+        return Usage(
+            cpu_ns=cpu_us * 1000,
+            memory_bytes=memory,
+            working_set_bytes=max(0, memory - inactive),
+            timestamp_ns=time.time_ns(),
+            source="cgroup",
+        )
 
     def oom_kills(self, handle: CgroupHandle) -> int | None:
         return _read_keyed(Path(handle.paths[0]) / "memory.events").get("oom_kill")
@@ -467,7 +479,13 @@ class V1Driver(CgroupDriver):
         memory = _read_int(memory_dir / "memory.usage_in_bytes") or 0
         stat = _read_keyed(memory_dir / "memory.stat")
         inactive = stat.get("total_inactive_file", stat.get("inactive_file", 0))
-        return Usage(cpu_ns, memory, max(0, memory - inactive), time.time_ns(), "cgroup")
+        return Usage(
+            cpu_ns=cpu_ns,
+            memory_bytes=memory,
+            working_set_bytes=max(0, memory - inactive),
+            timestamp_ns=time.time_ns(),
+            source="cgroup",
+        )
 
     def oom_kills(self, handle: CgroupHandle) -> int | None:
         return _read_keyed(self._dir(handle, "memory") / "memory.oom_control").get("oom_kill")

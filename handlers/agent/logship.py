@@ -45,7 +45,7 @@ DEFAULT_POLL_S = 0.2
 READ_LIMIT = 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerInstance:
     """One run of one container: what its chunks are published under."""
 
@@ -85,8 +85,9 @@ class _Tracked:
 
 class LogShipper:
     """Tails the output files of the container instances it is told about; see the module
-    docstring. Call :meth:`track` when an instance starts, :meth:`finish` once it has exited,
-    and run :meth:`run` for as long as the agent runs."""
+    docstring. Call :meth:`track` when an instance starts, :meth:`finish` once it has exited
+    (the pod workers' :class:`handlers.agent.seams.LogSink`), and run :meth:`run` for as long
+    as the agent runs."""
 
     def __init__(
         self,
@@ -110,37 +111,16 @@ class LogShipper:
 
     # -- what the agent calls ------------------------------------------------------------------
 
-    def track(
-        self,
-        namespace: str,
-        pod: str,
-        pod_uid: str,
-        container: str,
-        restart_count: int,
-        directory: Path,
-    ) -> None:
+    def track(self, instance: ContainerInstance) -> None:
         """Start shipping an instance's output (resuming from ``.shipped.json`` if present).
         Tracking an instance already tracked changes nothing."""
-        instance = ContainerInstance(
-            namespace, pod, pod_uid, container, restart_count, Path(directory)
-        )
         self._track(instance)
 
-    def finish(
-        self,
-        namespace: str,
-        pod: str,
-        pod_uid: str,
-        container: str,
-        restart_count: int,
-        directory: Path,
-    ) -> asyncio.Future[None]:
+    def finish(self, instance: ContainerInstance) -> asyncio.Future[None]:
         """The instance has exited: ship what is left (an unfinished last line too), then stop
         tracking it. The returned future resolves when that is done, or when the shipper stops
         first (the next agent then ships the rest); awaiting it is optional."""
-        tracked = self._track(
-            ContainerInstance(namespace, pod, pod_uid, container, restart_count, Path(directory))
-        )
+        tracked = self._track(instance)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         tracked.finishing = True
         tracked.waiters.append(future)
@@ -182,12 +162,12 @@ class LogShipper:
                 if state.get("finished"):
                     continue
                 instance = ContainerInstance(
-                    state["namespace"],
-                    state["pod"],
-                    state["pod_uid"],
-                    state["container"],
-                    int(state["restart_count"]),
-                    path.parent,
+                    namespace=state["namespace"],
+                    pod=state["pod"],
+                    pod_uid=state["pod_uid"],
+                    container=state["container"],
+                    restart_count=int(state["restart_count"]),
+                    directory=path.parent,
                 )
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("logship.state_unreadable", path=str(path), error=str(exc))

@@ -40,7 +40,7 @@ def default_node_name() -> str:
     return socket.gethostname().split(".")[0].lower() or "node"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NodeCondition:
     type: str
     status: str
@@ -53,7 +53,7 @@ class NodeCondition:
                 "message": self.message}  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NodeDeclaration:
     """Everything the agent states about its node when it registers."""
 

@@ -17,10 +17,9 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -41,11 +40,16 @@ from core.pods.lifecycle import (
     probes_of,
     should_restart,
 )
+from handlers.agent.logship import ContainerInstance
+from handlers.agent.seams import Container, ContainerRuntime, LogSink
 from projections.cluster import ObjectRecord
 from streams.cancellation import checkpoint
 from streams.eventstore import ConcurrencyConflict, StoreError
 from streams.repository import AggregateRepository, Provenance
 from streams.subjects import AggregateRef
+
+if TYPE_CHECKING:
+    from handlers.agent.runtime import ContainerSpec, ExitStatus
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +66,13 @@ class WorkerConfig:
     backoff_cap_seconds: float = 300.0
     orphan_grace_seconds: float = 5.0
     probe_host: str = "127.0.0.1"
+
+
+class PodStep(Protocol):
+    """What a worker decides about its pod, as of ``at``: ``pod.start_container(...)`` and the
+    like. It raises ``FleetError`` when the pod's state refuses it."""
+
+    def __call__(self, pod: Pod, at: datetime) -> None: ...
 
 
 class PodRecorder:
@@ -81,9 +92,9 @@ class PodRecorder:
         self,
         namespace: str,
         name: str,
-        step: str,
-        decide: Callable[[Pod, datetime], None],
         *,
+        step: str,
+        decide: PodStep,
         release_on: str | None = None,
     ) -> bool:
         """Let ``decide`` change the pod; append what it decided. False if the pod is gone or
@@ -122,7 +133,13 @@ class PodRecorder:
                 try:
                     written = await self._repository.save(
                         changes,
-                        Provenance(self.actor, token, caused_by_event(loaded.last_seq), token, now),
+                        Provenance(
+                            actor=self.actor,
+                            correlation_id=token,
+                            causation_id=caused_by_event(loaded.last_seq),
+                            token=token,
+                            now_ns=now,
+                        ),
                     )
                 except ConcurrencyConflict:
                     continue
@@ -138,11 +155,11 @@ class PodWorker:
         record: ObjectRecord,
         *,
         node: str,
-        runtime: Any,
+        runtime: ContainerRuntime,
         recorder: PodRecorder,
-        shipper: Any,
+        shipper: LogSink,
         config: WorkerConfig,
-        adopted: dict[str, Any],
+        adopted: dict[str, Container],
     ) -> None:
         self.namespace = record.namespace
         self.name = record.name
@@ -159,7 +176,7 @@ class PodWorker:
         self._ready: dict[str, bool] = {}
         self._ready_lock = asyncio.Lock()
         self._outcomes: dict[str, ContainerOutcome] = {}
-        self.running: dict[str, Any] = {}
+        self.running: dict[str, Container] = {}
         """Container name -> its running instance (for usage sampling)."""
 
     @property
@@ -202,29 +219,29 @@ class PodWorker:
             await self._finish("failed", lambda pod, at: pod.fail(
                 reason="Error", message=f"exit codes: {codes}", at=at))  # fmt: skip
 
-    async def _finish(self, step: str, decide: Callable[[Pod, datetime], None]) -> bool:
+    async def _finish(self, step: str, decide: PodStep) -> bool:
         """Record the pod finished and give its node's reservation back, in one append: a
         Succeeded or Failed pod holds no resources (Kubernetes frees them for scheduling)."""
         try:
             return await self._recorder.record(
-                self.namespace, self.name, step, decide, release_on=self.node
+                self.namespace, self.name, step=step, decide=decide, release_on=self.node
             )
         except (FleetError, StoreError, TimeoutError) as exc:
             log.warning("agent.step_not_recorded", pod=self.key, step=step, error=str(exc))
             return False
 
-    async def _record(self, step: str, decide: Callable[[Pod, datetime], None]) -> bool:
+    async def _record(self, step: str, decide: PodStep) -> bool:
         """Record a step; a refusal (the pod was deleted or finished meanwhile) is logged and
         the worker carries on: the agent terminates it when the log says the pod is gone."""
         try:
-            return await self._recorder.record(self.namespace, self.name, step, decide)
+            return await self._recorder.record(self.namespace, self.name, step=step, decide=decide)
         except (FleetError, StoreError, TimeoutError) as exc:
             log.warning("agent.step_not_recorded", pod=self.key, step=step, error=str(exc))
             return False
 
     # -- one container ------------------------------------------------------------------------
 
-    def _container_spec(self, container: dict[str, Any], restart_count: int) -> Any:
+    def _container_spec(self, container: dict[str, Any], restart_count: int) -> ContainerSpec:
         from handlers.agent.runtime import ContainerSpec
 
         limits = (container.get("resources") or {}).get("limits") or {}
@@ -282,7 +299,9 @@ class PodWorker:
                     started_at = running.started_ns / 1e9
                     self._outcomes[name] = ContainerOutcome("running")
                     self.running[name] = running
-                    restart_reason, status = await self._watch(running, probes, grace, policy)
+                    restart_reason, status = await self._watch(
+                        running, probes=probes, grace=grace, policy=policy
+                    )
                     self.running.pop(name, None)
                     await self._exited(running, status)
                     running = None
@@ -348,7 +367,7 @@ class PodWorker:
             return count, ContainerOutcome("terminated", 137)
         return count, None
 
-    async def _start(self, container: dict[str, Any], restart_count: int) -> Any:
+    async def _start(self, container: dict[str, Any], restart_count: int) -> Container | None:
         from handlers.agent.runtime import ContainerStartError
 
         name = container["name"]
@@ -366,9 +385,7 @@ class PodWorker:
             )  # fmt: skip
             self._outcomes[name] = ContainerOutcome("terminated", code)
             return None
-        self._shipper.track(
-            self.namespace, self.name, self.uid, name, restart_count, running.directory
-        )
+        self._shipper.track(self._instance(running))
         await self._record(
             f"start-{name}-{restart_count}",
             lambda pod, at: pod.start_container(
@@ -377,11 +394,20 @@ class PodWorker:
         )
         return running
 
-    async def _exited(self, running: Any, status: Any) -> None:
-        spec = running.spec
-        self._shipper.finish(
-            self.namespace, self.name, self.uid, spec.name, spec.restart_count, running.directory
+    def _instance(self, running: Container) -> ContainerInstance:
+        """What the log sink ships ``running``'s output under."""
+        return ContainerInstance(
+            namespace=self.namespace,
+            pod=self.name,
+            pod_uid=self.uid,
+            container=running.spec.name,
+            restart_count=running.spec.restart_count,
+            directory=running.directory,
         )
+
+    async def _exited(self, running: Container, status: ExitStatus) -> None:
+        spec = running.spec
+        self._shipper.finish(self._instance(running))
         code = status.exit_code if status.exit_code is not None else 137
         reason = (
             status.reason
@@ -401,16 +427,19 @@ class PodWorker:
             self._runtime.remove(running)
 
     async def _watch(
-        self, running: Any, probes: ContainerProbes, grace: float, policy: str
-    ) -> tuple[str | None, Any]:
+        self, running: Container, *, probes: ContainerProbes, grace: float, policy: str
+    ) -> tuple[str | None, ExitStatus]:
         """Wait for the container to exit, probing it meanwhile. Returns (why the agent
         stopped it to restart it, or None; its exit status)."""
         restart: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         exited = asyncio.ensure_future(self._runtime.wait(running))
         stopping = asyncio.ensure_future(self._terminating.wait())
-        prober = asyncio.ensure_future(self._probe(running, probes, policy, restart))
+        prober = asyncio.ensure_future(
+            self._probe(running, probes=probes, policy=policy, restart=restart)
+        )
         try:
-            await asyncio.wait([exited, stopping, restart], return_when=asyncio.FIRST_COMPLETED)
+            first: list[asyncio.Future[Any]] = [exited, stopping, restart]
+            await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
             if exited.done():
                 return None, exited.result()
             why = restart.result() if restart.done() else None
@@ -423,7 +452,8 @@ class PodWorker:
 
     async def _probe(
         self,
-        running: Any,
+        running: Container,
+        *,
         probes: ContainerProbes,
         policy: str,
         restart: asyncio.Future[str],
@@ -431,7 +461,12 @@ class PodWorker:
         from handlers.agent.probes import run_probe
 
         name = running.spec.name
-        health = ContainerHealth(name, probes, running.started_ns / 1e9, policy)
+        health = ContainerHealth(
+            container=name,
+            probes=probes,
+            started_at=running.started_ns / 1e9,
+            restart_policy=policy,
+        )
         if health.ready:
             await self._set_ready(name, True)
         while True:
@@ -481,5 +516,23 @@ class PodWorker:
             reason="ImagePullUnsupported", message=message, at=at))  # fmt: skip
 
 
-def _restart(pod: Pod, at: datetime, **fields: Any) -> None:
-    pod.restart_container(**fields, at=at)
+def _restart(
+    pod: Pod,
+    at: datetime,
+    *,
+    container: str,
+    restart_count: int,
+    backoff_seconds: float,
+    reason: str,
+    node: str,
+) -> None:
+    """A restart as a :class:`PodStep`, bound with ``functools.partial`` so it keeps this
+    restart's values, not those of a later pass of the container loop."""
+    pod.restart_container(
+        container=container,
+        restart_count=restart_count,
+        backoff_seconds=backoff_seconds,
+        reason=reason,
+        node=node,
+        at=at,
+    )

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import httpx
 
 from core.pods.lifecycle import ExecCheck, GRPCCheck, HTTPGetCheck, ProbeSpec, TCPSocketCheck
-from handlers.agent.runtime import RunningContainer
+from handlers.agent.seams import Container
 
 MAX_OUTPUT = 10 * 1024
 USER_AGENT = "fleetlog-probe/0.1"
@@ -43,16 +43,14 @@ class ProbeResult:
     message: str = ""
 
 
-async def run_probe(
-    spec: ProbeSpec, container: RunningContainer, host: str = "127.0.0.1"
-) -> ProbeResult:
+async def run_probe(spec: ProbeSpec, container: Container, host: str = "127.0.0.1") -> ProbeResult:
     """One attempt of ``spec`` against ``container``; ``host`` stands for the pod's IP."""
     action = spec.action
     timeout = float(spec.timeout_seconds)
     if isinstance(action, HTTPGetCheck):
         return await http_get(
-            action.host or host, action.port, action.path, action.scheme,
-            dict(action.headers), timeout,
+            action.host or host, action.port, action.path,
+            scheme=action.scheme, headers=dict(action.headers), timeout=timeout,
         )  # fmt: skip
     if isinstance(action, TCPSocketCheck):
         return await tcp_connect(action.host or host, action.port, timeout)
@@ -67,6 +65,7 @@ async def http_get(
     host: str,
     port: int,
     path: str = "/",
+    *,
     scheme: str = "HTTP",
     headers: Mapping[str, str] | None = None,
     timeout: float = 1.0,
@@ -111,9 +110,7 @@ async def tcp_connect(host: str, port: int, timeout: float = 1.0) -> ProbeResult
     return ProbeResult(True, "")
 
 
-async def exec_in(
-    container: RunningContainer, argv: list[str], timeout: float = 1.0
-) -> ProbeResult:
+async def exec_in(container: Container, argv: list[str], timeout: float = 1.0) -> ProbeResult:
     """One exec probe attempt inside ``container`` (its env, cwd, cgroup, isolation)."""
     if not argv:
         return ProbeResult(False, "exec probe has no command")

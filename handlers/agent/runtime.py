@@ -54,7 +54,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -71,6 +71,9 @@ from handlers.agent.cgroups import (
 )
 from handlers.agent.isolation import Bubblewrap, IsolationUnavailable
 
+if TYPE_CHECKING:
+    from handlers.agent.seams import Container
+
 log = structlog.get_logger(__name__)
 
 STATE_FILE = "container.json"
@@ -81,7 +84,7 @@ POLL_S = 0.05
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ContainerSpec:
     """One instance of one container of a pod: everything the runtime needs to start it."""
 
@@ -98,7 +101,7 @@ class ContainerSpec:
     isolate: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ExitStatus:
     """How a container instance ended.
 
@@ -132,7 +135,15 @@ def installation_of(executable: Path) -> Path:
 
 
 def _start_error(code: int, message: str) -> ContainerStartError:
-    return ContainerStartError(ExitStatus(code, None, False, time.time_ns(), "StartError", message))
+    status = ExitStatus(
+        exit_code=code,
+        signal=None,
+        oom_killed=False,
+        finished_ns=time.time_ns(),
+        reason="StartError",
+        message=message,
+    )
+    return ContainerStartError(status)
 
 
 @dataclass(eq=False)
@@ -242,11 +253,14 @@ def _decode_returncode(returncode: int) -> tuple[int, int | None]:
 
 
 class ProcessRuntime:
-    """Starts, watches, stops and adopts container processes under ``root``."""
+    """Starts, watches, stops and adopts container processes under ``root``: the node agent's
+    :class:`handlers.agent.seams.ContainerRuntime`. It acts only on the
+    :class:`RunningContainer` instances it handed out."""
 
     def __init__(
         self,
         root: Path,
+        *,
         cgroups: CgroupDriver | None = None,
         isolation: Bubblewrap | None = None,
         base_env: Mapping[str, str] | None = None,
@@ -364,16 +378,20 @@ class ProcessRuntime:
 
     # -- wait / stop ----------------------------------------------------------------------
 
-    async def wait(self, container: RunningContainer) -> ExitStatus:
+    async def wait(self, container: Container) -> ExitStatus:
         """Until the container's main process has ended; its status. Any number of callers
         may wait at once; cancelling one waiter does not affect the others."""
+        if not isinstance(container, RunningContainer):
+            raise _foreign(container)
         if container.status is not None:
             return container.status
         return await asyncio.shield(self._watch(container))
 
-    async def stop(self, container: RunningContainer, grace_seconds: float) -> ExitStatus:
+    async def stop(self, container: Container, grace_seconds: float) -> ExitStatus:
         """SIGTERM to the container's process group; after ``grace_seconds`` SIGKILL to the
         group and everything in its cgroup. Returns how it ended."""
+        if not isinstance(container, RunningContainer):
+            raise _foreign(container)
         if container.status is not None:
             return container.status
         future = self._watch(container)
@@ -394,13 +412,17 @@ class ProcessRuntime:
             return False
         return _same_process_alive(container.pid, container.start_ticks)
 
-    def usage(self, container: RunningContainer) -> Usage:
+    def usage(self, container: Container) -> Usage:
         """Cumulative cpu ns and current memory (cgroup, or the process group from /proc)."""
+        if not isinstance(container, RunningContainer):
+            raise _foreign(container)
         return driver_for(container.cgroup, self.cgroups).usage(container.cgroup, container.pgid)
 
-    def remove(self, container: RunningContainer) -> None:
+    def remove(self, container: Container) -> None:
         """Forget the instance: kill anything left, remove its cgroup and state (not its
         output). Removing a running container kills it."""
+        if not isinstance(container, RunningContainer):
+            raise _foreign(container)
         driver = driver_for(container.cgroup, self.cgroups)
         if container.status is None:
             container._killed = True
@@ -560,7 +582,14 @@ class ProcessRuntime:
             reason, message = "Error", ""
         if oom and exit_code is None:
             exit_code, sig = 128 + signal.SIGKILL, signal.SIGKILL
-        status = ExitStatus(exit_code, sig, oom, time.time_ns(), reason, message)
+        status = ExitStatus(
+            exit_code=exit_code,
+            signal=sig,
+            oom_killed=oom,
+            finished_ns=time.time_ns(),
+            reason=reason,
+            message=message,
+        )
         container.status = status
         if container._pidfd is not None:
             with contextlib.suppress(OSError):
@@ -592,6 +621,11 @@ class ProcessRuntime:
             if returncode is not None:
                 return _decode_returncode(returncode)
         return None, None
+
+
+def _foreign(container: Container) -> TypeError:
+    """A container this runtime did not start: the caller mixed up runtimes."""
+    return TypeError(f"{container!r} was not started by a ProcessRuntime")
 
 
 def _pidfd_open(pid: int) -> int | None:

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from core.errors import FleetError
-from ops.cliargs import parse_duration
+from core.meta.durations import parse_duration
 from ops.clitools import Failure, open_session, run
 
 

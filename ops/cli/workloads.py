@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from core.meta.durations import parse_duration
 from ops import render
-from ops.cliargs import parse_duration, split_ref
+from ops.cliargs import split_ref
 from ops.clitools import Failure, open_session, run
 
 if TYPE_CHECKING:

@@ -133,7 +133,9 @@ async def test_overlapping_decisions_on_one_cached_aggregate_are_refused_not_app
     first.aggregate.allocate(pod="default/a", requests={"cpu": 100}, at=timestamp_from_ns(0))
     first.stored_version -= 1  # as if another decision had advanced it unseen
     before = await store.stream_last_seq()
-    provenance = Provenance("test", "t", "t", "overlap", time.time_ns())
+    provenance = Provenance(
+        actor="test", correlation_id="t", causation_id="t", token="overlap", now_ns=time.time_ns()
+    )
     with pytest.raises(StoreError, match="decisions on it overlapped"):
         await repository.save([first], provenance)
     assert await store.stream_last_seq() == before

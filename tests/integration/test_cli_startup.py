@@ -43,7 +43,7 @@ AGGREGATE_MODULES = (
 """The aggregates: eventsourcing and the payload models."""
 MODEL_MODULES = (
     "core.meta.model",
-    "core.meta.objectmeta",
+    "core.meta.types",
     "core.meta.fields",
     "core.api.manifests",
     *(f"core.pods.{part}" for part in ("model", "containers", "env", "resources", "affinity")),

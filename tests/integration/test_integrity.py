@@ -152,7 +152,13 @@ async def test_a_removed_event_is_reported_at_the_next_event_of_its_aggregate(
             None, agg_id=ref.id, manifest={"spec": {"replicas": 1}}, uid=name, at=AT
         )
         for replicas in (2, 3, 4):
-            provenance = Provenance("user:alice", "c", "c", f"{name}{replicas}", 0)
+            provenance = Provenance(
+                actor="user:alice",
+                correlation_id="c",
+                causation_id="c",
+                token=f"{name}{replicas}",
+                now_ns=0,
+            )
             seqs[name] += [seq for _, seq in await repository.save([loaded], provenance)]
             assert isinstance(loaded.aggregate, Deployment)
             loaded.aggregate.scale(replicas=replicas, reason="", at=AT)
@@ -248,7 +254,13 @@ async def test_a_write_decided_again_after_a_lost_ack_leaves_the_chain_whole(
         loaded.aggregate = Deployment.create(
             None, agg_id=ref.id, manifest={"spec": {"replicas": 1}}, uid="web", at=AT
         )
-        provenance = Provenance("user:alice", "c", "c", "create-web", now_ns)
+        provenance = Provenance(
+            actor="user:alice",
+            correlation_id="c",
+            causation_id="c",
+            token="create-web",
+            now_ns=now_ns,
+        )
         answers.append(await repository.save([loaded], provenance))
     assert answers[1] == answers[0]
     assert (answers[0].replayed, answers[1].replayed) == (False, True)
@@ -256,7 +268,16 @@ async def test_a_write_decided_again_after_a_lost_ack_leaves_the_chain_whole(
     assert isinstance(loaded.aggregate, Deployment)
     assert loaded.aggregate.version == 1
     loaded.aggregate.scale(replicas=2, reason="", at=AT)
-    await second.save([loaded], Provenance("user:alice", "c2", "c2", "scale-web", 3_000))
+    await second.save(
+        [loaded],
+        Provenance(
+            actor="user:alice",
+            correlation_id="c2",
+            causation_id="c2",
+            token="scale-web",
+            now_ns=3_000,
+        ),
+    )
     stored = await store.read_subject(ref.subject)
     assert [e.envelope.timestamp_ns for e in stored] == [1_000, 3_000]
     report = await verify_log(store)

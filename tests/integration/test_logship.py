@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
-from handlers.agent.logship import STATE_FILE, LogShipper
+from handlers.agent.logship import STATE_FILE, ContainerInstance, LogShipper
 from streams.telemetry import LOGS_STREAM, MAX_CHUNK_BYTES, read_logs
 from tests.integration.support import eventually
 
@@ -29,8 +29,15 @@ def instance_dir(root: Path, restart: int = 0) -> Path:
     return directory
 
 
-def args(directory: Path, restart: int = 0) -> tuple:
-    return ("default", "web", UID, "main", restart, directory)
+def instance(directory: Path, restart: int = 0) -> ContainerInstance:
+    return ContainerInstance(
+        namespace="default",
+        pod="web",
+        pod_uid=UID,
+        container="main",
+        restart_count=restart,
+        directory=directory,
+    )
 
 
 def append(path: Path, data: bytes) -> None:
@@ -64,7 +71,7 @@ async def test_lines_are_shipped_as_they_are_written(nc: Client, tmp_path: Path)
     stdout.write_bytes(b"")
     shipper = LogShipper(nc, tmp_path, poll_interval=0.05)
     async with running(shipper):
-        shipper.track(*args(directory))
+        shipper.track(instance(directory))
         append(stdout, b"starting\nlisten")
         append(stderr, b"warning: no config\n")
 
@@ -77,7 +84,7 @@ async def test_lines_are_shipped_as_they_are_written(nc: Client, tmp_path: Path)
         append(stdout, b"ing on :8080\n")  # ... until its newline arrives
         await eventually(lambda: shipped(b"starting\nwarning: no config\nlistening on :8080\n"))
         append(stdout, b"bye")  # the container exits without a final newline
-        await asyncio.wait_for(shipper.finish(*args(directory)), 10)
+        await asyncio.wait_for(shipper.finish(instance(directory)), 10)
         assert (await logs(nc, pod_uid=UID)).endswith(b"listening on :8080\nbye\n")
         assert json.loads((directory / STATE_FILE).read_text())["finished"] is True
         assert await logs(nc, pod_uid=UID, tail=2) == b"listening on :8080\nbye\n"
@@ -89,7 +96,7 @@ async def test_a_long_line_is_split_and_read_back_whole(nc: Client, tmp_path: Pa
     (directory / "stdout").write_bytes(b"before\n" + line + b"after\n")
     shipper = LogShipper(nc, tmp_path, poll_interval=0.05)
     async with running(shipper):
-        await asyncio.wait_for(shipper.finish(*args(directory)), 10)
+        await asyncio.wait_for(shipper.finish(instance(directory)), 10)
     assert await stored_messages(nc) >= 4
     assert await logs(nc, pod_uid=UID) == b"before\n" + line + b"after\n"
     assert await logs(nc, pod_uid=UID, tail=2) == line + b"after\n"
@@ -117,7 +124,7 @@ async def test_a_restarted_shipper_resumes_without_duplicates(nc: Client, tmp_pa
 
     first._js.publish = publish  # type: ignore[method-assign]
     async with running(first):
-        first.track(*args(directory))
+        first.track(instance(directory))
         await eventually(lambda: _is_shipped(directory, stdout))
     shipped_before = await stored_messages(nc)
     assert calls > 3
@@ -129,7 +136,7 @@ async def test_a_restarted_shipper_resumes_without_duplicates(nc: Client, tmp_pa
     async with running(second):
         await asyncio.sleep(0.05)
         assert second.resume_all() == 0  # run() found it already
-        second.track(*args(directory))  # what the agent does for an adopted container: no-op
+        second.track(instance(directory))  # what the agent does for an adopted container: no-op
         await eventually(lambda: _is_shipped(directory, stdout))
     assert second.published > 1  # it resent chunks the first one had sent ...
     assert await stored_messages(nc) == shipped_before + 1  # ... and JetStream kept one copy
@@ -154,7 +161,7 @@ async def test_cancelling_flushes_and_a_new_shipper_picks_up(nc: Client, tmp_pat
     stdout.write_bytes(b"a\n")
     first = LogShipper(nc, tmp_path, poll_interval=30)  # it would not poll again by itself
     async with running(first):
-        first.track(*args(directory, 2))
+        first.track(instance(directory, 2))
         await eventually(lambda: _is_shipped(directory, stdout))
         append(stdout, b"b\n")
     # cancelled: the last pass on the way out shipped "b"

@@ -136,7 +136,7 @@ async def test_only_the_leader_among_several_controllers_records_transitions(
         await asyncio.sleep(0.5)  # several more passes by every controller
         for name in ("a", "b", "c"):
             assert [t for t, _ in await node_events(store, name)] == ["NodeReady"]
-        assert sum(c._leader.is_leader for c in controllers) == 1
+        assert sum(c.leader.is_leader for c in controllers) == 1
     finally:
         for task in tasks:
             task.cancel()

@@ -258,7 +258,14 @@ async def test_the_quota_controller_counts_earlier_pods_and_releases_finished_on
         loaded.aggregate.fail(reason="Evicted", at=datetime.now(tz=UTC))
         token = "test.fail.early-1"
         await repository.save(
-            [loaded], Provenance("test:kubelet", token, token, token, time.time_ns())
+            [loaded],
+            Provenance(
+                actor="test:kubelet",
+                correlation_id=token,
+                causation_id=token,
+                token=token,
+                now_ns=time.time_ns(),
+            ),
         )
         await eventually(lambda: _now(used() == "2"))
         released = (await store.read_subject(event_subject("ResourceQuota", "default", "compute")))[

@@ -34,7 +34,14 @@ async def bind(store: EventStore, name: str, node: str) -> None:
     pod_loaded.aggregate.bind(node=node, score=None, feasible_nodes=1, at=timestamp_from_ns(now))
     token = f"bind-{name}"
     await repository.save(
-        [pod_loaded, node_loaded], Provenance("system:scheduler", token, token, token, now)
+        [pod_loaded, node_loaded],
+        Provenance(
+            actor="system:scheduler",
+            correlation_id=token,
+            causation_id=token,
+            token=token,
+            now_ns=now,
+        ),
     )
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from core.meta.aggregate import timestamp_from_ns
+from core.meta.timestamps import parse_stamp
 from core.nodes.aggregate import Node
-from core.nodes.taint_eviction import parse_time_added
 from core.pods.aggregate import Pod
 from handlers.gateway import Gateway
 from handlers.node_lifecycle import NodeLifecycleController
@@ -73,7 +73,14 @@ async def bind(store: EventStore, name: str, node_name: str) -> None:
     )
     token = f"test-bind.{name}"
     await repository.save(
-        [pod_loaded, node_loaded], Provenance("test:scheduler", token, token, token, now)
+        [pod_loaded, node_loaded],
+        Provenance(
+            actor="test:scheduler",
+            correlation_id=token,
+            causation_id=token,
+            token=token,
+            now_ns=now,
+        ),
     )
 
 
@@ -149,7 +156,7 @@ async def test_noexecute_taints_evict_pods_as_their_tolerations_say_and_recovery
             for t in projection.model.get("Node", "", "n1").manifest["spec"]["taints"]
             if t["effect"] == "NoExecute"
         )
-        added_ns = parse_time_added(taint["timeAdded"])
+        added_ns = parse_stamp(taint["timeAdded"])
         assert taint["key"] == UNREACHABLE and added_ns is not None
 
         await eventually(lambda: deletion(store, "brief"))
@@ -168,7 +175,7 @@ async def test_noexecute_taints_evict_pods_as_their_tolerations_say_and_recovery
         assert types == ["PodDeleted", "NodeNotReady"]
         assert chain[-1].root.startswith("missed heartbeats: last at ")
         assert chain[-1].root.endswith("(observed by system:node-lifecycle-controller)")
-        assert "default/patient" in eviction.scheduled
+        assert ("default", "patient") in eviction.scheduled
 
         # The node comes back before "patient"'s 3 s: its eviction is cancelled.
         beating = asyncio.create_task(heartbeat())

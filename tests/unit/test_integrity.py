@@ -167,7 +167,13 @@ def deployment(name: str) -> tuple[AggregateRef, Deployment]:
 
 
 def provenance(token: str) -> Provenance:
-    return Provenance("alice", token, token, token, 1_700_000_000_000_000_000)
+    return Provenance(
+        actor="alice",
+        correlation_id=token,
+        causation_id=token,
+        token=token,
+        now_ns=1_700_000_000_000_000_000,
+    )
 
 
 async def test_a_batch_chains_each_event_to_the_previous_event_of_its_own_aggregate() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from core.errors import ValidationFailed
+from core.meta.durations import format_duration
 from core.pods.lifecycle import (
     BackoffState,
     ContainerHealth,
@@ -26,7 +27,6 @@ from core.pods.lifecycle import (
     container_outcomes,
     exit_reason,
     exit_status,
-    go_duration,
     pod_phase,
     probes_of,
     should_restart,
@@ -310,7 +310,7 @@ def test_back_off_state_is_rebuilt_from_the_last_recorded_back_off() -> None:
     ],
 )
 def test_durations_read_like_go(seconds: float, text: str) -> None:
-    assert go_duration(seconds) == text
+    assert format_duration(seconds) == text
 
 
 def test_the_crash_loop_message_is_the_kubelets() -> None:

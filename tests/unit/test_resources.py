@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from core.api.catalog import KINDS
 from core.api.manifests import dump_manifest, parse_manifest, resource_key
-from core.meta.objectmeta import ObjectMeta
+from core.meta.types import ObjectMeta
 from core.namespaces.model import Namespace
 from core.nodes.model import Node
 from core.pods.containers import Container, default_image_pull_policy

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from core.meta.timestamps import stamp_of
+from core.meta.taints import NO_EXECUTE, NodeTaint, PodToleration
+from core.meta.timestamps import parse_stamp, stamp_of
 from core.nodes.status import with_ready_condition
-from core.nodes.taint_eviction import NoExecuteTaint, decide, noexecute_taints, parse_time_added
-from core.scheduling.model import Toleration
+from core.nodes.taint_eviction import decide, noexecute_taints
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S  # when the taint was added
@@ -15,12 +15,12 @@ UNREACHABLE = "node.kubernetes.io/unreachable"
 NOT_READY = "node.kubernetes.io/not-ready"
 
 
-def taint(key: str = UNREACHABLE, value: str = "", added: int = T0) -> NoExecuteTaint:
-    return NoExecuteTaint(key, value, added)
+def taint(key: str = UNREACHABLE, value: str = "", added: int = T0) -> NodeTaint:
+    return NodeTaint(key, value, NO_EXECUTE, added)
 
 
-def toleration(**raw: object) -> Toleration:
-    return Toleration.from_manifest(raw)
+def toleration(**raw: object) -> PodToleration:
+    return PodToleration.from_manifest(raw)
 
 
 def test_no_noexecute_taints_never_evict() -> None:
@@ -116,6 +116,6 @@ def test_lifecycle_taints_carry_time_added_from_the_event_and_are_read_back() ->
     )  # fmt: skip
     found = noexecute_taints(manifest, fallback_added_ns=42)
     added = int(at.timestamp()) * S
-    assert found == (NoExecuteTaint("custom", "", 42), NoExecuteTaint(UNREACHABLE, "", added))
-    assert parse_time_added("2026-01-31T03:12:07Z") == added
-    assert parse_time_added("garbage") is None and parse_time_added(None) is None
+    assert found == (taint("custom", "", 42), taint(UNREACHABLE, "", added))
+    assert parse_stamp("2026-01-31T03:12:07Z") == added
+    assert parse_stamp("garbage") is None and parse_stamp(None) is None

@@ -52,7 +52,9 @@ async def _listening(port: int) -> None:
 async def test_http_probe(web: tuple[RunningContainer, int]):
     _, port = web
     await _listening(port)
-    ok = await http_get("127.0.0.1", port, "/healthz", "HTTP", {"X-Probe": "1"}, timeout=2)
+    ok = await http_get(
+        "127.0.0.1", port, "/healthz", scheme="HTTP", headers={"X-Probe": "1"}, timeout=2
+    )
     assert ok.success, ok.message
     missing = await http_get("127.0.0.1", port, "/nope", timeout=2)
     assert not missing.success

@@ -6,14 +6,13 @@ from typing import Any
 
 import pytest
 
+from core.meta.taints import NodeTaint, PodToleration
 from core.scheduling import (
     FilterFailure,
     InterPodAffinityFilter,
     PodInfo,
     PodTopologySpreadFilter,
     Snapshot,
-    Taint,
-    Toleration,
     run_filters,
 )
 from tests.unit.scheduling.helpers import node, pod, pod_manifest
@@ -47,26 +46,30 @@ def test_prefer_no_schedule_taint_does_not_filter():
     ("toleration", "taint", "tolerated"),
     [
         # empty effect tolerates every effect
-        (Toleration("k", "Equal", "v", ""), Taint("k", "v", "NoExecute"), True),
+        (PodToleration("k", "Equal", "v", ""), NodeTaint("k", "v", "NoExecute"), True),
         # Equal compares the value
-        (Toleration("k", "Equal", "v", "NoSchedule"), Taint("k", "w", "NoSchedule"), False),
+        (PodToleration("k", "Equal", "v", "NoSchedule"), NodeTaint("k", "w", "NoSchedule"), False),
         # missing operator is Equal: value "" against value "" matches
-        (Toleration("k", "", "", "NoSchedule"), Taint("k", "", "NoSchedule"), True),
+        (PodToleration("k", "", "", "NoSchedule"), NodeTaint("k", "", "NoSchedule"), True),
         # Exists ignores the value
-        (Toleration("k", "Exists", "", "NoSchedule"), Taint("k", "anything", "NoSchedule"), True),
+        (
+            PodToleration("k", "Exists", "", "NoSchedule"),
+            NodeTaint("k", "anything", "NoSchedule"),
+            True,
+        ),
         # empty key + Exists tolerates everything
-        (Toleration("", "Exists", "", ""), Taint("x", "y", "NoExecute"), True),
+        (PodToleration("", "Exists", "", ""), NodeTaint("x", "y", "NoExecute"), True),
         # a different effect does not tolerate
-        (Toleration("k", "Exists", "", "NoSchedule"), Taint("k", "", "NoExecute"), False),
+        (PodToleration("k", "Exists", "", "NoSchedule"), NodeTaint("k", "", "NoExecute"), False),
         # a different key does not tolerate
-        (Toleration("j", "Exists", "", ""), Taint("k", "", "NoSchedule"), False),
+        (PodToleration("j", "Exists", "", ""), NodeTaint("k", "", "NoSchedule"), False),
         # alpha Gt: taint value must be greater than the toleration value
-        (Toleration("k", "Gt", "5", ""), Taint("k", "7", "NoSchedule"), True),
-        (Toleration("k", "Lt", "5", ""), Taint("k", "7", "NoSchedule"), False),
+        (PodToleration("k", "Gt", "5", ""), NodeTaint("k", "7", "NoSchedule"), True),
+        (PodToleration("k", "Lt", "5", ""), NodeTaint("k", "7", "NoSchedule"), False),
     ],
 )
 def test_toleration_matching_follows_kubernetes_rules(
-    toleration: Toleration, taint: Taint, tolerated: bool
+    toleration: PodToleration, taint: NodeTaint, tolerated: bool
 ):
     assert toleration.tolerates(taint) is tolerated
 

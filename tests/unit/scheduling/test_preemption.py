@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from core.meta.labels import Selector
 from core.scheduling import (
     Candidate,
     DisruptionBudget,
-    LabelSelector,
     NodeInfo,
     PodInfo,
     PreemptionConfig,
@@ -171,9 +171,7 @@ def test_pdb_violating_pods_are_reprieved_first():
     chosen = select_victims_on_node(preemptor, fresh(), snapshot, plugins)
     assert [v.key for v in chosen.victims] == ["default/web"]
     # a PDB that allows no disruption of web: web is reprieved first, db goes, no violation
-    pdb = DisruptionBudget(
-        "default", LabelSelector.from_manifest({"matchLabels": {"app": "web"}}), 0
-    )
+    pdb = DisruptionBudget("default", Selector.from_manifest({"matchLabels": {"app": "web"}}), 0)
     chosen = select_victims_on_node(preemptor, fresh(), snapshot, plugins, [pdb])
     assert [v.key for v in chosen.victims] == ["default/db"]
     assert chosen.num_pdb_violations == 0
@@ -185,9 +183,7 @@ def test_pdb_violation_is_counted_when_the_protected_pod_must_go():
     n = node("n1", cpu="2", pods=pods)
     snapshot = Snapshot([n])
     plugins = [f for f in CONFIG.filters if f.pre_filter(preemptor, snapshot)]
-    pdb = DisruptionBudget(
-        "default", LabelSelector.from_manifest({"matchLabels": {"app": "web"}}), 0
-    )
+    pdb = DisruptionBudget("default", Selector.from_manifest({"matchLabels": {"app": "web"}}), 0)
     chosen = select_victims_on_node(preemptor, n, snapshot, plugins, [pdb])
     assert [v.key for v in chosen.victims] == ["default/web"]
     assert chosen.num_pdb_violations == 1
@@ -195,13 +191,13 @@ def test_pdb_violation_is_counted_when_the_protected_pod_must_go():
 
 def test_pdb_budget_is_used_up_in_order_and_empty_selector_matches_nothing():
     a, b, c = (p(x, labels={"app": "web"}) for x in "abc")
-    web = LabelSelector.from_manifest({"matchLabels": {"app": "web"}})
+    web = Selector.from_manifest({"matchLabels": {"app": "web"}})
     budget = DisruptionBudget("default", web, 1, frozenset({"b"}))
     violating, fine = filter_pods_with_pdb_violation([a, b, c], [budget])
     # a uses the one allowed disruption, b was already counted by the API server, c violates
     assert [x.name for x in violating] == ["c"]
     assert [x.name for x in fine] == ["a", "b"]
-    everything = DisruptionBudget("default", LabelSelector.from_manifest({}), 0)
+    everything = DisruptionBudget("default", Selector.from_manifest({}), 0)
     other_ns = DisruptionBudget("other", web, 0)
     assert filter_pods_with_pdb_violation([a], [everything, other_ns]) == ([], [a])
 
@@ -431,7 +427,7 @@ def test_dry_run_visits_round_robin_from_the_offset_and_stops_at_num_candidates(
 
 
 def test_dry_run_keeps_looking_until_one_candidate_violates_no_pdb():
-    web = LabelSelector.from_manifest({"matchLabels": {"app": "web"}})
+    web = Selector.from_manifest({"matchLabels": {"app": "web"}})
     pdb = DisruptionBudget("default", web, 0)
     nodes = [
         node("n0", cpu="1", pods=[p("w0", prio=0, cpu="1", labels={"app": "web"})]),

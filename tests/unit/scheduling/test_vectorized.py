@@ -10,8 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import core.scheduling.framework as framework
+from core.meta.labels import Selector
+from core.meta.taints import NodeTaint, PodToleration
 from core.scheduling import NodeInfo, PodInfo, SchedulerConfig, schedule
-from core.scheduling.model import AffinityTerm, LabelSelector, Taint, Toleration
+from core.scheduling.model import AffinityTerm
 from core.scheduling.scores import FitStrategy
 from core.scheduling.vectorized import EXACT_LIMIT, NodeColumns
 
@@ -19,16 +21,16 @@ GI = 1024**3
 MI = 1024**2
 
 TAINTS = [
-    Taint("dedicated", "gpu", "NoSchedule"),
-    Taint("maintenance", "", "NoExecute"),
-    Taint("spot", "", "PreferNoSchedule"),
-    Taint("slow", "yes", "PreferNoSchedule"),
+    NodeTaint("dedicated", "gpu", "NoSchedule"),
+    NodeTaint("maintenance", "", "NoExecute"),
+    NodeTaint("spot", "", "PreferNoSchedule"),
+    NodeTaint("slow", "yes", "PreferNoSchedule"),
 ]
 TOLERATIONS = [
-    Toleration("dedicated", "Equal", "gpu", "NoSchedule"),
-    Toleration("spot", "Exists", "", "PreferNoSchedule"),
-    Toleration("node.kubernetes.io/unschedulable", "Exists", "", "NoSchedule"),
-    Toleration("maintenance", "Exists", "", "NoExecute", 300),
+    PodToleration("dedicated", "Equal", "gpu", "NoSchedule"),
+    PodToleration("spot", "Exists", "", "PreferNoSchedule"),
+    PodToleration("node.kubernetes.io/unschedulable", "Exists", "", "NoSchedule"),
+    PodToleration("maintenance", "Exists", "", "NoExecute", 300),
 ]
 
 
@@ -155,7 +157,7 @@ def test_amounts_too_large_for_exact_arrays_use_the_node_by_node_path() -> None:
 
 
 def test_pods_with_affinity_anywhere_use_the_node_by_node_path() -> None:
-    term = AffinityTerm(LabelSelector(), frozenset({"default"}), None, "kubernetes.io/hostname")
+    term = AffinityTerm(Selector(), frozenset({"default"}), None, "kubernetes.io/hostname")
     anti = PodInfo(name="anti", required_anti_affinity_terms=(term,))
     nodes_ = [
         NodeInfo(

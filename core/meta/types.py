@@ -1,14 +1,19 @@
-"""``metadata``, owner references, conditions and the common shape of a top-level object.
+"""The API types every kind shares: ``metadata`` with owner references, label selectors,
+taints and tolerations, conditions, and the common shape of a top-level object.
 
 Why this exists: identity (name, namespace, generateName), scope (namespaced or cluster-wide)
 and ownership are checked the same way for every kind (``pkg/apis/core/validation``
 ``ValidateObjectMeta``); subclasses of :class:`ResourceBase` only pin their apiVersion, kind and
-name rule.
+name rule. These are the *schemas* that validate what a user sends; what a selector or a
+toleration *means* is decided by the light rule modules beside this one
+(:mod:`core.meta.labels`, :mod:`core.meta.taints`), which readers and the scheduler use on stored
+manifests without loading pydantic.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Self
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -17,15 +22,18 @@ from pydantic import (
 )
 
 from core.meta.fields import Timestamp
+from core.meta.labels import Selector
 from core.meta.model import K8sModel, field_error, invalid
 from core.meta.names import (
     Annotations,
     Labels,
+    LabelValue,
     NameRule,
     QualifiedName,
     dns1123_label_errors,
     dns1123_subdomain_errors,
     generate_name_errors,
+    qualified_name_errors,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -86,6 +94,92 @@ class ObjectMeta(K8sModel):
                 "ownerReferences",
                 controllers[1],
                 "controller",
+            )
+        return self
+
+
+class LabelSelectorRequirement(K8sModel):
+    """One ``matchExpressions`` entry of a label selector."""
+
+    key: QualifiedName
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[LabelValue] | None = None
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> Self:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise field_error(
+                "Required value: must be specified when `operator` is 'In' or 'NotIn'", "values"
+            )
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise field_error(
+                "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+                "values",
+            )
+        return self
+
+
+class LabelSelector(K8sModel):
+    """A label query: ``matchLabels`` and ``matchExpressions`` are ANDed."""
+
+    match_labels: Labels | None = None
+    match_expressions: list[LabelSelectorRequirement] | None = None
+
+    def is_empty(self) -> bool:
+        """An empty selector matches everything (and is not allowed where one is required)."""
+        return not self.match_labels and not self.match_expressions
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """What :class:`core.meta.labels.Selector` says of this selector."""
+        return Selector.from_manifest(self.model_dump(by_alias=True, exclude_none=True)).matches(
+            labels
+        )
+
+
+TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+
+
+class Taint(K8sModel):
+    """Repels pods that do not tolerate it (``key=value:effect``)."""
+
+    key: QualifiedName
+    value: LabelValue | None = None
+    effect: TaintEffect
+    time_added: Timestamp | None = None
+
+
+class Toleration(K8sModel):
+    """Lets a pod onto nodes with a matching taint. Empty effect matches every effect."""
+
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute", ""] | None = None
+    toleration_seconds: int | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.key:
+            errs = qualified_name_errors(self.key)
+            if errs:
+                raise field_error(invalid(self.key, "; ".join(errs)), "key")
+        elif self.operator != "Exists":
+            raise field_error(
+                invalid(
+                    self.operator,
+                    'operator must be Exists when `key` is empty, which means "match all '
+                    'values and all keys"',
+                ),
+                "operator",
+            )
+        if self.operator == "Exists" and self.value:
+            raise field_error(
+                invalid(self.value, "value must be empty when `operator` is 'Exists'"), "value"
+            )
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise field_error(
+                invalid(self.effect, "effect must be 'NoExecute' when `tolerationSeconds` is set"),
+                "effect",
             )
         return self
 
