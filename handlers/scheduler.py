@@ -40,6 +40,7 @@ from nats.aio.client import Client
 from core.api.causation import caused_by_event
 from core.errors import FleetError
 from core.meta.aggregate import timestamp_from_ns
+from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.pods.aggregate import Pod
 from core.pods.decisions import bind_pod
 from core.scheduling import (
@@ -95,6 +96,7 @@ class Scheduler:
         *,
         identity: str = "default-scheduler",
         config: SchedulerConfig | None = None,
+        features: FeatureGates = DEFAULT_FEATURES,
         seed: int | None = None,
         max_binds_in_flight: int = 256,
         batches_in_flight: int = 4,
@@ -106,7 +108,7 @@ class Scheduler:
         self.identity = identity
         self.actor = f"system:scheduler/{identity}"
         self.config = config or SchedulerConfig()
-        self.model = SchedulingModel()
+        self.model = SchedulingModel(features=features)
         self.model.listener = self._on_event
         self.projection = Projection(self.model, store)
         self._repository = AggregateRepository(store)

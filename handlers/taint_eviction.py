@@ -36,6 +36,7 @@ from nats.aio.client import Client
 
 from core.api.causation import caused_by_event
 from core.errors import FleetError
+from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.meta.taints import NO_EXECUTE, NodeTaint, pod_tolerations
 from core.nodes.lifecycle import DEFAULT_MONITOR_PERIOD_SECONDS
 from core.nodes.taint_eviction import (
@@ -77,10 +78,12 @@ class TaintEvictionController:
         recheck_seconds: float = DEFAULT_MONITOR_PERIOD_SECONDS,
         retry_seconds: float = RETRY_SECONDS,
         max_in_flight: int = MAX_IN_FLIGHT,
+        features: FeatureGates = DEFAULT_FEATURES,
     ) -> None:
         """``leader`` is the node lifecycle controller's lease: this controller acts while it
         is held, and leaves renewing it to its holder."""
         self._projection = projection
+        self._features = features
         self._commands = CommandClient(nc, actor=ACTOR)
         self._taints: dict[str, tuple[NodeTaint, ...]] = {}
         self._taint_cause: dict[str, tuple[int, str | None]] = {}
@@ -201,7 +204,9 @@ class TaintEvictionController:
         record = self._projection.model.get("Pod", *key)
         if record is None:
             return NEVER
-        return decide(taints, pod_tolerations(record.manifest), now_ns=now_ns)
+        return decide(
+            taints, pod_tolerations(record.manifest, features=self._features), now_ns=now_ns
+        )
 
     async def reconcile(self, key: Key) -> int | None:
         """Decide one pod: cancel its eviction, schedule it (the loop looks again at the

@@ -39,7 +39,7 @@ Then, each figure printed as it is measured:
     history`` does while ``up`` runs) p50/p99, with the table, from the log alone
     (``EventStore.read_subject``, what it does without ``up``), and the CLI once (``python -m
     ops history …``: its start-up is mostly imports);
-  * ``audit --actor``: ``read_audit`` plus the actor filter of ``ops/audit_cli.py``, and the CLI;
+  * ``audit --actor``: ``read_audit`` plus the actor filter of ``ops/cli/audit.py``, and the CLI;
   * ``--at``: ``timetravel.position_of`` + ``object_at`` (``get pod X --at T``, the object's
     events from the index) at random instants, and the CLI once;
   * ``audit verify`` (``streams.integrity.verify_log``) events/s.
@@ -80,13 +80,14 @@ from core.api.catalog import AGGREGATES
 from core.api.events import schema_version
 from core.meta.aggregate import RecordedEvent, timestamp_from_ns
 from ops import render, timetravel
-from ops.audit_cli import matches
 from ops.bench_log import bench_raw_read, percentile, server_for
+from ops.cli.audit import matches
 from ops.up import HISTORY_FILE
 from projections.cluster import ClusterModel
 from projections.history import HistoryIndex
 from projections.history_service import HistoryService, read_history
 from projections.runtime import Projection
+from streams import jsapi
 from streams.audit import AUDIT_STREAM, AuditRecord, audit_filter, read_audit
 from streams.connection import connect
 from streams.definitions import FLEET_STREAM
@@ -220,7 +221,7 @@ class LogWriter:
 
     def __init__(self, nc: Client, store: EventStore, first_seq: int, in_flight: int) -> None:
         self._store = store
-        self._js = nc.jetstream(publish_async_max_pending=4000)
+        self._js = jsapi.jetstream(nc, publish_async_max_pending=4000)
         self._in_flight = in_flight
         self.heads: dict[str, tuple[int, bytes, int]] = {}
         """subject -> (version, hash, stream sequence) of its last event."""
@@ -1350,7 +1351,7 @@ def cli_audit_filter(actor: str) -> str:
 async def time_audit(
     nc: Client, subject: str, args: argparse.Namespace
 ) -> tuple[list[float], int, int]:
-    """Seconds of each ``read_audit`` + actor filter (as ``ops/audit_cli.py`` does), how many
+    """Seconds of each ``read_audit`` + actor filter (as ``ops/cli/audit.py`` does), how many
     records were read, and how many are the actor's."""
     times: list[float] = []
     read_count = chosen = 0
@@ -1374,7 +1375,7 @@ async def time_audit(
 async def audit_count(url: str) -> int:
     nc = await connect(url, name="bench-history-info")
     try:
-        info = await nc.jetstream().stream_info(AUDIT_STREAM)
+        info = await jsapi.jetstream(nc).stream_info(AUDIT_STREAM)
         return int(info.state.messages)
     finally:
         await nc.close()

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
+from streams import jsapi
 from streams.commandbus import CommandClient
 from streams.connection import connect
 from streams.definitions import FLEET_STREAM, ensure_streams
@@ -108,7 +109,7 @@ async def prepare_log(url: str) -> int:
 
 async def bench_raw_publish(url: str, count: int, prefix: str) -> float:
     nc = await connect(url, name="bench-raw")
-    js = nc.jetstream(publish_async_max_pending=4000)
+    js = jsapi.jetstream(nc, publish_async_max_pending=4000)
     messages = [event_bytes(prefix, i) for i in range(count)]
     start = time.perf_counter()
     for subject, data in messages:
@@ -138,7 +139,7 @@ async def bench_store_append(url: str, count: int, in_flight: int, prefix: str) 
 
 async def bench_raw_read(url: str, total: int) -> float:
     nc = await connect(url, name="bench-read")
-    js = nc.jetstream()
+    js = jsapi.jetstream(nc)
     done = asyncio.Event()
     seen = 0
 

@@ -2,7 +2,7 @@
 non-zero exit, running an async command body (with logging set up first), and opening the
 session a command talks to the cluster through.
 
-Why this exists: the CLI is split into modules by topic (``ops/cli/``, ``ops/audit_cli.py``);
+Why this exists: the CLI is split into modules by topic (``ops/cli/``);
 they must fail the same way. It is also where the CLI's start-up cost is kept down: the modules
 that define commands import only this and other light modules, so ``fleetlog … --help`` loads
 no NATS client, no structlog and no models; :func:`run` and :func:`open_session` load them when

@@ -1,5 +1,5 @@
 """Turning read-model records and events into what a person reads: kubectl-like tables, YAML,
-JSON, ages ("5m", "3d"), and describe pages."""
+JSON, ages ("5m", "3d"), describe pages, and refusals (one line per problem)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,25 @@ from typing import TYPE_CHECKING, Any
 from core.api.summaries import summarize
 
 if TYPE_CHECKING:
+    from core.errors import FleetError
     from streams.envelope import StoredEvent
+
+
+def error_lines(subject: str, error: FleetError) -> list[str]:
+    """How a refusal of ``subject`` (``pod/web``, a file) reads: ``error: …`` and, when the input
+    had several problems, one indented line per problem (``path: message``), as kubectl lists
+    every field error of an invalid object."""
+    text = error_text(subject, error)
+    return [f"error: {text[0]}", *text[1:]]
+
+
+def error_text(subject: str, error: FleetError) -> list[str]:
+    """:func:`error_lines` without the ``error:`` prefix (for a message that gets it later)."""
+    if len(error.errors) <= 1:
+        return [f"{subject}: {error}"]
+    return [f"{subject} is invalid ({len(error.errors)} errors):"] + [
+        f"  {problem}" for problem in error.errors
+    ]
 
 
 def age(since_ns: int, now_ns: int) -> str:

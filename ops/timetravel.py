@@ -49,7 +49,8 @@ from projections.cluster import ClusterModel, Key
 from projections.history_service import read_history
 from projections.runtime import Projection, collector_paused
 from streams.envelope import StoredEvent
-from streams.eventstore import EventStore, parse_rfc3339_ns
+from streams.eventstore import EventStore
+from streams.jsapi import StreamSubjects
 from streams.subjects import event_filter, event_subject
 
 _SEQ = re.compile(r"(?:seq:)?(\d+)", re.IGNORECASE)
@@ -108,25 +109,25 @@ class Position:
         return {"position": self.seq, "time": time}
 
 
-async def _direct_get(nc: Client, stream: str, request: dict[str, Any]) -> tuple[int, int] | None:
+async def _direct_get(
+    nc: Client, stream: StreamSubjects, request: dict[str, Any]
+) -> tuple[int, int] | None:
     """(sequence, stored ns) of the message a direct get finds, or None."""
-    reply = await nc.request(
-        f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(), timeout=5
-    )
+    reply = await nc.request(stream.direct_get, json.dumps(request).encode(), timeout=5)
     headers = reply.headers or {}
     if headers.get("Status"):
         return None
-    return int(headers["Nats-Sequence"]), parse_rfc3339_ns(headers.get("Nats-Time-Stamp", ""))
+    return int(headers["Nats-Sequence"]), (parse_stamp(headers.get("Nats-Time-Stamp")) or 0)
 
 
-async def _log_end(nc: Client, stream: str) -> tuple[int, int | None]:
+async def _log_end(nc: Client, stream: StreamSubjects) -> tuple[int, int | None]:
     """(last sequence, its stored ns) of the stream; (0, None) while it is empty."""
-    reply = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=5)
+    reply = await nc.request(stream.info, b"", timeout=5)
     info = json.loads(reply.data)
     if "error" in info:
-        raise FleetError(f"cannot read stream {stream}: {info['error']}", code="unavailable")
+        raise FleetError(f"cannot read stream {stream.stream}: {info['error']}", code="unavailable")
     last = int(info["state"]["last_seq"])
-    return last, (parse_rfc3339_ns(info["state"]["last_ts"]) if last else None)
+    return last, (parse_stamp(info["state"]["last_ts"]) if last else None)
 
 
 async def resolve(
@@ -134,7 +135,7 @@ async def resolve(
 ) -> Position:
     """The position a point names; a point after the log's end (a sequence it does not have
     yet, an instant in the future) is refused with where the log ends."""
-    last_seq, last_ns = await _log_end(nc, store.stream)
+    last_seq, last_ns = await _log_end(nc, store.subjects)
     end = f"the log ends at sequence {last_seq}" + (
         f", stored {format_ns(last_ns)}" if last_ns is not None else ""
     )
@@ -143,7 +144,7 @@ async def resolve(
             raise ValidationFailed(f"{option} {point.text}: beyond the end of the log: {end}")
         if point.seq == 0:
             return Position(0, None)
-        found = await _direct_get(nc, store.stream, {"seq": point.seq})
+        found = await _direct_get(nc, store.subjects, {"seq": point.seq})
         return Position(point.seq, found[1] if found else None)
     if point.at_ns is None:
         return Position(last_seq, now_ns)
@@ -155,7 +156,7 @@ async def resolve(
     if last_ns is None or point.at_ns >= last_ns:
         return Position(last_seq, point.at_ns)
     # The first event stored after the instant; the point is the one before it.
-    after = await _direct_get(nc, store.stream, {"start_time": format_ns(point.at_ns + 1)})
+    after = await _direct_get(nc, store.subjects, {"start_time": format_ns(point.at_ns + 1)})
     return Position(after[0] - 1 if after else last_seq, point.at_ns)
 
 

@@ -28,7 +28,9 @@ from pathlib import Path
 import structlog
 
 from core.errors import FleetError
+from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.nodes.lifecycle import DEFAULT_GRACE_SECONDS
+from core.scheduling.config import SchedulerConfiguration
 from handlers.agent.agent import NodeAgent
 from handlers.agent.node import default_node_name
 from handlers.deployment_controller import DeploymentController
@@ -39,15 +41,17 @@ from handlers.quota_controller import QuotaController
 from handlers.replicaset_controller import ReplicaSetController
 from handlers.scheduler import Scheduler
 from handlers.taint_eviction import TaintEvictionController
+from ops.schedulerconfig import scheduler_options
 from projections.cluster import ClusterModel
 from projections.history import HistoryIndex
 from projections.history_service import HistoryService
 from projections.query import QueryService
 from projections.runtime import Projection
+from streams import jsapi
 from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient
 from streams.connection import connect
-from streams.definitions import SNAPSHOT_BUCKET, ensure_streams
+from streams.definitions import ensure_streams, open_snapshots
 from streams.eventstore import EventStore
 from streams.repository import AggregateRepository
 from streams.server import EmbeddedServer
@@ -76,6 +80,10 @@ class UpOptions:
     scheduler: bool = True
     agent: bool = True
     node_name: str | None = None
+    features: FeatureGates = DEFAULT_FEATURES
+    """The feature gates of every role (``--feature-gates``): validation, scheduling, eviction."""
+    scheduler_config: SchedulerConfiguration | None = None
+    """What ``--scheduler-config`` configured (None: kube-scheduler's defaults)."""
 
 
 async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
@@ -83,7 +91,12 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
     server: EmbeddedServer | None = None
     url = options.nats_url
     if url is None:
-        server = EmbeddedServer(data_dir=options.data_dir, port=options.port, host=options.host)
+        server = EmbeddedServer(
+            data_dir=options.data_dir,
+            port=options.port,
+            host=options.host,
+            domain=jsapi.configured_domain(),
+        )
         await server.start()
         url = server.url
     try:
@@ -101,6 +114,8 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                 agent_root=options.data_dir / "agent" if options.agent else None,
                 node_name=options.node_name,
                 history_path=options.data_dir / HISTORY_FILE,
+                features=options.features,
+                scheduler_config=options.scheduler_config,
             )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -120,26 +135,35 @@ async def serve(
     agent_root: Path | None = None,
     node_name: str | None = None,
     history_path: Path | None = None,
+    features: FeatureGates = DEFAULT_FEATURES,
+    scheduler_config: SchedulerConfiguration | None = None,
 ) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set;
     with ``agent_root``, a node agent for this machine (its containers live there); with
-    ``history_path``, the history index kept in that file."""
+    ``history_path``, the history index kept in that file. ``features`` are the feature gates
+    the gateway validates with and the scheduler and taint eviction read tolerations with;
+    ``scheduler_config``, what a KubeSchedulerConfiguration file set for the scheduler."""
     nc = await connect(url, name="fleetlog-up")
     try:
         await ensure_streams(nc)
-        js = nc.jetstream()
-        snapshots = await js.object_store(SNAPSHOT_BUCKET)
+        snapshots = await open_snapshots(nc)
         async with EventStore(nc) as store:
             projection = Projection(ClusterModel(), store)
             await projection.load_snapshot(snapshots)
             await projection.catch_up()
             await projection.follow()
-            gateway = await Gateway.create(nc, store)
-            replica = Scheduler(nc, store) if scheduler else None
+            gateway = await Gateway.create(nc, store, features=features)
+            replica = (
+                Scheduler(nc, store, features=features, **scheduler_options(scheduler_config))
+                if scheduler
+                else None
+            )
             node_lifecycle = await NodeLifecycleController.create(
                 nc, AggregateRepository(store), projection, grace_seconds=node_grace_seconds
             )
-            taint_eviction = TaintEvictionController(nc, projection, node_lifecycle.leader)
+            taint_eviction = TaintEvictionController(
+                nc, projection, node_lifecycle.leader, features=features
+            )
             garbage_collector = await GarbageCollector.create(nc, store, projection)
             replica_sets = await ReplicaSetController.create(nc, projection)
             deployments = await DeploymentController.create(nc, projection)

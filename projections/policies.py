@@ -227,7 +227,7 @@ class NamespacePolicies:
         # A timer handle, not asyncio.wait_for (which wraps the wait in a task).
         timer = loop.call_later(QUESTION_TIMEOUT, _time_out, reply.done)
         try:
-            await self._nc.publish(f"$JS.API.DIRECT.GET.{self._store.stream}", request, reply=inbox)
+            await self._nc.publish(self._store.subjects.direct_get, request, reply=inbox)
             try:
                 await reply.done
             except TimeoutError:

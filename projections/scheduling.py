@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.meta.aggregate import aggregate_id, timestamp_from_ns
+from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.nodes.aggregate import Node
 from core.pods.aggregate import Pod
 from core.scheduling.model import NodeInfo, PodInfo
@@ -24,7 +25,9 @@ from streams.envelope import StoredEvent
 class SchedulingModel:
     name = "scheduling"
 
-    def __init__(self) -> None:
+    def __init__(self, *, features: FeatureGates = DEFAULT_FEATURES) -> None:
+        """``features``: the gates pods are read with (the Gt/Lt toleration operators)."""
+        self.features = features
         self._react: dict[str, Callable[[StoredEvent], None]] = {}
         # Called after each event is folded: the scheduler wakes up on it.
         self.listener: Callable[[StoredEvent], None] | None = None
@@ -167,7 +170,7 @@ class SchedulingModel:
         finished one (Succeeded, Failed) goes nowhere."""
         if (manifest.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             return
-        pod = PodInfo.from_manifest(manifest)
+        pod = PodInfo.from_manifest(manifest, features=self.features)
         node_name = manifest.get("spec", {}).get("nodeName")
         if node_name:
             self._placed[key] = node_name
@@ -193,7 +196,11 @@ class SchedulingModel:
     def _pod_info(self, key: str) -> PodInfo | None:
         namespace, _, name = key.partition("/")
         record = self.cluster.get("Pod", namespace, name)
-        return PodInfo.from_manifest(record.manifest) if record is not None else None
+        return (
+            PodInfo.from_manifest(record.manifest, features=self.features)
+            if record is not None
+            else None
+        )
 
     # -- snapshots ----------------------------------------------------------------------------
 

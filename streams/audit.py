@@ -7,11 +7,12 @@ the same for fleetlog. Accepted commands are recorded too (with the sequences of
 they wrote), so one place answers every audit question, including by verb, which events do not
 carry.
 
-``FLEET_AUDIT`` (file storage, kept as long as the log: no age limit, no deletes, no purges)
-holds msgpack records on ``fleet.audit.<outcome>.<kind>.<verb>.<actor>`` (outcome
-``accepted``, ``rejected`` or ``denied``; kind, verb and actor as lower-case tokens,
-``unknown`` when the command could not be read that far), so a query by outcome, kind, verb or
-actor is a subject filter the server applies.
+``FLEET_AUDIT`` (file storage, kept as long as the log: no age limit, no deletes, no purges;
+defined and set up with the other streams in :mod:`streams.definitions`) holds msgpack records
+on ``fleet.audit.<outcome>.<kind>.<verb>.<actor>`` (outcome ``accepted``, ``rejected`` or
+``denied``; kind, verb and actor as lower-case tokens, ``unknown`` when the command could not
+be read that far), so a query by outcome, kind, verb or actor is a subject filter the server
+applies.
 
 The gateway hands records to :class:`AuditWriter`, which appends them in order from one task,
 so answering a command never waits for its audit record; on shutdown the writer drains what
@@ -33,7 +34,6 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import msgpack
 import structlog
@@ -42,33 +42,17 @@ from nats.aio.msg import Msg
 from nats.nuid import NUID
 
 from streams.cancellation import checkpoint
+from streams.definitions import AUDIT_PREFIX, AUDIT_STREAM
+from streams.eventstore import EventStore
 
 log = structlog.get_logger(__name__)
 
-AUDIT_STREAM = "FLEET_AUDIT"
-AUDIT_PREFIX = "fleet.audit"
 OUTCOMES = ("accepted", "rejected", "denied")
 QUEUE_LIMIT = 10_000
 WINDOW = 1024
 """The most records published and not yet acknowledged."""
 ACK_TIMEOUT = 5.0
 _TOKEN = re.compile(r"[^a-z0-9_-]")
-
-
-def audit_stream_config(replicas: int = 1) -> dict[str, Any]:
-    return {
-        "name": AUDIT_STREAM,
-        "subjects": [f"{AUDIT_PREFIX}.>"],
-        "retention": "limits",
-        "storage": "file",
-        "num_replicas": replicas,
-        "discard": "old",
-        "max_age": 0,
-        "max_msg_size": 64 * 1024,
-        "deny_delete": True,
-        "deny_purge": True,
-        "allow_direct": True,
-    }
 
 
 @functools.lru_cache(maxsize=4096)
@@ -145,21 +129,6 @@ class AuditRecord:
 
 
 _ENCODED_FIELDS = tuple(name for name in AuditRecord.__dataclass_fields__ if name != "stored_seq")
-
-
-async def ensure_audit_stream(nc: Client, *, replicas: int = 1) -> None:
-    """Create ``FLEET_AUDIT`` if missing."""
-    config = audit_stream_config(replicas)
-    reply = await nc.request(f"$JS.API.STREAM.INFO.{AUDIT_STREAM}", b"", timeout=5)
-    info = json.loads(reply.data)
-    if "error" not in info:
-        return
-    created = await nc.request(
-        f"$JS.API.STREAM.CREATE.{AUDIT_STREAM}", json.dumps(config).encode(), timeout=5
-    )
-    answer = json.loads(created.data)
-    if "error" in answer and answer["error"].get("err_code") != 10058:  # 10058: exists
-        raise RuntimeError(f"cannot create stream {AUDIT_STREAM}: {answer['error']}")
 
 
 class AuditWriter:
@@ -294,10 +263,6 @@ async def read_audit(
 ) -> list[AuditRecord]:
     """Every record on ``subject`` (from ``since``), oldest first, up to the stream's end as of
     the call: the event store's bounded walk, on this stream."""
-    # Imported here: the event store's module imports the stream definitions, which import
-    # this one (to create the audit stream).
-    from streams.eventstore import EventStore
-
     records: list[AuditRecord] = []
     await EventStore(nc, stream=AUDIT_STREAM).replay_raw(
         lambda seq, _subject, _stored_ns, data: records.append(AuditRecord.decode(data, seq)),

@@ -19,7 +19,7 @@ from nats.aio.client import Client
 from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from core.errors import FleetError
+from core.errors import FieldError, FleetError
 from streams.subjects import command_subject
 
 
@@ -126,8 +126,18 @@ def decode_reply(data: bytes) -> Outcome:
     answer = msgpack.unpackb(data, raw=False)
     if not answer.get("ok"):
         error = answer.get("error", {})
+        errors = [
+            FieldError(item.get("field"), str(item.get("message", "")))
+            for item in error.get("errors") or ()
+            if isinstance(item, dict)
+        ]
+        if error.get("errors_omitted"):
+            errors.append(FieldError(None, f"... and {error['errors_omitted']} more errors"))
         raise CommandFailed(
-            error.get("message", "rejected"), field=error.get("field"), code=error.get("code")
+            error.get("message", "rejected"),
+            field=error.get("field"),
+            code=error.get("code"),
+            errors=errors,
         )
     known = {"ok", "seqs", "events", "version", "uid", "unchanged", "replayed"}
     return Outcome(

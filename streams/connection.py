@@ -1,19 +1,22 @@
 """Connecting to NATS: reconnect forever, log what happens, refuse servers that are too old.
 
 Every process role (gateway, projections, CLI) connects through :func:`connect`, so reconnect
-behaviour and the version check are the same everywhere.
+behaviour, the version check and the JetStream domain (:mod:`streams.jsapi`) are the same
+everywhere. Credentials ride in the URL (``nats://user:password@host``, ``nats://token@host``)
+and a TLS context can be given; the bulk log reader reuses both (:mod:`streams.logreader`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import nats
 import structlog
 from nats.aio.client import Client
 from nats.errors import NoServersError
 
-from streams import natsfix
+from streams import jsapi, natsfix
 from streams.server import parse_version, require_version
 
 log = structlog.get_logger(__name__)
@@ -34,9 +37,16 @@ async def connect(
     connect_timeout: float = 2.0,
     reconnect: bool = True,
     initial_timeout: float = 10.0,
+    domain: str | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Client:
-    """Connect, check the server version, and keep reconnecting if the link drops."""
+    """Connect, check the server version, and keep reconnecting if the link drops.
 
+    ``domain`` is the JetStream domain every JetStream call of this client addresses (None:
+    ``FLEETLOG_JS_DOMAIN``, else the server's own; ``""``: the server's own). ``tls`` is the
+    context for a server that wants TLS (default: the system's trust store)."""
+
+    domain = jsapi.configured_domain() if domain is None else jsapi.check_domain(domain or None)
     natsfix.install()
     holder: list[Client] = []
 
@@ -66,12 +76,14 @@ async def connect(
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
                 error_cb=on_error,
+                tls=tls,
             ),
             initial_timeout if reconnect else connect_timeout * 3,
         )
     except (TimeoutError, NoServersError, OSError) as exc:
         raise Unreachable(url) from exc
     holder.append(nc)
+    jsapi.bind(nc, domain)
     try:
         require_version(parse_version(nc._server_info.get("version", "")), f"the server at {url}")
     except Exception:

@@ -20,7 +20,11 @@ Acks are matched to writes through one wildcard inbox subscription, so any numbe
 be in flight at once (this is where the throughput comes from). Following the log uses an
 ordered push consumer with a message callback (``fetch``/``next_msg`` loops cost a task per
 message and run four times slower); bounded walks of the log (replay, verify, audit reads) go
-through :mod:`streams.logreader`, a bulk protocol reader about twice as fast again.
+through :mod:`streams.logreader`, a bulk protocol reader about twice as fast again (or, for a
+connection that reader cannot serve, through nats-py's ordered consumer, with a warning).
+
+Every JetStream API subject (direct gets, stream info) comes from :mod:`streams.jsapi`, built
+once per store, so the store addresses its connection's JetStream domain.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import itertools
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -41,10 +45,11 @@ from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.nuid import NUID
 
-from streams import logreader
+from core.meta.timestamps import parse_stamp
+from streams import jsapi, logreader
 from streams.definitions import FLEET_STREAM
 from streams.envelope import StoredEvent, decode_envelope
-from streams.logreader import BulkRead, parse_ack_subject
+from streams.logreader import BulkRead, Dial, ReaderUnavailable, parse_ack_subject
 from streams.subjects import ALL_EVENTS
 
 log = structlog.get_logger(__name__)
@@ -104,8 +109,12 @@ class EventStore:
 
     def __init__(self, nc: Client, *, stream: str = FLEET_STREAM) -> None:
         self._nc = nc
-        self._js = nc.jetstream()
+        api = jsapi.of(nc)
+        self._js = api.jetstream()
         self.stream = stream
+        self.subjects = api.stream(stream)
+        """This stream's API subjects in the connection's JetStream domain."""
+        self._direct_get = self.subjects.direct_get
         self._inbox = f"_FLACK.{NUID().next().decode()}"
         self._pending: dict[
             str, tuple[asyncio.Future[dict[str, Any]], asyncio.TimerHandle | None]
@@ -317,7 +326,7 @@ class EventStore:
         own earlier attempt if the stored message is the one we sent; a token reused for another
         write would otherwise be reported as stored when it was dropped."""
         request = json.dumps({"seq": seq}).encode()
-        stored = await self._nc.request(f"$JS.API.DIRECT.GET.{self.stream}", request, timeout=5)
+        stored = await self._nc.request(self._direct_get, request, timeout=5)
         subject, data, _ = message
         headers = stored.headers or {}
         if headers.get("Nats-Subject") != subject or stored.data != data:
@@ -330,7 +339,7 @@ class EventStore:
         self, subject: str, from_seq: int
     ) -> tuple[int, dict[str, str]] | None:
         request = json.dumps({"seq": from_seq, "next_by_subj": subject}).encode()
-        msg = await self._nc.request(f"$JS.API.DIRECT.GET.{self.stream}", request, timeout=5)
+        msg = await self._nc.request(self._direct_get, request, timeout=5)
         headers = msg.headers or {}
         if headers.get("Status"):
             return None
@@ -352,14 +361,14 @@ class EventStore:
     async def get_event(self, seq: int) -> StoredEvent | None:
         """The event at stream sequence ``seq`` (one direct get), or None if there is none."""
         request = json.dumps({"seq": seq}).encode()
-        msg = await self._nc.request(f"$JS.API.DIRECT.GET.{self.stream}", request, timeout=5)
+        msg = await self._nc.request(self._direct_get, request, timeout=5)
         headers = msg.headers or {}
         if headers.get("Status"):
             return None
         return StoredEvent(
             seq=int(headers["Nats-Sequence"]),
             subject=headers.get("Nats-Subject", ""),
-            stored_ns=parse_rfc3339_ns(headers.get("Nats-Time-Stamp", "")),
+            stored_ns=(parse_stamp(headers.get("Nats-Time-Stamp")) or 0),
             envelope=decode_envelope(msg.data),
             data=msg.data,
         )
@@ -367,7 +376,7 @@ class EventStore:
     async def last_seq(self, subject: str) -> int:
         """The stream sequence of the last event on ``subject`` (0 if there is none)."""
         request = json.dumps({"last_by_subj": subject}).encode()
-        msg = await self._nc.request(f"$JS.API.DIRECT.GET.{self.stream}", request, timeout=5)
+        msg = await self._nc.request(self._direct_get, request, timeout=5)
         headers = msg.headers or {}
         if headers.get("Status"):
             return 0
@@ -384,9 +393,7 @@ class EventStore:
         timer = loop.call_later(5.0, _time_out, done)
         try:
             request = json.dumps({"seq": from_seq, "next_by_subj": subject, "batch": size})
-            await self._nc.publish(
-                f"$JS.API.DIRECT.GET.{self.stream}", request.encode(), reply=reply
-            )
+            await self._nc.publish(self._direct_get, request.encode(), reply=reply)
             end = await done
         finally:
             timer.cancel()
@@ -398,7 +405,7 @@ class EventStore:
                 StoredEvent(
                     seq=int(headers["Nats-Sequence"]),
                     subject=headers.get("Nats-Subject", subject),
-                    stored_ns=parse_rfc3339_ns(headers.get("Nats-Time-Stamp", "")),
+                    stored_ns=(parse_stamp(headers.get("Nats-Time-Stamp")) or 0),
                     envelope=decode_envelope(msg.data),
                     data=msg.data,
                 )
@@ -413,7 +420,7 @@ class EventStore:
 
     async def stream_info(self) -> dict[str, Any]:
         """The stream's info as JetStream reports it (config, ``created``, ``state``)."""
-        reply = await self._nc.request(f"$JS.API.STREAM.INFO.{self.stream}", b"", timeout=5)
+        reply = await self._nc.request(self.subjects.info, b"", timeout=5)
         info: dict[str, Any] = json.loads(reply.data)
         if "error" in info:
             raise StoreError(f"cannot read stream {self.stream}: {info['error']}")
@@ -539,32 +546,40 @@ class EventStore:
         if target < from_seq:
             return
         from_ns = int(from_time.timestamp() * 1e9) if from_time is not None else 0
-        address = self._bulk_read_address()
-        if address is not None:
-            await BulkRead(
-                *address,
-                self.stream,
+        dial = self._bulk_read_dial()
+        if dial is not None:
+            read = BulkRead(
+                dial,
+                self.subjects,
                 handler,
                 filter_subject=filter_subject,
                 from_seq=from_seq,
                 from_ns=from_ns,
                 target=target,
                 until_ns=until_ns,
-            ).run()
-            return
+            )
+            try:
+                await read.run()
+                return
+            except ReaderUnavailable as exc:
+                logreader.unavailable(self._nc, str(exc))
+                if read.last_seq:  # a resume was refused: nats-py reads on from there
+                    from_seq, from_time = read.last_seq + 1, None
+                    if read.last_seq >= target:
+                        return
         await self._replay_subscribed(
             handler, filter_subject, from_seq, from_time, from_ns, target, until_ns
         )
 
-    def _bulk_read_address(self) -> tuple[str, int] | None:
-        """(host, port) for a :class:`BulkRead` of this store's server, or None when the
-        server is read through nats-py (bulk reads are off, or the server wants TLS or auth)."""
-        url = self._nc.connected_url
-        if not self.bulk_reads or url is None or url.hostname is None:
+    def _bulk_read_dial(self) -> Dial | None:
+        """How a :class:`BulkRead` reaches this store's server, or None when the log is read
+        through nats-py (bulk reads are off, or the reader cannot serve this connection)."""
+        if not self.bulk_reads:
             return None
-        if not logreader.usable(getattr(self._nc, "_server_info", {}) or {}):
+        try:
+            return logreader.dial_for(self._nc)
+        except ReaderUnavailable:
             return None
-        return url.hostname, url.port or 4222
 
     async def _replay_subscribed(
         self,
@@ -656,13 +671,3 @@ def parse_ack(data: bytes) -> dict[str, Any]:
     except ValueError:
         return {"error": {"description": f"unreadable ack {data!r}"}}
     return result
-
-
-def parse_rfc3339_ns(text: str) -> int:
-    """Nanoseconds since the epoch from nats-server's RFC 3339 timestamps (nanosecond digits)."""
-    if not text:
-        return 0
-    main, _, frac = text.rstrip("Z").partition(".")
-    seconds = datetime.fromisoformat(main).replace(tzinfo=UTC).timestamp()
-    digits = (frac + "000000000")[:9]
-    return int(seconds) * 1_000_000_000 + int(digits)

@@ -8,6 +8,8 @@ renewal of every node from an ordered consumer (last value per key, then live), 
 Singleton roles (the node lifecycle controller) elect a leader with a key in ``fleet_leaders``:
 created only if absent, renewed with an expected revision, expiring with the bucket's TTL when
 its holder stops renewing.
+
+The buckets are defined, and set up when first opened, in :mod:`streams.definitions`.
 """
 
 from __future__ import annotations
@@ -21,26 +23,25 @@ import msgpack
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType
-from nats.js.errors import BadRequestError, BucketNotFoundError, KeyWrongLastSequenceError
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import BadRequestError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from streams import jsapi
+from streams.definitions import (
+    MEMBER_TTL_SECONDS,
+    MEMBERS_BUCKET,
+    NODE_LEASE_BUCKET,
+    leader_bucket,
+    members_bucket,
+    node_lease_bucket,
+    open_key_value,
+)
 from streams.subjects import decode_token, encode_token
 
 log = structlog.get_logger(__name__)
 
-NODE_LEASE_BUCKET = "fleet_node_leases"
-LEADER_BUCKET = "fleet_leaders"
-LEADER_TTL_SECONDS = 15.0
 WRONG_LAST_SEQUENCE = 10071  # JetStream: the expected last sequence did not match
-
-
-async def _bucket(nc: Client, config: KeyValueConfig) -> KeyValue:
-    js = nc.jetstream()
-    try:
-        return await js.key_value(config.bucket)
-    except BucketNotFoundError:
-        return await js.create_key_value(config)
 
 
 class _Renewals:
@@ -73,7 +74,7 @@ class _Renewals:
             if changed:
                 self._membership_changed()
 
-        self._subscription = await self._nc.jetstream().subscribe(
+        self._subscription = await jsapi.jetstream(self._nc).subscribe(
             f"$KV.{self._bucket}.{keys}",
             stream=f"KV_{self._bucket}",
             cb=on_message,
@@ -96,8 +97,7 @@ class NodeLeases(_Renewals):
 
     @classmethod
     async def open(cls, nc: Client) -> NodeLeases:
-        config = KeyValueConfig(bucket=NODE_LEASE_BUCKET, history=1, storage=StorageType.FILE)
-        return cls(nc, await _bucket(nc, config))
+        return cls(nc, await open_key_value(nc, node_lease_bucket()))
 
     async def renew(self, node: str, now_ns: int) -> None:
         await self._kv.put(encode_token(node), msgpack.packb({"renewed_ns": now_ns}))
@@ -121,10 +121,7 @@ class LeaderLease:
         """The lease of ``role``, held as ``holder`` (default: the role and a random suffix,
         unique to this process)."""
         holder = holder or f"{role}-{uuid.uuid4().hex[:8]}"
-        config = KeyValueConfig(
-            bucket=LEADER_BUCKET, history=1, ttl=LEADER_TTL_SECONDS, storage=StorageType.FILE
-        )
-        return cls(await _bucket(nc, config), role, holder)
+        return cls(await open_key_value(nc, leader_bucket()), role, holder)
 
     @property
     def is_leader(self) -> bool:
@@ -181,10 +178,6 @@ class LeaderLease:
             self._revision = None
 
 
-MEMBERS_BUCKET = "fleet_members"
-MEMBER_TTL_SECONDS = 10.0
-
-
 class Membership(_Renewals):
     """The live replicas of a role, so they can share out work (scheduler replicas split the
     queue of pending pods by it).
@@ -210,10 +203,7 @@ class Membership(_Renewals):
     async def open(
         cls, nc: Client, role: str, member: str, ttl: float = MEMBER_TTL_SECONDS
     ) -> Membership:
-        config = KeyValueConfig(
-            bucket=MEMBERS_BUCKET, history=1, ttl=3 * ttl, storage=StorageType.MEMORY
-        )
-        return cls(nc, await _bucket(nc, config), role, member, ttl)
+        return cls(nc, await open_key_value(nc, members_bucket(ttl)), role, member, ttl)
 
     @property
     def _key(self) -> str:

@@ -9,9 +9,18 @@ inside ``data_received``: a message costs a few slices and a split, and the hand
 function call. It roughly doubles the raw read rate.
 
 It is deliberately small: it reads a bounded range once and ends. The ordered push consumer of
-``EventStore.subscribe`` stays the way to *follow* the log. A server this reader cannot talk to
-plainly (TLS or authentication required) is read through nats-py instead (``usable``), and a
-connection lost in the middle of a read resumes after the last message handed over.
+``EventStore.subscribe`` stays the way to *follow* the log. A connection lost in the middle of a
+read resumes after the last message handed over.
+
+It connects as the client it reads for (:func:`dial_for`): the server that client is connected
+to, in its JetStream domain (:mod:`streams.jsapi`), with its user and password or token (given
+as options or in the URL), and with TLS when the server asks for it (the client's
+TLS context, server name and handshake-first setting). What it cannot do: sign a server nonce
+(nkeys, JWT or a credentials file) and speak websocket. For such a client, or when the server
+refuses the reader, or when nats-py no longer exposes what :func:`dial_for` reads,
+:class:`ReaderUnavailable` is raised before anything is handed over (or, on a resume, after the
+last message handed over), and :meth:`streams.eventstore.EventStore.replay_raw` reads the rest
+through nats-py's ordered consumer instead, with one warning per connection.
 
 Bounds, as :meth:`streams.eventstore.EventStore.replay_raw` defines them: every stored message
 matching ``filter_subject`` from ``from_seq`` (or from the first stored at or after
@@ -23,14 +32,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
+import ssl
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from nats.nuid import NUID
+from nats.aio.client import Client
 
 from streams.cancellation import checkpoint
+from streams.jsapi import StreamSubjects
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +59,7 @@ CONSUMER_IDLE_NS = 30_000_000_000
 RESUME_ATTEMPTS = 5
 STALL_CHECK_S = 10.0
 STALL_CHECKS = 3
+CONNECT_TIMEOUT_S = 10.0
 
 
 def parse_ack_subject(reply: str | bytes) -> tuple[int, int, int]:
@@ -64,9 +79,95 @@ class LogReadError(RuntimeError):
     """The server refused or broke off a read (the message says which and why)."""
 
 
-def usable(server_info: dict[str, Any]) -> bool:
-    """Whether this reader can talk to a server announcing ``server_info`` (its INFO)."""
-    return not (server_info.get("tls_required") or server_info.get("auth_required"))
+class ReaderUnavailable(LogReadError):
+    """This reader cannot read for this client (see the module docstring): read through
+    nats-py instead, after :attr:`BulkRead.last_seq`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """How the reader reaches and joins the server a client is connected to."""
+
+    host: str
+    port: int
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    tls_context: ssl.SSLContext | None = None
+    """The client's own (None: the system's trust store, as nats-py does)."""
+    tls_hostname: str | None = None
+    tls_first: bool = False
+
+
+_unavailable: weakref.WeakKeyDictionary[Client, str] = weakref.WeakKeyDictionary()
+"""Clients this reader cannot serve, with why (each reported once)."""
+
+
+def dial_for(nc: Client) -> Dial | None:
+    """How to read for ``nc`` (None while it is not connected); :class:`ReaderUnavailable`
+    when this reader cannot."""
+    known = _unavailable.get(nc)
+    if known is not None:
+        raise ReaderUnavailable(known)
+    try:
+        return _dial(nc)
+    except ReaderUnavailable as exc:
+        unavailable(nc, str(exc))
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        # nats-py changed what a client exposes: read through it instead of failing.
+        reason = f"cannot read the connection's settings from nats-py ({exc!r})"
+        unavailable(nc, reason)
+        raise ReaderUnavailable(reason) from exc
+
+
+def unavailable(nc: Client, reason: str) -> None:
+    """Remember that ``nc`` is read through nats-py; warn the first time."""
+    if nc not in _unavailable:
+        _unavailable[nc] = reason
+        log.warning(
+            "logreader.unavailable",
+            reason=reason,
+            effect="whole-log reads of this connection go through nats-py (slower)",
+        )
+
+
+def _dial(nc: Client) -> Dial | None:
+    url = nc.connected_url
+    if url is None or url.hostname is None:
+        return None  # reconnecting: nats-py waits for the connection, this time
+    if url.scheme in ("ws", "wss"):
+        raise ReaderUnavailable("the client speaks websocket")
+    if getattr(nc, "_signature_cb", None) is not None:
+        raise ReaderUnavailable("the client signs the server's nonce (nkeys, JWT or credentials)")
+    options: dict[str, Any] = nc.options
+    user, password, token = options["user"], options["password"], options["token"]
+    if user is not None and password is not None:
+        user, password, token = _resolve(user), _resolve(password), None
+    elif token is not None:
+        user, password, token = None, None, _resolve(token)
+    elif url.username is not None and url.password is None:
+        user, password, token = None, None, url.username
+    else:
+        user, password, token = url.username, url.password, None
+    return Dial(
+        host=url.hostname,
+        port=url.port or 4222,
+        user=user,
+        password=password,
+        token=token,
+        tls_context=options.get("tls"),
+        tls_hostname=options.get("tls_hostname"),
+        tls_first=bool(options.get("tls_handshake_first")),
+    )
+
+
+def _resolve(value: Any) -> str:
+    return str(value() if callable(value) else value)
+
+
+def _tls_context(dial: Dial) -> ssl.SSLContext:
+    return dial.tls_context or ssl.create_default_context()
 
 
 class _Done(Exception):
@@ -84,8 +185,12 @@ class _ReadProtocol(asyncio.Protocol):
         self._rest = b""
         self.transport: asyncio.Transport | None = None
         self.replies: dict[bytes, asyncio.Future[tuple[bytes, bytes]]] = {}
-        self.pong: asyncio.Future[None] | None = None
-        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.info: asyncio.Future[dict[str, Any]] = loop.create_future()
+        """The server's first INFO (what it requires: TLS, credentials)."""
+        self.pong: asyncio.Future[None] = loop.create_future()
+        """The answer to the PING after CONNECT: the server accepted the reader."""
+        self.finished: asyncio.Future[None] = loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -97,9 +202,18 @@ class _ReadProtocol(asyncio.Protocol):
     def _fail(self, exc: BaseException) -> None:
         if not self.finished.done():
             self.finished.set_exception(exc)
-        for future in [self.pong, *self.replies.values()]:
-            if future is not None and not future.done():
+        for future in [self.info, self.pong, *self.replies.values()]:
+            if not future.done():
                 future.set_exception(exc)
+
+    def settle(self) -> None:
+        """The read is over: cancel what is still awaited; a failure already seen or
+        superseded (a -ERR before the connection closed) needs no more reporting."""
+        for future in (self.info, self.pong, self.finished):
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
+                future.exception()
 
     @property
     def transport_closed(self) -> bool:
@@ -172,8 +286,11 @@ class _ReadProtocol(asyncio.Protocol):
             if self.pull:
                 self.write(self.pull)
             return
-        if status.startswith(b"409") and (b"Shutdown" in status or b"Deleted" in status):
-            # The server is going away (or lost the consumer): read on from where we are.
+        if status.startswith(b"503") or (
+            status.startswith(b"409") and (b"Shutdown" in status or b"Deleted" in status)
+        ):
+            # The server is going away or lost the consumer (a pull sent while its JetStream
+            # shuts down finds no responder): read on from where we are.
             raise ConnectionError(status.decode(errors="replace"))
         if subject.startswith(self.inbox_prefix):
             raise LogReadError(f"the server ended the read: {status.decode(errors='replace')}")
@@ -182,12 +299,14 @@ class _ReadProtocol(asyncio.Protocol):
         if line.startswith(b"PING"):
             self.write(b"PONG\r\n")
         elif line.startswith(b"PONG"):
-            if self.pong is not None and not self.pong.done():
+            if not self.pong.done():
                 self.pong.set_result(None)
         elif line.startswith(b"-ERR"):
             reason = line[5:].decode(errors="replace")
             raise LogReadError(f"the server refused the reader: {reason}")
-        # INFO (a cluster update) and +OK need nothing.
+        elif line.startswith(b"INFO ") and not self.info.done():
+            self.info.set_result(json.loads(line[5:]))
+        # Later INFOs (cluster updates) and +OK need nothing.
 
 
 class BulkRead:
@@ -195,9 +314,8 @@ class BulkRead:
 
     def __init__(
         self,
-        host: str,
-        port: int,
-        stream: str,
+        dial: Dial,
+        stream: StreamSubjects,
         handler: StoredHandler,
         *,
         filter_subject: str,
@@ -206,9 +324,9 @@ class BulkRead:
         target: int,
         until_ns: int | None,
     ) -> None:
-        self._host = host
-        self._port = port
-        self._stream = stream
+        self._dial = dial
+        self._subjects = stream
+        self._stream = stream.stream
         self._handler = handler
         self._filter = filter_subject
         self._from_seq = max(1, from_seq)
@@ -234,7 +352,7 @@ class BulkRead:
 
     async def _read_once(self, *, resume: bool) -> None:
         loop = asyncio.get_running_loop()
-        inbox = f"_FLREAD.{NUID().next().decode()}".encode()
+        inbox = f"_FLREAD.{secrets.token_hex(11)}".encode()
         since_pull = 0
         target, until_ns, from_ns, handler = (
             self._target,
@@ -242,7 +360,6 @@ class BulkRead:
             self._from_ns,
             self._handler,
         )
-        protocol: _ReadProtocol
         pull = b""
 
         def on_data(subject: bytes, reply: bytes, data: bytes) -> None:
@@ -263,26 +380,11 @@ class BulkRead:
                 since_pull = 0
                 protocol.write(pull)
 
-        _, protocol = await loop.create_connection(
-            lambda: _ReadProtocol(inbox, on_data), self._host, self._port
-        )
+        protocol = _ReadProtocol(inbox, on_data)
         try:
-            protocol.pong = loop.create_future()
-            connect = {
-                "verbose": False,
-                "pedantic": False,
-                "headers": True,
-                "no_responders": True,
-                "protocol": 1,
-                "lang": "python/fleetlog-reader",
-                "version": "1",
-                "name": "fleetlog-log-reader",
-            }
-            protocol.write(f"CONNECT {json.dumps(connect)}\r\nPING\r\n".encode())
-            protocol.write(b"SUB " + inbox + b".* 1\r\n")
-            await asyncio.wait_for(protocol.pong, 10)
+            await self._join(loop, protocol)
             created = await self._request(
-                protocol, f"$JS.API.CONSUMER.CREATE.{self._stream}", self._consumer_config(resume)
+                protocol, self._subjects.consumer_create, self._consumer_config(resume)
             )
             if "error" in created:
                 raise LogReadError(
@@ -293,7 +395,7 @@ class BulkRead:
                 if int(created.get("num_pending", 0)) > 0:
                     request = json.dumps({"batch": PULL_BATCH, "expires": PULL_EXPIRES_NS})
                     pull = (
-                        f"PUB $JS.API.CONSUMER.MSG.NEXT.{self._stream}.{consumer} ".encode()
+                        f"PUB {self._subjects.consumer_next(consumer)} ".encode()
                         + inbox
                         + f".pull {len(request)}\r\n{request}\r\n".encode()
                     )
@@ -302,13 +404,65 @@ class BulkRead:
                     await self._wait_until_finished(protocol, pull)
             finally:
                 if not protocol.transport_closed:
-                    delete = f"$JS.API.CONSUMER.DELETE.{self._stream}.{consumer}"
+                    delete = self._subjects.consumer_delete(consumer)
                     protocol.write(f"PUB {delete} 0\r\n\r\nPING\r\n".encode())
         finally:
-            if not protocol.finished.done():
-                protocol.finished.cancel()  # ended early (nothing to read, or an error)
+            protocol.settle()
             if protocol.transport is not None:
                 protocol.transport.close()
+
+    async def _join(self, loop: asyncio.AbstractEventLoop, protocol: _ReadProtocol) -> None:
+        """Connect ``protocol`` as the client would: TLS when the server (or the client's
+        handshake-first setting) wants it, its credentials when the server wants them.
+        :class:`ReaderUnavailable` when that fails for a reason retrying will not mend."""
+        dial = self._dial
+        hostname = dial.tls_hostname or dial.host
+        try:
+            await loop.create_connection(
+                lambda: protocol,
+                dial.host,
+                dial.port,
+                ssl=_tls_context(dial) if dial.tls_first else None,
+                server_hostname=hostname if dial.tls_first else None,
+            )
+            info = await asyncio.wait_for(protocol.info, CONNECT_TIMEOUT_S)
+            if info.get("tls_required") and not dial.tls_first:
+                assert protocol.transport is not None
+                upgraded = await loop.start_tls(
+                    protocol.transport, protocol, _tls_context(dial), server_hostname=hostname
+                )
+                if upgraded is None:
+                    raise ReaderUnavailable("the connection could not be upgraded to TLS")
+                protocol.transport = upgraded
+        except ssl.SSLError as exc:
+            raise ReaderUnavailable(f"TLS with the server failed: {exc}") from exc
+        except LogReadError as exc:  # the server's -ERR before anything was asked
+            raise ReaderUnavailable(str(exc)) from exc
+        connect: dict[str, Any] = {
+            "verbose": False,
+            "pedantic": False,
+            "headers": True,
+            "no_responders": True,
+            "protocol": 1,
+            "lang": "python/fleetlog-reader",
+            "version": "1",
+            "name": "fleetlog-log-reader",
+        }
+        if info.get("auth_required"):
+            if dial.token is not None:
+                connect["auth_token"] = dial.token
+            elif dial.user is not None:
+                connect.update(user=dial.user, **{"pass": dial.password or ""})
+            else:
+                raise ReaderUnavailable(
+                    "the server wants credentials and the client has no user, password or token"
+                )
+        protocol.write(f"CONNECT {json.dumps(connect)}\r\nPING\r\n".encode())
+        protocol.write(b"SUB " + protocol.inbox_prefix + b"* 1\r\n")
+        try:
+            await asyncio.wait_for(protocol.pong, CONNECT_TIMEOUT_S)
+        except LogReadError as exc:  # the server's -ERR (credentials refused, say)
+            raise ReaderUnavailable(str(exc)) from exc
 
     async def _wait_until_finished(self, protocol: _ReadProtocol, pull: bytes) -> None:
         """Wait for the end of the read; a read that stops moving gets another pull request
@@ -357,7 +511,7 @@ class BulkRead:
     async def _request(
         self, protocol: _ReadProtocol, subject: str, body: dict[str, Any]
     ) -> dict[str, Any]:
-        reply = protocol.inbox_prefix + NUID().next()
+        reply = protocol.inbox_prefix + secrets.token_hex(11).encode()
         future: asyncio.Future[tuple[bytes, bytes]] = asyncio.get_running_loop().create_future()
         protocol.replies[reply] = future
         data = json.dumps(body).encode()

@@ -1,4 +1,4 @@
-"""A faster header parser for nats-py, installed once when fleetlog connects.
+"""A faster header parser for nats-py, installed once when fleetlog connects, if it is safe.
 
 Every event fleetlog stores carries a few headers (its Msg-Id, the concurrency expectation, the
 batch markers), and nats-py parses the headers of every delivered message before any callback
@@ -6,13 +6,36 @@ sees it. Its parser checks header names for whitespace one character at a time t
 generator, which makes header parsing the largest single cost of reading the log (more than
 decoding and folding the events). :func:`parse_header_lines` gives the same result for every
 input — the test suite compares both on generated header blocks — using whole-string operations.
+
+This reaches into a private part of nats-py (``Client._parse_header_lines``), so it fails safe:
+:func:`install` replaces it only if it is there and still answers a set of probe header blocks
+exactly as :func:`parse_header_lines` does. Otherwise nats-py is left alone (fleetlog works, its
+reads are slower) and one warning says so. pyproject.toml pins nats-py to the versions this was
+tested with.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import structlog
 from nats.aio.client import Client
 
+log = structlog.get_logger(__name__)
+
 _CRLF = b"\r\n"
+HOOK = "_parse_header_lines"
+
+PROBES = (
+    b"Nats-Msg-Id: t:0\r\nNats-Expected-Last-Subject-Sequence: 12\r\n\r\n",
+    b"Nats-Stream: FLEET\r\nNats-Subject: fleet.evt.Pod.default.web\r\nNats-Sequence: 7\r\n"
+    b"Nats-Time-Stamp: 2026-11-26T03:12:00.123456789Z\r\n\r\n",
+    b"A B: inner space\r\n Lead: x\r\nTail : y\r\nK:\tv \r\nno colon\r\n\xc3\xa9: z\r\n"
+    b"V: \xc3\xa9\xff\r\nDup: 1\r\nDup: 2\r\nEmpty:\r\n:anon\r\n\r\n",
+)
+"""Header blocks the replacement must read exactly as nats-py does before it is installed:
+what fleetlog's messages carry, and the edge cases (whitespace in names, non-ASCII names,
+undecodable values, repeated and empty names)."""
 
 
 def parse_header_lines(raw: bytes) -> dict[str, str]:
@@ -33,14 +56,47 @@ def parse_header_lines(raw: bytes) -> dict[str, str]:
     return out
 
 
-_original_parse_header_lines = Client._parse_header_lines
+_original: Callable[[bytes], dict[str, str]] | None = getattr(Client, HOOK, None)
+"""nats-py's own parser as imported (None when this nats-py has no such hook)."""
+_installed: bool | None = None
+"""None until :func:`install` decided; then whether the replacement is in place."""
 
 
-def install() -> None:
-    """Use :func:`parse_header_lines` for every nats-py client in this process."""
-    Client._parse_header_lines = staticmethod(parse_header_lines)  # type: ignore[method-assign]
+def install() -> bool:
+    """Use :func:`parse_header_lines` for every nats-py client in this process, if this
+    nats-py still has the hook and it agrees on :data:`PROBES`; say once why not otherwise.
+    Returns whether the replacement is in place."""
+    global _installed
+    if _installed is None:
+        reason = _unsafe_because()
+        if reason is None:
+            setattr(Client, HOOK, staticmethod(parse_header_lines))
+            _installed = True
+        else:
+            log.warning(
+                "natsfix.not_installed",
+                reason=reason,
+                effect="nats-py parses headers itself (reads are slower)",
+            )
+            _installed = False
+    return _installed
+
+
+def _unsafe_because() -> str | None:
+    if _original is None or not callable(_original):
+        return f"nats-py has no Client.{HOOK}"
+    for probe in PROBES:
+        try:
+            theirs = _original(probe)
+        except Exception as exc:
+            return f"Client.{HOOK} cannot be called as before ({exc!r})"
+        if theirs != parse_header_lines(probe):
+            return f"Client.{HOOK} reads {probe!r} differently"
+    return None
 
 
 def original_parse_header_lines(raw: bytes) -> dict[str, str]:
     """nats-py's own parser, kept for the equivalence test."""
-    return _original_parse_header_lines(raw)
+    if _original is None:
+        raise RuntimeError(f"nats-py has no Client.{HOOK}")
+    return _original(raw)

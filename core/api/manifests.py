@@ -17,16 +17,18 @@ from pydantic import ValidationError
 
 from core.api.catalog import KINDS, ResourceModel
 from core.errors import UnknownKind, ValidationFailed
+from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.meta.model import invalid, show, to_validation_failed
 from core.meta.types import ResourceBase
 
 
-def parse_manifest(doc: object) -> ResourceModel:
-    """Validate one manifest (a parsed YAML/JSON document) into its resource model.
+def parse_manifest(doc: object, *, features: FeatureGates = DEFAULT_FEATURES) -> ResourceModel:
+    """Validate one manifest (a parsed YAML/JSON document) into its resource model, with the
+    alpha fields and values ``features`` turns on accepted.
 
     Raises ``UnknownKind`` for a kind fleetlog does not know, and ``ValidationFailed`` (or its
-    subclass ``InvalidQuantity``) for anything else, with ``field`` set to the Kubernetes-style
-    path of the first problem.
+    subclass ``InvalidQuantity``) for anything else, listing every problem in ``errors`` with its
+    Kubernetes-style path (unknown fields first; ``field``/``message`` are the first of them).
     """
     if not isinstance(doc, Mapping):
         raise ValidationFailed(
@@ -55,7 +57,13 @@ def parse_manifest(doc: object) -> ResourceModel:
             field="apiVersion",
         )
     try:
-        resource = info.model.model_validate(dict(doc), strict=True, by_alias=True, by_name=False)
+        resource = info.model.model_validate(
+            dict(doc),
+            strict=True,
+            by_alias=True,
+            by_name=False,
+            context={"features": features},
+        )
     except ValidationError as err:
         raise to_validation_failed(err) from None
     return cast("ResourceModel", resource)

@@ -2,16 +2,18 @@
 
 Why this exists: every kind (Pod, Node, Deployment, ...) needs the same model configuration
 (unknown fields rejected, camelCase on the wire, snake_case in Python) and the same way of turning
-a pydantic error into a ``ValidationFailed`` that names the offending field with a
-Kubernetes-style path (``spec.containers[0].image``), so that messages read like the API
-server's.
+a pydantic error into a ``ValidationFailed`` that names the offending fields with Kubernetes-style
+paths (``spec.containers[0].image``), so that messages read like the API server's. Like the API
+server, a validator reports every problem it finds, not only the first: :class:`Problems`
+collects them and raises them as one pydantic error that :func:`to_validation_failed` unfolds
+again.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from pydantic import (
@@ -22,7 +24,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from core.errors import InvalidQuantity, ValidationFailed
+from core.errors import FieldError, InvalidQuantity, ValidationFailed
 
 # --------------------------------------------------------------------------------------------
 # Model configuration
@@ -51,11 +53,46 @@ QUANTITY_ERROR: Final = "fleetlog_quantity"
 """Like :data:`FIELD_ERROR`, for a value that is not a valid quantity."""
 
 Loc = tuple[str | int, ...]
+Problem = tuple[Loc, str]
+"""``(subpath, message)``: one problem a validator found, below the value it validates."""
 
 
 def field_error(message: str, *subpath: str | int, kind: str = FIELD_ERROR) -> PydanticCustomError:
     """An error for a validator to raise; ``subpath`` (wire names) is appended to its location."""
     return PydanticCustomError(kind, "{message}", {"message": message, "subpath": subpath})
+
+
+def field_errors(problems: Sequence[Problem], *, kind: str = FIELD_ERROR) -> PydanticCustomError:
+    """Several problems as one error for a validator to raise (a validator can raise only one);
+    :func:`to_validation_failed` reports each of them at its own path."""
+    (subpath, message), *more = problems
+    return PydanticCustomError(
+        kind, "{message}", {"message": message, "subpath": subpath, "more": more}
+    )
+
+
+class Problems:
+    """What a validator found wrong, collected so that all of it is reported at once (as the API
+    server's ``field.ErrorList``), then raised by :meth:`check`."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: list[Problem] = []
+
+    def add(self, message: str, *subpath: str | int) -> None:
+        self.items.append((subpath, message))
+
+    def extend(self, problems: Sequence[Problem], *prefix: str | int) -> None:
+        self.items.extend((prefix + subpath, message) for subpath, message in problems)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def check(self) -> None:
+        """Raise everything found, if anything was."""
+        if self.items:
+            raise field_errors(self.items)
 
 
 def show(value: object) -> str:
@@ -129,22 +166,45 @@ _BOUNDS: Final[dict[str, tuple[str, str]]] = {
 }
 
 
-def _describe(error: Mapping[str, Any]) -> tuple[Loc, str]:
-    """One pydantic error -> (location in wire names, short human message)."""
+_LITERAL_RE: Final = re.compile(r"'((?:[^'\\]|\\.)*)'")
+
+
+def supported_values(values: Sequence[str]) -> str:
+    """``field.NotSupported``'s list: ``"a", "b", "c"``."""
+    return ", ".join(json.dumps(v) for v in values)
+
+
+def unsupported(value: object, values: Sequence[str]) -> str:
+    """The Kubernetes-style sentence for a value outside a fixed set (``field.NotSupported``)."""
+    return f"Unsupported value {show(value)}: supported values: {supported_values(values)}"
+
+
+def _describe(error: Mapping[str, Any]) -> Iterator[tuple[Loc, str]]:
+    """One pydantic error -> (location in wire names, short human message) for each problem it
+    carries (one, except for :func:`field_errors`)."""
     kind: str = error["type"]
     loc: Loc = tuple(error["loc"])
     ctx: Mapping[str, Any] = error.get("ctx") or {}
+    if kind in (FIELD_ERROR, QUANTITY_ERROR):
+        yield loc + tuple(ctx.get("subpath", ())), str(ctx["message"])
+        for subpath, message in ctx.get("more", ()):
+            yield loc + tuple(subpath), str(message)
+        return
+    yield _describe_one(kind, loc, ctx, error)
+
+
+def _describe_one(
+    kind: str, loc: Loc, ctx: Mapping[str, Any], error: Mapping[str, Any]
+) -> tuple[Loc, str]:
     value = error.get("input")
     last = loc[-1] if loc else ""
-    if kind in (FIELD_ERROR, QUANTITY_ERROR):
-        return loc + tuple(ctx.get("subpath", ())), str(ctx["message"])
     if kind == "extra_forbidden":
         return loc, f"unknown field {show(str(last))}"
     if kind == "missing":
         return loc, f"missing required field {show(str(last))}"
     if kind == "literal_error":
-        expected = str(ctx.get("expected", "")).replace("'", '"')
-        return loc, f"Unsupported value {show(value)}: supported values: {expected}"
+        expected = _LITERAL_RE.findall(str(ctx.get("expected", "")))
+        return loc, unsupported(value, expected)
     if kind in _EXPECTED:
         return loc, invalid(value, f"must be {_EXPECTED[kind]}")
     if kind in _BOUNDS:
@@ -160,20 +220,24 @@ def _describe(error: Mapping[str, Any]) -> tuple[Loc, str]:
 
 
 def to_validation_failed(err: ValidationError, *, prefix: Loc = ()) -> ValidationFailed:
-    """Turn a pydantic ``ValidationError`` into one ``ValidationFailed`` (or ``InvalidQuantity``).
+    """Turn a pydantic ``ValidationError`` into one ``ValidationFailed`` (or ``InvalidQuantity``)
+    that lists every problem with its Kubernetes-style path.
 
-    The first error is reported, with its Kubernetes-style path; the message says how many more
-    there were.
+    Unknown fields come first (a misspelt field name is the error a user most needs to see, and
+    often the cause of the others), then the rest in document order; ``message``/``field`` are
+    the first of them, and its kind decides the error's class.
     """
-    errors = err.errors(include_url=False)
-    if not errors:  # pragma: no cover - pydantic never raises an empty error
+    found: list[tuple[bool, str, FieldError]] = []
+    for error in err.errors(include_url=False):
+        for loc, message in _describe(error):
+            path = format_path(prefix + loc) or None
+            found.append(
+                (error["type"] != "extra_forbidden", error["type"], FieldError(path, message))
+            )
+    if not found:  # pragma: no cover - pydantic never raises an empty error
         return ValidationFailed("invalid input")
-    first = errors[0]
-    loc, message = _describe(first)
-    if len(errors) > 1:
-        more = len(errors) - 1
-        message += f" (and {more} more error{'s' if more > 1 else ''})"
-    path = format_path(prefix + loc) or None
-    if first["type"] == QUANTITY_ERROR:
-        return InvalidQuantity(message, field=path)
-    return ValidationFailed(message, field=path)
+    found.sort(key=lambda item: item[0])  # stable: document order within each group
+    _, first_kind, first = found[0]
+    errors = [field_error for _, _, field_error in found]
+    cls = InvalidQuantity if first_kind == QUANTITY_ERROR else ValidationFailed
+    return cls(first.message, field=first.field, errors=errors)

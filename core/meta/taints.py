@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.meta.labels import parse_int64
 from core.meta.timestamps import parse_stamp
 
@@ -63,9 +64,13 @@ class NodeTaint:
 
 
 class PodToleration:
-    """A toleration; empty strings where the manifest leaves a field out."""
+    """A toleration; empty strings where the manifest leaves a field out.
 
-    __slots__ = ("effect", "key", "operator", "seconds", "value")
+    ``comparison_operators`` is the ``TaintTolerationComparisonOperators`` gate (alpha, off by
+    default) of whoever reads the toleration: off, a ``Gt``/``Lt`` toleration (stored while the
+    gate was on) tolerates nothing, as in Kubernetes."""
+
+    __slots__ = ("comparison_operators", "effect", "key", "operator", "seconds", "value")
 
     def __init__(
         self,
@@ -74,25 +79,32 @@ class PodToleration:
         value: str = "",
         effect: str = "",
         seconds: int | None = None,
+        *,
+        comparison_operators: bool = False,
     ) -> None:
         self.key = key
         self.operator = operator or "Equal"
         self.value = value
         self.effect = effect
         self.seconds = seconds
+        self.comparison_operators = comparison_operators
 
     @classmethod
-    def from_manifest(cls, raw: Mapping[str, Any]) -> PodToleration:
+    def from_manifest(
+        cls, raw: Mapping[str, Any], *, comparison_operators: bool = False
+    ) -> PodToleration:
         return cls(
             raw.get("key") or "",
             raw.get("operator") or "Equal",
             raw.get("value") or "",
             raw.get("effect") or "",
             raw.get("tolerationSeconds"),
+            comparison_operators=comparison_operators,
         )
 
     def tolerates(self, taint: NodeTaint) -> bool:
-        """``Toleration.ToleratesTaint`` (core/v1 helpers), including the alpha Gt/Lt."""
+        """``Toleration.ToleratesTaint`` (core/v1 helpers), with the alpha Gt/Lt when gated on:
+        the taint's value compared, as an integer, with the toleration's."""
         if self.effect and self.effect != taint.effect:
             return False
         if self.key and self.key != taint.key:
@@ -102,7 +114,7 @@ class PodToleration:
             return self.value == taint.value
         if op == "Exists":
             return True
-        if op in ("Gt", "Lt"):
+        if op in ("Gt", "Lt") and self.comparison_operators:
             mine, theirs = parse_int64(self.value), parse_int64(taint.value)
             if mine is None or theirs is None:
                 return False
@@ -120,10 +132,13 @@ def tolerations_tolerate_taint(tolerations: Iterable[PodToleration], taint: Node
     return any(t.tolerates(taint) for t in tolerations)
 
 
-def pod_tolerations(pod_manifest: Mapping[str, Any]) -> tuple[PodToleration, ...]:
-    """The tolerations of a stored pod manifest, in order."""
+def pod_tolerations(
+    pod_manifest: Mapping[str, Any], *, features: FeatureGates = DEFAULT_FEATURES
+) -> tuple[PodToleration, ...]:
+    """The tolerations of a stored pod manifest, in order, read with ``features``' gates."""
+    comparison = features.taint_toleration_comparison_operators
     return tuple(
-        PodToleration.from_manifest(raw)
+        PodToleration.from_manifest(raw, comparison_operators=comparison)
         for raw in (pod_manifest.get("spec") or {}).get("tolerations") or ()
     )
 

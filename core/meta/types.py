@@ -13,27 +13,33 @@ manifests without loading pydantic.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Final, Literal, Self
 
 from pydantic import (
     AfterValidator,
     Field,
+    ValidationInfo,
     model_validator,
 )
 
+from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.meta.fields import Timestamp
 from core.meta.labels import Selector
-from core.meta.model import K8sModel, field_error, invalid
+from core.meta.model import K8sModel, Problems, field_error, field_errors, invalid, unsupported
 from core.meta.names import (
     Annotations,
+    JoinedLabelValue,
     Labels,
-    LabelValue,
     NameRule,
     QualifiedName,
+    decimal_integer_errors,
     dns1123_label_errors,
     dns1123_subdomain_errors,
     generate_name_errors,
+    joined_rule_problems,
+    label_value_errors,
     qualified_name_errors,
+    rule_problems,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -55,9 +61,9 @@ class OwnerReference(K8sModel):
 def _check_namespace(value: str | None) -> str | None:
     # "" means "not given" (defaulted for namespaced kinds, allowed for cluster-scoped ones).
     if value:
-        errs = dns1123_label_errors(value)
-        if errs:
-            raise field_error(invalid(value, "; ".join(errs)))
+        problems = rule_problems(dns1123_label_errors, value)
+        if problems:
+            raise field_errors(problems)
     return value
 
 
@@ -98,24 +104,47 @@ class ObjectMeta(K8sModel):
         return self
 
 
-class LabelSelectorRequirement(K8sModel):
-    """One ``matchExpressions`` entry of a label selector."""
+SELECTOR_OPERATORS: Final = ("In", "NotIn", "Exists", "DoesNotExist")
 
-    key: QualifiedName
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[LabelValue] | None = None
 
-    @model_validator(mode="after")
-    def _values_fit_operator(self) -> Self:
-        if self.operator in ("In", "NotIn") and not self.values:
-            raise field_error(
+def selector_requirement_problems(
+    key: str, operator: str, values: list[str] | None
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """``ValidateLabelSelectorRequirement`` (and the operator/values half of
+    ``ValidateNodeSelectorRequirement``, which adds Gt and Lt)."""
+    found = Problems()
+    if operator in ("In", "NotIn"):
+        if not values:
+            found.add(
                 "Required value: must be specified when `operator` is 'In' or 'NotIn'", "values"
             )
-        if self.operator in ("Exists", "DoesNotExist") and self.values:
-            raise field_error(
+    elif operator in ("Exists", "DoesNotExist"):
+        if values:
+            found.add(
                 "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
                 "values",
             )
+    else:
+        found.add(invalid(operator, "not a valid selector operator"), "operator")
+    found.extend(rule_problems(qualified_name_errors, key), "key")
+    return found.items
+
+
+class LabelSelectorRequirement(K8sModel):
+    """One ``matchExpressions`` entry of a label selector: a key (a label key), an operator and,
+    for In/NotIn, label values."""
+
+    key: str
+    operator: str
+    values: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        found = Problems()
+        found.extend(selector_requirement_problems(self.key, self.operator, self.values))
+        for i, value in enumerate(self.values or ()):
+            found.extend(rule_problems(label_value_errors, value), "values", i)
+        found.check()
         return self
 
 
@@ -137,50 +166,79 @@ class LabelSelector(K8sModel):
 
 
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+TAINT_EFFECTS: Final = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+TOLERATION_OPERATORS: Final = ("Equal", "Exists")
 
 
 class Taint(K8sModel):
-    """Repels pods that do not tolerate it (``key=value:effect``)."""
+    """Repels pods that do not tolerate it (``key=value:effect``); ``validateNodeTaints``."""
 
     key: QualifiedName
-    value: LabelValue | None = None
+    value: JoinedLabelValue | None = None
     effect: TaintEffect
     time_added: Timestamp | None = None
 
 
+COMPARISON_OPERATORS: Final = ("Gt", "Lt")
+
+
+def features_of(info: ValidationInfo) -> FeatureGates:
+    """The feature gates a validation runs with (``parse_manifest(..., features=)``), Kubernetes'
+    defaults when none were given."""
+    context = info.context if isinstance(info.context, dict) else {}
+    features = context.get("features")
+    return features if isinstance(features, FeatureGates) else DEFAULT_FEATURES
+
+
 class Toleration(K8sModel):
-    """Lets a pod onto nodes with a matching taint. Empty effect matches every effect."""
+    """Lets a pod onto nodes with a matching taint. Empty effect matches every effect; an empty
+    operator means Equal. Checked as ``ValidateTolerations`` checks it, including its habit of
+    reporting a bad value at ``operator``. ``Gt``/``Lt`` are accepted only with the
+    ``TaintTolerationComparisonOperators`` gate on (alpha), their value then a decimal integer."""
 
     key: str | None = None
-    operator: Literal["Equal", "Exists"] = "Equal"
+    operator: str = "Equal"
     value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute", ""] | None = None
+    effect: str | None = None
     toleration_seconds: int | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> Self:
-        if self.key:
-            errs = qualified_name_errors(self.key)
-            if errs:
-                raise field_error(invalid(self.key, "; ".join(errs)), "key")
-        elif self.operator != "Exists":
-            raise field_error(
+    def _check(self, info: ValidationInfo) -> Self:
+        comparison = features_of(info).taint_toleration_comparison_operators
+        found = Problems()
+        key, operator, value = self.key or "", self.operator, self.value or ""
+        effect = self.effect or ""
+        if key:
+            found.extend(rule_problems(qualified_name_errors, key), "key")
+        elif operator != "Exists":
+            found.add(
                 invalid(
-                    self.operator,
+                    operator,
                     'operator must be Exists when `key` is empty, which means "match all '
                     'values and all keys"',
                 ),
                 "operator",
             )
-        if self.operator == "Exists" and self.value:
-            raise field_error(
-                invalid(self.value, "value must be empty when `operator` is 'Exists'"), "value"
-            )
-        if self.toleration_seconds is not None and self.effect != "NoExecute":
-            raise field_error(
-                invalid(self.effect, "effect must be 'NoExecute' when `tolerationSeconds` is set"),
+        if self.toleration_seconds is not None and effect != "NoExecute":
+            found.add(
+                invalid(effect, "effect must be 'NoExecute' when `tolerationSeconds` is set"),
                 "effect",
             )
+        if operator in ("", "Equal"):
+            found.extend(joined_rule_problems(label_value_errors, value), "operator")
+        elif operator == "Exists":
+            if value:
+                found.add(
+                    invalid(value, "value must be empty when `operator` is 'Exists'"), "operator"
+                )
+        elif comparison and operator in COMPARISON_OPERATORS:
+            found.extend(rule_problems(decimal_integer_errors, value), "value")
+        else:
+            supported = TOLERATION_OPERATORS + (COMPARISON_OPERATORS if comparison else ())
+            found.add(unsupported(operator, supported), "operator")
+        if effect and effect not in TAINT_EFFECTS:
+            found.add(unsupported(effect, TAINT_EFFECTS), "effect")
+        found.check()
         return self
 
 
@@ -222,27 +280,22 @@ class ResourceBase(K8sModel):
     def _check_identity(self) -> Self:
         meta = self.metadata
         rule = type(self).NAME_RULE
+        found = Problems()
         if not meta.name and not meta.generate_name:
-            raise field_error(
-                "Required value: name or generateName is required", "metadata", "name"
-            )
+            found.add("Required value: name or generateName is required", "metadata", "name")
         if meta.name:
-            errs = rule(meta.name)
-            if errs:
-                raise field_error(invalid(meta.name, "; ".join(errs)), "metadata", "name")
+            found.extend(rule_problems(rule, meta.name), "metadata", "name")
         if meta.generate_name:
-            errs = generate_name_errors(rule, meta.generate_name)
-            if errs:
-                raise field_error(
-                    invalid(meta.generate_name, "; ".join(errs)), "metadata", "generateName"
-                )
+            for message in generate_name_errors(rule, meta.generate_name):
+                found.add(invalid(meta.generate_name, message), "metadata", "generateName")
         if type(self).NAMESPACED:
             if not meta.namespace:
                 self.metadata = meta.model_copy(update={"namespace": "default"})
         elif meta.namespace:
-            raise field_error(
+            found.add(
                 f"Forbidden: not allowed on this type: {self.kind} is cluster-scoped",
                 "metadata",
                 "namespace",
             )
+        found.check()
         return self

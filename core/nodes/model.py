@@ -13,22 +13,23 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AfterValidator, Field, model_validator
 
 from core.meta.fields import QuantityString
-from core.meta.model import K8sModel, duplicate, field_error, invalid
+from core.meta.model import K8sModel, Problems, duplicate, invalid
 from core.meta.names import (
     dns1123_subdomain_errors,
     qualified_name_errors,
+    rule_problems,
 )
 from core.meta.quantity import parse_quantity
 from core.meta.types import Condition, ResourceBase, Taint
 
 
 def _check_node_resources(resources: dict[str, str]) -> dict[str, str]:
+    found = Problems()
     for name, text in resources.items():
-        errs = qualified_name_errors(name)
-        if errs:
-            raise field_error(invalid(name, "; ".join(errs)), name)
+        found.extend(rule_problems(qualified_name_errors, name), name)
         if parse_quantity(text).sign() < 0:
-            raise field_error(invalid(text, "must be greater than or equal to 0"), name)
+            found.add(invalid(text, "must be greater than or equal to 0"), name)
+    found.check()
     return resources
 
 
@@ -47,12 +48,19 @@ class NodeSpec(K8sModel):
 
     @model_validator(mode="after")
     def _unique_taints(self) -> Self:
+        found = Problems()
         seen: set[tuple[str, str]] = set()
         for i, taint in enumerate(self.taints or ()):
             key = (taint.key, taint.effect)
             if key in seen:
-                raise field_error(duplicate(f"{taint.key}:{taint.effect}"), "taints", i)
+                found.add(
+                    duplicate(f"{taint.key}:{taint.effect}")
+                    + ": taints must be unique by key and effect pair",
+                    "taints",
+                    i,
+                )
             seen.add(key)
+        found.check()
         return self
 
 

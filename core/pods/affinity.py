@@ -2,64 +2,90 @@
 topology spread constraints.
 
 Why this exists: the scheduler compiles these (``core.scheduling.model``); they are validated
-here as the API server validates them, so a constraint the scheduler would misread never enters
-the log.
+here as the API server validates them (``validateAffinity``, ``validateTopologySpreadConstraints``
+in ``pkg/apis/core/validation``), so a constraint the scheduler would misread never enters the
+log. Where label keys and values appear they are held to the label rules, exactly where
+Kubernetes holds them: keys of node-selector requirements, topology keys of affinity terms and
+``matchLabelKeys``/``mismatchLabelKeys`` are label keys; the values of a *required* node
+affinity's requirements are label values (a preferred term may name any value, as it may still
+match nothing harmlessly); label selectors check their own. A topology spread constraint's
+``topologyKey`` only has to be non-empty, as in Kubernetes.
+
+One check is fleetlog's own: a ``Gt``/``Lt`` requirement's single value must be an integer
+(Kubernetes accepts any label value there and then never matches a non-integer).
 """
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Final, Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-from core.meta.model import K8sModel, field_error, invalid
+from core.meta.labels import parse_int64
+from core.meta.model import K8sModel, Problem, Problems, field_errors, invalid
 from core.meta.names import (
-    QualifiedName,
+    dns1123_label_errors,
+    dns1123_subdomain_errors,
+    label_key_problems,
+    label_value_errors,
+    qualified_name_errors,
+    rule_problems,
 )
-from core.meta.types import LabelSelector
+from core.meta.types import LabelSelector, selector_requirement_problems
 
 # --------------------------------------------------------------------------------------------
-# Scheduling constraints
+# Node selectors and node affinity
 # --------------------------------------------------------------------------------------------
-
-_INT64_RE: Final = re.compile(r"[+-]?[0-9]+")
 
 
 class NodeSelectorRequirement(K8sModel):
-    """One node-affinity expression (``key operator values``)."""
+    """One node-affinity expression (``key operator values``), in ``matchExpressions`` (a node
+    label) or ``matchFields`` (a node field); :class:`NodeSelectorTerm` checks it as the one or
+    the other."""
 
-    key: QualifiedName
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+    key: str
+    operator: str
     values: list[str] | None = None
 
-    @model_validator(mode="after")
-    def _values_fit_operator(self) -> Self:
-        op, values = self.operator, self.values or []
-        if op in ("In", "NotIn") and not values:
-            raise field_error(
-                "Required value: must be specified when `operator` is 'In' or 'NotIn'", "values"
-            )
-        if op in ("Exists", "DoesNotExist") and values:
-            raise field_error(
-                "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+
+def _expression_problems(req: NodeSelectorRequirement) -> list[Problem]:
+    """``ValidateNodeSelectorRequirement`` without the values' label rule (which only a required
+    node affinity applies: :class:`NodeSelector`)."""
+    values = req.values or []
+    if req.operator not in ("Gt", "Lt"):
+        return selector_requirement_problems(req.key, req.operator, req.values)
+    found = Problems()
+    if len(values) != 1:
+        found.add(
+            "Required value: must be specified single value when `operator` is 'Lt' or 'Gt'",
+            "values",
+        )
+    elif parse_int64(values[0]) is None:
+        found.add(
+            invalid(values[0], "must be an integer when `operator` is 'Gt' or 'Lt'"), "values", 0
+        )
+    found.extend(rule_problems(qualified_name_errors, req.key), "key")
+    return found.items
+
+
+def _field_problems(req: NodeSelectorRequirement) -> list[Problem]:
+    """``ValidateNodeFieldSelectorRequirement``: only ``metadata.name``, In/NotIn one value."""
+    found = Problems()
+    if req.operator in ("In", "NotIn"):
+        if len(req.values or ()) != 1:
+            found.add(
+                "Required value: must be only one value when `operator` is 'In' or 'NotIn' "
+                "for node field selector",
                 "values",
             )
-        if op in ("Gt", "Lt"):
-            if len(values) != 1:
-                raise field_error(
-                    "Required value: must be specified single value when `operator` is 'Lt' or "
-                    "'Gt'",
-                    "values",
-                )
-            text = values[0]
-            if not _INT64_RE.fullmatch(text) or not -(2**63) <= int(text) < 2**63:
-                raise field_error(
-                    invalid(text, "must be an integer when `operator` is 'Gt' or 'Lt'"),
-                    "values",
-                    0,
-                )
-        return self
+    else:
+        found.add(invalid(req.operator, "not a valid selector operator"), "operator")
+    if req.key != "metadata.name":
+        found.add(invalid(req.key, "not a valid field selector key"), "key")
+    else:
+        for i, value in enumerate(req.values or ()):
+            found.extend(rule_problems(dns1123_subdomain_errors, value), "values", i)
+    return found.items
 
 
 class NodeSelectorTerm(K8sModel):
@@ -69,46 +95,52 @@ class NodeSelectorTerm(K8sModel):
     match_fields: list[NodeSelectorRequirement] | None = None
 
     @model_validator(mode="after")
-    def _fields(self) -> Self:
+    def _check(self) -> Self:
+        found = Problems()
+        for i, req in enumerate(self.match_expressions or ()):
+            found.extend(_expression_problems(req), "matchExpressions", i)
         for i, req in enumerate(self.match_fields or ()):
-            if req.operator not in ("In", "NotIn"):
-                raise field_error(
-                    invalid(req.operator, "not a valid selector operator"),
-                    "matchFields",
-                    i,
-                    "operator",
-                )
-            if len(req.values or ()) != 1:
-                raise field_error(
-                    "Required value: must be only one value when `operator` is 'In' or 'NotIn' "
-                    "for node field selector",
-                    "matchFields",
-                    i,
-                    "values",
-                )
-            if req.key != "metadata.name":
-                raise field_error(
-                    invalid(req.key, "not a valid field selector key (only metadata.name)"),
-                    "matchFields",
-                    i,
-                    "key",
-                )
+            found.extend(_field_problems(req), "matchFields", i)
+        found.check()
         return self
 
 
 class NodeSelector(K8sModel):
+    """A required node affinity: terms ORed; the values of their expressions are label values."""
+
     node_selector_terms: list[NodeSelectorTerm]
 
     @model_validator(mode="after")
-    def _non_empty(self) -> Self:
+    def _check(self) -> Self:
+        found = Problems()
         if not self.node_selector_terms:
-            raise field_error(
+            found.add(
                 "Required value: must have at least one node selector term", "nodeSelectorTerms"
             )
+        for i, term in enumerate(self.node_selector_terms):
+            for j, req in enumerate(term.match_expressions or ()):
+                for k, value in enumerate(req.values or ()):
+                    found.extend(
+                        rule_problems(label_value_errors, value),
+                        "nodeSelectorTerms",
+                        i,
+                        "matchExpressions",
+                        j,
+                        "values",
+                        k,
+                    )
+        found.check()
         return self
 
 
-Weight = Annotated[int, Field(ge=1, le=100)]
+def _check_weight(weight: int) -> int:
+    if not 1 <= weight <= 100:
+        raise field_errors([((), invalid(weight, "must be in the range 1-100"))])
+    return weight
+
+
+Weight = Annotated[int, AfterValidator(_check_weight)]
+"""The weight of a preferred term: 1..100."""
 
 
 class PreferredSchedulingTerm(K8sModel):
@@ -123,15 +155,62 @@ class NodeAffinity(K8sModel):
     )
 
 
+# --------------------------------------------------------------------------------------------
+# Pod (anti-)affinity
+# --------------------------------------------------------------------------------------------
+
+
+def _selector_keys(selector: LabelSelector | None) -> list[str]:
+    if selector is None:
+        return []
+    keys = list(selector.match_labels or {})
+    keys += [expression.key for expression in selector.match_expressions or ()]
+    return keys
+
+
 class PodAffinityTerm(K8sModel):
     """Pods matching ``labelSelector`` in ``namespaces`` define the topology domains to (avoid)."""
 
     label_selector: LabelSelector | None = None
     namespace_selector: LabelSelector | None = None
     namespaces: list[str] | None = None
-    topology_key: QualifiedName
+    topology_key: str = ""
     match_label_keys: list[str] | None = None
     mismatch_label_keys: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        """``validatePodAffinityTerm`` and ``validateMatchLabelKeysAndMismatchLabelKeys``."""
+        found = Problems()
+        for i, name in enumerate(self.namespaces or ()):
+            found.extend(rule_problems(dns1123_label_errors, name), "namespaces", i)
+        match_keys = self.match_label_keys or []
+        mismatch_keys = self.mismatch_label_keys or []
+        for field, keys in (("matchLabelKeys", match_keys), ("mismatchLabelKeys", mismatch_keys)):
+            if keys and self.label_selector is None:
+                found.add("Forbidden: must not be specified when labelSelector is not set", field)
+            elif keys:
+                found.extend(label_key_problems(keys), field)
+        in_selector = set(_selector_keys(self.label_selector))
+        mismatched = set(mismatch_keys)
+        for i, key in enumerate(match_keys):
+            if key in in_selector:
+                found.add(
+                    invalid(key, "exists in both matchLabelKeys and labelSelector"),
+                    "matchLabelKeys",
+                    i,
+                )
+            if key in mismatched:
+                found.add(
+                    invalid(key, "exists in both matchLabelKeys and mismatchLabelKeys"),
+                    "matchLabelKeys",
+                    i,
+                )
+        if not self.topology_key:
+            found.add("Required value: can not be empty", "topologyKey")
+        found.extend(rule_problems(qualified_name_errors, self.topology_key), "topologyKey")
+        found.check()
+        return self
 
 
 class WeightedPodAffinityTerm(K8sModel):
@@ -159,11 +238,16 @@ class Affinity(K8sModel):
     pod_anti_affinity: PodAntiAffinity | None = None
 
 
+# --------------------------------------------------------------------------------------------
+# Topology spread
+# --------------------------------------------------------------------------------------------
+
+
 class TopologySpreadConstraint(K8sModel):
     """Spread matching pods across the domains of ``topologyKey`` within ``maxSkew``."""
 
     max_skew: Annotated[int, Field(ge=1)]
-    topology_key: QualifiedName
+    topology_key: str = ""
     when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"]
     label_selector: LabelSelector | None = None
     min_domains: Annotated[int, Field(ge=1)] | None = None
@@ -172,9 +256,12 @@ class TopologySpreadConstraint(K8sModel):
     match_label_keys: list[str] | None = None
 
     @model_validator(mode="after")
-    def _min_domains(self) -> Self:
+    def _check(self) -> Self:
+        found = Problems()
+        if not self.topology_key:
+            found.add("Required value: can not be empty", "topologyKey")
         if self.min_domains is not None and self.when_unsatisfiable != "DoNotSchedule":
-            raise field_error(
+            found.add(
                 invalid(
                     self.min_domains,
                     "can only use minDomains if whenUnsatisfiable=DoNotSchedule, not "
@@ -182,4 +269,20 @@ class TopologySpreadConstraint(K8sModel):
                 ),
                 "minDomains",
             )
+        # validateMatchLabelKeysInTopologySpread
+        keys = self.match_label_keys or []
+        if keys and self.label_selector is None:
+            found.add(
+                "Forbidden: must not be specified when labelSelector is not set", "matchLabelKeys"
+            )
+        in_selector = set(_selector_keys(self.label_selector))
+        for i, key in enumerate(keys):
+            found.extend(rule_problems(qualified_name_errors, key), "matchLabelKeys", i)
+            if key in in_selector:
+                found.add(
+                    invalid(key, "exists in both matchLabelKeys and labelSelector"),
+                    "matchLabelKeys",
+                    i,
+                )
+        found.check()
         return self

@@ -21,6 +21,7 @@ from core.meta.names import (
     DNSLabel,
     DNSSubdomain,
     Labels,
+    QualifiedName,
 )
 from core.meta.quantity import parse_quantity
 from core.meta.types import Condition, ResourceBase, Toleration
@@ -81,11 +82,11 @@ class HostAlias(K8sModel):
 
 
 class PodReadinessGate(K8sModel):
-    condition_type: str
+    condition_type: QualifiedName
 
 
 class PodSchedulingGate(K8sModel):
-    name: str
+    name: QualifiedName
 
 
 class PodOS(K8sModel):
@@ -167,6 +168,7 @@ class PodSpec(K8sModel):
         self._check_init_containers()
         self._check_volumes()
         self._check_spread()
+        self._check_scheduling_gates()
         if self.dns_policy == "None" and self.dns_config is None:
             raise field_error(
                 "Required value: must provide `dnsConfig` when `dnsPolicy` is None", "dnsConfig"
@@ -265,6 +267,13 @@ class PodSpec(K8sModel):
                         j,
                         "name",
                     )
+
+    def _check_scheduling_gates(self) -> None:
+        seen: set[str] = set()
+        for i, gate in enumerate(self.scheduling_gates or ()):
+            if gate.name in seen:
+                raise field_error(duplicate(gate.name), "schedulingGates", i)
+            seen.add(gate.name)
 
     def _check_spread(self) -> None:
         seen: set[tuple[str, str]] = set()

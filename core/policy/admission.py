@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from core.api.manifests import dump_manifest, parse_manifest
 from core.errors import ValidationFailed
+from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.meta.model import K8sModel
 from core.meta.names import Annotations
 from core.meta.quantity import parse_quantity
@@ -341,7 +342,12 @@ def apply_limit_ranges(
     return {**manifest, "metadata": metadata, "spec": spec}
 
 
-def validate_limited(limited: dict[str, Any], admitted: dict[str, Any]) -> dict[str, Any]:
+def validate_limited(
+    limited: dict[str, Any],
+    admitted: dict[str, Any],
+    *,
+    features: FeatureGates = DEFAULT_FEATURES,
+) -> dict[str, Any]:
     """``limited`` (what :func:`apply_limit_ranges` made of the valid pod manifest
     ``admitted``) as ``dump_manifest(parse_manifest(limited))`` would give it, validating only
     what the LimitRanger changed.
@@ -355,7 +361,7 @@ def validate_limited(limited: dict[str, Any], admitted: dict[str, Any]) -> dict[
     those parts with their own types accepts exactly what the whole model accepts, and their
     dumps are what the whole dump would hold there (keys in the model's order). When a part is
     invalid, the whole pod is parsed, so the error (its field path, and the count of further
-    errors) is the one a full validation reports.
+    errors) is the one a full validation reports (with the same feature gates).
     """
     if limited is admitted:
         return admitted
@@ -371,7 +377,7 @@ def validate_limited(limited: dict[str, Any], admitted: dict[str, Any]) -> dict[
             if container is not before and resources != before.get("resources"):
                 dumped = _validated_resources(resources)
                 if dumped is None:
-                    return dump_manifest(parse_manifest(limited))
+                    return dump_manifest(parse_manifest(limited, features=features))
                 container = _in_field_order({**container, "resources": dumped}, _CONTAINER_FIELDS)
             checked.append(container)
         spec[field_name] = checked
@@ -379,7 +385,7 @@ def validate_limited(limited: dict[str, Any], admitted: dict[str, Any]) -> dict[
     if metadata is not admitted.get("metadata"):
         # Only the annotations changed (the rest of the metadata was validated with the pod).
         if not _valid_annotations(metadata.get("annotations") or {}):
-            return dump_manifest(parse_manifest(limited))
+            return dump_manifest(parse_manifest(limited, features=features))
         metadata = _in_field_order(metadata, _METADATA_FIELDS)
     return {**limited, "metadata": metadata, "spec": _in_field_order(spec, _POD_SPEC_FIELDS)}
 

@@ -4,9 +4,11 @@ Why this exists: placement must give the Kubernetes answer for the same inputs (
 same integer rounding, same tie-breaking distribution), and it must be testable and fast without
 a server. The scheduler handler keeps :class:`NodeInfo` snapshots up to date from the log and asks
 :func:`schedule` where each pod goes, and :func:`preempt` which lower-priority pods to evict when
-it fits nowhere.
+it fits nowhere; :func:`parse_scheduler_config` reads a KubeSchedulerConfiguration file into the
+:class:`SchedulerConfig` they run with.
 """
 
+from core.scheduling.config import SchedulerConfiguration, parse_scheduler_config
 from core.scheduling.filters import (
     DEFAULT_FILTERS,
     FilterFailure,
@@ -64,6 +66,7 @@ __all__ = [
     "PreemptionResult",
     "ScheduleResult",
     "SchedulerConfig",
+    "SchedulerConfiguration",
     "ScorePlugin",
     "Snapshot",
     "TaintTolerationFilter",
@@ -71,6 +74,7 @@ __all__ = [
     "VictimSelection",
     "build_score_plugins",
     "num_feasible_nodes_to_find",
+    "parse_scheduler_config",
     "pick_one_node_for_preemption",
     "pod_eligible_to_preempt_others",
     "preempt",

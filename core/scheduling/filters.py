@@ -1,9 +1,11 @@
 """kube-scheduler's filter plugins: can this pod run on this node, and if not, why not.
 
-Why this exists: a refusal must read exactly like Kubernetes' (operators grep for "Insufficient
-cpu" and "had untolerated taint"), and the set of feasible nodes must be the one kube-scheduler
-would compute, because scoring and the final choice depend on it. Each plugin mirrors the plugin
-of the same name in ``pkg/scheduler/framework/plugins``; the framework runs them in the default
+Why this exists: a refusal must read exactly like the current Kubernetes release's (operators
+grep for "Insufficient cpu" and "had untolerated taint(s)"; since v1.34 the TaintToleration
+plugin no longer names the taint, whose value may be private to the cluster's operator), and the
+set of feasible nodes must be the one kube-scheduler would compute, because scoring and the final
+choice depend on it. Each plugin mirrors the plugin of the same name in
+``pkg/scheduler/framework/plugins``; the framework runs them in the default
 profile's order and stops at the first plugin that rejects a node, so a node contributes the
 reasons of one plugin only (several for NodeResourcesFit, one per missing resource).
 
@@ -23,7 +25,7 @@ containers' ``hostPort`` only; namespace selectors of affinity terms are evaluat
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from core.meta.labels import Selector
@@ -46,6 +48,7 @@ __all__ = [
     "ERR_SPREAD",
     "ERR_SPREAD_MISSING_LABEL",
     "ERR_UNSCHEDULABLE",
+    "ERR_UNTOLERATED_TAINT",
     "FilterFailure",
     "FilterPlugin",
     "InterPodAffinityFilter",
@@ -58,6 +61,7 @@ __all__ = [
     "Snapshot",
     "TaintTolerationFilter",
     "count_pods_matching",
+    "is_extended_resource",
     "run_filters",
     "spread_node_included",
 ]
@@ -71,6 +75,7 @@ ERR_ANTI_AFFINITY_RULES: Final = "node(s) didn't match pod anti-affinity rules"
 ERR_EXISTING_ANTI_AFFINITY: Final = "node(s) didn't satisfy existing pods anti-affinity rules"
 ERR_SPREAD: Final = "node(s) didn't match pod topology spread constraints"
 ERR_SPREAD_MISSING_LABEL: Final = ERR_SPREAD + " (missing required label)"
+ERR_UNTOLERATED_TAINT: Final = "node(s) had untolerated taint(s)"
 
 UNSCHEDULABLE_TAINT: Final = NodeTaint("node.kubernetes.io/unschedulable", "", "NoSchedule")
 
@@ -200,19 +205,15 @@ class TaintTolerationFilter(TaintToleration):
     """NoSchedule and NoExecute taints must all be tolerated."""
 
     passes_plain_nodes = True
+    _FAIL: Final = FilterFailure("TaintToleration", (ERR_UNTOLERATED_TAINT,), True)
 
     def pre_filter(self, pod: PodInfo, snapshot: Snapshot) -> bool:
         return True
 
     def filter(self, pod: PodInfo, node: NodeInfo, snapshot: Snapshot) -> FilterFailure | None:
-        if not node.hard_taints:
+        if not node.hard_taints or _untolerated(node.hard_taints, pod) is None:
             return None
-        taint = _untolerated(node.hard_taints, pod)
-        if taint is None:
-            return None
-        return FilterFailure(
-            self.name, (f"node(s) had untolerated taint {{{taint.key}: {taint.value}}}",), True
-        )
+        return self._FAIL
 
 
 class NodeAffinityFilter:
@@ -253,14 +254,43 @@ class NodePortsFilter:
         return None
 
 
+def is_extended_resource(name: str) -> bool:
+    """``IsExtendedResourceName``: a domain-prefixed name outside ``kubernetes.io/`` (and not a
+    quota's ``requests.`` form)."""
+    return "/" in name and "kubernetes.io/" not in name and not name.startswith("requests.")
+
+
 class NodeResourcesFitFilter:
     """Requests must fit into allocatable minus what the node's pods already request.
 
     One reason per missing resource; ``UnschedulableAndUnresolvable`` when a request exceeds the
-    node's whole allocatable (no preemption can make room).
+    node's whole allocatable (no preemption can make room). Extended resources named in
+    ``ignored_resources``, or of a domain in ``ignored_resource_groups``, are not checked
+    (``NodeResourcesFitArgs``: something else, an extender or a device plugin, accounts for
+    them).
     """
 
     name = "NodeResourcesFit"
+
+    def __init__(
+        self,
+        *,
+        ignored_resources: Iterable[str] = (),
+        ignored_resource_groups: Iterable[str] = (),
+    ) -> None:
+        self.ignored_resources = frozenset(ignored_resources)
+        self.ignored_resource_groups = frozenset(ignored_resource_groups)
+        self._ignores = bool(self.ignored_resources or self.ignored_resource_groups)
+
+    def ignores(self, name: str) -> bool:
+        return (
+            self._ignores
+            and is_extended_resource(name)
+            and (
+                name in self.ignored_resources
+                or name.split("/", 1)[0] in self.ignored_resource_groups
+            )
+        )
 
     def pre_filter(self, pod: PodInfo, snapshot: Snapshot) -> bool:
         return True
@@ -268,10 +298,11 @@ class NodeResourcesFitFilter:
     def filter(self, pod: PodInfo, node: NodeInfo, snapshot: Snapshot) -> FilterFailure | None:
         alloc = node.allocatable
         requested = node.requested
+        ignores = self.ignores
         # Fast path: everything fits (the common case); details only when something does not.
         if len(node.pods) < alloc.get("pods", 0):
             for name, amount in pod.fit_requests:
-                if amount > alloc.get(name, 0) - requested.get(name, 0):
+                if amount > alloc.get(name, 0) - requested.get(name, 0) and not ignores(name):
                     break
             else:
                 return None
@@ -282,7 +313,7 @@ class NodeResourcesFitFilter:
         reqs = pod.requests
         if reqs:
             for name, amount in reqs.items():
-                if amount <= 0 or name == "pods":
+                if amount <= 0 or name == "pods" or ignores(name):
                     continue
                 total = alloc.get(name, 0)
                 if amount > total - requested.get(name, 0):

@@ -8,8 +8,8 @@ normalized plugin scores, ``selectHost``'s uniform choice among equal best score
 draw among the tied nodes rather than one per tie as in Go's reservoir sampling: same
 distribution, fewer calls), and the
 ``FitError`` message ("0/5 nodes are available: 2 Insufficient cpu, 3 node(s) had untolerated
-taint {...}.") with its per-reason counts, sorted as Go's ``sort.Strings`` sorts the
-"<count> <reason>" strings.
+taint(s).", the wording of Kubernetes v1.34 and later) with its per-reason counts, sorted as Go's
+``sort.Strings`` sorts the "<count> <reason>" strings.
 
 Randomness comes only from the ``random.Random`` passed in; nothing here reads a clock.
 Simplifications: no nominated pods, no PreFilterResult narrowing, no extenders; a cluster without
@@ -25,7 +25,13 @@ from typing import Final
 
 import numpy as np
 
-from core.scheduling.filters import DEFAULT_FILTERS, FilterFailure, FilterPlugin, Snapshot
+from core.scheduling.filters import (
+    DEFAULT_FILTERS,
+    FilterFailure,
+    FilterPlugin,
+    NodeResourcesFitFilter,
+    Snapshot,
+)
 from core.scheduling.model import NodeInfo, PodInfo
 from core.scheduling.scores import DEFAULT_WEIGHTS, FitStrategy, ScorePlugin, build_score_plugins
 from core.scheduling.vectorized import NodeColumns, vector_eligible, vector_filter, vector_scores
@@ -34,6 +40,7 @@ __all__ = [
     "MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND",
     "MIN_FEASIBLE_NODES_TO_FIND",
     "NO_NODES_MESSAGE",
+    "PreemptionConfig",
     "ScheduleResult",
     "SchedulerConfig",
     "failure_message",
@@ -70,13 +77,38 @@ def num_feasible_nodes_to_find(num_all_nodes: int, percentage: int | None = None
 
 
 @dataclass(frozen=True)
+class PreemptionConfig:
+    """``DefaultPreemptionArgs``: how many candidate nodes the dry run looks for."""
+
+    min_candidate_nodes_percentage: int = 10
+    min_candidate_nodes_absolute: int = 100
+
+    def __post_init__(self) -> None:
+        # ValidateDefaultPreemptionArgs (core.scheduling.config reports these in its words)
+        if not 0 <= self.min_candidate_nodes_percentage <= 100:
+            raise ValueError("min_candidate_nodes_percentage must be between 0 and 100")
+        if self.min_candidate_nodes_absolute < 0:
+            raise ValueError("min_candidate_nodes_absolute must not be negative")
+        if self.min_candidate_nodes_percentage == 0 and self.min_candidate_nodes_absolute == 0:
+            raise ValueError("min_candidate_nodes_percentage and _absolute cannot both be 0")
+
+
+@dataclass(frozen=True)
 class SchedulerConfig:
-    """A scheduling profile: plugin weights (0 disables a score plugin), fit strategy, sampling."""
+    """A scheduling profile: plugin weights (0 disables a score plugin), fit strategy and the
+    resources NodeResourcesFit ignores, sampling, preemption. Built by hand or read from a
+    KubeSchedulerConfiguration file (:mod:`core.scheduling.config`)."""
 
     weights: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     fit_strategy: FitStrategy = field(default_factory=FitStrategy)
     balanced_resources: tuple[str, ...] = ("cpu", "memory")
     percentage_of_nodes_to_score: int | None = None
+    ignored_resources: frozenset[str] = frozenset()
+    """NodeResourcesFit's ``ignoredResources``: extended resources its filter does not check."""
+    ignored_resource_groups: frozenset[str] = frozenset()
+    """``ignoredResourceGroups``: domains (``example.com``) whose extended resources it ignores."""
+    hard_pod_affinity_weight: int = 1
+    preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
     filters: tuple[FilterPlugin, ...] = DEFAULT_FILTERS
     score_plugins: tuple[ScorePlugin, ...] = ()
 
@@ -87,8 +119,26 @@ class SchedulerConfig:
         for name, weight in self.weights.items():
             if weight < 0:
                 raise ValueError(f"weight of {name} must not be negative")
+        if not 0 <= self.hard_pod_affinity_weight <= 100:
+            raise ValueError("hard_pod_affinity_weight must be between 0 and 100")
+        if self.filters is DEFAULT_FILTERS and (
+            self.ignored_resources or self.ignored_resource_groups
+        ):
+            fit = NodeResourcesFitFilter(
+                ignored_resources=self.ignored_resources,
+                ignored_resource_groups=self.ignored_resource_groups,
+            )
+            filters = tuple(
+                fit if isinstance(plugin, NodeResourcesFitFilter) else plugin
+                for plugin in DEFAULT_FILTERS
+            )
+            object.__setattr__(self, "filters", filters)
         if not self.score_plugins:
-            plugins = build_score_plugins(self.fit_strategy, self.balanced_resources)
+            plugins = build_score_plugins(
+                self.fit_strategy,
+                self.balanced_resources,
+                hard_pod_affinity_weight=self.hard_pod_affinity_weight,
+            )
             object.__setattr__(self, "score_plugins", plugins)
 
     def weighted_score_plugins(self) -> list[tuple[ScorePlugin, int]]:

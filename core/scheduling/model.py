@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
+from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.meta.labels import SET_OPERATORS, Selector, parse_int64, set_operator_matches
 from core.meta.quantity import resource_amount
 from core.meta.taints import NodeTaint, PodToleration, pod_tolerations
@@ -436,7 +437,10 @@ class PodInfo:
         return node_matches_required_affinity(self, node.name, node.labels)
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> PodInfo:
+    def from_manifest(
+        cls, manifest: Mapping[str, Any], *, features: FeatureGates = DEFAULT_FEATURES
+    ) -> PodInfo:
+        """A stored pod manifest, its tolerations read with ``features``' gates."""
         meta = manifest.get("metadata") or {}
         spec = manifest.get("spec") or {}
         namespace = meta.get("namespace") or "default"
@@ -511,7 +515,7 @@ class PodInfo:
             node_selector=spec.get("nodeSelector"),
             required_node_terms=required_terms,
             preferred_node_terms=preferred_terms,
-            tolerations=pod_tolerations(manifest),
+            tolerations=pod_tolerations(manifest, features=features),
             priority=int(spec.get("priority") or 0),
             spread_constraints=tuple(
                 SpreadConstraint.from_manifest(c, labels)

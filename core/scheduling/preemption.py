@@ -57,13 +57,19 @@ from core.scheduling.filters import (
     _SpreadFilterState,
     spread_node_included,
 )
-from core.scheduling.framework import SchedulerConfig, ScheduleResult, failure_message
+from core.scheduling.framework import (
+    PreemptionConfig,
+    SchedulerConfig,
+    ScheduleResult,
+    failure_message,
+)
 from core.scheduling.model import NodeInfo, PodInfo
 
 __all__ = [
     "NOT_ELIGIBLE_NEVER",
     "NOT_ELIGIBLE_TERMINATING",
     "NOT_HELPFUL_REASON",
+    "NO_CLAIMS_TO_DEALLOCATE",
     "NO_VICTIMS_REASON",
     "PREEMPTION_PREFIX",
     "Candidate",
@@ -80,6 +86,7 @@ __all__ = [
     "offset_and_num_candidates",
     "pick_one_node_for_preemption",
     "pod_eligible_to_preempt_others",
+    "post_filter_message",
     "preempt",
     "select_victims_on_node",
     "victim_condition",
@@ -88,6 +95,19 @@ __all__ = [
 
 PREEMPTION_PREFIX: Final = "preemption: "
 """DefaultPreemption's PostFilter prefixes its status message with this."""
+NO_CLAIMS_TO_DEALLOCATE: Final = "no new claims to deallocate"
+"""What the DynamicResources plugin's PostFilter (in the default profile since DRA went GA in
+v1.34, and run before DefaultPreemption) says of a pod with no resource claims: it leads the
+PostFilter message, joined to preemption's by ", "."""
+
+
+def post_filter_message(preemption: str) -> str:
+    """The PostFilter part of an unschedulable pod's message: every PostFilter plugin's reason
+    joined by ", ", as the framework joins them (``no new claims to deallocate, preemption:
+    …``). fleetlog allocates no resource claims, so DynamicResources never has one to free."""
+    return f"{NO_CLAIMS_TO_DEALLOCATE}, {PREEMPTION_PREFIX}{preemption}"
+
+
 NO_VICTIMS_REASON: Final = "No preemption victims found for incoming pod"
 NOT_HELPFUL_REASON: Final = "Preemption is not helpful for scheduling"
 NOT_ELIGIBLE_NEVER: Final = "not eligible due to preemptionPolicy=Never."
@@ -100,23 +120,6 @@ _PRIORITY_SHIFT: Final = 2**31
 # --------------------------------------------------------------------------------------------
 # Inputs and outputs
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PreemptionConfig:
-    """``DefaultPreemptionArgs``: how many candidate nodes the dry run looks for."""
-
-    min_candidate_nodes_percentage: int = 10
-    min_candidate_nodes_absolute: int = 100
-
-    def __post_init__(self) -> None:
-        # ValidateDefaultPreemptionArgs
-        if not 0 <= self.min_candidate_nodes_percentage <= 100:
-            raise ValueError("min_candidate_nodes_percentage must be between 0 and 100")
-        if self.min_candidate_nodes_absolute < 0:
-            raise ValueError("min_candidate_nodes_absolute must not be negative")
-        if self.min_candidate_nodes_percentage == 0 and self.min_candidate_nodes_absolute == 0:
-            raise ValueError("min_candidate_nodes_percentage and _absolute cannot both be 0")
 
 
 @dataclass(frozen=True)
@@ -177,9 +180,11 @@ class PreemptionResult:
     num_pdb_violations: int = 0
     message: str = ""
     """The PodScheduled=False message Kubernetes shows: the FitError, followed on failure by
-    " preemption: ..." (on success the FitError alone, as in Kubernetes)."""
+    " no new claims to deallocate, preemption: ..." (on success the FitError alone, as in
+    Kubernetes)."""
     post_filter_message: str = ""
-    """The PostFilter status message ("preemption: ..."), "" on success."""
+    """The PostFilter status message ("no new claims to deallocate, preemption: ..."), "" on
+    success."""
     summary: str = ""
     """One sentence for logs and events: what is preempted where, or why nothing is."""
     eligible: bool = True
@@ -658,6 +663,7 @@ def preempt(
     """
     if result.scheduled:
         raise ValueError(f"{pod.key} was scheduled to {result.node_name}: nothing to preempt for")
+    preemption_config = preemption_config or config.preemption
     num_all = len(nodes)
     if num_all == 0:
         # Kubernetes runs no PostFilter when there are no nodes at all.
@@ -666,7 +672,7 @@ def preempt(
         )
     eligible, why_not = pod_eligible_to_preempt_others(pod, nodes, result, nominated_node_name)
     if not eligible:
-        post = PREEMPTION_PREFIX + why_not
+        post = post_filter_message(why_not)
         return PreemptionResult(
             None,
             message=_joined(result, post),
@@ -696,7 +702,7 @@ def preempt(
 
     if not candidates:
         fit_error = _fit_error(num_all, reasons)
-        post = PREEMPTION_PREFIX + fit_error
+        post = post_filter_message(fit_error)
         return PreemptionResult(
             None,
             message=_joined(result, post),

@@ -581,6 +581,8 @@ class InterPodAffinityScore(_Base):
 def build_score_plugins(
     strategy: FitStrategy | None = None,
     balanced_resources: Sequence[str] = ("cpu", "memory"),
+    *,
+    hard_pod_affinity_weight: int = 1,
 ) -> tuple[ScorePlugin, ...]:
     """The default profile's score plugins, in kube-scheduler's order."""
     return (
@@ -588,6 +590,6 @@ def build_score_plugins(
         NodeAffinityScore(),
         NodeResourcesFitScore(strategy),
         PodTopologySpreadScore(),
-        InterPodAffinityScore(),
+        InterPodAffinityScore(hard_pod_affinity_weight),
         BalancedAllocationScore(balanced_resources),
     )

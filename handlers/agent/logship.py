@@ -35,6 +35,7 @@ from typing import Any
 import structlog
 from nats.aio.client import Client
 
+from streams import jsapi
 from streams.cancellation import checkpoint
 from streams.telemetry import MAX_CHUNK_BYTES, OUTPUT_STREAMS, log_headers, log_subject, plan_chunks
 
@@ -99,7 +100,7 @@ class LogShipper:
         publish_timeout: float = 5.0,
         flush_timeout: float = 3.0,
     ) -> None:
-        self._js = nc.jetstream()
+        self._js = jsapi.jetstream(nc)
         self.root = Path(root)
         self.poll_interval = poll_interval
         self.chunk_bytes = chunk_bytes

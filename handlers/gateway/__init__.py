@@ -17,7 +17,8 @@ The stages share only ``context`` (:class:`CommandContext`, :class:`Stage`); ``s
 
 A stage either lets the command through, answers early (an idempotent replay), or raises a
 ``FleetError`` that becomes a structured reply ``{"ok": false, "error": {code, message,
-field}}``; a rejected command appends nothing. Authentication and authorization are stages with
+field, errors}}`` (``errors`` lists every field error of an invalid manifest); a rejected command
+appends nothing. Authentication and authorization are stages with
 a pluggable policy: until fleetlog has credentials (a later issue) the caller's *stated* identity
 is recorded as the actor and every caller is allowed.
 

@@ -20,6 +20,7 @@ from core.api.commands import DeleteBody, ManifestBody, NodeBody, ScaleBody, Sta
 from core.api.manifests import dump_manifest, parse_manifest
 from core.errors import FleetError, NotFound, ValidationFailed
 from core.meta.aggregate import Resource
+from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.meta.model import K8sModel, to_validation_failed
 from core.meta.names import dns1123_label_errors
 from core.policy.admission import (
@@ -44,14 +45,15 @@ STATUS_MODELS: dict[str, type[K8sModel]] = {
 }
 
 
-async def resolve_target(ctx: CommandContext) -> None:
+async def resolve_target(ctx: CommandContext, *, features: FeatureGates = DEFAULT_FEATURES) -> None:
     """Validate what the command targets: the manifest against its schema (with Kubernetes
-    defaults applied), or the name and namespace of a delete or scale."""
+    defaults applied, and the alpha fields ``features`` turns on), or the name and namespace of
+    a delete or scale."""
     assert ctx.command is not None
     body = ctx.command.body
     info = KINDS[ctx.kind]
     if isinstance(body, ManifestBody):
-        resource = parse_manifest(body.manifest)
+        resource = parse_manifest(body.manifest, features=features)
         if resource.kind != ctx.kind:
             raise ValidationFailed(
                 f"manifest is a {resource.kind} but was sent as a {ctx.kind.lower()} command",
@@ -114,10 +116,13 @@ class Admit:
         repository: AggregateRepository,
         priority_classes: Projection[ClusterModel],
         policies: NamespacePolicies | None = None,
+        *,
+        features: FeatureGates = DEFAULT_FEATURES,
     ) -> None:
         self._repository = repository
         self._priority_classes = priority_classes
         self._policies = policies
+        self._features = features
 
     async def __call__(self, ctx: CommandContext) -> None:
         assert ctx.ref is not None
@@ -202,7 +207,7 @@ class Admit:
         limited = apply_limit_ranges(manifest, policies.limit_ranges)
         # A default limit below a stated request makes the pod invalid, as in Kubernetes:
         # what the defaults changed is validated again (not the whole pod).
-        return validate_limited(limited, manifest)
+        return validate_limited(limited, manifest, features=self._features)
 
     async def _require_namespace(self, namespace: str) -> None:
         loaded = await self._repository.load(AggregateRef("Namespace", "", namespace))

@@ -5,12 +5,14 @@ Why this exists: the stages only know the command in hand; this module owns what
 command: the connection, the aggregate cache the stages decide on, the read models admission
 asks (PriorityClasses, each namespace's LimitRanges and ResourceQuotas), the bound on commands
 in flight, and the audit writer. It also turns a stage's ``FleetError`` into the structured
-reply ``{"ok": false, "error": {code, message, field}}``.
+reply ``{"ok": false, "error": {code, message, field, errors}}`` (``errors``: every field error
+``{field, message}`` of an invalid manifest, unknown fields first).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -21,6 +23,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from core.errors import FleetError
+from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from handlers.gateway.admission import Admit, resolve_target
 from handlers.gateway.audit import audit_record
 from handlers.gateway.context import CommandContext
@@ -61,8 +64,12 @@ class Gateway:
         policy: Policy | None = None,
         identify: IdentityProvider = stated_identity,
         max_in_flight: int = 256,
+        features: FeatureGates = DEFAULT_FEATURES,
     ) -> None:
+        """``features``: the feature gates manifests are validated with (Kubernetes'
+        defaults unless ``--feature-gates`` said otherwise)."""
         self._nc = nc
+        self.features = features
         self.repository = AggregateRepository(store)
         # The cluster's PriorityClasses, for admission (as Kubernetes' informer cache: a pod
         # naming no class gets the global default this gateway has seen).
@@ -76,11 +83,11 @@ class Gateway:
             limit_size,
             decode,
             route,
-            resolve_target,
+            functools.partial(resolve_target, features=features),
             Authenticate(identify),
             Authorize(policy or AllowAll()),
             fingerprint,
-            Admit(self.repository, self.priority_classes, self.policies),
+            Admit(self.repository, self.priority_classes, self.policies, features=features),
             Execute(self.repository, self.policies),
         )
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -156,7 +163,13 @@ class Gateway:
                     if ctx.reply is not None:
                         break
             except FleetError as exc:
-                log.info("command.rejected", code=exc.code, error=exc.message, field=exc.field)
+                log.info(
+                    "command.rejected",
+                    code=exc.code,
+                    error=exc.message,
+                    field=exc.field,
+                    problems=len(exc.errors),
+                )
                 return {"ok": False, "error": exc.as_dict()}
             except Exception:
                 log.exception("command.failed")

@@ -14,7 +14,7 @@ to it the commands, which live in modules by what they act on:
   ``nodes``       cordon, uncordon, drain
   ``observe``     logs, top, history, events
   ``replay``      replay, diff: the cluster at a point of the log
-  ``ops.audit_cli``  why, audit: causes and the audit trail
+  ``ops.cli.audit``  why, audit: causes and the audit trail
 
 What they share sits below them: names and arguments in ``ops.cliargs``, failures, running a
 command and its session in ``ops.clitools``, output in ``ops.render``.
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import click
 
-from ops.audit_cli import audit, why
+from ops.cli.audit import audit, why
 from ops.cli.cluster import agent, scheduler, sim, up
 from ops.cli.nodes import cordon, drain, uncordon
 from ops.cli.objects import apply, delete, describe, get

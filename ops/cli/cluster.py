@@ -16,10 +16,47 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ops.clitools import run
+from core.errors import FleetError
+from ops.clitools import Failure, run
 
 if TYPE_CHECKING:
     import asyncio
+
+    from core.meta.features import FeatureGates
+    from core.scheduling.config import SchedulerConfiguration
+
+FEATURE_GATES = click.option(
+    "--feature-gates",
+    "feature_gates",
+    multiple=True,
+    metavar="NAME=BOOL,...",
+    help="Turn Kubernetes feature gates on or off, e.g. TaintTolerationComparisonOperators=true "
+    "(alpha gates are off by default, as in Kubernetes).",
+)
+
+
+def _scheduler_config(path: Path | None) -> SchedulerConfiguration | None:
+    """The KubeSchedulerConfiguration file's settings; a bad file stops the command before it
+    starts, every problem on its own line."""
+    if path is None:
+        return None
+    from ops.render import error_text
+    from ops.schedulerconfig import read_scheduler_config
+
+    try:
+        return read_scheduler_config(path)
+    except FleetError as exc:
+        raise Failure("\n".join(error_text(str(path), exc))) from None
+
+
+def _feature_gates(values: tuple[str, ...]) -> FeatureGates:
+    """The gates the command line asks for; a bad value stops the command before it starts."""
+    from core.meta.features import FeatureGates
+
+    try:
+        return FeatureGates.parse(values)
+    except FleetError as exc:
+        raise Failure(str(exc)) from None
 
 
 @click.command()
@@ -47,6 +84,14 @@ if TYPE_CHECKING:
     "--no-agent", is_flag=True, help="Run no node agent here (this machine is not a node)."
 )
 @click.option("--node-name", default=None, help="This machine's node name [default: hostname].")
+@click.option(
+    "--scheduler-config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A KubeSchedulerConfiguration file (kubescheduler.config.k8s.io/v1) for the scheduler: "
+    "plugin weights, scoring strategy, percentageOfNodesToScore, ...",
+)
+@FEATURE_GATES
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -57,8 +102,13 @@ def up(
     node_grace: float,
     no_agent: bool,
     node_name: str | None,
+    scheduler_config: Path | None,
+    feature_gates: tuple[str, ...],
 ) -> None:
     """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
+    features = _feature_gates(feature_gates)
+    configuration = _scheduler_config(scheduler_config)
+
     from ops.up import UpOptions, default_data_dir
     from ops.up import up as run_up
 
@@ -72,6 +122,8 @@ def up(
         scheduler=not no_scheduler,
         agent=not no_agent,
         node_name=node_name,
+        features=features,
+        scheduler_config=configuration,
     )
     click.echo(
         f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",
@@ -230,18 +282,35 @@ async def sim(
     show_default=True,
     help="This replica's identity (recorded as the actor of its bindings).",
 )
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A KubeSchedulerConfiguration file (kubescheduler.config.k8s.io/v1): plugin weights, "
+    "scoring strategy, percentageOfNodesToScore, ...",
+)
+@FEATURE_GATES
 @click.pass_context
 @run
-async def scheduler(ctx: click.Context, identity: str) -> None:
+async def scheduler(
+    ctx: click.Context, identity: str, config_path: Path | None, feature_gates: tuple[str, ...]
+) -> None:
     """Run one scheduler replica against the cluster (any number may run at once)."""
+    features = _feature_gates(feature_gates)
+    configuration = _scheduler_config(config_path)
+
     from handlers.scheduler import Scheduler
+    from ops.schedulerconfig import scheduler_options
     from streams.connection import connect
     from streams.eventstore import EventStore
 
     nc = await connect(ctx.obj["server"], name=f"fleetlog-scheduler-{identity}")
     try:
         async with EventStore(nc) as store:
-            replica = Scheduler(nc, store, identity=identity)
+            replica = Scheduler(
+                nc, store, identity=identity, features=features, **scheduler_options(configuration)
+            )
             await _until_signal(replica.run, f"scheduler {identity} ready")
             click.echo(
                 f"scheduler {identity} stats: bound={replica.bound} conflicts={replica.conflicts}",

@@ -81,7 +81,8 @@ async def apply(ctx: click.Context, path: str) -> None:
                 outcome = await s.commands.send(kind, "apply", {"manifest": doc})
             except FleetError as exc:
                 failures += 1
-                click.echo(f"error: {_doc_name(doc)}: {exc}", err=True)
+                for line in render.error_lines(_doc_name(doc), exc):
+                    click.echo(line, err=True)
                 continue
             if outcome.unchanged:
                 verb = "unchanged"

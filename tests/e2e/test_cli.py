@@ -257,6 +257,23 @@ def test_cli_errors_are_one_line_and_nonzero(cluster: Cluster, tmp_path: Path) -
     result = cluster.cli("apply", "-f", str(bad), check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "spec.containers[0].bogus" in result.stderr
+    # Several problems: every one is listed, one per line, the misspelt field first.
+    several = tmp_path / "several.yaml"
+    several.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: y}\nspec:\n  hostNetwork: yes-please\n"
+        "  containers:\n    - name: a\n      image: b\n      imagePullPolcy: Always\n"
+        "      ports: [{containerPort: 70000}]\n"
+    )
+    result = cluster.cli("apply", "-f", str(several), check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: pod/y is invalid (3 errors):",
+        '  spec.containers[0].imagePullPolcy: unknown field "imagePullPolcy"',
+        "  spec.containers[0].ports[0].containerPort: Invalid value 70000: must be between 1 "
+        "and 65535, inclusive",
+        '  spec.hostNetwork: Invalid value "yes-please": must be true or false',
+        "error: 1 of 1 objects were not applied",
+    ]
     unknown = cluster.cli("get", "gizmos", check=False)
     assert (
         unknown.returncode == 1
@@ -264,3 +281,57 @@ def test_cli_errors_are_one_line_and_nonzero(cluster: Cluster, tmp_path: Path) -
         and len(unknown.stderr.splitlines()) == 1
     )
     assert cluster.down() == 0
+
+
+def test_bad_feature_gates_stop_up_and_scheduler_before_they_start(cluster: Cluster) -> None:
+    for command in (["up", "--data-dir", str(cluster.data_dir)], ["scheduler"]):
+        result = cluster.cli(
+            *command,
+            "--feature-gates",
+            "TaintTolerationComparisonOperators=maybe,Bogus=true",
+            check=False,
+        )
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.splitlines() == [
+            "error: 2 errors:",
+            "  --feature-gates: invalid value of TaintTolerationComparisonOperators=maybe, err: "
+            'strconv.ParseBool: parsing "maybe": invalid syntax',
+            "  --feature-gates: unrecognized feature gate: Bogus (known gates: "
+            "TaintTolerationComparisonOperators (ALPHA, default false))",
+        ]
+    assert not (cluster.data_dir / "nats-server.pid").exists()
+
+
+def test_a_bad_scheduler_configuration_is_refused_with_every_problem(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    config = tmp_path / "scheduler.yaml"
+    config.write_text(
+        "apiVersion: kubescheduler.config.k8s.io/v1\n"
+        "kind: KubeSchedulerConfiguration\n"
+        "percentageOfNodesToScore: 120\n"
+        "profiles:\n"
+        "  - pluginConfig:\n"
+        "      - name: NodeResourcesFit\n"
+        "        args:\n"
+        "          scoringStrategy:\n"
+        "            type: LeastAllocated\n"
+        "            resources: [{name: cpu, weight: 200}]\n"
+        "          ignoredResourceGroup: [example.com]\n"
+    )
+    expected = [
+        f"error: {config} is invalid (3 errors):",
+        "  profiles[0].pluginConfig[0].args.ignoredResourceGroup: unknown field "
+        '"ignoredResourceGroup"',
+        "  percentageOfNodesToScore: Invalid value 120: not in valid range [0-100]",
+        "  profiles[0].pluginConfig[0].args.scoringStrategy.resources[0].weight: Invalid value "
+        "200: resource weight of cpu not in valid range (0, 100]",
+    ]
+    for command in (
+        ["up", "--data-dir", str(cluster.data_dir), "--scheduler-config", str(config)],
+        ["scheduler", "--config", str(config)],
+    ):
+        result = cluster.cli(*command, check=False)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.splitlines() == expected
+    assert not (cluster.data_dir / "nats-server.pid").exists()

@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from types import ModuleType
 from typing import Any
 
+import structlog
 from click.testing import CliRunner, Result
+from structlog.testing import LogCapture
 
 from handlers.deployment_controller import DeploymentController
 from handlers.garbage_collector import GarbageCollector
@@ -57,6 +60,23 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
     while not await check():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def captured_logs(*modules: ModuleType) -> Iterator[list[MutableMapping[str, Any]]]:
+    """What ``modules`` log through their module-level ``log`` while the block runs, whatever
+    earlier tests in this process configured structlog with (an in-process CLI run caches
+    loggers and filters by level, which ``structlog.testing.capture_logs`` does not undo)."""
+    capture = LogCapture()
+    logger = structlog.wrap_logger(None, processors=[capture], wrapper_class=structlog.BoundLogger)
+    saved = [(module, module.log) for module in modules]
+    for module, _ in saved:
+        module.log = logger
+    try:
+        yield capture.entries
+    finally:
+        for module, original in saved:
+            module.log = original
 
 
 async def cli(server: str, *args: str) -> Result:

@@ -14,10 +14,11 @@ import pytest
 from nats.aio.client import Client
 
 from handlers.gateway import Gateway
-from ops.audit_cli import causal_chain
-from streams.audit import AuditRecord, AuditWriter, ensure_audit_stream, read_audit
+from ops.cli.audit import causal_chain
+from streams.audit import AuditRecord, AuditWriter, read_audit
 from streams.commandbus import CommandClient, CommandFailed
 from streams.connection import connect
+from streams.definitions import audit_stream, ensure
 from streams.envelope import Envelope
 from streams.eventstore import EventStore
 from streams.subjects import event_subject
@@ -210,7 +211,7 @@ async def test_the_writer_keeps_the_order_of_a_burst_and_drains_what_is_queued_o
 ) -> None:
     """Records are published as they are queued, many before the first ack comes back; they
     are stored in the order handed over, and stopping the writer writes what is still queued."""
-    await ensure_audit_stream(nc)
+    await ensure(nc, audit_stream())  # again: it exists
     writer = AuditWriter(nc)
     task = asyncio.create_task(writer.run())
     for index in range(1500):  # more than one window of records awaiting their acks

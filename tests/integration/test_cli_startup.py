@@ -21,7 +21,7 @@ import pytest
 
 from core.api.catalog import KINDS
 from core.api.kinds import NAMESPACED
-from ops.audit_cli import OUTCOMES as CLI_OUTCOMES
+from ops.cli.audit import OUTCOMES as CLI_OUTCOMES
 from streams.audit import OUTCOMES
 from tests.conftest import RunningServer
 

@@ -4,6 +4,7 @@ bad input (each answered with a structured error and appending nothing), and sca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from core.meta.features import FeatureGates
 from handlers.gateway import MAX_COMMAND_BYTES, Gateway
 from streams.commandbus import CommandClient, CommandFailed
 from streams.connection import connect
@@ -179,6 +181,59 @@ async def test_schema_violation_names_the_field(
     await expect_rejected(
         store, client.send("Deployment", "apply", {"manifest": pod()}), "invalid", "kind"
     )
+
+
+async def test_every_field_error_travels_in_the_reply_unknown_fields_first(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    bad = pod(hostNetwork="yes")
+    bad["spec"]["containers"][0]["ports"] = [{"containerPort": 70000}]
+    bad["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    error = await expect_rejected(store, client.send("Pod", "apply", {"manifest": bad}), "invalid")
+    assert [(e.field, e.message) for e in error.errors] == [
+        ("spec.containers[0].imagePullPolcy", 'unknown field "imagePullPolcy"'),
+        (
+            "spec.containers[0].ports[0].containerPort",
+            "Invalid value 70000: must be between 1 and 65535, inclusive",
+        ),
+        ("spec.hostNetwork", 'Invalid value "yes": must be true or false'),
+    ]
+    assert error.field == "spec.containers[0].imagePullPolcy"
+
+
+SLA_TOLERATION = {"key": "example.com/sla", "operator": "Gt", "value": "950"}
+
+
+async def test_alpha_toleration_operators_are_refused_by_default(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    error = await expect_rejected(
+        store,
+        client.send("Pod", "apply", {"manifest": pod(tolerations=[SLA_TOLERATION])}),
+        "invalid",
+        "spec.tolerations[0].operator",
+    )
+    assert error.message == 'Unsupported value "Gt": supported values: "Equal", "Exists"'
+
+
+async def test_a_gateway_with_the_feature_gate_on_admits_them(
+    nc: Any, client: CommandClient, store: EventStore
+) -> None:
+    service = await Gateway.create(
+        nc, store, features=FeatureGates.parse("TaintTolerationComparisonOperators=true")
+    )
+    ready = asyncio.Event()
+    task = asyncio.create_task(service.run(ready))
+    try:
+        await ready.wait()
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
+        await client.send("Namespace", "apply", {"manifest": namespace})
+        outcome = await client.send("Pod", "apply", {"manifest": pod(tolerations=[SLA_TOLERATION])})
+        assert outcome.events == ["PodCreated"]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(task, 10)
 
 
 async def test_hostile_names_are_refused(

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
+from nats.aio.client import Client
 
-from streams import logreader
+from streams import jsapi
 from streams.eventstore import EventStore, Write
 from streams.logreader import BulkRead, LogReadError
 from streams.subjects import ALL_EVENTS, event_filter, event_subject
@@ -72,7 +73,7 @@ async def both_ways(store: EventStore, **bounds: object) -> tuple[list[Stored], 
 
 async def test_the_bulk_reader_reads_what_the_ordered_consumer_reads(store: EventStore) -> None:
     await fill(store, 10_000)  # more than two pull batches
-    assert store._bulk_read_address() is not None
+    assert store._bulk_read_dial() is not None
     bulk, ordered = await both_ways(store)
     assert len(bulk) == 10_000
     assert bulk == ordered
@@ -118,8 +119,8 @@ async def test_a_lost_connection_resumes_after_the_last_message(
     store: EventStore, nats_server: RunningServer
 ) -> None:
     await fill(store, 20_000)
-    address = store._bulk_read_address()
-    assert address is not None
+    dial = store._bulk_read_dial()
+    assert dial is not None
     seen: list[int] = []
     restart: list[asyncio.Task[None]] = []
 
@@ -133,8 +134,8 @@ async def test_a_lost_connection_resumes_after_the_last_message(
             restart.append(asyncio.create_task(restart_server()))
 
     read = BulkRead(
-        *address,
-        store.stream,
+        dial,
+        store.subjects,
         handler,
         filter_subject=ALL_EVENTS,
         from_seq=1,
@@ -158,12 +159,12 @@ async def test_a_failing_handler_ends_the_read_with_its_error(store: EventStore)
         await store.replay_raw(handler)
 
 
-async def test_a_missing_stream_is_a_clear_error(store: EventStore) -> None:
-    address = store._bulk_read_address()
-    assert address is not None
+async def test_a_missing_stream_is_a_clear_error(nc: Client, store: EventStore) -> None:
+    dial = store._bulk_read_dial()
+    assert dial is not None
     read = BulkRead(
-        *address,
-        "NO_SUCH_STREAM",
+        dial,
+        jsapi.of(nc).stream("NO_SUCH_STREAM"),
         lambda *m: None,
         filter_subject=ALL_EVENTS,
         from_seq=1,
@@ -173,9 +174,3 @@ async def test_a_missing_stream_is_a_clear_error(store: EventStore) -> None:
     )
     with pytest.raises(LogReadError, match="cannot read NO_SUCH_STREAM: stream not found"):
         await read.run()
-
-
-def test_servers_wanting_tls_or_credentials_are_left_to_nats_py() -> None:
-    assert logreader.usable({"version": "2.14.0"})
-    assert not logreader.usable({"tls_required": True})
-    assert not logreader.usable({"auth_required": True})

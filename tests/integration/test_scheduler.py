@@ -12,6 +12,7 @@ from core.meta.quantity import cpu_millis
 from core.nodes.aggregate import Node
 from handlers.gateway import Gateway
 from handlers.scheduler import Scheduler
+from ops.schedulerconfig import read_scheduler_config, scheduler_options
 from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
 from streams.repository import AggregateRepository
@@ -80,8 +81,8 @@ async def test_pending_pods_are_bound_and_the_unschedulable_are_retried_when_a_n
         await eventually(two_bound_one_refused)
         refused = (await log_by_type(store))["PodUnschedulable"][0]
         assert refused.payload["message"] == (
-            "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: "
-            "1 No preemption victims found for incoming pod."
+            "0/1 nodes are available: 1 Insufficient cpu. no new claims to deallocate, "
+            "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
         )
         assert refused.actor == "system:scheduler/default-scheduler"
         await client.send("Node", "apply", {"manifest": node("n2", "1")})
@@ -147,7 +148,8 @@ async def test_three_racing_replicas_never_exceed_allocatable_and_decide_each_po
         refused = {e.name for e in events["PodUnschedulable"]}
         assert len(refused - set(bound)) == 5
         assert all(
-            "Insufficient cpu. preemption: 0/4 nodes are available" in e.payload["message"]
+            "Insufficient cpu. no new claims to deallocate, preemption: 0/4 nodes are available"
+            in e.payload["message"]
             for e in events["PodUnschedulable"]
         )
         assert sum(r.bound for r in replicas) == 40
@@ -174,3 +176,62 @@ async def test_three_racing_replicas_never_exceed_allocatable_and_decide_each_po
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+SCHEDULER_CONFIG = """\
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+podInitialBackoffSeconds: 1
+podMaxBackoffSeconds: 5
+profiles:
+  - schedulerName: default-scheduler
+    plugins:
+      score:
+        enabled:
+          - name: NodeResourcesFit
+            weight: 7
+        disabled:
+          - name: NodeResourcesBalancedAllocation
+    pluginConfig:
+      - name: NodeResourcesFit
+        args:
+          scoringStrategy:
+            type: MostAllocated
+            resources:
+              - {name: cpu, weight: 3}
+              - {name: memory, weight: 1}
+"""
+
+
+async def test_a_scheduler_started_with_a_configuration_file_scores_with_its_weights(
+    nc, store: EventStore, gateway: Gateway, client: CommandClient, tmp_path
+) -> None:
+    path = tmp_path / "scheduler.yaml"
+    path.write_text(SCHEDULER_CONFIG)
+    scheduler = Scheduler(nc, store, seed=1, **scheduler_options(read_scheduler_config(path)))
+    assert (scheduler._initial_backoff, scheduler._max_backoff) == (1.0, 5.0)
+    # MostAllocated packs: the busier node wins (LeastAllocated, the default, would pick n2).
+    await client.send("Node", "apply", {"manifest": node("n1", "4")})
+    await client.send("Node", "apply", {"manifest": node("n2", "4")})
+    await client.send("Pod", "apply", {"manifest": pod("first", "2")})
+    task = await start(scheduler)
+    try:
+
+        async def bound(count: int) -> bool:
+            return len((await log_by_type(store))["PodBound"]) == count
+
+        await eventually(lambda: bound(1))
+        first_on = (await log_by_type(store))["PodBound"][0].payload["node"]
+        await client.send("Pod", "apply", {"manifest": pod("second", "1")})
+        await eventually(lambda: bound(2))
+        second = next(e for e in (await log_by_type(store))["PodBound"] if e.name == "second")
+        assert second.payload["node"] == first_on
+        weights = second.payload["weights"]
+        assert weights["NodeResourcesFit"] == 7
+        assert "NodeResourcesBalancedAllocation" not in weights
+        assert weights["TaintToleration"] == 3  # untouched defaults stay
+        scores = second.payload["plugin_scores"]
+        assert second.payload["score"] == sum(scores[p] * weights[p] for p in scores)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -17,7 +17,7 @@ from core.pods.aggregate import Pod
 from handlers.gateway import Gateway
 from handlers.node_lifecycle import NodeLifecycleController
 from handlers.taint_eviction import ACTOR, TaintEvictionController
-from ops.audit_cli import causal_chain
+from ops.cli.audit import causal_chain
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.cancellation import checkpoint

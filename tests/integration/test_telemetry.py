@@ -10,17 +10,21 @@ import json
 import pytest
 from nats.aio.client import Client
 
+from streams.definitions import (
+    ensure,
+    logs_stream,
+    logs_stream_config,
+    metrics_stream,
+    metrics_stream_config,
+)
 from streams.telemetry import (
     LOGS_STREAM,
     METRICS_STREAM,
     ContainerUsage,
     LogsNotFound,
-    ensure_telemetry_streams,
     latest_usage,
     log_headers,
     log_subject,
-    logs_stream_config,
-    metrics_stream_config,
     publish_node_usage,
     publish_pod_usage,
     read_logs,
@@ -35,7 +39,8 @@ async def stream_config(nc: Client, name: str) -> dict:
 
 
 async def test_the_streams_are_age_limited_and_capped_per_subject(nc: Client) -> None:
-    await ensure_telemetry_streams(nc)  # again: nothing to change
+    for spec in (logs_stream(), metrics_stream()):
+        await ensure(nc, spec)  # again: nothing to change
     for config in (logs_stream_config(), metrics_stream_config()):
         stored = await stream_config(nc, config["name"])
         assert {k: stored.get(k) for k in config} == config

@@ -38,11 +38,11 @@ def test_a_bound_pod_shows_its_node_and_the_weighted_plugin_scores() -> None:
 
 
 def test_an_unschedulable_pod_shows_the_message_and_the_reasons() -> None:
-    message = "0/5 nodes are available: 2 node(s) had untolerated taint {a: b}, 3 Insufficient cpu."
+    message = "0/5 nodes are available: 2 node(s) had untolerated taint(s), 3 Insufficient cpu."
     lines = scheduling_lines(
         [stored(2, "PodUnschedulable", {"message": message,
                                          "reasons": {"Insufficient cpu": 3,
-                                                     "node(s) had untolerated taint {a: b}": 2}})]
+                                                     "node(s) had untolerated taint(s)": 2}})]
     )  # fmt: skip
     assert lines[0].startswith("Scheduling:   unschedulable")
     assert lines[1] == f"  {message}"

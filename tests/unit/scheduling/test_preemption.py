@@ -139,8 +139,8 @@ def test_equal_and_higher_priority_pods_are_never_victims():
     assert outcome.victims == ()
     assert outcome.node_reasons == {"n1": ("No preemption victims found for incoming pod",)}
     assert outcome.message == (
-        "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: "
-        "1 No preemption victims found for incoming pod."
+        "0/1 nodes are available: 1 Insufficient cpu. no new claims to deallocate, "
+        "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
     )
 
 
@@ -311,9 +311,11 @@ def test_preemption_policy_never_is_not_eligible():
     assert outcome.nominated_node_name is None
     assert outcome.eligible is False
     assert not outcome.clears_nomination
-    assert outcome.post_filter_message == "preemption: not eligible due to preemptionPolicy=Never."
+    assert outcome.post_filter_message == (
+        "no new claims to deallocate, preemption: not eligible due to preemptionPolicy=Never."
+    )
     assert outcome.message == (
-        "0/1 nodes are available: 1 Insufficient cpu. "
+        "0/1 nodes are available: 1 Insufficient cpu. no new claims to deallocate, "
         "preemption: not eligible due to preemptionPolicy=Never."
     )
 
@@ -344,7 +346,7 @@ def test_not_helpful_when_no_node_can_be_freed():
     ]
     result, outcome = run(p("new", prio=10, cpu="1"), nodes)
     assert result.message == (
-        "0/3 nodes are available: 1 node(s) had untolerated taint {k: v}, 2 Insufficient cpu."
+        "0/3 nodes are available: 1 node(s) had untolerated taint(s), 2 Insufficient cpu."
     )
     assert outcome.nominated_node_name is None
     assert outcome.eligible is True
@@ -353,7 +355,7 @@ def test_not_helpful_when_no_node_can_be_freed():
         "n3": ("Insufficient cpu",),
     }
     assert outcome.post_filter_message == (
-        "preemption: 0/3 nodes are available: 1 Insufficient cpu, "
+        "no new claims to deallocate, preemption: 0/3 nodes are available: 1 Insufficient cpu, "
         "1 No preemption victims found for incoming pod, "
         "1 Preemption is not helpful for scheduling."
     )
@@ -377,6 +379,7 @@ def test_request_beyond_allocatable_is_unresolvable_so_nothing_is_preempted():
     result, outcome = run(p("huge", prio=10, cpu="2"), nodes)
     assert result.failures["n1"].unresolvable
     assert outcome.post_filter_message == (
+        "no new claims to deallocate, "
         "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
     )
 
