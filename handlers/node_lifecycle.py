@@ -40,6 +40,7 @@ from handlers.controller import ControllerLoop, Leadership
 from projections.cluster import ClusterModel
 from projections.ownership import Key
 from projections.runtime import Projection
+from streams.decide import Append, Attempt, decide_and_append
 from streams.eventstore import ConcurrencyConflict
 from streams.leases import LeaderLease, NodeLeases
 from streams.repository import AggregateRepository, Provenance
@@ -163,11 +164,12 @@ class NodeLifecycleController:
         ref = AggregateRef("Node", "", transition.name)
         token = f"{ROLE}.{transition.name}.{transition.status}.{now_ns}"
         cause = heartbeat_cause(transition)
-        async with self._repository.lock(ref):
-            loaded = await self._repository.load(ref, fresh=True)
+
+        async def decide(attempt: Attempt) -> Append | None:
+            loaded = attempt[ref]
             node = loaded.aggregate
             if not isinstance(node, Node) or not node.exists:
-                return
+                return None
             node.set_ready(
                 status=transition.status,
                 reason=transition.reason,
@@ -176,9 +178,9 @@ class NodeLifecycleController:
                 grace_seconds=transition.grace_seconds,
                 at=timestamp_from_ns(now_ns),
             )
-            written = await self._repository.save(
-                [loaded],
-                Provenance(
+            return Append(
+                changes=[loaded],
+                provenance=Provenance(
                     actor=ACTOR,
                     correlation_id=token,
                     causation_id=cause,
@@ -186,6 +188,12 @@ class NodeLifecycleController:
                     now_ns=now_ns,
                 ),
             )
+
+        # Once, on the log: a node that changed meanwhile is decided again at the next pass.
+        decided = await decide_and_append(
+            self._repository, [ref], decide, attempts=1, start_fresh=True
+        )
+        written = decided.written
         if written:
             log.info(
                 "node_lifecycle.transition",

@@ -32,6 +32,7 @@ from handlers.controller import ControllerLoop, Leadership, LoopOptions
 from projections.cluster import ClusterModel
 from projections.ownership import Key
 from projections.runtime import Projection
+from streams.decide import Append, Attempt, decide_and_append
 from streams.envelope import StoredEvent
 from streams.eventstore import ConcurrencyConflict
 from streams.leases import LeaderLease
@@ -103,49 +104,59 @@ class QuotaController:
     async def reconcile(self, key: Key) -> int | None:
         namespace, name = key
         ref = AggregateRef("ResourceQuota", namespace, name)
-        for _ in range(ATTEMPTS):
-            async with self._repository.lock(ref):
-                loaded = await self._repository.load(ref, fresh=True)
-                quota = loaded.aggregate
-                if not isinstance(quota, ResourceQuota) or not quota.exists:
-                    return None
-                await self._projection.wait_for(loaded.last_seq)
-                pods = {
-                    f"{namespace}/{record.name}": record.manifest
-                    for record in self._projection.model.list("Pod", namespace)
-                }
-                release, count = reconcile_usage(quota.charges, pods)
-                if not release and not count:
-                    return None
-                seen = quota.version
-                now = time.time_ns()
-                at = timestamp_from_ns(now)
-                for pod, why in sorted(release.items()):
-                    quota.release(pod=pod, reason=why, at=at)
-                for pod, usage in sorted(count.items()):
-                    quota.count(
-                        pod=pod, usage=usage, reason="counted: existed before the quota", at=at
-                    )
-                token = f"{ROLE}.{quota.uid}.{seen}"
-                cause = self.loop.cause(key, loaded.last_seq)
-                provenance = Provenance(
+        corrected: list[tuple[dict[str, str], dict[str, dict[str, int]]]] = []
+
+        async def decide(attempt: Attempt) -> Append | None:
+            corrected.clear()
+            loaded = attempt[ref]
+            quota = loaded.aggregate
+            if not isinstance(quota, ResourceQuota) or not quota.exists:
+                return None
+            await self._projection.wait_for(loaded.last_seq)
+            pods = {
+                f"{namespace}/{record.name}": record.manifest
+                for record in self._projection.model.list("Pod", namespace)
+            }
+            release, count = reconcile_usage(quota.charges, pods)
+            if not release and not count:
+                return None
+            seen = quota.version
+            now = time.time_ns()
+            at = timestamp_from_ns(now)
+            for pod, why in sorted(release.items()):
+                quota.release(pod=pod, reason=why, at=at)
+            for pod, usage in sorted(count.items()):
+                quota.count(pod=pod, usage=usage, reason="counted: existed before the quota", at=at)
+            token = f"{ROLE}.{quota.uid}.{seen}"
+            cause = self.loop.cause(key, loaded.last_seq)
+            corrected.append((release, count))
+            return Append(
+                changes=[loaded],
+                provenance=Provenance(
                     actor=ACTOR,
                     correlation_id=cause.correlation_id or token,
                     causation_id=cause.causation_id,
                     token=token,
                     now_ns=now,
-                )
-                try:
-                    await self._repository.save([loaded], provenance)
-                except ConcurrencyConflict:
-                    continue  # a gateway charged or released meanwhile: decide again
-            self.released += len(release)
-            self.counted += len(count)
-            log.info(
-                "quota.reconciled",
-                quota=f"{namespace}/{name}",
-                released=sorted(release),
-                counted=sorted(count),
+                ),
             )
+
+        try:
+            # Read fresh every time: a gateway charged or released meanwhile, decide again.
+            decided = await decide_and_append(
+                self._repository, [ref], decide, attempts=ATTEMPTS, start_fresh=True
+            )
+        except ConcurrencyConflict as exc:
+            raise RuntimeError(f"{ref} kept changing while its usage was reconciled") from exc
+        if decided.written is None:
             return None
-        raise RuntimeError(f"{ref} kept changing while its usage was reconciled")
+        [(release, count)] = corrected
+        self.released += len(release)
+        self.counted += len(count)
+        log.info(
+            "quota.reconciled",
+            quota=f"{namespace}/{name}",
+            released=sorted(release),
+            counted=sorted(count),
+        )
+        return None

@@ -41,8 +41,8 @@ from core.api.causation import caused_by_event
 from core.errors import FleetError
 from core.meta.aggregate import timestamp_from_ns
 from core.meta.features import DEFAULT_FEATURES, FeatureGates
-from core.nodes.aggregate import Node
 from core.pods.aggregate import Pod
+from core.pods.decisions import bind_pod
 from core.scheduling import (
     NodeInfo,
     PodInfo,
@@ -57,6 +57,7 @@ from projections.runtime import Projection
 from projections.scheduling import SchedulingModel
 from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient, CommandFailed
+from streams.decide import Append, Attempt, OnConflict, decide_and_append
 from streams.envelope import StoredEvent
 from streams.eventstore import ConcurrencyConflict, EventStore, StoreError
 from streams.leases import Membership
@@ -300,23 +301,13 @@ class Scheduler:
     async def _bind_batch(self, batch: list[tuple[PodInfo, ScheduleResult]]) -> None:
         try:
             refused: dict[str, str] | None = None
-            for attempt in range(1, BIND_ATTEMPTS + 1):
-                try:
-                    refused = await self._commit_batch(batch)
-                    self._batch_size = min(MAX_BIND_BATCH, self._batch_size + 1)
-                    break
-                except ConcurrencyConflict as exc:
-                    self._batch_size = max(MIN_BIND_BATCH, self._batch_size // 2)
-                    # Another writer got to one of these pods or nodes first; the batch is all
-                    # or nothing. Once the read model has that write, the same decisions are
-                    # checked again against it: the ones still valid go in the next batch.
-                    self.conflicts += len(batch)
-                    log.info("scheduler.batch_conflict", size=len(batch), attempt=attempt,
-                             error=str(exc))  # fmt: skip
-                    await self.projection.wait_for_log_end(timeout=2.0)
-                except (StoreError, TimeoutError) as exc:
-                    log.warning("scheduler.batch_error", size=len(batch), error=repr(exc))
-                    break
+            try:
+                refused = await self._commit_batch(batch)
+                self._batch_size = min(MAX_BIND_BATCH, self._batch_size + 1)
+            except ConcurrencyConflict:
+                pass  # lost every attempt (each was logged): the bindings go one by one
+            except (StoreError, TimeoutError) as exc:
+                log.warning("scheduler.batch_error", size=len(batch), error=repr(exc))
             if refused is None:
                 # Still losing, or the log did not answer: each binding on its own, fresh.
                 async with asyncio.TaskGroup() as retries:
@@ -339,43 +330,38 @@ class Scheduler:
 
     async def _commit_batch(self, batch: list[tuple[PodInfo, ScheduleResult]]) -> dict[str, str]:
         """Append the bindings of ``batch`` as one atomic batch: each pod's ``PodBound`` and its
-        node's ``PodAllocated``, with an expectation on every subject. Bindings the aggregates
-        refuse (the pod is gone or bound, the node's ledger is full) are left out and returned
-        (pod key -> why); the others are all appended, or none is."""
-        now = time.time_ns()
-        at = timestamp_from_ns(now)
+        node's ``PodAllocated`` (``core.pods.decisions.bind_pod``), with an expectation on every
+        subject. Bindings the aggregates refuse (the pod is gone or bound, the node's ledger is
+        full) are left out and returned (pod key -> why); the others are all appended, or none
+        is. Aggregates are built from the read model, not read: a lost batch is decided again
+        once the read model has the write it lost to (the ones still valid go in), and raises
+        ConcurrencyConflict when it keeps losing."""
+        pod_refs = [AggregateRef("Pod", pod.namespace, pod.name) for pod, _ in batch]
         node_refs = {
             name: AggregateRef("Node", "", name)
             for name in sorted({result.node_name for _, result in batch if result.node_name})
         }
         refused: dict[str, str] = {}
-        async with contextlib.AsyncExitStack() as locks:
-            for ref in node_refs.values():  # sorted: two batches never wait on each other
-                await locks.enter_async_context(self._repository.lock(ref))
-            nodes = {name: await self._node_as_seen(ref) for name, ref in node_refs.items()}
+
+        async def decide(attempt: Attempt) -> Append:
+            refused.clear()
+            now = time.time_ns()
+            at = timestamp_from_ns(now)
             changes: list[Loaded] = []
-            for pod, result in batch:
+            for (pod, result), pod_ref in zip(batch, pod_refs, strict=True):
                 assert result.node_name is not None
-                node_loaded = nodes[result.node_name]
-                pod_loaded = await self._pod_as_seen(pod)
+                pod_loaded = attempt[pod_ref]
                 try:
-                    bound_pod, node = pod_loaded and pod_loaded.aggregate, node_loaded.aggregate
-                    if not isinstance(bound_pod, Pod) or not isinstance(node, Node):
-                        raise FleetError(f"pod {pod.key} or node {result.node_name} is gone")
-                    bound_pod.require_exists()
-                    if bound_pod.node_name is not None:
-                        raise FleetError(f"pod {pod.key} is already bound to {bound_pod.node_name}")
-                    node.allocate(pod=pod.key, requests=dict(pod.requests), at=at)
-                    bound_pod.bind(
-                        node=result.node_name, score=result.total_score,
-                        feasible_nodes=result.feasible_nodes, at=at,
+                    bind_pod(
+                        pod_loaded.aggregate, attempt[node_refs[result.node_name]].aggregate,
+                        requests=pod.requests, score=result.total_score,
+                        feasible_nodes=result.feasible_nodes,
                         evaluated_nodes=result.evaluated_nodes,
-                        plugin_scores=result.plugin_scores, weights=result.weights,
+                        plugin_scores=result.plugin_scores, weights=result.weights, at=at,
                     )  # fmt: skip
                 except FleetError as exc:
                     refused[pod.key] = str(exc)
                     continue
-                assert pod_loaded is not None
                 changes.append(pod_loaded)
             token = f"bind.{self.identity}.{uuid.uuid4().hex}"
             # Each binding is caused by its pod's last event; a node's allocation by the
@@ -387,20 +373,49 @@ class Scheduler:
                 assert isinstance(pod_loaded.aggregate, Pod)
                 host = AggregateRef("Node", "", pod_loaded.aggregate.node_name or "").subject
                 causes.setdefault(host, cause)
-            await self._repository.save(
-                [*changes, *nodes.values()],
-                Provenance(self.actor, token, token, token, now, causes),
-            )
+            return Append(
+                changes=[*changes, *(attempt[ref] for ref in node_refs.values())],
+                provenance=Provenance(
+                    actor=self.actor, correlation_id=token, causation_id=token, token=token,
+                    now_ns=now, causes=causes,
+                ),
+            )  # fmt: skip
+
+        async def noticed(attempt: int, exc: ConcurrencyConflict) -> None:
+            # Another writer got to one of these pods or nodes first; the batch is all or
+            # nothing. Once the read model has that write, the same decisions are checked
+            # again against it. Racing replicas lose small batches rather than big ones.
+            self._batch_size = max(MIN_BIND_BATCH, self._batch_size // 2)
+            self.conflicts += len(batch)
+            log.info("scheduler.batch_conflict", size=len(batch), attempt=attempt,
+                     error=str(exc))  # fmt: skip
+            await self.projection.wait_for_log_end(timeout=2.0)
+
+        await decide_and_append(
+            self._repository,
+            [*pod_refs, *node_refs.values()],
+            decide,
+            attempts=BIND_ATTEMPTS,
+            load=self._as_seen,
+            on_conflict=OnConflict(reload=False, noticed=noticed),
+        )
         return refused
 
-    async def _pod_as_seen(self, pod: PodInfo) -> Loaded | None:
+    async def _as_seen(self, ref: AggregateRef, *, fresh: bool, assume_new: bool) -> Loaded:
+        """A pod or node aggregate as the read model has it (no read of the log; a pod the
+        model does not know is gone)."""
+        if ref.kind == "Node":
+            return await self._node_as_seen(ref)
+        loaded = await self._pod_as_seen(ref)
+        return loaded if loaded is not None else Loaded(ref, None, 0)
+
+    async def _pod_as_seen(self, ref: AggregateRef) -> Loaded | None:
         """The pod aggregate as the read model has it (no read of the log); None if gone."""
-        seen = self.model.pod_aggregate(pod.namespace, pod.name)
+        seen = self.model.pod_aggregate(ref.namespace, ref.name)
         if seen is None:
             return None
         aggregate, last_seq = seen
-        last_hash = self.model.last_hash("Pod", pod.namespace, pod.name)
-        ref = AggregateRef("Pod", pod.namespace, pod.name)
+        last_hash = self.model.last_hash("Pod", ref.namespace, ref.name)
         return await self._repository.adopt(ref, lambda: aggregate, last_seq, last_hash)
 
     async def _node_as_seen(self, ref: AggregateRef) -> Loaded:
@@ -432,51 +447,45 @@ class Scheduler:
             self._wake.set()
 
     async def _commit_binding(self, pod: PodInfo, result: ScheduleResult) -> None:
+        """One binding on its own, decided on the log's state (``core.pods.decisions``)."""
         node_name = result.node_name
         assert node_name is not None
         pod_ref = AggregateRef("Pod", pod.namespace, pod.name)
         node_ref = AggregateRef("Node", "", node_name)
-        async with self._repository.lock(node_ref):
-            for attempt in range(BIND_ATTEMPTS):
-                now = time.time_ns()
-                fresh = attempt > 0
-                pod_loaded = await self._repository.load(pod_ref, fresh=fresh)
-                node_loaded = await self._repository.load(node_ref, fresh=fresh)
-                bound_pod, node = pod_loaded.aggregate, node_loaded.aggregate
-                if not isinstance(bound_pod, Pod) or not isinstance(node, Node):
-                    raise FleetError(f"{pod_ref} or {node_ref} no longer exists")
-                at = timestamp_from_ns(now)
-                try:
-                    bound_pod.bind(
-                        node=node_name, score=result.total_score,
-                        feasible_nodes=result.feasible_nodes, at=at,
-                        evaluated_nodes=result.evaluated_nodes,
-                        plugin_scores=result.plugin_scores, weights=result.weights,
-                    )  # fmt: skip
-                    node.allocate(pod=pod.key, requests=dict(pod.requests), at=at)
-                except FleetError:
-                    # A refused decision may have left one aggregate with an unsaved event:
-                    # drop both from the cache so the next decision starts from the log.
-                    self._repository.forget(pod_ref)
-                    self._repository.forget(node_ref)
-                    raise
-                # Unique to this decision: a replica must never take another's binding
-                # for its own (the event store recognises a retry by its token).
-                token = f"bind.{self.identity}.{pod.key}.{node_name}.{now}"
-                provenance = Provenance(
+
+        async def decide(attempt: Attempt) -> Append:
+            now = time.time_ns()
+            pod_loaded, node_loaded = attempt[pod_ref], attempt[node_ref]
+            bind_pod(
+                pod_loaded.aggregate, node_loaded.aggregate, requests=pod.requests,
+                score=result.total_score, feasible_nodes=result.feasible_nodes,
+                evaluated_nodes=result.evaluated_nodes, plugin_scores=result.plugin_scores,
+                weights=result.weights, at=timestamp_from_ns(now),
+            )  # fmt: skip
+            # Unique to this decision: a replica must never take another's binding for its
+            # own (the event store recognises a retry by its token).
+            token = f"bind.{self.identity}.{pod.key}.{node_name}.{now}"
+            return Append(
+                changes=[pod_loaded, node_loaded],
+                provenance=Provenance(
                     actor=self.actor,
                     correlation_id=token,
                     causation_id=caused_by_event(pod_loaded.last_seq),
                     token=token,
                     now_ns=now,
-                )
-                try:
-                    await self._repository.save([pod_loaded, node_loaded], provenance)
-                    return
-                except ConcurrencyConflict:
-                    self.conflicts += 1
-                    if attempt == BIND_ATTEMPTS - 1:
-                        raise
+                ),
+            )
+
+        async def noticed(attempt: int, exc: ConcurrencyConflict) -> None:
+            self.conflicts += 1
+
+        await decide_and_append(
+            self._repository,
+            [pod_ref, node_ref],
+            decide,
+            attempts=BIND_ATTEMPTS,
+            on_conflict=OnConflict(noticed=noticed),
+        )
 
     def _forget(self, pod: PodInfo, node_name: str) -> None:
         """Undo an assumption that did not become this replica's binding: the pod leaves the
@@ -556,19 +565,33 @@ class Scheduler:
         sequence of the event written, or 0 (nothing written) when the pod is gone or already
         bound."""
         ref = AggregateRef("Pod", pod.namespace, pod.name)
-        async with self._repository.lock(ref):
-            loaded = await self._repository.load(ref, fresh=True)
+
+        async def record(attempt: Attempt) -> Append | None:
+            loaded = attempt[ref]
             target = loaded.aggregate
             if not isinstance(target, Pod) or not target.exists or target.node_name:
-                return 0
+                return None
             now = time.time_ns()
             decide(target, timestamp_from_ns(now))
             token = f"{what}.{self.identity}.{pod.key}.{target.version}"
-            written = await self._repository.save(
-                [loaded],
-                Provenance(self.actor, token, caused_by_event(loaded.last_seq), token, now),
+            return Append(
+                changes=[loaded],
+                provenance=Provenance(
+                    actor=self.actor,
+                    correlation_id=token,
+                    causation_id=caused_by_event(loaded.last_seq),
+                    token=token,
+                    now_ns=now,
+                ),
             )
-        return written[-1][1] if written else loaded.last_seq
+
+        decided = await decide_and_append(
+            self._repository, [ref], record, attempts=1, start_fresh=True
+        )
+        written = decided.written
+        if written is None:
+            return 0
+        return written[-1][1] if written else decided.attempt[ref].last_seq
 
     async def _report_unschedulable(
         self, pod: PodInfo, result: ScheduleResult, message: str

@@ -8,7 +8,7 @@ and a fraction of a core to keep alive).
 
 :class:`SimulatedPods` plays the kubelet's part for those nodes: it follows the log, and a
 configurable delay after a pod is bound to one of its nodes it records the pod's containers as
-started and the pod as Ready (``ContainerStarted`` … ``PodReady``, in one atomic append on the
+started and the pod as Ready (``ContainerStarted`` … ``PodReady``, one append each on the
 pod's subject, actor ``system:sim``), so ``fleetlog get pods`` shows them Running. Pods bound
 while the simulator was down are found when it replays the log on start. The write token is
 derived from the pod's uid and version, so a restarted simulator never starts a pod twice.
@@ -35,6 +35,7 @@ from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient
+from streams.decide import Append, Attempt, decide_and_append
 from streams.envelope import StoredEvent
 from streams.eventstore import ConcurrencyConflict, EventStore, StoreError
 from streams.leases import NodeLeases
@@ -202,16 +203,13 @@ class SimulatedPods:
         namespace, _, name = key.partition("/")
         ref = AggregateRef("Pod", namespace, name)
         try:
-            for attempt in range(START_ATTEMPTS):
-                try:
-                    if await self._start_once(ref, fresh=attempt > 0):
-                        self.started += 1
-                    if self._due.get(key) == due:
-                        del self._due[key]
-                    return
-                except ConcurrencyConflict:
-                    continue
-            raise StoreError(f"{ref} kept changing while it was started")
+            try:
+                if await self._start_pod(ref):
+                    self.started += 1
+            except ConcurrencyConflict as exc:
+                raise StoreError(f"{ref} kept changing while it was started") from exc
+            if self._due.get(key) == due:
+                del self._due[key]
         except FleetError as exc:
             # Not ours to start any more (unbound, deleted, moved): forget it.
             self._due.pop(key, None)
@@ -227,7 +225,7 @@ class SimulatedPods:
             self._slots.release()
             self._wake.set()
 
-    async def _start_once(self, ref: AggregateRef, *, fresh: bool) -> bool:
+    async def _start_pod(self, ref: AggregateRef) -> bool:
         """Record the pod's containers started, then the pod Ready; False if nothing was due.
 
         Each event is its own single-message append (a plain publish): nats-server answers an
@@ -236,37 +234,55 @@ class SimulatedPods:
         a restarted simulator re-deciding the same step writes the same event and recognises
         it as its own, and a step that landed is simply not due any more.
         """
-        wrote = False
-        async with self._repository.lock(ref):
-            loaded = await self._repository.load(ref, fresh=fresh)
+        steps: list[str | None] = []  # containers to start, then None: Ready
+        planned = False
+
+        async def next_step(attempt: Attempt) -> Append:
+            nonlocal planned
+            loaded = attempt[ref]
             pod = loaded.aggregate
             if not isinstance(pod, Pod) or not pod.exists:
                 raise FleetError(f"{ref} no longer exists")
             node = pod.node_name
             if node is None or not self._owns(node):
                 raise FleetError(f"{ref} is not bound to a simulated node")
-            containers = [c["name"] for c in pod.manifest.get("spec", {}).get("containers") or []]
-            steps: list[str | None] = [
-                name for name in containers if not (pod.container_status(name) or {}).get("started")
-            ]
-            steps.append(None)  # then Ready
-            for container in steps:
-                seen_version = pod.version
-                now = time.time_ns()
-                at = timestamp_from_ns(now)
-                try:
-                    if container is not None:
-                        pod.start_container(container=container, node=node, at=at)
-                    else:
-                        pod.mark_ready(reason="simulated containers started", at=at)
-                except FleetError:
-                    self._repository.forget(ref)
-                    raise
-                token = f"sim.start.{pod.uid}.{seen_version}"
-                cause = caused_by_event(loaded.last_seq)
-                provenance = Provenance(
-                    actor=ACTOR, correlation_id=token, causation_id=cause, token=token, now_ns=now
+            if not planned:
+                containers = [
+                    c["name"] for c in pod.manifest.get("spec", {}).get("containers") or []
+                ]
+                steps.extend(
+                    name
+                    for name in containers
+                    if not (pod.container_status(name) or {}).get("started")
                 )
-                written = await self._repository.save([loaded], provenance)
-                wrote = wrote or bool(written)
-        return wrote
+                steps.append(None)
+                planned = True
+            container = steps[0]
+            seen_version = pod.version
+            now = time.time_ns()
+            at = timestamp_from_ns(now)
+            if container is not None:
+                pod.start_container(container=container, node=node, at=at)
+            else:
+                pod.mark_ready(reason="simulated containers started", at=at)
+            token = f"sim.start.{pod.uid}.{seen_version}"
+            return Append(
+                changes=[loaded],
+                provenance=Provenance(
+                    actor=ACTOR,
+                    correlation_id=token,
+                    causation_id=caused_by_event(loaded.last_seq),
+                    token=token,
+                    now_ns=now,
+                ),
+            )
+
+        wrote = False
+        while True:
+            decided = await decide_and_append(
+                self._repository, [ref], next_step, attempts=START_ATTEMPTS
+            )
+            wrote = wrote or bool(decided.written)
+            steps.pop(0)
+            if not steps:
+                return wrote

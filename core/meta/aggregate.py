@@ -4,9 +4,10 @@ Each Kubernetes object (a pod, a node, a deployment …) is one aggregate with i
 the log. The classes are eventsourcing ``BaseAggregate[str]`` subclasses whose events are
 pydantic models; their public methods are the *decide* half of the Decider pattern (check the
 command against current state, raise a clear error or trigger events) and each event's
-``apply`` is the *evolve* half (a fold that never fails). The instant of every decision is passed
-in: nothing here reads a clock. The kinds' own aggregates (``core.pods.aggregate`` …) extend
-:class:`Resource` with their events and decisions.
+``apply`` is the *evolve* half (a fold that never fails): the kind's evolve table
+(``core.meta.evolve``), the very functions the cluster read model folds the log with. The
+instant of every decision is passed in: nothing here reads a clock. The kinds' own aggregates
+(``core.pods.aggregate`` …) extend :class:`Resource` with their events and decisions.
 
 Names in the log are per kind (``PodCreated``, ``DeploymentUpdated``, ``ScaledTo``). A name can
 be reused after a delete, so the first event of an aggregate is the eventsourcing "created"
@@ -15,7 +16,7 @@ event while a later ``…Created`` (a re-creation) is an ordinary event with the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -30,6 +31,8 @@ from core.errors import (
     ValidationFailed,
 )
 from core.meta.diff import changed_paths
+from core.meta.evolve import Evolve, replaced
+from core.meta.timestamps import stamp_of
 
 _METADATA_FIELDS = frozenset(
     {"originator_id", "originator_version", "timestamp", "originator_topic"}
@@ -69,9 +72,16 @@ class Resource(BaseAggregate[str]):
     """A Kubernetes-shaped object: a manifest that can be created, replaced and deleted."""
 
     KIND: ClassVar[str] = ""
+    EVOLVE: ClassVar[Mapping[str, Evolve]] = {}
+    """The kind's evolve (``core.<kind>.status.EVOLVE``): how each of its events changes the
+    manifest. The cluster read model folds the log with the same table (``core.api.evolve``)."""
 
     class Event(DomainEvent, CanMutateAggregate[str]):
-        pass
+        def apply(self, aggregate: Resource) -> None:
+            """The *evolve* of the event's kind, on the manifest; an event that changes more
+            (a ledger, a counter) extends this."""
+            evolve = aggregate.EVOLVE[type(aggregate).event_type(self)]
+            aggregate.manifest = evolve(aggregate, self.__dict__, stamp_of(self.timestamp))
 
     class Created(Event, payloads.ResourceCreated, CanInitAggregate[str]):
         SUFFIX: ClassVar[str] = "Created"
@@ -79,12 +89,14 @@ class Resource(BaseAggregate[str]):
 
         def apply(self, aggregate: Resource) -> None:
             aggregate.begin_life(self.manifest, self.uid)
+            aggregate.evolve_created(self)
 
     class Recreated(Event, payloads.ResourceCreated):
         SUFFIX: ClassVar[str] = "Created"
 
         def apply(self, aggregate: Resource) -> None:
             aggregate.begin_life(self.manifest, self.uid)
+            aggregate.evolve_created(self)
 
     class Updated(Event, payloads.ResourceUpdated):
         SUFFIX: ClassVar[str] = "Updated"
@@ -92,7 +104,7 @@ class Resource(BaseAggregate[str]):
         def apply(self, aggregate: Resource) -> None:
             if any(path.startswith("spec") for path in self.changed):
                 aggregate.generation += 1
-            aggregate.manifest = self.manifest
+            aggregate.manifest = replaced(aggregate, self.__dict__, stamp_of(self.timestamp))
 
     class Deleted(Event, payloads.ResourceDeleted):
         SUFFIX: ClassVar[str] = "Deleted"
@@ -109,6 +121,22 @@ class Resource(BaseAggregate[str]):
         self.uid = uid
         self.deleted = False
         self.generation = 1
+
+    def evolve_created(self, event: DomainEvent) -> None:
+        """A kind that shows more than the given manifest from its creation on (a quota's
+        usage) evolves it here, with the same function the read model uses."""
+        evolve = self.EVOLVE.get(type(self).event_type(event))
+        if evolve is not None:
+            self.manifest = evolve(self, event.__dict__, stamp_of(event.timestamp))
+
+    @property
+    def namespace(self) -> str:
+        """The object's namespace ("" for a cluster-scoped kind)."""
+        return self.id.split("/", 2)[1]
+
+    @property
+    def name(self) -> str:
+        return self.id.split("/", 2)[2]
 
     # -- naming ---------------------------------------------------------------------------
 

@@ -1,5 +1,8 @@
 """The node aggregate: readiness, cordoning, and the allocation ledger that keeps parallel
 schedulers from over-committing a node.
+
+What its events do to the manifest is the node's evolve (``core.nodes.status.EVOLVE``), shared
+with the cluster read model; the allocation ledger is the aggregate's own.
 """
 
 from __future__ import annotations
@@ -14,28 +17,16 @@ from core.errors import (
 )
 from core.meta.aggregate import Resource
 from core.meta.quantity import resource_amount
-from core.nodes.status import (
-    LIFECYCLE_TAINTS,
-    ready_status,
-    with_ready_condition,
-    with_unschedulable,
-)
+from core.nodes.status import EVOLVE as NODE_EVOLVE
+from core.nodes.status import LIFECYCLE_TAINTS, ready_status
 
 
 class Node(Resource):
     KIND = "Node"
+    EVOLVE = NODE_EVOLVE
 
     class Ready(Resource.Event, payloads.NodeConditionChanged):
         SUFFIX: ClassVar[str] = "Ready"
-
-        def apply(self, aggregate: Resource) -> None:
-            aggregate.manifest = with_ready_condition(
-                aggregate.manifest,
-                status=self.status,
-                reason=self.reason,
-                message=self.message,
-                at=self.timestamp,
-            )
 
     class NotReady(Ready):
         SUFFIX: ClassVar[str] = "NotReady"
@@ -100,14 +91,8 @@ class Node(Resource):
     class Cordoned(Resource.Event, payloads.NodeSchedulingChanged):
         SUFFIX: ClassVar[str] = "Cordoned"
 
-        def apply(self, aggregate: Resource) -> None:
-            aggregate.manifest = with_unschedulable(aggregate.manifest, True)
-
     class Uncordoned(Resource.Event, payloads.NodeSchedulingChanged):
         SUFFIX: ClassVar[str] = "Uncordoned"
-
-        def apply(self, aggregate: Resource) -> None:
-            aggregate.manifest = with_unschedulable(aggregate.manifest, False)
 
     class Allocated(Resource.Event, payloads.PodAllocated):
         TYPE: ClassVar[str] = "PodAllocated"

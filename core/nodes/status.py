@@ -1,16 +1,17 @@
 """How recorded facts change a node's manifest: the Ready condition with the lifecycle taints
 that follow it, and ``spec.unschedulable``.
 
-Why this exists: the node aggregate and the cluster read model apply these facts alike (see
+Why this exists: this is the node's *evolve* (``core.meta.evolve``): :data:`EVOLVE` is the one
+table the node aggregate and the cluster read model both fold a node's events with (see
 ``core.pods.status`` for why the helpers are plain functions).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
 from typing import Any
 
-from core.meta.timestamps import stamp_of
+from core.meta.evolve import Evolve, Evolving
 
 
 def with_unschedulable(manifest: dict[str, Any], unschedulable: bool) -> dict[str, Any]:
@@ -26,24 +27,15 @@ UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
 LIFECYCLE_TAINTS = (NOT_READY_TAINT, UNREACHABLE_TAINT)
 
 
+_LIFECYCLE_TAINT_OF = {"False": NOT_READY_TAINT, "Unknown": UNREACHABLE_TAINT}
+
+
 def with_ready_condition(
-    manifest: dict[str, Any], *, status: str, reason: str, message: str, at: datetime
+    manifest: dict[str, Any], *, status: str, reason: str, message: str, stamp: str
 ) -> dict[str, Any]:
     """A node manifest whose Ready condition is ``status`` and whose lifecycle taints follow it:
     Ready=False → not-ready, Ready=Unknown → unreachable (NoSchedule and NoExecute each), as
     Kubernetes' node lifecycle controller sets them; Ready=True → neither."""
-    return with_ready_condition_stamped(
-        manifest, status=status, reason=reason, message=message, stamp=stamp_of(at)
-    )
-
-
-_LIFECYCLE_TAINT_OF = {"False": NOT_READY_TAINT, "Unknown": UNREACHABLE_TAINT}
-
-
-def with_ready_condition_stamped(
-    manifest: dict[str, Any], *, status: str, reason: str, message: str, stamp: str
-) -> dict[str, Any]:
-    """:func:`with_ready_condition` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
     spec = dict(manifest.get("spec", {}))
     taints = [t for t in spec.get("taints") or [] if t.get("key") not in LIFECYCLE_TAINTS]
     key = _LIFECYCLE_TAINT_OF.get(status)
@@ -77,3 +69,34 @@ def ready_status(node_manifest: dict[str, Any]) -> str:
         if condition.get("type") == "Ready":
             return str(condition.get("status", ""))
     return ""
+
+
+# -- the node's evolve -------------------------------------------------------------------------
+
+
+def _ready_changed(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    return with_ready_condition(
+        state.manifest,
+        status=payload["status"],
+        reason=payload["reason"],
+        message=payload.get("message", ""),
+        stamp=stamp,
+    )
+
+
+def _cordoned(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    return with_unschedulable(state.manifest, True)
+
+
+def _uncordoned(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    return with_unschedulable(state.manifest, False)
+
+
+EVOLVE: dict[str, Evolve] = {
+    "NodeReady": _ready_changed,
+    "NodeNotReady": _ready_changed,
+    "NodeCordoned": _cordoned,
+    "NodeUncordoned": _uncordoned,
+}
+"""How each of a node's own events changes its manifest (``PodAllocated``/``PodReleased``
+change only the aggregate's ledger; ``NodeUpdated`` replaces the manifest)."""

@@ -16,15 +16,7 @@ from core.errors import (
 )
 from core.meta.aggregate import Resource, describe_aggregate
 from core.pods.lifecycle import container_outcomes, restart_reason_allowed
-from core.pods.status import (
-    with_container_exited,
-    with_container_restarted,
-    with_container_started,
-    with_nomination,
-    with_pod_readiness,
-    with_pod_scheduled,
-    with_pod_terminated,
-)
+from core.pods.status import EVOLVE as POD_EVOLVE
 
 _POD_MUTABLE_PREFIXES = (
     "metadata.labels",
@@ -47,12 +39,10 @@ def _pod_field_is_mutable(path: str) -> bool:
 
 class Pod(Resource):
     KIND = "Pod"
+    EVOLVE = POD_EVOLVE
 
     class Nominated(Resource.Event, payloads.PodNominated):
         SUFFIX: ClassVar[str] = "Nominated"
-
-        def apply(self, aggregate: Resource) -> None:
-            aggregate.manifest = with_nomination(aggregate.manifest, self.node)
 
     def nominate(self, *, node: str, victims: list[str], message: str, at: datetime) -> None:
         """Preemption chose ``node`` for this pod once ``victims`` are gone."""
@@ -65,100 +55,34 @@ class Pod(Resource):
             self.Nominated, node=node, victims=list(victims), message=message, timestamp=at
         )
 
+    # What each event does to the manifest is the pod's evolve (``core.pods.status.EVOLVE``).
+
     class Bound(Resource.Event, payloads.PodBound):
         SUFFIX: ClassVar[str] = "Bound"
-
-        def apply(self, aggregate: Resource) -> None:
-            aggregate.manifest = with_pod_scheduled(
-                aggregate.manifest, node=self.node, reason="", message="", at=self.timestamp
-            )
 
     class Unschedulable(Resource.Event, payloads.PodUnschedulable):
         SUFFIX: ClassVar[str] = "Unschedulable"
 
-        def apply(self, aggregate: Resource) -> None:
-            aggregate.manifest = with_pod_scheduled(
-                aggregate.manifest, node=None, reason="Unschedulable",
-                message=self.message, at=self.timestamp,
-            )  # fmt: skip
-
     class ContainerStarted(Resource.Event, payloads.ContainerStarted):
         TYPE: ClassVar[str] = "ContainerStarted"
-
-        def apply(self, aggregate: Resource) -> None:
-            aggregate.manifest = with_container_started(
-                aggregate.manifest,
-                container=self.container,
-                restart_count=self.restart_count,
-                at=self.timestamp,
-            )
 
     class Ready(Resource.Event, payloads.PodReadinessChanged):
         SUFFIX: ClassVar[str] = "Ready"
 
-        def apply(self, aggregate: Resource) -> None:
-            aggregate.manifest = with_pod_readiness(
-                aggregate.manifest, ready=True, reason=self.reason, at=self.timestamp
-            )
-
     class NotReady(Resource.Event, payloads.PodReadinessChanged):
         SUFFIX: ClassVar[str] = "NotReady"
-
-        def apply(self, aggregate: Resource) -> None:
-            aggregate.manifest = with_pod_readiness(
-                aggregate.manifest, ready=False, reason=self.reason, at=self.timestamp
-            )
 
     class ContainerExited(Resource.Event, payloads.ContainerExited):
         TYPE: ClassVar[str] = "ContainerExited"
 
-        def apply(self, aggregate: Resource) -> None:
-            aggregate.manifest = with_container_exited(
-                aggregate.manifest,
-                container=self.container,
-                exit_code=self.exit_code,
-                signal=self.signal,
-                reason=self.reason,
-                message=self.message,
-                restart_count=self.restart_count,
-                started_at_ns=self.started_at_ns,
-                finished_at_ns=self.finished_at_ns,
-                at=self.timestamp,
-            )
-
     class ContainerRestarted(Resource.Event, payloads.ContainerRestarted):
         TYPE: ClassVar[str] = "ContainerRestarted"
-
-        def apply(self, aggregate: Resource) -> None:
-            _, namespace, name = aggregate.id.split("/", 2)
-            aggregate.manifest = with_container_restarted(
-                aggregate.manifest,
-                container=self.container,
-                restart_count=self.restart_count,
-                backoff_seconds=self.backoff_seconds,
-                namespace=namespace,
-                name=name,
-                uid=aggregate.uid,
-                at=self.timestamp,
-            )
 
     class Succeeded(Resource.Event, payloads.PodTerminated):
         SUFFIX: ClassVar[str] = "Succeeded"
 
-        def apply(self, aggregate: Resource) -> None:
-            aggregate.manifest = with_pod_terminated(
-                aggregate.manifest, phase="Succeeded", reason=self.reason,
-                message=self.message, at=self.timestamp,
-            )  # fmt: skip
-
     class Failed(Resource.Event, payloads.PodTerminated):
         SUFFIX: ClassVar[str] = "Failed"
-
-        def apply(self, aggregate: Resource) -> None:
-            aggregate.manifest = with_pod_terminated(
-                aggregate.manifest, phase="Failed", reason=self.reason,
-                message=self.message, at=self.timestamp,
-            )  # fmt: skip
 
     @property
     def node_name(self) -> str | None:
@@ -384,17 +308,21 @@ class Pod(Resource):
     ) -> None:
         """Place the pod on ``node``; a pod is bound once (binding is not a move). The score
         breakdown is recorded so ``describe`` can say why this node."""
+        self.require_unbound()
+        self.trigger_event(
+            self.Bound, node=node, score=score, feasible_nodes=feasible_nodes,
+            evaluated_nodes=evaluated_nodes, plugin_scores=dict(plugin_scores or {}),
+            weights=dict(weights or {}), timestamp=at,
+        )  # fmt: skip
+
+    def require_unbound(self) -> None:
+        """The pod exists and is on no node yet (what binding it asks)."""
         self.require_exists()
         if self.node_name is not None:
             raise InvalidTransition(
                 f"{describe_aggregate(self.id)} is already bound to node {self.node_name!r}",
                 field="spec.nodeName",
             )
-        self.trigger_event(
-            self.Bound, node=node, score=score, feasible_nodes=feasible_nodes,
-            evaluated_nodes=evaluated_nodes, plugin_scores=dict(plugin_scores or {}),
-            weights=dict(weights or {}), timestamp=at,
-        )  # fmt: skip
 
     def mark_unschedulable(self, *, message: str, reasons: dict[str, int], at: datetime) -> None:
         """Record why no node fits; the same message again is not recorded twice."""

@@ -1,38 +1,30 @@
 """How recorded facts change a pod's manifest: scheduling, container starts, exits and
 restarts, readiness and termination (``with_container_started``, ``with_pod_readiness`` …).
 
-Why this exists: two folds apply the same facts to a manifest and must agree to the byte
-(``tests/unit/test_status_fold_equivalence.py``): the aggregates, when a handler decides, and the
-cluster read model (``projections.cluster``), when the log is replayed. The helpers are pure
-functions of plain dicts, so a reader that folds the log loads neither eventsourcing nor the
-pydantic models. Each exists in two spellings: ``with_x(…, at=datetime)`` for a decision and
-``with_x_stamped(…, stamp=str)`` for a replay, which formats stamps once per second
-(``core.meta.timestamps.format_stamp``).
+Why this exists: this is the pod's *evolve* (``core.meta.evolve``). :data:`EVOLVE` maps each of
+a pod's events to the function that folds it, and both folds use it: the pod aggregate, when a
+handler decides, and the cluster read model (``projections.cluster``), when the log is
+replayed (``tests/unit/test_status_fold_equivalence.py`` holds both to the same bytes). The
+helpers are pure functions of plain dicts, so a reader that folds the log loads neither
+eventsourcing nor the pydantic models. They take the event's condition stamp, which a replay
+formats once per second (``core.meta.timestamps.format_stamp``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
 from typing import Any
 
-from core.meta.timestamps import format_stamp, stamp_of
+from core.meta.evolve import Evolve, Evolving
+from core.meta.timestamps import format_stamp
 from core.pods.lifecycle import backoff_message
 
 
 def with_pod_scheduled(
-    manifest: dict[str, Any], *, node: str | None, reason: str, message: str, at: datetime
+    manifest: dict[str, Any], *, node: str | None, reason: str, message: str, stamp: str
 ) -> dict[str, Any]:
     """A pod manifest after a scheduling decision: bound (``spec.nodeName`` and PodScheduled
     True) or not (PodScheduled False, reason Unschedulable, with the scheduler's message)."""
-    return with_pod_scheduled_stamped(
-        manifest, node=node, reason=reason, message=message, stamp=stamp_of(at)
-    )
-
-
-def with_pod_scheduled_stamped(
-    manifest: dict[str, Any], *, node: str | None, reason: str, message: str, stamp: str
-) -> dict[str, Any]:
-    """:func:`with_pod_scheduled` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
     spec = dict(manifest.get("spec", {}))
     condition = {
         "type": "PodScheduled",
@@ -240,20 +232,11 @@ def _with_ready(statuses: list[dict[str, Any]], ready: bool) -> list[dict[str, A
 
 
 def with_container_started(
-    manifest: dict[str, Any], *, container: str, restart_count: int, at: datetime
+    manifest: dict[str, Any], *, container: str, restart_count: int, stamp: str
 ) -> dict[str, Any]:
     """A pod manifest after one of its containers started: the container's status is running
     (started, not yet ready), ``startTime`` is set on the first start, and the phase is Running
     once every container has started, as the kubelet reports it."""
-    return with_container_started_stamped(
-        manifest, container=container, restart_count=restart_count, stamp=stamp_of(at)
-    )
-
-
-def with_container_started_stamped(
-    manifest: dict[str, Any], *, container: str, restart_count: int, stamp: str
-) -> dict[str, Any]:
-    """:func:`with_container_started` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
     old = manifest.get("status") or {}
     statuses = []
     names = []
@@ -315,17 +298,10 @@ def with_container_started_stamped(
 
 
 def with_pod_readiness(
-    manifest: dict[str, Any], *, ready: bool, reason: str, at: datetime
+    manifest: dict[str, Any], *, ready: bool, reason: str, stamp: str
 ) -> dict[str, Any]:
     """A pod manifest whose Ready and ContainersReady conditions (and every container's
     ``ready`` flag) are ``ready``."""
-    return with_pod_readiness_stamped(manifest, ready=ready, reason=reason, stamp=stamp_of(at))
-
-
-def with_pod_readiness_stamped(
-    manifest: dict[str, Any], *, ready: bool, reason: str, stamp: str
-) -> dict[str, Any]:
-    """:func:`with_pod_readiness` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
     old = manifest.get("status") or {}
     status = dict(old)
     statuses = []
@@ -372,33 +348,12 @@ def with_container_exited(
     restart_count: int,
     started_at_ns: int | None,
     finished_at_ns: int | None,
-    at: datetime,
+    stamp: str,
 ) -> dict[str, Any]:
     """A pod manifest after a container instance ended: its state is ``terminated`` (exit code,
     signal, reason, times, message, as the kubelet reports it), it is neither started nor ready,
     and so the pod is not Ready. The phase is left alone: whether the pod is done is decided
     separately (PodSucceeded / PodFailed), as the restart policy may bring the container back."""
-    return with_container_exited_stamped(
-        manifest, container=container, exit_code=exit_code, signal=signal, reason=reason,
-        message=message, restart_count=restart_count, started_at_ns=started_at_ns,
-        finished_at_ns=finished_at_ns, stamp=stamp_of(at),
-    )  # fmt: skip
-
-
-def with_container_exited_stamped(
-    manifest: dict[str, Any],
-    *,
-    container: str,
-    exit_code: int,
-    signal: int | None,
-    reason: str,
-    message: str,
-    restart_count: int,
-    started_at_ns: int | None,
-    finished_at_ns: int | None,
-    stamp: str,
-) -> dict[str, Any]:
-    """:func:`with_container_exited` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
     old = manifest.get("status") or {}
     statuses = []
     for c in _container_statuses(manifest, old):
@@ -444,31 +399,12 @@ def with_container_restarted(
     namespace: str,
     name: str,
     uid: str,
-    at: datetime,
+    stamp: str,
 ) -> dict[str, Any]:
     """A pod manifest after the decision to restart an ended container: the ended instance
     becomes ``lastState``, the restart count is the new instance's, and the container waits:
     in ``CrashLoopBackOff`` (with the kubelet's message) when it backs off, else while it is
     being created. ContainerStarted then makes it running."""
-    return with_container_restarted_stamped(
-        manifest, container=container, restart_count=restart_count,
-        backoff_seconds=backoff_seconds, namespace=namespace, name=name, uid=uid,
-        stamp=stamp_of(at),
-    )  # fmt: skip
-
-
-def with_container_restarted_stamped(
-    manifest: dict[str, Any],
-    *,
-    container: str,
-    restart_count: int,
-    backoff_seconds: float,
-    namespace: str,
-    name: str,
-    uid: str,
-    stamp: str,
-) -> dict[str, Any]:
-    """:func:`with_container_restarted` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
     if backoff_seconds > 0:
         waiting = {
             "reason": "CrashLoopBackOff",
@@ -500,20 +436,11 @@ def with_container_restarted_stamped(
 
 
 def with_pod_terminated(
-    manifest: dict[str, Any], *, phase: str, reason: str, message: str, at: datetime
+    manifest: dict[str, Any], *, phase: str, reason: str, message: str, stamp: str
 ) -> dict[str, Any]:
     """A pod manifest in a terminal phase (Succeeded or Failed): not Ready, with the kubelet's
     ``PodCompleted`` reason on Ready and ContainersReady; ``status.reason``/``message`` say why
     when a reason is given."""
-    return with_pod_terminated_stamped(
-        manifest, phase=phase, reason=reason, message=message, stamp=stamp_of(at)
-    )
-
-
-def with_pod_terminated_stamped(
-    manifest: dict[str, Any], *, phase: str, reason: str, message: str, stamp: str
-) -> dict[str, Any]:
-    """:func:`with_pod_terminated` at a stamp (:func:`stamp_of`, ``format_stamp``)."""
     old = manifest.get("status") or {}
     status = dict(old)
     status["phase"] = phase
@@ -536,3 +463,113 @@ def with_nomination(manifest: dict[str, Any], node: str | None) -> dict[str, Any
     else:
         status.pop("nominatedNodeName", None)
     return {**manifest, "status": status}
+
+
+# -- the pod's evolve --------------------------------------------------------------------------
+# One function per event type, over the payload as stored (an older event may lack a field
+# added since: read with the payload model's default). These run for most events a replay
+# folds: each calls its helper directly.
+
+
+def _bound(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    return with_pod_scheduled(
+        state.manifest, node=payload["node"], reason="", message="", stamp=stamp
+    )
+
+
+def _unschedulable(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    return with_pod_scheduled(
+        state.manifest,
+        node=None,
+        reason="Unschedulable",
+        message=payload.get("message", ""),
+        stamp=stamp,
+    )
+
+
+def _nominated(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    return with_nomination(state.manifest, payload["node"])
+
+
+def _container_started(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    return with_container_started(
+        state.manifest,
+        container=payload["container"],
+        restart_count=payload.get("restart_count", 0),
+        stamp=stamp,
+    )
+
+
+def _container_exited(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    return with_container_exited(
+        state.manifest,
+        container=payload["container"],
+        exit_code=payload["exit_code"],
+        signal=payload.get("signal"),
+        reason=payload["reason"],
+        message=payload.get("message", ""),
+        restart_count=payload.get("restart_count", 0),
+        started_at_ns=payload.get("started_at_ns"),
+        finished_at_ns=payload.get("finished_at_ns"),
+        stamp=stamp,
+    )
+
+
+def _container_restarted(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    return with_container_restarted(
+        state.manifest,
+        container=payload["container"],
+        restart_count=payload["restart_count"],
+        backoff_seconds=payload.get("backoff_seconds", 0.0),
+        namespace=state.namespace,
+        name=state.name,
+        uid=state.uid,
+        stamp=stamp,
+    )
+
+
+def _succeeded(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    return with_pod_terminated(
+        state.manifest,
+        phase="Succeeded",
+        reason=payload.get("reason", ""),
+        message=payload.get("message", ""),
+        stamp=stamp,
+    )
+
+
+def _failed(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    return with_pod_terminated(
+        state.manifest,
+        phase="Failed",
+        reason=payload.get("reason", ""),
+        message=payload.get("message", ""),
+        stamp=stamp,
+    )
+
+
+def _ready(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    return with_pod_readiness(
+        state.manifest, ready=True, reason=payload.get("reason", ""), stamp=stamp
+    )
+
+
+def _not_ready(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    return with_pod_readiness(
+        state.manifest, ready=False, reason=payload.get("reason", ""), stamp=stamp
+    )
+
+
+EVOLVE: dict[str, Evolve] = {
+    "PodBound": _bound,
+    "PodUnschedulable": _unschedulable,
+    "PodNominated": _nominated,
+    "ContainerStarted": _container_started,
+    "ContainerExited": _container_exited,
+    "ContainerRestarted": _container_restarted,
+    "PodSucceeded": _succeeded,
+    "PodFailed": _failed,
+    "PodReady": _ready,
+    "PodNotReady": _not_ready,
+}
+"""How each of a pod's own events changes its manifest (``PodUpdated`` replaces it)."""

@@ -19,6 +19,7 @@ from core.policy.quota import (
     unstated,
     with_quota_used,
 )
+from core.policy.quota import EVOLVE as QUOTA_EVOLVE
 
 
 class PriorityClass(Resource):
@@ -42,12 +43,17 @@ class ResourceQuota(Resource):
 
     KIND = "ResourceQuota"
 
+    EVOLVE = QUOTA_EVOLVE
+    """``status`` shows ``hard`` and the ``used`` totals each charge or release recorded,
+    exactly as the read model shows them; the charges per pod are the aggregate's own."""
+
     class Charged(Resource.Event, payloads.QuotaCharged):
         TYPE: ClassVar[str] = "QuotaCharged"
 
         def apply(self, aggregate: Resource) -> None:
             assert isinstance(aggregate, ResourceQuota)
             aggregate.book(self.pod, dict(self.amounts))
+            super().apply(aggregate)
 
     class Released(Resource.Event, payloads.QuotaReleased):
         TYPE: ClassVar[str] = "QuotaReleased"
@@ -55,12 +61,7 @@ class ResourceQuota(Resource):
         def apply(self, aggregate: Resource) -> None:
             assert isinstance(aggregate, ResourceQuota)
             aggregate.book(self.pod, None)
-
-    class Updated(Resource.Updated):
-        def apply(self, aggregate: Resource) -> None:
             super().apply(aggregate)
-            assert isinstance(aggregate, ResourceQuota)
-            aggregate.manifest = with_quota_used(aggregate.manifest, aggregate.used)
 
     STATE_IS_MANIFEST: ClassVar[bool] = False  # the usage ledger is not in the manifest
 
@@ -68,7 +69,6 @@ class ResourceQuota(Resource):
         super().begin_life(manifest, uid)
         self.charges: dict[str, dict[str, int]] = {}
         self.used: dict[str, int] = {}
-        self.manifest = with_quota_used(manifest, self.used)
 
     def book(self, pod: str, amounts: dict[str, int] | None) -> None:
         """Fold one ledger change: ``amounts`` replaces the pod's charge (None removes it)."""
@@ -78,7 +78,6 @@ class ResourceQuota(Resource):
             self.charges[pod] = amounts
             for name, amount in amounts.items():
                 self.used[name] = self.used.get(name, 0) + amount
-        self.manifest = with_quota_used(self.manifest, self.used)
 
     @property
     def hard(self) -> dict[str, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from core.meta.evolve import Evolve, Evolving
 from core.meta.quantity import resource_amount
 
 CHARGED: Final = ("pods", "requests.cpu", "requests.memory", "limits.cpu", "limits.memory")
@@ -160,3 +161,25 @@ def with_quota_used(manifest: dict[str, Any], used: dict[str, int]) -> dict[str,
     units, canonical names) for each resource it limits."""
     hard = (manifest.get("spec") or {}).get("hard") or {}
     return {**manifest, "status": quota_status(hard, used)}
+
+
+# -- the quota's evolve ------------------------------------------------------------------------
+
+
+def _created(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    """A new quota shows its ``hard`` with nothing used yet."""
+    return with_quota_used(payload["manifest"], {})
+
+
+def _used(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    """``status.used``: the ledger's totals the charge or release recorded."""
+    return with_quota_used(state.manifest, payload["used"])
+
+
+EVOLVE: dict[str, Evolve] = {
+    "ResourceQuotaCreated": _created,
+    "QuotaCharged": _used,
+    "QuotaReleased": _used,
+}
+"""How a quota's own events change its manifest (the aggregate also folds the charges of each
+pod, which only it needs; ``ResourceQuotaUpdated`` replaces the manifest)."""

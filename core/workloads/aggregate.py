@@ -4,7 +4,6 @@ their controller records.
 
 from __future__ import annotations
 
-import copy
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -13,6 +12,7 @@ from core.errors import (
     InvalidTransition,
 )
 from core.meta.aggregate import Resource
+from core.workloads.status import EVOLVE as WORKLOAD_EVOLVE
 from core.workloads.status import with_generation, with_status_update
 
 CONTROLLER_ANNOTATION_PREFIX = "deployment.kubernetes.io/"
@@ -25,22 +25,17 @@ class Workload(Resource):
     ReplicaSet). Its ``metadata.generation`` counts spec changes (scaling included), so a
     controller's ``status.observedGeneration`` says which spec it has acted on."""
 
+    EVOLVE = WORKLOAD_EVOLVE
+
     class ScaledTo(Resource.Event, payloads.ScaledTo):
         TYPE: ClassVar[str] = "ScaledTo"
 
         def apply(self, aggregate: Resource) -> None:
-            manifest = copy.deepcopy(aggregate.manifest)
-            manifest.setdefault("spec", {})["replicas"] = self.replicas
             aggregate.generation += 1
-            aggregate.manifest = with_generation(manifest, aggregate.generation)
+            super().apply(aggregate)
 
     class StatusUpdated(Resource.Event, payloads.StatusUpdated):
         SUFFIX: ClassVar[str] = "StatusUpdated"
-
-        def apply(self, aggregate: Resource) -> None:
-            aggregate.manifest = with_status_update(
-                aggregate.manifest, self.status, self.annotations
-            )
 
     def begin_life(self, manifest: dict[str, Any], uid: str) -> None:
         super().begin_life(manifest, uid)

@@ -27,8 +27,8 @@ from core.api.causation import caused_by_event
 from core.errors import FleetError
 from core.meta.aggregate import timestamp_from_ns
 from core.meta.quantity import resource_amount
-from core.nodes.aggregate import Node
 from core.pods.aggregate import Pod
+from core.pods.decisions import finish_pod
 from core.pods.lifecycle import (
     BackoffState,
     ContainerHealth,
@@ -44,6 +44,7 @@ from handlers.agent.logship import ContainerInstance
 from handlers.agent.seams import Container, ContainerRuntime, LogSink
 from projections.cluster import ObjectRecord
 from streams.cancellation import checkpoint
+from streams.decide import Append, Attempt, decide_and_append
 from streams.eventstore import ConcurrencyConflict, StoreError
 from streams.repository import AggregateRepository, Provenance
 from streams.subjects import AggregateRef
@@ -98,53 +99,43 @@ class PodRecorder:
         release_on: str | None = None,
     ) -> bool:
         """Let ``decide`` change the pod; append what it decided. False if the pod is gone or
-        nothing was decided. With ``release_on``, the pod's reservation on that node is given
-        back in the same atomic append."""
+        nothing was decided. With ``release_on``, the step finishes the pod and its reservation
+        on that node is given back in the same atomic append (``core.pods.decisions``)."""
         ref = AggregateRef("Pod", namespace, name)
         node_ref = AggregateRef("Node", "", release_on) if release_on else None
-        for attempt in range(RECORD_ATTEMPTS):
-            async with contextlib.AsyncExitStack() as locks:
-                await locks.enter_async_context(self._repository.lock(ref))
-                if node_ref is not None:
-                    await locks.enter_async_context(self._repository.lock(node_ref))
-                loaded = await self._repository.load(ref, fresh=attempt > 0)
-                pod = loaded.aggregate
-                if not isinstance(pod, Pod) or not pod.exists:
-                    return False
-                host = None
-                if node_ref is not None:
-                    host = await self._repository.load(node_ref, fresh=attempt > 0)
-                seen = pod.version
-                now = time.time_ns()
-                try:
-                    decide(pod, timestamp_from_ns(now))
-                    if host is not None and isinstance(host.aggregate, Node):
-                        host.aggregate.release(
-                            pod=f"{namespace}/{name}", reason=f"pod {pod.phase}",
-                            at=timestamp_from_ns(now),
-                        )  # fmt: skip
-                except FleetError:
-                    self._repository.forget(ref)
-                    if node_ref is not None:
-                        self._repository.forget(node_ref)
-                    raise
-                token = f"agent.{self.node}.{pod.uid}.{seen}.{step}"
-                changes = [loaded] if host is None else [loaded, host]
-                try:
-                    written = await self._repository.save(
-                        changes,
-                        Provenance(
-                            actor=self.actor,
-                            correlation_id=token,
-                            causation_id=caused_by_event(loaded.last_seq),
-                            token=token,
-                            now_ns=now,
-                        ),
-                    )
-                except ConcurrencyConflict:
-                    continue
-                return bool(written)
-        raise FleetError(f"{ref} kept changing while {step} was recorded")
+
+        async def record(attempt: Attempt) -> Append | None:
+            loaded = attempt[ref]
+            pod = loaded.aggregate
+            if not isinstance(pod, Pod) or not pod.exists:
+                return None
+            host = attempt[node_ref] if node_ref is not None else None
+            seen = pod.version
+            now = time.time_ns()
+            if host is None:
+                decide(pod, timestamp_from_ns(now))
+            else:
+                finish_pod(pod, host.aggregate, finish=decide, at=timestamp_from_ns(now))
+            token = f"agent.{self.node}.{pod.uid}.{seen}.{step}"
+            return Append(
+                changes=[loaded] if host is None else [loaded, host],
+                provenance=Provenance(
+                    actor=self.actor,
+                    correlation_id=token,
+                    causation_id=caused_by_event(loaded.last_seq),
+                    token=token,
+                    now_ns=now,
+                ),
+            )
+
+        refs = [ref] if node_ref is None else [ref, node_ref]
+        try:
+            decided = await decide_and_append(
+                self._repository, refs, record, attempts=RECORD_ATTEMPTS
+            )
+        except ConcurrencyConflict as exc:
+            raise FleetError(f"{ref} kept changing while {step} was recorded") from exc
+        return bool(decided.written)
 
 
 class PodWorker:

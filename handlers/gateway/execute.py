@@ -1,18 +1,17 @@
 """The last stage: decide the command on the aggregate's state and append what it decided.
 
-Why this exists: this is where a command becomes events. It loads the aggregate (and, for a
-pod, the node and quotas the same append must change), lets ``core`` decide, and appends with
-the aggregate's last sequence as the expectation, deciding again on fresh state when the append
-finds the cache was stale. The events are named by the command's write token (its idempotency
-key plus the request's fingerprint), so a retry whose original landed finds them on the
-aggregate and is answered with them, at no extra round trip.
+Why this exists: this is where a command becomes events. Through ``streams.decide`` (lock, load,
+decide, append, decide again on conflict) it loads the aggregate (and, for a pod, the node and
+quotas the same append must change), lets ``core`` decide (``core.pods.decisions`` for what a
+pod's create or delete does to its quotas and node), and appends with the aggregate's last
+sequence as the expectation, deciding again on fresh state when the append finds the cache was
+stale. The events are named by the command's write token (its idempotency key plus the
+request's fingerprint), so a retry whose original landed finds them on the aggregate and is
+answered with them, at no extra round trip.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import random
 import uuid
 
 import structlog
@@ -20,15 +19,15 @@ import structlog
 from core.api.catalog import AGGREGATES
 from core.api.causation import caused_by_command
 from core.api.commands import DeleteBody, NodeBody, ScaleBody, StatusBody
-from core.errors import Conflict, FleetError, NotFound
-from core.meta.aggregate import timestamp_from_ns
+from core.errors import FleetError, NotFound
+from core.meta.aggregate import Resource, timestamp_from_ns
 from core.nodes.aggregate import Node
 from core.pods.aggregate import Pod
-from core.policy.aggregates import ResourceQuota
-from core.policy.quota import pod_usage
+from core.pods.decisions import create_pod, delete_pod
 from core.workloads.aggregate import Workload
 from handlers.gateway.context import CommandContext, policies_of
 from projections.policies import NamespacePolicies
+from streams.decide import Append, Attempt, OnConflict, decide_and_append
 from streams.eventstore import ConcurrencyConflict
 from streams.repository import AggregateRepository, Loaded, Provenance, uuid5_text
 from streams.subjects import AggregateRef
@@ -36,6 +35,7 @@ from streams.subjects import AggregateRef
 log = structlog.get_logger(__name__)
 
 MAX_DECISION_ATTEMPTS = 12
+STEP_ASIDE_S = 0.05
 UID_NAMESPACE = uuid.UUID("0b8f4f53-0c55-4f0e-a3c4-4a7c1b3d5e20")
 
 
@@ -65,78 +65,69 @@ class Execute:
             now_ns=ctx.received_ns,
         )
         quota_refs = await self._quota_refs(ctx)
-        async with self._repository.lock(ref):
-            fresh = False
-            for attempt in range(1, MAX_DECISION_ATTEMPTS + 1):
-                loaded = await self._repository.load(
-                    ref,
-                    fresh=fresh,
-                    assume_new=command.verb in ("create", "apply")
-                    and command.expected_version is None,
-                )
-                already = loaded.written_by(token)
-                if already:
-                    # A duplicate of this command (a client retry racing the original, here or
-                    # on another gateway) already landed: answer with its events.
-                    self._accepted(ctx, loaded, already)
-                    ctx.reply["replayed"] = True
-                    return
-                node = self._node_of_deleted_pod(ctx, loaded)
-                live = loaded.aggregate is not None and loaded.aggregate.exists
-                # The node and quota aggregates are shared by every command releasing (or
-                # charging) a pod on them: one decision at a time, or two would stack events on
-                # the same cached object. Always pod, then node, then quotas by name.
-                async with contextlib.AsyncExitStack() as locks:
-                    if node is not None:
-                        node_ref = AggregateRef("Node", "", node)
-                        await locks.enter_async_context(self._repository.lock(node_ref))
-                    for quota_ref in quota_refs:
-                        await locks.enter_async_context(self._repository.lock(quota_ref))
-                    host = await self._host(node, fresh)
-                    quotas = [await self._repository.load(q, fresh=fresh) for q in quota_refs]
-                    try:
-                        self._decide(ctx, loaded)
-                        if host is not None:
-                            assert isinstance(host.aggregate, Node)
-                            host.aggregate.release(
-                                pod=f"{ref.namespace}/{ref.name}",
-                                reason=f"pod deleted by {ctx.actor}",
-                                at=timestamp_from_ns(ctx.received_ns),
-                            )
-                        self._account(ctx, loaded, live, quotas)
-                    except FleetError as refused:
-                        self._repository.forget(ref)
-                        if host is not None:
-                            self._repository.forget(host.ref)
-                        for quota in quotas:
-                            self._repository.forget(quota.ref)
-                        if isinstance(refused, Conflict) and not fresh:
-                            # The cached aggregate may trail the log (another handler wrote
-                            # since): a version precondition is judged on the log, not the cache.
-                            fresh = True
-                            continue
-                        raise
-                    try:
-                        written = await self._repository.save(
-                            [loaded, *([host] if host is not None else []), *quotas], provenance
-                        )
-                    except ConcurrencyConflict:
-                        # Decide again on the log: a version precondition is then checked
-                        # against the object as it is now (the race may have been on its node
-                        # or a quota, not on the object).
-                        log.info("command.retry_on_conflict", ref=str(ref), attempt=attempt)
-                        fresh = True
-                        # Another gateway is writing the same object: step aside for a random
-                        # moment so the two do not keep colliding in lock-step.
-                        await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))
-                        continue
-                    self._accepted(ctx, loaded, written)
-                    if written.replayed:
-                        # Decided again here (this gateway did not hold the object), but an
-                        # earlier attempt of the same command had already stored its events.
-                        ctx.reply["replayed"] = True
-                return
-        raise FleetError(f"{ref} kept changing under this command; try again", code="conflict")
+        duplicate: list[tuple[str, int]] = []
+
+        def shared(attempt: Attempt) -> list[AggregateRef]:
+            """The aggregates the same append may change beside the object: a deleted pod's
+            node (its reservation is released) and the namespace's quotas (charged or
+            released). Shared by every command on them, so locked: pod, node, quotas."""
+            node = self._node_of_deleted_pod(ctx, attempt[ref])
+            return [*([AggregateRef("Node", "", node)] if node else []), *quota_refs]
+
+        async def decide(attempt: Attempt) -> Append | None:
+            loaded = attempt[ref]
+            already = loaded.written_by(token)
+            if already:
+                # A duplicate of this command (a client retry racing the original, here or on
+                # another gateway) already landed: answer with its events.
+                duplicate.extend(already)
+                return None
+            node = self._node_of_deleted_pod(ctx, loaded)
+            host = attempt[AggregateRef("Node", "", node)] if node else None
+            quotas = [attempt[q] for q in quota_refs]
+            self._decide(
+                ctx,
+                loaded,
+                node=host.aggregate if host is not None else None,
+                quotas=[q.aggregate for q in quotas],
+            )
+            return Append(
+                changes=[loaded, *([host] if host is not None else []), *quotas],
+                provenance=provenance,
+            )
+
+        async def noticed(attempt: int, conflict: ConcurrencyConflict) -> None:
+            # Decided again on the log: a version precondition is then checked against the
+            # object as it is now (the race may have been on its node or a quota, not on it).
+            log.info("command.retry_on_conflict", ref=str(ref), attempt=attempt)
+
+        creating = command.verb in ("create", "apply") and command.expected_version is None
+        try:
+            decided = await decide_and_append(
+                self._repository,
+                [ref],
+                decide,
+                attempts=MAX_DECISION_ATTEMPTS,
+                dependents=shared,
+                assume_new=(ref,) if creating else (),
+                # Another gateway is writing the same object: step aside for a random moment
+                # so the two do not keep colliding in lock-step.
+                on_conflict=OnConflict(step_aside_s=STEP_ASIDE_S, noticed=noticed),
+            )
+        except ConcurrencyConflict as exc:
+            raise FleetError(
+                f"{ref} kept changing under this command; try again", code="conflict"
+            ) from exc
+        loaded = decided.attempt[ref]
+        if decided.written is None:
+            self._accepted(ctx, loaded, duplicate)
+            ctx.reply["replayed"] = True
+            return
+        self._accepted(ctx, loaded, decided.written)
+        if decided.written.replayed:
+            # Decided again here (this gateway did not hold the object), but an earlier
+            # attempt of the same command had already stored its events.
+            ctx.reply["replayed"] = True
 
     async def _quota_refs(self, ctx: CommandContext) -> list[AggregateRef]:
         """The ResourceQuotas a pod command may charge or release: those of its namespace."""
@@ -151,26 +142,6 @@ class Execute:
         return [AggregateRef("ResourceQuota", ref.namespace, name) for name in names]
 
     @staticmethod
-    def _account(ctx: CommandContext, loaded: Loaded, was_live: bool, quotas: list[Loaded]) -> None:
-        """Charge a pod this command brought to life to each quota; release a deleted one."""
-        pod, ref, command = loaded.aggregate, ctx.ref, ctx.command
-        assert ref is not None and command is not None
-        if not quotas or not isinstance(pod, Pod):
-            return
-        key = f"{ref.namespace}/{ref.name}"
-        at = timestamp_from_ns(ctx.received_ns)
-        created = not was_live and pod.exists
-        for loaded_quota in quotas:
-            quota = loaded_quota.aggregate
-            if not isinstance(quota, ResourceQuota) or not quota.exists:
-                continue
-            if created:
-                usage = pod_usage(pod.manifest)
-                quota.charge(pod=key, usage=usage, pod_manifest=pod.manifest, at=at)
-            elif command.verb == "delete" and not pod.exists:
-                quota.release(pod=key, reason=f"pod deleted by {ctx.actor}", at=at)
-
-    @staticmethod
     def _node_of_deleted_pod(ctx: CommandContext, loaded: Loaded) -> str | None:
         """The node of a bound pod this command deletes: its reservation is released in the
         same atomic append, so the node's ledger never keeps resources of a pod that is gone
@@ -179,12 +150,6 @@ class Execute:
         if ctx.command is None or ctx.command.verb != "delete" or not isinstance(pod, Pod):
             return None
         return pod.node_name if pod.exists else None
-
-    async def _host(self, node: str | None, fresh: bool) -> Loaded | None:
-        if node is None:
-            return None
-        host = await self._repository.load(AggregateRef("Node", "", node), fresh=fresh)
-        return host if isinstance(host.aggregate, Node) and host.aggregate.exists else None
 
     @staticmethod
     def _accepted(ctx: CommandContext, loaded: Loaded, written: list[tuple[str, int]]) -> None:
@@ -199,7 +164,16 @@ class Execute:
             "unchanged": not written,
         }
 
-    def _decide(self, ctx: CommandContext, loaded: Loaded) -> None:
+    def _decide(
+        self,
+        ctx: CommandContext,
+        loaded: Loaded,
+        *,
+        node: Resource | None,
+        quotas: list[Resource | None],
+    ) -> None:
+        """Decide the command on ``loaded``; a pod's create also charges its ``quotas``, its
+        delete releases them and its reservation on ``node``."""
         command, ref = ctx.command, ctx.ref
         assert command is not None and ref is not None
         current = loaded.aggregate
@@ -212,6 +186,13 @@ class Execute:
         aggregate_class = AGGREGATES[ref.kind]
         uid = uuid5_text(UID_NAMESPACE, f"{command.idempotency_key}/{ref.id}")
         body = command.body
+        if command.verb in ("create", "apply") and ref.kind == "Pod":
+            assert ctx.manifest is not None
+            loaded.aggregate = create_pod(
+                current, agg_id=ref.id, manifest=ctx.manifest, uid=uid, quotas=quotas, at=at,
+                replace=command.verb == "apply",
+            )  # fmt: skip
+            return
         if command.verb in ("create", "apply"):
             assert ctx.manifest is not None
             decide = (
@@ -223,7 +204,12 @@ class Execute:
             return
         if current is None:
             raise NotFound(f"{ref} not found")
-        if isinstance(body, DeleteBody):
+        if isinstance(body, DeleteBody) and isinstance(current, Pod):
+            delete_pod(
+                current, node=node, quotas=quotas, reason=body.reason,
+                propagation_policy=body.propagationPolicy, deleted_by=ctx.actor, at=at,
+            )  # fmt: skip
+        elif isinstance(body, DeleteBody):
             current.delete(reason=body.reason, at=at, propagation_policy=body.propagationPolicy)
         elif isinstance(body, ScaleBody):
             assert isinstance(current, Workload)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from core.meta.taints import NO_EXECUTE, NodeTaint, PodToleration
-from core.meta.timestamps import parse_stamp
+from core.meta.timestamps import parse_stamp, stamp_of
 from core.nodes.status import with_ready_condition
 from core.nodes.taint_eviction import decide, noexecute_taints
 
@@ -112,7 +112,7 @@ def test_lifecycle_taints_carry_time_added_from_the_event_and_are_read_back() ->
             {"key": "custom", "effect": "NoExecute"},
             {"key": "soft", "effect": "NoSchedule"},
         ]}},
-        status="Unknown", reason="NodeStatusUnknown", message="", at=at,
+        status="Unknown", reason="NodeStatusUnknown", message="", stamp=stamp_of(at),
     )  # fmt: skip
     found = noexecute_taints(manifest, fallback_added_ns=42)
     added = int(at.timestamp()) * S
