@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import heapq
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypedDict, TypeVar
@@ -136,6 +137,46 @@ RETRY_SECONDS = 1.0
 MAX_IN_FLIGHT = 32
 
 
+class DirtyKeys(Generic[K]):
+    """The keys due for a reconcile, each once, taken in the order they became due.
+
+    A set alone will not do: a new leader marks every object (tens of thousands), the loop
+    takes them ``max_in_flight`` at a time, and ``set.pop`` then scans the emptied hash table
+    from where it last stopped (sets never shrink on removal), so every later pop costs up to a
+    pass over that table — measured as a sixth of ``fleetlog up``'s CPU per command with
+    60,000 objects. A queue beside the set keeps a pop at O(1)."""
+
+    __slots__ = ("_members", "_order")
+
+    def __init__(self) -> None:
+        self._members: set[K] = set()
+        self._order: deque[K] = deque()
+
+    def add(self, key: K) -> None:
+        if key not in self._members:
+            self._members.add(key)
+            self._order.append(key)
+
+    def update(self, keys: Iterable[K]) -> None:
+        for key in keys:
+            self.add(key)
+
+    def pop(self) -> K:
+        key = self._order.popleft()
+        self._members.discard(key)
+        return key
+
+    def clear(self) -> None:
+        self._members.clear()
+        self._order.clear()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._members
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+
 class ControllerLoop(Generic[K]):
     """Runs ``reconcile`` for dirty keys while ``leader`` leads.
 
@@ -174,7 +215,7 @@ class ControllerLoop(Generic[K]):
         self.period_seconds = period_seconds
         self.retry_seconds = retry_seconds
         self._wake = asyncio.Event()
-        self._dirty: set[K] = set()
+        self._dirty: DirtyKeys[K] = DirtyKeys()
         self._in_flight: set[K] = set()
         self._redo: set[K] = set()
         self._timers: list[tuple[float, K]] = []  # (monotonic time, key), a heap
