@@ -208,18 +208,20 @@ class _Locks:
     """The repository's locks this attempt holds, taken in :func:`lock_order`."""
 
     def __init__(self, repository: AggregateRepository) -> None:
-        self._repository = repository
-        self._held: list[asyncio.Lock] = []
+        self._locks = repository.locks
+        self._held: list[str] = []
 
     async def take(self, refs: Iterable[AggregateRef]) -> None:
+        locks = self._locks
         for ref in sorted(set(refs), key=lock_order):
-            lock = self._repository.lock(ref)
-            await lock.acquire()
-            self._held.append(lock)
+            subject = ref.subject
+            if not locks.try_acquire(subject):  # the common case costs no await
+                await locks.acquire(subject)
+            self._held.append(subject)
 
     async def __aenter__(self) -> _Locks:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         while self._held:
-            self._held.pop().release()
+            self._locks.release(self._held.pop())

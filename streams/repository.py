@@ -17,11 +17,11 @@ stale sequence, and its append is refused instead of writing a wrong chain.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import hashlib
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from core.api.catalog import AGGREGATES
@@ -30,6 +30,7 @@ from core.meta.aggregate import RecordedEvent, Resource, timestamp_from_ns
 from streams.envelope import GENESIS, Envelope, StoredEvent
 from streams.eventstore import EventStore, StoreError, Write
 from streams.integrity import chain_head
+from streams.keylocks import KeyedLocks
 from streams.subjects import AggregateRef
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c2d1e-3c5a-4b8e-9a57-0c7e1f0a9d11")
@@ -100,7 +101,7 @@ class Written(list[tuple[str, int]]):
         self.replayed = replayed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Provenance:
     """Who decided, and the chain that led to it: stamped on every envelope written."""
 
@@ -121,15 +122,17 @@ class AggregateRepository:
         self._store = store
         self._capacity = capacity
         self._cache: OrderedDict[str, Loaded] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self.locks = KeyedLocks()
+        """Per-aggregate locks (by subject): one decision at a time on a cached aggregate."""
 
-    def lock(self, ref: AggregateRef) -> asyncio.Lock:
-        lock = self._locks.get(ref.subject)
-        if lock is None:
-            if len(self._locks) > 4 * self._capacity:
-                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
-            lock = self._locks[ref.subject] = asyncio.Lock()
-        return lock
+    @contextlib.asynccontextmanager
+    async def lock(self, ref: AggregateRef) -> AsyncIterator[None]:
+        """Hold ``ref``'s lock (``streams.decide`` takes several at once, in order)."""
+        await self.locks.acquire(ref.subject)
+        try:
+            yield
+        finally:
+            self.locks.release(ref.subject)
 
     async def load(
         self, ref: AggregateRef, *, fresh: bool = False, assume_new: bool = False

@@ -8,6 +8,7 @@ comparable (and pure: the time is always passed in).
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -56,6 +57,13 @@ def parse_stamp(text: Any) -> int | None:
     UTC when it states no offset; None when absent or unreadable."""
     if not text or not isinstance(text, str):
         return None
+    return _parse_text(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(text: str) -> int | None:
+    # Remembered: the scheduler and the controllers read the same few stamps (pods created in
+    # the same second) over and over.
     text = text.strip()
     if text[-1:] in ("Z", "z"):
         text = text[:-1] + "+00:00"

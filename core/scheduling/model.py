@@ -24,7 +24,7 @@ from typing import Any, Final
 from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.meta.labels import SET_OPERATORS, Selector, parse_int64, set_operator_matches
 from core.meta.quantity import resource_amount
-from core.meta.taints import NodeTaint, PodToleration, pod_tolerations
+from core.meta.taints import NodeTaint, PodToleration
 from core.meta.timestamps import parse_stamp
 
 __all__ = [
@@ -441,6 +441,7 @@ class PodInfo:
         cls, manifest: Mapping[str, Any], *, features: FeatureGates = DEFAULT_FEATURES
     ) -> PodInfo:
         """A stored pod manifest, its tolerations read with ``features``' gates."""
+        comparison = features.taint_toleration_comparison_operators
         meta = manifest.get("metadata") or {}
         spec = manifest.get("spec") or {}
         namespace = meta.get("namespace") or "default"
@@ -515,7 +516,10 @@ class PodInfo:
             node_selector=spec.get("nodeSelector"),
             required_node_terms=required_terms,
             preferred_node_terms=preferred_terms,
-            tolerations=pod_tolerations(manifest, features=features),
+            tolerations=tuple(
+                PodToleration.from_manifest(raw, comparison_operators=comparison)
+                for raw in spec.get("tolerations") or ()
+            ),
             priority=int(spec.get("priority") or 0),
             spread_constraints=tuple(
                 SpreadConstraint.from_manifest(c, labels)
