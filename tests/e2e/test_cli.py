@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -192,6 +194,10 @@ def test_walkthrough_survives_a_restart(cluster: Cluster, tmp_path: Path) -> Non
         == "No events found."
     )
 
+    # Follow from a moment before the apply: a follower that takes longer than the pause
+    # below to start (a loaded CI host) still sees the pod's creation, replayed, then goes on
+    # live; seen once with a plain "from now" follower.
+    since = datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     follower = subprocess.Popen(
         [
             sys.executable,
@@ -199,6 +205,8 @@ def test_walkthrough_survives_a_restart(cluster: Cluster, tmp_path: Path) -> Non
             "ops",
             "events",
             "--follow",
+            "--since",
+            since,
             "--kind",
             "pod",
             "-n",
@@ -211,18 +219,25 @@ def test_walkthrough_survives_a_restart(cluster: Cluster, tmp_path: Path) -> Non
         env={**os.environ, "FLEETLOG_SERVER": cluster.server},
     )
     try:
-        time.sleep(1.5)  # the follower subscribes from "now"
+        time.sleep(1.5)  # usually subscribed by now: the pod's creation then arrives live
         cluster.cli("apply", "-f", "-", stdin=MANIFESTS.split("---")[-1])
         assert follower.stdout is not None
+        # Lines are read by a thread: select() on a buffered pipe misses lines already read
+        # into the buffer, and the replayed lines come several at once.
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(
+            target=lambda: [lines.put(line) for line in follower.stdout], daemon=True
+        ).start()
         # Other pods of the namespace may have events meanwhile (the scheduler records a pod
         # unschedulable again when its reasons change): read until the new pod's creation.
         followed: list[dict] = []
         deadline = time.monotonic() + 30
         while not any(e["type"] == "PodCreated" and e["name"] == "debug" for e in followed):
-            left = deadline - time.monotonic()
-            readable, _, _ = select.select([follower.stdout], [], [], max(0.0, left))
-            assert readable, f"events --follow showed no PodCreated of debug in 30 s: {followed}"
-            followed.append(json.loads(follower.stdout.readline()))
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"events --follow showed no PodCreated of debug in 30 s: {followed}")
+            followed.append(json.loads(line))
         assert all((e["kind"], e["namespace"]) == ("Pod", "shop") for e in followed)
     finally:
         follower.send_signal(signal.SIGINT)
