@@ -15,6 +15,8 @@ from core.meta.aggregate import Resource
 from core.meta.types import ResourceBase
 from core.namespaces import aggregate as namespaces
 from core.namespaces.model import Namespace
+from core.network import aggregate as network
+from core.network.model import PodCIDR
 from core.nodes import aggregate as nodes
 from core.nodes.model import Node
 from core.pods import aggregate as pods
@@ -40,6 +42,7 @@ AGGREGATES: dict[str, type[Resource]] = {
         policy.PriorityClass,
         policy.LimitRange,
         policy.ResourceQuota,
+        network.PodCIDR,
     )
 }
 """kind name -> its aggregate class."""
@@ -55,6 +58,7 @@ ResourceModel = (
     | PriorityClass
     | LimitRange
     | ResourceQuota
+    | PodCIDR
 )
 """Any top-level object fleetlog stores."""
 
@@ -83,6 +87,7 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
         "PriorityClass": _info(PriorityClass),
         "LimitRange": _info(LimitRange),
         "ResourceQuota": _info(ResourceQuota),
+        "PodCIDR": _info(PodCIDR),
     }
 )
 """kind name -> (apiVersion, model class, namespaced)."""

@@ -44,6 +44,7 @@ RESOURCE_KINDS = (
     "PriorityClass",
     "LimitRange",
     "ResourceQuota",
+    "PodCIDR",
 )
 
 
@@ -83,6 +84,9 @@ def _catalog() -> dict[str, EventType]:
         EventType(name="NodeUncordoned", schema_version=1, payload="NodeSchedulingChanged"),
         EventType(name="QuotaCharged", schema_version=1, payload="QuotaCharged"),
         EventType(name="QuotaReleased", schema_version=1, payload="QuotaReleased"),
+        EventType(name="NodePodCIDRAssigned", schema_version=1, payload="NodePodCIDRAssigned"),
+        EventType(name="NodePodCIDRRefused", schema_version=1, payload="NodePodCIDRRefused"),
+        EventType(name="PodIPAssigned", schema_version=1, payload="PodIPAssigned"),
     ]
     return {entry.name: entry for entry in entries}
 

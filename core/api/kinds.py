@@ -23,6 +23,7 @@ NAMESPACED: Mapping[str, bool] = MappingProxyType(
         "PriorityClass": False,
         "LimitRange": True,
         "ResourceQuota": True,
+        "PodCIDR": False,
     }
 )
 """kind name -> whether its objects live in a namespace (as ``ResourceBase.NAMESPACED``)."""

@@ -198,6 +198,39 @@ class QuotaReleased(EventPayload):
     used: dict[str, int] = Field(default_factory=dict)
 
 
+class NodePodCIDRAssigned(EventPayload):
+    """The node IPAM controller gave the node a range of the cluster CIDR for its pods
+    (``spec.podCIDR``), appended atomically with the creation of that range's ``PodCIDR``
+    object, which no other node can then hold; ``cluster_cidr`` is the range it came from."""
+
+    pod_cidr: str
+    cluster_cidr: str
+
+
+class NodePodCIDRRefused(EventPayload):
+    """The node IPAM controller could not give the node a pod range: the one its manifest
+    states is outside the cluster CIDR or held by another node, or the cluster CIDR is full
+    (Kubernetes' ``CIDRNotAvailable``). ``pod_cidr`` is the range asked for, if one was."""
+
+    pod_cidr: str | None = None
+    reason: str
+    message: str
+
+
+class PodIPAssigned(EventPayload):
+    """The node agent gave the pod its network before its containers start: its own network
+    namespace with ``pod_ips`` from the node's range, or (``host_network``) the node's own
+    network, when the pod asks for it or the node cannot make namespaces. ``host_ip`` is the
+    node's address as its pods reach it; ``message`` notes what was not done (a UDP
+    ``hostPort`` is not forwarded, the node has no pod network)."""
+
+    node: str
+    pod_ips: list[str]
+    host_ip: str
+    host_network: bool = False
+    message: str = ""
+
+
 def _payload_models() -> dict[str, type[EventPayload]]:
     """Each catalog entry's model, found by the name the catalog gives: a name that is not a
     model here fails the import, so the catalog and the models cannot drift apart."""

@@ -103,6 +103,15 @@ def summarize(type_name: str, payload: Payload) -> str:
     if type_name in ("NodeCordoned", "NodeUncordoned"):
         line = "cordoned (unschedulable)" if type_name == "NodeCordoned" else "uncordoned"
         return f"{line}: {payload['reason']}" if payload.get("reason") else line
+    if type_name == "NodePodCIDRAssigned":
+        return f"podCIDR {payload.get('pod_cidr')} assigned from {payload.get('cluster_cidr')}"
+    if type_name == "NodePodCIDRRefused":
+        return f"no podCIDR ({payload.get('reason')}): {payload.get('message')}"
+    if type_name == "PodIPAssigned":
+        ips = ", ".join(payload.get("pod_ips") or []) or "none"
+        line = f"IP {ips} on {payload.get('node')}"
+        line += " (host network)" if payload.get("host_network") else ""
+        return f"{line}: {payload['message']}" if payload.get("message") else line
     if type_name.endswith("StatusUpdated"):
         return _status_summary(payload)
     if type_name.endswith("Created"):

@@ -1,5 +1,5 @@
-"""The node aggregate: readiness, cordoning, and the allocation ledger that keeps parallel
-schedulers from over-committing a node.
+"""The node aggregate: readiness, cordoning, its pod range, and the allocation ledger that keeps
+parallel schedulers from over-committing a node.
 
 What its events do to the manifest is the node's evolve (``core.nodes.status.EVOLVE``), shared
 with the cluster read model; the allocation ledger is the aggregate's own.
@@ -17,8 +17,20 @@ from core.errors import (
 )
 from core.meta.aggregate import Resource
 from core.meta.quantity import resource_amount
+from core.nodes.status import (
+    CIDR_NOT_AVAILABLE,
+    LIFECYCLE_TAINTS,
+    NETWORK_UNAVAILABLE,
+    assigned_pod_cidr,
+    node_condition,
+    ready_status,
+)
 from core.nodes.status import EVOLVE as NODE_EVOLVE
-from core.nodes.status import LIFECYCLE_TAINTS, ready_status
+
+CONTROLLER_CONDITIONS = ("Ready", NETWORK_UNAVAILABLE)
+"""Conditions controllers record on a node (lifecycle, IPAM), which a node agent re-registering
+with its own conditions does not state and must not erase."""
+POD_CIDR_FIELDS = ("podCIDR", "podCIDRs")
 
 
 class Node(Resource):
@@ -64,18 +76,26 @@ class Node(Resource):
 
     def carry_server_fields(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Besides status, the taints the lifecycle controller manages survive an apply, and so
-        does its Ready condition when the applied status states none (a node agent
-        re-registering declares its capacity and its own conditions, not Ready)."""
+        do the conditions controllers record (Ready, NetworkUnavailable) when the applied status
+        states none, and the pod range when the applied spec states none (a node agent
+        re-registering declares its capacity and its own conditions, not these)."""
         manifest = super().carry_server_fields(manifest)
-        ready = [
-            c
-            for c in (self.manifest.get("status") or {}).get("conditions") or []
-            if c.get("type") == "Ready"
-        ]
         status = manifest.get("status") or {}
         stated = status.get("conditions") or []
-        if ready and not any(c.get("type") == "Ready" for c in stated):
-            manifest = {**manifest, "status": {**status, "conditions": [*stated, *ready]}}
+        stated_types = {c.get("type") for c in stated}
+        kept = [
+            c
+            for c in (self.manifest.get("status") or {}).get("conditions") or []
+            if c.get("type") in CONTROLLER_CONDITIONS and c.get("type") not in stated_types
+        ]
+        if kept:
+            manifest = {**manifest, "status": {**status, "conditions": [*stated, *kept]}}
+        own_spec = self.manifest.get("spec", {})
+        if any(own_spec.get(f) for f in POD_CIDR_FIELDS) and not any(
+            manifest.get("spec", {}).get(f) for f in POD_CIDR_FIELDS
+        ):
+            ranges = {f: own_spec[f] for f in POD_CIDR_FIELDS if f in own_spec}
+            manifest = {**manifest, "spec": {**manifest.get("spec", {}), **ranges}}
         managed = [
             t
             for t in self.manifest.get("spec", {}).get("taints") or []
@@ -87,6 +107,72 @@ class Node(Resource):
         own = [t for t in spec.get("taints") or [] if t.get("key") not in LIFECYCLE_TAINTS]
         spec["taints"] = own + managed
         return {**manifest, "spec": spec}
+
+    def check_update(self, changed: list[str], manifest: dict[str, Any]) -> None:
+        """As in Kubernetes, a node's pod range may be set once, never changed."""
+        own = self.manifest.get("spec", {}).get("podCIDR")
+        if own and any(path.startswith("spec.podCIDR") for path in changed):
+            raise InvalidTransition(
+                'Forbidden: node updates may not change podCIDR except from "" to valid '
+                f"(it is {own})",
+                field="spec.podCIDR",
+            )
+
+    # -- the pod range ----------------------------------------------------------------------
+
+    class PodCIDRAssigned(Resource.Event, payloads.NodePodCIDRAssigned):
+        SUFFIX: ClassVar[str] = "PodCIDRAssigned"
+
+    class PodCIDRRefused(Resource.Event, payloads.NodePodCIDRRefused):
+        SUFFIX: ClassVar[str] = "PodCIDRRefused"
+
+    @property
+    def pod_cidr(self) -> str | None:
+        """The pod range the node IPAM controller made this node's own, if any."""
+        return assigned_pod_cidr(self.manifest)
+
+    @property
+    def stated_pod_cidr(self) -> str | None:
+        """The pod range the node's manifest asks for (honoured only once it is assigned)."""
+        spec = self.manifest.get("spec", {})
+        stated = spec.get("podCIDR") or next(iter(spec.get("podCIDRs") or []), None)
+        return str(stated) if stated else None
+
+    def assign_pod_cidr(self, *, pod_cidr: str, cluster_cidr: str, at: datetime) -> None:
+        """Record ``pod_cidr`` as this node's range; the same again changes nothing. A node
+        never changes its range, nor gets one other than the one its manifest states (use
+        ``core.network.decisions.assign_pod_cidr``, which also takes the range's object)."""
+        self.require_exists()
+        held = self.pod_cidr
+        if held == pod_cidr:
+            return
+        if held is not None:
+            raise InvalidTransition(f"node {self.name} already has podCIDR {held}")
+        stated = self.stated_pod_cidr
+        if stated is not None and stated != pod_cidr:
+            raise InvalidTransition(
+                f"node {self.name} states podCIDR {stated}, not {pod_cidr}", field="spec.podCIDR"
+            )
+        self.trigger_event(
+            self.PodCIDRAssigned, pod_cidr=pod_cidr, cluster_cidr=cluster_cidr, timestamp=at
+        )
+
+    def refuse_pod_cidr(self, *, pod_cidr: str | None, message: str, at: datetime) -> None:
+        """Record that no range could be given (``CIDRNotAvailable``); the same refusal again
+        changes nothing, and a node that holds a range is never refused one."""
+        self.require_exists()
+        if self.pod_cidr is not None:
+            raise InvalidTransition(f"node {self.name} already has podCIDR {self.pod_cidr}")
+        current = node_condition(self.manifest, NETWORK_UNAVAILABLE) or {}
+        if current.get("reason") == CIDR_NOT_AVAILABLE and current.get("message") == message:
+            return
+        self.trigger_event(
+            self.PodCIDRRefused,
+            pod_cidr=pod_cidr,
+            reason=CIDR_NOT_AVAILABLE,
+            message=message,
+            timestamp=at,
+        )
 
     class Cordoned(Resource.Event, payloads.NodeSchedulingChanged):
         SUFFIX: ClassVar[str] = "Cordoned"

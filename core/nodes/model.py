@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
+from core.errors import ValidationFailed
 from core.meta.fields import QuantityString
 from core.meta.model import K8sModel, Problems, duplicate, invalid
 from core.meta.names import (
@@ -21,6 +22,7 @@ from core.meta.names import (
 )
 from core.meta.quantity import parse_quantity
 from core.meta.types import Condition, ResourceBase, Taint
+from core.network.ranges import parse_cidr
 
 
 def _check_node_resources(resources: dict[str, str]) -> dict[str, str]:
@@ -60,8 +62,37 @@ class NodeSpec(K8sModel):
                     i,
                 )
             seen.add(key)
+        self._check_pod_cidrs(found)
         found.check()
         return self
+
+    def _check_pod_cidrs(self, found: Problems) -> None:
+        """``podCIDR`` and ``podCIDRs`` as the API server checks them: CIDRs, the first of
+        ``podCIDRs`` equal to ``podCIDR`` (IPv4 only here: one range)."""
+        for where, text in [("podCIDR", self.pod_cidr)] + [
+            (f"podCIDRs[{i}]", cidr) for i, cidr in enumerate(self.pod_cidrs or ())
+        ]:
+            if text is None:
+                continue
+            try:
+                parse_cidr(text, what="podCIDR")
+            except ValidationFailed as exc:
+                found.add(invalid(text, exc.message), *_path(where))
+        if self.pod_cidrs and len(self.pod_cidrs) > 1:
+            found.add("Too many: only one (IPv4) pod range per node is supported", "podCIDRs")
+        if self.pod_cidr and self.pod_cidrs and self.pod_cidrs[0] != self.pod_cidr:
+            found.add(
+                invalid(self.pod_cidrs[0], f"must be the same as podCIDR ({self.pod_cidr})"),
+                "podCIDRs",
+                0,
+            )
+
+
+def _path(where: str) -> tuple[str | int, ...]:
+    if "[" not in where:
+        return (where,)
+    name, _, index = where.partition("[")
+    return (name, int(index.rstrip("]")))
 
 
 class NodeAddress(K8sModel):

@@ -84,6 +84,42 @@ class Pod(Resource):
     class Failed(Resource.Event, payloads.PodTerminated):
         SUFFIX: ClassVar[str] = "Failed"
 
+    class IPAssigned(Resource.Event, payloads.PodIPAssigned):
+        TYPE: ClassVar[str] = "PodIPAssigned"
+
+    def assign_ips(
+        self,
+        *,
+        node: str,
+        pod_ips: list[str],
+        host_ip: str,
+        host_network: bool = False,
+        message: str = "",
+        at: datetime,
+    ) -> None:
+        """Record the pod's addresses on ``node`` (before its containers start); the same
+        addresses again change nothing. A pod gets new ones only if its network had to be
+        made again (its namespace was lost with the machine's restart), as in Kubernetes."""
+        self._require_on(node, "get an address")
+        self._require_not_terminal("get an address")
+        status = self.manifest.get("status") or {}
+        known = [entry.get("ip") for entry in status.get("podIPs") or []]
+        if known == list(pod_ips) and status.get("hostIP") == host_ip:
+            return
+        self.trigger_event(
+            self.IPAssigned,
+            node=node,
+            pod_ips=list(pod_ips),
+            host_ip=host_ip,
+            host_network=host_network,
+            message=message,
+            timestamp=at,
+        )
+
+    @property
+    def pod_ips(self) -> list[str]:
+        return [str(e.get("ip")) for e in (self.manifest.get("status") or {}).get("podIPs") or []]
+
     @property
     def node_name(self) -> str | None:
         node = self.manifest.get("spec", {}).get("nodeName")

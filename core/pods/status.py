@@ -465,6 +465,21 @@ def with_nomination(manifest: dict[str, Any], node: str | None) -> dict[str, Any
     return {**manifest, "status": status}
 
 
+def with_pod_ips(manifest: dict[str, Any], *, pod_ips: list[str], host_ip: str) -> dict[str, Any]:
+    """A pod manifest with its addresses: ``status.podIP``/``podIPs`` (the first is
+    ``podIP``, as Kubernetes keeps them) and ``status.hostIP``/``hostIPs``."""
+    status = dict(manifest.get("status") or {})
+    if pod_ips:
+        status["podIP"] = pod_ips[0]
+        status["podIPs"] = [{"ip": ip} for ip in pod_ips]
+    else:
+        status.pop("podIP", None)
+        status.pop("podIPs", None)
+    status["hostIP"] = host_ip
+    status["hostIPs"] = [{"ip": host_ip}]
+    return {**manifest, "status": status}
+
+
 # -- the pod's evolve --------------------------------------------------------------------------
 # One function per event type, over the payload as stored (an older event may lack a field
 # added since: read with the payload model's default). These run for most events a replay
@@ -560,8 +575,15 @@ def _not_ready(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[
     )
 
 
+def _ip_assigned(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    return with_pod_ips(
+        state.manifest, pod_ips=list(payload["pod_ips"]), host_ip=payload["host_ip"]
+    )
+
+
 EVOLVE: dict[str, Evolve] = {
     "PodBound": _bound,
+    "PodIPAssigned": _ip_assigned,
     "PodUnschedulable": _unschedulable,
     "PodNominated": _nominated,
     "ContainerStarted": _container_started,

@@ -583,15 +583,43 @@ _REQUIRED_ELSEWHERE = {
 }
 
 
+def _network_history() -> list[tuple[str, str, str, dict[str, Any], int]]:
+    """A node refused a range, then given one with its range's object; a pod's addresses."""
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2"}}
+    block = {
+        "apiVersion": "networking.fleetlog.dev/v1alpha1",
+        "kind": "PodCIDR",
+        "metadata": {"name": "100.96.0.0-24"},
+        "spec": {"cidr": "100.96.0.0/24", "nodeName": "n2", "nodeUID": "n2"},
+    }
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ip", "namespace": "default"},
+           "spec": {"containers": [{"name": "main", "image": "x"}]}}  # fmt: skip
+    refused = {"pod_cidr": None, "reason": "CIDRNotAvailable", "message": "full"}
+    assigned = {"pod_cidr": "100.96.0.0/24", "cluster_cidr": "100.96.0.0/12"}
+    address = {"node": "n2", "pod_ips": ["100.96.0.2"], "host_ip": "100.96.0.1"}
+    return [
+        ("NodeCreated", "Node", "n2", {"manifest": node, "uid": "n2"}, S),
+        ("NodePodCIDRRefused", "Node", "n2", refused, S + 1),
+        ("PodCIDRCreated", "PodCIDR", "100.96.0.0-24", {"manifest": block, "uid": "b"}, S + 2),
+        ("NodePodCIDRAssigned", "Node", "n2", assigned, S + 10**9),
+        ("PodCIDRDeleted", "PodCIDR", "100.96.0.0-24", {"reason": "node n2 deleted"}, S + 3),
+        ("PodCreated", "Pod", "ip", {"manifest": pod, "uid": "u9"}, S + 4),
+        ("PodBound", "Pod", "ip", {"node": "n2"}, S + 5),
+        ("PodIPAssigned", "Pod", "ip", address, S + 6),
+        ("ContainerStarted", "Pod", "ip", {"container": "main"}, S + 7),
+        ("PodIPAssigned", "Pod", "ip", {**address, "pod_ips": ["100.96.0.3"]}, S + 8),
+    ]
+
+
 def test_the_aggregates_and_the_read_model_fold_every_event_to_the_same_manifest() -> None:
     """One evolve per kind: replaying an object's events into its aggregate gives, after every
     event, exactly the manifest the cluster model holds."""
     model = ClusterModel()
     histories: dict[tuple[str, str], list[RecordedEvent]] = {}
     for seq, (event_type, kind, name, payload, ns) in enumerate(
-        [*_history(), *_quota_history()], 1
+        [*_history(), *_quota_history(), *_network_history()], 1
     ):
-        namespace = "" if kind == "Node" else "default"
+        namespace = "" if kind in ("Node", "PodCIDR") else "default"
         envelope = Envelope(
             f"e{seq}", event_type, 1, kind, namespace, name, seq, int(ns), "test", "", "",
             copy.deepcopy(payload), bytes([seq]) * 32,
