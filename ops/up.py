@@ -10,9 +10,9 @@ restart on the same directory comes back with every object and event.
 
 It also runs the scheduler (any number of replicas may run: bindings are atomic and guarded),
 the node lifecycle controller with the taint-eviction controller under its lease, and the
-garbage collector, the replica-set, deployment and resource-quota controllers under their own
-leases (so several ``up`` processes on one NATS cluster do not double up); and, unless told
-not to, a node agent for this machine. Later issues add their handlers to :func:`serve`.
+garbage collector, the replica-set, deployment, resource-quota and node IPAM controllers under
+their own leases (so several ``up`` processes on one NATS cluster do not double up); and,
+unless told not to, a node agent for this machine. Later issues add their handlers to :func:`serve`.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ import contextlib
 import gc
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from core.errors import FleetError
 from core.meta.features import DEFAULT_FEATURES, FeatureGates
+from core.network.ranges import ClusterCIDR
 from core.nodes.lifecycle import DEFAULT_GRACE_SECONDS
 from core.scheduling.config import SchedulerConfiguration
 from handlers.agent.agent import NodeAgent
@@ -36,6 +37,7 @@ from handlers.agent.node import default_node_name
 from handlers.deployment_controller import DeploymentController
 from handlers.garbage_collector import GarbageCollector
 from handlers.gateway import Gateway
+from handlers.node_ipam import NodeIPAMController
 from handlers.node_lifecycle import NodeLifecycleController
 from handlers.quota_controller import QuotaController
 from handlers.replicaset_controller import ReplicaSetController
@@ -84,6 +86,9 @@ class UpOptions:
     """The feature gates of every role (``--feature-gates``): validation, scheduling, eviction."""
     scheduler_config: SchedulerConfiguration | None = None
     """What ``--scheduler-config`` configured (None: kube-scheduler's defaults)."""
+    cluster_cidr: ClusterCIDR = field(default_factory=ClusterCIDR.parse)
+    """The pod range and the size of each node's slice of it (``--cluster-cidr``,
+    ``--node-cidr-mask-size``)."""
 
 
 async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
@@ -116,6 +121,7 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                 history_path=options.data_dir / HISTORY_FILE,
                 features=options.features,
                 scheduler_config=options.scheduler_config,
+                cluster_cidr=options.cluster_cidr,
             )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -137,12 +143,14 @@ async def serve(
     history_path: Path | None = None,
     features: FeatureGates = DEFAULT_FEATURES,
     scheduler_config: SchedulerConfiguration | None = None,
+    cluster_cidr: ClusterCIDR | None = None,
 ) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set;
     with ``agent_root``, a node agent for this machine (its containers live there); with
     ``history_path``, the history index kept in that file. ``features`` are the feature gates
     the gateway validates with and the scheduler and taint eviction read tolerations with;
-    ``scheduler_config``, what a KubeSchedulerConfiguration file set for the scheduler."""
+    ``scheduler_config``, what a KubeSchedulerConfiguration file set for the scheduler;
+    ``cluster_cidr``, the range the node IPAM controller gives each node a slice of."""
     nc = await connect(url, name="fleetlog-up")
     try:
         await ensure_streams(nc)
@@ -168,6 +176,10 @@ async def serve(
             replica_sets = await ReplicaSetController.create(nc, projection)
             deployments = await DeploymentController.create(nc, projection)
             quotas = await QuotaController.create(nc, AggregateRepository(store), projection)
+            node_ipam = await NodeIPAMController.create(
+                nc, AggregateRepository(store), projection,
+                cluster=cluster_cidr or ClusterCIDR.parse(),
+            )  # fmt: skip
             query = QueryService(nc, projection)
             history = (
                 HistoryService(nc, store, HistoryIndex(history_path), projection)
@@ -189,6 +201,7 @@ async def serve(
                         tasks.create_task(replica_sets.run()),
                         tasks.create_task(deployments.run()),
                         tasks.create_task(quotas.run()),
+                        tasks.create_task(node_ipam.run()),
                         tasks.create_task(_snapshot_periodically(projection, snapshots)),
                     ]
                     if replica is not None:

@@ -63,12 +63,11 @@ def taken_ranges(cluster: ClusterCIDR, held: Collection[str]) -> set[int]:
 
 
 def choose_pod_cidr(
-    node: Node, *, cluster: ClusterCIDR, taken: Collection[int], after: int = -1
+    stated: str | None, *, cluster: ClusterCIDR, taken: Collection[int], after: int = -1
 ) -> IPv4Network:
-    """The range to give ``node``: the one its manifest states (checked against the cluster
-    CIDR; whether someone holds it is decided by :func:`assign_pod_cidr`), else the next free
-    one after ``after``. :class:`CIDRNotAvailable` says why there is none."""
-    stated = node.stated_pod_cidr
+    """The range to give a node: the one its manifest states (``stated``, checked against the
+    cluster CIDR; whether someone holds it is decided by :func:`assign_pod_cidr`), else the
+    next free one after ``after``. :class:`CIDRNotAvailable` says why there is none."""
     if stated is not None:
         try:
             return cluster.check(stated)

@@ -24,6 +24,7 @@ from core.nodes.status import (
     assigned_pod_cidr,
     node_condition,
     ready_status,
+    stated_pod_cidr,
 )
 from core.nodes.status import EVOLVE as NODE_EVOLVE
 
@@ -134,9 +135,7 @@ class Node(Resource):
     @property
     def stated_pod_cidr(self) -> str | None:
         """The pod range the node's manifest asks for (honoured only once it is assigned)."""
-        spec = self.manifest.get("spec", {})
-        stated = spec.get("podCIDR") or next(iter(spec.get("podCIDRs") or []), None)
-        return str(stated) if stated else None
+        return stated_pod_cidr(self.manifest)
 
     def assign_pod_cidr(self, *, pod_cidr: str, cluster_cidr: str, at: datetime) -> None:
         """Record ``pod_cidr`` as this node's range; the same again changes nothing. A node

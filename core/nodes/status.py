@@ -130,6 +130,13 @@ def node_condition(node_manifest: dict[str, Any], kind: str) -> dict[str, Any] |
     return None
 
 
+def stated_pod_cidr(node_manifest: dict[str, Any]) -> str | None:
+    """The pod range a node's manifest asks for (its own once :func:`assigned_pod_cidr`)."""
+    spec = node_manifest.get("spec", {})
+    stated = spec.get("podCIDR") or next(iter(spec.get("podCIDRs") or []), None)
+    return str(stated) if stated else None
+
+
 def assigned_pod_cidr(node_manifest: dict[str, Any]) -> str | None:
     """The node's pod range once the node IPAM controller made it the node's own (a range a
     manifest merely states is not, until the controller has checked it is free)."""

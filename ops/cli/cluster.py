@@ -91,6 +91,18 @@ def _feature_gates(values: tuple[str, ...]) -> FeatureGates:
     help="A KubeSchedulerConfiguration file (kubescheduler.config.k8s.io/v1) for the scheduler: "
     "plugin weights, scoring strategy, percentageOfNodesToScore, ...",
 )
+@click.option(
+    "--cluster-cidr",
+    default="100.96.0.0/12",
+    show_default=True,
+    help="The pod range: each node gets a slice of it (spec.podCIDR) for its pods' addresses.",
+)
+@click.option(
+    "--node-cidr-mask-size",
+    default=24,
+    show_default=True,
+    help="The size of each node's slice of --cluster-cidr (24: 253 pod addresses per node).",
+)
 @FEATURE_GATES
 @click.pass_context
 def up(
@@ -103,11 +115,19 @@ def up(
     no_agent: bool,
     node_name: str | None,
     scheduler_config: Path | None,
+    cluster_cidr: str,
+    node_cidr_mask_size: int,
     feature_gates: tuple[str, ...],
 ) -> None:
     """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
     features = _feature_gates(feature_gates)
     configuration = _scheduler_config(scheduler_config)
+    from core.network.ranges import ClusterCIDR
+
+    try:
+        cluster = ClusterCIDR.parse(cluster_cidr, node_cidr_mask_size)
+    except FleetError as exc:
+        raise Failure(f"--cluster-cidr/--node-cidr-mask-size: {exc.message}") from None
 
     from ops.up import UpOptions, default_data_dir
     from ops.up import up as run_up
@@ -124,6 +144,7 @@ def up(
         node_name=node_name,
         features=features,
         scheduler_config=configuration,
+        cluster_cidr=cluster,
     )
     click.echo(
         f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",
