@@ -33,6 +33,7 @@ from core.network.ranges import ClusterCIDR
 from core.nodes.lifecycle import DEFAULT_GRACE_SECONDS
 from core.scheduling.config import SchedulerConfiguration
 from handlers.agent.agent import NodeAgent
+from handlers.agent.network import NetworkOptions
 from handlers.agent.node import default_node_name
 from handlers.deployment_controller import DeploymentController
 from handlers.garbage_collector import GarbageCollector
@@ -89,6 +90,8 @@ class UpOptions:
     cluster_cidr: ClusterCIDR = field(default_factory=ClusterCIDR.parse)
     """The pod range and the size of each node's slice of it (``--cluster-cidr``,
     ``--node-cidr-mask-size``)."""
+    pod_network: NetworkOptions = field(default_factory=NetworkOptions)
+    """How the local agent names its bridge and pod namespaces, or that it makes none."""
 
 
 async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
@@ -122,6 +125,7 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                 features=options.features,
                 scheduler_config=options.scheduler_config,
                 cluster_cidr=options.cluster_cidr,
+                pod_network=options.pod_network,
             )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -144,13 +148,15 @@ async def serve(
     features: FeatureGates = DEFAULT_FEATURES,
     scheduler_config: SchedulerConfiguration | None = None,
     cluster_cidr: ClusterCIDR | None = None,
+    pod_network: NetworkOptions | None = None,
 ) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set;
     with ``agent_root``, a node agent for this machine (its containers live there); with
     ``history_path``, the history index kept in that file. ``features`` are the feature gates
     the gateway validates with and the scheduler and taint eviction read tolerations with;
     ``scheduler_config``, what a KubeSchedulerConfiguration file set for the scheduler;
-    ``cluster_cidr``, the range the node IPAM controller gives each node a slice of."""
+    ``cluster_cidr``, the range the node IPAM controller gives each node a slice of;
+    ``pod_network``, how the local agent builds its pods' networks."""
     nc = await connect(url, name="fleetlog-up")
     try:
         await ensure_streams(nc)
@@ -213,8 +219,9 @@ async def serve(
                     await _bootstrap(nc)
                     if agent_root is not None:
                         local = NodeAgent(
-                            nc, store, name=node_name or default_node_name(), root=agent_root
-                        )
+                            nc, store, name=node_name or default_node_name(), root=agent_root,
+                            network=pod_network,
+                        )  # fmt: skip
                         roles.append(tasks.create_task(local.run()))
                     log.info("fleetlog.up", url=url, position=projection.position)
                     if ready is not None:

@@ -7,6 +7,12 @@ worker terminates its containers gracefully. Containers are processes that outli
 stopping the agent leaves them running, and a restarted agent adopts the ones whose pod is
 still bound here (the runtime persists what it started) and stops the rest, so a restart
 leaves neither orphans nor duplicates.
+
+The pod network (``network.py``) is decided once at start: each pod its own namespace on the
+node's bridge, or, where the machine cannot make namespaces (or the operator says so), every
+pod in the node's network, said once in the log and in the node's ``PodNetworkReady``
+condition. The agent follows its own node's events for its range (``spec.podCIDR``, given by
+the node IPAM controller), and removes the networks its ledger holds for pods that are gone.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ import structlog
 from nats.aio.client import Client
 
 from core.meta.quantity import resource_amount
+from core.nodes.status import assigned_pod_cidr
+from handlers.agent.network import NetworkOptions, detect
 from handlers.agent.node import NodeCapacity, NodeCondition, NodeDeclaration, machine_capacity
 from handlers.agent.pods import PodRecorder, PodWorker, WorkerConfig
-from handlers.agent.seams import Container, ContainerRuntime
+from handlers.agent.seams import Container, ContainerRuntime, PodNetwork
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection
 from streams.cancellation import checkpoint
@@ -30,7 +38,7 @@ from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
 from streams.leases import NodeLeases
 from streams.repository import AggregateRepository
-from streams.subjects import event_filter
+from streams.subjects import event_filter, event_subject
 from streams.telemetry import ContainerUsage, publish_node_usage, publish_pod_usage
 
 log = structlog.get_logger(__name__)
@@ -54,8 +62,12 @@ class NodeAgent:
         heartbeat_seconds: float = DEFAULT_HEARTBEAT_S,
         usage_seconds: float = DEFAULT_USAGE_S,
         runtime: ContainerRuntime | None = None,
+        network: NetworkOptions | None = None,
+        pod_network: PodNetwork | None = None,
     ) -> None:
-        """``runtime`` defaults to processes on this machine (``handlers.agent.runtime``)."""
+        """``runtime`` defaults to processes on this machine (``handlers.agent.runtime``);
+        ``pod_network`` to what :func:`handlers.agent.network.detect` finds the machine allows,
+        named and enabled as ``network`` says."""
         from handlers.agent.logship import LogShipper
         from handlers.agent.runtime import ProcessRuntime
 
@@ -73,6 +85,15 @@ class NodeAgent:
         self.shipper = LogShipper(nc, root)
         self.projection = Projection(ClusterModel(), store, filter_subject=event_filter("Pod"))
         self.projection.listeners.append(lambda event: self._wake.set())
+        self.network_options = network or NetworkOptions()
+        self._pod_network = pod_network
+        self.node_projection = Projection(
+            ClusterModel(), store, filter_subject=event_subject("Node", "", name)
+        )
+        self._node_changed = asyncio.Event()
+        self.node_projection.listeners.append(lambda event: self._node_changed.set())
+        self._releasing: set[str] = set()
+        """Pods (by uid) whose leftover network is being removed."""
         self.recorder = PodRecorder(AggregateRepository(store), actor=self.actor, node=name)
         self._commands = CommandClient(nc, actor=self.actor)
         self._workers: dict[str, tuple[PodWorker, asyncio.Task[None]]] = {}
@@ -80,6 +101,13 @@ class NodeAgent:
         self._wake = asyncio.Event()
 
     # -- registration ---------------------------------------------------------------------
+
+    @property
+    def network(self) -> PodNetwork:
+        """The pod network, decided when the agent starts."""
+        if self._pod_network is None:
+            raise RuntimeError("the pod network is decided when the agent runs")
+        return self._pod_network
 
     def declaration(self) -> NodeDeclaration:
         enforced, reason, message = self.runtime.limits_condition()
@@ -89,11 +117,22 @@ class NodeAgent:
             reason=reason,
             message=message,
         )
+        conditions = [limits]
+        if self._pod_network is not None:
+            ready, reason, message = self._pod_network.condition()
+            conditions.append(
+                NodeCondition(
+                    type="PodNetworkReady",
+                    status="True" if ready else "False",
+                    reason=reason,
+                    message=message,
+                )
+            )
         return NodeDeclaration(
             name=self.name,
             capacity=self._capacity or machine_capacity(),
             labels=self._labels,
-            conditions=(limits,),
+            conditions=tuple(conditions),
         )
 
     async def register(self) -> None:
@@ -107,9 +146,15 @@ class NodeAgent:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Run until cancelled. Cancelling stops the agent, not its containers."""
+        if self._pod_network is None:
+            self._pod_network = await detect(self.root, self.network_options)
+        await self.network.start()
         await self.register()
         leases = await NodeLeases.open(self._nc)
         await leases.renew(self.name, time.time_ns())
+        await self.node_projection.catch_up()
+        await self.node_projection.follow()
+        await self._sync_pod_cidr()
         await self.projection.catch_up()
         await self.projection.follow()
         self._adopted = {
@@ -122,6 +167,7 @@ class NodeAgent:
                 tasks.create_task(self._heartbeat(leases))
                 tasks.create_task(self.shipper.run())
                 tasks.create_task(self._sample_usage())
+                tasks.create_task(self._follow_node())
                 self._reconcile(tasks)
                 if ready is not None:
                     ready.set()
@@ -132,6 +178,25 @@ class NodeAgent:
                     self._reconcile(tasks)
         finally:
             await self.projection.stop()
+            await self.node_projection.stop()
+
+    async def _sync_pod_cidr(self) -> None:
+        """Give the pod network the node's range; say so again if its condition changed."""
+        before = self.network.condition()
+        record = self.node_projection.model.get("Node", "", self.name)
+        await self.network.set_pod_cidr(assigned_pod_cidr(record.manifest) if record else None)
+        if self.network.condition() != before:
+            await self.register()
+
+    async def _follow_node(self) -> None:
+        while True:
+            checkpoint()
+            await self._node_changed.wait()
+            self._node_changed.clear()
+            try:
+                await self._sync_pod_cidr()
+            except Exception as exc:
+                log.warning("agent.pod_cidr_not_applied", node=self.name, error=repr(exc))
 
     async def _heartbeat(self, leases: NodeLeases) -> None:
         while True:
@@ -222,23 +287,40 @@ class NodeAgent:
                 del self._adopted[(record.uid, name)]
             worker = PodWorker(
                 record, node=self.name, runtime=self.runtime, recorder=self.recorder,
-                shipper=self.shipper, config=self.config, adopted=adopted,
+                shipper=self.shipper, network=self.network, config=self.config, adopted=adopted,
             )  # fmt: skip
             self._workers[key] = (worker, tasks.create_task(worker.run()))
-        # Containers found running at start-up whose pod is no longer bound here: stop them.
+        # Containers found running at start-up whose pod is no longer bound here: stop them,
+        # then remove their pod's network.
+        wanted = {record.uid for record in desired.values()}
+        orphans: dict[str, list[Container]] = {}
         for (uid, name), container in list(self._adopted.items()):
-            if not any(record.uid == uid for record in desired.values()):
+            if uid not in wanted:
                 del self._adopted[(uid, name)]
-                tasks.create_task(self._stop_orphan(container))
+                orphans.setdefault(uid, []).append(container)
+        for uid, containers in orphans.items():
+            self._releasing.add(uid)
+            tasks.create_task(self._stop_orphan_pod(uid, containers))
+        # Networks the ledger holds for pods that are gone, with nothing left running in them.
+        busy = wanted | {worker.uid for worker, _ in self._workers.values()} | self._releasing
+        for uid in self.network.known() - busy:
+            self._releasing.add(uid)
+            tasks.create_task(self._stop_orphan_pod(uid, []))
 
-    async def _stop_orphan(self, container: Container) -> None:
-        log.info(
-            "agent.orphan_stopped", pod_uid=container.spec.pod_uid, container=container.spec.name
-        )
-        with contextlib.suppress(Exception):
-            await self.runtime.stop(container, self.config.orphan_grace_seconds)
-        with contextlib.suppress(Exception):
-            self.runtime.remove(container)
+    async def _stop_orphan_pod(self, uid: str, containers: list[Container]) -> None:
+        try:
+            for container in containers:
+                log.info("agent.orphan_stopped", pod_uid=uid, container=container.spec.name)
+                with contextlib.suppress(Exception):
+                    await self.runtime.stop(container, self.config.orphan_grace_seconds)
+                with contextlib.suppress(Exception):
+                    self.runtime.remove(container)
+            try:
+                await self.network.detach(uid)
+            except Exception as exc:
+                log.warning("agent.pod_network_left", pod_uid=uid, error=repr(exc))
+        finally:
+            self._releasing.discard(uid)
 
     def workers(self) -> list[PodWorker]:
         """The pod workers now (a copy: callers await between items while pods come and go)."""

@@ -8,6 +8,12 @@ feeds its tracker and may ask for a restart (liveness, startup) or flip readines
 Ready when every container is. The worker stops its containers only when the pod is deleted
 (or re-created under the same name); when the agent stops, the containers keep running and
 the next agent adopts them.
+
+Before any container starts, the pod gets its network (``handlers.agent.network``: its own
+namespace and address, or the node's network) and its host ports (``hostports``), and the
+addresses are recorded on the pod (``PodIPAssigned``: ``status.podIP``, ``hostIP``). The
+containers run in that namespace; probes reach them at the pod's address. The network is
+removed when the pod is deleted or finishes, never when the agent merely stops.
 """
 
 from __future__ import annotations
@@ -40,8 +46,10 @@ from core.pods.lifecycle import (
     probes_of,
     should_restart,
 )
+from handlers.agent.hostports import HostPortForwarder, host_ports
 from handlers.agent.logship import ContainerInstance
-from handlers.agent.seams import Container, ContainerRuntime, LogSink
+from handlers.agent.network import NetworkError, NetworkNotReady, PodAddresses
+from handlers.agent.seams import Container, ContainerRuntime, LogSink, PodNetwork
 from projections.cluster import ObjectRecord
 from streams.cancellation import checkpoint
 from streams.decide import Append, Attempt, decide_and_append
@@ -56,6 +64,7 @@ log = structlog.get_logger(__name__)
 
 RECORD_ATTEMPTS = 5
 DEFAULT_GRACE_S = 30
+NETWORK_RETRY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,7 @@ class PodWorker:
         runtime: ContainerRuntime,
         recorder: PodRecorder,
         shipper: LogSink,
+        network: PodNetwork,
         config: WorkerConfig,
         adopted: dict[str, Container],
     ) -> None:
@@ -160,7 +170,11 @@ class PodWorker:
         self._runtime = runtime
         self._recorder = recorder
         self._shipper = shipper
+        self._network = network
         self._config = config
+        self.addresses: PodAddresses | None = None
+        """The pod's network, once it has one."""
+        self._forwarder: HostPortForwarder | None = None
         self._adopted = dict(adopted)
         self._terminating = asyncio.Event()
         self._termination_reason = ""
@@ -195,11 +209,23 @@ class PodWorker:
         if unrunnable:
             await self._cannot_run(unrunnable)
             return
-        async with asyncio.TaskGroup() as tasks:
-            for container in containers:
-                tasks.create_task(self._container(container))
-        if self._terminating.is_set():
-            return
+        try:
+            if await self._network_up() is None:
+                return  # deleted while it waited for the node's network
+            async with asyncio.TaskGroup() as tasks:
+                for container in containers:
+                    tasks.create_task(self._container(container))
+            if not self._terminating.is_set():
+                await self._record_phase()
+        finally:
+            # Host ports are the agent's sockets: they go with this worker either way. The
+            # namespace stays when the agent merely stops (cancelled): the pod still runs.
+            if self._forwarder is not None:
+                await self._forwarder.close()
+                self._forwarder = None
+        await self._network_down()
+
+    async def _record_phase(self) -> None:
         policy = self.spec.get("restartPolicy", "Always")
         phase = pod_phase(policy, list(self._outcomes.values()))
         codes = ", ".join(f"{name}={o.exit_code}" for name, o in self._outcomes.items())
@@ -209,6 +235,77 @@ class PodWorker:
         elif phase == "Failed":
             await self._finish("failed", lambda pod, at: pod.fail(
                 reason="Error", message=f"exit codes: {codes}", at=at))  # fmt: skip
+
+    # -- the network ----------------------------------------------------------------------------
+
+    async def _network_up(self) -> PodAddresses | None:
+        """The pod's network and host ports, recorded on the pod before any container starts;
+        waits while the node has no network for pods yet; None if the pod was deleted
+        meanwhile."""
+        host_network = bool(self.spec.get("hostNetwork"))
+        waiting_logged = False
+        while True:
+            if self._terminating.is_set():
+                return None
+            try:
+                addresses = await self._network.attach(
+                    uid=self.uid, namespace=self.namespace, name=self.name,
+                    host_network=host_network,
+                )  # fmt: skip
+                break
+            except NetworkNotReady as exc:
+                if not waiting_logged:
+                    log.info("agent.pod_network_waiting", pod=self.key, reason=str(exc))
+                    waiting_logged = True
+                await self._until_terminating(self._network.wait_ready())
+            except NetworkError as exc:
+                log.warning("agent.pod_network_failed", pod=self.key, error=str(exc))
+                await self._until_terminating(asyncio.sleep(NETWORK_RETRY_S))
+        self.addresses = addresses
+        notes = [addresses.message] if addresses.message else []
+        ports = host_ports(self.spec)
+        if ports:
+            target = addresses.pod_ip if not addresses.host_network else "127.0.0.1"
+            self._forwarder = HostPortForwarder(target)
+            notes += await self._forwarder.open(ports, own_network=not addresses.host_network)
+        for note in notes:
+            log.warning("agent.pod_network_note", pod=self.key, note=note)
+        await self._record(
+            "ip",
+            lambda pod, at: pod.assign_ips(
+                node=self.node, pod_ips=[addresses.pod_ip], host_ip=addresses.host_ip,
+                host_network=addresses.host_network, message="; ".join(notes), at=at,
+            ),
+        )  # fmt: skip
+        return addresses
+
+    async def _until_terminating(self, waited: Any) -> None:
+        """Await ``waited`` (a coroutine) or the pod's termination, whichever comes first."""
+        waiting = asyncio.ensure_future(waited)
+        stopping = asyncio.ensure_future(self._terminating.wait())
+        try:
+            await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiting, stopping):
+                task.cancel()
+            await asyncio.gather(waiting, stopping, return_exceptions=True)
+
+    async def _network_down(self) -> None:
+        """The pod is gone or finished and its containers have stopped: remove its network."""
+        try:
+            await self._network.detach(self.uid)
+        except (NetworkError, OSError) as exc:
+            # The agent's sweep of its ledger tries again.
+            log.warning("agent.pod_network_left", pod=self.key, error=str(exc))
+
+    @property
+    def probe_host(self) -> str:
+        """Where HTTP and TCP probes connect: the pod's own address when it has a namespace
+        (Kubernetes probes the pod IP), else the node's loopback."""
+        addresses = self.addresses
+        if addresses is not None and not addresses.host_network:
+            return addresses.pod_ip
+        return self._config.probe_host
 
     async def _finish(self, step: str, decide: PodStep) -> bool:
         """Record the pod finished and give its node's reservation back, in one append: a
@@ -259,6 +356,7 @@ class PodWorker:
                 resource_amount("memory", limits["memory"]) if "memory" in limits else None
             ),
             isolate=isolate,
+            netns=self.addresses.netns if self.addresses is not None else None,
         )
 
     def _status(self, name: str) -> dict[str, Any]:
@@ -472,7 +570,7 @@ class PodWorker:
             for kind in health.due(now):
                 spec = health.probes.get(kind)
                 assert spec is not None
-                result = await run_probe(spec, running, host=self._config.probe_host)
+                result = await run_probe(spec, running, host=self.probe_host)
                 outcome = health.record(kind, result.success, time.time())
                 if outcome is None:
                     continue

@@ -18,6 +18,9 @@ What a container is here:
   operator expects), ``HOME``, ``HOSTNAME`` (the pod's name), ``LANG``/``LC_ALL``/``TZ`` when set,
   then the pod's own ``env``. Nothing else of the agent's environment (tokens, NATS
   credentials) leaks in.
+* In its pod's network namespace when the pod has one (``ip netns exec <netns>`` in front of
+  the command, after the cgroup prologue and before the isolation wrapper, so ``bwrap`` too
+  runs inside it and shares it rather than the node's: :mod:`handlers.agent.network`).
 * Optionally isolated with bubblewrap (:mod:`handlers.agent.isolation`).
 * When its main process ends, the container has ended: whatever it left behind in its process
   group or cgroup is killed, as the end of a pid namespace's init would.
@@ -82,6 +85,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PASSED_THROUGH = ("LANG", "LC_ALL", "TZ")
 POLL_S = 0.05
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+NETNS_DIR = Path("/run/netns")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +103,8 @@ class ContainerSpec:
     cpu_limit_millis: int | None = None
     memory_limit_bytes: int | None = None
     isolate: bool = False
+    netns: str | None = None
+    """The pod's network namespace (an ``ip netns`` name); None: the node's network."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,7 +165,7 @@ class RunningContainer:
     cgroup: CgroupHandle
     env: dict[str, str]
     cwd: str
-    launch_prefix: tuple[str, ...]  # the isolation wrapper, empty when not isolated
+    launch_prefix: tuple[str, ...]  # netns entry and isolation wrapper; empty when neither
     procs_files: tuple[str, ...]  # the cgroup.procs files a process writes itself into
     oom_baseline: int | None = None
     failcnt_baseline: int | None = None
@@ -269,6 +275,7 @@ class ProcessRuntime:
         self.cgroups = cgroups if cgroups is not None else detect()
         self.isolation = isolation if isolation is not None else Bubblewrap.detect()
         self.base_env = dict(base_env) if base_env is not None else default_base_env()
+        self._ip = shutil.which("ip")
         self._containers: dict[tuple[str, str, int], RunningContainer] = {}
 
     # -- what the node can do -------------------------------------------------------------
@@ -328,10 +335,12 @@ class ProcessRuntime:
         env = {**self.base_env, "HOSTNAME": spec.pod_name, **spec.env}
         executable = resolve_executable(spec.argv[0], env.get("PATH", DEFAULT_PATH), cwd)
         prefix: list[str] = []
+        if spec.netns is not None:
+            prefix += self._netns_prefix(spec.netns)
         if spec.isolate:
             writable = [work] if spec.working_dir is None else [work, Path(cwd)]
             try:
-                prefix = self.isolation.prefix(
+                prefix += self.isolation.prefix(
                     writable=writable, working_dir=Path(cwd), hostname=spec.pod_name,
                     readable=[installation_of(Path(executable))],
                 )  # fmt: skip
@@ -375,6 +384,13 @@ class ProcessRuntime:
             cgroup=handle.relative if handle.paths else None, isolated=spec.isolate,
         )  # fmt: skip
         return container
+
+    def _netns_prefix(self, netns: str) -> list[str]:
+        if self._ip is None:
+            raise _start_error(128, "the pod has a network namespace but ip (iproute2) is missing")
+        if not (NETNS_DIR / netns).exists():
+            raise _start_error(128, f"the pod's network namespace {netns} does not exist")
+        return [self._ip, "netns", "exec", netns]
 
     # -- wait / stop ----------------------------------------------------------------------
 

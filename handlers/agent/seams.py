@@ -14,6 +14,8 @@ simulated one) knows what to offer.
   runtime that started it.
 * :class:`LogSink` — told when an instance starts (track its output) and when it has exited
   (ship what is left).
+* :class:`PodNetwork` — a pod's network namespace and address (``handlers.agent.network``:
+  the bridge network, or the node's own network where namespaces cannot be made).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from handlers.agent.cgroups import Usage
     from handlers.agent.logship import ContainerInstance
+    from handlers.agent.network import PodAddresses
     from handlers.agent.runtime import ContainerSpec, ExitStatus
 
 
@@ -97,4 +100,48 @@ class LogSink(Protocol):
 
     def finish(self, instance: ContainerInstance) -> Awaitable[None]:
         """The instance has exited: ship what is left; awaiting the result is optional."""
+        ...
+
+
+class PodNetwork(Protocol):
+    """What the agent and its pod workers ask of the node's pod network."""
+
+    @property
+    def isolated(self) -> bool:
+        """Whether pods get namespaces of their own (False: every pod uses the node's)."""
+        ...
+
+    @property
+    def host_ip(self) -> str:
+        """The node's address as its pods reach it (``status.hostIP``)."""
+        ...
+
+    def condition(self) -> tuple[bool, str, str]:
+        """(ready, reason, message) for the node's ``PodNetworkReady`` condition."""
+        ...
+
+    async def start(self) -> None:
+        """Check what an earlier agent left (its ledger) against what exists."""
+        ...
+
+    async def set_pod_cidr(self, pod_cidr: str | None) -> None:
+        """The node's range (``spec.podCIDR``, once assigned): build what it needs."""
+        ...
+
+    async def wait_ready(self) -> None:
+        """Until pods can get their networks (the node has its range and bridge)."""
+        ...
+
+    async def attach(
+        self, *, uid: str, namespace: str, name: str, host_network: bool
+    ) -> PodAddresses:
+        """The pod's network, made or found; ``NetworkNotReady`` until :meth:`wait_ready`."""
+        ...
+
+    async def detach(self, uid: str) -> None:
+        """Remove the pod's network (its containers have stopped)."""
+        ...
+
+    def known(self) -> set[str]:
+        """The pods (by uid) a network is held for."""
         ...

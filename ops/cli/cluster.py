@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from core.meta.features import FeatureGates
     from core.scheduling.config import SchedulerConfiguration
+    from handlers.agent.network import NetworkOptions
 
 FEATURE_GATES = click.option(
     "--feature-gates",
@@ -47,6 +48,42 @@ def _scheduler_config(path: Path | None) -> SchedulerConfiguration | None:
         return read_scheduler_config(path)
     except FleetError as exc:
         raise Failure("\n".join(error_text(str(path), exc))) from None
+
+
+POD_NETWORK_OPTIONS = (
+    click.option(
+        "--pod-bridge",
+        default="fleet0",
+        show_default=True,
+        help="The bridge this node's pods are attached to (its address: the podCIDR's first).",
+    ),
+    click.option(
+        "--pod-network-prefix",
+        default="fleet",
+        show_default=True,
+        help="Names of the pods' network namespaces (PREFIX-<pod uid>) and veths (1-6 chars).",
+    ),
+    click.option(
+        "--no-pod-network",
+        is_flag=True,
+        help="Run every pod in the host network (no network namespace, no pod IP of its own).",
+    ),
+)
+
+
+def pod_network_options(command: Callable[..., object]) -> Callable[..., object]:
+    for option in reversed(POD_NETWORK_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _network_options(bridge: str, prefix: str, disabled: bool) -> NetworkOptions:
+    from handlers.agent.network import NetworkOptions
+
+    try:
+        return NetworkOptions(bridge=bridge, prefix=prefix, enabled=not disabled)
+    except ValueError as exc:
+        raise Failure(str(exc)) from None
 
 
 def _feature_gates(values: tuple[str, ...]) -> FeatureGates:
@@ -103,6 +140,7 @@ def _feature_gates(values: tuple[str, ...]) -> FeatureGates:
     show_default=True,
     help="The size of each node's slice of --cluster-cidr (24: 253 pod addresses per node).",
 )
+@pod_network_options
 @FEATURE_GATES
 @click.pass_context
 def up(
@@ -117,6 +155,9 @@ def up(
     scheduler_config: Path | None,
     cluster_cidr: str,
     node_cidr_mask_size: int,
+    pod_bridge: str,
+    pod_network_prefix: str,
+    no_pod_network: bool,
     feature_gates: tuple[str, ...],
 ) -> None:
     """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
@@ -128,6 +169,7 @@ def up(
         cluster = ClusterCIDR.parse(cluster_cidr, node_cidr_mask_size)
     except FleetError as exc:
         raise Failure(f"--cluster-cidr/--node-cidr-mask-size: {exc.message}") from None
+    network = _network_options(pod_bridge, pod_network_prefix, no_pod_network)
 
     from ops.up import UpOptions, default_data_dir
     from ops.up import up as run_up
@@ -145,6 +187,7 @@ def up(
         features=features,
         scheduler_config=configuration,
         cluster_cidr=cluster,
+        pod_network=network,
     )
     click.echo(
         f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",
@@ -166,6 +209,7 @@ def up(
 @click.option("--pods", default="110", show_default=True)
 @click.option("-l", "--label", "labels", multiple=True, help="Extra node label KEY=VALUE.")
 @click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between heartbeats.")
+@pod_network_options
 @click.pass_context
 @run
 async def agent(
@@ -177,8 +221,12 @@ async def agent(
     pods: str,
     labels: tuple[str, ...],
     heartbeat: float,
+    pod_bridge: str,
+    pod_network_prefix: str,
+    no_pod_network: bool,
 ) -> None:
     """Join this machine to a cluster as a node: run the pods bound to it as processes."""
+    network = _network_options(pod_bridge, pod_network_prefix, no_pod_network)
     from handlers.agent.agent import NodeAgent
     from handlers.agent.node import NodeCapacity, default_node_name, machine_capacity
     from streams.connection import connect
@@ -195,7 +243,7 @@ async def agent(
         async with EventStore(nc) as store:
             node_agent = NodeAgent(
                 nc, store, name=node, root=root or Path.home() / ".fleetlog" / "agent" / node,
-                capacity=capacity, labels=extra, heartbeat_seconds=heartbeat,
+                capacity=capacity, labels=extra, heartbeat_seconds=heartbeat, network=network,
             )  # fmt: skip
             await _until_signal(
                 node_agent.run,

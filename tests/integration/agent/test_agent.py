@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from handlers.agent.agent import NodeAgent
+from handlers.agent.network import NetworkOptions
 from handlers.agent.node import NodeCapacity
 from handlers.agent.pods import WorkerConfig
 from handlers.gateway import Gateway
@@ -48,6 +49,9 @@ class Cluster:
             capacity=NodeCapacity("4", "8Gi"), heartbeat_seconds=1.0, usage_seconds=0.5,
             config=WorkerConfig(backoff_initial_seconds=0.3, backoff_cap_seconds=1.2),
             runtime=self.runtime,
+            # These tests are about processes, probes and restarts on the node's network (their
+            # servers bind 127.0.0.1); the pod network has its own tests (test_pod_network.py).
+            network=NetworkOptions(enabled=False),
         )  # fmt: skip
         ready = asyncio.Event()
         self.agent_task = asyncio.create_task(self.agent.run(ready))

@@ -1,0 +1,484 @@
+"""The pod network on this node: the CNI bridge plugin's model, built with ``ip`` (iproute2).
+
+Why this exists: Kubernetes' network model gives every pod its own network namespace and
+address, shared by the pod's containers (and their ``localhost``), reachable from the node and
+from the node's other pods. Two replicas of one server then both bind port 8080, each in its
+own namespace. The agent builds it as the CNI ``bridge`` plugin with ``host-local`` IPAM does:
+
+* one Linux bridge per node (``fleet0``; :class:`NetworkOptions`), holding the **gateway**
+  address, the first of the node's range (``spec.podCIDR``, given by the node IPAM controller);
+* per pod a **network namespace** (``ip netns add <prefix>-<pod uid>``, so it lives in
+  ``/run/netns`` and outlives the agent) and a **veth pair**: ``eth0`` inside with the pod's
+  address and a default route via the gateway, the other end (``<prefix><8 hex>``) on the
+  bridge; ``lo`` up, so ``localhost`` works inside;
+* the pod's address is the next free one of the node's range, round robin
+  (``core.network.ipam``), written to the agent's **ledger** (``<root>/network/ledger.json``)
+  *before* anything is created, so whatever exists can always be found and removed;
+* a container joins its pod's namespace through ``ip netns exec`` in front of its command
+  (:meth:`PodAddresses.launch_prefix`): the runtime's cgroup prologue, process group and
+  isolation stay as they are, and ``/etc/netns/<name>/`` files (a pod's ``resolv.conf``) are
+  bound over ``/etc`` by ``ip`` itself.
+
+No forwarding, no NAT: traffic between pods of the node crosses the bridge, traffic between
+the node and its pods is local; nothing is routed beyond the machine unless the operator does
+it. ``hostNetwork: true`` pods keep the node's network (their address is the node's, the
+gateway).
+
+Reconciled, never leaked: on start the ledger is checked against what exists (a namespace
+without its address is made again; an entry whose pod is gone is removed with its namespace
+and veth) and a pod's namespace goes when its pod does (after its containers have stopped).
+The agent removes only what its ledger names: two agents on one machine (each with its own
+bridge and prefix) never touch each other's pods.
+
+Where the machine cannot make namespaces (no privilege, no ``ip``: tried once at start by
+creating and removing one), or the operator turns it off, :class:`HostNetwork` runs every pod
+in the node's network and the node says so in its ``PodNetworkReady`` condition: never a
+silent mix of the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from core.network.ipam import next_pod_address
+from core.network.ranges import gateway
+
+log = structlog.get_logger(__name__)
+
+LEDGER_VERSION = 1
+NETNS_DIR = Path("/run/netns")
+POD_INTERFACE = "eth0"
+LOOPBACK = "127.0.0.1"
+IFNAME_MAX = 15
+_PREFIX = re.compile(r"[a-z][a-z0-9]{0,5}")
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+
+
+class NetworkError(RuntimeError):
+    """An ``ip`` command failed; the message has its stderr."""
+
+
+class NetworkNotReady(RuntimeError):
+    """The node has no pod network yet (no range, or its bridge could not be made)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkOptions:
+    """How this agent names what it creates, and whether it makes pod networks at all."""
+
+    bridge: str = "fleet0"
+    prefix: str = "fleet"
+    """Namespaces are ``<prefix>-<pod uid>``, host-side veths ``<prefix><8 hex>``: 1 to 6
+    lowercase letters and digits, so names stay within Linux's 15 characters."""
+    enabled: bool = True
+    """False: every pod runs in the node's network (``--no-pod-network``)."""
+
+    def __post_init__(self) -> None:
+        if not _PREFIX.fullmatch(self.prefix):
+            raise ValueError(
+                f"pod network prefix {self.prefix!r}: 1 to 6 lowercase letters and digits, "
+                "starting with a letter"
+            )
+        if not _IFNAME.fullmatch(self.bridge):
+            raise ValueError(f"bridge name {self.bridge!r}: 1 to 15 letters, digits, '_.-'")
+
+    def netns(self, pod_uid: str) -> str:
+        return f"{self.prefix}-{pod_uid}"
+
+    def veth(self, pod_uid: str) -> str:
+        return self.prefix + hashlib.sha256(pod_uid.encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodAddresses:
+    """What a pod's network is: its address, the node's, and the namespace to run in."""
+
+    pod_ip: str
+    host_ip: str
+    netns: str | None = None
+    """The pod's namespace (``ip netns`` name); None when it runs in the node's network."""
+    message: str = ""
+    """What the pod should know (it runs in the host network because the node cannot do
+    otherwise)."""
+
+    @property
+    def host_network(self) -> bool:
+        return self.netns is None
+
+    def launch_prefix(self, ip: str = "ip") -> list[str]:
+        """What to put in front of a command to run it in the pod's namespace."""
+        return [] if self.netns is None else [ip, "netns", "exec", self.netns]
+
+
+@dataclass
+class _Entry:
+    """One pod in the ledger."""
+
+    namespace: str
+    name: str
+    netns: str
+    veth: str
+    ip: str
+
+
+@dataclass
+class _Ledger:
+    pods: dict[str, _Entry] = field(default_factory=dict)
+    last: str | None = None
+
+    def as_json(self, *, bridge: str, pod_cidr: str | None) -> dict[str, Any]:
+        return {
+            "version": LEDGER_VERSION,
+            "bridge": bridge,
+            "pod_cidr": pod_cidr,
+            "last": self.last,
+            "pods": {uid: asdict(entry) for uid, entry in self.pods.items()},
+        }
+
+
+class IP:
+    """Runs ``ip``; a failure raises :class:`NetworkError` with what ``ip`` said."""
+
+    def __init__(self, executable: str) -> None:
+        self.executable = executable
+
+    async def __call__(self, *args: str, batch: Sequence[str] = (), check: bool = True) -> str:
+        argv = [self.executable, *args, *(("-batch", "-") if batch else ())]
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if batch else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        data = "".join(f"{line}\n" for line in batch).encode() if batch else None
+        out, err = await process.communicate(data)
+        if check and process.returncode != 0:
+            shown = " ".join(args) + (f" -batch [{'; '.join(batch)}]" if batch else "")
+            raise NetworkError(f"ip {shown}: {err.decode(errors='replace').strip()}")
+        return out.decode(errors="replace")
+
+    async def json(self, *args: str) -> list[dict[str, Any]]:
+        out = await self("-j", *args, check=False)
+        try:
+            found = json.loads(out or "[]")
+        except ValueError:
+            return []
+        return found if isinstance(found, list) else []
+
+
+# -- the node's network, for pods that cannot have their own ------------------------------------
+
+
+class HostNetwork:
+    """Every pod in the node's network: the operator turned pod networks off, or the machine
+    cannot make network namespaces (``reason`` and ``message`` say which)."""
+
+    isolated = False
+
+    def __init__(self, *, reason: str, message: str) -> None:
+        self.reason = reason
+        self.message = message
+
+    def condition(self) -> tuple[bool, str, str]:
+        return False, self.reason, self.message
+
+    @property
+    def host_ip(self) -> str:
+        return LOOPBACK
+
+    async def start(self) -> None:
+        log.warning("agent.host_network_only", reason=self.reason, message=self.message)
+
+    async def set_pod_cidr(self, pod_cidr: str | None) -> None:
+        """Nothing to build: the pods use the node's network."""
+
+    async def wait_ready(self) -> None:
+        """Always ready."""
+
+    async def attach(
+        self, *, uid: str, namespace: str, name: str, host_network: bool
+    ) -> PodAddresses:
+        note = "" if host_network else f"{self.message}"
+        return PodAddresses(pod_ip=LOOPBACK, host_ip=LOOPBACK, message=note)
+
+    async def detach(self, uid: str) -> None:
+        """Nothing was made for it."""
+
+    def known(self) -> set[str]:
+        return set()
+
+
+# -- the bridge network -------------------------------------------------------------------------
+
+
+class BridgeNetwork:
+    """Pods in their own namespaces on this node's bridge (see the module docstring)."""
+
+    isolated = True
+
+    def __init__(self, root: Path, options: NetworkOptions, ip: IP) -> None:
+        self.options = options
+        self.ip = ip
+        self.path = Path(root) / "network" / "ledger.json"
+        self._ledger = _Ledger()
+        self._lock = asyncio.Lock()
+        self._cidr: IPv4Network | None = None
+        self._ready = asyncio.Event()
+        self._problem = ""
+        """Why the bridge could not be made (the range is routed elsewhere …), if so."""
+
+    # -- state ----------------------------------------------------------------------------
+
+    def condition(self) -> tuple[bool, str, str]:
+        if self._problem:
+            return False, "BridgeUnavailable", self._problem
+        return (
+            True,
+            "BridgeNetwork",
+            f"each pod gets its own network namespace and an address of the node's podCIDR "
+            f"on bridge {self.options.bridge}",
+        )
+
+    @property
+    def pod_cidr(self) -> IPv4Network | None:
+        return self._cidr
+
+    @property
+    def host_ip(self) -> str:
+        return str(gateway(self._cidr)) if self._cidr is not None else LOOPBACK
+
+    def known(self) -> set[str]:
+        """The pods the ledger holds a network for."""
+        return set(self._ledger.pods)
+
+    def address_of(self, uid: str) -> str | None:
+        entry = self._ledger.pods.get(uid)
+        return entry.ip if entry else None
+
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("network.ledger_unreadable", path=str(self.path), error=repr(exc))
+            return
+        if data.get("version") != LEDGER_VERSION:
+            log.warning("network.ledger_version", path=str(self.path), found=data.get("version"))
+            return
+        self._ledger = _Ledger(
+            pods={uid: _Entry(**entry) for uid, entry in (data.get("pods") or {}).items()},
+            last=data.get("last"),
+        )
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        cidr = self._cidr.with_prefixlen if self._cidr else None
+        tmp.write_text(json.dumps(self._ledger.as_json(bridge=self.options.bridge, pod_cidr=cidr)))
+        os.replace(tmp, self.path)
+
+    # -- start and range ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Read the ledger and check it against what exists: an entry whose namespace is gone
+        keeps its address for its pod (the pod's worker makes the namespace again)."""
+        self._load()
+        broken = 0
+        for entry in list(self._ledger.pods.values()):
+            if not await self._healthy(entry):
+                broken += 1
+                await self._remove_links(entry)
+        log.info(
+            "network.started", bridge=self.options.bridge, pods=len(self._ledger.pods),
+            broken=broken,
+        )  # fmt: skip
+
+    async def set_pod_cidr(self, pod_cidr: str | None) -> None:
+        """The node's range is known (or changed): make the bridge hold its gateway."""
+        if pod_cidr is None:
+            return
+        cidr = IPv4Network(pod_cidr)
+        if cidr == self._cidr and self._ready.is_set():
+            return
+        try:
+            await self._ensure_bridge(cidr)
+        except NetworkError as exc:
+            self._problem = f"bridge {self.options.bridge} for {cidr}: {exc}"
+            log.error("network.bridge_failed", error=self._problem)
+            return
+        self._problem = ""
+        self._cidr = cidr
+        self._ready.set()
+        log.info("network.bridge_ready", bridge=self.options.bridge, pod_cidr=str(cidr))
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    async def _ensure_bridge(self, cidr: IPv4Network) -> None:
+        bridge = self.options.bridge
+        for route in await self.ip.json("-4", "route", "show"):
+            dst, dev = route.get("dst"), route.get("dev")
+            if not dst or dst == "default" or dev == bridge:
+                continue
+            with contextlib.suppress(ValueError):
+                routed = ipaddress.ip_network(dst, strict=False)
+                if isinstance(routed, IPv4Network) and routed.subnet_of(cidr):
+                    raise NetworkError(
+                        f"{routed} is routed to {dev}: the podCIDR {cidr} would not reach the pods"
+                    )
+        links = await self.ip.json("link", "show", "dev", bridge)
+        if not links:
+            await self.ip("link", "add", bridge, "type", "bridge")
+        address = f"{gateway(cidr)}/{cidr.prefixlen}"
+        for found in await self.ip.json("-4", "addr", "show", "dev", bridge):
+            for info in found.get("addr_info") or []:
+                held = f"{info.get('local')}/{info.get('prefixlen')}"
+                if held != address:
+                    await self.ip("addr", "del", held, "dev", bridge)
+        await self.ip("addr", "replace", address, "dev", bridge)
+        await self.ip("link", "set", bridge, "up")
+
+    # -- pods -----------------------------------------------------------------------------
+
+    async def attach(
+        self, *, uid: str, namespace: str, name: str, host_network: bool
+    ) -> PodAddresses:
+        """The pod's network: made (or found, for a pod whose namespace survived) and its
+        address; a ``hostNetwork`` pod gets the node's. :class:`NetworkNotReady` while the
+        node has no range or bridge."""
+        if host_network:
+            return PodAddresses(pod_ip=self.host_ip, host_ip=self.host_ip)
+        if self._cidr is None:
+            raise NetworkNotReady(self._problem or "the node has no podCIDR yet")
+        cidr = self._cidr
+        async with self._lock:
+            entry = self._ledger.pods.get(uid)
+            if entry is not None and await self._healthy(entry):
+                return self._addresses(entry)
+            if entry is None or IPv4Address(entry.ip) not in cidr or self._taken_twice(entry):
+                used = {IPv4Address(e.ip) for u, e in self._ledger.pods.items() if u != uid}
+                last = IPv4Address(self._ledger.last) if self._ledger.last else None
+                chosen = next_pod_address(cidr, used, last=last)
+                if chosen is None:
+                    raise NetworkError(f"no free address left in {cidr} ({len(used)} in use)")
+                entry = _Entry(
+                    namespace=namespace, name=name, netns=self.options.netns(uid),
+                    veth=self.options.veth(uid), ip=str(chosen),
+                )  # fmt: skip
+                self._ledger.last = str(chosen)
+            # Written before anything exists: whatever is made below can always be found.
+            self._ledger.pods[uid] = entry
+            self._save()
+        try:
+            await self._make(entry, cidr)
+        except NetworkError:
+            await self._remove_links(entry)
+            raise
+        log.info("network.attached", pod=f"{namespace}/{name}", ip=entry.ip, netns=entry.netns)
+        return self._addresses(entry)
+
+    def _taken_twice(self, entry: _Entry) -> bool:
+        return sum(1 for e in self._ledger.pods.values() if e.ip == entry.ip) > 1
+
+    def _addresses(self, entry: _Entry) -> PodAddresses:
+        return PodAddresses(pod_ip=entry.ip, host_ip=self.host_ip, netns=entry.netns)
+
+    async def _make(self, entry: _Entry, cidr: IPv4Network) -> None:
+        await self._remove_links(entry)  # a half-made leftover of an earlier attempt
+        await self.ip("netns", "add", entry.netns)
+        await self.ip(
+            batch=[
+                f"link add {entry.veth} type veth peer name {POD_INTERFACE} netns {entry.netns}",
+                f"link set {entry.veth} master {self.options.bridge}",
+                f"link set {entry.veth} up",
+            ]
+        )
+        await self.ip(
+            "-n",
+            entry.netns,
+            batch=[
+                f"addr add {entry.ip}/{cidr.prefixlen} dev {POD_INTERFACE}",
+                "link set lo up",
+                f"link set {POD_INTERFACE} up",
+                f"route add default via {gateway(cidr)}",
+            ],
+        )
+
+    async def _healthy(self, entry: _Entry) -> bool:
+        """The pod's namespace exists with its address on ``eth0``, its veth on the bridge."""
+        if not (NETNS_DIR / entry.netns).exists():
+            return False
+        inside = await self.ip.json("-n", entry.netns, "-4", "addr", "show", "dev", POD_INTERFACE)
+        addresses = {i.get("local") for link in inside for i in link.get("addr_info") or []}
+        if entry.ip not in addresses:
+            return False
+        outside = await self.ip.json("link", "show", "dev", entry.veth)
+        return bool(outside) and outside[0].get("master") == self.options.bridge
+
+    async def _remove_links(self, entry: _Entry) -> None:
+        """Remove the pod's namespace and veth, whatever is left of them."""
+        if (NETNS_DIR / entry.netns).exists():
+            await self.ip("netns", "del", entry.netns, check=False)
+        if await self.ip.json("link", "show", "dev", entry.veth):
+            await self.ip("link", "del", entry.veth, check=False)
+
+    async def detach(self, uid: str) -> None:
+        """Remove the pod's network (its containers have stopped) and forget its address."""
+        entry = self._ledger.pods.get(uid)
+        if entry is None:
+            return
+        await self._remove_links(entry)
+        async with self._lock:
+            if self._ledger.pods.get(uid) is entry:
+                del self._ledger.pods[uid]
+                self._save()
+        log.info("network.detached", pod=f"{entry.namespace}/{entry.name}", ip=entry.ip)
+
+
+# -- choosing ------------------------------------------------------------------------------------
+
+
+async def detect(root: Path, options: NetworkOptions) -> BridgeNetwork | HostNetwork:
+    """The pod network this machine allows: tried once by making (and removing) a network
+    namespace with a veth pair in it; a refusal means the node's network for every pod."""
+    if not options.enabled:
+        return HostNetwork(
+            reason="HostNetworkOnly",
+            message="pod networks are turned off for this node (--no-pod-network): "
+            "pods run in the host network",
+        )
+    executable = shutil.which("ip")
+    if executable is None:
+        return HostNetwork(
+            reason="NetworkNamespacesUnavailable",
+            message="iproute2 (ip) is not installed: pods run in the host network",
+        )
+    ip = IP(executable)
+    probe = f"{options.prefix}-probe-{os.getpid()}"
+    try:
+        await ip("netns", "add", probe)
+        try:
+            await ip("-n", probe, "link", "add", "probe0", "type", "veth", "peer", "name", "probe1")
+        finally:
+            await ip("netns", "del", probe, check=False)
+    except (NetworkError, OSError) as exc:
+        return HostNetwork(
+            reason="NetworkNamespacesUnavailable",
+            message=f"cannot create network namespaces ({exc}): pods run in the host network",
+        )
+    return BridgeNetwork(root, options, ip)

@@ -1,0 +1,485 @@
+"""The pod network end to end: real network namespaces, a real bridge and veth pairs, real
+processes, a real nats-server, the node IPAM controller and the scheduler.
+
+Two replicas of one port-binding server both run, each at its own address of the node's
+range, reachable from the host and from each other; a pod's containers share its namespace
+and ``localhost``; ``hostNetwork`` and ``hostPort`` keep their meaning; a bubblewrap-isolated
+pod runs in its pod's namespace; an agent restarted keeps its running pods' namespaces and
+addresses and removes those of pods deleted meanwhile; deleting pods leaves nothing behind.
+And where namespaces cannot (or may not) be made, every pod runs in the host network and the
+node says so.
+
+Everything a test creates is named with a prefix of its own (namespaces ``<prefix>-…``, veths
+``<prefix>…``, the bridge ``<prefix>br``) in a cluster CIDR of its own, and removed at the end;
+traffic goes only to addresses of those namespaces and bridges, and to loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import secrets
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.network.ranges import ClusterCIDR
+from core.nodes.status import assigned_pod_cidr, node_condition
+from handlers.agent import network as network_module
+from handlers.agent.agent import NodeAgent
+from handlers.agent.network import (
+    BridgeNetwork,
+    HostNetwork,
+    NetworkOptions,
+    detect,
+)
+from handlers.agent.node import NodeCapacity
+from handlers.agent.pods import WorkerConfig
+from handlers.gateway import Gateway
+from handlers.node_ipam import NodeIPAMController
+from handlers.scheduler import Scheduler
+from projections.cluster import ClusterModel
+from projections.runtime import Projection
+from streams.commandbus import CommandClient
+from streams.eventstore import EventStore
+from streams.leases import LeaderLease
+from streams.repository import AggregateRepository
+from streams.server import free_port
+from streams.subjects import event_subject
+from tests.conftest import RunningServer
+from tests.integration.agent.runtime_support import TrackedRuntime
+from tests.integration.support import captured_logs, cli, eventually
+
+pytestmark = pytest.mark.integration
+
+PY = sys.executable
+NODE = "net-node"
+SERVE = [PY, "-m", "http.server", "8080"]
+FETCH = (
+    "import sys, urllib.request\n"
+    "print(urllib.request.urlopen(sys.argv[1], timeout=3).status, flush=True)\n"
+)
+
+
+def ip_json(*args: str) -> list[dict[str, Any]]:
+    out = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=False)
+    return json.loads(out.stdout or "[]")
+
+
+def namespaces_of(prefix: str) -> set[str]:
+    return {n["name"] for n in ip_json("netns", "list") if n["name"].startswith(f"{prefix}-")}
+
+
+def links_of(prefix: str) -> set[str]:
+    return {link["ifname"] for link in ip_json("link", "show") if link["ifname"].startswith(prefix)}
+
+
+def remove_everything_named(prefix: str, bridge: str) -> None:
+    """Teardown: every namespace, veth and the bridge this test's prefix names."""
+    for name in namespaces_of(prefix):
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+    for name in links_of(prefix) | ({bridge} if links_of(bridge) else set()):
+        subprocess.run(["ip", "link", "del", name], check=False, capture_output=True)
+
+
+def can_make_namespaces() -> str:
+    """Why this machine cannot run these tests ("" when it can)."""
+    if shutil.which("ip") is None:
+        return "iproute2 (ip) is not installed"
+    probe = f"tprobe{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return "" if made.returncode == 0 else f"cannot make network namespaces: {made.stderr}"
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=3) as response:
+        return f"{response.status}"
+
+
+async def fetch_from_host(url: str) -> str:
+    return await asyncio.to_thread(fetch, url)
+
+
+async def answers(url: str, timeout: float = 15) -> None:
+    """Until the server at ``url`` answers (a process just started may not listen yet)."""
+
+    async def answered() -> bool:
+        try:
+            return await fetch_from_host(url) == "200"
+        except OSError:
+            return False
+
+    await eventually(answered, timeout=timeout)
+
+
+async def fetch_in(netns: str, url: str) -> str:
+    """A request made from inside ``netns`` (as a process of that pod would make it)."""
+    process = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", netns, PY, "-c", FETCH, url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    return out.decode().strip() or err.decode().strip()
+
+
+def pod(name: str, *containers: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, **spec.pop("metadata", {})},
+        "spec": {"containers": list(containers), **spec},
+    }
+
+
+def container(name: str, command: list[str], **more: Any) -> dict[str, Any]:
+    return {"name": name, "image": "process", "command": command, **more}
+
+
+def server(port: int = 8080, **more: Any) -> dict[str, Any]:
+    probe = {"httpGet": {"path": "/", "port": port}, "periodSeconds": 1}
+    command = [PY, "-m", "http.server", str(port)]
+    return container("web", command, readinessProbe=probe, **more)
+
+
+class Net:
+    """One test's cluster: the gateway, a scheduler, the node IPAM controller and an agent
+    whose pod network is named after the test."""
+
+    def __init__(self, nc: Any, store: EventStore, client: CommandClient, root: Path) -> None:
+        self.nc, self.store, self.client, self.root = nc, store, client, root
+        self.prefix = "t" + secrets.token_hex(2) + "x"
+        self.options = NetworkOptions(bridge=f"{self.prefix}br", prefix=self.prefix)
+        # A /22 of our own in 100.112.0.0/12 (a corner of the shared address space no default
+        # uses), so tests running at once never share a range.
+        block = random.randrange(1024)
+        self.cluster = ClusterCIDR.parse(f"100.{112 + block // 64}.{(block % 64) * 4}.0/22", 24)
+        self.runtime = TrackedRuntime(root)
+        self.agent: NodeAgent | None = None
+        self.agent_task: asyncio.Task[None] | None = None
+        self.projection = Projection(ClusterModel(), store)
+
+    async def start_agent(self, options: NetworkOptions | None = None) -> NodeAgent:
+        self.agent = NodeAgent(
+            self.nc, self.store, name=NODE, root=self.root,
+            capacity=NodeCapacity("8", "8Gi"), heartbeat_seconds=1.0, usage_seconds=5,
+            config=WorkerConfig(backoff_initial_seconds=0.3, backoff_cap_seconds=1.2),
+            runtime=self.runtime, network=options or self.options,
+        )  # fmt: skip
+        ready = asyncio.Event()
+        self.agent_task = asyncio.create_task(self.agent.run(ready))
+        await asyncio.wait_for(ready.wait(), 20)
+        return self.agent
+
+    async def stop_agent(self) -> None:
+        if self.agent_task is not None:
+            self.agent_task.cancel()
+            await asyncio.gather(self.agent_task, return_exceptions=True)
+            self.agent_task = None
+
+    async def types(self, name: str) -> list[str]:
+        events = await self.store.read_subject(event_subject("Pod", "default", name))
+        return [e.envelope.type for e in events]
+
+    async def ip_events(self, name: str) -> list[dict[str, Any]]:
+        events = await self.store.read_subject(event_subject("Pod", "default", name))
+        return [e.envelope.payload for e in events if e.envelope.type == "PodIPAssigned"]
+
+    def status(self, name: str) -> dict[str, Any]:
+        record = self.projection.model.get("Pod", "default", name)
+        return (record.manifest.get("status") or {}) if record else {}
+
+    async def ready(self, *names: str, timeout: float = 30) -> None:
+        async def all_ready() -> bool:
+            for name in names:
+                if "PodReady" not in await self.types(name):
+                    return False
+            return True
+
+        await eventually(all_ready, timeout=timeout)
+        await self.projection.wait_for_log_end()
+
+    def uid(self, name: str) -> str:
+        record = self.projection.model.get("Pod", "default", name)
+        assert record is not None
+        return record.uid
+
+    def netns(self, name: str) -> str:
+        return self.options.netns(self.uid(name))
+
+    def node(self) -> dict[str, Any]:
+        record = self.projection.model.get("Node", "", NODE)
+        assert record is not None
+        return record.manifest
+
+
+@pytest.fixture
+async def net(
+    nc: Any, store: EventStore, gateway: Gateway, client: CommandClient, tmp_path: Path
+) -> AsyncIterator[Net]:
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    running = Net(nc, store, client, tmp_path / "agent")
+    await running.projection.catch_up()
+    await running.projection.follow()
+    ipam = NodeIPAMController(
+        AggregateRepository(store), running.projection,
+        await LeaderLease.open(nc, "node-ipam-controller"), cluster=running.cluster,
+    )  # fmt: skip
+    scheduler = Scheduler(nc, store, share_work=False, initial_backoff=0.05, max_backoff=0.2)
+    roles = []
+    for role in (ipam.run, scheduler.run):
+        ready = asyncio.Event()
+        roles.append(asyncio.create_task(role(ready)))
+        await ready.wait()
+    try:
+        await running.start_agent()
+        yield running
+    finally:
+        await running.stop_agent()
+        for task in roles:
+            task.cancel()
+        await asyncio.gather(*roles, return_exceptions=True)
+        running.runtime.cleanup()
+        await running.projection.stop()
+        remove_everything_named(running.prefix, running.options.bridge)
+
+
+async def test_two_replicas_of_one_port_both_run_each_at_its_own_address(
+    net: Net, nats_server: RunningServer, queries: None
+) -> None:
+    for name in ("web-a", "web-b"):
+        await net.client.send("Pod", "apply", {"manifest": pod(name, server())})
+    await net.ready("web-a", "web-b")
+
+    node_range = assigned_pod_cidr(net.node())
+    assert node_range is not None
+    assert IPv4Network(node_range).subnet_of(net.cluster.network)
+    gateway_ip = str(IPv4Network(node_range).network_address + 1)
+    a, b = net.status("web-a"), net.status("web-b")
+    assert a["podIP"] != b["podIP"]
+    for status in (a, b):
+        assert status["podIPs"] == [{"ip": status["podIP"]}]
+        assert status["hostIP"] == gateway_ip and status["hostIPs"] == [{"ip": gateway_ip}]
+        assert IPv4Address(status["podIP"]) in IPv4Network(node_range)
+    # The address is recorded before the containers start; both servers run (no crash loop).
+    for name in ("web-a", "web-b"):
+        types = await net.types(name)
+        assert types.index("PodIPAssigned") < types.index("ContainerStarted")
+        assert "ContainerRestarted" not in types
+    # The host reaches each pod, each pod reaches the other, and its own localhost.
+    assert await fetch_from_host(f"http://{a['podIP']}:8080/") == "200"
+    assert await fetch_from_host(f"http://{b['podIP']}:8080/") == "200"
+    assert await fetch_in(net.netns("web-a"), f"http://{b['podIP']}:8080/") == "200"
+    assert await fetch_in(net.netns("web-b"), f"http://{a['podIP']}:8080/") == "200"
+    assert await fetch_in(net.netns("web-a"), "http://127.0.0.1:8080/") == "200"
+    # The node says what its pods get.
+    condition = node_condition(net.node(), "PodNetworkReady")
+    assert condition is not None and condition["status"] == "True"
+    assert condition["reason"] == "BridgeNetwork" and net.options.bridge in condition["message"]
+    # `get pods -o wide` shows the addresses.
+    shown = await cli(nats_server.url, "get", "pods", "-o", "wide")
+    assert shown.exit_code == 0, shown.output
+    rows = {line.split()[0]: line.split() for line in shown.output.splitlines()[1:]}
+    assert rows["web-a"][5] == a["podIP"] and rows["web-b"][5] == b["podIP"]
+
+
+async def test_a_pods_containers_share_its_namespace_and_localhost(net: Net) -> None:
+    client = (
+        "import time, urllib.request\n"
+        "for _ in range(100):\n"
+        "    try:\n"
+        "        print(urllib.request.urlopen('http://localhost:9000/', timeout=1).status,"
+        " flush=True)\n"
+        "        break\n"
+        "    except OSError:\n"
+        "        time.sleep(0.1)\n"
+        "time.sleep(600)\n"
+    )
+    web = container("web", [PY, "-m", "http.server", "9000", "--bind", "127.0.0.1"])
+    manifest = pod("duo", web, container("client", [PY, "-c", client]))
+    await net.client.send("Pod", "apply", {"manifest": manifest})
+    await net.ready("duo")
+    outputs = {c.spec.name: c.directory / "stdout" for c in net.runtime.seen}
+
+    async def client_got_an_answer() -> bool:
+        return outputs["client"].read_text().strip() == "200"
+
+    await eventually(client_got_an_answer)
+    # The server bound the pod's loopback only: the host does not see it on its own.
+    with pytest.raises(OSError):
+        await fetch_from_host("http://127.0.0.1:9000/")
+
+
+async def test_an_agent_restart_keeps_running_pods_and_removes_what_deleted_pods_left(
+    net: Net,
+) -> None:
+    for name in ("keep", "drop"):
+        await net.client.send("Pod", "apply", {"manifest": pod(name, server())})
+    await net.ready("keep", "drop")
+    keep_ip, drop_ip = net.status("keep")["podIP"], net.status("drop")["podIP"]
+    keep_ns, drop_ns = net.netns("keep"), net.netns("drop")
+    assert {keep_ns, drop_ns} <= namespaces_of(net.prefix)
+    drop_veth = net.options.veth(net.uid("drop"))
+    assert drop_veth in links_of(net.prefix)
+
+    await net.stop_agent()
+    assert await fetch_from_host(f"http://{keep_ip}:8080/") == "200"  # the pods outlive it
+    await net.client.send("Pod", "delete", {"name": "drop"})
+    previous = net.runtime
+    net.runtime = TrackedRuntime(net.root)
+    await net.start_agent()
+    try:
+
+        async def drop_gone() -> bool:
+            return drop_ns not in namespaces_of(net.prefix)
+
+        await eventually(drop_gone)
+        assert drop_veth not in links_of(net.prefix)
+        # The running pod kept its namespace and address, and answers there.
+        assert keep_ns in namespaces_of(net.prefix)
+        assert await fetch_from_host(f"http://{keep_ip}:8080/") == "200"
+        assert [e["pod_ips"] for e in await net.ip_events("keep")] == [[keep_ip]]
+        assert "ContainerRestarted" not in await net.types("keep")
+        ledger = json.loads((net.root / "network" / "ledger.json").read_text())
+        assert [entry["ip"] for entry in ledger["pods"].values()] == [keep_ip]
+        assert drop_ip != keep_ip
+
+        await net.client.send("Pod", "delete", {"name": "keep"})
+
+        async def nothing_left() -> bool:
+            return not namespaces_of(net.prefix) and links_of(net.prefix) == {net.options.bridge}
+
+        await eventually(nothing_left)
+        ledger = json.loads((net.root / "network" / "ledger.json").read_text())
+        assert ledger["pods"] == {}
+    finally:
+        previous.cleanup()
+
+
+async def test_host_network_keeps_the_nodes_and_host_ports_are_forwarded(net: Net) -> None:
+    port = free_port()
+    host_pod = pod(
+        "on-host", container("web", [PY, "-m", "http.server", str(port)]), hostNetwork=True
+    )
+    published = free_port()
+    ports = [
+        {"containerPort": 8080, "hostPort": published, "hostIP": "127.0.0.1"},
+        {"containerPort": 53, "hostPort": free_port(), "protocol": "UDP"},
+    ]
+    mapped = pod("mapped", server(ports=ports))
+    for manifest in (host_pod, mapped):
+        await net.client.send("Pod", "apply", {"manifest": manifest})
+
+    async def both_started() -> bool:
+        started = [("ContainerStarted" in await net.types(n)) for n in ("on-host", "mapped")]
+        return all(started)
+
+    await eventually(both_started, timeout=30)
+    await net.projection.wait_for_log_end()
+    on_host = net.status("on-host")
+    assert on_host["podIP"] == on_host["hostIP"]  # the node's own address
+    (event,) = await net.ip_events("on-host")
+    assert event["host_network"] is True
+    await answers(f"http://{on_host['podIP']}:{port}/")
+    assert net.netns("on-host") not in namespaces_of(net.prefix)
+
+    await net.ready("mapped")
+    assert await fetch_from_host(f"http://127.0.0.1:{published}/") == "200"  # via the node
+    (event,) = await net.ip_events("mapped")
+    assert event["host_network"] is False
+    assert "/UDP is not forwarded: fleetlog forwards TCP host ports only" in event["message"]
+
+    await net.client.send("Pod", "delete", {"name": "mapped"})
+
+    async def port_closed() -> bool:
+        try:
+            await fetch_from_host(f"http://127.0.0.1:{published}/")
+        except OSError:
+            return True
+        return False
+
+    await eventually(port_closed)
+
+
+async def test_an_isolated_pod_runs_in_its_pods_namespace(net: Net) -> None:
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap (bwrap) is not installed")
+    annotations = {"fleetlog.dev/isolation": "bubblewrap"}
+    manifest = pod("boxed", server(), metadata={"annotations": annotations})
+    await net.client.send("Pod", "apply", {"manifest": manifest})
+    await net.ready("boxed")
+    (running,) = [c for c in net.runtime.seen if c.spec.pod_name == "boxed"]
+    assert running.launch_prefix[1:4] == ("netns", "exec", net.netns("boxed"))
+    assert any(part.endswith("bwrap") for part in running.launch_prefix)
+    assert await fetch_from_host(f"http://{net.status('boxed')['podIP']}:8080/") == "200"
+
+
+# -- where namespaces cannot be made ------------------------------------------------------------
+
+
+async def test_an_agent_told_not_to_make_namespaces_runs_pods_in_the_host_network(
+    net: Net,
+) -> None:
+    await net.stop_agent()
+    with captured_logs(network_module) as logs:
+        agent = await net.start_agent(
+            NetworkOptions(bridge=net.options.bridge, prefix=net.prefix, enabled=False)
+        )
+    assert isinstance(agent.network, HostNetwork)
+    assert [e["event"] for e in logs if e["event"] == "agent.host_network_only"] == [
+        "agent.host_network_only"
+    ]  # said once
+    port = free_port()
+    manifest = pod("plain", container("web", [PY, "-m", "http.server", str(port)]))
+    await net.client.send("Pod", "apply", {"manifest": manifest})
+
+    async def started() -> bool:
+        return "ContainerStarted" in await net.types("plain")
+
+    await eventually(started)
+    (event,) = await net.ip_events("plain")
+    assert event["pod_ips"] == ["127.0.0.1"] and event["host_network"] is True
+    assert "pods run in the host network" in event["message"]
+    await answers(f"http://127.0.0.1:{port}/")
+    assert not namespaces_of(net.prefix)
+
+    async def condition_said() -> bool:
+        await net.projection.wait_for_log_end()
+        found = node_condition(net.node(), "PodNetworkReady")
+        return found is not None and found["status"] == "False"
+
+    await eventually(condition_said)
+    condition = node_condition(net.node(), "PodNetworkReady")
+    assert condition is not None and condition["reason"] == "HostNetworkOnly"
+    assert "--no-pod-network" in condition["message"]
+
+
+async def test_a_machine_that_refuses_namespaces_gets_the_host_network_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An `ip` that is refused as an unprivileged user's would be.
+    fake = tmp_path / "bin" / "ip"
+    fake.parent.mkdir()
+    fake.write_text(
+        '#!/bin/sh\necho "mount --make-shared /run/netns failed: Operation not permitted" >&2\n'
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    found = await detect(tmp_path, NetworkOptions(prefix="tfake"))
+    assert isinstance(found, HostNetwork)
+    ready, reason, message = found.condition()
+    assert (ready, reason) == (False, "NetworkNamespacesUnavailable")
+    assert "Operation not permitted" in message and "pods run in the host network" in message
+    assert not isinstance(found, BridgeNetwork)
