@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import urllib.request
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,11 @@ def test_up_runs_a_pod_as_a_process_with_its_logs_and_stops_it_on_delete(
 
     wait_for(running)
     wait_for(lambda: "hello from fleetlog" in cluster.cli("logs", "hello", check=False).stdout)
+    # The pod has an address of its own, from this node's range of the cluster CIDR.
+    wide = cluster.cli("get", "pods", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[5:7] == ["IP", "NODE"]
+    address = IPv4Address(wide[1].split()[5])
+    assert address in IPv4Network(cluster.cluster_cidr)
     described = cluster.cli("describe", "pod", "hello").stdout
     assert "ContainerStarted" in described and "system:node/" in described
     (state,) = cluster.data_dir.glob("agent/pods/*/main/0/container.json")
@@ -53,3 +60,47 @@ def test_up_runs_a_pod_as_a_process_with_its_logs_and_stops_it_on_delete(
         return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
 
     wait_for(gone)
+
+
+README_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+        - name: main
+          image: python:3.11
+          command: ["python", "-m", "http.server", "8080"]
+          resources: {requests: {cpu: 100m, memory: 128Mi}}
+"""
+
+
+def test_the_readmes_deployment_runs_three_servers_on_one_port_each_at_its_own_address(
+    cluster: Cluster,
+) -> None:
+    cluster.up(agent=True)
+    cluster.cli("apply", "-f", "-", stdin=README_DEPLOYMENT)
+    status = cluster.cli("rollout", "status", "deployment/web", "--timeout", "60")
+    assert 'deployment "web" successfully rolled out' in status.stdout
+    table = cluster.cli("get", "deployments").stdout.splitlines()
+    assert table[1].split()[:2] == ["web", "3/3"]
+    listed = json.loads(cluster.cli("get", "pods", "-o", "json").stdout)["items"]
+    addresses = [pod["status"]["podIP"] for pod in listed]
+    assert len(set(addresses)) == 3
+    for pod in listed:  # no "Address already in use" crash loop
+        assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+
+    def answers(address: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{address}:8080/", timeout=3) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    for address in addresses:
+        wait_for(lambda address=address: answers(address))

@@ -6,6 +6,9 @@ import contextlib
 import json
 import os
 import queue
+import random
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,12 +71,33 @@ spec:
 """
 
 
+def remove_pod_networks(prefix: str, bridge: str) -> None:
+    """Every network namespace and link a test's agent made (named with its prefix)."""
+    if shutil.which("ip") is None:
+        return
+    listed = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True)
+    for netns in json.loads(listed.stdout or "[]"):
+        if netns["name"].startswith(f"{prefix}-"):
+            subprocess.run(["ip", "netns", "del", netns["name"]], capture_output=True)
+    links = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True)
+    for link in json.loads(links.stdout or "[]"):
+        if link["ifname"].startswith(prefix) or link["ifname"] == bridge:
+            subprocess.run(["ip", "link", "del", link["ifname"]], capture_output=True)
+
+
 class Cluster:
     def __init__(self, data_dir: Path, port: int) -> None:
         self.data_dir = data_dir
         self.port = port
         self.server = f"nats://127.0.0.1:{port}"
         self.process: subprocess.Popen[bytes] | None = None
+        # The local agent's pod network is named after this test (namespaces, veths, bridge)
+        # in a /22 of its own, so tests running at once never share one, and it is removed
+        # afterwards (kill_leftovers).
+        self.pod_prefix = "e" + secrets.token_hex(2) + "x"
+        self.pod_bridge = f"{self.pod_prefix}br"
+        block = random.randrange(1024)
+        self.cluster_cidr = f"100.{112 + block // 64}.{(block % 64) * 4}.0/22"
 
     def cli(
         self, *args: str, stdin: str | None = None, check: bool = True
@@ -105,6 +129,12 @@ class Cluster:
                 str(self.data_dir),
                 "--port",
                 str(self.port),
+                "--cluster-cidr",
+                self.cluster_cidr,
+                "--pod-bridge",
+                self.pod_bridge,
+                "--pod-network-prefix",
+                self.pod_prefix,
                 *([] if agent else ["--no-agent"]),
             ],
             stdout=log,
@@ -134,6 +164,7 @@ class Cluster:
         for state in self.data_dir.glob("agent/pods/*/*/*/container.json"):
             with contextlib.suppress(ProcessLookupError, ValueError, KeyError, OSError):
                 os.killpg(int(json.loads(state.read_text())["pgid"]), signal.SIGKILL)
+        remove_pod_networks(self.pod_prefix, self.pod_bridge)
         pid_file = self.data_dir / "nats-server.pid"
         if pid_file.exists():
             with contextlib.suppress(ProcessLookupError, ValueError):
