@@ -7,9 +7,13 @@ control plane is exercised at scale on one machine (5,000 nodes take a few secon
 and a fraction of a core to keep alive).
 
 :class:`SimulatedPods` plays the kubelet's part for those nodes: it follows the log, and a
-configurable delay after a pod is bound to one of its nodes it records the pod's containers as
-started and the pod as Ready (``ContainerStarted`` … ``PodReady``, one append each on the
-pod's subject, actor ``system:sim``), so ``fleetlog get pods`` shows them Running. Pods bound
+configurable delay after a pod is bound to one of its nodes it records the pod's address, its
+containers as started and the pod as Ready (``PodIPAssigned``, ``ContainerStarted`` …
+``PodReady``, one append each on the pod's subject, actor ``system:sim``), so ``fleetlog get
+pods -o wide`` shows them Running with an IP. The address is the next free one of the node's
+range (``spec.podCIDR``, from the node IPAM controller; a pod waits until its node has one, as
+a kubelet waits for its network), chosen as the agent chooses but with no namespace behind it:
+scale tests get realistic endpoints. Pods bound
 while the simulator was down are found when it replays the log on start. The write token is
 derived from the pod's uid and version, so a restarted simulator never starts a pod twice.
 """
@@ -22,6 +26,7 @@ import heapq
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 import structlog
@@ -30,6 +35,9 @@ from nats.aio.client import Client
 from core.api.causation import caused_by_event
 from core.errors import FleetError
 from core.meta.aggregate import timestamp_from_ns
+from core.network.ipam import next_pod_address
+from core.network.ranges import gateway
+from core.nodes.status import assigned_pod_cidr
 from core.pods.aggregate import Pod
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
@@ -133,6 +141,10 @@ class SimulatedNodes:
             await asyncio.sleep(heartbeat_seconds)
 
 
+class NoRangeYet(Exception):
+    """The pod's node has no pod range yet: its start waits (and is tried again)."""
+
+
 class SimulatedPods:
     """Starts the pods bound to simulated nodes, ``start_delay`` seconds after their binding."""
 
@@ -154,13 +166,28 @@ class SimulatedPods:
         self._due: dict[str, int] = {}  # pod key -> when to start it (ns since the epoch)
         self._heap: list[tuple[int, str]] = []
         self._in_flight: set[str] = set()
+        self._addresses: dict[str, dict[str, IPv4Address]] = {}
+        """Node -> pod key -> the address it holds (recorded, or chosen and being recorded)."""
+        self._last: dict[str, IPv4Address] = {}
         self.started = 0
+
+    def _free(self, key: str) -> None:
+        for held in self._addresses.values():
+            held.pop(key, None)
 
     def _on_event(self, event: StoredEvent) -> None:
         e = event.envelope
         if e.kind != "Pod":
             return
         key = f"{e.namespace}/{e.name}"
+        if e.type == "PodIPAssigned":
+            if self._owns(e.payload["node"]) and not e.payload.get("host_network"):
+                self._free(key)
+                for ip in e.payload["pod_ips"]:
+                    self._addresses.setdefault(e.payload["node"], {})[key] = IPv4Address(ip)
+            return
+        if e.type in ("PodDeleted", "PodSucceeded", "PodFailed", "PodCreated"):
+            self._free(key)
         if e.type == "PodBound":
             if self._owns(e.payload["node"]):
                 due = e.timestamp_ns + int(self.start_delay * 1e9)
@@ -213,20 +240,45 @@ class SimulatedPods:
         except FleetError as exc:
             # Not ours to start any more (unbound, deleted, moved): forget it.
             self._due.pop(key, None)
+            self._free(key)
             log.info("sim.start_skipped", pod=key, error=str(exc))
-        except (StoreError, TimeoutError) as exc:
+        except (StoreError, TimeoutError, NoRangeYet) as exc:
             if self._due.get(key) == due:
                 retry = time.time_ns() + int(RETRY_S * 1e9)
                 self._due[key] = retry
                 heapq.heappush(self._heap, (retry, key))
-            log.warning("sim.start_failed", pod=key, error=repr(exc))
+            if isinstance(exc, NoRangeYet):
+                log.debug("sim.start_waits", pod=key, reason=str(exc))
+            else:
+                log.warning("sim.start_failed", pod=key, error=repr(exc))
         finally:
             self._in_flight.discard(key)
             self._slots.release()
             self._wake.set()
 
+    def _address_for(self, key: str, node: str, host_network: bool) -> tuple[str, str]:
+        """(pod address, node address) for a pod starting on ``node``: the next free address
+        of the node's range, held at once so pods starting together never share one."""
+        record = self.projection.model.get("Node", "", node)
+        cidr = assigned_pod_cidr(record.manifest) if record is not None else None
+        if cidr is None:
+            raise NoRangeYet(f"node {node} has no podCIDR yet")
+        network = IPv4Network(cidr)
+        host_ip = str(gateway(network))
+        if host_network:
+            return host_ip, host_ip
+        held = self._addresses.setdefault(node, {})
+        if key in held and held[key] in network:
+            return str(held[key]), host_ip
+        chosen = next_pod_address(network, set(held.values()), last=self._last.get(node))
+        if chosen is None:
+            raise FleetError(f"node {node} has no free address left in {network}")
+        held[key] = self._last[node] = chosen
+        return str(chosen), host_ip
+
     async def _start_pod(self, ref: AggregateRef) -> bool:
-        """Record the pod's containers started, then the pod Ready; False if nothing was due.
+        """Record the pod's address, its containers started, then the pod Ready; False if
+        nothing was due.
 
         Each event is its own single-message append (a plain publish): nats-server answers an
         atomic batch far more slowly, and at 10,000 pods that is the difference that matters.
@@ -234,8 +286,9 @@ class SimulatedPods:
         a restarted simulator re-deciding the same step writes the same event and recognises
         it as its own, and a step that landed is simply not due any more.
         """
-        steps: list[str | None] = []  # containers to start, then None: Ready
+        steps: list[str | None] = []  # "" for the address, containers to start, None: Ready
         planned = False
+        key = f"{ref.namespace}/{ref.name}"
 
         async def next_step(attempt: Attempt) -> Append:
             nonlocal planned
@@ -247,6 +300,8 @@ class SimulatedPods:
             if node is None or not self._owns(node):
                 raise FleetError(f"{ref} is not bound to a simulated node")
             if not planned:
+                if not (pod.manifest.get("status") or {}).get("podIP"):
+                    steps.append("")
                 containers = [
                     c["name"] for c in pod.manifest.get("spec", {}).get("containers") or []
                 ]
@@ -261,7 +316,14 @@ class SimulatedPods:
             seen_version = pod.version
             now = time.time_ns()
             at = timestamp_from_ns(now)
-            if container is not None:
+            if container == "":
+                host_network = bool(pod.manifest.get("spec", {}).get("hostNetwork"))
+                pod_ip, host_ip = self._address_for(key, node, host_network)
+                pod.assign_ips(
+                    node=node, pod_ips=[pod_ip], host_ip=host_ip, host_network=host_network,
+                    at=at,
+                )  # fmt: skip
+            elif container is not None:
                 pod.start_container(container=container, node=node, at=at)
             else:
                 pod.mark_ready(reason="simulated containers started", at=at)

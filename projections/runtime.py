@@ -130,6 +130,11 @@ class Projection(Generic[M]):
         garbage frozen with them is never collected, which is why a short catch-up does not
         freeze (a process that caught up again and again would keep its garbage)."""
         start = self.position
+        # The end of the log as of *before* the replay: the replay reads at least that far,
+        # so moving the position there skips nothing. (Asking after the replay skipped the
+        # events appended meanwhile: neither the replay nor the follow from the position
+        # delivered them.)
+        end = await self._store.stream_last_seq() if until_seq is None and until_ns is None else 0
         with collector_paused():
             await self._store.replay(
                 self._apply,
@@ -141,7 +146,7 @@ class Projection(Generic[M]):
             if self.position - start >= FREEZE_AFTER_EVENTS:
                 gc.freeze()
         if until_seq is None and until_ns is None and self._filter == ALL_EVENTS:
-            self.position = max(self.position, await self._store.stream_last_seq())
+            self.position = max(self.position, end)
         return self.position
 
     async def follow(self) -> None:

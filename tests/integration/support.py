@@ -15,8 +15,10 @@ import structlog
 from click.testing import CliRunner, Result
 from structlog.testing import LogCapture
 
+from core.network.ranges import ClusterCIDR
 from handlers.deployment_controller import DeploymentController
 from handlers.garbage_collector import GarbageCollector
+from handlers.node_ipam import NodeIPAMController
 from handlers.replicaset_controller import ReplicaSetController
 from handlers.scheduler import Scheduler
 from handlers.simnodes import SimNodeSpec, SimulatedNodes, SimulatedPods
@@ -25,6 +27,7 @@ from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.envelope import Envelope
 from streams.eventstore import EventStore
+from streams.repository import AggregateRepository
 
 
 def event_bytes(
@@ -98,14 +101,19 @@ async def workload_roles(
     collect: bool = True,
 ) -> AsyncIterator[SimulatedNodes]:
     """The replica-set and deployment controllers (and the garbage collector unless told
-    not), a scheduler and ``nodes`` simulated nodes that run what is bound to them."""
+    not), a scheduler, the node IPAM controller and ``nodes`` simulated nodes that run what is
+    bound to them (each pod with an address of its node's range)."""
     simulated = await SimulatedNodes.create(nc, SimNodeSpec(prefix="sim", zones=1), nodes)
     await simulated.register()
     fast = {"period_seconds": 0.1, "retry_seconds": 0.2}
+    ipam = await NodeIPAMController.create(
+        nc, AggregateRepository(store), projection, cluster=ClusterCIDR.parse(), **fast
+    )
     roles = [
         (await ReplicaSetController.create(nc, projection, **fast)).run,
         (await DeploymentController.create(nc, projection, **fast)).run,
         Scheduler(nc, store, seed=1).run,
+        ipam.run,
         SimulatedPods(store, simulated.names.__contains__, start_delay=0.05).run,
     ]
     if collect:

@@ -155,6 +155,7 @@ async def test_why_walks_from_a_deployments_pod_back_to_the_users_command(
         assert types == [
             "PodReady",
             "ContainerStarted",
+            "PodIPAssigned",
             "PodBound",
             "PodCreated",
             "ReplicaSetCreated",
@@ -163,7 +164,7 @@ async def test_why_walks_from_a_deployments_pod_back_to_the_users_command(
         assert chain[-1].root == "command launch-web-0001 issued by user:alice"
         assert chain[-2].event is not None and chain[-2].event.seq == created.seqs[0]
         # One user action: the whole chain shares the command's correlation id.
-        correlations = {link.event.envelope.correlation_id for link in chain[3:-1] if link.event}
+        correlations = {link.event.envelope.correlation_id for link in chain[4:-1] if link.event}
         assert correlations == {"launch-web-0001"}
         shown = await cli(nats_server.url, "why", f"pod/{record.name}")
         lines = shown.output.splitlines()

@@ -210,3 +210,31 @@ async def test_only_a_long_catch_up_freezes_the_heap(
         assert gc.get_freeze_count() > 0 and gc.isenabled()
     finally:
         gc.unfreeze()
+
+
+async def test_an_event_appended_right_after_a_catch_ups_replay_is_still_followed(
+    store: EventStore, gateway: Gateway, client: CommandClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event appended between the end of the replay and the start of the follow is
+    delivered by the follow: the position the catch-up ends at is the log's end as the replay
+    began, never one read later (which skipped such an event for good)."""
+    await client.send("Deployment", "apply", {"manifest": deployment("web", 1, "nginx:1", "a")})
+    replay = store.replay
+
+    async def replay_then_someone_writes(*args: Any, **kwargs: Any) -> int:
+        last = await replay(*args, **kwargs)
+        await client.send(
+            "Deployment", "apply", {"manifest": deployment("late", 1, "nginx:1", "b")}
+        )
+        return last
+
+    monkeypatch.setattr(store, "replay", replay_then_someone_writes)
+    live = Projection(ClusterModel(), store)
+    await live.catch_up()
+    monkeypatch.setattr(store, "replay", replay)
+    await live.follow()
+    try:
+        assert await live.wait_for_log_end()
+        assert live.model.get("Deployment", "default", "late") is not None
+    finally:
+        await live.stop()

@@ -1,15 +1,19 @@
 """Simulated nodes run the pods the scheduler binds to them: Running and Ready after the start
-delay, including pods bound while the simulator was down, and never started twice."""
+delay, each with an address of its node's range, including pods bound while the simulator was
+down, and never started twice."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
+from core.network.ranges import ClusterCIDR
 from handlers.gateway import Gateway
+from handlers.node_ipam import NodeIPAMController
 from handlers.scheduler import Scheduler
 from handlers.simnodes import ACTOR, SimNodeSpec, SimulatedNodes, SimulatedPods
 from ops import render
@@ -17,6 +21,8 @@ from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
+from streams.leases import LeaderLease
+from streams.repository import AggregateRepository
 from tests.integration.support import eventually
 
 pytestmark = pytest.mark.integration
@@ -62,6 +68,11 @@ async def test_bound_pods_become_running_after_the_delay_once_even_across_restar
     nodes = await SimulatedNodes.create(nc, SimNodeSpec(prefix="kwok", zones=1), 3)
     await nodes.register()
     scheduler = await started(Scheduler(nc, store, seed=1).run)
+    ipam = NodeIPAMController(
+        AggregateRepository(store), projection, await LeaderLease.open(nc, "node-ipam-controller"),
+        cluster=ClusterCIDR.parse(),
+    )  # fmt: skip
+    allocator = await started(ipam.run)
     sim: asyncio.Task | None = None
     try:
         # Bound while no simulator runs: found on its replay.
@@ -99,6 +110,19 @@ async def test_bound_pods_become_running_after_the_delay_once_even_across_restar
             if e.name.startswith("late"):
                 assert e.timestamp_ns - bound_at[e.name] >= DELAY * 1e9
         assert sum(e.type == "PodReady" for e in events) == 6
+        # Each pod got an address of its node's range before its containers started.
+        assigned = {e.name: e.payload for e in events if e.type == "PodIPAssigned"}
+        assert len(assigned) == 6 and len({p["pod_ips"][0] for p in assigned.values()}) == 6
+        for name, payload in assigned.items():
+            node = projection.model.get("Node", "", payload["node"])
+            assert node is not None
+            node_range = IPv4Network(node.manifest["spec"]["podCIDR"])
+            assert IPv4Address(payload["pod_ips"][0]) in node_range
+            assert payload["host_ip"] == str(node_range.network_address + 1)
+            first_start = next(e for e in starts if e.name == name)
+            ip_seq = next(i for i, e in enumerate(events) if e.type == "PodIPAssigned"
+                          and e.name == name)  # fmt: skip
+            assert ip_seq < events.index(first_start)
 
         record = projection.model.get("Pod", "default", "late-0")
         status = record.manifest["status"]
@@ -122,5 +146,6 @@ async def test_bound_pods_become_running_after_the_delay_once_even_across_restar
         recount: list = []
         await store.replay(lambda e: recount.append(e.envelope.type))
         assert recount.count("ContainerStarted") == 12 and again.started == 0
+        assert recount.count("PodIPAssigned") == 6
     finally:
-        await stop(scheduler, *([sim] if sim else []))
+        await stop(scheduler, allocator, *([sim] if sim else []))
