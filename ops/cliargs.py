@@ -32,6 +32,7 @@ for _kind, _short in (
     ("PriorityClass", ("pc",)),
     ("LimitRange", ("limits",)),
     ("ResourceQuota", ("quota",)),
+    ("PodCIDR", ()),
 ):
     for _alias in (_kind.lower(), _kind.lower() + "s", *_short):
         KIND_ALIASES[_alias] = _kind

@@ -265,6 +265,12 @@ def _quota_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     return [item["name"], age(item["created_ns"], now_ns), cell(requests), cell(limits)]
 
 
+def _pod_cidr_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    spec = item["manifest"].get("spec", {})
+    holder = spec.get("nodeName") or "<reserved>"
+    return [item["name"], spec.get("cidr", ""), holder, age(item["created_ns"], now_ns)]
+
+
 COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "Pod": (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], ["IP", "NODE"], _pod_row),
     "Node": (["NAME", "STATUS", "ROLES", "AGE", "VERSION"], ["CPU", "MEMORY", "PODS"], _node_row),
@@ -286,6 +292,7 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "Namespace": (["NAME", "STATUS", "AGE"], [], _namespace_row),
     "LimitRange": (["NAME", "CREATED AT"], [], _limit_range_row),
     "ResourceQuota": (["NAME", "AGE", "REQUEST", "LIMIT"], [], _quota_row),
+    "PodCIDR": (["NAME", "CIDR", "NODE", "AGE"], [], _pod_cidr_row),
 }
 
 

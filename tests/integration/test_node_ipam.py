@@ -24,7 +24,8 @@ from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
 from streams.repository import AggregateRepository
 from streams.subjects import event_subject
-from tests.integration.support import eventually
+from tests.conftest import RunningServer
+from tests.integration.support import cli, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -248,3 +249,24 @@ async def test_a_node_created_again_gets_a_new_range_and_its_old_one_goes_back(
 
         await eventually(moved)  # round robin: the range just released is not handed out
         assert list(holders(seen).values()) == ["a"]
+
+
+async def test_the_ranges_in_use_are_listed_with_their_nodes(
+    gateway: Gateway,
+    client: CommandClient,
+    store: EventStore,
+    nats_server: RunningServer,
+    queries: None,
+) -> None:
+    async with controller(store, ClusterCIDR.parse("100.99.0.0/22", 24)) as (_, seen):
+        await register(client, "a")
+
+        async def assigned() -> bool:
+            return ranges(seen).get("a") is not None
+
+        await eventually(assigned)
+        shown = await cli(nats_server.url, "get", "podcidrs")
+        assert shown.exit_code == 0, shown.output
+        header, row = shown.output.splitlines()
+        assert header.split() == ["NAME", "CIDR", "NODE", "AGE"]
+        assert row.split()[:3] == ["100.99.0.0-24", "100.99.0.0/24", "a"]
