@@ -1,12 +1,15 @@
 """Benchmark of the node agent: how fast process pods start, and what the agent costs at idle.
 
-    python -m ops.bench_agent [--pods 100] [--idle 30]
+    python -m ops.bench_agent [--pods 100] [--idle 30] [--host-network]
 
 Starts an embedded nats-server, a ``fleetlog up --no-agent`` (gateway, scheduler, controllers)
 and one ``fleetlog agent`` process with a declared capacity of 100 cpus, so the agent is
 measured on its own. Creates the pods in one burst through the gateway (each a ``sleep``
 process, no probes, so Ready follows the start), then reads from the log (JetStream's store
-timestamps): ``PodCreated`` → ``ContainerStarted`` (running) and → ``PodReady``, p50/p99.
+timestamps): ``PodCreated`` → ``PodIPAssigned`` (its network namespace, veth and address made; and from ``PodBound``: the agent's part),
+→ ``ContainerStarted`` (running) and → ``PodReady``, p50/p99. The agent's pod network is named
+for the run (bridge ``fbench0``, prefix ``fbench``) in a cluster CIDR of its own, and
+removed at the end; ``--host-network`` runs the pods in the host network instead.
 Then it samples the agent process over ``--idle`` seconds with every pod running: cpu time
 (utime + stime from /proc) as a share of one core, and its resident memory. The pods are
 deleted at the end and the agent must stop every process.
@@ -36,6 +39,33 @@ from streams.eventstore import EventStore
 from streams.server import EmbeddedServer, free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+BENCH_BRIDGE = "fbench0"
+BENCH_PREFIX = "fbench"
+BENCH_CLUSTER_CIDR = "100.111.252.0/22"
+
+
+def pod_networks_left() -> list[str]:
+    """The namespaces and veths of this run's pods that still exist (not the bridge)."""
+    if shutil.which("ip") is None:
+        return []
+    found = []
+    listed = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True)
+    for netns in json.loads(listed.stdout or "[]"):
+        if netns["name"].startswith(f"{BENCH_PREFIX}-"):
+            found.append(netns["name"])
+    links = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True)
+    for link in json.loads(links.stdout or "[]"):
+        if link["ifname"].startswith(BENCH_PREFIX) and link["ifname"] != BENCH_BRIDGE:
+            found.append(link["ifname"])
+    return found
+
+
+def remove_pod_networks() -> None:
+    """What this run's agent made: its pods' namespaces and veths, and its bridge."""
+    for name in pod_networks_left():
+        kind = "netns" if name.startswith(f"{BENCH_PREFIX}-") else "link"
+        subprocess.run(["ip", kind, "del", name], capture_output=True, check=False)
+    subprocess.run(["ip", "link", "del", BENCH_BRIDGE], capture_output=True, check=False)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -89,9 +119,10 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         nc = await connect(server.url, name="bench-agent")
         await ensure_streams(nc)
+        up = [sys.executable, "-m", "ops", "up", "--nats-url", server.url, "--no-agent"]
         processes.append(
             subprocess.Popen(  # noqa: ASYNC220 - long-lived children, stopped below
-                [sys.executable, "-m", "ops", "up", "--nats-url", server.url, "--no-agent"],
+                [*up, "--cluster-cidr", BENCH_CLUSTER_CIDR],
                 stderr=(workdir / "up.log").open("wb"),
                 env=env,
             )
@@ -107,7 +138,9 @@ async def main_async(args: argparse.Namespace) -> None:
         agent_log = workdir / "agent.log"
         agent = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, stopped below
             [sys.executable, "-m", "ops", "agent", "--name", "bench-node", "--cpu", "100",
-             "--memory", "64Gi", "--pods", "500", "--root", str(workdir / "agent")],
+             "--memory", "64Gi", "--pods", "250", "--root", str(workdir / "agent"),
+             "--pod-bridge", BENCH_BRIDGE, "--pod-network-prefix", BENCH_PREFIX,
+             *(["--no-pod-network"] if args.host_network else [])],
             stderr=agent_log.open("wb"), env=env,
         )  # fmt: skip
         processes.append(agent)
@@ -131,6 +164,16 @@ async def main_async(args: argparse.Namespace) -> None:
                 await asyncio.sleep(0.5)
             running = [(e["ContainerStarted"] - e["PodCreated"]) / 1e6 for e in seen.values()]
             ready = [(e["PodReady"] - e["PodCreated"]) / 1e6 for e in seen.values()]
+            addressed = [(e["PodIPAssigned"] - e["PodCreated"]) / 1e6 for e in seen.values()]
+            on_node = [(e["PodIPAssigned"] - e["PodBound"]) / 1e6 for e in seen.values()]
+            network = "host network" if args.host_network else "own network namespaces"
+            print(
+                f"{args.pods} process pods ({network}): created→IP assigned p50 "
+                f"{statistics.median(addressed):,.0f} ms, p99 {percentile(addressed, 0.99):,.0f}"
+                f" ms (bound→IP assigned p50 {statistics.median(on_node):,.0f} ms, p99 "
+                f"{percentile(on_node, 0.99):,.0f} ms)",
+                flush=True,
+            )
             print(
                 f"{args.pods} process pods: created→running p50 "
                 f"{statistics.median(running):,.0f} ms, p99 {percentile(running, 0.99):,.0f} ms; "
@@ -158,6 +201,10 @@ async def main_async(args: argparse.Namespace) -> None:
             while list((workdir / "agent").glob("pods/*/*/*/container.json")):
                 assert time.monotonic() < deadline, "the agent did not stop every pod"
                 await asyncio.sleep(0.5)
+            while pod_networks_left():
+                assert time.monotonic() < deadline, "the agent left pod networks behind"
+                await asyncio.sleep(0.5)
+            print("every pod's process, namespace and veth removed", flush=True)
         await nc.close()
     finally:
         for process in reversed(processes):
@@ -166,6 +213,7 @@ async def main_async(args: argparse.Namespace) -> None:
         for state in (workdir / "agent").glob("pods/*/*/*/container.json"):
             with contextlib.suppress(ProcessLookupError, ValueError, KeyError, OSError):
                 os.killpg(int(json.loads(state.read_text())["pgid"]), signal.SIGKILL)
+        remove_pod_networks()
         await server.stop()
 
 
@@ -175,6 +223,9 @@ def main() -> None:
     )
     parser.add_argument("--pods", type=int, default=100)
     parser.add_argument("--idle", type=float, default=30.0)
+    parser.add_argument(
+        "--host-network", action="store_true", help="run the pods in the host network"
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -24,9 +24,12 @@ the node and its pods is local; nothing is routed beyond the machine unless the 
 it. ``hostNetwork: true`` pods keep the node's network (their address is the node's, the
 gateway).
 
-Reconciled, never leaked: on start the ledger is checked against what exists (a namespace
-without its address is made again; an entry whose pod is gone is removed with its namespace
-and veth) and a pod's namespace goes when its pod does (after its containers have stopped).
+Reconciled, never leaked: a restarted agent reads its ledger and checks each entry against
+what exists as the pod's worker asks for its network (a namespace that still has the pod's
+address is kept, its veth put back on the bridge if needed; a missing or broken one is made
+again, at the same address when it is free); an entry whose pod is gone is removed with its
+namespace and veth; and a pod's namespace goes when its pod does (after its containers have
+stopped).
 The agent removes only what its ledger names: two agents on one machine (each with its own
 bridge and prefix) never touch each other's pods.
 
@@ -61,6 +64,7 @@ log = structlog.get_logger(__name__)
 
 LEDGER_VERSION = 1
 NETNS_DIR = Path("/run/netns")
+SYS_NET = Path("/sys/class/net")
 POD_INTERFACE = "eth0"
 LOOPBACK = "127.0.0.1"
 IFNAME_MAX = 15
@@ -240,6 +244,8 @@ class BridgeNetwork:
         self._ready = asyncio.Event()
         self._problem = ""
         """Why the bridge could not be made (the range is routed elsewhere …), if so."""
+        self._pending: list[tuple[list[str], _Entry, asyncio.Future[None]]] = []
+        self._flushing: asyncio.Future[None] | None = None
 
     # -- state ----------------------------------------------------------------------------
 
@@ -295,18 +301,18 @@ class BridgeNetwork:
     # -- start and range ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Read the ledger and check it against what exists: an entry whose namespace is gone
-        keeps its address for its pod (the pod's worker makes the namespace again)."""
+        """Read the ledger an earlier agent left. Each entry is checked against what exists
+        when its pod's worker asks for its network (:meth:`attach`), once the bridge is up;
+        an entry whose pod is gone is removed by the agent's sweep (:meth:`detach`)."""
         self._load()
-        broken = 0
-        for entry in list(self._ledger.pods.values()):
-            if not await self._healthy(entry):
-                broken += 1
-                await self._remove_links(entry)
+        missing = [e.netns for e in self._ledger.pods.values() if not self._namespace_exists(e)]
         log.info(
             "network.started", bridge=self.options.bridge, pods=len(self._ledger.pods),
-            broken=broken,
+            namespaces_missing=len(missing),
         )  # fmt: skip
+
+    def _namespace_exists(self, entry: _Entry) -> bool:
+        return (NETNS_DIR / entry.netns).exists()
 
     async def set_pod_cidr(self, pod_cidr: str | None) -> None:
         """The node's range is known (or changed): make the bridge hold its gateway."""
@@ -366,10 +372,11 @@ class BridgeNetwork:
         if self._cidr is None:
             raise NetworkNotReady(self._problem or "the node has no podCIDR yet")
         cidr = self._cidr
+        known = self._ledger.pods.get(uid)
+        if known is not None and IPv4Address(known.ip) in cidr and await self._usable(known):
+            return self._addresses(known)
         async with self._lock:
             entry = self._ledger.pods.get(uid)
-            if entry is not None and await self._healthy(entry):
-                return self._addresses(entry)
             if entry is None or IPv4Address(entry.ip) not in cidr or self._taken_twice(entry):
                 used = {IPv4Address(e.ip) for u, e in self._ledger.pods.items() if u != uid}
                 last = IPv4Address(self._ledger.last) if self._ledger.last else None
@@ -400,13 +407,14 @@ class BridgeNetwork:
 
     async def _make(self, entry: _Entry, cidr: IPv4Network) -> None:
         await self._remove_links(entry)  # a half-made leftover of an earlier attempt
-        await self.ip("netns", "add", entry.netns)
-        await self.ip(
-            batch=[
+        await self._host_side(
+            [
+                f"netns add {entry.netns}",
                 f"link add {entry.veth} type veth peer name {POD_INTERFACE} netns {entry.netns}",
                 f"link set {entry.veth} master {self.options.bridge}",
                 f"link set {entry.veth} up",
-            ]
+            ],
+            entry,
         )
         await self.ip(
             "-n",
@@ -419,22 +427,64 @@ class BridgeNetwork:
             ],
         )
 
-    async def _healthy(self, entry: _Entry) -> bool:
-        """The pod's namespace exists with its address on ``eth0``, its veth on the bridge."""
-        if not (NETNS_DIR / entry.netns).exists():
+    async def _host_side(self, lines: list[str], entry: _Entry) -> None:
+        """Run ``lines`` (in the node's namespace) with those of the other pods being made
+        right now, in one ``ip -batch``: starting ``ip`` is most of what a pod's network
+        costs, and a burst of pods then pays it once for the node's side. Should the shared
+        batch fail, each pod's lines run on their own, so each pod gets its own error."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((lines, entry, done))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.ensure_future(self._flush())
+        await asyncio.shield(done)
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # the pods whose workers run in this turn of the loop join
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self.ip(batch=[line for lines, _, _ in batch for line in lines])
+            except NetworkError:
+                for lines, entry, done in batch:
+                    try:
+                        await self._remove_links(entry)
+                        await self.ip(batch=lines)
+                    except NetworkError as exc:
+                        done.set_exception(exc)
+                    else:
+                        done.set_result(None)
+            else:
+                for _, _, done in batch:
+                    done.set_result(None)
+
+    async def _usable(self, entry: _Entry) -> bool:
+        """Whether the pod's namespace exists with its address on ``eth0`` (the pod keeps
+        it: its containers may be running there); its veth is put back on the bridge if it
+        fell off (the bridge was removed and made again)."""
+        if not self._namespace_exists(entry):
             return False
         inside = await self.ip.json("-n", entry.netns, "-4", "addr", "show", "dev", POD_INTERFACE)
         addresses = {i.get("local") for link in inside for i in link.get("addr_info") or []}
-        if entry.ip not in addresses:
+        if entry.ip not in addresses or not (SYS_NET / entry.veth).exists():
             return False
-        outside = await self.ip.json("link", "show", "dev", entry.veth)
-        return bool(outside) and outside[0].get("master") == self.options.bridge
+        master = SYS_NET / entry.veth / "master"
+        if not master.exists() or master.resolve().name != self.options.bridge:
+            await self.ip(
+                batch=[
+                    f"link set {entry.veth} master {self.options.bridge}",
+                    f"link set {entry.veth} up",
+                ]
+            )
+            log.info("network.reattached", netns=entry.netns, bridge=self.options.bridge)
+        return True
 
     async def _remove_links(self, entry: _Entry) -> None:
-        """Remove the pod's namespace and veth, whatever is left of them."""
-        if (NETNS_DIR / entry.netns).exists():
+        """Remove the pod's namespace and veth, whatever is left of them. (Removing the
+        namespace removes the veth pair with it, a moment later: the veth is removed here
+        only when no namespace took it along.)"""
+        if self._namespace_exists(entry):
             await self.ip("netns", "del", entry.netns, check=False)
-        if await self.ip.json("link", "show", "dev", entry.veth):
+        elif (SYS_NET / entry.veth).exists():
             await self.ip("link", "del", entry.veth, check=False)
 
     async def detach(self, uid: str) -> None:
