@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,3 +30,13 @@ def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.2)
+
+
+def pod_network_unavailable() -> str:
+    """Why a local agent here would run pods in the host network ("" when it would not)."""
+    if shutil.which("ip") is None:
+        return "iproute2 (ip) is not installed"
+    probe = f"eprobe{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return "" if made.returncode == 0 else f"cannot make network namespaces: {made.stderr}"
