@@ -6,6 +6,8 @@
   causation, summaries, the catalog of kinds, manifest parsing);
 * ``core.pods``, ``core.nodes``, ``core.workloads``, ``core.services``, ``core.namespaces``:
   each kind's model, aggregate, status folds and rules;
+* ``core.network``: the pod network's address ranges, the choice of a node range or pod
+  address, and the PodCIDR kind that makes a node's range its own;
 * ``core.scheduling``: kube-scheduler's filters, scores and preemption;
 * ``core.policy``: quotas, limit ranges, priority classes and admission.
 
