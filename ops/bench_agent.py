@@ -6,8 +6,9 @@ Starts an embedded nats-server, a ``fleetlog up --no-agent`` (gateway, scheduler
 and one ``fleetlog agent`` process with a declared capacity of 100 cpus, so the agent is
 measured on its own. Creates the pods in one burst through the gateway (each a ``sleep``
 process, no probes, so Ready follows the start), then reads from the log (JetStream's store
-timestamps): ``PodCreated`` → ``PodIPAssigned`` (its network namespace, veth and address made; and from ``PodBound``: the agent's part),
-→ ``ContainerStarted`` (running) and → ``PodReady``, p50/p99. The agent's pod network is named
+timestamps): ``PodCreated`` → ``PodIPAssigned`` (its network namespace, veth and address made;
+also from ``PodBound``: the agent's part), → ``ContainerStarted`` (running) and → ``PodReady``,
+p50/p99. The agent's pod network is named
 for the run (bridge ``fbench0``, prefix ``fbench``) in a cluster CIDR of its own, and
 removed at the end; ``--host-network`` runs the pods in the host network instead.
 Then it samples the agent process over ``--idle`` seconds with every pod running: cpu time

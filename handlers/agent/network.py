@@ -216,7 +216,8 @@ class HostNetwork:
     async def attach(
         self, *, uid: str, namespace: str, name: str, host_network: bool
     ) -> PodAddresses:
-        note = "" if host_network else f"{self.message}"
+        # A pod that asked for its own network is told why it has the node's.
+        note = "" if host_network else self.message
         return PodAddresses(pod_ip=LOOPBACK, host_ip=LOOPBACK, message=note)
 
     async def detach(self, uid: str) -> None:
@@ -270,10 +271,6 @@ class BridgeNetwork:
     def known(self) -> set[str]:
         """The pods the ledger holds a network for."""
         return set(self._ledger.pods)
-
-    def address_of(self, uid: str) -> str | None:
-        entry = self._ledger.pods.get(uid)
-        return entry.ip if entry else None
 
     def _load(self) -> None:
         try:
