@@ -393,6 +393,15 @@ def _held_by(record: Resource | None, namespace: str, name: str) -> bool | None:
     return parent.get("namespace") == namespace and parent.get("name") == name
 
 
+@dataclass(frozen=True)
+class ServiceWritten:
+    """A decided write: the service, and every record it created or deleted by aggregate id
+    (a record that never existed is a new aggregate, which the caller appends)."""
+
+    service: Service
+    records: dict[str, Resource]
+
+
 def write_service(
     current: Resource | None,
     *,
@@ -403,11 +412,11 @@ def write_service(
     addresses: Mapping[str, Resource | None],
     node_ports: Mapping[int, Resource | None],
     at: datetime,
-) -> Service:
+) -> ServiceWritten:
     """Create the service (``replace``: create it or replace the live one's manifest) as
     ``plan`` says, creating the records of what it takes and deleting those of what it gives
-    back, all on the aggregates given (``addresses`` and ``node_ports`` hold the loaded record
-    of every value the plan names, None where there never was one).
+    back, on the aggregates given (``addresses`` and ``node_ports`` hold the loaded record of
+    every value the plan names, None where there never was one).
 
     Refused, recording nothing the caller keeps: a requested value another service holds
     (``provided IP is already allocated``, ``provided port is already allocated``), and
@@ -443,13 +452,13 @@ def write_service(
     decide = Service.apply_manifest if replace else Service.create
     service = decide(current, agg_id=agg_id, manifest=manifest, uid=uid, at=at)
     assert isinstance(service, Service)
+    records: dict[str, Resource] = {}
     if not service.pending_events:
-        return service  # nothing changed, so nothing is taken or given back
-    why = f"held by service {namespace}/{name}"
+        return ServiceWritten(service, records)  # nothing changed: nothing taken or given back
     for ip in plan.take_ips:
         record = addresses.get(ip)
         if not _held_by(record, namespace, name):
-            IPAddress.create(
+            records[address_id(ip)] = IPAddress.create(
                 record,
                 agg_id=address_id(ip),
                 manifest=address_manifest(ip, namespace=namespace, name=name),
@@ -459,15 +468,16 @@ def write_service(
     for port in plan.take_ports:
         record = node_ports.get(port)
         if not _held_by(record, namespace, name):
-            NodePortAllocation.create(
+            records[node_port_id(port)] = NodePortAllocation.create(
                 record,
                 agg_id=node_port_id(port),
                 manifest=node_port_manifest(port, namespace=namespace, name=name),
                 uid=_record_uid(service.uid, str(port)),
                 at=at,
             )
-    _release(plan, addresses, node_ports, namespace, name, reason=f"no longer {why}", at=at)
-    return service
+    reason = f"no longer held by service {namespace}/{name}"
+    records |= _release(plan, addresses, node_ports, namespace, name, reason=reason, at=at)
+    return ServiceWritten(service, records)
 
 
 def delete_service(
@@ -479,11 +489,11 @@ def delete_service(
     reason: str,
     propagation_policy: str,
     at: datetime,
-) -> None:
+) -> dict[str, Resource]:
     """Delete the service and the records of every address and port it holds (a record held
-    by another service is left alone)."""
+    by another service is left alone); returns the records deleted, by aggregate id."""
     service.delete(reason=reason, at=at, propagation_policy=propagation_policy)
-    _release(
+    return _release(
         plan,
         addresses,
         node_ports,
@@ -503,12 +513,15 @@ def _release(
     *,
     reason: str,
     at: datetime,
-) -> None:
+) -> dict[str, Resource]:
+    released: dict[str, Resource] = {}
     records: list[Resource | None] = [addresses.get(ip) for ip in plan.release_ips]
     records += [node_ports.get(port) for port in plan.release_ports]
     for record in records:
         if record is not None and _held_by(record, namespace, name):
             record.delete(reason=reason, at=at)
+            released[record.id] = record
+    return released
 
 
 def _record_uid(service_uid: str, value: str) -> str:

@@ -411,7 +411,7 @@ def record_of(ip: str, holder: str) -> Resource:
 
 
 def write(result: ServicePlan, **records: Any) -> Service:
-    return write_service(
+    written = write_service(
         None,
         agg_id="Service/default/web",
         plan=result,
@@ -421,16 +421,33 @@ def write(result: ServicePlan, **records: Any) -> Service:
         node_ports=records.get("node_ports", {}),
         at=AT,
     )
+    return written.service
 
 
 def test_writing_a_service_creates_the_records_of_what_it_takes() -> None:
     result = plan(node_port_service({"name": "http", "port": 80}))
     ip, port = result.take_ips[0], result.take_ports[0]
-    addresses: dict[str, Resource | None] = {ip: None}
-    ports: dict[int, Resource | None] = {port: None}
-    created = write(result, addresses=addresses, node_ports=ports)
-    assert created.manifest["status"] == {"loadBalancer": {}}
-    assert created.manifest["spec"]["clusterIP"] == ip
+    written = write_service(
+        None,
+        agg_id="Service/default/web",
+        plan=result,
+        uid="svc-uid",
+        replace=False,
+        addresses={ip: None},
+        node_ports={port: None},
+        at=AT,
+    )
+    assert written.service.manifest["status"] == {"loadBalancer": {}}
+    assert written.service.manifest["spec"]["clusterIP"] == ip
+    address = written.records[address_id(ip)]
+    assert isinstance(address, IPAddress) and address.manifest == address_manifest(
+        ip, namespace="default", name="web"
+    )
+    assert address.manifest["metadata"]["labels"] == {
+        "ipaddress.kubernetes.io/ip-family": "IPv4",
+        "ipaddress.kubernetes.io/managed-by": "ipallocator.k8s.io",
+    }
+    assert isinstance(written.records[node_port_id(port)], NodePortAllocation)
 
 
 def test_records_are_created_on_the_aggregates_given() -> None:
@@ -494,7 +511,7 @@ def test_deleting_a_service_deletes_only_the_records_it_holds() -> None:
         uid="u",
         at=AT,
     )
-    delete_service(
+    released = delete_service(
         created,
         plan=plan_deletion(created.manifest),
         addresses={ip: mine},
@@ -504,6 +521,7 @@ def test_deleting_a_service_deletes_only_the_records_it_holds() -> None:
         at=AT,
     )
     assert not created.exists and not mine.exists and theirs.exists
+    assert released == {address_id(ip): mine}
 
 
 def test_seeds_follow_the_service_uid() -> None:
