@@ -379,7 +379,9 @@ def _stale_metadata(
 # -- reading slices -------------------------------------------------------------------------------
 
 
-def ready_addresses(slices: Iterable[Mapping[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+def ready_addresses(
+    slices: Iterable[Mapping[str, Any]],
+) -> list[tuple[str, list[dict[str, Any]]]]:
     """(address, the slice's ports) of every ready endpoint (``ready`` unset reads as ready),
     in slice order: what the legacy Endpoints view and ``describe`` show."""
     out = []
@@ -391,3 +393,70 @@ def ready_addresses(slices: Iterable[Mapping[str, Any]]) -> list[tuple[str, list
             for address in endpoint.get("addresses") or ():
                 out.append((address, ports))
     return out
+
+
+def legacy_endpoints(
+    namespace: str, service: str, slices: Iterable[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The v1 ``Endpoints`` object Kubernetes' endpoints controller would keep for the
+    service, computed from its slices: one subset per set of ports, ready addresses in
+    ``addresses`` and the others in ``notReadyAddresses``."""
+    subsets: dict[Ports, dict[str, Any]] = {}
+    for found in slices:
+        key = ports_key(found.get("ports"))
+        subset = subsets.get(key)
+        if subset is None:
+            subset = subsets[key] = {"addresses": [], "notReadyAddresses": []}
+            ports = [
+                {k: p[k] for k in ("name", "port", "protocol", "appProtocol") if p.get(k)}
+                for p in found.get("ports") or ()
+            ]
+            if ports:
+                subset["ports"] = ports
+        for endpoint in found.get("endpoints") or ():
+            ready = (endpoint.get("conditions") or {}).get("ready") is not False
+            for address in endpoint.get("addresses") or ():
+                entry: dict[str, Any] = {"ip": address}
+                for field_name in ("hostname", "nodeName", "targetRef"):
+                    if endpoint.get(field_name):
+                        entry[field_name] = endpoint[field_name]
+                subset["addresses" if ready else "notReadyAddresses"].append(entry)
+    kept = []
+    for subset in subsets.values():
+        for section in ("addresses", "notReadyAddresses"):
+            if not subset[section]:
+                del subset[section]
+            else:
+                subset[section].sort(key=lambda a: a["ip"])
+        if "addresses" in subset or "notReadyAddresses" in subset:
+            kept.append(subset)
+    return {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": service, "namespace": namespace},
+        "subsets": kept,
+    }
+
+
+def endpoints_text(endpoints: Mapping[str, Any], *, port_names: set[str] | None = None) -> str:
+    """kubectl's ENDPOINTS column (``formatEndpoints``): ``ip:port`` of each ready address
+    for each port (``port_names``: only those), the first three, then ``+ N more...``;
+    ``<none>`` when nothing is ready."""
+    shown: list[str] = []
+    count = 0
+    for subset in endpoints.get("subsets") or ():
+        addresses = [a["ip"] for a in subset.get("addresses") or ()]
+        ports = subset.get("ports") or []
+        if not ports:
+            count += len(addresses)
+            shown.extend(addresses)
+            continue
+        for port in ports:
+            if port_names is not None and port.get("name", "") not in port_names:
+                continue
+            count += len(addresses)
+            shown.extend(f"{ip}:{port['port']}" for ip in addresses)
+    if not shown:
+        return "<none>"
+    text = ",".join(shown[:3])
+    return f"{text} + {count - 3} more..." if count > 3 else text

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgpack
 import pytest
+import yaml
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -29,7 +30,7 @@ from streams.decide import Append, Attempt, decide_and_append
 from streams.eventstore import EventStore
 from streams.repository import AggregateRepository, Provenance
 from streams.subjects import AggregateRef
-from tests.integration.support import eventually, workload_roles
+from tests.integration.support import cli, eventually, workload_roles
 
 pytestmark = pytest.mark.integration
 
@@ -319,6 +320,76 @@ async def test_readiness_recorded_by_the_node_moves_the_endpoint(
             timeout=5,
         )
         assert time.monotonic() - started < 1.0
+
+
+def rows(text: str) -> list[list[str]]:
+    return [line.split() for line in text.strip().splitlines()]
+
+
+async def test_get_and_describe_show_services_and_their_endpoints_as_kubectl_does(
+    controller: EndpointSliceController,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+    nats_server: Any,
+    queries: None,
+) -> None:
+    url = nats_server.url
+    web = service(
+        "web",
+        type="NodePort",
+        ports=[
+            {"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080},
+            {"name": "metrics", "port": 9090},
+        ],
+    )
+    await client.send("Service", "create", {"manifest": web})
+    external = {"type": "ExternalName", "externalName": "db.example.com"}
+    await client.send("Service", "create", {"manifest": {**service("ext"), "spec": external}})
+    await client.send("Service", "create", {"manifest": service("lb", type="LoadBalancer")})
+    await client.send("Pod", "apply", {"manifest": pod("web-1", "100.96.0.71")})
+    await client.send("Pod", "apply", {"manifest": pod("web-2", "100.96.0.72", ready=False)})
+    await eventually(lambda: _true(set(endpoints(projection)) == {"web-1", "web-2"}), timeout=5)
+
+    result = await cli(url, "get", "svc")
+    table = rows(result.stdout)
+    assert table[0] == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    by_name = {row[0]: row for row in table[1:]}
+    assert by_name["ext"][1:5] == ["ExternalName", "<none>", "db.example.com", "<none>"]
+    assert by_name["lb"][3] == "<pending>" and by_name["lb"][4].startswith("80:")
+    assert by_name["web"][1] == "NodePort" and by_name["web"][2].startswith("100.64.")
+    assert by_name["web"][4].startswith("80:30080/TCP,9090:")
+
+    result = await cli(url, "get", "svc", "web", "-o", "wide")
+    header, row = rows(result.stdout)
+    assert header[-2:] == ["SELECTOR", "ENDPOINTS"]
+    assert row[-2:] == ["app=web", "100.96.0.71:8080,100.96.0.71:9090"]
+
+    result = await cli(url, "get", "endpointslices")
+    header, *slice_rows = rows(result.stdout)
+    assert header == ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]
+    web_rows = [r for r in slice_rows if r[0].startswith("web-")]
+    assert [r[1:4] for r in web_rows] == [["IPv4", "8080,9090", "100.96.0.71,100.96.0.72"]]
+
+    result = await cli(url, "get", "endpoints")
+    table = rows(result.stdout)
+    assert table[0] == ["NAME", "ENDPOINTS", "AGE"]
+    assert {r[0]: r[1] for r in table[1:]} == {
+        "lb": "<none>",  # no pod is labelled app=lb: only its empty placeholder slice
+        "web": "100.96.0.71:8080,100.96.0.71:9090",
+    }
+    result = await cli(url, "get", "ep", "web", "-o", "yaml")
+    shown = yaml.safe_load(result.stdout)
+    assert shown["kind"] == "Endpoints" and shown["subsets"][0]["addresses"][0]["ip"] == (
+        "100.96.0.71"
+    )
+    assert shown["subsets"][0]["notReadyAddresses"][0]["ip"] == "100.96.0.72"
+
+    result = await cli(url, "describe", "svc", "web")
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert ["Port:", "http", "80/TCP"] in lines and ["NodePort:", "http", "30080/TCP"] in lines
+    assert ["Endpoints:", "100.96.0.71:8080"] in lines
+    assert ["Endpoints:", "100.96.0.71:9090"] in lines
+    assert ["Session", "Affinity:", "None"] in lines
 
 
 async def _true(value: bool) -> bool:
