@@ -98,6 +98,124 @@ def pod_view(manifest: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+class ServicePods:
+    """Which pods each service's selector matches, kept from the read model's events, so a
+    reconcile reads a service's pods (not its namespace's) and a pod event costs the services
+    that could match it (not every service of its namespace).
+
+    Services are indexed by one pair of their selector: a pod's candidates are the services
+    indexed under one of its labels, then checked whole. A pod seen in a namespace with
+    services keeps the :func:`pod_view` it was last seen with, so an event that changed
+    nothing an endpoint shows is told apart at once."""
+
+    def __init__(self, model: ClusterModel) -> None:
+        self._model = model
+        self.selectors: dict[str, dict[str, dict[str, str]]] = {}
+        """namespace -> service -> selector, for the services that get slices."""
+        self._by_pair: dict[str, dict[tuple[str, str], set[str]]] = {}
+        self._pods: dict[Key, tuple[tuple[Any, ...], frozenset[str]]] = {}
+        self.members: dict[Key, set[str]] = {}
+        """(namespace, service) -> the names of the pods its selector matches."""
+        for record in model.list("Service"):
+            self._set_selector(record.namespace, record.name, _selector(record))
+        for namespace in list(self.selectors):
+            for pod in model.list("Pod", namespace):
+                self._remember(namespace, pod)
+
+    def service_changed(self, namespace: str, name: str) -> None:
+        """Fold a change of a service: when its selector changed, find its pods again."""
+        record = self._model.get("Service", namespace, name)
+        selector = _selector(record) if record is not None else None
+        if selector == self.selectors.get(namespace, {}).get(name):
+            return
+        self._set_selector(namespace, name, selector)
+        for pod in sorted(self.members.get((namespace, name), ())):
+            known = self._pods.get((namespace, pod))
+            if known is not None:
+                self._set((namespace, pod), known[0], known[1] - {name})
+        if selector is None:
+            return
+        for record_ in self._model.list("Pod", namespace):
+            labels = (record_.manifest.get("metadata") or {}).get("labels") or {}
+            if selects(selector, labels):
+                known = self._pods.get((namespace, record_.name))
+                if known is None:
+                    self._remember(namespace, record_)
+                else:
+                    self._set((namespace, record_.name), known[0], known[1] | {name})
+
+    def pod_changed(self, namespace: str, name: str) -> list[Key]:
+        """Fold a change of a pod; the services whose endpoints it may change (those that
+        matched it before and those that match it now)."""
+        key = (namespace, name)
+        known = self._pods.get(key)
+        if known is None and namespace not in self.selectors:
+            return []  # no service could care (the common case of a busy cluster)
+        record = self._model.get("Pod", namespace, name)
+        before = known[1] if known is not None else frozenset()
+        if record is None:
+            if known is not None:
+                self._set(key, None, frozenset())
+            return [(namespace, service) for service in sorted(before)]
+        view = pod_view(record.manifest)
+        if known is not None and known[0] == view:
+            return []
+        now = self._matching(namespace, record)
+        self._set(key, view, now)
+        return [(namespace, service) for service in sorted(now | before)]
+
+    def services(self) -> list[Key]:
+        return [(ns, name) for ns, services in self.selectors.items() for name in services]
+
+    def _remember(self, namespace: str, record: ObjectRecord) -> None:
+        self._set(
+            (namespace, record.name), pod_view(record.manifest), self._matching(namespace, record)
+        )
+
+    def _matching(self, namespace: str, record: ObjectRecord) -> frozenset[str]:
+        selectors = self.selectors.get(namespace)
+        if not selectors:
+            return frozenset()
+        labels = (record.manifest.get("metadata") or {}).get("labels") or {}
+        pairs = self._by_pair[namespace]
+        candidates = {s for pair in labels.items() for s in pairs.get(pair, ())}
+        return frozenset(s for s in candidates if selects(selectors[s], labels))
+
+    def _set(self, key: Key, view: tuple[Any, ...] | None, services: frozenset[str]) -> None:
+        namespace, name = key
+        known = self._pods.get(key)
+        before = known[1] if known is not None else frozenset()
+        for service in before - services:
+            members = self.members.get((namespace, service))
+            if members is not None:
+                members.discard(name)
+                if not members:
+                    del self.members[(namespace, service)]
+        for service in services - before:
+            self.members.setdefault((namespace, service), set()).add(name)
+        if view is None or (not services and namespace not in self.selectors):
+            self._pods.pop(key, None)
+        else:
+            self._pods[key] = (view, services)
+
+    def _set_selector(self, namespace: str, name: str, selector: dict[str, str] | None) -> None:
+        services = self.selectors.setdefault(namespace, {})
+        pairs = self._by_pair.setdefault(namespace, {})
+        old = services.pop(name, None)
+        if old:
+            indexed = pairs.get(min(old.items()))
+            if indexed is not None:
+                indexed.discard(name)
+                if not indexed:
+                    del pairs[min(old.items())]
+        if selector:
+            services[name] = selector
+            pairs.setdefault(min(selector.items()), set()).add(name)
+        if not services:
+            del self.selectors[namespace]
+            del self._by_pair[namespace]
+
+
 class EndpointSliceController:
     def __init__(
         self,
@@ -110,14 +228,8 @@ class EndpointSliceController:
         self._commands = CommandClient(nc, actor=ACTOR)
         model = projection.model
         self._slices = ServiceSlices(model)
-        self._selectors: dict[str, dict[str, dict[str, str]]] = {}
-        """namespace -> service -> selector, for the services that get slices."""
-        self._pods: dict[Key, tuple[tuple[Any, ...] | None, frozenset[str]]] = {}
-        """pod -> (its view, the services that selected it), for pods seen in a namespace
-        with services."""
+        self._pods = ServicePods(model)
         self._zones: dict[str, str] = {}
-        for record in model.list("Service"):
-            self._index_service(record.namespace, record.name)
         for record in model.list("Node"):
             self._zones[record.name] = _zone(record)
         self._due: tuple[int, list[Key]] = (0, [])
@@ -154,18 +266,6 @@ class EndpointSliceController:
 
     # -- what makes a service due ----------------------------------------------------------------
 
-    def _index_service(self, namespace: str, name: str) -> None:
-        record = self._projection.model.get("Service", namespace, name)
-        spec = (record.manifest.get("spec") or {}) if record is not None else {}
-        selector = spec.get("selector")
-        services = self._selectors.setdefault(namespace, {})
-        if selector and spec.get("type") != "ExternalName":
-            services[name] = dict(selector)
-        else:
-            services.pop(name, None)
-            if not services:
-                del self._selectors[namespace]
-
     def _keys_of(self, event: StoredEvent) -> Iterable[Key]:
         seq, keys = self._due
         return keys if seq == event.seq else []
@@ -178,9 +278,9 @@ class EndpointSliceController:
         e = event.envelope
         kind = e.kind
         if kind == "Pod":
-            return self._pod_changed(e.namespace, e.name)
+            return self._pods.pod_changed(e.namespace, e.name)
         if kind == "Service":
-            self._index_service(e.namespace, e.name)
+            self._pods.service_changed(e.namespace, e.name)
             return [(e.namespace, e.name)]
         if kind == "EndpointSlice":
             touched = self._slices.observe(kind, e.namespace, e.name)
@@ -191,31 +291,8 @@ class EndpointSliceController:
             if zone == self._zones.get(e.name, ""):
                 return []
             self._zones[e.name] = zone
-            return [(ns, name) for ns, services in self._selectors.items() for name in services]
+            return self._pods.services()
         return []
-
-    def _pod_changed(self, namespace: str, name: str) -> list[Key]:
-        key = (namespace, name)
-        selectors = self._selectors.get(namespace)
-        known = self._pods.get(key)
-        if selectors is None and known is None:
-            return []  # no service could care (the common case of a busy cluster)
-        record = self._projection.model.get("Pod", namespace, name)
-        view = pod_view(record.manifest) if record is not None else None
-        before = known[1] if known is not None else frozenset()
-        if known is not None and known[0] == view and record is not None:
-            return []
-        labels = (record.manifest.get("metadata") or {}).get("labels") if record else None
-        now = frozenset(
-            service
-            for service, selector in (selectors or {}).items()
-            if record is not None and selects(selector, labels)
-        )
-        if record is None:
-            self._pods.pop(key, None)
-        else:
-            self._pods[key] = (view, now)
-        return [(namespace, service) for service in sorted(now | before)]
 
     # -- one reconcile ---------------------------------------------------------------------------
 
@@ -235,10 +312,8 @@ class EndpointSliceController:
         if not spec.get("selector") or spec.get("type") == "ExternalName":
             plan = SlicePlan(delete=[s.name for s in managed])
         else:
-            pods = [
-                PodState(p.namespace, p.name, p.uid, p.manifest)
-                for p in model.list("Pod", namespace)
-            ]
+            members = (model.get("Pod", namespace, p) for p in self._pods.members.get(key, ()))
+            pods = [PodState(p.namespace, p.name, p.uid, p.manifest) for p in members if p]
             plan = plan_slices(
                 service.manifest,
                 uid=service.uid,
@@ -314,6 +389,15 @@ class EndpointSliceController:
             raise
         self.writes += 1
         return outcome.seqs
+
+
+def _selector(record: ObjectRecord) -> dict[str, str] | None:
+    """The selector of a service that gets slices (None: no selector, or ExternalName)."""
+    spec = record.manifest.get("spec") or {}
+    selector = spec.get("selector")
+    if not selector or spec.get("type") == "ExternalName":
+        return None
+    return dict(selector)
 
 
 def _zone(record: ObjectRecord) -> str:

@@ -178,6 +178,26 @@ async def test_slices_follow_pods_becoming_ready_not_ready_and_deleted(
     assert (await ask(nc))["endpoints"] == []
 
 
+async def test_labels_and_selectors_that_change_move_pods_in_and_out(
+    controller: EndpointSliceController,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+) -> None:
+    await client.send("Pod", "apply", {"manifest": pod("web-1", "100.96.0.81")})
+    await client.send("Pod", "apply", {"manifest": pod("api-1", "100.96.0.82", app="api")})
+    await client.send("Service", "create", {"manifest": service()})
+    await eventually(lambda: _true(set(endpoints(projection)) == {"web-1"}), timeout=5)
+    # The pod's label changes: it leaves the service.
+    await client.send("Pod", "apply", {"manifest": pod("web-1", "100.96.0.81", app="old")})
+    await eventually(lambda: _true(set(endpoints(projection)) == set()), timeout=5)
+    # The service's selector changes: the pods it matches now come in.
+    await client.send("Service", "apply", {"manifest": service(selector={"app": "api"})})
+    await eventually(lambda: _true(set(endpoints(projection)) == {"api-1"}), timeout=5)
+    # Without a selector, its slices go (fleetlog's choice; Kubernetes leaves them stale).
+    await client.send("Service", "apply", {"manifest": service(selector=None)})
+    await eventually(lambda: _true(slices_of(projection) == []), timeout=5)
+
+
 async def test_a_pod_without_the_named_target_port_is_no_endpoint_of_that_port(
     controller: EndpointSliceController,
     client: CommandClient,
