@@ -20,10 +20,11 @@ What makes a service due:
 * a slice of the service changed by someone else (a user deleting a managed slice gets it back);
 * a node whose zone label changed (every service, since endpoints carry the zone).
 
-A reconcile reads the service, the pods of its namespace and the service's managed slices from
-the cluster projection, asks ``plan_slices`` for the writes, sends them (creates, updates and
-deletes with ``expected_version``, so a slice changed meanwhile is decided again), and waits for
-them to reach the projection before it returns. A deleted service's slices are left to the
+A reconcile reads the service, the pods its selector matches (:class:`ServicePods`, an index
+kept from the events) and the service's managed slices from the cluster projection, asks
+``plan_slices`` for the writes, sends them (creates, updates and deletes with
+``expected_version``, so a slice changed meanwhile is decided again), and waits for them to
+reach the projection before it returns. A deleted service's slices are left to the
 garbage collector (they name the service as their owner). Difference from Kubernetes: a
 service that loses its selector (or becomes ExternalName) has its managed slices deleted
 rather than left stale.
