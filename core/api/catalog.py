@@ -24,6 +24,8 @@ from core.policy.limitrange import LimitRange
 from core.policy.priorityclass import PriorityClass
 from core.policy.resourcequota import ResourceQuota
 from core.services import aggregate as services
+from core.services.endpointslice import EndpointSlice
+from core.services.ipaddress import IPAddress, NodePortAllocation
 from core.services.model import Service
 from core.workloads import aggregate as workloads
 from core.workloads.models import Deployment, ReplicaSet
@@ -40,6 +42,9 @@ AGGREGATES: dict[str, type[Resource]] = {
         policy.PriorityClass,
         policy.LimitRange,
         policy.ResourceQuota,
+        services.EndpointSlice,
+        services.IPAddress,
+        services.NodePortAllocation,
     )
 }
 """kind name -> its aggregate class."""
@@ -55,6 +60,9 @@ ResourceModel = (
     | PriorityClass
     | LimitRange
     | ResourceQuota
+    | EndpointSlice
+    | IPAddress
+    | NodePortAllocation
 )
 """Any top-level object fleetlog stores."""
 
@@ -83,6 +91,9 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
         "PriorityClass": _info(PriorityClass),
         "LimitRange": _info(LimitRange),
         "ResourceQuota": _info(ResourceQuota),
+        "EndpointSlice": _info(EndpointSlice),
+        "IPAddress": _info(IPAddress),
+        "NodePortAllocation": _info(NodePortAllocation),
     }
 )
 """kind name -> (apiVersion, model class, namespaced)."""

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from core.meta.features import FeatureGates
     from core.scheduling.config import SchedulerConfiguration
+    from core.services.ranges import ServiceRanges
 
 FEATURE_GATES = click.option(
     "--feature-gates",
@@ -55,6 +56,16 @@ def _feature_gates(values: tuple[str, ...]) -> FeatureGates:
 
     try:
         return FeatureGates.parse(values)
+    except FleetError as exc:
+        raise Failure(str(exc)) from None
+
+
+def _service_ranges(cluster_ips: str, node_ports: str) -> ServiceRanges:
+    """The service ranges the command line asks for; a bad one stops ``up`` before it starts."""
+    from core.services.ranges import ServiceRanges
+
+    try:
+        return ServiceRanges.parse(cluster_ips=cluster_ips, node_ports=node_ports)
     except FleetError as exc:
         raise Failure(str(exc)) from None
 
@@ -91,6 +102,21 @@ def _feature_gates(values: tuple[str, ...]) -> FeatureGates:
     help="A KubeSchedulerConfiguration file (kubescheduler.config.k8s.io/v1) for the scheduler: "
     "plugin weights, scoring strategy, percentageOfNodesToScore, ...",
 )
+@click.option(
+    "--service-cluster-ip-range",
+    "service_cidr",
+    default="100.64.0.0/16",
+    show_default=True,
+    help="Services' ClusterIPs come from this IPv4 CIDR (its first address is the kubernetes "
+    "service's, its tenth kept for cluster DNS).",
+)
+@click.option(
+    "--service-node-port-range",
+    "node_port_range",
+    default="30000-32767",
+    show_default=True,
+    help="NodePort services' ports come from this range.",
+)
 @FEATURE_GATES
 @click.pass_context
 def up(
@@ -103,11 +129,14 @@ def up(
     no_agent: bool,
     node_name: str | None,
     scheduler_config: Path | None,
+    service_cidr: str,
+    node_port_range: str,
     feature_gates: tuple[str, ...],
 ) -> None:
     """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
     features = _feature_gates(feature_gates)
     configuration = _scheduler_config(scheduler_config)
+    service_ranges = _service_ranges(service_cidr, node_port_range)
 
     from ops.up import UpOptions, default_data_dir
     from ops.up import up as run_up
@@ -124,6 +153,7 @@ def up(
         node_name=node_name,
         features=features,
         scheduler_config=configuration,
+        service_ranges=service_ranges,
     )
     click.echo(
         f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",
