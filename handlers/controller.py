@@ -2,10 +2,10 @@
 and (as the elected leader) reconcile each one, never two at once for the same key.
 
 Why this exists: the controllers (replica sets, deployments, quotas, the garbage collector,
-taint eviction, node lifecycle) differ only in what they decide; how they learn that
-something changed (a listener on the shared cluster projection), how they avoid acting twice
-on one object (one reconcile per key in flight; a key dirtied meanwhile is reconciled again
-afterwards), when they look again by themselves (a time the reconcile asks for:
+taint eviction, node lifecycle, endpoint slices) differ only in what they decide; how they
+learn that something changed (a listener on the shared cluster projection), how they avoid
+acting twice on one object (one reconcile per key in flight; a key dirtied meanwhile is
+reconciled again afterwards), when they look again by themselves (a time the reconcile asks for:
 ``minReadySeconds``, a progress deadline, an eviction deadline, the next monitor pass), how
 they retry after a failure, and how leadership is held and given up, is the same. A reconcile
 waits for its own writes to reach the projection before it returns (Kubernetes'

@@ -32,6 +32,9 @@ for _kind, _short in (
     ("PriorityClass", ("pc",)),
     ("LimitRange", ("limits",)),
     ("ResourceQuota", ("quota",)),
+    ("EndpointSlice", ()),
+    ("IPAddress", ("ip",)),
+    ("NodePortAllocation", ()),
     ("PodCIDR", ()),
 ):
     for _alias in (_kind.lower(), _kind.lower() + "s", *_short):
@@ -40,6 +43,14 @@ KIND_ALIASES["deployment.apps"] = "Deployment"
 KIND_ALIASES["deployments.apps"] = "Deployment"
 KIND_ALIASES["replicaset.apps"] = "ReplicaSet"
 KIND_ALIASES["replicasets.apps"] = "ReplicaSet"
+KIND_ALIASES["endpointslice.discovery.k8s.io"] = "EndpointSlice"
+KIND_ALIASES["endpointslices.discovery.k8s.io"] = "EndpointSlice"
+KIND_ALIASES["ipaddress.networking.k8s.io"] = "IPAddress"
+KIND_ALIASES["ipaddresses.networking.k8s.io"] = "IPAddress"
+KIND_ALIASES["ipaddresses"] = "IPAddress"
+ENDPOINTS_VIEW = frozenset({"endpoints", "ep"})
+"""``get endpoints``: the legacy v1 Endpoints, a view computed from EndpointSlices (fleetlog
+stores no Endpoints objects)."""
 
 
 def resolve_kind(text: str) -> str:

@@ -97,8 +97,9 @@ def full_manifest(item: dict[str, Any]) -> dict[str, Any]:
     """The stored manifest with the server-managed metadata filled in, as kubectl shows it."""
     manifest = dict(item["manifest"])
     metadata = dict(manifest.get("metadata", {}))
+    if item["uid"]:  # a view computed from other objects (legacy Endpoints) has none
+        metadata["uid"] = item["uid"]
     metadata.update(
-        uid=item["uid"],
         resourceVersion=str(item["last_seq"]),
         creationTimestamp=iso(item["created_ns"]),
     )
@@ -223,25 +224,137 @@ def _replica_set_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]
 
 
 def _service_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
-    spec = item["manifest"].get("spec", {})
+    """kubectl's ``printService``; wide adds SELECTOR and (fleetlog's addition) the ready
+    ENDPOINTS, which the caller puts in ``item["endpoints"]`` from the service's slices."""
+    manifest = item["manifest"]
+    spec = manifest.get("spec", {})
+    ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
     ports = ",".join(
-        f"{p['port']}{':' + str(p['nodePort']) if p.get('nodePort') else ''}"
-        f"/{p.get('protocol', 'TCP')}"
+        f"{p['port']}:{p['nodePort']}/{p.get('protocol', 'TCP')}"
+        if p.get("nodePort")
+        else f"{p['port']}/{p.get('protocol', 'TCP')}"
         for p in spec.get("ports") or []
     )
     row = [
         item["name"],
         spec.get("type", "ClusterIP"),
-        spec.get("clusterIP") or "<none>",
-        "<none>",
+        ips[0] if ips else "<none>",
+        service_external_ip(spec, manifest.get("status") or {}, wide=wide),
         ports or "<none>",
         age(item["created_ns"], now_ns),
     ]
     if wide:
-        row.append(
-            ",".join(f"{k}={v}" for k, v in (spec.get("selector") or {}).items()) or "<none>"
-        )
+        selector = spec.get("selector") or {}
+        row.append(",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>")
+        row.append(item.get("endpoints") or "<none>")
     return row
+
+
+def service_external_ip(spec: dict[str, Any], status: dict[str, Any], *, wide: bool) -> str:
+    """kubectl's EXTERNAL-IP: external IPs, a load balancer's ingress (``<pending>`` until
+    one is recorded), an ExternalName service's name."""
+    kind = spec.get("type", "ClusterIP")
+    external = list(spec.get("externalIPs") or [])
+    if kind in ("ClusterIP", "NodePort"):
+        return ",".join(external) or "<none>"
+    if kind == "ExternalName":
+        return str(spec.get("externalName", ""))
+    if kind != "LoadBalancer":
+        return "<unknown>"
+    ingress = sorted(
+        {
+            i.get("ip") or i.get("hostname")
+            for i in (status.get("loadBalancer") or {}).get("ingress") or []
+        }
+        - {None, ""}
+    )
+    shown = ",".join(ingress)
+    if not wide and len(shown) > 16:
+        shown = shown[:13] + "..."
+    return ",".join([*([shown] if shown else []), *external]) or "<pending>"
+
+
+def _endpoint_slice_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """kubectl's ``printEndpointSlice``: ports and addresses, three of each at most."""
+    manifest = item["manifest"]
+    ports = [
+        str(p["port"]) if p.get("port") is not None else (p.get("name") or "*")
+        for p in manifest.get("ports") or []
+    ]
+    addresses = [a for e in manifest.get("endpoints") or [] for a in e.get("addresses") or []]
+    return [
+        item["name"],
+        str(manifest.get("addressType", "")),
+        _three(ports),
+        _three(addresses),
+        age(item["created_ns"], now_ns),
+    ]
+
+
+def _three(values: list[str]) -> str:
+    """``listWithMoreString``: the first three, then ``+ N more...``; ``<unset>`` if none."""
+    if not values:
+        return "<unset>"
+    text = ",".join(values[:3])
+    return f"{text} + {len(values) - 3} more..." if len(values) > 3 else text
+
+
+def _endpoints_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """The legacy Endpoints view (``item["manifest"]`` from ``legacy_endpoints``)."""
+    from core.services.slices import endpoints_text
+
+    return [item["name"], endpoints_text(item["manifest"]), age(item["created_ns"], now_ns)]
+
+
+def _allocation_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """An IPAddress or NodePortAllocation: the value and the service holding it."""
+    parent = (item["manifest"].get("spec") or {}).get("parentRef") or {}
+    holder = f"{parent.get('resource', '')}/{parent.get('namespace', '')}/{parent.get('name', '')}"
+    return [item["name"], holder, age(item["created_ns"], now_ns)]
+
+
+def endpoint_slice_items(
+    services: Sequence[dict[str, Any]], slices: Sequence[dict[str, Any]]
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Slice items by the (namespace, service) their ``kubernetes.io/service-name`` names."""
+    by_service: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    wanted = {(s["namespace"], s["name"]) for s in services} if services else None
+    for found in slices:
+        labels = (found["manifest"].get("metadata") or {}).get("labels") or {}
+        key = (found["namespace"], labels.get("kubernetes.io/service-name", ""))
+        if key[1] and (wanted is None or key in wanted):
+            by_service.setdefault(key, []).append(found)
+    return by_service
+
+
+def endpoints_items(slices: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``get endpoints``: one legacy Endpoints item per service that has slices, as old as its
+    oldest slice."""
+    from core.services.slices import legacy_endpoints
+
+    items = []
+    for (namespace, service), found in sorted(endpoint_slice_items((), slices).items()):
+        items.append(
+            {
+                "kind": "Endpoints",
+                "namespace": namespace,
+                "name": service,
+                "uid": "",
+                "manifest": legacy_endpoints(namespace, service, [f["manifest"] for f in found]),
+                "version": max(f["version"] for f in found),
+                "last_seq": max(f["last_seq"] for f in found),
+                "created_ns": min(f["created_ns"] for f in found),
+            }
+        )
+    return items
+
+
+def ready_endpoints_text(slices: Sequence[dict[str, Any]], port_name: str | None = None) -> str:
+    """The ready ``ip:port`` endpoints of one service's slices, as kubectl prints them."""
+    from core.services.slices import endpoints_text, legacy_endpoints
+
+    endpoints = legacy_endpoints("", "", [f["manifest"] for f in slices])
+    return endpoints_text(endpoints, port_names=None if port_name is None else {port_name})
 
 
 def _namespace_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
@@ -286,9 +399,17 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     ),
     "Service": (
         ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
-        ["SELECTOR"],
+        ["SELECTOR", "ENDPOINTS"],
         _service_row,
     ),
+    "EndpointSlice": (
+        ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"],
+        [],
+        _endpoint_slice_row,
+    ),
+    "Endpoints": (["NAME", "ENDPOINTS", "AGE"], [], _endpoints_row),
+    "IPAddress": (["NAME", "PARENTREF", "AGE"], [], _allocation_row),
+    "NodePortAllocation": (["NAME", "PARENTREF", "AGE"], [], _allocation_row),
     "Namespace": (["NAME", "STATUS", "AGE"], [], _namespace_row),
     "LimitRange": (["NAME", "CREATED AT"], [], _limit_range_row),
     "ResourceQuota": (["NAME", "AGE", "REQUEST", "LIMIT"], [], _quota_row),
@@ -428,9 +549,11 @@ def describe(
     now_ns: int,
     *,
     replica_sets: Sequence[dict[str, Any]] = (),
+    endpoint_slices: Sequence[dict[str, Any]] = (),
 ) -> str:
     """A kubectl-describe-like page: identity, labels, the manifest's spec, then the events
-    (for a deployment, its counts and replica sets first, as kubectl shows them)."""
+    (for a deployment, its counts and replica sets first; for a service, its addresses, ports
+    and the ready endpoints of ``endpoint_slices``, as kubectl shows them)."""
     import yaml
 
     manifest = item["manifest"]
@@ -457,6 +580,8 @@ def describe(
     )
     if item["kind"] == "Deployment":
         lines += deployment_lines(manifest, replica_sets)
+    if item["kind"] == "Service":
+        lines += service_lines(manifest, endpoint_slices)
     for section in ("spec", "status"):
         if manifest.get(section):
             body = yaml.safe_dump(manifest[section], sort_keys=False).rstrip().splitlines()
@@ -510,6 +635,54 @@ def deployment_lines(manifest: dict[str, Any], replica_sets: Sequence[dict[str, 
     ]
     lines.append("OldReplicaSets: " + (", ".join(shown(rs) for rs in old) or "<none>"))
     lines.append("NewReplicaSet:  " + (", ".join(shown(rs) for rs in new) or "<none>"))
+    return lines
+
+
+def service_lines(manifest: dict[str, Any], slices: Sequence[dict[str, Any]]) -> list[str]:
+    """kubectl's ``describe service`` lines: selector, type, families, addresses, and per port
+    its target, node port and ready endpoints (from the service's EndpointSlices)."""
+    spec, status = manifest.get("spec") or {}, manifest.get("status") or {}
+    kind = spec.get("type", "ClusterIP")
+    selector = spec.get("selector") or {}
+    lines = [
+        "Selector:     " + (",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>"),
+        f"Type:         {kind}",
+    ]
+    if spec.get("ipFamilyPolicy"):
+        lines.append(f"IP Family Policy:  {spec['ipFamilyPolicy']}")
+    if spec.get("ipFamilies"):
+        lines.append(f"IP Families:  {','.join(spec['ipFamilies'])}")
+    if spec.get("clusterIP"):
+        lines.append(f"IP:           {spec['clusterIP']}")
+        lines.append(f"IPs:          {','.join(spec.get('clusterIPs') or [spec['clusterIP']])}")
+    if spec.get("externalIPs"):
+        lines.append(f"External IPs: {','.join(spec['externalIPs'])}")
+    if kind == "ExternalName":
+        lines.append(f"External Name: {spec.get('externalName', '')}")
+    if kind == "LoadBalancer":
+        lines.append(f"LoadBalancer Ingress: {service_external_ip(spec, status, wide=True)}")
+    for port in spec.get("ports") or []:
+        name = port.get("name") or "<unset>"
+        protocol = port.get("protocol", "TCP")
+        lines.append(f"Port:         {name}  {port['port']}/{protocol}")
+        lines.append(f"TargetPort:   {port.get('targetPort', port['port'])}/{protocol}")
+        if port.get("nodePort"):
+            lines.append(f"NodePort:     {name}  {port['nodePort']}/{protocol}")
+        lines.append(f"Endpoints:    {ready_endpoints_text(slices, port.get('name', ''))}")
+    if not spec.get("ports") and kind != "ExternalName":
+        lines.append(f"Endpoints:    {ready_endpoints_text(slices)}")
+    lines.append(f"Session Affinity: {spec.get('sessionAffinity', 'None')}")
+    if spec.get("sessionAffinity") == "ClientIP":
+        timeout = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get(
+            "timeoutSeconds"
+        )
+        lines.append(f"Session Affinity Timeout: {timeout}s")
+    if spec.get("externalTrafficPolicy"):
+        lines.append(f"External Traffic Policy: {spec['externalTrafficPolicy']}")
+    if spec.get("healthCheckNodePort"):
+        lines.append(f"HealthCheck NodePort: {spec['healthCheckNodePort']}")
+    if spec.get("internalTrafficPolicy"):
+        lines.append(f"Internal Traffic Policy: {spec['internalTrafficPolicy']}")
     return lines
 
 

@@ -10,9 +10,10 @@ restart on the same directory comes back with every object and event.
 
 It also runs the scheduler (any number of replicas may run: bindings are atomic and guarded),
 the node lifecycle controller with the taint-eviction controller under its lease, and the
-garbage collector, the replica-set, deployment, resource-quota and node IPAM controllers under
-their own leases (so several ``up`` processes on one NATS cluster do not double up); and,
-unless told not to, a node agent for this machine. Later issues add their handlers to :func:`serve`.
+garbage collector, the replica-set, deployment, resource-quota, endpoint-slice and node IPAM
+controllers under their own leases (so several ``up`` processes on one NATS cluster do not
+double up), the endpoints query and watch subjects, and, unless told not to, a node agent for
+this machine. Later issues add their handlers to :func:`serve`.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.network.ranges import ClusterCIDR
 from core.nodes.lifecycle import DEFAULT_GRACE_SECONDS
 from core.scheduling.config import SchedulerConfiguration
+from core.services.ranges import DEFAULT_RANGES, ServiceRanges
 from handlers.agent.agent import NodeAgent
 from handlers.agent.network import NetworkOptions
 from handlers.agent.node import default_node_name
 from handlers.deployment_controller import DeploymentController
+from handlers.endpointslice_controller import EndpointSliceController
 from handlers.garbage_collector import GarbageCollector
 from handlers.gateway import Gateway
 from handlers.node_ipam import NodeIPAMController
@@ -46,6 +49,7 @@ from handlers.scheduler import Scheduler
 from handlers.taint_eviction import TaintEvictionController
 from ops.schedulerconfig import scheduler_options
 from projections.cluster import ClusterModel
+from projections.endpoints import EndpointsService
 from projections.history import HistoryIndex
 from projections.history_service import HistoryService
 from projections.query import QueryService
@@ -92,6 +96,9 @@ class UpOptions:
     ``--node-cidr-mask-size``)."""
     pod_network: NetworkOptions = field(default_factory=NetworkOptions)
     """How the local agent names its bridge and pod namespaces, or that it makes none."""
+    service_ranges: ServiceRanges = DEFAULT_RANGES
+    """Where ClusterIPs and node ports come from (``--service-cluster-ip-range``,
+    ``--service-node-port-range``)."""
 
 
 async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
@@ -126,6 +133,7 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                 scheduler_config=options.scheduler_config,
                 cluster_cidr=options.cluster_cidr,
                 pod_network=options.pod_network,
+                service_ranges=options.service_ranges,
             )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -149,6 +157,7 @@ async def serve(
     scheduler_config: SchedulerConfiguration | None = None,
     cluster_cidr: ClusterCIDR | None = None,
     pod_network: NetworkOptions | None = None,
+    service_ranges: ServiceRanges = DEFAULT_RANGES,
 ) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set;
     with ``agent_root``, a node agent for this machine (its containers live there); with
@@ -156,7 +165,8 @@ async def serve(
     the gateway validates with and the scheduler and taint eviction read tolerations with;
     ``scheduler_config``, what a KubeSchedulerConfiguration file set for the scheduler;
     ``cluster_cidr``, the range the node IPAM controller gives each node a slice of;
-    ``pod_network``, how the local agent builds its pods' networks."""
+    ``pod_network``, how the local agent builds its pods' networks;
+    ``service_ranges``, where the gateway allocates services' addresses and node ports."""
     nc = await connect(url, name="fleetlog-up")
     try:
         await ensure_streams(nc)
@@ -166,7 +176,9 @@ async def serve(
             await projection.load_snapshot(snapshots)
             await projection.catch_up()
             await projection.follow()
-            gateway = await Gateway.create(nc, store, features=features)
+            gateway = await Gateway.create(
+                nc, store, features=features, service_ranges=service_ranges
+            )
             replica = (
                 Scheduler(nc, store, features=features, **scheduler_options(scheduler_config))
                 if scheduler
@@ -186,7 +198,9 @@ async def serve(
                 nc, AggregateRepository(store), projection,
                 cluster=cluster_cidr or ClusterCIDR.parse(),
             )  # fmt: skip
+            endpoint_slices = await EndpointSliceController.create(nc, projection)
             query = QueryService(nc, projection)
+            endpoints = EndpointsService(nc, projection)
             history = (
                 HistoryService(nc, store, HistoryIndex(history_path), projection)
                 if history_path is not None
@@ -208,6 +222,8 @@ async def serve(
                         tasks.create_task(deployments.run()),
                         tasks.create_task(quotas.run()),
                         tasks.create_task(node_ipam.run()),
+                        tasks.create_task(endpoint_slices.run()),
+                        tasks.create_task(endpoints.run()),
                         tasks.create_task(_snapshot_periodically(projection, snapshots)),
                     ]
                     if replica is not None:
@@ -216,7 +232,7 @@ async def serve(
                         roles.append(tasks.create_task(history.run()))
                     await gateway_ready.wait()
                     await query_ready.wait()
-                    await _bootstrap(nc)
+                    await _bootstrap(nc, service_ranges)
                     if agent_root is not None:
                         local = NodeAgent(
                             nc, store, name=node_name or default_node_name(), root=agent_root,
@@ -263,10 +279,38 @@ async def _snapshot_periodically(projection: Projection[ClusterModel], snapshots
             last = projection.position
 
 
-async def _bootstrap(nc: object) -> None:
-    """The namespaces every cluster starts with, created through the gateway like any command."""
+async def _bootstrap(nc: object, ranges: ServiceRanges) -> None:
+    """What every cluster starts with, created through the gateway like any command: the
+    ``default`` and ``kube-system`` namespaces, and the ``kubernetes`` service in ``default``
+    at the service range's first address."""
     client = CommandClient(nc, actor="system:bootstrap")  # type: ignore[arg-type]
     for namespace in BOOTSTRAP_NAMESPACES:
         manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
         with contextlib.suppress(FleetError):
             await client.send("Namespace", "apply", {"manifest": manifest})
+    try:
+        await client.send("Service", "apply", {"manifest": kubernetes_service(ranges)})
+    except FleetError as exc:
+        # Its address is another one when the range changed since the service was made.
+        log.warning("fleetlog.kubernetes_service_refused", error=str(exc))
+
+
+def kubernetes_service(ranges: ServiceRanges) -> dict[str, object]:
+    """The ``kubernetes`` service, as kube-apiserver keeps it: the range's first address, port
+    443 to the API server's 6443. fleetlog's Kubernetes API is a later issue: until it serves,
+    the service has no endpoints."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {"component": "apiserver", "provider": "kubernetes"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": ranges.cluster_ips.kubernetes_ip,
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}],
+            "sessionAffinity": "None",
+        },
+    }

@@ -44,13 +44,15 @@ from streams.eventstore import ConcurrencyConflict
 from streams.repository import AggregateRepository, Loaded, Provenance, Written
 from streams.subjects import AggregateRef
 
-_LEDGER_RANK = {"Node": 1, "ResourceQuota": 2}
-"""Kinds that account for other objects, locked after them (the rest rank 0)."""
+_LEDGER_RANK = {"Node": 1, "ResourceQuota": 2, "IPAddress": 3, "NodePortAllocation": 4}
+"""Kinds that account for other objects, locked after them (the rest rank 0): a service's
+address and node-port records come after the service."""
 
 
 def lock_order(ref: AggregateRef) -> tuple[int, str]:
     """Where ``ref`` comes in the one order every writer takes its locks in: objects first,
-    then nodes (their allocation ledgers), then quotas; by subject within a rank."""
+    then nodes (their allocation ledgers), then quotas, then a service's address and node-port
+    records; by subject within a rank."""
     return _LEDGER_RANK.get(ref.kind, 0), ref.subject
 
 

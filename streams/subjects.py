@@ -22,6 +22,8 @@ from core.errors import ValidationFailed
 EVENT_PREFIX = "fleet.evt"
 COMMAND_PREFIX = "fleet.cmd"
 QUERY_PREFIX = "fleet.qry"
+WATCH_PREFIX = "fleet.watch"
+"""Core NATS subjects a read model publishes changes on (``fleet.watch.endpoints.…``)."""
 ALL_EVENTS = f"{EVENT_PREFIX}.>"
 ALL_COMMANDS = f"{COMMAND_PREFIX}.>"
 

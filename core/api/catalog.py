@@ -26,6 +26,8 @@ from core.policy.limitrange import LimitRange
 from core.policy.priorityclass import PriorityClass
 from core.policy.resourcequota import ResourceQuota
 from core.services import aggregate as services
+from core.services.endpointslice import EndpointSlice
+from core.services.ipaddress import IPAddress, NodePortAllocation
 from core.services.model import Service
 from core.workloads import aggregate as workloads
 from core.workloads.models import Deployment, ReplicaSet
@@ -42,6 +44,9 @@ AGGREGATES: dict[str, type[Resource]] = {
         policy.PriorityClass,
         policy.LimitRange,
         policy.ResourceQuota,
+        services.EndpointSlice,
+        services.IPAddress,
+        services.NodePortAllocation,
         network.PodCIDR,
     )
 }
@@ -58,6 +63,9 @@ ResourceModel = (
     | PriorityClass
     | LimitRange
     | ResourceQuota
+    | EndpointSlice
+    | IPAddress
+    | NodePortAllocation
     | PodCIDR
 )
 """Any top-level object fleetlog stores."""
@@ -87,6 +95,9 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
         "PriorityClass": _info(PriorityClass),
         "LimitRange": _info(LimitRange),
         "ResourceQuota": _info(ResourceQuota),
+        "EndpointSlice": _info(EndpointSlice),
+        "IPAddress": _info(IPAddress),
+        "NodePortAllocation": _info(NodePortAllocation),
         "PodCIDR": _info(PodCIDR),
     }
 )

@@ -44,6 +44,9 @@ RESOURCE_KINDS = (
     "PriorityClass",
     "LimitRange",
     "ResourceQuota",
+    "EndpointSlice",
+    "IPAddress",
+    "NodePortAllocation",
     "PodCIDR",
 )
 

@@ -23,6 +23,9 @@ NAMESPACED: Mapping[str, bool] = MappingProxyType(
         "PriorityClass": False,
         "LimitRange": True,
         "ResourceQuota": True,
+        "EndpointSlice": True,
+        "IPAddress": False,
+        "NodePortAllocation": False,
         "PodCIDR": False,
     }
 )

@@ -33,6 +33,7 @@ from core.policy.admission import (
 )
 from core.workloads.models import DeploymentStatus, ReplicaSetStatus
 from handlers.gateway.context import CommandContext, policies_of
+from handlers.gateway.services import refuse_record_writes
 from projections.cluster import ClusterModel
 from projections.policies import NamespacePolicies
 from projections.runtime import Projection
@@ -126,6 +127,7 @@ class Admit:
 
     async def __call__(self, ctx: CommandContext) -> None:
         assert ctx.ref is not None
+        await refuse_record_writes(ctx)
         if ctx.manifest is not None:
             ctx.manifest = default_toleration_seconds(ctx.manifest)
             if ctx.ref.kind == "Pod":

@@ -2,8 +2,10 @@
 
 Why this exists: this is where a command becomes events. Through ``streams.decide`` (lock, load,
 decide, append, decide again on conflict) it loads the aggregate (and, for a pod, the node and
-quotas the same append must change), lets ``core`` decide (``core.pods.decisions`` for what a
-pod's create or delete does to its quotas and node), and appends with the aggregate's last
+quotas the same append must change; for a service, its address and node-port records:
+``handlers.gateway.services``), lets ``core`` decide (``core.pods.decisions`` for what a pod's
+create or delete does to its quotas and node, ``core.services.allocation`` for a service's
+addresses and ports), and appends with the aggregate's last
 sequence as the expectation, deciding again on fresh state when the append finds the cache was
 stale. The events are named by the command's write token (its idempotency key plus the
 request's fingerprint), so a retry whose original landed finds them on the aggregate and is
@@ -26,6 +28,7 @@ from core.pods.aggregate import Pod
 from core.pods.decisions import create_pod, delete_pod
 from core.workloads.aggregate import Workload
 from handlers.gateway.context import CommandContext, policies_of
+from handlers.gateway.services import ServicePath
 from projections.policies import NamespacePolicies
 from streams.decide import Append, Attempt, OnConflict, decide_and_append
 from streams.eventstore import ConcurrencyConflict
@@ -47,10 +50,17 @@ class Execute:
     append with an expectation on every subject, so racing gateways cannot exceed a quota."""
 
     def __init__(
-        self, repository: AggregateRepository, policies: NamespacePolicies | None = None
+        self,
+        repository: AggregateRepository,
+        policies: NamespacePolicies | None = None,
+        *,
+        services: ServicePath | None = None,
     ) -> None:
+        """``services``: how a command on a service allocates (without it, a service is
+        stored as sent, with no address or node ports)."""
         self._repository = repository
         self._policies = policies
+        self._services = services
 
     async def __call__(self, ctx: CommandContext) -> None:
         command, ref = ctx.command, ctx.ref
@@ -66,11 +76,19 @@ class Execute:
         )
         quota_refs = await self._quota_refs(ctx)
         duplicate: list[tuple[str, int]] = []
+        service = (
+            self._services.command(ctx, uid=self._uid(ctx))
+            if self._services is not None and ref.kind == "Service"
+            else None
+        )
 
         def shared(attempt: Attempt) -> list[AggregateRef]:
             """The aggregates the same append may change beside the object: a deleted pod's
             node (its reservation is released) and the namespace's quotas (charged or
-            released). Shared by every command on them, so locked: pod, node, quotas."""
+            released), a service's address and node-port records. Shared by every command on
+            them, so locked: pod, node, quotas; service, addresses, node ports."""
+            if service is not None:
+                return service.dependents(attempt)
             node = self._node_of_deleted_pod(ctx, attempt[ref])
             return [*([AggregateRef("Node", "", node)] if node else []), *quota_refs]
 
@@ -82,6 +100,10 @@ class Execute:
                 # another gateway) already landed: answer with its events.
                 duplicate.extend(already)
                 return None
+            if service is not None:
+                self._check_expected_version(ctx, loaded)
+                records = service.decide(attempt, loaded)
+                return Append(changes=[loaded, *records], provenance=provenance)
             node = self._node_of_deleted_pod(ctx, loaded)
             host = attempt[AggregateRef("Node", "", node)] if node else None
             quotas = [attempt[q] for q in quota_refs]
@@ -164,6 +186,24 @@ class Execute:
             "unchanged": not written,
         }
 
+    @staticmethod
+    def _uid(ctx: CommandContext) -> str:
+        """The uid an object this command creates gets (the same on every attempt)."""
+        assert ctx.command is not None and ctx.ref is not None
+        return uuid5_text(UID_NAMESPACE, f"{ctx.command.idempotency_key}/{ctx.ref.id}")
+
+    @staticmethod
+    def _check_expected_version(ctx: CommandContext, loaded: Loaded) -> None:
+        """A command pinned to a version is refused unless the object is at that version."""
+        command, current = ctx.command, loaded.aggregate
+        assert command is not None
+        if command.expected_version is None:
+            return
+        if current is not None and current.exists:
+            current.require_version(command.expected_version)
+        elif command.verb not in ("create", "apply"):
+            raise NotFound(f"{ctx.ref} not found (it was deleted)")
+
     def _decide(
         self,
         ctx: CommandContext,
@@ -177,14 +217,10 @@ class Execute:
         command, ref = ctx.command, ctx.ref
         assert command is not None and ref is not None
         current = loaded.aggregate
-        if command.expected_version is not None:
-            if current is not None and current.exists:
-                current.require_version(command.expected_version)
-            elif command.verb not in ("create", "apply"):
-                raise NotFound(f"{ref} not found (it was deleted)")
+        self._check_expected_version(ctx, loaded)
         at = timestamp_from_ns(ctx.received_ns)
         aggregate_class = AGGREGATES[ref.kind]
-        uid = uuid5_text(UID_NAMESPACE, f"{command.idempotency_key}/{ref.id}")
+        uid = self._uid(ctx)
         body = command.body
         if command.verb in ("create", "apply") and ref.kind == "Pod":
             assert ctx.manifest is not None

@@ -3,7 +3,8 @@ runs each command through the stages in order, answers, and audits the answer.
 
 Why this exists: the stages only know the command in hand; this module owns what outlives a
 command: the connection, the aggregate cache the stages decide on, the read models admission
-asks (PriorityClasses, each namespace's LimitRanges and ResourceQuotas), the bound on commands
+asks (PriorityClasses, each namespace's LimitRanges and ResourceQuotas) and the service path
+picks free addresses and node ports from, the bound on commands
 in flight, and the audit writer. It also turns a stage's ``FleetError`` into the structured
 reply ``{"ok": false, "error": {code, message, field, errors}}`` (``errors``: every field error
 ``{field, message}`` of an invalid manifest, unknown fields first).
@@ -24,6 +25,7 @@ from nats.aio.msg import Msg
 
 from core.errors import FleetError
 from core.meta.features import DEFAULT_FEATURES, FeatureGates
+from core.services.ranges import DEFAULT_RANGES, ServiceRanges
 from handlers.gateway.admission import Admit, resolve_target
 from handlers.gateway.audit import audit_record
 from handlers.gateway.context import CommandContext
@@ -37,6 +39,7 @@ from handlers.gateway.identity import (
     stated_identity,
 )
 from handlers.gateway.intake import decode, fingerprint, limit_size, route
+from handlers.gateway.services import ServicePath
 from projections.cluster import ClusterModel
 from projections.policies import NamespacePolicies
 from projections.runtime import Projection
@@ -65,9 +68,11 @@ class Gateway:
         identify: IdentityProvider = stated_identity,
         max_in_flight: int = 256,
         features: FeatureGates = DEFAULT_FEATURES,
+        service_ranges: ServiceRanges = DEFAULT_RANGES,
     ) -> None:
         """``features``: the feature gates manifests are validated with (Kubernetes'
-        defaults unless ``--feature-gates`` said otherwise)."""
+        defaults unless ``--feature-gates`` said otherwise); ``service_ranges``: where
+        services' ClusterIPs and node ports come from."""
         self._nc = nc
         self.features = features
         self.repository = AggregateRepository(store)
@@ -79,6 +84,8 @@ class Gateway:
         # Each namespace's LimitRanges (admission defaults) and ResourceQuotas (charged on a
         # pod's create), read-your-writes.
         self.policies = NamespacePolicies(nc, store)
+        # Which addresses and node ports services hold, to pick free ones from.
+        self.services = ServicePath(store, service_ranges)
         self.stages: Sequence[Handler] = (
             limit_size,
             decode,
@@ -88,7 +95,7 @@ class Gateway:
             Authorize(policy or AllowAll()),
             fingerprint,
             Admit(self.repository, self.priority_classes, self.policies, features=features),
-            Execute(self.repository, self.policies),
+            Execute(self.repository, self.policies, services=self.services),
         )
         self._slots = asyncio.Semaphore(max_in_flight)
         self.handled = 0
@@ -104,6 +111,7 @@ class Gateway:
         await self.priority_classes.catch_up()
         await self.priority_classes.follow()
         try:
+            await self.services.start()
             await self.policies.start()
             async with asyncio.TaskGroup() as tasks:
                 writer = tasks.create_task(self.audit.run())
@@ -113,6 +121,7 @@ class Gateway:
                     writer.cancel()
         finally:
             await self.priority_classes.stop()
+            await self.services.stop()
             await self.policies.stop()
 
     async def _serve_commands(self, ready: asyncio.Event | None) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from core.meta.features import FeatureGates
     from core.scheduling.config import SchedulerConfiguration
+    from core.services.ranges import ServiceRanges
     from handlers.agent.network import NetworkOptions
 
 FEATURE_GATES = click.option(
@@ -96,6 +97,16 @@ def _feature_gates(values: tuple[str, ...]) -> FeatureGates:
         raise Failure(str(exc)) from None
 
 
+def _service_ranges(cluster_ips: str, node_ports: str) -> ServiceRanges:
+    """The service ranges the command line asks for; a bad one stops ``up`` before it starts."""
+    from core.services.ranges import ServiceRanges
+
+    try:
+        return ServiceRanges.parse(cluster_ips=cluster_ips, node_ports=node_ports)
+    except FleetError as exc:
+        raise Failure(str(exc)) from None
+
+
 @click.command()
 @click.option(
     "--data-dir",
@@ -140,6 +151,21 @@ def _feature_gates(values: tuple[str, ...]) -> FeatureGates:
     show_default=True,
     help="The size of each node's slice of --cluster-cidr (24: 253 pod addresses per node).",
 )
+@click.option(
+    "--service-cluster-ip-range",
+    "service_cidr",
+    default="100.64.0.0/16",
+    show_default=True,
+    help="Services' ClusterIPs come from this IPv4 CIDR (its first address is the kubernetes "
+    "service's, its tenth kept for cluster DNS).",
+)
+@click.option(
+    "--service-node-port-range",
+    "node_port_range",
+    default="30000-32767",
+    show_default=True,
+    help="NodePort services' ports come from this range.",
+)
 @pod_network_options
 @FEATURE_GATES
 @click.pass_context
@@ -158,6 +184,8 @@ def up(
     pod_bridge: str,
     pod_network_prefix: str,
     no_pod_network: bool,
+    service_cidr: str,
+    node_port_range: str,
     feature_gates: tuple[str, ...],
 ) -> None:
     """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
@@ -170,6 +198,7 @@ def up(
     except FleetError as exc:
         raise Failure(f"--cluster-cidr/--node-cidr-mask-size: {exc.message}") from None
     network = _network_options(pod_bridge, pod_network_prefix, no_pod_network)
+    service_ranges = _service_ranges(service_cidr, node_port_range)
 
     from ops.up import UpOptions, default_data_dir
     from ops.up import up as run_up
@@ -188,6 +217,7 @@ def up(
         scheduler_config=configuration,
         cluster_cidr=cluster,
         pod_network=network,
+        service_ranges=service_ranges,
     )
     click.echo(
         f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",

@@ -18,7 +18,7 @@ import click
 
 from core.errors import FleetError, ValidationFailed
 from ops import render
-from ops.cliargs import POINT_HELP, is_namespaced, resolve_kind, split_ref
+from ops.cliargs import ENDPOINTS_VIEW, POINT_HELP, is_namespaced, resolve_kind, split_ref
 from ops.clitools import Failure, open_session, run
 
 OUTPUTS = click.Choice(["table", "wide", "yaml", "json"])
@@ -197,26 +197,44 @@ async def get(
     """List objects of a kind, or show one (with --at: as it was then)."""
     if "/" in kind and name is None:
         kind, name = kind.split("/", 1)
-    resolved = resolve_kind(kind)
-    scope: str | None = (None if all_namespaces else namespace) if is_namespaced(resolved) else ""
+    # ``endpoints`` is a view of the EndpointSlices (fleetlog keeps no Endpoints objects).
+    view = "Endpoints" if kind.lower() in ENDPOINTS_VIEW else None
+    resolved = "EndpointSlice" if view else resolve_kind(kind)
+    namespaced = is_namespaced(resolved)
+    scope: str | None = (None if all_namespaces else namespace) if namespaced else ""
     now_ns, when = time.time_ns(), ""
     async with open_session(ctx) as s:
-        if at is None:
-            items = await s.query(resolved, namespace=scope, name=name)
-        else:
+        point = None
+        if at is not None:
             from ops import timetravel
 
             point = await timetravel.position_of(s.nc, s.store, at, now_ns=now_ns)
             now_ns, when = point.time_ns or now_ns, f" at {point.label()}"
-            if name:
+
+        async def fetch(fetched_kind: str, fetched_name: str | None) -> list[dict[str, Any]]:
+            if point is None:
+                return await s.query(fetched_kind, namespace=scope, name=fetched_name)
+            if fetched_name:
                 item, _ = await timetravel.object_at(
-                    s.store, resolved, scope or "", name, point.seq, nc=s.nc
+                    s.store, fetched_kind, scope or "", fetched_name, point.seq, nc=s.nc
                 )
-                items = [item] if item else []
-            else:
-                items = await timetravel.list_at(s.store, point.seq, resolved, scope)
+                return [item] if item else []
+            return await timetravel.list_at(s.store, point.seq, fetched_kind, scope)
+
+        if view:
+            views = render.endpoints_items(await fetch(resolved, None))
+            items = [i for i in views if name is None or i["name"] == name]
+        else:
+            items = await fetch(resolved, name)
+            if resolved == "Service" and output == "wide" and items:
+                # fleetlog's wide service table adds the ready endpoints, from the slices.
+                slices = render.endpoint_slice_items(items, await fetch("EndpointSlice", None))
+                for item in items:
+                    found = slices.get((item["namespace"], item["name"]), [])
+                    item["endpoints"] = render.ready_endpoints_text(found)
+    shown = view or resolved
     if name and not items:
-        raise FleetError(f'{resolved.lower()}s "{name}" not found{when}', code="not_found")
+        raise FleetError(f'{shown.lower()}s "{name}" not found{when}', code="not_found")
     if output in ("yaml", "json"):
         manifests = [render.full_manifest(item) for item in items]
         value: Any = (
@@ -229,11 +247,11 @@ async def get(
         click.echo(f"No resources found{where}.", err=True)
         return
     output_table = render.object_table(
-        resolved,
+        shown,
         items,
         now_ns=now_ns,
         wide=output == "wide",
-        show_namespace=all_namespaces and is_namespaced(resolved),
+        show_namespace=all_namespaces and namespaced,
     )
     click.echo(output_table)
 
@@ -274,7 +292,15 @@ async def describe(
             raise FleetError(f'{resolved.lower()}s "{name}" not found{when}', code="not_found")
         if point is None:
             history = await s.history(resolved, scope, name)
-        owned = []
+        owned: list[dict[str, Any]] = []
+        slices: list[dict[str, Any]] = []
+        if resolved == "Service":
+            every = (
+                await s.query("EndpointSlice", namespace=scope)
+                if point is None
+                else await timetravel.list_at(s.store, point.seq, "EndpointSlice", scope)
+            )
+            slices = render.endpoint_slice_items(items, every).get((scope, name), [])
         if resolved == "Deployment":
             from ops import rollout as rollout_ops
 
@@ -288,4 +314,6 @@ async def describe(
         (ev.seq for ev in reversed(history) if ev.envelope.type.endswith("Created")), 0
     )
     events = [ev for ev in history if ev.seq >= created_seq]
-    click.echo(render.describe(items[0], events, now_ns, replica_sets=owned))
+    click.echo(
+        render.describe(items[0], events, now_ns, replica_sets=owned, endpoint_slices=slices)
+    )

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -115,9 +116,9 @@ class Cluster:
             raise AssertionError(f"fleetlog {' '.join(args)} failed: {result.stderr}")
         return result
 
-    def up(self, *, agent: bool = False) -> None:
-        """Start ``fleetlog up``; without a local node agent unless asked (most tests bring
-        their own simulated nodes)."""
+    def up(self, *, agent: bool = False, options: Sequence[str] = ()) -> None:
+        """Start ``fleetlog up`` (with ``options``); without a local node agent unless asked
+        (most tests bring their own simulated nodes)."""
         log = (self.data_dir.parent / "up.log").open("ab")
         self.process = subprocess.Popen(
             [
@@ -136,6 +137,7 @@ class Cluster:
                 "--pod-network-prefix",
                 self.pod_prefix,
                 *([] if agent else ["--no-agent"]),
+                *options,
             ],
             stdout=log,
             stderr=log,

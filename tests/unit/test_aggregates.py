@@ -123,7 +123,7 @@ def test_service_cluster_ip_is_immutable() -> None:
         uid="u",
         at=AT,
     )
-    with pytest.raises(InvalidTransition, match="immutable"):
+    with pytest.raises(InvalidTransition, match="may not change once set"):
         Service.apply_manifest(
             service,
             agg_id="Service/default/web",
