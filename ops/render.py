@@ -32,8 +32,11 @@ def error_text(subject: str, error: FleetError) -> list[str]:
     ]
 
 
-def age(since_ns: int, now_ns: int) -> str:
-    """kubectl's short human durations: 45s, 12m, 5h, 3d, 2y."""
+def age(since_ns: int | None, now_ns: int) -> str:
+    """kubectl's short human durations: 45s, 12m, 5h, 3d, 2y (``<unknown>`` without a time,
+    as kubectl shows an object that has no creation timestamp)."""
+    if since_ns is None:
+        return "<unknown>"
     seconds = max(0, (now_ns - since_ns) // 1_000_000_000)
     if seconds < 120:
         return f"{seconds}s"
@@ -94,14 +97,16 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def full_manifest(item: dict[str, Any]) -> dict[str, Any]:
-    """The stored manifest with the server-managed metadata filled in, as kubectl shows it."""
+    """The stored manifest with the server-managed metadata filled in, as kubectl shows it
+    (a built-in object that was never stored, such as a system PriorityClass, has none)."""
     manifest = dict(item["manifest"])
     metadata = dict(manifest.get("metadata", {}))
-    metadata.update(
-        uid=item["uid"],
-        resourceVersion=str(item["last_seq"]),
-        creationTimestamp=iso(item["created_ns"]),
-    )
+    if item.get("uid"):
+        metadata.update(
+            uid=item["uid"],
+            resourceVersion=str(item["last_seq"]),
+            creationTimestamp=iso(item["created_ns"]),
+        )
     manifest["metadata"] = metadata
     return manifest
 
@@ -245,11 +250,28 @@ def _service_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
 
 
 def _namespace_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
-    return [item["name"], "Active", age(item["created_ns"], now_ns)]
+    phase = (item["manifest"].get("status") or {}).get("phase") or "Active"
+    return [item["name"], phase, age(item["created_ns"], now_ns)]
 
 
 def _limit_range_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     return [item["name"], iso(item["created_ns"])]
+
+
+def _priority_class_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """kubectl's VALUE, GLOBAL-DEFAULT and PREEMPTIONPOLICY (the API's default when unset)."""
+    manifest = item["manifest"]
+    return [
+        item["name"],
+        str(manifest.get("value", 0)),
+        "true" if manifest.get("globalDefault") else "false",
+        age(item.get("created_ns"), now_ns),
+        str(manifest.get("preemptionPolicy") or "PreemptLowerPriority"),
+    ]
+
+
+def _default_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    return [item["name"], age(item.get("created_ns"), now_ns)]
 
 
 def _quota_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
@@ -286,7 +308,15 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "Namespace": (["NAME", "STATUS", "AGE"], [], _namespace_row),
     "LimitRange": (["NAME", "CREATED AT"], [], _limit_range_row),
     "ResourceQuota": (["NAME", "AGE", "REQUEST", "LIMIT"], [], _quota_row),
+    "PriorityClass": (
+        ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"],
+        [],
+        _priority_class_row,
+    ),
 }
+"""Each kind's columns (kubectl's), the extra ``-o wide`` columns, and its row. A kind without
+an entry gets kubectl's default columns, NAME and AGE."""
+DEFAULT_COLUMNS: tuple[list[str], list[str], Any] = (["NAME", "AGE"], [], _default_row)
 
 
 def object_table(
@@ -297,7 +327,7 @@ def object_table(
     wide: bool,
     show_namespace: bool,
 ) -> str:
-    headers, wide_headers, row = COLUMNS[kind]
+    headers, wide_headers, row = COLUMNS.get(kind, DEFAULT_COLUMNS)
     all_headers = (
         (["NAMESPACE"] if show_namespace else []) + headers + (wide_headers if wide else [])
     )
@@ -432,9 +462,13 @@ def describe(
     if item["namespace"]:
         lines.append(f"Namespace:    {item['namespace']}")
     lines.append(f"Kind:         {item['kind']}")
-    lines.append(f"UID:          {item['uid']}")
-    lines.append(f"Created:      {iso(item['created_ns'])} ({age(item['created_ns'], now_ns)} ago)")
-    lines.append(f"Version:      {item['version']} (stream sequence {item['last_seq']})")
+    if item.get("uid"):
+        lines.append(f"UID:          {item['uid']}")
+        created = item["created_ns"]
+        lines.append(f"Created:      {iso(created)} ({age(created, now_ns)} ago)")
+        lines.append(f"Version:      {item['version']} (stream sequence {item['last_seq']})")
+    else:
+        lines.append("Created:      built in (exists without being stored)")
     labels = metadata.get("labels") or {}
     lines.append(
         "Labels:       "
@@ -450,6 +484,13 @@ def describe(
     )
     if item["kind"] == "Deployment":
         lines += deployment_lines(manifest, replica_sets)
+    if item["kind"] == "PriorityClass":  # no spec: its terms are top-level fields
+        lines += [
+            f"Value:             {manifest.get('value', 0)}",
+            f"GlobalDefault:     {'true' if manifest.get('globalDefault') else 'false'}",
+            f"PreemptionPolicy:  {manifest.get('preemptionPolicy') or 'PreemptLowerPriority'}",
+            f"Description:       {manifest.get('description') or '<none>'}",
+        ]
     for section in ("spec", "status"):
         if manifest.get(section):
             body = yaml.safe_dump(manifest[section], sort_keys=False).rstrip().splitlines()

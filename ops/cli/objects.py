@@ -176,6 +176,43 @@ async def delete(
 # -- reads ----------------------------------------------------------------------------------------
 
 
+def _builtin_item(name: str) -> dict[str, Any] | None:
+    """A built-in PriorityClass as a read-model item: it exists without having been stored, so
+    it has no uid, version or creation time (kubectl shows the API server's own copy)."""
+    from core.policy.systemclasses import system_class_manifest
+
+    manifest = system_class_manifest(name)
+    if manifest is None:
+        return None
+    return {
+        "kind": "PriorityClass",
+        "namespace": "",
+        "name": name,
+        "uid": None,
+        "version": None,
+        "last_seq": None,
+        "created_ns": None,
+        "manifest": manifest,
+    }
+
+
+def with_builtin(kind: str, items: list[dict[str, Any]], name: str | None) -> list[dict[str, Any]]:
+    """``items`` with the built-in objects of ``kind`` that were not stored (the two system
+    PriorityClasses, as ``kubectl get priorityclass`` lists them), by name."""
+    if kind != "PriorityClass":
+        return items
+    from core.policy.systemclasses import SYSTEM_CLASS_MANIFESTS
+
+    stored = {item["name"] for item in items}
+    wanted = [name] if name else list(SYSTEM_CLASS_MANIFESTS)
+    extra = [
+        item
+        for wanted_name in wanted
+        if wanted_name not in stored and (item := _builtin_item(wanted_name)) is not None
+    ]
+    return sorted([*items, *extra], key=lambda item: item["name"]) if extra else items
+
+
 @click.command()
 @click.argument("kind")
 @click.argument("name", required=False)
@@ -215,6 +252,7 @@ async def get(
                 items = [item] if item else []
             else:
                 items = await timetravel.list_at(s.store, point.seq, resolved, scope)
+    items = with_builtin(resolved, items, name)
     if name and not items:
         raise FleetError(f'{resolved.lower()}s "{name}" not found{when}', code="not_found")
     if output in ("yaml", "json"):
@@ -269,11 +307,12 @@ async def describe(
             items = [item] if item else []
         else:
             items = await s.query(resolved, namespace=scope, name=name)
+        items = with_builtin(resolved, items, name)
         if not items:
             when = f" at {point.label()}" if point else ""
             raise FleetError(f'{resolved.lower()}s "{name}" not found{when}', code="not_found")
         if point is None:
-            history = await s.history(resolved, scope, name)
+            history = await s.history(resolved, scope, name) if items[0]["uid"] else []
         owned = []
         if resolved == "Deployment":
             from ops import rollout as rollout_ops
