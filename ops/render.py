@@ -143,20 +143,36 @@ def _pod_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     return row
 
 
+def node_status(manifest: dict[str, Any]) -> str:
+    """kubectl's node STATUS: ``Ready`` when the Ready condition is True, ``NotReady`` when it
+    is anything else (False, or Unknown: the node stopped sending heartbeats), ``Unknown`` only
+    when the node has no Ready condition at all; ``,SchedulingDisabled`` when cordoned."""
+    conditions = (manifest.get("status") or {}).get("conditions") or []
+    ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
+    status = "Unknown" if ready is None else "Ready" if ready == "True" else "NotReady"
+    if (manifest.get("spec") or {}).get("unschedulable"):
+        status += ",SchedulingDisabled"
+    return status
+
+
+def node_roles(labels: dict[str, str]) -> str:
+    """kubectl's ROLES: the ``node-role.kubernetes.io/<role>`` labels and the value of
+    ``kubernetes.io/role``, sorted."""
+    roles = {k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/")}
+    if labels.get("kubernetes.io/role"):
+        roles.add(labels["kubernetes.io/role"])
+    return ",".join(sorted(role for role in roles if role)) or "<none>"
+
+
 def _node_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     manifest = item["manifest"]
     status = manifest.get("status") or {}
-    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
-    ready = {"True": "Ready", "False": "NotReady"}.get(conditions.get("Ready", ""), "Unknown")
-    if manifest.get("spec", {}).get("unschedulable"):
-        ready += ",SchedulingDisabled"
     labels = manifest.get("metadata", {}).get("labels") or {}
-    roles = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/"))
     info = status.get("nodeInfo") or {}
     row = [
         item["name"],
-        ready,
-        ",".join(roles) or "<none>",
+        node_status(manifest),
+        node_roles(labels),
         age(item["created_ns"], now_ns),
         info.get("kubeletVersion", ""),
     ]

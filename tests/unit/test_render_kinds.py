@@ -167,3 +167,52 @@ def test_priority_classes_show_kubectls_columns_with_the_built_in_classes() -> N
     assert with_builtin("Pod", [], None) == []
     page = render.describe(one, [], NOW)
     assert "Value:             2000001000" in page and "built in" in page
+
+
+def node(ready: str | None, *, cordoned: bool = False, **labels: str) -> dict[str, Any]:
+    conditions = [{"type": "MemoryPressure", "status": "False"}]
+    if ready is not None:
+        conditions.append({"type": "Ready", "status": ready, "reason": "NodeStatusUnknown"})
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "n", "labels": labels},
+        "spec": {"unschedulable": True} if cordoned else {},
+        "status": {"conditions": conditions},
+    }
+
+
+@pytest.mark.parametrize(
+    ("ready", "cordoned", "shown"),
+    [
+        ("True", False, "Ready"),
+        ("False", False, "NotReady"),
+        # Heartbeats stopped: the lifecycle controller sets Ready=Unknown; kubectl says NotReady.
+        ("Unknown", False, "NotReady"),
+        ("Unknown", True, "NotReady,SchedulingDisabled"),
+        (None, False, "Unknown"),
+        (None, True, "Unknown,SchedulingDisabled"),
+        ("True", True, "Ready,SchedulingDisabled"),
+    ],
+)
+def test_node_status_is_kubectls(ready: str | None, cordoned: bool, shown: str) -> None:
+    assert render.node_status(node(ready, cordoned=cordoned)) == shown
+    row = render.object_table(
+        "Node",
+        [item("Node", node(ready, cordoned=cordoned))],
+        now_ns=NOW,
+        wide=False,
+        show_namespace=False,
+    ).splitlines()[1]
+    assert row.split()[1] == shown
+
+
+def test_node_roles_come_from_both_role_labels() -> None:
+    labels = {
+        "node-role.kubernetes.io/control-plane": "",
+        "node-role.kubernetes.io/worker": "",
+        "kubernetes.io/role": "edge",
+        "type": "simulated",
+    }
+    assert render.node_roles(labels) == "control-plane,edge,worker"
+    assert render.node_roles({"type": "simulated"}) == "<none>"
