@@ -20,6 +20,15 @@ from ops.cliargs import is_namespaced, parse_since, resolve_kind, split_ref
 from ops.clitools import Failure, open_session, run
 from streams.subjects import event_filter
 
+SIMULATED_NODE_LABEL = ("type", "simulated")
+"""The label ``fleetlog sim`` gives its nodes (``handlers.simnodes.SimNodeSpec``; a test keeps
+the two in agreement): no container runs on them, so their pods have no output."""
+
+
+def _simulated(node: dict[str, Any]) -> bool:
+    key, value = SIMULATED_NODE_LABEL
+    return ((node["manifest"].get("metadata") or {}).get("labels") or {}).get(key) == value
+
 
 @click.command()
 @click.argument("pod")
@@ -55,6 +64,15 @@ async def logs(
         if not items:
             raise FleetError(f'pods "{pod}" not found', code="not_found")
         name, restarts = pick_container(items[0], container)
+        node_name = (items[0]["manifest"].get("spec") or {}).get("nodeName")
+        if node_name:
+            nodes = await s.query("Node", name=node_name)
+            if nodes and _simulated(nodes[0]):
+                raise FleetError(
+                    f'pod "{pod}" is on node "{node_name}", a simulated node (fleetlog sim): '
+                    f'it runs no containers, so container "{name}" has no logs',
+                    code="bad_request",
+                )
         chunks = read_logs(
             s.nc, namespace, pod, name,
             pod_uid=items[0]["uid"], restart_count=restarts,
