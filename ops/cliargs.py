@@ -51,6 +51,22 @@ def resolve_kind(text: str) -> str:
     return kind
 
 
+def command_kind(text: str) -> str:
+    """The kind a write names: a known kind or alias resolved (``deploy`` -> Deployment), any
+    other text as it is written. Unlike :func:`resolve_kind` (for reads), an unknown kind is
+    not refused here: the command goes to the gateway, which refuses it and audits the refusal,
+    as it does every other refused command."""
+    return KIND_ALIASES.get(text.lower(), text)
+
+
+def split_command_ref(text: str) -> tuple[str, str]:
+    """``deployment/web`` -> ("Deployment", "web") for a write (see :func:`command_kind`)."""
+    kind, sep, name = text.partition("/")
+    if not sep or not name:
+        raise ValidationFailed(f"expected KIND/NAME, got {text!r}")
+    return command_kind(kind), name
+
+
 def split_ref(text: str) -> tuple[str, str]:
     """``deployment/web`` → ("Deployment", "web")."""
     kind, sep, name = text.partition("/")

@@ -18,7 +18,13 @@ import click
 
 from core.errors import FleetError, ValidationFailed
 from ops import render
-from ops.cliargs import POINT_HELP, is_namespaced, resolve_kind, split_ref
+from ops.cliargs import (
+    POINT_HELP,
+    command_kind,
+    is_namespaced,
+    resolve_kind,
+    split_command_ref,
+)
 from ops.clitools import Failure, open_session, run
 
 OUTPUTS = click.Choice(["table", "wide", "yaml", "json"])
@@ -66,19 +72,36 @@ def _doc_name(doc: dict[str, Any]) -> str:
     return f"{kind}/{name}"
 
 
+def _doc_kind(doc: dict[str, Any]) -> str:
+    """The kind a document's command is sent for: its ``kind`` as written (an unknown or
+    missing one included: the gateway refuses it, and audits the refusal)."""
+    kind = doc.get("kind")
+    return command_kind(kind) if isinstance(kind, str) else ""
+
+
+def _manifest_documents(path: str, verb: str) -> list[dict[str, Any]]:
+    """The objects of a manifest; none at all (an empty file, only comments, only ``---``) is
+    kubectl's ``error: no objects passed to apply`` (or ``delete``)."""
+    documents = _read_documents(path)
+    if not documents:
+        raise Failure(f"no objects passed to {verb}")
+    return documents
+
+
 @click.command()
 @click.option("-f", "--filename", "path", required=True, help="Manifest file, or - for stdin.")
 @click.pass_context
 @run
 async def apply(ctx: click.Context, path: str) -> None:
-    """Create or update objects from a (multi-document) YAML manifest."""
-    documents = _read_documents(path)
+    """Create or update objects from a (multi-document) YAML manifest: each object is applied
+    on its own; those refused are reported (and the command fails) without stopping the
+    rest, as kubectl does."""
+    documents = _manifest_documents(path, "apply")
     failures = 0
     async with open_session(ctx) as s:
         for doc in documents:
             try:
-                kind = resolve_kind(str(doc.get("kind", "")))
-                outcome = await s.commands.send(kind, "apply", {"manifest": doc})
+                outcome = await s.commands.send(_doc_kind(doc), "apply", {"manifest": doc})
             except FleetError as exc:
                 failures += 1
                 for line in render.error_lines(_doc_name(doc), exc):
@@ -137,18 +160,20 @@ async def delete(
     policy = CASCADE_POLICIES[cascade.lower()]
     targets: list[tuple[str, str, str]] = []
     if path:
-        for doc in _read_documents(path):
-            doc_kind = resolve_kind(str(doc.get("kind", "")))
-            meta = doc.get("metadata") or {}
-            targets.append((doc_kind, meta.get("namespace", namespace), meta.get("name", "")))
+        for doc in _manifest_documents(path, "delete"):
+            meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+            targets.append(
+                (_doc_kind(doc), str(meta.get("namespace") or namespace), str(meta.get("name", "")))
+            )
     elif kind and "/" in kind and not name:
-        resolved, ref_name = split_ref(kind)
-        targets.append((resolved, namespace, ref_name))
+        ref_kind, ref_name = split_command_ref(kind)
+        targets.append((ref_kind, namespace, ref_name))
     elif kind and name:
-        targets.append((resolve_kind(kind), namespace, name))
+        targets.append((command_kind(kind), namespace, name))
     else:
         raise ValidationFailed("say what to delete: KIND NAME, KIND/NAME or -f FILE")
     deleted_namespaces: set[str] = set()
+    failures = 0
     async with open_session(ctx) as s:
         for target_kind, target_ns, target_name in targets:
             body = {
@@ -157,20 +182,28 @@ async def delete(
                 "reason": reason,
                 "propagationPolicy": policy,
             }
+            shown = f'{target_kind.lower()} "{target_name}"'
             try:
                 await s.commands.send(target_kind, "delete", body)
             except CommandFailed as exc:
                 # Deleting a namespace deletes what is in it (the garbage collector may have
                 # got there first): an object of a namespace this command deleted is gone.
-                if exc.code != "not_found" or target_ns not in deleted_namespaces:
+                if exc.code == "not_found" and target_ns in deleted_namespaces:
+                    click.echo(f'{shown} deleted (with namespace "{target_ns}")')
+                    continue
+                if len(targets) == 1:
                     raise
-                click.echo(
-                    f'{target_kind.lower()} "{target_name}" deleted (with namespace "{target_ns}")'
-                )
+                # As kubectl: what can be deleted is, each refusal is reported, and the
+                # command fails at the end.
+                failures += 1
+                for line in render.error_lines(f"{target_kind.lower()}/{target_name}", exc):
+                    click.echo(line, err=True)
                 continue
             if target_kind == "Namespace":
                 deleted_namespaces.add(target_name)
-            click.echo(f'{target_kind.lower()} "{target_name}" deleted')
+            click.echo(f"{shown} deleted")
+    if failures:
+        raise Failure(f"{failures} of {len(targets)} objects were not deleted")
 
 
 # -- reads ----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import click
 
 from core.meta.durations import parse_duration
 from ops import render
-from ops.cliargs import split_ref
+from ops.cliargs import split_command_ref
 from ops.clitools import Failure, open_session, run
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 @run
 async def scale(ctx: click.Context, ref: str, replicas: int, namespace: str, reason: str) -> None:
     """Set the replica count of a deployment (deployment/NAME)."""
-    kind, name = split_ref(ref)
+    kind, name = split_command_ref(ref)
     async with open_session(ctx) as s:
         body = {"name": name, "namespace": namespace, "replicas": replicas, "reason": reason}
         outcome = await s.commands.send(kind, "scale", body)

@@ -5,6 +5,7 @@ and ``delete -f``, and the audit trail of a refused unknown kind."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -61,3 +62,85 @@ async def test_logs_of_a_pod_on_a_simulated_node_say_there_are_none(
             'error: pod "hello" is on node "sim-0", a simulated node (fleetlog sim): it runs '
             'no containers, so container "main" has no logs'
         )
+
+
+MIXED = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: a}
+spec:
+  containers: [{name: main, image: process, command: [sleep, "1"]}]
+---
+apiVersion: example.com/v1
+kind: Gizmo
+metadata: {name: g}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b}
+spec:
+  containers: [{name: main, image: process, command: [sleep, "1"]}]
+"""
+GIZMO_REFUSED = (
+    'error: gizmo/g: no matches for kind "Gizmo" in version "example.com/v1"; known kinds: '
+    "Deployment, LimitRange, Namespace, Node, Pod, PriorityClass, ReplicaSet, ResourceQuota, "
+    "Service (at kind)"
+)
+
+
+async def test_apply_and_delete_of_a_manifest_with_an_unknown_kind_do_the_rest_and_fail(
+    nats_server: Any, queries: None, tmp_path: Any
+) -> None:
+    url = nats_server.url
+    manifest = tmp_path / "mixed.yaml"
+    manifest.write_text(MIXED)
+    applied = await cli(url, "--as", "user:walker", "apply", "-f", str(manifest))
+    assert applied.exit_code == 1
+    assert applied.stdout.splitlines() == ["pod/a created", "pod/b created"]
+    assert applied.stderr.splitlines() == [
+        GIZMO_REFUSED,
+        "error: 1 of 3 objects were not applied",
+    ]
+    listed = await cli(url, "get", "pods", "-o", "json")
+    assert [p["metadata"]["name"] for p in json.loads(listed.stdout)["items"]] == ["a", "b"]
+
+    deleted = await cli(url, "--as", "user:walker", "delete", "-f", str(manifest))
+    assert deleted.exit_code == 1
+    assert deleted.stdout.splitlines() == ['pod "a" deleted', 'pod "b" deleted']
+    assert deleted.stderr.splitlines() == [
+        'error: gizmo/g: the server doesn\'t have a resource type "gizmo"; known: deployment, '
+        "limitrange, namespace, node, pod, priorityclass, replicaset, resourcequota, service",
+        "error: 1 of 3 objects were not deleted",
+    ]
+    listed = await cli(url, "get", "pods", "-o", "json")
+    assert json.loads(listed.stdout)["items"] == []
+    # A kind on the command line the CLI does not know goes to the gateway too.
+    by_name = await cli(url, "--as", "user:walker", "delete", "gizmos", "g")
+    assert by_name.exit_code == 1
+    assert by_name.stderr.startswith(
+        'error: the server doesn\'t have a resource type "gizmos"; known: deployment'
+    )
+
+    # Every refusal was the gateway's, so each is in the audit trail: who, what, why.
+    audited = await cli(url, "audit", "--outcome", "rejected", "-o", "json")
+    records = [json.loads(line) for line in audited.stdout.splitlines()]
+    assert [(r["actor"], r["verb"], r["kind"], r["name"], r["code"]) for r in records] == [
+        ("user:walker", "apply", "gizmo", "g", "unknown_kind"),
+        ("user:walker", "delete", "gizmo", "g", "unknown_kind"),
+        ("user:walker", "delete", "gizmos", "g", "unknown_kind"),
+    ]
+    assert records[0]["message"].startswith('no matches for kind "Gizmo" in version')
+    table = await cli(url, "audit", "--outcome", "rejected", "--kind", "gizmo")
+    assert len(table.stdout.splitlines()) == 3 and "user:walker" in table.stdout
+
+
+@pytest.mark.parametrize("text", ["", "# nothing here\n", "---\n", "---\n# only comments\n---\n"])
+async def test_a_manifest_without_objects_is_an_error(
+    nats_server: Any, queries: None, tmp_path: Any, text: str
+) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(text)
+    for verb in ("apply", "delete"):
+        result = await cli(nats_server.url, verb, "-f", str(empty))
+        assert (result.exit_code, result.stdout) == (1, "")
+        assert result.stderr == f"error: no objects passed to {verb}\n"
