@@ -629,10 +629,16 @@ def describe(
     now_ns: int,
     *,
     replica_sets: Sequence[dict[str, Any]] = (),
+    related: Sequence[StoredEvent] = (),
 ) -> str:
     """A kubectl-describe-like page: identity, labels, the manifest's spec, then the events
-    (for a deployment, its counts and replica sets first, as kubectl shows them)."""
+    as Kubernetes' components would have recorded them (``ops.kube_events``: from the object's
+    own ``events``, this incarnation's, and for a deployment or replica set the ``related``
+    events of its replica sets or pods; every event is in ``fleetlog history``). A deployment
+    shows its counts and replica sets first, as kubectl does."""
     import yaml
+
+    from ops import kube_events
 
     manifest = item["manifest"]
     metadata = manifest.get("metadata", {})
@@ -676,19 +682,35 @@ def describe(
             lines += [f"  {line}" for line in body]
     if item["kind"] == "Pod":
         lines += scheduling_lines(events)
-    lines.append("Events:")
-    if not events:
-        lines.append("  <none>")
-    else:
-        width = max(len(ev.envelope.type) for ev in events)
-        lines.append(f"  {'SEQ':>6}  {'AGE':>5}  {'TYPE':<{width}}  {'FROM':<20}  MESSAGE")
-        for ev in events:
-            e = ev.envelope
-            lines.append(
-                f"  {ev.seq:>6}  {age(e.timestamp_ns, now_ns):>5}  {e.type:<{width}}  "
-                f"{e.actor:<20}  {summarize(e.type, e.payload)}"
-            )
+    shown = kube_events.correlate(kube_events.events_of(item, events, related))
+    lines += event_lines(shown, now_ns)
     return "\n".join(lines)
+
+
+EVENT_COLUMNS = ("Type", "Reason", "Age", "From", "Message")
+EVENT_RULES = ("----", "------", "----", "----", "-------")
+"""kubectl's underlines (Age's is four dashes long, as kubectl writes it)."""
+
+
+def event_lines(shown: Sequence[Any], now_ns: int) -> list[str]:
+    """kubectl describe's Events section: ``Events:  <none>``, or a table of TYPE, REASON,
+    AGE (``5m``, or ``2m (x4 over 10m)`` for a repeated event), FROM and MESSAGE, its columns
+    as wide as their longest cell plus two spaces (kubectl's tabwriter), each row indented by
+    two. ``shown`` are :class:`ops.kube_events.Shown`."""
+    if not shown:
+        return ["Events:       <none>"]
+    rows = [list(EVENT_COLUMNS), list(EVENT_RULES)]
+    for event in shown:
+        when = age(event.first_ns, now_ns)
+        if event.count > 1:
+            when = f"{age(event.last_ns, now_ns)} (x{event.count} over {when})"
+        rows.append([event.type, event.reason, when, event.source, event.message.strip()])
+    widths = [max(len(row[column]) for row in rows) + 2 for column in range(4)]
+    return ["Events:"] + [
+        ("  " + "".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+         + row[4]).rstrip()
+        for row in rows
+    ]  # fmt: skip
 
 
 def deployment_lines(manifest: dict[str, Any], replica_sets: Sequence[dict[str, Any]]) -> list[str]:

@@ -26,6 +26,7 @@ from ops.cliargs import (
     split_command_ref,
 )
 from ops.clitools import Failure, open_session, run
+from streams.subjects import event_filter
 
 OUTPUTS = click.Choice(["table", "wide", "yaml", "json"])
 AT_OPTION = click.option(
@@ -208,6 +209,10 @@ async def delete(
 
 # -- reads ----------------------------------------------------------------------------------------
 
+DEPENDENTS = {"Deployment": "ReplicaSet", "ReplicaSet": "Pod"}
+"""The kind whose events ``describe`` reads to show what a kind's controller did (see
+``ops.kube_events``)."""
+
 
 def _builtin_item(name: str) -> dict[str, Any] | None:
     """A built-in PriorityClass as a read-model item: it exists without having been stored, so
@@ -356,8 +361,19 @@ async def describe(
                 else await timetravel.list_at(s.store, point.seq, "ReplicaSet", scope)
             )
             owned = rollout_ops.controlled_by(replica_sets, items[0]["uid"])
-    created_seq = next(
-        (ev.seq for ev in reversed(history) if ev.envelope.type.endswith("Created")), 0
-    )
+        created_seq = next(
+            (ev.seq for ev in reversed(history) if ev.envelope.type.endswith("Created")), 0
+        )
+        related: list[Any] = []
+        dependent = DEPENDENTS.get(resolved)
+        if dependent is not None and created_seq:
+            # What Kubernetes records on a deployment (a replica set) is what its controller
+            # did to its replica sets (pods): their events in the namespace since its creation.
+            await s.store.replay(
+                related.append,
+                filter_subject=event_filter(dependent, scope),
+                from_seq=created_seq,
+                until_seq=point.seq if point is not None else None,
+            )
     events = [ev for ev in history if ev.seq >= created_seq]
-    click.echo(render.describe(items[0], events, now_ns, replica_sets=owned))
+    click.echo(render.describe(items[0], events, now_ns, replica_sets=owned, related=related))
