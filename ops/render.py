@@ -606,6 +606,35 @@ def event_row(event: StoredEvent) -> list[str]:
 EVENT_HEADERS = ["SEQ", "TIME", "TYPE", "OBJECT", "ACTOR", "SUMMARY"]
 
 
+class RowPrinter:
+    """A table printed a row at a time (``events --follow``), where :func:`table` cannot
+    measure the rows first: every column but the last starts at a fixed width, wide enough
+    for the usual cell, and only widens (for the rows after) when a longer cell comes, so the
+    columns of consecutive rows line up."""
+
+    def __init__(self, headers: Sequence[str], widths: Sequence[int]) -> None:
+        self._headers = list(headers)
+        self._widths = [max(w, len(h)) for w, h in zip(widths, headers, strict=False)]
+
+    def line(self, cells: Sequence[str]) -> str:
+        for column, cell in enumerate(cells[:-1]):
+            self._widths[column] = max(self._widths[column], len(cell))
+        padded = [cell.ljust(width) for cell, width in zip(cells, self._widths, strict=False)]
+        return "  ".join([*padded, *cells[len(padded) :]]).rstrip()
+
+    def header(self) -> str:
+        return self.line(self._headers)
+
+
+def event_row_printer() -> RowPrinter:
+    """``events --follow``'s columns: a sequence, an instant, the longest event type of the
+    catalog, an object and an actor of the usual lengths, then the summary."""
+    from core.api.events import CATALOG
+
+    type_width = max(len(name) for name in CATALOG)
+    return RowPrinter(EVENT_HEADERS, [7, len("2026-01-01T00:00:00Z"), type_width, 40, 32])
+
+
 def history_rows(events: Sequence[StoredEvent]) -> list[list[str]]:
     return [
         [

@@ -181,6 +181,7 @@ async def events(
     subject = event_filter(resolved, namespace, name)
     start = parse_since(since, datetime.now(tz=UTC)) if since else None
     rows: list[list[str]] = []
+    printer = render.event_row_printer()  # rows printed as they come line up
 
     def emit(event: Any) -> None:
         if event_type and event.envelope.type != event_type:
@@ -188,14 +189,14 @@ async def events(
         if output == "json":
             click.echo(_json_line(event))
         elif follow:
-            click.echo("   ".join(render.event_row(event)))
+            click.echo(printer.line(render.event_row(event)))
         else:
             rows.append(render.event_row(event))
 
     async with open_session(ctx) as s:
         if follow:
             if output == "table":
-                click.echo("   ".join(render.EVENT_HEADERS))
+                click.echo(printer.header())
             sub = await s.store.subscribe(
                 emit, filter_subject=subject, from_time=start, new_only=start is None
             )
