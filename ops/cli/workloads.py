@@ -148,12 +148,17 @@ async def rollout_undo(ctx: click.Context, ref: str, namespace: str, to_revision
 
     name = rollout_ops.deployment_name(ref)
     async with open_session(ctx) as s:
-        deployment = await _deployment(s, namespace, name)
-        undo = rollout_ops.plan_undo(
-            deployment, await _owned_replica_sets(s, deployment), to_revision
-        )
-        if undo.manifest is not None:
-            await rollout_ops.apply_deployment(s.commands, deployment, undo.manifest)
+
+        async def attempt() -> rollout_ops.Undo:
+            deployment = await _deployment(s, namespace, name)
+            undo = rollout_ops.plan_undo(
+                deployment, await _owned_replica_sets(s, deployment), to_revision
+            )
+            if undo.manifest is not None:
+                await rollout_ops.apply_deployment(s.commands, deployment, undo.manifest)
+            return undo
+
+        undo = await rollout_ops.retry_on_conflict(attempt)
     click.echo(undo.message(name))
 
 
@@ -169,10 +174,14 @@ def _pause_command(paused: bool) -> Any:
 
         name = rollout_ops.deployment_name(ref)
         async with open_session(ctx) as s:
-            deployment = await _deployment(s, namespace, name)
-            await rollout_ops.apply_deployment(
-                s.commands, deployment, rollout_ops.with_paused(deployment, paused)
-            )
+
+            async def attempt() -> None:
+                deployment = await _deployment(s, namespace, name)
+                await rollout_ops.apply_deployment(
+                    s.commands, deployment, rollout_ops.with_paused(deployment, paused)
+                )
+
+            await rollout_ops.retry_on_conflict(attempt)
         click.echo(f"deployment.apps/{name} {verb}d")
 
     command.__doc__ = (
