@@ -39,6 +39,8 @@ KIND_ALIASES["deployment.apps"] = "Deployment"
 KIND_ALIASES["deployments.apps"] = "Deployment"
 KIND_ALIASES["replicaset.apps"] = "ReplicaSet"
 KIND_ALIASES["replicasets.apps"] = "ReplicaSet"
+KIND_ALIASES["priorityclass.scheduling.k8s.io"] = "PriorityClass"
+KIND_ALIASES["priorityclasses.scheduling.k8s.io"] = "PriorityClass"
 
 
 def resolve_kind(text: str) -> str:

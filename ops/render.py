@@ -587,6 +587,17 @@ def event_dict(event: StoredEvent) -> dict[str, Any]:
     }
 
 
+API_GROUPS = {"Deployment": "apps", "ReplicaSet": "apps", "PriorityClass": "scheduling.k8s.io"}
+"""The API group of the kinds outside the core group, as ``-o name`` qualifies them."""
+
+
+def resource_name(kind: str, name: str) -> str:
+    """kubectl's ``-o name``: ``pod/web-x2x5k``, ``deployment.apps/web``,
+    ``priorityclass.scheduling.k8s.io/high``."""
+    group = API_GROUPS.get(kind)
+    return f"{kind.lower()}{'.' + group if group else ''}/{name}"
+
+
 def object_name(kind: str, namespace: str, name: str) -> str:
     return f"{kind.lower()}/{namespace + '/' if namespace else ''}{name}"
 

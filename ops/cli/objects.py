@@ -28,7 +28,7 @@ from ops.cliargs import (
 from ops.clitools import Failure, open_session, run
 from streams.subjects import event_filter
 
-OUTPUTS = click.Choice(["table", "wide", "yaml", "json"])
+OUTPUTS = click.Choice(["table", "wide", "yaml", "json", "name"])
 AT_OPTION = click.option(
     "--at", default=None, metavar="TIME|SEQ", help=f"As it was at {POINT_HELP}."
 )
@@ -293,6 +293,10 @@ async def get(
     items = with_builtin(resolved, items, name)
     if name and not items:
         raise FleetError(f'{resolved.lower()}s "{name}" not found{when}', code="not_found")
+    if output == "name":  # kubectl's resource/name, one a line: what other commands take
+        for item in items:
+            click.echo(render.resource_name(resolved, item["name"]))
+        return
     if output in ("yaml", "json"):
         manifests = [render.full_manifest(item) for item in items]
         value: Any = (

@@ -103,6 +103,7 @@ async def test_apply_and_delete_of_a_manifest_with_an_unknown_kind_do_the_rest_a
     ]
     listed = await cli(url, "get", "pods", "-o", "json")
     assert [p["metadata"]["name"] for p in json.loads(listed.stdout)["items"]] == ["a", "b"]
+    assert (await cli(url, "get", "pods", "-o", "name")).stdout == "pod/a\npod/b\n"
 
     deleted = await cli(url, "--as", "user:walker", "delete", "-f", str(manifest))
     assert deleted.exit_code == 1

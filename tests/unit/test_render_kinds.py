@@ -216,3 +216,16 @@ def test_node_roles_come_from_both_role_labels() -> None:
     }
     assert render.node_roles(labels) == "control-plane,edge,worker"
     assert render.node_roles({"type": "simulated"}) == "<none>"
+
+
+@pytest.mark.parametrize("kind", sorted(NAMESPACED))
+def test_o_name_prints_what_the_other_commands_take(kind: str) -> None:
+    from ops.cliargs import split_ref
+
+    shown = render.resource_name(kind, "x")
+    assert split_ref(shown) == (kind, "x")
+    assert shown == {
+        "Deployment": "deployment.apps/x",
+        "ReplicaSet": "replicaset.apps/x",
+        "PriorityClass": "priorityclass.scheduling.k8s.io/x",
+    }.get(kind, f"{kind.lower()}/x")
