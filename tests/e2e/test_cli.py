@@ -91,9 +91,9 @@ class Cluster:
             raise AssertionError(f"fleetlog {' '.join(args)} failed: {result.stderr}")
         return result
 
-    def up(self, *, agent: bool = False) -> None:
-        """Start ``fleetlog up``; without a local node agent unless asked (most tests bring
-        their own simulated nodes)."""
+    def up(self, *options: str, agent: bool = False) -> None:
+        """Start ``fleetlog up`` (with ``options``); without a local node agent unless asked
+        (most tests bring their own simulated nodes)."""
         log = (self.data_dir.parent / "up.log").open("ab")
         self.process = subprocess.Popen(
             [
@@ -106,6 +106,7 @@ class Cluster:
                 "--port",
                 str(self.port),
                 *([] if agent else ["--no-agent"]),
+                *options,
             ],
             stdout=log,
             stderr=log,
