@@ -145,3 +145,58 @@ async def test_a_manifest_without_objects_is_an_error(
         result = await cli(nats_server.url, verb, "-f", str(empty))
         assert (result.exit_code, result.stdout) == (1, "")
         assert result.stderr == f"error: no objects passed to {verb}\n"
+
+
+async def test_describe_shows_what_the_workload_controllers_did(
+    nats_server: Any,
+    nc: Client,
+    store: EventStore,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+    queries: None,
+) -> None:
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "main", "image": "app:1", "command": ["x"]}]},
+            },
+        },
+    }
+    async with workload_roles(nc, store, projection, nodes=1):
+        await client.send("Deployment", "apply", {"manifest": deployment})
+
+        async def running() -> bool:
+            pods = list(projection.model.list("Pod", "default"))
+            return len(pods) == 2 and all(
+                (p.manifest.get("status") or {}).get("phase") == "Running" for p in pods
+            )
+
+        await eventually(running)
+        (rs,) = projection.model.list("ReplicaSet", "default")
+        pods = sorted(p.name for p in projection.model.list("Pod", "default"))
+        url = nats_server.url
+
+        def events_of(page: str) -> list[list[str]]:
+            return [line.split(None, 4) for line in page.split("Events:\n")[1].splitlines()[2:]]
+
+        page = (await cli(url, "describe", "deployment", "web")).stdout
+        assert [row[1:2] + row[3:] for row in events_of(page)] == [
+            [
+                "ScalingReplicaSet",
+                "deployment-controller",
+                f"Scaled up replica set {rs.name} from 0 to 2",
+            ]
+        ]
+        page = (await cli(url, "describe", "rs", rs.name)).stdout
+        created = [row[4] for row in events_of(page) if row[1] == "SuccessfulCreate"]
+        assert sorted(created) == [f"Created pod: {name}" for name in pods]
+        assert {row[3] for row in events_of(page)} == {"replicaset-controller"}
+        page = (await cli(url, "describe", "pod", pods[0])).stdout
+        assert [row[1] for row in events_of(page)] == ["Scheduled", "Created", "Started"]
+        assert events_of(page)[1][3] == "kubelet"  # the simulator plays the kubelet's part
