@@ -22,6 +22,23 @@ from core.meta.timestamps import parse_stamp
 DEFAULT_SERVER = "nats://127.0.0.1:4222"
 
 KIND_ALIASES: dict[str, str] = {}
+API_GROUPS: dict[str, str] = {
+    "Deployment": "apps",
+    "ReplicaSet": "apps",
+    "PriorityClass": "scheduling.k8s.io",
+    "EndpointSlice": "discovery.k8s.io",
+    "IPAddress": "networking.k8s.io",
+    "NodePortAllocation": "fleetlog.io",
+}
+"""The API group of the kinds outside the core group: ``-o name`` qualifies them with it
+(``deployment.apps/web``) and every command takes them so qualified."""
+
+
+def _plural(kind: str) -> str:
+    lower = kind.lower()
+    return lower + "es" if lower.endswith("s") else lower + "s"
+
+
 for _kind, _short in (
     ("Pod", ("po",)),
     ("Node", ("no",)),
@@ -37,17 +54,12 @@ for _kind, _short in (
     ("NodePortAllocation", ()),
     ("PodCIDR", ()),
 ):
-    for _alias in (_kind.lower(), _kind.lower() + "s", *_short):
+    _names = (_kind.lower(), _plural(_kind))
+    for _alias in (*_names, *_short):
         KIND_ALIASES[_alias] = _kind
-KIND_ALIASES["deployment.apps"] = "Deployment"
-KIND_ALIASES["deployments.apps"] = "Deployment"
-KIND_ALIASES["replicaset.apps"] = "ReplicaSet"
-KIND_ALIASES["replicasets.apps"] = "ReplicaSet"
-KIND_ALIASES["endpointslice.discovery.k8s.io"] = "EndpointSlice"
-KIND_ALIASES["endpointslices.discovery.k8s.io"] = "EndpointSlice"
-KIND_ALIASES["ipaddress.networking.k8s.io"] = "IPAddress"
-KIND_ALIASES["ipaddresses.networking.k8s.io"] = "IPAddress"
-KIND_ALIASES["ipaddresses"] = "IPAddress"
+    if _kind in API_GROUPS:
+        for _alias in _names:
+            KIND_ALIASES[f"{_alias}.{API_GROUPS[_kind]}"] = _kind
 ENDPOINTS_VIEW = frozenset({"endpoints", "ep"})
 """``get endpoints``: the legacy v1 Endpoints, a view computed from EndpointSlices (fleetlog
 stores no Endpoints objects)."""
@@ -61,6 +73,22 @@ def resolve_kind(text: str) -> str:
             + ", ".join(sorted({k.lower() for k in KIND_ALIASES.values()}))
         )
     return kind
+
+
+def command_kind(text: str) -> str:
+    """The kind a write names: a known kind or alias resolved (``deploy`` -> Deployment), any
+    other text as it is written. Unlike :func:`resolve_kind` (for reads), an unknown kind is
+    not refused here: the command goes to the gateway, which refuses it and audits the refusal,
+    as it does every other refused command."""
+    return KIND_ALIASES.get(text.lower(), text)
+
+
+def split_command_ref(text: str) -> tuple[str, str]:
+    """``deployment/web`` -> ("Deployment", "web") for a write (see :func:`command_kind`)."""
+    kind, sep, name = text.partition("/")
+    if not sep or not name:
+        raise ValidationFailed(f"expected KIND/NAME, got {text!r}")
+    return command_kind(kind), name
 
 
 def split_ref(text: str) -> tuple[str, str]:

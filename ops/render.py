@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from core.api.summaries import summarize
+from ops.cliargs import API_GROUPS
 
 if TYPE_CHECKING:
     from core.errors import FleetError
@@ -32,19 +33,50 @@ def error_text(subject: str, error: FleetError) -> list[str]:
     ]
 
 
-def age(since_ns: int, now_ns: int) -> str:
-    """kubectl's short human durations: 45s, 12m, 5h, 3d, 2y."""
-    seconds = max(0, (now_ns - since_ns) // 1_000_000_000)
+def human_duration(seconds: int) -> str:
+    """kubectl's ``HumanDuration`` (what its AGE columns and "… ago" show): seconds up to two
+    minutes, then minutes with seconds below ten minutes (``2m30s``), minutes below three
+    hours, hours with minutes below eight hours (``5h4m``), hours below two days, days with
+    hours below eight days (``3d4h``), days below two years, years with days below eight
+    years."""
+    if seconds < -1:
+        return "<invalid>"
+    if seconds < 0:
+        return "0s"
     if seconds < 120:
         return f"{seconds}s"
     minutes = seconds // 60
-    if minutes < 120:
+    if minutes < 10:
+        rest = seconds % 60
+        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+    if minutes < 180:
         return f"{minutes}m"
-    hours = minutes // 60
+    hours = seconds // 3600
+    if hours < 8:
+        rest = minutes % 60
+        return f"{hours}h{rest}m" if rest else f"{hours}h"
     if hours < 48:
         return f"{hours}h"
-    days = hours // 24
-    return f"{days}d" if days < 730 else f"{days // 365}y"
+    if hours < 24 * 8:
+        rest = hours % 24
+        return f"{hours // 24}d{rest}h" if rest else f"{hours // 24}d"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        rest = (hours // 24) % 365
+        return f"{hours // 24 // 365}y{rest}d" if rest else f"{hours // 24 // 365}y"
+    return f"{hours // 24 // 365}y"
+
+
+def age(since_ns: int | None, now_ns: int) -> str:
+    """How long ago ``since_ns`` was, as kubectl writes it (:func:`human_duration`), or
+    ``<unknown>`` without a time (kubectl's answer for an object with no creation time)."""
+    if since_ns is None:
+        return "<unknown>"
+    # Truncated towards zero, as Go's Duration.Seconds() converted to int.
+    elapsed = now_ns - since_ns
+    seconds = elapsed // 1_000_000_000 if elapsed >= 0 else -(-elapsed // 1_000_000_000)
+    return human_duration(seconds)
 
 
 def iso(ns: int) -> str:
@@ -94,15 +126,16 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def full_manifest(item: dict[str, Any]) -> dict[str, Any]:
-    """The stored manifest with the server-managed metadata filled in, as kubectl shows it."""
+    """The stored manifest with the server-managed metadata filled in, as kubectl shows it
+    (a built-in object that was never stored, such as a system PriorityClass, has none)."""
     manifest = dict(item["manifest"])
     metadata = dict(manifest.get("metadata", {}))
-    if item["uid"]:  # a view computed from other objects (legacy Endpoints) has none
-        metadata["uid"] = item["uid"]
-    metadata.update(
-        resourceVersion=str(item["last_seq"]),
-        creationTimestamp=iso(item["created_ns"]),
-    )
+    if item.get("uid"):
+        metadata.update(
+            uid=item["uid"],
+            resourceVersion=str(item["last_seq"]),
+            creationTimestamp=iso(item["created_ns"]),
+        )
     manifest["metadata"] = metadata
     return manifest
 
@@ -120,39 +153,185 @@ def to_json(value: Any) -> str:
 # -- columns per kind ------------------------------------------------------------------------
 
 
+_SUCCEEDED_OR_FAILED = ("Succeeded", "Failed")
+
+
+def _restartable(container: dict[str, Any] | None) -> bool:
+    """An init container with ``restartPolicy: Always``: a sidecar, counted with the pod's
+    containers."""
+    return bool(container) and container.get("restartPolicy") == "Always"  # type: ignore[union-attr]
+
+
+def _finished_ns(status: dict[str, Any]) -> int | None:
+    """When a container's previous instance ended (``lastState.terminated.finishedAt``)."""
+    from core.meta.timestamps import parse_stamp
+
+    terminated = (status.get("lastState") or {}).get("terminated") or {}
+    return parse_stamp(terminated.get("finishedAt")) if terminated.get("finishedAt") else None
+
+
+def _terminated_reason(terminated: dict[str, Any], prefix: str = "") -> str:
+    if terminated.get("reason"):
+        return prefix + str(terminated["reason"])
+    if terminated.get("signal"):
+        return f"{prefix}Signal:{terminated['signal']}"
+    return f"{prefix}ExitCode:{terminated.get('exitCode', 0)}"
+
+
+def pod_columns(manifest: dict[str, Any], now_ns: int) -> tuple[str, str, str]:
+    """kubectl's READY, STATUS and RESTARTS of a pod (``printPod``), from its stored status.
+
+    STATUS starts from the phase (or ``status.reason``, e.g. Evicted), then: an init container
+    that has not completed says ``Init:<reason>`` (waiting or terminated) or ``Init:N/M``; once
+    initialised, the last container (in spec order) that is waiting or terminated gives its
+    reason (``CrashLoopBackOff``, ``ContainerCreating``, ``ErrImagePull``, ``Completed``,
+    ``Error``, ``OOMKilled``, or ``ExitCode:N`` / ``Signal:N`` without one); ``Completed``
+    while another container still runs reads ``Running`` (``NotReady`` when the pod is not
+    Ready). A pod being deleted reads ``Terminating`` (``Unknown`` when its node was lost).
+    RESTARTS sums the restart counts, with how long ago the latest restart was."""
+    spec, status = manifest.get("spec") or {}, manifest.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    reason = status.get("reason") or phase
+    conditions = status.get("conditions") or []
+    for condition in conditions:
+        if condition.get("type") == "PodScheduled" and condition.get("reason") == "SchedulingGated":
+            reason = "SchedulingGated"
+    init_specs = {c.get("name"): c for c in spec.get("initContainers") or []}
+    total = len(spec.get("containers") or []) + sum(
+        1 for c in init_specs.values() if _restartable(c)
+    )
+    ready = restarts = sidecar_restarts = 0
+    last_restart: int | None = None
+    last_sidecar_restart: int | None = None
+
+    initializing = False
+    init_statuses = status.get("initContainerStatuses") or []
+    for index, container in enumerate(init_statuses):
+        count = int(container.get("restartCount") or 0)
+        finished = _finished_ns(container)
+        restarts += count
+        if finished is not None and (last_restart is None or finished > last_restart):
+            last_restart = finished
+        sidecar = _restartable(init_specs.get(container.get("name")))
+        if sidecar:
+            sidecar_restarts += count
+            if finished is not None and (
+                last_sidecar_restart is None or finished > last_sidecar_restart
+            ):
+                last_sidecar_restart = finished
+        state = container.get("state") or {}
+        terminated, waiting = state.get("terminated"), state.get("waiting")
+        if terminated is not None and int(terminated.get("exitCode") or 0) == 0:
+            continue
+        if sidecar and container.get("started"):
+            if container.get("ready"):
+                ready += 1
+            continue
+        if terminated is not None:
+            reason = _terminated_reason(terminated, "Init:")
+        elif waiting and waiting.get("reason") and waiting["reason"] != "PodInitializing":
+            reason = f"Init:{waiting['reason']}"
+        else:
+            reason = f"Init:{index}/{len(init_specs)}"
+        initializing = True
+        break
+
+    initialized = any(
+        c.get("type") == "Initialized" and c.get("status") == "True" for c in conditions
+    )
+    if not initializing or initialized:
+        restarts, last_restart = sidecar_restarts, last_sidecar_restart
+        has_running = False
+        for container in reversed(status.get("containerStatuses") or []):
+            restarts += int(container.get("restartCount") or 0)
+            finished = _finished_ns(container)
+            if finished is not None and (last_restart is None or finished > last_restart):
+                last_restart = finished
+            state = container.get("state") or {}
+            waiting, terminated = state.get("waiting"), state.get("terminated")
+            if waiting is not None and waiting.get("reason"):
+                # A terminal pod's container that never ran still reads "waiting" in the
+                # stored status (the kubelet would have marked it terminated): its reason is
+                # stale, and the pod's own (ImagePullUnsupported, say) says more.
+                if phase not in _SUCCEEDED_OR_FAILED:
+                    reason = str(waiting["reason"])
+            elif terminated is not None:
+                reason = _terminated_reason(terminated)
+            elif container.get("ready") and state.get("running") is not None:
+                has_running = True
+                ready += 1
+        if reason == "Completed" and has_running:
+            pod_ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
+            )
+            reason = "Running" if pod_ready else "NotReady"
+
+    if (manifest.get("metadata") or {}).get("deletionTimestamp"):
+        if status.get("reason") == "NodeLost":
+            reason = "Unknown"
+        elif phase not in _SUCCEEDED_OR_FAILED:
+            reason = "Terminating"
+
+    shown_restarts = str(restarts)
+    if restarts and last_restart is not None:
+        shown_restarts = f"{restarts} ({age(last_restart, now_ns)} ago)"
+    return f"{ready}/{total}", reason, shown_restarts
+
+
 def _pod_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     manifest = item["manifest"]
-    spec, status = manifest.get("spec", {}), manifest.get("status") or {}
-    containers = spec.get("containers", [])
-    statuses = status.get("containerStatuses") or []
-    ready = sum(1 for s in statuses if s.get("ready"))
-    restarts = sum(int(s.get("restartCount", 0)) for s in statuses)
-    row = [
-        item["name"],
-        f"{ready}/{len(containers)}",
-        status.get("reason") or status.get("phase") or "Pending",
-        str(restarts),
-        age(item["created_ns"], now_ns),
-    ]
+    ready, reason, restarts = pod_columns(manifest, now_ns)
+    row = [item["name"], ready, reason, restarts, age(item["created_ns"], now_ns)]
     if wide:
-        row += [status.get("podIP") or "<none>", spec.get("nodeName") or "<none>"]
+        spec, status = manifest.get("spec") or {}, manifest.get("status") or {}
+        ips = status.get("podIPs") or []
+        pod_ip = (ips[0].get("ip") if ips else None) or status.get("podIP")
+        gates = spec.get("readinessGates") or []
+        if gates:
+            conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+            met = sum(1 for g in gates if conditions.get(g.get("conditionType")) == "True")
+            readiness_gates = f"{met}/{len(gates)}"
+        else:
+            readiness_gates = "<none>"
+        row += [
+            pod_ip or "<none>",
+            spec.get("nodeName") or "<none>",
+            status.get("nominatedNodeName") or "<none>",
+            readiness_gates,
+        ]
     return row
+
+
+def node_status(manifest: dict[str, Any]) -> str:
+    """kubectl's node STATUS: ``Ready`` when the Ready condition is True, ``NotReady`` when it
+    is anything else (False, or Unknown: the node stopped sending heartbeats), ``Unknown`` only
+    when the node has no Ready condition at all; ``,SchedulingDisabled`` when cordoned."""
+    conditions = (manifest.get("status") or {}).get("conditions") or []
+    ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
+    status = "Unknown" if ready is None else "Ready" if ready == "True" else "NotReady"
+    if (manifest.get("spec") or {}).get("unschedulable"):
+        status += ",SchedulingDisabled"
+    return status
+
+
+def node_roles(labels: dict[str, str]) -> str:
+    """kubectl's ROLES: the ``node-role.kubernetes.io/<role>`` labels and the value of
+    ``kubernetes.io/role``, sorted."""
+    roles = {k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/")}
+    if labels.get("kubernetes.io/role"):
+        roles.add(labels["kubernetes.io/role"])
+    return ",".join(sorted(role for role in roles if role)) or "<none>"
 
 
 def _node_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     manifest = item["manifest"]
     status = manifest.get("status") or {}
-    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
-    ready = {"True": "Ready", "False": "NotReady"}.get(conditions.get("Ready", ""), "Unknown")
-    if manifest.get("spec", {}).get("unschedulable"):
-        ready += ",SchedulingDisabled"
     labels = manifest.get("metadata", {}).get("labels") or {}
-    roles = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/"))
     info = status.get("nodeInfo") or {}
     row = [
         item["name"],
-        ready,
-        ",".join(roles) or "<none>",
+        node_status(manifest),
+        node_roles(labels),
         age(item["created_ns"], now_ns),
         info.get("kubeletVersion", ""),
     ]
@@ -358,11 +537,28 @@ def ready_endpoints_text(slices: Sequence[dict[str, Any]], port_name: str | None
 
 
 def _namespace_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
-    return [item["name"], "Active", age(item["created_ns"], now_ns)]
+    phase = (item["manifest"].get("status") or {}).get("phase") or "Active"
+    return [item["name"], phase, age(item["created_ns"], now_ns)]
 
 
 def _limit_range_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     return [item["name"], iso(item["created_ns"])]
+
+
+def _priority_class_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """kubectl's VALUE, GLOBAL-DEFAULT and PREEMPTIONPOLICY (the API's default when unset)."""
+    manifest = item["manifest"]
+    return [
+        item["name"],
+        str(manifest.get("value", 0)),
+        "true" if manifest.get("globalDefault") else "false",
+        age(item.get("created_ns"), now_ns),
+        str(manifest.get("preemptionPolicy") or "PreemptLowerPriority"),
+    ]
+
+
+def _default_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    return [item["name"], age(item.get("created_ns"), now_ns)]
 
 
 def _quota_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
@@ -385,7 +581,11 @@ def _pod_cidr_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
 
 
 COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
-    "Pod": (["NAME", "READY", "STATUS", "RESTARTS", "AGE"], ["IP", "NODE"], _pod_row),
+    "Pod": (
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"],
+        _pod_row,
+    ),
     "Node": (["NAME", "STATUS", "ROLES", "AGE", "VERSION"], ["CPU", "MEMORY", "PODS"], _node_row),
     "Deployment": (
         ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
@@ -413,8 +613,16 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "Namespace": (["NAME", "STATUS", "AGE"], [], _namespace_row),
     "LimitRange": (["NAME", "CREATED AT"], [], _limit_range_row),
     "ResourceQuota": (["NAME", "AGE", "REQUEST", "LIMIT"], [], _quota_row),
+    "PriorityClass": (
+        ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"],
+        [],
+        _priority_class_row,
+    ),
     "PodCIDR": (["NAME", "CIDR", "NODE", "AGE"], [], _pod_cidr_row),
 }
+"""Each kind's columns (kubectl's), the extra ``-o wide`` columns, and its row. A kind without
+an entry gets kubectl's default columns, NAME and AGE."""
+DEFAULT_COLUMNS: tuple[list[str], list[str], Any] = (["NAME", "AGE"], [], _default_row)
 
 
 def object_table(
@@ -425,7 +633,7 @@ def object_table(
     wide: bool,
     show_namespace: bool,
 ) -> str:
-    headers, wide_headers, row = COLUMNS[kind]
+    headers, wide_headers, row = COLUMNS.get(kind, DEFAULT_COLUMNS)
     all_headers = (
         (["NAMESPACE"] if show_namespace else []) + headers + (wide_headers if wide else [])
     )
@@ -507,6 +715,13 @@ def event_dict(event: StoredEvent) -> dict[str, Any]:
     }
 
 
+def resource_name(kind: str, name: str) -> str:
+    """kubectl's ``-o name``: ``pod/web-x2x5k``, ``deployment.apps/web``,
+    ``priorityclass.scheduling.k8s.io/high``."""
+    group = API_GROUPS.get(kind)
+    return f"{kind.lower()}{'.' + group if group else ''}/{name}"
+
+
 def object_name(kind: str, namespace: str, name: str) -> str:
     return f"{kind.lower()}/{namespace + '/' if namespace else ''}{name}"
 
@@ -524,6 +739,35 @@ def event_row(event: StoredEvent) -> list[str]:
 
 
 EVENT_HEADERS = ["SEQ", "TIME", "TYPE", "OBJECT", "ACTOR", "SUMMARY"]
+
+
+class RowPrinter:
+    """A table printed a row at a time (``events --follow``), where :func:`table` cannot
+    measure the rows first: every column but the last starts at a fixed width, wide enough
+    for the usual cell, and only widens (for the rows after) when a longer cell comes, so the
+    columns of consecutive rows line up."""
+
+    def __init__(self, headers: Sequence[str], widths: Sequence[int]) -> None:
+        self._headers = list(headers)
+        self._widths = [max(w, len(h)) for w, h in zip(widths, headers, strict=False)]
+
+    def line(self, cells: Sequence[str]) -> str:
+        for column, cell in enumerate(cells[:-1]):
+            self._widths[column] = max(self._widths[column], len(cell))
+        padded = [cell.ljust(width) for cell, width in zip(cells, self._widths, strict=False)]
+        return "  ".join([*padded, *cells[len(padded) :]]).rstrip()
+
+    def header(self) -> str:
+        return self.line(self._headers)
+
+
+def event_row_printer() -> RowPrinter:
+    """``events --follow``'s columns: a sequence, an instant, the longest event type of the
+    catalog, an object and an actor of the usual lengths, then the summary."""
+    from core.api.events import CATALOG
+
+    type_width = max(len(name) for name in CATALOG)
+    return RowPrinter(EVENT_HEADERS, [7, len("2026-01-01T00:00:00Z"), type_width, 40, 32])
 
 
 def history_rows(events: Sequence[StoredEvent]) -> list[list[str]]:
@@ -550,11 +794,17 @@ def describe(
     *,
     replica_sets: Sequence[dict[str, Any]] = (),
     endpoint_slices: Sequence[dict[str, Any]] = (),
+    related: Sequence[StoredEvent] = (),
 ) -> str:
     """A kubectl-describe-like page: identity, labels, the manifest's spec, then the events
-    (for a deployment, its counts and replica sets first; for a service, its addresses, ports
-    and the ready endpoints of ``endpoint_slices``, as kubectl shows them)."""
+    as Kubernetes' components would have recorded them (``ops.kube_events``: from the object's
+    own ``events``, this incarnation's, and for a deployment or replica set the ``related``
+    events of its replica sets or pods; every event is in ``fleetlog history``). A deployment
+    shows its counts and replica sets first, as kubectl does; a service its addresses, ports
+    and the ready endpoints of ``endpoint_slices``."""
     import yaml
+
+    from ops import kube_events
 
     manifest = item["manifest"]
     metadata = manifest.get("metadata", {})
@@ -562,9 +812,13 @@ def describe(
     if item["namespace"]:
         lines.append(f"Namespace:    {item['namespace']}")
     lines.append(f"Kind:         {item['kind']}")
-    lines.append(f"UID:          {item['uid']}")
-    lines.append(f"Created:      {iso(item['created_ns'])} ({age(item['created_ns'], now_ns)} ago)")
-    lines.append(f"Version:      {item['version']} (stream sequence {item['last_seq']})")
+    if item.get("uid"):
+        lines.append(f"UID:          {item['uid']}")
+        created = item["created_ns"]
+        lines.append(f"Created:      {iso(created)} ({age(created, now_ns)} ago)")
+        lines.append(f"Version:      {item['version']} (stream sequence {item['last_seq']})")
+    else:
+        lines.append("Created:      built in (exists without being stored)")
     labels = metadata.get("labels") or {}
     lines.append(
         "Labels:       "
@@ -582,6 +836,13 @@ def describe(
         lines += deployment_lines(manifest, replica_sets)
     if item["kind"] == "Service":
         lines += service_lines(manifest, endpoint_slices)
+    if item["kind"] == "PriorityClass":  # no spec: its terms are top-level fields
+        lines += [
+            f"Value:             {manifest.get('value', 0)}",
+            f"GlobalDefault:     {'true' if manifest.get('globalDefault') else 'false'}",
+            f"PreemptionPolicy:  {manifest.get('preemptionPolicy') or 'PreemptLowerPriority'}",
+            f"Description:       {manifest.get('description') or '<none>'}",
+        ]
     for section in ("spec", "status"):
         if manifest.get(section):
             body = yaml.safe_dump(manifest[section], sort_keys=False).rstrip().splitlines()
@@ -589,19 +850,35 @@ def describe(
             lines += [f"  {line}" for line in body]
     if item["kind"] == "Pod":
         lines += scheduling_lines(events)
-    lines.append("Events:")
-    if not events:
-        lines.append("  <none>")
-    else:
-        width = max(len(ev.envelope.type) for ev in events)
-        lines.append(f"  {'SEQ':>6}  {'AGE':>5}  {'TYPE':<{width}}  {'FROM':<20}  MESSAGE")
-        for ev in events:
-            e = ev.envelope
-            lines.append(
-                f"  {ev.seq:>6}  {age(e.timestamp_ns, now_ns):>5}  {e.type:<{width}}  "
-                f"{e.actor:<20}  {summarize(e.type, e.payload)}"
-            )
+    shown = kube_events.correlate(kube_events.events_of(item, events, related))
+    lines += event_lines(shown, now_ns)
     return "\n".join(lines)
+
+
+EVENT_COLUMNS = ("Type", "Reason", "Age", "From", "Message")
+EVENT_RULES = ("----", "------", "----", "----", "-------")
+"""kubectl's underlines (Age's is four dashes long, as kubectl writes it)."""
+
+
+def event_lines(shown: Sequence[Any], now_ns: int) -> list[str]:
+    """kubectl describe's Events section: ``Events:  <none>``, or a table of TYPE, REASON,
+    AGE (``5m``, or ``2m (x4 over 10m)`` for a repeated event), FROM and MESSAGE, its columns
+    as wide as their longest cell plus two spaces (kubectl's tabwriter), each row indented by
+    two. ``shown`` are :class:`ops.kube_events.Shown`."""
+    if not shown:
+        return ["Events:       <none>"]
+    rows = [list(EVENT_COLUMNS), list(EVENT_RULES)]
+    for event in shown:
+        when = age(event.first_ns, now_ns)
+        if event.count > 1:
+            when = f"{age(event.last_ns, now_ns)} (x{event.count} over {when})"
+        rows.append([event.type, event.reason, when, event.source, event.message.strip()])
+    widths = [max(len(row[column]) for row in rows) + 2 for column in range(4)]
+    return ["Events:"] + [
+        ("  " + "".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+         + row[4]).rstrip()
+        for row in rows
+    ]  # fmt: skip
 
 
 def deployment_lines(manifest: dict[str, Any], replica_sets: Sequence[dict[str, Any]]) -> list[str]:

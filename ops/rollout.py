@@ -14,9 +14,9 @@ that lands in between is refused rather than overwritten (:func:`apply_deploymen
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.errors import FleetError, NotFound, ValidationFailed
 from core.workloads.deployment import (
@@ -29,6 +29,8 @@ from ops.cliargs import split_ref
 
 if TYPE_CHECKING:
     from streams.commandbus import CommandClient, Outcome
+
+T = TypeVar("T")
 
 CHANGE_CAUSE_ANNOTATION = "kubernetes.io/change-cause"
 # rollback.go ``annotationsToSkip``: an undo keeps the deployment's own values of these and
@@ -253,6 +255,28 @@ async def apply_deployment(
             "modified since it was read; please run the command again",
             code="conflict",
         ) from exc
+
+
+CONFLICT_ATTEMPTS = 5
+
+
+async def retry_on_conflict(
+    attempt: Callable[[], Awaitable[T]], *, attempts: int = CONFLICT_ATTEMPTS
+) -> T:
+    """Run ``attempt`` (read the deployment, decide, :func:`apply_deployment` at the version
+    read) again when the deployment changed in between, up to ``attempts`` times.
+
+    kubectl sends undo, pause and resume as patches, which its controller's status updates
+    during a rollout never conflict with; fleetlog applies the whole manifest at the version it
+    read, so it reads and decides again on the fresh one instead (as kubectl's own
+    read-modify-write commands retry on a conflict). Any other refusal is raised at once."""
+    for number in range(1, attempts + 1):
+        try:
+            return await attempt()
+        except FleetError as exc:
+            if exc.code != "conflict" or number == attempts:
+                raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 # -- status ------------------------------------------------------------------------------------

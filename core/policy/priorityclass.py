@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Annotated, Final, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -22,16 +22,17 @@ from core.errors import InvalidTransition
 from core.meta.model import field_error
 from core.meta.names import dns1123_subdomain_errors
 from core.meta.types import ObjectMeta, ResourceBase
+from core.policy.systemclasses import (
+    HIGHEST_USER_DEFINABLE_PRIORITY,
+    SYSTEM_CLASS_MANIFESTS,
+    SYSTEM_CLUSTER_CRITICAL,
+    SYSTEM_CRITICAL_PRIORITY,
+    SYSTEM_NODE_CRITICAL,
+)
 
 PreemptionPolicy = Literal["PreemptLowerPriority", "Never"]
 
-HIGHEST_USER_DEFINABLE_PRIORITY: Final = 1_000_000_000
-"""``scheduling.HighestUserDefinablePriority``."""
-SYSTEM_CRITICAL_PRIORITY: Final = 2 * HIGHEST_USER_DEFINABLE_PRIORITY
-"""``scheduling.SystemCriticalPriority``: the base of the built-in system classes."""
 SYSTEM_PRIORITY_CLASS_PREFIX: Final = "system-"
-SYSTEM_CLUSTER_CRITICAL: Final = "system-cluster-critical"
-SYSTEM_NODE_CRITICAL: Final = "system-node-critical"
 DEFAULT_PRIORITY: Final = 0
 """``scheduling.DefaultPriorityWhenNoDefaultClassExists``."""
 
@@ -95,31 +96,19 @@ def check_priority_class_update(changed: Iterable[str]) -> None:
             raise InvalidTransition("field is immutable", field=path)
 
 
-def _system_class(name: str, value: int, description: str) -> PriorityClass:
+def _system_class(manifest: Mapping[str, Any]) -> PriorityClass:
     # model_construct: these are the definitions the validator checks against.
     return PriorityClass.model_construct(
-        metadata=ObjectMeta(name=name),
-        value=value,
-        global_default=False,
-        description=description,
-        preemption_policy="PreemptLowerPriority",
+        metadata=ObjectMeta(name=manifest["metadata"]["name"]),
+        value=manifest["value"],
+        global_default=manifest["globalDefault"],
+        description=manifest["description"],
+        preemption_policy=manifest["preemptionPolicy"],
     )
 
 
 SYSTEM_PRIORITY_CLASSES: Final[Mapping[str, PriorityClass]] = MappingProxyType(
-    {
-        SYSTEM_CLUSTER_CRITICAL: _system_class(
-            SYSTEM_CLUSTER_CRITICAL,
-            SYSTEM_CRITICAL_PRIORITY,
-            "Used for system critical pods that must run in the cluster, but can be moved to "
-            "another node if necessary.",
-        ),
-        SYSTEM_NODE_CRITICAL: _system_class(
-            SYSTEM_NODE_CRITICAL,
-            SYSTEM_CRITICAL_PRIORITY + 1000,
-            "Used for system critical pods that must not be moved from their current node.",
-        ),
-    }
+    {name: _system_class(manifest) for name, manifest in SYSTEM_CLASS_MANIFESTS.items()}
 )
 """The built-in classes (``scheduling.SystemPriorityClasses``), which exist without a create."""
 

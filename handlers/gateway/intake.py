@@ -10,12 +10,14 @@ too only looks at the request: it is what tells a retry from a reused idempotenc
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import msgpack
 
 from core.api.catalog import KINDS
 from core.api.commands import parse_command
-from core.errors import UnknownKind, ValidationFailed
+from core.errors import FleetError, UnknownKind, ValidationFailed
+from core.meta.model import show
 from handlers.gateway.context import CommandContext
 from streams.subjects import parse_command_subject
 
@@ -43,13 +45,34 @@ async def decode(ctx: CommandContext) -> None:
     ctx.raw = raw
 
 
+def unknown_kind(kind_token: str, raw: dict[str, Any]) -> FleetError:
+    """The refusal of a command for a kind fleetlog does not serve, in kubectl's words: a
+    manifest's kind and apiVersion as written (``no matches for kind "Gizmo" in version
+    "example.com/v1"``), else the kind the subject names. Clients send such commands rather
+    than refusing them themselves, so that the refusal is audited like any other."""
+    body = raw.get("body")
+    manifest = body.get("manifest") if isinstance(body, dict) else None
+    if isinstance(manifest, dict):
+        written, version = manifest.get("kind"), manifest.get("apiVersion", "")
+        if isinstance(written, str) and written and written.lower() == kind_token:
+            return UnknownKind(
+                f"no matches for kind {show(written)} in version {show(version)}; "
+                f"known kinds: {', '.join(sorted(KINDS))}",
+                field="kind",
+            )
+    if not kind_token:
+        return ValidationFailed('missing required field "kind"', field="kind")
+    return UnknownKind(
+        f"the server doesn't have a resource type {show(kind_token)}; known: "
+        f"{', '.join(sorted(KIND_BY_TOKEN))}"
+    )
+
+
 async def route(ctx: CommandContext) -> None:
     kind_token, verb = parse_command_subject(ctx.subject)
     kind = KIND_BY_TOKEN.get(kind_token)
     if kind is None:
-        raise UnknownKind(
-            f"unknown kind {kind_token!r}: use one of {', '.join(sorted(KIND_BY_TOKEN))}"
-        )
+        raise unknown_kind(kind_token, ctx.raw)
     ctx.kind = kind
     ctx.command = parse_command(kind, verb, ctx.raw)
     ctx.verb = ctx.command.verb

@@ -20,7 +20,7 @@ from core.api.causation import parse_cause
 from core.api.summaries import summarize
 from core.errors import FleetError, NotFound, ValidationFailed
 from ops import render
-from ops.cliargs import is_namespaced, parse_since, resolve_kind, split_ref
+from ops.cliargs import command_kind, is_namespaced, parse_since, split_ref
 from ops.clitools import open_session, run
 
 if TYPE_CHECKING:
@@ -225,7 +225,8 @@ async def _query(
     end = _parse_time(until, now, "--until")
     from streams.audit import audit_filter, read_audit
 
-    resolved = resolve_kind(kind) if kind else None
+    # Any kind: the gateway audits commands for kinds it refused as unknown, too.
+    resolved = command_kind(kind) if kind else None
     subject = audit_filter(outcome, resolved, verb, actor)
     async with open_session(ctx) as s:
         records = await read_audit(s.nc, subject=subject, since=start)

@@ -18,10 +18,18 @@ import click
 
 from core.errors import FleetError, ValidationFailed
 from ops import render
-from ops.cliargs import ENDPOINTS_VIEW, POINT_HELP, is_namespaced, resolve_kind, split_ref
+from ops.cliargs import (
+    ENDPOINTS_VIEW,
+    POINT_HELP,
+    command_kind,
+    is_namespaced,
+    resolve_kind,
+    split_command_ref,
+)
 from ops.clitools import Failure, open_session, run
+from streams.subjects import event_filter
 
-OUTPUTS = click.Choice(["table", "wide", "yaml", "json"])
+OUTPUTS = click.Choice(["table", "wide", "yaml", "json", "name"])
 AT_OPTION = click.option(
     "--at", default=None, metavar="TIME|SEQ", help=f"As it was at {POINT_HELP}."
 )
@@ -66,19 +74,36 @@ def _doc_name(doc: dict[str, Any]) -> str:
     return f"{kind}/{name}"
 
 
+def _doc_kind(doc: dict[str, Any]) -> str:
+    """The kind a document's command is sent for: its ``kind`` as written (an unknown or
+    missing one included: the gateway refuses it, and audits the refusal)."""
+    kind = doc.get("kind")
+    return command_kind(kind) if isinstance(kind, str) else ""
+
+
+def _manifest_documents(path: str, verb: str) -> list[dict[str, Any]]:
+    """The objects of a manifest; none at all (an empty file, only comments, only ``---``) is
+    kubectl's ``error: no objects passed to apply`` (or ``delete``)."""
+    documents = _read_documents(path)
+    if not documents:
+        raise Failure(f"no objects passed to {verb}")
+    return documents
+
+
 @click.command()
 @click.option("-f", "--filename", "path", required=True, help="Manifest file, or - for stdin.")
 @click.pass_context
 @run
 async def apply(ctx: click.Context, path: str) -> None:
-    """Create or update objects from a (multi-document) YAML manifest."""
-    documents = _read_documents(path)
+    """Create or update objects from a (multi-document) YAML manifest: each object is applied
+    on its own; those refused are reported (and the command fails) without stopping the
+    rest, as kubectl does."""
+    documents = _manifest_documents(path, "apply")
     failures = 0
     async with open_session(ctx) as s:
         for doc in documents:
             try:
-                kind = resolve_kind(str(doc.get("kind", "")))
-                outcome = await s.commands.send(kind, "apply", {"manifest": doc})
+                outcome = await s.commands.send(_doc_kind(doc), "apply", {"manifest": doc})
             except FleetError as exc:
                 failures += 1
                 for line in render.error_lines(_doc_name(doc), exc):
@@ -137,18 +162,20 @@ async def delete(
     policy = CASCADE_POLICIES[cascade.lower()]
     targets: list[tuple[str, str, str]] = []
     if path:
-        for doc in _read_documents(path):
-            doc_kind = resolve_kind(str(doc.get("kind", "")))
-            meta = doc.get("metadata") or {}
-            targets.append((doc_kind, meta.get("namespace", namespace), meta.get("name", "")))
+        for doc in _manifest_documents(path, "delete"):
+            meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+            targets.append(
+                (_doc_kind(doc), str(meta.get("namespace") or namespace), str(meta.get("name", "")))
+            )
     elif kind and "/" in kind and not name:
-        resolved, ref_name = split_ref(kind)
-        targets.append((resolved, namespace, ref_name))
+        ref_kind, ref_name = split_command_ref(kind)
+        targets.append((ref_kind, namespace, ref_name))
     elif kind and name:
-        targets.append((resolve_kind(kind), namespace, name))
+        targets.append((command_kind(kind), namespace, name))
     else:
         raise ValidationFailed("say what to delete: KIND NAME, KIND/NAME or -f FILE")
     deleted_namespaces: set[str] = set()
+    failures = 0
     async with open_session(ctx) as s:
         for target_kind, target_ns, target_name in targets:
             body = {
@@ -157,23 +184,72 @@ async def delete(
                 "reason": reason,
                 "propagationPolicy": policy,
             }
+            shown = f'{target_kind.lower()} "{target_name}"'
             try:
                 await s.commands.send(target_kind, "delete", body)
             except CommandFailed as exc:
                 # Deleting a namespace deletes what is in it (the garbage collector may have
                 # got there first): an object of a namespace this command deleted is gone.
-                if exc.code != "not_found" or target_ns not in deleted_namespaces:
+                if exc.code == "not_found" and target_ns in deleted_namespaces:
+                    click.echo(f'{shown} deleted (with namespace "{target_ns}")')
+                    continue
+                if len(targets) == 1:
                     raise
-                click.echo(
-                    f'{target_kind.lower()} "{target_name}" deleted (with namespace "{target_ns}")'
-                )
+                # As kubectl: what can be deleted is, each refusal is reported, and the
+                # command fails at the end.
+                failures += 1
+                for line in render.error_lines(f"{target_kind.lower()}/{target_name}", exc):
+                    click.echo(line, err=True)
                 continue
             if target_kind == "Namespace":
                 deleted_namespaces.add(target_name)
-            click.echo(f'{target_kind.lower()} "{target_name}" deleted')
+            click.echo(f"{shown} deleted")
+    if failures:
+        raise Failure(f"{failures} of {len(targets)} objects were not deleted")
 
 
 # -- reads ----------------------------------------------------------------------------------------
+
+DEPENDENTS = {"Deployment": "ReplicaSet", "ReplicaSet": "Pod"}
+"""The kind whose events ``describe`` reads to show what a kind's controller did (see
+``ops.kube_events``)."""
+
+
+def _builtin_item(name: str) -> dict[str, Any] | None:
+    """A built-in PriorityClass as a read-model item: it exists without having been stored, so
+    it has no uid, version or creation time (kubectl shows the API server's own copy)."""
+    from core.policy.systemclasses import system_class_manifest
+
+    manifest = system_class_manifest(name)
+    if manifest is None:
+        return None
+    return {
+        "kind": "PriorityClass",
+        "namespace": "",
+        "name": name,
+        "uid": None,
+        "version": None,
+        "last_seq": None,
+        "created_ns": None,
+        "manifest": manifest,
+    }
+
+
+def with_builtin(kind: str, items: list[dict[str, Any]], name: str | None) -> list[dict[str, Any]]:
+    """``items`` with the built-in objects of ``kind`` that were not stored (the two system
+    PriorityClasses, as ``kubectl get priorityclass`` lists them), by name."""
+    if kind != "PriorityClass":
+        return items
+    from core.policy.systemclasses import SYSTEM_CLASS_MANIFESTS
+
+    stored = {item["name"] for item in items}
+    wanted = [name] if name else list(SYSTEM_CLASS_MANIFESTS)
+    extra = [
+        item
+        for wanted_name in wanted
+        if wanted_name not in stored and (item := _builtin_item(wanted_name)) is not None
+    ]
+    return sorted([*items, *extra], key=lambda item: item["name"]) if extra else items
 
 
 @click.command()
@@ -233,8 +309,14 @@ async def get(
                     found = slices.get((item["namespace"], item["name"]), [])
                     item["endpoints"] = render.ready_endpoints_text(found)
     shown = view or resolved
+    if not view:
+        items = with_builtin(resolved, items, name)
     if name and not items:
         raise FleetError(f'{shown.lower()}s "{name}" not found{when}', code="not_found")
+    if output == "name":  # kubectl's resource/name, one a line: what other commands take
+        for item in items:
+            click.echo(render.resource_name(shown, item["name"]))
+        return
     if output in ("yaml", "json"):
         manifests = [render.full_manifest(item) for item in items]
         value: Any = (
@@ -287,11 +369,12 @@ async def describe(
             items = [item] if item else []
         else:
             items = await s.query(resolved, namespace=scope, name=name)
+        items = with_builtin(resolved, items, name)
         if not items:
             when = f" at {point.label()}" if point else ""
             raise FleetError(f'{resolved.lower()}s "{name}" not found{when}', code="not_found")
         if point is None:
-            history = await s.history(resolved, scope, name)
+            history = await s.history(resolved, scope, name) if items[0]["uid"] else []
         owned: list[dict[str, Any]] = []
         slices: list[dict[str, Any]] = []
         if resolved == "Service":
@@ -310,10 +393,23 @@ async def describe(
                 else await timetravel.list_at(s.store, point.seq, "ReplicaSet", scope)
             )
             owned = rollout_ops.controlled_by(replica_sets, items[0]["uid"])
-    created_seq = next(
-        (ev.seq for ev in reversed(history) if ev.envelope.type.endswith("Created")), 0
-    )
+        created_seq = next(
+            (ev.seq for ev in reversed(history) if ev.envelope.type.endswith("Created")), 0
+        )
+        related: list[Any] = []
+        dependent = DEPENDENTS.get(resolved)
+        if dependent is not None and created_seq:
+            # What Kubernetes records on a deployment (a replica set) is what its controller
+            # did to its replica sets (pods): their events in the namespace since its creation.
+            await s.store.replay(
+                related.append,
+                filter_subject=event_filter(dependent, scope),
+                from_seq=created_seq,
+                until_seq=point.seq if point is not None else None,
+            )
     events = [ev for ev in history if ev.seq >= created_seq]
     click.echo(
-        render.describe(items[0], events, now_ns, replica_sets=owned, endpoint_slices=slices)
+        render.describe(
+            items[0], events, now_ns, replica_sets=owned, endpoint_slices=slices, related=related
+        )
     )

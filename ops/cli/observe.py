@@ -20,6 +20,15 @@ from ops.cliargs import is_namespaced, parse_since, resolve_kind, split_ref
 from ops.clitools import Failure, open_session, run
 from streams.subjects import event_filter
 
+SIMULATED_NODE_LABEL = ("type", "simulated")
+"""The label ``fleetlog sim`` gives its nodes (``handlers.simnodes.SimNodeSpec``; a test keeps
+the two in agreement): no container runs on them, so their pods have no output."""
+
+
+def _simulated(node: dict[str, Any]) -> bool:
+    key, value = SIMULATED_NODE_LABEL
+    return ((node["manifest"].get("metadata") or {}).get("labels") or {}).get(key) == value
+
 
 @click.command()
 @click.argument("pod")
@@ -55,6 +64,15 @@ async def logs(
         if not items:
             raise FleetError(f'pods "{pod}" not found', code="not_found")
         name, restarts = pick_container(items[0], container)
+        node_name = (items[0]["manifest"].get("spec") or {}).get("nodeName")
+        if node_name:
+            nodes = await s.query("Node", name=node_name)
+            if nodes and _simulated(nodes[0]):
+                raise FleetError(
+                    f'pod "{pod}" is on node "{node_name}", a simulated node (fleetlog sim): '
+                    f'it runs no containers, so container "{name}" has no logs',
+                    code="bad_request",
+                )
         chunks = read_logs(
             s.nc, namespace, pod, name,
             pod_uid=items[0]["uid"], restart_count=restarts,
@@ -163,6 +181,7 @@ async def events(
     subject = event_filter(resolved, namespace, name)
     start = parse_since(since, datetime.now(tz=UTC)) if since else None
     rows: list[list[str]] = []
+    printer = render.event_row_printer()  # rows printed as they come line up
 
     def emit(event: Any) -> None:
         if event_type and event.envelope.type != event_type:
@@ -170,14 +189,14 @@ async def events(
         if output == "json":
             click.echo(_json_line(event))
         elif follow:
-            click.echo("   ".join(render.event_row(event)))
+            click.echo(printer.line(render.event_row(event)))
         else:
             rows.append(render.event_row(event))
 
     async with open_session(ctx) as s:
         if follow:
             if output == "table":
-                click.echo("   ".join(render.EVENT_HEADERS))
+                click.echo(printer.header())
             sub = await s.store.subscribe(
                 emit, filter_subject=subject, from_time=start, new_only=start is None
             )

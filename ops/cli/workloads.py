@@ -15,7 +15,7 @@ import click
 
 from core.meta.durations import parse_duration
 from ops import render
-from ops.cliargs import split_ref
+from ops.cliargs import split_command_ref
 from ops.clitools import Failure, open_session, run
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 @run
 async def scale(ctx: click.Context, ref: str, replicas: int, namespace: str, reason: str) -> None:
     """Set the replica count of a deployment (deployment/NAME)."""
-    kind, name = split_ref(ref)
+    kind, name = split_command_ref(ref)
     async with open_session(ctx) as s:
         body = {"name": name, "namespace": namespace, "replicas": replicas, "reason": reason}
         outcome = await s.commands.send(kind, "scale", body)
@@ -148,12 +148,17 @@ async def rollout_undo(ctx: click.Context, ref: str, namespace: str, to_revision
 
     name = rollout_ops.deployment_name(ref)
     async with open_session(ctx) as s:
-        deployment = await _deployment(s, namespace, name)
-        undo = rollout_ops.plan_undo(
-            deployment, await _owned_replica_sets(s, deployment), to_revision
-        )
-        if undo.manifest is not None:
-            await rollout_ops.apply_deployment(s.commands, deployment, undo.manifest)
+
+        async def attempt() -> rollout_ops.Undo:
+            deployment = await _deployment(s, namespace, name)
+            undo = rollout_ops.plan_undo(
+                deployment, await _owned_replica_sets(s, deployment), to_revision
+            )
+            if undo.manifest is not None:
+                await rollout_ops.apply_deployment(s.commands, deployment, undo.manifest)
+            return undo
+
+        undo = await rollout_ops.retry_on_conflict(attempt)
     click.echo(undo.message(name))
 
 
@@ -169,10 +174,14 @@ def _pause_command(paused: bool) -> Any:
 
         name = rollout_ops.deployment_name(ref)
         async with open_session(ctx) as s:
-            deployment = await _deployment(s, namespace, name)
-            await rollout_ops.apply_deployment(
-                s.commands, deployment, rollout_ops.with_paused(deployment, paused)
-            )
+
+            async def attempt() -> None:
+                deployment = await _deployment(s, namespace, name)
+                await rollout_ops.apply_deployment(
+                    s.commands, deployment, rollout_ops.with_paused(deployment, paused)
+                )
+
+            await rollout_ops.retry_on_conflict(attempt)
         click.echo(f"deployment.apps/{name} {verb}d")
 
     command.__doc__ = (

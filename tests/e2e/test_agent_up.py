@@ -50,7 +50,7 @@ def test_up_runs_a_pod_as_a_process_with_its_logs_and_stops_it_on_delete(
     else:
         assert address in IPv4Network(cluster.cluster_cidr)
     described = cluster.cli("describe", "pod", "hello").stdout
-    assert "ContainerStarted" in described and "system:node/" in described
+    assert "Started container main" in described and "kubelet" in described
     (state,) = cluster.data_dir.glob("agent/pods/*/main/0/container.json")
     pid = json.loads(state.read_text())["pid"]
     os.kill(pid, 0)  # the container is a live process of this machine

@@ -141,7 +141,9 @@ def test_deployment_rollout_undo_self_healing_quota_and_namespace_cascade(
         "Replicas:     3 desired | 3 updated | 3 total | 3 available | 0 unavailable" in described
     )
     assert "NewReplicaSet:  web-" in described and "(3/3 replicas created)" in described
-    assert "DeploymentStatusUpdated" in described and "system:deployment-controller" in described
+    # Kubernetes-style events: the controller's scaling, not its every status update.
+    assert "ScalingReplicaSet" in described and "deployment-controller" in described
+    assert "DeploymentStatusUpdated" not in described
 
     # Undo returns to the first template (its replica set, as revision 3).
     before = max(e["seq"] for e in pod_events(cluster))

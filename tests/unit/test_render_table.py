@@ -44,3 +44,28 @@ def test_a_history_sized_table() -> None:
     rows = [[str(i), "2026-11-26T03:12:00Z", "PodReady", "user:alice", "ready"] for i in range(999)]
     headers = ["SEQ", "TIME", "TYPE", "ACTOR", "SUMMARY"]
     assert table(headers, rows) == plain(headers, rows)
+
+
+def test_rows_printed_one_at_a_time_line_up() -> None:
+    """``events --follow`` prints each event as it comes: its columns must still line up."""
+    from ops.render import event_row_printer
+
+    printer = event_row_printer()
+    rows = [
+        ["7", "2026-11-26T03:12:00Z", "PodCreated", "pod/shop/debug", "user:e2e", "created"],
+        ["12345", "2026-11-26T03:12:01Z", "DeploymentStatusUpdated", "deployment/shop/web",
+         "system:deployment-controller", "status: 3 replicas"],
+        ["12346", "2026-11-26T03:12:02Z", "NodeNotReady", "node/sim-node-3",
+         "system:node-lifecycle-controller", "Ready=Unknown (NodeStatusUnknown)"],
+    ]  # fmt: skip
+    lines = [printer.header()] + [printer.line(row) for row in rows]
+    for title, column in (("TYPE", 2), ("OBJECT", 3), ("ACTOR", 4), ("SUMMARY", 5)):
+        start = lines[0].index(title)
+        assert [line.index(row[column]) for line, row in zip(lines[1:], rows, strict=True)] == [
+            start
+        ] * 3
+    # A cell longer than its column widens it for the rows that follow.
+    long_object = "pod/" + "x" * 60
+    wider = printer.line(["1", "2026-11-26T03:12:03Z", "PodCreated", long_object, "a", "b"])
+    after = printer.line(["2", "2026-11-26T03:12:04Z", "PodCreated", "pod/y", "a", "b"])
+    assert wider.index(" a ") == after.index(" a ")

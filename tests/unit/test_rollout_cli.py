@@ -341,3 +341,31 @@ def test_describe_names_the_new_and_the_old_replica_sets() -> None:
         "OldReplicaSets: web-x (2/2 replicas created)",
         "NewReplicaSet:  web-y (2/2 replicas created)",
     ]
+
+
+async def test_undo_pause_and_resume_decide_again_when_the_deployment_changed_under_them() -> None:
+    """A rolling-out deployment's status changes under a read-modify-apply (kubectl patches,
+    which never conflict): the attempt is read and decided again; other refusals stop it."""
+    from ops.rollout import retry_on_conflict
+
+    calls: list[int] = []
+
+    def attempt_failing(times: int, code: str) -> Callable[[], Any]:
+        async def attempt() -> str:
+            calls.append(len(calls))
+            if len(calls) <= times:
+                raise FleetError("changed", code=code)
+            return "applied"
+
+        return attempt
+
+    assert await retry_on_conflict(attempt_failing(2, "conflict")) == "applied"
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(FleetError) as refused:
+        await retry_on_conflict(attempt_failing(1, "invalid"))
+    assert (refused.value.code, len(calls)) == ("invalid", 1)
+    calls.clear()
+    with pytest.raises(FleetError) as lost:
+        await retry_on_conflict(attempt_failing(9, "conflict"), attempts=3)
+    assert (lost.value.code, len(calls)) == ("conflict", 3)

@@ -1,0 +1,255 @@
+"""Every kind ``fleetlog get`` accepts renders in every output (table, wide, yaml, json), from a
+bare stored manifest as well as from one with Kubernetes' defaults filled in: ``get
+priorityclass`` once ended in a ``KeyError`` because the kind had no columns. PriorityClasses
+show kubectl's columns, the two built-in system classes included."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from core.api.kinds import NAMESPACED
+from core.api.manifests import dump_manifest, parse_manifest
+from ops import render
+from ops.cli.objects import with_builtin
+
+NOW = 1_800_000_000 * 10**9
+CREATED = NOW - 90 * 10**9
+
+MINIMAL: dict[str, dict[str, Any]] = {
+    "Pod": {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "spec": {"containers": [{"name": "main", "image": "busybox", "command": ["sleep"]}]},
+    },
+    "Node": {"apiVersion": "v1", "kind": "Node"},
+    "Deployment": {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "spec": {
+            "selector": {"matchLabels": {"app": "x"}},
+            "template": {
+                "metadata": {"labels": {"app": "x"}},
+                "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+            },
+        },
+    },
+    "ReplicaSet": {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "spec": {
+            "selector": {"matchLabels": {"app": "x"}},
+            "template": {
+                "metadata": {"labels": {"app": "x"}},
+                "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+            },
+        },
+    },
+    "Service": {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]},
+    },
+    "Namespace": {"apiVersion": "v1", "kind": "Namespace"},
+    "PriorityClass": {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "value": 10},
+    "LimitRange": {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "spec": {"limits": [{"type": "Container", "default": {"cpu": "500m"}}]},
+    },
+    "ResourceQuota": {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "spec": {"hard": {"pods": "4", "limits.cpu": "2"}},
+    },
+    "EndpointSlice": {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["100.96.0.5"], "conditions": {"ready": True}}],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    },
+    "IPAddress": {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "IPAddress",
+        "spec": {"parentRef": {"resource": "services", "namespace": "default", "name": "web"}},
+    },
+    "NodePortAllocation": {
+        "apiVersion": "fleetlog.io/v1alpha1",
+        "kind": "NodePortAllocation",
+        "spec": {"parentRef": {"resource": "services", "namespace": "default", "name": "web"}},
+    },
+}
+
+NAMES = {"IPAddress": "100.64.0.20", "NodePortAllocation": "30080"}
+"""Kinds whose names are values (an address, a port); every other kind's object is "x"."""
+
+
+def item(kind: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    namespace = "default" if NAMESPACED[kind] else ""
+    name = NAMES.get(kind, "x")
+    metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+    return {
+        "kind": kind,
+        "namespace": namespace,
+        "name": name,
+        "uid": "uid-1",
+        "version": 1,
+        "last_seq": 7,
+        "created_ns": CREATED,
+        "manifest": {**manifest, "metadata": metadata},
+    }
+
+
+def defaulted(kind: str) -> dict[str, Any]:
+    """The manifest as the gateway stores it: validated, with Kubernetes' defaults."""
+    doc = {**MINIMAL[kind], "metadata": {"name": NAMES.get(kind, "x")}}
+    return dump_manifest(parse_manifest(doc))
+
+
+def test_every_kind_is_covered() -> None:
+    assert set(MINIMAL) == set(NAMESPACED)
+
+
+@pytest.mark.parametrize("kind", sorted(NAMESPACED))
+@pytest.mark.parametrize("stored", ["bare", "defaulted"])
+@pytest.mark.parametrize("wide", [False, True])
+def test_every_kind_renders_as_a_table(kind: str, stored: str, wide: bool) -> None:
+    manifest = defaulted(kind) if stored == "defaulted" else {"apiVersion": "v1", "kind": kind}
+    for show_namespace in (False, NAMESPACED[kind]):
+        text = render.object_table(
+            kind, [item(kind, manifest)], now_ns=NOW, wide=wide, show_namespace=show_namespace
+        )
+        header, row = text.splitlines()
+        assert header.startswith("NAMESPACE" if show_namespace else "NAME")
+        assert NAMES.get(kind, "x") in row.split()
+
+
+@pytest.mark.parametrize("kind", sorted(NAMESPACED))
+def test_every_kind_renders_as_yaml_and_json(kind: str) -> None:
+    full = render.full_manifest(item(kind, defaulted(kind)))
+    assert full["metadata"]["uid"] == "uid-1" and full["metadata"]["resourceVersion"] == "7"
+    assert yaml.safe_load(render.to_yaml([full])) == full
+    assert json.loads(render.to_json(full)) == full
+
+
+def test_a_kind_without_columns_gets_kubectls_default_ones() -> None:
+    text = render.object_table(
+        "Gizmo", [item("Pod", {})], now_ns=NOW, wide=False, show_namespace=False
+    )
+    assert text.splitlines() == ["NAME    AGE", "x       90s"]
+
+
+def test_priority_classes_show_kubectls_columns_with_the_built_in_classes() -> None:
+    stored = item(
+        "PriorityClass",
+        {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "value": 1000,
+            "globalDefault": True,
+            "preemptionPolicy": "Never",
+        },
+    )
+    stored["name"] = "batch"
+    listed = with_builtin("PriorityClass", [stored], None)
+    assert [i["name"] for i in listed] == [
+        "batch",
+        "system-cluster-critical",
+        "system-node-critical",
+    ]
+    text = render.object_table(
+        "PriorityClass", listed, now_ns=NOW, wide=False, show_namespace=False
+    )
+    assert [line.split() for line in text.splitlines()] == [
+        ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"],
+        ["batch", "1000", "true", "90s", "Never"],
+        ["system-cluster-critical", "2000000000", "false", "<unknown>", "PreemptLowerPriority"],
+        ["system-node-critical", "2000001000", "false", "<unknown>", "PreemptLowerPriority"],
+    ]
+    # A built-in class is shown by name; one stored under its name is shown as stored.
+    (one,) = with_builtin("PriorityClass", [], "system-node-critical")
+    assert render.full_manifest(one) == {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {"name": "system-node-critical"},
+        "value": 2000001000,
+        "globalDefault": False,
+        "description": "Used for system critical pods that must not be moved from their current "
+        "node.",
+        "preemptionPolicy": "PreemptLowerPriority",
+    }
+    assert with_builtin("PriorityClass", [], "batch") == []
+    restated = {**stored, "name": "system-node-critical"}
+    assert with_builtin("PriorityClass", [restated], "system-node-critical") == [restated]
+    assert with_builtin("Pod", [], None) == []
+    page = render.describe(one, [], NOW)
+    assert "Value:             2000001000" in page and "built in" in page
+
+
+def node(ready: str | None, *, cordoned: bool = False, **labels: str) -> dict[str, Any]:
+    conditions = [{"type": "MemoryPressure", "status": "False"}]
+    if ready is not None:
+        conditions.append({"type": "Ready", "status": ready, "reason": "NodeStatusUnknown"})
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "n", "labels": labels},
+        "spec": {"unschedulable": True} if cordoned else {},
+        "status": {"conditions": conditions},
+    }
+
+
+@pytest.mark.parametrize(
+    ("ready", "cordoned", "shown"),
+    [
+        ("True", False, "Ready"),
+        ("False", False, "NotReady"),
+        # Heartbeats stopped: the lifecycle controller sets Ready=Unknown; kubectl says NotReady.
+        ("Unknown", False, "NotReady"),
+        ("Unknown", True, "NotReady,SchedulingDisabled"),
+        (None, False, "Unknown"),
+        (None, True, "Unknown,SchedulingDisabled"),
+        ("True", True, "Ready,SchedulingDisabled"),
+    ],
+)
+def test_node_status_is_kubectls(ready: str | None, cordoned: bool, shown: str) -> None:
+    assert render.node_status(node(ready, cordoned=cordoned)) == shown
+    row = render.object_table(
+        "Node",
+        [item("Node", node(ready, cordoned=cordoned))],
+        now_ns=NOW,
+        wide=False,
+        show_namespace=False,
+    ).splitlines()[1]
+    assert row.split()[1] == shown
+
+
+def test_node_roles_come_from_both_role_labels() -> None:
+    labels = {
+        "node-role.kubernetes.io/control-plane": "",
+        "node-role.kubernetes.io/worker": "",
+        "kubernetes.io/role": "edge",
+        "type": "simulated",
+    }
+    assert render.node_roles(labels) == "control-plane,edge,worker"
+    assert render.node_roles({"type": "simulated"}) == "<none>"
+
+
+@pytest.mark.parametrize("kind", sorted(NAMESPACED))
+def test_o_name_prints_what_the_other_commands_take(kind: str) -> None:
+    from ops.cliargs import split_ref
+
+    shown = render.resource_name(kind, "x")
+    assert split_ref(shown) == (kind, "x")
+    assert shown == {
+        "Deployment": "deployment.apps/x",
+        "ReplicaSet": "replicaset.apps/x",
+        "PriorityClass": "priorityclass.scheduling.k8s.io/x",
+        "EndpointSlice": "endpointslice.discovery.k8s.io/x",
+        "IPAddress": "ipaddress.networking.k8s.io/x",
+        "NodePortAllocation": "nodeportallocation.fleetlog.io/x",
+    }.get(kind, f"{kind.lower()}/x")
