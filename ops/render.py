@@ -100,8 +100,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     anything else (wide characters, several lines) goes to tabulate itself."""
     materialised = [["" if cell is None else str(cell) for cell in row] for row in rows]
     header_cells = [str(h) for h in headers]
+    # Printable ASCII only: tabulate drops control characters a plain layout would keep.
     simple = all(
-        cell.isascii() and "\n" not in cell and "\r" not in cell and "\t" not in cell
+        cell.isascii() and cell.isprintable()
         for row in [header_cells, *materialised]
         for cell in row
     )

@@ -82,9 +82,14 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "kind": "NodePortAllocation",
         "spec": {"parentRef": {"resource": "services", "namespace": "default", "name": "web"}},
     },
+    "PodCIDR": {
+        "apiVersion": "networking.fleetlog.dev/v1alpha1",
+        "kind": "PodCIDR",
+        "spec": {"cidr": "100.96.3.0/24", "nodeName": "n1", "nodeUID": "uid-n1"},
+    },
 }
 
-NAMES = {"IPAddress": "100.64.0.20", "NodePortAllocation": "30080"}
+NAMES = {"IPAddress": "100.64.0.20", "NodePortAllocation": "30080", "PodCIDR": "100.96.3.0-24"}
 """Kinds whose names are values (an address, a port); every other kind's object is "x"."""
 
 
