@@ -28,7 +28,8 @@ API_GROUPS: dict[str, str] = {
     "PriorityClass": "scheduling.k8s.io",
     "EndpointSlice": "discovery.k8s.io",
     "IPAddress": "networking.k8s.io",
-    "NodePortAllocation": "fleetlog.io",
+    "NodePortAllocation": "networking.fleetlog.dev",
+    "PodCIDR": "networking.fleetlog.dev",
 }
 """The API group of the kinds outside the core group: ``-o name`` qualifies them with it
 (``deployment.apps/web``) and every command takes them so qualified."""

@@ -370,7 +370,7 @@ def address_manifest(ip: str, *, namespace: str, name: str) -> dict[str, Any]:
 def node_port_manifest(port: int, *, namespace: str, name: str) -> dict[str, Any]:
     """The NodePortAllocation record of ``port`` held by service ``namespace/name``."""
     return {
-        "apiVersion": "fleetlog.io/v1alpha1",
+        "apiVersion": "networking.fleetlog.dev/v1alpha1",
         "kind": "NodePortAllocation",
         "metadata": {"name": str(port)},
         "spec": {"parentRef": parent_ref(namespace, name)},

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Final, NamedTuple
 
-POLICY_ANNOTATION: Final = "fleetlog.io/load-balancer"
+POLICY_ANNOTATION: Final = "fleetlog.dev/load-balancer"
 """The service annotation that names its policy (``RING_HASH`` …); ROUND_ROBIN when absent."""
 
 

@@ -75,7 +75,7 @@ class NodePortAllocation(ResourceBase):
     NAME_RULE = staticmethod(node_port_name_errors)
     NAMESPACED = False
 
-    api_version: Literal["fleetlog.io/v1alpha1"] = "fleetlog.io/v1alpha1"
+    api_version: Literal["networking.fleetlog.dev/v1alpha1"] = "networking.fleetlog.dev/v1alpha1"
     kind: Literal["NodePortAllocation"] = "NodePortAllocation"
     spec: AllocationSpec
 

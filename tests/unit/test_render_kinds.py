@@ -78,7 +78,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "spec": {"parentRef": {"resource": "services", "namespace": "default", "name": "web"}},
     },
     "NodePortAllocation": {
-        "apiVersion": "fleetlog.io/v1alpha1",
+        "apiVersion": "networking.fleetlog.dev/v1alpha1",
         "kind": "NodePortAllocation",
         "spec": {"parentRef": {"resource": "services", "namespace": "default", "name": "web"}},
     },
@@ -256,5 +256,6 @@ def test_o_name_prints_what_the_other_commands_take(kind: str) -> None:
         "PriorityClass": "priorityclass.scheduling.k8s.io/x",
         "EndpointSlice": "endpointslice.discovery.k8s.io/x",
         "IPAddress": "ipaddress.networking.k8s.io/x",
-        "NodePortAllocation": "nodeportallocation.fleetlog.io/x",
+        "NodePortAllocation": "nodeportallocation.networking.fleetlog.dev/x",
+        "PodCIDR": "podcidr.networking.fleetlog.dev/x",
     }.get(kind, f"{kind.lower()}/x")
