@@ -37,6 +37,8 @@ MAX_SEARCH_CHARS: Final = 2048
 MAX_SEARCH_LENGTH: Final = 253
 DEFAULT_OPTIONS: Final = ("ndots:5",)
 POLICIES: Final = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
+MISSING_CLUSTER_DNS: Final = "the node has no cluster DNS address"
+"""How the warning of a fallback to ``Default`` begins (the kubelet's ``MissingClusterDNS``)."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ def pod_dns(
         policy = "Default"
     if policy in ("ClusterFirst", "ClusterFirstWithHostNet") and not cluster_dns:
         warnings.append(
-            f'the node has no cluster DNS address and cannot give the pod the "{policy}" '
+            f'{MISSING_CLUSTER_DNS} and cannot give the pod the "{policy}" '
             'policy: falling back to "Default"'
         )
         policy = "Default"

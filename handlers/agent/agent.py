@@ -13,6 +13,10 @@ node's bridge, or, where the machine cannot make namespaces (or the operator say
 pod in the node's network, said once in the log and in the node's ``PodNetworkReady``
 condition. The agent follows its own node's events for its range (``spec.podCIDR``, given by
 the node IPAM controller), and removes the networks its ledger holds for pods that are gone.
+
+Cluster DNS (``dns.py``), when the agent is given :class:`DNSOptions`, is served by the agent
+itself at the cluster DNS address on its bridge (``lo`` without pod networks), and each pod's
+``resolv.conf`` is written before its first container starts (``poddns.py``).
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from nats.aio.client import Client
 
 from core.meta.quantity import resource_amount
 from core.nodes.status import assigned_pod_cidr
+from handlers.agent.dns import ClusterAddress, ClusterDNS, DNSOptions
 from handlers.agent.network import NetworkOptions, detect
 from handlers.agent.node import NodeCapacity, NodeCondition, NodeDeclaration, machine_capacity
+from handlers.agent.poddns import PodResolvers
 from handlers.agent.pods import PodRecorder, PodWorker, WorkerConfig
 from handlers.agent.seams import Container, ContainerRuntime, PodNetwork
 from projections.cluster import ClusterModel, ObjectRecord
@@ -64,10 +70,11 @@ class NodeAgent:
         runtime: ContainerRuntime | None = None,
         network: NetworkOptions | None = None,
         pod_network: PodNetwork | None = None,
+        dns: DNSOptions | None = None,
     ) -> None:
         """``runtime`` defaults to processes on this machine (``handlers.agent.runtime``);
         ``pod_network`` to what :func:`handlers.agent.network.detect` finds the machine allows,
-        named and enabled as ``network`` says."""
+        named and enabled as ``network`` says; with ``dns``, the node serves cluster DNS."""
         from handlers.agent.logship import LogShipper
         from handlers.agent.runtime import ProcessRuntime
 
@@ -92,6 +99,14 @@ class NodeAgent:
         )
         self._node_changed = asyncio.Event()
         self.node_projection.listeners.append(lambda event: self._node_changed.set())
+        self._store = store
+        self.dns_options = dns
+        self.cluster_dns: ClusterDNS | None = None
+        self.resolvers = PodResolvers(
+            prefix=self.network_options.prefix,
+            **({"resolv_conf": dns.resolv_conf, "domain": dns.domain} if dns else {}),
+        )
+        self.resolvers.configured = dns is not None
         self._releasing: set[str] = set()
         """Pods (by uid) whose leftover network is being removed."""
         self.recorder = PodRecorder(AggregateRepository(store), actor=self.actor, node=name)
@@ -149,6 +164,7 @@ class NodeAgent:
         if self._pod_network is None:
             self._pod_network = await detect(self.root, self.network_options)
         await self.network.start()
+        await self._start_dns()
         await self.register()
         leases = await NodeLeases.open(self._nc)
         await leases.renew(self.name, time.time_ns())
@@ -168,7 +184,10 @@ class NodeAgent:
                 tasks.create_task(self.shipper.run())
                 tasks.create_task(self._sample_usage())
                 tasks.create_task(self._follow_node())
+                if self.cluster_dns is not None:
+                    tasks.create_task(self._hold_dns_address(self.cluster_dns))
                 self._reconcile(tasks)
+                tasks.create_task(self.resolvers.sweep(self._busy()))
                 if ready is not None:
                     ready.set()
                 while True:
@@ -177,14 +196,41 @@ class NodeAgent:
                     self._wake.clear()
                     self._reconcile(tasks)
         finally:
+            if self.cluster_dns is not None:
+                await self.cluster_dns.stop()
             await self.projection.stop()
             await self.node_projection.stop()
+
+    async def _start_dns(self) -> None:
+        """Serve cluster DNS if asked to; else remove an address an earlier agent held."""
+        if self.dns_options is None:
+            try:
+                await ClusterAddress(self.root).remove()
+            except OSError as exc:
+                log.warning("agent.dns_address_left", error=str(exc))
+            return
+        self.cluster_dns = ClusterDNS(self._store, self.dns_options, root=self.root)
+        await self.cluster_dns.start()
+        # Pods are told of it as soon as it listens (as the kubelet is configured with it):
+        # its address follows as soon as the node's network is up.
+        if self.cluster_dns.listening:
+            self.resolvers.cluster_dns = (self.dns_options.address,)
+
+    async def _hold_dns_address(self, cluster_dns: ClusterDNS) -> None:
+        await self.network.wait_ready()
+        device = self.network_options.bridge if self.network.isolated else "lo"
+        if not await cluster_dns.hold_address(device):
+            self.resolvers.cluster_dns = ()
 
     async def _sync_pod_cidr(self) -> None:
         """Give the pod network the node's range; say so again if its condition changed."""
         before = self.network.condition()
         record = self.node_projection.model.get("Node", "", self.name)
         await self.network.set_pod_cidr(assigned_pod_cidr(record.manifest) if record else None)
+        if self.cluster_dns is not None:
+            # (Re)making the bridge removes addresses it does not know: hold it again.
+            held = await self.cluster_dns.refresh_address()
+            self.resolvers.cluster_dns = (self.dns_options.address,) if held else ()
         if self.network.condition() != before:
             await self.register()
 
@@ -288,6 +334,7 @@ class NodeAgent:
             worker = PodWorker(
                 record, node=self.name, runtime=self.runtime, recorder=self.recorder,
                 shipper=self.shipper, network=self.network, config=self.config, adopted=adopted,
+                resolvers=self.resolvers,
             )  # fmt: skip
             self._workers[key] = (worker, tasks.create_task(worker.run()))
         # Containers found running at start-up whose pod is no longer bound here: stop them,
@@ -302,7 +349,7 @@ class NodeAgent:
             self._releasing.add(uid)
             tasks.create_task(self._stop_orphan_pod(uid, containers))
         # Networks the ledger holds for pods that are gone, with nothing left running in them.
-        busy = wanted | {worker.uid for worker, _ in self._workers.values()} | self._releasing
+        busy = self._busy(wanted)
         for uid in self.network.known() - busy:
             self._releasing.add(uid)
             tasks.create_task(self._stop_orphan_pod(uid, []))
@@ -317,10 +364,17 @@ class NodeAgent:
                     self.runtime.remove(container)
             try:
                 await self.network.detach(uid)
+                await self.resolvers.remove(uid)
             except Exception as exc:
                 log.warning("agent.pod_network_left", pod_uid=uid, error=repr(exc))
         finally:
             self._releasing.discard(uid)
+
+    def _busy(self, wanted: set[str] | None = None) -> set[str]:
+        """The pods (by uid) that are wanted here, have a worker, or are being released."""
+        if wanted is None:
+            wanted = {record.uid for record in self.bound_here().values()}
+        return wanted | {worker.uid for worker, _ in self._workers.values()} | self._releasing
 
     def workers(self) -> list[PodWorker]:
         """The pod workers now (a copy: callers await between items while pods come and go)."""

@@ -49,6 +49,7 @@ from core.pods.lifecycle import (
 from handlers.agent.hostports import HostPortForwarder, host_ports
 from handlers.agent.logship import ContainerInstance
 from handlers.agent.network import NetworkError, NetworkNotReady, PodAddresses
+from handlers.agent.poddns import PodResolvers
 from handlers.agent.seams import Container, ContainerRuntime, LogSink, PodNetwork
 from projections.cluster import ObjectRecord
 from streams.cancellation import checkpoint
@@ -161,6 +162,7 @@ class PodWorker:
         network: PodNetwork,
         config: WorkerConfig,
         adopted: dict[str, Container],
+        resolvers: PodResolvers | None = None,
     ) -> None:
         self.namespace = record.namespace
         self.name = record.name
@@ -174,6 +176,10 @@ class PodWorker:
         self._config = config
         self.addresses: PodAddresses | None = None
         """The pod's network, once it has one."""
+        self._resolvers = resolvers
+        self._launch_netns: str | None = None
+        """The network namespace its containers enter: the pod's, or (a host-network pod
+        with a resolver of its own) an alias of the node's (``poddns``)."""
         self._forwarder: HostPortForwarder | None = None
         self._adopted = dict(adopted)
         self._terminating = asyncio.Event()
@@ -262,6 +268,7 @@ class PodWorker:
                 log.warning("agent.pod_network_failed", pod=self.key, error=str(exc))
                 await self._until_terminating(asyncio.sleep(NETWORK_RETRY_S))
         self.addresses = addresses
+        self._launch_netns = await self._resolver_up(addresses)
         notes = [addresses.message] if addresses.message else []
         ports = host_ports(self.spec)
         if ports:
@@ -278,6 +285,19 @@ class PodWorker:
             ),
         )  # fmt: skip
         return addresses
+
+    async def _resolver_up(self, addresses: PodAddresses) -> str | None:
+        """The pod's ``resolv.conf`` (its ``dnsPolicy``), before its first container."""
+        if self._resolvers is None:
+            return addresses.netns
+        try:
+            return await self._resolvers.prepare(
+                uid=self.uid, namespace=self.namespace, name=self.name, spec=self.spec,
+                netns=addresses.netns,
+            )  # fmt: skip
+        except OSError as exc:
+            log.warning("agent.pod_resolver_failed", pod=self.key, error=str(exc))
+            return addresses.netns
 
     async def _until_terminating(self, waited: Any) -> None:
         """Await ``waited`` (a coroutine) or the pod's termination, whichever comes first."""
@@ -297,6 +317,11 @@ class PodWorker:
         except (NetworkError, OSError) as exc:
             # The agent's sweep of its ledger tries again.
             log.warning("agent.pod_network_left", pod=self.key, error=str(exc))
+        if self._resolvers is not None:
+            try:
+                await self._resolvers.remove(self.uid)
+            except OSError as exc:
+                log.warning("agent.pod_resolver_left", pod=self.key, error=str(exc))
 
     @property
     def probe_host(self) -> str:
@@ -356,7 +381,7 @@ class PodWorker:
                 resource_amount("memory", limits["memory"]) if "memory" in limits else None
             ),
             isolate=isolate,
-            netns=self.addresses.netns if self.addresses is not None else None,
+            netns=self._launch_netns,
         )
 
     def _status(self, name: str) -> dict[str, Any]:
