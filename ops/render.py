@@ -403,9 +403,23 @@ def _replica_set_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]
     return row
 
 
+def service_discovery(namespace: str, name: str) -> tuple[str, str, str]:
+    """The two ways a client finds a service's endpoints: its DNS name (cluster DNS on every
+    node) and the NATS subjects answering and publishing them (query, watch)."""
+    from core.dns.zone import CLUSTER_DOMAIN
+    from projections.endpoints import query_subject, watch_subject
+
+    return (
+        f"{name}.{namespace}.svc.{CLUSTER_DOMAIN}",
+        query_subject(namespace, name),
+        watch_subject(namespace, name),
+    )
+
+
 def _service_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
-    """kubectl's ``printService``; wide adds SELECTOR and (fleetlog's addition) the ready
-    ENDPOINTS, which the caller puts in ``item["endpoints"]`` from the service's slices."""
+    """kubectl's ``printService``; wide adds SELECTOR and (fleetlog's additions) the ready
+    ENDPOINTS, which the caller puts in ``item["endpoints"]`` from the service's slices, and
+    the two ways to discover them: the DNS name and the NATS query subject."""
     manifest = item["manifest"]
     spec = manifest.get("spec", {})
     ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
@@ -427,6 +441,8 @@ def _service_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
         selector = spec.get("selector") or {}
         row.append(",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>")
         row.append(item.get("endpoints") or "<none>")
+        name, query, _ = service_discovery(item.get("namespace") or "default", item["name"])
+        row += [name, query]
     return row
 
 
@@ -600,7 +616,7 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     ),
     "Service": (
         ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
-        ["SELECTOR", "ENDPOINTS"],
+        ["SELECTOR", "ENDPOINTS", "DNS", "NATS"],
         _service_row,
     ),
     "EndpointSlice": (
@@ -961,6 +977,12 @@ def service_lines(manifest: dict[str, Any], slices: Sequence[dict[str, Any]]) ->
         lines.append(f"HealthCheck NodePort: {spec['healthCheckNodePort']}")
     if spec.get("internalTrafficPolicy"):
         lines.append(f"Internal Traffic Policy: {spec['internalTrafficPolicy']}")
+    metadata = manifest.get("metadata") or {}
+    name, query, watch = service_discovery(
+        metadata.get("namespace") or "default", metadata.get("name", "")
+    )
+    lines.append(f"DNS:          {name}")
+    lines.append(f"NATS:         {query} (query), {watch} (watch)")
     return lines
 
 

@@ -13,7 +13,8 @@ the node lifecycle controller with the taint-eviction controller under its lease
 garbage collector, the replica-set, deployment, resource-quota, endpoint-slice and node IPAM
 controllers under their own leases (so several ``up`` processes on one NATS cluster do not
 double up), the endpoints query and watch subjects, and, unless told not to, a node agent for
-this machine. Later issues add their handlers to :func:`serve`.
+this machine, which serves cluster DNS at the ``kube-dns`` service's address (the service
+range's tenth). Later issues add their handlers to :func:`serve`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from core.nodes.lifecycle import DEFAULT_GRACE_SECONDS
 from core.scheduling.config import SchedulerConfiguration
 from core.services.ranges import DEFAULT_RANGES, ServiceRanges
 from handlers.agent.agent import NodeAgent
+from handlers.agent.dns import DNSOptions
 from handlers.agent.network import NetworkOptions
 from handlers.agent.node import default_node_name
 from handlers.deployment_controller import DeploymentController
@@ -237,6 +239,7 @@ async def serve(
                         local = NodeAgent(
                             nc, store, name=node_name or default_node_name(), root=agent_root,
                             network=pod_network,
+                            dns=DNSOptions(address=service_ranges.cluster_ips.dns_ip),
                         )  # fmt: skip
                         roles.append(tasks.create_task(local.run()))
                     log.info("fleetlog.up", url=url, position=projection.position)
@@ -281,18 +284,24 @@ async def _snapshot_periodically(projection: Projection[ClusterModel], snapshots
 
 async def _bootstrap(nc: object, ranges: ServiceRanges) -> None:
     """What every cluster starts with, created through the gateway like any command: the
-    ``default`` and ``kube-system`` namespaces, and the ``kubernetes`` service in ``default``
-    at the service range's first address."""
+    ``default`` and ``kube-system`` namespaces, the ``kubernetes`` service in ``default``
+    at the service range's first address and the ``kube-dns`` service in ``kube-system`` at
+    its tenth."""
     client = CommandClient(nc, actor="system:bootstrap")  # type: ignore[arg-type]
     for namespace in BOOTSTRAP_NAMESPACES:
         manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
         with contextlib.suppress(FleetError):
             await client.send("Namespace", "apply", {"manifest": manifest})
-    try:
-        await client.send("Service", "apply", {"manifest": kubernetes_service(ranges)})
-    except FleetError as exc:
-        # Its address is another one when the range changed since the service was made.
-        log.warning("fleetlog.kubernetes_service_refused", error=str(exc))
+    for manifest in (kubernetes_service(ranges), kube_dns_service(ranges)):
+        try:
+            await client.send("Service", "apply", {"manifest": manifest})
+        except FleetError as exc:
+            # Its address is another one when the range changed since the service was made.
+            log.warning(
+                "fleetlog.bootstrap_service_refused",
+                service=manifest["metadata"]["name"],  # type: ignore[index]
+                error=str(exc),
+            )
 
 
 def kubernetes_service(ranges: ServiceRanges) -> dict[str, object]:
@@ -311,6 +320,42 @@ def kubernetes_service(ranges: ServiceRanges) -> dict[str, object]:
             "type": "ClusterIP",
             "clusterIP": ranges.cluster_ips.kubernetes_ip,
             "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}],
+            "sessionAffinity": "None",
+        },
+    }
+
+
+NODE_LOCAL_DNS = "fleetlog-node-dns"
+"""The ``service.kubernetes.io/service-proxy-name`` of ``kube-dns``: every node agent answers at
+its address itself, so a service proxy leaves it alone (kube-proxy skips a service that names
+another proxy)."""
+
+
+def kube_dns_service(ranges: ServiceRanges) -> dict[str, object]:
+    """The ``kube-dns`` service, as kubeadm makes it: the range's tenth address, ``dns``
+    53/UDP and ``dns-tcp`` 53/TCP, labelled ``k8s-app: kube-dns``. No selector: no pod serves
+    it; every node agent answers at its address for its own pods (docs/architecture.md,
+    "Cluster DNS")."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kube-dns",
+            "namespace": "kube-system",
+            "labels": {
+                "k8s-app": "kube-dns",
+                "kubernetes.io/cluster-service": "true",
+                "kubernetes.io/name": "KubeDNS",
+                "service.kubernetes.io/service-proxy-name": NODE_LOCAL_DNS,
+            },
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": ranges.cluster_ips.dns_ip,
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            ],
             "sessionAffinity": "None",
         },
     }

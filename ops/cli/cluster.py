@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from core.meta.features import FeatureGates
     from core.scheduling.config import SchedulerConfiguration
     from core.services.ranges import ServiceRanges
+    from handlers.agent.dns import DNSOptions
     from handlers.agent.network import NetworkOptions
 
 FEATURE_GATES = click.option(
@@ -85,6 +86,22 @@ def _network_options(bridge: str, prefix: str, disabled: bool) -> NetworkOptions
         return NetworkOptions(bridge=bridge, prefix=prefix, enabled=not disabled)
     except ValueError as exc:
         raise Failure(str(exc)) from None
+
+
+def _dns_options(address: str, domain: str) -> DNSOptions | None:
+    """The node's cluster DNS as the command line asks for it (``''``: none)."""
+    if not address.strip():
+        return None
+    from core.network.ranges import parse_address
+    from handlers.agent.dns import DNSOptions
+
+    try:
+        parse_address(address, what="--cluster-dns")
+    except FleetError as exc:
+        raise Failure(str(exc)) from None
+    if not domain.strip(". "):
+        raise Failure("--cluster-domain must not be empty")
+    return DNSOptions(address=address.strip(), domain=domain)
 
 
 def _feature_gates(values: tuple[str, ...]) -> FeatureGates:
@@ -239,6 +256,16 @@ def up(
 @click.option("--pods", default="110", show_default=True)
 @click.option("-l", "--label", "labels", multiple=True, help="Extra node label KEY=VALUE.")
 @click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between heartbeats.")
+@click.option(
+    "--cluster-dns",
+    default="100.64.0.10",
+    show_default=True,
+    help="Serve cluster DNS for this node's pods at this address (the kube-dns service's "
+    "ClusterIP, held on the pod bridge); '' serves none.",
+)
+@click.option(
+    "--cluster-domain", default="cluster.local", show_default=True, help="The cluster's domain."
+)
 @pod_network_options
 @click.pass_context
 @run
@@ -251,12 +278,15 @@ async def agent(
     pods: str,
     labels: tuple[str, ...],
     heartbeat: float,
+    cluster_dns: str,
+    cluster_domain: str,
     pod_bridge: str,
     pod_network_prefix: str,
     no_pod_network: bool,
 ) -> None:
     """Join this machine to a cluster as a node: run the pods bound to it as processes."""
     network = _network_options(pod_bridge, pod_network_prefix, no_pod_network)
+    dns = _dns_options(cluster_dns, cluster_domain)
     from handlers.agent.agent import NodeAgent
     from handlers.agent.node import NodeCapacity, default_node_name, machine_capacity
     from streams.connection import connect
@@ -274,6 +304,7 @@ async def agent(
             node_agent = NodeAgent(
                 nc, store, name=node, root=root or Path.home() / ".fleetlog" / "agent" / node,
                 capacity=capacity, labels=extra, heartbeat_seconds=heartbeat, network=network,
+                dns=dns,
             )  # fmt: skip
             await _until_signal(
                 node_agent.run,

@@ -51,6 +51,10 @@ def test_the_cluster_starts_with_the_kubernetes_service_in_the_ranges_given(
     assert services[1].split()[:5] == ["kubernetes", "ClusterIP", "100.70.8.1", "<none>", "443/TCP"]
     addresses = cluster.cli("get", "ipaddresses").stdout.splitlines()
     assert addresses[1].split()[:2] == ["100.70.8.1", "services/default/kubernetes"]
+    # kube-dns at the range's tenth address, as kubeadm makes it (served by every node agent).
+    dns = cluster.cli("get", "svc", "kube-dns", "-n", "kube-system").stdout.splitlines()[1]
+    assert dns.split()[:5] == ["kube-dns", "ClusterIP", "100.70.8.10", "<none>", "53/UDP,53/TCP"]
+    assert addresses[2].split()[:2] == ["100.70.8.10", "services/kube-system/kube-dns"]
     assert cluster.cli("apply", "-f", "-", stdin=SERVICE).stdout.strip() == "service/web created"
     web = cluster.cli("get", "svc", "web").stdout.splitlines()[1].split()
     address, ports = web[2], web[4]

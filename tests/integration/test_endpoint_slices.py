@@ -381,8 +381,11 @@ async def test_get_and_describe_show_services_and_their_endpoints_as_kubectl_doe
 
     result = await cli(url, "get", "svc", "web", "-o", "wide")
     header, row = rows(result.stdout)
-    assert header[-2:] == ["SELECTOR", "ENDPOINTS"]
-    assert row[-2:] == ["app=web", "100.96.0.71:8080,100.96.0.71:9090"]
+    assert header[-4:] == ["SELECTOR", "ENDPOINTS", "DNS", "NATS"]
+    assert row[-4:] == [
+        "app=web", "100.96.0.71:8080,100.96.0.71:9090", "web.default.svc.cluster.local",
+        "fleet.qry.endpoints.default.web",
+    ]  # fmt: skip
 
     result = await cli(url, "get", "endpointslices")
     header, *slice_rows = rows(result.stdout)

@@ -62,10 +62,12 @@ def test_a_service_row_has_kubectls_columns() -> None:
     ).splitlines()
     assert table[0].split() == [
         "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE", "SELECTOR", "ENDPOINTS",
+        "DNS", "NATS",
     ]  # fmt: skip
     assert table[1].split() == [
         "web", "NodePort", "100.64.3.4", "<none>", "80:30080/TCP,53/UDP", "5s",
-        "app=web,tier=front", "<none>",
+        "app=web,tier=front", "<none>", "web.default.svc.cluster.local",
+        "fleet.qry.endpoints.default.web",
     ]  # fmt: skip
     headless = item("Service", "db", {"spec": {"clusterIP": "None", "clusterIPs": ["None"]}})
     row = render.object_table("Service", [headless], now_ns=0, wide=False, show_namespace=False)
@@ -157,4 +159,17 @@ def test_get_endpoints_lists_one_view_per_service_with_slices() -> None:
         ["NAME", "ENDPOINTS", "AGE"],
         ["db", "<none>", "1s"],
         ["web", "100.96.0.1,100.96.0.2,100.96.0.3", "0s"],
+    ]
+
+
+def test_describe_service_names_both_ways_of_discovery() -> None:
+    manifest = {
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"clusterIP": "100.64.3.4", "ports": [{"name": "http", "port": 80}]},
+    }
+    lines = render.service_lines(manifest, [])
+    assert lines[-2:] == [
+        "DNS:          web.shop.svc.cluster.local",
+        "NATS:         fleet.qry.endpoints.shop.web (query), fleet.watch.endpoints.shop.web "
+        "(watch)",
     ]
