@@ -18,6 +18,7 @@ import json
 import random
 import secrets
 import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -169,10 +170,19 @@ class Cluster:
                 print(name, self.pod(name).get("status"), repr(self.output(name)))
             raise
 
+    def lo_addresses(self) -> list[str]:
+        return [
+            f"{info['local']}/{info['prefixlen']}"
+            for link in ip_json("-4", "addr", "show", "dev", "lo")
+            for info in link.get("addr_info") or []
+        ]
+
     def cleanup(self) -> None:
         for entry in list(Path("/etc/netns").glob(f"{self.prefix}-*")):
             shutil.rmtree(entry, ignore_errors=True)
         remove_everything_named(self.prefix, self.options.bridge)
+        for address in self.addresses_used:  # held on lo by a node without pod networks
+            subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", "lo"], capture_output=True)
 
 
 @pytest.fixture
@@ -394,6 +404,7 @@ async def test_an_agent_restart_leaves_one_dns_address_where_it_should_be(
     moved = unique_dns_address()
     while moved == cluster.address:
         moved = unique_dns_address()
+    cluster.addresses_used.add(moved)
     await cluster.start_agent(cluster.dns_options(moved))
     await eventually(lambda: answers(moved), timeout=10)
     held = cluster.bridge_addresses()
@@ -406,3 +417,36 @@ async def test_an_agent_restart_leaves_one_dns_address_where_it_should_be(
     held = cluster.bridge_addresses()
     assert not [a for a in held if a.endswith("/32")], held
     assert not (cluster.root / "dns" / "address.json").exists()
+
+
+async def test_without_pod_networks_the_address_is_on_lo_and_pods_still_resolve(
+    cluster: Cluster,
+) -> None:
+    bridged = cluster.options
+    cluster.options = NetworkOptions(bridge=bridged.bridge, prefix=bridged.prefix, enabled=False)
+    await cluster.start_agent(cluster.dns_options())
+
+    async def on_lo() -> bool:
+        return f"{cluster.address}/32" in cluster.lo_addresses()
+
+    await eventually(on_lo, timeout=20)
+    await cluster.apply("Service", "web", spec={"ports": [{"name": "http", "port": 80}]})
+    await cluster.projection.wait_for_log_end()
+    record = cluster.projection.model.get("Service", "shop", "web")
+    assert record is not None
+    # A pod that asked for a network of its own runs in the node's, and still gets the
+    # cluster's resolver (through an alias of the node's namespace).
+    await cluster.apply(
+        "Pod", "client",
+        spec={"containers": [container("c", [PY, "-c", CLIENT])], "restartPolicy": "Never"},
+    )  # fmt: skip
+    await cluster.finished("client")
+    lines = cluster.output("client").splitlines()
+    assert lines[0] == f"web {record.manifest['spec']['clusterIP']}"
+    assert lines[5].startswith("resolv.conf search shop.svc.cluster.local")
+    # With pod networks again, the address moves to the bridge: none is left on lo.
+    await cluster.stop_agent()
+    cluster.options = bridged
+    await cluster.start_agent(cluster.dns_options())
+    await cluster.dns_held()
+    assert f"{cluster.address}/32" not in cluster.lo_addresses()
