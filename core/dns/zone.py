@@ -247,6 +247,8 @@ class ClusterZone:
         self.dns_ip = dns_ip
         self.serial = 0
         """The SOA's serial: the caller sets it to the log position its data reflects."""
+        self.version = 0
+        """Counts the changes of the data (a cache of answers is good while it stays)."""
         self.namespaces: set[str] = set()
         self._services: dict[tuple[str, str], ServiceEntry] = {}
         self._service_ips: dict[str, set[tuple[str, str]]] = {}
@@ -258,6 +260,7 @@ class ClusterZone:
     # -- the data -------------------------------------------------------------------------
 
     def set_namespace(self, name: str, *, exists: bool) -> None:
+        self.version += 1
         if exists:
             self.namespaces.add(name)
         else:
@@ -265,6 +268,7 @@ class ClusterZone:
 
     def set_service(self, namespace: str, name: str, manifest: Mapping[str, Any] | None) -> None:
         """The service as it is now (None: deleted)."""
+        self.version += 1
         key = (namespace, name)
         old = self._services.pop(key, None)
         if old is not None:
@@ -283,6 +287,7 @@ class ClusterZone:
 
     def set_slice(self, namespace: str, name: str, manifest: Mapping[str, Any] | None) -> None:
         """The EndpointSlice as it is now (None: deleted)."""
+        self.version += 1
         key = (namespace, name)
         old = self._slices.pop(key, None)
         if old is not None:

@@ -18,8 +18,10 @@ cannot answer affects only its own pods. The ``kube-dns`` service carries
   for tests), the wire format by dnspython. Names of the zone are answered authoritatively
   (``AA``); an ExternalName's target is looked up upstream and added after its ``CNAME``.
   Over UDP an answer larger than 512 bytes (or the EDNS0 size the client offers, at most
-  4096) is cut with the ``TC`` bit, so the client asks again over TCP. The answers' ``A``
-  records are shuffled (kubeadm's ``loadbalance``). Bad input never stops it: a query that
+  4096) is cut with the ``TC`` bit, so the client asks again over TCP. Several ``A``
+  records take turns at the top, as kubeadm's ``loadbalance`` spreads them; a rendered
+  answer is kept until the zone changes (dnspython's rendering is most of an answer's
+  cost). Bad input never stops it: a query that
   cannot be parsed gets ``FORMERR`` (miekg/dns' rules, as CoreDNS: one question, at most one
   answer and authority record, two additional), a response or a datagram shorter than a DNS
   header or larger than 4096 bytes is dropped, a non-query opcode gets ``NOTIMP``, zone
@@ -46,7 +48,6 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import socket
 import struct
 import time
@@ -91,6 +92,10 @@ MAX_TCP_CONNECTIONS: Final = 256
 MAX_CONCURRENT_FORWARDS: Final = 1000
 FORWARD_TIMEOUT_S: Final = 2.0
 IP_FREEBIND: Final = getattr(socket, "IP_FREEBIND", 15)
+ANSWER_CACHE: Final = 10_000
+ANSWER_ORDERS: Final = 4
+"""Orders of a multi-address answer rendered in advance and answered in turn (kubeadm's
+``loadbalance`` shuffles them; turns spread the first address, which resolvers use)."""
 QR, AA = 0x8000, 0x0400
 DEFAULT_RESOLV_CONF: Final = Path("/etc/resolv.conf")
 
@@ -235,10 +240,10 @@ def _rdata_text(record: Record) -> str:
 
 
 def _rrsets(
-    records: Sequence[Record], question: dns.name.Name, *, shuffle: bool
+    records: Sequence[Record], question: dns.name.Name, *, rotate: int = 0
 ) -> list[dns.rrset.RRset]:
-    """Records grouped into RRsets in order of first appearance; the question's own name
-    keeps the form it was asked in."""
+    """Records grouped into RRsets in order of first appearance, the addresses of each
+    rotated by ``rotate``; the question's own name keeps the form it was asked in."""
     asked = question.to_text().lower()
     grouped: dict[tuple[str, str], list[Record]] = {}
     for record in records:
@@ -246,8 +251,9 @@ def _rrsets(
     out = []
     for (name, rtype), members in grouped.items():
         texts = [_rdata_text(r) for r in members]
-        if shuffle and rtype == "A" and len(texts) > 1:
-            random.shuffle(texts)
+        if rotate and rtype == "A" and len(texts) > 1:
+            turn = rotate % len(texts)
+            texts = texts[turn:] + texts[:turn]
         owner = question if name == asked else dns.name.from_text(members[0].name)
         out.append(dns.rrset.from_text_list(owner, members[0].ttl, "IN", rtype, texts))
     return out
@@ -272,6 +278,7 @@ class DNSServer:
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections = 0
+        self._cache = _AnswerCache()
 
     @property
     def counts(self) -> Counter[str]:
@@ -382,6 +389,15 @@ class DNSServer:
         if qd != 1 or an > 1 or ns > 1 or ar > 2:
             counts["formerr"] += 1
             return _header_reply(wire, dns.rcode.FORMERR)
+        cache = self._cache
+        if cache.version != self.zone.version:
+            cache.clear(self.zone.version)
+        key = (tcp, wire[2:])
+        cached = cache.get(key)
+        if cached is not None:
+            counts[cached.outcome] += 1
+            counts["cached"] += 1
+            return wire[:2] + cached.next()
         try:
             query = dns.message.from_wire(wire)
         except Exception:
@@ -407,8 +423,19 @@ class DNSServer:
             return _Pending(self._forward(query, tcp=tcp, limit=limit))
         if result.chase is not None:
             return _Pending(self._chase(query, result, tcp=tcp, limit=limit))
-        counts["nxdomain" if result.rcode == "NXDOMAIN" else "answered"] += 1
-        return self._reply(query, result).to_wire(max_size=limit, prefer_truncation=True)
+        outcome = "nxdomain" if result.rcode == "NXDOMAIN" else "answered"
+        counts[outcome] += 1
+        # Several addresses take turns at the top (a resolver uses the first): a few orders
+        # are rendered once and answered in turn until the zone changes.
+        reply = self._reply(query, result)
+        wires = [reply.to_wire(max_size=limit, prefer_truncation=True)]
+        most = max((len(r) for r in reply.answer if r.rdtype == dns.rdatatype.A), default=1)
+        wires += [
+            self._reply(query, result, rotate=turn).to_wire(max_size=limit, prefer_truncation=True)
+            for turn in range(1, min(most, ANSWER_ORDERS))
+        ]
+        cache.put(key, _Cached(outcome, [w[2:] for w in wires]))
+        return wires[0]
 
     @staticmethod
     def _udp_limit(query: dns.message.Message) -> int:
@@ -421,14 +448,16 @@ class DNSServer:
         reply.set_rcode(rcode)
         return reply.to_wire(max_size=limit, prefer_truncation=True)
 
-    def _reply(self, query: dns.message.Message, result: Answer) -> dns.message.Message:
+    def _reply(
+        self, query: dns.message.Message, result: Answer, *, rotate: int = 0
+    ) -> dns.message.Message:
         reply = dns.message.make_response(query, our_payload=OUR_PAYLOAD)
         reply.flags |= dns.flags.AA
         reply.set_rcode(dns.rcode.NXDOMAIN if result.rcode == "NXDOMAIN" else dns.rcode.NOERROR)
         name = query.question[0].name
-        reply.answer = _rrsets(result.answer, name, shuffle=True)
-        reply.authority = _rrsets(result.authority, name, shuffle=False)
-        reply.additional = _rrsets(result.additional, name, shuffle=False)
+        reply.answer = _rrsets(result.answer, name, rotate=rotate)
+        reply.authority = _rrsets(result.authority, name)
+        reply.additional = _rrsets(result.additional, name)
         return reply
 
     async def _forward(self, query: dns.message.Message, *, tcp: bool, limit: int) -> bytes:
@@ -462,6 +491,41 @@ class DNSServer:
             reply.answer += found.answer
         self.counts["answered"] += 1
         return reply.to_wire(max_size=limit, prefer_truncation=True)
+
+
+@dataclass
+class _Cached:
+    """A rendered answer (without its id), in a few orders of its addresses."""
+
+    outcome: str
+    wires: list[bytes]
+    turn: int = 0
+
+    def next(self) -> bytes:
+        self.turn = (self.turn + 1) % len(self.wires)
+        return self.wires[self.turn]
+
+
+class _AnswerCache:
+    """Rendered zone answers by query (without its id): valid while the zone's data is the
+    same (its version), at most :data:`ANSWER_CACHE` of them. Rendering with dnspython is
+    most of an answer's cost; a repeated question costs a lookup."""
+
+    def __init__(self) -> None:
+        self.version = -1
+        self._answers: dict[tuple[bool, bytes], _Cached] = {}
+
+    def clear(self, version: int) -> None:
+        self.version = version
+        self._answers.clear()
+
+    def get(self, key: tuple[bool, bytes]) -> _Cached | None:
+        return self._answers.get(key)
+
+    def put(self, key: tuple[bool, bytes], cached: _Cached) -> None:
+        if len(self._answers) >= ANSWER_CACHE:
+            self._answers.clear()
+        self._answers[key] = cached
 
 
 class _Pending:

@@ -140,6 +140,12 @@ async def test_services_answer_a_srv_headless_and_external_name_records_over_udp
 
         headless = await server.ask(f"db.shop.{ZONE}", tcp=tcp)
         assert addresses(headless) == ["100.96.0.5", "100.96.0.6"]
+        # The addresses take turns at the top (a stub resolver uses the first).
+        firsts = set()
+        for _ in range(4):
+            reply = await server.ask(f"db.shop.{ZONE}", tcp=tcp)
+            firsts.add(next(iter(reply.answer[0])).to_text())
+        assert firsts == {"100.96.0.5", "100.96.0.6"}
         pet = await server.ask(f"db-0.db.shop.{ZONE}", tcp=tcp)
         assert addresses(pet) == ["100.96.0.5"]
         srv = await server.ask(f"_db._tcp.db.shop.{ZONE}", "SRV", tcp=tcp)
