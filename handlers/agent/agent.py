@@ -165,20 +165,20 @@ class NodeAgent:
             self._pod_network = await detect(self.root, self.network_options)
         await self.network.start()
         await self._start_dns()
-        await self.register()
-        leases = await NodeLeases.open(self._nc)
-        await leases.renew(self.name, time.time_ns())
-        await self.node_projection.catch_up()
-        await self.node_projection.follow()
-        await self._sync_pod_cidr()
-        await self.projection.catch_up()
-        await self.projection.follow()
-        self._adopted = {
-            (container.spec.pod_uid, container.spec.name): container
-            for container in self.runtime.adopt_all()
-        }
-        log.info("agent.started", node=self.name, adopted=len(self._adopted))
         try:
+            await self.register()
+            leases = await NodeLeases.open(self._nc)
+            await leases.renew(self.name, time.time_ns())
+            await self.node_projection.catch_up()
+            await self.node_projection.follow()
+            await self._sync_pod_cidr()
+            await self.projection.catch_up()
+            await self.projection.follow()
+            self._adopted = {
+                (container.spec.pod_uid, container.spec.name): container
+                for container in self.runtime.adopt_all()
+            }
+            log.info("agent.started", node=self.name, adopted=len(self._adopted))
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._heartbeat(leases))
                 tasks.create_task(self.shipper.run())

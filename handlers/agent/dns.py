@@ -428,10 +428,13 @@ class DNSServer:
         # Several addresses take turns at the top (a resolver uses the first): a few orders
         # are rendered once and answered in turn until the zone changes.
         reply = self._reply(query, result)
-        wires = [reply.to_wire(max_size=limit, prefer_truncation=True)]
+        # In the order given (dnspython would shuffle each rendering on its own).
+        wires = [reply.to_wire(max_size=limit, prefer_truncation=True, want_shuffle=False)]
         most = max((len(r) for r in reply.answer if r.rdtype == dns.rdatatype.A), default=1)
         wires += [
-            self._reply(query, result, rotate=turn).to_wire(max_size=limit, prefer_truncation=True)
+            self._reply(query, result, rotate=turn).to_wire(
+                max_size=limit, prefer_truncation=True, want_shuffle=False
+            )
             for turn in range(1, min(most, ANSWER_ORDERS))
         ]
         cache.put(key, _Cached(outcome, [w[2:] for w in wires]))
