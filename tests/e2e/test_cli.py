@@ -84,6 +84,9 @@ def remove_pod_networks(prefix: str, bridge: str) -> None:
     for link in json.loads(links.stdout or "[]"):
         if link["ifname"].startswith(prefix) or link["ifname"] == bridge:
             subprocess.run(["ip", "link", "del", link["ifname"]], capture_output=True)
+    # The pods' resolv.conf files (cluster DNS), left when the agent was killed with its pods.
+    for entry in Path("/etc/netns").glob(f"{prefix}-*"):
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 class Cluster:
