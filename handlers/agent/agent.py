@@ -13,6 +13,11 @@ node's bridge, or, where the machine cannot make namespaces (or the operator say
 pod in the node's network, said once in the log and in the node's ``PodNetworkReady``
 condition. The agent follows its own node's events for its range (``spec.podCIDR``, given by
 the node IPAM controller), and removes the networks its ledger holds for pods that are gone.
+
+Service traffic (``proxy.py``, kube-proxy's job) runs beside the pods as a task of its own: it
+follows Services and EndpointSlices and forwards ClusterIP and NodePort connections to ready
+endpoints. It starts after the agent is ready and costs nothing on the pods' paths; it stops
+(removing its addresses, listeners and rules) when the agent does.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from core.nodes.status import assigned_pod_cidr
 from handlers.agent.network import NetworkOptions, detect
 from handlers.agent.node import NodeCapacity, NodeCondition, NodeDeclaration, machine_capacity
 from handlers.agent.pods import PodRecorder, PodWorker, WorkerConfig
+from handlers.agent.proxy import ServiceProxy
 from handlers.agent.seams import Container, ContainerRuntime, PodNetwork
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection
@@ -64,10 +70,12 @@ class NodeAgent:
         runtime: ContainerRuntime | None = None,
         network: NetworkOptions | None = None,
         pod_network: PodNetwork | None = None,
+        services: bool = True,
     ) -> None:
         """``runtime`` defaults to processes on this machine (``handlers.agent.runtime``);
         ``pod_network`` to what :func:`handlers.agent.network.detect` finds the machine allows,
-        named and enabled as ``network`` says."""
+        named and enabled as ``network`` says; ``services``: whether this node forwards
+        service traffic (its service proxy)."""
         from handlers.agent.logship import LogShipper
         from handlers.agent.runtime import ProcessRuntime
 
@@ -99,6 +107,10 @@ class NodeAgent:
         self._workers: dict[str, tuple[PodWorker, asyncio.Task[None]]] = {}
         self._adopted: dict[tuple[str, str], Container] = {}
         self._wake = asyncio.Event()
+        self._store = store
+        self._services = services
+        self.proxy: ServiceProxy | None = None
+        """The node's service proxy, made when the agent runs (with ``services``)."""
 
     # -- registration ---------------------------------------------------------------------
 
@@ -168,6 +180,12 @@ class NodeAgent:
                 tasks.create_task(self.shipper.run())
                 tasks.create_task(self._sample_usage())
                 tasks.create_task(self._follow_node())
+                if self._services:
+                    self.proxy = ServiceProxy(
+                        self._store, root=self.root, network=self.network,
+                        options=self.network_options,
+                    )  # fmt: skip
+                    tasks.create_task(self._run_proxy(self.proxy))
                 self._reconcile(tasks)
                 if ready is not None:
                     ready.set()
@@ -197,6 +215,13 @@ class NodeAgent:
                 await self._sync_pod_cidr()
             except Exception as exc:
                 log.warning("agent.pod_cidr_not_applied", node=self.name, error=repr(exc))
+
+    async def _run_proxy(self, proxy: ServiceProxy) -> None:
+        """The service proxy; should it fail, the pods go on and the failure is said."""
+        try:
+            await proxy.run()
+        except Exception as exc:
+            log.error("agent.service_proxy_failed", node=self.name, error=repr(exc))
 
     async def _heartbeat(self, leases: NodeLeases) -> None:
         while True:
