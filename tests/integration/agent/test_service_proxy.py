@@ -29,6 +29,7 @@ import pytest
 
 from core.services.balancing import POLICY_ANNOTATION, Endpoint, Policy
 from core.services.ranges import ServiceRanges
+from handlers.agent.network import NetworkOptions
 from handlers.endpointslice_controller import EndpointSliceController
 from handlers.gateway import Gateway
 from handlers.node_ipam import NodeIPAMController
@@ -37,6 +38,7 @@ from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
 from streams.leases import LeaderLease
 from streams.repository import AggregateRepository
+from streams.server import free_port
 from streams.subjects import event_subject
 from tests.integration.agent.runtime_support import TrackedRuntime
 from tests.integration.agent.test_pod_network import (
@@ -57,7 +59,7 @@ SAYS_ITS_NAME = (
     "name = sys.argv[1].encode() + b'\\n'\n"
     "server = socket.socket()\n"
     "server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-    "server.bind(('0.0.0.0', 8080))\n"
+    "server.bind(('0.0.0.0', int(sys.argv[2]) if len(sys.argv) > 2 else 8080))\n"
     "server.listen(64)\n"
     "def serve(conn):\n"
     "    with conn:\n"
@@ -478,3 +480,31 @@ async def test_an_agent_restart_leaks_nothing_and_keeps_pods_running(svc: Servic
         assert json.loads(ledger.read_text())["addresses"] == []
     finally:
         previous.cleanup()
+
+
+async def test_without_pod_networks_cluster_ips_are_served_on_loopback(svc: Services) -> None:
+    await svc.stop_agent()
+    await svc.start_agent(
+        NetworkOptions(bridge=svc.options.bridge, prefix=svc.prefix, enabled=False)
+    )
+    port = free_port()
+    web = container("web", [PY, "-c", SAYS_ITS_NAME, "solo", str(port)],
+                    readinessProbe={"tcpSocket": {"port": port}, "periodSeconds": 1})  # fmt: skip
+    await svc.apply(pod("solo", web, metadata={"labels": {"app": "solo"}}))
+    spec = {"ports": [{"name": "http", "port": 80, "targetPort": port}]}
+    await svc.apply(service("solo", **spec))
+    await svc.ready("solo")
+    await svc.forwarded("solo", "solo")
+    cluster_ip = svc.cluster_ip("solo")
+
+    def on_loopback() -> set[str]:
+        return {
+            info["local"]
+            for link in ip_json("-4", "addr", "show", "dev", "lo")
+            for info in link.get("addr_info") or []
+        }
+
+    assert cluster_ip in on_loopback()
+    assert await ask_many(cluster_ip, 80, 2) == ["solo", "solo"]
+    await svc.stop_agent()
+    assert cluster_ip not in on_loopback()
