@@ -81,6 +81,7 @@ connection the proxy makes to an endpoint is not redirected back to it."""
 SO_ORIGINAL_DST = 80
 IP_FREEBIND = 15
 HIGH_WATER = 256 * 1024
+RETRY_S = 1.0
 LOOPBACK_DEVICE = "lo"
 
 Key = tuple[str, str]
@@ -435,6 +436,10 @@ class ServiceProxy:
         self._stale: tuple[str, set[str]] | None = None
         """Addresses a ledger names on another device (pod networks turned on or off)."""
         self._device_read = False
+        self._applying: set[Key] = set()
+        self._table_made = False
+        """Whether the ledger says the nftables table exists (so a restart knows to remove
+        it, and an agent that never made one runs no ``nft`` at all)."""
 
     # -- following the log ------------------------------------------------------------------
 
@@ -478,7 +483,13 @@ class ServiceProxy:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                await self._apply()
+                try:
+                    await self._apply()
+                except Exception as exc:  # the node must not stop following: try again
+                    log.error("proxy.apply_failed", error=repr(exc))
+                    self._dirty |= self._applying
+                    await asyncio.sleep(RETRY_S)
+                    self._wake.set()
         finally:
             await self.services.stop()
             await self.slices.stop()
@@ -491,6 +502,7 @@ class ServiceProxy:
         dirty, self._dirty = self._dirty, set()
         if not dirty:
             return
+        self._applying = dirty
         wanted: dict[tuple[str, str, str], Frontend] = {}
         for namespace, name in dirty:
             record = self.services.model.get("Service", namespace, name)
@@ -560,6 +572,7 @@ class ServiceProxy:
         except (OSError, ValueError) as exc:
             log.warning("proxy.ledger_unreadable", path=str(self.path), error=repr(exc))
             return
+        self._table_made = bool(data.get("nft_table"))
         if data.get("version") == LEDGER_VERSION and data.get("device") == self._device:
             self._ledger = set(data.get("addresses") or ())
         elif data.get("device"):
@@ -569,8 +582,9 @@ class ServiceProxy:
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
+        table = self._nft.table if self._nft is not None and self._table_made else None
         data = {"version": LEDGER_VERSION, "device": self._device,
-                "addresses": sorted(self._ledger)}  # fmt: skip
+                "addresses": sorted(self._ledger), "nft_table": table}  # fmt: skip
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.path)
 
@@ -582,8 +596,14 @@ class ServiceProxy:
             await self._ip("-force", batch=[f"addr del {a}/32 dev {device}" for a in addresses],
                            check=False)  # fmt: skip
             self._stale = None
-        if self._nft is not None:
-            await self._nft.remove()
+        if self._nft is not None and self._table_made:
+            await self._remove_table()
+
+    async def _remove_table(self) -> None:
+        assert self._nft is not None
+        await self._nft.remove()
+        self._table_made = False
+        self._save()
 
     async def _on_device(self) -> set[str]:
         """The /32 addresses on the device now."""
@@ -607,9 +627,10 @@ class ServiceProxy:
                 self._say_once(("", ""), "ClusterIPs are not served: iproute2 (ip) is missing")
             return
         present = await self._on_device()
-        ours = self._ledger | (present if self._device != LOOPBACK_DEVICE else set())
+        # Only what the ledger names is removed: another part of the agent (cluster DNS) may
+        # hold an address of its own on the same device.
         add = sorted(wanted - present)
-        remove = sorted((ours & present) - wanted)
+        remove = sorted((self._ledger & present) - wanted)
         # Written before anything is added, so whatever exists can always be found.
         self._ledger = wanted | set(remove)
         self._save()
@@ -636,7 +657,7 @@ class ServiceProxy:
                                "endpoints: nftables (nft) is not installed")  # fmt: skip
             return
         if not targets:
-            await self._nft.remove()
+            await self._remove_table()
             if self._passthrough_server is not None:
                 self._passthrough_server.close()
                 self._passthrough_server = None
@@ -647,6 +668,9 @@ class ServiceProxy:
                 lambda: _PassthroughDownstream(self), sock=sock
             )
         port = self._passthrough_server.sockets[0].getsockname()[1]
+        if not self._table_made:
+            self._table_made = True
+            self._save()  # before the table exists: a restart finds and removes it
         try:
             await self._nft.apply(targets, to_port=port)
         except NetworkError as exc:
@@ -693,9 +717,10 @@ class ServiceProxy:
         if self._passthrough_server is not None:
             self._passthrough_server.close()
             self._passthrough_server = None
-        if self._nft is not None and self._nft.made:
+        if self._nft is not None and self._table_made:
             with contextlib.suppress(Exception):
                 await self._nft.remove()
+            self._table_made = False
         if self._ledger and self._ip is not None:
             lines = [f"addr del {a}/32 dev {self._device}" for a in sorted(self._ledger)]
             with contextlib.suppress(Exception):
