@@ -65,6 +65,7 @@ from handlers.agent.seams import PodNetwork
 from projections.cluster import ClusterModel
 from projections.endpoints import ServiceSlices
 from projections.runtime import Projection
+from streams.cancellation import checkpoint
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
 from streams.subjects import event_filter
@@ -471,16 +472,23 @@ class ServiceProxy:
             self._nft = Nft(nft, table=f"fleetlog_{self._options.prefix}", bridge=bridge)
         self._load()
         try:
+            # (Each step ends with a checkpoint: nats-py's requests can swallow a cancellation
+            # on Python 3.11, and the agent's shutdown waits for this task.)
             await self.services.catch_up()
+            checkpoint()
             await self.services.follow()
+            checkpoint()
             await self.slices.catch_up()
+            checkpoint()
             await self.slices.follow()
+            checkpoint()
             self._dirty.update((r.namespace, r.name) for r in self.services.model.list("Service"))
             await self._stale_left_behind()
             await self._apply()
             if ready is not None:
                 ready.set()
             while True:
+                checkpoint()
                 await self._wake.wait()
                 self._wake.clear()
                 try:

@@ -367,8 +367,12 @@ async def test_passthrough_reaches_the_original_destination(svc: Services) -> No
     assert svc.agent is not None and svc.agent.proxy is not None
     proxy = svc.agent.proxy
 
-    async def rules_in_place() -> bool:
-        return svc.table_exists() and bool(proxy._passthrough_targets)
+    async def rules_in_place() -> bool:  # (both pods' addresses in the table's set)
+        listed = await asyncio.to_thread(
+            subprocess.run, ["nft", "list", "set", "ip", svc.table, "passthrough"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return f"{ip_a} . 8080" in listed.stdout and f"{ip_b} . 8080" in listed.stdout
 
     await eventually(rules_in_place)
     # From the host and from a pod: each connection reaches the pod it was sent to, through
