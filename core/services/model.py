@@ -20,7 +20,7 @@ import ipaddress
 import json
 from typing import Any, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from core.meta.fields import PortNumber, PortNumberOrName
 from core.meta.model import K8sModel, Problems, duplicate, invalid
@@ -31,8 +31,9 @@ from core.meta.names import (
     dns1035_label_errors,
     dns1123_subdomain_errors,
 )
-from core.meta.types import Condition, ResourceBase
+from core.meta.types import Condition, ObjectMeta, ResourceBase
 from core.pods.resources import Protocol
+from core.services.balancing import POLICY_ANNOTATION, policy_problem
 
 ServiceType = Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]
 IPFamily = Literal["IPv4", "IPv6"]
@@ -339,6 +340,18 @@ class Service(ResourceBase):
     kind: Literal["Service"] = "Service"
     spec: ServiceSpec
     status: ServiceStatus | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _check_policy(cls, meta: ObjectMeta) -> ObjectMeta:
+        """The balancing policy annotation names one of the five policies: a typo would
+        otherwise balance the service another way without a word."""
+        problems = Problems()
+        problem = policy_problem(meta.annotations)
+        if problem:
+            problems.add(problem, "annotations", POLICY_ANNOTATION)
+        problems.check()
+        return meta
 
 
 __all__ = [

@@ -17,6 +17,10 @@ the node IPAM controller), and removes the networks its ledger holds for pods th
 Cluster DNS (``dns.py``), when the agent is given :class:`DNSOptions`, is served by the agent
 itself at the cluster DNS address on its bridge (``lo`` without pod networks), and each pod's
 ``resolv.conf`` is written before its first container starts (``poddns.py``).
+Service traffic (``proxy.py``, kube-proxy's job) runs beside the pods as a task of its own: it
+follows Services and EndpointSlices and forwards ClusterIP and NodePort connections to ready
+endpoints. It starts after the agent is ready and costs nothing on the pods' paths; it stops
+(removing its addresses, listeners and rules) when the agent does.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from handlers.agent.network import NetworkOptions, detect
 from handlers.agent.node import NodeCapacity, NodeCondition, NodeDeclaration, machine_capacity
 from handlers.agent.poddns import PodResolvers
 from handlers.agent.pods import PodRecorder, PodWorker, WorkerConfig
+from handlers.agent.proxy import ServiceProxy
 from handlers.agent.seams import Container, ContainerRuntime, PodNetwork
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection
@@ -71,10 +76,12 @@ class NodeAgent:
         network: NetworkOptions | None = None,
         pod_network: PodNetwork | None = None,
         dns: DNSOptions | None = None,
+        services: bool = True,
     ) -> None:
         """``runtime`` defaults to processes on this machine (``handlers.agent.runtime``);
         ``pod_network`` to what :func:`handlers.agent.network.detect` finds the machine allows,
-        named and enabled as ``network`` says; with ``dns``, the node serves cluster DNS."""
+        named and enabled as ``network`` says; with ``dns``, the node serves cluster DNS;
+        ``services``: whether this node forwards service traffic (its service proxy)."""
         from handlers.agent.logship import LogShipper
         from handlers.agent.runtime import ProcessRuntime
 
@@ -114,6 +121,10 @@ class NodeAgent:
         self._workers: dict[str, tuple[PodWorker, asyncio.Task[None]]] = {}
         self._adopted: dict[tuple[str, str], Container] = {}
         self._wake = asyncio.Event()
+        self._store = store
+        self._services = services
+        self.proxy: ServiceProxy | None = None
+        """The node's service proxy, made when the agent runs (with ``services``)."""
 
     # -- registration ---------------------------------------------------------------------
 
@@ -186,6 +197,12 @@ class NodeAgent:
                 tasks.create_task(self._follow_node())
                 if self.cluster_dns is not None:
                     tasks.create_task(self._hold_dns_address(self.cluster_dns))
+                if self._services:
+                    self.proxy = ServiceProxy(
+                        self._store, root=self.root, network=self.network,
+                        options=self.network_options,
+                    )  # fmt: skip
+                    tasks.create_task(self._run_proxy(self.proxy))
                 self._reconcile(tasks)
                 tasks.create_task(self.resolvers.sweep(self._busy()))
                 if ready is not None:
@@ -243,6 +260,13 @@ class NodeAgent:
                 await self._sync_pod_cidr()
             except Exception as exc:
                 log.warning("agent.pod_cidr_not_applied", node=self.name, error=repr(exc))
+
+    async def _run_proxy(self, proxy: ServiceProxy) -> None:
+        """The service proxy; should it fail, the pods go on and the failure is said."""
+        try:
+            await proxy.run()
+        except Exception as exc:
+            log.error("agent.service_proxy_failed", node=self.name, error=repr(exc))
 
     async def _heartbeat(self, leases: NodeLeases) -> None:
         while True:

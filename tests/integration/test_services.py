@@ -279,3 +279,24 @@ async def test_clients_cannot_write_allocation_records(
     assert caught.value.code == "forbidden"
     with pytest.raises(CommandFailed, match="allocated and released with their service"):
         await client.send("NodePortAllocation", "delete", {"name": "30080"})
+
+
+async def test_an_unknown_load_balancing_policy_is_refused_with_the_five_named(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    manifest = service()
+    manifest["metadata"]["annotations"] = {"fleetlog.dev/load-balancer": "LEAST_CONN"}
+    with pytest.raises(CommandFailed) as caught:
+        await client.send("Service", "create", {"manifest": manifest})
+    assert caught.value.code == "invalid"
+    assert caught.value.field == "metadata.annotations[fleetlog.dev/load-balancer]"
+    assert caught.value.message == (
+        'Unsupported value "LEAST_CONN": supported values: "ROUND_ROBIN", "LEAST_REQUEST", '
+        '"RING_HASH", "RANDOM", "PASSTHROUGH"'
+    )
+    assert await store.read_subject(event_subject("Service", "default", "web")) == []
+    manifest["metadata"]["annotations"] = {"fleetlog.dev/load-balancer": "LEAST_REQUEST"}
+    await client.send("Service", "create", {"manifest": manifest})
+    assert (await stored(store, "Service", "web", "default") or {})["metadata"]["annotations"] == {
+        "fleetlog.dev/load-balancer": "LEAST_REQUEST"
+    }
