@@ -1,0 +1,223 @@
+"""``fleetlog get``'s table for every kind: the columns kubectl prints per kind (nodes,
+workloads, namespaces, policies, node ranges …), and the table itself (``object_table``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ops.render.pods import pod_row
+from ops.render.services import allocation_row, endpoint_slice_row, endpoints_row, service_row
+from ops.render.text import age, iso, table
+
+if TYPE_CHECKING:
+    pass
+
+
+def node_status(manifest: dict[str, Any]) -> str:
+    """kubectl's node STATUS: ``Ready`` when the Ready condition is True, ``NotReady`` when it
+    is anything else (False, or Unknown: the node stopped sending heartbeats), ``Unknown`` only
+    when the node has no Ready condition at all; ``,SchedulingDisabled`` when cordoned."""
+    conditions = (manifest.get("status") or {}).get("conditions") or []
+    ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
+    status = "Unknown" if ready is None else "Ready" if ready == "True" else "NotReady"
+    if (manifest.get("spec") or {}).get("unschedulable"):
+        status += ",SchedulingDisabled"
+    return status
+
+
+def node_roles(labels: dict[str, str]) -> str:
+    """kubectl's ROLES: the ``node-role.kubernetes.io/<role>`` labels and the value of
+    ``kubernetes.io/role``, sorted."""
+    roles = {k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/")}
+    if labels.get("kubernetes.io/role"):
+        roles.add(labels["kubernetes.io/role"])
+    return ",".join(sorted(role for role in roles if role)) or "<none>"
+
+
+def _node_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    manifest = item["manifest"]
+    status = manifest.get("status") or {}
+    labels = manifest.get("metadata", {}).get("labels") or {}
+    info = status.get("nodeInfo") or {}
+    row = [
+        item["name"],
+        node_status(manifest),
+        node_roles(labels),
+        age(item["created_ns"], now_ns),
+        info.get("kubeletVersion", ""),
+    ]
+    if wide:
+        allocatable = status.get("allocatable") or {}
+        row += [
+            allocatable.get("cpu", ""),
+            allocatable.get("memory", ""),
+            allocatable.get("pods", ""),
+        ]
+    return row
+
+
+def _deployment_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    manifest = item["manifest"]
+    spec, status = manifest.get("spec", {}), manifest.get("status") or {}
+    desired = spec.get("replicas", 1)
+    row = [
+        item["name"],
+        f"{status.get('readyReplicas', 0)}/{desired}",
+        str(status.get("updatedReplicas", 0)),
+        str(status.get("availableReplicas", 0)),
+        age(item["created_ns"], now_ns),
+    ]
+    if wide:
+        containers = spec.get("template", {}).get("spec", {}).get("containers", [])
+        selector = spec.get("selector", {}).get("matchLabels") or {}
+        row += [
+            ",".join(c["name"] for c in containers),
+            ",".join(c.get("image", "") for c in containers),
+            ",".join(f"{k}={v}" for k, v in selector.items()),
+        ]
+    return row
+
+
+def selector_text(selector: dict[str, Any]) -> str:
+    """A label selector as kubectl prints it, by key: ``app=web,!legacy,tier in (a,b)``."""
+    parts = [(k, f"{k}={v}") for k, v in (selector.get("matchLabels") or {}).items()]
+    for req in selector.get("matchExpressions") or []:
+        key, operator, values = req.get("key", ""), req.get("operator"), req.get("values") or []
+        if operator == "Exists":
+            parts.append((key, key))
+        elif operator == "DoesNotExist":
+            parts.append((key, f"!{key}"))
+        else:
+            parts.append((key, f"{key} {str(operator).lower()} ({','.join(sorted(values))})"))
+    return ",".join(text for _, text in sorted(parts)) or "<none>"
+
+
+def _replica_set_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """kubectl's DESIRED (spec), CURRENT and READY (the controller's last count)."""
+    manifest = item["manifest"]
+    spec, status = manifest.get("spec", {}), manifest.get("status") or {}
+    row = [
+        item["name"],
+        str(spec.get("replicas", 1)),
+        str(status.get("replicas", 0)),
+        str(status.get("readyReplicas", 0)),
+        age(item["created_ns"], now_ns),
+    ]
+    if wide:
+        containers = spec.get("template", {}).get("spec", {}).get("containers", [])
+        row += [
+            ",".join(c["name"] for c in containers),
+            ",".join(c.get("image", "") for c in containers),
+            selector_text(spec.get("selector") or {}),
+        ]
+    return row
+
+
+def _namespace_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    phase = (item["manifest"].get("status") or {}).get("phase") or "Active"
+    return [item["name"], phase, age(item["created_ns"], now_ns)]
+
+
+def _limit_range_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    return [item["name"], iso(item["created_ns"])]
+
+
+def _priority_class_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """kubectl's VALUE, GLOBAL-DEFAULT and PREEMPTIONPOLICY (the API's default when unset)."""
+    manifest = item["manifest"]
+    return [
+        item["name"],
+        str(manifest.get("value", 0)),
+        "true" if manifest.get("globalDefault") else "false",
+        age(item.get("created_ns"), now_ns),
+        str(manifest.get("preemptionPolicy") or "PreemptLowerPriority"),
+    ]
+
+
+def _default_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    return [item["name"], age(item.get("created_ns"), now_ns)]
+
+
+def _quota_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """kubectl's REQUEST and LIMIT columns: ``used/hard`` of each resource the quota names."""
+    status = item["manifest"].get("status") or {}
+    hard, used = status.get("hard") or {}, status.get("used") or {}
+
+    def cell(names: list[str]) -> str:
+        return ", ".join(f"{n}: {used.get(n, '0')}/{hard[n]}" for n in names)
+
+    limits = sorted(n for n in hard if n.startswith("limits."))
+    requests = sorted(n for n in hard if not n.startswith("limits."))
+    return [item["name"], age(item["created_ns"], now_ns), cell(requests), cell(limits)]
+
+
+def _pod_cidr_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    spec = item["manifest"].get("spec", {})
+    holder = spec.get("nodeName") or "<reserved>"
+    return [item["name"], spec.get("cidr", ""), holder, age(item["created_ns"], now_ns)]
+
+
+COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
+    "Pod": (
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"],
+        pod_row,
+    ),
+    "Node": (["NAME", "STATUS", "ROLES", "AGE", "VERSION"], ["CPU", "MEMORY", "PODS"], _node_row),
+    "Deployment": (
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        ["CONTAINERS", "IMAGES", "SELECTOR"],
+        _deployment_row,
+    ),
+    "ReplicaSet": (
+        ["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
+        ["CONTAINERS", "IMAGES", "SELECTOR"],
+        _replica_set_row,
+    ),
+    "Service": (
+        ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
+        ["SELECTOR", "ENDPOINTS", "DNS", "NATS"],
+        service_row,
+    ),
+    "EndpointSlice": (
+        ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"],
+        [],
+        endpoint_slice_row,
+    ),
+    "Endpoints": (["NAME", "ENDPOINTS", "AGE"], [], endpoints_row),
+    "IPAddress": (["NAME", "PARENTREF", "AGE"], [], allocation_row),
+    "NodePortAllocation": (["NAME", "PARENTREF", "AGE"], [], allocation_row),
+    "Namespace": (["NAME", "STATUS", "AGE"], [], _namespace_row),
+    "LimitRange": (["NAME", "CREATED AT"], [], _limit_range_row),
+    "ResourceQuota": (["NAME", "AGE", "REQUEST", "LIMIT"], [], _quota_row),
+    "PriorityClass": (
+        ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"],
+        [],
+        _priority_class_row,
+    ),
+    "PodCIDR": (["NAME", "CIDR", "NODE", "AGE"], [], _pod_cidr_row),
+}
+"""Each kind's columns (kubectl's), the extra ``-o wide`` columns, and its row. A kind without
+an entry gets kubectl's default columns, NAME and AGE."""
+DEFAULT_COLUMNS: tuple[list[str], list[str], Any] = (["NAME", "AGE"], [], _default_row)
+
+
+def object_table(
+    kind: str,
+    items: Sequence[dict[str, Any]],
+    *,
+    now_ns: int,
+    wide: bool,
+    show_namespace: bool,
+) -> str:
+    headers, wide_headers, row = COLUMNS.get(kind, DEFAULT_COLUMNS)
+    all_headers = (
+        (["NAMESPACE"] if show_namespace else []) + headers + (wide_headers if wide else [])
+    )
+    rows = []
+    for item in items:
+        cells = row(item, now_ns, wide)
+        rows.append(([item["namespace"]] if show_namespace else []) + cells)
+    return table(all_headers, rows)
