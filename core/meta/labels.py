@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from core.errors import ValidationFailed
+
 _INT64_RE: Final = re.compile(r"[+-]?[0-9]+")
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
@@ -108,3 +110,55 @@ def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> 
     an owner never selects everything."""
     compiled = Selector.from_manifest(selector)
     return not compiled.empty and compiled.matches(labels)
+
+
+_SELECTOR_KEY: Final = r"[A-Za-z0-9_./-]+"
+_SELECTOR_VALUE: Final = r"[A-Za-z0-9_.-]*"
+_EQUALITY_RE: Final = re.compile(rf"\s*({_SELECTOR_KEY})\s*(==|!=|=)\s*({_SELECTOR_VALUE})\s*")
+_SET_RE: Final = re.compile(
+    rf"\s*({_SELECTOR_KEY})\s+(in|notin)\s*\(\s*({_SELECTOR_VALUE}(?:\s*,\s*{_SELECTOR_VALUE})*)\s*\)\s*"
+)
+_EXISTS_RE: Final = re.compile(rf"\s*(!?)\s*({_SELECTOR_KEY})\s*")
+
+
+def _split_requirements(text: str) -> list[str]:
+    """Split on the commas that separate requirements, not those inside ``in (a, b)``."""
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return parts
+
+
+def parse_selector_text(text: str) -> Selector:
+    """A selector written as ``kubectl -l`` takes it (apimachinery's ``labels.Parse``):
+    ``k=v``, ``k==v``, ``k!=v``, ``k in (a,b)``, ``k notin (a,b)``, ``k`` and ``!k``, joined by
+    commas. An empty text selects everything; anything else is a ValidationFailed naming the
+    part at fault."""
+    if not text.strip():
+        return EVERYTHING
+    reqs: list[Requirement] = []
+    for part in _split_requirements(text):
+        if equality := _EQUALITY_RE.fullmatch(part):
+            key, op, value = equality.groups()
+            reqs.append((key, "NotIn" if op == "!=" else "In", frozenset((value,))))
+        elif in_set := _SET_RE.fullmatch(part):
+            key, op, values = in_set.groups()
+            chosen = frozenset(v.strip() for v in values.split(","))
+            reqs.append((key, "In" if op == "in" else "NotIn", chosen))
+        elif exists := _EXISTS_RE.fullmatch(part):
+            bang, key = exists.groups()
+            reqs.append((key, "DoesNotExist" if bang else "Exists", frozenset()))
+        else:
+            raise ValidationFailed(
+                f"unable to parse requirement {part.strip()!r} of selector {text!r}: expected "
+                "key=value, key!=value, key in (v1,v2), key notin (v1,v2), key or !key",
+                field="selector",
+            )
+    return Selector(tuple(reqs))

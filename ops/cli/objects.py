@@ -29,7 +29,26 @@ from ops.cliargs import (
 from ops.clitools import Failure, open_session, run
 from streams.subjects import event_filter
 
-OUTPUTS = click.Choice(["table", "wide", "yaml", "json", "name"])
+
+class OutputFormat(click.ParamType):
+    """kubectl's ``-o``: a named format, or ``jsonpath=TEMPLATE`` (``ops.render.jsonpath``)."""
+
+    name = "table|wide|yaml|json|name|jsonpath=TEMPLATE"
+    NAMED = ("table", "wide", "yaml", "json", "name")
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if text in self.NAMED or text.startswith("jsonpath="):
+            return text
+        self.fail(
+            f"unable to match a printer suitable for the output format {text!r}, the formats "
+            f"are: {', '.join(self.NAMED)}, jsonpath=TEMPLATE",
+            param,
+            ctx,
+        )
+
+
+OUTPUTS = OutputFormat()
 AT_OPTION = click.option(
     "--at", default=None, metavar="TIME|SEQ", help=f"As it was at {POINT_HELP}."
 )
@@ -252,12 +271,20 @@ def with_builtin(kind: str, items: list[dict[str, Any]], name: str | None) -> li
     return sorted([*items, *extra], key=lambda item: item["name"]) if extra else items
 
 
+def _labels(item: dict[str, Any]) -> dict[str, str]:
+    metadata = (item.get("manifest") or {}).get("metadata") or {}
+    return metadata.get("labels") or {}
+
+
 @click.command()
 @click.argument("kind")
 @click.argument("name", required=False)
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-A", "--all-namespaces", is_flag=True)
 @click.option("-o", "--output", type=OUTPUTS, default="table", show_default=True)
+@click.option(
+    "-l", "--selector", default=None, help="Only objects whose labels match (app=web,tier!=db)."
+)
 @AT_OPTION
 @click.pass_context
 @run
@@ -268,9 +295,13 @@ async def get(
     namespace: str,
     all_namespaces: bool,
     output: str,
+    selector: str | None,
     at: str | None,
 ) -> None:
     """List objects of a kind, or show one (with --at: as it was then)."""
+    from core.meta.labels import parse_selector_text
+
+    chosen = parse_selector_text(selector or "")
     if "/" in kind and name is None:
         kind, name = kind.split("/", 1)
     # ``endpoints`` is a view of the EndpointSlices (fleetlog keeps no Endpoints objects).
@@ -311,18 +342,25 @@ async def get(
     shown = view or resolved
     if not view:
         items = with_builtin(resolved, items, name)
+    if not chosen.empty:
+        items = [item for item in items if chosen.matches(_labels(item))]
     if name and not items:
         raise FleetError(f'{shown.lower()}s "{name}" not found{when}', code="not_found")
     if output == "name":  # kubectl's resource/name, one a line: what other commands take
         for item in items:
             click.echo(render.resource_name(shown, item["name"]))
         return
-    if output in ("yaml", "json"):
+    if output in ("yaml", "json") or output.startswith("jsonpath="):
         manifests = [render.full_manifest(item) for item in items]
         value: Any = (
             manifests[0] if name else {"apiVersion": "v1", "kind": "List", "items": manifests}
         )
-        click.echo(render.to_yaml([value]) if output == "yaml" else render.to_json(value))
+        if output.startswith("jsonpath="):
+            from ops.render.jsonpath import jsonpath_text
+
+            click.echo(jsonpath_text(output.removeprefix("jsonpath="), value), nl=False)
+        else:
+            click.echo(render.to_yaml([value]) if output == "yaml" else render.to_json(value))
         return
     if not items:
         where = f" in {scope} namespace" if scope else ""
