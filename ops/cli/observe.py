@@ -30,59 +30,123 @@ def _simulated(node: dict[str, Any]) -> bool:
     return ((node["manifest"].get("metadata") or {}).get("labels") or {}).get(key) == value
 
 
+SELECTOR_TAIL = 10
+"""kubectl's ``--tail`` when ``-l`` picks the pods: the last ten lines of each."""
+
+
 @click.command()
-@click.argument("pod")
+@click.argument("pod", required=False)
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-c", "--container", default=None, help="Which container (needed if several).")
+@click.option("-l", "--selector", default=None, help="The pods whose labels match (app=web).")
+@click.option("--prefix", is_flag=True, help="Begin each line with [pod/NAME/CONTAINER].")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
 @click.option("-p", "--previous", is_flag=True, help="The previous (terminated) instance.")
 @click.option(
-    "--tail", type=int, default=-1, show_default=True, help="Lines of recent output; -1: all."
+    "--tail",
+    type=int,
+    default=None,
+    help="Lines of recent output; -1: all [default: all, or 10 a pod with -l].",
 )
 @click.pass_context
 @run
 async def logs(
     ctx: click.Context,
-    pod: str,
+    pod: str | None,
     namespace: str,
     container: str | None,
+    selector: str | None,
+    prefix: bool,
     follow: bool,
     previous: bool,
-    tail: int,
+    tail: int | None,
 ) -> None:
-    """Print a container's output (POD or pod/POD); it travels on an age-limited stream, so
-    this works from any machine that reaches NATS."""
-    from ops.client import pick_container
+    """Print a container's output (POD or pod/POD, or every pod ``-l`` selects); it travels on
+    an age-limited stream, so this works from any machine that reaches NATS."""
+    import asyncio
+
+    from core.meta.labels import parse_selector_text
     from streams.telemetry import read_logs
 
-    if "/" in pod:
+    if (pod is None) == (selector is None):
+        raise ValidationFailed("say which pods: logs POD, or logs -l SELECTOR")
+    if pod is not None and "/" in pod:
         kind, pod = split_ref(pod)
         if kind != "Pod":
             raise ValidationFailed(f"logs are read from pods, not {kind.lower()}s")
+    if tail is None:
+        tail = SELECTOR_TAIL if selector is not None else -1
     async with open_session(ctx) as s:
-        items = await s.query("Pod", namespace=namespace, name=pod)
-        if not items:
-            raise FleetError(f'pods "{pod}" not found', code="not_found")
-        name, restarts = pick_container(items[0], container)
-        node_name = (items[0]["manifest"].get("spec") or {}).get("nodeName")
-        if node_name:
-            nodes = await s.query("Node", name=node_name)
-            if nodes and _simulated(nodes[0]):
-                raise FleetError(
-                    f'pod "{pod}" is on node "{node_name}", a simulated node (fleetlog sim): '
-                    f'it runs no containers, so container "{name}" has no logs',
-                    code="bad_request",
-                )
-        chunks = read_logs(
-            s.nc, namespace, pod, name,
-            pod_uid=items[0]["uid"], restart_count=restarts,
-            previous=previous, tail=tail if tail >= 0 else None, follow=follow,
-        )  # fmt: skip
-        try:
-            async for chunk in chunks:
-                click.echo(chunk, nl=False)
-        finally:
-            await chunks.aclose()
+        if pod is not None:
+            items = await s.query("Pod", namespace=namespace, name=pod)
+            if not items:
+                raise FleetError(f'pods "{pod}" not found', code="not_found")
+        else:
+            chosen = parse_selector_text(selector or "")
+            every = await s.query("Pod", namespace=namespace)
+            items = sorted(
+                (i for i in every if chosen.matches(_pod_labels(i))), key=lambda i: i["name"]
+            )
+            if not items:
+                click.echo(f"No resources found in {namespace} namespace.", err=True)
+                return
+        readers = []
+        for item in items:
+            reader = await _log_reader(s, item, container, strict=pod is not None)
+            if reader is not None:
+                readers.append(reader)
+
+        async def show(item: dict[str, Any], name: str, restarts: int | None) -> None:
+            mark = f"[pod/{item['name']}/{name}] " if prefix else ""
+            chunks = read_logs(
+                s.nc, namespace, item["name"], name,
+                pod_uid=item["uid"], restart_count=restarts,
+                previous=previous, tail=tail if tail >= 0 else None, follow=follow,
+            )  # fmt: skip
+            try:
+                async for chunk in chunks:
+                    if mark:
+                        lines = chunk.decode(errors="replace").splitlines(keepends=True)
+                        click.echo("".join(mark + line for line in lines), nl=False)
+                    else:
+                        click.echo(chunk, nl=False)
+            finally:
+                await chunks.aclose()
+
+        if follow and len(readers) > 1:
+            async with asyncio.TaskGroup() as group:
+                for reader in readers:
+                    group.create_task(show(*reader))
+        else:
+            for reader in readers:
+                await show(*reader)
+
+
+def _pod_labels(item: dict[str, Any]) -> dict[str, str]:
+    return ((item["manifest"].get("metadata") or {}).get("labels")) or {}
+
+
+async def _log_reader(
+    s: Any, item: dict[str, Any], container: str | None, *, strict: bool
+) -> tuple[dict[str, Any], str, int | None] | None:
+    """What to read of one pod: it, its container and restart count. A pod on a simulated node
+    has no output: refused when it was asked for by name, skipped with a note otherwise."""
+    from ops.client import pick_container
+
+    name, restarts = pick_container(item, container)
+    node_name = (item["manifest"].get("spec") or {}).get("nodeName")
+    if node_name:
+        nodes = await s.query("Node", name=node_name)
+        if nodes and _simulated(nodes[0]):
+            why = (
+                f'pod "{item["name"]}" is on node "{node_name}", a simulated node (fleetlog sim): '
+                f'it runs no containers, so container "{name}" has no logs'
+            )
+            if strict:
+                raise FleetError(why, code="bad_request")
+            click.echo(f"note: {why}", err=True)
+            return None
+    return item, name, restarts
 
 
 TOP_STALE_AFTER_S = 300.0
