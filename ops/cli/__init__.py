@@ -13,6 +13,7 @@ to it the commands, which live in modules by what they act on:
   ``workloads``   scale, rollout …: a deployment's replicas and rollouts
   ``nodes``       cordon, uncordon, drain
   ``observe``     logs, top, history, events
+  ``wait``        wait: until objects reach a state
   ``replay``      replay, diff: the cluster at a point of the log
   ``ops.cli.audit``  why, audit: causes and the audit trail
 
@@ -36,6 +37,7 @@ from ops.cli.nodes import cordon, drain, uncordon
 from ops.cli.objects import apply, delete, describe, get
 from ops.cli.observe import events, history, logs, top
 from ops.cli.replay import diff_command, replay_command
+from ops.cli.wait import wait
 from ops.cli.workloads import rollout, scale
 from ops.cliargs import DEFAULT_SERVER, default_actor
 
@@ -68,7 +70,7 @@ for _command in (
     *(apply, delete, get, describe),
     *(scale, rollout),
     *(cordon, uncordon, drain),
-    *(logs, top, history, events),
+    *(logs, top, history, events, wait),
     *(replay_command, diff_command),
     *(why, audit),
 ):
