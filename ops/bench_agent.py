@@ -7,10 +7,11 @@ and one ``fleetlog agent`` process with a declared capacity of 100 cpus, so the 
 measured on its own. Creates the pods in one burst through the gateway (each a ``sleep``
 process, no probes, so Ready follows the start), then reads from the log (JetStream's store
 timestamps): ``PodCreated`` → ``PodIPAssigned`` (its network namespace, veth and address made;
-also from ``PodBound``: the agent's part), → ``ContainerStarted`` (running) and → ``PodReady``,
-p50/p99. The agent's pod network is named
-for the run (bridge ``fbench0``, prefix ``fbench``) in a cluster CIDR of its own, and
-removed at the end; ``--host-network`` runs the pods in the host network instead.
+also from ``PodBound``: the agent's part), → ``ContainerStarted`` (running), → ``PodReady``
+and → its address ``ready`` in the EndpointSlices of a Service selecting the pods (what every
+node's proxy and DNS serve, and the NATS endpoint watchers get), p50/p99. The agent's pod
+network is named for the run (bridge ``fbench0``, prefix ``fbench``) in a cluster CIDR of its
+own, and removed at the end; ``--host-network`` runs the pods in the host network instead.
 Then it samples the agent process over ``--idle`` seconds with every pod running: cpu time
 (utime + stime from /proc) as a share of one core, and its resident memory. The pods are
 deleted at the end and the agent must stop every process.
@@ -86,11 +87,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "bench", "namespace": "bench"},
+    "spec": {"selector": {"app": "bench"}, "ports": [{"port": 80, "targetPort": 8080}]},
+}
+"""Selects every pod of the run: when each pod's address is a ready endpoint is measured."""
+
+
 def pod(name: str, sleep: str) -> dict[str, object]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": "bench"},
+        "metadata": {"name": name, "namespace": "bench", "labels": {"app": "bench"}},
         "spec": {
             "containers": [{"name": "main", "image": "process", "command": [sleep, "3600"]}],
             "terminationGracePeriodSeconds": 2,
@@ -98,15 +108,27 @@ def pod(name: str, sleep: str) -> dict[str, object]:
     }
 
 
+ENDPOINT_READY = "EndpointReady"
+"""The timeline's name for the first slice event that lists a pod's address as ready."""
+
+
 async def timeline(store: EventStore) -> dict[str, dict[str, int]]:
     seen: dict[str, dict[str, int]] = {}
 
     def fold(event: object) -> None:
         envelope = event.envelope  # type: ignore[attr-defined]
+        stored_ns: int = event.stored_ns  # type: ignore[attr-defined]
         if envelope.kind == "Pod" and envelope.namespace == "bench":
-            seen.setdefault(envelope.name, {}).setdefault(envelope.type, event.stored_ns)  # type: ignore[attr-defined]
+            seen.setdefault(envelope.name, {}).setdefault(envelope.type, stored_ns)
+        elif envelope.kind == "EndpointSlice" and envelope.namespace == "bench":
+            manifest = envelope.payload.get("manifest") or {}
+            for endpoint in manifest.get("endpoints") or ():
+                target = (endpoint.get("targetRef") or {}).get("name")
+                if target and (endpoint.get("conditions") or {}).get("ready"):
+                    seen.setdefault(target, {}).setdefault(ENDPOINT_READY, stored_ns)
 
     await store.replay(fold, filter_subject="fleet.evt.pod.bench.*")
+    await store.replay(fold, filter_subject="fleet.evt.endpointslice.bench.*")
     return seen
 
 
@@ -133,6 +155,7 @@ async def main_async(args: argparse.Namespace) -> None:
         for _ in range(100):
             try:
                 await client.send("Namespace", "apply", {"manifest": namespace})
+                await client.send("Service", "apply", {"manifest": SERVICE})
                 break
             except FleetError:  # the gateway is still starting
                 await asyncio.sleep(0.2)
@@ -159,14 +182,16 @@ async def main_async(args: argparse.Namespace) -> None:
             deadline = time.monotonic() + 300
             while True:
                 seen = await timeline(store)
-                if sum("PodReady" in events for events in seen.values()) >= args.pods:
+                if sum(ENDPOINT_READY in events for events in seen.values()) >= args.pods:
                     break
-                assert time.monotonic() < deadline, "pods did not all become Ready"
+                assert time.monotonic() < deadline, "pods did not all become ready endpoints"
                 await asyncio.sleep(0.5)
             running = [(e["ContainerStarted"] - e["PodCreated"]) / 1e6 for e in seen.values()]
             ready = [(e["PodReady"] - e["PodCreated"]) / 1e6 for e in seen.values()]
             addressed = [(e["PodIPAssigned"] - e["PodCreated"]) / 1e6 for e in seen.values()]
             on_node = [(e["PodIPAssigned"] - e["PodBound"]) / 1e6 for e in seen.values()]
+            endpoint = [(e[ENDPOINT_READY] - e["PodCreated"]) / 1e6 for e in seen.values()]
+            after_ready = [(e[ENDPOINT_READY] - e["PodReady"]) / 1e6 for e in seen.values()]
             network = "host network" if args.host_network else "own network namespaces"
             print(
                 f"{args.pods} process pods ({network}): created→IP assigned p50 "
@@ -181,6 +206,13 @@ async def main_async(args: argparse.Namespace) -> None:
                 "created→Ready p50 "
                 f"{statistics.median(ready):,.0f} ms, p99 {percentile(ready, 0.99):,.0f} ms; "
                 f"all Ready after {max(ready) / 1000:.1f} s",
+                flush=True,
+            )
+            print(
+                f"{args.pods} process pods: created→ready endpoint p50 "
+                f"{statistics.median(endpoint):,.0f} ms, p99 {percentile(endpoint, 0.99):,.0f} ms"
+                f" (Ready→ready endpoint p50 {statistics.median(after_ready):,.0f} ms, p99 "
+                f"{percentile(after_ready, 0.99):,.0f} ms)",
                 flush=True,
             )
             await asyncio.sleep(5)
