@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -92,6 +93,11 @@ class NodeAgent:
         self._capacity = capacity
         self._labels = dict(labels or {})
         self.config = config or WorkerConfig()
+        if not self.config.node_allocatable:
+            declared = capacity or machine_capacity()
+            self.config = replace(
+                self.config, node_allocatable={"cpu": declared.cpu, "memory": declared.memory}
+            )
         self.heartbeat_seconds = heartbeat_seconds
         self.usage_seconds = usage_seconds
         self._cpu_seen: dict[tuple[str, str, int], tuple[int, int]] = {}

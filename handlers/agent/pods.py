@@ -23,7 +23,7 @@ import contextlib
 import functools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -77,6 +77,9 @@ class WorkerConfig:
     backoff_cap_seconds: float = 300.0
     orphan_grace_seconds: float = 5.0
     probe_host: str = "127.0.0.1"
+    node_allocatable: dict[str, str] = field(default_factory=dict)
+    """What ``resourceFieldRef`` reads for a limit a container does not set (the kubelet's
+    node allocatable)."""
 
 
 class PodStep(Protocol):
@@ -355,15 +358,33 @@ class PodWorker:
     # -- one container ------------------------------------------------------------------------
 
     def _container_spec(self, container: dict[str, Any], restart_count: int) -> ContainerSpec:
-        from handlers.agent.runtime import ContainerSpec
+        from core.pods.downward import (
+            ContainerConfigError,
+            PodFacts,
+            container_environment,
+            expanded_argv,
+        )
+        from handlers.agent.runtime import ContainerSpec, ContainerStartError, ExitStatus
 
         limits = (container.get("resources") or {}).get("limits") or {}
-        env = {
-            e["name"]: str(e.get("value", ""))
-            for e in container.get("env") or []
-            if "name" in e and "valueFrom" not in e
-        }
-        argv = [*(container.get("command") or []), *(container.get("args") or [])]
+        addresses = self.addresses
+        facts = PodFacts(
+            manifest=self.manifest,
+            pod_ip=addresses.pod_ip if addresses is not None else None,
+            host_ip=addresses.host_ip if addresses is not None else None,
+            node_name=self.node,
+            node_allocatable=self._config.node_allocatable,
+        )
+        try:
+            env = container_environment(container, facts)
+        except ContainerConfigError as exc:
+            raise ContainerStartError(
+                ExitStatus(
+                    exit_code=None, signal=None, oom_killed=False, finished_ns=time.time_ns(),
+                    reason="CreateContainerConfigError", message=str(exc),
+                )
+            ) from exc  # fmt: skip
+        argv = expanded_argv(container, env)
         isolate = (self.manifest.get("metadata", {}).get("annotations") or {}).get(
             "fleetlog.dev/isolation"
         ) == "bubblewrap"
@@ -490,10 +511,11 @@ class PodWorker:
         except ContainerStartError as exc:
             code = exc.status.exit_code if exc.status.exit_code is not None else 128
             message = exc.status.message or str(exc)
+            reason = exc.status.reason or "StartError"
             await self._record(
                 f"exit-{name}-{restart_count}",
                 lambda pod, at: pod.exit_container(
-                    container=name, exit_code=code, reason="StartError", node=self.node,
+                    container=name, exit_code=code, reason=reason, node=self.node,
                     restart_count=restart_count, message=message, at=at,
                 ),
             )  # fmt: skip

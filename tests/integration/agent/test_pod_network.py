@@ -487,3 +487,51 @@ async def test_a_machine_that_refuses_namespaces_gets_the_host_network_with_the_
     assert (ready, reason) == (False, "NetworkNamespacesUnavailable")
     assert "Operation not permitted" in message and "pods run in the host network" in message
     assert not isinstance(found, BridgeNetwork)
+
+
+async def test_the_downward_api_gives_a_container_its_pods_address_and_names(net: Net) -> None:
+    env = [
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "GREETING", "value": "$(POD_NAME) in $(POD_NAMESPACE)"},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+    ]
+    # The server binds only the address the downward API gave it: `$(POD_IP)` in its args.
+    web = container(
+        "web", [PY, "-m", "http.server", "8080"], args=["--bind", "$(POD_IP)"], env=env,
+        readinessProbe={"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
+    )  # fmt: skip
+    shown = "import os; print(os.environ['POD_IP'], os.environ['GREETING'], os.environ['CPU'], flush=True)"
+    talker = container("talk", [PY, "-c", shown + "; import time; time.sleep(600)"], env=env)
+    await net.client.send("Pod", "apply", {"manifest": pod("told", web, talker)})
+    await net.ready("told")
+    pod_ip = net.status("told")["podIP"]
+    assert await fetch_from_host(f"http://{pod_ip}:8080/") == "200"
+    said = next(c.directory / "stdout" for c in net.runtime.seen if c.spec.name == "talk")
+
+    async def printed() -> bool:
+        return said.read_text().split() == [pod_ip, "told", "in", "$(POD_NAMESPACE)", "1"]
+
+    # POD_NAMESPACE is defined after GREETING: left as written. The namespace's LimitRange
+    # (the fixture's) gives every container a 500m cpu limit: rounded up to whole cores, 1.
+    await eventually(printed)
+
+
+async def test_a_reference_to_a_secret_is_a_container_config_error(net: Net) -> None:
+    env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "t"}}}]
+    manifest = pod("secretive", container("main", ["sleep", "600"], env=env))
+    await net.client.send("Pod", "apply", {"manifest": manifest})
+
+    async def refused() -> bool:
+        events = await net.store.read_subject(event_subject("Pod", "default", "secretive"))
+        return any(
+            "CreateContainerConfigError" in str(e.envelope.payload)
+            and 'secret "creds" not found' in str(e.envelope.payload)
+            for e in events
+        )
+
+    await eventually(refused)
+    assert not any(
+        c.spec.name == "main" and c.spec.pod_name == "secretive" for c in net.runtime.seen
+    )
