@@ -233,30 +233,36 @@ _FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
 PAYLOAD_FIELDS = _FIELDS
 """Each payload model's fields as a reader checks them: (accepted types, required)."""
 
-_SHAPES: dict[str, tuple[frozenset[str], dict[str, tuple[type, ...]]]] = {
-    entry.name: (
-        frozenset(name for name, (_, required) in _FIELDS[entry.payload].items() if required),
-        {name: types for name, (types, _) in _FIELDS[entry.payload].items()},
+_REQUIRED: dict[str, tuple[tuple[str, tuple[type, ...]], ...]] = {
+    entry.name: tuple(
+        (name, types) for name, (types, required) in _FIELDS[entry.payload].items() if required
     )
     for entry in CATALOG.values()
 }
+_MISSING = object()
 
 
 def payload_problem(type_name: str, payload: Payload) -> str | None:
     """Why an (upcast) event of ``type_name`` with ``payload`` cannot be folded, or None.
 
-    What the folds rely on: the type is in the catalog, every required field is there and
-    every known field has its type. (Fields the model does not know are let through: the
-    folds ignore them.) A light check, on the replay path, without pydantic."""
-    shape = _SHAPES.get(type_name)
-    if shape is None:
+    What every fold relies on: the type is in the catalog and each required field is there
+    with its type. Optional fields are not looked at (a few lookups per event is what the
+    replay path can afford; a fold that still raises on one is caught by the projection
+    runtime). A light check, without pydantic."""
+    required = _REQUIRED.get(type_name)
+    if required is None:
         return f"unknown event type {type_name!r}"
-    required, types = shape
-    if not required <= payload.keys():
-        missing = ", ".join(sorted(required - payload.keys()))
-        return f"{type_name} payload lacks {missing}"
-    for key, value in payload.items():
-        accepted = types.get(key)
-        if accepted is not None and not isinstance(value, accepted):
-            return f"{type_name} payload field {key} is a {type(value).__name__}"
+    for key, accepted in required:
+        if not isinstance(payload.get(key, _MISSING), accepted):
+            return _what_is_wrong(type_name, payload, required)
     return None
+
+
+def _what_is_wrong(
+    type_name: str, payload: Payload, required: tuple[tuple[str, tuple[type, ...]], ...]
+) -> str:
+    missing = [key for key, _ in required if key not in payload]
+    if missing:
+        return f"{type_name} payload lacks {', '.join(sorted(missing))}"
+    key = next(key for key, accepted in required if not isinstance(payload[key], accepted))
+    return f"{type_name} payload field {key} is a {type(payload[key]).__name__}"

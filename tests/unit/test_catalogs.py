@@ -64,10 +64,7 @@ def test_a_payload_a_fold_cannot_take_is_named_with_what_is_wrong() -> None:
     assert payload_problem("PodExploded", {}) == "unknown event type 'PodExploded'"
     assert payload_problem("PodCreated", {"uid": "u"}) == "PodCreated payload lacks manifest"
     assert payload_problem("PodCreated", {}) == "PodCreated payload lacks manifest, uid"
-    assert (
-        payload_problem("PodBound", {"node": "n", "score": "high"})
-        == "PodBound payload field score is a str"
-    )
+    assert payload_problem("PodBound", {"node": 7}) == "PodBound payload field node is a int"
     assert payload_problem("PodBound", {"node": "n", "score": None}) is None
 
 
