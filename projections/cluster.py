@@ -123,12 +123,13 @@ class ClusterModel:
 
     def _created(self, event: StoredEvent) -> ObjectRecord:
         e = event.envelope
-        self._names.setdefault((e.kind, e.namespace), set()).add(e.name)
+        # The record first: a payload it cannot be made of leaves the model as it was.
         record = self.objects[(e.kind, e.namespace, e.name)] = ObjectRecord(
             e.kind, e.namespace, e.name, e.payload["uid"], e.payload["manifest"],
             e.version, event.seq, e.timestamp_ns, e.timestamp_ns, e.type, e.actor,
             e.chain_hash,
         )  # fmt: skip
+        self._names.setdefault((e.kind, e.namespace), set()).add(e.name)
         return record
 
     def _created_and_evolved(self, evolve: Evolve, event: StoredEvent) -> None:

@@ -29,7 +29,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from core.errors import FleetError, ValidationFailed
 from streams.cancellation import checkpoint
-from streams.envelope import StoredEvent, decode_envelope
+from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
 from streams.serving import msgpack_answers, serve
 from streams.subjects import QUERY_PREFIX, parse_event_subject
@@ -206,7 +206,10 @@ async def read_history(
         if not answer.get("ok"):
             return events + await store.read_subject(subject, after_seq=cursor)
         for seq, stored_ns, data in answer["events"]:
-            events.append(StoredEvent(seq, subject, stored_ns, decode_envelope(data)))
+            # The index keeps every stored message, poison included: the store's seam skips it.
+            event = store.stored(seq, subject, stored_ns, data)
+            if event is not None:
+                events.append(event)
         if not answer["more"] or not answer["events"]:
             return events
         cursor = answer["events"][-1][0]

@@ -5,6 +5,18 @@ A read model is anything with ``apply(event)`` (a fold that never fails), ``snap
 ``restore()`` (its state as plain data) and ``digest()`` (a hash of that state). The runtime
 owns the position (the last stream sequence applied), so replaying from zero, resuming from a
 snapshot and following live all end in the same state — tests prove it by comparing digests.
+
+Two things a projection never trusts:
+
+* **An event it cannot fold.** The store quarantines what cannot be decoded or checked
+  (``streams/quarantine.py``); a fold (or a listener) that still raises quarantines its event
+  too, with reason ``fold_failed``. Either way the position moves past it, so read-your-writes
+  waits never hang on a poison message, and the reader goes on.
+* **A snapshot the log does not back.** A snapshot records the stream it was folded from (its
+  creation time and first sequence) with its position; on load it is discarded, with a warning,
+  and the model rebuilt from the log when the stream was created again, ends before the
+  position, or no longer holds events the snapshot folded (a limit or a purge removed them):
+  the model then holds what the log holds, and new events are folded onto it.
 """
 
 from __future__ import annotations
@@ -18,12 +30,15 @@ from datetime import datetime
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 import msgpack
+import msgspec
 import structlog
+from nats.js.api import ObjectMeta
 from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
+from streams.quarantine import FOLD_FAILED
 from streams.subjects import ALL_EVENTS
 
 log = structlog.get_logger(__name__)
@@ -84,6 +99,65 @@ def _canonical(value: Any) -> Any:
 M = TypeVar("M", bound=ReadModel)
 
 
+class SnapshotOrigin(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a snapshot stands in the log: the stream it was folded from (its name and
+    creation time, and its first sequence then) and the position reached. Empty ``created``:
+    a snapshot from before origins were recorded (only its position can be checked)."""
+
+    stream: str = ""
+    created: str = ""
+    first_seq: int = 0
+    position: int = 0
+
+    def describe(self) -> str:
+        return msgspec.json.encode(self).decode()
+
+    @classmethod
+    def read(cls, description: str | None, position: int) -> SnapshotOrigin:
+        """The origin a snapshot's description states (or only ``position``, if none)."""
+        try:
+            return msgspec.json.decode(description or "", type=cls)
+        except msgspec.DecodeError:
+            return cls(position=position)
+
+    def unbacked_by(self, info: dict[str, Any]) -> str | None:
+        """Why the stream described by ``info`` (JetStream's stream info) does not back a
+        snapshot taken here, or None when it does."""
+        state = info.get("state", {})
+        first = int(state.get("first_seq") or 0)
+        last = int(state.get("last_seq") or 0)
+        created = str(info.get("created", ""))
+        if self.created and created != self.created:
+            return (
+                f"the stream was created again (at {created}; the snapshot is of the stream "
+                f"created at {self.created})"
+            )
+        if last < self.position:
+            return (
+                f"the log ends at sequence {last}, before the snapshot's position {self.position}"
+            )
+        if self.position and first > self.position + 1:
+            return (
+                f"the log starts at sequence {first}: events {self.position + 1}.."
+                f"{first - 1} after the snapshot are gone"
+            )
+        if self.created and first > max(self.first_seq, 1) and self.position:
+            return (
+                f"the log starts at sequence {first}: events {max(self.first_seq, 1)}.."
+                f"{first - 1} the snapshot folded are no longer in it"
+            )
+        return None
+
+
+async def snapshot_origin(objects: ObjectStore, name: str) -> SnapshotOrigin | None:
+    """The origin of the snapshot of read model ``name`` (None if there is no snapshot)."""
+    try:
+        info = await objects.get_info(name)
+    except NotFoundError:
+        return None
+    return SnapshotOrigin.read(info.description, 0)
+
+
 class Projection(Generic[M]):
     """A read model together with its position in the log."""
 
@@ -101,12 +175,33 @@ class Projection(Generic[M]):
     def _apply(self, event: StoredEvent) -> None:
         if event.seq <= self.position:
             return  # an ordered consumer may redeliver after a reset
-        self.model.apply(event)
+        try:
+            self.model.apply(event)
+        except Exception as exc:  # one event must never stop the reader (module docstring)
+            self._fold_failed(event, exc, self.model.name)
         self.position = event.seq
         for listener in self.listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception as exc:
+                self._fold_failed(event, exc, getattr(listener, "__qualname__", "a listener"))
         if self._waiters:
             self._wake()
+
+    def _fold_failed(self, event: StoredEvent, exc: Exception, where: str) -> None:
+        self._store.quarantine.add(
+            seq=event.seq,
+            subject=event.subject,
+            reason=FOLD_FAILED,
+            detail=f"{where}: {type(exc).__name__}: {exc}",
+        )
+
+    def _skip(self, seq: int) -> None:
+        """A poison message at ``seq`` was quarantined: the position moves past it."""
+        if seq > self.position:
+            self.position = seq
+            if self._waiters:
+                self._wake()
 
     def _wake(self) -> None:
         still_waiting = []
@@ -142,6 +237,7 @@ class Projection(Generic[M]):
                 from_seq=self.position + 1,
                 until_seq=until_seq,
                 until_ns=until_ns,
+                on_poison=self._skip,
             )
             if self.position - start >= FREEZE_AFTER_EVENTS:
                 gc.freeze()
@@ -153,7 +249,10 @@ class Projection(Generic[M]):
         """Apply new events as they are appended, until :meth:`stop`."""
 
         self._subscription = await self._store.subscribe(
-            self._apply, filter_subject=self._filter, from_seq=self.position + 1
+            self._apply,
+            filter_subject=self._filter,
+            from_seq=self.position + 1,
+            on_poison=self._skip,
         )
 
     async def stop(self) -> None:
@@ -181,26 +280,50 @@ class Projection(Generic[M]):
     # -- snapshots -------------------------------------------------------------------------
 
     async def save_snapshot(self, objects: ObjectStore) -> None:
+        """Store the model with its position and the stream it was folded from (in the
+        object's description, which ``audit verify`` reads without the state)."""
+        position = self.position
+        info = await self._store.stream_info()
         data = msgpack.packb(
-            {"position": self.position, "state": self.model.snapshot()}, use_bin_type=True
+            {"position": position, "state": self.model.snapshot()}, use_bin_type=True
         )
-        await objects.put(self.model.name, data)
+        taken = SnapshotOrigin(
+            stream=self._store.stream,
+            created=str(info.get("created", "")),
+            first_seq=int(info["state"].get("first_seq") or 0),
+            position=position,
+        )
+        await objects.put(self.model.name, data, meta=ObjectMeta(description=taken.describe()))
         log.info(
             "projection.snapshot_saved",
             model=self.model.name,
-            position=self.position,
+            position=position,
             bytes=len(data),
         )
 
     async def load_snapshot(self, objects: ObjectStore) -> bool:
+        """Restore the model from its snapshot if the log backs it (module docstring); False
+        when there is none or it was discarded (the model is then untouched)."""
         try:
             result = await objects.get(self.model.name)
         except NotFoundError:
             return False
         assert result.data is not None
         saved = msgpack.unpackb(result.data, raw=False, strict_map_key=False)
+        position = int(saved["position"])
+        taken = SnapshotOrigin.read(result.info.description, position)
+        problem = taken.unbacked_by(await self._store.stream_info())
+        if problem is not None:
+            log.warning(
+                "projection.snapshot_discarded",
+                model=self.model.name,
+                position=position,
+                reason=problem,
+                action="rebuilding the model from the log",
+            )
+            return False
         self.model.restore(saved["state"])
-        self.position = int(saved["position"])
+        self.position = position
         log.info("projection.snapshot_loaded", model=self.model.name, position=self.position)
         return True
 

@@ -44,6 +44,7 @@ from nats.nuid import NUID
 from streams.cancellation import checkpoint
 from streams.definitions import AUDIT_PREFIX, AUDIT_STREAM
 from streams.eventstore import EventStore
+from streams.quarantine import UNREADABLE_RECORD
 
 log = structlog.get_logger(__name__)
 
@@ -115,8 +116,15 @@ class AuditRecord:
 
     @classmethod
     def decode(cls, data: bytes, stored_seq: int = 0) -> AuditRecord:
+        """The record stored as ``data``; ValueError (or TypeError: a required field is
+        missing) when it is not one."""
         fields = msgpack.unpackb(data, raw=False)
-        known = {k: v for k, v in fields.items() if k in cls.__dataclass_fields__}
+        if not isinstance(fields, dict):
+            raise ValueError("an audit record is a map")
+        known = {k: v for k, v in fields.items() if k in _FIELD_TYPES}
+        for name, value in known.items():
+            if not isinstance(value, _FIELD_TYPES[name]):
+                raise ValueError(f"audit record field {name} is a {type(value).__name__}")
         return cls(**known, stored_seq=stored_seq)
 
     def object_ref(self) -> str:
@@ -129,6 +137,12 @@ class AuditRecord:
 
 
 _ENCODED_FIELDS = tuple(name for name in AuditRecord.__dataclass_fields__ if name != "stored_seq")
+_FIELD_TYPES: dict[str, type] = {
+    name: {"int": int, "str": str}.get(str(AuditRecord.__dataclass_fields__[name].type), list)
+    for name in _ENCODED_FIELDS
+}
+"""What a stored record's fields must be (annotations are strings here: ``int``, ``str``, or a
+list)."""
 
 
 class AuditWriter:
@@ -264,9 +278,16 @@ async def read_audit(
     """Every record on ``subject`` (from ``since``), oldest first, up to the stream's end as of
     the call: the event store's bounded walk, on this stream."""
     records: list[AuditRecord] = []
-    await EventStore(nc, stream=AUDIT_STREAM).replay_raw(
-        lambda seq, _subject, _stored_ns, data: records.append(AuditRecord.decode(data, seq)),
-        filter_subject=subject,
-        from_time=since,
-    )
+    store = EventStore(nc, stream=AUDIT_STREAM)
+
+    def on_stored(seq: int, stored_subject: str, _stored_ns: int, data: bytes) -> None:
+        try:
+            records.append(AuditRecord.decode(data, seq))
+        except (ValueError, TypeError, AttributeError) as exc:
+            # Anyone allowed to publish on the stream's subjects can store anything: skip it.
+            store.quarantine.add(
+                seq=seq, subject=stored_subject, reason=UNREADABLE_RECORD, detail=str(exc)
+            )
+
+    await store.replay_raw(on_stored, filter_subject=subject, from_time=since)
     return records

@@ -23,6 +23,10 @@ message and run four times slower); bounded walks of the log (replay, verify, au
 through :mod:`streams.logreader`, a bulk protocol reader about twice as fast again (or, for a
 connection that reader cannot serve, through nats-py's ordered consumer, with a warning).
 
+Every read decodes through :func:`streams.quarantine.read_event`: a stored message no reader
+can use is skipped and kept in the store's :attr:`EventStore.quarantine` (logged once), so one
+poison message never stops a reader.
+
 Every JetStream API subject (direct gets, stream info) comes from :mod:`streams.jsapi`, built
 once per store, so the store addresses its connection's JetStream domain.
 """
@@ -48,8 +52,9 @@ from nats.nuid import NUID
 from core.meta.timestamps import parse_stamp
 from streams import jsapi, logreader
 from streams.definitions import FLEET_STREAM
-from streams.envelope import StoredEvent, decode_envelope
+from streams.envelope import StoredEvent
 from streams.logreader import BulkRead, Dial, ReaderUnavailable, parse_ack_subject
+from streams.quarantine import PoisonEvent, Quarantine, read_event
 from streams.subjects import ALL_EVENTS
 
 log = structlog.get_logger(__name__)
@@ -59,6 +64,8 @@ WRONG_LAST_SEQUENCE = 10071
 # An atomic batch is checked for duplicate Msg-Ids before its expectations.
 BATCH_DUPLICATE_MSG_ID = 10201
 EventHandler = Callable[[StoredEvent], None]
+PoisonHandler = Callable[[int], None]
+"""Told the sequence of each poison message a read skipped (a reader keeping a position)."""
 RawHandler = Callable[[Msg], Awaitable[None]]
 
 
@@ -124,6 +131,17 @@ class EventStore:
         self._ack_sub: Subscription | None = None
         self.bulk_reads = True
         """Whether whole-log walks use :mod:`streams.logreader` (off: nats-py's consumer)."""
+        self.quarantine = Quarantine(stream)
+        """The stored messages this store's reads skipped (see :mod:`streams.quarantine`)."""
+
+    def stored(self, seq: int, subject: str, stored_ns: int, data: bytes) -> StoredEvent | None:
+        """The event stored as ``data``, or None when it is poison (then quarantined)."""
+        try:
+            envelope = read_event(data)
+        except PoisonEvent as exc:
+            self.quarantine.poisoned(seq, subject, exc)
+            return None
+        return StoredEvent(seq, subject, stored_ns, envelope, data)
 
     async def start(self) -> None:
         self._ack_sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
@@ -348,15 +366,27 @@ class EventStore:
     # -- reading one aggregate ------------------------------------------------------------
 
     async def read_subject(self, subject: str, *, after_seq: int = 0) -> list[StoredEvent]:
-        """Every event on one subject after ``after_seq``, in order (batched direct gets)."""
+        """Every event on one subject after ``after_seq``, in order (batched direct gets);
+        poison messages are skipped (quarantined)."""
+        return (await self.read_aggregate(subject, after_seq=after_seq))[0]
+
+    async def read_aggregate(
+        self, subject: str, *, after_seq: int = 0
+    ) -> tuple[list[StoredEvent], int]:
+        """(:meth:`read_subject`, the sequence of the last message stored on the subject).
+
+        A writer's expectation is the subject's last sequence, which is a quarantined
+        message's when one was stored last: the events alone would make every append fail."""
         out: list[StoredEvent] = []
+        last = 0
         next_seq = after_seq + 1
         while True:
-            batch, more = await self._direct_get_batch(subject, next_seq, 1000)
+            batch, batch_last, more = await self._direct_get_batch(subject, next_seq, 1000)
             out += batch
-            if not more or not batch:
-                return out
-            next_seq = batch[-1].seq + 1
+            last = max(last, batch_last)
+            if not more or not batch_last:
+                return out, last
+            next_seq = batch_last + 1
 
     async def get_event(self, seq: int) -> StoredEvent | None:
         """The event at stream sequence ``seq`` (one direct get), or None if there is none."""
@@ -365,12 +395,11 @@ class EventStore:
         headers = msg.headers or {}
         if headers.get("Status"):
             return None
-        return StoredEvent(
-            seq=int(headers["Nats-Sequence"]),
-            subject=headers.get("Nats-Subject", ""),
-            stored_ns=(parse_stamp(headers.get("Nats-Time-Stamp")) or 0),
-            envelope=decode_envelope(msg.data),
-            data=msg.data,
+        return self.stored(
+            int(headers["Nats-Sequence"]),
+            headers.get("Nats-Subject", ""),
+            parse_stamp(headers.get("Nats-Time-Stamp")) or 0,
+            msg.data,
         )
 
     async def last_seq(self, subject: str) -> int:
@@ -384,7 +413,9 @@ class EventStore:
 
     async def _direct_get_batch(
         self, subject: str, from_seq: int, size: int
-    ) -> tuple[list[StoredEvent], bool]:
+    ) -> tuple[list[StoredEvent], int, bool]:
+        """(the events of up to ``size`` messages on ``subject`` from ``from_seq``, the
+        sequence of the last message read (0 if none), whether more are stored)."""
         reply = f"{self._inbox}.{next(self._counter)}"
         loop = asyncio.get_running_loop()
         messages: list[Msg] = []
@@ -399,22 +430,23 @@ class EventStore:
             timer.cancel()
             self._batches.pop(reply, None)
         out: list[StoredEvent] = []
+        last = 0
         for msg in messages:
             headers = msg.headers or {}
-            out.append(
-                StoredEvent(
-                    seq=int(headers["Nats-Sequence"]),
-                    subject=headers.get("Nats-Subject", subject),
-                    stored_ns=(parse_stamp(headers.get("Nats-Time-Stamp")) or 0),
-                    envelope=decode_envelope(msg.data),
-                    data=msg.data,
-                )
+            last = int(headers["Nats-Sequence"])
+            event = self.stored(
+                last,
+                headers.get("Nats-Subject", subject),
+                parse_stamp(headers.get("Nats-Time-Stamp")) or 0,
+                msg.data,
             )
+            if event is not None:
+                out.append(event)
         end_headers = end.headers or {}
         more = (
             end_headers.get("Status") == "204" and int(end_headers.get("Nats-Num-Pending", "0")) > 0
         )
-        return out, more
+        return out, last, more
 
     # -- reading the log --------------------------------------------------------------------
 
@@ -469,8 +501,10 @@ class EventStore:
         from_seq: int | None = None,
         from_time: datetime | None = None,
         new_only: bool = False,
+        on_poison: PoisonHandler | None = None,
     ) -> Any:
-        """Deliver every event from the given position on, live, to ``handler``."""
+        """Deliver every event from the given position on, live, to ``handler`` (poison
+        messages are quarantined, and their sequences given to ``on_poison``)."""
 
         from_ns = int(from_time.timestamp() * 1e9) if from_time is not None else 0
 
@@ -478,12 +512,11 @@ class EventStore:
             seq, stored_ns, _ = parse_ack_subject(msg.reply)
             if stored_ns < from_ns:
                 return  # see replay(): a by-time start may hand back an older last message
-            try:
-                envelope = decode_envelope(msg.data)
-            except ValueError as exc:
-                log.error("event.undecodable", seq=seq, subject=msg.subject, error=str(exc))
-                return
-            handler(StoredEvent(seq, msg.subject, stored_ns, envelope, msg.data))
+            event = self.stored(seq, msg.subject, stored_ns, msg.data)
+            if event is not None:
+                handler(event)
+            elif on_poison is not None:
+                on_poison(seq)
 
         return await self.subscribe_raw(
             on_message,
@@ -502,21 +535,21 @@ class EventStore:
         from_time: datetime | None = None,
         until_seq: int | None = None,
         until_ns: int | None = None,
+        on_poison: PoisonHandler | None = None,
     ) -> int:
         """Feed ``handler`` every event from the position up to the log's end *as of now*
         (or up to ``until_seq`` / ``until_ns``, whichever comes first); return the last
-        sequence delivered (0 if none)."""
+        sequence delivered (0 if none). Poison messages are skipped (quarantined)."""
         last = 0
 
         def on_stored(seq: int, subject: str, stored_ns: int, data: bytes) -> None:
             nonlocal last
-            try:
-                envelope = decode_envelope(data)
-            except ValueError as exc:
-                log.error("event.undecodable", seq=seq, subject=subject, error=str(exc))
-                return
-            handler(StoredEvent(seq, subject, stored_ns, envelope, data))
-            last = seq
+            event = self.stored(seq, subject, stored_ns, data)
+            if event is not None:
+                handler(event)
+                last = seq
+            elif on_poison is not None:
+                on_poison(seq)
 
         await self.replay_raw(
             on_stored,

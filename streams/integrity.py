@@ -13,8 +13,14 @@ and reports every place where the chain does not hold, with the stream sequence 
 * ``version_gap``: the aggregate's version is not the previous one plus one (removed or forged);
 * ``missing_hash``: an event without a hash on an aggregate whose chain had already started
   (only a writer from before hashes, or one bypassing the event store, writes those);
-* ``subject_mismatch``: the envelope names another aggregate than the subject it is stored on;
-* ``undecodable``: the message is not an envelope at all.
+* ``subject_mismatch``: the envelope names another aggregate than the subject it is stored on.
+
+A message no reader can use (not an envelope, an unknown type or schema version, a payload the
+folds cannot take: :mod:`streams.quarantine`) is not part of any chain, since every reader and
+writer skips it: it is listed in :attr:`VerifyReport.quarantined`, and the chain goes on from
+the event before it. A log whose first events are gone (a limit or a purge removed them) is
+checked from its first stored event, each aggregate's first event taken as given, and the
+missing range is reported (:attr:`VerifyReport.missing_before`).
 
 After a break the walk goes on from the hash the suspect event carries, as writers do (they chain
 to whatever the last stored event says), so one tampered event is one break, not a cascade.
@@ -40,9 +46,11 @@ from typing import Any
 import msgpack
 from nats.aio.msg import Msg
 
+from streams.definitions import FLEET_STREAM
 from streams.envelope import GENESIS, LINK_BYTES, chain_hash, split_seal
 from streams.eventstore import EventStore, StoreError
 from streams.logreader import parse_ack_subject
+from streams.quarantine import PoisonEvent, QuarantinedEvent, read_event
 from streams.subjects import event_subject
 
 HASH_MISMATCH = "hash_mismatch"
@@ -50,14 +58,12 @@ PREVIOUS_HASH_MISMATCH = "previous_hash_mismatch"
 VERSION_GAP = "version_gap"
 MISSING_HASH = "missing_hash"
 SUBJECT_MISMATCH = "subject_mismatch"
-UNDECODABLE = "undecodable"
 PROBLEMS = (
     HASH_MISMATCH,
     PREVIOUS_HASH_MISMATCH,
     VERSION_GAP,
     MISSING_HASH,
     SUBJECT_MISMATCH,
-    UNDECODABLE,
 )
 
 _DECODE_ERRORS = (
@@ -107,13 +113,19 @@ class VerifyReport:
     """Sealed events whose predecessor was not read (walks starting after sequence 1): taken
     as given, and the chain checked from them on."""
     breaks: list[Break] = field(default_factory=list)
+    quarantined: list[QuarantinedEvent] = field(default_factory=list)
+    """Messages no reader can use (skipped by every role): not part of any chain."""
+    missing_before: int = 0
+    """The log's first stored sequence when the walk was asked to start before it (events
+    before it were removed by a limit or a purge); 0 when nothing asked for is missing."""
     head_digest: str = ""
     """SHA-256 over every aggregate's subject and last hash, sorted by subject: record it with
     ``last_seq`` to prove later that the history up to there was not rewritten."""
 
     @property
     def ok(self) -> bool:
-        return not self.breaks
+        """No break, nothing quarantined, nothing missing."""
+        return not self.breaks and not self.quarantined and not self.missing_before
 
 
 @dataclass(slots=True)
@@ -142,6 +154,14 @@ class ChainVerifier:
         report = self._report
         report.events += 1
         report.last_seq = seq
+        try:
+            read_event(data)
+        except PoisonEvent as exc:
+            # Outside every chain: readers skip it and writers chain to the event before it.
+            report.quarantined.append(
+                QuarantinedEvent(FLEET_STREAM, seq, subject, exc.reason, exc.message)
+            )
+            return
         head = self._heads.get(subject)
         try:
             raw = msgpack.unpackb(data, raw=False)
@@ -150,8 +170,8 @@ class ChainVerifier:
             if not isinstance(version, int):
                 raise TypeError("the version is not an integer")
             canonical, seal = split_seal(data, raw)
-        except _DECODE_ERRORS as exc:
-            self._break(seq, subject, subject, None, UNDECODABLE, f"not an envelope: {exc}")
+        except _DECODE_ERRORS as exc:  # the envelope reads, but its seal is misplaced
+            self._break(seq, subject, subject, None, HASH_MISMATCH, f"unreadable seal: {exc}")
             if head is None:
                 head = self._heads[subject] = _Head(None, None, False, (None, None, None))
             head.hash = None  # nothing can be checked against it
@@ -241,15 +261,21 @@ async def verify_log(
 ) -> VerifyReport:
     """Walk the log from ``from_seq`` to its end as of now (or ``until_seq``) and check every
     aggregate's chain. From sequence 1 every aggregate is checked from its first event; from a
-    later one, each aggregate's first event read is taken as given (``unanchored``)."""
+    later one, each aggregate's first event read is taken as given (``unanchored``), as it is
+    when the log's first events are gone (reported as ``missing_before``)."""
     from_seq = max(from_seq, 1)
-    verifier = ChainVerifier(from_seq=from_seq)
+    first = int((await store.stream_info())["state"].get("first_seq") or 0)
+    missing = first if first > from_seq else 0
+    verifier = ChainVerifier(from_seq=max(from_seq, first))
     await store.replay_raw(
         lambda seq, subject, _stored_ns, data: verifier.feed(seq, subject, data),
         from_seq=from_seq,
         until_seq=until_seq,
     )
-    return verifier.report()
+    report = verifier.report()
+    report.from_seq = from_seq
+    report.missing_before = missing
+    return report
 
 
 def next_head(previous: bytes, data: bytes) -> bytes:

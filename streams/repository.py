@@ -150,7 +150,9 @@ class AggregateRepository:
                 return cached
             if assume_new:
                 return Loaded(ref, None, 0)
-        stored = await self._store.read_subject(ref.subject)
+        # The last sequence on the subject, not of the last event: a quarantined message
+        # stored last is what the append's expectation must name.
+        stored, last_seq = await self._store.read_aggregate(ref.subject)
         aggregate_class = AGGREGATES[ref.kind]
         aggregate = aggregate_class.from_history(
             ref.id,
@@ -167,7 +169,7 @@ class AggregateRepository:
         loaded = Loaded(
             ref,
             aggregate,
-            stored[-1].seq if stored else 0,
+            last_seq,
             last_hash=await self._last_hash(ref, stored),
         )
         for event in stored[-RECENT_EVENTS:]:

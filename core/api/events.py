@@ -24,6 +24,11 @@ Payload = dict[str, Any]
 Upcaster = Callable[[Payload], Payload]
 
 
+class UnknownSchemaVersion(ValidationFailed):
+    """A stored payload's schema version cannot be brought to the current one: it is newer
+    than this build knows (written by a later release), or no upcaster leads from it."""
+
+
 @dataclass(frozen=True)
 class EventType:
     """One entry of the catalog."""
@@ -128,14 +133,14 @@ class Upcasters:
         if current is None or version == current:
             return version, payload
         if version > current:
-            raise ValidationFailed(
+            raise UnknownSchemaVersion(
                 f"{type_name} schema version {version} is newer than this build knows "
                 f"({current}); upgrade fleetlog to read it"
             )
         while version < current:
             step = self._steps.get((type_name, version))
             if step is None:
-                raise ValidationFailed(f"no upcaster for {type_name} from version {version}")
+                raise UnknownSchemaVersion(f"no upcaster for {type_name} from version {version}")
             payload = step(payload)
             version += 1
         return version, payload
@@ -164,3 +169,100 @@ def schema_version(type_name: str) -> int:
     if entry is None:
         raise ValidationFailed(f"unknown event type {type_name!r}")
     return entry.schema_version
+
+
+# -- what a reader checks before folding --------------------------------------------------------
+
+_NONE = type(None)
+_NUMBER = (int, float)
+_FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+    # payload model -> field -> (accepted types, required); tests/unit/test_catalogs.py holds
+    # it to the pydantic models of core.api.payloads, which readers must not import.
+    "ResourceCreated": {"manifest": ((dict,), True), "uid": ((str,), True)},
+    "ResourceUpdated": {"manifest": ((dict,), True), "changed": ((list,), False)},
+    "ResourceDeleted": {"reason": ((str,), False), "propagation_policy": ((str,), False)},
+    "ScaledTo": {
+        "replicas": ((int,), True), "previous": ((int,), True), "reason": ((str,), False),
+    },
+    "StatusUpdated": {"status": ((dict,), True), "annotations": ((dict,), False)},
+    "NodeSchedulingChanged": {"reason": ((str,), False)},
+    "NodeConditionChanged": {
+        "status": ((str,), True), "reason": ((str,), True), "message": ((str,), False),
+        "last_heartbeat_ns": ((int, _NONE), False), "grace_seconds": ((*_NUMBER, _NONE), False),
+    },
+    "PodBound": {
+        "node": ((str,), True), "score": ((int, _NONE), False),
+        "feasible_nodes": ((int, _NONE), False), "evaluated_nodes": ((int, _NONE), False),
+        "plugin_scores": ((dict,), False), "weights": ((dict,), False),
+    },
+    "PodNominated": {
+        "node": ((str,), True), "victims": ((list,), False), "message": ((str,), False),
+    },
+    "PodUnschedulable": {"message": ((str,), True), "reasons": ((dict,), False)},
+    "ContainerStarted": {
+        "container": ((str,), True), "restart_count": ((int,), False), "node": ((str,), True),
+    },
+    "ContainerExited": {
+        "container": ((str,), True), "exit_code": ((int,), True), "signal": ((int, _NONE), False),
+        "reason": ((str,), True), "node": ((str,), True), "restart_count": ((int,), False),
+        "started_at_ns": ((int, _NONE), False), "finished_at_ns": ((int, _NONE), False),
+        "message": ((str,), False),
+    },
+    "ContainerRestarted": {
+        "container": ((str,), True), "restart_count": ((int,), True),
+        "backoff_seconds": (_NUMBER, False), "reason": ((str,), True), "node": ((str,), True),
+    },
+    "PodTerminated": {"reason": ((str,), False), "message": ((str,), False)},
+    "PodReadinessChanged": {"reason": ((str,), False)},
+    "PodAllocated": {"pod": ((str,), True), "requests": ((dict,), True)},
+    "PodReleased": {"pod": ((str,), True), "reason": ((str,), False)},
+    "QuotaCharged": {
+        "pod": ((str,), True), "amounts": ((dict,), True), "used": ((dict,), False),
+        "reason": ((str,), False),
+    },
+    "QuotaReleased": {"pod": ((str,), True), "reason": ((str,), False), "used": ((dict,), False)},
+    "NodePodCIDRAssigned": {"pod_cidr": ((str,), True), "cluster_cidr": ((str,), True)},
+    "NodePodCIDRRefused": {
+        "pod_cidr": ((str, _NONE), False), "reason": ((str,), True), "message": ((str,), True),
+    },
+    "PodIPAssigned": {
+        "node": ((str,), True), "pod_ips": ((list,), True), "host_ip": ((str,), True),
+        "host_network": ((bool,), False), "message": ((str,), False),
+    },
+}  # fmt: skip
+PAYLOAD_FIELDS = _FIELDS
+"""Each payload model's fields as a reader checks them: (accepted types, required)."""
+
+_REQUIRED: dict[str, tuple[tuple[str, tuple[type, ...]], ...]] = {
+    entry.name: tuple(
+        (name, types) for name, (types, required) in _FIELDS[entry.payload].items() if required
+    )
+    for entry in CATALOG.values()
+}
+_MISSING = object()
+
+
+def payload_problem(type_name: str, payload: Payload) -> str | None:
+    """Why an (upcast) event of ``type_name`` with ``payload`` cannot be folded, or None.
+
+    What every fold relies on: the type is in the catalog and each required field is there
+    with its type. Optional fields are not looked at (a few lookups per event is what the
+    replay path can afford; a fold that still raises on one is caught by the projection
+    runtime). A light check, without pydantic."""
+    required = _REQUIRED.get(type_name)
+    if required is None:
+        return f"unknown event type {type_name!r}"
+    for key, accepted in required:
+        if not isinstance(payload.get(key, _MISSING), accepted):
+            return _what_is_wrong(type_name, payload, required)
+    return None
+
+
+def _what_is_wrong(
+    type_name: str, payload: Payload, required: tuple[tuple[str, tuple[type, ...]], ...]
+) -> str:
+    missing = [key for key, _ in required if key not in payload]
+    if missing:
+        return f"{type_name} payload lacks {', '.join(sorted(missing))}"
+    key = next(key for key, accepted in required if not isinstance(payload[key], accepted))
+    return f"{type_name} payload field {key} is a {type(payload[key]).__name__}"

@@ -58,6 +58,7 @@ log = structlog.get_logger(__name__)
 DEFAULT_HEARTBEAT_S = 10.0
 DEFAULT_USAGE_S = 10.0
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+QUARANTINE_REPORT_PAUSE_S = 5.0
 
 
 class NodeAgent:
@@ -150,6 +151,16 @@ class NodeAgent:
             message=message,
         )
         conditions = [limits]
+        if self._store.quarantine:
+            # Kubernetes' problem conditions read True when something is wrong (MemoryPressure).
+            conditions.append(
+                NodeCondition(
+                    type="EventsQuarantined",
+                    status="True",
+                    reason="PoisonEvents",
+                    message=self._store.quarantine.summary(),
+                )
+            )
         if self._pod_network is not None:
             ready, reason, message = self._pod_network.condition()
             conditions.append(
@@ -191,6 +202,8 @@ class NodeAgent:
             await self._sync_pod_cidr()
             await self.projection.catch_up()
             await self.projection.follow()
+            if self._store.quarantine:
+                await self.register()  # what the catch-ups skipped, as the node's condition
             self._adopted = {
                 (container.spec.pod_uid, container.spec.name): container
                 for container in self.runtime.adopt_all()
@@ -201,6 +214,7 @@ class NodeAgent:
                 tasks.create_task(self.shipper.run())
                 tasks.create_task(self._sample_usage())
                 tasks.create_task(self._follow_node())
+                tasks.create_task(self._report_quarantine())
                 if self.cluster_dns is not None:
                     tasks.create_task(self._hold_dns_address(self.cluster_dns))
                 if self._services:
@@ -256,6 +270,24 @@ class NodeAgent:
             self.resolvers.cluster_dns = (self.dns_options.address,) if held else ()
         if self.network.condition() != before:
             await self.register()
+
+    async def _report_quarantine(self) -> None:
+        """Say again in the node's ``EventsQuarantined`` condition when a poison event was
+        skipped live (at most every few seconds: a flood of poison is one update per pause)."""
+        seen = len(self._store.quarantine)
+        changed = asyncio.Event()
+        self._store.quarantine.listeners.append(lambda _entry: changed.set())
+        while True:
+            checkpoint()
+            await changed.wait()
+            changed.clear()
+            if len(self._store.quarantine) != seen:
+                seen = len(self._store.quarantine)
+                try:
+                    await self.register()
+                except Exception as exc:
+                    log.warning("agent.condition_not_reported", node=self.name, error=repr(exc))
+            await asyncio.sleep(QUARANTINE_REPORT_PAUSE_S)
 
     async def _follow_node(self) -> None:
         while True:

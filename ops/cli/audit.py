@@ -65,7 +65,8 @@ async def causal_chain(store: EventStore, start: StoredEvent) -> list[Link]:
                 break
             found = await store.get_event(cause.seq)
             if found is None:
-                chain.append(Link(None, f"event at sequence {cause.seq} (not in the log)"))
+                why_not = "quarantined" if cause.seq in store.quarantine else "not in the log"
+                chain.append(Link(None, f"event at sequence {cause.seq} ({why_not})"))
                 break
             seen.add(found.seq)
             chain.append(Link(found))
@@ -253,9 +254,23 @@ async def _query(
     click.echo(render.table(AUDIT_HEADERS, [audit_row(r) for r in chosen]))
 
 
-def verify_lines(report: VerifyReport) -> list[str]:
-    """One line per break, then what was checked and the head digest."""
+def verify_lines(report: VerifyReport, snapshot_problem: str | None = None) -> list[str]:
+    """One line per break, per quarantined event and per gap, then what was checked and the
+    head digest, then the verdict."""
     lines = [f"BREAK  seq {b.seq}  {b.aggregate}  {b.problem}: {b.detail}" for b in report.breaks]
+    lines += [
+        f"QUARANTINED  seq {q.seq}  {q.subject}  {q.reason}: {q.detail}" for q in report.quarantined
+    ]
+    if report.missing_before:
+        lines.append(
+            f"MISSING  events {report.from_seq}..{report.missing_before - 1} are not in the log "
+            f"(removed by a limit or a purge): checked from {report.missing_before}"
+        )
+    if snapshot_problem:
+        lines.append(
+            f"SNAPSHOT  the cluster snapshot is not backed by the log: {snapshot_problem} "
+            "(fleetlog up discards it and rebuilds from the log)"
+        )
     lines.append(
         f"checked {report.events} events of {report.aggregates} aggregates up to sequence "
         f"{report.last_seq}: {report.sealed} sealed, {report.unchained} written before hashes"
@@ -263,8 +278,20 @@ def verify_lines(report: VerifyReport) -> list[str]:
         + (f", {report.unanchored} unanchored" if report.unanchored else "")
     )
     lines.append(f"head digest {report.head_digest}")
-    lines.append("no breaks" if report.ok else f"{len(report.breaks)} break(s)")
+    problems = _problems(report, snapshot_problem)
+    lines.append(", ".join(problems) if problems else "no breaks")
     return lines
+
+
+def _problems(report: VerifyReport, snapshot_problem: str | None) -> list[str]:
+    problems = [f"{len(report.breaks)} break(s)"] if report.breaks else []
+    if report.quarantined:
+        problems.append(f"{len(report.quarantined)} quarantined event(s)")
+    if report.missing_before:
+        problems.append(f"events missing before sequence {report.missing_before}")
+    if snapshot_problem:
+        problems.append("a snapshot the log does not back")
+    return problems
 
 
 @audit.command()
@@ -274,14 +301,40 @@ def verify_lines(report: VerifyReport) -> list[str]:
 @run
 async def verify(ctx: click.Context, from_seq: int, output: str) -> None:
     """Walk the log and check every aggregate's hash chain; exit 1 at any break (altered,
-    inserted or removed events), naming the sequence where it shows."""
+    inserted or removed events), naming the sequence where it shows, and at anything else
+    readers cannot trust: quarantined events (poison that every role skips), events missing
+    from the start of the log, a snapshot of another incarnation of the stream."""
+    from nats.js.errors import NotFoundError
+
+    from projections.runtime import snapshot_origin
+    from streams.definitions import open_snapshots
     from streams.integrity import verify_log
 
     async with open_session(ctx) as s:
         report = await verify_log(s.store, from_seq=from_seq)
+        try:
+            origin = await snapshot_origin(await open_snapshots(s.nc), "cluster")
+        except NotFoundError:  # no snapshot store: no `fleetlog up` ever ran here
+            origin = None
+        snapshot_problem = (
+            origin.unbacked_by(await s.store.stream_info()) if origin is not None else None
+        )
     if output == "json":
-        click.echo(json.dumps({**asdict(report), "ok": report.ok}, default=str))
+        click.echo(
+            json.dumps(
+                {
+                    **asdict(report),
+                    "snapshot_problem": snapshot_problem,
+                    "ok": report.ok and not snapshot_problem,
+                },
+                default=str,
+            )
+        )
     else:
-        click.echo("\n".join(verify_lines(report)))
-    if not report.ok:
+        click.echo("\n".join(verify_lines(report, snapshot_problem)))
+    if report.breaks:
         raise FleetError(f"the log has {len(report.breaks)} break(s)", code="tampered")
+    if not report.ok or snapshot_problem:
+        raise FleetError(
+            f"the log has {', '.join(_problems(report, snapshot_problem))}", code="untrusted"
+        )

@@ -150,7 +150,9 @@ async def test_why_walks_from_a_deployments_pod_back_to_the_users_command(
         await eventually(ready_pod)
         [record] = list(projection.model.list("Pod", "default"))
         history = await store.read_subject(event_subject("Pod", "default", record.name))
-        chain = await causal_chain(store, history[-1])
+        # From the PodReady the read model saw, not from whatever the log holds last by now.
+        ready = next(e for e in history if e.seq == record.last_seq)
+        chain = await causal_chain(store, ready)
         types = [link.event.envelope.type for link in chain if link.event is not None]
         assert types == [
             "PodReady",
@@ -166,7 +168,7 @@ async def test_why_walks_from_a_deployments_pod_back_to_the_users_command(
         # One user action: the whole chain shares the command's correlation id.
         correlations = {link.event.envelope.correlation_id for link in chain[4:-1] if link.event}
         assert correlations == {"launch-web-0001"}
-        shown = await cli(nats_server.url, "why", f"pod/{record.name}")
+        shown = await cli(nats_server.url, "why", f"pod/{record.name}", "--event", str(ready.seq))
         lines = shown.output.splitlines()
         assert lines[0].startswith("PodReady #") and lines[-1].strip() == (
             "← command launch-web-0001 issued by user:alice"

@@ -44,7 +44,14 @@ async def filled_store(url: str, **options: object) -> AsyncIterator[tuple[Clien
                     [
                         Write(
                             event_subject("Pod", "default", f"p{i}"),
-                            [event_bytes(f"p{i}", 1, event_type="PodCreated", payload={})],
+                            [
+                                event_bytes(
+                                    f"p{i}",
+                                    1,
+                                    event_type="PodCreated",
+                                    payload={"uid": "u", "manifest": {}},
+                                )
+                            ],
                             0,
                         )
                     ],

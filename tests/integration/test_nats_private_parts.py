@@ -73,7 +73,7 @@ async def main(url):
     async with EventStore(nc) as store:
         seqs = []
         for version in (1, 2, 3):
-            data = event_bytes("web", version, event_type="PodCreated", payload={{}})
+            data = event_bytes("web", version, event_type="PodCreated", payload={{"uid": "u", "manifest": {{}}}})
             seqs += await store.append([Write(web, [data], seqs[-1] if seqs else 0)], token=f"w{{version}}")
         read = [event.seq for event in await store.read_subject(web)]
         replays = []

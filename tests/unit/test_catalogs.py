@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import types
+import typing
+
 import msgpack
 import pytest
 
 from core.api.commands import COMMAND_UPCASTERS, ScaleBody, parse_command
-from core.api.events import CATALOG, Upcasters, schema_version
+from core.api.events import CATALOG, PAYLOAD_FIELDS, Upcasters, payload_problem, schema_version
 from core.api.summaries import summarize
 from core.errors import ValidationFailed
 from streams.envelope import Envelope, decode_envelope
@@ -29,6 +32,40 @@ def test_every_event_type_has_the_payload_model_the_catalog_names() -> None:
         model = PAYLOAD_MODELS[name]
         assert issubclass(model, EventPayload) and model.__name__ == entry.payload
     assert PAYLOAD_MODELS["NodeReady"] is PAYLOAD_MODELS["NodeNotReady"]
+
+
+def _accepted_types(annotation: object) -> set[type]:
+    """The Python types a reader sees for a pydantic field annotation (``dict[str, Any]`` is
+    a dict; ``float`` accepts an int, as pydantic does)."""
+    if typing.get_origin(annotation) in (types.UnionType, typing.Union):
+        return set().union(*(_accepted_types(arg) for arg in typing.get_args(annotation)))
+    if annotation is None or annotation is type(None):
+        return {type(None)}
+    base = typing.get_origin(annotation) or annotation
+    assert isinstance(base, type), annotation
+    return {int, float} if base is float else {base}
+
+
+def test_the_readers_payload_fields_are_the_payload_models_fields() -> None:
+    from core.api.payloads import PAYLOAD_MODELS
+
+    for name, entry in CATALOG.items():
+        model = PAYLOAD_MODELS[name]
+        fields = PAYLOAD_FIELDS[entry.payload]
+        assert set(fields) == set(model.model_fields), name
+        for field, info in model.model_fields.items():
+            accepted, required = fields[field]
+            assert required == info.is_required(), (name, field)
+            assert set(accepted) == _accepted_types(info.annotation), (name, field)
+
+
+def test_a_payload_a_fold_cannot_take_is_named_with_what_is_wrong() -> None:
+    assert payload_problem("ScaledTo", {"replicas": 3, "previous": 1, "extra": object()}) is None
+    assert payload_problem("PodExploded", {}) == "unknown event type 'PodExploded'"
+    assert payload_problem("PodCreated", {"uid": "u"}) == "PodCreated payload lacks manifest"
+    assert payload_problem("PodCreated", {}) == "PodCreated payload lacks manifest, uid"
+    assert payload_problem("PodBound", {"node": 7}) == "PodBound payload field node is a int"
+    assert payload_problem("PodBound", {"node": "n", "score": None}) is None
 
 
 def test_upcasters_walk_old_payloads_up_one_version_at_a_time() -> None:

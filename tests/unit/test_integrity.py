@@ -29,12 +29,12 @@ from streams.integrity import (
     MISSING_HASH,
     PREVIOUS_HASH_MISMATCH,
     SUBJECT_MISMATCH,
-    UNDECODABLE,
     VERSION_GAP,
     ChainVerifier,
     VerifyReport,
     next_head,
 )
+from streams.quarantine import INVALID_PAYLOAD, UNDECODABLE, UNKNOWN_TYPE
 from streams.repository import AggregateRepository, Loaded, Provenance
 from streams.subjects import AggregateRef, event_subject
 
@@ -150,13 +150,16 @@ class FakeStore:
                 seqs.append(len(self.log))
         return Appended(seqs)
 
-    async def read_subject(self, subject: str, *, after_seq: int = 0) -> list[StoredEvent]:
+    async def read_aggregate(
+        self, subject: str, *, after_seq: int = 0
+    ) -> tuple[list[StoredEvent], int]:
         self.reads += 1
-        return [
+        events = [
             StoredEvent(seq, s, 0, decode_envelope(data))
             for seq, (s, data) in enumerate(self.log, 1)
             if s == subject and seq > after_seq
         ]
+        return events, events[-1].seq if events else 0
 
 
 def deployment(name: str) -> tuple[AggregateRef, Deployment]:
@@ -303,12 +306,26 @@ def test_an_envelope_on_another_aggregate_subject_is_reported() -> None:
     assert problems(report) == [(1, SUBJECT_MISMATCH)]
 
 
-def test_garbage_is_undecodable_and_what_follows_is_taken_as_given() -> None:
-    log = [(WEB, chain(1)[0]), (WEB, b"\xc1garbage")]
+def test_poison_is_quarantined_outside_the_chain_and_what_follows_links_past_it() -> None:
+    first, second = chain(2)
+    unknown = Envelope(
+        "id-x", "PodExploded", 1, "Pod", "default", "web", 2, 1, "mallory", "c", "c", {}
+    ).encode(sha256(b"x").digest())
+    bad_payload = Envelope(
+        "id-y", "PodBound", 1, "Pod", "default", "web", 2, 1, "mallory", "c", "c", {"node": 7}
+    ).encode(sha256(b"x").digest())
+    log = [(WEB, first), (WEB, b"\xc1garbage"), (WEB, unknown), (WEB, bad_payload)]
+    report = verify([*log, (WEB, second)])
+    assert report.breaks == [] and not report.ok
+    assert [(q.seq, q.reason) for q in report.quarantined] == [
+        (2, UNDECODABLE),
+        (3, UNKNOWN_TYPE),
+        (4, INVALID_PAYLOAD),
+    ]
+    assert report.sealed == 2 and report.unanchored == 0
+    # An event after the poison that links to something else is still a break.
     data, _ = envelope(2).seal(sha256(b"x").digest())
-    report = verify([*log, (WEB, data)])
-    assert problems(report) == [(2, UNDECODABLE)]
-    assert report.unanchored == 1
+    assert problems(verify([*log, (WEB, data)])) == [(5, PREVIOUS_HASH_MISMATCH)]
 
 
 def test_a_walk_from_later_takes_each_aggregate_first_event_as_given() -> None:
