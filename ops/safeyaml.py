@@ -84,7 +84,7 @@ class _GuardedLoader(yaml.SafeLoader):
         self._sizes[id(node)] = 1 + sum(self._sizes.get(id(c), 0) for c in _children(node))
         return node
 
-    def fetch_flow_collection_start(self, TokenClass: type) -> None:  # noqa: N803 (PyYAML's name)
+    def fetch_flow_collection_start(self, TokenClass: type) -> None:
         # The scanner reads ahead of the composer (a flow collection keeps a possible simple
         # key open per level), so ten thousand ``[`` are refused here, as they are scanned.
         super().fetch_flow_collection_start(TokenClass)  # type: ignore[misc]

@@ -88,7 +88,7 @@ def test_many_small_aliases_within_the_budget_read() -> None:
 def test_the_scheduler_configuration_file_is_read_within_the_limits(tmp_path: Path) -> None:
     path = tmp_path / "scheduler.yaml"
     path.write_text(alias_bomb())
-    with pytest.raises(ValidationFailed, match="^refused: line 5: document contains excessive"):
+    with pytest.raises(ValidationFailed, match=r"^refused: line 5: document contains excessive"):
         read_scheduler_config(path)
 
 
