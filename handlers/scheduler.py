@@ -17,8 +17,10 @@ live members (``streams.leases.Membership``), so they race only for node capacit
 A pod no node can take gets a ``PodUnschedulable`` event with the Kubernetes-style message
 (recorded once per distinct message) and is parked until something relevant happens — a node
 joins or changes, or a pod goes away — and then retried after a per-pod back-off (1 s doubling
-to 10 s, as kube-scheduler's podInitialBackoff/podMaxBackoff). There is no polling: the loop
-sleeps until the log or a back-off timer wakes it.
+to 10 s, as kube-scheduler's podInitialBackoff/podMaxBackoff). A binding the node refuses (its
+ledger disagrees with this replica's view) or the log does not answer is retried after the same
+back-off, never at once. There is no polling: the loop sleeps until the log or a back-off timer
+wakes it.
 """
 
 from __future__ import annotations
@@ -318,6 +320,7 @@ class Scheduler:
                 if pod.key in refused:
                     assert result.node_name is not None
                     self._forget(pod, result.node_name)
+                    self._back_off(pod.key)
                     log.info("scheduler.bind_failed", pod=pod.key, node=result.node_name,
                              error=refused[pod.key])  # fmt: skip
                 else:
@@ -437,10 +440,12 @@ class Scheduler:
             self.bound += 1
         except (ConcurrencyConflict, FleetError) as exc:
             self._forget(pod, result.node_name)
+            self._back_off(pod.key)
             log.info("scheduler.bind_failed", pod=pod.key, node=result.node_name, error=str(exc))
         except (StoreError, TimeoutError) as exc:
             # The log did not answer in time: nothing is known to be bound, decide again.
             self._forget(pod, result.node_name)
+            self._back_off(pod.key)
             log.warning("scheduler.bind_error", pod=pod.key, node=result.node_name, error=repr(exc))
         finally:
             self._in_flight.discard(pod.key)
@@ -497,6 +502,16 @@ class Scheduler:
             node.remove_pod(pod.key)
         if placed is None and self.model.cluster.get("Pod", pod.namespace, pod.name) is not None:
             self.model.pending[pod.key] = pod
+
+    def _back_off(self, key: str) -> None:
+        """A binding that was refused (the node's ledger disagrees with this replica's view)
+        or not answered: the pod is tried again after its back-off, as kube-scheduler requeues
+        a pod whose binding failed, instead of at once against a node that keeps refusing (a
+        hot loop of thousands of attempts a second)."""
+        parked = self._parked.get(key)
+        attempts = parked.attempts + 1 if parked else 1
+        backoff = min(self._max_backoff, self._initial_backoff * 2 ** (attempts - 1))
+        self._parked[key] = Parked(attempts, time.monotonic() + backoff, woken=True)
 
     def _hold_nomination(self, pod: PodInfo, node_name: str) -> None:
         """Keep the room preemption makes on ``node_name`` for ``pod``: it is assumed there
