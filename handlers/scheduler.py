@@ -83,11 +83,18 @@ RELEVANT = frozenset(
 )  # fmt: skip
 
 
+MAX_IN_UNSCHEDULABLE_S = 300.0
+"""kube-scheduler's podMaxInUnschedulablePodsDuration: a parked pod no event woke is tried
+again after this long anyway (an event it should have been woken by may not be in RELEVANT)."""
+
+
 @dataclass
 class Parked:
     attempts: int
     retry_at: float
     woken: bool = False
+    flush_at: float = 0.0
+    """When it is tried again although no event woke it (``MAX_IN_UNSCHEDULABLE_S`` on)."""
 
 
 class Scheduler:
@@ -105,6 +112,7 @@ class Scheduler:
         share_work: bool = True,
         initial_backoff: float = INITIAL_BACKOFF_S,
         max_backoff: float = MAX_BACKOFF_S,
+        max_in_unschedulable: float = MAX_IN_UNSCHEDULABLE_S,
     ) -> None:
         self._nc = nc
         self.identity = identity
@@ -125,6 +133,7 @@ class Scheduler:
         self._next_start = zlib.crc32(identity.encode())
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
+        self._max_in_unschedulable = max_in_unschedulable
         self.bound = 0
         self.conflicts = 0
         self._to_bind: list[tuple[PodInfo, ScheduleResult]] = []
@@ -233,7 +242,8 @@ class Scheduler:
                     continue
             parked = self._parked.get(key)
             if parked is not None:
-                if not parked.woken:
+                if not parked.woken and parked.flush_at > now:
+                    next_retry = min(next_retry or parked.flush_at, parked.flush_at)
                     continue
                 if parked.retry_at > now:
                     next_retry = min(next_retry or parked.retry_at, parked.retry_at)
@@ -258,7 +268,9 @@ class Scheduler:
             else:
                 attempts = parked.attempts + 1 if parked else 1
                 backoff = min(self._max_backoff, self._initial_backoff * 2 ** (attempts - 1))
-                self._parked[key] = Parked(attempts, now + backoff)
+                self._parked[key] = Parked(
+                    attempts, now + backoff, flush_at=now + self._max_in_unschedulable
+                )
                 outcome = preempt(
                     pod, nodes, result, self.config, self._rng,
                     namespace_labels=self.model.namespace_labels,

@@ -277,3 +277,35 @@ async def test_a_binding_the_node_keeps_refusing_is_retried_with_back_off_not_in
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_unschedulable_pod_no_event_wakes_is_tried_again_after_the_longest_wait(
+    nc, store: EventStore, gateway: Gateway, client: CommandClient, monkeypatch
+) -> None:
+    await client.send("Node", "apply", {"manifest": node("n1", "1")})
+    decisions = 0
+    real_schedule = scheduler_module.schedule
+
+    def counting(*args, **kwargs):
+        nonlocal decisions
+        decisions += 1
+        return real_schedule(*args, **kwargs)
+
+    monkeypatch.setattr(scheduler_module, "schedule", counting)
+    # podMaxInUnschedulablePodsDuration shortened from 5 minutes to 1 s.
+    scheduler = Scheduler(
+        nc, store, seed=1, initial_backoff=0.1, max_backoff=0.1, max_in_unschedulable=1.0
+    )
+    task = await start(scheduler)
+    try:
+        await client.send("Pod", "apply", {"manifest": pod("p", "4")})
+
+        async def tried_again() -> bool:
+            return decisions >= 2
+
+        await eventually(tried_again)  # nothing happened in the cluster meanwhile
+        await asyncio.sleep(1.5)
+        assert decisions <= 4  # once a second, not a loop
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
