@@ -25,7 +25,8 @@ from handlers.scheduler import Scheduler
 from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
 from streams.server import free_port
-from streams.subjects import event_subject
+from streams.repository import AggregateRepository
+from streams.subjects import AggregateRef, event_subject
 from streams.telemetry import latest_usage, read_logs
 from tests.integration.agent.runtime_support import TrackedRuntime, alive
 from tests.integration.support import eventually
@@ -308,3 +309,39 @@ async def test_a_finished_pod_succeeds_and_gives_its_node_reservation_back(
     # Deleting the finished pod later releases nothing twice.
     outcome = await cluster.client.send("Pod", "delete", {"name": "job"})
     assert outcome.events == ["PodDeleted"]
+
+
+async def test_a_restarted_agent_keeps_the_cordon_taints_and_labels_others_gave_its_node(
+    cluster: Cluster,
+) -> None:
+    client = cluster.client
+    await client.send("Node", "cordon", {"name": NODE, "reason": "maintenance"})
+    record = (await cluster.store.read_subject(event_subject("Node", "", NODE)))[-1]
+    current = await client.send("Node", "apply", {"manifest": {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE, "team": "infra"}},
+        "spec": {"unschedulable": True,
+                 "taints": [{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]},
+    }}, expected_version=record.envelope.version)  # fmt: skip
+    before = await cluster.store.stream_last_seq()
+    await cluster.stop_agent()
+    await cluster.start_agent()
+
+    node_events = [
+        e for e in await cluster.store.read_subject(event_subject("Node", "", NODE))
+        if e.seq > before
+    ]  # fmt: skip
+    for event in node_events:  # the agent restated its status, nothing of the spec
+        assert event.envelope.type != "NodeUncordoned"
+        changed = event.envelope.payload.get("changed") or []
+        assert not [path for path in changed if path.startswith("spec")], event.envelope
+    stored = await cluster.store.read_subject(event_subject("Node", "", NODE))
+    assert stored[-1].envelope.version >= current.version
+    node = (await AggregateRepository(cluster.store).load(
+        AggregateRef("Node", "", NODE), fresh=True)).aggregate  # fmt: skip
+    assert node is not None
+    spec, labels = node.manifest["spec"], node.manifest["metadata"]["labels"]
+    assert spec["unschedulable"] is True
+    assert spec["taints"] == [{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]
+    assert labels["team"] == "infra"
+    assert labels["node.fleetlog.dev/runtime"] == "process"  # the agent's own label is back
