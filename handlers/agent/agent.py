@@ -117,8 +117,7 @@ class NodeAgent:
         self.resolvers.configured = dns is not None
         self._releasing: set[str] = set()
         """Pods (by uid) whose leftover network is being removed."""
-        self._repository = AggregateRepository(store)
-        self.recorder = PodRecorder(self._repository, actor=self.actor, node=name)
+        self.recorder = PodRecorder(AggregateRepository(store), actor=self.actor, node=name)
         self._commands = CommandClient(nc, actor=self.actor)
         self._workers: dict[str, tuple[PodWorker, asyncio.Task[None]]] = {}
         self._adopted: dict[tuple[str, str], Container] = {}
@@ -171,7 +170,8 @@ class NodeAgent:
         declaration = self.declaration()
         ref = AggregateRef("Node", "", self.name)
         for attempt in range(REGISTER_ATTEMPTS):
-            loaded = await self._repository.load(ref, fresh=True)
+            # A repository of its own: the recorder's cache must not hold the node as read here.
+            loaded = await AggregateRepository(self._store).load(ref, fresh=True)
             node = loaded.aggregate
             current = node.manifest if node is not None and node.exists else None
             try:

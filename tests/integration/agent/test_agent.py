@@ -24,8 +24,8 @@ from handlers.gateway import Gateway
 from handlers.scheduler import Scheduler
 from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
-from streams.server import free_port
 from streams.repository import AggregateRepository
+from streams.server import free_port
 from streams.subjects import AggregateRef, event_subject
 from streams.telemetry import latest_usage, read_logs
 from tests.integration.agent.runtime_support import TrackedRuntime, alive
