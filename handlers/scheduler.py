@@ -155,6 +155,7 @@ class Scheduler:
         if event.envelope.type in ("PodBound", "PodDeleted"):
             key = f"{event.envelope.namespace}/{event.envelope.name}"
             self._waiting_since.pop(key, None)
+            self._parked.pop(key, None)  # bound (by any replica) or gone: nothing to retry
             if key in self._nominated:
                 self._release_nomination(key)
         if event.envelope.type in RELEVANT and self._parked:

@@ -345,3 +345,44 @@ async def test_a_restarted_agent_keeps_the_cordon_taints_and_labels_others_gave_
     assert spec["taints"] == [{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]
     assert labels["team"] == "infra"
     assert labels["node.fleetlog.dev/runtime"] == "process"  # the agent's own label is back
+
+
+async def test_a_container_that_cannot_run_waits_in_back_off_and_its_replica_set_keeps_it(
+    cluster: Cluster, projection: Any
+) -> None:
+    from ops.render.pods import pod_columns
+    from tests.integration.support import workload_roles
+
+    replica_set = {
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "main", "image": "nginx"}]}},
+        },
+    }  # fmt: skip
+    async with workload_roles(cluster.nc, cluster.store, projection, nodes=0):
+        await cluster.client.send("ReplicaSet", "apply", {"manifest": replica_set})
+
+        async def waiting() -> bool:
+            pods = projection.model.list("Pod", "default")
+            return any(
+                "ImagePullBackOff" in str((p.manifest.get("status") or {}).get("containerStatuses"))
+                for p in pods
+            )
+
+        await eventually(waiting, timeout=20)
+        await asyncio.sleep(3)  # a replaced pod would have come and gone by now
+        pods = list(projection.model.list("Pod", "default"))
+        assert len(pods) == 1
+        manifest = pods[0].manifest
+        assert manifest["status"]["phase"] == "Pending"
+        (status,) = manifest["status"]["containerStatuses"]
+        assert status["state"]["waiting"]["reason"] == "ImagePullBackOff"
+        assert "has no command" in status["state"]["waiting"]["message"]
+        assert pod_columns(manifest, 0)[1] == "ImagePullBackOff"
+        types = await cluster.types(pods[0].name)
+        assert "PodFailed" not in types
+        assert types.count("ContainerWaiting") == 1
+        await cluster.client.send("Pod", "delete", {"name": pods[0].name})
