@@ -139,6 +139,14 @@ def _service_ranges(cluster_ips: str, node_ports: str) -> ServiceRanges:
     help="Run no scheduler here (run `fleetlog scheduler` replicas elsewhere).",
 )
 @click.option(
+    "--pod-creation-rate",
+    type=click.FloatRange(min=0.001),
+    default=100.0,
+    show_default=True,
+    help="Pods a second controllers may create in one namespace (after a burst of 500, "
+    "Kubernetes' burstReplicas): a runaway replica count grows at this pace.",
+)
+@click.option(
     "--node-grace",
     "node_grace",
     default=50.0,
@@ -193,6 +201,7 @@ def up(
     port: int,
     no_scheduler: bool,
     node_grace: float,
+    pod_creation_rate: float,
     no_agent: bool,
     node_name: str | None,
     scheduler_config: Path | None,
@@ -227,6 +236,7 @@ def up(
         nats_url=nats_url,
         port=port,
         node_grace_seconds=node_grace,
+        pod_creation_rate=pod_creation_rate,
         scheduler=not no_scheduler,
         agent=not no_agent,
         node_name=node_name,
