@@ -12,8 +12,11 @@ How a reconcile goes (``core.workloads.replicaset.plan_replica_set`` decides):
 * the replica set and its pods come from the shared cluster projection (pods whose owner
   reference with ``controller: true`` names the replica set's uid);
 * missing pods are created in slow-start batches (1, 2, 4 … as Kubernetes' ``slowStartBatch``),
-  stopping at the first refusal (a quota, say): the refusal becomes the ``ReplicaFailure``
-  condition of the status, so it is reported, not hidden;
+  at most ``burstReplicas`` (500) per reconcile and no faster than the namespace's pod creation
+  rate (``core.workloads.creation_rate``; ``fleetlog up --pod-creation-rate``), the rest at
+  the next reconcile, when the namespace has tokens again; stopping at the first refusal (a
+  quota, say): the refusal becomes the ``ReplicaFailure`` condition of the status, so it is
+  reported, not hidden;
 * surplus pods are deleted with ``expected_version`` (a pod changed since the decision is
   decided again, not hit blindly);
 * the controller then waits for its own writes to reach the projection and, when nothing was
@@ -41,6 +44,7 @@ from nats.aio.client import Client
 from core.errors import FleetError
 from core.meta.timestamps import format_stamp
 from core.policy.quota import is_terminal
+from core.workloads.creation_rate import BURST_REPLICAS, PodCreationRate
 from core.workloads.replicaset import PodCounts, RankedPod, plan_replica_set
 from handlers.controller import Cause, ControllerLoop, Leadership, LoopOptions, adopt_orphans
 from projections.cluster import ClusterModel, ObjectRecord
@@ -96,9 +100,12 @@ class ReplicaSetController:
         nc: Client,
         projection: Projection[ClusterModel],
         leader: Leadership,
+        *,
+        creation_rate: PodCreationRate | None = None,
         **options: Unpack[LoopOptions],
     ) -> None:
         self._projection = projection
+        self._creation_rate = creation_rate or PodCreationRate()
         self._commands = CommandClient(nc, actor=ACTOR)
         self._pods = ControllerIndex(projection, "Pod", "ReplicaSet")
         self._failures: dict[Key, str] = {}
@@ -118,10 +125,15 @@ class ReplicaSetController:
 
     @classmethod
     async def create(
-        cls, nc: Client, projection: Projection[ClusterModel], **options: Unpack[LoopOptions]
+        cls,
+        nc: Client,
+        projection: Projection[ClusterModel],
+        *,
+        creation_rate: PodCreationRate | None = None,
+        **options: Unpack[LoopOptions],
     ) -> ReplicaSetController:
         leader = await LeaderLease.open(nc, ROLE)
-        return cls(nc, projection, leader, **options)
+        return cls(nc, projection, leader, creation_rate=creation_rate, **options)
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         await self.loop.run(ready)
@@ -179,9 +191,18 @@ class ReplicaSetController:
             now_ns=now_ns,
         )
         seqs: list[int] = []
+        throttled_until: int | None = None
         try:
             if plan.create:
-                failure = await self._create_pods(rs, count=plan.create, cause=cause, seqs=seqs)
+                wanted = min(plan.create, BURST_REPLICAS)
+                allowed = self._creation_rate.take(namespace, wanted, now_ns)
+                if allowed < plan.create:
+                    throttled_until = self._creation_rate.next_at_ns(namespace, now_ns)
+                    log.debug("replicaset.throttled", replicaset=f"{namespace}/{name}",
+                              missing=plan.create, creating=allowed)  # fmt: skip
+                failure = None
+                if allowed:
+                    failure = await self._create_pods(rs, count=allowed, cause=cause, seqs=seqs)
                 if failure is None:
                     self._failures.pop(key, None)
                 else:
@@ -194,6 +215,8 @@ class ReplicaSetController:
             # Expectations: whatever was written is in the view before the next decision.
             if seqs:
                 await self._projection.wait_for(max(seqs))
+        if throttled_until is not None and key not in self._failures:
+            return throttled_until  # the rest when the namespace has tokens again
         if (plan.create or plan.delete) and key not in self._failures:
             self.loop.mark(key)  # the status is recorded once the counts have settled
             return None
@@ -208,8 +231,20 @@ class ReplicaSetController:
     async def _create_pods(
         self, rs: ObjectRecord, *, count: int, cause: Cause, seqs: list[int]
     ) -> str | None:
-        """Create ``count`` pods in slow-start batches; the first refusal ends it (returned)."""
-        remaining, batch = count, 1
+        """Create ``count`` pods in slow-start batches; the first refusal ends it (returned),
+        and the rate's tokens for the pods not created go back."""
+        before = self.created
+        try:
+            return await self._create_batches(rs, remaining=count, cause=cause, seqs=seqs)
+        finally:
+            unused = count - (self.created - before)
+            if unused:
+                self._creation_rate.give_back(rs.namespace, unused, time.time_ns())
+
+    async def _create_batches(
+        self, rs: ObjectRecord, *, remaining: int, cause: Cause, seqs: list[int]
+    ) -> str | None:
+        batch = 1
         while remaining > 0:
             size = min(batch, remaining)
             outcomes = await asyncio.gather(

@@ -17,8 +17,10 @@ live members (``streams.leases.Membership``), so they race only for node capacit
 A pod no node can take gets a ``PodUnschedulable`` event with the Kubernetes-style message
 (recorded once per distinct message) and is parked until something relevant happens — a node
 joins or changes, or a pod goes away — and then retried after a per-pod back-off (1 s doubling
-to 10 s, as kube-scheduler's podInitialBackoff/podMaxBackoff). There is no polling: the loop
-sleeps until the log or a back-off timer wakes it.
+to 10 s, as kube-scheduler's podInitialBackoff/podMaxBackoff). A binding the node refuses (its
+ledger disagrees with this replica's view) or the log does not answer is retried after the same
+back-off, never at once. There is no polling: the loop sleeps until the log or a back-off timer
+wakes it.
 """
 
 from __future__ import annotations
@@ -81,11 +83,18 @@ RELEVANT = frozenset(
 )  # fmt: skip
 
 
+MAX_IN_UNSCHEDULABLE_S = 300.0
+"""kube-scheduler's podMaxInUnschedulablePodsDuration: a parked pod no event woke is tried
+again after this long anyway (an event it should have been woken by may not be in RELEVANT)."""
+
+
 @dataclass
 class Parked:
     attempts: int
     retry_at: float
     woken: bool = False
+    flush_at: float = 0.0
+    """When it is tried again although no event woke it (``MAX_IN_UNSCHEDULABLE_S`` on)."""
 
 
 class Scheduler:
@@ -103,6 +112,7 @@ class Scheduler:
         share_work: bool = True,
         initial_backoff: float = INITIAL_BACKOFF_S,
         max_backoff: float = MAX_BACKOFF_S,
+        max_in_unschedulable: float = MAX_IN_UNSCHEDULABLE_S,
     ) -> None:
         self._nc = nc
         self.identity = identity
@@ -123,6 +133,7 @@ class Scheduler:
         self._next_start = zlib.crc32(identity.encode())
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
+        self._max_in_unschedulable = max_in_unschedulable
         self.bound = 0
         self.conflicts = 0
         self._to_bind: list[tuple[PodInfo, ScheduleResult]] = []
@@ -144,6 +155,7 @@ class Scheduler:
         if event.envelope.type in ("PodBound", "PodDeleted"):
             key = f"{event.envelope.namespace}/{event.envelope.name}"
             self._waiting_since.pop(key, None)
+            self._parked.pop(key, None)  # bound (by any replica) or gone: nothing to retry
             if key in self._nominated:
                 self._release_nomination(key)
         if event.envelope.type in RELEVANT and self._parked:
@@ -231,7 +243,8 @@ class Scheduler:
                     continue
             parked = self._parked.get(key)
             if parked is not None:
-                if not parked.woken:
+                if not parked.woken and parked.flush_at > now:
+                    next_retry = min(next_retry or parked.flush_at, parked.flush_at)
                     continue
                 if parked.retry_at > now:
                     next_retry = min(next_retry or parked.retry_at, parked.retry_at)
@@ -256,7 +269,9 @@ class Scheduler:
             else:
                 attempts = parked.attempts + 1 if parked else 1
                 backoff = min(self._max_backoff, self._initial_backoff * 2 ** (attempts - 1))
-                self._parked[key] = Parked(attempts, now + backoff)
+                self._parked[key] = Parked(
+                    attempts, now + backoff, flush_at=now + self._max_in_unschedulable
+                )
                 outcome = preempt(
                     pod, nodes, result, self.config, self._rng,
                     namespace_labels=self.model.namespace_labels,
@@ -318,6 +333,7 @@ class Scheduler:
                 if pod.key in refused:
                     assert result.node_name is not None
                     self._forget(pod, result.node_name)
+                    self._back_off(pod.key)
                     log.info("scheduler.bind_failed", pod=pod.key, node=result.node_name,
                              error=refused[pod.key])  # fmt: skip
                 else:
@@ -437,10 +453,12 @@ class Scheduler:
             self.bound += 1
         except (ConcurrencyConflict, FleetError) as exc:
             self._forget(pod, result.node_name)
+            self._back_off(pod.key)
             log.info("scheduler.bind_failed", pod=pod.key, node=result.node_name, error=str(exc))
         except (StoreError, TimeoutError) as exc:
             # The log did not answer in time: nothing is known to be bound, decide again.
             self._forget(pod, result.node_name)
+            self._back_off(pod.key)
             log.warning("scheduler.bind_error", pod=pod.key, node=result.node_name, error=repr(exc))
         finally:
             self._in_flight.discard(pod.key)
@@ -497,6 +515,16 @@ class Scheduler:
             node.remove_pod(pod.key)
         if placed is None and self.model.cluster.get("Pod", pod.namespace, pod.name) is not None:
             self.model.pending[pod.key] = pod
+
+    def _back_off(self, key: str) -> None:
+        """A binding that was refused (the node's ledger disagrees with this replica's view)
+        or not answered: the pod is tried again after its back-off, as kube-scheduler requeues
+        a pod whose binding failed, instead of at once against a node that keeps refusing (a
+        hot loop of thousands of attempts a second)."""
+        parked = self._parked.get(key)
+        attempts = parked.attempts + 1 if parked else 1
+        backoff = min(self._max_backoff, self._initial_backoff * 2 ** (attempts - 1))
+        self._parked[key] = Parked(attempts, time.monotonic() + backoff, woken=True)
 
     def _hold_nomination(self, pod: PodInfo, node_name: str) -> None:
         """Keep the room preemption makes on ``node_name`` for ``pod``: it is assumed there

@@ -126,6 +126,10 @@ def pod_events(
                     f"{name}_{namespace}({uid})"
                 )
                 out.append(_event(ev, WARNING, "BackOff", message))
+        elif kind == "ContainerWaiting":
+            message = str(payload.get("message") or "")
+            out.append(_event(ev, WARNING, "Failed", message))
+            out.append(_event(ev, NORMAL, "BackOff", f"Back-off pulling image: {message}"))
         elif kind == "PodFailed":
             reason = str(payload.get("reason") or "")
             if reason == "ImagePullUnsupported":

@@ -20,12 +20,16 @@ def read_scheduler_config(path: Path) -> SchedulerConfiguration:
     """A KubeSchedulerConfiguration file (YAML); ``ValidationFailed`` lists what is wrong."""
     import yaml  # only a command given a file pays for loading it
 
+    from ops.safeyaml import YAMLLimitExceeded, load_one
+
     try:
         text = path.read_text()
     except OSError as exc:
         raise ValidationFailed(f"cannot read the file: {exc.strerror}") from None
     try:
-        doc = yaml.safe_load(text)
+        doc = load_one(text)
+    except YAMLLimitExceeded as exc:
+        raise ValidationFailed(f"refused: {exc}") from None
     except yaml.YAMLError as exc:
         raise ValidationFailed(f"not valid YAML: {exc}") from None
     return parse_scheduler_config(doc)

@@ -35,6 +35,7 @@ from core.network.ranges import ClusterCIDR
 from core.nodes.lifecycle import DEFAULT_GRACE_SECONDS
 from core.scheduling.config import SchedulerConfiguration
 from core.services.ranges import DEFAULT_RANGES, ServiceRanges
+from core.workloads.creation_rate import DEFAULT_POD_CREATION_RATE, PodCreationRate
 from handlers.agent.agent import NodeAgent
 from handlers.agent.dns import DNSOptions
 from handlers.agent.network import NetworkOptions
@@ -86,6 +87,8 @@ class UpOptions:
     port: int = DEFAULT_PORT
     host: str = "127.0.0.1"
     node_grace_seconds: float = DEFAULT_GRACE_SECONDS
+    pod_creation_rate: float = DEFAULT_POD_CREATION_RATE
+    """Pods a second controllers may create per namespace (``--pod-creation-rate``)."""
     scheduler: bool = True
     agent: bool = True
     node_name: str | None = None
@@ -127,6 +130,7 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                 stop,
                 ready=ready,
                 node_grace_seconds=options.node_grace_seconds,
+                pod_creation_rate=options.pod_creation_rate,
                 scheduler=options.scheduler,
                 agent_root=options.data_dir / "agent" if options.agent else None,
                 node_name=options.node_name,
@@ -151,6 +155,7 @@ async def serve(
     *,
     ready: asyncio.Event | None = None,
     node_grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    pod_creation_rate: float = DEFAULT_POD_CREATION_RATE,
     scheduler: bool = True,
     agent_root: Path | None = None,
     node_name: str | None = None,
@@ -193,7 +198,9 @@ async def serve(
                 nc, projection, node_lifecycle.leader, features=features
             )
             garbage_collector = await GarbageCollector.create(nc, store, projection)
-            replica_sets = await ReplicaSetController.create(nc, projection)
+            replica_sets = await ReplicaSetController.create(
+                nc, projection, creation_rate=PodCreationRate(per_second=pod_creation_rate)
+            )
             deployments = await DeploymentController.create(nc, projection)
             quotas = await QuotaController.create(nc, AggregateRepository(store), projection)
             node_ipam = await NodeIPAMController.create(

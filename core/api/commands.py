@@ -56,7 +56,7 @@ class ScaleBody(CommandBody):
 
     name: str
     namespace: str = "default"
-    replicas: int = Field(ge=0, le=100_000)
+    replicas: int = Field(ge=0, le=2**31 - 1)  # Kubernetes' int32 spec.replicas
     reason: str = ""
 
 

@@ -82,6 +82,7 @@ def _catalog() -> dict[str, EventType]:
         EventType(name="ContainerStarted", schema_version=1, payload="ContainerStarted"),
         EventType(name="ContainerExited", schema_version=1, payload="ContainerExited"),
         EventType(name="ContainerRestarted", schema_version=1, payload="ContainerRestarted"),
+        EventType(name="ContainerWaiting", schema_version=1, payload="ContainerWaiting"),
         EventType(name="PodSucceeded", schema_version=1, payload="PodTerminated"),
         EventType(name="PodFailed", schema_version=1, payload="PodTerminated"),
         EventType(name="PodReady", schema_version=1, payload="PodReadinessChanged"),

@@ -135,6 +135,18 @@ class ContainerExited(EventPayload):
     message: str = ""
 
 
+class ContainerWaiting(EventPayload):
+    """A container of a bound pod cannot be started and waits (the kubelet's waiting state:
+    ``ImagePullBackOff`` for an image fleetlog cannot run): ``reason`` and ``message`` are what
+    ``get pods`` and ``describe`` show; the pod is not failed, so its controller does not
+    replace it, as Kubernetes leaves a pod whose image cannot be pulled Pending."""
+
+    container: str
+    reason: str
+    message: str = ""
+    node: str
+
+
 class ContainerRestarted(EventPayload):
     """The agent decided to start a new instance of an ended container: ``restart_count`` is
     the new instance's count, ``backoff_seconds`` how long it waits first (CrashLoopBackOff

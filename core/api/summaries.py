@@ -70,6 +70,9 @@ def summarize(type_name: str, payload: Payload) -> str:
             line += f" (signal {payload['signal']})"
         line += f": {payload.get('reason')}"
         return f"{line}: {payload['message']}" if payload.get("message") else line
+    if type_name == "ContainerWaiting":
+        line = f"container {payload.get('container')} waiting: {payload.get('reason')}"
+        return f"{line}: {payload['message']}" if payload.get("message") else line
     if type_name == "ContainerRestarted":
         backoff = payload.get("backoff_seconds") or 0
         line = f"container {payload.get('container')} restarting"

@@ -14,6 +14,13 @@ The reference is apimachinery ``pkg/api/resource/quantity.go`` (``ParseQuantity`
   number, and such strings are almost always typos, so they are rejected here.
 * Inputs longer than :data:`MAX_QUANTITY_LENGTH` characters and exponents beyond
   ±:data:`MAX_EXPONENT` are rejected instead of being parsed into astronomically large numbers.
+* Values whose magnitude is beyond the largest int64 (:data:`MAX_VALUE`) are refused, where
+  ParseQuantity caps binary-SI ones at it silently (``9Ei`` read as 2^63-1) and keeps decimal
+  ones (``1e308``) that every consumer then projects through int64 (``Value()``), overflowing:
+  a pod asking for ``1e308`` cpu was scheduled as asking for none (kubernetes#128684). For the
+  same reason cpu, which Kubernetes counts in int64 millicores (``MilliValue()``, the
+  scheduler's ``MilliCPU``), is bounded at :data:`MAX_MILLI_VALUE` millicores by
+  :func:`resource_quantity_problem`.
 * Kubernetes' ``String()`` echoes the caller's text back when it looks canonical enough (so
   ``"+1"`` or ``"1.100"`` print unchanged); fleetlog always prints the canonical form, which is what
   Kubernetes prints for every value it computes itself.
@@ -35,13 +42,17 @@ from core.errors import InvalidQuantity
 
 __all__ = [
     "MAX_EXPONENT",
+    "MAX_MILLI_VALUE",
     "MAX_QUANTITY_LENGTH",
+    "MAX_VALUE",
+    "MILLI_RESOURCES",
     "Quantity",
     "QuantityFormat",
     "canonical_quantity",
     "cpu_millis",
     "memory_bytes",
     "parse_quantity",
+    "resource_quantity_problem",
 ]
 
 MAX_QUANTITY_LENGTH: Final = 512
@@ -50,9 +61,16 @@ MAX_QUANTITY_LENGTH: Final = 512
 MAX_EXPONENT: Final = 1000
 """Largest magnitude of a decimal exponent (``1e1000``) accepted."""
 
+MAX_VALUE: Final = 2**63 - 1
+"""Largest magnitude of a quantity (int64, what ``Value()`` returns and binary SI is capped at)."""
+
+MAX_MILLI_VALUE: Final = 2**63 - 1
+"""Largest magnitude, in thousandths, of a resource counted in millis (cpu)."""
+
+MILLI_RESOURCES: Final = frozenset({"cpu", "requests.cpu", "limits.cpu"})
+"""Resource names counted in thousandths (pods, quotas and nodes name cpu these ways)."""
+
 _NANO: Final = 10**9
-_MAX_BINARY: Final = Fraction(2**63 - 1)
-"""ParseQuantity caps binary-SI values at the largest int64 (so ``9Ei`` reads as 2^63-1)."""
 
 _EXAMPLES: Final = "must be a quantity like 100m, 0.5, 128Mi, 1G"
 _SUFFIX_HELP: Final = (
@@ -300,12 +318,28 @@ def _parse_text(text: str) -> Quantity:
     if sign == "-":
         amount = -amount
     amount = _to_nano(amount)
-    if fmt is QuantityFormat.BINARY_SI:
-        if abs(amount) > _MAX_BINARY:
-            amount = _MAX_BINARY if amount > 0 else -_MAX_BINARY
-        if 0 < abs(amount) < 1:
-            fmt = QuantityFormat.DECIMAL_SI
+    if abs(amount) > MAX_VALUE:
+        raise _too_large(text, f"must be less than or equal to {MAX_VALUE}")
+    if fmt is QuantityFormat.BINARY_SI and 0 < abs(amount) < 1:
+        fmt = QuantityFormat.DECIMAL_SI
     return Quantity(amount, fmt)
+
+
+def _too_large(text: str, bound: str) -> InvalidQuantity:
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    return InvalidQuantity(
+        f'Invalid value "{shown}": {bound} (quantities are counted in int64, as Kubernetes '
+        "counts them)"
+    )
+
+
+def resource_quantity_problem(name: str, value: Quantity) -> str | None:
+    """Why ``value`` cannot be an amount of resource ``name`` (None when it can): cpu is
+    counted in int64 millicores, so it may not exceed :data:`MAX_MILLI_VALUE` thousandths
+    (about 9.2e15 cores). Everything else is already bounded by :func:`parse_quantity`."""
+    if name in MILLI_RESOURCES and abs(value.amount) * 1000 > MAX_MILLI_VALUE:
+        return _too_large(str(value), f"must be less than or equal to {MAX_MILLI_VALUE}m").message
+    return None
 
 
 def parse_quantity(value: str | int | float | Quantity, *, field: str | None = None) -> Quantity:

@@ -20,7 +20,7 @@ from core.meta.names import (
     qualified_name_errors,
     rule_problems,
 )
-from core.meta.quantity import parse_quantity
+from core.meta.quantity import parse_quantity, resource_quantity_problem
 from core.meta.types import Condition, ResourceBase, Taint
 from core.network.ranges import parse_cidr
 
@@ -29,8 +29,11 @@ def _check_node_resources(resources: dict[str, str]) -> dict[str, str]:
     found = Problems()
     for name, text in resources.items():
         found.extend(rule_problems(qualified_name_errors, name), name)
-        if parse_quantity(text).sign() < 0:
+        quantity = parse_quantity(text)
+        if quantity.sign() < 0:
             found.add(invalid(text, "must be greater than or equal to 0"), name)
+        elif (problem := resource_quantity_problem(name, quantity)) is not None:
+            found.add(problem, name)
     found.check()
     return resources
 

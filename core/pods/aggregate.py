@@ -78,6 +78,9 @@ class Pod(Resource):
     class ContainerRestarted(Resource.Event, payloads.ContainerRestarted):
         TYPE: ClassVar[str] = "ContainerRestarted"
 
+    class ContainerWaiting(Resource.Event, payloads.ContainerWaiting):
+        TYPE: ClassVar[str] = "ContainerWaiting"
+
     class Succeeded(Resource.Event, payloads.PodTerminated):
         SUFFIX: ClassVar[str] = "Succeeded"
 
@@ -258,6 +261,22 @@ class Pod(Resource):
             self.ContainerExited, container=container, exit_code=exit_code, signal=signal,
             reason=reason, node=node, restart_count=restart_count, started_at_ns=started_at_ns,
             finished_at_ns=finished_at_ns, message=message, timestamp=at,
+        )  # fmt: skip
+
+    def wait_container(
+        self, *, container: str, reason: str, message: str, node: str, at: datetime
+    ) -> None:
+        """Record that ``container`` cannot start on ``node`` and waits, with the reason and
+        message the kubelet would show; the same wait again changes nothing."""
+        self._require_on(node, "report a waiting container")
+        self._require_container(container)
+        self._require_not_terminal(f"report container {container!r} waiting")
+        state = (self.container_status(container) or {}).get("state") or {}
+        if state.get("waiting") == {"reason": reason, "message": message}:
+            return
+        self.trigger_event(
+            self.ContainerWaiting, container=container, reason=reason, message=message,
+            node=node, timestamp=at,
         )  # fmt: skip
 
     def restart_container(

@@ -16,7 +16,7 @@ from core.meta.model import K8sModel, field_error, invalid
 from core.meta.names import (
     qualified_name_errors,
 )
-from core.meta.quantity import parse_quantity
+from core.meta.quantity import parse_quantity, resource_quantity_problem
 
 Protocol = Literal["TCP", "UDP", "SCTP"]
 ResourceList = dict[str, QuantityString]
@@ -57,6 +57,8 @@ def _check_resource_list(section: str, resources: dict[str, str]) -> None:
         quantity = parse_quantity(text)
         if quantity.sign() < 0:
             raise field_error(invalid(text, "must be greater than or equal to 0"), section, name)
+        if (problem := resource_quantity_problem(name, quantity)) is not None:
+            raise field_error(problem, section, name)
         if _is_extended_resource(name) and quantity.amount.denominator != 1:
             raise field_error(invalid(text, "must be an integer"), section, name)
 

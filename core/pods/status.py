@@ -435,6 +435,20 @@ def with_container_restarted(
     return {**manifest, "status": status}
 
 
+def with_container_waiting(
+    manifest: dict[str, Any], *, container: str, waiting: dict[str, str]
+) -> dict[str, Any]:
+    """A pod manifest with ``container`` waiting for the given reason (it cannot start)."""
+    old = manifest.get("status") or {}
+    statuses = [
+        {**c, "ready": False, "started": False, "state": {"waiting": waiting}}
+        if c["name"] == container
+        else c
+        for c in _container_statuses(manifest, old)
+    ]
+    return {**manifest, "status": {**old, "containerStatuses": statuses}}
+
+
 def with_pod_terminated(
     manifest: dict[str, Any], *, phase: str, reason: str, message: str, stamp: str
 ) -> dict[str, Any]:
@@ -543,6 +557,14 @@ def _container_restarted(state: Evolving, payload: Mapping[str, Any], stamp: str
     )
 
 
+def _container_waiting(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    return with_container_waiting(
+        state.manifest,
+        container=payload["container"],
+        waiting={"reason": payload["reason"], "message": payload.get("message", "")},
+    )
+
+
 def _succeeded(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
     return with_pod_terminated(
         state.manifest,
@@ -589,6 +611,7 @@ EVOLVE: dict[str, Evolve] = {
     "ContainerStarted": _container_started,
     "ContainerExited": _container_exited,
     "ContainerRestarted": _container_restarted,
+    "ContainerWaiting": _container_waiting,
     "PodSucceeded": _succeeded,
     "PodFailed": _failed,
     "PodReady": _ready,

@@ -20,6 +20,7 @@ from pydantic import model_validator
 from core.meta.fields import QuantityString
 from core.meta.model import K8sModel, field_error, invalid
 from core.meta.names import dns1123_subdomain_errors
+from core.meta.quantity import parse_quantity, resource_quantity_problem
 from core.meta.types import ResourceBase
 
 QUOTA_RESOURCES: Final = (
@@ -37,7 +38,7 @@ QuotaList = dict[str, QuantityString]
 
 
 def _check_names(values: dict[str, str], section: str) -> None:
-    for name in values:
+    for name, text in values.items():
         if name not in QUOTA_RESOURCES:
             raise field_error(
                 invalid(
@@ -47,6 +48,8 @@ def _check_names(values: dict[str, str], section: str) -> None:
                 section,
                 name,
             )
+        if (problem := resource_quantity_problem(name, parse_quantity(text))) is not None:
+            raise field_error(problem, section, name)
 
 
 class ResourceQuotaSpec(K8sModel):

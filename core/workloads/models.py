@@ -21,6 +21,8 @@ from core.meta.types import Condition, LabelSelector, ObjectMeta, ResourceBase
 from core.pods.model import PodSpec
 
 NonNegative = Annotated[int, Field(ge=0)]
+Replicas = Annotated[int, Field(ge=0, le=2**31 - 1)]
+"""A replica count: Kubernetes' ``int32`` field, validated non-negative."""
 
 
 class PodTemplateSpec(K8sModel):
@@ -98,7 +100,7 @@ def check_pod_template(selector: LabelSelector, template: PodTemplateSpec, kind:
 
 
 class DeploymentSpec(K8sModel):
-    replicas: NonNegative = 1
+    replicas: Replicas = 1
     selector: LabelSelector
     template: PodTemplateSpec
     strategy: DeploymentStrategy = Field(default_factory=DeploymentStrategy)
@@ -155,7 +157,7 @@ NonNegative = Annotated[int, Field(ge=0)]
 
 
 class ReplicaSetSpec(K8sModel):
-    replicas: NonNegative = 1
+    replicas: Replicas = 1
     min_ready_seconds: NonNegative = 0
     selector: LabelSelector
     template: PodTemplateSpec

@@ -46,17 +46,18 @@ from handlers.agent.seams import Container, ContainerRuntime, PodNetwork
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection
 from streams.cancellation import checkpoint
-from streams.commandbus import CommandClient
+from streams.commandbus import CommandClient, CommandFailed
 from streams.eventstore import EventStore
 from streams.leases import NodeLeases
 from streams.repository import AggregateRepository
-from streams.subjects import event_filter, event_subject
+from streams.subjects import AggregateRef, event_filter, event_subject
 from streams.telemetry import ContainerUsage, publish_node_usage, publish_pod_usage
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_HEARTBEAT_S = 10.0
 DEFAULT_USAGE_S = 10.0
+REGISTER_ATTEMPTS = 5
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 QUARANTINE_REPORT_PAUSE_S = 5.0
 
@@ -179,11 +180,31 @@ class NodeAgent:
         )
 
     async def register(self) -> None:
-        """Create or update the Node through the gateway (unchanged: nothing appended)."""
-        await self._commands.send(
-            "Node", "apply", {"manifest": self.declaration().manifest()},
-            idempotency_key=f"register.{self.name}.{time.time_ns()}",
-        )  # fmt: skip
+        """Create the Node, or update what the agent states of it (its labels and status),
+        through the gateway (unchanged: nothing appended). The spec a user or a controller
+        set (a cordon, taints) is kept: the apply is decided against the node as read now,
+        and a change that lands in between is read again."""
+        declaration = self.declaration()
+        ref = AggregateRef("Node", "", self.name)
+        for attempt in range(REGISTER_ATTEMPTS):
+            # A repository of its own: the recorder's cache must not hold the node as read here.
+            loaded = await AggregateRepository(self._store).load(ref, fresh=True)
+            node = loaded.aggregate
+            current = node.manifest if node is not None and node.exists else None
+            try:
+                await self._commands.send(
+                    "Node", "apply", {"manifest": declaration.registration(current)},
+                    idempotency_key=f"register.{self.name}.{time.time_ns()}",
+                    expected_version=node.version if current is not None else None,
+                )  # fmt: skip
+                return
+            except CommandFailed as exc:
+                # Changed (or created) since it was read: read it again.
+                if (
+                    exc.code not in ("conflict", "already_exists")
+                    or attempt + 1 == REGISTER_ATTEMPTS
+                ):
+                    raise
 
     # -- running ----------------------------------------------------------------------------
 

@@ -62,6 +62,26 @@ class NodeDeclaration:
     labels: dict[str, str] = field(default_factory=dict)
     conditions: tuple[NodeCondition, ...] = ()
 
+    def registration(self, current: dict[str, Any] | None) -> dict[str, Any]:
+        """The manifest to register with, given the node as the log has it (None: new).
+
+        As the kubelet re-registers: a node that exists keeps its spec (``unschedulable``
+        set by a cordon, taints and the pod range others gave it), its annotations and the
+        labels users added; the agent states its own labels and its status. So restarting an
+        agent never uncordons its node or drops a user's taint."""
+        declared = self.manifest()
+        if current is None:
+            return declared
+        metadata = dict(current.get("metadata") or {})
+        for server_field in ("uid", "resourceVersion", "generation", "creationTimestamp"):
+            metadata.pop(server_field, None)
+        metadata["name"] = self.name
+        metadata["labels"] = {**(metadata.get("labels") or {}), **declared["metadata"]["labels"]}
+        registered = {**declared, "metadata": metadata}
+        if current.get("spec"):
+            registered["spec"] = current["spec"]
+        return registered
+
     def manifest(self) -> dict[str, Any]:
         resources = {
             "cpu": self.capacity.cpu,

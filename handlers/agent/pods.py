@@ -642,14 +642,25 @@ class PodWorker:
                     reason=f"container {name} is not ready", at=at))  # fmt: skip
 
     async def _cannot_run(self, containers: list[dict[str, Any]]) -> None:
-        """A container with no command cannot run here: say so on the pod, which fails."""
-        message = "; ".join(
-            f"container {c['name']!r} has no command: fleetlog runs processes and cannot pull "
-            f"the image {c.get('image', '')!r}; give it a command (see the README, Images)"
-            for c in containers
-        )
-        await self._finish("cannot-run", lambda pod, at: pod.fail(
-            reason="ImagePullUnsupported", message=message, at=at))  # fmt: skip
+        """A container with no command cannot run here: it waits in ``ImagePullBackOff``
+        (as a container whose image cannot be pulled does in Kubernetes) until the pod is
+        deleted. The pod stays Pending rather than failing, so a replica set does not replace
+        it with another that cannot run either, once a second."""
+        for c in containers:
+            name = c["name"]
+            message = (
+                f"container {name!r} has no command: fleetlog runs processes and cannot pull "
+                f"the image {c.get('image', '')!r}; give it a command (see the README, Images)"
+            )
+            await self._record(f"waiting-{name}", functools.partial(
+                _wait, container=name, reason="ImagePullBackOff", message=message,
+                node=self.node))  # fmt: skip
+        await self._terminating.wait()
+
+
+def _wait(pod: Pod, at: datetime, *, container: str, reason: str, message: str, node: str) -> None:
+    """A container's wait as a :class:`PodStep`."""
+    pod.wait_container(container=container, reason=reason, message=message, node=node, at=at)
 
 
 def _restart(

@@ -139,6 +139,14 @@ def _service_ranges(cluster_ips: str, node_ports: str) -> ServiceRanges:
     help="Run no scheduler here (run `fleetlog scheduler` replicas elsewhere).",
 )
 @click.option(
+    "--pod-creation-rate",
+    type=click.FloatRange(min=0.001),
+    default=100.0,
+    show_default=True,
+    help="Pods a second controllers may create in one namespace (after a burst of 500, "
+    "Kubernetes' burstReplicas): a runaway replica count grows at this pace.",
+)
+@click.option(
     "--node-grace",
     "node_grace",
     default=50.0,
@@ -193,6 +201,7 @@ def up(
     port: int,
     no_scheduler: bool,
     node_grace: float,
+    pod_creation_rate: float,
     no_agent: bool,
     node_name: str | None,
     scheduler_config: Path | None,
@@ -227,6 +236,7 @@ def up(
         nats_url=nats_url,
         port=port,
         node_grace_seconds=node_grace,
+        pod_creation_rate=pod_creation_rate,
         scheduler=not no_scheduler,
         agent=not no_agent,
         node_name=node_name,
@@ -253,7 +263,14 @@ def up(
 )
 @click.option("--cpu", default=None, help="Declared cpu capacity (default: this machine's).")
 @click.option("--memory", default=None, help="Declared memory (default: this machine's).")
-@click.option("--pods", default="110", show_default=True)
+@click.option(
+    "--max-pods",
+    "--pods",
+    "pods",
+    default="110",
+    show_default=True,
+    help="Most pods the node runs (the kubelet's maxPods): its pods capacity.",
+)
 @click.option("-l", "--label", "labels", multiple=True, help="Extra node label KEY=VALUE.")
 @click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between heartbeats.")
 @click.option(
@@ -351,7 +368,14 @@ async def _until_signal(
 @click.option("--prefix", default="sim-node", show_default=True, help="Node names: PREFIX-0 …")
 @click.option("--cpu", default="4", show_default=True)
 @click.option("--memory", default="32Gi", show_default=True)
-@click.option("--pods", default="110", show_default=True)
+@click.option(
+    "--max-pods",
+    "--pods",
+    "pods",
+    default="110",
+    show_default=True,
+    help="Most pods the node runs (the kubelet's maxPods): its pods capacity.",
+)
 @click.option("--zones", default=3, show_default=True, help="Spread over this many zone labels.")
 @click.option("-l", "--label", "labels", multiple=True, help="Extra label KEY=VALUE.")
 @click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between heartbeats.")

@@ -60,12 +60,16 @@ AT_OPTION = click.option(
 def _read_documents(path: str) -> list[dict[str, Any]]:
     import yaml  # only ``apply`` reads YAML; the other commands should not pay for loading it
 
+    from ops.safeyaml import YAMLLimitExceeded, load_all
+
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as exc:
         raise ValidationFailed(f"cannot read {path}: {exc.strerror}") from exc
     try:
-        loaded = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        loaded = [doc for doc in load_all(text) if doc is not None]
+    except YAMLLimitExceeded as exc:
+        raise ValidationFailed(f"{path}: refused: {exc}") from None
     except yaml.YAMLError as exc:
         raise ValidationFailed(f"{path} is not valid YAML: {exc}") from exc
     documents: list[dict[str, Any]] = []

@@ -4,10 +4,13 @@ retried when the cluster changes, and racing replicas never over-commit a node."
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter, defaultdict
 
 import pytest
 
+import handlers.scheduler as scheduler_module
+from core.meta.aggregate import timestamp_from_ns
 from core.meta.quantity import cpu_millis
 from core.nodes.aggregate import Node
 from handlers.gateway import Gateway
@@ -15,7 +18,7 @@ from handlers.scheduler import Scheduler
 from ops.schedulerconfig import read_scheduler_config, scheduler_options
 from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
-from streams.repository import AggregateRepository
+from streams.repository import AggregateRepository, Provenance
 from streams.subjects import AggregateRef
 from tests.integration.support import eventually
 
@@ -232,6 +235,77 @@ async def test_a_scheduler_started_with_a_configuration_file_scores_with_its_wei
         assert weights["TaintToleration"] == 3  # untouched defaults stay
         scores = second.payload["plugin_scores"]
         assert second.payload["score"] == sum(scores[p] * weights[p] for p in scores)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_binding_the_node_keeps_refusing_is_retried_with_back_off_not_in_a_hot_loop(
+    nc, store: EventStore, gateway: Gateway, client: CommandClient, monkeypatch
+) -> None:
+    # The node's ledger holds a reservation the scheduler's view does not count, so every
+    # binding the scheduler decides is refused by the node aggregate.
+    await client.send("Node", "apply", {"manifest": node("n1", "1")})
+    repository = AggregateRepository(store)
+    loaded = await repository.load(AggregateRef("Node", "", "n1"))
+    assert isinstance(loaded.aggregate, Node)
+    loaded.aggregate.allocate(
+        pod="default/ghost", requests={"cpu": 1000}, at=timestamp_from_ns(time.time_ns())
+    )
+    provenance = Provenance(
+        actor="test", correlation_id="ghost", causation_id="ghost", token="ghost",
+        now_ns=time.time_ns(),
+    )  # fmt: skip
+    await repository.save([loaded], provenance)
+    decisions = 0
+    real_schedule = scheduler_module.schedule
+
+    def counting(*args, **kwargs):
+        nonlocal decisions
+        decisions += 1
+        return real_schedule(*args, **kwargs)
+
+    monkeypatch.setattr(scheduler_module, "schedule", counting)
+    scheduler = Scheduler(nc, store, seed=1, initial_backoff=1.0, max_backoff=10.0)
+    task = await start(scheduler)
+    try:
+        await client.send("Pod", "apply", {"manifest": pod("p", "400m")})
+        await asyncio.sleep(3.5)
+        # Tried at 0 s, then after 1 s and 2 s of back-off: a hot loop made thousands.
+        assert 1 <= decisions <= 3
+        assert scheduler.bound == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_unschedulable_pod_no_event_wakes_is_tried_again_after_the_longest_wait(
+    nc, store: EventStore, gateway: Gateway, client: CommandClient, monkeypatch
+) -> None:
+    await client.send("Node", "apply", {"manifest": node("n1", "1")})
+    decisions = 0
+    real_schedule = scheduler_module.schedule
+
+    def counting(*args, **kwargs):
+        nonlocal decisions
+        decisions += 1
+        return real_schedule(*args, **kwargs)
+
+    monkeypatch.setattr(scheduler_module, "schedule", counting)
+    # podMaxInUnschedulablePodsDuration shortened from 5 minutes to 1 s.
+    scheduler = Scheduler(
+        nc, store, seed=1, initial_backoff=0.1, max_backoff=0.1, max_in_unschedulable=1.0
+    )
+    task = await start(scheduler)
+    try:
+        await client.send("Pod", "apply", {"manifest": pod("p", "4")})
+
+        async def tried_again() -> bool:
+            return decisions >= 2
+
+        await eventually(tried_again)  # nothing happened in the cluster meanwhile
+        await asyncio.sleep(1.5)
+        assert decisions <= 4  # once a second, not a loop
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

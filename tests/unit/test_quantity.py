@@ -11,7 +11,7 @@ import math
 from fractions import Fraction
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from core.errors import InvalidQuantity, ValidationFailed
@@ -22,6 +22,7 @@ from core.meta.quantity import (
     cpu_millis,
     memory_bytes,
     parse_quantity,
+    resource_quantity_problem,
 )
 
 BIN = QuantityFormat.BINARY_SI
@@ -58,7 +59,7 @@ EXP = QuantityFormat.DECIMAL_EXPONENT
         ("1.2e3", 1200, EXP, "1200"),
         ("1.3E+6", 1_300_000, EXP, "1300e3"),
         ("1E", 10**18, DEC, "1E"),  # a bare E is the exa suffix, not an exponent
-        ("12E", 12 * 10**18, DEC, "12E"),
+        ("9E", 9 * 10**18, DEC, "9E"),
         # rounding up to whole nano-units
         ("3.001n", Fraction(4, 10**9), DEC, "4n"),
         ("1.1E-9", Fraction(2, 10**9), EXP, "2e-9"),
@@ -70,8 +71,9 @@ EXP = QuantityFormat.DECIMAL_EXPONENT
         ("100.035Ki", Fraction(10243584, 100), BIN, "102435840m"),
         (".001Ki", Fraction(1024, 1000), BIN, "1024m"),
         ("0.000000000001Ki", Fraction(2, 10**9), DEC, "2n"),
-        # binary values are capped at the largest int64, as ParseQuantity does
-        ("9Ei", 2**63 - 1, BIN, "9223372036854775807"),
+        # the largest int64 is the largest quantity
+        ("9223372036854775807", 2**63 - 1, DEC, "9223372036854775807"),
+        ("7Ei", 7 * 2**60, BIN, "7Ei"),
     ],
 )
 def test_parse_matches_kubernetes(text: str, amount: Fraction | int, fmt, canonical: str):
@@ -136,7 +138,9 @@ def test_numbers_from_yaml_are_accepted():
     assert str(parse_quantity(0.5)) == "500m"
     assert str(parse_quantity(0.1)) == "100m"
     assert parse_quantity(1e-05).amount == Fraction(1, 100000)
-    assert parse_quantity(10**30).value() == 10**30
+    assert parse_quantity(10**18).value() == 10**18
+    with pytest.raises(InvalidQuantity, match="must be less than or equal to 9223372036854775807"):
+        parse_quantity(10**30)
 
 
 @pytest.mark.parametrize("value", [True, math.nan, math.inf, None, [1]])
@@ -227,9 +231,32 @@ def test_constructor_rounds_to_nano_units_away_from_zero():
 
 
 def test_decimal_values_beyond_exa_keep_the_exa_suffix():
-    q = parse_quantity("1000E")
-    assert str(q) == "1000E"
-    assert parse_quantity(str(q)) == q
+    # Only arithmetic (a sum of quotas, say) can make one: parsing refuses them.
+    assert str(Quantity(10**21)) == "1000E"
+    assert str(Quantity(12 * 10**18)) == "12E"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1e308", "99999999999999999999999Ei", "9Ei", "12E", "9223372036854775808", "-1e19"],
+)
+def test_quantities_beyond_int64_are_refused_where_kubernetes_would_overflow(text: str):
+    with pytest.raises(InvalidQuantity) as info:
+        parse_quantity(text)
+    assert info.value.message == (
+        f'Invalid value "{text}": must be less than or equal to 9223372036854775807 '
+        "(quantities are counted in int64, as Kubernetes counts them)"
+    )
+
+
+def test_cpu_is_bounded_in_int64_millicores():
+    assert resource_quantity_problem("cpu", parse_quantity("9223372036854775807m")) is None
+    assert resource_quantity_problem("memory", parse_quantity("1e16")) is None
+    for name in ("cpu", "requests.cpu", "limits.cpu"):
+        assert resource_quantity_problem(name, parse_quantity("1e16")) == (
+            'Invalid value "10e15": must be less than or equal to 9223372036854775807m '
+            "(quantities are counted in int64, as Kubernetes counts them)"
+        )
 
 
 def test_canonical_quantity():
@@ -262,9 +289,20 @@ def quantity_strings(draw: st.DrawFn) -> str:
     return f"{sign}{whole}{'.' if point else ''}{fraction}{draw(_suffix)}"
 
 
+def _parsed_within_int64(text: str) -> Quantity | None:
+    """The quantity, or None when it is refused for being beyond int64 (and only then)."""
+    try:
+        return parse_quantity(text)
+    except InvalidQuantity as err:
+        assert "must be less than or equal to 9223372036854775807 " in err.message
+        return None
+
+
 @given(quantity_strings())
 def test_printed_form_parses_back_to_an_equal_value(text: str):
-    q = parse_quantity(text)
+    q = _parsed_within_int64(text)
+    if q is None:
+        return
     again = parse_quantity(str(q))
     assert again == q
     assert str(again) == str(q)  # the canonical form is a fixed point
@@ -287,6 +325,8 @@ def test_arbitrary_text_either_parses_or_raises_invalid_quantity(text: str):
 
 @given(quantity_strings(), quantity_strings())
 def test_addition_and_subtraction_are_exact(a: str, b: str):
-    qa, qb = parse_quantity(a), parse_quantity(b)
+    qa, qb = _parsed_within_int64(a), _parsed_within_int64(b)
+    assume(qa is not None and qb is not None)
+    assert qa is not None and qb is not None
     assert (qa + qb).amount == qa.amount + qb.amount
     assert (qa + qb) - qb == qa

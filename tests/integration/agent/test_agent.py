@@ -24,8 +24,9 @@ from handlers.gateway import Gateway
 from handlers.scheduler import Scheduler
 from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
+from streams.repository import AggregateRepository
 from streams.server import free_port
-from streams.subjects import event_subject
+from streams.subjects import AggregateRef, event_subject
 from streams.telemetry import latest_usage, read_logs
 from tests.integration.agent.runtime_support import TrackedRuntime, alive
 from tests.integration.support import eventually
@@ -308,3 +309,80 @@ async def test_a_finished_pod_succeeds_and_gives_its_node_reservation_back(
     # Deleting the finished pod later releases nothing twice.
     outcome = await cluster.client.send("Pod", "delete", {"name": "job"})
     assert outcome.events == ["PodDeleted"]
+
+
+async def test_a_restarted_agent_keeps_the_cordon_taints_and_labels_others_gave_its_node(
+    cluster: Cluster,
+) -> None:
+    client = cluster.client
+    await client.send("Node", "cordon", {"name": NODE, "reason": "maintenance"})
+    record = (await cluster.store.read_subject(event_subject("Node", "", NODE)))[-1]
+    current = await client.send("Node", "apply", {"manifest": {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE, "team": "infra"}},
+        "spec": {"unschedulable": True,
+                 "taints": [{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]},
+    }}, expected_version=record.envelope.version)  # fmt: skip
+    before = await cluster.store.stream_last_seq()
+    await cluster.stop_agent()
+    await cluster.start_agent()
+
+    node_events = [
+        e for e in await cluster.store.read_subject(event_subject("Node", "", NODE))
+        if e.seq > before
+    ]  # fmt: skip
+    for event in node_events:  # the agent restated its status, nothing of the spec
+        assert event.envelope.type != "NodeUncordoned"
+        changed = event.envelope.payload.get("changed") or []
+        assert not [path for path in changed if path.startswith("spec")], event.envelope
+    stored = await cluster.store.read_subject(event_subject("Node", "", NODE))
+    assert stored[-1].envelope.version >= current.version
+    node = (await AggregateRepository(cluster.store).load(
+        AggregateRef("Node", "", NODE), fresh=True)).aggregate  # fmt: skip
+    assert node is not None
+    spec, labels = node.manifest["spec"], node.manifest["metadata"]["labels"]
+    assert spec["unschedulable"] is True
+    assert spec["taints"] == [{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]
+    assert labels["team"] == "infra"
+    assert labels["node.fleetlog.dev/runtime"] == "process"  # the agent's own label is back
+
+
+async def test_a_container_that_cannot_run_waits_in_back_off_and_its_replica_set_keeps_it(
+    cluster: Cluster, projection: Any
+) -> None:
+    from ops.render.pods import pod_columns
+    from tests.integration.support import workload_roles
+
+    replica_set = {
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "main", "image": "nginx"}]}},
+        },
+    }  # fmt: skip
+    async with workload_roles(cluster.nc, cluster.store, projection, nodes=0):
+        await cluster.client.send("ReplicaSet", "apply", {"manifest": replica_set})
+
+        async def waiting() -> bool:
+            pods = projection.model.list("Pod", "default")
+            return any(
+                "ImagePullBackOff" in str((p.manifest.get("status") or {}).get("containerStatuses"))
+                for p in pods
+            )
+
+        await eventually(waiting, timeout=20)
+        await asyncio.sleep(3)  # a replaced pod would have come and gone by now
+        pods = list(projection.model.list("Pod", "default"))
+        assert len(pods) == 1
+        manifest = pods[0].manifest
+        assert manifest["status"]["phase"] == "Pending"
+        (status,) = manifest["status"]["containerStatuses"]
+        assert status["state"]["waiting"]["reason"] == "ImagePullBackOff"
+        assert "has no command" in status["state"]["waiting"]["message"]
+        assert pod_columns(manifest, 0)[1] == "ImagePullBackOff"
+        types = await cluster.types(pods[0].name)
+        assert "PodFailed" not in types
+        assert types.count("ContainerWaiting") == 1
+        await cluster.client.send("Pod", "delete", {"name": pods[0].name})
