@@ -213,6 +213,10 @@ _FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "container": ((str,), True), "restart_count": ((int,), True),
         "backoff_seconds": (_NUMBER, False), "reason": ((str,), True), "node": ((str,), True),
     },
+    "ContainerWaiting": {
+        "container": ((str,), True), "reason": ((str,), True), "message": ((str,), False),
+        "node": ((str,), True),
+    },
     "PodTerminated": {"reason": ((str,), False), "message": ((str,), False)},
     "PodReadinessChanged": {"reason": ((str,), False)},
     "PodAllocated": {"pod": ((str,), True), "requests": ((dict,), True)},

@@ -214,7 +214,7 @@ class PodWorker:
     async def run(self) -> None:
         containers = list(self.spec.get("containers") or [])
         self._ready = {c["name"]: False for c in containers}
-        unrunnable = [c for c in containers if not c.get("command")]
+        unrunnable = self._unrunnable(containers)
         if unrunnable:
             await self._cannot_run(unrunnable)
             return
@@ -641,19 +641,41 @@ class PodWorker:
                 await self._record(f"not-ready-{name}", lambda pod, at: pod.mark_not_ready(
                     reason=f"container {name} is not ready", at=at))  # fmt: skip
 
-    async def _cannot_run(self, containers: list[dict[str, Any]]) -> None:
-        """A container with no command cannot run here: it waits in ``ImagePullBackOff``
-        (as a container whose image cannot be pulled does in Kubernetes) until the pod is
-        deleted. The pod stays Pending rather than failing, so a replica set does not replace
-        it with another that cannot run either, once a second."""
+    def _unrunnable(self, containers: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+        """Containers that cannot start however long the agent retries, each with the
+        kubelet's waiting reason: no command (``ImagePullBackOff``: fleetlog pulls no image),
+        or an environment that cannot be made (``CreateContainerConfigError``: a ConfigMap or
+        Secret reference, kinds fleetlog does not store)."""
+        from core.pods.downward import ContainerConfigError, PodFacts, container_environment
+
+        facts = PodFacts(
+            manifest=self.manifest, pod_ip=None, host_ip=None, node_name=self.node,
+            node_allocatable=self._config.node_allocatable,
+        )  # fmt: skip
+        found = []
         for c in containers:
             name = c["name"]
-            message = (
-                f"container {name!r} has no command: fleetlog runs processes and cannot pull "
-                f"the image {c.get('image', '')!r}; give it a command (see the README, Images)"
-            )
+            if not c.get("command"):
+                found.append((name, "ImagePullBackOff", (
+                    f"container {name!r} has no command: fleetlog runs processes and cannot "
+                    f"pull the image {c.get('image', '')!r}; give it a command (see the README, "
+                    "Images)"
+                )))  # fmt: skip
+                continue
+            try:
+                container_environment(c, facts)
+            except ContainerConfigError as exc:
+                found.append((name, "CreateContainerConfigError", str(exc)))
+        return found
+
+    async def _cannot_run(self, containers: list[tuple[str, str, str]]) -> None:
+        """Containers that cannot start wait, with their reason (as a container whose image
+        cannot be pulled, or whose configuration cannot be made, waits in Kubernetes) until
+        the pod is deleted. The pod stays Pending rather than failing, so a replica set does
+        not replace it with another that cannot run either, once a second."""
+        for name, reason, message in containers:
             await self._record(f"waiting-{name}", functools.partial(
-                _wait, container=name, reason="ImagePullBackOff", message=message,
+                _wait, container=name, reason=reason, message=message,
                 node=self.node))  # fmt: skip
         await self._terminating.wait()
 
