@@ -532,6 +532,10 @@ async def test_a_reference_to_a_secret_is_a_container_config_error(net: Net) -> 
         )
 
     await eventually(refused)
-    assert not any(
-        c.spec.name == "main" and c.spec.pod_name == "secretive" for c in net.runtime.seen
-    )
+    assert not any(c.spec.pod_name == "secretive" for c in net.runtime.seen)
+    # It waits, as the kubelet's container does: the pod stays Pending, not Failed.
+    await net.projection.wait_for_log_end()
+    status = net.status("secretive")
+    assert status["phase"] == "Pending"
+    waiting = status["containerStatuses"][0]["state"]["waiting"]
+    assert waiting["reason"] == "CreateContainerConfigError"
