@@ -12,6 +12,7 @@ a command actually runs.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
@@ -63,6 +64,12 @@ def run(coroutine_fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]
             raise Failure(str(exc)) from None
         except KeyboardInterrupt:
             sys.exit(130)
+        except BrokenPipeError:
+            # The reader went away (``fleetlog events -o json | head``): stop quietly, as a
+            # Unix filter does, and keep Python from reporting the pipe once more at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)
 
     return wrapper
 

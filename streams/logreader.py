@@ -174,6 +174,11 @@ class _Done(Exception):
     """Raised inside the parser when the read reached its end."""
 
 
+class HandlerFailed(Exception):
+    """The caller's handler raised: not the connection's fault, so the read is not resumed and
+    the handler's own exception (``__cause__``) is what the caller gets."""
+
+
 class _ReadProtocol(asyncio.Protocol):
     """One connection: the NATS protocol as far as a pull read needs it."""
 
@@ -342,6 +347,10 @@ class BulkRead:
             try:
                 await self._read_once(resume=self.last_seq > 0)
                 return
+            except HandlerFailed as failed:
+                if failed.__cause__ is None:
+                    raise
+                raise failed.__cause__ from None
             except (ConnectionError, OSError) as exc:
                 if attempt == RESUME_ATTEMPTS:
                     raise LogReadError(f"reading {self._stream} failed: {exc}") from exc
@@ -372,7 +381,10 @@ class BulkRead:
             self.last_seq = seq
             self.delivered += 1
             if stored_ns >= from_ns:
-                handler(seq, subject.decode(), stored_ns, data)
+                try:
+                    handler(seq, subject.decode(), stored_ns, data)
+                except Exception as exc:
+                    raise HandlerFailed from exc
             if seq >= target or pending == 0:
                 raise _Done
             since_pull += 1

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from core.services.ranges import ServiceRanges
     from handlers.agent.dns import DNSOptions
     from handlers.agent.network import NetworkOptions
+    from streams.eventstore import EventStore
 
 FEATURE_GATES = click.option(
     "--feature-gates",
@@ -102,6 +103,28 @@ def _dns_options(address: str, domain: str) -> DNSOptions | None:
     if not domain.strip(". "):
         raise Failure("--cluster-domain must not be empty")
     return DNSOptions(address=address.strip(), domain=domain)
+
+
+async def _kube_dns_address(store: EventStore) -> str:
+    """``--cluster-dns auto``: the ClusterIP ``fleetlog up`` gave ``kube-system/kube-dns`` (in
+    whatever service range it was given), else the default range's tenth address, with a
+    warning (an agent may join before the cluster's first ``up``)."""
+    from core.services.ranges import DEFAULT_RANGES
+    from streams.subjects import event_subject
+
+    events = await store.read_subject(event_subject("Service", "kube-system", "kube-dns"))
+    for event in reversed(events):
+        manifest = event.envelope.payload.get("manifest") or {}
+        address = (manifest.get("spec") or {}).get("clusterIP")
+        if address:
+            return str(address)
+    fallback = DEFAULT_RANGES.cluster_ips.dns_ip
+    click.echo(
+        f"warning: no kube-system/kube-dns service yet: serving cluster DNS at {fallback} (the "
+        "default service range's); pass --cluster-dns to choose",
+        err=True,
+    )
+    return fallback
 
 
 def _feature_gates(values: tuple[str, ...]) -> FeatureGates:
@@ -275,10 +298,11 @@ def up(
 @click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between heartbeats.")
 @click.option(
     "--cluster-dns",
-    default="100.64.0.10",
+    default="auto",
     show_default=True,
-    help="Serve cluster DNS for this node's pods at this address (the kube-dns service's "
-    "ClusterIP, held on the pod bridge); '' serves none.",
+    help="Serve cluster DNS for this node's pods at this address (held on the pod bridge); "
+    "auto: the kube-system/kube-dns service's ClusterIP, as the cluster's `up` made it; '' "
+    "serves none.",
 )
 @click.option(
     "--cluster-domain", default="cluster.local", show_default=True, help="The cluster's domain."
@@ -303,7 +327,7 @@ async def agent(
 ) -> None:
     """Join this machine to a cluster as a node: run the pods bound to it as processes."""
     network = _network_options(pod_bridge, pod_network_prefix, no_pod_network)
-    dns = _dns_options(cluster_dns, cluster_domain)
+    dns = _dns_options("" if cluster_dns == "auto" else cluster_dns, cluster_domain)
     from handlers.agent.agent import NodeAgent
     from handlers.agent.node import NodeCapacity, default_node_name, machine_capacity
     from streams.connection import connect
@@ -318,6 +342,8 @@ async def agent(
     await ensure_streams(nc)  # idempotent: an agent may start before any `fleetlog up`
     try:
         async with EventStore(nc) as store:
+            if cluster_dns == "auto":
+                dns = _dns_options(await _kube_dns_address(store), cluster_domain)
             node_agent = NodeAgent(
                 nc, store, name=node, root=root or Path.home() / ".fleetlog" / "agent" / node,
                 capacity=capacity, labels=extra, heartbeat_seconds=heartbeat, network=network,

@@ -110,7 +110,8 @@ def test_service_traffic_through_a_killed_and_restarted_agent(
     )  # fmt: skip
     env = {**os.environ, "FLEETLOG_SERVER": cluster.server, "FLEETLOG_USER": "user:e2e"}
     # The node's own DNS server holds kube-dns' address (the range's tenth) on the bridge too;
-    # the proxy leaves that service to it.
+    # the proxy leaves that service to it. The agent finds that address itself (--cluster-dns
+    # auto): the kube-dns service `up` made in this range.
     cluster_dns = str(ipaddress.ip_network(service_cidr)[10])
     log_path = tmp_path / "agent.log"
     log = log_path.open("ab")
@@ -119,8 +120,7 @@ def test_service_traffic_through_a_killed_and_restarted_agent(
         return subprocess.Popen(
             [sys.executable, "-m", "ops", "agent", "--name", "e2e-node",
              "--root", str(cluster.data_dir / "agent"), "--heartbeat", "1",
-             "--pod-bridge", cluster.pod_bridge, "--pod-network-prefix", cluster.pod_prefix,
-             "--cluster-dns", cluster_dns],
+             "--pod-bridge", cluster.pod_bridge, "--pod-network-prefix", cluster.pod_prefix],
             env=env, stdout=log, stderr=log,
         )  # fmt: skip
 

@@ -200,3 +200,26 @@ async def test_describe_shows_what_the_workload_controllers_did(
         page = (await cli(url, "describe", "pod", pods[0])).stdout
         assert [row[1] for row in events_of(page)] == ["Scheduled", "Created", "Started"]
         assert events_of(page)[1][3] == "kubelet"  # the simulator plays the kubelet's part
+
+
+async def test_a_reader_that_goes_away_stops_the_output_quietly(
+    nats_server: Any, queries: None, client: CommandClient
+) -> None:
+    """``fleetlog events -o json | head -n 1``: the rest of the output has nowhere to go; the
+    command stops without a traceback, as a Unix filter does."""
+    import asyncio
+    import os
+    import sys
+
+    for index in range(300):
+        await client.send("Pod", "apply", {"manifest": pod(f"p{index}")})
+    env = {**os.environ, "FLEETLOG_SERVER": nats_server.url}
+    piped = await asyncio.create_subprocess_shell(
+        f"{sys.executable} -m ops events -o json | head -n 1",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(piped.communicate(), 60)
+    assert json.loads(out)["type"] == "NamespaceCreated" or json.loads(out)["seq"] == 1
+    assert err.decode() == ""
