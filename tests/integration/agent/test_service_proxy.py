@@ -334,7 +334,22 @@ async def test_least_request_prefers_the_idle_pod(svc: Services) -> None:
     try:
         # (Read in a thread: the proxy runs on this test's event loop.)
         busy = (await asyncio.to_thread(held.makefile().readline)).strip()
-        answers = await ask_many(cluster_ip, 80, 8)
+        port = (
+            svc.agent.proxy.port("default", "least", "http")
+            if svc.agent and svc.agent.proxy
+            else None
+        )
+        assert port is not None
+        answers = []
+        for _ in range(8):
+            answers.append(await asyncio.to_thread(ask, cluster_ip, 80))
+
+            # The proxy counts a connection in flight until it has seen the close: the next
+            # one must not start before that, or both pods have one and it is a tie.
+            async def only_the_held_one_in_flight() -> bool:
+                return sum(port.balancer.in_flight.values()) == 1
+
+            await eventually(only_the_held_one_in_flight)
         assert busy not in answers and len(set(answers)) == 1
     finally:
         held.close()
