@@ -29,6 +29,14 @@ if TYPE_CHECKING:
     from handlers.agent.network import NetworkOptions
     from streams.eventstore import EventStore
 
+MAX_PODS = click.option(
+    "--max-pods",
+    "--pods",
+    "pods",
+    default="110",
+    show_default=True,
+    help="Most pods the node runs (the kubelet's maxPods): its pods capacity.",
+)
 FEATURE_GATES = click.option(
     "--feature-gates",
     "feature_gates",
@@ -286,14 +294,7 @@ def up(
 )
 @click.option("--cpu", default=None, help="Declared cpu capacity (default: this machine's).")
 @click.option("--memory", default=None, help="Declared memory (default: this machine's).")
-@click.option(
-    "--max-pods",
-    "--pods",
-    "pods",
-    default="110",
-    show_default=True,
-    help="Most pods the node runs (the kubelet's maxPods): its pods capacity.",
-)
+@MAX_PODS
 @click.option("-l", "--label", "labels", multiple=True, help="Extra node label KEY=VALUE.")
 @click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between heartbeats.")
 @click.option(
@@ -394,14 +395,7 @@ async def _until_signal(
 @click.option("--prefix", default="sim-node", show_default=True, help="Node names: PREFIX-0 …")
 @click.option("--cpu", default="4", show_default=True)
 @click.option("--memory", default="32Gi", show_default=True)
-@click.option(
-    "--max-pods",
-    "--pods",
-    "pods",
-    default="110",
-    show_default=True,
-    help="Most pods the node runs (the kubelet's maxPods): its pods capacity.",
-)
+@MAX_PODS
 @click.option("--zones", default=3, show_default=True, help="Spread over this many zone labels.")
 @click.option("-l", "--label", "labels", multiple=True, help="Extra label KEY=VALUE.")
 @click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between heartbeats.")
