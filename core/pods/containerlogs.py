@@ -8,8 +8,11 @@ decided here, without files, clocks or a network, so tests can pin the rules dow
 * **Rotation, as the kubelet does** (``containerLogMaxSize`` 10Mi, ``containerLogMaxFiles`` 5,
   the number counting the live file): a live file that reached the maximum size is rotated;
   at most ``max_files - 1`` rotated files are kept, the oldest removed first
-  (:func:`plan_rotation`). A live file found far beyond the size keeps only its newest
-  ``max_size`` bytes: what is older would be the next file to be removed anyway.
+  (:func:`plan_rotation`). A live file found beyond the size keeps only its newest
+  ``max_size`` bytes in the rotated file. One found at twice the size or more is being
+  flooded (written faster than it can be rotated): it is emptied without a copy, since
+  copying a flood costs as much as writing it and the copy would be removed a few rotations
+  later; the older rotated files stay.
 * **Shipping, bounded per container** (:class:`ShippingLimits`, :func:`plan_shipping`): a
   token bucket caps the bytes a second one container ships, and at most ``backlog`` unshipped
   bytes of one output stream are kept waiting. What is beyond (or was rotated away before it
@@ -32,6 +35,8 @@ from core.meta.quantity import parse_quantity
 
 DEFAULT_MAX_SIZE = "10Mi"
 DEFAULT_MAX_FILES = 5
+FLOOD_FACTOR = 2
+"""A live file found at this many times the maximum size is emptied without a copy."""
 KEPT_INSTANCES = 2
 """Instances of one container whose files are kept: the current one and the previous."""
 
@@ -79,11 +84,16 @@ class ContainerLogPolicy:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rotation:
     """What to do with a live file of ``size`` bytes: copy its bytes ``[keep_from, size)``
-    into a new rotated file, empty it, and remove the rotated files numbered in ``remove``."""
+    into a new rotated file (none if that is empty), empty it, and remove the rotated files
+    numbered in ``remove``."""
 
     keep_from: int
     size: int
     remove: tuple[int, ...]
+
+    @property
+    def copies(self) -> bool:
+        return self.keep_from < self.size
 
 
 def plan_rotation(
@@ -93,6 +103,11 @@ def plan_rotation(
     files kept (oldest first); None while it is below the maximum size."""
     if size < policy.max_size:
         return None
+    if size >= FLOOD_FACTOR * policy.max_size:
+        keep = policy.max_files - 1  # no new file: the rotated ones stay as they are
+        return Rotation(
+            keep_from=size, size=size, remove=tuple(rotated[: max(0, len(rotated) - keep)])
+        )
     keep = policy.max_files - 2  # of the existing rotated files, beside the new one
     remove = tuple(rotated[: max(0, len(rotated) - keep)])
     return Rotation(keep_from=max(0, size - policy.max_size), size=size, remove=remove)

@@ -15,7 +15,8 @@ Rotation, copy-truncate style, as the kubelet bounds a container's log:
   while one keeps rotating) and, once it reached ``--container-log-max-size``, copies it to
   ``stdout.<n>`` (``copy_file_range``: in the kernel) and truncates it; the writer's next
   write lands at the new end, offset 0. Rotated files beyond ``--container-log-max-files - 1``
-  are removed, oldest first. The thread does not need the event loop (nor NATS): a busy
+  are removed, oldest first. A file found at twice the size or more (a flood) is emptied
+  without a copy. The thread does not need the event loop (nor NATS): a busy
   agent or an unreachable server does not stop rotation.
 * The price of copy-truncate: bytes written between the last size check and the truncation
   (microseconds) are lost, and a fast writer overshoots the size by what it writes between
@@ -215,6 +216,7 @@ class LogShipper:
         self.flush_timeout = flush_timeout
         self._tracked: dict[Path, _Tracked] = {}
         self._registry = threading.Lock()  # self._tracked is read by the rotation thread
+        self._rotating = threading.Lock()  # one rotation at a time (tests rotate too)
         self._wake = asyncio.Event()
         self.published = 0  # chunks acknowledged (including duplicates), for tests and stats
         self.dropped = 0  # bytes skipped and announced
@@ -289,6 +291,10 @@ class LogShipper:
         """Rotate every live file over the maximum size; True if one was."""
         with self._registry:
             tracked = list(self._tracked.values())
+        with self._rotating:
+            return self._rotate_all(tracked)
+
+    def _rotate_all(self, tracked: list[_Tracked]) -> bool:
         rotated = False
         for one in tracked:
             for stream in OUTPUT_STREAMS:
@@ -315,24 +321,30 @@ class LogShipper:
             )
             if plan is None:
                 return False
-            number = output.next_number  # only this thread changes the table
+            number = output.next_number  # only rotation changes the table
             target = directory / f"{stream}.{number}"
-            out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            out = (
+                os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                if plan.copies
+                else None
+            )
             try:
-                # The bulk outside the lock: the shipper does not know this file yet.
-                _copy(fd, out, plan.keep_from, size)
+                if out is not None:  # the bulk outside the lock: the shipper does not know it yet
+                    _copy(fd, out, plan.keep_from, size)
                 with tracked.lock:
                     # What was written meanwhile, then at once the truncation: only bytes
                     # written between this fstat and the truncation are lost.
                     now = os.fstat(fd).st_size
                     if now < size:  # someone else truncated it: leave it to them
-                        os.unlink(target)
+                        if out is not None:
+                            os.unlink(target)
                         return False
-                    _copy(fd, out, size, now)
-                    output.rotated.append([number, output.base + plan.keep_from,
-                                           now - plan.keep_from])  # fmt: skip
+                    if out is not None:
+                        _copy(fd, out, size, now)
+                        output.rotated.append([number, output.base + plan.keep_from,
+                                               now - plan.keep_from])  # fmt: skip
+                        output.next_number = number + 1
                     output.base += now
-                    output.next_number = number + 1
                     gone = [entry for entry in output.rotated if entry[0] in plan.remove]
                     output.rotated = [e for e in output.rotated if e[0] not in plan.remove]
                     tracked.save()
@@ -341,7 +353,8 @@ class LogShipper:
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(directory / f"{stream}.{entry[0]}")
             finally:
-                os.close(out)
+                if out is not None:
+                    os.close(out)
             self.rotations += 1
             return True
         finally:

@@ -183,14 +183,22 @@ async def test_rotated_output_is_read_back_whole_and_in_order(nc: Client, tmp_pa
     policy = ContainerLogPolicy(max_size=8 * 1024, max_files=3)
     shipper = LogShipper(nc, tmp_path, policy=policy, poll_interval=0.02)
     lines = [b"line %06d %s\n" % (i, b"x" * (i % 50)) for i in range(4_000)]
+    complete = 0  # bytes of whole lines written so far
+
+    async def caught_up() -> bool:  # rotation removes what is left unshipped too long
+        return shipper._tracked[directory].outputs["stdout"].offset >= complete
+
     async with running(shipper):
         shipper.track(instance(directory))
         for start in range(0, len(lines), 100):
             batch = b"".join(lines[start : start + 100])
             # Each write ends mid-line, so rotations cut lines in two; the reader joins them.
             append(stdout, batch[:-3])
+            complete += len(batch) - len(lines[start + 99])
+            await eventually(caught_up)
             await asyncio.to_thread(shipper.rotate_once)
             append(stdout, batch[-3:])
+            complete += len(lines[start + 99])
             await asyncio.sleep(0.01)
             kept = sorted(p.name for p in directory.iterdir() if p.name.startswith("stdout."))
             assert len(kept) <= policy.max_files - 1, kept

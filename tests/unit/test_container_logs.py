@@ -64,11 +64,19 @@ def test_a_file_rotates_once_it_reaches_the_size_keeping_files_minus_one_rotated
     assert plan_rotation(size=100, rotated=[4, 5, 6, 7], policy=policy).remove == (4, 5, 6)  # type: ignore[union-attr]
 
 
-def test_a_file_found_far_beyond_the_size_keeps_only_its_newest_max_size_bytes() -> None:
+def test_a_file_found_beyond_the_size_keeps_only_its_newest_max_size_bytes() -> None:
     policy = ContainerLogPolicy(max_size=100, max_files=2)
-    rotation = plan_rotation(size=1_000, rotated=[3], policy=policy)
-    assert rotation is not None
-    assert (rotation.keep_from, rotation.size, rotation.remove) == (900, 1_000, (3,))
+    rotation = plan_rotation(size=150, rotated=[3], policy=policy)
+    assert rotation is not None and rotation.copies
+    assert (rotation.keep_from, rotation.size, rotation.remove) == (50, 150, (3,))
+
+
+def test_a_flooded_file_is_emptied_without_a_copy_and_the_rotated_files_stay() -> None:
+    policy = ContainerLogPolicy(max_size=100, max_files=3)
+    rotation = plan_rotation(size=200, rotated=[1, 2], policy=policy)
+    assert rotation is not None and not rotation.copies
+    assert (rotation.keep_from, rotation.size, rotation.remove) == (200, 200, ())
+    assert plan_rotation(size=10_000, rotated=[1, 2, 3], policy=policy).remove == (1,)  # type: ignore[union-attr]
 
 
 LIMITS = ShippingLimits(rate=1_000, burst=4_000, backlog=10_000)
