@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import time
 from dataclasses import replace
@@ -71,6 +72,8 @@ REGISTER_ATTEMPTS = 5
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 QUARANTINE_REPORT_PAUSE_S = 5.0
 GARBAGE_PERIOD_S = 1.0
+STALE_INSTANCES_EVERY = 10
+"""Garbage passes between two looks for old instances (a listing per container of every pod)."""
 SHIPPING_GRACE_S = 10.0
 """How long a gone pod's files wait for the shipper to send what is left of its output."""
 
@@ -486,20 +489,24 @@ class NodeAgent:
         return wanted | {worker.uid for worker, _ in self._workers.values()} | self._releasing
 
     async def _collect_garbage(self) -> None:
+        passes = 0
         while True:
             checkpoint()
             try:
-                self.remove_garbage(time.monotonic())
+                self.remove_garbage(time.monotonic(), instances=passes % STALE_INSTANCES_EVERY == 0)
             except OSError as exc:
                 log.warning("agent.pod_files_left", error=str(exc))
+            passes += 1
             await asyncio.sleep(self.garbage_seconds)
 
-    def remove_garbage(self, now: float) -> list[str]:
-        """Remove the files of pods that are gone (see the module docstring) and the stale
-        instances of the others' containers; the uids of the pods whose files went."""
+    def remove_garbage(self, now: float, *, instances: bool = True) -> list[str]:
+        """Remove the files of pods that are gone (see the module docstring) and, with
+        ``instances``, the stale instances of the others' containers; the uids of the pods
+        whose files went."""
         pods = self.root / "pods"
         try:
-            present = {path.name for path in pods.iterdir() if path.is_dir()}
+            with os.scandir(pods) as entries:
+                present = {entry.name for entry in entries if entry.is_dir()}
         except FileNotFoundError:
             return []
         keep = self._busy() | {uid for uid, _ in self._adopted}
@@ -523,8 +530,9 @@ class NodeAgent:
             removed.append(uid)
             log.info("agent.pod_files_removed", pod_uid=uid)
         self._garbage_seen = {u: t for u, t in self._garbage_seen.items() if u in present}
-        for uid in present & keep:
-            self._remove_stale_instances(pods / uid)
+        if instances:
+            for uid in present & keep:
+                self._remove_stale_instances(pods / uid)
         return removed
 
     def _remove_stale_instances(self, pod: Path) -> None:

@@ -170,6 +170,10 @@ class _Tracked:
     allowance: Allowance | None = None
     lock: threading.RLock = field(default_factory=threading.RLock)
     """Held while the files' table changes (rotation thread) or is read with the files."""
+    paths: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.paths = {s: str(self.instance.directory / s) for s in OUTPUT_STREAMS}
 
     def state(self, finished: bool = False) -> dict[str, Any]:
         i = self.instance
@@ -307,8 +311,11 @@ class LogShipper:
 
     def _rotate(self, tracked: _Tracked, stream: str) -> bool:
         directory = tracked.instance.directory
-        if _size(directory / stream) < self.policy.max_size:
-            return False  # the common case: one stat, no open
+        try:  # the common case, for every file every 0.1 s: one stat of a ready-made path
+            if os.stat(tracked.paths[stream]).st_size < self.policy.max_size:
+                return False
+        except FileNotFoundError:
+            return False
         try:
             fd = os.open(directory / stream, os.O_RDWR)
         except FileNotFoundError:
