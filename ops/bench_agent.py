@@ -1,6 +1,6 @@
 """Benchmark of the node agent: how fast process pods start, and what the agent costs at idle.
 
-    python -m ops.bench_agent [--pods 100] [--idle 30] [--host-network]
+    python -m ops.bench_agent [--pods 100] [--idle 30] [--flood 10] [--host-network]
 
 Starts an embedded nats-server, a ``fleetlog up --no-agent`` (gateway, scheduler, controllers)
 and one ``fleetlog agent`` process with a declared capacity of 100 cpus, so the agent is
@@ -15,6 +15,12 @@ own, and removed at the end; ``--host-network`` runs the pods in the host networ
 Then it samples the agent process over ``--idle`` seconds with every pod running: cpu time
 (utime + stime from /proc) as a share of one core, and its resident memory. The pods are
 deleted at the end and the agent must stop every process.
+
+Then (``--flood SECONDS``, 0 skips it) one pod running ``yes``: the agent's cpu share while it
+runs, the bytes a second it ships to ``FLEET_LOGS``, the pod directory's peak size on disk
+(blocks, sampled every 50 ms) against the agent's rotation (``--container-log-max-size``, 10Mi
+and 5 files by default), and after the pod is deleted, how long until the stream stops growing
+and the pod's directory is gone.
 """
 
 from __future__ import annotations
@@ -80,6 +86,77 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def disk_bytes(directory: Path) -> int:
+    total = 0
+    for path in directory.rglob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            total += path.lstat().st_blocks * 512
+    return total
+
+
+async def logs_stored(nc: object) -> tuple[int, int]:
+    """(messages, bytes) in FLEET_LOGS."""
+    reply = await nc.request("$JS.API.STREAM.INFO.FLEET_LOGS", b"", timeout=5)  # type: ignore[attr-defined]
+    state = json.loads(reply.data)["state"]
+    return int(state["messages"]), int(state["bytes"])
+
+
+async def flood(
+    client: CommandClient, nc: object, *, agent: subprocess.Popen[bytes], root: Path,
+    seconds: float,
+) -> None:  # fmt: skip
+    """One ``yes`` pod: the agent's cost while it runs, what is shipped, what stays on disk."""
+    yes = shutil.which("yes") or "/usr/bin/yes"
+    manifest = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "flood", "namespace": "bench"},
+        "spec": {"containers": [{"name": "main", "image": "process", "command": [yes]}],
+                 "terminationGracePeriodSeconds": 2},
+    }  # fmt: skip
+    before = {p.name for p in (root / "pods").glob("*")} if (root / "pods").exists() else set()
+    await client.send("Pod", "apply", {"manifest": manifest})
+    deadline = time.monotonic() + 60
+    while not (new := {p.name for p in (root / "pods").glob("*")} - before):
+        assert time.monotonic() < deadline, "the yes pod did not start"
+        await asyncio.sleep(0.05)
+    directory = root / "pods" / new.pop()
+    await asyncio.sleep(1.0)  # past the first check of the rotation thread
+    _, shipped_before = await logs_stored(nc)
+    cpu_before, started = cpu_seconds(agent.pid), time.monotonic()
+    samples = []
+    while time.monotonic() - started < seconds:
+        samples.append(await asyncio.to_thread(disk_bytes, directory))
+        await asyncio.sleep(0.05)
+    elapsed = time.monotonic() - started
+    share = (cpu_seconds(agent.pid) - cpu_before) / elapsed
+    _, shipped_after = await logs_stored(nc)
+    print(
+        f"agent with one `yes` container: {share * 100:.1f} % of a core, ships "
+        f"{(shipped_after - shipped_before) / elapsed / 2**20:.2f} MiB/s; pod directory on disk "
+        f"p50 {statistics.median(samples) / 2**20:.0f} MiB, max {max(samples) / 2**20:.0f} MiB "
+        f"(over {elapsed:.0f} s)",
+        flush=True,
+    )
+    await client.send("Pod", "delete", {"name": "flood", "namespace": "bench"})
+    deleted = time.monotonic()
+    last, stable_since = await logs_stored(nc), time.monotonic()
+    while time.monotonic() - stable_since < 2.0:
+        await asyncio.sleep(0.1)
+        now = await logs_stored(nc)
+        if now != last:
+            last, stable_since = now, time.monotonic()
+        assert time.monotonic() - deleted < 120, "shipping did not stop"
+    stopped = stable_since - deleted
+    while directory.exists():
+        assert time.monotonic() - deleted < 120, "the pod's directory was not removed"
+        await asyncio.sleep(0.1)
+    print(
+        f"after the delete: shipping stopped within {stopped:.1f} s, the pod's directory was "
+        f"removed after {time.monotonic() - deleted:.1f} s",
+        flush=True,
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -238,6 +315,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 assert time.monotonic() < deadline, "the agent left pod networks behind"
                 await asyncio.sleep(0.5)
             print("every pod's process, namespace and veth removed", flush=True)
+            if args.flood > 0:
+                await flood(client, nc, agent=agent, root=workdir / "agent", seconds=args.flood)
         await nc.close()
     finally:
         for process in reversed(processes):
@@ -256,6 +335,9 @@ def main() -> None:
     )
     parser.add_argument("--pods", type=int, default=100)
     parser.add_argument("--idle", type=float, default=30.0)
+    parser.add_argument(
+        "--flood", type=float, default=10.0, help="seconds of a `yes` pod (0: none)"
+    )
     parser.add_argument(
         "--host-network", action="store_true", help="run the pods in the host network"
     )

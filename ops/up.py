@@ -33,6 +33,7 @@ from core.errors import FleetError
 from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.network.ranges import ClusterCIDR
 from core.nodes.lifecycle import DEFAULT_GRACE_SECONDS
+from core.pods.containerlogs import ContainerLogPolicy
 from core.scheduling.config import SchedulerConfiguration
 from core.services.ranges import DEFAULT_RANGES, ServiceRanges
 from core.workloads.creation_rate import DEFAULT_POD_CREATION_RATE, PodCreationRate
@@ -104,6 +105,9 @@ class UpOptions:
     service_ranges: ServiceRanges = DEFAULT_RANGES
     """Where ClusterIPs and node ports come from (``--service-cluster-ip-range``,
     ``--service-node-port-range``)."""
+    container_logs: ContainerLogPolicy = field(default_factory=ContainerLogPolicy)
+    """How the local agent rotates container output (``--container-log-max-size``,
+    ``--container-log-max-files``)."""
 
 
 async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
@@ -140,6 +144,7 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                 cluster_cidr=options.cluster_cidr,
                 pod_network=options.pod_network,
                 service_ranges=options.service_ranges,
+                container_logs=options.container_logs,
             )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -165,6 +170,7 @@ async def serve(
     cluster_cidr: ClusterCIDR | None = None,
     pod_network: NetworkOptions | None = None,
     service_ranges: ServiceRanges = DEFAULT_RANGES,
+    container_logs: ContainerLogPolicy | None = None,
 ) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set;
     with ``agent_root``, a node agent for this machine (its containers live there); with
@@ -173,7 +179,8 @@ async def serve(
     ``scheduler_config``, what a KubeSchedulerConfiguration file set for the scheduler;
     ``cluster_cidr``, the range the node IPAM controller gives each node a slice of;
     ``pod_network``, how the local agent builds its pods' networks;
-    ``service_ranges``, where the gateway allocates services' addresses and node ports."""
+    ``service_ranges``, where the gateway allocates services' addresses and node ports;
+    ``container_logs``, how the local agent rotates container output."""
     nc = await connect(url, name="fleetlog-up")
     try:
         await ensure_streams(nc)
@@ -247,6 +254,7 @@ async def serve(
                             nc, store, name=node_name or default_node_name(), root=agent_root,
                             network=pod_network,
                             dns=DNSOptions(address=service_ranges.cluster_ips.dns_ip),
+                            container_logs=container_logs,
                         )  # fmt: skip
                         roles.append(tasks.create_task(local.run()))
                     log.info("fleetlog.up", url=url, position=projection.position)

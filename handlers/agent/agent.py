@@ -21,12 +21,22 @@ Service traffic (``proxy.py``, kube-proxy's job) runs beside the pods as a task 
 follows Services and EndpointSlices and forwards ClusterIP and NodePort connections to ready
 endpoints. It starts after the agent is ready and costs nothing on the pods' paths; it stops
 (removing its addresses, listeners and rules) when the agent does.
+
+Container output is rotated and shipped by ``logship.py`` (``containerLogMaxSize`` and
+``containerLogMaxFiles`` as the kubelet's). A pod's files (``<root>/pods/<uid>``: its containers'
+output, working directories and state) are removed as the kubelet's garbage collection removes
+them: once the pod object is gone and nothing of it runs here any more (a Succeeded or Failed pod
+keeps them until it is deleted, so its logs stay readable); of a running pod's container, the
+newest two instances keep theirs. A pass every second, at start too: a restarted agent removes
+what pods deleted meanwhile left, never the directory of a container it adopted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +46,7 @@ from nats.aio.client import Client
 
 from core.meta.quantity import resource_amount
 from core.nodes.status import assigned_pod_cidr
+from core.pods.containerlogs import ContainerLogPolicy, ShippingLimits, stale_instances
 from handlers.agent.dns import ClusterAddress, ClusterDNS, DNSOptions
 from handlers.agent.network import NetworkOptions, detect
 from handlers.agent.node import NodeCapacity, NodeCondition, NodeDeclaration, machine_capacity
@@ -60,6 +71,11 @@ DEFAULT_USAGE_S = 10.0
 REGISTER_ATTEMPTS = 5
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 QUARANTINE_REPORT_PAUSE_S = 5.0
+GARBAGE_PERIOD_S = 1.0
+STALE_INSTANCES_EVERY = 10
+"""Garbage passes between two looks for old instances (a listing per container of every pod)."""
+SHIPPING_GRACE_S = 10.0
+"""How long a gone pod's files wait for the shipper to send what is left of its output."""
 
 
 class NodeAgent:
@@ -80,11 +96,17 @@ class NodeAgent:
         pod_network: PodNetwork | None = None,
         dns: DNSOptions | None = None,
         services: bool = True,
+        container_logs: ContainerLogPolicy | None = None,
+        log_shipping: ShippingLimits | None = None,
+        garbage_seconds: float = GARBAGE_PERIOD_S,
     ) -> None:
         """``runtime`` defaults to processes on this machine (``handlers.agent.runtime``);
         ``pod_network`` to what :func:`handlers.agent.network.detect` finds the machine allows,
         named and enabled as ``network`` says; with ``dns``, the node serves cluster DNS;
-        ``services``: whether this node forwards service traffic (its service proxy)."""
+        ``services``: whether this node forwards service traffic (its service proxy);
+        ``container_logs``: rotation (the kubelet's 10Mi and 5 files if None);
+        ``log_shipping``: what one container may ship (``core.pods.containerlogs``' defaults
+        if None)."""
         from handlers.agent.logship import LogShipper
         from handlers.agent.runtime import ProcessRuntime
 
@@ -104,7 +126,10 @@ class NodeAgent:
         self.usage_seconds = usage_seconds
         self._cpu_seen: dict[tuple[str, str, int], tuple[int, int]] = {}
         self.runtime: ContainerRuntime = runtime if runtime is not None else ProcessRuntime(root)
-        self.shipper = LogShipper(nc, root)
+        self.shipper = LogShipper(nc, root, policy=container_logs, limits=log_shipping)
+        self.garbage_seconds = garbage_seconds
+        self._garbage_seen: dict[str, float] = {}
+        """Gone pods (by uid) whose files wait for the shipper, since when (monotonic)."""
         self.projection = Projection(ClusterModel(), store, filter_subject=event_filter("Pod"))
         self.projection.listeners.append(lambda event: self._wake.set())
         self.network_options = network or NetworkOptions()
@@ -236,6 +261,7 @@ class NodeAgent:
                 tasks.create_task(self._sample_usage())
                 tasks.create_task(self._follow_node())
                 tasks.create_task(self._report_quarantine())
+                tasks.create_task(self._collect_garbage())
                 if self.cluster_dns is not None:
                     tasks.create_task(self._hold_dns_address(self.cluster_dns))
                 if self._services:
@@ -419,7 +445,10 @@ class NodeAgent:
                 shipper=self.shipper, network=self.network, config=self.config, adopted=adopted,
                 resolvers=self.resolvers,
             )  # fmt: skip
-            self._workers[key] = (worker, tasks.create_task(worker.run()))
+            task = tasks.create_task(worker.run())
+            # Its end is news too: the pod's files may go once it has stopped everything.
+            task.add_done_callback(lambda _: self._wake.set())
+            self._workers[key] = (worker, task)
         # Containers found running at start-up whose pod is no longer bound here: stop them,
         # then remove their pod's network.
         wanted = {record.uid for record in desired.values()}
@@ -459,6 +488,79 @@ class NodeAgent:
             wanted = {record.uid for record in self.bound_here().values()}
         return wanted | {worker.uid for worker, _ in self._workers.values()} | self._releasing
 
+    async def _collect_garbage(self) -> None:
+        passes = 0
+        while True:
+            checkpoint()
+            try:
+                self.remove_garbage(time.monotonic(), instances=passes % STALE_INSTANCES_EVERY == 0)
+            except OSError as exc:
+                log.warning("agent.pod_files_left", error=str(exc))
+            passes += 1
+            await asyncio.sleep(self.garbage_seconds)
+
+    def remove_garbage(self, now: float, *, instances: bool = True) -> list[str]:
+        """Remove the files of pods that are gone (see the module docstring) and, with
+        ``instances``, the stale instances of the others' containers; the uids of the pods
+        whose files went."""
+        pods = self.root / "pods"
+        try:
+            with os.scandir(pods) as entries:
+                present = {entry.name for entry in entries if entry.is_dir()}
+        except FileNotFoundError:
+            return []
+        keep = self._busy() | {uid for uid, _ in self._adopted}
+        candidates = present - keep
+        if candidates:
+            keep |= {
+                record.uid
+                for record in self.projection.model.list("Pod")
+                if (record.manifest.get("spec") or {}).get("nodeName") == self.name
+            }
+        removed = []
+        for uid in sorted(present - keep):
+            directory = pods / uid
+            if _holds_containers(directory):
+                continue  # the runtime still knows a container there: never pull it away
+            since = self._garbage_seen.setdefault(uid, now)
+            if self.shipper.tracks_under(directory) and now - since < SHIPPING_GRACE_S:
+                continue
+            shutil.rmtree(directory, ignore_errors=True)
+            self._garbage_seen.pop(uid, None)
+            removed.append(uid)
+            log.info("agent.pod_files_removed", pod_uid=uid)
+        self._garbage_seen = {u: t for u, t in self._garbage_seen.items() if u in present}
+        if instances:
+            for uid in present & keep:
+                self._remove_stale_instances(pods / uid)
+        return removed
+
+    def _remove_stale_instances(self, pod: Path) -> None:
+        """Of each container of a pod, the instances older than the newest two (whose output
+        has been shipped and whose process is gone)."""
+        for container in pod.iterdir():
+            if not container.is_dir():
+                continue
+            instances = {int(p.name): p for p in container.iterdir() if p.name.isdigit()}
+            for restart in stale_instances(instances):
+                directory = instances[restart]
+                if _holds_containers(directory, instance=True):
+                    continue
+                if self.shipper.tracks_under(directory):
+                    continue
+                shutil.rmtree(directory, ignore_errors=True)
+
     def workers(self) -> list[PodWorker]:
         """The pod workers now (a copy: callers await between items while pods come and go)."""
         return [worker for worker, _ in self._workers.values()]
+
+
+def _holds_containers(directory: Path, *, instance: bool = False) -> bool:
+    """Whether a container the runtime has not removed yet has its state in ``directory`` (a
+    pod's, or with ``instance`` one instance's): ``container.json``, written at start, removed
+    when the instance is removed. (Not a recursive walk: working directories may be big.)"""
+    from handlers.agent.runtime import STATE_FILE
+
+    if instance:
+        return (directory / STATE_FILE).exists()
+    return any(directory.glob(f"*/*/{STATE_FILE}"))

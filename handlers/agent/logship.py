@@ -1,25 +1,54 @@
-"""Ships container output from the node's disk to the ``FLEET_LOGS`` stream.
+"""Rotates container output on the node's disk and ships it to the ``FLEET_LOGS`` stream.
 
 Why this exists: the runtime writes each container instance's output to
 ``<root>/pods/<pod_uid>/<container>/<restart_count>/stdout`` and ``…/stderr``, which only this
 node can read; ``fleetlog logs`` must work from anywhere, and after the node is gone. The
 shipper tails those files (one loop polling every ~0.2 s, woken early when a container exits)
-and publishes complete lines in chunks of at most 32 KiB (``streams.telemetry``).
+and publishes complete lines in chunks of at most 32 KiB (``streams.telemetry``). And since a
+container may write as fast as the disk takes it, both the files and the shipping are bounded
+(the rules: :mod:`core.pods.containerlogs`).
+
+Rotation, copy-truncate style, as the kubelet bounds a container's log:
+
+* The container writes to ``stdout`` with ``O_APPEND`` and never reopens it, so a file cannot
+  be renamed under it. A rotation thread checks each live file (a stat every 0.1 s; every 20 ms
+  while one keeps rotating) and, once it reached ``--container-log-max-size``, copies it to
+  ``stdout.<n>`` (``copy_file_range``: in the kernel) and truncates it; the writer's next
+  write lands at the new end, offset 0. Rotated files beyond ``--container-log-max-files - 1``
+  are removed, oldest first. A file found at twice the size or more (a flood) is emptied
+  without a copy. The thread does not need the event loop (nor NATS): a busy
+  agent or an unreachable server does not stop rotation.
+* The price of copy-truncate: bytes written between the last size check and the truncation
+  (microseconds) are lost, and a fast writer overshoots the size by what it writes between
+  two checks. docs/architecture.md has the costs measured.
+
+Positions are logical (bytes of the stream since the instance started, across rotations):
+``.shipped.json`` keeps, per stream, the logical start of the live file and the rotated files
+kept (number, logical start, length), so a position names the same byte before and after a
+rotation, and offsets on the wire only grow.
+
+Shipping, bounded per container: a token bucket (1 MiB/s after a 4 MiB burst, stdout and stderr
+together) and at most 4 MiB of one stream waiting. Output beyond that, or rotated away before
+it was shipped, is skipped, and the reader sees ``[fleetlog: N bytes of output dropped]`` in
+its place. A container writing as fast as it can is therefore shipped a few seconds behind at
+most, and its pod's shipping ends seconds after the pod is deleted.
 
 Delivery is at-least-once with the duplicates removed:
 
 * Every chunk carries ``Nats-Msg-Id: <uid>:<container>:<restart>:<stream>:<offset>``.
 * The shipper keeps its position in ``.shipped.json`` beside the files. Before publishing, it
-  records the chunk boundaries it is about to send; after the acks, the new offsets. An agent
-  that dies in between resends exactly the same chunks (same boundaries, same Msg-Ids), so
-  JetStream drops them inside its duplicate window and the reader drops them after it.
+  records the chunk boundaries it is about to send (and a drop about to be announced); after
+  the acks, the new offsets. An agent that dies in between resends exactly the same chunks
+  (same boundaries, same Msg-Ids), so JetStream drops them inside its duplicate window and the
+  reader drops them after it.
 * ``.shipped.json`` also names the pod, so a restarted agent resumes every unfinished instance
   under ``<root>`` on its own; the agent's ``track`` calls for adopted containers are then
   no-ops.
 
 An unfinished last line waits for its newline; when the container has exited (``finish``) it
-is shipped with a newline added. File I/O is small (a stat per file per pass, reads of at most
-1 MiB) and done on the event loop.
+is shipped with a newline added. A line cut by a rotation is shipped in two pieces marked
+partial, which the reader joins. File I/O on the event loop is small (a stat per file per
+pass, reads of at most 1 MiB).
 """
 
 from __future__ import annotations
@@ -28,6 +57,8 @@ import asyncio
 import contextlib
 import json
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +66,16 @@ from typing import Any
 import structlog
 from nats.aio.client import Client
 
+from core.pods.containerlogs import (
+    Allowance,
+    ContainerLogPolicy,
+    ShippingLimits,
+    dropped_marker,
+    plan_rotation,
+    plan_shipping,
+    refill,
+    spend,
+)
 from streams import jsapi
 from streams.cancellation import checkpoint
 from streams.telemetry import MAX_CHUNK_BYTES, OUTPUT_STREAMS, log_headers, log_subject, plan_chunks
@@ -43,6 +84,8 @@ log = structlog.get_logger(__name__)
 
 STATE_FILE = ".shipped.json"
 DEFAULT_POLL_S = 0.2
+ROTATE_IDLE_S = 0.1
+ROTATE_HOT_S = 0.02
 READ_LIMIT = 1024 * 1024
 
 
@@ -59,15 +102,78 @@ class ContainerInstance:
 
 
 @dataclass
+class _Output:
+    """One output stream of an instance: its files and how far it is shipped (logical)."""
+
+    offset: int = 0
+    """Shipped (or announced as dropped) up to here."""
+    pending: list[int] = field(default_factory=list)
+    """Chunk ends chosen (and persisted) but not yet acknowledged."""
+    dropped_to: int | None = None
+    """A drop of ``[offset, dropped_to)`` chosen but not yet announced."""
+    base: int = 0
+    """Where the live file's first byte is."""
+    rotated: list[list[int]] = field(default_factory=list)
+    """``[number, start, length]`` of each rotated file kept, oldest first."""
+    next_number: int = 1
+    mid_line: bool = False
+    """The last chunk shipped ended inside a line (kept in memory only)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "offset": self.offset,
+            "pending": self.pending,
+            "dropped_to": self.dropped_to,
+            "base": self.base,
+            "rotated": self.rotated,
+            "next_number": self.next_number,
+        }
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any]) -> _Output:
+        dropped_to = saved.get("dropped_to")
+        return cls(
+            offset=int(saved.get("offset", 0)),
+            pending=[int(end) for end in saved.get("pending", [])],
+            dropped_to=int(dropped_to) if dropped_to is not None else None,
+            base=int(saved.get("base", 0)),
+            rotated=[[int(n), int(s), int(length)] for n, s, length in saved.get("rotated", [])],
+            next_number=int(saved.get("next_number", 1)),
+        )
+
+    def available(self, position: int) -> int:
+        """The first byte at or after ``position`` still on disk."""
+        for _, start, length in self.rotated:
+            if position < start:
+                return start
+            if position < start + length:
+                return position
+        return max(position, self.base)
+
+    def segment(self, position: int) -> tuple[str, int, int | None]:
+        """(file name suffix, position in that file, logical end of that file or None for the
+        live file) of the byte at ``position`` (which :meth:`available` returned)."""
+        for number, start, length in self.rotated:
+            if start <= position < start + length:
+                return f".{number}", position - start, start + length
+        return "", position - self.base, None
+
+
+@dataclass
 class _Tracked:
     instance: ContainerInstance
-    offsets: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTPUT_STREAMS, 0))
-    # Absolute chunk ends chosen (and persisted) but not yet acknowledged, per stream.
-    pending: dict[str, list[int]] = field(
-        default_factory=lambda: {stream: [] for stream in OUTPUT_STREAMS}
+    outputs: dict[str, _Output] = field(
+        default_factory=lambda: {stream: _Output() for stream in OUTPUT_STREAMS}
     )
     finishing: bool = False
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    allowance: Allowance | None = None
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    """Held while the files' table changes (rotation thread) or is read with the files."""
+    paths: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.paths = {s: str(self.instance.directory / s) for s in OUTPUT_STREAMS}
 
     def state(self, finished: bool = False) -> dict[str, Any]:
         i = self.instance
@@ -77,24 +183,28 @@ class _Tracked:
             "pod_uid": i.pod_uid,
             "container": i.container,
             "restart_count": i.restart_count,
-            "streams": {
-                s: {"offset": self.offsets[s], "pending": self.pending[s]} for s in OUTPUT_STREAMS
-            },
+            "streams": {s: self.outputs[s].as_json() for s in OUTPUT_STREAMS},
             "finished": finished,
         }
 
+    def save(self, finished: bool = False) -> None:
+        with self.lock:
+            _save(self.instance.directory, self.state(finished))
+
 
 class LogShipper:
-    """Tails the output files of the container instances it is told about; see the module
-    docstring. Call :meth:`track` when an instance starts, :meth:`finish` once it has exited
-    (the pod workers' :class:`handlers.agent.seams.LogSink`), and run :meth:`run` for as long
-    as the agent runs."""
+    """Rotates and tails the output files of the container instances it is told about; see
+    the module docstring. Call :meth:`track` when an instance starts, :meth:`finish` once it
+    has exited (the pod workers' :class:`handlers.agent.seams.LogSink`), and run :meth:`run`
+    for as long as the agent runs."""
 
     def __init__(
         self,
         nc: Client,
         root: Path,
         *,
+        policy: ContainerLogPolicy | None = None,
+        limits: ShippingLimits | None = None,
         poll_interval: float = DEFAULT_POLL_S,
         chunk_bytes: int = MAX_CHUNK_BYTES,
         publish_timeout: float = 5.0,
@@ -102,13 +212,19 @@ class LogShipper:
     ) -> None:
         self._js = jsapi.jetstream(nc)
         self.root = Path(root)
+        self.policy = policy or ContainerLogPolicy()
+        self.limits = limits or ShippingLimits()
         self.poll_interval = poll_interval
         self.chunk_bytes = chunk_bytes
         self.publish_timeout = publish_timeout
         self.flush_timeout = flush_timeout
         self._tracked: dict[Path, _Tracked] = {}
+        self._registry = threading.Lock()  # self._tracked is read by the rotation thread
+        self._rotating = threading.Lock()  # one rotation at a time (tests rotate too)
         self._wake = asyncio.Event()
         self.published = 0  # chunks acknowledged (including duplicates), for tests and stats
+        self.dropped = 0  # bytes skipped and announced
+        self.rotations = 0
 
     # -- what the agent calls ------------------------------------------------------------------
 
@@ -128,9 +244,20 @@ class LogShipper:
         self._wake.set()
         return future
 
+    def tracks_under(self, directory: Path) -> bool:
+        """Whether some instance under ``directory`` (a pod's) is still being shipped."""
+        with self._registry:
+            return any(path.is_relative_to(directory) for path in self._tracked)
+
     async def run(self) -> None:
-        """Ship until cancelled; on cancellation, one last pass (bounded by ``flush_timeout``)."""
+        """Ship (and rotate, in a thread of its own) until cancelled; on cancellation, one
+        last pass (bounded by ``flush_timeout``)."""
         self.resume_all()
+        stop = threading.Event()
+        rotator = threading.Thread(
+            target=self._rotate_until, args=(stop,), name="fleetlog-logrotate", daemon=True
+        )
+        rotator.start()
         try:
             while True:
                 checkpoint()
@@ -148,10 +275,99 @@ class LogShipper:
                     await self.ship_once()
             raise
         finally:
+            stop.set()
+            await asyncio.to_thread(rotator.join, 5.0)
             for tracked in self._tracked.values():
                 _release(tracked)
 
-    # -- the work ------------------------------------------------------------------------------
+    # -- rotation (its own thread) -------------------------------------------------------------
+
+    def _rotate_until(self, stop: threading.Event) -> None:
+        interval = ROTATE_IDLE_S
+        while not stop.wait(interval):
+            try:
+                interval = ROTATE_HOT_S if self.rotate_once() else ROTATE_IDLE_S
+            except Exception as exc:  # never let the thread die: the disk would fill
+                log.error("logship.rotation_failed", error=repr(exc))
+                interval = ROTATE_IDLE_S
+
+    def rotate_once(self) -> bool:
+        """Rotate every live file over the maximum size; True if one was."""
+        with self._registry:
+            tracked = list(self._tracked.values())
+        with self._rotating:
+            return self._rotate_all(tracked)
+
+    def _rotate_all(self, tracked: list[_Tracked]) -> bool:
+        rotated = False
+        for one in tracked:
+            for stream in OUTPUT_STREAMS:
+                try:
+                    rotated = self._rotate(one, stream) or rotated
+                except OSError as exc:
+                    log.warning("logship.rotate_failed", directory=str(one.instance.directory),
+                                stream=stream, error=str(exc))  # fmt: skip
+        return rotated
+
+    def _rotate(self, tracked: _Tracked, stream: str) -> bool:
+        directory = tracked.instance.directory
+        try:  # the common case, for every file every 0.1 s: one stat of a ready-made path
+            if os.stat(tracked.paths[stream]).st_size < self.policy.max_size:
+                return False
+        except FileNotFoundError:
+            return False
+        try:
+            fd = os.open(directory / stream, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            size = os.fstat(fd).st_size
+            output = tracked.outputs[stream]
+            plan = plan_rotation(
+                size=size, rotated=[n for n, _, _ in output.rotated], policy=self.policy
+            )
+            if plan is None:
+                return False
+            number = output.next_number  # only rotation changes the table
+            target = directory / f"{stream}.{number}"
+            out = (
+                os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                if plan.copies
+                else None
+            )
+            try:
+                if out is not None:  # the bulk outside the lock: the shipper does not know it yet
+                    _copy(fd, out, plan.keep_from, size)
+                with tracked.lock:
+                    # What was written meanwhile, then at once the truncation: only bytes
+                    # written between this fstat and the truncation are lost.
+                    now = os.fstat(fd).st_size
+                    if now < size:  # someone else truncated it: leave it to them
+                        if out is not None:
+                            os.unlink(target)
+                        return False
+                    if out is not None:
+                        _copy(fd, out, size, now)
+                        output.rotated.append([number, output.base + plan.keep_from,
+                                               now - plan.keep_from])  # fmt: skip
+                        output.next_number = number + 1
+                    output.base += now
+                    gone = [entry for entry in output.rotated if entry[0] in plan.remove]
+                    output.rotated = [e for e in output.rotated if e[0] not in plan.remove]
+                    tracked.save()
+                    os.ftruncate(fd, 0)
+                    for entry in gone:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(directory / f"{stream}.{entry[0]}")
+            finally:
+                if out is not None:
+                    os.close(out)
+            self.rotations += 1
+            return True
+        finally:
+            os.close(fd)
+
+    # -- shipping ------------------------------------------------------------------------------
 
     def resume_all(self) -> int:
         """Track every unfinished instance found under ``<root>/pods`` (after an agent restart);
@@ -181,8 +397,8 @@ class LogShipper:
         return found
 
     async def ship_once(self) -> bool:
-        """One pass over every tracked instance; True if some file had more than one read's
-        worth of output waiting (the caller should pass again at once)."""
+        """One pass over every tracked instance; True if some file had more output waiting
+        that its container's allowance lets through now (the caller should pass again)."""
         busy = False
         for directory, tracked in list(self._tracked.items()):
             if not directory.is_dir():
@@ -196,7 +412,8 @@ class LogShipper:
                 continue
             busy = busy or more
             if complete and tracked.finishing:
-                _save(directory, tracked.state(finished=True))
+                with contextlib.suppress(OSError):  # removed meanwhile: nothing left to say
+                    tracked.save(finished=True)
                 self._drop(tracked)
                 log.debug("logship.finished", directory=str(directory))
         return busy
@@ -210,19 +427,19 @@ class LogShipper:
         try:
             state = json.loads(state_path.read_text())
             for stream in OUTPUT_STREAMS:
-                saved = state["streams"].get(stream) or {}
-                tracked.offsets[stream] = int(saved.get("offset", 0))
-                tracked.pending[stream] = [int(end) for end in saved.get("pending", [])]
+                tracked.outputs[stream] = _Output.from_json(state["streams"].get(stream) or {})
         except FileNotFoundError:
             with contextlib.suppress(OSError):
-                _save(instance.directory, tracked.state())
+                tracked.save()
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("logship.state_unreadable", path=str(state_path), error=str(exc))
-        self._tracked[instance.directory] = tracked
+        with self._registry:
+            self._tracked[instance.directory] = tracked
         return tracked
 
     def _drop(self, tracked: _Tracked) -> None:
-        self._tracked.pop(tracked.instance.directory, None)
+        with self._registry:
+            self._tracked.pop(tracked.instance.directory, None)
         _release(tracked)
 
     async def _ship(self, tracked: _Tracked) -> tuple[bool, bool]:
@@ -235,68 +452,123 @@ class LogShipper:
             complete = complete and stream_complete
         return more, complete
 
+    def _plan(self, tracked: _Tracked, stream: str) -> tuple[bool, bool]:
+        """Choose what to send next (a drop to announce, chunk ends) and persist it; returns
+        (more output is waiting, everything up to EOF is shipped)."""
+        output = tracked.outputs[stream]
+        directory = tracked.instance.directory
+        size = _size(directory / stream)
+        if output.offset - output.base > size:
+            # Truncated by someone else: what it holds now comes after what was shipped.
+            log.warning("logship.file_shrank", path=str(directory / stream), size=size,
+                        offset=output.offset - output.base)  # fmt: skip
+            output.base = output.offset
+        end = output.base + size
+        if end == output.offset:
+            return False, True
+        tracked.allowance = refill(tracked.allowance, now=time.monotonic(), limits=self.limits)
+        budget = min(int(tracked.allowance.tokens), READ_LIMIT)
+        plan = plan_shipping(
+            position=output.offset, end=end, oldest=output.available(output.offset),
+            budget=budget, limits=self.limits,
+        )  # fmt: skip
+        # Skips may land where a rotation kept only a file's newest bytes: on from what is kept.
+        start = output.available(plan.start)
+        until = min(end, start + budget)
+        if budget < min(self.chunk_bytes, end - start):
+            return False, False  # the allowance refills while the loop sleeps
+        name, at, segment_end = output.segment(start)
+        limit = until - start if segment_end is None else min(until, segment_end) - start
+        path = directory / f"{stream}{name}"
+        data = _read(path, at, limit)
+        if start > output.offset and at > 0 and _read(path, at - 1, 1) != b"\n":
+            # Resume at the start of a line, not in the middle of one.
+            newline = data.find(b"\n", 0, self.chunk_bytes)
+            if newline != -1:
+                data, start = data[newline + 1 :], start + newline + 1
+        at_eof = segment_end is None and start + len(data) >= end
+        cut = segment_end is not None and start + len(data) >= segment_end
+        ends = plan_chunks(
+            data, limit=self.chunk_bytes, final=cut or (tracked.finishing and at_eof)
+        )
+        if start > output.offset:
+            output.dropped_to = start
+        elif not ends:
+            return until < end, False  # only an unfinished line so far
+        output.pending = [start + e for e in ends]
+        tracked.save()  # the boundaries, before sending
+        return until < end or not at_eof, False
+
     async def _ship_stream(self, tracked: _Tracked, stream: str) -> tuple[bool, bool]:
         instance = tracked.instance
-        path = instance.directory / stream
-        offset = tracked.offsets[stream]
-        pending = tracked.pending[stream]
+        output = tracked.outputs[stream]
         more = False
-        data: bytes | None = None
-        if not pending:
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                return False, True
-            if size < offset:
-                log.warning("logship.file_shrank", path=str(path), size=size, offset=offset)
-                offset = tracked.offsets[stream] = 0
-            if size == offset:
-                return False, True
-            data = _read(path, offset, min(size - offset, READ_LIMIT))
-            at_eof = offset + len(data) >= size
-            more = not at_eof
-            ends = plan_chunks(data, limit=self.chunk_bytes, final=tracked.finishing and at_eof)
-            if not ends:
-                return more, False  # only an unfinished line so far
-            pending[:] = [offset + end for end in ends]
-            _save(instance.directory, tracked.state())  # the boundaries, before sending
-        if data is None:
-            data = _read(path, offset, pending[-1] - offset)
-        base = offset
+        with tracked.lock:
+            if not output.pending and output.dropped_to is None:
+                more, complete = self._plan(tracked, stream)
+                if complete or (not output.pending and output.dropped_to is None):
+                    return more, complete
+            begin = output.dropped_to if output.dropped_to is not None else output.offset
+            name, at, segment_end = output.segment(begin)
+            data = b""
+            if output.pending:
+                data = _read(instance.directory / f"{stream}{name}", at, output.pending[-1] - begin)
+                if len(data) < output.pending[-1] - begin:
+                    # Rotated away before it could be resent: announce it as dropped instead.
+                    output.pending = []
+                    output.dropped_to = max(begin, output.available(begin))
+                    data = b""
         subject = log_subject(instance.namespace, instance.pod, instance.container)
         try:
-            while pending:
-                end = pending[0]
-                chunk = data[offset - base : end - base]
-                partial = not chunk.endswith(b"\n") and len(chunk) >= self.chunk_bytes
-                if not chunk.endswith(b"\n") and not partial:
+            if output.dropped_to is not None:
+                count = output.dropped_to - output.offset
+                marker = dropped_marker(count, mid_line=output.mid_line)
+                await self._publish(tracked, subject, stream, output.offset, marker, partial=False)
+                log.info("logship.dropped", directory=str(instance.directory), stream=stream,
+                         bytes=count)  # fmt: skip
+                self.dropped += count
+                with tracked.lock:
+                    output.offset, output.dropped_to = output.dropped_to, None
+                    output.mid_line = False
+            base = output.offset
+            while output.pending:
+                end = output.pending[0]
+                chunk = data[output.offset - base : end - base]
+                newline = chunk.endswith(b"\n")
+                partial = not newline and (len(chunk) >= self.chunk_bytes or end == segment_end)
+                if not newline and not partial:
                     chunk += b"\n"  # the unfinished last line of an exited container
-                headers = log_headers(
-                    pod_uid=instance.pod_uid,
-                    restart=instance.restart_count,
-                    stream=stream,
-                    offset=offset,
-                    data=chunk,
-                    partial=partial,
-                )
-                headers["Nats-Msg-Id"] = (
-                    f"{instance.pod_uid}:{instance.container}:{instance.restart_count}:"
-                    f"{stream}:{offset}"
-                )
-                await self._js.publish(
-                    subject, chunk, timeout=self.publish_timeout, headers=headers
-                )
-                self.published += 1
-                pending.pop(0)
-                offset = tracked.offsets[stream] = end
+                await self._publish(tracked, subject, stream, output.offset, chunk, partial=partial)
+                tracked.allowance = spend(tracked.allowance or Allowance(0, 0), end - output.offset)
+                with tracked.lock:  # a state saved by the rotation thread sees both or neither
+                    output.pending.pop(0)
+                    output.offset, output.mid_line = end, partial
         except Exception as exc:  # NATS down or slow: retried on the next pass
             log.warning(
                 "logship.publish_failed", directory=str(instance.directory), error=repr(exc)
             )
             return False, False
         finally:
-            _save(instance.directory, tracked.state())
-        return more, not more and offset == _size(path)
+            with contextlib.suppress(OSError):
+                tracked.save()
+        with tracked.lock:
+            end_now = output.base + _size(instance.directory / stream)
+        return more, not more and output.offset == end_now
+
+    async def _publish(
+        self, tracked: _Tracked, subject: str, stream: str, offset: int, data: bytes, *,
+        partial: bool,
+    ) -> None:  # fmt: skip
+        instance = tracked.instance
+        headers = log_headers(
+            pod_uid=instance.pod_uid, restart=instance.restart_count, stream=stream,
+            offset=offset, data=data, partial=partial,
+        )  # fmt: skip
+        headers["Nats-Msg-Id"] = (
+            f"{instance.pod_uid}:{instance.container}:{instance.restart_count}:{stream}:{offset}"
+        )
+        await self._js.publish(subject, data, timeout=self.publish_timeout, headers=headers)
+        self.published += 1
 
 
 def _release(tracked: _Tracked) -> None:
@@ -306,10 +578,25 @@ def _release(tracked: _Tracked) -> None:
     tracked.waiters.clear()
 
 
+def _copy(source: int, target: int, start: int, end: int) -> None:
+    """Append ``source``'s bytes ``[start, end)`` to ``target``, in the kernel."""
+    position = start
+    while position < end:
+        copied = os.copy_file_range(source, target, end - position, position)
+        if copied == 0:
+            break  # the source ended early
+        position += copied
+
+
 def _read(path: Path, offset: int, length: int) -> bytes:
-    with path.open("rb") as file:
-        file.seek(offset)
-        return file.read(length)
+    if length <= 0:
+        return b""
+    try:
+        with path.open("rb") as file:
+            file.seek(offset)
+            return file.read(length)
+    except FileNotFoundError:
+        return b""
 
 
 def _size(path: Path) -> int:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from core.meta.features import FeatureGates
+    from core.pods.containerlogs import ContainerLogPolicy
     from core.scheduling.config import SchedulerConfiguration
     from core.services.ranges import ServiceRanges
     from handlers.agent.dns import DNSOptions
@@ -86,6 +87,40 @@ def pod_network_options(command: Callable[..., object]) -> Callable[..., object]
     for option in reversed(POD_NETWORK_OPTIONS):
         command = option(command)
     return command
+
+
+CONTAINER_LOG_OPTIONS = (
+    click.option(
+        "--container-log-max-size",
+        default="10Mi",
+        show_default=True,
+        help="Rotate a container's output file when it reaches this size (a quantity; the "
+        "kubelet's containerLogMaxSize).",
+    ),
+    click.option(
+        "--container-log-max-files",
+        default=5,
+        show_default=True,
+        help="Files of one output stream a container keeps, the live one included (at least "
+        "2; the kubelet's containerLogMaxFiles).",
+    ),
+)
+
+
+def container_log_options(command: Callable[..., object]) -> Callable[..., object]:
+    for option in reversed(CONTAINER_LOG_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _container_logs(max_size: str, max_files: int) -> ContainerLogPolicy:
+    """The rotation the command line asks for; a bad value stops the command before it starts."""
+    from core.pods.containerlogs import ContainerLogPolicy
+
+    try:
+        return ContainerLogPolicy.parse(max_size=max_size, max_files=max_files)
+    except FleetError as exc:
+        raise Failure(exc.message) from None
 
 
 def _network_options(bridge: str, prefix: str, disabled: bool) -> NetworkOptions:
@@ -223,6 +258,7 @@ def _service_ranges(cluster_ips: str, node_ports: str) -> ServiceRanges:
     help="NodePort services' ports come from this range.",
 )
 @pod_network_options
+@container_log_options
 @FEATURE_GATES
 @click.pass_context
 def up(
@@ -243,6 +279,8 @@ def up(
     no_pod_network: bool,
     service_cidr: str,
     node_port_range: str,
+    container_log_max_size: str,
+    container_log_max_files: int,
     feature_gates: tuple[str, ...],
 ) -> None:
     """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
@@ -256,6 +294,7 @@ def up(
         raise Failure(f"--cluster-cidr/--node-cidr-mask-size: {exc.message}") from None
     network = _network_options(pod_bridge, pod_network_prefix, no_pod_network)
     service_ranges = _service_ranges(service_cidr, node_port_range)
+    container_logs = _container_logs(container_log_max_size, container_log_max_files)
 
     from ops.up import UpOptions, default_data_dir
     from ops.up import up as run_up
@@ -276,6 +315,7 @@ def up(
         cluster_cidr=cluster,
         pod_network=network,
         service_ranges=service_ranges,
+        container_logs=container_logs,
     )
     click.echo(
         f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",
@@ -309,6 +349,7 @@ def up(
     "--cluster-domain", default="cluster.local", show_default=True, help="The cluster's domain."
 )
 @pod_network_options
+@container_log_options
 @click.pass_context
 @run
 async def agent(
@@ -325,10 +366,13 @@ async def agent(
     pod_bridge: str,
     pod_network_prefix: str,
     no_pod_network: bool,
+    container_log_max_size: str,
+    container_log_max_files: int,
 ) -> None:
     """Join this machine to a cluster as a node: run the pods bound to it as processes."""
     network = _network_options(pod_bridge, pod_network_prefix, no_pod_network)
     dns = _dns_options("" if cluster_dns == "auto" else cluster_dns, cluster_domain)
+    container_logs = _container_logs(container_log_max_size, container_log_max_files)
     from handlers.agent.agent import NodeAgent
     from handlers.agent.node import NodeCapacity, default_node_name, machine_capacity
     from streams.connection import connect
@@ -348,7 +392,7 @@ async def agent(
             node_agent = NodeAgent(
                 nc, store, name=node, root=root or Path.home() / ".fleetlog" / "agent" / node,
                 capacity=capacity, labels=extra, heartbeat_seconds=heartbeat, network=network,
-                dns=dns,
+                dns=dns, container_logs=container_logs,
             )  # fmt: skip
             await _until_signal(
                 node_agent.run,

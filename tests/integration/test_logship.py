@@ -1,6 +1,7 @@
 """The log shipper against a real nats-server: it tails files while they are written, ships
-only complete lines (until the container exits), splits overlong lines, and resumes after an
-agent restart without a line shown twice."""
+only complete lines (until the container exits), splits overlong lines, resumes after an
+agent restart without a line shown twice, reads across rotations, and skips what is beyond
+its limits with a marker."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 
+from core.pods.containerlogs import ContainerLogPolicy, ShippingLimits
 from handlers.agent.logship import STATE_FILE, ContainerInstance, LogShipper
 from streams.telemetry import LOGS_STREAM, MAX_CHUNK_BYTES, read_logs
 from tests.integration.support import eventually
@@ -172,3 +174,59 @@ async def test_cancelling_flushes_and_a_new_shipper_picks_up(nc: Client, tmp_pat
         await eventually(lambda: _is_shipped(directory, stdout))  # found from .shipped.json
     assert await logs(nc, pod_uid=UID) == b"a\nb\nc\n"
     assert await stored_messages(nc) == 3
+
+
+async def test_rotated_output_is_read_back_whole_and_in_order(nc: Client, tmp_path: Path) -> None:
+    directory = instance_dir(tmp_path)
+    stdout = directory / "stdout"
+    stdout.write_bytes(b"")
+    policy = ContainerLogPolicy(max_size=8 * 1024, max_files=3)
+    shipper = LogShipper(nc, tmp_path, policy=policy, poll_interval=0.02)
+    lines = [b"line %06d %s\n" % (i, b"x" * (i % 50)) for i in range(4_000)]
+    complete = 0  # bytes of whole lines written so far
+
+    async def caught_up() -> bool:  # rotation removes what is left unshipped too long
+        return shipper._tracked[directory].outputs["stdout"].offset >= complete
+
+    async with running(shipper):
+        shipper.track(instance(directory))
+        for start in range(0, len(lines), 100):
+            batch = b"".join(lines[start : start + 100])
+            # Each write ends mid-line, so rotations cut lines in two; the reader joins them.
+            append(stdout, batch[:-3])
+            complete += len(batch) - len(lines[start + 99])
+            await eventually(caught_up)
+            await asyncio.to_thread(shipper.rotate_once)
+            append(stdout, batch[-3:])
+            complete += len(lines[start + 99])
+            await asyncio.sleep(0.01)
+            kept = sorted(p.name for p in directory.iterdir() if p.name.startswith("stdout."))
+            assert len(kept) <= policy.max_files - 1, kept
+        await asyncio.wait_for(shipper.finish(instance(directory)), 20)
+    assert shipper.rotations >= 10
+    assert shipper.dropped == 0
+    assert await logs(nc, pod_uid=UID) == b"".join(lines)
+    assert await logs(nc, pod_uid=UID, tail=3) == b"".join(lines[-3:])
+    on_disk = sum(p.stat().st_size for p in directory.iterdir() if p.name.startswith("stdout"))
+    assert on_disk <= policy.max_size * policy.max_files
+
+
+async def test_output_beyond_the_shipping_limits_is_skipped_with_a_marker(
+    nc: Client, tmp_path: Path
+) -> None:
+    directory = instance_dir(tmp_path)
+    lines = [b"line %07d\n" % i for i in range(400_000)]  # 5.2 MB written at once
+    written = b"".join(lines)
+    (directory / "stdout").write_bytes(written)
+    limits = ShippingLimits(rate=64 * 1024, burst=64 * 1024, backlog=64 * 1024)
+    shipper = LogShipper(nc, tmp_path, limits=limits, poll_interval=0.05)
+    async with running(shipper):
+        await asyncio.wait_for(shipper.finish(instance(directory)), 20)
+    shown = await logs(nc, pod_uid=UID)
+    marker, _, rest = shown.partition(b"\n")
+    dropped = int(marker.removeprefix(b"[fleetlog: ").removesuffix(b" bytes of output dropped]"))
+    assert dropped == shipper.dropped
+    assert dropped + len(rest) == len(written)  # nothing shipped twice, nothing lost unsaid
+    assert written.endswith(rest) and rest.startswith(b"line ")  # the newest, from a line start
+    assert len(rest) <= limits.backlog
+    assert await stored_messages(nc) <= 1 + limits.backlog // MAX_CHUNK_BYTES + 1

@@ -1,0 +1,189 @@
+"""The rules that keep a container's output bounded: rotation on the node, shipping to the log.
+
+Why this exists: a container writing as fast as it can (``yes``) would otherwise fill the
+node's disk and keep the agent shipping its backlog for minutes after the pod is gone. The
+node agent does the file work (``handlers.agent.logship``); *what* it does at each step is
+decided here, without files, clocks or a network, so tests can pin the rules down:
+
+* **Rotation, as the kubelet does** (``containerLogMaxSize`` 10Mi, ``containerLogMaxFiles`` 5,
+  the number counting the live file): a live file that reached the maximum size is rotated;
+  at most ``max_files - 1`` rotated files are kept, the oldest removed first
+  (:func:`plan_rotation`). A live file found beyond the size keeps only its newest
+  ``max_size`` bytes in the rotated file. One found at twice the size or more is being
+  flooded (written faster than it can be rotated): it is emptied without a copy, since
+  copying a flood costs as much as writing it and the copy would be removed a few rotations
+  later; the older rotated files stay.
+* **Shipping, bounded per container** (:class:`ShippingLimits`, :func:`plan_shipping`): a
+  token bucket caps the bytes a second one container ships, and at most ``backlog`` unshipped
+  bytes of one output stream are kept waiting. What is beyond (or was rotated away before it
+  was shipped) is skipped, and the reader is told with :func:`dropped_marker`.
+* **Old instances**: of a container's instances, the newest two keep their files (the running
+  one and the one ``--previous`` shows; the kubelet keeps one dead container per container):
+  :func:`stale_instances`.
+
+Positions are *logical*: the bytes of one output stream of one instance counted from its
+start, across rotations, so a position names the same byte before and after a rotation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from core.errors import FleetError, ValidationFailed
+from core.meta.quantity import parse_quantity
+
+DEFAULT_MAX_SIZE = "10Mi"
+DEFAULT_MAX_FILES = 5
+FLOOD_FACTOR = 2
+"""A live file found at this many times the maximum size is emptied without a copy."""
+KEPT_INSTANCES = 2
+"""Instances of one container whose files are kept: the current one and the previous."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerLogPolicy:
+    """How big a container's output file grows before it is rotated, and how many files of
+    one output stream (the live one included) a container instance keeps."""
+
+    max_size: int = 10 * 1024 * 1024
+    max_files: int = DEFAULT_MAX_FILES
+
+    @classmethod
+    def parse(
+        cls, *, max_size: str = DEFAULT_MAX_SIZE, max_files: int = DEFAULT_MAX_FILES
+    ) -> ContainerLogPolicy:
+        """The policy from the kubelet's settings; :class:`ValidationFailed` saying which
+        flag is wrong and why (the kubelet's own rule: at least 2 files)."""
+        try:
+            size = parse_quantity(max_size).value()
+        except FleetError as exc:
+            raise ValidationFailed(
+                f"--container-log-max-size {max_size!r}: {exc.message}",
+                field="containerLogMaxSize",
+            ) from None
+        if size <= 0:
+            raise ValidationFailed(
+                f"--container-log-max-size {max_size!r}: must be greater than 0",
+                field="containerLogMaxSize",
+            )
+        if max_files < 2:
+            raise ValidationFailed(
+                f"--container-log-max-files {max_files}: must be greater than 1 "
+                "(the live file and at least one rotated file)",
+                field="containerLogMaxFiles",
+            )
+        return cls(max_size=size, max_files=max_files)
+
+    @property
+    def disk_bound(self) -> int:
+        """The bytes one output stream of one instance keeps on disk between rotations."""
+        return self.max_size * self.max_files
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rotation:
+    """What to do with a live file of ``size`` bytes: copy its bytes ``[keep_from, size)``
+    into a new rotated file (none if that is empty), empty it, and remove the rotated files
+    numbered in ``remove``."""
+
+    keep_from: int
+    size: int
+    remove: tuple[int, ...]
+
+    @property
+    def copies(self) -> bool:
+        return self.keep_from < self.size
+
+
+def plan_rotation(
+    *, size: int, rotated: Sequence[int], policy: ContainerLogPolicy
+) -> Rotation | None:
+    """Whether a live file of ``size`` bytes is rotated now, given the numbers of the rotated
+    files kept (oldest first); None while it is below the maximum size."""
+    if size < policy.max_size:
+        return None
+    if size >= FLOOD_FACTOR * policy.max_size:
+        keep = policy.max_files - 1  # no new file: the rotated ones stay as they are
+        return Rotation(
+            keep_from=size, size=size, remove=tuple(rotated[: max(0, len(rotated) - keep)])
+        )
+    keep = policy.max_files - 2  # of the existing rotated files, beside the new one
+    remove = tuple(rotated[: max(0, len(rotated) - keep)])
+    return Rotation(keep_from=max(0, size - policy.max_size), size=size, remove=remove)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShippingLimits:
+    """How much of one container's output is shipped: ``rate`` bytes a second (stdout and
+    stderr together) after a ``burst``, and at most ``backlog`` bytes of one stream waiting.
+    A container writing faster loses the excess from the log (never from its own run), and
+    the shipper is never more than about ``backlog / rate`` seconds behind."""
+
+    rate: int = 1024 * 1024
+    burst: int = 4 * 1024 * 1024
+    backlog: int = 4 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0 or self.burst <= 0 or self.backlog <= 0:
+            raise ValueError("shipping limits must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """A container's token bucket: ``tokens`` bytes it may ship, as of instant ``at``."""
+
+    tokens: float
+    at: float
+
+
+def refill(allowance: Allowance | None, *, now: float, limits: ShippingLimits) -> Allowance:
+    """The bucket at ``now``: refilled at ``limits.rate`` since it was last seen, up to the
+    burst; a new bucket starts full."""
+    if allowance is None:
+        return Allowance(float(limits.burst), now)
+    elapsed = max(0.0, now - allowance.at)
+    return Allowance(min(float(limits.burst), allowance.tokens + elapsed * limits.rate), now)
+
+
+def spend(allowance: Allowance, amount: int) -> Allowance:
+    return Allowance(allowance.tokens - amount, allowance.at)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShipPlan:
+    """Where shipping one stream goes next: skip to ``start`` (a drop of ``start - position``
+    bytes, to be announced) and ship up to ``until``."""
+
+    position: int
+    start: int
+    until: int
+
+    @property
+    def dropped(self) -> int:
+        return self.start - self.position
+
+
+def plan_shipping(
+    *, position: int, end: int, oldest: int, budget: int, limits: ShippingLimits
+) -> ShipPlan:
+    """From ``position`` (shipped so far), with output written up to ``end`` and kept on the
+    node from ``oldest`` on: skip what rotation removed before it was shipped, keep at most
+    ``limits.backlog`` bytes waiting (the newest), and ship at most ``budget`` bytes."""
+    start = max(position, oldest)
+    if end - start > limits.backlog:
+        start = end - limits.backlog
+    return ShipPlan(position=position, start=start, until=min(end, start + max(0, budget)))
+
+
+def dropped_marker(count: int, *, mid_line: bool = False) -> bytes:
+    """The line a reader sees where output was skipped (on a line of its own, also when the
+    output before it stopped mid-line)."""
+    return (b"\n" if mid_line else b"") + b"[fleetlog: %d bytes of output dropped]\n" % count
+
+
+def stale_instances(restart_counts: Iterable[int], *, keep: int = KEPT_INSTANCES) -> list[int]:
+    """Of a container's instances (by restart count), those whose files may go: all but the
+    newest ``keep``."""
+    ordered = sorted(set(restart_counts))
+    return ordered[: max(0, len(ordered) - keep)]
