@@ -102,6 +102,13 @@ class Cluster:
         self.pod_bridge = f"{self.pod_prefix}br"
         block = random.randrange(1024)
         self.cluster_cidr = f"100.{112 + block // 64}.{(block % 64) * 4}.0/22"
+        # Services in a /24 and node ports of their own too: a local agent holds its cluster
+        # IPs (kube-dns' among them, where its DNS server listens) on this machine, so two
+        # clusters with the default range at once would fight over 100.64.0.10:53.
+        block = random.randrange(4096)
+        self.service_cidr = f"100.{80 + block // 256}.{block % 256}.0/24"
+        low = 30000 + random.randrange(27) * 100
+        self.node_ports = f"{low}-{low + 99}"
 
     def cli(
         self, *args: str, stdin: str | None = None, check: bool = True
@@ -140,6 +147,7 @@ class Cluster:
                 "--pod-network-prefix",
                 self.pod_prefix,
                 *([] if agent else ["--no-agent"]),
+                *self._service_ranges(options),
                 *options,
             ],
             stdout=log,
@@ -152,6 +160,15 @@ class Cluster:
                 return
             time.sleep(0.2)
         raise AssertionError("fleetlog up did not become ready")
+
+    def _service_ranges(self, options: Sequence[str]) -> list[str]:
+        """The test's own service ranges, unless the test chose its own."""
+        ranges = []
+        if "--service-cluster-ip-range" not in options:
+            ranges += ["--service-cluster-ip-range", self.service_cidr]
+        if "--service-node-port-range" not in options:
+            ranges += ["--service-node-port-range", self.node_ports]
+        return ranges
 
     def down(self) -> int:
         assert self.process is not None
