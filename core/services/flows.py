@@ -22,6 +22,10 @@ again — are kube-proxy's and conntrack's, kept here once, pure (every time is 
   an endpoint that is there.
 * **An endpoint that refuses** (the kernel reports "port unreachable" for a datagram it was
   sent) ends its flow too: the next datagram picks again.
+* **A bounded table.** Each flow costs the relay a socket, so a table holds at most
+  :data:`MAX_FLOWS`; a new flow past that makes room as conntrack's ``early_drop`` does when
+  its table is full: flows that ran out go first, then the oldest that is not a stream, then
+  the oldest. (DNS clients that use a fresh port for every query make a flow per query.)
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ UDP_TIMEOUT_S: Final = 30.0
 """Idle time after which a flow that is not a stream ends (conntrack's ``udp_timeout``)."""
 UDP_STREAM_TIMEOUT_S: Final = 120.0
 """Idle time after which a stream ends (conntrack's ``udp_timeout_stream``)."""
+MAX_FLOWS: Final = 4096
+"""Flows one frontend keeps at most (each holds a socket: the agent's file descriptors)."""
 
 K = TypeVar("K", bound=Hashable)
 
@@ -68,10 +74,15 @@ class FlowTable(Generic[K]):
     """
 
     def __init__(
-        self, *, timeout: float = UDP_TIMEOUT_S, stream_timeout: float = UDP_STREAM_TIMEOUT_S
+        self,
+        *,
+        timeout: float = UDP_TIMEOUT_S,
+        stream_timeout: float = UDP_STREAM_TIMEOUT_S,
+        limit: int = MAX_FLOWS,
     ) -> None:
         self.timeout = timeout
         self.stream_timeout = stream_timeout
+        self.limit = limit
         self._flows: dict[K, Flow[K]] = {}
 
     def __len__(self) -> int:
@@ -106,6 +117,21 @@ class FlowTable(Generic[K]):
     def from_endpoint(flow: Flow[K], *, now: float) -> None:
         flow.last = now
         flow.answered = True
+
+    def make_room(self, *, now: float) -> list[Flow[K]]:
+        """Before a new flow: when the table is full, remove and return what must go (see the
+        module docstring); nothing otherwise."""
+        if len(self._flows) < self.limit:
+            return []
+        gone = self.expired(now=now)
+        if gone:
+            return gone
+        # Insertion order is age: the first found is the oldest.
+        victim = next((f for f in self._flows.values() if not f.stream), None)
+        if victim is None:
+            victim = next(iter(self._flows.values()))
+        del self._flows[victim.key]
+        return [victim]
 
     def remove(self, key: K) -> Flow[K] | None:
         return self._flows.pop(key, None)

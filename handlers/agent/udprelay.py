@@ -19,7 +19,8 @@ endpoint that refuses ("port unreachable") on that socket alone. How it is built
 * **Flows.** The first datagram of a flow is given to ``pick`` (the service's policy and
   affinity); the flow's later datagrams follow it. An endpoint that leaves the usable set
   (:meth:`UdpRelay.retain`), refuses, or a flow idle past its timeout (swept every few
-  seconds) ends the flow and closes its socket; the client's next datagram is a new flow.
+  seconds) ends the flow and closes its socket; the client's next datagram is a new flow. A
+  full table (``MAX_FLOWS`` per frontend) makes room as conntrack does, said once.
 * **Bursts.** At most :data:`READ_BATCH` datagrams are read per wake-up, so one busy client
   cannot starve the loop; a datagram that finds a send buffer full is dropped, as the network
   would drop it.
@@ -37,7 +38,7 @@ from collections.abc import Callable, Iterable
 import structlog
 
 from core.services.balancing import Endpoint
-from core.services.flows import UDP_STREAM_TIMEOUT_S, UDP_TIMEOUT_S, Flow, FlowTable
+from core.services.flows import MAX_FLOWS, UDP_STREAM_TIMEOUT_S, UDP_TIMEOUT_S, Flow, FlowTable
 
 log = structlog.get_logger(__name__)
 
@@ -123,16 +124,20 @@ class UdpRelay:
         ended: Callable[[Endpoint], None] | None = None,
         timeout: float = UDP_TIMEOUT_S,
         stream_timeout: float = UDP_STREAM_TIMEOUT_S,
+        max_flows: int = MAX_FLOWS,
         name: str = "",
     ) -> None:
         self._pick = pick
         self._started = started
         self._ended = ended
         self.name = name
-        self.flows: FlowTable[FlowKey] = FlowTable(timeout=timeout, stream_timeout=stream_timeout)
+        self.flows: FlowTable[FlowKey] = FlowTable(
+            timeout=timeout, stream_timeout=stream_timeout, limit=max_flows
+        )
         self._listeners: list[_Listener] = []
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._full_said = False
 
     @property
     def listening(self) -> bool:
@@ -214,6 +219,13 @@ class UdpRelay:
         endpoint = self._pick(key[1][0])
         if endpoint is None:
             return None
+        evicted = self.flows.make_room(now=now)
+        for old in evicted:
+            self._end(old)
+        if evicted and not self._full_said:
+            self._full_said = True
+            log.warning("udp.flow_table_full", relay=self.name, limit=self.flows.limit,
+                        ended=len(evicted))  # fmt: skip
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)

@@ -63,3 +63,23 @@ def test_a_key_has_one_flow_and_clear_ends_them_all() -> None:
     table.add("c2", A, now=1)
     assert {f.key for f in table.clear()} == {"c1", "c2"} and list(table) == []
     assert table.remove("c1") is None
+
+
+def test_a_full_table_makes_room_as_conntrack_does() -> None:
+    table: FlowTable[str] = FlowTable(timeout=30, stream_timeout=120, limit=3)
+    stream = table.add("stream", A, now=0)
+    table.from_client(stream, now=0)
+    table.from_endpoint(stream, now=0)
+    table.from_client(stream, now=0)
+    old = table.add("old", A, now=1)
+    table.add("new", B, now=2)
+    assert table.make_room(now=2) == [old]  # the oldest that is not a stream
+    assert table.make_room(now=2) == []  # room enough
+    table.add("newer", B, now=3)
+    # Flows that ran out go first, whatever their age.
+    table.from_client(stream, now=40)
+    assert [f.key for f in table.make_room(now=40)] == ["new", "newer"] and len(table) == 1
+    # Only streams left: the oldest goes.
+    table.add("s2", B, now=41).stream = True
+    table.add("s3", B, now=42).stream = True
+    assert table.make_room(now=42) == [stream]

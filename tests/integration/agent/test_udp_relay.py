@@ -197,3 +197,24 @@ async def test_a_relay_on_every_address_answers_from_the_one_written_to(
         for client in clients:
             client.close()
         relay.close()
+
+
+async def test_a_full_flow_table_ends_the_oldest_flow_to_make_room(
+    echoes: dict[str, tuple[Endpoint, _Echo]],
+) -> None:
+    (a, _), (b, _) = echoes["a"], echoes["b"]
+    pick, picked = round_robin(a, b)
+    relay = UdpRelay(pick=pick, max_flows=1)
+    port = free_udp_port()
+    relay.open("127.0.0.1", port)
+    first, second = Client("127.0.0.1", port), Client("127.0.0.1", port)
+    try:
+        assert await first.asks("1") == "a:1"
+        assert await second.asks("1") == "b:1"  # the first flow made room for it
+        assert len(relay.flows) == 1
+        assert await first.asks("2") == "a:2"  # a new flow, picked again
+        assert picked == [a, b, a]
+    finally:
+        first.close()
+        second.close()
+        relay.close()
