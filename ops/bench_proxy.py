@@ -2,6 +2,7 @@
 and how fast a service change reaches the node's forwarding at scale.
 
     python -m ops.bench_proxy [--services 1000] [--endpoints 10] [--flips 100] [--megabytes 512]
+                              [--udp-seconds 3]
 
 Starts an embedded nats-server, ``fleetlog up --no-agent`` (gateway, scheduler, controllers)
 and one ``fleetlog agent`` process (pod bridge ``fbench1``, prefix ``fbprx``, cluster CIDR and
@@ -13,7 +14,10 @@ service range of the run's own), so the proxy is measured in the process it runs
    through a kernel DNAT rule of the run's own (table ``ip fbenchdnat``, the path kube-proxy's
    nftables mode takes) for comparison: bulk throughput (``--megabytes`` over one connection),
    a new connection with a one-byte exchange (p50/p99), and a one-byte round trip on an open
-   connection (p50/p99).
+   connection (p50/p99). Then UDP, the same three ways (the service's ``81/UDP``, the pod's
+   echo on ``8080/UDP``): a one-datagram round trip on one flow (p50/p99: the latency the
+   proxy adds), and datagrams per second answered on one flow with 32 in flight for
+   ``--udp-seconds`` (with the number lost).
 2. **Scale.** ``--services`` selectorless services, each with an EndpointSlice of
    ``--endpoints`` simulated endpoints (addresses of a range no pod uses: nothing behind them
    is contacted), written through the gateway. Timed: until the agent forwards all of them (a
@@ -82,6 +86,14 @@ SERVER = (
     "            conn.sendall(mode)\n"
     "            while data := conn.recv(64):\n"
     "                conn.sendall(data)\n"
+    "udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)\n"
+    "udp.bind(('0.0.0.0', 8080))\n"
+    "def echo():\n"
+    "    while True:\n"
+    "        data, peer = udp.recvfrom(2048)\n"
+    "        udp.sendto(data, peer)\n"
+    "threading.Thread(target=echo, daemon=True).start()\n"
     "while True:\n"
     "    conn, _ = server.accept()\n"
     "    threading.Thread(target=serve, args=(conn,), daemon=True).start()\n"
@@ -142,6 +154,62 @@ def data_path(name: str, host: str, port: int, megabytes: int) -> str:
         f"{name:<22} {rate:>8,.0f} MB/s   new connection p50 {statistics.median(new):>5,.0f} µs "
         f"p99 {percentile(new, 0.99):>5,.0f} µs   round trip p50 {statistics.median(rtt):>4,.0f} µs"
         f" p99 {percentile(rtt, 0.99):>5,.0f} µs"
+    )
+
+
+def udp_round_trips(host: str, port: int, count: int) -> list[float]:
+    """Microseconds for a 32-byte datagram's round trip on one flow (one connected socket)."""
+    out = []
+    payload = bytes(32)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((host, port))
+        sock.settimeout(2)
+        sock.send(payload)  # the flow's first datagram: balanced, not timed
+        sock.recv(64)
+        for _ in range(count):
+            started = time.perf_counter()
+            sock.send(payload)
+            sock.recv(64)
+            out.append((time.perf_counter() - started) * 1e6)
+    return out
+
+
+def udp_rate(host: str, port: int, seconds: float, *, window: int = 32) -> tuple[float, int]:
+    """Datagrams answered per second on one flow with ``window`` in flight, and how many were
+    lost (a lost one is replaced after 100 ms without an answer)."""
+    payload = bytes(32)
+    answered = lost = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.connect((host, port))
+        sock.settimeout(0.1)
+        for _ in range(window):
+            sock.send(payload)
+        in_flight = window
+        started = time.perf_counter()
+        deadline = started + seconds
+        while time.perf_counter() < deadline:
+            try:
+                sock.recv(64)
+            except TimeoutError:  # the window drained by losses: top it up
+                lost += in_flight
+                for _ in range(window):
+                    sock.send(payload)
+                in_flight = window
+                continue
+            answered += 1
+            sock.send(payload)
+        elapsed = time.perf_counter() - started
+    return answered / elapsed, lost
+
+
+def udp_path(name: str, host: str, port: int, seconds: float) -> str:
+    rtt = udp_round_trips(host, port, 5000)
+    rate, lost = udp_rate(host, port, seconds)
+    return (
+        f"{name:<22} UDP round trip p50 {statistics.median(rtt):>4,.0f} µs p99 "
+        f"{percentile(rtt, 0.99):>5,.0f} µs   {rate:>8,.0f} datagrams/s on one flow "
+        f"(32 in flight, {lost} lost)"
     )
 
 
@@ -314,7 +382,9 @@ async def main_async(args: argparse.Namespace) -> None:
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "sink", "namespace": NAMESPACE},
             "spec": {"selector": {"app": "sink"},
-                     "ports": [{"name": "tcp", "port": 80, "targetPort": 8080}]},
+                     "ports": [{"name": "tcp", "port": 80, "targetPort": 8080},
+                               {"name": "udp", "port": 81, "protocol": "UDP",
+                                "targetPort": 8080}]},
         }  # fmt: skip
         await client.send("Pod", "apply", {"manifest": pod})
         await client.send("Service", "apply", {"manifest": sink})
@@ -345,6 +415,16 @@ async def main_async(args: argparse.Namespace) -> None:
             if dnat:
                 print(await asyncio.to_thread(data_path, "kernel DNAT (nftables)", DNAT_VIP, 80,
                                               args.megabytes), flush=True)  # fmt: skip
+        print(await asyncio.to_thread(udp_path, "direct to the pod", pod_ip, 8080,
+                                      args.udp_seconds), flush=True)  # fmt: skip
+        print(await asyncio.to_thread(udp_path, "through the proxy", cluster_ip, 81,
+                                      args.udp_seconds), flush=True)  # fmt: skip
+        if dnat and nft(
+            f"add rule ip {DNAT_TABLE} output ip daddr {DNAT_VIP} udp dport 81 "
+            f"dnat to {pod_ip}:8080\n"
+        ):
+            print(await asyncio.to_thread(udp_path, "kernel DNAT (nftables)", DNAT_VIP, 81,
+                                          args.udp_seconds), flush=True)  # fmt: skip
 
         # 2. Scale.
         count, per = args.services, args.endpoints
@@ -407,6 +487,9 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=10, help="endpoints per service")
     parser.add_argument("--flips", type=int, default=100)
     parser.add_argument("--megabytes", type=int, default=512)
+    parser.add_argument(
+        "--udp-seconds", type=float, default=3.0, help="how long each UDP rate is measured"
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -233,7 +233,7 @@ class PodIPAssigned(EventPayload):
     """The node agent gave the pod its network before its containers start: its own network
     namespace with ``pod_ips`` from the node's range, or (``host_network``) the node's own
     network, when the pod asks for it or the node cannot make namespaces. ``host_ip`` is the
-    node's address as its pods reach it; ``message`` notes what was not done (a UDP
+    node's address as its pods reach it; ``message`` notes what was not done (an SCTP
     ``hostPort`` is not forwarded, the node has no pod network)."""
 
     node: str

@@ -7,9 +7,11 @@ the rules that decide which endpoints qualify are kube-proxy's, worth having onc
 tested, rather than buried in socket code:
 
 * a service is forwarded when it has a cluster IP (not headless, not ExternalName); each TCP
-  port is a :class:`Frontend` on ``clusterIP:port`` and, for NodePort and LoadBalancer
-  services, on ``nodePort`` of every node address. UDP and SCTP ports are not forwarded (said,
-  not hidden: :func:`frontends` returns them as ``skipped``);
+  and each UDP port is a :class:`Frontend` on ``clusterIP:port`` and, for NodePort and
+  LoadBalancer services, on ``nodePort`` of every node address (a TCP and a UDP port may share a
+  number, DNS' 53 both ways: they are two frontends). For UDP a "connection" is a flow of
+  datagrams (``core.services.flows``). SCTP ports are not forwarded — said, not hidden:
+  :func:`frontends` returns them as ``skipped`` with the reason, which the node logs once;
 * a slice's port belongs to the service port of the same name (and protocol), as kube-proxy
   matches them: a named ``targetPort`` is resolved per pod by the endpoint-slice controller, so
   two pods may serve one service port on different numbers, each endpoint with its slice's;
@@ -30,17 +32,26 @@ from core.services.balancing import Endpoint, Policy, policy_of
 
 FORWARDED_TYPES = frozenset({"ClusterIP", "NodePort", "LoadBalancer"})
 NO_CLUSTER_IP = frozenset({"", "None"})
+FORWARDED_PROTOCOLS: Final = frozenset({"TCP", "UDP"})
+SCTP_NOT_FORWARDED: Final = (
+    "the node does not forward SCTP (no listener on the cluster IP or node port); "
+    "clients reach the endpoints at their pod addresses"
+)
+"""Why an SCTP port is skipped. Kubernetes forwards SCTP; fleetlog's proxy has no SCTP relay
+(asyncio has none, and the kernel's SCTP module is often not loaded)."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class Frontend:
-    """One TCP port of one service, as the node forwards it."""
+    """One TCP or UDP port of one service, as the node forwards it."""
 
     namespace: str
     service: str
     port_name: str
     cluster_ip: str
     port: int
+    protocol: str = "TCP"
+    """``TCP`` or ``UDP``."""
     node_port: int | None
     policy: Policy
     affinity_seconds: float | None
@@ -137,10 +148,11 @@ def frontends(
     skipped: list[Skipped] = []
     for port in spec.get("ports") or ():
         protocol = port.get("protocol", "TCP")
-        if protocol != "TCP":
-            reason = (
-                f"port {port['port']}/{protocol} is not forwarded: "
-                "the node forwards TCP service ports only"
+        if protocol not in FORWARDED_PROTOCOLS:
+            reason = f"port {port['port']}/{protocol} is not forwarded: " + (
+                SCTP_NOT_FORWARDED
+                if protocol == "SCTP"
+                else "the node forwards TCP and UDP service ports only"
             )
             skipped.append(
                 Skipped(namespace=namespace, service=name, port=int(port["port"]),
@@ -151,19 +163,20 @@ def frontends(
         endpoints = usable_endpoints(slices, port_name=port_name, protocol=protocol)
         frontend = Frontend(
             namespace=namespace, service=name, port_name=port_name, cluster_ip=cluster_ip,
-            port=int(port["port"]), node_port=port.get("nodePort"), policy=policy,
-            affinity_seconds=affinity, endpoints=endpoints,
+            port=int(port["port"]), protocol=protocol, node_port=port.get("nodePort"),
+            policy=policy, affinity_seconds=affinity, endpoints=endpoints,
         )  # fmt: skip
         found.append(frontend)
     return found, skipped
 
 
 def passthrough_targets(found: Iterable[Frontend]) -> set[Endpoint]:
-    """The endpoint addresses whose connections the node hands to the proxy unchanged
-    (PASSTHROUGH services: the connection goes where the client sent it)."""
+    """The endpoint addresses whose TCP connections the node hands to the proxy unchanged
+    (PASSTHROUGH services: the connection goes where the client sent it). A PASSTHROUGH UDP
+    port's datagrams to its endpoints are not handed to the proxy: they go straight there."""
     return {
         endpoint
         for frontend in found
-        if frontend.policy is Policy.PASSTHROUGH
+        if frontend.policy is Policy.PASSTHROUGH and frontend.protocol == "TCP"
         for endpoint in frontend.endpoints
     }

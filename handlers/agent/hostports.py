@@ -2,16 +2,18 @@
 
 Why this exists: in Kubernetes a container port with ``hostPort`` is reachable on the node's
 own addresses at that port (the CNI ``portmap`` plugin DNATs it). With pods in their own
-namespaces that takes a forwarder: this one is a TCP relay in the agent, one listening socket
+namespaces that takes a forwarder: this one is a relay in the agent, one listening socket
 per host port (on the port's ``hostIP``, every address of the node by default), each accepted
-connection relayed to the pod's address and container port. Chosen over nftables DNAT because
+TCP connection relayed to the pod's address and container port, and each UDP flow (a client's
+``ip:port``, ended after conntrack's idle timeouts) by ``handlers.agent.udprelay``, the
+pod's answers sent back from the address the client wrote to. Chosen over nftables DNAT because
 it needs nothing installed, works for connections from the node itself (``localhost``), and
 goes when the pod goes; the cost is a copy through the agent and connections that drop while
 the agent restarts (the next agent opens the port again for the pods it adopts).
 
-What is not done is said, not hidden: UDP and SCTP host ports are not forwarded (the note
-is recorded on the pod's ``PodIPAssigned``), and a port that cannot be opened (in use) is
-noted the same way. A pod in the node's network needs no relay for a host port equal to its
+What is not done is said, not hidden: SCTP host ports are not forwarded (the note is
+recorded on the pod's ``PodIPAssigned`` and logged), and a port that cannot be opened (in
+use) is noted the same way. A pod in the node's network needs no relay for a host port equal to its
 container port: its process binds it itself.
 """
 
@@ -23,6 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+
+from core.services.balancing import Endpoint
+from handlers.agent.udprelay import UdpRelay
 
 log = structlog.get_logger(__name__)
 
@@ -70,18 +75,23 @@ class HostPortForwarder:
         self.target = target
         self._servers: list[asyncio.Server] = []
         self._relays: set[asyncio.Task[None]] = set()
+        self.datagram_relays: list[UdpRelay] = []
 
     async def open(self, ports: list[HostPort], *, own_network: bool) -> list[str]:
         """Listen on each port that needs a relay; returns notes on what was not done."""
         notes: list[str] = []
         for port in ports:
-            if port.protocol != "TCP":
+            if port.protocol not in ("TCP", "UDP"):
                 notes.append(
-                    f"hostPort {port} is not forwarded: fleetlog forwards TCP host ports only"
+                    f"hostPort {port} is not forwarded: fleetlog forwards TCP and UDP host "
+                    "ports only"
                 )
                 continue
             if not own_network and port.host_port == port.container_port:
                 continue  # the pod's process binds the node's port itself
+            if port.protocol == "UDP":
+                notes += self._open_udp(port)
+                continue
             try:
                 server = await asyncio.start_server(
                     lambda r, w, p=port: self._accepted(r, w, p),
@@ -96,7 +106,21 @@ class HostPortForwarder:
             log.info("hostport.open", port=str(port), target=f"{self.target}:{port.container_port}")
         return notes
 
+    def _open_udp(self, port: HostPort) -> list[str]:
+        endpoint = Endpoint(self.target, port.container_port)
+        relay = UdpRelay(pick=lambda _client: endpoint, name=f"hostPort {port}")
+        try:
+            relay.open(port.host_ip, port.host_port)
+        except OSError as exc:
+            return [f"hostPort {port} could not be opened: {exc.strerror or exc}"]
+        self.datagram_relays.append(relay)
+        log.info("hostport.open", port=str(port), target=f"{self.target}:{port.container_port}")
+        return []
+
     async def close(self) -> None:
+        for relay in self.datagram_relays:
+            relay.close()
+        self.datagram_relays.clear()
         for server in self._servers:
             server.close()
         for relay in list(self._relays):

@@ -1,5 +1,6 @@
-"""Service traffic on the node (kube-proxy's job): a TCP proxy in the agent, one listener per
-service port, each new connection sent to an endpoint the service's policy picks.
+"""Service traffic on the node (kube-proxy's job): a TCP and UDP proxy in the agent, one
+listener per service port, each new connection (UDP: each new flow) sent to an endpoint the
+service's policy picks.
 
 Why this exists: a Service is a stable address in front of whichever pods are ready; something
 on every node has to turn a connection to ``clusterIP:port`` (or ``<node>:nodePort``) into one
@@ -19,7 +20,14 @@ when N changes). One mechanism serves all five exactly, and its cost is measured
 * **Listeners.** A service port with endpoints has a listening socket on ``clusterIP:port``
   and, for NodePort and LoadBalancer services, one on ``0.0.0.0:nodePort`` (every address of
   the node, loopback included). A port with no endpoint has no listener: the kernel answers a
-  connection with a reset at once, as kube-proxy's REJECT rule does — never a hang.
+  connection with a reset at once (a datagram with ICMP port unreachable), as kube-proxy's
+  REJECT rule does — never a hang.
+* **UDP.** A UDP port's datagrams are relayed per flow (``handlers.agent.udprelay``: a
+  client's ``ip:port``, balanced on its first datagram, kept while active, ended after
+  conntrack's idle timeouts of 30 s, or 120 s for a stream — ``core.services.flows``); the
+  answers go back from the address the client wrote to. A flow whose endpoint leaves the
+  usable set ends at once, so the client's next datagram reaches a ready endpoint (kube-proxy
+  clears such conntrack entries for the same reason). SCTP ports are not forwarded (said once).
 * **Picking.** Ready endpoints get new connections, or serving-and-terminating ones when none
   is ready (``core.services.forwarding``); ``sessionAffinity: ClientIP`` keeps a client on its
   endpoint (``ClientAffinity``). A refused connect tries another endpoint (at most three in
@@ -36,9 +44,10 @@ when N changes). One mechanism serves all five exactly, and its cost is measured
   address it arrived at), so those have no listener and are refused at once; the agent says
   so once per service. The proxy's own connections carry a socket mark the rules skip.
 
-Existing connections are left alone when their endpoint leaves (as kube-proxy leaves
-established TCP flows); they end with their client or pod. Connections through the proxy drop
-when the agent stops.
+Existing TCP connections are left alone when their endpoint leaves (as kube-proxy leaves
+established TCP flows); they end with their client or pod. Connections and flows through the
+proxy drop when the agent stops. A PASSTHROUGH service's UDP ports are not relayed: their
+datagrams to endpoints go straight there, and the ClusterIP has no listener (said once).
 """
 
 from __future__ import annotations
@@ -62,6 +71,7 @@ from core.services.balancing import Balancer, ClientAffinity, Endpoint, Policy
 from core.services.forwarding import Frontend, frontends, passthrough_targets
 from handlers.agent.network import IP, NetworkError, NetworkOptions
 from handlers.agent.seams import PodNetwork
+from handlers.agent.udprelay import UdpRelay
 from projections.cluster import ClusterModel
 from projections.endpoints import ServiceSlices
 from projections.runtime import Projection
@@ -208,7 +218,8 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 
 
 class _Port:
-    """One frontend's listeners, balancer and affinity."""
+    """One frontend's listeners, balancer and affinity: TCP connections relayed by
+    ``_Downstream``/``_Half``, UDP flows by a :class:`UdpRelay`."""
 
     def __init__(self, frontend: Frontend, *, rng: random.Random) -> None:
         self.frontend = frontend
@@ -218,9 +229,18 @@ class _Port:
             ClientAffinity(frontend.affinity_seconds) if frontend.affinity_seconds else None
         )
         self.servers: list[asyncio.Server] = []
+        self.udp: UdpRelay | None = None
+        if frontend.protocol == "UDP":
+            self.udp = UdpRelay(pick=self._pick_flow, started=self._flow_started,
+                                ended=self.balancer.closed, name=str(frontend))  # fmt: skip
         self.accepted: dict[Endpoint, int] = {}
-        """Connections sent to each endpoint (what a test or an operator can look at)."""
+        """Connections (UDP: flows) sent to each endpoint (what a test or an operator can
+        look at)."""
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def listening(self) -> bool:
+        return bool(self.servers) or (self.udp is not None and self.udp.listening)
 
     def listens_on(self) -> list[tuple[str, int]]:
         f = self.frontend
@@ -233,6 +253,9 @@ class _Port:
             )
         self.frontend = frontend
         self.balancer.update(frontend.endpoints)
+        if self.udp is not None:
+            # A flow whose endpoint left ends now: the client's next datagram picks again.
+            self.udp.retain(frontend.endpoints)
 
     async def open(self) -> list[str]:
         """Listen on every address of the frontend; returns what could not be opened."""
@@ -240,9 +263,12 @@ class _Port:
         problems = []
         for host, port in self.listens_on():
             try:
+                if self.udp is not None:
+                    self.udp.open(host, port)
+                    continue
                 sock = _listening_socket(host, port)
             except OSError as exc:
-                problems.append(f"{host}:{port}: {exc.strerror or exc}")
+                problems.append(f"{host}:{port}/{self.frontend.protocol}: {exc.strerror or exc}")
                 continue
             server = await loop.create_server(lambda: _Downstream(self), sock=sock)
             self.servers.append(server)
@@ -252,6 +278,17 @@ class _Port:
         for server in self.servers:
             server.close()
         self.servers.clear()
+        if self.udp is not None:
+            self.udp.close()
+
+    def _pick_flow(self, client: str) -> Endpoint | None:
+        return self._pick(client, set())
+
+    def _flow_started(self, client: str, endpoint: Endpoint) -> None:
+        self.balancer.opened(endpoint)
+        if self.affinity is not None:
+            self.affinity.remember(client, endpoint, now=time.monotonic())
+        self.accepted[endpoint] = self.accepted.get(endpoint, 0) + 1
 
     def _pick(self, client: str, tried: set[Endpoint]) -> Endpoint | None:
         ready = self.balancer.endpoints
@@ -539,7 +576,15 @@ class ServiceProxy:
     async def _sync_port(self, key: tuple[str, str, str], frontend: Frontend) -> None:
         port = self.ports.get(key)
         serves = bool(frontend.endpoints) and frontend.policy is not Policy.PASSTHROUGH
-        if frontend.policy is Policy.PASSTHROUGH:
+        if frontend.policy is Policy.PASSTHROUGH and frontend.protocol == "UDP":
+            self._say_once(
+                (frontend.namespace, frontend.service),
+                f"{frontend.cluster_ip}:{frontend.port}/UDP is not forwarded: service "
+                f"{frontend.namespace}/{frontend.service} is PASSTHROUGH, so a datagram goes "
+                "straight to the endpoint address the client uses (the node neither sees nor "
+                "balances it), never to one the node picks",
+            )
+        elif frontend.policy is Policy.PASSTHROUGH:
             self._say_once(
                 (frontend.namespace, frontend.service),
                 f"{frontend.cluster_ip}:{frontend.port} refuses connections: service "
@@ -547,9 +592,10 @@ class ServiceProxy:
                 "to the endpoint address the client uses, never to one the node picks",
             )
         if port is not None:
-            moved = port.frontend.policy is not frontend.policy or (
-                (port.frontend.cluster_ip, port.frontend.port, port.frontend.node_port)
-                != (frontend.cluster_ip, frontend.port, frontend.node_port)
+            was, now = port.frontend, frontend
+            moved = was.policy is not now.policy or (
+                (was.cluster_ip, was.port, was.node_port, was.protocol)
+                != (now.cluster_ip, now.port, now.node_port, now.protocol)
             )
             if moved:
                 port.close()
@@ -559,11 +605,13 @@ class ServiceProxy:
             port = self.ports[key] = _Port(frontend, rng=self._rng)
         else:
             port.update(frontend)
-        if serves and not port.servers:
+        if serves and not port.listening:
             for problem in await port.open():
                 log.warning("proxy.listen_failed", service=str(frontend), problem=problem)
-        elif not serves and port.servers:
-            port.close()  # no endpoint: the kernel refuses new connections at once
+        elif not serves and port.listening:
+            # No endpoint: the kernel refuses new connections at once (a reset; for UDP an
+            # ICMP port unreachable, as kube-proxy's REJECT rule answers).
+            port.close()
 
     def _say_once(self, key: Key, message: str) -> None:
         if (key, message) not in self._said:

@@ -1,4 +1,5 @@
-"""What the node forwards for a service: frontends per TCP port, the endpoints new connections
+"""What the node forwards for a service: frontends per TCP and UDP port (SCTP said, not
+forwarded), the endpoints new connections
 may go to (ready ones, else serving-and-terminating ones, else none), and the policy and
 affinity the service asks for; and admission refuses an unknown policy."""
 
@@ -27,9 +28,11 @@ def endpoint(address: str, **conditions: bool) -> dict[str, Any]:
     return {"addresses": [address], "conditions": conditions}
 
 
-def slice_of(port: int, *endpoints: dict[str, Any], name: str = "http") -> dict[str, Any]:
+def slice_of(
+    port: int, *endpoints: dict[str, Any], name: str = "http", protocol: str = "TCP"
+) -> dict[str, Any]:
     return {
-        "ports": [{"name": name, "port": port, "protocol": "TCP"}],
+        "ports": [{"name": name, "port": port, "protocol": protocol}],
         "endpoints": list(endpoints),
     }
 
@@ -88,12 +91,49 @@ def test_node_ports_policy_and_client_ip_affinity_come_from_the_service() -> Non
     found, skipped = frontends(
         "default", "web", service(spec, {POLICY_ANNOTATION: "RING_HASH"}), []
     )
-    (frontend,) = found
-    assert frontend.node_port == 30080 and frontend.policy is Policy.RING_HASH
-    assert frontend.affinity_seconds == 10800 and frontend.endpoints == ()
-    assert [s.reason for s in skipped] == [
-        "port 53/UDP is not forwarded: the node forwards TCP service ports only"
+    http, dns = found
+    assert http.node_port == 30080 and http.policy is Policy.RING_HASH
+    assert http.affinity_seconds == 10800 and http.endpoints == ()
+    assert (dns.protocol, dns.node_port, dns.policy) == ("UDP", 30053, Policy.RING_HASH)
+    assert dns.affinity_seconds == 10800 and skipped == []
+
+
+def test_a_tcp_and_a_udp_port_of_one_number_are_two_frontends_with_their_own_endpoints() -> None:
+    spec = {
+        **WEB,
+        "ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 5353},
+        ],
+    }
+    slices = [
+        slice_of(5353, endpoint("100.96.0.3", ready=True), name="dns", protocol="UDP"),
+        slice_of(5353, endpoint("100.96.0.4", ready=True), name="dns-tcp"),
     ]
+    udp, tcp = frontends("default", "web", service(spec), slices)[0]
+    assert (udp.protocol, udp.port, udp.endpoints) == ("UDP", 53, (Endpoint("100.96.0.3", 5353),))
+    assert (tcp.protocol, tcp.port, tcp.endpoints) == ("TCP", 53, (Endpoint("100.96.0.4", 5353),))
+    assert udp.key != tcp.key
+    # A slice port is matched by name and protocol: a TCP slice port named "dns" is not UDP's.
+    wrong = [slice_of(5353, endpoint("100.96.0.3", ready=True), name="dns")]
+    assert frontends("default", "web", service(spec), wrong)[0][0].endpoints == ()
+
+
+def test_an_sctp_port_is_stored_but_skipped_with_a_reason_the_node_can_say() -> None:
+    spec = {
+        **WEB,
+        "ports": [
+            {"name": "http", "port": 80, "targetPort": 8080},
+            {"name": "sig", "port": 3868, "protocol": "SCTP"},
+        ],
+    }
+    (http,), (sctp,) = frontends("default", "web", service(spec), [])
+    assert http.protocol == "TCP"
+    assert (sctp.port, sctp.protocol) == (3868, "SCTP")
+    assert sctp.reason == (
+        "port 3868/SCTP is not forwarded: the node does not forward SCTP (no listener on the "
+        "cluster IP or node port); clients reach the endpoints at their pod addresses"
+    )
 
 
 def test_headless_and_external_name_services_are_not_forwarded() -> None:
@@ -112,6 +152,14 @@ def test_only_passthrough_services_endpoints_are_handed_through() -> None:
     )
     assert passthrough_targets([plain]) == set()
     assert passthrough_targets([plain, through]) == {Endpoint("100.96.0.3", 8080)}
+    # A PASSTHROUGH UDP port's datagrams are not handed to the proxy (its TCP rules would
+    # otherwise catch TCP connections to the same address and port).
+    udp = {**WEB, "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53}]}
+    (udp_through,), _ = frontends(
+        "default", "web", service(udp, {POLICY_ANNOTATION: "PASSTHROUGH"}),
+        [slice_of(53, endpoint("100.96.0.3", ready=True), name="dns", protocol="UDP")],
+    )  # fmt: skip
+    assert udp_through.endpoints and passthrough_targets([udp_through]) == set()
 
 
 def test_admission_refuses_a_policy_that_is_not_one_of_the_five() -> None:

@@ -22,8 +22,10 @@ import os
 import random
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, IPv4Network
@@ -68,6 +70,48 @@ FETCH = (
     "import sys, urllib.request\n"
     "print(urllib.request.urlopen(sys.argv[1], timeout=3).status, flush=True)\n"
 )
+UDP_ECHO = (
+    "import socket, sys, threading\n"
+    "name, port = sys.argv[1].encode(), int(sys.argv[2])\n"
+    "udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "udp.bind(('0.0.0.0', port))\n"
+    "tcp = socket.socket()\n"
+    "tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "tcp.bind(('0.0.0.0', port))\n"
+    "tcp.listen(64)\n"
+    "def say_name():\n"
+    "    while True:\n"
+    "        conn, _ = tcp.accept()\n"
+    "        with conn:\n"
+    "            try:\n"
+    "                conn.sendall(name + b'\\n')\n"
+    "            except OSError:\n"
+    "                pass\n"
+    "threading.Thread(target=say_name, daemon=True).start()\n"
+    "while True:\n"
+    "    data, peer = udp.recvfrom(2048)\n"
+    "    udp.sendto(name + b':' + data, peer)\n"
+)
+"""A server on one port number for both protocols: a datagram is answered ``<name>:<datagram>``
+to its sender, a TCP connection with ``<name>`` and a newline (so a ``tcpSocket`` probe tells
+when the UDP socket, bound first, is there)."""
+
+
+def ask_udp(host: str, port: int, text: str, *, timeout: float = 15) -> str:
+    """A datagram from a socket of its own (one flow) to ``host:port``, sent again until it is
+    answered (a server just started may not listen yet); the answer must come from
+    ``host:port`` (the socket is connected: the kernel drops anything else)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((host, port))
+        sock.settimeout(0.5)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                sock.send(text.encode())
+                return sock.recv(2048).decode()
+            except (TimeoutError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise
 
 
 def ip_json(*args: str) -> list[dict[str, Any]]:
@@ -376,12 +420,17 @@ async def test_host_network_keeps_the_nodes_and_host_ports_are_forwarded(net: Ne
     host_pod = pod(
         "on-host", container("web", [PY, "-m", "http.server", str(port)]), hostNetwork=True
     )
-    published = free_port()
+    published, datagrams, sctp = free_port(), free_port(), free_port()
     ports = [
         {"containerPort": 8080, "hostPort": published, "hostIP": "127.0.0.1"},
-        {"containerPort": 53, "hostPort": free_port(), "protocol": "UDP"},
+        {"containerPort": 3868, "hostPort": sctp, "protocol": "SCTP"},
     ]
-    mapped = pod("mapped", server(ports=ports))
+    # A UDP host port on every address of the node, to the pod's port 5353.
+    echo = container(
+        "echo", [PY, "-c", UDP_ECHO, "mapped", "5353"],
+        ports=[{"containerPort": 5353, "hostPort": datagrams, "protocol": "UDP"}],
+    )  # fmt: skip
+    mapped = pod("mapped", server(ports=ports), echo)
     for manifest in (host_pod, mapped):
         await net.client.send("Pod", "apply", {"manifest": manifest})
 
@@ -400,9 +449,14 @@ async def test_host_network_keeps_the_nodes_and_host_ports_are_forwarded(net: Ne
 
     await net.ready("mapped")
     assert await fetch_from_host(f"http://127.0.0.1:{published}/") == "200"  # via the node
+    # UDP, through the node's addresses (answered from the address written to).
+    assert await asyncio.to_thread(ask_udp, "127.0.0.1", datagrams, "one") == "mapped:one"
+    assert await asyncio.to_thread(ask_udp, "127.0.0.2", datagrams, "two") == "mapped:two"
     (event,) = await net.ip_events("mapped")
     assert event["host_network"] is False
-    assert "/UDP is not forwarded: fleetlog forwards TCP host ports only" in event["message"]
+    assert event["message"] == (
+        f"hostPort {sctp}/SCTP is not forwarded: fleetlog forwards TCP and UDP host ports only"
+    )
 
     await net.client.send("Pod", "delete", {"name": "mapped"})
 
@@ -414,6 +468,8 @@ async def test_host_network_keeps_the_nodes_and_host_ports_are_forwarded(net: Ne
         return False
 
     await eventually(port_closed)
+    with pytest.raises(ConnectionRefusedError):  # nothing listens on the UDP port any more
+        await asyncio.to_thread(ask_udp, "127.0.0.1", datagrams, "gone", timeout=1)
 
 
 async def test_an_isolated_pod_runs_in_its_pods_namespace(net: Net) -> None:

@@ -29,6 +29,7 @@ import pytest
 
 from core.services.balancing import POLICY_ANNOTATION, Endpoint, Policy
 from core.services.ranges import ServiceRanges
+from handlers.agent import proxy as proxy_module
 from handlers.agent.network import NetworkOptions
 from handlers.endpointslice_controller import EndpointSliceController
 from handlers.gateway import Gateway
@@ -42,14 +43,16 @@ from streams.server import free_port
 from streams.subjects import event_subject
 from tests.integration.agent.runtime_support import TrackedRuntime
 from tests.integration.agent.test_pod_network import (
+    UDP_ECHO,
     Net,
+    ask_udp,
     can_make_namespaces,
     container,
     ip_json,
     pod,
     remove_everything_named,
 )
-from tests.integration.support import eventually
+from tests.integration.support import captured_logs, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -159,20 +162,20 @@ class Services(Net):
         assert record is not None
         return int(record.manifest["spec"]["ports"][0]["nodePort"])
 
-    async def forwarded(self, name: str, *endpoints: str) -> None:
+    async def forwarded(self, name: str, *endpoints: str, port_name: str = "http") -> None:
         """Until the node's proxy sends the service's port to exactly these pods."""
         assert self.agent is not None
 
         async def there() -> bool:
             await self.projection.wait_for_log_end()
             proxy = self.agent.proxy if self.agent else None
-            port = proxy.port("default", name, "http") if proxy else None
+            port = proxy.port("default", name, port_name) if proxy else None
             if port is None:
                 return False
             wanted = {self.status(p).get("podIP") for p in endpoints}
             listens = bool(endpoints) and port.frontend.policy is not Policy.PASSTHROUGH
             return {e.address for e in port.balancer.endpoints} == wanted and (
-                bool(port.servers) == listens
+                port.listening == listens
             )
 
         await eventually(there, timeout=30)
@@ -330,26 +333,24 @@ async def test_ring_hash_keeps_each_client_on_one_pod_and_a_removal_moves_only_i
 async def test_least_request_prefers_the_idle_pod(svc: Services) -> None:
     await two_replicas(svc, "least", policy="LEAST_REQUEST")
     cluster_ip = svc.cluster_ip("least")
+    port = (
+        svc.agent.proxy.port("default", "least", "http") if svc.agent and svc.agent.proxy else None
+    )
+    assert port is not None
     held = await asyncio.to_thread(socket.create_connection, (cluster_ip, 80), 3)
+
+    async def only_the_held_one_open() -> bool:
+        return sum(port.balancer.in_flight.values()) == 1
+
     try:
         # (Read in a thread: the proxy runs on this test's event loop.)
         busy = (await asyncio.to_thread(held.makefile().readline)).strip()
-        port = (
-            svc.agent.proxy.port("default", "least", "http")
-            if svc.agent and svc.agent.proxy
-            else None
-        )
-        assert port is not None
         answers = []
         for _ in range(8):
-            answers.append(await asyncio.to_thread(ask, cluster_ip, 80))
-
-            # The proxy counts a connection in flight until it has seen the close: the next
-            # one must not start before that, or both pods have one and it is a tie.
-            async def only_the_held_one_in_flight() -> bool:
-                return sum(port.balancer.in_flight.values()) == 1
-
-            await eventually(only_the_held_one_in_flight)
+            # A closed connection is released when the pod's side has closed too: until then
+            # both pods have one in flight, a tie either may win.
+            await eventually(only_the_held_one_open)
+            answers += await ask_many(cluster_ip, 80, 1)
         assert busy not in answers and len(set(answers)) == 1
     finally:
         held.close()
@@ -527,3 +528,261 @@ async def test_without_pod_networks_cluster_ips_are_served_on_loopback(svc: Serv
     assert await ask_many(cluster_ip, 80, 2) == ["solo", "solo"]
     await svc.stop_agent()
     assert cluster_ip not in on_loopback()
+
+
+# -- UDP (and SCTP, said) -------------------------------------------------------------------------
+
+UDP_CLIENT = (
+    "import socket, sys\n"
+    "sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "sock.connect((sys.argv[1], int(sys.argv[2])))\n"
+    "sock.settimeout(0.5)\n"
+    "for _ in range(20):\n"
+    "    sock.send(b'from-pod')\n"
+    "    try:\n"
+    "        print(sock.recv(2048).decode(), flush=True)\n"
+    "        break\n"
+    "    except OSError:\n"
+    "        pass\n"
+)
+DNS_PORTS = [
+    {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": "dns"},
+    {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": "dns-tcp"},
+]
+
+
+def echo_server(name: str, *, app: str, flag: Path | None = None) -> dict[str, Any]:
+    """A pod answering datagrams (``name:datagram``) and TCP connections (``name``) on its
+    port 5353, named ``dns`` (UDP) and ``dns-tcp``; with ``flag``, ready only while the flag
+    file does not exist."""
+    probe: dict[str, Any] = {"tcpSocket": {"port": 5353}, "periodSeconds": 1}
+    if flag is not None:
+        probe = {
+            "exec": {"command": ["/bin/sh", "-c", f"test ! -e {flag}"]},
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        }
+    ports = [
+        {"name": "dns", "containerPort": 5353, "protocol": "UDP"},
+        {"name": "dns-tcp", "containerPort": 5353},
+    ]
+    echo = container("echo", [PY, "-c", UDP_ECHO, name, "5353"], readinessProbe=probe,
+                     ports=ports)  # fmt: skip
+    return pod(name, echo, metadata={"labels": {"app": app}})
+
+
+class Flow:
+    """One client socket (one UDP flow) connected to ``host:port``: the kernel hands it only
+    datagrams from that address, so every answer read came back from the service's."""
+
+    def __init__(self, host: str, port: int, *, source: str | None = None) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        if source:
+            self.sock.bind((source, 0))
+        self.sock.connect((host, port))
+        self.sock.settimeout(0.3)
+
+    def ask(self, text: str, *, timeout: float = 10) -> str:
+        """Send until answered (a datagram may find a pod just going): who answered."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock.send(text.encode())
+                name, _, echoed = self.sock.recv(2048).decode().partition(":")
+                assert echoed == text
+                return name
+            except (TimeoutError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise
+
+    async def asks(self, text: str, *, timeout: float = 10) -> str:
+        return await asyncio.to_thread(self.ask, text, timeout=timeout)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def udp_replicas(svc: Services, name: str, **spec: Any) -> tuple[str, str]:
+    pods = (f"{name}-a", f"{name}-b")
+    await svc.apply(service(name, ports=DNS_PORTS, **spec))
+    for pod_name in pods:
+        await svc.apply(echo_server(pod_name, app=name))
+    await svc.ready(*pods)
+    await svc.forwarded(name, *pods, port_name="dns")
+    return pods
+
+
+async def test_udp_flows_reach_each_replica_and_answers_come_from_the_service(
+    svc: Services,
+) -> None:
+    a, b = await udp_replicas(svc, "names", type="NodePort")
+    cluster_ip = svc.cluster_ip("names")
+    # From the host, six flows (six sockets): ROUND_ROBIN gives them the pods in turn, and each
+    # flow's datagrams all reach its pod.
+    flows = [Flow(cluster_ip, 53) for _ in range(6)]
+    try:
+        reached = []
+        for n, flow in enumerate(flows):
+            reached.append(await flow.asks(f"first-{n}"))
+        assert set(reached) == {a, b}
+        assert all(x != y for x, y in itertools.pairwise(reached))
+        for n, flow in enumerate(flows):
+            assert [await flow.asks(f"more-{n}-{k}") for k in range(3)] == [reached[n]] * 3
+    finally:
+        for flow in flows:
+            flow.close()
+    # An unconnected socket sees where the answer came from: the service's address and port.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+        plain.settimeout(5)
+        plain.sendto(b"where", (cluster_ip, 53))
+        data, source = await asyncio.to_thread(plain.recvfrom, 2048)
+        assert source == (cluster_ip, 53) and data.endswith(b":where")
+    # From a pod's namespace, through the bridge's gateway.
+    await svc.apply(named_server("client", app="other"))
+    await svc.ready("client")
+    process = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", svc.netns("client"), PY, "-c", UDP_CLIENT, cluster_ip, "53",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert out.decode().strip() in (f"{a}:from-pod", f"{b}:from-pod"), err.decode()
+    # The node port, on loopback and on another address of the node.
+    node_port = svc.node_port("names")
+    via_node = set()
+    for source in ("127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.2"):
+        flow = Flow(source, node_port)
+        try:
+            via_node.add(await flow.asks("np"))
+        finally:
+            flow.close()
+    assert via_node == {a, b}
+    port = (
+        svc.agent.proxy.port("default", "names", "dns") if svc.agent and svc.agent.proxy else None
+    )
+    assert port is not None and sum(port.accepted.values()) == 6 + 1 + 1 + 4
+
+
+async def test_a_tcp_and_a_udp_port_of_one_number_both_work(svc: Services) -> None:
+    a, b = await udp_replicas(svc, "dnslike")
+    await svc.forwarded("dnslike", a, b, port_name="dns-tcp")
+    cluster_ip = svc.cluster_ip("dnslike")
+    assert set(await ask_many(cluster_ip, 53, 4)) == {a, b}  # TCP: says its name
+    answered = set()
+    for n in range(4):
+        answered.add(await asyncio.to_thread(ask_udp, cluster_ip, 53, f"q{n}"))
+    assert answered == {f"{a}:q0", f"{b}:q1", f"{a}:q2", f"{b}:q3"} or answered == {
+        f"{b}:q0",
+        f"{a}:q1",
+        f"{b}:q2",
+        f"{a}:q3",
+    }
+
+
+async def test_a_udp_flow_moves_on_when_its_pod_turns_not_ready_and_when_pods_cycle(
+    svc: Services, tmp_path: Path
+) -> None:
+    flags = {"cyc-a": tmp_path / "a-unready", "cyc-b": tmp_path / "b-unready"}
+    await svc.apply(service("cyc", ports=DNS_PORTS[:1]))
+    for name, flag in flags.items():
+        await svc.apply(echo_server(name, app="cyc", flag=flag))
+    await svc.ready(*flags)
+    await svc.forwarded("cyc", *flags, port_name="dns")
+    flow = Flow(svc.cluster_ip("cyc"), 53)
+    try:
+        first = await flow.asks("hello")
+        other = next(n for n in flags if n != first)
+        assert [await flow.asks(f"again-{k}") for k in range(3)] == [first] * 3
+
+        # Its pod turns not ready: the same flow's next datagrams reach the other pod, within
+        # a second of the PodNotReady (the flow is dropped when the endpoint leaves).
+        seen: list[tuple[int, str]] = []
+        stop = asyncio.Event()
+
+        async def keep_sending() -> None:
+            while not stop.is_set():
+                started = time.time_ns()
+                seen.append((started, await flow.asks("tick")))
+                await asyncio.sleep(0.02)
+
+        sending = asyncio.create_task(keep_sending())
+        await asyncio.sleep(0.3)
+        flags[first].touch()
+
+        async def not_ready_recorded() -> bool:
+            events = await svc.store.read_subject(event_subject("Pod", "default", first))
+            return any(e.envelope.type == "PodNotReady" for e in events)
+
+        await eventually(not_ready_recorded)
+        await asyncio.sleep(1.5)
+        stop.set()
+        await asyncio.gather(sending)
+        events = await svc.store.read_subject(event_subject("Pod", "default", first))
+        not_ready_ns = max(e.stored_ns for e in events if e.envelope.type == "PodNotReady")
+        last_to_first = max(at for at, name in seen if name == first)
+        after = [name for at, name in seen if at > not_ready_ns + 1_000_000_000]
+        assert after and set(after) == {other}
+        assert last_to_first - not_ready_ns < 1_000_000_000, (last_to_first - not_ready_ns) / 1e9
+
+        # The server pod cycles (kube-proxy's e2e "should be able to preserve UDP traffic when
+        # server pod cycles"): the serving pod is deleted, a new one comes; the same flow
+        # reaches the new pod.
+        await svc.client.send("Pod", "delete", {"name": other})
+        await svc.forwarded("cyc", port_name="dns")
+        await svc.apply(echo_server("cyc-c", app="cyc"))
+        await svc.ready("cyc-c")
+        assert await flow.asks("after-cycle", timeout=30) == "cyc-c"
+    finally:
+        flow.close()
+
+
+async def test_udp_client_ip_affinity_keeps_each_client_on_its_pod(svc: Services) -> None:
+    await udp_replicas(svc, "stickyu", sessionAffinity="ClientIP")
+    cluster_ip = svc.cluster_ip("stickyu")
+    reached = set()
+    for client in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"):
+        seen = set()
+        for _ in range(3):  # a new flow (socket) each time, from the same address
+            flow = Flow(cluster_ip, 53, source=client)
+            try:
+                seen.add(await flow.asks("hi"))
+            finally:
+                flow.close()
+        assert len(seen) == 1, f"{client} reached {seen}"
+        reached |= seen
+    assert len(reached) == 2  # round robin gave the four clients both pods
+
+
+async def test_sctp_ports_and_passthrough_udp_are_stored_and_said_once_not_forwarded(
+    svc: Services,
+) -> None:
+    sctp_ports = [
+        {"name": "http", "port": 80, "targetPort": "http"},
+        {"name": "sig", "port": 3868, "protocol": "SCTP", "targetPort": 3868},
+    ]
+    with captured_logs(proxy_module) as logs:
+        await svc.apply(service("signal", ports=sctp_ports))
+        await svc.apply(service("thru", policy="PASSTHROUGH", ports=DNS_PORTS[:1]))
+        await svc.apply(named_server("signal-a", app="signal"))
+        await svc.ready("signal-a")
+        await svc.forwarded("signal", "signal-a")
+        await svc.apply(service("signal", ports=sctp_ports, sessionAffinity="ClientIP"))
+
+        async def affinity_applied() -> bool:
+            await svc.projection.wait_for_log_end()
+            port = svc.agent.proxy.port("default", "signal", "http")  # type: ignore[union-attr]
+            return port is not None and port.affinity is not None
+
+        await eventually(affinity_applied)
+    # Stored, with its cluster IP; its TCP port forwarded; the SCTP port said once.
+    assert svc.cluster_ip("signal")
+    assert await ask_many(svc.cluster_ip("signal"), 80, 1) == ["signal-a"]
+    said = [e["message"] for e in logs if e["event"] == "proxy.not_forwarded"]
+    assert (
+        said.count(
+            "port 3868/SCTP is not forwarded: the node does not forward SCTP (no listener on the "
+            "cluster IP or node port); clients reach the endpoints at their pod addresses"
+        )
+        == 1
+    )
+    (passthrough,) = [m for m in said if "PASSTHROUGH" in m]
+    assert passthrough.startswith(f"{svc.cluster_ip('thru')}:53/UDP is not forwarded")
