@@ -1,6 +1,9 @@
 """What the gateway's stages share: the context one command carries through the pipeline, the
 shape of a stage, and the namespace policies a command asks for at most once.
 
+It also holds the client's deadline (``Fleet-Deadline``), which two stages check: intake,
+and execute right before the append.
+
 Why this exists: every stage reads what earlier stages found and adds its own part (the kind and
 verb, the target, the actor, the request's hash, the reply), so the context is the pipeline's
 one contract; the stage modules import it and nothing of each other.
@@ -8,11 +11,15 @@ one contract; the stage modules import it and nothing of each other.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.api.commands import Command
+from core.errors import FleetError
 from projections.policies import NamespacePolicies, Policies
+from streams.commandbus import DEADLINE_HEADER
 from streams.subjects import AggregateRef
 
 
@@ -35,6 +42,9 @@ class CommandContext:
     reply: dict[str, Any] | None = None
     denied: bool = False
     """Refused by authorization (audited as ``denied``, not ``rejected``)."""
+    deadline_ns: int = 0
+    """When the client stops waiting for the answer (unix ns, its ``Fleet-Deadline`` header;
+    0: it did not say). Work past it is refused, not done for nobody (``intake.in_time``)."""
     policies: Policies | None = None
     """The namespace's LimitRanges and ResourceQuotas, asked once per command (admission and
     execution both need them; each question costs a round trip to the server)."""
@@ -44,6 +54,30 @@ class CommandContext:
         if self.command is None:
             return ""
         return self.command.correlation_id or self.command.idempotency_key
+
+
+def deadline_of(headers: Mapping[str, str] | None) -> int:
+    """The deadline a request's headers carry (0: none, or not a number)."""
+    if not headers:
+        return 0
+    value = headers.get(DEADLINE_HEADER)
+    return int(value) if value and value.isdigit() else 0
+
+
+class DeadlineExceeded(FleetError):
+    """The client's deadline passed before the command was applied; nothing was written."""
+
+    code = "timeout"
+
+
+def check_deadline(ctx: CommandContext) -> None:
+    """Refuse the command if its client has stopped waiting for it."""
+    if ctx.deadline_ns and time.time_ns() > ctx.deadline_ns:
+        late_ms = (time.time_ns() - ctx.deadline_ns) / 1e6
+        raise DeadlineExceeded(
+            f"the client's deadline passed {late_ms:.0f} ms before the gateway could apply "
+            "this command; it was not applied (retry with the same idempotency key)"
+        )
 
 
 class Stage(Protocol):

@@ -27,7 +27,7 @@ from core.nodes.aggregate import Node
 from core.pods.aggregate import Pod
 from core.pods.decisions import create_pod, delete_pod
 from core.workloads.aggregate import Workload
-from handlers.gateway.context import CommandContext, policies_of
+from handlers.gateway.context import CommandContext, check_deadline, policies_of
 from handlers.gateway.services import ServicePath
 from projections.policies import NamespacePolicies
 from streams.decide import Append, Attempt, OnConflict, decide_and_append
@@ -100,6 +100,9 @@ class Execute:
                 # another gateway) already landed: answer with its events.
                 duplicate.extend(already)
                 return None
+            # The last moment to give up unapplied: the client may have stopped waiting while
+            # this command queued for its locks or decided again after a conflict.
+            check_deadline(ctx)
             if service is not None:
                 self._check_expected_version(ctx, loaded)
                 records = service.decide(attempt, loaded)
