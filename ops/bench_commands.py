@@ -2,7 +2,8 @@
 
     python -m ops.bench_commands [--gateways N] [--burst 2000] [--sustained 10000]
                                  [--in-flight 256] [--rate 500] [--commands 5000]
-                                 [--timeout 10] [--nats-url URL] [--skip PHASE ...]
+                                 [--timeout 10] [--delete-timeout S] [--nats-url URL]
+                                 [--skip PHASE ...]
 
 Why this exists: ``bench_log`` measures the round trip at a steady rate; issue 15 asks what
 happens when thousands of commands arrive at once (a ``kubectl apply`` of a large manifest, a
@@ -12,7 +13,8 @@ one ``fleetlog up --no-agent --no-scheduler`` (plus its gateway processes):
 
 * ``burst``: ``--burst`` pod applies sent at once, each with the client's ``--timeout`` and no
   retry: p50/p99/max, throughput, and how many timed out;
-* ``deletes``: the same pods deleted at once, each with ``--timeout`` and no retry; then every
+* ``deletes``: the same pods deleted at once, each with ``--delete-timeout`` (default
+  ``--timeout``) and no retry; then every
   delete that timed out is retried with its idempotency key, and the retry's answer says whether
   the first try had been applied (``replayed``) after its client gave up;
 * ``sustained``: ``--sustained`` creates, ``--in-flight`` at a time: commands per second;
@@ -188,7 +190,7 @@ async def bench(url: str, up_pid: int, args: argparse.Namespace) -> None:
                     "delete",
                     {"name": f"burst-{index}", "namespace": "default"},
                     idempotency_key=keys[index],
-                    timeout=timeout,
+                    timeout=args.delete_timeout or timeout,
                     attempts=1,
                 )
 
@@ -287,6 +289,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--commands", type=int, default=5_000)
     parser.add_argument("--timeout", type=float, default=10.0, help="the burst clients' timeout")
+    parser.add_argument(
+        "--delete-timeout", type=float, default=None, help="the deleting clients' timeout"
+    )
     parser.add_argument("--nats-url", default=None)
     parser.add_argument("--skip", nargs="*", default=[], choices=PHASES)
     parser.add_argument("--keep-workdir", action="store_true")

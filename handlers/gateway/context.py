@@ -70,14 +70,44 @@ class DeadlineExceeded(FleetError):
     code = "timeout"
 
 
-def check_deadline(ctx: CommandContext) -> None:
-    """Refuse the command if its client has stopped waiting for it."""
-    if ctx.deadline_ns and time.time_ns() > ctx.deadline_ns:
-        late_ms = (time.time_ns() - ctx.deadline_ns) / 1e6
-        raise DeadlineExceeded(
-            f"the client's deadline passed {late_ms:.0f} ms before the gateway could apply "
-            "this command; it was not applied (retry with the same idempotency key)"
+def check_deadline(ctx: CommandContext, *, margin_ns: int = 0) -> None:
+    """Refuse the command if its client has stopped waiting for it, or will have before the
+    work still to do (``margin_ns``: what an append has been taking) is done."""
+    if not ctx.deadline_ns:
+        return
+    now = time.time_ns()
+    if now + margin_ns <= ctx.deadline_ns:
+        return
+    if now > ctx.deadline_ns:
+        when = f"passed {(now - ctx.deadline_ns) / 1e6:.0f} ms before the gateway could apply it"
+    else:
+        when = (
+            f"was {(ctx.deadline_ns - now) / 1e6:.0f} ms away, less than an append takes "
+            f"now ({margin_ns / 1e6:.0f} ms)"
         )
+    raise DeadlineExceeded(
+        f"the client's deadline {when}; the command was not applied "
+        "(retry with the same idempotency key)"
+    )
+
+
+class AppendLatency:
+    """How long the last step (append, acknowledgement) has been taking lately: a moving
+    average, so that under a burst a command is refused when its client would have given up
+    before its append is acknowledged (otherwise it would land unseen, and only a retry would
+    tell the client)."""
+
+    WEIGHT = 0.2
+
+    def __init__(self) -> None:
+        self.average_ns = 0.0
+
+    @property
+    def margin_ns(self) -> int:
+        return int(self.average_ns)
+
+    def observe(self, elapsed_ns: int) -> None:
+        self.average_ns += self.WEIGHT * (elapsed_ns - self.average_ns)
 
 
 class Stage(Protocol):

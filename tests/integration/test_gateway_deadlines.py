@@ -14,6 +14,7 @@ from nats.aio.client import Client
 
 from core.api.commands import command_message
 from handlers.gateway import Gateway
+from handlers.gateway.execute import Execute
 from streams.commandbus import DEADLINE_HEADER, CommandClient
 from streams.eventstore import EventStore
 from streams.subjects import command_subject, event_subject
@@ -114,3 +115,22 @@ async def test_a_client_that_timed_out_retries_and_the_command_is_applied_once(
         "Pod", "create", {"manifest": manifest}, idempotency_key="slow-key-3", timeout=30
     )
     assert again.replayed and again.seqs == outcome.seqs
+
+
+async def test_a_command_is_refused_when_its_client_would_give_up_before_the_append_lands(
+    gateway: Gateway, nc: Client, store: EventStore
+) -> None:
+    """Under a burst appends take long: a command whose client will have stopped waiting by
+    the time its append is acknowledged is refused, not appended unseen."""
+    execute = gateway.stages[-1]
+    assert isinstance(execute, Execute)
+    execute.append_latency.average_ns = 20e9  # appends have been taking 20 s
+    answer = await request(nc, create_web("tight-key-4"), deadline_ns=time.time_ns() + 10**10)
+    assert not answer["ok"] and answer["error"]["code"] == "timeout", answer
+    assert "less than an append takes" in answer["error"]["message"]
+    assert await store.read_subject(SUBJECT) == []
+    execute.append_latency.average_ns = 0.0
+    answer = await request(nc, create_web("tight-key-4"), deadline_ns=time.time_ns() + 10**10)
+    assert answer["ok"] and answer["events"] == ["PodCreated"], answer
+    # Each acknowledged append teaches the gateway how long appends take now.
+    assert 0 < execute.append_latency.average_ns < 20e9
