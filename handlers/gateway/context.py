@@ -98,13 +98,17 @@ class AppendLatency:
     tell the client)."""
 
     WEIGHT = 0.2
+    SAFETY = 2.0
+    """The margin is this many times the average: under a growing burst the average trails
+    the append at hand, and the answer still has to reach the client after the
+    acknowledgement."""
 
     def __init__(self) -> None:
         self.average_ns = 0.0
 
     @property
     def margin_ns(self) -> int:
-        return int(self.average_ns)
+        return int(self.SAFETY * self.average_ns)
 
     def observe(self, elapsed_ns: int) -> None:
         self.average_ns += self.WEIGHT * (elapsed_ns - self.average_ns)
