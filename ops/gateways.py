@@ -9,7 +9,8 @@ are recognised from the events on the log and JetStream's Msg-Id window: see
 
 :func:`run_gateway` is one such process's body (``fleetlog gateway``); :class:`GatewayReplicas`
 is how ``fleetlog up --gateways N`` runs N-1 of them beside its own gateway: child processes it
-starts after the streams exist, restarts (after a pause) if one exits, and stops by PID with
+starts after the streams exist, restarts if one exits (after a pause that grows while it
+keeps failing), and stops by PID with
 SIGTERM (SIGKILL after a grace period) when ``up`` stops.
 """
 
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 import structlog
@@ -34,6 +36,7 @@ from streams.eventstore import EventStore
 log = structlog.get_logger(__name__)
 
 RESTART_PAUSE_S = 1.0
+MAX_RESTART_PAUSE_S = 60.0
 STOP_GRACE_S = 10.0
 
 
@@ -92,8 +95,10 @@ class GatewayReplicas:
                 tasks.create_task(self._keep_running(index))
 
     async def _keep_running(self, index: int) -> None:
+        pause = RESTART_PAUSE_S
         while True:
             checkpoint()
+            started = time.monotonic()
             process = await asyncio.create_subprocess_exec(*self._command)
             self.pids.append(process.pid)
             log.info("gateway.replica_started", replica=index, pid=process.pid)
@@ -104,8 +109,15 @@ class GatewayReplicas:
                 raise
             finally:
                 self.pids.remove(process.pid)
-            log.warning("gateway.replica_exited", replica=index, pid=process.pid, status=status)
-            await asyncio.sleep(RESTART_PAUSE_S)
+            # One that keeps failing at start is retried less and less often (up to a
+            # minute apart); one that ran for a while is replaced at once.
+            pause = RESTART_PAUSE_S if time.monotonic() - started > MAX_RESTART_PAUSE_S else pause
+            log.warning(
+                "gateway.replica_exited", replica=index, pid=process.pid, status=status,
+                restart_in_s=pause,
+            )  # fmt: skip
+            await asyncio.sleep(pause)
+            pause = min(MAX_RESTART_PAUSE_S, pause * 2)
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
