@@ -95,23 +95,36 @@ class AppendLatency:
     """How long the last step (append, acknowledgement) has been taking lately: a moving
     average, so that under a burst a command is refused when its client would have given up
     before its append is acknowledged (otherwise it would land unseen, and only a retry would
-    tell the client)."""
+    tell the client).
+
+    The average fades while nothing is appended (it halves every :attr:`HALF_LIFE_NS`): were
+    every command refused after a few slow appends (a NATS outage), no append would ever
+    teach it that appends are fast again."""
 
     WEIGHT = 0.2
     SAFETY = 2.0
     """The margin is this many times the average: under a growing burst the average trails
     the append at hand, and the answer still has to reach the client after the
     acknowledgement."""
+    HALF_LIFE_NS = 1_000_000_000
 
     def __init__(self) -> None:
         self.average_ns = 0.0
+        self._observed_ns = 0
+        """When (monotonic ns) the average was last updated."""
 
-    @property
-    def margin_ns(self) -> int:
-        return int(self.SAFETY * self.average_ns)
+    def margin_ns(self, now_ns: int) -> int:
+        """The margin to keep before a deadline at ``now_ns`` (monotonic)."""
+        if not self.average_ns:
+            return 0
+        faded = 0.5 ** (max(0, now_ns - self._observed_ns) / self.HALF_LIFE_NS)
+        return int(self.SAFETY * self.average_ns * faded)
 
-    def observe(self, elapsed_ns: int) -> None:
-        self.average_ns += self.WEIGHT * (elapsed_ns - self.average_ns)
+    def observe(self, elapsed_ns: int, *, now_ns: int) -> None:
+        """An append took ``elapsed_ns``, acknowledged at ``now_ns`` (monotonic)."""
+        current = self.margin_ns(now_ns) / self.SAFETY
+        self.average_ns = current + self.WEIGHT * (elapsed_ns - current)
+        self._observed_ns = now_ns
 
 
 class Stage(Protocol):

@@ -107,8 +107,9 @@ class Execute:
             # The last moment to give up unapplied: the client may have stopped waiting while
             # this command queued for its locks or decided again after a conflict, or may stop
             # before the append is acknowledged.
-            check_deadline(ctx, margin_ns=self.append_latency.margin_ns)
-            checked_ns.append(time.monotonic_ns())
+            checked = time.monotonic_ns()
+            check_deadline(ctx, margin_ns=self.append_latency.margin_ns(checked))
+            checked_ns.append(checked)
             if service is not None:
                 self._check_expected_version(ctx, loaded)
                 records = service.decide(attempt, loaded)
@@ -151,7 +152,8 @@ class Execute:
                 f"{ref} kept changing under this command; try again", code="conflict"
             ) from exc
         if decided.written is not None and checked_ns:
-            self.append_latency.observe(time.monotonic_ns() - checked_ns[-1])
+            now = time.monotonic_ns()
+            self.append_latency.observe(now - checked_ns[-1], now_ns=now)
         loaded = decided.attempt[ref]
         if decided.written is None:
             self._accepted(ctx, loaded, duplicate)
