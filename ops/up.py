@@ -14,7 +14,9 @@ garbage collector, the replica-set, deployment, resource-quota, endpoint-slice a
 controllers under their own leases (so several ``up`` processes on one NATS cluster do not
 double up), the endpoints query and watch subjects, and, unless told not to, a node agent for
 this machine, which serves cluster DNS at the ``kube-dns`` service's address (the service
-range's tenth). Later issues add their handlers to :func:`serve`.
+range's tenth). With ``--gateways N`` it also runs N-1 command gateways as child processes
+(``ops.gateways``), so that commands are decided on more than one core. Later issues add their
+handlers to :func:`serve`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from handlers.quota_controller import QuotaController
 from handlers.replicaset_controller import ReplicaSetController
 from handlers.scheduler import Scheduler
 from handlers.taint_eviction import TaintEvictionController
+from ops.gateways import GatewayReplicas, gateway_command
 from ops.schedulerconfig import scheduler_options
 from projections.cluster import ClusterModel
 from projections.endpoints import EndpointsService
@@ -108,6 +111,10 @@ class UpOptions:
     container_logs: ContainerLogPolicy = field(default_factory=ContainerLogPolicy)
     """How the local agent rotates container output (``--container-log-max-size``,
     ``--container-log-max-files``)."""
+    gateways: int = 1
+    """Command gateway processes in all (``--gateways``): this one's and N-1 children."""
+    log_level: str = "info"
+    """The gateway children's log level."""
 
 
 async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
@@ -145,6 +152,8 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                 pod_network=options.pod_network,
                 service_ranges=options.service_ranges,
                 container_logs=options.container_logs,
+                gateways=options.gateways,
+                log_level=options.log_level,
             )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -171,6 +180,8 @@ async def serve(
     pod_network: NetworkOptions | None = None,
     service_ranges: ServiceRanges = DEFAULT_RANGES,
     container_logs: ContainerLogPolicy | None = None,
+    gateways: int = 1,
+    log_level: str = "info",
 ) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set;
     with ``agent_root``, a node agent for this machine (its containers live there); with
@@ -180,7 +191,8 @@ async def serve(
     ``cluster_cidr``, the range the node IPAM controller gives each node a slice of;
     ``pod_network``, how the local agent builds its pods' networks;
     ``service_ranges``, where the gateway allocates services' addresses and node ports;
-    ``container_logs``, how the local agent rotates container output."""
+    ``container_logs``, how the local agent rotates container output;
+    ``gateways``, how many gateway processes serve commands (N-1 children beside this one's)."""
     nc = await connect(url, name="fleetlog-up")
     try:
         await ensure_streams(nc)
@@ -249,6 +261,15 @@ async def serve(
                     await gateway_ready.wait()
                     await query_ready.wait()
                     await _bootstrap(nc, service_ranges)
+                    if gateways > 1:
+                        replicas = GatewayReplicas(
+                            gateway_command(
+                                url, features=features, service_ranges=service_ranges,
+                                log_level=log_level,
+                            ),
+                            gateways - 1,
+                        )  # fmt: skip
+                        roles.append(tasks.create_task(replicas.run()))
                     if agent_root is not None:
                         local = NodeAgent(
                             nc, store, name=node_name or default_node_name(), root=agent_root,

@@ -4,12 +4,19 @@ A command is a NATS request on ``fleet.cmd.<kind>.<verb>`` carrying a msgpack ma
 a msgpack map with ``ok`` and either the event sequences or a structured error. The client picks
 an idempotency key once per logical command and reuses it on every retry, so a retry after a
 timeout is applied at most once however many gateways see it.
+
+Every try carries its deadline (``Fleet-Deadline``: when this client stops waiting), so a
+gateway that only reaches the command later refuses it unapplied instead of applying it for
+nobody; a refusal for that reason that still reaches the client is retried like a timeout. A
+retry of a command that did land is answered with the first outcome (``replayed``: "already
+done"), so a client that timed out learns what became of its command.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +28,11 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from core.errors import FieldError, FleetError
 from streams.subjects import command_subject
+
+DEADLINE_HEADER = "Fleet-Deadline"
+"""Unix time in nanoseconds after which the client no longer waits for the answer. Clocks of
+clients and gateways are assumed synchronised to well under a client's timeout (as Kubernetes
+assumes for leases)."""
 
 
 class CommandFailed(FleetError):
@@ -101,8 +113,11 @@ class CommandClient:
     ) -> Outcome:
         """Send pre-encoded bytes (retrying on timeout) and decode the answer."""
         for attempt in range(attempts):
+            deadline = {DEADLINE_HEADER: str(time.time_ns() + int(timeout * 1e9))}
             try:
-                reply = await self._nc.request(subject, payload, timeout=timeout)
+                reply = await self._nc.request(subject, payload, timeout=timeout, headers=deadline)
+                if attempt < attempts - 1 and b"timeout" in reply.data and _late(reply.data):
+                    continue
                 break
             except NoRespondersError as exc:
                 raise NoGateway(
@@ -120,6 +135,14 @@ class CommandClient:
                         code="timeout",
                     ) from None
         return decode_reply(reply.data)
+
+
+def _late(data: bytes) -> bool:
+    """The gateway refused the command because this try's deadline had passed (nothing was
+    applied): worth another try, as a timeout is."""
+    answer = msgpack.unpackb(data, raw=False)
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return isinstance(error, dict) and error.get("code") == "timeout"
 
 
 def decode_reply(data: bytes) -> Outcome:

@@ -56,9 +56,10 @@ def create_pod(
     assert isinstance(pod, Pod)
     if was_live or not pod.exists:
         return pod
-    usage = pod_usage(pod.manifest)
-    for quota in quotas:
-        if isinstance(quota, ResourceQuota) and quota.exists:
+    live = [quota for quota in quotas if isinstance(quota, ResourceQuota) and quota.exists]
+    if live:  # most namespaces have no quota: the usage (quantities parsed) is not needed
+        usage = pod_usage(pod.manifest)
+        for quota in live:
             quota.charge(pod=pod_key(pod), usage=usage, pod_manifest=pod.manifest, at=at)
     return pod
 

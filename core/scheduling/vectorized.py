@@ -265,13 +265,30 @@ def _fit_scores(
 ) -> Int64Array:
     (_, w_cpu), (_, w_memory) = plugin.strategy.resources
     least = plugin.strategy.type == "LeastAllocated"
+    resources = (
+        (columns.alloc_cpu[feasible], columns.non_zero_cpu, pod.non_zero_cpu, w_cpu),
+        (columns.alloc_memory[feasible], columns.non_zero_memory, pod.non_zero_memory, w_memory),
+    )
+    if all(alloc.all() for alloc, _, _, _ in resources):
+        # Every feasible node states both resources (the usual cluster): the same integer
+        # arithmetic without the masks, a third of the array operations. (Least: a request
+        # beyond the allocatable scores 0, which max(alloc - requested, 0) gives directly.)
+        weight_sum = w_cpu + w_memory
+        if weight_sum == 0:
+            return np.zeros(feasible.size, np.int64)
+        summed: Int64Array | None = None
+        for alloc, used_column, request, weight in resources:
+            requested = used_column[feasible] + request
+            if least:
+                value = np.maximum(alloc - requested, 0) * MAX_NODE_SCORE // alloc
+            else:
+                value = np.minimum(requested, alloc) * MAX_NODE_SCORE // alloc
+            summed = value * weight if summed is None else summed + value * weight
+        assert summed is not None
+        return summed // weight_sum
     total = np.zeros(feasible.size, np.int64)
     weights = np.zeros(feasible.size, np.int64)
-    for alloc_column, used_column, request, weight in (
-        (columns.alloc_cpu, columns.non_zero_cpu, pod.non_zero_cpu, w_cpu),
-        (columns.alloc_memory, columns.non_zero_memory, pod.non_zero_memory, w_memory),
-    ):
-        alloc = alloc_column[feasible]
+    for alloc, used_column, request, weight in resources:
         requested = used_column[feasible] + request
         counted = alloc != 0
         divisor = np.where(counted, alloc, 1)
@@ -287,6 +304,11 @@ def _fit_scores(
 def _balanced_scores(pod: PodInfo, columns: NodeColumns, feasible: Int64Array) -> Int64Array:
     alloc_cpu = columns.alloc_cpu[feasible]
     alloc_memory = columns.alloc_memory[feasible]
+    if alloc_cpu.all() and alloc_memory.all():
+        # Every feasible node states both (the usual cluster): no masks, the same floats.
+        f_cpu = np.minimum((columns.requested_cpu[feasible] + pod.cpu) / alloc_cpu, 1.0)
+        f_memory = np.minimum((columns.requested_memory[feasible] + pod.memory) / alloc_memory, 1.0)
+        return ((1 - np.abs((f_cpu - f_memory) / 2)) * MAX_NODE_SCORE).astype(np.int64)
     both = (alloc_cpu != 0) & (alloc_memory != 0)
     f_cpu = np.minimum(
         (columns.requested_cpu[feasible] + pod.cpu) / np.where(both, alloc_cpu, 1), 1.0

@@ -14,6 +14,7 @@ answered with them, at no extra round trip.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import structlog
@@ -27,7 +28,7 @@ from core.nodes.aggregate import Node
 from core.pods.aggregate import Pod
 from core.pods.decisions import create_pod, delete_pod
 from core.workloads.aggregate import Workload
-from handlers.gateway.context import CommandContext, policies_of
+from handlers.gateway.context import AppendLatency, CommandContext, check_deadline, policies_of
 from handlers.gateway.services import ServicePath
 from projections.policies import NamespacePolicies
 from streams.decide import Append, Attempt, OnConflict, decide_and_append
@@ -61,6 +62,9 @@ class Execute:
         self._repository = repository
         self._policies = policies
         self._services = services
+        self.append_latency = AppendLatency()
+        """How long appends take lately: a command whose client will have given up by then is
+        refused rather than appended."""
 
     async def __call__(self, ctx: CommandContext) -> None:
         command, ref = ctx.command, ctx.ref
@@ -100,6 +104,12 @@ class Execute:
                 # another gateway) already landed: answer with its events.
                 duplicate.extend(already)
                 return None
+            # The last moment to give up unapplied: the client may have stopped waiting while
+            # this command queued for its locks or decided again after a conflict, or may stop
+            # before the append is acknowledged.
+            checked = time.monotonic_ns()
+            check_deadline(ctx, margin_ns=self.append_latency.margin_ns(checked))
+            checked_ns.append(checked)
             if service is not None:
                 self._check_expected_version(ctx, loaded)
                 records = service.decide(attempt, loaded)
@@ -124,6 +134,7 @@ class Execute:
             log.info("command.retry_on_conflict", ref=str(ref), attempt=attempt)
 
         creating = command.verb in ("create", "apply") and command.expected_version is None
+        checked_ns: list[int] = []
         try:
             decided = await decide_and_append(
                 self._repository,
@@ -140,6 +151,9 @@ class Execute:
             raise FleetError(
                 f"{ref} kept changing under this command; try again", code="conflict"
             ) from exc
+        if decided.written is not None and checked_ns:
+            now = time.monotonic_ns()
+            self.append_latency.observe(now - checked_ns[-1], now_ns=now)
         loaded = decided.attempt[ref]
         if decided.written is None:
             self._accepted(ctx, loaded, duplicate)

@@ -1,8 +1,14 @@
-"""The stages that read what arrived: its size, its encoding, its kind and verb (``route``
-parses the command against its schema), and finally its fingerprint.
+"""The stages that read what arrived: its size, its encoding, whether its client still waits
+for it (``in_time``), its kind and verb (``route`` parses the command against its schema), and
+finally its fingerprint.
 
 Why this exists: a command is refused as early and as cheaply as possible: an oversized or
 undecodable request never reaches the schema, and an unknown kind never reaches a policy.
+A command whose client has
+stopped waiting (its deadline, sent in the ``Fleet-Deadline`` header, has passed while it queued
+behind a burst) is refused unapplied: work done for nobody would only land after the client gave
+up, and the client, not knowing, could not tell a lost command from a late one. Its retry (same
+idempotency key) is then decided afresh, or answered "already done" if an earlier try landed.
 ``fingerprint`` runs later (after authentication: who asked is part of what was asked), but it
 too only looks at the request: it is what tells a retry from a reused idempotency key.
 """
@@ -18,7 +24,7 @@ from core.api.catalog import KINDS
 from core.api.commands import parse_command
 from core.errors import FleetError, UnknownKind, ValidationFailed
 from core.meta.model import show
-from handlers.gateway.context import CommandContext
+from handlers.gateway.context import CommandContext, check_deadline
 from streams.subjects import parse_command_subject
 
 MAX_COMMAND_BYTES = 256 * 1024
@@ -43,6 +49,13 @@ async def decode(ctx: CommandContext) -> None:
     if not isinstance(raw, dict):
         raise ValidationFailed("command must be a msgpack map", code="malformed")
     ctx.raw = raw
+
+
+async def in_time(ctx: CommandContext) -> None:
+    """Refuse a command whose client has already given up on it. ``execute`` checks again
+    just before the append; an append that lands after the deadline all the same is what the
+    client's retry learns of ("already done")."""
+    check_deadline(ctx)
 
 
 def unknown_kind(kind_token: str, raw: dict[str, Any]) -> FleetError:

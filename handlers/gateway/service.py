@@ -28,7 +28,7 @@ from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.services.ranges import DEFAULT_RANGES, ServiceRanges
 from handlers.gateway.admission import Admit, resolve_target
 from handlers.gateway.audit import audit_record
-from handlers.gateway.context import CommandContext
+from handlers.gateway.context import CommandContext, deadline_of
 from handlers.gateway.execute import Execute
 from handlers.gateway.identity import (
     AllowAll,
@@ -38,7 +38,7 @@ from handlers.gateway.identity import (
     Policy,
     stated_identity,
 )
-from handlers.gateway.intake import decode, fingerprint, limit_size, route
+from handlers.gateway.intake import decode, fingerprint, in_time, limit_size, route
 from handlers.gateway.services import ServicePath
 from projections.cluster import ClusterModel
 from projections.policies import NamespacePolicies
@@ -89,6 +89,7 @@ class Gateway:
         self.stages: Sequence[Handler] = (
             limit_size,
             decode,
+            in_time,
             route,
             functools.partial(resolve_target, features=features),
             Authenticate(identify),
@@ -135,7 +136,12 @@ class Gateway:
 
     async def _serve(self, msg: Msg) -> None:
         try:
-            ctx = CommandContext(subject=msg.subject, data=msg.data, received_ns=time.time_ns())
+            ctx = CommandContext(
+                subject=msg.subject,
+                data=msg.data,
+                received_ns=time.time_ns(),
+                deadline_ns=deadline_of(msg.headers),
+            )
             reply = await self.handle_context(ctx)
             record = audit_record(ctx, reply)
             # Queued before the answer is published: the audit writer publishes it before the

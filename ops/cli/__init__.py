@@ -8,7 +8,7 @@ reads come from the cluster projection (``get``, ``describe``) or straight from 
 This module holds the root group, whose options every command reads from its context, and adds
 to it the commands, which live in modules by what they act on:
 
-  ``cluster``     up, agent, sim, scheduler: run a part of the cluster in the foreground
+  ``cluster``     up, agent, sim, scheduler, gateway: run a part of the cluster in the foreground
   ``objects``     apply, delete, get, describe: objects of any kind
   ``workloads``   scale, rollout …: a deployment's replicas and rollouts
   ``nodes``       cordon, uncordon, drain
@@ -32,7 +32,7 @@ from __future__ import annotations
 import click
 
 from ops.cli.audit import audit, why
-from ops.cli.cluster import agent, scheduler, sim, up
+from ops.cli.cluster import agent, gateway, scheduler, sim, up
 from ops.cli.nodes import cordon, drain, uncordon
 from ops.cli.objects import apply, delete, describe, get
 from ops.cli.observe import events, history, logs, top
@@ -66,7 +66,7 @@ def main(ctx: click.Context, server: str, actor: str | None, log_level: str) -> 
 
 
 for _command in (
-    *(up, agent, sim, scheduler),
+    *(up, agent, sim, scheduler, gateway),
     *(apply, delete, get, describe),
     *(scale, rollout),
     *(cordon, uncordon, drain),

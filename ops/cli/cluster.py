@@ -1,10 +1,11 @@
-"""``fleetlog up``, ``agent``, ``sim`` and ``scheduler``: the commands that run a part of the
-cluster in the foreground instead of sending it a command.
+"""``fleetlog up``, ``agent``, ``sim``, ``scheduler`` and ``gateway``: the commands that run a
+part of the cluster in the foreground instead of sending it a command.
 
 Why this exists: these are the long-lived processes (a control plane, a node, simulated nodes,
-a scheduler replica) started from the same command line as the short-lived commands. They share
-how a role runs until a signal (:func:`_until_signal`); what each runs lives in ``ops.up`` and
-``handlers`` and is imported only when the command runs, so ``--help`` stays quick.
+a scheduler replica, a command gateway) started from the same command line as the short-lived
+commands. They share how a role runs until a signal (:func:`_until_signal`); what each runs
+lives in ``ops.up``, ``ops.gateways`` and ``handlers`` and is imported only when the command
+runs, so ``--help`` stays quick.
 """
 
 from __future__ import annotations
@@ -257,6 +258,14 @@ def _service_ranges(cluster_ips: str, node_ports: str) -> ServiceRanges:
     show_default=True,
     help="NodePort services' ports come from this range.",
 )
+@click.option(
+    "--gateways",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Command gateway processes: this one's and N-1 children (commands are spread over "
+    "them, so a burst uses more than one core; `fleetlog gateway` adds more on any host).",
+)
 @pod_network_options
 @container_log_options
 @FEATURE_GATES
@@ -281,6 +290,7 @@ def up(
     node_port_range: str,
     container_log_max_size: str,
     container_log_max_files: int,
+    gateways: int,
     feature_gates: tuple[str, ...],
 ) -> None:
     """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
@@ -316,6 +326,8 @@ def up(
         pod_network=network,
         service_ranges=service_ranges,
         container_logs=container_logs,
+        gateways=gateways,
+        log_level=ctx.obj["log_level"],
     )
     click.echo(
         f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",
@@ -536,3 +548,44 @@ async def scheduler(
             )
     finally:
         await nc.close()
+
+
+SERVICE_RANGE_OPTIONS = (
+    click.option(
+        "--service-cluster-ip-range",
+        "service_cidr",
+        default="100.64.0.0/16",
+        show_default=True,
+        help="Where services' ClusterIPs come from: the same as `fleetlog up`'s.",
+    ),
+    click.option(
+        "--service-node-port-range",
+        "node_port_range",
+        default="30000-32767",
+        show_default=True,
+        help="Where NodePort services' ports come from: the same as `fleetlog up`'s.",
+    ),
+)
+
+
+@click.command()
+@SERVICE_RANGE_OPTIONS[0]
+@SERVICE_RANGE_OPTIONS[1]
+@FEATURE_GATES
+@click.pass_context
+@run
+async def gateway(
+    ctx: click.Context, service_cidr: str, node_port_range: str, feature_gates: tuple[str, ...]
+) -> None:
+    """Serve commands as one more gateway process (any number may run, on any host: they share
+    the commands of the cluster)."""
+    features = _feature_gates(feature_gates)
+    ranges = _service_ranges(service_cidr, node_port_range)
+    import functools
+
+    from ops.gateways import run_gateway
+
+    await _until_signal(
+        functools.partial(run_gateway, ctx.obj["server"], features=features, service_ranges=ranges),
+        "gateway ready",
+    )

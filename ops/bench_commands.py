@@ -1,0 +1,302 @@
+"""Benchmark of the command path under bursts and sustained load, against a real ``fleetlog up``.
+
+    python -m ops.bench_commands [--gateways N] [--burst 2000] [--sustained 10000]
+                                 [--in-flight 256] [--rate 500] [--commands 5000]
+                                 [--timeout 10] [--delete-timeout S] [--nats-url URL]
+                                 [--skip PHASE ...]
+
+Why this exists: ``bench_log`` measures the round trip at a steady rate; issue 15 asks what
+happens when thousands of commands arrive at once (a ``kubectl apply`` of a large manifest, a
+namespace being emptied), whether the gateway scales past one core (``up --gateways N``), and
+whether a client that gave up can learn what became of its command. Phases, in one run against
+one ``fleetlog up --no-agent --no-scheduler`` (plus its gateway processes):
+
+* ``burst``: ``--burst`` pod applies sent at once, each with the client's ``--timeout`` and no
+  retry: p50/p99/max, throughput, and how many timed out;
+* ``deletes``: the same pods deleted at once, each with ``--delete-timeout`` (default
+  ``--timeout``) and no retry; then every
+  delete that timed out is retried with its idempotency key, and the retry's answer says whether
+  the first try had been applied (``replayed``) after its client gave up;
+* ``sustained``: ``--sustained`` creates, ``--in-flight`` at a time: commands per second;
+* ``rate``: ``--commands`` creates offered at ``--rate``/s (open loop): p50/p99/max.
+
+For each phase it prints the CPU seconds every process of ``up`` used per command (user +
+system from ``/proc``, the process and its children): on a shared host the stable figure, where
+wall-clock latencies move with the neighbours. Figures are recorded in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ops.bench_log import percentile, server_for, wait_for_gateway
+from streams.commandbus import CommandClient, CommandFailed, new_idempotency_key
+from streams.connection import connect
+
+PHASES = ("burst", "deletes", "sustained", "rate")
+
+
+def pod_manifest(name: str) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "bench"}},
+        "spec": {
+            "containers": [
+                {"name": "main", "image": "nginx", "resources": {"requests": {"cpu": "100m"}}}
+            ]
+        },
+    }
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and of every live descendant (``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = fields
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        fields = stats.get(current)
+        if fields is not None:
+            total += (int(fields[11]) + int(fields[12])) / tick
+        todo.extend(children.get(current, ()))
+    return total
+
+
+async def settle(pid: int, *, busy: float = 0.3, timeout: float = 120.0) -> None:
+    """Until ``up`` and its children used less than ``busy`` of a core over a second."""
+    deadline = time.monotonic() + timeout
+    before = tree_cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(1.0)
+        now = tree_cpu_seconds(pid)
+        if now - before < busy:
+            return
+        before = now
+
+
+@dataclass
+class Phase:
+    """One phase's figures."""
+
+    name: str
+    latencies: list[float] = field(default_factory=list)
+    timed_out: list[int] = field(default_factory=list)
+    failed: int = 0
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    def report(self, commands: int) -> str:
+        ms = [1000 * value for value in self.latencies] or [0.0]
+        return (
+            f"{self.name:<10} {commands:6d} commands in {self.wall:6.2f} s = "
+            f"{commands / self.wall:7,.0f}/s; answered p50 {statistics.median(ms):7.1f} ms, "
+            f"p99 {percentile(ms, 0.99):7.1f} ms, max {max(ms):7.1f} ms; "
+            f"timed out {len(self.timed_out)}, refused {self.failed}; "
+            f"up CPU {1000 * self.cpu / commands:.3f} ms/command"
+        )
+
+
+async def run_phase(
+    phase: Phase,
+    up_pid: int,
+    count: int,
+    send: Callable[[int], Awaitable[None]],
+    *,
+    in_flight: int | None = None,
+    rate: float | None = None,
+) -> Phase:
+    """``send(i)`` for i in range(count): all at once, ``in_flight`` at a time, or at ``rate``."""
+    slots = asyncio.Semaphore(in_flight or count)
+
+    async def one(index: int) -> None:
+        async with slots:
+            sent = time.perf_counter()
+            try:
+                await send(index)
+            except CommandFailed as exc:
+                if exc.code == "timeout":
+                    phase.timed_out.append(index)
+                    return
+                phase.failed += 1
+                return
+            phase.latencies.append(time.perf_counter() - sent)
+
+    cpu_before = tree_cpu_seconds(up_pid)
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as tasks:
+        for index in range(count):
+            if rate is not None:
+                delay = started + index / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            tasks.create_task(one(index))
+    phase.wall = time.perf_counter() - started
+    phase.cpu = tree_cpu_seconds(up_pid) - cpu_before
+    return phase
+
+
+async def bench(url: str, up_pid: int, args: argparse.Namespace) -> None:
+    nc = await connect(url, name="bench-commands")
+    client = CommandClient(nc, actor="bench")
+    timeout = args.timeout
+    try:
+        # Warm-up: the first commands load policies and fill caches.
+        for index in range(50):
+            await client.send("Pod", "create", {"manifest": pod_manifest(f"warm-{index}")})
+        await settle(up_pid)
+        if "burst" not in args.skip:
+
+            async def apply(index: int) -> None:
+                await client.send(
+                    "Pod",
+                    "apply",
+                    {"manifest": pod_manifest(f"burst-{index}")},
+                    timeout=timeout,
+                    attempts=1,
+                )
+
+            burst = await run_phase(Phase("burst"), up_pid, args.burst, apply)
+            print(burst.report(args.burst), flush=True)
+            await settle(up_pid)
+        if "deletes" not in args.skip and "burst" not in args.skip:
+            keys = [new_idempotency_key() for _ in range(args.burst)]
+
+            async def delete(index: int) -> None:
+                await client.send(
+                    "Pod",
+                    "delete",
+                    {"name": f"burst-{index}", "namespace": "default"},
+                    idempotency_key=keys[index],
+                    timeout=args.delete_timeout or timeout,
+                    attempts=1,
+                )
+
+            deletes = await run_phase(Phase("deletes"), up_pid, args.burst, delete)
+            print(deletes.report(args.burst), flush=True)
+            await settle(up_pid)
+            applied_late = 0
+            for index in deletes.timed_out:
+                outcome = await client.send(
+                    "Pod",
+                    "delete",
+                    {"name": f"burst-{index}", "namespace": "default"},
+                    idempotency_key=keys[index],
+                    timeout=30,
+                )
+                applied_late += outcome.replayed
+            print(
+                f"           of {len(deletes.timed_out)} deletes that timed out, "
+                f"{applied_late} had been applied after their client gave up "
+                f"(a retry with the same key answered 'already done')",
+                flush=True,
+            )
+        if "sustained" not in args.skip:
+
+            async def create(index: int) -> None:
+                await client.send(
+                    "Pod", "create", {"manifest": pod_manifest(f"s-{index}")}, timeout=30
+                )
+
+            sustained = await run_phase(
+                Phase("sustained"), up_pid, args.sustained, create, in_flight=args.in_flight
+            )
+            print(sustained.report(args.sustained), flush=True)
+            await settle(up_pid)
+        if "rate" not in args.skip:
+
+            async def paced(index: int) -> None:
+                await client.send(
+                    "Pod", "create", {"manifest": pod_manifest(f"r-{index}")}, timeout=30
+                )
+
+            paced_phase = await run_phase(
+                Phase(f"{args.rate:.0f}/s"), up_pid, args.commands, paced, rate=args.rate
+            )
+            print(paced_phase.report(args.commands), flush=True)
+    finally:
+        await nc.close()
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="fleetlog-bench-commands-"))
+    try:
+        async with server_for(args.nats_url, workdir / "nats") as url:
+            command = [
+                sys.executable, "-m", "ops", "--log-level", "warning", "up", "--nats-url", url,
+                "--no-agent", "--no-scheduler", *(["--gateways", str(args.gateways)]
+                if args.gateways != 1 else []),
+            ]  # fmt: skip
+            with (workdir / "up.log").open("wb") as up_log:
+                up_process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child
+                    command, stdout=subprocess.DEVNULL, stderr=up_log
+                )
+                try:
+                    await wait_for_gateway(url, up_process)
+                    await settle(up_process.pid)
+                    print(
+                        f"fleetlog up with {args.gateways} gateway process(es), pid "
+                        f"{up_process.pid}, server {url}, load average "
+                        f"{os.getloadavg()[0]:.2f}",
+                        flush=True,
+                    )
+                    await bench(url, up_process.pid, args)
+                finally:
+                    up_process.send_signal(signal.SIGTERM)
+                    try:
+                        up_process.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        up_process.kill()
+                        up_process.wait()
+            print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    finally:
+        if args.keep_workdir:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--gateways", type=int, default=1)
+    parser.add_argument("--burst", type=int, default=2_000)
+    parser.add_argument("--sustained", type=int, default=10_000)
+    parser.add_argument("--in-flight", type=int, default=256)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--commands", type=int, default=5_000)
+    parser.add_argument("--timeout", type=float, default=10.0, help="the burst clients' timeout")
+    parser.add_argument(
+        "--delete-timeout", type=float, default=None, help="the deleting clients' timeout"
+    )
+    parser.add_argument("--nats-url", default=None)
+    parser.add_argument("--skip", nargs="*", default=[], choices=PHASES)
+    parser.add_argument("--keep-workdir", action="store_true")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

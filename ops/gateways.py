@@ -1,0 +1,134 @@
+"""Command gateways as processes of their own: ``fleetlog gateway`` and ``up --gateways N``.
+
+Why this exists: one Python process decides on one core, and a burst of commands (a large
+``apply``, a namespace being emptied) is bound by it. The gateway keeps no state of its own that
+another gateway could contradict (decisions are checked by the append's expectations, retries
+are recognised from the events on the log and JetStream's Msg-Id window: see
+``handlers.gateway``), so any number of gateway processes, on any host, may serve
+``fleet.cmd.>`` in the same queue group and NATS spreads the commands over them.
+
+:func:`run_gateway` is one such process's body (``fleetlog gateway``); :class:`GatewayReplicas`
+is how ``fleetlog up --gateways N`` runs N-1 of them beside its own gateway: child processes it
+starts after the streams exist, restarts if one exits (after a pause that grows while it
+keeps failing), and stops by PID with
+SIGTERM (SIGKILL after a grace period) when ``up`` stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+import structlog
+
+from core.meta.features import DEFAULT_FEATURES, FeatureGates
+from core.services.ranges import DEFAULT_RANGES, ServiceRanges
+from handlers.gateway import Gateway
+from streams.cancellation import checkpoint
+from streams.connection import connect
+from streams.definitions import ensure_streams
+from streams.eventstore import EventStore
+
+log = structlog.get_logger(__name__)
+
+RESTART_PAUSE_S = 1.0
+MAX_RESTART_PAUSE_S = 60.0
+STOP_GRACE_S = 10.0
+
+
+async def run_gateway(
+    url: str,
+    ready: asyncio.Event,
+    *,
+    features: FeatureGates = DEFAULT_FEATURES,
+    service_ranges: ServiceRanges = DEFAULT_RANGES,
+    name: str = "fleetlog-gateway",
+) -> None:
+    """Serve commands from this process until cancelled (``ready`` once subscribed)."""
+    nc = await connect(url, name=name)
+    try:
+        await ensure_streams(nc)  # idempotent: a gateway may start before any `fleetlog up`
+        async with EventStore(nc) as store:
+            gateway = await Gateway.create(
+                nc, store, features=features, service_ranges=service_ranges
+            )
+            await gateway.run(ready)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.drain()
+
+
+def gateway_command(
+    url: str,
+    *,
+    features: FeatureGates,
+    service_ranges: ServiceRanges,
+    log_level: str,
+) -> list[str]:
+    """The command line of a gateway process configured as ``up`` is."""
+    command = [
+        sys.executable, "-m", "ops", "--server", url, "--log-level", log_level, "gateway",
+        "--service-cluster-ip-range", str(service_ranges.cluster_ips),
+        "--service-node-port-range", str(service_ranges.node_ports),
+    ]  # fmt: skip
+    if str(features):
+        command += ["--feature-gates", str(features)]
+    return command
+
+
+class GatewayReplicas:
+    """``count`` gateway child processes, kept running until :meth:`run` is cancelled."""
+
+    def __init__(self, command: Sequence[str], count: int) -> None:
+        self._command = list(command)
+        self._count = count
+        self.pids: list[int] = []
+        """The PIDs of the children running now."""
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            for index in range(self._count):
+                tasks.create_task(self._keep_running(index))
+
+    async def _keep_running(self, index: int) -> None:
+        pause = RESTART_PAUSE_S
+        while True:
+            checkpoint()
+            started = time.monotonic()
+            process = await asyncio.create_subprocess_exec(*self._command)
+            self.pids.append(process.pid)
+            log.info("gateway.replica_started", replica=index, pid=process.pid)
+            try:
+                status = await process.wait()
+            except asyncio.CancelledError:
+                await _stop(process)
+                raise
+            finally:
+                self.pids.remove(process.pid)
+            # One that keeps failing at start is retried less and less often (up to a
+            # minute apart); one that ran for a while is replaced at once.
+            pause = RESTART_PAUSE_S if time.monotonic() - started > MAX_RESTART_PAUSE_S else pause
+            log.warning(
+                "gateway.replica_exited", replica=index, pid=process.pid, status=status,
+                restart_in_s=pause,
+            )  # fmt: skip
+            await asyncio.sleep(pause)
+            pause = min(MAX_RESTART_PAUSE_S, pause * 2)
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM (the gateway finishes its commands in flight), SIGKILL after the grace."""
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(asyncio.shield(process.wait()), STOP_GRACE_S)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
