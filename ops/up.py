@@ -12,7 +12,9 @@ It also runs the scheduler (any number of replicas may run: bindings are atomic 
 the node lifecycle controller with the taint-eviction controller under its lease, and the
 garbage collector, the replica-set, deployment, resource-quota, endpoint-slice and node IPAM
 controllers under their own leases (so several ``up`` processes on one NATS cluster do not
-double up), the endpoints query and watch subjects, and, unless told not to, a node agent for
+double up), the endpoints query and watch subjects, the Kubernetes API over HTTPS (unless
+``--no-api``: ``handlers/apiserver``, with its certificates and the admin's kubeconfig in the
+data directory) and, unless told not to, a node agent for
 this machine, which serves cluster DNS at the ``kube-dns`` service's address (the service
 range's tenth). Later issues add their handlers to :func:`serve`.
 """
@@ -40,6 +42,7 @@ from handlers.agent.agent import NodeAgent
 from handlers.agent.dns import DNSOptions
 from handlers.agent.network import NetworkOptions
 from handlers.agent.node import default_node_name
+from handlers.apiserver import APIServer, ensure_pki, kubeconfig_path, write_kubeconfig
 from handlers.deployment_controller import DeploymentController
 from handlers.endpointslice_controller import EndpointSliceController
 from handlers.garbage_collector import GarbageCollector
@@ -69,6 +72,7 @@ from streams.server import EmbeddedServer
 log = structlog.get_logger(__name__)
 
 DEFAULT_PORT = 4222
+DEFAULT_API_PORT = 6443
 DEFAULT_URL = f"nats://127.0.0.1:{DEFAULT_PORT}"
 BOOTSTRAP_NAMESPACES = ("default", "kube-system")
 SNAPSHOT_EVERY_S = 60.0
@@ -104,6 +108,19 @@ class UpOptions:
     service_ranges: ServiceRanges = DEFAULT_RANGES
     """Where ClusterIPs and node ports come from (``--service-cluster-ip-range``,
     ``--service-node-port-range``)."""
+    api_port: int | None = DEFAULT_API_PORT
+    """The Kubernetes API's HTTPS port on 127.0.0.1 (``--api-port``; 0 picks a free one);
+    None: no Kubernetes API (``--no-api``)."""
+
+
+@dataclass(frozen=True)
+class APIOptions:
+    """Where the Kubernetes API listens, and the directory its certificates and the admin's
+    kubeconfig are kept in."""
+
+    port: int
+    data_dir: Path
+    host: str = "127.0.0.1"
 
 
 async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
@@ -140,6 +157,11 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                 cluster_cidr=options.cluster_cidr,
                 pod_network=options.pod_network,
                 service_ranges=options.service_ranges,
+                api=(
+                    APIOptions(port=options.api_port, data_dir=options.data_dir)
+                    if options.api_port is not None
+                    else None
+                ),
             )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -165,6 +187,7 @@ async def serve(
     cluster_cidr: ClusterCIDR | None = None,
     pod_network: NetworkOptions | None = None,
     service_ranges: ServiceRanges = DEFAULT_RANGES,
+    api: APIOptions | None = None,
 ) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set;
     with ``agent_root``, a node agent for this machine (its containers live there); with
@@ -173,7 +196,8 @@ async def serve(
     ``scheduler_config``, what a KubeSchedulerConfiguration file set for the scheduler;
     ``cluster_cidr``, the range the node IPAM controller gives each node a slice of;
     ``pod_network``, how the local agent builds its pods' networks;
-    ``service_ranges``, where the gateway allocates services' addresses and node ports."""
+    ``service_ranges``, where the gateway allocates services' addresses and node ports;
+    ``api``, where the Kubernetes API listens (None: it does not)."""
     nc = await connect(url, name="fleetlog-up")
     try:
         await ensure_streams(nc)
@@ -242,6 +266,10 @@ async def serve(
                     await gateway_ready.wait()
                     await query_ready.wait()
                     await _bootstrap(nc, service_ranges)
+                    if api is not None:
+                        apiserver = _api_server(nc, projection, store, api, service_ranges)
+                        await apiserver.start()
+                        roles.append(tasks.create_task(_serve_api(apiserver)))
                     if agent_root is not None:
                         local = NodeAgent(
                             nc, store, name=node_name or default_node_name(), root=agent_root,
@@ -265,6 +293,50 @@ async def serve(
     finally:
         with contextlib.suppress(Exception):
             await nc.drain()
+
+
+def _api_server(
+    nc: object,
+    projection: Projection[ClusterModel],
+    store: EventStore,
+    options: APIOptions,
+    ranges: ServiceRanges,
+) -> APIServer:
+    from core.kubeapi.tables import Columns
+    from ops.render.objects import COLUMNS
+    from ops.render.services import service_row
+
+    columns = {kind: Columns(*entry) for kind, entry in COLUMNS.items()}
+    # A service's wide view is Kubernetes' (SELECTOR): fleetlog's ENDPOINTS, DNS and NATS
+    # columns need reads a row cannot make.
+    headers = columns["Service"].headers
+    columns["Service"] = Columns(
+        headers,
+        ["SELECTOR"],
+        lambda item, now_ns, wide: service_row(item, now_ns, True)[: len(headers) + 1],
+    )
+    pki = ensure_pki(options.data_dir / "pki", service_ip=ranges.cluster_ips.kubernetes_ip)
+    return APIServer(
+        nc=nc,  # type: ignore[arg-type]
+        projection=projection,
+        store=store,
+        pki=pki,
+        columns=columns,
+        host=options.host,
+        port=options.port,
+    )
+
+
+async def _serve_api(apiserver: APIServer) -> None:
+    """Announce the bound API and its kubeconfig, then serve until cancelled."""
+    data_dir = apiserver.pki.directory.parent
+    path = kubeconfig_path(data_dir)
+    write_kubeconfig(path, apiserver.pki, server=apiserver.url)
+    log.info("fleetlog.kubernetes_api", url=apiserver.url, kubeconfig=str(path))
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await asyncio.shield(apiserver.stop())
 
 
 def _tune_gc() -> None:

@@ -214,6 +214,15 @@ def _service_ranges(cluster_ips: str, node_ports: str) -> ServiceRanges:
     show_default=True,
     help="NodePort services' ports come from this range.",
 )
+@click.option(
+    "--api-port",
+    type=click.IntRange(0, 65535),
+    default=6443,
+    show_default=True,
+    help="The Kubernetes API's HTTPS port on 127.0.0.1 (0: a free one); kubectl's kubeconfig "
+    "is written to <data dir>/kubeconfig.",
+)
+@click.option("--no-api", is_flag=True, help="Serve no Kubernetes API here.")
 @pod_network_options
 @FEATURE_GATES
 @click.pass_context
@@ -235,6 +244,8 @@ def up(
     no_pod_network: bool,
     service_cidr: str,
     node_port_range: str,
+    api_port: int,
+    no_api: bool,
     feature_gates: tuple[str, ...],
 ) -> None:
     """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
@@ -268,11 +279,18 @@ def up(
         cluster_cidr=cluster,
         pod_network=network,
         service_ranges=service_ranges,
+        api_port=None if no_api else api_port,
     )
     click.echo(
         f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",
         err=True,
     )
+    if not no_api:
+        click.echo(
+            f"fleetlog up: Kubernetes API on 127.0.0.1:{api_port or '(a free port)'}; "
+            f"kubectl --kubeconfig {options.data_dir / 'kubeconfig'} get pods",
+            err=True,
+        )
     run(run_up)(options)
 
 
