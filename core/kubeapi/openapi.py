@@ -154,6 +154,7 @@ def resource_paths(resource: APIResource, *, v2: bool) -> dict[str, Any]:
         item: {
             "get": operation("get", "read"),
             "put": operation("put", "replace", body=True),
+            "patch": operation("patch", "patch", body=True),
             "delete": operation("delete", "delete"),
             "parameters": [*path_params, parameter("name", "path", required=True)],
         },

@@ -14,9 +14,11 @@ from types import MappingProxyType
 
 from core.api.catalog import KINDS
 
-VERBS: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "update", "watch")
-"""What every resource answers (``patch`` and the subresources are still to come: a request
-for them is refused with 405 MethodNotAllowed, not faked)."""
+VERBS: tuple[str, ...] = (
+    "create", "delete", "deletecollection", "get", "list", "patch", "update", "watch",
+)  # fmt: skip
+"""What every resource answers (server-side apply and the subresources are still to come: a
+request for them is refused with a Status that says so, not faked)."""
 
 
 @dataclass(frozen=True, slots=True)

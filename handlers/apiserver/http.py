@@ -78,8 +78,11 @@ def response_format(request: web.Request, *, table_allowed: bool) -> Format:
     raise not_acceptable("application/json, application/json;as=Table;v=v1;g=meta.k8s.io")
 
 
-async def read_json(request: web.Request, *, required: bool = True) -> Any:
-    """The request's JSON body (None when empty and not required), within 3 MiB."""
+async def read_json(
+    request: web.Request, *, required: bool = True, media_types: tuple[str, ...] = (JSON,)
+) -> Any:
+    """The request's JSON body (None when empty and not required), within 3 MiB, sent as one
+    of ``media_types``."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise too_large()
     data = await request.content.read(MAX_BODY_BYTES + 1)
@@ -90,7 +93,7 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
             raise bad_request("the request has no body: an object is required")
         return None
     media = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-    if media != JSON and not (not required and not media):
+    if media not in media_types and not (not required and not media):
         raise unsupported_media_type(media or "(none)")
     try:
         return json.loads(data)

@@ -27,6 +27,7 @@ from nats.aio.client import Client
 
 from core.errors import FieldError, FleetError
 from core.kubeapi.objects import Preconditions, api_object, list_object, writable
+from core.kubeapi.patch import APPLY_PATCH, PATCH_TYPES, apply_patch
 from core.kubeapi.paths import ResourcePath, not_found
 from core.kubeapi.resources import BY_KIND, APIResource
 from core.kubeapi.selectors import FieldSelector, parse_field_selector
@@ -41,6 +42,7 @@ from core.kubeapi.status import (
     method_not_allowed,
     success,
     too_large_resource_version,
+    unsupported_media_type,
 )
 from core.kubeapi.tables import Columns, columns_for, include_object, table, table_row
 from core.kubeapi.versions import Continue, ReadAt, list_read, parse_resource_version, watch_from
@@ -63,6 +65,7 @@ from streams.subjects import event_filter
 READ_WAIT_S = 5.0
 """How long a read waits for the read model to reach the log's end or a requested version."""
 DELETE_CONCURRENCY = 16
+PATCH_ATTEMPTS = 5
 PROPAGATION_POLICIES = ("Foreground", "Background", "Orphan")
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 """kube's generateName alphabet (no vowels, no look-alikes)."""
@@ -130,15 +133,8 @@ class Resources:
             if path.name is None:
                 return await self.delete_collection(request, path, caller)
             return await self.delete(request, path, caller)
-        if method == "PATCH":
-            raise APIError(
-                405,
-                "MethodNotAllowed",
-                "the server does not allow this method on the requested resource: PATCH "
-                "(merge, strategic merge, JSON patch, server-side apply) is not served by "
-                "fleetlog yet; replace the object with PUT",
-                path.target,
-            )
+        if method == "PATCH" and path.name is not None:
+            return await self.patch(request, path, caller)
         raise method_not_allowed(path.target)
 
     # -- reads -----------------------------------------------------------------------------
@@ -372,6 +368,53 @@ class Resources:
         if after is None:
             raise not_found_object(path)
         return respond(self._object(path.resource, after))
+
+    async def patch(
+        self, request: web.Request, path: ResourcePath, caller: Caller
+    ) -> web.StreamResponse:
+        """Apply the patch to the object as it is and store the result as an update, pinned
+        to the version it was computed from; a write racing in between makes it start over
+        (as kube-apiserver retries a patch), unless the patch itself named a
+        resourceVersion."""
+        _no_dry_run(request)
+        assert path.name is not None
+        media = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if media == APPLY_PATCH:
+            raise APIError(
+                415,
+                "UnsupportedMediaType",
+                "server-side apply (application/apply-patch+yaml) is not served by fleetlog "
+                "yet: use client-side kubectl apply",
+                path.target,
+            )
+        if media not in PATCH_TYPES:
+            raise unsupported_media_type(media or "(none)")
+        body = await read_json(request, media_types=PATCH_TYPES)
+        for attempt in range(PATCH_ATTEMPTS):
+            await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
+            record = self._record(path)
+            if record is None:
+                raise not_found_object(path)
+            current = self._object(path.resource, record)
+            patched = apply_patch(media, current, body)
+            written = writable(patched, path.resource, namespace=path.namespace or "",
+                               name=path.name)  # fmt: skip
+            stated = written.preconditions.resource_version not in (None, record.last_seq)
+            expected = _check_preconditions(path, record, written.preconditions)
+            try:
+                seq = await self._send(
+                    caller, path.target, path.resource.kind, "apply",
+                    {"manifest": written.manifest}, expected_version=expected,
+                )  # fmt: skip
+            except APIError as exc:
+                if exc.reason != "Conflict" or stated or attempt == PATCH_ATTEMPTS - 1:
+                    raise
+                continue
+            after = await self._after_write(path, path.name, seq)
+            if after is None:
+                raise not_found_object(path)
+            return respond(self._object(path.resource, after))
+        raise AssertionError("unreachable")
 
     async def _delete_one(
         self, path: ResourcePath, record: ObjectRecord, caller: Caller, options: _DeleteOptions
