@@ -170,7 +170,7 @@ def unsupported_media_type(content_type: str) -> APIError:
         415,
         "UnsupportedMediaType",
         f'the body of the request was in an unknown format "{content_type}" - accepted media '
-        "types include: application/json, application/yaml",
+        "types include: application/json",
     )
 
 

@@ -92,8 +92,9 @@ async def read_json(
         if required:
             raise bad_request("the request has no body: an object is required")
         return None
-    media = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-    if media not in media_types and not (not required and not media):
+    # No Content-Type reads as JSON, as kube-apiserver takes its first serializer.
+    media = (request.headers.get("Content-Type") or JSON).split(";")[0].strip().lower()
+    if media not in media_types:
         raise unsupported_media_type(media or "(none)")
     try:
         return json.loads(data)

@@ -66,6 +66,9 @@ READ_WAIT_S = 5.0
 """How long a read waits for the read model to reach the log's end or a requested version."""
 DELETE_CONCURRENCY = 16
 PATCH_ATTEMPTS = 5
+RETURNS_DELETED_OBJECT = frozenset({"Pod"})
+"""Kinds whose delete answers the object (kube's graceful deletion of pods; clients decode
+the answer as a Pod), where other kinds answer a Status."""
 PROPAGATION_POLICIES = ("Foreground", "Background", "Orphan")
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 """kube's generateName alphabet (no vowels, no look-alikes)."""
@@ -418,7 +421,7 @@ class Resources:
 
     async def _delete_one(
         self, path: ResourcePath, record: ObjectRecord, caller: Caller, options: _DeleteOptions
-    ) -> None:
+    ) -> int:
         target = Target(path.resource.plural, path.resource.group, record.name, path.resource.kind)
         expected = _check_preconditions(
             ResourcePath(path.resource, path.namespace, record.name), record, options.preconditions
@@ -431,6 +434,7 @@ class Resources:
         )
         if seq:
             await self._projection.wait_for(seq, timeout=READ_WAIT_S)
+        return seq
 
     async def delete(
         self, request: web.Request, path: ResourcePath, caller: Caller
@@ -440,10 +444,12 @@ class Resources:
         record = self._record(path)
         if record is None:
             raise not_found_object(path)
-        await self._delete_one(path, record, caller, options)
+        seq = await self._delete_one(path, record, caller, options)
         still = self._record(path)
         if still is not None and still.uid == record.uid:
             return respond(self._object(path.resource, still))
+        if path.resource.kind in RETURNS_DELETED_OBJECT:
+            return respond(object_of(path.resource, record.as_dict(), seq or record.last_seq))
         return respond(success(target=path.target, uid=record.uid))
 
     async def delete_collection(
