@@ -196,13 +196,16 @@ class Watches:
         resource = watch.resource
         watcher = Watcher(resource.kind, watch.namespace, watch.matches)
         history: asyncio.Task[None] | None = None
-        if watch.start.initial:
-            # No await between the snapshot and the registration: the live events the hub
-            # hands over are exactly those after the snapshot's position.
-            if watch.start.rv and not await self._projection.wait_for(watch.start.rv, 5.0):
-                raise too_large_resource_version(watch.start.rv, self._projection.position)
+        rv = watch.start.rv
+        if rv > self._projection.position and not await self._projection.wait_for(rv, 5.0):
+            raise too_large_resource_version(rv, self._projection.position)
+        if watch.start.initial or rv >= self._projection.position:
+            # From the read model as it is (the initial events, or a watch from the version a
+            # list was just read at: nothing to replay). No await between the snapshot and
+            # the registration: the hub hands over exactly the events after its position.
             self.hub.add(watcher)
             model = self._projection.model
+            watcher.after = 0 if watch.start.initial else self._projection.position
             for record in model.list(resource.kind, watch.namespace):
                 item = record.as_dict()
                 watcher.observe(
@@ -215,9 +218,6 @@ class Watches:
                     Emitted("BOOKMARK", {}, self._projection.position, initial_end=True)
                 )
         else:
-            rv = watch.start.rv
-            if rv > self._projection.position and not await self._projection.wait_for(rv, 5.0):
-                raise too_large_resource_version(rv, self._projection.position)
             first = int((await self._store.stream_info())["state"].get("first_seq") or 1)
             if rv < first - 1:
                 raise gone(rv, first - 1)
