@@ -12,7 +12,9 @@ It also runs the scheduler (any number of replicas may run: bindings are atomic 
 the node lifecycle controller with the taint-eviction controller under its lease, and the
 garbage collector, the replica-set, deployment, resource-quota, endpoint-slice and node IPAM
 controllers under their own leases (so several ``up`` processes on one NATS cluster do not
-double up), the endpoints query and watch subjects, and, unless told not to, a node agent for
+double up), the endpoints query and watch subjects, the Kubernetes API over HTTPS (unless
+``--no-api``: ``handlers/apiserver``, with its certificates and the admin's kubeconfig in the
+data directory) and, unless told not to, a node agent for
 this machine, which serves cluster DNS at the ``kube-dns`` service's address (the service
 range's tenth). With ``--gateways N`` it also runs N-1 command gateways as child processes
 (``ops.gateways``), so that commands are decided on more than one core. Later issues add their
@@ -43,6 +45,7 @@ from handlers.agent.agent import NodeAgent
 from handlers.agent.dns import DNSOptions
 from handlers.agent.network import NetworkOptions
 from handlers.agent.node import default_node_name
+from handlers.apiserver import APIServer, ensure_pki, kubeconfig_path, write_kubeconfig
 from handlers.deployment_controller import DeploymentController
 from handlers.endpointslice_controller import EndpointSliceController
 from handlers.garbage_collector import GarbageCollector
@@ -73,6 +76,7 @@ from streams.server import EmbeddedServer
 log = structlog.get_logger(__name__)
 
 DEFAULT_PORT = 4222
+DEFAULT_API_PORT = 6443
 DEFAULT_URL = f"nats://127.0.0.1:{DEFAULT_PORT}"
 BOOTSTRAP_NAMESPACES = ("default", "kube-system")
 SNAPSHOT_EVERY_S = 60.0
@@ -115,6 +119,19 @@ class UpOptions:
     """Command gateway processes in all (``--gateways``): this one's and N-1 children."""
     log_level: str = "info"
     """The gateway children's log level."""
+    api_port: int | None = DEFAULT_API_PORT
+    """The Kubernetes API's HTTPS port on 127.0.0.1 (``--api-port``; 0 picks a free one);
+    None: no Kubernetes API (``--no-api``)."""
+
+
+@dataclass(frozen=True)
+class APIOptions:
+    """Where the Kubernetes API listens, and the directory its certificates and the admin's
+    kubeconfig are kept in."""
+
+    port: int
+    data_dir: Path
+    host: str = "127.0.0.1"
 
 
 async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
@@ -154,6 +171,11 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                 container_logs=options.container_logs,
                 gateways=options.gateways,
                 log_level=options.log_level,
+                api=(
+                    APIOptions(port=options.api_port, data_dir=options.data_dir)
+                    if options.api_port is not None
+                    else None
+                ),
             )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -182,6 +204,7 @@ async def serve(
     container_logs: ContainerLogPolicy | None = None,
     gateways: int = 1,
     log_level: str = "info",
+    api: APIOptions | None = None,
 ) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set;
     with ``agent_root``, a node agent for this machine (its containers live there); with
@@ -192,7 +215,8 @@ async def serve(
     ``pod_network``, how the local agent builds its pods' networks;
     ``service_ranges``, where the gateway allocates services' addresses and node ports;
     ``container_logs``, how the local agent rotates container output;
-    ``gateways``, how many gateway processes serve commands (N-1 children beside this one's)."""
+    ``gateways``, how many gateway processes serve commands (N-1 children beside this one's);
+    ``api``, where the Kubernetes API listens (None: it does not)."""
     nc = await connect(url, name="fleetlog-up")
     try:
         await ensure_streams(nc)
@@ -270,6 +294,10 @@ async def serve(
                             gateways - 1,
                         )  # fmt: skip
                         roles.append(tasks.create_task(replicas.run()))
+                    if api is not None:
+                        apiserver = _api_server(nc, projection, store, api, service_ranges)
+                        await apiserver.start()
+                        roles.append(tasks.create_task(_serve_api(apiserver)))
                     if agent_root is not None:
                         local = NodeAgent(
                             nc, store, name=node_name or default_node_name(), root=agent_root,
@@ -294,6 +322,50 @@ async def serve(
     finally:
         with contextlib.suppress(Exception):
             await nc.drain()
+
+
+def _api_server(
+    nc: object,
+    projection: Projection[ClusterModel],
+    store: EventStore,
+    options: APIOptions,
+    ranges: ServiceRanges,
+) -> APIServer:
+    from core.kubeapi.tables import Columns
+    from ops.render.objects import COLUMNS
+    from ops.render.services import service_row
+
+    columns = {kind: Columns(*entry) for kind, entry in COLUMNS.items()}
+    # A service's wide view is Kubernetes' (SELECTOR): fleetlog's ENDPOINTS, DNS and NATS
+    # columns need reads a row cannot make.
+    headers = columns["Service"].headers
+    columns["Service"] = Columns(
+        headers,
+        ["SELECTOR"],
+        lambda item, now_ns, wide: service_row(item, now_ns, True)[: len(headers) + 1],
+    )
+    pki = ensure_pki(options.data_dir / "pki", service_ip=ranges.cluster_ips.kubernetes_ip)
+    return APIServer(
+        nc=nc,  # type: ignore[arg-type]
+        projection=projection,
+        store=store,
+        pki=pki,
+        columns=columns,
+        host=options.host,
+        port=options.port,
+    )
+
+
+async def _serve_api(apiserver: APIServer) -> None:
+    """Announce the bound API and its kubeconfig, then serve until cancelled."""
+    data_dir = apiserver.pki.directory.parent
+    path = kubeconfig_path(data_dir)
+    write_kubeconfig(path, apiserver.pki, server=apiserver.url)
+    log.info("fleetlog.kubernetes_api", url=apiserver.url, kubeconfig=str(path))
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await asyncio.shield(apiserver.stop())
 
 
 def _tune_gc() -> None:

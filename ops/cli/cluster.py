@@ -266,6 +266,15 @@ def _service_ranges(cluster_ips: str, node_ports: str) -> ServiceRanges:
     help="Command gateway processes: this one's and N-1 children (commands are spread over "
     "them, so a burst uses more than one core; `fleetlog gateway` adds more on any host).",
 )
+@click.option(
+    "--api-port",
+    type=click.IntRange(0, 65535),
+    default=6443,
+    show_default=True,
+    help="The Kubernetes API's HTTPS port on 127.0.0.1 (0: a free one); kubectl's kubeconfig "
+    "is written to <data dir>/kubeconfig.",
+)
+@click.option("--no-api", is_flag=True, help="Serve no Kubernetes API here.")
 @pod_network_options
 @container_log_options
 @FEATURE_GATES
@@ -291,6 +300,8 @@ def up(
     container_log_max_size: str,
     container_log_max_files: int,
     gateways: int,
+    api_port: int,
+    no_api: bool,
     feature_gates: tuple[str, ...],
 ) -> None:
     """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
@@ -328,11 +339,18 @@ def up(
         container_logs=container_logs,
         gateways=gateways,
         log_level=ctx.obj["log_level"],
+        api_port=None if no_api else api_port,
     )
     click.echo(
         f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",
         err=True,
     )
+    if not no_api:
+        click.echo(
+            f"fleetlog up: Kubernetes API on 127.0.0.1:{api_port or '(a free port)'}; "
+            f"kubectl --kubeconfig {options.data_dir / 'kubeconfig'} get pods",
+            err=True,
+        )
     run(run_up)(options)
 
 

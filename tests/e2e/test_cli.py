@@ -146,6 +146,9 @@ class Cluster:
                 self.pod_bridge,
                 "--pod-network-prefix",
                 self.pod_prefix,
+                # Tests run side by side: each API on a port of its own.
+                "--api-port",
+                "0",
                 *([] if agent else ["--no-agent"]),
                 *self._service_ranges(options),
                 *options,

@@ -1,0 +1,115 @@
+"""The API resources fleetlog serves: each kind's group, version, plural, short names and verbs.
+
+Why this exists: discovery (``/api/v1``, ``/apis/apps/v1``, the aggregated documents), the
+URL router and the OpenAPI paths all need the same table; kubectl resolves ``po``, ``deploy``
+and ``get all`` from it. The kinds, their apiVersions and scopes come from
+``core.api.catalog`` (one home); this module adds what only the HTTP door needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from core.api.catalog import KINDS
+
+VERBS: tuple[str, ...] = (
+    "create", "delete", "deletecollection", "get", "list", "patch", "update", "watch",
+)  # fmt: skip
+"""What every resource answers (server-side apply and the subresources are still to come: a
+request for them is refused with a Status that says so, not faked)."""
+
+
+@dataclass(frozen=True, slots=True)
+class APIResource:
+    """One resource of the API: a kind at a group/version under a plural name."""
+
+    kind: str
+    group: str
+    version: str
+    plural: str
+    singular: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+
+    @property
+    def group_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def list_kind(self) -> str:
+        return f"{self.kind}List"
+
+    def discovery(self) -> dict[str, object]:
+        """The ``APIResource`` entry of an ``APIResourceList`` (the legacy discovery)."""
+        entry: dict[str, object] = {
+            "name": self.plural,
+            "singularName": self.singular,
+            "namespaced": self.namespaced,
+            "kind": self.kind,
+            "verbs": list(VERBS),
+        }
+        if self.short_names:
+            entry["shortNames"] = list(self.short_names)
+        if self.categories:
+            entry["categories"] = list(self.categories)
+        return entry
+
+
+# plural, short names and categories as kube-apiserver registers them ("all" is what
+# ``kubectl get all`` lists).
+_NAMES: Mapping[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "Pod": ("pods", ("po",), ("all",)),
+    "Node": ("nodes", ("no",), ()),
+    "Deployment": ("deployments", ("deploy",), ("all",)),
+    "ReplicaSet": ("replicasets", ("rs",), ("all",)),
+    "Service": ("services", ("svc",), ("all",)),
+    "Namespace": ("namespaces", ("ns",), ()),
+    "PriorityClass": ("priorityclasses", ("pc",), ()),
+    "LimitRange": ("limitranges", ("limits",), ()),
+    "ResourceQuota": ("resourcequotas", ("quota",), ()),
+    "EndpointSlice": ("endpointslices", (), ()),
+    "IPAddress": ("ipaddresses", ("ip",), ()),
+    "NodePortAllocation": ("nodeportallocations", (), ()),
+    "PodCIDR": ("podcidrs", (), ()),
+}
+
+
+def _resource(kind: str) -> APIResource:
+    info = KINDS[kind]
+    group, _, version = info.api_version.rpartition("/")
+    plural, short, categories = _NAMES[kind]
+    return APIResource(
+        kind=kind,
+        group=group,
+        version=version,
+        plural=plural,
+        singular=kind.lower(),
+        namespaced=info.namespaced,
+        short_names=short,
+        categories=categories,
+    )
+
+
+RESOURCES: tuple[APIResource, ...] = tuple(_resource(kind) for kind in KINDS)
+BY_KIND: Mapping[str, APIResource] = MappingProxyType({r.kind: r for r in RESOURCES})
+BY_PATH: Mapping[tuple[str, str, str], APIResource] = MappingProxyType(
+    {(r.group, r.version, r.plural): r for r in RESOURCES}
+)
+"""(group, version, plural) -> resource: what a URL names."""
+
+
+def group_versions() -> dict[str, list[str]]:
+    """group ("" for the core group) -> its versions, in the order they were first seen."""
+    groups: dict[str, list[str]] = {}
+    for resource in RESOURCES:
+        versions = groups.setdefault(resource.group, [])
+        if resource.version not in versions:
+            versions.append(resource.version)
+    return groups
+
+
+def resources_of(group: str, version: str) -> list[APIResource]:
+    return [r for r in RESOURCES if r.group == group and r.version == version]

