@@ -43,6 +43,7 @@ from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient
+from streams.connection import OUTAGE_ERRORS, in_outage
 from streams.decide import Append, Attempt, decide_and_append
 from streams.envelope import StoredEvent
 from streams.eventstore import ConcurrencyConflict, EventStore, StoreError
@@ -95,6 +96,7 @@ class SimNodeSpec:
 
 class SimulatedNodes:
     def __init__(self, nc: Client, leases: NodeLeases, *, spec: SimNodeSpec, count: int) -> None:
+        self._nc = nc
         self._commands = CommandClient(nc, actor=ACTOR)
         self._leases = leases
         self.spec = spec
@@ -137,7 +139,12 @@ class SimulatedNodes:
         """Heartbeat every node on a period until cancelled."""
         while True:
             checkpoint()
-            await self.heartbeat_once()
+            try:
+                await self.heartbeat_once()
+            except* Exception as group:  # the server is away: beat again at the next period
+                (log.debug if in_outage(self._nc) else log.warning)(
+                    "sim.heartbeat_failed", error=repr(group.exceptions[0])
+                )
             await asyncio.sleep(heartbeat_seconds)
 
 
@@ -242,13 +249,15 @@ class SimulatedPods:
             self._due.pop(key, None)
             self._free(key)
             log.info("sim.start_skipped", pod=key, error=str(exc))
-        except (StoreError, TimeoutError, NoRangeYet) as exc:
+        except (StoreError, NoRangeYet, *OUTAGE_ERRORS) as exc:
             if self._due.get(key) == due:
                 retry = time.time_ns() + int(RETRY_S * 1e9)
                 self._due[key] = retry
                 heapq.heappush(self._heap, (retry, key))
             if isinstance(exc, NoRangeYet):
                 log.debug("sim.start_waits", pod=key, reason=str(exc))
+            elif in_outage():
+                log.debug("sim.start_failed", pod=key, error=repr(exc))
             else:
                 log.warning("sim.start_failed", pod=key, error=repr(exc))
         finally:

@@ -42,11 +42,13 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import OutboundBufferLimitError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.nuid import NUID
 
 from core.meta.timestamps import parse_stamp
 from streams import jsapi, logreader
+from streams.connection import in_outage
 from streams.definitions import FLEET_STREAM
 from streams.envelope import StoredEvent, decode_envelope
 from streams.logreader import BulkRead, Dial, ReaderUnavailable, parse_ack_subject
@@ -234,8 +236,12 @@ class EventStore:
                     ack = await first_attempt
                 else:
                     ack = await self._send(messages, timeout)
-            except TimeoutError:
-                log.warning("append.ack_timeout", token=token, attempt=attempt)
+            except (TimeoutError, OutboundBufferLimitError) as exc:
+                # No ack, or (the server away for long) no room left to hold the write until
+                # the link is back: the same token is sent again, stored at most once.
+                (log.debug if in_outage(self._nc) else log.warning)(
+                    "append.ack_timeout", token=token, attempt=attempt, error=repr(exc)
+                )
                 continue
             error = ack.get("error")
             if error is None:
