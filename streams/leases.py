@@ -62,7 +62,8 @@ class _Renewals:
     then live); a deleted key is forgotten.
 
     A bucket in memory (the members') is gone after its server restarts: a renewal that finds
-    no bucket sets it up again (:meth:`_put`) and follows it from its start, since the ordered
+    no bucket sets it up again, and one stored at a sequence below what was followed (the
+    bucket is a new one) follows it again from its start (:meth:`_put`), since the ordered
     consumer nats-py recreates would wait for sequences the new bucket will not reach soon."""
 
     def __init__(self, nc: Client, kv: KeyValue, spec: StreamSpec) -> None:
@@ -74,25 +75,28 @@ class _Renewals:
         self.renewed_ns: dict[str, int] = {}
         self._subscription: Any = None
         self._keys: str | None = None
+        self._last_seq = 0  # the bucket's sequence of the latest renewal followed
 
     async def _put(self, key: str, value: bytes) -> None:
         try:
-            await self._kv.put(key, value)
+            revision = await self._kv.put(key, value)
         except NoStreamResponseError:
             log.warning("renewal.bucket_missing", bucket=self._bucket, effect="set up again")
             self._kv = await open_key_value(self._nc, self._spec)
-            if self._keys is not None:
-                await self.stop()
-                await self._follow(self._keys)
-            await self._kv.put(key, value)
-
-    def _membership_changed(self) -> None:
-        """Called when a key appears or is deleted (not on a renewal)."""
+            revision = await self._kv.put(key, value)
+        if revision <= self._last_seq and self._keys is not None:
+            # A renewal older than one already seen: the bucket is a new one (set up again
+            # by this process or another): follow it from its start.
+            await self.stop()
+            await self._follow(self._keys)
 
     async def _follow(self, keys: str) -> None:
         self._keys = keys
 
+        self._last_seq = 0
+
         async def on_message(msg: Msg) -> None:
+            self._last_seq = max(self._last_seq, msg.metadata.sequence.stream)
             token = msg.subject.rsplit(".", 1)[-1]
             try:
                 name = decode_token(token)

@@ -21,6 +21,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import nats
+from nats.js.api import StorageType, StreamConfig
+
 from streams.server import EmbeddedServer, free_port
 
 
@@ -47,6 +50,34 @@ def nats_cluster(base: Path, size: int = 3) -> list[EmbeddedServer]:
         )
         for index in range(size)
     ]
+
+
+def wait_for_jetstream_cluster(url: str, replicas: int = 3, timeout: float = 60) -> None:
+    """Until the servers at ``url`` elected a JetStream leader and can place an R3 stream
+    (``up`` sets its streams up at once and stops if it cannot)."""
+
+    async def ready() -> None:
+        nc = await nats.connect(url.split(","), connect_timeout=2)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    js = nc.jetstream(timeout=2)
+                    await js.add_stream(
+                        StreamConfig(
+                            name="READY", subjects=["ready.>"], num_replicas=replicas,
+                            storage=StorageType.MEMORY,
+                        )
+                    )  # fmt: skip
+                    await js.delete_stream("READY")
+                    return
+                except Exception:
+                    assert time.monotonic() < deadline, "the JetStream cluster did not form"
+                    await asyncio.sleep(0.5)
+        finally:
+            await nc.close()
+
+    asyncio.run(ready())
 
 
 def start(server: EmbeddedServer) -> None:
