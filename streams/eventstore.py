@@ -42,7 +42,7 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import OutboundBufferLimitError
+from nats.errors import NoRespondersError, OutboundBufferLimitError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.nuid import NUID
 
@@ -106,6 +106,11 @@ class Appended(list[int]):
         self.replayed = replayed
 
 
+NO_RESPONDERS = "503"
+NO_RESPONDERS_RETRY_S = 0.5
+"""After a write no stream took, the wait before it is sent again (times the attempt)."""
+
+
 class EventStore:
     """Appends to and reads from the ``FLEET`` stream through one NATS connection."""
 
@@ -164,7 +169,13 @@ class EventStore:
         future, timer = pending
         if timer is not None:
             timer.cancel()
-        if not future.done():
+        if future.done():
+            return
+        if not msg.data and msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
+            # No stream took the write (a cluster electing the stream's leader, a server
+            # still recovering it): nothing was stored, so it is sent again.
+            future.set_exception(NoRespondersError())
+        else:
             future.set_result(parse_ack(msg.data))
 
     # -- writing ------------------------------------------------------------------------
@@ -236,12 +247,15 @@ class EventStore:
                     ack = await first_attempt
                 else:
                     ack = await self._send(messages, timeout)
-            except (TimeoutError, OutboundBufferLimitError) as exc:
-                # No ack, or (the server away for long) no room left to hold the write until
-                # the link is back: the same token is sent again, stored at most once.
+            except (TimeoutError, OutboundBufferLimitError, NoRespondersError) as exc:
+                # No ack, no stream to take it, or (the server away for long) no room left to
+                # hold the write until the link is back: the same token is sent again, stored
+                # at most once.
                 (log.debug if in_outage(self._nc) else log.warning)(
                     "append.ack_timeout", token=token, attempt=attempt, error=repr(exc)
                 )
+                if isinstance(exc, NoRespondersError) and attempt < attempts:
+                    await asyncio.sleep(min(timeout, NO_RESPONDERS_RETRY_S * attempt))
                 continue
             error = ack.get("error")
             if error is None:

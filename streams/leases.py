@@ -77,6 +77,9 @@ class _Renewals:
         self._keys: str | None = None
         self._last_seq = 0  # the bucket's sequence of the latest renewal followed
 
+    def _membership_changed(self) -> None:
+        """Called when a key appears or is deleted (not on a renewal)."""
+
     async def _put(self, key: str, value: bytes) -> None:
         try:
             revision = await self._kv.put(key, value)

@@ -48,7 +48,9 @@ def test_a_thousand_pods_converge_through_killed_servers_and_handlers(tmp_path: 
         fleet.up("--replicas", "3", "--no-scheduler")
         for replica in ("scheduler-a", "scheduler-b"):
             fleet.spawn(replica, "scheduler", "--name", replica)
-        fleet.spawn("sim", "sim", "--nodes", "12", "--start-delay", "0.2", "--heartbeat", "3")
+        fleet.spawn(
+            "sim", "sim", "--nodes", "12", "--cpu", "64", "--start-delay", "0.2", "--heartbeat", "3"
+        )
         wait_for(lambda: len(fleet.cli("get", "nodes").stdout.splitlines()) == 13, 90, "nodes")
         manifests = "---\n".join(deployment(name, n) for name, n in DEPLOYMENTS.items())
         fleet.cli("apply", "-f", "-", stdin=manifests)
