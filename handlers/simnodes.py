@@ -42,7 +42,7 @@ from core.pods.aggregate import Pod
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.cancellation import checkpoint
-from streams.commandbus import CommandClient
+from streams.commandbus import CommandClient, NoGateway
 from streams.connection import OUTAGE_ERRORS, in_outage
 from streams.decide import Append, Attempt, decide_and_append
 from streams.envelope import StoredEvent
@@ -94,6 +94,10 @@ class SimNodeSpec:
         }
 
 
+REGISTER_RETRY_S = (0.5, 10.0)
+"""The first and the longest wait before a node's registration is sent again."""
+
+
 class SimulatedNodes:
     def __init__(self, nc: Client, leases: NodeLeases, *, spec: SimNodeSpec, count: int) -> None:
         self._nc = nc
@@ -116,7 +120,18 @@ class SimulatedNodes:
 
         async def apply(index: int) -> None:
             async with slots:
-                await self._commands.send("Node", "apply", {"manifest": self.spec.manifest(index)})
+                wait = REGISTER_RETRY_S[0]
+                while True:
+                    try:
+                        await self._commands.send(
+                            "Node", "apply", {"manifest": self.spec.manifest(index)}
+                        )
+                        return
+                    except (NoGateway, *OUTAGE_ERRORS) as exc:
+                        # Started while the server or the gateway is away: wait for them.
+                        log.info("sim.register_waits", node=self.spec.name(index), error=repr(exc))
+                    await asyncio.sleep(wait)
+                    wait = min(REGISTER_RETRY_S[1], wait * 2)
 
         async with asyncio.TaskGroup() as tasks:
             for index in range(self.count):

@@ -21,6 +21,7 @@ import asyncio
 import ssl
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 
 import nats
 import structlog
@@ -72,6 +73,10 @@ def servers_of(url: str) -> list[str]:
     return servers
 
 
+RESUBSCRIBE_RETRY_SECONDS = 1.0
+"""How often a follower tries to take its consumer up again after a reconnection, while the
+server is still recovering its streams."""
+
 RECOVERY_SECONDS = 15.0
 """After a reconnection, how long failed calls still count as the outage's (JetStream recovers
 its streams and the cluster elects its leaders a little after the server accepts clients)."""
@@ -85,6 +90,14 @@ class _Link:
         self.client: Client | None = None
         self.down_since: float | None = None
         self.up_since = time.monotonic()
+        self.callbacks: list[Callable[[], Awaitable[None]]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def reconnected(self) -> None:
+        for callback in list(self.callbacks):
+            task = asyncio.create_task(_quietly(callback))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     @property
     def expected(self) -> bool:
@@ -109,6 +122,46 @@ def in_outage(nc: Client | None = None) -> bool:
     return any(
         link.down_since is not None or now - link.up_since < RECOVERY_SECONDS for link in links
     )
+
+
+def when_reconnected(nc: Client, callback: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+    """Run ``callback`` (in a task of its own) after every reconnection of ``nc``, until the
+    returned function is called: a follower takes its consumer up again at once from where it
+    was, instead of waiting for nats-py to notice missed heartbeats (which, over a long
+    outage, leaves consumers created for deliveries nobody waits for any more)."""
+    link = _links.get(nc)
+    if link is None:
+        return lambda: None
+    link.callbacks.append(callback)
+
+    def forget() -> None:
+        if callback in link.callbacks:
+            link.callbacks.remove(callback)
+
+    return forget
+
+
+async def resubscribe(subscribe: Callable[[], Awaitable[None]], *, what: str) -> None:
+    """Call ``subscribe`` until it succeeds (the server may still be recovering its streams
+    right after a reconnection): what a follower's reconnection callback does."""
+    while True:
+        try:
+            await subscribe()
+            return
+        except OUTAGE_ERRORS as exc:
+            log.debug("nats.resubscribe_retry", what=what, error=repr(exc))
+        except Exception as exc:  # e.g. the stream is not there yet (404)
+            log.debug("nats.resubscribe_retry", what=what, error=repr(exc))
+        await asyncio.sleep(RESUBSCRIBE_RETRY_SECONDS)
+
+
+async def _quietly(callback: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await callback()
+    except Exception as exc:
+        log.warning(
+            "nats.resume_failed", callback=getattr(callback, "__qualname__", ""), error=repr(exc)
+        )
 
 
 class Unreachable(ConnectionError):
@@ -150,6 +203,7 @@ async def connect(
         link.down_since = None
         link.up_since = time.monotonic()
         log.warning("nats.reconnected", url=url, client=name, after=f"{down_for:.1f}s")
+        link.reconnected()
 
     async def on_error(exc: Exception) -> None:
         # Failures of the first connection are reported by the exception below; while the

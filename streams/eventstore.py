@@ -132,6 +132,11 @@ class EventStore:
         self.bulk_reads = True
         """Whether whole-log walks use :mod:`streams.logreader` (off: nats-py's consumer)."""
 
+    @property
+    def connection(self) -> Client:
+        """The NATS connection this store reads and writes through."""
+        return self._nc
+
     async def start(self) -> None:
         self._ack_sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
 

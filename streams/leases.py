@@ -37,7 +37,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from streams import jsapi
-from streams.connection import in_outage
+from streams.connection import in_outage, resubscribe, when_reconnected
 from streams.definitions import (
     LEADER_TTL_SECONDS,
     MEMBER_TTL_SECONDS,
@@ -76,6 +76,7 @@ class _Renewals:
         self._subscription: Any = None
         self._keys: str | None = None
         self._last_seq = 0  # the bucket's sequence of the latest renewal followed
+        self._forget_reconnect: Callable[[], None] | None = None
 
     def _membership_changed(self) -> None:
         """Called when a key appears or is deleted (not on a renewal)."""
@@ -90,11 +91,20 @@ class _Renewals:
         if revision <= self._last_seq and self._keys is not None:
             # A renewal older than one already seen: the bucket is a new one (set up again
             # by this process or another): follow it from its start.
-            await self.stop()
-            await self._follow(self._keys)
+            await self._refollow()
+
+    async def _refollow(self) -> None:
+        """After a reconnection: the latest value of every key again, then live."""
+        if self._keys is None:
+            return
+        keys = self._keys
+        await self._unsubscribe()
+        await resubscribe(lambda: self._follow(keys), what=f"bucket {self._bucket}")
 
     async def _follow(self, keys: str) -> None:
         self._keys = keys
+        if self._forget_reconnect is None:
+            self._forget_reconnect = when_reconnected(self._nc, self._refollow)
 
         self._last_seq = 0
 
@@ -123,6 +133,13 @@ class _Renewals:
         )
 
     async def stop(self) -> None:
+        if self._forget_reconnect is not None:
+            self._forget_reconnect()
+            self._forget_reconnect = None
+        self._keys = None
+        await self._unsubscribe()
+
+    async def _unsubscribe(self) -> None:
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()
