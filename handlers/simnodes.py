@@ -94,6 +94,8 @@ class SimNodeSpec:
         }
 
 
+HEARTBEAT_ROUND_S = 15.0
+"""The longest a round of heartbeats may take before it is given up."""
 REGISTER_RETRY_S = (0.5, 10.0)
 """The first and the longest wait before a node's registration is sent again."""
 
@@ -155,7 +157,10 @@ class SimulatedNodes:
         while True:
             checkpoint()
             try:
-                await self.heartbeat_once()
+                # Bounded: a round that has not finished by the next one is given up (each
+                # renewal has its own timeout; this keeps the beat going whatever stalls).
+                async with asyncio.timeout(max(HEARTBEAT_ROUND_S, heartbeat_seconds)):
+                    await self.heartbeat_once()
             except* Exception as group:  # the server is away: beat again at the next period
                 (log.debug if in_outage(self._nc) else log.warning)(
                     "sim.heartbeat_failed", error=repr(group.exceptions[0])
