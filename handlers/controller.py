@@ -38,6 +38,7 @@ from projections.ownership import ControllerIndex
 from projections.runtime import Projection
 from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient
+from streams.connection import OUTAGE_ERRORS, in_outage
 from streams.envelope import StoredEvent
 
 log = structlog.get_logger(__name__)
@@ -295,7 +296,12 @@ class ControllerLoop(Generic[K]):
                         # A new leader first catches up with the whole log, then looks at
                         # everything: whatever happened meanwhile is reconciled. (Seen here,
                         # not from renew(), so a borrowed lease's comings and goings count.)
-                        await self._projection.wait_for_log_end()
+                        try:
+                            await self._projection.wait_for_log_end()
+                        except OUTAGE_ERRORS:
+                            # The server is away: not leading until the log's end is known.
+                            await asyncio.sleep(self.retry_seconds)
+                            continue
                         self._dirty.update(self._all_keys())
                         log.info(f"{self.role}.leading", holder=self._leader.holder)
                     leading = self._leader.is_leader
@@ -344,7 +350,10 @@ class ControllerLoop(Generic[K]):
             raise
         except Exception as exc:  # a refused command or a timeout: look again shortly
             self.failures += 1
-            log.warning(f"{self.role}.reconcile_failed", key="/".join(key), error=str(exc))
+            # During an outage (reported once by the connection) every key would say so.
+            (log.debug if in_outage() else log.warning)(
+                f"{self.role}.reconcile_failed", key="/".join(key), error=str(exc)
+            )
             self.mark_after(key, self.retry_seconds)
         finally:
             self._in_flight.discard(key)

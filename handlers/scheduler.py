@@ -59,6 +59,7 @@ from projections.runtime import Projection
 from projections.scheduling import SchedulingModel
 from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient, CommandFailed
+from streams.connection import in_outage
 from streams.decide import Append, Attempt, OnConflict, decide_and_append
 from streams.envelope import StoredEvent
 from streams.eventstore import ConcurrencyConflict, EventStore, StoreError
@@ -198,7 +199,12 @@ class Scheduler:
         while True:
             checkpoint()
             await asyncio.sleep(membership.ttl / 3)
-            await membership.renew(time.time_ns())
+            try:
+                await membership.renew(time.time_ns())
+            except Exception as exc:  # the server is away: renew at the next period
+                (log.debug if in_outage(self._nc) else log.warning)(
+                    "scheduler.membership_renew_failed", identity=self.identity, error=repr(exc)
+                )
             now_members = membership.members(time.time_ns())
             if now_members != members:
                 members = now_members

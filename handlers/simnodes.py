@@ -42,7 +42,8 @@ from core.pods.aggregate import Pod
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.cancellation import checkpoint
-from streams.commandbus import CommandClient
+from streams.commandbus import CommandClient, NoGateway
+from streams.connection import OUTAGE_ERRORS, in_outage
 from streams.decide import Append, Attempt, decide_and_append
 from streams.envelope import StoredEvent
 from streams.eventstore import ConcurrencyConflict, EventStore, StoreError
@@ -93,8 +94,15 @@ class SimNodeSpec:
         }
 
 
+HEARTBEAT_ROUND_S = 15.0
+"""The longest a round of heartbeats may take before it is given up."""
+REGISTER_RETRY_S = (0.5, 10.0)
+"""The first and the longest wait before a node's registration is sent again."""
+
+
 class SimulatedNodes:
     def __init__(self, nc: Client, leases: NodeLeases, *, spec: SimNodeSpec, count: int) -> None:
+        self._nc = nc
         self._commands = CommandClient(nc, actor=ACTOR)
         self._leases = leases
         self.spec = spec
@@ -114,7 +122,18 @@ class SimulatedNodes:
 
         async def apply(index: int) -> None:
             async with slots:
-                await self._commands.send("Node", "apply", {"manifest": self.spec.manifest(index)})
+                wait = REGISTER_RETRY_S[0]
+                while True:
+                    try:
+                        await self._commands.send(
+                            "Node", "apply", {"manifest": self.spec.manifest(index)}
+                        )
+                        return
+                    except (NoGateway, *OUTAGE_ERRORS) as exc:
+                        # Started while the server or the gateway is away: wait for them.
+                        log.info("sim.register_waits", node=self.spec.name(index), error=repr(exc))
+                    await asyncio.sleep(wait)
+                    wait = min(REGISTER_RETRY_S[1], wait * 2)
 
         async with asyncio.TaskGroup() as tasks:
             for index in range(self.count):
@@ -137,7 +156,15 @@ class SimulatedNodes:
         """Heartbeat every node on a period until cancelled."""
         while True:
             checkpoint()
-            await self.heartbeat_once()
+            try:
+                # Bounded: a round that has not finished by the next one is given up (each
+                # renewal has its own timeout; this keeps the beat going whatever stalls).
+                async with asyncio.timeout(max(HEARTBEAT_ROUND_S, heartbeat_seconds)):
+                    await self.heartbeat_once()
+            except* Exception as group:  # the server is away: beat again at the next period
+                (log.debug if in_outage(self._nc) else log.warning)(
+                    "sim.heartbeat_failed", error=repr(group.exceptions[0])
+                )
             await asyncio.sleep(heartbeat_seconds)
 
 
@@ -242,13 +269,15 @@ class SimulatedPods:
             self._due.pop(key, None)
             self._free(key)
             log.info("sim.start_skipped", pod=key, error=str(exc))
-        except (StoreError, TimeoutError, NoRangeYet) as exc:
+        except (StoreError, NoRangeYet, *OUTAGE_ERRORS) as exc:
             if self._due.get(key) == due:
                 retry = time.time_ns() + int(RETRY_S * 1e9)
                 self._due[key] = retry
                 heapq.heappush(self._heap, (retry, key))
             if isinstance(exc, NoRangeYet):
                 log.debug("sim.start_waits", pod=key, reason=str(exc))
+            elif in_outage():
+                log.debug("sim.start_failed", pod=key, error=repr(exc))
             else:
                 log.warning("sim.start_failed", pod=key, error=repr(exc))
         finally:

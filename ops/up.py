@@ -5,8 +5,12 @@ cluster projection with its query service, the history index that answers ``flee
 (a SQLite file in the data directory, fed by the same projection), and periodic snapshots, all
 under one task group.
 Ctrl-C or SIGTERM cancels the group: in-flight commands finish, a last snapshot is written, the
-connection drains and the embedded server stops. Everything lives in the data directory, so a
-restart on the same directory comes back with every object and event.
+connection drains and the embedded server stops. The embedded server is supervised: should it
+exit meanwhile (killed, crashed), it is started again on the same port and data directory, with
+back-off, and every role rides through the outage on its reconnecting connection
+(:mod:`streams.connection`). With ``--nats-url`` naming the servers of a NATS cluster and
+``--replicas 3``, the streams and buckets are replicated on three of them. Everything lives in
+the data directory, so a restart on the same directory comes back with every object and event.
 
 It also runs the scheduler (any number of replicas may run: bindings are atomic and guarded),
 the node lifecycle controller with the taint-eviction controller under its lease, and the
@@ -67,11 +71,11 @@ from projections.runtime import Projection
 from streams import jsapi
 from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient
-from streams.connection import connect
+from streams.connection import connect, in_outage
 from streams.definitions import ensure_streams, open_snapshots
 from streams.eventstore import EventStore
 from streams.repository import AggregateRepository
-from streams.server import EmbeddedServer
+from streams.server import EmbeddedServer, ServerError
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +84,10 @@ DEFAULT_API_PORT = 6443
 DEFAULT_URL = f"nats://127.0.0.1:{DEFAULT_PORT}"
 BOOTSTRAP_NAMESPACES = ("default", "kube-system")
 SNAPSHOT_EVERY_S = 60.0
+RESTART_BACKOFF_S = (0.5, 30.0)
+"""The first and the longest wait before the embedded server is started again."""
+STABLE_AFTER_S = 60.0
+"""A server that ran this long before it exited is restarted after the first wait again."""
 HISTORY_FILE = "history.sqlite3"
 
 
@@ -122,6 +130,8 @@ class UpOptions:
     api_port: int | None = DEFAULT_API_PORT
     """The Kubernetes API's HTTPS port on 127.0.0.1 (``--api-port``; 0 picks a free one);
     None: no Kubernetes API (``--no-api``)."""
+    replicas: int = 1
+    """How many servers of a NATS cluster hold each stream and bucket (``--replicas``)."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,7 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
         )
         await server.start()
         url = server.url
+    supervisor = asyncio.create_task(supervise(server)) if server is not None else None
     try:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -176,13 +187,48 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                     if options.api_port is not None
                     else None
                 ),
+                replicas=options.replicas,
             )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
     finally:
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
         if server is not None:
             await server.stop()
+
+
+async def supervise(server: EmbeddedServer) -> None:
+    """Start the embedded server again whenever it exits, until cancelled: on the same port
+    and data directory (so the log is the same), after a wait that doubles while restarts
+    fail or the server keeps dying soon after its start."""
+    first, longest = RESTART_BACKOFF_S
+    wait = first
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        process = server.process
+        if process is not None:
+            # Stopping the server (up's way out, after this task is cancelled) ends the wait.
+            await asyncio.to_thread(process.wait)
+        if loop.time() - started >= STABLE_AFTER_S:
+            wait = first
+        log.error(
+            "nats_server.exited",
+            code=process.returncode if process is not None else None,
+            restart_in=f"{wait:g}s",
+        )
+        await asyncio.sleep(wait)
+        wait = min(longest, wait * 2)
+        try:
+            await server.start()
+        except ServerError as exc:
+            log.error("nats_server.restart_failed", error=str(exc))
+            continue
+        started = loop.time()
+        log.warning("nats_server.restarted", url=server.url)
 
 
 async def serve(
@@ -205,6 +251,7 @@ async def serve(
     gateways: int = 1,
     log_level: str = "info",
     api: APIOptions | None = None,
+    replicas: int = 1,
 ) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set;
     with ``agent_root``, a node agent for this machine (its containers live there); with
@@ -216,10 +263,11 @@ async def serve(
     ``service_ranges``, where the gateway allocates services' addresses and node ports;
     ``container_logs``, how the local agent rotates container output;
     ``gateways``, how many gateway processes serve commands (N-1 children beside this one's);
-    ``api``, where the Kubernetes API listens (None: it does not)."""
+    ``api``, where the Kubernetes API listens (None: it does not);
+    ``replicas``, how many servers hold each stream and bucket."""
     nc = await connect(url, name="fleetlog-up")
     try:
-        await ensure_streams(nc)
+        await ensure_streams(nc, replicas=replicas)
         snapshots = await open_snapshots(nc)
         async with EventStore(nc) as store:
             projection = Projection(ClusterModel(), store)
@@ -386,8 +434,15 @@ async def _snapshot_periodically(projection: Projection[ClusterModel], snapshots
         checkpoint()
         await asyncio.sleep(SNAPSHOT_EVERY_S)
         if projection.position != last:
-            await projection.save_snapshot(snapshots)  # type: ignore[arg-type]
-            last = projection.position
+            position = projection.position
+            try:
+                await projection.save_snapshot(snapshots)  # type: ignore[arg-type]
+            except Exception as exc:  # the server is away: the next period tries again
+                (log.debug if in_outage() else log.warning)(
+                    "projection.snapshot_failed", error=repr(exc)
+                )
+                continue
+            last = position
 
 
 async def _bootstrap(nc: object, ranges: ServiceRanges) -> None:

@@ -36,6 +36,7 @@ from nats.js.api import ObjectMeta
 from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
+from streams.connection import resubscribe, when_reconnected
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
 from streams.quarantine import FOLD_FAILED
@@ -168,6 +169,7 @@ class Projection(Generic[M]):
         self._filter = filter_subject
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._subscription: Any = None
+        self._forget_reconnect: Callable[[], None] | None = None
         # Called with each event right after the model folded it (handlers that react to
         # changes of a shared read model register here instead of folding the log again).
         self.listeners: list[Callable[[StoredEvent], None]] = []
@@ -246,7 +248,8 @@ class Projection(Generic[M]):
         return self.position
 
     async def follow(self) -> None:
-        """Apply new events as they are appended, until :meth:`stop`."""
+        """Apply new events as they are appended, until :meth:`stop`. After a reconnection
+        (an outage of any length) the consumer is taken up again from the position."""
 
         self._subscription = await self._store.subscribe(
             self._apply,
@@ -254,8 +257,28 @@ class Projection(Generic[M]):
             from_seq=self.position + 1,
             on_poison=self._skip,
         )
+        if self._forget_reconnect is None:
+            self._forget_reconnect = when_reconnected(self._store.connection, self._resume)
+
+    async def _resume(self) -> None:
+        if self._subscription is None:
+            return
+        await self._unsubscribe()
+
+        async def subscribe() -> None:
+            self._subscription = await self._store.subscribe(
+                self._apply, filter_subject=self._filter, from_seq=self.position + 1
+            )
+
+        await resubscribe(subscribe, what=f"projection {self.model.name}")
 
     async def stop(self) -> None:
+        if self._forget_reconnect is not None:
+            self._forget_reconnect()
+            self._forget_reconnect = None
+        await self._unsubscribe()
+
+    async def _unsubscribe(self) -> None:
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()

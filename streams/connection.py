@@ -4,22 +4,164 @@ Every process role (gateway, projections, CLI) connects through :func:`connect`,
 behaviour, the version check and the JetStream domain (:mod:`streams.jsapi`) are the same
 everywhere. Credentials ride in the URL (``nats://user:password@host``, ``nats://token@host``)
 and a TLS context can be given; the bulk log reader reuses both (:mod:`streams.logreader`).
+A URL may list several servers of one cluster, comma-separated (``nats://a:4222,nats://b:4222``):
+the client connects to any of them and fails over to the others.
+
+An outage of the server is something every long-running role rides through, whatever its
+length: nats-py reconnects for ever and re-subscribes, and this module says so once — one
+``nats.disconnected`` warning when the link drops and one ``nats.reconnected`` line with how
+long it was down — instead of an error line per failed attempt. What a role's own loops do with
+a request that failed meanwhile is theirs to handle: :data:`OUTAGE_ERRORS` names what such a
+call raises while the server is away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import time
+import weakref
+from collections.abc import Awaitable, Callable
 
 import nats
 import structlog
 from nats.aio.client import Client
-from nats.errors import NoServersError
+from nats.errors import (
+    ConnectionClosedError,
+    NoRespondersError,
+    NoServersError,
+    OutboundBufferLimitError,
+    StaleConnectionError,
+    UnexpectedEOF,
+)
+from nats.js.errors import NoStreamResponseError
 
 from streams import jsapi, natsfix
 from streams.server import parse_version, require_version
 
 log = structlog.get_logger(__name__)
+
+
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError,  # nats.errors.TimeoutError is one too
+    NoRespondersError,  # the server is back but JetStream (or the service) is not yet
+    NoStreamResponseError,
+    NoServersError,
+    ConnectionClosedError,
+    OutboundBufferLimitError,  # the buffer of what waits for the reconnection is full
+    StaleConnectionError,
+    ConnectionError,
+)
+"""What a request, publish or key-value call raises while the server is unreachable or just
+restarting: a role's loop retries the call later (with back-off) instead of ending."""
+
+
+LINK_ERRORS: tuple[type[BaseException], ...] = (
+    UnexpectedEOF,
+    StaleConnectionError,
+    ConnectionClosedError,
+    OSError,
+)
+"""What nats-py reports when the link itself drops."""
+
+
+def servers_of(url: str) -> list[str]:
+    """The servers a URL names: one, or several of one cluster separated by commas."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    if not servers:
+        raise Unreachable(url)
+    return servers
+
+
+RESUBSCRIBE_RETRY_SECONDS = 1.0
+"""How often a follower tries to take its consumer up again after a reconnection, while the
+server is still recovering its streams."""
+
+RECOVERY_SECONDS = 15.0
+"""After a reconnection, how long failed calls still count as the outage's (JetStream recovers
+its streams and the cluster elects its leaders a little after the server accepts clients)."""
+
+
+class _Link:
+    """Whether the connection is down, since when: so an outage is reported once, with its
+    length, however many reconnection attempts it takes."""
+
+    def __init__(self) -> None:
+        self.client: Client | None = None
+        self.down_since: float | None = None
+        self.up_since = time.monotonic()
+        self.callbacks: list[Callable[[], Awaitable[None]]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def reconnected(self) -> None:
+        for callback in list(self.callbacks):
+            task = asyncio.create_task(_quietly(callback))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    @property
+    def expected(self) -> bool:
+        """A deliberate close or drain reports a disconnect too: that one is no news."""
+        return self.client is None or self.client.is_closed or self.client.is_draining
+
+
+_links: weakref.WeakKeyDictionary[Client, _Link] = weakref.WeakKeyDictionary()
+
+
+def in_outage(nc: Client | None = None) -> bool:
+    """Whether a call that failed on ``nc`` (None: on any connection of this process) failed
+    because of an outage already reported (the link is down, or came back moments ago): a
+    role then logs its retry quietly."""
+    if nc is None:
+        links = list(_links.values())
+    elif nc in _links:
+        links = [_links[nc]]
+    else:
+        return not nc.is_connected
+    now = time.monotonic()
+    return any(
+        link.down_since is not None or now - link.up_since < RECOVERY_SECONDS for link in links
+    )
+
+
+def when_reconnected(nc: Client, callback: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+    """Run ``callback`` (in a task of its own) after every reconnection of ``nc``, until the
+    returned function is called: a follower takes its consumer up again at once from where it
+    was, instead of waiting for nats-py to notice missed heartbeats (which, over a long
+    outage, leaves consumers created for deliveries nobody waits for any more)."""
+    link = _links.get(nc)
+    if link is None:
+        return lambda: None
+    link.callbacks.append(callback)
+
+    def forget() -> None:
+        if callback in link.callbacks:
+            link.callbacks.remove(callback)
+
+    return forget
+
+
+async def resubscribe(subscribe: Callable[[], Awaitable[None]], *, what: str) -> None:
+    """Call ``subscribe`` until it succeeds (the server may still be recovering its streams
+    right after a reconnection): what a follower's reconnection callback does."""
+    while True:
+        try:
+            await subscribe()
+            return
+        except OUTAGE_ERRORS as exc:
+            log.debug("nats.resubscribe_retry", what=what, error=repr(exc))
+        except Exception as exc:  # e.g. the stream is not there yet (404)
+            log.debug("nats.resubscribe_retry", what=what, error=repr(exc))
+        await asyncio.sleep(RESUBSCRIBE_RETRY_SECONDS)
+
+
+async def _quietly(callback: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await callback()
+    except Exception as exc:
+        log.warning(
+            "nats.resume_failed", callback=getattr(callback, "__qualname__", ""), error=repr(exc)
+        )
 
 
 class Unreachable(ConnectionError):
@@ -48,26 +190,41 @@ async def connect(
 
     domain = jsapi.configured_domain() if domain is None else jsapi.check_domain(domain or None)
     natsfix.install()
-    holder: list[Client] = []
+    link = _Link()
 
     async def on_disconnect() -> None:
-        # A deliberate close or drain also reports a disconnect; only an unexpected one is news.
-        if holder and not (holder[0].is_closed or holder[0].is_draining):
-            log.warning("nats.disconnected", url=url, client=name)
+        if link.expected or link.down_since is not None:
+            return
+        link.down_since = time.monotonic()
+        log.warning("nats.disconnected", url=url, client=name)
 
     async def on_reconnect() -> None:
-        log.info("nats.reconnected", url=url, client=name)
+        down_for = time.monotonic() - (link.down_since or time.monotonic())
+        link.down_since = None
+        link.up_since = time.monotonic()
+        log.warning("nats.reconnected", url=url, client=name, after=f"{down_for:.1f}s")
+        link.reconnected()
 
     async def on_error(exc: Exception) -> None:
-        if holder:  # failures of the first connection are reported by the exception below
-            log.warning("nats.error", url=url, client=name, error=str(exc))
+        # Failures of the first connection are reported by the exception below; while the
+        # link is down every failed attempt (and every call timed out) would say the same.
+        # A dropped link (EOF, reset) is the disconnection itself, reported just after.
+        if (
+            link.client is None
+            or link.down_since is not None
+            or link.expected
+            or isinstance(exc, LINK_ERRORS)
+        ):
+            log.debug("nats.error", url=url, client=name, error=str(exc))
+            return
+        log.warning("nats.error", url=url, client=name, error=str(exc))
 
     try:
         # nats-py retries the first connection as long as it may reconnect, and forever when
         # attempts are unlimited: bound the wait so a wrong URL is an error, not a hang.
         nc = await asyncio.wait_for(
             _connect(
-                url,
+                servers_of(url),
                 name=name,
                 connect_timeout=connect_timeout,
                 allow_reconnect=reconnect,
@@ -82,7 +239,9 @@ async def connect(
         )
     except (TimeoutError, NoServersError, OSError) as exc:
         raise Unreachable(url) from exc
-    holder.append(nc)
+    link.client = nc
+    link.up_since = time.monotonic() - RECOVERY_SECONDS
+    _links[nc] = link
     jsapi.bind(nc, domain)
     try:
         require_version(parse_version(nc._server_info.get("version", "")), f"the server at {url}")

@@ -1,8 +1,9 @@
 """Every stream, key-value bucket and object store fleetlog uses: named once, set up here, by
 one policy.
 
-What there is (:func:`ensure_streams` sets up the first five; a bucket is set up by whoever
-opens it first, :mod:`streams.leases`):
+What there is (:func:`ensure_streams` sets up all of them, at the replica count it is given —
+three on a cluster of NATS servers, ``fleetlog up --replicas 3``; a bucket is also set up by
+whoever opens it first, :mod:`streams.leases`, at one replica unless it exists):
 
 ========================  =====================================================================
 ``FLEET``                 the log of record: file storage, no deletes, no purges, no rollups,
@@ -264,31 +265,39 @@ def _bucket(
     )
 
 
-def node_lease_bucket() -> StreamSpec:
-    return _bucket(NODE_LEASE_BUCKET, storage=StorageType.FILE)
+def node_lease_bucket(replicas: int = 1) -> StreamSpec:
+    return _bucket(NODE_LEASE_BUCKET, storage=StorageType.FILE, replicas=replicas)
 
 
-def leader_bucket() -> StreamSpec:
-    return _bucket(LEADER_BUCKET, storage=StorageType.FILE, ttl=LEADER_TTL_SECONDS)
+def leader_bucket(replicas: int = 1) -> StreamSpec:
+    return _bucket(
+        LEADER_BUCKET, storage=StorageType.FILE, ttl=LEADER_TTL_SECONDS, replicas=replicas
+    )
 
 
-def members_bucket(member_ttl: float = MEMBER_TTL_SECONDS) -> StreamSpec:
+def members_bucket(member_ttl: float = MEMBER_TTL_SECONDS, replicas: int = 1) -> StreamSpec:
     # A member counts as gone after one TTL (the value carries its renewal time); its key is
     # kept a little longer so a late reader still sees why.
-    return _bucket(MEMBERS_BUCKET, storage=StorageType.MEMORY, ttl=3 * member_ttl)
+    return _bucket(
+        MEMBERS_BUCKET, storage=StorageType.MEMORY, ttl=3 * member_ttl, replicas=replicas
+    )
 
 
 # -- the policy ------------------------------------------------------------------------------
 
 
 async def ensure_streams(nc: Client, *, replicas: int = 1) -> None:
-    """Set up the log, the audit trail, the telemetry streams and the snapshot store."""
+    """Set up the log, the audit trail, the telemetry streams, the snapshot store and the
+    buckets, each at ``replicas`` (never lowering a stream that has more)."""
     for spec in (
         fleet_stream(replicas),
         audit_stream(replicas),
         logs_stream(replicas),
         metrics_stream(replicas),
         snapshot_store(replicas),
+        node_lease_bucket(replicas),
+        leader_bucket(replicas),
+        members_bucket(replicas=replicas),
     ):
         await ensure(nc, spec)
 

@@ -46,11 +46,13 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError, OutboundBufferLimitError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.nuid import NUID
 
 from core.meta.timestamps import parse_stamp
 from streams import jsapi, logreader
+from streams.connection import in_outage
 from streams.definitions import FLEET_STREAM
 from streams.envelope import StoredEvent
 from streams.logreader import BulkRead, Dial, ReaderUnavailable, parse_ack_subject
@@ -111,6 +113,11 @@ class Appended(list[int]):
         self.replayed = replayed
 
 
+NO_RESPONDERS = "503"
+NO_RESPONDERS_RETRY_S = 0.5
+"""After a write no stream took, the wait before it is sent again (times the attempt)."""
+
+
 class EventStore:
     """Appends to and reads from the ``FLEET`` stream through one NATS connection."""
 
@@ -142,6 +149,11 @@ class EventStore:
             self.quarantine.poisoned(seq, subject, exc)
             return None
         return StoredEvent(seq, subject, stored_ns, envelope, data)
+
+    @property
+    def connection(self) -> Client:
+        """The NATS connection this store reads and writes through."""
+        return self._nc
 
     async def start(self) -> None:
         self._ack_sub = await self._nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
@@ -180,7 +192,13 @@ class EventStore:
         future, timer = pending
         if timer is not None:
             timer.cancel()
-        if not future.done():
+        if future.done():
+            return
+        if not msg.data and msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
+            # No stream took the write (a cluster electing the stream's leader, a server
+            # still recovering it): nothing was stored, so it is sent again.
+            future.set_exception(NoRespondersError())
+        else:
             future.set_result(parse_ack(msg.data))
 
     # -- writing ------------------------------------------------------------------------
@@ -252,8 +270,15 @@ class EventStore:
                     ack = await first_attempt
                 else:
                     ack = await self._send(messages, timeout)
-            except TimeoutError:
-                log.warning("append.ack_timeout", token=token, attempt=attempt)
+            except (TimeoutError, OutboundBufferLimitError, NoRespondersError) as exc:
+                # No ack, no stream to take it, or (the server away for long) no room left to
+                # hold the write until the link is back: the same token is sent again, stored
+                # at most once.
+                (log.debug if in_outage(self._nc) else log.warning)(
+                    "append.ack_timeout", token=token, attempt=attempt, error=repr(exc)
+                )
+                if isinstance(exc, NoRespondersError) and attempt < attempts:
+                    await asyncio.sleep(min(timeout, NO_RESPONDERS_RETRY_S * attempt))
                 continue
             error = ack.get("error")
             if error is None:

@@ -133,6 +133,8 @@ class EmbeddedServer:
             self.name,
             "--log",
             str(log_path),
+            "--pid",
+            str(self.pid_file),
         ]
         # A new session keeps the server out of the terminal's process group, so Ctrl-C reaches
         # fleetlog alone and fleetlog stops the server in order, after its handlers.

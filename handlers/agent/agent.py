@@ -58,6 +58,7 @@ from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection
 from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient, CommandFailed
+from streams.connection import in_outage
 from streams.eventstore import EventStore
 from streams.leases import NodeLeases
 from streams.repository import AggregateRepository
@@ -359,8 +360,10 @@ class NodeAgent:
             await asyncio.sleep(self.heartbeat_seconds)
             try:
                 await leases.renew(self.name, time.time_ns())
-            except Exception as exc:
-                log.warning("agent.heartbeat_failed", node=self.name, error=repr(exc))
+            except Exception as exc:  # during an outage (reported once) every beat would say so
+                (log.debug if in_outage(self._nc) else log.warning)(
+                    "agent.heartbeat_failed", node=self.name, error=repr(exc)
+                )
 
     async def _sample_usage(self) -> None:
         """Every period: each running container's cpu (millicores over the period) and memory

@@ -44,7 +44,8 @@ from projections.cluster import ClusterModel
 from projections.policies import NamespacePolicies
 from projections.runtime import Projection
 from streams.audit import AuditWriter
-from streams.eventstore import EventStore
+from streams.connection import OUTAGE_ERRORS, in_outage
+from streams.eventstore import AppendTimeout, EventStore
 from streams.repository import AggregateRepository
 from streams.serving import serve
 from streams.subjects import ALL_COMMANDS, event_filter
@@ -186,6 +187,20 @@ class Gateway:
                     problems=len(exc.errors),
                 )
                 return {"ok": False, "error": exc.as_dict()}
+            except (AppendTimeout, *OUTAGE_ERRORS) as exc:
+                # The log is away (an outage, a cluster electing a leader): one line, no
+                # traceback; the client sees that the outcome is unknown and may retry.
+                (log.info if in_outage(self._nc) else log.warning)(
+                    "command.unavailable", error=repr(exc)
+                )
+                return {
+                    "ok": False,
+                    "error": {
+                        "code": "unavailable",
+                        "message": "the event log did not acknowledge the write in time; "
+                        "retry with the same idempotency key to learn its outcome",
+                    },
+                }
             except Exception:
                 log.exception("command.failed")
                 return {

@@ -198,7 +198,19 @@ def _service_ranges(cluster_ips: str, node_ports: str) -> ServiceRanges:
     default=None,
     help="Where the log and snapshots live [default: ~/.local/share/fleetlog].",
 )
-@click.option("--nats-url", default=None, help="Use this NATS server instead of an embedded one.")
+@click.option(
+    "--nats-url",
+    default=None,
+    help="Use this NATS server instead of an embedded one; the servers of a NATS cluster are "
+    "given comma-separated (nats://a:4222,nats://b:4222,nats://c:4222).",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 5),
+    default=1,
+    show_default=True,
+    help="How many servers of a NATS cluster hold each stream and bucket (3 on a cluster).",
+)
 @click.option("--port", default=4222, show_default=True, help="Port of the embedded server.")
 @click.option(
     "--no-scheduler",
@@ -283,6 +295,7 @@ def up(
     ctx: click.Context,
     data_dir: Path | None,
     nats_url: str | None,
+    replicas: int,
     port: int,
     no_scheduler: bool,
     node_grace: float,
@@ -340,6 +353,7 @@ def up(
         gateways=gateways,
         log_level=ctx.obj["log_level"],
         api_port=None if no_api else api_port,
+        replicas=replicas,
     )
     click.echo(
         f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",

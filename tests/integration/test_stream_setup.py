@@ -106,6 +106,8 @@ async def test_a_server_refusing_the_telemetry_streams_is_logged_not_fatal(
 
 async def test_a_bucket_is_brought_up_to_date_when_it_is_opened(nc: Client) -> None:
     js = jsapi.jetstream(nc)
+    # The fixture's ensure_streams set the bucket up; someone else's comes in its place.
+    await js.delete_key_value(LEADER_BUCKET)
     await js.create_key_value(
         KeyValueConfig(bucket=LEADER_BUCKET, history=1, ttl=60.0, storage=StorageType.MEMORY)
     )
