@@ -141,6 +141,7 @@ class SimulatedNodes:
         log.info("sim.registered", nodes=self.count, prefix=self.spec.prefix)
 
     async def heartbeat_once(self) -> None:
+        """Renew every node's lease once; the first failure is raised after all were tried."""
         now = time.time_ns()
         slots = asyncio.Semaphore(IN_FLIGHT)
 
@@ -148,22 +149,36 @@ class SimulatedNodes:
             async with slots:
                 await self._leases.renew(self.spec.name(index), now)
 
-        async with asyncio.TaskGroup() as tasks:
-            for index in range(self.count):
-                tasks.create_task(renew(index))
+        # gather, not a TaskGroup: a renewal that fails (or that nats-py cancels while it
+        # reconnects) must not cancel this task, whose cancel count would then outlive the
+        # round and end the heartbeat loop for good.
+        outcomes = await asyncio.gather(
+            *(renew(index) for index in range(self.count)), return_exceptions=True
+        )
+        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failed is not None:
+            raise RuntimeError(f"heartbeat renewal failed: {failed!r}") from failed
 
     async def keep_alive(self, heartbeat_seconds: float = 10.0) -> None:
         """Heartbeat every node on a period until cancelled."""
         while True:
             checkpoint()
             try:
-                # Bounded: a round that has not finished by the next one is given up (each
-                # renewal has its own timeout; this keeps the beat going whatever stalls).
-                async with asyncio.timeout(max(HEARTBEAT_ROUND_S, heartbeat_seconds)):
-                    await self.heartbeat_once()
-            except* Exception as group:  # the server is away: beat again at the next period
+                # Bounded, in a task of its own (wait_for): a round that stalls is given up
+                # without touching this task's cancellation state.
+                await asyncio.wait_for(
+                    self.heartbeat_once(), timeout=max(HEARTBEAT_ROUND_S, heartbeat_seconds)
+                )
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # this loop was asked to stop
+                # A cancellation nobody asked this task for (nats-py cancels requests it
+                # holds when it reconnects): a failed round, not the end of the heartbeat.
+                log.warning("sim.heartbeat_failed", error="a renewal was cancelled")
+            except Exception as exc:  # the server is away: beat again at the next period
                 (log.debug if in_outage(self._nc) else log.warning)(
-                    "sim.heartbeat_failed", error=repr(group.exceptions[0])
+                    "sim.heartbeat_failed", error=repr(exc)
                 )
             await asyncio.sleep(heartbeat_seconds)
 

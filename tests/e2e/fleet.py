@@ -109,7 +109,11 @@ class Fleet:
         return (self.base / f"{role}.log").read_text(errors="replace")
 
     def spawn(self, role: str, *args: str) -> None:
-        """Start ``fleetlog ARGS`` as ``role`` (appending to its log, so a restart keeps it)."""
+        """Start ``fleetlog ARGS`` as ``role`` (appending to its log, so a restart keeps it).
+        An ``up`` serves its Kubernetes API on a free port: tests run at once must not all
+        want 6443."""
+        if args[:1] == ("up",) and "--api-port" not in args and "--no-api" not in args:
+            args = (*args, "--api-port", "0")
         self.commands[role] = list(args)
         with (self.base / f"{role}.log").open("ab") as log:
             self.processes[role] = subprocess.Popen(
