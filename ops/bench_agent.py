@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from core.errors import FleetError
@@ -185,6 +187,23 @@ def pod(name: str, sleep: str) -> dict[str, object]:
     }
 
 
+STEPS = ("PodCreated", "PodBound", "PodIPAssigned", "ContainerStarted")
+"""A pod's way to running, each step an event: where a burst's time goes."""
+
+
+def steps(timelines: Iterable[dict[str, int]]) -> str:
+    """p50/p99 of each step of :data:`STEPS` after the one before it."""
+    parts = []
+    for before, after in itertools.pairwise(STEPS):
+        took = [(t[after] - t[before]) / 1e6 for t in timelines if before in t and after in t]
+        if took:
+            parts.append(
+                f"{before}→{after} p50 {statistics.median(took):,.0f} ms, "
+                f"p99 {percentile(took, 0.99):,.0f} ms"
+            )
+    return "; ".join(parts)
+
+
 ENDPOINT_READY = "EndpointReady"
 """The timeline's name for the first slice event that lists a pod's address as ready."""
 
@@ -220,6 +239,9 @@ async def main_async(args: argparse.Namespace) -> None:
         nc = await connect(server.url, name="bench-agent")
         await ensure_streams(nc)
         up = [sys.executable, "-m", "ops", "up", "--nats-url", server.url, "--no-agent"]
+        # Its own data directory (snapshots, history index) and API port: another cluster on
+        # this machine must neither feed it a snapshot of another log nor hold 6443.
+        up += ["--data-dir", str(workdir / "up"), "--api-port", "0"]
         processes.append(
             subprocess.Popen(  # noqa: ASYNC220 - long-lived children, stopped below
                 [*up, "--cluster-cidr", BENCH_CLUSTER_CIDR],
@@ -250,6 +272,14 @@ async def main_async(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.1)
         await asyncio.sleep(2)  # the node becomes Ready for the scheduler
         async with EventStore(nc) as store:
+            assert server.process is not None
+            roles = {
+                "up": processes[0].pid,
+                "agent": agent.pid,
+                "nats-server": server.process.pid,
+                "this benchmark": os.getpid(),
+            }
+            cpu_before = {role: cpu_seconds(pid) for role, pid in roles.items()}
             await asyncio.gather(
                 *(
                     client.send("Pod", "apply", {"manifest": pod(f"p{i}", sleep)})
@@ -257,12 +287,19 @@ async def main_async(args: argparse.Namespace) -> None:
                 )
             )
             deadline = time.monotonic() + 300
+            # The figures come from the log's timestamps: reading it less often during the
+            # burst only leaves its cpu to the pods.
+            await asyncio.sleep(1.0)
             while True:
                 seen = await timeline(store)
                 if sum(ENDPOINT_READY in events for events in seen.values()) >= args.pods:
                     break
                 assert time.monotonic() < deadline, "pods did not all become ready endpoints"
                 await asyncio.sleep(0.5)
+            burst_cpu = ", ".join(
+                f"{role} {(cpu_seconds(pid) - cpu_before[role]) * 1000:,.0f} ms"
+                for role, pid in roles.items()
+            )
             running = [(e["ContainerStarted"] - e["PodCreated"]) / 1e6 for e in seen.values()]
             ready = [(e["PodReady"] - e["PodCreated"]) / 1e6 for e in seen.values()]
             addressed = [(e["PodIPAssigned"] - e["PodCreated"]) / 1e6 for e in seen.values()]
@@ -270,6 +307,8 @@ async def main_async(args: argparse.Namespace) -> None:
             endpoint = [(e[ENDPOINT_READY] - e["PodCreated"]) / 1e6 for e in seen.values()]
             after_ready = [(e[ENDPOINT_READY] - e["PodReady"]) / 1e6 for e in seen.values()]
             network = "host network" if args.host_network else "own network namespaces"
+            print(f"{args.pods} process pods, step by step: {steps(seen.values())}", flush=True)
+            print(f"cpu used from the burst until every pod was a ready endpoint: {burst_cpu}")
             print(
                 f"{args.pods} process pods ({network}): created→IP assigned p50 "
                 f"{statistics.median(addressed):,.0f} ms, p99 {percentile(addressed, 0.99):,.0f}"
