@@ -10,9 +10,12 @@ Ready when every container is. The worker stops its containers only when the pod
 the next agent adopts them.
 
 Before any container starts, the pod gets its network (``handlers.agent.network``: its own
-namespace and address, or the node's network) and its host ports (``hostports``), and the
-addresses are recorded on the pod (``PodIPAssigned``: ``status.podIP``, ``hostIP``). The
-containers run in that namespace; probes reach them at the pod's address. The network is
+namespace and address, or the node's network) and its host ports (``hostports``). The
+addresses are recorded on the pod (``PodIPAssigned``: ``status.podIP``, ``hostIP``) while its
+containers start, not before: a burst of pods would otherwise wait a round trip to the log
+each between its address and its first process; every later step of the pod is appended
+after the addresses, so the log's order is unchanged. The containers run in that namespace;
+probes reach them at the pod's address. The network is
 removed when the pod is deleted or finishes, never when the agent merely stops.
 """
 
@@ -184,6 +187,8 @@ class PodWorker:
         """The network namespace its containers enter: the pod's, or (a host-network pod
         with a resolver of its own) an alias of the node's (``poddns``)."""
         self._forwarder: HostPortForwarder | None = None
+        self._ip_recorded: asyncio.Task[bool] | None = None
+        """The append of the pod's addresses, under way while its containers start."""
         self._adopted = dict(adopted)
         self._terminating = asyncio.Event()
         self._termination_reason = ""
@@ -227,6 +232,9 @@ class PodWorker:
             if not self._terminating.is_set():
                 await self._record_phase()
         finally:
+            if self._ip_recorded is not None and not self._ip_recorded.done():
+                self._ip_recorded.cancel()  # the worker was cancelled (the agent stops)
+                await asyncio.gather(self._ip_recorded, return_exceptions=True)
             # Host ports are the agent's sockets: they go with this worker either way. The
             # namespace stays when the agent merely stops (cancelled): the pod still runs.
             if self._forwarder is not None:
@@ -248,9 +256,11 @@ class PodWorker:
     # -- the network ----------------------------------------------------------------------------
 
     async def _network_up(self) -> PodAddresses | None:
-        """The pod's network and host ports, recorded on the pod before any container starts;
-        waits while the node has no network for pods yet; None if the pod was deleted
-        meanwhile."""
+        """The pod's network and host ports; waits while the node has no network for pods
+        yet; None if the pod was deleted meanwhile. The addresses are being recorded on the
+        pod when this returns: its containers start meanwhile (their environment has the
+        addresses already), and every later step is recorded after them
+        (:meth:`_after_addresses`), so the log still says IP assigned, then started."""
         host_network = bool(self.spec.get("hostNetwork"))
         waiting_logged = False
         while True:
@@ -280,13 +290,13 @@ class PodWorker:
             notes += await self._forwarder.open(ports, own_network=not addresses.host_network)
         for note in notes:
             log.warning("agent.pod_network_note", pod=self.key, note=note)
-        await self._record(
+        self._ip_recorded = asyncio.ensure_future(self._write(
             "ip",
             lambda pod, at: pod.assign_ips(
                 node=self.node, pod_ips=[addresses.pod_ip], host_ip=addresses.host_ip,
                 host_network=addresses.host_network, message="; ".join(notes), at=at,
             ),
-        )  # fmt: skip
+        ))  # fmt: skip
         return addresses
 
     async def _resolver_up(self, addresses: PodAddresses) -> str | None:
@@ -338,19 +348,26 @@ class PodWorker:
     async def _finish(self, step: str, decide: PodStep) -> bool:
         """Record the pod finished and give its node's reservation back, in one append: a
         Succeeded or Failed pod holds no resources (Kubernetes frees them for scheduling)."""
-        try:
-            return await self._recorder.record(
-                self.namespace, self.name, step=step, decide=decide, release_on=self.node
-            )
-        except (FleetError, StoreError, TimeoutError) as exc:
-            log.warning("agent.step_not_recorded", pod=self.key, step=step, error=str(exc))
-            return False
+        await self._after_addresses()
+        return await self._write(step, decide, release_on=self.node)
 
     async def _record(self, step: str, decide: PodStep) -> bool:
         """Record a step; a refusal (the pod was deleted or finished meanwhile) is logged and
         the worker carries on: the agent terminates it when the log says the pod is gone."""
+        await self._after_addresses()
+        return await self._write(step, decide)
+
+    async def _after_addresses(self) -> None:
+        """Until the pod's addresses are recorded (or could not be): what happens after
+        them is recorded after them."""
+        if self._ip_recorded is not None:
+            await asyncio.shield(self._ip_recorded)
+
+    async def _write(self, step: str, decide: PodStep, *, release_on: str | None = None) -> bool:
         try:
-            return await self._recorder.record(self.namespace, self.name, step=step, decide=decide)
+            return await self._recorder.record(
+                self.namespace, self.name, step=step, decide=decide, release_on=release_on
+            )
         except (FleetError, StoreError, TimeoutError) as exc:
             log.warning("agent.step_not_recorded", pod=self.key, step=step, error=str(exc))
             return False

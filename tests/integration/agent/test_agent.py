@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 from handlers.agent.agent import NodeAgent
 from handlers.agent.network import NetworkOptions
 from handlers.agent.node import NodeCapacity
-from handlers.agent.pods import WorkerConfig
+from handlers.agent.pods import PodRecorder, PodStep, WorkerConfig
 from handlers.gateway import Gateway
 from handlers.scheduler import Scheduler
 from streams.commandbus import CommandClient
@@ -44,7 +44,9 @@ class Cluster:
         self.agent: NodeAgent | None = None
         self.agent_task: asyncio.Task[None] | None = None
 
-    async def start_agent(self) -> NodeAgent:
+    async def start_agent(
+        self, *, recorder: Callable[[PodRecorder], PodRecorder] | None = None
+    ) -> NodeAgent:
         self.agent = NodeAgent(
             self.nc, self.store, name=NODE, root=self.root,
             capacity=NodeCapacity("4", "8Gi"), heartbeat_seconds=1.0, usage_seconds=0.5,
@@ -54,6 +56,8 @@ class Cluster:
             # servers bind 127.0.0.1); the pod network has its own tests (test_pod_network.py).
             network=NetworkOptions(enabled=False),
         )  # fmt: skip
+        if recorder is not None:
+            self.agent.recorder = recorder(self.agent.recorder)
         ready = asyncio.Event()
         self.agent_task = asyncio.create_task(self.agent.run(ready))
         await asyncio.wait_for(ready.wait(), 15)
@@ -91,6 +95,24 @@ async def cluster(
         scheduling.cancel()
         await asyncio.gather(scheduling, return_exceptions=True)
         running.runtime.cleanup()
+
+
+class AddressesHeld(PodRecorder):
+    """Holds the append of every pod's addresses until :attr:`release` is set."""
+
+    def __init__(self, recorder: PodRecorder) -> None:
+        super().__init__(recorder._repository, actor=recorder.actor, node=recorder.node)
+        self.release = asyncio.Event()
+
+    async def record(
+        self, namespace: str, name: str, *, step: str, decide: PodStep,
+        release_on: str | None = None,
+    ) -> bool:  # fmt: skip
+        if step == "ip":
+            await self.release.wait()
+        return await super().record(
+            namespace, name, step=step, decide=decide, release_on=release_on
+        )
 
 
 def pod(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
@@ -386,3 +408,33 @@ async def test_a_container_that_cannot_run_waits_in_back_off_and_its_replica_set
         assert "PodFailed" not in types
         assert types.count("ContainerWaiting") == 1
         await cluster.client.send("Pod", "delete", {"name": pods[0].name})
+
+
+async def test_a_container_starts_while_its_pods_address_is_recorded_and_the_log_keeps_the_order(
+    cluster: Cluster,
+) -> None:
+    await cluster.stop_agent()
+    held: list[AddressesHeld] = []
+
+    def hold(recorder: PodRecorder) -> PodRecorder:
+        held.append(AddressesHeld(recorder))
+        return held[-1]
+
+    await cluster.start_agent(recorder=hold)
+    await cluster.client.send("Pod", "apply", {"manifest": pod("quick", ["sleep", "60"])})
+
+    async def process_started() -> bool:
+        return bool(cluster.runtime.seen)
+
+    # The process runs while the append of the pod's address is still held back ...
+    await eventually(process_started, timeout=15)
+    assert "PodIPAssigned" not in await cluster.types("quick")
+    held[0].release.set()
+
+    async def recorded() -> bool:
+        return "ContainerStarted" in await cluster.types("quick")
+
+    await eventually(recorded, timeout=15)
+    # ... and the log still tells the address first, then the start.
+    types = await cluster.types("quick")
+    assert types.index("PodIPAssigned") < types.index("ContainerStarted")
