@@ -81,6 +81,11 @@ class NodeColumns:
         """Every amount is small enough for exact array arithmetic."""
         return not self._not_exact
 
+    @property
+    def has_not_plain(self) -> bool:
+        """Some node is cordoned or hard-tainted (its filters run node by node)."""
+        return bool(self._not_plain)
+
     def not_plain_indices(self) -> list[int]:
         return sorted(self._not_plain)
 
@@ -168,23 +173,21 @@ def vector_filter(
     the failure of each evaluated node that did not pass. ``plain_filter`` / ``full_filter``
     run the per-node filters (the plain-node subset, and all of them), for failure reasons and
     for nodes that are not plain.
+
+    Nodes are looked at in round-robin order a window at a time (twice ``to_find`` first, the
+    rest only if that window holds too few feasible nodes): in a cluster with room, a pod is
+    placed after looking at a tenth of 5,000 nodes, and the arrays need not cover the others.
     """
     nodes = columns.nodes
     size = len(nodes)
-    fits = columns.plain & (columns.pod_count < columns.alloc_pods)
-    if pod.cpu > 0:
-        fits &= columns.fit_cpu + pod.cpu <= columns.alloc_cpu
-    if pod.memory > 0:
-        fits &= columns.fit_memory + pod.memory <= columns.alloc_memory
     known: dict[int, FilterFailure] = {}
-    for i in columns.not_plain_indices():
-        failure = full_filter(nodes[i])
-        if failure is None:
-            fits[i] = True
-        else:
-            known[i] = failure
-    rotated = np.concatenate((fits[start:], fits[:start])) if start else fits
+    first = min(size, first_window(to_find))
+    rotated = _rotated_fits(pod, columns, start, 0, first, full_filter, known)
     positions = np.flatnonzero(rotated)
+    if positions.size < to_find and first < size:
+        rest = _rotated_fits(pod, columns, start, first, size, full_filter, known)
+        rotated = np.concatenate((rotated, rest))
+        positions = np.flatnonzero(rotated)
     if positions.size >= to_find:
         positions = positions[:to_find]
         processed = int(positions[-1]) + 1 if to_find else 0
@@ -200,6 +203,54 @@ def vector_filter(
             assert failure is not None, f"{node.name} failed in arrays but passes its filters"
             failures[node.name] = failure
     return feasible.astype(np.int64, copy=False), processed, failures
+
+
+FIRST_WINDOW: Final = 256
+"""The fewest nodes the first window of :func:`vector_filter` covers."""
+
+
+def first_window(to_find: int) -> int:
+    """How many nodes :func:`vector_filter` looks at first when it must find ``to_find``."""
+    return max(2 * to_find, FIRST_WINDOW)
+
+
+def _rotated_fits(
+    pod: PodInfo,
+    columns: NodeColumns,
+    start: int,
+    begin: int,
+    end: int,
+    full_filter: NodeFilter,
+    known: dict[int, FilterFailure],
+) -> BoolArray:
+    """Whether the pod fits each node at round-robin positions ``begin`` to ``end`` (position
+    0 is node ``start``): the arrays on plain nodes, ``full_filter`` on the others (their
+    failures kept in ``known``, by node index)."""
+    size = len(columns.nodes)
+    low, high = start + begin, start + end
+    if low >= size:
+        spans = [(low - size, high - size)]
+    elif high <= size:
+        spans = [(low, high)]
+    else:
+        spans = [(low, size), (0, high - size)]
+    not_plain = columns.not_plain_indices() if columns.has_not_plain else ()
+    parts = []
+    for lo, hi in spans:
+        fits = columns.plain[lo:hi] & (columns.pod_count[lo:hi] < columns.alloc_pods[lo:hi])
+        if pod.cpu > 0:
+            fits &= columns.fit_cpu[lo:hi] + pod.cpu <= columns.alloc_cpu[lo:hi]
+        if pod.memory > 0:
+            fits &= columns.fit_memory[lo:hi] + pod.memory <= columns.alloc_memory[lo:hi]
+        for i in not_plain:
+            if lo <= i < hi:
+                failure = full_filter(columns.nodes[i])
+                if failure is None:
+                    fits[i - lo] = True
+                else:
+                    known[i] = failure
+        parts.append(fits)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def vector_scores(

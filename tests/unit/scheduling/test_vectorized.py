@@ -4,12 +4,14 @@ round-robin position and random draws, on random clusters (hypothesis)."""
 from __future__ import annotations
 
 import random
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import core.scheduling.framework as framework
+import core.scheduling.vectorized as vectorized
 from core.meta.labels import Selector
 from core.meta.taints import NodeTaint, PodToleration
 from core.scheduling import NodeInfo, PodInfo, SchedulerConfig, schedule
@@ -125,6 +127,32 @@ def test_arrays_and_node_by_node_agree(
         if expected.node_name is not None:
             # Assume the pod where it went: the columns must follow the NodeInfo.
             next(node for node in cluster if node.name == expected.node_name).add_pod(pod)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    clusters(),
+    st.lists(pods("incoming"), min_size=1, max_size=4),
+    configs,
+    st.integers(0, 10**6),
+    st.integers(0, 2**32),
+    st.integers(1, 140),
+)
+def test_filtering_a_window_at_a_time_gives_the_node_by_node_answer(
+    cluster: list[NodeInfo],
+    incoming: list[PodInfo],
+    config: SchedulerConfig,
+    start: int,
+    seed: int,
+    window: int,
+) -> None:
+    """The arrays look at the first ``window`` nodes (round-robin from the start) first and at
+    the rest only when those hold too few feasible nodes; spans that wrap past the last node,
+    windows with too few feasible nodes and windows larger than the cluster all agree."""
+    with mock.patch.object(vectorized, "first_window", lambda to_find: window):
+        test_arrays_and_node_by_node_agree.hypothesis.inner_test(  # type: ignore[attr-defined]
+            cluster, incoming, config, start, seed
+        )
 
 
 def test_columns_follow_node_changes() -> None:
