@@ -72,6 +72,11 @@ class NodeColumns:
         self.prefer_tainted: BoolArray = np.zeros(size, np.bool_)
         self._not_exact: set[int] = set()
         self._not_plain: set[int] = set()
+        self._prefer_tainted: set[int] = set()
+        self._amount_columns = (
+            self.alloc_cpu, self.alloc_memory, self.alloc_pods, self.fit_cpu, self.fit_memory,
+            self.requested_cpu, self.requested_memory, self.non_zero_cpu, self.non_zero_memory,
+        )  # fmt: skip
         for i, node in enumerate(self.nodes):
             self._refresh(i, node)
             node.on_change = self._changed
@@ -80,6 +85,11 @@ class NodeColumns:
     def exact(self) -> bool:
         """Every amount is small enough for exact array arithmetic."""
         return not self._not_exact
+
+    @property
+    def has_prefer_tainted(self) -> bool:
+        """Some node has a PreferNoSchedule taint (TaintToleration scores then differ)."""
+        return bool(self._prefer_tainted)
 
     @property
     def has_not_plain(self) -> bool:
@@ -95,39 +105,38 @@ class NodeColumns:
             self._refresh(i, node)
 
     def _refresh(self, i: int, node: NodeInfo) -> None:
+        # Runs on every pod assumed or bound: one array write per column, no generators.
+        allocatable, requested = node.allocatable, node.requested
         values = (
-            node.allocatable.get("cpu", 0),
-            node.allocatable.get("memory", 0),
-            node.allocatable.get("pods", 0),
-            node.requested.get("cpu", 0),
-            node.requested.get("memory", 0),
+            allocatable.get("cpu", 0),
+            allocatable.get("memory", 0),
+            allocatable.get("pods", 0),
+            requested.get("cpu", 0),
+            requested.get("memory", 0),
             node.requested_cpu,
             node.requested_memory,
             node.non_zero_cpu,
             node.non_zero_memory,
         )
-        (
-            self.alloc_cpu[i],
-            self.alloc_memory[i],
-            self.alloc_pods[i],
-            self.fit_cpu[i],
-            self.fit_memory[i],
-            self.requested_cpu[i],
-            self.requested_memory[i],
-            self.non_zero_cpu[i],
-            self.non_zero_memory[i],
-        ) = (min(max(v, -EXACT_LIMIT), EXACT_LIMIT) for v in values)
-        if all(-EXACT_LIMIT < v < EXACT_LIMIT for v in values):
+        if min(values) > -EXACT_LIMIT and max(values) < EXACT_LIMIT:
             self._not_exact.discard(i)
         else:
             self._not_exact.add(i)
+            values = tuple(min(max(v, -EXACT_LIMIT), EXACT_LIMIT) for v in values)
+        for column, value in zip(self._amount_columns, values, strict=True):
+            column[i] = value
         self.pod_count[i] = len(node.pods)
         self.plain[i] = node.plain
         if node.plain:
             self._not_plain.discard(i)
         else:
             self._not_plain.add(i)
-        self.prefer_tainted[i] = bool(node.prefer_taints)
+        if node.prefer_taints:
+            self.prefer_tainted[i] = True
+            self._prefer_tainted.add(i)
+        else:
+            self.prefer_tainted[i] = False
+            self._prefer_tainted.discard(i)
 
 
 def vector_eligible(
@@ -378,6 +387,9 @@ def _taint_scores(
     plugin: TaintTolerationScore,
     snapshot: Snapshot,
 ) -> Int64Array:
+    if not columns.has_prefer_tainted:
+        # No node prefers to repel pods (the usual cluster): every raw count is 0.
+        return np.full(feasible.size, MAX_NODE_SCORE, np.int64)
     tainted = np.flatnonzero(columns.prefer_tainted[feasible])
     raw = np.zeros(feasible.size, np.int64)
     for position in tainted.tolist():

@@ -170,6 +170,28 @@ def test_columns_follow_node_changes() -> None:
     assert not columns.plain[0] and columns.not_plain_indices() == [0]
 
 
+def test_columns_know_whether_any_node_prefers_to_repel_pods() -> None:
+    """TaintToleration's scores are all the same (skipped) only while no node has a
+    PreferNoSchedule taint; a node gaining or losing one changes that."""
+    nodes = [NodeInfo(name, allocatable={"cpu": 1000, "memory": GI, "pods": 110}) for name in "ab"]
+    columns = NodeColumns(nodes)
+    config = SchedulerConfig()
+    pod = PodInfo(name="p", requests={"cpu": 100})
+    assert not columns.has_prefer_tainted
+    spot = {"key": "spot", "effect": "PreferNoSchedule"}
+    status = {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "110"}}
+    nodes[1].set_node({"metadata": {"name": "b"}, "spec": {"taints": [spot]}, "status": status})
+    assert nodes[1].plain
+    assert columns.has_prefer_tainted
+    for start in (0, 1):
+        expected = schedule(pod, nodes, config, random.Random(start), start)
+        actual = schedule(pod, nodes, config, random.Random(start), start, columns=columns)
+        assert outcome(actual) == outcome(expected)
+        assert actual.node_name == "a"  # the tainted node scores lower
+    nodes[1].set_node({"metadata": {"name": "b"}, "spec": {}, "status": status})
+    assert not columns.has_prefer_tainted
+
+
 def test_amounts_too_large_for_exact_arrays_use_the_node_by_node_path() -> None:
     huge = NodeInfo("huge", allocatable={"cpu": 1000, "memory": EXACT_LIMIT * 4, "pods": 110})
     small = NodeInfo("small", allocatable={"cpu": 1000, "memory": GI, "pods": 110})
