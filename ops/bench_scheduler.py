@@ -1,7 +1,8 @@
 """Benchmark of scheduling, in the shape of kube-scheduler's ``SchedulingBasic``.
 
     python -m ops.bench_scheduler [--nodes 5000] [--warmup 1000] [--pods 10000] [--replicas 1 2]
-                                  [--rate R]
+                                  [--rate R] [--profile DIR] [--checkout DIR ...]
+                                  [--rounds N]
 
 5,000 nodes of 4 CPU / 32 Gi / 110 pods (registered through the gateway of a ``fleetlog up``
 that runs no scheduler of its own), pods requesting 100m / 500Mi. For each replica count it
@@ -13,7 +14,16 @@ itself (JetStream's store timestamps): pods/s from the first measured ``PodCreat
 1,000 bindings as counted by the replicas, and the CPU time the replicas spent per measured pod
 (the stable figure on a shared host). kube-scheduler's CI enforces 680-810 pods/s here.
 ``--rate R`` offers the measured pods at R per second (in slices every 20 ms) instead of in one
-burst: the latency then says how long a pod waits when the scheduler keeps up.
+burst: the latency then says how long a pod waits when the scheduler keeps up. ``--profile DIR``
+runs each replica under cProfile and leaves its statistics in ``DIR`` (one file per replica;
+the profile covers the replica's whole life, its catch-up and the warm-up pods included).
+``--checkout DIR`` (repeated) runs the replicas from each of those checkouts in turn, ``--rounds``
+times, in one cluster: an A/B comparison on the same nodes, each round in its own namespace (the
+nodes fill up a little from round to round, which costs the scheduler nothing measurable).
+
+The nodes heartbeat (node leases, every 10 s) for the whole run, and the measurement starts
+only once ``up``'s node IPAM controller has given every node its pod range, so neither the node
+lifecycle controller nor IPAM writes to the nodes while pods are being scheduled.
 """
 
 from __future__ import annotations
@@ -85,6 +95,47 @@ async def create_pods(
         assert all(isinstance(r, list) for r in results), "creating pods failed"
 
 
+CLUSTER_CIDR = "100.96.0.0/11"
+"""Room for 8,192 node ranges of /24: the default /12 holds 4,096, and the node IPAM
+controller would refuse the rest of the 5,000 nodes (and retry them when ranges are freed)."""
+
+
+async def wait_until_nodes_settle(store: EventStore, count: int, timeout: float) -> None:
+    """Wait until ``up``'s controllers have answered ``count`` nodes: the node IPAM controller
+    (a range assigned or refused) and the node lifecycle controller (Ready, from the first
+    heartbeat). Their appends (each folded by the scheduler too, and each a possible conflict
+    with a binding) would otherwise run during the measurement and be measured with it."""
+    ranged: set[str] = set()
+    ready: set[str] = set()
+    changed = asyncio.Event()
+
+    def on_event(event: object) -> None:
+        envelope = event.envelope  # type: ignore[attr-defined]
+        if envelope.type in ("NodePodCIDRAssigned", "NodePodCIDRRefused"):
+            ranged.add(envelope.name)
+            changed.set()
+        elif envelope.type == "NodeReady":
+            ready.add(envelope.name)
+            changed.set()
+
+    subscription = await store.subscribe(on_event, filter_subject="fleet.evt.node.>", from_seq=1)
+    deadline = time.monotonic() + timeout
+    try:
+        while len(ranged) < count or len(ready) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(
+                    f"after {timeout:.0f}s, {len(ranged)}/{count} nodes have a pod range and "
+                    f"{len(ready)}/{count} are Ready"
+                )
+            changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(left, 5.0))
+    finally:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds the processes ``pids`` have used so far (``/proc``)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -142,26 +193,45 @@ class BoundCounter:
                 await asyncio.wait_for(self._changed.wait(), min(left, 5.0))
 
 
+def profiled(directory: Path | None, name: str) -> list[str]:
+    """The interpreter options that run a replica under cProfile, its statistics written to
+    ``directory/name`` when it stops (none without ``directory``)."""
+    if directory is None:
+        return []
+    directory.mkdir(parents=True, exist_ok=True)
+    return ["-m", "cProfile", "-o", str(directory / name)]
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def run_round(
-    url: str, replicas: int, args: argparse.Namespace, env: dict[str, str], workdir: Path
+    url: str,
+    replicas: int,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    workdir: Path,
+    *,
+    label: str,
+    checkout: Path,
 ) -> None:
-    namespace = f"bench-{replicas}r"
+    """Measure ``replicas`` scheduler processes run from ``checkout`` in a namespace of their
+    own (``label`` tells rounds apart)."""
+    namespace = f"bench-{replicas}r{label}"
     nc = await connect(url, name="bench-scheduler")
     async with EventStore(nc) as store:
         from streams.commandbus import CommandClient
 
         manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
         await CommandClient(nc, actor="bench").send("Namespace", "apply", {"manifest": manifest})
-        logs = [workdir / f"scheduler-{replicas}-{i}.log" for i in range(replicas)]
+        logs = [workdir / f"scheduler-{replicas}{label}-{i}.log" for i in range(replicas)]
         processes = [
             subprocess.Popen(  # noqa: ASYNC220 - long-lived children, stopped below
-                [sys.executable, "-m", "ops", "scheduler", "--name", f"bench-{replicas}-{i}"],
-                stderr=log.open("w"), env=env,
+                [sys.executable, *profiled(args.profile, f"scheduler-{replicas}{label}-{i}.prof"),
+                 "-m", "ops", "scheduler", "--name", f"bench-{replicas}{label}-{i}"],
+                stderr=log.open("w"), env=env, cwd=checkout,
             )
             for i, log in enumerate(logs)
         ]  # fmt: skip
@@ -201,7 +271,7 @@ async def run_round(
     total_bound = sum(int(b) for b, _ in stats)
     conflicts = sum(int(c) for _, c in stats)
     print(
-        f"{replicas} replica(s): {len(measured)} pods in {(end - start) / 1e9:.1f}s = "
+        f"[{checkout}] {replicas} replica(s): {len(measured)} pods in {(end - start) / 1e9:.1f}s = "
         f"{len(measured) / ((end - start) / 1e9):,.0f} pods/s; latency created→bound "
         f"p50 {statistics.median(latencies):,.0f} ms, p99 {percentile(latencies, 0.99):,.0f} ms; "
         f"conflicts {1000 * conflicts / max(1, total_bound):.1f} per 1,000 bindings; "
@@ -221,7 +291,7 @@ async def main_async(args: argparse.Namespace) -> None:
         await ensure_streams(nc)
         up = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, stopped below
             [sys.executable, "-m", "ops", "up", "--nats-url", server.url, "--no-scheduler",
-             "--no-agent"],
+             "--no-agent", "--no-api", "--cluster-cidr", CLUSTER_CIDR],
             stdout=subprocess.DEVNULL, stderr=(workdir / "up.log").open("wb"), env=env,
         )  # fmt: skip
         await asyncio.sleep(3)
@@ -234,9 +304,30 @@ async def main_async(args: argparse.Namespace) -> None:
             f"{args.nodes} nodes registered in {time.perf_counter() - started:.1f}s ({server.url})",
             flush=True,
         )
+        # Simulated nodes renew their leases as kubelets do; without it the node lifecycle
+        # controller of ``up`` takes them for dead 40 s on and evicts the pods.
+        heartbeats = asyncio.create_task(nodes.keep_alive())
+        started = time.perf_counter()
+        async with EventStore(nc) as store:
+            await wait_until_nodes_settle(store, args.nodes, 900)
+        print(
+            f"every node Ready with its pod range after {time.perf_counter() - started:.1f}s",
+            flush=True,
+        )
+        checkouts = args.checkout or [Path.cwd()]
+        for number in range(args.rounds):
+            for which, checkout in enumerate(checkouts):
+                label = f"-{number}{chr(ord('a') + which)}" if len(checkouts) > 1 else (
+                    f"-{number}" if args.rounds > 1 else ""
+                )  # fmt: skip
+                for replicas in args.replicas:
+                    await run_round(
+                        server.url, replicas, args, env, workdir, label=label, checkout=checkout
+                    )
+        heartbeats.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeats
         await nc.close()
-        for replicas in args.replicas:
-            await run_round(server.url, replicas, args, env, workdir)
     finally:
         if up is not None:
             up.send_signal(signal.SIGTERM)
@@ -254,6 +345,22 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
     parser.add_argument(
         "--rate", type=float, default=None, help="offer the measured pods at this rate per second"
+    )
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        action="append",
+        help="run the replicas from this checkout of fleetlog (repeat it: the checkouts take "
+        "turns in one cluster, for A/B comparisons; default: the current directory)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every checkout this many times, in turn"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="run each replica under cProfile, its statistics written to this directory",
     )
     asyncio.run(main_async(parser.parse_args()))
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ from handlers.replicaset_controller import ReplicaSetController
 from handlers.scheduler import Scheduler
 from handlers.taint_eviction import TaintEvictionController
 from ops.gateways import GatewayReplicas, gateway_command
+from ops.gctuning import tune_gc
 from ops.schedulerconfig import scheduler_options
 from projections.cluster import ClusterModel
 from projections.endpoints import EndpointsService
@@ -309,7 +309,7 @@ async def serve(
             gateway_ready, query_ready = asyncio.Event(), asyncio.Event()
             # Before anything serves: the full collection of a large read model would stall
             # the first commands.
-            _tune_gc()
+            tune_gc()
             try:
                 async with asyncio.TaskGroup() as tasks:
                     roles = [
@@ -414,18 +414,6 @@ async def _serve_api(apiserver: APIServer) -> None:
         await asyncio.Event().wait()
     finally:
         await asyncio.shield(apiserver.stop())
-
-
-def _tune_gc() -> None:
-    """Keep the cyclic collector off the command path.
-
-    Everything loaded at start-up (the folded read model, imported modules) is moved out of the
-    collector's sight, and young collections run less often: with the default thresholds a full
-    collection over a large read model stalls every command in flight for 100 ms or more.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 async def _snapshot_periodically(projection: Projection[ClusterModel], snapshots: object) -> None:

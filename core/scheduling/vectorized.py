@@ -72,6 +72,11 @@ class NodeColumns:
         self.prefer_tainted: BoolArray = np.zeros(size, np.bool_)
         self._not_exact: set[int] = set()
         self._not_plain: set[int] = set()
+        self._prefer_tainted: set[int] = set()
+        self._amount_columns = (
+            self.alloc_cpu, self.alloc_memory, self.alloc_pods, self.fit_cpu, self.fit_memory,
+            self.requested_cpu, self.requested_memory, self.non_zero_cpu, self.non_zero_memory,
+        )  # fmt: skip
         for i, node in enumerate(self.nodes):
             self._refresh(i, node)
             node.on_change = self._changed
@@ -80,6 +85,16 @@ class NodeColumns:
     def exact(self) -> bool:
         """Every amount is small enough for exact array arithmetic."""
         return not self._not_exact
+
+    @property
+    def has_prefer_tainted(self) -> bool:
+        """Some node has a PreferNoSchedule taint (TaintToleration scores then differ)."""
+        return bool(self._prefer_tainted)
+
+    @property
+    def has_not_plain(self) -> bool:
+        """Some node is cordoned or hard-tainted (its filters run node by node)."""
+        return bool(self._not_plain)
 
     def not_plain_indices(self) -> list[int]:
         return sorted(self._not_plain)
@@ -90,39 +105,38 @@ class NodeColumns:
             self._refresh(i, node)
 
     def _refresh(self, i: int, node: NodeInfo) -> None:
+        # Runs on every pod assumed or bound: one array write per column, no generators.
+        allocatable, requested = node.allocatable, node.requested
         values = (
-            node.allocatable.get("cpu", 0),
-            node.allocatable.get("memory", 0),
-            node.allocatable.get("pods", 0),
-            node.requested.get("cpu", 0),
-            node.requested.get("memory", 0),
+            allocatable.get("cpu", 0),
+            allocatable.get("memory", 0),
+            allocatable.get("pods", 0),
+            requested.get("cpu", 0),
+            requested.get("memory", 0),
             node.requested_cpu,
             node.requested_memory,
             node.non_zero_cpu,
             node.non_zero_memory,
         )
-        (
-            self.alloc_cpu[i],
-            self.alloc_memory[i],
-            self.alloc_pods[i],
-            self.fit_cpu[i],
-            self.fit_memory[i],
-            self.requested_cpu[i],
-            self.requested_memory[i],
-            self.non_zero_cpu[i],
-            self.non_zero_memory[i],
-        ) = (min(max(v, -EXACT_LIMIT), EXACT_LIMIT) for v in values)
-        if all(-EXACT_LIMIT < v < EXACT_LIMIT for v in values):
+        if min(values) > -EXACT_LIMIT and max(values) < EXACT_LIMIT:
             self._not_exact.discard(i)
         else:
             self._not_exact.add(i)
+            values = tuple(min(max(v, -EXACT_LIMIT), EXACT_LIMIT) for v in values)
+        for column, value in zip(self._amount_columns, values, strict=True):
+            column[i] = value
         self.pod_count[i] = len(node.pods)
         self.plain[i] = node.plain
         if node.plain:
             self._not_plain.discard(i)
         else:
             self._not_plain.add(i)
-        self.prefer_tainted[i] = bool(node.prefer_taints)
+        if node.prefer_taints:
+            self.prefer_tainted[i] = True
+            self._prefer_tainted.add(i)
+        else:
+            self.prefer_tainted[i] = False
+            self._prefer_tainted.discard(i)
 
 
 def vector_eligible(
@@ -168,23 +182,21 @@ def vector_filter(
     the failure of each evaluated node that did not pass. ``plain_filter`` / ``full_filter``
     run the per-node filters (the plain-node subset, and all of them), for failure reasons and
     for nodes that are not plain.
+
+    Nodes are looked at in round-robin order a window at a time (twice ``to_find`` first, the
+    rest only if that window holds too few feasible nodes): in a cluster with room, a pod is
+    placed after looking at a tenth of 5,000 nodes, and the arrays need not cover the others.
     """
     nodes = columns.nodes
     size = len(nodes)
-    fits = columns.plain & (columns.pod_count < columns.alloc_pods)
-    if pod.cpu > 0:
-        fits &= columns.fit_cpu + pod.cpu <= columns.alloc_cpu
-    if pod.memory > 0:
-        fits &= columns.fit_memory + pod.memory <= columns.alloc_memory
     known: dict[int, FilterFailure] = {}
-    for i in columns.not_plain_indices():
-        failure = full_filter(nodes[i])
-        if failure is None:
-            fits[i] = True
-        else:
-            known[i] = failure
-    rotated = np.concatenate((fits[start:], fits[:start])) if start else fits
+    first = min(size, first_window(to_find))
+    rotated = _rotated_fits(pod, columns, start, 0, first, full_filter, known)
     positions = np.flatnonzero(rotated)
+    if positions.size < to_find and first < size:
+        rest = _rotated_fits(pod, columns, start, first, size, full_filter, known)
+        rotated = np.concatenate((rotated, rest))
+        positions = np.flatnonzero(rotated)
     if positions.size >= to_find:
         positions = positions[:to_find]
         processed = int(positions[-1]) + 1 if to_find else 0
@@ -200,6 +212,54 @@ def vector_filter(
             assert failure is not None, f"{node.name} failed in arrays but passes its filters"
             failures[node.name] = failure
     return feasible.astype(np.int64, copy=False), processed, failures
+
+
+FIRST_WINDOW: Final = 256
+"""The fewest nodes the first window of :func:`vector_filter` covers."""
+
+
+def first_window(to_find: int) -> int:
+    """How many nodes :func:`vector_filter` looks at first when it must find ``to_find``."""
+    return max(2 * to_find, FIRST_WINDOW)
+
+
+def _rotated_fits(
+    pod: PodInfo,
+    columns: NodeColumns,
+    start: int,
+    begin: int,
+    end: int,
+    full_filter: NodeFilter,
+    known: dict[int, FilterFailure],
+) -> BoolArray:
+    """Whether the pod fits each node at round-robin positions ``begin`` to ``end`` (position
+    0 is node ``start``): the arrays on plain nodes, ``full_filter`` on the others (their
+    failures kept in ``known``, by node index)."""
+    size = len(columns.nodes)
+    low, high = start + begin, start + end
+    if low >= size:
+        spans = [(low - size, high - size)]
+    elif high <= size:
+        spans = [(low, high)]
+    else:
+        spans = [(low, size), (0, high - size)]
+    not_plain = columns.not_plain_indices() if columns.has_not_plain else ()
+    parts = []
+    for lo, hi in spans:
+        fits = columns.plain[lo:hi] & (columns.pod_count[lo:hi] < columns.alloc_pods[lo:hi])
+        if pod.cpu > 0:
+            fits &= columns.fit_cpu[lo:hi] + pod.cpu <= columns.alloc_cpu[lo:hi]
+        if pod.memory > 0:
+            fits &= columns.fit_memory[lo:hi] + pod.memory <= columns.alloc_memory[lo:hi]
+        for i in not_plain:
+            if lo <= i < hi:
+                failure = full_filter(columns.nodes[i])
+                if failure is None:
+                    fits[i - lo] = True
+                else:
+                    known[i] = failure
+        parts.append(fits)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def vector_scores(
@@ -327,6 +387,9 @@ def _taint_scores(
     plugin: TaintTolerationScore,
     snapshot: Snapshot,
 ) -> Int64Array:
+    if not columns.has_prefer_tainted:
+        # No node prefers to repel pods (the usual cluster): every raw count is 0.
+        return np.full(feasible.size, MAX_NODE_SCORE, np.int64)
     tainted = np.flatnonzero(columns.prefer_tainted[feasible])
     raw = np.zeros(feasible.size, np.int64)
     for position in tainted.tolist():

@@ -447,10 +447,14 @@ async def agent(
 
 
 async def _until_signal(
-    role: Callable[[asyncio.Event], Awaitable[None]], ready_message: str
+    role: Callable[[asyncio.Event], Awaitable[None]],
+    ready_message: str,
+    *,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Run a long-lived role in the foreground: say ``ready_message`` once it is ready, stop it
-    on SIGINT/SIGTERM, and let its own failure (before or after ready) end the process."""
+    """Run a long-lived role in the foreground: say ``ready_message`` once it is ready (after
+    ``on_ready``), stop it on SIGINT/SIGTERM, and let its own failure (before or after ready)
+    end the process."""
     import asyncio
 
     stop = asyncio.Event()
@@ -465,6 +469,8 @@ async def _until_signal(
         waiting.cancel()
         if running.done():
             running.result()
+        if on_ready is not None:
+            on_ready()
         click.echo(ready_message, err=True)
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -563,6 +569,7 @@ async def scheduler(
     configuration = _scheduler_config(config_path)
 
     from handlers.scheduler import Scheduler
+    from ops.gctuning import tune_gc
     from ops.schedulerconfig import scheduler_options
     from streams.connection import connect
     from streams.eventstore import EventStore
@@ -573,7 +580,8 @@ async def scheduler(
             replica = Scheduler(
                 nc, store, identity=identity, features=features, **scheduler_options(configuration)
             )
-            await _until_signal(replica.run, f"scheduler {identity} ready")
+            # Once the replica has folded the log: its read model is most of the heap.
+            await _until_signal(replica.run, f"scheduler {identity} ready", on_ready=tune_gc)
             click.echo(
                 f"scheduler {identity} stats: bound={replica.bound} conflicts={replica.conflicts}",
                 err=True,

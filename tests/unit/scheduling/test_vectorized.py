@@ -4,12 +4,14 @@ round-robin position and random draws, on random clusters (hypothesis)."""
 from __future__ import annotations
 
 import random
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import core.scheduling.framework as framework
+import core.scheduling.vectorized as vectorized
 from core.meta.labels import Selector
 from core.meta.taints import NodeTaint, PodToleration
 from core.scheduling import NodeInfo, PodInfo, SchedulerConfig, schedule
@@ -127,6 +129,32 @@ def test_arrays_and_node_by_node_agree(
             next(node for node in cluster if node.name == expected.node_name).add_pod(pod)
 
 
+@settings(max_examples=120, deadline=None)
+@given(
+    clusters(),
+    st.lists(pods("incoming"), min_size=1, max_size=4),
+    configs,
+    st.integers(0, 10**6),
+    st.integers(0, 2**32),
+    st.integers(1, 140),
+)
+def test_filtering_a_window_at_a_time_gives_the_node_by_node_answer(
+    cluster: list[NodeInfo],
+    incoming: list[PodInfo],
+    config: SchedulerConfig,
+    start: int,
+    seed: int,
+    window: int,
+) -> None:
+    """The arrays look at the first ``window`` nodes (round-robin from the start) first and at
+    the rest only when those hold too few feasible nodes; spans that wrap past the last node,
+    windows with too few feasible nodes and windows larger than the cluster all agree."""
+    with mock.patch.object(vectorized, "first_window", lambda to_find: window):
+        test_arrays_and_node_by_node_agree.hypothesis.inner_test(  # type: ignore[attr-defined]
+            cluster, incoming, config, start, seed
+        )
+
+
 def test_columns_follow_node_changes() -> None:
     node = NodeInfo("a", allocatable={"cpu": 1000, "memory": GI, "pods": 110})
     columns = NodeColumns([node])
@@ -140,6 +168,28 @@ def test_columns_follow_node_changes() -> None:
     assert (columns.fit_cpu[0], columns.pod_count[0]) == (0, 0)
     node.set_node({"metadata": {"name": "a"}, "spec": {"unschedulable": True}})
     assert not columns.plain[0] and columns.not_plain_indices() == [0]
+
+
+def test_columns_know_whether_any_node_prefers_to_repel_pods() -> None:
+    """TaintToleration's scores are all the same (skipped) only while no node has a
+    PreferNoSchedule taint; a node gaining or losing one changes that."""
+    nodes = [NodeInfo(name, allocatable={"cpu": 1000, "memory": GI, "pods": 110}) for name in "ab"]
+    columns = NodeColumns(nodes)
+    config = SchedulerConfig()
+    pod = PodInfo(name="p", requests={"cpu": 100})
+    assert not columns.has_prefer_tainted
+    spot = {"key": "spot", "effect": "PreferNoSchedule"}
+    status = {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "110"}}
+    nodes[1].set_node({"metadata": {"name": "b"}, "spec": {"taints": [spot]}, "status": status})
+    assert nodes[1].plain
+    assert columns.has_prefer_tainted
+    for start in (0, 1):
+        expected = schedule(pod, nodes, config, random.Random(start), start)
+        actual = schedule(pod, nodes, config, random.Random(start), start, columns=columns)
+        assert outcome(actual) == outcome(expected)
+        assert actual.node_name == "a"  # the tainted node scores lower
+    nodes[1].set_node({"metadata": {"name": "b"}, "spec": {}, "status": status})
+    assert not columns.has_prefer_tainted
 
 
 def test_amounts_too_large_for_exact_arrays_use_the_node_by_node_path() -> None:

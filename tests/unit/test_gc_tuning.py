@@ -1,0 +1,61 @@
+"""The collector is kept off long-running roles' hot paths once they have loaded their state."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from ops.cli.cluster import _until_signal
+from ops.gctuning import YOUNG_THRESHOLD, tune_gc
+
+
+@pytest.fixture
+def restore_gc() -> Iterator[None]:
+    thresholds = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+
+
+@pytest.mark.usefixtures("restore_gc")
+def test_tune_gc_freezes_what_is_alive_and_collects_the_young_less_often() -> None:
+    gc.unfreeze()
+    state = [{"node": i} for i in range(1000)]  # a read model, loaded
+    tune_gc()
+    assert gc.get_freeze_count() >= len(state)
+    assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+
+
+async def test_a_role_is_tuned_once_ready_before_it_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen: list[str] = []
+    release = asyncio.Event()
+
+    async def role(ready: asyncio.Event) -> None:
+        seen.append("caught up")
+        ready.set()
+        await release.wait()
+
+    def on_ready() -> None:
+        seen.append("tuned")
+        assert "role ready" not in capsys.readouterr().err
+        release.set()  # the role ends: the foreground run returns
+
+    await asyncio.wait_for(_until_signal(role, "role ready", on_ready=on_ready), 10)
+    assert seen == ["caught up", "tuned"]
+    assert "role ready" in capsys.readouterr().err
+
+
+async def test_a_role_failing_before_ready_is_never_tuned() -> None:
+    tuned: list[bool] = []
+
+    async def role(ready: asyncio.Event) -> None:
+        raise RuntimeError("no log")
+
+    with pytest.raises(RuntimeError, match="no log"):
+        await _until_signal(role, "role ready", on_ready=lambda: tuned.append(True))
+    assert tuned == []
