@@ -159,7 +159,7 @@ class Cluster:
         found = [c for c in self.runtime.seen if c.spec.pod_uid == uid]
         return "".join((c.directory / "stdout").read_text() for c in found)
 
-    async def finished(self, *names: str, timeout: float = 40) -> None:
+    async def finished(self, *names: str, timeout: float = 90) -> None:
         async def done() -> bool:
             return all((self.pod(n).get("status") or {}).get("phase") == "Succeeded" for n in names)
 
