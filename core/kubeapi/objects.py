@@ -57,6 +57,18 @@ def api_object(
     return obj
 
 
+def list_metadata(
+    resource_version: int, continue_token: str = "", remaining: int | None = None
+) -> dict[str, Any]:
+    """A list's ``ListMeta``: its resourceVersion, and where a paged list goes on."""
+    metadata: dict[str, Any] = {"resourceVersion": str(resource_version)}
+    if continue_token:
+        metadata["continue"] = continue_token
+        if remaining is not None:
+            metadata["remainingItemCount"] = remaining
+    return metadata
+
+
 def list_object(
     resource: APIResource,
     items: list[dict[str, Any]],
@@ -65,11 +77,7 @@ def list_object(
     continue_token: str = "",
     remaining: int | None = None,
 ) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"resourceVersion": str(resource_version)}
-    if continue_token:
-        metadata["continue"] = continue_token
-        if remaining is not None:
-            metadata["remainingItemCount"] = remaining
+    metadata = list_metadata(resource_version, continue_token, remaining)
     return {
         "apiVersion": resource.group_version,
         "kind": resource.list_kind,

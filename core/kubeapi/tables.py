@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
+from core.kubeapi.objects import list_metadata
 from core.kubeapi.status import bad_request
 
 Row = Callable[[dict[str, Any], int, bool], list[str]]
@@ -117,11 +118,7 @@ def table(
     with_definitions: bool = True,
 ) -> dict[str, Any]:
     """A ``meta.k8s.io/v1`` Table (a watch's later events carry no column definitions)."""
-    metadata: dict[str, Any] = {"resourceVersion": str(resource_version)}
-    if continue_token:
-        metadata["continue"] = continue_token
-        if remaining is not None:
-            metadata["remainingItemCount"] = remaining
+    metadata = list_metadata(resource_version, continue_token, remaining)
     return {
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
