@@ -76,6 +76,8 @@ def remove_pod_networks() -> None:
         kind = "netns" if name.startswith(f"{BENCH_PREFIX}-") else "link"
         subprocess.run(["ip", kind, "del", name], capture_output=True, check=False)
     subprocess.run(["ip", "link", "del", BENCH_BRIDGE], capture_output=True, check=False)
+    for entry in Path("/etc/netns").glob(f"{BENCH_PREFIX}-*"):  # the pods' resolv.conf files
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def cpu_seconds(pid: int, *, children: bool = False) -> float:

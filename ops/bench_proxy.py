@@ -316,6 +316,9 @@ def remove_networks() -> None:
     for link in json.loads(links.stdout or "[]"):
         if link["ifname"].startswith(PREFIX) or link["ifname"] == BRIDGE:
             subprocess.run(["ip", "link", "del", link["ifname"]], capture_output=True)
+    # The pods' resolv.conf files (cluster DNS), left when the agent was stopped with its pods.
+    for entry in Path("/etc/netns").glob(f"{PREFIX}-*"):
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 async def main_async(args: argparse.Namespace) -> None:
