@@ -230,6 +230,13 @@ class HostNetwork:
 # -- the bridge network -------------------------------------------------------------------------
 
 
+def bridge_mac(bridge: str) -> str:
+    """A fixed, locally administered unicast MAC for the bridge, the same for its name on
+    every start."""
+    digest = hashlib.sha256(bridge.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02 | (digest[0] & 0xFC), *digest[1:6]))
+
+
 class BridgeNetwork:
     """Pods in their own namespaces on this node's bridge (see the module docstring)."""
 
@@ -347,6 +354,13 @@ class BridgeNetwork:
         links = await self.ip.json("link", "show", "dev", bridge)
         if not links:
             await self.ip("link", "add", bridge, "type", "bridge")
+        # A bridge without an address of its own takes the lowest of its ports' and changes it
+        # as pods come and go: every pod's neighbour entry for the gateway (and the cluster
+        # DNS and service addresses held on the bridge) then points at a MAC that is gone, and
+        # its packets are dropped until the entry goes stale, 20-30 s. So it gets a fixed one.
+        mac = bridge_mac(bridge)
+        if not links or links[0].get("address") != mac:
+            await self.ip("link", "set", bridge, "address", mac)
         address = f"{gateway(cidr)}/{cidr.prefixlen}"
         for found in await self.ip.json("-4", "addr", "show", "dev", bridge):
             for info in found.get("addr_info") or []:

@@ -595,3 +595,34 @@ async def test_a_reference_to_a_secret_is_a_container_config_error(net: Net) -> 
     assert status["phase"] == "Pending"
     waiting = status["containerStatuses"][0]["state"]["waiting"]
     assert waiting["reason"] == "CreateContainerConfigError"
+
+
+async def test_the_bridge_keeps_its_own_address_as_pods_come_and_go(net: Net) -> None:
+    """A bridge with no MAC of its own takes its lowest port's and changes it when that pod
+    goes: every other pod's neighbour entry for the gateway (and the DNS and service addresses
+    on the bridge) then points at a MAC that is gone for 20-30 s."""
+    names = ("mac-a", "mac-b", "mac-c")
+    for name in names:
+        await net.client.send("Pod", "apply", {"manifest": pod(name, server())})
+    await net.ready(*names)
+    expected = network_module.bridge_mac(net.options.bridge)
+
+    def bridge_address() -> str:
+        return str(ip_json("link", "show", "dev", net.options.bridge)[0]["address"])
+
+    assert bridge_address() == expected
+    ports = {
+        link["ifname"]: link["address"]
+        for link in ip_json("link", "show", "master", net.options.bridge)
+    }
+    assert expected not in ports.values()
+    # The pod whose veth has the lowest MAC goes: the bridge would have taken it.
+    lowest = min(ports, key=lambda name: ports[name])
+    gone = next(n for n in names if net.options.veth(net.uid(n)) == lowest)
+    await net.client.send("Pod", "delete", {"name": gone, "namespace": "default"})
+
+    async def its_veth_is_gone() -> bool:
+        return lowest not in links_of(net.prefix)
+
+    await eventually(its_veth_is_gone)
+    assert bridge_address() == expected
