@@ -40,6 +40,7 @@ from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient
 from streams.connection import OUTAGE_ERRORS, in_outage
 from streams.envelope import StoredEvent
+from streams.repository import Provenance
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +66,17 @@ class Cause:
 
     def kwargs(self) -> CauseFields:
         return {"causation_id": self.causation_id, "correlation_id": self.correlation_id}
+
+    def provenance(self, *, actor: str, token: str, now_ns: int) -> Provenance:
+        """A controller's own append on behalf of this cause (its write token names the
+        correlation when the cause carries none)."""
+        return Provenance(
+            actor=actor,
+            correlation_id=self.correlation_id or token,
+            causation_id=self.causation_id,
+            token=token,
+            now_ns=now_ns,
+        )
 
 
 class Reconcile(Protocol[K_contra]):

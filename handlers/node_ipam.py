@@ -60,7 +60,7 @@ from streams.decide import Append, Attempt, decide_and_append
 from streams.envelope import StoredEvent
 from streams.eventstore import ConcurrencyConflict
 from streams.leases import LeaderLease
-from streams.repository import AggregateRepository, Provenance, uuid5_text
+from streams.repository import AggregateRepository, uuid5_text
 from streams.subjects import AggregateRef
 
 if TYPE_CHECKING:
@@ -299,13 +299,7 @@ class NodeIPAMController:
             cause = self.loop.cause(("Node", name), loaded.last_seq)
             return Append(
                 changes=changes,
-                provenance=Provenance(
-                    actor=ACTOR,
-                    correlation_id=cause.correlation_id or token,
-                    causation_id=cause.causation_id,
-                    token=token,
-                    now_ns=now,
-                ),
+                provenance=cause.provenance(actor=ACTOR, token=token, now_ns=now),
             )
 
         if index is not None:
@@ -350,13 +344,7 @@ class NodeIPAMController:
             cause = self.loop.cause(("Node", name), loaded.last_seq)
             return Append(
                 changes=[loaded],
-                provenance=Provenance(
-                    actor=ACTOR,
-                    correlation_id=cause.correlation_id or token,
-                    causation_id=cause.causation_id,
-                    token=token,
-                    now_ns=now,
-                ),
+                provenance=cause.provenance(actor=ACTOR, token=token, now_ns=now),
             )
 
         decided = await decide_and_append(
@@ -396,13 +384,7 @@ class NodeIPAMController:
             cause = self.loop.cause(("PodCIDR", name), block_loaded.last_seq)
             return Append(
                 changes=[block_loaded],
-                provenance=Provenance(
-                    actor=ACTOR,
-                    correlation_id=cause.correlation_id or token,
-                    causation_id=cause.causation_id,
-                    token=token,
-                    now_ns=now,
-                ),
+                provenance=cause.provenance(actor=ACTOR, token=token, now_ns=now),
             )
 
         decided = await decide_and_append(

@@ -36,7 +36,7 @@ from streams.decide import Append, Attempt, decide_and_append
 from streams.envelope import StoredEvent
 from streams.eventstore import ConcurrencyConflict
 from streams.leases import LeaderLease
-from streams.repository import AggregateRepository, Provenance
+from streams.repository import AggregateRepository
 from streams.subjects import AggregateRef
 
 if TYPE_CHECKING:
@@ -132,13 +132,7 @@ class QuotaController:
             corrected.append((release, count))
             return Append(
                 changes=[loaded],
-                provenance=Provenance(
-                    actor=ACTOR,
-                    correlation_id=cause.correlation_id or token,
-                    causation_id=cause.causation_id,
-                    token=token,
-                    now_ns=now,
-                ),
+                provenance=cause.provenance(actor=ACTOR, token=token, now_ns=now),
             )
 
         try:
