@@ -42,6 +42,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from core.errors import FleetError
+from ops.podnets import remove_pod_networks
 from streams.commandbus import CommandClient
 from streams.connection import connect
 from streams.definitions import ensure_streams
@@ -68,16 +69,6 @@ def pod_networks_left() -> list[str]:
         if link["ifname"].startswith(BENCH_PREFIX) and link["ifname"] != BENCH_BRIDGE:
             found.append(link["ifname"])
     return found
-
-
-def remove_pod_networks() -> None:
-    """What this run's agent made: its pods' namespaces and veths, and its bridge."""
-    for name in pod_networks_left():
-        kind = "netns" if name.startswith(f"{BENCH_PREFIX}-") else "link"
-        subprocess.run(["ip", kind, "del", name], capture_output=True, check=False)
-    subprocess.run(["ip", "link", "del", BENCH_BRIDGE], capture_output=True, check=False)
-    for entry in Path("/etc/netns").glob(f"{BENCH_PREFIX}-*"):  # the pods' resolv.conf files
-        shutil.rmtree(entry, ignore_errors=True)
 
 
 def cpu_seconds(pid: int, *, children: bool = False) -> float:
@@ -375,7 +366,7 @@ async def main_async(args: argparse.Namespace) -> None:
         for state in (workdir / "agent").glob("pods/*/*/*/container.json"):
             with contextlib.suppress(ProcessLookupError, ValueError, KeyError, OSError):
                 os.killpg(int(json.loads(state.read_text())["pgid"]), signal.SIGKILL)
-        remove_pod_networks()
+        remove_pod_networks(BENCH_PREFIX, BENCH_BRIDGE)
         await server.stop()
 
 

@@ -52,6 +52,7 @@ from typing import Any
 
 from core.errors import FleetError
 from ops.bench_agent import percentile, rss_bytes
+from ops.podnets import remove_pod_networks
 from streams.commandbus import CommandClient
 from streams.connection import connect
 from streams.definitions import ensure_streams
@@ -305,22 +306,6 @@ def cluster_ips(count: int) -> dict[int, str]:
 # -- the run ---------------------------------------------------------------------------------
 
 
-def remove_networks() -> None:
-    if shutil.which("ip") is None:
-        return
-    listed = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True)
-    for netns in json.loads(listed.stdout or "[]"):
-        if netns["name"].startswith(f"{PREFIX}-"):
-            subprocess.run(["ip", "netns", "del", netns["name"]], capture_output=True)
-    links = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True)
-    for link in json.loads(links.stdout or "[]"):
-        if link["ifname"].startswith(PREFIX) or link["ifname"] == BRIDGE:
-            subprocess.run(["ip", "link", "del", link["ifname"]], capture_output=True)
-    # The pods' resolv.conf files (cluster DNS), left when the agent was stopped with its pods.
-    for entry in Path("/etc/netns").glob(f"{PREFIX}-*"):
-        shutil.rmtree(entry, ignore_errors=True)
-
-
 async def main_async(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fleetlog-bench-proxy-"))
     server = EmbeddedServer(data_dir=workdir / "nats", port=free_port())
@@ -478,7 +463,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 os.killpg(int(json.loads(state.read_text())["pgid"]), signal.SIGKILL)
         if dnat:
             nft(f"delete table ip {DNAT_TABLE}\n")
-        remove_networks()
+        remove_pod_networks(PREFIX, BRIDGE)
         await server.stop()
 
 

@@ -8,7 +8,6 @@ import os
 import queue
 import random
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
+from ops.podnets import remove_pod_networks
 
 pytestmark = pytest.mark.e2e
 
@@ -70,23 +71,6 @@ spec:
       image: busybox
       command: ["sleep", "3600"]
 """
-
-
-def remove_pod_networks(prefix: str, bridge: str) -> None:
-    """Every network namespace and link a test's agent made (named with its prefix)."""
-    if shutil.which("ip") is None:
-        return
-    listed = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True)
-    for netns in json.loads(listed.stdout or "[]"):
-        if netns["name"].startswith(f"{prefix}-"):
-            subprocess.run(["ip", "netns", "del", netns["name"]], capture_output=True)
-    links = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True)
-    for link in json.loads(links.stdout or "[]"):
-        if link["ifname"].startswith(prefix) or link["ifname"] == bridge:
-            subprocess.run(["ip", "link", "del", link["ifname"]], capture_output=True)
-    # The pods' resolv.conf files (cluster DNS), left when the agent was killed with its pods.
-    for entry in Path("/etc/netns").glob(f"{prefix}-*"):
-        shutil.rmtree(entry, ignore_errors=True)
 
 
 class Cluster:

@@ -49,6 +49,7 @@ from handlers.agent.pods import WorkerConfig
 from handlers.gateway import Gateway
 from handlers.node_ipam import NodeIPAMController
 from handlers.scheduler import Scheduler
+from ops.podnets import remove_pod_networks
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
@@ -128,11 +129,9 @@ def links_of(prefix: str) -> set[str]:
 
 
 def remove_everything_named(prefix: str, bridge: str) -> None:
-    """Teardown: every namespace, veth and the bridge this test's prefix names."""
-    for name in namespaces_of(prefix):
-        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
-    for name in links_of(prefix) | ({bridge} if links_of(bridge) else set()):
-        subprocess.run(["ip", "link", "del", name], check=False, capture_output=True)
+    """Teardown: every namespace, veth, resolv.conf entry and the bridge this test's prefix
+    names."""
+    remove_pod_networks(prefix, bridge)
 
 
 def can_make_namespaces() -> str:
