@@ -13,6 +13,7 @@ from __future__ import annotations
 import getpass
 import os
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from core.api.kinds import NAMESPACED
 from core.errors import UnknownKind, ValidationFailed
@@ -133,3 +134,9 @@ POINT_HELP = (
 )
 """How a point of the log is written (``--at``, ``replay --to``, ``diff --from``); see
 ``ops.timetravel``."""
+
+
+def labels_of(item: dict[str, Any]) -> dict[str, str]:
+    """A read-model item's labels (what ``-l`` selects on)."""
+    metadata = (item.get("manifest") or {}).get("metadata") or {}
+    return metadata.get("labels") or {}

@@ -23,6 +23,7 @@ from ops.cliargs import (
     POINT_HELP,
     command_kind,
     is_namespaced,
+    labels_of,
     resolve_kind,
     split_command_ref,
 )
@@ -275,11 +276,6 @@ def with_builtin(kind: str, items: list[dict[str, Any]], name: str | None) -> li
     return sorted([*items, *extra], key=lambda item: item["name"]) if extra else items
 
 
-def _labels(item: dict[str, Any]) -> dict[str, str]:
-    metadata = (item.get("manifest") or {}).get("metadata") or {}
-    return metadata.get("labels") or {}
-
-
 @click.command()
 @click.argument("kind")
 @click.argument("name", required=False)
@@ -347,7 +343,7 @@ async def get(
     if not view:
         items = with_builtin(resolved, items, name)
     if not chosen.empty:
-        items = [item for item in items if chosen.matches(_labels(item))]
+        items = [item for item in items if chosen.matches(labels_of(item))]
     if name and not items:
         raise FleetError(f'{shown.lower()}s "{name}" not found{when}', code="not_found")
     if output == "name":  # kubectl's resource/name, one a line: what other commands take

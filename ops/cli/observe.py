@@ -16,7 +16,7 @@ import click
 
 from core.errors import FleetError, ValidationFailed
 from ops import render
-from ops.cliargs import is_namespaced, parse_since, resolve_kind, split_ref
+from ops.cliargs import is_namespaced, labels_of, parse_since, resolve_kind, split_ref
 from ops.clitools import Failure, open_session, run
 from streams.subjects import event_filter
 
@@ -85,7 +85,7 @@ async def logs(
             chosen = parse_selector_text(selector or "")
             every = await s.query("Pod", namespace=namespace)
             items = sorted(
-                (i for i in every if chosen.matches(_pod_labels(i))), key=lambda i: i["name"]
+                (i for i in every if chosen.matches(labels_of(i))), key=lambda i: i["name"]
             )
             if not items:
                 click.echo(f"No resources found in {namespace} namespace.", err=True)
@@ -120,10 +120,6 @@ async def logs(
         else:
             for reader in readers:
                 await show(*reader)
-
-
-def _pod_labels(item: dict[str, Any]) -> dict[str, str]:
-    return ((item["manifest"].get("metadata") or {}).get("labels")) or {}
 
 
 async def _log_reader(
