@@ -17,8 +17,24 @@ from core.api.catalog import KINDS
 VERBS: tuple[str, ...] = (
     "create", "delete", "deletecollection", "get", "list", "patch", "update", "watch",
 )  # fmt: skip
-"""What every resource answers (server-side apply and the subresources are still to come: a
-request for them is refused with a Status that says so, not faked)."""
+"""What every resource answers (server-side apply is still to come: a request for it is refused
+with a Status that says so, not faked)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subresource:
+    """A subresource a kind serves (``pods/log``, ``deployments/scale``): what discovery lists.
+
+    Only subresources with a handler in ``handlers.apiserver.subresources`` are declared here (a
+    unit test holds the two together), so kubectl never discovers a verb that is not served.
+    """
+
+    name: str
+    verbs: tuple[str, ...]
+    kind: str
+    """The kind of the answer (``Scale`` for ``scale``, the object's own kind for ``status``)."""
+    group: str = ""
+    version: str = "v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +49,7 @@ class APIResource:
     namespaced: bool
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
+    subresources: tuple[Subresource, ...] = ()
 
     @property
     def group_version(self) -> str:
@@ -57,6 +74,26 @@ class APIResource:
             entry["categories"] = list(self.categories)
         return entry
 
+    def subresource_discovery(self) -> list[dict[str, object]]:
+        """The ``<plural>/<subresource>`` entries of the legacy ``APIResourceList``."""
+        entries: list[dict[str, object]] = []
+        for sub in self.subresources:
+            entry: dict[str, object] = {
+                "name": f"{self.plural}/{sub.name}",
+                "singularName": "",
+                "namespaced": self.namespaced,
+                "kind": sub.kind,
+                "verbs": list(sub.verbs),
+            }
+            if (sub.group, sub.version) != (self.group, self.version):
+                entry["group"] = sub.group
+                entry["version"] = sub.version
+            entries.append(entry)
+        return entries
+
+    def subresource(self, name: str) -> Subresource | None:
+        return next((s for s in self.subresources if s.name == name), None)
+
 
 # plural, short names and categories as kube-apiserver registers them ("all" is what
 # ``kubectl get all`` lists).
@@ -77,6 +114,10 @@ _NAMES: Mapping[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+SUBRESOURCES: Mapping[str, tuple[Subresource, ...]] = {}
+"""kind -> the subresources it serves (each handled in ``handlers.apiserver.subresources``)."""
+
+
 def _resource(kind: str) -> APIResource:
     info = KINDS[kind]
     group, _, version = info.api_version.rpartition("/")
@@ -90,6 +131,7 @@ def _resource(kind: str) -> APIResource:
         namespaced=info.namespaced,
         short_names=short,
         categories=categories,
+        subresources=SUBRESOURCES.get(kind, ()),
     )
 
 

@@ -66,7 +66,11 @@ def api_resource_list(group: str, version: str) -> dict[str, Any]:
         "kind": "APIResourceList",
         "apiVersion": "v1",
         "groupVersion": f"{group}/{version}" if group else version,
-        "resources": [r.discovery() for r in resources_of(group, version)],
+        "resources": [
+            entry
+            for r in resources_of(group, version)
+            for entry in (r.discovery(), *r.subresource_discovery())
+        ],
     }
 
 
@@ -86,6 +90,15 @@ def _aggregated_resource(resource: APIResource) -> dict[str, Any]:
         entry["shortNames"] = list(resource.short_names)
     if resource.categories:
         entry["categories"] = list(resource.categories)
+    if resource.subresources:
+        entry["subresources"] = [
+            {
+                "subresource": sub.name,
+                "responseKind": {"group": sub.group, "version": sub.version, "kind": sub.kind},
+                "verbs": list(sub.verbs),
+            }
+            for sub in resource.subresources
+        ]
     return entry
 
 

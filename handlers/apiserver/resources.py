@@ -9,8 +9,8 @@ as the request asks (``core.kubeapi.versions``). An update's ``resourceVersion``
 against the object's last event and pinned to its aggregate version on the command, so a
 write racing in between is refused by the gateway as a Conflict, never lost.
 
-What is not served yet (PATCH, subresources such as ``status``, ``scale``, ``log``, ``exec``)
-is refused with a Status that says so, never faked.
+Subresources (``status``, ``scale``, ``log``, …) are routed to ``handlers.apiserver.subresources``;
+one that is not served yet is refused with a Status that says so, never faked.
 """
 
 from __future__ import annotations
@@ -104,10 +104,15 @@ class Resources:
     ) -> web.StreamResponse:
         resource = path.resource
         if path.subresource is not None:
-            raise not_found(
-                f"{resource.plural}/{path.subresource}: this subresource is not served by "
-                "fleetlog yet"
-            )
+            from handlers.apiserver.subresources import HANDLERS
+
+            serve = HANDLERS.get((resource.plural, path.subresource))
+            if serve is None or path.name is None:
+                raise not_found(
+                    f"{resource.plural}/{path.subresource}: this subresource is not served by "
+                    "fleetlog yet"
+                )
+            return await serve(self, request, path, caller)
         if (
             resource.namespaced
             and path.namespace is None

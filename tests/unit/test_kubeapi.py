@@ -174,3 +174,41 @@ def test_openapi_tags_every_kind_and_v2_has_no_json_schema_only_keywords() -> No
     paths = openapi.document_v3("apps", "v1", v3)["paths"]
     patch = paths["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]
     assert any(p["name"] == "fieldValidation" for p in patch["parameters"])
+
+
+def test_discovered_subresources_are_exactly_the_served_ones() -> None:
+    from core.kubeapi.resources import RESOURCES
+    from handlers.apiserver.subresources import HANDLERS
+
+    declared = {(r.plural, sub.name) for r in RESOURCES for sub in r.subresources}
+    assert declared == set(HANDLERS)
+
+
+def test_subresources_are_listed_beside_their_resource_in_discovery() -> None:
+    from core.kubeapi.resources import APIResource, Subresource
+
+    deployments = APIResource(
+        kind="Deployment",
+        group="apps",
+        version="v1",
+        plural="deployments",
+        singular="deployment",
+        namespaced=True,
+        subresources=(
+            Subresource(
+                name="scale", verbs=("get", "patch", "update"), kind="Scale", group="autoscaling"
+            ),
+            Subresource(name="status", verbs=("get",), kind="Deployment", group="apps"),
+        ),
+    )
+    scale, status = deployments.subresource_discovery()
+    assert scale["name"] == "deployments/scale"
+    assert (scale["group"], scale["version"], scale["kind"]) == ("autoscaling", "v1", "Scale")
+    assert status == {
+        "name": "deployments/status",
+        "singularName": "",
+        "namespaced": True,
+        "kind": "Deployment",
+        "verbs": ["get"],
+    }
+    assert deployments.subresource("log") is None

@@ -1,0 +1,30 @@
+"""The subresources of the Kubernetes door (``pods/log``, ``deployments/scale``, ``…/status``).
+
+Why this exists: each subresource is its own small protocol (a Scale object, a log stream, an
+exec WebSocket), so each lives in its own module here and registers its handler in ``HANDLERS``
+under (plural, subresource). ``handlers.apiserver.resources`` routes a request naming a
+subresource to this table; discovery lists what ``core.kubeapi.resources.SUBRESOURCES``
+declares, and a unit test holds the two tables together so nothing is discovered that is not
+served, and nothing served stays hidden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from core.kubeapi.paths import ResourcePath
+
+if TYPE_CHECKING:
+    from handlers.apiserver.resources import Caller, Resources
+
+SubresourceHandler = Callable[
+    ["Resources", web.Request, ResourcePath, "Caller"], Awaitable[web.StreamResponse]
+]
+"""Answers one request for ``<plural>/<name>/<subresource>`` (the path's name is set)."""
+
+HANDLERS: Mapping[tuple[str, str], SubresourceHandler] = MappingProxyType({})
+"""(plural, subresource) -> its handler."""
