@@ -232,17 +232,8 @@ try:
     print("nosuch resolved")
 except socket.gaierror:
     print("nosuch unresolved")
-# Now and then one lookup went unanswered for 20-30 s: the pod bridge took its lowest port's
-# MAC and changed it when another pod left, so this pod's neighbour entry for the DNS address
-# pointed at a MAC that was gone (fixed: the bridge has a MAC of its own, see
-# test_the_bridge_keeps_its_own_address_as_pods_come_and_go). A second lookup is still
-# allowed, and counted on stderr, until full runs have confirmed the fix.
-for attempt in (1, 2):
-    got = subprocess.run(["getent", "hosts", "web"], capture_output=True, text=True)
-    if got.returncode == 0:
-        break
+got = subprocess.run(["getent", "hosts", "web"], capture_output=True, text=True)
 print("getent", got.stdout.split()[:1], got.returncode, got.stderr)
-print("getent attempts", attempt, file=__import__("sys").stderr)
 print("resolv.conf", open("/etc/resolv.conf").read().replace("\\n", "|"))
 """
 
