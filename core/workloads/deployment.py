@@ -168,10 +168,25 @@ def pod_template_hash(template: Mapping[str, Any], collision_count: int = 0) -> 
     )
 
 
+_CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+
+
 def template_without_hash(template: Mapping[str, Any]) -> dict[str, Any]:
-    """The template with its ``pod-template-hash`` label removed (``EqualIgnoreHash``)."""
+    """The template with its ``pod-template-hash`` label removed (``EqualIgnoreHash``), and
+    without the empty values a Go client writes for fields it does not set (a container's
+    ``resources: {}``, ``metadata.creationTimestamp: null``): kube compares typed templates,
+    in which those are the same as absent, so ``kubectl rollout undo`` (which sends the
+    replica set's template as its typed client decoded it) finds the old replica set again."""
     out = copy.deepcopy(dict(template))
     metadata = dict(out.get("metadata") or {})
+    if metadata.get("creationTimestamp", "") is None:
+        del metadata["creationTimestamp"]
+    spec = out.get("spec")
+    if isinstance(spec, dict):
+        for field in _CONTAINER_LISTS:
+            for container in spec.get(field) or ():
+                if isinstance(container, dict) and container.get("resources") == {}:
+                    del container["resources"]
     labels = {
         k: v for k, v in (metadata.get("labels") or {}).items() if k != POD_TEMPLATE_HASH_LABEL
     }
