@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from core.kubeapi.paths import ResourcePath
+from handlers.apiserver.subresources import binding, eviction, scale, status
 
 if TYPE_CHECKING:
     from handlers.apiserver.resources import Caller, Resources
@@ -26,5 +27,17 @@ SubresourceHandler = Callable[
 ]
 """Answers one request for ``<plural>/<name>/<subresource>`` (the path's name is set)."""
 
-HANDLERS: Mapping[tuple[str, str], SubresourceHandler] = MappingProxyType({})
+STATUS_PLURALS = (
+    "pods", "nodes", "deployments", "replicasets", "services", "namespaces", "resourcequotas",
+)  # fmt: skip
+
+HANDLERS: Mapping[tuple[str, str], SubresourceHandler] = MappingProxyType(
+    {
+        ("pods", "binding"): binding.serve,
+        ("pods", "eviction"): eviction.serve,
+        ("deployments", "scale"): scale.serve,
+        ("replicasets", "scale"): scale.serve,
+        **{(plural, "status"): status.serve for plural in STATUS_PLURALS},
+    }
+)
 """(plural, subresource) -> its handler."""
