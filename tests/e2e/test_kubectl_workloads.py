@@ -122,11 +122,15 @@ def test_scale_and_the_rollout_verbs(kubectl: Kubectl) -> None:
     wait_for(lambda: kubectl("get", "deployment", "web", "-o",
                              "jsonpath={.status.availableReplicas}").stdout == "4")  # fmt: skip
 
-    kubectl("annotate", "deployment", "web", "kubernetes.io/change-cause=image 2", "--overwrite")
+    # Annotated after the new replica set was made: the controller copies it there.
     kubectl("set", "image", "deployment/web", "web=nginx:2")
+    kubectl("annotate", "deployment", "web", "kubernetes.io/change-cause=image 2", "--overwrite")
     assert rolled_out(kubectl)[-1] == 'deployment "web" successfully rolled out'
-    history = lines(kubectl("rollout", "history", "deployment/web"))
-    assert history[1:4] == ["REVISION CHANGE-CAUSE", "1 first", "2 image 2"], history
+
+    def history() -> list[str]:
+        return lines(kubectl("rollout", "history", "deployment/web"))[1:4]
+
+    wait_for(lambda: history() == ["REVISION CHANGE-CAUSE", "1 first", "2 image 2"])
     assert "Image: nginx:1" in " ".join(
         kubectl("rollout", "history", "deployment/web", "--revision=1").stdout.split()
     )

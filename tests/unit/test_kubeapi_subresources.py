@@ -13,7 +13,14 @@ from core.kubeapi.podwrites import binding_node, eviction_delete_options
 from core.kubeapi.resources import BY_KIND
 from core.kubeapi.scale import requested_scale, scale_object, selector_text
 from core.kubeapi.status import APIError, Target
-from core.workloads.deployment import template_without_hash
+from core.workloads.deployment import (
+    CopyAnnotations,
+    CreateReplicaSet,
+    OwnedReplicaSet,
+    plan_deployment,
+    template_without_hash,
+)
+from core.workloads.replicaset import PodCounts
 
 WEB = Target("deployments", "apps", "web", "Deployment")
 
@@ -180,3 +187,25 @@ def test_a_template_a_go_client_sent_back_is_the_same_template() -> None:
     }  # fmt: skip
     assert template_without_hash(limited) != template_without_hash(from_kubectl)
     assert from_kubectl["spec"]["containers"][0]["resources"] == {}  # not changed in place
+
+
+def test_the_new_replica_set_takes_the_deployments_annotations_added_after_it() -> None:
+    """``kubectl annotate deploy/web kubernetes.io/change-cause=…`` after ``set image``: the
+    new replica set carries it (where ``rollout history`` reads it), as kube copies it."""
+    manifest: dict[str, Any] = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default", "generation": 1,
+                     "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "x"}]}}},
+    }  # fmt: skip
+    first = plan_deployment("web", "default", "d", manifest, [], 0)
+    created = first.actions[0]
+    assert isinstance(created, CreateReplicaSet)
+    owned = OwnedReplicaSet(created.manifest["metadata"]["name"], "rs", created.manifest, 0,
+                            PodCounts(1, 1, 1, 1))  # fmt: skip
+    assert plan_deployment("web", "default", "d", manifest, [owned], 0).actions == []
+    manifest["metadata"]["annotations"]["kubernetes.io/change-cause"] = "image x"
+    again = plan_deployment("web", "default", "d", manifest, [owned], 0)
+    assert again.actions == [CopyAnnotations(owned.name, {"kubernetes.io/change-cause": "image x"})]
