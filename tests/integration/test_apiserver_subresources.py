@@ -158,8 +158,10 @@ async def test_status_writes_change_only_status_and_only_where_a_command_records
 
 async def test_binding_puts_a_pending_pod_on_a_node_once(api: API, client: CommandClient) -> None:
     await client.send("Node", "apply", {"manifest": NODE})
-    for name in ("a", "b"):
-        status, _ = await send(api, "POST", PODS, pod(name))
+    big = pod("big")
+    big["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "2"}}
+    for manifest in (pod("a"), pod("b"), big):
+        status, _ = await send(api, "POST", PODS, manifest)
         assert status == 201
 
     def binding(name: str, node: str = "small") -> dict[str, Any]:
@@ -182,6 +184,8 @@ async def test_binding_puts_a_pending_pod_on_a_node_once(api: API, client: Comma
         ("nope", binding("nope"), 404, "NotFound", 'pods "nope" not found'),
         ("b", binding("a"), 400, "BadRequest", "name in URL does not match name in Binding"),
         ("b", {**binding("b"), "target": {}}, 422, "Invalid", "target.name: Required value"),
+        # The node's ledger refuses what it cannot fit, as it refuses the scheduler.
+        ("big", binding("big"), 409, "Conflict", "node small cannot fit default/big"),
     ]  # fmt: skip
     for name, body, code, reason, message in refused:
         status, answer = await send(api, "POST", f"{PODS}/{name}/binding", body)
