@@ -111,6 +111,10 @@ _NAMES: Mapping[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "IPAddress": ("ipaddresses", ("ip",), ()),
     "NodePortAllocation": ("nodeportallocations", (), ()),
     "PodCIDR": ("podcidrs", (), ()),
+    "Role": ("roles", (), ()),
+    "ClusterRole": ("clusterroles", (), ()),
+    "RoleBinding": ("rolebindings", (), ()),
+    "ClusterRoleBinding": ("clusterrolebindings", (), ()),
 }
 
 
