@@ -167,34 +167,32 @@ def _binding_problems(role_ref: RoleRef, subjects: list[Subject], *, namespaced:
     return found
 
 
-class RoleBinding(ResourceBase):
+class _Binding(ResourceBase):
+    """What both bindings are: a fixed roleRef and the subjects it is granted to."""
+
     NAME_RULE = staticmethod(path_segment_errors)
+
+    role_ref: RoleRef
+    subjects: list[Subject] = []
+
+    @model_validator(mode="after")
+    def _check_binding(self) -> Self:
+        _binding_problems(self.role_ref, self.subjects, namespaced=self.NAMESPACED).check()
+        return self
+
+
+class RoleBinding(_Binding):
     NAMESPACED = True
 
     api_version: Literal["rbac.authorization.k8s.io/v1"] = API_VERSION
     kind: Literal["RoleBinding"] = "RoleBinding"
-    role_ref: RoleRef
-    subjects: list[Subject] = []
-
-    @model_validator(mode="after")
-    def _check_binding(self) -> Self:
-        _binding_problems(self.role_ref, self.subjects, namespaced=True).check()
-        return self
 
 
-class ClusterRoleBinding(ResourceBase):
-    NAME_RULE = staticmethod(path_segment_errors)
+class ClusterRoleBinding(_Binding):
     NAMESPACED = False
 
     api_version: Literal["rbac.authorization.k8s.io/v1"] = API_VERSION
     kind: Literal["ClusterRoleBinding"] = "ClusterRoleBinding"
-    role_ref: RoleRef
-    subjects: list[Subject] = []
-
-    @model_validator(mode="after")
-    def _check_binding(self) -> Self:
-        _binding_problems(self.role_ref, self.subjects, namespaced=False).check()
-        return self
 
 
 def check_binding_update(changed: list[str]) -> None:
