@@ -269,16 +269,15 @@ async def _run_portforward(
             await session.send(0, chunk)
         await session.eof(0)
 
-    tasks = {asyncio.create_task(upstream()), asyncio.create_task(downstream())}
+    # The connection is over when the pod closes it (its output has all been passed on);
+    # the client's end of input is only a half-close.
+    pushing = asyncio.create_task(upstream())
+    pulling = asyncio.create_task(downstream())
+    tasks = {pushing, pulling}
     try:
-        pending = set(tasks)
-        while pending:
-            done, pending = await asyncio.wait(
-                pending | {session.result}, return_when=asyncio.FIRST_COMPLETED
-            )
-            pending -= {session.result}
-            if session.result.done() or any(t.exception() for t in done if t in tasks):
-                break
+        await asyncio.wait({pulling, session.result}, return_when=asyncio.FIRST_COMPLETED)
+        if pulling.done() and pulling.exception() is not None:
+            return {"error": f"error forwarding port {port}: {pulling.exception()}"}
         return {}
     finally:
         for task in tasks:

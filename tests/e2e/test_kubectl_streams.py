@@ -1,13 +1,17 @@
-"""The real ``kubectl logs``, ``exec`` against a real ``fleetlog up`` with a local node agent.
+"""The real ``kubectl logs``, ``exec`` against a real ``fleetlog up`` with a local node agent,
+and port-forwarding over the kubelet's WebSocket channel protocol.
 
 Why this exists: these verbs stream. ``logs`` reads the container's output from the stream the
-agent ships it to; ``exec`` goes over a WebSocket to the API server and from there over a NATS
-session to the pod's node, where the command runs inside the container. kubectl is the client
-that decides whether fleetlog speaks these protocols as Kubernetes does.
+agent ships it to; ``exec`` and port-forward go over a WebSocket to the API server and from
+there over a NATS session to the pod's node, where the command runs inside the container and
+the connection is made inside the pod's network. kubectl is the client that decides whether
+fleetlog speaks these protocols as Kubernetes does. (``kubectl port-forward`` itself tunnels
+SPDY, which fleetlog does not speak yet: port-forward is driven here by a WebSocket client.)
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -15,6 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
+import websocket
+import yaml
 
 from tests.e2e.conftest import wait_for
 from tests.e2e.test_cli import Cluster
@@ -48,6 +54,25 @@ spec:
   restartPolicy: Never
   containers:
   - {name: main, image: busybox, command: ["sh", "-c", "sleep 3; echo done"]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - name: main
+    image: python
+    command: ["python3", "-m", "http.server", "8080", "--bind", "127.0.0.1"]
+    workingDir: /etc
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: boxed
+  annotations: {fleetlog.dev/isolation: bubblewrap}
+spec:
+  containers:
+  - {name: main, image: busybox, command: ["sh", "-c", "echo secret > /tmp/mine; sleep 1000"]}
 """
 
 
@@ -64,7 +89,7 @@ def streams(cluster: Cluster) -> Kubectl:
         phase = run("get", "pod", name, "-o", "jsonpath={.status.phase}", check=False)
         return phase.stdout == "Running"
 
-    wait_for(lambda: running("talker") and running("pair"), timeout=60)
+    wait_for(lambda: all(running(p) for p in ("talker", "pair", "web", "boxed")), timeout=60)
     return run
 
 
@@ -155,3 +180,83 @@ def test_exec_runs_in_the_container_with_exit_code_and_stdin(
     finished = kubectl("exec", "brief", "--", "true", check=False)
     assert finished.returncode != 0
     assert "completed pod" in finished.stderr
+
+
+def test_exec_enters_an_isolated_container_s_own_sandbox(streams: Kubectl) -> None:
+    kubectl = streams
+    # The container's private /tmp and pid namespace, not a fresh sandbox beside it.
+    inside = kubectl("exec", "boxed", "--", "sh", "-c", "cat /tmp/mine; hostname; echo $$")
+    secret, hostname, pid = inside.stdout.split()
+    assert (secret, hostname) == ("secret", "boxed")
+    assert int(pid) < 100  # a small pid: inside the sandbox's pid namespace
+    assert not Path("/tmp/mine").exists()
+
+
+def _websocket(kubectl: Kubectl, tmp_path: Path, url_path: str) -> websocket.WebSocket:
+    config = yaml.safe_load(kubectl.kubeconfig.read_text())
+    server = config["clusters"][0]["cluster"]["server"].replace("https://", "wss://")
+    user = config["users"][0]["user"]
+    files = {}
+    for key, name in (("client-certificate-data", "cert"), ("client-key-data", "key")):
+        files[name] = tmp_path / name
+        files[name].write_bytes(base64.b64decode(user[key]))
+    ca = tmp_path / "ca"
+    ca.write_bytes(base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"]))
+    return websocket.create_connection(
+        server + url_path,
+        subprotocols=["v4.channel.k8s.io"],
+        sslopt={"certfile": str(files["cert"]), "keyfile": str(files["key"]),
+                "ca_certs": str(ca)},
+        timeout=30,
+    )  # fmt: skip
+
+
+def test_port_forward_reaches_the_pod_s_own_localhost(streams: Kubectl, tmp_path: Path) -> None:
+    kubectl = streams
+    url = "/api/v1/namespaces/default/pods/web/portforward?ports=8080"
+
+    def fetch() -> bytes:
+        ws = _websocket(kubectl, tmp_path, url)
+        try:
+            assert ws.recv() == b"\x00\x90\x1f"  # data channel, port 8080
+            assert ws.recv() == b"\x01\x90\x1f"  # error channel, port 8080
+            ws.send_binary(b"\x00GET /hostname HTTP/1.0\r\nHost: pod\r\n\r\n")
+            received, errors = b"", b""
+            while True:
+                try:
+                    message = ws.recv()
+                except websocket.WebSocketConnectionClosedException:
+                    break
+                if not message:
+                    break
+                if message[0] == 0:
+                    received += message[1:]
+                elif message[0] == 1:
+                    errors += message[1:]
+            assert errors == b""
+            return received
+        finally:
+            ws.close()
+
+    answer = b""
+
+    def answered() -> bool:
+        nonlocal answer
+        answer = fetch()
+        return answer.startswith(b"HTTP/1.0 200")
+
+    wait_for(answered)  # the server may still be starting
+    assert answer.split(b"\r\n\r\n", 1)[1] == Path("/etc/hostname").read_bytes()
+
+    nothing = _websocket(kubectl, tmp_path, url.replace("8080", "8081"))
+    try:
+        nothing.recv(), nothing.recv()
+        error = nothing.recv()
+        assert error[0] == 1 and b"localhost:8081" in error
+    finally:
+        nothing.close()
+
+    missing = kubectl(
+        "get", "--raw", "/api/v1/namespaces/default/pods/web/portforward", check=False
+    )
+    assert 'Error from server (BadRequest): query parameter "port" is required' in missing.stderr
