@@ -260,3 +260,33 @@ def test_port_forward_reaches_the_pod_s_own_localhost(streams: Kubectl, tmp_path
         "get", "--raw", "/api/v1/namespaces/default/pods/web/portforward", check=False
     )
     assert 'Error from server (BadRequest): query parameter "port" is required' in missing.stderr
+
+
+def test_an_exec_whose_client_leaves_is_killed_on_the_node(
+    streams: Kubectl, cluster: Cluster
+) -> None:
+    kubectl = streams
+    uid = kubectl("get", "pod", "talker", "-o", "jsonpath={.metadata.uid}").stdout
+    marker = cluster.data_dir / "agent" / "pods" / uid / "main" / "work" / "exec.pid"
+    client = subprocess.Popen(
+        [kubectl.binary, "exec", "talker", "--", "sh", "-c", "echo $$ > exec.pid; exec sleep 1000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig)},
+    )
+    try:
+        wait_for(lambda: marker.exists() and marker.read_text().strip().isdigit())
+        pid = int(marker.read_text())
+        os.kill(pid, 0)  # the command runs, as a process of this machine
+    finally:
+        client.kill()  # the client goes away without a word
+        client.wait(timeout=10)
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone)
