@@ -330,7 +330,8 @@ class _Chunk:
     offset: int
     lines: int
     partial: bool
-    at_ns: int
+    at_ns: int = 0
+    """When the chunk was stored on the stream (ns since the epoch)."""
 
 
 def _chunk_info(msg: Msg) -> _Chunk | None:

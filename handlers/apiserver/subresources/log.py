@@ -71,12 +71,11 @@ async def serve_log(
     await response.prepare(request)
     try:
         await _copy(resources, path, record, container, chunks, options, response)
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass  # the client left: the reader is closed below
-    finally:
-        await chunks.aclose()
-    with contextlib.suppress(ConnectionResetError):
         await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client left
+    finally:
+        await chunks.aclose()  # also when aiohttp cancels the handler of a client that left
     return response
 
 
