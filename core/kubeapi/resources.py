@@ -118,7 +118,13 @@ _NAMES: Mapping[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-SUBRESOURCES: Mapping[str, tuple[Subresource, ...]] = {}
+SUBRESOURCES: Mapping[str, tuple[Subresource, ...]] = {
+    "Pod": (
+        Subresource("log", ("get",), "Pod"),
+        Subresource("exec", ("create", "get"), "PodExecOptions"),
+        Subresource("portforward", ("create", "get"), "PodPortForwardOptions"),
+    ),
+}
 """kind -> the subresources it serves (each handled in ``handlers.apiserver.subresources``)."""
 
 

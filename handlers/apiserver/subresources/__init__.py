@@ -26,5 +26,15 @@ SubresourceHandler = Callable[
 ]
 """Answers one request for ``<plural>/<name>/<subresource>`` (the path's name is set)."""
 
-HANDLERS: Mapping[tuple[str, str], SubresourceHandler] = MappingProxyType({})
+from handlers.apiserver.subresources.exec import serve_exec  # noqa: E402
+from handlers.apiserver.subresources.log import serve_log  # noqa: E402
+from handlers.apiserver.subresources.portforward import serve_portforward  # noqa: E402
+
+HANDLERS: Mapping[tuple[str, str], SubresourceHandler] = MappingProxyType(
+    {
+        ("pods", "log"): serve_log,
+        ("pods", "exec"): serve_exec,
+        ("pods", "portforward"): serve_portforward,
+    }
+)
 """(plural, subresource) -> its handler."""
