@@ -31,6 +31,10 @@ API_GROUPS: dict[str, str] = {
     "IPAddress": "networking.k8s.io",
     "NodePortAllocation": "networking.fleetlog.dev",
     "PodCIDR": "networking.fleetlog.dev",
+    "Role": "rbac.authorization.k8s.io",
+    "ClusterRole": "rbac.authorization.k8s.io",
+    "RoleBinding": "rbac.authorization.k8s.io",
+    "ClusterRoleBinding": "rbac.authorization.k8s.io",
 }
 """The API group of the kinds outside the core group: ``-o name`` qualifies them with it
 (``deployment.apps/web``) and every command takes them so qualified."""
@@ -53,6 +57,10 @@ for _kind, _short in (
     ("ResourceQuota", ("quota",)),
     ("EndpointSlice", ()),
     ("IPAddress", ("ip",)),
+    ("Role", ()),
+    ("ClusterRole", ()),
+    ("RoleBinding", ()),
+    ("ClusterRoleBinding", ()),
     ("NodePortAllocation", ()),
     ("PodCIDR", ()),
 ):

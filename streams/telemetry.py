@@ -21,7 +21,7 @@ logged, and the control plane works without logs and usage).
   memory too), while file storage would write to disk for every sample of every pod.
 
 Readers never scan more than they need: ``latest_usage`` asks for the last message per subject
-(an ordered consumer with ``DeliverPolicy.LAST_PER_SUBJECT``), and ``read_logs`` first indexes
+(an ordered consumer with ``DeliverPolicy.LAST_PER_SUBJECT``), and ``open_logs`` first indexes
 the container's subject with a headers-only ordered consumer, picks the instance and the tail
 from the headers, and only then fetches message bodies from the first chunk it will print.
 """
@@ -330,6 +330,8 @@ class _Chunk:
     offset: int
     lines: int
     partial: bool
+    at_ns: int = 0
+    """When the chunk was stored on the stream (ns since the epoch)."""
 
 
 def _chunk_info(msg: Msg) -> _Chunk | None:
@@ -343,6 +345,7 @@ def _chunk_info(msg: Msg) -> _Chunk | None:
             offset=int(headers.get(HDR_OFFSET, "-1")),
             lines=int(headers.get(HDR_LINES, "0")),
             partial=headers.get(HDR_PARTIAL) == "1",
+            at_ns=_shipped_ns(msg),
         )
     except (KeyError, ValueError) as exc:
         log.warning("logs.unreadable_chunk", subject=msg.subject, error=str(exc))
@@ -379,12 +382,38 @@ async def read_logs(
     follow: bool = False,
 ) -> AsyncIterator[bytes]:
     """The output of one container instance as chunks of lines (stdout and stderr interleaved
-    in the order they were shipped).
+    in the order they were shipped): :func:`open_logs` without the times."""
+    chunks = await open_logs(
+        nc, namespace, pod, container, pod_uid=pod_uid, restart_count=restart_count,
+        previous=previous, tail=tail, follow=follow,
+    )  # fmt: skip
+    try:
+        async for _, data in chunks:
+            yield data
+    finally:
+        await chunks.aclose()
+
+
+async def open_logs(
+    nc: Client,
+    namespace: str,
+    pod: str,
+    container: str,
+    *,
+    pod_uid: str | None = None,
+    restart_count: int | None = None,
+    previous: bool = False,
+    tail: int | None = None,
+    follow: bool = False,
+    since_ns: int | None = None,
+) -> AsyncIterator[tuple[int, bytes]]:
+    """The output of one container instance as (time shipped in ns, chunk of lines).
 
     The instance is the current one of pod ``pod_uid`` (the uid of the newest chunk if not
     given): the highest of ``restart_count`` (the pod's status, if known) and the restart
-    counts present; with ``previous``, the one before it (``LogsNotFound`` if there is none).
-    ``tail`` keeps the last N lines (None: all). ``follow`` then keeps yielding new output
+    counts present; with ``previous``, the one before it (``LogsNotFound`` if there is none,
+    raised here, before anything is read). ``since_ns`` drops chunks shipped before it;
+    ``tail`` then keeps the last N lines (None: all). ``follow`` keeps yielding new output
     until that instance is replaced by a newer one (or the caller stops iterating).
     """
     subject = log_subject(namespace, pod, container)
@@ -419,61 +448,78 @@ async def read_logs(
     locked = bool(known) or previous
 
     dedup = _Dedup()
-    selected = [c for c in index if c.uid == uid and c.restart == target and dedup.fresh(c)]
+    selected = [
+        c
+        for c in index
+        if c.uid == uid
+        and c.restart == target
+        and dedup.fresh(c)
+        and (since_ns is None or c.at_ns >= since_ns)
+    ]
     start, skip = _tail_start(selected, tail)
     wanted = {c.seq for c in selected[start:]}
-    if not follow and not wanted:
-        return
     last_wanted = max(wanted, default=0)
     first_seq = selected[start].seq if start < len(selected) else last_seq + 1
 
-    queue: asyncio.Queue[Msg] = asyncio.Queue()
+    async def stream() -> AsyncIterator[tuple[int, bytes]]:
+        nonlocal uid, target, locked, skip
+        if not follow and not wanted:
+            return
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
 
-    async def deliver(msg: Msg) -> None:
-        queue.put_nowait(msg)
+        async def deliver(msg: Msg) -> None:
+            queue.put_nowait(msg)
 
-    sub = await jsapi.jetstream(nc).subscribe(
-        subject,
-        stream=LOGS_STREAM,
-        cb=deliver,
-        ordered_consumer=True,
-        config=ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, first_seq)
-        ),
-    )
-    try:
-        while True:
-            msg = await queue.get()
-            seq = msg.metadata.sequence.stream
-            if seq <= last_seq:
-                if seq in wanted:
-                    data = msg.data
-                    if skip:
-                        data = _drop_lines(data, skip)
-                        skip = 0
-                    if data:
-                        yield data
-                if not follow and seq >= last_wanted:
-                    return
-                continue
-            chunk = _chunk_info(msg)
-            if chunk is None:
-                continue
-            if uid is None:
-                uid = chunk.uid
-            if chunk.uid != uid:
-                if pod_uid is None:
-                    return  # the pod was re-created: what was followed has ended
-                continue
-            if not locked:
-                target, locked = chunk.restart, True
-            if chunk.restart > target:
-                return  # the instance followed was replaced by a newer one
-            if chunk.restart == target and dedup.fresh(chunk):
-                yield msg.data
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        sub = await jsapi.jetstream(nc).subscribe(
+            subject,
+            stream=LOGS_STREAM,
+            cb=deliver,
+            ordered_consumer=True,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, first_seq)
+            ),
+        )
+        try:
+            while True:
+                msg = await queue.get()
+                seq = msg.metadata.sequence.stream
+                if seq <= last_seq:
+                    if seq in wanted:
+                        data = msg.data
+                        if skip:
+                            data = _drop_lines(data, skip)
+                            skip = 0
+                        if data:
+                            yield _shipped_ns(msg), data
+                    if not follow and seq >= last_wanted:
+                        return
+                    continue
+                chunk = _chunk_info(msg)
+                if chunk is None:
+                    continue
+                if uid is None:
+                    uid = chunk.uid
+                if chunk.uid != uid:
+                    if pod_uid is None:
+                        return  # the pod was re-created: what was followed has ended
+                    continue
+                if not locked:
+                    target, locked = chunk.restart, True
+                if chunk.restart > target:
+                    return  # the instance followed was replaced by a newer one
+                if chunk.restart == target and dedup.fresh(chunk):
+                    yield chunk.at_ns, msg.data
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    return stream()
+
+
+def _shipped_ns(msg: Msg) -> int:
+    """When JetStream stored ``msg`` (ns since the epoch): the time of its lines."""
+    stamp = msg.metadata.timestamp
+    return int(stamp.timestamp() * 1_000_000) * 1000
 
 
 def _tail_start(chunks: list[_Chunk], tail: int | None) -> tuple[int, int]:

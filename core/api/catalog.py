@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
+from core.access import aggregates as access
+from core.access.kinds import ClusterRole, ClusterRoleBinding, Role, RoleBinding
 from core.meta.aggregate import Resource
 from core.meta.types import ResourceBase
 from core.namespaces import aggregate as namespaces
@@ -48,6 +50,10 @@ AGGREGATES: dict[str, type[Resource]] = {
         services.IPAddress,
         services.NodePortAllocation,
         network.PodCIDR,
+        access.Role,
+        access.ClusterRole,
+        access.RoleBinding,
+        access.ClusterRoleBinding,
     )
 }
 """kind name -> its aggregate class."""
@@ -67,6 +73,10 @@ ResourceModel = (
     | IPAddress
     | NodePortAllocation
     | PodCIDR
+    | Role
+    | ClusterRole
+    | RoleBinding
+    | ClusterRoleBinding
 )
 """Any top-level object fleetlog stores."""
 
@@ -99,6 +109,10 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
         "IPAddress": _info(IPAddress),
         "NodePortAllocation": _info(NodePortAllocation),
         "PodCIDR": _info(PodCIDR),
+        "Role": _info(Role),
+        "ClusterRole": _info(ClusterRole),
+        "RoleBinding": _info(RoleBinding),
+        "ClusterRoleBinding": _info(ClusterRoleBinding),
     }
 )
 """kind name -> (apiVersion, model class, namespaced)."""

@@ -53,6 +53,10 @@ RESOURCE_KINDS = (
     "IPAddress",
     "NodePortAllocation",
     "PodCIDR",
+    "Role",
+    "ClusterRole",
+    "RoleBinding",
+    "ClusterRoleBinding",
 )
 
 

@@ -27,6 +27,10 @@ NAMESPACED: Mapping[str, bool] = MappingProxyType(
         "IPAddress": False,
         "NodePortAllocation": False,
         "PodCIDR": False,
+        "Role": True,
+        "ClusterRole": False,
+        "RoleBinding": True,
+        "ClusterRoleBinding": False,
     }
 )
 """kind name -> whether its objects live in a namespace (as ``ResourceBase.NAMESPACED``)."""

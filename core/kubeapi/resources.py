@@ -111,6 +111,10 @@ _NAMES: Mapping[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "IPAddress": ("ipaddresses", ("ip",), ()),
     "NodePortAllocation": ("nodeportallocations", (), ()),
     "PodCIDR": ("podcidrs", (), ()),
+    "Role": ("roles", (), ()),
+    "ClusterRole": ("clusterroles", (), ()),
+    "RoleBinding": ("rolebindings", (), ()),
+    "ClusterRoleBinding": ("clusterrolebindings", (), ()),
 }
 
 
@@ -128,6 +132,9 @@ def _scale() -> Subresource:
 
 SUBRESOURCES: Mapping[str, tuple[Subresource, ...]] = {
     "Pod": (
+        Subresource("log", ("get",), "Pod"),
+        Subresource("exec", ("create", "get"), "PodExecOptions"),
+        Subresource("portforward", ("create", "get"), "PodPortForwardOptions"),
         _status("Pod"),
         Subresource("binding", ("create",), "Binding"),
         Subresource("eviction", ("create",), "Eviction", "policy", "v1"),
@@ -141,7 +148,7 @@ SUBRESOURCES: Mapping[str, tuple[Subresource, ...]] = {
 }
 """kind -> the subresources it serves (each handled in ``handlers.apiserver.subresources``):
 ``status`` for the kinds Kubernetes gives one, ``scale`` for the scalable workloads,
-``binding`` and ``eviction`` for pods."""
+``log``, ``exec``, ``portforward``, ``binding`` and ``eviction`` for pods."""
 
 
 def _resource(kind: str) -> APIResource:

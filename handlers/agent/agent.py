@@ -22,6 +22,9 @@ follows Services and EndpointSlices and forwards ClusterIP and NodePort connecti
 endpoints. It starts after the agent is ready and costs nothing on the pods' paths; it stops
 (removing its addresses, listeners and rules) when the agent does.
 
+``kubectl exec`` and ``port-forward`` reach the pods here through the agent: it answers byte-stream
+sessions on its node's NATS subject (``streaming.py``, ``streams/nodestream.py``).
+
 Container output is rotated and shipped by ``logship.py`` (``containerLogMaxSize`` and
 ``containerLogMaxFiles`` as the kubelet's). A pod's files (``<root>/pods/<uid>``: its containers'
 output, working directories and state) are removed as the kubelet's garbage collection removes
@@ -54,6 +57,7 @@ from handlers.agent.poddns import PodResolvers
 from handlers.agent.pods import PodRecorder, PodWorker, WorkerConfig
 from handlers.agent.proxy import ServiceProxy
 from handlers.agent.seams import Container, ContainerRuntime, PodNetwork
+from handlers.agent.streaming import PodStreams
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection
 from streams.cancellation import checkpoint
@@ -263,6 +267,7 @@ class NodeAgent:
                 tasks.create_task(self._follow_node())
                 tasks.create_task(self._report_quarantine())
                 tasks.create_task(self._collect_garbage())
+                tasks.create_task(PodStreams(self._nc, node=self.name, workers=self.workers).run())
                 if self.cluster_dns is not None:
                     tasks.create_task(self._hold_dns_address(self.cluster_dns))
                 if self._services:

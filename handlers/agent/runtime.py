@@ -195,6 +195,36 @@ class RunningContainer:
         """``argv`` as run "inside" this container: its cgroup and its isolation wrapper."""
         return join_argv(self.procs_files, [*self.launch_prefix, *argv])
 
+    def enter_argv(self, argv: list[str], *, nsenter: str = "nsenter") -> list[str]:
+        """``argv`` as ``kubectl exec`` runs it: in this container's cgroup, inside the
+        namespaces of its running workload (``nsenter`` into each one that differs from the
+        agent's: the pod's network, and with isolation the sandbox's pid, mount, IPC and UTS
+        namespaces, so the command sees the container's processes, ``/tmp`` and hostname),
+        as the workload's own user and group, in the container's working directory.
+
+        The workload is the main process, or (isolated) the first child of ``bwrap`` in a
+        pid namespace of its own. The user is read from the workload's process, never
+        taken from the caller: exec cannot run as anyone else. Raises
+        :class:`ContainerNotRunning` when the workload has ended."""
+        if self.status is not None or not _same_process_alive(self.pid, self.start_ticks):
+            raise ContainerNotRunning(f"container {self.spec.name} is not running")
+        target = _sandbox_of(self.pid)
+        credentials = _credentials(target)
+        if credentials is None:
+            raise ContainerNotRunning(f"container {self.spec.name} is not running")
+        uid, gid = credentials
+        entered = [ns for ns in _NAMESPACES if _namespace(target, ns) != _namespace("self", ns)]
+        wrapper: list[str] = []
+        if entered or (uid, gid) != (os.getuid(), os.getgid()):
+            wrapper = [nsenter, f"--target={target}", *(_NSENTER_FLAGS[ns] for ns in entered)]
+            if (uid, gid) != (os.getuid(), os.getgid()):
+                wrapper += [f"--setgid={gid}", f"--setuid={uid}"]
+            if "mnt" in entered:
+                # Entering a mount namespace moves to its root: come back to the container's.
+                wrapper.append(f"--wd={self.cwd}")
+            wrapper.append("--")
+        return join_argv(self.procs_files, [*wrapper, *argv])
+
     def state(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
@@ -638,6 +668,57 @@ class ProcessRuntime:
             if returncode is not None:
                 return _decode_returncode(returncode)
         return None, None
+
+
+class ContainerNotRunning(RuntimeError):
+    """The container's workload has ended: nothing to run a command inside."""
+
+
+_NAMESPACES = ("mnt", "uts", "ipc", "net", "pid")
+_NSENTER_FLAGS = {
+    "mnt": "--mount", "uts": "--uts", "ipc": "--ipc", "net": "--net", "pid": "--pid",
+}  # fmt: skip
+
+
+def _namespace(pid: int | str, ns: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{ns}")
+    except OSError:
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError, ValueError):
+            children += [int(c) for c in task.read_text().split()]
+    return children
+
+
+def _sandbox_of(pid: int) -> int:
+    """The process whose namespaces are the container's: ``pid``, or its child in a pid
+    namespace of its own (``bwrap --unshare-pid`` stays outside as the sandbox's monitor)."""
+    own = _namespace(pid, "pid")
+    for child in _children(pid):
+        if _namespace(child, "pid") not in (None, own):
+            return child
+    return pid
+
+
+def _credentials(pid: int) -> tuple[int, int] | None:
+    """(effective uid, effective gid) of ``pid``."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    found: dict[str, int] = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key in ("Uid", "Gid"):
+            found[key] = int(value.split()[1])
+    if "Uid" not in found or "Gid" not in found:
+        return None
+    return found["Uid"], found["Gid"]
 
 
 def _foreign(container: Container) -> TypeError:

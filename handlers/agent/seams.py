@@ -8,7 +8,8 @@ say exactly what the agent asks of them, so a newcomer sees the contract without
 simulated one) knows what to offer.
 
 * :class:`Container` — one started (or adopted) container instance: its spec, when it
-  started, where its output is written, and how to run a command inside it (exec probes).
+  started, where its output is written, and how to run a command inside it (exec probes,
+  ``kubectl exec``).
 * :class:`ContainerRuntime` — start, wait, stop, remove, measure and adopt such instances.
   A runtime acts only on the instances it handed out; a worker gives each one back to the
   runtime that started it.
@@ -55,6 +56,11 @@ class Container(Protocol):
 
     def exec_argv(self, argv: list[str]) -> list[str]:
         """``argv`` as run inside this container (its cgroup, its isolation)."""
+        ...
+
+    def enter_argv(self, argv: list[str]) -> list[str]:
+        """``argv`` as ``kubectl exec`` runs it: inside this running container's own
+        namespaces, cgroup and user (``ContainerNotRunning`` once it has ended)."""
         ...
 
 

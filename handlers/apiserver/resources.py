@@ -154,7 +154,22 @@ class Resources:
         elif rv and not await self._projection.wait_for(rv, timeout=READ_WAIT_S):
             raise too_large_resource_version(rv, self._projection.position)
 
+    @property
+    def nc(self) -> Client:
+        """The NATS connection (subresources reach nodes and telemetry streams through it)."""
+        return self._nc
+
+    async def current(self, path: ResourcePath) -> ObjectRecord:
+        """The object ``path`` names, as of the log's end now; kube's NotFound if none."""
+        await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
+        record = self.record(path)
+        if record is None:
+            raise not_found_object(path)
+        return record
+
     def record(self, path: ResourcePath, name: str | None = None) -> ObjectRecord | None:
+        """The object ``path`` names (or ``name`` of its kind) in the read model as it is (no
+        wait)."""
         namespace = path.namespace or "" if path.resource.namespaced else ""
         return self._projection.model.get(path.resource.kind, namespace, name or path.name or "")
 

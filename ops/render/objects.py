@@ -120,7 +120,7 @@ def _namespace_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     return [item["name"], phase, age(item["created_ns"], now_ns)]
 
 
-def _limit_range_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+def _created_at_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     return [item["name"], iso(item["created_ns"])]
 
 
@@ -159,6 +159,30 @@ def _pod_cidr_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     return [item["name"], spec.get("cidr", ""), holder, age(item["created_ns"], now_ns)]
 
 
+def _binding_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """kubectl's ROLE (``ClusterRole/edit``) and, wide, the subjects by kind."""
+    manifest = item["manifest"]
+    ref = manifest.get("roleRef") or {}
+    row = [
+        item["name"],
+        f"{ref.get('kind', '')}/{ref.get('name', '')}",
+        age(item["created_ns"], now_ns),
+    ]
+    if wide:
+        subjects = manifest.get("subjects") or []
+        for kind in ("User", "Group"):
+            row.append(", ".join(s.get("name", "") for s in subjects if s.get("kind") == kind))
+        accounts = [
+            f"{s.get('namespace') or item.get('namespace') or ''}/{s.get('name', '')}"
+            for s in subjects
+            if s.get("kind") == "ServiceAccount"
+        ]
+        row.append(", ".join(accounts))
+    return row
+
+
+_SUBJECT_COLUMNS = ["USERS", "GROUPS", "SERVICEACCOUNTS"]
+
 COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "Pod": (
         ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
@@ -190,7 +214,7 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "IPAddress": (["NAME", "PARENTREF", "AGE"], [], allocation_row),
     "NodePortAllocation": (["NAME", "PARENTREF", "AGE"], [], allocation_row),
     "Namespace": (["NAME", "STATUS", "AGE"], [], _namespace_row),
-    "LimitRange": (["NAME", "CREATED AT"], [], _limit_range_row),
+    "LimitRange": (["NAME", "CREATED AT"], [], _created_at_row),
     "ResourceQuota": (["NAME", "AGE", "REQUEST", "LIMIT"], [], _quota_row),
     "PriorityClass": (
         ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"],
@@ -198,6 +222,10 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
         _priority_class_row,
     ),
     "PodCIDR": (["NAME", "CIDR", "NODE", "AGE"], [], _pod_cidr_row),
+    "Role": (["NAME", "CREATED AT"], [], _created_at_row),
+    "ClusterRole": (["NAME", "CREATED AT"], [], _created_at_row),
+    "RoleBinding": (["NAME", "ROLE", "AGE"], _SUBJECT_COLUMNS, _binding_row),
+    "ClusterRoleBinding": (["NAME", "ROLE", "AGE"], _SUBJECT_COLUMNS, _binding_row),
 }
 """Each kind's columns (kubectl's), the extra ``-o wide`` columns, and its row. A kind without
 an entry gets kubectl's default columns, NAME and AGE."""

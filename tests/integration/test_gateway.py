@@ -510,3 +510,34 @@ async def test_status_records_a_controllers_view_and_refuses_what_is_not_status(
         client.send("Service", "status", {"name": "web", "status": status}),
         "unsupported",
     )
+
+
+async def test_rbac_objects_are_stored_and_a_bindings_role_ref_is_fixed(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    rbac = "rbac.authorization.k8s.io"
+    binding = {
+        "apiVersion": f"{rbac}/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "devs", "namespace": "default"},
+        "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"apiGroup": rbac, "kind": "Group", "name": "devs"}],
+    }
+    created = await client.send("RoleBinding", "apply", {"manifest": binding})
+    assert created.events == ["RoleBindingCreated"]
+    changed = {**binding, "roleRef": {**binding["roleRef"], "name": "admin"}}
+    with pytest.raises(CommandFailed) as refused:
+        await client.send("RoleBinding", "apply", {"manifest": changed})
+    assert "cannot change roleRef" in refused.value.message
+    bad_role = {
+        "apiVersion": f"{rbac}/v1",
+        "kind": "Role",
+        "metadata": {"name": "r"},
+        "rules": [{"verbs": ["get"], "nonResourceURLs": ["/healthz"]}],
+    }
+    with pytest.raises(CommandFailed) as invalid:
+        await client.send("Role", "apply", {"manifest": bad_role})
+    assert "namespaced rules cannot apply to non-resource URLs" in str(invalid.value)
+    events = await store.read_subject(event_subject("RoleBinding", "default", "devs"))
+    assert [e.envelope.type for e in events] == ["RoleBindingCreated"]
+    assert await store.read_subject(event_subject("Role", "default", "r")) == []

@@ -87,6 +87,28 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "kind": "PodCIDR",
         "spec": {"cidr": "100.96.3.0/24", "nodeName": "n1", "nodeUID": "uid-n1"},
     },
+    "Role": {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+    },
+    "ClusterRole": {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "rules": [{"nonResourceURLs": ["/healthz"], "verbs": ["get"]}],
+    },
+    "RoleBinding": {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "ServiceAccount", "name": "robot"}],
+    },
+    "ClusterRoleBinding": {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "ops"}],
+    },
 }
 
 NAMES = {"IPAddress": "100.64.0.20", "NodePortAllocation": "30080", "PodCIDR": "100.96.3.0-24"}
@@ -258,4 +280,18 @@ def test_o_name_prints_what_the_other_commands_take(kind: str) -> None:
         "IPAddress": "ipaddress.networking.k8s.io/x",
         "NodePortAllocation": "nodeportallocation.networking.fleetlog.dev/x",
         "PodCIDR": "podcidr.networking.fleetlog.dev/x",
+        "Role": "role.rbac.authorization.k8s.io/x",
+        "ClusterRole": "clusterrole.rbac.authorization.k8s.io/x",
+        "RoleBinding": "rolebinding.rbac.authorization.k8s.io/x",
+        "ClusterRoleBinding": "clusterrolebinding.rbac.authorization.k8s.io/x",
     }.get(kind, f"{kind.lower()}/x")
+
+
+def test_bindings_show_their_role_and_wide_their_subjects() -> None:
+    binding = item("RoleBinding", defaulted("RoleBinding"))
+    text = render.object_table("RoleBinding", [binding], now_ns=NOW, wide=True,
+                               show_namespace=False)  # fmt: skip
+    assert [line.split() for line in text.splitlines()] == [
+        ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"],
+        ["x", "ClusterRole/edit", "90s", "default/robot"],
+    ]

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from core.kubeapi.paths import ResourcePath
-from handlers.apiserver.subresources import binding, eviction, scale, status
 
 if TYPE_CHECKING:
     from handlers.apiserver.resources import Caller, Resources
@@ -27,12 +26,20 @@ SubresourceHandler = Callable[
 ]
 """Answers one request for ``<plural>/<name>/<subresource>`` (the path's name is set)."""
 
+from handlers.apiserver.subresources import binding, eviction, scale, status  # noqa: E402
+from handlers.apiserver.subresources.exec import serve_exec  # noqa: E402
+from handlers.apiserver.subresources.log import serve_log  # noqa: E402
+from handlers.apiserver.subresources.portforward import serve_portforward  # noqa: E402
+
 STATUS_PLURALS = (
     "pods", "nodes", "deployments", "replicasets", "services", "namespaces", "resourcequotas",
 )  # fmt: skip
 
 HANDLERS: Mapping[tuple[str, str], SubresourceHandler] = MappingProxyType(
     {
+        ("pods", "log"): serve_log,
+        ("pods", "exec"): serve_exec,
+        ("pods", "portforward"): serve_portforward,
         ("pods", "binding"): binding.serve,
         ("pods", "eviction"): eviction.serve,
         ("deployments", "scale"): scale.serve,

@@ -21,7 +21,7 @@ from core.kubeapi.podwrites import binding_node, created_status
 from core.kubeapi.resources import BY_KIND
 from core.kubeapi.status import APIError, Target, conflict, method_not_allowed
 from handlers.apiserver.http import read_json, respond
-from handlers.apiserver.resources import no_dry_run, not_found_object, not_found_object_of
+from handlers.apiserver.resources import no_dry_run, not_found_object_of
 
 if TYPE_CHECKING:
     from handlers.apiserver.resources import Caller, Resources
@@ -42,10 +42,7 @@ async def serve(
     namespace = path.namespace or ""
     target = Target("pods/binding", "", pod, "Binding")
     node = binding_node(await read_json(request), name=pod, namespace=namespace)
-    await resources.reach(None)
-    record = resources.record(path)
-    if record is None:
-        raise not_found_object(path)
+    record = await resources.current(path)
     bound = (record.manifest.get("spec") or {}).get("nodeName")
     if bound:
         raise _assigned(target, pod, bound)

@@ -18,7 +18,7 @@ from core.kubeapi.paths import ResourcePath
 from core.kubeapi.podwrites import created_status, eviction_delete_options
 from core.kubeapi.status import method_not_allowed
 from handlers.apiserver.http import read_json, respond
-from handlers.apiserver.resources import delete_options, no_dry_run, not_found_object
+from handlers.apiserver.resources import delete_options, no_dry_run
 
 if TYPE_CHECKING:
     from handlers.apiserver.resources import Caller, Resources
@@ -37,9 +37,6 @@ async def serve(
         {},
         path.target,
     )
-    await resources.reach(None)
-    record = resources.record(path)
-    if record is None:
-        raise not_found_object(path)
+    record = await resources.current(path)
     await resources.delete_one(path, record, caller, options)
     return respond(created_status(), status=201)

@@ -45,14 +45,6 @@ def _scale_of(record: ObjectRecord) -> dict[str, Any]:
     )
 
 
-async def _current(resources: Resources, path: ResourcePath) -> ObjectRecord:
-    await resources.reach(None)
-    record = resources.record(path)
-    if record is None:
-        raise not_found_object(path)
-    return record
-
-
 async def _scale_to(
     resources: Resources,
     path: ResourcePath,
@@ -92,14 +84,14 @@ async def serve(
     if request.method == "PUT":
         no_dry_run(request)
         body = await read_json(request)
-        record = await _current(resources, path)
+        record = await resources.current(path)
         asked = requested_scale(body, target=path.target, namespace=namespace)
         return await _scale_to(resources, path, caller, record, asked, pin=False)
     if request.method == "PATCH":
         no_dry_run(request)
         media, patch = await read_patch(request, path.target)
         for attempt in range(PATCH_ATTEMPTS):
-            record = await _current(resources, path)
+            record = await resources.current(path)
             asked = requested_scale(
                 apply_patch(media, _scale_of(record), patch),
                 target=path.target,

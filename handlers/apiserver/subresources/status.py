@@ -69,14 +69,6 @@ def read_only(path: ResourcePath) -> APIError:
     )
 
 
-async def _current(resources: Resources, path: ResourcePath) -> ObjectRecord:
-    await resources.reach(None)
-    record = resources.record(path)
-    if record is None:
-        raise not_found_object(path)
-    return record
-
-
 async def _write(
     resources: Resources,
     path: ResourcePath,
@@ -116,14 +108,14 @@ async def serve(
     if request.method == "PUT":
         no_dry_run(request)
         body = await read_json(request)
-        record = await _current(resources, path)
+        record = await resources.current(path)
         written = status_write(body, path.resource, namespace=namespace, name=path.name)
         return await _write(resources, path, caller, record, written, pin=False)
     if request.method == "PATCH":
         no_dry_run(request)
         media, patch = await read_patch(request, path.target)
         for attempt in range(PATCH_ATTEMPTS):
-            record = await _current(resources, path)
+            record = await resources.current(path)
             patched = apply_patch(media, resources.as_api_object(path.resource, record), patch)
             written = status_write(patched, path.resource, namespace=namespace, name=path.name)
             stated = written.preconditions.resource_version not in (None, record.last_seq)

@@ -1,0 +1,30 @@
+"""The RBAC aggregates: roles and bindings are plain resources; a binding's roleRef is fixed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.access.kinds import check_binding_update
+from core.meta.aggregate import Resource
+
+
+class Role(Resource):
+    KIND = "Role"
+
+
+class ClusterRole(Resource):
+    KIND = "ClusterRole"
+
+
+class RoleBinding(Resource):
+    KIND = "RoleBinding"
+
+    def check_update(self, changed: list[str], manifest: dict[str, Any]) -> None:
+        check_binding_update(changed)
+
+
+class ClusterRoleBinding(Resource):
+    KIND = "ClusterRoleBinding"
+
+    def check_update(self, changed: list[str], manifest: dict[str, Any]) -> None:
+        check_binding_update(changed)

@@ -1,0 +1,201 @@
+"""Signed commands: who sent this command, proven, and never accepted twice.
+
+Why this exists: the gateway must record as the actor the identity that really sent a command
+(issue 17), and ``fleetlog audit verify`` must be able to prove it later (non-repudiation). So
+every command is signed by its sender's ed25519 key (a NATS nkey, the same key the connection
+authenticates with) over its subject, the digest of its payload, the time it was signed and a
+nonce; the gateway checks the signature against the key the user registered, refuses a time
+outside the allowed skew and a nonce it has seen within that window (a replay), and keeps the
+signature with the audit record, where anyone holding the user's public key can check it again.
+
+The signing input is versioned text, so the scheme can change without ambiguity::
+
+    fleetlog-command-v1\\n<subject>\\n<sha256 of payload, hex>\\n<signed at, ns>\\n<nonce>
+
+Pure: the clock and the nonce are passed in; keys are nkey strings (``SU…`` seeds, ``U…``
+public keys). Signing uses the ``nkeys`` library; verification needs only the public key
+(decoded here with nkeys' checksum, verified with ``cryptography``'s Ed25519).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+import nkeys
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+SCHEME: Final = "fleetlog-command-v1"
+SIGNER_HEADER: Final = "Fleet-Signer"
+SIGNED_AT_HEADER: Final = "Fleet-Signed-At"
+NONCE_HEADER: Final = "Fleet-Nonce"
+SIGNATURE_HEADER: Final = "Fleet-Signature"
+MAX_SKEW_NS: Final = 60 * 1_000_000_000
+"""How far a command's signing time may be from the gateway's clock (either way). Every nonce
+is remembered for twice this, so the window bounds the guard's memory (at 3,000 commands a
+second, ~360,000 nonces); a cluster's clocks are kept within it by NTP."""
+MAX_NONCE_LENGTH: Final = 64
+
+
+class SignatureRefused(Exception):
+    """A command whose signature does not prove its sender; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """What proves a command's sender: kept with its audit record."""
+
+    signer: str
+    """The sender's public nkey (``U…``)."""
+    signed_at_ns: int
+    nonce: str
+    signature: str
+    """base64url of the 64-byte ed25519 signature."""
+
+    def headers(self) -> dict[str, str]:
+        return {
+            SIGNER_HEADER: self.signer,
+            SIGNED_AT_HEADER: str(self.signed_at_ns),
+            NONCE_HEADER: self.nonce,
+            SIGNATURE_HEADER: self.signature,
+        }
+
+
+def signing_input(*, subject: str, payload: bytes, signed_at_ns: int, nonce: str) -> bytes:
+    digest = hashlib.sha256(payload).hexdigest()
+    return f"{SCHEME}\n{subject}\n{digest}\n{signed_at_ns}\n{nonce}".encode()
+
+
+def sign(seed: bytes, *, subject: str, payload: bytes, signed_at_ns: int, nonce: str) -> Signature:
+    """Sign a command with the sender's nkey seed."""
+    keys = nkeys.from_seed(seed)
+    raw = keys.sign(signing_input(subject=subject, payload=payload, signed_at_ns=signed_at_ns,
+                                  nonce=nonce))  # fmt: skip
+    return Signature(
+        signer=keys.public_key.decode(),
+        signed_at_ns=signed_at_ns,
+        nonce=nonce,
+        signature=base64.urlsafe_b64encode(raw).decode().rstrip("="),
+    )
+
+
+def public_key_bytes(public_key: str) -> bytes:
+    """The raw ed25519 key of a user nkey (``U…``): base32 of prefix, key and CRC-16."""
+    try:
+        raw = base64.b32decode(public_key + "=" * (-len(public_key) % 8))
+    except (ValueError, TypeError) as error:
+        raise SignatureRefused(f"signer {public_key[:16]!r} is not an nkey") from error
+    if len(raw) != 35 or raw[0] != nkeys.PREFIX_BYTE_USER:
+        raise SignatureRefused(f"signer {public_key[:16]!r} is not a user nkey (U…)")
+    body, checksum = raw[:-2], raw[-2:]
+    if nkeys.crc16_checksum(body) != checksum:
+        raise SignatureRefused(f"signer {public_key[:16]!r} has a bad checksum")
+    return body[1:]
+
+
+def signature_from_headers(headers: Mapping[str, str] | None) -> Signature:
+    headers = headers or {}
+    missing = [
+        name
+        for name in (SIGNER_HEADER, SIGNED_AT_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
+        if not headers.get(name)
+    ]
+    if missing:
+        raise SignatureRefused(
+            "the command is not signed (missing " + ", ".join(missing) + "): send it with "
+            "fleetlog's client and your credentials"
+        )
+    try:
+        signed_at_ns = int(headers[SIGNED_AT_HEADER])
+    except ValueError as error:
+        raise SignatureRefused(f"{SIGNED_AT_HEADER} is not a time in nanoseconds") from error
+    nonce = headers[NONCE_HEADER]
+    if len(nonce) > MAX_NONCE_LENGTH:
+        raise SignatureRefused(f"{NONCE_HEADER} is longer than {MAX_NONCE_LENGTH} characters")
+    return Signature(
+        signer=headers[SIGNER_HEADER],
+        signed_at_ns=signed_at_ns,
+        nonce=nonce,
+        signature=headers[SIGNATURE_HEADER],
+    )
+
+
+def check_signature(signature: Signature, *, subject: str, payload: bytes) -> None:
+    """Raise :class:`SignatureRefused` unless ``signature`` signs this subject and payload."""
+    key = Ed25519PublicKey.from_public_bytes(public_key_bytes(signature.signer))
+    try:
+        raw = base64.urlsafe_b64decode(signature.signature + "=" * (-len(signature.signature) % 4))
+        key.verify(
+            raw,
+            signing_input(subject=subject, payload=payload, signed_at_ns=signature.signed_at_ns,
+                          nonce=signature.nonce),
+        )  # fmt: skip
+    except (InvalidSignature, ValueError) as error:
+        raise SignatureRefused(
+            "the signature does not match the command (tampered with, or signed for another "
+            "subject or payload)"
+        ) from error
+
+
+@dataclass(slots=True)
+class ReplayGuard:
+    """Nonces seen within the skew window: a command is accepted once, and only when signed
+    close enough to now that its nonce is still remembered."""
+
+    max_skew_ns: int = MAX_SKEW_NS
+    _seen: set[tuple[str, str]] = field(default_factory=set)
+    _expiry: deque[tuple[int, tuple[str, str]]] = field(default_factory=deque)
+    """(forget at, key) in arrival order: a nonce is kept for twice the skew after it arrived,
+    past the last moment its signing time could still pass the skew check."""
+
+    def admit(self, signature: Signature, *, now_ns: int) -> None:
+        skew = signature.signed_at_ns - now_ns
+        if abs(skew) > self.max_skew_ns:
+            direction = "ahead of" if skew > 0 else "behind"
+            raise SignatureRefused(
+                f"the command was signed {abs(skew) / 1e9:.0f} s {direction} the gateway's "
+                f"clock (at most {self.max_skew_ns / 1e9:.0f} s is accepted): check the clocks"
+            )
+        while self._expiry and self._expiry[0][0] < now_ns:
+            self._seen.discard(self._expiry.popleft()[1])
+        key = (signature.signer, signature.nonce)
+        if key in self._seen:
+            raise SignatureRefused(
+                "this command was already received (its nonce was used): a replay is refused"
+            )
+        self._seen.add(key)
+        self._expiry.append((now_ns + 2 * self.max_skew_ns, key))
+
+    @property
+    def remembered(self) -> int:
+        """How many nonces the guard holds (its memory)."""
+        return len(self._seen)
+
+
+def verify(
+    headers: Mapping[str, str] | None,
+    *,
+    subject: str,
+    payload: bytes,
+    users: Mapping[str, str],
+    guard: ReplayGuard,
+    now_ns: int,
+) -> tuple[str, Signature]:
+    """The user who sent this command (``users``: public nkey -> user name), with the
+    signature that proves it; :class:`SignatureRefused` otherwise."""
+    signature = signature_from_headers(headers)
+    public_key_bytes(signature.signer)  # a malformed key is told apart from an unknown one
+    user = users.get(signature.signer)
+    if user is None:
+        raise SignatureRefused(
+            f"signer {signature.signer[:12]}… is not a user of this cluster (revoked, or never "
+            "created: fleetlog user list)"
+        )
+    check_signature(signature, subject=subject, payload=payload)
+    guard.admit(signature, now_ns=now_ns)
+    return user, signature

@@ -1,0 +1,119 @@
+"""The streaming subresources' pure rules: channel framing, exec results, options, containers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.kubeapi.status import APIError
+from core.kubeapi.streaming import (
+    ChannelMessage,
+    choose_container,
+    decode,
+    encode,
+    exec_options,
+    exec_result,
+    forwarded_ports,
+    log_options,
+    parse_time_ns,
+    port_preamble,
+    timestamp,
+)
+
+NOW = 1_800_000_000 * 1_000_000_000
+
+
+def test_a_message_names_its_channel_in_the_first_byte() -> None:
+    assert encode(1, b"hi") == b"\x01hi"
+    assert decode(b"\x00input", protocol="v4.channel.k8s.io") == ChannelMessage(0, b"input")
+    assert decode(b"\x03", protocol="v5.channel.k8s.io") == ChannelMessage(3, b"")
+    with pytest.raises(ValueError):
+        decode(b"", protocol="v5.channel.k8s.io")
+    with pytest.raises(ValueError):
+        encode(256, b"")
+
+
+def test_v5_closes_a_channel_with_255_and_v4_has_no_close() -> None:
+    assert decode(b"\xff\x00", protocol="v5.channel.k8s.io") == ChannelMessage(0, close=True)
+    assert decode(b"\xff\x00", protocol="v4.channel.k8s.io") == ChannelMessage(255, b"\x00")
+    with pytest.raises(ValueError):
+        decode(b"\xff", protocol="v5.channel.k8s.io")
+
+
+def test_the_error_channel_says_success_or_the_exit_code_as_kubelet_does() -> None:
+    assert json.loads(exec_result(0, command=["true"]))["status"] == "Success"
+    failed = json.loads(exec_result(3, command=["sh", "-c", "exit 3"]))
+    assert failed["reason"] == "NonZeroExitCode"
+    assert failed["details"] == {"causes": [{"reason": "ExitCode", "message": "3"}]}
+    assert failed["message"] == (
+        "command terminated with non-zero exit code: error executing command "
+        "['sh', '-c', 'exit 3'], exit code 3"
+    )
+    broken = json.loads(exec_result(None, command=["x"], error="the node went away"))
+    assert (broken["status"], broken["message"]) == ("Failure", "the node went away")
+
+
+def test_port_forward_channels_open_with_the_port_little_endian() -> None:
+    assert port_preamble(0, 8080) == b"\x00\x90\x1f"
+    assert port_preamble(3, 80) == b"\x03\x50\x00"
+    assert forwarded_ports(["8080,9090", "53"]) == [8080, 9090, 53]
+    for bad in (["0"], ["x"], ["70000"], []):
+        with pytest.raises(APIError):
+            forwarded_ports(bad)
+
+
+def test_log_options_follow_kube_and_refuse_what_it_refuses() -> None:
+    options = log_options(
+        {"container": "c", "follow": "true", "tailLines": "5", "sinceSeconds": "10",
+         "timestamps": "true", "limitBytes": "100"},
+        now_ns=NOW,
+    )  # fmt: skip
+    assert (options.container, options.follow, options.tail_lines) == ("c", True, 5)
+    assert options.since_ns == NOW - 10 * 1_000_000_000
+    assert options.timestamps and options.limit_bytes == 100
+    assert log_options({}, now_ns=NOW).tail_lines is None
+    assert log_options({"sinceTime": "2026-12-05T10:00:00Z"}, now_ns=NOW).since_ns == (
+        parse_time_ns("2026-12-05T10:00:00+00:00")
+    )
+    refusals = {
+        "at most one of `sinceTime` or `sinceSeconds` may be specified": {
+            "sinceSeconds": "1", "sinceTime": "2026-12-05T10:00:00Z"
+        },
+        "sinceSeconds: Invalid value: 0: must be greater than 0": {"sinceSeconds": "0"},
+        "limitBytes: Invalid value: 0: must be greater than 0": {"limitBytes": "0"},
+        "tailLines: Invalid value: -1: must be greater than or equal to 0": {"tailLines": "-1"},
+    }  # fmt: skip
+    for message, query in refusals.items():
+        with pytest.raises(APIError) as refused:
+            log_options(query, now_ns=NOW)
+        assert (refused.value.code, refused.value.message) == (400, message)
+
+
+def test_exec_options_need_a_command_and_a_stream() -> None:
+    options = exec_options({"stdin": "true", "stdout": "true"}, ["sh", "-c", "echo hi"])
+    assert options.command == ("sh", "-c", "echo hi") and options.stdin and not options.tty
+    with pytest.raises(APIError, match="at least one command"):
+        exec_options({"stdout": "true"}, [])
+    with pytest.raises(APIError, match="at least one of stdin, stdout, stderr"):
+        exec_options({}, ["true"])
+
+
+def test_the_container_is_named_when_the_pod_has_several() -> None:
+    one = {"spec": {"containers": [{"name": "main"}]}}
+    two = {"spec": {"containers": [{"name": "a"}, {"name": "b"}]}}
+    assert choose_container(one, "", "web") == "main"
+    assert choose_container(two, "b", "web") == "b"
+    with pytest.raises(APIError) as unnamed:
+        choose_container(two, "", "web")
+    assert unnamed.value.message == (
+        "a container name must be specified for pod web, choose one of: [a b]"
+    )
+    with pytest.raises(APIError) as unknown:
+        choose_container(one, "other", "web")
+    assert unknown.value.message == "container other is not valid for pod web"
+
+
+def test_timestamps_are_rfc3339_with_nanoseconds() -> None:
+    assert timestamp(NOW + 5) == "2027-01-15T08:00:00.000000005Z"
+    assert parse_time_ns("2027-01-15T08:00:00Z") == NOW
