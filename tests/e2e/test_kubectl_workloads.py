@@ -83,8 +83,17 @@ def kubectl(cluster: Cluster, tmp_path: Path) -> Iterator[Kubectl]:
 
 
 def rolled_out(kubectl: Kubectl) -> list[str]:
-    done = kubectl("rollout", "status", "deployment/web", "--timeout=60s")
-    return lines(done)
+    """What ``rollout status`` printed once the rollout was done: asked again while it waits
+    in vain (a loaded host may take longer than one kubectl call's minute)."""
+    printed: list[list[str]] = []
+
+    def done() -> bool:
+        status = kubectl("rollout", "status", "deployment/web", "--timeout=20s", check=False)
+        printed.append(lines(status))
+        return status.returncode == 0
+
+    wait_for(done, timeout=180)
+    return printed[-1]
 
 
 def replica_sets(kubectl: Kubectl) -> dict[str, dict[str, str]]:
@@ -119,8 +128,8 @@ def test_scale_and_the_rollout_verbs(kubectl: Kubectl) -> None:
     )
     assert (scale["kind"], scale["spec"]["replicas"]) == ("Scale", 4)
     assert scale["status"]["selector"] == "app=web"
-    wait_for(lambda: kubectl("get", "deployment", "web", "-o",
-                             "jsonpath={.status.availableReplicas}").stdout == "4")  # fmt: skip
+    available = ("get", "deployment", "web", "-o", "jsonpath={.status.availableReplicas}")
+    wait_for(lambda: kubectl(*available).stdout == "4", timeout=120)
 
     # Annotated after the new replica set was made: the controller copies it there.
     kubectl("set", "image", "deployment/web", "web=nginx:2")
@@ -130,7 +139,7 @@ def test_scale_and_the_rollout_verbs(kubectl: Kubectl) -> None:
     def history() -> list[str]:
         return lines(kubectl("rollout", "history", "deployment/web"))[1:4]
 
-    wait_for(lambda: history() == ["REVISION CHANGE-CAUSE", "1 first", "2 image 2"])
+    wait_for(lambda: history() == ["REVISION CHANGE-CAUSE", "1 first", "2 image 2"], timeout=120)
     assert "Image: nginx:1" in " ".join(
         kubectl("rollout", "history", "deployment/web", "--revision=1").stdout.split()
     )
@@ -211,14 +220,19 @@ def test_edit_label_annotate_patch_status_wait_and_delete(kubectl: Kubectl, tmp_
     assert refused.stderr.startswith("Error from server (MethodNotAllowed): pods \"solo\": the "
                                      "status of a Pod is recorded by")  # fmt: skip
 
-    waiting = subprocess.Popen(
-        [kubectl.binary, "wait", "--for=delete", "pod/solo", "--timeout=60s"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig)},
-    )  # fmt: skip
-    kubectl("delete", "pod", "solo", "--wait=false")
-    out, err = waiting.communicate(timeout=90)
-    assert waiting.returncode == 0 and out.strip() == "pod/solo condition met", err
+    # kubectl wait lists the pod, then watches it: the delete comes once its watch is open
+    # (its -v=6 log names the watch request), so the wait sees the pod go.
+    trace = tmp_path / "wait.log"
+    with trace.open("w") as log:
+        waiting = subprocess.Popen(
+            [kubectl.binary, "wait", "--for=delete", "pod/solo", "--timeout=60s", "-v=6"],
+            stdout=subprocess.PIPE, stderr=log, text=True,
+            env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig)},
+        )  # fmt: skip
+        wait_for(lambda: "watch=true" in trace.read_text())
+        kubectl("delete", "pod", "solo", "--wait=false")
+        out, _ = waiting.communicate(timeout=90)
+    assert waiting.returncode == 0 and out.strip() == "pod/solo condition met", trace.read_text()
 
     wait_for(lambda: len(kubectl("get", "pods", "-l", "app=web", "-o", "name").stdout.split())
              >= 2, timeout=60)  # fmt: skip
@@ -229,7 +243,7 @@ def test_edit_label_annotate_patch_status_wait_and_delete(kubectl: Kubectl, tmp_
     wait_for(lambda: kubectl("get", "rs,pods", "-l", "app=web", "-o", "name").stdout == "",
              timeout=60)  # fmt: skip
     kubectl("apply", "-f", "-", stdin=WEB)
-    wait_for(lambda: kubectl("get", "pods", "-l", "app=web", "-o", "name").stdout != "")
+    wait_for(lambda: kubectl("get", "pods", "-l", "app=web", "-o", "name").stdout != "", timeout=60)
     kubectl("delete", "deployment", "web", "--cascade=background")
     wait_for(lambda: kubectl("get", "rs,pods", "-l", "app=web", "-o", "name").stdout == "",
              timeout=60)  # fmt: skip
