@@ -106,6 +106,12 @@ class Resources:
         self, request: web.Request, path: ResourcePath, caller: Caller
     ) -> web.StreamResponse:
         resource = path.resource
+        if resource.derived:
+            from handlers.apiserver import events
+
+            if path.subresource is not None:
+                raise not_found()
+            return await events.serve(self, request, path)
         if path.subresource is not None:
             from handlers.apiserver.subresources import HANDLERS
 
@@ -149,6 +155,24 @@ class Resources:
         raise method_not_allowed(path.target)
 
     # -- reads -----------------------------------------------------------------------------
+
+    @property
+    def nc(self) -> Client:
+        return self._nc
+
+    @property
+    def store(self) -> EventStore:
+        return self._store
+
+    @property
+    def position(self) -> int:
+        """The log sequence the read model has applied."""
+        return self._projection.position
+
+    async def read_model(self) -> ClusterModel:
+        """The read model once it has applied everything in the log now."""
+        await self._reach(None)
+        return self._projection.model
 
     async def _reach(self, rv: int | None) -> None:
         """Wait until the read model has applied ``rv`` (None: everything in the log now)."""

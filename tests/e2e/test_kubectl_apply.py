@@ -107,3 +107,28 @@ def test_managed_fields_survive_a_replay_of_the_log(
     cluster.up()
     wait_for(lambda: kubectl("get", "deployment", "web", check=False).returncode == 0)
     assert managers(kubectl) == before
+
+
+def test_describe_shows_events_derived_from_the_log(kubectl: Kubectl) -> None:  # noqa: F811
+    kubectl("apply", "--server-side", "-f", "-", stdin=DEPLOYMENT)
+
+    def scaled() -> bool:
+        page = kubectl("describe", "deployment", "web").stdout
+        return "ScalingReplicaSet" in page
+
+    wait_for(scaled)
+    page = kubectl("describe", "deployment", "web").stdout
+    events = page[page.index("Events:") :]
+    assert "Type    Reason             Age" in events
+    assert "Normal  ScalingReplicaSet" in events and "deployment-controller" in events
+    assert "Scaled up replica set web-" in events
+
+    rs = kubectl("get", "rs", "-l", "app=web", "-o", "name").stdout.strip()
+    assert "SuccessfulCreate" in kubectl("describe", rs).stdout
+    listed = kubectl(
+        "get", "events", "--field-selector", "involvedObject.kind=Deployment", "-o", "json"
+    ).stdout  # fmt: skip
+    items = json.loads(listed)["items"]
+    assert items and all(i["involvedObject"]["name"] == "web" for i in items)
+    refused = kubectl("delete", "events", "--all", check=False)
+    assert refused.returncode == 1 and "MethodNotAllowed" in refused.stderr + refused.stdout
