@@ -157,10 +157,6 @@ class Resources:
     # -- reads -----------------------------------------------------------------------------
 
     @property
-    def nc(self) -> Client:
-        return self._nc
-
-    @property
     def store(self) -> EventStore:
         return self._store
 
