@@ -17,8 +17,9 @@ from core.api.catalog import KINDS
 VERBS: tuple[str, ...] = (
     "create", "delete", "deletecollection", "get", "list", "patch", "update", "watch",
 )  # fmt: skip
-"""What every resource answers (server-side apply is still to come: a request for it is refused
-with a Status that says so, not faked)."""
+"""What every stored kind answers (patch includes server-side apply)."""
+READ_ONLY: tuple[str, ...] = ("get", "list")
+"""What a resource derived from the log (not stored as objects of its own) answers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,12 @@ class APIResource:
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     subresources: tuple[Subresource, ...] = ()
+    verbs: tuple[str, ...] = VERBS
+
+    @property
+    def derived(self) -> bool:
+        """Served from what the log records about other objects, not stored: read-only."""
+        return self.verbs == READ_ONLY
 
     @property
     def group_version(self) -> str:
@@ -66,7 +73,7 @@ class APIResource:
             "singularName": self.singular,
             "namespaced": self.namespaced,
             "kind": self.kind,
-            "verbs": list(VERBS),
+            "verbs": list(self.verbs),
         }
         if self.short_names:
             entry["shortNames"] = list(self.short_names)
@@ -169,9 +176,19 @@ def _resource(kind: str) -> APIResource:
 
 
 RESOURCES: tuple[APIResource, ...] = tuple(_resource(kind) for kind in KINDS)
+"""The stored kinds (each with an OpenAPI schema from its pydantic model)."""
+EVENTS = APIResource(
+    kind="Event", group="", version="v1", plural="events", singular="event", namespaced=True,
+    short_names=("ev",), verbs=READ_ONLY,
+)  # fmt: skip
+"""core/v1 events: what Kubernetes' components would have recorded, derived from the log
+(``projections.kube_events``) for ``kubectl describe``."""
+DERIVED: tuple[APIResource, ...] = (EVENTS,)
+SERVED: tuple[APIResource, ...] = RESOURCES + DERIVED
+"""Everything discovery lists and a URL may name."""
 BY_KIND: Mapping[str, APIResource] = MappingProxyType({r.kind: r for r in RESOURCES})
 BY_PATH: Mapping[tuple[str, str, str], APIResource] = MappingProxyType(
-    {(r.group, r.version, r.plural): r for r in RESOURCES}
+    {(r.group, r.version, r.plural): r for r in SERVED}
 )
 """(group, version, plural) -> resource: what a URL names."""
 
@@ -179,7 +196,7 @@ BY_PATH: Mapping[tuple[str, str, str], APIResource] = MappingProxyType(
 def group_versions() -> dict[str, list[str]]:
     """group ("" for the core group) -> its versions, in the order they were first seen."""
     groups: dict[str, list[str]] = {}
-    for resource in RESOURCES:
+    for resource in SERVED:
         versions = groups.setdefault(resource.group, [])
         if resource.version not in versions:
             versions.append(resource.version)
@@ -187,4 +204,4 @@ def group_versions() -> dict[str, list[str]]:
 
 
 def resources_of(group: str, version: str) -> list[APIResource]:
-    return [r for r in RESOURCES if r.group == group and r.version == version]
+    return [r for r in SERVED if r.group == group and r.version == version]

@@ -61,6 +61,25 @@ FIELDS: Mapping[str, Mapping[str, FieldValue]] = {
     "Namespace": {"status.phase": _at("status", "phase")},
     "ReplicaSet": {"status.replicas": _at("status", "replicas", default="0")},
     "Service": {"spec.clusterIP": _at("spec", "clusterIP"), "spec.type": _at("spec", "type")},
+    # pkg/registry/core/event/strategy.go ToSelectableFields
+    "Event": {
+        **{
+            f"involvedObject.{f}": _at("involvedObject", f)
+            for f in (
+                "kind",
+                "namespace",
+                "name",
+                "uid",
+                "apiVersion",
+                "resourceVersion",
+                "fieldPath",
+            )
+        },
+        "reason": _at("reason"),
+        "reportingComponent": _at("reportingComponent"),
+        "source": _at("source", "component"),
+        "type": _at("type"),
+    },
 }
 
 

@@ -24,6 +24,8 @@ _POD_MUTABLE_PREFIXES = (
     # Ownership changes as in Kubernetes: the garbage collector orphans a pod by removing the
     # reference to its deleted owner.
     "metadata.ownerReferences",
+    # Who manages which field (server-side apply) changes with every write through the API.
+    "metadata.managedFields",
     "status",
 )
 

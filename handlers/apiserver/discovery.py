@@ -17,7 +17,7 @@ from aiohttp import web
 
 from core.kubeapi import openapi
 from core.kubeapi.paths import not_found
-from core.kubeapi.resources import VERBS, APIResource, group_versions, resources_of
+from core.kubeapi.resources import APIResource, group_versions, resources_of
 from core.kubeapi.status import not_acceptable
 from handlers.apiserver.http import JSON, _media_ranges, dumps, respond
 
@@ -84,7 +84,7 @@ def _aggregated_resource(resource: APIResource) -> dict[str, Any]:
         },
         "scope": "Namespaced" if resource.namespaced else "Cluster",
         "singularResource": resource.singular,
-        "verbs": list(VERBS),
+        "verbs": list(resource.verbs),
     }
     if resource.short_names:
         entry["shortNames"] = list(resource.short_names)

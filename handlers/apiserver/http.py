@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+import yaml
 from aiohttp import web
 
 from core.kubeapi.status import (
@@ -96,10 +97,34 @@ async def read_json(
     media = (request.headers.get("Content-Type") or JSON).split(";")[0].strip().lower()
     if media not in media_types:
         raise unsupported_media_type(media or "(none)")
+    if media == APPLY_YAML:
+        return _yaml_document(data)
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise bad_request(f"the body of the request could not be decoded as JSON: {exc}") from None
+
+
+APPLY_YAML = "application/apply-patch+yaml"
+
+
+def _yaml_document(data: bytes) -> Any:
+    """A server-side apply body: YAML (JSON is YAML; kubectl sends JSON). Anchors and aliases
+    are refused before anything is built, so a small body cannot expand into a huge object
+    (the "billion laughs"); nesting too deep for the parser is a BadRequest, not a crash."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        pass
+    try:
+        text = data.decode()
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, (yaml.AliasToken, yaml.AnchorToken)):
+                raise bad_request("YAML anchors and aliases are not accepted in an apply patch")
+        return yaml.safe_load(text)
+    except (UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise bad_request(f"error decoding YAML: {reason[:200]}") from None
 
 
 def flag(request: web.Request, name: str) -> bool:

@@ -26,6 +26,7 @@ from aiohttp import web
 from nats.aio.client import Client
 
 from core.errors import FieldError, FleetError
+from core.kubeapi import fieldsets
 from core.kubeapi.objects import Preconditions, api_object, list_object, writable
 from core.kubeapi.patch import APPLY_PATCH, PATCH_TYPES, apply_patch
 from core.kubeapi.paths import ResourcePath, not_found
@@ -47,7 +48,8 @@ from core.kubeapi.status import (
 from core.kubeapi.tables import Columns, columns_for, include_object, table, table_row
 from core.kubeapi.versions import Continue, ReadAt, list_read, parse_resource_version, watch_from
 from core.meta.labels import Selector, parse_selector_text
-from handlers.apiserver.http import flag, read_json, respond, response_format
+from core.meta.timestamps import format_stamp
+from handlers.apiserver.http import APPLY_YAML, flag, read_json, respond, response_format
 from handlers.apiserver.identity import Identity
 from handlers.apiserver.watch import (
     DEFAULT_TIMEOUT_S,
@@ -72,6 +74,7 @@ the answer as a Pod), where other kinds answer a Status."""
 PROPAGATION_POLICIES = ("Foreground", "Background", "Orphan")
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 """kube's generateName alphabet (no vowels, no look-alikes)."""
+MAX_FIELD_MANAGER = 128
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,12 @@ class Resources:
         self, request: web.Request, path: ResourcePath, caller: Caller
     ) -> web.StreamResponse:
         resource = path.resource
+        if resource.derived:
+            from handlers.apiserver import events
+
+            if path.subresource is not None:
+                raise not_found()
+            return await events.serve(self, request, path)
         if path.subresource is not None:
             from handlers.apiserver.subresources import HANDLERS
 
@@ -146,6 +155,20 @@ class Resources:
         raise method_not_allowed(path.target)
 
     # -- reads -----------------------------------------------------------------------------
+
+    @property
+    def store(self) -> EventStore:
+        return self._store
+
+    @property
+    def position(self) -> int:
+        """The log sequence the read model has applied."""
+        return self._projection.position
+
+    async def read_model(self) -> ClusterModel:
+        """The read model once it has applied everything in the log now."""
+        await self.reach(None)
+        return self._projection.model
 
     async def reach(self, rv: int | None) -> None:
         """Wait until the read model has applied ``rv`` (None: everything in the log now)."""
@@ -369,11 +392,12 @@ class Resources:
             generated_suffix="".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(5)),
         )
         target = Target(path.resource.plural, path.resource.group, written.name, path.resource.kind)
+        manifest = _managed_update(
+            request, path.resource, None, written.manifest, _stated_managers(body), target
+        )
         await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
         self._check_namespace(path)
-        seq = await self.send(
-            caller, target, path.resource.kind, "create", {"manifest": written.manifest}
-        )
+        seq = await self.send(caller, target, path.resource.kind, "create", {"manifest": manifest})
         record = await self.after_write(path, written.name, seq)
         if record is None:
             raise not_found(f'{target.qualified_resource} "{written.name}" was deleted at once')
@@ -391,8 +415,12 @@ class Resources:
         if record is None:
             raise not_found_object(path)
         expected = check_preconditions(path, record, written.preconditions)
+        manifest = _managed_update(
+            request, path.resource, record.manifest, written.manifest, _stated_managers(body),
+            path.target,
+        )  # fmt: skip
         seq = await self.send(
-            caller, path.target, path.resource.kind, "apply", {"manifest": written.manifest},
+            caller, path.target, path.resource.kind, "apply", {"manifest": manifest},
             expected_version=expected,
         )  # fmt: skip
         after = await self.after_write(path, path.name, seq)
@@ -409,7 +437,17 @@ class Resources:
         resourceVersion."""
         no_dry_run(request)
         assert path.name is not None
-        media, body = await read_patch(request, path.target)
+        media = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if media == APPLY_PATCH:
+            return await self.server_side_apply(request, path, caller)
+        if media not in PATCH_TYPES:
+            raise unsupported_media_type(media or "(none)")
+        if "force" in request.query:
+            raise _invalid_patch_options(
+                "force", "Forbidden: may not be specified for non-apply patch"
+            )
+        _field_manager(request)
+        body = await read_json(request, media_types=PATCH_TYPES)
         for attempt in range(PATCH_ATTEMPTS):
             await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
             record = self.record(path)
@@ -421,10 +459,14 @@ class Resources:
                                name=path.name)  # fmt: skip
             stated = written.preconditions.resource_version not in (None, record.last_seq)
             expected = check_preconditions(path, record, written.preconditions)
+            manifest = _managed_update(
+                request, path.resource, record.manifest, written.manifest,
+                _stated_managers(patched), path.target,
+            )  # fmt: skip
             try:
                 seq = await self.send(
                     caller, path.target, path.resource.kind, "apply",
-                    {"manifest": written.manifest}, expected_version=expected,
+                    {"manifest": manifest}, expected_version=expected,
                 )  # fmt: skip
             except APIError as exc:
                 if exc.reason != "Conflict" or stated or attempt == PATCH_ATTEMPTS - 1:
@@ -434,6 +476,63 @@ class Resources:
             if after is None:
                 raise not_found_object(path)
             return respond(self.as_api_object(path.resource, after))
+        raise AssertionError("unreachable")
+
+    async def server_side_apply(
+        self, request: web.Request, path: ResourcePath, caller: Caller
+    ) -> web.StreamResponse:
+        """``application/apply-patch+yaml``: merge the applied configuration into the object
+        (or create it) as its field manager, refusing with kube's Conflict to change a field
+        another manager owns unless ``force=true``. Pinned to the version it was computed
+        from, like any patch; a write racing in between makes it start over."""
+        assert path.name is not None
+        manager = _field_manager(request)
+        if not manager:
+            raise _invalid_patch_options(
+                "fieldManager", "Required value: is required for apply patch"
+            )
+        force = request.query.get("force", "false")
+        if force not in ("true", "false"):
+            raise bad_request(f'invalid force "{force[:32]}": must be true or false')
+        body = await read_json(request, media_types=(APPLY_YAML,))
+        config = writable(body, path.resource, namespace=path.namespace or "", name=path.name)
+        for attempt in range(PATCH_ATTEMPTS):
+            await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
+            record = self.record(path)
+            if record is None:
+                self._check_namespace(path)
+            elif config.preconditions != Preconditions():
+                check_preconditions(path, record, config.preconditions)
+            outcome = fieldsets.apply(
+                record.manifest if record is not None else None,
+                config.manifest,
+                manager=manager,
+                api_version=path.resource.group_version,
+                force=force == "true",
+                now=format_stamp(time.time_ns()),
+                target=path.target,
+            )
+            # status is the status subresource's to write, never an apply's
+            manifest = {k: v for k, v in outcome.object.items() if k != "status"}
+            verb = "create" if record is None else "apply"
+            try:
+                seq = await self.send(
+                    caller, path.target, path.resource.kind, verb, {"manifest": manifest},
+                    expected_version=None if record is None else record.version,
+                )  # fmt: skip
+            except APIError as exc:
+                retry = exc.reason == "Conflict" or (
+                    record is None and exc.reason == "AlreadyExists"
+                )
+                if not retry or attempt == PATCH_ATTEMPTS - 1:
+                    raise
+                continue
+            after = await self.after_write(path, path.name, seq)
+            if after is None:
+                raise not_found_object(path)
+            return respond(
+                self.as_api_object(path.resource, after), status=201 if record is None else 200
+            )
         raise AssertionError("unreachable")
 
     async def delete_one(
@@ -525,20 +624,77 @@ def _limit(text: str | None) -> int:
     return int(text)
 
 
+def _field_manager(request: web.Request) -> str:
+    """The ``fieldManager`` the request names ("" when none), within kube's limit."""
+    manager = request.query.get("fieldManager", "")
+    if len(manager) > MAX_FIELD_MANAGER:
+        raise _invalid_patch_options(
+            "fieldManager", f"Too long: may not be more than {MAX_FIELD_MANAGER} bytes"
+        )
+    if any(not c.isprintable() for c in manager):
+        raise _invalid_patch_options(
+            "fieldManager", "Invalid value: must only contain printable characters"
+        )
+    return manager
+
+
+def _invalid_patch_options(field: str, message: str) -> APIError:
+    return invalid(Target(kind="PatchOptions", group="meta.k8s.io"), (FieldError(field, message),))
+
+
+def _update_manager(request: web.Request) -> str:
+    """Who an ordinary write's fields belong to: its ``fieldManager``, else the client's name
+    from its User-Agent (``kubectl`` of ``kubectl/v1.37.0 (linux/amd64) …``), as kube does."""
+    manager = _field_manager(request)
+    if manager:
+        return manager
+    agent = request.headers.get("User-Agent", "")
+    return agent.split("/", 1)[0][:MAX_FIELD_MANAGER] or "unknown"
+
+
+def _stated_managers(body: Any) -> Any:
+    """The ``managedFields`` a written object states itself (before they are stripped)."""
+    metadata = body.get("metadata") if isinstance(body, dict) else None
+    return metadata.get("managedFields") if isinstance(metadata, dict) else None
+
+
+def _managed_update(
+    request: web.Request,
+    resource: APIResource,
+    live: Mapping[str, Any] | None,
+    manifest: dict[str, Any],
+    stated: Any,
+    target: Target,
+) -> dict[str, Any]:
+    """``manifest`` with its managers after this ordinary write (``core.kubeapi.fieldsets``)."""
+    new = manifest
+    if stated is not None:
+        new = {**manifest, "metadata": {**manifest.get("metadata", {}), "managedFields": stated}}
+    return fieldsets.update(
+        live,
+        new,
+        manager=_update_manager(request),
+        api_version=resource.group_version,
+        now=format_stamp(time.time_ns()),
+        target=target,
+    ).object
+
+
 def no_dry_run(request: web.Request) -> None:
     if request.query.get("dryRun"):
         raise bad_request("dryRun is not supported by fleetlog yet: nothing was done")
 
 
 async def read_patch(request: web.Request, target: Target) -> tuple[str, Any]:
-    """A PATCH's media type (one of the three patch formats) and its decoded body."""
+    """A subresource PATCH's media type (one of the three patch formats) and its decoded
+    body."""
     media = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if media == APPLY_PATCH:
         raise APIError(
             415,
             "UnsupportedMediaType",
-            "server-side apply (application/apply-patch+yaml) is not served by fleetlog "
-            "yet: use client-side kubectl apply",
+            "server-side apply (application/apply-patch+yaml) on a subresource is not served "
+            "by fleetlog yet: use a merge, strategic merge or JSON patch",
             target,
         )
     if media not in PATCH_TYPES:

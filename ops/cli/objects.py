@@ -236,7 +236,7 @@ async def delete(
 
 DEPENDENTS = {"Deployment": "ReplicaSet", "ReplicaSet": "Pod"}
 """The kind whose events ``describe`` reads to show what a kind's controller did (see
-``ops.kube_events``)."""
+``projections.kube_events``)."""
 
 
 def _builtin_item(name: str) -> dict[str, Any] | None:

@@ -25,14 +25,14 @@ def describe(
     related: Sequence[StoredEvent] = (),
 ) -> str:
     """A kubectl-describe-like page: identity, labels, the manifest's spec, then the events
-    as Kubernetes' components would have recorded them (``ops.kube_events``: from the object's
-    own ``events``, this incarnation's, and for a deployment or replica set the ``related``
+    as Kubernetes' components would have recorded them (``projections.kube_events``: from the
+    object's own ``events``, this incarnation's, and for a deployment or replica set the ``related``
     events of its replica sets or pods; every event is in ``fleetlog history``). A deployment
     shows its counts and replica sets first, as kubectl does; a service its addresses, ports
     and the ready endpoints of ``endpoint_slices``."""
     import yaml
 
-    from ops import kube_events
+    from projections import kube_events
 
     manifest = item["manifest"]
     metadata = manifest.get("metadata", {})
@@ -92,7 +92,7 @@ def event_lines(shown: Sequence[Any], now_ns: int) -> list[str]:
     """kubectl describe's Events section: ``Events:  <none>``, or a table of TYPE, REASON,
     AGE (``5m``, or ``2m (x4 over 10m)`` for a repeated event), FROM and MESSAGE, its columns
     as wide as their longest cell plus two spaces (kubectl's tabwriter), each row indented by
-    two. ``shown`` are :class:`ops.kube_events.Shown`."""
+    two. ``shown`` are :class:`projections.kube_events.Shown`."""
     if not shown:
         return ["Events:       <none>"]
     rows = [list(EVENT_COLUMNS), list(EVENT_RULES)]

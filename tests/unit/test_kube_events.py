@@ -1,4 +1,4 @@
-"""``describe`` shows Kubernetes-style events (``ops.kube_events``), not every fact of the log: a
+"""``describe`` shows Kubernetes-style events (``projections.kube_events``), not every fact of the log: a
 deployment's page holds its controller's ``ScalingReplicaSet`` events however many status
 updates it had; a pod's holds Scheduled, Created/Started, BackOff …; identical events are
 counted as the API server's event correlator counts them; the table is kubectl's."""
@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ops import kube_events, render
-from ops.kube_events import KubeEvent
+from ops import render
+from projections import kube_events
+from projections.kube_events import KubeEvent
 from streams.envelope import Envelope, StoredEvent
 
 S = 1_000_000_000
