@@ -32,6 +32,7 @@ from nats.aio.client import Client
 from core.errors import FleetError
 from core.workloads.deployment import (
     AnnotateReplicaSet,
+    CopyAnnotations,
     CreateReplicaSet,
     DeleteReplicaSet,
     OwnedReplicaSet,
@@ -165,6 +166,10 @@ class DeploymentController:
         cause = self.loop.cause(key, deployment.last_seq)
         seqs: list[int] = []
         for action in plan.actions:
+            if isinstance(action, CopyAnnotations) and seqs:
+                # Copied onto the replica set as it is after this sync's scaling: the update
+                # is pinned to that version.
+                await self._projection.wait_for(max(seqs))
             seqs.extend(await self._carry_out(deployment, action, cause))
         if seqs:
             await self._projection.wait_for(max(seqs))
@@ -209,7 +214,11 @@ class DeploymentController:
     async def _carry_out(
         self,
         deployment: ObjectRecord,
-        action: CreateReplicaSet | ScaleReplicaSet | AnnotateReplicaSet | DeleteReplicaSet,
+        action: CreateReplicaSet
+        | ScaleReplicaSet
+        | AnnotateReplicaSet
+        | CopyAnnotations
+        | DeleteReplicaSet,
         cause: Cause,
     ) -> list[int]:
         """Carry out one action; the sequences of the events it wrote."""
@@ -247,6 +256,23 @@ class DeploymentController:
         record = self._projection.model.get("ReplicaSet", namespace, action.name)
         if record is None:
             return []
+        if isinstance(action, CopyAnnotations):
+            # The replica set's own metadata, so an update of it (as kube's controller
+            # updates it), pinned to the version it was planned on.
+            metadata = dict(record.manifest.get("metadata") or {})
+            current = metadata.get("annotations") or {}
+            if all(current.get(k) == v for k, v in action.annotations.items()):
+                return []
+            metadata["annotations"] = {**current, **action.annotations}
+            copied = await self._commands.send(
+                "ReplicaSet",
+                "apply",
+                {"manifest": {**record.manifest, "metadata": metadata}},
+                idempotency_key=f"{ROLE}.copy.{record.uid}.{record.version}",
+                expected_version=record.version,
+                **cause.kwargs(),
+            )
+            return copied.seqs
         seqs: list[int] = []
         replicas = int((record.manifest.get("spec") or {}).get("replicas", 1))
         if isinstance(action, ScaleReplicaSet) and replicas != action.replicas:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.api.events import Upcasters
 from core.errors import ValidationFailed
 
-VERBS = ("create", "apply", "delete", "scale", "cordon", "uncordon", "status")
+VERBS = ("create", "apply", "delete", "scale", "cordon", "uncordon", "status", "bind")
 _COMMAND_FIELDS = frozenset(
     {"v", "id", "actor", "body", "expected_version", "correlation_id", "causation_id", "source"}
 )
@@ -71,6 +71,16 @@ class StatusBody(CommandBody):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
+class BindBody(CommandBody):
+    """bind: put a pending pod on a node (Kubernetes' ``pods/binding``, what a scheduler of
+    its own asks). Decided as the scheduler's binding is: the pod must be unbound and the node
+    must fit its requests, both recorded in one append."""
+
+    name: str
+    namespace: str = "default"
+    node: str = Field(min_length=1, max_length=253)
+
+
 class NodeBody(CommandBody):
     """cordon / uncordon: which node (nodes are cluster-scoped)."""
 
@@ -86,6 +96,7 @@ BODIES: dict[str, type[CommandBody]] = {
     "cordon": NodeBody,
     "uncordon": NodeBody,
     "status": StatusBody,
+    "bind": BindBody,
 }
 COMMAND_SCHEMA_VERSION = 1
 COMMAND_UPCASTERS = Upcasters({f"cmd:{verb}": COMMAND_SCHEMA_VERSION for verb in VERBS})
@@ -97,7 +108,7 @@ class Command(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     kind: str
-    verb: Literal["create", "apply", "delete", "scale", "cordon", "uncordon", "status"]
+    verb: Literal["create", "apply", "delete", "scale", "cordon", "uncordon", "status", "bind"]
     idempotency_key: str
     actor: str
     body: CommandBody

@@ -183,3 +183,24 @@ def writable(
     manifest = {k: v for k, v in body.items() if k != "status"}
     manifest["metadata"] = metadata
     return Written(manifest=manifest, name=str(metadata["name"]), preconditions=preconditions)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusWrite:
+    """What a write to ``<plural>/<name>/status`` asks: the object's status (None: the body
+    has none), and the preconditions it stated. Everything else in the body is ignored, as
+    kube's status strategies reset the spec and metadata to the stored object's."""
+
+    status: dict[str, Any] | None
+    preconditions: Preconditions
+
+
+def status_write(body: object, resource: APIResource, *, namespace: str, name: str) -> StatusWrite:
+    """A status update's (or a patched object's) status, checked against its URL like an
+    update."""
+    written = writable(body, resource, namespace=namespace, name=name)
+    assert isinstance(body, dict)
+    status = body.get("status")
+    if status is not None and not isinstance(status, dict):
+        raise bad_request("status must be an object", Target(resource.plural, resource.group, name))
+    return StatusWrite(status=status, preconditions=written.preconditions)

@@ -125,14 +125,37 @@ _NAMES: Mapping[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+_READ_WRITE = ("get", "patch", "update")
+
+
+def _status(kind: str) -> Subresource:
+    group, _, version = KINDS[kind].api_version.rpartition("/")
+    return Subresource("status", _READ_WRITE, kind, group, version)
+
+
+def _scale() -> Subresource:
+    return Subresource("scale", _READ_WRITE, "Scale", "autoscaling", "v1")
+
+
 SUBRESOURCES: Mapping[str, tuple[Subresource, ...]] = {
     "Pod": (
         Subresource("log", ("get",), "Pod"),
         Subresource("exec", ("create", "get"), "PodExecOptions"),
         Subresource("portforward", ("create", "get"), "PodPortForwardOptions"),
+        _status("Pod"),
+        Subresource("binding", ("create",), "Binding"),
+        Subresource("eviction", ("create",), "Eviction", "policy", "v1"),
     ),
+    "Node": (_status("Node"),),
+    "Deployment": (_status("Deployment"), _scale()),
+    "ReplicaSet": (_status("ReplicaSet"), _scale()),
+    "Service": (_status("Service"),),
+    "Namespace": (_status("Namespace"),),
+    "ResourceQuota": (_status("ResourceQuota"),),
 }
-"""kind -> the subresources it serves (each handled in ``handlers.apiserver.subresources``)."""
+"""kind -> the subresources it serves (each handled in ``handlers.apiserver.subresources``):
+``status`` for the kinds Kubernetes gives one, ``scale`` for the scalable workloads,
+``log``, ``exec``, ``portforward``, ``binding`` and ``eviction`` for pods."""
 
 
 def _resource(kind: str) -> APIResource:

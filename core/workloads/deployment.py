@@ -38,6 +38,7 @@ __all__ = [
     "REVISION_ANNOTATION",
     "TIMED_OUT_REASON",
     "AnnotateReplicaSet",
+    "CopyAnnotations",
     "CreateReplicaSet",
     "DeleteReplicaSet",
     "DeploymentPlan",
@@ -124,13 +125,26 @@ class AnnotateReplicaSet:
 
 
 @dataclass(frozen=True)
+class CopyAnnotations:
+    """The deployment's own annotations (``kubernetes.io/change-cause`` …) set on its new
+    replica set, as kube copies them on every sync (``SetNewReplicaSetAnnotations``): an
+    annotation added after the replica set was made is where ``kubectl rollout history``
+    reads it."""
+
+    name: str
+    annotations: dict[str, str]
+
+
+@dataclass(frozen=True)
 class DeleteReplicaSet:
     name: str
     uid: str
     reason: str
 
 
-Action = CreateReplicaSet | ScaleReplicaSet | AnnotateReplicaSet | DeleteReplicaSet
+Action = (
+    CreateReplicaSet | ScaleReplicaSet | AnnotateReplicaSet | CopyAnnotations | DeleteReplicaSet
+)
 Scaler = Callable[[OwnedReplicaSet, int, str], None]
 
 
@@ -168,10 +182,25 @@ def pod_template_hash(template: Mapping[str, Any], collision_count: int = 0) -> 
     )
 
 
+_CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+
+
 def template_without_hash(template: Mapping[str, Any]) -> dict[str, Any]:
-    """The template with its ``pod-template-hash`` label removed (``EqualIgnoreHash``)."""
+    """The template with its ``pod-template-hash`` label removed (``EqualIgnoreHash``), and
+    without the empty values a Go client writes for fields it does not set (a container's
+    ``resources: {}``, ``metadata.creationTimestamp: null``): kube compares typed templates,
+    in which those are the same as absent, so ``kubectl rollout undo`` (which sends the
+    replica set's template as its typed client decoded it) finds the old replica set again."""
     out = copy.deepcopy(dict(template))
     metadata = dict(out.get("metadata") or {})
+    if metadata.get("creationTimestamp", "") is None:
+        del metadata["creationTimestamp"]
+    spec = out.get("spec")
+    if isinstance(spec, dict):
+        for field in _CONTAINER_LISTS:
+            for container in spec.get(field) or ():
+                if isinstance(container, dict) and container.get("resources") == {}:
+                    del container["resources"]
     labels = {
         k: v for k, v in (metadata.get("labels") or {}).items() if k != POD_TEMPLATE_HASH_LABEL
     }
@@ -323,6 +352,11 @@ def plan_deployment(
     else:
         _plan_recreate(d, new, old, views, scale, create_new)
 
+    if new is not None and new.name in views:
+        copied = _copied_annotations(d)
+        current = views[new.name].annotations
+        if any(current.get(k) != v for k, v in copied.items()):
+            actions.append(CopyAnnotations(new.name, copied))
     new_view = views.get(new.name) if new is not None else None
     old_views = [views[rs.name] for rs in old]
     status = _status(d, new_view, old_views, now_ns)
@@ -354,6 +388,16 @@ def _replica_annotations(d: _Spec) -> dict[str, str]:
     }
 
 
+def _copied_annotations(d: _Spec) -> dict[str, str]:
+    """The deployment's annotations its replica sets carry (kube's
+    ``copyDeploymentAnnotationsToReplicaSet``)."""
+    return {
+        k: v
+        for k, v in ((d.manifest.get("metadata") or {}).get("annotations") or {}).items()
+        if k not in NOT_COPIED_ANNOTATIONS
+    }
+
+
 def _new_replica_set(
     d: _Spec, template: Mapping[str, Any], pod_hash: str, replicas: int, revision: int
 ) -> dict[str, Any]:
@@ -368,11 +412,7 @@ def _new_replica_set(
         **(selector.get("matchLabels") or {}),
         POD_TEMPLATE_HASH_LABEL: pod_hash,
     }
-    annotations = {
-        k: v
-        for k, v in ((d.manifest.get("metadata") or {}).get("annotations") or {}).items()
-        if k not in NOT_COPIED_ANNOTATIONS
-    }
+    annotations = _copied_annotations(d)
     annotations.update(_replica_annotations(d))
     annotations[REVISION_ANNOTATION] = str(revision)
     spec: dict[str, Any] = {"replicas": replicas, "selector": selector, "template": rs_template}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,10 +167,10 @@ class Resources:
 
     async def read_model(self) -> ClusterModel:
         """The read model once it has applied everything in the log now."""
-        await self._reach(None)
+        await self.reach(None)
         return self._projection.model
 
-    async def _reach(self, rv: int | None) -> None:
+    async def reach(self, rv: int | None) -> None:
         """Wait until the read model has applied ``rv`` (None: everything in the log now)."""
         if rv is None:
             await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
@@ -185,20 +185,22 @@ class Resources:
     async def current(self, path: ResourcePath) -> ObjectRecord:
         """The object ``path`` names, as of the log's end now; kube's NotFound if none."""
         await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
-        record = self._record(path)
+        record = self.record(path)
         if record is None:
             raise not_found_object(path)
         return record
 
-    def record(self, path: ResourcePath) -> ObjectRecord | None:
-        """The object ``path`` names in the read model as it is (no wait)."""
-        return self._record(path)
-
-    def _record(self, path: ResourcePath, name: str | None = None) -> ObjectRecord | None:
+    def record(self, path: ResourcePath, name: str | None = None) -> ObjectRecord | None:
+        """The object ``path`` names (or ``name`` of its kind) in the read model as it is (no
+        wait)."""
         namespace = path.namespace or "" if path.resource.namespaced else ""
         return self._projection.model.get(path.resource.kind, namespace, name or path.name or "")
 
-    def _object(self, resource: APIResource, record: ObjectRecord) -> dict[str, Any]:
+    def lookup(self, kind: str, namespace: str, name: str) -> ObjectRecord | None:
+        """Any object in the read model (a subresource's other party: a binding's node)."""
+        return self._projection.model.get(kind, namespace, name)
+
+    def as_api_object(self, resource: APIResource, record: ObjectRecord) -> dict[str, Any]:
         return api_object(
             resource,
             manifest=record.manifest,
@@ -211,11 +213,11 @@ class Resources:
     async def get(self, request: web.Request, path: ResourcePath) -> web.StreamResponse:
         fmt = response_format(request, table_allowed=True)
         rv = parse_resource_version(request.query.get("resourceVersion"))
-        await self._reach(rv if rv is not None else None)
-        record = self._record(path)
+        await self.reach(rv if rv is not None else None)
+        record = self.record(path)
         if record is None:
             raise not_found_object(path)
-        obj = self._object(path.resource, record)
+        obj = self.as_api_object(path.resource, record)
         if fmt == "table":
             columns = columns_for(self._columns, path.resource.kind)
             include = include_object(request.query.get("includeObject"))
@@ -236,7 +238,7 @@ class Resources:
         """The read model a list reads, and its resourceVersion."""
         if read.mode == "exact":
             if read.rv > self._projection.position:
-                await self._reach(read.rv)
+                await self.reach(read.rv)
             first = int((await self._store.stream_info())["state"].get("first_seq") or 1)
             if read.rv < first - 1:
                 raise APIError(410, "Expired", f"too old resource version: {read.rv} ({first - 1})")
@@ -247,7 +249,7 @@ class Resources:
             )
             await private.catch_up(until_seq=read.rv)
             return private.model, read.rv
-        await self._reach(None if read.mode == "latest" else read.rv)
+        await self.reach(None if read.mode == "latest" else read.rv)
         return self._projection.model, self._projection.position
 
     async def list(self, request: web.Request, path: ResourcePath) -> web.StreamResponse:
@@ -285,7 +287,7 @@ class Resources:
                 more = True
                 remaining += 1
                 continue
-            obj = self._object(resource, record)
+            obj = self.as_api_object(resource, record)
             if fmt == "table":
                 obj = table_row(columns, item, obj, now_ns=now_ns, include=include)
             items.append(obj)
@@ -343,7 +345,7 @@ class Resources:
     def _client(self, caller: Caller) -> CommandClient:
         return CommandClient(self._nc, actor=caller.identity.actor, source=caller.source)
 
-    async def _send(
+    async def send(
         self,
         caller: Caller,
         target: Target,
@@ -352,8 +354,11 @@ class Resources:
         body: dict[str, Any],
         *,
         expected_version: int | None = None,
+        refusal: Callable[[FleetError], APIError | None] | None = None,
     ) -> int:
-        """Send one command; the highest sequence it wrote (0: it changed nothing)."""
+        """Send one command; the highest sequence it wrote (0: it changed nothing).
+        ``refusal`` answers a subresource's own reading of a gateway refusal (None: the
+        usual one)."""
         try:
             outcome = await self._client(caller).send(
                 kind, verb, body, expected_version=expected_version
@@ -361,13 +366,14 @@ class Resources:
         except NoGateway as exc:
             raise APIError(503, "ServiceUnavailable", exc.message, target) from None
         except FleetError as exc:
-            raise from_fleet_error(exc, target) from None
+            answer = refusal(exc) if refusal is not None else None
+            raise (answer or from_fleet_error(exc, target)) from None
         return max(outcome.seqs, default=0)
 
-    async def _after_write(self, path: ResourcePath, name: str, seq: int) -> ObjectRecord | None:
+    async def after_write(self, path: ResourcePath, name: str, seq: int) -> ObjectRecord | None:
         if seq:
             await self._projection.wait_for(seq, timeout=READ_WAIT_S)
-        return self._record(path, name)
+        return self.record(path, name)
 
     def _check_namespace(self, path: ResourcePath) -> None:
         namespace = path.namespace if path.resource.namespaced else None
@@ -377,7 +383,7 @@ class Resources:
     async def create(
         self, request: web.Request, path: ResourcePath, caller: Caller
     ) -> web.StreamResponse:
-        _no_dry_run(request)
+        no_dry_run(request)
         body = await read_json(request)
         written = writable(
             body,
@@ -391,36 +397,36 @@ class Resources:
         )
         await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
         self._check_namespace(path)
-        seq = await self._send(caller, target, path.resource.kind, "create", {"manifest": manifest})
-        record = await self._after_write(path, written.name, seq)
+        seq = await self.send(caller, target, path.resource.kind, "create", {"manifest": manifest})
+        record = await self.after_write(path, written.name, seq)
         if record is None:
             raise not_found(f'{target.qualified_resource} "{written.name}" was deleted at once')
-        return respond(self._object(path.resource, record), status=201)
+        return respond(self.as_api_object(path.resource, record), status=201)
 
     async def update(
         self, request: web.Request, path: ResourcePath, caller: Caller
     ) -> web.StreamResponse:
-        _no_dry_run(request)
+        no_dry_run(request)
         assert path.name is not None
         body = await read_json(request)
         written = writable(body, path.resource, namespace=path.namespace or "", name=path.name)
         await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
-        record = self._record(path)
+        record = self.record(path)
         if record is None:
             raise not_found_object(path)
-        expected = _check_preconditions(path, record, written.preconditions)
+        expected = check_preconditions(path, record, written.preconditions)
         manifest = _managed_update(
             request, path.resource, record.manifest, written.manifest, _stated_managers(body),
             path.target,
         )  # fmt: skip
-        seq = await self._send(
+        seq = await self.send(
             caller, path.target, path.resource.kind, "apply", {"manifest": manifest},
             expected_version=expected,
         )  # fmt: skip
-        after = await self._after_write(path, path.name, seq)
+        after = await self.after_write(path, path.name, seq)
         if after is None:
             raise not_found_object(path)
-        return respond(self._object(path.resource, after))
+        return respond(self.as_api_object(path.resource, after))
 
     async def patch(
         self, request: web.Request, path: ResourcePath, caller: Caller
@@ -429,7 +435,7 @@ class Resources:
         to the version it was computed from; a write racing in between makes it start over
         (as kube-apiserver retries a patch), unless the patch itself named a
         resourceVersion."""
-        _no_dry_run(request)
+        no_dry_run(request)
         assert path.name is not None
         media = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if media == APPLY_PATCH:
@@ -444,21 +450,21 @@ class Resources:
         body = await read_json(request, media_types=PATCH_TYPES)
         for attempt in range(PATCH_ATTEMPTS):
             await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
-            record = self._record(path)
+            record = self.record(path)
             if record is None:
                 raise not_found_object(path)
-            current = self._object(path.resource, record)
+            current = self.as_api_object(path.resource, record)
             patched = apply_patch(media, current, body)
             written = writable(patched, path.resource, namespace=path.namespace or "",
                                name=path.name)  # fmt: skip
             stated = written.preconditions.resource_version not in (None, record.last_seq)
-            expected = _check_preconditions(path, record, written.preconditions)
+            expected = check_preconditions(path, record, written.preconditions)
             manifest = _managed_update(
                 request, path.resource, record.manifest, written.manifest,
                 _stated_managers(patched), path.target,
             )  # fmt: skip
             try:
-                seq = await self._send(
+                seq = await self.send(
                     caller, path.target, path.resource.kind, "apply",
                     {"manifest": manifest}, expected_version=expected,
                 )  # fmt: skip
@@ -466,10 +472,10 @@ class Resources:
                 if exc.reason != "Conflict" or stated or attempt == PATCH_ATTEMPTS - 1:
                     raise
                 continue
-            after = await self._after_write(path, path.name, seq)
+            after = await self.after_write(path, path.name, seq)
             if after is None:
                 raise not_found_object(path)
-            return respond(self._object(path.resource, after))
+            return respond(self.as_api_object(path.resource, after))
         raise AssertionError("unreachable")
 
     async def server_side_apply(
@@ -492,11 +498,11 @@ class Resources:
         config = writable(body, path.resource, namespace=path.namespace or "", name=path.name)
         for attempt in range(PATCH_ATTEMPTS):
             await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
-            record = self._record(path)
+            record = self.record(path)
             if record is None:
                 self._check_namespace(path)
             elif config.preconditions != Preconditions():
-                _check_preconditions(path, record, config.preconditions)
+                check_preconditions(path, record, config.preconditions)
             outcome = fieldsets.apply(
                 record.manifest if record is not None else None,
                 config.manifest,
@@ -510,7 +516,7 @@ class Resources:
             manifest = {k: v for k, v in outcome.object.items() if k != "status"}
             verb = "create" if record is None else "apply"
             try:
-                seq = await self._send(
+                seq = await self.send(
                     caller, path.target, path.resource.kind, verb, {"manifest": manifest},
                     expected_version=None if record is None else record.version,
                 )  # fmt: skip
@@ -521,25 +527,25 @@ class Resources:
                 if not retry or attempt == PATCH_ATTEMPTS - 1:
                     raise
                 continue
-            after = await self._after_write(path, path.name, seq)
+            after = await self.after_write(path, path.name, seq)
             if after is None:
                 raise not_found_object(path)
             return respond(
-                self._object(path.resource, after), status=201 if record is None else 200
+                self.as_api_object(path.resource, after), status=201 if record is None else 200
             )
         raise AssertionError("unreachable")
 
-    async def _delete_one(
-        self, path: ResourcePath, record: ObjectRecord, caller: Caller, options: _DeleteOptions
+    async def delete_one(
+        self, path: ResourcePath, record: ObjectRecord, caller: Caller, options: DeleteOptions
     ) -> int:
         target = Target(path.resource.plural, path.resource.group, record.name, path.resource.kind)
-        expected = _check_preconditions(
+        expected = check_preconditions(
             ResourcePath(path.resource, path.namespace, record.name), record, options.preconditions
         )
         body: dict[str, Any] = {"name": record.name, "propagationPolicy": options.propagation}
         if path.resource.namespaced:
             body["namespace"] = record.namespace
-        seq = await self._send(
+        seq = await self.send(
             caller, target, path.resource.kind, "delete", body, expected_version=expected
         )
         if seq:
@@ -551,13 +557,13 @@ class Resources:
     ) -> web.StreamResponse:
         options = await _delete_options(request, path.target)
         await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
-        record = self._record(path)
+        record = self.record(path)
         if record is None:
             raise not_found_object(path)
-        seq = await self._delete_one(path, record, caller, options)
-        still = self._record(path)
+        seq = await self.delete_one(path, record, caller, options)
+        still = self.record(path)
         if still is not None and still.uid == record.uid:
-            return respond(self._object(path.resource, still))
+            return respond(self.as_api_object(path.resource, still))
         if path.resource.kind in RETURNS_DELETED_OBJECT:
             return respond(object_of(path.resource, record.as_dict(), seq or record.last_seq))
         return respond(success(target=path.target, uid=record.uid))
@@ -582,7 +588,7 @@ class Resources:
         async def one(record: ObjectRecord) -> None:
             async with gate:
                 try:
-                    await self._delete_one(path, record, caller, options)
+                    await self.delete_one(path, record, caller, options)
                 except APIError as exc:
                     if exc.code != 404:  # gone meanwhile: what was asked is done
                         raise
@@ -674,12 +680,29 @@ def _managed_update(
     ).object
 
 
-def _no_dry_run(request: web.Request) -> None:
+def no_dry_run(request: web.Request) -> None:
     if request.query.get("dryRun"):
         raise bad_request("dryRun is not supported by fleetlog yet: nothing was done")
 
 
-def _check_preconditions(
+async def read_patch(request: web.Request, target: Target) -> tuple[str, Any]:
+    """A subresource PATCH's media type (one of the three patch formats) and its decoded
+    body."""
+    media = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if media == APPLY_PATCH:
+        raise APIError(
+            415,
+            "UnsupportedMediaType",
+            "server-side apply (application/apply-patch+yaml) on a subresource is not served "
+            "by fleetlog yet: use a merge, strategic merge or JSON patch",
+            target,
+        )
+    if media not in PATCH_TYPES:
+        raise unsupported_media_type(media or "(none)")
+    return media, await read_json(request, media_types=PATCH_TYPES)
+
+
+def check_preconditions(
     path: ResourcePath, record: ObjectRecord, preconditions: Preconditions
 ) -> int | None:
     """Refuse a write whose preconditions the object no longer meets (kube's Conflict); the
@@ -699,19 +722,25 @@ def _check_preconditions(
 
 
 @dataclass(frozen=True)
-class _DeleteOptions:
+class DeleteOptions:
     propagation: str
     preconditions: Preconditions
 
 
-async def _delete_options(request: web.Request, target: Target) -> _DeleteOptions:
+async def _delete_options(request: web.Request, target: Target) -> DeleteOptions:
     """DeleteOptions from the body (kubectl sends one) and the query (the Python client's)."""
     body = await read_json(request, required=False)
     if body is None:
         body = {}
     if not isinstance(body, dict):
         raise bad_request("DeleteOptions must be a JSON object", target)
-    query = request.query
+    return delete_options(body, request.query, target)
+
+
+def delete_options(
+    body: Mapping[str, Any], query: Mapping[str, str], target: Target
+) -> DeleteOptions:
+    """DeleteOptions from a body (a delete's, or the one inside an Eviction) and a query."""
     dry_run = body.get("dryRun") or query.get("dryRun")
     if dry_run:
         raise bad_request("dryRun is not supported by fleetlog yet: nothing was deleted", target)
@@ -737,7 +766,7 @@ async def _delete_options(request: web.Request, target: Target) -> _DeleteOption
     if not isinstance(pre, dict):
         raise bad_request("preconditions must be an object", target)
     uid, rv = pre.get("uid"), pre.get("resourceVersion")
-    return _DeleteOptions(
+    return DeleteOptions(
         propagation=str(policy),
         preconditions=Preconditions(
             uid=uid if isinstance(uid, str) and uid else None,

@@ -3,7 +3,7 @@ admission stages.
 
 Why this exists: before anything is decided, the command's target must be valid on its own
 (the manifest against its schema with Kubernetes' defaults, or the name and namespace of a
-delete, scale, cordon or status update), and admission adds what Kubernetes adds on admission
+delete, scale, cordon, bind or status update), and admission adds what Kubernetes adds on admission
 (default tolerations, the pod's priority, the namespace's LimitRange defaults and bounds) and
 checks what must hold in the cluster (the namespace exists; one global default PriorityClass).
 Quotas are not charged here but in ``execute``, atomically with the pod's creation.
@@ -16,7 +16,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.api.catalog import KINDS, SCALABLE_KINDS
-from core.api.commands import DeleteBody, ManifestBody, NodeBody, ScaleBody, StatusBody
+from core.api.commands import (
+    BindBody,
+    DeleteBody,
+    ManifestBody,
+    NodeBody,
+    ScaleBody,
+    StatusBody,
+)
 from core.api.manifests import dump_manifest, parse_manifest
 from core.errors import FleetError, NotFound, ValidationFailed
 from core.meta.aggregate import Resource
@@ -65,7 +72,7 @@ async def resolve_target(ctx: CommandContext, *, features: FeatureGates = DEFAUL
         namespace = meta.get("namespace", "") if info.namespaced else ""
         ctx.ref = AggregateRef(ctx.kind, namespace, meta["name"])
         return
-    assert isinstance(body, DeleteBody | ScaleBody | NodeBody | StatusBody)
+    assert isinstance(body, DeleteBody | ScaleBody | NodeBody | StatusBody | BindBody)
     if isinstance(body, StatusBody):
         model = STATUS_MODELS.get(ctx.kind)
         if model is None:
@@ -85,6 +92,10 @@ async def resolve_target(ctx: CommandContext, *, features: FeatureGates = DEFAUL
     if isinstance(body, NodeBody) and ctx.kind != "Node":
         raise ValidationFailed(
             f"only nodes can be {ctx.verb}ed, not a {ctx.kind.lower()}", code="unsupported"
+        )
+    if isinstance(body, BindBody) and ctx.kind != "Pod":
+        raise ValidationFailed(
+            f"only pods can be bound, not a {ctx.kind.lower()}", code="unsupported"
         )
     if isinstance(body, ScaleBody) and ctx.kind not in SCALABLE_KINDS:
         raise ValidationFailed(

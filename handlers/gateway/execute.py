@@ -21,12 +21,13 @@ import structlog
 
 from core.api.catalog import AGGREGATES
 from core.api.causation import caused_by_command
-from core.api.commands import DeleteBody, NodeBody, ScaleBody, StatusBody
+from core.api.commands import BindBody, DeleteBody, NodeBody, ScaleBody, StatusBody
 from core.errors import FleetError, NotFound
 from core.meta.aggregate import Resource, timestamp_from_ns
 from core.nodes.aggregate import Node
 from core.pods.aggregate import Pod
-from core.pods.decisions import create_pod, delete_pod
+from core.pods.decisions import bind_pod, create_pod, delete_pod
+from core.scheduling.model import PodInfo
 from core.workloads.aggregate import Workload
 from handlers.gateway.context import AppendLatency, CommandContext, check_deadline, policies_of
 from handlers.gateway.services import ServicePath
@@ -93,7 +94,7 @@ class Execute:
             them, so locked: pod, node, quotas; service, addresses, node ports."""
             if service is not None:
                 return service.dependents(attempt)
-            node = self._node_of_deleted_pod(ctx, attempt[ref])
+            node = self._node_of(ctx, attempt[ref])
             return [*([AggregateRef("Node", "", node)] if node else []), *quota_refs]
 
         async def decide(attempt: Attempt) -> Append | None:
@@ -114,7 +115,7 @@ class Execute:
                 self._check_expected_version(ctx, loaded)
                 records = service.decide(attempt, loaded)
                 return Append(changes=[loaded, *records], provenance=provenance)
-            node = self._node_of_deleted_pod(ctx, loaded)
+            node = self._node_of(ctx, loaded)
             host = attempt[AggregateRef("Node", "", node)] if node else None
             quotas = [attempt[q] for q in quota_refs]
             self._decide(
@@ -178,10 +179,14 @@ class Execute:
         return [AggregateRef("ResourceQuota", ref.namespace, name) for name in names]
 
     @staticmethod
-    def _node_of_deleted_pod(ctx: CommandContext, loaded: Loaded) -> str | None:
-        """The node of a bound pod this command deletes: its reservation is released in the
-        same atomic append, so the node's ledger never keeps resources of a pod that is gone
-        (and a racing scheduler sees the capacity free only once the pod really is)."""
+    def _node_of(ctx: CommandContext, loaded: Loaded) -> str | None:
+        """The node the same append changes beside the pod: the node of a bound pod this
+        command deletes (its reservation is released at once, so the node's ledger never keeps
+        resources of a pod that is gone, and a racing scheduler sees the capacity free only
+        once the pod really is), or the node a ``bind`` puts the pod on (its requests are
+        reserved there, as the scheduler's binding reserves them)."""
+        if ctx.command is not None and isinstance(ctx.command.body, BindBody):
+            return ctx.command.body.node
         pod = loaded.aggregate
         if ctx.command is None or ctx.command.verb != "delete" or not isinstance(pod, Pod):
             return None
@@ -261,6 +266,12 @@ class Execute:
             )  # fmt: skip
         elif isinstance(body, DeleteBody):
             current.delete(reason=body.reason, at=at, propagation_policy=body.propagationPolicy)
+        elif isinstance(body, BindBody):
+            bind_pod(
+                current, node, requests=PodInfo.from_manifest(current.manifest).requests,
+                score=None, feasible_nodes=None, evaluated_nodes=None, plugin_scores={},
+                weights={}, at=at,
+            )  # fmt: skip
         elif isinstance(body, ScaleBody):
             assert isinstance(current, Workload)
             current.scale(replicas=body.replicas, reason=body.reason, at=at)

@@ -26,15 +26,25 @@ SubresourceHandler = Callable[
 ]
 """Answers one request for ``<plural>/<name>/<subresource>`` (the path's name is set)."""
 
+from handlers.apiserver.subresources import binding, eviction, scale, status  # noqa: E402
 from handlers.apiserver.subresources.exec import serve_exec  # noqa: E402
 from handlers.apiserver.subresources.log import serve_log  # noqa: E402
 from handlers.apiserver.subresources.portforward import serve_portforward  # noqa: E402
+
+STATUS_PLURALS = (
+    "pods", "nodes", "deployments", "replicasets", "services", "namespaces", "resourcequotas",
+)  # fmt: skip
 
 HANDLERS: Mapping[tuple[str, str], SubresourceHandler] = MappingProxyType(
     {
         ("pods", "log"): serve_log,
         ("pods", "exec"): serve_exec,
         ("pods", "portforward"): serve_portforward,
+        ("pods", "binding"): binding.serve,
+        ("pods", "eviction"): eviction.serve,
+        ("deployments", "scale"): scale.serve,
+        ("replicasets", "scale"): scale.serve,
+        **{(plural, "status"): status.serve for plural in STATUS_PLURALS},
     }
 )
 """(plural, subresource) -> its handler."""

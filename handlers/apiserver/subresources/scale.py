@@ -1,0 +1,107 @@
+"""``deployments/scale`` and ``replicasets/scale``: a workload's replica count as an
+``autoscaling/v1`` Scale (get, update, patch).
+
+Why this exists: ``kubectl scale`` (with or without ``--current-replicas``) and autoscalers
+change replicas through this door without knowing the workload's kind. A write becomes the
+gateway's ``scale`` command, the same one ``fleetlog scale`` sends, so it is admitted, audited
+and recorded as a ``ScaledTo`` event; the Scale's ``metadata.resourceVersion`` is the
+workload's, and a write that states one is pinned to it, so a change in between is refused as
+kube's Conflict. A patch is computed on the Scale as it is and retried on a conflict, as
+kube-apiserver retries a patch, unless the patch itself named a resourceVersion.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from core.kubeapi.patch import apply_patch
+from core.kubeapi.paths import ResourcePath
+from core.kubeapi.scale import ScaleRequest, requested_scale, scale_object
+from core.kubeapi.status import APIError, method_not_allowed
+from core.kubeapi.versions import parse_resource_version
+from handlers.apiserver.http import read_json, respond
+from handlers.apiserver.resources import (
+    PATCH_ATTEMPTS,
+    check_preconditions,
+    no_dry_run,
+    not_found_object,
+    read_patch,
+)
+from projections.cluster import ObjectRecord
+
+if TYPE_CHECKING:
+    from handlers.apiserver.resources import Caller, Resources
+
+
+def _scale_of(record: ObjectRecord) -> dict[str, Any]:
+    return scale_object(
+        manifest=record.manifest,
+        namespace=record.namespace,
+        uid=record.uid,
+        resource_version=record.last_seq,
+        created_ns=record.created_ns,
+    )
+
+
+async def _scale_to(
+    resources: Resources,
+    path: ResourcePath,
+    caller: Caller,
+    record: ObjectRecord,
+    asked: ScaleRequest,
+    *,
+    pin: bool,
+) -> web.StreamResponse:
+    """Send the ``scale`` command; ``pin``: to the version the Scale was computed from even
+    when the client stated none (a patch)."""
+    assert path.name is not None
+    expected = check_preconditions(path, record, asked.preconditions)
+    if pin and expected is None:
+        expected = record.version
+    seq = await resources.send(
+        caller, path.target, path.resource.kind, "scale",
+        {"name": path.name, "namespace": record.namespace, "replicas": asked.replicas},
+        expected_version=expected,
+    )  # fmt: skip
+    after = await resources.after_write(path, path.name, seq)
+    if after is None:
+        raise not_found_object(path)
+    return respond(_scale_of(after))
+
+
+async def serve(
+    resources: Resources, request: web.Request, path: ResourcePath, caller: Caller
+) -> web.StreamResponse:
+    namespace = path.namespace or ""
+    if request.method == "GET":
+        await resources.reach(parse_resource_version(request.query.get("resourceVersion")))
+        record = resources.record(path)
+        if record is None:
+            raise not_found_object(path)
+        return respond(_scale_of(record))
+    if request.method == "PUT":
+        no_dry_run(request)
+        body = await read_json(request)
+        record = await resources.current(path)
+        asked = requested_scale(body, target=path.target, namespace=namespace)
+        return await _scale_to(resources, path, caller, record, asked, pin=False)
+    if request.method == "PATCH":
+        no_dry_run(request)
+        media, patch = await read_patch(request, path.target)
+        for attempt in range(PATCH_ATTEMPTS):
+            record = await resources.current(path)
+            asked = requested_scale(
+                apply_patch(media, _scale_of(record), patch),
+                target=path.target,
+                namespace=namespace,
+            )
+            stated = asked.preconditions.resource_version not in (None, record.last_seq)
+            try:
+                return await _scale_to(resources, path, caller, record, asked, pin=True)
+            except APIError as exc:
+                if exc.reason != "Conflict" or stated or attempt == PATCH_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+    raise method_not_allowed(path.target)
