@@ -248,7 +248,12 @@ def _canonical_text(amount: Fraction, fmt: QuantityFormat) -> str:
             while mantissa % 1024 == 0 and power < 6:
                 mantissa //= 1024
                 power += 1
-            return f"{mantissa}{_BINARY_BY_POWER.get(power, '')}"
+            if power:
+                return f"{mantissa}{_BINARY_BY_POWER[power]}"
+            # No binary suffix fits ("31.25Ki" is 32000): kube's String() prints "32000", which
+            # reads back as decimal, so every object kube serves from storage shows "32k".
+            # Print that directly, so the canonical text is a fixed point.
+            fmt = QuantityFormat.DECIMAL_SI
 
     # Decimal: value = mantissa * 10**exponent with exponent a multiple of 3.
     mantissa = int(amount * _NANO)  # exact: amounts are whole nano-units

@@ -330,3 +330,15 @@ def test_addition_and_subtraction_are_exact(a: str, b: str):
     assert qa is not None and qb is not None
     assert (qa + qb).amount == qa.amount + qb.amount
     assert (qa + qb) - qb == qa
+
+
+def test_a_binary_quantity_no_binary_suffix_fits_prints_as_kube_serves_it() -> None:
+    # kube's String() of "31.25Ki" is "32000", which reads back as decimal: every object kube
+    # serves from storage shows "32k". The canonical text must be a fixed point (hypothesis
+    # found the pod that did not round-trip).
+    from core.meta.quantity import canonical_quantity
+
+    assert canonical_quantity("31.25Ki") == "32k"
+    assert canonical_quantity(canonical_quantity("31.25Ki")) == "32k"
+    assert canonical_quantity("1.5Ki") == "1536"
+    assert canonical_quantity("1536Ki") == "1536Ki"
