@@ -1,4 +1,4 @@
-"""The pod network on this node: the CNI bridge plugin's model, built with ``ip`` (iproute2).
+"""The pod network on this node: the CNI bridge plugin's model, built over rtnetlink (pyroute2).
 
 Why this exists: Kubernetes' network model gives every pod its own network namespace and
 address, shared by the pod's containers (and their ``localhost``), reachable from the node and
@@ -7,10 +7,17 @@ own namespace. The agent builds it as the CNI ``bridge`` plugin with ``host-loca
 
 * one Linux bridge per node (``fleet0``; :class:`NetworkOptions`), holding the **gateway**
   address, the first of the node's range (``spec.podCIDR``, given by the node IPAM controller);
-* per pod a **network namespace** (``ip netns add <prefix>-<pod uid>``, so it lives in
-  ``/run/netns`` and outlives the agent) and a **veth pair**: ``eth0`` inside with the pod's
-  address and a default route via the gateway, the other end (``<prefix><8 hex>``) on the
-  bridge; ``lo`` up, so ``localhost`` works inside;
+* per pod a **network namespace** (``<prefix>-<pod uid>``, bound in ``/run/netns`` as
+  ``ip netns add`` binds it, so ``ip`` lists, enters and deletes it and it outlives the agent)
+  and a **veth pair**: ``eth0`` inside with the pod's address and a default route via the
+  gateway, the other end (``<prefix><8 hex>``) on the bridge; ``lo`` up, so ``localhost``
+  works inside. The agent makes, checks and removes these with rtnetlink requests (pyroute2)
+  from its own event loop, never by starting ``ip``: a process per pod (5-10 ms of cpu each)
+  was most of a burst's start. The namespace is made by the loop's thread entering a new one
+  for a moment (``unshare``), binding it in ``/run/netns`` and opening its rtnetlink socket
+  there, then going back: no fork, and the socket configures the pod's side from outside.
+  Worker threads were slower: each of their system calls waited for the busy loop to hand
+  back the interpreter lock. The bridge (once per range) is still made with ``ip``;
 * the pod's address is the next free one of the node's range, round robin
   (``core.network.ipam``), written to the agent's **ledger** (``<root>/network/ledger.json``)
   *before* anything is created, so whatever exists can always be found and removed;
@@ -43,19 +50,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import ipaddress
 import json
 import os
 import re
 import shutil
-from collections.abc import Sequence
+import socket
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
 import structlog
+from pyroute2 import AsyncIPRoute, netns
+from pyroute2.netlink import NETLINK_ROUTE
+from pyroute2.netlink.exceptions import NetlinkError
 
 from core.network.ipam import next_pod_address
 from core.network.ranges import gateway
@@ -78,6 +90,86 @@ class NetworkError(RuntimeError):
 
 class NetworkNotReady(RuntimeError):
     """The node has no pod network yet (no range, or its bridge could not be made)."""
+
+
+class ThreadNamespaceLost(RuntimeError):
+    """The event loop's thread could not go back to the node's network namespace: whatever it
+    opened next would be in a pod's. Not a :class:`NetworkError`: the agent must stop (its
+    pods run on, and the next agent adopts them)."""
+
+
+# -- rtnetlink, in the node's namespace and in the pods' ----------------------------------------
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+_OWN_NETNS = "/proc/thread-self/ns/net"
+
+
+@contextlib.contextmanager
+def _entered(netns_fd: int | None) -> Iterator[None]:
+    """The calling thread in the network namespace ``netns_fd`` (a new one when None) for the
+    block, then back in its own. Only this thread moves; nothing may await inside."""
+    home = os.open(_OWN_NETNS, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if netns_fd is None:
+            if _libc.unshare(_CLONE_NEWNET) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, f"unshare(CLONE_NEWNET): {os.strerror(code)}")
+        else:
+            netns.setns(netns_fd)
+        try:
+            yield
+        finally:
+            try:
+                netns.setns(home)
+            except OSError as exc:
+                log.critical("network.thread_namespace_lost", error=str(exc))
+                raise ThreadNamespaceLost(str(exc)) from exc
+    finally:
+        os.close(home)
+
+
+def _rtnetlink_socket() -> socket.socket:
+    """An rtnetlink socket in the calling thread's namespace (it stays there)."""
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+
+
+def _new_namespace(path: Path) -> socket.socket:
+    """A new network namespace bound at ``path`` (as ``ip netns add`` binds it) and an
+    rtnetlink socket inside it."""
+    with _entered(None):
+        netns.attach(str(path), "thread-self")
+        return _rtnetlink_socket()
+
+
+def _socket_in(path: Path) -> socket.socket:
+    """An rtnetlink socket in the namespace bound at ``path``."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with _entered(fd):
+            return _rtnetlink_socket()
+    finally:
+        os.close(fd)
+
+
+def _remove_namespace(path: Path) -> None:
+    """Unbind the namespace at ``path`` (as ``ip netns del`` does): the kernel removes it, and
+    the veth inside with it, once nothing holds it any more."""
+    netns.remove(str(path))
+
+
+def _ifindex(name: str) -> int | None:
+    try:
+        return int((SYS_NET / name / "ifindex").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _failed(what: str, exc: BaseException) -> NetworkError:
+    """A refused request as a :class:`NetworkError` saying what was asked and why not."""
+    if isinstance(exc, NetlinkError):
+        return NetworkError(f"{what}: {os.strerror(exc.code)}")
+    return NetworkError(f"{what}: {exc}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +276,36 @@ class IP:
         return found if isinstance(found, list) else []
 
 
+async def _configure_inside(inside: AsyncIPRoute, *, address: str, cidr: IPv4Network) -> None:
+    """A pod's side, from its namespace's socket: ``address`` on ``eth0``, ``lo`` and
+    ``eth0`` up, the default route via the gateway."""
+    (eth0,) = await inside.link_lookup(ifname=POD_INTERFACE)
+    (lo,) = await inside.link_lookup(ifname="lo")
+    await inside.addr("add", index=eth0, address=address, prefixlen=cidr.prefixlen)
+    await inside.link("set", index=lo, state="up")
+    await inside.link("set", index=eth0, state="up")
+    await inside.route("add", dst="default", gateway=str(gateway(cidr)))
+
+
+async def _addresses_inside(path: Path) -> set[str]:
+    """The IPv4 addresses on ``eth0`` of the namespace bound at ``path`` (none if it cannot be
+    entered)."""
+    try:
+        inside = AsyncIPRoute(fileno=_socket_in(path).detach())
+    except OSError:
+        return set()
+    try:
+        found = await inside.link_lookup(ifname=POD_INTERFACE)
+        if not found:
+            return set()
+        dump = await inside.addr("dump", index=found[0], family=socket.AF_INET)
+        return {str(a.get("address")) async for a in dump}
+    except (NetlinkError, OSError):
+        return set()
+    finally:
+        inside.close()
+
+
 # -- the node's network, for pods that cannot have their own ------------------------------------
 
 
@@ -252,8 +374,7 @@ class BridgeNetwork:
         self._ready = asyncio.Event()
         self._problem = ""
         """Why the bridge could not be made (the range is routed elsewhere …), if so."""
-        self._pending: list[tuple[list[str], _Entry, asyncio.Future[None]]] = []
-        self._flushing: asyncio.Future[None] | None = None
+        self._node: AsyncIPRoute | None = None
 
     # -- state ----------------------------------------------------------------------------
 
@@ -416,76 +537,57 @@ class BridgeNetwork:
     def _addresses(self, entry: _Entry) -> PodAddresses:
         return PodAddresses(pod_ip=entry.ip, host_ip=self.host_ip, netns=entry.netns)
 
+    def _rtnl(self) -> AsyncIPRoute:
+        """The agent's rtnetlink socket in the node's namespace, opened on first use (on the
+        loop it then answers on)."""
+        if self._node is None:
+            self._node = AsyncIPRoute()
+        return self._node
+
     async def _make(self, entry: _Entry, cidr: IPv4Network) -> None:
+        """The namespace, the veth pair with its host end up on the bridge, and inside: the
+        address, ``lo`` and ``eth0`` up, the default route."""
         await self._remove_links(entry)  # a half-made leftover of an earlier attempt
-        await self._host_side(
-            [
-                f"netns add {entry.netns}",
-                f"link add {entry.veth} type veth peer name {POD_INTERFACE} netns {entry.netns}",
-                f"link set {entry.veth} master {self.options.bridge}",
-                f"link set {entry.veth} up",
-            ],
-            entry,
-        )
-        await self.ip(
-            "-n",
-            entry.netns,
-            batch=[
-                f"addr add {entry.ip}/{cidr.prefixlen} dev {POD_INTERFACE}",
-                "link set lo up",
-                f"link set {POD_INTERFACE} up",
-                f"route add default via {gateway(cidr)}",
-            ],
-        )
-
-    async def _host_side(self, lines: list[str], entry: _Entry) -> None:
-        """Run ``lines`` (in the node's namespace) with those of the other pods being made
-        right now, in one ``ip -batch``: starting ``ip`` is most of what a pod's network
-        costs, and a burst of pods then pays it once for the node's side. Should the shared
-        batch fail, each pod's lines run on their own, so each pod gets its own error."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((lines, entry, done))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.ensure_future(self._flush())
-        await asyncio.shield(done)
-
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # the pods whose workers run in this turn of the loop join
-        while self._pending:
-            batch, self._pending = self._pending, []
+        path = NETNS_DIR / entry.netns
+        bridge = _ifindex(self.options.bridge)
+        if bridge is None:
+            raise NetworkError(f"pod network of {entry.netns}: no bridge {self.options.bridge}")
+        try:
+            inside = AsyncIPRoute(fileno=_new_namespace(path).detach())
+        except OSError as exc:
+            raise _failed(f"namespace {entry.netns}", exc) from exc
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                await self.ip(batch=[line for lines, _, _ in batch for line in lines])
-            except NetworkError:
-                for lines, entry, done in batch:
-                    try:
-                        await self._remove_links(entry)
-                        await self.ip(batch=lines)
-                    except NetworkError as exc:
-                        done.set_exception(exc)
-                    else:
-                        done.set_result(None)
-            else:
-                for _, _, done in batch:
-                    done.set_result(None)
+                await self._rtnl().link(
+                    "add", ifname=entry.veth, kind="veth", master=bridge, state="up",
+                    peer={"ifname": POD_INTERFACE, "net_ns_fd": fd},
+                )  # fmt: skip
+            finally:
+                os.close(fd)
+            await _configure_inside(inside, address=entry.ip, cidr=cidr)
+        except (NetlinkError, OSError) as exc:
+            raise _failed(f"pod network of {entry.netns}", exc) from exc
+        finally:
+            inside.close()
 
     async def _usable(self, entry: _Entry) -> bool:
         """Whether the pod's namespace exists with its address on ``eth0`` (the pod keeps
         it: its containers may be running there); its veth is put back on the bridge if it
         fell off (the bridge was removed and made again)."""
-        if not self._namespace_exists(entry):
+        if not self._namespace_exists(entry) or not (SYS_NET / entry.veth).exists():
             return False
-        inside = await self.ip.json("-n", entry.netns, "-4", "addr", "show", "dev", POD_INTERFACE)
-        addresses = {i.get("local") for link in inside for i in link.get("addr_info") or []}
-        if entry.ip not in addresses or not (SYS_NET / entry.veth).exists():
+        if entry.ip not in await _addresses_inside(NETNS_DIR / entry.netns):
             return False
         master = SYS_NET / entry.veth / "master"
         if not master.exists() or master.resolve().name != self.options.bridge:
-            await self.ip(
-                batch=[
-                    f"link set {entry.veth} master {self.options.bridge}",
-                    f"link set {entry.veth} up",
-                ]
-            )
+            bridge, veth = _ifindex(self.options.bridge), _ifindex(entry.veth)
+            if bridge is None or veth is None:
+                return False
+            try:
+                await self._rtnl().link("set", index=veth, master=bridge, state="up")
+            except (NetlinkError, OSError) as exc:
+                raise _failed(f"veth {entry.veth} onto {self.options.bridge}", exc) from exc
             log.info("network.reattached", netns=entry.netns, bridge=self.options.bridge)
         return True
 
@@ -493,10 +595,17 @@ class BridgeNetwork:
         """Remove the pod's namespace and veth, whatever is left of them. (Removing the
         namespace removes the veth pair with it, a moment later: the veth is removed here
         only when no namespace took it along.)"""
-        if self._namespace_exists(entry):
-            await self.ip("netns", "del", entry.netns, check=False)
-        elif (SYS_NET / entry.veth).exists():
-            await self.ip("link", "del", entry.veth, check=False)
+        path = NETNS_DIR / entry.netns
+        if path.exists():
+            try:
+                _remove_namespace(path)
+            except OSError as exc:
+                raise _failed(f"namespace {entry.netns}", exc) from exc
+            return
+        index = _ifindex(entry.veth)
+        if index is not None:
+            with contextlib.suppress(NetlinkError, OSError):  # gone meanwhile
+                await self._rtnl().link("del", index=index)
 
     async def detach(self, uid: str) -> None:
         """Remove the pod's network (its containers have stopped) and forget its address."""

@@ -625,3 +625,106 @@ async def test_the_bridge_keeps_its_own_address_as_pods_come_and_go(net: Net) ->
 
     await eventually(its_veth_is_gone)
     assert bridge_address() == expected
+
+
+def ip_wrapper(directory: Path) -> Path:
+    """An ``ip`` first on PATH that writes each of its command lines to ``runs`` beside it,
+    then runs the real one."""
+    real = shutil.which("ip")
+    assert real is not None
+    directory.mkdir()
+    wrapper = directory / "ip"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {directory / "runs"}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def runs_of(wrapper: Path) -> list[str]:
+    runs = wrapper.parent / "runs"
+    return runs.read_text().splitlines() if runs.exists() else []
+
+
+async def test_pods_get_their_networks_and_lose_them_without_starting_ip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    wrapper = ip_wrapper(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    prefix = "t" + secrets.token_hex(2) + "x"
+    options = NetworkOptions(bridge=f"{prefix}br", prefix=prefix)
+    block = random.randrange(1024)
+    cidr = f"100.{112 + block // 64}.{(block % 64) * 4 + 1}.0/24"
+    try:
+        network = await detect(tmp_path / "agent", options)
+        assert isinstance(network, BridgeNetwork)
+        await network.start()
+        await network.set_pod_cidr(cidr)
+        assert runs_of(wrapper)  # the wrapper is the `ip` the network starts (for its bridge)
+        started = len(runs_of(wrapper))
+        fds = len(os.listdir("/proc/self/fd"))
+        uids = [f"uid-{prefix}-{i}" for i in range(5)]
+        made = await asyncio.gather(
+            *(
+                network.attach(uid=uid, namespace="default", name=f"p{i}", host_network=False)
+                for i, uid in enumerate(uids)
+            )
+        )
+        assert runs_of(wrapper)[started:] == []
+        assert len({addresses.pod_ip for addresses in made}) == 5
+        assert namespaces_of(prefix) == {options.netns(uid) for uid in uids}
+        for uid, addresses in zip(uids, made, strict=True):
+            assert addresses.netns == options.netns(uid)
+            inside = ip_json("-n", addresses.netns, "-4", "addr", "show", "dev", "eth0")
+            assert [(a["local"], a["prefixlen"]) for a in inside[0]["addr_info"]] == [
+                (addresses.pod_ip, 24)
+            ]
+            assert "UP" in inside[0]["flags"]
+            lo = ip_json("-n", addresses.netns, "link", "show", "dev", "lo")
+            assert "UP" in lo[0]["flags"]
+            routes = ip_json("-n", addresses.netns, "-4", "route", "show", "default")
+            assert [(r["gateway"], r["dev"]) for r in routes] == [(addresses.host_ip, "eth0")]
+            veth = ip_json("link", "show", "dev", options.veth(uid))
+            assert veth[0]["master"] == options.bridge and "UP" in veth[0]["flags"]
+        # A pod answers at its address from the node, through the bridge.
+        listen = (
+            "import socket; s = socket.socket(); s.bind(('0.0.0.0', 8080)); s.listen();"
+            "print('up', flush=True); c, _ = s.accept(); c.sendall(b'hi'); c.close()"
+        )
+        listening = subprocess.Popen(  # noqa: ASYNC220 - stopped by its pid below
+            ["ip", "netns", "exec", made[0].netns, PY, "-c", listen], stdout=subprocess.PIPE
+        )
+        try:
+            assert listening.stdout is not None
+            assert await asyncio.to_thread(listening.stdout.readline) == b"up\n"
+
+            def said() -> bytes:
+                with socket.create_connection((made[0].pod_ip, 8080), timeout=5) as conn:
+                    return conn.recv(16)
+
+            assert await asyncio.to_thread(said) == b"hi"
+        finally:
+            listening.kill()
+            listening.wait()
+        # A restarted agent finds each namespace as it was (checked, not made again).
+        again = BridgeNetwork(tmp_path / "agent", options, network.ip)
+        await again.start()
+        await again.set_pod_cidr(cidr)
+        made_as = os.stat(f"/run/netns/{made[0].netns}").st_ino
+        started = len(runs_of(wrapper))
+        found = await again.attach(uid=uids[0], namespace="default", name="p0", host_network=False)
+        assert found == made[0]
+        assert os.stat(f"/run/netns/{made[0].netns}").st_ino == made_as
+        for uid in uids:
+            await again.detach(uid)
+        assert runs_of(wrapper)[started:] == []
+        assert len(os.listdir("/proc/self/fd")) <= fds + 2  # the networks' own sockets
+        assert not namespaces_of(prefix)
+
+        async def veths_gone() -> bool:  # (the kernel removes a namespace's veth a moment later)
+            return links_of(prefix) == {options.bridge}
+
+        await eventually(veths_gone)
+    finally:
+        remove_everything_named(prefix, options.bridge)
