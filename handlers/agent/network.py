@@ -51,15 +51,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import hashlib
 import ipaddress
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,14 @@ SYS_NET = Path("/sys/class/net")
 POD_INTERFACE = "eth0"
 LOOPBACK = "127.0.0.1"
 IFNAME_MAX = 15
+DEFAULT_POOL = 8
+POOL_QUIET_S = 0.3
+"""How long no pod must have been attached before the pool is filled again: a burst's pods
+first."""
+NETWORK_RETRY_S = 2.0
+MAX_POOL = 1024
+POOL_KEY = "pool-"
+"""Pool sandboxes are named as pods whose uid is ``pool-<16 hex>``: ``<prefix>-pool-…``."""
 _PREFIX = re.compile(r"[a-z][a-z0-9]{0,5}")
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
@@ -182,6 +192,10 @@ class NetworkOptions:
     lowercase letters and digits, so names stay within Linux's 15 characters."""
     enabled: bool = True
     """False: every pod runs in the node's network (``--no-pod-network``)."""
+    pool: int = DEFAULT_POOL
+    """How many pod sandboxes (namespace, veth pair on the bridge, address) are kept made
+    ahead, so a pod bound here takes one instead of waiting for its own
+    (``--pod-network-pool``; 0: none)."""
 
     def __post_init__(self) -> None:
         if not _PREFIX.fullmatch(self.prefix):
@@ -191,6 +205,8 @@ class NetworkOptions:
             )
         if not _IFNAME.fullmatch(self.bridge):
             raise ValueError(f"bridge name {self.bridge!r}: 1 to 15 letters, digits, '_.-'")
+        if not 0 <= self.pool <= MAX_POOL:
+            raise ValueError(f"pod network pool {self.pool}: 0 to {MAX_POOL}")
 
     def netns(self, pod_uid: str) -> str:
         return f"{self.prefix}-{pod_uid}"
@@ -234,16 +250,32 @@ class _Entry:
 @dataclass
 class _Ledger:
     pods: dict[str, _Entry] = field(default_factory=dict)
+    pool: dict[str, _Entry] = field(default_factory=dict)
+    """Sandboxes made ahead (by their ``pool-…`` key), each with its address, and those
+    being handed to a pod (until renamed: both names are then in the ledger)."""
     last: str | None = None
 
     def as_json(self, *, bridge: str, pod_cidr: str | None) -> dict[str, Any]:
+        # vars(), not asdict(): the fields are strings, and a burst writes this often.
         return {
             "version": LEDGER_VERSION,
             "bridge": bridge,
             "pod_cidr": pod_cidr,
             "last": self.last,
-            "pods": {uid: asdict(entry) for uid, entry in self.pods.items()},
+            "pods": {uid: vars(entry) for uid, entry in self.pods.items()},
+            "pool": {key: vars(entry) for key, entry in self.pool.items()},
         }
+
+    def addresses(self, *, but: str | None = None) -> set[IPv4Address]:
+        """Every address held, by pods (but ``but``) and sandboxes."""
+        held = {_address(e.ip) for uid, e in self.pods.items() if uid != but}
+        return held | {_address(e.ip) for e in self.pool.values()}
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> IPv4Address:
+    """An address of the ledger, parsed once: each new address looks at every held one."""
+    return IPv4Address(text)
 
 
 class IP:
@@ -345,6 +377,9 @@ class HostNetwork:
     async def detach(self, uid: str) -> None:
         """Nothing was made for it."""
 
+    async def stop(self) -> None:
+        """Nothing to remove."""
+
     def known(self) -> set[str]:
         return set()
 
@@ -375,6 +410,15 @@ class BridgeNetwork:
         self._problem = ""
         """Why the bridge could not be made (the range is routed elsewhere …), if so."""
         self._node: AsyncIPRoute | None = None
+        self._saving: asyncio.Future[None] | None = None
+        """The ledger write that the changes of this turn of the loop wait for."""
+        self._sandboxes: list[str] = []
+        """The pool's sandboxes that are made and free (ledger ``pool`` keys), oldest first."""
+        self._attaching = 0
+        self._last_attach = 0.0
+        self._filler: asyncio.Task[None] | None = None
+        self._wanted = asyncio.Event()
+        """Set when the pool is short of sandboxes."""
 
     # -- state ----------------------------------------------------------------------------
 
@@ -400,6 +444,10 @@ class BridgeNetwork:
         """The pods the ledger holds a network for."""
         return set(self._ledger.pods)
 
+    def sandboxes(self) -> dict[str, str]:
+        """The pool's sandboxes made and free: namespace name -> address."""
+        return {self._ledger.pool[k].netns: self._ledger.pool[k].ip for k in self._sandboxes}
+
     def _load(self) -> None:
         try:
             data = json.loads(self.path.read_text())
@@ -413,8 +461,31 @@ class BridgeNetwork:
             return
         self._ledger = _Ledger(
             pods={uid: _Entry(**entry) for uid, entry in (data.get("pods") or {}).items()},
+            pool={key: _Entry(**entry) for key, entry in (data.get("pool") or {}).items()},
             last=data.get("last"),
         )
+
+    async def _persist(self) -> None:
+        """Until the ledger on disk holds every change made so far. The pods of a burst
+        change it in one turn of the loop: they share one write (a file written and renamed,
+        a few ms) rather than one each."""
+        if self._saving is None:
+            loop = asyncio.get_running_loop()
+            self._saving = loop.create_future()
+            loop.call_soon(self._write_pending)
+        await asyncio.shield(self._saving)
+
+    def _write_pending(self) -> None:
+        saving, self._saving = self._saving, None
+        if saving is None:
+            return
+        try:
+            self._save()
+        except OSError as exc:
+            saving.set_exception(exc)
+            saving.exception()  # retrieved: every waiter may have been cancelled meanwhile
+        else:
+            saving.set_result(None)
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -431,10 +502,37 @@ class BridgeNetwork:
         an entry whose pod is gone is removed by the agent's sweep (:meth:`detach`)."""
         self._load()
         missing = [e.netns for e in self._ledger.pods.values() if not self._namespace_exists(e)]
+        left = len(self._ledger.pool)
+        await self._drain_pool()  # an earlier agent's sandboxes (it was killed): made afresh
         log.info(
             "network.started", bridge=self.options.bridge, pods=len(self._ledger.pods),
-            namespaces_missing=len(missing),
+            namespaces_missing=len(missing), pool_removed=left,
         )  # fmt: skip
+
+    async def stop(self) -> None:
+        """The agent stops: its pods' networks stay (their containers run on), the pool's
+        sandboxes go."""
+        if self._filler is not None:
+            self._filler.cancel()
+            await asyncio.gather(self._filler, return_exceptions=True)
+            self._filler = None
+        await self._drain_pool()
+        if self._node is not None:
+            self._node.close()
+            self._node = None
+
+    async def _drain_pool(self) -> None:
+        """Remove every sandbox of the pool (those being handed to a pod keep the pod's)."""
+        if not self._ledger.pool:
+            return
+        self._sandboxes.clear()
+        for entry in list(self._ledger.pool.values()):
+            try:
+                await self._remove_links(entry)
+            except NetworkError as exc:
+                log.warning("network.sandbox_left", netns=entry.netns, error=str(exc))
+        self._ledger.pool.clear()
+        self._save()
 
     def _namespace_exists(self, entry: _Entry) -> bool:
         return (NETNS_DIR / entry.netns).exists()
@@ -453,9 +551,14 @@ class BridgeNetwork:
             log.error("network.bridge_failed", error=self._problem)
             return
         self._problem = ""
+        if cidr != self._cidr:
+            await self._drain_pool()  # addresses of the range the node had before
         self._cidr = cidr
         self._ready.set()
         log.info("network.bridge_ready", bridge=self.options.bridge, pod_cidr=str(cidr))
+        if self.options.pool and (self._filler is None or self._filler.done()):
+            self._filler = asyncio.ensure_future(self._fill())
+        self._wanted.set()
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
@@ -507,29 +610,138 @@ class BridgeNetwork:
         known = self._ledger.pods.get(uid)
         if known is not None and IPv4Address(known.ip) in cidr and await self._usable(known):
             return self._addresses(known)
+        self._attaching += 1
+        try:
+            entry, sandbox = await self._claim(uid, namespace=namespace, name=name, cidr=cidr)
+            if sandbox is None:
+                await self._make_or_clean(entry, cidr)
+            else:
+                await self._adopt(sandbox, entry, cidr)
+        finally:
+            self._attaching -= 1
+            self._last_attach = asyncio.get_running_loop().time()
+        log.info(
+            "network.attached", pod=f"{namespace}/{name}", ip=entry.ip, netns=entry.netns,
+            sandbox=sandbox is not None,
+        )  # fmt: skip
+        return self._addresses(entry)
+
+    async def _claim(
+        self, uid: str, *, namespace: str, name: str, cidr: IPv4Network
+    ) -> tuple[_Entry, str | None]:
+        """The pod's ledger entry, written before anything of it is made: a sandbox of the
+        pool's (its key returned too; the ledger names it under both names until it is
+        renamed), else a new address."""
         async with self._lock:
             entry = self._ledger.pods.get(uid)
+            sandbox = None
             if entry is None or IPv4Address(entry.ip) not in cidr or self._taken_twice(entry):
-                used = {IPv4Address(e.ip) for u, e in self._ledger.pods.items() if u != uid}
-                last = IPv4Address(self._ledger.last) if self._ledger.last else None
-                chosen = next_pod_address(cidr, used, last=last)
-                if chosen is None:
-                    raise NetworkError(f"no free address left in {cidr} ({len(used)} in use)")
+                if self._sandboxes:
+                    sandbox = self._sandboxes.pop(0)
+                    chosen = self._ledger.pool[sandbox].ip
+                    self._wanted.set()
+                else:
+                    chosen = self._next_address(cidr, but=uid)
                 entry = _Entry(
                     namespace=namespace, name=name, netns=self.options.netns(uid),
-                    veth=self.options.veth(uid), ip=str(chosen),
+                    veth=self.options.veth(uid), ip=chosen,
                 )  # fmt: skip
-                self._ledger.last = str(chosen)
-            # Written before anything exists: whatever is made below can always be found.
             self._ledger.pods[uid] = entry
-            self._save()
+        # Written before anything exists: whatever is made below can always be found.
+        await self._persist()
+        return entry, sandbox
+
+    def _next_address(self, cidr: IPv4Network, *, but: str | None = None) -> str:
+        used = self._ledger.addresses(but=but)
+        last = IPv4Address(self._ledger.last) if self._ledger.last else None
+        chosen = next_pod_address(cidr, used, last=last)
+        if chosen is None:
+            raise NetworkError(f"no free address left in {cidr} ({len(used)} in use)")
+        self._ledger.last = str(chosen)
+        return str(chosen)
+
+    async def _make_or_clean(self, entry: _Entry, cidr: IPv4Network) -> None:
         try:
             await self._make(entry, cidr)
         except NetworkError:
             await self._remove_links(entry)
             raise
-        log.info("network.attached", pod=f"{namespace}/{name}", ip=entry.ip, netns=entry.netns)
-        return self._addresses(entry)
+
+    # -- the pool ------------------------------------------------------------------------
+
+    async def _fill(self) -> None:
+        """Keep ``options.pool`` sandboxes made: each is a pod network as a pod would get
+        it, named ``<prefix>-pool-<hex>``, in the ledger's ``pool`` before it is made. The
+        pods being attached go first: the pool is filled once they have been quiet a moment."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            while self._cidr is not None and len(self._sandboxes) < self.options.pool:
+                quiet = loop.time() - self._last_attach
+                if self._attaching or quiet < POOL_QUIET_S:
+                    await asyncio.sleep(POOL_QUIET_S - quiet if not self._attaching else 0.05)
+                    continue
+                cidr = self._cidr
+                key = POOL_KEY + secrets.token_hex(8)
+                async with self._lock:
+                    try:
+                        ip = self._next_address(cidr)
+                    except NetworkError:
+                        break  # the range is full: the pods have it
+                    entry = _Entry(
+                        namespace="", name="", netns=self.options.netns(key),
+                        veth=self.options.veth(key), ip=ip,
+                    )  # fmt: skip
+                    self._ledger.pool[key] = entry
+                await self._persist()
+                try:
+                    await self._make_or_clean(entry, cidr)
+                except NetworkError as exc:
+                    log.warning("network.sandbox_failed", netns=entry.netns, error=str(exc))
+                    self._ledger.pool.pop(key, None)
+                    await self._persist()
+                    await asyncio.sleep(NETWORK_RETRY_S)
+                    continue
+                if self._cidr != cidr:  # the range changed meanwhile: the drain missed it
+                    await self._remove_links(entry)
+                    self._ledger.pool.pop(key, None)
+                    await self._persist()
+                    continue
+                self._sandboxes.append(key)
+            if self._sandboxes:
+                log.debug("network.pool_filled", sandboxes=len(self._sandboxes))
+
+    async def _adopt(self, key: str, entry: _Entry, cidr: IPv4Network) -> None:
+        """The pool's sandbox ``key`` becomes the pod's network: its namespace bound under the
+        pod's name (and unbound from the sandbox's), its veth renamed. Should that fail, the
+        sandbox goes and the pod's network is made as without a pool."""
+        sandbox = self._ledger.pool[key]
+        try:
+            await self._remove_links(entry)  # a leftover of an earlier attempt of this pod
+            old, new = NETNS_DIR / sandbox.netns, NETNS_DIR / entry.netns
+            fd = os.open(old, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                with _entered(fd):
+                    netns.attach(str(new), "thread-self")
+            finally:
+                os.close(fd)
+            _remove_namespace(old)
+            veth = _ifindex(sandbox.veth)
+            if veth is None:
+                raise NetworkError(f"sandbox {sandbox.netns}: its veth {sandbox.veth} is gone")
+            node = self._rtnl()
+            # A link is renamed only while down; the pod's routes stay (its eth0 only loses
+            # its carrier for that moment).
+            await node.link("set", index=veth, state="down")
+            await node.link("set", index=veth, ifname=entry.veth, state="up")
+        except (NetlinkError, OSError) as exc:
+            log.warning("network.sandbox_unusable", netns=sandbox.netns, error=str(exc))
+            await self._remove_links(sandbox)
+            await self._make_or_clean(entry, cidr)
+        finally:
+            self._ledger.pool.pop(key, None)
+        await self._persist()
 
     def _taken_twice(self, entry: _Entry) -> bool:
         return sum(1 for e in self._ledger.pods.values() if e.ip == entry.ip) > 1
@@ -614,9 +826,11 @@ class BridgeNetwork:
             return
         await self._remove_links(entry)
         async with self._lock:
-            if self._ledger.pods.get(uid) is entry:
+            forgotten = self._ledger.pods.get(uid) is entry
+            if forgotten:
                 del self._ledger.pods[uid]
-                self._save()
+        if forgotten:
+            await self._persist()
         log.info("network.detached", pod=f"{entry.namespace}/{entry.name}", ip=entry.ip)
 
 

@@ -404,14 +404,31 @@ async def test_an_agent_restart_keeps_running_pods_and_removes_what_deleted_pods
 
         await net.client.send("Pod", "delete", {"name": "keep"})
 
-        async def nothing_left() -> bool:
-            return not namespaces_of(net.prefix) and links_of(net.prefix) == {net.options.bridge}
+        async def nothing_left() -> bool:  # but the pool's sandboxes, for pods to come
+            pool = pool_of(net)
+            return namespaces_of(net.prefix) == {e["netns"] for e in pool} and links_of(
+                net.prefix
+            ) == {net.options.bridge} | {e["veth"] for e in pool}
 
         await eventually(nothing_left)
         ledger = json.loads((net.root / "network" / "ledger.json").read_text())
         assert ledger["pods"] == {}
+        # And the agent stopped leaves nothing at all: its pool goes with it.
+        await net.stop_agent()
+        assert not namespaces_of(net.prefix) and pool_of(net) == []
+
+        async def veths_gone() -> bool:
+            return links_of(net.prefix) == {net.options.bridge}
+
+        await eventually(veths_gone)
     finally:
         previous.cleanup()
+
+
+def pool_of(net: Net) -> list[dict[str, str]]:
+    """The sandboxes the agent's ledger holds for pods to come."""
+    ledger = json.loads((net.root / "network" / "ledger.json").read_text())
+    return list((ledger.get("pool") or {}).values())
 
 
 async def test_host_network_keeps_the_nodes_and_host_ports_are_forwarded(net: Net) -> None:
@@ -605,6 +622,7 @@ async def test_the_bridge_keeps_its_own_address_as_pods_come_and_go(net: Net) ->
         await net.client.send("Pod", "apply", {"manifest": pod(name, server())})
     await net.ready(*names)
     expected = network_module.bridge_mac(net.options.bridge)
+    veths = {net.options.veth(net.uid(n)) for n in names}
 
     def bridge_address() -> str:
         return str(ip_json("link", "show", "dev", net.options.bridge)[0]["address"])
@@ -615,6 +633,9 @@ async def test_the_bridge_keeps_its_own_address_as_pods_come_and_go(net: Net) ->
         for link in ip_json("link", "show", "master", net.options.bridge)
     }
     assert expected not in ports.values()
+    # (the pool's sandboxes, for pods to come, are ports of the bridge too)
+    ports = {veth: mac for veth, mac in ports.items() if veth in veths}
+    assert set(ports) == veths
     # The pod whose veth has the lowest MAC goes: the bridge would have taken it.
     lowest = min(ports, key=lambda name: ports[name])
     gone = next(n for n in names if net.options.veth(net.uid(n)) == lowest)
@@ -653,7 +674,7 @@ async def test_pods_get_their_networks_and_lose_them_without_starting_ip(
     wrapper = ip_wrapper(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
     prefix = "t" + secrets.token_hex(2) + "x"
-    options = NetworkOptions(bridge=f"{prefix}br", prefix=prefix)
+    options = NetworkOptions(bridge=f"{prefix}br", prefix=prefix, pool=0)
     block = random.randrange(1024)
     cidr = f"100.{112 + block // 64}.{(block % 64) * 4 + 1}.0/24"
     try:
@@ -723,6 +744,92 @@ async def test_pods_get_their_networks_and_lose_them_without_starting_ip(
         assert not namespaces_of(prefix)
 
         async def veths_gone() -> bool:  # (the kernel removes a namespace's veth a moment later)
+            return links_of(prefix) == {options.bridge}
+
+        await eventually(veths_gone)
+    finally:
+        remove_everything_named(prefix, options.bridge)
+
+
+async def test_pods_take_the_pools_sandboxes_which_are_refilled_and_removed_at_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    wrapper = ip_wrapper(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    prefix = "t" + secrets.token_hex(2) + "x"
+    options = NetworkOptions(bridge=f"{prefix}br", prefix=prefix, pool=3)
+    block = random.randrange(1024)
+    cidr = f"100.{112 + block // 64}.{(block % 64) * 4 + 2}.0/24"
+    root = tmp_path / "agent"
+    try:
+        network = await detect(root, options)
+        assert isinstance(network, BridgeNetwork)
+        await network.start()
+        await network.set_pod_cidr(cidr)
+
+        async def full() -> bool:
+            return len(network.sandboxes()) == 3
+
+        await eventually(full)
+        pool = network.sandboxes()
+        assert namespaces_of(prefix) == set(pool)
+        made_as = {os.stat(f"/run/netns/{name}").st_ino: ip for name, ip in pool.items()}
+        started = len(runs_of(wrapper))
+        uids = [f"uid-{prefix}-{i}" for i in range(5)]
+        made = await asyncio.gather(
+            *(
+                network.attach(uid=uid, namespace="default", name=f"p{i}", host_network=False)
+                for i, uid in enumerate(uids)
+            )
+        )
+        assert runs_of(wrapper)[started:] == []
+        # Three pods got the sandboxes (the same namespaces, now under the pods' names, with
+        # the addresses they were made with), two got networks made for them.
+        by_pod = {os.stat(f"/run/netns/{a.netns}").st_ino: a.pod_ip for a in made}
+        assert {ino: by_pod.get(ino) for ino in made_as} == made_as
+        assert len({a.pod_ip for a in made}) == 5
+        for uid, addresses in zip(uids, made, strict=True):
+            assert addresses.netns == options.netns(uid)
+            inside = ip_json("-n", addresses.netns, "-4", "addr", "show", "dev", "eth0")
+            assert [a["local"] for a in inside[0]["addr_info"]] == [addresses.pod_ip]
+            assert "UP" in inside[0]["flags"]
+            routes = ip_json("-n", addresses.netns, "-4", "route", "show", "default")
+            assert [(r["gateway"], r["dev"]) for r in routes] == [(addresses.host_ip, "eth0")]
+            veth = ip_json("link", "show", "dev", options.veth(uid))
+            assert veth[0]["master"] == options.bridge and "UP" in veth[0]["flags"]
+        ledger = json.loads((root / "network" / "ledger.json").read_text())
+        assert {e["ip"] for e in ledger["pods"].values()} == {a.pod_ip for a in made}
+
+        # Refilled once the pods are attached, with addresses no pod holds.
+        await eventually(full)
+        refilled = network.sandboxes()
+        assert not set(refilled) & set(pool)
+        assert not set(refilled.values()) & {a.pod_ip for a in made}
+        assert namespaces_of(prefix) == set(refilled) | {a.netns for a in made}
+
+        # An agent killed (nothing stopped): the next one removes the sandboxes it left and
+        # makes its own; the pods' networks stay.
+        again = BridgeNetwork(root, options, network.ip)
+        await again.start()
+        assert not set(refilled) & namespaces_of(prefix)
+        assert json.loads((root / "network" / "ledger.json").read_text())["pool"] == {}
+        await again.set_pod_cidr(cidr)
+
+        async def again_full() -> bool:
+            return len(again.sandboxes()) == 3
+
+        await eventually(again_full)
+        for uid in uids:
+            await again.detach(uid)
+        # Stopped: nothing left, not even the pool.
+        await again.stop()
+        assert not namespaces_of(prefix)
+        assert json.loads((root / "network" / "ledger.json").read_text())["pool"] == {}
+
+        async def veths_gone() -> bool:
             return links_of(prefix) == {options.bridge}
 
         await eventually(veths_gone)
