@@ -469,10 +469,8 @@ class BridgeNetwork:
         """Until the ledger on disk holds every change made so far. The pods of a burst
         change it in one turn of the loop: they share one write (a file written and renamed,
         a few ms) rather than one each."""
-        if self._saving is None:
-            loop = asyncio.get_running_loop()
-            self._saving = loop.create_future()
-            loop.call_soon(self._write_pending)
+        self._persist_soon()
+        assert self._saving is not None
         await asyncio.shield(self._saving)
 
     def _write_pending(self) -> None:
@@ -522,14 +520,20 @@ class BridgeNetwork:
             self._node = None
 
     async def _drain_pool(self) -> None:
-        """Remove every sandbox of the pool (those being handed to a pod keep the pod's)."""
+        """Remove every sandbox of the pool. One being handed to a pod as its agent stopped
+        is named by the pod too: its sandbox name is unbound (a namespace bound under the
+        pod's name stays), its veth left to the pod."""
         if not self._ledger.pool:
             return
         self._sandboxes.clear()
+        held = {e.veth for e in self._ledger.pods.values()}
         for entry in list(self._ledger.pool.values()):
             try:
-                await self._remove_links(entry)
-            except NetworkError as exc:
+                if entry.veth not in held:
+                    await self._remove_links(entry)
+                elif self._namespace_exists(entry):
+                    _remove_namespace(NETNS_DIR / entry.netns)
+            except (NetworkError, OSError) as exc:
                 log.warning("network.sandbox_left", netns=entry.netns, error=str(exc))
         self._ledger.pool.clear()
         self._save()
@@ -636,15 +640,18 @@ class BridgeNetwork:
             entry = self._ledger.pods.get(uid)
             sandbox = None
             if entry is None or IPv4Address(entry.ip) not in cidr or self._taken_twice(entry):
+                veth = self.options.veth(uid)
                 if self._sandboxes:
                     sandbox = self._sandboxes.pop(0)
-                    chosen = self._ledger.pool[sandbox].ip
+                    # The pod keeps the sandbox's veth and address: renaming a link means
+                    # taking it down and up again, costly on a bridge with many ports.
+                    chosen, veth = self._ledger.pool[sandbox].ip, self._ledger.pool[sandbox].veth
                     self._wanted.set()
                 else:
                     chosen = self._next_address(cidr, but=uid)
                 entry = _Entry(
-                    namespace=namespace, name=name, netns=self.options.netns(uid),
-                    veth=self.options.veth(uid), ip=chosen,
+                    namespace=namespace, name=name, netns=self.options.netns(uid), veth=veth,
+                    ip=chosen,
                 )  # fmt: skip
             self._ledger.pods[uid] = entry
         # Written before anything exists: whatever is made below can always be found.
@@ -714,12 +721,14 @@ class BridgeNetwork:
 
     async def _adopt(self, key: str, entry: _Entry, cidr: IPv4Network) -> None:
         """The pool's sandbox ``key`` becomes the pod's network: its namespace bound under the
-        pod's name (and unbound from the sandbox's), its veth renamed. Should that fail, the
-        sandbox goes and the pod's network is made as without a pool."""
+        pod's name and unbound from the sandbox's (its veth and address are the pod's
+        already). Should that fail, the sandbox goes and the pod's network is made as
+        without a pool."""
         sandbox = self._ledger.pool[key]
+        old, new = NETNS_DIR / sandbox.netns, NETNS_DIR / entry.netns
         try:
-            await self._remove_links(entry)  # a leftover of an earlier attempt of this pod
-            old, new = NETNS_DIR / sandbox.netns, NETNS_DIR / entry.netns
+            if new.exists():  # a leftover of an earlier attempt of this pod
+                _remove_namespace(new)
             fd = os.open(old, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 with _entered(fd):
@@ -727,21 +736,24 @@ class BridgeNetwork:
             finally:
                 os.close(fd)
             _remove_namespace(old)
-            veth = _ifindex(sandbox.veth)
-            if veth is None:
-                raise NetworkError(f"sandbox {sandbox.netns}: its veth {sandbox.veth} is gone")
-            node = self._rtnl()
-            # A link is renamed only while down; the pod's routes stay (its eth0 only loses
-            # its carrier for that moment).
-            await node.link("set", index=veth, state="down")
-            await node.link("set", index=veth, ifname=entry.veth, state="up")
-        except (NetlinkError, OSError) as exc:
+        except OSError as exc:
             log.warning("network.sandbox_unusable", netns=sandbox.netns, error=str(exc))
-            await self._remove_links(sandbox)
+            del self._ledger.pool[key]
+            if old.exists():
+                await self._remove_links(sandbox)
             await self._make_or_clean(entry, cidr)
-        finally:
-            self._ledger.pool.pop(key, None)
-        await self._persist()
+            return
+        # Its entry goes with the next write of the ledger: until then, an agent that
+        # restarts finds it named by the pod as well, and leaves it to the pod.
+        del self._ledger.pool[key]
+        self._persist_soon()
+
+    def _persist_soon(self) -> None:
+        """The ledger written with the next turn of the loop, not waited for."""
+        if self._saving is None:
+            loop = asyncio.get_running_loop()
+            self._saving = loop.create_future()
+            loop.call_soon(self._write_pending)
 
     def _taken_twice(self, entry: _Entry) -> bool:
         return sum(1 for e in self._ledger.pods.values() if e.ip == entry.ip) > 1

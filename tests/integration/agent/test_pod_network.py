@@ -259,6 +259,12 @@ class Net:
     def netns(self, name: str) -> str:
         return self.options.netns(self.uid(name))
 
+    def veth(self, name: str) -> str:
+        """The pod's host-side veth, as the agent's ledger names it (a pod that took a
+        sandbox of the pool keeps the sandbox's)."""
+        ledger = json.loads((self.root / "network" / "ledger.json").read_text())
+        return str(ledger["pods"][self.uid(name)]["veth"])
+
     def node(self) -> dict[str, Any]:
         record = self.projection.model.get("Node", "", NODE)
         assert record is not None
@@ -373,7 +379,7 @@ async def test_an_agent_restart_keeps_running_pods_and_removes_what_deleted_pods
     keep_ip, drop_ip = net.status("keep")["podIP"], net.status("drop")["podIP"]
     keep_ns, drop_ns = net.netns("keep"), net.netns("drop")
     assert {keep_ns, drop_ns} <= namespaces_of(net.prefix)
-    drop_veth = net.options.veth(net.uid("drop"))
+    drop_veth = net.veth("drop")
     assert drop_veth in links_of(net.prefix)
 
     await net.stop_agent()
@@ -622,7 +628,7 @@ async def test_the_bridge_keeps_its_own_address_as_pods_come_and_go(net: Net) ->
         await net.client.send("Pod", "apply", {"manifest": pod(name, server())})
     await net.ready(*names)
     expected = network_module.bridge_mac(net.options.bridge)
-    veths = {net.options.veth(net.uid(n)) for n in names}
+    veths = {net.veth(n) for n in names}
 
     def bridge_address() -> str:
         return str(ip_json("link", "show", "dev", net.options.bridge)[0]["address"])
@@ -638,7 +644,7 @@ async def test_the_bridge_keeps_its_own_address_as_pods_come_and_go(net: Net) ->
     assert set(ports) == veths
     # The pod whose veth has the lowest MAC goes: the bridge would have taken it.
     lowest = min(ports, key=lambda name: ports[name])
-    gone = next(n for n in names if net.options.veth(net.uid(n)) == lowest)
+    gone = next(n for n in names if net.veth(n) == lowest)
     await net.client.send("Pod", "delete", {"name": gone, "namespace": "default"})
 
     async def its_veth_is_gone() -> bool:
@@ -786,6 +792,10 @@ async def test_pods_take_the_pools_sandboxes_which_are_refilled_and_removed_at_s
             )
         )
         assert runs_of(wrapper)[started:] == []
+        ledger = json.loads((root / "network" / "ledger.json").read_text())
+        assert {e["ip"] for e in ledger["pods"].values()} == {a.pod_ip for a in made}
+        # (the sandboxes taken are the pods' now; the pool may be refilling already)
+        assert not set(pool) & {e["netns"] for e in ledger["pool"].values()}
         # Three pods got the sandboxes (the same namespaces, now under the pods' names, with
         # the addresses they were made with), two got networks made for them.
         by_pod = {os.stat(f"/run/netns/{a.netns}").st_ino: a.pod_ip for a in made}
@@ -798,10 +808,8 @@ async def test_pods_take_the_pools_sandboxes_which_are_refilled_and_removed_at_s
             assert "UP" in inside[0]["flags"]
             routes = ip_json("-n", addresses.netns, "-4", "route", "show", "default")
             assert [(r["gateway"], r["dev"]) for r in routes] == [(addresses.host_ip, "eth0")]
-            veth = ip_json("link", "show", "dev", options.veth(uid))
+            veth = ip_json("link", "show", "dev", ledger["pods"][uid]["veth"])
             assert veth[0]["master"] == options.bridge and "UP" in veth[0]["flags"]
-        ledger = json.loads((root / "network" / "ledger.json").read_text())
-        assert {e["ip"] for e in ledger["pods"].values()} == {a.pod_ip for a in made}
 
         # Refilled once the pods are attached, with addresses no pod holds.
         await eventually(full)
