@@ -843,3 +843,36 @@ async def test_pods_take_the_pools_sandboxes_which_are_refilled_and_removed_at_s
         await eventually(veths_gone)
     finally:
         remove_everything_named(prefix, options.bridge)
+
+
+async def test_a_pods_address_is_recorded_while_its_resolv_conf_is_being_written(
+    net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst's resolv.conf writes wait for worker threads its container starts keep busy:
+    the address goes to the log first; the containers still start only once it is written."""
+    assert net.agent is not None
+    resolvers = net.agent.resolvers
+    prepare = resolvers.prepare
+    release = asyncio.Event()
+
+    async def held(**kwargs: Any) -> str | None:
+        await release.wait()
+        return await prepare(**kwargs)
+
+    monkeypatch.setattr(resolvers, "prepare", held)
+    sleeper = container("main", [PY, "-c", "import time; time.sleep(60)"])
+    await net.client.send("Pod", "apply", {"manifest": pod("held-dns", sleeper)})
+
+    async def assigned() -> bool:
+        return bool(await net.ip_events("held-dns"))
+
+    await eventually(assigned)
+    assert "ContainerStarted" not in await net.types("held-dns")
+    release.set()
+
+    async def started() -> bool:
+        return "ContainerStarted" in await net.types("held-dns")
+
+    await eventually(started)
+    types = await net.types("held-dns")
+    assert types.index("PodIPAssigned") < types.index("ContainerStarted")
