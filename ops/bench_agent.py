@@ -1,6 +1,6 @@
 """Benchmark of the node agent: how fast process pods start, and what the agent costs at idle.
 
-    python -m ops.bench_agent [--pods 100] [--idle 30] [--flood 10] [--host-network]
+    python -m ops.bench_agent [--pods 100] [--idle 30] [--flood 10] [--host-network] [--pool N]
 
 Starts an embedded nats-server, a ``fleetlog up --no-agent`` (gateway, scheduler, controllers)
 and one ``fleetlog agent`` process with a declared capacity of 100 cpus, so the agent is
@@ -12,6 +12,9 @@ and → its address ``ready`` in the EndpointSlices of a Service selecting the p
 node's proxy and DNS serve, and the NATS endpoint watchers get), p50/p99. The agent's pod
 network is named for the run (bridge ``fbench0``, prefix ``fbench``) in a cluster CIDR of its
 own, and removed at the end; ``--host-network`` runs the pods in the host network instead.
+``--pool N`` gives the agent a warm pool of N pod sandboxes (``--pod-network-pool``; its
+default otherwise), waits until it is made before the burst, and checks after the agent has
+stopped that nothing is left, the pool included.
 Then it samples the agent process over ``--idle`` seconds with every pod running: cpu time
 (utime + stime from /proc) as a share of one core, and its resident memory. The pods are
 deleted at the end and the agent must stop every process.

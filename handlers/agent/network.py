@@ -16,11 +16,20 @@ own namespace. The agent builds it as the CNI ``bridge`` plugin with ``host-loca
   was most of a burst's start. The namespace is made by the loop's thread entering a new one
   for a moment (``unshare``), binding it in ``/run/netns`` and opening its rtnetlink socket
   there, then going back: no fork, and the socket configures the pod's side from outside.
-  Worker threads were slower: each of their system calls waited for the busy loop to hand
-  back the interpreter lock. The bridge (once per range) is still made with ``ip``;
+  This runs on the loop's thread, a millisecond or two a pod, rather than in a worker thread
+  whose every system call would wait for the busy loop to hand back the interpreter lock.
+  The bridge (once per range) is still made with ``ip``;
 * the pod's address is the next free one of the node's range, round robin
   (``core.network.ipam``), written to the agent's **ledger** (``<root>/network/ledger.json``)
-  *before* anything is created, so whatever exists can always be found and removed;
+  *before* anything is created, so whatever exists can always be found and removed (the
+  changes of one turn of the loop share one write);
+* a **warm pool** (:attr:`NetworkOptions.pool` sandboxes, ``--pod-network-pool``): pod networks
+  made ahead, each named ``<prefix>-pool-<hex>`` and in the ledger's ``pool`` before it is
+  made, refilled once no pod has been attached for a moment. A pod takes one rather than
+  waiting for its own: its namespace is bound under the pod's name and unbound from the
+  sandbox's (one mount, one unmount), its veth and address become the pod's. The pool goes
+  when the agent stops, when the node's range changes, and when the next agent starts after
+  one was killed;
 * a container joins its pod's namespace through ``ip netns exec`` in front of its command
   (:meth:`PodAddresses.launch_prefix`): the runtime's cgroup prologue, process group and
   isolation stay as they are, and ``/etc/netns/<name>/`` files (a pod's ``resolv.conf``) are
@@ -899,6 +908,7 @@ class BridgeNetwork:
                 del self._ledger.pods[uid]
         if forgotten:
             await self._persist()
+            self._wanted.set()  # its address is free again: the pool may have been short of one
         log.info("network.detached", pod=f"{entry.namespace}/{entry.name}", ip=entry.ip)
 
 
