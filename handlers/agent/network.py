@@ -26,8 +26,8 @@ own namespace. The agent builds it as the CNI ``bridge`` plugin with ``host-loca
 * a **warm pool** (:attr:`NetworkOptions.pool` sandboxes, ``--pod-network-pool``): pod networks
   made ahead, each named ``<prefix>-pool-<hex>`` and in the ledger's ``pool`` before it is
   made, refilled once no pod has been attached for a moment. A pod takes one rather than
-  waiting for its own: its namespace is bound under the pod's name and unbound from the
-  sandbox's (one mount, one unmount), its veth and address become the pod's. The pool goes
+  waiting for its own: its namespace is bound under the pod's name (one mount; the sandbox's
+  name is unbound once no pod is waiting), its veth and address become the pod's. The pool goes
   when the agent stops, when the node's range changes, and when the next agent starts after
   one was killed;
 * a container joins its pod's namespace through ``ip netns exec`` in front of its command
@@ -96,9 +96,9 @@ POD_INTERFACE = "eth0"
 LOOPBACK = "127.0.0.1"
 IFNAME_MAX = 15
 DEFAULT_POOL = 8
-POOL_QUIET_S = 0.3
-"""How long no pod must have been attached before the pool is filled again: a burst's pods
-first."""
+POOL_QUIET_S = 1.0
+"""How long no pod must have been attached before the pool is filled again: a burst's pods,
+and their containers' starts, first."""
 NETWORK_RETRY_S = 2.0
 MAX_POOL = 1024
 POOL_KEY = "pool-"
@@ -479,6 +479,8 @@ class BridgeNetwork:
         """The ledger write that the changes of this turn of the loop wait for."""
         self._sandboxes: list[str] = []
         """The pool's sandboxes that are made and free (ledger ``pool`` keys), oldest first."""
+        self._handed: list[str] = []
+        """Sandboxes handed to pods whose own names are still to be unbound (when quiet)."""
         self._attaching = 0
         self._last_attach = 0.0
         self._filler: asyncio.Task[None] | None = None
@@ -534,8 +536,10 @@ class BridgeNetwork:
         """Until the ledger on disk holds every change made so far. The pods of a burst
         change it in one turn of the loop: they share one write (a file written and renamed,
         a few ms) rather than one each."""
-        self._persist_soon()
-        assert self._saving is not None
+        if self._saving is None:
+            loop = asyncio.get_running_loop()
+            self._saving = loop.create_future()
+            loop.call_soon(self._write_pending)
         await asyncio.shield(self._saving)
 
     def _write_pending(self) -> None:
@@ -591,6 +595,7 @@ class BridgeNetwork:
         if not self._ledger.pool:
             return
         self._sandboxes.clear()
+        self._handed.clear()
         held = {e.veth for e in self._ledger.pods.values()}
         for entry in list(self._ledger.pool.values()):
             try:
@@ -749,10 +754,15 @@ class BridgeNetwork:
         while True:
             await self._wanted.wait()
             self._wanted.clear()
-            while self._cidr is not None and len(self._sandboxes) < self.options.pool:
+            while self._handed or (
+                self._cidr is not None and len(self._sandboxes) < self.options.pool
+            ):
                 quiet = loop.time() - self._last_attach
                 if self._attaching or quiet < POOL_QUIET_S:
                     await asyncio.sleep(POOL_QUIET_S - quiet if not self._attaching else 0.05)
+                    continue
+                if self._handed:
+                    await self._unbind_handed()
                     continue
                 cidr = self._cidr
                 key = POOL_KEY + secrets.token_hex(8)
@@ -786,9 +796,9 @@ class BridgeNetwork:
 
     async def _adopt(self, key: str, entry: _Entry, cidr: IPv4Network) -> None:
         """The pool's sandbox ``key`` becomes the pod's network: its namespace bound under the
-        pod's name and unbound from the sandbox's (its veth and address are the pod's
-        already). Should that fail, the sandbox goes and the pod's network is made as
-        without a pool."""
+        pod's name (its veth and address are the pod's already; the sandbox's name is unbound
+        once no pod is waiting). Should that fail, the sandbox goes and the pod's network is
+        made as without a pool."""
         sandbox = self._ledger.pool[key]
         old, new = NETNS_DIR / sandbox.netns, NETNS_DIR / entry.netns
         try:
@@ -800,7 +810,6 @@ class BridgeNetwork:
                     netns.attach(str(new), "thread-self")
             finally:
                 os.close(fd)
-            _remove_namespace(old)
         except OSError as exc:
             log.warning("network.sandbox_unusable", netns=sandbox.netns, error=str(exc))
             del self._ledger.pool[key]
@@ -808,17 +817,23 @@ class BridgeNetwork:
                 await self._remove_links(sandbox)
             await self._make_or_clean(entry, cidr)
             return
-        # Its entry goes with the next write of the ledger: until then, an agent that
-        # restarts finds it named by the pod as well, and leaves it to the pod.
-        del self._ledger.pool[key]
-        self._persist_soon()
+        # The sandbox's own name is unbound later, when no pod is waiting (1-2 ms of the
+        # kernel's each): until then the ledger names it in the pool too, and an agent that
+        # restarts meanwhile unbinds it and leaves the rest to the pod.
+        self._handed.append(key)
+        self._wanted.set()
 
-    def _persist_soon(self) -> None:
-        """The ledger written with the next turn of the loop, not waited for."""
-        if self._saving is None:
-            loop = asyncio.get_running_loop()
-            self._saving = loop.create_future()
-            loop.call_soon(self._write_pending)
+    async def _unbind_handed(self) -> None:
+        """Unbind the sandbox names of the sandboxes pods took, and forget them."""
+        handed, self._handed = self._handed, []
+        for key in handed:
+            entry = self._ledger.pool.pop(key, None)
+            if entry is not None and self._namespace_exists(entry):
+                try:
+                    _remove_namespace(NETNS_DIR / entry.netns)
+                except OSError as exc:
+                    log.warning("network.sandbox_name_left", netns=entry.netns, error=str(exc))
+        await self._persist()
 
     def _taken_twice(self, entry: _Entry) -> bool:
         return sum(1 for e in self._ledger.pods.values() if e.ip == entry.ip) > 1
