@@ -632,6 +632,7 @@ class BridgeNetwork:
         log.info("network.bridge_ready", bridge=self.options.bridge, pod_cidr=str(cidr))
         if self.options.pool and (self._filler is None or self._filler.done()):
             self._filler = asyncio.ensure_future(self._fill())
+            self._filler.add_done_callback(_said_if_failed)
         self._wanted.set()
 
     async def wait_ready(self) -> None:
@@ -704,8 +705,8 @@ class BridgeNetwork:
         self, uid: str, *, namespace: str, name: str, cidr: IPv4Network
     ) -> tuple[_Entry, str | None]:
         """The pod's ledger entry, written before anything of it is made: a sandbox of the
-        pool's (its key returned too; the ledger names it under both names until it is
-        renamed), else a new address."""
+        pool's (its key returned too; the ledger names it in the pool as well until the
+        sandbox's own name is unbound), else a new address."""
         async with self._lock:
             entry = self._ledger.pods.get(uid)
             sandbox = None
@@ -779,7 +780,7 @@ class BridgeNetwork:
                 await self._persist()
                 try:
                     await self._make_or_clean(entry, cidr)
-                except NetworkError as exc:
+                except (NetworkError, OSError) as exc:
                     log.warning("network.sandbox_failed", netns=entry.netns, error=str(exc))
                     self._ledger.pool.pop(key, None)
                     await self._persist()
@@ -812,9 +813,11 @@ class BridgeNetwork:
                 os.close(fd)
         except OSError as exc:
             log.warning("network.sandbox_unusable", netns=sandbox.netns, error=str(exc))
+            await self._remove_links(sandbox)
+            # A veth of its own: the sandbox's goes with its namespace, a moment later.
+            entry.veth = self.options.veth(entry.netns)
             del self._ledger.pool[key]
-            if old.exists():
-                await self._remove_links(sandbox)
+            await self._persist()
             await self._make_or_clean(entry, cidr)
             return
         # The sandbox's own name is unbound later, when no pod is waiting (1-2 ms of the
@@ -925,6 +928,12 @@ class BridgeNetwork:
             await self._persist()
             self._wanted.set()  # its address is free again: the pool may have been short of one
         log.info("network.detached", pod=f"{entry.namespace}/{entry.name}", ip=entry.ip)
+
+
+def _said_if_failed(task: asyncio.Task[None]) -> None:
+    """The pool's filler ended by an error: said (pods then get networks made for them)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("network.pool_stopped", error=repr(task.exception()))
 
 
 # -- choosing ------------------------------------------------------------------------------------

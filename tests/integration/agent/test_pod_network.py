@@ -877,3 +877,42 @@ async def test_a_pods_address_is_recorded_while_its_resolv_conf_is_being_written
     await eventually(started)
     types = await net.types("held-dns")
     assert types.index("PodIPAssigned") < types.index("ContainerStarted")
+
+
+async def test_a_sandbox_removed_behind_the_agents_back_is_replaced_by_a_network_made_anew(
+    tmp_path: Path,
+) -> None:
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    prefix = "t" + secrets.token_hex(2) + "x"
+    options = NetworkOptions(bridge=f"{prefix}br", prefix=prefix, pool=1)
+    block = random.randrange(1024)
+    cidr = f"100.{112 + block // 64}.{(block % 64) * 4 + 3}.0/24"
+    root = tmp_path / "agent"
+    try:
+        network = await detect(root, options)
+        assert isinstance(network, BridgeNetwork)
+        await network.start()
+        await network.set_pod_cidr(cidr)
+
+        async def full() -> bool:
+            return len(network.sandboxes()) == 1
+
+        await eventually(full)
+        (sandbox,) = network.sandboxes()
+        await asyncio.to_thread(subprocess.run, ["ip", "netns", "del", sandbox], check=True)
+        addresses = await network.attach(
+            uid="uid-gone", namespace="default", name="p", host_network=False
+        )
+        inside = ip_json("-n", addresses.netns, "-4", "addr", "show", "dev", "eth0")
+        assert [a["local"] for a in inside[0]["addr_info"]] == [addresses.pod_ip]
+        ledger = json.loads((root / "network" / "ledger.json").read_text())
+        veth = ip_json("link", "show", "dev", ledger["pods"]["uid-gone"]["veth"])
+        assert veth[0]["master"] == options.bridge and "UP" in veth[0]["flags"]
+        assert sandbox not in {e["netns"] for e in ledger["pool"].values()}
+        await network.detach("uid-gone")
+        await network.stop()
+        assert not namespaces_of(prefix)
+    finally:
+        remove_everything_named(prefix, options.bridge)
