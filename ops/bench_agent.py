@@ -1,6 +1,6 @@
 """Benchmark of the node agent: how fast process pods start, and what the agent costs at idle.
 
-    python -m ops.bench_agent [--pods 100] [--idle 30] [--flood 10] [--host-network]
+    python -m ops.bench_agent [--pods 100] [--idle 30] [--flood 10] [--host-network] [--pool N]
 
 Starts an embedded nats-server, a ``fleetlog up --no-agent`` (gateway, scheduler, controllers)
 and one ``fleetlog agent`` process with a declared capacity of 100 cpus, so the agent is
@@ -12,6 +12,9 @@ and → its address ``ready`` in the EndpointSlices of a Service selecting the p
 node's proxy and DNS serve, and the NATS endpoint watchers get), p50/p99. The agent's pod
 network is named for the run (bridge ``fbench0``, prefix ``fbench``) in a cluster CIDR of its
 own, and removed at the end; ``--host-network`` runs the pods in the host network instead.
+``--pool N`` gives the agent a warm pool of N pod sandboxes (``--pod-network-pool``; its
+default otherwise), waits until it is made before the burst, and checks after the agent has
+stopped that nothing is left, the pool included.
 Then it samples the agent process over ``--idle`` seconds with every pod running: cpu time
 (utime + stime from /proc) as a share of one core, and its resident memory. The pods are
 deleted at the end and the agent must stop every process.
@@ -55,10 +58,12 @@ BENCH_PREFIX = "fbench"
 BENCH_CLUSTER_CIDR = "100.111.252.0/22"
 
 
-def pod_networks_left() -> list[str]:
-    """The namespaces and veths of this run's pods that still exist (not the bridge)."""
+def pod_networks_left(root: Path | None = None) -> list[str]:
+    """The namespaces and veths of this run's pods that still exist (not the bridge); with
+    the agent's ``root``, not those of its pool's sandboxes (made ahead for pods to come)."""
     if shutil.which("ip") is None:
         return []
+    pooled = {name for entry in pool_of(root) for name in (entry["netns"], entry["veth"])}
     found = []
     listed = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True)
     for netns in json.loads(listed.stdout or "[]"):
@@ -68,7 +73,18 @@ def pod_networks_left() -> list[str]:
     for link in json.loads(links.stdout or "[]"):
         if link["ifname"].startswith(BENCH_PREFIX) and link["ifname"] != BENCH_BRIDGE:
             found.append(link["ifname"])
-    return found
+    return [name for name in found if name not in pooled]
+
+
+def pool_of(root: Path | None) -> list[dict[str, str]]:
+    """The sandboxes of the agent's pool, as its ledger has them."""
+    if root is None:
+        return []
+    try:
+        ledger = json.loads((root / "network" / "ledger.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return list((ledger.get("pool") or {}).values())
 
 
 def cpu_seconds(pid: int, *, children: bool = False) -> float:
@@ -261,7 +277,8 @@ async def main_async(args: argparse.Namespace) -> None:
             [sys.executable, "-m", "ops", "agent", "--name", "bench-node", "--cpu", "100",
              "--memory", "64Gi", "--pods", "250", "--root", str(workdir / "agent"),
              "--pod-bridge", BENCH_BRIDGE, "--pod-network-prefix", BENCH_PREFIX,
-             *(["--no-pod-network"] if args.host_network else [])],
+             *(["--no-pod-network"] if args.host_network else []),
+             *(["--pod-network-pool", str(args.pool)] if args.pool is not None else [])],
             stderr=agent_log.open("wb"), env=env,
         )  # fmt: skip
         processes.append(agent)
@@ -269,6 +286,10 @@ async def main_async(args: argparse.Namespace) -> None:
             assert agent.poll() is None, agent_log.read_text()
             await asyncio.sleep(0.1)
         await asyncio.sleep(2)  # the node becomes Ready for the scheduler
+        deadline = time.monotonic() + 60
+        while not args.host_network and len(pool_of(workdir / "agent")) < (args.pool or 0):
+            assert time.monotonic() < deadline, "the agent did not fill its pool"
+            await asyncio.sleep(0.2)
         async with EventStore(nc) as store:
             assert server.process is not None
             roles = {
@@ -352,7 +373,7 @@ async def main_async(args: argparse.Namespace) -> None:
             while list((workdir / "agent").glob("pods/*/*/*/container.json")):
                 assert time.monotonic() < deadline, "the agent did not stop every pod"
                 await asyncio.sleep(0.5)
-            while pod_networks_left():
+            while pod_networks_left(workdir / "agent"):
                 assert time.monotonic() < deadline, "the agent left pod networks behind"
                 await asyncio.sleep(0.5)
             print("every pod's process, namespace and veth removed", flush=True)
@@ -363,6 +384,14 @@ async def main_async(args: argparse.Namespace) -> None:
         for process in reversed(processes):
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
+        if not args.host_network:
+            left = pod_networks_left()
+            print(
+                "agent stopped: no namespace or veth left, its pool's included"
+                if not left
+                else f"agent stopped: left behind {left}",
+                flush=True,
+            )
         for state in (workdir / "agent").glob("pods/*/*/*/container.json"):
             with contextlib.suppress(ProcessLookupError, ValueError, KeyError, OSError):
                 os.killpg(int(json.loads(state.read_text())["pgid"]), signal.SIGKILL)
@@ -381,6 +410,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--host-network", action="store_true", help="run the pods in the host network"
+    )
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=None,
+        help="the agent's --pod-network-pool (default: the agent's); the burst waits for it",
     )
     asyncio.run(main_async(parser.parse_args()))
 

@@ -286,6 +286,7 @@ class NodeAgent:
                     self._wake.clear()
                     self._reconcile(tasks)
         finally:
+            await self.network.stop()
             if self.cluster_dns is not None:
                 await self.cluster_dns.stop()
             await self.projection.stop()

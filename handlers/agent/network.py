@@ -1,4 +1,4 @@
-"""The pod network on this node: the CNI bridge plugin's model, built with ``ip`` (iproute2).
+"""The pod network on this node: the CNI bridge plugin's model, built over rtnetlink (pyroute2).
 
 Why this exists: Kubernetes' network model gives every pod its own network namespace and
 address, shared by the pod's containers (and their ``localhost``), reachable from the node and
@@ -7,13 +7,29 @@ own namespace. The agent builds it as the CNI ``bridge`` plugin with ``host-loca
 
 * one Linux bridge per node (``fleet0``; :class:`NetworkOptions`), holding the **gateway**
   address, the first of the node's range (``spec.podCIDR``, given by the node IPAM controller);
-* per pod a **network namespace** (``ip netns add <prefix>-<pod uid>``, so it lives in
-  ``/run/netns`` and outlives the agent) and a **veth pair**: ``eth0`` inside with the pod's
-  address and a default route via the gateway, the other end (``<prefix><8 hex>``) on the
-  bridge; ``lo`` up, so ``localhost`` works inside;
+* per pod a **network namespace** (``<prefix>-<pod uid>``, bound in ``/run/netns`` as
+  ``ip netns add`` binds it, so ``ip`` lists, enters and deletes it and it outlives the agent)
+  and a **veth pair**: ``eth0`` inside with the pod's address and a default route via the
+  gateway, the other end (``<prefix><8 hex>``) on the bridge; ``lo`` up, so ``localhost``
+  works inside. The agent makes, checks and removes these with rtnetlink requests (pyroute2)
+  from its own event loop, never by starting ``ip``: a process per pod (5-10 ms of cpu each)
+  was most of a burst's start. The namespace is made by the loop's thread entering a new one
+  for a moment (``unshare``), binding it in ``/run/netns`` and opening its rtnetlink socket
+  there, then going back: no fork, and the socket configures the pod's side from outside.
+  This runs on the loop's thread, a millisecond or two a pod, rather than in a worker thread
+  whose every system call would wait for the busy loop to hand back the interpreter lock.
+  The bridge (once per range) is still made with ``ip``;
 * the pod's address is the next free one of the node's range, round robin
   (``core.network.ipam``), written to the agent's **ledger** (``<root>/network/ledger.json``)
-  *before* anything is created, so whatever exists can always be found and removed;
+  *before* anything is created, so whatever exists can always be found and removed (the
+  changes of one turn of the loop share one write);
+* a **warm pool** (:attr:`NetworkOptions.pool` sandboxes, ``--pod-network-pool``): pod networks
+  made ahead, each named ``<prefix>-pool-<hex>`` and in the ledger's ``pool`` before it is
+  made, refilled once no pod has been attached for a moment. A pod takes one rather than
+  waiting for its own: its namespace is bound under the pod's name (one mount; the sandbox's
+  name is unbound once no pod is waiting), its veth and address become the pod's. The pool goes
+  when the agent stops, when the node's range changes, and when the next agent starts after
+  one was killed;
 * a container joins its pod's namespace through ``ip netns exec`` in front of its command
   (:meth:`PodAddresses.launch_prefix`): the runtime's cgroup prologue, process group and
   isolation stay as they are, and ``/etc/netns/<name>/`` files (a pod's ``resolv.conf``) are
@@ -43,19 +59,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import hashlib
 import ipaddress
 import json
 import os
 import re
+import secrets
 import shutil
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+import socket
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
 import structlog
+from pyroute2 import AsyncIPRoute, netns
+from pyroute2.netlink import NETLINK_ROUTE, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTM_SETLINK
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from core.network.ipam import next_pod_address
 from core.network.ranges import gateway
@@ -68,6 +95,14 @@ SYS_NET = Path("/sys/class/net")
 POD_INTERFACE = "eth0"
 LOOPBACK = "127.0.0.1"
 IFNAME_MAX = 15
+DEFAULT_POOL = 8
+POOL_QUIET_S = 1.0
+"""How long no pod must have been attached before the pool is filled again: a burst's pods,
+and their containers' starts, first."""
+NETWORK_RETRY_S = 2.0
+MAX_POOL = 1024
+POOL_KEY = "pool-"
+"""Pool sandboxes are named as pods whose uid is ``pool-<16 hex>``: ``<prefix>-pool-…``."""
 _PREFIX = re.compile(r"[a-z][a-z0-9]{0,5}")
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
@@ -80,6 +115,86 @@ class NetworkNotReady(RuntimeError):
     """The node has no pod network yet (no range, or its bridge could not be made)."""
 
 
+class ThreadNamespaceLost(RuntimeError):
+    """The event loop's thread could not go back to the node's network namespace: whatever it
+    opened next would be in a pod's. Not a :class:`NetworkError`: the agent must stop (its
+    pods run on, and the next agent adopts them)."""
+
+
+# -- rtnetlink, in the node's namespace and in the pods' ----------------------------------------
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+_OWN_NETNS = "/proc/thread-self/ns/net"
+
+
+@contextlib.contextmanager
+def _entered(netns_fd: int | None) -> Iterator[None]:
+    """The calling thread in the network namespace ``netns_fd`` (a new one when None) for the
+    block, then back in its own. Only this thread moves; nothing may await inside."""
+    home = os.open(_OWN_NETNS, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if netns_fd is None:
+            if _libc.unshare(_CLONE_NEWNET) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, f"unshare(CLONE_NEWNET): {os.strerror(code)}")
+        else:
+            netns.setns(netns_fd)
+        try:
+            yield
+        finally:
+            try:
+                netns.setns(home)
+            except OSError as exc:
+                log.critical("network.thread_namespace_lost", error=str(exc))
+                raise ThreadNamespaceLost(str(exc)) from exc
+    finally:
+        os.close(home)
+
+
+def _rtnetlink_socket() -> socket.socket:
+    """An rtnetlink socket in the calling thread's namespace (it stays there)."""
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+
+
+def _new_namespace(path: Path) -> socket.socket:
+    """A new network namespace bound at ``path`` (as ``ip netns add`` binds it) and an
+    rtnetlink socket inside it."""
+    with _entered(None):
+        netns.attach(str(path), "thread-self")
+        return _rtnetlink_socket()
+
+
+def _socket_in(path: Path) -> socket.socket:
+    """An rtnetlink socket in the namespace bound at ``path``."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with _entered(fd):
+            return _rtnetlink_socket()
+    finally:
+        os.close(fd)
+
+
+def _remove_namespace(path: Path) -> None:
+    """Unbind the namespace at ``path`` (as ``ip netns del`` does): the kernel removes it, and
+    the veth inside with it, once nothing holds it any more."""
+    netns.remove(str(path))
+
+
+def _ifindex(name: str) -> int | None:
+    try:
+        return int((SYS_NET / name / "ifindex").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _failed(what: str, exc: BaseException) -> NetworkError:
+    """A refused request as a :class:`NetworkError` saying what was asked and why not."""
+    if isinstance(exc, NetlinkError):
+        return NetworkError(f"{what}: {os.strerror(exc.code)}")
+    return NetworkError(f"{what}: {exc}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class NetworkOptions:
     """How this agent names what it creates, and whether it makes pod networks at all."""
@@ -90,6 +205,10 @@ class NetworkOptions:
     lowercase letters and digits, so names stay within Linux's 15 characters."""
     enabled: bool = True
     """False: every pod runs in the node's network (``--no-pod-network``)."""
+    pool: int = DEFAULT_POOL
+    """How many pod sandboxes (namespace, veth pair on the bridge, address) are kept made
+    ahead, so a pod bound here takes one instead of waiting for its own
+    (``--pod-network-pool``; 0: none)."""
 
     def __post_init__(self) -> None:
         if not _PREFIX.fullmatch(self.prefix):
@@ -99,6 +218,8 @@ class NetworkOptions:
             )
         if not _IFNAME.fullmatch(self.bridge):
             raise ValueError(f"bridge name {self.bridge!r}: 1 to 15 letters, digits, '_.-'")
+        if not 0 <= self.pool <= MAX_POOL:
+            raise ValueError(f"pod network pool {self.pool}: 0 to {MAX_POOL}")
 
     def netns(self, pod_uid: str) -> str:
         return f"{self.prefix}-{pod_uid}"
@@ -142,16 +263,32 @@ class _Entry:
 @dataclass
 class _Ledger:
     pods: dict[str, _Entry] = field(default_factory=dict)
+    pool: dict[str, _Entry] = field(default_factory=dict)
+    """Sandboxes made ahead (by their ``pool-…`` key), each with its address, and those
+    being handed to a pod (until renamed: both names are then in the ledger)."""
     last: str | None = None
 
     def as_json(self, *, bridge: str, pod_cidr: str | None) -> dict[str, Any]:
+        # vars(), not asdict(): the fields are strings, and a burst writes this often.
         return {
             "version": LEDGER_VERSION,
             "bridge": bridge,
             "pod_cidr": pod_cidr,
             "last": self.last,
-            "pods": {uid: asdict(entry) for uid, entry in self.pods.items()},
+            "pods": {uid: vars(entry) for uid, entry in self.pods.items()},
+            "pool": {key: vars(entry) for key, entry in self.pool.items()},
         }
+
+    def addresses(self, *, but: str | None = None) -> set[IPv4Address]:
+        """Every address held, by pods (but ``but``) and sandboxes."""
+        held = {_address(e.ip) for uid, e in self.pods.items() if uid != but}
+        return held | {_address(e.ip) for e in self.pool.values()}
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> IPv4Address:
+    """An address of the ledger, parsed once: each new address looks at every held one."""
+    return IPv4Address(text)
 
 
 class IP:
@@ -182,6 +319,88 @@ class IP:
         except ValueError:
             return []
         return found if isinstance(found, list) else []
+
+
+# A pod's network is made with a request or two per side, built here rather than through
+# pyroute2's keyword API: that one looks up each link by name (a dump, decoded) and sends one
+# request per change, three times the cpu of the kernel's own work for a pod.
+_CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+_CHANGE = NLM_F_REQUEST | NLM_F_ACK
+_LOOPBACK_INDEX = 1
+"""``lo``'s index in every network namespace."""
+_POD_INTERFACE_INDEX = 2
+"""``eth0``'s, given when the veth pair is made in a new namespace (where only ``lo`` is), so
+the requests inside need no look-up."""
+_RT_TABLE_MAIN = 254
+_RTPROT_BOOT = 3
+_RTN_UNICAST = 1
+
+
+def _veth_request(*, veth: str, bridge: int, netns_fd: int) -> ifinfmsg:
+    """The veth pair: ``veth`` up on the bridge here, ``eth0`` (down: a veth cannot come up
+    before its pair exists) in the namespace of ``netns_fd``, at index 2."""
+    peer = {
+        "index": _POD_INTERFACE_INDEX,
+        "attrs": [["IFLA_IFNAME", POD_INTERFACE], ["IFLA_NET_NS_FD", netns_fd]],
+    }
+    info = {"attrs": [["VETH_INFO_PEER", peer]]}
+    request = ifinfmsg()
+    request["family"] = socket.AF_UNSPEC
+    request["flags"] = request["change"] = IFF_UP
+    request["attrs"] = [
+        ["IFLA_IFNAME", veth],
+        ["IFLA_MASTER", bridge],
+        ["IFLA_LINKINFO", {"attrs": [["IFLA_INFO_KIND", "veth"], ["IFLA_INFO_DATA", info]]}],
+    ]
+    request["header"] = {"type": RTM_NEWLINK, "flags": _CREATE}
+    return request
+
+
+def _link_up(index: int) -> ifinfmsg:
+    request = ifinfmsg()
+    request["family"] = socket.AF_UNSPEC
+    request["index"] = index
+    request["flags"] = request["change"] = IFF_UP
+    request["header"] = {"type": RTM_SETLINK, "flags": _CHANGE}
+    return request
+
+
+def _inside_requests(*, address: str, cidr: IPv4Network) -> list[Any]:
+    """A pod's side, sent at once from its namespace's socket: ``address`` on ``eth0``,
+    ``lo`` and ``eth0`` up, the default route via the gateway (``ip``'s ``proto boot``)."""
+    added = ifaddrmsg()
+    added["family"] = socket.AF_INET
+    added["prefixlen"] = cidr.prefixlen
+    added["index"] = _POD_INTERFACE_INDEX
+    added["attrs"] = [["IFA_LOCAL", address], ["IFA_ADDRESS", address]]
+    added["header"] = {"type": RTM_NEWADDR, "flags": _CREATE}
+    route = rtmsg()
+    route["family"] = socket.AF_INET
+    route["table"] = _RT_TABLE_MAIN
+    route["proto"] = _RTPROT_BOOT
+    route["type"] = _RTN_UNICAST
+    route["attrs"] = [["RTA_GATEWAY", str(gateway(cidr))], ["RTA_OIF", _POD_INTERFACE_INDEX]]
+    route["header"] = {"type": RTM_NEWROUTE, "flags": _CREATE}
+    return [added, _link_up(_LOOPBACK_INDEX), _link_up(_POD_INTERFACE_INDEX), route]
+
+
+async def _addresses_inside(path: Path) -> set[str]:
+    """The IPv4 addresses on ``eth0`` of the namespace bound at ``path`` (none if it cannot be
+    entered)."""
+    try:
+        inside = AsyncIPRoute(fileno=_socket_in(path).detach())
+    except OSError:
+        return set()
+    try:
+        found = await inside.link_lookup(ifname=POD_INTERFACE)
+        if not found:
+            return set()
+        dump = await inside.addr("dump", index=found[0], family=socket.AF_INET)
+        return {str(a.get("address")) async for a in dump}
+    except (NetlinkError, OSError):
+        return set()
+    finally:
+        inside.close()
 
 
 # -- the node's network, for pods that cannot have their own ------------------------------------
@@ -223,6 +442,9 @@ class HostNetwork:
     async def detach(self, uid: str) -> None:
         """Nothing was made for it."""
 
+    async def stop(self) -> None:
+        """Nothing to remove."""
+
     def known(self) -> set[str]:
         return set()
 
@@ -252,8 +474,18 @@ class BridgeNetwork:
         self._ready = asyncio.Event()
         self._problem = ""
         """Why the bridge could not be made (the range is routed elsewhere …), if so."""
-        self._pending: list[tuple[list[str], _Entry, asyncio.Future[None]]] = []
-        self._flushing: asyncio.Future[None] | None = None
+        self._node: AsyncIPRoute | None = None
+        self._saving: asyncio.Future[None] | None = None
+        """The ledger write that the changes of this turn of the loop wait for."""
+        self._sandboxes: list[str] = []
+        """The pool's sandboxes that are made and free (ledger ``pool`` keys), oldest first."""
+        self._handed: list[str] = []
+        """Sandboxes handed to pods whose own names are still to be unbound (when quiet)."""
+        self._attaching = 0
+        self._last_attach = 0.0
+        self._filler: asyncio.Task[None] | None = None
+        self._wanted = asyncio.Event()
+        """Set when the pool is short of sandboxes."""
 
     # -- state ----------------------------------------------------------------------------
 
@@ -279,6 +511,10 @@ class BridgeNetwork:
         """The pods the ledger holds a network for."""
         return set(self._ledger.pods)
 
+    def sandboxes(self) -> dict[str, str]:
+        """The pool's sandboxes made and free: namespace name -> address."""
+        return {self._ledger.pool[k].netns: self._ledger.pool[k].ip for k in self._sandboxes}
+
     def _load(self) -> None:
         try:
             data = json.loads(self.path.read_text())
@@ -292,8 +528,31 @@ class BridgeNetwork:
             return
         self._ledger = _Ledger(
             pods={uid: _Entry(**entry) for uid, entry in (data.get("pods") or {}).items()},
+            pool={key: _Entry(**entry) for key, entry in (data.get("pool") or {}).items()},
             last=data.get("last"),
         )
+
+    async def _persist(self) -> None:
+        """Until the ledger on disk holds every change made so far. The pods of a burst
+        change it in one turn of the loop: they share one write (a file written and renamed,
+        a few ms) rather than one each."""
+        if self._saving is None:
+            loop = asyncio.get_running_loop()
+            self._saving = loop.create_future()
+            loop.call_soon(self._write_pending)
+        await asyncio.shield(self._saving)
+
+    def _write_pending(self) -> None:
+        saving, self._saving = self._saving, None
+        if saving is None:
+            return
+        try:
+            self._save()
+        except OSError as exc:
+            saving.set_exception(exc)
+            saving.exception()  # retrieved: every waiter may have been cancelled meanwhile
+        else:
+            saving.set_result(None)
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -310,10 +569,44 @@ class BridgeNetwork:
         an entry whose pod is gone is removed by the agent's sweep (:meth:`detach`)."""
         self._load()
         missing = [e.netns for e in self._ledger.pods.values() if not self._namespace_exists(e)]
+        left = len(self._ledger.pool)
+        await self._drain_pool()  # an earlier agent's sandboxes (it was killed): made afresh
         log.info(
             "network.started", bridge=self.options.bridge, pods=len(self._ledger.pods),
-            namespaces_missing=len(missing),
+            namespaces_missing=len(missing), pool_removed=left,
         )  # fmt: skip
+
+    async def stop(self) -> None:
+        """The agent stops: its pods' networks stay (their containers run on), the pool's
+        sandboxes go."""
+        if self._filler is not None:
+            self._filler.cancel()
+            await asyncio.gather(self._filler, return_exceptions=True)
+            self._filler = None
+        await self._drain_pool()
+        if self._node is not None:
+            self._node.close()
+            self._node = None
+
+    async def _drain_pool(self) -> None:
+        """Remove every sandbox of the pool. One being handed to a pod as its agent stopped
+        is named by the pod too: its sandbox name is unbound (a namespace bound under the
+        pod's name stays), its veth left to the pod."""
+        if not self._ledger.pool:
+            return
+        self._sandboxes.clear()
+        self._handed.clear()
+        held = {e.veth for e in self._ledger.pods.values()}
+        for entry in list(self._ledger.pool.values()):
+            try:
+                if entry.veth not in held:
+                    await self._remove_links(entry)
+                elif self._namespace_exists(entry):
+                    _remove_namespace(NETNS_DIR / entry.netns)
+            except (NetworkError, OSError) as exc:
+                log.warning("network.sandbox_left", netns=entry.netns, error=str(exc))
+        self._ledger.pool.clear()
+        self._save()
 
     def _namespace_exists(self, entry: _Entry) -> bool:
         return (NETNS_DIR / entry.netns).exists()
@@ -332,9 +625,15 @@ class BridgeNetwork:
             log.error("network.bridge_failed", error=self._problem)
             return
         self._problem = ""
+        if cidr != self._cidr:
+            await self._drain_pool()  # addresses of the range the node had before
         self._cidr = cidr
         self._ready.set()
         log.info("network.bridge_ready", bridge=self.options.bridge, pod_cidr=str(cidr))
+        if self.options.pool and (self._filler is None or self._filler.done()):
+            self._filler = asyncio.ensure_future(self._fill())
+            self._filler.add_done_callback(_said_if_failed)
+        self._wanted.set()
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
@@ -386,29 +685,158 @@ class BridgeNetwork:
         known = self._ledger.pods.get(uid)
         if known is not None and IPv4Address(known.ip) in cidr and await self._usable(known):
             return self._addresses(known)
+        self._attaching += 1
+        try:
+            entry, sandbox = await self._claim(uid, namespace=namespace, name=name, cidr=cidr)
+            if sandbox is None:
+                await self._make_or_clean(entry, cidr)
+            else:
+                await self._adopt(sandbox, entry, cidr)
+        finally:
+            self._attaching -= 1
+            self._last_attach = asyncio.get_running_loop().time()
+        log.info(
+            "network.attached", pod=f"{namespace}/{name}", ip=entry.ip, netns=entry.netns,
+            sandbox=sandbox is not None,
+        )  # fmt: skip
+        return self._addresses(entry)
+
+    async def _claim(
+        self, uid: str, *, namespace: str, name: str, cidr: IPv4Network
+    ) -> tuple[_Entry, str | None]:
+        """The pod's ledger entry, written before anything of it is made: a sandbox of the
+        pool's (its key returned too; the ledger names it in the pool as well until the
+        sandbox's own name is unbound), else a new address."""
         async with self._lock:
             entry = self._ledger.pods.get(uid)
+            sandbox = None
             if entry is None or IPv4Address(entry.ip) not in cidr or self._taken_twice(entry):
-                used = {IPv4Address(e.ip) for u, e in self._ledger.pods.items() if u != uid}
-                last = IPv4Address(self._ledger.last) if self._ledger.last else None
-                chosen = next_pod_address(cidr, used, last=last)
-                if chosen is None:
-                    raise NetworkError(f"no free address left in {cidr} ({len(used)} in use)")
+                veth = self.options.veth(uid)
+                if self._sandboxes:
+                    sandbox = self._sandboxes.pop(0)
+                    # The pod keeps the sandbox's veth and address: renaming a link means
+                    # taking it down and up again, costly on a bridge with many ports.
+                    chosen, veth = self._ledger.pool[sandbox].ip, self._ledger.pool[sandbox].veth
+                    self._wanted.set()
+                else:
+                    chosen = self._next_address(cidr, but=uid)
                 entry = _Entry(
-                    namespace=namespace, name=name, netns=self.options.netns(uid),
-                    veth=self.options.veth(uid), ip=str(chosen),
+                    namespace=namespace, name=name, netns=self.options.netns(uid), veth=veth,
+                    ip=chosen,
                 )  # fmt: skip
-                self._ledger.last = str(chosen)
-            # Written before anything exists: whatever is made below can always be found.
             self._ledger.pods[uid] = entry
-            self._save()
+        # Written before anything exists: whatever is made below can always be found.
+        await self._persist()
+        return entry, sandbox
+
+    def _next_address(self, cidr: IPv4Network, *, but: str | None = None) -> str:
+        used = self._ledger.addresses(but=but)
+        last = IPv4Address(self._ledger.last) if self._ledger.last else None
+        chosen = next_pod_address(cidr, used, last=last)
+        if chosen is None:
+            raise NetworkError(f"no free address left in {cidr} ({len(used)} in use)")
+        self._ledger.last = str(chosen)
+        return str(chosen)
+
+    async def _make_or_clean(self, entry: _Entry, cidr: IPv4Network) -> None:
         try:
             await self._make(entry, cidr)
         except NetworkError:
             await self._remove_links(entry)
             raise
-        log.info("network.attached", pod=f"{namespace}/{name}", ip=entry.ip, netns=entry.netns)
-        return self._addresses(entry)
+
+    # -- the pool ------------------------------------------------------------------------
+
+    async def _fill(self) -> None:
+        """Keep ``options.pool`` sandboxes made: each is a pod network as a pod would get
+        it, named ``<prefix>-pool-<hex>``, in the ledger's ``pool`` before it is made. The
+        pods being attached go first: the pool is filled once they have been quiet a moment."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            while self._handed or (
+                self._cidr is not None and len(self._sandboxes) < self.options.pool
+            ):
+                quiet = loop.time() - self._last_attach
+                if self._attaching or quiet < POOL_QUIET_S:
+                    await asyncio.sleep(POOL_QUIET_S - quiet if not self._attaching else 0.05)
+                    continue
+                if self._handed:
+                    await self._unbind_handed()
+                    continue
+                cidr = self._cidr
+                key = POOL_KEY + secrets.token_hex(8)
+                async with self._lock:
+                    try:
+                        ip = self._next_address(cidr)
+                    except NetworkError:
+                        break  # the range is full: the pods have it
+                    entry = _Entry(
+                        namespace="", name="", netns=self.options.netns(key),
+                        veth=self.options.veth(key), ip=ip,
+                    )  # fmt: skip
+                    self._ledger.pool[key] = entry
+                await self._persist()
+                try:
+                    await self._make_or_clean(entry, cidr)
+                except (NetworkError, OSError) as exc:
+                    log.warning("network.sandbox_failed", netns=entry.netns, error=str(exc))
+                    self._ledger.pool.pop(key, None)
+                    await self._persist()
+                    await asyncio.sleep(NETWORK_RETRY_S)
+                    continue
+                if self._cidr != cidr:  # the range changed meanwhile: the drain missed it
+                    await self._remove_links(entry)
+                    self._ledger.pool.pop(key, None)
+                    await self._persist()
+                    continue
+                self._sandboxes.append(key)
+            if self._sandboxes:
+                log.debug("network.pool_filled", sandboxes=len(self._sandboxes))
+
+    async def _adopt(self, key: str, entry: _Entry, cidr: IPv4Network) -> None:
+        """The pool's sandbox ``key`` becomes the pod's network: its namespace bound under the
+        pod's name (its veth and address are the pod's already; the sandbox's name is unbound
+        once no pod is waiting). Should that fail, the sandbox goes and the pod's network is
+        made as without a pool."""
+        sandbox = self._ledger.pool[key]
+        old, new = NETNS_DIR / sandbox.netns, NETNS_DIR / entry.netns
+        try:
+            if new.exists():  # a leftover of an earlier attempt of this pod
+                _remove_namespace(new)
+            fd = os.open(old, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                with _entered(fd):
+                    netns.attach(str(new), "thread-self")
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("network.sandbox_unusable", netns=sandbox.netns, error=str(exc))
+            await self._remove_links(sandbox)
+            # A veth of its own: the sandbox's goes with its namespace, a moment later.
+            entry.veth = self.options.veth(entry.netns)
+            del self._ledger.pool[key]
+            await self._persist()
+            await self._make_or_clean(entry, cidr)
+            return
+        # The sandbox's own name is unbound later, when no pod is waiting (1-2 ms of the
+        # kernel's each): until then the ledger names it in the pool too, and an agent that
+        # restarts meanwhile unbinds it and leaves the rest to the pod.
+        self._handed.append(key)
+        self._wanted.set()
+
+    async def _unbind_handed(self) -> None:
+        """Unbind the sandbox names of the sandboxes pods took, and forget them."""
+        handed, self._handed = self._handed, []
+        for key in handed:
+            entry = self._ledger.pool.pop(key, None)
+            if entry is not None and self._namespace_exists(entry):
+                try:
+                    _remove_namespace(NETNS_DIR / entry.netns)
+                except OSError as exc:
+                    log.warning("network.sandbox_name_left", netns=entry.netns, error=str(exc))
+        await self._persist()
 
     def _taken_twice(self, entry: _Entry) -> bool:
         return sum(1 for e in self._ledger.pods.values() if e.ip == entry.ip) > 1
@@ -416,76 +844,57 @@ class BridgeNetwork:
     def _addresses(self, entry: _Entry) -> PodAddresses:
         return PodAddresses(pod_ip=entry.ip, host_ip=self.host_ip, netns=entry.netns)
 
+    def _rtnl(self) -> AsyncIPRoute:
+        """The agent's rtnetlink socket in the node's namespace, opened on first use (on the
+        loop it then answers on)."""
+        if self._node is None:
+            self._node = AsyncIPRoute()
+        return self._node
+
     async def _make(self, entry: _Entry, cidr: IPv4Network) -> None:
+        """The namespace, the veth pair with its host end up on the bridge, and inside: the
+        address, ``lo`` and ``eth0`` up, the default route."""
         await self._remove_links(entry)  # a half-made leftover of an earlier attempt
-        await self._host_side(
-            [
-                f"netns add {entry.netns}",
-                f"link add {entry.veth} type veth peer name {POD_INTERFACE} netns {entry.netns}",
-                f"link set {entry.veth} master {self.options.bridge}",
-                f"link set {entry.veth} up",
-            ],
-            entry,
-        )
-        await self.ip(
-            "-n",
-            entry.netns,
-            batch=[
-                f"addr add {entry.ip}/{cidr.prefixlen} dev {POD_INTERFACE}",
-                "link set lo up",
-                f"link set {POD_INTERFACE} up",
-                f"route add default via {gateway(cidr)}",
-            ],
-        )
-
-    async def _host_side(self, lines: list[str], entry: _Entry) -> None:
-        """Run ``lines`` (in the node's namespace) with those of the other pods being made
-        right now, in one ``ip -batch``: starting ``ip`` is most of what a pod's network
-        costs, and a burst of pods then pays it once for the node's side. Should the shared
-        batch fail, each pod's lines run on their own, so each pod gets its own error."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((lines, entry, done))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.ensure_future(self._flush())
-        await asyncio.shield(done)
-
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # the pods whose workers run in this turn of the loop join
-        while self._pending:
-            batch, self._pending = self._pending, []
+        path = NETNS_DIR / entry.netns
+        bridge = _ifindex(self.options.bridge)
+        if bridge is None:
+            raise NetworkError(f"pod network of {entry.netns}: no bridge {self.options.bridge}")
+        try:
+            inside = AsyncIPRoute(fileno=_new_namespace(path).detach())
+        except OSError as exc:
+            raise _failed(f"namespace {entry.netns}", exc) from exc
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                await self.ip(batch=[line for lines, _, _ in batch for line in lines])
-            except NetworkError:
-                for lines, entry, done in batch:
-                    try:
-                        await self._remove_links(entry)
-                        await self.ip(batch=lines)
-                    except NetworkError as exc:
-                        done.set_exception(exc)
-                    else:
-                        done.set_result(None)
-            else:
-                for _, _, done in batch:
-                    done.set_result(None)
+                request = _veth_request(veth=entry.veth, bridge=bridge, netns_fd=fd)
+                async for _ in await self._rtnl().nlm_request(request, RTM_NEWLINK, _CREATE):
+                    pass
+            finally:
+                os.close(fd)
+            async for _ in inside.nlm_request_batch(_inside_requests(address=entry.ip, cidr=cidr)):
+                pass
+        except (NetlinkError, OSError) as exc:
+            raise _failed(f"pod network of {entry.netns}", exc) from exc
+        finally:
+            inside.close()
 
     async def _usable(self, entry: _Entry) -> bool:
         """Whether the pod's namespace exists with its address on ``eth0`` (the pod keeps
         it: its containers may be running there); its veth is put back on the bridge if it
         fell off (the bridge was removed and made again)."""
-        if not self._namespace_exists(entry):
+        if not self._namespace_exists(entry) or not (SYS_NET / entry.veth).exists():
             return False
-        inside = await self.ip.json("-n", entry.netns, "-4", "addr", "show", "dev", POD_INTERFACE)
-        addresses = {i.get("local") for link in inside for i in link.get("addr_info") or []}
-        if entry.ip not in addresses or not (SYS_NET / entry.veth).exists():
+        if entry.ip not in await _addresses_inside(NETNS_DIR / entry.netns):
             return False
         master = SYS_NET / entry.veth / "master"
         if not master.exists() or master.resolve().name != self.options.bridge:
-            await self.ip(
-                batch=[
-                    f"link set {entry.veth} master {self.options.bridge}",
-                    f"link set {entry.veth} up",
-                ]
-            )
+            bridge, veth = _ifindex(self.options.bridge), _ifindex(entry.veth)
+            if bridge is None or veth is None:
+                return False
+            try:
+                await self._rtnl().link("set", index=veth, master=bridge, state="up")
+            except (NetlinkError, OSError) as exc:
+                raise _failed(f"veth {entry.veth} onto {self.options.bridge}", exc) from exc
             log.info("network.reattached", netns=entry.netns, bridge=self.options.bridge)
         return True
 
@@ -493,10 +902,17 @@ class BridgeNetwork:
         """Remove the pod's namespace and veth, whatever is left of them. (Removing the
         namespace removes the veth pair with it, a moment later: the veth is removed here
         only when no namespace took it along.)"""
-        if self._namespace_exists(entry):
-            await self.ip("netns", "del", entry.netns, check=False)
-        elif (SYS_NET / entry.veth).exists():
-            await self.ip("link", "del", entry.veth, check=False)
+        path = NETNS_DIR / entry.netns
+        if path.exists():
+            try:
+                _remove_namespace(path)
+            except OSError as exc:
+                raise _failed(f"namespace {entry.netns}", exc) from exc
+            return
+        index = _ifindex(entry.veth)
+        if index is not None:
+            with contextlib.suppress(NetlinkError, OSError):  # gone meanwhile
+                await self._rtnl().link("del", index=index)
 
     async def detach(self, uid: str) -> None:
         """Remove the pod's network (its containers have stopped) and forget its address."""
@@ -505,10 +921,19 @@ class BridgeNetwork:
             return
         await self._remove_links(entry)
         async with self._lock:
-            if self._ledger.pods.get(uid) is entry:
+            forgotten = self._ledger.pods.get(uid) is entry
+            if forgotten:
                 del self._ledger.pods[uid]
-                self._save()
+        if forgotten:
+            await self._persist()
+            self._wanted.set()  # its address is free again: the pool may have been short of one
         log.info("network.detached", pod=f"{entry.namespace}/{entry.name}", ip=entry.ip)
+
+
+def _said_if_failed(task: asyncio.Task[None]) -> None:
+    """The pool's filler ended by an error: said (pods then get networks made for them)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("network.pool_stopped", error=repr(task.exception()))
 
 
 # -- choosing ------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from handlers.agent.hostports import HostPortForwarder, host_ports
 from handlers.agent.logship import ContainerInstance
 from handlers.agent.network import NetworkError, NetworkNotReady, PodAddresses
 from handlers.agent.poddns import PodResolvers
+from handlers.agent.probes import run_probe
 from handlers.agent.seams import Container, ContainerRuntime, LogSink, PodNetwork
 from projections.cluster import ObjectRecord
 from streams.cancellation import checkpoint
@@ -256,10 +257,10 @@ class PodWorker:
     # -- the network ----------------------------------------------------------------------------
 
     async def _network_up(self) -> PodAddresses | None:
-        """The pod's network and host ports; waits while the node has no network for pods
-        yet; None if the pod was deleted meanwhile. The addresses are being recorded on the
-        pod when this returns: its containers start meanwhile (their environment has the
-        addresses already), and every later step is recorded after them
+        """The pod's network, host ports and ``resolv.conf``; waits while the node has no
+        network for pods yet; None if the pod was deleted meanwhile. The addresses are being
+        recorded on the pod when this returns: its containers start meanwhile (their
+        environment has the addresses already), and every later step is recorded after them
         (:meth:`_after_addresses`), so the log still says IP assigned, then started."""
         host_network = bool(self.spec.get("hostNetwork"))
         waiting_logged = False
@@ -281,7 +282,6 @@ class PodWorker:
                 log.warning("agent.pod_network_failed", pod=self.key, error=str(exc))
                 await self._until_terminating(asyncio.sleep(NETWORK_RETRY_S))
         self.addresses = addresses
-        self._launch_netns = await self._resolver_up(addresses)
         notes = [addresses.message] if addresses.message else []
         ports = host_ports(self.spec)
         if ports:
@@ -297,6 +297,9 @@ class PodWorker:
                 host_network=addresses.host_network, message="; ".join(notes), at=at,
             ),
         ))  # fmt: skip
+        # The pod's resolv.conf after its address is on its way to the log: its write waits
+        # for a worker thread, which a burst's container starts keep busy.
+        self._launch_netns = await self._resolver_up(addresses)
         return addresses
 
     async def _resolver_up(self, addresses: PodAddresses) -> str | None:
@@ -611,8 +614,6 @@ class PodWorker:
         policy: str,
         restart: asyncio.Future[str],
     ) -> None:
-        from handlers.agent.probes import run_probe
-
         name = running.spec.name
         health = ContainerHealth(
             container=name,

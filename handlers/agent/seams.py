@@ -148,6 +148,11 @@ class PodNetwork(Protocol):
         """Remove the pod's network (its containers have stopped)."""
         ...
 
+    async def stop(self) -> None:
+        """The agent stops: remove what was made ahead for pods to come (the pods' own
+        networks stay, their containers run on)."""
+        ...
+
     def known(self) -> set[str]:
         """The pods (by uid) a network is held for."""
         ...

@@ -81,6 +81,15 @@ POD_NETWORK_OPTIONS = (
         is_flag=True,
         help="Run every pod in the host network (no network namespace, no pod IP of its own).",
     ),
+    click.option(
+        "--pod-network-pool",
+        type=int,
+        default=8,
+        show_default=True,
+        help="Pod networks (namespace, veth, address) kept made ahead so a pod bound here "
+        "starts without waiting for its own; refilled after use, removed when the agent "
+        "stops. 0: none.",
+    ),
 )
 
 
@@ -124,11 +133,11 @@ def _container_logs(max_size: str, max_files: int) -> ContainerLogPolicy:
         raise Failure(exc.message) from None
 
 
-def _network_options(bridge: str, prefix: str, disabled: bool) -> NetworkOptions:
+def _network_options(*, bridge: str, prefix: str, disabled: bool, pool: int) -> NetworkOptions:
     from handlers.agent.network import NetworkOptions
 
     try:
-        return NetworkOptions(bridge=bridge, prefix=prefix, enabled=not disabled)
+        return NetworkOptions(bridge=bridge, prefix=prefix, enabled=not disabled, pool=pool)
     except ValueError as exc:
         raise Failure(str(exc)) from None
 
@@ -308,6 +317,7 @@ def up(
     pod_bridge: str,
     pod_network_prefix: str,
     no_pod_network: bool,
+    pod_network_pool: int,
     service_cidr: str,
     node_port_range: str,
     container_log_max_size: str,
@@ -326,7 +336,10 @@ def up(
         cluster = ClusterCIDR.parse(cluster_cidr, node_cidr_mask_size)
     except FleetError as exc:
         raise Failure(f"--cluster-cidr/--node-cidr-mask-size: {exc.message}") from None
-    network = _network_options(pod_bridge, pod_network_prefix, no_pod_network)
+    network = _network_options(
+        bridge=pod_bridge, prefix=pod_network_prefix, disabled=no_pod_network,
+        pool=pod_network_pool,
+    )  # fmt: skip
     service_ranges = _service_ranges(service_cidr, node_port_range)
     container_logs = _container_logs(container_log_max_size, container_log_max_files)
 
@@ -410,11 +423,15 @@ async def agent(
     pod_bridge: str,
     pod_network_prefix: str,
     no_pod_network: bool,
+    pod_network_pool: int,
     container_log_max_size: str,
     container_log_max_files: int,
 ) -> None:
     """Join this machine to a cluster as a node: run the pods bound to it as processes."""
-    network = _network_options(pod_bridge, pod_network_prefix, no_pod_network)
+    network = _network_options(
+        bridge=pod_bridge, prefix=pod_network_prefix, disabled=no_pod_network,
+        pool=pod_network_pool,
+    )  # fmt: skip
     dns = _dns_options("" if cluster_dns == "auto" else cluster_dns, cluster_domain)
     container_logs = _container_logs(container_log_max_size, container_log_max_files)
     from handlers.agent.agent import NodeAgent

@@ -46,6 +46,16 @@ def names(kind: str, prefix: str) -> set[str]:
     return {name for name in found if name.startswith(prefix)}
 
 
+def pooled(root: Path) -> set[str]:
+    """The namespaces and veths of the agent's pool (sandboxes made ahead for pods to come),
+    as its ledger names them."""
+    try:
+        ledger = json.loads((root / "network" / "ledger.json").read_text())
+    except (OSError, ValueError):
+        return set()
+    return {e[key] for e in (ledger.get("pool") or {}).values() for key in ("netns", "veth")}
+
+
 def answers(address: str) -> bool:
     try:
         with urllib.request.urlopen(f"http://{address}:8080/", timeout=3) as response:
@@ -100,8 +110,10 @@ def test_a_killed_agent_comes_back_to_its_pods_addresses_and_leaves_nothing_behi
         before = {name: p["status"]["podIP"] for name, p in pods(cluster).items()}
         assert len(set(before.values())) == 2
         assert all(answers(address) for address in before.values())
-        namespaces = names("netns", cluster.pod_prefix)
+        root = cluster.data_dir / "agent"
+        namespaces = names("netns", cluster.pod_prefix) - pooled(root)
         assert len(namespaces) == 2
+        killed_pool = pooled(root)
 
         agent.send_signal(signal.SIGKILL)
         agent.wait(timeout=30)
@@ -109,8 +121,11 @@ def test_a_killed_agent_comes_back_to_its_pods_addresses_and_leaves_nothing_behi
         agent = start_agent()
         wait_for(lambda: agents_ready() == 2)
         time.sleep(2)  # its pod workers adopt their pods and look at their networks
-        # Its pods keep their namespaces and addresses, and answer there.
-        assert names("netns", cluster.pod_prefix) == namespaces
+        # Its pods keep their namespaces and addresses, and answer there; the killed agent's
+        # pool is gone (the new one made its own).
+        assert names("netns", cluster.pod_prefix) - pooled(root) == namespaces
+        left = names("netns", cluster.pod_prefix) | names("link", cluster.pod_prefix)
+        assert not killed_pool & left
         after = {name: p["status"]["podIP"] for name, p in pods(cluster).items()}
         assert after == before
         assert all(answers(address) for address in after.values())
@@ -120,13 +135,17 @@ def test_a_killed_agent_comes_back_to_its_pods_addresses_and_leaves_nothing_behi
         for name in ("one", "two"):
             cluster.cli("delete", "pod", name)
 
-        def nothing_left() -> bool:
-            links = names("link", cluster.pod_prefix) - {cluster.pod_bridge}
-            return not names("netns", cluster.pod_prefix) and not links
+        def nothing_left(*, but: set[str]) -> bool:
+            links = names("link", cluster.pod_prefix) - {cluster.pod_bridge} - but
+            return not names("netns", cluster.pod_prefix) - but and not links
 
-        wait_for(nothing_left, timeout=60)
-        ledger = json.loads((cluster.data_dir / "agent" / "network" / "ledger.json").read_text())
+        wait_for(lambda: nothing_left(but=pooled(root)), timeout=60)
+        ledger = json.loads((root / "network" / "ledger.json").read_text())
         assert ledger["pods"] == {}
+        # Stopped, the agent leaves nothing at all: its pool goes with it.
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=60)
+        wait_for(lambda: nothing_left(but=set()), timeout=30)
     finally:
         if agent.poll() is None:
             agent.send_signal(signal.SIGKILL)

@@ -259,6 +259,12 @@ class Net:
     def netns(self, name: str) -> str:
         return self.options.netns(self.uid(name))
 
+    def veth(self, name: str) -> str:
+        """The pod's host-side veth, as the agent's ledger names it (a pod that took a
+        sandbox of the pool keeps the sandbox's)."""
+        ledger = json.loads((self.root / "network" / "ledger.json").read_text())
+        return str(ledger["pods"][self.uid(name)]["veth"])
+
     def node(self) -> dict[str, Any]:
         record = self.projection.model.get("Node", "", NODE)
         assert record is not None
@@ -373,7 +379,7 @@ async def test_an_agent_restart_keeps_running_pods_and_removes_what_deleted_pods
     keep_ip, drop_ip = net.status("keep")["podIP"], net.status("drop")["podIP"]
     keep_ns, drop_ns = net.netns("keep"), net.netns("drop")
     assert {keep_ns, drop_ns} <= namespaces_of(net.prefix)
-    drop_veth = net.options.veth(net.uid("drop"))
+    drop_veth = net.veth("drop")
     assert drop_veth in links_of(net.prefix)
 
     await net.stop_agent()
@@ -404,14 +410,31 @@ async def test_an_agent_restart_keeps_running_pods_and_removes_what_deleted_pods
 
         await net.client.send("Pod", "delete", {"name": "keep"})
 
-        async def nothing_left() -> bool:
-            return not namespaces_of(net.prefix) and links_of(net.prefix) == {net.options.bridge}
+        async def nothing_left() -> bool:  # but the pool's sandboxes, for pods to come
+            pool = pool_of(net)
+            return namespaces_of(net.prefix) == {e["netns"] for e in pool} and links_of(
+                net.prefix
+            ) == {net.options.bridge} | {e["veth"] for e in pool}
 
         await eventually(nothing_left)
         ledger = json.loads((net.root / "network" / "ledger.json").read_text())
         assert ledger["pods"] == {}
+        # And the agent stopped leaves nothing at all: its pool goes with it.
+        await net.stop_agent()
+        assert not namespaces_of(net.prefix) and pool_of(net) == []
+
+        async def veths_gone() -> bool:
+            return links_of(net.prefix) == {net.options.bridge}
+
+        await eventually(veths_gone)
     finally:
         previous.cleanup()
+
+
+def pool_of(net: Net) -> list[dict[str, str]]:
+    """The sandboxes the agent's ledger holds for pods to come."""
+    ledger = json.loads((net.root / "network" / "ledger.json").read_text())
+    return list((ledger.get("pool") or {}).values())
 
 
 async def test_host_network_keeps_the_nodes_and_host_ports_are_forwarded(net: Net) -> None:
@@ -605,6 +628,7 @@ async def test_the_bridge_keeps_its_own_address_as_pods_come_and_go(net: Net) ->
         await net.client.send("Pod", "apply", {"manifest": pod(name, server())})
     await net.ready(*names)
     expected = network_module.bridge_mac(net.options.bridge)
+    veths = {net.veth(n) for n in names}
 
     def bridge_address() -> str:
         return str(ip_json("link", "show", "dev", net.options.bridge)[0]["address"])
@@ -615,9 +639,12 @@ async def test_the_bridge_keeps_its_own_address_as_pods_come_and_go(net: Net) ->
         for link in ip_json("link", "show", "master", net.options.bridge)
     }
     assert expected not in ports.values()
+    # (the pool's sandboxes, for pods to come, are ports of the bridge too)
+    ports = {veth: mac for veth, mac in ports.items() if veth in veths}
+    assert set(ports) == veths
     # The pod whose veth has the lowest MAC goes: the bridge would have taken it.
     lowest = min(ports, key=lambda name: ports[name])
-    gone = next(n for n in names if net.options.veth(net.uid(n)) == lowest)
+    gone = next(n for n in names if net.veth(n) == lowest)
     await net.client.send("Pod", "delete", {"name": gone, "namespace": "default"})
 
     async def its_veth_is_gone() -> bool:
@@ -625,3 +652,267 @@ async def test_the_bridge_keeps_its_own_address_as_pods_come_and_go(net: Net) ->
 
     await eventually(its_veth_is_gone)
     assert bridge_address() == expected
+
+
+def ip_wrapper(directory: Path) -> Path:
+    """An ``ip`` first on PATH that writes each of its command lines to ``runs`` beside it,
+    then runs the real one."""
+    real = shutil.which("ip")
+    assert real is not None
+    directory.mkdir()
+    wrapper = directory / "ip"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {directory / "runs"}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def runs_of(wrapper: Path) -> list[str]:
+    runs = wrapper.parent / "runs"
+    return runs.read_text().splitlines() if runs.exists() else []
+
+
+async def test_pods_get_their_networks_and_lose_them_without_starting_ip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    wrapper = ip_wrapper(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    prefix = "t" + secrets.token_hex(2) + "x"
+    options = NetworkOptions(bridge=f"{prefix}br", prefix=prefix, pool=0)
+    block = random.randrange(1024)
+    cidr = f"100.{112 + block // 64}.{(block % 64) * 4 + 1}.0/24"
+    try:
+        network = await detect(tmp_path / "agent", options)
+        assert isinstance(network, BridgeNetwork)
+        await network.start()
+        await network.set_pod_cidr(cidr)
+        assert runs_of(wrapper)  # the wrapper is the `ip` the network starts (for its bridge)
+        started = len(runs_of(wrapper))
+        fds = len(os.listdir("/proc/self/fd"))
+        uids = [f"uid-{prefix}-{i}" for i in range(5)]
+        made = await asyncio.gather(
+            *(
+                network.attach(uid=uid, namespace="default", name=f"p{i}", host_network=False)
+                for i, uid in enumerate(uids)
+            )
+        )
+        assert runs_of(wrapper)[started:] == []
+        assert len({addresses.pod_ip for addresses in made}) == 5
+        assert namespaces_of(prefix) == {options.netns(uid) for uid in uids}
+        for uid, addresses in zip(uids, made, strict=True):
+            assert addresses.netns == options.netns(uid)
+            inside = ip_json("-n", addresses.netns, "-4", "addr", "show", "dev", "eth0")
+            assert [(a["local"], a["prefixlen"]) for a in inside[0]["addr_info"]] == [
+                (addresses.pod_ip, 24)
+            ]
+            assert "UP" in inside[0]["flags"]
+            lo = ip_json("-n", addresses.netns, "link", "show", "dev", "lo")
+            assert "UP" in lo[0]["flags"]
+            routes = ip_json("-n", addresses.netns, "-4", "route", "show", "default")
+            assert [(r["gateway"], r["dev"]) for r in routes] == [(addresses.host_ip, "eth0")]
+            veth = ip_json("link", "show", "dev", options.veth(uid))
+            assert veth[0]["master"] == options.bridge and "UP" in veth[0]["flags"]
+        # A pod answers at its address from the node, through the bridge.
+        listen = (
+            "import socket; s = socket.socket(); s.bind(('0.0.0.0', 8080)); s.listen();"
+            "print('up', flush=True); c, _ = s.accept(); c.sendall(b'hi'); c.close()"
+        )
+        listening = subprocess.Popen(  # noqa: ASYNC220 - stopped by its pid below
+            ["ip", "netns", "exec", made[0].netns, PY, "-c", listen], stdout=subprocess.PIPE
+        )
+        try:
+            assert listening.stdout is not None
+            assert await asyncio.to_thread(listening.stdout.readline) == b"up\n"
+
+            def said() -> bytes:
+                with socket.create_connection((made[0].pod_ip, 8080), timeout=5) as conn:
+                    return conn.recv(16)
+
+            assert await asyncio.to_thread(said) == b"hi"
+        finally:
+            listening.kill()
+            listening.wait()
+        # A restarted agent finds each namespace as it was (checked, not made again).
+        again = BridgeNetwork(tmp_path / "agent", options, network.ip)
+        await again.start()
+        await again.set_pod_cidr(cidr)
+        made_as = os.stat(f"/run/netns/{made[0].netns}").st_ino
+        started = len(runs_of(wrapper))
+        found = await again.attach(uid=uids[0], namespace="default", name="p0", host_network=False)
+        assert found == made[0]
+        assert os.stat(f"/run/netns/{made[0].netns}").st_ino == made_as
+        for uid in uids:
+            await again.detach(uid)
+        assert runs_of(wrapper)[started:] == []
+        assert len(os.listdir("/proc/self/fd")) <= fds + 2  # the networks' own sockets
+        assert not namespaces_of(prefix)
+
+        async def veths_gone() -> bool:  # (the kernel removes a namespace's veth a moment later)
+            return links_of(prefix) == {options.bridge}
+
+        await eventually(veths_gone)
+    finally:
+        remove_everything_named(prefix, options.bridge)
+
+
+async def test_pods_take_the_pools_sandboxes_which_are_refilled_and_removed_at_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    wrapper = ip_wrapper(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    prefix = "t" + secrets.token_hex(2) + "x"
+    options = NetworkOptions(bridge=f"{prefix}br", prefix=prefix, pool=3)
+    block = random.randrange(1024)
+    cidr = f"100.{112 + block // 64}.{(block % 64) * 4 + 2}.0/24"
+    root = tmp_path / "agent"
+    try:
+        network = await detect(root, options)
+        assert isinstance(network, BridgeNetwork)
+        await network.start()
+        await network.set_pod_cidr(cidr)
+
+        async def full() -> bool:
+            return len(network.sandboxes()) == 3
+
+        await eventually(full)
+        pool = network.sandboxes()
+        assert namespaces_of(prefix) == set(pool)
+        made_as = {os.stat(f"/run/netns/{name}").st_ino: ip for name, ip in pool.items()}
+        started = len(runs_of(wrapper))
+        uids = [f"uid-{prefix}-{i}" for i in range(5)]
+        made = await asyncio.gather(
+            *(
+                network.attach(uid=uid, namespace="default", name=f"p{i}", host_network=False)
+                for i, uid in enumerate(uids)
+            )
+        )
+        assert runs_of(wrapper)[started:] == []
+        ledger = json.loads((root / "network" / "ledger.json").read_text())
+        assert {e["ip"] for e in ledger["pods"].values()} == {a.pod_ip for a in made}
+        # Three pods got the sandboxes (the same namespaces, now under the pods' names, with
+        # the addresses they were made with), two got networks made for them.
+        by_pod = {os.stat(f"/run/netns/{a.netns}").st_ino: a.pod_ip for a in made}
+        assert {ino: by_pod.get(ino) for ino in made_as} == made_as
+        assert len({a.pod_ip for a in made}) == 5
+        for uid, addresses in zip(uids, made, strict=True):
+            assert addresses.netns == options.netns(uid)
+            inside = ip_json("-n", addresses.netns, "-4", "addr", "show", "dev", "eth0")
+            assert [a["local"] for a in inside[0]["addr_info"]] == [addresses.pod_ip]
+            assert "UP" in inside[0]["flags"]
+            routes = ip_json("-n", addresses.netns, "-4", "route", "show", "default")
+            assert [(r["gateway"], r["dev"]) for r in routes] == [(addresses.host_ip, "eth0")]
+            veth = ip_json("link", "show", "dev", ledger["pods"][uid]["veth"])
+            assert veth[0]["master"] == options.bridge and "UP" in veth[0]["flags"]
+
+        # Refilled once the pods are attached, with addresses no pod holds.
+        await eventually(full)
+        refilled = network.sandboxes()
+        assert not set(refilled) & set(pool)
+        # The sandboxes' own names were unbound meanwhile: the pods' namespaces stay.
+        ledger = json.loads((root / "network" / "ledger.json").read_text())
+        assert not set(pool) & {e["netns"] for e in ledger["pool"].values()}
+        assert not set(refilled.values()) & {a.pod_ip for a in made}
+        assert namespaces_of(prefix) == set(refilled) | {a.netns for a in made}
+
+        # An agent killed (nothing stopped): the next one removes the sandboxes it left and
+        # makes its own; the pods' networks stay.
+        again = BridgeNetwork(root, options, network.ip)
+        await again.start()
+        assert not set(refilled) & namespaces_of(prefix)
+        assert json.loads((root / "network" / "ledger.json").read_text())["pool"] == {}
+        await again.set_pod_cidr(cidr)
+
+        async def again_full() -> bool:
+            return len(again.sandboxes()) == 3
+
+        await eventually(again_full)
+        for uid in uids:
+            await again.detach(uid)
+        # Stopped: nothing left, not even the pool.
+        await again.stop()
+        assert not namespaces_of(prefix)
+        assert json.loads((root / "network" / "ledger.json").read_text())["pool"] == {}
+
+        async def veths_gone() -> bool:
+            return links_of(prefix) == {options.bridge}
+
+        await eventually(veths_gone)
+    finally:
+        remove_everything_named(prefix, options.bridge)
+
+
+async def test_a_pods_address_is_recorded_while_its_resolv_conf_is_being_written(
+    net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst's resolv.conf writes wait for worker threads its container starts keep busy:
+    the address goes to the log first; the containers still start only once it is written."""
+    assert net.agent is not None
+    resolvers = net.agent.resolvers
+    prepare = resolvers.prepare
+    release = asyncio.Event()
+
+    async def held(**kwargs: Any) -> str | None:
+        await release.wait()
+        return await prepare(**kwargs)
+
+    monkeypatch.setattr(resolvers, "prepare", held)
+    sleeper = container("main", [PY, "-c", "import time; time.sleep(60)"])
+    await net.client.send("Pod", "apply", {"manifest": pod("held-dns", sleeper)})
+
+    async def assigned() -> bool:
+        return bool(await net.ip_events("held-dns"))
+
+    await eventually(assigned)
+    assert "ContainerStarted" not in await net.types("held-dns")
+    release.set()
+
+    async def started() -> bool:
+        return "ContainerStarted" in await net.types("held-dns")
+
+    await eventually(started)
+    types = await net.types("held-dns")
+    assert types.index("PodIPAssigned") < types.index("ContainerStarted")
+
+
+async def test_a_sandbox_removed_behind_the_agents_back_is_replaced_by_a_network_made_anew(
+    tmp_path: Path,
+) -> None:
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    prefix = "t" + secrets.token_hex(2) + "x"
+    options = NetworkOptions(bridge=f"{prefix}br", prefix=prefix, pool=1)
+    block = random.randrange(1024)
+    cidr = f"100.{112 + block // 64}.{(block % 64) * 4 + 3}.0/24"
+    root = tmp_path / "agent"
+    try:
+        network = await detect(root, options)
+        assert isinstance(network, BridgeNetwork)
+        await network.start()
+        await network.set_pod_cidr(cidr)
+
+        async def full() -> bool:
+            return len(network.sandboxes()) == 1
+
+        await eventually(full)
+        (sandbox,) = network.sandboxes()
+        await asyncio.to_thread(subprocess.run, ["ip", "netns", "del", sandbox], check=True)
+        addresses = await network.attach(
+            uid="uid-gone", namespace="default", name="p", host_network=False
+        )
+        inside = ip_json("-n", addresses.netns, "-4", "addr", "show", "dev", "eth0")
+        assert [a["local"] for a in inside[0]["addr_info"]] == [addresses.pod_ip]
+        ledger = json.loads((root / "network" / "ledger.json").read_text())
+        veth = ip_json("link", "show", "dev", ledger["pods"]["uid-gone"]["veth"])
+        assert veth[0]["master"] == options.bridge and "UP" in veth[0]["flags"]
+        assert sandbox not in {e["netns"] for e in ledger["pool"].values()}
+        await network.detach("uid-gone")
+        await network.stop()
+        assert not namespaces_of(prefix)
+    finally:
+        remove_everything_named(prefix, options.bridge)
