@@ -51,7 +51,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.nuid import NUID
 
 from core.meta.timestamps import parse_stamp
-from streams import jsapi, logreader
+from streams import jsapi, logreader, natsfix
 from streams.connection import in_outage
 from streams.definitions import FLEET_STREAM
 from streams.envelope import StoredEvent
@@ -320,8 +320,11 @@ class EventStore:
                 subject, data, headers = messages[0]
                 await self._nc.publish(subject, data, reply=reply, headers=headers)
             else:
+                # One buffer for the whole batch (natsfix.publish_many): queuing hundreds of
+                # messages one publish at a time cost more than deciding them.
                 batch_id = NUID().next().decode()
                 last = len(messages)
+                outgoing: list[natsfix.Outgoing] = []
                 for index, (subject, data, headers) in enumerate(messages, 1):
                     batch_headers = {
                         **headers,
@@ -330,9 +333,8 @@ class EventStore:
                     }
                     if index == last:
                         batch_headers["Nats-Batch-Commit"] = "1"
-                    await self._nc.publish(
-                        subject, data, reply=reply if index == last else "", headers=batch_headers
-                    )
+                    outgoing.append((subject, data, reply if index == last else "", batch_headers))
+                await natsfix.publish_many(self._nc, outgoing)
         except BaseException:
             self._expire(reply)
             raise
