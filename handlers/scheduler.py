@@ -124,7 +124,9 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         self.model = SchedulingModel(features=features)
         self.model.listener = self._on_event
-        self.projection = Projection(self.model, store)
+        # The scheduler folds three messages per pod it places: it follows the log through the
+        # store's lean reader rather than nats-py's ordered consumer.
+        self.projection = Projection(self.model, store, lean_follow=True)
         self._repository = AggregateRepository(store)
         self._rng = random.Random(seed)
         self._wake = asyncio.Event()

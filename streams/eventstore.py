@@ -553,6 +553,36 @@ class EventStore:
             new_only=new_only,
         )
 
+    def follow(
+        self,
+        handler: EventHandler,
+        *,
+        filter_subject: str = ALL_EVENTS,
+        from_seq: int = 1,
+        on_poison: PoisonHandler | None = None,
+    ) -> Following | None:
+        """Deliver every event from ``from_seq`` on, live, through :class:`logreader.LiveRead`
+        (a few slices a message instead of nats-py's parser, message objects and callback
+        tasks); it rides through outages by itself. None when that reader cannot serve this
+        connection (then :meth:`subscribe`)."""
+        if self._bulk_read_dial() is None:
+            return None
+
+        def on_stored(seq: int, subject: str, stored_ns: int, data: bytes) -> None:
+            event = self.stored(seq, subject, stored_ns, data)
+            if event is not None:
+                handler(event)
+            elif on_poison is not None:
+                on_poison(seq)
+
+        def dial() -> Dial | None:
+            return logreader.dial_for(self._nc)
+
+        read = logreader.LiveRead(
+            dial, self.subjects, on_stored, filter_subject=filter_subject, from_seq=from_seq
+        )
+        return Following(read, asyncio.get_running_loop().create_task(read.run()))
+
     async def replay(
         self,
         handler: EventHandler,
@@ -684,6 +714,24 @@ class EventStore:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+class Following:
+    """A live follow of the log (:meth:`EventStore.follow`) until :meth:`unsubscribe`."""
+
+    def __init__(self, read: logreader.LiveRead, task: asyncio.Task[None]) -> None:
+        self.read = read
+        self.task = task
+
+    @property
+    def last_seq(self) -> int:
+        """The last stream sequence handed over."""
+        return self.read.last_seq
+
+    async def unsubscribe(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
 
 
 def _time_out(future: asyncio.Future[Any]) -> None:
