@@ -17,9 +17,11 @@ How a write is made safe:
   mistake the winner's event for its own.
 
 Acks are matched to writes through one wildcard inbox subscription, so any number of appends can
-be in flight at once (this is where the throughput comes from). Following the log uses an
-ordered push consumer with a message callback (``fetch``/``next_msg`` loops cost a task per
-message and run four times slower); bounded walks of the log (replay, verify, audit reads) go
+be in flight at once (this is where the throughput comes from); an atomic batch goes out as one
+buffer (:func:`streams.natsfix.publish_many`). Following the log uses an ordered push consumer
+with a message callback (``fetch``/``next_msg`` loops cost a task per message and run four times
+slower), or, for a reader of a busy log (:meth:`EventStore.follow`), the live form of
+:mod:`streams.logreader`; bounded walks of the log (replay, verify, audit reads) go
 through :mod:`streams.logreader`, a bulk protocol reader about twice as fast again (or, for a
 connection that reader cannot serve, through nats-py's ordered consumer, with a warning).
 
