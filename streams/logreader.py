@@ -679,7 +679,7 @@ class LiveRead(BulkRead):
                         if time.monotonic() - protocol.heard > LIVE_SILENCE_S:
                             raise ConnectionError("the server went silent") from None
                         continue
-                    raise ConnectionError("the live read ended")  # pragma: no cover
+                    raise ConnectionError("the live read ended")
             finally:
                 if not protocol.transport_closed:
                     delete = self._subjects.consumer_delete(consumer)

@@ -4,8 +4,9 @@
 512 messages; ``Client.publish`` checks, encodes its headers through a regular expression and
 queues each one on its own (most of a publish's cost, paid 512 times). :func:`publish_many`
 encodes the whole batch as nats-py would, message by message (``HPUB`` commands from nats-py's
-own ``hpub_cmd``), and queues it as one buffer, flushed once; the server still answers every
-message (the batch's commit with the ack the store checks). Whenever the connection is not
+own ``hpub_cmd``), and queues it as one buffer, flushed once; what the server answers is what
+it answered before (an atomic batch's commit carries the reply subject, and the store checks
+that ack as it did). Whenever the connection is not
 up (an outage: nats-py then buffers or refuses), a header is not plain ASCII, or this nats-py
 lacks the parts used, every message goes through ``Client.publish`` instead.
 
