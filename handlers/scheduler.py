@@ -12,7 +12,10 @@ Throughput comes from three things: simple pods are placed with array operations
 (``core.scheduling.vectorized``); many bindings share one atomic batch (the log commits a batch
 in about the same time whatever its size), with pod and node aggregates built from the read
 model rather than read from the log; and replicas split the queue by a hash of the pod over the
-live members (``streams.leases.Membership``), so they race only for node capacity.
+live members (``streams.leases.Membership``), so they race only for node capacity. Pods of one
+shape reuse the array path's results per node (only nodes changed since are evaluated again), a
+batch is written as one buffer, and the log is followed through the store's lean live reader
+(``EventStore.follow``) rather than nats-py's ordered consumer.
 
 A pod no node can take gets a ``PodUnschedulable`` event with the Kubernetes-style message
 (recorded once per distinct message) and is parked until something relevant happens — a node
@@ -124,7 +127,9 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         self.model = SchedulingModel(features=features)
         self.model.listener = self._on_event
-        self.projection = Projection(self.model, store)
+        # The scheduler folds three messages per pod it places: it follows the log through the
+        # store's lean reader rather than nats-py's ordered consumer.
+        self.projection = Projection(self.model, store, lean_follow=True)
         self._repository = AggregateRepository(store)
         self._rng = random.Random(seed)
         self._wake = asyncio.Event()

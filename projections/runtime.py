@@ -38,7 +38,7 @@ from nats.js.object_store import ObjectStore
 
 from streams.connection import resubscribe, when_reconnected
 from streams.envelope import StoredEvent
-from streams.eventstore import EventStore
+from streams.eventstore import EventStore, Following
 from streams.quarantine import FOLD_FAILED
 from streams.subjects import ALL_EVENTS
 
@@ -162,8 +162,20 @@ async def snapshot_origin(objects: ObjectStore, name: str) -> SnapshotOrigin | N
 class Projection(Generic[M]):
     """A read model together with its position in the log."""
 
-    def __init__(self, model: M, store: EventStore, *, filter_subject: str = ALL_EVENTS) -> None:
+    def __init__(
+        self,
+        model: M,
+        store: EventStore,
+        *,
+        filter_subject: str = ALL_EVENTS,
+        lean_follow: bool = False,
+    ) -> None:
+        """``lean_follow``: follow the log through the store's own reader
+        (:meth:`EventStore.follow`) rather than nats-py's ordered consumer, for a model that
+        folds a busy log (the scheduler's); nats-py's when that reader cannot serve."""
         self.model = model
+        self._lean_follow = lean_follow
+        self._fallback: asyncio.Task[None] | None = None
         self.position = 0
         self._store = store
         self._filter = filter_subject
@@ -250,7 +262,15 @@ class Projection(Generic[M]):
     async def follow(self) -> None:
         """Apply new events as they are appended, until :meth:`stop`. After a reconnection
         (an outage of any length) the consumer is taken up again from the position."""
-
+        if self._lean_follow:
+            following = self._store.follow(
+                self._apply, filter_subject=self._filter, from_seq=self.position + 1,
+                on_poison=self._skip,
+            )  # fmt: skip
+            if following is not None:
+                self._subscription = following
+                following.task.add_done_callback(self._lean_follow_ended)
+                return  # it takes its consumer up again after outages by itself
         self._subscription = await self._store.subscribe(
             self._apply,
             filter_subject=self._filter,
@@ -260,8 +280,29 @@ class Projection(Generic[M]):
         if self._forget_reconnect is None:
             self._forget_reconnect = when_reconnected(self._store.connection, self._resume)
 
+    def _lean_follow_ended(self, task: asyncio.Task[None]) -> None:
+        """The store's reader stopped serving this connection (say, the server now wants
+        credentials it cannot give): follow through nats-py from the position."""
+        if task.cancelled() or self._subscription is None:
+            return
+        error = task.exception()
+        log.warning("projection.lean_follow_ended", model=self.model.name, error=repr(error))
+        self._lean_follow = False
+        self._fallback = asyncio.get_running_loop().create_task(self._fall_back())
+
+    async def _fall_back(self) -> None:
+        async def subscribe() -> None:
+            self._subscription = await self._store.subscribe(
+                self._apply, filter_subject=self._filter, from_seq=self.position + 1,
+                on_poison=self._skip,
+            )  # fmt: skip
+
+        await resubscribe(subscribe, what=f"projection {self.model.name}")
+        if self._forget_reconnect is None:
+            self._forget_reconnect = when_reconnected(self._store.connection, self._resume)
+
     async def _resume(self) -> None:
-        if self._subscription is None:
+        if self._subscription is None or isinstance(self._subscription, Following):
             return
         await self._unsubscribe()
 
@@ -273,6 +314,11 @@ class Projection(Generic[M]):
         await resubscribe(subscribe, what=f"projection {self.model.name}")
 
     async def stop(self) -> None:
+        if self._fallback is not None:
+            self._fallback.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fallback
+            self._fallback = None
         if self._forget_reconnect is not None:
             self._forget_reconnect()
             self._forget_reconnect = None

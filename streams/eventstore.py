@@ -17,9 +17,11 @@ How a write is made safe:
   mistake the winner's event for its own.
 
 Acks are matched to writes through one wildcard inbox subscription, so any number of appends can
-be in flight at once (this is where the throughput comes from). Following the log uses an
-ordered push consumer with a message callback (``fetch``/``next_msg`` loops cost a task per
-message and run four times slower); bounded walks of the log (replay, verify, audit reads) go
+be in flight at once (this is where the throughput comes from); an atomic batch goes out as one
+buffer (:func:`streams.natsfix.publish_many`). Following the log uses an ordered push consumer
+with a message callback (``fetch``/``next_msg`` loops cost a task per message and run four times
+slower), or, for a reader of a busy log (:meth:`EventStore.follow`), the live form of
+:mod:`streams.logreader`; bounded walks of the log (replay, verify, audit reads) go
 through :mod:`streams.logreader`, a bulk protocol reader about twice as fast again (or, for a
 connection that reader cannot serve, through nats-py's ordered consumer, with a warning).
 
@@ -51,7 +53,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.nuid import NUID
 
 from core.meta.timestamps import parse_stamp
-from streams import jsapi, logreader
+from streams import jsapi, logreader, natsfix
 from streams.connection import in_outage
 from streams.definitions import FLEET_STREAM
 from streams.envelope import StoredEvent
@@ -320,8 +322,11 @@ class EventStore:
                 subject, data, headers = messages[0]
                 await self._nc.publish(subject, data, reply=reply, headers=headers)
             else:
+                # One buffer for the whole batch (natsfix.publish_many): queuing hundreds of
+                # messages one publish at a time cost more than deciding them.
                 batch_id = NUID().next().decode()
                 last = len(messages)
+                outgoing: list[natsfix.Outgoing] = []
                 for index, (subject, data, headers) in enumerate(messages, 1):
                     batch_headers = {
                         **headers,
@@ -330,9 +335,8 @@ class EventStore:
                     }
                     if index == last:
                         batch_headers["Nats-Batch-Commit"] = "1"
-                    await self._nc.publish(
-                        subject, data, reply=reply if index == last else "", headers=batch_headers
-                    )
+                    outgoing.append((subject, data, reply if index == last else "", batch_headers))
+                await natsfix.publish_many(self._nc, outgoing)
         except BaseException:
             self._expire(reply)
             raise
@@ -551,6 +555,36 @@ class EventStore:
             new_only=new_only,
         )
 
+    def follow(
+        self,
+        handler: EventHandler,
+        *,
+        filter_subject: str = ALL_EVENTS,
+        from_seq: int = 1,
+        on_poison: PoisonHandler | None = None,
+    ) -> Following | None:
+        """Deliver every event from ``from_seq`` on, live, through :class:`logreader.LiveRead`
+        (a few slices a message instead of nats-py's parser, message objects and callback
+        tasks); it rides through outages by itself. None when that reader cannot serve this
+        connection (then :meth:`subscribe`)."""
+        if self._bulk_read_dial() is None:
+            return None
+
+        def on_stored(seq: int, subject: str, stored_ns: int, data: bytes) -> None:
+            event = self.stored(seq, subject, stored_ns, data)
+            if event is not None:
+                handler(event)
+            elif on_poison is not None:
+                on_poison(seq)
+
+        def dial() -> Dial | None:
+            return logreader.dial_for(self._nc)
+
+        read = logreader.LiveRead(
+            dial, self.subjects, on_stored, filter_subject=filter_subject, from_seq=from_seq
+        )
+        return Following(read, asyncio.get_running_loop().create_task(read.run()))
+
     async def replay(
         self,
         handler: EventHandler,
@@ -682,6 +716,24 @@ class EventStore:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+class Following:
+    """A live follow of the log (:meth:`EventStore.follow`) until :meth:`unsubscribe`."""
+
+    def __init__(self, read: logreader.LiveRead, task: asyncio.Task[None]) -> None:
+        self.read = read
+        self.task = task
+
+    @property
+    def last_seq(self) -> int:
+        """The last stream sequence handed over."""
+        return self.read.last_seq
+
+    async def unsubscribe(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
 
 
 def _time_out(future: asyncio.Future[Any]) -> None:

@@ -8,9 +8,14 @@ ephemeral *pull* consumer (no acks, memory storage) and parses the protocol stre
 inside ``data_received``: a message costs a few slices and a split, and the handler is a plain
 function call. It roughly doubles the raw read rate.
 
-It is deliberately small: it reads a bounded range once and ends. The ordered push consumer of
-``EventStore.subscribe`` stays the way to *follow* the log. A connection lost in the middle of a
-read resumes after the last message handed over.
+A bounded read (:class:`BulkRead`) reads a range once and ends; a connection lost in the middle
+resumes after the last message handed over. :class:`LiveRead` *follows* the log the same way,
+for a reader that must keep up with a busy log (the scheduler folds three messages per pod it
+places): pull requests with idle heartbeats are kept outstanding for ever, and anything that
+could leave a hole — a lost connection, an outage of any length, a silent server, a consumer
+the server lost, a break in the consumer's delivery sequence — ends that consumer, and a new
+one starts after the last message handed over. It is gap-free by construction: every message
+handed over is the next one the server's consumer delivered.
 
 It connects as the client it reads for (:func:`dial_for`): the server that client is connected
 to, in its JetStream domain (:mod:`streams.jsapi`), with its user and password or token (given
@@ -34,6 +39,7 @@ import asyncio
 import json
 import secrets
 import ssl
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -535,3 +541,150 @@ class BulkRead:
             raise LogReadError(f"no JetStream answers {subject}: is the stream there?")
         result: dict[str, Any] = json.loads(answer)
         return result
+
+
+LIVE_HEARTBEAT_NS = 2_000_000_000
+"""The server says it is there this often while a live pull request waits for messages."""
+LIVE_EXPIRES_NS = 30_000_000_000
+LIVE_SILENCE_S = 3 * LIVE_HEARTBEAT_NS / 1e9
+"""A live read that hears nothing (no message, no heartbeat) for this long starts again."""
+LIVE_RETRY_S = 0.1
+LIVE_RETRY_MAX_S = 2.0
+
+
+class _FollowProtocol(_ReadProtocol):
+    """:class:`_ReadProtocol` that also takes the pull requests' idle heartbeats."""
+
+    def __init__(self, inbox: bytes, on_data: Callable[[bytes, bytes, bytes], None]) -> None:
+        super().__init__(inbox, on_data)
+        self.heard = time.monotonic()
+
+    def _on_reply(self, subject: bytes, message: bytes, header_bytes: int) -> None:
+        self.heard = time.monotonic()
+        status = message[:header_bytes].split(b"\r\n", 1)[0][len(b"NATS/1.0") :].strip()
+        if status.startswith(b"100"):
+            return  # an idle heartbeat: the server and the consumer are there
+        if status.startswith(b"409"):
+            # The consumer is gone or moved (leadership change, deleted, a pull refused):
+            # start again after the last message.
+            raise ConnectionError(status.decode(errors="replace"))
+        super()._on_reply(subject, message, header_bytes)
+
+
+class LiveRead(BulkRead):
+    """Follow a stream live from ``from_seq`` on until cancelled (see the module docstring).
+
+    ``dial`` is asked for how to reach the server before every (re)start; None means the
+    client is reconnecting itself, and the read waits. :class:`ReaderUnavailable` from it ends
+    :meth:`run` (the caller follows through nats-py from :attr:`last_seq` instead)."""
+
+    def __init__(
+        self,
+        dial: Callable[[], Dial | None],
+        stream: StreamSubjects,
+        handler: StoredHandler,
+        *,
+        filter_subject: str,
+        from_seq: int,
+    ) -> None:
+        super().__init__(
+            Dial(host="", port=0), stream, handler, filter_subject=filter_subject,
+            from_seq=from_seq, from_ns=0, target=2**63, until_ns=None,
+        )  # fmt: skip
+        self._dial_of = dial
+        self.restarts = 0
+        """How many times a consumer was started again (after an outage, a gap, a silence)."""
+
+    async def run(self) -> None:
+        retry = LIVE_RETRY_S
+        while True:
+            checkpoint()
+            dial = self._dial_of()
+            if dial is None:
+                await asyncio.sleep(retry)
+                continue
+            self._dial = dial
+            before = self.delivered
+            try:
+                await self._follow_once()
+            except HandlerFailed as failed:
+                if failed.__cause__ is None:
+                    raise
+                raise failed.__cause__ from None
+            except ReaderUnavailable:
+                raise
+            except (ConnectionError, OSError, LogReadError, TimeoutError) as exc:
+                self.restarts += 1
+                # Quiet: an outage is reported once by the client's own connection.
+                log.debug("logreader.follow_again", after=self.last_seq, error=str(exc))
+            retry = LIVE_RETRY_S if self.delivered != before else min(LIVE_RETRY_MAX_S, retry * 2)
+            await asyncio.sleep(retry)
+
+    async def _follow_once(self) -> None:
+        loop = asyncio.get_running_loop()
+        inbox = f"_FLREAD.{secrets.token_hex(11)}".encode()
+        handler = self._handler
+        since_pull = 0
+        next_delivery = 0  # the consumer sequence the next message must carry (0: any)
+        pull = b""
+
+        def on_data(subject: bytes, reply: bytes, data: bytes) -> None:
+            nonlocal since_pull, next_delivery
+            protocol.heard = time.monotonic()
+            tokens = reply.split(b".")
+            delivery = int(tokens[6] if len(tokens) == 9 else tokens[8])
+            if next_delivery and delivery != next_delivery:
+                raise ConnectionError(f"delivery {delivery} came instead of {next_delivery}")
+            next_delivery = delivery + 1
+            seq, stored_ns, _ = parse_ack_subject(reply)
+            if seq > self.last_seq:
+                self.last_seq = seq
+                self.delivered += 1
+                try:
+                    handler(seq, subject.decode(), stored_ns, data)
+                except Exception as exc:
+                    raise HandlerFailed from exc
+            since_pull += 1
+            if since_pull == PULL_BATCH:
+                since_pull = 0
+                protocol.write(pull)
+
+        protocol = _FollowProtocol(inbox, on_data)
+        try:
+            await self._join(loop, protocol)
+            created = await self._request(
+                protocol, self._subjects.consumer_create, self._consumer_config(self.last_seq > 0)
+            )
+            if "error" in created:
+                raise LogReadError(
+                    f"cannot follow {self._stream}: {created['error'].get('description')}"
+                )
+            consumer = created["name"]
+            try:
+                request = json.dumps(
+                    {"batch": PULL_BATCH, "expires": LIVE_EXPIRES_NS,
+                     "idle_heartbeat": LIVE_HEARTBEAT_NS}
+                )  # fmt: skip
+                pull = (
+                    f"PUB {self._subjects.consumer_next(consumer)} ".encode()
+                    + inbox
+                    + f".pull {len(request)}\r\n{request}\r\n".encode()
+                )
+                protocol.pull = pull
+                protocol.write(pull + pull)
+                while True:
+                    try:
+                        await asyncio.wait_for(asyncio.shield(protocol.finished), LIVE_SILENCE_S)
+                    except TimeoutError:
+                        if time.monotonic() - protocol.heard > LIVE_SILENCE_S:
+                            raise ConnectionError("the server went silent") from None
+                        continue
+                    raise ConnectionError("the live read ended")
+            finally:
+                if not protocol.transport_closed:
+                    delete = self._subjects.consumer_delete(consumer)
+                    protocol.write(f"PUB {delete} 0\r\n\r\nPING\r\n".encode())
+        finally:
+            protocol.settle()
+            if protocol.transport is not None:
+                protocol.transport.close()

@@ -312,14 +312,17 @@ def _schedule_vectorized(
     """:func:`schedule` for a pod :func:`vector_eligible` accepts; None when no node fits (the
     per-node path then works out the full failure report)."""
     num_all = len(columns.nodes)
+    weighted = config.weighted_score_plugins()
+    shape = columns.shape_scores(pod, weighted, snapshot) if columns.cache_shapes else None
     feasible, processed, failures = vector_filter(
         pod, columns, start, to_find,
         plain_filter=lambda node: _first_failure(active_plain, pod, node, snapshot),
         full_filter=lambda node: _first_failure(active, pod, node, snapshot),
+        shape=shape,
     )  # fmt: skip
     if feasible.size == 0:
         return None
-    per_plugin = vector_scores(pod, columns, feasible, config.weighted_score_plugins(), snapshot)
+    per_plugin = vector_scores(pod, columns, feasible, weighted, snapshot, shape)
     totals = np.zeros(feasible.size, np.int64)
     for _, weight, scores in per_plugin:
         if scores is not None:

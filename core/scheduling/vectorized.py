@@ -14,6 +14,14 @@ are exact or rounded exactly as Python rounds them), the same failures for the n
 evaluated. Nodes that are not plain (cordoned, hard-tainted) still go through the Python
 filters, one by one. A pod or configuration outside this shape is not eligible, and the caller
 uses the per-node path; a property test checks both paths agree.
+
+Pods come in few shapes (a deployment's replicas ask for the same cpu and memory), and between
+two pods of one shape only the nodes that changed meanwhile (usually the one the previous pod
+went to) can answer differently. :class:`ShapeScores` keeps, per shape, whether the requests fit
+each plain node and the NodeResourcesFit and BalancedAllocation scores of every node; a node's
+change marks it stale in every shape, and only stale nodes are evaluated again, by the plugins'
+node-by-node code. The feasible window, the random draw among ties and every other plugin run as
+without the cache, so the answer is the same (a test replays a script of mixed pods both ways).
 """
 
 from __future__ import annotations
@@ -34,7 +42,14 @@ from core.scheduling.scores import (
     TaintTolerationScore,
 )
 
-__all__ = ["EXACT_LIMIT", "NodeColumns", "vector_eligible", "vector_filter", "vector_scores"]
+__all__ = [
+    "EXACT_LIMIT",
+    "NodeColumns",
+    "ShapeScores",
+    "vector_eligible",
+    "vector_filter",
+    "vector_scores",
+]
 
 EXACT_LIMIT: Final = 2**52
 """Amounts at or above this could overflow ``x * 100`` in int64 or lose precision in float64."""
@@ -44,6 +59,94 @@ BoolArray = npt.NDArray[np.bool_]
 
 _VECTOR_RESOURCES: Final = frozenset({"cpu", "memory"})
 
+SHAPES_KEPT: Final = 32
+"""Pod shapes whose results :class:`NodeColumns` keeps (the least recently used go first)."""
+STALE_NODES_BY_NODE: Final = 32
+"""Up to this many stale nodes a shape re-evaluates node by node; more, and it recomputes its
+arrays whole (a few array operations beat hundreds of Python calls)."""
+
+
+class ShapeScores:
+    """For one pod shape: whether its requests fit each node, and the array plugins' scores of
+    each node, as of the last pod of that shape; ``stale`` holds the nodes changed since.
+
+    ``fits[i]`` is the array filter's answer on a plain node (False on the others, which are
+    filtered node by node every time, as without the cache). ``fit`` / ``balanced`` are the
+    normalized NodeResourcesFit and BalancedAllocation scores of every node (None: that plugin
+    is not weighted, or skips the shape)."""
+
+    __slots__ = ("balanced", "balanced_plugin", "fit", "fit_plugin", "fits", "stale")
+
+    def __init__(
+        self,
+        fit_plugin: NodeResourcesFitScore | None,
+        balanced_plugin: BalancedAllocationScore | None,
+    ) -> None:
+        self.fit_plugin = fit_plugin
+        self.balanced_plugin = balanced_plugin
+        self.fits: BoolArray = np.zeros(0, np.bool_)
+        self.fit: Int64Array | None = None
+        self.balanced: Int64Array | None = None
+        self.stale: set[int] | None = None
+        """Nodes changed since the arrays were computed; None: never computed."""
+
+    def sync(self, pod: PodInfo, columns: NodeColumns, snapshot: Snapshot) -> None:
+        """Bring the arrays up to date with ``columns`` for ``pod`` (a pod of this shape)."""
+        stale = self.stale
+        if stale is None or len(stale) > STALE_NODES_BY_NODE:
+            everything = np.arange(len(columns.nodes), dtype=np.int64)
+            self.fits = _fits_at(pod, columns, everything)
+            self.fit = (
+                None if self.fit_plugin is None
+                else _fit_scores(pod, columns, everything, self.fit_plugin)
+            )  # fmt: skip
+            self.balanced = (
+                None if self.balanced_plugin is None or not (pod.cpu or pod.memory)
+                else _balanced_scores(pod, columns, everything)
+            )  # fmt: skip
+            self.stale = set()
+            return
+        if not stale:
+            return
+        nodes = columns.nodes
+        changed = sorted(stale)
+        stale.clear()
+        fits = self.fits
+        for i in changed:
+            fits[i] = _fits_node(pod, nodes[i])
+        if self.fit is not None or self.balanced is not None:
+            # The plugins' own node-by-node code: the reference the arrays are held to.
+            at = [nodes[i] for i in changed]
+            for column, plugin in (
+                (self.fit, self.fit_plugin),
+                (self.balanced, self.balanced_plugin),
+            ):
+                if column is None or plugin is None:
+                    continue
+                scores = plugin.score_nodes(pod, at, snapshot)
+                assert scores is not None
+                for i, score in zip(changed, scores, strict=True):
+                    column[i] = score
+
+
+def _fits_node(pod: PodInfo, node: NodeInfo) -> bool:
+    """:func:`_fits_at` for one node, from its NodeInfo (the numbers the columns copy)."""
+    if not node.plain or len(node.pods) >= node.allocatable.get("pods", 0):
+        return False
+    if pod.cpu > 0 and node.requested.get("cpu", 0) + pod.cpu > node.alloc_cpu:
+        return False
+    return not (pod.memory > 0 and node.requested.get("memory", 0) + pod.memory > node.alloc_memory)
+
+
+def _fits_at(pod: PodInfo, columns: NodeColumns, at: Int64Array | slice) -> BoolArray:
+    """Whether the pod's requests fit the plain nodes ``at`` (False on the others)."""
+    fits = columns.plain[at] & (columns.pod_count[at] < columns.alloc_pods[at])
+    if pod.cpu > 0:
+        fits &= columns.fit_cpu[at] + pod.cpu <= columns.alloc_cpu[at]
+    if pod.memory > 0:
+        fits &= columns.fit_memory[at] + pod.memory <= columns.alloc_memory[at]
+    return fits
+
 
 class NodeColumns:
     """Numbers the simple-pod filters and scores read, one array slot per node of ``nodes``.
@@ -52,8 +155,12 @@ class NodeColumns:
     log changing it) updates the arrays at once. Build a new one when the set of nodes changes.
     """
 
-    def __init__(self, nodes: Sequence[NodeInfo]) -> None:
+    def __init__(self, nodes: Sequence[NodeInfo], *, cache_shapes: bool = True) -> None:
+        """``cache_shapes``: keep :class:`ShapeScores` per pod shape (off: every pod is
+        evaluated afresh, as the tests compare)."""
         self.nodes: list[NodeInfo] = list(nodes)
+        self.cache_shapes = cache_shapes
+        self._shapes: dict[tuple[object, ...], ShapeScores] = {}
         size = len(self.nodes)
         self.index = {node.name: i for i, node in enumerate(self.nodes)}
         self.alloc_cpu: Int64Array = np.zeros(size, np.int64)
@@ -104,8 +211,38 @@ class NodeColumns:
         if i is not None and self.nodes[i] is node:
             self._refresh(i, node)
 
+    def shape_scores(
+        self, pod: PodInfo, weighted: Sequence[tuple[ScorePlugin, int]], snapshot: Snapshot
+    ) -> ShapeScores:
+        """The cached results for ``pod``'s shape under these plugins, brought up to date."""
+        fit_plugin = balanced_plugin = None
+        for plugin, _ in weighted:
+            if isinstance(plugin, NodeResourcesFitScore) and plugin._fast:
+                fit_plugin = plugin
+            elif isinstance(plugin, BalancedAllocationScore) and plugin.resources == (
+                "cpu",
+                "memory",
+            ):
+                balanced_plugin = plugin
+        # Everything the cached arrays read of the pod; the plugin objects stand for the
+        # configuration (strategy and resource weights) they score with.
+        key = (pod.cpu, pod.memory, pod.non_zero_cpu, pod.non_zero_memory, fit_plugin,
+               balanced_plugin)  # fmt: skip
+        shapes = self._shapes
+        shape = shapes.pop(key, None)
+        if shape is None:
+            shape = ShapeScores(fit_plugin, balanced_plugin)
+            if len(shapes) >= SHAPES_KEPT:
+                del shapes[next(iter(shapes))]
+        shapes[key] = shape  # the most recently used last
+        shape.sync(pod, self, snapshot)
+        return shape
+
     def _refresh(self, i: int, node: NodeInfo) -> None:
         # Runs on every pod assumed or bound: one array write per column, no generators.
+        for shape in self._shapes.values():
+            if shape.stale is not None:
+                shape.stale.add(i)
         allocatable, requested = node.allocatable, node.requested
         values = (
             allocatable.get("cpu", 0),
@@ -175,13 +312,15 @@ def vector_filter(
     *,
     plain_filter: NodeFilter,
     full_filter: NodeFilter,
+    shape: ShapeScores | None = None,
 ) -> tuple[Int64Array, int, dict[str, FilterFailure]]:
     """Round-robin filtering from ``start`` until ``to_find`` feasible nodes are found.
 
     Returns the feasible node indices in evaluation order, how many nodes were evaluated, and
     the failure of each evaluated node that did not pass. ``plain_filter`` / ``full_filter``
     run the per-node filters (the plain-node subset, and all of them), for failure reasons and
-    for nodes that are not plain.
+    for nodes that are not plain. ``shape`` (synced for this pod): plain nodes' answers come
+    from it instead of the arrays.
 
     Nodes are looked at in round-robin order a window at a time (twice ``to_find`` first, the
     rest only if that window holds too few feasible nodes): in a cluster with room, a pod is
@@ -191,10 +330,10 @@ def vector_filter(
     size = len(nodes)
     known: dict[int, FilterFailure] = {}
     first = min(size, first_window(to_find))
-    rotated = _rotated_fits(pod, columns, start, 0, first, full_filter, known)
+    rotated = _rotated_fits(pod, columns, start, 0, first, full_filter, known, shape)
     positions = np.flatnonzero(rotated)
     if positions.size < to_find and first < size:
-        rest = _rotated_fits(pod, columns, start, first, size, full_filter, known)
+        rest = _rotated_fits(pod, columns, start, first, size, full_filter, known, shape)
         rotated = np.concatenate((rotated, rest))
         positions = np.flatnonzero(rotated)
     if positions.size >= to_find:
@@ -231,6 +370,7 @@ def _rotated_fits(
     end: int,
     full_filter: NodeFilter,
     known: dict[int, FilterFailure],
+    shape: ShapeScores | None,
 ) -> BoolArray:
     """Whether the pod fits each node at round-robin positions ``begin`` to ``end`` (position
     0 is node ``start``): the arrays on plain nodes, ``full_filter`` on the others (their
@@ -246,11 +386,12 @@ def _rotated_fits(
     not_plain = columns.not_plain_indices() if columns.has_not_plain else ()
     parts = []
     for lo, hi in spans:
-        fits = columns.plain[lo:hi] & (columns.pod_count[lo:hi] < columns.alloc_pods[lo:hi])
-        if pod.cpu > 0:
-            fits &= columns.fit_cpu[lo:hi] + pod.cpu <= columns.alloc_cpu[lo:hi]
-        if pod.memory > 0:
-            fits &= columns.fit_memory[lo:hi] + pod.memory <= columns.alloc_memory[lo:hi]
+        if shape is None:
+            fits = _fits_at(pod, columns, slice(lo, hi))
+        else:
+            fits = shape.fits[lo:hi]
+            if not_plain:
+                fits = fits.copy()  # the not-plain nodes' answers are written in below
         for i in not_plain:
             if lo <= i < hi:
                 failure = full_filter(columns.nodes[i])
@@ -268,18 +409,24 @@ def vector_scores(
     feasible: Int64Array,
     weighted: Sequence[tuple[ScorePlugin, int]],
     snapshot: Snapshot,
+    shape: ShapeScores | None = None,
 ) -> list[tuple[str, int, Int64Array | None]]:
     """Normalized scores of the feasible nodes per weighted plugin (None: the plugin skips).
 
     NodeResourcesFit (Least/MostAllocated on cpu and memory), BalancedAllocation (cpu and
     memory) and TaintToleration are computed on arrays; any other plugin scores the feasible
-    NodeInfos itself.
+    NodeInfos itself. ``shape`` (synced for this pod) has the first two for every node.
     """
     out: list[tuple[str, int, Int64Array | None]] = []
     feasible_nodes = _NodesAt(columns.nodes, feasible)
     for plugin, weight in weighted:
         scores: Int64Array | None
-        if isinstance(plugin, NodeResourcesFitScore) and plugin._fast:
+        if shape is not None and plugin is shape.fit_plugin:
+            assert shape.fit is not None
+            scores = shape.fit[feasible]
+        elif shape is not None and plugin is shape.balanced_plugin:
+            scores = None if shape.balanced is None else shape.balanced[feasible]
+        elif isinstance(plugin, NodeResourcesFitScore) and plugin._fast:
             scores = _fit_scores(pod, columns, feasible, plugin)
         elif isinstance(plugin, BalancedAllocationScore) and plugin.resources == ("cpu", "memory"):
             scores = _balanced_scores(pod, columns, feasible) if pod.cpu or pod.memory else None

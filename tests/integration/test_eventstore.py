@@ -182,3 +182,23 @@ async def test_a_token_reused_for_another_write_is_an_error_not_a_silent_drop(
     with pytest.raises(StoreError, match="write token reused"):
         await store.append([Write(NODE_B, [envelope("b", 1)], None)], token="same-token")
     assert await store.append([Write(POD_A, [envelope("a", 1)], None)], token="same-token") == [1]
+
+
+async def test_a_batch_of_hundreds_of_events_queued_as_one_buffer_lands_whole(
+    store: EventStore,
+) -> None:
+    """An atomic batch as large as the scheduler's (256 bindings, two events each) goes out as
+    one buffer: every event is stored, in order, each with its own Msg-Id and expectation."""
+    writes = [
+        Write(event_subject("Pod", "default", f"p{i}"), [envelope(f"p{i}", 1)], 0)
+        for i in range(512)
+    ]
+    seqs = await store.append(writes, token="big")
+    assert seqs == list(range(1, 513)) and not seqs.replayed
+    for i in (0, 255, 511):
+        events = await store.read_subject(event_subject("Pod", "default", f"p{i}"))
+        assert [(e.seq, e.envelope.name) for e in events] == [(i + 1, f"p{i}")]
+    # The expectations were sent: a second batch deciding on the same (now stale) state loses.
+    with pytest.raises(ConcurrencyConflict):
+        await store.append(writes, token="again")
+    assert await store.stream_last_seq() == 512

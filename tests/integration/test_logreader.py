@@ -1,9 +1,11 @@
 """The bulk log reader against a real nats-server: it must read exactly what nats-py's ordered
-consumer reads, for every kind of bound, across several pull batches and a lost connection."""
+consumer reads, for every kind of bound, across several pull batches and a lost connection;
+and, following the log live, hand over every message once, in order, through outages."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -13,7 +15,7 @@ from nats.aio.client import Client
 
 from streams import jsapi
 from streams.eventstore import EventStore, Write
-from streams.logreader import BulkRead, LogReadError
+from streams.logreader import BulkRead, LiveRead, LogReadError, dial_for
 from streams.subjects import ALL_EVENTS, event_filter, event_subject
 from tests.conftest import RunningServer
 from tests.integration.support import event_bytes
@@ -34,8 +36,9 @@ def envelope(kind: str, name: str, version: int) -> bytes:
     )
 
 
-async def fill(store: EventStore, count: int) -> None:
-    """``count`` events: pods with three events each, a node every tenth write."""
+async def fill(store: EventStore, count: int, tag: str = "f") -> None:
+    """``count`` events: pods with three events each, a node every tenth write (``tag`` keeps
+    the write tokens of several fills apart)."""
     items = []
     for i in range(count):
         kind = "Node" if i % 10 == 0 else "Pod"
@@ -44,7 +47,7 @@ async def fill(store: EventStore, count: int) -> None:
         items.append(
             (
                 [Write(event_subject(kind, namespace, name), [envelope(kind, name, 1)], None)],
-                f"f{i}",
+                f"{tag}{i}",
             )
         )
     for start in range(0, len(items), 1000):
@@ -174,3 +177,68 @@ async def test_a_missing_stream_is_a_clear_error(nc: Client, store: EventStore) 
     )
     with pytest.raises(LogReadError, match="cannot read NO_SUCH_STREAM: stream not found"):
         await read.run()
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+async def test_a_live_read_hands_over_every_message_once_through_server_restarts(
+    nc: Client, store: EventStore, nats_server: RunningServer
+) -> None:
+    """Appends before and after the read starts, while the server is away and after it is
+    back: the live read hands over 1..N, each once, in order, and starts a new consumer after
+    each outage (from the last message it handed over)."""
+    await fill(store, 3_000)
+    seen: list[int] = []
+    read = LiveRead(
+        lambda: dial_for(nc),
+        store.subjects,
+        lambda seq, subject, stored_ns, data: seen.append(seq),
+        filter_subject=ALL_EVENTS,
+        from_seq=1_001,
+    )
+    task = asyncio.create_task(read.run())
+    try:
+        await wait_until(lambda: len(seen) == 2_000, "the stored messages")
+        await fill(store, 5_000, "more")  # while following: more than one pull batch
+        await wait_until(lambda: len(seen) == 7_000, "the appended messages")
+        for outage in range(2):
+            await nats_server.server.stop()
+            await asyncio.sleep(0.5)
+            await nats_server.server.start()
+            await wait_until(lambda: nc.is_connected, "the client reconnected")
+            await fill(store, 1_000, f"after{outage}")
+            await wait_until(
+                lambda total=8_000 + 1_000 * outage: len(seen) == total,  # type: ignore[misc]
+                "the messages after the outage",
+            )
+        assert seen == list(range(1_001, 10_001))
+        assert read.restarts >= 2 and read.last_seq == 10_000
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_the_scheduler_projection_follows_through_the_lean_reader(
+    store: EventStore,
+) -> None:
+    """Events appended after a lean-following projection started are folded in order."""
+    from projections.runtime import Projection
+    from projections.scheduling import SchedulingModel
+    from streams.eventstore import Following
+
+    projection = Projection(SchedulingModel(), store, lean_follow=True)
+    await projection.catch_up()
+    await projection.follow()
+    try:
+        assert isinstance(projection._subscription, Following)
+        await fill(store, 300)
+        assert await projection.wait_for(300, timeout=30)
+        assert projection.position == 300
+    finally:
+        await projection.stop()

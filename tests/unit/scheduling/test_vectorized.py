@@ -245,3 +245,100 @@ def test_a_simple_pod_takes_the_array_path(monkeypatch: pytest.MonkeyPatch) -> N
     assert (
         taken == [result] and result.feasible_nodes == 144 == result.evaluated_nodes
     )  # 48 % of 300
+
+
+def _script_cluster(size: int) -> list[NodeInfo]:
+    return [
+        NodeInfo(
+            f"n{i}",
+            labels={"kubernetes.io/hostname": f"n{i}"},
+            allocatable={
+                "cpu": (2000, 4000, 8000)[i % 3],
+                "memory": (4 * GI, 16 * GI, 32 * GI)[i % 3],
+                "pods": 12 if i % 7 else 3,
+            },
+        )
+        for i in range(size)
+    ]
+
+
+def _script_pod(n: int, rng: random.Random) -> PodInfo:
+    """Mostly pods of a few shapes (as replicas of deployments are), some that request nothing,
+    tolerate taints, or carry affinity terms (which takes every pod off the array path while
+    such a pod is placed)."""
+    kind = rng.randrange(20)
+    requests = rng.choice(
+        [{"cpu": 100, "memory": 500 * MI}, {"cpu": 250, "memory": 1 * GI}, {"cpu": 1000}]
+    )
+    if kind == 0:
+        requests = {}
+    tolerations = (PodToleration("dedicated", "Equal", "gpu", "NoSchedule"),) if kind == 1 else ()
+    anti = ()
+    if kind == 2:
+        anti = (AffinityTerm(Selector(), frozenset({"default"}), None, "kubernetes.io/hostname"),)
+    return PodInfo(
+        name=f"p{n}",
+        requests=requests,
+        tolerations=tolerations,
+        required_anti_affinity_terms=anti,
+    )
+
+
+def _change_node(node: NodeInfo, rng: random.Random) -> None:
+    """Cordon, taint (hard or PreferNoSchedule) or restore a node, its pods kept."""
+    spec: dict[str, object] = {}
+    change = rng.randrange(4)
+    if change == 0:
+        spec["unschedulable"] = True
+    elif change == 1:
+        spec["taints"] = [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]
+    elif change == 2:
+        spec["taints"] = [{"key": "spot", "effect": "PreferNoSchedule"}]
+    allocatable = {k: str(v) for k, v in node.allocatable.items()}
+    allocatable["cpu"] = f"{node.allocatable['cpu']}m"
+    node.set_node(
+        {"metadata": {"name": node.name, "labels": node.labels}, "spec": spec,
+         "status": {"allocatable": allocatable}}
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_cached_shapes_pick_the_same_nodes_as_evaluating_every_pod_afresh(seed: int) -> None:
+    """A script of mixed pods, pods leaving and nodes changing, run twice on identical clusters:
+    with results kept per pod shape (only changed nodes evaluated again) and without. Every
+    decision is the same: node, scores, feasible and evaluated counts, failures, round-robin
+    position and random draws."""
+    cached_nodes, fresh_nodes = _script_cluster(400), _script_cluster(400)
+    cached = NodeColumns(cached_nodes)
+    fresh = NodeColumns(fresh_nodes, cache_shapes=False)
+    config = SchedulerConfig()
+    script = random.Random(seed)
+    cached_rng, fresh_rng = random.Random(seed), random.Random(seed)
+    cached_start = fresh_start = 0
+    placed: list[tuple[str, int]] = []  # pod key, node index
+    scheduled = 0
+    for n in range(900):
+        step = script.randrange(30)
+        if step == 0 and placed:
+            key, i = placed.pop(script.randrange(len(placed)))
+            cached_nodes[i].remove_pod(key)
+            fresh_nodes[i].remove_pod(key)
+            continue
+        if step == 1:
+            i = script.randrange(len(cached_nodes))
+            _change_node(cached_nodes[i], random.Random(n))
+            _change_node(fresh_nodes[i], random.Random(n))
+            continue
+        pod = _script_pod(n, script)
+        expected = schedule(pod, fresh_nodes, config, fresh_rng, fresh_start, columns=fresh)
+        actual = schedule(pod, cached_nodes, config, cached_rng, cached_start, columns=cached)
+        assert outcome(actual) == outcome(expected), f"step {n}"
+        fresh_start, cached_start = expected.next_start_index, actual.next_start_index
+        if expected.node_name is not None:
+            i = cached.index[expected.node_name]
+            cached_nodes[i].add_pod(pod)
+            fresh_nodes[i].add_pod(pod)
+            placed.append((pod.key, i))
+            scheduled += 1
+    assert scheduled > 500  # the script fills the cluster, and the cache was used throughout
+    assert cached._shapes and not fresh._shapes
