@@ -125,7 +125,7 @@ class Scheduler:
         self.identity = identity
         self.actor = f"system:scheduler/{identity}"
         self.config = config or SchedulerConfig()
-        self.model = SchedulingModel(features=features)
+        self.model = SchedulingModel(features=features, scheduler_name=self.config.scheduler_name)
         self.model.listener = self._on_event
         # The scheduler folds three messages per pod it places: it follows the log through the
         # store's lean reader rather than nats-py's ordered consumer.

@@ -25,9 +25,17 @@ from streams.envelope import StoredEvent
 class SchedulingModel:
     name = "scheduling"
 
-    def __init__(self, *, features: FeatureGates = DEFAULT_FEATURES) -> None:
-        """``features``: the gates pods are read with (the Gt/Lt toleration operators)."""
+    def __init__(
+        self,
+        *,
+        features: FeatureGates = DEFAULT_FEATURES,
+        scheduler_name: str = "default-scheduler",
+    ) -> None:
+        """``features``: the gates pods are read with (the Gt/Lt toleration operators);
+        ``scheduler_name``: the pods to queue are those whose ``spec.schedulerName`` names it
+        (another scheduler's pods are not this one's to place, but take room once bound)."""
         self.features = features
+        self.scheduler_name = scheduler_name
         self._react: dict[str, Callable[[StoredEvent], None]] = {}
         # Called after each event is folded: the scheduler wakes up on it.
         self.listener: Callable[[StoredEvent], None] | None = None
@@ -170,8 +178,11 @@ class SchedulingModel:
         finished one (Succeeded, Failed) goes nowhere."""
         if (manifest.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             return
+        spec = manifest.get("spec", {})
+        node_name = spec.get("nodeName")
+        if not node_name and spec.get("schedulerName", "default-scheduler") != self.scheduler_name:
+            return
         pod = PodInfo.from_manifest(manifest, features=self.features)
-        node_name = manifest.get("spec", {}).get("nodeName")
         if node_name:
             self._placed[key] = node_name
             if node_name in self.nodes:

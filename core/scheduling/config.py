@@ -317,6 +317,7 @@ def _read_profile(
     if found.errors:
         return None
     return SchedulerConfig(
+        scheduler_name=profile.scheduler_name,
         weights=weights,
         percentage_of_nodes_to_score=percentage or None,
         **settings,

@@ -99,6 +99,9 @@ class SchedulerConfig:
     resources NodeResourcesFit ignores, sampling, preemption. Built by hand or read from a
     KubeSchedulerConfiguration file (:mod:`core.scheduling.config`)."""
 
+    scheduler_name: str = "default-scheduler"
+    """The profile's ``schedulerName``: only pods naming it (``spec.schedulerName``, defaulted
+    to ``default-scheduler``) are this scheduler's to place, as in kube-scheduler."""
     weights: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     fit_strategy: FitStrategy = field(default_factory=FitStrategy)
     balanced_resources: tuple[str, ...] = ("cpu", "memory")

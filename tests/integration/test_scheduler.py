@@ -309,3 +309,45 @@ async def test_an_unschedulable_pod_no_event_wakes_is_tried_again_after_the_long
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_scheduler_places_only_the_pods_that_name_its_profile(
+    nc, store: EventStore, gateway: Gateway, client: CommandClient, tmp_path
+) -> None:
+    await client.send("Node", "apply", {"manifest": node("n1", "4")})
+    mine = pod("mine", "100m")
+    theirs = pod("theirs", "100m")
+    theirs["spec"]["schedulerName"] = "my-scheduler"
+    await client.send("Pod", "apply", {"manifest": theirs})
+    await client.send("Pod", "apply", {"manifest": mine})
+    default = Scheduler(nc, store, seed=1)
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
+        "profiles:\n- schedulerName: my-scheduler\n"
+    )
+    tasks = [await start(default)]
+    try:
+
+        async def bound() -> set[str]:
+            return {e.name for e in (await log_by_type(store))["PodBound"]}
+
+        await eventually(lambda: _true(bound, {"mine"}))
+        await asyncio.sleep(0.5)  # the default scheduler had every chance to take "theirs"
+        events = await log_by_type(store)
+        assert {e.name for e in events["PodBound"]} == {"mine"}
+        assert not events["PodUnschedulable"]  # another scheduler's pod is not reported
+        other = Scheduler(nc, store, seed=1, identity="my-scheduler",
+                          **scheduler_options(read_scheduler_config(path)))  # fmt: skip
+        tasks.append(await start(other))
+        await eventually(lambda: _true(bound, {"mine", "theirs"}))
+        theirs_bound = next(e for e in (await log_by_type(store))["PodBound"] if e.name == "theirs")
+        assert theirs_bound.actor == "system:scheduler/my-scheduler"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _true(bound, expected: set[str]) -> bool:  # type: ignore[no-untyped-def]
+    return await bound() == expected
