@@ -30,7 +30,7 @@ from core.kubeapi import fieldsets
 from core.kubeapi.objects import Preconditions, api_object, list_object, writable
 from core.kubeapi.patch import APPLY_PATCH, PATCH_TYPES, apply_patch
 from core.kubeapi.paths import ResourcePath, not_found
-from core.kubeapi.resources import BY_KIND, APIResource
+from core.kubeapi.resources import BY_KIND, METRICS_GROUP, APIResource
 from core.kubeapi.selectors import FieldSelector, parse_field_selector
 from core.kubeapi.status import (
     MODIFIED,
@@ -107,10 +107,12 @@ class Resources:
     ) -> web.StreamResponse:
         resource = path.resource
         if resource.derived:
-            from handlers.apiserver import events
+            from handlers.apiserver import events, metrics
 
             if path.subresource is not None:
                 raise not_found()
+            if resource.group == METRICS_GROUP:
+                return await metrics.serve(self, request, path)
             return await events.serve(self, request, path)
         if path.subresource is not None:
             from handlers.apiserver.subresources import HANDLERS
