@@ -55,7 +55,8 @@ class APIResource:
     verbs: tuple[str, ...] = VERBS
     derived: bool = False
     """Served from what fleetlog records about other objects (its log, its usage samples),
-    not stored as objects of its own: never written (``handlers.apiserver.derived``)."""
+    not stored as objects of its own: never written (``handlers.apiserver.events``,
+    ``handlers.apiserver.metrics``)."""
 
     @property
     def group_version(self) -> str:
