@@ -61,6 +61,8 @@ HDR_OFFSET = "Fleet-Offset"
 HDR_LINES = "Fleet-Lines"
 HDR_PARTIAL = "Fleet-Partial"
 OUTPUT_STREAMS = ("stdout", "stderr")
+USAGE_PERIOD_S = 10.0
+"""How often a node agent samples usage by default: the window a sample without one covers."""
 
 
 class LogsNotFound(FleetError):
@@ -99,6 +101,8 @@ class PodUsage:
     name: str
     at_ns: int
     containers: dict[str, ContainerUsage]
+    window_s: float = USAGE_PERIOD_S
+    """The period the cpu figures are averaged over (the agent's sample period)."""
 
     @property
     def cpu_millicores(self) -> int:
@@ -118,6 +122,7 @@ class NodeUsage:
     cpu_capacity_millicores: int
     memory_capacity_bytes: int
     pods: int
+    window_s: float = USAGE_PERIOD_S
 
 
 async def publish_pod_usage(
@@ -127,11 +132,14 @@ async def publish_pod_usage(
     containers: Mapping[str, ContainerUsage],
     *,
     at_ns: int | None = None,
+    window_s: float = USAGE_PERIOD_S,
     timeout: float = 2.0,
 ) -> None:
-    """Record one usage sample of a pod (every container's cpu and memory)."""
+    """Record one usage sample of a pod (every container's cpu and memory, averaged over
+    ``window_s``)."""
     payload = {
         "at_ns": at_ns if at_ns is not None else time.time_ns(),
+        "window_s": float(window_s),
         "containers": {
             name: {"cpu_millicores": int(u.cpu_millicores), "memory_bytes": int(u.memory_bytes)}
             for name, u in containers.items()
@@ -152,11 +160,13 @@ async def publish_node_usage(
     memory_capacity_bytes: int,
     pods: int,
     at_ns: int | None = None,
+    window_s: float = USAGE_PERIOD_S,
     timeout: float = 2.0,
 ) -> None:
     """Record one usage sample of a node, with the capacity its percentages are taken of."""
     payload = {
         "at_ns": at_ns if at_ns is not None else time.time_ns(),
+        "window_s": float(window_s),
         "cpu_millicores": int(cpu_millicores),
         "memory_bytes": int(memory_bytes),
         "cpu_capacity_millicores": int(cpu_capacity_millicores),
@@ -202,7 +212,13 @@ async def latest_usage(
                     for cname, c in data["containers"].items()
                 }
                 pods.append(
-                    PodUsage(decode_token(ns), decode_token(name), int(data["at_ns"]), containers)
+                    PodUsage(
+                        decode_token(ns),
+                        decode_token(name),
+                        int(data["at_ns"]),
+                        containers,
+                        window_s=float(data.get("window_s", USAGE_PERIOD_S)),
+                    )
                 )
             except (ValueError, KeyError, TypeError, AttributeError, FleetError) as exc:
                 log.warning("metrics.unreadable", subject=msg.subject, error=str(exc))
@@ -227,6 +243,7 @@ async def latest_usage(
                         cpu_capacity_millicores=int(data["cpu_capacity_millicores"]),
                         memory_capacity_bytes=int(data["memory_capacity_bytes"]),
                         pods=int(data.get("pods", 0)),
+                        window_s=float(data.get("window_s", USAGE_PERIOD_S)),
                     )
                 )
             except (ValueError, KeyError, TypeError, AttributeError, FleetError) as exc:

@@ -41,6 +41,18 @@ BEFORE_FIRST_APPLY = "before-first-apply"
 """The manager kube gives every field of an object that had no managers when it is first
 applied (so a first apply changing a field set earlier conflicts, as in Kubernetes)."""
 
+NATS_DOOR_MANAGER = "fleetlog"
+"""The manager of what a person writes through the NATS door (``fleetlog apply``)."""
+KUBERNETES_DOOR_SOURCE = "https"
+"""The first word of the source the Kubernetes door gives its commands (``https <peer>
+<user agent>``): they state their managers already."""
+
+
+def from_kubernetes_door(source: str | None) -> bool:
+    """Whether a command came through the Kubernetes door (which records managers itself)."""
+    return (source or "").split(" ", 1)[0] == KUBERNETES_DOOR_SOURCE
+
+
 LIST_KEYS: Mapping[str, tuple[str, ...]] = {
     "containers": ("name",),
     "initContainers": ("name",),

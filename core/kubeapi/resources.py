@@ -19,7 +19,8 @@ VERBS: tuple[str, ...] = (
 )  # fmt: skip
 """What every stored kind answers (patch includes server-side apply)."""
 READ_ONLY: tuple[str, ...] = ("get", "list")
-"""What a resource derived from the log (not stored as objects of its own) answers."""
+"""What a derived resource without a watch answers (metrics.k8s.io, as metrics-server)."""
+READ_AND_WATCH: tuple[str, ...] = ("get", "list", "watch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +53,10 @@ class APIResource:
     categories: tuple[str, ...] = ()
     subresources: tuple[Subresource, ...] = ()
     verbs: tuple[str, ...] = VERBS
-
-    @property
-    def derived(self) -> bool:
-        """Served from what the log records about other objects, not stored: read-only."""
-        return self.verbs == READ_ONLY
+    derived: bool = False
+    """Served from what fleetlog records about other objects (its log, its usage samples),
+    not stored as objects of its own: never written (``handlers.apiserver.events``,
+    ``handlers.apiserver.metrics``)."""
 
     @property
     def group_version(self) -> str:
@@ -179,11 +179,22 @@ RESOURCES: tuple[APIResource, ...] = tuple(_resource(kind) for kind in KINDS)
 """The stored kinds (each with an OpenAPI schema from its pydantic model)."""
 EVENTS = APIResource(
     kind="Event", group="", version="v1", plural="events", singular="event", namespaced=True,
-    short_names=("ev",), verbs=READ_ONLY,
+    short_names=("ev",), verbs=READ_AND_WATCH, derived=True,
 )  # fmt: skip
 """core/v1 events: what Kubernetes' components would have recorded, derived from the log
-(``projections.kube_events``) for ``kubectl describe``."""
-DERIVED: tuple[APIResource, ...] = (EVENTS,)
+(``projections.kube_events``) for ``kubectl describe`` and ``kubectl get events``."""
+METRICS_GROUP = "metrics.k8s.io"
+POD_METRICS = APIResource(
+    kind="PodMetrics", group=METRICS_GROUP, version="v1beta1", plural="pods", singular="pod",
+    namespaced=True, verbs=READ_ONLY, derived=True,
+)  # fmt: skip
+NODE_METRICS = APIResource(
+    kind="NodeMetrics", group=METRICS_GROUP, version="v1beta1", plural="nodes", singular="node",
+    namespaced=False, verbs=READ_ONLY, derived=True,
+)  # fmt: skip
+"""metrics.k8s.io/v1beta1 (what ``kubectl top`` reads), from the node agents' usage samples;
+get and list only: metrics-server refuses a watch too."""
+DERIVED: tuple[APIResource, ...] = (EVENTS, POD_METRICS, NODE_METRICS)
 SERVED: tuple[APIResource, ...] = RESOURCES + DERIVED
 """Everything discovery lists and a URL may name."""
 BY_KIND: Mapping[str, APIResource] = MappingProxyType({r.kind: r for r in RESOURCES})

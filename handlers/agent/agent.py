@@ -67,12 +67,17 @@ from streams.eventstore import EventStore
 from streams.leases import NodeLeases
 from streams.repository import AggregateRepository
 from streams.subjects import AggregateRef, event_filter, event_subject
-from streams.telemetry import ContainerUsage, publish_node_usage, publish_pod_usage
+from streams.telemetry import (
+    USAGE_PERIOD_S,
+    ContainerUsage,
+    publish_node_usage,
+    publish_pod_usage,
+)
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_HEARTBEAT_S = 10.0
-DEFAULT_USAGE_S = 10.0
+DEFAULT_USAGE_S = USAGE_PERIOD_S
 REGISTER_ATTEMPTS = 5
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 QUARANTINE_REPORT_PAUSE_S = 5.0
@@ -406,14 +411,14 @@ class NodeAgent:
                     with contextlib.suppress(Exception):
                         await publish_pod_usage(
                             self._nc, namespace=worker.namespace, pod=worker.name,
-                            containers=containers,
+                            containers=containers, window_s=self.usage_seconds,
                         )  # fmt: skip
             self._cpu_seen = {k: v for k, v in self._cpu_seen.items() if k in seen}
             with contextlib.suppress(Exception):
                 await publish_node_usage(
                     self._nc, self.name, cpu_millicores=node_cpu, memory_bytes=node_memory,
                     cpu_capacity_millicores=cpu_capacity, memory_capacity_bytes=memory_capacity,
-                    pods=pods,
+                    pods=pods, window_s=self.usage_seconds,
                 )  # fmt: skip
 
     def bound_here(self) -> dict[str, ObjectRecord]:

@@ -30,7 +30,7 @@ from core.kubeapi import fieldsets
 from core.kubeapi.objects import Preconditions, api_object, list_object, writable
 from core.kubeapi.patch import APPLY_PATCH, PATCH_TYPES, apply_patch
 from core.kubeapi.paths import ResourcePath, not_found
-from core.kubeapi.resources import BY_KIND, APIResource
+from core.kubeapi.resources import BY_KIND, METRICS_GROUP, APIResource
 from core.kubeapi.selectors import FieldSelector, parse_field_selector
 from core.kubeapi.status import (
     MODIFIED,
@@ -61,6 +61,7 @@ from handlers.apiserver.watch import (
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection
 from streams.commandbus import CommandClient, NoGateway
+from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
 from streams.subjects import event_filter
 
@@ -107,10 +108,12 @@ class Resources:
     ) -> web.StreamResponse:
         resource = path.resource
         if resource.derived:
-            from handlers.apiserver import events
+            from handlers.apiserver import events, metrics
 
             if path.subresource is not None:
                 raise not_found()
+            if resource.group == METRICS_GROUP:
+                return await metrics.serve(self, request, path)
             return await events.serve(self, request, path)
         if path.subresource is not None:
             from handlers.apiserver.subresources import HANDLERS
@@ -176,6 +179,16 @@ class Resources:
             await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
         elif rv and not await self._projection.wait_for(rv, timeout=READ_WAIT_S):
             raise too_large_resource_version(rv, self._projection.position)
+
+    def columns_of(self, kind: str) -> Columns:
+        """The server-side Table columns of ``kind`` (kube's default ones without an entry)."""
+        return columns_for(self._columns, kind)
+
+    def follow(self, listener: Callable[[StoredEvent], None]) -> Callable[[], None]:
+        """Call ``listener`` with every event the read model applies from now on (after it is
+        folded); the answer stops that."""
+        self._projection.listeners.append(listener)
+        return lambda: self._projection.listeners.remove(listener)
 
     @property
     def nc(self) -> Client:

@@ -23,6 +23,7 @@ import structlog
 from aiohttp import web
 from nats.aio.client import Client
 
+from core.kubeapi.fieldsets import KUBERNETES_DOOR_SOURCE
 from core.kubeapi.paths import not_found, parse_resource_path
 from core.kubeapi.status import APIError
 from core.kubeapi.tables import Columns
@@ -160,7 +161,8 @@ class APIServer:
         if isinstance(peername, tuple) and len(peername) >= 2:
             peer = f"{peername[0]}:{peername[1]}"
         agent = request.headers.get("User-Agent", "")
-        return Caller(identity=identity, source=f"https {peer} {agent}".strip()[:256])
+        source = f"{KUBERNETES_DOOR_SOURCE} {peer} {agent}".strip()[:256]
+        return Caller(identity=identity, source=source)
 
     # -- routes ----------------------------------------------------------------------------
 

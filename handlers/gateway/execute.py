@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import structlog
 
@@ -23,7 +24,11 @@ from core.api.catalog import AGGREGATES
 from core.api.causation import caused_by_command
 from core.api.commands import BindBody, DeleteBody, NodeBody, ScaleBody, StatusBody
 from core.errors import FleetError, NotFound
+from core.kubeapi import fieldsets
+from core.kubeapi.fieldsets import NATS_DOOR_MANAGER, from_kubernetes_door
+from core.kubeapi.status import Target
 from core.meta.aggregate import Resource, timestamp_from_ns
+from core.meta.timestamps import format_stamp
 from core.nodes.aggregate import Node
 from core.pods.aggregate import Pod
 from core.pods.decisions import bind_pod, create_pod, delete_pod
@@ -223,6 +228,30 @@ class Execute:
         elif command.verb not in ("create", "apply"):
             raise NotFound(f"{ctx.ref} not found (it was deleted)")
 
+    @staticmethod
+    def _managed(ctx: CommandContext, current: Resource | None) -> dict[str, Any]:
+        """The manifest a create or apply stores, with its field managers.
+
+        The Kubernetes door states them itself (``handlers.apiserver.resources``, every write
+        is a manager's). A person's write through the NATS door (``fleetlog apply``) is the
+        ``fleetlog`` manager's ordinary update: it keeps the managers the object has (so a
+        later ``kubectl apply --server-side`` sees who set what, not ``before-first-apply``)
+        and owns what it added or changed. fleetlog's own components (``system:`` actors) do
+        not record themselves yet: every object they write would carry a managers tree."""
+        command, manifest = ctx.command, ctx.manifest
+        assert command is not None and ctx.ref is not None and manifest is not None
+        if from_kubernetes_door(command.source) or ctx.actor.startswith("system:"):
+            return manifest
+        live = current.manifest if current is not None and current.exists else None
+        return fieldsets.update(
+            live,
+            manifest,
+            manager=NATS_DOOR_MANAGER,
+            api_version=str(manifest.get("apiVersion", "")),
+            now=format_stamp(ctx.received_ns),
+            target=Target(kind=ctx.ref.kind, name=ctx.ref.name),
+        ).object
+
     def _decide(
         self,
         ctx: CommandContext,
@@ -242,20 +271,19 @@ class Execute:
         uid = self._uid(ctx)
         body = command.body
         if command.verb in ("create", "apply") and ref.kind == "Pod":
-            assert ctx.manifest is not None
             loaded.aggregate = create_pod(
-                current, agg_id=ref.id, manifest=ctx.manifest, uid=uid, quotas=quotas, at=at,
-                replace=command.verb == "apply",
+                current, agg_id=ref.id, manifest=self._managed(ctx, current), uid=uid,
+                quotas=quotas, at=at, replace=command.verb == "apply",
             )  # fmt: skip
             return
         if command.verb in ("create", "apply"):
-            assert ctx.manifest is not None
             decide = (
                 aggregate_class.create
                 if command.verb == "create"
                 else aggregate_class.apply_manifest
             )
-            loaded.aggregate = decide(current, agg_id=ref.id, manifest=ctx.manifest, uid=uid, at=at)
+            manifest = self._managed(ctx, current)
+            loaded.aggregate = decide(current, agg_id=ref.id, manifest=manifest, uid=uid, at=at)
             return
         if current is None:
             raise NotFound(f"{ref} not found")

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from core.errors import FleetError, ValidationFailed
+from core.kubeapi.metrics import STALE_AFTER_S
 from ops import render
 from ops.cliargs import is_namespaced, labels_of, parse_since, resolve_kind, split_ref
 from ops.clitools import Failure, open_session, run
@@ -145,7 +146,8 @@ async def _log_reader(
     return item, name, restarts
 
 
-TOP_STALE_AFTER_S = 300.0
+TOP_STALE_AFTER_S = STALE_AFTER_S
+"""metrics-server's horizon, kept by the Kubernetes door too (``core.kubeapi.metrics``)."""
 
 
 @click.command()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from core.meta.timestamps import parse_stamp
 from ops.render.pods import pod_row
 from ops.render.services import allocation_row, endpoint_slice_row, endpoints_row, service_row
 from ops.render.text import age, iso, table
@@ -181,6 +182,28 @@ def _binding_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     return row
 
 
+def _event_row(event: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """A core/v1 Event's row (the Kubernetes door's derived events: the Event object itself,
+    not a read-model item), as kube's printer writes it."""
+    involved = event.get("involvedObject") or {}
+    kind = str(involved.get("kind") or "").lower()
+    target = f"{kind}/{involved['name']}" if involved.get("name") else kind
+    source = event.get("source") or {}
+    where = ", ".join(str(s) for s in (source.get("component"), source.get("host")) if s)
+    return [
+        age(parse_stamp(event.get("lastTimestamp")), now_ns),
+        str(event.get("type") or ""),
+        str(event.get("reason") or ""),
+        target,
+        str(event.get("message") or "").strip(),
+        str(involved.get("fieldPath") or ""),
+        where,
+        age(parse_stamp(event.get("firstTimestamp")), now_ns),
+        str(event.get("count") or 0),
+        str((event.get("metadata") or {}).get("name") or ""),
+    ]
+
+
 _SUBJECT_COLUMNS = ["USERS", "GROUPS", "SERVICEACCOUNTS"]
 
 COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
@@ -226,6 +249,12 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "ClusterRole": (["NAME", "CREATED AT"], [], _created_at_row),
     "RoleBinding": (["NAME", "ROLE", "AGE"], _SUBJECT_COLUMNS, _binding_row),
     "ClusterRoleBinding": (["NAME", "ROLE", "AGE"], _SUBJECT_COLUMNS, _binding_row),
+    # kube lists SUBOBJECT and SOURCE before MESSAGE with -o wide; here the wide columns follow
+    "Event": (
+        ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        ["SUBOBJECT", "SOURCE", "FIRST SEEN", "COUNT", "NAME"],
+        _event_row,
+    ),
 }
 """Each kind's columns (kubectl's), the extra ``-o wide`` columns, and its row. A kind without
 an entry gets kubectl's default columns, NAME and AGE."""

@@ -66,7 +66,13 @@ async def test_apply_creates_then_configures_then_leaves_unchanged(
     assert stored.payload["manifest"]["spec"]["restartPolicy"] == "Always"  # defaults applied
     added = [t["key"] for t in stored.payload["manifest"]["spec"]["tolerations"]]
     assert added == ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"]
-    assert events[1].envelope.payload["changed"] == ["metadata.labels.tier"]
+    changed = events[1].envelope.payload["changed"]
+    # A person's apply is the "fleetlog" field manager's update (core.kubeapi.fieldsets).
+    assert [p for p in changed if not p.startswith("metadata.managedFields")] == [
+        "metadata.labels.tier"
+    ]
+    managers = events[1].envelope.payload["manifest"]["metadata"]["managedFields"]
+    assert [(m["manager"], m["operation"]) for m in managers] == [("fleetlog", "Update")]
 
 
 async def test_retried_command_is_applied_once(

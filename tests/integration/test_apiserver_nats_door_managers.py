@@ -1,0 +1,71 @@
+"""Field managers across the two doors, against a real nats-server: an apply through the NATS
+door (what ``fleetlog apply`` sends) keeps the managers the Kubernetes door recorded and is
+recorded itself as the ``fleetlog`` manager's update.
+
+Why this exists: without it a ``fleetlog apply`` stored its manifest without
+``managedFields``, and a later ``kubectl apply --server-side`` found every field owned by
+``before-first-apply`` (kube's name for fields nobody is known to have set) and its own
+ownership lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+
+from streams.commandbus import CommandClient
+from tests.integration.test_apiserver import API, api  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.integration
+
+APPLY = {"Content-Type": "application/apply-patch+yaml"}
+URL = "/api/v1/namespaces/default/pods/web"
+CONFIG = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: web, labels: {team: a}}
+spec:
+  containers: [{name: c, image: busybox}]
+"""
+
+
+def managers(obj: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(m["manager"], m["operation"]): m for m in obj["metadata"].get("managedFields", [])}
+
+
+async def test_a_nats_door_apply_keeps_the_managers_and_records_fleetlog(
+    api: API,  # noqa: F811
+    nc: Client,
+) -> None:
+    status, created = await api.request("PATCH", URL + "?fieldManager=kubectl", CONFIG.encode(),
+                                        **APPLY)  # fmt: skip
+    assert status == 201, created
+    client = CommandClient(nc, actor="user:alice")
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "default", "labels": {"team": "b"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+    assert (await client.send("Pod", "apply", {"manifest": manifest})).seqs
+    status, stored = await api.request("GET", URL)
+    assert status == 200
+    found = managers(stored)
+    assert set(found) == {("kubectl", "Apply"), ("fleetlog", "Update")}, found
+    assert found[("fleetlog", "Update")]["fieldsV1"] == {"f:metadata": {"f:labels": {"f:team": {}}}}
+    assert set(found[("kubectl", "Apply")]["fieldsV1"]) == {"f:spec"}  # the label is taken
+
+    # The same apply again changes nothing (not even the manager's time).
+    last = await api.store.stream_last_seq()
+    again = await client.send("Pod", "apply", {"manifest": manifest})
+    assert again.unchanged and await api.store.stream_last_seq() == last
+
+    # kubectl applying its old value now conflicts with who really changed it.
+    status, refused = await api.request("PATCH", URL + "?fieldManager=kubectl", CONFIG.encode(),
+                                        **APPLY)  # fmt: skip
+    assert status == 409, refused
+    assert refused["message"] == (
+        'Apply failed with 1 conflict: conflict with "fleetlog" using v1: .metadata.labels.team'
+    )
