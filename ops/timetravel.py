@@ -299,7 +299,13 @@ def diff_records(
         elif new is None and old is not None:
             out.append(Change("deleted", *key, uid=old["uid"], from_version=old["version"]))
         elif old is not None and new is not None:
-            paths = changed_paths(old["manifest"], new["manifest"])
+            # Field managers are bookkeeping of who wrote what, not a change of the object
+            # (kubectl diff leaves them out too).
+            paths = [
+                path
+                for path in changed_paths(old["manifest"], new["manifest"])
+                if not path.startswith("metadata.managedFields")
+            ]
             change = "recreated" if old["uid"] != new["uid"] else "changed"
             if paths or change == "recreated":
                 versions = {"from_version": old["version"], "to_version": new["version"]}

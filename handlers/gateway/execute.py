@@ -243,6 +243,11 @@ class Execute:
         if from_kubernetes_door(command.source) or ctx.actor.startswith("system:"):
             return manifest
         live = current.manifest if current is not None and current.exists else None
+        if current is not None and live is not None:
+            # What the aggregate keeps of the live object anyway (status, the controllers'
+            # annotations) is no change of this manager's: compared without it, a re-apply
+            # of the same manifest would own "removing" them and restamp its time.
+            manifest = current.carry_server_fields(manifest)
         return fieldsets.update(
             live,
             manifest,

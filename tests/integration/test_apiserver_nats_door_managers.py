@@ -69,3 +69,36 @@ async def test_a_nats_door_apply_keeps_the_managers_and_records_fleetlog(
     assert refused["message"] == (
         'Apply failed with 1 conflict: conflict with "fleetlog" using v1: .metadata.labels.team'
     )
+
+
+async def test_a_re_apply_after_a_controller_wrote_status_is_unchanged_a_second_later(
+    api: API,  # noqa: F811
+    nc: Client,
+) -> None:
+    """A controller's status and annotations are no change of the person's: comparing with
+    them, a re-apply "removed" them and restamped its manager's time, so crossing a second
+    boundary made an unchanged apply "configured" (seen in the walkthrough e2e test)."""
+    import asyncio
+
+    client = CommandClient(nc, actor="user:alice")
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            },
+        },
+    }
+    assert (await client.send("Deployment", "apply", {"manifest": deployment})).seqs
+    controller = CommandClient(nc, actor="system:deployment-controller")
+    status = {"observedGeneration": 1, "replicas": 0}
+    body = {"status": status, "annotations": {"deployment.kubernetes.io/revision": "1"}}
+    await controller.send("Deployment", "status", {"name": "web", "namespace": "default", **body})
+    await asyncio.sleep(1.1)  # the manager's time has a resolution of one second
+    again = await client.send("Deployment", "apply", {"manifest": deployment})
+    assert again.unchanged, again
