@@ -107,6 +107,12 @@ def running_node(record: ObjectRecord) -> str:
     return str(node)
 
 
+def offered_protocols(request: web.Request) -> list[str]:
+    """The WebSocket subprotocols a request offers, in its order."""
+    offered = ",".join(request.headers.getall("Sec-WebSocket-Protocol", []))
+    return [name.strip() for name in offered.split(",") if name.strip()]
+
+
 def accept_websocket(
     request: web.Request, protocols: Sequence[str], what: str
 ) -> web.WebSocketResponse:
