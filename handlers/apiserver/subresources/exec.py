@@ -8,10 +8,13 @@ a byte-stream session with the node's agent over NATS (``streams.nodestream``; t
 ``handlers.agent.streaming``), and only then accepts the WebSocket. From there it is a bridge:
 
 * client → agent: channel 0 (stdin) as data; ``v5``'s close of channel 0 as the end of stdin;
-  resize (4) is dropped (no terminal support yet: ``tty`` is refused up front).
-* agent → client: stdout (1) and stderr (2) as they come; when the command has ended, the error
-  channel (3) carries a ``metav1.Status`` (Success, or ``NonZeroExitCode`` with an ``ExitCode``
-  cause, which kubectl turns into its own exit code), then the WebSocket closes.
+  with ``tty``, resize (4) as data on channel 4 (the agent sets the terminal's size; without a
+  terminal it is dropped).
+* agent → client: stdout (1) and stderr (2) as they come (with ``tty``, the terminal's output
+  on stdout only, as kube: the command's stderr is the terminal too); when the command has
+  ended, the error channel (3) carries a ``metav1.Status`` (Success, or ``NonZeroExitCode``
+  with an ``ExitCode`` cause, which kubectl turns into its own exit code), then the WebSocket
+  closes.
 * the client leaving ends the session; the agent then kills the command's process group.
 
 WebSocket frames are aiohttp's; channel bytes are ``core.kubeapi.streaming``'s. SPDY (kubectl's
@@ -36,6 +39,7 @@ from core.kubeapi.status import APIError, bad_request, method_not_allowed
 from core.kubeapi.streaming import (
     ERROR,
     EXEC_PROTOCOLS,
+    RESIZE,
     STDERR,
     STDIN,
     STDOUT,
@@ -67,10 +71,6 @@ async def serve_exec(
     if request.method not in ("GET", "POST"):
         raise method_not_allowed(path.target)
     options = exec_options(request.query, request.query.getall("command", []))
-    if options.tty:
-        raise bad_request(
-            "a terminal (tty) is not supported by fleetlog's process runtime yet: exec without -t"
-        )
     record = await resources.current(path)
     container = choose_container(record.manifest, options.container, record.name)
     node = running_node(record)
@@ -80,12 +80,16 @@ async def serve_exec(
         {
             "op": "exec", "uid": record.uid, "namespace": record.namespace, "pod": record.name,
             "container": container, "command": list(options.command), "stdin": options.stdin,
+            "tty": options.tty,
         },
     )  # fmt: skip
     try:
         await websocket.prepare(request)
         first = STDOUT if options.stdout else STDERR if options.stderr else ERROR
-        await _bridge(websocket, session, command=options.command, stdin=options.stdin, first=first)
+        await _bridge(
+            websocket, session, command=options.command, stdin=options.stdin, tty=options.tty,
+            first=first,
+        )  # fmt: skip
     finally:
         await session.end({"error": "the client went away"})
     return websocket
@@ -152,6 +156,7 @@ async def _bridge(
     *,
     command: Sequence[str],
     stdin: bool,
+    tty: bool,
     first: int,
 ) -> None:
     protocol = websocket.ws_protocol or EXEC_PROTOCOLS[-1]
@@ -167,8 +172,12 @@ async def _bridge(
                 parsed = decode(message.data, protocol=protocol)
             except ValueError:
                 continue
+            if parsed.channel == RESIZE and tty and parsed.data:
+                with contextlib.suppress(SessionError):
+                    await session.send(RESIZE, parsed.data)
+                continue
             if parsed.channel != STDIN or not stdin:
-                continue  # resize, or input nobody asked to read
+                continue  # input nobody asked to read, or a resize without a terminal
             with contextlib.suppress(SessionError):
                 if parsed.close:
                     await session.eof(STDIN)
