@@ -22,7 +22,9 @@ EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 """The remote-command protocols served, most preferred first (kubectl ≥1.30 offers v5)."""
 PORTFORWARD_PROTOCOLS = ("v4.channel.k8s.io", "portforward.k8s.io")
 """The kubelet's WebSocket port-forward protocol: a data and an error channel per port."""
-SPDY_PORTFORWARD_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
+PORTFORWARD_PROTOCOL_V1 = "portforward.k8s.io"
+"""The kubelet's SPDY port-forward protocol (streams paired by ``requestID``)."""
+SPDY_PORTFORWARD_PROTOCOL = "SPDY/3.1+" + PORTFORWARD_PROTOCOL_V1
 """kubectl's port-forward: the kubelet's SPDY protocol tunnelled in binary WebSocket messages."""
 STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
 CLOSE = 255

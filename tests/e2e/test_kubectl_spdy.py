@@ -98,13 +98,16 @@ def pods(cluster: Cluster) -> Kubectl:
 class PortForward:
     """``kubectl port-forward`` running in the background; its output read as it comes."""
 
-    def __init__(self, kubectl: Kubectl, *args: str) -> None:
+    def __init__(self, kubectl: Kubectl, *args: str, websockets: bool = True) -> None:
+        env = {**os.environ, "KUBECONFIG": str(kubectl.kubeconfig)}
+        if not websockets:  # kubectl's switch back to the plain SPDY upgrade
+            env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "false"
         self.process = subprocess.Popen(
             [kubectl.binary, "port-forward", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig)},
+            env=env,
         )
         self.output: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -180,6 +183,18 @@ def test_kubectl_port_forward_reaches_the_pod_on_two_ports_at_once(
     # An answer larger than a flow-control window (64 KiB) arrives whole.
     big = http_get(local[8080], "/big").split(b"\r\n\r\n", 1)[1]
     assert len(big) == 300_000 and big == (work / "big").read_bytes()
+
+
+def test_kubectl_port_forward_over_a_plain_spdy_upgrade(
+    pods: Kubectl, forwards: list[PortForward]
+) -> None:
+    forward = PortForward(pods, "pod/web", "0:8080", websockets=False)
+    forwards.append(forward)
+    local = forward.local_ports(1)[8080]
+    for _ in range(2):
+        hostname = http_get(local, "/hostname")
+        assert hostname.split(b"\r\n\r\n", 1)[1] == Path("/etc/hostname").read_bytes()
+    assert forward.process.poll() is None
 
 
 def test_a_connection_refused_in_the_pod_is_reported_on_the_error_stream(

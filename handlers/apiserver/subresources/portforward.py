@@ -23,7 +23,9 @@ finished (FIN). A pair that is not complete within 30 s gets "timed out waiting 
 Streams with a missing or bad ``port`` or ``streamType`` are refused (RST_STREAM). When the
 client goes away, every node session of the connection ends, and the agent closes the
 connections to the pod. The ports come from the streams, so such a request needs no
-``ports`` parameter.
+``ports`` parameter. The same SPDY session is served over a plain ``Upgrade: SPDY/3.1``
+(``handlers.apiserver.spdyupgrade``; stream protocol ``portforward.k8s.io``), kubectl's fallback
+and what kubectl before 1.31 speaks.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from core.kubeapi import spdy
 from core.kubeapi.paths import ResourcePath
 from core.kubeapi.status import APIError, method_not_allowed
 from core.kubeapi.streaming import (
+    PORTFORWARD_PROTOCOL_V1,
     PORTFORWARD_PROTOCOLS,
     SPDY_PORTFORWARD_PROTOCOL,
     ForwardRequest,
@@ -48,7 +51,8 @@ from core.kubeapi.streaming import (
     port_preamble,
     spdy_forward_request,
 )
-from handlers.apiserver.spdysession import SpdyConnection, SpdyStream, StreamClosed
+from handlers.apiserver.spdysession import SpdyConnection, SpdyStream, StreamClosed, Transport
+from handlers.apiserver.spdyupgrade import accept_spdy, wants_spdy
 from handlers.apiserver.subresources.exec import (
     accept_websocket,
     offered_protocols,
@@ -67,7 +71,7 @@ async def serve_portforward(
 ) -> web.StreamResponse:
     if request.method not in ("GET", "POST"):
         raise method_not_allowed(path.target)
-    if SPDY_PORTFORWARD_PROTOCOL in offered_protocols(request):
+    if SPDY_PORTFORWARD_PROTOCOL in offered_protocols(request) or wants_spdy(request):
         return await _serve_spdy(resources, request, path)
     ports = forwarded_ports([*request.query.getall("ports", []), *request.query.getall("port", [])])
     record = await resources.current(path)
@@ -154,15 +158,21 @@ async def _serve_spdy(
 ) -> web.StreamResponse:
     record = await resources.current(path)
     node = running_node(record)
-    websocket = accept_websocket(request, (SPDY_PORTFORWARD_PROTOCOL,), "port-forward")
-    await websocket.prepare(request)
+    response: web.StreamResponse
+    transport: Transport
+    if wants_spdy(request):
+        response, transport = await accept_spdy(request, (PORTFORWARD_PROTOCOL_V1,))
+    else:
+        websocket = accept_websocket(request, (SPDY_PORTFORWARD_PROTOCOL,), "port-forward")
+        await websocket.prepare(request)
+        response, transport = websocket, _WebSocketPipe(websocket)
     forwarder = _SpdyForwarder(resources, record, node)
-    connection = SpdyConnection(_WebSocketPipe(websocket), accept=forwarder.accept)
+    connection = SpdyConnection(transport, accept=forwarder.accept)
     try:
         await connection.run()
     finally:
         await forwarder.close()
-    return websocket
+    return response
 
 
 class _WebSocketPipe:
