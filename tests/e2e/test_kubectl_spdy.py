@@ -10,16 +10,22 @@ the bytes arrive, and of whether a connection ends on the node when kubectl goes
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import os
 import re
 import socket
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
+from core.kubeapi import spdy
 from tests.e2e.conftest import wait_for
 from tests.e2e.test_cli import Cluster
 from tests.e2e.test_kubectl import Kubectl
@@ -233,3 +239,87 @@ def test_killing_kubectl_ends_the_connection_on_the_node(
         forward.process.wait(timeout=10)
         # The pod's end of the forwarded connection is closed by the node's agent.
         wait_for(lambda: events.read_text() == before + "open\nclosed\n", timeout=60)
+
+
+def _raw_request(kubectl: Kubectl, tmp_path: Path, head: str) -> ssl.SSLSocket:
+    """A TLS connection to the API as kubectl's user, with ``head`` (an HTTP request) sent."""
+    config = yaml.safe_load(kubectl.kubeconfig.read_text())
+    cluster, user = config["clusters"][0]["cluster"], config["users"][0]["user"]
+    for key, name in (("client-certificate-data", "cert"), ("client-key-data", "key")):
+        (tmp_path / name).write_bytes(base64.b64decode(user[key]))
+    context = ssl.create_default_context(
+        cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
+    )
+    context.load_cert_chain(tmp_path / "cert", tmp_path / "key")
+    host, port = cluster["server"].removeprefix("https://").rsplit(":", 1)
+    conn = context.wrap_socket(socket.create_connection((host, int(port)), timeout=30),
+                               server_hostname=host)  # fmt: skip
+    conn.sendall(head.replace("\n", "\r\n").encode())
+    return conn
+
+
+def _read_head(conn: ssl.SSLSocket) -> tuple[str, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        assert chunk, data
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    return head.decode(), rest
+
+
+def _read_body(conn: ssl.SSLSocket, head: str, rest: bytes) -> bytes:
+    length = int(re.search(r"Content-Length: (\d+)", head, re.IGNORECASE)[1])  # type: ignore[index]
+    while len(rest) < length:
+        rest += conn.recv(65536)
+    return rest
+
+
+def _read_all(conn: ssl.SSLSocket, rest: bytes) -> bytes:
+    with contextlib.suppress(OSError):
+        while chunk := conn.recv(65536):
+            rest += chunk
+    return rest
+
+
+def _upgrade(pod: str, *, version: str = "portforward.k8s.io") -> str:
+    return (
+        f"POST /api/v1/namespaces/default/pods/{pod}/portforward HTTP/1.1\n"
+        "Host: api\nConnection: Upgrade\nUpgrade: SPDY/3.1\n"
+        f"X-Stream-Protocol-Version: {version}\nContent-Length: 0\n\n"
+    )
+
+
+def test_bad_spdy_input_is_refused_as_kube_does(pods: Kubectl, tmp_path: Path) -> None:
+    # Before any upgrade: kube's Status, and the connection stays HTTP.
+    missing = _raw_request(pods, tmp_path, _upgrade("nope"))
+    head, rest = _read_head(missing)
+    assert head.startswith("HTTP/1.1 404")
+    body = _read_body(missing, head, rest)
+    assert json.loads(body[body.index(b"{") :])["reason"] == "NotFound"
+    missing.close()
+    unknown = _raw_request(pods, tmp_path, _upgrade("web", version="v9.example.io"))
+    head, rest = _read_head(unknown)
+    assert head.startswith("HTTP/1.1 403")
+    assert b"unable to negotiate protocol" in _read_body(unknown, head, rest)
+    unknown.close()
+
+    # After it: a stream without a port is refused, and the connection goes on...
+    conn = _raw_request(pods, tmp_path, _upgrade("web"))
+    head, rest = _read_head(conn)
+    assert (
+        head.startswith("HTTP/1.1 101") and "X-Stream-Protocol-Version: portforward.k8s.io" in head
+    )
+    encoder, decoder = spdy.FrameEncoder(), spdy.FrameDecoder()
+    conn.sendall(encoder.encode(spdy.SynStream(stream_id=1, headers={"streamtype": "data"})))
+    conn.sendall(encoder.encode(spdy.Ping(ping_id=7)))
+    frames: list[object] = decoder.feed(rest)
+    while len(frames) < 2:
+        frames += decoder.feed(conn.recv(4096))
+    assert frames[:2] == [spdy.RstStream(stream_id=1, status=spdy.REFUSED_STREAM),
+                          spdy.Ping(ping_id=7)]  # fmt: skip
+    # ...while a frame of another SPDY version ends it with GOAWAY PROTOCOL_ERROR.
+    conn.sendall(bytes.fromhex("80020006 00000004 00000009"))
+    tail = decoder.feed(_read_all(conn, b""))
+    conn.close()
+    assert tail == [spdy.GoAway(last_good_stream_id=1, status=spdy.GOAWAY_PROTOCOL_ERROR)]
