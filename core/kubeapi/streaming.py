@@ -22,6 +22,8 @@ EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 """The remote-command protocols served, most preferred first (kubectl ≥1.30 offers v5)."""
 PORTFORWARD_PROTOCOLS = ("v4.channel.k8s.io", "portforward.k8s.io")
 """The kubelet's WebSocket port-forward protocol: a data and an error channel per port."""
+SPDY_EXEC_PROTOCOLS = ("v4.channel.k8s.io",)
+"""The remote-command protocol served over a plain SPDY upgrade (one SPDY stream per channel)."""
 PORTFORWARD_PROTOCOL_V1 = "portforward.k8s.io"
 """The kubelet's SPDY port-forward protocol (streams paired by ``requestID``)."""
 SPDY_PORTFORWARD_PROTOCOL = "SPDY/3.1+" + PORTFORWARD_PROTOCOL_V1
@@ -244,6 +246,46 @@ def spdy_forward_request(headers: Mapping[str, str], *, stream_id: int) -> Forwa
         # stream, as consecutive odd ids: pair them as the kubelet does (by the error's id).
         request_id = str(stream_id if kind == "error" else stream_id - 2)
     return ForwardRequest(request_id=request_id, port=port, error_stream=kind == "error")
+
+
+def exec_stream_kinds(*, stdin: bool, stdout: bool, stderr: bool, tty: bool) -> frozenset[str]:
+    """The SPDY streams (``streamType``) an exec request waits for: always ``error``; each
+    channel it asked for; ``resize`` with a terminal (and no ``stderr``: a terminal has none)."""
+    kinds = {"error"}
+    kinds |= {name for name, wanted in (("stdin", stdin), ("stdout", stdout)) if wanted}
+    if tty:
+        kinds.add("resize")
+    elif stderr:
+        kinds.add("stderr")
+    return frozenset(kinds)
+
+
+MAX_RESIZE_BYTES = 4096
+
+
+def resize_messages(buffered: bytes) -> tuple[list[bytes], bytes]:
+    """The complete terminal sizes in a SPDY resize stream's bytes (one JSON object after
+    another, as kubectl's encoder writes them), each as the resize channel's message; and the
+    incomplete rest, to be completed by the next bytes."""
+    import json
+
+    decoder = json.JSONDecoder()
+    text = buffered.decode(errors="replace")
+    messages: list[bytes] = []
+    position = 0
+    while True:
+        while position < len(text) and text[position].isspace():
+            position += 1
+        if position >= len(text):
+            return messages, b""
+        try:
+            value, position = decoder.raw_decode(text, position)
+        except ValueError:
+            rest = text[position:].encode()
+            # A size is a few dozen bytes: a longer unfinished one is garbage, dropped.
+            return messages, rest if len(rest) <= MAX_RESIZE_BYTES else b""
+        if isinstance(value, dict):
+            messages.append(json.dumps(value, separators=(",", ":")).encode())
 
 
 def terminal_size(message: bytes) -> tuple[int, int]:

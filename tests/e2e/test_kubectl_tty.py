@@ -1,11 +1,13 @@
 """``kubectl exec -t`` / ``-it``: a command with a terminal of its own, against a real
-``fleetlog up`` with a local node agent.
+``fleetlog up`` with a local node agent; and ``kubectl exec`` over its SPDY fallback.
 
 Why this exists: with ``tty`` the node's agent gives the command a pseudo-terminal (inside the
 container, as any exec), the terminal's output comes back on stdout only, and the resize
 channel sets the terminal's size. kubectl only asks for a terminal when its own input is one,
 so it runs here on a pseudo-terminal of the test's; the resize mid-session is driven by a
-WebSocket client speaking ``v5.channel.k8s.io`` as kubectl does.
+WebSocket client speaking ``v5.channel.k8s.io`` as kubectl does. With
+``KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`` kubectl speaks what it falls back to when a
+WebSocket upgrade fails: ``v4.channel.k8s.io`` over a plain SPDY upgrade, one stream per channel.
 """
 
 from __future__ import annotations
@@ -75,8 +77,12 @@ def read_until_exit(fd: int, process: subprocess.Popen[bytes], *, timeout: float
     return out
 
 
+SPDY = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
+
+
+@pytest.mark.parametrize("protocol", ["websocket", "spdy"])
 def test_kubectl_exec_it_runs_the_command_on_a_terminal_of_the_clients_size(
-    kubectl: Kubectl,
+    kubectl: Kubectl, protocol: str
 ) -> None:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
@@ -84,7 +90,8 @@ def test_kubectl_exec_it_runs_the_command_on_a_terminal_of_the_clients_size(
         [kubectl.binary, "exec", "-i", "-t", "shell", "--",
          "sh", "-c", "tty; stty size; echo to-stderr >&2; exit 3"],
         stdin=slave, stdout=slave, stderr=slave,
-        env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig)},
+        env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig),
+             **(SPDY if protocol == "spdy" else {})},
     )  # fmt: skip
     os.close(slave)
     try:
@@ -158,3 +165,52 @@ def test_the_resize_channel_sets_the_terminal_size_mid_session(
     assert b"hello" in lines  # the terminal echoes what is typed
     assert 2 not in channels  # no stderr channel with a terminal
     assert json.loads(channels[3])["status"] == "Success"
+
+
+def test_kubectl_exec_over_spdy_streams_stdin_stdout_stderr_and_the_exit_code(
+    kubectl: Kubectl,
+) -> None:
+    env = {**os.environ, "KUBECONFIG": str(kubectl.kubeconfig), **SPDY}
+    result = subprocess.run(
+        [kubectl.binary, "-v=6", "exec", "-i", "shell", "--", "sh", "-c",
+         "tr a-z A-Z; echo oops >&2; exit 4"],
+        input="shout\nlouder\n", capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert result.stdout == "SHOUT\nLOUDER\n"
+    assert "\noops\n" in result.stderr
+    assert result.returncode == 4
+    assert "101 Switching Protocols" in result.stderr  # it was the SPDY upgrade
+    assert "websocket" not in result.stderr.lower()
+    done = subprocess.run(
+        [kubectl.binary, "exec", "shell", "--", "sh", "-c", "echo fine"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert (done.stdout, done.returncode) == ("fine\n", 0)
+
+
+def test_a_spdy_exec_whose_client_leaves_is_killed_on_the_node(
+    kubectl: Kubectl, cluster: Cluster
+) -> None:
+    uid = kubectl("get", "pod", "shell", "-o", "jsonpath={.metadata.uid}").stdout
+    marker = cluster.data_dir / "agent" / "pods" / uid / "main" / "work" / "spdy.pid"
+    client = subprocess.Popen(
+        [kubectl.binary, "exec", "shell", "--", "sh", "-c", "echo $$ > spdy.pid; exec sleep 1000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig), **SPDY},
+    )  # fmt: skip
+    try:
+        wait_for(lambda: marker.exists() and marker.read_text().strip().isdigit())
+        pid = int(marker.read_text())
+        os.kill(pid, 0)  # the command runs
+    finally:
+        client.kill()  # by its PID: the client goes away without a word
+        client.wait(timeout=10)
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone)

@@ -14,10 +14,12 @@ from core.kubeapi.streaming import (
     encode,
     exec_options,
     exec_result,
+    exec_stream_kinds,
     forwarded_ports,
     log_options,
     parse_time_ns,
     port_preamble,
+    resize_messages,
     spdy_forward_request,
     terminal_size,
     timestamp,
@@ -147,3 +149,20 @@ def test_a_resize_message_is_the_terminals_width_and_height() -> None:
     for bad in (b"nope", b"[1]", b'{"Width":-1,"Height":3}', b'{"Width":"80","Height":3}'):
         with pytest.raises(ValueError):
             terminal_size(bad)
+
+
+def test_a_spdy_exec_waits_for_the_streams_it_asked_for() -> None:
+    assert exec_stream_kinds(stdin=False, stdout=True, stderr=True, tty=False) == {
+        "error", "stdout", "stderr"
+    }  # fmt: skip
+    assert exec_stream_kinds(stdin=True, stdout=True, stderr=False, tty=True) == {
+        "error", "stdin", "stdout", "resize"
+    }  # fmt: skip
+
+
+def test_a_spdy_resize_stream_is_one_json_size_after_another() -> None:
+    first, rest = resize_messages(b'{"Width":80,"Height":24}\n{"Width":1')
+    assert first == [b'{"Width":80,"Height":24}'] and rest == b'{"Width":1'
+    second, rest = resize_messages(rest + b'20,"Height":50}\n')
+    assert second == [b'{"Width":120,"Height":50}'] and rest == b""
+    assert resize_messages(b"{" + b" " * 5000) == ([], b"")  # garbage is not kept forever
