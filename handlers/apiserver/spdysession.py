@@ -82,8 +82,9 @@ class SpdyStream:
                 self._incoming.put_nowait(None)
                 return
             self._buffered -= len(chunk)
-            yield chunk
+            # Taken is consumed: the window reopens now, not when the next chunk is asked for.
             await self._connection._consumed(self, len(chunk))
+            yield chunk
 
     async def write(self, data: bytes) -> None:
         """Send ``data`` (in frames the peer's window allows); StreamClosed once it cannot."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
@@ -204,7 +204,6 @@ class _Pair:
     port: int
     data: SpdyStream | None = None
     error: SpdyStream | None = None
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 class _SpdyForwarder:
