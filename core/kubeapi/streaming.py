@@ -22,6 +22,12 @@ EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 """The remote-command protocols served, most preferred first (kubectl ≥1.30 offers v5)."""
 PORTFORWARD_PROTOCOLS = ("v4.channel.k8s.io", "portforward.k8s.io")
 """The kubelet's WebSocket port-forward protocol: a data and an error channel per port."""
+SPDY_EXEC_PROTOCOLS = ("v4.channel.k8s.io",)
+"""The remote-command protocol served over a plain SPDY upgrade (one SPDY stream per channel)."""
+PORTFORWARD_PROTOCOL_V1 = "portforward.k8s.io"
+"""The kubelet's SPDY port-forward protocol (streams paired by ``requestID``)."""
+SPDY_PORTFORWARD_PROTOCOL = "SPDY/3.1+" + PORTFORWARD_PROTOCOL_V1
+"""kubectl's port-forward: the kubelet's SPDY protocol tunnelled in binary WebSocket messages."""
 STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
 CLOSE = 255
 """``v5.channel.k8s.io``: a message ``[255, N]`` closes channel N (stdin's end of input)."""
@@ -206,6 +212,97 @@ def forwarded_ports(values: Sequence[str]) -> list[int]:
     if not ports:
         raise bad_request('query parameter "port" is required')
     return ports
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardRequest:
+    """What one SPDY port-forward stream is: half (``error`` or data) of request ``request_id``
+    to the pod's ``port``."""
+
+    request_id: str
+    port: int
+    error_stream: bool
+
+
+def spdy_forward_request(headers: Mapping[str, str], *, stream_id: int) -> ForwardRequest:
+    """A port-forward stream's headers (lower-case names, as SPDY carries them) read as the
+    kubelet reads them; ``ValueError`` with its message when the stream must be refused."""
+    port_text = headers.get("port", "")
+    if not port_text:
+        raise ValueError('"port" header is required')
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f'unable to parse "{port_text[:16]}" as a port')
+    port = int(port_text)
+    if port < 1:
+        raise ValueError(f'port "{port_text[:16]}" must be > 0')
+    kind = headers.get("streamtype", "")
+    if not kind:
+        raise ValueError('"streamType" header is required')
+    if kind not in ("error", "data"):
+        raise ValueError(f'invalid stream type "{kind[:16]}"')
+    request_id = headers.get("requestid", "")
+    if not request_id:
+        # Clients older than the header open a connection's error stream, then its data
+        # stream, as consecutive odd ids: pair them as the kubelet does (by the error's id).
+        request_id = str(stream_id if kind == "error" else stream_id - 2)
+    return ForwardRequest(request_id=request_id, port=port, error_stream=kind == "error")
+
+
+def exec_stream_kinds(*, stdin: bool, stdout: bool, stderr: bool, tty: bool) -> frozenset[str]:
+    """The SPDY streams (``streamType``) an exec request waits for: always ``error``; each
+    channel it asked for; ``resize`` with a terminal (and no ``stderr``: a terminal has none)."""
+    kinds = {"error"}
+    kinds |= {name for name, wanted in (("stdin", stdin), ("stdout", stdout)) if wanted}
+    if tty:
+        kinds.add("resize")
+    elif stderr:
+        kinds.add("stderr")
+    return frozenset(kinds)
+
+
+MAX_RESIZE_BYTES = 4096
+
+
+def resize_messages(buffered: bytes) -> tuple[list[bytes], bytes]:
+    """The complete terminal sizes in a SPDY resize stream's bytes (one JSON object after
+    another, as kubectl's encoder writes them), each as the resize channel's message; and the
+    incomplete rest, to be completed by the next bytes."""
+    import json
+
+    decoder = json.JSONDecoder()
+    text = buffered.decode(errors="replace")
+    messages: list[bytes] = []
+    position = 0
+    while True:
+        while position < len(text) and text[position].isspace():
+            position += 1
+        if position >= len(text):
+            return messages, b""
+        try:
+            value, position = decoder.raw_decode(text, position)
+        except ValueError:
+            rest = text[position:].encode()
+            # A size is a few dozen bytes: a longer unfinished one is garbage, dropped.
+            return messages, rest if len(rest) <= MAX_RESIZE_BYTES else b""
+        if isinstance(value, dict):
+            messages.append(json.dumps(value, separators=(",", ":")).encode())
+
+
+def terminal_size(message: bytes) -> tuple[int, int]:
+    """A resize channel message (``{"Width": w, "Height": h}``) as (columns, rows);
+    ``ValueError`` when it is not one."""
+    import json
+
+    try:
+        size = json.loads(message)
+    except ValueError:
+        raise ValueError("a resize message is not JSON") from None
+    if not isinstance(size, dict):
+        raise ValueError("a resize message is not an object")
+    width, height = size.get("Width", 0), size.get("Height", 0)
+    if not all(isinstance(v, int) and 0 <= v <= 0xFFFF for v in (width, height)):
+        raise ValueError("a terminal's width and height are numbers from 0 to 65535")
+    return int(width), int(height)
 
 
 # -- the pod's container -----------------------------------------------------------------

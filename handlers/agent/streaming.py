@@ -5,7 +5,8 @@ Why this exists: the API server cannot run a command in a container or reach a p
 (:mod:`streams.nodestream`: request/reply to open, then frames with flow control over two
 inboxes) and does the work here:
 
-* ``exec`` (``{"op": "exec", "uid", "namespace", "pod", "container", "command", "stdin"}``):
+* ``exec`` (``{"op": "exec", "uid", "namespace", "pod", "container", "command", "stdin",
+  "tty"}``):
   the command runs inside the running container (``Container.enter_argv``: its namespaces,
   cgroup and user; its environment and working directory). Session channels are kube's: 0
   stdin, 1 stdout, 2 stderr. The session ends with ``{"exitCode": n}``. If the other side goes
@@ -17,8 +18,9 @@ inboxes) and does the work here:
   if the connection could not be made.
 
 A request for a pod or container that does not run here is refused before anything starts
-(:class:`streams.nodestream.SessionRefused`, carrying Kubernetes' code and message). There is
-no terminal (``tty``) support yet: a request for one is refused, never faked.
+(:class:`streams.nodestream.SessionRefused`, carrying Kubernetes' code and message).
+With ``tty`` the command gets a pseudo-terminal of its own (``_run_tty_exec``): its output on
+stdout only, channel 4 resizing it.
 
 Security: issue 17 will decide who may open sessions; whoever does, the command runs as the
 container's own user (read from its process), never as the agent or the caller.
@@ -29,9 +31,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import os
 import signal
 import socket
+import struct
+import termios
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -109,11 +114,6 @@ class PodStreams:
             or not all(isinstance(a, str) for a in command)
         ):
             raise SessionRefused("you must specify at least one command for the container")
-        if request.get("tty"):
-            raise SessionRefused(
-                "a terminal (tty) is not supported by fleetlog's process runtime yet: "
-                "exec without -t"
-            )
         container = worker.running.get(name)
         if container is None:
             raise SessionRefused(f'container not found ("{name}")', code=404, reason="NotFound")
@@ -122,6 +122,12 @@ class PodStreams:
         except ContainerNotRunning as exc:
             raise SessionRefused(str(exc)) from None
         stdin = bool(request.get("stdin"))
+        if request.get("tty"):
+
+            async def run(session: Session) -> dict[str, Any]:
+                return await _run_tty_exec(session, container, argv)
+
+            return run
 
         async def run(session: Session) -> dict[str, Any]:
             return await _run_exec(session, container, argv, stdin=stdin)
@@ -206,6 +212,138 @@ async def _run_exec(
         work.cancel()
         await asyncio.gather(work, feeder, return_exceptions=True)
         log.info("exec.ended", container=container.spec.name, exit_code=process.returncode)
+
+
+# -- exec with a terminal ------------------------------------------------------------------
+
+TTY_SIZE_WAIT_S = 3.0
+"""How long a terminal's command waits for the client's first resize before it starts."""
+# Re-opening the terminal by name, as the first process of a new session, makes it that
+# session's controlling terminal (Linux gives one to a session leader that opens a tty without
+# O_NOCTTY), so ^C and job control reach the command's foreground process group. This is a
+# shell prologue rather than a preexec_fn: nothing may run between fork and exec in the agent.
+_CTTY_PROLOGUE = 'exec "$@" 0<>"$0" 1>&0 2>&0'
+
+
+async def _run_tty_exec(session: Session, container: Container, argv: list[str]) -> dict[str, Any]:
+    """``argv`` with a pseudo-terminal as its stdin, stdout and stderr (kube's ``tty``): the
+    terminal's output on channel 1 (no stderr: a terminal merges them), channel 0 typed into
+    it, and channel 4's resizes set its window size (TIOCSWINSZ). The command starts once the
+    client has said its terminal's size (kubectl does at once) so that it sees the right size
+    from its first instruction, or after :data:`TTY_SIZE_WAIT_S`."""
+    from core.kubeapi.streaming import RESIZE, terminal_size
+
+    master, slave = os.openpty()
+    os.set_blocking(master, False)
+    sized = asyncio.Event()
+    exited = asyncio.Event()
+
+    def resize(data: bytes) -> None:
+        try:
+            columns, rows = terminal_size(data)
+        except ValueError:
+            return
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        sized.set()
+
+    async def feed() -> None:
+        async for frame in session.frames():
+            if frame.channel == RESIZE and frame.data:
+                resize(frame.data)
+            elif frame.channel == STDIN and frame.eof:
+                # The end of input on a terminal is its EOF character (^D), as typed.
+                await _write_all(master, bytes((termios.tcgetattr(master)[6][termios.VEOF][0],)))
+            elif frame.channel == STDIN and frame.data:
+                await _write_all(master, frame.data)
+
+    async def pump() -> None:
+        while True:
+            try:
+                chunk = os.read(master, READ_CHUNK)
+            except BlockingIOError:
+                if exited.is_set():
+                    return  # drained what the command wrote before it ended
+                await _readable(master, exited)
+                continue
+            except OSError:
+                return  # EIO: every process holding the terminal has closed it
+            if not chunk:
+                return
+            await session.send(STDOUT, chunk)
+
+    feeder = asyncio.create_task(feed())
+    process: asyncio.subprocess.Process | None = None
+    pumping: asyncio.Task[None] | None = None
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sized.wait(), TTY_SIZE_WAIT_S)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                "/bin/sh", "-c", _CTTY_PROLOGUE, os.ttyname(slave), *argv,
+                stdin=slave, stdout=slave, stderr=slave,
+                env=dict(container.env), cwd=container.cwd, start_new_session=True,
+            )  # fmt: skip
+        except OSError as exc:
+            return {"error": f"cannot run {argv[-1]!r} in the container: {exc}"}
+        finally:
+            os.close(slave)
+        log.info("exec.started", container=container.spec.name, pid=process.pid, tty=True)
+        pumping = asyncio.create_task(pump())
+        waiting = asyncio.create_task(process.wait())
+        await asyncio.wait({waiting, session.result}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            waiting.cancel()
+            return {"error": "the session ended before the command"}
+        exited.set()
+        await pumping
+        return {"exitCode": waiting.result()}
+    finally:
+        feeder.cancel()
+        if pumping is not None:
+            pumping.cancel()
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                await process.wait()
+        await asyncio.gather(feeder, *([pumping] if pumping else []), return_exceptions=True)
+        os.close(master)
+        if process is not None:
+            log.info("exec.ended", container=container.spec.name, exit_code=process.returncode)
+
+
+async def _readable(fd: int, exited: asyncio.Event) -> None:
+    """Until ``fd`` can be read, or ``exited`` is set."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(fd, _resolve, ready)
+    ended = asyncio.create_task(exited.wait())
+    try:
+        await asyncio.wait({ready, ended}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loop.remove_reader(fd)
+        ended.cancel()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _write_all(fd: int, data: bytes) -> None:
+    """All of ``data`` to a non-blocking ``fd``, waiting while it is full."""
+    loop = asyncio.get_running_loop()
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            writable: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(fd, _resolve, writable)
+            try:
+                await writable
+            finally:
+                loop.remove_writer(fd)
 
 
 # -- port-forward --------------------------------------------------------------------------

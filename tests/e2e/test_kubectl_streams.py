@@ -6,7 +6,8 @@ agent ships it to; ``exec`` and port-forward go over a WebSocket to the API serv
 there over a NATS session to the pod's node, where the command runs inside the container and
 the connection is made inside the pod's network. kubectl is the client that decides whether
 fleetlog speaks these protocols as Kubernetes does. (``kubectl port-forward`` itself tunnels
-SPDY, which fleetlog does not speak yet: port-forward is driven here by a WebSocket client.)
+SPDY: tests/e2e/test_kubectl_spdy.py; the kubelet's WebSocket channel protocol is driven here by
+a WebSocket client.)
 """
 
 from __future__ import annotations

@@ -14,10 +14,14 @@ from core.kubeapi.streaming import (
     encode,
     exec_options,
     exec_result,
+    exec_stream_kinds,
     forwarded_ports,
     log_options,
     parse_time_ns,
     port_preamble,
+    resize_messages,
+    spdy_forward_request,
+    terminal_size,
     timestamp,
 )
 
@@ -117,3 +121,48 @@ def test_the_container_is_named_when_the_pod_has_several() -> None:
 def test_timestamps_are_rfc3339_with_nanoseconds() -> None:
     assert timestamp(NOW + 5) == "2027-01-15T08:00:00.000000005Z"
     assert parse_time_ns("2027-01-15T08:00:00Z") == NOW
+
+
+def test_a_spdy_port_forward_stream_is_read_as_the_kubelet_reads_it() -> None:
+    error = spdy_forward_request({"port": "8080", "streamtype": "error", "requestid": "4"},
+                                 stream_id=9)  # fmt: skip
+    assert (error.request_id, error.port, error.error_stream) == ("4", 8080, True)
+    # Without requestID (older clients) the error stream's id names the pair.
+    assert spdy_forward_request({"port": "1", "streamtype": "error"}, stream_id=5).request_id == "5"
+    assert spdy_forward_request({"port": "1", "streamtype": "data"}, stream_id=7).request_id == "5"
+    for headers, message in (
+        ({"streamtype": "data"}, '"port" header is required'),
+        ({"port": "http", "streamtype": "data"}, 'unable to parse "http" as a port'),
+        ({"port": "70000", "streamtype": "data"}, 'unable to parse "70000" as a port'),
+        ({"port": "0", "streamtype": "data"}, 'port "0" must be > 0'),
+        ({"port": "80"}, '"streamType" header is required'),
+        ({"port": "80", "streamtype": "stdin"}, 'invalid stream type "stdin"'),
+    ):
+        with pytest.raises(ValueError) as raised:
+            spdy_forward_request(headers, stream_id=1)
+        assert str(raised.value) == message
+
+
+def test_a_resize_message_is_the_terminals_width_and_height() -> None:
+    assert terminal_size(b'{"Width":101,"Height":33}') == (101, 33)
+    assert terminal_size(b"{}") == (0, 0)
+    for bad in (b"nope", b"[1]", b'{"Width":-1,"Height":3}', b'{"Width":"80","Height":3}'):
+        with pytest.raises(ValueError):
+            terminal_size(bad)
+
+
+def test_a_spdy_exec_waits_for_the_streams_it_asked_for() -> None:
+    assert exec_stream_kinds(stdin=False, stdout=True, stderr=True, tty=False) == {
+        "error", "stdout", "stderr"
+    }  # fmt: skip
+    assert exec_stream_kinds(stdin=True, stdout=True, stderr=False, tty=True) == {
+        "error", "stdin", "stdout", "resize"
+    }  # fmt: skip
+
+
+def test_a_spdy_resize_stream_is_one_json_size_after_another() -> None:
+    first, rest = resize_messages(b'{"Width":80,"Height":24}\n{"Width":1')
+    assert first == [b'{"Width":80,"Height":24}'] and rest == b'{"Width":1'
+    second, rest = resize_messages(rest + b'20,"Height":50}\n')
+    assert second == [b'{"Width":120,"Height":50}'] and rest == b""
+    assert resize_messages(b"{" + b" " * 5000) == ([], b"")  # garbage is not kept forever

@@ -8,15 +8,23 @@ a byte-stream session with the node's agent over NATS (``streams.nodestream``; t
 ``handlers.agent.streaming``), and only then accepts the WebSocket. From there it is a bridge:
 
 * client → agent: channel 0 (stdin) as data; ``v5``'s close of channel 0 as the end of stdin;
-  resize (4) is dropped (no terminal support yet: ``tty`` is refused up front).
-* agent → client: stdout (1) and stderr (2) as they come; when the command has ended, the error
-  channel (3) carries a ``metav1.Status`` (Success, or ``NonZeroExitCode`` with an ``ExitCode``
-  cause, which kubectl turns into its own exit code), then the WebSocket closes.
+  with ``tty``, resize (4) as data on channel 4 (the agent sets the terminal's size; without a
+  terminal it is dropped).
+* agent → client: stdout (1) and stderr (2) as they come (with ``tty``, the terminal's output
+  on stdout only, as kube: the command's stderr is the terminal too); when the command has
+  ended, the error channel (3) carries a ``metav1.Status`` (Success, or ``NonZeroExitCode``
+  with an ``ExitCode`` cause, which kubectl turns into its own exit code), then the WebSocket
+  closes.
 * the client leaving ends the session; the agent then kills the command's process group.
 
-WebSocket frames are aiohttp's; channel bytes are ``core.kubeapi.streaming``'s. SPDY (kubectl's
-fallback when a WebSocket upgrade fails) is not served: such a request is refused with a Status
-that says so.
+WebSocket frames are aiohttp's; channel bytes are ``core.kubeapi.streaming``'s.
+
+The same bridge is served over a plain ``Upgrade: SPDY/3.1`` (``v4.channel.k8s.io``; kubectl's
+fallback when a WebSocket upgrade fails, and ``KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false``), as the
+kubelet serves it: the client opens one SPDY stream per channel (``streamType`` error, stdin,
+stdout, stderr, resize; each one the request asked for must arrive within 30 s), the resize
+stream carries one JSON size after another, the command's end is the Status on the error
+stream, and then every stream is finished.
 
 Security note (issue 17 adds authorization): today any authenticated caller may exec; whoever
 it is, the command runs as the container's own user, never as the caller or the agent.
@@ -36,16 +44,23 @@ from core.kubeapi.status import APIError, bad_request, method_not_allowed
 from core.kubeapi.streaming import (
     ERROR,
     EXEC_PROTOCOLS,
+    RESIZE,
+    SPDY_EXEC_PROTOCOLS,
     STDERR,
     STDIN,
     STDOUT,
+    ExecOptions,
     choose_container,
     decode,
     encode,
     exec_options,
     exec_result,
+    exec_stream_kinds,
     not_running,
+    resize_messages,
 )
+from handlers.apiserver.spdysession import SpdyConnection, SpdyStream, StreamClosed
+from handlers.apiserver.spdyupgrade import accept_spdy, wants_spdy
 from projections.cluster import ObjectRecord
 from streams.nodestream import (
     NodeUnreachable,
@@ -59,6 +74,8 @@ if TYPE_CHECKING:
     from handlers.apiserver.resources import Caller, Resources
 
 MAX_MESSAGE = 1024 * 1024
+STREAMS_TIMEOUT_S = 30.0
+"""How long the kubelet waits for a SPDY exec's streams (its streamCreationTimeout)."""
 
 
 async def serve_exec(
@@ -67,25 +84,28 @@ async def serve_exec(
     if request.method not in ("GET", "POST"):
         raise method_not_allowed(path.target)
     options = exec_options(request.query, request.query.getall("command", []))
-    if options.tty:
-        raise bad_request(
-            "a terminal (tty) is not supported by fleetlog's process runtime yet: exec without -t"
-        )
     record = await resources.current(path)
     container = choose_container(record.manifest, options.container, record.name)
     node = running_node(record)
-    websocket = accept_websocket(request, EXEC_PROTOCOLS, "exec")
+    spdy_upgrade = wants_spdy(request)
+    websocket = None if spdy_upgrade else accept_websocket(request, EXEC_PROTOCOLS, "exec")
     session = await open_node_session(
         resources, node,
         {
             "op": "exec", "uid": record.uid, "namespace": record.namespace, "pod": record.name,
             "container": container, "command": list(options.command), "stdin": options.stdin,
+            "tty": options.tty,
         },
     )  # fmt: skip
     try:
+        if websocket is None:
+            return await _serve_spdy(request, session, options)
         await websocket.prepare(request)
         first = STDOUT if options.stdout else STDERR if options.stderr else ERROR
-        await _bridge(websocket, session, command=options.command, stdin=options.stdin, first=first)
+        await _bridge(
+            websocket, session, command=options.command, stdin=options.stdin, tty=options.tty,
+            first=first,
+        )  # fmt: skip
     finally:
         await session.end({"error": "the client went away"})
     return websocket
@@ -105,6 +125,12 @@ def running_node(record: ObjectRecord) -> str:
     if phase != "Running":
         raise not_running(record.name, phase)
     return str(node)
+
+
+def offered_protocols(request: web.Request) -> list[str]:
+    """The WebSocket subprotocols a request offers, in its order."""
+    offered = ",".join(request.headers.getall("Sec-WebSocket-Protocol", []))
+    return [name.strip() for name in offered.split(",") if name.strip()]
 
 
 def accept_websocket(
@@ -146,6 +172,7 @@ async def _bridge(
     *,
     command: Sequence[str],
     stdin: bool,
+    tty: bool,
     first: int,
 ) -> None:
     protocol = websocket.ws_protocol or EXEC_PROTOCOLS[-1]
@@ -161,8 +188,12 @@ async def _bridge(
                 parsed = decode(message.data, protocol=protocol)
             except ValueError:
                 continue
+            if parsed.channel == RESIZE and tty and parsed.data:
+                with contextlib.suppress(SessionError):
+                    await session.send(RESIZE, parsed.data)
+                continue
             if parsed.channel != STDIN or not stdin:
-                continue  # resize, or input nobody asked to read
+                continue  # input nobody asked to read, or a resize without a terminal
             with contextlib.suppress(SessionError):
                 if parsed.close:
                     await session.eof(STDIN)
@@ -199,3 +230,95 @@ def _result(session: Session, command: Sequence[str]) -> bytes:
     if "exitCode" in outcome:
         return exec_result(int(outcome["exitCode"]), command=command)
     return exec_result(None, command=command, error=str(outcome.get("error") or "exec failed"))
+
+
+# -- SPDY/3.1 (kubectl's fallback) ----------------------------------------------------------
+
+
+async def _serve_spdy(
+    request: web.Request, session: Session, options: ExecOptions
+) -> web.StreamResponse:
+    response, pipe = await accept_spdy(request, SPDY_EXEC_PROTOCOLS)
+    wanted = exec_stream_kinds(stdin=options.stdin, stdout=options.stdout,
+                               stderr=options.stderr, tty=options.tty)  # fmt: skip
+    streams: dict[str, SpdyStream] = {}
+    complete = asyncio.Event()
+
+    def accept(stream: SpdyStream) -> str | None:
+        kind = stream.header("streamType")
+        if kind not in wanted or kind in streams:
+            return f"unexpected stream type {kind[:16]!r}"
+        streams[kind] = stream
+        if len(streams) == len(wanted):
+            complete.set()
+        return None
+
+    connection = SpdyConnection(pipe, accept=accept)
+    serving = asyncio.create_task(connection.run())
+    try:
+        ready = asyncio.create_task(complete.wait())
+        await asyncio.wait({ready, serving}, timeout=STREAMS_TIMEOUT_S,
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        ready.cancel()
+        if complete.is_set() and not serving.done():
+            await _bridge_spdy(streams, session, command=options.command, client=serving)
+            # The client hangs up once it has read the end; wait for that rather than close
+            # under its feet (a close with its frames unread could reset the connection).
+            await asyncio.wait({serving}, timeout=STREAMS_TIMEOUT_S)
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        await pipe.close()
+    return response
+
+
+async def _bridge_spdy(
+    streams: dict[str, SpdyStream],
+    session: Session,
+    *,
+    command: Sequence[str],
+    client: asyncio.Task[None],
+) -> None:
+    """Pipe the streams and the session until the command ends (then its Status goes on the
+    error stream) or the client's connection does (``client``: the session ends with it)."""
+    outputs = {STDOUT: streams.get("stdout"), STDERR: streams.get("stderr")}
+
+    async def from_client(stream: SpdyStream | None, channel: int) -> None:
+        if stream is None:
+            return
+        pending = b""
+        async for chunk in stream.chunks():
+            with contextlib.suppress(SessionError):
+                if channel == RESIZE:
+                    messages, pending = resize_messages(pending + chunk)
+                    for message in messages:
+                        await session.send(RESIZE, message)
+                else:
+                    await session.send(channel, chunk)
+        if channel == STDIN and stream.reset_status is None:
+            with contextlib.suppress(SessionError):
+                await session.eof(STDIN)
+
+    async def to_client() -> None:
+        async for frame in session.frames():
+            target = outputs.get(frame.channel)
+            if frame.data and target is not None:
+                await target.write(frame.data)
+
+    readers = [
+        asyncio.create_task(from_client(streams.get("stdin"), STDIN)),
+        asyncio.create_task(from_client(streams.get("resize"), RESIZE)),
+    ]
+    writer = asyncio.create_task(to_client())
+    try:
+        await asyncio.wait({writer, client}, return_when=asyncio.FIRST_COMPLETED)
+        if writer.done() and writer.exception() is None:
+            error = streams["error"]
+            with contextlib.suppress(StreamClosed):
+                await error.write(_result(session, command))
+    finally:
+        for task in [*readers, writer]:
+            task.cancel()
+        await asyncio.gather(*readers, writer, return_exceptions=True)
+        for stream in streams.values():
+            await stream.close()
