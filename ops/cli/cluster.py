@@ -427,7 +427,7 @@ async def agent(
     machine = machine_capacity()
     capacity = NodeCapacity(cpu or machine.cpu, memory or machine.memory, pods)
     extra = dict(label.split("=", 1) for label in labels if "=" in label)
-    nc = await connect(ctx.obj["server"], name=f"fleetlog-agent-{node}")
+    nc = await connect(ctx.obj["server"], name=f"fleetlog-agent-{node}", wait=True)
     await ensure_streams(nc)  # idempotent: an agent may start before any `fleetlog up`
     try:
         async with EventStore(nc) as store:
@@ -523,7 +523,7 @@ async def sim(
 
     extra = dict(label.split("=", 1) for label in labels if "=" in label)
     spec = SimNodeSpec(prefix=prefix, cpu=cpu, memory=memory, pods=pods, labels=extra, zones=zones)
-    nc = await connect(ctx.obj["server"], name="fleetlog-sim")
+    nc = await connect(ctx.obj["server"], name="fleetlog-sim", wait=True)
     try:
         async with EventStore(nc) as store:
             nodes = await SimulatedNodes.create(nc, spec, count)
@@ -574,7 +574,7 @@ async def scheduler(
     from streams.connection import connect
     from streams.eventstore import EventStore
 
-    nc = await connect(ctx.obj["server"], name=f"fleetlog-scheduler-{identity}")
+    nc = await connect(ctx.obj["server"], name=f"fleetlog-scheduler-{identity}", wait=True)
     try:
         async with EventStore(nc) as store:
             replica = Scheduler(
