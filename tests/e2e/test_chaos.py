@@ -14,8 +14,10 @@ starts) and ``up`` itself (gateway, controllers, projections) killed, each then 
 Both runs must end in the same state, compared by a digest of a canonical form of every
 namespace, node, deployment, replica set and pod (see :func:`canonical`); in the chaos run,
 every acknowledged command is in the log at the sequences acknowledged, no replica set has
-more pods than its replicas (and no pod name appears twice), and ``audit verify`` finds the
-hash chains unbroken. The two runs take about 4-6 minutes together on a quiet 2-core host.
+more pods than its replicas (and no pod name appears twice), the log holds exactly one
+``PodCreated`` per replica (no pod was created twice, even for a while), and ``audit verify``
+finds the hash chains unbroken. The two runs take about 2 minutes together on this 2-core
+host shared with other test runs (52 s undisturbed, 68 s with the chaos).
 """
 
 from __future__ import annotations
@@ -336,6 +338,8 @@ def test_a_thousand_pods_end_as_undisturbed_through_killed_servers_and_handlers(
     for ending in (undisturbed, chaos):
         assert len(ending.acked) == LEDGER
         assert ending.missing == [], ending.missing  # 0 acknowledged events lost
+        # No duplicate pods, not even for a while: the log holds one PodCreated per replica.
+        assert ending.created == FINAL, ending.created
     if digest(chaos.state) != digest(undisturbed.state):
         lines = difflib.unified_diff(
             json.dumps(undisturbed.state, indent=1, sort_keys=True).splitlines(),
