@@ -6,7 +6,9 @@ The workload: three servers clustered on loopback, ``up --replicas 3`` without a
 ``scheduler`` replicas, ``sim`` with 12 nodes; four deployments (950 pods) applied, ``d3``
 scaled to 250 a few seconds later (1,000 pods), and a client sending 150 namespace applies
 through the gateways meanwhile, each until it is acknowledged, recording what was
-acknowledged to it (the sequences, under the command's correlation id).
+acknowledged to it (the sequences, under the command's correlation id). A try that gets no
+outcome (a timeout, "unavailable", "no gateway", or "internal": the gateway failed after
+deciding) is sent again with the same idempotency key, as a client learns an outcome.
 
 Run twice: once undisturbed, once with, during the workload, one of the three nats-servers
 (chosen at random), a ``scheduler`` replica, ``sim`` (the simulated nodes and their pods'
@@ -29,6 +31,7 @@ import json
 import random
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +141,8 @@ class AckingClient:
 
     url: str
     acked: list[Acked] = field(default_factory=list)
+    unanswered: Counter[str] = field(default_factory=Counter)
+    """The tries that got no outcome, by what the client saw."""
     error: BaseException | None = None
     thread: threading.Thread | None = None
 
@@ -180,12 +185,15 @@ class AckingClient:
                         )  # fmt: skip
                         break
                     except NoGateway:
-                        pass  # `up` is being restarted
+                        self.unanswered["no gateway"] += 1  # `up` is being restarted
                     except FleetError as exc:
-                        if exc.code not in ("timeout", "unavailable"):
+                        # No outcome known (an "internal" answer included: the gateway failed
+                        # after deciding, perhaps after appending): the same key again learns it.
+                        if exc.code not in ("timeout", "unavailable", "internal"):
                             raise
-                    except OUTAGE_ERRORS:
-                        pass
+                        self.unanswered[f"{exc.code}: {exc.message}"] += 1
+                    except OUTAGE_ERRORS as exc:
+                        self.unanswered[type(exc).__name__] += 1
                     await asyncio.sleep(0.5)
                 self.acked.append(Acked(name, key, list(outcome.seqs), tries))
                 await asyncio.sleep(PACE_S)
@@ -227,6 +235,7 @@ class Ending:
 
     state: dict[str, Any]
     acked: list[Acked]
+    unanswered: Counter[str]
     missing: list[str]
     created: dict[str, int]
     seconds: float
@@ -277,7 +286,15 @@ def run_workload(base: Path, rng: random.Random | None) -> Ending:
                 else:
                     fleet.restart(role)
 
-        acked = client.join(300)
+        try:
+            acked = client.join(300)
+        except AssertionError as exc:
+            text = fleet.log("up")
+            at = text.find("command.failed")
+            shown = text[at : at + 5000] if at >= 0 else text[-3000:]
+            raise AssertionError(
+                f"{exc}\nup's log, from its first failed command:\n{shown}"
+            ) from None
         seen: dict[str, object] = {}
 
         def converged() -> bool:
@@ -316,7 +333,10 @@ def run_workload(base: Path, rng: random.Random | None) -> Ending:
             assert fleet.alive(role)
             assert "Traceback" not in fleet.log(role), fleet.log(role)
         missing, created = asyncio.run(_log_facts(url, acked))
-        return Ending(canonical(objects), acked, missing, created, time.monotonic() - began)
+        return Ending(
+            canonical(objects), acked, client.unanswered, missing, created,
+            time.monotonic() - began,
+        )  # fmt: skip
     finally:
         fleet.stop_all()
         for server in servers:
@@ -332,7 +352,8 @@ def test_a_thousand_pods_end_as_undisturbed_through_killed_servers_and_handlers(
     chaos = run_workload(tmp_path / "chaos", random.Random())
     print(
         f"undisturbed run {undisturbed.seconds:.0f}s, chaos run {chaos.seconds:.0f}s; "
-        f"acknowledged after retries: {sum(a.tries > 1 for a in chaos.acked)} of {LEDGER}; "
+        f"acknowledged after retries: {sum(a.tries > 1 for a in chaos.acked)} of {LEDGER} "
+        f"(tries unanswered: {dict(chaos.unanswered)}); "
         f"pods created: {chaos.created} (undisturbed: {undisturbed.created})"
     )
     for ending in (undisturbed, chaos):
