@@ -8,7 +8,8 @@ hold even while two leaders overlap during a hand-over: a range is an object of 
 (``PodCIDR``, named after the range), created "must be new" in the same atomic append as the
 node's ``NodePodCIDRAssigned`` (``core.network.decisions``, through ``streams.decide``). Of
 two controllers picking one range for two nodes, one append fails and that controller picks
-again.
+again. Many nodes' claims share one such append (:class:`_Claims`), each keeping its own
+expectations, so a cluster of thousands of nodes gets its ranges in seconds.
 
 What it does, per node (keys ``("Node", name)``):
 
@@ -18,7 +19,8 @@ What it does, per node (keys ``("Node", name)``):
 * a range the node's manifest states is honoured if it is one of the cluster's node ranges and
   free, and refused otherwise with ``NodePodCIDRRefused`` (``NetworkUnavailable=True``, reason
   ``CIDRNotAvailable``, the message saying why) — so is any node when the cluster CIDR is
-  full; those are looked at again when a range is released;
+  full (counting only ranges held, not those other claims are taking at that moment); those
+  are looked at again when a range is released;
 * a node that holds a range whose object is gone (deleted by hand) gets the object back.
 
 And per range (keys ``("PodCIDR", name)``): a range whose node is gone (deleted, or deleted
