@@ -57,7 +57,14 @@ def test_roles_started_while_nats_is_down_wait_for_it_and_then_work(tmp_path: Pa
             logs = fleet.cli("logs", "hello", check=False).stdout
             return "up after the outage" in logs
 
-        wait_for(pod_ran, 90, "the agent's pod ran")
+        try:
+            wait_for(pod_ran, 90, "the agent's pod ran")
+        except AssertionError as exc:
+            shown = fleet.cli("describe", "pod", "hello", check=False).stdout
+            logs = "\n".join(
+                f"== {role}\n{fleet.log(role)[-4000:]}" for role in ("agent", "scheduler")
+            )
+            raise AssertionError(f"{exc}\n{shown}\n{logs}") from None
 
         def web_ran() -> bool:
             return running_by_owner(fleet.pods()).get("web") == 2
