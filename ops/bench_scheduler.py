@@ -2,7 +2,7 @@
 
     python -m ops.bench_scheduler [--nodes 5000] [--warmup 1000] [--pods 10000] [--replicas 1 2]
                                   [--rate R] [--profile DIR] [--checkout DIR ...]
-                                  [--rounds N]
+                                  [--rounds N] [--nodes-only]
 
 5,000 nodes of 4 CPU / 32 Gi / 110 pods (registered through the gateway of a ``fleetlog up``
 that runs no scheduler of its own), pods requesting 100m / 500Mi. For each replica count it
@@ -13,6 +13,8 @@ itself (JetStream's store timestamps): pods/s from the first measured ``PodCreat
 ``PodBound``; per-pod latency ``PodCreated`` → ``PodBound``, p50/p99; binding conflicts per
 1,000 bindings as counted by the replicas, and the CPU time the replicas spent per measured pod
 (the stable figure on a shared host). kube-scheduler's CI enforces 680-810 pods/s here.
+Before the pods, it prints how fast ``up``'s node IPAM controller gave the nodes their pod
+ranges (nodes/s, store times); ``--nodes-only`` stops there.
 ``--rate R`` offers the measured pods at R per second (in slices every 20 ms) instead of in one
 burst: the latency then says how long a pod waits when the scheduler keeps up. ``--profile DIR``
 runs each replica under cProfile and leaves its statistics in ``DIR`` (one file per replica;
@@ -100,19 +102,26 @@ CLUSTER_CIDR = "100.96.0.0/11"
 controller would refuse the rest of the 5,000 nodes (and retry them when ranges are freed)."""
 
 
-async def wait_until_nodes_settle(store: EventStore, count: int, timeout: float) -> None:
+async def wait_until_nodes_settle(store: EventStore, count: int, timeout: float) -> float:
     """Wait until ``up``'s controllers have answered ``count`` nodes: the node IPAM controller
     (a range assigned or refused) and the node lifecycle controller (Ready, from the first
     heartbeat). Their appends (each folded by the scheduler too, and each a possible conflict
-    with a binding) would otherwise run during the measurement and be measured with it."""
+    with a binding) would otherwise run during the measurement and be measured with it.
+
+    Returns the node IPAM controller's pace, in nodes per second, from the log's store times:
+    the nodes answered over the span from the first ``NodeCreated`` to the last answer."""
     ranged: set[str] = set()
     ready: set[str] = set()
     changed = asyncio.Event()
+    span = [0, 0]  # store times (ns): the first NodeCreated, the last range answered
 
     def on_event(event: object) -> None:
         envelope = event.envelope  # type: ignore[attr-defined]
+        if envelope.type == "NodeCreated" and not span[0]:
+            span[0] = event.stored_ns  # type: ignore[attr-defined]
         if envelope.type in ("NodePodCIDRAssigned", "NodePodCIDRRefused"):
             ranged.add(envelope.name)
+            span[1] = event.stored_ns  # type: ignore[attr-defined]
             changed.set()
         elif envelope.type == "NodeReady":
             ready.add(envelope.name)
@@ -134,6 +143,7 @@ async def wait_until_nodes_settle(store: EventStore, count: int, timeout: float)
     finally:
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
+    return len(ranged) / max((span[1] - span[0]) / 1e9, 1e-9)
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -309,11 +319,14 @@ async def main_async(args: argparse.Namespace) -> None:
         heartbeats = asyncio.create_task(nodes.keep_alive())
         started = time.perf_counter()
         async with EventStore(nc) as store:
-            await wait_until_nodes_settle(store, args.nodes, 900)
+            ipam_rate = await wait_until_nodes_settle(store, args.nodes, 900)
         print(
-            f"every node Ready with its pod range after {time.perf_counter() - started:.1f}s",
+            f"every node Ready with its pod range after {time.perf_counter() - started:.1f}s; "
+            f"node IPAM: {ipam_rate:,.0f} nodes/s (first NodeCreated to last range, store times)",
             flush=True,
         )
+        if args.nodes_only:
+            args.rounds = 0
         checkouts = args.checkout or [Path.cwd()]
         for number in range(args.rounds):
             for which, checkout in enumerate(checkouts):
@@ -355,6 +368,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--rounds", type=int, default=1, help="measure every checkout this many times, in turn"
+    )
+    parser.add_argument(
+        "--nodes-only",
+        action="store_true",
+        help="stop once every node is Ready with its pod range (measures node IPAM's pace)",
     )
     parser.add_argument(
         "--profile",

@@ -49,7 +49,7 @@ async def run_gateway(
     name: str = "fleetlog-gateway",
 ) -> None:
     """Serve commands from this process until cancelled (``ready`` once subscribed)."""
-    nc = await connect(url, name=name)
+    nc = await connect(url, name=name, wait=True)
     try:
         await ensure_streams(nc)  # idempotent: a gateway may start before any `fleetlog up`
         async with EventStore(nc) as store:

@@ -18,12 +18,13 @@ call raises while the server is away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-import nats
 import structlog
 from nats.aio.client import Client
 from nats.errors import (
@@ -181,8 +182,13 @@ async def connect(
     initial_timeout: float = 10.0,
     domain: str | None = None,
     tls: ssl.SSLContext | None = None,
+    wait: bool = False,
 ) -> Client:
     """Connect, check the server version, and keep reconnecting if the link drops.
+
+    ``wait``: a long-running role started while the server is away waits for it (for ever,
+    see :func:`_wait_for_server`); otherwise no server answering within ``initial_timeout``
+    is :class:`Unreachable`.
 
     ``domain`` is the JetStream domain every JetStream call of this client addresses (None:
     ``FLEETLOG_JS_DOMAIN``, else the server's own; ``""``: the server's own). ``tls`` is the
@@ -219,26 +225,29 @@ async def connect(
             return
         log.warning("nats.error", url=url, client=name, error=str(exc))
 
-    try:
-        # nats-py retries the first connection as long as it may reconnect, and forever when
-        # attempts are unlimited: bound the wait so a wrong URL is an error, not a hang.
-        nc = await asyncio.wait_for(
-            _connect(
-                servers_of(url),
-                name=name,
-                connect_timeout=connect_timeout,
-                allow_reconnect=reconnect,
-                max_reconnect_attempts=-1 if reconnect else 1,
-                reconnect_time_wait=0.5,
-                disconnected_cb=on_disconnect,
-                reconnected_cb=on_reconnect,
-                error_cb=on_error,
-                tls=tls,
-            ),
-            initial_timeout if reconnect else connect_timeout * 3,
-        )
-    except (TimeoutError, NoServersError, OSError) as exc:
-        raise Unreachable(url) from exc
+    options = dict(
+        name=name,
+        connect_timeout=connect_timeout,
+        allow_reconnect=reconnect,
+        max_reconnect_attempts=-1 if reconnect else 1,
+        reconnect_time_wait=0.5,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        error_cb=on_error,
+        tls=tls,
+    )
+    # nats-py retries the first connection as long as it may reconnect, and forever when
+    # attempts are unlimited: bound each wait so a wrong URL is an error, not a hang.
+    bound = initial_timeout if reconnect else connect_timeout * 3
+    if not wait:
+        try:
+            nc = await _first_connection(servers_of(url), bound, options)
+        except (TimeoutError, NoServersError, OSError) as exc:
+            raise Unreachable(url) from exc
+    else:
+        # Short tries, so the pauses between them (which grow) set the pace of the waiting.
+        attempt_s = min(bound, connect_timeout * 2)
+        nc = await _wait_for_server(url, name=name, attempt_s=attempt_s, options=options)
     link.client = nc
     link.up_since = time.monotonic() - RECOVERY_SECONDS
     _links[nc] = link
@@ -251,4 +260,50 @@ async def connect(
     return nc
 
 
-_connect = nats.connect
+async def _first_connection(servers: list[str], timeout: float, options: dict[str, Any]) -> Client:
+    """One bounded try at the first connection. The client is made here (not by
+    ``nats.connect``) so a try that runs out of time is closed, not left reconnecting."""
+    nc = Client()
+    try:
+        await asyncio.wait_for(nc.connect(servers, **options), timeout)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise
+    return nc
+
+
+WAIT_PAUSES_S = (0.5, 10.0)
+"""A role waiting for the server at its start tries again after the first pause, doubling it
+up to the second."""
+
+
+async def _wait_for_server(
+    url: str, *, name: str, attempt_s: float, options: dict[str, Any]
+) -> Client:
+    """Connect, however long the server is away: a role started before its server (a machine
+    booting, a server being restarted) rides through that outage as through one later on. The
+    outage is said once (``nats.unreachable``), and once when it is over (``nats.reachable``,
+    with how long it lasted); in between, tries come at growing intervals."""
+    servers = servers_of(url)
+    pause = WAIT_PAUSES_S[0]
+    started = time.monotonic()
+    said = False
+    while True:
+        try:
+            nc = await _first_connection(servers, attempt_s, options)
+        except (TimeoutError, NoServersError, OSError) as exc:
+            if not said:
+                said = True
+                log.warning(
+                    "nats.unreachable", url=url, client=name, error=str(Unreachable(url)),
+                    cause=repr(exc), action="waiting for the server, retrying with back-off",
+                )  # fmt: skip
+            await asyncio.sleep(pause)
+            pause = min(WAIT_PAUSES_S[1], pause * 2)
+            continue
+        if said:
+            log.warning(
+                "nats.reachable", url=url, client=name, after=f"{time.monotonic() - started:.1f}s"
+            )
+        return nc

@@ -36,6 +36,7 @@ once per store, so the store addresses its connection's JetStream domain.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -372,11 +373,18 @@ class EventStore:
         """JetStream answered "duplicate": the Msg-Id was seen in its window. That is only our
         own earlier attempt if the stored message is the one we sent; a token reused for another
         write would otherwise be reported as stored when it was dropped."""
+        # Asked of the stream's leader (which just answered "duplicate"), not with a direct
+        # get: any replica answers those, and one still catching up (a server of the cluster
+        # just restarted) has no message at that sequence yet, which read as "another write".
         request = json.dumps({"seq": seq}).encode()
-        stored = await self._nc.request(self._direct_get, request, timeout=5)
+        answer = json.loads(
+            (await self._nc.request(self.subjects.msg_get, request, timeout=5)).data
+        )
+        stored = answer.get("message") or {}
         subject, data, _ = message
-        headers = stored.headers or {}
-        if headers.get("Nats-Subject") != subject or stored.data != data:
+        if answer.get("error") is not None:
+            raise StoreError(f"cannot read back sequence {seq}: {answer['error']}")
+        if stored.get("subject") != subject or base64.b64decode(stored.get("data", "")) != data:
             raise StoreError(
                 f"write token reused: Msg-Id {message[2].get('Nats-Msg-Id')} already names "
                 f"another write (sequence {seq}); each logical write needs its own token"

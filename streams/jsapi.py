@@ -98,6 +98,7 @@ class StreamSubjects:
     create: str
     update: str
     direct_get: str
+    msg_get: str
     consumer_create: str
 
     @classmethod
@@ -109,6 +110,7 @@ class StreamSubjects:
             create=f"{prefix}.STREAM.CREATE.{stream}",
             update=f"{prefix}.STREAM.UPDATE.{stream}",
             direct_get=f"{prefix}.DIRECT.GET.{stream}",
+            msg_get=f"{prefix}.STREAM.MSG.GET.{stream}",
             consumer_create=f"{prefix}.CONSUMER.CREATE.{stream}",
         )
 

@@ -61,8 +61,8 @@ from handlers.agent.streaming import PodStreams
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection
 from streams.cancellation import checkpoint
-from streams.commandbus import CommandClient, CommandFailed
-from streams.connection import in_outage
+from streams.commandbus import CommandClient, CommandFailed, NoGateway
+from streams.connection import OUTAGE_ERRORS, in_outage
 from streams.eventstore import EventStore
 from streams.leases import NodeLeases
 from streams.repository import AggregateRepository
@@ -79,6 +79,9 @@ log = structlog.get_logger(__name__)
 DEFAULT_HEARTBEAT_S = 10.0
 DEFAULT_USAGE_S = USAGE_PERIOD_S
 REGISTER_ATTEMPTS = 5
+REGISTER_WAIT_S = (0.5, 10.0)
+"""While no gateway serves (the agent started first), registering is tried again after the
+first pause, doubling it up to the second."""
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 QUARANTINE_REPORT_PAUSE_S = 5.0
 GARBAGE_PERIOD_S = 1.0
@@ -221,7 +224,9 @@ class NodeAgent:
         and a change that lands in between is read again."""
         declaration = self.declaration()
         ref = AggregateRef("Node", "", self.name)
-        for attempt in range(REGISTER_ATTEMPTS):
+        attempt = 0
+        wait = REGISTER_WAIT_S[0]
+        while True:
             # A repository of its own: the recorder's cache must not hold the node as read here.
             loaded = await AggregateRepository(self._store).load(ref, fresh=True)
             node = loaded.aggregate
@@ -233,12 +238,19 @@ class NodeAgent:
                     expected_version=node.version if current is not None else None,
                 )  # fmt: skip
                 return
+            except (NoGateway, *OUTAGE_ERRORS) as exc:
+                # Started before any gateway serves (or while the server is away): wait for one.
+                log.info("agent.register_waits", node=self.name, error=repr(exc))
+                await asyncio.sleep(wait)
+                wait = min(REGISTER_WAIT_S[1], wait * 2)
+                continue
             except CommandFailed as exc:
+                if exc.code in ("unavailable", "timeout"):  # no outcome: the same again
+                    await asyncio.sleep(wait)
+                    continue
+                attempt += 1
                 # Changed (or created) since it was read: read it again.
-                if (
-                    exc.code not in ("conflict", "already_exists")
-                    or attempt + 1 == REGISTER_ATTEMPTS
-                ):
+                if exc.code not in ("conflict", "already_exists") or attempt == REGISTER_ATTEMPTS:
                     raise
 
     # -- running ----------------------------------------------------------------------------

@@ -444,7 +444,7 @@ async def agent(
     machine = machine_capacity()
     capacity = NodeCapacity(cpu or machine.cpu, memory or machine.memory, pods)
     extra = dict(label.split("=", 1) for label in labels if "=" in label)
-    nc = await connect(ctx.obj["server"], name=f"fleetlog-agent-{node}")
+    nc = await connect(ctx.obj["server"], name=f"fleetlog-agent-{node}", wait=True)
     await ensure_streams(nc)  # idempotent: an agent may start before any `fleetlog up`
     try:
         async with EventStore(nc) as store:
@@ -536,12 +536,14 @@ async def sim(
 
     from handlers.simnodes import SimNodeSpec, SimulatedNodes, SimulatedPods
     from streams.connection import connect
+    from streams.definitions import ensure_streams
     from streams.eventstore import EventStore
 
     extra = dict(label.split("=", 1) for label in labels if "=" in label)
     spec = SimNodeSpec(prefix=prefix, cpu=cpu, memory=memory, pods=pods, labels=extra, zones=zones)
-    nc = await connect(ctx.obj["server"], name="fleetlog-sim")
+    nc = await connect(ctx.obj["server"], name="fleetlog-sim", wait=True)
     try:
+        await ensure_streams(nc)  # idempotent: sim may start before any `fleetlog up`
         async with EventStore(nc) as store:
             nodes = await SimulatedNodes.create(nc, spec, count)
             await nodes.register()
@@ -589,10 +591,12 @@ async def scheduler(
     from ops.gctuning import tune_gc
     from ops.schedulerconfig import scheduler_options
     from streams.connection import connect
+    from streams.definitions import ensure_streams
     from streams.eventstore import EventStore
 
-    nc = await connect(ctx.obj["server"], name=f"fleetlog-scheduler-{identity}")
+    nc = await connect(ctx.obj["server"], name=f"fleetlog-scheduler-{identity}", wait=True)
     try:
+        await ensure_streams(nc)  # idempotent: a replica may start before any `fleetlog up`
         async with EventStore(nc) as store:
             replica = Scheduler(
                 nc, store, identity=identity, features=features, **scheduler_options(configuration)

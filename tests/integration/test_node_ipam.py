@@ -138,6 +138,62 @@ async def test_two_controllers_leading_at_once_never_give_one_range_to_two_nodes
             assert [e.envelope.type for e in events].count("NodePodCIDRAssigned") == 1
 
 
+async def test_nodes_waiting_at_once_get_their_ranges_in_shared_atomic_appends(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    # A new leader finds 40 nodes without a range, two of them stating the same one: the
+    # ranges are appended many nodes at a time (one correlation per append), each still with
+    # its expectations, so the second twin is refused in the very append that gives the first
+    # its range.
+    await asyncio.gather(*(register(client, f"n{i}") for i in range(38)))
+    await register(client, "twin-a", podCIDR="100.99.60.0/24")
+    await register(client, "twin-b", podCIDR="100.99.60.0/24")
+    async with controller(store, ClusterCIDR.parse("100.99.0.0/18", 24)) as (ipam, seen):
+
+        async def answered() -> bool:
+            record = seen.model.get("Node", "", "twin-b")
+            refused = bool(record and node_condition(record.manifest, "NetworkUnavailable"))
+            return refused and sum(cidr is not None for cidr in ranges(seen).values()) == 39
+
+        await eventually(answered, timeout=30)
+        given = ranges(seen)
+        assert given["twin-a"] == "100.99.60.0/24" and given["twin-b"] is None
+        assert len({cidr for cidr in given.values() if cidr}) == 39
+        assert holders(seen) == {cidr: name for name, cidr in given.items() if cidr}
+        assert ipam.assigned == 39 and ipam.refused == 1
+        correlations = set()
+        for name in given:
+            events = await store.read_subject(event_subject("Node", "", name))
+            answers = [e.envelope for e in events if e.envelope.type.startswith("NodePodCIDR")]
+            assert len(answers) == 1, name
+            correlations.add(answers[0].correlation_id)
+        assert len(correlations) <= 4, f"{len(correlations)} appends for 40 nodes"
+
+
+async def test_two_leaders_batching_the_same_waiting_nodes_never_give_one_range_twice(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    # Both find the same 30 nodes waiting and append their claims many at a time; their
+    # cluster CIDRs overlap, so the appends collide on nodes and on ranges: every node ends
+    # with one range, every range with one node.
+    await asyncio.gather(*(register(client, f"n{i}") for i in range(30)))
+    old, new = ClusterCIDR.parse("100.99.0.0/19", 24), ClusterCIDR.parse("100.99.8.0/21", 24)
+    async with controller(store, old) as (first, seen), controller(store, new) as (second, _):
+
+        async def all_assigned() -> bool:
+            return len(ranges(seen)) == 30 and None not in ranges(seen).values()
+
+        await eventually(all_assigned, timeout=30)
+        await seen.wait_for_log_end()
+        given = list(ranges(seen).values())
+        assert len(set(given)) == 30
+        assert holders(seen) == {cidr: name for name, cidr in ranges(seen).items()}
+        assert first.assigned + second.assigned == 30
+        for name in ranges(seen):
+            events = await store.read_subject(event_subject("Node", "", name))
+            assert [e.envelope.type for e in events].count("NodePodCIDRAssigned") == 1
+
+
 async def test_a_stated_range_is_honoured_if_free_and_refused_with_the_reason_otherwise(
     gateway: Gateway, client: CommandClient, store: EventStore
 ) -> None:
