@@ -22,6 +22,13 @@ pipelines: a record is published as soon as it is queued, in order, on one conne
 is stored in that order), and acks are counted as they arrive; one record at a time, each a
 request awaited before the next, cost a task, a timer and a round trip per command, and fell
 behind whenever the round trip grew.
+
+A record the stream did not take (no ack in time, "no responders" while a NATS server of the
+cluster is down, a failed publish) is published again with a growing delay for up to
+:data:`RETRY_FOR` seconds, under the same ``Nats-Msg-Id`` (the record's command, outcome and
+time), so a retry whose first attempt was stored after all is dropped by the stream's duplicate
+window instead of recorded twice. Only a record still refused after that is counted lost (and
+logged loudly), as is one still unwritten when the writer stops.
 """
 
 from __future__ import annotations
@@ -53,6 +60,11 @@ QUEUE_LIMIT = 10_000
 WINDOW = 1024
 """The most records published and not yet acknowledged."""
 ACK_TIMEOUT = 5.0
+RETRY_FOR = 120.0
+"""How long a record the stream did not take is retried (within the stream's duplicate
+window, so a retry of a record stored after all is recognised)."""
+RETRY_FIRST_S = 0.25
+RETRY_MAX_S = 5.0
 _TOKEN = re.compile(r"[^a-z0-9_-]")
 
 
@@ -109,6 +121,11 @@ class AuditRecord:
     def subject(self) -> str:
         return audit_subject(self.outcome, self.kind, self.verb, self.actor)
 
+    @property
+    def msg_id(self) -> str:
+        """What identifies this record to the stream's duplicate window across retries."""
+        return f"audit:{self.command_id}:{self.outcome}:{self.time_ns}"
+
     def encode(self) -> bytes:
         # A shallow map (``asdict`` deep-copies: a measurable share of a command's cost).
         data = {name: getattr(self, name) for name in _ENCODED_FIELDS}
@@ -150,8 +167,11 @@ class AuditWriter:
     each record is published as soon as it is queued (up to :data:`WINDOW` awaiting their
     acks), and acks are counted as they come."""
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, *, retry_for: float = RETRY_FOR) -> None:
         self._nc = nc
+        self._retry_for = retry_for
+        self._retries: dict[str, tuple[int, float, asyncio.TimerHandle | None]] = {}
+        """msg id -> (attempts so far, when the first failed, the pending retry's timer)."""
         self._queue: asyncio.Queue[AuditRecord] = asyncio.Queue(QUEUE_LIMIT)
         self._inbox = f"_FLAUD.{NUID().next().decode()}"
         self._counter = itertools.count()
@@ -198,6 +218,13 @@ class AuditWriter:
             for record, _ in self._in_flight.values():
                 self._lost(record, "no ack from the audit stream")
             self._in_flight.clear()
+            for _, _, timer in self._retries.values():
+                if timer is not None:
+                    timer.cancel()
+            if self._retries:
+                log.error("audit.retries_abandoned", records=len(self._retries))
+                self.failed += len(self._retries)
+            self._retries.clear()
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
 
@@ -221,8 +248,10 @@ class AuditWriter:
         if len(self._in_flight) >= WINDOW:
             self._room.clear()
         try:
-            await self._nc.publish(record.subject, record.encode(), reply=reply)
-        except Exception as exc:  # the command was answered; its record is lost
+            await self._nc.publish(
+                record.subject, record.encode(), reply=reply, headers={"Nats-Msg-Id": record.msg_id}
+            )
+        except Exception as exc:  # the command was answered; its record is retried
             self._settle(reply, str(exc))
 
     async def _on_ack(self, msg: Msg) -> None:
@@ -241,9 +270,11 @@ class AuditWriter:
         entry = self._in_flight.pop(reply, None)
         if entry is None:
             return
+        record = entry[0]
         if error:
-            self._lost(entry[0], error)
+            self._retry_later(record, error)
         else:
+            self._retries.pop(record.msg_id, None)
             self.written += 1
         if len(self._in_flight) < WINDOW:
             self._room.set()
@@ -255,6 +286,30 @@ class AuditWriter:
         for reply in [r for r, (_, sent) in self._in_flight.items() if sent < overdue]:
             self._settle(reply, "no ack from the audit stream")
         self._sweeper = loop.call_later(ACK_TIMEOUT, self._sweep)
+
+    def _retry_later(self, record: AuditRecord, error: str) -> None:
+        """Publish ``record`` again after a growing delay, until :attr:`_retry_for` has passed
+        since its first failure; then it is lost."""
+        loop = asyncio.get_running_loop()
+        attempts, first, _ = self._retries.get(record.msg_id, (0, loop.time(), None))
+        if loop.time() - first >= self._retry_for:
+            self._retries.pop(record.msg_id, None)
+            self._lost(record, error)
+            return
+        if attempts == 0:
+            log.warning("audit.write_retrying", error=error, object=record.object_ref())
+        delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2**attempts)
+        timer = loop.call_later(delay, self._requeue, record)
+        self._retries[record.msg_id] = (attempts + 1, first, timer)
+
+    def _requeue(self, record: AuditRecord) -> None:
+        attempts, first, _ = self._retries.get(record.msg_id, (0, 0.0, None))
+        self._retries[record.msg_id] = (attempts, first, None)
+        try:
+            self._queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self._retries.pop(record.msg_id, None)
+            self._lost(record, "the audit queue is full")
 
     def _lost(self, record: AuditRecord, error: str) -> None:
         # The command was answered; say loudly that its record is lost.

@@ -230,7 +230,7 @@ async def test_the_writer_keeps_the_order_of_a_burst_and_drains_what_is_queued_o
 
 async def test_records_nobody_stores_are_counted_as_lost(nats_server: Any) -> None:
     bare = await connect(nats_server.url, name="no-streams")  # no FLEET_AUDIT on this server
-    writer = AuditWriter(bare)
+    writer = AuditWriter(bare, retry_for=0.5)
     task = asyncio.create_task(writer.run())
     try:
         await writer.record(record(1))
@@ -245,3 +245,26 @@ async def test_records_nobody_stores_are_counted_as_lost(nats_server: Any) -> No
 
 async def _now(value: bool) -> bool:
     return value
+
+
+async def test_a_record_the_stream_could_not_take_is_retried_until_it_can(
+    nats_server: Any,
+) -> None:
+    """While a cluster's NATS server is down the audit stream can answer "no responders" for
+    seconds: the record is published again, and stored once, when the stream is back."""
+    bare = await connect(nats_server.url, name="audit-later")  # no FLEET_AUDIT yet
+    writer = AuditWriter(bare)
+    task = asyncio.create_task(writer.run())
+    try:
+        await writer.record(record(7))
+        await asyncio.sleep(1.0)  # refused at least once (503), waiting to retry
+        assert (writer.written, writer.failed) == (0, 0)
+        await ensure(bare, audit_stream())
+        await eventually(lambda: _now(writer.written == 1), timeout=15)
+        assert writer.failed == 0
+        assert [r.time_ns for r in await read_audit(bare)] == [7]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await bare.close()
