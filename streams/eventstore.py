@@ -40,7 +40,7 @@ import base64
 import contextlib
 import itertools
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -431,6 +431,7 @@ class EventStore:
         msg = await self._nc.request(self._direct_get, request, timeout=5)
         headers = msg.headers or {}
         if headers.get("Status"):
+            _direct_get_answered(headers, self.stream)
             return None
         return self.stored(
             int(headers["Nats-Sequence"]),
@@ -445,6 +446,7 @@ class EventStore:
         msg = await self._nc.request(self._direct_get, request, timeout=5)
         headers = msg.headers or {}
         if headers.get("Status"):
+            _direct_get_answered(headers, self.stream)
             return 0
         return int(headers["Nats-Sequence"])
 
@@ -480,6 +482,7 @@ class EventStore:
             if event is not None:
                 out.append(event)
         end_headers = end.headers or {}
+        _direct_get_answered(end_headers, self.stream)
         more = (
             end_headers.get("Status") == "204" and int(end_headers.get("Nats-Num-Pending", "0")) > 0
         )
@@ -742,6 +745,20 @@ class Following:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
+
+
+def _direct_get_answered(headers: Mapping[str, str], stream: str) -> None:
+    """A direct get's status answer is "no such message" (404) or "end of the batch" (204);
+    anything else (503 while a server of the cluster is down, 408) means the stream did not
+    answer, which must never be read as "no events" (a reader would see an object vanish and
+    a writer would expect an empty history)."""
+    status = headers.get("Status", "")
+    if status and status not in ("204", "404"):
+        description = headers.get("Description", "")
+        raise StoreError(
+            f"stream {stream} did not answer a read ({status} {description}".rstrip()
+            + "): retry when the NATS servers are back"
+        )
 
 
 def _time_out(future: asyncio.Future[Any]) -> None:

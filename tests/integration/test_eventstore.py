@@ -176,6 +176,7 @@ async def test_the_log_can_be_read_from_an_instant(store: EventStore) -> None:
 async def test_a_token_reused_for_another_write_is_an_error_not_a_silent_drop(
     store: EventStore,
 ) -> None:
+
     from streams.eventstore import StoreError
 
     await store.append([Write(POD_A, [envelope("a", 1)], None)], token="same-token")
@@ -202,3 +203,18 @@ async def test_a_batch_of_hundreds_of_events_queued_as_one_buffer_lands_whole(
     with pytest.raises(ConcurrencyConflict):
         await store.append(writes, token="again")
     assert await store.stream_last_seq() == 512
+
+
+async def test_a_read_the_stream_does_not_answer_is_an_error_not_an_empty_history(nc) -> None:  # type: ignore[no-untyped-def]
+    """While a cluster's server is down a direct get can be answered "no responders" (503):
+    that must fail the read, never look like an object without events."""
+    from nats.errors import NoRespondersError
+
+    from streams.eventstore import StoreError
+
+    async with EventStore(nc, stream="NO_SUCH_STREAM") as missing:
+        subject = event_subject("Pod", "default", "web")
+        with pytest.raises(StoreError, match="did not answer a read"):
+            await missing.read_subject(subject)
+        with pytest.raises((StoreError, NoRespondersError)):
+            await missing.last_seq(subject)
