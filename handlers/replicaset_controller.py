@@ -109,6 +109,11 @@ class ReplicaSetController:
         self._commands = CommandClient(nc, actor=ACTOR)
         self._pods = ControllerIndex(projection, "Pod", "ReplicaSet")
         self._failures: dict[Key, str] = {}
+        self._unconfirmed: dict[Key, list[str]] = {}
+        """Replica set -> names of pods whose create got no answer (a timeout during a NATS
+        outage): the gateway may have applied it. They are sent again, under the same name and
+        idempotency key, before the set is counted again, so the answer (created, or "already
+        done") is learnt instead of a second pod being made for the same slot."""
         self.loop: ControllerLoop[Key] = ControllerLoop(
             role=ROLE,
             projection=projection,
@@ -159,8 +164,11 @@ class ReplicaSetController:
         rs = self._projection.model.get("ReplicaSet", namespace, name)
         if rs is None:
             self._failures.pop(key, None)
+            self._unconfirmed.pop(key, None)
             self.loop.forget(key)
             return None
+        if self._unconfirmed.get(key):
+            await self._confirm_creates(key, rs, self.loop.cause(key, rs.last_seq))
         now_ns = time.time_ns()
         spec = rs.manifest.get("spec") or {}
         cause = self.loop.cause(key, rs.last_seq)
@@ -241,15 +249,52 @@ class ReplicaSetController:
             if unused:
                 self._creation_rate.give_back(rs.namespace, unused, time.time_ns())
 
+    async def _confirm_creates(self, key: Key, rs: ObjectRecord, cause: Cause) -> None:
+        """Send the unanswered creates again (same names, same keys) and wait until what they
+        wrote is in the view; raises while the gateway still does not answer."""
+        names = self._unconfirmed[key]
+        outcomes = await asyncio.gather(
+            *(self._create_pod(rs, cause, name) for name in names), return_exceptions=True
+        )
+        seqs: list[int] = []
+        still: list[str] = []
+        refused = False
+        for name, outcome in zip(names, outcomes, strict=True):
+            if isinstance(outcome, FleetError):
+                # Refused now: already there (its key forgotten), or the set changed. Either
+                # way the view must have caught up before the set is counted.
+                refused = True
+                continue
+            if isinstance(outcome, BaseException):
+                still.append(name)
+            else:
+                seqs.extend(outcome.seqs)
+        self._unconfirmed[key] = still
+        if seqs:
+            await self._projection.wait_for(max(seqs))
+        if refused:
+            await self._projection.wait_for_log_end()
+        if still:
+            raise TimeoutError(f"{len(still)} pod creates of {rs.name} still unanswered")
+        del self._unconfirmed[key]
+
     async def _create_batches(
         self, rs: ObjectRecord, *, remaining: int, cause: Cause, seqs: list[int]
     ) -> str | None:
         batch = 1
         while remaining > 0:
             size = min(batch, remaining)
+            names = [generated_name(rs.name) for _ in range(size)]
             outcomes = await asyncio.gather(
-                *(self._create_pod(rs, cause) for _ in range(size)), return_exceptions=True
+                *(self._create_pod(rs, cause, name) for name in names), return_exceptions=True
             )
+            unanswered = [
+                name
+                for name, outcome in zip(names, outcomes, strict=True)
+                if isinstance(outcome, BaseException) and not isinstance(outcome, FleetError)
+            ]
+            if unanswered:
+                self._unconfirmed.setdefault((rs.namespace, rs.name), []).extend(unanswered)
             failures = [o for o in outcomes if isinstance(o, BaseException)]
             for outcome in outcomes:
                 if not isinstance(outcome, BaseException):
@@ -271,8 +316,7 @@ class ReplicaSetController:
             batch *= 2
         return None
 
-    async def _create_pod(self, rs: ObjectRecord, cause: Cause) -> Outcome:
-        name = generated_name(rs.name)
+    async def _create_pod(self, rs: ObjectRecord, cause: Cause, name: str) -> Outcome:
         return await self._commands.send(
             "Pod",
             "create",
