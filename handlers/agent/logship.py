@@ -228,7 +228,10 @@ class LogShipper:
         self._wake = asyncio.Event()
         self._unsaved: list[_Tracked] = []
         """New instances whose first state file is still to be written (one job per turn)."""
-        self._saving: asyncio.Future[None] | None = None
+        self._collecting: asyncio.Future[None] | None = None
+        """Done when the batch being collected this turn is written."""
+        self._writing: set[asyncio.Future[None]] = set()
+        """Batches being written by a worker thread."""
         self.published = 0  # chunks acknowledged (including duplicates), for tests and stats
         self.dropped = 0  # bytes skipped and announced
         self.rotations = 0
@@ -253,8 +256,9 @@ class LogShipper:
 
     async def saved(self) -> None:
         """Until the first state file of every instance tracked so far is written."""
-        while self._saving is not None:
-            await asyncio.shield(self._saving)
+        while self._collecting is not None or self._writing:
+            waited = self._collecting if self._collecting is not None else next(iter(self._writing))
+            await asyncio.shield(waited)
 
     def _save_later(self, tracked: _Tracked) -> None:
         """Write ``tracked``'s first state file in the next batch (see the module docstring);
@@ -266,19 +270,21 @@ class LogShipper:
                 tracked.save()
             return
         self._unsaved.append(tracked)
-        if self._saving is None:
-            self._saving = loop.create_future()
+        if self._collecting is None:
+            self._collecting = loop.create_future()
             loop.call_soon(self._write_unsaved)
 
     def _write_unsaved(self) -> None:
         batch, self._unsaved = self._unsaved, []
-        done = self._saving
+        done, self._collecting = self._collecting, None
+        if done is None:
+            return
+        self._writing.add(done)
         job = asyncio.ensure_future(asyncio.to_thread(_save_all, batch))
 
         def finished(_: asyncio.Future[None]) -> None:
-            if self._saving is done:
-                self._saving = None
-            if done is not None and not done.done():
+            self._writing.discard(done)
+            if not done.done():
                 done.set_result(None)
 
         job.add_done_callback(finished)

@@ -262,3 +262,23 @@ async def test_a_burst_of_new_instances_is_written_down_off_the_loop_in_one_job(
         await eventually(lambda: _is_shipped(directories[-1], directories[-1] / "stdout"))
     read = [c async for c in read_logs(nc, "default", "web-19", "main", pod_uid="uid-19")]
     assert b"".join(read) == b"hello 19\n"
+
+
+async def test_an_instance_tracked_while_a_batch_is_being_written_is_written_too(
+    nc: Client, tmp_path: Path
+) -> None:
+    """The next turn's new instances make a batch of their own, even while the previous
+    batch is still being written."""
+    shipper = LogShipper(nc, tmp_path, poll_interval=0.05)
+    directories = []
+    for n in range(2):
+        directory = tmp_path / "pods" / f"uid-{n}" / "main" / "0"
+        directory.mkdir(parents=True)
+        directories.append(directory)
+        shipper.track(
+            ContainerInstance(namespace="default", pod=f"web-{n}", pod_uid=f"uid-{n}",
+                              container="main", restart_count=0, directory=directory)
+        )  # fmt: skip
+        await asyncio.sleep(0)  # the first batch is handed to a worker thread
+    await shipper.saved()
+    assert [(d / STATE_FILE).exists() for d in directories] == [True, True]
