@@ -1,6 +1,7 @@
 """Benchmark of the node agent: how fast process pods start, and what the agent costs at idle.
 
     python -m ops.bench_agent [--pods 100] [--idle 30] [--flood 10] [--host-network] [--pool N]
+                              [--profile DIR]
 
 Starts an embedded nats-server, a ``fleetlog up --no-agent`` (gateway, scheduler, controllers)
 and one ``fleetlog agent`` process with a declared capacity of 100 cpus, so the agent is
@@ -14,7 +15,10 @@ network is named for the run (bridge ``fbench0``, prefix ``fbench``) in a cluste
 own, and removed at the end; ``--host-network`` runs the pods in the host network instead.
 ``--pool N`` gives the agent a warm pool of N pod sandboxes (``--pod-network-pool``; its
 default otherwise), waits until it is made before the burst, and checks after the agent has
-stopped that nothing is left, the pool included.
+stopped that nothing is left, the pool included. ``--profile DIR`` samples the agent and
+``up`` with py-spy (``pip install py-spy``) from the burst until every pod is a ready endpoint
+only, so the profile is the burst's and not the pool's making or the idle time: raw
+(collapsed-stack) files ``agent.txt`` and ``up.txt`` in DIR.
 Then it samples the agent process over ``--idle`` seconds with every pod running: cpu time
 (utime + stime from /proc) as a share of one core, and its resident memory. The pods are
 deleted at the end and the agent must stop every process.
@@ -175,6 +179,30 @@ async def flood(
     )
 
 
+def start_profilers(directory: Path | None, pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
+    """py-spy sampling each of ``pids`` (role -> pid) into ``directory``/<role>.txt."""
+    if directory is None:
+        return []
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    directory.mkdir(parents=True, exist_ok=True)
+    profilers = []
+    for role, pid in pids.items():
+        argv = [spy, "record", "--pid", str(pid), "--rate", "250", "--threads", "--format",
+                "raw", "--nonblocking", "--output", str(directory / f"{role}.txt")]  # fmt: skip
+        profilers.append(
+            subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+    return profilers
+
+
+def stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
+    """py-spy writes its file when interrupted."""
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+    for profiler in profilers:
+        profiler.wait(timeout=60)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -298,6 +326,9 @@ async def main_async(args: argparse.Namespace) -> None:
                 "nats-server": server.process.pid,
                 "this benchmark": os.getpid(),
             }
+            profilers = start_profilers(args.profile, {"agent": agent.pid, "up": roles["up"]})
+            if profilers:
+                await asyncio.sleep(0.5)  # py-spy attaches before the burst starts
             cpu_before = {role: cpu_seconds(pid, children=True) for role, pid in roles.items()}
             await asyncio.gather(
                 *(
@@ -315,6 +346,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     break
                 assert time.monotonic() < deadline, "pods did not all become ready endpoints"
                 await asyncio.sleep(0.5)
+            stop_profilers(profilers)
             burst_cpu = ", ".join(
                 f"{role} {(cpu_seconds(pid, children=True) - cpu_before[role]) * 1000:,.0f} ms"
                 for role, pid in roles.items()
@@ -416,6 +448,9 @@ def main() -> None:
         type=int,
         default=None,
         help="the agent's --pod-network-pool (default: the agent's); the burst waits for it",
+    )
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="py-spy the agent and up during the burst"
     )
     asyncio.run(main_async(parser.parse_args()))
 

@@ -43,7 +43,11 @@ Delivery is at-least-once with the duplicates removed:
   reader drops them after it.
 * ``.shipped.json`` also names the pod, so a restarted agent resumes every unfinished instance
   under ``<root>`` on its own; the agent's ``track`` calls for adopted containers are then
-  no-ops.
+  no-ops. A new instance's first ``.shipped.json`` is written off the event loop, together
+  with those of every other instance tracked in the same turn of the loop (one worker-thread
+  job for a burst of containers, not a file write each on the loop, where every write also
+  waits for the interpreter lock behind the burst's container starts); nothing is shipped
+  from an instance before its file exists (:meth:`LogShipper.saved`).
 
 An unfinished last line waits for its newline; when the container has exited (``finish``) it
 is shipped with a newline added. A line cut by a rotation is shipped in two pieces marked
@@ -222,6 +226,12 @@ class LogShipper:
         self._registry = threading.Lock()  # self._tracked is read by the rotation thread
         self._rotating = threading.Lock()  # one rotation at a time (tests rotate too)
         self._wake = asyncio.Event()
+        self._unsaved: list[_Tracked] = []
+        """New instances whose first state file is still to be written (one job per turn)."""
+        self._collecting: asyncio.Future[None] | None = None
+        """Done when the batch being collected this turn is written."""
+        self._writing: set[asyncio.Future[None]] = set()
+        """Batches being written by a worker thread."""
         self.published = 0  # chunks acknowledged (including duplicates), for tests and stats
         self.dropped = 0  # bytes skipped and announced
         self.rotations = 0
@@ -243,6 +253,41 @@ class LogShipper:
         tracked.waiters.append(future)
         self._wake.set()
         return future
+
+    async def saved(self) -> None:
+        """Until the first state file of every instance tracked so far is written."""
+        while self._collecting is not None or self._writing:
+            waited = self._collecting if self._collecting is not None else next(iter(self._writing))
+            await asyncio.shield(waited)
+
+    def _save_later(self, tracked: _Tracked) -> None:
+        """Write ``tracked``'s first state file in the next batch (see the module docstring);
+        without a running loop, now."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            with contextlib.suppress(OSError):
+                tracked.save()
+            return
+        self._unsaved.append(tracked)
+        if self._collecting is None:
+            self._collecting = loop.create_future()
+            loop.call_soon(self._write_unsaved)
+
+    def _write_unsaved(self) -> None:
+        batch, self._unsaved = self._unsaved, []
+        done, self._collecting = self._collecting, None
+        if done is None:
+            return
+        self._writing.add(done)
+        job = asyncio.ensure_future(asyncio.to_thread(_save_all, batch))
+
+        def finished(_: asyncio.Future[None]) -> None:
+            self._writing.discard(done)
+            if not done.done():
+                done.set_result(None)
+
+        job.add_done_callback(finished)
 
     def tracks_under(self, directory: Path) -> bool:
         """Whether some instance under ``directory`` (a pod's) is still being shipped."""
@@ -400,6 +445,7 @@ class LogShipper:
         """One pass over every tracked instance; True if some file had more output waiting
         that its container's allowance lets through now (the caller should pass again)."""
         busy = False
+        await self.saved()  # an instance's position is on disk before any of it is sent
         for directory, tracked in list(self._tracked.items()):
             if not directory.is_dir():
                 log.info("logship.directory_gone", directory=str(directory))
@@ -429,8 +475,7 @@ class LogShipper:
             for stream in OUTPUT_STREAMS:
                 tracked.outputs[stream] = _Output.from_json(state["streams"].get(stream) or {})
         except FileNotFoundError:
-            with contextlib.suppress(OSError):
-                tracked.save()
+            self._save_later(tracked)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("logship.state_unreadable", path=str(state_path), error=str(exc))
         with self._registry:
@@ -604,6 +649,13 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+def _save_all(batch: list[_Tracked]) -> None:
+    """The first state files of a batch of new instances (a worker thread's job)."""
+    for tracked in batch:
+        with contextlib.suppress(OSError):  # removed meanwhile: nothing to resume
+            tracked.save()
 
 
 def _save(directory: Path, state: dict[str, Any]) -> None:

@@ -230,3 +230,55 @@ async def test_output_beyond_the_shipping_limits_is_skipped_with_a_marker(
     assert written.endswith(rest) and rest.startswith(b"line ")  # the newest, from a line start
     assert len(rest) <= limits.backlog
     assert await stored_messages(nc) <= 1 + limits.backlog // MAX_CHUNK_BYTES + 1
+
+
+async def test_a_burst_of_new_instances_is_written_down_off_the_loop_in_one_job(
+    nc: Client, tmp_path: Path
+) -> None:
+    """Tracking a burst of new instances writes no file on the event loop (each write there
+    waits for the interpreter lock behind the burst's container starts): their first state
+    files are written together by one worker-thread job, before anything of them is shipped,
+    and a restarted shipper resumes every one of them."""
+    directories = []
+    for n in range(20):
+        directory = tmp_path / "pods" / f"uid-{n}" / "main" / "0"
+        directory.mkdir(parents=True)
+        (directory / "stdout").write_bytes(f"hello {n}\n".encode())
+        directories.append(directory)
+    shipper = LogShipper(nc, tmp_path, poll_interval=0.05)
+    for n, directory in enumerate(directories):
+        new = ContainerInstance(
+            namespace="default", pod=f"web-{n}", pod_uid=f"uid-{n}", container="main",
+            restart_count=0, directory=directory,
+        )  # fmt: skip
+        shipper.track(new)
+    assert not [d for d in directories if (d / STATE_FILE).exists()]
+    await shipper.saved()
+    written = [json.loads((d / STATE_FILE).read_text()) for d in directories]
+    assert [state["pod"] for state in written] == [f"web-{n}" for n in range(20)]
+    assert all(state["streams"]["stdout"]["offset"] == 0 for state in written)
+    assert LogShipper(nc, tmp_path).resume_all() == 20
+    async with running(shipper):
+        await eventually(lambda: _is_shipped(directories[-1], directories[-1] / "stdout"))
+    read = [c async for c in read_logs(nc, "default", "web-19", "main", pod_uid="uid-19")]
+    assert b"".join(read) == b"hello 19\n"
+
+
+async def test_an_instance_tracked_while_a_batch_is_being_written_is_written_too(
+    nc: Client, tmp_path: Path
+) -> None:
+    """The next turn's new instances make a batch of their own, even while the previous
+    batch is still being written."""
+    shipper = LogShipper(nc, tmp_path, poll_interval=0.05)
+    directories = []
+    for n in range(2):
+        directory = tmp_path / "pods" / f"uid-{n}" / "main" / "0"
+        directory.mkdir(parents=True)
+        directories.append(directory)
+        shipper.track(
+            ContainerInstance(namespace="default", pod=f"web-{n}", pod_uid=f"uid-{n}",
+                              container="main", restart_count=0, directory=directory)
+        )  # fmt: skip
+        await asyncio.sleep(0)  # the first batch is handed to a worker thread
+    await shipper.saved()
+    assert [(d / STATE_FILE).exists() for d in directories] == [True, True]
