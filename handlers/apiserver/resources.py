@@ -383,6 +383,26 @@ class Resources:
             raise (answer or from_fleet_error(exc, target)) from None
         return max(outcome.seqs, default=0)
 
+    async def send_on_object(
+        self,
+        caller: Caller,
+        path: ResourcePath,
+        verb: str,
+        body: dict[str, Any],
+        *,
+        expected_version: int | None,
+    ) -> ObjectRecord:
+        """Send a command on the object ``path`` names and answer the object as the read
+        model has it once the command's events are applied (kube's NotFound if it is gone)."""
+        assert path.name is not None
+        seq = await self.send(
+            caller, path.target, path.resource.kind, verb, body, expected_version=expected_version
+        )
+        after = await self.after_write(path, path.name, seq)
+        if after is None:
+            raise not_found_object(path)
+        return after
+
     async def after_write(self, path: ResourcePath, name: str, seq: int) -> ObjectRecord | None:
         if seq:
             await self._projection.wait_for(seq, timeout=READ_WAIT_S)

@@ -60,14 +60,11 @@ async def _scale_to(
     expected = check_preconditions(path, record, asked.preconditions)
     if pin and expected is None:
         expected = record.version
-    seq = await resources.send(
-        caller, path.target, path.resource.kind, "scale",
+    after = await resources.send_on_object(
+        caller, path, "scale",
         {"name": path.name, "namespace": record.namespace, "replicas": asked.replicas},
         expected_version=expected,
     )  # fmt: skip
-    after = await resources.after_write(path, path.name, seq)
-    if after is None:
-        raise not_found_object(path)
     return respond(_scale_of(after))
 
 

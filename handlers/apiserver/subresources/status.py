@@ -37,7 +37,6 @@ from handlers.apiserver.resources import (
     PATCH_ATTEMPTS,
     check_preconditions,
     no_dry_run,
-    not_found_object,
     read_patch,
 )
 from projections.cluster import ObjectRecord
@@ -87,14 +86,11 @@ async def _write(
         raise read_only(path)
     if pin and expected is None:
         expected = record.version
-    seq = await resources.send(
-        caller, path.target, path.resource.kind, "status",
+    after = await resources.send_on_object(
+        caller, path, "status",
         {"name": path.name, "namespace": record.namespace, "status": written.status},
         expected_version=expected,
     )  # fmt: skip
-    after = await resources.after_write(path, path.name, seq)
-    if after is None:
-        raise not_found_object(path)
     return respond(resources.as_api_object(path.resource, after))
 
 
