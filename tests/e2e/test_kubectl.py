@@ -55,6 +55,14 @@ class Kubectl:
     def __init__(self, kubeconfig: Path) -> None:
         self.binary = kubectl_binary()
         self.kubeconfig = kubeconfig
+        # kubectl caches discovery by server address for hours (~/.kube/cache): a port another
+        # cluster (of older code) used before would answer from that cache. Each cluster gets
+        # a cache of its own.
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "KUBECACHEDIR": str(kubeconfig.parent / "kubectl-cache"),
+        }
 
     def __call__(
         self, *args: str, check: bool = True, stdin: str | None = None
@@ -65,7 +73,7 @@ class Kubectl:
             capture_output=True,
             text=True,
             timeout=60,
-            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+            env=self.env,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
@@ -137,7 +145,7 @@ def test_get_watch_sees_a_change(kubectl: Kubectl, tmp_path: Path) -> None:
         [kubectl.binary, "get", "pods", "-w", "--request-timeout=20s"],
         stdout=out,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig)},
+        env={**kubectl.env},
     )
     try:
         wait_for(lambda: "solo" in (tmp_path / "watch.out").read_text())

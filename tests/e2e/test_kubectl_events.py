@@ -11,7 +11,6 @@ replica set's SuccessfulCreate) without a 405.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import subprocess
 import threading
@@ -44,7 +43,7 @@ def _follow(run: Kubectl, *args: str) -> tuple[subprocess.Popen[str], queue.Queu
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "KUBECONFIG": str(run.kubeconfig)},
+        env={**run.env},
     )
     seen: queue.Queue[str] = queue.Queue()
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import re
 import socket
 import ssl
@@ -105,7 +104,7 @@ class PortForward:
     """``kubectl port-forward`` running in the background; its output read as it comes."""
 
     def __init__(self, kubectl: Kubectl, *args: str, websockets: bool = True) -> None:
-        env = {**os.environ, "KUBECONFIG": str(kubectl.kubeconfig)}
+        env = {**kubectl.env}
         if not websockets:  # kubectl's switch back to the plain SPDY upgrade
             env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "false"
         self.process = subprocess.Popen(

@@ -143,7 +143,7 @@ def test_logs_follow_sees_new_lines_and_ends_when_the_client_leaves(
         [kubectl.binary, "logs", "-f", "talker"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig)},
+        env={**kubectl.env},
     )
     try:
         assert process.stdout is not None
@@ -282,7 +282,7 @@ def test_an_exec_whose_client_leaves_is_killed_on_the_node(
         [kubectl.binary, "exec", "talker", "--", "sh", "-c", "echo $$ > exec.pid; exec sleep 1000"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig)},
+        env={**kubectl.env},
     )
     try:
         wait_for(lambda: marker.exists() and marker.read_text().strip().isdigit())

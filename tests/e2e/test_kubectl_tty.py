@@ -90,7 +90,7 @@ def test_kubectl_exec_it_runs_the_command_on_a_terminal_of_the_clients_size(
         [kubectl.binary, "exec", "-i", "-t", "shell", "--",
          "sh", "-c", "tty; stty size; echo to-stderr >&2; exit 3"],
         stdin=slave, stdout=slave, stderr=slave,
-        env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig),
+        env={**kubectl.env,
              **(SPDY if protocol == "spdy" else {})},
     )  # fmt: skip
     os.close(slave)
@@ -170,7 +170,7 @@ def test_the_resize_channel_sets_the_terminal_size_mid_session(
 def test_kubectl_exec_over_spdy_streams_stdin_stdout_stderr_and_the_exit_code(
     kubectl: Kubectl,
 ) -> None:
-    env = {**os.environ, "KUBECONFIG": str(kubectl.kubeconfig), **SPDY}
+    env = {**kubectl.env, **SPDY}
     result = subprocess.run(
         [kubectl.binary, "-v=6", "exec", "-i", "shell", "--", "sh", "-c",
          "tr a-z A-Z; echo oops >&2; exit 4"],
@@ -196,7 +196,7 @@ def test_a_spdy_exec_whose_client_leaves_is_killed_on_the_node(
     client = subprocess.Popen(
         [kubectl.binary, "exec", "shell", "--", "sh", "-c", "echo $$ > spdy.pid; exec sleep 1000"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig), **SPDY},
+        env={**kubectl.env, **SPDY},
     )  # fmt: skip
     try:
         wait_for(lambda: marker.exists() and marker.read_text().strip().isdigit())

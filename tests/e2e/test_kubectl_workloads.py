@@ -170,7 +170,7 @@ def test_edit_label_annotate_patch_status_wait_and_delete(kubectl: Kubectl, tmp_
     editor.chmod(0o755)
     edited = subprocess.run(
         [kubectl.binary, "edit", "deployment/web"], capture_output=True, text=True, timeout=60,
-        env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig), "EDITOR": str(editor)},
+        env={**kubectl.env, "EDITOR": str(editor)},
     )  # fmt: skip
     assert edited.stdout.strip() == "deployment.apps/web edited", edited.stderr
     assert kubectl("get", "deploy", "web", "-o", "jsonpath={.spec.replicas}").stdout == "1"
@@ -227,7 +227,7 @@ def test_edit_label_annotate_patch_status_wait_and_delete(kubectl: Kubectl, tmp_
         waiting = subprocess.Popen(
             [kubectl.binary, "wait", "--for=delete", "pod/solo", "--timeout=60s", "-v=6"],
             stdout=subprocess.PIPE, stderr=log, text=True,
-            env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig)},
+            env={**kubectl.env},
         )  # fmt: skip
         wait_for(lambda: "watch=true" in trace.read_text())
         kubectl("delete", "pod", "solo", "--wait=false")
