@@ -202,7 +202,9 @@ class SimulatedPods:
         self.start_delay = start_delay
         self.projection = Projection(ClusterModel(), store)
         self.projection.listeners.append(self._on_event)
-        self._repository = AggregateRepository(store)
+        # Never decided on a pod older than the binding that made it due (a clustered
+        # stream's reads may come from a replica that lags).
+        self._repository = AggregateRepository(store, known=self.projection.model.last_seq_of)
         self._slots = asyncio.Semaphore(max_in_flight)
         self._wake = asyncio.Event()
         self._due: dict[str, int] = {}  # pod key -> when to start it (ns since the epoch)

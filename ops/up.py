@@ -274,6 +274,12 @@ async def serve(
             await projection.load_snapshot(snapshots)
             await projection.catch_up()
             await projection.follow()
+
+            def paired_repository() -> AggregateRepository:
+                # Never loads older than the shared read model: a controller reacting to what
+                # the model shows must not decide on a lagging replica's older answer.
+                return AggregateRepository(store, known=projection.model.last_seq_of)
+
             gateway = await Gateway.create(
                 nc, store, features=features, service_ranges=service_ranges
             )
@@ -283,7 +289,7 @@ async def serve(
                 else None
             )
             node_lifecycle = await NodeLifecycleController.create(
-                nc, AggregateRepository(store), projection, grace_seconds=node_grace_seconds
+                nc, paired_repository(), projection, grace_seconds=node_grace_seconds
             )
             taint_eviction = TaintEvictionController(
                 nc, projection, node_lifecycle.leader, features=features
@@ -293,9 +299,9 @@ async def serve(
                 nc, projection, creation_rate=PodCreationRate(per_second=pod_creation_rate)
             )
             deployments = await DeploymentController.create(nc, projection)
-            quotas = await QuotaController.create(nc, AggregateRepository(store), projection)
+            quotas = await QuotaController.create(nc, paired_repository(), projection)
             node_ipam = await NodeIPAMController.create(
-                nc, AggregateRepository(store), projection,
+                nc, paired_repository(), projection,
                 cluster=cluster_cidr or ClusterCIDR.parse(),
             )  # fmt: skip
             endpoint_slices = await EndpointSliceController.create(nc, projection)

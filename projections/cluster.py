@@ -19,6 +19,7 @@ from core.meta.timestamps import format_stamp
 from core.workloads.status import status_updated
 from projections.runtime import digest_of
 from streams.envelope import StoredEvent
+from streams.subjects import AggregateRef
 
 Key = tuple[str, str, str]
 
@@ -150,6 +151,12 @@ class ClusterModel:
 
     def get(self, kind: str, namespace: str, name: str) -> ObjectRecord | None:
         return self.objects.get((kind, namespace, name))
+
+    def last_seq_of(self, ref: AggregateRef) -> int:
+        """The sequence of the last event this model folded for ``ref`` (0 if it holds no such
+        object): what a repository paired with the model never loads older than."""
+        record = self.objects.get((ref.kind, ref.namespace, ref.name))
+        return record.last_seq if record is not None else 0
 
     def list(self, kind: str, namespace: str | None = None) -> Iterator[ObjectRecord]:
         """Objects of a kind, in one namespace or all (``None``), sorted by namespace and name."""

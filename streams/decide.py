@@ -29,6 +29,12 @@ A refusal (a :class:`~core.errors.FleetError` from the decision) drops the loade
 the cache, since they may hold the refused decision's events, and is raised, except a
 :class:`~core.errors.Conflict` (a version precondition) judged on cached state, which is judged
 again on the log. Locks are held for one attempt and released before a retry's pause.
+
+A refusal made on aggregates read from the log is first checked against the stream's leader
+(with the default loader): a clustered stream's reads may be answered by a replica that lags,
+and "no such pod" or "not bound" judged on its older answer would refuse what the log already
+allows. When the leader holds newer events on one of the subjects, the decision is made once
+more on them; otherwise the refusal stands.
 """
 
 from __future__ import annotations
@@ -39,8 +45,9 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from core.errors import Conflict
-from streams.eventstore import ConcurrencyConflict
+from core.errors import Conflict, FleetError
+from streams.connection import OUTAGE_ERRORS
+from streams.eventstore import ConcurrencyConflict, StoreError
 from streams.repository import AggregateRepository, Loaded, Provenance, Written
 from streams.subjects import AggregateRef
 
@@ -139,6 +146,7 @@ async def decide_and_append(
     """
     loader: Load = load if load is not None else repository.load
     fresh = start_fresh
+    confirmed = load is not None  # a caller's own loader answers for its own freshness
     number = 0
     while True:
         number += 1
@@ -162,6 +170,18 @@ async def decide_and_append(
             # A version precondition judged on the cache, which may trail the log (another
             # handler wrote since): judge it again on the log.
             if fresh or number >= attempts:
+                raise
+            fresh = True
+            continue
+        except FleetError:
+            if confirmed:
+                raise
+            confirmed = True
+            try:
+                behind = await repository.behind_leader(attempt.loaded.values())
+            except (StoreError, *OUTAGE_ERRORS):
+                behind = False  # the leader cannot be asked now: the refusal stands
+            if not behind:
                 raise
             fresh = True
             continue

@@ -408,22 +408,72 @@ class EventStore:
         return (await self.read_aggregate(subject, after_seq=after_seq))[0]
 
     async def read_aggregate(
-        self, subject: str, *, after_seq: int = 0
+        self, subject: str, *, after_seq: int = 0, at_least: int = 0
     ) -> tuple[list[StoredEvent], int]:
         """(:meth:`read_subject`, the sequence of the last message stored on the subject).
 
         A writer's expectation is the subject's last sequence, which is a quarantined
-        message's when one was stored last: the events alone would make every append fail."""
+        message's when one was stored last: the events alone would make every append fail.
+
+        Direct gets are answered by any replica of a clustered stream, and a follower may not
+        hold the newest messages yet. A reader that knows the subject reached ``at_least``
+        (it saw that event delivered) and got less reads the rest from the stream's leader,
+        so it never decides on an aggregate older than what it reacts to."""
         out: list[StoredEvent] = []
-        last = 0
+        last = after_seq
         next_seq = after_seq + 1
         while True:
             batch, batch_last, more = await self._direct_get_batch(subject, next_seq, 1000)
             out += batch
             last = max(last, batch_last)
             if not more or not batch_last:
-                return out, last
+                break
             next_seq = batch_last + 1
+        if last < at_least:
+            tail, last = await self._read_from_leader(subject, last)
+            out += tail
+        return out, (last if last > after_seq else 0)
+
+    async def leader_last_seq(self, subject: str) -> int:
+        """The sequence of the last message on ``subject`` as the stream's leader knows it (0
+        if none): what a follower's direct get may not have yet."""
+        answer = await self._msg_get({"last_by_subj": subject})
+        message = answer.get("message")
+        return int(message["seq"]) if message else 0
+
+    async def _read_from_leader(
+        self, subject: str, after_seq: int
+    ) -> tuple[list[StoredEvent], int]:
+        """The messages on ``subject`` after ``after_seq``, one get each from the leader (only
+        ever the few a lagging follower did not have); (their events, the last sequence)."""
+        out: list[StoredEvent] = []
+        last = after_seq
+        while True:
+            answer = await self._msg_get({"seq": last + 1, "next_by_subj": subject})
+            message = answer.get("message")
+            if not message:
+                return out, last
+            last = int(message["seq"])
+            event = self.stored(
+                last,
+                message.get("subject", subject),
+                parse_stamp(message.get("time")) or 0,
+                base64.b64decode(message.get("data", "")),
+            )
+            if event is not None:
+                out.append(event)
+
+    async def _msg_get(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One ``STREAM.MSG.GET`` (answered by the leader): its answer, ``{}`` when no message
+        matches; a :class:`StoreError` when the stream did not answer."""
+        reply = await self._nc.request(self.subjects.msg_get, json.dumps(query).encode(), timeout=5)
+        answer: dict[str, Any] = json.loads(reply.data)
+        error = answer.get("error")
+        if error is None:
+            return answer
+        if error.get("code") == 404:
+            return {}
+        raise StoreError(f"stream {self.stream} did not answer a read: {error}")
 
     async def get_event(self, seq: int) -> StoredEvent | None:
         """The event at stream sequence ``seq`` (one direct get), or None if there is none."""

@@ -118,10 +118,21 @@ class Provenance:
 class AggregateRepository:
     """Aggregates by reference, cached, with per-aggregate locks for in-process ordering."""
 
-    def __init__(self, store: EventStore, *, capacity: int = 10_000) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        capacity: int = 10_000,
+        known: Callable[[AggregateRef], int] | None = None,
+    ) -> None:
+        """``known`` says which sequence a read model paired with this repository has folded
+        for an aggregate: loads are never older than that (as with :meth:`expect`)."""
         self._store = store
         self._capacity = capacity
+        self._known = known
         self._cache: OrderedDict[str, Loaded] = OrderedDict()
+        self._floors: OrderedDict[str, int] = OrderedDict()
+        """Subject -> a sequence it is known to have reached (see :meth:`expect`)."""
         self.locks = KeyedLocks()
         """Per-aggregate locks (by subject): one decision at a time on a cached aggregate."""
 
@@ -143,16 +154,21 @@ class AggregateRepository:
         commands that usually create objects, because if the object does exist the append's
         expectation (must be new) fails and the caller loads it fresh and decides again.
         """
+        floor = self._floors.get(ref.subject, 0)
+        if self._known is not None:
+            floor = max(floor, self._known(ref))
         if not fresh:
             cached = self._cache.get(ref.subject)
-            if cached is not None:
+            if cached is not None and cached.last_seq >= floor:
                 self._cache.move_to_end(ref.subject)
                 return cached
-            if assume_new:
+            if assume_new and cached is None and not floor:
                 return Loaded(ref, None, 0)
         # The last sequence on the subject, not of the last event: a quarantined message
         # stored last is what the append's expectation must name.
-        stored, last_seq = await self._store.read_aggregate(ref.subject)
+        stored, last_seq = await self._store.read_aggregate(ref.subject, at_least=floor)
+        if last_seq >= floor:
+            self._floors.pop(ref.subject, None)
         aggregate_class = AGGREGATES[ref.kind]
         aggregate = aggregate_class.from_history(
             ref.id,
@@ -214,6 +230,30 @@ class AggregateRepository:
         return await chain_head(
             self._store, ref.subject, previous, stored[start].seq, stored[-1].seq
         )
+
+    def expect(self, ref: AggregateRef, seq: int) -> None:
+        """``ref``'s subject is known to hold sequence ``seq`` (a projection delivered it): the
+        next load returns the aggregate at least that new, read from the stream's leader if the
+        replica answering the read lags (see :meth:`EventStore.read_aggregate`). A handler
+        that reacts to an event says so before loading what the event is about; otherwise a
+        lagging replica's older answer ("not bound yet", "no such pod") would read as a
+        reason to do nothing."""
+        if seq > self._floors.get(ref.subject, 0):
+            self._floors[ref.subject] = seq
+            self._floors.move_to_end(ref.subject)
+            while len(self._floors) > self._capacity:
+                self._floors.popitem(last=False)
+
+    async def behind_leader(self, loaded: Iterable[Loaded]) -> bool:
+        """Whether the stream's leader holds events newer than ``loaded`` on any of their
+        subjects; each such subject is then :meth:`expect`-ed at the leader's sequence."""
+        behind = False
+        for item in loaded:
+            newest = await self._store.leader_last_seq(item.ref.subject)
+            if newest > item.last_seq:
+                self.expect(item.ref, newest)
+                behind = True
+        return behind
 
     def forget(self, ref: AggregateRef) -> None:
         self._cache.pop(ref.subject, None)

@@ -162,7 +162,13 @@ class NodeAgent:
         self.resolvers.configured = dns is not None
         self._releasing: set[str] = set()
         """Pods (by uid) whose leftover network is being removed."""
-        self.recorder = PodRecorder(AggregateRepository(store), actor=self.actor, node=name)
+        # Steps are decided on pods at least as new as this node's read model shows them
+        # (a clustered stream's reads may come from a replica that lags).
+        self.recorder = PodRecorder(
+            AggregateRepository(store, known=self.projection.model.last_seq_of),
+            actor=self.actor,
+            node=name,
+        )
         self._commands = CommandClient(nc, actor=self.actor)
         self._workers: dict[str, tuple[PodWorker, asyncio.Task[None]]] = {}
         self._adopted: dict[tuple[str, str], Container] = {}

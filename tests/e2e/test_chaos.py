@@ -302,12 +302,22 @@ def run_workload(base: Path, rng: random.Random | None) -> Ending:
             names = [pod["metadata"]["name"] for pod in pods]
             assert len(names) == len(set(names)), "a pod name appears twice"
             seen.update(pods=len(pods), running=running_by_owner(pods))
+            stuck = Counter(
+                (pod["spec"].get("nodeName") or "unbound", (pod.get("status") or {}).get("phase"))
+                for pod in pods
+                if (pod.get("status") or {}).get("phase") != "Running"
+            )
+            seen.update(not_running=dict(stuck.most_common(6)))
             return running_by_owner(pods) == FINAL and len(pods) == sum(FINAL.values())
 
         try:
             wait_for(converged, 600, "1,000 pods Running")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; last seen {seen}") from None
+            nodes = fleet.cli("get", "nodes", "-o", "wide", check=False).stdout
+            raise AssertionError(
+                f"{exc}; last seen {seen}\nnodes:\n{nodes}\nsim's log (end):\n"
+                f"{fleet.log('sim')[-3000:]}"
+            ) from None
 
         objects = {
             plural: json.loads(fleet.cli("get", plural, "-A", "-o", "json").stdout)["items"]

@@ -197,3 +197,70 @@ async def test_dependents_that_would_break_the_lock_order_are_refused(
         await decide_and_append(
             AggregateRepository(store), [N1], nothing, attempts=1, dependents=lambda a: [pod]
         )
+
+
+async def test_a_refusal_judged_on_state_older_than_the_leaders_is_judged_again_on_the_log(
+    store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    # A clustered stream's reads may come from a replica that lags; the cache stands for it
+    # here: "not cordoned yet" is judged on an older node than the leader holds.
+    await client.send("Node", "apply", {"manifest": node("n1")})
+    lagging = AggregateRepository(store)
+    await lagging.load(N1)
+    await decide_and_append(AggregateRepository(store), [N1], cordon(N1, "other", []), attempts=1)
+    seen: list[bool] = []
+
+    async def uncordon_only_if_cordoned(attempt: Attempt) -> Append:
+        seen.append(attempt.fresh)
+        loaded = attempt[N1]
+        assert isinstance(loaded.aggregate, Node)
+        if not loaded.aggregate.unschedulable:
+            raise InvalidTransition("n1 is not cordoned")
+        loaded.aggregate.uncordon(reason="", at=timestamp_from_ns(time.time_ns()))
+        return Append(changes=[loaded], provenance=provenance("uncordon"))
+
+    decided = await decide_and_append(lagging, [N1], uncordon_only_if_cordoned, attempts=1)
+    assert seen == [False, True]
+    assert decided.written is not None and [t for t, _ in decided.written] == ["NodeUncordoned"]
+    # Judged on the leader's state and refused again: the refusal stands, once checked.
+    seen.clear()
+    with pytest.raises(InvalidTransition):
+        await decide_and_append(lagging, [N1], uncordon_only_if_cordoned, attempts=1)
+    assert seen == [False]
+
+
+async def test_a_load_after_expect_is_at_least_as_new_as_the_event_expected(
+    store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    await client.send("Node", "apply", {"manifest": node("n1")})
+    lagging = AggregateRepository(store)
+    first = await lagging.load(N1)
+    await decide_and_append(AggregateRepository(store), [N1], cordon(N1, "other", []), attempts=1)
+    newest = await store.leader_last_seq(N1.subject)
+    assert newest > first.last_seq
+    assert (await lagging.load(N1)).last_seq == first.last_seq  # cached, as before
+    lagging.expect(N1, newest)
+    loaded = await lagging.load(N1)
+    assert loaded.last_seq == newest
+    assert isinstance(loaded.aggregate, Node) and loaded.aggregate.unschedulable
+    # Met: the floor is gone, and an unknown subject expected at a sequence is read, not
+    # assumed new.
+    unknown = AggregateRef("Node", "", "n9")
+    lagging.expect(unknown, newest)
+    assert (await lagging.load(unknown, assume_new=True)).last_seq == 0
+
+
+async def test_an_aggregate_read_from_the_leader_equals_the_direct_read(
+    store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    await client.send("Node", "apply", {"manifest": node("n1")})
+    await decide_and_append(AggregateRepository(store), [N1], cordon(N1, "a", []), attempts=1)
+    direct, last = await store.read_aggregate(N1.subject)
+    led, led_last = await store._read_from_leader(N1.subject, 0)
+    assert [e.envelope.event_id for e in led] == [e.envelope.event_id for e in direct]
+    assert led_last == last == await store.leader_last_seq(N1.subject)
+    # Asked for more than the subject holds: the leader has nothing newer, the read ends.
+    events, at = await store.read_aggregate(N1.subject, at_least=last + 100)
+    assert (len(events), at) == (len(direct), last)
+    assert await store.leader_last_seq(event_subject("Node", "", "absent")) == 0
+    assert await store.read_aggregate(event_subject("Node", "", "absent"), at_least=5) == ([], 0)
