@@ -61,6 +61,8 @@ for _kind, _short in (
     ("ClusterRole", ()),
     ("RoleBinding", ()),
     ("ClusterRoleBinding", ()),
+    ("ConfigMap", ("cm",)),
+    ("Secret", ()),
     ("NodePortAllocation", ()),
     ("PodCIDR", ()),
 ):

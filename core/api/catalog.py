@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 from core.access import aggregates as access
 from core.access.kinds import ClusterRole, ClusterRoleBinding, Role, RoleBinding
+from core.config import aggregates as config
+from core.config.model import ConfigMap, Secret
 from core.meta.aggregate import Resource
 from core.meta.types import ResourceBase
 from core.namespaces import aggregate as namespaces
@@ -54,6 +56,8 @@ AGGREGATES: dict[str, type[Resource]] = {
         access.ClusterRole,
         access.RoleBinding,
         access.ClusterRoleBinding,
+        config.ConfigMap,
+        config.Secret,
     )
 }
 """kind name -> its aggregate class."""
@@ -77,6 +81,8 @@ ResourceModel = (
     | ClusterRole
     | RoleBinding
     | ClusterRoleBinding
+    | ConfigMap
+    | Secret
 )
 """Any top-level object fleetlog stores."""
 
@@ -113,6 +119,8 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
         "ClusterRole": _info(ClusterRole),
         "RoleBinding": _info(RoleBinding),
         "ClusterRoleBinding": _info(ClusterRoleBinding),
+        "ConfigMap": _info(ConfigMap),
+        "Secret": _info(Secret),
     }
 )
 """kind name -> (apiVersion, model class, namespaced)."""

@@ -57,6 +57,8 @@ RESOURCE_KINDS = (
     "ClusterRole",
     "RoleBinding",
     "ClusterRoleBinding",
+    "ConfigMap",
+    "Secret",
 )
 
 

@@ -31,6 +31,8 @@ NAMESPACED: Mapping[str, bool] = MappingProxyType(
         "ClusterRole": False,
         "RoleBinding": True,
         "ClusterRoleBinding": False,
+        "ConfigMap": True,
+        "Secret": True,
     }
 )
 """kind name -> whether its objects live in a namespace (as ``ResourceBase.NAMESPACED``)."""

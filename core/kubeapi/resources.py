@@ -122,6 +122,8 @@ _NAMES: Mapping[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "ClusterRole": ("clusterroles", (), ()),
     "RoleBinding": ("rolebindings", (), ()),
     "ClusterRoleBinding": ("clusterrolebindings", (), ()),
+    "ConfigMap": ("configmaps", ("cm",), ()),
+    "Secret": ("secrets", (), ()),
 }
 
 

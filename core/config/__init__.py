@@ -1,0 +1,1 @@
+"""ConfigMaps and Secrets: configuration a pod consumes as environment variables and files."""
