@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 
@@ -47,6 +48,7 @@ async def run_gateway(
     features: FeatureGates = DEFAULT_FEATURES,
     service_ranges: ServiceRanges = DEFAULT_RANGES,
     name: str = "fleetlog-gateway",
+    cluster_key: bytes | None = None,
 ) -> None:
     """Serve commands from this process until cancelled (``ready`` once subscribed)."""
     nc = await connect(url, name=name, wait=True)
@@ -54,8 +56,9 @@ async def run_gateway(
         await ensure_streams(nc)  # idempotent: a gateway may start before any `fleetlog up`
         async with EventStore(nc) as store:
             gateway = await Gateway.create(
-                nc, store, features=features, service_ranges=service_ranges
-            )
+                nc, store, features=features, service_ranges=service_ranges,
+                cluster_key=cluster_key,
+            )  # fmt: skip
             await gateway.run(ready)
     finally:
         with contextlib.suppress(Exception):
@@ -68,6 +71,7 @@ def gateway_command(
     features: FeatureGates,
     service_ranges: ServiceRanges,
     log_level: str,
+    cluster_key: Path | None = None,
 ) -> list[str]:
     """The command line of a gateway process configured as ``up`` is."""
     command = [
@@ -77,6 +81,8 @@ def gateway_command(
     ]  # fmt: skip
     if str(features):
         command += ["--feature-gates", str(features)]
+    if cluster_key is not None:
+        command += ["--cluster-key", str(cluster_key)]
     return command
 
 

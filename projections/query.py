@@ -19,6 +19,7 @@ from streams.subjects import QUERY_PREFIX
 if TYPE_CHECKING:  # the CLI takes the query subject from here, without the read model
     from projections.cluster import ClusterModel
     from projections.runtime import Projection
+    from streams.secretkeys import SecretKeys
 
 
 CLUSTER_QUERY_SUBJECT = f"{QUERY_PREFIX}.cluster"
@@ -27,9 +28,18 @@ PAGE_SIZE = 200
 
 
 class QueryService:
-    def __init__(self, nc: Client, projection: Projection[ClusterModel]) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        projection: Projection[ClusterModel],
+        *,
+        secret_keys: SecretKeys | None = None,
+    ) -> None:
+        """``secret_keys``: how a Secret's values are opened for its reader (as kube answers
+        a get with ``data``); without them, a Secret is shown with its values sealed."""
         self._nc = nc
         self._projection = projection
+        self._secret_keys = secret_keys
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         await serve(
@@ -53,7 +63,7 @@ class QueryService:
         }
         if name:
             record = model.get(kind, namespace or "", name)
-            answer["items"] = [record.as_dict()] if record is not None else []
+            answer["items"] = [await self._shown(record.as_dict())] if record is not None else []
             return answer
         # Lists come in pages (a NATS message is at most 1 MiB): ``continue`` is the
         # (namespace, name) of the last item of the previous page.
@@ -68,5 +78,22 @@ class QueryService:
                 answer["continue"] = [last["namespace"], last["name"]]
                 break
             page.append(record.as_dict())
-        answer["items"] = page
+        answer["items"] = [await self._shown(item) for item in page]
         return answer
+
+    async def _shown(self, item: dict[str, Any]) -> dict[str, Any]:
+        """An object as its reader is shown it: a Secret's values opened (or, with no keys
+        here, each ``<sealed, N bytes>``)."""
+        if item.get("kind") != "Secret":
+            return item
+        # Here, not at the top: the CLI imports this module for its subject alone.
+        from core.access.secretdata import redacted_manifest
+
+        manifest = item["manifest"]
+        if self._secret_keys is None:
+            shown = redacted_manifest(manifest)
+        else:
+            shown = await self._secret_keys.opened(
+                manifest, namespace=item["namespace"], name=item["name"], uid=item["uid"]
+            )
+        return {**item, "manifest": shown}

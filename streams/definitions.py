@@ -98,6 +98,7 @@ LEADER_BUCKET = "fleet_leaders"
 LEADER_TTL_SECONDS = 15.0
 MEMBERS_BUCKET = "fleet_members"
 MEMBER_TTL_SECONDS = 10.0
+SECRET_KEYS_BUCKET = "fleet_secret_keys"
 
 STREAM_NOT_FOUND = 10059
 STREAM_NAME_IN_USE = 10058
@@ -283,6 +284,28 @@ def members_bucket(member_ttl: float = MEMBER_TTL_SECONDS, replicas: int = 1) ->
     )
 
 
+def secret_keys_bucket(replicas: int = 1) -> StreamSpec:
+    """Each Secret's data key, wrapped by the cluster key, under the secret's uid: a bucket of
+    its own, never the event stream, so deleting a secret can destroy its key. Created as a
+    plain stream in the key-value layout (nats-py would deny deletes): a key is destroyed by
+    deleting its message, which JetStream overwrites on disk (erase), not only forgets."""
+    return StreamSpec(
+        f"KV_{SECRET_KEYS_BUCKET}",
+        {
+            "name": f"KV_{SECRET_KEYS_BUCKET}",
+            "subjects": [f"$KV.{SECRET_KEYS_BUCKET}.>"],
+            "retention": "limits",
+            "storage": "file",
+            "num_replicas": replicas,
+            "max_msgs_per_subject": 1,
+            "allow_rollup_hdrs": True,
+            "deny_delete": False,
+            "allow_direct": True,
+            "discard": "new",
+        },
+    )
+
+
 # -- the policy ------------------------------------------------------------------------------
 
 
@@ -298,6 +321,7 @@ async def ensure_streams(nc: Client, *, replicas: int = 1) -> None:
         node_lease_bucket(replicas),
         leader_bucket(replicas),
         members_bucket(replicas=replicas),
+        secret_keys_bucket(replicas),
     ):
         await ensure(nc, spec)
 

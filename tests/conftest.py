@@ -19,6 +19,7 @@ from streams.commandbus import CommandClient
 from streams.connection import connect
 from streams.definitions import ensure_streams
 from streams.eventstore import EventStore
+from streams.secretkeys import load_cluster_key
 from streams.server import EmbeddedServer, free_port
 
 
@@ -104,9 +105,11 @@ async def store(nc: Client) -> AsyncIterator[EventStore]:
 
 
 @pytest.fixture
-async def gateway(nc: Client, store: EventStore) -> AsyncIterator[Gateway]:
-    """A gateway serving commands on the test server, with the default namespace created."""
-    service = await Gateway.create(nc, store)
+async def gateway(nc: Client, store: EventStore, tmp_path: Path) -> AsyncIterator[Gateway]:
+    """A gateway serving commands on the test server, with the default namespace created and
+    a cluster key of its own (so it can store secrets)."""
+    cluster_key = load_cluster_key(tmp_path / "pki" / "cluster.key")
+    service = await Gateway.create(nc, store, cluster_key=cluster_key)
     ready = asyncio.Event()
     task = asyncio.create_task(service.run(ready))
     await ready.wait()
@@ -145,7 +148,9 @@ async def queries(nc: Client, store: EventStore, gateway: Gateway) -> AsyncItera
     await projection.catch_up()
     await projection.follow()
     ready = asyncio.Event()
-    serving = asyncio.create_task(QueryService(nc, projection).run(ready))
+    serving = asyncio.create_task(
+        QueryService(nc, projection, secret_keys=gateway.secret_keys).run(ready)
+    )
     await ready.wait()
     try:
         yield

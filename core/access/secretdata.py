@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Mapping
-from typing import Final
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -114,3 +114,109 @@ def unwrap_data_key(cluster_key: bytes, wrapped: bytes) -> bytes:
             "a secret's data key does not unwrap with this cluster's key (the key file was "
             "replaced, or the stored key altered)"
         ) from error
+
+
+# -- a Secret's manifest -------------------------------------------------------------------------
+
+LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
+"""kubectl's client-side apply keeps the whole applied object in this annotation, values
+included: in a Secret it is sealed like a value (under a key no data key can be named)."""
+_LAST_APPLIED_KEY: Final = "metadata.annotations/" + LAST_APPLIED
+
+
+def _plain_values(manifest: Mapping[str, Any]) -> dict[str, bytes]:
+    """The values to seal: ``data`` (base64 in the manifest) and kubectl's last-applied note."""
+    values = {key: base64.b64decode(text) for key, text in (manifest.get("data") or {}).items()}
+    note = ((manifest.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    if note is not None:
+        values[_LAST_APPLIED_KEY] = note.encode()
+    return values
+
+
+def _sealed_values(manifest: Mapping[str, Any]) -> dict[str, str]:
+    sealed = dict(manifest.get("data") or {})
+    note = ((manifest.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    if note is not None:
+        sealed[_LAST_APPLIED_KEY] = note
+    return sealed
+
+
+def _with_values(manifest: Mapping[str, Any], values: Mapping[str, str]) -> dict[str, Any]:
+    out = dict(manifest)
+    data = {k: v for k, v in values.items() if k != _LAST_APPLIED_KEY}
+    if data or "data" in manifest:
+        out["data"] = data
+    if _LAST_APPLIED_KEY in values:
+        metadata = dict(out.get("metadata") or {})
+        metadata["annotations"] = {
+            **(metadata.get("annotations") or {}),
+            LAST_APPLIED: values[_LAST_APPLIED_KEY],
+        }
+        out["metadata"] = metadata
+    return out
+
+
+def seal_manifest(
+    manifest: Mapping[str, Any],
+    *,
+    stored: Mapping[str, Any] | None,
+    data_key: bytes,
+    namespace: str,
+    name: str,
+    uid: str,
+    nonce: Callable[[], bytes],
+) -> dict[str, Any]:
+    """The Secret as the log keeps it: each value sealed. A value equal to what ``stored`` (the
+    same secret's manifest in the log, same uid) holds keeps its sealed text, so re-applying a
+    secret changes nothing and an immutable secret compares equal to itself."""
+    previous = _sealed_values(stored) if stored is not None else {}
+    sealed: dict[str, str] = {}
+    fresh: dict[str, bytes] = {}
+    for key, plaintext in _plain_values(manifest).items():
+        kept = previous.get(key)
+        if kept is not None and is_sealed(kept):
+            try:
+                same = (
+                    open_sealed(
+                        {key: kept}, data_key=data_key, namespace=namespace, name=name, uid=uid
+                    )[key]
+                    == plaintext
+                )
+            except SecretUnreadable:
+                same = False
+            if same:
+                sealed[key] = kept
+                continue
+        fresh[key] = plaintext
+    sealed.update(
+        seal(fresh, data_key=data_key, namespace=namespace, name=name, uid=uid, nonce=nonce)
+    )
+    return _with_values(manifest, sealed)
+
+
+def open_manifest(
+    stored: Mapping[str, Any], *, data_key: bytes, namespace: str, name: str, uid: str
+) -> dict[str, Any]:
+    """The Secret as its reader is shown it: ``data`` base64 in clear, as kube answers a get."""
+    opened = open_sealed(
+        _sealed_values(stored), data_key=data_key, namespace=namespace, name=name, uid=uid
+    )
+    shown = {
+        key: value.decode(errors="replace") if key == _LAST_APPLIED_KEY
+        else base64.b64encode(value).decode()
+        for key, value in opened.items()
+    }  # fmt: skip
+    return _with_values(stored, shown)
+
+
+def redacted_manifest(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The Secret as readers of the log are shown it: each value ``<sealed, N bytes>``."""
+    return _with_values(stored, redacted(_sealed_values(stored)))
+
+
+def plain_sizes(stored: Mapping[str, Any]) -> dict[str, int]:
+    """Each data key's size in clear (``describe secret``'s ``password: 6 bytes``)."""
+    return {
+        key: sealed_length(text) if is_sealed(text) else len(text)
+        for key, text in (stored.get("data") or {}).items()
+    }

@@ -14,12 +14,14 @@ answered with them, at no extra round trip.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Any
 
 import structlog
 
+from core.access.secretdata import NONCE_BYTES, seal_manifest
 from core.api.catalog import AGGREGATES
 from core.api.causation import caused_by_command
 from core.api.commands import BindBody, DeleteBody, NodeBody, ScaleBody, StatusBody
@@ -40,6 +42,7 @@ from projections.policies import NamespacePolicies
 from streams.decide import Append, Attempt, OnConflict, decide_and_append
 from streams.eventstore import ConcurrencyConflict
 from streams.repository import AggregateRepository, Loaded, Provenance, uuid5_text
+from streams.secretkeys import SecretKeys
 from streams.subjects import AggregateRef
 
 log = structlog.get_logger(__name__)
@@ -62,12 +65,15 @@ class Execute:
         policies: NamespacePolicies | None = None,
         *,
         services: ServicePath | None = None,
+        secret_keys: SecretKeys | None = None,
     ) -> None:
         """``services``: how a command on a service allocates (without it, a service is
-        stored as sent, with no address or node ports)."""
+        stored as sent, with no address or node ports); ``secret_keys``: where Secrets' data
+        keys are kept (without them, Secrets are refused: they are never stored in clear)."""
         self._repository = repository
         self._policies = policies
         self._services = services
+        self._secret_keys = secret_keys
         self.append_latency = AppendLatency()
         """How long appends take lately: a command whose client will have given up by then is
         refused rather than appended."""
@@ -86,6 +92,10 @@ class Execute:
         )
         quota_refs = await self._quota_refs(ctx)
         duplicate: list[tuple[str, int]] = []
+        # A Secret's values are sealed on every attempt against the secret as it is then
+        # (its uid, and the sealed text of values it keeps), from the manifest as sent.
+        sealing = ref.kind == "Secret" and command.verb in ("create", "apply")
+        plain = ctx.manifest if sealing else None
         service = (
             self._services.command(ctx, uid=self._uid(ctx))
             if self._services is not None and ref.kind == "Service"
@@ -120,6 +130,8 @@ class Execute:
                 self._check_expected_version(ctx, loaded)
                 records = service.decide(attempt, loaded)
                 return Append(changes=[loaded, *records], provenance=provenance)
+            if plain is not None:
+                ctx.manifest = await self._sealed(ctx, plain, loaded)
             node = self._node_of(ctx, loaded)
             host = attempt[AggregateRef("Node", "", node)] if node else None
             quotas = [attempt[q] for q in quota_refs]
@@ -166,10 +178,48 @@ class Execute:
             ctx.reply["replayed"] = True
             return
         self._accepted(ctx, loaded, decided.written)
+        if ref.kind == "Secret" and command.verb == "delete" and loaded.aggregate is not None:
+            await self._shred(loaded.aggregate.uid)
         if decided.written.replayed:
             # Decided again here (this gateway did not hold the object), but an earlier
             # attempt of the same command had already stored its events.
             ctx.reply["replayed"] = True
+
+    def _keys(self) -> SecretKeys:
+        if self._secret_keys is None:
+            raise FleetError(
+                "this gateway holds no cluster key, so it cannot store secrets (their values "
+                "never enter the log in clear); fleetlog up gives its gateways one",
+                code="unavailable",
+            )
+        return self._secret_keys
+
+    async def _sealed(
+        self, ctx: CommandContext, plain: dict[str, Any], loaded: Loaded
+    ) -> dict[str, Any]:
+        """The Secret ``plain`` as the log keeps it: its values sealed under its data key
+        (made now for a new secret; a re-created one is a new uid, so a new key)."""
+        assert ctx.command is not None and ctx.ref is not None
+        current = loaded.aggregate
+        live = current if current is not None and current.exists else None
+        if live is not None and ctx.command.verb == "create":
+            return plain  # refused as AlreadyExists: no key is made for it
+        uid = live.uid if live is not None else self._uid(ctx)
+        data_key = await self._keys().data_key(uid)
+        return seal_manifest(
+            plain, stored=live.manifest if live is not None else None, data_key=data_key,
+            namespace=ctx.ref.namespace, name=ctx.ref.name, uid=uid,
+            nonce=lambda: os.urandom(NONCE_BYTES),
+        )  # fmt: skip
+
+    async def _shred(self, uid: str) -> None:
+        """A deleted Secret's data key is destroyed: its values in the log open no more."""
+        try:
+            await self._keys().destroy(uid)
+        except Exception:
+            # The delete stands (it is in the log) and cannot be sent again, so the key
+            # outlives its secret: said loudly (docs/architecture.md, its limits).
+            log.exception("secret.key_not_destroyed", uid=uid)
 
     async def _quota_refs(self, ctx: CommandContext) -> list[AggregateRef]:
         """The ResourceQuotas a pod command may charge or release: those of its namespace."""

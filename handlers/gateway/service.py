@@ -47,6 +47,7 @@ from streams.audit import AuditWriter
 from streams.connection import OUTAGE_ERRORS, in_outage
 from streams.eventstore import AppendTimeout, EventStore
 from streams.repository import AggregateRepository
+from streams.secretkeys import SecretKeys
 from streams.serving import serve
 from streams.subjects import ALL_COMMANDS, event_filter
 
@@ -70,10 +71,12 @@ class Gateway:
         max_in_flight: int = 256,
         features: FeatureGates = DEFAULT_FEATURES,
         service_ranges: ServiceRanges = DEFAULT_RANGES,
+        cluster_key: bytes | None = None,
     ) -> None:
         """``features``: the feature gates manifests are validated with (Kubernetes'
         defaults unless ``--feature-gates`` said otherwise); ``service_ranges``: where
-        services' ClusterIPs and node ports come from."""
+        services' ClusterIPs and node ports come from; ``cluster_key``: the key Secrets' data
+        keys are wrapped with (without it, Secrets are refused)."""
         self._nc = nc
         self.features = features
         self.repository = AggregateRepository(store)
@@ -87,6 +90,7 @@ class Gateway:
         self.policies = NamespacePolicies(nc, store)
         # Which addresses and node ports services hold, to pick free ones from.
         self.services = ServicePath(store, service_ranges)
+        self.secret_keys = SecretKeys(nc, cluster_key) if cluster_key is not None else None
         self.stages: Sequence[Handler] = (
             limit_size,
             decode,
@@ -97,7 +101,12 @@ class Gateway:
             Authorize(policy or AllowAll()),
             fingerprint,
             Admit(self.repository, self.priority_classes, self.policies, features=features),
-            Execute(self.repository, self.policies, services=self.services),
+            Execute(
+                self.repository,
+                self.policies,
+                services=self.services,
+                secret_keys=self.secret_keys,
+            ),
         )
         self._slots = asyncio.Semaphore(max_in_flight)
         self.handled = 0

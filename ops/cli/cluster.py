@@ -633,10 +633,21 @@ SERVICE_RANGE_OPTIONS = (
 @SERVICE_RANGE_OPTIONS[0]
 @SERVICE_RANGE_OPTIONS[1]
 @FEATURE_GATES
+@click.option(
+    "--cluster-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The cluster key Secrets' data keys are wrapped with (`fleetlog up`'s "
+    "<data dir>/pki/cluster.key); without it, this gateway refuses Secrets.",
+)
 @click.pass_context
 @run
 async def gateway(
-    ctx: click.Context, service_cidr: str, node_port_range: str, feature_gates: tuple[str, ...]
+    ctx: click.Context,
+    service_cidr: str,
+    node_port_range: str,
+    feature_gates: tuple[str, ...],
+    cluster_key: Path | None,
 ) -> None:
     """Serve commands as one more gateway process (any number may run, on any host: they share
     the commands of the cluster)."""
@@ -645,8 +656,13 @@ async def gateway(
     import functools
 
     from ops.gateways import run_gateway
+    from streams.secretkeys import load_cluster_key
 
+    key = load_cluster_key(cluster_key, create=False) if cluster_key is not None else None
     await _until_signal(
-        functools.partial(run_gateway, ctx.obj["server"], features=features, service_ranges=ranges),
+        functools.partial(
+            run_gateway, ctx.obj["server"], features=features, service_ranges=ranges,
+            cluster_key=key,
+        ),
         "gateway ready",
-    )
+    )  # fmt: skip
