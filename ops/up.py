@@ -66,6 +66,7 @@ from projections.cluster import ClusterModel
 from projections.endpoints import EndpointsService
 from projections.history import HistoryIndex
 from projections.history_service import HistoryService
+from projections.podconfig import PodConfigService
 from projections.query import QueryService
 from projections.runtime import Projection
 from streams import jsapi
@@ -75,6 +76,7 @@ from streams.connection import connect, in_outage
 from streams.definitions import ensure_streams, open_snapshots
 from streams.eventstore import EventStore
 from streams.repository import AggregateRepository
+from streams.secretkeys import CLUSTER_KEY_FILE, load_cluster_key
 from streams.server import EmbeddedServer, ServerError
 
 log = structlog.get_logger(__name__)
@@ -188,6 +190,7 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                     else None
                 ),
                 replicas=options.replicas,
+                cluster_key_path=options.data_dir / "pki" / CLUSTER_KEY_FILE,
             )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -252,6 +255,7 @@ async def serve(
     log_level: str = "info",
     api: APIOptions | None = None,
     replicas: int = 1,
+    cluster_key_path: Path | None = None,
 ) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set;
     with ``agent_root``, a node agent for this machine (its containers live there); with
@@ -264,7 +268,9 @@ async def serve(
     ``container_logs``, how the local agent rotates container output;
     ``gateways``, how many gateway processes serve commands (N-1 children beside this one's);
     ``api``, where the Kubernetes API listens (None: it does not);
-    ``replicas``, how many servers hold each stream and bucket."""
+    ``replicas``, how many servers hold each stream and bucket;
+    ``cluster_key_path``, the file of the key Secrets' data keys are wrapped with (made 0600
+    when missing; None: Secrets are refused)."""
     nc = await connect(url, name="fleetlog-up")
     try:
         await ensure_streams(nc, replicas=replicas)
@@ -280,9 +286,13 @@ async def serve(
                 # the model shows must not decide on a lagging replica's older answer.
                 return AggregateRepository(store, known=projection.model.last_seq_of)
 
-            gateway = await Gateway.create(
-                nc, store, features=features, service_ranges=service_ranges
+            cluster_key = (
+                load_cluster_key(cluster_key_path) if cluster_key_path is not None else None
             )
+            gateway = await Gateway.create(
+                nc, store, features=features, service_ranges=service_ranges,
+                cluster_key=cluster_key,
+            )  # fmt: skip
             replica = (
                 Scheduler(nc, store, features=features, **scheduler_options(scheduler_config))
                 if scheduler
@@ -305,7 +315,8 @@ async def serve(
                 cluster=cluster_cidr or ClusterCIDR.parse(),
             )  # fmt: skip
             endpoint_slices = await EndpointSliceController.create(nc, projection)
-            query = QueryService(nc, projection)
+            query = QueryService(nc, projection, secret_keys=gateway.secret_keys)
+            pod_config = PodConfigService(nc, projection, gateway.secret_keys)
             endpoints = EndpointsService(nc, projection)
             history = (
                 HistoryService(nc, store, HistoryIndex(history_path), projection)
@@ -321,6 +332,7 @@ async def serve(
                     roles = [
                         tasks.create_task(gateway.run(gateway_ready)),
                         tasks.create_task(query.run(query_ready)),
+                        tasks.create_task(pod_config.run()),
                         tasks.create_task(node_lifecycle.run()),
                         tasks.create_task(taint_eviction.run()),
                         tasks.create_task(garbage_collector.run()),
@@ -343,7 +355,7 @@ async def serve(
                         replicas = GatewayReplicas(
                             gateway_command(
                                 url, features=features, service_ranges=service_ranges,
-                                log_level=log_level,
+                                log_level=log_level, cluster_key=cluster_key_path,
                             ),
                             gateways - 1,
                         )  # fmt: skip

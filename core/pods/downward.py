@@ -6,9 +6,10 @@ Why this exists: a pod with its own address is told it through ``valueFrom.field
 status.podIP`` (how servers learn what to bind or advertise), and manifests lean on
 ``$(VAR)`` in their commands; the rules are the kubelet's (``makeEnvironmentVariables``,
 ``third_party/forked/golang/expansion``), kept here pure so they are tested without a node.
-ConfigMaps and Secrets are not kinds fleetlog stores: a reference to one is a
+ConfigMaps and Secrets come in :attr:`PodFacts.config` (the values the agent got from the
+control plane): a reference to one that does not exist, or to a key it lacks, is a
 :class:`ContainerConfigError` (the kubelet's ``CreateContainerConfigError``) unless it is
-``optional``, when the variable is left out, as the kubelet leaves out a missing optional key.
+``optional``, when the variable is left out, as the kubelet leaves it out.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
+from core.config.consume import ConfigSources, missing_key, not_found
 from core.meta.quantity import parse_quantity
 
 
@@ -35,6 +37,8 @@ class PodFacts:
     host_ip: str | None
     node_name: str
     node_allocatable: Mapping[str, str]
+    config: ConfigSources = field(default_factory=ConfigSources)
+    """The values of the ConfigMaps and Secrets the pod references."""
 
 
 _SUBSCRIPT: Final = re.compile(r"metadata\.(labels|annotations)\['([^']+)'\]")
@@ -107,11 +111,22 @@ def container_environment(container: Mapping[str, Any], facts: PodFacts) -> dict
     """The container's variables in order: each ``value`` expanded against those before it
     (and none of the process's own, as the kubelet does), each ``valueFrom`` resolved."""
     env: dict[str, str] = {}
+    config = facts.config
     for source in container.get("envFrom") or ():
         ref_kind = "configMapRef" if "configMapRef" in source else "secretRef"
+        kind = "configmap" if ref_kind == "configMapRef" else "secret"
         ref = source.get(ref_kind) or {}
-        if not ref.get("optional"):
-            raise _not_stored("configmap" if ref_kind == "configMapRef" else "secret", ref, "")
+        name = str(ref.get("name", ""))
+        values = config.source(kind, name)
+        if values is None:
+            if ref.get("optional"):
+                continue
+            raise ContainerConfigError(str(not_found(kind, name)))
+        text_keys = config.env_only.get(name) if kind == "configmap" else None
+        prefix = str(source.get("prefix") or "")
+        for key, value in values.items():
+            if text_keys is None or key in text_keys:
+                env[prefix + key] = value.decode(errors="replace")
     for entry in container.get("env") or ():
         name = entry.get("name")
         if not name:
@@ -125,20 +140,30 @@ def container_environment(container: Mapping[str, Any], facts: PodFacts) -> dict
             env[name] = _resource_value(source["resourceFieldRef"], container, facts)
         else:
             ref_kind = "configMapKeyRef" if "configMapKeyRef" in source else "secretKeyRef"
+            kind = "configmap" if ref_kind == "configMapKeyRef" else "secret"
             ref = source.get(ref_kind) or {}
-            if ref.get("optional"):
-                continue
-            raise _not_stored("configmap" if ref_kind == "configMapKeyRef" else "secret", ref, name)
+            value = _key_value(kind, ref, config)
+            if value is not None:
+                env[name] = value
     return env
 
 
-def _not_stored(kind: str, ref: Mapping[str, Any], variable: str) -> ContainerConfigError:
-    instead = f"give {variable} a value" if variable else "remove it"
-    return ContainerConfigError(
-        f'{kind} "{ref.get("name", "")}" not found: fleetlog stores no '
-        f"{'ConfigMaps' if kind == 'configmap' else 'Secrets'} yet (mark the reference "
-        f"optional, or {instead})"
-    )
+def _key_value(kind: str, ref: Mapping[str, Any], config: ConfigSources) -> str | None:
+    """One key of a ConfigMap or Secret as a variable's value; None when the reference is
+    optional and the object or key is missing."""
+    name, key = str(ref.get("name", "")), str(ref.get("key", ""))
+    optional = bool(ref.get("optional"))
+    values = config.source(kind, name)
+    if values is None:
+        if optional:
+            return None
+        raise ContainerConfigError(str(not_found(kind, name)))
+    text_keys = config.env_only.get(name) if kind == "configmap" else None
+    if key not in values or (text_keys is not None and key not in text_keys):
+        if optional:
+            return None
+        raise ContainerConfigError(str(missing_key(kind, key, config.namespace, name)))
+    return values[key].decode(errors="replace")
 
 
 def expanded_argv(container: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:

@@ -53,6 +53,7 @@ from core.pods.containerlogs import ContainerLogPolicy, ShippingLimits, stale_in
 from handlers.agent.dns import ClusterAddress, ClusterDNS, DNSOptions
 from handlers.agent.network import NetworkOptions, detect
 from handlers.agent.node import NodeCapacity, NodeCondition, NodeDeclaration, machine_capacity
+from handlers.agent.podconfig import PodConfigClient
 from handlers.agent.poddns import PodResolvers
 from handlers.agent.pods import PodRecorder, PodWorker, WorkerConfig
 from handlers.agent.proxy import ServiceProxy
@@ -140,6 +141,7 @@ class NodeAgent:
         self._cpu_seen: dict[tuple[str, str, int], tuple[int, int]] = {}
         self.runtime: ContainerRuntime = runtime if runtime is not None else ProcessRuntime(root)
         self.shipper = LogShipper(nc, root, policy=container_logs, limits=log_shipping)
+        self.pod_config = PodConfigClient(nc, node=name, root=root)
         self.garbage_seconds = garbage_seconds
         self._garbage_seen: dict[str, float] = {}
         """Gone pods (by uid) whose files wait for the shipper, since when (monotonic)."""
@@ -475,7 +477,7 @@ class NodeAgent:
             worker = PodWorker(
                 record, node=self.name, runtime=self.runtime, recorder=self.recorder,
                 shipper=self.shipper, network=self.network, config=self.config, adopted=adopted,
-                resolvers=self.resolvers,
+                resolvers=self.resolvers, pod_config=self.pod_config,
             )  # fmt: skip
             task = tasks.create_task(worker.run())
             # Its end is news too: the pod's files may go once it has stopped everything.

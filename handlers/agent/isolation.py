@@ -57,8 +57,10 @@ class Bubblewrap:
         working_dir: Path | None,
         hostname: str,
         readable: Iterable[Path] = (),
+        mounts: Iterable[tuple[str, str]] = (),
     ) -> list[str]:
-        """The argv to put in front of the container's own argv (it ends with ``--``)."""
+        """The argv to put in front of the container's own argv (it ends with ``--``);
+        ``mounts``: (source, target) bound read-only (configMap and secret volumes)."""
         if self.executable is None:
             raise IsolationUnavailable(
                 "the pod asks for isolation but bubblewrap (bwrap) is not installed on this node"
@@ -80,6 +82,22 @@ class Bubblewrap:
                 argv += ["--ro-bind", str(path), str(path)]
         for path in writable:
             argv += ["--bind", str(path), str(path)]
+        for source, target in mounts:
+            argv += ["--ro-bind", source, target]
         if working_dir is not None:
             argv += ["--chdir", str(working_dir)]
+        return [*argv, "--"]
+
+    def mount_prefix(self, mounts: Iterable[tuple[str, str]]) -> list[str]:
+        """For a container that is not isolated but mounts volumes: the host's view as it is
+        (devices and /proc included), in a mount namespace of its own where each (source,
+        target) is bound read-only. Nothing else is unshared."""
+        if self.executable is None:
+            raise IsolationUnavailable(
+                "the pod mounts configMap or secret volumes, which need bubblewrap (bwrap) "
+                "on this node"
+            )
+        argv = [self.executable, "--dev-bind", "/", "/"]
+        for source, target in mounts:
+            argv += ["--ro-bind", source, target]
         return [*argv, "--"]

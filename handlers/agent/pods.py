@@ -28,11 +28,13 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from core.api.causation import caused_by_event
+from core.config.consume import ConfigSources, ConfigUnavailable
 from core.errors import FleetError
 from core.meta.aggregate import timestamp_from_ns
 from core.meta.quantity import resource_amount
@@ -52,6 +54,11 @@ from core.pods.lifecycle import (
 from handlers.agent.hostports import HostPortForwarder, host_ports
 from handlers.agent.logship import ContainerInstance
 from handlers.agent.network import NetworkError, NetworkNotReady, PodAddresses
+from handlers.agent.podconfig import (
+    PodConfigClient,
+    container_mounts,
+    write_volumes,
+)
 from handlers.agent.poddns import PodResolvers
 from handlers.agent.probes import run_probe
 from handlers.agent.seams import Container, ContainerRuntime, LogSink, PodNetwork
@@ -70,6 +77,10 @@ log = structlog.get_logger(__name__)
 RECORD_ATTEMPTS = 5
 DEFAULT_GRACE_S = 30
 NETWORK_RETRY_S = 2.0
+CONFIG_RETRY_S = 2.0
+"""How often a container waiting for a ConfigMap or Secret asks again (the kubelet retries
+its pod sync on a back-off of its own)."""
+CONFIG_ERROR = "CreateContainerConfigError"
 
 
 @dataclass(frozen=True)
@@ -170,7 +181,10 @@ class PodWorker:
         config: WorkerConfig,
         adopted: dict[str, Container],
         resolvers: PodResolvers | None = None,
+        pod_config: PodConfigClient | None = None,
     ) -> None:
+        """``pod_config``: where the values of the pod's ConfigMaps and Secrets are asked
+        for (without it, a reference to one is a missing object)."""
         self.namespace = record.namespace
         self.name = record.name
         self.uid = record.uid
@@ -198,6 +212,13 @@ class PodWorker:
         self._outcomes: dict[str, ContainerOutcome] = {}
         self.running: dict[str, Container] = {}
         """Container name -> its running instance (for usage sampling)."""
+        self._pod_config = pod_config
+        self._sources = ConfigSources(namespace=self.namespace)
+        self._volumes: dict[str, Path] = {}
+        self._waiting_for: dict[str, tuple[str, str]] = {}
+        self._waits = 0
+        self._config_problem: str | None = None
+        """Why the pod's configMap or secret volumes cannot be made, if they cannot."""
 
     @property
     def key(self) -> str:
@@ -220,10 +241,16 @@ class PodWorker:
     async def run(self) -> None:
         containers = list(self.spec.get("containers") or [])
         self._ready = {c["name"]: False for c in containers}
-        unrunnable = self._unrunnable(containers)
-        if unrunnable:
-            await self._cannot_run(unrunnable)
-            return
+        while True:
+            await self._configure()
+            unrunnable = self._unrunnable(containers)
+            if not unrunnable:
+                break
+            # A missing ConfigMap or Secret may yet be created: the kubelet keeps trying.
+            retry = all(reason == CONFIG_ERROR for _, reason, _ in unrunnable)
+            wait = CONFIG_RETRY_S if retry else None
+            if not await self._cannot_run(unrunnable, retry_after=wait):
+                return
         try:
             if await self._network_up() is None:
                 return  # deleted while it waited for the node's network
@@ -377,6 +404,29 @@ class PodWorker:
 
     # -- one container ------------------------------------------------------------------------
 
+    async def _configure(self) -> None:
+        """The values of the pod's ConfigMaps and Secrets, from the control plane, and its
+        configMap and secret volumes written (``handlers.agent.podconfig``)."""
+        self._config_problem = None
+        if self._pod_config is None:
+            return
+        try:
+            self._sources = await self._pod_config.fetch(self.manifest)
+            directory = self._pod_config.volumes_dir(self.uid)
+            self._volumes = await asyncio.to_thread(
+                write_volumes, directory, self.manifest, self._sources
+            )
+        except ConfigUnavailable as exc:
+            self._config_problem = str(exc)
+
+    def _mounts(self, container: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        mounts = container_mounts(container, self._volumes)
+        for _, target in mounts:
+            # The mount point must exist in the view bound over (bwrap cannot make one in a
+            # read-only root): an empty directory, as a container runtime makes in a rootfs.
+            Path(target).mkdir(parents=True, exist_ok=True)
+        return mounts
+
     def _container_spec(self, container: dict[str, Any], restart_count: int) -> ContainerSpec:
         from core.pods.downward import (
             ContainerConfigError,
@@ -394,6 +444,7 @@ class PodWorker:
             host_ip=addresses.host_ip if addresses is not None else None,
             node_name=self.node,
             node_allocatable=self._config.node_allocatable,
+            config=self._sources,
         )
         try:
             env = container_environment(container, facts)
@@ -423,6 +474,7 @@ class PodWorker:
             ),
             isolate=isolate,
             netns=self._launch_netns,
+            mounts=self._mounts(container),
         )
 
     def _status(self, name: str) -> dict[str, Any]:
@@ -668,7 +720,7 @@ class PodWorker:
 
         facts = PodFacts(
             manifest=self.manifest, pod_ip=None, host_ip=None, node_name=self.node,
-            node_allocatable=self._config.node_allocatable,
+            node_allocatable=self._config.node_allocatable, config=self._sources,
         )  # fmt: skip
         found = []
         for c in containers:
@@ -680,22 +732,37 @@ class PodWorker:
                     "Images)"
                 )))  # fmt: skip
                 continue
+            if self._config_problem is not None:
+                found.append((name, CONFIG_ERROR, self._config_problem))
+                continue
             try:
                 container_environment(c, facts)
             except ContainerConfigError as exc:
-                found.append((name, "CreateContainerConfigError", str(exc)))
+                found.append((name, CONFIG_ERROR, str(exc)))
         return found
 
-    async def _cannot_run(self, containers: list[tuple[str, str, str]]) -> None:
+    async def _cannot_run(
+        self, containers: list[tuple[str, str, str]], *, retry_after: float | None = None
+    ) -> bool:
         """Containers that cannot start wait, with their reason (as a container whose image
         cannot be pulled, or whose configuration cannot be made, waits in Kubernetes) until
-        the pod is deleted. The pod stays Pending rather than failing, so a replica set does
-        not replace it with another that cannot run either, once a second."""
+        the pod is deleted, or (``retry_after``) until it is time to try again: True then.
+        The pod stays Pending rather than failing, so a replica set does not replace it with
+        another that cannot run either, once a second."""
         for name, reason, message in containers:
-            await self._record(f"waiting-{name}", functools.partial(
+            if self._waiting_for.get(name) == (reason, message):
+                continue  # recorded already: the same wait is not appended on every retry
+            self._waiting_for[name] = (reason, message)
+            self._waits += 1
+            await self._record(f"waiting-{name}-{self._waits}", functools.partial(
                 _wait, container=name, reason=reason, message=message,
                 node=self.node))  # fmt: skip
-        await self._terminating.wait()
+        if retry_after is None:
+            await self._terminating.wait()
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._terminating.wait(), retry_after)
+        return not self._terminating.is_set()
 
 
 def _wait(pod: Pod, at: datetime, *, container: str, reason: str, message: str, node: str) -> None:

@@ -106,6 +106,9 @@ class ContainerSpec:
     isolate: bool = False
     netns: str | None = None
     """The pod's network namespace (an ``ip netns`` name); None: the node's network."""
+    mounts: tuple[tuple[str, str], ...] = ()
+    """(source, mountPath) bound read-only in the container's view (configMap and secret
+    volumes); the mount point must exist."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -373,8 +376,13 @@ class ProcessRuntime:
             try:
                 prefix += self.isolation.prefix(
                     writable=writable, working_dir=Path(cwd), hostname=spec.pod_name,
-                    readable=[installation_of(Path(executable))],
+                    readable=[installation_of(Path(executable))], mounts=spec.mounts,
                 )  # fmt: skip
+            except IsolationUnavailable as exc:
+                raise _start_error(128, str(exc)) from exc
+        elif spec.mounts:
+            try:
+                prefix += self.isolation.mount_prefix(spec.mounts)
             except IsolationUnavailable as exc:
                 raise _start_error(128, str(exc)) from exc
         try:

@@ -1,5 +1,6 @@
 """A container's environment, command and args as the kubelet makes them: literal values with
-``$(VAR)`` expansion, the downward API, and references to kinds fleetlog does not store."""
+``$(VAR)`` expansion, the downward API, and references to ConfigMaps and Secrets that do not
+exist."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def test_command_and_args_expand_the_containers_variables() -> None:
     assert expand("$(A)$(B)", {"A": "1"}) == "1$(B)"
 
 
-def test_config_maps_and_secrets_are_not_stored_so_a_reference_is_a_config_error() -> None:
+def test_a_missing_config_map_or_secret_is_a_config_error_unless_optional() -> None:
     ref = {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}
     with pytest.raises(ContainerConfigError, match='secret "creds" not found'):
         container_environment({"env": [ref]}, FACTS)

@@ -51,6 +51,7 @@ from handlers.node_ipam import NodeIPAMController
 from handlers.scheduler import Scheduler
 from ops.podnets import remove_pod_networks
 from projections.cluster import ClusterModel
+from projections.podconfig import PodConfigService
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
@@ -286,8 +287,9 @@ async def net(
         await LeaderLease.open(nc, "node-ipam-controller"), cluster=running.cluster,
     )  # fmt: skip
     scheduler = Scheduler(nc, store, share_work=False, initial_backoff=0.05, max_backoff=0.2)
+    pod_config = PodConfigService(nc, running.projection, gateway.secret_keys)
     roles = []
-    for role in (ipam.run, scheduler.run):
+    for role in (ipam.run, scheduler.run, pod_config.run):
         ready = asyncio.Event()
         roles.append(asyncio.create_task(role(ready)))
         await ready.wait()
@@ -596,7 +598,7 @@ async def test_the_downward_api_gives_a_container_its_pods_address_and_names(net
     await eventually(printed)
 
 
-async def test_a_reference_to_a_secret_is_a_container_config_error(net: Net) -> None:
+async def test_a_reference_to_a_missing_secret_is_a_container_config_error(net: Net) -> None:
     env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "t"}}}]
     manifest = pod("secretive", container("main", ["sleep", "600"], env=env))
     await net.client.send("Pod", "apply", {"manifest": manifest})
