@@ -39,6 +39,7 @@ from typing import Any
 
 from nats.aio.client import Client
 
+from core.access.secretdata import redacted_manifest
 from core.errors import FleetError, ValidationFailed
 from core.meta.diff import changed_paths
 from core.meta.durations import is_duration, parse_duration
@@ -172,6 +173,14 @@ async def position_of(
 # -- reads at a position ------------------------------------------------------------------
 
 
+def as_in_the_log(item: dict[str, Any]) -> dict[str, Any]:
+    """An object of the past as a reader of the log is shown it: a Secret's values as
+    ``<sealed, N bytes>`` (that they changed shows, never what they were)."""
+    if item.get("kind") != "Secret":
+        return item
+    return {**item, "manifest": redacted_manifest(item["manifest"])}
+
+
 async def object_at(
     store: EventStore,
     kind: str,
@@ -194,7 +203,7 @@ async def object_at(
     for event in events:
         model.apply(event)
     record = model.get(kind, namespace, name)
-    return (record.as_dict() if record is not None else None), events
+    return (as_in_the_log(record.as_dict()) if record is not None else None), events
 
 
 async def list_at(
@@ -204,7 +213,7 @@ async def list_at(
     query service lists them; replays only that kind's subjects."""
     projection = Projection(ClusterModel(), store, filter_subject=event_filter(kind, namespace))
     await projection.catch_up(until_seq=seq)
-    return [record.as_dict() for record in projection.model.list(kind, namespace)]
+    return [as_in_the_log(record.as_dict()) for record in projection.model.list(kind, namespace)]
 
 
 async def model_at(store: EventStore, seq: int) -> Projection[ClusterModel]:
@@ -242,7 +251,8 @@ class ClusterState:
 def cluster_state(position: Position, model: ClusterModel) -> ClusterState:
     with collector_paused():
         manifests = [
-            render.full_manifest(model.objects[key].as_dict()) for key in sorted(model.objects)
+            render.full_manifest(as_in_the_log(model.objects[key].as_dict()))
+            for key in sorted(model.objects)
         ]
         return ClusterState(position, manifests, model.digest(), model.events_applied)
 

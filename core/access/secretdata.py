@@ -10,7 +10,9 @@ stay, and what they hold can no longer be opened by anyone (crypto-shredding). R
 log (``replay``, ``history``, ``--at``, ``audit``) see that a value changed and how long it
 is, never what it is.
 
-Pure: keys and nonces are passed in (the handler draws them from ``os.urandom``).
+Pure: keys and nonces are passed in (the handler draws them from ``os.urandom``). The
+``cryptography`` package is imported by the functions that seal and open, so a reader that only
+shows sealed values (``history``, ``replay``) does not load it.
 """
 
 from __future__ import annotations
@@ -19,10 +21,6 @@ import base64
 import binascii
 from collections.abc import Callable, Mapping
 from typing import Any, Final
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 PREFIX: Final = "fleetlog-sealed:v1:"
 KEY_BYTES: Final = 32
@@ -53,6 +51,8 @@ def seal(
 ) -> dict[str, str]:
     """Each value sealed under the secret's data key; the keys stay readable (Kubernetes shows
     a secret's keys to anyone who may read it, as ``describe`` does)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     cipher = AESGCM(data_key)
     sealed = {}
     for key, plaintext in values.items():
@@ -69,6 +69,9 @@ def open_sealed(
     sealed: Mapping[str, str], *, data_key: bytes, namespace: str, name: str, uid: str
 ) -> dict[str, bytes]:
     """The values in clear; :class:`SecretUnreadable` if any does not open."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     cipher = AESGCM(data_key)
     values = {}
     for key, text in sealed.items():
@@ -103,10 +106,14 @@ def redacted(sealed: Mapping[str, str]) -> dict[str, str]:
 
 def wrap_data_key(cluster_key: bytes, data_key: bytes) -> bytes:
     """The data key as stored outside the log (RFC 3394 AES key wrap under the cluster key)."""
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
     return aes_key_wrap(cluster_key, data_key)
 
 
 def unwrap_data_key(cluster_key: bytes, wrapped: bytes) -> bytes:
+    from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
+
     try:
         return aes_key_unwrap(cluster_key, wrapped)
     except InvalidUnwrap as error:

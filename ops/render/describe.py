@@ -5,6 +5,7 @@ decision) and Kubernetes-style events at the bottom.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,11 @@ def describe(
         + (("\n              ").join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>")
     )
     annotations = metadata.get("annotations") or {}
+    if item["kind"] == "Secret":
+        from core.access.secretdata import LAST_APPLIED
+
+        # As kubectl describe: never the applied configuration (it holds the values).
+        annotations = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
     lines.append(
         "Annotations:  "
         + (
@@ -71,6 +77,10 @@ def describe(
             f"PreemptionPolicy:  {manifest.get('preemptionPolicy') or 'PreemptLowerPriority'}",
             f"Description:       {manifest.get('description') or '<none>'}",
         ]
+    if item["kind"] == "Secret":
+        lines += secret_lines(manifest)
+    if item["kind"] == "ConfigMap":
+        lines += config_map_lines(manifest)
     for section in ("spec", "status"):
         if manifest.get(section):
             body = yaml.safe_dump(manifest[section], sort_keys=False).rstrip().splitlines()
@@ -81,6 +91,39 @@ def describe(
     shown = kube_events.correlate(kube_events.events_of(item, events, related))
     lines += event_lines(shown, now_ns)
     return "\n".join(lines)
+
+
+def secret_lines(manifest: dict[str, Any]) -> list[str]:
+    """kubectl's ``describe secret``: the type, and each key with its size, never its value."""
+    lines = [f"Type:         {manifest.get('type') or 'Opaque'}", "", "Data", "===="]
+    for key, text in sorted((manifest.get("data") or {}).items()):
+        lines.append(f"{key}:  {_size_of(text)} bytes")
+    return lines
+
+
+def _size_of(text: str) -> str:
+    """A value's size: the decoded base64 of an opened secret, or the sealed value's note."""
+    import base64
+    import binascii
+
+    match = re.fullmatch(r"<sealed, (\d+) bytes>", text)
+    if match:
+        return match.group(1)
+    try:
+        return str(len(base64.b64decode(text, validate=True)))
+    except (binascii.Error, ValueError):
+        return "?"
+
+
+def config_map_lines(manifest: dict[str, Any]) -> list[str]:
+    """kubectl's ``describe configmap``: each key and its value, then the binary keys' sizes."""
+    lines = ["", "Data", "===="]
+    for key, value in sorted((manifest.get("data") or {}).items()):
+        lines += [f"{key}:", "----", value, ""]
+    lines += ["", "BinaryData", "===="]
+    for key, text in sorted((manifest.get("binaryData") or {}).items()):
+        lines.append(f"{key}: {_size_of(text)} bytes")
+    return lines
 
 
 EVENT_COLUMNS = ("Type", "Reason", "Age", "From", "Message")

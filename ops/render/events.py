@@ -35,8 +35,18 @@ def event_dict(event: StoredEvent) -> dict[str, Any]:
         "correlation_id": e.correlation_id,
         "causation_id": e.causation_id,
         "summary": summarize(e.type, e.payload),
-        "payload": e.payload,
+        "payload": as_in_the_log(e.kind, e.payload),
     }
+
+
+def as_in_the_log(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """An event's payload as readers of the log are shown it: a Secret's values as
+    ``<sealed, N bytes>``, not their sealed text."""
+    if kind != "Secret" or not isinstance(payload.get("manifest"), dict):
+        return payload
+    from core.access.secretdata import redacted_manifest
+
+    return {**payload, "manifest": redacted_manifest(payload["manifest"])}
 
 
 def resource_name(kind: str, name: str) -> str:

@@ -206,6 +206,24 @@ def _event_row(event: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
 
 _SUBJECT_COLUMNS = ["USERS", "GROUPS", "SERVICEACCOUNTS"]
 
+
+def _config_map_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """kubectl's DATA: how many keys, ``data`` and ``binaryData`` together."""
+    manifest = item["manifest"]
+    count = len(manifest.get("data") or {}) + len(manifest.get("binaryData") or {})
+    return [item["name"], str(count), age(item["created_ns"], now_ns)]
+
+
+def _secret_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    manifest = item["manifest"]
+    return [
+        item["name"],
+        str(manifest.get("type") or "Opaque"),
+        str(len(manifest.get("data") or {})),
+        age(item["created_ns"], now_ns),
+    ]
+
+
 COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "Pod": (
         ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
@@ -249,6 +267,8 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "ClusterRole": (["NAME", "CREATED AT"], [], _created_at_row),
     "RoleBinding": (["NAME", "ROLE", "AGE"], _SUBJECT_COLUMNS, _binding_row),
     "ClusterRoleBinding": (["NAME", "ROLE", "AGE"], _SUBJECT_COLUMNS, _binding_row),
+    "ConfigMap": (["NAME", "DATA", "AGE"], [], _config_map_row),
+    "Secret": (["NAME", "TYPE", "DATA", "AGE"], [], _secret_row),
     # kube lists SUBOBJECT and SOURCE before MESSAGE with -o wide; here the wide columns follow
     "Event": (
         ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],

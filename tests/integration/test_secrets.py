@@ -10,6 +10,8 @@ from typing import Any
 
 import msgpack
 import pytest
+import yaml
+from click.testing import Result
 from nats.aio.client import Client
 
 from core.access.secretdata import SecretUnreadable, open_manifest
@@ -21,8 +23,16 @@ from streams.commandbus import CommandClient, CommandFailed
 from streams.definitions import AUDIT_STREAM, FLEET_STREAM
 from streams.eventstore import EventStore
 from streams.subjects import command_subject, event_subject
+from tests.integration.support import cli
 
 pytestmark = pytest.mark.integration
+
+
+async def ok(server: str, *args: str) -> Result:
+    result = await cli(server, *args)
+    assert result.exit_code == 0, result.output
+    return result
+
 
 VALUE = "hunter2-correct-horse-battery"
 
@@ -159,3 +169,40 @@ async def test_a_gateway_without_a_cluster_key_refuses_secrets(
     )  # fmt: skip
     assert answer["error"]["code"] == "unavailable", answer
     assert await events_of(store, "Secret", "k") == []
+
+
+async def test_the_cli_shows_a_secret_to_its_reader_and_only_sizes_from_the_log(
+    nats_server: Any, client: CommandClient, queries: None
+) -> None:
+    url = nats_server.url
+    await client.send("Secret", "apply", {"manifest": secret("app", stringData={"token": VALUE})})
+    changed = await client.send(
+        "Secret", "apply", {"manifest": secret("app", stringData={"token": VALUE + "-2"})}
+    )
+    await client.send(
+        "ConfigMap", "apply",
+        {"manifest": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"},
+                      "data": {"mode": "fast"}}},
+    )  # fmt: skip
+
+    shown = yaml.safe_load((await ok(url, "get", "secret", "app", "-o", "yaml")).stdout)
+    assert base64.b64decode(shown["data"]["token"]).decode() == VALUE + "-2"
+    table = (await ok(url, "get", "secrets")).stdout.splitlines()
+    assert table[0].split() == ["NAME", "TYPE", "DATA", "AGE"]
+    assert table[1].split()[:3] == ["app", "Opaque", "1"]
+    described = (await ok(url, "describe", "secret", "app")).stdout
+    assert f"token:  {len(VALUE) + 2} bytes" in described and VALUE not in described
+    assert "mode:\n----\nfast" in (await ok(url, "describe", "configmap", "cfg")).stdout
+
+    # The log's readers: that the value changed, and its size, never the value.
+    history = (await ok(url, "history", "secret/app")).stdout
+    assert "changed data.token" in history
+    as_json = (await ok(url, "history", "secret/app", "-o", "json")).stdout
+    before = (await ok(url, "get", "secret", "app", "--at", str(changed.seqs[0] - 1),
+                       "-o", "yaml")).stdout  # fmt: skip
+    replayed = (await ok(url, "replay", "--to", "now")).stdout
+    for text in (history, as_json, before, replayed):
+        assert VALUE not in text and base64.b64encode(VALUE.encode()).decode() not in text
+        assert "fleetlog-sealed" not in text
+    assert yaml.safe_load(before)["data"] == {"token": f"<sealed, {len(VALUE)} bytes>"}
+    assert f"<sealed, {len(VALUE) + 2} bytes>" in replayed

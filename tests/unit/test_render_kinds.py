@@ -109,6 +109,8 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "ops"}],
     },
+    "ConfigMap": {"apiVersion": "v1", "kind": "ConfigMap", "data": {"mode": "fast"}},
+    "Secret": {"apiVersion": "v1", "kind": "Secret", "stringData": {"password": "s3cret"}},
 }
 
 NAMES = {"IPAddress": "100.64.0.20", "NodePortAllocation": "30080", "PodCIDR": "100.96.3.0-24"}
@@ -161,6 +163,19 @@ def test_every_kind_renders_as_yaml_and_json(kind: str) -> None:
     assert full["metadata"]["uid"] == "uid-1" and full["metadata"]["resourceVersion"] == "7"
     assert yaml.safe_load(render.to_yaml([full])) == full
     assert json.loads(render.to_json(full)) == full
+
+
+def test_config_maps_and_secrets_show_kubectls_columns() -> None:
+    config = render.object_table(
+        "ConfigMap", [item("ConfigMap", defaulted("ConfigMap"))], now_ns=NOW, wide=False,
+        show_namespace=False,
+    )  # fmt: skip
+    assert config.splitlines() == ["NAME    DATA    AGE", "x       1       90s"]
+    secret = render.object_table(
+        "Secret", [item("Secret", defaulted("Secret"))], now_ns=NOW, wide=False,
+        show_namespace=False,
+    )  # fmt: skip
+    assert secret.splitlines() == ["NAME    TYPE    DATA    AGE", "x       Opaque  1       90s"]
 
 
 def test_a_kind_without_columns_gets_kubectls_default_ones() -> None:
