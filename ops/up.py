@@ -76,7 +76,7 @@ from streams.connection import connect, in_outage
 from streams.definitions import ensure_streams, open_snapshots
 from streams.eventstore import EventStore
 from streams.repository import AggregateRepository
-from streams.secretkeys import CLUSTER_KEY_FILE, load_cluster_key
+from streams.secretkeys import CLUSTER_KEY_FILE, SecretKeys, load_cluster_key
 from streams.server import EmbeddedServer, ServerError
 
 log = structlog.get_logger(__name__)
@@ -361,7 +361,9 @@ async def serve(
                         )  # fmt: skip
                         roles.append(tasks.create_task(replicas.run()))
                     if api is not None:
-                        apiserver = _api_server(nc, projection, store, api, service_ranges)
+                        apiserver = _api_server(
+                            nc, projection, store, api, service_ranges, gateway.secret_keys
+                        )
                         await apiserver.start()
                         roles.append(tasks.create_task(_serve_api(apiserver)))
                     if agent_root is not None:
@@ -396,6 +398,7 @@ def _api_server(
     store: EventStore,
     options: APIOptions,
     ranges: ServiceRanges,
+    secret_keys: SecretKeys | None,
 ) -> APIServer:
     from core.kubeapi.tables import Columns
     from ops.render.objects import COLUMNS
@@ -419,6 +422,7 @@ def _api_server(
         columns=columns,
         host=options.host,
         port=options.port,
+        secret_keys=secret_keys,
     )
 
 

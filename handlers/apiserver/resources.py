@@ -16,6 +16,7 @@ one that is not served yet is refused with a Status that says so, never faked.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ from typing import Any
 from aiohttp import web
 from nats.aio.client import Client
 
+from core.access.secretdata import redacted_manifest
 from core.errors import FieldError, FleetError
 from core.kubeapi import fieldsets
 from core.kubeapi.objects import Preconditions, api_object, list_object, writable
@@ -63,6 +65,7 @@ from projections.runtime import Projection
 from streams.commandbus import CommandClient, NoGateway
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
+from streams.secretkeys import SecretKeys
 from streams.subjects import event_filter
 
 READ_WAIT_S = 5.0
@@ -94,12 +97,14 @@ class Resources:
         store: EventStore,
         columns: Mapping[str, Columns],
         watches: Watches,
+        secret_keys: SecretKeys | None = None,
     ) -> None:
         self._nc = nc
         self._projection = projection
         self._store = store
         self._columns = columns
         self._watches = watches
+        self._secret_keys = secret_keys
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -213,6 +218,20 @@ class Resources:
         """Any object in the read model (a subresource's other party: a binding's node)."""
         return self._projection.model.get(kind, namespace, name)
 
+    async def shown(self, record: ObjectRecord) -> ObjectRecord:
+        """The object as its reader sees it: a Secret with its values opened (the read model,
+        like the log, holds them sealed), as kube-apiserver answers a get; every write of a
+        Secret starts from this, so a patch changes values, never their sealed text."""
+        if record.kind != "Secret":
+            return record
+        if self._secret_keys is None:
+            manifest = redacted_manifest(record.manifest)
+        else:
+            manifest = await self._secret_keys.opened(
+                record.manifest, namespace=record.namespace, name=record.name, uid=record.uid
+            )
+        return dataclasses.replace(record, manifest=manifest)
+
     def as_api_object(self, resource: APIResource, record: ObjectRecord) -> dict[str, Any]:
         return api_object(
             resource,
@@ -230,6 +249,7 @@ class Resources:
         record = self.record(path)
         if record is None:
             raise not_found_object(path)
+        record = await self.shown(record)
         obj = self.as_api_object(path.resource, record)
         if fmt == "table":
             columns = columns_for(self._columns, path.resource.kind)
@@ -300,7 +320,7 @@ class Resources:
                 more = True
                 remaining += 1
                 continue
-            obj = self.as_api_object(resource, record)
+            obj = self.as_api_object(resource, await self.shown(record))
             if fmt == "table":
                 obj = table_row(columns, item, obj, now_ns=now_ns, include=include)
             items.append(obj)
@@ -404,6 +424,10 @@ class Resources:
         return after
 
     async def after_write(self, path: ResourcePath, name: str, seq: int) -> ObjectRecord | None:
+        record = await self._after_write(path, name, seq)
+        return await self.shown(record) if record is not None else None
+
+    async def _after_write(self, path: ResourcePath, name: str, seq: int) -> ObjectRecord | None:
         if seq:
             await self._projection.wait_for(seq, timeout=READ_WAIT_S)
         return self.record(path, name)
@@ -447,6 +471,7 @@ class Resources:
         record = self.record(path)
         if record is None:
             raise not_found_object(path)
+        record = await self.shown(record)
         expected = check_preconditions(path, record, written.preconditions)
         manifest = _managed_update(
             request, path.resource, record.manifest, written.manifest, _stated_managers(body),
@@ -486,6 +511,7 @@ class Resources:
             record = self.record(path)
             if record is None:
                 raise not_found_object(path)
+            record = await self.shown(record)
             current = self.as_api_object(path.resource, record)
             patched = apply_patch(media, current, body)
             written = writable(patched, path.resource, namespace=path.namespace or "",
@@ -532,6 +558,8 @@ class Resources:
         for attempt in range(PATCH_ATTEMPTS):
             await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
             record = self.record(path)
+            if record is not None:
+                record = await self.shown(record)
             if record is None:
                 self._check_namespace(path)
             elif config.preconditions != Preconditions():

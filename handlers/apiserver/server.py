@@ -36,6 +36,7 @@ from handlers.apiserver.watch import Watches
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.eventstore import EventStore
+from streams.secretkeys import SecretKeys
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +78,10 @@ class APIServer:
         port: int = 6443,
         authenticate: Authenticator = client_certificate,
         bookmark_every_s: float = 60.0,
+        secret_keys: SecretKeys | None = None,
     ) -> None:
+        """``secret_keys``: how a Secret's values are opened for a get (without them, a
+        Secret is shown with each value ``<sealed, N bytes>``)."""
         self._host = host
         self._port = port
         self.pki = pki
@@ -86,8 +90,9 @@ class APIServer:
         self._openapi = discovery.OpenAPI(self._version)
         self.watches = Watches(projection, store, bookmark_every_s=bookmark_every_s)
         self._resources = Resources(
-            nc=nc, projection=projection, store=store, columns=columns, watches=self.watches
-        )
+            nc=nc, projection=projection, store=store, columns=columns, watches=self.watches,
+            secret_keys=secret_keys,
+        )  # fmt: skip
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
 

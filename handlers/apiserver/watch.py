@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from core.access.secretdata import redacted_manifest
 from core.kubeapi.objects import api_object, bookmark
 from core.kubeapi.resources import APIResource
 from core.kubeapi.status import gone, too_large_resource_version
@@ -167,9 +168,14 @@ class WatchRequest:
 
 
 def object_of(resource: APIResource, item: Item, resource_version: int) -> dict[str, Any]:
+    manifest = item["manifest"]
+    if resource.kind == "Secret":
+        # A watch replays the log, where a Secret's values are sealed: it shows their sizes
+        # (a get shows the values).
+        manifest = redacted_manifest(manifest)
     return api_object(
         resource,
-        manifest=item["manifest"],
+        manifest=manifest,
         namespace=item["namespace"],
         uid=item["uid"],
         resource_version=resource_version,
