@@ -18,6 +18,7 @@ from typing import Any
 
 from nats.aio.client import Client
 
+from core.access.secretdata import open_manifest
 from core.config.consume import referenced
 from core.errors import FleetError, NotFound
 from projections.cluster import ClusterModel
@@ -82,9 +83,13 @@ class PodConfigService:
             record = model.get("Secret", namespace, secret_name)
             if record is None or self._secret_keys is None:
                 continue
-            opened = await self._secret_keys.opened(
-                record.manifest, namespace=namespace, name=secret_name, uid=record.uid
-            )
+            data_key = await self._secret_keys.find(record.uid)
+            if data_key is None:
+                continue  # its key is gone: its values open for nobody, as if deleted
+            opened = open_manifest(
+                record.manifest, data_key=data_key, namespace=namespace, name=secret_name,
+                uid=record.uid,
+            )  # fmt: skip
             secrets[secret_name] = {
                 k: base64.b64decode(v) for k, v in (opened.get("data") or {}).items()
             }

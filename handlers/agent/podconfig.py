@@ -5,9 +5,9 @@ asks ``fleet.qry.podconfig`` for the values of the objects one pod references
 (``projections.podconfig``, which answers only for pods bound to this node), and writes each
 configMap or secret volume into the pod's directory (``<root>/pods/<uid>/volumes/<name>``,
 0700, each file with its ``defaultMode`` or item ``mode``), from where the runtime binds it
-read-only at the container's ``mountPath``. A volume is rewritten whole on each start, so a
-restarted container sees the values as they are then (the kubelet refreshes them live; this
-does not yet).
+read-only at the container's ``mountPath``. The values are read when the pod starts and again
+when a container restarts, so a restarted container sees them as they are then (the kubelet
+also refreshes a mounted volume while the container runs; this does not yet).
 """
 
 from __future__ import annotations
@@ -73,24 +73,35 @@ def write_volumes(
     directory: Path, manifest: Mapping[str, Any], sources: ConfigSources
 ) -> dict[str, Path]:
     """Write every configMap and secret volume of the pod under ``directory``; volume name ->
-    its directory. :class:`ConfigUnavailable` for a volume that cannot be made."""
+    its directory. :class:`ConfigUnavailable` for a volume that cannot be made. A volume
+    written before is updated in place (files rewritten, files no longer in it removed): a
+    running container has it bound, and a directory replaced under it would vanish from its
+    view."""
     written: dict[str, Path] = {}
     for volume in (manifest.get("spec") or {}).get("volumes") or ():
         files = volume_files(volume, sources)
         if files is None:
             continue
-        target = directory / str(volume["name"])
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True, mode=0o700)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(directory, 0o700)
+        target = directory / str(volume["name"])
+        target.mkdir(exist_ok=True, mode=0o700)
+        for stale in sorted(target.rglob("*"), reverse=True):
+            relative = str(stale.relative_to(target))
+            if stale.is_file() and relative not in files:
+                stale.unlink()
+            elif stale.is_dir() and not any(f.startswith(relative + "/") for f in files):
+                shutil.rmtree(stale)
         for relative, (content, mode) in files.items():
             path = target / relative
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            # Written aside and renamed over: a reader never sees half a value.
+            aside = path.with_name(f".{path.name}.new")
+            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as out:
                 out.write(content)
-            os.chmod(path, mode & 0o777)
+            os.chmod(aside, mode & 0o777)
+            os.replace(aside, path)
         # Readable by the workload however it runs; the directory above stays the agent's.
         os.chmod(target, 0o755)
         written[str(volume["name"])] = target

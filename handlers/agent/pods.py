@@ -217,6 +217,8 @@ class PodWorker:
         self._volumes: dict[str, Path] = {}
         self._waiting_for: dict[str, tuple[str, str]] = {}
         self._waits = 0
+        self._configured_at: dict[str, int] = {}
+        """The restart count of each container whose start last read the configuration."""
         self._config_problem: str | None = None
         """Why the pod's configMap or secret volumes cannot be made, if they cannot."""
 
@@ -447,6 +449,8 @@ class PodWorker:
             config=self._sources,
         )
         try:
+            if self._config_problem is not None:
+                raise ContainerConfigError(self._config_problem)
             env = container_environment(container, facts)
         except ContainerConfigError as exc:
             raise ContainerStartError(
@@ -499,6 +503,11 @@ class PodWorker:
             checkpoint()
             if pending_exit is None:
                 if running is None:
+                    if restart_count > self._configured_at.get(name, 0):
+                        # A restart reads the pod's ConfigMaps and Secrets as they are now,
+                        # as the kubelet does.
+                        await self._configure()
+                    self._configured_at[name] = restart_count
                     running = await self._start(container, restart_count)
                     if running is None:  # it could not start: recorded as an exit
                         pending_exit = self._outcomes[name]

@@ -192,3 +192,42 @@ async def test_a_node_gets_the_values_only_of_pods_bound_to_it(node: Node) -> No
     assert (await ask(NODE))["secrets"] == {"t": {"k": b"v"}}
     other = await ask("another-node")
     assert not other["ok"] and other["error"]["code"] == "forbidden"
+
+
+async def test_a_restarted_container_reads_the_secret_as_it_is_now(
+    node: Node, tmp_path: Path
+) -> None:
+    def secret(value: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "rotating"},
+                "stringData": {"v": value}}  # fmt: skip
+
+    await node.client.send("Secret", "apply", {"manifest": secret("first")})
+    mount = tmp_path / "rotating"
+    code = (
+        "import os, sys, time; p = os.environ['MOUNT'];"
+        "print('ENV=' + os.environ['V'] + ' FILE=' + open(p + '/v').read(), flush=True);"
+        "time.sleep(0.5); sys.exit(1)"
+    )
+    manifest = pod(
+        "rotator", code,
+        env=[{"name": "MOUNT", "value": str(mount)},
+             {"name": "V", "valueFrom": {"secretKeyRef": {"name": "rotating", "key": "v"}}}],
+        volumeMounts=[{"name": "s", "mountPath": str(mount)}],
+        volumes=[{"name": "s", "secret": {"secretName": "rotating"}}],
+    )  # fmt: skip
+    manifest["spec"]["restartPolicy"] = "Always"
+    await node.client.send("Pod", "apply", {"manifest": manifest})
+
+    def printed() -> list[str]:
+        return [
+            c.stdout_path.read_text().strip()
+            for c in node.runtime.seen
+            if c.spec.pod_name == "rotator" and c.stdout_path.exists()
+        ]
+
+    async def said(line: str) -> bool:
+        return line in printed()
+
+    await eventually(lambda: said("ENV=first FILE=first"), timeout=20)
+    await node.client.send("Secret", "apply", {"manifest": secret("second")})
+    await eventually(lambda: said("ENV=second FILE=second"), timeout=30)
