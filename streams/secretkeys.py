@@ -23,6 +23,7 @@ from nats.js.kv import KeyValue
 
 from core.access.secretdata import (
     KEY_BYTES,
+    keyed_fingerprint,
     open_manifest,
     redacted_manifest,
     unwrap_data_key,
@@ -63,6 +64,10 @@ class SecretKeys:
         self._nc = nc
         self._cluster_key = cluster_key
         self._kv: KeyValue | None = None
+
+    def fingerprint(self, request_hash: str) -> str:
+        """A Secret command's fingerprint, keyed (``secretdata.keyed_fingerprint``)."""
+        return keyed_fingerprint(self._cluster_key, request_hash)
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:

@@ -104,6 +104,18 @@ def redacted(sealed: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def keyed_fingerprint(cluster_key: bytes, request_hash: str) -> str:
+    """A command's fingerprint as a Secret's events may carry it (in their write token): the
+    plain hash of a request holding a value would let a reader of the log test guesses of the
+    value against it, so it is keyed (HMAC-SHA256 under a key derived from the cluster key,
+    the same in every gateway, so a retry reaching another gateway finds its events)."""
+    import hashlib
+    import hmac
+
+    derived = hmac.new(cluster_key, b"fleetlog-request-fingerprint-v1", hashlib.sha256).digest()
+    return hmac.new(derived, request_hash.encode(), hashlib.sha256).hexdigest()
+
+
 def wrap_data_key(cluster_key: bytes, data_key: bytes) -> bytes:
     """The data key as stored outside the log (RFC 3394 AES key wrap under the cluster key)."""
     from cryptography.hazmat.primitives.keywrap import aes_key_wrap

@@ -82,7 +82,11 @@ class Execute:
         command, ref = ctx.command, ctx.ref
         assert command is not None and ref is not None
         # The write token names this exact request: a retry reuses it, a reused key does not.
-        token = f"{command.idempotency_key}.{ctx.request_hash[:16]}"
+        # It is stored with the events: a Secret's is keyed, as its request holds values.
+        fingerprint = (
+            self._keys().fingerprint(ctx.request_hash) if ref.kind == "Secret" else ctx.request_hash
+        )
+        token = f"{command.idempotency_key}.{fingerprint[:16]}"
         provenance = Provenance(
             actor=ctx.actor,
             correlation_id=ctx.correlation_id,

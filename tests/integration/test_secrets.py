@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 from typing import Any
 
 import msgpack
@@ -206,3 +207,30 @@ async def test_the_cli_shows_a_secret_to_its_reader_and_only_sizes_from_the_log(
         assert "fleetlog-sealed" not in text
     assert yaml.safe_load(before)["data"] == {"token": f"<sealed, {len(VALUE)} bytes>"}
     assert f"<sealed, {len(VALUE) + 2} bytes>" in replayed
+
+
+async def test_a_secret_commands_fingerprint_in_the_log_is_keyed(
+    gateway: Gateway, client: CommandClient, nc: Client
+) -> None:
+    """The write token stored with each event holds a fingerprint of the request; a plain hash
+    of a request holding a secret value would let a reader of the log test guesses of it."""
+
+    def plain_fingerprint(kind: str, body: dict[str, Any]) -> bytes:
+        request = [command_subject(kind, "apply"), client.actor, body, None]
+        return hashlib.sha256(msgpack.packb(request, use_bin_type=True)).hexdigest()[:16].encode()
+
+    config = {"manifest": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                           "data": {"pin": "1234"}}}  # fmt: skip
+    sealed = {"manifest": secret("pin", stringData={"pin": "1234"})}
+    await client.send("ConfigMap", "apply", config)
+    await client.send("Secret", "apply", sealed)
+    raw = await stream_bytes(nc, FLEET_STREAM)
+    assert plain_fingerprint("ConfigMap", config) in raw  # what a plain fingerprint looks like
+    assert plain_fingerprint("Secret", sealed) not in raw
+    # A retry (same key, same request) is still answered with the first outcome.
+    key = "retry-of-pin-secret"
+    first = await client.send("Secret", "apply", {"manifest": secret("pin2", stringData={"a": "1"})},
+                              idempotency_key=key)  # fmt: skip
+    again = await client.send("Secret", "apply", {"manifest": secret("pin2", stringData={"a": "1"})},
+                              idempotency_key=key)  # fmt: skip
+    assert again.replayed and again.seqs == first.seqs
