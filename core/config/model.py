@@ -71,7 +71,7 @@ class ConfigMap(ResourceBase):
         data, binary = self.data or {}, self.binary_data or {}
         _key_problems(found, data, "data")
         _key_problems(found, binary, "binaryData")
-        size = sum(len(k) + len(v.encode()) for k, v in data.items())
+        size = sum(len(v.encode()) for v in data.values())
         for key, text in binary.items():
             if key in data:
                 found.add(invalid(key, "duplicate of key present in data"), "binaryData")
@@ -79,7 +79,7 @@ class ConfigMap(ResourceBase):
             if raw is None:
                 found.add("Invalid value: illegal base64 data", "binaryData", key)
                 continue
-            size += len(key) + len(raw)
+            size += len(raw)
         if size > MAX_SIZE:
             found.add(f"Too long: may not be more than {MAX_SIZE} bytes", "data")
         found.check()
@@ -101,8 +101,9 @@ class Secret(ResourceBase):
     @model_validator(mode="after")
     def _check(self) -> Self:
         found = Problems()
-        _key_problems(found, self.data or {}, "data")
-        _key_problems(found, self.string_data or {}, "stringData")
+        # The API server merges stringData into data before validating: a bad key of either
+        # is reported under data.
+        _key_problems(found, {**(self.data or {}), **(self.string_data or {})}, "data")
         values: dict[str, bytes] = {}
         for key, text in (self.data or {}).items():
             raw = decode_base64(text)
@@ -119,7 +120,7 @@ class Secret(ResourceBase):
             self.string_data = None
         if not self.type:
             self.type = OPAQUE
-        if sum(len(k) + len(v) for k, v in values.items()) > MAX_SIZE:
+        if sum(len(v) for v in values.values()) > MAX_SIZE:
             found.add(f"Too long: may not be more than {MAX_SIZE} bytes", "data")
         found.extend(type_problems(self.type, values, self.metadata.annotations or {}).items)
         found.check()

@@ -44,7 +44,7 @@ def test_string_data_is_merged_into_data_and_wins_and_the_type_defaults_to_opaqu
     ("kind", "body", "problem"),
     [
         ("Secret", {"stringData": {"a b": "v"}},
-         "stringData[\"a b\"]: Invalid value \"a b\": a valid config key must consist of "
+         "data[\"a b\"]: Invalid value \"a b\": a valid config key must consist of "
          "alphanumeric characters, '-', '_' or '.'"),
         ("ConfigMap", {"data": {"..": "v"}}, "data[..]: Invalid value \"..\": must not be '..'"),
         ("Secret", {"data": {"k": "not base64!"}}, "data.k: Invalid value: illegal base64 data"),
@@ -57,9 +57,9 @@ def test_string_data_is_merged_into_data_and_wins_and_the_type_defaults_to_opaqu
          "data[.dockerconfigjson]: Invalid value: <secret contents redacted>"),
         ("Secret", {"type": "kubernetes.io/service-account-token"},
          "metadata.annotations[kubernetes.io/service-account.name]: Required value"),
-        ("Secret", {"stringData": {"k": "x" * (1024 * 1024)}},
+        ("Secret", {"stringData": {"k": "x" * (1024 * 1024 + 1)}},
          "data: Too long: may not be more than 1048576 bytes"),
-        ("ConfigMap", {"data": {"k": "x" * (1024 * 1024)}},
+        ("ConfigMap", {"data": {"k": "x" * (1024 * 1024), "l": "y"}},
          "data: Too long: may not be more than 1048576 bytes"),
         ("ConfigMap", {"data": {"a": "1"}, "binaryData": {"a": "MQ=="}},
          "binaryData: Invalid value \"a\": duplicate of key present in data"),
@@ -69,6 +69,13 @@ def test_invalid_config_maps_and_secrets_are_refused_in_kubes_words(
     kind: str, body: dict[str, Any], problem: str
 ) -> None:
     assert problem in rejected(doc(kind, **body))
+
+
+def test_a_secret_or_config_map_of_exactly_1_mib_of_values_is_accepted() -> None:
+    # Only the values count, as in kube (not the keys).
+    parse_manifest(doc("Secret", stringData={"k": "x" * (1024 * 1024)}))
+    parse_manifest(doc("ConfigMap", data={"k": "x" * (512 * 1024)},
+                       binaryData={"b": base64.b64encode(b"y" * (512 * 1024)).decode()}))  # fmt: skip
 
 
 def test_a_tls_secret_with_both_keys_and_an_unknown_type_are_accepted() -> None:
