@@ -423,10 +423,16 @@ class PodWorker:
 
     def _mounts(self, container: dict[str, Any]) -> tuple[tuple[str, str], ...]:
         mounts = container_mounts(container, self._volumes)
-        for _, target in mounts:
+        for source, target in mounts:
             # The mount point must exist in the view bound over (bwrap cannot make one in a
-            # read-only root): an empty directory, as a container runtime makes in a rootfs.
-            Path(target).mkdir(parents=True, exist_ok=True)
+            # read-only root): an empty directory (an empty file for a subPath that is a
+            # file), as a container runtime makes in a rootfs.
+            point = Path(target)
+            if Path(source).is_file():
+                point.parent.mkdir(parents=True, exist_ok=True)
+                point.touch(exist_ok=True)
+            else:
+                point.mkdir(parents=True, exist_ok=True)
         return mounts
 
     def _container_spec(self, container: dict[str, Any], restart_count: int) -> ContainerSpec:

@@ -116,6 +116,7 @@ async def test_a_pod_sees_its_secret_and_config_map_as_variables_and_files(
     )  # fmt: skip
     await node.client.send("ConfigMap", "apply", {"manifest": config_map("settings", mode="fast")})
     mount = tmp_path / "mounted" / "db"
+    one = tmp_path / "mounted" / "only-the-password"
     code = (
         "import os, stat; p = os.environ.get('MOUNT');"
         "print('PASSWORD=' + os.environ.get('DB_PASSWORD', '-'));"
@@ -125,12 +126,14 @@ async def test_a_pod_sees_its_secret_and_config_map_as_variables_and_files(
         "print('FILE=' + open(os.path.join(p, 'pw')).read());"
         "print('PERM=' + oct(stat.S_IMODE(os.stat(os.path.join(p, 'pw')).st_mode)));"
         "print('FILES=' + ','.join(sorted(os.listdir(p))));"
+        "print('ONE=' + open(os.environ['ONE']).read());"
         "print('END')"
     )
     manifest = pod(
         "reader", code,
         env=[
             {"name": "MOUNT", "value": str(mount)},
+            {"name": "ONE", "value": str(one)},
             {"name": "DB_PASSWORD",
              "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
             {"name": "MODE",
@@ -139,7 +142,8 @@ async def test_a_pod_sees_its_secret_and_config_map_as_variables_and_files(
              "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k", "optional": True}}},
         ],
         envFrom=[{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
-        volumeMounts=[{"name": "creds", "mountPath": str(mount), "readOnly": True}],
+        volumeMounts=[{"name": "creds", "mountPath": str(mount), "readOnly": True},
+                      {"name": "creds", "mountPath": str(one), "subPath": "pw"}],
         volumes=[{"name": "creds", "secret": {
             "secretName": "db", "defaultMode": 0o400,
             "items": [{"key": "password", "path": "pw"}]}}],
@@ -149,6 +153,7 @@ async def test_a_pod_sees_its_secret_and_config_map_as_variables_and_files(
     assert f"PASSWORD={PASSWORD}" in printed and f"FILE={PASSWORD}" in printed
     assert "MODE=fast" in printed and "CFG_mode=fast" in printed
     assert "MISSING=unset" in printed and "PERM=0o400" in printed and "FILES=pw" in printed
+    assert f"ONE={PASSWORD}" in printed  # a subPath mount: one file of the volume
     # Bound in the container's view only: the host's mount point stays empty.
     assert list(mount.iterdir()) == []
 
