@@ -119,7 +119,8 @@ async def test_apply_and_delete_of_a_manifest_with_an_unknown_kind_do_the_rest_a
     by_name = await cli(url, "--as", "user:walker", "delete", "gizmos", "g")
     assert by_name.exit_code == 1
     assert by_name.stderr.startswith(
-        'error: the server doesn\'t have a resource type "gizmos"; known: clusterrole, clusterrolebinding, deployment'
+        'error: the server doesn\'t have a resource type "gizmos"; known: clusterrole, '
+        "clusterrolebinding, configmap, deployment"
     )
 
     # Every refusal was the gateway's, so each is in the audit trail: who, what, why.
