@@ -148,6 +148,10 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM (or cancellation)."""
     server: EmbeddedServer | None = None
     url = options.nats_url
+    # The log's copy on disk, the history index, keys and container output live here: its
+    # owner's alone (the parts a container must reach are below, opened for it on purpose).
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(options.data_dir, 0o700)
     if url is None:
         server = EmbeddedServer(
             data_dir=options.data_dir,

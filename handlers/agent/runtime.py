@@ -141,6 +141,12 @@ def installation_of(executable: Path) -> Path:
     return parent.parent if parent.name == "bin" else parent
 
 
+def _owner_only(path: str, flags: int) -> int:
+    """Opens a container's output file readable by the agent's user only: what a program
+    prints may be a secret."""
+    return os.open(path, flags, 0o600)
+
+
 def _start_error(code: int, message: str) -> ContainerStartError:
     status = ExitStatus(
         exit_code=code,
@@ -388,8 +394,8 @@ class ProcessRuntime:
         failcnt_baseline = self.cgroups.memory_failures(handle)
         try:
             with (
-                open(directory / "stdout", "ab") as out,
-                open(directory / "stderr", "ab") as err,
+                open(directory / "stdout", "ab", opener=_owner_only) as out,
+                open(directory / "stderr", "ab", opener=_owner_only) as err,
             ):
                 popen = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd,

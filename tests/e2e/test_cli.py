@@ -9,6 +9,7 @@ import queue
 import random
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -228,6 +229,10 @@ def test_walkthrough_survives_a_restart(cluster: Cluster, tmp_path: Path) -> Non
         e["type"] for e in events
     }
     assert all(e["correlation_id"] and e["causation_id"] for e in events)
+    # The data directory (the log on disk, the history index, keys) is its owner's alone.
+    assert stat.S_IMODE(cluster.data_dir.stat().st_mode) == 0o700
+    history_files = list(cluster.data_dir.glob("history*"))
+    assert history_files and {stat.S_IMODE(p.stat().st_mode) for p in history_files} == {0o600}
     filtered = cluster.cli(
         "events", "--kind", "deployment", "-n", "shop", "--type", "ScaledTo", "-o", "json"
     )
