@@ -198,9 +198,11 @@ class Admit:
         wanted = manifest.get("spec", {}).get("priorityClassName")
         if wanted and wanted not in classes:
             # Just created, perhaps, and not in the read model yet: ask the log.
-            found = (
-                await self._repository.load(AggregateRef("PriorityClass", "", wanted))
-            ).aggregate
+            ref = AggregateRef("PriorityClass", "", wanted)
+            loaded = await self._repository.load(ref)
+            if loaded.aggregate is None and await self._repository.behind_leader([loaded]):
+                loaded = await self._repository.load(ref)  # cached absent, created since
+            found = loaded.aggregate
             if found is not None and found.exists:
                 classes[wanted] = found.manifest
         return resolve_priority(manifest, classes)
@@ -223,7 +225,14 @@ class Admit:
         return validate_limited(limited, manifest, features=self._features)
 
     async def _require_namespace(self, namespace: str) -> None:
-        loaded = await self._repository.load(AggregateRef("Namespace", "", namespace))
+        ref = AggregateRef("Namespace", "", namespace)
+        loaded = await self._repository.load(ref)
+        if (loaded.aggregate is None or not loaded.aggregate.exists) and (
+            await self._repository.behind_leader([loaded])
+        ):
+            # Created since this gateway cached it, or the replica that answered lags: a
+            # refusal is only said on the leader's word.
+            loaded = await self._repository.load(ref)
         if loaded.aggregate is None or not loaded.aggregate.exists:
             raise NotFound(
                 f'namespace "{namespace}" not found: create it first', field="metadata.namespace"
