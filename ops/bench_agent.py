@@ -274,7 +274,11 @@ async def main_async(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fleetlog-bench-agent-"))
     server = EmbeddedServer(data_dir=workdir / "nats", port=free_port())
     await server.start()
-    env = {**os.environ, "FLEETLOG_SERVER": server.url}
+    env = {
+        **os.environ,
+        "FLEETLOG_SERVER": server.url,
+        "FLEETLOG_SEAL_KEY": str(workdir / "seal.key"),
+    }
     sleep = shutil.which("sleep") or "/bin/sleep"
     processes: list[subprocess.Popen[bytes]] = []
     try:

@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 
@@ -32,6 +33,8 @@ from streams.cancellation import checkpoint
 from streams.connection import connect
 from streams.definitions import ensure_streams
 from streams.eventstore import EventStore
+from streams.seal import configured as configured_seal
+from streams.sealing import check_seal_key, writer_seal_key
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +55,9 @@ async def run_gateway(
     nc = await connect(url, name=name, wait=True)
     try:
         await ensure_streams(nc)  # idempotent: a gateway may start before any `fleetlog up`
+        await writer_seal_key()  # before the store: it seals with it
         async with EventStore(nc) as store:
+            await check_seal_key(store, configured_seal())  # refused without the log's key
             gateway = await Gateway.create(
                 nc, store, features=features, service_ranges=service_ranges
             )
@@ -68,10 +73,13 @@ def gateway_command(
     features: FeatureGates,
     service_ranges: ServiceRanges,
     log_level: str,
+    seal_key: Path | None = None,
 ) -> list[str]:
     """The command line of a gateway process configured as ``up`` is."""
+    sealing = ["--seal-key", str(seal_key)] if seal_key is not None else []
     command = [
-        sys.executable, "-m", "ops", "--server", url, "--log-level", log_level, "gateway",
+        sys.executable, "-m", "ops", "--server", url, "--log-level", log_level, *sealing,
+        "gateway",
         "--service-cluster-ip-range", str(service_ranges.cluster_ips),
         "--service-node-port-range", str(service_ranges.node_ports),
     ]  # fmt: skip

@@ -68,13 +68,14 @@ from projections.history import HistoryIndex
 from projections.history_service import HistoryService
 from projections.query import QueryService
 from projections.runtime import Projection
-from streams import jsapi
+from streams import jsapi, seal
 from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient
 from streams.connection import connect, in_outage
 from streams.definitions import ensure_streams, open_snapshots
 from streams.eventstore import EventStore
 from streams.repository import AggregateRepository
+from streams.sealing import open_seal_key
 from streams.server import EmbeddedServer, ServerError
 
 log = structlog.get_logger(__name__)
@@ -89,11 +90,6 @@ RESTART_BACKOFF_S = (0.5, 30.0)
 STABLE_AFTER_S = 60.0
 """A server that ran this long before it exited is restarted after the first wait again."""
 HISTORY_FILE = "history.sqlite3"
-
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "fleetlog"
 
 
 @dataclass
@@ -132,6 +128,13 @@ class UpOptions:
     None: no Kubernetes API (``--no-api``)."""
     replicas: int = 1
     """How many servers of a NATS cluster hold each stream and bucket (``--replicas``)."""
+    seal_key: Path | None = None
+    """The writers' seal key (``--seal-key``); None: ``<data dir>/pki/seal.key``, made on the
+    first start."""
+
+    @property
+    def seal_key_path(self) -> Path:
+        return self.seal_key or self.data_dir / "pki" / "seal.key"
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,7 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                     else None
                 ),
                 replicas=options.replicas,
+                seal_key_path=options.seal_key_path,
             )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -256,6 +260,7 @@ async def serve(
     log_level: str = "info",
     api: APIOptions | None = None,
     replicas: int = 1,
+    seal_key_path: Path | None = None,
 ) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set;
     with ``agent_root``, a node agent for this machine (its containers live there); with
@@ -268,10 +273,15 @@ async def serve(
     ``container_logs``, how the local agent rotates container output;
     ``gateways``, how many gateway processes serve commands (N-1 children beside this one's);
     ``api``, where the Kubernetes API listens (None: it does not);
-    ``replicas``, how many servers hold each stream and bucket."""
+    ``replicas``, how many servers hold each stream and bucket;
+    ``seal_key_path``, the writers' seal key (made, and the log marked sealed, when neither
+    exists; None: nothing is sealed, as in tests of a bare server)."""
     nc = await connect(url, name="fleetlog-up")
     try:
         await ensure_streams(nc, replicas=replicas)
+        if seal_key_path is not None:
+            async with EventStore(nc, seal=False) as unsealed:
+                seal.use(await open_seal_key(unsealed, seal_key_path))
         snapshots = await open_snapshots(nc)
         async with EventStore(nc) as store:
             projection = Projection(ClusterModel(), store)
@@ -347,7 +357,7 @@ async def serve(
                         replicas = GatewayReplicas(
                             gateway_command(
                                 url, features=features, service_ranges=service_ranges,
-                                log_level=log_level,
+                                log_level=log_level, seal_key=seal_key_path,
                             ),
                             gateways - 1,
                         )  # fmt: skip

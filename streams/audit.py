@@ -335,7 +335,9 @@ async def read_audit(
     records: list[AuditRecord] = []
     store = EventStore(nc, stream=AUDIT_STREAM)
 
-    def on_stored(seq: int, stored_subject: str, _stored_ns: int, data: bytes) -> None:
+    def on_stored(
+        seq: int, stored_subject: str, _stored_ns: int, data: bytes, _seal: bytes | None
+    ) -> None:
         try:
             records.append(AuditRecord.decode(data, seq))
         except (ValueError, TypeError, AttributeError) as exc:

@@ -51,10 +51,13 @@ from nats.aio.client import Client
 
 from streams.cancellation import checkpoint
 from streams.jsapi import StreamSubjects
+from streams.seal import seal_from_header_block
 
 log = structlog.get_logger(__name__)
 
-StoredHandler = Callable[[int, str, int, bytes], None]
+StoredHandler = Callable[[int, str, int, bytes, bytes | None], None]
+"""``(seq, subject, stored_ns, data, seal)``: ``seal`` is the message's ``Fleet-Seal`` header
+(see :mod:`streams.seal`), None when it has none."""
 """``handler(seq, subject, stored_ns, data)``: one stored message."""
 
 PULL_BATCH = 4096
@@ -188,7 +191,7 @@ class HandlerFailed(Exception):
 class _ReadProtocol(asyncio.Protocol):
     """One connection: the NATS protocol as far as a pull read needs it."""
 
-    def __init__(self, inbox: bytes, on_data: Callable[[bytes, bytes, bytes], None]) -> None:
+    def __init__(self, inbox: bytes, on_data: Callable[[bytes, bytes, bytes, bytes], None]) -> None:
         self.inbox_prefix = inbox + b"."
         self._on_data = on_data
         self.pull = b""
@@ -255,7 +258,8 @@ class _ReadProtocol(asyncio.Protocol):
                     if size < stop + 2:
                         break
                     if len(parts) == 5:
-                        on_data(parts[0], parts[2], buf[start + int(parts[3]) : stop])
+                        header_end = start + int(parts[3])
+                        on_data(parts[0], parts[2], buf[header_end:stop], buf[start:header_end])
                     else:
                         self._on_reply(parts[0], buf[start:stop], int(parts[2]))
                     pos = stop + 2
@@ -267,7 +271,7 @@ class _ReadProtocol(asyncio.Protocol):
                     if size < stop + 2:
                         break
                     if len(parts) == 4:
-                        on_data(parts[0], parts[2], buf[start:stop])
+                        on_data(parts[0], parts[2], buf[start:stop], b"")
                     else:
                         self._on_reply(parts[0], buf[start:stop], 0)
                     pos = stop + 2
@@ -377,7 +381,7 @@ class BulkRead:
         )
         pull = b""
 
-        def on_data(subject: bytes, reply: bytes, data: bytes) -> None:
+        def on_data(subject: bytes, reply: bytes, data: bytes, header_block: bytes) -> None:
             nonlocal since_pull
             seq, stored_ns, pending = parse_ack_subject(reply)
             if seq <= self.last_seq:
@@ -388,7 +392,10 @@ class BulkRead:
             self.delivered += 1
             if stored_ns >= from_ns:
                 try:
-                    handler(seq, subject.decode(), stored_ns, data)
+                    handler(
+                        seq, subject.decode(), stored_ns, data,
+                        seal_from_header_block(header_block) if header_block else None,
+                    )  # fmt: skip
                 except Exception as exc:
                     raise HandlerFailed from exc
             if seq >= target or pending == 0:
@@ -555,7 +562,7 @@ LIVE_RETRY_MAX_S = 2.0
 class _FollowProtocol(_ReadProtocol):
     """:class:`_ReadProtocol` that also takes the pull requests' idle heartbeats."""
 
-    def __init__(self, inbox: bytes, on_data: Callable[[bytes, bytes, bytes], None]) -> None:
+    def __init__(self, inbox: bytes, on_data: Callable[[bytes, bytes, bytes, bytes], None]) -> None:
         super().__init__(inbox, on_data)
         self.heard = time.monotonic()
 
@@ -628,7 +635,7 @@ class LiveRead(BulkRead):
         next_delivery = 0  # the consumer sequence the next message must carry (0: any)
         pull = b""
 
-        def on_data(subject: bytes, reply: bytes, data: bytes) -> None:
+        def on_data(subject: bytes, reply: bytes, data: bytes, header_block: bytes) -> None:
             nonlocal since_pull, next_delivery
             protocol.heard = time.monotonic()
             tokens = reply.split(b".")
@@ -641,7 +648,10 @@ class LiveRead(BulkRead):
                 self.last_seq = seq
                 self.delivered += 1
                 try:
-                    handler(seq, subject.decode(), stored_ns, data)
+                    handler(
+                        seq, subject.decode(), stored_ns, data,
+                        seal_from_header_block(header_block) if header_block else None,
+                    )  # fmt: skip
                 except Exception as exc:
                     raise HandlerFailed from exc
             since_pull += 1

@@ -29,6 +29,8 @@ commands that use them, and ``tests/integration/test_cli_startup.py`` keeps it s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ops.cli.audit import audit, why
@@ -57,12 +59,44 @@ from ops.cliargs import DEFAULT_SERVER, default_actor
     default=None,
     help="Identity to act as (until authentication exists, the stated identity).",
 )
+@click.option(
+    "--seal-key",
+    envvar="FLEETLOG_SEAL_KEY",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The cluster's seal key (pki/seal.key in the data directory of `fleetlog up`): "
+    "roles that append need it; readers given it skip events no fleetlog writer sealed.",
+)
 @click.option("--log-level", default="warning", show_default=True)
 @click.pass_context
-def main(ctx: click.Context, server: str, actor: str | None, log_level: str) -> None:
+def main(
+    ctx: click.Context, server: str, actor: str | None, seal_key: Path | None, log_level: str
+) -> None:
     """fleetlog: a container orchestrator whose source of truth is an event log."""
     # Logging is set up by ``run`` when a command runs (not for --help), at this level.
-    ctx.obj = {"server": server, "actor": actor or default_actor(), "log_level": log_level}
+    ctx.obj = {
+        "server": server,
+        "actor": actor or default_actor(),
+        "log_level": log_level,
+        "seal_key_path": seal_key,
+    }
+    if seal_key is None and ctx.invoked_subcommand != "up":
+        # On the machine that ran `fleetlog up` with its default data directory, its key is
+        # found with no flag (as its kubeconfig is).
+        from ops.cliargs import default_data_dir
+
+        found = default_data_dir() / "pki" / "seal.key"
+        seal_key = found if found.exists() else None
+    # `up` makes its key on the first start. A key given but not there yet only matters to a
+    # role that appends to a sealed log: it is refused then, naming the path.
+    if seal_key is not None:
+        from streams import seal
+        from streams.seal import SealKeyError, load_seal_key
+
+        try:
+            seal.use(load_seal_key(seal_key) if seal_key.exists() else None, given=seal_key)
+        except SealKeyError as exc:
+            raise click.UsageError(str(exc)) from None
 
 
 for _command in (

@@ -343,7 +343,8 @@ def up(
     service_ranges = _service_ranges(service_cidr, node_port_range)
     container_logs = _container_logs(container_log_max_size, container_log_max_files)
 
-    from ops.up import UpOptions, default_data_dir
+    from ops.cliargs import default_data_dir
+    from ops.up import UpOptions
     from ops.up import up as run_up
 
     if ctx.parent and ctx.parent.params.get("log_level") == "warning":
@@ -367,6 +368,7 @@ def up(
         log_level=ctx.obj["log_level"],
         api_port=None if no_api else api_port,
         replicas=replicas,
+        seal_key=ctx.obj.get("seal_key_path"),
     )
     click.echo(
         f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",
@@ -439,6 +441,8 @@ async def agent(
     from streams.connection import connect
     from streams.definitions import ensure_streams
     from streams.eventstore import EventStore
+    from streams.seal import configured as configured_seal
+    from streams.sealing import check_seal_key, writer_seal_key
 
     node = name or default_node_name()
     machine = machine_capacity()
@@ -447,7 +451,9 @@ async def agent(
     nc = await connect(ctx.obj["server"], name=f"fleetlog-agent-{node}", wait=True)
     await ensure_streams(nc)  # idempotent: an agent may start before any `fleetlog up`
     try:
+        await writer_seal_key()  # before the store: it seals with it
         async with EventStore(nc) as store:
+            await check_seal_key(store, configured_seal())  # refused without the log's key
             if cluster_dns == "auto":
                 dns = _dns_options(await _kube_dns_address(store), cluster_domain)
             node_agent = NodeAgent(
@@ -538,13 +544,17 @@ async def sim(
     from streams.connection import connect
     from streams.definitions import ensure_streams
     from streams.eventstore import EventStore
+    from streams.seal import configured as configured_seal
+    from streams.sealing import check_seal_key, writer_seal_key
 
     extra = dict(label.split("=", 1) for label in labels if "=" in label)
     spec = SimNodeSpec(prefix=prefix, cpu=cpu, memory=memory, pods=pods, labels=extra, zones=zones)
     nc = await connect(ctx.obj["server"], name="fleetlog-sim", wait=True)
     try:
         await ensure_streams(nc)  # idempotent: sim may start before any `fleetlog up`
+        await writer_seal_key()  # before the store: it seals with it
         async with EventStore(nc) as store:
+            await check_seal_key(store, configured_seal())  # refused without the log's key
             nodes = await SimulatedNodes.create(nc, spec, count)
             await nodes.register()
             names = nodes.names
@@ -593,11 +603,15 @@ async def scheduler(
     from streams.connection import connect
     from streams.definitions import ensure_streams
     from streams.eventstore import EventStore
+    from streams.seal import configured as configured_seal
+    from streams.sealing import check_seal_key, writer_seal_key
 
     nc = await connect(ctx.obj["server"], name=f"fleetlog-scheduler-{identity}", wait=True)
     try:
         await ensure_streams(nc)  # idempotent: a replica may start before any `fleetlog up`
+        await writer_seal_key()  # before the store: it seals with it
         async with EventStore(nc) as store:
+            await check_seal_key(store, configured_seal())  # refused without the log's key
             replica = Scheduler(
                 nc, store, identity=identity, features=features, **scheduler_options(configuration)
             )

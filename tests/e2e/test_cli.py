@@ -95,10 +95,21 @@ class Cluster:
         low = 30000 + random.randrange(27) * 100
         self.node_ports = f"{low}-{low + 99}"
 
+    @property
+    def env(self) -> dict[str, str]:
+        """What a fleetlog process of this cluster runs with: its server, a user, and the
+        key its `up` seals the log with (roles that append need it)."""
+        return {
+            **os.environ,
+            "FLEETLOG_SERVER": self.server,
+            "FLEETLOG_USER": "user:e2e",
+            "FLEETLOG_SEAL_KEY": str(self.data_dir / "pki" / "seal.key"),
+        }
+
     def cli(
         self, *args: str, stdin: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "FLEETLOG_SERVER": self.server, "FLEETLOG_USER": "user:e2e"}
+        env = self.env
         result = subprocess.run(
             [sys.executable, "-m", "ops", *args],
             input=stdin,
