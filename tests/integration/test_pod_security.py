@@ -278,3 +278,19 @@ async def post(api: API, path: str, body: dict[str, Any]) -> tuple[int, Any, lis
         session.post(api.url + path, json=body, ssl=context) as response,
     ):
         return response.status, await response.json(), response.headers.getall("Warning", [])
+
+
+async def test_why_and_audit_wide_show_what_admission_did_to_the_command(
+    nc: Client, gateway: Gateway, client: CommandClient, nats_server: Any
+) -> None:
+    await client.send("Namespace", "apply", {"manifest": namespace("shown", warn="restricted")})
+    await client.send("Pod", "create", {"manifest": pod("web", "shown")})
+    await record_of(nc, "web")
+    why = await cli(nats_server.url, "why", "pod/web", "-n", "shown")
+    assert why.exit_code == 0, why.output
+    assert "  admission: mutated by LimitRanger: defaulted cpu, memory request" in why.stdout
+    assert f"  admission: warned by PodSecurity: would {RESTRICTED_VIOLATIONS}" in why.stdout
+    wide = await cli(nats_server.url, "audit", "--name", "web", "-o", "wide")
+    assert wide.exit_code == 0, wide.output
+    assert "ADMISSION" in wide.stdout
+    assert "mutated by DefaultTolerationSeconds" in wide.stdout
