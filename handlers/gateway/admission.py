@@ -3,10 +3,15 @@ admission stages.
 
 Why this exists: before anything is decided, the command's target must be valid on its own
 (the manifest against its schema with Kubernetes' defaults, or the name and namespace of a
-delete, scale, cordon, bind or status update), and admission adds what Kubernetes adds on admission
-(default tolerations, the pod's priority, the namespace's LimitRange defaults and bounds) and
-checks what must hold in the cluster (the namespace exists; one global default PriorityClass).
-Quotas are not charged here but in ``execute``, atomically with the pod's creation.
+delete, scale, cordon, bind or status update), and admission must do what kube-apiserver's
+admission plugins do, in their order (``core.policy.admissionchain``): mutating stages first
+(LimitRanger's resource defaults, the Priority of the pod's PriorityClass,
+DefaultTolerationSeconds), then validating ones (NamespaceLifecycle: the namespace exists;
+LimitRanger's bounds; PodSecurity: the namespace's ``pod-security.kubernetes.io/*`` labels;
+Priority: one global default PriorityClass). Each stage is a named object with a phase, as a
+kube-scheduler plugin is; what each one changed, refused, warned about or recorded is kept on
+the context for the command's audit record, and warnings go back to the client. Quotas (kube's
+last plugin, ResourceQuota) are charged in ``execute``, atomically with the pod's creation.
 """
 
 from __future__ import annotations
