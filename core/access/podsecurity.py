@@ -495,6 +495,12 @@ def violation_message(level: Level, found: Sequence[Violation]) -> str:
     return f'violates PodSecurity "{level}:latest": ' + ", ".join(str(v) for v in found)
 
 
+def would_violate_message(level: Level, found: Sequence[Violation]) -> str:
+    """``would violate PodSecurity "restricted:latest": reason (detail), …``: the words of
+    a warning and of an audit annotation."""
+    return f'would violate PodSecurity "{level}:latest": ' + ", ".join(str(v) for v in found)
+
+
 # --------------------------------------------------------------------------------------------
 # The admission plugin's decisions
 # --------------------------------------------------------------------------------------------
@@ -538,14 +544,12 @@ def evaluate(
             denied = violation_message(policy.enforce, found)
     audited = violations(policy.audit, spec, metadata)
     if audited:
-        annotations[AUDIT_VIOLATIONS_ANNOTATION] = "would " + violation_message(
-            policy.audit, audited
-        )
+        annotations[AUDIT_VIOLATIONS_ANNOTATION] = would_violate_message(policy.audit, audited)
     warnings: tuple[str, ...] = ()
     if not denied:
         warned = violations(policy.warn, spec, metadata)
         if warned:
-            warnings = ("would " + violation_message(policy.warn, warned),)
+            warnings = (would_violate_message(policy.warn, warned),)
     return Evaluation(denied=denied, warnings=warnings, annotations=annotations or None)
 
 
