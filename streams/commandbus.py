@@ -38,6 +38,9 @@ assumes for leases)."""
 class CommandFailed(FleetError):
     """The gateway rejected the command; ``code``/``field`` say why and where."""
 
+    warnings: tuple[str, ...] = ()
+    """Warnings admission gave before it refused (shown as kubectl shows them)."""
+
 
 class NoGateway(FleetError):
     """Nobody serves commands: the server is up but no gateway runs."""
@@ -55,6 +58,9 @@ class Outcome:
     uid: str = ""
     unchanged: bool = False
     replayed: bool = False
+    warnings: list[str] = field(default_factory=list)
+    """What admission warned about (Pod Security's ``warn`` level): the command was applied;
+    a client shows each as ``Warning: ...``, as kubectl does."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -156,13 +162,15 @@ def decode_reply(data: bytes) -> Outcome:
         ]
         if error.get("errors_omitted"):
             errors.append(FieldError(None, f"... and {error['errors_omitted']} more errors"))
-        raise CommandFailed(
+        failed = CommandFailed(
             error.get("message", "rejected"),
             field=error.get("field"),
             code=error.get("code"),
             errors=errors,
         )
-    known = {"ok", "seqs", "events", "version", "uid", "unchanged", "replayed"}
+        failed.warnings = tuple(str(w) for w in answer.get("warnings") or ())
+        raise failed
+    known = {"ok", "seqs", "events", "version", "uid", "unchanged", "replayed", "warnings"}
     return Outcome(
         seqs=answer.get("seqs", []),
         events=answer.get("events", []),
@@ -170,5 +178,6 @@ def decode_reply(data: bytes) -> Outcome:
         uid=answer.get("uid", ""),
         unchanged=answer.get("unchanged", False),
         replayed=answer.get("replayed", False),
+        warnings=[str(w) for w in answer.get("warnings") or ()],
         extra={k: v for k, v in answer.items() if k not in known},
     )
