@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 
@@ -32,6 +33,7 @@ from streams.cancellation import checkpoint
 from streams.connection import connect
 from streams.definitions import ensure_streams
 from streams.eventstore import EventStore
+from streams.identity import Credentials
 
 log = structlog.get_logger(__name__)
 
@@ -47,9 +49,10 @@ async def run_gateway(
     features: FeatureGates = DEFAULT_FEATURES,
     service_ranges: ServiceRanges = DEFAULT_RANGES,
     name: str = "fleetlog-gateway",
+    credentials: Credentials | None = None,
 ) -> None:
     """Serve commands from this process until cancelled (``ready`` once subscribed)."""
-    nc = await connect(url, name=name, wait=True)
+    nc = await connect(url, name=name, wait=True, credentials=credentials)
     try:
         await ensure_streams(nc)  # idempotent: a gateway may start before any `fleetlog up`
         async with EventStore(nc) as store:
@@ -68,10 +71,14 @@ def gateway_command(
     features: FeatureGates,
     service_ranges: ServiceRanges,
     log_level: str,
+    credentials_file: Path | None = None,
 ) -> list[str]:
-    """The command line of a gateway process configured as ``up`` is."""
+    """The command line of a gateway process configured as ``up`` is (connecting with the
+    seed in ``credentials_file``, when the server wants one)."""
+    identity = ["--credentials", str(credentials_file)] if credentials_file is not None else []
     command = [
-        sys.executable, "-m", "ops", "--server", url, "--log-level", log_level, "gateway",
+        sys.executable, "-m", "ops", "--server", url, "--log-level", log_level, *identity,
+        "gateway",
         "--service-cluster-ip-range", str(service_ranges.cluster_ips),
         "--service-node-port-range", str(service_ranges.node_ports),
     ]  # fmt: skip

@@ -16,6 +16,11 @@ to it the commands, which live in modules by what they act on:
   ``wait``        wait: until objects reach a state
   ``replay``      replay, diff: the cluster at a point of the log
   ``ops.cli.audit``  why, audit: causes and the audit trail
+  ``access``      config, user: contexts and credentials, the users the server admits
+
+Who a command is and where it connects come from the fleetlog config's current context
+(``ops.fleetconfig``: server, user, default namespace), which ``--config``/``FLEETLOG_CONFIG``,
+``--context``, ``--server`` and ``--credentials`` override.
 
 What they share sits below them: names and arguments in ``ops.cliargs``, failures, running a
 command and its session in ``ops.clitools``, output in ``ops.render``.
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import click
 
+from ops.cli.access import config_group, user_group
 from ops.cli.audit import audit, why
 from ops.cli.cluster import agent, gateway, scheduler, sim, up
 from ops.cli.nodes import cordon, drain, uncordon
@@ -40,15 +46,31 @@ from ops.cli.replay import diff_command, replay_command
 from ops.cli.wait import wait
 from ops.cli.workloads import rollout, scale
 from ops.cliargs import DEFAULT_SERVER, default_actor
+from ops.clitools import Failure
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--server",
     envvar="FLEETLOG_SERVER",
-    default=DEFAULT_SERVER,
-    show_default=True,
-    help="NATS URL of the cluster (or set FLEETLOG_SERVER).",
+    default=None,
+    help=f"NATS URL of the cluster (or set FLEETLOG_SERVER) [default: the context's, else "
+    f"{DEFAULT_SERVER}].",
+)
+@click.option(
+    "--config",
+    "config_file",
+    envvar="FLEETLOG_CONFIG",
+    default=None,
+    help="The fleetlog config (or set FLEETLOG_CONFIG) [default: "
+    "$XDG_CONFIG_HOME/fleetlog/config, else ~/.config/fleetlog/config].",
+)
+@click.option("--context", default=None, help="Use this context of the fleetlog config.")
+@click.option(
+    "--credentials",
+    envvar="FLEETLOG_CREDENTIALS",
+    default=None,
+    help="Connect with the nkey seed in this file instead of the context's user.",
 )
 @click.option(
     "--as",
@@ -59,10 +81,49 @@ from ops.cliargs import DEFAULT_SERVER, default_actor
 )
 @click.option("--log-level", default="warning", show_default=True)
 @click.pass_context
-def main(ctx: click.Context, server: str, actor: str | None, log_level: str) -> None:
+def main(
+    ctx: click.Context,
+    server: str | None,
+    config_file: str | None,
+    context: str | None,
+    credentials: str | None,
+    actor: str | None,
+    log_level: str,
+) -> None:
     """fleetlog: a container orchestrator whose source of truth is an event log."""
+    from ops.fleetconfig import ConfigError, config_path, load, target
+
+    path = config_path(config_file)
+    try:
+        chosen = target(load(path), path=path, context=context)
+    except ConfigError as exc:
+        raise Failure(exc.message) from None
+    if chosen.namespace and chosen.namespace != "default":
+        ctx.default_map = _namespace_defaults(ctx.command, chosen.namespace)
     # Logging is set up by ``run`` when a command runs (not for --help), at this level.
-    ctx.obj = {"server": server, "actor": actor or default_actor(), "log_level": log_level}
+    ctx.obj = {
+        "server": server or chosen.server or DEFAULT_SERVER,
+        "actor": actor or default_actor(),
+        "log_level": log_level,
+        "target": chosen,
+        "credentials_file": credentials,
+    }
+
+
+def _namespace_defaults(command: click.Command, namespace: str) -> dict[str, object]:
+    """Every ``-n/--namespace`` that defaults to ``default`` defaults to the context's
+    namespace instead (kubectl's context namespace)."""
+    defaults: dict[str, object] = {}
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            nested = _namespace_defaults(sub, namespace)
+            if nested:
+                defaults[name] = nested
+        return defaults
+    for param in command.params:
+        if param.name == "namespace" and param.default == "default":
+            defaults["namespace"] = namespace
+    return defaults
 
 
 for _command in (
@@ -73,5 +134,6 @@ for _command in (
     *(logs, top, history, events, wait),
     *(replay_command, diff_command),
     *(why, audit),
+    *(config_group, user_group),
 ):
     main.add_command(_command)
