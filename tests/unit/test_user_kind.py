@@ -24,8 +24,9 @@ def test_a_user_with_an_nkey_is_valid() -> None:
     assert user.spec.groups == ["dev"] and not user.spec.revoked
 
 
-@pytest.mark.parametrize("key", ["", "not-a-key", generate_seed()])
+@pytest.mark.parametrize("key", ["", "not-a-key", "a-seed"])
 def test_a_public_key_that_is_not_a_user_nkey_is_refused(key: str) -> None:
+    key = generate_seed() if key == "a-seed" else key
     with pytest.raises(ValidationError) as caught:
         User.model_validate(_user(key))
     failed = to_validation_failed(caught.value)
