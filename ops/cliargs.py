@@ -36,6 +36,7 @@ API_GROUPS: dict[str, str] = {
     "ClusterRole": "rbac.authorization.k8s.io",
     "RoleBinding": "rbac.authorization.k8s.io",
     "ClusterRoleBinding": "rbac.authorization.k8s.io",
+    "User": "auth.fleetlog.dev",
 }
 """The API group of the kinds outside the core group: ``-o name`` qualifies them with it
 (``deployment.apps/web``) and every command takes them so qualified."""
@@ -62,6 +63,7 @@ for _kind, _short in (
     ("ClusterRole", ()),
     ("RoleBinding", ()),
     ("ClusterRoleBinding", ()),
+    ("User", ()),
     ("NodePortAllocation", ()),
     ("PodCIDR", ()),
 ):

@@ -27,6 +27,7 @@ from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from core.errors import FieldError, FleetError
+from streams.connection import refusal_for
 from streams.subjects import command_subject
 
 DEADLINE_HEADER = "Fleet-Deadline"
@@ -135,6 +136,13 @@ class CommandClient:
                     code="payload_too_large",
                 ) from exc
             except NatsTimeout:
+                refusal = refusal_for(subject)
+                if refusal is not None:
+                    raise CommandFailed(
+                        f"the server refused this command to your identity ({refusal}): "
+                        "ask an admin (group system:masters) to send it",
+                        code="forbidden",
+                    ) from None
                 if attempt == attempts - 1:
                     raise CommandFailed(
                         f"no answer from the gateway after {attempts} tries of {timeout:.0f}s",

@@ -150,7 +150,9 @@ class EventStore:
         self.subjects = api.stream(stream)
         """This stream's API subjects in the connection's JetStream domain."""
         self._direct_get = self.subjects.direct_get
-        self._inbox = f"_FLACK.{NUID().next().decode()}"
+        # Under the connection's own inbox prefix: a user's connection may subscribe there
+        # and nowhere else (streams.natsauth).
+        self._inbox = nc.new_inbox()
         self._pending: dict[
             str, tuple[asyncio.Future[dict[str, Any]], asyncio.TimerHandle | None]
         ] = {}

@@ -18,10 +18,12 @@ one starts after the last message handed over. It is gap-free by construction: e
 handed over is the next one the server's consumer delivered.
 
 It connects as the client it reads for (:func:`dial_for`): the server that client is connected
-to, in its JetStream domain (:mod:`streams.jsapi`), with its user and password or token (given
-as options or in the URL), and with TLS when the server asks for it (the client's
-TLS context, server name and handshake-first setting). What it cannot do: sign a server nonce
-(nkeys, JWT or a credentials file) and speak websocket. For such a client, or when the server
+to, in its JetStream domain (:mod:`streams.jsapi`), with its nkey (signing the server's nonce,
+and reading under the identity's own inbox prefix, as :mod:`streams.natsauth` requires), or its
+user and password or token (given as options or in the URL), and with TLS when the server asks
+for it (the client's TLS context, server name and handshake-first setting). What it cannot
+do: sign with a JWT or a credentials file nats-py was given itself, and speak websocket. For
+such a client, or when the server
 refuses the reader, or when nats-py no longer exposes what :func:`dial_for` reads,
 :class:`ReaderUnavailable` is raised before anything is handed over (or, on a resume, after the
 last message handed over), and :meth:`streams.eventstore.EventStore.replay_raw` reads the rest
@@ -50,6 +52,7 @@ import structlog
 from nats.aio.client import Client
 
 from streams.cancellation import checkpoint
+from streams.identity import Credentials, credentials_of
 from streams.jsapi import StreamSubjects
 from streams.seal import seal_from_header_block
 
@@ -106,6 +109,14 @@ class Dial:
     """The client's own (None: the system's trust store, as nats-py does)."""
     tls_hostname: str | None = None
     tls_first: bool = False
+    credentials: Credentials | None = None
+    """The client's nkey (:func:`streams.connection.connect`'s credentials)."""
+
+    @property
+    def inbox(self) -> str:
+        """Where this reader's replies and deliveries come to."""
+        prefix = self.credentials.inbox_prefix if self.credentials is not None else "_FLREAD"
+        return f"{prefix}.{secrets.token_hex(11)}"
 
 
 _unavailable: weakref.WeakKeyDictionary[Client, str] = weakref.WeakKeyDictionary()
@@ -147,7 +158,8 @@ def _dial(nc: Client) -> Dial | None:
         return None  # reconnecting: nats-py waits for the connection, this time
     if url.scheme in ("ws", "wss"):
         raise ReaderUnavailable("the client speaks websocket")
-    if getattr(nc, "_signature_cb", None) is not None:
+    credentials = credentials_of(nc)
+    if credentials is None and getattr(nc, "_signature_cb", None) is not None:
         raise ReaderUnavailable("the client signs the server's nonce (nkeys, JWT or credentials)")
     options: dict[str, Any] = nc.options
     user, password, token = options["user"], options["password"], options["token"]
@@ -168,6 +180,7 @@ def _dial(nc: Client) -> Dial | None:
         tls_context=options.get("tls"),
         tls_hostname=options.get("tls_hostname"),
         tls_first=bool(options.get("tls_handshake_first")),
+        credentials=credentials,
     )
 
 
@@ -371,7 +384,7 @@ class BulkRead:
 
     async def _read_once(self, *, resume: bool) -> None:
         loop = asyncio.get_running_loop()
-        inbox = f"_FLREAD.{secrets.token_hex(11)}".encode()
+        inbox = self._dial.inbox.encode()
         since_pull = 0
         target, until_ns, from_ns, handler = (
             self._target,
@@ -474,7 +487,10 @@ class BulkRead:
             "name": "fleetlog-log-reader",
         }
         if info.get("auth_required"):
-            if dial.token is not None:
+            if dial.credentials is not None:
+                nonce = str(info.get("nonce", "")).encode()
+                connect.update(nkey=dial.credentials.public_key, sig=dial.credentials.sign(nonce))
+            elif dial.token is not None:
                 connect["auth_token"] = dial.token
             elif dial.user is not None:
                 connect.update(user=dial.user, **{"pass": dial.password or ""})
@@ -629,7 +645,7 @@ class LiveRead(BulkRead):
 
     async def _follow_once(self) -> None:
         loop = asyncio.get_running_loop()
-        inbox = f"_FLREAD.{secrets.token_hex(11)}".encode()
+        inbox = self._dial.inbox.encode()
         handler = self._handler
         since_pull = 0
         next_delivery = 0  # the consumer sequence the next message must carry (0: any)

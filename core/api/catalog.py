@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from core.access import aggregates as access
 from core.access.kinds import ClusterRole, ClusterRoleBinding, Role, RoleBinding
+from core.access.users import User
 from core.meta.aggregate import Resource
 from core.meta.types import ResourceBase
 from core.namespaces import aggregate as namespaces
@@ -54,6 +55,7 @@ AGGREGATES: dict[str, type[Resource]] = {
         access.ClusterRole,
         access.RoleBinding,
         access.ClusterRoleBinding,
+        access.User,
     )
 }
 """kind name -> its aggregate class."""
@@ -77,6 +79,7 @@ ResourceModel = (
     | ClusterRole
     | RoleBinding
     | ClusterRoleBinding
+    | User
 )
 """Any top-level object fleetlog stores."""
 
@@ -113,6 +116,7 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
         "ClusterRole": _info(ClusterRole),
         "RoleBinding": _info(RoleBinding),
         "ClusterRoleBinding": _info(ClusterRoleBinding),
+        "User": _info(User),
     }
 )
 """kind name -> (apiVersion, model class, namespaced)."""

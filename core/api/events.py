@@ -57,6 +57,7 @@ RESOURCE_KINDS = (
     "ClusterRole",
     "RoleBinding",
     "ClusterRoleBinding",
+    "User",
 )
 
 

@@ -31,6 +31,7 @@ NAMESPACED: Mapping[str, bool] = MappingProxyType(
         "ClusterRole": False,
         "RoleBinding": True,
         "ClusterRoleBinding": False,
+        "User": False,
     }
 )
 """kind name -> whether its objects live in a namespace (as ``ResourceBase.NAMESPACED``)."""

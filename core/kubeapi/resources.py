@@ -122,6 +122,7 @@ _NAMES: Mapping[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "ClusterRole": ("clusterroles", (), ()),
     "RoleBinding": ("rolebindings", (), ()),
     "ClusterRoleBinding": ("clusterrolebindings", (), ()),
+    "User": ("users", (), ()),
 }
 
 

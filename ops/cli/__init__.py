@@ -16,6 +16,11 @@ to it the commands, which live in modules by what they act on:
   ``wait``        wait: until objects reach a state
   ``replay``      replay, diff: the cluster at a point of the log
   ``ops.cli.audit``  why, audit: causes and the audit trail
+  ``access``      config, user: contexts and credentials, the users the server admits
+
+Who a command is and where it connects come from the fleetlog config's current context
+(``ops.fleetconfig``: server, user, default namespace), which ``--config``/``FLEETLOG_CONFIG``,
+``--context``, ``--server`` and ``--credentials`` override.
 
 What they share sits below them: names and arguments in ``ops.cliargs``, failures, running a
 command and its session in ``ops.clitools``, output in ``ops.render``.
@@ -33,6 +38,7 @@ from pathlib import Path
 
 import click
 
+from ops.cli.access import config_group, user_group
 from ops.cli.audit import audit, why
 from ops.cli.cluster import agent, gateway, scheduler, sim, up
 from ops.cli.nodes import cordon, drain, uncordon
@@ -42,15 +48,31 @@ from ops.cli.replay import diff_command, replay_command
 from ops.cli.wait import wait
 from ops.cli.workloads import rollout, scale
 from ops.cliargs import DEFAULT_SERVER, default_actor
+from ops.clitools import Failure
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--server",
     envvar="FLEETLOG_SERVER",
-    default=DEFAULT_SERVER,
-    show_default=True,
-    help="NATS URL of the cluster (or set FLEETLOG_SERVER).",
+    default=None,
+    help=f"NATS URL of the cluster (or set FLEETLOG_SERVER) [default: the context's, else "
+    f"{DEFAULT_SERVER}].",
+)
+@click.option(
+    "--config",
+    "config_file",
+    envvar="FLEETLOG_CONFIG",
+    default=None,
+    help="The fleetlog config (or set FLEETLOG_CONFIG) [default: "
+    "$XDG_CONFIG_HOME/fleetlog/config, else ~/.config/fleetlog/config].",
+)
+@click.option("--context", default=None, help="Use this context of the fleetlog config.")
+@click.option(
+    "--credentials",
+    envvar="FLEETLOG_CREDENTIALS",
+    default=None,
+    help="Connect with the nkey seed in this file instead of the context's user.",
 )
 @click.option(
     "--as",
@@ -70,22 +92,40 @@ from ops.cliargs import DEFAULT_SERVER, default_actor
 @click.option("--log-level", default="warning", show_default=True)
 @click.pass_context
 def main(
-    ctx: click.Context, server: str, actor: str | None, seal_key: Path | None, log_level: str
+    ctx: click.Context,
+    server: str | None,
+    config_file: str | None,
+    context: str | None,
+    credentials: str | None,
+    actor: str | None,
+    seal_key: Path | None,
+    log_level: str,
 ) -> None:
     """fleetlog: a container orchestrator whose source of truth is an event log."""
+    from ops.fleetconfig import ConfigError, config_path, load, target
+
+    path = config_path(config_file)
+    try:
+        chosen = target(load(path), path=path, context=context)
+    except ConfigError as exc:
+        raise Failure(exc.message) from None
+    if chosen.namespace and chosen.namespace != "default":
+        ctx.default_map = _namespace_defaults(ctx.command, chosen.namespace)
     # Logging is set up by ``run`` when a command runs (not for --help), at this level.
     ctx.obj = {
-        "server": server,
+        "server": server or chosen.server or DEFAULT_SERVER,
         "actor": actor or default_actor(),
         "log_level": log_level,
+        "target": chosen,
+        "credentials_file": credentials,
         "seal_key_path": seal_key,
     }
     if seal_key is None and ctx.invoked_subcommand != "up":
-        # On the machine that ran `fleetlog up` with its default data directory, its key is
-        # found with no flag (as its kubeconfig is).
+        # On the machine that ran `fleetlog up`, its key is found with no flag: the context's
+        # cluster names it, or it is in the default data directory.
         from ops.cliargs import default_data_dir
 
-        found = default_data_dir() / "pki" / "seal.key"
+        found = chosen.seal_key or default_data_dir() / "pki" / "seal.key"
         seal_key = found if found.exists() else None
     # `up` makes its key on the first start. A key given but not there yet only matters to a
     # role that appends to a sealed log: it is refused then, naming the path.
@@ -99,6 +139,22 @@ def main(
             raise click.UsageError(str(exc)) from None
 
 
+def _namespace_defaults(command: click.Command, namespace: str) -> dict[str, object]:
+    """Every ``-n/--namespace`` that defaults to ``default`` defaults to the context's
+    namespace instead (kubectl's context namespace)."""
+    defaults: dict[str, object] = {}
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            nested = _namespace_defaults(sub, namespace)
+            if nested:
+                defaults[name] = nested
+        return defaults
+    for param in command.params:
+        if param.name == "namespace" and param.default == "default":
+            defaults["namespace"] = namespace
+    return defaults
+
+
 for _command in (
     *(up, agent, sim, scheduler, gateway),
     *(apply, delete, get, describe),
@@ -107,5 +163,6 @@ for _command in (
     *(logs, top, history, events, wait),
     *(replay_command, diff_command),
     *(why, audit),
+    *(config_group, user_group),
 ):
     main.add_command(_command)

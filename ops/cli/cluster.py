@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import click
 
 from core.errors import FleetError
-from ops.clitools import Failure, run
+from ops.clitools import Failure, credentials_for, run
 
 if TYPE_CHECKING:
     import asyncio
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from handlers.agent.dns import DNSOptions
     from handlers.agent.network import NetworkOptions
     from streams.eventstore import EventStore
+    from streams.identity import Credentials
 
 MAX_PODS = click.option(
     "--max-pods",
@@ -369,11 +370,19 @@ def up(
         api_port=None if no_api else api_port,
         replicas=replicas,
         seal_key=ctx.obj.get("seal_key_path"),
+        config_path=ctx.obj["target"].path,
+        credentials=_external_credentials(ctx) if nats_url else None,
     )
     click.echo(
         f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",
         err=True,
     )
+    if not nats_url:
+        click.echo(
+            f"fleetlog up: the server admits only known nkeys; the admin's context "
+            f"{ctx.obj['target'].path} (context fleetlog) is what `fleetlog` uses",
+            err=True,
+        )
     if not no_api:
         click.echo(
             f"fleetlog up: Kubernetes API on 127.0.0.1:{api_port or '(a free port)'}; "
@@ -381,6 +390,16 @@ def up(
             err=True,
         )
     run(run_up)(options)
+
+
+def _external_credentials(ctx: click.Context) -> Credentials | None:
+    """Who ``up --nats-url`` connects as: what the context or ``--credentials`` says."""
+    from streams.identity import CredentialsError
+
+    try:
+        return credentials_for(ctx, role="gateway")
+    except (FleetError, CredentialsError) as exc:
+        raise Failure(str(exc)) from None
 
 
 @click.command()
@@ -448,7 +467,10 @@ async def agent(
     machine = machine_capacity()
     capacity = NodeCapacity(cpu or machine.cpu, memory or machine.memory, pods)
     extra = dict(label.split("=", 1) for label in labels if "=" in label)
-    nc = await connect(ctx.obj["server"], name=f"fleetlog-agent-{node}", wait=True)
+    nc = await connect(
+        ctx.obj["server"], name=f"fleetlog-agent-{node}", wait=True,
+        credentials=credentials_for(ctx, role="agent"),
+    )  # fmt: skip
     await ensure_streams(nc)  # idempotent: an agent may start before any `fleetlog up`
     try:
         await writer_seal_key()  # before the store: it seals with it
@@ -549,7 +571,10 @@ async def sim(
 
     extra = dict(label.split("=", 1) for label in labels if "=" in label)
     spec = SimNodeSpec(prefix=prefix, cpu=cpu, memory=memory, pods=pods, labels=extra, zones=zones)
-    nc = await connect(ctx.obj["server"], name="fleetlog-sim", wait=True)
+    nc = await connect(
+        ctx.obj["server"], name="fleetlog-sim", wait=True,
+        credentials=credentials_for(ctx, role="sim"),
+    )  # fmt: skip
     try:
         await ensure_streams(nc)  # idempotent: sim may start before any `fleetlog up`
         await writer_seal_key()  # before the store: it seals with it
@@ -606,7 +631,10 @@ async def scheduler(
     from streams.seal import configured as configured_seal
     from streams.sealing import check_seal_key, writer_seal_key
 
-    nc = await connect(ctx.obj["server"], name=f"fleetlog-scheduler-{identity}", wait=True)
+    nc = await connect(
+        ctx.obj["server"], name=f"fleetlog-scheduler-{identity}", wait=True,
+        credentials=credentials_for(ctx, role="scheduler"),
+    )  # fmt: skip
     try:
         await ensure_streams(nc)  # idempotent: a replica may start before any `fleetlog up`
         await writer_seal_key()  # before the store: it seals with it
@@ -661,6 +689,12 @@ async def gateway(
     from ops.gateways import run_gateway
 
     await _until_signal(
-        functools.partial(run_gateway, ctx.obj["server"], features=features, service_ranges=ranges),
+        functools.partial(
+            run_gateway,
+            ctx.obj["server"],
+            features=features,
+            service_ranges=ranges,
+            credentials=credentials_for(ctx, role="gateway"),
+        ),
         "gateway ready",
     )

@@ -206,6 +206,18 @@ def _event_row(event: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
 
 _SUBJECT_COLUMNS = ["USERS", "GROUPS", "SERVICEACCOUNTS"]
 
+
+def _user_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    spec = item["manifest"].get("spec") or {}
+    row = [
+        item["name"],
+        ",".join(spec.get("groups") or []) or "<none>",
+        "true" if spec.get("revoked") else "false",
+        age(item["created_ns"], now_ns),
+    ]
+    return [*row, str(spec.get("publicKey", ""))] if wide else row
+
+
 COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "Pod": (
         ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
@@ -249,6 +261,7 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "ClusterRole": (["NAME", "CREATED AT"], [], _created_at_row),
     "RoleBinding": (["NAME", "ROLE", "AGE"], _SUBJECT_COLUMNS, _binding_row),
     "ClusterRoleBinding": (["NAME", "ROLE", "AGE"], _SUBJECT_COLUMNS, _binding_row),
+    "User": (["NAME", "GROUPS", "REVOKED", "AGE"], ["PUBLIC-KEY"], _user_row),
     # kube lists SUBOBJECT and SOURCE before MESSAGE with -o wide; here the wide columns follow
     "Event": (
         ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
