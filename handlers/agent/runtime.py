@@ -19,9 +19,12 @@ What a container is here:
   operator expects), ``HOME``, ``HOSTNAME`` (the pod's name), ``LANG``/``LC_ALL``/``TZ`` when set,
   then the pod's own ``env``. Nothing else of the agent's environment (tokens, NATS
   credentials) leaks in.
-* In its pod's network namespace when the pod has one (``ip netns exec <netns>`` in front of
-  the command, after the cgroup prologue and before the isolation wrapper, so ``bwrap`` too
-  runs inside it and shares it rather than the node's: :mod:`handlers.agent.network`).
+* In its pod's network namespace when the pod has one, with the pod's ``/etc/netns`` files
+  and ``/sys``, as ``ip netns exec <netns>`` would put it there, but born there: forked by a
+  thread of the agent that entered them (:mod:`handlers.agent.netnsexec`), so no ``ip`` runs
+  per container, and ``bwrap`` too runs inside them and shares them rather than the node's
+  (:mod:`handlers.agent.network`). A command run "inside" the container later (an exec
+  probe) still goes through ``ip netns exec`` (the instance's ``launch_prefix``).
 * Optionally isolated with bubblewrap (:mod:`handlers.agent.isolation`).
 * When its main process ends, the container has ended: whatever it left behind in its process
   group or cgroup is killed, as the end of a pid namespace's init would.
@@ -74,6 +77,7 @@ from handlers.agent.cgroups import (
     proc_stat_fields,
 )
 from handlers.agent.isolation import Bubblewrap, IsolationUnavailable
+from handlers.agent.netnsexec import outside, run_in
 
 if TYPE_CHECKING:
     from handlers.agent.seams import Container
@@ -365,25 +369,28 @@ class ProcessRuntime:
             raise _start_error(128, f'working directory "{cwd}" does not exist')
         env = {**self.base_env, "HOSTNAME": spec.pod_name, **spec.env}
         executable = resolve_executable(spec.argv[0], env.get("PATH", DEFAULT_PATH), cwd)
+        # What runs a command "inside" this container later (exec probes): the pod's
+        # namespace through `ip netns exec`, then the isolation wrapper.
         prefix: list[str] = []
         if spec.netns is not None:
             prefix += self._netns_prefix(spec.netns)
+        wrapper: list[str] = []
         if spec.isolate:
             writable = [work] if spec.working_dir is None else [work, Path(cwd)]
             try:
-                prefix += self.isolation.prefix(
+                wrapper = self.isolation.prefix(
                     writable=writable, working_dir=Path(cwd), hostname=spec.pod_name,
                     readable=[installation_of(Path(executable))],
                 )  # fmt: skip
             except IsolationUnavailable as exc:
                 raise _start_error(128, str(exc)) from exc
+        prefix += wrapper
         try:
             handle = self.cgroups.create(spec.pod_uid, spec.name, spec.restart_count)
             self.cgroups.apply_limits(handle, spec.cpu_limit_millis, spec.memory_limit_bytes)
         except CgroupError as exc:
             raise _start_error(128, str(exc)) from exc
         procs_files = self.cgroups.procs_files(handle)
-        argv = join_argv(procs_files, [*prefix, *spec.argv])
         oom_baseline = self.cgroups.oom_kills(handle)
         failcnt_baseline = self.cgroups.memory_failures(handle)
         try:
@@ -391,10 +398,20 @@ class ProcessRuntime:
                 open(directory / "stdout", "ab") as out,
                 open(directory / "stderr", "ab") as err,
             ):
-                popen = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd,
-                    start_new_session=True, close_fds=True,
-                )  # fmt: skip
+
+                def fork(argv: list[str]) -> subprocess.Popen[bytes]:
+                    return subprocess.Popen(
+                        argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+                        cwd=cwd, start_new_session=True, close_fds=True,
+                    )  # fmt: skip
+
+                if spec.netns is None:
+                    popen = fork(join_argv(procs_files, [*wrapper, *spec.argv]))
+                else:
+                    # Born in the pod's namespaces (no `ip` started: handlers.agent.netnsexec),
+                    # where /sys is the pod's: the prologue reaches its cgroups from outside.
+                    joined = join_argv(tuple(map(outside, procs_files)), [*wrapper, *spec.argv])
+                    popen = run_in(spec.netns, lambda: fork(joined), run_netns=NETNS_DIR)
         except OSError as exc:
             with contextlib.suppress(CgroupError):
                 self.cgroups.remove(handle)

@@ -46,6 +46,7 @@ from handlers.agent.network import (
 )
 from handlers.agent.node import NodeCapacity
 from handlers.agent.pods import WorkerConfig
+from handlers.agent.runtime import ContainerSpec
 from handlers.gateway import Gateway
 from handlers.node_ipam import NodeIPAMController
 from handlers.scheduler import Scheduler
@@ -916,3 +917,63 @@ async def test_a_sandbox_removed_behind_the_agents_back_is_replaced_by_a_network
         assert not namespaces_of(prefix)
     finally:
         remove_everything_named(prefix, options.bridge)
+
+
+async def test_a_container_is_born_in_its_pods_namespaces_without_an_ip_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `ip netns exec` gave a container (the pod's network, its /etc/netns files over
+    /etc, a /sys of the pod's interfaces, the container's cgroups from its first instruction)
+    it gets without an `ip` process per start; nothing of it leaks to the agent."""
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    name = f"t{secrets.token_hex(3)}x-born"
+    await asyncio.to_thread(subprocess.run, ["ip", "netns", "add", name], check=True)
+    wrapper = ip_wrapper(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    etc = Path("/etc/netns") / name
+    runtime = TrackedRuntime(tmp_path / "node")
+    own = {ns: os.stat(f"/proc/self/ns/{ns}").st_ino for ns in ("net", "mnt")}
+    try:
+        etc.mkdir(parents=True)
+        (etc / "resolv.conf").write_text("nameserver 10.99.0.10\nsearch born.svc\n")
+        script = (
+            "cat /etc/resolv.conf; echo net $(stat -L -c %i /proc/self/ns/net);"
+            " echo links $(ls /sys/class/net); echo cgroup $(cat /proc/self/cgroup | tr '\\n' ' ');"
+            " echo fds $(ls /proc/self/fd | tr '\\n' ' '); sleep 30"
+        )
+        started = await runtime.start(
+            ContainerSpec(
+                pod_uid=f"born-{secrets.token_hex(4)}", pod_namespace="default",
+                pod_name="born", name="main", restart_count=0,
+                argv=["/bin/sh", "-c", script], netns=name,
+            )
+        )  # fmt: skip
+
+        def said() -> str:
+            path = started.stdout_path
+            return path.read_text() if path.exists() else ""
+
+        async def told() -> bool:
+            return "fds " in said()
+
+        await eventually(told, timeout=15)
+        lines = said().splitlines()
+        assert lines[:2] == ["nameserver 10.99.0.10", "search born.svc"]
+        assert lines[2] == f"net {os.stat(f'/run/netns/{name}').st_ino}"
+        assert lines[3] == "links lo"  # the pod's sysfs: not the node's interfaces
+        if started.cgroup.paths:  # in each of its cgroups before its command ran
+            assert started.cgroup.relative in lines[4]
+            for path in started.cgroup.paths:
+                procs = (Path(path) / "cgroup.procs").read_text().split()
+                assert str(started.pid) in procs
+        assert lines[5].split()[1:] == ["0", "1", "2", "3"]  # 3: ls's own directory
+        assert runs_of(wrapper) == []  # no `ip` started for it
+        # An exec probe still enters it through `ip netns exec`.
+        assert started.launch_prefix == (str(wrapper), "netns", "exec", name)
+        assert {ns: os.stat(f"/proc/self/ns/{ns}").st_ino for ns in ("net", "mnt")} == own
+    finally:
+        runtime.cleanup()
+        shutil.rmtree(etc, ignore_errors=True)
+        await asyncio.to_thread(subprocess.run, ["ip", "netns", "del", name], check=False)
