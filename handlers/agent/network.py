@@ -96,6 +96,8 @@ POD_INTERFACE = "eth0"
 LOOPBACK = "127.0.0.1"
 IFNAME_MAX = 15
 DEFAULT_POOL = 8
+DEFAULT_POOL_LIMIT = 110
+"""Kubernetes' default max pods per node: a pool never needs more than a node can run."""
 POOL_QUIET_S = 1.0
 """How long no pod must have been attached before the pool is filled again: a burst's pods,
 and their containers' starts, first."""
@@ -208,7 +210,11 @@ class NetworkOptions:
     pool: int = DEFAULT_POOL
     """How many pod sandboxes (namespace, veth pair on the bridge, address) are kept made
     ahead, so a pod bound here takes one instead of waiting for its own
-    (``--pod-network-pool``; 0: none)."""
+    (``--pod-network-pool``; 0: none). The pool starts at this size and grows by one for each
+    pod that found it empty, up to :attr:`pool_limit`."""
+    pool_limit: int = DEFAULT_POOL_LIMIT
+    """The most sandboxes the pool grows to after bursts that emptied it (the node's max pods
+    is the natural bound: the agent lowers it to that)."""
 
     def __post_init__(self) -> None:
         if not _PREFIX.fullmatch(self.prefix):
@@ -220,6 +226,8 @@ class NetworkOptions:
             raise ValueError(f"bridge name {self.bridge!r}: 1 to 15 letters, digits, '_.-'")
         if not 0 <= self.pool <= MAX_POOL:
             raise ValueError(f"pod network pool {self.pool}: 0 to {MAX_POOL}")
+        if not 0 <= self.pool_limit <= MAX_POOL:
+            raise ValueError(f"pod network pool limit {self.pool_limit}: 0 to {MAX_POOL}")
 
     def netns(self, pod_uid: str) -> str:
         return f"{self.prefix}-{pod_uid}"
@@ -486,6 +494,9 @@ class BridgeNetwork:
         self._filler: asyncio.Task[None] | None = None
         self._wanted = asyncio.Event()
         """Set when the pool is short of sandboxes."""
+        self._target = options.pool
+        """How many sandboxes the pool keeps: ``options.pool``, grown by each pod that found
+        it empty (the next burst of that size finds one each), up to ``options.pool_limit``."""
 
     # -- state ----------------------------------------------------------------------------
 
@@ -720,6 +731,9 @@ class BridgeNetwork:
                     self._wanted.set()
                 else:
                     chosen = self._next_address(cidr, but=uid)
+                    if self.options.pool and self._target < self.options.pool_limit:
+                        self._target += 1
+                        self._wanted.set()
                 entry = _Entry(
                     namespace=namespace, name=name, netns=self.options.netns(uid), veth=veth,
                     ip=chosen,
@@ -755,9 +769,7 @@ class BridgeNetwork:
         while True:
             await self._wanted.wait()
             self._wanted.clear()
-            while self._handed or (
-                self._cidr is not None and len(self._sandboxes) < self.options.pool
-            ):
+            while self._handed or (self._cidr is not None and len(self._sandboxes) < self._target):
                 quiet = loop.time() - self._last_attach
                 if self._attaching or quiet < POOL_QUIET_S:
                     await asyncio.sleep(POOL_QUIET_S - quiet if not self._attaching else 0.05)

@@ -767,7 +767,8 @@ async def test_pods_take_the_pools_sandboxes_which_are_refilled_and_removed_at_s
     wrapper = ip_wrapper(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
     prefix = "t" + secrets.token_hex(2) + "x"
-    options = NetworkOptions(bridge=f"{prefix}br", prefix=prefix, pool=3)
+    # A pool that does not grow (its limit is its size): grown, test below.
+    options = NetworkOptions(bridge=f"{prefix}br", prefix=prefix, pool=3, pool_limit=3)
     block = random.randrange(1024)
     cidr = f"100.{112 + block // 64}.{(block % 64) * 4 + 2}.0/24"
     root = tmp_path / "agent"
@@ -843,6 +844,45 @@ async def test_pods_take_the_pools_sandboxes_which_are_refilled_and_removed_at_s
             return links_of(prefix) == {options.bridge}
 
         await eventually(veths_gone)
+    finally:
+        remove_everything_named(prefix, options.bridge)
+
+
+async def test_a_pool_emptied_by_a_burst_grows_by_the_pods_that_found_it_empty_to_its_limit(
+    tmp_path: Path,
+) -> None:
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    prefix = "t" + secrets.token_hex(2) + "x"
+    options = NetworkOptions(bridge=f"{prefix}br", prefix=prefix, pool=1, pool_limit=3)
+    block = random.randrange(1024)
+    cidr = f"100.{112 + block // 64}.{(block % 64) * 4 + 3}.0/24"
+    try:
+        network = await detect(tmp_path / "agent", options)
+        assert isinstance(network, BridgeNetwork)
+        await network.start()
+        await network.set_pod_cidr(cidr)
+
+        async def holds(count: int) -> bool:
+            return len(network.sandboxes()) == count
+
+        await eventually(lambda: holds(1))
+        uids = [f"uid-{prefix}-{i}" for i in range(4)]
+        await asyncio.gather(
+            *(
+                network.attach(uid=uid, namespace="default", name=f"p{i}", host_network=False)
+                for i, uid in enumerate(uids)
+            )
+        )
+        # Three pods found it empty: it grows by three, but only to its limit.
+        await eventually(lambda: holds(3), timeout=30)
+        await asyncio.sleep(1.5)  # (past the quiet moment after which it is filled)
+        assert len(network.sandboxes()) == 3
+        for uid in uids:
+            await network.detach(uid)
+        await network.stop()
+        assert not namespaces_of(prefix)
     finally:
         remove_everything_named(prefix, options.bridge)
 
