@@ -50,6 +50,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import json
 import os
 import pwd
@@ -58,7 +60,9 @@ import shutil
 import signal
 import subprocess
 import time
+import weakref
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,7 +81,7 @@ from handlers.agent.cgroups import (
     proc_stat_fields,
 )
 from handlers.agent.isolation import Bubblewrap, IsolationUnavailable
-from handlers.agent.netnsexec import outside, run_in
+from handlers.agent.netnsexec import NamespaceEntryError, outside, run_in, start_thread, usable
 
 if TYPE_CHECKING:
     from handlers.agent.seams import Container
@@ -91,6 +95,8 @@ PASSED_THROUGH = ("LANG", "LC_ALL", "TZ")
 POLL_S = 0.05
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 NETNS_DIR = Path("/run/netns")
+START_THREADS = min(32, (os.cpu_count() or 1) + 4)
+"""Containers started at once (asyncio's default for worker threads)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -312,6 +318,7 @@ class ProcessRuntime:
         self.base_env = dict(base_env) if base_env is not None else default_base_env()
         self._ip = shutil.which("ip")
         self._containers: dict[tuple[str, str, int], RunningContainer] = {}
+        self._starts: ThreadPoolExecutor | None = None
 
     # -- what the node can do -------------------------------------------------------------
 
@@ -341,12 +348,25 @@ class ProcessRuntime:
         cancelled meanwhile, the start still completes and the container is then removed
         (killed), so a cancelled start never leaves a process nobody knows about.
         """
-        task = asyncio.ensure_future(asyncio.to_thread(self.start_sync, spec))
+        loop = asyncio.get_running_loop()
+        call = functools.partial(contextvars.copy_context().run, self.start_sync, spec)
+        task = asyncio.ensure_future(loop.run_in_executor(self._start_threads(), call))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             task.add_done_callback(self._remove_unwanted)
             raise
+
+    def _start_threads(self) -> ThreadPoolExecutor:
+        """The threads containers are started from (each enters a pod's namespaces in place:
+        :mod:`handlers.agent.netnsexec`); they end with the runtime."""
+        if self._starts is None:
+            self._starts = ThreadPoolExecutor(
+                max_workers=START_THREADS, thread_name_prefix="container-start",
+                initializer=start_thread,
+            )  # fmt: skip
+            weakref.finalize(self, self._starts.shutdown, wait=False)
+        return self._starts
 
     def _remove_unwanted(self, task: asyncio.Future[RunningContainer]) -> None:
         if not task.cancelled() and task.exception() is None:
@@ -354,6 +374,10 @@ class ProcessRuntime:
 
     def start_sync(self, spec: ContainerSpec) -> RunningContainer:
         """:meth:`start` without the event loop (it blocks for a few milliseconds)."""
+        try:
+            usable()
+        except NamespaceEntryError as exc:
+            raise _start_error(128, str(exc)) from exc
         key = (spec.pod_uid, spec.name, spec.restart_count)
         existing = self._containers.get(key)
         if existing is not None and existing.status is None:

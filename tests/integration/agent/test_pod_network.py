@@ -1012,7 +1012,11 @@ async def test_a_container_is_born_in_its_pods_namespaces_without_an_ip_process(
         assert runs_of(wrapper) == []  # no `ip` started for it
         # An exec probe still enters it through `ip netns exec`.
         assert started.launch_prefix == (str(wrapper), "netns", "exec", name)
-        assert {ns: os.stat(f"/proc/self/ns/{ns}").st_ino for ns in ("net", "mnt")} == own
+        # The thread that forked it went back: every thread of this process is at home.
+        for task in os.listdir("/proc/self/task"):
+            homes = {ns: os.stat(f"/proc/self/task/{task}/ns/{ns}").st_ino for ns in own}
+            assert homes == own
+            assert os.readlink(f"/proc/self/task/{task}/cwd") == os.getcwd()
     finally:
         runtime.cleanup()
         shutil.rmtree(etc, ignore_errors=True)
