@@ -25,15 +25,17 @@ own namespace. The agent builds it as the CNI ``bridge`` plugin with ``host-loca
   changes of one turn of the loop share one write);
 * a **warm pool** (:attr:`NetworkOptions.pool` sandboxes, ``--pod-network-pool``): pod networks
   made ahead, each named ``<prefix>-pool-<hex>`` and in the ledger's ``pool`` before it is
-  made, refilled once no pod has been attached for a moment. A pod takes one rather than
+  made, refilled once no pod has been attached for a moment, and grown by one for each pod
+  that found it empty (up to :attr:`NetworkOptions.pool_limit`). A pod takes one rather than
   waiting for its own: its namespace is bound under the pod's name (one mount; the sandbox's
   name is unbound once no pod is waiting), its veth and address become the pod's. The pool goes
   when the agent stops, when the node's range changes, and when the next agent starts after
   one was killed;
-* a container joins its pod's namespace through ``ip netns exec`` in front of its command
-  (:meth:`PodAddresses.launch_prefix`): the runtime's cgroup prologue, process group and
-  isolation stay as they are, and ``/etc/netns/<name>/`` files (a pod's ``resolv.conf``) are
-  bound over ``/etc`` by ``ip`` itself.
+* a container is born in its pod's namespace, as ``ip netns exec`` would start it but without
+  an ``ip`` process (``handlers.agent.netnsexec``): the runtime's cgroup prologue, process
+  group and isolation stay as they are, and ``/etc/netns/<name>/`` files (a pod's
+  ``resolv.conf``) are bound over ``/etc``; a command run in it later (an exec probe) goes
+  through ``ip netns exec`` (:meth:`PodAddresses.launch_prefix`).
 
 No forwarding, no NAT: traffic between pods of the node crosses the bridge, traffic between
 the node and its pods is local; nothing is routed beyond the machine unless the operator does
