@@ -4,8 +4,8 @@ Why this exists: a pod's containers run in the pod's network namespace, with the
 ``/etc/netns/<netns>/`` (its ``resolv.conf``) over ``/etc`` and a ``/sys`` that shows the pod's
 interfaces. ``ip netns exec <netns>`` in front of each container's command did that, at the
 price of one more exec per container (and its mount work) in the child: in a burst of 100 pods
-that is a tenth of a second of cpu on a node's cores, paid before any container runs. Here the
-same steps are taken by a short-lived thread of the agent, which then forks the container
+about 0.15-0.2 s of cpu on a node's cores, paid before any container runs. Here the same steps
+are taken by one of the agent's threads, which then forks the container
 (``subprocess.Popen``: nothing runs between fork and exec but the C code of ``_posixsubprocess``),
 so the container is born in those namespaces and nothing else is started for it.
 
@@ -84,10 +84,11 @@ def run_in(
     run_netns: Path = RUN_NETNS,
     etc_netns: Path = ETC_NETNS,
 ) -> T:
-    """``action()`` called in a new thread that has entered ``netns`` as ``ip netns exec``
-    does (see the module docstring); its result, or what it raised. Raises
-    :class:`NamespaceEntryError` when the namespaces could not be entered (``action`` is
-    then not called). Blocks the calling thread until the new one has ended."""
+    """``action()`` called in ``netns``'s namespaces as ``ip netns exec`` enters them (see
+    the module docstring): in place in a start thread, else in a new thread this one waits
+    for; its result, or what it raised. Raises :class:`NamespaceEntryError` when the
+    namespaces could not be entered (``action`` is then not called) or a start thread could
+    not go back (it is then marked lost)."""
     if getattr(_this_thread, "home", None) is not None:
         with _entered_in_place(netns, run_netns=run_netns, etc_netns=etc_netns):
             return action()
@@ -114,8 +115,11 @@ _this_thread = threading.local()
 
 def start_thread() -> None:
     """Make the calling thread one that enters pods' namespaces in place (a start thread's
-    initializer): its root and working directory become its own."""
-    _check(_libc.unshare(_CLONE_FS), "unshare(CLONE_FS)")
+    initializer): its root and working directory become its own. Should that be refused,
+    the thread stays as it is and :func:`run_in` uses a new thread for each start."""
+    if _libc.unshare(_CLONE_FS) != 0:
+        log.warning("netnsexec.start_thread_shared", error=os.strerror(ctypes.get_errno()))
+        return
     _this_thread.home = True
     _this_thread.lost = False
 
