@@ -88,8 +88,9 @@ POD_NETWORK_OPTIONS = (
         default=8,
         show_default=True,
         help="Pod networks (namespace, veth, address) kept made ahead so a pod bound here "
-        "starts without waiting for its own; refilled after use, removed when the agent "
-        "stops. 0: none.",
+        "starts without waiting for its own; refilled after use, grown by one for each pod "
+        "that found it empty (up to the node's max pods), removed when the agent stops. "
+        "0: none.",
     ),
 )
 
