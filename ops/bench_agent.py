@@ -1,7 +1,7 @@
 """Benchmark of the node agent: how fast process pods start, and what the agent costs at idle.
 
     python -m ops.bench_agent [--pods 100] [--idle 30] [--flood 10] [--host-network] [--pool N]
-                              [--profile DIR]
+                              [--bursts 1] [--profile DIR]
 
 Starts an embedded nats-server, a ``fleetlog up --no-agent`` (gateway, scheduler, controllers)
 and one ``fleetlog agent`` process with a declared capacity of 100 cpus, so the agent is
@@ -18,7 +18,11 @@ default otherwise), waits until it is made before the burst, and checks after th
 stopped that nothing is left, the pool included. ``--profile DIR`` samples the agent and
 ``up`` with py-spy (``pip install py-spy``) from the burst until every pod is a ready endpoint
 only, so the profile is the burst's and not the pool's making or the idle time: raw
-(collapsed-stack) files ``agent.txt`` and ``up.txt`` in DIR.
+(collapsed-stack) files ``agent.txt`` and ``up.txt`` in DIR (the last burst's). ``--bursts N``
+runs N bursts one after another, each of new pods once the previous ones are deleted and the
+agent's pool has stopped changing (it grows after a burst that emptied it), each reported on
+its own; the containers' own cpu (their pids' time on a cpu, the exec of their start included)
+is reported beside the agent's.
 Then it samples the agent process over ``--idle`` seconds with every pod running: cpu time
 (utime + stime from /proc) as a share of one core, and its resident memory. The pods are
 deleted at the end and the agent must stop every process.
@@ -91,6 +95,20 @@ def pool_of(root: Path | None) -> list[dict[str, str]]:
     return list((ledger.get("pool") or {}).values())
 
 
+async def pool_settled(root: Path, *, timeout: float = 60) -> int:
+    """The size of the agent's pool once it has not changed for two seconds."""
+    deadline = time.monotonic() + timeout
+    size, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = len(pool_of(root))
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= 2:
+            break
+        await asyncio.sleep(0.2)
+    return size
+
+
 def cpu_seconds(pid: int, *, children: bool = False) -> float:
     """utime + stime of ``pid``; with ``children``, also of the children it has waited for
     (the agent's ``ip`` processes, not its containers, which still run)."""
@@ -99,6 +117,28 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
     if children:
         used += int(fields[13]) + int(fields[14])
     return used / CLOCK_TICKS
+
+
+def container_states(root: Path) -> list[Path]:
+    """The ``container.json`` of every container the agent runs (a pod's directory may be
+    removed while it is listed: listed again then)."""
+    while True:
+        try:
+            return list(root.glob("pods/*/*/*/container.json"))
+        except FileNotFoundError:
+            continue
+
+
+def containers_cpu(root: Path) -> float:
+    """utime + stime of every running container under the agent's ``root`` (by the pids of
+    their ``container.json``), in seconds."""
+    total = 0
+    for state in container_states(root):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            pid = int(json.loads(state.read_text())["pid"])
+            # schedstat's first field: ns on a cpu (stat's ticks are 10 ms, a start ~2 ms).
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def rss_bytes(pid: int) -> int:
@@ -208,6 +248,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def p50_p99(values: list[float]) -> str:
+    return f"p50 {statistics.median(values):,.0f} ms, p99 {percentile(values, 0.99):,.0f} ms"
+
+
 SERVICE = {
     "apiVersion": "v1",
     "kind": "Service",
@@ -274,7 +318,11 @@ async def main_async(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fleetlog-bench-agent-"))
     server = EmbeddedServer(data_dir=workdir / "nats", port=free_port())
     await server.start()
-    env = {**os.environ, "FLEETLOG_SERVER": server.url}
+    env = {
+        **os.environ,
+        "FLEETLOG_SERVER": server.url,
+        "FLEETLOG_SEAL_KEY": str(workdir / "seal.key"),
+    }
     sleep = shutil.which("sleep") or "/bin/sleep"
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -326,89 +374,92 @@ async def main_async(args: argparse.Namespace) -> None:
                 "nats-server": server.process.pid,
                 "this benchmark": os.getpid(),
             }
-            profilers = start_profilers(args.profile, {"agent": agent.pid, "up": roles["up"]})
-            if profilers:
-                await asyncio.sleep(0.5)  # py-spy attaches before the burst starts
-            cpu_before = {role: cpu_seconds(pid, children=True) for role, pid in roles.items()}
-            await asyncio.gather(
-                *(
-                    client.send("Pod", "apply", {"manifest": pod(f"p{i}", sleep)})
-                    for i in range(args.pods)
+            for burst in range(args.bursts):
+                names = [f"p{i}" if burst == 0 else f"b{burst}p{i}" for i in range(args.pods)]
+                if burst:
+                    made = await pool_settled(workdir / "agent")
+                    print(f"burst {burst + 1}: {made} sandboxes in the pool", flush=True)
+                profilers = start_profilers(args.profile, {"agent": agent.pid, "up": roles["up"]})
+                if profilers:
+                    await asyncio.sleep(0.5)  # py-spy attaches before the burst starts
+                cpu_before = {role: cpu_seconds(pid, children=True) for role, pid in roles.items()}
+                await asyncio.gather(
+                    *(client.send("Pod", "apply", {"manifest": pod(name, sleep)}) for name in names)
                 )
-            )
-            deadline = time.monotonic() + 300
-            # The figures come from the log's timestamps: reading it less often during the
-            # burst only leaves its cpu to the pods.
-            await asyncio.sleep(1.0)
-            while True:
-                seen = await timeline(store)
-                if sum(ENDPOINT_READY in events for events in seen.values()) >= args.pods:
-                    break
-                assert time.monotonic() < deadline, "pods did not all become ready endpoints"
-                await asyncio.sleep(0.5)
-            stop_profilers(profilers)
-            burst_cpu = ", ".join(
-                f"{role} {(cpu_seconds(pid, children=True) - cpu_before[role]) * 1000:,.0f} ms"
-                for role, pid in roles.items()
-            )
-            running = [(e["ContainerStarted"] - e["PodCreated"]) / 1e6 for e in seen.values()]
-            ready = [(e["PodReady"] - e["PodCreated"]) / 1e6 for e in seen.values()]
-            addressed = [(e["PodIPAssigned"] - e["PodCreated"]) / 1e6 for e in seen.values()]
-            on_node = [(e["PodIPAssigned"] - e["PodBound"]) / 1e6 for e in seen.values()]
-            endpoint = [(e[ENDPOINT_READY] - e["PodCreated"]) / 1e6 for e in seen.values()]
-            after_ready = [(e[ENDPOINT_READY] - e["PodReady"]) / 1e6 for e in seen.values()]
-            network = "host network" if args.host_network else "own network namespaces"
-            print(f"{args.pods} process pods, step by step: {steps(seen.values())}", flush=True)
-            print(
-                "cpu used from the burst until every pod was a ready endpoint (with the "
-                f"processes each waited for): {burst_cpu}",
-                flush=True,
-            )
-            print(
-                f"{args.pods} process pods ({network}): created→IP assigned p50 "
-                f"{statistics.median(addressed):,.0f} ms, p99 {percentile(addressed, 0.99):,.0f}"
-                f" ms (bound→IP assigned p50 {statistics.median(on_node):,.0f} ms, p99 "
-                f"{percentile(on_node, 0.99):,.0f} ms)",
-                flush=True,
-            )
-            print(
-                f"{args.pods} process pods: created→running p50 "
-                f"{statistics.median(running):,.0f} ms, p99 {percentile(running, 0.99):,.0f} ms; "
-                "created→Ready p50 "
-                f"{statistics.median(ready):,.0f} ms, p99 {percentile(ready, 0.99):,.0f} ms; "
-                f"all Ready after {max(ready) / 1000:.1f} s",
-                flush=True,
-            )
-            print(
-                f"{args.pods} process pods: created→ready endpoint p50 "
-                f"{statistics.median(endpoint):,.0f} ms, p99 {percentile(endpoint, 0.99):,.0f} ms"
-                f" (Ready→ready endpoint p50 {statistics.median(after_ready):,.0f} ms, p99 "
-                f"{percentile(after_ready, 0.99):,.0f} ms)",
-                flush=True,
-            )
-            await asyncio.sleep(5)
-            before, started = cpu_seconds(agent.pid), time.monotonic()
-            await asyncio.sleep(args.idle)
-            share = (cpu_seconds(agent.pid) - before) / (time.monotonic() - started)
-            print(
-                f"agent at idle with {args.pods} pods: {share * 100:.1f} % of a core, "
-                f"RSS {rss_bytes(agent.pid) / 2**20:.0f} MiB (over {args.idle:.0f} s)",
-                flush=True,
-            )
-            await asyncio.gather(
-                *(
-                    client.send("Pod", "delete", {"name": f"p{i}", "namespace": "bench"})
-                    for i in range(args.pods)
+                deadline = time.monotonic() + 300
+                # The figures come from the log's timestamps: reading it less often during the
+                # burst only leaves its cpu to the pods.
+                await asyncio.sleep(1.0)
+                while True:
+                    seen = {n: e for n, e in (await timeline(store)).items() if n in names}
+                    if sum(ENDPOINT_READY in events for events in seen.values()) >= args.pods:
+                        break
+                    assert time.monotonic() < deadline, "pods did not all become ready endpoints"
+                    await asyncio.sleep(0.5)
+                stop_profilers(profilers)
+                burst_cpu = ", ".join(
+                    f"{role} {(cpu_seconds(pid, children=True) - cpu_before[role]) * 1000:,.0f} ms"
+                    for role, pid in roles.items()
                 )
-            )
-            deadline = time.monotonic() + 60
-            while list((workdir / "agent").glob("pods/*/*/*/container.json")):
-                assert time.monotonic() < deadline, "the agent did not stop every pod"
-                await asyncio.sleep(0.5)
-            while pod_networks_left(workdir / "agent"):
-                assert time.monotonic() < deadline, "the agent left pod networks behind"
-                await asyncio.sleep(0.5)
-            print("every pod's process, namespace and veth removed", flush=True)
+                # A container's pid ran its start (the cgroup prologue, `ip netns exec` where one
+                # was used) before its command: its own cpu so far is what its start cost.
+                started_cpu = containers_cpu(workdir / "agent")
+                print(
+                    f"the containers' own cpu (their starts, before and including the exec of "
+                    f"{Path(sleep).name}): {started_cpu * 1000:,.0f} ms",
+                    flush=True,
+                )
+                running = [(e["ContainerStarted"] - e["PodCreated"]) / 1e6 for e in seen.values()]
+                ready = [(e["PodReady"] - e["PodCreated"]) / 1e6 for e in seen.values()]
+                addressed = [(e["PodIPAssigned"] - e["PodCreated"]) / 1e6 for e in seen.values()]
+                on_node = [(e["PodIPAssigned"] - e["PodBound"]) / 1e6 for e in seen.values()]
+                endpoint = [(e[ENDPOINT_READY] - e["PodCreated"]) / 1e6 for e in seen.values()]
+                after_ready = [(e[ENDPOINT_READY] - e["PodReady"]) / 1e6 for e in seen.values()]
+                network = "host network" if args.host_network else "own network namespaces"
+                print(f"{args.pods} process pods, step by step: {steps(seen.values())}", flush=True)
+                print(
+                    "cpu used from the burst until every pod was a ready endpoint (with the "
+                    f"processes each waited for): {burst_cpu}",
+                    flush=True,
+                )
+                print(
+                    f"{args.pods} process pods ({network}): created→IP assigned "
+                    f"{p50_p99(addressed)} (bound→IP assigned {p50_p99(on_node)})",
+                    flush=True,
+                )
+                print(
+                    f"{args.pods} process pods: created→running {p50_p99(running)}; "
+                    f"created→Ready {p50_p99(ready)}; all Ready after {max(ready) / 1000:.1f} s",
+                    flush=True,
+                )
+                print(
+                    f"{args.pods} process pods: created→ready endpoint {p50_p99(endpoint)} "
+                    f"(Ready→ready endpoint {p50_p99(after_ready)})",
+                    flush=True,
+                )
+                await asyncio.sleep(5)
+                before, started = cpu_seconds(agent.pid), time.monotonic()
+                await asyncio.sleep(args.idle)
+                share = (cpu_seconds(agent.pid) - before) / (time.monotonic() - started)
+                print(
+                    f"agent at idle with {args.pods} pods: {share * 100:.1f} % of a core, "
+                    f"RSS {rss_bytes(agent.pid) / 2**20:.0f} MiB (over {args.idle:.0f} s)",
+                    flush=True,
+                )
+                await asyncio.gather(
+                    *(
+                        client.send("Pod", "delete", {"name": name, "namespace": "bench"})
+                        for name in names
+                    )
+                )
+                deadline = time.monotonic() + 60
+                while container_states(workdir / "agent"):
+                    assert time.monotonic() < deadline, "the agent did not stop every pod"
+                    await asyncio.sleep(0.5)
+                while pod_networks_left(workdir / "agent"):
+                    assert time.monotonic() < deadline, "the agent left pod networks behind"
+                    await asyncio.sleep(0.5)
+                print("every pod's process, namespace and veth removed", flush=True)
             if args.flood > 0:
                 await flood(client, nc, agent=agent, root=workdir / "agent", seconds=args.flood)
         await nc.close()
@@ -424,7 +475,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 else f"agent stopped: left behind {left}",
                 flush=True,
             )
-        for state in (workdir / "agent").glob("pods/*/*/*/container.json"):
+        for state in container_states(workdir / "agent"):
             with contextlib.suppress(ProcessLookupError, ValueError, KeyError, OSError):
                 os.killpg(int(json.loads(state.read_text())["pgid"]), signal.SIGKILL)
         remove_pod_networks(BENCH_PREFIX, BENCH_BRIDGE)
@@ -448,6 +499,12 @@ def main() -> None:
         type=int,
         default=None,
         help="the agent's --pod-network-pool (default: the agent's); the burst waits for it",
+    )
+    parser.add_argument(
+        "--bursts",
+        type=int,
+        default=1,
+        help="bursts one after another (each deleted, the pool left to refill, before the next)",
     )
     parser.add_argument(
         "--profile", type=Path, default=None, help="py-spy the agent and up during the burst"

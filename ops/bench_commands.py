@@ -246,6 +246,7 @@ async def main_async(args: argparse.Namespace) -> None:
         async with server_for(args.nats_url, workdir / "nats") as url:
             command = [
                 sys.executable, "-m", "ops", "--log-level", "warning", "up", "--nats-url", url,
+                "--data-dir", str(workdir / "up"),
                 "--no-agent", "--no-scheduler", *(["--gateways", str(args.gateways)]
                 if args.gateways != 1 else []),
             ]  # fmt: skip

@@ -140,7 +140,11 @@ async def main_async(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fleetlog-bench-deploy-"))
     server = EmbeddedServer(data_dir=workdir / "nats", port=free_port())
     await server.start()
-    env = {**os.environ, "FLEETLOG_SERVER": server.url}
+    env = {
+        **os.environ,
+        "FLEETLOG_SERVER": server.url,
+        "FLEETLOG_SEAL_KEY": str(workdir / "seal.key"),
+    }
     children: list[subprocess.Popen[bytes]] = []
     try:
         nc = await connect(server.url, name="bench-deployment")

@@ -918,7 +918,7 @@ async def bench_bulk_read(url: str) -> float:
     nc = await connect(url, name="bench-history-bulk")
     seen = 0
 
-    def on_stored(seq: int, subject: str, stored_ns: int, data: bytes) -> None:
+    def on_stored(seq: int, subject: str, stored_ns: int, data: bytes, _seal: bytes | None) -> None:
         nonlocal seen
         seen += 1
 

@@ -1,7 +1,7 @@
 """Benchmark of the log path, beside raw nats-py rates on the same server, in one run.
 
     python -m ops.bench_log [--events 30000] [--commands 5000] [--rate 500] [--nats-url URL]
-                            [--skip-appends] [--skip-replay] [--keep-workdir]
+                            [--skip-appends] [--skip-replay] [--seal] [--keep-workdir]
 
 Prints, each next to its raw baseline:
   * appends through the event store (OCC expectation on every write, ``--in-flight`` pipelined
@@ -9,6 +9,8 @@ Prints, each next to its raw baseline:
     bytes;
   * replay (decode + fold into the cluster read model) vs a raw ordered consumer whose callback
     does nothing;
+  * with ``--seal``, the appends and the replay hold a seal key (a MAC written and checked per
+    event, ``streams/seal.py``); the round trip's ``up`` always seals;
   * command round trip (client request → gateway → event durable → reply) at a fixed offered
     rate, p50/p99/max, against a ``fleetlog up`` running in its own process, with the CPU time
     that process spent per command (user + system, from ``/proc``) while the commands ran.
@@ -26,6 +28,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import secrets
 import shutil
 import signal
 import statistics
@@ -38,12 +41,13 @@ from pathlib import Path
 
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
-from streams import jsapi
+from streams import jsapi, seal
 from streams.commandbus import CommandClient
 from streams.connection import connect
 from streams.definitions import FLEET_STREAM, ensure_streams
 from streams.envelope import Envelope
 from streams.eventstore import EventStore, Write
+from streams.seal import KEY_BYTES, SealKey
 from streams.server import EmbeddedServer, free_port
 from streams.subjects import event_subject
 
@@ -289,7 +293,7 @@ async def bench_log_path(url: str, args: argparse.Namespace, prepared: int) -> N
 
 async def bench_round_trip(url: str, args: argparse.Namespace, workdir: Path) -> None:
     """The command round trip against a ``fleetlog up`` in its own process."""
-    env = {**os.environ, "FLEETLOG_SERVER": url}
+    env = {**os.environ, "FLEETLOG_SERVER": url, "FLEETLOG_SEAL_KEY": str(workdir / "seal.key")}
     with (workdir / "up.log").open("wb") as up_log:
         up_process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, not awaited
             [
@@ -375,6 +379,8 @@ async def server_for(nats_url: str | None, data_dir: Path) -> AsyncIterator[str]
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    if args.seal:
+        seal.use(SealKey(secrets.token_bytes(KEY_BYTES)))
     workdir = Path(tempfile.mkdtemp(prefix="fleetlog-bench-"))
     try:
         async with server_for(args.nats_url, workdir / "nats") as url:
@@ -445,6 +451,12 @@ def main() -> None:
         help="leave out the append and replay measurements (the replay reads what they wrote)",
     )
     parser.add_argument("--skip-replay", action="store_true", help="leave out the replay part")
+    parser.add_argument(
+        "--seal",
+        action="store_true",
+        help="appends and replay with a seal key (as `up` runs): the seal's cost, beside a run "
+        "without it (the round trip's `up` always seals)",
+    )
     parser.add_argument(
         "--keep-workdir", action="store_true", help="keep the temporary directory (up.log)"
     )

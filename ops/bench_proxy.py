@@ -312,6 +312,7 @@ async def main_async(args: argparse.Namespace) -> None:
     await server.start()
     os.environ["FLEETLOG_SERVER"] = server.url
     os.environ["FLEETLOG_USER"] = "bench"
+    os.environ["FLEETLOG_SEAL_KEY"] = str(workdir / "seal.key")
     env = dict(os.environ)
     processes: list[subprocess.Popen[bytes]] = []
     dnat = False

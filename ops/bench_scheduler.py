@@ -294,7 +294,11 @@ async def main_async(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fleetlog-bench-sched-"))
     server = EmbeddedServer(data_dir=workdir / "nats", port=free_port())
     await server.start()
-    env = {**os.environ, "FLEETLOG_SERVER": server.url}
+    env = {
+        **os.environ,
+        "FLEETLOG_SERVER": server.url,
+        "FLEETLOG_SEAL_KEY": str(workdir / "seal.key"),
+    }
     up = None
     try:
         nc = await connect(server.url, name="bench-setup")

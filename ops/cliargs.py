@@ -13,6 +13,7 @@ from __future__ import annotations
 import getpass
 import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from core.api.kinds import NAMESPACED
@@ -35,6 +36,7 @@ API_GROUPS: dict[str, str] = {
     "ClusterRole": "rbac.authorization.k8s.io",
     "RoleBinding": "rbac.authorization.k8s.io",
     "ClusterRoleBinding": "rbac.authorization.k8s.io",
+    "User": "auth.fleetlog.dev",
 }
 """The API group of the kinds outside the core group: ``-o name`` qualifies them with it
 (``deployment.apps/web``) and every command takes them so qualified."""
@@ -63,6 +65,7 @@ for _kind, _short in (
     ("ClusterRoleBinding", ()),
     ("ConfigMap", ("cm",)),
     ("Secret", ()),
+    ("User", ()),
     ("NodePortAllocation", ()),
     ("PodCIDR", ()),
 ):
@@ -150,3 +153,9 @@ def labels_of(item: dict[str, Any]) -> dict[str, str]:
     """A read-model item's labels (what ``-l`` selects on)."""
     metadata = (item.get("manifest") or {}).get("metadata") or {}
     return metadata.get("labels") or {}
+
+
+def default_data_dir() -> Path:
+    """Where ``fleetlog up`` keeps its data unless told (``$XDG_DATA_HOME/fleetlog``)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "fleetlog"

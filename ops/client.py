@@ -21,6 +21,7 @@ from streams.commandbus import CommandClient
 from streams.connection import connect
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
+from streams.identity import Credentials
 from streams.subjects import event_subject
 
 
@@ -86,8 +87,10 @@ def pick_container(item: dict[str, Any], container: str | None) -> tuple[str, in
 
 
 @asynccontextmanager
-async def session(server: str, actor: str) -> AsyncIterator[Session]:
-    nc = await connect(server, name="fleetlog-cli", reconnect=False)
+async def session(
+    server: str, actor: str, *, credentials: Credentials | None = None
+) -> AsyncIterator[Session]:
+    nc = await connect(server, name="fleetlog-cli", reconnect=False, credentials=credentials)
     try:
         async with EventStore(nc) as store:
             yield Session(nc, store, CommandClient(nc, actor=actor))

@@ -24,6 +24,7 @@ from core.errors import FleetError
 
 if TYPE_CHECKING:
     from ops.client import Session
+    from streams.identity import Credentials
 
 T = TypeVar("T")
 
@@ -51,7 +52,8 @@ def run(coroutine_fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]
         import asyncio
 
         from ops.logging import configure as configure_logging
-        from streams.connection import Unreachable
+        from streams.connection import Refused, Unreachable
+        from streams.identity import CredentialsError
         from streams.server import ServerError
 
         context = click.get_current_context(silent=True)
@@ -60,8 +62,19 @@ def run(coroutine_fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]
             configure_logging(level)
         try:
             return asyncio.run(coroutine_fn(*args, **kwargs))
-        except (FleetError, Unreachable, ServerError) as exc:
+        except (FleetError, Unreachable, Refused, CredentialsError, ServerError) as exc:
             raise Failure(str(exc)) from None
+        except TimeoutError as exc:
+            # A request the server refused to this identity is never answered.
+            from streams.connection import refusals
+
+            if not refusals():
+                raise
+            raise Failure(
+                f"the server refused a request to your identity ({refusals()[-1]}): reading "
+                "the log directly (events, history, replay, audit, logs, top) is for admins "
+                "(group system:masters); ordinary users get and describe objects"
+            ) from exc
         except KeyboardInterrupt:
             sys.exit(130)
         except BrokenPipeError:
@@ -75,7 +88,28 @@ def run(coroutine_fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]
 
 
 def open_session(ctx: click.Context) -> AbstractAsyncContextManager[Session]:
-    """The session of a command: the server and actor the root command was given."""
+    """The session of a command: the server, identity and actor the root command was given."""
     from ops.client import session  # the NATS client loads once a command connects
 
-    return session(ctx.obj["server"], ctx.obj["actor"])
+    return session(ctx.obj["server"], ctx.obj["actor"], credentials=credentials_for(ctx))
+
+
+def credentials_for(ctx: click.Context, *, role: str | None = None) -> Credentials | None:
+    """Who the command connects as: ``--credentials FILE``, else the context's user for
+    ``role`` (a process run from this machine: ``agent``, ``scheduler``, ``sim``,
+    ``gateway``) or its user, else nobody (a server without authorization)."""
+    from pathlib import Path
+
+    from ops.fleetconfig import target
+    from streams.identity import read_seed_file
+
+    obj = ctx.find_root().obj
+    if obj.get("credentials_file"):
+        return read_seed_file(Path(obj["credentials_file"]).expanduser())
+    chosen = obj["target"]
+    if role is not None and chosen.context is not None:
+        from ops.fleetconfig import load
+
+        chosen = target(load(chosen.path), path=chosen.path, context=chosen.context, role=role)
+    credentials: Credentials | None = chosen.credentials()
+    return credentials

@@ -33,6 +33,9 @@ from streams.cancellation import checkpoint
 from streams.connection import connect
 from streams.definitions import ensure_streams
 from streams.eventstore import EventStore
+from streams.identity import Credentials
+from streams.seal import configured as configured_seal
+from streams.sealing import check_seal_key, writer_seal_key
 
 log = structlog.get_logger(__name__)
 
@@ -49,12 +52,15 @@ async def run_gateway(
     service_ranges: ServiceRanges = DEFAULT_RANGES,
     name: str = "fleetlog-gateway",
     cluster_key: bytes | None = None,
+    credentials: Credentials | None = None,
 ) -> None:
     """Serve commands from this process until cancelled (``ready`` once subscribed)."""
-    nc = await connect(url, name=name, wait=True)
+    nc = await connect(url, name=name, wait=True, credentials=credentials)
     try:
         await ensure_streams(nc)  # idempotent: a gateway may start before any `fleetlog up`
+        await writer_seal_key()  # before the store: it seals with it
         async with EventStore(nc) as store:
+            await check_seal_key(store, configured_seal())  # refused without the log's key
             gateway = await Gateway.create(
                 nc, store, features=features, service_ranges=service_ranges,
                 cluster_key=cluster_key,
@@ -72,10 +78,17 @@ def gateway_command(
     service_ranges: ServiceRanges,
     log_level: str,
     cluster_key: Path | None = None,
+    credentials_file: Path | None = None,
+    seal_key: Path | None = None,
 ) -> list[str]:
-    """The command line of a gateway process configured as ``up`` is."""
+    """The command line of a gateway process configured as ``up`` is (connecting with the
+    seed in ``credentials_file``, when the server wants one; sealing with ``seal_key``)."""
+    identity = ["--credentials", str(credentials_file)] if credentials_file is not None else []
+    sealing = ["--seal-key", str(seal_key)] if seal_key is not None else []
     command = [
-        sys.executable, "-m", "ops", "--server", url, "--log-level", log_level, "gateway",
+        sys.executable, "-m", "ops", "--server", url, "--log-level", log_level, *identity,
+        *sealing,
+        "gateway",
         "--service-cluster-ip-range", str(service_ranges.cluster_ips),
         "--service-node-port-range", str(service_ranges.node_ports),
     ]  # fmt: skip

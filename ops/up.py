@@ -23,6 +23,13 @@ this machine, which serves cluster DNS at the ``kube-dns`` service's address (th
 range's tenth). With ``--gateways N`` it also runs N-1 command gateways as child processes
 (``ops.gateways``), so that commands are decided on more than one core. Later issues add their
 handlers to :func:`serve`.
+
+The embedded server is walled (``ops.natswall``): it admits only the control plane's nkeys, the
+bootstrap admin's and the log's users, each to its own subjects; ``up`` writes the admin's
+context into the fleetlog config (``ops.fleetconfig``) so the CLI connects with no flag, and
+reloads the server when users change. Against an external server (``--nats-url``) ``up``
+connects as the CLI's context or ``--credentials`` says (nobody, for a server without
+authorization) and leaves that server's users to its operator.
 """
 
 from __future__ import annotations
@@ -59,8 +66,10 @@ from handlers.quota_controller import QuotaController
 from handlers.replicaset_controller import ReplicaSetController
 from handlers.scheduler import Scheduler
 from handlers.taint_eviction import TaintEvictionController
+from ops.fleetconfig import config_path
 from ops.gateways import GatewayReplicas, gateway_command
 from ops.gctuning import tune_gc
+from ops.natswall import CONTROL_PLANE, Wall, WallKeys, write_context
 from ops.schedulerconfig import scheduler_options
 from projections.cluster import ClusterModel
 from projections.endpoints import EndpointsService
@@ -69,13 +78,15 @@ from projections.history_service import HistoryService
 from projections.podconfig import PodConfigService
 from projections.query import QueryService
 from projections.runtime import Projection
-from streams import jsapi
+from streams import jsapi, seal
 from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient
 from streams.connection import connect, in_outage
 from streams.definitions import ensure_streams, open_snapshots
 from streams.eventstore import EventStore
+from streams.identity import Credentials
 from streams.repository import AggregateRepository
+from streams.sealing import open_seal_key
 from streams.secretkeys import CLUSTER_KEY_FILE, SecretKeys, load_cluster_key
 from streams.server import EmbeddedServer, ServerError
 
@@ -91,11 +102,6 @@ RESTART_BACKOFF_S = (0.5, 30.0)
 STABLE_AFTER_S = 60.0
 """A server that ran this long before it exited is restarted after the first wait again."""
 HISTORY_FILE = "history.sqlite3"
-
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "fleetlog"
 
 
 @dataclass
@@ -134,6 +140,17 @@ class UpOptions:
     None: no Kubernetes API (``--no-api``)."""
     replicas: int = 1
     """How many servers of a NATS cluster hold each stream and bucket (``--replicas``)."""
+    config_path: Path | None = None
+    """The fleetlog config the admin's context is written to (None: the default place)."""
+    credentials: Credentials | None = None
+    """Who ``up`` connects as to an external server (``--nats-url``; None: nobody)."""
+    seal_key: Path | None = None
+    """The writers' seal key (``--seal-key``); None: ``<data dir>/pki/seal.key``, made on the
+    first start."""
+
+    @property
+    def seal_key_path(self) -> Path:
+        return self.seal_key or self.data_dir / "pki" / "seal.key"
 
 
 @dataclass(frozen=True)
@@ -149,16 +166,29 @@ class APIOptions:
 async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM (or cancellation)."""
     server: EmbeddedServer | None = None
+    wall: Wall | None = None
     url = options.nats_url
+    # The log's copy on disk, the history index, keys and container output live here: its
+    # owner's alone (the parts a container must reach are below, opened for it on purpose).
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(options.data_dir, 0o700)
+    credentials = options.credentials
     if url is None:
+        keys = WallKeys.ensure(options.data_dir)
         server = EmbeddedServer(
             data_dir=options.data_dir,
             port=options.port,
             host=options.host,
             domain=jsapi.configured_domain(),
         )
+        wall = Wall(server, keys)
+        server.authorization = wall.authorization()
         await server.start()
         url = server.url
+        credentials = keys.credentials(CONTROL_PLANE)
+        write_context(
+            config_path(options.config_path), url=url, keys=keys, seal_key=options.seal_key_path
+        )
     supervisor = asyncio.create_task(supervise(server)) if server is not None else None
     try:
         stop = asyncio.Event()
@@ -190,6 +220,9 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                     else None
                 ),
                 replicas=options.replicas,
+                seal_key_path=options.seal_key_path,
+                credentials=credentials,
+                wall=wall,
                 cluster_key_path=options.data_dir / "pki" / CLUSTER_KEY_FILE,
             )
         finally:
@@ -255,6 +288,9 @@ async def serve(
     log_level: str = "info",
     api: APIOptions | None = None,
     replicas: int = 1,
+    seal_key_path: Path | None = None,
+    credentials: Credentials | None = None,
+    wall: Wall | None = None,
     cluster_key_path: Path | None = None,
 ) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set;
@@ -269,11 +305,18 @@ async def serve(
     ``gateways``, how many gateway processes serve commands (N-1 children beside this one's);
     ``api``, where the Kubernetes API listens (None: it does not);
     ``replicas``, how many servers hold each stream and bucket;
+    ``seal_key_path``, the writers' seal key (made, and the log marked sealed, when neither
+    exists; None: nothing is sealed, as in tests of a bare server);
+    ``credentials``, the control-plane identity every role here connects as;
+    ``wall``, the embedded server's users to keep those of the log;
     ``cluster_key_path``, the file of the key Secrets' data keys are wrapped with (made 0600
     when missing; None: Secrets are refused)."""
-    nc = await connect(url, name="fleetlog-up")
+    nc = await connect(url, name="fleetlog-up", credentials=credentials)
     try:
         await ensure_streams(nc, replicas=replicas)
+        if seal_key_path is not None:
+            async with EventStore(nc, seal=False) as unsealed:
+                seal.use(await open_seal_key(unsealed, seal_key_path))
         snapshots = await open_snapshots(nc)
         async with EventStore(nc) as store:
             projection = Projection(ClusterModel(), store)
@@ -348,6 +391,8 @@ async def serve(
                         roles.append(tasks.create_task(replica.run()))
                     if history is not None:
                         roles.append(tasks.create_task(history.run()))
+                    if wall is not None:
+                        roles.append(tasks.create_task(wall.run(projection)))
                     await gateway_ready.wait()
                     await query_ready.wait()
                     await _bootstrap(nc, service_ranges)
@@ -355,7 +400,11 @@ async def serve(
                         replicas = GatewayReplicas(
                             gateway_command(
                                 url, features=features, service_ranges=service_ranges,
-                                log_level=log_level, cluster_key=cluster_key_path,
+                                log_level=log_level, seal_key=seal_key_path,
+                                credentials_file=(
+                                    wall.keys.file(CONTROL_PLANE) if wall is not None else None
+                                ),
+                                cluster_key=cluster_key_path,
                             ),
                             gateways - 1,
                         )  # fmt: skip

@@ -19,6 +19,7 @@ checks and renders like one read from the log.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -62,6 +63,10 @@ class HistoryIndex:
     def _open(self) -> sqlite3.Connection:
         # Only ever used from the event loop's thread; autocommit off, so each add() is one
         # transaction together with the position it reaches.
+        # Every event's payload is in it: readable by its owner only (SQLite gives its WAL and
+        # shared-memory files the database file's mode).
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(self.path, 0o600)
         db = sqlite3.connect(self.path, isolation_level="DEFERRED")
         try:
             db.execute("PRAGMA journal_mode=WAL")

@@ -31,6 +31,7 @@ from core.errors import FleetError, ValidationFailed
 from streams.cancellation import checkpoint
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
+from streams.quarantine import unsealed
 from streams.serving import msgpack_answers, serve
 from streams.subjects import QUERY_PREFIX, parse_event_subject
 
@@ -123,7 +124,16 @@ class HistoryService:
             return
         rows: list[StoredRow] = []
 
-        def on_stored(seq: int, subject: str, stored_ns: int, data: bytes) -> None:
+        seal_key = self._store.seal_key
+
+        def on_stored(
+            seq: int, subject: str, stored_ns: int, data: bytes, seal: bytes | None
+        ) -> None:
+            if seal_key is not None and not seal_key.holds(seq, subject, data, seal):
+                # Never indexed: the index keeps no headers, so what it holds is what a
+                # writer sealed.
+                self._store.quarantine.poisoned(seq, subject, unsealed())
+                return
             rows.append((seq, subject, stored_ns, data))
             if len(rows) >= CATCH_UP_BATCH:
                 self._index.add(rows, seq)
@@ -207,7 +217,7 @@ async def read_history(
             return events + await store.read_subject(subject, after_seq=cursor)
         for seq, stored_ns, data in answer["events"]:
             # The index keeps every stored message, poison included: the store's seam skips it.
-            event = store.stored(seq, subject, stored_ns, data)
+            event = store.decoded(seq, subject, stored_ns, data)
             if event is not None:
                 events.append(event)
         if not answer["more"] or not answer["events"]:

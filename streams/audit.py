@@ -114,6 +114,12 @@ class AuditRecord:
     error_field: str = ""
     events: list[str] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
+    admission: list[str] = field(default_factory=list)
+    """What each admission stage did to the command (``mutated by LimitRanger: ...``,
+    ``denied by PodSecurity: ...``), in the chain's order; stages that did nothing are not
+    named."""
+    annotations: dict[str, str] = field(default_factory=dict)
+    """Kubernetes-style audit annotations (``pod-security.kubernetes.io/audit-violations``)."""
     stored_seq: int = 0
     """The audit stream's own sequence (set when read back)."""
 
@@ -155,11 +161,14 @@ class AuditRecord:
 
 _ENCODED_FIELDS = tuple(name for name in AuditRecord.__dataclass_fields__ if name != "stored_seq")
 _FIELD_TYPES: dict[str, type] = {
-    name: {"int": int, "str": str}.get(str(AuditRecord.__dataclass_fields__[name].type), list)
+    name: {"int": int, "str": str}.get(
+        str(AuditRecord.__dataclass_fields__[name].type),
+        dict if str(AuditRecord.__dataclass_fields__[name].type).startswith("dict") else list,
+    )
     for name in _ENCODED_FIELDS
 }
-"""What a stored record's fields must be (annotations are strings here: ``int``, ``str``, or a
-list)."""
+"""What a stored record's fields must be (annotations are strings here: ``int``, ``str``, a
+``dict`` or a list)."""
 
 
 class AuditWriter:
@@ -335,7 +344,9 @@ async def read_audit(
     records: list[AuditRecord] = []
     store = EventStore(nc, stream=AUDIT_STREAM)
 
-    def on_stored(seq: int, stored_subject: str, _stored_ns: int, data: bytes) -> None:
+    def on_stored(
+        seq: int, stored_subject: str, _stored_ns: int, data: bytes, _seal: bytes | None
+    ) -> None:
         try:
             records.append(AuditRecord.decode(data, seq))
         except (ValueError, TypeError, AttributeError) as exc:

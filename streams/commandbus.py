@@ -27,6 +27,7 @@ from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from core.errors import FieldError, FleetError
+from streams.connection import refusal_for
 from streams.subjects import command_subject
 
 DEADLINE_HEADER = "Fleet-Deadline"
@@ -37,6 +38,9 @@ assumes for leases)."""
 
 class CommandFailed(FleetError):
     """The gateway rejected the command; ``code``/``field`` say why and where."""
+
+    warnings: tuple[str, ...] = ()
+    """Warnings admission gave before it refused (shown as kubectl shows them)."""
 
 
 class NoGateway(FleetError):
@@ -55,6 +59,9 @@ class Outcome:
     uid: str = ""
     unchanged: bool = False
     replayed: bool = False
+    warnings: list[str] = field(default_factory=list)
+    """What admission warned about (Pod Security's ``warn`` level): the command was applied;
+    a client shows each as ``Warning: ...``, as kubectl does."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -129,6 +136,13 @@ class CommandClient:
                     code="payload_too_large",
                 ) from exc
             except NatsTimeout:
+                refusal = refusal_for(subject)
+                if refusal is not None:
+                    raise CommandFailed(
+                        f"the server refused this command to your identity ({refusal}): "
+                        "ask an admin (group system:masters) to send it",
+                        code="forbidden",
+                    ) from None
                 if attempt == attempts - 1:
                     raise CommandFailed(
                         f"no answer from the gateway after {attempts} tries of {timeout:.0f}s",
@@ -156,13 +170,15 @@ def decode_reply(data: bytes) -> Outcome:
         ]
         if error.get("errors_omitted"):
             errors.append(FieldError(None, f"... and {error['errors_omitted']} more errors"))
-        raise CommandFailed(
+        failed = CommandFailed(
             error.get("message", "rejected"),
             field=error.get("field"),
             code=error.get("code"),
             errors=errors,
         )
-    known = {"ok", "seqs", "events", "version", "uid", "unchanged", "replayed"}
+        failed.warnings = tuple(str(w) for w in answer.get("warnings") or ())
+        raise failed
+    known = {"ok", "seqs", "events", "version", "uid", "unchanged", "replayed", "warnings"}
     return Outcome(
         seqs=answer.get("seqs", []),
         events=answer.get("events", []),
@@ -170,5 +186,6 @@ def decode_reply(data: bytes) -> Outcome:
         uid=answer.get("uid", ""),
         unchanged=answer.get("unchanged", False),
         replayed=answer.get("replayed", False),
+        warnings=[str(w) for w in answer.get("warnings") or ()],
         extra={k: v for k, v in answer.items() if k not in known},
     )

@@ -18,6 +18,7 @@ call raises while the server is away.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ssl
 import time
@@ -28,6 +29,7 @@ from typing import Any
 import structlog
 from nats.aio.client import Client
 from nats.errors import (
+    AuthorizationError,
     ConnectionClosedError,
     NoRespondersError,
     NoServersError,
@@ -35,9 +37,11 @@ from nats.errors import (
     StaleConnectionError,
     UnexpectedEOF,
 )
+from nats.errors import Error as NatsError
 from nats.js.errors import NoStreamResponseError
 
-from streams import jsapi, natsfix
+from streams import identity, jsapi, natsfix
+from streams.identity import Credentials
 from streams.server import parse_version, require_version
 
 log = structlog.get_logger(__name__)
@@ -173,10 +177,57 @@ class Unreachable(ConnectionError):
         self.url = url
 
 
+AUTHORIZATION_VIOLATION = "authorization violation"
+PERMISSIONS_VIOLATION = "permissions violation"
+
+_violations: collections.deque[str] = collections.deque(maxlen=16)
+"""The last permissions violations the server reported to this process's connections."""
+
+
+def refusal_for(subject: str) -> str | None:
+    """The server's permissions violation for publishing on ``subject`` (None: none seen).
+    A refused request is never answered: the caller sees a timeout, and this says why."""
+    wanted = f'"{subject.lower()}"'
+    return next((v for v in reversed(_violations) if wanted in v.lower()), None)
+
+
+def refusals() -> list[str]:
+    """Every permissions violation recently reported (newest last)."""
+    return list(_violations)
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """The server refused the connection's identity (it says so as an -ERR)."""
+    return isinstance(exc, AuthorizationError) or AUTHORIZATION_VIOLATION in str(exc).lower()
+
+
+class Refused(ConnectionError):
+    """The server refused this connection's identity (none, unknown, revoked or rotated)."""
+
+    def __init__(self, url: str, credentials: Credentials | None) -> None:
+        if credentials is None:
+            message = (
+                f"the server at {url} refused a connection without credentials: use a "
+                "fleetlog config with a user (FLEETLOG_CONFIG or --config; `fleetlog up` writes "
+                "one for its admin) or --credentials FILE"
+            )
+        else:
+            source = f" ({credentials.source})" if credentials.source else ""
+            message = (
+                f"the server at {url} refused the credentials of {credentials.public_key[:12]}…"
+                f"{source}: the user is unknown there, revoked or rotated. Check the context "
+                "(`fleetlog config current-context`, `fleetlog config view`); an admin can "
+                "`fleetlog user rotate NAME` to issue new credentials"
+            )
+        super().__init__(message)
+        self.url = url
+
+
 async def connect(
     url: str,
     *,
     name: str,
+    credentials: Credentials | None = None,
     connect_timeout: float = 2.0,
     reconnect: bool = True,
     initial_timeout: float = 10.0,
@@ -192,11 +243,13 @@ async def connect(
 
     ``domain`` is the JetStream domain every JetStream call of this client addresses (None:
     ``FLEETLOG_JS_DOMAIN``, else the server's own; ``""``: the server's own). ``tls`` is the
-    context for a server that wants TLS (default: the system's trust store)."""
+    context for a server that wants TLS (default: the system's trust store). ``credentials``:
+    the nkey the connection signs the server's nonce with (None: none)."""
 
     domain = jsapi.configured_domain() if domain is None else jsapi.check_domain(domain or None)
     natsfix.install()
     link = _Link()
+    refused: list[str] = []
 
     async def on_disconnect() -> None:
         if link.expected or link.down_since is not None:
@@ -215,6 +268,16 @@ async def connect(
         # Failures of the first connection are reported by the exception below; while the
         # link is down every failed attempt (and every call timed out) would say the same.
         # A dropped link (EOF, reset) is the disconnection itself, reported just after.
+        if PERMISSIONS_VIOLATION in str(exc).lower():
+            _violations.append(str(exc))
+        if _is_refusal(exc):
+            refused.append(str(exc))
+            if link.client is not None and not link.expected and len(refused) == 1:
+                # Revoked or rotated while connected: every reconnection is refused too.
+                log.error(
+                    "nats.refused", url=url, client=name, error=str(Refused(url, credentials))
+                )
+            return
         if (
             link.client is None
             or link.down_since is not None
@@ -236,19 +299,30 @@ async def connect(
         error_cb=on_error,
         tls=tls,
     )
+    if credentials is not None:
+        options.update(nkeys_seed_str=credentials.seed, inbox_prefix=credentials.inbox_prefix)
     # nats-py retries the first connection as long as it may reconnect, and forever when
     # attempts are unlimited: bound each wait so a wrong URL is an error, not a hang.
     bound = initial_timeout if reconnect else connect_timeout * 3
     if not wait:
         try:
             nc = await _first_connection(servers_of(url), bound, options)
-        except (TimeoutError, NoServersError, OSError) as exc:
+        except (TimeoutError, NoServersError, OSError, NatsError) as exc:
+            if refused or _is_refusal(exc):
+                raise Refused(url, credentials) from None
+            if not isinstance(exc, (TimeoutError, NoServersError, OSError)):
+                raise
             raise Unreachable(url) from exc
     else:
         # Short tries, so the pauses between them (which grow) set the pace of the waiting.
         attempt_s = min(bound, connect_timeout * 2)
-        nc = await _wait_for_server(url, name=name, attempt_s=attempt_s, options=options)
+        nc = await _wait_for_server(
+            url, name=name, attempt_s=attempt_s, options=options, refused=refused,
+            credentials=credentials,
+        )  # fmt: skip
     link.client = nc
+    if credentials is not None:
+        identity.remember(nc, credentials)
     link.up_since = time.monotonic() - RECOVERY_SECONDS
     _links[nc] = link
     jsapi.bind(nc, domain)
@@ -279,7 +353,13 @@ up to the second."""
 
 
 async def _wait_for_server(
-    url: str, *, name: str, attempt_s: float, options: dict[str, Any]
+    url: str,
+    *,
+    name: str,
+    attempt_s: float,
+    options: dict[str, Any],
+    refused: list[str],
+    credentials: Credentials | None,
 ) -> Client:
     """Connect, however long the server is away: a role started before its server (a machine
     booting, a server being restarted) rides through that outage as through one later on. The
@@ -292,7 +372,11 @@ async def _wait_for_server(
     while True:
         try:
             nc = await _first_connection(servers, attempt_s, options)
-        except (TimeoutError, NoServersError, OSError) as exc:
+        except (TimeoutError, NoServersError, OSError, NatsError) as exc:
+            if refused or _is_refusal(exc):
+                raise Refused(url, credentials) from None
+            if not isinstance(exc, (TimeoutError, NoServersError, OSError)):
+                raise
             if not said:
                 said = True
                 log.warning(

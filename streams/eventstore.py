@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgpack
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -58,8 +59,16 @@ from streams import jsapi, logreader, natsfix
 from streams.connection import in_outage
 from streams.definitions import FLEET_STREAM
 from streams.envelope import StoredEvent
-from streams.logreader import BulkRead, Dial, ReaderUnavailable, parse_ack_subject
-from streams.quarantine import PoisonEvent, Quarantine, read_event
+from streams.logreader import (
+    BulkRead,
+    Dial,
+    ReaderUnavailable,
+    StoredHandler,
+    parse_ack_subject,
+)
+from streams.quarantine import PoisonEvent, Quarantine, read_event, unsealed
+from streams.seal import SEAL_HEADER, SealKey, seal_from_header_block
+from streams.seal import configured as configured_seal
 from streams.subjects import ALL_EVENTS
 
 log = structlog.get_logger(__name__)
@@ -124,15 +133,26 @@ NO_RESPONDERS_RETRY_S = 0.5
 class EventStore:
     """Appends to and reads from the ``FLEET`` stream through one NATS connection."""
 
-    def __init__(self, nc: Client, *, stream: str = FLEET_STREAM) -> None:
+    def __init__(
+        self, nc: Client, *, stream: str = FLEET_STREAM, seal: SealKey | bool | None = True
+    ) -> None:
+        """``seal``: the writers' key (:mod:`streams.seal`) this store seals its appends with
+        and checks every read against; True (the default) takes the process's configured key
+        for ``FLEET``, False or None seals and checks nothing."""
         self._nc = nc
+        self.seal_key: SealKey | None = (
+            (configured_seal() if stream == FLEET_STREAM else None) if seal is True
+            else (seal or None)
+        )  # fmt: skip
         api = jsapi.of(nc)
         self._js = api.jetstream()
         self.stream = stream
         self.subjects = api.stream(stream)
         """This stream's API subjects in the connection's JetStream domain."""
         self._direct_get = self.subjects.direct_get
-        self._inbox = f"_FLACK.{NUID().next().decode()}"
+        # Under the connection's own inbox prefix: a user's connection may subscribe there
+        # and nowhere else (streams.natsauth).
+        self._inbox = nc.new_inbox()
         self._pending: dict[
             str, tuple[asyncio.Future[dict[str, Any]], asyncio.TimerHandle | None]
         ] = {}
@@ -144,8 +164,24 @@ class EventStore:
         self.quarantine = Quarantine(stream)
         """The stored messages this store's reads skipped (see :mod:`streams.quarantine`)."""
 
-    def stored(self, seq: int, subject: str, stored_ns: int, data: bytes) -> StoredEvent | None:
-        """The event stored as ``data``, or None when it is poison (then quarantined)."""
+    def stored(
+        self,
+        seq: int,
+        subject: str,
+        stored_ns: int,
+        data: bytes,
+        seal: str | bytes | None = None,
+    ) -> StoredEvent | None:
+        """The event stored as ``data`` (with ``seal``, its ``Fleet-Seal`` header), or None
+        when it is poison or, with a seal key, not sealed by a writer (then quarantined)."""
+        if self.seal_key is not None and not self.seal_key.holds(seq, subject, data, seal):
+            self.quarantine.poisoned(seq, subject, unsealed())
+            return None
+        return self.decoded(seq, subject, stored_ns, data)
+
+    def decoded(self, seq: int, subject: str, stored_ns: int, data: bytes) -> StoredEvent | None:
+        """:meth:`stored` for bytes whose seal was checked when they were read from the stream
+        (a local index of them keeps no headers)."""
         try:
             envelope = read_event(data)
         except PoisonEvent as exc:
@@ -215,7 +251,7 @@ class EventStore:
         Raises ConcurrencyConflict if an expectation fails because of another writer, and
         AppendTimeout if no attempt was acknowledged. Retrying with the same ``token`` is safe.
         """
-        messages = _messages(writes, token)
+        messages = _messages(writes, token, self.seal_key)
         if not messages:
             return Appended([])
         if len(messages) > MAX_BATCH:
@@ -234,7 +270,7 @@ class EventStore:
         prepared = []
         try:
             for writes, token in items:
-                messages = _messages(writes, token)
+                messages = _messages(writes, token, self.seal_key)
                 if len(messages) > MAX_BATCH:
                     raise StoreError(f"a write may hold at most {MAX_BATCH} events")
                 # One deadline for the whole window instead of a timer per write.
@@ -371,8 +407,14 @@ class EventStore:
         self, seq: int, message: tuple[str, bytes, dict[str, str]]
     ) -> None:
         """JetStream answered "duplicate": the Msg-Id was seen in its window. That is only our
-        own earlier attempt if the stored message is the one we sent; a token reused for another
-        write would otherwise be reported as stored when it was dropped."""
+        own earlier attempt if the stored message is the event we sent; a token reused for
+        another write would otherwise be reported as stored when it was dropped.
+
+        "The event we sent" is its subject, id and type, not its bytes: a retry whose first
+        attempt landed unseen (its ack lost while a server was killed, and the retry's read
+        answered by a replica without it) is decided again, with a later time and so other
+        bytes, yet is the same write (its id is derived from the token), as
+        :class:`Appended` ``replayed`` says."""
         # Asked of the stream's leader (which just answered "duplicate"), not with a direct
         # get: any replica answers those, and one still catching up (a server of the cluster
         # just restarted) has no message at that sequence yet, which read as "another write".
@@ -384,7 +426,10 @@ class EventStore:
         subject, data, _ = message
         if answer.get("error") is not None:
             raise StoreError(f"cannot read back sequence {seq}: {answer['error']}")
-        if stored.get("subject") != subject or base64.b64decode(stored.get("data", "")) != data:
+        stored_data = base64.b64decode(stored.get("data", ""))
+        if stored.get("subject") != subject or (
+            stored_data != data and _identity(stored_data) != _identity(data)
+        ):
             raise StoreError(
                 f"write token reused: Msg-Id {message[2].get('Nats-Msg-Id')} already names "
                 f"another write (sequence {seq}); each logical write needs its own token"
@@ -459,6 +504,7 @@ class EventStore:
                 message.get("subject", subject),
                 parse_stamp(message.get("time")) or 0,
                 base64.b64decode(message.get("data", "")),
+                seal_from_header_block(base64.b64decode(message.get("hdrs") or "")),
             )
             if event is not None:
                 out.append(event)
@@ -488,6 +534,7 @@ class EventStore:
             headers.get("Nats-Subject", ""),
             parse_stamp(headers.get("Nats-Time-Stamp")) or 0,
             msg.data,
+            headers.get(SEAL_HEADER),
         )
 
     async def last_seq(self, subject: str) -> int:
@@ -528,6 +575,7 @@ class EventStore:
                 headers.get("Nats-Subject", subject),
                 parse_stamp(headers.get("Nats-Time-Stamp")) or 0,
                 msg.data,
+                headers.get(SEAL_HEADER),
             )
             if event is not None:
                 out.append(event)
@@ -602,7 +650,9 @@ class EventStore:
             seq, stored_ns, _ = parse_ack_subject(msg.reply)
             if stored_ns < from_ns:
                 return  # see replay(): a by-time start may hand back an older last message
-            event = self.stored(seq, msg.subject, stored_ns, msg.data)
+            event = self.stored(
+                seq, msg.subject, stored_ns, msg.data, (msg.headers or {}).get(SEAL_HEADER)
+            )
             if event is not None:
                 handler(event)
             elif on_poison is not None:
@@ -631,8 +681,10 @@ class EventStore:
         if self._bulk_read_dial() is None:
             return None
 
-        def on_stored(seq: int, subject: str, stored_ns: int, data: bytes) -> None:
-            event = self.stored(seq, subject, stored_ns, data)
+        def on_stored(
+            seq: int, subject: str, stored_ns: int, data: bytes, seal: bytes | None
+        ) -> None:
+            event = self.stored(seq, subject, stored_ns, data, seal)
             if event is not None:
                 handler(event)
             elif on_poison is not None:
@@ -662,9 +714,11 @@ class EventStore:
         sequence delivered (0 if none). Poison messages are skipped (quarantined)."""
         last = 0
 
-        def on_stored(seq: int, subject: str, stored_ns: int, data: bytes) -> None:
+        def on_stored(
+            seq: int, subject: str, stored_ns: int, data: bytes, seal: bytes | None
+        ) -> None:
             nonlocal last
-            event = self.stored(seq, subject, stored_ns, data)
+            event = self.stored(seq, subject, stored_ns, data, seal)
             if event is not None:
                 handler(event)
                 last = seq
@@ -683,7 +737,7 @@ class EventStore:
 
     async def replay_raw(
         self,
-        handler: Callable[[int, str, int, bytes], None],
+        handler: StoredHandler,
         *,
         filter_subject: str = ALL_EVENTS,
         from_seq: int = 1,
@@ -692,7 +746,8 @@ class EventStore:
         until_ns: int | None = None,
     ) -> None:
         """:meth:`replay` without decoding: ``handler(seq, subject, stored_ns, data)`` for every
-        stored message in the bounds (what a walk that checks the stored bytes needs)."""
+        stored message in the bounds (what a walk that checks the stored bytes needs), with the
+        message's ``Fleet-Seal`` (or None) as a fifth argument."""
         target = await self.stream_last_seq()
         if until_seq is not None:
             target = min(target, until_seq)
@@ -736,7 +791,7 @@ class EventStore:
 
     async def _replay_subscribed(
         self,
-        handler: Callable[[int, str, int, bytes], None],
+        handler: StoredHandler,
         filter_subject: str,
         from_seq: int,
         from_time: datetime | None,
@@ -760,7 +815,7 @@ class EventStore:
                 done.set()
                 return
             if stored_ns >= from_ns:
-                handler(seq, msg.subject, stored_ns, msg.data)
+                handler(seq, msg.subject, stored_ns, msg.data, (msg.headers or {}).get(SEAL_HEADER))
             if seq >= target or pending == 0:
                 done.set()
 
@@ -811,12 +866,23 @@ def _direct_get_answered(headers: Mapping[str, str], stream: str) -> None:
         )
 
 
+def _identity(data: bytes) -> tuple[Any, Any] | None:
+    """An envelope's event id and type (None for bytes that are not an envelope)."""
+    try:
+        raw = msgpack.unpackb(data, raw=False)
+        return (raw["id"], raw["t"])
+    except Exception:  # garbage stored under a Msg-Id: not ours, whatever it is
+        return None
+
+
 def _time_out(future: asyncio.Future[Any]) -> None:
     if not future.done():
         future.set_exception(TimeoutError())
 
 
-def _messages(writes: Sequence[Write], token: str) -> list[tuple[str, bytes, dict[str, str]]]:
+def _messages(
+    writes: Sequence[Write], token: str, seal_key: SealKey | None
+) -> list[tuple[str, bytes, dict[str, str]]]:
     out: list[tuple[str, bytes, dict[str, str]]] = []
     seen: set[str] = set()
     for write in writes:
@@ -826,6 +892,8 @@ def _messages(writes: Sequence[Write], token: str) -> list[tuple[str, bytes, dic
                 if write.subject in seen:
                     raise StoreError(f"two writes for {write.subject} in one batch")
                 headers["Nats-Expected-Last-Subject-Sequence"] = str(write.expected_last_seq)
+            if seal_key is not None:
+                headers[SEAL_HEADER] = seal_key.seal(write.subject, data)
             seen.add(write.subject)
             out.append((write.subject, data, headers))
     return out

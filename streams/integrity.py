@@ -50,7 +50,8 @@ from streams.definitions import FLEET_STREAM
 from streams.envelope import GENESIS, LINK_BYTES, chain_hash, split_seal
 from streams.eventstore import EventStore, StoreError
 from streams.logreader import parse_ack_subject
-from streams.quarantine import PoisonEvent, QuarantinedEvent, read_event
+from streams.quarantine import PoisonEvent, QuarantinedEvent, read_event, unsealed
+from streams.seal import SealKey
 from streams.subjects import event_subject
 
 HASH_MISMATCH = "hash_mismatch"
@@ -144,17 +145,22 @@ class ChainVerifier:
     """The verification fold, one stored message at a time (no I/O: ``verify_log`` feeds it
     from the log, tests feed it directly)."""
 
-    def __init__(self, *, from_seq: int = 1) -> None:
+    def __init__(self, *, from_seq: int = 1, seal_key: SealKey | None = None) -> None:
+        """With ``seal_key``, a message without a writer's valid seal is reported among the
+        quarantined (readers holding the key skip it) instead of being chained."""
+        self._seal_key = seal_key
         self._from_start = from_seq <= 1
         self._heads: dict[str, _Head] = {}
         self._seen_sealed = False
         self._report = VerifyReport(from_seq=from_seq)
 
-    def feed(self, seq: int, subject: str, data: bytes) -> None:
+    def feed(self, seq: int, subject: str, data: bytes, seal: bytes | None = None) -> None:
         report = self._report
         report.events += 1
         report.last_seq = seq
         try:
+            if self._seal_key is not None and not self._seal_key.holds(seq, subject, data, seal):
+                raise unsealed()
             read_event(data)
         except PoisonEvent as exc:
             # Outside every chain: readers skip it and writers chain to the event before it.
@@ -266,9 +272,9 @@ async def verify_log(
     from_seq = max(from_seq, 1)
     first = int((await store.stream_info())["state"].get("first_seq") or 0)
     missing = first if first > from_seq else 0
-    verifier = ChainVerifier(from_seq=max(from_seq, first))
+    verifier = ChainVerifier(from_seq=max(from_seq, first), seal_key=store.seal_key)
     await store.replay_raw(
-        lambda seq, subject, _stored_ns, data: verifier.feed(seq, subject, data),
+        lambda seq, subject, _stored_ns, data, seal: verifier.feed(seq, subject, data, seal),
         from_seq=from_seq,
         until_seq=until_seq,
     )

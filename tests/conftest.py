@@ -36,6 +36,17 @@ def _dump_tasks(loop: asyncio.AbstractEventLoop) -> None:
         task.print_stack(file=sys.stderr)
 
 
+@pytest.fixture(autouse=True)
+def own_fleetlog_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test has a fleetlog config of its own (``FLEETLOG_CONFIG``, inherited by the
+    processes it starts): a ``fleetlog up`` it runs writes its admin's context there, never to
+    the machine's, and tests running at once never read each other's credentials."""
+    path = tmp_path / "fleetlog-config"
+    monkeypatch.setenv("FLEETLOG_CONFIG", str(path))
+    monkeypatch.delenv("FLEETLOG_CREDENTIALS", raising=False)
+    return path
+
+
 @pytest.fixture
 async def nats_server(
     tmp_path: Path, request: pytest.FixtureRequest

@@ -1,4 +1,5 @@
-"""The RBAC aggregates: roles and bindings are plain resources; a binding's roleRef is fixed."""
+"""The access aggregates: roles and bindings are plain resources (a binding's roleRef is fixed),
+and so are users."""
 
 from __future__ import annotations
 
@@ -28,3 +29,7 @@ class ClusterRoleBinding(Resource):
 
     def check_update(self, changed: list[str], manifest: dict[str, Any]) -> None:
         check_binding_update(changed)
+
+
+class User(Resource):
+    KIND = "User"

@@ -493,3 +493,105 @@ def violations(
 def violation_message(level: Level, found: Sequence[Violation]) -> str:
     """``violates PodSecurity "restricted:latest": reason (detail), …``."""
     return f'violates PodSecurity "{level}:latest": ' + ", ".join(str(v) for v in found)
+
+
+def would_violate_message(level: Level, found: Sequence[Violation]) -> str:
+    """``would violate PodSecurity "restricted:latest": reason (detail), …``: the words of
+    a warning and of an audit annotation."""
+    return f'would violate PodSecurity "{level}:latest": ' + ", ".join(str(v) for v in found)
+
+
+# --------------------------------------------------------------------------------------------
+# The admission plugin's decisions
+# --------------------------------------------------------------------------------------------
+
+ENFORCE_POLICY_ANNOTATION: Final = f"{LABEL_PREFIX}enforce-policy"
+AUDIT_VIOLATIONS_ANNOTATION: Final = f"{LABEL_PREFIX}audit-violations"
+"""The audit annotations kube-apiserver's plugin adds to a request's audit event."""
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """What Pod Security Admission makes of one pod, or one workload's pod template, in its
+    namespace: the refusal (``enforce``; empty: allowed), the warnings for the client
+    (``warn``) and the annotations for the audit record (``audit``)."""
+
+    denied: str = ""
+    """``violates PodSecurity "restricted:latest": ...`` (the caller names the object)."""
+    warnings: tuple[str, ...] = ()
+    annotations: Mapping[str, str] | None = None
+
+
+def evaluate(
+    policy: NamespacePolicy,
+    spec: Mapping[str, Any],
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    enforce: bool,
+) -> Evaluation:
+    """Each mode of ``policy`` applied to a pod spec, as the plugin's ``EvaluatePod``.
+
+    ``enforce`` is False for workload objects (Deployments, ReplicaSets): Kubernetes checks
+    their templates in ``warn`` and ``audit`` only ("enforce mode is not applied to workload
+    resources, only to the resulting pod objects"). A refused pod gets no warning: the refusal
+    already names every violation the client has to fix."""
+    annotations: dict[str, str] = {}
+    denied = ""
+    if enforce:
+        annotations[ENFORCE_POLICY_ANNOTATION] = f"{policy.enforce}:latest"
+        found = violations(policy.enforce, spec, metadata)
+        if found:
+            denied = violation_message(policy.enforce, found)
+    audited = violations(policy.audit, spec, metadata)
+    if audited:
+        annotations[AUDIT_VIOLATIONS_ANNOTATION] = would_violate_message(policy.audit, audited)
+    warnings: tuple[str, ...] = ()
+    if not denied:
+        warned = violations(policy.warn, spec, metadata)
+        if warned:
+            warnings = (would_violate_message(policy.warn, warned),)
+    return Evaluation(denied=denied, warnings=warnings, annotations=annotations or None)
+
+
+def significant_pod_update(spec: Mapping[str, Any], old_spec: Mapping[str, Any]) -> bool:
+    """Whether an update of an existing pod is evaluated again: as the plugin's
+    ``isSignificantPodUpdate``, only when a container's image changes (or containers are
+    added or removed); every other field the policies read is immutable in a pod."""
+    for key in ("initContainers", "containers", "ephemeralContainers"):
+        new = [c.get("image") for c in spec.get(key) or ()]
+        old = [c.get("image") for c in old_spec.get(key) or ()]
+        if new != old:
+            return True
+    return False
+
+
+def existing_pod_warnings(
+    namespace: str,
+    level: Level,
+    pods: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]],
+) -> list[str]:
+    """The warnings kube-apiserver gives when a namespace's ``enforce`` level is raised: its
+    existing pods (name, spec, metadata) checked against the new level, pods failing the same
+    way folded into one line (``web-1 (and 2 other pods): privileged, hostPort``). Existing
+    pods keep running; the warnings say what a re-creation would meet."""
+    if level == "privileged":
+        return []
+    by_reasons: dict[str, list[str]] = {}
+    for name, spec, metadata in pods:
+        found = violations(level, spec, metadata)
+        if found:
+            reasons = ", ".join(v.reason for v in found)
+            by_reasons.setdefault(reasons, []).append(name)
+    if not by_reasons:
+        return []
+    warnings = [
+        f'existing pods in namespace "{namespace}" violate the new PodSecurity enforce level '
+        f'"{level}:latest"'
+    ]
+    for reasons, names in by_reasons.items():
+        others = len(names) - 1
+        who = names[0]
+        if others:
+            who += f" (and {others} other {_plural(others, 'pod', 'pods')})"
+        warnings.append(f"{who}: {reasons}")
+    return warnings

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from core.access import aggregates as access
 from core.access.kinds import ClusterRole, ClusterRoleBinding, Role, RoleBinding
+from core.access.users import User
 from core.config import aggregates as config
 from core.config.model import ConfigMap, Secret
 from core.meta.aggregate import Resource
@@ -58,6 +59,7 @@ AGGREGATES: dict[str, type[Resource]] = {
         access.ClusterRoleBinding,
         config.ConfigMap,
         config.Secret,
+        access.User,
     )
 }
 """kind name -> its aggregate class."""
@@ -83,6 +85,7 @@ ResourceModel = (
     | ClusterRoleBinding
     | ConfigMap
     | Secret
+    | User
 )
 """Any top-level object fleetlog stores."""
 
@@ -121,6 +124,7 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
         "ClusterRoleBinding": _info(ClusterRoleBinding),
         "ConfigMap": _info(ConfigMap),
         "Secret": _info(Secret),
+        "User": _info(User),
     }
 )
 """kind name -> (apiVersion, model class, namespaced)."""

@@ -59,6 +59,7 @@ RESOURCE_KINDS = (
     "ClusterRoleBinding",
     "ConfigMap",
     "Secret",
+    "User",
 )
 
 

@@ -33,6 +33,7 @@ NAMESPACED: Mapping[str, bool] = MappingProxyType(
         "ClusterRoleBinding": False,
         "ConfigMap": True,
         "Secret": True,
+        "User": False,
     }
 )
 """kind name -> whether its objects live in a namespace (as ``ResourceBase.NAMESPACED``)."""

@@ -124,6 +124,7 @@ _NAMES: Mapping[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "ClusterRoleBinding": ("clusterrolebindings", (), ()),
     "ConfigMap": ("configmaps", ("cm",), ()),
     "Secret": ("secrets", (), ()),
+    "User": ("users", (), ()),
 }
 
 

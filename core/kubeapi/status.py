@@ -224,12 +224,11 @@ def from_fleet_error(error: FleetError, target: Target) -> APIError:
     if code == "conflict":
         return conflict(target, MODIFIED)
     if code == "forbidden":
-        return APIError(
-            403,
-            "Forbidden",
-            f'{target.qualified_resource} "{target.name}" is forbidden: {error.message}',
-            target,
-        )
+        prefix = f'{target.qualified_resource} "{target.name}" is forbidden: '
+        # Admission's refusals (LimitRanger, PodSecurity) already name the object, in kube's
+        # words: named once, not twice.
+        message = error.message if error.message.startswith(prefix) else prefix + error.message
+        return APIError(403, "Forbidden", message, target)
     if code == "payload_too_large":
         return APIError(413, "RequestEntityTooLarge", error.message, target)
     if code == "unavailable":

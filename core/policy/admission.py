@@ -284,30 +284,38 @@ def _bound_problems(container: Mapping[str, Any], items: list[Mapping[str, Any]]
 def apply_limit_ranges(
     manifest: dict[str, Any], limit_ranges: Sequence[LimitRangeLike]
 ) -> dict[str, Any]:
-    """Kubernetes' LimitRanger admission plugin, for a pod being created.
+    """Kubernetes' LimitRanger admission plugin, for a pod being created: its defaults
+    (:func:`default_limit_ranges`), then its bounds (:func:`check_limit_ranges`). Other kinds
+    are returned unchanged."""
+    defaulted, _ = default_limit_ranges(manifest, limit_ranges)
+    check_limit_ranges(defaulted, limit_ranges)
+    return defaulted
+
+
+def default_limit_ranges(
+    manifest: dict[str, Any], limit_ranges: Sequence[LimitRangeLike]
+) -> tuple[dict[str, Any], list[str]]:
+    """The LimitRanger's mutating half: the pod, and what it set.
 
     Each container (and init container) gets the ``defaultRequest`` and ``default`` (limit) of
     the namespace's LimitRanges for every resource it does not state; where the namespace has
     no LimitRange, fleetlog's cluster default applies instead (see
     :data:`CLUSTER_DEFAULT_REQUESTS`). What was set is recorded in the
     ``kubernetes.io/limit-ranger`` annotation ("LimitRanger plugin set: cpu, memory request
-    for container main; ..."). Then every container must respect each item's ``min``, ``max``
-    and ``maxLimitRequestRatio``; otherwise the pod is refused (``forbidden``) with every
-    problem named. Other kinds are returned unchanged.
+    for container main; ...") and returned, one entry per container and section (``cpu,
+    memory request for container main``). Other kinds are returned unchanged.
     """
     if manifest.get("kind") != "Pod":
-        return manifest
-    items = _container_items(limit_ranges)
+        return manifest, []
     default_requests: dict[str, str] = {}
     default_limits: dict[str, str] = {}
-    for item in items:  # several LimitRanges: the first one stating a default wins
+    for item in _container_items(limit_ranges):  # the first LimitRange stating a default wins
         for name, value in (item.get("defaultRequest") or {}).items():
             default_requests.setdefault(name, value)
         for name, value in (item.get("default") or {}).items():
             default_limits.setdefault(name, value)
     spec = dict(manifest.get("spec") or {})
     notes: list[str] = []
-    problems: list[str] = []
     for field_name, label in (("containers", "container"), ("initContainers", "init container")):
         merged = []
         for container in spec.get(field_name) or []:
@@ -321,10 +329,33 @@ def apply_limit_ranges(
                 notes.append(f"{', '.join(set_requests)} request for {label} {name}")
             if set_limits:
                 notes.append(f"{', '.join(set_limits)} limit for {label} {name}")
-            problems += _bound_problems(container, items)
             merged.append(container)
         if field_name in spec:
             spec[field_name] = merged
+    if not notes:
+        return manifest, []
+    metadata = dict(manifest.get("metadata") or {})
+    metadata["annotations"] = {
+        **(metadata.get("annotations") or {}),
+        LIMIT_RANGER_ANNOTATION: "LimitRanger plugin set: " + "; ".join(notes),
+    }
+    return {**manifest, "metadata": metadata, "spec": spec}, notes
+
+
+def check_limit_ranges(manifest: dict[str, Any], limit_ranges: Sequence[LimitRangeLike]) -> None:
+    """The LimitRanger's validating half: every container must respect each item's ``min``,
+    ``max`` and ``maxLimitRequestRatio``; otherwise the pod is refused (``forbidden``) with
+    every problem named, in Kubernetes' words. Other kinds pass."""
+    if manifest.get("kind") != "Pod":
+        return
+    items = _container_items(limit_ranges)
+    if not items:
+        return
+    spec = manifest.get("spec") or {}
+    problems: list[str] = []
+    for field_name in ("containers", "initContainers"):
+        for container in spec.get(field_name) or []:
+            problems += _bound_problems(container, items)
     if problems:
         pod_name = (manifest.get("metadata") or {}).get("name", "")
         raise ValidationFailed(
@@ -332,14 +363,6 @@ def apply_limit_ranges(
             code="forbidden",
             field="spec.containers",
         )
-    if not notes:
-        return manifest
-    metadata = dict(manifest.get("metadata") or {})
-    metadata["annotations"] = {
-        **(metadata.get("annotations") or {}),
-        LIMIT_RANGER_ANNOTATION: "LimitRanger plugin set: " + "; ".join(notes),
-    }
-    return {**manifest, "metadata": metadata, "spec": spec}
 
 
 def validate_limited(

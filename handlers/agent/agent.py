@@ -148,6 +148,12 @@ class NodeAgent:
         self.projection = Projection(ClusterModel(), store, filter_subject=event_filter("Pod"))
         self.projection.listeners.append(lambda event: self._wake.set())
         self.network_options = network or NetworkOptions()
+        max_pods = _whole(capacity.pods) if capacity is not None else None
+        if max_pods is not None and max_pods < self.network_options.pool_limit:
+            # The pool grows after bursts up to what the node can run, never beyond.
+            self.network_options = replace(
+                self.network_options, pool_limit=max(max_pods, self.network_options.pool)
+            )
         self._pod_network = pod_network
         self.node_projection = Projection(
             ClusterModel(), store, filter_subject=event_subject("Node", "", name)
@@ -598,3 +604,11 @@ def _holds_containers(directory: Path, *, instance: bool = False) -> bool:
     if instance:
         return (directory / STATE_FILE).exists()
     return any(directory.glob(f"*/*/{STATE_FILE}"))
+
+
+def _whole(quantity: str) -> int | None:
+    """A pod count as declared (``"110"``), or None when it is not a whole number."""
+    try:
+        return int(quantity)
+    except ValueError:
+        return None

@@ -376,7 +376,7 @@ class LogShipper:
             number = output.next_number  # only rotation changes the table
             target = directory / f"{stream}.{number}"
             out = (
-                os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 if plan.copies
                 else None
             )

@@ -25,15 +25,17 @@ own namespace. The agent builds it as the CNI ``bridge`` plugin with ``host-loca
   changes of one turn of the loop share one write);
 * a **warm pool** (:attr:`NetworkOptions.pool` sandboxes, ``--pod-network-pool``): pod networks
   made ahead, each named ``<prefix>-pool-<hex>`` and in the ledger's ``pool`` before it is
-  made, refilled once no pod has been attached for a moment. A pod takes one rather than
+  made, refilled once no pod has been attached for a moment, and grown by one for each pod
+  that found it empty (up to :attr:`NetworkOptions.pool_limit`). A pod takes one rather than
   waiting for its own: its namespace is bound under the pod's name (one mount; the sandbox's
   name is unbound once no pod is waiting), its veth and address become the pod's. The pool goes
   when the agent stops, when the node's range changes, and when the next agent starts after
   one was killed;
-* a container joins its pod's namespace through ``ip netns exec`` in front of its command
-  (:meth:`PodAddresses.launch_prefix`): the runtime's cgroup prologue, process group and
-  isolation stay as they are, and ``/etc/netns/<name>/`` files (a pod's ``resolv.conf``) are
-  bound over ``/etc`` by ``ip`` itself.
+* a container is born in its pod's namespace, as ``ip netns exec`` would start it but without
+  an ``ip`` process (``handlers.agent.netnsexec``): the runtime's cgroup prologue, process
+  group and isolation stay as they are, and ``/etc/netns/<name>/`` files (a pod's
+  ``resolv.conf``) are bound over ``/etc``; a command run in it later (an exec probe) goes
+  through ``ip netns exec`` (:meth:`PodAddresses.launch_prefix`).
 
 No forwarding, no NAT: traffic between pods of the node crosses the bridge, traffic between
 the node and its pods is local; nothing is routed beyond the machine unless the operator does
@@ -96,6 +98,8 @@ POD_INTERFACE = "eth0"
 LOOPBACK = "127.0.0.1"
 IFNAME_MAX = 15
 DEFAULT_POOL = 8
+DEFAULT_POOL_LIMIT = 110
+"""Kubernetes' default max pods per node: a pool never needs more than a node can run."""
 POOL_QUIET_S = 1.0
 """How long no pod must have been attached before the pool is filled again: a burst's pods,
 and their containers' starts, first."""
@@ -208,7 +212,11 @@ class NetworkOptions:
     pool: int = DEFAULT_POOL
     """How many pod sandboxes (namespace, veth pair on the bridge, address) are kept made
     ahead, so a pod bound here takes one instead of waiting for its own
-    (``--pod-network-pool``; 0: none)."""
+    (``--pod-network-pool``; 0: none). The pool starts at this size and grows by one for each
+    pod that found it empty, up to :attr:`pool_limit`."""
+    pool_limit: int = DEFAULT_POOL_LIMIT
+    """The most sandboxes the pool grows to after bursts that emptied it (the node's max pods
+    is the natural bound: the agent lowers it to that)."""
 
     def __post_init__(self) -> None:
         if not _PREFIX.fullmatch(self.prefix):
@@ -220,6 +228,8 @@ class NetworkOptions:
             raise ValueError(f"bridge name {self.bridge!r}: 1 to 15 letters, digits, '_.-'")
         if not 0 <= self.pool <= MAX_POOL:
             raise ValueError(f"pod network pool {self.pool}: 0 to {MAX_POOL}")
+        if not 0 <= self.pool_limit <= MAX_POOL:
+            raise ValueError(f"pod network pool limit {self.pool_limit}: 0 to {MAX_POOL}")
 
     def netns(self, pod_uid: str) -> str:
         return f"{self.prefix}-{pod_uid}"
@@ -486,6 +496,9 @@ class BridgeNetwork:
         self._filler: asyncio.Task[None] | None = None
         self._wanted = asyncio.Event()
         """Set when the pool is short of sandboxes."""
+        self._target = options.pool
+        """How many sandboxes the pool keeps: ``options.pool``, grown by each pod that found
+        it empty (the next burst of that size finds one each), up to ``options.pool_limit``."""
 
     # -- state ----------------------------------------------------------------------------
 
@@ -720,6 +733,9 @@ class BridgeNetwork:
                     self._wanted.set()
                 else:
                     chosen = self._next_address(cidr, but=uid)
+                    if self.options.pool and self._target < self.options.pool_limit:
+                        self._target += 1
+                        self._wanted.set()
                 entry = _Entry(
                     namespace=namespace, name=name, netns=self.options.netns(uid), veth=veth,
                     ip=chosen,
@@ -755,9 +771,7 @@ class BridgeNetwork:
         while True:
             await self._wanted.wait()
             self._wanted.clear()
-            while self._handed or (
-                self._cidr is not None and len(self._sandboxes) < self.options.pool
-            ):
+            while self._handed or (self._cidr is not None and len(self._sandboxes) < self._target):
                 quiet = loop.time() - self._last_attach
                 if self._attaching or quiet < POOL_QUIET_S:
                     await asyncio.sleep(POOL_QUIET_S - quiet if not self._attaching else 0.05)

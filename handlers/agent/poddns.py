@@ -1,9 +1,10 @@
-"""Each pod's ``/etc/resolv.conf``: written where ``ip netns exec`` shows it to the pod.
+"""Each pod's ``/etc/resolv.conf``: written where ``ip netns exec`` would show it to the pod.
 
 Why this exists: the kubelet gives every pod the resolver its ``dnsPolicy`` asks for (the
-cluster DNS and the namespace's search path by default); fleetlog's containers run as
-``ip netns exec <netns> …``, which binds every file of ``/etc/netns/<netns>/`` over ``/etc``
-in the process' own mount namespace. So before a pod's first container starts, the agent
+cluster DNS and the namespace's search path by default); fleetlog's containers start in their
+pod's namespace as ``ip netns exec <netns> …`` would start them (``handlers.agent.netnsexec``),
+with every file of ``/etc/netns/<netns>/`` bound over ``/etc`` in the container's own mount
+namespace. So before a pod's first container starts, the agent
 writes ``/etc/netns/<netns>/resolv.conf`` with what ``core.dns.resolvconf`` decides:
 
 * a pod with its own network namespace (``handlers/agent/network.py``): the file of its
@@ -15,7 +16,7 @@ writes ``/etc/netns/<netns>/resolv.conf`` with what ``core.dns.resolvconf`` deci
   network through that alias. Where aliases cannot be made (no privilege) the pod keeps the
   node's file, and the agent says so once;
 * a pod that simply uses the node's file (``Default``, ``ClusterFirst`` on the host network,
-  no ``dnsConfig``): nothing is written, ``ip netns exec`` falls back to the node's.
+  no ``dnsConfig``): nothing is written, the container sees the node's.
 
 The file is written once, before the first container, as the kubelet writes a sandbox's (a
 restarted agent finds it and keeps it); it is removed, with the alias, when the pod's network

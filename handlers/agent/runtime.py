@@ -19,9 +19,12 @@ What a container is here:
   operator expects), ``HOME``, ``HOSTNAME`` (the pod's name), ``LANG``/``LC_ALL``/``TZ`` when set,
   then the pod's own ``env``. Nothing else of the agent's environment (tokens, NATS
   credentials) leaks in.
-* In its pod's network namespace when the pod has one (``ip netns exec <netns>`` in front of
-  the command, after the cgroup prologue and before the isolation wrapper, so ``bwrap`` too
-  runs inside it and shares it rather than the node's: :mod:`handlers.agent.network`).
+* In its pod's network namespace when the pod has one, with the pod's ``/etc/netns`` files
+  and ``/sys``, as ``ip netns exec <netns>`` would put it there, but born there: forked by a
+  thread of the agent that entered them (:mod:`handlers.agent.netnsexec`), so no ``ip`` runs
+  per container, and ``bwrap`` too runs inside them and shares them rather than the node's
+  (:mod:`handlers.agent.network`). A command run "inside" the container later (an exec
+  probe) still goes through ``ip netns exec`` (the instance's ``launch_prefix``).
 * Optionally isolated with bubblewrap (:mod:`handlers.agent.isolation`).
 * When its main process ends, the container has ended: whatever it left behind in its process
   group or cgroup is killed, as the end of a pid namespace's init would.
@@ -47,6 +50,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import json
 import os
 import pwd
@@ -55,7 +60,9 @@ import shutil
 import signal
 import subprocess
 import time
+import weakref
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,6 +81,7 @@ from handlers.agent.cgroups import (
     proc_stat_fields,
 )
 from handlers.agent.isolation import Bubblewrap, IsolationUnavailable
+from handlers.agent.netnsexec import NamespaceEntryError, outside, run_in, start_thread, usable
 
 if TYPE_CHECKING:
     from handlers.agent.seams import Container
@@ -87,6 +95,8 @@ PASSED_THROUGH = ("LANG", "LC_ALL", "TZ")
 POLL_S = 0.05
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 NETNS_DIR = Path("/run/netns")
+START_THREADS = min(32, (os.cpu_count() or 1) + 4)
+"""Containers started at once (asyncio's default for worker threads)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +152,12 @@ def installation_of(executable: Path) -> Path:
     virtualenv, a prefix), else its own directory."""
     parent = executable.parent
     return parent.parent if parent.name == "bin" else parent
+
+
+def _owner_only(path: str, flags: int) -> int:
+    """Opens a container's output file readable by the agent's user only: what a program
+    prints may be a secret."""
+    return os.open(path, flags, 0o600)
 
 
 def _start_error(code: int, message: str) -> ContainerStartError:
@@ -311,6 +327,7 @@ class ProcessRuntime:
         self.base_env = dict(base_env) if base_env is not None else default_base_env()
         self._ip = shutil.which("ip")
         self._containers: dict[tuple[str, str, int], RunningContainer] = {}
+        self._starts: ThreadPoolExecutor | None = None
 
     # -- what the node can do -------------------------------------------------------------
 
@@ -340,12 +357,25 @@ class ProcessRuntime:
         cancelled meanwhile, the start still completes and the container is then removed
         (killed), so a cancelled start never leaves a process nobody knows about.
         """
-        task = asyncio.ensure_future(asyncio.to_thread(self.start_sync, spec))
+        loop = asyncio.get_running_loop()
+        call = functools.partial(contextvars.copy_context().run, self.start_sync, spec)
+        task = asyncio.ensure_future(loop.run_in_executor(self._start_threads(), call))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             task.add_done_callback(self._remove_unwanted)
             raise
+
+    def _start_threads(self) -> ThreadPoolExecutor:
+        """The threads containers are started from (each enters a pod's namespaces in place:
+        :mod:`handlers.agent.netnsexec`); they end with the runtime."""
+        if self._starts is None:
+            self._starts = ThreadPoolExecutor(
+                max_workers=START_THREADS, thread_name_prefix="container-start",
+                initializer=start_thread,
+            )  # fmt: skip
+            weakref.finalize(self, self._starts.shutdown, wait=False)
+        return self._starts
 
     def _remove_unwanted(self, task: asyncio.Future[RunningContainer]) -> None:
         if not task.cancelled() and task.exception() is None:
@@ -353,6 +383,10 @@ class ProcessRuntime:
 
     def start_sync(self, spec: ContainerSpec) -> RunningContainer:
         """:meth:`start` without the event loop (it blocks for a few milliseconds)."""
+        try:
+            usable()
+        except NamespaceEntryError as exc:
+            raise _start_error(128, str(exc)) from exc
         key = (spec.pod_uid, spec.name, spec.restart_count)
         existing = self._containers.get(key)
         if existing is not None and existing.status is None:
@@ -368,13 +402,16 @@ class ProcessRuntime:
             raise _start_error(128, f'working directory "{cwd}" does not exist')
         env = {**self.base_env, "HOSTNAME": spec.pod_name, **spec.env}
         executable = resolve_executable(spec.argv[0], env.get("PATH", DEFAULT_PATH), cwd)
+        # What runs a command "inside" this container later (exec probes): the pod's
+        # namespace through `ip netns exec`, then the isolation wrapper.
         prefix: list[str] = []
         if spec.netns is not None:
             prefix += self._netns_prefix(spec.netns)
+        wrapper: list[str] = []
         if spec.isolate:
             writable = [work] if spec.working_dir is None else [work, Path(cwd)]
             try:
-                prefix += self.isolation.prefix(
+                wrapper = self.isolation.prefix(
                     writable=writable, working_dir=Path(cwd), hostname=spec.pod_name,
                     readable=[installation_of(Path(executable))], mounts=spec.mounts,
                 )  # fmt: skip
@@ -382,27 +419,37 @@ class ProcessRuntime:
                 raise _start_error(128, str(exc)) from exc
         elif spec.mounts:
             try:
-                prefix += self.isolation.mount_prefix(spec.mounts)
+                wrapper = self.isolation.mount_prefix(spec.mounts)
             except IsolationUnavailable as exc:
                 raise _start_error(128, str(exc)) from exc
+        prefix += wrapper
         try:
             handle = self.cgroups.create(spec.pod_uid, spec.name, spec.restart_count)
             self.cgroups.apply_limits(handle, spec.cpu_limit_millis, spec.memory_limit_bytes)
         except CgroupError as exc:
             raise _start_error(128, str(exc)) from exc
         procs_files = self.cgroups.procs_files(handle)
-        argv = join_argv(procs_files, [*prefix, *spec.argv])
         oom_baseline = self.cgroups.oom_kills(handle)
         failcnt_baseline = self.cgroups.memory_failures(handle)
         try:
             with (
-                open(directory / "stdout", "ab") as out,
-                open(directory / "stderr", "ab") as err,
+                open(directory / "stdout", "ab", opener=_owner_only) as out,
+                open(directory / "stderr", "ab", opener=_owner_only) as err,
             ):
-                popen = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd,
-                    start_new_session=True, close_fds=True,
-                )  # fmt: skip
+
+                def fork(argv: list[str]) -> subprocess.Popen[bytes]:
+                    return subprocess.Popen(
+                        argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+                        cwd=cwd, start_new_session=True, close_fds=True,
+                    )  # fmt: skip
+
+                if spec.netns is None:
+                    popen = fork(join_argv(procs_files, [*wrapper, *spec.argv]))
+                else:
+                    # Born in the pod's namespaces (no `ip` started: handlers.agent.netnsexec),
+                    # where /sys is the pod's: the prologue reaches its cgroups from outside.
+                    joined = join_argv(tuple(map(outside, procs_files)), [*wrapper, *spec.argv])
+                    popen = run_in(spec.netns, lambda: fork(joined), run_netns=NETNS_DIR)
         except OSError as exc:
             with contextlib.suppress(CgroupError):
                 self.cgroups.remove(handle)

@@ -7,7 +7,9 @@ media types, body limits and error shapes are Kubernetes' and the same for every
 
 from __future__ import annotations
 
+import contextvars
 import json
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import yaml
@@ -24,6 +26,44 @@ from core.kubeapi.status import (
 
 Format = Literal["json", "table"]
 JSON = "application/json"
+
+
+_WARNINGS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "apiserver_warnings", default=None
+)
+"""The warnings of the request being served (admission's, for the ``Warning`` headers)."""
+
+
+def collect_warnings() -> contextvars.Token[list[str] | None]:
+    """Start collecting the warnings of the request this task serves."""
+    return _WARNINGS.set([])
+
+
+def warn(warnings: Iterable[str]) -> None:
+    """Warnings for the client of the request being served (none is being served: dropped)."""
+    collected = _WARNINGS.get()
+    if collected is not None:
+        collected.extend(warnings)
+
+
+def add_warning_headers(
+    response: web.StreamResponse, token: contextvars.Token[list[str] | None]
+) -> None:
+    """The request's warnings as kube-apiserver sends them, one ``Warning: 299 - "text"``
+    header each (RFC 7234's warn-code 299, no agent), so kubectl prints ``Warning: text``;
+    then stop collecting."""
+    collected = _WARNINGS.get() or []
+    _WARNINGS.reset(token)
+    if response.prepared:
+        return  # a streamed answer's headers are gone
+    for text in dict.fromkeys(collected):
+        quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+        response.headers.add("Warning", f'299 - "{quoted}"')
+
+
+def reset_warnings(token: contextvars.Token[list[str] | None]) -> None:
+    """Stop collecting (the request ended without an answer to add them to)."""
+    _WARNINGS.reset(token)
 
 
 def dumps(value: Any) -> bytes:

@@ -51,7 +51,7 @@ from core.kubeapi.tables import Columns, columns_for, include_object, table, tab
 from core.kubeapi.versions import Continue, ReadAt, list_read, parse_resource_version, watch_from
 from core.meta.labels import Selector, parse_selector_text
 from core.meta.timestamps import format_stamp
-from handlers.apiserver.http import APPLY_YAML, flag, read_json, respond, response_format
+from handlers.apiserver.http import APPLY_YAML, flag, read_json, respond, response_format, warn
 from handlers.apiserver.identity import Identity
 from handlers.apiserver.watch import (
     DEFAULT_TIMEOUT_S,
@@ -62,7 +62,7 @@ from handlers.apiserver.watch import (
 )
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection
-from streams.commandbus import CommandClient, NoGateway
+from streams.commandbus import CommandClient, CommandFailed, NoGateway
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
 from streams.secretkeys import SecretKeys
@@ -399,8 +399,11 @@ class Resources:
         except NoGateway as exc:
             raise APIError(503, "ServiceUnavailable", exc.message, target) from None
         except FleetError as exc:
+            if isinstance(exc, CommandFailed):
+                warn(exc.warnings)
             answer = refusal(exc) if refusal is not None else None
             raise (answer or from_fleet_error(exc, target)) from None
+        warn(outcome.warnings)
         return max(outcome.seqs, default=0)
 
     async def send_on_object(

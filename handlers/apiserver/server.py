@@ -29,7 +29,13 @@ from core.kubeapi.status import APIError
 from core.kubeapi.tables import Columns
 from handlers.apiserver import discovery
 from handlers.apiserver.certs import PKI
-from handlers.apiserver.http import refusal, respond
+from handlers.apiserver.http import (
+    add_warning_headers,
+    collect_warnings,
+    refusal,
+    reset_warnings,
+    respond,
+)
 from handlers.apiserver.identity import Authenticator, Identity, client_certificate
 from handlers.apiserver.resources import Caller, Resources
 from handlers.apiserver.watch import Watches
@@ -138,7 +144,22 @@ class APIServer:
         request: web.Request,
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
-        """Every refusal as a Kubernetes Status; an unexpected failure as InternalError."""
+        """Every refusal as a Kubernetes Status; an unexpected failure as InternalError.
+        Admission's warnings go with the answer, refusal or not, as ``Warning`` headers."""
+        collecting = collect_warnings()
+        try:
+            response = await self._answer(request, handler)
+        except BaseException:
+            reset_warnings(collecting)
+            raise
+        add_warning_headers(response, collecting)
+        return response
+
+    async def _answer(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
         try:
             return await handler(request)
         except APIError as error:

@@ -8,9 +8,12 @@ module per group of them, in the order a command meets them:
   → target (manifest or name)              ``admission`` (``resolve_target``)
   → authenticate → authorize               ``identity``
   → fingerprint                            ``intake``
-  → admission                              ``admission`` (``Admit``)
-  → decide & append                        ``execute``
-  → reply, audit record                    ``service``, ``audit``
+  → admission: mutating, then validating   ``admission`` (``Admit``: LimitRanger, Priority,
+    stages, in kube-apiserver's order        DefaultTolerationSeconds; NamespaceLifecycle,
+                                             LimitRanger, PodSecurity, Priority)
+  → decide & append (ResourceQuota charged) ``execute``
+  → reply (+ warnings), audit record        ``service``, ``audit`` (names the admission
+                                             stages that changed or refused the command)
 
 The stages share only ``context`` (:class:`CommandContext`, :class:`Stage`); ``service`` holds
 :class:`Gateway`, which builds the pipeline and serves it.

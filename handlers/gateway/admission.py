@@ -3,18 +3,26 @@ admission stages.
 
 Why this exists: before anything is decided, the command's target must be valid on its own
 (the manifest against its schema with Kubernetes' defaults, or the name and namespace of a
-delete, scale, cordon, bind or status update), and admission adds what Kubernetes adds on admission
-(default tolerations, the pod's priority, the namespace's LimitRange defaults and bounds) and
-checks what must hold in the cluster (the namespace exists; one global default PriorityClass).
-Quotas are not charged here but in ``execute``, atomically with the pod's creation.
+delete, scale, cordon, bind or status update), and admission must do what kube-apiserver's
+admission plugins do, in their order (``core.policy.admissionchain``): mutating stages first
+(LimitRanger's resource defaults, the Priority of the pod's PriorityClass,
+DefaultTolerationSeconds), then validating ones (NamespaceLifecycle: the namespace exists;
+LimitRanger's bounds; PodSecurity: the namespace's ``pod-security.kubernetes.io/*`` labels;
+Priority: one global default PriorityClass). Each stage is a named object with a phase, as a
+kube-scheduler plugin is; what each one changed, refused, warned about or recorded is kept on
+the context for the command's audit record, and warnings go back to the client. Quotas (kube's
+last plugin, ResourceQuota) are charged in ``execute``, atomically with the pod's creation.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from core.access import podsecurity
 from core.api.catalog import KINDS, SCALABLE_KINDS
 from core.api.commands import (
     BindBody,
@@ -32,12 +40,14 @@ from core.meta.model import K8sModel, to_validation_failed
 from core.meta.names import dns1123_label_errors
 from core.policy.admission import (
     LIMIT_RANGER_ANNOTATION,
-    apply_limit_ranges,
+    check_limit_ranges,
     check_single_global_default,
+    default_limit_ranges,
     default_toleration_seconds,
     resolve_priority,
     validate_limited,
 )
+from core.policy.admissionchain import Action, Phase, StageNote, chain_order
 from core.workloads.models import DeploymentStatus, ReplicaSetStatus
 from handlers.gateway.context import CommandContext, policies_of
 from handlers.gateway.services import refuse_record_writes
@@ -46,6 +56,13 @@ from projections.policies import NamespacePolicies
 from projections.runtime import Projection
 from streams.repository import AggregateRepository, Loaded
 from streams.subjects import AggregateRef
+
+TEMPLATE_KINDS = frozenset({"Deployment", "ReplicaSet"})
+"""The kinds with a pod template, which Pod Security checks at ``warn`` and ``audit``."""
+AUDIT_VIOLATIONS = podsecurity.AUDIT_VIOLATIONS_ANNOTATION
+
+PodsOf = Callable[[str], Awaitable[Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any]]]]]
+"""The pods of a namespace: (name, spec, metadata) of each."""
 
 STATUS_MODELS: dict[str, type[K8sModel]] = {
     "Deployment": DeploymentStatus,
@@ -116,12 +133,57 @@ async def resolve_target(ctx: CommandContext, *, features: FeatureGates = DEFAUL
     ctx.ref = AggregateRef(ctx.kind, namespace if info.namespaced else "", body.name)
 
 
+@dataclass
+class Review:
+    """One command under admission: the manifest the stages mutate, the stored object it
+    changes (a pod's, when one exists), and what each stage did."""
+
+    ctx: CommandContext
+    manifest: dict[str, Any] | None
+    existing: Resource | None = None
+    """The stored pod an apply (or a retried create) changes: it keeps what it was admitted
+    with, and only a significant change of it is judged again."""
+    notes: list[StageNote] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
+    namespace: Resource | None = None
+    """The command's namespace, once a stage has loaded it (NamespaceLifecycle does first)."""
+
+    @property
+    def kind(self) -> str:
+        assert self.ctx.ref is not None
+        return self.ctx.ref.kind
+
+    @property
+    def creates_pod(self) -> bool:
+        """A pod coming to life: what LimitRanger's bounds and the priority are decided for."""
+        return self.kind == "Pod" and self.manifest is not None and self.existing is None
+
+    def note(self, stage: str, action: Action, detail: str = "") -> None:
+        self.notes.append(StageNote(stage, action, detail))
+
+
+class AdmissionStage(Protocol):
+    """One half of an admission plugin: mutating stages may replace ``review.manifest``;
+    validating ones raise a FleetError to refuse, or add warnings and audit annotations."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def phase(self) -> Phase: ...
+
+    async def __call__(self, review: Review) -> None: ...
+
+
 class Admit:
-    """Admission: the defaults Kubernetes adds on admission (DefaultTolerationSeconds, the
-    priority of the pod's PriorityClass, the resource defaults and bounds of the namespace's
-    LimitRanges or the cluster default), and what must hold in the cluster for the command to
-    be allowed (the namespace exists; one global default PriorityClass). Quotas are charged in
-    the Execute stage, atomically with the pod's creation."""
+    """Admission: the chain of kube-apiserver's plugins fleetlog has, mutating stages first
+    (LimitRanger's resource defaults, the Priority of the pod's PriorityClass,
+    DefaultTolerationSeconds), then validating ones (the namespace exists, LimitRanger's
+    bounds, PodSecurity, one global default PriorityClass), in the order of
+    ``core.policy.admissionchain``. What each stage changed, refused, warned about or recorded
+    is kept on the context for the command's audit record; warnings also go to the client.
+    Quotas are charged in the Execute stage, atomically with the pod's creation."""
 
     def __init__(
         self,
@@ -130,104 +192,332 @@ class Admit:
         policies: NamespacePolicies | None = None,
         *,
         features: FeatureGates = DEFAULT_FEATURES,
+        pods_of: PodsOf | None = None,
     ) -> None:
+        """``pods_of``: how the pods of a namespace are read when its enforce level is raised
+        (for the warnings about those that violate it; without it, no such warnings)."""
         self._repository = repository
-        self._priority_classes = priority_classes
-        self._policies = policies
-        self._features = features
+        stages: list[AdmissionStage] = [
+            LimitRangerDefaults(policies, features=features),
+            PriorityResolution(repository, priority_classes),
+            TolerationSeconds(),
+            NamespaceLifecycle(repository),
+            LimitRangerBounds(policies),
+            PodSecurity(repository, pods_of=pods_of),
+            SingleGlobalDefault(priority_classes),
+        ]
+        self.stages = chain_order(stages)
 
     async def __call__(self, ctx: CommandContext) -> None:
         assert ctx.ref is not None
         await refuse_record_writes(ctx)
-        if ctx.manifest is not None:
-            ctx.manifest = default_toleration_seconds(ctx.manifest)
-            if ctx.ref.kind == "Pod":
-                ctx.manifest = await self._admitted_pod(ctx, ctx.manifest)
-            elif ctx.ref.kind == "PriorityClass":
-                check_single_global_default(ctx.manifest, self._known_classes())
-        if ctx.ref.namespace and ctx.verb in ("create", "apply"):
-            await self._require_namespace(ctx.ref.namespace)
+        if ctx.ref.kind != "Pod" or ctx.manifest is None:
+            await self._run(ctx, None)
+        elif ctx.verb != "create":
+            await self._run(ctx, await self._repository.load(ctx.ref))
+        else:
+            await self._create_pod(ctx)
 
-    async def _admitted_pod(self, ctx: CommandContext, manifest: dict[str, Any]) -> dict[str, Any]:
-        """The pod's manifest with its priority and resource defaults.
-
-        Whether the pod exists decides both (an existing pod keeps what it was admitted with).
-        A ``create`` is admitted as a new pod without reading the log on a cache miss, as
+    async def _create_pod(self, ctx: CommandContext) -> None:
+        """A ``create`` is admitted as a new pod without reading the log on a cache miss, as
         Kubernetes admits a create (Execute's optimistic append then finds an existing pod:
         ``AlreadyExists``, or the original's answer for a retry, neither of which depends on
         the manifest). Only if that admission refuses the pod is the log read: a retry of a
         create that landed before a policy changed is answered with its first outcome, never
         refused by the new policy."""
         assert ctx.ref is not None
-        if ctx.verb != "create":
-            return await self._admit_pod(ctx, manifest, await self._repository.load(ctx.ref))
         cached = await self._repository.load(ctx.ref, assume_new=True)
         try:
-            return await self._admit_pod(ctx, manifest, cached)
+            await self._run(ctx, cached)
         except FleetError:
             if cached.last_seq:  # the cache knew the pod: that was the answer
                 raise
             loaded = await self._repository.load(ctx.ref, fresh=True)
             if loaded.aggregate is None or not loaded.aggregate.exists:
                 raise
-            return await self._admit_pod(ctx, manifest, loaded)
+            await self._run(ctx, loaded)
 
-    async def _admit_pod(
-        self, ctx: CommandContext, manifest: dict[str, Any], loaded: Loaded
-    ) -> dict[str, Any]:
-        existing = loaded.aggregate if loaded.aggregate and loaded.aggregate.exists else None
-        manifest = await self._prioritised(manifest, existing)
-        return await self._limited(ctx, manifest, existing)
+    async def _run(self, ctx: CommandContext, loaded: Loaded | None) -> None:
+        """Every stage in order on a review of the command; what they did is kept on the
+        context whether the command is admitted or refused (the refusal names its stage)."""
+        existing = None
+        if loaded is not None and loaded.aggregate is not None and loaded.aggregate.exists:
+            existing = loaded.aggregate
+        review = Review(ctx=ctx, manifest=ctx.manifest, existing=existing)
+        try:
+            for stage in self.stages:
+                try:
+                    await stage(review)
+                except FleetError as exc:
+                    review.note(stage.name, "denied", exc.message)
+                    raise
+        finally:
+            ctx.admission = [str(note) for note in review.notes]
+            ctx.warnings = review.warnings
+            ctx.audit_annotations = review.annotations
+        ctx.manifest = review.manifest
 
-    def _known_classes(self) -> dict[str, dict[str, Any]]:
-        return {r.name: r.manifest for r in self._priority_classes.model.list("PriorityClass")}
 
-    async def _prioritised(
-        self, manifest: dict[str, Any], existing: Resource | None
-    ) -> dict[str, Any]:
-        """Kubernetes resolves a pod's priority when it is created; an existing pod keeps the
-        priority it was given (its class may have changed or gone since)."""
-        if existing is not None:
-            stored = existing.manifest.get("spec", {})
+# -- mutating stages --------------------------------------------------------------------------
+
+
+class LimitRangerDefaults:
+    """LimitRanger on create: the namespace's defaults (or the cluster default) are stored in
+    the pod. An existing pod keeps the resources and the annotation it was admitted with (a
+    re-apply of its original manifest changes nothing; a real change of resources is refused
+    by the pod's immutability rule)."""
+
+    name = "LimitRanger"
+    phase: Phase = "mutating"
+
+    def __init__(
+        self, policies: NamespacePolicies | None, *, features: FeatureGates = DEFAULT_FEATURES
+    ) -> None:
+        self._policies = policies
+        self._features = features
+
+    async def __call__(self, review: Review) -> None:
+        if review.kind != "Pod" or review.manifest is None:
+            return
+        if review.existing is not None:
+            review.manifest = _with_admitted_resources(review.manifest, review.existing.manifest)
+            return
+        if self._policies is None:
+            return
+        policies = await policies_of(review.ctx, self._policies)
+        manifest = review.manifest
+        limited, notes = default_limit_ranges(manifest, policies.limit_ranges)
+        if not notes:
+            return
+        # A default limit below a stated request makes the pod invalid, as in Kubernetes:
+        # what the defaults changed is validated again (not the whole pod).
+        review.manifest = validate_limited(limited, manifest, features=self._features)
+        review.note(self.name, "mutated", "defaulted " + "; ".join(notes))
+
+
+class PriorityResolution:
+    """Priority on create: ``spec.priorityClassName`` (or the global default class) becomes
+    ``spec.priority`` and ``spec.preemptionPolicy``; an unknown class is refused. An existing
+    pod keeps the priority it was given (its class may have changed or gone since)."""
+
+    name = "Priority"
+    phase: Phase = "mutating"
+
+    def __init__(
+        self, repository: AggregateRepository, priority_classes: Projection[ClusterModel]
+    ) -> None:
+        self._repository = repository
+        self._priority_classes = priority_classes
+
+    async def __call__(self, review: Review) -> None:
+        if review.kind != "Pod" or review.manifest is None:
+            return
+        manifest = review.manifest
+        if review.existing is not None:
+            stored = review.existing.manifest.get("spec", {})
             spec = dict(manifest.get("spec", {}))
             for field_name in ("priority", "preemptionPolicy", "priorityClassName"):
                 if field_name in stored and field_name not in spec:
                     spec[field_name] = stored[field_name]
-            return {**manifest, "spec": spec}
-        classes = self._known_classes()
+            review.manifest = {**manifest, "spec": spec}
+            return
+        classes = _known_classes(self._priority_classes)
         wanted = manifest.get("spec", {}).get("priorityClassName")
         if wanted and wanted not in classes:
             # Just created, perhaps, and not in the read model yet: ask the log.
-            found = (
-                await self._repository.load(AggregateRef("PriorityClass", "", wanted))
-            ).aggregate
+            ref = AggregateRef("PriorityClass", "", wanted)
+            loaded = await self._repository.load(ref)
+            if loaded.aggregate is None and await self._repository.behind_leader([loaded]):
+                loaded = await self._repository.load(ref)  # cached absent, created since
+            found = loaded.aggregate
             if found is not None and found.exists:
                 classes[wanted] = found.manifest
-        return resolve_priority(manifest, classes)
+        resolved = resolve_priority(manifest, classes)
+        if resolved is manifest:
+            return
+        review.manifest = resolved
+        spec = resolved["spec"]
+        source = spec.get("priorityClassName")
+        detail = f"set priority {spec['priority']}" + (
+            f" from PriorityClass {source}" if source else ""
+        )
+        review.note(self.name, "mutated", detail)
 
-    async def _limited(
-        self, ctx: CommandContext, manifest: dict[str, Any], existing: Resource | None
-    ) -> dict[str, Any]:
-        """LimitRanger on create: the namespace's defaults (or the cluster default) are stored
-        in the pod, and its bounds are enforced. An existing pod keeps the resources and the
-        annotation it was admitted with (a re-apply of its original manifest changes
-        nothing; a real change of resources is refused by the pod's immutability rule)."""
-        if existing is not None:
-            return _with_admitted_resources(manifest, existing.manifest)
-        if self._policies is None:
-            return manifest
-        policies = await policies_of(ctx, self._policies)
-        limited = apply_limit_ranges(manifest, policies.limit_ranges)
-        # A default limit below a stated request makes the pod invalid, as in Kubernetes:
-        # what the defaults changed is validated again (not the whole pod).
-        return validate_limited(limited, manifest, features=self._features)
 
-    async def _require_namespace(self, namespace: str) -> None:
-        loaded = await self._repository.load(AggregateRef("Namespace", "", namespace))
+class TolerationSeconds:
+    """DefaultTolerationSeconds: a pod not tolerating the ``not-ready``/``unreachable``
+    NoExecute taints tolerates them for five minutes."""
+
+    name = "DefaultTolerationSeconds"
+    phase: Phase = "mutating"
+
+    async def __call__(self, review: Review) -> None:
+        if review.kind != "Pod" or review.manifest is None:
+            return
+        before = review.manifest
+        review.manifest = default_toleration_seconds(before)
+        if review.manifest is before:
+            return
+        known = {id(t) for t in before.get("spec", {}).get("tolerations") or ()}
+        added = [t for t in review.manifest["spec"]["tolerations"] if id(t) not in known]
+        keys = ", ".join(t["key"] for t in added)
+        seconds = added[0]["tolerationSeconds"]
+        review.note(self.name, "mutated", f"tolerates {keys} (NoExecute) for {seconds}s")
+
+
+# -- validating stages ------------------------------------------------------------------------
+
+
+class NamespaceLifecycle:
+    """Objects are created in namespaces that exist."""
+
+    name = "NamespaceLifecycle"
+    phase: Phase = "validating"
+
+    def __init__(self, repository: AggregateRepository) -> None:
+        self._repository = repository
+
+    async def __call__(self, review: Review) -> None:
+        ref = review.ctx.ref
+        assert ref is not None
+        if not ref.namespace or review.ctx.verb not in ("create", "apply"):
+            return
+        namespace = AggregateRef("Namespace", "", ref.namespace)
+        loaded = await self._repository.load(namespace)
+        if (loaded.aggregate is None or not loaded.aggregate.exists) and (
+            await self._repository.behind_leader([loaded])
+        ):
+            # Created since this gateway cached it, or the replica that answered lags: a
+            # refusal is only said on the leader's word.
+            loaded = await self._repository.load(namespace)
         if loaded.aggregate is None or not loaded.aggregate.exists:
             raise NotFound(
-                f'namespace "{namespace}" not found: create it first', field="metadata.namespace"
+                f'namespace "{ref.namespace}" not found: create it first',
+                field="metadata.namespace",
             )
+        review.namespace = loaded.aggregate
+
+
+class LimitRangerBounds:
+    """LimitRanger's bounds (min, max, maxLimitRequestRatio) on a pod being created."""
+
+    name = "LimitRanger"
+    phase: Phase = "validating"
+
+    def __init__(self, policies: NamespacePolicies | None) -> None:
+        self._policies = policies
+
+    async def __call__(self, review: Review) -> None:
+        if not review.creates_pod or self._policies is None:
+            return
+        assert review.manifest is not None
+        policies = await policies_of(review.ctx, self._policies)
+        check_limit_ranges(review.manifest, policies.limit_ranges)
+
+
+class PodSecurity:
+    """Pod Security Admission, by the namespace's ``pod-security.kubernetes.io/*`` labels
+    (``core.access.podsecurity``): a pod being created (or an existing one whose images
+    change) is refused at the ``enforce`` level, warned about at ``warn`` and noted in the
+    audit record at ``audit``; a workload's pod template is checked at ``warn`` and ``audit``
+    only (its pods are checked when its controller creates them). A namespace's labels are
+    validated, and raising its ``enforce`` level warns about the pods already there that
+    violate the new level."""
+
+    name = "PodSecurity"
+    phase: Phase = "validating"
+
+    def __init__(self, repository: AggregateRepository, *, pods_of: PodsOf | None) -> None:
+        self._repository = repository
+        self._pods_of = pods_of
+
+    async def __call__(self, review: Review) -> None:
+        manifest = review.manifest
+        if manifest is None:
+            return
+        if review.kind == "Namespace":
+            await self._namespace(review, manifest)
+            return
+        if review.kind == "Pod":
+            spec, metadata = manifest.get("spec") or {}, manifest.get("metadata") or {}
+            existing = review.existing
+            if existing is not None and not podsecurity.significant_pod_update(
+                spec, existing.manifest.get("spec") or {}
+            ):
+                return
+            enforce = True
+        elif review.kind in TEMPLATE_KINDS:
+            template = (manifest.get("spec") or {}).get("template") or {}
+            spec, metadata = template.get("spec") or {}, template.get("metadata") or {}
+            enforce = False
+        else:
+            return
+        policy = self._policy(review)
+        if policy is None:
+            return
+        verdict = podsecurity.evaluate(policy, spec, metadata, enforce=enforce)
+        review.annotations.update(verdict.annotations or {})
+        if AUDIT_VIOLATIONS in review.annotations:
+            review.note(self.name, "audited", review.annotations[AUDIT_VIOLATIONS])
+        for warning in verdict.warnings:
+            review.warnings.append(warning)
+            review.note(self.name, "warned", warning)
+        if verdict.denied:
+            name = (manifest.get("metadata") or {}).get("name", "")
+            raise FleetError(f'pods "{name}" is forbidden: {verdict.denied}', code="forbidden")
+
+    @staticmethod
+    def _policy(review: Review) -> podsecurity.NamespacePolicy | None:
+        """The namespace's policy (None: no pod-security label, so nothing to check)."""
+        namespace = review.namespace
+        if namespace is None:
+            return None
+        labels = (namespace.manifest.get("metadata") or {}).get("labels") or {}
+        if not any(key.startswith(podsecurity.LABEL_PREFIX) for key in labels):
+            return None
+        return podsecurity.NamespacePolicy.from_labels(labels)
+
+    async def _namespace(self, review: Review, manifest: dict[str, Any]) -> None:
+        """Kubernetes refuses a namespace with a level or version it does not know, and warns
+        about existing pods when the ``enforce`` level is raised."""
+        labels = (manifest.get("metadata") or {}).get("labels") or {}
+        problems = podsecurity.label_problems(labels)
+        if problems:
+            raise ValidationFailed("; ".join(problems), field="metadata.labels")
+        ref = review.ctx.ref
+        if self._pods_of is None or ref is None or review.ctx.verb != "apply":
+            return
+        level = podsecurity.NamespacePolicy.from_labels(labels).enforce
+        if level == "privileged":
+            return
+        stored = (await self._repository.load(ref)).aggregate
+        if stored is None or not stored.exists:
+            return
+        before = (stored.manifest.get("metadata") or {}).get("labels") or {}
+        if podsecurity.NamespacePolicy.from_labels(before).enforce == level:
+            return
+        pods = await self._pods_of(ref.name)
+        for warning in podsecurity.existing_pod_warnings(ref.name, level, pods):
+            review.warnings.append(warning)
+            review.note(self.name, "warned", warning)
+
+
+class SingleGlobalDefault:
+    """Priority's validating half: one PriorityClass at most is the global default."""
+
+    name = "Priority"
+    phase: Phase = "validating"
+
+    def __init__(self, priority_classes: Projection[ClusterModel]) -> None:
+        self._priority_classes = priority_classes
+
+    async def __call__(self, review: Review) -> None:
+        if review.kind == "PriorityClass" and review.manifest is not None:
+            check_single_global_default(review.manifest, _known_classes(self._priority_classes))
+
+
+def _known_classes(priority_classes: Projection[ClusterModel]) -> dict[str, dict[str, Any]]:
+    return {r.name: r.manifest for r in priority_classes.model.list("PriorityClass")}
 
 
 def _with_admitted_resources(manifest: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:

@@ -52,4 +52,6 @@ def audit_record(ctx: CommandContext, reply: dict[str, Any]) -> AuditRecord:
         error_field=str(error.get("field") or ""),
         events=list(reply.get("events") or []),
         seqs=list(reply.get("seqs") or []),
+        admission=list(ctx.admission),
+        annotations=dict(ctx.audit_annotations),
     )

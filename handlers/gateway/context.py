@@ -45,6 +45,13 @@ class CommandContext:
     deadline_ns: int = 0
     """When the client stops waiting for the answer (unix ns, its ``Fleet-Deadline`` header;
     0: it did not say). Work past it is refused, not done for nobody (``intake.in_time``)."""
+    admission: list[str] = field(default_factory=list)
+    """What each admission stage changed, refused, warned about or recorded
+    (``mutated by LimitRanger: defaulted ...``), in the chain's order, for the audit record."""
+    warnings: list[str] = field(default_factory=list)
+    """Warnings for the client (Pod Security's ``warn`` level), sent with the answer."""
+    audit_annotations: dict[str, str] = field(default_factory=dict)
+    """Annotations for the audit record (Pod Security's ``audit`` level), as Kubernetes'."""
     policies: Policies | None = None
     """The namespace's LimitRanges and ResourceQuotas, asked once per command (admission and
     execution both need them; each question costs a round trip to the server)."""

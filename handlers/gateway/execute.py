@@ -34,6 +34,7 @@ from core.meta.timestamps import format_stamp
 from core.nodes.aggregate import Node
 from core.pods.aggregate import Pod
 from core.pods.decisions import bind_pod, create_pod, delete_pod
+from core.policy.admissionchain import StageNote
 from core.scheduling.model import PodInfo
 from core.workloads.aggregate import Workload
 from handlers.gateway.context import AppendLatency, CommandContext, check_deadline, policies_of
@@ -49,6 +50,8 @@ log = structlog.get_logger(__name__)
 
 MAX_DECISION_ATTEMPTS = 12
 STEP_ASIDE_S = 0.05
+QUOTA_REFUSALS = ("exceeded quota:", "failed quota:")
+"""How a ResourceQuota's refusal begins (Kubernetes' words, ``core.policy.aggregates``)."""
 UID_NAMESPACE = uuid.UUID("0b8f4f53-0c55-4f0e-a3c4-4a7c1b3d5e20")
 
 
@@ -330,10 +333,17 @@ class Execute:
         uid = self._uid(ctx)
         body = command.body
         if command.verb in ("create", "apply") and ref.kind == "Pod":
-            loaded.aggregate = create_pod(
-                current, agg_id=ref.id, manifest=self._managed(ctx, current), uid=uid,
-                quotas=quotas, at=at, replace=command.verb == "apply",
-            )  # fmt: skip
+            try:
+                loaded.aggregate = create_pod(
+                    current, agg_id=ref.id, manifest=self._managed(ctx, current), uid=uid,
+                    quotas=quotas, at=at, replace=command.verb == "apply",
+                )  # fmt: skip
+            except FleetError as exc:
+                # The last stage of admission (kube's ResourceQuota) runs here, in the append
+                # that charges the quota: its refusal is named in the audit record too.
+                if exc.message.startswith(QUOTA_REFUSALS):
+                    ctx.admission.append(str(StageNote("ResourceQuota", "denied", exc.message)))
+                raise
             return
         if command.verb in ("create", "apply"):
             decide = (

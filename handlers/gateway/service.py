@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -78,6 +78,7 @@ class Gateway:
         services' ClusterIPs and node ports come from; ``cluster_key``: the key Secrets' data
         keys are wrapped with (without it, Secrets are refused)."""
         self._nc = nc
+        self._store = store
         self.features = features
         self.repository = AggregateRepository(store)
         # The cluster's PriorityClasses, for admission (as Kubernetes' informer cache: a pod
@@ -100,7 +101,13 @@ class Gateway:
             Authenticate(identify),
             Authorize(policy or AllowAll()),
             fingerprint,
-            Admit(self.repository, self.priority_classes, self.policies, features=features),
+            Admit(
+                self.repository,
+                self.priority_classes,
+                self.policies,
+                features=features,
+                pods_of=self._pods_of,
+            ),
             Execute(
                 self.repository,
                 self.policies,
@@ -134,6 +141,19 @@ class Gateway:
             await self.priority_classes.stop()
             await self.services.stop()
             await self.policies.stop()
+
+    async def _pods_of(
+        self, namespace: str
+    ) -> list[tuple[str, Mapping[str, Any], Mapping[str, Any]]]:
+        """The live pods of ``namespace``, folded from their events (only when a namespace's
+        Pod Security enforce level is raised: rare, and worth a read of the namespace's pods)."""
+        only_pods = event_filter("Pod", namespace)
+        pods = Projection(ClusterModel(), self._store, filter_subject=only_pods)
+        await pods.catch_up()
+        return [
+            (r.name, r.manifest.get("spec") or {}, r.manifest.get("metadata") or {})
+            for r in pods.model.list("Pod", namespace)
+        ]
 
     async def _serve_commands(self, ready: asyncio.Event | None) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -195,7 +215,10 @@ class Gateway:
                     field=exc.field,
                     problems=len(exc.errors),
                 )
-                return {"ok": False, "error": exc.as_dict()}
+                refused: dict[str, Any] = {"ok": False, "error": exc.as_dict()}
+                if ctx.warnings:
+                    refused["warnings"] = ctx.warnings
+                return refused
             except (AppendTimeout, *OUTAGE_ERRORS) as exc:
                 # The log is away (an outage, a cluster electing a leader): one line, no
                 # traceback; the client sees that the outcome is unknown and may retry.
@@ -221,5 +244,7 @@ class Gateway:
                     },
                 }
             assert ctx.reply is not None
+            if ctx.warnings:
+                ctx.reply["warnings"] = ctx.warnings
             log.debug("command.accepted", ref=str(ctx.ref), events=ctx.reply.get("events"))
             return ctx.reply

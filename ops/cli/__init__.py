@@ -16,6 +16,11 @@ to it the commands, which live in modules by what they act on:
   ``wait``        wait: until objects reach a state
   ``replay``      replay, diff: the cluster at a point of the log
   ``ops.cli.audit``  why, audit: causes and the audit trail
+  ``access``      config, user: contexts and credentials, the users the server admits
+
+Who a command is and where it connects come from the fleetlog config's current context
+(``ops.fleetconfig``: server, user, default namespace), which ``--config``/``FLEETLOG_CONFIG``,
+``--context``, ``--server`` and ``--credentials`` override.
 
 What they share sits below them: names and arguments in ``ops.cliargs``, failures, running a
 command and its session in ``ops.clitools``, output in ``ops.render``.
@@ -29,8 +34,11 @@ commands that use them, and ``tests/integration/test_cli_startup.py`` keeps it s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from ops.cli.access import config_group, user_group
 from ops.cli.audit import audit, why
 from ops.cli.cluster import agent, gateway, scheduler, sim, up
 from ops.cli.nodes import cordon, drain, uncordon
@@ -40,15 +48,31 @@ from ops.cli.replay import diff_command, replay_command
 from ops.cli.wait import wait
 from ops.cli.workloads import rollout, scale
 from ops.cliargs import DEFAULT_SERVER, default_actor
+from ops.clitools import Failure
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--server",
     envvar="FLEETLOG_SERVER",
-    default=DEFAULT_SERVER,
-    show_default=True,
-    help="NATS URL of the cluster (or set FLEETLOG_SERVER).",
+    default=None,
+    help=f"NATS URL of the cluster (or set FLEETLOG_SERVER) [default: the context's, else "
+    f"{DEFAULT_SERVER}].",
+)
+@click.option(
+    "--config",
+    "config_file",
+    envvar="FLEETLOG_CONFIG",
+    default=None,
+    help="The fleetlog config (or set FLEETLOG_CONFIG) [default: "
+    "$XDG_CONFIG_HOME/fleetlog/config, else ~/.config/fleetlog/config].",
+)
+@click.option("--context", default=None, help="Use this context of the fleetlog config.")
+@click.option(
+    "--credentials",
+    envvar="FLEETLOG_CREDENTIALS",
+    default=None,
+    help="Connect with the nkey seed in this file instead of the context's user.",
 )
 @click.option(
     "--as",
@@ -57,12 +81,78 @@ from ops.cliargs import DEFAULT_SERVER, default_actor
     default=None,
     help="Identity to act as (until authentication exists, the stated identity).",
 )
+@click.option(
+    "--seal-key",
+    envvar="FLEETLOG_SEAL_KEY",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The cluster's seal key (pki/seal.key in the data directory of `fleetlog up`): "
+    "roles that append need it; readers given it skip events no fleetlog writer sealed.",
+)
 @click.option("--log-level", default="warning", show_default=True)
 @click.pass_context
-def main(ctx: click.Context, server: str, actor: str | None, log_level: str) -> None:
+def main(
+    ctx: click.Context,
+    server: str | None,
+    config_file: str | None,
+    context: str | None,
+    credentials: str | None,
+    actor: str | None,
+    seal_key: Path | None,
+    log_level: str,
+) -> None:
     """fleetlog: a container orchestrator whose source of truth is an event log."""
+    from ops.fleetconfig import ConfigError, config_path, load, target
+
+    path = config_path(config_file)
+    try:
+        chosen = target(load(path), path=path, context=context)
+    except ConfigError as exc:
+        raise Failure(exc.message) from None
+    if chosen.namespace and chosen.namespace != "default":
+        ctx.default_map = _namespace_defaults(ctx.command, chosen.namespace)
     # Logging is set up by ``run`` when a command runs (not for --help), at this level.
-    ctx.obj = {"server": server, "actor": actor or default_actor(), "log_level": log_level}
+    ctx.obj = {
+        "server": server or chosen.server or DEFAULT_SERVER,
+        "actor": actor or default_actor(),
+        "log_level": log_level,
+        "target": chosen,
+        "credentials_file": credentials,
+        "seal_key_path": seal_key,
+    }
+    if seal_key is None and ctx.invoked_subcommand != "up":
+        # On the machine that ran `fleetlog up`, its key is found with no flag: the context's
+        # cluster names it, or it is in the default data directory.
+        from ops.cliargs import default_data_dir
+
+        found = chosen.seal_key or default_data_dir() / "pki" / "seal.key"
+        seal_key = found if found.exists() else None
+    # `up` makes its key on the first start. A key given but not there yet only matters to a
+    # role that appends to a sealed log: it is refused then, naming the path.
+    if seal_key is not None:
+        from streams import seal
+        from streams.seal import SealKeyError, load_seal_key
+
+        try:
+            seal.use(load_seal_key(seal_key) if seal_key.exists() else None, given=seal_key)
+        except SealKeyError as exc:
+            raise click.UsageError(str(exc)) from None
+
+
+def _namespace_defaults(command: click.Command, namespace: str) -> dict[str, object]:
+    """Every ``-n/--namespace`` that defaults to ``default`` defaults to the context's
+    namespace instead (kubectl's context namespace)."""
+    defaults: dict[str, object] = {}
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            nested = _namespace_defaults(sub, namespace)
+            if nested:
+                defaults[name] = nested
+        return defaults
+    for param in command.params:
+        if param.name == "namespace" and param.default == "default":
+            defaults["namespace"] = namespace
+    return defaults
 
 
 for _command in (
@@ -73,5 +163,6 @@ for _command in (
     *(logs, top, history, events, wait),
     *(replay_command, diff_command),
     *(why, audit),
+    *(config_group, user_group),
 ):
     main.add_command(_command)

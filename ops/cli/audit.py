@@ -10,7 +10,7 @@ touched the log.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -44,10 +44,17 @@ class Link:
 
     event: StoredEvent | None
     root: str = ""
+    command: str = ""
+    """The command at the root (its idempotency key), when the chain starts with one."""
+    admission: list[str] = field(default_factory=list)
+    """What admission did to that command (its audit record's stages)."""
 
     def as_dict(self) -> dict[str, Any]:
         if self.event is None:
-            return {"root": self.root}
+            out: dict[str, Any] = {"root": self.root}
+            if self.admission:
+                out["admission"] = self.admission
+            return out
         return render.event_dict(self.event)
 
 
@@ -74,13 +81,37 @@ async def causal_chain(store: EventStore, start: StoredEvent) -> list[Link]:
             continue
         actor = current.envelope.actor
         if cause.kind == "command":
-            chain.append(Link(None, f"command {cause.command} issued by {actor}"))
+            root = f"command {cause.command} issued by {actor}"
+            chain.append(Link(None, root, command=cause.command))
         elif cause.kind == "other":
             chain.append(Link(None, f"{cause.text} (observed by {actor})"))
         else:
             chain.append(Link(None, f"no recorded cause (written by {actor})"))
         break
     return chain
+
+
+ADMISSION_WINDOW_NS = 60 * 1_000_000_000
+"""How long before its first event a command's audit record is looked for (the record is
+stamped when the gateway received the command)."""
+
+
+async def _with_admission(nc: Any, chain: list[Link]) -> None:
+    """The admission stages of the command at the chain's root, from its audit record (read
+    from shortly before the command's event only: the audit stream is as long as the log)."""
+    root = chain[-1]
+    caused = chain[-2].event if len(chain) > 1 else None
+    if not root.command or caused is None:
+        return
+    from streams.audit import audit_filter, read_audit
+
+    envelope = caused.envelope
+    since = datetime.fromtimestamp((envelope.timestamp_ns - ADMISSION_WINDOW_NS) / 1e9, tz=UTC)
+    subject = audit_filter("accepted", None, None, envelope.actor)
+    for record in await read_audit(nc, subject=subject, since=since):
+        if record.command_id == root.command:
+            root.admission = list(record.admission)
+            return
 
 
 def chain_lines(chain: list[Link]) -> list[str]:
@@ -90,6 +121,7 @@ def chain_lines(chain: list[Link]) -> list[str]:
         pad = "  " * min(depth, 12)
         if link.event is None:
             lines.append(f"{pad}{arrow}{link.root}")
+            lines += [f"{pad}  admission: {note}" for note in link.admission]
             continue
         e = link.event.envelope
         where = render.object_name(e.kind, e.namespace, e.name)
@@ -128,6 +160,7 @@ async def why(
                     f" (its events: {', '.join(str(e.seq) for e in history[-10:])}…)"
                 )
         chain = await causal_chain(s.store, start)
+        await _with_admission(s.nc, chain)
     if output == "json":
         click.echo(json.dumps([link.as_dict() for link in chain], default=str))
         return
@@ -197,7 +230,13 @@ def audit_row(record: AuditRecord) -> list[str]:
 @click.option("--since", default=None, help="From a duration ago (10m, 2h) or a time.")
 @click.option("--until", default=None, help="Up to a duration ago or a time.")
 @click.option("--outcome", type=click.Choice(OUTCOMES), default=None)
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["table", "wide", "json"]),
+    default="table",
+    help="wide: also what each admission stage did to the command.",
+)
 @click.pass_context
 def audit(ctx: click.Context, **options: Any) -> None:
     """Who asked for what, on what, from where, with what result: every command the gateway
@@ -250,6 +289,10 @@ async def _query(
         return
     if not chosen:
         click.echo("No audit records found.", err=True)
+        return
+    if output == "wide":
+        rows = [[*audit_row(r), "; ".join(r.admission) or "-"] for r in chosen]
+        click.echo(render.table([*AUDIT_HEADERS, "ADMISSION"], rows))
         return
     click.echo(render.table(AUDIT_HEADERS, [audit_row(r) for r in chosen]))
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import click
 
 from core.errors import FleetError
-from ops.clitools import Failure, run
+from ops.clitools import Failure, credentials_for, run
 
 if TYPE_CHECKING:
     import asyncio
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from handlers.agent.dns import DNSOptions
     from handlers.agent.network import NetworkOptions
     from streams.eventstore import EventStore
+    from streams.identity import Credentials
 
 MAX_PODS = click.option(
     "--max-pods",
@@ -87,8 +88,9 @@ POD_NETWORK_OPTIONS = (
         default=8,
         show_default=True,
         help="Pod networks (namespace, veth, address) kept made ahead so a pod bound here "
-        "starts without waiting for its own; refilled after use, removed when the agent "
-        "stops. 0: none.",
+        "starts without waiting for its own; refilled after use, grown by one for each pod "
+        "that found it empty (up to the node's max pods), removed when the agent stops. "
+        "0: none.",
     ),
 )
 
@@ -343,7 +345,8 @@ def up(
     service_ranges = _service_ranges(service_cidr, node_port_range)
     container_logs = _container_logs(container_log_max_size, container_log_max_files)
 
-    from ops.up import UpOptions, default_data_dir
+    from ops.cliargs import default_data_dir
+    from ops.up import UpOptions
     from ops.up import up as run_up
 
     if ctx.parent and ctx.parent.params.get("log_level") == "warning":
@@ -367,11 +370,20 @@ def up(
         log_level=ctx.obj["log_level"],
         api_port=None if no_api else api_port,
         replicas=replicas,
+        seal_key=ctx.obj.get("seal_key_path"),
+        config_path=ctx.obj["target"].path,
+        credentials=_external_credentials(ctx) if nats_url else None,
     )
     click.echo(
         f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",
         err=True,
     )
+    if not nats_url:
+        click.echo(
+            f"fleetlog up: the server admits only known nkeys; the admin's context "
+            f"{ctx.obj['target'].path} (context fleetlog) is what `fleetlog` uses",
+            err=True,
+        )
     if not no_api:
         click.echo(
             f"fleetlog up: Kubernetes API on 127.0.0.1:{api_port or '(a free port)'}; "
@@ -379,6 +391,16 @@ def up(
             err=True,
         )
     run(run_up)(options)
+
+
+def _external_credentials(ctx: click.Context) -> Credentials | None:
+    """Who ``up --nats-url`` connects as: what the context or ``--credentials`` says."""
+    from streams.identity import CredentialsError
+
+    try:
+        return credentials_for(ctx, role="gateway")
+    except (FleetError, CredentialsError) as exc:
+        raise Failure(str(exc)) from None
 
 
 @click.command()
@@ -439,15 +461,22 @@ async def agent(
     from streams.connection import connect
     from streams.definitions import ensure_streams
     from streams.eventstore import EventStore
+    from streams.seal import configured as configured_seal
+    from streams.sealing import check_seal_key, writer_seal_key
 
     node = name or default_node_name()
     machine = machine_capacity()
     capacity = NodeCapacity(cpu or machine.cpu, memory or machine.memory, pods)
     extra = dict(label.split("=", 1) for label in labels if "=" in label)
-    nc = await connect(ctx.obj["server"], name=f"fleetlog-agent-{node}", wait=True)
+    nc = await connect(
+        ctx.obj["server"], name=f"fleetlog-agent-{node}", wait=True,
+        credentials=credentials_for(ctx, role="agent"),
+    )  # fmt: skip
     await ensure_streams(nc)  # idempotent: an agent may start before any `fleetlog up`
     try:
+        await writer_seal_key()  # before the store: it seals with it
         async with EventStore(nc) as store:
+            await check_seal_key(store, configured_seal())  # refused without the log's key
             if cluster_dns == "auto":
                 dns = _dns_options(await _kube_dns_address(store), cluster_domain)
             node_agent = NodeAgent(
@@ -538,13 +567,20 @@ async def sim(
     from streams.connection import connect
     from streams.definitions import ensure_streams
     from streams.eventstore import EventStore
+    from streams.seal import configured as configured_seal
+    from streams.sealing import check_seal_key, writer_seal_key
 
     extra = dict(label.split("=", 1) for label in labels if "=" in label)
     spec = SimNodeSpec(prefix=prefix, cpu=cpu, memory=memory, pods=pods, labels=extra, zones=zones)
-    nc = await connect(ctx.obj["server"], name="fleetlog-sim", wait=True)
+    nc = await connect(
+        ctx.obj["server"], name="fleetlog-sim", wait=True,
+        credentials=credentials_for(ctx, role="sim"),
+    )  # fmt: skip
     try:
         await ensure_streams(nc)  # idempotent: sim may start before any `fleetlog up`
+        await writer_seal_key()  # before the store: it seals with it
         async with EventStore(nc) as store:
+            await check_seal_key(store, configured_seal())  # refused without the log's key
             nodes = await SimulatedNodes.create(nc, spec, count)
             await nodes.register()
             names = nodes.names
@@ -593,11 +629,18 @@ async def scheduler(
     from streams.connection import connect
     from streams.definitions import ensure_streams
     from streams.eventstore import EventStore
+    from streams.seal import configured as configured_seal
+    from streams.sealing import check_seal_key, writer_seal_key
 
-    nc = await connect(ctx.obj["server"], name=f"fleetlog-scheduler-{identity}", wait=True)
+    nc = await connect(
+        ctx.obj["server"], name=f"fleetlog-scheduler-{identity}", wait=True,
+        credentials=credentials_for(ctx, role="scheduler"),
+    )  # fmt: skip
     try:
         await ensure_streams(nc)  # idempotent: a replica may start before any `fleetlog up`
+        await writer_seal_key()  # before the store: it seals with it
         async with EventStore(nc) as store:
+            await check_seal_key(store, configured_seal())  # refused without the log's key
             replica = Scheduler(
                 nc, store, identity=identity, features=features, **scheduler_options(configuration)
             )
@@ -662,7 +705,7 @@ async def gateway(
     await _until_signal(
         functools.partial(
             run_gateway, ctx.obj["server"], features=features, service_ranges=ranges,
-            cluster_key=key,
+            credentials=credentials_for(ctx, role="gateway"), cluster_key=key,
         ),
         "gateway ready",
     )  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +131,11 @@ async def apply(ctx: click.Context, path: str) -> None:
                 outcome = await s.commands.send(_doc_kind(doc), "apply", {"manifest": doc})
             except FleetError as exc:
                 failures += 1
+                _warn(getattr(exc, "warnings", ()))
                 for line in render.error_lines(_doc_name(doc), exc):
                     click.echo(line, err=True)
                 continue
+            _warn(outcome.warnings)
             if outcome.unchanged:
                 verb = "unchanged"
             elif any(e.endswith("Created") for e in outcome.events):
@@ -142,6 +145,12 @@ async def apply(ctx: click.Context, path: str) -> None:
             click.echo(f"{_doc_name(doc)} {verb}")
     if failures:
         raise Failure(f"{failures} of {len(documents)} objects were not applied")
+
+
+def _warn(warnings: Iterable[str]) -> None:
+    """Admission's warnings, on stderr as kubectl prints them."""
+    for warning in warnings:
+        click.echo(f"Warning: {warning}", err=True)
 
 
 CASCADE_POLICIES = {

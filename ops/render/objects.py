@@ -224,6 +224,17 @@ def _secret_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     ]
 
 
+def _user_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    spec = item["manifest"].get("spec") or {}
+    row = [
+        item["name"],
+        ",".join(spec.get("groups") or []) or "<none>",
+        "true" if spec.get("revoked") else "false",
+        age(item["created_ns"], now_ns),
+    ]
+    return [*row, str(spec.get("publicKey", ""))] if wide else row
+
+
 COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "Pod": (
         ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
@@ -269,6 +280,7 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "ClusterRoleBinding": (["NAME", "ROLE", "AGE"], _SUBJECT_COLUMNS, _binding_row),
     "ConfigMap": (["NAME", "DATA", "AGE"], [], _config_map_row),
     "Secret": (["NAME", "TYPE", "DATA", "AGE"], [], _secret_row),
+    "User": (["NAME", "GROUPS", "REVOKED", "AGE"], ["PUBLIC-KEY"], _user_row),
     # kube lists SUBOBJECT and SOURCE before MESSAGE with -o wide; here the wide columns follow
     "Event": (
         ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],

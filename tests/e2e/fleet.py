@@ -103,7 +103,13 @@ class Fleet:
         self.url = url
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.commands: dict[str, list[str]] = {}
-        self.env = {**os.environ, "FLEETLOG_SERVER": url, "FLEETLOG_USER": "user:e2e"}
+        # The seal key every role of this test shares: `up` makes it on its first start.
+        self.env = {
+            **os.environ,
+            "FLEETLOG_SERVER": url,
+            "FLEETLOG_USER": "user:e2e",
+            "FLEETLOG_SEAL_KEY": str(base / "seal.key"),
+        }
 
     def log(self, role: str) -> str:
         return (self.base / f"{role}.log").read_text(errors="replace")

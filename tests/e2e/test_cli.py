@@ -9,6 +9,7 @@ import queue
 import random
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -94,10 +95,21 @@ class Cluster:
         low = 30000 + random.randrange(27) * 100
         self.node_ports = f"{low}-{low + 99}"
 
+    @property
+    def env(self) -> dict[str, str]:
+        """What a fleetlog process of this cluster runs with: its server, a user, and the
+        key its `up` seals the log with (roles that append need it)."""
+        return {
+            **os.environ,
+            "FLEETLOG_SERVER": self.server,
+            "FLEETLOG_USER": "user:e2e",
+            "FLEETLOG_SEAL_KEY": str(self.data_dir / "pki" / "seal.key"),
+        }
+
     def cli(
         self, *args: str, stdin: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "FLEETLOG_SERVER": self.server, "FLEETLOG_USER": "user:e2e"}
+        env = self.env
         result = subprocess.run(
             [sys.executable, "-m", "ops", *args],
             input=stdin,
@@ -228,6 +240,10 @@ def test_walkthrough_survives_a_restart(cluster: Cluster, tmp_path: Path) -> Non
         e["type"] for e in events
     }
     assert all(e["correlation_id"] and e["causation_id"] for e in events)
+    # The data directory (the log on disk, the history index, keys) is its owner's alone.
+    assert stat.S_IMODE(cluster.data_dir.stat().st_mode) == 0o700
+    history_files = list(cluster.data_dir.glob("history*"))
+    assert history_files and {stat.S_IMODE(p.stat().st_mode) for p in history_files} == {0o600}
     filtered = cluster.cli(
         "events", "--kind", "deployment", "-n", "shop", "--type", "ScaledTo", "-o", "json"
     )

@@ -4,7 +4,6 @@ emptied. The simulator also shows bound pods Running."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +39,7 @@ def test_drain_refuses_pods_without_a_controller_unless_forced_then_empties_the_
     cluster: Cluster, tmp_path: Path
 ) -> None:
     cluster.up()
-    env = {**os.environ, "FLEETLOG_SERVER": cluster.server, "FLEETLOG_USER": "user:e2e"}
+    env = cluster.env
     sim_log = (tmp_path / "sim.log").open("ab")
     sim = subprocess.Popen(
         [sys.executable, "-m", "ops", "sim", "--nodes", "1", "--prefix", "dn",

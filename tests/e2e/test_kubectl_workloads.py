@@ -12,7 +12,6 @@ they pin that kubectl, unchanged, sees what it expects of a Kubernetes cluster.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -60,7 +59,7 @@ def connect(cluster: Cluster, options: tuple[str, ...] = ()) -> Kubectl:
 
 
 def start_nodes(cluster: Cluster, tmp_path: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "FLEETLOG_SERVER": cluster.server, "FLEETLOG_USER": "user:e2e"}
+    env = cluster.env
     log = (tmp_path / "sim.log").open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "ops", "sim", "--nodes", "2", "--prefix", "kw",

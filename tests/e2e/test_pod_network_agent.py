@@ -6,7 +6,6 @@ after the test and removed afterwards."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -76,7 +75,7 @@ def test_a_killed_agent_comes_back_to_its_pods_addresses_and_leaves_nothing_behi
     if why:
         pytest.skip(f"pods cannot have network namespaces here: {why}")
     cluster.up()
-    env = {**os.environ, "FLEETLOG_SERVER": cluster.server, "FLEETLOG_USER": "user:e2e"}
+    env = cluster.env
     log_path = tmp_path / "agent.log"
     log = log_path.open("ab")
 

@@ -34,8 +34,9 @@ def pod(name: str) -> str:
     return SHOP.split("---")[-1].replace("name: first", f"name: {name}")
 
 
-async def poison(server: str) -> dict[int, str]:
-    nc = await nats.connect(server)
+async def poison(server: str, seed_file: Path) -> dict[int, str]:
+    # A control-plane identity: the embedded server refuses events from anyone else.
+    nc = await nats.connect(server, nkeys_seed=str(seed_file))
     try:
         expected: dict[int, str] = {}
         for kind in RESOURCE_KINDS:
@@ -53,7 +54,7 @@ def test_poison_on_every_event_subject_neither_stops_up_nor_its_next_start(
 ) -> None:
     cluster.up()
     cluster.cli("apply", "-f", "-", stdin=SHOP)
-    expected = asyncio.run(poison(cluster.server))
+    expected = asyncio.run(poison(cluster.server, cluster.data_dir / "pki/nkeys/control-plane.nk"))
     cluster.cli("apply", "-f", "-", stdin=pod("second"))  # the running up still serves
     assert cluster.down() == 0
 

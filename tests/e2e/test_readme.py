@@ -113,6 +113,9 @@ class Shell:
             "PATH": f"{fleetlog.parent}{os.pathsep}{os.environ['PATH']}",
             "FLEETLOG_SERVER": cluster.server,
             "FLEETLOG_USER": "user:readme",
+            # The key `fleetlog up` found in its default data directory on a user's machine;
+            # this cluster's data directory is the test's own.
+            "FLEETLOG_SEAL_KEY": cluster.env["FLEETLOG_SEAL_KEY"],
         }
         self.background: list[subprocess.Popen[bytes]] = []
         self.service_cidr = cluster.service_cidr

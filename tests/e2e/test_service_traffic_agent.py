@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import random
 import signal
 import socket
@@ -108,7 +107,7 @@ def test_service_traffic_through_a_killed_and_restarted_agent(
         options=["--service-cluster-ip-range", service_cidr,
                  "--service-node-port-range", f"{low}-{low + 99}"]
     )  # fmt: skip
-    env = {**os.environ, "FLEETLOG_SERVER": cluster.server, "FLEETLOG_USER": "user:e2e"}
+    env = cluster.env
     # The node's own DNS server holds kube-dns' address (the range's tenth) on the bridge too;
     # the proxy leaves that service to it. The agent finds that address itself (--cluster-dns
     # auto): the kube-dns service `up` made in this range.

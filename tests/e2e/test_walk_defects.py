@@ -7,7 +7,6 @@ heartbeats stopped reads ``NotReady``, and an unknown kind is refused by the gat
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -72,7 +71,7 @@ def test_the_walk_through_defects_are_gone(cluster: Cluster, tmp_path: Path) -> 
     assert "Back-off restarting failed container main in pod crash_default(" in described
 
     # A simulated node runs no containers: logs say so. Its heartbeats stop: NotReady.
-    env = {**os.environ, "FLEETLOG_SERVER": cluster.server, "FLEETLOG_USER": "user:e2e"}
+    env = cluster.env
     sim_log = (tmp_path / "sim.log").open("ab")
     sim = subprocess.Popen(
         [sys.executable, "-m", "ops", "sim", "--nodes", "1", "--prefix", "walk",

@@ -185,6 +185,28 @@ async def test_a_token_reused_for_another_write_is_an_error_not_a_silent_drop(
     assert await store.append([Write(POD_A, [envelope("a", 1)], None)], token="same-token") == [1]
 
 
+async def test_a_write_decided_again_after_its_first_attempt_landed_unseen_is_a_replay(
+    store: EventStore,
+) -> None:
+    """The first attempt landed but its ack was lost; the retry, reading a replica without it,
+    decided the same write again (same token, same event id and type, a later time: other
+    bytes). JetStream's duplicate window drops it: the write is done, not "token reused"."""
+    from core.api.events import schema_version
+    from streams.envelope import Envelope
+
+    def decided(at: int) -> bytes:
+        return Envelope(
+            event_id="e-same", type="PodCreated", schema_version=schema_version("PodCreated"),
+            kind="Pod", namespace="default", name="a", version=1, timestamp_ns=at,
+            actor="test", correlation_id="c", causation_id="c", payload={"manifest": {}, "uid": "u"},
+        ).encode()  # fmt: skip
+
+    first = await store.append([Write(POD_A, [decided(1)], None)], token="retried")
+    again = await store.append([Write(POD_A, [decided(2)], None)], token="retried")
+    assert again == first == [1] and again.replayed
+    assert [e.envelope.timestamp_ns for e in await store.read_subject(POD_A)] == [1]
+
+
 async def test_a_batch_of_hundreds_of_events_queued_as_one_buffer_lands_whole(
     store: EventStore,
 ) -> None:

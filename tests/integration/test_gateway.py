@@ -547,3 +547,35 @@ async def test_rbac_objects_are_stored_and_a_bindings_role_ref_is_fixed(
     events = await store.read_subject(event_subject("RoleBinding", "default", "devs"))
     assert [e.envelope.type for e in events] == ["RoleBindingCreated"]
     assert await store.read_subject(event_subject("Role", "default", "r")) == []
+
+
+async def test_a_namespace_created_through_another_gateway_is_found_by_one_that_cached_its_absence(
+    nats_server: Any, gateway: Gateway, client: CommandClient
+) -> None:
+    """A gateway that once found a namespace absent (cached, or read from a replica that lags)
+    does not refuse the next pod in it once the namespace exists: a "not found" is only said
+    on the stream leader's word."""
+    from core.api.commands import command_message
+
+    def create(key: str) -> bytes:
+        return msgpack.packb(
+            command_message(
+                idempotency_key=key,
+                actor="user:alice",
+                body={"manifest": {**pod(), "metadata": {"name": "web", "namespace": "late"}}},
+            )
+        )
+
+    other_nc = await connect(nats_server.url, name="other-gateway")
+    async with EventStore(other_nc) as other_store:
+        other = await Gateway.create(other_nc, other_store)
+        refused = await other.handle(command_subject("pod", "create"), create("early-create"))
+        assert not refused["ok"] and 'namespace "late" not found' in refused["error"]["message"]
+        await client.send(
+            "Namespace",
+            "apply",
+            {"manifest": {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "late"}}},
+        )
+        made = await other.handle(command_subject("pod", "create"), create("later-create"))
+        assert made["ok"], made
+    await other_nc.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -197,4 +198,7 @@ def test_a_damaged_index_file_is_started_again(tmp_path: Path) -> None:
     assert index.position == 0 and index.count() == 0
     index.add([(1, WEB, 5, b"one")], 1)
     assert index.read(WEB) == [(1, WEB, 5, b"one")]
+    # Every event's payload is in it, the WAL too: its owner's alone, made again or not.
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("history.sqlite3")]
+    assert len(files) >= 2 and {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o600}
     index.close()

@@ -22,7 +22,7 @@ from tests.integration.support import event_bytes
 
 pytestmark = pytest.mark.integration
 
-Stored = tuple[int, str, int, bytes]
+Stored = tuple[int, str, int, bytes, bytes | None]
 
 
 def envelope(kind: str, name: str, version: int) -> bytes:
@@ -55,9 +55,9 @@ async def fill(store: EventStore, count: int, tag: str = "f") -> None:
             assert isinstance(result, list)
 
 
-def collector(into: list[Stored]) -> Callable[[int, str, int, bytes], None]:
-    def collect(seq: int, subject: str, stored_ns: int, data: bytes) -> None:
-        into.append((seq, subject, stored_ns, data))
+def collector(into: list[Stored]) -> Callable[[int, str, int, bytes, bytes | None], None]:
+    def collect(seq: int, subject: str, stored_ns: int, data: bytes, seal: bytes | None) -> None:
+        into.append((seq, subject, stored_ns, data, seal))
 
     return collect
 
@@ -131,7 +131,7 @@ async def test_a_lost_connection_resumes_after_the_last_message(
         await nats_server.server.stop()
         await nats_server.server.start()
 
-    def handler(seq: int, subject: str, stored_ns: int, data: bytes) -> None:
+    def handler(seq: int, subject: str, stored_ns: int, data: bytes, seal: bytes | None) -> None:
         seen.append(seq)
         if len(seen) == 5_000:
             restart.append(asyncio.create_task(restart_server()))
@@ -154,7 +154,7 @@ async def test_a_lost_connection_resumes_after_the_last_message(
 async def test_a_failing_handler_ends_the_read_with_its_error(store: EventStore) -> None:
     await fill(store, 100)
 
-    def handler(seq: int, subject: str, stored_ns: int, data: bytes) -> None:
+    def handler(seq: int, subject: str, stored_ns: int, data: bytes, seal: bytes | None) -> None:
         if seq == 50:
             raise ValueError("cannot fold 50")
 
@@ -197,7 +197,7 @@ async def test_a_live_read_hands_over_every_message_once_through_server_restarts
     read = LiveRead(
         lambda: dial_for(nc),
         store.subjects,
-        lambda seq, subject, stored_ns, data: seen.append(seq),
+        lambda seq, subject, stored_ns, data, seal: seen.append(seq),
         filter_subject=ALL_EVENTS,
         from_seq=1_001,
     )

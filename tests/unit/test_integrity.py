@@ -151,7 +151,7 @@ class FakeStore:
         return Appended(seqs)
 
     async def read_aggregate(
-        self, subject: str, *, after_seq: int = 0
+        self, subject: str, *, after_seq: int = 0, at_least: int = 0
     ) -> tuple[list[StoredEvent], int]:
         self.reads += 1
         events = [

@@ -212,3 +212,16 @@ def test_subresources_are_listed_beside_their_resource_in_discovery() -> None:
         "verbs": ["get"],
     }
     assert deployments.subresource("log") is None
+
+
+def test_an_admission_refusal_naming_its_object_is_not_named_twice() -> None:
+    target = Target("pods", "", "web")
+    refused = FleetError(
+        'pods "web" is forbidden: violates PodSecurity "baseline:latest": privileged',
+        code="forbidden",
+    )
+    assert from_fleet_error(refused, target).status()["message"] == (
+        'pods "web" is forbidden: violates PodSecurity "baseline:latest": privileged'
+    )
+    plain = from_fleet_error(FleetError("no", code="forbidden"), target)
+    assert plain.status()["message"] == 'pods "web" is forbidden: no'

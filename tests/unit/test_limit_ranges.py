@@ -9,7 +9,12 @@ import pytest
 
 from core.api.manifests import dump_manifest, parse_manifest
 from core.errors import ValidationFailed
-from core.policy.admission import LIMIT_RANGER_ANNOTATION, apply_limit_ranges
+from core.policy.admission import (
+    LIMIT_RANGER_ANNOTATION,
+    apply_limit_ranges,
+    check_limit_ranges,
+    default_limit_ranges,
+)
 
 
 def pod(*containers: dict[str, Any], init: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -204,3 +209,13 @@ def test_an_inconsistent_limit_range_is_refused() -> None:
         limit_range({"max": {"cpu": "1"}, "default": {"cpu": "2"}})
     with pytest.raises(ValidationFailed, match="default request value"):
         limit_range({"default": {"cpu": "1"}, "defaultRequest": {"cpu": "2"}})
+
+
+def test_the_mutating_half_says_what_it_defaulted_and_the_validating_half_refuses() -> None:
+    lr = limit_range({"max": {"cpu": "1"}, "default": {"cpu": "500m"}})
+    defaulted, notes = default_limit_ranges(pod(container(requests={"cpu": "100m"})), [lr])
+    assert notes == ["cpu limit for container main"]
+    assert defaulted["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "500m"}
+    check_limit_ranges(defaulted, [lr])
+    with pytest.raises(ValidationFailed, match="maximum cpu usage per Container is 1"):
+        check_limit_ranges(pod(container(limits={"cpu": "2"})), [lr])

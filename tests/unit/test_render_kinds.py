@@ -111,6 +111,14 @@ MINIMAL: dict[str, dict[str, Any]] = {
     },
     "ConfigMap": {"apiVersion": "v1", "kind": "ConfigMap", "data": {"mode": "fast"}},
     "Secret": {"apiVersion": "v1", "kind": "Secret", "stringData": {"password": "s3cret"}},
+    "User": {
+        "apiVersion": "auth.fleetlog.dev/v1",
+        "kind": "User",
+        "spec": {
+            "publicKey": "UCNAOJBG3CUGQZ33BBZ5IKMFFQ3SCXEGCHT43RLTLVYZF3S62MVQKPC2",
+            "groups": ["dev"],
+        },
+    },
 }
 
 NAMES = {"IPAddress": "100.64.0.20", "NodePortAllocation": "30080", "PodCIDR": "100.96.3.0-24"}
@@ -299,6 +307,7 @@ def test_o_name_prints_what_the_other_commands_take(kind: str) -> None:
         "ClusterRole": "clusterrole.rbac.authorization.k8s.io/x",
         "RoleBinding": "rolebinding.rbac.authorization.k8s.io/x",
         "ClusterRoleBinding": "clusterrolebinding.rbac.authorization.k8s.io/x",
+        "User": "user.auth.fleetlog.dev/x",
     }.get(kind, f"{kind.lower()}/x")
 
 

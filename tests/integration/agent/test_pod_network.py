@@ -46,6 +46,7 @@ from handlers.agent.network import (
 )
 from handlers.agent.node import NodeCapacity
 from handlers.agent.pods import WorkerConfig
+from handlers.agent.runtime import ContainerSpec
 from handlers.gateway import Gateway
 from handlers.node_ipam import NodeIPAMController
 from handlers.scheduler import Scheduler
@@ -768,7 +769,8 @@ async def test_pods_take_the_pools_sandboxes_which_are_refilled_and_removed_at_s
     wrapper = ip_wrapper(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
     prefix = "t" + secrets.token_hex(2) + "x"
-    options = NetworkOptions(bridge=f"{prefix}br", prefix=prefix, pool=3)
+    # A pool that does not grow (its limit is its size): grown, test below.
+    options = NetworkOptions(bridge=f"{prefix}br", prefix=prefix, pool=3, pool_limit=3)
     block = random.randrange(1024)
     cidr = f"100.{112 + block // 64}.{(block % 64) * 4 + 2}.0/24"
     root = tmp_path / "agent"
@@ -848,6 +850,45 @@ async def test_pods_take_the_pools_sandboxes_which_are_refilled_and_removed_at_s
         remove_everything_named(prefix, options.bridge)
 
 
+async def test_a_pool_emptied_by_a_burst_grows_by_the_pods_that_found_it_empty_to_its_limit(
+    tmp_path: Path,
+) -> None:
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    prefix = "t" + secrets.token_hex(2) + "x"
+    options = NetworkOptions(bridge=f"{prefix}br", prefix=prefix, pool=1, pool_limit=3)
+    block = random.randrange(1024)
+    cidr = f"100.{112 + block // 64}.{(block % 64) * 4 + 3}.0/24"
+    try:
+        network = await detect(tmp_path / "agent", options)
+        assert isinstance(network, BridgeNetwork)
+        await network.start()
+        await network.set_pod_cidr(cidr)
+
+        async def holds(count: int) -> bool:
+            return len(network.sandboxes()) == count
+
+        await eventually(lambda: holds(1))
+        uids = [f"uid-{prefix}-{i}" for i in range(4)]
+        await asyncio.gather(
+            *(
+                network.attach(uid=uid, namespace="default", name=f"p{i}", host_network=False)
+                for i, uid in enumerate(uids)
+            )
+        )
+        # Three pods found it empty: it grows by three, but only to its limit.
+        await eventually(lambda: holds(3), timeout=30)
+        await asyncio.sleep(1.5)  # (past the quiet moment after which it is filled)
+        assert len(network.sandboxes()) == 3
+        for uid in uids:
+            await network.detach(uid)
+        await network.stop()
+        assert not namespaces_of(prefix)
+    finally:
+        remove_everything_named(prefix, options.bridge)
+
+
 async def test_a_pods_address_is_recorded_while_its_resolv_conf_is_being_written(
     net: Net, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -918,3 +959,67 @@ async def test_a_sandbox_removed_behind_the_agents_back_is_replaced_by_a_network
         assert not namespaces_of(prefix)
     finally:
         remove_everything_named(prefix, options.bridge)
+
+
+async def test_a_container_is_born_in_its_pods_namespaces_without_an_ip_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `ip netns exec` gave a container (the pod's network, its /etc/netns files over
+    /etc, a /sys of the pod's interfaces, the container's cgroups from its first instruction)
+    it gets without an `ip` process per start; nothing of it leaks to the agent."""
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    name = f"t{secrets.token_hex(3)}x-born"
+    await asyncio.to_thread(subprocess.run, ["ip", "netns", "add", name], check=True)
+    wrapper = ip_wrapper(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    etc = Path("/etc/netns") / name
+    runtime = TrackedRuntime(tmp_path / "node")
+    own = {ns: os.stat(f"/proc/self/ns/{ns}").st_ino for ns in ("net", "mnt")}
+    try:
+        etc.mkdir(parents=True)
+        (etc / "resolv.conf").write_text("nameserver 10.99.0.10\nsearch born.svc\n")
+        script = (
+            "cat /etc/resolv.conf; echo net $(stat -L -c %i /proc/self/ns/net);"
+            " echo links $(ls /sys/class/net); echo cgroup $(cat /proc/self/cgroup | tr '\\n' ' ');"
+            " echo fds $(ls /proc/self/fd | tr '\\n' ' '); sleep 30"
+        )
+        started = await runtime.start(
+            ContainerSpec(
+                pod_uid=f"born-{secrets.token_hex(4)}", pod_namespace="default",
+                pod_name="born", name="main", restart_count=0,
+                argv=["/bin/sh", "-c", script], netns=name,
+            )
+        )  # fmt: skip
+
+        def said() -> str:
+            path = started.stdout_path
+            return path.read_text() if path.exists() else ""
+
+        async def told() -> bool:
+            return "fds " in said()
+
+        await eventually(told, timeout=15)
+        lines = said().splitlines()
+        assert lines[:2] == ["nameserver 10.99.0.10", "search born.svc"]
+        assert lines[2] == f"net {os.stat(f'/run/netns/{name}').st_ino}"
+        assert lines[3] == "links lo"  # the pod's sysfs: not the node's interfaces
+        if started.cgroup.paths:  # in each of its cgroups before its command ran
+            assert started.cgroup.relative in lines[4]
+            for path in started.cgroup.paths:
+                procs = (Path(path) / "cgroup.procs").read_text().split()
+                assert str(started.pid) in procs
+        assert lines[5].split()[1:] == ["0", "1", "2", "3"]  # 3: ls's own directory
+        assert runs_of(wrapper) == []  # no `ip` started for it
+        # An exec probe still enters it through `ip netns exec`.
+        assert started.launch_prefix == (str(wrapper), "netns", "exec", name)
+        # The thread that forked it went back: every thread of this process is at home.
+        for task in os.listdir("/proc/self/task"):
+            homes = {ns: os.stat(f"/proc/self/task/{task}/ns/{ns}").st_ino for ns in own}
+            assert homes == own
+            assert os.readlink(f"/proc/self/task/{task}/cwd") == os.getcwd()
+    finally:
+        runtime.cleanup()
+        shutil.rmtree(etc, ignore_errors=True)
+        await asyncio.to_thread(subprocess.run, ["ip", "netns", "del", name], check=False)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import stat
 import textwrap
 import time
 from collections.abc import Iterator
@@ -76,6 +77,10 @@ async def _check_output_env_cwd_and_args(runtime: TrackedRuntime, tmp_path: Path
         "env hello web-1 None",
     ]
     assert read(container.stderr_path) == "oops\n"
+    # What a program prints may be a secret: its owner's alone.
+    assert {
+        stat.S_IMODE(p.stat().st_mode) for p in (container.stdout_path, container.stderr_path)
+    } == {0o600}
     assert container.stdout_path == runtime.instance_dir(container.spec) / "stdout"
     runtime.remove(container)
     assert not container.state_path.exists()

@@ -1,0 +1,112 @@
+"""The NATS wall: which identity may publish and subscribe where, as the server enforces it.
+
+Why this exists: a check in the gateway is only as good as the subjects nobody can go around
+it on. With this ``authorization`` block in its configuration, the embedded server itself
+refuses a connection that does not sign its nonce with a known nkey, and keeps every identity
+to its subjects (DESIGN.md, "Trust"):
+
+* **control plane** (``up``'s roles, gateway processes, separately started agents, schedulers
+  and simulators): everything: they append events, serve the queue groups, hold the
+  leases and set up the streams.
+* **user**: requests on the command and query subjects (``fleet.cmd.>``, ``fleet.qry.>``),
+  replies only under its own inbox prefix (``_INBOX_<public key>.>``: nobody reads another's
+  replies). No events, no queue groups, no key-value buckets, no JetStream API at all.
+  ``fleet.cmd.user.>`` (who may connect at all) is refused too.
+* **admin** (a user in the group ``system:masters``): a user's subjects and the user-management
+  commands, and the JetStream API's *reading* calls (stream and consumer info, direct and
+  message gets, ephemeral consumers and their pulls, flow-control replies), which the CLI's log
+  readers need (``events``, ``history``, ``replay``, ``audit``, ``logs``, ``top``). Nothing
+  that creates, updates, purges or deletes a stream, and no ``$KV`` or ``$O`` writes.
+
+Permissions are allow-lists, so a subject nobody thought of is refused, and the server answers
+a refused publish with a permissions violation (the request itself then times out).
+Pure: :func:`authorization_config` only writes text; ``fleetlog up`` puts it in the embedded
+server's configuration and reloads the server when the users change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from streams.identity import inbox_prefix
+from streams.subjects import COMMAND_PREFIX, QUERY_PREFIX
+
+MASTERS_GROUP = "system:masters"
+"""Kubernetes' group of cluster administrators (bound to ``cluster-admin``)."""
+
+USER_COMMANDS = f"{COMMAND_PREFIX}.user.>"
+"""The commands that manage users: only admins may send them (the server refuses others)."""
+
+JETSTREAM_READS = (
+    "INFO",
+    "STREAM.INFO.>",
+    "STREAM.NAMES",
+    "STREAM.LIST",
+    "STREAM.MSG.GET.>",
+    "DIRECT.GET.>",
+    "CONSUMER.CREATE.>",
+    "CONSUMER.INFO.>",
+    "CONSUMER.NAMES.>",
+    "CONSUMER.LIST.>",
+    "CONSUMER.MSG.NEXT.>",
+    "CONSUMER.DELETE.>",
+)
+"""The JetStream API calls that read (``$JS.API.<call>``, and in any domain). A consumer
+reads; deleting one only ends a read (handlers take theirs up again)."""
+
+
+class Profile(StrEnum):
+    """What an identity may do on the server."""
+
+    CONTROL_PLANE = "control-plane"
+    ADMIN = "admin"
+    USER = "user"
+
+
+@dataclass(frozen=True)
+class NatsUser:
+    """One identity the server admits: its nkey's public key and what it may do."""
+
+    public_key: str
+    profile: Profile
+    name: str = ""
+    """Who it is, for people reading the configuration (not used by the server)."""
+
+
+def profile_of(groups: Iterable[str]) -> Profile:
+    """A stored user's profile: admin in ``system:masters``, else user."""
+    return Profile.ADMIN if MASTERS_GROUP in set(groups) else Profile.USER
+
+
+def permissions(user: NatsUser) -> dict[str, dict[str, list[str]]]:
+    """The server's ``permissions`` of ``user``."""
+    if user.profile is Profile.CONTROL_PLANE:
+        return {"publish": {"allow": [">"]}, "subscribe": {"allow": [">"]}}
+    publish = [f"{COMMAND_PREFIX}.>", f"{QUERY_PREFIX}.>"]
+    deny: list[str] = []
+    if user.profile is Profile.ADMIN:
+        for call in JETSTREAM_READS:
+            publish += [f"$JS.API.{call}", f"$JS.*.API.{call}"]
+        publish.append("$JS.FC.>")
+    else:
+        deny.append(USER_COMMANDS)
+    rules: dict[str, dict[str, list[str]]] = {
+        "publish": {"allow": publish},
+        "subscribe": {"allow": [f"{inbox_prefix(user.public_key)}.>"]},
+    }
+    if deny:
+        rules["publish"]["deny"] = deny
+    return rules
+
+
+def authorization_config(users: Sequence[NatsUser]) -> str:
+    """The ``authorization`` block admitting exactly ``users`` (nobody else connects)."""
+    lines = ["authorization {", "  users: ["]
+    for user in sorted(users, key=lambda u: (u.profile, u.name, u.public_key)):
+        entry = {"nkey": user.public_key, "permissions": permissions(user)}
+        lines.append(f"    {json.dumps(entry)}")
+    lines += ["  ]", "}"]
+    return "\n".join(lines) + "\n"

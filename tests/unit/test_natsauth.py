@@ -1,0 +1,55 @@
+"""What each identity may do on the embedded server (``streams.natsauth``), as written into the
+server's configuration: pure, no server."""
+
+from __future__ import annotations
+
+from streams.identity import Credentials, generate_seed
+from streams.natsauth import (
+    MASTERS_GROUP,
+    NatsUser,
+    Profile,
+    authorization_config,
+    permissions,
+    profile_of,
+)
+
+
+def _user(profile: Profile) -> NatsUser:
+    return NatsUser(Credentials(generate_seed()).public_key, profile, "someone")
+
+
+def test_a_user_publishes_only_commands_and_queries_and_never_manages_users() -> None:
+    rules = permissions(_user(Profile.USER))
+    assert rules["publish"]["allow"] == ["fleet.cmd.>", "fleet.qry.>"]
+    assert rules["publish"]["deny"] == ["fleet.cmd.user.>"]
+
+
+def test_a_user_subscribes_only_under_its_own_inbox_prefix() -> None:
+    user = _user(Profile.USER)
+    assert permissions(user)["subscribe"] == {"allow": [f"_INBOX_{user.public_key}.>"]}
+
+
+def test_an_admin_reads_jetstream_but_cannot_change_or_delete_a_stream() -> None:
+    allowed = permissions(_user(Profile.ADMIN))["publish"]["allow"]
+    assert "$JS.API.DIRECT.GET.>" in allowed and "$JS.*.API.DIRECT.GET.>" in allowed
+    assert "fleet.cmd.>" in allowed
+    for forbidden in ("STREAM.DELETE", "STREAM.PURGE", "STREAM.UPDATE", "STREAM.CREATE"):
+        assert not any(forbidden in subject for subject in allowed)
+    assert not any(s.startswith(("$KV", "$O", "fleet.evt", ">")) for s in allowed)
+
+
+def test_only_the_control_plane_may_publish_events() -> None:
+    assert permissions(_user(Profile.CONTROL_PLANE))["publish"]["allow"] == [">"]
+
+
+def test_system_masters_are_admins() -> None:
+    assert profile_of(["dev", MASTERS_GROUP]) is Profile.ADMIN
+    assert profile_of(["dev"]) is Profile.USER
+
+
+def test_the_configuration_admits_exactly_the_users_given() -> None:
+    users = [_user(Profile.USER), _user(Profile.CONTROL_PLANE)]
+    text = authorization_config(users)
+    assert text.startswith("authorization {")
+    assert text.count('"nkey"') == 2
+    assert all(u.public_key in text for u in users)
