@@ -4,10 +4,10 @@ Why this exists: a Secret's values are sealed in the log, so an agent cannot rea
 it asks the control plane on ``fleet.qry.podconfig`` for one pod, and is answered the values of
 exactly the ConfigMaps and Secrets that pod references, opened, and only if the pod is bound to
 the node that asks (the kubelet's node authorizer in spirit: a node reads the secrets of its
-own pods, no others). Until the NATS wall gives each agent an identity of its own (issue 17,
-plan step 1) the asking node is the one the request names; the values travel on the request's
-reply inbox, never into a stream. The read model is caught up to the log's end first, so a
-ConfigMap created just before the pod is found.
+own pods, no others). The NATS wall keeps the subject to control-plane identities (users and
+admins may not send it); agents share one such identity, so the asking node is the one the
+request names. The values travel on the request's reply inbox, never into a stream. The read
+model is caught up to the log's end first, so a ConfigMap created just before the pod is found.
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.secretkeys import SecretKeys
 from streams.serving import msgpack_answers, serve
-from streams.subjects import QUERY_PREFIX
+from streams.subjects import POD_CONFIG_SUBJECT
 
-POD_CONFIG_SUBJECT = f"{QUERY_PREFIX}.podconfig"
 POD_CONFIG_QUEUE = "fleet-podconfig"
 
 

@@ -11,12 +11,14 @@ to its subjects (DESIGN.md, "Trust"):
 * **user**: requests on the command and query subjects (``fleet.cmd.>``, ``fleet.qry.>``),
   replies only under its own inbox prefix (``_INBOX_<public key>.>``: nobody reads another's
   replies). No events, no queue groups, no key-value buckets, no JetStream API at all.
-  ``fleet.cmd.user.>`` (who may connect at all) is refused too.
+  ``fleet.cmd.user.>`` (who may connect at all) is refused too, and so is
+  ``fleet.qry.podconfig`` (a pod's Secret values, opened: the node agents' question only).
 * **admin** (a user in the group ``system:masters``): a user's subjects and the user-management
   commands, and the JetStream API's *reading* calls (stream and consumer info, direct and
   message gets, ephemeral consumers and their pulls, flow-control replies), which the CLI's log
   readers need (``events``, ``history``, ``replay``, ``audit``, ``logs``, ``top``). Nothing
-  that creates, updates, purges or deletes a stream, and no ``$KV`` or ``$O`` writes.
+  that creates, updates, purges or deletes a stream, and no ``$KV`` or ``$O`` writes; no
+  ``fleet.qry.podconfig`` either.
 
 Permissions are allow-lists, so a subject nobody thought of is refused, and the server answers
 a refused publish with a permissions violation (the request itself then times out).
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from streams.identity import inbox_prefix
-from streams.subjects import COMMAND_PREFIX, QUERY_PREFIX
+from streams.subjects import COMMAND_PREFIX, POD_CONFIG_SUBJECT, QUERY_PREFIX
 
 MASTERS_GROUP = "system:masters"
 """Kubernetes' group of cluster administrators (bound to ``cluster-admin``)."""
@@ -86,19 +88,20 @@ def permissions(user: NatsUser) -> dict[str, dict[str, list[str]]]:
     if user.profile is Profile.CONTROL_PLANE:
         return {"publish": {"allow": [">"]}, "subscribe": {"allow": [">"]}}
     publish = [f"{COMMAND_PREFIX}.>", f"{QUERY_PREFIX}.>"]
-    deny: list[str] = []
+    # A pod's Secret values, opened, are for the node that runs it (the control plane's
+    # agents), never a person's: kube's node authorizer keeps these reads to nodes too.
+    deny: list[str] = [POD_CONFIG_SUBJECT]
     if user.profile is Profile.ADMIN:
         for call in JETSTREAM_READS:
             publish += [f"$JS.API.{call}", f"$JS.*.API.{call}"]
         publish.append("$JS.FC.>")
     else:
-        deny.append(USER_COMMANDS)
+        deny.insert(0, USER_COMMANDS)
     rules: dict[str, dict[str, list[str]]] = {
         "publish": {"allow": publish},
         "subscribe": {"allow": [f"{inbox_prefix(user.public_key)}.>"]},
     }
-    if deny:
-        rules["publish"]["deny"] = deny
+    rules["publish"]["deny"] = deny
     return rules
 
 

@@ -22,6 +22,9 @@ from core.errors import ValidationFailed
 EVENT_PREFIX = "fleet.evt"
 COMMAND_PREFIX = "fleet.cmd"
 QUERY_PREFIX = "fleet.qry"
+POD_CONFIG_SUBJECT = f"{QUERY_PREFIX}.podconfig"
+"""Where a node agent asks for a pod's ConfigMap and Secret values (``projections.podconfig``):
+a query only nodes may send (``streams.natsauth``)."""
 WATCH_PREFIX = "fleet.watch"
 """Core NATS subjects a read model publishes changes on (``fleet.watch.endpoints.…``)."""
 ALL_EVENTS = f"{EVENT_PREFIX}.>"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
 
 from handlers.gateway import QUEUE_GROUP
 from streams import connection, logreader
@@ -23,6 +24,7 @@ from streams.eventstore import EventStore
 from streams.identity import Credentials, generate_seed
 from streams.natsauth import NatsUser, Profile, authorization_config
 from streams.server import EmbeddedServer, free_port
+from streams.subjects import POD_CONFIG_SUBJECT
 
 pytestmark = pytest.mark.integration
 
@@ -121,6 +123,22 @@ async def test_a_user_cannot_join_the_gateways_queue_group(walled: Walled) -> No
             replies = [await bob.request("fleet.cmd.pod.apply", b"{}", timeout=5) for _ in range(8)]
         assert {r.data for r in replies} == {b"honest"}
         assert answered == []
+
+
+@pytest.mark.parametrize("who", ["alice", "admin"])
+async def test_only_the_control_plane_may_ask_for_a_pods_secret_values(
+    walled: Walled, who: str
+) -> None:
+    async def answer(msg: Msg) -> None:
+        await msg.respond(b"values")
+
+    async with _as(walled, walled.control) as control, _as(walled, getattr(walled, who)) as nc:
+        await control.subscribe(POD_CONFIG_SUBJECT, cb=answer)
+        await control.flush()
+        assert (await control.request(POD_CONFIG_SUBJECT, b"{}", timeout=5)).data == b"values"
+        with pytest.raises(NatsTimeout):
+            await nc.request(POD_CONFIG_SUBJECT, b"{}", timeout=1)
+        await _violation(f'publish to "{POD_CONFIG_SUBJECT}"')
 
 
 async def test_a_user_cannot_write_a_key_value_bucket(walled: Walled) -> None:

@@ -21,7 +21,13 @@ def _user(profile: Profile) -> NatsUser:
 def test_a_user_publishes_only_commands_and_queries_and_never_manages_users() -> None:
     rules = permissions(_user(Profile.USER))
     assert rules["publish"]["allow"] == ["fleet.cmd.>", "fleet.qry.>"]
-    assert rules["publish"]["deny"] == ["fleet.cmd.user.>"]
+    assert rules["publish"]["deny"] == ["fleet.cmd.user.>", "fleet.qry.podconfig"]
+
+
+def test_only_the_control_plane_asks_for_a_pods_secret_values() -> None:
+    for profile in (Profile.USER, Profile.ADMIN):
+        assert "fleet.qry.podconfig" in permissions(_user(profile))["publish"]["deny"]
+    assert "deny" not in permissions(_user(Profile.CONTROL_PLANE))["publish"]
 
 
 def test_a_user_subscribes_only_under_its_own_inbox_prefix() -> None:
