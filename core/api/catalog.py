@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from core.access import aggregates as access
+from core.access.flowkinds import FlowSchema, PriorityLevelConfiguration
 from core.access.kinds import ClusterRole, ClusterRoleBinding, Role, RoleBinding
 from core.access.users import User
 from core.meta.aggregate import Resource
@@ -56,6 +57,8 @@ AGGREGATES: dict[str, type[Resource]] = {
         access.RoleBinding,
         access.ClusterRoleBinding,
         access.User,
+        access.FlowSchema,
+        access.PriorityLevelConfiguration,
     )
 }
 """kind name -> its aggregate class."""
@@ -80,6 +83,8 @@ ResourceModel = (
     | RoleBinding
     | ClusterRoleBinding
     | User
+    | FlowSchema
+    | PriorityLevelConfiguration
 )
 """Any top-level object fleetlog stores."""
 
@@ -117,6 +122,8 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
         "RoleBinding": _info(RoleBinding),
         "ClusterRoleBinding": _info(ClusterRoleBinding),
         "User": _info(User),
+        "FlowSchema": _info(FlowSchema),
+        "PriorityLevelConfiguration": _info(PriorityLevelConfiguration),
     }
 )
 """kind name -> (apiVersion, model class, namespaced)."""

@@ -58,6 +58,8 @@ RESOURCE_KINDS = (
     "RoleBinding",
     "ClusterRoleBinding",
     "User",
+    "FlowSchema",
+    "PriorityLevelConfiguration",
 )
 
 

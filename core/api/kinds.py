@@ -32,6 +32,8 @@ NAMESPACED: Mapping[str, bool] = MappingProxyType(
         "RoleBinding": True,
         "ClusterRoleBinding": False,
         "User": False,
+        "FlowSchema": False,
+        "PriorityLevelConfiguration": False,
     }
 )
 """kind name -> whether its objects live in a namespace (as ``ResourceBase.NAMESPACED``)."""

@@ -123,6 +123,8 @@ _NAMES: Mapping[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "RoleBinding": ("rolebindings", (), ()),
     "ClusterRoleBinding": ("clusterrolebindings", (), ()),
     "User": ("users", (), ()),
+    "FlowSchema": ("flowschemas", (), ()),
+    "PriorityLevelConfiguration": ("prioritylevelconfigurations", (), ()),
 }
 
 
