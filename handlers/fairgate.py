@@ -5,9 +5,10 @@ Why this exists: ``core.access.fairness.Dispatcher`` decides (pure, time passed 
 needs the waiting itself: one future per queued request, resolved when ``finish`` hands its
 seat on, and a bounded wait. Both doors (the gateway's commands, the HTTP door's reads and
 writes) use this one class, each with its own seats, so a flood through either is throttled
-the same way. The configuration (FlowSchemas, PriorityLevelConfigurations) is read at each
-arrival from a callable the door supplies; when it changes, new arrivals go to a dispatcher
-built for it while requests already admitted finish on the one that admitted them.
+the same way. The configuration (FlowSchemas, PriorityLevelConfigurations) is read from
+callables the door supplies, again whenever its version moved; when it changes, new arrivals go
+to a dispatcher built for it while requests already admitted finish on the one that admitted
+them.
 """
 
 from __future__ import annotations
@@ -27,9 +28,6 @@ from core.errors import FleetError
 
 Config = tuple[Sequence[Mapping[str, Any]], Mapping[str, Level]]
 """The schemas and levels in force (``core.access.flowdefaults.configuration``)."""
-ConfigSource = Callable[[], tuple[object, Config]]
-"""A version (anything comparable for equality: the read model's position) and the
-configuration at that version."""
 
 CATCH_ALL = Classification(schema="catch-all", level="catch-all", flow="catch-all/")
 
@@ -60,9 +58,9 @@ class Seat:
     dispatcher: Dispatcher
 
 
-def default_config() -> tuple[object, Config]:
+def built_in() -> Config:
     """Kube's built-in objects alone (a door that reads no stored ones)."""
-    return None, configuration((), ())
+    return configuration((), ())
 
 
 class FairGate:
@@ -72,13 +70,15 @@ class FairGate:
         self,
         *,
         total_seats: int,
-        source: ConfigSource = default_config,
+        read: Callable[[], Config] = built_in,
+        version: Callable[[], object] = lambda: None,
         queue_wait_s: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.total_seats = total_seats
         self.queue_wait_s = queue_wait_s
-        self._source = source
+        self._read = read
+        self._version_of = version
         self._clock = clock
         self._version: object = object()
         self._schemas: Sequence[Mapping[str, Any]] = ()
@@ -88,8 +88,11 @@ class FairGate:
         self.refused = 0
 
     def _current(self) -> Dispatcher:
-        version, (schemas, levels) = self._source()
+        # The configuration is read again only when its version (the read model's position)
+        # moved: classification runs on every request.
+        version = self._version_of()
         if self._dispatcher is None or version != self._version:
+            schemas, levels = self._read()
             self._version, self._schemas = version, schemas
             self._dispatcher = Dispatcher(
                 levels=levels, total_seats=self.total_seats, queue_wait_s=self.queue_wait_s
