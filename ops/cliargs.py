@@ -37,6 +37,8 @@ API_GROUPS: dict[str, str] = {
     "RoleBinding": "rbac.authorization.k8s.io",
     "ClusterRoleBinding": "rbac.authorization.k8s.io",
     "User": "auth.fleetlog.dev",
+    "FlowSchema": "flowcontrol.apiserver.k8s.io",
+    "PriorityLevelConfiguration": "flowcontrol.apiserver.k8s.io",
 }
 """The API group of the kinds outside the core group: ``-o name`` qualifies them with it
 (``deployment.apps/web``) and every command takes them so qualified."""
@@ -66,6 +68,8 @@ for _kind, _short in (
     ("ConfigMap", ("cm",)),
     ("Secret", ()),
     ("User", ()),
+    ("FlowSchema", ()),
+    ("PriorityLevelConfiguration", ()),
     ("NodePortAllocation", ()),
     ("PodCIDR", ()),
 ):

@@ -14,6 +14,7 @@ done"), so a client that timed out learns what became of its command.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -34,6 +35,13 @@ DEADLINE_HEADER = "Fleet-Deadline"
 """Unix time in nanoseconds after which the client no longer waits for the answer. Clocks of
 clients and gateways are assumed synchronised to well under a client's timeout (as Kubernetes
 assumes for leases)."""
+
+
+THROTTLED_RETRIES = 3
+"""How many times a command refused as "too many requests" is sent again, each after the
+``Retry-After`` the gateway gave, before the refusal reaches the caller (client-go retries a 429
+up to 10 times; a CLI user waits less patiently)."""
+MAX_RETRY_AFTER_S = 10.0
 
 
 class CommandFailed(FleetError):
@@ -118,7 +126,18 @@ class CommandClient:
     async def send_raw(
         self, subject: str, payload: bytes, timeout: float = 5.0, attempts: int = 3
     ) -> Outcome:
-        """Send pre-encoded bytes (retrying on timeout) and decode the answer."""
+        """Send pre-encoded bytes (retrying on timeout, and politely after a "too many
+        requests" refusal) and decode the answer."""
+        throttled = 0
+        while True:
+            data = await self._request(subject, payload, timeout, attempts)
+            retry_after = _retry_after(data)
+            if retry_after is None or throttled >= THROTTLED_RETRIES:
+                return decode_reply(data)
+            throttled += 1
+            await asyncio.sleep(min(retry_after, MAX_RETRY_AFTER_S))
+
+    async def _request(self, subject: str, payload: bytes, timeout: float, attempts: int) -> bytes:
         for attempt in range(attempts):
             deadline = {DEADLINE_HEADER: str(time.time_ns() + int(timeout * 1e9))}
             try:
@@ -148,7 +167,18 @@ class CommandClient:
                         f"no answer from the gateway after {attempts} tries of {timeout:.0f}s",
                         code="timeout",
                     ) from None
-        return decode_reply(reply.data)
+        return reply.data
+
+
+def _retry_after(data: bytes) -> float | None:
+    """The seconds to wait before sending again when the gateway refused the command as "too
+    many requests" (nothing was done); None for any other answer."""
+    answer = msgpack.unpackb(data, raw=False)
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if not isinstance(error, dict) or error.get("code") != "too_many_requests":
+        return None
+    value = error.get("retry_after", 1)
+    return float(value) if isinstance(value, int | float) and value >= 0 else 1.0
 
 
 def _late(data: bytes) -> bool:

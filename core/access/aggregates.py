@@ -1,5 +1,5 @@
 """The access aggregates: roles and bindings are plain resources (a binding's roleRef is fixed),
-and so are users."""
+and so are users and API Priority and Fairness' FlowSchemas and priority levels."""
 
 from __future__ import annotations
 
@@ -33,3 +33,11 @@ class ClusterRoleBinding(Resource):
 
 class User(Resource):
     KIND = "User"
+
+
+class FlowSchema(Resource):
+    KIND = "FlowSchema"
+
+
+class PriorityLevelConfiguration(Resource):
+    KIND = "PriorityLevelConfiguration"

@@ -273,6 +273,21 @@ class Dispatcher:
                     expired.append(waiting.request_id)
         return expired
 
+    def cancel(self, request_id: str) -> bool:
+        """A queued request gave up (its waiter timed out or its client went away): out of
+        its queue, so no seat is ever handed to nobody. False when it is not queued (it was
+        dispatched meanwhile, or never queued)."""
+        level = self._where.get(request_id)
+        if level is None:
+            return False
+        for queue in self._state[level].queues:
+            for waiting in queue:
+                if waiting.request_id == request_id:
+                    queue.remove(waiting)
+                    del self._where[request_id]
+                    return True
+        return False
+
     def _dispatch(self, state: _LevelState) -> list[str]:
         started = []
         count = len(state.queues)

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from core.access import aggregates as access
+from core.access.flowkinds import FlowSchema, PriorityLevelConfiguration
 from core.access.kinds import ClusterRole, ClusterRoleBinding, Role, RoleBinding
 from core.access.users import User
 from core.config import aggregates as config
@@ -60,6 +61,8 @@ AGGREGATES: dict[str, type[Resource]] = {
         config.ConfigMap,
         config.Secret,
         access.User,
+        access.FlowSchema,
+        access.PriorityLevelConfiguration,
     )
 }
 """kind name -> its aggregate class."""
@@ -86,6 +89,8 @@ ResourceModel = (
     | ConfigMap
     | Secret
     | User
+    | FlowSchema
+    | PriorityLevelConfiguration
 )
 """Any top-level object fleetlog stores."""
 
@@ -125,6 +130,8 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
         "ConfigMap": _info(ConfigMap),
         "Secret": _info(Secret),
         "User": _info(User),
+        "FlowSchema": _info(FlowSchema),
+        "PriorityLevelConfiguration": _info(PriorityLevelConfiguration),
     }
 )
 """kind name -> (apiVersion, model class, namespaced)."""

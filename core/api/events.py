@@ -60,6 +60,8 @@ RESOURCE_KINDS = (
     "ConfigMap",
     "Secret",
     "User",
+    "FlowSchema",
+    "PriorityLevelConfiguration",
 )
 
 

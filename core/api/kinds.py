@@ -34,6 +34,8 @@ NAMESPACED: Mapping[str, bool] = MappingProxyType(
         "ConfigMap": True,
         "Secret": True,
         "User": False,
+        "FlowSchema": False,
+        "PriorityLevelConfiguration": False,
     }
 )
 """kind name -> whether its objects live in a namespace (as ``ResourceBase.NAMESPACED``)."""

@@ -125,6 +125,8 @@ _NAMES: Mapping[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "ConfigMap": ("configmaps", ("cm",), ()),
     "Secret": ("secrets", (), ()),
     "User": ("users", (), ()),
+    "FlowSchema": ("flowschemas", (), ()),
+    "PriorityLevelConfiguration": ("prioritylevelconfigurations", (), ()),
 }
 
 

@@ -14,13 +14,16 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.api.commands import Command
 from core.errors import FleetError
 from projections.policies import NamespacePolicies, Policies
 from streams.commandbus import DEADLINE_HEADER
 from streams.subjects import AggregateRef
+
+if TYPE_CHECKING:
+    from handlers.fairgate import Seat
 
 
 @dataclass
@@ -52,6 +55,9 @@ class CommandContext:
     """Warnings for the client (Pod Security's ``warn`` level), sent with the answer."""
     audit_annotations: dict[str, str] = field(default_factory=dict)
     """Annotations for the audit record (Pod Security's ``audit`` level), as Kubernetes'."""
+    seat: Seat | None = None
+    """The command's seat of its priority level (API Priority and Fairness), held until it is
+    answered."""
     policies: Policies | None = None
     """The namespace's LimitRanges and ResourceQuotas, asked once per command (admission and
     execution both need them; each question costs a round trip to the server)."""

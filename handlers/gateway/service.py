@@ -23,13 +23,16 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from core.access.flowdefaults import configuration
 from core.errors import FleetError
 from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.services.ranges import DEFAULT_RANGES, ServiceRanges
+from handlers.fairgate import FairGate
 from handlers.gateway.admission import Admit, resolve_target
 from handlers.gateway.audit import audit_record
 from handlers.gateway.context import CommandContext, deadline_of
 from handlers.gateway.execute import Execute
+from handlers.gateway.fairness import Fairness
 from handlers.gateway.identity import (
     AllowAll,
     Authenticate,
@@ -92,6 +95,21 @@ class Gateway:
         # Which addresses and node ports services hold, to pick free ones from.
         self.services = ServicePath(store, service_ranges)
         self.secret_keys = SecretKeys(nc, cluster_key) if cluster_key is not None else None
+        # The cluster's FlowSchemas and priority levels (API Priority and Fairness), beneath
+        # which kube's defaults stand; ``max_in_flight`` is the seats the levels share.
+        self.flow_schemas = Projection(
+            ClusterModel(), store, filter_subject=event_filter("FlowSchema")
+        )
+        self.priority_levels = Projection(
+            ClusterModel(), store, filter_subject=event_filter("PriorityLevelConfiguration")
+        )
+        self.fairness = Fairness(
+            FairGate(
+                total_seats=max_in_flight,
+                read=self._flow_configuration,
+                version=lambda: (self.flow_schemas.position, self.priority_levels.position),
+            )
+        )
         self.stages: Sequence[Handler] = (
             limit_size,
             decode,
@@ -99,6 +117,7 @@ class Gateway:
             route,
             functools.partial(resolve_target, features=features),
             Authenticate(identify),
+            self.fairness,
             Authorize(policy or AllowAll()),
             fingerprint,
             Admit(
@@ -115,7 +134,9 @@ class Gateway:
                 secret_keys=self.secret_keys,
             ),
         )
-        self._slots = asyncio.Semaphore(max_in_flight)
+        # Commands held at once, running or queued for a seat: the seats bound the running
+        # ones; this bounds what a flood can pile up before its queues refuse it.
+        self._slots = asyncio.Semaphore(max_in_flight * 16)
         self.handled = 0
         self.audit = AuditWriter(nc)
 
@@ -128,6 +149,9 @@ class Gateway:
         written) before this returns."""
         await self.priority_classes.catch_up()
         await self.priority_classes.follow()
+        for projection in (self.flow_schemas, self.priority_levels):
+            await projection.catch_up()
+            await projection.follow()
         try:
             await self.services.start()
             await self.policies.start()
@@ -139,8 +163,16 @@ class Gateway:
                     writer.cancel()
         finally:
             await self.priority_classes.stop()
+            await self.flow_schemas.stop()
+            await self.priority_levels.stop()
             await self.services.stop()
             await self.policies.stop()
+
+    def _flow_configuration(self) -> Any:
+        return configuration(
+            [r.manifest for r in self.flow_schemas.model.list("FlowSchema")],
+            [r.manifest for r in self.priority_levels.model.list("PriorityLevelConfiguration")],
+        )
 
     async def _pods_of(
         self, namespace: str
@@ -195,56 +227,62 @@ class Gateway:
         self.handled += 1
         with structlog.contextvars.bound_contextvars(subject=subject):
             try:
-                bound = False
-                for stage in self.stages:
-                    await stage(ctx)
-                    if not bound and ctx.command is not None:
-                        # Once, as soon as the command is read (binding costs a copy of the
-                        # context each time; the values never change after).
-                        structlog.contextvars.bind_contextvars(
-                            correlation_id=ctx.correlation_id, actor=ctx.command.actor
-                        )
-                        bound = True
-                    if ctx.reply is not None:
-                        break
-            except FleetError as exc:
-                log.info(
-                    "command.rejected",
-                    code=exc.code,
-                    error=exc.message,
-                    field=exc.field,
-                    problems=len(exc.errors),
-                )
-                refused: dict[str, Any] = {"ok": False, "error": exc.as_dict()}
-                if ctx.warnings:
-                    refused["warnings"] = ctx.warnings
-                return refused
-            except (AppendTimeout, *OUTAGE_ERRORS) as exc:
-                # The log is away (an outage, a cluster electing a leader): one line, no
-                # traceback; the client sees that the outcome is unknown and may retry.
-                (log.info if in_outage(self._nc) else log.warning)(
-                    "command.unavailable", error=repr(exc)
-                )
-                return {
-                    "ok": False,
-                    "error": {
-                        "code": "unavailable",
-                        "message": "the event log did not acknowledge the write in time; "
-                        "retry with the same idempotency key to learn its outcome",
-                    },
-                }
-            except Exception:
-                log.exception("command.failed")
-                return {
-                    "ok": False,
-                    "error": {
-                        "code": "internal",
-                        "message": "the gateway failed on this command; see its log "
-                        f"(correlation id {ctx.correlation_id or 'unknown'})",
-                    },
-                }
-            assert ctx.reply is not None
+                return await self._run_stages(ctx)
+            finally:
+                self.fairness.release(ctx)
+
+    async def _run_stages(self, ctx: CommandContext) -> dict[str, Any]:
+        try:
+            bound = False
+            for stage in self.stages:
+                await stage(ctx)
+                if not bound and ctx.command is not None:
+                    # Once, as soon as the command is read (binding costs a copy of the
+                    # context each time; the values never change after).
+                    structlog.contextvars.bind_contextvars(
+                        correlation_id=ctx.correlation_id, actor=ctx.command.actor
+                    )
+                    bound = True
+                if ctx.reply is not None:
+                    break
+        except FleetError as exc:
+            log.info(
+                "command.rejected",
+                code=exc.code,
+                error=exc.message,
+                field=exc.field,
+                problems=len(exc.errors),
+            )
+            refused: dict[str, Any] = {"ok": False, "error": exc.as_dict()}
             if ctx.warnings:
-                ctx.reply["warnings"] = ctx.warnings
-            log.debug("command.accepted", ref=str(ctx.ref), events=ctx.reply.get("events"))
-            return ctx.reply
+                refused["warnings"] = ctx.warnings
+            return refused
+        except (AppendTimeout, *OUTAGE_ERRORS) as exc:
+            # The log is away (an outage, a cluster electing a leader): one line, no
+            # traceback; the client sees that the outcome is unknown and may retry.
+            (log.info if in_outage(self._nc) else log.warning)(
+                "command.unavailable", error=repr(exc)
+            )
+            return {
+                "ok": False,
+                "error": {
+                    "code": "unavailable",
+                    "message": "the event log did not acknowledge the write in time; "
+                    "retry with the same idempotency key to learn its outcome",
+                },
+            }
+        except Exception:
+            log.exception("command.failed")
+            return {
+                "ok": False,
+                "error": {
+                    "code": "internal",
+                    "message": "the gateway failed on this command; see its log "
+                    f"(correlation id {ctx.correlation_id or 'unknown'})",
+                },
+            }
+        assert ctx.reply is not None
+        if ctx.warnings:
+            ctx.reply["warnings"] = ctx.warnings
+        log.debug("command.accepted", ref=str(ctx.ref), events=ctx.reply.get("events"))
+        return ctx.reply

@@ -235,6 +235,32 @@ def _user_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     return [*row, str(spec.get("publicKey", ""))] if wide else row
 
 
+def _flow_schema_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """kubectl's PRIORITYLEVEL, MATCHINGPRECEDENCE, DISTINGUISHERMETHOD."""
+    spec = item["manifest"].get("spec") or {}
+    return [
+        item["name"],
+        str((spec.get("priorityLevelConfiguration") or {}).get("name", "")),
+        str(spec.get("matchingPrecedence", 1000)),
+        str((spec.get("distinguisherMethod") or {}).get("type") or "<none>"),
+        age(item["created_ns"], now_ns),
+    ]
+
+
+def _priority_level_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """kubectl's TYPE, NOMINALCONCURRENCYSHARES and the queuing numbers (``<none>`` when the
+    level does not queue)."""
+    spec = item["manifest"].get("spec") or {}
+    limited = spec.get("limited") or {}
+    queuing = (limited.get("limitResponse") or {}).get("queuing") or {}
+    shares = limited.get("nominalConcurrencyShares", (spec.get("exempt") or {}).get(
+        "nominalConcurrencyShares", 0))  # fmt: skip
+    numbers = [str(queuing[k]) if k in queuing else "<none>"
+               for k in ("queues", "handSize", "queueLengthLimit")]  # fmt: skip
+    return [item["name"], str(spec.get("type", "")), str(shares), *numbers,
+            age(item["created_ns"], now_ns)]  # fmt: skip
+
+
 COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "Pod": (
         ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
@@ -281,6 +307,24 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "ConfigMap": (["NAME", "DATA", "AGE"], [], _config_map_row),
     "Secret": (["NAME", "TYPE", "DATA", "AGE"], [], _secret_row),
     "User": (["NAME", "GROUPS", "REVOKED", "AGE"], ["PUBLIC-KEY"], _user_row),
+    "FlowSchema": (
+        ["NAME", "PRIORITYLEVEL", "MATCHINGPRECEDENCE", "DISTINGUISHERMETHOD", "AGE"],
+        [],
+        _flow_schema_row,
+    ),
+    "PriorityLevelConfiguration": (
+        [
+            "NAME",
+            "TYPE",
+            "NOMINALCONCURRENCYSHARES",
+            "QUEUES",
+            "HANDSIZE",
+            "QUEUELENGTHLIMIT",
+            "AGE",
+        ],
+        [],
+        _priority_level_row,
+    ),
     # kube lists SUBOBJECT and SOURCE before MESSAGE with -o wide; here the wide columns follow
     "Event": (
         ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],

@@ -119,6 +119,35 @@ MINIMAL: dict[str, dict[str, Any]] = {
             "groups": ["dev"],
         },
     },
+    "FlowSchema": {
+        "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+        "kind": "FlowSchema",
+        "spec": {
+            "priorityLevelConfiguration": {"name": "global-default"},
+            "matchingPrecedence": 500,
+            "distinguisherMethod": {"type": "ByUser"},
+            "rules": [
+                {
+                    "subjects": [{"kind": "Group", "group": {"name": "ops"}}],
+                    "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": ["/healthz"]}],
+                }
+            ],
+        },
+    },
+    "PriorityLevelConfiguration": {
+        "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+        "kind": "PriorityLevelConfiguration",
+        "spec": {
+            "type": "Limited",
+            "limited": {
+                "nominalConcurrencyShares": 10,
+                "limitResponse": {
+                    "type": "Queue",
+                    "queuing": {"queues": 16, "handSize": 4, "queueLengthLimit": 20},
+                },
+            },
+        },
+    },
 }
 
 NAMES = {"IPAddress": "100.64.0.20", "NodePortAllocation": "30080", "PodCIDR": "100.96.3.0-24"}
@@ -308,6 +337,8 @@ def test_o_name_prints_what_the_other_commands_take(kind: str) -> None:
         "RoleBinding": "rolebinding.rbac.authorization.k8s.io/x",
         "ClusterRoleBinding": "clusterrolebinding.rbac.authorization.k8s.io/x",
         "User": "user.auth.fleetlog.dev/x",
+        "FlowSchema": "flowschema.flowcontrol.apiserver.k8s.io/x",
+        "PriorityLevelConfiguration": "prioritylevelconfiguration.flowcontrol.apiserver.k8s.io/x",
     }.get(kind, f"{kind.lower()}/x")
 
 

@@ -837,9 +837,10 @@ def test_unknown_kind_lists_the_known_kinds():
     error = rejected({"apiVersion": "v1", "kind": "PersistentVolumeClaim"}, UnknownKind)
     assert error.field == "kind"
     assert (
-        "ClusterRole, ClusterRoleBinding, ConfigMap, Deployment, EndpointSlice, IPAddress, "
-        "LimitRange, Namespace, Node, NodePortAllocation, Pod, PodCIDR, PriorityClass, "
-        "ReplicaSet, ResourceQuota, Role, RoleBinding, Secret, Service" in error.message
+        "ClusterRole, ClusterRoleBinding, ConfigMap, Deployment, EndpointSlice, FlowSchema, "
+        "IPAddress, LimitRange, Namespace, Node, NodePortAllocation, Pod, PodCIDR, "
+        "PriorityClass, PriorityLevelConfiguration, ReplicaSet, ResourceQuota, Role, "
+        "RoleBinding, Secret, Service" in error.message
     )
     error = rejected({"apiVersion": "v1", "kind": "pod"}, UnknownKind)
     assert 'did you mean "Pod"' in error.message
