@@ -229,6 +229,9 @@ def from_fleet_error(error: FleetError, target: Target) -> APIError:
         # words: named once, not twice.
         message = error.message if error.message.startswith(prefix) else prefix + error.message
         return APIError(403, "Forbidden", message, target)
+    if code == "too_many_requests":
+        # API Priority and Fairness refused it (the gateway's, after the client's retries).
+        return APIError(429, "TooManyRequests", error.message, target, retry_after=1)
     if code == "payload_too_large":
         return APIError(413, "RequestEntityTooLarge", error.message, target)
     if code == "unavailable":

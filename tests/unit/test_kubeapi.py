@@ -160,6 +160,12 @@ def test_gateway_refusals_become_kubernetes_statuses() -> None:
         "message": 'deployments.apps "web" not found', "reason": "NotFound", "code": 404,
         "details": {"name": "web", "group": "apps", "kind": "deployments"},
     }  # fmt: skip
+    # API Priority and Fairness refused it: kube's 429, with when to try again.
+    throttled = from_fleet_error(
+        FleetError("Too many requests, please try again later.", code="too_many_requests"), target
+    )
+    assert (throttled.code, throttled.reason, throttled.retry_after) == (429, "TooManyRequests", 1)
+    assert throttled.status()["details"]["retryAfterSeconds"] == 1
 
 
 def test_openapi_tags_every_kind_and_v2_has_no_json_schema_only_keywords() -> None:
