@@ -23,9 +23,11 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from core.access.commandauth import Identity
 from core.errors import FleetError
 from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.services.ranges import DEFAULT_RANGES, ServiceRanges
+from handlers.gateway.access import AccessModel
 from handlers.gateway.admission import Admit, resolve_target
 from handlers.gateway.audit import audit_record
 from handlers.gateway.context import CommandContext, deadline_of
@@ -70,10 +72,15 @@ class Gateway:
         max_in_flight: int = 256,
         features: FeatureGates = DEFAULT_FEATURES,
         service_ranges: ServiceRanges = DEFAULT_RANGES,
+        identities: Mapping[str, Identity] | None = None,
+        require_signatures: bool = False,
     ) -> None:
         """``features``: the feature gates manifests are validated with (Kubernetes'
         defaults unless ``--feature-gates`` said otherwise); ``service_ranges``: where
-        services' ClusterIPs and node ports come from."""
+        services' ClusterIPs and node ports come from; ``identities``: public key ->
+        identity of the keys the cluster admits besides its User objects (the control
+        plane's, the bootstrap admin's); ``require_signatures``: refuse unsigned commands
+        (behind the NATS wall; otherwise they act as their stated identity, unauthorized)."""
         self._nc = nc
         self._store = store
         self.features = features
@@ -88,14 +95,16 @@ class Gateway:
         self.policies = NamespacePolicies(nc, store)
         # Which addresses and node ports services hold, to pick free ones from.
         self.services = ServicePath(store, service_ranges)
+        # Who signs commands, and what RBAC lets them do.
+        self.access = AccessModel(store, builtin=identities or {})
         self.stages: Sequence[Handler] = (
             limit_size,
             decode,
             in_time,
             route,
             functools.partial(resolve_target, features=features),
-            Authenticate(identify),
-            Authorize(policy or AllowAll()),
+            Authenticate(identify, access=self.access, require_signatures=require_signatures),
+            Authorize(policy or AllowAll(), access=self.access, repository=self.repository),
             fingerprint,
             Admit(
                 self.repository,
@@ -122,6 +131,7 @@ class Gateway:
         try:
             await self.services.start()
             await self.policies.start()
+            await self.access.start()
             async with asyncio.TaskGroup() as tasks:
                 writer = tasks.create_task(self.audit.run())
                 try:
@@ -132,6 +142,7 @@ class Gateway:
             await self.priority_classes.stop()
             await self.services.stop()
             await self.policies.stop()
+            await self.access.stop()
 
     async def _pods_of(
         self, namespace: str
@@ -162,6 +173,7 @@ class Gateway:
                 data=msg.data,
                 received_ns=time.time_ns(),
                 deadline_ns=deadline_of(msg.headers),
+                headers=msg.headers,
             )
             reply = await self.handle_context(ctx)
             record = audit_record(ctx, reply)
@@ -176,9 +188,13 @@ class Gateway:
         finally:
             self._slots.release()
 
-    async def handle(self, subject: str, data: bytes) -> dict[str, Any]:
+    async def handle(
+        self, subject: str, data: bytes, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """Run one command through the pipeline and return the answer (not audited)."""
-        ctx = CommandContext(subject=subject, data=data, received_ns=time.time_ns())
+        ctx = CommandContext(
+            subject=subject, data=data, received_ns=time.time_ns(), headers=headers
+        )
         return await self.handle_context(ctx)
 
     async def handle_context(self, ctx: CommandContext) -> dict[str, Any]:
