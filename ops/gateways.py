@@ -52,8 +52,14 @@ async def run_gateway(
     service_ranges: ServiceRanges = DEFAULT_RANGES,
     name: str = "fleetlog-gateway",
     credentials: Credentials | None = None,
+    wall_keys: Path | None = None,
 ) -> None:
-    """Serve commands from this process until cancelled (``ready`` once subscribed)."""
+    """Serve commands from this process until cancelled (``ready`` once subscribed).
+    ``wall_keys``: the directory of ``up``'s keys when it walls its embedded server (the
+    gateway then knows them and refuses unsigned commands)."""
+    from ops.natswall import WallKeys, gateway_identities
+
+    keys = WallKeys(wall_keys) if wall_keys is not None else None
     nc = await connect(url, name=name, wait=True, credentials=credentials)
     try:
         await ensure_streams(nc)  # idempotent: a gateway may start before any `fleetlog up`
@@ -61,8 +67,10 @@ async def run_gateway(
         async with EventStore(nc) as store:
             await check_seal_key(store, configured_seal())  # refused without the log's key
             gateway = await Gateway.create(
-                nc, store, features=features, service_ranges=service_ranges
-            )
+                nc, store, features=features, service_ranges=service_ranges,
+                identities=gateway_identities(keys, credentials),
+                require_signatures=keys is not None,
+            )  # fmt: skip
             await gateway.run(ready)
     finally:
         with contextlib.suppress(Exception):
@@ -77,6 +85,7 @@ def gateway_command(
     log_level: str,
     credentials_file: Path | None = None,
     seal_key: Path | None = None,
+    wall_keys: Path | None = None,
 ) -> list[str]:
     """The command line of a gateway process configured as ``up`` is (connecting with the
     seed in ``credentials_file``, when the server wants one; sealing with ``seal_key``)."""
@@ -91,6 +100,8 @@ def gateway_command(
     ]  # fmt: skip
     if str(features):
         command += ["--feature-gates", str(features)]
+    if wall_keys is not None:
+        command += ["--wall-keys", str(wall_keys)]
     return command
 
 

@@ -79,7 +79,8 @@ from ops.clitools import Failure
     "actor",
     envvar="FLEETLOG_USER",
     default=None,
-    help="Identity to act as (until authentication exists, the stated identity).",
+    help="Impersonate this user (allowed to callers with RBAC's `impersonate` on users; "
+    "the admin may). Without it a command acts as the credentials' user.",
 )
 @click.option(
     "--seal-key",
@@ -115,6 +116,7 @@ def main(
     ctx.obj = {
         "server": server or chosen.server or DEFAULT_SERVER,
         "actor": actor or default_actor(),
+        "impersonate": actor is not None,
         "log_level": log_level,
         "target": chosen,
         "credentials_file": credentials,

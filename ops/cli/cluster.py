@@ -675,10 +675,21 @@ SERVICE_RANGE_OPTIONS = (
 @SERVICE_RANGE_OPTIONS[0]
 @SERVICE_RANGE_OPTIONS[1]
 @FEATURE_GATES
+@click.option(
+    "--wall-keys",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The keys directory of `fleetlog up`'s walled server (pki/nkeys): the gateway knows "
+    "its identities and refuses unsigned commands.",
+)
 @click.pass_context
 @run
 async def gateway(
-    ctx: click.Context, service_cidr: str, node_port_range: str, feature_gates: tuple[str, ...]
+    ctx: click.Context,
+    service_cidr: str,
+    node_port_range: str,
+    feature_gates: tuple[str, ...],
+    wall_keys: Path | None,
 ) -> None:
     """Serve commands as one more gateway process (any number may run, on any host: they share
     the commands of the cluster)."""
@@ -695,6 +706,7 @@ async def gateway(
             features=features,
             service_ranges=ranges,
             credentials=credentials_for(ctx, role="gateway"),
+            wall_keys=wall_keys,
         ),
         "gateway ready",
     )
