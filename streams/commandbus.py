@@ -47,6 +47,10 @@ assumes for leases)."""
 IMPERSONATE_HEADER = "Fleet-Impersonate"
 """Set (to the command's stated actor) when the sender asks to act as that identity; without
 it a signed command's actor is its signer."""
+WHOAMI_SUBJECT = command_subject("SelfSubjectReview", "create")
+"""``fleetlog auth whoami``: who the gateway verifies the caller to be."""
+ACCESS_REVIEW_SUBJECT = command_subject("SelfSubjectAccessReview", "create")
+"""``fleetlog auth can-i``: would RBAC allow the caller this verb on this resource."""
 
 
 class CommandFailed(FleetError):
@@ -139,6 +143,12 @@ class CommandClient:
             use_bin_type=True,
         )
         return await self.send_raw(command_subject(kind, verb), payload, timeout, attempts)
+
+    async def review(self, subject: str, body: dict[str, Any], timeout: float = 5.0) -> Outcome:
+        """Ask the gateway a review (:data:`WHOAMI_SUBJECT`, :data:`ACCESS_REVIEW_SUBJECT`),
+        signed as a command is; the answer's fields are in ``extra``."""
+        payload = msgpack.packb({"actor": self.actor, "body": body}, use_bin_type=True)
+        return await self.send_raw(subject, payload, timeout, attempts=1)
 
     async def send_raw(
         self, subject: str, payload: bytes, timeout: float = 5.0, attempts: int = 3

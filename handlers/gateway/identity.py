@@ -98,6 +98,16 @@ class Authenticate:
                 )
             ctx.actor = self._identify(ctx)
             return
+        await self.verify(ctx, stated=ctx.command.actor)
+
+    async def verify(self, ctx: CommandContext, *, stated: str) -> None:
+        """Set ``ctx``'s identity from its signature (``stated``: the actor it names, an
+        impersonation target with ``Fleet-Impersonate``); :class:`Unauthorized` otherwise."""
+        headers = ctx.headers or {}
+        if SIGNATURE_HEADER not in headers and SIGNER_HEADER not in headers:
+            if self._require:
+                raise Unauthorized("the request is not signed")
+            return
         try:
             signature = signature_from_headers(headers)
             ctx.signature = signature
@@ -107,7 +117,6 @@ class Authenticate:
             self._guard.admit(signature, now_ns=time.time_ns())
         except SignatureRefused as exc:
             raise Unauthorized(str(exc)) from None
-        stated = ctx.command.actor
         if caller.control_plane:
             ctx.identity = acting_as(caller, stated)
         else:

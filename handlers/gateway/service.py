@@ -41,6 +41,7 @@ from handlers.gateway.identity import (
     stated_identity,
 )
 from handlers.gateway.intake import decode, fingerprint, in_time, limit_size, route
+from handlers.gateway.reviews import REVIEW_SUBJECTS, review
 from handlers.gateway.services import ServicePath
 from projections.cluster import ClusterModel
 from projections.policies import NamespacePolicies
@@ -97,13 +98,16 @@ class Gateway:
         self.services = ServicePath(store, service_ranges)
         # Who signs commands, and what RBAC lets them do.
         self.access = AccessModel(store, builtin=identities or {})
+        self._authenticate = Authenticate(
+            identify, access=self.access, require_signatures=require_signatures
+        )
         self.stages: Sequence[Handler] = (
             limit_size,
             decode,
             in_time,
             route,
             functools.partial(resolve_target, features=features),
-            Authenticate(identify, access=self.access, require_signatures=require_signatures),
+            self._authenticate,
             Authorize(policy or AllowAll(), access=self.access, repository=self.repository),
             fingerprint,
             Admit(
@@ -167,6 +171,17 @@ class Gateway:
             await serve(self._nc, ALL_COMMANDS, queue=QUEUE_GROUP, handler=on_request, ready=ready)
 
     async def _serve(self, msg: Msg) -> None:
+        if msg.subject in REVIEW_SUBJECTS:
+            try:
+                answer = await review(
+                    subject=msg.subject, data=msg.data, headers=msg.headers,
+                    authenticate=self._authenticate, access=self.access,
+                )  # fmt: skip
+                if msg.reply:
+                    await self._nc.publish(msg.reply, msgpack.packb(answer, use_bin_type=True))
+            finally:
+                self._slots.release()
+            return
         try:
             ctx = CommandContext(
                 subject=msg.subject,

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import click
 
-from ops.cli.access import config_group, user_group
+from ops.cli.access import auth_group, config_group, user_group
 from ops.cli.audit import audit, why
 from ops.cli.cluster import agent, gateway, scheduler, sim, up
 from ops.cli.nodes import cordon, drain, uncordon
@@ -165,6 +165,6 @@ for _command in (
     *(logs, top, history, events, wait),
     *(replay_command, diff_command),
     *(why, audit),
-    *(config_group, user_group),
+    *(auth_group, config_group, user_group),
 ):
     main.add_command(_command)

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -20,12 +21,17 @@ from core.access.signing import Signature, check_digest, sign
 from core.api.commands import command_message
 from handlers.gateway import Gateway
 from streams.audit import AuditRecord, read_audit
-from streams.commandbus import CommandClient, CommandFailed
+from streams.commandbus import (
+    ACCESS_REVIEW_SUBJECT,
+    WHOAMI_SUBJECT,
+    CommandClient,
+    CommandFailed,
+)
 from streams.connection import connect
 from streams.eventstore import EventStore
 from streams.identity import Credentials, generate_seed
 from streams.subjects import command_subject
-from tests.integration.support import eventually
+from tests.integration.support import cli, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -327,3 +333,56 @@ async def test_unsigned_commands_are_refused_where_signatures_are_required(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(task, 10)
+
+
+async def test_whoami_and_can_i_answer_with_the_verified_identity(
+    nc: Client, signing_gateway: Gateway, connect_as: Any
+) -> None:
+    frank = Credentials(generate_seed())
+    await make_users(
+        nc, user("frank", frank, "dev"), binding("frank-view", "view", "frank", ns="a")
+    )
+    client = await connect_as(frank, actor="user:os-name")
+    me = (await client.review(WHOAMI_SUBJECT, {})).extra
+    assert (me["user"], me["groups"], me["verified"]) == (
+        "frank",
+        ["dev", "system:authenticated"],
+        True,
+    )
+
+    async def can_i(verb: str, resource: str, ns: str, who: CommandClient = client) -> bool:
+        body = {"verb": verb, "resource": resource, "namespace": ns}
+        return bool((await who.review(ACCESS_REVIEW_SUBJECT, body)).extra["allowed"])
+
+    assert await can_i("get", "pods", "a")
+    assert not await can_i("create", "pods", "a")
+    assert not await can_i("get", "pods", "b")
+    assert not await can_i("update", "deployments/scale", "a")
+    with pytest.raises(CommandFailed) as refused:
+        await can_i("get", "pods", "a", await connect_as(frank, actor="erin", impersonate=True))
+    assert refused.value.code == "forbidden"
+    admin_as_frank = await connect_as(ADMIN, actor="frank", impersonate=True)
+    assert (await admin_as_frank.review(WHOAMI_SUBJECT, {})).extra["impersonator"] == (
+        "fleetlog-admin"
+    )
+    assert not await can_i("create", "pods", "a", admin_as_frank)
+    assert await can_i("delete", "nodes", "", await connect_as(ADMIN))
+
+
+async def test_the_cli_signs_and_can_i_answers_yes_or_no_with_its_exit_code(
+    nc: Client, nats_server: Any, signing_gateway: Gateway, tmp_path: Path
+) -> None:
+    grace = Credentials(generate_seed())
+    await make_users(nc, user("grace", grace), binding("grace-edit", "edit", "grace", ns="a"))
+    seed_file = tmp_path / "grace.nk"
+    seed_file.write_text(grace.seed + "\n")
+    as_grace = ("--credentials", str(seed_file))
+    allowed = await cli(nats_server.url, *as_grace, "auth", "can-i", "create", "pods", "-n", "a")
+    assert (allowed.exit_code, allowed.output) == (0, "yes\n")
+    denied = await cli(nats_server.url, *as_grace, "auth", "can-i", "create", "pods", "-n", "b")
+    assert (denied.exit_code, denied.output) == (1, "no\n")
+    whoami = await cli(nats_server.url, *as_grace, "auth", "whoami")
+    assert "Username\tgrace" in whoami.output
+    impersonating = await cli(nats_server.url, *as_grace, "--as", "root", "auth", "whoami")
+    assert impersonating.exit_code == 1
+    assert 'User "grace" cannot impersonate resource "users"' in impersonating.output
