@@ -77,10 +77,10 @@ from ops.clitools import Failure
 @click.option(
     "--as",
     "actor",
-    envvar="FLEETLOG_USER",
     default=None,
     help="Impersonate this user (allowed to callers with RBAC's `impersonate` on users; "
-    "the admin may). Without it a command acts as the credentials' user.",
+    "the admin may). Without it a command acts as the credentials' user (FLEETLOG_USER "
+    "names the actor only on a server without authorization, where nothing is verified).",
 )
 @click.option(
     "--seal-key",
