@@ -64,9 +64,10 @@ class IdentityProvider(Protocol):
 
 
 def stated_identity(ctx: CommandContext) -> str:
-    """An unsigned command on an open server: the caller is who the command says it is."""
-    assert ctx.command is not None
-    return ctx.command.actor
+    """An unsigned command on an open server: the caller is who the command says it is
+    (empty when it says nothing usable: the command is then refused for that)."""
+    actor = ctx.raw.get("actor")
+    return actor if isinstance(actor, str) else ""
 
 
 class Authenticate:
@@ -88,7 +89,10 @@ class Authenticate:
         self._guard = guard or ReplayGuard()
 
     async def __call__(self, ctx: CommandContext) -> None:
-        assert ctx.command is not None
+        # Runs right after the command is decoded (kube authenticates before anything else),
+        # so even a command refused later for its kind or body is audited as its signer's.
+        stated = ctx.raw.get("actor")
+        stated = stated if isinstance(stated, str) else ""
         headers = ctx.headers or {}
         if SIGNATURE_HEADER not in headers and SIGNER_HEADER not in headers:
             if self._require:
@@ -98,7 +102,7 @@ class Authenticate:
                 )
             ctx.actor = self._identify(ctx)
             return
-        await self.verify(ctx, stated=ctx.command.actor)
+        await self.verify(ctx, stated=stated)
 
     async def verify(self, ctx: CommandContext, *, stated: str) -> None:
         """Set ``ctx``'s identity from its signature (``stated``: the actor it names, an

@@ -105,9 +105,9 @@ class Gateway:
             limit_size,
             decode,
             in_time,
+            self._authenticate,
             route,
             functools.partial(resolve_target, features=features),
-            self._authenticate,
             Authorize(policy or AllowAll(), access=self.access, repository=self.repository),
             fingerprint,
             Admit(
