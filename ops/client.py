@@ -88,11 +88,17 @@ def pick_container(item: dict[str, Any], container: str | None) -> tuple[str, in
 
 @asynccontextmanager
 async def session(
-    server: str, actor: str, *, credentials: Credentials | None = None
+    server: str,
+    actor: str,
+    *,
+    credentials: Credentials | None = None,
+    impersonate: bool = False,
 ) -> AsyncIterator[Session]:
+    """``impersonate``: ``actor`` was asked for (``--as``), not merely a default name."""
     nc = await connect(server, name="fleetlog-cli", reconnect=False, credentials=credentials)
     try:
         async with EventStore(nc) as store:
-            yield Session(nc, store, CommandClient(nc, actor=actor))
+            commands = CommandClient(nc, actor=actor, impersonate=impersonate)
+            yield Session(nc, store, commands)
     finally:
         await nc.close()

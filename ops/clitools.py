@@ -91,7 +91,12 @@ def open_session(ctx: click.Context) -> AbstractAsyncContextManager[Session]:
     """The session of a command: the server, identity and actor the root command was given."""
     from ops.client import session  # the NATS client loads once a command connects
 
-    return session(ctx.obj["server"], ctx.obj["actor"], credentials=credentials_for(ctx))
+    return session(
+        ctx.obj["server"],
+        ctx.obj["actor"],
+        credentials=credentials_for(ctx),
+        impersonate=bool(ctx.obj.get("impersonate")),
+    )
 
 
 def credentials_for(ctx: click.Context, *, role: str | None = None) -> Credentials | None:

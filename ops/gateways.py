@@ -53,8 +53,14 @@ async def run_gateway(
     name: str = "fleetlog-gateway",
     cluster_key: bytes | None = None,
     credentials: Credentials | None = None,
+    wall_keys: Path | None = None,
 ) -> None:
-    """Serve commands from this process until cancelled (``ready`` once subscribed)."""
+    """Serve commands from this process until cancelled (``ready`` once subscribed).
+    ``wall_keys``: the directory of ``up``'s keys when it walls its embedded server (the
+    gateway then knows them and refuses unsigned commands)."""
+    from ops.natswall import WallKeys, gateway_identities
+
+    keys = WallKeys(wall_keys) if wall_keys is not None else None
     nc = await connect(url, name=name, wait=True, credentials=credentials)
     try:
         await ensure_streams(nc)  # idempotent: a gateway may start before any `fleetlog up`
@@ -64,6 +70,8 @@ async def run_gateway(
             gateway = await Gateway.create(
                 nc, store, features=features, service_ranges=service_ranges,
                 cluster_key=cluster_key,
+                identities=gateway_identities(keys, credentials),
+                require_signatures=keys is not None,
             )  # fmt: skip
             await gateway.run(ready)
     finally:
@@ -80,6 +88,7 @@ def gateway_command(
     cluster_key: Path | None = None,
     credentials_file: Path | None = None,
     seal_key: Path | None = None,
+    wall_keys: Path | None = None,
 ) -> list[str]:
     """The command line of a gateway process configured as ``up`` is (connecting with the
     seed in ``credentials_file``, when the server wants one; sealing with ``seal_key``)."""
@@ -96,6 +105,8 @@ def gateway_command(
         command += ["--feature-gates", str(features)]
     if cluster_key is not None:
         command += ["--cluster-key", str(cluster_key)]
+    if wall_keys is not None:
+        command += ["--wall-keys", str(wall_keys)]
     return command
 
 

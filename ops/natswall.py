@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from core.access.commandauth import Identity, admin_identity, control_plane_identity
 from ops.fleetconfig import ROLES, load, save, set_context
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
@@ -75,6 +76,30 @@ class WallKeys:
         admin = self.credentials("admin")
         users.append(NatsUser(admin.public_key, Profile.ADMIN, name=ADMIN_USER))
         return users
+
+    def identities(self) -> dict[str, Identity]:
+        """Public key -> who signs with it, for the gateway: the control plane's components
+        (``system:<key name>`` unless they name themselves) and the bootstrap admin."""
+        found = {
+            self.credentials(name).public_key: control_plane_identity(name)
+            for name in sorted({CONTROL_PLANE, *ROLE_KEYS.values()})
+        }
+        found[self.credentials("admin").public_key] = admin_identity(ADMIN_USER)
+        return found
+
+
+def gateway_identities(
+    keys: WallKeys | None, credentials: Credentials | None
+) -> dict[str, Identity]:
+    """The keys a gateway knows besides the log's users: the wall's (embedded server), else
+    only the key its own control plane connects with (an external server, whose operator
+    owns its users; a role connecting there with another key signs as nobody the gateway
+    knows, so it connects with ``up``'s key or with none)."""
+    if keys is not None:
+        return keys.identities()
+    if credentials is not None:
+        return {credentials.public_key: control_plane_identity(CONTROL_PLANE)}
+    return {}
 
 
 def stored_users(model: ClusterModel) -> list[NatsUser]:

@@ -69,7 +69,7 @@ from handlers.taint_eviction import TaintEvictionController
 from ops.fleetconfig import config_path
 from ops.gateways import GatewayReplicas, gateway_command
 from ops.gctuning import tune_gc
-from ops.natswall import CONTROL_PLANE, Wall, WallKeys, write_context
+from ops.natswall import CONTROL_PLANE, Wall, WallKeys, gateway_identities, write_context
 from ops.schedulerconfig import scheduler_options
 from projections.cluster import ClusterModel
 from projections.endpoints import EndpointsService
@@ -335,6 +335,8 @@ async def serve(
             gateway = await Gateway.create(
                 nc, store, features=features, service_ranges=service_ranges,
                 cluster_key=cluster_key,
+                identities=gateway_identities(wall.keys if wall else None, credentials),
+                require_signatures=wall is not None,
             )  # fmt: skip
             replica = (
                 Scheduler(nc, store, features=features, **scheduler_options(scheduler_config))
@@ -401,6 +403,7 @@ async def serve(
                             gateway_command(
                                 url, features=features, service_ranges=service_ranges,
                                 log_level=log_level, seal_key=seal_key_path,
+                                wall_keys=wall.keys.directory if wall is not None else None,
                                 credentials_file=(
                                     wall.keys.file(CONTROL_PLANE) if wall is not None else None
                                 ),

@@ -120,6 +120,14 @@ class AuditRecord:
     named."""
     annotations: dict[str, str] = field(default_factory=dict)
     """Kubernetes-style audit annotations (``pod-security.kubernetes.io/audit-violations``)."""
+    signature: dict[str, str] = field(default_factory=dict)
+    """What the command's sender signed and the signature (``signer``, ``subject``,
+    ``digest`` of the payload, ``signed_at``, ``nonce``, ``signature``): anyone holding the
+    signer's public key can check who asked (``core.access.signing.check_digest``)."""
+    impersonator: str = ""
+    """The verified caller when it acted as ``actor`` (``--as``): "impersonator as actor"."""
+    authorization: list[str] = field(default_factory=list)
+    """The rule (or privilege) that allowed or denied the command, per check."""
     stored_seq: int = 0
     """The audit stream's own sequence (set when read back)."""
 

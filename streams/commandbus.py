@@ -10,12 +10,20 @@ gateway that only reaches the command later refuses it unapplied instead of appl
 nobody; a refusal for that reason that still reaches the client is retried like a timeout. A
 retry of a command that did land is answered with the first outcome (``replayed``: "already
 done"), so a client that timed out learns what became of its command.
+
+Every try of a command sent through a connection with credentials is signed with that
+connection's nkey (``core.access.signing``: subject, payload digest, time, a fresh nonce per
+try, so a retry is not mistaken for a replay), and the gateway records the verified signer as
+the actor. The stated ``actor`` is then only a request to act as someone else (``--as``:
+impersonation, marked by ``Fleet-Impersonate``), which the gateway allows only to callers with
+the ``impersonate`` permission.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import socket
 import time
 import uuid
@@ -27,14 +35,23 @@ from nats.aio.client import Client
 from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from core.access.signing import sign
 from core.errors import FieldError, FleetError
 from streams.connection import refusal_for
+from streams.identity import credentials_of
 from streams.subjects import command_subject
 
 DEADLINE_HEADER = "Fleet-Deadline"
 """Unix time in nanoseconds after which the client no longer waits for the answer. Clocks of
 clients and gateways are assumed synchronised to well under a client's timeout (as Kubernetes
 assumes for leases)."""
+IMPERSONATE_HEADER = "Fleet-Impersonate"
+"""Set (to the command's stated actor) when the sender asks to act as that identity; without
+it a signed command's actor is its signer."""
+WHOAMI_SUBJECT = command_subject("SelfSubjectReview", "create")
+"""``fleetlog auth whoami``: who the gateway verifies the caller to be."""
+ACCESS_REVIEW_SUBJECT = command_subject("SelfSubjectAccessReview", "create")
+"""``fleetlog auth can-i``: would RBAC allow the caller this verb on this resource."""
 
 
 THROTTLED_RETRIES = 3
@@ -85,10 +102,22 @@ def new_idempotency_key() -> str:
 class CommandClient:
     """Sends commands through one NATS connection on behalf of one actor."""
 
-    def __init__(self, nc: Client, *, actor: str, source: str | None = None) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        actor: str,
+        source: str | None = None,
+        impersonate: bool = False,
+    ) -> None:
+        """``impersonate``: ``actor`` is someone the caller asks to act as (``--as``), not
+        merely a name for itself (a signed command's actor is otherwise its signer)."""
         self._nc = nc
         self.actor = actor
         self.source = source if source is not None else default_source()
+        self.impersonate = impersonate
+        credentials = credentials_of(nc)
+        self._seed = credentials.seed.encode() if credentials is not None else None
 
     async def send(
         self,
@@ -123,6 +152,12 @@ class CommandClient:
         )
         return await self.send_raw(command_subject(kind, verb), payload, timeout, attempts)
 
+    async def review(self, subject: str, body: dict[str, Any], timeout: float = 5.0) -> Outcome:
+        """Ask the gateway a review (:data:`WHOAMI_SUBJECT`, :data:`ACCESS_REVIEW_SUBJECT`),
+        signed as a command is; the answer's fields are in ``extra``."""
+        payload = msgpack.packb({"actor": self.actor, "body": body}, use_bin_type=True)
+        return await self.send_raw(subject, payload, timeout, attempts=1)
+
     async def send_raw(
         self, subject: str, payload: bytes, timeout: float = 5.0, attempts: int = 3
     ) -> Outcome:
@@ -139,9 +174,9 @@ class CommandClient:
 
     async def _request(self, subject: str, payload: bytes, timeout: float, attempts: int) -> bytes:
         for attempt in range(attempts):
-            deadline = {DEADLINE_HEADER: str(time.time_ns() + int(timeout * 1e9))}
+            headers = self.headers(subject, payload, timeout=timeout)
             try:
-                reply = await self._nc.request(subject, payload, timeout=timeout, headers=deadline)
+                reply = await self._nc.request(subject, payload, timeout=timeout, headers=headers)
                 if attempt < attempts - 1 and b"timeout" in reply.data and _late(reply.data):
                     continue
                 break
@@ -168,6 +203,20 @@ class CommandClient:
                         code="timeout",
                     ) from None
         return reply.data
+
+    def headers(self, subject: str, payload: bytes, *, timeout: float) -> dict[str, str]:
+        """One try's headers: its deadline and, with credentials, its signature."""
+        now = time.time_ns()
+        headers = {DEADLINE_HEADER: str(now + int(timeout * 1e9))}
+        if self._seed is not None:
+            signature = sign(
+                self._seed, subject=subject, payload=payload, signed_at_ns=now,
+                nonce=secrets.token_urlsafe(16),
+            )  # fmt: skip
+            headers.update(signature.headers())
+        if self.impersonate:
+            headers[IMPERSONATE_HEADER] = self.actor
+        return headers
 
 
 def _retry_after(data: bytes) -> float | None:

@@ -68,6 +68,12 @@ class Signature:
 
 def signing_input(*, subject: str, payload: bytes, signed_at_ns: int, nonce: str) -> bytes:
     digest = hashlib.sha256(payload).hexdigest()
+    return digest_signing_input(subject=subject, digest=digest, signed_at_ns=signed_at_ns,
+                                nonce=nonce)  # fmt: skip
+
+
+def digest_signing_input(*, subject: str, digest: str, signed_at_ns: int, nonce: str) -> bytes:
+    """What is signed, given the payload's digest (an audit record keeps only that)."""
     return f"{SCHEME}\n{subject}\n{digest}\n{signed_at_ns}\n{nonce}".encode()
 
 
@@ -127,13 +133,18 @@ def signature_from_headers(headers: Mapping[str, str] | None) -> Signature:
 
 def check_signature(signature: Signature, *, subject: str, payload: bytes) -> None:
     """Raise :class:`SignatureRefused` unless ``signature`` signs this subject and payload."""
+    check_digest(signature, subject=subject, digest=hashlib.sha256(payload).hexdigest())
+
+
+def check_digest(signature: Signature, *, subject: str, digest: str) -> None:
+    """:func:`check_signature` for a payload known by its sha256 digest (hex)."""
     key = Ed25519PublicKey.from_public_bytes(public_key_bytes(signature.signer))
     try:
         raw = base64.urlsafe_b64decode(signature.signature + "=" * (-len(signature.signature) % 4))
         key.verify(
             raw,
-            signing_input(subject=subject, payload=payload, signed_at_ns=signature.signed_at_ns,
-                          nonce=signature.nonce),
+            digest_signing_input(subject=subject, digest=digest,
+                                 signed_at_ns=signature.signed_at_ns, nonce=signature.nonce),
         )  # fmt: skip
     except (InvalidSignature, ValueError) as error:
         raise SignatureRefused(

@@ -21,9 +21,10 @@ The stages share only ``context`` (:class:`CommandContext`, :class:`Stage`); ``s
 A stage either lets the command through, answers early (an idempotent replay), or raises a
 ``FleetError`` that becomes a structured reply ``{"ok": false, "error": {code, message,
 field, errors}}`` (``errors`` lists every field error of an invalid manifest); a rejected command
-appends nothing. Authentication and authorization are stages with
-a pluggable policy: until fleetlog has credentials (a later issue) the caller's *stated* identity
-is recorded as the actor and every caller is allowed.
+appends nothing. Authentication verifies a signed command's signer (the verified user is the
+actor; ``--as`` is impersonation) and authorization asks RBAC (``identity``, ``access``); an
+unsigned command is refused behind the NATS wall and acts as its stated identity, unchecked,
+on an open server. ``reviews`` answers ``auth whoami`` and ``auth can-i`` beside the pipeline.
 
 Decisions are taken on cached aggregates (``streams.repository``); the append's expectation
 catches a stale cache, and the command is then decided again on fresh state (up to a few times),

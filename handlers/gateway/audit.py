@@ -8,6 +8,7 @@ holds by then, falling back to the raw request for what the pipeline never got t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from typing import Any
 
 from handlers.gateway.context import CommandContext
@@ -54,4 +55,23 @@ def audit_record(ctx: CommandContext, reply: dict[str, Any]) -> AuditRecord:
         seqs=list(reply.get("seqs") or []),
         admission=list(ctx.admission),
         annotations=dict(ctx.audit_annotations),
+        signature=signature_of(ctx),
+        impersonator=ctx.impersonator.user.name if ctx.impersonator else "",
+        authorization=list(ctx.authorization),
     )
+
+
+def signature_of(ctx: CommandContext) -> dict[str, str]:
+    """The command's signature with what it signs (the payload by its digest), to be checked
+    again from the audit record alone."""
+    signature = ctx.signature
+    if signature is None:
+        return {}
+    return {
+        "signer": signature.signer,
+        "subject": ctx.subject,
+        "digest": hashlib.sha256(ctx.data).hexdigest(),
+        "signed_at": str(signature.signed_at_ns),
+        "nonce": signature.nonce,
+        "signature": signature.signature,
+    }

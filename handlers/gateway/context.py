@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from core.access.commandauth import Identity
+from core.access.signing import Signature
 from core.api.commands import Command
 from core.errors import FleetError
 from projections.policies import NamespacePolicies, Policies
@@ -58,6 +60,17 @@ class CommandContext:
     seat: Seat | None = None
     """The command's seat of its priority level (API Priority and Fairness), held until it is
     answered."""
+    headers: Mapping[str, str] | None = None
+    """The request's NATS headers (its deadline, its signature)."""
+    signature: Signature | None = None
+    """What the command's signer signed (kept in the audit record, to verify later)."""
+    identity: Identity | None = None
+    """The verified identity the command acts as (None: unsigned, on an open server, where
+    the actor is the stated one)."""
+    impersonator: Identity | None = None
+    """The verified caller when it acts as someone else (``--as``)."""
+    authorization: list[str] = field(default_factory=list)
+    """The rule (or privilege) that allowed or denied each authorization check."""
     policies: Policies | None = None
     """The namespace's LimitRanges and ResourceQuotas, asked once per command (admission and
     execution both need them; each question costs a round trip to the server)."""

@@ -45,9 +45,8 @@ class Fairness:
         self.gate = gate
 
     async def __call__(self, ctx: CommandContext) -> None:
-        # Groups, once authentication reads them from a verified identity (``ctx.groups``);
-        # until then the actor alone.
-        groups = getattr(ctx, "groups", ()) or ()
+        # The verified identity's groups (none for an unsigned command on an open server).
+        groups = ctx.identity.user.groups if ctx.identity is not None else ()
         ctx.seat = await self.gate.acquire(flow_user(ctx.actor, groups), request_of(ctx))
 
     def release(self, ctx: CommandContext) -> None:

@@ -1,18 +1,62 @@
-"""Who is asking, and may they: the authenticate and authorize stages and the two seams they
-are built on, :class:`IdentityProvider` and :class:`Policy`.
+"""Who is asking, and may they: the authenticate and authorize stages.
 
-Why this exists: fleetlog has no credentials yet, so the caller's *stated* identity is recorded
-as the actor (:func:`stated_identity`) and every caller is allowed (:class:`AllowAll`). The
-front door (a later issue) plugs real providers and policies into these seams; nothing else in
-the gateway changes when it does.
+Why this exists: the actor of every event must be the identity that really sent the command
+(issue 17). :class:`Authenticate` verifies a signed command (``core.access.signing``) against
+the keys the cluster admits (:class:`handlers.gateway.access.AccessModel`): the verified user
+becomes the actor, the signature is kept for the audit record, and ``--as`` (the
+``Fleet-Impersonate`` header) is an impersonation request :class:`Authorize` checks. Forged,
+tampered, stale, replayed and unknown signatures are refused (``unauthorized``), nothing is
+appended. :class:`Authorize` then asks Kubernetes' RBAC (``core.access.rbac``) whether the
+user may do what the command maps to (``core.access.commandauth``); a denial is kube's
+Forbidden message (``forbidden``), and the audit record names the rule that decided.
+
+An unsigned command is refused where signatures are required (``fleetlog up``'s embedded
+server, behind the NATS wall). On an open server (``--nats-url`` without authorization, the
+tests' fixtures) it is accepted as its *stated* identity and not authorized by RBAC: anyone
+who reaches such a server may act as anyone (insecure; documented). The older
+:class:`Policy` seam (``allows(actor, verb, kind, namespace)``) still applies to every command
+before RBAC.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
+from core.access import rbac
+from core.access.bootstrap import SYSTEM_MASTERS
+from core.access.commandauth import (
+    Identity,
+    acting_as,
+    command_request,
+    impersonation,
+)
+from core.access.signing import (
+    SIGNATURE_HEADER,
+    SIGNER_HEADER,
+    ReplayGuard,
+    SignatureRefused,
+    check_signature,
+    public_key_bytes,
+    signature_from_headers,
+)
 from core.errors import FleetError
+from handlers.gateway.access import AccessModel
 from handlers.gateway.context import CommandContext
+from streams.commandbus import IMPERSONATE_HEADER
+from streams.repository import AggregateRepository
+
+
+class Unauthorized(FleetError):
+    """The command does not prove who sent it (kube's 401); nothing was appended."""
+
+    code = "unauthorized"
+
+
+class Forbidden(FleetError):
+    """The sender may not do this (kube's 403); nothing was appended."""
+
+    code = "forbidden"
 
 
 class IdentityProvider(Protocol):
@@ -20,17 +64,93 @@ class IdentityProvider(Protocol):
 
 
 def stated_identity(ctx: CommandContext) -> str:
-    """Until fleetlog has credentials, the caller is who the command says it is."""
-    assert ctx.command is not None
-    return ctx.command.actor
+    """An unsigned command on an open server: the caller is who the command says it is
+    (empty when it says nothing usable: the command is then refused for that)."""
+    actor = ctx.raw.get("actor")
+    return actor if isinstance(actor, str) else ""
 
 
 class Authenticate:
-    def __init__(self, identify: IdentityProvider = stated_identity) -> None:
+    """Verifies a signed command's signer and sets the actor (see the module docstring)."""
+
+    def __init__(
+        self,
+        identify: IdentityProvider = stated_identity,
+        *,
+        access: AccessModel | None = None,
+        require_signatures: bool = False,
+        guard: ReplayGuard | None = None,
+    ) -> None:
+        """``access``: the keys the cluster admits (None: no signature can be verified, so a
+        signed command is refused too); ``require_signatures``: refuse unsigned commands."""
         self._identify = identify
+        self._access = access
+        self._require = require_signatures
+        self._guard = guard or ReplayGuard()
 
     async def __call__(self, ctx: CommandContext) -> None:
-        ctx.actor = self._identify(ctx)
+        # Runs right after the command is decoded (kube authenticates before anything else),
+        # so even a command refused later for its kind or body is audited as its signer's.
+        stated = ctx.raw.get("actor")
+        stated = stated if isinstance(stated, str) else ""
+        headers = ctx.headers or {}
+        if SIGNATURE_HEADER not in headers and SIGNER_HEADER not in headers:
+            if self._require:
+                raise Unauthorized(
+                    "the command is not signed: this cluster accepts only commands signed "
+                    "with a user's credentials (fleetlog config get-contexts; --credentials)"
+                )
+            ctx.actor = self._identify(ctx)
+            return
+        await self.verify(ctx, stated=stated)
+
+    async def verify(self, ctx: CommandContext, *, stated: str) -> None:
+        """Set ``ctx``'s identity from its signature (``stated``: the actor it names, an
+        impersonation target with ``Fleet-Impersonate``); :class:`Unauthorized` otherwise."""
+        headers = ctx.headers or {}
+        if SIGNATURE_HEADER not in headers and SIGNER_HEADER not in headers:
+            if self._require:
+                raise Unauthorized("the request is not signed")
+            return
+        try:
+            signature = signature_from_headers(headers)
+            ctx.signature = signature
+            public_key_bytes(signature.signer)  # malformed is told apart from unknown
+            caller = await self._identity(signature.signer)
+            check_signature(signature, subject=ctx.subject, payload=ctx.data)
+            self._guard.admit(signature, now_ns=time.time_ns())
+        except SignatureRefused as exc:
+            raise Unauthorized(str(exc)) from None
+        if caller.control_plane:
+            ctx.identity = acting_as(caller, stated)
+        else:
+            ctx.identity = caller
+            target = headers.get(IMPERSONATE_HEADER)
+            if target is not None and target != caller.user.name:
+                if target != stated:
+                    # The header is outside the signature; the actor is inside it.
+                    raise Unauthorized(
+                        f"{IMPERSONATE_HEADER} names {target!r} but the signed command's "
+                        f"actor is {stated!r}"
+                    )
+                assert self._access is not None
+                ctx.impersonator = caller
+                ctx.identity = self._access.named(target)
+        ctx.actor = ctx.identity.user.name
+
+    async def _identity(self, signer: str) -> Identity:
+        if self._access is None:
+            raise SignatureRefused("this gateway verifies no signatures (it knows no users)")
+        found = self._access.identity_of(signer)
+        if found is None:
+            await self._access.refresh()  # created just now?
+            found = self._access.identity_of(signer)
+        if found is None:
+            raise SignatureRefused(
+                f"signer {signer[:12]}… is not a user of this cluster (revoked, or never "
+                "created: fleetlog user list)"
+            )
+        return found
 
 
 class Policy(Protocol):
@@ -38,15 +158,52 @@ class Policy(Protocol):
 
 
 class AllowAll:
-    """The policy until authorization arrives: every caller may do everything."""
+    """The policy of the older seam when none is given: every caller may do everything."""
 
     def allows(self, actor: str, verb: str, kind: str, namespace: str) -> bool:
         return True
 
 
+def privileged(identity: Identity) -> str:
+    """Why ``identity`` needs no RBAC rule ('' when it does): kube's privileged group
+    (``system:masters``, allowed before RBAC is asked) and the control plane's components."""
+    if identity.control_plane:
+        return f'allowed as control-plane component "{identity.user.name}"'
+    if SYSTEM_MASTERS in identity.user.groups:
+        return f'allowed by group "{SYSTEM_MASTERS}"'
+    return ""
+
+
+async def authorize(
+    access: AccessModel, identity: Identity, request: rbac.Request
+) -> rbac.Decision:
+    """RBAC's answer for ``identity``; a denial is asked again once the roles and bindings
+    have caught up with the log (a grant written just before is seen)."""
+    reason = privileged(identity)
+    if reason:
+        return rbac.Decision(True, reason)
+    decision = access.policy.authorize(identity.user, request)
+    if not decision.allowed:
+        await access.refresh()
+        decision = access.policy.authorize(identity.user, request)
+    return decision
+
+
 class Authorize:
-    def __init__(self, policy: Policy) -> None:
+    """The older :class:`Policy`, then RBAC for a verified caller (see the module docstring)."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        access: AccessModel | None = None,
+        repository: AggregateRepository | None = None,
+    ) -> None:
+        """``repository``: where ``apply`` learns whether its target exists (create or
+        patch)."""
         self._policy = policy
+        self._access = access
+        self._repository = repository
 
     async def __call__(self, ctx: CommandContext) -> None:
         assert ctx.ref is not None
@@ -54,7 +211,27 @@ class Authorize:
         if not self._policy.allows(ctx.actor, ctx.verb, ctx.kind, namespace):
             where = namespace or "the cluster"
             ctx.denied = True
-            raise FleetError(
-                f"{ctx.actor} may not {ctx.verb} {ctx.kind.lower()}s in {where}",
-                code="forbidden",
+            raise Forbidden(f"{ctx.actor} may not {ctx.verb} {ctx.kind.lower()}s in {where}")
+        if ctx.identity is None or self._access is None:
+            return  # unsigned, on an open server: the stated identity, unchecked
+        if ctx.impersonator is not None:
+            decision = await authorize(
+                self._access, ctx.impersonator, impersonation(ctx.identity.user.name)
             )
+            self._decided(ctx, decision, f"impersonate {ctx.identity.user.name}")
+        exists = False
+        if ctx.verb == "apply" and self._repository is not None:
+            loaded = await self._repository.load(ctx.ref)
+            exists = loaded.aggregate is not None and loaded.aggregate.exists
+        request = command_request(
+            kind=ctx.kind, verb=ctx.verb, namespace=namespace, name=ctx.ref.name, exists=exists
+        )
+        self._decided(ctx, await authorize(self._access, ctx.identity, request))
+
+    @staticmethod
+    def _decided(ctx: CommandContext, decision: rbac.Decision, what: str = "") -> None:
+        reason = f"{what}: {decision.reason}" if what else decision.reason
+        ctx.authorization.append(reason)
+        if not decision.allowed:
+            ctx.denied = True
+            raise Forbidden(decision.reason)

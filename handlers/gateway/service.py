@@ -23,11 +23,13 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from core.access.commandauth import Identity
 from core.access.flowdefaults import configuration
 from core.errors import FleetError
 from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.services.ranges import DEFAULT_RANGES, ServiceRanges
 from handlers.fairgate import FairGate
+from handlers.gateway.access import AccessModel
 from handlers.gateway.admission import Admit, resolve_target
 from handlers.gateway.audit import audit_record
 from handlers.gateway.context import CommandContext, deadline_of
@@ -42,6 +44,7 @@ from handlers.gateway.identity import (
     stated_identity,
 )
 from handlers.gateway.intake import decode, fingerprint, in_time, limit_size, route
+from handlers.gateway.reviews import REVIEW_SUBJECTS, review
 from handlers.gateway.services import ServicePath
 from projections.cluster import ClusterModel
 from projections.policies import NamespacePolicies
@@ -75,11 +78,16 @@ class Gateway:
         features: FeatureGates = DEFAULT_FEATURES,
         service_ranges: ServiceRanges = DEFAULT_RANGES,
         cluster_key: bytes | None = None,
+        identities: Mapping[str, Identity] | None = None,
+        require_signatures: bool = False,
     ) -> None:
         """``features``: the feature gates manifests are validated with (Kubernetes'
         defaults unless ``--feature-gates`` said otherwise); ``service_ranges``: where
         services' ClusterIPs and node ports come from; ``cluster_key``: the key Secrets' data
-        keys are wrapped with (without it, Secrets are refused)."""
+        keys are wrapped with (without it, Secrets are refused); ``identities``: public key ->
+        identity of the keys the cluster admits besides its User objects (the control
+        plane's, the bootstrap admin's); ``require_signatures``: refuse unsigned commands
+        (behind the NATS wall; otherwise they act as their stated identity, unauthorized)."""
         self._nc = nc
         self._store = store
         self.features = features
@@ -110,15 +118,20 @@ class Gateway:
                 version=lambda: (self.flow_schemas.position, self.priority_levels.position),
             )
         )
+        # Who signs commands, and what RBAC lets them do.
+        self.access = AccessModel(store, builtin=identities or {})
+        self._authenticate = Authenticate(
+            identify, access=self.access, require_signatures=require_signatures
+        )
         self.stages: Sequence[Handler] = (
             limit_size,
             decode,
             in_time,
+            self._authenticate,
             route,
             functools.partial(resolve_target, features=features),
-            Authenticate(identify),
             self.fairness,
-            Authorize(policy or AllowAll()),
+            Authorize(policy or AllowAll(), access=self.access, repository=self.repository),
             fingerprint,
             Admit(
                 self.repository,
@@ -155,6 +168,7 @@ class Gateway:
         try:
             await self.services.start()
             await self.policies.start()
+            await self.access.start()
             async with asyncio.TaskGroup() as tasks:
                 writer = tasks.create_task(self.audit.run())
                 try:
@@ -167,6 +181,7 @@ class Gateway:
             await self.priority_levels.stop()
             await self.services.stop()
             await self.policies.stop()
+            await self.access.stop()
 
     def _flow_configuration(self) -> Any:
         return configuration(
@@ -197,12 +212,24 @@ class Gateway:
             await serve(self._nc, ALL_COMMANDS, queue=QUEUE_GROUP, handler=on_request, ready=ready)
 
     async def _serve(self, msg: Msg) -> None:
+        if msg.subject in REVIEW_SUBJECTS:
+            try:
+                answer = await review(
+                    subject=msg.subject, data=msg.data, headers=msg.headers,
+                    authenticate=self._authenticate, access=self.access,
+                )  # fmt: skip
+                if msg.reply:
+                    await self._nc.publish(msg.reply, msgpack.packb(answer, use_bin_type=True))
+            finally:
+                self._slots.release()
+            return
         try:
             ctx = CommandContext(
                 subject=msg.subject,
                 data=msg.data,
                 received_ns=time.time_ns(),
                 deadline_ns=deadline_of(msg.headers),
+                headers=msg.headers,
             )
             reply = await self.handle_context(ctx)
             record = audit_record(ctx, reply)
@@ -217,9 +244,13 @@ class Gateway:
         finally:
             self._slots.release()
 
-    async def handle(self, subject: str, data: bytes) -> dict[str, Any]:
+    async def handle(
+        self, subject: str, data: bytes, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """Run one command through the pipeline and return the answer (not audited)."""
-        ctx = CommandContext(subject=subject, data=data, received_ns=time.time_ns())
+        ctx = CommandContext(
+            subject=subject, data=data, received_ns=time.time_ns(), headers=headers
+        )
         return await self.handle_context(ctx)
 
     async def handle_context(self, ctx: CommandContext) -> dict[str, Any]:

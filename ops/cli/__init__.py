@@ -38,7 +38,7 @@ from pathlib import Path
 
 import click
 
-from ops.cli.access import config_group, user_group
+from ops.cli.access import auth_group, config_group, user_group
 from ops.cli.audit import audit, why
 from ops.cli.cluster import agent, gateway, scheduler, sim, up
 from ops.cli.nodes import cordon, drain, uncordon
@@ -77,9 +77,10 @@ from ops.clitools import Failure
 @click.option(
     "--as",
     "actor",
-    envvar="FLEETLOG_USER",
     default=None,
-    help="Identity to act as (until authentication exists, the stated identity).",
+    help="Impersonate this user (allowed to callers with RBAC's `impersonate` on users; "
+    "the admin may). Without it a command acts as the credentials' user (FLEETLOG_USER "
+    "names the actor only on a server without authorization, where nothing is verified).",
 )
 @click.option(
     "--seal-key",
@@ -115,6 +116,7 @@ def main(
     ctx.obj = {
         "server": server or chosen.server or DEFAULT_SERVER,
         "actor": actor or default_actor(),
+        "impersonate": actor is not None,
         "log_level": log_level,
         "target": chosen,
         "credentials_file": credentials,
@@ -163,6 +165,6 @@ for _command in (
     *(logs, top, history, events, wait),
     *(replay_command, diff_command),
     *(why, audit),
-    *(config_group, user_group),
+    *(auth_group, config_group, user_group),
 ):
     main.add_command(_command)

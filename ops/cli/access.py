@@ -227,3 +227,61 @@ async def rotate_user(ctx: click.Context, name: str, output: Path | None) -> Non
     file, context = _write_user_credentials(ctx, name=name, seed=credentials.seed, output=output)
     click.echo(f"user.auth.fleetlog.dev/{name} rotated")
     click.echo(f"credentials: {file} (context {context})")
+
+
+@click.group(name="auth")
+def auth_group() -> None:
+    """Who the cluster takes you for, and what it would let you do (as kubectl auth)."""
+
+
+@auth_group.command(name="whoami")
+@click.pass_context
+@run
+async def whoami(ctx: click.Context) -> None:
+    """Who the gateway verifies you to be (user, groups; the impersonator with --as)."""
+    from streams.commandbus import WHOAMI_SUBJECT
+
+    async with open_session(ctx) as s:
+        answer = (await s.commands.review(WHOAMI_SUBJECT, {})).extra
+    rows = [["Username", answer.get("user", "")]]
+    rows.append(["Groups", "[" + " ".join(answer.get("groups") or []) + "]"])
+    if answer.get("impersonator"):
+        rows.append(["Impersonated by", answer["impersonator"]])
+    if not answer.get("verified"):
+        rows.append(["Verified", "no (unsigned, on a server without authorization)"])
+    click.echo("ATTRIBUTE\tVALUE")
+    for name, value in rows:
+        click.echo(f"{name}\t{value}")
+
+
+@auth_group.command(name="can-i")
+@click.argument("verb")
+@click.argument("resource")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("--subresource", default="", help="A subresource (scale, status, log, ...).")
+@click.option("--as", "as_user", default=None, help="Ask for this user (impersonation).")
+@click.pass_context
+@run
+async def can_i(
+    ctx: click.Context,
+    verb: str,
+    resource: str,
+    namespace: str,
+    subresource: str,
+    as_user: str | None,
+) -> None:
+    """Would RBAC allow VERB on RESOURCE (``pods``, ``deployment``, ``pods/NAME``)? Prints
+    yes or no; exits 0 for yes, 1 for no (as kubectl)."""
+    from streams.commandbus import ACCESS_REVIEW_SUBJECT, CommandClient
+
+    kind, _, name = resource.partition("/")
+    if subresource:
+        kind = f"{kind}/{subresource}"
+    body = {"verb": verb, "resource": kind, "namespace": namespace, "name": name}
+    async with open_session(ctx) as s:
+        commands = CommandClient(s.nc, actor=as_user, impersonate=True) if as_user else s.commands
+        answer = (await commands.review(ACCESS_REVIEW_SUBJECT, body)).extra
+    allowed = bool(answer.get("allowed"))
+    click.echo("yes" if allowed else "no")
+    if not allowed:
+        raise click.exceptions.Exit(1)

@@ -683,6 +683,13 @@ SERVICE_RANGE_OPTIONS = (
     help="The cluster key Secrets' data keys are wrapped with (`fleetlog up`'s "
     "<data dir>/pki/cluster.key); without it, this gateway refuses Secrets.",
 )
+@click.option(
+    "--wall-keys",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The keys directory of `fleetlog up`'s walled server (pki/nkeys): the gateway knows "
+    "its identities and refuses unsigned commands.",
+)
 @click.pass_context
 @run
 async def gateway(
@@ -691,6 +698,7 @@ async def gateway(
     node_port_range: str,
     feature_gates: tuple[str, ...],
     cluster_key: Path | None,
+    wall_keys: Path | None,
 ) -> None:
     """Serve commands as one more gateway process (any number may run, on any host: they share
     the commands of the cluster)."""
@@ -704,8 +712,13 @@ async def gateway(
     key = load_cluster_key(cluster_key, create=False) if cluster_key is not None else None
     await _until_signal(
         functools.partial(
-            run_gateway, ctx.obj["server"], features=features, service_ranges=ranges,
-            credentials=credentials_for(ctx, role="gateway"), cluster_key=key,
+            run_gateway,
+            ctx.obj["server"],
+            features=features,
+            service_ranges=ranges,
+            credentials=credentials_for(ctx, role="gateway"),
+            cluster_key=key,
+            wall_keys=wall_keys,
         ),
         "gateway ready",
     )  # fmt: skip

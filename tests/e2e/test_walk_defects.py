@@ -82,7 +82,7 @@ def test_the_walk_through_defects_are_gone(cluster: Cluster, tmp_path: Path) -> 
         wait_for(lambda: row_of(cluster, "nodes", "walk-0")[1:2] == ["Ready"])
         manifest = tmp_path / "walk.yaml"
         manifest.write_text(ON_SIMULATED)
-        applied = cluster.cli("--as", "user:walker", "apply", "-f", str(manifest), check=False)
+        applied = cluster.cli("apply", "-f", str(manifest), check=False)
         assert applied.returncode == 1 and applied.stdout == "pod/hello created\n"
         assert applied.stderr.splitlines()[-1] == "error: 1 of 2 objects were not applied"
         wait_for(lambda: row_of(cluster, "pods", "hello")[2:3] == ["Running"])
@@ -100,8 +100,9 @@ def test_the_walk_through_defects_are_gone(cluster: Cluster, tmp_path: Path) -> 
         json.loads(line)
         for line in cluster.cli("audit", "--outcome", "rejected", "-o", "json").stdout.splitlines()
     ]
+    # The actor is the verified signer (the context's admin), not a stated name.
     assert [(r["actor"], r["verb"], r["kind"], r["code"]) for r in refused] == [
-        ("user:walker", "apply", "gizmo", "unknown_kind")
+        ("fleetlog-admin", "apply", "gizmo", "unknown_kind")
     ]
     cluster.cli("delete", "pod", "crash")
     assert cluster.down() == 0
