@@ -63,13 +63,7 @@ class SealKey:
     def seal(self, subject: str, data: bytes) -> str:
         """The ``Fleet-Seal`` value of a message stored on ``subject`` as ``data``: HMAC-SHA256
         of ``subject``, a zero byte and ``data``, truncated to 128 bits, base64."""
-        inner = self._inner.copy()
-        inner.update(subject.encode())
-        inner.update(b"\0")
-        inner.update(data)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return base64.b64encode(outer.digest()[:SEAL_BYTES]).decode()
+        return self._mac(subject, data).decode()
 
     def holds(self, seq: int, subject: str, data: bytes, seal: str | bytes | None) -> bool:
         """Whether the message at ``seq`` is a writer's: sealed right, or stored before the
@@ -78,9 +72,18 @@ class SealKey:
             return True
         if not seal:
             return False
-        if isinstance(seal, bytes):
-            seal = seal.decode(errors="replace")
-        return hmac.compare_digest(seal.strip(), self.seal(subject, data))
+        if isinstance(seal, str):
+            seal = seal.encode()
+        return hmac.compare_digest(seal, self._mac(subject, data))
+
+    def _mac(self, subject: str, data: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(subject.encode())
+        inner.update(b"\0")
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return base64.b64encode(outer.digest()[:SEAL_BYTES])
 
 
 def seal_from_header_block(block: bytes) -> bytes | None:
