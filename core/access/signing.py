@@ -153,6 +153,30 @@ def check_digest(signature: Signature, *, subject: str, digest: str) -> None:
         ) from error
 
 
+RECORDED_FIELDS: Final = ("signer", "subject", "digest", "signed_at", "nonce", "signature")
+"""What an audit record keeps of a signed command (``handlers/gateway/audit.signature_of``)."""
+
+
+def check_recorded(recorded: Mapping[str, str]) -> None:
+    """Check a signature as an audit record keeps it (the payload by its digest): what
+    ``fleetlog audit verify`` proves each signed command's sender with. Raises
+    :class:`SignatureRefused` saying what is wrong."""
+    missing = [name for name in RECORDED_FIELDS if not recorded.get(name)]
+    if missing:
+        raise SignatureRefused(f"the recorded signature lacks {', '.join(missing)}")
+    try:
+        signed_at_ns = int(recorded["signed_at"])
+        signature = Signature(
+            signer=recorded["signer"], signed_at_ns=signed_at_ns,
+            nonce=recorded["nonce"], signature=recorded["signature"],
+        )  # fmt: skip
+        check_digest(signature, subject=recorded["subject"], digest=recorded["digest"])
+    except SignatureRefused:
+        raise
+    except (ValueError, TypeError) as error:
+        raise SignatureRefused(f"the recorded signature is malformed: {error}") from error
+
+
 @dataclass(slots=True)
 class ReplayGuard:
     """Nonces seen within the skew window: a command is accepted once, and only when signed

@@ -10,6 +10,7 @@ touched the log.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -346,15 +347,18 @@ async def verify(ctx: click.Context, from_seq: int, output: str) -> None:
     """Walk the log and check every aggregate's hash chain; exit 1 at any break (altered,
     inserted or removed events), naming the sequence where it shows, and at anything else
     readers cannot trust: quarantined events (poison that every role skips), events missing
-    from the start of the log, a snapshot of another incarnation of the stream."""
+    from the start of the log, a snapshot of another incarnation of the stream, a signed
+    command whose signature, kept in the audit trail, does not prove its sender."""
     from nats.js.errors import NotFoundError
 
     from projections.runtime import snapshot_origin
+    from streams.audit import read_audit
     from streams.definitions import open_snapshots
     from streams.integrity import verify_log
 
     async with open_session(ctx) as s:
         report = await verify_log(s.store, from_seq=from_seq)
+        signatures = signature_problems(await read_audit(s.nc))
         try:
             origin = await snapshot_origin(await open_snapshots(s.nc), "cluster")
         except NotFoundError:  # no snapshot store: no `fleetlog up` ever ran here
@@ -362,22 +366,62 @@ async def verify(ctx: click.Context, from_seq: int, output: str) -> None:
         snapshot_problem = (
             origin.unbacked_by(await s.store.stream_info()) if origin is not None else None
         )
+    checked, failures = signatures
     if output == "json":
         click.echo(
             json.dumps(
                 {
                     **asdict(report),
                     "snapshot_problem": snapshot_problem,
-                    "ok": report.ok and not snapshot_problem,
+                    "signatures": {
+                        "checked": checked,
+                        "failures": [
+                            {"audit_seq": seq, "actor": actor, "problem": problem}
+                            for seq, actor, problem in failures
+                        ],
+                    },
+                    "ok": report.ok and not snapshot_problem and not failures,
                 },
                 default=str,
             )
         )
     else:
-        click.echo("\n".join(verify_lines(report, snapshot_problem)))
+        lines = verify_lines(report, snapshot_problem)
+        lines[-1:-1] = [
+            *(
+                f"SIGNATURE  audit seq {seq}  {actor}  {problem}"
+                for seq, actor, problem in failures
+            ),
+            f"checked the signatures of {checked} signed commands in the audit trail"
+            + (f": {len(failures)} do not verify" if failures else ", each proves its sender"),
+        ]
+        if failures:
+            unproven = f"{len(failures)} command signature(s) that do not verify"
+            lines[-1] = unproven if lines[-1] == "no breaks" else f"{lines[-1]}, {unproven}"
+        click.echo("\n".join(lines))
     if report.breaks:
         raise FleetError(f"the log has {len(report.breaks)} break(s)", code="tampered")
-    if not report.ok or snapshot_problem:
-        raise FleetError(
-            f"the log has {', '.join(_problems(report, snapshot_problem))}", code="untrusted"
-        )
+    if not report.ok or snapshot_problem or failures:
+        problems = _problems(report, snapshot_problem)
+        if failures:
+            problems.append(f"{len(failures)} command signature(s) that do not verify")
+        raise FleetError(f"the log has {', '.join(problems)}", code="untrusted")
+
+
+def signature_problems(records: Sequence[AuditRecord]) -> tuple[int, list[tuple[int, str, str]]]:
+    """(how many signed commands the audit trail records, (audit sequence, actor, problem) of
+    each whose kept signature does not prove its sender): a signature is kept with the payload's
+    digest, so the record alone is the proof (``core.access.signing.check_recorded``)."""
+    from core.access.signing import SignatureRefused, check_recorded
+
+    checked = 0
+    failures: list[tuple[int, str, str]] = []
+    for record in records:
+        if not record.signature:
+            continue  # unsigned: an open server's command, or one refused before it was read
+        checked += 1
+        try:
+            check_recorded(record.signature)
+        except SignatureRefused as refused:
+            failures.append((record.stored_seq, record.actor, str(refused)))
+    return checked, failures

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -386,3 +387,39 @@ async def test_the_cli_signs_and_can_i_answers_yes_or_no_with_its_exit_code(
     impersonating = await cli(nats_server.url, *as_grace, "--as", "root", "auth", "whoami")
     assert impersonating.exit_code == 1
     assert 'User "grace" cannot impersonate resource "users"' in impersonating.output
+
+
+async def test_audit_verify_proves_each_signed_commands_sender_and_names_a_forged_record(
+    nats_server: Any, nc: Client, store: EventStore, signing_gateway: Gateway, connect_as: Any
+) -> None:
+    import dataclasses
+
+    from streams.audit import audit_subject
+
+    alice = Credentials(generate_seed())
+    await make_users(nc, user("alice", alice), binding("alice-edit", "edit", "alice", ns="a"))
+    client = await connect_as(alice)
+    await client.send("Pod", "create", {"manifest": pod("proven", "a")})
+    record = await audit_of(nc, lambda r: r.name == "proven" and r.outcome == "accepted")
+    clean = await cli(nats_server.url, "audit", "verify")
+    assert clean.exit_code == 0, clean.output
+    lines = clean.output.splitlines()
+    assert lines[-1] == "no breaks"
+    assert "signed commands in the audit trail, each proves its sender" in lines[-2]
+    # A record claiming alice asked for something she never signed: her signature, another
+    # payload (its digest).
+    forged = dataclasses.replace(
+        record, name="never", signature={**record.signature, "digest": "0" * 64}
+    )
+    subject = audit_subject(forged.outcome, forged.kind, forged.verb, forged.actor)
+    seq = (await nc.jetstream().publish(subject, forged.encode())).seq
+    broken = await cli(nats_server.url, "audit", "verify")
+    assert broken.exit_code == 1
+    assert f"SIGNATURE  audit seq {seq}  alice  the signature does not match" in broken.output
+    assert "1 command signature(s) that do not verify" in broken.output.splitlines()
+    as_json = json.loads(
+        (await cli(nats_server.url, "audit", "verify", "-o", "json")).output.splitlines()[0]
+    )
+    assert not as_json["ok"] and [f["audit_seq"] for f in as_json["signatures"]["failures"]] == [
+        seq
+    ]

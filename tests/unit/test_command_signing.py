@@ -99,3 +99,27 @@ def test_the_guard_forgets_nonces_once_they_could_no_longer_pass_the_clock_check
     later = NOW + 2 * MAX_SKEW_NS + 1
     check(headers(nonce="late", at=later), guard=guard, now=later)
     assert guard.remembered == 1
+
+
+def test_a_signature_kept_in_an_audit_record_is_checked_from_the_record_alone() -> None:
+    import hashlib
+
+    from core.access.signing import check_recorded
+
+    signed = sign(ALICE_SEED, subject=SUBJECT, payload=PAYLOAD, signed_at_ns=NOW, nonce="n-1")
+    recorded = {
+        "signer": signed.signer, "subject": SUBJECT,
+        "digest": hashlib.sha256(PAYLOAD).hexdigest(), "signed_at": str(NOW), "nonce": "n-1",
+        "signature": signed.signature,
+    }  # fmt: skip
+    check_recorded(recorded)  # proves alice sent exactly that payload to that subject
+    for field, value in (("digest", "0" * 64), ("subject", "fleet.cmd.Pod.delete"),
+                         ("nonce", "n-2"), ("signed_at", str(NOW + 1))):  # fmt: skip
+        with pytest.raises(SignatureRefused, match="does not match"):
+            check_recorded({**recorded, field: value})
+    with pytest.raises(SignatureRefused, match="lacks signature"):
+        check_recorded({**recorded, "signature": ""})
+    with pytest.raises(SignatureRefused, match="malformed"):
+        check_recorded({**recorded, "signed_at": "yesterday"})
+    with pytest.raises(SignatureRefused, match=r"not (an|a user) nkey"):
+        check_recorded({**recorded, "signer": "not-a-key"})
