@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -37,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,37 +241,47 @@ async def bench(url: str, up_pid: int, args: argparse.Namespace) -> None:
         await nc.close()
 
 
+@contextlib.asynccontextmanager
+async def running_up(
+    url: str, workdir: Path, *options: str
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """``fleetlog up --nats-url URL --no-agent --no-scheduler OPTIONS`` in a process of its own
+    (data in ``workdir/up``, its log in ``workdir/up.log``), once its gateway answers; stopped
+    by PID on the way out (SIGTERM, then SIGKILL)."""
+    command = [
+        sys.executable, "-m", "ops", "--log-level", "warning", "up", "--nats-url", url,
+        "--data-dir", str(workdir / "up"), "--no-agent", "--no-scheduler", *options,
+    ]  # fmt: skip
+    with (workdir / "up.log").open("wb") as up_log:
+        process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child
+            command, stdout=subprocess.DEVNULL, stderr=up_log
+        )
+        try:
+            await wait_for_gateway(url, process)
+            yield process
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 async def main_async(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fleetlog-bench-commands-"))
     try:
         async with server_for(args.nats_url, workdir / "nats") as url:
-            command = [
-                sys.executable, "-m", "ops", "--log-level", "warning", "up", "--nats-url", url,
-                "--data-dir", str(workdir / "up"),
-                "--no-agent", "--no-scheduler", *(["--gateways", str(args.gateways)]
-                if args.gateways != 1 else []),
-            ]  # fmt: skip
-            with (workdir / "up.log").open("wb") as up_log:
-                up_process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child
-                    command, stdout=subprocess.DEVNULL, stderr=up_log
+            gateways = ["--gateways", str(args.gateways)] if args.gateways != 1 else []
+            async with running_up(url, workdir, *gateways) as up_process:
+                await settle(up_process.pid)
+                print(
+                    f"fleetlog up with {args.gateways} gateway process(es), pid "
+                    f"{up_process.pid}, server {url}, load average "
+                    f"{os.getloadavg()[0]:.2f}",
+                    flush=True,
                 )
-                try:
-                    await wait_for_gateway(url, up_process)
-                    await settle(up_process.pid)
-                    print(
-                        f"fleetlog up with {args.gateways} gateway process(es), pid "
-                        f"{up_process.pid}, server {url}, load average "
-                        f"{os.getloadavg()[0]:.2f}",
-                        flush=True,
-                    )
-                    await bench(url, up_process.pid, args)
-                finally:
-                    up_process.send_signal(signal.SIGTERM)
-                    try:
-                        up_process.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        up_process.kill()
-                        up_process.wait()
+                await bench(url, up_process.pid, args)
             print(f"load average at the end {os.getloadavg()[0]:.2f}")
     finally:
         if args.keep_workdir:

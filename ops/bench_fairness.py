@@ -25,16 +25,13 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.bench_commands import pod_manifest
-from ops.bench_log import percentile, server_for, wait_for_gateway
+from ops.bench_commands import pod_manifest, running_up
+from ops.bench_log import percentile, server_for
 from streams.commandbus import CommandClient, CommandFailed
 from streams.connection import connect
 
@@ -139,28 +136,11 @@ async def main_async(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fleetlog-bench-fairness-"))
     try:
         async with server_for(args.nats_url, workdir / "nats") as url:
-            command = [
-                sys.executable, "-m", "ops", "--log-level", "warning", "up", "--nats-url", url,
-                "--data-dir", str(workdir / "up"), "--no-agent", "--no-scheduler",
-            ]  # fmt: skip
-            env = {**os.environ, "FLEETLOG_SEAL_KEY": str(workdir / "seal.key")}
-            with (workdir / "up.log").open("wb") as up_log:
-                up_process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child
-                    command, stdout=subprocess.DEVNULL, stderr=up_log, env=env
-                )
-                try:
-                    await wait_for_gateway(url, up_process)
-                    print(f"fleetlog up pid {up_process.pid}, load {os.getloadavg()[0]:.2f}")
-                    await phase(url, args, flood=False, label="calm")
-                    await asyncio.sleep(2)  # what the calm phase left in flight drains
-                    await phase(url, args, flood=True, label="flood")
-                finally:
-                    up_process.send_signal(signal.SIGTERM)
-                    try:
-                        up_process.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        up_process.kill()
-                        up_process.wait()
+            async with running_up(url, workdir) as up_process:
+                print(f"fleetlog up pid {up_process.pid}, load {os.getloadavg()[0]:.2f}")
+                await phase(url, args, flood=False, label="calm")
+                await asyncio.sleep(2)  # what the calm phase left in flight drains
+                await phase(url, args, flood=True, label="flood")
             print(f"load average at the end {os.getloadavg()[0]:.2f}")
     finally:
         if args.keep_workdir:
