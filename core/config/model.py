@@ -127,6 +127,25 @@ class Secret(ResourceBase):
         return self
 
 
+def string_data_merged(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """A Secret body as the API server's conversion leaves it: ``stringData`` merged into
+    ``data`` (its values win) and gone, so what a write changes, and who owns it, is judged on
+    ``data`` (kube's managed fields never name ``stringData``). A body whose ``stringData`` or
+    ``data`` is malformed is returned as it is, for validation to name the fault."""
+    string_data = manifest.get("stringData")
+    data = manifest.get("data")
+    if not isinstance(string_data, dict) or not isinstance(data, dict | None):
+        return dict(manifest)
+    if not all(isinstance(v, str) for v in string_data.values()):
+        return dict(manifest)
+    merged = {k: v for k, v in manifest.items() if k != "stringData"}
+    merged["data"] = {
+        **(data or {}),
+        **{k: base64.b64encode(v.encode()).decode() for k, v in string_data.items()},
+    }
+    return merged
+
+
 def type_problems(
     secret_type: str, values: Mapping[str, bytes], annotations: Mapping[str, str]
 ) -> Problems:

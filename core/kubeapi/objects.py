@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from core.config.model import string_data_merged
 from core.errors import FieldError
 from core.kubeapi.resources import APIResource
 from core.kubeapi.status import Target, bad_request, invalid
@@ -182,6 +183,8 @@ def writable(
         metadata.pop(field, None)
     manifest = {k: v for k, v in body.items() if k != "status"}
     manifest["metadata"] = metadata
+    if resource.kind == "Secret":
+        manifest = string_data_merged(manifest)
     return Written(manifest=manifest, name=str(metadata["name"]), preconditions=preconditions)
 
 

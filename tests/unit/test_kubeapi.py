@@ -231,3 +231,37 @@ def test_an_admission_refusal_naming_its_object_is_not_named_twice() -> None:
     )
     plain = from_fleet_error(FleetError("no", code="forbidden"), target)
     assert plain.status()["message"] == 'pods "web" is forbidden: no'
+
+
+def test_a_written_secret_has_its_string_data_merged_into_data_as_kubes_conversion_does() -> None:
+    secrets = BY_KIND["Secret"]
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app"},
+            "data": {"token": "b2xk", "user": "cm9ib3Q="},
+            "stringData": {"token": "new"}}  # fmt: skip
+    written = writable(body, secrets, namespace="default", name="app")
+    assert "stringData" not in written.manifest
+    assert written.manifest["data"] == {"token": "bmV3", "user": "cm9ib3Q="}
+    # A malformed stringData is left for validation to name (never silently dropped).
+    odd = {**body, "stringData": {"token": 7}}
+    assert writable(odd, secrets, namespace="default", name="app").manifest["stringData"] == {
+        "token": 7
+    }
+
+
+def test_re_applying_a_secrets_string_data_changes_no_manager_a_second_later() -> None:
+    from core.kubeapi.fieldsets import update
+
+    secrets = BY_KIND["Secret"]
+    target = Target("secrets", "", "app", "Secret")
+    # The live secret as a read shows it: its values in data (stringData is never stored).
+    stored = {"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": "app", "namespace": "default"},
+              "data": {"token": "czNjcmV0"}}  # fmt: skip
+    live = update(None, stored, manager="kubectl", api_version="v1",
+                  now="2026-12-06T04:00:00Z", target=target).object  # fmt: skip
+    # kubectl's re-apply patch puts the same value back as stringData.
+    again = writable({**live, "stringData": {"token": "s3cret"}}, secrets,
+                     namespace="default", name="app").manifest  # fmt: skip
+    later = update(live, again, manager="kubectl", api_version="v1",
+                   now="2026-12-06T04:00:01Z", target=target).object  # fmt: skip
+    assert later == live
