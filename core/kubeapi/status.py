@@ -165,12 +165,14 @@ def not_acceptable(offered: str) -> APIError:
     )
 
 
-def unsupported_media_type(content_type: str) -> APIError:
+def unsupported_media_type(
+    content_type: str, accepted: tuple[str, ...] = ("application/json",)
+) -> APIError:
     return APIError(
         415,
         "UnsupportedMediaType",
         f'the body of the request was in an unknown format "{content_type}" - accepted media '
-        "types include: application/json",
+        f"types include: {', '.join(accepted)}",
     )
 
 

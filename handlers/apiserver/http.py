@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from aiohttp import web
 
+from core.kubeapi import protobuf
 from core.kubeapi.status import (
     MAX_BODY_BYTES,
     APIError,
@@ -26,6 +27,10 @@ from core.kubeapi.status import (
 
 Format = Literal["json", "table"]
 JSON = "application/json"
+PROTOBUF = protobuf.MEDIA_TYPE
+OBJECT_TYPES = (JSON, PROTOBUF)
+"""What an object's body may be sent as: JSON, or protobuf (client-go's typed clients, so
+``kubectl create …``, send it since 1.32)."""
 
 
 _WARNINGS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
@@ -120,10 +125,10 @@ def response_format(request: web.Request, *, table_allowed: bool) -> Format:
 
 
 async def read_json(
-    request: web.Request, *, required: bool = True, media_types: tuple[str, ...] = (JSON,)
+    request: web.Request, *, required: bool = True, media_types: tuple[str, ...] = OBJECT_TYPES
 ) -> Any:
-    """The request's JSON body (None when empty and not required), within 3 MiB, sent as one
-    of ``media_types``."""
+    """The request's body as JSON values (None when empty and not required), within 3 MiB,
+    sent as one of ``media_types`` (a protobuf body is read as the JSON it stands for)."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise too_large()
     data = await request.content.read(MAX_BODY_BYTES + 1)
@@ -136,9 +141,16 @@ async def read_json(
     # No Content-Type reads as JSON, as kube-apiserver takes its first serializer.
     media = (request.headers.get("Content-Type") or JSON).split(";")[0].strip().lower()
     if media not in media_types:
-        raise unsupported_media_type(media or "(none)")
+        raise unsupported_media_type(media or "(none)", media_types)
     if media == APPLY_YAML:
         return _yaml_document(data)
+    if media == PROTOBUF:
+        try:
+            return protobuf.decode(data)
+        except protobuf.UnreadKind as exc:
+            raise APIError(415, "UnsupportedMediaType", str(exc)) from None
+        except protobuf.NotProtobuf as exc:
+            raise bad_request(str(exc)) from None
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:

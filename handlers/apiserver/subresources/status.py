@@ -32,7 +32,7 @@ from core.kubeapi.objects import StatusWrite, status_write
 from core.kubeapi.patch import apply_patch
 from core.kubeapi.paths import ResourcePath
 from core.kubeapi.status import APIError, method_not_allowed
-from handlers.apiserver.http import read_json, respond
+from handlers.apiserver.http import JSON, read_json, respond
 from handlers.apiserver.resources import (
     PATCH_ATTEMPTS,
     check_preconditions,
@@ -103,7 +103,8 @@ async def serve(
         return await resources.get(request, path)
     if request.method == "PUT":
         no_dry_run(request)
-        body = await read_json(request)
+        # A status is read as JSON only: the protobuf table holds no status messages.
+        body = await read_json(request, media_types=(JSON,))
         record = await resources.current(path)
         written = status_write(body, path.resource, namespace=namespace, name=path.name)
         return await _write(resources, path, caller, record, written, pin=False)
