@@ -377,3 +377,19 @@ def check_binding(policy: Policy, user: User, *, manifest: Mapping[str, Any]) ->
         return Verdict(False, forbidden(kind, name, lacking))
     role = f"{role_ref.get('kind')} {go_quote(str(role_ref.get('name') or ''))}"
     return Verdict(True, f"escalation check: {role} grants nothing not held")
+
+
+def check_write(
+    policy: Policy,
+    user: User,
+    *,
+    manifest: Mapping[str, Any],
+    old: Mapping[str, Any] | None = None,
+) -> Verdict | None:
+    """The check a create or update of ``manifest`` needs (None: not an RBAC object)."""
+    kind = manifest.get("kind")
+    if kind in ROLE_KINDS:
+        return check_role(policy, user, manifest=manifest, old=old)
+    if kind in BINDING_KINDS:
+        return check_binding(policy, user, manifest=manifest)
+    return None

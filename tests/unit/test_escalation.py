@@ -16,6 +16,7 @@ from core.access.escalation import (
     breakdown,
     check_binding,
     check_role,
+    check_write,
     compact,
     covers,
     escalation_message,
@@ -394,3 +395,11 @@ def test_group_rights_count_as_the_users_own() -> None:
     assert check_binding(
         rights, team, manifest=binding("RoleBinding", "x", "ClusterRole", "view", "carl", "a")
     ).allowed
+
+
+def test_only_rbac_objects_are_checked() -> None:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "a"}}
+    assert check_write(NS_ADMIN, ALICE, manifest=pod) is None
+    wider = obj("Role", "wider", "a", rules=[r(["*"], [""], ["secrets"])])
+    verdict = check_write(NS_ADMIN, ALICE, manifest=wider)
+    assert verdict is not None and not verdict.allowed
