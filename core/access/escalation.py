@@ -242,7 +242,7 @@ def escalation_message(user: User, missing: Iterable[Mapping[str, Any]]) -> str:
     )
 
 
-def forbidden(kind: str, name: str, reason: str) -> str:
+def forbidden(kind: str, name: str, *, reason: str) -> str:
     """``NewForbidden``'s message: ``rolebindings.rbac.authorization.k8s.io "x" is forbidden:
     <reason>``."""
     resource = f"{_PLURALS[kind]}.{RBAC_GROUP}"
@@ -273,7 +273,7 @@ class Verdict:
 
 
 def confirm_no_escalation(
-    policy: Policy, user: User, namespace: str, rules: Iterable[Mapping[str, Any]]
+    policy: Policy, user: User, *, namespace: str, rules: Iterable[Mapping[str, Any]]
 ) -> str:
     """``ConfirmNoEscalation``: '' when ``user``'s rules in ``namespace`` ('' = cluster-wide)
     cover ``rules``, else the message naming what it lacks."""
@@ -341,18 +341,20 @@ def check_role(
     decision = policy.authorize(user, request)
     if decision.allowed:
         return Verdict(True, f"{ESCALATE} {request.resource}: {decision.reason}")
-    lacking = confirm_no_escalation(policy, user, namespace, manifest.get("rules") or ())
+    lacking = confirm_no_escalation(
+        policy, user, namespace=namespace, rules=manifest.get("rules") or ()
+    )
     if lacking:
-        return Verdict(False, forbidden(kind, name, lacking))
+        return Verdict(False, forbidden(kind, name, reason=lacking))
     # An aggregation rule can gather anything (and, removed, stop a tightening): setting or
     # changing one needs every right there is.
     aggregates = has_aggregation_rule(manifest) or has_aggregation_rule(old)
     if (
         kind == "ClusterRole"
         and aggregates
-        and confirm_no_escalation(policy, user, "", FULL_AUTHORITY)
+        and confirm_no_escalation(policy, user, namespace="", rules=FULL_AUTHORITY)
     ):
-        return Verdict(False, forbidden(kind, name, AGGREGATION_REFUSED))
+        return Verdict(False, forbidden(kind, name, reason=AGGREGATION_REFUSED))
     return Verdict(True, f"escalation check: {kind} {go_quote(name)} grants nothing not held")
 
 
@@ -367,14 +369,14 @@ def check_binding(policy: Policy, user: User, *, manifest: Mapping[str, Any]) ->
     if request is not None:
         decision = policy.authorize(user, request)
         if decision.allowed:
-            return Verdict(True, f"{BIND} {request.resource} {go_quote(request.name)}: "
-                                 f"{decision.reason}")  # fmt: skip
+            what = f"{BIND} {request.resource} {go_quote(request.name)}"
+            return Verdict(True, f"{what}: {decision.reason}")
     rules = policy.role_reference_rules(role_ref, namespace)
     if rules is None:
         return Verdict(False, not_found(role_ref), role_missing=True)
-    lacking = confirm_no_escalation(policy, user, namespace, rules)
+    lacking = confirm_no_escalation(policy, user, namespace=namespace, rules=rules)
     if lacking:
-        return Verdict(False, forbidden(kind, name, lacking))
+        return Verdict(False, forbidden(kind, name, reason=lacking))
     role = f"{role_ref.get('kind')} {go_quote(str(role_ref.get('name') or ''))}"
     return Verdict(True, f"escalation check: {role} grants nothing not held")
 
