@@ -224,6 +224,10 @@ class Policy:
 
     cluster_grants: list[_Grant] = field(default_factory=list)
     namespace_grants: dict[str, list[_Grant]] = field(default_factory=dict)
+    cluster_role_rules: dict[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
+    """Each ClusterRole's effective rules (aggregation resolved), by name."""
+    role_rules: dict[tuple[str, str], tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
+    """Each Role's rules, by (namespace, name)."""
 
     @classmethod
     def build(
@@ -238,7 +242,7 @@ class Policy:
         role_rules = {
             (_namespace(role), _name(role)): tuple(role.get("rules") or ()) for role in roles
         }
-        policy = cls()
+        policy = cls(cluster_role_rules=cluster_rules, role_rules=role_rules)
         for binding in sorted(cluster_role_bindings, key=_name):
             ref = binding.get("roleRef") or {}
             if ref.get("kind") != "ClusterRole":
@@ -289,6 +293,18 @@ class Policy:
                 who = describe_subject(subject, grant.namespace)
                 return Decision(True, f"RBAC: allowed by {grant.source} to {who}")
         return Decision(False, forbidden_message(user, request))
+
+    def role_reference_rules(
+        self, role_ref: Mapping[str, Any], namespace: str
+    ) -> tuple[Mapping[str, Any], ...] | None:
+        """``GetRoleReferenceRules``: the rules a binding in ``namespace`` ('' for a
+        ClusterRoleBinding) grants through ``role_ref`` (None: no such role)."""
+        name = str(role_ref.get("name") or "")
+        if role_ref.get("kind") == "ClusterRole":
+            return self.cluster_role_rules.get(name)
+        if role_ref.get("kind") == "Role" and namespace:
+            return self.role_rules.get((namespace, name))
+        return None
 
     def rules_for(self, user: User, namespace: str) -> list[Mapping[str, Any]]:
         """Every rule that applies to ``user`` in ``namespace`` (``auth can-i --list``)."""

@@ -8,7 +8,10 @@ becomes the actor, the signature is kept for the audit record, and ``--as`` (the
 tampered, stale, replayed and unknown signatures are refused (``unauthorized``), nothing is
 appended. :class:`Authorize` then asks Kubernetes' RBAC (``core.access.rbac``) whether the
 user may do what the command maps to (``core.access.commandauth``); a denial is kube's
-Forbidden message (``forbidden``), and the audit record names the rule that decided.
+Forbidden message (``forbidden``), and the audit record names the rule that decided. A
+Role, ClusterRole, RoleBinding or ClusterRoleBinding written is then held to kube's escalation
+checks (``core.access.escalation``): it may grant only what its writer holds, unless RBAC
+allows the writer ``escalate`` or ``bind``.
 
 An unsigned command is refused where signatures are required (``fleetlog up``'s embedded
 server, behind the NATS wall). On an open server (``--nats-url`` without authorization, the
@@ -21,9 +24,9 @@ before RBAC.
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
-from core.access import rbac
+from core.access import escalation, rbac
 from core.access.bootstrap import SYSTEM_MASTERS
 from core.access.commandauth import (
     Identity,
@@ -40,7 +43,7 @@ from core.access.signing import (
     public_key_bytes,
     signature_from_headers,
 )
-from core.errors import FleetError
+from core.errors import FleetError, NotFound
 from handlers.gateway.access import AccessModel
 from handlers.gateway.context import CommandContext
 from streams.commandbus import IMPERSONATE_HEADER
@@ -219,14 +222,53 @@ class Authorize:
                 self._access, ctx.impersonator, impersonation(ctx.identity.user.name)
             )
             self._decided(ctx, decision, f"impersonate {ctx.identity.user.name}")
-        exists = False
+        old: dict[str, Any] | None = None
         if ctx.verb == "apply" and self._repository is not None:
             loaded = await self._repository.load(ctx.ref)
-            exists = loaded.aggregate is not None and loaded.aggregate.exists
+            if loaded.aggregate is not None and loaded.aggregate.exists:
+                old = loaded.aggregate.manifest
         request = command_request(
-            kind=ctx.kind, verb=ctx.verb, namespace=namespace, name=ctx.ref.name, exists=exists
+            kind=ctx.kind,
+            verb=ctx.verb,
+            namespace=namespace,
+            name=ctx.ref.name,
+            exists=old is not None,
         )
         self._decided(ctx, await authorize(self._access, ctx.identity, request))
+        if ctx.verb in ("create", "apply"):
+            await self._no_escalation(ctx, self._access, ctx.identity, old=old)
+
+    async def _no_escalation(
+        self,
+        ctx: CommandContext,
+        access: AccessModel,
+        identity: Identity,
+        *,
+        old: dict[str, Any] | None,
+    ) -> None:
+        """kube's RBAC storage: a role or binding written may grant only what its writer
+        holds, unless RBAC allows it ``escalate`` (roles) or ``bind`` (the bound role);
+        ``system:masters`` and the control plane are exempt (kube's ``EscalationAllowed``;
+        RBAC's own decision already named why). See ``core.access.escalation``."""
+        manifest = ctx.manifest
+        if manifest is None or privileged(identity):
+            return
+        verdict = escalation.check_write(access.policy, identity.user, manifest=manifest, old=old)
+        if verdict is not None and not verdict.allowed:
+            await access.refresh()  # a grant (or the role) written just before is seen
+            verdict = escalation.check_write(
+                access.policy, identity.user, manifest=manifest, old=old
+            )
+        if verdict is None:
+            return
+        if verdict.allowed:
+            ctx.authorization.append(verdict.reason)  # it names the check that allowed it
+            return
+        if verdict.role_missing:
+            raise NotFound(verdict.reason)
+        ctx.authorization.append(f"escalation check: {verdict.reason}")
+        ctx.denied = True
+        raise Forbidden(verdict.reason)
 
     @staticmethod
     def _decided(ctx: CommandContext, decision: rbac.Decision, what: str = "") -> None:
