@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 from core.api.events import RESOURCE_KINDS
 from core.meta.evolve import Evolve, replaced
+from core.namespaces.status import EVOLVE as NAMESPACE_EVOLVE
 from core.nodes.status import EVOLVE as NODE_EVOLVE
 from core.pods.status import EVOLVE as POD_EVOLVE
 from core.policy.quota import EVOLVE as QUOTA_EVOLVE
@@ -25,6 +26,7 @@ EVOLVE: Mapping[str, Evolve] = MappingProxyType(
         **NODE_EVOLVE,
         **WORKLOAD_EVOLVE,
         **QUOTA_EVOLVE,
+        **NAMESPACE_EVOLVE,
     }
 )
 """Event type -> its evolve. ``…Created`` (a new object with the event's manifest) and

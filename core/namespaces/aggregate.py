@@ -8,6 +8,7 @@ from core.errors import (
     FleetError,
 )
 from core.meta.aggregate import Resource
+from core.namespaces.status import EVOLVE as NAMESPACE_EVOLVE
 
 PROTECTED_NAMESPACES = frozenset({"default", "kube-system"})
 """Namespaces Kubernetes refuses to delete (its NamespaceLifecycle admission plugin)."""
@@ -15,6 +16,7 @@ PROTECTED_NAMESPACES = frozenset({"default", "kube-system"})
 
 class Namespace(Resource):
     KIND = "Namespace"
+    EVOLVE = NAMESPACE_EVOLVE
 
     def delete(self, *, reason: str, at: datetime, propagation_policy: str = "Background") -> None:
         """Delete the namespace (the garbage collector then deletes everything in it);

@@ -18,6 +18,7 @@ from typing import Any
 from core.meta.evolve import Evolve, Evolving
 from core.meta.timestamps import format_stamp
 from core.pods.lifecycle import backoff_message
+from core.pods.qos import pod_qos_class
 
 
 def with_pod_scheduled(
@@ -603,7 +604,18 @@ def _ip_assigned(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dic
     )
 
 
+def _created(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    """A new pod as kube-apiserver's create leaves it: ``Pending``, with its QoS class (set
+    once, here: kube never recomputes it)."""
+    manifest: dict[str, Any] = payload["manifest"]
+    status = dict(manifest.get("status") or {})
+    status.setdefault("phase", "Pending")
+    status.setdefault("qosClass", pod_qos_class(manifest.get("spec") or {}))
+    return {**manifest, "status": status}
+
+
 EVOLVE: dict[str, Evolve] = {
+    "PodCreated": _created,
     "PodBound": _bound,
     "PodIPAssigned": _ip_assigned,
     "PodUnschedulable": _unschedulable,

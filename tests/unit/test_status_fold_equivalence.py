@@ -336,6 +336,11 @@ def reference_fold(manifest: dict[str, Any] | None, e: Envelope, uid: str) -> An
     """The manifest the cluster model held after ``e``, as it folded it with the helpers
     above (None: the event leaves the manifest alone or the object is gone)."""
     p, at = e.payload, _at(e.timestamp_ns)
+    if e.type == "PodCreated":
+        # kube-apiserver's create: Pending, and the QoS class (these pods request nothing).
+        assert not any(c.get("resources") for c in p["manifest"]["spec"]["containers"])
+        status = {"phase": "Pending", "qosClass": "BestEffort"}
+        return {**p["manifest"], "status": {**status, **(p["manifest"].get("status") or {})}}
     if e.type.endswith("Created"):
         return p["manifest"]
     if e.type.endswith("Deleted") or manifest is None:
