@@ -39,6 +39,11 @@ API_GROUPS: dict[str, str] = {
     "User": "auth.fleetlog.dev",
     "FlowSchema": "flowcontrol.apiserver.k8s.io",
     "PriorityLevelConfiguration": "flowcontrol.apiserver.k8s.io",
+    "VirtualService": "networking.istio.io",
+    "DestinationRule": "networking.istio.io",
+    "Gateway": "networking.istio.io",
+    "ServiceEntry": "networking.istio.io",
+    "PeerAuthentication": "security.istio.io",
 }
 """The API group of the kinds outside the core group: ``-o name`` qualifies them with it
 (``deployment.apps/web``) and every command takes them so qualified."""
@@ -70,6 +75,11 @@ for _kind, _short in (
     ("User", ()),
     ("FlowSchema", ()),
     ("PriorityLevelConfiguration", ()),
+    ("VirtualService", ("vs",)),
+    ("DestinationRule", ("dr",)),
+    ("Gateway", ("gw",)),
+    ("ServiceEntry", ("se",)),
+    ("PeerAuthentication", ("pa",)),
     ("NodePortAllocation", ()),
     ("PodCIDR", ()),
 ):

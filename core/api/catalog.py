@@ -17,6 +17,15 @@ from core.access.kinds import ClusterRole, ClusterRoleBinding, Role, RoleBinding
 from core.access.users import User
 from core.config import aggregates as config
 from core.config.model import ConfigMap, Secret
+from core.mesh import aggregates as mesh
+from core.mesh.kinds import API_VERSION_ALIASES as MESH_VERSION_ALIASES
+from core.mesh.kinds import (
+    DestinationRule,
+    Gateway,
+    PeerAuthentication,
+    ServiceEntry,
+    VirtualService,
+)
 from core.meta.aggregate import Resource
 from core.meta.types import ResourceBase
 from core.namespaces import aggregate as namespaces
@@ -63,6 +72,11 @@ AGGREGATES: dict[str, type[Resource]] = {
         access.User,
         access.FlowSchema,
         access.PriorityLevelConfiguration,
+        mesh.VirtualService,
+        mesh.DestinationRule,
+        mesh.Gateway,
+        mesh.ServiceEntry,
+        mesh.PeerAuthentication,
     )
 }
 """kind name -> its aggregate class."""
@@ -91,6 +105,11 @@ ResourceModel = (
     | User
     | FlowSchema
     | PriorityLevelConfiguration
+    | VirtualService
+    | DestinationRule
+    | Gateway
+    | ServiceEntry
+    | PeerAuthentication
 )
 """Any top-level object fleetlog stores."""
 
@@ -132,6 +151,16 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
         "User": _info(User),
         "FlowSchema": _info(FlowSchema),
         "PriorityLevelConfiguration": _info(PriorityLevelConfiguration),
+        "VirtualService": _info(VirtualService),
+        "DestinationRule": _info(DestinationRule),
+        "Gateway": _info(Gateway),
+        "ServiceEntry": _info(ServiceEntry),
+        "PeerAuthentication": _info(PeerAuthentication),
     }
 )
 """kind name -> (apiVersion, model class, namespaced)."""
+
+API_VERSION_ALIASES: Mapping[str, str] = MappingProxyType(dict(MESH_VERSION_ALIASES))
+"""An older apiVersion a group still serves with the same schema -> the stored one
+(``networking.istio.io/v1beta1`` -> ``networking.istio.io/v1``): the manifest is read and
+stored as the newer version, as the API server converts to its storage version."""

@@ -62,6 +62,11 @@ RESOURCE_KINDS = (
     "User",
     "FlowSchema",
     "PriorityLevelConfiguration",
+    "VirtualService",
+    "DestinationRule",
+    "Gateway",
+    "ServiceEntry",
+    "PeerAuthentication",
 )
 
 

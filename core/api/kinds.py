@@ -36,6 +36,11 @@ NAMESPACED: Mapping[str, bool] = MappingProxyType(
         "User": False,
         "FlowSchema": False,
         "PriorityLevelConfiguration": False,
+        "VirtualService": True,
+        "DestinationRule": True,
+        "Gateway": True,
+        "ServiceEntry": True,
+        "PeerAuthentication": True,
     }
 )
 """kind name -> whether its objects live in a namespace (as ``ResourceBase.NAMESPACED``)."""

@@ -127,6 +127,11 @@ _NAMES: Mapping[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "User": ("users", (), ()),
     "FlowSchema": ("flowschemas", (), ()),
     "PriorityLevelConfiguration": ("prioritylevelconfigurations", (), ()),
+    "VirtualService": ("virtualservices", ("vs",), ("istio-io", "networking-istio-io")),
+    "DestinationRule": ("destinationrules", ("dr",), ("istio-io", "networking-istio-io")),
+    "Gateway": ("gateways", ("gw",), ("istio-io", "networking-istio-io")),
+    "ServiceEntry": ("serviceentries", ("se",), ("istio-io", "networking-istio-io")),
+    "PeerAuthentication": ("peerauthentications", ("pa",), ("istio-io", "security-istio-io")),
 }
 
 

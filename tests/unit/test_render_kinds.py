@@ -148,6 +148,38 @@ MINIMAL: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "VirtualService": {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "spec": {"hosts": ["web"], "http": [{"route": [{"destination": {"host": "web"}}]}]},
+    },
+    "DestinationRule": {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "spec": {"host": "web", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]},
+    },
+    "Gateway": {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "spec": {
+            "servers": [
+                {"hosts": ["*"], "port": {"number": 80, "name": "http", "protocol": "HTTP"}}
+            ]
+        },
+    },
+    "ServiceEntry": {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "spec": {
+            "hosts": ["api.example.com"],
+            "ports": [{"number": 443, "name": "tls", "protocol": "TLS"}],
+        },
+    },
+    "PeerAuthentication": {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "spec": {"mtls": {"mode": "STRICT"}},
+    },
 }
 
 NAMES = {"IPAddress": "100.64.0.20", "NodePortAllocation": "30080", "PodCIDR": "100.96.3.0-24"}
@@ -339,6 +371,11 @@ def test_o_name_prints_what_the_other_commands_take(kind: str) -> None:
         "User": "user.auth.fleetlog.dev/x",
         "FlowSchema": "flowschema.flowcontrol.apiserver.k8s.io/x",
         "PriorityLevelConfiguration": "prioritylevelconfiguration.flowcontrol.apiserver.k8s.io/x",
+        "VirtualService": "virtualservice.networking.istio.io/x",
+        "DestinationRule": "destinationrule.networking.istio.io/x",
+        "Gateway": "gateway.networking.istio.io/x",
+        "ServiceEntry": "serviceentry.networking.istio.io/x",
+        "PeerAuthentication": "peerauthentication.security.istio.io/x",
     }.get(kind, f"{kind.lower()}/x")
 
 

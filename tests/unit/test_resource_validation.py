@@ -837,10 +837,11 @@ def test_unknown_kind_lists_the_known_kinds():
     error = rejected({"apiVersion": "v1", "kind": "PersistentVolumeClaim"}, UnknownKind)
     assert error.field == "kind"
     assert (
-        "ClusterRole, ClusterRoleBinding, ConfigMap, Deployment, EndpointSlice, FlowSchema, "
-        "IPAddress, LimitRange, Namespace, Node, NodePortAllocation, Pod, PodCIDR, "
-        "PriorityClass, PriorityLevelConfiguration, ReplicaSet, ResourceQuota, Role, "
-        "RoleBinding, Secret, Service" in error.message
+        "ClusterRole, ClusterRoleBinding, ConfigMap, Deployment, DestinationRule, "
+        "EndpointSlice, FlowSchema, Gateway, IPAddress, LimitRange, Namespace, Node, "
+        "NodePortAllocation, PeerAuthentication, Pod, PodCIDR, PriorityClass, "
+        "PriorityLevelConfiguration, ReplicaSet, ResourceQuota, Role, RoleBinding, Secret, "
+        "Service, ServiceEntry, User, VirtualService" in error.message
     )
     error = rejected({"apiVersion": "v1", "kind": "pod"}, UnknownKind)
     assert 'did you mean "Pod"' in error.message

@@ -1,0 +1,1 @@
+"""The mesh (issue 18): Istio's traffic kinds and the pure Envoy configuration builder."""

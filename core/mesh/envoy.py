@@ -1,0 +1,1120 @@
+"""Envoy v3 configuration for one proxy (a pod's sidecar, or a Gateway's ingress), built from
+the read model: Services, their EndpointSlices, the pods' labels and Istio's objects.
+
+Why this exists: the mesh-push handler serves each proxy the clusters, endpoints, listeners and
+routes Istio would give it, and deciding *what* they are is pure logic worth testing resource by
+resource, apart from the gRPC that carries them. The output is plain dicts in Envoy's JSON shape,
+each resource carrying its ``@type`` (as in an ``Any``), so core needs no protobuf; the handler
+converts them with ``xds-protos``, and :func:`static_bootstrap` turns a snapshot into a static
+bootstrap ``envoy --mode validate`` checks (and a gateway could run before ADS exists).
+
+How Istio's objects become Envoy's, as Istio's own generator does:
+
+* **Clusters**: one per service port, ``outbound|<port>||<host>`` (EDS), and one per
+  DestinationRule subset, ``outbound|<port>|<subset>|<host>``, whose endpoints are the pods with
+  the subset's labels. ``trafficPolicy`` (with ``portLevelSettings`` and each subset's own policy
+  over it) gives the load balancer — ``ROUND_ROBIN``, ``LEAST_REQUEST`` (also ``LEAST_CONN``
+  and Istio's default), ``RANDOM``, ``consistentHash`` as ``RING_HASH`` (or ``MAGLEV``) with the
+  hash key as a route hash policy, and ``PASSTHROUGH`` as an ``ORIGINAL_DST`` cluster — the
+  circuit breakers (connectionPool), outlier detection; the TLS mode is recorded in the
+  cluster's metadata (mTLS comes with SDS, later). ServiceEntries add clusters for external
+  hosts: STRICT_DNS / LOGICAL_DNS, EDS from their endpoints, or ORIGINAL_DST for NONE.
+* **Endpoints** (ClusterLoadAssignments): the ready addresses of the service's slices, on the
+  slice's port of the service port's name (ready, or serving while terminating when none is,
+  as kube-proxy; see ``core.services.forwarding``).
+* **Listeners**: the *virtual listener* design — one listener per HTTP port,
+  ``0.0.0.0_<port>`` (``bind_address`` for tests on loopback), whose HTTP connection manager asks
+  for route configuration ``<port>``, where the Host header picks the service. That is Istio's
+  choice for HTTP: one listener serves every service on the port, and once the pod's traffic is
+  captured (later: the init step's redirect to 15001 with ``use_original_dst``) no ClusterIP
+  needs to be local. TCP ports cannot be told apart by a header: each gets
+  ``<clusterIP>_<port>`` with a ``tcp_proxy``. A port's protocol is Istio's explicit selection:
+  ``appProtocol``, else the port name's prefix (``http``, ``http2``, ``grpc``, ``tcp``, ...);
+  an unnamed port is taken as HTTP (Istio sniffs it; fleetlog does not, yet).
+* **Routes** from VirtualServices: every match (uri exact/prefix/regex, headers, method,
+  authority, scheme, query parameters, withoutHeaders) becomes an Envoy route; weighted
+  destinations become ``weighted_clusters`` with Istio's weights as they are (relative: Envoy
+  gives each weight / sum; zero-weight destinations are dropped, as Istio does); rewrites,
+  redirects, retries (Istio's default policy when none is set), timeouts, fault injection and
+  mirroring with its percentage. TCP routes become the ``tcp_proxy``'s (weighted) clusters.
+* A **gateway** proxy gets one listener per server port and the VirtualServices bound to it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from core.mesh import checks
+from core.mesh.kinds import (
+    DestinationRule,
+    Gateway,
+    HTTPMatchRequest,
+    HTTPRoute,
+    Percent,
+    ServiceEntry,
+    StringMatch,
+    TrafficPolicy,
+    VirtualService,
+)
+from core.services.slices import SERVICE_NAME_LABEL
+
+TYPE_PREFIX: Final = "type.googleapis.com/"
+CLUSTER_TYPE: Final = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
+ENDPOINT_TYPE: Final = TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+LISTENER_TYPE: Final = TYPE_PREFIX + "envoy.config.listener.v3.Listener"
+ROUTE_TYPE: Final = TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
+HCM_TYPE: Final = (
+    TYPE_PREFIX
+    + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
+TCP_PROXY_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+ROUTER_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.http.router.v3.Router"
+FAULT_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.http.fault.v3.HTTPFault"
+HTTP_OPTIONS_TYPE: Final = TYPE_PREFIX + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+FAULT_FILTER: Final = "envoy.filters.http.fault"
+PREVIOUS_HOSTS: Final = [
+    {
+        "name": "envoy.retry_host_predicates.previous_hosts",
+        "typed_config": {
+            "@type": TYPE_PREFIX
+            + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+        },
+    }
+]
+"""A retry goes to another host than the ones already tried (Istio sets it on every route)."""
+
+DOMAIN: Final = "cluster.local"
+DEFAULT_CONNECT_TIMEOUT_MS: Final = 10_000
+"""Istio's ``connectTimeout`` default."""
+DEFAULT_RETRY_ON: Final = (
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+)
+DEFAULT_RETRIES: Final = 2
+"""Istio's retry policy for a route that sets none (``meshConfig.defaultHttpRetryPolicy``)."""
+REDIRECT_CODES: Final = {
+    301: "MOVED_PERMANENTLY",
+    302: "FOUND",
+    303: "SEE_OTHER",
+    307: "TEMPORARY_REDIRECT",
+    308: "PERMANENT_REDIRECT",
+}
+HTTP_PORT_PREFIXES: Final = ("http", "http2", "grpc", "grpc-web", "http_proxy")
+SIMPLE_POLICIES: Final = {
+    "ROUND_ROBIN": "ROUND_ROBIN",
+    "LEAST_REQUEST": "LEAST_REQUEST",
+    "LEAST_CONN": "LEAST_REQUEST",
+    "RANDOM": "RANDOM",
+    "UNSPECIFIED": "LEAST_REQUEST",
+}
+"""Istio's simple policies as Envoy's ``lb_policy`` (PASSTHROUGH is a cluster type)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Proxy:
+    """The proxy a snapshot is for."""
+
+    kind: Literal["sidecar", "gateway"] = "sidecar"
+    namespace: str = "default"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """A gateway's pod labels: the Gateways whose ``selector`` they match are its own."""
+    bind_address: str = "0.0.0.0"
+    """Where listeners listen: all addresses, or loopback in tests."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeshState:
+    """What the builder reads: manifests of Services and EndpointSlices as the read model holds
+    them, the pods' labels (for subsets), and the Istio objects."""
+
+    services: Sequence[Mapping[str, Any]] = ()
+    slices: Sequence[Mapping[str, Any]] = ()
+    pod_labels: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
+    """``(namespace, pod name)`` -> labels."""
+    virtual_services: Sequence[VirtualService] = ()
+    destination_rules: Sequence[DestinationRule] = ()
+    gateways: Sequence[Gateway] = ()
+    service_entries: Sequence[ServiceEntry] = ()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One proxy's resources, in the order Envoy needs them applied."""
+
+    clusters: list[dict[str, Any]]
+    endpoints: list[dict[str, Any]]
+    listeners: list[dict[str, Any]]
+    routes: list[dict[str, Any]]
+
+
+# ------------------------------------------------------------------------------------------
+# Small conversions
+# ------------------------------------------------------------------------------------------
+
+
+def duration(ms: int) -> str:
+    """Milliseconds as protobuf JSON's Duration (``"1.5s"``)."""
+    whole, part = divmod(ms, 1000)
+    return f"{whole}.{part:03d}".rstrip("0").rstrip(".") + "s"
+
+
+def _go_duration(text: str) -> str:
+    return duration(checks.duration_ms(text))
+
+
+def fraction(value: float) -> dict[str, Any]:
+    """A percentage as Envoy's FractionalPercent (per million, as Istio writes it)."""
+    return {"numerator": round(value * 10_000), "denominator": "MILLION"}
+
+
+def fqdn(host: str, namespace: str) -> str:
+    """Istio's host resolution: a short name is a service of the object's namespace."""
+    if "." in host or host.startswith("*"):
+        return host if host.count(".") > 1 or host.startswith("*") else f"{host}.svc.{DOMAIN}"
+    return f"{host}.{namespace}.svc.{DOMAIN}"
+
+
+def cluster_name(host: str, port: int, subset: str = "") -> str:
+    return f"outbound|{port}|{subset}|{host}"
+
+
+def _string_matcher(match: StringMatch) -> dict[str, Any]:
+    if match.exact is not None:
+        return {"exact": match.exact}
+    if match.prefix is not None:
+        return {"prefix": match.prefix}
+    if match.regex is not None:
+        return {"safe_regex": {"regex": match.regex}}
+    return {"prefix": ""}
+
+
+def _header_matcher(name: str, match: StringMatch, *, invert: bool = False) -> dict[str, Any]:
+    matcher: dict[str, Any] = {"name": name}
+    if invert:
+        matcher["invert_match"] = True
+    if match.exact is None and match.prefix is None and match.regex is None:
+        matcher["present_match"] = True
+    else:
+        matcher["string_match"] = _string_matcher(match)
+    return matcher
+
+
+def _percent(percentage: Percent | None, percent: int | None = None) -> dict[str, Any]:
+    if percentage is not None:
+        return fraction(percentage.value)
+    return fraction(100 if percent is None else percent)
+
+
+# ------------------------------------------------------------------------------------------
+# Services as the mesh sees them
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeshPort:
+    number: int
+    name: str
+    protocol: str
+    """``http`` or ``tcp``: how the listener handles it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeshService:
+    """A Service (or a ServiceEntry host) with what the builder needs."""
+
+    host: str
+    namespace: str
+    name: str
+    address: str | None
+    ports: tuple[MeshPort, ...]
+    resolution: str = "EDS"
+    """``EDS`` (a Service, a STATIC entry), ``DNS``, ``DNS_ROUND_ROBIN`` or ``NONE``."""
+
+
+def port_protocol(name: str, app_protocol: str | None, protocol: str = "TCP") -> str:
+    """Istio's explicit protocol selection, reduced to what the listener does: ``http`` or
+    ``tcp`` (UDP is not proxied; see the module docstring for unnamed ports)."""
+    if protocol == "UDP":
+        return "udp"
+    chosen = (app_protocol or name.split("-", 1)[0]).lower()
+    if not chosen:
+        return "http"
+    if chosen in HTTP_PORT_PREFIXES or chosen in ("kubernetes.io/h2c", "kubernetes.io/ws"):
+        return "http"
+    if chosen in checks.PROTOCOLS:
+        return "tcp"
+    return "http"
+
+
+def mesh_services(state: MeshState) -> list[MeshService]:
+    """The Services with a ClusterIP, and the ServiceEntries' hosts, in a stable order."""
+    found: list[MeshService] = []
+    for service in state.services:
+        meta = service.get("metadata") or {}
+        spec = service.get("spec") or {}
+        address = spec.get("clusterIP")
+        if spec.get("type") == "ExternalName" or not address or address == "None":
+            continue
+        namespace = meta.get("namespace") or "default"
+        ports = tuple(
+            MeshPort(
+                number=int(port["port"]),
+                name=port.get("name") or "",
+                protocol=port_protocol(
+                    port.get("name") or "", port.get("appProtocol"), port.get("protocol", "TCP")
+                ),
+            )
+            for port in spec.get("ports") or ()
+        )
+        found.append(
+            MeshService(host=fqdn(meta["name"], namespace), namespace=namespace,
+                        name=meta["name"], address=str(address), ports=ports)
+        )  # fmt: skip
+    for entry in state.service_entries:
+        spec = entry.spec
+        ports = tuple(
+            MeshPort(number=p.number, name=p.name, protocol=port_protocol(p.name, p.protocol))
+            for p in spec.ports
+        )
+        resolution = "EDS" if spec.resolution == "STATIC" else spec.resolution
+        for host in spec.hosts:
+            found.append(
+                MeshService(
+                    host=host, namespace=entry.metadata.namespace or "default",
+                    name=entry.metadata.name or "", address=next(iter(spec.addresses), None),
+                    ports=ports, resolution=resolution,
+                )
+            )  # fmt: skip
+    return sorted(found, key=lambda s: s.host)
+
+
+# ------------------------------------------------------------------------------------------
+# Clusters
+# ------------------------------------------------------------------------------------------
+
+
+def _rule_for(host: str, rules: Sequence[DestinationRule]) -> DestinationRule | None:
+    """The DestinationRule of ``host`` (the oldest name first when several claim it)."""
+    for rule in sorted(rules, key=lambda r: (r.metadata.namespace or "", r.metadata.name or "")):
+        if fqdn(rule.spec.host, rule.metadata.namespace or "default") == host:
+            return rule
+    return None
+
+
+def _merged(base: TrafficPolicy | None, override: TrafficPolicy | None) -> TrafficPolicy | None:
+    """A subset's policy over its rule's, field by field (Istio's ``MergeTrafficPolicy``)."""
+    if override is None:
+        return base
+    if base is None:
+        return override
+    update = {
+        name: getattr(override, name)
+        for name in ("load_balancer", "connection_pool", "outlier_detection", "tls")
+        if getattr(override, name) is not None
+    }
+    if override.port_level_settings:
+        update["port_level_settings"] = override.port_level_settings
+    return base.model_copy(update=update)
+
+
+def _apply_policy(cluster: dict[str, Any], policy: TrafficPolicy | None) -> None:
+    lb = policy.load_balancer if policy is not None else None
+    cluster["lb_policy"] = "LEAST_REQUEST"
+    if lb is not None and lb.simple == "PASSTHROUGH":
+        cluster["type"] = "ORIGINAL_DST"
+        cluster["lb_policy"] = "CLUSTER_PROVIDED"
+        cluster.pop("eds_cluster_config", None)
+    elif lb is not None and lb.simple is not None:
+        cluster["lb_policy"] = SIMPLE_POLICIES[lb.simple]
+    elif lb is not None and lb.consistent_hash is not None:
+        hashing = lb.consistent_hash
+        if hashing.maglev is not None:
+            cluster["lb_policy"] = "MAGLEV"
+            cluster["maglev_lb_config"] = {"table_size": hashing.maglev.table_size}
+        else:
+            cluster["lb_policy"] = "RING_HASH"
+            size = hashing.ring_hash.minimum_ring_size if hashing.ring_hash else 0
+            size = size or hashing.minimum_ring_size
+            if size:
+                cluster["ring_hash_lb_config"] = {"minimum_ring_size": size}
+    if policy is None:
+        return
+    pool = policy.connection_pool
+    if pool is not None:
+        thresholds: dict[str, Any] = {}
+        if pool.tcp is not None:
+            if pool.tcp.max_connections:
+                thresholds["max_connections"] = pool.tcp.max_connections
+            if pool.tcp.connect_timeout:
+                cluster["connect_timeout"] = _go_duration(pool.tcp.connect_timeout)
+        if pool.http is not None:
+            http = pool.http
+            for source, target in (
+                (http.http1_max_pending_requests, "max_pending_requests"),
+                (http.http2_max_requests, "max_requests"),
+                (http.max_retries, "max_retries"),
+            ):
+                if source:
+                    thresholds[target] = source
+            common: dict[str, Any] = {}
+            if http.max_requests_per_connection:
+                common["max_requests_per_connection"] = http.max_requests_per_connection
+            if http.idle_timeout:
+                common["idle_timeout"] = _go_duration(http.idle_timeout)
+            if common:
+                cluster["typed_extension_protocol_options"] = {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": HTTP_OPTIONS_TYPE,
+                        "common_http_protocol_options": common,
+                        "explicit_http_config": {"http_protocol_options": {}},
+                    }
+                }
+        if thresholds:
+            cluster["circuit_breakers"] = {"thresholds": [thresholds]}
+    outlier = policy.outlier_detection
+    if outlier is not None:
+        detection: dict[str, Any] = {}
+        errors = outlier.consecutive5xx_errors
+        if errors is None and outlier.consecutive_errors:
+            errors = outlier.consecutive_errors
+        if errors is not None:
+            detection["consecutive_5xx"] = errors
+            detection["enforcing_consecutive_5xx"] = 100 if errors else 0
+        if outlier.consecutive_gateway_errors is not None:
+            detection["consecutive_gateway_failure"] = outlier.consecutive_gateway_errors
+            detection["enforcing_consecutive_gateway_failure"] = (
+                100 if outlier.consecutive_gateway_errors else 0
+            )
+        if outlier.interval:
+            detection["interval"] = _go_duration(outlier.interval)
+        if outlier.base_ejection_time:
+            detection["base_ejection_time"] = _go_duration(outlier.base_ejection_time)
+        if outlier.max_ejection_percent:
+            detection["max_ejection_percent"] = outlier.max_ejection_percent
+        cluster["outlier_detection"] = detection
+    if policy.tls is not None:
+        # Recorded for mesh status and the mTLS step (SDS); not yet a transport socket.
+        cluster["metadata"] = {"filter_metadata": {"istio": {"tls_mode": policy.tls.mode}}}
+
+
+def _base_cluster(name: str, service: MeshService) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "@type": CLUSTER_TYPE,
+        "name": name,
+        "connect_timeout": duration(DEFAULT_CONNECT_TIMEOUT_MS),
+        # A removed endpoint leaves at once, health or not (DESIGN: envoy notes).
+        "ignore_health_on_host_removal": True,
+    }
+    if service.resolution == "EDS":
+        cluster["type"] = "EDS"
+        cluster["eds_cluster_config"] = {
+            "eds_config": {"ads": {}, "resource_api_version": "V3"},
+            "service_name": name,
+        }
+    elif service.resolution in ("DNS", "DNS_ROUND_ROBIN"):
+        cluster["type"] = "STRICT_DNS" if service.resolution == "DNS" else "LOGICAL_DNS"
+        cluster["dns_lookup_family"] = "V4_ONLY"
+    else:
+        cluster["type"] = "ORIGINAL_DST"
+    return cluster
+
+
+def _finish_cluster(cluster: dict[str, Any]) -> None:
+    if cluster["type"] == "ORIGINAL_DST":
+        cluster["lb_policy"] = "CLUSTER_PROVIDED"
+        cluster.pop("eds_cluster_config", None)
+
+
+def build_clusters(
+    services: Sequence[MeshService], rules: Sequence[DestinationRule]
+) -> list[dict[str, Any]]:
+    """One cluster per service port, and one per subset of its DestinationRule."""
+    clusters: list[dict[str, Any]] = []
+    for service in services:
+        rule = _rule_for(service.host, rules)
+        for port in service.ports:
+            if port.protocol == "udp":
+                continue
+            top = rule.spec.traffic_policy if rule is not None else None
+            variants: list[tuple[str, TrafficPolicy | None]] = [("", top)]
+            if rule is not None:
+                variants += [
+                    (subset.name, _merged(top, subset.traffic_policy))
+                    for subset in rule.spec.subsets
+                ]
+            for subset, policy in variants:
+                name = cluster_name(service.host, port.number, subset)
+                cluster = _base_cluster(name, service)
+                _apply_policy(cluster, policy.for_port(port.number) if policy else None)
+                _finish_cluster(cluster)
+                clusters.append(cluster)
+    return clusters
+
+
+# ------------------------------------------------------------------------------------------
+# Endpoints
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    address: str
+    port: int
+    labels: Mapping[str, str]
+
+
+def _service_endpoints(service: MeshService, port: MeshPort, state: MeshState) -> list[_Endpoint]:
+    """Ready endpoints of a Service port (serving-while-terminating ones when none is ready)."""
+    ready: list[_Endpoint] = []
+    fallback: list[_Endpoint] = []
+    for found in state.slices:
+        meta = found.get("metadata") or {}
+        if (meta.get("namespace") or "default") != service.namespace:
+            continue
+        if (meta.get("labels") or {}).get(SERVICE_NAME_LABEL) != service.name:
+            continue
+        number = next(
+            (p.get("port") for p in found.get("ports") or () if (p.get("name") or "") == port.name),
+            None,
+        )
+        if not number:
+            continue
+        for endpoint in found.get("endpoints") or ():
+            conditions = endpoint.get("conditions") or {}
+            is_ready = conditions.get("ready") is not False
+            serving = conditions.get("serving", is_ready) is not False
+            terminating = conditions.get("terminating") is True
+            target = endpoint.get("targetRef") or {}
+            labels = state.pod_labels.get(
+                (target.get("namespace") or service.namespace, target.get("name") or ""), {}
+            )
+            for address in endpoint.get("addresses") or ():
+                item = _Endpoint(str(address), int(number), labels)
+                if is_ready:
+                    ready.append(item)
+                elif serving and terminating:
+                    fallback.append(item)
+    return sorted(ready or fallback, key=lambda e: (e.address, e.port))
+
+
+def _entry_endpoints(service: MeshService, port: MeshPort, state: MeshState) -> list[_Endpoint]:
+    for entry in state.service_entries:
+        if service.host not in entry.spec.hosts:
+            continue
+        endpoints = entry.spec.endpoints
+        if not endpoints:
+            return [_Endpoint(service.host, port.number, {})]
+        return [
+            _Endpoint(e.address, e.ports.get(port.name, port.number), e.labels) for e in endpoints
+        ]
+    return []
+
+
+def _load_assignment(name: str, endpoints: Iterable[_Endpoint]) -> dict[str, Any]:
+    return {
+        "cluster_name": name,
+        "endpoints": [
+            {
+                "lb_endpoints": [
+                    {
+                        "endpoint": {
+                            "address": {
+                                "socket_address": {"address": e.address, "port_value": e.port}
+                            }
+                        }
+                    }
+                    for e in endpoints
+                ]
+            }
+        ],
+    }
+
+
+def build_endpoints(
+    services: Sequence[MeshService], clusters: Sequence[dict[str, Any]], state: MeshState
+) -> list[dict[str, Any]]:
+    """A ClusterLoadAssignment per EDS cluster; DNS clusters get theirs inline."""
+    by_name = {c["name"]: c for c in clusters}
+    assignments: list[dict[str, Any]] = []
+    for service in services:
+        rule = _rule_for(service.host, state.destination_rules)
+        subsets = {s.name: s.labels for s in rule.spec.subsets} if rule is not None else {}
+        for port in service.ports:
+            if port.protocol == "udp":
+                continue
+            if service.name and service.resolution == "EDS" and not _is_entry(service, state):
+                endpoints = _service_endpoints(service, port, state)
+            else:
+                endpoints = _entry_endpoints(service, port, state)
+            for subset, labels in [("", {}), *subsets.items()]:
+                name = cluster_name(service.host, port.number, subset)
+                cluster = by_name.get(name)
+                if cluster is None or cluster["type"] == "ORIGINAL_DST":
+                    continue
+                chosen = [
+                    e for e in endpoints if all(e.labels.get(k) == v for k, v in labels.items())
+                ]
+                assignment = _load_assignment(name, chosen)
+                if cluster["type"] == "EDS":
+                    assignments.append({"@type": ENDPOINT_TYPE, **assignment})
+                else:
+                    cluster["load_assignment"] = assignment
+    return assignments
+
+
+def _is_entry(service: MeshService, state: MeshState) -> bool:
+    return any(service.host in e.spec.hosts for e in state.service_entries)
+
+
+# ------------------------------------------------------------------------------------------
+# Routes
+# ------------------------------------------------------------------------------------------
+
+
+def _route_match(match: HTTPMatchRequest | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    uri = match.uri if match is not None else None
+    if uri is None or (uri.exact is None and uri.prefix is None and uri.regex is None):
+        out["prefix"] = "/"
+    elif uri.exact is not None:
+        out["path"] = uri.exact
+    elif uri.prefix is not None:
+        out["prefix"] = uri.prefix or "/"
+    else:
+        out["safe_regex"] = {"regex": uri.regex}
+    if match is None:
+        return out
+    if match.ignore_uri_case:
+        out["case_sensitive"] = False
+    headers = [_header_matcher(name, m) for name, m in sorted(match.headers.items())]
+    for pseudo, field_value in ((":method", match.method), (":authority", match.authority),
+                                (":scheme", match.scheme)):  # fmt: skip
+        if field_value is not None:
+            headers.append(_header_matcher(pseudo, field_value))
+    headers += [
+        _header_matcher(name, m, invert=True) for name, m in sorted(match.without_headers.items())
+    ]
+    if headers:
+        out["headers"] = headers
+    if match.query_params:
+        out["query_parameters"] = [
+            {"name": name, "string_match": _string_matcher(m)}
+            if m.exact is not None or m.prefix is not None or m.regex is not None
+            else {"name": name, "present_match": True}
+            for name, m in sorted(match.query_params.items())
+        ]
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Context:
+    namespace: str
+    port: int
+    """The listener port: a destination without a port on a multi-port service goes here."""
+    services: Mapping[str, MeshService]
+    rules: Sequence[DestinationRule]
+
+
+def _destination_cluster(host: str, subset: str | None, port: int | None, ctx: _Context) -> str:
+    full = fqdn(host, ctx.namespace)
+    service = ctx.services.get(full)
+    if port is None:
+        if service is not None and len(service.ports) == 1:
+            port = service.ports[0].number
+        else:
+            port = ctx.port
+    return cluster_name(full, port, subset or "")
+
+
+def _hash_policy(cluster_host: str, ctx: _Context) -> list[dict[str, Any]]:
+    rule = _rule_for(cluster_host, ctx.rules)
+    policy = rule.spec.traffic_policy if rule is not None else None
+    lb = policy.for_port(ctx.port).load_balancer if policy is not None else None
+    hashing = lb.consistent_hash if lb is not None else None
+    if hashing is None:
+        return []
+    if hashing.http_header_name is not None:
+        return [{"header": {"header_name": hashing.http_header_name}}]
+    if hashing.http_cookie is not None:
+        cookie: dict[str, Any] = {"name": hashing.http_cookie.name}
+        if hashing.http_cookie.path:
+            cookie["path"] = hashing.http_cookie.path
+        if hashing.http_cookie.ttl:
+            cookie["ttl"] = _go_duration(hashing.http_cookie.ttl)
+        return [{"cookie": cookie}]
+    if hashing.use_source_ip:
+        return [{"connection_properties": {"source_ip": True}}]
+    if hashing.http_query_parameter_name is not None:
+        return [{"query_parameter": {"name": hashing.http_query_parameter_name}}]
+    return []
+
+
+def _header_operations(target: dict[str, Any], headers: Any) -> None:
+    for side in ("request", "response"):
+        ops = getattr(headers, side, None) if headers is not None else None
+        if ops is None:
+            continue
+        to_add = [
+            {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for k, v in sorted(ops.set.items())
+        ] + [
+            {"header": {"key": k, "value": v}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}
+            for k, v in sorted(ops.add.items())
+        ]
+        if to_add:
+            target[f"{side}_headers_to_add"] = to_add
+        if ops.remove:
+            target[f"{side}_headers_to_remove"] = list(ops.remove)
+
+
+def _retry_policy(route: HTTPRoute) -> dict[str, Any] | None:
+    retries = route.retries
+    if retries is None:
+        return {
+            "retry_on": DEFAULT_RETRY_ON,
+            "num_retries": DEFAULT_RETRIES,
+            "retry_host_predicate": PREVIOUS_HOSTS,
+            "host_selection_retry_max_attempts": "5",
+            "retriable_status_codes": [503],
+        }
+    if retries.attempts == 0:
+        return None
+    words: list[str] = []
+    codes: list[int] = []
+    for item in (retries.retry_on or "").split(","):
+        if item.isdigit():
+            codes.append(int(item))
+        elif item:
+            words.append(item)
+    if codes and "retriable-status-codes" not in words:
+        words.append("retriable-status-codes")
+    policy: dict[str, Any] = {
+        "retry_on": ",".join(words) if words else DEFAULT_RETRY_ON,
+        "num_retries": retries.attempts,
+        "retry_host_predicate": PREVIOUS_HOSTS,
+        "host_selection_retry_max_attempts": "5",
+    }
+    if codes:
+        policy["retriable_status_codes"] = codes
+    if retries.per_try_timeout:
+        policy["per_try_timeout"] = _go_duration(retries.per_try_timeout)
+    if retries.backoff:
+        policy["retry_back_off"] = {"base_interval": _go_duration(retries.backoff)}
+    return policy
+
+
+def _fault_config(route: HTTPRoute) -> dict[str, Any] | None:
+    fault = route.fault
+    if fault is None:
+        return None
+    config: dict[str, Any] = {"@type": FAULT_TYPE}
+    if fault.delay is not None and fault.delay.fixed_delay:
+        config["delay"] = {
+            "fixed_delay": _go_duration(fault.delay.fixed_delay),
+            "percentage": _percent(fault.delay.percentage, fault.delay.percent),
+        }
+    abort = fault.abort
+    if abort is not None:
+        spec: dict[str, Any] = {"percentage": _percent(abort.percentage)}
+        if abort.http_status is not None:
+            spec["http_status"] = abort.http_status
+        elif abort.grpc_status is not None:
+            spec["grpc_status"] = checks.GRPC_STATUSES.index(abort.grpc_status)
+        config["abort"] = spec
+    return config
+
+
+def _route_action(route: HTTPRoute, ctx: _Context) -> tuple[str, dict[str, Any]]:
+    """``("route", RouteAction)`` or ``("redirect", RedirectAction)`` for an HTTP route."""
+    if route.redirect is not None:
+        redirect: dict[str, Any] = {}
+        r = route.redirect
+        if r.uri:
+            redirect["path_redirect"] = r.uri
+        if r.authority:
+            redirect["host_redirect"] = r.authority
+        if r.port:
+            redirect["port_redirect"] = r.port
+        if r.scheme:
+            redirect["scheme_redirect"] = r.scheme
+        redirect["response_code"] = REDIRECT_CODES.get(r.redirect_code or 301, "MOVED_PERMANENTLY")
+        return "redirect", redirect
+    targets: list[tuple[str, int]] = []
+    for destination in route.route:
+        d = destination.destination
+        assert d is not None  # validated: every destination has one
+        port = d.port.number if d.port is not None else None
+        targets.append((_destination_cluster(d.host, d.subset, port, ctx), destination.weight))
+    action: dict[str, Any] = {}
+    if len(targets) == 1:
+        action["cluster"] = targets[0][0]
+    else:
+        # Istio's weights are relative: Envoy gives each weight / sum. Zero weights are dropped;
+        # when none is set, the destinations share equally.
+        if all(weight == 0 for _, weight in targets):
+            targets = [(name, 1) for name, _ in targets]
+        action["weighted_clusters"] = {
+            "clusters": [{"name": name, "weight": w} for name, w in targets if w > 0]
+        }
+    first_host = route.route[0].destination.host if route.route[0].destination else ""
+    hashing = _hash_policy(fqdn(first_host, ctx.namespace), ctx)
+    if hashing:
+        action["hash_policy"] = hashing
+    action["timeout"] = _go_duration(route.timeout) if route.timeout else "0s"
+    retry = _retry_policy(route)
+    if retry is not None:
+        action["retry_policy"] = retry
+    if route.rewrite is not None:
+        rewrite = route.rewrite
+        if rewrite.uri:
+            action["prefix_rewrite"] = rewrite.uri
+        if rewrite.uri_regex_rewrite is not None:
+            action["regex_rewrite"] = {
+                "pattern": {"regex": rewrite.uri_regex_rewrite.match},
+                "substitution": rewrite.uri_regex_rewrite.rewrite,
+            }
+        if rewrite.authority:
+            action["host_rewrite_literal"] = rewrite.authority
+    mirrors = []
+    if route.mirror is not None:
+        port = route.mirror.port.number if route.mirror.port else None
+        mirrors.append(
+            (_destination_cluster(route.mirror.host, route.mirror.subset, port, ctx),
+             route.mirror_percentage)
+        )  # fmt: skip
+    for mirror in route.mirrors:
+        d = mirror.destination
+        assert d is not None
+        port = d.port.number if d.port else None
+        mirrors.append((_destination_cluster(d.host, d.subset, port, ctx), mirror.percentage))
+    if mirrors:
+        action["request_mirror_policies"] = [
+            {"cluster": name, "runtime_fraction": {"default_value": _percent(percentage)}}
+            for name, percentage in mirrors
+        ]
+    return "route", action
+
+
+def envoy_routes(route: HTTPRoute, ctx: _Context, index: int) -> list[dict[str, Any]]:
+    """One Envoy route per match of an Istio HTTP route (a route without matches: one)."""
+    kind, action = _route_action(route, ctx)
+    out = []
+    for match in route.match or [None]:
+        entry: dict[str, Any] = {
+            "name": route.name or f"route-{index}",
+            "match": _route_match(match),
+            kind: action,
+        }
+        fault = _fault_config(route)
+        if fault is not None:
+            entry["typed_per_filter_config"] = {FAULT_FILTER: fault}
+        _header_operations(entry, route.headers)
+        out.append(entry)
+    return out
+
+
+def _default_route(service: MeshService, port: int, ctx: _Context) -> dict[str, Any]:
+    """The route of a service no VirtualService routes: all of it to the service's cluster,
+    hashed as its DestinationRule says."""
+    action: dict[str, Any] = {
+        "cluster": cluster_name(service.host, port),
+        "timeout": "0s",
+        "retry_policy": _retry_policy(HTTPRoute()),
+    }
+    hashing = _hash_policy(service.host, ctx)
+    if hashing:
+        action["hash_policy"] = hashing
+    return {"name": "default", "match": {"prefix": "/"}, "route": action}
+
+
+def _domains(service: MeshService, port: int) -> list[str]:
+    """Every name a client may use for the service (Istio's list: FQDN, short names within the
+    namespace, the ClusterIP), with and without the port."""
+    names = [service.host]
+    if service.host.endswith(f".svc.{DOMAIN}"):
+        short = service.host.removesuffix(f".svc.{DOMAIN}")
+        names += [f"{short}.svc", short, short.split(".", 1)[0]]
+    if service.address:
+        names.append(service.address)
+    return [d for name in names for d in (name, f"{name}:{port}")]
+
+
+def _vs_hosts(vs: VirtualService) -> list[str]:
+    namespace = vs.metadata.namespace or "default"
+    return [fqdn(host, namespace) for host in vs.spec.hosts]
+
+
+def _bound_to(vs: VirtualService, gateway: Gateway | None) -> bool:
+    """Whether a VirtualService applies to the mesh's sidecars (gateway None) or to a Gateway."""
+    names = vs.spec.gateways
+    if gateway is None:
+        return not names or "mesh" in names
+    gw_ns = gateway.metadata.namespace or "default"
+    vs_ns = vs.metadata.namespace or "default"
+    wanted = {f"{gw_ns}/{gateway.metadata.name}"}
+    if gw_ns == vs_ns:
+        wanted.add(gateway.metadata.name or "")
+    return any(name in wanted for name in names)
+
+
+def _virtual_hosts_for_port(
+    port: int,
+    services: Sequence[MeshService],
+    state: MeshState,
+    ctx_services: Mapping[str, MeshService],
+) -> list[dict[str, Any]]:
+    hosts: list[dict[str, Any]] = []
+    for service in services:
+        if not any(p.number == port and p.protocol == "http" for p in service.ports):
+            continue
+        routes: list[dict[str, Any]] = []
+        for vs in sorted(
+            state.virtual_services,
+            key=lambda v: (v.metadata.namespace or "", v.metadata.name or ""),
+        ):
+            if not _bound_to(vs, None) or service.host not in _vs_hosts(vs):
+                continue
+            vs_ctx = _Context(namespace=vs.metadata.namespace or "default", port=port,
+                              services=ctx_services, rules=state.destination_rules)  # fmt: skip
+            for index, route in enumerate(vs.spec.http):
+                if any(m.port and m.port != port for m in route.match):
+                    continue
+                routes += envoy_routes(route, vs_ctx, index)
+            break  # the first VirtualService of a host wins, as Istio merges none for sidecars
+        if not routes:
+            ctx = _Context(
+                namespace=service.namespace,
+                port=port,
+                services=ctx_services,
+                rules=state.destination_rules,
+            )
+            routes = [_default_route(service, port, ctx)]
+        hosts.append(
+            {"name": f"{service.host}:{port}", "domains": _domains(service, port), "routes": routes}
+        )
+    return hosts
+
+
+def _route_configuration(name: str, virtual_hosts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "@type": ROUTE_TYPE,
+        "name": name,
+        "virtual_hosts": virtual_hosts,
+        "validate_clusters": False,
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# Listeners
+# ------------------------------------------------------------------------------------------
+
+
+def _address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _http_listener(
+    name: str, address: str, port: int, route_name: str, stat: str
+) -> dict[str, Any]:
+    manager = {
+        "@type": HCM_TYPE,
+        "stat_prefix": stat,
+        "rds": {
+            "config_source": {"ads": {}, "resource_api_version": "V3"},
+            "route_config_name": route_name,
+        },
+        "http_filters": [
+            # Inert unless a route carries a fault (typed_per_filter_config).
+            {"name": FAULT_FILTER, "typed_config": {"@type": FAULT_TYPE}},
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
+        ],
+    }
+    return {
+        "@type": LISTENER_TYPE,
+        "name": name,
+        "address": _address(address, port),
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                          "typed_config": manager}]}
+        ],
+    }  # fmt: skip
+
+
+def _tcp_listener(
+    name: str, address: str, port: int, targets: list[tuple[str, int]]
+) -> dict[str, Any]:
+    proxy: dict[str, Any] = {"@type": TCP_PROXY_TYPE, "stat_prefix": name}
+    if len(targets) == 1:
+        proxy["cluster"] = targets[0][0]
+    else:
+        proxy["weighted_clusters"] = {
+            "clusters": [{"name": n, "weight": w} for n, w in targets if w > 0]
+        }
+    return {
+        "@type": LISTENER_TYPE,
+        "name": name,
+        "address": _address(address, port),
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]}
+        ],
+    }
+
+
+def _tcp_targets(
+    service: MeshService, port: int, state: MeshState, services: Mapping[str, MeshService]
+) -> list[tuple[str, int]]:
+    for vs in state.virtual_services:
+        if not _bound_to(vs, None) or service.host not in _vs_hosts(vs):
+            continue
+        ctx = _Context(namespace=vs.metadata.namespace or "default", port=port,
+                       services=services, rules=state.destination_rules)  # fmt: skip
+        for tcp in vs.spec.tcp:
+            if tcp.match and not any(not m.port or m.port == port for m in tcp.match):
+                continue
+            targets = []
+            for destination in tcp.route:
+                d = destination.destination
+                assert d is not None
+                number = d.port.number if d.port else None
+                targets.append(
+                    (_destination_cluster(d.host, d.subset, number, ctx), destination.weight)
+                )
+            if len(targets) > 1 and all(w == 0 for _, w in targets):
+                targets = [(n, 1) for n, _ in targets]
+            return targets
+    return [(cluster_name(service.host, port), 1)]
+
+
+# ------------------------------------------------------------------------------------------
+# The snapshot
+# ------------------------------------------------------------------------------------------
+
+
+def build_snapshot(state: MeshState, proxy: Proxy) -> Snapshot:
+    """Every resource ``proxy`` needs, from ``state``."""
+    services = mesh_services(state)
+    by_host = {s.host: s for s in services}
+    clusters = build_clusters(services, state.destination_rules)
+    endpoints = build_endpoints(services, clusters, state)
+    if proxy.kind == "gateway":
+        listeners, routes = _gateway_listeners(state, proxy, by_host)
+    else:
+        listeners, routes = _sidecar_listeners(state, proxy, services, by_host)
+    return Snapshot(clusters=clusters, endpoints=endpoints, listeners=listeners, routes=routes)
+
+
+def _sidecar_listeners(
+    state: MeshState,
+    proxy: Proxy,
+    services: Sequence[MeshService],
+    by_host: Mapping[str, MeshService],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    listeners: list[dict[str, Any]] = []
+    routes: list[dict[str, Any]] = []
+    http_ports = sorted({p.number for s in services for p in s.ports if p.protocol == "http"})
+    for port in http_ports:
+        hosts = _virtual_hosts_for_port(port, services, state, by_host)
+        routes.append(_route_configuration(str(port), hosts))
+        listeners.append(
+            _http_listener(f"{proxy.bind_address}_{port}", proxy.bind_address, port, str(port),
+                           f"outbound_{proxy.bind_address}_{port}")
+        )  # fmt: skip
+    for service in services:
+        for port in service.ports:
+            if port.protocol != "tcp" or not service.address:
+                continue
+            if port.number in http_ports:
+                continue  # the port's virtual listener is HTTP; see the module docstring
+            address = service.address if proxy.bind_address == "0.0.0.0" else proxy.bind_address
+            name = f"{address}_{port.number}"
+            if any(existing["name"] == name for existing in listeners):
+                continue
+            targets = _tcp_targets(service, port.number, state, by_host)
+            listeners.append(_tcp_listener(name, address, port.number, targets))
+    return listeners, routes
+
+
+def _gateway_listeners(
+    state: MeshState, proxy: Proxy, by_host: Mapping[str, MeshService]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    listeners: list[dict[str, Any]] = []
+    routes: list[dict[str, Any]] = []
+    mine = [
+        g for g in state.gateways
+        if g.spec.selector and all(proxy.labels.get(k) == v for k, v in g.spec.selector.items())
+    ]  # fmt: skip
+    for gateway in mine:
+        for server in gateway.spec.servers:
+            assert server.port is not None
+            port = server.port.number
+            protocol = checks.protocol_of(server.port.protocol) or "http"
+            if protocol not in checks.HTTP_PROTOCOLS:
+                continue  # TLS and TCP servers come with the gateway step
+            route_name = f"http.{port}"
+            virtual_hosts = []
+            for vs in state.virtual_services:
+                if not _bound_to(vs, gateway):
+                    continue
+                namespace = vs.metadata.namespace or "default"
+                ctx = _Context(namespace=namespace, port=port, services=by_host,
+                               rules=state.destination_rules)  # fmt: skip
+                vs_routes = [
+                    r for i, route in enumerate(vs.spec.http) for r in envoy_routes(route, ctx, i)
+                ]
+                domains = [d for host in vs.spec.hosts for d in (host, f"{host}:{port}")]
+                virtual_hosts.append(
+                    {"name": f"{namespace}/{vs.metadata.name}:{port}", "domains": domains,
+                     "routes": vs_routes}
+                )  # fmt: skip
+            routes.append(_route_configuration(route_name, virtual_hosts))
+            listeners.append(
+                _http_listener(f"{proxy.bind_address}_{port}", proxy.bind_address, port,
+                               route_name, route_name)
+            )  # fmt: skip
+    return listeners, routes
+
+
+# ------------------------------------------------------------------------------------------
+# A static bootstrap
+# ------------------------------------------------------------------------------------------
+
+
+def _untyped(resource: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: copy.deepcopy(v) for k, v in resource.items() if k != "@type"}
+
+
+def static_bootstrap(
+    snapshot: Snapshot, *, admin_port: int = 0, node_id: str = "fleetlog"
+) -> dict[str, Any]:
+    """The snapshot as a bootstrap with static resources: route configurations inlined into
+    their listeners, EDS clusters made STATIC with their assignments. What Envoy validates
+    (``envoy --mode validate``) and what runs a proxy without an xDS server."""
+    assignments = {a["cluster_name"]: _untyped(a) for a in snapshot.endpoints}
+    routes = {r["name"]: _untyped(r) for r in snapshot.routes}
+    clusters = []
+    for resource in snapshot.clusters:
+        cluster = _untyped(resource)
+        if cluster.get("type") == "EDS":
+            cluster["type"] = "STATIC"
+            cluster.pop("eds_cluster_config")
+            cluster["load_assignment"] = assignments.get(
+                cluster["name"], {"cluster_name": cluster["name"], "endpoints": []}
+            )
+        clusters.append(cluster)
+    listeners = []
+    for resource in snapshot.listeners:
+        listener = _untyped(resource)
+        for chain in listener["filter_chains"]:
+            for item in chain["filters"]:
+                config = item["typed_config"]
+                if "rds" in config:
+                    name = config.pop("rds")["route_config_name"]
+                    config["route_config"] = routes[name]
+        listeners.append(listener)
+    return {
+        "node": {"id": node_id, "cluster": node_id},
+        "admin": {"address": _address("127.0.0.1", admin_port)},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }

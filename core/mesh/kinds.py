@@ -1,0 +1,1188 @@
+"""Istio's traffic kinds as users bring them: VirtualService, DestinationRule, Gateway and
+ServiceEntry (``networking.istio.io/v1``) and PeerAuthentication (``security.istio.io/v1``),
+validated as Istio's ``pkg/config/validation`` validates them.
+
+Why this exists: the mesh builder (``core.mesh.envoy``) turns these objects into Envoy
+configuration, so what the log accepts must be what Istio accepts — YAML written for Istio
+keeps its meaning here, and a rule Istio would refuse (a negative weight, a route with no
+destination, a bad regex or duration, two subsets of one name...) is refused at the door with
+the field's path and Istio's reason instead of reaching a proxy as a NACK. The field names are
+Istio's (camelCase in YAML). Fields Istio has that fleetlog does not act on yet (CORS, direct
+responses, delegates, TLS routes, locality balancing) are not modelled: they are refused as
+unknown fields rather than silently ignored. Problems across objects (a subset no
+DestinationRule defines) are not this module's: one object at a time, as Istio's webhook.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from core.mesh import checks
+from core.meta.model import K8sModel, Problems
+from core.meta.names import dns1123_label_errors, label_problems
+from core.meta.types import ResourceBase
+
+NETWORKING_GROUP = "networking.istio.io"
+SECURITY_GROUP = "security.istio.io"
+NETWORKING_VERSION = f"{NETWORKING_GROUP}/v1"
+SECURITY_VERSION = f"{SECURITY_GROUP}/v1"
+API_VERSION_ALIASES: dict[str, str] = {
+    f"{NETWORKING_GROUP}/v1beta1": NETWORKING_VERSION,
+    f"{NETWORKING_GROUP}/v1alpha3": NETWORKING_VERSION,
+    f"{SECURITY_GROUP}/v1beta1": SECURITY_VERSION,
+}
+"""The older versions Istio still serves, each the same schema as v1: stored as v1 (as the
+API server converts to the storage version)."""
+
+
+def _oneof(values: dict[str, object], group: str) -> list[str]:
+    """A protobuf ``oneof``: at most one of ``values`` set (protojson refuses a second)."""
+    chosen = [name for name, value in values.items() if value is not None]
+    if len(chosen) > 1:
+        names = ", ".join(f'"{n}"' for n in values)
+        return [f"only one of {names} may be set (oneof {group}); found {', '.join(chosen)}"]
+    return []
+
+
+def _add_all(found: Problems, messages: list[str], *subpath: str | int) -> None:
+    for message in messages:
+        found.add(message, *subpath)
+
+
+def _duration(found: Problems, value: str | None, *subpath: str | int) -> None:
+    if value is not None:
+        _add_all(found, checks.duration_errors(value), *subpath)
+
+
+# ------------------------------------------------------------------------------------------
+# Shared pieces
+# ------------------------------------------------------------------------------------------
+
+
+class Percent(K8sModel):
+    value: float = 0.0
+
+
+class PortSelector(K8sModel):
+    number: int = 0
+
+
+class StringMatch(K8sModel):
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+
+    def problems(self, where: str, *, uri: bool = False) -> Problems:
+        """``validateStringMatch`` (``validateStringMatchRegexp`` for a URI: an empty prefix
+        there matches every path, as in Istio)."""
+        found = Problems()
+        _add_all(found, _oneof(self.model_dump(), "matchType"))
+        if self.prefix == "" and not uri:
+            found.add(f'"{where}": prefix string match should not be empty', "prefix")
+        if self.regex is not None:
+            if self.regex == "":
+                found.add(f'"{where}": regex string match should not be empty', "regex")
+            else:
+                _add_all(found, checks.regex_errors(self.regex, where), "regex")
+        return found
+
+
+class HeaderOperations(K8sModel):
+    set: dict[str, str] = {}
+    add: dict[str, str] = {}
+    remove: list[str] = []
+
+
+class Headers(K8sModel):
+    request: HeaderOperations | None = None
+    response: HeaderOperations | None = None
+
+
+class Destination(K8sModel):
+    host: str = ""
+    subset: str | None = None
+    port: PortSelector | None = None
+
+    def problems(self) -> Problems:
+        """``validateDestination``."""
+        found = Problems()
+        if self.host == "*":
+            found.add(f"invalid destination host {self.host}", "host")
+        else:
+            _add_all(found, checks.wildcard_domain_errors(self.host), "host")
+        if self.subset is not None:
+            _add_all(found, checks.subset_name_errors(self.subset), "subset")
+        if self.port is not None:
+            _add_all(found, checks.port_errors(self.port.number), "port", "number")
+        return found
+
+
+def _destinations_problems(routes: list[Any], *, http: bool) -> Problems:
+    """``validateHTTPRouteDestinations``/``validateRouteDestinations``."""
+    found = Problems()
+    total = 0
+    for index, route in enumerate(routes):
+        if route.destination is None:
+            found.add("destination is required", index, "destination")
+        else:
+            found.extend(route.destination.problems().items, index, "destination")
+        if route.weight < 0:
+            found.add(f"weight {route.weight} < 0", index, "weight")
+        total += route.weight
+    if len(routes) > 1 and total == 0:
+        found.add("total destination weight = 0")
+    return found
+
+
+# ------------------------------------------------------------------------------------------
+# VirtualService
+# ------------------------------------------------------------------------------------------
+
+
+class HTTPMatchRequest(K8sModel):
+    name: str | None = None
+    uri: StringMatch | None = None
+    scheme: StringMatch | None = None
+    method: StringMatch | None = None
+    authority: StringMatch | None = None
+    headers: dict[str, StringMatch] = {}
+    query_params: dict[str, StringMatch] = {}
+    without_headers: dict[str, StringMatch] = {}
+    port: int = 0
+    source_labels: dict[str, str] = {}
+    source_namespace: str | None = None
+    gateways: list[str] = []
+    ignore_uri_case: bool = False
+
+    def problems(self) -> Problems:
+        found = Problems()
+        if self.uri is not None:
+            found.extend(self.uri.problems("uri", uri=True).items, "uri")
+        for field in ("scheme", "method", "authority"):
+            match = getattr(self, field)
+            if match is not None:
+                found.extend(match.problems(field).items, field)
+        for field, wire in (("headers", "headers"), ("query_params", "queryParams")):
+            for key, match in getattr(self, field).items():
+                found.extend(match.problems(wire).items, wire, key)
+        for key, match in self.without_headers.items():
+            if match.regex != "*":
+                found.extend(match.problems("withoutHeaders").items, "withoutHeaders", key)
+        if self.port:
+            _add_all(found, checks.port_errors(self.port), "port")
+        found.extend(label_problems(self.source_labels), "sourceLabels")
+        if self.source_namespace and not checks.is_dns1123_label(self.source_namespace):
+            found.add(
+                f"sourceNamespace match {self.source_namespace} is invalid", "sourceNamespace"
+            )
+        return found
+
+
+class HTTPRouteDestination(K8sModel):
+    destination: Destination | None = None
+    weight: int = 0
+    headers: Headers | None = None
+
+
+class HTTPRedirect(K8sModel):
+    uri: str | None = None
+    authority: str | None = None
+    port: int | None = None
+    derive_port: Literal["FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"] | None = None
+    scheme: str | None = None
+    redirect_code: int = 0
+
+    def problems(self, matches: list[HTTPMatchRequest]) -> Problems:
+        """``validateHTTPRedirect`` (its first problem, as Istio stops there)."""
+        found = Problems()
+        if not (self.uri or self.authority or self.port is not None or self.scheme):
+            found.add("redirect must specify URI, authority, scheme, or port")
+        elif self.redirect_code and not 300 <= self.redirect_code <= 399:
+            found.add(
+                f"{self.redirect_code} is not a valid redirect code, must be 3xx", "redirectCode"
+            )
+        elif self.scheme and self.scheme not in ("http", "https"):
+            found.add('invalid redirect scheme, must be "http" or "https"', "scheme")
+        elif self.port is not None and self.port > 0:
+            _add_all(found, checks.port_errors(self.port), "port")
+        _add_all(found, _oneof({"port": self.port, "derivePort": self.derive_port}, "redirectPort"))
+        return found
+
+
+class RegexRewrite(K8sModel):
+    match: str = ""
+    rewrite: str = ""
+
+
+class HTTPRewrite(K8sModel):
+    uri: str | None = None
+    authority: str | None = None
+    uri_regex_rewrite: RegexRewrite | None = None
+
+    def problems(self) -> Problems:
+        """``validateHTTPRewrite``."""
+        found = Problems()
+        regex = self.uri_regex_rewrite
+        if self.uri and regex is not None:
+            found.add("rewrite may only contain one of URI or UriRegexRewrite")
+        elif not self.uri and regex is None and not self.authority:
+            found.add(
+                "rewrite must specify at least one of URI, UriRegexRewrite, or authority. "
+                "Only one of URI or UriRegexRewrite may be specified"
+            )
+        elif regex is not None:
+            if not regex.match or not regex.rewrite:
+                found.add(
+                    "UriRegexRewrite requires both Rewrite and Match fields to be specified",
+                    "uriRegexRewrite",
+                )
+            else:
+                for message in checks.regex_errors(
+                    regex.match, "HTTPRewrite.UriRegexRewrite.Match"
+                ):
+                    found.add(f"UriRegexRewrite has errors: {message}", "uriRegexRewrite", "match")
+        return found
+
+
+class HTTPRetry(K8sModel):
+    attempts: int = 0
+    per_try_timeout: str | None = None
+    retry_on: str | None = None
+    retry_remote_localities: bool | None = None
+    backoff: str | None = None
+
+    def problems(self) -> Problems:
+        """``agent.ValidateHTTPRetry``."""
+        found = Problems()
+        if self.attempts < 0:
+            found.add("attempts cannot be negative", "attempts")
+        if self.attempts == 0 and (
+            self.per_try_timeout is not None
+            or self.retry_on
+            or self.retry_remote_localities is not None
+        ):
+            found.add("http retry policy configured when attempts are set to 0 (disabled)")
+        _duration(found, self.per_try_timeout, "perTryTimeout")
+        if self.retry_on:
+            _add_all(found, checks.retry_on_errors(self.retry_on), "retryOn")
+        _duration(found, self.backoff, "backoff")
+        return found
+
+
+class FaultDelay(K8sModel):
+    fixed_delay: str | None = None
+    exponential_delay: str | None = None
+    percentage: Percent | None = None
+    percent: int | None = None
+
+    def problems(self) -> Problems:
+        found = Problems()
+        kinds = {"fixedDelay": self.fixed_delay, "exponentialDelay": self.exponential_delay}
+        _add_all(found, _oneof(kinds, "httpDelayType"))
+        if self.percentage is not None:
+            _add_all(found, checks.percent_errors(self.percentage.value), "percentage", "value")
+        if self.percent is not None:
+            _add_all(found, checks.int_percent_errors(self.percent), "percent")
+        _duration(found, self.fixed_delay, "fixedDelay")
+        if self.exponential_delay is not None:
+            found.add("exponentialDelay not supported yet", "exponentialDelay")
+        return found
+
+
+class FaultAbort(K8sModel):
+    http_status: int | None = None
+    grpc_status: str | None = None
+    http2_error: str | None = None
+    percentage: Percent | None = None
+
+    def problems(self) -> Problems:
+        found = Problems()
+        kinds = {
+            "httpStatus": self.http_status,
+            "grpcStatus": self.grpc_status,
+            "http2Error": self.http2_error,
+        }
+        _add_all(found, _oneof(kinds, "errorType"))
+        if self.percentage is not None:
+            _add_all(found, checks.percent_errors(self.percentage.value), "percentage", "value")
+        if self.http_status is not None and not 200 <= self.http_status <= 600:
+            found.add(f"HTTP status {self.http_status} is not in range 200-599", "httpStatus")
+        if self.grpc_status is not None and self.grpc_status not in checks.GRPC_STATUSES:
+            found.add(
+                f'gRPC status "{self.grpc_status}" is not supported. See '
+                "https://github.com/grpc/grpc/blob/master/doc/statuscodes.md for a list of "
+                "supported codes, for example 'NOT_FOUND'",
+                "grpcStatus",
+            )
+        if self.http2_error is not None:
+            found.add("HTTP/2 abort fault injection not supported yet", "http2Error")
+        return found
+
+
+class HTTPFaultInjection(K8sModel):
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+
+    def problems(self) -> Problems:
+        found = Problems()
+        if self.delay is None and self.abort is None:
+            found.add("HTTP fault injection must have an abort and/or a delay")
+        if self.delay is not None:
+            found.extend(self.delay.problems().items, "delay")
+        if self.abort is not None:
+            found.extend(self.abort.problems().items, "abort")
+        return found
+
+
+class HTTPMirrorPolicy(K8sModel):
+    destination: Destination | None = None
+    percentage: Percent | None = None
+
+
+def _mirror_percentage(found: Problems, value: float, name: str, *subpath: str | int) -> None:
+    if value > 100:
+        found.add(f"{name} must have a max value of 100 (it has {value:f})", *subpath)
+    if value < 0:
+        found.add(f"{name} must have a min value of 0 (it has {value:f})", *subpath)
+
+
+class HTTPRoute(K8sModel):
+    name: str | None = None
+    match: list[HTTPMatchRequest] = []
+    route: list[HTTPRouteDestination] = []
+    redirect: HTTPRedirect | None = None
+    rewrite: HTTPRewrite | None = None
+    timeout: str | None = None
+    retries: HTTPRetry | None = None
+    fault: HTTPFaultInjection | None = None
+    mirror: Destination | None = None
+    mirror_percentage: Percent | None = None
+    mirrors: list[HTTPMirrorPolicy] = []
+    headers: Headers | None = None
+
+    def problems(self) -> Problems:
+        """``validateHTTPRoute``."""
+        found = Problems()
+        if self.redirect is not None:
+            for present, name in (
+                (self.route, "route"),
+                (self.fault, "fault"),
+                (self.rewrite, "rewrite"),
+            ):
+                if present:
+                    verb = "route rule" if name == "rewrite" else "route"
+                    found.add(f"HTTP {verb} cannot contain both {name} and redirect")
+        elif not self.route:
+            found.add("HTTP route, redirect or direct_response is required", "route")
+        if self.mirror is not None and self.mirrors:
+            found.add("HTTP route cannot contain both mirror and mirrors")
+        for index, match in enumerate(self.match):
+            found.extend(match.problems().items, "match", index)
+        if self.fault is not None:
+            found.extend(self.fault.problems().items, "fault")
+        if self.mirror_percentage is not None:
+            value = self.mirror_percentage.value
+            _mirror_percentage(found, value, "mirror_percentage", "mirrorPercentage", "value")
+        if self.mirror is not None:
+            found.extend(self.mirror.problems().items, "mirror")
+        for index, mirror in enumerate(self.mirrors):
+            if mirror.destination is None:
+                found.add("destination is required for mirrors", "mirrors", index, "destination")
+                continue
+            found.extend(mirror.destination.problems().items, "mirrors", index, "destination")
+            if mirror.percentage is not None:
+                value = mirror.percentage.value
+                _mirror_percentage(
+                    found, value, "mirror percentage", "mirrors", index, "percentage", "value"
+                )
+        if self.redirect is not None:
+            found.extend(self.redirect.problems(self.match).items, "redirect")
+        if self.retries is not None:
+            found.extend(self.retries.problems().items, "retries")
+        if self.rewrite is not None:
+            found.extend(self.rewrite.problems().items, "rewrite")
+        found.extend(_destinations_problems(self.route, http=True).items, "route")
+        _duration(found, self.timeout, "timeout")
+        return found
+
+
+class L4MatchAttributes(K8sModel):
+    destination_subnets: list[str] = []
+    port: int = 0
+    source_labels: dict[str, str] = {}
+    source_namespace: str | None = None
+    gateways: list[str] = []
+
+    def problems(self) -> Problems:
+        found = Problems()
+        for index, subnet in enumerate(self.destination_subnets):
+            _add_all(found, checks.ip_subnet_errors(subnet), "destinationSubnets", index)
+        if self.port:
+            _add_all(found, checks.port_errors(self.port), "port")
+        found.extend(label_problems(self.source_labels), "sourceLabels")
+        return found
+
+
+class RouteDestination(K8sModel):
+    destination: Destination | None = None
+    weight: int = 0
+
+
+class TCPRoute(K8sModel):
+    match: list[L4MatchAttributes] = []
+    route: list[RouteDestination] = []
+
+    def problems(self) -> Problems:
+        found = Problems()
+        for index, match in enumerate(self.match):
+            found.extend(match.problems().items, "match", index)
+        if not self.route:
+            found.add("TCP route is required", "route")
+        found.extend(_destinations_problems(self.route, http=False).items, "route")
+        return found
+
+
+def _gateway_name_problems(names: list[str]) -> Problems:
+    """``validateGatewayNames``: ``namespace/name``, a legacy FQDN, or ``mesh``."""
+    found = Problems()
+    for index, name in enumerate(names):
+        namespace, slash, gateway = name.partition("/")
+        if not slash:
+            _add_all(found, checks.fqdn_errors(name), index)
+            continue
+        if not namespace or not gateway:
+            found.add("config namespace and gateway name cannot be empty", index)
+        if not checks.is_dns1123_label(namespace):
+            found.add(f'invalid value for namespace: "{namespace}"', index)
+        if not checks.is_dns1123_label(gateway):
+            found.add(f'invalid value for gateway name: "{gateway}"', index)
+    return found
+
+
+def _hosts_match(a: str, b: str) -> bool:
+    """``host.Name.Matches``: equal, or one wildcard covers the other."""
+    if a == b:
+        return True
+    for wild, other in ((a, b), (b, a)):
+        if wild == "*":
+            return True
+        if wild.startswith("*") and other.endswith(wild[1:]):
+            return True
+    return False
+
+
+class VirtualServiceSpec(K8sModel):
+    hosts: list[str] = []
+    gateways: list[str] = []
+    http: list[HTTPRoute] = []
+    tcp: list[TCPRoute] = []
+    export_to: list[str] = []
+
+    def problems(self) -> Problems:
+        """``ValidateVirtualService`` (delegates are not modelled: hosts are required)."""
+        found = Problems()
+        if not self.hosts:
+            found.add("Required value: a virtual service must have at least one host", "hosts")
+        applies_to_mesh = not self.gateways or "mesh" in self.gateways
+        found.extend(_gateway_name_problems(self.gateways).items, "gateways")
+        valid = True
+        for index, host in enumerate(self.hosts):
+            messages = [] if checks.is_ip(host) else checks.wildcard_domain_errors(host)
+            if messages:
+                valid = False
+                _add_all(found, messages, "hosts", index)
+            elif applies_to_mesh and host == "*":
+                valid = False
+                found.add(
+                    "wildcard host * is not allowed for virtual services bound to the mesh gateway",
+                    "hosts",
+                    index,
+                )
+        if valid:
+            for i, first in enumerate(self.hosts):
+                for j in range(i + 1, len(self.hosts)):
+                    if _hosts_match(first, self.hosts[j]):
+                        found.add(
+                            f"duplicate hosts in virtual service: {first} & {self.hosts[j]}",
+                            "hosts",
+                            j,
+                        )
+        if not self.http and not self.tcp:
+            found.add("http, tcp or tls must be provided in virtual service")
+        for index, route in enumerate(self.http):
+            found.extend(route.problems().items, "http", index)
+        for index, tcp in enumerate(self.tcp):
+            found.extend(tcp.problems().items, "tcp", index)
+        return found
+
+
+# ------------------------------------------------------------------------------------------
+# DestinationRule
+# ------------------------------------------------------------------------------------------
+
+SimpleLB = Literal[
+    "UNSPECIFIED", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN"
+]
+
+
+class HTTPCookie(K8sModel):
+    name: str = ""
+    path: str | None = None
+    ttl: str | None = None
+
+
+class RingHash(K8sModel):
+    minimum_ring_size: int = 0
+
+
+class MagLev(K8sModel):
+    table_size: int = 0
+
+
+class ConsistentHash(K8sModel):
+    http_header_name: str | None = None
+    http_cookie: HTTPCookie | None = None
+    use_source_ip: bool | None = None
+    http_query_parameter_name: str | None = None
+    ring_hash: RingHash | None = None
+    maglev: MagLev | None = None
+    minimum_ring_size: int = 0
+
+    def problems(self) -> Problems:
+        found = Problems()
+        keys = {
+            "httpHeaderName": self.http_header_name,
+            "httpCookie": self.http_cookie,
+            "useSourceIp": self.use_source_ip,
+            "httpQueryParameterName": self.http_query_parameter_name,
+        }
+        _add_all(found, _oneof(keys, "hashKey"))
+        _add_all(
+            found, _oneof({"ringHash": self.ring_hash, "maglev": self.maglev}, "hashAlgorithm")
+        )
+        if self.http_cookie is not None:
+            if not self.http_cookie.name:
+                found.add("name required for HttpCookie", "httpCookie", "name")
+            _duration(found, self.http_cookie.ttl, "httpCookie", "ttl")
+        if self.minimum_ring_size and (self.ring_hash is not None or self.maglev is not None):
+            found.add("only one of MinimumRingSize or Maglev/Ringhash can be specified")
+        if self.maglev is not None:
+            size = self.maglev.table_size
+            if size == 0:
+                found.add("tableSize must be set for maglev", "maglev", "tableSize")
+            elif size >= 5000011:
+                found.add("tableSize must be less than 5000011 for maglev", "maglev", "tableSize")
+            elif not _is_prime(size):
+                found.add("tableSize must be a prime number for maglev", "maglev", "tableSize")
+        return found
+
+
+def _is_prime(value: int) -> bool:
+    if value < 2:
+        return False
+    factor = 2
+    while factor * factor <= value:
+        if value % factor == 0:
+            return False
+        factor += 1
+    return True
+
+
+class LoadBalancerSettings(K8sModel):
+    simple: SimpleLB | None = None
+    consistent_hash: ConsistentHash | None = None
+
+    def problems(self) -> Problems:
+        found = Problems()
+        lb_policy = {"simple": self.simple, "consistentHash": self.consistent_hash}
+        _add_all(found, _oneof(lb_policy, "lbPolicy"))
+        if self.consistent_hash is not None:
+            found.extend(self.consistent_hash.problems().items, "consistentHash")
+        return found
+
+
+class TcpKeepalive(K8sModel):
+    probes: int | None = None
+    time: str | None = None
+    interval: str | None = None
+
+
+class TCPSettings(K8sModel):
+    max_connections: int = 0
+    connect_timeout: str | None = None
+    tcp_keepalive: TcpKeepalive | None = None
+    max_connection_duration: str | None = None
+    idle_timeout: str | None = None
+
+
+class HTTPSettings(K8sModel):
+    http1_max_pending_requests: int = 0
+    http2_max_requests: int = 0
+    max_requests_per_connection: int = 0
+    max_retries: int = 0
+    idle_timeout: str | None = None
+    h2_upgrade_policy: Literal["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"] | None = None
+    use_client_protocol: bool = False
+    max_concurrent_streams: int = 0
+
+
+class ConnectionPoolSettings(K8sModel):
+    tcp: TCPSettings | None = None
+    http: HTTPSettings | None = None
+
+    def problems(self) -> Problems:
+        """``validateConnectionPool``."""
+        found = Problems()
+        if self.tcp is None and self.http is None:
+            found.add("connection pool must have at least one field")
+            return found
+        if (http := self.http) is not None:
+            for field, wire, words in (
+                (
+                    "http1_max_pending_requests",
+                    "http1MaxPendingRequests",
+                    "http1 max pending requests",
+                ),
+                ("http2_max_requests", "http2MaxRequests", "http2 max requests"),
+                (
+                    "max_requests_per_connection",
+                    "maxRequestsPerConnection",
+                    "max requests per connection",
+                ),
+                ("max_retries", "maxRetries", "max retries"),
+                ("max_concurrent_streams", "maxConcurrentStreams", "max concurrent streams"),
+            ):
+                if getattr(http, field) < 0:
+                    found.add(f"{words} must be non-negative", "http", wire)
+            _duration(found, http.idle_timeout, "http", "idleTimeout")
+            if http.h2_upgrade_policy == "UPGRADE" and http.use_client_protocol:
+                found.add(
+                    "use client protocol must not be true when H2UpgradePolicy is UPGRADE",
+                    "http",
+                    "useClientProtocol",
+                )
+        if (tcp := self.tcp) is not None:
+            if tcp.max_connections < 0:
+                found.add("max connections must be non-negative", "tcp", "maxConnections")
+            _duration(found, tcp.connect_timeout, "tcp", "connectTimeout")
+            _duration(found, tcp.max_connection_duration, "tcp", "maxConnectionDuration")
+            if tcp.idle_timeout is not None and checks.parse_go_duration(tcp.idle_timeout) != 0:
+                # 0s turns the idle timeout off, as in Istio
+                _duration(found, tcp.idle_timeout, "tcp", "idleTimeout")
+            if tcp.tcp_keepalive is not None:
+                _duration(found, tcp.tcp_keepalive.time, "tcp", "tcpKeepalive", "time")
+                _duration(found, tcp.tcp_keepalive.interval, "tcp", "tcpKeepalive", "interval")
+        return found
+
+
+class OutlierDetection(K8sModel):
+    consecutive_errors: int = 0
+    consecutive_gateway_errors: int | None = None
+    consecutive5xx_errors: int | None = Field(default=None, alias="consecutive5xxErrors")
+    split_external_local_origin_errors: bool = False
+    consecutive_local_origin_failures: int | None = None
+    interval: str | None = None
+    base_ejection_time: str | None = None
+    max_ejection_percent: int = 0
+    min_health_percent: int = 0
+
+    def problems(self) -> Problems:
+        """``validateOutlierDetection``."""
+        found = Problems()
+        _duration(found, self.base_ejection_time, "baseEjectionTime")
+        if (
+            not self.split_external_local_origin_errors
+            and (self.consecutive_local_origin_failures or 0) > 0
+        ):
+            found.add(
+                "outlier detection consecutive local origin failures is specified, but split "
+                "external local origin errors is set to false",
+                "consecutiveLocalOriginFailures",
+            )
+        _duration(found, self.interval, "interval")
+        _add_all(found, checks.int_percent_errors(self.max_ejection_percent), "maxEjectionPercent")
+        _add_all(found, checks.int_percent_errors(self.min_health_percent), "minHealthPercent")
+        return found
+
+
+class ClientTLSSettings(K8sModel):
+    mode: Literal["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"] = "DISABLE"
+    client_certificate: str | None = None
+    private_key: str | None = None
+    ca_certificates: str | None = None
+    credential_name: str | None = None
+    subject_alt_names: list[str] = []
+    sni: str | None = None
+    insecure_skip_verify: bool | None = None
+
+    def problems(self) -> Problems:
+        """``agent.ValidateTLS``'s file rules: MUTUAL needs a certificate and key unless a
+        credential names them."""
+        found = Problems()
+        if self.mode == "MUTUAL" and not self.credential_name:
+            if not self.client_certificate:
+                found.add("client certificate required for mutual tls", "clientCertificate")
+            if not self.private_key:
+                found.add("private key required for mutual tls", "privateKey")
+        return found
+
+
+class _PolicyParts(K8sModel):
+    load_balancer: LoadBalancerSettings | None = None
+    connection_pool: ConnectionPoolSettings | None = None
+    outlier_detection: OutlierDetection | None = None
+    tls: ClientTLSSettings | None = None
+
+    def _part_problems(self) -> Problems:
+        found = Problems()
+        for field, wire in (
+            ("load_balancer", "loadBalancer"),
+            ("connection_pool", "connectionPool"),
+            ("outlier_detection", "outlierDetection"),
+            ("tls", "tls"),
+        ):
+            part = getattr(self, field)
+            if part is not None:
+                found.extend(part.problems().items, wire)
+        return found
+
+
+class PortTrafficPolicy(_PolicyParts):
+    port: PortSelector | None = None
+
+    def problems(self) -> Problems:
+        found = Problems()
+        if self.port is None:
+            found.add("portTrafficPolicy must have valid port", "port")
+        if all(
+            part is None
+            for part in (self.load_balancer, self.connection_pool, self.outlier_detection, self.tls)
+        ):
+            found.add("port traffic policy must have at least one field")
+        found.extend(self._part_problems().items)
+        return found
+
+
+class TrafficPolicy(_PolicyParts):
+    port_level_settings: list[PortTrafficPolicy] = []
+
+    def problems(self) -> Problems:
+        """``validateTrafficPolicy``."""
+        found = Problems()
+        if (
+            all(
+                part is None
+                for part in (
+                    self.load_balancer,
+                    self.connection_pool,
+                    self.outlier_detection,
+                    self.tls,
+                )
+            )
+            and not self.port_level_settings
+        ):
+            found.add("traffic policy must have at least one field")
+            return found
+        found.extend(self._part_problems().items)
+        for index, port_policy in enumerate(self.port_level_settings):
+            found.extend(port_policy.problems().items, "portLevelSettings", index)
+        return found
+
+    def for_port(self, port: int) -> TrafficPolicy:
+        """This policy with the settings of ``port`` (``portLevelSettings``) in place of the
+        top-level ones they name, as Istio merges them."""
+        override = next(
+            (p for p in self.port_level_settings if p.port is not None and p.port.number == port),
+            None,
+        )
+        if override is None:
+            return self
+        update = {
+            field: getattr(override, field)
+            for field in ("load_balancer", "connection_pool", "outlier_detection", "tls")
+            if getattr(override, field) is not None
+        }
+        return self.model_copy(update=update)
+
+
+class Subset(K8sModel):
+    name: str = ""
+    labels: dict[str, str] = {}
+    traffic_policy: TrafficPolicy | None = None
+
+
+class WorkloadSelector(K8sModel):
+    match_labels: dict[str, str] = {}
+
+
+class DestinationRuleSpec(K8sModel):
+    host: str = ""
+    traffic_policy: TrafficPolicy | None = None
+    subsets: list[Subset] = []
+    export_to: list[str] = []
+    workload_selector: WorkloadSelector | None = None
+
+    def problems(self) -> Problems:
+        """``ValidateDestinationRule``."""
+        found = Problems()
+        _add_all(found, checks.wildcard_domain_errors(self.host), "host")
+        if self.traffic_policy is not None:
+            found.extend(self.traffic_policy.problems().items, "trafficPolicy")
+        seen: set[str] = set()
+        for index, subset in enumerate(self.subsets):
+            if subset.name in seen:
+                found.add(f"duplicate subset names: {subset.name}", "subsets", index, "name")
+            seen.add(subset.name)
+            _add_all(found, checks.subset_name_errors(subset.name), "subsets", index, "name")
+            found.extend(label_problems(subset.labels), "subsets", index, "labels")
+            if subset.traffic_policy is not None:
+                found.extend(
+                    subset.traffic_policy.problems().items, "subsets", index, "trafficPolicy"
+                )
+        return found
+
+
+# ------------------------------------------------------------------------------------------
+# Gateway and ServiceEntry
+# ------------------------------------------------------------------------------------------
+
+
+class Port(K8sModel):
+    number: int = 0
+    protocol: str = ""
+    name: str = ""
+    target_port: int = 0
+
+
+ServerTLSMode = Literal[
+    "PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"
+]
+
+
+class ServerTLSSettings(K8sModel):
+    https_redirect: bool = False
+    mode: ServerTLSMode = "PASSTHROUGH"
+    server_certificate: str | None = None
+    private_key: str | None = None
+    ca_certificates: str | None = None
+    credential_name: str | None = None
+    subject_alt_names: list[str] = []
+    min_protocol_version: str | None = None
+    max_protocol_version: str | None = None
+    cipher_suites: list[str] = []
+
+
+class Server(K8sModel):
+    port: Port | None = None
+    bind: str | None = None
+    hosts: list[str] = []
+    tls: ServerTLSSettings | None = None
+    name: str | None = None
+
+    def problems(self) -> Problems:
+        """``validateServer``."""
+        found = Problems()
+        if not self.hosts:
+            found.add("server config must contain at least one host", "hosts")
+        for index, host in enumerate(self.hosts):
+            _add_all(found, _gateway_host_errors(host), "hosts", index)
+        if self.port is None:
+            found.add("port is required", "port")
+            return found
+        port_ok = True
+        protocol = checks.protocol_of(self.port.protocol)
+        if protocol is None:
+            port_ok = False
+            found.add(
+                f'invalid protocol "{self.port.protocol}", supported protocols are HTTP, HTTP2, '
+                "GRPC, GRPC-WEB, MONGO, REDIS, MYSQL, TCP",
+                "port",
+                "protocol",
+            )
+        if messages := checks.port_errors(self.port.number):
+            port_ok = False
+            _add_all(found, messages, "port", "number")
+        if self.port.target_port > 0:
+            port_ok = False
+            found.add("targetPort has no impact on Gateways", "port", "targetPort")
+        if not self.port.name:
+            port_ok = False
+            found.add("port name must be set", "port", "name")
+        if self.bind and not checks.is_ip(self.bind):
+            found.add(f"{self.bind} is not a valid IP", "bind")
+        if port_ok and protocol is not None:
+            if protocol in checks.TLS_PROTOCOLS and self.tls is None:
+                found.add("server must have TLS settings for HTTPS/TLS protocols", "tls")
+            elif protocol not in checks.TLS_PROTOCOLS and self.tls is not None:
+                if protocol not in checks.HTTP_PROTOCOLS:
+                    found.add("server cannot have TLS settings for non HTTPS/TLS ports", "tls")
+                elif not self.tls.https_redirect or (
+                    self.tls.ca_certificates or self.tls.private_key or self.tls.server_certificate
+                ):
+                    found.add("server cannot have TLS settings for plain text HTTP ports", "tls")
+        return found
+
+
+def _gateway_host_errors(host: str) -> list[str]:
+    """``ValidateNamespaceSlashWildcardHostname`` for a gateway: ``[ns/]host``, ``*`` allowed."""
+    namespace, slash, name = host.partition("/")
+    if not slash:
+        namespace, name = "", host
+    found = []
+    if slash and (not namespace or not name):
+        found.append("config namespace and dnsName in host entry cannot be empty")
+    if slash and namespace not in ("*", ".") and not checks.is_dns1123_label(namespace):
+        found.append(f'invalid namespace value "{namespace}" in gateway')
+    if name and name != "*":
+        found += checks.wildcard_domain_errors(name)
+    return found
+
+
+class GatewaySpec(K8sModel):
+    selector: dict[str, str] = {}
+    servers: list[Server] = []
+
+    def problems(self) -> Problems:
+        found = Problems()
+        if not self.servers:
+            found.add("gateway must have at least one server", "servers")
+        names: set[str] = set()
+        for index, server in enumerate(self.servers):
+            found.extend(server.problems().items, "servers", index)
+            if server.port is not None:
+                if server.port.name in names:
+                    found.add(
+                        f"port names in servers must be unique: duplicate name {server.port.name}",
+                        "servers",
+                        index,
+                        "port",
+                        "name",
+                    )
+                names.add(server.port.name)
+        return found
+
+
+class WorkloadEntry(K8sModel):
+    address: str = ""
+    ports: dict[str, int] = {}
+    labels: dict[str, str] = {}
+    network: str | None = None
+    locality: str | None = None
+    weight: int = 0
+    service_account: str | None = None
+
+
+ServicePort = Port
+
+
+class ServiceEntrySpec(K8sModel):
+    hosts: list[str] = []
+    addresses: list[str] = []
+    ports: list[ServicePort] = []
+    location: Literal["MESH_EXTERNAL", "MESH_INTERNAL"] = "MESH_EXTERNAL"
+    resolution: Literal["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"] = "NONE"
+    endpoints: list[WorkloadEntry] | None = None
+    workload_selector: WorkloadSelector | None = None
+    export_to: list[str] = []
+    subject_alt_names: list[str] = []
+
+    def problems(self) -> Problems:
+        """``ValidateServiceEntry``."""
+        found = Problems()
+        endpoints = self.endpoints or []
+        if self.workload_selector is not None and self.endpoints is not None:
+            found.add("only one of WorkloadSelector or Endpoints is allowed in Service Entry")
+        if not self.hosts:
+            found.add("service entry must have at least one host", "hosts")
+        for index, host in enumerate(self.hosts):
+            if host == "*":
+                found.add(f"invalid host {host}", "hosts", index)
+            else:
+                _add_all(found, checks.wildcard_domain_errors(host), "hosts", index)
+        cidr = False
+        for index, address in enumerate(self.addresses):
+            cidr = cidr or "/" in address
+            _add_all(found, checks.ip_subnet_errors(address), "addresses", index)
+        if cidr and self.resolution not in ("NONE", "STATIC"):
+            found.add(
+                "CIDR addresses are allowed only for NONE/STATIC resolution types", "addresses"
+            )
+        names: set[str] = set()
+        numbers: set[int] = set()
+        for index, port in enumerate(self.ports):
+            if port.name in names:
+                found.add(
+                    f'service entry port name "{port.name}" already defined', "ports", index, "name"
+                )
+            if port.number in numbers:
+                found.add(
+                    f"service entry port {port.number} already defined", "ports", index, "number"
+                )
+            names.add(port.name)
+            numbers.add(port.number)
+            if port.target_port:
+                _add_all(found, checks.port_errors(port.target_port), "ports", index, "targetPort")
+            _add_all(found, checks.port_name_errors(port.name), "ports", index, "name")
+            if port.protocol and checks.protocol_of(port.protocol) is None:
+                found.add(f"unsupported protocol: {port.protocol}", "ports", index, "protocol")
+            _add_all(found, checks.port_errors(port.number), "ports", index, "number")
+        if self.resolution == "NONE" and endpoints:
+            found.add("no endpoints should be provided for resolution type none", "endpoints")
+        elif self.resolution == "STATIC":
+            for index, endpoint in enumerate(endpoints):
+                found.extend(
+                    self._endpoint_problems(endpoint, fqdn=False).items, "endpoints", index
+                )
+        elif self.resolution in ("DNS", "DNS_ROUND_ROBIN"):
+            if not endpoints:
+                for index, host in enumerate(self.hosts):
+                    if messages := checks.fqdn_errors(host):
+                        found.add(
+                            "hosts must be FQDN or contain only prefix wildcards if no endpoints "
+                            f"are provided for resolution mode {self.resolution}, {messages[0]}",
+                            "hosts",
+                            index,
+                        )
+                        break
+            if self.resolution == "DNS_ROUND_ROBIN" and len(endpoints) > 1:
+                found.add(
+                    f"there must only be 0 or 1 endpoint for resolution mode {self.resolution}",
+                    "endpoints",
+                )
+            for index, endpoint in enumerate(endpoints):
+                found.extend(self._endpoint_problems(endpoint, fqdn=True).items, "endpoints", index)
+        if self.resolution != "NONE" and len(self.hosts) > 1:
+            for port in self.ports:
+                protocol = checks.protocol_of(port.protocol) or ""
+                if protocol not in checks.HTTP_PROTOCOLS | checks.TLS_PROTOCOLS:
+                    found.add("multiple hosts provided with non-HTTP, non-TLS ports", "hosts")
+                    break
+        return found
+
+    def _endpoint_problems(self, endpoint: WorkloadEntry, *, fqdn: bool) -> Problems:
+        """``validateWorkloadEntry`` (STATIC: addresses are IPs; DNS: IPs or host names)."""
+        found = Problems()
+        address = endpoint.address
+        if not address:
+            found.add("address is required", "address")
+        elif address.startswith("unix://"):
+            if endpoint.ports:
+                found.add(f"unix endpoint {address} must not include ports", "ports")
+        elif not checks.is_ip(address):
+            if not fqdn:
+                found.add(f'endpoint address "{address}" is not a valid IP address', "address")
+            elif checks.fqdn_errors(address):
+                found.add(
+                    f'endpoint address "{address}" is not a valid FQDN or an IP address', "address"
+                )
+        port_names = {port.name for port in self.ports}
+        for name, number in endpoint.ports.items():
+            if name not in port_names:
+                found.add(
+                    f"endpoint port {number} is not defined by the service entry", "ports", name
+                )
+            _add_all(found, checks.port_name_errors(name), "ports", name)
+            _add_all(found, checks.port_errors(number), "ports", name)
+        found.extend(label_problems(endpoint.labels), "labels")
+        return found
+
+
+# ------------------------------------------------------------------------------------------
+# PeerAuthentication
+# ------------------------------------------------------------------------------------------
+
+MtlsMode = Literal["UNSET", "DISABLE", "PERMISSIVE", "STRICT"]
+
+
+class PeerMtls(K8sModel):
+    mode: MtlsMode = "UNSET"
+
+
+class PeerAuthenticationSpec(K8sModel):
+    selector: WorkloadSelector | None = None
+    mtls: PeerMtls | None = None
+    port_level_mtls: dict[str, PeerMtls] | None = None
+
+    @field_validator("port_level_mtls", mode="before")
+    @classmethod
+    def _port_keys(cls, value: object) -> object:
+        # YAML reads ``8080:`` as a number, JSON (and the log) as a string: both name a port.
+        if isinstance(value, dict):
+            return {str(key) if isinstance(key, int) else key: v for key, v in value.items()}
+        return value
+
+    def problems(self) -> Problems:
+        """``ValidatePeerAuthentication``."""
+        found = Problems()
+        empty_selector = self.selector is None or not self.selector.match_labels
+        if empty_selector and self.port_level_mtls:
+            found.add(
+                "mesh/namespace peer authentication cannot have port level mTLS", "portLevelMtls"
+            )
+        if self.port_level_mtls is not None and not self.port_level_mtls:
+            found.add(
+                "port level mTLS, if defined, must have at least one element", "portLevelMtls"
+            )
+        for key in self.port_level_mtls or {}:
+            if not key.isdigit() or not 1 <= int(key) <= 65535:
+                found.add("port must be in range 1..65535", "portLevelMtls", key)
+        if self.selector is not None:
+            found.extend(label_problems(self.selector.match_labels), "selector", "matchLabels")
+        return found
+
+
+# ------------------------------------------------------------------------------------------
+# The stored kinds
+# ------------------------------------------------------------------------------------------
+
+
+class _IstioKind(ResourceBase):
+    """An Istio object: namespaced, its spec checked as a whole by ``spec.problems()``."""
+
+    NAMESPACED = True
+    spec: Any
+
+    @model_validator(mode="after")
+    def _check_spec(self) -> Self:
+        found = Problems()
+        found.extend(self.spec.problems().items, "spec")
+        found.check()
+        return self
+
+
+class VirtualService(_IstioKind):
+    api_version: Literal["networking.istio.io/v1"] = NETWORKING_VERSION
+    kind: Literal["VirtualService"] = "VirtualService"
+    spec: VirtualServiceSpec = Field(default_factory=VirtualServiceSpec)
+
+
+class DestinationRule(_IstioKind):
+    api_version: Literal["networking.istio.io/v1"] = NETWORKING_VERSION
+    kind: Literal["DestinationRule"] = "DestinationRule"
+    spec: DestinationRuleSpec = Field(default_factory=DestinationRuleSpec)
+
+
+class Gateway(_IstioKind):
+    # Gateway names are DNS labels (no dots), as Istio's ValidateGateway requires.
+    NAME_RULE: ClassVar = staticmethod(dns1123_label_errors)
+
+    api_version: Literal["networking.istio.io/v1"] = NETWORKING_VERSION
+    kind: Literal["Gateway"] = "Gateway"
+    spec: GatewaySpec = Field(default_factory=GatewaySpec)
+
+
+class ServiceEntry(_IstioKind):
+    api_version: Literal["networking.istio.io/v1"] = NETWORKING_VERSION
+    kind: Literal["ServiceEntry"] = "ServiceEntry"
+    spec: ServiceEntrySpec = Field(default_factory=ServiceEntrySpec)
+
+
+class PeerAuthentication(_IstioKind):
+    api_version: Literal["security.istio.io/v1"] = SECURITY_VERSION
+    kind: Literal["PeerAuthentication"] = "PeerAuthentication"
+    spec: PeerAuthenticationSpec = Field(default_factory=PeerAuthenticationSpec)
+
+
+MESH_KINDS = (VirtualService, DestinationRule, Gateway, ServiceEntry, PeerAuthentication)

@@ -1,0 +1,403 @@
+"""The pure Envoy builder, resource by resource: cluster names and policies as Istio writes
+them, endpoints per subset, listeners per port, and each VirtualService feature as its route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core.mesh.envoy import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    MeshState,
+    Proxy,
+    Snapshot,
+    build_snapshot,
+    duration,
+    fqdn,
+    port_protocol,
+    static_bootstrap,
+)
+from tests.mesh_scenario import NS, dest, endpoint_slice, istio, scenario, service
+
+WEB = "web.shop.svc.cluster.local"
+
+
+@pytest.fixture(scope="module")
+def snap() -> Snapshot:
+    return build_snapshot(scenario(), Proxy())
+
+
+def _cluster(snap: Snapshot, name: str) -> dict[str, Any]:
+    return next(c for c in snap.clusters if c["name"] == name)
+
+
+def _addresses(snap: Snapshot, name: str) -> list[tuple[str, int]]:
+    assignment = next(a for a in snap.endpoints if a["cluster_name"] == name)
+    return [
+        (e["endpoint"]["address"]["socket_address"]["address"],
+         e["endpoint"]["address"]["socket_address"]["port_value"])
+        for group in assignment["endpoints"] for e in group["lb_endpoints"]
+    ]  # fmt: skip
+
+
+def _route(snap: Snapshot, port: str, name: str) -> dict[str, Any]:
+    config = next(r for r in snap.routes if r["name"] == port)
+    host = next(h for h in config["virtual_hosts"] if h["name"] == f"{WEB}:80")
+    return next(r for r in host["routes"] if r["name"] == name)
+
+
+# -- small conversions ----------------------------------------------------------------------
+
+
+def test_durations_and_hosts() -> None:
+    assert duration(2500) == "2.5s"
+    assert duration(10_000) == "10s"
+    assert duration(250) == "0.25s"
+    assert fqdn("web", "shop") == WEB
+    assert fqdn("web.shop", "other") == WEB
+    assert fqdn("api.example.com", "shop") == "api.example.com"
+
+
+@pytest.mark.parametrize(
+    ("name", "app_protocol", "expected"),
+    [("http", None, "http"), ("http-web", None, "http"), ("grpc-x", None, "http"),
+     ("tcp-pg", None, "tcp"), ("mongo", None, "tcp"), ("", None, "http"),
+     ("web", "tcp", "tcp"), ("db", "http2", "http")],
+)  # fmt: skip
+def test_port_protocol_is_istio_explicit_selection(
+    name: str, app_protocol: str | None, expected: str
+) -> None:
+    assert port_protocol(name, app_protocol) == expected
+
+
+# -- clusters -------------------------------------------------------------------------------
+
+
+def test_clusters_per_service_port_and_subset_named_as_istio(snap: Snapshot) -> None:
+    names = {c["name"] for c in snap.clusters}
+    assert {f"outbound|80||{WEB}", f"outbound|80|v1|{WEB}", f"outbound|80|v2|{WEB}",
+            "outbound|5432|primary|db.shop.svc.cluster.local",
+            "outbound|9080||ratings.shop.svc.cluster.local"} <= names  # fmt: skip
+    assert all(c["@type"] == CLUSTER_TYPE for c in snap.clusters)
+    cluster = _cluster(snap, f"outbound|80||{WEB}")
+    assert cluster["type"] == "EDS"
+    assert cluster["eds_cluster_config"]["service_name"] == cluster["name"]
+    assert cluster["ignore_health_on_host_removal"] is True
+
+
+def test_load_balancer_policies(snap: Snapshot) -> None:
+    assert _cluster(snap, f"outbound|80||{WEB}")["lb_policy"] == "ROUND_ROBIN"
+    # the subset's own policy wins over the rule's
+    assert _cluster(snap, f"outbound|80|v2|{WEB}")["lb_policy"] == "LEAST_REQUEST"
+    assert _cluster(snap, "outbound|5432||db.shop.svc.cluster.local")["lb_policy"] == "RANDOM"
+    ring = _cluster(snap, "outbound|9080||ratings.shop.svc.cluster.local")
+    assert ring["lb_policy"] == "RING_HASH"
+    assert ring["ring_hash_lb_config"] == {"minimum_ring_size": 1024}
+    passthrough = _cluster(snap, "outbound|6379||cache.shop.svc.cluster.local")
+    assert passthrough["type"] == "ORIGINAL_DST"
+    assert passthrough["lb_policy"] == "CLUSTER_PROVIDED"
+    assert "eds_cluster_config" not in passthrough
+
+
+def test_istio_default_policy_is_least_request() -> None:
+    state = MeshState(services=[service("plain", "10.96.1.1", [{"name": "http", "port": 80}])])
+    [cluster] = build_snapshot(state, Proxy()).clusters
+    assert cluster["lb_policy"] == "LEAST_REQUEST"
+    assert cluster["connect_timeout"] == "10s"
+
+
+def test_connection_pool_outlier_detection_and_tls_mode(snap: Snapshot) -> None:
+    cluster = _cluster(snap, f"outbound|80|v1|{WEB}")
+    assert cluster["connect_timeout"] == "3s"
+    assert cluster["circuit_breakers"] == {
+        "thresholds": [{"max_connections": 100, "max_pending_requests": 10, "max_retries": 4}]
+    }
+    options = cluster["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    assert options["common_http_protocol_options"] == {
+        "max_requests_per_connection": 5,
+        "idle_timeout": "30s",
+    }
+    assert cluster["outlier_detection"] == {
+        "consecutive_5xx": 5,
+        "enforcing_consecutive_5xx": 100,
+        "interval": "10s",
+        "base_ejection_time": "30s",
+        "max_ejection_percent": 50,
+    }
+    assert cluster["metadata"]["filter_metadata"]["istio"]["tls_mode"] == "ISTIO_MUTUAL"
+
+
+def test_service_entry_clusters(snap: Snapshot) -> None:
+    dns = _cluster(snap, "outbound|443||payments.example.com")
+    assert dns["type"] == "STRICT_DNS"
+    assert dns["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == {
+        "socket_address": {"address": "payments.example.com", "port_value": 443}
+    }
+    static = _cluster(snap, "outbound|8000||legacy.internal")
+    assert static["type"] == "EDS"
+    assert _addresses(snap, "outbound|8000||legacy.internal") == [("10.50.0.7", 8001)]
+
+
+# -- endpoints ------------------------------------------------------------------------------
+
+
+def test_ready_endpoints_on_the_slice_port_per_subset(snap: Snapshot) -> None:
+    assert all(a["@type"] == ENDPOINT_TYPE for a in snap.endpoints)
+    assert _addresses(snap, f"outbound|80||{WEB}") == [("10.244.0.5", 8080), ("10.244.0.6", 8080)]
+    assert _addresses(snap, f"outbound|80|v1|{WEB}") == [("10.244.0.5", 8080)]
+    # web-3 (v2) is not ready: only web-2 serves v2
+    assert _addresses(snap, f"outbound|80|v2|{WEB}") == [("10.244.0.6", 8080)]
+    assert not any(a["cluster_name"].startswith("outbound|6379") for a in snap.endpoints)
+
+
+def test_terminating_endpoints_serve_only_when_none_is_ready() -> None:
+    slice_ = endpoint_slice("web", "http", 8080, [("web-1", "10.244.0.5", False)])
+    slice_["endpoints"][0]["conditions"] = {"ready": False, "serving": True, "terminating": True}
+    state = MeshState(services=[service("web", "10.96.0.10", [{"name": "http", "port": 80}])],
+                      slices=[slice_])  # fmt: skip
+    assert _addresses(build_snapshot(state, Proxy()), f"outbound|80||{WEB}") == [
+        ("10.244.0.5", 8080)
+    ]
+
+
+# -- listeners ------------------------------------------------------------------------------
+
+
+def test_one_virtual_listener_per_http_port_and_one_per_tcp_service(snap: Snapshot) -> None:
+    names = [listener["name"] for listener in snap.listeners]
+    assert names == ["0.0.0.0_80", "0.0.0.0_8000", "0.0.0.0_9080", "10.96.0.13_6379",
+                     "10.96.0.12_5432"]  # fmt: skip
+    http = snap.listeners[0]
+    assert http["@type"] == LISTENER_TYPE
+    manager = http["filter_chains"][0]["filters"][0]["typed_config"]
+    assert manager["rds"]["route_config_name"] == "80"
+    assert [f["name"] for f in manager["http_filters"]] == [
+        "envoy.filters.http.fault",
+        "envoy.filters.http.router",
+    ]
+
+
+def test_tcp_routes_become_weighted_tcp_proxy(snap: Snapshot) -> None:
+    listener = next(x for x in snap.listeners if x["name"] == "10.96.0.12_5432")
+    proxy = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert proxy["weighted_clusters"]["clusters"] == [
+        {"name": "outbound|5432|primary|db.shop.svc.cluster.local", "weight": 9},
+        {"name": "outbound|5432|replica|db.shop.svc.cluster.local", "weight": 1},
+    ]
+
+
+def test_listeners_bind_where_told() -> None:
+    state = MeshState(services=[service("web", "10.96.0.10", [{"name": "http", "port": 80}])])
+    [listener] = build_snapshot(state, Proxy(bind_address="127.0.0.1")).listeners
+    assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 80}
+
+
+# -- routes ---------------------------------------------------------------------------------
+
+
+def test_virtual_host_domains(snap: Snapshot) -> None:
+    config = next(r for r in snap.routes if r["name"] == "80")
+    assert config["@type"] == ROUTE_TYPE
+    host = next(h for h in config["virtual_hosts"] if h["name"] == f"{WEB}:80")
+    assert {"web", "web:80", "web.shop", WEB, "10.96.0.10:80"} <= set(host["domains"])
+
+
+def test_header_and_method_match(snap: Snapshot) -> None:
+    route = _route(snap, "80", "canary-header")
+    assert route["match"] == {
+        "prefix": "/",
+        "headers": [
+            {"name": "x-canary", "string_match": {"exact": "yes"}},
+            {"name": ":method", "string_match": {"exact": "GET"}},
+        ],
+    }
+    assert route["route"]["cluster"] == f"outbound|80|v2|{WEB}"
+
+
+def test_redirect(snap: Snapshot) -> None:
+    route = _route(snap, "80", "old-api")
+    assert route["match"] == {"path": "/old"}
+    assert route["redirect"] == {"path_redirect": "/new", "response_code": "FOUND"}
+    assert "route" not in route
+
+
+def test_prefix_query_rewrite_timeout_retries(snap: Snapshot) -> None:
+    route = _route(snap, "80", "api")
+    assert route["match"]["prefix"] == "/api/"
+    assert route["match"]["query_parameters"] == [{"name": "debug", "string_match": {"exact": "1"}}]
+    action = route["route"]
+    assert action["prefix_rewrite"] == "/"
+    assert action["timeout"] == "2.5s"
+    retry = action["retry_policy"]
+    assert retry["retry_on"] == "5xx,retriable-status-codes"
+    assert retry["retriable_status_codes"] == [503]
+    assert retry["num_retries"] == 3
+    assert retry["per_try_timeout"] == "0.5s"
+
+
+def test_regex_match_without_headers_and_regex_rewrite(snap: Snapshot) -> None:
+    route = _route(snap, "80", "regex")
+    assert route["match"]["safe_regex"] == {"regex": "/items/[0-9]+"}
+    assert route["match"]["headers"] == [
+        {"name": "x-debug", "invert_match": True, "present_match": True}
+    ]
+    assert route["route"]["regex_rewrite"] == {
+        "pattern": {"regex": "/items/([0-9]+)"},
+        "substitution": "/item?id=\\1",
+    }
+
+
+def test_fault_injection_percentages_per_million(snap: Snapshot) -> None:
+    fault = _route(snap, "80", "faulty")["typed_per_filter_config"]["envoy.filters.http.fault"]
+    assert fault["delay"] == {
+        "fixed_delay": "1s",
+        "percentage": {"numerator": 100_000, "denominator": "MILLION"},
+    }
+    assert fault["abort"] == {
+        "http_status": 503,
+        "percentage": {"numerator": 55_000, "denominator": "MILLION"},
+    }
+
+
+def test_weighted_split_mirror_and_headers(snap: Snapshot) -> None:
+    route = _route(snap, "80", "split")
+    assert route["route"]["weighted_clusters"] == {
+        "clusters": [
+            {"name": f"outbound|80|v1|{WEB}", "weight": 80},
+            {"name": f"outbound|80|v2|{WEB}", "weight": 20},
+        ]
+    }
+    assert route["route"]["request_mirror_policies"] == [
+        {
+            "cluster": "outbound|9080||ratings.shop.svc.cluster.local",
+            "runtime_fraction": {"default_value": {"numerator": 250_000, "denominator": "MILLION"}},
+        }
+    ]
+    assert route["request_headers_to_add"] == [
+        {"header": {"key": "x-mesh", "value": "fleetlog"},
+         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+    ]  # fmt: skip
+    assert route["request_headers_to_remove"] == ["x-internal"]
+
+
+def test_no_retries_set_means_istio_default_and_zero_attempts_none(snap: Snapshot) -> None:
+    assert _route(snap, "80", "canary-header")["route"]["retry_policy"]["num_retries"] == 2
+    state = MeshState(
+        services=[service("web", "10.96.0.10", [{"name": "http", "port": 80}])],
+        virtual_services=[
+            istio("VirtualService", "web",
+                  {"hosts": ["web"], "http": [{"route": [dest("web")], "retries": {"attempts": 0}}]})
+        ],
+    )  # fmt: skip
+    [config] = build_snapshot(state, Proxy()).routes
+    assert "retry_policy" not in config["virtual_hosts"][0]["routes"][0]["route"]
+
+
+def test_weights_are_relative_and_zero_weights_dropped() -> None:
+    state = MeshState(
+        services=[service("web", "10.96.0.10", [{"name": "http", "port": 80}])],
+        virtual_services=[
+            istio("VirtualService", "web", {"hosts": ["web"], "http": [{"route": [
+                dest("web", "a", 3), dest("web", "b", 1), dest("web", "c", 0)]}]})
+        ],
+    )  # fmt: skip
+    [config] = build_snapshot(state, Proxy()).routes
+    weighted = config["virtual_hosts"][0]["routes"][0]["route"]["weighted_clusters"]
+    assert weighted == {
+        "clusters": [
+            {"name": f"outbound|80|a|{WEB}", "weight": 3},
+            {"name": f"outbound|80|b|{WEB}", "weight": 1},
+        ]
+    }
+
+
+def test_consistent_hash_becomes_the_route_hash_policy() -> None:
+    state = scenario()
+    snap = build_snapshot(state, Proxy())
+    config = next(r for r in snap.routes if r["name"] == "9080")
+    [route] = config["virtual_hosts"][0]["routes"]
+    assert route["name"] == "default"
+    # ratings has no VirtualService: its default route still hashes on the rule's header
+    assert route["route"]["cluster"] == "outbound|9080||ratings.shop.svc.cluster.local"
+    assert route["route"]["hash_policy"] == [{"header": {"header_name": "x-user"}}]
+
+
+@pytest.mark.parametrize(
+    ("hash_key", "policy"),
+    [
+        ({"httpHeaderName": "x-user"}, {"header": {"header_name": "x-user"}}),
+        ({"httpCookie": {"name": "u", "ttl": "10s"}}, {"cookie": {"name": "u", "ttl": "10s"}}),
+        ({"useSourceIp": True}, {"connection_properties": {"source_ip": True}}),
+        ({"httpQueryParameterName": "id"}, {"query_parameter": {"name": "id"}}),
+    ],
+)
+def test_hash_keys(hash_key: dict[str, Any], policy: dict[str, Any]) -> None:
+    state = MeshState(
+        services=[service("web", "10.96.0.10", [{"name": "http", "port": 80}])],
+        virtual_services=[
+            istio("VirtualService", "web", {"hosts": ["web"], "http": [{"route": [dest("web")]}]})
+        ],
+        destination_rules=[
+            istio("DestinationRule", "web",
+                  {"host": "web", "trafficPolicy": {"loadBalancer": {"consistentHash": hash_key}}})
+        ],
+    )  # fmt: skip
+    snap = build_snapshot(state, Proxy())
+    assert snap.clusters[0]["lb_policy"] == "RING_HASH"
+    [config] = snap.routes
+    assert config["virtual_hosts"][0]["routes"][0]["route"]["hash_policy"] == [policy]
+
+
+# -- gateway and bootstrap ------------------------------------------------------------------
+
+
+def test_gateway_proxy_serves_the_virtual_services_bound_to_its_gateway() -> None:
+    snap = build_snapshot(scenario(), Proxy(kind="gateway", labels={"istio": "ingressgateway"}))
+    [listener] = snap.listeners
+    assert listener["address"]["socket_address"]["port_value"] == 8088
+    [config] = snap.routes
+    [host] = config["virtual_hosts"]
+    assert host["domains"] == ["shop.example.com", "shop.example.com:8088"]
+    assert host["routes"][0]["route"]["cluster"] == f"outbound|80|v1|{WEB}"
+    other = build_snapshot(scenario(), Proxy(kind="gateway", labels={"istio": "other"}))
+    assert other.listeners == [] and other.routes == []
+
+
+def test_mesh_virtual_services_do_not_reach_gateways_and_vice_versa(snap: Snapshot) -> None:
+    config = next(r for r in snap.routes if r["name"] == "80")
+    assert not any("shop.example.com" in h["domains"] for h in config["virtual_hosts"])
+
+
+def test_static_bootstrap_inlines_routes_and_endpoints(snap: Snapshot) -> None:
+    boot = static_bootstrap(snap, admin_port=0)
+    clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
+    web = clusters[f"outbound|80|v1|{WEB}"]
+    assert web["type"] == "STATIC" and "@type" not in web
+    assert web["load_assignment"]["cluster_name"] == web["name"]
+    manager = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
+    assert "rds" not in manager and manager["route_config"]["name"] == "80"
+    # the snapshot itself is untouched
+    assert "rds" in snap.listeners[0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert _cluster(snap, f"outbound|80|v1|{WEB}")["type"] == "EDS"
+
+
+def test_pod_labels_missing_means_no_subset_endpoint() -> None:
+    state = MeshState(
+        services=[service("web", "10.96.0.10", [{"name": "http", "port": 80}])],
+        slices=[endpoint_slice("web", "http", 8080, [("web-9", "10.244.0.9", True)])],
+        destination_rules=[
+            istio("DestinationRule", "web", {"host": "web", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]})
+        ],
+    )  # fmt: skip
+    snap = build_snapshot(state, Proxy())
+    assert _addresses(snap, f"outbound|80|v1|{WEB}") == []
+    assert _addresses(snap, f"outbound|80||{WEB}") == [("10.244.0.9", 8080)]
+    assert NS == "shop"
