@@ -8,7 +8,8 @@ writes) use this one class, each with its own seats, so a flood through either i
 the same way. The configuration (FlowSchemas, PriorityLevelConfigurations) is read from
 callables the door supplies, again whenever its version moved; when it changes, new arrivals go
 to a dispatcher built for it while requests already admitted finish on the one that admitted
-them.
+them. :class:`StoredFlowControl` is that configuration as the log holds it (the stored objects
+beneath kube's defaults), for either door.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,10 @@ from core.access.fairness import classify as classify_request
 from core.access.flowdefaults import configuration
 from core.access.rbac import Request, User
 from core.errors import FleetError
+from projections.cluster import ClusterModel
+from projections.runtime import Projection
+from streams.eventstore import EventStore
+from streams.subjects import event_filter
 
 Config = tuple[Sequence[Mapping[str, Any]], Mapping[str, Level]]
 """The schemas and levels in force (``core.access.flowdefaults.configuration``)."""
@@ -146,3 +152,52 @@ class FairGate:
 
     def executing(self, level: str) -> int:
         return self._current().executing(level)
+
+    def seats(self, level: str) -> int:
+        """The seats ``level`` holds of ``total_seats``."""
+        return self._current().seats(level)
+
+
+class StoredFlowControl:
+    """The cluster's FlowSchemas and PriorityLevelConfigurations, each kind folded by a
+    projection of its own (a handful of objects, never the whole log), beneath kube's
+    built-in ones: what a :class:`FairGate` reads (``read``, ``version``)."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.schemas = Projection(ClusterModel(), store, filter_subject=event_filter("FlowSchema"))
+        self.levels = Projection(
+            ClusterModel(), store, filter_subject=event_filter("PriorityLevelConfiguration")
+        )
+
+    async def start(self) -> None:
+        for projection in (self.schemas, self.levels):
+            await projection.catch_up()
+            await projection.follow()
+
+    async def stop(self) -> None:
+        for projection in (self.schemas, self.levels):
+            await projection.stop()
+
+    def read(self) -> Config:
+        return configuration(
+            [r.manifest for r in self.schemas.model.list("FlowSchema")],
+            [r.manifest for r in self.levels.model.list("PriorityLevelConfiguration")],
+        )
+
+    def version(self) -> object:
+        return self.schemas.position, self.levels.position
+
+    def uids(self, classification: Classification) -> tuple[str, str]:
+        """The UIDs of the schema and level that classified a request (kube's
+        ``X-Kubernetes-PF-FlowSchema-UID`` and ``X-Kubernetes-PF-PriorityLevel-UID``): a stored
+        object's own; a built-in one's derived from its name, the same on every server."""
+        return (
+            self._uid(self.schemas, "FlowSchema", classification.schema),
+            self._uid(self.levels, "PriorityLevelConfiguration", classification.level),
+        )
+
+    @staticmethod
+    def _uid(projection: Projection[ClusterModel], kind: str, name: str) -> str:
+        record = projection.model.get(kind, "", name)
+        uid = (record.manifest.get("metadata") or {}).get("uid") if record is not None else None
+        return str(uid) if uid else str(uuid.uuid5(uuid.NAMESPACE_URL, f"fleetlog:{kind}/{name}"))

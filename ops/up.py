@@ -55,7 +55,13 @@ from handlers.agent.agent import NodeAgent
 from handlers.agent.dns import DNSOptions
 from handlers.agent.network import NetworkOptions
 from handlers.agent.node import default_node_name
-from handlers.apiserver import APIServer, ensure_pki, kubeconfig_path, write_kubeconfig
+from handlers.apiserver import (
+    AccessSource,
+    APIServer,
+    ensure_pki,
+    kubeconfig_path,
+    write_kubeconfig,
+)
 from handlers.deployment_controller import DeploymentController
 from handlers.endpointslice_controller import EndpointSliceController
 from handlers.garbage_collector import GarbageCollector
@@ -414,8 +420,11 @@ async def serve(
                         roles.append(tasks.create_task(replicas.run()))
                     if api is not None:
                         apiserver = _api_server(
-                            nc, projection, store, api, service_ranges, gateway.secret_keys
-                        )
+                            nc, projection, store, api, service_ranges, gateway.secret_keys,
+                            # Its commands are signed (a control-plane key): it authenticates
+                            # tokens and authorizes reads with the gateway's users and policy.
+                            access=gateway.access if credentials is not None else None,
+                        )  # fmt: skip
                         await apiserver.start()
                         roles.append(tasks.create_task(_serve_api(apiserver)))
                     if agent_root is not None:
@@ -451,6 +460,8 @@ def _api_server(
     options: APIOptions,
     ranges: ServiceRanges,
     secret_keys: SecretKeys | None,
+    *,
+    access: AccessSource | None = None,
 ) -> APIServer:
     from core.kubeapi.tables import Columns
     from ops.render.objects import COLUMNS
@@ -475,6 +486,7 @@ def _api_server(
         host=options.host,
         port=options.port,
         secret_keys=secret_keys,
+        access=access,
     )
 
 

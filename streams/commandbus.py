@@ -27,6 +27,7 @@ import secrets
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,10 @@ assumes for leases)."""
 IMPERSONATE_HEADER = "Fleet-Impersonate"
 """Set (to the command's stated actor) when the sender asks to act as that identity; without
 it a signed command's actor is its signer."""
+ACTOR_GROUPS = "actor_groups"
+"""The command's key (inside the signed payload) naming the impersonated actor's groups (kube's
+``Impersonate-Group``): honoured only from a control-plane signer, the Kubernetes door, which
+authenticated its caller's groups itself (a client certificate's O entries)."""
 WHOAMI_SUBJECT = command_subject("SelfSubjectReview", "create")
 """``fleetlog auth whoami``: who the gateway verifies the caller to be."""
 ACCESS_REVIEW_SUBJECT = command_subject("SelfSubjectAccessReview", "create")
@@ -109,11 +114,14 @@ class CommandClient:
         actor: str,
         source: str | None = None,
         impersonate: bool = False,
+        groups: Sequence[str] | None = None,
     ) -> None:
         """``impersonate``: ``actor`` is someone the caller asks to act as (``--as``), not
-        merely a name for itself (a signed command's actor is otherwise its signer)."""
+        merely a name for itself (a signed command's actor is otherwise its signer);
+        ``groups``: the impersonated actor's groups (:data:`ACTOR_GROUPS`)."""
         self._nc = nc
         self.actor = actor
+        self.groups = list(groups) if groups is not None else None
         self.source = source if source is not None else default_source()
         self.impersonate = impersonate
         credentials = credentials_of(nc)
@@ -138,18 +146,18 @@ class CommandClient:
         from core.api.commands import command_message
 
         key = idempotency_key or new_idempotency_key()
-        payload = msgpack.packb(
-            command_message(
-                idempotency_key=key,
-                actor=self.actor,
-                body=body,
-                expected_version=expected_version,
-                correlation_id=correlation_id,
-                causation_id=causation_id,
-                source=self.source,
-            ),
-            use_bin_type=True,
+        message = command_message(
+            idempotency_key=key,
+            actor=self.actor,
+            body=body,
+            expected_version=expected_version,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            source=self.source,
         )
+        if self.impersonate and self.groups is not None:
+            message[ACTOR_GROUPS] = self.groups
+        payload = msgpack.packb(message, use_bin_type=True)
         return await self.send_raw(command_subject(kind, verb), payload, timeout, attempts)
 
     async def review(self, subject: str, body: dict[str, Any], timeout: float = 5.0) -> Outcome:

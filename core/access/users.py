@@ -9,11 +9,21 @@ half of the user's nkey (the seed never reaches the log), ``spec.groups`` its gr
 group names: ``system:masters`` is the administrators'), ``spec.revoked`` whether the server
 still admits it. Revoking keeps the object (the audit trail names the user); rotating is a new
 ``publicKey``.
+
+The Kubernetes door (``handlers.apiserver``) admits the same users with a bearer token:
+``spec.tokenHash`` is ``sha256:<hex>`` of a token ``fleetlog user create`` mints on the
+caller's machine (the token itself, like the seed, never reaches the log), and
+``spec.tokenExpiresAt`` an optional end of its validity. A plain SHA-256 suffices: the token is
+256 random bits, so its hash can be shown to any reader without letting anyone find the token
+(no salt or slow hash is needed, unlike for a chosen password).
 """
 
 from __future__ import annotations
 
-from typing import Literal, Self
+import hashlib
+import re
+from datetime import datetime
+from typing import Final, Literal, Self
 
 from pydantic import model_validator
 
@@ -24,12 +34,21 @@ from core.meta.types import ResourceBase
 
 API_GROUP = "auth.fleetlog.dev"
 API_VERSION = f"{API_GROUP}/v1"
+TOKEN_HASH_PREFIX: Final = "sha256:"
+_TOKEN_HASH = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def token_hash(token: str) -> str:
+    """What ``spec.tokenHash`` holds for ``token``."""
+    return TOKEN_HASH_PREFIX + hashlib.sha256(token.encode()).hexdigest()
 
 
 class UserSpec(K8sModel):
     public_key: str
     groups: list[str] = []
     revoked: bool = False
+    token_hash: str | None = None
+    token_expires_at: datetime | None = None
 
 
 class User(ResourceBase):
@@ -53,6 +72,17 @@ class User(ResourceBase):
                 "spec",
                 "publicKey",
             ) from None
+        if self.spec.token_hash is not None and not _TOKEN_HASH.fullmatch(self.spec.token_hash):
+            raise field_error(
+                f"Invalid value: {self.spec.token_hash!r}: must be sha256: and 64 lowercase hex "
+                "digits (the hash of the token, never the token)",
+                "spec",
+                "tokenHash",
+            )
+        if self.spec.token_expires_at is not None and self.spec.token_expires_at.tzinfo is None:
+            raise field_error(
+                "Invalid value: must be an RFC 3339 time with a zone", "spec", "tokenExpiresAt"
+            )
         for index, group in enumerate(self.spec.groups):
             if not group.strip() or group != group.strip():
                 raise field_error(

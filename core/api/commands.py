@@ -18,8 +18,11 @@ from core.errors import ValidationFailed
 
 VERBS = ("create", "apply", "delete", "scale", "cordon", "uncordon", "status", "bind")
 _COMMAND_FIELDS = frozenset(
-    {"v", "id", "actor", "body", "expected_version", "correlation_id", "causation_id", "source"}
-)
+    {"v", "id", "actor", "body", "expected_version", "correlation_id", "causation_id", "source",
+     # The impersonated actor's groups, read by authentication (only from the control plane's
+     # Kubernetes door: ``streams.commandbus.ACTOR_GROUPS``), never by a decision.
+     "actor_groups"}
+)  # fmt: skip
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 
 

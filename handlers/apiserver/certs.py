@@ -8,6 +8,9 @@ the local admin (CN ``admin``, O ``system:masters``, as kubeadm's admin), keeps 
 ``<data dir>/pki/`` (files 0600, directory 0700) and writes ``<data dir>/kubeconfig`` so kubectl
 works at once. A restart reuses them; a server certificate that no longer names every address
 (the service range changed) or is about to expire is made again from the same CA.
+:func:`issue_client_certificate` signs one for any user (``fleetlog user kubeconfig
+--client-certificate``), and :func:`user_kubeconfig` writes a kubeconfig for a user with a
+certificate or a bearer token.
 """
 
 from __future__ import annotations
@@ -81,10 +84,9 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _name(common: str, organization: str | None = None) -> x509.Name:
-    parts = [x509.NameAttribute(NameOID.COMMON_NAME, common)]
-    if organization:
-        parts.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+def _name(common: str, *organizations: str) -> x509.Name:
+    parts = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    parts.append(x509.NameAttribute(NameOID.COMMON_NAME, common))
     return x509.Name(parts)
 
 
@@ -230,33 +232,61 @@ def ensure_pki(directory: Path, *, service_ip: str | None) -> PKI:
     return pki
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
 def write_kubeconfig(path: Path, pki: PKI, *, server: str, name: str = "fleetlog") -> None:
     """A kubeconfig for the local admin (certificates embedded), readable by its owner only."""
+    credentials = {
+        "client-certificate-data": _b64(pki.admin_cert.read_bytes()),
+        "client-key-data": _b64(pki.admin_key.read_bytes()),
+    }
+    user_kubeconfig(
+        path, server=server, ca_pem=pki.ca_cert.read_bytes(), cluster=name,
+        user=f"{name}-admin", credentials=credentials,
+    )  # fmt: skip
 
-    def data(file: Path) -> str:
-        return base64.b64encode(file.read_bytes()).decode()
 
-    user = f"{name}-admin"
+def user_kubeconfig(
+    path: Path,
+    *,
+    server: str,
+    ca_pem: bytes,
+    cluster: str,
+    user: str,
+    credentials: dict[str, str],
+    namespace: str | None = None,
+) -> None:
+    """A kubeconfig with one context ``cluster`` for ``user`` (``credentials``: kubeconfig's
+    ``token``, or ``client-certificate-data`` and ``client-key-data``), owner-only."""
+    context: dict[str, str] = {"cluster": cluster, "user": user}
+    if namespace:
+        context["namespace"] = namespace
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
             {
-                "name": name,
-                "cluster": {"server": server, "certificate-authority-data": data(pki.ca_cert)},
+                "name": cluster,
+                "cluster": {"server": server, "certificate-authority-data": _b64(ca_pem)},
             }
         ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate-data": data(pki.admin_cert),
-                    "client-key-data": data(pki.admin_key),
-                },
-            }
-        ],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": user}}],
-        "current-context": name,
+        "users": [{"name": user, "user": credentials}],
+        "contexts": [{"name": cluster, "context": context}],
+        "current-context": cluster,
         "preferences": {},
     }
     _write(path, yaml.safe_dump(config, sort_keys=False).encode())
+
+
+def issue_client_certificate(
+    pki: PKI, *, user: str, groups: tuple[str, ...] = ()
+) -> tuple[bytes, bytes]:
+    """A client certificate (PEM) and its key (PEM) from the door's CA: CN ``user``, an O per
+    group, as kube's x509 authenticator reads them."""
+    ca = _load_ca(pki)
+    if ca is None:
+        raise FileNotFoundError(f"no usable CA in {pki.directory} (has fleetlog up run here?)")
+    cert, key = _leaf(ca, subject=_name(user, *groups), usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)

@@ -65,6 +65,7 @@ from projections.runtime import Projection
 from streams.commandbus import CommandClient, CommandFailed, NoGateway
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
+from streams.identity import credentials_of
 from streams.secretkeys import SecretKeys
 from streams.subjects import event_filter
 
@@ -376,7 +377,16 @@ class Resources:
     # -- writes ----------------------------------------------------------------------------
 
     def _client(self, caller: Caller) -> CommandClient:
-        return CommandClient(self._nc, actor=caller.identity.actor, source=caller.source)
+        # Signed (the door holds a control-plane key): the command impersonates the caller,
+        # so the gateway's RBAC decides with its identity and the audit names it, the door
+        # recorded as the impersonator. Unsigned (an open server): the stated actor, as any
+        # unsigned command there.
+        if credentials_of(self._nc) is None:
+            return CommandClient(self._nc, actor=caller.identity.actor, source=caller.source)
+        return CommandClient(
+            self._nc, actor=caller.identity.user, source=caller.source, impersonate=True,
+            groups=caller.identity.groups,
+        )  # fmt: skip
 
     async def send(
         self,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Any
 
 from core.access import bootstrap, rbac
 from core.access.commandauth import Identity, user_identity, users_by_key
@@ -81,6 +82,11 @@ class AccessModel:
         if self._by_key is None:
             self._by_key = users_by_key(r.manifest for r in self._users.model.list("User"))
         return self._by_key.get(public_key)
+
+    def users(self) -> list[dict[str, Any]]:
+        """The User manifests of the log (the Kubernetes door matches tokens and revoked
+        certificates against them)."""
+        return [r.manifest for r in self._users.model.list("User")]
 
     def named(self, name: str) -> Identity:
         """The identity an impersonator asks for: the User of that name with its groups (a

@@ -4,7 +4,10 @@ Why this exists: the actor of every event must be the identity that really sent 
 (issue 17). :class:`Authenticate` verifies a signed command (``core.access.signing``) against
 the keys the cluster admits (:class:`handlers.gateway.access.AccessModel`): the verified user
 becomes the actor, the signature is kept for the audit record, and ``--as`` (the
-``Fleet-Impersonate`` header) is an impersonation request :class:`Authorize` checks. Forged,
+``Fleet-Impersonate`` header) is an impersonation request :class:`Authorize` checks. A
+control-plane key that impersonates is the Kubernetes door sending for the caller it
+authenticated: that caller (with the groups the signed payload names) is then the actor and
+RBAC's subject, the door the recorded impersonator. Forged,
 tampered, stale, replayed and unknown signatures are refused (``unauthorized``), nothing is
 appended. :class:`Authorize` then asks Kubernetes' RBAC (``core.access.rbac``) whether the
 user may do what the command maps to (``core.access.commandauth``); a denial is kube's
@@ -33,6 +36,7 @@ from core.access.commandauth import (
     acting_as,
     command_request,
     impersonation,
+    user_identity,
 )
 from core.access.signing import (
     SIGNATURE_HEADER,
@@ -46,7 +50,7 @@ from core.access.signing import (
 from core.errors import FleetError, NotFound
 from handlers.gateway.access import AccessModel
 from handlers.gateway.context import CommandContext
-from streams.commandbus import IMPERSONATE_HEADER
+from streams.commandbus import ACTOR_GROUPS, IMPERSONATE_HEADER
 from streams.repository import AggregateRepository
 
 
@@ -126,6 +130,8 @@ class Authenticate:
             raise Unauthorized(str(exc)) from None
         if caller.control_plane:
             ctx.identity = acting_as(caller, stated)
+            if headers.get(IMPERSONATE_HEADER) is not None:
+                self._door_caller(ctx, caller, stated)
         else:
             ctx.identity = caller
             target = headers.get(IMPERSONATE_HEADER)
@@ -140,6 +146,26 @@ class Authenticate:
                 ctx.impersonator = caller
                 ctx.identity = self._access.named(target)
         ctx.actor = ctx.identity.user.name
+
+    def _door_caller(self, ctx: CommandContext, caller: Identity, stated: str) -> None:
+        """A control-plane key impersonating (the Kubernetes door sending for a caller it
+        authenticated): the caller is the actor, with the groups the signed payload names
+        (kube's ``Impersonate-Group``; else its User's), and RBAC decides as for that caller.
+        The door is recorded as the impersonator."""
+        target = (ctx.headers or {}).get(IMPERSONATE_HEADER)
+        if target != stated:
+            raise Unauthorized(
+                f"{IMPERSONATE_HEADER} names {target!r} but the signed command's actor is "
+                f"{stated!r}"
+            )
+        groups = ctx.raw.get(ACTOR_GROUPS)
+        ctx.impersonator = caller
+        if isinstance(groups, list) and all(isinstance(g, str) for g in groups):
+            ctx.identity = user_identity(stated, groups)
+        elif self._access is not None:
+            ctx.identity = self._access.named(stated)
+        else:
+            ctx.identity = user_identity(stated, ())
 
     async def _identity(self, signer: str) -> Identity:
         if self._access is None:

@@ -24,11 +24,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from core.access.commandauth import Identity
-from core.access.flowdefaults import configuration
 from core.errors import FleetError
 from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.services.ranges import DEFAULT_RANGES, ServiceRanges
-from handlers.fairgate import FairGate
+from handlers.fairgate import FairGate, StoredFlowControl
 from handlers.gateway.access import AccessModel
 from handlers.gateway.admission import Admit, resolve_target
 from handlers.gateway.audit import audit_record
@@ -105,17 +104,14 @@ class Gateway:
         self.secret_keys = SecretKeys(nc, cluster_key) if cluster_key is not None else None
         # The cluster's FlowSchemas and priority levels (API Priority and Fairness), beneath
         # which kube's defaults stand; ``max_in_flight`` is the seats the levels share.
-        self.flow_schemas = Projection(
-            ClusterModel(), store, filter_subject=event_filter("FlowSchema")
-        )
-        self.priority_levels = Projection(
-            ClusterModel(), store, filter_subject=event_filter("PriorityLevelConfiguration")
-        )
+        self.flow_control = StoredFlowControl(store)
+        self.flow_schemas = self.flow_control.schemas
+        self.priority_levels = self.flow_control.levels
         self.fairness = Fairness(
             FairGate(
                 total_seats=max_in_flight,
-                read=self._flow_configuration,
-                version=lambda: (self.flow_schemas.position, self.priority_levels.position),
+                read=self.flow_control.read,
+                version=self.flow_control.version,
             )
         )
         # Who signs commands, and what RBAC lets them do.
@@ -162,9 +158,7 @@ class Gateway:
         written) before this returns."""
         await self.priority_classes.catch_up()
         await self.priority_classes.follow()
-        for projection in (self.flow_schemas, self.priority_levels):
-            await projection.catch_up()
-            await projection.follow()
+        await self.flow_control.start()
         try:
             await self.services.start()
             await self.policies.start()
@@ -177,17 +171,10 @@ class Gateway:
                     writer.cancel()
         finally:
             await self.priority_classes.stop()
-            await self.flow_schemas.stop()
-            await self.priority_levels.stop()
+            await self.flow_control.stop()
             await self.services.stop()
             await self.policies.stop()
             await self.access.stop()
-
-    def _flow_configuration(self) -> Any:
-        return configuration(
-            [r.manifest for r in self.flow_schemas.model.list("FlowSchema")],
-            [r.manifest for r in self.priority_levels.model.list("PriorityLevelConfiguration")],
-        )
 
     async def _pods_of(
         self, namespace: str

@@ -7,6 +7,11 @@ objects in the log through the gateway (``create`` and ``rotate`` make the nkey 
 only its public key, and write the seed to a file only the caller may read, with a context
 that uses it). The server refuses ``fleet.cmd.user.>`` from anyone outside ``system:masters``,
 so only an admin's commands reach the gateway.
+
+The Kubernetes door admits the same users: ``create`` (and ``rotate``) also mint a bearer
+token here, send only its hash (``spec.tokenHash``) and keep the token beside the seed;
+``user kubeconfig NAME`` writes a kubeconfig for kubectl with that token (or, on the machine
+that ran ``fleetlog up``, with a client certificate its CA signs: ``--client-certificate``).
 """
 
 from __future__ import annotations
@@ -128,6 +133,20 @@ async def _stored_user(session: Any, name: str) -> dict[str, Any]:
     return manifest
 
 
+def _new_token(ctx: click.Context, name: str) -> tuple[str, Path]:
+    """A fresh bearer token for the Kubernetes door, kept (0600) beside the user's seed; the
+    log gets only its hash."""
+    import secrets
+
+    from streams.identity import write_private
+
+    token = secrets.token_urlsafe(32)
+    path, _ = _config(ctx)
+    file = _credentials_dir(path) / f"{name}.token"
+    write_private(file, token + "\n")
+    return token, file
+
+
 def _user_manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "auth.fleetlog.dev/v1",
@@ -151,7 +170,9 @@ def _user_manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 async def create_user(
     ctx: click.Context, name: str, groups: tuple[str, ...], output: Path | None
 ) -> None:
-    """Create a user with a new nkey; write its seed and a context that uses it."""
+    """Create a user with a new nkey and a Kubernetes bearer token; write its seed, its token
+    and a context that uses them."""
+    from core.access.users import token_hash
     from streams.identity import Credentials, generate_seed
 
     credentials = Credentials(generate_seed())
@@ -159,10 +180,13 @@ async def create_user(
     async with open_session(ctx) as s:
         if await s.query("User", name=name):
             raise Failure(f'users.auth.fleetlog.dev "{name}" already exists (rotate its key?)')
+        token, token_file = _new_token(ctx, name)
+        spec["tokenHash"] = token_hash(token)
         await s.commands.send("User", "apply", {"manifest": _user_manifest(name, spec)})
     file, context = _write_user_credentials(ctx, name=name, seed=credentials.seed, output=output)
     click.echo(f"user.auth.fleetlog.dev/{name} created")
     click.echo(f"credentials: {file} (context {context}: fleetlog --context {context} ...)")
+    click.echo(f"kubernetes token: {token_file} (fleetlog user kubeconfig {name})")
 
 
 @user_group.command(name="list")
@@ -215,7 +239,9 @@ async def revoke_user(ctx: click.Context, name: str) -> None:
 @click.pass_context
 @run
 async def rotate_user(ctx: click.Context, name: str, output: Path | None) -> None:
-    """Give a user a new nkey (the old one is refused from now on) and write its seed."""
+    """Give a user a new nkey and Kubernetes token (the old ones are refused from now on) and
+    write them."""
+    from core.access.users import token_hash
     from streams.identity import Credentials, generate_seed
 
     credentials = Credentials(generate_seed())
@@ -223,10 +249,93 @@ async def rotate_user(ctx: click.Context, name: str, output: Path | None) -> Non
         manifest = await _stored_user(s, name)
         spec = {**(manifest.get("spec") or {}), "publicKey": credentials.public_key}
         spec["revoked"] = False
+        token, _ = _new_token(ctx, name)
+        spec["tokenHash"] = token_hash(token)
         await s.commands.send("User", "apply", {"manifest": _user_manifest(name, spec)})
     file, context = _write_user_credentials(ctx, name=name, seed=credentials.seed, output=output)
     click.echo(f"user.auth.fleetlog.dev/{name} rotated")
     click.echo(f"credentials: {file} (context {context})")
+
+
+@user_group.command(name="kubeconfig")
+@click.argument("name")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to write it [default: credentials/NAME.kubeconfig beside the config].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The data directory of the fleetlog up whose Kubernetes API to use (its kubeconfig "
+    "gives the server and CA) [default: fleetlog up's].",
+)
+@click.option(
+    "--client-certificate",
+    "certificate",
+    is_flag=True,
+    help="Authenticate with a client certificate the API's CA signs now (CN NAME, O each "
+    "--group), instead of the user's token; only where fleetlog up keeps its CA.",
+)
+@click.option("--group", "groups", multiple=True, help="A group of the certificate (repeatable).")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.pass_context
+def user_kubeconfig(
+    ctx: click.Context,
+    name: str,
+    output: Path | None,
+    data_dir: Path | None,
+    certificate: bool,
+    groups: tuple[str, ...],
+    namespace: str,
+) -> None:
+    """Write a kubeconfig for user NAME: kubectl then acts as NAME through the Kubernetes API,
+    under the same RBAC and audit as the NATS door."""
+    import base64
+
+    import yaml
+
+    from handlers.apiserver.certs import PKI, issue_client_certificate, user_kubeconfig
+    from ops.cliargs import default_data_dir
+
+    data = data_dir or default_data_dir()
+    try:
+        admin = yaml.safe_load((data / "kubeconfig").read_text())
+        cluster = admin["clusters"][0]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise Failure(
+            f"cannot read the Kubernetes API's kubeconfig in {data} ({exc}): --data-dir?"
+        ) from None
+    server = cluster["cluster"]["server"]
+    ca_pem = base64.b64decode(cluster["cluster"]["certificate-authority-data"])
+    path, _ = _config(ctx)
+    if certificate:
+        try:
+            cert, key = issue_client_certificate(PKI(data / "pki"), user=name, groups=groups)
+        except (OSError, ValueError) as exc:
+            raise Failure(str(exc)) from None
+        credentials = {
+            "client-certificate-data": base64.b64encode(cert).decode(),
+            "client-key-data": base64.b64encode(key).decode(),
+        }
+    else:
+        token_file = _credentials_dir(path) / f"{name}.token"
+        try:
+            token = token_file.read_text().strip()
+        except OSError:
+            raise Failure(
+                f"no token for {name} in {token_file}: tokens are kept where `fleetlog user "
+                "create|rotate` ran (rotate gives a new one), or use --client-certificate"
+            ) from None
+        credentials = {"token": token}
+    file = output or _credentials_dir(path) / f"{name}.kubeconfig"
+    user_kubeconfig(
+        file, server=server, ca_pem=ca_pem, cluster=str(cluster["name"]), user=name,
+        credentials=credentials, namespace=namespace,
+    )  # fmt: skip
+    click.echo(f"kubeconfig: {file} (KUBECONFIG={file} kubectl ...)")
 
 
 @click.group(name="auth")

@@ -31,3 +31,16 @@ def test_a_public_key_that_is_not_a_user_nkey_is_refused(key: str) -> None:
         User.model_validate(_user(key))
     failed = to_validation_failed(caught.value)
     assert any(error.field == "spec.publicKey" for error in failed.errors), failed
+
+
+def test_a_user_holds_a_token_hash_never_a_token() -> None:
+    from core.access.users import token_hash
+
+    key = Credentials(generate_seed()).public_key
+    spec = {"publicKey": key, "tokenHash": token_hash("secret"),
+            "tokenExpiresAt": "2027-01-01T00:00:00Z"}  # fmt: skip
+    User.model_validate({"metadata": {"name": "a"}, "spec": spec})
+    with pytest.raises(ValidationError) as caught:
+        User.model_validate({"metadata": {"name": "a"}, "spec": {**spec, "tokenHash": "secret"}})
+    failed = to_validation_failed(caught.value)
+    assert any(error.field == "spec.tokenHash" for error in failed.errors), failed

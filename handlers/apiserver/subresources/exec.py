@@ -26,8 +26,9 @@ stdout, stderr, resize; each one the request asked for must arrive within 30 s),
 stream carries one JSON size after another, the command's end is the Status on the error
 stream, and then every stream is finished.
 
-Security note (issue 17 adds authorization): today any authenticated caller may exec; whoever
-it is, the command runs as the container's own user, never as the caller or the agent.
+Security note: the door authorizes ``create`` on ``pods/exec`` (``pods/attach``) before this runs
+(``handlers.apiserver.server``); whoever the caller is, the command runs as the container's own
+user, never as the caller or the agent.
 """
 
 from __future__ import annotations
