@@ -139,7 +139,10 @@ class CommandClient:
         causation_id: str | None = None,
         timeout: float = 5.0,
         attempts: int = 3,
+        dry_run: bool = False,
     ) -> Outcome:
+        """Send a command (``dry_run``: decided and answered with the object it would make,
+        appending nothing; the object is the outcome's ``extra["object"]``)."""
         # Imported here, not at the top: the command models are pydantic, and a read-only CLI
         # command holds a CommandClient in its session without ever sending, so it should not
         # pay for loading them.
@@ -154,6 +157,7 @@ class CommandClient:
             correlation_id=correlation_id,
             causation_id=causation_id,
             source=self.source,
+            dry_run=dry_run,
         )
         if self.impersonate and self.groups is not None:
             message[ACTOR_GROUPS] = self.groups

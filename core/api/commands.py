@@ -21,7 +21,7 @@ _COMMAND_FIELDS = frozenset(
     {"v", "id", "actor", "body", "expected_version", "correlation_id", "causation_id", "source",
      # The impersonated actor's groups, read by authentication (only from the control plane's
      # Kubernetes door: ``streams.commandbus.ACTOR_GROUPS``), never by a decision.
-     "actor_groups"}
+     "actor_groups", "dry_run"}
 )  # fmt: skip
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{8,128}")
 
@@ -120,6 +120,9 @@ class Command(BaseModel):
     causation_id: str | None = None
     source: str | None = None
     """Where the command came from, as the client says (host and process): for the audit."""
+    dry_run: bool = False
+    """Decide (authentication, authorization, admission, the aggregate's rules) and answer
+    with the object as it would be, appending nothing: kube's ``dryRun=All``."""
 
 
 def parse_command(kind: str, verb: str, raw: object) -> Command:
@@ -165,6 +168,9 @@ def parse_command(kind: str, verb: str, raw: object) -> Command:
     source = raw.get("source")
     if source is not None and (not isinstance(source, str) or len(source) > 256):
         raise ValidationFailed("source must be a string of at most 256 characters", field="source")
+    dry_run = raw.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise ValidationFailed("dry_run must be true or false", field="dry_run")
     _, body = COMMAND_UPCASTERS.upcast(f"cmd:{verb}", version, body)
     try:
         parsed = BODIES[verb].model_validate(body)
@@ -181,6 +187,7 @@ def parse_command(kind: str, verb: str, raw: object) -> Command:
         body=parsed,
         expected_version=expected,
         source=source,
+        dry_run=dry_run,
         **chain,
     )
 
@@ -194,6 +201,7 @@ def command_message(
     correlation_id: str | None = None,
     causation_id: str | None = None,
     source: str | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """The map a client sends for a command (before msgpack)."""
     msg: dict[str, Any] = {
@@ -210,4 +218,6 @@ def command_message(
         msg["causation_id"] = causation_id
     if source is not None:
         msg["source"] = source
+    if dry_run:
+        msg["dry_run"] = True
     return msg

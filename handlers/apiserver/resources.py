@@ -416,6 +416,53 @@ class Resources:
         warn(outcome.warnings)
         return max(outcome.seqs, default=0)
 
+    async def send_dry(
+        self,
+        caller: Caller,
+        target: Target,
+        kind: str,
+        verb: str,
+        body: dict[str, Any],
+        *,
+        expected_version: int | None = None,
+    ) -> dict[str, Any]:
+        """Send one command as a dry run: decided by the gateway exactly as a real one
+        (authorization, admission, the object's rules), nothing appended; the object as it
+        would be (a Secret's values open)."""
+        try:
+            outcome = await self._client(caller).send(
+                kind, verb, body, expected_version=expected_version, dry_run=True
+            )
+        except NoGateway as exc:
+            raise APIError(503, "ServiceUnavailable", exc.message, target) from None
+        except FleetError as exc:
+            if isinstance(exc, CommandFailed):
+                warn(exc.warnings)
+            raise from_fleet_error(exc, target) from None
+        warn(outcome.warnings)
+        answered: dict[str, Any] = outcome.extra["object"]
+        return answered
+
+    def dry_object(
+        self,
+        path: ResourcePath,
+        answered: Mapping[str, Any],
+        current: ObjectRecord | None,
+    ) -> dict[str, Any]:
+        """A dry run's answer as kube gives it: an update keeps the object's resourceVersion
+        (nothing was stored), a create has none yet."""
+        obj = api_object(
+            path.resource,
+            manifest=answered["manifest"],
+            namespace=path.namespace or "",
+            uid=str(answered["uid"]),
+            resource_version=current.last_seq if current is not None else 0,
+            created_ns=current.created_ns if current is not None else time.time_ns(),
+        )
+        if current is None:
+            del obj["metadata"]["resourceVersion"]
+        return obj
+
     async def send_on_object(
         self,
         caller: Caller,
@@ -453,7 +500,7 @@ class Resources:
     async def create(
         self, request: web.Request, path: ResourcePath, caller: Caller
     ) -> web.StreamResponse:
-        no_dry_run(request)
+        dry = dry_run_of(_all(request.query, "dryRun"))
         body = await read_json(request)
         written = writable(
             body,
@@ -467,6 +514,11 @@ class Resources:
         )
         await self._projection.wait_for_log_end(timeout=READ_WAIT_S)
         self._check_namespace(path)
+        if dry:
+            answered = await self.send_dry(
+                caller, target, path.resource.kind, "create", {"manifest": manifest}
+            )
+            return respond(self.dry_object(path, answered, None), status=201)
         seq = await self.send(caller, target, path.resource.kind, "create", {"manifest": manifest})
         record = await self.after_write(path, written.name, seq)
         if record is None:
@@ -476,7 +528,7 @@ class Resources:
     async def update(
         self, request: web.Request, path: ResourcePath, caller: Caller
     ) -> web.StreamResponse:
-        no_dry_run(request)
+        dry = dry_run_of(_all(request.query, "dryRun"))
         assert path.name is not None
         body = await read_json(request)
         written = writable(body, path.resource, namespace=path.namespace or "", name=path.name)
@@ -490,6 +542,12 @@ class Resources:
             request, path.resource, record.manifest, written.manifest, _stated_managers(body),
             path.target,
         )  # fmt: skip
+        if dry:
+            answered = await self.send_dry(
+                caller, path.target, path.resource.kind, "apply", {"manifest": manifest},
+                expected_version=expected,
+            )  # fmt: skip
+            return respond(self.dry_object(path, answered, record))
         seq = await self.send(
             caller, path.target, path.resource.kind, "apply", {"manifest": manifest},
             expected_version=expected,
@@ -506,11 +564,11 @@ class Resources:
         to the version it was computed from; a write racing in between makes it start over
         (as kube-apiserver retries a patch), unless the patch itself named a
         resourceVersion."""
-        no_dry_run(request)
+        dry = dry_run_of(_all(request.query, "dryRun"))
         assert path.name is not None
         media = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if media == APPLY_PATCH:
-            return await self.server_side_apply(request, path, caller)
+            return await self.server_side_apply(request, path, caller, dry=dry)
         if media not in PATCH_TYPES:
             raise unsupported_media_type(media or "(none)", (*PATCH_TYPES, APPLY_PATCH))
         if "force" in request.query:
@@ -536,6 +594,12 @@ class Resources:
                 _stated_managers(patched), path.target,
             )  # fmt: skip
             try:
+                if dry:
+                    answered = await self.send_dry(
+                        caller, path.target, path.resource.kind, "apply",
+                        {"manifest": manifest}, expected_version=expected,
+                    )  # fmt: skip
+                    return respond(self.dry_object(path, answered, record))
                 seq = await self.send(
                     caller, path.target, path.resource.kind, "apply",
                     {"manifest": manifest}, expected_version=expected,
@@ -551,7 +615,7 @@ class Resources:
         raise AssertionError("unreachable")
 
     async def server_side_apply(
-        self, request: web.Request, path: ResourcePath, caller: Caller
+        self, request: web.Request, path: ResourcePath, caller: Caller, *, dry: bool = False
     ) -> web.StreamResponse:
         """``application/apply-patch+yaml``: merge the applied configuration into the object
         (or create it) as its field manager, refusing with kube's Conflict to change a field
@@ -590,6 +654,15 @@ class Resources:
             manifest = {k: v for k, v in outcome.object.items() if k != "status"}
             verb = "create" if record is None else "apply"
             try:
+                if dry:
+                    answered = await self.send_dry(
+                        caller, path.target, path.resource.kind, verb, {"manifest": manifest},
+                        expected_version=None if record is None else record.version,
+                    )  # fmt: skip
+                    return respond(
+                        self.dry_object(path, answered, record),
+                        status=201 if record is None else 200,
+                    )
                 seq = await self.send(
                     caller, path.target, path.resource.kind, verb, {"manifest": manifest},
                     expected_version=None if record is None else record.version,
@@ -619,6 +692,11 @@ class Resources:
         body: dict[str, Any] = {"name": record.name, "propagationPolicy": options.propagation}
         if path.resource.namespaced:
             body["namespace"] = record.namespace
+        if options.dry_run:
+            await self.send_dry(
+                caller, target, path.resource.kind, "delete", body, expected_version=expected
+            )
+            return 0
         seq = await self.send(
             caller, target, path.resource.kind, "delete", body, expected_version=expected
         )
@@ -636,7 +714,7 @@ class Resources:
             raise not_found_object(path)
         seq = await self.delete_one(path, record, caller, options)
         still = self.record(path)
-        if still is not None and still.uid == record.uid:
+        if still is not None and still.uid == record.uid and not options.dry_run:
             return respond(self.as_api_object(path.resource, still))
         if path.resource.kind in RETURNS_DELETED_OBJECT:
             return respond(object_of(path.resource, record.as_dict(), seq or record.last_seq))
@@ -755,8 +833,27 @@ def _managed_update(
 
 
 def no_dry_run(request: web.Request) -> None:
+    """A subresource's write: its dry run is not served (kube serves it; say so)."""
     if request.query.get("dryRun"):
-        raise bad_request("dryRun is not supported by fleetlog yet: nothing was done")
+        raise bad_request(
+            "dryRun on a subresource is not supported by fleetlog yet: nothing was done"
+        )
+
+
+def dry_run_of(values: list[str] | str | None) -> bool:
+    """kube's ``dryRun`` (query or DeleteOptions): ``All`` decides everything and stores
+    nothing; absent, a real write; any other value is refused as ``ValidateDryRun`` does."""
+    if values is None or values == []:
+        return False
+    listed = [values] if isinstance(values, str) else values
+    if not isinstance(listed, list):
+        raise bad_request("dryRun must be a list of strings")
+    for value in listed:
+        if value != "All":
+            raise bad_request(
+                f'dryRun: Unsupported value: "{str(value)[:32]}": supported values: "All"'
+            )
+    return True
 
 
 async def read_patch(request: web.Request, target: Target) -> tuple[str, Any]:
@@ -799,6 +896,7 @@ def check_preconditions(
 class DeleteOptions:
     propagation: str
     preconditions: Preconditions
+    dry_run: bool = False
 
 
 async def _delete_options(request: web.Request, target: Target) -> DeleteOptions:
@@ -815,9 +913,8 @@ def delete_options(
     body: Mapping[str, Any], query: Mapping[str, str], target: Target
 ) -> DeleteOptions:
     """DeleteOptions from a body (a delete's, or the one inside an Eviction) and a query."""
-    dry_run = body.get("dryRun") or query.get("dryRun")
-    if dry_run:
-        raise bad_request("dryRun is not supported by fleetlog yet: nothing was deleted", target)
+    stated = body.get("dryRun")
+    dry_run = dry_run_of(stated if stated is not None else _all(query, "dryRun"))
     policy = body.get("propagationPolicy") or query.get("propagationPolicy")
     orphan = body.get("orphanDependents")
     if orphan is None and query.get("orphanDependents"):
@@ -846,4 +943,15 @@ def delete_options(
             uid=uid if isinstance(uid, str) and uid else None,
             resource_version=parse_resource_version(rv if isinstance(rv, str) else None),
         ),
+        dry_run=dry_run,
     )
+
+
+def _all(query: Mapping[str, str], key: str) -> list[str] | None:
+    """Every value of a repeated query parameter (aiohttp's MultiDict), or None."""
+    getall = getattr(query, "getall", None)
+    if getall is not None:
+        values: list[str] = getall(key, [])
+        return values or None
+    value = query.get(key)
+    return [value] if value is not None else None

@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from core.access.secretdata import NONCE_BYTES, seal_manifest
+from core.access.secretdata import NONCE_BYTES, open_manifest, seal_manifest
 from core.api.catalog import AGGREGATES
 from core.api.causation import caused_by_command
 from core.api.commands import BindBody, DeleteBody, NodeBody, ScaleBody, StatusBody
@@ -53,6 +53,16 @@ STEP_ASIDE_S = 0.05
 QUOTA_REFUSALS = ("exceeded quota:", "failed quota:")
 """How a ResourceQuota's refusal begins (Kubernetes' words, ``core.policy.aggregates``)."""
 UID_NAMESPACE = uuid.UUID("0b8f4f53-0c55-4f0e-a3c4-4a7c1b3d5e20")
+
+
+class _DryRunDecided(Exception):
+    """A dry run's decision, raised out of the decide step so nothing is appended (and the
+    aggregates it changed in memory are dropped from the cache, as after any refusal)."""
+
+    def __init__(self, loaded: Loaded, data_key: bytes | None) -> None:
+        super().__init__("dry run")
+        self.loaded = loaded
+        self.data_key = data_key
 
 
 class Execute:
@@ -136,9 +146,11 @@ class Execute:
             if service is not None:
                 self._check_expected_version(ctx, loaded)
                 records = service.decide(attempt, loaded)
+                if dry_run:
+                    raise _DryRunDecided(loaded, None)
                 return Append(changes=[loaded, *records], provenance=provenance)
             if plain is not None:
-                ctx.manifest = await self._sealed(ctx, plain, loaded)
+                ctx.manifest = await self._sealed(ctx, plain, loaded, sealed_with)
             node = self._node_of(ctx, loaded)
             host = attempt[AggregateRef("Node", "", node)] if node else None
             quotas = [attempt[q] for q in quota_refs]
@@ -148,6 +160,8 @@ class Execute:
                 node=host.aggregate if host is not None else None,
                 quotas=[q.aggregate for q in quotas],
             )
+            if dry_run:
+                raise _DryRunDecided(loaded, sealed_with[-1] if sealed_with else None)
             return Append(
                 changes=[loaded, *([host] if host is not None else []), *quotas],
                 provenance=provenance,
@@ -160,6 +174,8 @@ class Execute:
 
         creating = command.verb in ("create", "apply") and command.expected_version is None
         checked_ns: list[int] = []
+        sealed_with: list[bytes] = []
+        dry_run = command.dry_run
         try:
             decided = await decide_and_append(
                 self._repository,
@@ -167,7 +183,10 @@ class Execute:
                 decide,
                 attempts=MAX_DECISION_ATTEMPTS,
                 dependents=shared,
-                assume_new=(ref,) if creating else (),
+                # A dry run never meets the append that catches a stale cache or a wrong
+                # guess that the object is new: it decides on the log as it is.
+                assume_new=(ref,) if creating and not dry_run else (),
+                start_fresh=dry_run,
                 # Another gateway is writing the same object: step aside for a random moment
                 # so the two do not keep colliding in lock-step.
                 on_conflict=OnConflict(step_aside_s=STEP_ASIDE_S, noticed=noticed),
@@ -176,6 +195,9 @@ class Execute:
             raise FleetError(
                 f"{ref} kept changing under this command; try again", code="conflict"
             ) from exc
+        except _DryRunDecided as decision:
+            self._answer_dry_run(ctx, decision)
+            return
         if decided.written is not None and checked_ns:
             now = time.monotonic_ns()
             self.append_latency.observe(now - checked_ns[-1], now_ns=now)
@@ -192,6 +214,33 @@ class Execute:
             # attempt of the same command had already stored its events.
             ctx.reply["replayed"] = True
 
+    @staticmethod
+    def _answer_dry_run(ctx: CommandContext, decision: _DryRunDecided) -> None:
+        """The object as the command would leave it (a Secret's values open, as its reader
+        sees them), and the events it would have appended; nothing was."""
+        assert ctx.ref is not None
+        aggregate = decision.loaded.aggregate
+        assert aggregate is not None
+        pending = [type(aggregate).event_type(e) for e in aggregate.pending_events]
+        manifest = aggregate.manifest
+        if ctx.ref.kind == "Secret" and decision.data_key is not None:
+            manifest = open_manifest(
+                manifest, data_key=decision.data_key, namespace=ctx.ref.namespace,
+                name=ctx.ref.name, uid=aggregate.uid,
+            )  # fmt: skip
+        ctx.reply = {
+            "ok": True,
+            "seqs": [],
+            "events": [],  # the audit record's: none was appended
+            "would_append": pending,
+            "version": aggregate.version,
+            "uid": aggregate.uid,
+            "unchanged": not pending,
+            "dry_run": True,
+            "object": {"manifest": manifest, "uid": aggregate.uid, "deleted": aggregate.deleted},
+        }
+        ctx.audit_annotations["fleetlog.dev/dry-run"] = "true"
+
     def _keys(self) -> SecretKeys:
         if self._secret_keys is None:
             raise FleetError(
@@ -202,7 +251,7 @@ class Execute:
         return self._secret_keys
 
     async def _sealed(
-        self, ctx: CommandContext, plain: dict[str, Any], loaded: Loaded
+        self, ctx: CommandContext, plain: dict[str, Any], loaded: Loaded, sealed_with: list[bytes]
     ) -> dict[str, Any]:
         """The Secret ``plain`` as the log keeps it: its values sealed under its data key
         (made now for a new secret; a re-created one is a new uid, so a new key)."""
@@ -212,7 +261,13 @@ class Execute:
         if live is not None and ctx.command.verb == "create":
             return plain  # refused as AlreadyExists: no key is made for it
         uid = live.uid if live is not None else self._uid(ctx)
-        data_key = await self._keys().data_key(uid)
+        if ctx.command.dry_run and live is None:
+            # A dry run stores nothing, so no data key is made for it: a key of its own
+            # seals (and then opens) the answer.
+            data_key = os.urandom(32)
+        else:
+            data_key = await self._keys().data_key(uid)
+        sealed_with.append(data_key)
         return seal_manifest(
             plain, stored=live.manifest if live is not None else None, data_key=data_key,
             namespace=ctx.ref.namespace, name=ctx.ref.name, uid=uid,

@@ -179,6 +179,36 @@ def test_kubectls_create_commands_send_protobuf_and_are_served(kubectl: Kubectl)
     )
 
 
+def test_diff_and_server_side_dry_runs_show_what_a_write_would_do(
+    kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """Kubernetes' conformance cases "kubectl diff finds a difference for Deployments" and
+    "kubectl can dry-run update Pods": decided by the server, stored nowhere."""
+    manifest = tmp_path / "web.yaml"
+    manifest.write_text(MANIFEST.split("---\n")[0])
+    dry = kubectl("apply", "--dry-run=server", "-f", str(manifest))
+    assert dry.stdout.strip() == "deployment.apps/web created (server dry run)"
+    assert kubectl("get", "deployments", "-o", "name").stdout == ""
+    kubectl("apply", "-f", str(manifest))
+    assert kubectl("diff", "-f", str(manifest), check=False).returncode == 0
+    manifest.write_text(manifest.read_text().replace("replicas: 2", "replicas: 4"))
+    diff = kubectl("diff", "-f", str(manifest), check=False)
+    assert diff.returncode == 1, diff.stderr
+    assert "-  replicas: 2" in diff.stdout and "+  replicas: 4" in diff.stdout
+    assert kubectl("get", "deploy", "web", "-o", "jsonpath={.spec.replicas}").stdout == "2"
+    kubectl("run", "solo", "--image=busybox", "--restart=Never")
+    patched = kubectl(
+        "patch", "pod", "solo", "--dry-run=server", "-o", "jsonpath={.spec.containers[0].image}",
+        "-p", '{"spec":{"containers":[{"name":"solo","image":"busybox:1.36"}]}}',
+    )  # fmt: skip
+    assert patched.stdout == "busybox:1.36"
+    live = kubectl("get", "pod", "solo", "-o", "jsonpath={.spec.containers[0].image}").stdout
+    assert live == "busybox"
+    gone = kubectl("delete", "pod", "solo", "--dry-run=server")
+    assert gone.stdout.strip() == 'pod "solo" deleted from default namespace (server dry run)'
+    assert kubectl("get", "pod", "solo", "-o", "name").stdout == "pod/solo\n"
+
+
 def test_get_watch_sees_a_change(kubectl: Kubectl, tmp_path: Path) -> None:
     kubectl("apply", "-f", "-", stdin=MANIFEST.split("---\n")[1])
     out = (tmp_path / "watch.out").open("w")

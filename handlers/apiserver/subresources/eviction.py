@@ -16,7 +16,7 @@ from aiohttp import web
 
 from core.kubeapi.paths import ResourcePath
 from core.kubeapi.podwrites import created_status, eviction_delete_options
-from core.kubeapi.status import method_not_allowed
+from core.kubeapi.status import bad_request, method_not_allowed
 from handlers.apiserver.http import read_json, respond
 from handlers.apiserver.resources import delete_options, no_dry_run
 
@@ -37,6 +37,10 @@ async def serve(
         {},
         path.target,
     )
+    if options.dry_run:
+        raise bad_request(
+            "dryRun on an eviction is not supported by fleetlog yet: nothing was done"
+        )
     record = await resources.current(path)
     await resources.delete_one(path, record, caller, options)
     return respond(created_status(), status=201)
