@@ -25,8 +25,9 @@ from typing import Any, Final, Literal, Self
 
 from pydantic import Field, model_validator
 
+from core.errors import FieldError, ValidationFailed
 from core.meta.fields import QuantityString, Timestamp
-from core.meta.model import K8sModel, Problems, invalid, unsupported
+from core.meta.model import K8sModel, Problems, invalid, show, unsupported
 from core.meta.names import dns1123_label_errors, dns1123_subdomain_errors
 from core.meta.quantity import parse_quantity
 from core.meta.types import Condition, LabelSelector, ResourceBase
@@ -544,23 +545,41 @@ _V1_SPEC_FIELDS: Final = frozenset(
 )
 
 
+_V1_STATUS_FIELDS: Final = frozenset(
+    {
+        "observedGeneration",
+        "lastScaleTime",
+        "currentReplicas",
+        "desiredReplicas",
+        "currentCPUUtilizationPercentage",
+    }
+)
+
+
+def _unknown_v1_fields(section: str, given: Mapping[str, Any], known: frozenset[str]) -> None:
+    """v1 has no ``metrics`` or ``behavior``: a v1 document naming them is refused, as the API
+    server's strict decoding refuses a field its version does not have."""
+    unknown = sorted(set(given) - known)
+    if unknown:
+        errors = [FieldError(f"{section}.{f}", f"unknown field {show(f)}") for f in unknown]
+        raise ValidationFailed(errors[0].message, field=errors[0].field, errors=errors)
+
+
 def convert_v1(doc: Mapping[str, Any]) -> dict[str, Any]:
     """An ``autoscaling/v1`` HPA as the ``autoscaling/v2`` document kube-apiserver makes of it:
     ``targetCPUUtilizationPercentage`` becomes a CPU ``Utilization`` metric (none given: the
     v2 default of 80 % applies), ``currentCPUUtilizationPercentage`` a current CPU metric.
-
-    Fields v1 does not have are left in place, so that v2 validation refuses them as unknown
-    (``spec.metrics`` in a v1 document is an error there too). Not converted: the
-    ``autoscaling.alpha.kubernetes.io/*`` annotations through which v1 clients round-trip v2
-    fields.
+    Not converted: the ``autoscaling.alpha.kubernetes.io/*`` annotations through which v1
+    clients round-trip v2 fields.
     """
     out = dict(doc)
     out["apiVersion"] = API_VERSION
     spec = doc.get("spec")
     if isinstance(spec, Mapping):
+        _unknown_v1_fields("spec", spec, _V1_SPEC_FIELDS)
         new_spec = {k: v for k, v in spec.items() if k != "targetCPUUtilizationPercentage"}
-        target = spec.get("targetCPUUtilizationPercentage")
         if "targetCPUUtilizationPercentage" in spec:
+            target = spec["targetCPUUtilizationPercentage"]
             new_spec["metrics"] = [
                 {
                     "type": "Resource",
@@ -570,11 +589,10 @@ def convert_v1(doc: Mapping[str, Any]) -> dict[str, Any]:
                     },
                 }
             ]
-        for field in set(spec) - _V1_SPEC_FIELDS:
-            new_spec[field] = spec[field]
         out["spec"] = new_spec
     status = doc.get("status")
     if isinstance(status, Mapping):
+        _unknown_v1_fields("status", status, _V1_STATUS_FIELDS)
         new_status = {k: v for k, v in status.items() if k != "currentCPUUtilizationPercentage"}
         current = status.get("currentCPUUtilizationPercentage")
         if current is not None:
