@@ -105,7 +105,7 @@ def test_scale_up_sets_kubernetes_conditions_status_and_why() -> None:
                 "name": "cpu",
                 "current": {"averageUtilization": 50, "averageValue": "500m"},
             },
-        }  # fmt: skip
+        }
     ]
     why = decision.why
     assert (why["recommendation"], why["desiredReplicas"]) == (5, 5)
