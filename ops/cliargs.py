@@ -37,6 +37,7 @@ API_GROUPS: dict[str, str] = {
     "RoleBinding": "rbac.authorization.k8s.io",
     "ClusterRoleBinding": "rbac.authorization.k8s.io",
     "User": "auth.fleetlog.dev",
+    "HorizontalPodAutoscaler": "autoscaling",
     "FlowSchema": "flowcontrol.apiserver.k8s.io",
     "PriorityLevelConfiguration": "flowcontrol.apiserver.k8s.io",
     "VirtualService": "networking.istio.io",
@@ -82,6 +83,7 @@ for _kind, _short in (
     ("PeerAuthentication", ("pa",)),
     ("NodePortAllocation", ()),
     ("PodCIDR", ()),
+    ("HorizontalPodAutoscaler", ("hpa",)),
 ):
     _names = (_kind.lower(), _plural(_kind))
     for _alias in (*_names, *_short):

@@ -7,14 +7,16 @@ of each kind together. ``core.api.kinds`` is the light version (scope only) for 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from core.access import aggregates as access
 from core.access.flowkinds import FlowSchema, PriorityLevelConfiguration
 from core.access.kinds import ClusterRole, ClusterRoleBinding, Role, RoleBinding
 from core.access.users import User
+from core.autoscaling import aggregate as autoscaling
+from core.autoscaling.model import HorizontalPodAutoscaler, convert_v1
 from core.config import aggregates as config
 from core.config.model import ConfigMap, Secret
 from core.mesh import aggregates as mesh
@@ -77,6 +79,7 @@ AGGREGATES: dict[str, type[Resource]] = {
         mesh.Gateway,
         mesh.ServiceEntry,
         mesh.PeerAuthentication,
+        autoscaling.HorizontalPodAutoscaler,
     )
 }
 """kind name -> its aggregate class."""
@@ -110,6 +113,7 @@ ResourceModel = (
     | Gateway
     | ServiceEntry
     | PeerAuthentication
+    | HorizontalPodAutoscaler
 )
 """Any top-level object fleetlog stores."""
 
@@ -156,6 +160,7 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
         "Gateway": _info(Gateway),
         "ServiceEntry": _info(ServiceEntry),
         "PeerAuthentication": _info(PeerAuthentication),
+        "HorizontalPodAutoscaler": _info(HorizontalPodAutoscaler),
     }
 )
 """kind name -> (apiVersion, model class, namespaced)."""
@@ -164,3 +169,9 @@ API_VERSION_ALIASES: Mapping[str, str] = MappingProxyType(dict(MESH_VERSION_ALIA
 """An older apiVersion a group still serves with the same schema -> the stored one
 (``networking.istio.io/v1beta1`` -> ``networking.istio.io/v1``): the manifest is read and
 stored as the newer version, as the API server converts to its storage version."""
+
+CONVERSIONS: Mapping[tuple[str, str], Callable[[Mapping[str, Any]], dict[str, Any]]] = (
+    MappingProxyType({("HorizontalPodAutoscaler", "autoscaling/v1"): convert_v1})
+)
+"""(kind, older apiVersion) -> how a document of it becomes the stored version's, as
+kube-apiserver converts it (``autoscaling/v1`` HPAs are stored as ``autoscaling/v2``)."""

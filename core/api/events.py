@@ -67,6 +67,7 @@ RESOURCE_KINDS = (
     "Gateway",
     "ServiceEntry",
     "PeerAuthentication",
+    "HorizontalPodAutoscaler",
 )
 
 

@@ -41,6 +41,7 @@ NAMESPACED: Mapping[str, bool] = MappingProxyType(
         "Gateway": True,
         "ServiceEntry": True,
         "PeerAuthentication": True,
+        "HorizontalPodAutoscaler": True,
     }
 )
 """kind name -> whether its objects live in a namespace (as ``ResourceBase.NAMESPACED``)."""

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
-from core.api.catalog import API_VERSION_ALIASES, KINDS, ResourceModel
+from core.api.catalog import API_VERSION_ALIASES, CONVERSIONS, KINDS, ResourceModel
 from core.errors import UnknownKind, ValidationFailed
 from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.meta.model import invalid, show, to_validation_failed
@@ -51,6 +51,10 @@ def parse_manifest(doc: object, *, features: FeatureGates = DEFAULT_FEATURES) ->
             f'missing required field "apiVersion" (kind {kind} is "{info.api_version}")',
             field="apiVersion",
         )
+    convert = CONVERSIONS.get((kind, api_version)) if isinstance(api_version, str) else None
+    if convert is not None:
+        doc = convert(doc)
+        api_version = doc["apiVersion"]
     if isinstance(api_version, str) and API_VERSION_ALIASES.get(api_version) == info.api_version:
         doc = {**doc, "apiVersion": info.api_version}
     elif api_version != info.api_version:

@@ -132,6 +132,7 @@ _NAMES: Mapping[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "Gateway": ("gateways", ("gw",), ("istio-io", "networking-istio-io")),
     "ServiceEntry": ("serviceentries", ("se",), ("istio-io", "networking-istio-io")),
     "PeerAuthentication": ("peerauthentications", ("pa",), ("istio-io", "security-istio-io")),
+    "HorizontalPodAutoscaler": ("horizontalpodautoscalers", ("hpa",), ("all",)),
 }
 
 

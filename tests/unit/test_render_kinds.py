@@ -180,6 +180,14 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "kind": "PeerAuthentication",
         "spec": {"mtls": {"mode": "STRICT"}},
     },
+    "HorizontalPodAutoscaler": {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "x"},
+            "maxReplicas": 3,
+        },
+    },
 }
 
 NAMES = {"IPAddress": "100.64.0.20", "NodePortAllocation": "30080", "PodCIDR": "100.96.3.0-24"}
@@ -376,6 +384,7 @@ def test_o_name_prints_what_the_other_commands_take(kind: str) -> None:
         "Gateway": "gateway.networking.istio.io/x",
         "ServiceEntry": "serviceentry.networking.istio.io/x",
         "PeerAuthentication": "peerauthentication.security.istio.io/x",
+        "HorizontalPodAutoscaler": "horizontalpodautoscaler.autoscaling/x",
     }.get(kind, f"{kind.lower()}/x")
 
 

@@ -838,8 +838,8 @@ def test_unknown_kind_lists_the_known_kinds():
     assert error.field == "kind"
     assert (
         "ClusterRole, ClusterRoleBinding, ConfigMap, Deployment, DestinationRule, "
-        "EndpointSlice, FlowSchema, Gateway, IPAddress, LimitRange, Namespace, Node, "
-        "NodePortAllocation, PeerAuthentication, Pod, PodCIDR, PriorityClass, "
+        "EndpointSlice, FlowSchema, Gateway, HorizontalPodAutoscaler, IPAddress, LimitRange, "
+        "Namespace, Node, NodePortAllocation, PeerAuthentication, Pod, PodCIDR, PriorityClass, "
         "PriorityLevelConfiguration, ReplicaSet, ResourceQuota, Role, RoleBinding, Secret, "
         "Service, ServiceEntry, User, VirtualService" in error.message
     )
