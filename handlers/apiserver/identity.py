@@ -124,6 +124,17 @@ class DoorAccess:
         """Whether RBAC is asked (a door with the cluster's policy)."""
         return self.access is not None
 
+    async def rules(self, identity: Identity, namespace: str) -> list[Mapping[str, Any]]:
+        """Every rule RBAC grants the caller in ``namespace`` (``kubectl auth can-i --list``);
+        everything for ``system:masters`` and on a door without the policy."""
+        if self.access is None or SYSTEM_MASTERS in identity.groups:
+            return [
+                {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]},
+                {"verbs": ["*"], "nonResourceURLs": ["*"]},
+            ]
+        await self.access.refresh()
+        return self.access.policy.rules_for(identity.as_user, namespace)
+
     async def authorize(self, identity: Identity, request: rbac.Request) -> rbac.Decision:
         """RBAC's answer (``system:masters`` is allowed before RBAC is asked, as kube's
         privileged group); a denial is asked again once the policy caught up with the log."""

@@ -33,6 +33,10 @@ _REVIEWS: Final = {
         AUTHORIZATION,
         "SelfSubjectAccessReview",
     ),
+    ("apis", AUTHORIZATION, "v1", "selfsubjectrulesreviews"): (
+        AUTHORIZATION,
+        "SelfSubjectRulesReview",
+    ),
 }
 
 
@@ -66,6 +70,12 @@ async def serve(request: web.Request, identity: Identity, doors: DoorAccess) -> 
     if not isinstance(body, dict):
         raise bad_request(f"a {kind} must be an object")
     spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+    if kind == "SelfSubjectRulesReview":
+        answer["spec"] = spec
+        answer["status"] = _rules_status(
+            await doors.rules(identity, str(spec.get("namespace") or ""))
+        )
+        return respond(answer, status=201)
     asked = _asked(spec)
     decision = await doors.authorize(identity, asked)
     status: dict[str, Any] = {"allowed": decision.allowed}
@@ -74,6 +84,31 @@ async def serve(request: web.Request, identity: Identity, doors: DoorAccess) -> 
     answer["spec"] = spec
     answer["status"] = status
     return respond(answer, status=201)
+
+
+def _rules_status(rules: list[Any]) -> dict[str, Any]:
+    """A SelfSubjectRulesReview's status: each rule as a resource rule, a non-resource rule or
+    both (kube's ``ConvertToResourceRules`` / ``ConvertToNonResourceRules``); RBAC is the only
+    authorizer, so the list is complete."""
+    resource_rules: list[dict[str, Any]] = []
+    non_resource_rules: list[dict[str, Any]] = []
+    for rule in rules:
+        verbs = list(rule.get("verbs") or [])
+        if rule.get("resources"):
+            entry: dict[str, Any] = {"verbs": verbs, "apiGroups": list(rule.get("apiGroups") or []),
+                                     "resources": list(rule["resources"])}  # fmt: skip
+            if rule.get("resourceNames"):
+                entry["resourceNames"] = list(rule["resourceNames"])
+            resource_rules.append(entry)
+        if rule.get("nonResourceURLs"):
+            non_resource_rules.append(
+                {"verbs": verbs, "nonResourceURLs": list(rule["nonResourceURLs"])}
+            )
+    return {
+        "resourceRules": resource_rules,
+        "nonResourceRules": non_resource_rules,
+        "incomplete": False,
+    }
 
 
 def _asked(spec: dict[str, Any]) -> rbac.Request:

@@ -218,6 +218,16 @@ async def test_a_view_user_reads_its_namespace_only_and_cannot_write(
     assert (await kubectl(config, "auth", "can-i", "list", "pods", "-n", "a")).stdout == "yes\n"
     denied = await kubectl(config, "auth", "can-i", "list", "pods", "-n", "b")
     assert (denied.stdout, denied.returncode) == ("no\n", 1)
+    # ``--list``: the rules RBAC grants in the namespace (view's, there; none beyond the
+    # built-in discovery ones in b).
+    listed_a = await kubectl(config, "auth", "can-i", "--list", "-n", "a")
+    assert listed_a.returncode == 0, listed_a.stderr
+    rows = [line.split() for line in listed_a.stdout.splitlines()]
+    assert rows[0] == ["Resources", "Non-Resource", "URLs", "Resource", "Names", "Verbs"]
+    assert ["pods", "[]", "[]", "[get", "list", "watch]"] in rows
+    assert not any(row[0] == "secrets" for row in rows)
+    listed_b = await kubectl(config, "auth", "can-i", "--list", "-n", "b")
+    assert not any(row.split()[0] == "pods" for row in listed_b.stdout.splitlines()[1:])
 
 
 async def test_a_write_through_the_door_is_decided_and_audited_as_its_caller(
