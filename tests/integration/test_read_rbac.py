@@ -294,3 +294,30 @@ async def test_unsigned_reads_are_refused_where_signatures_are_required(
             assert await admin.history("Pod", "a", "web") == []
     history.close()
     await projection.stop()
+
+
+async def test_a_stale_or_tampered_signed_query_is_refused(
+    nats_server: Any, cluster: Gateway
+) -> None:
+    payload = msgpack.packb({"kind": "Pod", "namespace": "a", "name": None, "continue": None})
+    long_ago = time.time_ns() - 120 * 1_000_000_000
+    stale = signature_headers(
+        BOB.seed.encode(), subject=CLUSTER_QUERY_SUBJECT, payload=payload, now_ns=long_ago
+    )
+    fresh = signature_headers(
+        BOB.seed.encode(), subject=CLUSTER_QUERY_SUBJECT, payload=payload, now_ns=time.time_ns()
+    )
+    other = msgpack.packb({"kind": "Pod", "namespace": "b", "name": None, "continue": None})
+    async with reading_as(nats_server.url, BOB) as bob:
+
+        async def ask(data: bytes, headers: dict[str, str]) -> dict[str, Any]:
+            reply = await bob.nc.request(CLUSTER_QUERY_SUBJECT, data, timeout=10, headers=headers)
+            return msgpack.unpackb(reply.data, raw=False)
+
+        old = await ask(payload, stale)
+        assert old["error"]["code"] == "unauthorized"
+        assert "behind the query service's clock" in old["error"]["message"]
+        tampered = await ask(other, fresh)
+        assert tampered["error"]["code"] == "unauthorized"
+        assert "does not match" in tampered["error"]["message"]
+        assert (await ask(payload, fresh))["ok"]
