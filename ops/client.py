@@ -1,6 +1,10 @@
 """A CLI session: one connection to the cluster's NATS, the event store for reads, the command
 client for writes, and the cluster query. (The parsers of the command line, which need none of
-this, are in ``ops.cliargs``.)"""
+this, are in ``ops.cliargs``.)
+
+Queries are signed like commands (``streams.querybus``) and act as the same identity (``--as``
+impersonates on reads too, as kubectl's does); a refused one (kube's Forbidden) fails the
+command as a refused command does."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from streams.connection import connect
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
 from streams.identity import Credentials
+from streams.querybus import request as signed_request
 from streams.subjects import event_subject
 
 
@@ -37,11 +42,15 @@ class Session:
         items: list[dict[str, Any]] = []
         after = None
         while True:
-            request = msgpack.packb(
-                {"kind": kind, "namespace": namespace, "name": name, "continue": after}
-            )
+            fields = {"kind": kind, "namespace": namespace, "name": name, "continue": after}
+            if self.commands.impersonate:
+                fields["actor"] = self.commands.actor
+            request = msgpack.packb(fields)
             try:
-                reply = await self.nc.request(CLUSTER_QUERY_SUBJECT, request, timeout=10)
+                reply = await signed_request(
+                    self.nc, CLUSTER_QUERY_SUBJECT, request, timeout=10,
+                    impersonate=self._impersonated,
+                )  # fmt: skip
             except (NoRespondersError, NatsTimeout) as exc:
                 raise FleetError(
                     "no projection is answering queries: is `fleetlog up` running?",
@@ -59,7 +68,15 @@ class Session:
     async def history(self, kind: str, namespace: str, name: str) -> list[StoredEvent]:
         """Every event of one object, oldest first (from ``up``'s history index when it
         answers, else from the log)."""
-        return await read_history(self.nc, self.store, event_subject(kind, namespace, name))
+        return await read_history(
+            self.nc, self.store, event_subject(kind, namespace, name),
+            impersonate=self._impersonated,
+        )  # fmt: skip
+
+    @property
+    def _impersonated(self) -> str | None:
+        """Whom this session's requests act as when it is not its own identity (``--as``)."""
+        return self.commands.actor if self.commands.impersonate else None
 
 
 def pick_container(item: dict[str, Any], container: str | None) -> tuple[str, int | None]:

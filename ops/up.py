@@ -83,6 +83,7 @@ from projections.history import HistoryIndex
 from projections.history_service import HistoryService
 from projections.podconfig import PodConfigService
 from projections.query import QueryService
+from projections.readaccess import ReadAccess
 from projections.runtime import Projection
 from streams import jsapi, seal
 from streams.cancellation import checkpoint
@@ -366,11 +367,17 @@ async def serve(
                 cluster=cluster_cidr or ClusterCIDR.parse(),
             )  # fmt: skip
             endpoint_slices = await EndpointSliceController.create(nc, projection)
-            query = QueryService(nc, projection, secret_keys=gateway.secret_keys)
+            # Reads are authorized as commands are, from the gateway's users and RBAC objects.
+            read_access = ReadAccess(gateway.access, require_signatures=wall is not None)
+            query = QueryService(
+                nc, projection, secret_keys=gateway.secret_keys, read_access=read_access
+            )
             pod_config = PodConfigService(nc, projection, gateway.secret_keys)
-            endpoints = EndpointsService(nc, projection)
+            endpoints = EndpointsService(nc, projection, read_access=read_access)
             history = (
-                HistoryService(nc, store, HistoryIndex(history_path), projection)
+                HistoryService(
+                    nc, store, HistoryIndex(history_path), projection, read_access=read_access
+                )
                 if history_path is not None
                 else None
             )

@@ -24,6 +24,10 @@ current from the cluster projection's events (a slice belongs to the service its
   ``position`` is past the answer's (every ``up`` process publishes; equal positions are the
   same state). Who needs every intermediate state reads the log itself
   (``fleet.evt.endpointslice.<namespace>.>``).
+
+A signed query is answered only when RBAC lets its signer ``get`` the service and ``list`` the
+EndpointSlices of its namespace (``projections.readaccess``); the watch subjects are the
+control plane's and admins' (the NATS wall lets users subscribe to their own inbox only).
 """
 
 from __future__ import annotations
@@ -38,8 +42,11 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from core.access.readauth import endpoints_requests
+from core.errors import FleetError
 from core.services.slices import SERVICE_NAME_LABEL
 from projections.cluster import ClusterModel, ObjectRecord
+from projections.readaccess import ReadAccess
 from projections.runtime import Projection
 from streams.subjects import QUERY_PREFIX, WATCH_PREFIX, decode_token, encode_token
 
@@ -192,9 +199,18 @@ class EndpointsService:
     """Answers ``fleet.qry.endpoints.<ns>.<svc>`` and publishes ``fleet.watch.endpoints.…``
     (see the module docstring)."""
 
-    def __init__(self, nc: Client, projection: Projection[ClusterModel]) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        projection: Projection[ClusterModel],
+        *,
+        read_access: ReadAccess | None = None,
+    ) -> None:
+        """``read_access``: who may read which service's endpoints (None: unsigned queries
+        read every service's, signed ones are refused)."""
         self._nc = nc
         self._projection = projection
+        self._read = read_access or ReadAccess()
         self.slices = ServiceSlices(projection.model)
         self._changed: set[Key] = set()
         self._wake = asyncio.Event()
@@ -253,6 +269,9 @@ class EndpointsService:
             request = msgpack.unpackb(msg.data, raw=False) if msg.data else {}
             if not isinstance(request, dict):
                 raise ValueError("the request must be a msgpack map (or empty)")
+            reader = await self._read.reader(msg, request)
+            for asked in endpoints_requests(namespace=namespace, service=service):
+                await self._read.check(reader, asked)
             caught_up = await self._projection.wait_for_log_end(timeout=3.0)
             reply = endpoints_answer(
                 self._projection.model,
@@ -263,6 +282,8 @@ class EndpointsService:
             )
             reply["position"] = self._projection.position
             reply["caught_up"] = caught_up
+        except FleetError as exc:
+            reply = {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
         except Exception as exc:  # a bad question must not stop the service
             log.warning("endpoints.query_failed", subject=msg.subject, error=str(exc))
             reply = {"ok": False, "error": {"code": "invalid", "message": f"bad query: {exc}"}}

@@ -11,7 +11,12 @@ Requests are msgpack maps on ``fleet.qry.history`` (``subject``, ``after_seq``);
 the stored rows (sequence, stored time, bytes) a page at a time. Like the cluster query service
 the answer is read-your-writes: the service first learns where the log ends (one stream-info
 round trip) and waits until it has indexed that far. A client that gets no answer (no
-``up`` is running, or it lags) reads the log directly: slower, never different.
+``up`` is running, or it lags) reads the log directly: slower, never different (and, behind
+the NATS wall, only for admins: nobody else may read the streams).
+
+Reading an object's history is reading the object: a signed request's signer must be allowed
+by RBAC to ``get`` it (``projections.readaccess``), else it is refused with kube's Forbidden,
+which the client reports instead of reading the log.
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ from streams.cancellation import checkpoint
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
 from streams.quarantine import unsealed
-from streams.serving import msgpack_answers, serve
+from streams.querybus import request as query
+from streams.serving import serve
 from streams.subjects import QUERY_PREFIX, parse_event_subject
 
 if TYPE_CHECKING:  # the CLI reads history through this module, without the read models
     from projections.cluster import ClusterModel
     from projections.history import HistoryIndex, StoredRow
+    from projections.readaccess import ReadAccess, Reader
     from projections.runtime import Projection
 
 log = structlog.get_logger(__name__)
@@ -61,11 +68,18 @@ class HistoryService:
         store: EventStore,
         index: HistoryIndex,
         projection: Projection[ClusterModel],
+        *,
+        read_access: ReadAccess | None = None,
     ) -> None:
+        """``read_access``: who may read which object's history (None: unsigned requests
+        read everything, signed ones are refused)."""
+        from projections.readaccess import ReadAccess
+
         self._nc = nc
         self._store = store
         self._index = index
         self._projection = projection
+        self._read = read_access or ReadAccess()
         self._pending: list[StoredRow] = []
         self._pending_last = 0
         self._caught_up = False
@@ -84,6 +98,8 @@ class HistoryService:
                 self._index.rebuild()
 
     async def _run(self, ready: asyncio.Event | None) -> None:
+        from projections.readaccess import read_answers
+
         info = await self._store.stream_info()
         self._index.bind(f"{self._store.stream}@{info['created']}", info["state"]["last_seq"])
         # Events the projection applies from now on are queued; the gap before them is read
@@ -103,8 +119,11 @@ class HistoryService:
                         self._nc,
                         HISTORY_QUERY_SUBJECT,
                         queue=HISTORY_QUEUE,
-                        handler=msgpack_answers(
-                            self._nc, self.answer, failure_event="history_query.failed"
+                        handler=read_answers(
+                            self._nc,
+                            self._read,
+                            self.answer,
+                            failure_event="history_query.failed",
                         ),
                         ready=ready,
                     )
@@ -164,10 +183,16 @@ class HistoryService:
             if self._pending:
                 self._flush()
 
-    async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def answer(self, request: dict[str, Any], reader: Reader = None) -> dict[str, Any]:
+        """One page of an object's events, if ``reader`` may ``get`` the object (None: an
+        unsigned request on an open server, which reads everything)."""
+        from core.access.readauth import history_request
+
         subject = request.get("subject")
         if not is_event_subject(subject):
             raise FleetError(f"{subject!r} is not one object's event subject", code="invalid")
+        kind, namespace, name = parse_event_subject(subject)
+        await self._read.check(reader, history_request(kind=kind, namespace=namespace, name=name))
         after_seq = int(request.get("after_seq") or 0)
         # Read-your-writes as the cluster query service does it: everything in the log now
         # (one stream-info round trip; asking for the object's own last sequence instead can
@@ -200,20 +225,35 @@ def is_event_subject(subject: object) -> bool:
 
 
 async def read_history(
-    nc: Client, store: EventStore, subject: str, *, after_seq: int = 0
+    nc: Client,
+    store: EventStore,
+    subject: str,
+    *,
+    after_seq: int = 0,
+    impersonate: str | None = None,
 ) -> list[StoredEvent]:
     """Every event of one object after ``after_seq``, oldest first: from the history index of
-    a running ``fleetlog up`` when one answers, else from the log."""
+    a running ``fleetlog up`` when one answers, else from the log. A refusal (the caller may
+    not read this object, or did not prove who it is) is raised, not read around.
+    ``impersonate``: the name the request acts as (``--as``)."""
     events: list[StoredEvent] = []
     cursor = after_seq
     while True:
-        request = msgpack.packb({"subject": subject, "after_seq": cursor}, use_bin_type=True)
+        fields: dict[str, Any] = {"subject": subject, "after_seq": cursor}
+        if impersonate is not None:
+            fields["actor"] = impersonate
+        request = msgpack.packb(fields, use_bin_type=True)
         try:
-            reply = await nc.request(HISTORY_QUERY_SUBJECT, request, timeout=10)
+            reply = await query(
+                nc, HISTORY_QUERY_SUBJECT, request, timeout=10, impersonate=impersonate
+            )
             answer = msgpack.unpackb(reply.data, raw=False)
         except (NoRespondersError, NatsTimeoutError, TimeoutError):
             answer = {"ok": False}
         if not answer.get("ok"):
+            error = answer.get("error") or {}
+            if error.get("code") in REFUSALS:
+                raise FleetError(error.get("message", "refused"), code=error["code"])
             return events + await store.read_subject(subject, after_seq=cursor)
         for seq, stored_ns, data in answer["events"]:
             # The index keeps every stored message, poison included: the store's seam skips it.
@@ -223,3 +263,7 @@ async def read_history(
         if not answer["more"] or not answer["events"]:
             return events
         cursor = answer["events"][-1][0]
+
+
+REFUSALS = frozenset({"forbidden", "unauthorized"})
+"""Answers that reading the log instead would not mend (or must not get around)."""

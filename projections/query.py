@@ -4,6 +4,11 @@ Requests are msgpack maps on ``fleet.qry.cluster`` (queue group, so several proj
 processes can serve). Before answering, the server waits until its projection has applied
 everything in the log at the moment of the request, so a ``get`` right after an accepted
 ``apply`` sees it (read-your-writes) without the client passing sequences around.
+
+Every query is answered for its reader (``projections.readaccess``): a signed query's signer
+must be allowed by RBAC to ``get`` the object it names or to ``list`` the kind in the
+namespace it names (at the cluster scope for every namespace), else it is refused with kube's
+Forbidden; Secrets are shown only to whom may read ``secrets``.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client
 
-from streams.serving import msgpack_answers, serve
+from streams.serving import serve
 from streams.subjects import QUERY_PREFIX
 
 if TYPE_CHECKING:  # the CLI takes the query subject from here, without the read model
     from projections.cluster import ClusterModel
+    from projections.readaccess import ReadAccess, Reader
     from projections.runtime import Projection
     from streams.secretkeys import SecretKeys
 
@@ -34,28 +40,42 @@ class QueryService:
         projection: Projection[ClusterModel],
         *,
         secret_keys: SecretKeys | None = None,
+        read_access: ReadAccess | None = None,
     ) -> None:
         """``secret_keys``: how a Secret's values are opened for its reader (as kube answers
-        a get with ``data``); without them, a Secret is shown with its values sealed."""
+        a get with ``data``); without them, a Secret is shown with its values sealed.
+        ``read_access``: who may read what (None: unsigned queries see everything, signed
+        ones are refused, as nobody's signature can be verified)."""
+        # Here, not at the top: the CLI imports this module for its subject alone.
+        from projections.readaccess import ReadAccess
+
         self._nc = nc
         self._projection = projection
         self._secret_keys = secret_keys
+        self._read = read_access or ReadAccess()
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
+        from projections.readaccess import read_answers
+
         await serve(
             self._nc,
             CLUSTER_QUERY_SUBJECT,
             queue=QUERY_QUEUE,
-            handler=msgpack_answers(self._nc, self.answer, failure_event="query.failed"),
+            handler=read_answers(self._nc, self._read, self.answer, failure_event="query.failed"),
             ready=ready,
         )
 
-    async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
-        caught_up = await self._projection.wait_for_log_end(timeout=3.0)
-        model = self._projection.model
+    async def answer(self, request: dict[str, Any], reader: Reader = None) -> dict[str, Any]:
+        """The objects ``request`` asks for, if ``reader`` may see them (None: an unsigned
+        query on an open server, which sees everything)."""
+        from core.access.readauth import query_request
+
         kind = request["kind"]
         name = request.get("name")
         namespace = request.get("namespace")
+        await self._read.check(reader, query_request(kind=kind, namespace=namespace, name=name))
+        caught_up = await self._projection.wait_for_log_end(timeout=3.0)
+        model = self._projection.model
         answer: dict[str, Any] = {
             "ok": True,
             "position": self._projection.position,

@@ -220,15 +220,24 @@ class CommandClient:
         """One try's headers: its deadline and, with credentials, its signature."""
         now = time.time_ns()
         headers = {DEADLINE_HEADER: str(now + int(timeout * 1e9))}
-        if self._seed is not None:
-            signature = sign(
-                self._seed, subject=subject, payload=payload, signed_at_ns=now,
-                nonce=secrets.token_urlsafe(16),
-            )  # fmt: skip
-            headers.update(signature.headers())
+        headers.update(signature_headers(self._seed, subject=subject, payload=payload, now_ns=now))
         if self.impersonate:
             headers[IMPERSONATE_HEADER] = self.actor
         return headers
+
+
+def signature_headers(
+    seed: bytes | None, *, subject: str, payload: bytes, now_ns: int
+) -> dict[str, str]:
+    """The signature headers of one request (a command's try, a query) signed with ``seed``
+    and a fresh nonce; none without a seed (a connection without credentials)."""
+    if seed is None:
+        return {}
+    signature = sign(
+        seed, subject=subject, payload=payload, signed_at_ns=now_ns,
+        nonce=secrets.token_urlsafe(16),
+    )  # fmt: skip
+    return signature.headers()
 
 
 def _retry_after(data: bytes) -> float | None:

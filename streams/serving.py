@@ -42,20 +42,34 @@ async def serve(
             await sub.unsubscribe()
 
 
+Answer = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+MessageAnswer = Callable[[dict[str, Any], Msg], Awaitable[dict[str, Any]]]
+"""An answer that also sees the request's message (its subject, headers and reply inbox: who
+asks, for a service that answers each reader what it may see)."""
+
+
 def msgpack_answers(
-    nc: Client,
-    answer: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
-    *,
-    failure_event: str,
+    nc: Client, answer: Answer, *, failure_event: str
 ) -> Callable[[Msg], Awaitable[None]]:
     """A request handler for a query service: the request's msgpack map goes to ``answer``,
     whose map is the reply. A refused question (:class:`FleetError`) is answered with its code;
     anything else that fails is logged as ``failure_event`` and answered as an invalid query,
     and the service goes on."""
 
+    async def without_message(request: dict[str, Any], msg: Msg) -> dict[str, Any]:
+        return await answer(request)
+
+    return msgpack_message_answers(nc, without_message, failure_event=failure_event)
+
+
+def msgpack_message_answers(
+    nc: Client, answer: MessageAnswer, *, failure_event: str
+) -> Callable[[Msg], Awaitable[None]]:
+    """:func:`msgpack_answers` for an ``answer`` that is handed the message too."""
+
     async def handle(msg: Msg) -> None:
         try:
-            reply = await answer(msgpack.unpackb(msg.data, raw=False))
+            reply = await answer(msgpack.unpackb(msg.data, raw=False), msg)
         except FleetError as exc:
             reply = {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
         except Exception as exc:  # a bad query must not stop the service

@@ -14,6 +14,7 @@ from nats.aio.client import Client
 from handlers.gateway import Gateway
 from projections.cluster import ClusterModel
 from projections.query import QueryService
+from projections.readaccess import ReadAccess
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.connection import connect
@@ -160,7 +161,12 @@ async def queries(nc: Client, store: EventStore, gateway: Gateway) -> AsyncItera
     await projection.follow()
     ready = asyncio.Event()
     serving = asyncio.create_task(
-        QueryService(nc, projection, secret_keys=gateway.secret_keys).run(ready)
+        QueryService(
+            nc,
+            projection,
+            secret_keys=gateway.secret_keys,
+            read_access=ReadAccess(gateway.access),
+        ).run(ready)
     )
     await ready.wait()
     try:

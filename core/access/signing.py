@@ -177,6 +177,25 @@ def check_recorded(recorded: Mapping[str, str]) -> None:
         raise SignatureRefused(f"the recorded signature is malformed: {error}") from error
 
 
+def check_time(
+    signature: Signature,
+    *,
+    now_ns: int,
+    max_skew_ns: int = MAX_SKEW_NS,
+    what: str = "command",
+    receiver: str = "gateway",
+) -> None:
+    """Refuse a signature made more than ``max_skew_ns`` from ``now_ns`` (the receiver's
+    clock), either way: a stale request is refused even where no nonce is remembered."""
+    skew = signature.signed_at_ns - now_ns
+    if abs(skew) > max_skew_ns:
+        direction = "ahead of" if skew > 0 else "behind"
+        raise SignatureRefused(
+            f"the {what} was signed {abs(skew) / 1e9:.0f} s {direction} the {receiver}'s "
+            f"clock (at most {max_skew_ns / 1e9:.0f} s is accepted): check the clocks"
+        )
+
+
 @dataclass(slots=True)
 class ReplayGuard:
     """Nonces seen within the skew window: a command is accepted once, and only when signed
@@ -189,13 +208,7 @@ class ReplayGuard:
     past the last moment its signing time could still pass the skew check."""
 
     def admit(self, signature: Signature, *, now_ns: int) -> None:
-        skew = signature.signed_at_ns - now_ns
-        if abs(skew) > self.max_skew_ns:
-            direction = "ahead of" if skew > 0 else "behind"
-            raise SignatureRefused(
-                f"the command was signed {abs(skew) / 1e9:.0f} s {direction} the gateway's "
-                f"clock (at most {self.max_skew_ns / 1e9:.0f} s is accepted): check the clocks"
-            )
+        check_time(signature, now_ns=now_ns, max_skew_ns=self.max_skew_ns)
         while self._expiry and self._expiry[0][0] < now_ns:
             self._seen.discard(self._expiry.popleft()[1])
         key = (signature.signer, signature.nonce)

@@ -2,7 +2,8 @@
 
 Why this exists: the actor of every event must be the identity that really sent the command
 (issue 17). :class:`Authenticate` verifies a signed command (``core.access.signing``) against
-the keys the cluster admits (:class:`handlers.gateway.access.AccessModel`): the verified user
+the keys the cluster admits (:class:`projections.access.AccessModel`, whose
+:func:`~projections.access.verify_signed` the query services share): the verified user
 becomes the actor, the signature is kept for the audit record, and ``--as`` (the
 ``Fleet-Impersonate`` header) is an impersonation request :class:`Authorize` checks. A
 control-plane key that impersonates is the Kubernetes door sending for the caller it
@@ -30,40 +31,21 @@ import time
 from typing import Any, Protocol
 
 from core.access import escalation, rbac
-from core.access.bootstrap import SYSTEM_MASTERS
-from core.access.commandauth import (
-    Identity,
-    acting_as,
-    command_request,
-    impersonation,
-    user_identity,
-)
-from core.access.signing import (
-    SIGNATURE_HEADER,
-    SIGNER_HEADER,
-    ReplayGuard,
-    SignatureRefused,
-    check_signature,
-    public_key_bytes,
-    signature_from_headers,
-)
-from core.errors import FleetError, NotFound
-from handlers.gateway.access import AccessModel
+from core.access.commandauth import Identity, command_request, impersonation
+from core.access.signing import ReplayGuard, SignatureRefused, signature_from_headers
+from core.errors import NotFound
 from handlers.gateway.context import CommandContext
-from streams.commandbus import ACTOR_GROUPS, IMPERSONATE_HEADER
+from projections.access import (
+    AccessModel,
+    Forbidden,
+    Unauthorized,
+    authorize,
+    is_signed,
+    privileged,
+    verify_signed,
+)
+from streams.commandbus import ACTOR_GROUPS
 from streams.repository import AggregateRepository
-
-
-class Unauthorized(FleetError):
-    """The command does not prove who sent it (kube's 401); nothing was appended."""
-
-    code = "unauthorized"
-
-
-class Forbidden(FleetError):
-    """The sender may not do this (kube's 403); nothing was appended."""
-
-    code = "forbidden"
 
 
 class IdentityProvider(Protocol):
@@ -100,8 +82,7 @@ class Authenticate:
         # so even a command refused later for its kind or body is audited as its signer's.
         stated = ctx.raw.get("actor")
         stated = stated if isinstance(stated, str) else ""
-        headers = ctx.headers or {}
-        if SIGNATURE_HEADER not in headers and SIGNER_HEADER not in headers:
+        if not is_signed(ctx.headers):
             if self._require:
                 raise Unauthorized(
                     "the command is not signed: this cluster accepts only commands signed "
@@ -115,71 +96,22 @@ class Authenticate:
         """Set ``ctx``'s identity from its signature (``stated``: the actor it names, an
         impersonation target with ``Fleet-Impersonate``); :class:`Unauthorized` otherwise."""
         headers = ctx.headers or {}
-        if SIGNATURE_HEADER not in headers and SIGNER_HEADER not in headers:
+        if not is_signed(headers):
             if self._require:
                 raise Unauthorized("the request is not signed")
             return
         try:
             signature = signature_from_headers(headers)
             ctx.signature = signature
-            public_key_bytes(signature.signer)  # malformed is told apart from unknown
-            caller = await self._identity(signature.signer)
-            check_signature(signature, subject=ctx.subject, payload=ctx.data)
-            self._guard.admit(signature, now_ns=time.time_ns())
+            verified = await verify_signed(
+                self._access, signature, subject=ctx.subject, payload=ctx.data,
+                headers=headers, stated=stated, stated_groups=ctx.raw.get(ACTOR_GROUPS),
+                now_ns=time.time_ns(), guard=self._guard,
+            )  # fmt: skip
         except SignatureRefused as exc:
             raise Unauthorized(str(exc)) from None
-        if caller.control_plane:
-            ctx.identity = acting_as(caller, stated)
-            if headers.get(IMPERSONATE_HEADER) is not None:
-                self._door_caller(ctx, caller, stated)
-        else:
-            ctx.identity = caller
-            target = headers.get(IMPERSONATE_HEADER)
-            if target is not None and target != caller.user.name:
-                if target != stated:
-                    # The header is outside the signature; the actor is inside it.
-                    raise Unauthorized(
-                        f"{IMPERSONATE_HEADER} names {target!r} but the signed command's "
-                        f"actor is {stated!r}"
-                    )
-                assert self._access is not None
-                ctx.impersonator = caller
-                ctx.identity = self._access.named(target)
+        ctx.identity, ctx.impersonator = verified.identity, verified.impersonator
         ctx.actor = ctx.identity.user.name
-
-    def _door_caller(self, ctx: CommandContext, caller: Identity, stated: str) -> None:
-        """A control-plane key impersonating (the Kubernetes door sending for a caller it
-        authenticated): the caller is the actor, with the groups the signed payload names
-        (kube's ``Impersonate-Group``; else its User's), and RBAC decides as for that caller.
-        The door is recorded as the impersonator."""
-        target = (ctx.headers or {}).get(IMPERSONATE_HEADER)
-        if target != stated:
-            raise Unauthorized(
-                f"{IMPERSONATE_HEADER} names {target!r} but the signed command's actor is "
-                f"{stated!r}"
-            )
-        groups = ctx.raw.get(ACTOR_GROUPS)
-        ctx.impersonator = caller
-        if isinstance(groups, list) and all(isinstance(g, str) for g in groups):
-            ctx.identity = user_identity(stated, groups)
-        elif self._access is not None:
-            ctx.identity = self._access.named(stated)
-        else:
-            ctx.identity = user_identity(stated, ())
-
-    async def _identity(self, signer: str) -> Identity:
-        if self._access is None:
-            raise SignatureRefused("this gateway verifies no signatures (it knows no users)")
-        found = self._access.identity_of(signer)
-        if found is None:
-            await self._access.refresh()  # created just now?
-            found = self._access.identity_of(signer)
-        if found is None:
-            raise SignatureRefused(
-                f"signer {signer[:12]}… is not a user of this cluster (revoked, or never "
-                "created: fleetlog user list)"
-            )
-        return found
 
 
 class Policy(Protocol):
@@ -191,31 +123,6 @@ class AllowAll:
 
     def allows(self, actor: str, verb: str, kind: str, namespace: str) -> bool:
         return True
-
-
-def privileged(identity: Identity) -> str:
-    """Why ``identity`` needs no RBAC rule ('' when it does): kube's privileged group
-    (``system:masters``, allowed before RBAC is asked) and the control plane's components."""
-    if identity.control_plane:
-        return f'allowed as control-plane component "{identity.user.name}"'
-    if SYSTEM_MASTERS in identity.user.groups:
-        return f'allowed by group "{SYSTEM_MASTERS}"'
-    return ""
-
-
-async def authorize(
-    access: AccessModel, identity: Identity, request: rbac.Request
-) -> rbac.Decision:
-    """RBAC's answer for ``identity``; a denial is asked again once the roles and bindings
-    have caught up with the log (a grant written just before is seen)."""
-    reason = privileged(identity)
-    if reason:
-        return rbac.Decision(True, reason)
-    decision = access.policy.authorize(identity.user, request)
-    if not decision.allowed:
-        await access.refresh()
-        decision = access.policy.authorize(identity.user, request)
-    return decision
 
 
 class Authorize:

@@ -18,9 +18,9 @@ import msgpack
 
 from core.access.commandauth import impersonation, request_for
 from core.errors import FleetError
-from handlers.gateway.access import AccessModel
 from handlers.gateway.context import CommandContext
-from handlers.gateway.identity import Authenticate, authorize
+from handlers.gateway.identity import Authenticate
+from projections.access import AccessModel, authorize
 from streams.commandbus import ACCESS_REVIEW_SUBJECT, WHOAMI_SUBJECT
 
 REVIEW_SUBJECTS = frozenset({WHOAMI_SUBJECT, ACCESS_REVIEW_SUBJECT})

@@ -28,7 +28,6 @@ from core.errors import FleetError
 from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.services.ranges import DEFAULT_RANGES, ServiceRanges
 from handlers.fairgate import FairGate, StoredFlowControl
-from handlers.gateway.access import AccessModel
 from handlers.gateway.admission import Admit, resolve_target
 from handlers.gateway.audit import audit_record
 from handlers.gateway.context import CommandContext, deadline_of
@@ -45,6 +44,7 @@ from handlers.gateway.identity import (
 from handlers.gateway.intake import decode, fingerprint, in_time, limit_size, route
 from handlers.gateway.reviews import REVIEW_SUBJECTS, review
 from handlers.gateway.services import ServicePath
+from projections.access import AccessModel
 from projections.cluster import ClusterModel
 from projections.policies import NamespacePolicies
 from projections.runtime import Projection

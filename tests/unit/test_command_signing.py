@@ -12,6 +12,7 @@ from core.access.signing import (
     MAX_SKEW_NS,
     ReplayGuard,
     SignatureRefused,
+    check_time,
     sign,
     verify,
 )
@@ -89,6 +90,19 @@ def test_a_replay_within_the_window_and_a_stale_time_are_refused() -> None:
     assert "behind the gateway's clock" in refused(sent, now=NOW + MAX_SKEW_NS + 1)
     ahead = headers(at=NOW + MAX_SKEW_NS + 1, nonce="n-3")
     assert "ahead of the gateway's clock" in refused(ahead)
+
+
+def test_a_query_keeps_no_nonce_but_its_signing_time_is_still_checked() -> None:
+    signature = sign(ALICE_SEED, subject="fleet.qry.cluster", payload=PAYLOAD,
+                     signed_at_ns=NOW, nonce="q-1")  # fmt: skip
+    for now in (NOW, NOW + 1, NOW + MAX_SKEW_NS):  # the same query again: still fresh
+        check_time(signature, now_ns=now, what="request", receiver="query service")
+    with pytest.raises(SignatureRefused) as stale:
+        check_time(signature, now_ns=NOW + MAX_SKEW_NS + 1, what="request",
+                   receiver="query service")  # fmt: skip
+    assert str(stale.value).startswith(
+        "the request was signed 60 s behind the query service's clock"
+    )
 
 
 def test_the_guard_forgets_nonces_once_they_could_no_longer_pass_the_clock_check() -> None:
