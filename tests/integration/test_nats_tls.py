@@ -41,9 +41,7 @@ class Secured:
 async def secured(tmp_path: Path) -> AsyncIterator[Secured]:
     control = Credentials(generate_seed())
     tls = ensure_local_tls(tmp_path / "data", host="127.0.0.1")
-    server = EmbeddedServer(
-        data_dir=tmp_path / "data", port=free_port(), extra_config=tls.config()
-    )
+    server = EmbeddedServer(data_dir=tmp_path / "data", port=free_port(), extra_config=tls.config())
     server.authorization = authorization_config(
         [NatsUser(control.public_key, Profile.CONTROL_PLANE, "control-plane")]
     )
