@@ -40,6 +40,12 @@ MAX_SKEW_NS: Final = 60 * 1_000_000_000
 is remembered for twice this, so the window bounds the guard's memory (at 3,000 commands a
 second, ~360,000 nonces); a cluster's clocks are kept within it by NTP."""
 MAX_NONCE_LENGTH: Final = 64
+NONCE_MARGIN_NS: Final = 30 * 1_000_000_000
+"""What the gateways' shared nonce memory keeps a nonce for beyond twice the skew: their
+clocks may disagree a little."""
+NONCE_TTL_NS: Final = 2 * MAX_SKEW_NS + NONCE_MARGIN_NS
+"""How long a nonce is remembered by the gateways together: longer than its signing time can
+still pass the skew check of any of them."""
 
 
 class SignatureRefused(Exception):
@@ -194,6 +200,13 @@ def check_time(
             f"the {what} was signed {abs(skew) / 1e9:.0f} s {direction} the {receiver}'s "
             f"clock (at most {max_skew_ns / 1e9:.0f} s is accepted): check the clocks"
         )
+
+
+def nonce_key(signature: Signature) -> str:
+    """The key a signed command's nonce is claimed under in the gateways' shared memory:
+    its signer and a digest of the nonce (a nonce may hold characters a key may not)."""
+    digest = hashlib.sha256(signature.nonce.encode()).hexdigest()[:32]
+    return f"{signature.signer}.{digest}"
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,7 +129,7 @@ async def test_a_role_waiting_for_its_server_does_not_wait_on_a_wrong_ca(
         )
 
 
-async def test_a_tls_url_refuses_a_server_that_does_not_speak_tls(nats_server: object) -> None:
-    url = getattr(nats_server, "url").replace("nats://", "tls://")
+async def test_a_tls_url_refuses_a_server_that_does_not_speak_tls(nats_server: Any) -> None:
+    url = nats_server.url.replace("nats://", "tls://")
     with pytest.raises(Untrusted, match="does not speak TLS"):
         await connect(url, name="downgraded", reconnect=False)
