@@ -20,6 +20,7 @@ public keys). Signing uses the ``nkeys`` library; verification needs only the pu
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections import deque
 from collections.abc import Mapping
@@ -83,9 +84,15 @@ def digest_signing_input(*, subject: str, digest: str, signed_at_ns: int, nonce:
     return f"{SCHEME}\n{subject}\n{digest}\n{signed_at_ns}\n{nonce}".encode()
 
 
+@functools.lru_cache(maxsize=16)
+def _keypair(seed: bytes) -> nkeys.KeyPair:
+    """The key pair of a seed, made once per sender (a client signs every command with it)."""
+    return nkeys.from_seed(seed)
+
+
 def sign(seed: bytes, *, subject: str, payload: bytes, signed_at_ns: int, nonce: str) -> Signature:
     """Sign a command with the sender's nkey seed."""
-    keys = nkeys.from_seed(seed)
+    keys = _keypair(seed)
     raw = keys.sign(signing_input(subject=subject, payload=payload, signed_at_ns=signed_at_ns,
                                   nonce=nonce))  # fmt: skip
     return Signature(
@@ -142,9 +149,15 @@ def check_signature(signature: Signature, *, subject: str, payload: bytes) -> No
     check_digest(signature, subject=subject, digest=hashlib.sha256(payload).hexdigest())
 
 
+@functools.lru_cache(maxsize=4096)
+def _verifier(public_key: str) -> Ed25519PublicKey:
+    """A signer's key, decoded once (a gateway checks the same few signers again and again)."""
+    return Ed25519PublicKey.from_public_bytes(public_key_bytes(public_key))
+
+
 def check_digest(signature: Signature, *, subject: str, digest: str) -> None:
     """:func:`check_signature` for a payload known by its sha256 digest (hex)."""
-    key = Ed25519PublicKey.from_public_bytes(public_key_bytes(signature.signer))
+    key = _verifier(signature.signer)
     try:
         raw = base64.urlsafe_b64decode(signature.signature + "=" * (-len(signature.signature) % 4))
         key.verify(
