@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import ssl
 import time
 import weakref
@@ -263,6 +264,15 @@ def _is_untrusted(exc: BaseException) -> bool:
     return isinstance(exc, ssl.SSLError)
 
 
+class _QuietSSLEOF(logging.Filter):
+    """nats-py starts TLS on a connection made in plain text (the server's INFO comes first),
+    so asyncio's stream protocol keeps answering "keep open" to the end of the stream and
+    asyncio warns at every close of a TLS connection; the warning means nothing here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
 def wants_tls(url: str) -> bool:
     """A ``tls://`` URL: the client insists on TLS whatever the server offers."""
     return any(server.lower().startswith("tls://") for server in servers_of(url))
@@ -292,6 +302,8 @@ async def connect(
     the nkey the connection signs the server's nonce with (None: none); without ``tls``, the
     CA of :func:`trust` verifies a server that speaks TLS."""
 
+    if not any(isinstance(f, _QuietSSLEOF) for f in logging.getLogger("asyncio").filters):
+        logging.getLogger("asyncio").addFilter(_QuietSSLEOF())
     trusted = "the TLS context given" if tls is not None else "the system's trusted CAs"
     if tls is None and _trust is not None:
         trusted, tls = f"the CA in {_trust[0]}", _trust[1]
