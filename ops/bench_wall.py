@@ -18,8 +18,10 @@ one command in flight at a time (the latency of one command, not throughput):
   unsigned commands act as their stated identity (no verification, no nonce, no RBAC); APF,
   admission and the sealed append are the same.
 
-Each round runs both (open first, then walled) with ``--commands`` pod creates each; the
-figures are p50/p99 per command over every round and the difference of the medians. It also
+Both run at once and take turns, one command each in a shuffled order, ``--commands`` pod
+creates each per round, so both meet the same neighbours on a shared host; the figures are
+p50/p99 per command over every round, the difference of the medians, and the CPU each side
+(``up``'s process tree and its server) and the client used per command. It also
 times the shared nonce memory's claim alone (``--claims`` key-value creates, one at a time,
 on the walled server as the control plane), the one round trip the wall adds. Figures are
 recorded in docs/benchmarks.md; on a shared host, run it when the load average is lowest.
@@ -31,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -174,28 +177,44 @@ async def admit_user(admin: Target, user: Credentials) -> None:
         await nc.close()
 
 
-async def round_trips(target: Target, count: int, *, tag: str, into: Figures) -> None:
-    """``count`` pod creates, one at a time: each command's round trip (seconds) and the
-    CPU they took, added to ``into``."""
-    nc = await connect(
-        target.url, name=f"bench-{target.mode}", credentials=target.credentials, tls=target.tls
-    )
-    client = CommandClient(nc, actor="bench")
+async def interleaved(targets: list[Target], count: int, *, tag: str) -> dict[str, Figures]:
+    """``count`` pod creates on each target, one command in flight at a time, the targets
+    taking turns (in a shuffled order each turn), so both meet the same neighbours on a
+    shared host: each command's round trip, and the CPU each side used meanwhile."""
+    clients = {}
+    for target in targets:
+        nc = await connect(
+            target.url, name=f"bench-{target.mode}", credentials=target.credentials,
+            tls=target.tls,
+        )  # fmt: skip
+        clients[target.mode] = (nc, CommandClient(nc, actor="bench"))
+    figures = {target.mode: Figures() for target in targets}
     try:
-        for index in range(50):  # warm-up: caches, the gateway's projections
-            manifest = pod_manifest(f"warm-{tag}-{index}")
-            await client.send("Pod", "create", {"manifest": manifest}, timeout=30)
-        await settle(target.pid)
-        server_cpu, client_cpu = target.cpu_seconds(), time.process_time()
+        for index in range(50):  # warm-up: caches, the gateways' projections
+            for target in targets:
+                manifest = pod_manifest(f"warm-{tag}-{target.mode}-{index}")
+                await clients[target.mode][1].send("Pod", "create", {"manifest": manifest})
+        for target in targets:
+            await settle(target.pid)
+        server_cpu = {target.mode: target.cpu_seconds() for target in targets}
+        client_cpu = dict.fromkeys(server_cpu, 0.0)
+        order = list(targets)
         for index in range(count):
-            manifest = pod_manifest(f"{tag}-{index}")
-            started = time.perf_counter()
-            await client.send("Pod", "create", {"manifest": manifest}, timeout=30)
-            into.latencies.append(time.perf_counter() - started)
-        into.server_cpu += target.cpu_seconds() - server_cpu
-        into.client_cpu += time.process_time() - client_cpu
+            random.shuffle(order)
+            for target in order:
+                manifest = pod_manifest(f"{tag}-{target.mode}-{index}")
+                client = clients[target.mode][1]
+                cpu, started = time.process_time(), time.perf_counter()
+                await client.send("Pod", "create", {"manifest": manifest}, timeout=30)
+                figures[target.mode].latencies.append(time.perf_counter() - started)
+                client_cpu[target.mode] += time.process_time() - cpu
+        for target in targets:
+            figures[target.mode].server_cpu = target.cpu_seconds() - server_cpu[target.mode]
+            figures[target.mode].client_cpu = client_cpu[target.mode]
+        return figures
     finally:
-        await nc.close()
+        for nc, _ in clients.values():
+            await nc.close()
 
 
 async def claim_round_trips(target: Target, control: Credentials, count: int) -> list[float]:
@@ -228,6 +247,26 @@ def summary(name: str, seconds: list[float], figures: Figures | None = None) -> 
     return line
 
 
+async def walled_target(
+    data: Path, port: int, pid: int, *, tls: bool
+) -> tuple[Target, Credentials]:
+    """A user of the walled ``up`` (its server reloaded with it), and the control plane's
+    key, once ``up`` answers."""
+    await until_exists(data / "pki" / "nkeys" / "admin.nk")
+    trust = None
+    if tls:
+        await until_exists(data / "pki" / "nats" / "ca.crt")
+        trust = tls_context(data / "pki" / "nats" / "ca.crt")
+    url = f"{'tls' if tls else 'nats'}://127.0.0.1:{port}"
+    admin = Target("walled", url, pid, read_seed_file(data / "pki" / "nkeys" / "admin.nk"), trust)
+    await until_answered(admin)
+    user = Credentials(generate_seed())
+    await admit_user(admin, user)
+    target = Target("walled", url, pid, user, trust)
+    await until_answered(target)
+    return target, read_seed_file(data / "pki" / "nkeys" / "control-plane.nk")
+
+
 async def main_async(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fleetlog-bench-wall-"))
     env = {**os.environ, "FLEETLOG_CONFIG": str(workdir / "config")}
@@ -235,56 +274,46 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"load average at the start {os.getloadavg()[0]:.2f}", flush=True)
     results = {"open": Figures(), "walled": Figures()}
     claims: list[float] = []
+    server = EmbeddedServer(data_dir=workdir / "open-nats", port=free_port())
     try:
-        for round_ in range(args.rounds):
-            server = EmbeddedServer(data_dir=workdir / f"open-nats-{round_}", port=free_port())
-            await server.start()
-            assert server.process is not None
-            try:
-                async with running(
-                    up_command(workdir / f"open-{round_}", "--nats-url", server.url), env=env,
-                    log=workdir / "open.log",
-                ) as pid:  # fmt: skip
-                    target = Target("open", server.url, pid, server_pid=server.process.pid)
-                    await until_answered(target)
-                    await round_trips(target, args.commands, tag=f"o{round_}", into=results["open"])
-            finally:
-                await server.stop()
-            data = workdir / f"walled-{round_}"
-            port = free_port()
-            options = ["--port", str(port), *(["--tls"] if args.tls else [])]
-            async with running(
-                up_command(data, *options), env=env, log=workdir / "walled.log"
-            ) as pid:
-                scheme = "tls" if args.tls else "nats"
-                await until_exists(data / "pki" / "nkeys" / "admin.nk")
-                trust = None
-                if args.tls:
-                    await until_exists(data / "pki" / "nats" / "ca.crt")
-                    trust = tls_context(data / "pki" / "nats" / "ca.crt")
-                admin = Target(
-                    "walled", f"{scheme}://127.0.0.1:{port}", pid,
-                    read_seed_file(data / "pki" / "nkeys" / "admin.nk"), trust,
-                )  # fmt: skip
-                await until_answered(admin)
-                user = Credentials(generate_seed())
-                await admit_user(admin, user)
-                target = Target("walled", admin.url, pid, user, trust)
-                await until_answered(target)  # the server reloaded with the new user
-                await round_trips(target, args.commands, tag=f"w{round_}", into=results["walled"])
-                if args.claims and round_ == 0:
-                    control = read_seed_file(data / "pki" / "nkeys" / "control-plane.nk")
-                    claims = await claim_round_trips(target, control, args.claims)
-            print(f"round {round_ + 1} done, load average {os.getloadavg()[0]:.2f}", flush=True)
-        opened, walled = results["open"], results["walled"]
-        print(summary("open", opened.latencies, opened))
-        print(summary("walled" + (" + TLS" if args.tls else ""), walled.latencies, walled))
-        difference = statistics.median(walled.latencies) - statistics.median(opened.latencies)
+        await server.start()
+        assert server.process is not None
+        port = free_port()
+        walled_options = ["--port", str(port), *(["--tls"] if args.tls else [])]
+        async with (
+            running(
+                up_command(workdir / "open", "--nats-url", server.url), env=env,
+                log=workdir / "open.log",
+            ) as open_pid,
+            running(
+                up_command(workdir / "walled", *walled_options), env=env,
+                log=workdir / "walled.log",
+            ) as walled_pid,
+        ):  # fmt: skip
+            opened = Target("open", server.url, open_pid, server_pid=server.process.pid)
+            await until_answered(opened)
+            walled, control = await walled_target(
+                workdir / "walled", port, walled_pid, tls=args.tls
+            )
+            for round_ in range(args.rounds):
+                figures = await interleaved([opened, walled], args.commands, tag=f"r{round_}")
+                for mode, found in figures.items():
+                    results[mode].latencies += found.latencies
+                    results[mode].server_cpu += found.server_cpu
+                    results[mode].client_cpu += found.client_cpu
+                print(f"round {round_ + 1} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+            if args.claims:
+                claims = await claim_round_trips(walled, control, args.claims)
+        opened_f, walled_f = results["open"], results["walled"]
+        print(summary("open", opened_f.latencies, opened_f))
+        print(summary("walled" + (" + TLS" if args.tls else ""), walled_f.latencies, walled_f))
+        difference = statistics.median(walled_f.latencies) - statistics.median(opened_f.latencies)
         print(f"{'overhead (p50)':<18} {1000 * difference:+.3f} ms per command")
         if claims:
             print(summary("nonce claim alone", claims))
         print(f"load average at the end {os.getloadavg()[0]:.2f}")
     finally:
+        await server.stop()
         if args.keep_workdir:
             print(f"kept {workdir}")
         else:
