@@ -68,13 +68,14 @@ class Target:
     pid: int
     credentials: Credentials | None = None
     tls: ssl.SSLContext | None = None
-    server_pid: int | None = None
-    """The server's process when it is not ``up``'s child (its CPU counts too)."""
+    nats_pid: int = 0
+    """The nats-server's process (``up``'s child when walled, the benchmark's when open)."""
 
-    def cpu_seconds(self) -> float:
-        """CPU used so far by ``up`` (its server and gateways included) and the server."""
-        extra = tree_cpu_seconds(self.server_pid) if self.server_pid is not None else 0.0
-        return tree_cpu_seconds(self.pid) + extra
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU used so far by ``up`` with its server and gateways, and by the server alone."""
+        nats = tree_cpu_seconds(self.nats_pid)
+        up = tree_cpu_seconds(self.pid)
+        return (up if self.mode == "walled" else up + nats), nats
 
 
 @dataclass
@@ -83,6 +84,8 @@ class Figures:
 
     latencies: list[float] = field(default_factory=list)
     server_cpu: float = 0.0
+    nats_cpu: float = 0.0
+    """The part of ``server_cpu`` the nats-server used."""
     client_cpu: float = 0.0
 
 
@@ -209,7 +212,9 @@ async def interleaved(targets: list[Target], count: int, *, tag: str) -> dict[st
                 figures[target.mode].latencies.append(time.perf_counter() - started)
                 client_cpu[target.mode] += time.process_time() - cpu
         for target in targets:
-            figures[target.mode].server_cpu = target.cpu_seconds() - server_cpu[target.mode]
+            total, nats = target.cpu_seconds()
+            figures[target.mode].server_cpu = total - server_cpu[target.mode][0]
+            figures[target.mode].nats_cpu = nats - server_cpu[target.mode][1]
             figures[target.mode].client_cpu = client_cpu[target.mode]
         return figures
     finally:
@@ -241,7 +246,8 @@ def summary(name: str, seconds: list[float], figures: Figures | None = None) -> 
     )
     if figures is not None:
         line += (
-            f"; CPU per command: server side {1000 * figures.server_cpu / len(ms):.3f} ms, "
+            f"; CPU per command: server side {1000 * figures.server_cpu / len(ms):.3f} ms "
+            f"(nats-server {1000 * figures.nats_cpu / len(ms):.3f}), "
             f"client {1000 * figures.client_cpu / len(ms):.3f} ms"
         )
     return line
@@ -262,7 +268,8 @@ async def walled_target(
     await until_answered(admin)
     user = Credentials(generate_seed())
     await admit_user(admin, user)
-    target = Target("walled", url, pid, user, trust)
+    nats_pid = int((await asyncio.to_thread((data / "nats-server.pid").read_text)).strip())
+    target = Target("walled", url, pid, user, trust, nats_pid=nats_pid)
     await until_answered(target)
     return target, read_seed_file(data / "pki" / "nkeys" / "control-plane.nk")
 
@@ -290,7 +297,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 log=workdir / "walled.log",
             ) as walled_pid,
         ):  # fmt: skip
-            opened = Target("open", server.url, open_pid, server_pid=server.process.pid)
+            opened = Target("open", server.url, open_pid, nats_pid=server.process.pid)
             await until_answered(opened)
             walled, control = await walled_target(
                 workdir / "walled", port, walled_pid, tls=args.tls
@@ -300,6 +307,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 for mode, found in figures.items():
                     results[mode].latencies += found.latencies
                     results[mode].server_cpu += found.server_cpu
+                    results[mode].nats_cpu += found.nats_cpu
                     results[mode].client_cpu += found.client_cpu
                 print(f"round {round_ + 1} done, load average {os.getloadavg()[0]:.2f}", flush=True)
             if args.claims:
