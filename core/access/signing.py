@@ -14,7 +14,8 @@ The signing input is versioned text, so the scheme can change without ambiguity:
 
 Pure: the clock and the nonce are passed in; keys are nkey strings (``SU…`` seeds, ``U…``
 public keys). Signing uses the ``nkeys`` library; verification needs only the public key
-(decoded here with nkeys' checksum, verified with ``cryptography``'s Ed25519).
+(decoded here with nkeys' checksum, verified with libsodium through PyNaCl, nkeys' own
+binding: on the gateway's hot path it is faster than OpenSSL's ed25519).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import nkeys
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
 SCHEME: Final = "fleetlog-command-v1"
 SIGNER_HEADER: Final = "Fleet-Signer"
@@ -150,9 +151,9 @@ def check_signature(signature: Signature, *, subject: str, payload: bytes) -> No
 
 
 @functools.lru_cache(maxsize=4096)
-def _verifier(public_key: str) -> Ed25519PublicKey:
+def _verifier(public_key: str) -> VerifyKey:
     """A signer's key, decoded once (a gateway checks the same few signers again and again)."""
-    return Ed25519PublicKey.from_public_bytes(public_key_bytes(public_key))
+    return VerifyKey(public_key_bytes(public_key))
 
 
 def check_digest(signature: Signature, *, subject: str, digest: str) -> None:
@@ -161,11 +162,11 @@ def check_digest(signature: Signature, *, subject: str, digest: str) -> None:
     try:
         raw = base64.urlsafe_b64decode(signature.signature + "=" * (-len(signature.signature) % 4))
         key.verify(
-            raw,
             digest_signing_input(subject=subject, digest=digest,
                                  signed_at_ns=signature.signed_at_ns, nonce=signature.nonce),
+            raw,
         )  # fmt: skip
-    except (InvalidSignature, ValueError) as error:
+    except (BadSignatureError, ValueError, TypeError) as error:
         raise SignatureRefused(
             "the signature does not match the command (tampered with, or signed for another "
             "subject or payload)"
