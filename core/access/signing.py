@@ -104,8 +104,10 @@ def sign(seed: bytes, *, subject: str, payload: bytes, signed_at_ns: int, nonce:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def public_key_bytes(public_key: str) -> bytes:
-    """The raw ed25519 key of a user nkey (``U…``): base32 of prefix, key and CRC-16."""
+    """The raw ed25519 key of a user nkey (``U…``): base32 of prefix, key and CRC-16 (kept
+    for the signers seen: every command's signer is decoded; a malformed one is not kept)."""
     try:
         raw = base64.b32decode(public_key + "=" * (-len(public_key) % 8))
     except (ValueError, TypeError) as error:
