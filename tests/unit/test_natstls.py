@@ -12,7 +12,7 @@ from core.meta.features import DEFAULT_FEATURES
 from core.services.ranges import DEFAULT_RANGES
 from ops.fleetconfig import FleetConfig, set_context, target
 from ops.gateways import gateway_command
-from ops.natstls import ensure_local_tls
+from ops.natstls import ServerTLS, ensure_local_tls
 
 
 def sans(path: Path) -> set[str]:
@@ -59,3 +59,32 @@ def test_gateway_children_verify_the_server_with_ups_ca(tmp_path: Path) -> None:
     )  # fmt: skip
     at = command.index("--tls-ca")
     assert command[at + 1] == str(tmp_path / "ca.crt") and at < command.index("gateway")
+
+
+def test_up_serves_its_own_certificate_or_the_generated_one(tmp_path: Path) -> None:
+    from ops.up import UpOptions
+
+    own = UpOptions(
+        data_dir=tmp_path, tls_cert=tmp_path / "c.pem", tls_key=tmp_path / "k.pem",
+        tls_ca=tmp_path / "ca.pem",
+    )  # fmt: skip
+    assert own.server_tls() == ServerTLS(
+        tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "ca.pem"
+    )
+    generated = UpOptions(data_dir=tmp_path, tls=True).server_tls()
+    assert generated is not None and generated.ca == tmp_path / "pki" / "nats" / "ca.crt"
+    assert UpOptions(data_dir=tmp_path).server_tls() is None
+
+
+def test_up_refuses_tls_options_that_do_not_go_together(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ops.cli import main
+
+    cert = tmp_path / "c.pem"
+    cert.write_text("x")
+    runner = CliRunner()
+    alone = runner.invoke(main, ["up", "--data-dir", str(tmp_path), "--tls-cert", str(cert)])
+    assert alone.exit_code == 2 and "--tls-cert and --tls-key go together" in alone.output
+    external = runner.invoke(main, ["up", "--nats-url", "nats://127.0.0.1:1", "--tls"])
+    assert external.exit_code == 2 and "external server's TLS is its operator's" in external.output
