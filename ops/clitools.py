@@ -52,17 +52,20 @@ def run(coroutine_fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]
         import asyncio
 
         from ops.logging import configure as configure_logging
-        from streams.connection import Refused, Unreachable
+        from streams.connection import Refused, Unreachable, Untrusted, trust
         from streams.identity import CredentialsError
         from streams.server import ServerError
 
         context = click.get_current_context(silent=True)
-        level = ((context.find_root().obj or {}) if context else {}).get("log_level")
+        root = (context.find_root().obj or {}) if context else {}
+        level = root.get("log_level")
         if level:
             configure_logging(level)
+        # Every connection of the command verifies the server's TLS with this CA.
+        trust(root.get("tls_ca"))
         try:
             return asyncio.run(coroutine_fn(*args, **kwargs))
-        except (FleetError, Unreachable, Refused, CredentialsError, ServerError) as exc:
+        except (FleetError, Unreachable, Refused, Untrusted, CredentialsError, ServerError) as exc:
             raise Failure(str(exc)) from None
         except TimeoutError as exc:
             # A request the server refused to this identity is never answered.

@@ -19,6 +19,7 @@ The file (YAML)::
     kind: Config
     current-context: fleetlog
     clusters: [{name: fleetlog, cluster: {server: nats://127.0.0.1:4222}}]
+                # behind TLS: {server: tls://…, certificate-authority: PATH}
     users: [{name: fleetlog-admin, user: {seed: SU…}}]      # or {seed-file: PATH}
     contexts:
     - name: fleetlog
@@ -153,6 +154,9 @@ class Target:
     path: Path
     seal_key: Path | None = None
     """The cluster's seal key file, as the context's cluster names it (``seal-key``)."""
+    certificate_authority: Path | None = None
+    """The CA the server's TLS certificate is verified with (the cluster's
+    ``certificate-authority``, as in a kubeconfig; None: the system's trust store)."""
 
     def credentials(self) -> Credentials | None:
         """The user's nkey (None: the context names no user)."""
@@ -197,6 +201,11 @@ def target(
         context=name,
         path=path,
         seal_key=Path(str(cluster["seal-key"])).expanduser() if cluster.get("seal-key") else None,
+        certificate_authority=(
+            Path(str(cluster["certificate-authority"])).expanduser()
+            if cluster.get("certificate-authority")
+            else None
+        ),
     )
 
 
@@ -225,12 +234,15 @@ def set_context(
     roles: Mapping[str, tuple[str, dict[str, Any]]] | None = None,
     make_current: bool = True,
     seal_key: Path | None = None,
+    certificate_authority: Path | None = None,
 ) -> None:
     """Add or replace a context, its cluster (named as the context, with the file of its seal
-    key if given) and its users."""
+    key and of the CA of its server's TLS certificate, if given) and its users."""
     config.clusters[name] = {"server": server}
     if seal_key is not None:
         config.clusters[name]["seal-key"] = str(seal_key.resolve())
+    if certificate_authority is not None:
+        config.clusters[name]["certificate-authority"] = str(certificate_authority.resolve())
     config.users[user] = user_entry
     context: dict[str, Any] = {"cluster": name, "user": user, "namespace": namespace}
     if roles:

@@ -89,10 +89,14 @@ def gateway_command(
     credentials_file: Path | None = None,
     seal_key: Path | None = None,
     wall_keys: Path | None = None,
+    tls_ca: Path | None = None,
 ) -> list[str]:
     """The command line of a gateway process configured as ``up`` is (connecting with the
-    seed in ``credentials_file``, when the server wants one; sealing with ``seal_key``)."""
+    seed in ``credentials_file``, when the server wants one; sealing with ``seal_key``;
+    verifying the server's TLS certificate with ``tls_ca``)."""
     identity = ["--credentials", str(credentials_file)] if credentials_file is not None else []
+    if tls_ca is not None:
+        identity += ["--tls-ca", str(tls_ca)]
     sealing = ["--seal-key", str(seal_key)] if seal_key is not None else []
     command = [
         sys.executable, "-m", "ops", "--server", url, "--log-level", log_level, *identity,

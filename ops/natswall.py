@@ -172,10 +172,16 @@ class Wall:
 
 
 def write_context(
-    config_path: Path, *, url: str, keys: WallKeys, seal_key: Path | None = None
+    config_path: Path,
+    *,
+    url: str,
+    keys: WallKeys,
+    seal_key: Path | None = None,
+    certificate_authority: Path | None = None,
 ) -> None:
     """The admin's context ``fleetlog`` (seed inline, as k3s' kubeconfig holds its key) with
-    the roles' identities (their seed files), made current unless another context is."""
+    the roles' identities (their seed files), made current unless another context is; with
+    ``certificate_authority``, the CA of the server's TLS certificate (``ops.natstls``)."""
     config = load(config_path)
     admin = keys.credentials("admin")
     roles = {
@@ -185,6 +191,7 @@ def write_context(
     set_context(
         config, name=CONTEXT, server=url, user=ADMIN_USER, user_entry={"seed": admin.seed},
         roles=roles, make_current=config.current_context in (None, CONTEXT), seal_key=seal_key,
+        certificate_authority=certificate_authority,
     )  # fmt: skip
     save(config_path, config)
     log.info("fleetlog.config", path=str(config_path), context=CONTEXT, groups=[MASTERS_GROUP])

@@ -30,6 +30,11 @@ context into the fleetlog config (``ops.fleetconfig``) so the CLI connects with 
 reloads the server when users change. Against an external server (``--nats-url``) ``up``
 connects as the CLI's context or ``--credentials`` says (nobody, for a server without
 authorization) and leaves that server's users to its operator.
+
+With ``--tls`` (a CA and server certificate made for the local cluster, ``ops.natstls``) or
+``--tls-cert``/``--tls-key``, the embedded server speaks only TLS; the context records the CA
+(``certificate-authority``) and every role, child process and CLI command verifies the server
+with it. Against an external ``tls://`` server, ``--tls-ca`` names the CA to verify it with.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +81,7 @@ from handlers.taint_eviction import TaintEvictionController
 from ops.fleetconfig import config_path
 from ops.gateways import GatewayReplicas, gateway_command
 from ops.gctuning import tune_gc
+from ops.natstls import ServerTLS, ensure_local_tls, tls_url
 from ops.natswall import CONTROL_PLANE, Wall, WallKeys, gateway_identities, write_context
 from ops.schedulerconfig import scheduler_options
 from projections.cluster import ClusterModel
@@ -88,7 +95,7 @@ from projections.runtime import Projection
 from streams import jsapi, seal
 from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient
-from streams.connection import connect, in_outage
+from streams.connection import connect, in_outage, tls_context
 from streams.definitions import ensure_streams, open_snapshots
 from streams.eventstore import EventStore
 from streams.identity import Credentials
@@ -155,9 +162,27 @@ class UpOptions:
     """The writers' seal key (``--seal-key``); None: ``<data dir>/pki/seal.key``, made on the
     first start."""
 
+    tls: bool = False
+    """TLS on the embedded server's listener with a CA and certificate made for this cluster
+    (``--tls``; under ``<data dir>/pki/nats/``, reused on every start)."""
+    tls_cert: Path | None = None
+    """The embedded server's own certificate (``--tls-cert``, with ``--tls-key``)."""
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    """The CA clients verify the server with (``--tls-ca``): the one that signed
+    ``--tls-cert``, or an external ``tls://`` server's (None: the system's trust store)."""
+
     @property
     def seal_key_path(self) -> Path:
         return self.seal_key or self.data_dir / "pki" / "seal.key"
+
+    def server_tls(self) -> ServerTLS | None:
+        """The embedded server's TLS (None: plain text)."""
+        if self.tls_cert is not None and self.tls_key is not None:
+            return ServerTLS(cert=self.tls_cert, key=self.tls_key, ca=self.tls_ca)
+        if self.tls:
+            return ensure_local_tls(self.data_dir, host=self.host)
+        return None
 
 
 @dataclass(frozen=True)
@@ -180,22 +205,28 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
     options.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(options.data_dir, 0o700)
     credentials = options.credentials
+    trusted = options.tls_ca
     if url is None:
         keys = WallKeys.ensure(options.data_dir)
+        server_tls = options.server_tls()
         server = EmbeddedServer(
             data_dir=options.data_dir,
             port=options.port,
             host=options.host,
             domain=jsapi.configured_domain(),
+            extra_config=server_tls.config() if server_tls is not None else "",
         )
         wall = Wall(server, keys)
         server.authorization = wall.authorization()
         await server.start()
         url = server.url
+        if server_tls is not None:
+            url, trusted = tls_url(options.host, options.port), server_tls.ca
         credentials = keys.credentials(CONTROL_PLANE)
         write_context(
-            config_path(options.config_path), url=url, keys=keys, seal_key=options.seal_key_path
-        )
+            config_path(options.config_path), url=url, keys=keys, seal_key=options.seal_key_path,
+            certificate_authority=trusted,
+        )  # fmt: skip
     supervisor = asyncio.create_task(supervise(server)) if server is not None else None
     try:
         stop = asyncio.Event()
@@ -231,6 +262,7 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                 credentials=credentials,
                 wall=wall,
                 cluster_key_path=options.data_dir / "pki" / CLUSTER_KEY_FILE,
+                tls_ca=trusted,
             )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -299,6 +331,7 @@ async def serve(
     credentials: Credentials | None = None,
     wall: Wall | None = None,
     cluster_key_path: Path | None = None,
+    tls_ca: Path | None = None,
 ) -> None:
     """Every control-plane role against the NATS server at ``url``, until ``stop`` is set;
     with ``agent_root``, a node agent for this machine (its containers live there); with
@@ -317,8 +350,11 @@ async def serve(
     ``credentials``, the control-plane identity every role here connects as;
     ``wall``, the embedded server's users to keep those of the log;
     ``cluster_key_path``, the file of the key Secrets' data keys are wrapped with (made 0600
-    when missing; None: Secrets are refused)."""
-    nc = await connect(url, name="fleetlog-up", credentials=credentials)
+    when missing; None: Secrets are refused);
+    ``tls_ca``, the CA the server's TLS certificate is verified with (None: the process's
+    trust, ``streams.connection.trust``), by this process and its gateway children."""
+    tls: ssl.SSLContext | None = tls_context(tls_ca) if tls_ca is not None else None
+    nc = await connect(url, name="fleetlog-up", credentials=credentials, tls=tls)
     try:
         await ensure_streams(nc, replicas=replicas)
         if seal_key_path is not None:
@@ -421,6 +457,7 @@ async def serve(
                                     wall.keys.file(CONTROL_PLANE) if wall is not None else None
                                 ),
                                 cluster_key=cluster_key_path,
+                                tls_ca=tls_ca,
                             ),
                             gateways - 1,
                         )  # fmt: skip

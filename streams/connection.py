@@ -4,6 +4,9 @@ Every process role (gateway, projections, CLI) connects through :func:`connect`,
 behaviour, the version check and the JetStream domain (:mod:`streams.jsapi`) are the same
 everywhere. Credentials ride in the URL (``nats://user:password@host``, ``nats://token@host``)
 and a TLS context can be given; the bulk log reader reuses both (:mod:`streams.logreader`).
+A server behind TLS (``fleetlog up --tls``) is verified against the CA the context names
+(``certificate-authority``, :func:`trust` for the whole process); a ``tls://`` URL refuses a
+server that does not speak TLS, and a certificate the CA did not sign is :class:`Untrusted`.
 A URL may list several servers of one cluster, comma-separated (``nats://a:4222,nats://b:4222``):
 the client connects to any of them and fails over to the others.
 
@@ -20,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import ssl
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -223,6 +228,56 @@ class Refused(ConnectionError):
         self.url = url
 
 
+class Untrusted(ConnectionError):
+    """The server's TLS does not prove it is the server this client trusts (a certificate its
+    CA did not sign, or no TLS behind a ``tls://`` URL)."""
+
+    def __init__(self, url: str, trusted: str, cause: str) -> None:
+        super().__init__(
+            f"the server at {url} is not trusted: {cause} (checked against {trusted}). Use the "
+            "context `fleetlog up --tls` wrote (its cluster's certificate-authority) or "
+            "--tls-ca FILE naming the CA that signed the server's certificate"
+        )
+        self.url = url
+
+
+def tls_context(ca: Path | None) -> ssl.SSLContext:
+    """A client context verifying the server's certificate and name against ``ca`` (None:
+    the system's trust store)."""
+    context = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+_trust: tuple[Path, ssl.SSLContext] | None = None
+"""The CA every connection of this process verifies servers with, unless told otherwise."""
+
+
+def trust(ca: Path | None) -> None:
+    """Verify every later connection's server with ``ca`` (the CLI's root sets it from the
+    context's ``certificate-authority`` or ``--tls-ca``; None: the system's trust store)."""
+    global _trust
+    _trust = (ca, tls_context(ca)) if ca is not None else None
+
+
+def _is_untrusted(exc: BaseException) -> bool:
+    return isinstance(exc, ssl.SSLError)
+
+
+class _QuietSSLEOF(logging.Filter):
+    """nats-py starts TLS on a connection made in plain text (the server's INFO comes first),
+    so asyncio's stream protocol keeps answering "keep open" to the end of the stream and
+    asyncio warns at every close of a TLS connection; the warning means nothing here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+def wants_tls(url: str) -> bool:
+    """A ``tls://`` URL: the client insists on TLS whatever the server offers."""
+    return any(server.lower().startswith("tls://") for server in servers_of(url))
+
+
 async def connect(
     url: str,
     *,
@@ -244,12 +299,19 @@ async def connect(
     ``domain`` is the JetStream domain every JetStream call of this client addresses (None:
     ``FLEETLOG_JS_DOMAIN``, else the server's own; ``""``: the server's own). ``tls`` is the
     context for a server that wants TLS (default: the system's trust store). ``credentials``:
-    the nkey the connection signs the server's nonce with (None: none)."""
+    the nkey the connection signs the server's nonce with (None: none); without ``tls``, the
+    CA of :func:`trust` verifies a server that speaks TLS."""
 
+    if not any(isinstance(f, _QuietSSLEOF) for f in logging.getLogger("asyncio").filters):
+        logging.getLogger("asyncio").addFilter(_QuietSSLEOF())
+    trusted = "the TLS context given" if tls is not None else "the system's trusted CAs"
+    if tls is None and _trust is not None:
+        trusted, tls = f"the CA in {_trust[0]}", _trust[1]
     domain = jsapi.configured_domain() if domain is None else jsapi.check_domain(domain or None)
     natsfix.install()
     link = _Link()
     refused: list[str] = []
+    untrusted: list[BaseException] = []
 
     async def on_disconnect() -> None:
         if link.expected or link.down_since is not None:
@@ -270,6 +332,10 @@ async def connect(
         # A dropped link (EOF, reset) is the disconnection itself, reported just after.
         if PERMISSIONS_VIOLATION in str(exc).lower():
             _violations.append(str(exc))
+        if _is_untrusted(exc):
+            untrusted.append(exc)
+            if link.client is None:
+                return
         if _is_refusal(exc):
             refused.append(str(exc))
             if link.client is not None and not link.expected and len(refused) == 1:
@@ -308,6 +374,8 @@ async def connect(
         try:
             nc = await _first_connection(servers_of(url), bound, options)
         except (TimeoutError, NoServersError, OSError, NatsError) as exc:
+            if untrusted or _is_untrusted(exc):
+                raise Untrusted(url, trusted, _reason(untrusted or [exc])) from None
             if refused or _is_refusal(exc):
                 raise Refused(url, credentials) from None
             if not isinstance(exc, (TimeoutError, NoServersError, OSError)):
@@ -318,8 +386,12 @@ async def connect(
         attempt_s = min(bound, connect_timeout * 2)
         nc = await _wait_for_server(
             url, name=name, attempt_s=attempt_s, options=options, refused=refused,
-            credentials=credentials,
+            credentials=credentials, untrusted=untrusted, trusted=trusted,
         )  # fmt: skip
+    if wants_tls(url) and not nc._server_info.get("tls_required"):
+        # Whoever answers there would read every event and Secret in clear.
+        await nc.close()
+        raise Untrusted(url, trusted, "it does not speak TLS")
     link.client = nc
     if credentials is not None:
         identity.remember(nc, credentials)
@@ -334,6 +406,10 @@ async def connect(
     return nc
 
 
+CLOSE_FAILED_S = 2.0
+"""How long closing a client whose first connection failed may take."""
+
+
 async def _first_connection(servers: list[str], timeout: float, options: dict[str, Any]) -> Client:
     """One bounded try at the first connection. The client is made here (not by
     ``nats.connect``) so a try that runs out of time is closed, not left reconnecting."""
@@ -341,8 +417,10 @@ async def _first_connection(servers: list[str], timeout: float, options: dict[st
     try:
         await asyncio.wait_for(nc.connect(servers, **options), timeout)
     except BaseException:
+        # Bounded: after a failed TLS handshake nats-py's close can wait for ever on a
+        # transport that never finished opening.
         with contextlib.suppress(Exception):
-            await nc.close()
+            await asyncio.wait_for(nc.close(), CLOSE_FAILED_S)
         raise
     return nc
 
@@ -360,6 +438,8 @@ async def _wait_for_server(
     options: dict[str, Any],
     refused: list[str],
     credentials: Credentials | None,
+    untrusted: list[BaseException],
+    trusted: str,
 ) -> Client:
     """Connect, however long the server is away: a role started before its server (a machine
     booting, a server being restarted) rides through that outage as through one later on. The
@@ -373,6 +453,9 @@ async def _wait_for_server(
         try:
             nc = await _first_connection(servers, attempt_s, options)
         except (TimeoutError, NoServersError, OSError, NatsError) as exc:
+            # Waiting mends neither a wrong CA nor a refused identity.
+            if untrusted or _is_untrusted(exc):
+                raise Untrusted(url, trusted, _reason(untrusted or [exc])) from None
             if refused or _is_refusal(exc):
                 raise Refused(url, credentials) from None
             if not isinstance(exc, (TimeoutError, NoServersError, OSError)):
@@ -391,3 +474,11 @@ async def _wait_for_server(
                 "nats.reachable", url=url, client=name, after=f"{time.monotonic() - started:.1f}s"
             )
         return nc
+
+
+def _reason(errors: list[BaseException]) -> str:
+    """What the TLS handshake said, in words (the last attempt's)."""
+    exc = errors[-1]
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"its certificate does not verify ({exc.verify_message})"
+    return f"the TLS handshake failed ({exc})"

@@ -99,6 +99,10 @@ LEADER_TTL_SECONDS = 15.0
 MEMBERS_BUCKET = "fleet_members"
 MEMBER_TTL_SECONDS = 10.0
 SECRET_KEYS_BUCKET = "fleet_secret_keys"
+NONCE_BUCKET = "fleet_nonces"
+NONCE_TTL_SECONDS = 150.0
+"""``core.access.signing.NONCE_TTL_NS``: twice the signatures' skew window and a margin
+(kept a literal so this module loads no cryptography)."""
 
 STREAM_NOT_FOUND = 10059
 STREAM_NAME_IN_USE = 10058
@@ -284,6 +288,12 @@ def members_bucket(member_ttl: float = MEMBER_TTL_SECONDS, replicas: int = 1) ->
     )
 
 
+def nonce_bucket(replicas: int = 1) -> StreamSpec:
+    """The signed commands' nonces the gateways have accepted, each claimed once by an
+    atomic create (``handlers.gateway.nonces``) and forgotten after the TTL."""
+    return _bucket(NONCE_BUCKET, storage=StorageType.FILE, ttl=NONCE_TTL_SECONDS, replicas=replicas)
+
+
 def secret_keys_bucket(replicas: int = 1) -> StreamSpec:
     """Each Secret's data key, wrapped by the cluster key, under the secret's uid: a bucket of
     its own, never the event stream, so deleting a secret can destroy its key. Created as a
@@ -322,6 +332,7 @@ async def ensure_streams(nc: Client, *, replicas: int = 1) -> None:
         leader_bucket(replicas),
         members_bucket(replicas=replicas),
         secret_keys_bucket(replicas),
+        nonce_bucket(replicas),
     ):
         await ensure(nc, spec)
 

@@ -12,7 +12,7 @@ one contract; the stage modules import it and nothing of each other.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -64,6 +64,9 @@ class CommandContext:
     """The request's NATS headers (its deadline, its signature)."""
     signature: Signature | None = None
     """What the command's signer signed (kept in the audit record, to verify later)."""
+    nonce_claim: Awaitable[None] | None = None
+    """The signature's nonce being claimed for every gateway (``handlers.gateway.nonces``),
+    awaited before anything is appended."""
     identity: Identity | None = None
     """The verified identity the command acts as (None: unsigned, on an open server, where
     the actor is the stated one)."""

@@ -35,6 +35,7 @@ from core.access.commandauth import Identity, command_request, impersonation
 from core.access.signing import ReplayGuard, SignatureRefused, signature_from_headers
 from core.errors import NotFound
 from handlers.gateway.context import CommandContext
+from handlers.gateway.nonces import NonceMemory
 from projections.access import (
     AccessModel,
     Forbidden,
@@ -69,13 +70,16 @@ class Authenticate:
         access: AccessModel | None = None,
         require_signatures: bool = False,
         guard: ReplayGuard | None = None,
+        nonces: NonceMemory | None = None,
     ) -> None:
         """``access``: the keys the cluster admits (None: no signature can be verified, so a
-        signed command is refused too); ``require_signatures``: refuse unsigned commands."""
+        signed command is refused too); ``require_signatures``: refuse unsigned commands;
+        ``nonces``: the nonce memory shared by the gateways (None: this gateway's alone,
+        ``guard``)."""
         self._identify = identify
         self._access = access
         self._require = require_signatures
-        self._guard = guard or ReplayGuard()
+        self._nonces = nonces or NonceMemory(None, guard=guard)
 
     async def __call__(self, ctx: CommandContext) -> None:
         # Runs right after the command is decoded (kube authenticates before anything else),
@@ -106,10 +110,12 @@ class Authenticate:
             verified = await verify_signed(
                 self._access, signature, subject=ctx.subject, payload=ctx.data,
                 headers=headers, stated=stated, stated_groups=ctx.raw.get(ACTOR_GROUPS),
-                now_ns=time.time_ns(), guard=self._guard,
+                now_ns=time.time_ns(), guard=self._nonces.guard,
             )  # fmt: skip
         except SignatureRefused as exc:
             raise Unauthorized(str(exc)) from None
+        # Claimed for every gateway; awaited before the append (``nonces.claimed``).
+        ctx.nonce_claim = self._nonces.share(signature)
         ctx.identity, ctx.impersonator = verified.identity, verified.impersonator
         ctx.actor = ctx.identity.user.name
 

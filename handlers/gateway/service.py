@@ -42,6 +42,7 @@ from handlers.gateway.identity import (
     stated_identity,
 )
 from handlers.gateway.intake import decode, fingerprint, in_time, limit_size, route
+from handlers.gateway.nonces import NonceMemory, claimed
 from handlers.gateway.reviews import REVIEW_SUBJECTS, review
 from handlers.gateway.services import ServicePath
 from projections.access import AccessModel
@@ -116,9 +117,12 @@ class Gateway:
         )
         # Who signs commands, and what RBAC lets them do.
         self.access = AccessModel(store, builtin=identities or {})
+        # A signed command's nonce is claimed for the whole queue group (replays refused).
+        self.nonces = NonceMemory(nc)
         self._authenticate = Authenticate(
-            identify, access=self.access, require_signatures=require_signatures
-        )
+            identify, access=self.access, require_signatures=require_signatures,
+            nonces=self.nonces,
+        )  # fmt: skip
         self.stages: Sequence[Handler] = (
             limit_size,
             decode,
@@ -136,6 +140,7 @@ class Gateway:
                 features=features,
                 pods_of=self._pods_of,
             ),
+            claimed,
             Execute(
                 self.repository,
                 self.policies,

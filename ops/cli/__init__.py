@@ -20,7 +20,7 @@ to it the commands, which live in modules by what they act on:
 
 Who a command is and where it connects come from the fleetlog config's current context
 (``ops.fleetconfig``: server, user, default namespace), which ``--config``/``FLEETLOG_CONFIG``,
-``--context``, ``--server`` and ``--credentials`` override.
+``--context``, ``--server``, ``--credentials`` and ``--tls-ca`` override.
 
 What they share sits below them: names and arguments in ``ops.cliargs``, failures, running a
 command and its session in ``ops.clitools``, output in ``ops.render``.
@@ -90,6 +90,14 @@ from ops.clitools import Failure
     help="The cluster's seal key (pki/seal.key in the data directory of `fleetlog up`): "
     "roles that append need it; readers given it skip events no fleetlog writer sealed.",
 )
+@click.option(
+    "--tls-ca",
+    envvar="FLEETLOG_TLS_CA",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Verify the server's TLS certificate with this CA [default: the context's "
+    "certificate-authority, which `fleetlog up --tls` writes; else the system's CAs].",
+)
 @click.option("--log-level", default="warning", show_default=True)
 @click.pass_context
 def main(
@@ -100,6 +108,7 @@ def main(
     credentials: str | None,
     actor: str | None,
     seal_key: Path | None,
+    tls_ca: Path | None,
     log_level: str,
 ) -> None:
     """fleetlog: a container orchestrator whose source of truth is an event log."""
@@ -121,6 +130,7 @@ def main(
         "target": chosen,
         "credentials_file": credentials,
         "seal_key_path": seal_key,
+        "tls_ca": tls_ca or chosen.certificate_authority,
     }
     if seal_key is None and ctx.invoked_subcommand != "up":
         # On the machine that ran `fleetlog up`, its key is found with no flag: the context's

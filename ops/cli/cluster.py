@@ -298,6 +298,33 @@ def _service_ranges(cluster_ips: str, node_ports: str) -> ServiceRanges:
     "is written to <data dir>/kubeconfig.",
 )
 @click.option("--no-api", is_flag=True, help="Serve no Kubernetes API here.")
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="TLS on the embedded server's listener, with a CA and certificate made for this "
+    "cluster under <data dir>/pki/nats/ (reused on restarts); clients verify it with the CA "
+    "the context records. Plain-text clients are refused.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="TLS on the embedded server's listener with this certificate (PEM; with --tls-key).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The private key of --tls-cert (PEM).",
+)
+@click.option(
+    "--tls-ca",
+    "up_tls_ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The CA clients verify the server with: the one that signed --tls-cert, or an "
+    "external tls:// server's (--nats-url) [default: the system's CAs].",
+)
 @pod_network_options
 @container_log_options
 @FEATURE_GATES
@@ -327,9 +354,20 @@ def up(
     gateways: int,
     api_port: int,
     no_api: bool,
+    tls: bool,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    up_tls_ca: Path | None,
     feature_gates: tuple[str, ...],
 ) -> None:
     """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if nats_url and (tls or tls_cert):
+        raise click.UsageError(
+            "--tls and --tls-cert configure the embedded server; an external server's TLS is "
+            "its operator's (give --nats-url tls://… and --tls-ca)"
+        )
     features = _feature_gates(feature_gates)
     configuration = _scheduler_config(scheduler_config)
     from core.network.ranges import ClusterCIDR
@@ -373,9 +411,14 @@ def up(
         seal_key=ctx.obj.get("seal_key_path"),
         config_path=ctx.obj["target"].path,
         credentials=_external_credentials(ctx) if nats_url else None,
+        tls=tls,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_ca=up_tls_ca or (ctx.obj.get("tls_ca") if nats_url else None),
     )
+    scheme = "tls" if tls or tls_cert else "nats"
     click.echo(
-        f"fleetlog up: data in {options.data_dir}, server {nats_url or f'nats://127.0.0.1:{port}'}",
+        f"fleetlog up: data in {options.data_dir}, server {nats_url or f'{scheme}://127.0.0.1:{port}'}",
         err=True,
     )
     if not nats_url:

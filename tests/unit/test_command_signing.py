@@ -10,10 +10,13 @@ import pytest
 
 from core.access.signing import (
     MAX_SKEW_NS,
+    NONCE_TTL_NS,
     ReplayGuard,
     SignatureRefused,
     check_time,
+    nonce_key,
     sign,
+    signature_from_headers,
     verify,
 )
 
@@ -137,3 +140,24 @@ def test_a_signature_kept_in_an_audit_record_is_checked_from_the_record_alone() 
         check_recorded({**recorded, "signed_at": "yesterday"})
     with pytest.raises(SignatureRefused, match=r"not (an|a user) nkey"):
         check_recorded({**recorded, "signer": "not-a-key"})
+
+
+def test_a_nonce_is_claimed_under_its_signer_and_a_key_safe_digest() -> None:
+    import re
+
+    odd = signature_from_headers(headers(nonce="a nonce/with*odd>chars"))
+    key = nonce_key(odd)
+    assert key.startswith(ALICE_KEY + ".") and re.fullmatch(r"[-/_=.a-zA-Z0-9]+", key)
+    assert key == nonce_key(signature_from_headers(headers(nonce="a nonce/with*odd>chars")))
+    assert key != nonce_key(signature_from_headers(headers(nonce="n-2")))
+    bob = signature_from_headers(headers(user_seed(), nonce="a nonce/with*odd>chars"))
+    assert nonce_key(bob) != key
+
+
+def test_the_shared_memory_outlives_every_time_the_skew_check_still_accepts() -> None:
+    from streams.definitions import NONCE_TTL_SECONDS, nonce_bucket
+
+    # First seen at the earliest (signed 60 s ahead), accepted until 60 s after signing.
+    assert NONCE_TTL_NS > 2 * MAX_SKEW_NS
+    assert NONCE_TTL_SECONDS * 1_000_000_000 == NONCE_TTL_NS
+    assert nonce_bucket().config["max_age"] == NONCE_TTL_NS

@@ -1,0 +1,344 @@
+"""What the front door costs a command: the round trip against a walled ``fleetlog up`` beside
+the same round trip against an open one.
+
+    python -m ops.bench_wall [--commands 2000] [--rounds 2] [--tls] [--claims 2000]
+
+Why this exists: issue 17 asks for the command round trip "with signing, verification and
+RBAC on, beside the same run with them off (the overhead, goal < 0.3 ms per command)". Two
+``fleetlog up --no-agent --no-scheduler --no-api`` processes are measured in turn, each with
+one command in flight at a time (the latency of one command, not throughput):
+
+* **walled**: ``up``'s embedded server behind the NATS wall (nkeys, subject permissions),
+  every command signed by the client with a user's nkey, verified by the gateway, its nonce
+  claimed in the gateways' shared memory, authorized by RBAC (the user holds ``edit`` in
+  ``default`` through a RoleBinding: the rules are evaluated, not the ``system:masters``
+  short cut), then API Priority and Fairness, admission, and the sealed append; with
+  ``--tls``, the listener speaks TLS too;
+* **open**: ``up --nats-url`` to a server without authorization, with no credentials:
+  unsigned commands act as their stated identity (no verification, no nonce, no RBAC); APF,
+  admission and the sealed append are the same.
+
+Both run at once and take turns, one command each in a shuffled order, ``--commands`` pod
+creates each per round, so both meet the same neighbours on a shared host; the figures are
+p50/p99 per command over every round, the difference of the medians, and the CPU each side
+(``up``'s process tree and its server) and the client used per command. It also
+times the shared nonce memory's claim alone (``--claims`` key-value creates, one at a time,
+on the walled server as the control plane), the one round trip the wall adds. Figures are
+recorded in docs/benchmarks.md; on a shared host, run it when the load average is lowest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import secrets
+import shutil
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ops.bench_commands import pod_manifest, settle, tree_cpu_seconds
+from ops.bench_log import percentile
+from streams.commandbus import CommandClient, CommandFailed, NoGateway
+from streams.connection import Refused, Unreachable, connect, tls_context
+from streams.definitions import nonce_bucket, open_key_value
+from streams.identity import Credentials, generate_seed, read_seed_file
+from streams.server import EmbeddedServer, free_port
+
+NAMESPACE = "default"
+READY_TIMEOUT_S = 180.0
+
+
+@dataclass
+class Target:
+    """A running ``up``: where to send, as whom, with what trust."""
+
+    mode: str
+    url: str
+    pid: int
+    credentials: Credentials | None = None
+    tls: ssl.SSLContext | None = None
+    nats_pid: int = 0
+    """The nats-server's process (``up``'s child when walled, the benchmark's when open)."""
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU used so far by ``up`` with its server and gateways, and by the server alone."""
+        nats = tree_cpu_seconds(self.nats_pid)
+        up = tree_cpu_seconds(self.pid)
+        return (up if self.mode == "walled" else up + nats), nats
+
+
+@dataclass
+class Figures:
+    """Each command's round trip, and the CPU the server side and the client used."""
+
+    latencies: list[float] = field(default_factory=list)
+    server_cpu: float = 0.0
+    nats_cpu: float = 0.0
+    """The part of ``server_cpu`` the nats-server used."""
+    client_cpu: float = 0.0
+
+
+@contextlib.asynccontextmanager
+async def running(command: list[str], *, env: dict[str, str], log: Path) -> AsyncIterator[int]:
+    """``command`` in a process of its own, stopped by PID on the way out."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child
+            command, stdout=subprocess.DEVNULL, stderr=out, env=env
+        )
+    try:
+        yield process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def up_command(workdir: Path, *options: str) -> list[str]:
+    return [
+        sys.executable, "-m", "ops", "--log-level", "warning", "up", "--data-dir",
+        str(workdir), "--no-agent", "--no-scheduler", "--no-api", *options,
+    ]  # fmt: skip
+
+
+async def until_answered(target: Target, *, timeout: float = READY_TIMEOUT_S) -> None:
+    """Until ``up``'s gateway answers a command from ``target``'s identity."""
+    deadline = time.monotonic() + timeout
+    probe = {**pod_manifest("ready-probe"), "metadata": {"name": "ready-probe"}}
+    while True:
+        try:
+            nc = await connect(
+                target.url, name="bench-wait", credentials=target.credentials, tls=target.tls,
+                reconnect=False,
+            )  # fmt: skip
+        except (Unreachable, Refused):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+            continue
+        try:
+            client = CommandClient(nc, actor="bench")
+            await client.send("Pod", "apply", {"manifest": probe}, timeout=5)
+            return
+        except (CommandFailed, NoGateway):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+        finally:
+            await nc.close()
+
+
+async def until_exists(path: Path, *, timeout: float = READY_TIMEOUT_S) -> None:
+    """Until ``up`` has written ``path`` (its keys, its CA: made at its start)."""
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(path.exists):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"fleetlog up did not write {path}")
+        await asyncio.sleep(0.2)
+
+
+async def admit_user(admin: Target, user: Credentials) -> None:
+    """A user ``bench`` with ``edit`` in the bench namespace (a RoleBinding), so its
+    commands are decided by RBAC's rules."""
+    nc = await connect(admin.url, name="bench-admin", credentials=admin.credentials, tls=admin.tls)
+    try:
+        client = CommandClient(nc, actor="fleetlog-admin")
+        manifests = [
+            {
+                "apiVersion": "auth.fleetlog.dev/v1", "kind": "User",
+                "metadata": {"name": "bench"},
+                "spec": {"publicKey": user.public_key, "groups": []},
+            },
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "bench-edit", "namespace": NAMESPACE},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "edit",
+                },
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bench"}
+                ],
+            },
+        ]  # fmt: skip
+        for manifest in manifests:
+            await client.send(str(manifest["kind"]), "apply", {"manifest": manifest})
+    finally:
+        await nc.close()
+
+
+async def interleaved(targets: list[Target], count: int, *, tag: str) -> dict[str, Figures]:
+    """``count`` pod creates on each target, one command in flight at a time, the targets
+    taking turns (in a shuffled order each turn), so both meet the same neighbours on a
+    shared host: each command's round trip, and the CPU each side used meanwhile."""
+    clients = {}
+    for target in targets:
+        nc = await connect(
+            target.url, name=f"bench-{target.mode}", credentials=target.credentials,
+            tls=target.tls,
+        )  # fmt: skip
+        clients[target.mode] = (nc, CommandClient(nc, actor="bench"))
+    figures = {target.mode: Figures() for target in targets}
+    try:
+        for index in range(50):  # warm-up: caches, the gateways' projections
+            for target in targets:
+                manifest = pod_manifest(f"warm-{tag}-{target.mode}-{index}")
+                await clients[target.mode][1].send("Pod", "create", {"manifest": manifest})
+        for target in targets:
+            await settle(target.pid)
+        server_cpu = {target.mode: target.cpu_seconds() for target in targets}
+        client_cpu = dict.fromkeys(server_cpu, 0.0)
+        order = list(targets)
+        for index in range(count):
+            random.shuffle(order)
+            for target in order:
+                manifest = pod_manifest(f"{tag}-{target.mode}-{index}")
+                client = clients[target.mode][1]
+                cpu, started = time.process_time(), time.perf_counter()
+                await client.send("Pod", "create", {"manifest": manifest}, timeout=30)
+                figures[target.mode].latencies.append(time.perf_counter() - started)
+                client_cpu[target.mode] += time.process_time() - cpu
+        for target in targets:
+            total, nats = target.cpu_seconds()
+            figures[target.mode].server_cpu = total - server_cpu[target.mode][0]
+            figures[target.mode].nats_cpu = nats - server_cpu[target.mode][1]
+            figures[target.mode].client_cpu = client_cpu[target.mode]
+        return figures
+    finally:
+        for nc, _ in clients.values():
+            await nc.close()
+
+
+async def claim_round_trips(target: Target, control: Credentials, count: int) -> list[float]:
+    """The shared nonce memory's claim alone: ``count`` atomic creates, one at a time."""
+    nc = await connect(target.url, name="bench-claims", credentials=control, tls=target.tls)
+    try:
+        bucket = await open_key_value(nc, nonce_bucket())
+        latencies = []
+        for _ in range(count):
+            key = f"{control.public_key}.{secrets.token_hex(16)}"
+            started = time.perf_counter()
+            await bucket.create(key, b"0")
+            latencies.append(time.perf_counter() - started)
+        return latencies
+    finally:
+        await nc.close()
+
+
+def summary(name: str, seconds: list[float], figures: Figures | None = None) -> str:
+    ms = [1000 * s for s in seconds]
+    line = (
+        f"{name:<18} {len(ms):6d}: p50 {statistics.median(ms):6.3f} ms, "
+        f"p99 {percentile(ms, 0.99):6.3f} ms, mean {statistics.fmean(ms):6.3f} ms"
+    )
+    if figures is not None:
+        line += (
+            f"; CPU per command: server side {1000 * figures.server_cpu / len(ms):.3f} ms "
+            f"(nats-server {1000 * figures.nats_cpu / len(ms):.3f}), "
+            f"client {1000 * figures.client_cpu / len(ms):.3f} ms"
+        )
+    return line
+
+
+async def walled_target(
+    data: Path, port: int, pid: int, *, tls: bool
+) -> tuple[Target, Credentials]:
+    """A user of the walled ``up`` (its server reloaded with it), and the control plane's
+    key, once ``up`` answers."""
+    await until_exists(data / "pki" / "nkeys" / "admin.nk")
+    trust = None
+    if tls:
+        await until_exists(data / "pki" / "nats" / "ca.crt")
+        trust = tls_context(data / "pki" / "nats" / "ca.crt")
+    url = f"{'tls' if tls else 'nats'}://127.0.0.1:{port}"
+    admin = Target("walled", url, pid, read_seed_file(data / "pki" / "nkeys" / "admin.nk"), trust)
+    await until_answered(admin)
+    user = Credentials(generate_seed())
+    await admit_user(admin, user)
+    nats_pid = int((await asyncio.to_thread((data / "nats-server.pid").read_text)).strip())
+    target = Target("walled", url, pid, user, trust, nats_pid=nats_pid)
+    await until_answered(target)
+    return target, read_seed_file(data / "pki" / "nkeys" / "control-plane.nk")
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="fleetlog-bench-wall-"))
+    env = {**os.environ, "FLEETLOG_CONFIG": str(workdir / "config")}
+    env.pop("FLEETLOG_CREDENTIALS", None)
+    print(f"load average at the start {os.getloadavg()[0]:.2f}", flush=True)
+    results = {"open": Figures(), "walled": Figures()}
+    claims: list[float] = []
+    server = EmbeddedServer(data_dir=workdir / "open-nats", port=free_port())
+    try:
+        await server.start()
+        assert server.process is not None
+        port = free_port()
+        walled_options = ["--port", str(port), *(["--tls"] if args.tls else [])]
+        async with (
+            running(
+                up_command(workdir / "open", "--nats-url", server.url), env=env,
+                log=workdir / "open.log",
+            ) as open_pid,
+            running(
+                up_command(workdir / "walled", *walled_options), env=env,
+                log=workdir / "walled.log",
+            ) as walled_pid,
+        ):  # fmt: skip
+            opened = Target("open", server.url, open_pid, nats_pid=server.process.pid)
+            await until_answered(opened)
+            walled, control = await walled_target(
+                workdir / "walled", port, walled_pid, tls=args.tls
+            )
+            for round_ in range(args.rounds):
+                figures = await interleaved([opened, walled], args.commands, tag=f"r{round_}")
+                for mode, found in figures.items():
+                    results[mode].latencies += found.latencies
+                    results[mode].server_cpu += found.server_cpu
+                    results[mode].nats_cpu += found.nats_cpu
+                    results[mode].client_cpu += found.client_cpu
+                print(f"round {round_ + 1} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+            if args.claims:
+                claims = await claim_round_trips(walled, control, args.claims)
+        opened_f, walled_f = results["open"], results["walled"]
+        print(summary("open", opened_f.latencies, opened_f))
+        print(summary("walled" + (" + TLS" if args.tls else ""), walled_f.latencies, walled_f))
+        difference = statistics.median(walled_f.latencies) - statistics.median(opened_f.latencies)
+        print(f"{'overhead (p50)':<18} {1000 * difference:+.3f} ms per command")
+        if claims:
+            print(summary("nonce claim alone", claims))
+        print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    finally:
+        await server.stop()
+        if args.keep_workdir:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--commands", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--claims", type=int, default=2000)
+    parser.add_argument("--tls", action="store_true", help="the walled server speaks TLS too")
+    parser.add_argument("--keep-workdir", action="store_true")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
