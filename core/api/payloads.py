@@ -46,11 +46,17 @@ class ResourceDeleted(EventPayload):
 
 
 class ScaledTo(EventPayload):
-    """A scalable workload's desired replica count was set, by someone, for a reason."""
+    """A scalable workload's desired replica count was set, by someone, for a reason.
+
+    ``why`` is what an autoscaler decided it from (``core.autoscaling.horizontal``'s why
+    record: the metric values, per-pod figures, pod counts, the recommendation before limits,
+    the window or policy that held it), so the decision is explained by the log alone after
+    the metrics stream has forgotten the samples. Absent from older events and manual scales."""
 
     replicas: int = Field(ge=0)
     previous: int = Field(ge=0)
     reason: str = ""
+    why: dict[str, Any] | None = None
 
 
 class StatusUpdated(EventPayload):
