@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from core.api.events import CATALOG
 
@@ -57,6 +57,14 @@ class ScaledTo(EventPayload):
     previous: int = Field(ge=0)
     reason: str = ""
     why: dict[str, Any] | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_why(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A manual scale is stored exactly as before the field existed.
+        data: dict[str, Any] = handler(self)
+        if data.get("why", "") is None:
+            del data["why"]
+        return data
 
 
 class StatusUpdated(EventPayload):

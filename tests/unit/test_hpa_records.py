@@ -83,3 +83,11 @@ def test_an_hpa_records_its_status_once_and_the_read_model_folds_it_the_same() -
     assert folded == hpa.manifest
     with pytest.raises(InvalidTransition):
         hpa.update_status(status=status, annotations={"a": "b"}, at=AT)
+
+
+def test_a_manual_scale_is_stored_exactly_as_before_the_why_existed() -> None:
+    deployment = Deployment.create(
+        None, agg_id="Deployment/default/web", manifest={"spec": {"replicas": 1}}, uid="u", at=AT
+    )
+    deployment.scale(replicas=2, reason="by hand", at=AT)
+    assert recorded(deployment)[-1].payload == {"replicas": 2, "previous": 1, "reason": "by hand"}
