@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,7 +24,7 @@ from streams.commandbus import CommandClient
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
 from streams.subjects import event_subject
-from tests.integration.support import eventually, workload_roles
+from tests.integration.support import cli, eventually, workload_roles
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +98,11 @@ async def scaled(store: EventStore, name: str = "web") -> list[StoredEvent]:
     return [e for e in events if e.envelope.type == "ScaledTo"]
 
 
+def printed(result: Any) -> list[str]:
+    """What the CLI printed, without the log lines of the roles running in this process."""
+    return [line for line in result.output.splitlines() if not re.match(r"\d{4}-\d\d-\d\d ", line)]
+
+
 def condition(projection: Projection[ClusterModel], kind: str) -> dict[str, Any]:
     record = projection.model.get("HorizontalPodAutoscaler", "default", "web")
     assert record is not None
@@ -104,9 +110,13 @@ def condition(projection: Projection[ClusterModel], kind: str) -> dict[str, Any]
     return next((c for c in conditions if c["type"] == kind), {})
 
 
-@pytest.mark.usefixtures("gateway")
+@pytest.mark.usefixtures("queries")
 async def test_load_above_target_scales_up_with_the_why_and_down_only_after_the_window(
-    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+    nats_server: Any,
+    nc: Client,
+    store: EventStore,
+    projection: Projection[ClusterModel],
+    client: CommandClient,
 ) -> None:
     async with autoscaling(nc, store, projection):
         await client.send("Deployment", "create", {"manifest": deployment()})
@@ -141,6 +151,21 @@ async def test_load_above_target_scales_up_with_the_why_and_down_only_after_the_
             lambda: asyncio.sleep(0, condition(projection, "ScalingLimited").get("reason")
                                   == "TooManyReplicas"), timeout=30,
         )  # fmt: skip
+
+        # What a person reads: kubectl's columns, the conditions and the why, from the log.
+        got = printed(await cli(nats_server.url, "get", "hpa"))
+        assert got[0].split() == [
+            "NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"
+        ]  # fmt: skip
+        row = got[1]
+        assert row.startswith("web") and "Deployment/web" in row and "cpu: 300%/50%" in row
+        described = (await cli(nats_server.url, "describe", "hpa", "web")).output
+        assert "ScalingLimited" in described and "TooManyReplicas" in described
+        assert "Last decision:  ScaledTo #" in described
+        assert "horizontal pod autoscaler web: 1 -> 4 replicas" in described
+        explained = (await cli(nats_server.url, "why", "deployment/web")).output
+        assert "horizontal pod autoscaler web: 1 -> 4 replicas" in explained
+        assert "utilization 300% of requests (ratio 6.00, ready 1" in explained
 
         off = time.time()
         await set_load(nc, "0")
