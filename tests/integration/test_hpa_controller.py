@@ -201,3 +201,61 @@ async def test_an_hpa_on_a_missing_target_cannot_get_the_scale_and_scales_nothin
             'deployments.apps "nothere" not found'
         )
         assert controller.scaled == 0
+
+
+@pytest.mark.usefixtures("gateway")
+async def test_a_restarted_controller_rebuilds_the_policy_periods_from_the_logged_decisions(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+) -> None:
+    manifest = hpa()
+    # One pod more per minute at most: the period is what a restart must not forget.
+    manifest["spec"]["behavior"]["scaleUp"] = {
+        "stabilizationWindowSeconds": 0,
+        "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+    }
+    async with workload_roles(nc, store, projection, nodes=2, collect=False) as simulated:
+        metrics = PodMetrics(nc)
+        usage = SimulatedUsage(nc, projection, simulated.names.__contains__, period=0.5)
+        side = [asyncio.create_task(metrics.run()), asyncio.create_task(usage.run())]
+
+        async def start() -> tuple[HorizontalController, asyncio.Task[None]]:
+            controller = await HorizontalController.create(
+                nc, store, projection, metrics, options=FAST, period_seconds=0.2,
+                retry_seconds=0.2,
+            )  # fmt: skip
+            ready = asyncio.Event()
+            task = asyncio.create_task(controller.run(ready))
+            await asyncio.wait_for(ready.wait(), 10)
+            return controller, task
+
+        try:
+            await client.send("Deployment", "create", {"manifest": deployment()})
+            await client.send("HorizontalPodAutoscaler", "create", {"manifest": manifest})
+            first, task = await start()
+            await eventually(
+                lambda: asyncio.sleep(0, len(list(projection.model.list("Pod", "default"))) == 1)
+            )
+            await set_load(nc, "300m")
+
+            async def up() -> bool:
+                return any(e.envelope.payload["replicas"] == 2 for e in await scaled(store))
+
+            await eventually(up, timeout=30)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await first.loop.leader.resign()
+            # A new controller (another process, say) remembers nothing of its own: without
+            # the scale event read back from the ScaledTo it would add a pod at once.
+            second, task = await start()
+            side.append(task)
+            await eventually(lambda: asyncio.sleep(0, second.evaluations >= 3), timeout=30)
+            await eventually(
+                lambda: asyncio.sleep(0, condition(projection, "ScalingLimited").get("reason")
+                                      == "ScaleUpLimit"), timeout=30,
+            )  # fmt: skip
+            assert [e.envelope.payload["replicas"] for e in await scaled(store)] == [2]
+            assert second.scaled == 0
+        finally:
+            for t in side:
+                t.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
