@@ -68,6 +68,7 @@ from handlers.apiserver import (
     kubeconfig_path,
     write_kubeconfig,
 )
+from handlers.autoscaler.horizontal import HorizontalController
 from handlers.deployment_controller import DeploymentController
 from handlers.endpointslice_controller import EndpointSliceController
 from handlers.garbage_collector import GarbageCollector
@@ -88,6 +89,7 @@ from projections.cluster import ClusterModel
 from projections.endpoints import EndpointsService
 from projections.history import HistoryIndex
 from projections.history_service import HistoryService
+from projections.metrics import PodMetrics
 from projections.podconfig import PodConfigService
 from projections.query import QueryService
 from projections.readaccess import ReadAccess
@@ -398,6 +400,8 @@ async def serve(
             )
             deployments = await DeploymentController.create(nc, projection)
             quotas = await QuotaController.create(nc, paired_repository(), projection)
+            pod_metrics = PodMetrics(nc)
+            autoscaler = await HorizontalController.create(nc, store, projection, pod_metrics)
             node_ipam = await NodeIPAMController.create(
                 nc, paired_repository(), projection,
                 cluster=cluster_cidr or ClusterCIDR.parse(),
@@ -433,6 +437,8 @@ async def serve(
                         tasks.create_task(replica_sets.run()),
                         tasks.create_task(deployments.run()),
                         tasks.create_task(quotas.run()),
+                        tasks.create_task(pod_metrics.run()),
+                        tasks.create_task(autoscaler.run()),
                         tasks.create_task(node_ipam.run()),
                         tasks.create_task(endpoint_slices.run()),
                         tasks.create_task(endpoints.run()),

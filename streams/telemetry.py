@@ -178,6 +178,33 @@ async def publish_node_usage(
     )
 
 
+def decode_pod_usage(msg: Msg) -> PodUsage | None:
+    """One pod sample as published on ``fleet.metrics.pod.<ns>.<pod>`` (None, logged: a
+    sample that cannot be read, which the next one replaces)."""
+    try:
+        _, _, _, ns, name = msg.subject.split(".")
+        data = msgpack.unpackb(msg.data, raw=False)
+        containers = {
+            cname: ContainerUsage(int(c["cpu_millicores"]), int(c["memory_bytes"]))
+            for cname, c in data["containers"].items()
+        }
+        return PodUsage(
+            decode_token(ns),
+            decode_token(name),
+            int(data["at_ns"]),
+            containers,
+            window_s=float(data.get("window_s", USAGE_PERIOD_S)),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError, FleetError) as exc:
+        log.warning("metrics.unreadable", subject=msg.subject, error=str(exc))
+        return None
+
+
+def pod_metrics_filter(namespace: str | None = None) -> str:
+    """The subjects of every pod's samples (of ``namespace``, or all)."""
+    return f"{METRICS_PREFIX}.pod.{'*' if namespace is None else encode_token(namespace)}.*"
+
+
 @overload
 async def latest_usage(
     nc: Client, kind: Literal["pod"], *, namespace: str | None = None
@@ -202,26 +229,7 @@ async def latest_usage(
             f"{METRICS_PREFIX}.pod.{ns_token}.*",
             ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT),
         )
-        pods: list[PodUsage] = []
-        for msg in messages:
-            try:
-                _, _, _, ns, name = msg.subject.split(".")
-                data = msgpack.unpackb(msg.data, raw=False)
-                containers = {
-                    cname: ContainerUsage(int(c["cpu_millicores"]), int(c["memory_bytes"]))
-                    for cname, c in data["containers"].items()
-                }
-                pods.append(
-                    PodUsage(
-                        decode_token(ns),
-                        decode_token(name),
-                        int(data["at_ns"]),
-                        containers,
-                        window_s=float(data.get("window_s", USAGE_PERIOD_S)),
-                    )
-                )
-            except (ValueError, KeyError, TypeError, AttributeError, FleetError) as exc:
-                log.warning("metrics.unreadable", subject=msg.subject, error=str(exc))
+        pods = [usage for msg in messages if (usage := decode_pod_usage(msg)) is not None]
         return sorted(pods, key=lambda p: (p.namespace, p.name))
     if kind == "node":
         messages = await _read_to_end(

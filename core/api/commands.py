@@ -61,6 +61,9 @@ class ScaleBody(CommandBody):
     namespace: str = "default"
     replicas: int = Field(ge=0, le=2**31 - 1)  # Kubernetes' int32 spec.replicas
     reason: str = ""
+    why: dict[str, Any] | None = None
+    """An autoscaler's why record, carried into the ``ScaledTo`` event (absent: a manual
+    scale). An older command without it needs no upcaster."""
 
 
 class StatusBody(CommandBody):

@@ -71,7 +71,7 @@ RESOURCE_KINDS = (
 )
 
 
-STATUS_KINDS = ("Deployment", "ReplicaSet")
+STATUS_KINDS = ("Deployment", "ReplicaSet", "HorizontalPodAutoscaler")
 """Kinds whose ``status`` a controller records with a ``…StatusUpdated`` event."""
 
 
@@ -199,6 +199,7 @@ _FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "ResourceDeleted": {"reason": ((str,), False), "propagation_policy": ((str,), False)},
     "ScaledTo": {
         "replicas": ((int,), True), "previous": ((int,), True), "reason": ((str,), False),
+        "why": ((dict, _NONE), False),
     },
     "StatusUpdated": {"status": ((dict,), True), "annotations": ((dict,), False)},
     "NodeSchedulingChanged": {"reason": ((str,), False)},

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from core.api.events import RESOURCE_KINDS
+from core.autoscaling.status import EVOLVE as HPA_EVOLVE
 from core.meta.evolve import Evolve, replaced
 from core.namespaces.status import EVOLVE as NAMESPACE_EVOLVE
 from core.nodes.status import EVOLVE as NODE_EVOLVE
@@ -27,6 +28,7 @@ EVOLVE: Mapping[str, Evolve] = MappingProxyType(
         **WORKLOAD_EVOLVE,
         **QUOTA_EVOLVE,
         **NAMESPACE_EVOLVE,
+        **HPA_EVOLVE,
     }
 )
 """Event type -> its evolve. ``…Created`` (a new object with the event's manifest) and

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from core.api.events import CATALOG
 
@@ -46,11 +46,25 @@ class ResourceDeleted(EventPayload):
 
 
 class ScaledTo(EventPayload):
-    """A scalable workload's desired replica count was set, by someone, for a reason."""
+    """A scalable workload's desired replica count was set, by someone, for a reason.
+
+    ``why`` is what an autoscaler decided it from (``core.autoscaling.horizontal``'s why
+    record: the metric values, per-pod figures, pod counts, the recommendation before limits,
+    the window or policy that held it), so the decision is explained by the log alone after
+    the metrics stream has forgotten the samples. Absent from older events and manual scales."""
 
     replicas: int = Field(ge=0)
     previous: int = Field(ge=0)
     reason: str = ""
+    why: dict[str, Any] | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_why(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A manual scale is stored exactly as before the field existed.
+        data: dict[str, Any] = handler(self)
+        if data.get("why", "") is None:
+            del data["why"]
+        return data
 
 
 class StatusUpdated(EventPayload):

@@ -1,14 +1,42 @@
-"""The HorizontalPodAutoscaler aggregate: a stored object created, replaced and deleted.
+"""The HorizontalPodAutoscaler aggregate: a stored object whose status its controller records.
 
-Why this exists: the gateway stores every kind through an aggregate (``core.api.catalog``); an
-HPA needs no decision beyond the common ones yet. Its status and the ``ScaledTo`` decisions
-come with the controller (issue 19, later part).
+Why this exists: the gateway stores every kind through an aggregate (``core.api.catalog``).
+Beyond the common create / apply / delete, an HPA takes the ``status`` verb (Kubernetes'
+``horizontalpodautoscalers/status``): the HPA controller records currentReplicas,
+desiredReplicas, currentMetrics, conditions and lastScaleTime as a
+``HorizontalPodAutoscalerStatusUpdated`` event. Its scaling decisions are ``ScaledTo`` events
+on the target, carrying the why record.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any, ClassVar
+
+from core.api import payloads
+from core.autoscaling.status import EVOLVE as HPA_EVOLVE
+from core.errors import InvalidTransition
 from core.meta.aggregate import Resource
 
 
 class HorizontalPodAutoscaler(Resource):
     KIND = "HorizontalPodAutoscaler"
+    EVOLVE = HPA_EVOLVE
+
+    class StatusUpdated(Resource.Event, payloads.StatusUpdated):
+        SUFFIX: ClassVar[str] = "StatusUpdated"
+
+    def update_status(
+        self, *, status: dict[str, Any] | None, annotations: dict[str, str], at: datetime
+    ) -> None:
+        """Record what the controller observed; the same status again changes nothing. An HPA
+        has no annotations a controller owns."""
+        self.require_exists()
+        if annotations:
+            raise InvalidTransition(
+                "a horizontal pod autoscaler's status update sets no annotations",
+                field="body.annotations",
+            )
+        if status is None or status == self.manifest.get("status"):
+            return
+        self.trigger_event(self.StatusUpdated, status=status, annotations={}, timestamp=at)

@@ -74,14 +74,18 @@ class Workload(Resource):
     def replicas(self) -> int:
         return int(self.manifest.get("spec", {}).get("replicas", 1))
 
-    def scale(self, *, replicas: int, reason: str, at: datetime) -> None:
-        """Set the desired replica count; the same count again changes nothing."""
+    def scale(
+        self, *, replicas: int, reason: str, at: datetime, why: dict[str, Any] | None = None
+    ) -> None:
+        """Set the desired replica count (``why``: the autoscaler's decision record, kept in
+        the event); the same count again changes nothing."""
         self.require_exists()
         if replicas == self.replicas:
             return
         self.trigger_event(
-            self.ScaledTo, replicas=replicas, previous=self.replicas, reason=reason, timestamp=at
-        )
+            self.ScaledTo, replicas=replicas, previous=self.replicas, reason=reason, why=why,
+            timestamp=at,
+        )  # fmt: skip
 
     def update_status(
         self, *, status: dict[str, Any] | None, annotations: dict[str, str], at: datetime

@@ -33,6 +33,7 @@ from core.api.commands import (
     StatusBody,
 )
 from core.api.manifests import dump_manifest, parse_manifest
+from core.autoscaling.model import HorizontalPodAutoscalerStatus
 from core.errors import FleetError, NotFound, ValidationFailed
 from core.meta.aggregate import Resource
 from core.meta.features import DEFAULT_FEATURES, FeatureGates
@@ -67,6 +68,7 @@ PodsOf = Callable[[str], Awaitable[Sequence[tuple[str, Mapping[str, Any], Mappin
 STATUS_MODELS: dict[str, type[K8sModel]] = {
     "Deployment": DeploymentStatus,
     "ReplicaSet": ReplicaSetStatus,
+    "HorizontalPodAutoscaler": HorizontalPodAutoscalerStatus,
 }
 
 

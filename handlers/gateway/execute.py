@@ -25,6 +25,7 @@ from core.access.secretdata import NONCE_BYTES, open_manifest, seal_manifest
 from core.api.catalog import AGGREGATES
 from core.api.causation import caused_by_command
 from core.api.commands import BindBody, DeleteBody, NodeBody, ScaleBody, StatusBody
+from core.autoscaling.aggregate import HorizontalPodAutoscaler
 from core.errors import FleetError, NotFound
 from core.kubeapi import fieldsets
 from core.kubeapi.fieldsets import NATS_DOOR_MANAGER, from_kubernetes_door
@@ -426,9 +427,9 @@ class Execute:
             )  # fmt: skip
         elif isinstance(body, ScaleBody):
             assert isinstance(current, Workload)
-            current.scale(replicas=body.replicas, reason=body.reason, at=at)
+            current.scale(replicas=body.replicas, reason=body.reason, at=at, why=body.why)
         elif isinstance(body, StatusBody):
-            assert isinstance(current, Workload)
+            assert isinstance(current, Workload | HorizontalPodAutoscaler)
             current.update_status(status=ctx.status, annotations=body.annotations, at=at)
         elif isinstance(body, NodeBody):
             assert isinstance(current, Node)

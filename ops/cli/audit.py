@@ -115,6 +115,32 @@ async def _with_admission(nc: Any, chain: list[Link]) -> None:
             return
 
 
+def decision_lines(chain: list[Link], history: list[StoredEvent]) -> list[str]:
+    """An autoscaler's reasons: each ``ScaledTo`` of the chain that carries a why record, or
+    else the object's last one (so ``why deployment/web`` explains its replica count even when
+    a status record came after the scale)."""
+    from ops.render.autoscaling import why_lines
+
+    scaled = [
+        link.event
+        for link in chain
+        if link.event is not None
+        and link.event.envelope.type == "ScaledTo"
+        and link.event.envelope.payload.get("why")
+    ]
+    title = "Why it scaled"
+    if not scaled:
+        last = next((ev for ev in reversed(history) if ev.envelope.type == "ScaledTo"), None)
+        if last is None or not last.envelope.payload.get("why"):
+            return []
+        scaled, title = [last], "Last autoscaling decision"
+    lines = []
+    for ev in scaled:
+        lines.append(f"{title} (ScaledTo #{ev.seq} at {render.iso(ev.envelope.timestamp_ns)}):")
+        lines += [f"  {line}" for line in why_lines(ev.envelope.payload["why"])]
+    return lines
+
+
 def chain_lines(chain: list[Link]) -> list[str]:
     lines = []
     for depth, link in enumerate(chain):
@@ -165,7 +191,7 @@ async def why(
     if output == "json":
         click.echo(json.dumps([link.as_dict() for link in chain], default=str))
         return
-    click.echo("\n".join(chain_lines(chain)))
+    click.echo("\n".join(chain_lines(chain) + decision_lines(chain, history)))
 
 
 # -- audit -------------------------------------------------------------------------------------

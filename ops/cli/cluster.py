@@ -607,6 +607,7 @@ async def sim(
     import asyncio
 
     from handlers.simnodes import SimNodeSpec, SimulatedNodes, SimulatedPods
+    from handlers.simusage import SimulatedUsage
     from streams.connection import connect
     from streams.definitions import ensure_streams
     from streams.eventstore import EventStore
@@ -636,6 +637,8 @@ async def sim(
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(nodes.keep_alive(heartbeat))
                 tasks.create_task(runner.run())
+                usage = SimulatedUsage(nc, runner.projection, names.__contains__)
+                tasks.create_task(usage.run())
     finally:
         await nc.close()
 

@@ -454,9 +454,37 @@ async def describe(
                 from_seq=created_seq,
                 until_seq=point.seq if point is not None else None,
             )
+        decision: dict[str, Any] | None = None
+        if resolved == "HorizontalPodAutoscaler":
+            until = point.seq if point is not None else None
+            decision = await _last_decision(s, items[0], scope, until_seq=until)
     events = [ev for ev in history if ev.seq >= created_seq]
     click.echo(
         render.describe(
-            items[0], events, now_ns, replica_sets=owned, endpoint_slices=slices, related=related
+            items[0], events, now_ns, replica_sets=owned, endpoint_slices=slices, related=related,
+            decision=decision,
         )
-    )
+    )  # fmt: skip
+
+
+async def _last_decision(
+    s: Any, hpa: dict[str, Any], namespace: str, *, until_seq: int | None
+) -> dict[str, Any] | None:
+    """The why of the last ``ScaledTo`` this HPA caused on its target (up to ``until_seq``),
+    with the event's sequence and time: read from the target's events, not from the metrics."""
+    ref = (hpa["manifest"].get("spec") or {}).get("scaleTargetRef") or {}
+    kind, target = str(ref.get("kind", "")), str(ref.get("name", ""))
+    if not kind or not target:
+        return None
+    try:
+        events = await s.history(kind, namespace, target)
+    except FleetError:
+        return None
+    for ev in reversed(events):
+        e = ev.envelope
+        why = e.payload.get("why") if e.type == "ScaledTo" else None
+        if until_seq is not None and ev.seq > until_seq:
+            continue
+        if isinstance(why, dict) and why.get("hpa") == hpa["name"]:
+            return {"seq": ev.seq, "at_ns": e.timestamp_ns, "why": why}
+    return None

@@ -6,7 +6,7 @@ decision) and Kubernetes-style events at the bottom.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ops.render.services import ready_endpoints_text, service_discovery, service_external_ip
@@ -24,13 +24,15 @@ def describe(
     replica_sets: Sequence[dict[str, Any]] = (),
     endpoint_slices: Sequence[dict[str, Any]] = (),
     related: Sequence[StoredEvent] = (),
+    decision: Mapping[str, Any] | None = None,
 ) -> str:
     """A kubectl-describe-like page: identity, labels, the manifest's spec, then the events
     as Kubernetes' components would have recorded them (``projections.kube_events``: from the
     object's own ``events``, this incarnation's, and for a deployment or replica set the ``related``
     events of its replica sets or pods; every event is in ``fleetlog history``). A deployment
     shows its counts and replica sets first, as kubectl does; a service its addresses, ports
-    and the ready endpoints of ``endpoint_slices``."""
+    and the ready endpoints of ``endpoint_slices``; an HPA its conditions and its last
+    ``decision`` (the why of the ``ScaledTo`` it caused: ``{"seq", "at_ns", "why"}``)."""
     import yaml
 
     from projections import kube_events
@@ -88,6 +90,15 @@ def describe(
             lines += [f"  {line}" for line in body]
     if item["kind"] == "Pod":
         lines += scheduling_lines(events)
+    if item["kind"] == "HorizontalPodAutoscaler":
+        from ops.render.autoscaling import condition_lines, why_lines
+
+        lines += condition_lines(manifest.get("status") or {})
+        if decision is None:
+            lines.append("Last decision:  <none>")
+        else:
+            lines.append(f"Last decision:  ScaledTo #{decision['seq']} at {iso(decision['at_ns'])}")
+            lines += [f"  {line}" for line in why_lines(decision["why"])]
     shown = kube_events.correlate(kube_events.events_of(item, events, related))
     lines += event_lines(shown, now_ns)
     return "\n".join(lines)

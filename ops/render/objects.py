@@ -261,6 +261,63 @@ def _priority_level_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[s
             age(item["created_ns"], now_ns)]  # fmt: skip
 
 
+_METRIC_SOURCES = {"Resource": "resource", "ContainerResource": "containerResource",
+                   "Pods": "pods", "Object": "object", "External": "external"}  # fmt: skip
+
+
+def _hpa_target(spec: dict[str, Any], current: dict[str, Any] | None) -> str:
+    """One metric of kubectl's TARGETS: ``current/target``, the resource named first for
+    Resource and ContainerResource metrics (``cpu: 85%/50%``), ``<unknown>`` before a reading."""
+    kind = spec.get("type", "")
+    source_key = _METRIC_SOURCES.get(kind, "")
+    source = spec.get(source_key) or {}
+    target = source.get("target") or {}
+    now = ((current or {}).get(source_key) or {}).get("current") or {}
+    if target.get("type") == "Utilization":
+        value = now.get("averageUtilization")
+        text = (
+            f"{'<unknown>' if value is None else f'{value}%'}/{target.get('averageUtilization')}%"
+        )
+    elif target.get("type") == "AverageValue":
+        text = f"{now.get('averageValue', '<unknown>')}/{target.get('averageValue')}"
+    else:
+        text = f"{now.get('value', '<unknown>')}/{target.get('value')}"
+    if kind in ("Resource", "ContainerResource"):
+        return f"{source.get('name', '')}: {text}"
+    return text
+
+
+def hpa_targets(manifest: dict[str, Any]) -> str:
+    """kubectl's TARGETS: the first two metrics, then ``+ N more...``."""
+    specs = (manifest.get("spec") or {}).get("metrics") or []
+    if not specs:
+        return "<none>"
+    currents = (manifest.get("status") or {}).get("currentMetrics") or []
+    shown = [
+        _hpa_target(spec, currents[i] if i < len(currents) and
+                    currents[i].get("type") == spec.get("type") else None)
+        for i, spec in enumerate(specs[:2])
+    ]  # fmt: skip
+    text = ", ".join(shown)
+    return f"{text} + {len(specs) - 2} more..." if len(specs) > 2 else text
+
+
+def _hpa_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    manifest = item["manifest"]
+    spec, status = manifest.get("spec") or {}, manifest.get("status") or {}
+    ref = spec.get("scaleTargetRef") or {}
+    minimum = spec.get("minReplicas")
+    return [
+        item["name"],
+        f"{ref.get('kind', '')}/{ref.get('name', '')}",
+        hpa_targets(manifest),
+        "<unset>" if minimum is None else str(minimum),
+        str(spec.get("maxReplicas", "")),
+        str(status.get("currentReplicas", 0)),
+        age(item["created_ns"], now_ns),
+    ]
+
+
 COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "Pod": (
         ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
@@ -300,6 +357,11 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
         _priority_class_row,
     ),
     "PodCIDR": (["NAME", "CIDR", "NODE", "AGE"], [], _pod_cidr_row),
+    "HorizontalPodAutoscaler": (
+        ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"],
+        [],
+        _hpa_row,
+    ),
     "Role": (["NAME", "CREATED AT"], [], _created_at_row),
     "ClusterRole": (["NAME", "CREATED AT"], [], _created_at_row),
     "RoleBinding": (["NAME", "ROLE", "AGE"], _SUBJECT_COLUMNS, _binding_row),

@@ -1,0 +1,1 @@
+"""The autoscalers' handlers (issue 19): the HorizontalPodAutoscaler controller."""
