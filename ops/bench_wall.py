@@ -274,6 +274,19 @@ async def walled_target(
     return target, read_seed_file(data / "pki" / "nkeys" / "control-plane.nk")
 
 
+def profile(target: Target, directory: Path, round_: int) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``up``'s process (collapsed stacks, idle frames left out) for one
+    round: where each side's CPU goes, to compare."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"{target.mode}-r{round_}.txt"
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    return subprocess.Popen(
+        [spy, "record", "-p", str(target.pid), "-r", "250",
+         "--format", "raw", "-o", str(out), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 async def main_async(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fleetlog-bench-wall-"))
     env = {**os.environ, "FLEETLOG_CONFIG": str(workdir / "config")}
@@ -303,7 +316,17 @@ async def main_async(args: argparse.Namespace) -> None:
                 workdir / "walled", port, walled_pid, tls=args.tls
             )
             for round_ in range(args.rounds):
-                figures = await interleaved([opened, walled], args.commands, tag=f"r{round_}")
+                profilers = (
+                    [profile(target, args.profile, round_) for target in (opened, walled)]
+                    if args.profile
+                    else []
+                )
+                try:
+                    figures = await interleaved([opened, walled], args.commands, tag=f"r{round_}")
+                finally:
+                    for profiler in profilers:
+                        profiler.send_signal(signal.SIGINT)
+                        profiler.wait(timeout=60)
                 for mode, found in figures.items():
                     results[mode].latencies += found.latencies
                     results[mode].server_cpu += found.server_cpu
@@ -337,6 +360,10 @@ def main() -> None:
     parser.add_argument("--claims", type=int, default=2000)
     parser.add_argument("--tls", action="store_true", help="the walled server speaks TLS too")
     parser.add_argument("--keep-workdir", action="store_true")
+    parser.add_argument(
+        "--profile", type=Path, default=None,
+        help="py-spy each up for each round; collapsed stacks go to this directory",
+    )  # fmt: skip
     asyncio.run(main_async(parser.parse_args()))
 
 

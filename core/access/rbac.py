@@ -214,6 +214,9 @@ class _Grant:
     rules: tuple[Mapping[str, Any], ...]
 
 
+DECISIONS_KEPT: Final = 8192
+
+
 @dataclass(slots=True)
 class Policy:
     """Every role and binding of the cluster, indexed for :meth:`authorize`.
@@ -228,6 +231,10 @@ class Policy:
     """Each ClusterRole's effective rules (aggregation resolved), by name."""
     role_rules: dict[tuple[str, str], tuple[Mapping[str, Any], ...]] = field(default_factory=dict)
     """Each Role's rules, by (namespace, name)."""
+    _decided: dict[tuple[User, Request], Decision] = field(default_factory=dict, repr=False)
+    """Decisions already taken: a policy is never changed once built (a new one replaces it),
+    so a caller's next command of the same shape is answered without walking its roles' rules
+    again (``edit`` alone holds dozens). Bounded by :data:`DECISIONS_KEPT`."""
 
     @classmethod
     def build(
@@ -283,6 +290,15 @@ class Policy:
 
     def authorize(self, user: User, request: Request) -> Decision:
         """kube's RBAC authorizer: allowed by the first rule that allows, else denied."""
+        key = (user, request)
+        decided = self._decided.get(key)
+        if decided is None:
+            if len(self._decided) >= DECISIONS_KEPT:
+                self._decided.clear()
+            decided = self._decided[key] = self._authorize(user, request)
+        return decided
+
+    def _authorize(self, user: User, request: Request) -> Decision:
         for grant in self._grants_for(request.namespace):
             subject = next(
                 (s for s in grant.subjects if applies_to(s, user, grant.namespace)), None

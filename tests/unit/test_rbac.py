@@ -267,3 +267,26 @@ def test_rules_for_lists_what_applies_to_a_user_in_a_namespace() -> None:
     in_ns = policy.rules_for(ALICE, "ns")
     assert any("pods/log" in r.get("resources", ()) for r in in_ns)
     assert not any("pods/log" in r.get("resources", ()) for r in policy.rules_for(ALICE, "other"))
+
+
+def test_a_policy_remembers_its_decisions_and_a_new_policy_decides_afresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import core.access.rbac as rbac_module
+
+    grant = binding("RoleBinding", "alice-edit", "ClusterRole", "edit", user("alice"),
+                    namespace="shop")  # fmt: skip
+    policy = default_policy(role_bindings=[grant])
+    asked = Request("create", "pods", namespace="shop")
+    first = policy.authorize(ALICE, asked)
+    assert first.allowed and policy.authorize(ALICE, asked) is first
+    # The same user with other groups is another caller.
+    other = User("alice", ("system:authenticated",))
+    assert policy.authorize(other, asked).allowed
+    # Without the binding (a new policy is built when bindings change) nothing is remembered.
+    assert not default_policy().authorize(ALICE, asked).allowed
+    # Bounded: past the bound the memory starts over.
+    monkeypatch.setattr(rbac_module, "DECISIONS_KEPT", 2)
+    for namespace in ("a", "b", "c"):
+        policy.authorize(ALICE, Request("get", "pods", namespace=namespace))
+    assert len(policy._decided) <= 2
