@@ -19,23 +19,25 @@ Only server authentication: clients still prove who they are with their nkeys (t
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from streams.certificates import (
+    cert_pem,
+    key_pem,
+    leaf,
+    load_ca,
+    make_ca,
+    split_names,
+    subject_name,
+    usable,
+)
 from streams.identity import private_directory, write_private
 
 DIRECTORY = Path("pki") / "nats"
-CA_DAYS = 3650
-SERVER_DAYS = 365
-RENEW_BEFORE = datetime.timedelta(days=30)
 LOCAL_NAMES = ("127.0.0.1", "localhost")
 HANDSHAKE_TIMEOUT_S = 5
 """How long the server waits for a client's TLS handshake (its default, 0.5 s, is short for
@@ -79,119 +81,18 @@ def ensure_local_tls(data_dir: Path, *, host: str) -> ServerTLS:
     ca_file, ca_key_file = directory / "ca.crt", directory / "ca.key"
     tls = ServerTLS(cert=directory / "server.crt", key=directory / "server.key", ca=ca_file)
     names = tuple(dict.fromkeys((*LOCAL_NAMES, host)))
-    ca = _load_ca(ca_file, ca_key_file)
+    ips, dns = split_names(names)
+    ca = load_ca(ca_file, ca_key_file)
     fresh = ca is None
     if ca is None:
-        ca = _make_ca()
-        write_private(ca_key_file, _key_pem(ca[1]).decode())
-        write_private(ca_file, ca[0].public_bytes(serialization.Encoding.PEM).decode())
-    if fresh or not _names_all(tls.cert, names):
-        cert, key = _server_certificate(ca, names)
-        write_private(tls.key, _key_pem(key).decode())
-        write_private(tls.cert, cert.public_bytes(serialization.Encoding.PEM).decode())
+        ca = make_ca("fleetlog-nats-ca")
+        write_private(ca_key_file, key_pem(ca[1]).decode())
+        write_private(ca_file, cert_pem(ca[0]).decode())
+    if fresh or not usable(tls.cert, ips=ips, dns=dns):
+        cert, key = leaf(
+            ca, subject=subject_name("fleetlog-nats"), usage=ExtendedKeyUsageOID.SERVER_AUTH,
+            ips=ips, dns=dns,
+        )  # fmt: skip
+        write_private(tls.key, key_pem(key).decode())
+        write_private(tls.cert, cert_pem(cert).decode())
     return tls
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _load_ca(
-    cert_file: Path, key_file: Path
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None:
-    try:
-        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
-        key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or cert.not_valid_after_utc < _now():
-        return None
-    return cert, key
-
-
-def _make_ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleetlog-nats-ca")])
-    now = _now()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _san(names: tuple[str, ...]) -> list[x509.GeneralName]:
-    found: list[x509.GeneralName] = []
-    for name in names:
-        try:
-            found.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            found.append(x509.DNSName(name))
-    return found
-
-
-def _server_certificate(
-    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], names: tuple[str, ...]
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    ca_cert, ca_key = ca
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleetlog-nats")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=SERVER_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(_san(names)), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _names_all(cert_file: Path, names: tuple[str, ...]) -> bool:
-    """The certificate exists, is not about to expire and names every one of ``names``."""
-    try:
-        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (OSError, ValueError, x509.ExtensionNotFound):
-        return False
-    if cert.not_valid_after_utc - RENEW_BEFORE < _now():
-        return False
-    have = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
-    have |= set(sans.get_values_for_type(x509.DNSName))
-    return set(names) <= have

@@ -75,7 +75,7 @@ async def api(
     columns = {"Pod": Columns(["NAME"], ["NODE"], lambda i, now, w: [i["name"], "n"])}
     server = APIServer(
         nc=nc, projection=projection, store=store, pki=pki, columns=columns, port=0,
-        bookmark_every_s=0.5,
+        bookmark_every_s=0.5, secret_keys=gateway.secret_keys,
     )  # fmt: skip
     await server.start()
     kubeconfig = tmp_path / "kubeconfig"

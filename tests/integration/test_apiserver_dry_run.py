@@ -7,53 +7,22 @@ from __future__ import annotations
 
 import base64
 import json
-import ssl
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from nats.aio.client import Client
 
-from core.kubeapi.tables import Columns
-from handlers.apiserver import APIServer, ensure_pki, write_kubeconfig
 from handlers.gateway import Gateway
-from projections.cluster import ClusterModel
-from projections.runtime import Projection
 from streams.audit import read_audit
 from streams.eventstore import EventStore
 from tests.integration.support import eventually
-from tests.integration.test_apiserver import API
+from tests.integration.test_apiserver import API, api
 
 pytestmark = pytest.mark.integration
+__all__ = ["api"]  # the door, as tests.integration.test_apiserver sets it up
 
 DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
 CONTENT_JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture
-async def api(
-    nc: Client, store: EventStore, gateway: Gateway, tmp_path: Path
-) -> AsyncIterator[API]:
-    projection = Projection(ClusterModel(), store)
-    await projection.catch_up()
-    await projection.follow()
-    pki = ensure_pki(tmp_path / "pki", service_ip="10.96.0.1")
-    columns = {"Pod": Columns(["NAME"], ["NODE"], lambda i, now, w: [i["name"], "n"])}
-    server = APIServer(
-        nc=nc, projection=projection, store=store, pki=pki, columns=columns, port=0,
-        secret_keys=gateway.secret_keys,
-    )  # fmt: skip
-    await server.start()
-    kubeconfig = tmp_path / "kubeconfig"
-    write_kubeconfig(kubeconfig, pki, server=server.url)
-    context = ssl.create_default_context(cafile=str(pki.ca_cert))
-    context.load_cert_chain(pki.admin_cert, pki.admin_key)
-    try:
-        yield API(server, kubeconfig, context, store)
-    finally:
-        await server.stop()
-        await projection.stop()
 
 
 def deployment(replicas: int) -> bytes:
