@@ -332,6 +332,49 @@ _TABLE: Final = {
     # -- autoscaling/v1 (a scale subresource's body) ----------------------------------------------
     "Scale": "1 metadata ObjectMeta; 2 spec ScaleSpec; 3 status Ignored",
     "ScaleSpec": "1 replicas int32 ptr",
+    # -- autoscaling/v2 and v1 (kubectl autoscale) ------------------------------------------------
+    "HorizontalPodAutoscaler": (
+        "1 metadata ObjectMeta; 2 spec HorizontalPodAutoscalerSpec; 3 status Ignored"
+    ),
+    "HorizontalPodAutoscalerSpec": (
+        "1 scaleTargetRef CrossVersionObjectReference; 2 minReplicas int32 ptr;"
+        " 3 maxReplicas int32 ptr; 4 metrics MetricSpec repeated;"
+        " 5 behavior HorizontalPodAutoscalerBehavior"
+    ),
+    "CrossVersionObjectReference": ("1 kind string ptr; 2 name string ptr; 3 apiVersion string"),
+    "MetricSpec": (
+        "1 type string ptr; 2 object ObjectMetricSource; 3 pods PodsMetricSource;"
+        " 4 resource ResourceMetricSource; 7 containerResource ContainerResourceMetricSource;"
+        " 5 external ExternalMetricSource"
+    ),
+    "ResourceMetricSource": "1 name string ptr; 2 target MetricTarget",
+    "ContainerResourceMetricSource": (
+        "1 name string ptr; 2 target MetricTarget; 3 container string ptr"
+    ),
+    "PodsMetricSource": "1 metric MetricIdentifier; 2 target MetricTarget",
+    "ObjectMetricSource": (
+        "1 describedObject CrossVersionObjectReference; 2 target MetricTarget;"
+        " 3 metric MetricIdentifier"
+    ),
+    "ExternalMetricSource": "1 metric MetricIdentifier; 2 target MetricTarget",
+    "MetricIdentifier": "1 name string ptr; 2 selector LabelSelector",
+    "MetricTarget": (
+        "1 type string ptr; 2 value Quantity; 3 averageValue Quantity;"
+        " 4 averageUtilization int32 ptr"
+    ),
+    "HorizontalPodAutoscalerBehavior": "1 scaleUp HPAScalingRules; 2 scaleDown HPAScalingRules",
+    "HPAScalingRules": (
+        "3 stabilizationWindowSeconds int32 ptr; 1 selectPolicy string ptr;"
+        " 2 policies HPAScalingPolicy repeated; 4 tolerance Quantity"
+    ),
+    "HPAScalingPolicy": "1 type string ptr; 2 value int32 ptr; 3 periodSeconds int32 ptr",
+    "HorizontalPodAutoscalerV1": (
+        "1 metadata ObjectMeta; 2 spec HorizontalPodAutoscalerSpecV1; 3 status Ignored"
+    ),
+    "HorizontalPodAutoscalerSpecV1": (
+        "1 scaleTargetRef CrossVersionObjectReference; 2 minReplicas int32 ptr;"
+        " 3 maxReplicas int32 ptr; 4 targetCPUUtilizationPercentage int32 ptr"
+    ),
     # -- rbac.authorization.k8s.io/v1 ------------------------------------------------------------
     "Role": "1 metadata ObjectMeta; 2 rules PolicyRule repeated",
     "ClusterRole": (
@@ -385,6 +428,8 @@ ROOTS: Final = {
     ("apps/v1", "Deployment"): "Deployment",
     ("apps/v1", "ReplicaSet"): "ReplicaSet",
     ("autoscaling/v1", "Scale"): "Scale",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "HorizontalPodAutoscaler",
+    ("autoscaling/v1", "HorizontalPodAutoscaler"): "HorizontalPodAutoscalerV1",
     ("rbac.authorization.k8s.io/v1", "Role"): "Role",
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): "ClusterRole",
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "RoleBinding",

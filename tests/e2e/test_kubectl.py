@@ -154,12 +154,14 @@ def test_kubectls_create_commands_send_protobuf_and_are_served(kubectl: Kubectl)
         kubectl("create", "rolebinding", "rb", "--role=reader", "--user=alice", "-n", "shop"),
         kubectl("create", "quota", "q", "--hard=pods=10", "-n", "shop"),
         kubectl("create", "priorityclass", "zero", "--value=0"),
+        kubectl("autoscale", "deployment", "web", "--max=3", "--cpu=70%", "-n", "shop"),
     ]
     assert [r.stdout.strip() for r in created] == [
         "deployment.apps/web created", "secret/db created", "configmap/cfg created",
         "service/web created", "role.rbac.authorization.k8s.io/reader created",
         "rolebinding.rbac.authorization.k8s.io/rb created", "resourcequota/q created",
         "priorityclass.scheduling.k8s.io/zero created",
+        "horizontalpodautoscaler.autoscaling/web autoscaled",
     ]  # fmt: skip
     # What was sent is what is stored: a replica count of zero stays zero (not defaulted to
     # one), a secret's value opens, a target port is a number.

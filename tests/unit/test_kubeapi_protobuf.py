@@ -55,6 +55,13 @@ ACCESS_REVIEW = bytes.fromhex(
     "416363657373526576696577123c0a100a0012001a0022002a00320038004200121e0a1c0a0473686f701206"
     "6372656174651a0022002a04706f647332003a001a08080012001a0020001a002200"
 )
+# ``kubectl autoscale deployment web --min=2 --max=5 --cpu=60% --name=web5``
+AUTOSCALER = bytes.fromhex(
+    "6b3873000a290a0e6175746f7363616c696e672f76321217486f72697a6f6e74616c506f644175746f7363"
+    "616c657212620a140a047765623512001a0022002a0032003800420012440a1a0a0a4465706c6f796d656e"
+    "7412037765621a07617070732f76311002180522220a085265736f7572636522160a03637075120f0a0b55"
+    "74696c697a6174696f6e203c1a04180020001a002200"
+)
 # ``kubectl auth whoami``'s fallback to a beta version this door does not serve.
 BETA_REVIEW = bytes.fromhex(
     "6b3873000a320a1d61757468656e7469636174696f6e2e6b38732e696f2f76316265746131121153656c6653"
@@ -121,6 +128,17 @@ def test_rbac_objects_priority_classes_and_access_reviews() -> None:
     assert decode(ACCESS_REVIEW)["spec"] == {
         "resourceAttributes": {"namespace": "shop", "verb": "create", "resource": "pods"}
     }
+
+
+def test_an_autoscaler_as_kubectl_autoscale_sends_it() -> None:
+    assert decode(AUTOSCALER)["spec"] == {
+        "scaleTargetRef": {"kind": "Deployment", "name": "web", "apiVersion": "apps/v1"},
+        "minReplicas": 2,
+        "maxReplicas": 5,
+        "metrics": [{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60},
+        }}],
+    }  # fmt: skip
 
 
 def _length_delimited(number: int, payload: bytes) -> bytes:
