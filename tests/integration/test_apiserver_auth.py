@@ -253,6 +253,29 @@ async def test_a_write_through_the_door_is_decided_and_audited_as_its_caller(
     assert any('RoleBinding "dave-edit/a"' in reason for reason in record.authorization)
 
 
+async def test_a_namespace_admin_at_the_door_cannot_grant_what_it_does_not_hold(
+    door: Door, nc: Client
+) -> None:
+    admin = {**view_in("a", "fay"), "metadata": {"name": "fay-admin", "namespace": "a"}}
+    admin["roleRef"] = {**admin["roleRef"], "name": "admin"}
+    await grant(nc, admin)
+    config = door.certificate_kubeconfig("fay")
+    escalating = await kubectl(
+        config, "create", "rolebinding", "fay-root", "--clusterrole=cluster-admin",
+        "--user=fay", "-n", "a",
+    )  # fmt: skip
+    assert escalating.returncode == 1
+    assert 'rolebindings.rbac.authorization.k8s.io "fay-root" is forbidden: user "fay"' in (
+        escalating.stderr
+    )
+    assert "is attempting to grant RBAC permissions not currently held" in escalating.stderr
+    allowed = await kubectl(
+        config, "create", "rolebinding", "gus-edit", "--clusterrole=edit", "--user=gus",
+        "-n", "a",
+    )  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr
+
+
 async def test_bad_unknown_revoked_and_anonymous_callers_are_unauthorized(
     door: Door, nc: Client
 ) -> None:
