@@ -68,6 +68,9 @@ log = structlog.get_logger(__name__)
 Amend = Callable[[ProxyNode, Snapshot], Snapshot]
 BIND_ADDRESS_KEY = "BIND_ADDRESS"
 """Node metadata naming the address listeners bind (fleetlog's; tests bind loopback)."""
+ADS_ADDRESS_FILE = "mesh/ads-address"
+"""Where, under ``fleetlog up``'s data directory, the ADS address is written (``host:port``)
+for the node agent and the bootstraps it writes."""
 LABELS_KEY = "LABELS"
 """Istio's node metadata of the workload's labels (a gateway's select its Gateways)."""
 
@@ -307,11 +310,24 @@ class MeshPush:
         return f"{self.host}:{self.port}"
 
     async def start(self) -> None:
-        server = grpc.aio.server()
+        if self.port:
+            # Refused here, with the OS's reason: a gRPC server that failed to bind cannot be
+            # disposed of cleanly.
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((self.host, self.port))
+                except OSError as exc:
+                    raise OSError(f"cannot listen on {self.address} for ADS: {exc}") from None
+        # No SO_REUSEPORT (gRPC's default on Linux): a second handler on a taken port must
+        # fail, not share the port's connections with the first.
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
-        self.port = server.add_insecure_port(f"{self.host}:{self.port}")
-        if self.port == 0:
-            raise OSError(f"cannot listen on {self.host} for ADS")
+        bound = server.add_insecure_port(f"{self.host}:{self.port}")
+        if bound == 0:
+            await server.stop(None)
+            raise OSError(f"cannot listen on {self.address} for ADS")
+        self.port = bound
         await server.start()
         self._server = server
         log.info("mesh.ads_listening", address=self.address)
@@ -339,13 +355,21 @@ class MeshPush:
                 self._first_change = None
                 self.rebuild()
         finally:
-            self.model.close()
-            if self._server is not None:
-                await self._server.stop(grace=1.0)
-            if writer is not None:
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer
+            await self.stop()
+            if writer is not None and self._status is not None:
+                self._status.close()
+                try:
+                    await asyncio.wait_for(asyncio.shield(writer), 10)
+                except TimeoutError:
+                    writer.cancel()
+
+    async def stop(self) -> None:
+        """Stop serving (streams are closed; Envoy keeps its config and reconnects); also for a
+        handler whose ``run`` was cancelled before it began."""
+        self.model.close()
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(grace=1.0)
 
     # -- changes and builds -------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ class StatusWriter:
         self._kv = kv
         self._dirty: dict[str, ProxyStatus] = {}
         self._wake = asyncio.Event()
+        self._closed = False
         self.writes = 0
 
     @classmethod
@@ -50,13 +51,18 @@ class StatusWriter:
         self._wake.set()
 
     async def run(self) -> None:
-        try:
-            while True:
-                await self._wake.wait()
-                await self.flush()
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.flush(), 5)
+        """Write until :meth:`close` (then what is left is written once more)."""
+        while not self._closed:
+            await self._wake.wait()
+            await self.flush()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.flush(), 5)
+
+    def close(self) -> None:
+        """End :meth:`run`. Ended this way, not by cancelling: a cancel that lands in a put
+        can be turned into an error by the NATS client and lost, leaving the loop waiting."""
+        self._closed = True
+        self._wake.set()
 
     async def flush(self) -> None:
         self._wake.clear()

@@ -126,10 +126,11 @@ async def start_push(
     return push, asyncio.create_task(push.run())
 
 
-async def stop_push(task: asyncio.Task[None]) -> None:
+async def stop_push(push: MeshPush, task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.wait_for(task, 30)
+    await push.stop()
 
 
 @contextlib.asynccontextmanager
@@ -140,7 +141,7 @@ async def mesh_push(
     try:
         yield push
     finally:
-        await stop_push(task)
+        await stop_push(push, task)
 
 
 def manifests(backends: dict[str, int], gateway_port: int, weights: tuple[int, int]) -> list[Any]:
@@ -254,6 +255,26 @@ async def test_a_gateway_envoy_is_configured_over_ads_and_follows_a_weight_chang
             assert header.split() == ["NAME", "CDS", "LDS", "EDS", "RDS", "LAG", "ERROR"]
             assert row.split() == ["ingress-1.default", *["SYNCED"] * 4, "0s", "-"]
 
+            # A changed cluster (its load balancer) is re-created by Envoy and warms until its
+            # endpoints come again: they are re-sent after the clusters, unchanged.
+            endpoints = type_status(push, GATEWAY_NODE, "EDS")
+            eds_version, eds_nonce = endpoints.acked, endpoints.sent_nonce
+            await apply(client, {
+                "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                "metadata": {"name": "web-a", "namespace": NS},
+                "spec": {"host": "web-a", "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}}},
+            })  # fmt: skip
+            await until(lambda: type_status(push, GATEWAY_NODE, "CDS").acked != clusters_before)
+            await until(
+                lambda: (
+                    type_status(push, GATEWAY_NODE, "EDS").sent_nonce != eds_nonce and synced(push)
+                )
+            )
+            endpoints = type_status(push, GATEWAY_NODE, "EDS")
+            assert endpoints.acked == eds_version
+            assert endpoints.sent_ns >= type_status(push, GATEWAY_NODE, "CDS").acked_ns
+            assert (await asyncio.to_thread(split, url, 50)).total() == 50
+
 
 async def _reported_synced(nc: Client) -> bool:
     statuses = await read_statuses(nc)
@@ -348,7 +369,7 @@ async def test_a_restarted_handler_is_reconnected_and_resumes_the_versions(
             await until(lambda: answers(url) and synced(push))
             versions = {s: type_status(push, GATEWAY_NODE, s).acked for s in ("CDS", "LDS")}
             # The handler goes away; Envoy keeps its config and keeps serving meanwhile.
-            await stop_push(task)
+            await stop_push(push, task)
             failures = sum(0 if answers(url) else 1 for _ in range(20))
             async with mesh_push(projection, nc, port=push.port) as again:
                 await until(lambda: again.connected == 1)
@@ -364,4 +385,48 @@ async def test_a_restarted_handler_is_reconnected_and_resumes_the_versions(
                 await until(lambda: _only(url, "b"))
             assert failures == 0
     finally:
-        await stop_push(task)
+        await stop_push(push, task)
+
+
+async def test_a_taken_ads_port_is_refused(
+    projection: Projection[ClusterModel], nc: Client
+) -> None:
+    async with mesh_push(projection, nc) as first:
+        second = MeshPush(projection, port=first.port)
+        with pytest.raises(OSError, match=f"127.0.0.1:{first.port}"):
+            await second.start()
+        second.model.close()
+
+
+async def test_up_serves_ads_writes_its_address_and_removes_it_on_stop(
+    nats_server: Any, tmp_path: Path
+) -> None:
+    import grpc
+    from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+    from core.mesh.push import CLUSTER_TYPE
+    from ops.up import MeshOptions, serve
+
+    address_file = tmp_path / "mesh" / "ads-address"
+    stop, ready = asyncio.Event(), asyncio.Event()
+    up = asyncio.create_task(
+        serve(nats_server.url, stop, ready=ready, scheduler=False,
+              mesh=MeshOptions(port=0, address_file=address_file))
+    )  # fmt: skip
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        address = address_file.read_text().strip()
+        assert address.startswith("127.0.0.1:") and not address.endswith(":0")
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+            request = discovery_pb2.DiscoveryRequest(type_url=CLUSTER_TYPE)
+            request.node.id = GATEWAY_NODE
+            call = stub.StreamAggregatedResources()
+            await call.write(request)
+            response = await asyncio.wait_for(call.read(), 30)
+            assert response.type_url == CLUSTER_TYPE and response.version_info
+            call.cancel()
+    finally:
+        stop.set()
+        await asyncio.wait_for(up, 60)
+    assert not address_file.exists()
