@@ -390,7 +390,12 @@ class MeshPush:
         for stream in list(self._streams):
             key = self._key(stream)
             if key not in built or self.amend is not None:
-                built[key] = self._encode(key, stream, build_snapshot(state, stream.proxy))
+                try:
+                    built[key] = self._encode(key, stream, build_snapshot(state, stream.proxy))
+                except Exception as exc:  # one proxy's failed build must not stop the others
+                    log.error("mesh.build_failed", proxy=stream.node.id if stream.node else "",
+                              error=repr(exc))  # fmt: skip
+                    continue
             stream.current = built[key]
             stream.wake.set()
         for encoder in self._encoders.values():

@@ -426,6 +426,14 @@ async def test_up_serves_ads_writes_its_address_and_removes_it_on_stop(
             response = await asyncio.wait_for(call.read(), 30)
             assert response.type_url == CLUSTER_TYPE and response.version_info
             call.cancel()
+            # A node id that is not Istio's is refused, naming why.
+            request.node.id = "web-1"
+            call = stub.StreamAggregatedResources()
+            await call.write(request)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await asyncio.wait_for(call.read(), 30)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "type~ip~pod.namespace~domain" in (refused.value.details() or "")
     finally:
         stop.set()
         await asyncio.wait_for(up, 60)
