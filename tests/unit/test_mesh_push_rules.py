@@ -132,3 +132,14 @@ def test_the_encoder_packs_each_type_with_the_builders_version_and_reuses_unchan
     encoder.next_round()
     again = encoder.encode(snapshot.clusters)
     assert again.resources[0][1] is first  # not converted again
+
+
+def test_slices_are_indexed_by_their_service_once_per_build() -> None:
+    from core.mesh.envoy import slices_by_service
+    from tests.mesh_scenario import endpoint_slice
+
+    web = endpoint_slice("web", "http", 8080, [("web-1", "10.0.0.1", True)])
+    other = {**web, "metadata": {**web["metadata"], "namespace": "other"}}
+    unlabelled = {**web, "metadata": {"name": "x", "namespace": "shop"}}
+    index = slices_by_service([web, other, unlabelled])
+    assert index == {("shop", "web"): [web], ("other", "web"): [other]}
