@@ -50,11 +50,11 @@ class _Event:
     """What a projection listener is given: only the envelope's kind and type are read."""
 
     class _Envelope:
-        def __init__(self, kind: str, type_: str) -> None:
-            self.kind, self.type = kind, type_
+        def __init__(self, kind: str, type_: str, name: str) -> None:
+            self.kind, self.type, self.namespace, self.name = kind, type_, NS, name
 
-    def __init__(self, kind: str) -> None:
-        self.envelope = self._Envelope(kind, f"{kind}Updated")
+    def __init__(self, kind: str, name: str) -> None:
+        self.envelope = self._Envelope(kind, f"{kind}Updated", name)
 
 
 class _Projection:
@@ -64,9 +64,9 @@ class _Projection:
         self.model = model
         self.listeners: list[Any] = []
 
-    def announce(self, kind: str) -> None:
+    def announce(self, kind: str, name: str) -> None:
         for listener in self.listeners:
-            listener(_Event(kind))
+            listener(_Event(kind, name))
 
 
 def _record(kind: str, name: str, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -163,7 +163,7 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
         record = model.get("EndpointSlice", NS, f"svc-{index}-1")
         assert record is not None
         record.manifest = _slice(index, endpoints, missing=0 if gone else None)
-        projection.announce("EndpointSlice")
+        projection.announce("EndpointSlice", f"svc-{index}-1")
 
     def eds_version() -> str:
         # What every proxy's EDS should now be: the proxies' builds are alike in their endpoints.

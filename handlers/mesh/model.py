@@ -21,6 +21,7 @@ import structlog
 from core.api.manifests import parse_manifest
 from core.mesh.envoy import MeshState
 from projections.cluster import ClusterModel
+from projections.endpoints import ServiceSlices
 from projections.runtime import Projection
 from streams.envelope import StoredEvent
 
@@ -50,6 +51,8 @@ class MeshModel:
         self._parsed: dict[tuple[str, str, str], tuple[int, Any]] = {}
         self.changes = 0
         self.last_change = time.monotonic()
+        self._slices = ServiceSlices(projection.model)
+        self._endpoints_of: set[tuple[str, str]] | None = set()
         projection.listeners.append(self._on_event)
 
     def close(self) -> None:
@@ -64,10 +67,23 @@ class MeshModel:
             # A pod's status (ready or not) reaches the mesh through its EndpointSlice; only
             # its labels (subsets) matter here.
             return
+        if kind == "EndpointSlice":
+            touched = self._slices.observe(kind, event.envelope.namespace, event.envelope.name)
+            if self._endpoints_of is not None:
+                self._endpoints_of.update(touched)
+        else:
+            self._endpoints_of = None
         self.changes += 1
         self.last_change = time.monotonic()
         if self._on_change is not None:
             self._on_change()
+
+    def take_changes(self) -> set[tuple[str, str]] | None:
+        """What changed since the last call: the ``(namespace, service)`` whose EndpointSlices
+        alone changed (only their endpoints need building again), or None when anything else
+        did (everything is built again)."""
+        changed, self._endpoints_of = self._endpoints_of, set()
+        return changed
 
     def state(self) -> MeshState:
         """The builder's input, as of the projection's position now."""

@@ -41,7 +41,14 @@ import structlog
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
-from core.mesh.envoy import Proxy, Snapshot, build_snapshot
+from core.mesh.envoy import (
+    MeshState,
+    Proxy,
+    Snapshot,
+    build_endpoints,
+    build_snapshot,
+    mesh_services,
+)
 from core.mesh.push import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
@@ -295,6 +302,7 @@ class MeshPush:
         self._streams: set[_Stream] = set()
         self._memory: dict[str, _Memory] = {}
         self._encoders: dict[tuple[Any, ...], Encoder] = {}
+        self._built: dict[tuple[Any, ...], tuple[Snapshot, dict[str, Encoded]]] = {}
         self._server: grpc.aio.Server | None = None
         self._wake = asyncio.Event()
         self._first_change: float | None = None
@@ -381,30 +389,59 @@ class MeshPush:
         self._wake.set()
 
     def rebuild(self) -> None:
-        """Build every connected proxy's snapshot from the model now, and wake its stream."""
+        """Build every connected proxy's snapshot from the model now, and wake its stream.
+        When only EndpointSlices changed, only the endpoints of their services are built and
+        converted again (Istio's EDS-only push); anything else rebuilds everything."""
         self.pushes += 1
+        changed = self.model.take_changes()
         if not self._streams:
+            self._built.clear()
             return
         state = self.model.state()
-        built: dict[tuple[Any, ...], dict[str, Encoded]] = {}
+        touched: list[Any] | None = None
+        built: dict[tuple[Any, ...], tuple[Snapshot, dict[str, Encoded]]] = {}
         for stream in list(self._streams):
             key = self._key(stream)
             if key not in built or self.amend is not None:
+                previous = self._built.get(key)
                 try:
-                    built[key] = self._encode(key, stream, build_snapshot(state, stream.proxy))
+                    if changed is not None and previous is not None and self.amend is None:
+                        if touched is None:
+                            touched = [s for s in mesh_services(state)
+                                       if (s.namespace, s.name) in changed]  # fmt: skip
+                        built[key] = self._endpoints_only(key, previous, touched, state)
+                    else:
+                        snapshot = build_snapshot(state, stream.proxy)
+                        built[key] = self._encode(key, stream, snapshot)
                 except Exception as exc:  # one proxy's failed build must not stop the others
                     log.error("mesh.build_failed", proxy=stream.node.id if stream.node else "",
                               error=repr(exc))  # fmt: skip
                     continue
-            stream.current = built[key]
+            stream.current = built[key][1]
             stream.wake.set()
+        self._built = built
         for encoder in self._encoders.values():
             encoder.next_round()
 
     def refresh(self, stream: _Stream) -> None:
         """A new stream's snapshot, built now (it must not wait for the next change)."""
         key = self._key(stream)
-        stream.current = self._encode(key, stream, build_snapshot(self.model.state(), stream.proxy))
+        built = self._encode(key, stream, build_snapshot(self.model.state(), stream.proxy))
+        self._built[key] = built
+        stream.current = built[1]
+
+    def _endpoints_only(
+        self,
+        key: tuple[Any, ...],
+        previous: tuple[Snapshot, dict[str, Encoded]],
+        services: list[Any],
+        state: MeshState,
+    ) -> tuple[Snapshot, dict[str, Encoded]]:
+        snapshot, encoded = previous
+        fresh = build_endpoints(services, snapshot.clusters, state)
+        merged = replace_endpoints(snapshot, fresh)
+        encoder = self._encoders.setdefault(key, Encoder())
+        return merged, {**encoded, ENDPOINT_TYPE: encoder.replace(encoded[ENDPOINT_TYPE], fresh)}
 
     def _key(self, stream: _Stream) -> tuple[Any, ...]:
         proxy = stream.proxy
@@ -414,11 +451,11 @@ class MeshPush:
 
     def _encode(
         self, key: tuple[Any, ...], stream: _Stream, snapshot: Snapshot
-    ) -> dict[str, Encoded]:
+    ) -> tuple[Snapshot, dict[str, Encoded]]:
         if self.amend is not None and stream.node is not None:
             snapshot = self.amend(stream.node, snapshot)
         encoder = self._encoders.setdefault(key, Encoder())
-        return {t: encoder.encode(r) for t, r in resources_by_type(snapshot).items()}
+        return snapshot, {t: encoder.encode(r) for t, r in resources_by_type(snapshot).items()}
 
     # -- proxies ------------------------------------------------------------------------------
 
@@ -455,6 +492,15 @@ class MeshPush:
     @property
     def connected(self) -> int:
         return len(self._streams)
+
+
+def replace_endpoints(snapshot: Snapshot, fresh: list[dict[str, Any]]) -> Snapshot:
+    """``snapshot`` with the ClusterLoadAssignments of the same clusters as ``fresh``
+    replaced by them."""
+    names = {e["cluster_name"] for e in fresh}
+    kept = [e for e in snapshot.endpoints if e["cluster_name"] not in names]
+    endpoints = sorted([*kept, *fresh], key=lambda e: e["cluster_name"])
+    return Snapshot(snapshot.clusters, endpoints, snapshot.listeners, snapshot.routes)
 
 
 def type_status(push: MeshPush, proxy_id: str, short: str) -> TypeStatus:

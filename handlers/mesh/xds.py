@@ -34,10 +34,12 @@ from core.mesh.push import resource_name
 
 @dataclass(frozen=True)
 class Encoded:
-    """One type's resources for one proxy: their version and each resource by name."""
+    """One type's resources for one proxy: their version and each resource by name (with the
+    canonical JSON it was made from, so a later round can replace a few and keep the rest)."""
 
     version: str
     resources: tuple[tuple[str, any_pb2.Any], ...]
+    texts: tuple[str, ...] = ()
 
     def named(self, names: Sequence[str]) -> list[any_pb2.Any]:
         """The resources a request names (all of them for a wildcard request)."""
@@ -65,9 +67,34 @@ class Encoder:
                 json_format.ParseDict(resource, packed)
             self._used[text] = packed
             entries.append((resource_name(resource), text, packed))
-        entries.sort(key=lambda e: (e[0], e[1]))
-        digest = hashlib.sha256(json.dumps([[n, t] for n, t, _ in entries]).encode())
-        return Encoded(digest.hexdigest()[:12], tuple((n, p) for n, _, p in entries))
+        return _encoded(entries)
+
+    def replace(self, previous: Encoded, resources: Sequence[Mapping[str, Any]]) -> Encoded:
+        """``previous`` with the resources of the same names replaced by ``resources`` (an
+        incremental push: only these are converted and hashed again); the version is what
+        :meth:`encode` gives the whole set."""
+        fresh = self.encode(resources)
+        replaced = {name for name, _ in fresh.resources}
+        entries = [
+            (name, text, packed)
+            for (name, packed), text in zip(previous.resources, previous.texts, strict=True)
+            if name not in replaced
+        ]
+        entries += [
+            (name, text, packed)
+            for (name, packed), text in zip(fresh.resources, fresh.texts, strict=True)
+        ]
+        return _encoded(entries)
 
     def next_round(self) -> None:
         self._cache, self._used = self._used, {}
+
+
+def _encoded(entries: list[tuple[str, str, any_pb2.Any]]) -> Encoded:
+    entries.sort(key=lambda e: (e[0], e[1]))
+    digest = hashlib.sha256(json.dumps([[n, t] for n, t, _ in entries]).encode())
+    return Encoded(
+        digest.hexdigest()[:12],
+        tuple((n, p) for n, _, p in entries),
+        tuple(t for _, t, _ in entries),
+    )

@@ -275,6 +275,19 @@ async def test_a_gateway_envoy_is_configured_over_ads_and_follows_a_weight_chang
             assert endpoints.sent_ns >= type_status(push, GATEWAY_NODE, "CDS").acked_ns
             assert (await asyncio.to_thread(split, url, 50)).total() == 50
 
+            # An EndpointSlice alone changes (web-a's endpoint now is b's backend): an
+            # endpoints-only push, and every request lands on b.
+            clusters_now = type_status(push, GATEWAY_NODE, "CDS").acked
+            moved = next(
+                m
+                for m in manifests(backends, port, (20, 80))
+                if m["kind"] == "EndpointSlice" and m["metadata"]["name"] == "web-a-1"
+            )
+            moved["ports"][0]["port"] = backends["b"]
+            await apply(client, moved)
+            await until(lambda: _only(url, "b"))
+            assert type_status(push, GATEWAY_NODE, "CDS").acked == clusters_now
+
 
 async def _reported_synced(nc: Client) -> bool:
     statuses = await read_statuses(nc)

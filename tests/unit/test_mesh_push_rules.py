@@ -143,3 +143,30 @@ def test_slices_are_indexed_by_their_service_once_per_build() -> None:
     unlabelled = {**web, "metadata": {"name": "x", "namespace": "shop"}}
     index = slices_by_service([web, other, unlabelled])
     assert index == {("shop", "web"): [web], ("other", "web"): [other]}
+
+
+def test_an_endpoints_only_push_equals_a_full_build() -> None:
+    """What the handler does when only EndpointSlices changed (build their services' endpoints
+    and replace them) gives the endpoints, and the version, a whole new build gives."""
+    import dataclasses
+
+    from core.mesh.envoy import build_endpoints, mesh_services
+    from handlers.mesh.push import replace_endpoints
+    from handlers.mesh.xds import Encoder
+
+    before = scenario()
+    old = build_snapshot(before, Proxy())
+    web = next(s for s in before.slices if s["metadata"]["labels"][
+        "kubernetes.io/service-name"] == "web")  # fmt: skip
+    changed = {**web, "endpoints": web["endpoints"][:1]}
+    after = dataclasses.replace(before, slices=[changed if s is web else s for s in before.slices])
+    touched = [s for s in mesh_services(after) if (s.namespace, s.name) == ("shop", "web")]
+    fresh = build_endpoints(touched, old.clusters, after)
+    assert fresh, "web's clusters get new assignments"
+    merged = replace_endpoints(old, fresh)
+    full = build_snapshot(after, Proxy())
+    assert version_of(merged.endpoints) == version_of(full.endpoints)
+    assert version_of(merged.endpoints) != version_of(old.endpoints)
+    encoder = Encoder()
+    incremental = encoder.replace(encoder.encode(old.endpoints), fresh)
+    assert incremental.version == Encoder().encode(full.endpoints).version
