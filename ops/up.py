@@ -73,6 +73,8 @@ from handlers.deployment_controller import DeploymentController
 from handlers.endpointslice_controller import EndpointSliceController
 from handlers.garbage_collector import GarbageCollector
 from handlers.gateway import Gateway
+from handlers.mesh.push import ADS_ADDRESS_FILE, MeshPush
+from handlers.mesh.status import StatusWriter
 from handlers.node_ipam import NodeIPAMController
 from handlers.node_lifecycle import NodeLifecycleController
 from handlers.quota_controller import QuotaController
@@ -160,6 +162,9 @@ class UpOptions:
     """The fleetlog config the admin's context is written to (None: the default place)."""
     credentials: Credentials | None = None
     """Who ``up`` connects as to an external server (``--nats-url``; None: nobody)."""
+    mesh_port: int | None = 0
+    """The mesh-push handler's ADS port on 127.0.0.1 (``--mesh-port``; 0 picks a free one,
+    istiod's is 15010); None: no mesh handler (``--no-mesh``)."""
     seal_key: Path | None = None
     """The writers' seal key (``--seal-key``); None: ``<data dir>/pki/seal.key``, made on the
     first start."""
@@ -185,6 +190,16 @@ class UpOptions:
         if self.tls:
             return ensure_local_tls(self.data_dir, host=self.host)
         return None
+
+
+@dataclass(frozen=True)
+class MeshOptions:
+    """Where the mesh-push handler serves ADS, and the file its address is written to (for
+    the node agent, which points the Envoys it starts there)."""
+
+    port: int
+    address_file: Path | None = None
+    host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -259,6 +274,14 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                     if options.api_port is not None
                     else None
                 ),
+                mesh=(
+                    MeshOptions(
+                        port=options.mesh_port,
+                        address_file=options.data_dir / ADS_ADDRESS_FILE,
+                    )
+                    if options.mesh_port is not None
+                    else None
+                ),
                 replicas=options.replicas,
                 seal_key_path=options.seal_key_path,
                 credentials=credentials,
@@ -328,6 +351,7 @@ async def serve(
     gateways: int = 1,
     log_level: str = "info",
     api: APIOptions | None = None,
+    mesh: MeshOptions | None = None,
     replicas: int = 1,
     seal_key_path: Path | None = None,
     credentials: Credentials | None = None,
@@ -346,6 +370,7 @@ async def serve(
     ``container_logs``, how the local agent rotates container output;
     ``gateways``, how many gateway processes serve commands (N-1 children beside this one's);
     ``api``, where the Kubernetes API listens (None: it does not);
+    ``mesh``, where the mesh-push handler serves Envoy over ADS (None: no mesh handler);
     ``replicas``, how many servers hold each stream and bucket;
     ``seal_key_path``, the writers' seal key (made, and the log marked sealed, when neither
     exists; None: nothing is sealed, as in tests of a bare server);
@@ -421,6 +446,14 @@ async def serve(
                 if history_path is not None
                 else None
             )
+            mesh_push = (
+                MeshPush(
+                    projection, host=mesh.host, port=mesh.port,
+                    status=await StatusWriter.open(nc),
+                )
+                if mesh is not None
+                else None
+            )  # fmt: skip
             gateway_ready, query_ready = asyncio.Event(), asyncio.Event()
             # Before anything serves: the full collection of a large read model would stall
             # the first commands.
@@ -450,6 +483,10 @@ async def serve(
                         roles.append(tasks.create_task(history.run()))
                     if wall is not None:
                         roles.append(tasks.create_task(wall.run(projection)))
+                    if mesh_push is not None and mesh is not None:
+                        await mesh_push.start()
+                        _write_address(mesh.address_file, mesh_push.address)
+                        roles.append(tasks.create_task(mesh_push.run()))
                     await gateway_ready.wait()
                     await query_ready.wait()
                     await _bootstrap(nc, service_ranges)
@@ -493,6 +530,10 @@ async def serve(
                     for role in roles:
                         role.cancel()
             finally:
+                if mesh_push is not None:
+                    await mesh_push.stop()
+                if mesh is not None and mesh.address_file is not None:
+                    mesh.address_file.unlink(missing_ok=True)
                 await projection.stop()
                 if history is not None:
                     history.close()
@@ -538,6 +579,16 @@ def _api_server(
         secret_keys=secret_keys,
         access=access,
     )
+
+
+def _write_address(path: Path | None, address: str) -> None:
+    """The ADS address, for the node agent (replaced whole: a reader never sees half)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(address + "\n")
+    partial.replace(path)
 
 
 async def _serve_api(apiserver: APIServer) -> None:

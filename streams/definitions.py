@@ -19,6 +19,8 @@ whoever opens it first, :mod:`streams.leases`, at one replica unless it exists):
 ``fleet_node_leases``     KV: the latest heartbeat of every node (file, one value per key)
 ``fleet_leaders``         KV: leader leases of singleton roles (file, 15 s TTL)
 ``fleet_members``         KV: live replicas of a role (memory, TTL three member periods)
+``fleet_mesh_status``     KV: each Envoy proxy's last ACK/NACK per xDS type (file, one value per
+                          key; not authoritative: the mesh-push handler's report)
 ========================  =====================================================================
 
 The policy, for every one of them (:func:`ensure`, :func:`plan`):
@@ -103,6 +105,7 @@ NONCE_BUCKET = "fleet_nonces"
 NONCE_TTL_SECONDS = 150.0
 """``core.access.signing.NONCE_TTL_NS``: twice the signatures' skew window and a margin
 (kept a literal so this module loads no cryptography)."""
+MESH_STATUS_BUCKET = "fleet_mesh_status"
 
 STREAM_NOT_FOUND = 10059
 STREAM_NAME_IN_USE = 10058
@@ -294,6 +297,13 @@ def nonce_bucket(replicas: int = 1) -> StreamSpec:
     return _bucket(NONCE_BUCKET, storage=StorageType.FILE, ttl=NONCE_TTL_SECONDS, replicas=replicas)
 
 
+def mesh_status_bucket(replicas: int = 1) -> StreamSpec:
+    """What each proxy runs and refused, per xDS type: the latest report per proxy is all
+    ``fleetlog mesh status`` reads (a bucket, not a stream: no history to keep), on file so
+    the report outlives a restart of ``up``."""
+    return _bucket(MESH_STATUS_BUCKET, storage=StorageType.FILE, replicas=replicas)
+
+
 def secret_keys_bucket(replicas: int = 1) -> StreamSpec:
     """Each Secret's data key, wrapped by the cluster key, under the secret's uid: a bucket of
     its own, never the event stream, so deleting a secret can destroy its key. Created as a
@@ -333,6 +343,7 @@ async def ensure_streams(nc: Client, *, replicas: int = 1) -> None:
         members_bucket(replicas=replicas),
         secret_keys_bucket(replicas),
         nonce_bucket(replicas),
+        mesh_status_bucket(replicas),
     ):
         await ensure(nc, spec)
 

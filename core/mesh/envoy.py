@@ -465,16 +465,32 @@ class _Endpoint:
     labels: Mapping[str, str]
 
 
-def _service_endpoints(service: MeshService, port: MeshPort, state: MeshState) -> list[_Endpoint]:
+def slices_by_service(
+    slices: Iterable[Mapping[str, Any]],
+) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
+    """``(namespace, service)`` -> the slices naming it (``kubernetes.io/service-name``): one
+    pass over every slice per build, not one per service port."""
+    index: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for found in slices:
+        meta = found.get("metadata") or {}
+        service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if service:
+            index.setdefault((meta.get("namespace") or "default", service), []).append(found)
+    return index
+
+
+def _service_endpoints(
+    service: MeshService,
+    port: MeshPort,
+    state: MeshState,
+    index: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]] | None = None,
+) -> list[_Endpoint]:
     """Ready endpoints of a Service port (serving-while-terminating ones when none is ready)."""
     ready: list[_Endpoint] = []
     fallback: list[_Endpoint] = []
-    for found in state.slices:
-        meta = found.get("metadata") or {}
-        if (meta.get("namespace") or "default") != service.namespace:
-            continue
-        if (meta.get("labels") or {}).get(SERVICE_NAME_LABEL) != service.name:
-            continue
+    if index is None:
+        index = slices_by_service(state.slices)
+    for found in index.get((service.namespace, service.name), ()):
         number = next(
             (p.get("port") for p in found.get("ports") or () if (p.get("name") or "") == port.name),
             None,
@@ -537,6 +553,7 @@ def build_endpoints(
 ) -> list[dict[str, Any]]:
     """A ClusterLoadAssignment per EDS cluster; DNS clusters get theirs inline."""
     by_name = {c["name"]: c for c in clusters}
+    index = slices_by_service(state.slices)
     assignments: list[dict[str, Any]] = []
     for service in services:
         rule = _rule_for(service.host, state.destination_rules)
@@ -545,7 +562,7 @@ def build_endpoints(
             if port.protocol == "udp":
                 continue
             if service.name and service.resolution == "EDS" and not _is_entry(service, state):
-                endpoints = _service_endpoints(service, port, state)
+                endpoints = _service_endpoints(service, port, state, index)
             else:
                 endpoints = _entry_endpoints(service, port, state)
             for subset, labels in [("", {}), *subsets.items()]:

@@ -12,6 +12,7 @@ to it the commands, which live in modules by what they act on:
   ``objects``     apply, delete, get, describe: objects of any kind
   ``workloads``   scale, rollout …: a deployment's replicas and rollouts
   ``nodes``       cordon, uncordon, drain
+  ``mesh``        mesh status: the Envoy proxies and what they run
   ``observe``     logs, top, history, events
   ``wait``        wait: until objects reach a state
   ``replay``      replay, diff: the cluster at a point of the log
@@ -41,6 +42,7 @@ import click
 from ops.cli.access import auth_group, config_group, user_group
 from ops.cli.audit import audit, why
 from ops.cli.cluster import agent, gateway, scheduler, sim, up
+from ops.cli.mesh import mesh
 from ops.cli.nodes import cordon, drain, uncordon
 from ops.cli.objects import apply, delete, describe, get
 from ops.cli.observe import events, history, logs, top
@@ -176,5 +178,6 @@ for _command in (
     *(replay_command, diff_command),
     *(why, audit),
     *(auth_group, config_group, user_group),
+    mesh,
 ):
     main.add_command(_command)

@@ -325,6 +325,15 @@ def _service_ranges(cluster_ips: str, node_ports: str) -> ServiceRanges:
     help="The CA clients verify the server with: the one that signed --tls-cert, or an "
     "external tls:// server's (--nats-url) [default: the system's CAs].",
 )
+@click.option(
+    "--mesh-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="The mesh-push handler's ADS (xDS) port on 127.0.0.1 for Envoy proxies (0: a free "
+    "one; istiod uses 15010); written to <data dir>/mesh/ads-address.",
+)
+@click.option("--no-mesh", is_flag=True, help="Run no mesh-push handler here.")
 @pod_network_options
 @container_log_options
 @FEATURE_GATES
@@ -358,6 +367,8 @@ def up(
     tls_cert: Path | None,
     tls_key: Path | None,
     up_tls_ca: Path | None,
+    mesh_port: int,
+    no_mesh: bool,
     feature_gates: tuple[str, ...],
 ) -> None:
     """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
@@ -407,6 +418,7 @@ def up(
         gateways=gateways,
         log_level=ctx.obj["log_level"],
         api_port=None if no_api else api_port,
+        mesh_port=None if no_mesh else mesh_port,
         replicas=replicas,
         seal_key=ctx.obj.get("seal_key_path"),
         config_path=ctx.obj["target"].path,

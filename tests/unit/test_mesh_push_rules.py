@@ -1,0 +1,172 @@
+"""The mesh-push handler's pure rules: node ids, versions, the debounce, ACK/NACK/stale, and the
+rows of ``fleetlog mesh status``."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.mesh.envoy import Proxy, build_snapshot
+from core.mesh.push import (
+    BadNodeId,
+    Debounce,
+    ProxyStatus,
+    TypeStatus,
+    ads_bootstrap,
+    classify,
+    node_id,
+    one_line,
+    parse_node_id,
+    record,
+    status_row,
+    version_of,
+)
+from tests.mesh_scenario import scenario
+
+
+def test_istio_node_ids_name_the_proxy() -> None:
+    sidecar = parse_node_id("sidecar~10.1.0.5~web-1.shop~shop.svc.cluster.local")
+    assert (sidecar.kind, sidecar.ip, sidecar.pod, sidecar.namespace) == (
+        "sidecar", "10.1.0.5", "web-1", "shop",
+    )  # fmt: skip
+    assert sidecar.name == "web-1.shop"
+    gateway = node_id(kind="gateway", ip="127.0.0.1", pod="ingress.v2-1", namespace="ops")
+    assert gateway == "router~127.0.0.1~ingress.v2-1.ops~ops.svc.cluster.local"
+    parsed = parse_node_id(gateway)
+    assert (parsed.kind, parsed.pod, parsed.namespace) == ("gateway", "ingress.v2-1", "ops")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["web-1", "sidecar~1.2.3.4~web~x", "ztunnel~1.2.3.4~a.b~b.svc.cluster.local",
+     "sidecar~1.2.3.4~a.b~c.svc.cluster.local"],
+)  # fmt: skip
+def test_other_node_ids_are_refused(bad: str) -> None:
+    with pytest.raises(BadNodeId):
+        parse_node_id(bad)
+
+
+def test_a_version_is_the_resources_hash_whatever_their_order() -> None:
+    snapshot = build_snapshot(scenario(), Proxy())
+    clusters = snapshot.clusters
+    assert version_of(clusters) == version_of(list(reversed(clusters)))
+    changed = [dict(clusters[0], connect_timeout="9s"), *clusters[1:]]
+    assert version_of(changed) != version_of(clusters)
+    assert version_of(snapshot.clusters) == version_of(build_snapshot(scenario(), Proxy()).clusters)
+
+
+def test_the_debounce_waits_for_quiet_but_never_past_the_maximum() -> None:
+    debounce = Debounce(quiet_s=0.01, max_s=0.1)
+    assert debounce.wait(first_at=0.0, last_at=0.0, now=0.0) == pytest.approx(0.01)
+    assert debounce.wait(first_at=0.0, last_at=0.0, now=0.02) == 0
+    # Changes keep coming: each pushes the quiet deadline, the maximum holds.
+    assert debounce.wait(first_at=0.0, last_at=0.05, now=0.055) == pytest.approx(0.005)
+    assert debounce.wait(first_at=0.0, last_at=0.099, now=0.099) == pytest.approx(0.001)
+    assert debounce.wait(first_at=0.0, last_at=0.2, now=0.2) == 0
+
+
+def test_ack_nack_and_stale_requests() -> None:
+    status = TypeStatus(sent="v2", sent_nonce="n2", acked="v1")
+    assert classify(status, nonce="", error=None) == "initial"
+    assert classify(status, nonce="n1", error=None) == "stale"
+    assert classify(status, nonce="n2", error="bad") == "nack"
+    record(status, "nack", version="v1", error="bad", at_ns=5)
+    assert (status.state(), status.acked, status.nacked, status.error) == (
+        "NACKED",
+        "v1",
+        "v2",
+        "bad",
+    )
+    # A later version acked clears the refusal.
+    status.sent, status.sent_nonce = "v3", "n3"
+    assert status.state() == "STALE"
+    assert classify(status, nonce="n3", error=None) == "ack"
+    record(status, "ack", version="v3", error=None, at_ns=9)
+    assert (status.state(), status.nacked, status.error, status.acked_ns) == ("SYNCED", "", "", 9)
+    assert TypeStatus().state() == "NOT SENT"
+
+
+def test_the_status_row_shows_states_lag_and_the_refusal() -> None:
+    status = ProxyStatus(id="x", name="web-1.shop", kind="sidecar")
+    status.types["CDS"] = TypeStatus(sent="a", acked="a")
+    status.types["EDS"] = TypeStatus(sent="b", acked="a", sent_ns=1_000_000_000)
+    status.types["RDS"] = TypeStatus(sent="c", acked="b", nacked="c", error="no\n  good")
+    row = status_row(status, now_ns=3_500_000_000)
+    assert row == ["web-1.shop", "SYNCED", "NOT SENT", "STALE", "NACKED", "2.5s", "RDS: no good"]
+    assert status_row(ProxyStatus.from_dict(status.as_dict()), now_ns=3_500_000_000) == row
+    status.types = {"CDS": TypeStatus(sent="a", acked="a")}
+    status.connected = False
+    assert status_row(status, now_ns=0)[-2:] == ["0s", "disconnected"]
+
+
+def test_a_long_error_keeps_its_end() -> None:
+    text = "dump " * 100 + "reason: is required"
+    shown = one_line(text, width=40)
+    assert len(shown) == 40 and shown.endswith("reason: is required") and shown[0] == "…"
+
+
+def test_the_ads_bootstrap_points_envoy_at_the_handler() -> None:
+    config = ads_bootstrap(
+        node="router~1.2.3.4~gw-1.ops~ops.svc.cluster.local", ads_host="127.0.0.1",
+        ads_port=15010, admin_port=15000, metadata={"LABELS": {"istio": "ingressgateway"}},
+    )  # fmt: skip
+    assert config["node"]["cluster"] == "gw-1"
+    assert config["dynamic_resources"]["cds_config"] == {"ads": {}, "resource_api_version": "V3"}
+    (xds,) = config["static_resources"]["clusters"]
+    address = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert address["socket_address"] == {"address": "127.0.0.1", "port_value": 15010}
+
+
+def test_the_encoder_packs_each_type_with_the_builders_version_and_reuses_unchanged() -> None:
+    from handlers.mesh.xds import Encoder
+
+    snapshot = build_snapshot(scenario(), Proxy())
+    encoder = Encoder()
+    clusters = encoder.encode(snapshot.clusters)
+    assert clusters.version == version_of(snapshot.clusters)
+    assert all(
+        r.type_url.endswith("envoy.config.cluster.v3.Cluster") for _, r in clusters.resources
+    )
+    first_name, first = clusters.resources[0]
+    assert clusters.named([first_name]) == [first]
+    assert len(clusters.named([])) == len(snapshot.clusters)
+    encoder.next_round()
+    again = encoder.encode(snapshot.clusters)
+    assert again.resources[0][1] is first  # not converted again
+
+
+def test_slices_are_indexed_by_their_service_once_per_build() -> None:
+    from core.mesh.envoy import slices_by_service
+    from tests.mesh_scenario import endpoint_slice
+
+    web = endpoint_slice("web", "http", 8080, [("web-1", "10.0.0.1", True)])
+    other = {**web, "metadata": {**web["metadata"], "namespace": "other"}}
+    unlabelled = {**web, "metadata": {"name": "x", "namespace": "shop"}}
+    index = slices_by_service([web, other, unlabelled])
+    assert index == {("shop", "web"): [web], ("other", "web"): [other]}
+
+
+def test_an_endpoints_only_push_equals_a_full_build() -> None:
+    """What the handler does when only EndpointSlices changed (build their services' endpoints
+    and replace them) gives the endpoints, and the version, a whole new build gives."""
+    import dataclasses
+
+    from core.mesh.envoy import build_endpoints, mesh_services
+    from handlers.mesh.push import replace_endpoints
+    from handlers.mesh.xds import Encoder
+
+    before = scenario()
+    old = build_snapshot(before, Proxy())
+    web = next(s for s in before.slices if s["metadata"]["labels"][
+        "kubernetes.io/service-name"] == "web")  # fmt: skip
+    changed = {**web, "endpoints": web["endpoints"][:1]}
+    after = dataclasses.replace(before, slices=[changed if s is web else s for s in before.slices])
+    touched = [s for s in mesh_services(after) if (s.namespace, s.name) == ("shop", "web")]
+    fresh = build_endpoints(touched, old.clusters, after)
+    assert fresh, "web's clusters get new assignments"
+    merged = replace_endpoints(old, fresh)
+    full = build_snapshot(after, Proxy())
+    assert version_of(merged.endpoints) == version_of(full.endpoints)
+    assert version_of(merged.endpoints) != version_of(old.endpoints)
+    encoder = Encoder()
+    incremental = encoder.replace(encoder.encode(old.endpoints), fresh)
+    assert incremental.version == Encoder().encode(full.endpoints).version
