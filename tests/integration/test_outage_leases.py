@@ -7,12 +7,12 @@ import asyncio
 import contextlib
 import time
 
-import structlog
-
+from streams import connection
 from streams.connection import connect
 from streams.definitions import ensure_streams
 from streams.leases import LeaderLease, Membership
 from tests.conftest import RunningServer
+from tests.integration.support import captured_logs
 
 
 async def restart(nats_server: RunningServer, *, down_for: float) -> None:
@@ -72,7 +72,7 @@ async def test_an_outage_is_logged_once_and_a_lost_memory_bucket_is_set_up_again
         members = await Membership.open(nc, "outage-role", "m1")
         await members.renew(time.time_ns())
         await members.follow()
-        with structlog.testing.capture_logs() as logs:
+        with captured_logs(connection) as logs:
             await restart(nats_server, down_for=2.0)
             await wait_until(lambda: asyncio.sleep(0, nc.is_connected))
             # The members' bucket lives in memory: the restarted server has none. A renewal
@@ -87,8 +87,9 @@ async def test_an_outage_is_logged_once_and_a_lost_memory_bucket_is_set_up_again
                 return set(members.renewed_ns) == {"m1", "m2"}
 
             await wait_until(both_seen)
-        # Only this connection's lines: the capture is the whole process's, where a client an
-        # earlier test of this worker left behind may still be logging its own retries.
+        # Only this connection's lines: a client an earlier test of this worker left behind may
+        # still be logging its own retries. (``captured_logs``, not structlog's capture: an
+        # earlier in-process CLI run may have cached the module's logger.)
         own = [e for e in logs if e["log_level"] != "debug" and e.get("client") == "members-test"]
         events = [entry["event"] for entry in own]
         assert events.count("nats.disconnected") == 1, own
