@@ -3,10 +3,19 @@ test that has real Envoy validate the result."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 from core.api.manifests import parse_manifest
 from core.mesh.envoy import MeshState
+from streams.server import free_port
 
 NS = "shop"
 
@@ -265,3 +274,38 @@ def scenario() -> MeshState:
             ),
         ],
     )
+
+
+@contextlib.contextmanager
+def http_backends(root: Path, names: tuple[str, ...]) -> Iterator[dict[str, int]]:
+    """A ``python -m http.server`` on loopback per name, each answering its own name; yields
+    name -> port once all answer, stopped by PID."""
+    ports: dict[str, int] = {}
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for name in names:
+            directory = root / name
+            directory.mkdir()
+            (directory / "index.html").write_text(name)
+            port = free_port()
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                     "--directory", str(directory), str(port)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+            )  # fmt: skip
+            ports[name] = port
+        deadline = time.monotonic() + 60
+        for port in ports.values():
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, f"backend on port {port} never answered"
+                time.sleep(0.1)
+        yield ports
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)

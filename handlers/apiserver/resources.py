@@ -62,7 +62,7 @@ from handlers.apiserver.watch import (
 )
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection
-from streams.commandbus import CommandClient, CommandFailed, NoGateway
+from streams.commandbus import CommandClient, CommandFailed, NoGateway, Outcome
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
 from streams.identity import credentials_of
@@ -402,18 +402,9 @@ class Resources:
         """Send one command; the highest sequence it wrote (0: it changed nothing).
         ``refusal`` answers a subresource's own reading of a gateway refusal (None: the
         usual one)."""
-        try:
-            outcome = await self._client(caller).send(
-                kind, verb, body, expected_version=expected_version
-            )
-        except NoGateway as exc:
-            raise APIError(503, "ServiceUnavailable", exc.message, target) from None
-        except FleetError as exc:
-            if isinstance(exc, CommandFailed):
-                warn(exc.warnings)
-            answer = refusal(exc) if refusal is not None else None
-            raise (answer or from_fleet_error(exc, target)) from None
-        warn(outcome.warnings)
+        outcome = await self._outcome(
+            caller, target, kind, verb, body, expected_version=expected_version, refusal=refusal
+        )
         return max(outcome.seqs, default=0)
 
     async def send_dry(
@@ -429,19 +420,38 @@ class Resources:
         """Send one command as a dry run: decided by the gateway exactly as a real one
         (authorization, admission, the object's rules), nothing appended; the object as it
         would be (a Secret's values open)."""
+        outcome = await self._outcome(
+            caller, target, kind, verb, body, expected_version=expected_version, dry_run=True
+        )
+        answered: dict[str, Any] = outcome.extra["object"]
+        return answered
+
+    async def _outcome(
+        self,
+        caller: Caller,
+        target: Target,
+        kind: str,
+        verb: str,
+        body: dict[str, Any],
+        *,
+        expected_version: int | None,
+        refusal: Callable[[FleetError], APIError | None] | None = None,
+        dry_run: bool = False,
+    ) -> Outcome:
+        """The gateway's answer, its warnings passed on; a refusal as kube's Status."""
         try:
             outcome = await self._client(caller).send(
-                kind, verb, body, expected_version=expected_version, dry_run=True
+                kind, verb, body, expected_version=expected_version, dry_run=dry_run
             )
         except NoGateway as exc:
             raise APIError(503, "ServiceUnavailable", exc.message, target) from None
         except FleetError as exc:
             if isinstance(exc, CommandFailed):
                 warn(exc.warnings)
-            raise from_fleet_error(exc, target) from None
+            answer = refusal(exc) if refusal is not None else None
+            raise (answer or from_fleet_error(exc, target)) from None
         warn(outcome.warnings)
-        answered: dict[str, Any] = outcome.extra["object"]
-        return answered
+        return outcome
 
     def dry_object(
         self,

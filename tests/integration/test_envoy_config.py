@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import pytest
 from core.mesh.envoy import MeshState, Proxy, build_snapshot, static_bootstrap
 from ops.envoybin import envoy_binary
 from streams.server import free_port
-from tests.mesh_scenario import NS, dest, endpoint_slice, istio, scenario, service
+from tests.mesh_scenario import NS, dest, endpoint_slice, http_backends, istio, scenario, service
 
 pytestmark = pytest.mark.integration
 
@@ -86,29 +85,8 @@ def _wait_http(url: str, *, deadline: float) -> None:
 @pytest.fixture
 def backends(tmp_path: Path) -> Iterator[dict[str, int]]:
     """Two ``python -m http.server`` on loopback, each answering its own name."""
-    ports: dict[str, int] = {}
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        for name in ("v1", "v2"):
-            root = tmp_path / name
-            root.mkdir()
-            (root / "index.html").write_text(name)
-            port = free_port()
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
-                     "--directory", str(root), str(port)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )
-            )  # fmt: skip
-            ports[name] = port
-        for port in ports.values():
-            _wait_http(f"http://127.0.0.1:{port}/", deadline=time.monotonic() + 60)
+    with http_backends(tmp_path, ("v1", "v2")) as ports:
         yield ports
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=30)
 
 
 def test_an_80_20_split_holds_within_5_percent_over_1000_requests(

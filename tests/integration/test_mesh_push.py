@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -31,6 +30,7 @@ from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.server import free_port
 from tests.integration.support import cli
+from tests.mesh_scenario import http_backends
 
 pytestmark = pytest.mark.integration
 
@@ -55,35 +55,8 @@ async def until(check: Callable[[], bool | Awaitable[bool]], *, timeout: float =
 @pytest.fixture
 def backends(tmp_path: Path) -> Iterator[dict[str, int]]:
     """Two ``python -m http.server`` on loopback, each answering its own name."""
-    ports: dict[str, int] = {}
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        for name in ("a", "b"):
-            root = tmp_path / name
-            root.mkdir()
-            (root / "index.html").write_text(name)
-            port = free_port()
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
-                     "--directory", str(root), str(port)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )
-            )  # fmt: skip
-            ports[name] = port
-        deadline = time.monotonic() + 60
-        for port in ports.values():
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
-                        break
-                assert time.monotonic() < deadline, "backend never answered"
-                time.sleep(0.1)
+    with http_backends(tmp_path, ("a", "b")) as ports:
         yield ports
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=30)
 
 
 @contextlib.contextmanager
