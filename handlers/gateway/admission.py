@@ -34,6 +34,7 @@ from core.api.commands import (
 )
 from core.api.manifests import dump_manifest, parse_manifest
 from core.autoscaling.model import HorizontalPodAutoscalerStatus
+from core.disruption.model import PodDisruptionBudgetStatus
 from core.errors import FleetError, NotFound, ValidationFailed
 from core.meta.aggregate import Resource
 from core.meta.features import DEFAULT_FEATURES, FeatureGates
@@ -69,6 +70,7 @@ STATUS_MODELS: dict[str, type[K8sModel]] = {
     "Deployment": DeploymentStatus,
     "ReplicaSet": ReplicaSetStatus,
     "HorizontalPodAutoscaler": HorizontalPodAutoscalerStatus,
+    "PodDisruptionBudget": PodDisruptionBudgetStatus,
 }
 
 

@@ -26,6 +26,7 @@ from core.api.catalog import AGGREGATES
 from core.api.causation import caused_by_command
 from core.api.commands import BindBody, DeleteBody, NodeBody, ScaleBody, StatusBody
 from core.autoscaling.aggregate import HorizontalPodAutoscaler
+from core.disruption.aggregate import PodDisruptionBudget
 from core.errors import FleetError, NotFound
 from core.kubeapi import fieldsets
 from core.kubeapi.fieldsets import NATS_DOOR_MANAGER, from_kubernetes_door
@@ -429,7 +430,7 @@ class Execute:
             assert isinstance(current, Workload)
             current.scale(replicas=body.replicas, reason=body.reason, at=at, why=body.why)
         elif isinstance(body, StatusBody):
-            assert isinstance(current, Workload | HorizontalPodAutoscaler)
+            assert isinstance(current, Workload | HorizontalPodAutoscaler | PodDisruptionBudget)
             current.update_status(status=ctx.status, annotations=body.annotations, at=at)
         elif isinstance(body, NodeBody):
             assert isinstance(current, Node)
