@@ -225,17 +225,22 @@ def with_condition(
     return out
 
 
+NO_PODS_MESSAGE: Final = "No matching pods found"
+"""What kube's controller says (as a ``NoPods`` event) of a budget selecting no pod; fleetlog
+puts it in the condition's message, where ``kubectl describe pdb`` and ``get -o yaml`` show it."""
+
+
 def allowed_condition(
-    status: Mapping[str, Any], *, generation: int, now_ns: int
+    status: Mapping[str, Any], *, generation: int, now_ns: int, message: str = ""
 ) -> list[dict[str, Any]]:
     """``UpdateDisruptionAllowedCondition``: True/SufficientPods while a disruption is
-    allowed, else False/InsufficientPods."""
+    allowed, else False/InsufficientPods (``message``: fleetlog's, see ``NO_PODS_MESSAGE``)."""
     allowed = int(status.get("disruptionsAllowed") or 0) > 0
     return with_condition(
         status.get("conditions"),
         status="True" if allowed else "False",
         reason=SUFFICIENT_PODS if allowed else INSUFFICIENT_PODS,
-        message="",
+        message=message,
         observed_generation=generation,
         now_ns=now_ns,
     )
@@ -291,7 +296,9 @@ def compute_status(
     }
     if disrupted:
         status["disruptedPods"] = disrupted
-    status["conditions"] = allowed_condition(status, generation=generation, now_ns=now_ns)
+    status["conditions"] = allowed_condition(
+        status, generation=generation, now_ns=now_ns, message="" if pods else NO_PODS_MESSAGE
+    )
     return BudgetStatus(status, recheck, unmanaged)
 
 

@@ -27,6 +27,7 @@ from core.api.catalog import KINDS, SCALABLE_KINDS
 from core.api.commands import (
     BindBody,
     DeleteBody,
+    EvictBody,
     ManifestBody,
     NodeBody,
     ScaleBody,
@@ -93,7 +94,7 @@ async def resolve_target(ctx: CommandContext, *, features: FeatureGates = DEFAUL
         namespace = meta.get("namespace", "") if info.namespaced else ""
         ctx.ref = AggregateRef(ctx.kind, namespace, meta["name"])
         return
-    assert isinstance(body, DeleteBody | ScaleBody | NodeBody | StatusBody | BindBody)
+    assert isinstance(body, DeleteBody | ScaleBody | NodeBody | StatusBody | BindBody | EvictBody)
     if isinstance(body, StatusBody):
         model = STATUS_MODELS.get(ctx.kind)
         if model is None:
@@ -113,6 +114,10 @@ async def resolve_target(ctx: CommandContext, *, features: FeatureGates = DEFAUL
     if isinstance(body, NodeBody) and ctx.kind != "Node":
         raise ValidationFailed(
             f"only nodes can be {ctx.verb}ed, not a {ctx.kind.lower()}", code="unsupported"
+        )
+    if isinstance(body, EvictBody) and ctx.kind != "Pod":
+        raise ValidationFailed(
+            f"only pods can be evicted, not a {ctx.kind.lower()}", code="unsupported"
         )
     if isinstance(body, BindBody) and ctx.kind != "Pod":
         raise ValidationFailed(

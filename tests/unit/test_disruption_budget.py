@@ -99,6 +99,7 @@ def test_a_budget_selecting_nothing_expects_nothing_and_allows_nothing() -> None
     s = status({"minAvailable": 2}, [])
     assert figures(s) == (0, 2, 0, 0)
     assert condition(s) == ("False", "InsufficientPods")
+    assert s["conditions"][0]["message"] == "No matching pods found"
     # Even a budget that would tolerate everything: expectedPods 0 allows no disruption.
     assert figures(status({"maxUnavailable": "100%"}, [])) == (0, 0, 0, 0)
 
