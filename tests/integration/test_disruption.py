@@ -19,7 +19,7 @@ from projections.runtime import Projection
 from streams.commandbus import CommandClient, CommandFailed
 from streams.eventstore import EventStore
 from streams.subjects import event_subject
-from tests.integration.support import eventually
+from tests.integration.support import cli, eventually
 from tests.integration.test_apiserver import API, api
 
 __all__ = ["api"]  # the fixture, imported for these tests
@@ -222,3 +222,43 @@ async def test_a_budget_selecting_nothing_says_so_and_bad_budgets_are_refused(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+NODE = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        "status": {"allocatable": {"cpu": "8", "memory": "8Gi", "pods": "110"}}}  # fmt: skip
+
+
+@pytest.mark.usefixtures("queries")
+async def test_drain_evicts_through_the_budget_retrying_politely_until_it_has_room(
+    nats_server: Any, nc: Client, projection: Projection[ClusterModel], client: CommandClient,
+) -> None:  # fmt: skip
+    async with disruption(nc, projection):
+        await client.send("Node", "apply", {"manifest": NODE})
+        for name, node in (("web-1", "n1"), ("web-2", "n1"), ("web-3", None)):
+            await client.send("Pod", "apply", {"manifest": ready_pod(name, node=node)})
+        await client.send("PodDisruptionBudget", "create", {"manifest": pdb(minAvailable=2)})
+        await eventually(lambda: allowed(projection, 1), timeout=15)
+
+        # One of the node's pods may go; the other is refused, asked again after 5 s, refused
+        # again, and the drain gives up at its timeout in kubectl's words.
+        waited = await cli(nats_server.url, "drain", "n1", "--force", "--timeout", "8s")
+        assert waited.exit_code == 1
+        on_node = {p.name for p in projection.model.list("Pod", "default")
+                   if (p.manifest.get("spec") or {}).get("nodeName") == "n1"}  # fmt: skip
+        assert len(on_node) == 1
+        [left] = on_node
+        assert (
+            f'error when evicting pods/"{left}" -n "default" (will retry after 5s): {REFUSAL}'
+            in waited.output
+        )
+        assert (
+            f'error: error when evicting pods/"{left}" -n "default": global timeout reached: 8s'
+            in (waited.output)
+        )
+        # Room again (a new ready pod elsewhere): the same drain completes.
+        await client.send("Pod", "apply", {"manifest": ready_pod("web-4")})
+        await eventually(lambda: allowed(projection, 1), timeout=15)
+        drained = await cli(nats_server.url, "drain", "n1", "--force", "--timeout", "20s")
+        assert drained.exit_code == 0, drained.output
+        assert "node/n1 drained" in drained.output
+        assert f"pod/{left} evicted" in drained.output
