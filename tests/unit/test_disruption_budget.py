@@ -280,3 +280,19 @@ def test_pod_view_reads_readiness_deletion_and_controller() -> None:
         ("u", 3),
     )
     assert not pod_view({"metadata": {"name": "b"}}).has_controller
+
+
+def test_preemption_reads_a_stored_budget_and_an_unsynced_one_allows_nothing() -> None:
+    from core.scheduling.preemption import DisruptionBudget
+
+    manifest = {"metadata": {"name": "b", "namespace": "shop"},
+                "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
+                "status": {"disruptionsAllowed": 2, "disruptedPods": {"web-1": "x"}}}  # fmt: skip
+    read = DisruptionBudget.from_manifest(manifest)
+    assert (read.namespace, read.disruptions_allowed, read.disrupted_pods) == (
+        "shop",
+        2,
+        frozenset({"web-1"}),
+    )
+    assert read.selector.matches({"app": "web"}) and not read.selector.matches({"app": "api"})
+    assert DisruptionBudget.from_manifest({"spec": {}}, namespace="x").disruptions_allowed == 0
