@@ -262,3 +262,25 @@ async def test_drain_evicts_through_the_budget_retrying_politely_until_it_has_ro
         assert drained.exit_code == 0, drained.output
         assert "node/n1 drained" in drained.output
         assert f"pod/{left} evicted" in drained.output
+
+
+async def test_evictions_racing_for_the_last_disruption_let_exactly_one_through(
+    nc: Client, projection: Projection[ClusterModel], client: CommandClient, gateway: Any,
+) -> None:  # fmt: skip
+    async with disruption(nc, projection):
+        for i in range(4):
+            await client.send("Pod", "apply", {"manifest": ready_pod(f"web-{i}")})
+        await client.send("PodDisruptionBudget", "create", {"manifest": pdb(minAvailable=3)})
+        await eventually(lambda: allowed(projection, 1), timeout=15)
+        others = [CommandClient(nc, actor=f"user:u{i}") for i in range(3)]
+        outcomes = await asyncio.gather(
+            *(c.send("Pod", "evict", {"name": f"web-{i}"}) for i, c in enumerate(others)),
+            return_exceptions=True,
+        )
+        refused = [o for o in outcomes if isinstance(o, CommandFailed)]
+        assert len(refused) == 2, outcomes
+        assert {r.code for r in refused} == {"too_many_requests"}
+        assert {r.message for r in refused} == {REFUSAL}
+        await eventually(
+            lambda: _true(len(list(projection.model.list("Pod", "default"))) == 3), timeout=15
+        )
