@@ -217,6 +217,11 @@ async def test_a_budget_selecting_nothing_says_so_and_bad_budgets_are_refused(
         status, answer = await api.request("POST", PDBS, body, **JSON)
         assert (status, answer["reason"]) == (422, "Invalid"), answer
         assert answer["details"]["causes"][0]["field"] == "spec.minAvailable"
+        with pytest.raises(CommandFailed, match="only pods can be evicted") as refused:
+            await client.send("Deployment", "evict", {"name": "web"})
+        with pytest.raises(CommandFailed) as refused:
+            await client.send("Pod", "evict", {"name": "nobody"})
+        assert refused.value.code == "not_found"
         assert await store.stream_last_seq() == last
 
 
