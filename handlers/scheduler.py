@@ -289,6 +289,7 @@ class Scheduler:
                 outcome = preempt(
                     pod, nodes, result, self.config, self._rng,
                     namespace_labels=self.model.namespace_labels,
+                    pdbs=self.model.disruption_budgets(),
                     nominated_node_name=self._nominated.get(key, ""),
                     affinity_nodes=affinity_nodes,
                 )  # fmt: skip

@@ -38,6 +38,7 @@ API_GROUPS: dict[str, str] = {
     "ClusterRoleBinding": "rbac.authorization.k8s.io",
     "User": "auth.fleetlog.dev",
     "HorizontalPodAutoscaler": "autoscaling",
+    "PodDisruptionBudget": "policy",
     "FlowSchema": "flowcontrol.apiserver.k8s.io",
     "PriorityLevelConfiguration": "flowcontrol.apiserver.k8s.io",
     "VirtualService": "networking.istio.io",
@@ -84,6 +85,7 @@ for _kind, _short in (
     ("NodePortAllocation", ()),
     ("PodCIDR", ()),
     ("HorizontalPodAutoscaler", ("hpa",)),
+    ("PodDisruptionBudget", ("pdb",)),
 ):
     _names = (_kind.lower(), _plural(_kind))
     for _alias in (*_names, *_short):

@@ -1,10 +1,12 @@
 """``fleetlog drain``: empty a node for maintenance, the way ``kubectl drain`` does.
 
 Drain is client-side work, as in kubectl (``k8s.io/kubectl/pkg/drain``): list the pods bound to
-the node, refuse if some cannot be safely removed, otherwise cordon the node and delete every
-pod through the command gateway (each deletion is a ``PodDeleted`` with the drain as its reason,
-and the gateway releases the pod's reservation on the node in the same append), then wait until
-the pods are gone.
+the node, refuse if some cannot be safely removed, otherwise cordon the node and evict every
+pod through the command gateway's ``evict`` command (each is a ``PodDeleted`` with the drain as
+its reason, appended with the release of the pod's reservation on the node and, when a
+PodDisruptionBudget covers the pod, with the budget's use; a budget with no disruption left
+refuses with 429 and ``ops.cli.nodes.evict_politely`` asks again every 5 s, as kubectl does),
+then wait until the pods are gone.
 
 The refusals are kubectl's filters, checked *before* anything changes (not even the cordon):
 

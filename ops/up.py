@@ -70,6 +70,7 @@ from handlers.apiserver import (
 )
 from handlers.autoscaler.horizontal import HorizontalController
 from handlers.deployment_controller import DeploymentController
+from handlers.disruption_controller import DisruptionController
 from handlers.endpointslice_controller import EndpointSliceController
 from handlers.garbage_collector import GarbageCollector
 from handlers.gateway import Gateway
@@ -427,6 +428,7 @@ async def serve(
             quotas = await QuotaController.create(nc, paired_repository(), projection)
             pod_metrics = PodMetrics(nc)
             autoscaler = await HorizontalController.create(nc, store, projection, pod_metrics)
+            disruption = await DisruptionController.create(nc, projection)
             node_ipam = await NodeIPAMController.create(
                 nc, paired_repository(), projection,
                 cluster=cluster_cidr or ClusterCIDR.parse(),
@@ -472,6 +474,7 @@ async def serve(
                         tasks.create_task(quotas.run()),
                         tasks.create_task(pod_metrics.run()),
                         tasks.create_task(autoscaler.run()),
+                        tasks.create_task(disruption.run()),
                         tasks.create_task(node_ipam.run()),
                         tasks.create_task(endpoint_slices.run()),
                         tasks.create_task(endpoints.run()),

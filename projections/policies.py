@@ -1,4 +1,5 @@
-"""Per-namespace policy objects (LimitRanges, ResourceQuotas) as admission needs them.
+"""Per-namespace policy objects (LimitRanges, ResourceQuotas, PodDisruptionBudgets) as
+admission and evictions need them.
 
 Why this exists: admission must see a policy created a moment before the pod it applies to, yet
 reading the log for every pod would cost a full read per command. Two read models follow the
@@ -17,7 +18,7 @@ not per filter; an expectation header guards one subject per message, and the po
 message already carries the pod's). So the question stays, but it is made as cheap as it can
 be:
 
-* **One round trip for both kinds.** A batched direct get with ``multi_last`` on the two
+* **One round trip for every kind.** A batched direct get with ``multi_last`` on the kinds'
   filters (``fleet.evt.limitrange.<ns>.*`` and ``fleet.evt.resourcequota.<ns>.*``) answers
   with the last message of every matching subject, or one "404 No Results" when the namespace
   has neither kind (the common case: one reply). A single ``last_by_subj`` takes one filter,
@@ -56,7 +57,7 @@ from projections.runtime import Projection
 from streams.eventstore import EventStore
 from streams.subjects import EVENT_PREFIX, event_filter
 
-POLICY_KINDS = ("LimitRange", "ResourceQuota")
+POLICY_KINDS = ("LimitRange", "ResourceQuota", "PodDisruptionBudget")
 QUESTION_TIMEOUT = 5.0
 MULTI_LAST_LIMIT = 1024
 """The most subjects nats-server answers a ``multi_last`` question with."""
@@ -69,6 +70,8 @@ class Policies:
 
     limit_ranges: list[dict[str, Any]]
     quotas: list[dict[str, Any]]
+    disruption_budgets: list[dict[str, Any]] = field(default_factory=list)
+    """The namespace's PodDisruptionBudgets: an eviction locks and reads them in its append."""
 
 
 @dataclass
@@ -143,7 +146,7 @@ class NamespacePolicies:
             self._subscription = None
 
     async def in_namespace(self, namespace: str) -> Policies:
-        """Both kinds' objects in ``namespace``, as of (at least) the moment of the call."""
+        """Every kind's objects in ``namespace``, as of (at least) the moment of the call."""
         latest = await self._latest(namespace)
         for kind, projection in self.projections.items():
             if not await projection.wait_for(latest.get(kind, 0)):
@@ -155,6 +158,12 @@ class NamespacePolicies:
                 r.manifest for r in self.limit_ranges.model.list("LimitRange", namespace)
             ],
             quotas=[r.manifest for r in self.quotas.model.list("ResourceQuota", namespace)],
+            disruption_budgets=[
+                r.manifest
+                for r in self.projections["PodDisruptionBudget"].model.list(
+                    "PodDisruptionBudget", namespace
+                )
+            ],
         )
 
     # -- the question, shared ----------------------------------------------------------------

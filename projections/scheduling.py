@@ -18,6 +18,7 @@ from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.nodes.aggregate import Node
 from core.pods.aggregate import Pod
 from core.scheduling.model import NodeInfo, PodInfo
+from core.scheduling.preemption import DisruptionBudget
 from projections.cluster import ClusterModel
 from streams.envelope import StoredEvent
 
@@ -53,6 +54,14 @@ class SchedulingModel:
         self.node_set_version = 0
         """Changes whenever a node joins or leaves (or the model is rebuilt): node lists and
         arrays built over ``nodes`` must be rebuilt then."""
+
+    def disruption_budgets(self) -> list[DisruptionBudget]:
+        """The PodDisruptionBudgets preemption weighs victims against (fewer violations win),
+        as the cluster model holds them now."""
+        return [
+            DisruptionBudget.from_manifest(r.manifest, namespace=r.namespace)
+            for r in self.cluster.list("PodDisruptionBudget")
+        ]
 
     # -- folding ------------------------------------------------------------------------------
 

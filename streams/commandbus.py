@@ -27,8 +27,9 @@ import secrets
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import msgpack
@@ -71,6 +72,8 @@ class CommandFailed(FleetError):
 
     warnings: tuple[str, ...] = ()
     """Warnings admission gave before it refused (shown as kubectl shows them)."""
+    details: Mapping[str, Any] = MappingProxyType({})
+    """What else the refusal said (an eviction's ``causes`` and ``retry_after``)."""
 
 
 class NoGateway(FleetError):
@@ -277,6 +280,8 @@ def decode_reply(data: bytes) -> Outcome:
             errors=errors,
         )
         failed.warnings = tuple(str(w) for w in answer.get("warnings") or ())
+        plain = {"code", "message", "field", "errors", "errors_omitted"}
+        failed.details = {k: v for k, v in error.items() if k not in plain}
         raise failed
     known = {"ok", "seqs", "events", "version", "uid", "unchanged", "replayed", "warnings"}
     return Outcome(

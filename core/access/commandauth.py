@@ -91,6 +91,8 @@ def kube_verbs(verb: str, *, exists: bool) -> tuple[str, str]:
             return "update", "status"
         case "bind":
             return "create", "binding"
+        case "evict":
+            return "create", "eviction"
         case "cordon" | "uncordon":
             return "patch", ""
     return verb, ""

@@ -19,6 +19,8 @@ from core.autoscaling import aggregate as autoscaling
 from core.autoscaling.model import HorizontalPodAutoscaler, convert_v1
 from core.config import aggregates as config
 from core.config.model import ConfigMap, Secret
+from core.disruption import aggregate as disruption
+from core.disruption.model import PodDisruptionBudget
 from core.mesh import aggregates as mesh
 from core.mesh.kinds import API_VERSION_ALIASES as MESH_VERSION_ALIASES
 from core.mesh.kinds import (
@@ -80,6 +82,7 @@ AGGREGATES: dict[str, type[Resource]] = {
         mesh.ServiceEntry,
         mesh.PeerAuthentication,
         autoscaling.HorizontalPodAutoscaler,
+        disruption.PodDisruptionBudget,
     )
 }
 """kind name -> its aggregate class."""
@@ -114,6 +117,7 @@ ResourceModel = (
     | ServiceEntry
     | PeerAuthentication
     | HorizontalPodAutoscaler
+    | PodDisruptionBudget
 )
 """Any top-level object fleetlog stores."""
 
@@ -161,6 +165,7 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
         "ServiceEntry": _info(ServiceEntry),
         "PeerAuthentication": _info(PeerAuthentication),
         "HorizontalPodAutoscaler": _info(HorizontalPodAutoscaler),
+        "PodDisruptionBudget": _info(PodDisruptionBudget),
     }
 )
 """kind name -> (apiVersion, model class, namespaced)."""

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.api.events import Upcasters
 from core.errors import ValidationFailed
 
-VERBS = ("create", "apply", "delete", "scale", "cordon", "uncordon", "status", "bind")
+VERBS = ("create", "apply", "delete", "scale", "cordon", "uncordon", "status", "bind", "evict")
 _COMMAND_FIELDS = frozenset(
     {"v", "id", "actor", "body", "expected_version", "correlation_id", "causation_id", "source",
      # The impersonated actor's groups, read by authentication (only from the control plane's
@@ -47,6 +47,20 @@ class DeleteBody(CommandBody):
     default, as kubectl's) and ``Foreground`` let the garbage collector delete them; ``Orphan``
     keeps them and removes their reference to this owner. An older command without the field
     means Background, so no upcaster is needed."""
+
+    name: str
+    namespace: str = "default"
+    reason: str = ""
+    propagationPolicy: PropagationPolicy = "Background"
+
+
+class EvictBody(CommandBody):
+    """evict: delete a pod unless a PodDisruptionBudget forbids it (kube's ``pods/eviction``).
+
+    The one way fleetlog evicts honouring budgets: ``fleetlog drain``, ``kubectl drain``
+    through the HTTP door and autoscalers send it. Decided with the pod's budget in one append
+    (``core.disruption.eviction.evict_pod``): refused with kube's 429 when the budget allows no
+    disruption, else the pod is deleted and the budget records it in ``disruptedPods``."""
 
     name: str
     namespace: str = "default"
@@ -103,6 +117,7 @@ BODIES: dict[str, type[CommandBody]] = {
     "uncordon": NodeBody,
     "status": StatusBody,
     "bind": BindBody,
+    "evict": EvictBody,
 }
 COMMAND_SCHEMA_VERSION = 1
 COMMAND_UPCASTERS = Upcasters({f"cmd:{verb}": COMMAND_SCHEMA_VERSION for verb in VERBS})
@@ -114,7 +129,9 @@ class Command(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     kind: str
-    verb: Literal["create", "apply", "delete", "scale", "cordon", "uncordon", "status", "bind"]
+    verb: Literal[
+        "create", "apply", "delete", "scale", "cordon", "uncordon", "status", "bind", "evict"
+    ]
     idempotency_key: str
     actor: str
     body: CommandBody

@@ -68,10 +68,11 @@ RESOURCE_KINDS = (
     "ServiceEntry",
     "PeerAuthentication",
     "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
 )
 
 
-STATUS_KINDS = ("Deployment", "ReplicaSet", "HorizontalPodAutoscaler")
+STATUS_KINDS = ("Deployment", "ReplicaSet", "HorizontalPodAutoscaler", "PodDisruptionBudget")
 """Kinds whose ``status`` a controller records with a ``…StatusUpdated`` event."""
 
 

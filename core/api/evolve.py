@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 from core.api.events import RESOURCE_KINDS
 from core.autoscaling.status import EVOLVE as HPA_EVOLVE
+from core.disruption.status import EVOLVE as PDB_EVOLVE
 from core.meta.evolve import Evolve, replaced
 from core.namespaces.status import EVOLVE as NAMESPACE_EVOLVE
 from core.nodes.status import EVOLVE as NODE_EVOLVE
@@ -29,6 +30,7 @@ EVOLVE: Mapping[str, Evolve] = MappingProxyType(
         **QUOTA_EVOLVE,
         **NAMESPACE_EVOLVE,
         **HPA_EVOLVE,
+        **PDB_EVOLVE,
     }
 )
 """Event type -> its evolve. ``…Created`` (a new object with the event's manifest) and

@@ -42,6 +42,7 @@ NAMESPACED: Mapping[str, bool] = MappingProxyType(
         "ServiceEntry": True,
         "PeerAuthentication": True,
         "HorizontalPodAutoscaler": True,
+        "PodDisruptionBudget": True,
     }
 )
 """kind name -> whether its objects live in a namespace (as ``ResourceBase.NAMESPACED``)."""

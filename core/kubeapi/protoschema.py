@@ -395,6 +395,14 @@ _TABLE: Final = {
         " 5 preemptionPolicy string ptr"
     ),
     "Eviction": "1 metadata ObjectMeta; 2 deleteOptions DeleteOptions",
+    # -- policy/v1 (kubectl create pdb) -----------------------------------------------------------
+    "PodDisruptionBudget": (
+        "1 metadata ObjectMeta; 2 spec PodDisruptionBudgetSpec; 3 status Ignored"
+    ),
+    "PodDisruptionBudgetSpec": (
+        "1 minAvailable IntOrString; 2 selector LabelSelector; 3 maxUnavailable IntOrString;"
+        " 4 unhealthyPodEvictionPolicy string ptr"
+    ),
     # -- authentication.k8s.io/v1, authorization.k8s.io/v1 ---------------------------------------
     "SelfSubjectReview": "1 metadata ObjectMeta; 2 status Ignored",
     "SelfSubjectAccessReview": (
@@ -436,6 +444,7 @@ ROOTS: Final = {
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "ClusterRoleBinding",
     ("scheduling.k8s.io/v1", "PriorityClass"): "PriorityClass",
     ("policy/v1", "Eviction"): "Eviction",
+    ("policy/v1", "PodDisruptionBudget"): "PodDisruptionBudget",
     ("authentication.k8s.io/v1", "SelfSubjectReview"): "SelfSubjectReview",
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): "SelfSubjectAccessReview",
     ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): "SelfSubjectRulesReview",

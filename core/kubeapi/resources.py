@@ -133,6 +133,7 @@ _NAMES: Mapping[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "ServiceEntry": ("serviceentries", ("se",), ("istio-io", "networking-istio-io")),
     "PeerAuthentication": ("peerauthentications", ("pa",), ("istio-io", "security-istio-io")),
     "HorizontalPodAutoscaler": ("horizontalpodautoscalers", ("hpa",), ("all",)),
+    "PodDisruptionBudget": ("poddisruptionbudgets", ("pdb",), ()),
 }
 
 

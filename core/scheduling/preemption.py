@@ -124,7 +124,7 @@ _PRIORITY_SHIFT: Final = 2**31
 
 @dataclass(frozen=True)
 class DisruptionBudget:
-    """What preemption reads of a PodDisruptionBudget (none exist in fleetlog yet)."""
+    """What preemption reads of a PodDisruptionBudget."""
 
     namespace: str
     selector: Selector
@@ -132,6 +132,21 @@ class DisruptionBudget:
     disruptions_allowed: int
     disrupted_pods: frozenset[str] = frozenset()
     """Names of pods whose eviction the API server already counted."""
+
+    @classmethod
+    def from_manifest(
+        cls, manifest: Mapping[str, Any], *, namespace: str | None = None
+    ) -> DisruptionBudget:
+        """A stored ``policy/v1`` PodDisruptionBudget (a budget its controller has not synced
+        yet allows no disruption, as kube reads its zero status)."""
+        metadata = manifest.get("metadata") or {}
+        spec, status = manifest.get("spec") or {}, manifest.get("status") or {}
+        return cls(
+            namespace=namespace if namespace is not None else str(metadata.get("namespace") or ""),
+            selector=Selector.from_manifest(spec.get("selector")),
+            disruptions_allowed=int(status.get("disruptionsAllowed") or 0),
+            disrupted_pods=frozenset(status.get("disruptedPods") or ()),
+        )
 
 
 @dataclass(frozen=True)

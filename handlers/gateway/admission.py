@@ -27,6 +27,7 @@ from core.api.catalog import KINDS, SCALABLE_KINDS
 from core.api.commands import (
     BindBody,
     DeleteBody,
+    EvictBody,
     ManifestBody,
     NodeBody,
     ScaleBody,
@@ -34,6 +35,7 @@ from core.api.commands import (
 )
 from core.api.manifests import dump_manifest, parse_manifest
 from core.autoscaling.model import HorizontalPodAutoscalerStatus
+from core.disruption.model import PodDisruptionBudgetStatus
 from core.errors import FleetError, NotFound, ValidationFailed
 from core.meta.aggregate import Resource
 from core.meta.features import DEFAULT_FEATURES, FeatureGates
@@ -69,6 +71,7 @@ STATUS_MODELS: dict[str, type[K8sModel]] = {
     "Deployment": DeploymentStatus,
     "ReplicaSet": ReplicaSetStatus,
     "HorizontalPodAutoscaler": HorizontalPodAutoscalerStatus,
+    "PodDisruptionBudget": PodDisruptionBudgetStatus,
 }
 
 
@@ -91,7 +94,7 @@ async def resolve_target(ctx: CommandContext, *, features: FeatureGates = DEFAUL
         namespace = meta.get("namespace", "") if info.namespaced else ""
         ctx.ref = AggregateRef(ctx.kind, namespace, meta["name"])
         return
-    assert isinstance(body, DeleteBody | ScaleBody | NodeBody | StatusBody | BindBody)
+    assert isinstance(body, DeleteBody | ScaleBody | NodeBody | StatusBody | BindBody | EvictBody)
     if isinstance(body, StatusBody):
         model = STATUS_MODELS.get(ctx.kind)
         if model is None:
@@ -111,6 +114,10 @@ async def resolve_target(ctx: CommandContext, *, features: FeatureGates = DEFAUL
     if isinstance(body, NodeBody) and ctx.kind != "Node":
         raise ValidationFailed(
             f"only nodes can be {ctx.verb}ed, not a {ctx.kind.lower()}", code="unsupported"
+        )
+    if isinstance(body, EvictBody) and ctx.kind != "Pod":
+        raise ValidationFailed(
+            f"only pods can be evicted, not a {ctx.kind.lower()}", code="unsupported"
         )
     if isinstance(body, BindBody) and ctx.kind != "Pod":
         raise ValidationFailed(

@@ -24,8 +24,10 @@ import structlog
 from core.access.secretdata import NONCE_BYTES, open_manifest, seal_manifest
 from core.api.catalog import AGGREGATES
 from core.api.causation import caused_by_command
-from core.api.commands import BindBody, DeleteBody, NodeBody, ScaleBody, StatusBody
+from core.api.commands import BindBody, DeleteBody, EvictBody, NodeBody, ScaleBody, StatusBody
 from core.autoscaling.aggregate import HorizontalPodAutoscaler
+from core.disruption.aggregate import PodDisruptionBudget
+from core.disruption.eviction import evict_pod
 from core.errors import FleetError, NotFound
 from core.kubeapi import fieldsets
 from core.kubeapi.fieldsets import NATS_DOOR_MANAGER, from_kubernetes_door
@@ -109,6 +111,7 @@ class Execute:
             now_ns=ctx.received_ns,
         )
         quota_refs = await self._quota_refs(ctx)
+        budget_refs = await self._budget_refs(ctx)
         duplicate: list[tuple[str, int]] = []
         # A Secret's values are sealed on every attempt against the secret as it is then
         # (its uid, and the sealed text of values it keeps), from the manifest as sent.
@@ -128,7 +131,7 @@ class Execute:
             if service is not None:
                 return service.dependents(attempt)
             node = self._node_of(ctx, attempt[ref])
-            return [*([AggregateRef("Node", "", node)] if node else []), *quota_refs]
+            return [*budget_refs, *([AggregateRef("Node", "", node)] if node else []), *quota_refs]
 
         async def decide(attempt: Attempt) -> Append | None:
             loaded = attempt[ref]
@@ -155,16 +158,18 @@ class Execute:
             node = self._node_of(ctx, loaded)
             host = attempt[AggregateRef("Node", "", node)] if node else None
             quotas = [attempt[q] for q in quota_refs]
+            budgets = [attempt[b] for b in budget_refs]
             self._decide(
                 ctx,
                 loaded,
                 node=host.aggregate if host is not None else None,
                 quotas=[q.aggregate for q in quotas],
+                budgets=[b.aggregate for b in budgets],
             )
             if dry_run:
                 raise _DryRunDecided(loaded, sealed_with[-1] if sealed_with else None)
             return Append(
-                changes=[loaded, *([host] if host is not None else []), *quotas],
+                changes=[loaded, *budgets, *([host] if host is not None else []), *quotas],
                 provenance=provenance,
             )
 
@@ -290,11 +295,22 @@ class Execute:
         assert command is not None and ref is not None
         if self._policies is None or ref.kind != "Pod":
             return []
-        if command.verb not in ("create", "apply", "delete"):
+        if command.verb not in ("create", "apply", "delete", "evict"):
             return []
         quotas = (await policies_of(ctx, self._policies)).quotas
         names = sorted(m["metadata"]["name"] for m in quotas)
         return [AggregateRef("ResourceQuota", ref.namespace, name) for name in names]
+
+    async def _budget_refs(self, ctx: CommandContext) -> list[AggregateRef]:
+        """The PodDisruptionBudgets an eviction reads and may change: those of its namespace
+        (which of them match the pod is decided on them as loaded, in the same append)."""
+        command, ref = ctx.command, ctx.ref
+        assert command is not None and ref is not None
+        if self._policies is None or command.verb != "evict":
+            return []
+        budgets = (await policies_of(ctx, self._policies)).disruption_budgets
+        names = sorted(m["metadata"]["name"] for m in budgets)
+        return [AggregateRef("PodDisruptionBudget", ref.namespace, name) for name in names]
 
     @staticmethod
     def _node_of(ctx: CommandContext, loaded: Loaded) -> str | None:
@@ -306,7 +322,8 @@ class Execute:
         if ctx.command is not None and isinstance(ctx.command.body, BindBody):
             return ctx.command.body.node
         pod = loaded.aggregate
-        if ctx.command is None or ctx.command.verb != "delete" or not isinstance(pod, Pod):
+        evicting = ctx.command is not None and ctx.command.verb in ("delete", "evict")
+        if not evicting or not isinstance(pod, Pod):
             return None
         return pod.node_name if pod.exists else None
 
@@ -377,9 +394,11 @@ class Execute:
         *,
         node: Resource | None,
         quotas: list[Resource | None],
+        budgets: list[Resource | None],
     ) -> None:
         """Decide the command on ``loaded``; a pod's create also charges its ``quotas``, its
-        delete releases them and its reservation on ``node``."""
+        delete releases them and its reservation on ``node``, its eviction does too and uses
+        one disruption of its budget (of ``budgets``, the namespace's)."""
         command, ref = ctx.command, ctx.ref
         assert command is not None and ref is not None
         current = loaded.aggregate
@@ -412,7 +431,15 @@ class Execute:
             return
         if current is None:
             raise NotFound(f"{ref} not found")
-        if isinstance(body, DeleteBody) and isinstance(current, Pod):
+        if isinstance(body, EvictBody):
+            if not isinstance(current, Pod):
+                raise NotFound(f"{ref} not found")
+            evict_pod(
+                current, budgets=budgets, node=node, quotas=quotas, reason=body.reason,
+                propagation_policy=body.propagationPolicy, evicted_by=ctx.actor, at=at,
+                now_ns=ctx.received_ns,
+            )  # fmt: skip
+        elif isinstance(body, DeleteBody) and isinstance(current, Pod):
             delete_pod(
                 current, node=node, quotas=quotas, reason=body.reason,
                 propagation_policy=body.propagationPolicy, deleted_by=ctx.actor, at=at,
@@ -429,7 +456,7 @@ class Execute:
             assert isinstance(current, Workload)
             current.scale(replicas=body.replicas, reason=body.reason, at=at, why=body.why)
         elif isinstance(body, StatusBody):
-            assert isinstance(current, Workload | HorizontalPodAutoscaler)
+            assert isinstance(current, Workload | HorizontalPodAutoscaler | PodDisruptionBudget)
             current.update_status(status=ctx.status, annotations=body.annotations, at=at)
         elif isinstance(body, NodeBody):
             assert isinstance(current, Node)

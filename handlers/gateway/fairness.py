@@ -18,10 +18,10 @@ from handlers.fairgate import FairGate
 from handlers.gateway.context import CommandContext
 
 KUBE_VERBS = {"apply": "patch", "scale": "patch", "cordon": "patch", "uncordon": "patch",
-              "status": "update", "bind": "create"}  # fmt: skip
+              "status": "update", "bind": "create", "evict": "create"}  # fmt: skip
 """fleetlog's command verbs as the kube verbs FlowSchema rules name (``create`` and ``delete``
 are the same words)."""
-SUBRESOURCES = {"scale": "scale", "status": "status", "bind": "binding"}
+SUBRESOURCES = {"scale": "scale", "status": "status", "bind": "binding", "evict": "eviction"}
 
 
 def request_of(ctx: CommandContext) -> Request:

@@ -318,6 +318,20 @@ def _hpa_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     ]
 
 
+def _pdb_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """kubectl's printPodDisruptionBudget: the bound not set is ``N/A``."""
+    manifest = item["manifest"]
+    spec, status = manifest.get("spec") or {}, manifest.get("status") or {}
+    minimum, maximum = spec.get("minAvailable"), spec.get("maxUnavailable")
+    return [
+        item["name"],
+        "N/A" if minimum is None else str(minimum),
+        "N/A" if maximum is None else str(maximum),
+        str(status.get("disruptionsAllowed", 0)),
+        age(item["created_ns"], now_ns),
+    ]
+
+
 COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "Pod": (
         ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
@@ -361,6 +375,11 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
         ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"],
         [],
         _hpa_row,
+    ),
+    "PodDisruptionBudget": (
+        ["NAME", "MIN AVAILABLE", "MAX UNAVAILABLE", "ALLOWED DISRUPTIONS", "AGE"],
+        [],
+        _pdb_row,
     ),
     "Role": (["NAME", "CREATED AT"], [], _created_at_row),
     "ClusterRole": (["NAME", "CREATED AT"], [], _created_at_row),

@@ -155,6 +155,7 @@ def test_kubectls_create_commands_send_protobuf_and_are_served(kubectl: Kubectl)
         kubectl("create", "quota", "q", "--hard=pods=10", "-n", "shop"),
         kubectl("create", "priorityclass", "zero", "--value=0"),
         kubectl("autoscale", "deployment", "web", "--max=3", "--cpu=70%", "-n", "shop"),
+        kubectl("create", "pdb", "web", "--selector=app=web", "--min-available=50%", "-n", "shop"),
     ]
     assert [r.stdout.strip() for r in created] == [
         "deployment.apps/web created", "secret/db created", "configmap/cfg created",
@@ -162,6 +163,7 @@ def test_kubectls_create_commands_send_protobuf_and_are_served(kubectl: Kubectl)
         "rolebinding.rbac.authorization.k8s.io/rb created", "resourcequota/q created",
         "priorityclass.scheduling.k8s.io/zero created",
         "horizontalpodautoscaler.autoscaling/web autoscaled",
+        "poddisruptionbudget.policy/web created",
     ]  # fmt: skip
     # What was sent is what is stored: a replica count of zero stays zero (not defaulted to
     # one), a secret's value opens, a target port is a number.
@@ -172,6 +174,10 @@ def test_kubectls_create_commands_send_protobuf_and_are_served(kubectl: Kubectl)
     port = kubectl(*get, "jsonpath={.spec.ports[0].targetPort}", "service", "web").stdout
     assert port == "8080"
     assert kubectl("get", "priorityclass", "zero", "-o", "jsonpath={.value}").stdout == "0"
+    pdb = kubectl("get", "pdb", "web", "-n", "shop").stdout.split()
+    assert pdb[:9] == ["NAME", "MIN", "AVAILABLE", "MAX", "UNAVAILABLE", "ALLOWED", "DISRUPTIONS",
+                       "AGE", "web"]  # fmt: skip
+    assert pdb[9:11] == ["50%", "N/A"]
     assert kubectl("scale", "deployment", "web", "--replicas=2", "-n", "shop").returncode == 0
     wait_for(lambda: kubectl(*get, "jsonpath={.spec.replicas}", "deploy", "web").stdout == "2")
     again = kubectl("create", "namespace", "shop", check=False)

@@ -130,3 +130,47 @@ async def test_a_high_priority_pod_preempts_the_fewest_least_important_pods(
         import asyncio
 
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_preemption_prefers_the_victim_no_disruption_budget_protects(
+    nc, store: EventStore, gateway: Gateway, client: CommandClient
+) -> None:
+    import asyncio
+
+    await client.send("Node", "apply", {"manifest": node("n1", "1")})
+    await client.send("Node", "apply", {"manifest": node("n2", "1")})
+    await client.send("PriorityClass", "apply", {"manifest": priority_class("high", 1000)})
+    await client.send("PriorityClass", "apply", {"manifest": priority_class("mid", 500)})
+    # "guarded" (priority 0) is the cheaper victim by priority, but its budget allows no
+    # disruption; "spare" (priority 500) violates nothing. Fewest violations comes first.
+    guarded = pod("guarded", "800m")
+    guarded["metadata"]["labels"] = {"app": "guarded"}
+    spare = with_class(pod("spare", "800m"), "mid")
+    spare["metadata"]["labels"] = {"app": "spare"}
+    budget = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+              "metadata": {"name": "guard"},
+              "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "guarded"}}}}  # fmt: skip
+    await client.send("PodDisruptionBudget", "create", {"manifest": budget})
+    scheduler = Scheduler(nc, store, seed=3, initial_backoff=0.05, max_backoff=0.2)
+    task = await start(scheduler)
+    try:
+        await client.send("Pod", "apply", {"manifest": guarded})
+        await client.send("Pod", "apply", {"manifest": spare})
+
+        async def bound(count: int) -> bool:
+            return len((await log_by_type(store))["PodBound"]) >= count
+
+        await eventually(lambda: bound(2))
+        await client.send("Pod", "apply", {"manifest": with_class(pod("high", "600m"), "high")})
+
+        async def high_bound() -> bool:
+            return any(e.name == "high" for e in (await log_by_type(store))["PodBound"])
+
+        await eventually(high_bound)
+        events = await log_by_type(store)
+        [nominated] = [e for e in events["PodNominated"] if e.name == "high"]
+        assert nominated.payload["victims"] == ["default/spare"]
+        assert {e.name for e in events["PodDeleted"]} == {"spare"}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

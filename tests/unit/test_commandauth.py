@@ -29,6 +29,13 @@ from core.access.commandauth import (
         ("Node", "uncordon", True, ("patch", "nodes", "", "")),
         ("Pod", "status", True, ("update", "pods", "", "status")),
         ("Pod", "bind", True, ("create", "pods", "", "binding")),
+        ("Pod", "evict", True, ("create", "pods", "", "eviction")),
+        (
+            "PodDisruptionBudget",
+            "status",
+            True,
+            ("update", "poddisruptionbudgets", "policy", "status"),
+        ),
         ("RoleBinding", "apply", False, ("create", "rolebindings", bootstrap.RBAC_GROUP, "")),
     ],
 )

@@ -151,6 +151,22 @@ def _envelope(api_version: bytes, kind: bytes, raw: bytes) -> bytes:
     return MAGIC + _length_delimited(1, type_meta) + _length_delimited(2, raw)
 
 
+def test_a_disruption_budget_as_kubectl_create_pdb_sends_it() -> None:
+    # ``kubectl create pdb web --selector=app=web --min-available=50%``, field by field as
+    # k8s.io/api/policy/v1's generated marshaller writes it (non-pointer fields always).
+    metadata = _length_delimited(1, b"web") + _length_delimited(2, b"")
+    percent = bytes([1 << 3, 1, 2 << 3, 0]) + _length_delimited(3, b"50%")
+    labels = _length_delimited(1, _length_delimited(1, b"app") + _length_delimited(2, b"web"))
+    spec = _length_delimited(1, percent) + _length_delimited(2, labels)
+    body = _length_delimited(1, metadata) + _length_delimited(2, spec)
+    decoded = decode(_envelope(b"policy/v1", b"PodDisruptionBudget", body))
+    assert decoded["spec"] == {"minAvailable": "50%", "selector": {"matchLabels": {"app": "web"}}}
+    number = bytes([1 << 3, 0, 2 << 3, 2]) + _length_delimited(3, b"")
+    spec = _length_delimited(3, number) + _length_delimited(4, b"AlwaysAllow")
+    decoded = decode(_envelope(b"policy/v1", b"PodDisruptionBudget", _length_delimited(2, spec)))
+    assert decoded["spec"] == {"maxUnavailable": 2, "unhealthyPodEvictionPolicy": "AlwaysAllow"}
+
+
 def test_what_is_not_read_is_refused_by_name_never_read_in_part() -> None:
     with pytest.raises(UnreadKind, match=r"SelfSubjectReview \(authentication.k8s.io/v1beta1\)"):
         decode(BETA_REVIEW)

@@ -180,6 +180,11 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "kind": "PeerAuthentication",
         "spec": {"mtls": {"mode": "STRICT"}},
     },
+    "PodDisruptionBudget": {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "x"}}},
+    },
     "HorizontalPodAutoscaler": {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -385,6 +390,7 @@ def test_o_name_prints_what_the_other_commands_take(kind: str) -> None:
         "ServiceEntry": "serviceentry.networking.istio.io/x",
         "PeerAuthentication": "peerauthentication.security.istio.io/x",
         "HorizontalPodAutoscaler": "horizontalpodautoscaler.autoscaling/x",
+        "PodDisruptionBudget": "poddisruptionbudget.policy/x",
     }.get(kind, f"{kind.lower()}/x")
 
 

@@ -839,7 +839,8 @@ def test_unknown_kind_lists_the_known_kinds():
     assert (
         "ClusterRole, ClusterRoleBinding, ConfigMap, Deployment, DestinationRule, "
         "EndpointSlice, FlowSchema, Gateway, HorizontalPodAutoscaler, IPAddress, LimitRange, "
-        "Namespace, Node, NodePortAllocation, PeerAuthentication, Pod, PodCIDR, PriorityClass, "
+        "Namespace, Node, NodePortAllocation, PeerAuthentication, Pod, PodCIDR, "
+        "PodDisruptionBudget, PriorityClass, "
         "PriorityLevelConfiguration, ReplicaSet, ResourceQuota, Role, RoleBinding, Secret, "
         "Service, ServiceEntry, User, VirtualService" in error.message
     )
