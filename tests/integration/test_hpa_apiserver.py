@@ -12,7 +12,10 @@ import json
 
 import pytest
 
+from streams.eventstore import EventStore
+from streams.subjects import event_subject
 from tests.integration.test_apiserver import API, api  # noqa: F401  (the fixture)
+from tests.integration.test_apiserver_secrets import Kubectl, kubectl  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -50,3 +53,45 @@ async def test_the_door_stores_an_hpa_with_defaults_and_refuses_min_above_max(
     ]  # fmt: skip
     status, got = await api.request("GET", URL + "/web")
     assert status == 200 and got["spec"]["maxReplicas"] == 5
+
+
+STATUS = {
+    "currentReplicas": 2,
+    "desiredReplicas": 3,
+    "currentMetrics": [
+        {"type": "Resource", "resource": {"name": "cpu",
+         "current": {"averageUtilization": 85, "averageValue": "85m"}}}
+    ],
+    "conditions": [
+        {"type": "AbleToScale", "status": "True", "reason": "SucceededRescale",
+         "message": "the HPA controller was able to update the target scale to 3",
+         "lastTransitionTime": "2026-12-06T07:00:00Z"}
+    ],
+}  # fmt: skip
+
+
+async def test_kubectl_reads_and_patches_an_hpas_status_subresource(
+    kubectl: Kubectl,  # noqa: F811
+    store: EventStore,
+) -> None:
+    """``horizontalpodautoscalers/status`` as for deployments: GET answers the object, a PATCH
+    records the status through the gateway's ``status`` command (the spec in it ignored), and
+    ``kubectl get hpa`` prints TARGETS from that status, ``describe`` its metrics."""
+    await kubectl("apply", "-f", "-", stdin=hpa(5).decode())
+    got = json.loads(await kubectl("get", "--raw", f"{URL}/web/status"))
+    assert got["kind"] == "HorizontalPodAutoscaler" and got["spec"]["maxReplicas"] == 5
+    patch = json.dumps({"status": STATUS, "spec": {"maxReplicas": 50}})
+    await kubectl(
+        "patch", "hpa", "web", "--subresource=status", "--type=merge", "-p", patch
+    )  # fmt: skip
+    events = await store.read_subject(event_subject("HorizontalPodAutoscaler", "default", "web"))
+    assert events[-1].envelope.type == "HorizontalPodAutoscalerStatusUpdated"
+    after = json.loads(await kubectl("get", "hpa", "web", "--subresource=status", "-o", "json"))
+    assert after["status"]["desiredReplicas"] == 3
+    assert after["spec"]["maxReplicas"] == 5  # a status write leaves the spec alone
+    table = (await kubectl("get", "hpa", "web")).splitlines()
+    assert table[0].split()[:4] == ["NAME", "REFERENCE", "TARGETS", "MINPODS"]
+    assert "cpu: 85%/80%" in table[1] and "Deployment/web" in table[1]
+    described = await kubectl("describe", "hpa", "web")
+    assert "85% (85m) / 80%" in described, described
+    assert "SucceededRescale" in described
