@@ -20,6 +20,9 @@ this module reads its inputs and writes its outputs:
   ``system:horizontal-pod-autoscaler``) carrying the decision's why record, so the target's
   ``ScaledTo`` holds it; and the HPA's status (currentReplicas, desiredReplicas,
   currentMetrics, conditions, lastScaleTime) through the ``status`` verb when it changed.
+  An evaluation that scales nothing but changes a condition's reason (a window now holds it,
+  the maximum now limits it, a metric can no longer be read) records its why record in that
+  status event: the recorded "no change", once per change of reason, not per sample.
 * **timers**: only what the stabilisation windows and the policies' periods need. A decision
   held back by a window or a policy is looked at again when the oldest recommendation or
   scale event that held it leaves its window or period (never a fixed poll).
@@ -180,6 +183,16 @@ def _object_and_external_series(namespace: str, manifest: Mapping[str, Any]) -> 
         elif metric.get("type") == "External":
             name = str(((metric.get("external") or {}).get("metric") or {}).get("name", ""))
             yield ("external", namespace, "", "", name)
+
+
+def _reasons(status: Mapping[str, Any]) -> dict[str, str]:
+    """Each condition's status and reason (``AbleToScale``: ``True/ScaleDownStabilized``): what
+    a recorded "no change" is recorded on a change of."""
+    return {
+        str(c.get("type")): f"{c.get('status')}/{c.get('reason')}"
+        for c in status.get("conditions") or ()
+        if isinstance(c, Mapping)
+    }
 
 
 def recheck_at(decision: Decision, hpa: HorizontalPodAutoscaler, options: ControllerOptions,
@@ -438,7 +451,12 @@ class HorizontalController:
             except FleetError as exc:
                 decision = failed_rescale(decision, error=exc.message, now=now)
         self._histories[key] = decision.history
-        await self._record_status(record, decision.status, cause.kwargs())
+        why = None
+        if not decision.rescale and _reasons(decision.status) != _reasons(
+            record.manifest.get("status") or {}
+        ):
+            why = {**decision.why, "hpa": name, "conditions": _reasons(decision.status)}
+        await self._record_status(record, decision.status, cause.kwargs(), why=why)
         at = recheck_at(decision, hpa, self.options, now)
         return None if at is None else int(at * 1e9)
 
@@ -552,14 +570,23 @@ class HorizontalController:
         return history
 
     async def _record_status(
-        self, record: ObjectRecord, status: dict[str, Any], cause: Mapping[str, Any]
+        self,
+        record: ObjectRecord,
+        status: dict[str, Any],
+        cause: Mapping[str, Any],
+        *,
+        why: dict[str, Any] | None = None,
     ) -> None:
         if status == (record.manifest.get("status") or {}):
             return
+        body: dict[str, Any] = {"name": record.name, "namespace": record.namespace}
+        body["status"] = status
+        if why is not None:
+            body["why"] = why
         outcome = await self._commands.send(
             KIND,
             "status",
-            {"name": record.name, "namespace": record.namespace, "status": status},
+            body,
             idempotency_key=f"{ROLE}.status.{record.uid}.{record.version}",
             expected_version=record.version,
             **cause,

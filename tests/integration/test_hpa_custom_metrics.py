@@ -1,7 +1,8 @@
 """HPAs on workload-published metrics, on a real server: a Pods metric published by hand
 (``fleetlog metrics publish``), an Object metric and a label-selected External metric each
 drive a scale with its why; a sample of another deployment's pod counts for nothing; a
-malformed sample is refused and counted, never a crash (issue 19)."""
+malformed sample is refused and counted, never a crash; an evaluation that scales nothing is
+recorded with its why only when its reason changes (issue 19)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from projections.runtime import Projection
 from streams import jsapi
 from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
+from streams.subjects import event_subject
 from streams.telemetry import (
     custom_object_metric_subject,
     custom_pod_metric_subject,
@@ -211,3 +213,71 @@ async def test_malformed_samples_are_refused_counted_and_the_controller_carries_
         why = await scaled_to(store, 2)  # 20 / 10 x 1 pod
         assert why["metrics"][0]["usage"] == 20000
         assert controller.metrics.refused == len(bad)
+
+
+async def hpa_events(store: EventStore) -> list[Any]:
+    events = await store.read_subject(event_subject("HorizontalPodAutoscaler", "default", "web"))
+    return [e for e in events if e.envelope.type == "HorizontalPodAutoscalerStatusUpdated"]
+
+
+@pytest.mark.usefixtures("queries")
+async def test_no_change_is_recorded_with_its_why_only_when_the_reason_changes(
+    nats_server: Any,
+    nc: Client,
+    store: EventStore,
+    projection: Projection[ClusterModel],
+    client: CommandClient,
+) -> None:
+    metric = {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "requests_per_second"},
+            "target": {"type": "AverageValue", "averageValue": "10"},
+        },
+    }
+    manifest = hpa_on(metric, max_replicas=1)
+    async with autoscaling(nc, store, projection) as controller:
+        await client.send("Deployment", "create", {"manifest": deployment("web")})
+        await eventually(lambda: asyncio.sleep(0, len(ready_pods(projection, "web")) == 1), 30)
+        await client.send("HorizontalPodAutoscaler", "create", {"manifest": manifest})
+        [web] = ready_pods(projection, "web")
+        subject = custom_pod_metric_subject("default", web, "requests_per_second")
+
+        # No sample yet: the metric cannot be read, recorded once with its why.
+        async def recorded(n: int) -> bool:
+            return len([e for e in await hpa_events(store) if "why" in e.envelope.payload]) >= n
+
+        await eventually(lambda: recorded(1), timeout=30)
+        [first] = [e for e in await hpa_events(store) if "why" in e.envelope.payload]
+        assert first.envelope.payload["why"]["conditions"]["ScalingActive"] == (
+            "False/FailedGetPodsMetric"
+        )
+        # 35 per pod wants 4 pods; the maximum of 1 holds it: a new reason, recorded.
+        await publish(nc, subject, metric_sample_body(value="35"))
+        await eventually(lambda: recorded(2), timeout=30)
+        second = [e for e in await hpa_events(store) if "why" in e.envelope.payload][-1]
+        why = second.envelope.payload["why"]
+        assert why["conditions"]["ScalingLimited"] == "True/TooManyReplicas"
+        assert why["recommendation"] == 4 and why["desiredReplicas"] == 1
+        assert why["metrics"][0]["perPod"] == {web: 35000}
+        # Another value, the same reasons: the status changes, no second "no change".
+        evaluated = controller.evaluations
+        await publish(nc, subject, metric_sample_body(value="45"))
+
+        async def written() -> bool:
+            last = (await hpa_events(store))[-1].envelope.payload["status"]
+            return last["currentMetrics"][0]["pods"]["current"]["averageValue"] == "45"
+
+        await eventually(written, timeout=30)
+        assert controller.evaluations > evaluated
+        assert "why" not in (await hpa_events(store))[-1].envelope.payload
+        assert len([e for e in await hpa_events(store) if "why" in e.envelope.payload]) == 2
+        assert await scaled(store) == []
+
+        described = (await cli(nats_server.url, "describe", "hpa", "web")).output
+        assert f"Last decision:  HorizontalPodAutoscalerStatusUpdated #{second.seq}" in described
+        assert "ScalingLimited True/TooManyReplicas" in described
+        assert "horizontal pod autoscaler web: 1 -> 1 replicas (recommended 4" in described
+        explained = (await cli(nats_server.url, "why", "hpa/web")).output
+        assert "Why it did not scale (HorizontalPodAutoscalerStatusUpdated #" in explained
+        assert "ScalingLimited True/TooManyReplicas" in explained
