@@ -72,6 +72,7 @@ class PodMetrics:
         self.received = 0
         self._series: dict[Described, dict[tuple[tuple[str, str], ...], MetricSample]] = {}
         self._series_count = 0
+        self._swept_ns = 0
         self.metric_listeners: list[MetricListener] = []
         self.metrics_received = 0
         self.refused = 0
@@ -146,6 +147,11 @@ class PodMetrics:
         log.warning("metrics.sample_refused", subject=subject, reason=reason)
 
     def _drop_stale(self, now_ns: int) -> None:
+        """Forget stale series, at most once a second (a flood of new series at the cap must
+        not scan every series for each sample)."""
+        if now_ns - self._swept_ns < 1_000_000_000:
+            return
+        self._swept_ns = now_ns
         fresh_after = now_ns - int(STALE_AFTER_S * 1e9)
         for described in list(self._series):
             held = self._series[described]
