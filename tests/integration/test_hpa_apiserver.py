@@ -95,3 +95,21 @@ async def test_kubectl_reads_and_patches_an_hpas_status_subresource(
     described = await kubectl("describe", "hpa", "web")
     assert "85% (85m) / 80%" in described, described
     assert "SucceededRescale" in described
+
+
+async def test_a_put_of_an_invalid_hpa_status_is_refused_and_appends_nothing(
+    api: API,  # noqa: F811
+) -> None:
+    status, created = await api.request("POST", URL, hpa(5), **JSON)
+    assert status == 201, created
+    last = await api.store.stream_last_seq()
+    body = {**created, "status": {"currentReplicas": "many"}}
+    status, refused = await api.request("PUT", f"{URL}/web/status", json.dumps(body).encode(),
+                                        **JSON)  # fmt: skip
+    assert (status, refused["reason"]) == (422, "Invalid"), refused
+    assert "currentReplicas" in refused["message"]
+    assert await api.store.stream_last_seq() == last
+    body["status"] = STATUS
+    status, written = await api.request("PUT", f"{URL}/web/status", json.dumps(body).encode(),
+                                        **JSON)  # fmt: skip
+    assert status == 200 and written["status"]["desiredReplicas"] == 3, written
