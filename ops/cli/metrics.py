@@ -20,6 +20,16 @@ from core.errors import ValidationFailed
 from ops.clitools import Failure, open_session, run
 
 
+def _refused(what: str, who: str) -> Failure | None:
+    """The server's refusal of this identity's publish, said as what to fix (None: there was
+    none, the request only went unanswered)."""
+    from streams.connection import refusals
+
+    if not refusals():
+        return None
+    return Failure(f"the server refused {what} ({refusals()[-1]}): {who}")
+
+
 def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
     labels: dict[str, str] = {}
     for pair in pairs:
@@ -87,7 +97,18 @@ async def publish(
     except BadMetricSample as exc:
         raise ValidationFailed(str(exc)) from exc
     async with open_session(ctx) as s:
-        ack = await jsapi.jetstream(s.nc).publish(subject, body, timeout=5)
+        try:
+            ack = await jsapi.jetstream(s.nc).publish(subject, body, timeout=5)
+        except TimeoutError as exc:
+            refused = _refused(
+                "the sample",
+                f"{namespace}'s metrics are published by users in the group "
+                f"fleetlog:metrics-publishers:{namespace} or fleetlog:metrics-publishers, "
+                "and by admins",
+            )
+            if refused is None:
+                raise
+            raise refused from exc
     click.echo(f"published {subject} (sequence {ack.seq})")
 
 
@@ -127,7 +148,8 @@ async def load(
         try:
             reply = await s.nc.request(LOAD_SUBJECT, json.dumps(request).encode(), timeout=5)
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
-            raise Failure("no simulator answered: is `fleetlog sim` running?") from exc
+            refused = _refused("the load setting", "simulated load is set by admins")
+            raise (refused or Failure("no simulator answered: is `fleetlog sim` running?")) from exc
     answer = json.loads(reply.data)
     if "error" in answer:
         raise Failure(str(answer["error"]))
