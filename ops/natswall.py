@@ -32,7 +32,14 @@ from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.envelope import StoredEvent
 from streams.identity import Credentials, ensure_seed_file, private_directory, write_private
-from streams.natsauth import MASTERS_GROUP, NatsUser, Profile, authorization_config, profile_of
+from streams.natsauth import (
+    MASTERS_GROUP,
+    NatsUser,
+    Profile,
+    authorization_config,
+    metrics_namespaces_of,
+    profile_of,
+)
 from streams.server import EmbeddedServer
 
 log = structlog.get_logger(__name__)
@@ -109,8 +116,15 @@ def stored_users(model: ClusterModel) -> list[NatsUser]:
         spec = record.manifest.get("spec") or {}
         if spec.get("revoked") or not spec.get("publicKey"):
             continue
-        profile = profile_of(spec.get("groups") or [])
-        users.append(NatsUser(str(spec["publicKey"]), profile, name=record.name))
+        groups = spec.get("groups") or []
+        users.append(
+            NatsUser(
+                str(spec["publicKey"]),
+                profile_of(groups),
+                name=record.name,
+                metrics=metrics_namespaces_of(groups),
+            )
+        )
     return users
 
 
@@ -131,7 +145,15 @@ class Wall:
     def _cached(self) -> list[NatsUser]:
         try:
             entries = json.loads(self._cache.read_text())
-            return [NatsUser(e["public_key"], Profile(e["profile"]), e["name"]) for e in entries]
+            return [
+                NatsUser(
+                    e["public_key"],
+                    Profile(e["profile"]),
+                    e["name"],
+                    metrics=tuple(e.get("metrics") or ()),
+                )
+                for e in entries
+            ]
         except (OSError, ValueError, KeyError, TypeError):
             return []
 
@@ -163,7 +185,13 @@ class Wall:
             return
         self.admitted = users
         entries: list[dict[str, Any]] = [
-            {"public_key": u.public_key, "profile": str(u.profile), "name": u.name} for u in users
+            {
+                "public_key": u.public_key,
+                "profile": str(u.profile),
+                "name": u.name,
+                "metrics": list(u.metrics),
+            }
+            for u in users
         ]
         write_private(self._cache, json.dumps(entries))
         self._server.reload(authorization=self.authorization())

@@ -14,7 +14,8 @@ whoever opens it first, :mod:`streams.leases`, at one replica unless it exists):
                           the log: file storage, no deletes, no purges
 ``FLEET_LOGS``            container output (:mod:`streams.telemetry`): file, 24 h, capped per
                           container; *optional*
-``FLEET_METRICS``         usage samples (:mod:`streams.telemetry`): memory, 1 h; *optional*
+``FLEET_METRICS``         usage samples and workload-published custom and external metric
+                          samples (:mod:`streams.telemetry`): memory, 1 h; *optional*
 ``fleet_snapshots``       object store of projection snapshots (file storage)
 ``fleet_node_leases``     KV: the latest heartbeat of every node (file, one value per key)
 ``fleet_leaders``         KV: leader leases of singleton roles (file, 15 s TTL)
@@ -93,6 +94,14 @@ METRICS_PREFIX = "fleet.metrics"
 METRICS_MAX_AGE_S = 3600
 METRICS_MAX_MSGS_PER_SUBJECT = 360  # an hour of samples every 10 s
 METRICS_MAX_BYTES = 256 * 1024**2
+CUSTOM_METRICS_PREFIX = f"{METRICS_PREFIX}.custom"
+"""Workload-published Pods and Object metrics: ``fleet.metrics.custom.<ns>.pods.<pod>.<metric>``
+and ``fleet.metrics.custom.<ns>.objects.<kind>.<name>.<metric>`` (:mod:`streams.telemetry`)."""
+EXTERNAL_METRICS_PREFIX = f"{METRICS_PREFIX}.external"
+"""External metrics, named per namespace: ``fleet.metrics.external.<ns>.<metric>``."""
+CUSTOM_SAMPLE_MAX_BYTES = 4096
+"""A published metric sample larger than this is refused by its readers (a sample is a name,
+a value, a few labels and a time: a bigger one is a mistake or an attack on the model)."""
 
 SNAPSHOT_BUCKET = "fleet_snapshots"
 NODE_LEASE_BUCKET = "fleet_node_leases"

@@ -13,12 +13,18 @@ to its subjects (DESIGN.md, "Trust"):
   replies). No events, no queue groups, no key-value buckets, no JetStream API at all.
   ``fleet.cmd.user.>`` (who may connect at all) is refused too, and so is
   ``fleet.qry.podconfig`` (a pod's Secret values, opened: the node agents' question only).
+* **metrics publisher** (a user also in the group ``fleetlog:metrics-publishers``, or
+  ``fleetlog:metrics-publishers:<namespace>`` for one namespace): a user's subjects and the
+  workload-published metric subjects (``fleet.metrics.custom.<ns>.>`` and
+  ``fleet.metrics.external.<ns>.>``, ``streams.telemetry``) of every namespace or of those
+  named: the identity a workload publishes its requests-per-second or queue depth with.
 * **admin** (a user in the group ``system:masters``): a user's subjects and the user-management
   commands, and the JetStream API's *reading* calls (stream and consumer info, direct and
   message gets, ephemeral consumers and their pulls, flow-control replies), which the CLI's log
   readers need (``events``, ``history``, ``replay``, ``audit``, ``logs``, ``top``). Nothing
   that creates, updates, purges or deletes a stream, and no ``$KV`` or ``$O`` writes; no
-  ``fleet.qry.podconfig`` either.
+  ``fleet.qry.podconfig`` either. An admin also publishes every namespace's metrics and sets
+  the simulator's load (``fleet.sim.load``, which ``fleetlog sim`` answers).
 
 Permissions are allow-lists, so a subject nobody thought of is refused, and the server answers
 a refused publish with a permissions violation (the request itself then times out).
@@ -33,11 +39,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from streams.definitions import CUSTOM_METRICS_PREFIX, EXTERNAL_METRICS_PREFIX
 from streams.identity import inbox_prefix
-from streams.subjects import COMMAND_PREFIX, POD_CONFIG_SUBJECT, QUERY_PREFIX
+from streams.subjects import COMMAND_PREFIX, POD_CONFIG_SUBJECT, QUERY_PREFIX, encode_token
 
 MASTERS_GROUP = "system:masters"
 """Kubernetes' group of cluster administrators (bound to ``cluster-admin``)."""
+METRICS_PUBLISHERS_GROUP = "fleetlog:metrics-publishers"
+"""Users who may publish workload metrics: of every namespace, or of ``<group>:<namespace>``."""
+SIM_LOAD_SUBJECT = "fleet.sim.load"
+"""The simulator's load setting (``handlers.simusage``): an admin's to send."""
+ALL_NAMESPACES = "*"
 
 USER_COMMANDS = f"{COMMAND_PREFIX}.user.>"
 """The commands that manage users: only admins may send them (the server refuses others)."""
@@ -76,11 +88,35 @@ class NatsUser:
     profile: Profile
     name: str = ""
     """Who it is, for people reading the configuration (not used by the server)."""
+    metrics: tuple[str, ...] = ()
+    """The namespaces whose workload metrics it may publish (``*``: every one)."""
 
 
 def profile_of(groups: Iterable[str]) -> Profile:
     """A stored user's profile: admin in ``system:masters``, else user."""
     return Profile.ADMIN if MASTERS_GROUP in set(groups) else Profile.USER
+
+
+def metrics_namespaces_of(groups: Iterable[str]) -> tuple[str, ...]:
+    """The namespaces a stored user's groups let it publish metrics for (``*``: all)."""
+    found: set[str] = set()
+    for group in groups:
+        if group == METRICS_PUBLISHERS_GROUP:
+            found.add(ALL_NAMESPACES)
+        elif (
+            group.startswith(f"{METRICS_PUBLISHERS_GROUP}:")
+            and group != f"{METRICS_PUBLISHERS_GROUP}:"
+        ):
+            found.add(group.removeprefix(f"{METRICS_PUBLISHERS_GROUP}:"))
+    return (ALL_NAMESPACES,) if ALL_NAMESPACES in found else tuple(sorted(found))
+
+
+def _metric_subjects(namespaces: Iterable[str]) -> list[str]:
+    subjects = []
+    for namespace in namespaces:
+        token = ">" if namespace == ALL_NAMESPACES else f"{encode_token(namespace)}.>"
+        subjects += [f"{CUSTOM_METRICS_PREFIX}.{token}", f"{EXTERNAL_METRICS_PREFIX}.{token}"]
+    return subjects
 
 
 def permissions(user: NatsUser) -> dict[str, dict[str, list[str]]]:
@@ -95,8 +131,10 @@ def permissions(user: NatsUser) -> dict[str, dict[str, list[str]]]:
         for call in JETSTREAM_READS:
             publish += [f"$JS.API.{call}", f"$JS.*.API.{call}"]
         publish.append("$JS.FC.>")
+        publish += [*_metric_subjects([ALL_NAMESPACES]), SIM_LOAD_SUBJECT]
     else:
         deny.insert(0, USER_COMMANDS)
+        publish += _metric_subjects(user.metrics)
     rules: dict[str, dict[str, list[str]]] = {
         "publish": {"allow": publish},
         "subscribe": {"allow": [f"{inbox_prefix(user.public_key)}.>"]},

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,8 +43,13 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from core.errors import FleetError
+from core.meta.quantity import parse_quantity
+from core.meta.timestamps import format_stamp, parse_stamp
 from streams import jsapi
 from streams.definitions import (
+    CUSTOM_METRICS_PREFIX,
+    CUSTOM_SAMPLE_MAX_BYTES,
+    EXTERNAL_METRICS_PREFIX,
     LOGS_PREFIX,
     LOGS_STREAM,
     MAX_CHUNK_BYTES,
@@ -258,6 +264,174 @@ async def latest_usage(
                 log.warning("metrics.unreadable", subject=msg.subject, error=str(exc))
         return sorted(nodes, key=lambda n: n.name)
     raise ValueError(f"usage is kept for pods and nodes, not {kind!r}")
+
+
+# -- workload-published metrics (custom.metrics.k8s.io and external.metrics.k8s.io) -------------
+
+MetricSource = Literal["pods", "objects", "external"]
+MAX_SAMPLE_LABELS = 16
+MAX_LABEL_TEXT = 256
+MAX_FUTURE_S = 60.0
+"""How far ahead of its arrival a sample's timestamp may be (clock skew); later is refused."""
+MAX_SAMPLE_WINDOW_S = 3600.0
+
+
+class BadMetricSample(ValueError):
+    """A published metric sample its readers refuse (the reason says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSample:
+    """One value of a workload-published metric series, as the custom and external metrics
+    APIs return one: the object it describes (a pod; an object's kind and name; nothing for
+    an External metric), the metric's name and labels, the value in milli-units, and the
+    window ending at ``at_ns`` it covers."""
+
+    source: MetricSource
+    namespace: str
+    kind: str
+    name: str
+    metric: str
+    milli_value: int
+    labels: tuple[tuple[str, str], ...] = ()
+    at_ns: int = 0
+    window_s: float = USAGE_PERIOD_S
+
+    @property
+    def series(self) -> tuple[str, str, str, str, str, tuple[tuple[str, str], ...]]:
+        """What identifies the series this sample belongs to (a newer sample replaces it)."""
+        return (self.source, self.namespace, self.kind, self.name, self.metric, self.labels)
+
+
+def custom_pod_metric_subject(namespace: str, pod: str, metric: str) -> str:
+    """A Pods metric of one pod (``fleet.metrics.custom.<ns>.pods.<pod>.<metric>``)."""
+    return (
+        f"{CUSTOM_METRICS_PREFIX}.{encode_token(namespace)}.pods.{encode_token(pod)}."
+        f"{encode_token(metric)}"
+    )
+
+
+def custom_object_metric_subject(namespace: str, kind: str, name: str, metric: str) -> str:
+    """An Object metric describing one object
+    (``fleet.metrics.custom.<ns>.objects.<kind>.<name>.<metric>``)."""
+    return (
+        f"{CUSTOM_METRICS_PREFIX}.{encode_token(namespace)}.objects.{encode_token(kind)}."
+        f"{encode_token(name)}.{encode_token(metric)}"
+    )
+
+
+def external_metric_subject(namespace: str, metric: str) -> str:
+    """An External metric of a namespace (``fleet.metrics.external.<ns>.<metric>``)."""
+    return f"{EXTERNAL_METRICS_PREFIX}.{encode_token(namespace)}.{encode_token(metric)}"
+
+
+CUSTOM_METRIC_FILTERS = (f"{CUSTOM_METRICS_PREFIX}.>", f"{EXTERNAL_METRICS_PREFIX}.>")
+"""Every workload-published metric's subjects."""
+
+
+def metric_sample_body(
+    *,
+    value: str | int | float,
+    labels: Mapping[str, str] | None = None,
+    at_ns: int | None = None,
+    window_s: float | None = None,
+) -> bytes:
+    """A sample as published (JSON: what ``nats pub`` or any client can write by hand)."""
+    body: dict[str, object] = {"value": value if isinstance(value, str) else str(value)}
+    if labels:
+        body["labels"] = dict(labels)
+    if at_ns is not None:
+        body["timestamp"] = format_stamp(at_ns)
+    if window_s is not None:
+        body["windowSeconds"] = window_s
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _parts_of(subject: str) -> tuple[MetricSource, str, str, str, str]:
+    """(source, namespace, kind, name, metric) named by a custom or external subject."""
+    tokens = subject.split(".")
+    try:
+        if tokens[:3] == ["fleet", "metrics", "external"] and len(tokens) == 5:
+            return "external", decode_token(tokens[3]), "", "", decode_token(tokens[4])
+        if tokens[:3] == ["fleet", "metrics", "custom"]:
+            if len(tokens) == 7 and tokens[4] == "pods":
+                ns, pod, metric = (decode_token(t) for t in (tokens[3], tokens[5], tokens[6]))
+                return "pods", ns, "Pod", pod, metric
+            if len(tokens) == 8 and tokens[4] == "objects":
+                ns, kind, name, metric = (
+                    decode_token(t) for t in (tokens[3], tokens[5], tokens[6], tokens[7])
+                )
+                return "objects", ns, kind, name, metric
+    except FleetError as exc:
+        raise BadMetricSample(f"subject {subject!r}: {exc}") from exc
+    raise BadMetricSample(
+        f"subject {subject!r} is not fleet.metrics.custom.<ns>.pods.<pod>.<metric>, "
+        "fleet.metrics.custom.<ns>.objects.<kind>.<name>.<metric> nor "
+        "fleet.metrics.external.<ns>.<metric>"
+    )
+
+
+def _labels_of(raw: object) -> tuple[tuple[str, str], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise BadMetricSample("labels must be an object of strings")
+    if len(raw) > MAX_SAMPLE_LABELS:
+        raise BadMetricSample(f"more than {MAX_SAMPLE_LABELS} labels")
+    for key, value in raw.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not key:
+            raise BadMetricSample("labels must be an object of strings")
+        if len(key) > MAX_LABEL_TEXT or len(value) > MAX_LABEL_TEXT:
+            raise BadMetricSample(f"a label longer than {MAX_LABEL_TEXT} characters")
+    return tuple(sorted(raw.items()))
+
+
+def decode_metric_sample(subject: str, data: bytes, *, received_ns: int) -> MetricSample:
+    """A published sample read from ``subject``: a JSON (or msgpack) object ``{"value":
+    quantity, "labels": {...}, "timestamp": RFC 3339, "windowSeconds": n, "metric": name}``,
+    all but ``value`` optional (the time defaults to ``received_ns``, the window to the usage
+    period; ``metric``, when given, must be the subject's). Raises :class:`BadMetricSample`."""
+    source, namespace, kind, name, metric = _parts_of(subject)
+    if len(data) > CUSTOM_SAMPLE_MAX_BYTES:
+        raise BadMetricSample(f"{len(data)} bytes, more than {CUSTOM_SAMPLE_MAX_BYTES}")
+    try:
+        body = json.loads(data) if data[:1] == b"{" else msgpack.unpackb(data, raw=False)
+    except (ValueError, TypeError, msgpack.FormatError, msgpack.StackError) as exc:
+        raise BadMetricSample(f"neither JSON nor msgpack: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadMetricSample("a sample is an object")
+    if not namespace or (not name and source != "external") or not metric:
+        raise BadMetricSample("an empty namespace, object or metric name in the subject")
+    if body.get("metric", metric) != metric:
+        raise BadMetricSample(f"metric {body.get('metric')!r} published on {metric!r}'s subject")
+    raw = body.get("value")
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise BadMetricSample('value must be a quantity ("250m", "12", 0.5)')
+    try:
+        quantity = parse_quantity(raw if isinstance(raw, str) else repr(raw))
+    except (FleetError, ValueError) as exc:
+        raise BadMetricSample(f"value {raw!r} is not a quantity") from exc
+    milli = quantity.milli_value()
+    if milli < 0:
+        raise BadMetricSample(f"value {raw!r} is negative")
+    at_ns = received_ns
+    if body.get("timestamp") is not None:
+        stamp = parse_stamp(body["timestamp"])
+        if stamp is None:
+            raise BadMetricSample(f"timestamp {body['timestamp']!r} is not RFC 3339")
+        if stamp > received_ns + int(MAX_FUTURE_S * 1e9):
+            raise BadMetricSample(f"timestamp {body['timestamp']!r} is in the future")
+        at_ns = stamp
+    window = body.get("windowSeconds", USAGE_PERIOD_S)
+    if isinstance(window, bool) or not isinstance(window, int | float):
+        raise BadMetricSample("windowSeconds must be a number")
+    if not 0 < window <= MAX_SAMPLE_WINDOW_S:
+        raise BadMetricSample(f"windowSeconds must be in (0, {MAX_SAMPLE_WINDOW_S:g}]")
+    return MetricSample(
+        source=source, namespace=namespace, kind=kind, name=name, metric=metric,
+        milli_value=milli, labels=_labels_of(body.get("labels")), at_ns=at_ns,
+        window_s=float(window),
+    )  # fmt: skip
 
 
 # -- reading a subject to its end ------------------------------------------------------------------

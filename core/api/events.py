@@ -202,7 +202,9 @@ _FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "replicas": ((int,), True), "previous": ((int,), True), "reason": ((str,), False),
         "why": ((dict, _NONE), False),
     },
-    "StatusUpdated": {"status": ((dict,), True), "annotations": ((dict,), False)},
+    "StatusUpdated": {
+        "status": ((dict,), True), "annotations": ((dict,), False), "why": ((dict, _NONE), False),
+    },
     "NodeSchedulingChanged": {"reason": ((str,), False)},
     "NodeConditionChanged": {
         "status": ((str,), True), "reason": ((str,), True), "message": ((str,), False),

@@ -69,10 +69,22 @@ class ScaledTo(EventPayload):
 
 class StatusUpdated(EventPayload):
     """A controller recorded what it observed of a workload (``status``), and set the
-    annotations it owns (``deployment.kubernetes.io/revision`` …; an empty value removes one)."""
+    annotations it owns (``deployment.kubernetes.io/revision`` …; an empty value removes one).
+
+    ``why`` (an HPA's only) is the autoscaler's why record when an evaluation changed no
+    replica count but changed its reason (a condition's reason): the recorded "no change".
+    Absent otherwise, so every other status event is stored exactly as before the field."""
 
     status: dict[str, Any]
     annotations: dict[str, str] = Field(default_factory=dict)
+    why: dict[str, Any] | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_why(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("why", "") is None:
+            del data["why"]
+        return data
 
 
 class NodeSchedulingChanged(EventPayload):

@@ -27,10 +27,16 @@ class HorizontalPodAutoscaler(Resource):
         SUFFIX: ClassVar[str] = "StatusUpdated"
 
     def update_status(
-        self, *, status: dict[str, Any] | None, annotations: dict[str, str], at: datetime
+        self,
+        *,
+        status: dict[str, Any] | None,
+        annotations: dict[str, str],
+        at: datetime,
+        why: dict[str, Any] | None = None,
     ) -> None:
-        """Record what the controller observed; the same status again changes nothing. An HPA
-        has no annotations a controller owns."""
+        """Record what the controller observed (``why``: the decision record of an evaluation
+        that scaled nothing for a new reason, kept in the event); the same status again changes
+        nothing. An HPA has no annotations a controller owns."""
         self.require_exists()
         if annotations:
             raise InvalidTransition(
@@ -39,4 +45,4 @@ class HorizontalPodAutoscaler(Resource):
             )
         if status is None or status == self.manifest.get("status"):
             return
-        self.trigger_event(self.StatusUpdated, status=status, annotations={}, timestamp=at)
+        self.trigger_event(self.StatusUpdated, status=status, annotations={}, why=why, timestamp=at)

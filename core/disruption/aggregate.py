@@ -64,11 +64,21 @@ class PodDisruptionBudget(Resource):
         return dict(self.manifest.get("status") or {})
 
     def update_status(
-        self, *, status: dict[str, Any] | None, annotations: dict[str, str], at: datetime
+        self,
+        *,
+        status: dict[str, Any] | None,
+        annotations: dict[str, str],
+        at: datetime,
+        why: dict[str, Any] | None = None,
     ) -> None:
         """Record a status (the controller's, or an eviction's); the same status again changes
-        nothing. A PDB has no annotations a controller owns."""
+        nothing. A PDB has no annotations a controller owns, and its status no why record."""
         self.require_exists()
+        if why is not None:
+            raise InvalidTransition(
+                "only a horizontal pod autoscaler's status update carries a why record",
+                field="body.why",
+            )
         if annotations:
             raise InvalidTransition(
                 "a pod disruption budget's status update sets no annotations",

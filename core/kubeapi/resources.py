@@ -164,6 +164,7 @@ SUBRESOURCES: Mapping[str, tuple[Subresource, ...]] = {
     "Service": (_status("Service"),),
     "Namespace": (_status("Namespace"),),
     "ResourceQuota": (_status("ResourceQuota"),),
+    "HorizontalPodAutoscaler": (_status("HorizontalPodAutoscaler"),),
 }
 """kind -> the subresources it serves (each handled in ``handlers.apiserver.subresources``):
 ``status`` for the kinds Kubernetes gives one, ``scale`` for the scalable workloads,

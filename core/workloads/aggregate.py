@@ -88,11 +88,21 @@ class Workload(Resource):
         )  # fmt: skip
 
     def update_status(
-        self, *, status: dict[str, Any] | None, annotations: dict[str, str], at: datetime
+        self,
+        *,
+        status: dict[str, Any] | None,
+        annotations: dict[str, str],
+        at: datetime,
+        why: dict[str, Any] | None = None,
     ) -> None:
         """Record what a controller observed (``None``: keep the recorded status, set only the
-        annotations); the same again changes nothing."""
+        annotations); the same again changes nothing. A workload's status has no why."""
         self.require_exists()
+        if why is not None:
+            raise InvalidTransition(
+                "only a horizontal pod autoscaler's status update carries a why record",
+                field="body.why",
+            )
         if status is None:
             status = dict(self.manifest.get("status") or {})
         foreign = sorted(k for k in annotations if not k.startswith(CONTROLLER_ANNOTATION_PREFIX))

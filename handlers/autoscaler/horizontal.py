@@ -10,11 +10,19 @@ this module reads its inputs and writes its outputs:
   ``spec.replicas``, ``status.replicas``, the selector), the pods the selector matches (phase,
   Ready condition and its transition, creation as start time, deletion, each container's
   requests) and their latest samples (CPU in millicores, memory in bytes times 1000 as Kubernetes'
-  milli-values, per pod and per container);
+  milli-values, per pod and per container); for Pods, Object and External metrics, the
+  workload-published series the metric's ``selector`` matches (as custom.metrics.k8s.io
+  applies it: several matching series of one pod or object are summed, an External metric's
+  values are all passed on), of the target's pods, of the described object in the HPA's
+  namespace, or of the namespace's named External metric. A new sample of such a series makes
+  the HPAs that read it due, as a usage sample does;
 * **outputs**: the existing ``scale`` command through the gateway (actor
   ``system:horizontal-pod-autoscaler``) carrying the decision's why record, so the target's
   ``ScaledTo`` holds it; and the HPA's status (currentReplicas, desiredReplicas,
   currentMetrics, conditions, lastScaleTime) through the ``status`` verb when it changed.
+  An evaluation that scales nothing but changes a condition's reason (a window now holds it,
+  the maximum now limits it, a metric can no longer be read) records its why record in that
+  status event: the recorded "no change", once per change of reason, not per sample.
 * **timers**: only what the stabilisation windows and the policies' periods need. A decision
   held back by a window or a policy is looked at again when the oldest recommendation or
   scale event that held it leaves its window or period (never a fixed poll).
@@ -56,12 +64,12 @@ from core.autoscaling.model import HorizontalPodAutoscaler
 from core.autoscaling.replicas import ContainerRequests, PodInfo, Sample
 from core.errors import FleetError
 from core.kubeapi.scale import selector_text
-from core.meta.labels import selector_matches
+from core.meta.labels import Selector, selector_matches
 from core.meta.quantity import parse_quantity
 from core.meta.timestamps import parse_stamp
 from handlers.controller import ControllerLoop, Leadership, LoopOptions
 from projections.cluster import ClusterModel, ObjectRecord
-from projections.metrics import PodMetrics
+from projections.metrics import Described, PodMetrics
 from projections.ownership import Key
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
@@ -69,7 +77,7 @@ from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
 from streams.leases import LeaderLease
 from streams.subjects import AggregateRef
-from streams.telemetry import PodUsage
+from streams.telemetry import MetricSample, PodUsage
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -141,6 +149,52 @@ def resource_samples(
     return out
 
 
+def _metric_selector(selector: Any) -> Selector:
+    """A metric's ``selector``: absent selects every series of the metric (as the custom and
+    external metrics APIs read an empty selector)."""
+    if selector is None:
+        return Selector()
+    return Selector.from_manifest(selector.model_dump(mode="json", by_alias=True))
+
+
+def _summed(samples: list[MetricSample]) -> Sample:
+    """One pod's value from the series of it the selector matched: their sum, as of the latest
+    and over the widest window among them."""
+    return Sample(
+        sum(s.milli_value for s in samples),
+        max(s.at_ns for s in samples) / 1e9,
+        max(s.window_s for s in samples),
+    )
+
+
+def _object_and_external_series(namespace: str, manifest: Mapping[str, Any]) -> Iterable[Described]:
+    """The Object and External series an HPA reads (whatever their labels), from its manifest
+    as stored, so a sample of one of them makes it due."""
+    for metric in (manifest.get("spec") or {}).get("metrics") or ():
+        if not isinstance(metric, Mapping):
+            continue
+        if metric.get("type") == "Object":
+            source = metric.get("object") or {}
+            described = source.get("describedObject") or {}
+            yield (
+                "objects", namespace, str(described.get("kind", "")),
+                str(described.get("name", "")), str((source.get("metric") or {}).get("name", "")),
+            )  # fmt: skip
+        elif metric.get("type") == "External":
+            name = str(((metric.get("external") or {}).get("metric") or {}).get("name", ""))
+            yield ("external", namespace, "", "", name)
+
+
+def _reasons(status: Mapping[str, Any]) -> dict[str, str]:
+    """Each condition's status and reason (``AbleToScale``: ``True/ScaleDownStabilized``): what
+    a recorded "no change" is recorded on a change of."""
+    return {
+        str(c.get("type")): f"{c.get('status')}/{c.get('reason')}"
+        for c in status.get("conditions") or ()
+        if isinstance(c, Mapping)
+    }
+
+
 def recheck_at(decision: Decision, hpa: HorizontalPodAutoscaler, options: ControllerOptions,
                now: float) -> float | None:  # fmt: skip
     """When the windows or policies that held this decision back may let it go: the earliest
@@ -202,6 +256,8 @@ class HorizontalController:
         self._histories: dict[Key, History] = {}
         self._targets: dict[TargetKey, set[Key]] = {}
         self._target_of: dict[Key, TargetKey] = {}
+        self._readers: dict[Described, set[Key]] = {}
+        self._read_by: dict[Key, list[Described]] = {}
         self.evaluations = 0
         self.scaled = 0
         self.loop: ControllerLoop[Key] = ControllerLoop(
@@ -234,11 +290,14 @@ class HorizontalController:
         for record in self._projection.model.list(KIND):
             self._index(record.namespace, record.name, record.manifest)
         self.metrics.listeners.append(self._on_sample)
+        self.metrics.metric_listeners.append(self._on_metric)
         try:
             await self.loop.run(ready)
         finally:
             with contextlib.suppress(ValueError):
                 self.metrics.listeners.remove(self._on_sample)
+            with contextlib.suppress(ValueError):
+                self.metrics.metric_listeners.remove(self._on_metric)
 
     # -- what makes an HPA due ------------------------------------------------------------
 
@@ -247,12 +306,18 @@ class HorizontalController:
         old = self._target_of.pop(key, None)
         if old is not None:
             self._targets.get(old, set()).discard(key)
+        for described in self._read_by.pop(key, []):
+            self._readers.get(described, set()).discard(key)
         if manifest is None:
             return
         ref = (manifest.get("spec") or {}).get("scaleTargetRef") or {}
         target = (namespace, str(ref.get("kind", "")), str(ref.get("name", "")))
         self._target_of[key] = target
         self._targets.setdefault(target, set()).add(key)
+        read = list(_object_and_external_series(namespace, manifest))
+        self._read_by[key] = read
+        for described in read:
+            self._readers.setdefault(described, set()).add(key)
 
     def _hpas_of(self, namespace: str, kind: str, name: str) -> set[Key]:
         return self._targets.get((namespace, kind, name), set())
@@ -299,6 +364,20 @@ class HorizontalController:
         for key in self._hpas_of_pod(usage.namespace, record.manifest):
             self.loop.mark(key)
 
+    def _on_metric(self, sample: MetricSample) -> None:
+        """A workload-published sample: a pod's makes its target's HPAs due (as a usage
+        sample does), an object's or an External one those HPAs that read that series."""
+        if sample.source == "pods":
+            record = self._projection.model.get("Pod", sample.namespace, sample.name)
+            keys = set() if record is None else self._hpas_of_pod(sample.namespace, record.manifest)
+        else:
+            described: Described = (
+                sample.source, sample.namespace, sample.kind, sample.name, sample.metric,
+            )  # fmt: skip
+            keys = self._readers.get(described, set())
+        for key in keys:
+            self.loop.mark(key)
+
     # -- one evaluation ---------------------------------------------------------------------
 
     async def reconcile(self, key: Key) -> int | None:
@@ -336,7 +415,7 @@ class HorizontalController:
             status_replicas=int((target.manifest.get("status") or {}).get("replicas") or 0),
             selector=selector_text(spec.get("selector")),
         )
-        readings = self._readings(namespace, spec.get("selector") or {})
+        readings = self._readings(hpa, namespace, spec.get("selector") or {}, now=now)
         history = self._histories.get(key)
         if history is None:
             history = await self._rebuilt_history(hpa, target, now)
@@ -372,11 +451,23 @@ class HorizontalController:
             except FleetError as exc:
                 decision = failed_rescale(decision, error=exc.message, now=now)
         self._histories[key] = decision.history
-        await self._record_status(record, decision.status, cause.kwargs())
+        why = None
+        if not decision.rescale and _reasons(decision.status) != _reasons(
+            record.manifest.get("status") or {}
+        ):
+            why = {**decision.why, "hpa": name, "conditions": _reasons(decision.status)}
+        await self._record_status(record, decision.status, cause.kwargs(), why=why)
         at = recheck_at(decision, hpa, self.options, now)
         return None if at is None else int(at * 1e9)
 
-    def _readings(self, namespace: str, selector: Mapping[str, Any]) -> Readings:
+    def _readings(
+        self,
+        hpa: HorizontalPodAutoscaler,
+        namespace: str,
+        selector: Mapping[str, Any],
+        *,
+        now: float,
+    ) -> Readings:
         pods = [
             r
             for r in self._projection.model.list("Pod", namespace)
@@ -386,9 +477,48 @@ class HorizontalController:
         usage_of = {
             r.name: u for r in pods if (u := self.metrics.of(namespace, r.name)) is not None
         }
+        now_ns = int(now * 1e9)
+        pods_metrics: dict[str, dict[str, Sample]] = {}
+        objects: dict[tuple[str, str, str], int] = {}
+        external: dict[str, tuple[int, ...]] = {}
+        for spec in hpa.spec.metrics or ():
+            if spec.type == "Pods" and spec.pods is not None:
+                metric = spec.pods.metric
+                wanted = _metric_selector(metric.selector)
+                per_pod = {}
+                for r in pods:
+                    found = self.metrics.series(
+                        ("pods", namespace, "Pod", r.name, metric.name),
+                        selector=wanted, now_ns=now_ns,
+                    )  # fmt: skip
+                    if found:
+                        per_pod[r.name] = _summed(found)
+                if per_pod:
+                    pods_metrics[metric.name] = per_pod
+            elif spec.type == "Object" and spec.object is not None:
+                described, metric = spec.object.described_object, spec.object.metric
+                found = self.metrics.series(
+                    ("objects", namespace, described.kind, described.name, metric.name),
+                    selector=_metric_selector(metric.selector), now_ns=now_ns,
+                )  # fmt: skip
+                if found:
+                    objects[(described.kind, described.name, metric.name)] = sum(
+                        s.milli_value for s in found
+                    )
+            elif spec.type == "External" and spec.external is not None:
+                metric = spec.external.metric
+                found = self.metrics.series(
+                    ("external", namespace, "", "", metric.name),
+                    selector=_metric_selector(metric.selector), now_ns=now_ns,
+                )  # fmt: skip
+                if found:
+                    external[metric.name] = tuple(s.milli_value for s in found)
         return Readings(
             pods=tuple(pod_info(r) for r in pods),
             resources=resource_samples((r.name for r in pods), usage_of),
+            pods_metrics=pods_metrics,
+            objects=objects,
+            external=external,
         )
 
     async def _rebuilt_history(
@@ -440,14 +570,23 @@ class HorizontalController:
         return history
 
     async def _record_status(
-        self, record: ObjectRecord, status: dict[str, Any], cause: Mapping[str, Any]
+        self,
+        record: ObjectRecord,
+        status: dict[str, Any],
+        cause: Mapping[str, Any],
+        *,
+        why: dict[str, Any] | None = None,
     ) -> None:
         if status == (record.manifest.get("status") or {}):
             return
+        body: dict[str, Any] = {"name": record.name, "namespace": record.namespace}
+        body["status"] = status
+        if why is not None:
+            body["why"] = why
         outcome = await self._commands.send(
             KIND,
             "status",
-            {"name": record.name, "namespace": record.namespace, "status": status},
+            body,
             idempotency_key=f"{ROLE}.status.{record.uid}.{record.version}",
             expected_version=record.version,
             **cause,

@@ -457,7 +457,9 @@ class Execute:
             current.scale(replicas=body.replicas, reason=body.reason, at=at, why=body.why)
         elif isinstance(body, StatusBody):
             assert isinstance(current, Workload | HorizontalPodAutoscaler | PodDisruptionBudget)
-            current.update_status(status=ctx.status, annotations=body.annotations, at=at)
+            current.update_status(
+                status=ctx.status, annotations=body.annotations, at=at, why=body.why
+            )
         elif isinstance(body, NodeBody):
             assert isinstance(current, Node)
             if command.verb == "cordon":

@@ -13,6 +13,7 @@ to it the commands, which live in modules by what they act on:
   ``workloads``   scale, rollout …: a deployment's replicas and rollouts
   ``nodes``       cordon, uncordon, drain
   ``mesh``        mesh status: the Envoy proxies and what they run
+  ``metrics``     metrics publish, metrics load: workload metrics and simulated load by hand
   ``observe``     logs, top, history, events
   ``wait``        wait: until objects reach a state
   ``replay``      replay, diff: the cluster at a point of the log
@@ -43,6 +44,7 @@ from ops.cli.access import auth_group, config_group, user_group
 from ops.cli.audit import audit, why
 from ops.cli.cluster import agent, gateway, scheduler, sim, up
 from ops.cli.mesh import mesh
+from ops.cli.metrics import metrics
 from ops.cli.nodes import cordon, drain, uncordon
 from ops.cli.objects import apply, delete, describe, get
 from ops.cli.observe import events, history, logs, top
@@ -179,5 +181,6 @@ for _command in (
     *(why, audit),
     *(auth_group, config_group, user_group),
     mesh,
+    metrics,
 ):
     main.add_command(_command)

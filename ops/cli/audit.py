@@ -115,28 +115,34 @@ async def _with_admission(nc: Any, chain: list[Link]) -> None:
             return
 
 
+def _decided(event: StoredEvent) -> bool:
+    """A ``ScaledTo`` or an HPA's recorded "no change" (a status event) with a why record."""
+    e = event.envelope
+    return (e.type == "ScaledTo" or e.type.endswith("StatusUpdated")) and bool(e.payload.get("why"))
+
+
 def decision_lines(chain: list[Link], history: list[StoredEvent]) -> list[str]:
-    """An autoscaler's reasons: each ``ScaledTo`` of the chain that carries a why record, or
-    else the object's last one (so ``why deployment/web`` explains its replica count even when
-    a status record came after the scale)."""
+    """An autoscaler's reasons: each ``ScaledTo`` (or an HPA's recorded "no change") of the
+    chain that carries a why record, or else the object's last one (so ``why deployment/web``
+    explains its replica count even when a status record came after the scale, and ``why
+    hpa/web`` why it did not scale)."""
     from ops.render.autoscaling import why_lines
 
-    scaled = [
-        link.event
-        for link in chain
-        if link.event is not None
-        and link.event.envelope.type == "ScaledTo"
-        and link.event.envelope.payload.get("why")
-    ]
+    scaled = [link.event for link in chain if link.event is not None and _decided(link.event)]
     title = "Why it scaled"
     if not scaled:
-        last = next((ev for ev in reversed(history) if ev.envelope.type == "ScaledTo"), None)
-        if last is None or not last.envelope.payload.get("why"):
+        last = next(
+            (ev for ev in reversed(history) if ev.envelope.type == "ScaledTo" or _decided(ev)),
+            None,
+        )
+        if last is None or not _decided(last):
             return []
         scaled, title = [last], "Last autoscaling decision"
     lines = []
     for ev in scaled:
-        lines.append(f"{title} (ScaledTo #{ev.seq} at {render.iso(ev.envelope.timestamp_ns)}):")
+        kind = ev.envelope.type
+        heading = title if kind == "ScaledTo" else "Why it did not scale"
+        lines.append(f"{heading} ({kind} #{ev.seq} at {render.iso(ev.envelope.timestamp_ns)}):")
         lines += [f"  {line}" for line in why_lines(ev.envelope.payload["why"])]
     return lines
 

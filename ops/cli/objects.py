@@ -458,6 +458,11 @@ async def describe(
         if resolved == "HorizontalPodAutoscaler":
             until = point.seq if point is not None else None
             decision = await _last_decision(s, items[0], scope, until_seq=until)
+            unchanged = _last_no_change(history, until_seq=until)
+            if decision is None:
+                decision = unchanged
+            elif unchanged is not None and unchanged["seq"] > decision["seq"]:
+                decision = {**decision, "since": unchanged}
     events = [ev for ev in history if ev.seq >= created_seq]
     click.echo(
         render.describe(
@@ -465,6 +470,18 @@ async def describe(
             decision=decision,
         )
     )  # fmt: skip
+
+
+def _last_no_change(history: list[Any], *, until_seq: int | None) -> dict[str, Any] | None:
+    """The HPA's last recorded "no change" (a status event carrying a why record)."""
+    for ev in reversed(history):
+        e = ev.envelope
+        if until_seq is not None and ev.seq > until_seq:
+            continue
+        why = e.payload.get("why") if e.type.endswith("StatusUpdated") else None
+        if isinstance(why, dict):
+            return {"seq": ev.seq, "at_ns": e.timestamp_ns, "why": why, "type": e.type}
+    return None
 
 
 async def _last_decision(

@@ -2,7 +2,9 @@
 
 Why this exists: the HPA controller stores, in each ``ScaledTo`` it causes, what it decided
 from (``core.autoscaling.horizontal``'s why record: each metric's figures, the recommendation
-before limits, the window or policy that held it). ``fleetlog why deployment/web`` and
+before limits, the window or policy that held it), and the same record in the HPA's status
+event when an evaluation changed no count but changed its reason (the recorded "no change",
+with each condition's status and reason). ``fleetlog why deployment/web`` and
 ``fleetlog describe hpa`` print it from the log alone, without the metrics stream (which
 forgets in an hour).
 """
@@ -75,6 +77,11 @@ def why_lines(why: Mapping[str, Any]) -> list[str]:
             )
     if why.get("error"):
         lines.append(f"error: {why['error']}")
+    conditions = why.get("conditions") or {}
+    if conditions:
+        lines.append(
+            "conditions: " + ", ".join(f"{kind} {state}" for kind, state in conditions.items())
+        )
     return lines
 
 

@@ -32,7 +32,8 @@ def describe(
     events of its replica sets or pods; every event is in ``fleetlog history``). A deployment
     shows its counts and replica sets first, as kubectl does; a service its addresses, ports
     and the ready endpoints of ``endpoint_slices``; an HPA its conditions and its last
-    ``decision`` (the why of the ``ScaledTo`` it caused: ``{"seq", "at_ns", "why"}``)."""
+    ``decision`` (the why of the ``ScaledTo`` it caused: ``{"seq", "at_ns", "why"}``; or of
+    its recorded "no change", with ``type``; a "no change" after the scale as ``since``)."""
     import yaml
 
     from projections import kube_events
@@ -97,8 +98,16 @@ def describe(
         if decision is None:
             lines.append("Last decision:  <none>")
         else:
-            lines.append(f"Last decision:  ScaledTo #{decision['seq']} at {iso(decision['at_ns'])}")
+            what = decision.get("type", "ScaledTo")
+            lines.append(f"Last decision:  {what} #{decision['seq']} at {iso(decision['at_ns'])}")
             lines += [f"  {line}" for line in why_lines(decision["why"])]
+            since = decision.get("since")
+            if since is not None:
+                lines.append(
+                    f"Since then, no change:  {since['type']} #{since['seq']} at "
+                    f"{iso(since['at_ns'])}"
+                )
+                lines += [f"  {line}" for line in why_lines(since["why"])]
     shown = kube_events.correlate(kube_events.events_of(item, events, related))
     lines += event_lines(shown, now_ns)
     return "\n".join(lines)

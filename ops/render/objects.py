@@ -267,7 +267,8 @@ _METRIC_SOURCES = {"Resource": "resource", "ContainerResource": "containerResour
 
 def _hpa_target(spec: dict[str, Any], current: dict[str, Any] | None) -> str:
     """One metric of kubectl's TARGETS: ``current/target``, the resource named first for
-    Resource and ContainerResource metrics (``cpu: 85%/50%``), ``<unknown>`` before a reading."""
+    Resource and ContainerResource metrics (``cpu: 85%/50%``), `` (avg)`` after an Object or
+    External AverageValue target, ``<unknown>`` before a reading."""
     kind = spec.get("type", "")
     source_key = _METRIC_SOURCES.get(kind, "")
     source = spec.get(source_key) or {}
@@ -280,6 +281,8 @@ def _hpa_target(spec: dict[str, Any], current: dict[str, Any] | None) -> str:
         )
     elif target.get("type") == "AverageValue":
         text = f"{now.get('averageValue', '<unknown>')}/{target.get('averageValue')}"
+        if kind in ("Object", "External"):
+            text += " (avg)"  # kubectl marks a per-pod target of one object's or series' value
     else:
         text = f"{now.get('value', '<unknown>')}/{target.get('value')}"
     if kind in ("Resource", "ContainerResource"):

@@ -129,3 +129,29 @@ def test_behind_the_wall_reads_are_signed_and_authorized(cluster: Cluster, tmp_p
         "message": "the query is not signed: this cluster answers only queries signed with a "
         "user's credentials (fleetlog config get-contexts; --credentials)",
     }
+
+
+def test_a_workloads_identity_publishes_its_namespaces_metrics_only(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A user in ``fleetlog:metrics-publishers:shop`` (the wall's generated permissions, from
+    the log's User) stores External and Pods samples of ``shop``; another namespace's are
+    refused by the server."""
+    cluster.up()
+    seed_file = tmp_path / "shop-metrics.nk"
+    cluster.cli(
+        "user", "create", "shop-metrics", "--group", "fleetlog:metrics-publishers:shop",
+        "--output", str(seed_file),
+    )  # fmt: skip
+    as_workload = ("--credentials", str(seed_file))
+    publish = (*as_workload, "metrics", "publish", "external", "queue_depth", "5")
+    wait_for(lambda: cluster.cli(*publish, "-n", "shop", check=False).returncode == 0, 30)
+    stored = cluster.cli(*as_workload, "metrics", "publish", "pod/web-1", "rps", "12", "-n", "shop")
+    assert stored.stdout.startswith("published fleet.metrics.custom.shop.pods.web-1.rps")
+    refused = cluster.cli(*publish, "-n", "default", check=False)
+    assert refused.returncode == 1, refused.stdout
+    assert (
+        'the server refused the sample (nats: permissions violation for publish to "fleet.metrics'
+        ".external.default.queue_5fdepth\"): default's metrics are published by users in the "
+        "group fleetlog:metrics-publishers:default"
+    ) in refused.stderr

@@ -51,10 +51,11 @@ class Step:
     comment: str
 
 
-def walk_through_commands(readme: str) -> list[Step]:
-    """The shell commands of the README's "A short walk-through" block: one per line, a heredoc
-    kept whole with its command, comment-only lines dropped (a trailing comment kept apart)."""
-    section = readme.split("## A short walk-through", 1)[1]
+def walk_through_commands(readme: str, heading: str = "## A short walk-through") -> list[Step]:
+    """The shell commands of the README's first ``sh`` block under ``heading`` ("A short
+    walk-through" unless told): one per line, a heredoc kept whole with its command,
+    comment-only lines dropped (a trailing comment kept apart)."""
+    section = readme.split(f"{heading}\n", 1)[1]
     block = section.split("```sh\n", 1)[1].split("\n```", 1)[0]
     lines = block.splitlines()
     steps: list[Step] = []
@@ -131,6 +132,13 @@ class Shell:
         )  # fmt: skip
         assert result.returncode == 0, f"{command!r} exited {result.returncode}: {result.stderr}"
         return result
+
+    def run_unchecked(self, command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """A command whose failure the caller looks at (one retried until a job is ready)."""
+        return subprocess.run(
+            ["bash", "-c", command], cwd=self.workdir, env=self.env, capture_output=True,
+            text=True, timeout=timeout,
+        )  # fmt: skip
 
     def start(self, command: str) -> subprocess.Popen[bytes]:
         """A job the README runs with ``&`` (or until Ctrl-C): its own process group, so the

@@ -12,7 +12,10 @@ import json
 
 import pytest
 
+from streams.eventstore import EventStore
+from streams.subjects import event_subject
 from tests.integration.test_apiserver import API, api  # noqa: F401  (the fixture)
+from tests.integration.test_apiserver_secrets import Kubectl, kubectl  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -50,3 +53,63 @@ async def test_the_door_stores_an_hpa_with_defaults_and_refuses_min_above_max(
     ]  # fmt: skip
     status, got = await api.request("GET", URL + "/web")
     assert status == 200 and got["spec"]["maxReplicas"] == 5
+
+
+STATUS = {
+    "currentReplicas": 2,
+    "desiredReplicas": 3,
+    "currentMetrics": [
+        {"type": "Resource", "resource": {"name": "cpu",
+         "current": {"averageUtilization": 85, "averageValue": "85m"}}}
+    ],
+    "conditions": [
+        {"type": "AbleToScale", "status": "True", "reason": "SucceededRescale",
+         "message": "the HPA controller was able to update the target scale to 3",
+         "lastTransitionTime": "2026-12-06T07:00:00Z"}
+    ],
+}  # fmt: skip
+
+
+async def test_kubectl_reads_and_patches_an_hpas_status_subresource(
+    kubectl: Kubectl,  # noqa: F811
+    store: EventStore,
+) -> None:
+    """``horizontalpodautoscalers/status`` as for deployments: GET answers the object, a PATCH
+    records the status through the gateway's ``status`` command (the spec in it ignored), and
+    ``kubectl get hpa`` prints TARGETS from that status, ``describe`` its metrics."""
+    await kubectl("apply", "-f", "-", stdin=hpa(5).decode())
+    got = json.loads(await kubectl("get", "--raw", f"{URL}/web/status"))
+    assert got["kind"] == "HorizontalPodAutoscaler" and got["spec"]["maxReplicas"] == 5
+    patch = json.dumps({"status": STATUS, "spec": {"maxReplicas": 50}})
+    await kubectl(
+        "patch", "hpa", "web", "--subresource=status", "--type=merge", "-p", patch
+    )  # fmt: skip
+    events = await store.read_subject(event_subject("HorizontalPodAutoscaler", "default", "web"))
+    assert events[-1].envelope.type == "HorizontalPodAutoscalerStatusUpdated"
+    after = json.loads(await kubectl("get", "hpa", "web", "--subresource=status", "-o", "json"))
+    assert after["status"]["desiredReplicas"] == 3
+    assert after["spec"]["maxReplicas"] == 5  # a status write leaves the spec alone
+    table = (await kubectl("get", "hpa", "web")).splitlines()
+    assert table[0].split()[:4] == ["NAME", "REFERENCE", "TARGETS", "MINPODS"]
+    assert "cpu: 85%/80%" in table[1] and "Deployment/web" in table[1]
+    described = await kubectl("describe", "hpa", "web")
+    assert "85% (85m) / 80%" in described, described
+    assert "SucceededRescale" in described
+
+
+async def test_a_put_of_an_invalid_hpa_status_is_refused_and_appends_nothing(
+    api: API,  # noqa: F811
+) -> None:
+    status, created = await api.request("POST", URL, hpa(5), **JSON)
+    assert status == 201, created
+    last = await api.store.stream_last_seq()
+    body = {**created, "status": {"currentReplicas": "many"}}
+    status, refused = await api.request("PUT", f"{URL}/web/status", json.dumps(body).encode(),
+                                        **JSON)  # fmt: skip
+    assert (status, refused["reason"]) == (422, "Invalid"), refused
+    assert "currentReplicas" in refused["message"]
+    assert await api.store.stream_last_seq() == last
+    body["status"] = STATUS
+    status, written = await api.request("PUT", f"{URL}/web/status", json.dumps(body).encode(),
+                                        **JSON)  # fmt: skip
+    assert status == 200 and written["status"]["desiredReplicas"] == 3, written

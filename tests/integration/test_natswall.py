@@ -19,12 +19,24 @@ from nats.errors import TimeoutError as NatsTimeout
 from handlers.gateway import QUEUE_GROUP
 from streams import connection, logreader
 from streams.connection import Refused, connect
-from streams.definitions import FLEET_STREAM, LEADER_BUCKET, ensure_streams
+from streams.definitions import FLEET_STREAM, LEADER_BUCKET, METRICS_STREAM, ensure_streams
 from streams.eventstore import EventStore
 from streams.identity import Credentials, generate_seed
-from streams.natsauth import NatsUser, Profile, authorization_config
+from streams.natsauth import (
+    METRICS_PUBLISHERS_GROUP,
+    SIM_LOAD_SUBJECT,
+    NatsUser,
+    Profile,
+    authorization_config,
+    metrics_namespaces_of,
+)
 from streams.server import EmbeddedServer, free_port
 from streams.subjects import POD_CONFIG_SUBJECT
+from streams.telemetry import (
+    custom_pod_metric_subject,
+    external_metric_subject,
+    metric_sample_body,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -194,3 +206,37 @@ async def test_a_revoked_user_is_disconnected_and_refused(walled: Walled) -> Non
         await connect(walled.server.url, name="alice", credentials=walled.alice, reconnect=False)
     async with _as(walled, walled.bob) as bob:
         assert bob.is_connected
+
+
+async def test_a_metrics_publisher_publishes_its_namespaces_metrics_only(walled: Walled) -> None:
+    """A workload's identity (a user in ``fleetlog:metrics-publishers:shop``) stores samples
+    on its namespace's custom and external subjects; another namespace's, and a plain user's,
+    are refused by the server; an admin sets the simulator's load."""
+    carol = Credentials(generate_seed())
+    namespaces = metrics_namespaces_of([f"{METRICS_PUBLISHERS_GROUP}:shop"])
+    users = [*walled.users(), NatsUser(carol.public_key, Profile.USER, "carol", metrics=namespaces)]
+    walled.server.reload(authorization=authorization_config(users))
+    ours = custom_pod_metric_subject("shop", "web-1", "rps")
+    theirs = external_metric_subject("default", "queue_depth")
+    body = metric_sample_body(value="5")
+    async with _as(walled, carol) as nc, _as(walled, walled.control) as control:
+        await _until(lambda: nc.is_connected, "carol admitted")
+        ack = await nc.jetstream().publish(ours, body, timeout=5)
+        stored = await control.jetstream().get_msg(METRICS_STREAM, ack.seq)
+        assert stored.subject == ours
+        await nc.publish(theirs, body)
+        await nc.flush()
+        await _violation(f'publish to "{theirs}"')
+    async with _as(walled, walled.alice) as alice:
+        await alice.publish(ours, body)
+        await alice.flush()
+        await _violation(f'publish to "{ours}"')
+
+    async def simulator(msg: Msg) -> None:
+        await msg.respond(b'{"pods": 0}')
+
+    async with _as(walled, walled.control) as control, _as(walled, walled.admin) as admin:
+        await control.subscribe(SIM_LOAD_SUBJECT, cb=simulator)
+        await control.flush()
+        reply = await admin.request(SIM_LOAD_SUBJECT, b"{}", timeout=5)
+        assert reply.data == b'{"pods": 0}'

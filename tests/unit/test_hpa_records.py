@@ -91,3 +91,31 @@ def test_a_manual_scale_is_stored_exactly_as_before_the_why_existed() -> None:
     )
     deployment.scale(replicas=2, reason="by hand", at=AT)
     assert recorded(deployment)[-1].payload == {"replicas": 2, "previous": 1, "reason": "by hand"}
+
+
+def test_an_hpas_no_change_status_carries_its_why_and_other_statuses_are_stored_as_before() -> None:
+    hpa = HorizontalPodAutoscaler.create(
+        None, agg_id="HorizontalPodAutoscaler/default/web", manifest=HPA, uid="u", at=AT
+    )
+    held = {**WHY, "desiredReplicas": 1, "conditions": {"ScalingLimited": "True/TooManyReplicas"}}
+    hpa.update_status(status={"currentReplicas": 1}, annotations={}, at=AT, why=held)
+    hpa.update_status(status={"currentReplicas": 2}, annotations={}, at=AT)
+    first, second = recorded(hpa)[1:]
+    assert first.payload["why"] == held
+    assert payload_problem("HorizontalPodAutoscalerStatusUpdated", first.payload) is None
+    assert second.payload == {"status": {"currentReplicas": 2}, "annotations": {}}
+    command = parse_command(
+        "HorizontalPodAutoscaler",
+        "status",
+        {"v": 1, "id": "hpa-0000002", "actor": "system:horizontal-pod-autoscaler",
+         "body": {"name": "web", "status": {"currentReplicas": 1}, "why": held}},
+    )  # fmt: skip
+    assert command.body.why == held  # type: ignore[attr-defined]
+
+
+def test_a_workloads_status_takes_no_why() -> None:
+    deployment = Deployment.create(
+        None, agg_id="Deployment/default/web", manifest={"spec": {"replicas": 1}}, uid="u", at=AT
+    )
+    with pytest.raises(InvalidTransition, match="only a horizontal pod autoscaler"):
+        deployment.update_status(status={"replicas": 1}, annotations={}, at=AT, why=WHY)

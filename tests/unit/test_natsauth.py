@@ -6,9 +6,12 @@ from __future__ import annotations
 from streams.identity import Credentials, generate_seed
 from streams.natsauth import (
     MASTERS_GROUP,
+    METRICS_PUBLISHERS_GROUP,
+    SIM_LOAD_SUBJECT,
     NatsUser,
     Profile,
     authorization_config,
+    metrics_namespaces_of,
     permissions,
     profile_of,
 )
@@ -59,3 +62,17 @@ def test_the_configuration_admits_exactly_the_users_given() -> None:
     assert text.startswith("authorization {")
     assert text.count('"nkey"') == 2
     assert all(u.public_key in text for u in users)
+
+
+def test_metrics_publishers_get_their_namespaces_metric_subjects_and_admins_all() -> None:
+    assert metrics_namespaces_of(["dev", f"{METRICS_PUBLISHERS_GROUP}:shop"]) == ("shop",)
+    assert metrics_namespaces_of([f"{METRICS_PUBLISHERS_GROUP}:a", METRICS_PUBLISHERS_GROUP]) == (
+        "*",
+    )
+    assert metrics_namespaces_of([f"{METRICS_PUBLISHERS_GROUP}:"]) == ()
+    key = Credentials(generate_seed()).public_key
+    shop = permissions(NatsUser(key, Profile.USER, "w", metrics=("shop",)))["publish"]["allow"]
+    assert shop[2:] == ["fleet.metrics.custom.shop.>", "fleet.metrics.external.shop.>"]
+    assert permissions(_user(Profile.USER))["publish"]["allow"] == ["fleet.cmd.>", "fleet.qry.>"]
+    admin = permissions(_user(Profile.ADMIN))["publish"]["allow"]
+    assert {"fleet.metrics.custom.>", "fleet.metrics.external.>", SIM_LOAD_SUBJECT} <= set(admin)

@@ -43,6 +43,21 @@ def test_targets_before_a_reading_and_beyond_two_metrics() -> None:
     assert hpa_targets(hpa([])) == "<none>"
 
 
+def test_object_and_external_average_value_targets_are_marked_avg_as_kubectl_does() -> None:
+    queue = {"type": "External", "external": {"metric": {"name": "queue_depth"},
+             "target": {"type": "AverageValue", "averageValue": "10"}}}  # fmt: skip
+    hits = {"type": "Object", "object": {
+        "describedObject": {"apiVersion": "v1", "kind": "Service", "name": "web"},
+        "metric": {"name": "hits"}, "target": {"type": "Value", "value": "100"}}}  # fmt: skip
+    status = {"currentMetrics": [
+        {"type": "External", "external": {"metric": {"name": "queue_depth"},
+                                          "current": {"averageValue": "40"}}},
+        {"type": "Object", "object": {"metric": {"name": "hits"}, "current": {"value": "300"}}},
+    ]}  # fmt: skip
+    assert hpa_targets(hpa([queue, hits], status)) == "40/10 (avg), 300/100"
+    assert hpa_targets(hpa([queue])) == "<unknown>/10 (avg)"
+
+
 def test_the_row_has_kubectls_columns() -> None:
     item = {"name": "web", "namespace": "default", "created_ns": NOW - 90 * 10**9,
             "manifest": hpa([cpu(50)], {"currentReplicas": 3})}  # fmt: skip

@@ -11,9 +11,10 @@ what controllers and node agents record through events (a pod's phase from its n
 a node's conditions from its heartbeats, a service's addresses from allocation). A write is
 accepted only where it maps onto a command the gateway has:
 
-* Deployment and ReplicaSet: the gateway's ``status`` command, the one their controllers send
-  (validated against the kind's status schema, admitted and audited like theirs). As in
-  Kubernetes, the workload's controller records its own observation again on its next sync.
+* Deployment, ReplicaSet and HorizontalPodAutoscaler: the gateway's ``status`` command, the
+  one their controllers send (validated against the kind's status schema, admitted and audited
+  like theirs). As in Kubernetes, the controller records its own observation again on its next
+  sync (the HPA controller on its next evaluation).
 * every other kind: a write that leaves the status as it is changes nothing and answers the
   object; one that would change it is refused with 405 MethodNotAllowed and a message saying
   who records that status, rather than appearing to succeed while nothing is recorded.
@@ -44,7 +45,7 @@ from projections.cluster import ObjectRecord
 if TYPE_CHECKING:
     from handlers.apiserver.resources import Caller, Resources
 
-WRITABLE_STATUS = frozenset({"Deployment", "ReplicaSet"})
+WRITABLE_STATUS = frozenset({"Deployment", "ReplicaSet", "HorizontalPodAutoscaler"})
 """Kinds whose status a client may write: those with the gateway's ``status`` command."""
 RECORDED_BY = {
     "Pod": "the scheduler and the node agent running it",
