@@ -35,6 +35,7 @@ from core.api.commands import (
 )
 from core.api.manifests import dump_manifest, parse_manifest
 from core.autoscaling.model import HorizontalPodAutoscalerStatus
+from core.autoscaling.vertical_model import VerticalPodAutoscalerStatus
 from core.disruption.model import PodDisruptionBudgetStatus
 from core.errors import FleetError, NotFound, ValidationFailed
 from core.meta.aggregate import Resource
@@ -72,6 +73,7 @@ STATUS_MODELS: dict[str, type[K8sModel]] = {
     "ReplicaSet": ReplicaSetStatus,
     "HorizontalPodAutoscaler": HorizontalPodAutoscalerStatus,
     "PodDisruptionBudget": PodDisruptionBudgetStatus,
+    "VerticalPodAutoscaler": VerticalPodAutoscalerStatus,
 }
 
 
