@@ -1,8 +1,8 @@
 """The HorizontalPodAutoscaler aggregate: a stored object whose status its controller records.
 
 Why this exists: the gateway stores every kind through an aggregate (``core.api.catalog``).
-Beyond the common create / apply / delete, an HPA (and a VPA) takes the ``status`` verb (Kubernetes'
-``horizontalpodautoscalers/status``): the HPA controller records currentReplicas,
+Beyond the common create / apply / delete, an HPA (and a VPA) takes the ``status`` verb
+(Kubernetes' ``horizontalpodautoscalers/status``): the HPA controller records currentReplicas,
 desiredReplicas, currentMetrics, conditions and lastScaleTime as a
 ``HorizontalPodAutoscalerStatusUpdated`` event. Its scaling decisions are ``ScaledTo`` events
 on the target, carrying the why record.

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from core.autoscaling.vertical_model import VerticalPodAutoscalerSpec
 from core.meta.quantity import canonical_quantity, cpu_millis, memory_bytes
 
 HALF_LIFE_S: Final = 24 * 3600.0
@@ -400,6 +401,20 @@ class Policy:
     max_allowed: Mapping[str, int] = field(default_factory=dict)
     controlled_resources: tuple[str, ...] = ("cpu", "memory")
     controlled_values: str = "RequestsAndLimits"
+
+
+def policy_of(spec: VerticalPodAutoscalerSpec, container: str) -> Policy:
+    """A container's resource policy as the recommender reads it (defaults when none)."""
+    given = spec.policy_for(container)
+    if given is None:
+        return Policy()
+    return Policy(
+        mode=given.mode or "Auto",
+        min_allowed={r: amount_of(r, q) for r, q in (given.min_allowed or {}).items()},
+        max_allowed={r: amount_of(r, q) for r, q in (given.max_allowed or {}).items()},
+        controlled_resources=tuple(given.controlled_resources or ("cpu", "memory")),
+        controlled_values=given.controlled_values or "RequestsAndLimits",
+    )
 
 
 def cap(amounts: Mapping[str, int], policy: Policy) -> tuple[dict[str, int], list[str]]:

@@ -87,6 +87,15 @@ def test_memory_counts_one_peak_per_24h_interval() -> None:
     assert not c.add_memory(300 * MI, T0 + 30)  # older than the last sample: dropped
 
 
+def test_a_zero_peak_is_not_replaced_within_its_interval() -> None:
+    # container.go: a higher sample replaces the peak only when the old peak is not 0
+    agg = Aggregate()
+    c = ContainerState(agg)
+    c.add_memory(0, T0)
+    c.add_memory(500 * MI, T0 + 60)
+    assert agg.memory_peaks.max_bucket == 0
+
+
 def test_the_oom_bump_is_the_larger_of_100mi_and_20_percent() -> None:
     c = ContainerState(Aggregate())
     c.add_memory(50 * MI, T0)
