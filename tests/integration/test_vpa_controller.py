@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from nats.aio.client import Client
 
 from core.meta.quantity import cpu_millis, memory_bytes
+from handlers.agent.pods import PodRecorder
 from handlers.autoscaler.vertical import ACTOR, UPDATER_ACTOR, UpdaterOptions, VerticalController
 from handlers.simusage import LOAD_SUBJECT, SimulatedUsage
 from projections.cluster import ClusterModel, ObjectRecord
@@ -24,6 +26,7 @@ from streams.audit import read_audit
 from streams.commandbus import CommandClient
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
+from streams.repository import AggregateRepository
 from streams.subjects import event_subject
 from tests.integration.support import cli, eventually, workload_roles
 
@@ -255,3 +258,42 @@ async def test_a_vpa_on_a_missing_target_says_so(
             'Cannot read targetRef: deployments.apps "web" not found'
         )
         assert conditions["RecommendationProvided"]["status"] == "False"
+
+
+@pytest.mark.usefixtures("gateway")
+async def test_an_oom_kill_bumps_the_memory_recommendation(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+) -> None:
+    async with vertical(nc, store, projection):
+        await client.send("Deployment", "create", {"manifest": deployment()})
+        await client.send("VerticalPodAutoscaler", "create", {"manifest": vpa("Off")})
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
+        [pod] = pods(projection)
+        await set_load(nc, cpu="100m", memory="300Mi")
+
+        async def recommended() -> bool:
+            return memory_bytes(target(projection).get("memory", "0")) > 300 * MI
+
+        await eventually(recommended, timeout=30)
+        before = memory_bytes(target(projection)["memory"])
+        assert before < 400 * MI
+        # The node agent records the kill as it records any exit (here for the simulated node).
+        node = pod.manifest["spec"]["nodeName"]
+        recorder = PodRecorder(AggregateRepository(store), actor=f"system:node:{node}", node=node)
+        now = time.time_ns()
+        await recorder.record(
+            "default", pod.name, step="oom",
+            decide=lambda p, at: p.exit_container(
+                container="app", exit_code=137, reason="OOMKilled", node=node,
+                started_at_ns=now - 10**9, finished_at_ns=now, at=at,
+            ),
+        )  # fmt: skip
+
+        async def bumped() -> bool:
+            return memory_bytes(target(projection).get("memory", "0")) >= 400 * MI * 1.15
+
+        # used = max(request 64Mi, peak 300Mi); needed = max(300Mi + 100Mi, 300Mi * 1.2) = 400Mi
+        await eventually(bumped, timeout=30)
+        last = (await recorded(store))[-1].envelope.payload["why"]["containers"]["app"]
+        assert last["ooms"] == 1
+        assert last["memoryPeakBytes"]["p90"] >= 400 * MI
