@@ -37,8 +37,12 @@ from core.api.commands import (
 from core.api.manifests import dump_manifest, parse_manifest
 from core.autoscaling.model import HorizontalPodAutoscalerStatus
 from core.autoscaling.vertical import amount_of, apply_to_container, policy_of
+from core.autoscaling.vertical_model import (
+    DEPRECATED_AUTO,
+    UPDATE_MODES,
+    VerticalPodAutoscalerStatus,
+)
 from core.autoscaling.vertical_model import VerticalPodAutoscaler as VerticalPodAutoscalerModel
-from core.autoscaling.vertical_model import VerticalPodAutoscalerStatus
 from core.disruption.model import PodDisruptionBudgetStatus
 from core.errors import FleetError, NotFound, ValidationFailed
 from core.meta.aggregate import Resource
@@ -67,6 +71,13 @@ from streams.subjects import AggregateRef
 VPA_UPDATES_ANNOTATION = "vpaUpdates"
 """What the VPA's admission changed in a pod (the VPA writes the same annotation)."""
 VPA_OBSERVED_ANNOTATION = "vpaObservedContainers"
+AUTO_DEPRECATION = (
+    f'spec.updatePolicy: "{DEPRECATED_AUTO}" mode is deprecated and will be removed in a future '
+    "API version. Use explicit update modes like: "
+    f"[{' '.join(m for m in UPDATE_MODES if m != DEPRECATED_AUTO)}]. See "
+    "https://github.com/kubernetes/autoscaler/issues/8424 for more details."
+)
+"""The VPA admission controller's warning for the deprecated ``Auto`` (read as Recreate)."""
 
 TEMPLATE_KINDS = frozenset({"Deployment", "ReplicaSet"})
 """The kinds with a pod template, which Pod Security checks at ``warn`` and ``audit``."""
@@ -397,6 +408,8 @@ class VerticalPodAutoscalerRequests:
 
     name = "VerticalPodAutoscaler"
     phase: Phase = "mutating"
+    # The VPA's webhook also validates VPAs: their schema is checked on the way in
+    # (``core.autoscaling.vertical_model``); what it only warns about is warned here.
 
     def __init__(self, repository: AggregateRepository, vpas: Projection[ClusterModel]) -> None:
         self._repository = repository
@@ -423,6 +436,12 @@ class VerticalPodAutoscalerRequests:
         return chain
 
     async def __call__(self, review: Review) -> None:
+        if review.kind == "VerticalPodAutoscaler" and review.manifest is not None:
+            policy = (review.manifest.get("spec") or {}).get("updatePolicy") or {}
+            if policy.get("updateMode") == DEPRECATED_AUTO:
+                review.warnings.append(AUTO_DEPRECATION)
+                review.note(self.name, "warned", AUTO_DEPRECATION)
+            return
         if not review.creates_pod or review.manifest is None:
             return
         assert review.ctx.ref is not None

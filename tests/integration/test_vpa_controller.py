@@ -246,7 +246,11 @@ async def test_a_vpa_on_a_missing_target_says_so(
     nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
 ) -> None:
     async with vertical(nc, store, projection):
-        await client.send("VerticalPodAutoscaler", "create", {"manifest": vpa("Off")})
+        outcome = await client.send("VerticalPodAutoscaler", "create", {"manifest": vpa("Auto")})
+        # Auto is accepted as the deprecated name of Recreate, with the VPA's warning
+        [warning] = outcome.warnings
+        assert warning.startswith('spec.updatePolicy: "Auto" mode is deprecated')
+        assert "[Off Initial Recreate InPlaceOrRecreate InPlace]" in warning
 
         async def unsupported() -> bool:
             conditions = (the_vpa(projection).get("status") or {}).get("conditions") or []
