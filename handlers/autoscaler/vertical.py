@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from nats.aio.client import Client
 
+from core.api.commands import VERBS
 from core.api.manifests import parse_manifest
 from core.autoscaling.vertical import (
     Aggregate,
@@ -178,27 +179,34 @@ def vpas_of_pod(model: ClusterModel, namespace: str, pod: Mapping[str, Any]) -> 
     return found
 
 
+EVICT_VERB = "evict" if "evict" in VERBS else "delete"
+"""The pod eviction path: the gateway's ``evict`` (which honours PodDisruptionBudgets) where
+this build has it, else the ``delete`` with a reason that ``fleetlog drain`` and the door's
+``pods/eviction`` send."""
+
+
 async def evict_pod(commands: CommandClient, *, namespace: str, name: str, uid: str,
                     reason: str) -> bool:  # fmt: skip
-    """The pod eviction path (what ``kubectl drain`` and the eviction subresource use: the
-    pod's ``delete`` with a reason); False when the pod is already gone."""
+    """Evict a pod through the eviction path; False when it is already gone or the eviction
+    was refused (a disruption budget: the updater asks again on its next look)."""
     try:
         await commands.send(
-            "Pod", "delete", {"name": name, "namespace": namespace, "reason": reason},
+            "Pod", EVICT_VERB, {"name": name, "namespace": namespace, "reason": reason},
             idempotency_key=f"vpa-updater.evict.{uid}",
         )  # fmt: skip
     except FleetError as exc:
-        if exc.code == "not_found":
-            return False
-        raise
+        if exc.code != "not_found":
+            log.info("vpa.eviction_refused", pod=f"{namespace}/{name}", error=exc.message)
+        return False
     return True
 
 
 async def resize_in_place(commands: CommandClient, *, namespace: str, name: str,
                           resources: Mapping[str, Any]) -> bool:  # fmt: skip
-    """``InPlaceOrRecreate``'s first try: the pod ``resize`` command. The gateway has no
-    such command yet (in-place resize is another change), so this always answers False and
-    the updater falls back to eviction, as the VPA does when a resize is Infeasible."""
+    """``InPlaceOrRecreate``'s first try: the pod ``resize`` command. This build's gateway
+    has no such command (in-place resize is another change), so this answers False and the
+    updater falls back to eviction, as the VPA does when a resize is Infeasible: here
+    ``InPlaceOrRecreate`` behaves as ``Recreate``."""
     return False
 
 

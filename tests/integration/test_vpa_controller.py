@@ -214,16 +214,21 @@ async def test_initial_mode_sets_the_requests_of_a_new_pod_and_the_audit_names_t
 
 
 @pytest.mark.usefixtures("gateway")
+@pytest.mark.parametrize("mode", ["Recreate", "InPlaceOrRecreate"])
 async def test_recreate_evicts_a_pod_outside_its_bounds_and_the_new_one_gets_the_target(
-    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+    nc: Client,
+    store: EventStore,
+    projection: Projection[ClusterModel],
+    client: CommandClient,
+    mode: str,
 ) -> None:
+    """InPlaceOrRecreate falls back to eviction where no in-place resize is possible (in this
+    build: always, see ``resize_in_place``)."""
     async with vertical(nc, store, projection) as controller:
         await client.send("Deployment", "create", {"manifest": deployment()})
         await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
         [first] = pods(projection)
-        await client.send(
-            "VerticalPodAutoscaler", "create", {"manifest": vpa("Recreate", minReplicas=1)}
-        )
+        await client.send("VerticalPodAutoscaler", "create", {"manifest": vpa(mode, minReplicas=1)})
         await set_load(nc, cpu="300m", memory="600Mi")
         await eventually(lambda: raised(projection), timeout=30)
 
