@@ -24,8 +24,9 @@ writes its results:
   margin, confidence, pod minimum, the caps that applied;
 * **updater** (``Recreate``, ``Auto``, ``InPlaceOrRecreate``): the pods of the target are
   ranked by ``update_priority``; those ``should_update`` accepts are evicted as
-  ``system:vpa-updater`` through the pod eviction path (``evict_pod``), within the
-  workload's ``minReplicas`` and eviction tolerance and the eviction rate limit.
+  ``system:vpa-updater`` through the pod eviction path (``evict_pod``: the gateway's
+  ``evict``, which honours PodDisruptionBudgets), within the workload's ``minReplicas`` and
+  eviction tolerance and the eviction rate limit.
   ``InPlaceOrRecreate`` asks :func:`resize_in_place` first; that falls back to eviction.
 """
 
@@ -37,12 +38,11 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from nats.aio.client import Client
 
-from core.api.commands import VERBS
 from core.api.manifests import parse_manifest
 from core.autoscaling.vertical import (
     Aggregate,
@@ -179,26 +179,26 @@ def vpas_of_pod(model: ClusterModel, namespace: str, pod: Mapping[str, Any]) -> 
     return found
 
 
-EVICT_VERB = "evict" if "evict" in VERBS else "delete"
-"""The pod eviction path: the gateway's ``evict`` (which honours PodDisruptionBudgets) where
-this build has it, else the ``delete`` with a reason that ``fleetlog drain`` and the door's
-``pods/eviction`` send."""
+Evicted = Literal["evicted", "gone", "refused"]
 
 
 async def evict_pod(commands: CommandClient, *, namespace: str, name: str, uid: str,
-                    reason: str) -> bool:  # fmt: skip
-    """Evict a pod through the eviction path; False when it is already gone or the eviction
-    was refused (a disruption budget: the updater asks again on its next look)."""
+                    reason: str, attempt: int = 0) -> Evicted:  # fmt: skip
+    """Evict a pod through the gateway's ``evict`` command (the eviction path ``fleetlog
+    drain`` and the door's ``pods/eviction`` use, which honours PodDisruptionBudgets).
+    ``refused``: a budget allowed no disruption (or another refusal); the updater asks again
+    on its next look, as a new attempt."""
     try:
         await commands.send(
-            "Pod", EVICT_VERB, {"name": name, "namespace": namespace, "reason": reason},
-            idempotency_key=f"vpa-updater.evict.{uid}",
+            "Pod", "evict", {"name": name, "namespace": namespace, "reason": reason},
+            idempotency_key=f"vpa-updater.evict.{uid}.{attempt}", throttled_retries=0,
         )  # fmt: skip
     except FleetError as exc:
-        if exc.code != "not_found":
-            log.info("vpa.eviction_refused", pod=f"{namespace}/{name}", error=exc.message)
-        return False
-    return True
+        if exc.code == "not_found":
+            return "gone"
+        log.info("vpa.eviction_refused", pod=f"{namespace}/{name}", error=exc.message)
+        return "refused"
+    return "evicted"
 
 
 async def resize_in_place(commands: CommandClient, *, namespace: str, name: str,
@@ -234,6 +234,8 @@ class VerticalController:
         self._written: dict[Key, float] = {}
         self.recorded = 0
         self.evicted = 0
+        self.refused = 0
+        self._attempts: dict[str, int] = {}
         self.loop: ControllerLoop[Key] = ControllerLoop(
             role=ROLE,
             projection=projection,
@@ -486,8 +488,14 @@ class VerticalController:
                 + ("outside the recommended range" if priority.outside_range
                    else f"{priority.resource_diff:.0%} off the target")
             )  # fmt: skip
-            if await evict_pod(self._evictions, namespace=pod.namespace, name=pod.name,
-                               uid=pod.uid, reason=reason):  # fmt: skip
+            attempt = self._attempts.get(pod.uid, 0)
+            outcome = await evict_pod(self._evictions, namespace=pod.namespace, name=pod.name,
+                                      uid=pod.uid, reason=reason, attempt=attempt)  # fmt: skip
+            if outcome == "refused":
+                self._attempts[pod.uid] = attempt + 1
+                self.refused += 1
+            elif outcome == "evicted":
+                self._attempts.pop(pod.uid, None)
                 evicted += 1
                 self.evicted += 1
                 log.info("vpa.evicted", pod=pod.name, reason=reason)

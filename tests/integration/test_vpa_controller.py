@@ -306,3 +306,29 @@ async def test_an_oom_kill_bumps_the_memory_recommendation(
         last = (await recorded(store))[-1].envelope.payload["why"]["containers"]["app"]
         assert last["ooms"] == 1
         assert last["memoryPeakBytes"]["p90"] >= 400 * MI
+
+
+@pytest.mark.usefixtures("gateway")
+async def test_recreate_evictions_honour_a_disruption_budget(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+) -> None:
+    async with vertical(nc, store, projection) as controller:
+        budget = {
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "web"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
+        }  # fmt: skip
+        await client.send("PodDisruptionBudget", "create", {"manifest": budget})
+        await client.send("Deployment", "create", {"manifest": deployment()})
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
+        [first] = pods(projection)
+        await client.send(
+            "VerticalPodAutoscaler", "create", {"manifest": vpa("Recreate", minReplicas=1)}
+        )
+        await set_load(nc, cpu="300m", memory="600Mi")
+        await eventually(lambda: raised(projection), timeout=30)
+        # The updater wants the pod out (below its lower bound) and asks again each look;
+        # the budget (one pod that must stay available) refuses every time.
+        await eventually(lambda: asyncio.sleep(0, controller.refused >= 2), timeout=30)
+        assert controller.evicted == 0
+        assert [p.name for p in pods(projection)] == [first.name]
