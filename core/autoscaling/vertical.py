@@ -515,6 +515,44 @@ def proportional_limit(*, request: int | None, limit: int | None, new_request: i
     return new_request * limit // request
 
 
+def boundary_request(*, request: int | None, limit: int | None, boundary: int | None,
+                     default: int | None) -> int:  # fmt: skip
+    """``GetBoundaryRequest``: the request whose proportional limit is ``boundary`` (a
+    LimitRange's max or min), the limit being the container's or else the LimitRange default;
+    0 (no bound) without a limit, ``boundary`` itself without a request."""
+    if not limit:
+        limit = default
+    if not limit or boundary is None:
+        return 0
+    if not request:
+        return boundary
+    return request * boundary // limit
+
+
+def cap_to_limit_range(
+    target: Mapping[str, int],
+    *,
+    requests: Mapping[str, int],
+    limits: Mapping[str, int],
+    maximum: Mapping[str, int],
+    default: Mapping[str, int],
+) -> tuple[dict[str, int], list[str]]:
+    """``applyContainerLimitRange``'s max: each target lowered so that the limit kept in
+    proportion stays within the LimitRange's ``max`` (the VPA names it ``capped to fit Max in
+    container LimitRange``)."""
+    out = dict(target)
+    caps = []
+    for resource, value in target.items():
+        bound = boundary_request(
+            request=requests.get(resource), limit=limits.get(resource),
+            boundary=maximum.get(resource), default=default.get(resource),
+        )  # fmt: skip
+        if bound and value > bound:
+            out[resource] = bound
+            caps.append(f"{resource} capped to fit Max in container LimitRange")
+    return out, caps
+
+
 def apply_to_container(
     resources: Mapping[str, Mapping[str, str]],
     target: Mapping[str, int],

@@ -377,13 +377,12 @@ class VerticalController:
             ])}  # fmt: skip
             await self._record(record, status, None, cause)
             return None
-        pods = self._pods(namespace, ref.kind, ref.name)
         aggregates = self._aggregates.get(key, {})
         policies = {c: policy_of(spec, c) for c in aggregates}
         recs = recommend(aggregates, policies)
         if not recs:
             conditions = [("RecommendationProvided", "False", "", "")]
-            if not pods:
+            if not self._pods(namespace, ref.kind, ref.name):
                 conditions.append(("NoPodsMatched", "True", "", "No pods match this VPA object"))
             await self._record(record, {"conditions": _conditions(old_status, conditions)},
                                None, cause)  # fmt: skip
@@ -417,7 +416,10 @@ class VerticalController:
         mode = spec.mode()
         if mode not in UPDATING_MODES:
             return None
-        await self._update(parsed, target, pods, recs, mode=mode)
+        # Listing the target's pods scans the namespace: only the updater needs them.
+        await self._update(
+            parsed, target, self._pods(namespace, ref.kind, ref.name), recs, mode=mode
+        )
         return time.time_ns() + int(self.updater.period_seconds * 1e9)
 
     async def _record(self, record: ObjectRecord, status: dict[str, Any],

@@ -36,7 +36,12 @@ from core.api.commands import (
 )
 from core.api.manifests import dump_manifest, parse_manifest
 from core.autoscaling.model import HorizontalPodAutoscalerStatus
-from core.autoscaling.vertical import amount_of, apply_to_container, policy_of
+from core.autoscaling.vertical import (
+    amount_of,
+    apply_to_container,
+    cap_to_limit_range,
+    policy_of,
+)
 from core.autoscaling.vertical_model import (
     DEPRECATED_AUTO,
     UPDATE_MODES,
@@ -232,7 +237,11 @@ class Admit:
             LimitRangerDefaults(policies, features=features),
             PriorityResolution(repository, priority_classes),
             TolerationSeconds(),
-            *([VerticalPodAutoscalerRequests(repository, vpas)] if vpas is not None else []),
+            *(
+                [VerticalPodAutoscalerRequests(repository, vpas, policies)]
+                if vpas is not None
+                else []
+            ),
             NamespaceLifecycle(repository),
             LimitRangerBounds(policies),
             PodSecurity(repository, pods_of=pods_of),
@@ -402,18 +411,25 @@ class VerticalPodAutoscalerRequests:
     that set's deployment), in any mode but Off, gets the recommended requests (limits scaled
     to keep their ratio with ``RequestsAndLimits``; requests capped at the limit with
     ``RequestsOnly``), and the VPA's ``vpaUpdates`` and ``vpaObservedContainers`` annotations.
-    A VPA without a recommendation yet changes nothing. Runs where kube-apiserver runs mutating
-    webhooks: after the built-in mutating plugins, before every validating one (LimitRanger's
-    bounds then judge the result)."""
+    A VPA without a recommendation yet changes nothing. A target whose proportional limit would
+    pass the namespace's container LimitRange ``max`` is lowered to fit it, as the VPA caps it.
+    Runs where kube-apiserver runs mutating webhooks: after the built-in mutating plugins,
+    before every validating one (LimitRanger's bounds then judge the result)."""
 
     name = "VerticalPodAutoscaler"
     phase: Phase = "mutating"
     # The VPA's webhook also validates VPAs: their schema is checked on the way in
     # (``core.autoscaling.vertical_model``); what it only warns about is warned here.
 
-    def __init__(self, repository: AggregateRepository, vpas: Projection[ClusterModel]) -> None:
+    def __init__(
+        self,
+        repository: AggregateRepository,
+        vpas: Projection[ClusterModel],
+        policies: NamespacePolicies | None = None,
+    ) -> None:
         self._repository = repository
         self._vpas = vpas
+        self._policies = policies
 
     async def _chain(self, namespace: str, manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
         """The pod's controllers (its replica set, that set's deployment), read from the log
@@ -454,10 +470,37 @@ class VerticalPodAutoscalerRequests:
         for record in candidates:
             ref = (record.manifest.get("spec") or {}).get("targetRef") or {}
             if (str(ref.get("kind")), str(ref.get("name"))) in chain:
-                self._apply(review, record.name, record.manifest)
+                bounds = await self._limit_range(review)
+                self._apply(review, record.name, record.manifest, bounds)
                 return
 
-    def _apply(self, review: Review, vpa_name: str, vpa: Mapping[str, Any]) -> None:
+    async def _limit_range(self, review: Review) -> tuple[dict[str, int], dict[str, int]]:
+        """The namespace's container LimitRange ``max`` (the strictest) and ``default``."""
+        maximum: dict[str, int] = {}
+        default: dict[str, int] = {}
+        if self._policies is None:
+            return maximum, default
+        policies = await policies_of(review.ctx, self._policies)
+        for lr in policies.limit_ranges:
+            for item in (lr.get("spec") or {}).get("limits") or ():
+                if item.get("type") != "Container":
+                    continue
+                for resource, text in (item.get("max") or {}).items():
+                    if resource in ("cpu", "memory"):
+                        amount = amount_of(resource, str(text))
+                        maximum[resource] = min(maximum.get(resource, amount), amount)
+                for resource, text in (item.get("default") or {}).items():
+                    if resource in ("cpu", "memory"):
+                        default.setdefault(resource, amount_of(resource, str(text)))
+        return maximum, default
+
+    def _apply(
+        self,
+        review: Review,
+        vpa_name: str,
+        vpa: Mapping[str, Any],
+        bounds: tuple[dict[str, int], dict[str, int]],
+    ) -> None:
         parsed = parse_manifest(vpa)
         assert isinstance(parsed, VerticalPodAutoscalerModel)
         if parsed.spec.mode() == "Off" or parsed.status is None:
@@ -480,6 +523,15 @@ class VerticalPodAutoscalerRequests:
             if rec is None or policy.mode == "Off":
                 continue
             target = {r: amount_of(r, q) for r, q in rec.target.items()}
+            given = container.get("resources") or {}
+            target, capped = cap_to_limit_range(
+                target,
+                requests={r: amount_of(r, str(q)) for r, q in (given.get("requests") or {}).items()
+                          if r in ("cpu", "memory")},
+                limits={r: amount_of(r, str(q)) for r, q in (given.get("limits") or {}).items()
+                        if r in ("cpu", "memory")},
+                maximum=bounds[0], default=bounds[1],
+            )  # fmt: skip
             resources, changes = apply_to_container(
                 container.get("resources") or {}, target, policy
             )
@@ -493,7 +545,7 @@ class VerticalPodAutoscalerRequests:
                 for r in sorted(resources.get(part) or {})
                 if f"{r} {kind}" in changes
             )
-            details.append(f"{cname}: {shown}")
+            details.append(f"{cname}: {shown}" + "".join(f" ({c})" for c in capped))
         if not updates:
             return
         spec["containers"] = containers

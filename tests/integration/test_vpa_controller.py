@@ -332,3 +332,34 @@ async def test_recreate_evictions_honour_a_disruption_budget(
         await eventually(lambda: asyncio.sleep(0, controller.refused >= 2), timeout=30)
         assert controller.evicted == 0
         assert [p.name for p in pods(projection)] == [first.name]
+
+
+@pytest.mark.usefixtures("gateway")
+async def test_initial_mode_keeps_the_limit_within_the_limit_range_max(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+) -> None:
+    limits = {"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "caps"},
+              "spec": {"limits": [{"type": "Container", "max": {"cpu": "500m"}}]}}  # fmt: skip
+    await client.send("LimitRange", "create", {"manifest": limits})
+    async with vertical(nc, store, projection):
+        await client.send("Deployment", "create", {"manifest": deployment()})
+        await client.send("VerticalPodAutoscaler", "create", {"manifest": vpa("Initial")})
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
+        [first] = pods(projection)
+        await set_load(nc, cpu="300m", memory="600Mi")
+        await eventually(lambda: raised(projection), timeout=30)
+        # the target (~345m) with the 2:1 limit would ask 690m, past the 500m max
+        assert cpu_millis(target(projection)["cpu"]) * 2 > 500
+        await asyncio.sleep(1)  # the gateway's VPA model follows the status (live)
+        await client.send(
+            "Deployment", "scale", {"name": "web", "namespace": "default", "replicas": 2}
+        )
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 2), timeout=30)
+        [new] = [p for p in pods(projection) if p.name != first.name]
+        resources = new.manifest["spec"]["containers"][0]["resources"]
+        # the request whose limit is the max: 100m * 500m / 200m
+        assert resources["requests"]["cpu"] == "250m" and resources["limits"]["cpu"] == "500m"
+        assert memory_bytes(resources["requests"]["memory"]) > 600 * MI
+        audit = [r for r in await read_audit(nc) if r.name == new.name and r.verb == "create"]
+        [stage] = [n for n in audit[-1].admission if "VerticalPodAutoscaler" in n]
+        assert "(cpu capped to fit Max in container LimitRange)" in stage

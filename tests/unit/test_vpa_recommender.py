@@ -19,7 +19,9 @@ from core.autoscaling.vertical import (
     RateLimit,
     Replicas,
     apply_to_container,
+    boundary_request,
     cap,
+    cap_to_limit_range,
     changed_meaningfully,
     confidence,
     estimate,
@@ -197,6 +199,20 @@ def test_requests_and_limits_keep_their_ratio() -> None:
     assert only == {
         "requests": {"cpu": "200m", "memory": str(120 * MI)}, "limits": resources["limits"]
     }  # fmt: skip
+
+
+def test_a_limit_range_max_caps_the_target_through_the_limit_ratio() -> None:
+    # request 100m with limit 200m, max 1 core: the request whose limit is the max is 500m
+    capped, caps = cap_to_limit_range(
+        {"cpu": 800, "memory": 50 * MI}, requests={"cpu": 100}, limits={"cpu": 200},
+        maximum={"cpu": 1000}, default={},
+    )  # fmt: skip
+    assert capped == {"cpu": 500, "memory": 50 * MI}
+    assert caps == ["cpu capped to fit Max in container LimitRange"]
+    # no limit of its own: the LimitRange default is the limit; no limit at all: no bound
+    assert boundary_request(request=100, limit=None, boundary=1000, default=400) == 250
+    assert boundary_request(request=100, limit=None, boundary=1000, default=None) == 0
+    assert boundary_request(request=None, limit=200, boundary=1000, default=None) == 1000
 
 
 def rec(target: dict[str, int], lower: dict[str, int], upper: dict[str, int]) -> ContainerRecommendation:  # fmt: skip
