@@ -167,6 +167,10 @@ async def test_a_memory_hungry_pod_gets_a_raised_recommendation_with_its_why(
         assert got[0].split() == ["NAME", "MODE", "CPU", "MEM", "PROVIDED", "AGE"]
         row = got[1].split()
         assert row[:2] == ["web", "Off"] and row[2] == rec["target"]["cpu"] and row[4] == "True"
+        described = await cli(nats_server.url, "describe", "vpa", "web")
+        assert described.exit_code == 0
+        assert "containerRecommendations" in described.output
+        assert "RecommendationProvided" in described.output
         # Off: the pod was never touched
         [pod] = pods(projection)
         requests = pod.manifest["spec"]["containers"][0]["resources"]["requests"]
