@@ -304,7 +304,7 @@ def confidence(aggregate: Aggregate) -> float:
     return min(days, aggregate.samples / (CONFIDENCE_INTERVAL_S / 60.0))
 
 
-def _with_confidence(amount: int, multiplier: float, exponent: float, conf: float) -> int:
+def _with_confidence(amount: int, *, multiplier: float, exponent: float, conf: float) -> int:
     if conf <= 0.0:  # Go divides by zero: +Inf, so the upper bound is unbounded, the lower 0
         factor = math.inf if exponent > 0 else 0.0
     else:
@@ -343,12 +343,26 @@ def estimate(aggregate: Aggregate, *, containers: int,
     target = {"cpu": max(cpu_at(TARGET_PERCENTILE), min_cpu),
               "memory": max(memory_at(TARGET_PERCENTILE), min_memory)}  # fmt: skip
     lower = {
-        "cpu": max(_with_confidence(cpu_at(LOWER_PERCENTILE), 0.001, -2.0, conf), min_cpu),
-        "memory": max(_with_confidence(memory_at(LOWER_PERCENTILE), 0.001, -2.0, conf), min_memory),
+        "cpu": max(
+            _with_confidence(cpu_at(LOWER_PERCENTILE), multiplier=0.001, exponent=-2.0, conf=conf),
+            min_cpu,
+        ),
+        "memory": max(
+            _with_confidence(
+                memory_at(LOWER_PERCENTILE), multiplier=0.001, exponent=-2.0, conf=conf
+            ),
+            min_memory,
+        ),
     }
     upper = {
-        "cpu": max(_with_confidence(cpu_at(UPPER_PERCENTILE), 1.0, 1.0, conf), min_cpu),
-        "memory": max(_with_confidence(memory_at(UPPER_PERCENTILE), 1.0, 1.0, conf), min_memory),
+        "cpu": max(
+            _with_confidence(cpu_at(UPPER_PERCENTILE), multiplier=1.0, exponent=1.0, conf=conf),
+            min_cpu,
+        ),
+        "memory": max(
+            _with_confidence(memory_at(UPPER_PERCENTILE), multiplier=1.0, exponent=1.0, conf=conf),
+            min_memory,
+        ),
     }
     keep = [r for r in resources if r in ("cpu", "memory")]
     inputs: dict[str, object] = {
@@ -476,9 +490,12 @@ def recommend(aggregates: Mapping[str, Aggregate],
         target, caps = cap(raw.target, policy)
         lower, _ = cap(raw.lower, policy)
         upper, _ = cap(raw.upper, policy)
-        out.append(ContainerRecommendation(
-            name, target, lower, upper, dict(raw.target), tuple(caps), raw.inputs
-        ))  # fmt: skip
+        out.append(
+            ContainerRecommendation(
+                container=name, target=target, lower=lower, upper=upper,
+                uncapped=dict(raw.target), caps=tuple(caps), inputs=raw.inputs,
+            )
+        )  # fmt: skip
     return out
 
 
@@ -632,7 +649,7 @@ def update_priority(requests: Mapping[str, Mapping[str, int]],
     for resource, target in total_target.items():
         request = max(float(total_request.get(resource, 0)), 1.0)
         diff += abs(request - target) / request
-    return PodPriority(outside, scale_up, diff)
+    return PodPriority(outside_range=outside, scale_up=scale_up, resource_diff=diff)
 
 
 def should_update(priority: PodPriority, *, started_at: float | None, now: float,

@@ -216,7 +216,15 @@ def test_a_limit_range_max_caps_the_target_through_the_limit_ratio() -> None:
 
 
 def rec(target: dict[str, int], lower: dict[str, int], upper: dict[str, int]) -> ContainerRecommendation:  # fmt: skip
-    return ContainerRecommendation("app", target, lower, upper, target, (), {})
+    return ContainerRecommendation(
+        container="app",
+        target=target,
+        lower=lower,
+        upper=upper,
+        uncapped=target,
+        caps=(),
+        inputs={},
+    )
 
 
 def test_update_priority_outside_the_bounds_and_the_difference() -> None:
