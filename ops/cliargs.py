@@ -39,6 +39,7 @@ API_GROUPS: dict[str, str] = {
     "User": "auth.fleetlog.dev",
     "HorizontalPodAutoscaler": "autoscaling",
     "PodDisruptionBudget": "policy",
+    "VerticalPodAutoscaler": "autoscaling.k8s.io",
     "FlowSchema": "flowcontrol.apiserver.k8s.io",
     "PriorityLevelConfiguration": "flowcontrol.apiserver.k8s.io",
     "VirtualService": "networking.istio.io",
@@ -86,6 +87,7 @@ for _kind, _short in (
     ("PodCIDR", ()),
     ("HorizontalPodAutoscaler", ("hpa",)),
     ("PodDisruptionBudget", ("pdb",)),
+    ("VerticalPodAutoscaler", ("vpa",)),
 ):
     _names = (_kind.lower(), _plural(_kind))
     for _alias in (*_names, *_short):

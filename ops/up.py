@@ -69,6 +69,7 @@ from handlers.apiserver import (
     write_kubeconfig,
 )
 from handlers.autoscaler.horizontal import HorizontalController
+from handlers.autoscaler.vertical import VerticalController
 from handlers.deployment_controller import DeploymentController
 from handlers.disruption_controller import DisruptionController
 from handlers.endpointslice_controller import EndpointSliceController
@@ -429,6 +430,9 @@ async def serve(
             pod_metrics = PodMetrics(nc)
             autoscaler = await HorizontalController.create(nc, store, projection, pod_metrics)
             disruption = await DisruptionController.create(nc, projection)
+            # The VPA keeps history: its own read model replays what the stream still holds.
+            vpa_metrics = PodMetrics(nc, replay=True)
+            vertical = await VerticalController.create(nc, projection, vpa_metrics)
             node_ipam = await NodeIPAMController.create(
                 nc, paired_repository(), projection,
                 cluster=cluster_cidr or ClusterCIDR.parse(),
@@ -475,6 +479,8 @@ async def serve(
                         tasks.create_task(pod_metrics.run()),
                         tasks.create_task(autoscaler.run()),
                         tasks.create_task(disruption.run()),
+                        tasks.create_task(vpa_metrics.run()),
+                        tasks.create_task(vertical.run()),
                         tasks.create_task(node_ipam.run()),
                         tasks.create_task(endpoint_slices.run()),
                         tasks.create_task(endpoints.run()),

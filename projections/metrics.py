@@ -11,7 +11,10 @@ never replaces it.
 
 Listeners are called with each sample kept, on the event loop: the HPA controller marks the
 HPAs whose target owns the pod, so an evaluation follows a sample within the loop's turn
-instead of a poll period.
+instead of a poll period. With ``replay`` the model follows pod samples only, starting from
+every sample the stream still holds (an hour, see ``streams.definitions``), oldest first, so
+that a listener that keeps history (the VPA recommender's histograms) rebuilds it after a
+restart.
 
 **Workload-published metrics** (what custom.metrics.k8s.io and external.metrics.k8s.io serve
 Kubernetes' HPA; subjects and body in ``streams.telemetry``): the model follows
@@ -65,8 +68,9 @@ Described = tuple[MetricSource, str, str, str, str]
 class PodMetrics:
     """The latest sample of each pod, followed live."""
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, *, replay: bool = False) -> None:
         self._nc = nc
+        self._replay = replay
         self._samples: dict[tuple[str, str], PodUsage] = {}
         self.listeners: list[Listener] = []
         self.received = 0
@@ -201,12 +205,16 @@ class PodMetrics:
                 stream=METRICS_STREAM,
                 cb=on_message,
                 ordered_consumer=True,
-                config=ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT),
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.ALL
+                    if self._replay
+                    else DeliverPolicy.LAST_PER_SUBJECT
+                ),
             )
         ]
         since = datetime.fromtimestamp(time.time() - STALE_AFTER_S, tz=UTC)
         try:
-            for subject in CUSTOM_METRIC_FILTERS:
+            for subject in () if self._replay else CUSTOM_METRIC_FILTERS:
                 subs.append(
                     await js.subscribe(
                         subject,

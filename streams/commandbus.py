@@ -143,9 +143,13 @@ class CommandClient:
         timeout: float = 5.0,
         attempts: int = 3,
         dry_run: bool = False,
+        throttled_retries: int = THROTTLED_RETRIES,
     ) -> Outcome:
         """Send a command (``dry_run``: decided and answered with the object it would make,
-        appending nothing; the object is the outcome's ``extra["object"]``)."""
+        appending nothing; the object is the outcome's ``extra["object"]``).
+        ``throttled_retries``: how many "too many requests" refusals are waited out and sent
+        again before the refusal is raised (0: at once, for a caller that asks again later
+        on its own, as the VPA updater does with an eviction a budget refuses)."""
         # Imported here, not at the top: the command models are pydantic, and a read-only CLI
         # command holds a CommandClient in its session without ever sending, so it should not
         # pay for loading them.
@@ -165,7 +169,10 @@ class CommandClient:
         if self.impersonate and self.groups is not None:
             message[ACTOR_GROUPS] = self.groups
         payload = msgpack.packb(message, use_bin_type=True)
-        return await self.send_raw(command_subject(kind, verb), payload, timeout, attempts)
+        return await self.send_raw(
+            command_subject(kind, verb), payload, timeout, attempts,
+            throttled_retries=throttled_retries,
+        )  # fmt: skip
 
     async def review(self, subject: str, body: dict[str, Any], timeout: float = 5.0) -> Outcome:
         """Ask the gateway a review (:data:`WHOAMI_SUBJECT`, :data:`ACCESS_REVIEW_SUBJECT`),
@@ -174,7 +181,13 @@ class CommandClient:
         return await self.send_raw(subject, payload, timeout, attempts=1)
 
     async def send_raw(
-        self, subject: str, payload: bytes, timeout: float = 5.0, attempts: int = 3
+        self,
+        subject: str,
+        payload: bytes,
+        timeout: float = 5.0,
+        attempts: int = 3,
+        *,
+        throttled_retries: int = THROTTLED_RETRIES,
     ) -> Outcome:
         """Send pre-encoded bytes (retrying on timeout, and politely after a "too many
         requests" refusal) and decode the answer."""
@@ -182,7 +195,7 @@ class CommandClient:
         while True:
             data = await self._request(subject, payload, timeout, attempts)
             retry_after = _retry_after(data)
-            if retry_after is None or throttled >= THROTTLED_RETRIES:
+            if retry_after is None or throttled >= throttled_retries:
                 return decode_reply(data)
             throttled += 1
             await asyncio.sleep(min(retry_after, MAX_RETRY_AFTER_S))

@@ -17,6 +17,7 @@ from core.access.kinds import ClusterRole, ClusterRoleBinding, Role, RoleBinding
 from core.access.users import User
 from core.autoscaling import aggregate as autoscaling
 from core.autoscaling.model import HorizontalPodAutoscaler, convert_v1
+from core.autoscaling.vertical_model import VerticalPodAutoscaler
 from core.config import aggregates as config
 from core.config.model import ConfigMap, Secret
 from core.disruption import aggregate as disruption
@@ -83,6 +84,7 @@ AGGREGATES: dict[str, type[Resource]] = {
         mesh.PeerAuthentication,
         autoscaling.HorizontalPodAutoscaler,
         disruption.PodDisruptionBudget,
+        autoscaling.VerticalPodAutoscaler,
     )
 }
 """kind name -> its aggregate class."""
@@ -118,6 +120,7 @@ ResourceModel = (
     | PeerAuthentication
     | HorizontalPodAutoscaler
     | PodDisruptionBudget
+    | VerticalPodAutoscaler
 )
 """Any top-level object fleetlog stores."""
 
@@ -166,6 +169,7 @@ KINDS: Mapping[str, KindInfo] = MappingProxyType(
         "PeerAuthentication": _info(PeerAuthentication),
         "HorizontalPodAutoscaler": _info(HorizontalPodAutoscaler),
         "PodDisruptionBudget": _info(PodDisruptionBudget),
+        "VerticalPodAutoscaler": _info(VerticalPodAutoscaler),
     }
 )
 """kind name -> (apiVersion, model class, namespaced)."""

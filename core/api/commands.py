@@ -90,9 +90,9 @@ class StatusBody(CommandBody):
     status: dict[str, Any] | None = None
     annotations: dict[str, str] = Field(default_factory=dict)
     why: dict[str, Any] | None = None
-    """An autoscaler's why record of an evaluation that changed no replica count but changed
-    its reason (an HPA's status only), carried into the status event. An older command without
-    it needs no upcaster."""
+    """An autoscaler's why record, carried into the status event: an HPA's evaluation that
+    changed no replica count but changed its reason, a VPA recommender's inputs. An older
+    command without it needs no upcaster."""
 
 
 class BindBody(CommandBody):

@@ -69,10 +69,17 @@ RESOURCE_KINDS = (
     "PeerAuthentication",
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
+    "VerticalPodAutoscaler",
 )
 
 
-STATUS_KINDS = ("Deployment", "ReplicaSet", "HorizontalPodAutoscaler", "PodDisruptionBudget")
+STATUS_KINDS = (
+    "Deployment",
+    "ReplicaSet",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "VerticalPodAutoscaler",
+)
 """Kinds whose ``status`` a controller records with a ``…StatusUpdated`` event."""
 
 

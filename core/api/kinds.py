@@ -43,6 +43,7 @@ NAMESPACED: Mapping[str, bool] = MappingProxyType(
         "PeerAuthentication": True,
         "HorizontalPodAutoscaler": True,
         "PodDisruptionBudget": True,
+        "VerticalPodAutoscaler": True,
     }
 )
 """kind name -> whether its objects live in a namespace (as ``ResourceBase.NAMESPACED``)."""

@@ -71,8 +71,9 @@ class StatusUpdated(EventPayload):
     """A controller recorded what it observed of a workload (``status``), and set the
     annotations it owns (``deployment.kubernetes.io/revision`` …; an empty value removes one).
 
-    ``why`` (an HPA's only) is the autoscaler's why record when an evaluation changed no
-    replica count but changed its reason (a condition's reason): the recorded "no change".
+    ``why`` (autoscalers' only) is an HPA's why record when an evaluation changed no replica
+    count but changed its reason (a condition's reason): the recorded "no change"; or a VPA
+    recommender's inputs for the recommendation it records.
     Absent otherwise, so every other status event is stored exactly as before the field."""
 
     status: dict[str, Any]

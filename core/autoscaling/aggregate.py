@@ -1,8 +1,8 @@
 """The HorizontalPodAutoscaler aggregate: a stored object whose status its controller records.
 
 Why this exists: the gateway stores every kind through an aggregate (``core.api.catalog``).
-Beyond the common create / apply / delete, an HPA takes the ``status`` verb (Kubernetes'
-``horizontalpodautoscalers/status``): the HPA controller records currentReplicas,
+Beyond the common create / apply / delete, an HPA (and a VPA) takes the ``status`` verb
+(Kubernetes' ``horizontalpodautoscalers/status``): the HPA controller records currentReplicas,
 desiredReplicas, currentMetrics, conditions and lastScaleTime as a
 ``HorizontalPodAutoscalerStatusUpdated`` event. Its scaling decisions are ``ScaledTo`` events
 on the target, carrying the why record.
@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from core.api import payloads
 from core.autoscaling.status import EVOLVE as HPA_EVOLVE
+from core.autoscaling.status import VPA_EVOLVE
 from core.errors import InvalidTransition
 from core.meta.aggregate import Resource
 
@@ -46,3 +47,12 @@ class HorizontalPodAutoscaler(Resource):
         if status is None or status == self.manifest.get("status"):
             return
         self.trigger_event(self.StatusUpdated, status=status, annotations={}, why=why, timestamp=at)
+
+
+class VerticalPodAutoscaler(HorizontalPodAutoscaler):
+    """A VPA: stored like every kind; its recommender records ``status.recommendation`` and
+    the RecommendationProvided condition through the ``status`` verb
+    (``VerticalPodAutoscalerStatusUpdated``), the same rule as an HPA's status."""
+
+    KIND = "VerticalPodAutoscaler"
+    EVOLVE = VPA_EVOLVE

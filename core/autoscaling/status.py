@@ -1,4 +1,4 @@
-"""How recorded facts change an HPA's manifest: the status its controller records.
+"""How recorded facts change an HPA's (or a VPA's) manifest: the status its controller records.
 
 Why this exists: this is the HPA's *evolve* (``core.meta.evolve``), the one table the
 aggregate and the cluster read model fold ``HorizontalPodAutoscalerStatusUpdated`` with. The
@@ -20,3 +20,6 @@ def status_recorded(state: Evolving, payload: Mapping[str, Any], stamp: str) -> 
 
 EVOLVE: dict[str, Evolve] = {"HorizontalPodAutoscalerStatusUpdated": status_recorded}
 """How each of an HPA's own events changes its manifest (``…Updated`` replaces it)."""
+
+VPA_EVOLVE: dict[str, Evolve] = {"VerticalPodAutoscalerStatusUpdated": status_recorded}
+"""The same for a VPA: its recommender's ``VerticalPodAutoscalerStatusUpdated``."""

@@ -134,6 +134,7 @@ _NAMES: Mapping[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "PeerAuthentication": ("peerauthentications", ("pa",), ("istio-io", "security-istio-io")),
     "HorizontalPodAutoscaler": ("horizontalpodautoscalers", ("hpa",), ("all",)),
     "PodDisruptionBudget": ("poddisruptionbudgets", ("pdb",), ()),
+    "VerticalPodAutoscaler": ("verticalpodautoscalers", ("vpa",), ()),
 }
 
 

@@ -33,9 +33,11 @@ PLUGIN_ORDER: Final[tuple[str, ...]] = (
     "PodSecurity",
     "Priority",
     "DefaultTolerationSeconds",
+    "VerticalPodAutoscaler",
     "ResourceQuota",
 )
-"""The plugins fleetlog has, in kube-apiserver's order. ``ResourceQuota`` is last, as in
+"""The plugins fleetlog has, in kube-apiserver's order (``VerticalPodAutoscaler`` is the VPA's
+admission webhook, where ``MutatingAdmissionWebhook`` stands). ``ResourceQuota`` is last, as in
 Kubernetes; fleetlog charges it in the append itself (atomically with the pod's creation, so
 racing gateways cannot exceed a quota), after every stage of the chain."""
 

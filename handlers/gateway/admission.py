@@ -6,12 +6,13 @@ Why this exists: before anything is decided, the command's target must be valid 
 delete, scale, cordon, bind or status update), and admission must do what kube-apiserver's
 admission plugins do, in their order (``core.policy.admissionchain``): mutating stages first
 (LimitRanger's resource defaults, the Priority of the pod's PriorityClass,
-DefaultTolerationSeconds), then validating ones (NamespaceLifecycle: the namespace exists;
-LimitRanger's bounds; PodSecurity: the namespace's ``pod-security.kubernetes.io/*`` labels;
-Priority: one global default PriorityClass). Each stage is a named object with a phase, as a
-kube-scheduler plugin is; what each one changed, refused, warned about or recorded is kept on
-the context for the command's audit record, and warnings go back to the client. Quotas (kube's
-last plugin, ResourceQuota) are charged in ``execute``, atomically with the pod's creation.
+DefaultTolerationSeconds, a VerticalPodAutoscaler's recommended requests), then validating
+ones (NamespaceLifecycle: the namespace exists; LimitRanger's bounds; PodSecurity: the
+namespace's ``pod-security.kubernetes.io/*`` labels; Priority: one global default
+PriorityClass). Each stage is a named object with a phase, as a kube-scheduler plugin is; what
+each one changed, refused, warned about or recorded is kept on the context for the command's
+audit record, and warnings go back to the client. Quotas (kube's last plugin, ResourceQuota)
+are charged in ``execute``, atomically with the pod's creation.
 """
 
 from __future__ import annotations
@@ -35,6 +36,18 @@ from core.api.commands import (
 )
 from core.api.manifests import dump_manifest, parse_manifest
 from core.autoscaling.model import HorizontalPodAutoscalerStatus
+from core.autoscaling.vertical import (
+    amount_of,
+    apply_to_container,
+    cap_to_limit_range,
+    policy_of,
+)
+from core.autoscaling.vertical_model import (
+    DEPRECATED_AUTO,
+    UPDATE_MODES,
+    VerticalPodAutoscalerStatus,
+)
+from core.autoscaling.vertical_model import VerticalPodAutoscaler as VerticalPodAutoscalerModel
 from core.disruption.model import PodDisruptionBudgetStatus
 from core.errors import FleetError, NotFound, ValidationFailed
 from core.meta.aggregate import Resource
@@ -60,6 +73,17 @@ from projections.runtime import Projection
 from streams.repository import AggregateRepository, Loaded
 from streams.subjects import AggregateRef
 
+VPA_UPDATES_ANNOTATION = "vpaUpdates"
+"""What the VPA's admission changed in a pod (the VPA writes the same annotation)."""
+VPA_OBSERVED_ANNOTATION = "vpaObservedContainers"
+AUTO_DEPRECATION = (
+    f'spec.updatePolicy: "{DEPRECATED_AUTO}" mode is deprecated and will be removed in a future '
+    "API version. Use explicit update modes like: "
+    f"[{' '.join(m for m in UPDATE_MODES if m != DEPRECATED_AUTO)}]. See "
+    "https://github.com/kubernetes/autoscaler/issues/8424 for more details."
+)
+"""The VPA admission controller's warning for the deprecated ``Auto`` (read as Recreate)."""
+
 TEMPLATE_KINDS = frozenset({"Deployment", "ReplicaSet"})
 """The kinds with a pod template, which Pod Security checks at ``warn`` and ``audit``."""
 AUDIT_VIOLATIONS = podsecurity.AUDIT_VIOLATIONS_ANNOTATION
@@ -72,6 +96,7 @@ STATUS_MODELS: dict[str, type[K8sModel]] = {
     "ReplicaSet": ReplicaSetStatus,
     "HorizontalPodAutoscaler": HorizontalPodAutoscalerStatus,
     "PodDisruptionBudget": PodDisruptionBudgetStatus,
+    "VerticalPodAutoscaler": VerticalPodAutoscalerStatus,
 }
 
 
@@ -202,14 +227,21 @@ class Admit:
         *,
         features: FeatureGates = DEFAULT_FEATURES,
         pods_of: PodsOf | None = None,
+        vpas: Projection[ClusterModel] | None = None,
     ) -> None:
         """``pods_of``: how the pods of a namespace are read when its enforce level is raised
-        (for the warnings about those that violate it; without it, no such warnings)."""
+        (for the warnings about those that violate it; without it, no such warnings).
+        ``vpas``: the cluster's VerticalPodAutoscalers (without it, no VPA stage)."""
         self._repository = repository
         stages: list[AdmissionStage] = [
             LimitRangerDefaults(policies, features=features),
             PriorityResolution(repository, priority_classes),
             TolerationSeconds(),
+            *(
+                [VerticalPodAutoscalerRequests(repository, vpas, policies)]
+                if vpas is not None
+                else []
+            ),
             NamespaceLifecycle(repository),
             LimitRangerBounds(policies),
             PodSecurity(repository, pods_of=pods_of),
@@ -372,6 +404,162 @@ class TolerationSeconds:
         keys = ", ".join(t["key"] for t in added)
         seconds = added[0]["tolerationSeconds"]
         review.note(self.name, "mutated", f"tolerates {keys} (NoExecute) for {seconds}s")
+
+
+class VerticalPodAutoscalerRequests:
+    """The VPA admission controller: a pod created for a VPA's target (its replica set or
+    that set's deployment), in any mode but Off, gets the recommended requests (limits scaled
+    to keep their ratio with ``RequestsAndLimits``; requests capped at the limit with
+    ``RequestsOnly``), and the VPA's ``vpaUpdates`` and ``vpaObservedContainers`` annotations.
+    A VPA without a recommendation yet changes nothing. A target whose proportional limit would
+    pass the namespace's container LimitRange ``max`` is lowered to fit it, as the VPA caps it.
+    Runs where kube-apiserver runs mutating webhooks: after the built-in mutating plugins,
+    before every validating one (LimitRanger's bounds then judge the result)."""
+
+    name = "VerticalPodAutoscaler"
+    phase: Phase = "mutating"
+    # The VPA's webhook also validates VPAs: their schema is checked on the way in
+    # (``core.autoscaling.vertical_model``); what it only warns about is warned here.
+
+    def __init__(
+        self,
+        repository: AggregateRepository,
+        vpas: Projection[ClusterModel],
+        policies: NamespacePolicies | None = None,
+    ) -> None:
+        self._repository = repository
+        self._vpas = vpas
+        self._policies = policies
+
+    async def _chain(self, namespace: str, manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """The pod's controllers (its replica set, that set's deployment), read from the log
+        (cached) only when a VPA in the namespace could match."""
+        chain: list[tuple[str, str]] = []
+        meta = manifest.get("metadata") or {}
+        for _ in range(2):
+            owner = next((o for o in meta.get("ownerReferences") or () if o.get("controller")),
+                         None)  # fmt: skip
+            if owner is None:
+                break
+            kind, name = str(owner.get("kind")), str(owner.get("name"))
+            chain.append((kind, name))
+            if kind not in KINDS:
+                break
+            loaded = await self._repository.load(AggregateRef(kind, namespace, name))
+            if loaded.aggregate is None or not loaded.aggregate.exists:
+                break
+            meta = loaded.aggregate.manifest.get("metadata") or {}
+        return chain
+
+    async def __call__(self, review: Review) -> None:
+        if review.kind == "VerticalPodAutoscaler" and review.manifest is not None:
+            policy = (review.manifest.get("spec") or {}).get("updatePolicy") or {}
+            if policy.get("updateMode") == DEPRECATED_AUTO:
+                review.warnings.append(AUTO_DEPRECATION)
+                review.note(self.name, "warned", AUTO_DEPRECATION)
+            return
+        if not review.creates_pod or review.manifest is None:
+            return
+        assert review.ctx.ref is not None
+        namespace = review.ctx.ref.namespace
+        candidates = sorted(self._vpas.model.list("VerticalPodAutoscaler", namespace),
+                            key=lambda r: r.name)  # fmt: skip
+        if not candidates:
+            return
+        chain = set(await self._chain(namespace, review.manifest))
+        for record in candidates:
+            ref = (record.manifest.get("spec") or {}).get("targetRef") or {}
+            if (str(ref.get("kind")), str(ref.get("name"))) in chain:
+                bounds = await self._limit_range(review)
+                self._apply(review, record.name, record.manifest, bounds)
+                return
+
+    async def _limit_range(self, review: Review) -> tuple[dict[str, int], dict[str, int]]:
+        """The namespace's container LimitRange ``max`` (the strictest) and ``default``."""
+        maximum: dict[str, int] = {}
+        default: dict[str, int] = {}
+        if self._policies is None:
+            return maximum, default
+        policies = await policies_of(review.ctx, self._policies)
+        for lr in policies.limit_ranges:
+            for item in (lr.get("spec") or {}).get("limits") or ():
+                if item.get("type") != "Container":
+                    continue
+                for resource, text in (item.get("max") or {}).items():
+                    if resource in ("cpu", "memory"):
+                        amount = amount_of(resource, str(text))
+                        maximum[resource] = min(maximum.get(resource, amount), amount)
+                for resource, text in (item.get("default") or {}).items():
+                    if resource in ("cpu", "memory"):
+                        default.setdefault(resource, amount_of(resource, str(text)))
+        return maximum, default
+
+    def _apply(
+        self,
+        review: Review,
+        vpa_name: str,
+        vpa: Mapping[str, Any],
+        bounds: tuple[dict[str, int], dict[str, int]],
+    ) -> None:
+        parsed = parse_manifest(vpa)
+        assert isinstance(parsed, VerticalPodAutoscalerModel)
+        if parsed.spec.mode() == "Off" or parsed.status is None:
+            return
+        recommendation = parsed.status.recommendation
+        given = recommendation.container_recommendations if recommendation is not None else None
+        recs = {r.container_name: r for r in given or ()}
+        assert review.manifest is not None
+        manifest = review.manifest
+        spec = dict(manifest.get("spec") or {})
+        containers = [dict(c) for c in spec.get("containers") or ()]
+        updates: list[str] = []
+        details: list[str] = []
+        observed: list[str] = []
+        for index, container in enumerate(containers):
+            cname = str(container.get("name"))
+            observed.append(cname)
+            rec = recs.get(cname)
+            policy = policy_of(parsed.spec, cname)
+            if rec is None or policy.mode == "Off":
+                continue
+            target = {r: amount_of(r, q) for r, q in rec.target.items()}
+            given = container.get("resources") or {}
+            target, capped = cap_to_limit_range(
+                target,
+                requests={r: amount_of(r, str(q)) for r, q in (given.get("requests") or {}).items()
+                          if r in ("cpu", "memory")},
+                limits={r: amount_of(r, str(q)) for r, q in (given.get("limits") or {}).items()
+                        if r in ("cpu", "memory")},
+                maximum=bounds[0], default=bounds[1],
+            )  # fmt: skip
+            resources, changes = apply_to_container(
+                container.get("resources") or {}, target, policy
+            )
+            if not changes:
+                continue
+            container["resources"] = resources
+            updates.append(f"container {index}: " + ", ".join(changes))
+            shown = ", ".join(
+                f"{r} {kind} {resources[part][r]}"
+                for part, kind in (("requests", "request"), ("limits", "limit"))
+                for r in sorted(resources.get(part) or {})
+                if f"{r} {kind}" in changes
+            )
+            details.append(f"{cname}: {shown}" + "".join(f" ({c})" for c in capped))
+        if not updates:
+            return
+        spec["containers"] = containers
+        meta = dict(manifest.get("metadata") or {})
+        meta["annotations"] = {
+            **(meta.get("annotations") or {}),
+            VPA_UPDATES_ANNOTATION: f"Pod resources updated by {vpa_name}: " + "; ".join(updates),
+            VPA_OBSERVED_ANNOTATION: ", ".join(observed),
+        }
+        review.manifest = {**manifest, "metadata": meta, "spec": spec}
+        review.note(
+            self.name, "mutated",
+            f"{vpa_name} ({parsed.spec.mode()}) set " + "; ".join(details),
+        )  # fmt: skip
 
 
 # -- validating stages ------------------------------------------------------------------------

@@ -97,6 +97,11 @@ class Gateway:
         self.priority_classes = Projection(
             ClusterModel(), store, filter_subject=event_filter("PriorityClass")
         )
+        # The cluster's VerticalPodAutoscalers, for the VPA's admission stage (its
+        # recommended requests in new pods).
+        self.vpas = Projection(
+            ClusterModel(), store, filter_subject=event_filter("VerticalPodAutoscaler")
+        )
         # Each namespace's LimitRanges (admission defaults) and ResourceQuotas (charged on a
         # pod's create), read-your-writes.
         self.policies = NamespacePolicies(nc, store)
@@ -139,6 +144,7 @@ class Gateway:
                 self.policies,
                 features=features,
                 pods_of=self._pods_of,
+                vpas=self.vpas,
             ),
             claimed,
             Execute(
@@ -163,6 +169,8 @@ class Gateway:
         written) before this returns."""
         await self.priority_classes.catch_up()
         await self.priority_classes.follow()
+        await self.vpas.catch_up()
+        await self.vpas.follow()
         await self.flow_control.start()
         try:
             await self.services.start()
@@ -176,6 +184,7 @@ class Gateway:
                     writer.cancel()
         finally:
             await self.priority_classes.stop()
+            await self.vpas.stop()
             await self.flow_control.stop()
             await self.services.stop()
             await self.policies.stop()

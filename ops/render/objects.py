@@ -335,6 +335,29 @@ def _pdb_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     ]
 
 
+def _vpa_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """The VPA CRD's printer columns as kubectl shows them: the mode as written, the first
+    container's target cpu and memory, the RecommendationProvided status (blank cells until
+    the recommender has written them, as kubectl prints a CRD column with no value)."""
+    manifest = item["manifest"]
+    spec, status = manifest.get("spec") or {}, manifest.get("status") or {}
+    recommendations = (status.get("recommendation") or {}).get("containerRecommendations") or []
+    target = (recommendations[0].get("target") or {}) if recommendations else {}
+    provided = next(
+        (c.get("status", "") for c in status.get("conditions") or ()
+         if c.get("type") == "RecommendationProvided"),
+        "",
+    )  # fmt: skip
+    return [
+        item["name"],
+        str((spec.get("updatePolicy") or {}).get("updateMode") or ""),
+        str(target.get("cpu", "")),
+        str(target.get("memory", "")),
+        provided,
+        age(item["created_ns"], now_ns),
+    ]
+
+
 COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "Pod": (
         ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
@@ -384,6 +407,7 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
         [],
         _pdb_row,
     ),
+    "VerticalPodAutoscaler": (["NAME", "MODE", "CPU", "MEM", "PROVIDED", "AGE"], [], _vpa_row),
     "Role": (["NAME", "CREATED AT"], [], _created_at_row),
     "ClusterRole": (["NAME", "CREATED AT"], [], _created_at_row),
     "RoleBinding": (["NAME", "ROLE", "AGE"], _SUBJECT_COLUMNS, _binding_row),

@@ -193,6 +193,11 @@ MINIMAL: dict[str, dict[str, Any]] = {
             "maxReplicas": 3,
         },
     },
+    "VerticalPodAutoscaler": {
+        "apiVersion": "autoscaling.k8s.io/v1",
+        "kind": "VerticalPodAutoscaler",
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "x"}},
+    },
 }
 
 NAMES = {"IPAddress": "100.64.0.20", "NodePortAllocation": "30080", "PodCIDR": "100.96.3.0-24"}
@@ -391,6 +396,7 @@ def test_o_name_prints_what_the_other_commands_take(kind: str) -> None:
         "PeerAuthentication": "peerauthentication.security.istio.io/x",
         "HorizontalPodAutoscaler": "horizontalpodautoscaler.autoscaling/x",
         "PodDisruptionBudget": "poddisruptionbudget.policy/x",
+        "VerticalPodAutoscaler": "verticalpodautoscaler.autoscaling.k8s.io/x",
     }.get(kind, f"{kind.lower()}/x")
 
 

@@ -842,7 +842,7 @@ def test_unknown_kind_lists_the_known_kinds():
         "Namespace, Node, NodePortAllocation, PeerAuthentication, Pod, PodCIDR, "
         "PodDisruptionBudget, PriorityClass, "
         "PriorityLevelConfiguration, ReplicaSet, ResourceQuota, Role, RoleBinding, Secret, "
-        "Service, ServiceEntry, User, VirtualService" in error.message
+        "Service, ServiceEntry, User, VerticalPodAutoscaler, VirtualService" in error.message
     )
     error = rejected({"apiVersion": "v1", "kind": "pod"}, UnknownKind)
     assert 'did you mean "Pod"' in error.message

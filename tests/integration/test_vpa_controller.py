@@ -1,0 +1,369 @@
+"""The VPA end to end on a real server: simulated pods whose synthetic memory and CPU a test
+sets, the recommender's status and its why, Initial mode at admission, Recreate evicting
+(issue 19)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+
+from core.meta.quantity import cpu_millis, memory_bytes
+from handlers.agent.pods import PodRecorder
+from handlers.autoscaler.vertical import ACTOR, UPDATER_ACTOR, UpdaterOptions, VerticalController
+from handlers.simusage import LOAD_SUBJECT, SimulatedUsage
+from projections.cluster import ClusterModel, ObjectRecord
+from projections.metrics import PodMetrics
+from projections.runtime import Projection
+from streams.audit import read_audit
+from streams.commandbus import CommandClient
+from streams.envelope import StoredEvent
+from streams.eventstore import EventStore
+from streams.repository import AggregateRepository
+from streams.subjects import event_subject
+from tests.integration.support import cli, eventually, workload_roles
+
+pytestmark = pytest.mark.integration
+
+MI = 1024 * 1024
+
+
+def deployment(replicas: int = 1) -> dict[str, Any]:
+    resources = {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "200m"}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "app", "image": "x", "resources": resources}]},
+            },
+        },
+    }
+
+
+def vpa(mode: str, **policy: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling.k8s.io/v1",
+        "kind": "VerticalPodAutoscaler",
+        "metadata": {"name": "web"},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "updatePolicy": {"updateMode": mode, **policy},
+        },
+    }
+
+
+@contextlib.asynccontextmanager
+async def vertical(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel]
+) -> AsyncIterator[VerticalController]:
+    async with workload_roles(nc, store, projection, nodes=2, collect=False) as simulated:
+        metrics = PodMetrics(nc, replay=True)
+        controller = await VerticalController.create(
+            nc, projection, metrics, period_seconds=0.2, retry_seconds=0.2,
+            updater=UpdaterOptions(period_seconds=0.5, bounds_interval_seconds=3600),
+        )  # fmt: skip
+        usage = SimulatedUsage(nc, projection, simulated.names.__contains__, period=0.5)
+        tasks = []
+        for role in (metrics.run, controller.run, usage.run):
+            ready = asyncio.Event()
+            tasks.append(asyncio.create_task(role(ready)))
+            await asyncio.wait_for(ready.wait(), 10)
+        try:
+            yield controller
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def set_load(nc: Client, *, cpu: str, memory: str) -> None:
+    body = {"namespace": "default", "selector": {"app": "web"}, "cpu": cpu, "memory": memory}
+    reply = await nc.request(LOAD_SUBJECT, json.dumps(body).encode(), timeout=10)
+    assert "error" not in json.loads(reply.data)
+
+
+def the_vpa(projection: Projection[ClusterModel]) -> dict[str, Any]:
+    record = projection.model.get("VerticalPodAutoscaler", "default", "web")
+    assert record is not None
+    return record.manifest
+
+
+def target(projection: Projection[ClusterModel]) -> dict[str, str]:
+    status = the_vpa(projection).get("status") or {}
+    recs = (status.get("recommendation") or {}).get("containerRecommendations") or []
+    return dict(recs[0]["target"]) if recs else {}
+
+
+async def recorded(store: EventStore) -> list[StoredEvent]:
+    events = await store.read_subject(event_subject("VerticalPodAutoscaler", "default", "web"))
+    return [e for e in events if e.envelope.type == "VerticalPodAutoscalerStatusUpdated"]
+
+
+def pods(projection: Projection[ClusterModel]) -> list[ObjectRecord]:
+    return [p for p in projection.model.list("Pod", "default") if p.last_event == "PodReady"]
+
+
+async def raised(projection: Projection[ClusterModel]) -> bool:
+    return memory_bytes(target(projection).get("memory", "0")) > 600 * MI
+
+
+def printed(result: Any) -> list[str]:
+    return [line for line in result.output.splitlines() if not re.match(r"\d{4}-\d\d-\d\d ", line)]
+
+
+@pytest.mark.usefixtures("queries")
+async def test_a_memory_hungry_pod_gets_a_raised_recommendation_with_its_why(
+    nats_server: Any,
+    nc: Client,
+    store: EventStore,
+    projection: Projection[ClusterModel],
+    client: CommandClient,
+) -> None:
+    async with vertical(nc, store, projection):
+        await client.send("Deployment", "create", {"manifest": deployment()})
+        await client.send("VerticalPodAutoscaler", "create", {"manifest": vpa("Off")})
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
+        await set_load(nc, cpu="300m", memory="600Mi")
+        await eventually(lambda: raised(projection), timeout=30)
+
+        status = the_vpa(projection)["status"]
+        [rec] = status["recommendation"]["containerRecommendations"]
+        assert rec["containerName"] == "app"
+        # P90 of the peaks is the end of 600Mi's bucket, plus the 15 % margin
+        assert 600 * MI * 1.15 < memory_bytes(rec["target"]["memory"]) < 600 * MI * 1.15 * 1.06
+        assert 300 * 1.15 <= cpu_millis(rec["target"]["cpu"]) <= 300 * 1.15 * 1.06
+        assert rec["uncappedTarget"] == rec["target"]
+        assert memory_bytes(rec["upperBound"]["memory"]) >= memory_bytes(rec["target"]["memory"])
+        [provided] = status["conditions"]
+        assert (provided["type"], provided["status"]) == ("RecommendationProvided", "True")
+
+        event = next(e for e in reversed(await recorded(store))
+                     if "recommendation" in e.envelope.payload["status"])  # fmt: skip
+        assert event.envelope.actor == ACTOR
+        why = event.envelope.payload["why"]["containers"]["app"]
+        assert why["cpuSamples"] >= 1 and why["memorySamples"] >= 1
+        assert why["memoryPeakBytes"]["p90"] >= 600 * MI
+        assert why["safetyMargin"] == 0.15 and why["caps"] == []
+        assert "confidence" in why and why["podMinimum"]["memoryBytes"] == 250 * MI
+
+        # The same load again and again is not a new recommendation (bounds alone wait).
+        writes = len(await recorded(store))
+        await asyncio.sleep(3)  # six more samples of the same usage
+        assert len(await recorded(store)) == writes
+
+        got = printed(await cli(nats_server.url, "get", "vpa"))
+        assert got[0].split() == ["NAME", "MODE", "CPU", "MEM", "PROVIDED", "AGE"]
+        row = got[1].split()
+        assert row[:2] == ["web", "Off"] and row[2] == rec["target"]["cpu"] and row[4] == "True"
+        described = await cli(nats_server.url, "describe", "vpa", "web")
+        assert described.exit_code == 0
+        assert "containerRecommendations" in described.output
+        assert "RecommendationProvided" in described.output
+        # Off: the pod was never touched
+        [pod] = pods(projection)
+        requests = pod.manifest["spec"]["containers"][0]["resources"]["requests"]
+        assert requests["memory"] == "64Mi"
+
+
+@pytest.mark.usefixtures("gateway")
+async def test_initial_mode_sets_the_requests_of_a_new_pod_and_the_audit_names_the_stage(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+) -> None:
+    async with vertical(nc, store, projection):
+        await client.send("Deployment", "create", {"manifest": deployment()})
+        await client.send("VerticalPodAutoscaler", "create", {"manifest": vpa("Initial")})
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
+        [first] = pods(projection)
+        await set_load(nc, cpu="300m", memory="600Mi")
+        await eventually(lambda: raised(projection), timeout=30)
+        wanted = target(projection)
+        await asyncio.sleep(1)  # the gateway's VPA model follows the status (live)
+
+        await client.send(
+            "Deployment", "scale", {"name": "web", "namespace": "default", "replicas": 2}
+        )
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 2), timeout=30)
+        [new] = [p for p in pods(projection) if p.name != first.name]
+        resources = new.manifest["spec"]["containers"][0]["resources"]
+        assert memory_bytes(resources["requests"]["memory"]) == memory_bytes(wanted["memory"])
+        assert cpu_millis(resources["requests"]["cpu"]) == cpu_millis(wanted["cpu"])
+        # RequestsAndLimits: the 2:1 cpu limit:request ratio is kept
+        assert cpu_millis(resources["limits"]["cpu"]) == 2 * cpu_millis(wanted["cpu"])
+        annotations = new.manifest["metadata"]["annotations"]
+        assert annotations["vpaUpdates"] == (
+            "Pod resources updated by web: container 0: cpu request, cpu limit, memory request"
+        )
+        # Initial never touches a running pod
+        still = projection.model.get("Pod", "default", first.name)
+        assert still is not None
+        assert still.manifest["spec"]["containers"][0]["resources"]["requests"]["memory"] == "64Mi"
+
+        audit = [r for r in await read_audit(nc) if r.name == new.name and r.verb == "create"]
+        assert audit, "the pod's create was audited"
+        [stage] = [n for n in audit[-1].admission if "VerticalPodAutoscaler" in n]
+        assert stage.startswith("mutated by VerticalPodAutoscaler: web (Initial) set app: ")
+        assert f"memory request {resources['requests']['memory']}" in stage
+
+
+@pytest.mark.usefixtures("gateway")
+@pytest.mark.parametrize("mode", ["Recreate", "InPlaceOrRecreate"])
+async def test_recreate_evicts_a_pod_outside_its_bounds_and_the_new_one_gets_the_target(
+    nc: Client,
+    store: EventStore,
+    projection: Projection[ClusterModel],
+    client: CommandClient,
+    mode: str,
+) -> None:
+    """InPlaceOrRecreate falls back to eviction where no in-place resize is possible (in this
+    build: always, see ``resize_in_place``)."""
+    async with vertical(nc, store, projection) as controller:
+        await client.send("Deployment", "create", {"manifest": deployment()})
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
+        [first] = pods(projection)
+        await client.send("VerticalPodAutoscaler", "create", {"manifest": vpa(mode, minReplicas=1)})
+        await set_load(nc, cpu="300m", memory="600Mi")
+        await eventually(lambda: raised(projection), timeout=30)
+
+        async def replaced() -> bool:
+            return any(p.name != first.name for p in pods(projection))
+
+        await eventually(replaced, timeout=30)
+        events = await store.read_subject(event_subject("Pod", "default", first.name))
+        deleted = [e for e in events if e.envelope.type == "PodDeleted"]
+        assert deleted and deleted[0].envelope.actor == UPDATER_ACTOR
+        assert "outside the recommended range" in deleted[0].envelope.payload["reason"]
+        assert controller.evicted >= 1
+        [new] = [p for p in pods(projection) if p.name != first.name]
+        requests = new.manifest["spec"]["containers"][0]["resources"]["requests"]
+        assert memory_bytes(requests["memory"]) > 600 * MI  # admitted with the target
+
+
+@pytest.mark.usefixtures("gateway")
+async def test_a_vpa_on_a_missing_target_says_so(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+) -> None:
+    async with vertical(nc, store, projection):
+        outcome = await client.send("VerticalPodAutoscaler", "create", {"manifest": vpa("Auto")})
+        # Auto is accepted as the deprecated name of Recreate, with the VPA's warning
+        [warning] = outcome.warnings
+        assert warning.startswith('spec.updatePolicy: "Auto" mode is deprecated')
+        assert "[Off Initial Recreate InPlaceOrRecreate InPlace]" in warning
+
+        async def unsupported() -> bool:
+            conditions = (the_vpa(projection).get("status") or {}).get("conditions") or []
+            return any(c["type"] == "ConfigUnsupported" for c in conditions)
+
+        await eventually(unsupported, timeout=30)
+        conditions = {c["type"]: c for c in the_vpa(projection)["status"]["conditions"]}
+        assert conditions["ConfigUnsupported"]["message"] == (
+            'Cannot read targetRef: deployments.apps "web" not found'
+        )
+        assert conditions["RecommendationProvided"]["status"] == "False"
+
+
+@pytest.mark.usefixtures("gateway")
+async def test_an_oom_kill_bumps_the_memory_recommendation(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+) -> None:
+    async with vertical(nc, store, projection):
+        await client.send("Deployment", "create", {"manifest": deployment()})
+        await client.send("VerticalPodAutoscaler", "create", {"manifest": vpa("Off")})
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
+        [pod] = pods(projection)
+        await set_load(nc, cpu="100m", memory="300Mi")
+
+        async def recommended() -> bool:
+            return memory_bytes(target(projection).get("memory", "0")) > 300 * MI
+
+        await eventually(recommended, timeout=30)
+        before = memory_bytes(target(projection)["memory"])
+        assert before < 400 * MI
+        # The node agent records the kill as it records any exit (here for the simulated node).
+        node = pod.manifest["spec"]["nodeName"]
+        recorder = PodRecorder(AggregateRepository(store), actor=f"system:node:{node}", node=node)
+        now = time.time_ns()
+        await recorder.record(
+            "default", pod.name, step="oom",
+            decide=lambda p, at: p.exit_container(
+                container="app", exit_code=137, reason="OOMKilled", node=node,
+                started_at_ns=now - 10**9, finished_at_ns=now, at=at,
+            ),
+        )  # fmt: skip
+
+        async def bumped() -> bool:
+            return memory_bytes(target(projection).get("memory", "0")) >= 400 * MI * 1.15
+
+        # used = max(request 64Mi, peak 300Mi); needed = max(300Mi + 100Mi, 300Mi * 1.2) = 400Mi
+        await eventually(bumped, timeout=30)
+        last = (await recorded(store))[-1].envelope.payload["why"]["containers"]["app"]
+        assert last["ooms"] == 1
+        assert last["memoryPeakBytes"]["p90"] >= 400 * MI
+
+
+@pytest.mark.usefixtures("gateway")
+async def test_recreate_evictions_honour_a_disruption_budget(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+) -> None:
+    async with vertical(nc, store, projection) as controller:
+        budget = {
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "web"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
+        }  # fmt: skip
+        await client.send("PodDisruptionBudget", "create", {"manifest": budget})
+        await client.send("Deployment", "create", {"manifest": deployment()})
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
+        [first] = pods(projection)
+        await client.send(
+            "VerticalPodAutoscaler", "create", {"manifest": vpa("Recreate", minReplicas=1)}
+        )
+        await set_load(nc, cpu="300m", memory="600Mi")
+        await eventually(lambda: raised(projection), timeout=30)
+        # The updater wants the pod out (below its lower bound) and asks again each look;
+        # the budget (one pod that must stay available) refuses every time.
+        await eventually(lambda: asyncio.sleep(0, controller.refused >= 2), timeout=30)
+        assert controller.evicted == 0
+        assert [p.name for p in pods(projection)] == [first.name]
+
+
+@pytest.mark.usefixtures("gateway")
+async def test_initial_mode_keeps_the_limit_within_the_limit_range_max(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+) -> None:
+    limits = {"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "caps"},
+              "spec": {"limits": [{"type": "Container", "max": {"cpu": "500m"}}]}}  # fmt: skip
+    await client.send("LimitRange", "create", {"manifest": limits})
+    async with vertical(nc, store, projection):
+        await client.send("Deployment", "create", {"manifest": deployment()})
+        await client.send("VerticalPodAutoscaler", "create", {"manifest": vpa("Initial")})
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
+        [first] = pods(projection)
+        await set_load(nc, cpu="300m", memory="600Mi")
+        await eventually(lambda: raised(projection), timeout=30)
+        # the target (~345m) with the 2:1 limit would ask 690m, past the 500m max
+        assert cpu_millis(target(projection)["cpu"]) * 2 > 500
+        await asyncio.sleep(1)  # the gateway's VPA model follows the status (live)
+        await client.send(
+            "Deployment", "scale", {"name": "web", "namespace": "default", "replicas": 2}
+        )
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 2), timeout=30)
+        [new] = [p for p in pods(projection) if p.name != first.name]
+        resources = new.manifest["spec"]["containers"][0]["resources"]
+        # the request whose limit is the max: 100m * 500m / 200m
+        assert resources["requests"]["cpu"] == "250m" and resources["limits"]["cpu"] == "500m"
+        assert memory_bytes(resources["requests"]["memory"]) > 600 * MI
+        audit = [r for r in await read_audit(nc) if r.name == new.name and r.verb == "create"]
+        [stage] = [n for n in audit[-1].admission if "VerticalPodAutoscaler" in n]
+        assert "(cpu capped to fit Max in container LimitRange)" in stage
