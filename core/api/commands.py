@@ -158,7 +158,15 @@ class Command(BaseModel):
 
     kind: str
     verb: Literal[
-        "create", "apply", "delete", "scale", "cordon", "uncordon", "status", "bind", "evict",
+        "create",
+        "apply",
+        "delete",
+        "scale",
+        "cordon",
+        "uncordon",
+        "status",
+        "bind",
+        "evict",
         "resize",
     ]
     idempotency_key: str
