@@ -270,6 +270,7 @@ _FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     },
     "PodResizePending": {
         "node": ((str,), True), "reason": ((str,), True), "message": ((str,), False),
+        "allocated": ((dict,), False),
     },
     "PodResizeActuated": {
         "node": ((str,), True), "resources": ((dict,), True), "error": ((str,), False),

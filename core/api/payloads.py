@@ -213,6 +213,9 @@ class PodResizePending(EventPayload):
     node: str
     reason: str
     message: str = ""
+    allocated: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """What the node still holds for each container (``allocatedResources``), so the
+    scheduler and quotas count those, not the desired resources, while it waits."""
 
 
 class PodResizeActuated(EventPayload):

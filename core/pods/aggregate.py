@@ -122,9 +122,17 @@ class Pod(Resource):
             timestamp=at,
         )  # fmt: skip
 
-    def defer_resize(self, *, node: str, reason: str, message: str, at: datetime) -> None:
-        """The node cannot take the resize (Infeasible or Deferred); the same again is not
-        recorded twice."""
+    def defer_resize(
+        self,
+        *,
+        node: str,
+        reason: str,
+        message: str,
+        at: datetime,
+        allocated: dict[str, Any] | None = None,
+    ) -> None:
+        """The node cannot take the resize (Infeasible or Deferred), still holding
+        ``allocated`` for the containers; the same again is not recorded twice."""
         self._require_on(node, "refuse a resize")
         for kept in (self.manifest.get("status") or {}).get("conditions") or []:
             if (
@@ -134,8 +142,9 @@ class Pod(Resource):
             ):
                 return
         self.trigger_event(
-            self.ResizePending, node=node, reason=reason, message=message, timestamp=at
-        )
+            self.ResizePending, node=node, reason=reason, message=message,
+            allocated=dict(allocated or {}), timestamp=at,
+        )  # fmt: skip
 
     def actuate_resize(
         self, *, node: str, resources: dict[str, Any], error: str, at: datetime

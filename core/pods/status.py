@@ -673,6 +673,10 @@ def _resize_allocated(state: Evolving, payload: Mapping[str, Any], stamp: str) -
 def _resize_pending(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
     manifest = state.manifest
     status = dict(manifest.get("status") or {})
+    allocated = payload.get("allocated") or {}
+    if allocated:
+        requests = {name: dict(r.get("requests") or {}) for name, r in allocated.items()}
+        _with_container_fields(status, requests, "allocatedResources")
     _with_resize_condition(
         status, "PodResizePending", present=True, stamp=stamp, reason=payload["reason"],
         message=payload.get("message", ""),

@@ -861,7 +861,9 @@ class PodWorker:
         def admit(pod: Pod, node: Any, at: datetime) -> None:
             decided.clear()
             desired = _desired_resources(pod.manifest)
-            requests = PodInfo.from_manifest(pod.manifest).requests
+            # The desired requests alone (without its status, the scheduler's reading would
+            # keep the larger allocated ones: a decrease would never give anything back).
+            requests = PodInfo.from_manifest({**pod.manifest, "status": {}}).requests
             if node is None or not node.exists:
                 raise FleetError(f"node {self.node} no longer exists")
             held = node.allocations.get(pod_key(pod), {})
@@ -873,8 +875,9 @@ class PodWorker:
             decided.update(outcome=admission.outcome, desired=desired)
             if admission.outcome != "Feasible":
                 pod.defer_resize(
-                    node=self.node, reason=admission.outcome, message=admission.message, at=at
-                )
+                    node=self.node, reason=admission.outcome, message=admission.message,
+                    allocated=before, at=at,
+                )  # fmt: skip
                 return
             restarts = sorted(
                 name for name, resources in desired.items()

@@ -27,6 +27,7 @@ from core.pods.resize import (
     resized_spec,
     validate_resize,
 )
+from core.scheduling.model import PodInfo
 from tests.unit.support import recorded
 from tests.unit.test_pod_decisions import bound_pod_on, live_pod, node, quota
 
@@ -422,3 +423,30 @@ def test_only_the_pods_node_records_its_resize():
     pod = running_pod()
     with pytest.raises(InvalidTransition):
         pod.allocate_resize(node="elsewhere", allocated={}, restarts=[], at=AT)
+
+
+# -- what the scheduler counts (component-helpers PodRequests, UseStatusResources) ---------------
+
+
+def resized_manifest(spec_cpu: str, allocated_cpu: str, *, infeasible: bool = False) -> Any:
+    status: dict[str, Any] = {
+        "containerStatuses": [{"name": "main", "allocatedResources": {"cpu": allocated_cpu}}],
+        "conditions": [{"type": "PodResizePending", "status": "True", "reason": "Infeasible"}]
+        if infeasible else [],
+    }  # fmt: skip
+    return {
+        "metadata": {"name": "web", "namespace": "team"},
+        "spec": {"containers": [{"name": "main", "image": "x",
+                                 "resources": {"requests": {"cpu": spec_cpu}}}]},
+        "status": status,
+    }  # fmt: skip
+
+
+def test_the_scheduler_counts_the_larger_of_desired_and_allocated_while_a_resize_is_pending():
+    assert PodInfo.from_manifest(resized_manifest("300m", "100m")).requests["cpu"] == 300
+    assert PodInfo.from_manifest(resized_manifest("50m", "100m")).requests["cpu"] == 100
+
+
+def test_an_infeasible_resize_is_not_counted_by_the_scheduler():
+    infeasible = resized_manifest("16", "100m", infeasible=True)
+    assert PodInfo.from_manifest(infeasible).requests["cpu"] == 100
