@@ -63,7 +63,13 @@ from core.pods.lifecycle import (
     probes_of,
     should_restart,
 )
-from core.pods.resize import DEFERRED, ContainerResize, plan_container, resize_admission
+from core.pods.resize import (
+    DEFERRED,
+    ERROR,
+    ContainerResize,
+    plan_container,
+    resize_admission,
+)
 from core.scheduling.model import PodInfo
 from handlers.agent.cgroups import CgroupError, Limits
 from handlers.agent.hostports import HostPortForwarder, host_ports
@@ -294,6 +300,11 @@ class PodWorker:
         self._resize_wake = asyncio.Event()
         self._restarts: dict[str, asyncio.Future[str]] = {}
         """Container name -> how to ask its running instance's watch to restart it."""
+        self._unapplied: tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], str] | None = (
+            None
+        )
+        """After an ``Error`` resize: (what the cgroups hold, as recorded; what was allocated
+        before; the error recorded), until it is applied."""
 
     @property
     def key(self) -> str:
@@ -844,7 +855,7 @@ class PodWorker:
                 # Never silently: the resizer is the pod's only path to its new resources.
                 log.exception("agent.resize_failed", pod=self.key)
                 outcome = DEFERRED
-            if outcome == DEFERRED:
+            if outcome in (DEFERRED, ERROR):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._resize_wake.wait(), RESIZE_RETRY_S)
                 self._resize_wake.set()
@@ -853,6 +864,8 @@ class PodWorker:
         """Admit the pod's desired resources on this node and apply them; the admission's
         outcome (None when there was nothing to resize)."""
         if self._resizable() == self._allocated:
+            if self._unapplied is not None:
+                return await self._retry_actuation()
             return None
         decided: dict[str, Any] = {}
         before = self._allocated
@@ -902,14 +915,44 @@ class PodWorker:
             return str(outcome) if outcome else None
         desired = decided["desired"]
         self._allocated = desired
+        self._unapplied = None
         actual, errors = await self._actuate(desired, before, set(decided["restarts"]))
+        await self._record_actuation(step, actual, errors, before)
+        return ERROR if errors else "Feasible"
+
+    async def _record_actuation(
+        self,
+        step: str,
+        actual: dict[str, dict[str, Any]],
+        errors: list[str],
+        before: dict[str, dict[str, Any]],
+    ) -> None:
+        """Record what the cgroups hold; what could not be applied is tried again (the
+        kubelet retries an ``Error`` resize on every sync), recorded again only when it
+        changes."""
+        error = "; ".join(errors)
+        self._unapplied = (actual, before, error) if errors else None
         await self._record(
-            step + "-actuated",
+            f"{step}-actuated-{hashlib.sha256(error.encode()).hexdigest()[:8]}",
             lambda pod, at: pod.actuate_resize(
-                node=self.node, resources=actual, error="; ".join(errors), at=at
+                node=self.node, resources=actual, error=error, at=at
             ),
         )
-        return "Feasible"
+
+    async def _retry_actuation(self) -> str:
+        """Apply again what an earlier attempt could not (a memory limit below the usage
+        may fit once the container has freed memory)."""
+        assert self._unapplied is not None
+        recorded, before, error = self._unapplied
+        actual, errors = await self._actuate(self._allocated, recorded, set())
+        if "; ".join(errors) == error and actual == recorded:
+            return ERROR  # the same as recorded: nothing new to say
+        step = (
+            "resize-retry-"
+            + hashlib.sha256(json.dumps(self._allocated, sort_keys=True).encode()).hexdigest()[:16]
+        )
+        await self._record_actuation(step, actual, errors, before)
+        return ERROR if errors else "Feasible"
 
     def _plan(
         self, name: str, resources: dict[str, Any], before: dict[str, dict[str, Any]]

@@ -260,10 +260,18 @@ async def test_a_qos_changing_resize_is_refused_in_kubes_words(cluster: Cluster)
     assert "PodResized" not in await cluster.types("qos")
 
 
-async def test_a_memory_limit_below_the_usage_is_not_applied_and_says_why(
-    cluster: Cluster,
+async def test_a_memory_limit_below_the_usage_waits_until_the_memory_is_freed(
+    cluster: Cluster, tmp_path: Path
 ) -> None:
-    hungry = pod("hungry", [PY, "-c", "x = b'x' * (96 * 2**20); import time; time.sleep(600)"],
+    flag = tmp_path / "free-it"
+    program = (
+        "import os, time\n"
+        "x = b'x' * (96 * 2**20)\n"
+        f"while not os.path.exists({str(flag)!r}): time.sleep(0.05)\n"
+        "del x\n"
+        "time.sleep(600)\n"
+    )
+    hungry = pod("hungry", [PY, "-c", program],
                  container={"resources": {"requests": {"memory": "128Mi"},
                                           "limits": {"memory": "256Mi"}}})  # fmt: skip
     await cluster.client.send("Pod", "apply", {"manifest": hungry})
@@ -289,4 +297,15 @@ async def test_a_memory_limit_below_the_usage_is_not_applied_and_says_why(
     assert message.startswith(f"attempting to set container 'main' memory limit ({64 * MI}) ")
     assert "below current usage" in message
     assert memory_limit(container) == 256 * MI
+    assert alive(container.pid)
+
+    # Tried again, as the kubelet retries an Error resize: applied once the memory is freed.
+    flag.write_text("")
+
+    async def applied() -> bool:
+        return "PodResizeInProgress" not in conditions(cluster, "hungry")
+
+    await eventually(applied, timeout=30)
+    assert memory_limit(container) == 64 * MI
+    assert container_status(cluster, "hungry")["resources"]["limits"]["memory"] == "64Mi"
     assert alive(container.pid)
