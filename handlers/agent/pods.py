@@ -47,8 +47,9 @@ import structlog
 from core.api.causation import caused_by_event
 from core.config.consume import ConfigSources, ConfigUnavailable
 from core.errors import FleetError
-from core.meta.aggregate import timestamp_from_ns
+from core.meta.aggregate import Resource, timestamp_from_ns
 from core.meta.quantity import resource_amount
+from core.nodes.aggregate import Node
 from core.pods.aggregate import Pod
 from core.pods.decisions import allocate_resize, finish_pod, pod_key
 from core.pods.lifecycle import (
@@ -134,7 +135,7 @@ class NodeStep(Protocol):
     """A decision on the pod and its node together (a resize's admission): ``node`` is the
     node's aggregate (None if it is gone)."""
 
-    def __call__(self, pod: Pod, node: Any, at: datetime) -> None: ...
+    def __call__(self, pod: Pod, node: Resource | None, at: datetime) -> None: ...
 
 
 class PodRecorder:
@@ -300,11 +301,9 @@ class PodWorker:
         self._resize_wake = asyncio.Event()
         self._restarts: dict[str, asyncio.Future[str]] = {}
         """Container name -> how to ask its running instance's watch to restart it."""
-        self._unapplied: tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], str] | None = (
-            None
-        )
-        """After an ``Error`` resize: (what the cgroups hold, as recorded; what was allocated
-        before; the error recorded), until it is applied."""
+        self._unapplied: tuple[dict[str, dict[str, Any]], str] | None = None
+        """After an ``Error`` resize: (what the cgroups hold, as recorded; the error
+        recorded), until it is applied."""
 
     @property
     def key(self) -> str:
@@ -871,13 +870,13 @@ class PodWorker:
         before = self._allocated
         policy = self.spec.get("restartPolicy", "Always")
 
-        def admit(pod: Pod, node: Any, at: datetime) -> None:
+        def admit(pod: Pod, node: Resource | None, at: datetime) -> None:
             decided.clear()
             desired = _desired_resources(pod.manifest)
             # The desired requests alone (without its status, the scheduler's reading would
             # keep the larger allocated ones: a decrease would never give anything back).
             requests = PodInfo.from_manifest({**pod.manifest, "status": {}}).requests
-            if node is None or not node.exists:
+            if not isinstance(node, Node) or not node.exists:
                 raise FleetError(f"node {self.node} no longer exists")
             held = node.allocations.get(pod_key(pod), {})
             in_use = node.allocated
@@ -902,12 +901,7 @@ class PodWorker:
                 pod, node, requests=requests, allocated=desired, restarts=restarts, at=at
             )
 
-        step = (
-            "resize-"
-            + hashlib.sha256(json.dumps(self._resizable(), sort_keys=True).encode()).hexdigest()[
-                :16
-            ]
-        )
+        step = f"resize-{_digest(self._resizable())}"
         await self._after_addresses()
         await self._recorder.record_on_node(self.namespace, self.name, step=step, decide=admit)
         outcome = decided.get("outcome")
@@ -917,23 +911,19 @@ class PodWorker:
         self._allocated = desired
         self._unapplied = None
         actual, errors = await self._actuate(desired, before, set(decided["restarts"]))
-        await self._record_actuation(step, actual, errors, before)
+        await self._record_actuation(step, actual, errors)
         return ERROR if errors else "Feasible"
 
     async def _record_actuation(
-        self,
-        step: str,
-        actual: dict[str, dict[str, Any]],
-        errors: list[str],
-        before: dict[str, dict[str, Any]],
+        self, step: str, actual: dict[str, dict[str, Any]], errors: list[str]
     ) -> None:
         """Record what the cgroups hold; what could not be applied is tried again (the
         kubelet retries an ``Error`` resize on every sync), recorded again only when it
         changes."""
         error = "; ".join(errors)
-        self._unapplied = (actual, before, error) if errors else None
+        self._unapplied = (actual, error) if errors else None
         await self._record(
-            f"{step}-actuated-{hashlib.sha256(error.encode()).hexdigest()[:8]}",
+            f"{step}-actuated-{_digest(error)}",
             lambda pod, at: pod.actuate_resize(
                 node=self.node, resources=actual, error=error, at=at
             ),
@@ -943,15 +933,11 @@ class PodWorker:
         """Apply again what an earlier attempt could not (a memory limit below the usage
         may fit once the container has freed memory)."""
         assert self._unapplied is not None
-        recorded, before, error = self._unapplied
+        recorded, error = self._unapplied
         actual, errors = await self._actuate(self._allocated, recorded, set())
         if "; ".join(errors) == error and actual == recorded:
             return ERROR  # the same as recorded: nothing new to say
-        step = (
-            "resize-retry-"
-            + hashlib.sha256(json.dumps(self._allocated, sort_keys=True).encode()).hexdigest()[:16]
-        )
-        await self._record_actuation(step, actual, errors, before)
+        await self._record_actuation(f"resize-retry-{_digest(self._allocated)}", actual, errors)
         return ERROR if errors else "Feasible"
 
     def _plan(
@@ -1079,6 +1065,12 @@ class PodWorker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._terminating.wait(), retry_after)
         return not self._terminating.is_set()
+
+
+def _digest(value: object) -> str:
+    """A short, stable name for ``value`` in a step's write token (the same resize decided
+    again writes the same token)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _desired_resources(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
