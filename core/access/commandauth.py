@@ -93,6 +93,8 @@ def kube_verbs(verb: str, *, exists: bool) -> tuple[str, str]:
             return "create", "binding"
         case "evict":
             return "create", "eviction"
+        case "resize":
+            return "patch", "resize"
         case "cordon" | "uncordon":
             return "patch", ""
     return verb, ""

@@ -16,7 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.api.events import Upcasters
 from core.errors import ValidationFailed
 
-VERBS = ("create", "apply", "delete", "scale", "cordon", "uncordon", "status", "bind", "evict")
+VERBS = (
+    "create", "apply", "delete", "scale", "cordon", "uncordon", "status", "bind", "evict",
+    "resize",
+)  # fmt: skip
 _COMMAND_FIELDS = frozenset(
     {"v", "id", "actor", "body", "expected_version", "correlation_id", "causation_id", "source",
      # The impersonated actor's groups, read by authentication (only from the control plane's
@@ -105,6 +108,26 @@ class BindBody(CommandBody):
     node: str = Field(min_length=1, max_length=253)
 
 
+class ContainerResources(CommandBody):
+    """One container's new ``resources`` (``requests`` and ``limits``, as in a manifest)."""
+
+    name: str = Field(min_length=1, max_length=63)
+    resources: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResizeBody(CommandBody):
+    """resize: new resources for some of a pod's containers, in place (Kubernetes'
+    ``pods/resize`` subresource, ``kubectl patch pod NAME --subresource resize``). Each entry
+    names a regular container or a sidecar and gives its whole new ``resources``; containers
+    not named keep theirs. Validated as kube's ``ValidatePodResize`` (``core.pods.resize``),
+    charged to the namespace's quotas, recorded as ``PodResized``; the pod's node applies it."""
+
+    name: str
+    namespace: str = "default"
+    containers: list[ContainerResources] = Field(min_length=1, max_length=64)
+    reason: str = ""
+
+
 class NodeBody(CommandBody):
     """cordon / uncordon: which node (nodes are cluster-scoped)."""
 
@@ -122,6 +145,7 @@ BODIES: dict[str, type[CommandBody]] = {
     "status": StatusBody,
     "bind": BindBody,
     "evict": EvictBody,
+    "resize": ResizeBody,
 }
 COMMAND_SCHEMA_VERSION = 1
 COMMAND_UPCASTERS = Upcasters({f"cmd:{verb}": COMMAND_SCHEMA_VERSION for verb in VERBS})
@@ -134,7 +158,16 @@ class Command(BaseModel):
 
     kind: str
     verb: Literal[
-        "create", "apply", "delete", "scale", "cordon", "uncordon", "status", "bind", "evict"
+        "create",
+        "apply",
+        "delete",
+        "scale",
+        "cordon",
+        "uncordon",
+        "status",
+        "bind",
+        "evict",
+        "resize",
     ]
     idempotency_key: str
     actor: str

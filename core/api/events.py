@@ -119,6 +119,10 @@ def _catalog() -> dict[str, EventType]:
         EventType(name="NodePodCIDRAssigned", schema_version=1, payload="NodePodCIDRAssigned"),
         EventType(name="NodePodCIDRRefused", schema_version=1, payload="NodePodCIDRRefused"),
         EventType(name="PodIPAssigned", schema_version=1, payload="PodIPAssigned"),
+        EventType(name="PodResized", schema_version=1, payload="PodResized"),
+        EventType(name="PodResizeAllocated", schema_version=1, payload="PodResizeAllocated"),
+        EventType(name="PodResizePending", schema_version=1, payload="PodResizePending"),
+        EventType(name="PodResizeActuated", schema_version=1, payload="PodResizeActuated"),
     ]
     return {entry.name: entry for entry in entries}
 
@@ -259,6 +263,17 @@ _FIELDS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "PodIPAssigned": {
         "node": ((str,), True), "pod_ips": ((list,), True), "host_ip": ((str,), True),
         "host_network": ((bool,), False), "message": ((str,), False),
+    },
+    "PodResized": {"before": ((dict,), True), "after": ((dict,), True)},
+    "PodResizeAllocated": {
+        "node": ((str,), True), "allocated": ((dict,), True), "restarts": ((list,), False),
+    },
+    "PodResizePending": {
+        "node": ((str,), True), "reason": ((str,), True), "message": ((str,), False),
+        "allocated": ((dict,), False),
+    },
+    "PodResizeActuated": {
+        "node": ((str,), True), "resources": ((dict,), True), "error": ((str,), False),
     },
 }  # fmt: skip
 PAYLOAD_FIELDS = _FIELDS

@@ -187,6 +187,47 @@ class ContainerRestarted(EventPayload):
     node: str
 
 
+class PodResized(EventPayload):
+    """The pod's desired container resources changed in place (the ``resize`` command, kube's
+    ``pods/resize``): each changed container's ``resources`` ``before`` and ``after``, by
+    container name. Its node's agent then admits and applies it (``core.pods.resize``)."""
+
+    before: dict[str, dict[str, Any]]
+    after: dict[str, dict[str, Any]]
+
+
+class PodResizeAllocated(EventPayload):
+    """The node admitted a resize: ``allocated`` (container -> resources) is reserved on the
+    node's ledger in the same append; ``restarts`` are the containers whose ``resizePolicy``
+    makes them restart to apply it. ``PodResizeInProgress`` until it is actuated."""
+
+    node: str
+    allocated: dict[str, dict[str, Any]]
+    restarts: list[str] = Field(default_factory=list)
+
+
+class PodResizePending(EventPayload):
+    """The node cannot take a resize: ``reason`` Infeasible (beyond the node's allocatable)
+    or Deferred (not beside the other pods now; tried again), the kubelet's ``message``."""
+
+    node: str
+    reason: str
+    message: str = ""
+    allocated: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """What the node still holds for each container (``allocatedResources``), so the
+    scheduler and quotas count those, not the desired resources, while it waits."""
+
+
+class PodResizeActuated(EventPayload):
+    """The agent applied the allocated resources: ``resources`` (container -> what its cgroup
+    holds now, kube's ``containerStatuses[].resources``). With ``error``, part of it could not
+    be applied (a memory limit below the usage) and the resize stays in progress."""
+
+    node: str
+    resources: dict[str, dict[str, Any]]
+    error: str = ""
+
+
 class PodTerminated(EventPayload):
     """A pod reached a terminal phase (Succeeded or Failed): no container of it will run
     again."""

@@ -110,6 +110,20 @@ def summarize(type_name: str, payload: Payload) -> str:
         return f"podCIDR {payload.get('pod_cidr')} assigned from {payload.get('cluster_cidr')}"
     if type_name == "NodePodCIDRRefused":
         return f"no podCIDR ({payload.get('reason')}): {payload.get('message')}"
+    if type_name == "PodResized":
+        after = payload.get("after") or {}
+        return "resized " + ", ".join(
+            f"{name} to {_resources_line(resources)}" for name, resources in sorted(after.items())
+        )
+    if type_name == "PodResizeAllocated":
+        restarts = payload.get("restarts") or []
+        line = f"resize admitted on {payload.get('node')}"
+        return line + (f", restarting {', '.join(restarts)}" if restarts else "")
+    if type_name == "PodResizePending":
+        return f"resize {payload.get('reason')}: {payload.get('message', '')}"
+    if type_name == "PodResizeActuated":
+        line = "resize applied"
+        return f"{line} in part: {payload['error']}" if payload.get("error") else line
     if type_name == "PodIPAssigned":
         ips = ", ".join(payload.get("pod_ips") or []) or "none"
         line = f"IP {ips} on {payload.get('node')}"
@@ -128,3 +142,13 @@ def summarize(type_name: str, payload: Payload) -> str:
     if type_name.endswith("Deleted"):
         return f"deleted: {payload['reason']}" if payload.get("reason") else "deleted"
     return ", ".join(f"{key}={value}" for key, value in sorted(payload.items()))[:120]
+
+
+def _resources_line(resources: Payload) -> str:
+    """``requests cpu=200m,memory=64Mi limits memory=128Mi``."""
+    parts = []
+    for section in ("requests", "limits"):
+        values = resources.get(section) or {}
+        if values:
+            parts.append(section + " " + ",".join(f"{k}={v}" for k, v in sorted(values.items())))
+    return " ".join(parts) or "no requests or limits"

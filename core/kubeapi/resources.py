@@ -158,6 +158,7 @@ SUBRESOURCES: Mapping[str, tuple[Subresource, ...]] = {
         _status("Pod"),
         Subresource("binding", ("create",), "Binding"),
         Subresource("eviction", ("create",), "Eviction", "policy", "v1"),
+        Subresource("resize", _READ_WRITE, "Pod"),
     ),
     "Node": (_status("Node"),),
     "Deployment": (_status("Deployment"), _scale()),
@@ -169,7 +170,7 @@ SUBRESOURCES: Mapping[str, tuple[Subresource, ...]] = {
 }
 """kind -> the subresources it serves (each handled in ``handlers.apiserver.subresources``):
 ``status`` for the kinds Kubernetes gives one, ``scale`` for the scalable workloads,
-``log``, ``exec``, ``portforward``, ``binding`` and ``eviction`` for pods."""
+``log``, ``exec``, ``portforward``, ``binding``, ``eviction`` and ``resize`` for pods."""
 
 
 def _resource(kind: str) -> APIResource:

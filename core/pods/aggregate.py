@@ -92,6 +92,69 @@ class Pod(Resource):
     class IPAssigned(Resource.Event, payloads.PodIPAssigned):
         TYPE: ClassVar[str] = "PodIPAssigned"
 
+    class Resized(Resource.Event, payloads.PodResized):
+        SUFFIX: ClassVar[str] = "Resized"
+
+    class ResizeAllocated(Resource.Event, payloads.PodResizeAllocated):
+        SUFFIX: ClassVar[str] = "ResizeAllocated"
+
+    class ResizePending(Resource.Event, payloads.PodResizePending):
+        SUFFIX: ClassVar[str] = "ResizePending"
+
+    class ResizeActuated(Resource.Event, payloads.PodResizeActuated):
+        SUFFIX: ClassVar[str] = "ResizeActuated"
+
+    def resize(self, *, before: dict[str, Any], after: dict[str, Any], at: datetime) -> None:
+        """Record new desired resources (validated by ``core.pods.resize``); a pod that has
+        finished is not resized (nothing of it runs any more)."""
+        self.require_exists()
+        self._require_not_terminal("be resized")
+        if after:
+            self.trigger_event(self.Resized, before=before, after=after, timestamp=at)
+
+    def allocate_resize(
+        self, *, node: str, allocated: dict[str, Any], restarts: list[str], at: datetime
+    ) -> None:
+        """The node admitted the resize (its ledger changes in the same append)."""
+        self._require_on(node, "admit a resize")
+        self.trigger_event(
+            self.ResizeAllocated, node=node, allocated=allocated, restarts=list(restarts),
+            timestamp=at,
+        )  # fmt: skip
+
+    def defer_resize(
+        self,
+        *,
+        node: str,
+        reason: str,
+        message: str,
+        at: datetime,
+        allocated: dict[str, Any] | None = None,
+    ) -> None:
+        """The node cannot take the resize (Infeasible or Deferred), still holding
+        ``allocated`` for the containers; the same again is not recorded twice."""
+        self._require_on(node, "refuse a resize")
+        for kept in (self.manifest.get("status") or {}).get("conditions") or []:
+            if (
+                kept.get("type") == "PodResizePending"
+                and kept.get("reason") == reason
+                and kept.get("message") == message
+            ):
+                return
+        self.trigger_event(
+            self.ResizePending, node=node, reason=reason, message=message,
+            allocated=dict(allocated or {}), timestamp=at,
+        )  # fmt: skip
+
+    def actuate_resize(
+        self, *, node: str, resources: dict[str, Any], error: str, at: datetime
+    ) -> None:
+        """The agent applied the allocated resources (``error``: not all of them)."""
+        self._require_on(node, "apply a resize")
+        self.trigger_event(
+            self.ResizeActuated, node=node, resources=resources, error=error, timestamp=at
+        )
+
     def assign_ips(
         self,
         *,

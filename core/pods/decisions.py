@@ -24,6 +24,7 @@ from core.errors import InvalidTransition, NotFound
 from core.meta.aggregate import Resource, describe_aggregate
 from core.nodes.aggregate import Node
 from core.pods.aggregate import Pod
+from core.pods.resize import ResizeChange
 from core.policy.aggregates import ResourceQuota
 from core.policy.quota import pod_usage
 
@@ -143,3 +144,48 @@ def finish_pod(
         )
     if isinstance(node, Node):
         node.release(pod=pod_key(pod), reason=f"pod {pod.phase}", at=at)
+
+
+def resize_pod(
+    pod: Resource,
+    *,
+    change: ResizeChange,
+    quotas: Sequence[Resource | None],
+    at: datetime,
+) -> None:
+    """Record the pod's new desired resources (``change``, validated by
+    ``core.pods.resize.validate_resize``) and charge each live quota of its namespace the pod's
+    usage with them, as kube's ResourceQuota admission evaluates a resize: a charge beyond
+    ``hard`` refuses the resize and nothing is recorded. The node's reservation changes only
+    when the pod's agent admits the resize (``PodResizeAllocated``)."""
+    if not isinstance(pod, Pod):
+        raise NotFound(f"{describe_aggregate(pod.id)} is not a pod")
+    pod.resize(before=change.before, after=change.after, at=at)
+    if change.empty:
+        return
+    live = [quota for quota in quotas if isinstance(quota, ResourceQuota) and quota.exists]
+    if live:
+        usage = pod_usage(pod.manifest)
+        for quota in live:
+            quota.charge(pod=pod_key(pod), usage=usage, pod_manifest=pod.manifest, at=at)
+
+
+def allocate_resize(
+    pod: Pod,
+    node: Resource | None,
+    *,
+    requests: Mapping[str, int],
+    allocated: dict[str, dict[str, object]],
+    restarts: list[str],
+    at: datetime,
+) -> None:
+    """The node's agent admits the pod's resize: its reservation on ``node`` becomes the new
+    ``requests`` (given back and taken again, refused with ``insufficient_resources`` when the
+    node cannot fit them: the ledger is the guard against a scheduler binding meanwhile) and
+    the pod records what was allocated, in one append."""
+    if not isinstance(node, Node) or not node.exists:
+        raise NotFound(f"the node of {describe_aggregate(pod.id)} no longer exists")
+    key = pod_key(pod)
+    node.release(pod=key, reason="pod resized", at=at)
+    node.allocate(pod=key, requests=dict(requests), at=at)
+    pod.allocate_resize(node=node.name, allocated=allocated, restarts=restarts, at=at)

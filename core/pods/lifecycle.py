@@ -41,6 +41,10 @@ LIVENESS_PROBE_FAILED = "LivenessProbeFailed"
 STARTUP_PROBE_FAILED = "StartupProbeFailed"
 READINESS_PROBE_FAILED = "ReadinessProbeFailed"
 PROBE_FAILURE_REASONS = frozenset({LIVENESS_PROBE_FAILED, STARTUP_PROBE_FAILED})
+RESIZE_RESTART = "ResizeRestart"
+"""Why the agent stopped a container to start it again with resized resources (its
+``resizePolicy`` says ``RestartContainer``): like a probe failure, the node's decision."""
+AGENT_RESTART_REASONS = PROBE_FAILURE_REASONS | {RESIZE_RESTART}
 
 
 # --------------------------------------------------------------------------------------------
@@ -619,13 +623,15 @@ def restart_reason_allowed(restart_policy: str, exit_code: int, reason: str) -> 
     """Whether a container that ended this way may be restarted: a probe failure restarts under
     any policy but Never (the kubelet kills it to restart it), any other end follows
     :func:`should_restart`."""
-    if reason in PROBE_FAILURE_REASONS:
+    if reason in AGENT_RESTART_REASONS:
         return restart_policy != "Never"
     return should_restart(restart_policy, exit_code)
 
 
 __all__ = [
+    "AGENT_RESTART_REASONS",
     "PROBE_FAILURE_REASONS",
+    "RESIZE_RESTART",
     "BackoffState",
     "ContainerHealth",
     "ContainerOutcome",

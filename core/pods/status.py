@@ -614,8 +614,94 @@ def _created(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[st
     return {**manifest, "status": status}
 
 
+def _with_resize_condition(
+    status: dict[str, Any],
+    kind: str,
+    *,
+    present: bool,
+    stamp: str,
+    reason: str = "",
+    message: str = "",
+) -> None:
+    """``status`` with the condition ``kind`` set True (``present``) or removed: kube's resize
+    conditions exist only while they hold."""
+    kept = [c for c in status.get("conditions") or [] if c.get("type") not in (kind,)]
+    if present:
+        kept.append(_condition(kind, "True", stamp, reason, message))
+    status["conditions"] = kept
+
+
+def _with_container_fields(status: dict[str, Any], values: Mapping[str, Any], field: str) -> None:
+    """Each container status named in ``values`` (regular or init) with ``field`` set to its
+    value; containers without a status yet are left for their first start."""
+    for section in ("containerStatuses", "initContainerStatuses"):
+        entries = status.get(section)
+        if not entries:
+            continue
+        updated = []
+        for entry in entries:
+            if entry.get("name") in values:
+                entry = {**entry, field: values[entry["name"]]}
+            updated.append(entry)
+        status[section] = updated
+
+
+def _resized(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    """New desired resources: ``spec.containers[].resources`` (and sidecars')."""
+    manifest = state.manifest
+    spec = dict(manifest.get("spec") or {})
+    after = payload["after"]
+    for section in ("containers", "initContainers"):
+        if spec.get(section):
+            spec[section] = [
+                {**c, "resources": after[c["name"]]} if c.get("name") in after else c
+                for c in spec[section]
+            ]
+    return {**manifest, "spec": spec}
+
+
+def _resize_allocated(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    manifest = state.manifest
+    status = dict(manifest.get("status") or {})
+    requests = {name: dict(r.get("requests") or {}) for name, r in payload["allocated"].items()}
+    _with_container_fields(status, requests, "allocatedResources")
+    _with_resize_condition(status, "PodResizePending", present=False, stamp=stamp)
+    _with_resize_condition(status, "PodResizeInProgress", present=True, stamp=stamp)
+    return {**manifest, "status": status}
+
+
+def _resize_pending(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    manifest = state.manifest
+    status = dict(manifest.get("status") or {})
+    allocated = payload.get("allocated") or {}
+    if allocated:
+        requests = {name: dict(r.get("requests") or {}) for name, r in allocated.items()}
+        _with_container_fields(status, requests, "allocatedResources")
+    _with_resize_condition(
+        status, "PodResizePending", present=True, stamp=stamp, reason=payload["reason"],
+        message=payload.get("message", ""),
+    )  # fmt: skip
+    return {**manifest, "status": status}
+
+
+def _resize_actuated(state: Evolving, payload: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    manifest = state.manifest
+    status = dict(manifest.get("status") or {})
+    _with_container_fields(status, payload["resources"], "resources")
+    error = payload.get("error") or ""
+    _with_resize_condition(
+        status, "PodResizeInProgress", present=bool(error), stamp=stamp,
+        reason="Error" if error else "", message=error,
+    )  # fmt: skip
+    return {**manifest, "status": status}
+
+
 EVOLVE: dict[str, Evolve] = {
     "PodCreated": _created,
+    "PodResized": _resized,
+    "PodResizeAllocated": _resize_allocated,
+    "PodResizePending": _resize_pending,
+    "PodResizeActuated": _resize_actuated,
     "PodBound": _bound,
     "PodIPAssigned": _ip_assigned,
     "PodUnschedulable": _unschedulable,

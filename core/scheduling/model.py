@@ -263,6 +263,51 @@ def _container_requests(container: Mapping[str, Any]) -> dict[str, int]:
     return _resource_dict(requests)
 
 
+def _resized_requests(
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    containers: list[dict[str, int]],
+    inits: list[tuple[dict[str, int], bool]],
+) -> tuple[list[dict[str, int]], list[tuple[dict[str, int], bool]]]:
+    """The requests of a pod resized in place, as component-helpers' ``PodRequests`` reads
+    them with ``UseStatusResources``: per container, the largest of the desired (spec), the
+    allocated (``allocatedResources``) and the actual (``resources.requests``) requests, or,
+    while the resize is Infeasible, of the allocated and actual only (it will not happen)."""
+    known: dict[str, Mapping[str, Any]] = {}
+    for section in ("containerStatuses", "initContainerStatuses"):
+        for entry in status.get(section) or ():
+            if "allocatedResources" in entry or "resources" in entry:
+                known[entry.get("name", "")] = entry
+    if not known:
+        return containers, inits
+    infeasible = any(
+        c.get("type") == "PodResizePending" and c.get("reason") == "Infeasible"
+        for c in status.get("conditions") or ()
+    )
+
+    def adjusted(container: Mapping[str, Any], requests: dict[str, int]) -> dict[str, int]:
+        entry = known.get(container.get("name", ""))
+        if entry is None:
+            return requests
+        out = {} if infeasible else dict(requests)
+        for held in (
+            _resource_dict(entry.get("allocatedResources")),
+            _resource_dict((entry.get("resources") or {}).get("requests")),
+        ):
+            for name, amount in held.items():
+                out[name] = max(out.get(name, 0), amount)
+        return out
+
+    regular = [
+        adjusted(c, reqs) for c, reqs in zip(spec.get("containers") or (), containers, strict=True)
+    ]
+    init = [
+        (adjusted(c, reqs), sidecar)
+        for c, (reqs, sidecar) in zip(spec.get("initContainers") or (), inits, strict=True)
+    ]
+    return regular, init
+
+
 def _aggregate_requests(
     containers: list[dict[str, int]],
     init_containers: list[tuple[dict[str, int], bool]],
@@ -452,6 +497,9 @@ class PodInfo:
             (_container_requests(c), c.get("restartPolicy") == "Always")
             for c in spec.get("initContainers") or ()
         ]
+        status = manifest.get("status")
+        if status:
+            containers, inits = _resized_requests(spec, status, containers, inits)
         overhead = _resource_dict(spec.get("overhead"))
         pod_level = _resource_dict((spec.get("resources") or {}).get("requests"))
 

@@ -16,6 +16,10 @@ container without cgroup delegation). :func:`detect` picks the driver at run tim
   so a container over its limit is OOM-killed rather than swapped, as on v2) and
   ``cpu.cfs_quota_us``/``cpu.cfs_period_us``; OOM kills come from ``memory.oom_control``'s
   ``oom_kill`` counter (kernel ≥ 4.13), else from ``memory.failcnt`` plus a SIGKILL nobody sent.
+* Limits are written at start and again, in place, when a pod is resized
+  (``core.pods.resize``): the same files, so a running process keeps its PID. The cpu request
+  goes to ``cpu.shares`` (v1) or ``cpu.weight`` (v2) as the kubelet converts it;
+  :meth:`CgroupDriver.limits` reads back what the files hold (the pod's actual resources).
 * :class:`ProcDriver` — nothing writable: no limits, usage summed over the container's process
   group from ``/proc``; ``limits_enforced`` is False and ``message`` says why, for the node
   condition.
@@ -48,6 +52,9 @@ V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")
 V2_CONTROLLERS = ("memory", "cpu", "pids")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+V1_UNLIMITED_MEMORY = 1 << 62
+"""v1's memory.limit_in_bytes reads back ``-1`` as 9223372036854771712 (a page-rounded
+LONG_MAX): any figure this large means no limit."""
 KILL_ROUNDS = 50  # x 10 ms: how long remove/kill_all wait for killed processes to leave
 
 
@@ -210,6 +217,36 @@ def cpu_quota_us(millis: int, period_us: int = CPU_PERIOD_US) -> int:
     return max(MIN_CPU_QUOTA_US, millis * period_us // 1000)
 
 
+MIN_SHARES = 2
+MAX_SHARES = 262_144
+
+
+def cpu_shares(millis: int) -> int:
+    """A cpu request in millicores as v1 ``cpu.shares`` (Kubernetes' MilliCPUToShares)."""
+    return min(MAX_SHARES, max(MIN_SHARES, millis * 1024 // 1000))
+
+
+def cpu_weight(shares: int) -> int:
+    """v1 shares as v2 ``cpu.weight`` (the conversion runc and the kubelet use)."""
+    return 1 + ((shares - MIN_SHARES) * 9999) // (MAX_SHARES - MIN_SHARES)
+
+
+def millis_of_shares(shares: int) -> int:
+    """The cpu request v1 shares stand for (the kubelet's reverse conversion, rounded up)."""
+    return -(-shares * 1000 // 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a container instance's cgroup holds: cpu limit (millicores from the CFS quota),
+    cpu shares (v1 shares, or v2 weight converted back), memory limit (bytes); None =
+    unlimited or not readable."""
+
+    cpu_limit_millis: int | None
+    cpu_shares: int | None
+    memory_limit_bytes: int | None
+
+
 # -- drivers -------------------------------------------------------------------------------------
 
 
@@ -226,9 +263,19 @@ class CgroupDriver(ABC):
 
     @abstractmethod
     def apply_limits(
-        self, handle: CgroupHandle, cpu_millis: int | None, memory_bytes: int | None
+        self,
+        handle: CgroupHandle,
+        cpu_millis: int | None,
+        memory_bytes: int | None,
+        *,
+        cpu_request_millis: int | None = None,
     ) -> None:
-        """Set the limits (None = unlimited). The measure-only driver ignores them."""
+        """Set the limits (None = unlimited) and, given one, the cpu request's share. Called
+        at start and again in place on a resize. The measure-only driver ignores them."""
+
+    def limits(self, handle: CgroupHandle) -> Limits:
+        """What the cgroup holds now (all None for the measure-only driver)."""
+        return Limits(None, None, None)
 
     def procs_files(self, handle: CgroupHandle) -> tuple[str, ...]:
         """The ``cgroup.procs`` files a process writes its pid to, to join ``handle``."""
@@ -291,7 +338,12 @@ class ProcDriver(CgroupDriver):
         return CgroupHandle(self.name, f"{ROOT_NAME}/{pod_uid}/{container}.{restart_count}")
 
     def apply_limits(
-        self, handle: CgroupHandle, cpu_millis: int | None, memory_bytes: int | None
+        self,
+        handle: CgroupHandle,
+        cpu_millis: int | None,
+        memory_bytes: int | None,
+        *,
+        cpu_request_millis: int | None = None,
     ) -> None:
         return None
 
@@ -351,10 +403,17 @@ class V2Driver(CgroupDriver):
         return CgroupHandle(self.name, str(leaf.relative_to(self.mount)), (str(leaf),))
 
     def apply_limits(
-        self, handle: CgroupHandle, cpu_millis: int | None, memory_bytes: int | None
+        self,
+        handle: CgroupHandle,
+        cpu_millis: int | None,
+        memory_bytes: int | None,
+        *,
+        cpu_request_millis: int | None = None,
     ) -> None:
         leaf = Path(handle.paths[0])
         try:
+            if cpu_request_millis is not None and (leaf / "cpu.weight").exists():
+                _write(leaf / "cpu.weight", str(cpu_weight(cpu_shares(cpu_request_millis))))
             _write(leaf / "memory.max", str(memory_bytes) if memory_bytes else "max")
             if memory_bytes and (leaf / "memory.swap.max").exists():
                 _write(leaf / "memory.swap.max", "0")
@@ -365,6 +424,24 @@ class V2Driver(CgroupDriver):
             _write(leaf / "cpu.max", f"{quota} {CPU_PERIOD_US}")
         except OSError as exc:
             raise CgroupError(f"cannot set limits on {leaf}: {exc}") from exc
+
+    def limits(self, handle: CgroupHandle) -> Limits:
+        leaf = Path(handle.paths[0])
+        try:
+            memory = (leaf / "memory.max").read_text().strip()
+            quota, _, period = (leaf / "cpu.max").read_text().strip().partition(" ")
+            weight_file = leaf / "cpu.weight"
+            weight = int(weight_file.read_text()) if weight_file.exists() else None
+        except (OSError, ValueError):
+            return Limits(None, None, None)
+        cpu = None if quota == "max" else int(quota) * 1000 // int(period or CPU_PERIOD_US)
+        # v2 keeps a weight; the shares it came from are found back by the inverse formula.
+        shares = (
+            None
+            if weight is None
+            else MIN_SHARES + -(-(weight - 1) * (MAX_SHARES - MIN_SHARES) // 9999)
+        )
+        return Limits(cpu, shares, None if memory == "max" else int(memory))
 
     def usage(self, handle: CgroupHandle, pgid: int) -> Usage:
         leaf = Path(handle.paths[0])
@@ -448,17 +525,30 @@ class V1Driver(CgroupDriver):
         return CgroupHandle(self.name, relative, tuple(paths))
 
     def apply_limits(
-        self, handle: CgroupHandle, cpu_millis: int | None, memory_bytes: int | None
+        self,
+        handle: CgroupHandle,
+        cpu_millis: int | None,
+        memory_bytes: int | None,
+        *,
+        cpu_request_millis: int | None = None,
     ) -> None:
         memory = self._dir(handle, "memory")
         cpu = self._dir(handle, "cpu")
         try:
+            if cpu_request_millis is not None:
+                _write(cpu / "cpu.shares", str(cpu_shares(cpu_request_millis)))
             limit = str(memory_bytes) if memory_bytes else "-1"
             memsw = memory / "memory.memsw.limit_in_bytes"
             if memsw.exists() and memory_bytes:
-                # memsw must stay ≥ the memory limit: lower the memory limit first.
-                _write(memory / "memory.limit_in_bytes", limit)
-                _write(memsw, limit)
+                # memsw must stay ≥ the memory limit at every step: a lower limit goes to
+                # memory first, a higher one (a resize raising it) to memsw first.
+                current = _read_int(memory / "memory.limit_in_bytes")
+                if current is not None and memory_bytes > current:
+                    _write(memsw, limit)
+                    _write(memory / "memory.limit_in_bytes", limit)
+                else:
+                    _write(memory / "memory.limit_in_bytes", limit)
+                    _write(memsw, limit)
             elif memsw.exists():
                 _write(memsw, "-1")
                 _write(memory / "memory.limit_in_bytes", limit)
@@ -469,6 +559,24 @@ class V1Driver(CgroupDriver):
             _write(cpu / "cpu.cfs_quota_us", quota)
         except OSError as exc:
             raise CgroupError(f"cannot set limits on {handle.relative}: {exc}") from exc
+
+    def limits(self, handle: CgroupHandle) -> Limits:
+        memory = self._dir(handle, "memory")
+        cpu = self._dir(handle, "cpu")
+        try:
+            limit = int((memory / "memory.limit_in_bytes").read_text())
+            quota = int((cpu / "cpu.cfs_quota_us").read_text())
+            period = int((cpu / "cpu.cfs_period_us").read_text())
+            shares = int((cpu / "cpu.shares").read_text())
+        except (OSError, ValueError):
+            return Limits(None, None, None)
+        # v1 spells "unlimited" as -1 (quota) and as a page-rounded huge number (memory).
+        unlimited_memory = limit >= V1_UNLIMITED_MEMORY
+        return Limits(
+            None if quota < 0 else quota * 1000 // period,
+            shares,
+            None if unlimited_memory else limit,
+        )
 
     def usage(self, handle: CgroupHandle, pgid: int) -> Usage:
         memory_dir = self._dir(handle, "memory")

@@ -17,6 +17,15 @@ each between its address and its first process; every later step of the pod is a
 after the addresses, so the log's order is unchanged. The containers run in that namespace;
 probes reach them at the pod's address. The network is
 removed when the pod is deleted or finishes, never when the agent merely stops.
+
+A pod resized in place (``PodResized``: new desired resources) is admitted here as the
+kubelet admits it (``core.pods.resize``): against the node's allocatable and what the other
+pods hold on its ledger, then either recorded allocated together with the ledger's new
+reservation (``PodResizeAllocated``) or refused for now (``PodResizePending``, Infeasible or
+Deferred; a deferred resize is tried again every few seconds and on every change of the pod).
+An allocated resize is applied to the running instances' cgroups in place, or by restarting the
+containers whose ``resizePolicy`` asks for it, and what the cgroups then hold is recorded
+(``PodResizeActuated``).
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -36,11 +47,13 @@ import structlog
 from core.api.causation import caused_by_event
 from core.config.consume import ConfigSources, ConfigUnavailable
 from core.errors import FleetError
-from core.meta.aggregate import timestamp_from_ns
+from core.meta.aggregate import Resource, timestamp_from_ns
 from core.meta.quantity import resource_amount
+from core.nodes.aggregate import Node
 from core.pods.aggregate import Pod
-from core.pods.decisions import finish_pod
+from core.pods.decisions import allocate_resize, finish_pod, pod_key
 from core.pods.lifecycle import (
+    RESIZE_RESTART,
     BackoffState,
     ContainerHealth,
     ContainerOutcome,
@@ -51,6 +64,15 @@ from core.pods.lifecycle import (
     probes_of,
     should_restart,
 )
+from core.pods.resize import (
+    DEFERRED,
+    ERROR,
+    ContainerResize,
+    plan_container,
+    resize_admission,
+)
+from core.scheduling.model import PodInfo
+from handlers.agent.cgroups import CgroupError, Limits
 from handlers.agent.hostports import HostPortForwarder, host_ports
 from handlers.agent.logship import ContainerInstance
 from handlers.agent.network import NetworkError, NetworkNotReady, PodAddresses
@@ -81,6 +103,11 @@ CONFIG_RETRY_S = 2.0
 """How often a container waiting for a ConfigMap or Secret asks again (the kubelet retries
 its pod sync on a back-off of its own)."""
 CONFIG_ERROR = "CreateContainerConfigError"
+RESIZE_RETRY_S = 2.0
+"""How often a Deferred resize is admitted again (the kubelet retries on every pod sync)."""
+RESIZE_RESTART_WAIT_S = 60.0
+"""How long a resize that restarts containers waits for their new instances before it
+records what it has (the restart goes on; the next status tells the rest)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +129,13 @@ class PodStep(Protocol):
     like. It raises ``FleetError`` when the pod's state refuses it."""
 
     def __call__(self, pod: Pod, at: datetime) -> None: ...
+
+
+class NodeStep(Protocol):
+    """A decision on the pod and its node together (a resize's admission): ``node`` is the
+    node's aggregate (None if it is gone)."""
+
+    def __call__(self, pod: Pod, node: Resource | None, at: datetime) -> None: ...
 
 
 class PodRecorder:
@@ -165,6 +199,46 @@ class PodRecorder:
             raise FleetError(f"{ref} kept changing while {step} was recorded") from exc
         return bool(decided.written)
 
+    async def record_on_node(
+        self, namespace: str, name: str, *, step: str, decide: NodeStep
+    ) -> bool:
+        """Let ``decide`` change the pod and this node's aggregate; append both in one atomic
+        write (an expectation on each: a scheduler binding meanwhile makes it decide again).
+        False if the pod is gone or nothing was decided."""
+        ref = AggregateRef("Pod", namespace, name)
+        node_ref = AggregateRef("Node", "", self.node)
+
+        async def record(attempt: Attempt) -> Append | None:
+            loaded, host = attempt[ref], attempt[node_ref]
+            pod = loaded.aggregate
+            if not isinstance(pod, Pod) or not pod.exists:
+                return None
+            seen = pod.version
+            now = time.time_ns()
+            decide(pod, host.aggregate, timestamp_from_ns(now))
+            token = f"agent.{self.node}.{pod.uid}.{seen}.{step}"
+            return Append(
+                changes=[loaded, host],
+                provenance=Provenance(
+                    actor=self.actor,
+                    correlation_id=token,
+                    causation_id=caused_by_event(loaded.last_seq),
+                    token=token,
+                    now_ns=now,
+                ),
+            )
+
+        try:
+            # Fresh from the log: this node's read model follows pods only, so a cached node
+            # could miss a reservation given back since (a Deferred resize would never see it).
+            decided = await decide_and_append(
+                self._repository, [ref, node_ref], record, attempts=RECORD_ATTEMPTS,
+                start_fresh=True,
+            )  # fmt: skip
+        except ConcurrencyConflict as exc:
+            raise FleetError(f"{ref} kept changing while {step} was recorded") from exc
+        return bool(decided.written)
+
 
 class PodWorker:
     """Runs one pod's containers on this node until the pod finishes or is deleted."""
@@ -221,6 +295,15 @@ class PodWorker:
         """The restart count of each container whose start last read the configuration."""
         self._config_problem: str | None = None
         """Why the pod's configMap or secret volumes cannot be made, if they cannot."""
+        self._allocated: dict[str, dict[str, Any]] = self._initial_allocation()
+        """Container name -> the resources this node admitted for it (the KEP's allocated
+        resources: what its instances run with)."""
+        self._resize_wake = asyncio.Event()
+        self._restarts: dict[str, asyncio.Future[str]] = {}
+        """Container name -> how to ask its running instance's watch to restart it."""
+        self._unapplied: tuple[dict[str, dict[str, Any]], str] | None = None
+        """After an ``Error`` resize: (what the cgroups hold, as recorded; the error
+        recorded), until it is applied."""
 
     @property
     def key(self) -> str:
@@ -232,6 +315,8 @@ class PodWorker:
 
     def update(self, record: ObjectRecord) -> None:
         self.manifest = record.manifest
+        if self._resizable() != self._allocated:
+            self._resize_wake.set()
 
     def terminate(self, reason: str) -> None:
         if not self._terminating.is_set():
@@ -253,15 +338,20 @@ class PodWorker:
             wait = CONFIG_RETRY_S if retry else None
             if not await self._cannot_run(unrunnable, retry_after=wait):
                 return
+        resizer: asyncio.Task[None] | None = None
         try:
             if await self._network_up() is None:
                 return  # deleted while it waited for the node's network
+            resizer = asyncio.create_task(self._resizer())
             async with asyncio.TaskGroup() as tasks:
                 for container in containers:
                     tasks.create_task(self._container(container))
             if not self._terminating.is_set():
                 await self._record_phase()
         finally:
+            if resizer is not None:
+                resizer.cancel()
+                await asyncio.gather(resizer, return_exceptions=True)
             if self._ip_recorded is not None and not self._ip_recorded.done():
                 self._ip_recorded.cancel()  # the worker was cancelled (the agent stops)
                 await asyncio.gather(self._ip_recorded, return_exceptions=True)
@@ -445,6 +535,7 @@ class PodWorker:
         from handlers.agent.runtime import ContainerSpec, ContainerStartError, ExitStatus
 
         limits = (container.get("resources") or {}).get("limits") or {}
+        requests = (container.get("resources") or {}).get("requests") or {}
         addresses = self.addresses
         facts = PodFacts(
             manifest=self.manifest,
@@ -481,6 +572,9 @@ class PodWorker:
             cpu_limit_millis=resource_amount("cpu", limits["cpu"]) if "cpu" in limits else None,
             memory_limit_bytes=(
                 resource_amount("memory", limits["memory"]) if "memory" in limits else None
+            ),
+            cpu_request_millis=(
+                resource_amount("cpu", requests["cpu"]) if "cpu" in requests else None
             ),
             isolate=isolate,
             netns=self._launch_netns,
@@ -545,7 +639,10 @@ class PodWorker:
                 return
             if restart_reason is not None and policy == "Never":
                 return
-            delay, backoff = crash_loop.delay_before_restart(backoff, started_at, finished_at)
+            if restart_reason == RESIZE_RESTART:
+                delay = 0.0  # the node's own decision: no CrashLoopBackOff for it
+            else:
+                delay, backoff = crash_loop.delay_before_restart(backoff, started_at, finished_at)
             restart_count += 1
             count = restart_count
             why = restart_reason or exit_reason(code, None, False)
@@ -593,6 +690,7 @@ class PodWorker:
         from handlers.agent.runtime import ContainerStartError
 
         name = container["name"]
+        container = self._container_named(name) or container
         try:
             running = await self._runtime.start(self._container_spec(container, restart_count))
         except ContainerStartError as exc:
@@ -655,6 +753,7 @@ class PodWorker:
         """Wait for the container to exit, probing it meanwhile. Returns (why the agent
         stopped it to restart it, or None; its exit status)."""
         restart: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._restarts[running.spec.name] = restart
         exited = asyncio.ensure_future(self._runtime.wait(running))
         stopping = asyncio.ensure_future(self._terminating.wait())
         prober = asyncio.ensure_future(
@@ -668,6 +767,8 @@ class PodWorker:
             why = restart.result() if restart.done() else None
             return why, await self._runtime.stop(running, grace)
         finally:
+            if self._restarts.get(running.spec.name) is restart:
+                del self._restarts[running.spec.name]
             for task in (prober, stopping, exited):
                 if not task.done():
                     task.cancel()
@@ -713,6 +814,192 @@ class PodWorker:
                         restart.set_result(outcome.reason)
                     return
                 await self._set_ready(name, outcome.ready)
+
+    # -- in-place resize ------------------------------------------------------------------------
+
+    def _resizable(self) -> dict[str, dict[str, Any]]:
+        return _desired_resources(self.manifest)
+
+    def _initial_allocation(self) -> dict[str, dict[str, Any]]:
+        """What the node admitted for each container, as the log last said: the resources a
+        resize recorded as actual, else the spec's (a pod never resized)."""
+        allocated = self._resizable()
+        status = self.manifest.get("status") or {}
+        for section in ("containerStatuses", "initContainerStatuses"):
+            for entry in status.get(section) or ():
+                if entry.get("name") in allocated and "resources" in entry:
+                    allocated[entry["name"]] = dict(entry["resources"])
+        return allocated
+
+    def _container_named(self, name: str) -> dict[str, Any] | None:
+        for section in ("containers", "initContainers"):
+            for container in self.spec.get(section) or ():
+                if container.get("name") == name:
+                    return dict(container)
+        return None
+
+    async def _resizer(self) -> None:
+        """Admit and apply resizes as they come, until the worker ends."""
+        if self._resizable() != self._allocated:
+            self._resize_wake.set()
+        while True:
+            await self._resize_wake.wait()
+            self._resize_wake.clear()
+            try:
+                outcome = await self._sync_resize()
+            except (FleetError, StoreError, TimeoutError) as exc:
+                log.warning("agent.resize_not_recorded", pod=self.key, error=str(exc))
+                outcome = DEFERRED
+            except Exception:
+                # Never silently: the resizer is the pod's only path to its new resources.
+                log.exception("agent.resize_failed", pod=self.key)
+                outcome = DEFERRED
+            if outcome in (DEFERRED, ERROR):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._resize_wake.wait(), RESIZE_RETRY_S)
+                self._resize_wake.set()
+
+    async def _sync_resize(self) -> str | None:
+        """Admit the pod's desired resources on this node and apply them; the admission's
+        outcome (None when there was nothing to resize)."""
+        if self._resizable() == self._allocated:
+            if self._unapplied is not None:
+                return await self._retry_actuation()
+            return None
+        decided: dict[str, Any] = {}
+        before = self._allocated
+        policy = self.spec.get("restartPolicy", "Always")
+
+        def admit(pod: Pod, node: Resource | None, at: datetime) -> None:
+            decided.clear()
+            desired = _desired_resources(pod.manifest)
+            # The desired requests alone (without its status, the scheduler's reading would
+            # keep the larger allocated ones: a decrease would never give anything back).
+            requests = PodInfo.from_manifest({**pod.manifest, "status": {}}).requests
+            if not isinstance(node, Node) or not node.exists:
+                raise FleetError(f"node {self.node} no longer exists")
+            held = node.allocations.get(pod_key(pod), {})
+            in_use = node.allocated
+            others = {k: in_use.get(k, 0) - held.get(k, 0) for k in in_use}
+            admission = resize_admission(
+                allocatable=node.allocatable, others=others, wanted=requests
+            )
+            decided.update(outcome=admission.outcome, desired=desired)
+            if admission.outcome != "Feasible":
+                pod.defer_resize(
+                    node=self.node, reason=admission.outcome, message=admission.message,
+                    allocated=before, at=at,
+                )  # fmt: skip
+                return
+            restarts = sorted(
+                name for name, resources in desired.items()
+                if (plan := self._plan(name, resources, before)) is not None
+                and plan.restart and policy != "Never"
+            )  # fmt: skip
+            decided["restarts"] = restarts
+            allocate_resize(
+                pod, node, requests=requests, allocated=desired, restarts=restarts, at=at
+            )
+
+        step = f"resize-{_digest(self._resizable())}"
+        await self._after_addresses()
+        await self._recorder.record_on_node(self.namespace, self.name, step=step, decide=admit)
+        outcome = decided.get("outcome")
+        if outcome != "Feasible":
+            return str(outcome) if outcome else None
+        desired = decided["desired"]
+        self._allocated = desired
+        self._unapplied = None
+        actual, errors = await self._actuate(desired, before, set(decided["restarts"]))
+        await self._record_actuation(step, actual, errors)
+        return ERROR if errors else "Feasible"
+
+    async def _record_actuation(
+        self, step: str, actual: dict[str, dict[str, Any]], errors: list[str]
+    ) -> None:
+        """Record what the cgroups hold; what could not be applied is tried again (the
+        kubelet retries an ``Error`` resize on every sync), recorded again only when it
+        changes."""
+        error = "; ".join(errors)
+        self._unapplied = (actual, error) if errors else None
+        await self._record(
+            f"{step}-actuated-{_digest(error)}",
+            lambda pod, at: pod.actuate_resize(
+                node=self.node, resources=actual, error=error, at=at
+            ),
+        )
+
+    async def _retry_actuation(self) -> str:
+        """Apply again what an earlier attempt could not (a memory limit below the usage
+        may fit once the container has freed memory)."""
+        assert self._unapplied is not None
+        recorded, error = self._unapplied
+        actual, errors = await self._actuate(self._allocated, recorded, set())
+        if "; ".join(errors) == error and actual == recorded:
+            return ERROR  # the same as recorded: nothing new to say
+        await self._record_actuation(f"resize-retry-{_digest(self._allocated)}", actual, errors)
+        return ERROR if errors else "Feasible"
+
+    def _plan(
+        self, name: str, resources: dict[str, Any], before: dict[str, dict[str, Any]]
+    ) -> ContainerResize | None:
+        container = self._container_named(name) or {"name": name}
+        return plan_container({**container, "resources": resources}, actual=before.get(name))
+
+    async def _actuate(
+        self,
+        desired: dict[str, dict[str, Any]],
+        before: dict[str, dict[str, Any]],
+        restarts: set[str],
+    ) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """Apply the allocated resources to the running instances: in place (the cgroup's
+        files rewritten), or by restarting those in ``restarts``; what each then runs with,
+        and what could not be applied."""
+        actual: dict[str, dict[str, Any]] = {}
+        errors: list[str] = []
+        restarted: dict[str, int] = {}
+        for name, resources in desired.items():
+            plan = self._plan(name, resources, before)
+            running = self.running.get(name)
+            if plan is None or running is None:
+                actual[name] = resources  # a container not running starts with them
+                continue
+            if name in restarts:
+                restart = self._restarts.get(name)
+                if restart is not None and not restart.done():
+                    restart.set_result(RESIZE_RESTART)
+                restarted[name] = running.spec.restart_count
+                actual[name] = resources
+                continue
+            try:
+                if plan.memory_limit_bytes is not None:
+                    usage = await asyncio.to_thread(self._runtime.usage, running)
+                    if usage.working_set_bytes > plan.memory_limit_bytes:
+                        raise CgroupError(
+                            f"attempting to set container {name!r} memory limit "
+                            f"({plan.memory_limit_bytes}) below current usage "
+                            f"({usage.working_set_bytes})"
+                        )
+                held = await asyncio.to_thread(
+                    functools.partial(
+                        self._runtime.resize, running, cpu_limit_millis=plan.cpu_limit_millis,
+                        cpu_request_millis=plan.cpu_request_millis,
+                        memory_limit_bytes=plan.memory_limit_bytes,
+                    )
+                )  # fmt: skip
+            except (CgroupError, OSError) as exc:
+                errors.append(str(exc))
+                actual[name] = before.get(name, {})
+                continue
+            actual[name] = _actual_resources(resources, plan, held)
+        deadline = time.monotonic() + RESIZE_RESTART_WAIT_S
+        for name, count in restarted.items():
+            while time.monotonic() < deadline and not self._terminating.is_set():
+                running = self.running.get(name)
+                if running is not None and running.spec.restart_count > count:
+                    break
+                await asyncio.sleep(0.05)
+        return actual, errors
 
     async def _set_ready(self, name: str, ready: bool) -> None:
         async with self._ready_lock:
@@ -778,6 +1065,39 @@ class PodWorker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._terminating.wait(), retry_after)
         return not self._terminating.is_set()
+
+
+def _digest(value: object) -> str:
+    """A short, stable name for ``value`` in a step's write token (the same resize decided
+    again writes the same token)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _desired_resources(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Container name -> its desired resources: regular containers and sidecars (the ones a
+    resize may change)."""
+    spec = manifest.get("spec") or {}
+    out = {c["name"]: dict(c.get("resources") or {}) for c in spec.get("containers") or ()}
+    for c in spec.get("initContainers") or ():
+        if c.get("restartPolicy") == "Always":
+            out[c["name"]] = dict(c.get("resources") or {})
+    return out
+
+
+def _actual_resources(
+    allocated: dict[str, Any], plan: ContainerResize, held: Limits
+) -> dict[str, Any]:
+    """What the container runs with, for ``containerStatuses[].resources``: the allocated
+    resources, with a limit the cgroup holds differently (rounded by the kernel) as read."""
+    actual = {k: dict(v) for k, v in allocated.items() if isinstance(v, dict)}
+    limits = dict(actual.get("limits") or {})
+    if held.cpu_limit_millis is not None and held.cpu_limit_millis != plan.cpu_limit_millis:
+        limits["cpu"] = f"{held.cpu_limit_millis}m"
+    if held.memory_limit_bytes is not None and held.memory_limit_bytes != plan.memory_limit_bytes:
+        limits["memory"] = str(held.memory_limit_bytes)
+    if limits:
+        actual["limits"] = limits
+    return actual
 
 
 def _wait(pod: Pod, at: datetime, *, container: str, reason: str, message: str, node: str) -> None:

@@ -73,6 +73,7 @@ from handlers.agent.cgroups import (
     CgroupDriver,
     CgroupError,
     CgroupHandle,
+    Limits,
     Usage,
     detect,
     driver_for,
@@ -113,6 +114,8 @@ class ContainerSpec:
     working_dir: str | None = None
     cpu_limit_millis: int | None = None
     memory_limit_bytes: int | None = None
+    cpu_request_millis: int | None = None
+    """The cpu request, written as the cgroup's share (None: the kernel's default share)."""
     isolate: bool = False
     netns: str | None = None
     """The pod's network namespace (an ``ip netns`` name); None: the node's network."""
@@ -425,7 +428,10 @@ class ProcessRuntime:
         prefix += wrapper
         try:
             handle = self.cgroups.create(spec.pod_uid, spec.name, spec.restart_count)
-            self.cgroups.apply_limits(handle, spec.cpu_limit_millis, spec.memory_limit_bytes)
+            self.cgroups.apply_limits(
+                handle, spec.cpu_limit_millis, spec.memory_limit_bytes,
+                cpu_request_millis=spec.cpu_request_millis,
+            )  # fmt: skip
         except CgroupError as exc:
             raise _start_error(128, str(exc)) from exc
         procs_files = self.cgroups.procs_files(handle)
@@ -519,6 +525,32 @@ class ProcessRuntime:
         if not isinstance(container, RunningContainer):
             raise _foreign(container)
         return driver_for(container.cgroup, self.cgroups).usage(container.cgroup, container.pgid)
+
+    def resize(
+        self,
+        container: Container,
+        *,
+        cpu_limit_millis: int | None,
+        cpu_request_millis: int | None,
+        memory_limit_bytes: int | None,
+    ) -> Limits:
+        """Write new limits into the running instance's cgroup, in place (the process keeps
+        running, with its PID); what the cgroup holds afterwards. ``CgroupError`` when the
+        kernel refuses (v1 refuses a memory limit below what the group uses)."""
+        if not isinstance(container, RunningContainer):
+            raise _foreign(container)
+        driver = driver_for(container.cgroup, self.cgroups)
+        driver.apply_limits(
+            container.cgroup, cpu_limit_millis, memory_limit_bytes,
+            cpu_request_millis=cpu_request_millis,
+        )  # fmt: skip
+        return driver.limits(container.cgroup)
+
+    def limits(self, container: Container) -> Limits:
+        """What the instance's cgroup holds now."""
+        if not isinstance(container, RunningContainer):
+            raise _foreign(container)
+        return driver_for(container.cgroup, self.cgroups).limits(container.cgroup)
 
     def remove(self, container: Container) -> None:
         """Forget the instance: kill anything left, remove its cgroup and state (not its

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from handlers.agent.cgroups import Usage
+    from handlers.agent.cgroups import Limits, Usage
     from handlers.agent.logship import ContainerInstance
     from handlers.agent.network import PodAddresses
     from handlers.agent.runtime import ContainerSpec, ExitStatus
@@ -90,6 +90,22 @@ class ContainerRuntime(Protocol):
 
     def usage(self, container: Container) -> Usage:
         """Its cumulative cpu time and current memory."""
+        ...
+
+    def resize(
+        self,
+        container: Container,
+        *,
+        cpu_limit_millis: int | None,
+        cpu_request_millis: int | None,
+        memory_limit_bytes: int | None,
+    ) -> Limits:
+        """Change a running instance's limits in place (no restart); what it holds after.
+        ``CgroupError`` when the kernel refuses."""
+        ...
+
+    def limits(self, container: Container) -> Limits:
+        """What the instance's cgroup holds now."""
         ...
 
     def adopt_all(self) -> Sequence[Container]:

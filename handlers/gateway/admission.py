@@ -31,6 +31,7 @@ from core.api.commands import (
     EvictBody,
     ManifestBody,
     NodeBody,
+    ResizeBody,
     ScaleBody,
     StatusBody,
 )
@@ -119,7 +120,9 @@ async def resolve_target(ctx: CommandContext, *, features: FeatureGates = DEFAUL
         namespace = meta.get("namespace", "") if info.namespaced else ""
         ctx.ref = AggregateRef(ctx.kind, namespace, meta["name"])
         return
-    assert isinstance(body, DeleteBody | ScaleBody | NodeBody | StatusBody | BindBody | EvictBody)
+    assert isinstance(
+        body, DeleteBody | ScaleBody | NodeBody | StatusBody | BindBody | EvictBody | ResizeBody
+    )
     if isinstance(body, StatusBody):
         model = STATUS_MODELS.get(ctx.kind)
         if model is None:
@@ -147,6 +150,10 @@ async def resolve_target(ctx: CommandContext, *, features: FeatureGates = DEFAUL
     if isinstance(body, BindBody) and ctx.kind != "Pod":
         raise ValidationFailed(
             f"only pods can be bound, not a {ctx.kind.lower()}", code="unsupported"
+        )
+    if isinstance(body, ResizeBody) and ctx.kind != "Pod":
+        raise ValidationFailed(
+            f"only pods can be resized in place, not a {ctx.kind.lower()}", code="unsupported"
         )
     if isinstance(body, ScaleBody) and ctx.kind not in SCALABLE_KINDS:
         raise ValidationFailed(

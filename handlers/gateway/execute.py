@@ -24,7 +24,15 @@ import structlog
 from core.access.secretdata import NONCE_BYTES, open_manifest, seal_manifest
 from core.api.catalog import AGGREGATES
 from core.api.causation import caused_by_command
-from core.api.commands import BindBody, DeleteBody, EvictBody, NodeBody, ScaleBody, StatusBody
+from core.api.commands import (
+    BindBody,
+    DeleteBody,
+    EvictBody,
+    NodeBody,
+    ResizeBody,
+    ScaleBody,
+    StatusBody,
+)
 from core.autoscaling.aggregate import HorizontalPodAutoscaler
 from core.disruption.aggregate import PodDisruptionBudget
 from core.disruption.eviction import evict_pod
@@ -36,7 +44,8 @@ from core.meta.aggregate import Resource, timestamp_from_ns
 from core.meta.timestamps import format_stamp
 from core.nodes.aggregate import Node
 from core.pods.aggregate import Pod
-from core.pods.decisions import bind_pod, create_pod, delete_pod
+from core.pods.decisions import bind_pod, create_pod, delete_pod, resize_pod
+from core.pods.resize import resized_spec, validate_resize
 from core.policy.admissionchain import StageNote
 from core.scheduling.model import PodInfo
 from core.workloads.aggregate import Workload
@@ -295,7 +304,7 @@ class Execute:
         assert command is not None and ref is not None
         if self._policies is None or ref.kind != "Pod":
             return []
-        if command.verb not in ("create", "apply", "delete", "evict"):
+        if command.verb not in ("create", "apply", "delete", "evict", "resize"):
             return []
         quotas = (await policies_of(ctx, self._policies)).quotas
         names = sorted(m["metadata"]["name"] for m in quotas)
@@ -452,6 +461,21 @@ class Execute:
                 score=None, feasible_nodes=None, evaluated_nodes=None, plugin_scores={},
                 weights={}, at=at,
             )  # fmt: skip
+        elif isinstance(body, ResizeBody):
+            assert isinstance(current, Pod)
+            current.require_exists()
+            spec = current.manifest.get("spec") or {}
+            wanted = [entry.model_dump() for entry in body.containers]
+            change = validate_resize(
+                spec, resized_spec(spec, wanted),
+                qos_class=(current.manifest.get("status") or {}).get("qosClass"),
+            )  # fmt: skip
+            try:
+                resize_pod(current, change=change, quotas=quotas, at=at)
+            except FleetError as exc:
+                if exc.message.startswith(QUOTA_REFUSALS):
+                    ctx.admission.append(str(StageNote("ResourceQuota", "denied", exc.message)))
+                raise
         elif isinstance(body, ScaleBody):
             assert isinstance(current, Workload)
             current.scale(replicas=body.replicas, reason=body.reason, at=at, why=body.why)

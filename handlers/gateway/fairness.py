@@ -18,10 +18,14 @@ from handlers.fairgate import FairGate
 from handlers.gateway.context import CommandContext
 
 KUBE_VERBS = {"apply": "patch", "scale": "patch", "cordon": "patch", "uncordon": "patch",
-              "status": "update", "bind": "create", "evict": "create"}  # fmt: skip
+              "status": "update", "bind": "create", "evict": "create",
+              "resize": "patch"}  # fmt: skip
 """fleetlog's command verbs as the kube verbs FlowSchema rules name (``create`` and ``delete``
 are the same words)."""
-SUBRESOURCES = {"scale": "scale", "status": "status", "bind": "binding", "evict": "eviction"}
+SUBRESOURCES = {
+    "scale": "scale", "status": "status", "bind": "binding", "evict": "eviction",
+    "resize": "resize",
+}  # fmt: skip
 
 
 def request_of(ctx: CommandContext) -> Request:

@@ -36,6 +36,7 @@ from core.access.commandauth import (
             True,
             ("update", "poddisruptionbudgets", "policy", "status"),
         ),
+        ("Pod", "resize", True, ("patch", "pods", "", "resize")),
         ("RoleBinding", "apply", False, ("create", "rolebindings", bootstrap.RBAC_GROUP, "")),
     ],
 )

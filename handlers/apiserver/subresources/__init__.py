@@ -26,7 +26,7 @@ SubresourceHandler = Callable[
 ]
 """Answers one request for ``<plural>/<name>/<subresource>`` (the path's name is set)."""
 
-from handlers.apiserver.subresources import binding, eviction, scale, status  # noqa: E402
+from handlers.apiserver.subresources import binding, eviction, resize, scale, status  # noqa: E402
 from handlers.apiserver.subresources.exec import serve_exec  # noqa: E402
 from handlers.apiserver.subresources.log import serve_log  # noqa: E402
 from handlers.apiserver.subresources.portforward import serve_portforward  # noqa: E402
@@ -43,6 +43,7 @@ HANDLERS: Mapping[tuple[str, str], SubresourceHandler] = MappingProxyType(
         ("pods", "portforward"): serve_portforward,
         ("pods", "binding"): binding.serve,
         ("pods", "eviction"): eviction.serve,
+        ("pods", "resize"): resize.serve,
         ("deployments", "scale"): scale.serve,
         ("replicasets", "scale"): scale.serve,
         **{(plural, "status"): status.serve for plural in STATUS_PLURALS},

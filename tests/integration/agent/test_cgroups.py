@@ -7,11 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from handlers.agent import cgroups
 from handlers.agent.cgroups import (
     CgroupError,
+    Limits,
     V1Driver,
     V2Driver,
     cpu_quota_us,
+    cpu_shares,
+    cpu_weight,
     detect,
     join_argv,
     v1_mounts,
@@ -124,3 +128,54 @@ def test_detect_on_this_machine():
     assert driver.message
     if Path("/sys/fs/cgroup/cgroup.controllers").exists():
         assert driver.name in ("v2", "none")
+
+
+def test_v2_resize_writes_the_weight_and_reads_back_what_the_files_hold(tmp_path: Path):
+    driver = V2Driver(fake_v2(tmp_path))
+    handle = driver.create("uid-3", "api", 0)
+    leaf = Path(handle.paths[0])
+    (leaf / "cpu.weight").write_text("100\n")
+    driver.apply_limits(handle, cpu_millis=400, memory_bytes=256 << 20, cpu_request_millis=300)
+    # The kubelet's conversions: 300m -> 307 shares -> weight 1 + (305 * 9999) // 262142.
+    assert cpu_shares(300) == 307
+    assert (leaf / "cpu.weight").read_text() == str(cpu_weight(307)) == "12"
+    held = driver.limits(handle)
+    assert (held.cpu_limit_millis, held.memory_limit_bytes) == (400, 256 << 20)
+    # A weight stands for a range of shares (v2 keeps ~1/26 of v1's resolution): read back,
+    # it gives shares of that same weight.
+    assert held.cpu_shares is not None and cpu_weight(held.cpu_shares) == 12
+    driver.apply_limits(handle, None, None)
+    assert driver.limits(handle).cpu_limit_millis is None
+    assert driver.limits(handle).memory_limit_bytes is None
+
+
+def test_v1_resize_raises_memsw_before_the_memory_limit_and_lowers_it_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    cpu, memory = tmp_path / "cpu", tmp_path / "memory"
+    cpu.mkdir()
+    memory.mkdir()
+    driver = V1Driver({"cpu": cpu, "cpuacct": cpu, "memory": memory})
+    handle = driver.create("uid-4", "db", 0)
+    mem_leaf, cpu_leaf = (Path(p) for p in handle.paths)
+    (mem_leaf / "memory.memsw.limit_in_bytes").write_text("9223372036854771712\n")
+    (mem_leaf / "memory.limit_in_bytes").write_text(str(128 << 20))
+    # The kernel refuses a memory limit above memsw (EINVAL): the order of the writes matters.
+    writes: list[str] = []
+    real_write = cgroups._write
+
+    def recording(path: Path, value: str) -> None:
+        writes.append(path.name)
+        real_write(path, value)
+
+    monkeypatch.setattr(cgroups, "_write", recording)
+    driver.apply_limits(handle, 400, 256 << 20, cpu_request_millis=300)
+    raised = [w for w in writes if w.startswith("memory.")]
+    writes.clear()
+    driver.apply_limits(handle, 400, 64 << 20, cpu_request_millis=300)
+    lowered = [w for w in writes if w.startswith("memory.")]
+    assert raised == ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"]
+    assert lowered == ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+    assert (cpu_leaf / "cpu.shares").read_text() == "307"
+    (cpu_leaf / "cpu.cfs_quota_us").write_text("40000\n")
+    assert driver.limits(handle) == Limits(400, 307, 64 << 20)
