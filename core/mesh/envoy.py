@@ -26,7 +26,7 @@ How Istio's objects become Envoy's, as Istio's own generator does:
   ``0.0.0.0_<port>`` (``bind_address`` for tests on loopback), whose HTTP connection manager asks
   for route configuration ``<port>``, where the Host header picks the service. That is Istio's
   choice for HTTP: one listener serves every service on the port, and once the pod's traffic is
-  captured (later: the init step's redirect to 15001 with ``use_original_dst``) no ClusterIP
+  captured (the redirect to 15001, whose listener has ``use_original_dst``) no ClusterIP
   needs to be local. TCP ports cannot be told apart by a header: each gets
   ``<clusterIP>_<port>`` with a ``tcp_proxy``. A port's protocol is Istio's explicit selection:
   ``appProtocol``, else the port name's prefix (``http``, ``http2``, ``grpc``, ``tcp``, ...);
@@ -112,6 +112,14 @@ SIMPLE_POLICIES: Final = {
 """Istio's simple policies as Envoy's ``lb_policy`` (PASSTHROUGH is a cluster type)."""
 
 
+OUTBOUND_PORT: Final = 15001
+"""Where a captured pod's outbound TCP is redirected (Istio's ``virtualOutbound``)."""
+OUTBOUND_LISTENER: Final = "virtualOutbound"
+PASSTHROUGH_CLUSTER: Final = "PassthroughCluster"
+"""Istio's cluster for a captured connection no virtual listener takes: it goes on, unchanged,
+to the address the application connected to."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Proxy:
     """The proxy a snapshot is for."""
@@ -122,6 +130,10 @@ class Proxy:
     """A gateway's pod labels: the Gateways whose ``selector`` they match are its own."""
     bind_address: str = "0.0.0.0"
     """Where listeners listen: all addresses, or loopback in tests."""
+    captured: bool = False
+    """A sidecar whose pod's outbound TCP is redirected to it (Istio's ``INTERCEPTION_MODE``
+    ``REDIRECT``): it gets the ``virtualOutbound`` listener on :data:`OUTBOUND_PORT` and its
+    virtual listeners bind no port, as Istio's do."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1019,7 +1031,41 @@ def build_snapshot(state: MeshState, proxy: Proxy) -> Snapshot:
         listeners, routes = _gateway_listeners(state, proxy, by_host)
     else:
         listeners, routes = _sidecar_listeners(state, proxy, services, by_host)
+        if proxy.captured:
+            for listener in listeners:
+                listener["bind_to_port"] = False
+            listeners.insert(0, _outbound_listener())
+            clusters = [*clusters, _passthrough_cluster()]
     return Snapshot(clusters=clusters, endpoints=endpoints, listeners=listeners, routes=routes)
+
+
+def _outbound_listener() -> dict[str, Any]:
+    """Istio's ``virtualOutbound``: the one port a captured pod's outbound TCP is redirected
+    to. ``use_original_dst`` hands each connection to the listener of the address it was
+    sent to (``<clusterIP>_<port>`` for TCP, else the port's ``0.0.0.0_<port>`` virtual
+    listener, which binds no port); a connection none takes goes on unchanged."""
+    proxy = {"@type": TCP_PROXY_TYPE, "stat_prefix": PASSTHROUGH_CLUSTER,
+             "cluster": PASSTHROUGH_CLUSTER}  # fmt: skip
+    return {
+        "@type": LISTENER_TYPE,
+        "name": OUTBOUND_LISTENER,
+        "address": _address("0.0.0.0", OUTBOUND_PORT),
+        "use_original_dst": True,
+        "filter_chains": [
+            {"name": PASSTHROUGH_CLUSTER,
+             "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]}
+        ],
+    }  # fmt: skip
+
+
+def _passthrough_cluster() -> dict[str, Any]:
+    return {
+        "@type": CLUSTER_TYPE,
+        "name": PASSTHROUGH_CLUSTER,
+        "type": "ORIGINAL_DST",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "connect_timeout": "10s",
+    }
 
 
 def _sidecar_listeners(

@@ -198,6 +198,28 @@ def test_listeners_bind_where_told() -> None:
     assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 80}
 
 
+def test_a_captured_sidecar_gets_the_outbound_listener_and_binds_no_other() -> None:
+    state = MeshState(services=[
+        service("web", "10.96.0.10", [{"name": "http", "port": 80}]),
+        service("db", "10.96.0.12", [{"name": "tcp", "port": 5432}]),
+    ])  # fmt: skip
+    plain = build_snapshot(state, Proxy())
+    assert all("bind_to_port" not in x and not x.get("use_original_dst") for x in plain.listeners)
+    assert "PassthroughCluster" not in [c["name"] for c in plain.clusters]
+    captured = build_snapshot(state, Proxy(captured=True))
+    outbound, *virtual = captured.listeners
+    assert outbound["name"] == "virtualOutbound" and outbound["use_original_dst"] is True
+    assert outbound["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 15001}
+    # A connection no virtual listener takes goes on to where the application sent it.
+    proxy = outbound["filter_chains"][0]["filters"][0]["typed_config"]
+    assert proxy["cluster"] == "PassthroughCluster"
+    passthrough = next(c for c in captured.clusters if c["name"] == "PassthroughCluster")
+    assert (passthrough["type"], passthrough["lb_policy"]) == ("ORIGINAL_DST", "CLUSTER_PROVIDED")
+    assert [x["name"] for x in virtual] == ["0.0.0.0_80", "10.96.0.12_5432"]
+    assert all(x["bind_to_port"] is False for x in virtual)
+    assert captured.endpoints == plain.endpoints
+
+
 # -- routes ---------------------------------------------------------------------------------
 
 
