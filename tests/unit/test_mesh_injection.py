@@ -1,0 +1,57 @@
+"""Which pods get a sidecar (Istio's injection policy) and the capture rules made in a meshed
+pod's network namespace (``core.mesh.injection``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core.mesh.injection import PROXY_MARK, capture_rules, wants_sidecar
+
+
+def pod(labels: dict[str, str] | None = None, *, annotations: dict[str, str] | None = None,
+        host_network: bool = False) -> dict[str, Any]:  # fmt: skip
+    return {
+        "metadata": {"name": "p", "namespace": "ns", "labels": labels or {},
+                     "annotations": annotations or {}},
+        "spec": {"hostNetwork": host_network, "containers": [{"name": "app"}]},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("pod_labels", "namespace_labels", "meshed"),
+    [
+        ({}, {}, False),
+        ({}, {"istio-injection": "enabled"}, True),
+        ({"sidecar.istio.io/inject": "true"}, {}, True),
+        ({"sidecar.istio.io/inject": "false"}, {"istio-injection": "enabled"}, False),
+        ({"sidecar.istio.io/inject": "true"}, {"istio-injection": "disabled"}, False),
+        ({}, {"istio-injection": "disabled"}, False),
+    ],
+)
+def test_istio_injection_policy(
+    pod_labels: dict[str, str], namespace_labels: dict[str, str], meshed: bool
+) -> None:
+    assert wants_sidecar(pod(pod_labels), namespace_labels) is meshed
+
+
+def test_the_older_annotation_counts_and_host_network_pods_are_never_meshed() -> None:
+    asked = pod(annotations={"sidecar.istio.io/inject": "true"})
+    assert wants_sidecar(asked, {})
+    opted_out = pod(annotations={"sidecar.istio.io/inject": "false"})
+    assert not wants_sidecar(opted_out, {"istio-injection": "enabled"})
+    host = pod({"sidecar.istio.io/inject": "true"}, host_network=True)
+    assert not wants_sidecar(host, {"istio-injection": "enabled"})
+
+
+def test_capture_redirects_outbound_tcp_except_envoys_own_and_loopback() -> None:
+    rules = capture_rules()
+    lines = [line.strip() for line in rules.splitlines()]
+    # Replaces an earlier table of the same name (a restarted agent applies it again).
+    assert lines[:3] == ["table ip fleetlog_mesh", "delete table ip fleetlog_mesh",
+                         "table ip fleetlog_mesh {"]  # fmt: skip
+    assert "type nat hook output priority -100; policy accept;" in lines
+    chain = lines[lines.index("chain output {") + 2 :]
+    assert chain[:3] == [f"meta mark {PROXY_MARK:#x} return", "ip daddr 127.0.0.0/8 return",
+                         "meta l4proto tcp redirect to :15001"]  # fmt: skip
