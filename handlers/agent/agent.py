@@ -51,6 +51,7 @@ from core.meta.quantity import resource_amount
 from core.nodes.status import assigned_pod_cidr
 from core.pods.containerlogs import ContainerLogPolicy, ShippingLimits, stale_instances
 from handlers.agent.dns import ClusterAddress, ClusterDNS, DNSOptions
+from handlers.agent.ingress import IngressGateway
 from handlers.agent.network import NetworkOptions, detect
 from handlers.agent.node import NodeCapacity, NodeCondition, NodeDeclaration, machine_capacity
 from handlers.agent.podconfig import PodConfigClient
@@ -189,6 +190,8 @@ class NodeAgent:
         self.proxy: ServiceProxy | None = None
         """The node's service proxy, made when the agent runs (with ``services``)."""
         self.sidecars = MeshSidecars(store, root=root, options=mesh) if mesh is not None else None
+        self.ingress: IngressGateway | None = None
+        """The Gateways' ingress Envoy (with ``mesh``: ``handlers.agent.ingress``)."""
 
     # -- registration ---------------------------------------------------------------------
 
@@ -307,6 +310,11 @@ class NodeAgent:
                 tasks.create_task(PodStreams(self._nc, node=self.name, workers=self.workers).run())
                 if self.cluster_dns is not None:
                     tasks.create_task(self._hold_dns_address(self.cluster_dns))
+                if self.sidecars is not None:
+                    self.ingress = IngressGateway(
+                        self._store, node=self.name, root=self.root, sidecars=self.sidecars
+                    )
+                    tasks.create_task(self.ingress.run())
                 if self._services:
                     self.proxy = ServiceProxy(
                         self._store, root=self.root, network=self.network,

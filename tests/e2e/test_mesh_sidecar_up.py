@@ -8,13 +8,18 @@ client's container has. Real processes, real Envoy, real network namespaces and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import urllib.error
+import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from streams.server import free_port
 from tests.e2e.conftest import pod_network_unavailable, wait_for
 from tests.e2e.test_cli import Cluster
 
@@ -194,3 +199,70 @@ def test_a_meshed_client_goes_through_its_sidecar_and_an_unmeshed_one_does_not(
     wait_for(lambda: not envoys_of(meshed_uid), timeout=60)
     plain_uid = pod(cluster, "default", "client")["metadata"]["uid"]
     assert not (cluster.data_dir / "agent" / "mesh" / plain_uid).exists()
+
+
+def ingress_manifests(port: int) -> list[dict[str, Any]]:
+    return [
+        {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+         "metadata": {"name": "web-gateway", "namespace": "shop"},
+         "spec": {"selector": {"istio": "ingressgateway"},
+                  "servers": [{"port": {"number": port, "name": "http", "protocol": "HTTP"},
+                               "hosts": ["shop.example.com"]}]}},
+        {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+         "metadata": {"name": "web-ingress", "namespace": "shop"},
+         "spec": {"hosts": ["shop.example.com"], "gateways": ["web-gateway"], "http": [
+             {"route": [{"destination": {"host": "web", "subset": "v1"}, "weight": 80},
+                        {"destination": {"host": "web", "subset": "v2"}, "weight": 20}]},
+         ]}},
+    ]  # fmt: skip
+
+
+def through_ingress(port: int) -> str:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/", headers={"Host": "shop.example.com"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return str(answer.read().decode())
+    except urllib.error.HTTPError as exc:
+        return f"status {exc.code}"
+    except OSError as exc:
+        return f"error {exc}"
+
+
+def ingress_envoys(data_dir: Path) -> list[int]:
+    bootstrap = str(data_dir / "agent" / "mesh" / "ingress.json")
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if bootstrap in cmdline.read_bytes().decode(errors="replace"):
+                found.append(int(cmdline.parent.name))
+    return found
+
+
+def test_the_gateways_ingress_envoy_routes_the_nodes_port_by_its_virtual_service(
+    cluster: Cluster,
+) -> None:
+    why = pod_network_unavailable()
+    if why:
+        pytest.skip(f"pods cannot have network namespaces here: {why}")
+    cluster.up(agent=True)
+    port = free_port()
+    manifests = mesh_manifests() + ingress_manifests(port)
+    cluster.cli("apply", "-f", "-", stdin="\n---\n".join(json.dumps(m) for m in manifests))
+    wait_for(lambda: through_ingress(port) in ("v1", "v2"), timeout=120)
+    assert len(ingress_envoys(cluster.data_dir)) == 1
+    counts = Counter(through_ingress(port) for _ in range(REQUESTS))
+    assert counts["v1"] + counts["v2"] == REQUESTS, counts
+    assert 0.70 <= counts["v1"] / REQUESTS <= 0.90, counts  # 80/20 (±10 points)
+    # Another host is not the Gateway's.
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": "other"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 404
+
+    # On demand: with no Gateway selecting it, the ingress Envoy stops and the port closes.
+    cluster.cli("delete", "gateway", "web-gateway", "-n", "shop")
+    wait_for(lambda: not ingress_envoys(cluster.data_dir), timeout=60)
+    assert through_ingress(port).startswith("error")
+    assert cluster.down() == 0
