@@ -1034,6 +1034,8 @@ def build_snapshot(state: MeshState, proxy: Proxy) -> Snapshot:
         if proxy.captured:
             for listener in listeners:
                 listener["bind_to_port"] = False
+            for route in routes:
+                route["virtual_hosts"] = [*route["virtual_hosts"], _allow_any()]
             listeners.insert(0, _outbound_listener())
             clusters = [*clusters, _passthrough_cluster()]
     return Snapshot(clusters=clusters, endpoints=endpoints, listeners=listeners, routes=routes)
@@ -1055,6 +1057,17 @@ def _outbound_listener() -> dict[str, Any]:
             {"name": PASSTHROUGH_CLUSTER,
              "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]}
         ],
+    }  # fmt: skip
+
+
+def _allow_any() -> dict[str, Any]:
+    """Istio's ``allow_any`` virtual host (outbound traffic policy ALLOW_ANY): an HTTP request
+    for a host no service has goes on to the address the application connected to."""
+    return {
+        "name": "allow_any",
+        "domains": ["*"],
+        "routes": [{"name": "allow_any", "match": {"prefix": "/"},
+                    "route": {"cluster": PASSTHROUGH_CLUSTER, "timeout": "0s"}}],
     }  # fmt: skip
 
 

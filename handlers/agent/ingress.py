@@ -109,7 +109,9 @@ class IngressGateway:
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "ingress.json"
         path.write_text(json.dumps(self.bootstrap()))
-        socket_path(self.root, "ingress").unlink(missing_ok=True)
+        admin = socket_path(self.root, "ingress")
+        admin.parent.mkdir(parents=True, exist_ok=True)
+        admin.unlink(missing_ok=True)
         with self.log_path.open("ab") as output:
             self.process = await asyncio.create_subprocess_exec(
                 str(self.sidecars.options.envoy), "-c", str(path), "--disable-hot-restart",

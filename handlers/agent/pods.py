@@ -462,7 +462,21 @@ class PodWorker:
             log.info("agent.sidecar_started", pod=self.key)
         self.sidecar = running
         self._shipper.track(self._instance(running))
-        if not await sidecars.until_ready(self.uid):
+        ready = asyncio.ensure_future(sidecars.until_ready(self.uid))
+        ended = asyncio.ensure_future(self._runtime.wait(running))
+        try:
+            await asyncio.wait([ready, ended], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (ready, ended):
+                task.cancel()
+            await asyncio.gather(ready, ended, return_exceptions=True)
+        if ended.done() and not ended.cancelled() and ended.exception() is None:
+            # Envoy is gone: the pod's connections must not be redirected to nobody.
+            log.warning("agent.sidecar_exited", pod=self.key, exit_code=ended.result().exit_code)
+            await self._sidecar_down()
+            with contextlib.suppress(OSError):
+                await sidecars.uncapture(addresses.netns)
+        elif not ready.cancelled() and ready.exception() is None and not ready.result():
             log.warning("agent.sidecar_not_ready", pod=self.key,
                         error="no configuration from the mesh-push handler in time")  # fmt: skip
 

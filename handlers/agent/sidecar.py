@@ -204,7 +204,9 @@ class MeshSidecars:
         config = self.bootstrap(uid=uid, namespace=namespace, name=name, pod_ip=pod_ip,
                                 labels=labels)  # fmt: skip
         path.write_text(json.dumps(config))
-        self.admin_socket(uid).unlink(missing_ok=True)
+        admin = self.admin_socket(uid)
+        admin.parent.mkdir(parents=True, exist_ok=True)
+        admin.unlink(missing_ok=True)
         await self.capture(netns)
         try:
             return await runtime.start(
@@ -217,10 +219,13 @@ class MeshSidecars:
                 )
             )  # fmt: skip
         except BaseException:
-            # No Envoy to take the pod's connections: they go where they were sent.
             with contextlib.suppress(OSError):
-                await self._nft(netns, f"delete table ip {CAPTURE_TABLE}\n")
+                await self.uncapture(netns)
             raise
+
+    async def uncapture(self, netns: str) -> None:
+        """No Envoy to take the pod's connections: they go where they were sent."""
+        await self._nft(netns, f"delete table ip {CAPTURE_TABLE}\n")
 
     async def until_ready(self, uid: str, *, timeout: float = READY_TIMEOUT_S) -> bool:
         """Until the sidecar has its outbound listener (its configuration arrived), or the

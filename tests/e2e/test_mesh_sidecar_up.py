@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -155,6 +156,10 @@ def envoys_of(uid: str) -> list[int]:
     return found
 
 
+def namespaces() -> str:
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
 def test_a_meshed_client_goes_through_its_sidecar_and_an_unmeshed_one_does_not(
     cluster: Cluster,
 ) -> None:
@@ -197,6 +202,8 @@ def test_a_meshed_client_goes_through_its_sidecar_and_an_unmeshed_one_does_not(
     assert "envoy" in envoy_log.lower() and "starting" in envoy_log.lower(), envoy_log[-2000:]
     meshed_uid = pod(cluster, "meshed", "client")["metadata"]["uid"]
     wait_for(lambda: not envoys_of(meshed_uid), timeout=60)
+    # Its namespace, and the capture table in it, went with the finished pod.
+    wait_for(lambda: f"{cluster.pod_prefix}-{meshed_uid}" not in namespaces(), timeout=60)
     plain_uid = pod(cluster, "default", "client")["metadata"]["uid"]
     assert not (cluster.data_dir / "agent" / "mesh" / plain_uid).exists()
 

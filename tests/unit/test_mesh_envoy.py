@@ -218,6 +218,13 @@ def test_a_captured_sidecar_gets_the_outbound_listener_and_binds_no_other() -> N
     assert [x["name"] for x in virtual] == ["0.0.0.0_80", "10.96.0.12_5432"]
     assert all(x["bind_to_port"] is False for x in virtual)
     assert captured.endpoints == plain.endpoints
+    # A host no service has, on an HTTP port, goes on too (Istio's ALLOW_ANY), after the
+    # services' own virtual hosts.
+    [port_80] = captured.routes
+    *services, allow_any = port_80["virtual_hosts"]
+    assert services == plain.routes[0]["virtual_hosts"]
+    assert allow_any["domains"] == ["*"]
+    assert allow_any["routes"][0]["route"]["cluster"] == "PassthroughCluster"
 
 
 # -- routes ---------------------------------------------------------------------------------
