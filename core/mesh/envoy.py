@@ -115,6 +115,17 @@ SIMPLE_POLICIES: Final = {
 OUTBOUND_PORT: Final = 15001
 """Where a captured pod's outbound TCP is redirected (Istio's ``virtualOutbound``)."""
 OUTBOUND_LISTENER: Final = "virtualOutbound"
+INBOUND_PORT: Final = 15006
+"""Where a captured pod's inbound TCP is redirected (Istio's ``virtualInbound``)."""
+INBOUND_LISTENER: Final = "virtualInbound"
+INBOUND_PASSTHROUGH_CLUSTER: Final = "InboundPassthroughCluster"
+BLACKHOLE_CLUSTER: Final = "BlackHoleCluster"
+"""A cluster with no endpoint: where a connection to the capture ports themselves goes (it
+would otherwise be passed on to the port it came in on, by Envoy, forever)."""
+ORIGINAL_DST_FILTER: Final = "envoy.filters.listener.original_dst"
+ORIGINAL_DST_TYPE: Final = (
+    TYPE_PREFIX + "envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
+)
 PASSTHROUGH_CLUSTER: Final = "PassthroughCluster"
 """Istio's cluster for a captured connection no virtual listener takes: it goes on, unchanged,
 to the address the application connected to."""
@@ -1036,8 +1047,14 @@ def build_snapshot(state: MeshState, proxy: Proxy) -> Snapshot:
                 listener["bind_to_port"] = False
             for route in routes:
                 route["virtual_hosts"] = [*route["virtual_hosts"], _allow_any()]
-            listeners.insert(0, _outbound_listener())
-            clusters = [*clusters, _passthrough_cluster()]
+            listeners[:0] = [_outbound_listener(), _inbound_listener()]
+            clusters = [
+                *clusters,
+                _passthrough_cluster(PASSTHROUGH_CLUSTER),
+                _passthrough_cluster(INBOUND_PASSTHROUGH_CLUSTER),
+                {"@type": CLUSTER_TYPE, "name": BLACKHOLE_CLUSTER, "type": "STATIC",
+                 "connect_timeout": "10s"},
+            ]  # fmt: skip
     return Snapshot(clusters=clusters, endpoints=endpoints, listeners=listeners, routes=routes)
 
 
@@ -1046,18 +1063,43 @@ def _outbound_listener() -> dict[str, Any]:
     to. ``use_original_dst`` hands each connection to the listener of the address it was
     sent to (``<clusterIP>_<port>`` for TCP, else the port's ``0.0.0.0_<port>`` virtual
     listener, which binds no port); a connection none takes goes on unchanged."""
-    proxy = {"@type": TCP_PROXY_TYPE, "stat_prefix": PASSTHROUGH_CLUSTER,
-             "cluster": PASSTHROUGH_CLUSTER}  # fmt: skip
     return {
         "@type": LISTENER_TYPE,
         "name": OUTBOUND_LISTENER,
         "address": _address("0.0.0.0", OUTBOUND_PORT),
         "use_original_dst": True,
-        "filter_chains": [
-            {"name": PASSTHROUGH_CLUSTER,
-             "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]}
+        "filter_chains": [_tcp_chain(BLACKHOLE_CLUSTER, port=OUTBOUND_PORT)],
+        "default_filter_chain": _tcp_chain(PASSTHROUGH_CLUSTER),
+    }
+
+
+def _inbound_listener() -> dict[str, Any]:
+    """Istio's ``virtualInbound``: where a captured pod's inbound TCP is redirected. Its
+    original destination (the pod's address and the application's port) is restored by the
+    ``original_dst`` listener filter and the connection is passed on there, from Envoy — a
+    plain TCP pass-through: the place inbound policy (and mTLS) will hook in."""
+    return {
+        "@type": LISTENER_TYPE,
+        "name": INBOUND_LISTENER,
+        "address": _address("0.0.0.0", INBOUND_PORT),
+        "listener_filters": [
+            {"name": ORIGINAL_DST_FILTER, "typed_config": {"@type": ORIGINAL_DST_TYPE}}
         ],
-    }  # fmt: skip
+        "filter_chains": [_tcp_chain(BLACKHOLE_CLUSTER, port=INBOUND_PORT)],
+        "default_filter_chain": _tcp_chain(INBOUND_PASSTHROUGH_CLUSTER),
+    }
+
+
+def _tcp_chain(cluster: str, *, port: int | None = None) -> dict[str, Any]:
+    """A filter chain proxying to ``cluster``; with ``port``, only for connections to it."""
+    proxy = {"@type": TCP_PROXY_TYPE, "stat_prefix": cluster, "cluster": cluster}
+    chain: dict[str, Any] = {
+        "name": cluster,
+        "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}],
+    }
+    if port is not None:
+        chain["filter_chain_match"] = {"destination_port": port}
+    return chain
 
 
 def _allow_any() -> dict[str, Any]:
@@ -1071,10 +1113,10 @@ def _allow_any() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _passthrough_cluster() -> dict[str, Any]:
+def _passthrough_cluster(name: str) -> dict[str, Any]:
     return {
         "@type": CLUSTER_TYPE,
-        "name": PASSTHROUGH_CLUSTER,
+        "name": name,
         "type": "ORIGINAL_DST",
         "lb_policy": "CLUSTER_PROVIDED",
         "connect_timeout": "10s",

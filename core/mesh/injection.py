@@ -14,8 +14,8 @@ Why this exists: the node agent starts a pod's Envoy and redirects the pod's con
   namespace, outbound TCP is redirected to the sidecar's 15001 — except Envoy's own
   connections (they carry :data:`PROXY_MARK`, set on every upstream socket by its bootstrap,
   so the rule works for process pods whose Envoy runs as the same user as the application)
-  and loopback. Inbound traffic is not captured (Istio's 15006): the application's ports are
-  reached directly.
+  and loopback; inbound TCP (arriving from outside the pod: the bridge) to its 15006, except
+  to 15001 itself (whose listener refuses what was not redirected to it).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from core.mesh.envoy import OUTBOUND_PORT
+from core.mesh.envoy import INBOUND_PORT, OUTBOUND_PORT
 
 SIDECAR_CONTAINER: Final = "istio-proxy"
 """Istio's name for the sidecar container (``fleetlog logs -c istio-proxy``)."""
@@ -52,7 +52,9 @@ def wants_sidecar(pod: Mapping[str, Any], namespace_labels: Mapping[str, str]) -
     return asked == "true" or namespace == "enabled"
 
 
-def capture_rules(*, mark: int = PROXY_MARK, port: int = OUTBOUND_PORT) -> str:
+def capture_rules(
+    *, mark: int = PROXY_MARK, port: int = OUTBOUND_PORT, inbound: int = INBOUND_PORT
+) -> str:
     """The nftables script run in a pod's network namespace (replacing an earlier one: a
     restarted agent applies it again)."""
     return (
@@ -64,6 +66,11 @@ def capture_rules(*, mark: int = PROXY_MARK, port: int = OUTBOUND_PORT) -> str:
         f"    meta mark {mark:#x} return\n"
         "    ip daddr 127.0.0.0/8 return\n"
         f"    meta l4proto tcp redirect to :{port}\n"
+        "  }\n"
+        "  chain prerouting {\n"
+        "    type nat hook prerouting priority -100; policy accept;\n"
+        f"    tcp dport {port} return\n"
+        f"    meta l4proto tcp redirect to :{inbound}\n"
         "  }\n"
         "}\n"
     )

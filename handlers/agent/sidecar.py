@@ -110,6 +110,10 @@ class MeshSidecars:
         if self._server is not None:
             self._server.close()
             self._server = None
+        self.ads_socket.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the directory under /tmp, once nothing is left
+            if self.ads_socket.parent != self.root / "mesh":
+                self.ads_socket.parent.rmdir()
         await self.namespaces.stop()
 
     def wanted(self, pod: dict[str, Any]) -> bool:

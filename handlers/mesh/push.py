@@ -431,7 +431,12 @@ class MeshPush:
     def refresh(self, stream: _Stream) -> None:
         """A new stream's snapshot, built now (it must not wait for the next change)."""
         key = self._key(stream)
-        built = self._encode(key, stream, build_snapshot(self.model.state(), stream.proxy))
+        try:
+            built = self._encode(key, stream, build_snapshot(self.model.state(), stream.proxy))
+        except Exception as exc:  # said, not swallowed by the stream: the proxy gets nothing
+            log.error("mesh.build_failed", proxy=stream.node.id if stream.node else "",
+                      error=repr(exc))  # fmt: skip
+            raise
         self._built[key] = built
         stream.current = built[1]
 

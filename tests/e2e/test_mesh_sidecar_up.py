@@ -33,6 +33,7 @@ SERVES_ITS_VERSION = (
     "        body = sys.argv[1].encode()\n"
     "        self.send_response(200)\n"
     "        self.send_header('Content-Length', str(len(body)))\n"
+    "        self.send_header('X-Peer', self.client_address[0])\n"
     "        self.end_headers()\n"
     "        self.wfile.write(body)\n"
     "    def log_message(self, *args):\n"
@@ -62,15 +63,14 @@ CALLS_WEB = (
 REQUESTS = 300
 
 
-def web_pod(version: str) -> dict[str, Any]:
+def web_pod(version: str, *, meshed: bool = False) -> dict[str, Any]:
+    labels = {"app": "web", "version": version}
+    if meshed:
+        labels["sidecar.istio.io/inject"] = "true"
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {
-            "name": f"web-{version}",
-            "namespace": "shop",
-            "labels": {"app": "web", "version": version},
-        },
+        "metadata": {"name": f"web-{version}", "namespace": "shop", "labels": labels},
         "spec": {
             "containers": [
                 {
@@ -109,7 +109,7 @@ def mesh_manifests() -> list[dict[str, Any]]:
         {"apiVersion": "v1", "kind": "Namespace",
          "metadata": {"name": "meshed", "labels": {"istio-injection": "enabled"}}},
         web_pod("v1"),
-        web_pod("v2"),
+        web_pod("v2", meshed=True),  # its inbound traffic goes through its sidecar
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
          "spec": {"selector": {"app": "web"},
                   "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}},
@@ -156,6 +156,11 @@ def envoys_of(uid: str) -> list[int]:
     return found
 
 
+def peer_seen_by(ip: str) -> str:
+    with urllib.request.urlopen(f"http://{ip}:8080/", timeout=10) as answer:
+        return str(answer.headers["X-Peer"])
+
+
 def namespaces() -> str:
     return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
 
@@ -178,6 +183,11 @@ def test_a_meshed_client_goes_through_its_sidecar_and_an_unmeshed_one_does_not(
         )  # fmt: skip
 
     wait_for(web_ready, timeout=120)
+    # Inbound capture: a connection to the meshed server's address reaches it from its own
+    # sidecar (Envoy passes it on from the pod's address); the un-meshed one sees the node.
+    v1_ip, v2_ip = (pod(cluster, "shop", f"web-{v}")["status"]["podIP"] for v in ("v1", "v2"))
+    assert peer_seen_by(v2_ip) == v2_ip
+    assert peer_seen_by(v1_ip) not in (v1_ip, v2_ip)
     cluster.cli("apply", "-f", "-", stdin=json.dumps(client_pod("meshed")))
     cluster.cli("apply", "-f", "-", stdin=json.dumps(client_pod("default")))
     wait_for(lambda: finished(cluster, "meshed") and finished(cluster, "default"), timeout=180)

@@ -55,3 +55,10 @@ def test_capture_redirects_outbound_tcp_except_envoys_own_and_loopback() -> None
     chain = lines[lines.index("chain output {") + 2 :]
     assert chain[:3] == [f"meta mark {PROXY_MARK:#x} return", "ip daddr 127.0.0.0/8 return",
                          "meta l4proto tcp redirect to :15001"]  # fmt: skip
+
+
+def test_capture_redirects_inbound_tcp_to_15006_but_not_to_15001() -> None:
+    lines = [line.strip() for line in capture_rules().splitlines()]
+    chain = lines[lines.index("chain prerouting {") + 1 :]
+    assert chain[:3] == ["type nat hook prerouting priority -100; policy accept;",
+                         "tcp dport 15001 return", "meta l4proto tcp redirect to :15006"]  # fmt: skip

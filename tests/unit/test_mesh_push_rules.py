@@ -131,6 +131,21 @@ def test_a_sidecar_bootstrap_reaches_ads_through_a_socket_and_marks_its_upstream
     assert "cluster_manager" not in plain
 
 
+@pytest.mark.parametrize(
+    "proxy",
+    [Proxy(), Proxy(captured=True), Proxy(kind="gateway", labels={"istio": "ingressgateway"})],
+)
+def test_every_resource_the_builder_makes_converts_to_protobuf(proxy: Proxy) -> None:
+    """Each typed config's message must be known to protobuf (its module imported), or the
+    handler cannot send the proxy anything."""
+    from handlers.mesh.xds import Encoder
+
+    snapshot = build_snapshot(scenario(), proxy)
+    encoder = Encoder()
+    for resources in (snapshot.clusters, snapshot.endpoints, snapshot.listeners, snapshot.routes):
+        assert len(encoder.encode(resources).resources) == len(resources)
+
+
 def test_the_encoder_packs_each_type_with_the_builders_version_and_reuses_unchanged() -> None:
     from handlers.mesh.xds import Encoder
 
