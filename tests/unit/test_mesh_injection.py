@@ -62,3 +62,29 @@ def test_capture_redirects_inbound_tcp_to_15006_but_not_to_15001() -> None:
     chain = lines[lines.index("chain prerouting {") + 1 :]
     assert chain[:3] == ["type nat hook prerouting priority -100; policy accept;",
                          "tcp dport 15001 return", "meta l4proto tcp redirect to :15006"]  # fmt: skip
+
+
+def test_the_ingress_runs_while_a_gateway_selects_istios_ingress_labels() -> None:
+    from handlers.agent.ingress import selects_ingress
+
+    def gateway(selector: dict[str, str]) -> dict[str, Any]:
+        return {"spec": {"selector": selector, "servers": []}}
+
+    assert not selects_ingress([])
+    assert selects_ingress([gateway({"istio": "ingressgateway"})])
+    assert selects_ingress([gateway({"app": "istio-ingressgateway", "istio": "ingressgateway"})])
+    assert not selects_ingress([gateway({"istio": "egressgateway"})])
+    assert not selects_ingress([gateway({})])  # the builder gives such a Gateway to no proxy
+
+
+def test_a_socket_path_too_long_for_sun_path_moves_under_tmp() -> None:
+    from pathlib import Path
+
+    from handlers.agent.sidecar import SOCKET_PATH_MAX, socket_path
+
+    assert socket_path(Path("/var/lib/agent"), "ads.sock") == Path("/var/lib/agent/mesh/ads.sock")
+    deep = Path("/tmp") / ("d" * 120)
+    moved = socket_path(deep, "ads.sock")
+    assert moved.parent.parent == Path("/tmp") and moved.name == "ads.sock"
+    assert len(str(moved)) <= SOCKET_PATH_MAX
+    assert moved == socket_path(deep, "ads.sock") != socket_path(deep / "other", "ads.sock")
