@@ -38,6 +38,7 @@ SERVES_ITS_VERSION = (
     "        self.wfile.write(body)\n"
     "    def log_message(self, *args):\n"
     "        pass\n"
+    "http.server.ThreadingHTTPServer.request_queue_size = 128\n"
     "http.server.ThreadingHTTPServer(('0.0.0.0', 8080), H).serve_forever()\n"
 )
 
@@ -156,6 +157,15 @@ def envoys_of(uid: str) -> list[int]:
     return found
 
 
+def web_ready(cluster: Cluster) -> bool:
+    return all(
+        any(c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (pod(cluster, "shop", f"web-{v}").get("status") or {}).get(
+                "conditions") or [])
+        for v in ("v1", "v2")
+    )  # fmt: skip
+
+
 def peer_seen_by(ip: str) -> str:
     with urllib.request.urlopen(f"http://{ip}:8080/", timeout=10) as answer:
         return str(answer.headers["X-Peer"])
@@ -174,15 +184,7 @@ def test_a_meshed_client_goes_through_its_sidecar_and_an_unmeshed_one_does_not(
     cluster.up(agent=True)
     cluster.cli("apply", "-f", "-", stdin="\n---\n".join(json.dumps(m) for m in mesh_manifests()))
 
-    def web_ready() -> bool:
-        return all(
-            any(c.get("type") == "Ready" and c.get("status") == "True"
-                for c in (pod(cluster, "shop", f"web-{v}").get("status") or {}).get(
-                    "conditions") or [])
-            for v in ("v1", "v2")
-        )  # fmt: skip
-
-    wait_for(web_ready, timeout=120)
+    wait_for(lambda: web_ready(cluster), timeout=120)
     # Inbound capture: a connection to the meshed server's address reaches it from its own
     # sidecar (Envoy passes it on from the pod's address); the un-meshed one sees the node.
     v1_ip, v2_ip = (pod(cluster, "shop", f"web-{v}")["status"]["podIP"] for v in ("v1", "v2"))
@@ -267,7 +269,9 @@ def test_the_gateways_ingress_envoy_routes_the_nodes_port_by_its_virtual_service
     port = free_port()
     manifests = mesh_manifests() + ingress_manifests(port)
     cluster.cli("apply", "-f", "-", stdin="\n---\n".join(json.dumps(m) for m in manifests))
-    wait_for(lambda: through_ingress(port) in ("v1", "v2"), timeout=120)
+    wait_for(lambda: web_ready(cluster), timeout=120)
+    # Both subsets' endpoints reach the ingress' Envoy (EDS) a moment after the pods are ready.
+    wait_for(lambda: all(through_ingress(port) in ("v1", "v2") for _ in range(20)), timeout=120)
     assert len(ingress_envoys(cluster.data_dir)) == 1
     counts = Counter(through_ingress(port) for _ in range(REQUESTS))
     assert counts["v1"] + counts["v2"] == REQUESTS, counts
