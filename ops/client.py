@@ -82,6 +82,8 @@ class Session:
 def pick_container(item: dict[str, Any], container: str | None) -> tuple[str, int | None]:
     """The container ``fleetlog logs`` reads (the only one unless ``-c`` names one) and its
     restart count from the pod's status, if the status has one yet."""
+    from core.mesh.injection import SIDECAR_CONTAINER
+
     manifest = item["manifest"]
     names = [c["name"] for c in manifest.get("spec", {}).get("containers", [])]
     if container is None:
@@ -91,7 +93,8 @@ def pick_container(item: dict[str, Any], container: str | None) -> tuple[str, in
                 f"choose one of: [{' '.join(names)}]"
             )
         container = names[0]
-    elif container not in names:
+    elif container not in names and container != SIDECAR_CONTAINER:
+        # A meshed pod's sidecar is started by its node, not named in its spec.
         raise ValidationFailed(
             f"container {container} is not valid for pod {item['name']}: "
             f"choose one of: [{' '.join(names)}]"

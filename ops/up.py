@@ -61,6 +61,7 @@ from handlers.agent.agent import NodeAgent
 from handlers.agent.dns import DNSOptions
 from handlers.agent.network import NetworkOptions
 from handlers.agent.node import default_node_name
+from handlers.agent.sidecar import MeshOptions as AgentMesh
 from handlers.apiserver import (
     AccessSource,
     APIServer,
@@ -83,6 +84,7 @@ from handlers.quota_controller import QuotaController
 from handlers.replicaset_controller import ReplicaSetController
 from handlers.scheduler import Scheduler
 from handlers.taint_eviction import TaintEvictionController
+from ops.envoybin import EnvoyMissing, envoy_binary
 from ops.fleetconfig import config_path
 from ops.gateways import GatewayReplicas, gateway_command
 from ops.gctuning import tune_gc
@@ -529,6 +531,7 @@ async def serve(
                             network=pod_network,
                             dns=DNSOptions(address=service_ranges.cluster_ips.dns_ip),
                             container_logs=container_logs,
+                            mesh=_agent_mesh(mesh),
                         )  # fmt: skip
                         roles.append(tasks.create_task(local.run()))
                     log.info("fleetlog.up", url=url, position=projection.position)
@@ -588,6 +591,19 @@ def _api_server(
         secret_keys=secret_keys,
         access=access,
     )
+
+
+def _agent_mesh(mesh: MeshOptions | None) -> AgentMesh | None:
+    """What the local agent needs to start sidecars: the ADS address file and Envoy (none
+    without the mesh handler, or without Envoy: said once)."""
+    if mesh is None or mesh.address_file is None:
+        return None
+    try:
+        envoy = envoy_binary()
+    except EnvoyMissing as exc:
+        log.warning("fleetlog.no_sidecars", error=str(exc))
+        return None
+    return AgentMesh(ads_address_file=mesh.address_file, envoy=envoy)
 
 
 def _write_address(path: Path | None, address: str) -> None:

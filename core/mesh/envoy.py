@@ -26,7 +26,7 @@ How Istio's objects become Envoy's, as Istio's own generator does:
   ``0.0.0.0_<port>`` (``bind_address`` for tests on loopback), whose HTTP connection manager asks
   for route configuration ``<port>``, where the Host header picks the service. That is Istio's
   choice for HTTP: one listener serves every service on the port, and once the pod's traffic is
-  captured (later: the init step's redirect to 15001 with ``use_original_dst``) no ClusterIP
+  captured (the redirect to 15001, whose listener has ``use_original_dst``) no ClusterIP
   needs to be local. TCP ports cannot be told apart by a header: each gets
   ``<clusterIP>_<port>`` with a ``tcp_proxy``. A port's protocol is Istio's explicit selection:
   ``appProtocol``, else the port name's prefix (``http``, ``http2``, ``grpc``, ``tcp``, ...);
@@ -112,6 +112,25 @@ SIMPLE_POLICIES: Final = {
 """Istio's simple policies as Envoy's ``lb_policy`` (PASSTHROUGH is a cluster type)."""
 
 
+OUTBOUND_PORT: Final = 15001
+"""Where a captured pod's outbound TCP is redirected (Istio's ``virtualOutbound``)."""
+OUTBOUND_LISTENER: Final = "virtualOutbound"
+INBOUND_PORT: Final = 15006
+"""Where a captured pod's inbound TCP is redirected (Istio's ``virtualInbound``)."""
+INBOUND_LISTENER: Final = "virtualInbound"
+INBOUND_PASSTHROUGH_CLUSTER: Final = "InboundPassthroughCluster"
+BLACKHOLE_CLUSTER: Final = "BlackHoleCluster"
+"""A cluster with no endpoint: where a connection to the capture ports themselves goes (it
+would otherwise be passed on to the port it came in on, by Envoy, forever)."""
+ORIGINAL_DST_FILTER: Final = "envoy.filters.listener.original_dst"
+ORIGINAL_DST_TYPE: Final = (
+    TYPE_PREFIX + "envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
+)
+PASSTHROUGH_CLUSTER: Final = "PassthroughCluster"
+"""Istio's cluster for a captured connection no virtual listener takes: it goes on, unchanged,
+to the address the application connected to."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Proxy:
     """The proxy a snapshot is for."""
@@ -122,6 +141,10 @@ class Proxy:
     """A gateway's pod labels: the Gateways whose ``selector`` they match are its own."""
     bind_address: str = "0.0.0.0"
     """Where listeners listen: all addresses, or loopback in tests."""
+    captured: bool = False
+    """A sidecar whose pod's outbound TCP is redirected to it (Istio's ``INTERCEPTION_MODE``
+    ``REDIRECT``): it gets the ``virtualOutbound`` listener on :data:`OUTBOUND_PORT` and its
+    virtual listeners bind no port, as Istio's do."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1019,7 +1042,85 @@ def build_snapshot(state: MeshState, proxy: Proxy) -> Snapshot:
         listeners, routes = _gateway_listeners(state, proxy, by_host)
     else:
         listeners, routes = _sidecar_listeners(state, proxy, services, by_host)
+        if proxy.captured:
+            for listener in listeners:
+                listener["bind_to_port"] = False
+            for route in routes:
+                route["virtual_hosts"] = [*route["virtual_hosts"], _allow_any()]
+            listeners[:0] = [_outbound_listener(), _inbound_listener()]
+            clusters = [
+                *clusters,
+                _passthrough_cluster(PASSTHROUGH_CLUSTER),
+                _passthrough_cluster(INBOUND_PASSTHROUGH_CLUSTER),
+                {"@type": CLUSTER_TYPE, "name": BLACKHOLE_CLUSTER, "type": "STATIC",
+                 "connect_timeout": "10s"},
+            ]  # fmt: skip
     return Snapshot(clusters=clusters, endpoints=endpoints, listeners=listeners, routes=routes)
+
+
+def _outbound_listener() -> dict[str, Any]:
+    """Istio's ``virtualOutbound``: the one port a captured pod's outbound TCP is redirected
+    to. ``use_original_dst`` hands each connection to the listener of the address it was
+    sent to (``<clusterIP>_<port>`` for TCP, else the port's ``0.0.0.0_<port>`` virtual
+    listener, which binds no port); a connection none takes goes on unchanged."""
+    return {
+        "@type": LISTENER_TYPE,
+        "name": OUTBOUND_LISTENER,
+        "address": _address("0.0.0.0", OUTBOUND_PORT),
+        "use_original_dst": True,
+        "filter_chains": [_tcp_chain(BLACKHOLE_CLUSTER, port=OUTBOUND_PORT)],
+        "default_filter_chain": _tcp_chain(PASSTHROUGH_CLUSTER),
+    }
+
+
+def _inbound_listener() -> dict[str, Any]:
+    """Istio's ``virtualInbound``: where a captured pod's inbound TCP is redirected. Its
+    original destination (the pod's address and the application's port) is restored by the
+    ``original_dst`` listener filter and the connection is passed on there, from Envoy — a
+    plain TCP pass-through: the place inbound policy (and mTLS) will hook in."""
+    return {
+        "@type": LISTENER_TYPE,
+        "name": INBOUND_LISTENER,
+        "address": _address("0.0.0.0", INBOUND_PORT),
+        "listener_filters": [
+            {"name": ORIGINAL_DST_FILTER, "typed_config": {"@type": ORIGINAL_DST_TYPE}}
+        ],
+        "filter_chains": [_tcp_chain(BLACKHOLE_CLUSTER, port=INBOUND_PORT)],
+        "default_filter_chain": _tcp_chain(INBOUND_PASSTHROUGH_CLUSTER),
+    }
+
+
+def _tcp_chain(cluster: str, *, port: int | None = None) -> dict[str, Any]:
+    """A filter chain proxying to ``cluster``; with ``port``, only for connections to it."""
+    proxy = {"@type": TCP_PROXY_TYPE, "stat_prefix": cluster, "cluster": cluster}
+    chain: dict[str, Any] = {
+        "name": cluster,
+        "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}],
+    }
+    if port is not None:
+        chain["filter_chain_match"] = {"destination_port": port}
+    return chain
+
+
+def _allow_any() -> dict[str, Any]:
+    """Istio's ``allow_any`` virtual host (outbound traffic policy ALLOW_ANY): an HTTP request
+    for a host no service has goes on to the address the application connected to."""
+    return {
+        "name": "allow_any",
+        "domains": ["*"],
+        "routes": [{"name": "allow_any", "match": {"prefix": "/"},
+                    "route": {"cluster": PASSTHROUGH_CLUSTER, "timeout": "0s"}}],
+    }  # fmt: skip
+
+
+def _passthrough_cluster(name: str) -> dict[str, Any]:
+    return {
+        "@type": CLUSTER_TYPE,
+        "name": name,
+        "type": "ORIGINAL_DST",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "connect_timeout": "10s",
+    }
 
 
 def _sidecar_listeners(

@@ -272,11 +272,51 @@ def ads_bootstrap(
     admin_port: int,
     metadata: Mapping[str, Any] | None = None,
     cluster: str = "",
+    ads_pipe: str | None = None,
+    upstream_mark: int | None = None,
 ) -> dict[str, Any]:
     """An Envoy bootstrap whose every resource comes over ADS from the mesh-push handler at
     ``ads_host:ads_port`` (HTTP/2 gRPC), as Istio's ``pilot-agent`` writes one: node id (and
     metadata, e.g. ``LABELS``), the ``xds-grpc`` cluster, CDS and LDS through ADS, an admin
-    listener on loopback."""
+    listener on loopback.
+
+    ``ads_pipe``: a Unix socket to reach ADS through instead (a sidecar in its pod's network
+    namespace cannot reach the node's loopback; the node agent relays the socket there).
+    ``upstream_mark``: the socket mark of every connection Envoy makes upstream, which the
+    pod's capture rules let pass (else Envoy's own connections would be redirected to it)."""
+    address: dict[str, Any] = (
+        {"pipe": {"path": ads_pipe}}
+        if ads_pipe is not None
+        else {"socket_address": {"address": ads_host, "port_value": ads_port}}
+    )
+    bootstrap = _ads_bootstrap(node=node, address=address, admin_port=admin_port,
+                               metadata=metadata, cluster=cluster)  # fmt: skip
+    if upstream_mark is not None:
+        bootstrap["cluster_manager"] = {
+            "upstream_bind_config": {
+                "source_address": {"address": "0.0.0.0", "port_value": 0},
+                "socket_options": [
+                    {"description": "SO_MARK", "level": SOL_SOCKET, "name": SO_MARK,
+                     "int_value": upstream_mark, "state": "STATE_PREBIND"}
+                ],
+            }
+        }  # fmt: skip
+    return bootstrap
+
+
+SOL_SOCKET: Final = 1
+SO_MARK: Final = 36
+"""Linux's ``setsockopt`` level and option for a socket's mark."""
+
+
+def _ads_bootstrap(
+    *,
+    node: str,
+    address: dict[str, Any],
+    admin_port: int,
+    metadata: Mapping[str, Any] | None,
+    cluster: str,
+) -> dict[str, Any]:
     return {
         "node": {
             "id": node,
@@ -311,22 +351,7 @@ def ads_bootstrap(
                     },
                     "load_assignment": {
                         "cluster_name": "xds-grpc",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": ads_host,
-                                                    "port_value": ads_port,
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
+                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
                     },
                 }
             ]

@@ -51,6 +51,7 @@ from core.meta.quantity import resource_amount
 from core.nodes.status import assigned_pod_cidr
 from core.pods.containerlogs import ContainerLogPolicy, ShippingLimits, stale_instances
 from handlers.agent.dns import ClusterAddress, ClusterDNS, DNSOptions
+from handlers.agent.ingress import IngressGateway
 from handlers.agent.network import NetworkOptions, detect
 from handlers.agent.node import NodeCapacity, NodeCondition, NodeDeclaration, machine_capacity
 from handlers.agent.podconfig import PodConfigClient
@@ -58,6 +59,7 @@ from handlers.agent.poddns import PodResolvers
 from handlers.agent.pods import PodRecorder, PodWorker, WorkerConfig
 from handlers.agent.proxy import ServiceProxy
 from handlers.agent.seams import Container, ContainerRuntime, PodNetwork
+from handlers.agent.sidecar import MeshOptions, MeshSidecars
 from handlers.agent.streaming import PodStreams
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.runtime import Projection
@@ -113,6 +115,7 @@ class NodeAgent:
         container_logs: ContainerLogPolicy | None = None,
         log_shipping: ShippingLimits | None = None,
         garbage_seconds: float = GARBAGE_PERIOD_S,
+        mesh: MeshOptions | None = None,
     ) -> None:
         """``runtime`` defaults to processes on this machine (``handlers.agent.runtime``);
         ``pod_network`` to what :func:`handlers.agent.network.detect` finds the machine allows,
@@ -120,7 +123,8 @@ class NodeAgent:
         ``services``: whether this node forwards service traffic (its service proxy);
         ``container_logs``: rotation (the kubelet's 10Mi and 5 files if None);
         ``log_shipping``: what one container may ship (``core.pods.containerlogs``' defaults
-        if None)."""
+        if None); with ``mesh``, meshed pods get their Envoy sidecar
+        (``handlers.agent.sidecar``)."""
         from handlers.agent.logship import LogShipper
         from handlers.agent.runtime import ProcessRuntime
 
@@ -185,6 +189,9 @@ class NodeAgent:
         self._services = services
         self.proxy: ServiceProxy | None = None
         """The node's service proxy, made when the agent runs (with ``services``)."""
+        self.sidecars = MeshSidecars(store, root=root, options=mesh) if mesh is not None else None
+        self.ingress: IngressGateway | None = None
+        """The Gateways' ingress Envoy (with ``mesh``: ``handlers.agent.ingress``)."""
 
     # -- registration ---------------------------------------------------------------------
 
@@ -276,6 +283,8 @@ class NodeAgent:
         await self.network.start()
         await self._start_dns()
         try:
+            if self.sidecars is not None:
+                await self.sidecars.start()
             await self.register()
             leases = await NodeLeases.open(self._nc)
             await leases.renew(self.name, time.time_ns())
@@ -301,6 +310,11 @@ class NodeAgent:
                 tasks.create_task(PodStreams(self._nc, node=self.name, workers=self.workers).run())
                 if self.cluster_dns is not None:
                     tasks.create_task(self._hold_dns_address(self.cluster_dns))
+                if self.sidecars is not None:
+                    self.ingress = IngressGateway(
+                        self._store, node=self.name, root=self.root, sidecars=self.sidecars
+                    )
+                    tasks.create_task(self.ingress.run())
                 if self._services:
                     self.proxy = ServiceProxy(
                         self._store, root=self.root, network=self.network,
@@ -318,6 +332,8 @@ class NodeAgent:
                     self._reconcile(tasks)
         finally:
             await self.network.stop()
+            if self.sidecars is not None:
+                await self.sidecars.stop()
             if self.cluster_dns is not None:
                 await self.cluster_dns.stop()
             await self.projection.stop()
@@ -483,7 +499,7 @@ class NodeAgent:
             worker = PodWorker(
                 record, node=self.name, runtime=self.runtime, recorder=self.recorder,
                 shipper=self.shipper, network=self.network, config=self.config, adopted=adopted,
-                resolvers=self.resolvers, pod_config=self.pod_config,
+                resolvers=self.resolvers, pod_config=self.pod_config, sidecars=self.sidecars,
             )  # fmt: skip
             task = tasks.create_task(worker.run())
             # Its end is news too: the pod's files may go once it has stopped everything.

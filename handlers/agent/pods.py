@@ -47,6 +47,7 @@ import structlog
 from core.api.causation import caused_by_event
 from core.config.consume import ConfigSources, ConfigUnavailable
 from core.errors import FleetError
+from core.mesh.injection import SIDECAR_CONTAINER
 from core.meta.aggregate import Resource, timestamp_from_ns
 from core.meta.quantity import resource_amount
 from core.nodes.aggregate import Node
@@ -93,6 +94,7 @@ from streams.subjects import AggregateRef
 
 if TYPE_CHECKING:
     from handlers.agent.runtime import ContainerSpec, ExitStatus
+    from handlers.agent.sidecar import MeshSidecars
 
 log = structlog.get_logger(__name__)
 
@@ -256,9 +258,11 @@ class PodWorker:
         adopted: dict[str, Container],
         resolvers: PodResolvers | None = None,
         pod_config: PodConfigClient | None = None,
+        sidecars: MeshSidecars | None = None,
     ) -> None:
         """``pod_config``: where the values of the pod's ConfigMaps and Secrets are asked
-        for (without it, a reference to one is a missing object)."""
+        for (without it, a reference to one is a missing object); ``sidecars``: the node's
+        mesh, which starts a meshed pod's Envoy (``handlers.agent.sidecar``)."""
         self.namespace = record.namespace
         self.name = record.name
         self.uid = record.uid
@@ -287,6 +291,9 @@ class PodWorker:
         self.running: dict[str, Container] = {}
         """Container name -> its running instance (for usage sampling)."""
         self._pod_config = pod_config
+        self._sidecars = sidecars
+        self.sidecar: Container | None = None
+        """The pod's running ``istio-proxy``, if it is meshed."""
         self._sources = ConfigSources(namespace=self.namespace)
         self._volumes: dict[str, Path] = {}
         self._waiting_for: dict[str, tuple[str, str]] = {}
@@ -342,10 +349,13 @@ class PodWorker:
         try:
             if await self._network_up() is None:
                 return  # deleted while it waited for the node's network
+            await self._sidecar_up()
             resizer = asyncio.create_task(self._resizer())
             async with asyncio.TaskGroup() as tasks:
                 for container in containers:
                     tasks.create_task(self._container(container))
+            # Native sidecar order: the sidecar stops after every container of the pod.
+            await self._sidecar_down()
             if not self._terminating.is_set():
                 await self._record_phase()
         finally:
@@ -420,6 +430,68 @@ class PodWorker:
         # for a worker thread, which a burst's container starts keep busy.
         self._launch_netns = await self._resolver_up(addresses)
         return addresses
+
+    async def _sidecar_up(self) -> None:
+        """A meshed pod's Envoy, started (or adopted) before its containers and ready when
+        its configuration has come, so their first connection goes through it."""
+        from handlers.agent.runtime import ContainerStartError
+        from handlers.agent.sidecar import SidecarUnavailable
+
+        adopted = self._adopted.pop(SIDECAR_CONTAINER, None)
+        addresses, sidecars = self.addresses, self._sidecars
+        if (
+            sidecars is None
+            or addresses is None
+            or addresses.host_network
+            or addresses.netns is None
+            or not sidecars.wanted(self.manifest)
+        ):
+            self.sidecar = adopted  # stopped with the pod, if it was left running
+            return
+        running = adopted
+        if running is None:
+            try:
+                running = await sidecars.start_sidecar(
+                    self._runtime, uid=self.uid, namespace=self.namespace, name=self.name,
+                    pod_ip=addresses.pod_ip, netns=addresses.netns,
+                    labels=dict((self.manifest.get("metadata") or {}).get("labels") or {}),
+                )  # fmt: skip
+            except (SidecarUnavailable, ContainerStartError, OSError) as exc:
+                log.warning("agent.sidecar_not_started", pod=self.key, error=str(exc))
+                return
+            log.info("agent.sidecar_started", pod=self.key)
+        self.sidecar = running
+        self._shipper.track(self._instance(running))
+        ready = asyncio.ensure_future(sidecars.until_ready(self.uid))
+        ended = asyncio.ensure_future(self._runtime.wait(running))
+        try:
+            await asyncio.wait([ready, ended], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (ready, ended):
+                task.cancel()
+            await asyncio.gather(ready, ended, return_exceptions=True)
+        if ended.done() and not ended.cancelled() and ended.exception() is None:
+            # Envoy is gone: the pod's connections must not be redirected to nobody.
+            log.warning("agent.sidecar_exited", pod=self.key, exit_code=ended.result().exit_code)
+            await self._sidecar_down()
+            with contextlib.suppress(OSError):
+                await sidecars.uncapture(addresses.netns)
+        elif not ready.cancelled() and ready.exception() is None and not ready.result():
+            log.warning("agent.sidecar_not_ready", pod=self.key,
+                        error="no configuration from the mesh-push handler in time")  # fmt: skip
+
+    async def _sidecar_down(self) -> None:
+        running, self.sidecar = self.sidecar, None
+        if running is None:
+            return
+        grace = float(self.spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_S))
+        with contextlib.suppress(Exception):
+            await self._runtime.stop(running, grace)
+        self._shipper.finish(self._instance(running))
+        with contextlib.suppress(Exception):
+            self._runtime.remove(running)
+        if self._sidecars is not None:
+            self._sidecars.remove(self.uid)
 
     async def _resolver_up(self, addresses: PodAddresses) -> str | None:
         """The pod's ``resolv.conf`` (its ``dnsPolicy``), before its first container."""

@@ -78,6 +78,10 @@ BIND_ADDRESS_KEY = "BIND_ADDRESS"
 ADS_ADDRESS_FILE = "mesh/ads-address"
 """Where, under ``fleetlog up``'s data directory, the ADS address is written (``host:port``)
 for the node agent and the bootstraps it writes."""
+INTERCEPTION_KEY = "INTERCEPTION_MODE"
+"""Istio's node metadata of how the pod's traffic reaches its sidecar: ``REDIRECT`` (the
+node agent's nftables redirect to 15001) gets the capture listeners; absent or ``NONE``,
+none."""
 LABELS_KEY = "LABELS"
 """Istio's node metadata of the workload's labels (a gateway's select its Gateways)."""
 
@@ -182,6 +186,7 @@ class _Stream:
             namespace=node.namespace,
             labels={str(k): str(v) for k, v in labels.items()},
             bind_address=str(metadata.get(BIND_ADDRESS_KEY) or self.push.bind_address),
+            captured=node.kind == "sidecar" and metadata.get(INTERCEPTION_KEY) == "REDIRECT",
         )
         self.memory = self.push.attach(self)
         self.memory.status.connected = True
@@ -426,7 +431,12 @@ class MeshPush:
     def refresh(self, stream: _Stream) -> None:
         """A new stream's snapshot, built now (it must not wait for the next change)."""
         key = self._key(stream)
-        built = self._encode(key, stream, build_snapshot(self.model.state(), stream.proxy))
+        try:
+            built = self._encode(key, stream, build_snapshot(self.model.state(), stream.proxy))
+        except Exception as exc:  # said, not swallowed by the stream: the proxy gets nothing
+            log.error("mesh.build_failed", proxy=stream.node.id if stream.node else "",
+                      error=repr(exc))  # fmt: skip
+            raise
         self._built[key] = built
         stream.current = built[1]
 
@@ -447,7 +457,7 @@ class MeshPush:
         proxy = stream.proxy
         assert proxy is not None
         return (proxy.kind, proxy.namespace, tuple(sorted(proxy.labels.items())),
-                proxy.bind_address)  # fmt: skip
+                proxy.bind_address, proxy.captured)  # fmt: skip
 
     def _encode(
         self, key: tuple[Any, ...], stream: _Stream, snapshot: Snapshot

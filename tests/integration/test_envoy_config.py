@@ -42,6 +42,20 @@ def test_every_feature_of_the_sidecar_snapshot_passes_envoy_validate(tmp_path: P
     assert "OK" in done.stdout + done.stderr
 
 
+def test_a_captured_sidecar_and_its_bootstrap_pass_envoy_validate(tmp_path: Path) -> None:
+    from core.mesh.push import ads_bootstrap
+
+    snapshot = build_snapshot(scenario(), Proxy(captured=True))
+    done = _validate(static_bootstrap(snapshot), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    bootstrap = ads_bootstrap(
+        node="sidecar~100.96.0.5~app.shop~shop.svc.cluster.local", ads_host="", ads_port=0,
+        admin_port=0, ads_pipe=str(tmp_path / "ads.sock"), upstream_mark=0x539,
+    )  # fmt: skip
+    done = _validate(bootstrap, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_the_gateway_snapshot_passes_envoy_validate(tmp_path: Path) -> None:
     snapshot = build_snapshot(scenario(), Proxy(kind="gateway", labels={"istio": "ingressgateway"}))
     assert snapshot.listeners, "the gateway selects this proxy"

@@ -198,6 +198,59 @@ def test_listeners_bind_where_told() -> None:
     assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 80}
 
 
+def test_a_captured_sidecar_gets_the_outbound_listener_and_binds_no_other() -> None:
+    state = MeshState(services=[
+        service("web", "10.96.0.10", [{"name": "http", "port": 80}]),
+        service("db", "10.96.0.12", [{"name": "tcp", "port": 5432}]),
+    ])  # fmt: skip
+    plain = build_snapshot(state, Proxy())
+    assert all("bind_to_port" not in x and not x.get("use_original_dst") for x in plain.listeners)
+    assert "PassthroughCluster" not in [c["name"] for c in plain.clusters]
+    captured = build_snapshot(state, Proxy(captured=True))
+    outbound, inbound, *virtual = captured.listeners
+    assert outbound["name"] == "virtualOutbound" and outbound["use_original_dst"] is True
+    assert outbound["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 15001}
+
+    def target(chain: dict[str, Any]) -> str:
+        return str(chain["filters"][0]["typed_config"]["cluster"])
+
+    # A connection no virtual listener takes goes on to where the application sent it; one
+    # sent to the capture port itself would be passed back to it: it goes nowhere.
+    assert target(outbound["default_filter_chain"]) == "PassthroughCluster"
+    [loop] = outbound["filter_chains"]
+    assert (loop["filter_chain_match"], target(loop)) == (
+        {"destination_port": 15001}, "BlackHoleCluster",
+    )  # fmt: skip
+    # Inbound: the original destination restored, then passed on to the application.
+    assert inbound["name"] == "virtualInbound" and "use_original_dst" not in inbound
+    assert inbound["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 15006}
+    assert [f["name"] for f in inbound["listener_filters"]] == [
+        "envoy.filters.listener.original_dst"
+    ]
+    assert target(inbound["default_filter_chain"]) == "InboundPassthroughCluster"
+    [loop] = inbound["filter_chains"]
+    assert (loop["filter_chain_match"], target(loop)) == (
+        {"destination_port": 15006}, "BlackHoleCluster",
+    )  # fmt: skip
+    added = {c["name"]: c for c in captured.clusters if c not in plain.clusters}
+    assert {n: (c["type"], c.get("lb_policy")) for n, c in added.items()} == {
+        "PassthroughCluster": ("ORIGINAL_DST", "CLUSTER_PROVIDED"),
+        "InboundPassthroughCluster": ("ORIGINAL_DST", "CLUSTER_PROVIDED"),
+        "BlackHoleCluster": ("STATIC", None),
+    }
+    assert "load_assignment" not in added["BlackHoleCluster"]
+    assert [x["name"] for x in virtual] == ["0.0.0.0_80", "10.96.0.12_5432"]
+    assert all(x["bind_to_port"] is False for x in virtual)
+    assert captured.endpoints == plain.endpoints
+    # A host no service has, on an HTTP port, goes on too (Istio's ALLOW_ANY), after the
+    # services' own virtual hosts.
+    [port_80] = captured.routes
+    *services, allow_any = port_80["virtual_hosts"]
+    assert services == plain.routes[0]["virtual_hosts"]
+    assert allow_any["domains"] == ["*"]
+    assert allow_any["routes"][0]["route"]["cluster"] == "PassthroughCluster"
+
+
 # -- routes ---------------------------------------------------------------------------------
 
 

@@ -116,6 +116,36 @@ def test_the_ads_bootstrap_points_envoy_at_the_handler() -> None:
     assert address["socket_address"] == {"address": "127.0.0.1", "port_value": 15010}
 
 
+def test_a_sidecar_bootstrap_reaches_ads_through_a_socket_and_marks_its_upstreams() -> None:
+    config = ads_bootstrap(
+        node="sidecar~100.96.0.5~app.shop~shop.svc.cluster.local", ads_host="", ads_port=0,
+        admin_port=15000, ads_pipe="/run/agent/ads.sock", upstream_mark=0x539,
+    )  # fmt: skip
+    (xds,) = config["static_resources"]["clusters"]
+    address = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert address == {"pipe": {"path": "/run/agent/ads.sock"}}
+    [option] = config["cluster_manager"]["upstream_bind_config"]["socket_options"]
+    assert (option["level"], option["name"], option["int_value"]) == (1, 36, 0x539)
+    plain = ads_bootstrap(node="router~1.2.3.4~gw-1.ops~ops.svc.cluster.local",
+                          ads_host="127.0.0.1", ads_port=15010, admin_port=0)  # fmt: skip
+    assert "cluster_manager" not in plain
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    [Proxy(), Proxy(captured=True), Proxy(kind="gateway", labels={"istio": "ingressgateway"})],
+)
+def test_every_resource_the_builder_makes_converts_to_protobuf(proxy: Proxy) -> None:
+    """Each typed config's message must be known to protobuf (its module imported), or the
+    handler cannot send the proxy anything."""
+    from handlers.mesh.xds import Encoder
+
+    snapshot = build_snapshot(scenario(), proxy)
+    encoder = Encoder()
+    for resources in (snapshot.clusters, snapshot.endpoints, snapshot.listeners, snapshot.routes):
+        assert len(encoder.encode(resources).resources) == len(resources)
+
+
 def test_the_encoder_packs_each_type_with_the_builders_version_and_reuses_unchanged() -> None:
     from handlers.mesh.xds import Encoder
 
