@@ -9,8 +9,9 @@ RBAC on, beside the same run with them off (the overhead, goal < 0.3 ms per comm
 one command in flight at a time (the latency of one command, not throughput):
 
 * **walled**: ``up``'s embedded server behind the NATS wall (nkeys, subject permissions),
-  every command signed by the client with a user's nkey, verified by the gateway, its nonce
-  claimed in the gateways' shared memory, authorized by RBAC (the user holds ``edit`` in
+  every command signed by the client with a user's nkey, verified by the gateway, checked
+  against the gateways' nonce memory (a create appends, so its nonce is kept by the log:
+  ``handlers/gateway/nonces.py``), authorized by RBAC (the user holds ``edit`` in
   ``default`` through a RoleBinding: the rules are evaluated, not the ``system:masters``
   short cut), then API Priority and Fairness, admission, and the sealed append; with
   ``--tls``, the listener speaks TLS too;
@@ -23,7 +24,8 @@ creates each per round, so both meet the same neighbours on a shared host; the f
 p50/p99 per command over every round, the difference of the medians, and the CPU each side
 (``up``'s process tree and its server) and the client used per command. It also
 times the shared nonce memory's claim alone (``--claims`` key-value creates, one at a time,
-on the walled server as the control plane), the one round trip the wall adds. Figures are
+on the walled server as the control plane): what a signed command that appends nothing (a
+no-op, a refusal, a dry run) pays beside the round trip measured here. Figures are
 recorded in docs/benchmarks.md; on a shared host, run it when the load average is lowest.
 """
 
