@@ -1,7 +1,9 @@
 """One nonce memory for every gateway of the queue group (``handlers.gateway.nonces``),
 against a real nats-server: a signed command replayed to another gateway is refused
-(``unauthorized``, "replay"), audited, nothing appended twice; the bucket is the control
-plane's alone."""
+(``unauthorized``, "replay"), audited, nothing appended twice — found in the log when its
+first delivery appended (no claim on that path), in the shared claims when it did not (a
+no-op replayed once it would append); the client's retry with a fresh signature is "already
+done"; the bucket is the control plane's alone."""
 
 from __future__ import annotations
 
