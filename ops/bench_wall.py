@@ -2,6 +2,7 @@
 the same round trip against an open one.
 
     python -m ops.bench_wall [--commands 2000] [--rounds 2] [--tls] [--claims 2000]
+                             [--flood SECONDS [--clients 10] [--flood-in-flight 300]]
 
 Why this exists: issue 17 asks for the command round trip "with signing, verification and
 RBAC on, beside the same run with them off (the overhead, goal < 0.3 ms per command)". Two
@@ -9,8 +10,9 @@ RBAC on, beside the same run with them off (the overhead, goal < 0.3 ms per comm
 one command in flight at a time (the latency of one command, not throughput):
 
 * **walled**: ``up``'s embedded server behind the NATS wall (nkeys, subject permissions),
-  every command signed by the client with a user's nkey, verified by the gateway, its nonce
-  claimed in the gateways' shared memory, authorized by RBAC (the user holds ``edit`` in
+  every command signed by the client with a user's nkey, verified by the gateway, checked
+  against the gateways' nonce memory (a create appends, so its nonce is kept by the log:
+  ``handlers/gateway/nonces.py``), authorized by RBAC (the user holds ``edit`` in
   ``default`` through a RoleBinding: the rules are evaluated, not the ``system:masters``
   short cut), then API Priority and Fairness, admission, and the sealed append; with
   ``--tls``, the listener speaks TLS too;
@@ -23,7 +25,11 @@ creates each per round, so both meet the same neighbours on a shared host; the f
 p50/p99 per command over every round, the difference of the medians, and the CPU each side
 (``up``'s process tree and its server) and the client used per command. It also
 times the shared nonce memory's claim alone (``--claims`` key-value creates, one at a time,
-on the walled server as the control plane), the one round trip the wall adds. Figures are
+on the walled server as the control plane): what a signed command that appends nothing (a
+no-op, a refusal, a dry run) pays beside the round trip measured here. With ``--flood``, the
+issue's other figure, "throughput of 10 clients where one floods", on each side in turn:
+``ops.bench_fairness``'s calm and flood phases, the walled side's clients each a user of its
+own (signed, verified, authorized; the flood refused by its own queues). Figures are
 recorded in docs/benchmarks.md; on a shared host, run it when the load average is lowest.
 """
 
@@ -48,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ops.bench_commands import pod_manifest, settle, tree_cpu_seconds
+from ops.bench_fairness import Tally, flooding_user, quiet_user
 from ops.bench_log import percentile
 from streams.commandbus import CommandClient, CommandFailed, NoGateway
 from streams.connection import Refused, Unreachable, connect, tls_context
@@ -150,18 +157,21 @@ async def until_exists(path: Path, *, timeout: float = READY_TIMEOUT_S) -> None:
         await asyncio.sleep(0.2)
 
 
-async def admit_user(admin: Target, user: Credentials) -> None:
-    """A user ``bench`` with ``edit`` in the bench namespace (a RoleBinding), so its
+async def admit_users(admin: Target, users: dict[str, Credentials]) -> None:
+    """Users (name -> key) with ``edit`` in the bench namespace (one RoleBinding), so their
     commands are decided by RBAC's rules."""
     nc = await connect(admin.url, name="bench-admin", credentials=admin.credentials, tls=admin.tls)
     try:
         client = CommandClient(nc, actor="fleetlog-admin")
-        manifests = [
+        manifests: list[dict[str, object]] = [
             {
                 "apiVersion": "auth.fleetlog.dev/v1", "kind": "User",
-                "metadata": {"name": "bench"},
+                "metadata": {"name": name},
                 "spec": {"publicKey": user.public_key, "groups": []},
-            },
+            }
+            for name, user in users.items()
+        ]  # fmt: skip
+        manifests.append(
             {
                 "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                 "metadata": {"name": "bench-edit", "namespace": NAMESPACE},
@@ -170,10 +180,11 @@ async def admit_user(admin: Target, user: Credentials) -> None:
                     "name": "edit",
                 },
                 "subjects": [
-                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bench"}
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}
+                    for name in users
                 ],
-            },
-        ]  # fmt: skip
+            }
+        )  # fmt: skip
         for manifest in manifests:
             await client.send(str(manifest["kind"]), "apply", {"manifest": manifest})
     finally:
@@ -254,10 +265,10 @@ def summary(name: str, seconds: list[float], figures: Figures | None = None) -> 
 
 
 async def walled_target(
-    data: Path, port: int, pid: int, *, tls: bool
+    data: Path, port: int, pid: int, *, tls: bool, flood_users: dict[str, Credentials]
 ) -> tuple[Target, Credentials]:
-    """A user of the walled ``up`` (its server reloaded with it), and the control plane's
-    key, once ``up`` answers."""
+    """A user of the walled ``up`` (its server reloaded with it, and ``flood_users`` too),
+    and the control plane's key, once ``up`` answers."""
     await until_exists(data / "pki" / "nkeys" / "admin.nk")
     trust = None
     if tls:
@@ -267,11 +278,59 @@ async def walled_target(
     admin = Target("walled", url, pid, read_seed_file(data / "pki" / "nkeys" / "admin.nk"), trust)
     await until_answered(admin)
     user = Credentials(generate_seed())
-    await admit_user(admin, user)
+    await admit_users(admin, {"bench": user, **flood_users})
     nats_pid = int((await asyncio.to_thread((data / "nats-server.pid").read_text)).strip())
     target = Target("walled", url, pid, user, trust, nats_pid=nats_pid)
     await until_answered(target)
     return target, read_seed_file(data / "pki" / "nkeys" / "control-plane.nk")
+
+
+def flood_users(clients: int) -> dict[str, Credentials]:
+    """The walled side's users of the flood phases: ``clients`` - 1 quiet ones and
+    ``flood`` (each a flow of its own: API Priority and Fairness distinguishes by user)."""
+    names = [f"quiet-{i}" for i in range(clients - 1)] + ["flood"]
+    return {name: Credentials(generate_seed()) for name in names}
+
+
+async def flood_phases(
+    target: Target, users: dict[str, Credentials], args: argparse.Namespace
+) -> list[str]:
+    """``ops.bench_fairness``'s two phases against ``target``: the quiet users alone, then
+    with ``flood`` keeping ``--flood-in-flight`` creates outstanding; the lines to print.
+    Walled, every user signs with its own key; open, each states its name."""
+    lines = [f"{target.mode}: {len(users) - 1} quiet users at {args.quiet_rate:g}/s each"]
+    connections = {
+        name: await connect(
+            target.url, name=f"bench-flood-{name}", tls=target.tls,
+            credentials=user if target.mode == "walled" else None,
+        )
+        for name, user in users.items()
+    }  # fmt: skip
+    try:
+        for label in ("calm", "flood"):
+            quiet, flooded = Tally(), Tally()
+            until = time.monotonic() + args.flood
+            async with asyncio.TaskGroup() as running_users:
+                for name, nc in connections.items():
+                    client = CommandClient(nc, actor=name if target.mode == "walled" else
+                                           f"user:{name}")  # fmt: skip
+                    tag = f"{target.mode}-{label}-{name}"
+                    if name != "flood":
+                        running_users.create_task(
+                            quiet_user(client, args.quiet_rate, until, tag, quiet)
+                        )
+                    elif label == "flood":
+                        running_users.create_task(
+                            flooding_user(client, args.flood_in_flight, until, tag, flooded)
+                        )
+            lines.append(quiet.line(f"{label}: quiet users", args.flood))
+            if label == "flood":
+                lines.append(flooded.line("flood: the flood", args.flood))
+            await asyncio.sleep(2)  # what a phase left in flight drains
+    finally:
+        for nc in connections.values():
+            await nc.close()
+    return lines
 
 
 def profile(target: Target, directory: Path, round_: int) -> subprocess.Popen[bytes]:
@@ -312,8 +371,9 @@ async def main_async(args: argparse.Namespace) -> None:
         ):  # fmt: skip
             opened = Target("open", server.url, open_pid, nats_pid=server.process.pid)
             await until_answered(opened)
+            flooders = flood_users(args.clients) if args.flood else {}
             walled, control = await walled_target(
-                workdir / "walled", port, walled_pid, tls=args.tls
+                workdir / "walled", port, walled_pid, tls=args.tls, flood_users=flooders
             )
             for round_ in range(args.rounds):
                 profilers = (
@@ -335,6 +395,10 @@ async def main_async(args: argparse.Namespace) -> None:
                 print(f"round {round_ + 1} done, load average {os.getloadavg()[0]:.2f}", flush=True)
             if args.claims:
                 claims = await claim_round_trips(walled, control, args.claims)
+            flooding: list[str] = []
+            if args.flood:
+                for target in (opened, walled):
+                    flooding += await flood_phases(target, flooders, args)
         opened_f, walled_f = results["open"], results["walled"]
         print(summary("open", opened_f.latencies, opened_f))
         print(summary("walled" + (" + TLS" if args.tls else ""), walled_f.latencies, walled_f))
@@ -342,6 +406,8 @@ async def main_async(args: argparse.Namespace) -> None:
         print(f"{'overhead (p50)':<18} {1000 * difference:+.3f} ms per command")
         if claims:
             print(summary("nonce claim alone", claims))
+        for line in flooding:
+            print(line)
         print(f"load average at the end {os.getloadavg()[0]:.2f}")
     finally:
         await server.stop()
@@ -359,6 +425,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--claims", type=int, default=2000)
     parser.add_argument("--tls", action="store_true", help="the walled server speaks TLS too")
+    parser.add_argument(
+        "--flood", type=float, default=0.0,
+        help="seconds of each flood phase (0: none): ten clients, one floods, each side",
+    )  # fmt: skip
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--quiet-rate", type=float, default=20.0)
+    parser.add_argument("--flood-in-flight", type=int, default=300)
     parser.add_argument("--keep-workdir", action="store_true")
     parser.add_argument(
         "--profile", type=Path, default=None,

@@ -72,7 +72,10 @@ NS = 1_000_000_000
 
 FLEET_STREAM = "FLEET"
 FLEET_SUBJECTS = [ALL_EVENTS]
-DUPLICATE_WINDOW_NS = 120 * NS
+DUPLICATE_WINDOW_NS = 150 * NS
+"""How long a resent Msg-Id is stored once: as long as a signed command's nonce must be
+remembered (``NONCE_TTL_SECONDS``), since the log is what recognises a replayed command that
+appended (``handlers.gateway.nonces``)."""
 MAX_EVENT_BYTES = 1024 * 1024
 
 AUDIT_STREAM = "FLEET_AUDIT"

@@ -243,15 +243,23 @@ class EventStore:
     # -- writing ------------------------------------------------------------------------
 
     async def append(
-        self, writes: Sequence[Write], *, token: str, timeout: float = 5.0, attempts: int = 3
+        self,
+        writes: Sequence[Write],
+        *,
+        token: str,
+        timeout: float = 5.0,
+        attempts: int = 3,
+        headers: Mapping[str, str] | None = None,
     ) -> Appended:
         """Append atomically; return the stream sequence of every event, in order (marked
-        ``replayed`` when an earlier attempt with this token had stored them).
+        ``replayed`` when an earlier attempt with this token had stored them). ``headers``:
+        extra headers of the first event (the gateway's nonce of a signed command), read back
+        with :meth:`headers_at`.
 
         Raises ConcurrencyConflict if an expectation fails because of another writer, and
         AppendTimeout if no attempt was acknowledged. Retrying with the same ``token`` is safe.
         """
-        messages = _messages(writes, token, self.seal_key)
+        messages = _messages(writes, token, self.seal_key, headers)
         if not messages:
             return Appended([])
         if len(messages) > MAX_BATCH:
@@ -536,6 +544,17 @@ class EventStore:
             msg.data,
             headers.get(SEAL_HEADER),
         )
+
+    async def headers_at(self, seq: int) -> dict[str, str] | None:
+        """The headers the event at stream sequence ``seq`` was stored with (one direct get;
+        None if there is no such event)."""
+        request = json.dumps({"seq": seq}).encode()
+        msg = await self._nc.request(self._direct_get, request, timeout=5)
+        headers = dict(msg.headers or {})
+        if headers.get("Status"):
+            _direct_get_answered(headers, self.stream)
+            return None
+        return headers
 
     async def last_seq(self, subject: str) -> int:
         """The stream sequence of the last event on ``subject`` (0 if there is none)."""
@@ -881,13 +900,18 @@ def _time_out(future: asyncio.Future[Any]) -> None:
 
 
 def _messages(
-    writes: Sequence[Write], token: str, seal_key: SealKey | None
+    writes: Sequence[Write],
+    token: str,
+    seal_key: SealKey | None,
+    first: Mapping[str, str] | None = None,
 ) -> list[tuple[str, bytes, dict[str, str]]]:
     out: list[tuple[str, bytes, dict[str, str]]] = []
     seen: set[str] = set()
     for write in writes:
         for position, data in enumerate(write.events):
             headers = {"Nats-Msg-Id": f"{token}:{len(out)}"}
+            if first and not out:
+                headers.update(first)
             if position == 0 and write.expected_last_seq is not None:
                 if write.subject in seen:
                     raise StoreError(f"two writes for {write.subject} in one batch")

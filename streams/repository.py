@@ -113,6 +113,9 @@ class Provenance:
     causes: Mapping[str, str] = field(default_factory=dict)
     """Per-aggregate causation (subject -> ``causation_id``) for a write that decides on
     several independent things at once (a scheduler's batch of bindings)."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Extra headers of the write's first event (a signed command's nonce, which the
+    gateway reads back when a replay finds the write: ``handlers.gateway.nonces``)."""
 
 
 class AggregateRepository:
@@ -321,7 +324,12 @@ class AggregateRepository:
         if not writes:
             return Written([])
         try:
-            seqs = await self._store.append(writes, token=provenance.token)
+            if provenance.headers:
+                seqs = await self._store.append(
+                    writes, token=provenance.token, headers=provenance.headers
+                )
+            else:
+                seqs = await self._store.append(writes, token=provenance.token)
         except BaseException:
             for change in changes:
                 self.forget(change.ref)

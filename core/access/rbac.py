@@ -235,6 +235,10 @@ class Policy:
     """Decisions already taken: a policy is never changed once built (a new one replaces it),
     so a caller's next command of the same shape is answered without walking its roles' rules
     again (``edit`` alone holds dozens). Bounded by :data:`DECISIONS_KEPT`."""
+    _allowed_any_name: dict[tuple[object, ...], Decision] = field(default_factory=dict, repr=False)
+    """Allows that no rule naming ``resourceNames`` took part in, by the request without its
+    object's name: the same allow for every object of that shape (a user creating pod after
+    pod is answered without walking the rules again). Bounded by :data:`DECISIONS_KEPT`."""
 
     @classmethod
     def build(
@@ -292,23 +296,39 @@ class Policy:
         """kube's RBAC authorizer: allowed by the first rule that allows, else denied."""
         key = (user, request)
         decided = self._decided.get(key)
-        if decided is None:
-            if len(self._decided) >= DECISIONS_KEPT:
-                self._decided.clear()
-            decided = self._decided[key] = self._authorize(user, request)
+        if decided is not None:
+            return decided
+        shape = (user, request.verb, request.api_group, request.resource, request.subresource,
+                 request.namespace, request.path)  # fmt: skip
+        decided = self._allowed_any_name.get(shape)
+        if decided is not None:
+            return decided
+        decided, by_name = self._authorize(user, request)
+        if len(self._decided) >= DECISIONS_KEPT:
+            self._decided.clear()
+        self._decided[key] = decided
+        if decided.allowed and not by_name:
+            if len(self._allowed_any_name) >= DECISIONS_KEPT:
+                self._allowed_any_name.clear()
+            self._allowed_any_name[shape] = decided
         return decided
 
-    def _authorize(self, user: User, request: Request) -> Decision:
+    def _authorize(self, user: User, request: Request) -> tuple[Decision, bool]:
+        """The decision, and whether a rule naming ``resourceNames`` took part in it (only
+        then may another object's name be decided otherwise)."""
+        by_name = False
         for grant in self._grants_for(request.namespace):
             subject = next(
                 (s for s in grant.subjects if applies_to(s, user, grant.namespace)), None
             )
             if subject is None:
                 continue
-            if any(rule_allows(rule, request) for rule in grant.rules):
-                who = describe_subject(subject, grant.namespace)
-                return Decision(True, f"RBAC: allowed by {grant.source} to {who}")
-        return Decision(False, forbidden_message(user, request))
+            for rule in grant.rules:
+                by_name = by_name or bool(rule.get("resourceNames"))
+                if rule_allows(rule, request):
+                    who = describe_subject(subject, grant.namespace)
+                    return Decision(True, f"RBAC: allowed by {grant.source} to {who}"), by_name
+        return Decision(False, forbidden_message(user, request)), by_name
 
     def role_reference_rules(
         self, role_ref: Mapping[str, Any], namespace: str

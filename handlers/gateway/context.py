@@ -12,7 +12,7 @@ one contract; the stage modules import it and nothing of each other.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -64,9 +64,14 @@ class CommandContext:
     """The request's NATS headers (its deadline, its signature)."""
     signature: Signature | None = None
     """What the command's signer signed (kept in the audit record, to verify later)."""
-    nonce_claim: Awaitable[None] | None = None
-    """The signature's nonce being claimed for every gateway (``handlers.gateway.nonces``),
-    awaited before anything is appended."""
+    nonce_key: str = ""
+    """The verified signature's nonce key (``core.access.signing.nonce_key``; empty when
+    unsigned or not verified): what the gateways' nonce memory knows it by."""
+    delivery: str = ""
+    """This delivery's id, stamped with the nonce on the first event appended
+    (``handlers.gateway.nonces``): tells this delivery's own earlier attempt from a replay."""
+    appended: bool = False
+    """Whether this delivery appended events (else its nonce is claimed before the answer)."""
     identity: Identity | None = None
     """The verified identity the command acts as (None: unsigned, on an open server, where
     the actor is the stated one)."""

@@ -50,10 +50,11 @@ from core.policy.admissionchain import StageNote
 from core.scheduling.model import PodInfo
 from core.workloads.aggregate import Workload
 from handlers.gateway.context import AppendLatency, CommandContext, check_deadline, policies_of
+from handlers.gateway.nonces import NonceMemory, nonce_header, stored_nonce
 from handlers.gateway.services import ServicePath
 from projections.policies import NamespacePolicies
 from streams.decide import Append, Attempt, OnConflict, decide_and_append
-from streams.eventstore import ConcurrencyConflict
+from streams.eventstore import ConcurrencyConflict, EventStore
 from streams.repository import AggregateRepository, Loaded, Provenance, uuid5_text
 from streams.secretkeys import SecretKeys
 from streams.subjects import AggregateRef
@@ -91,11 +92,18 @@ class Execute:
         *,
         services: ServicePath | None = None,
         secret_keys: SecretKeys | None = None,
+        nonces: NonceMemory | None = None,
+        store: EventStore | None = None,
     ) -> None:
         """``services``: how a command on a service allocates (without it, a service is
         stored as sent, with no address or node ports); ``secret_keys``: where Secrets' data
-        keys are kept (without them, Secrets are refused: they are never stored in clear)."""
+        keys are kept (without them, Secrets are refused: they are never stored in clear);
+        ``nonces`` and ``store``: where a signed command whose write is already in the log is
+        told apart as a replay or a retry (``handlers.gateway.nonces``; without them, every
+        such command is answered "already done")."""
         self._repository = repository
+        self._nonces = nonces
+        self._store = store
         self._policies = policies
         self._services = services
         self._secret_keys = secret_keys
@@ -118,6 +126,7 @@ class Execute:
             causation_id=command.causation_id or caused_by_command(command.idempotency_key),
             token=token,
             now_ns=ctx.received_ns,
+            headers=nonce_header(ctx.nonce_key, ctx.delivery) if ctx.nonce_key else {},
         )
         quota_refs = await self._quota_refs(ctx)
         budget_refs = await self._budget_refs(ctx)
@@ -218,9 +227,14 @@ class Execute:
             self.append_latency.observe(now - checked_ns[-1], now_ns=now)
         loaded = decided.attempt[ref]
         if decided.written is None:
+            await self._replay_or_retry(ctx, duplicate)
             self._accepted(ctx, loaded, duplicate)
             ctx.reply["replayed"] = True
             return
+        if decided.written.replayed:
+            await self._replay_or_retry(ctx, decided.written)
+        else:
+            ctx.appended = bool(decided.written)
         self._accepted(ctx, loaded, decided.written)
         if ref.kind == "Secret" and command.verb == "delete" and loaded.aggregate is not None:
             await self._shred(loaded.aggregate.uid)
@@ -228,6 +242,13 @@ class Execute:
             # Decided again here (this gateway did not hold the object), but an earlier
             # attempt of the same command had already stored its events.
             ctx.reply["replayed"] = True
+
+    async def _replay_or_retry(self, ctx: CommandContext, written: list[tuple[str, int]]) -> None:
+        """The command's write was already in the log: from another delivery of the same
+        signed nonce it is a replay (refused, ``nonces.Replayed``); otherwise a retry."""
+        if not ctx.nonce_key or not written or self._nonces is None or self._store is None:
+            return
+        self._nonces.landed(ctx, await stored_nonce(self._store, written[0][1]))
 
     @staticmethod
     def _answer_dry_run(ctx: CommandContext, decision: _DryRunDecided) -> None:

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from core.access import escalation, rbac
 from core.access.commandauth import Identity, command_request, impersonation
-from core.access.signing import ReplayGuard, SignatureRefused, signature_from_headers
+from core.access.signing import ReplayGuard, SignatureRefused, nonce_key, signature_from_headers
 from core.errors import NotFound
 from handlers.gateway.context import CommandContext
 from handlers.gateway.nonces import NonceMemory
@@ -79,7 +79,7 @@ class Authenticate:
         self._identify = identify
         self._access = access
         self._require = require_signatures
-        self._nonces = nonces or NonceMemory(None, guard=guard)
+        self.nonces = nonces or NonceMemory(None, guard=guard)
 
     async def __call__(self, ctx: CommandContext) -> None:
         # Runs right after the command is decoded (kube authenticates before anything else),
@@ -110,12 +110,14 @@ class Authenticate:
             verified = await verify_signed(
                 self._access, signature, subject=ctx.subject, payload=ctx.data,
                 headers=headers, stated=stated, stated_groups=ctx.raw.get(ACTOR_GROUPS),
-                now_ns=time.time_ns(), guard=self._nonces.guard,
+                now_ns=time.time_ns(), guard=self.nonces.guard,
             )  # fmt: skip
         except SignatureRefused as exc:
             raise Unauthorized(str(exc)) from None
-        # Claimed for every gateway; awaited before the append (``nonces.claimed``).
-        ctx.nonce_claim = self._nonces.share(signature)
+        # Known to every gateway through the log (it appends) or a claim (it does not):
+        # ``handlers.gateway.nonces``.
+        ctx.nonce_key = nonce_key(signature)
+        ctx.delivery = self.nonces.delivery()
         ctx.identity, ctx.impersonator = verified.identity, verified.impersonator
         ctx.actor = ctx.identity.user.name
 

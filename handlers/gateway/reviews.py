@@ -42,6 +42,10 @@ async def review(
             raise FleetError("a review is a map with actor and body", code="invalid")
         stated = request["actor"]
         await authenticate.verify(ctx, stated=stated)
+        if ctx.signature is not None and ctx.nonce_key:
+            # A review appends nothing: its nonce is claimed for every gateway, unawaited
+            # (its replay would only be answered again).
+            authenticate.nonces.claim_later(ctx.signature)
         if ctx.impersonator is not None and ctx.identity is not None:
             # As kube's impersonation filter: refused before anything is answered.
             decision = await authorize(

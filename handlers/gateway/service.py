@@ -42,7 +42,7 @@ from handlers.gateway.identity import (
     stated_identity,
 )
 from handlers.gateway.intake import decode, fingerprint, in_time, limit_size, route
-from handlers.gateway.nonces import NonceMemory, claimed
+from handlers.gateway.nonces import REPLAYED, NonceMemory, NonceUnavailable, Replayed
 from handlers.gateway.reviews import REVIEW_SUBJECTS, review
 from handlers.gateway.services import ServicePath
 from projections.access import AccessModel
@@ -122,7 +122,8 @@ class Gateway:
         )
         # Who signs commands, and what RBAC lets them do.
         self.access = AccessModel(store, builtin=identities or {})
-        # A signed command's nonce is claimed for the whole queue group (replays refused).
+        # A signed command is accepted once by the whole queue group (replays refused):
+        # through the log when it appends, a shared claim when it does not.
         self.nonces = NonceMemory(nc)
         self._authenticate = Authenticate(
             identify, access=self.access, require_signatures=require_signatures,
@@ -146,12 +147,14 @@ class Gateway:
                 pods_of=self._pods_of,
                 vpas=self.vpas,
             ),
-            claimed,
+            self.nonces.check,
             Execute(
                 self.repository,
                 self.policies,
                 services=self.services,
                 secret_keys=self.secret_keys,
+                nonces=self.nonces,
+                store=store,
             ),
         )
         # Commands held at once, running or queued for a seat: the seats bound the running
@@ -176,6 +179,7 @@ class Gateway:
             await self.services.start()
             await self.policies.start()
             await self.access.start()
+            await self.nonces.start()
             async with asyncio.TaskGroup() as tasks:
                 writer = tasks.create_task(self.audit.run())
                 try:
@@ -189,6 +193,7 @@ class Gateway:
             await self.services.stop()
             await self.policies.stop()
             await self.access.stop()
+            await self.nonces.stop()
 
     async def _pods_of(
         self, namespace: str
@@ -259,9 +264,27 @@ class Gateway:
         self.handled += 1
         with structlog.contextvars.bound_contextvars(subject=subject):
             try:
-                return await self._run_stages(ctx)
+                reply = await self._run_stages(ctx)
+                if ctx.nonce_key and not ctx.appended:
+                    reply = await self._claim_unappended(ctx, reply)
+                return reply
             finally:
                 self.fairness.release(ctx)
+
+    async def _claim_unappended(self, ctx: CommandContext, reply: dict[str, Any]) -> dict[str, Any]:
+        """A signed command answered without an append leaves no trace in the log: its nonce
+        is claimed for every gateway before it is answered (``handlers.gateway.nonces``), and
+        another delivery that claimed it first makes this one a refused replay."""
+        error = reply.get("error") or {}
+        if error.get("message") == REPLAYED or ctx.signature is None:
+            return reply  # refused as a replay already: the nonce was used
+        try:
+            await self.nonces.claim(ctx.signature)
+        except (Replayed, NonceUnavailable) as exc:
+            log.info("command.rejected", code=exc.code, error=exc.message)
+            ctx.denied = False
+            return {"ok": False, "error": exc.as_dict()}
+        return reply
 
     async def _run_stages(self, ctx: CommandContext) -> dict[str, Any]:
         try:

@@ -1,7 +1,9 @@
 """One nonce memory for every gateway of the queue group (``handlers.gateway.nonces``),
 against a real nats-server: a signed command replayed to another gateway is refused
-(``unauthorized``, "replay"), audited, nothing appended twice; the bucket is the control
-plane's alone."""
+(``unauthorized``, "replay"), audited, nothing appended twice — found in the log when its
+first delivery appended (no claim on that path), in the shared claims when it did not (a
+no-op replayed once it would append); the client's retry with a fresh signature is "already
+done"; the bucket is the control plane's alone."""
 
 from __future__ import annotations
 
@@ -158,3 +160,96 @@ async def test_only_the_control_plane_writes_the_nonce_bucket(tmp_path: Any) -> 
             await setup.close()
     finally:
         await server.stop()
+
+
+def signed_apply(
+    name: str, *, key: str, labels: dict[str, str] | None = None
+) -> tuple[bytes, Signature]:
+    """A signed apply of namespace ``name`` (``key``: its idempotency key)."""
+    metadata: dict[str, Any] = {"name": name, **({"labels": labels} if labels else {})}
+    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}
+    message = command_message(
+        idempotency_key=key, actor="fleetlog-admin", body={"manifest": manifest}
+    )
+    payload = msgpack.packb(message, use_bin_type=True)
+    signature = sign(
+        ADMIN.seed.encode(), subject=SUBJECT, payload=payload, signed_at_ns=time.time_ns(),
+        nonce=f"nonce-{key}-{time.time_ns()}",
+    )  # fmt: skip
+    return payload, signature
+
+
+async def bucket_values(nc: Client) -> int:
+    bucket = await nc.jetstream().key_value(NONCE_BUCKET)
+    return int((await bucket.status()).values)
+
+
+async def leave(task: asyncio.Task[None]) -> None:
+    """A gateway leaves the queue group (a replay can then only reach another one)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_a_command_that_appends_claims_nothing_and_its_replay_is_refused_by_the_log(
+    nc: Client, store: EventStore, start_gateway: StartGateway
+) -> None:
+    first, first_task = await start_gateway()
+    payload, signature = signed_apply("logged", key="logged-1")
+    assert (await send(nc, payload, signature))["ok"]
+    # No write to the shared memory on the path of a command that appends: the log keeps it.
+    assert first.nonces.claims == 0
+    assert await bucket_values(nc) == 0
+    await leave(first_task)
+    second, _ = await start_gateway()
+    before = await store.stream_last_seq()
+    answer = await send(nc, payload, signature)
+    assert answer["ok"] is False and answer["error"]["code"] == "unauthorized", answer
+    assert "replay" in answer["error"]["message"]
+    assert await store.stream_last_seq() == before
+    assert second.nonces.replays == 1
+    # The client's own retry (same request, a fresh signature) is answered "already done".
+    retry_payload, retry = signed_apply("logged", key="logged-1")
+    again = await send(nc, retry_payload, retry)
+    assert again["ok"] and again.get("replayed"), again
+    assert await store.stream_last_seq() == before
+
+
+async def test_a_no_op_replayed_to_another_gateway_is_refused_even_once_it_would_append(
+    nc: Client, store: EventStore, start_gateway: StartGateway
+) -> None:
+    _, first_task = await start_gateway()
+    assert (await send(nc, *signed_apply("quiet", key="quiet-key-1")))["ok"]
+    payload, signature = signed_apply("quiet", key="quiet-key-2")  # changes nothing
+    noop = await send(nc, payload, signature)
+    assert noop["ok"] and noop["unchanged"], noop
+    await leave(first_task)
+    second, _ = await start_gateway()
+    # Someone labels the namespace: the no-op, replayed now, would remove the label.
+    assert (await send(nc, *signed_apply("quiet", key="quiet-key-3", labels={"a": "b"})))["ok"]
+    before = await store.stream_last_seq()
+    answer = await send(nc, payload, signature)
+    assert answer["ok"] is False and answer["error"]["code"] == "unauthorized", answer
+    assert "replay" in answer["error"]["message"]
+    assert await store.stream_last_seq() == before
+    assert second.nonces.replays == 1
+
+    async def audited() -> bool:
+        return any(
+            r.code == "unauthorized" and "replay" in r.message and r.command_id == "quiet-key-2"
+            for r in await read_audit(nc)
+        )
+
+    await eventually(audited)
+
+
+async def test_a_no_op_replayed_while_both_gateways_run_is_refused(
+    nc: Client, store: EventStore, start_gateway: StartGateway
+) -> None:
+    gateways = [(await start_gateway())[0], (await start_gateway())[0]]
+    assert (await send(nc, *signed_apply("twice", key="twice-key-1")))["ok"]
+    payload, signature = signed_apply("twice", key="twice-key-2")
+    answers = [await send(nc, payload, signature) for _ in range(6)]
+    assert [a["ok"] for a in answers].count(True) == 1, answers
+    assert all("replay" in a["error"]["message"] for a in answers if not a["ok"])
+    assert sum(g.handled for g in gateways) >= len(answers)

@@ -290,3 +290,47 @@ def test_a_policy_remembers_its_decisions_and_a_new_policy_decides_afresh(
     for namespace in ("a", "b", "c"):
         policy.authorize(ALICE, Request("get", "pods", namespace=namespace))
     assert len(policy._decided) <= 2
+
+
+def creator_policy(*rules: dict[str, Any]) -> Policy:
+    return default_policy(
+        roles=[rbac("Role", "maker", "a", rules=list(rules))],
+        role_bindings=[
+            binding("RoleBinding", "maker", "Role", "maker", user("alice"), namespace="a")
+        ],
+    )
+
+
+def test_an_allow_no_object_name_took_part_in_is_taken_once_for_every_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import core.access.rbac as module
+
+    walked: list[Request] = []
+
+    def counted(rule: Any, request: Request) -> bool:
+        walked.append(request)
+        return rule_allows(rule, request)
+
+    monkeypatch.setattr(module, "rule_allows", counted)
+    policy = creator_policy({"verbs": ["create"], "apiGroups": [""], "resources": ["pods"]})
+    first = policy.authorize(ALICE, Request("create", "pods", namespace="a", name="p1"))
+    assert first.allowed and walked
+    rules_walked = len(walked)
+    for name in ("p2", "p3"):
+        again = policy.authorize(ALICE, Request("create", "pods", namespace="a", name=name))
+        assert again == first
+    assert len(walked) == rules_walked
+    # Another shape (another namespace) is decided on its own.
+    assert not policy.authorize(ALICE, Request("create", "pods", namespace="b", name="p4")).allowed
+    assert len(walked) > rules_walked
+
+
+def test_objects_a_rule_names_are_still_decided_each_by_its_name() -> None:
+    policy = creator_policy(
+        {"verbs": ["get"], "apiGroups": [""], "resources": ["pods"], "resourceNames": ["web"]},
+        {"verbs": ["list"], "apiGroups": [""], "resources": ["pods"]},
+    )
+    assert policy.authorize(ALICE, Request("get", "pods", namespace="a", name="web")).allowed
+    assert not policy.authorize(ALICE, Request("get", "pods", namespace="a", name="db")).allowed
+    assert policy.authorize(ALICE, Request("list", "pods", namespace="a")).allowed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.access.signing import NONCE_TTL_NS
 from streams.definitions import (
     audit_stream,
     fleet_stream,
@@ -36,7 +37,7 @@ def test_limits_subjects_and_capabilities_are_updated() -> None:
     assert decided.refused == [] and decided.kept == []
     assert decided.update == {
         "max_msg_size": 1024 * 1024,
-        "duplicate_window": 120 * 10**9,
+        "duplicate_window": 150 * 10**9,
         "subjects": ["fleet.evt.>"],
         "allow_direct": True,
     }
@@ -81,3 +82,9 @@ def test_the_storage_of_a_stream_whose_data_may_be_lost_is_kept() -> None:
 def test_replicas_are_raised_never_lowered() -> None:
     assert plan(fleet_stream(1), fleet_stream_config(3)).update == {}
     assert plan(fleet_stream(3), fleet_stream_config(1)).update == {"num_replicas": 3}
+
+
+def test_the_logs_duplicate_window_outlasts_every_signed_commands_nonce() -> None:
+    # The log recognises a replayed signed command that appended by its Msg-Ids
+    # (handlers.gateway.nonces): for as long as the command's signature may pass the skew check.
+    assert fleet_stream_config()["duplicate_window"] >= NONCE_TTL_NS
