@@ -35,6 +35,7 @@ def test_mutating_stages_run_before_validating_ones_each_in_kube_order() -> None
         ("DefaultTolerationSeconds", "mutating"),
         ("NamespaceLifecycle", "validating"),
         ("LimitRanger", "validating"),
+        ("NodeRestriction", "validating"),
         ("PodSecurity", "validating"),
         ("Priority", "validating"),
     ]
@@ -68,6 +69,7 @@ def test_the_gateway_chain_is_in_kube_order() -> None:
         ("DefaultTolerationSeconds", "mutating"),
         ("NamespaceLifecycle", "validating"),
         ("LimitRanger", "validating"),
+        ("NodeRestriction", "validating"),
         ("PodSecurity", "validating"),
         ("Priority", "validating"),
     ]
