@@ -162,6 +162,12 @@ class StreamReadService:
             scope = str(namespace) if namespace is not None else None
             await self._read.check(reader, readauth.events_request(namespace=scope))
             await self._events(request, scope, send, alive=alive)
+        elif op == "log":
+            await self._log(request, reader, send)
+        elif op == "position":
+            # Sequences and store times only (how much the log holds, not what): any verified
+            # reader may place a point in the log.
+            await send({"ok": True, "items": [*await self._position(request), _sees_all(reader)]})
         elif op == "audit":
             await self._read.check(reader, readauth.audit_request())
         else:
@@ -249,6 +255,71 @@ class StreamReadService:
                         await sub.unsubscribe()
         await batch.flush()
 
+    async def _log(self, request: dict[str, Any], reader: Reader, send: Frames) -> None:
+        """The log's events under a subject filter and within bounds, each one shown only if
+        the reader may ``list`` its kind in its namespace (``readauth.replay_request``): what a
+        replay or an ``--at`` fold of this reader may see."""
+        from datetime import UTC, datetime
+
+        from core.access.readauth import replay_request
+        from projections.access import Forbidden
+        from streams.subjects import ALL_EVENTS, EVENT_PREFIX, parse_event_subject
+
+        subject = str(request.get("filter_subject") or ALL_EVENTS)
+        if not subject.startswith(EVENT_PREFIX + "."):
+            raise FleetError(f"{subject!r} is not a filter of the log's events", code="invalid")
+        seen: dict[tuple[str, str], bool] = {}
+
+        async def visible(item: list[Any]) -> bool:
+            kind, namespace, _ = parse_event_subject(item[1])
+            if (kind, namespace) not in seen:
+                try:
+                    await self._read.check(reader, replay_request(kind=kind, namespace=namespace))
+                    seen[kind, namespace] = True
+                except Forbidden:
+                    seen[kind, namespace] = False
+            return seen[kind, namespace]
+
+        from_ns = request.get("from_time_ns")
+        batch = _Batch(send, keep=visible if reader is not None else None)
+
+        def add(event: Any) -> None:
+            batch.queue([event.seq, event.subject, event.stored_ns, event.data], len(event.data))
+
+        async with asyncio.TaskGroup() as group:
+            flusher = group.create_task(batch.flush_periodically())
+            last = await self._store.replay(
+                add, filter_subject=subject, from_seq=int(request.get("from_seq") or 1),
+                from_time=datetime.fromtimestamp(from_ns / 1e9, tz=UTC) if from_ns else None,
+                until_seq=request.get("until_seq"), until_ns=request.get("until_ns"),
+            )  # fmt: skip
+            flusher.cancel()
+        await batch.flush()
+        await send({"ok": True, "items": [], "last": last})
+
+    async def _position(self, request: dict[str, Any]) -> list[Any]:
+        """[[last sequence, its stored ns or None], [seq, stored ns] of the direct get asked
+        for (``direct``: JetStream's direct-get request) or None]."""
+        from streams.jsapi import direct_get_position, stream_end
+
+        end = await stream_end(self._nc, self._store.subjects)
+        direct = request.get("direct")
+        found = (
+            await direct_get_position(self._nc, self._store.subjects, direct)
+            if isinstance(direct, dict)
+            else None
+        )
+        return [list(end), list(found) if found is not None else None]
+
+
+def _sees_all(reader: Reader) -> bool:
+    """Whether RBAC would show ``reader`` every event (``system:masters``, the control plane,
+    or an unsigned read on an open server): such a reader may fold the log itself, at the
+    bulk reader's speed, rather than through the service."""
+    from core.access.bootstrap import SYSTEM_MASTERS
+
+    return reader is None or reader.control_plane or SYSTEM_MASTERS in reader.user.groups
+
 
 async def _latest(nc: Client, kind: str, namespace: str | None) -> list[Any]:
     from streams.telemetry import latest_usage
@@ -261,8 +332,12 @@ async def _latest(nc: Client, kind: str, namespace: str | None) -> list[Any]:
 class _Batch:
     """Items gathered into frames of at most :data:`FRAME_BYTES` (see the module docstring)."""
 
-    def __init__(self, send: Frames) -> None:
+    def __init__(
+        self, send: Frames, *, keep: Callable[[Any], Awaitable[bool]] | None = None
+    ) -> None:
+        """``keep``: whether an item is sent at all (decided as it is flushed)."""
         self._send = send
+        self._keep = keep
         self._items: list[Any] = []
         self._size = 0
 
@@ -277,6 +352,8 @@ class _Batch:
 
     async def flush(self) -> None:
         items, self._items, self._size = self._items, [], 0
+        if self._keep is not None:
+            items = [item for item in items if await self._keep(item)]
         frame: list[Any] = []
         size = 0
         for item in items:
@@ -412,3 +489,98 @@ async def may_read_audit(nc: Client, *, impersonate: str | None = None) -> bool:
     except NoService:
         return False
     return True
+
+
+class ServedLog:
+    """The log as one reader may see it, read through the service: what ``ops.timetravel``
+    folds for ``get --at``, ``replay`` and ``diff`` in place of an :class:`EventStore` (the
+    same ``replay``, ``stream_last_seq`` and ``read_subject``), so a namespaced user travels
+    in time over what RBAC lets it list, and nobody needs the streams' API."""
+
+    def __init__(self, nc: Client, store: EventStore, *, impersonate: str | None) -> None:
+        self._nc = nc
+        self._store = store
+        self._impersonate = impersonate
+
+    @property
+    def quarantine(self) -> Any:
+        return self._store.quarantine
+
+    @property
+    def connection(self) -> Client:
+        return self._nc
+
+    def decoded(self, seq: int, subject: str, stored_ns: int, data: bytes) -> Any:
+        return self._store.decoded(seq, subject, stored_ns, data)
+
+    async def _items(self, request: dict[str, Any]) -> AsyncIterator[Any]:
+        async for item in read_stream(self._nc, request, impersonate=self._impersonate):
+            yield item
+
+    async def locate(self, direct: dict[str, Any] | None = None) -> list[Any]:
+        """[[last sequence, its stored ns], [seq, stored ns] of ``direct`` or None]."""
+        request: dict[str, Any] = {"op": "position", "direct": direct}
+        return [item async for item in self._items(request)]
+
+    async def end(self) -> tuple[int, int | None]:
+        last = (await self.locate())[0]
+        return int(last[0]), last[1]
+
+    async def sees_all(self) -> bool:
+        """Whether the service would show this reader every event (an admin)."""
+        return bool((await self.locate())[2])
+
+    async def position(self, direct: dict[str, Any]) -> tuple[int, int] | None:
+        found = (await self.locate(direct))[1]
+        return (int(found[0]), int(found[1])) if found is not None else None
+
+    async def stream_last_seq(self) -> int:
+        return (await self.end())[0]
+
+    async def replay(
+        self,
+        handler: Callable[[Any], None],
+        *,
+        filter_subject: str | None = None,
+        from_seq: int = 1,
+        from_time: Any = None,
+        until_seq: int | None = None,
+        until_ns: int | None = None,
+        on_poison: Any = None,
+    ) -> int:
+        """As :meth:`EventStore.replay`, over the events the reader may see."""
+        del on_poison  # the service skips poison as its store does
+        request = {
+            "op": "log", "filter_subject": filter_subject, "from_seq": from_seq,
+            "from_time_ns": int(from_time.timestamp() * 1e9) if from_time is not None else None,
+            "until_seq": until_seq, "until_ns": until_ns,
+        }  # fmt: skip
+        last = 0
+        async for seq, subject, stored_ns, data in self._items(request):
+            event = self._store.decoded(seq, subject, stored_ns, data)
+            if event is not None:
+                handler(event)
+                last = seq
+        return last
+
+    async def read_subject(self, subject: str, *, after_seq: int = 0) -> list[Any]:
+        events: list[Any] = []
+        await self.replay(events.append, filter_subject=subject, from_seq=after_seq + 1)
+        return events
+
+
+async def served_log(
+    nc: Client, store: EventStore, *, impersonate: str | None = None
+) -> ServedLog | None:
+    """The log through the service for a session that signs its reads, when a service
+    answers and the reader is not one who sees everything; None: read ``store`` itself
+    (unsigned, an admin, or no ``fleetlog up`` serving)."""
+    if not serves_signed_reads(nc):
+        return None
+    log = ServedLog(nc, store, impersonate=impersonate)
+    try:
+        if await log.sees_all():
+            return None  # an admin reads the streams itself: a whole replay at full speed
+    except NoService:
+        return None
+    return log

@@ -224,3 +224,22 @@ async def test_a_user_cannot_open_a_consumer_on_the_streams(walled: Walled) -> N
                     await nc.request(f"$JS.API.{call}", b"{}", timeout=1)
     finally:
         await nc.close()
+
+
+async def test_a_view_user_travels_in_time_over_what_it_may_list(walled: Walled) -> None:
+    result = await _as(walled, walled.bob_seed, "replay", "--to", "now", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert "web-a" in result.output
+    for hidden in ("web-b", '"bob-view"', '"User"'):  # b's pod, a's RoleBinding, the users
+        assert hidden not in result.output
+    result = await _as(walled, walled.bob_seed, "get", "pods", "-n", "a", "--at", "now")
+    assert result.exit_code == 0 and "web-a" in result.output, result.output
+    result = await _as(walled, walled.bob_seed, "get", "pods", "-n", "b", "--at", "now")
+    assert "web-b" not in result.output
+    result = await _as(walled, walled.bob_seed, "get", "pod", "web-b", "-n", "b", "--at", "now")
+    assert result.exit_code == 1 and 'pods "web-b" is forbidden' in result.output
+    result = await _as(walled, walled.bob_seed, "diff", "--from", "0")
+    assert result.exit_code == 0 and "web-a" in result.output and "web-b" not in result.output
+
+    result = await _as(walled, walled.admin_seed, "replay", "--to", "now", "-o", "json")
+    assert result.exit_code == 0 and "web-b" in result.output and '"bob-view"' in result.output
