@@ -450,7 +450,11 @@ async def describe(
         if dependent is not None and created_seq:
             # What Kubernetes records on a deployment (a replica set) is what its controller
             # did to its replica sets (pods): their events in the namespace since its creation.
-            await s.store.replay(
+            from ops import timetravel
+
+            # Through the stream read service for a namespaced reader (what it may list).
+            source = past if point is not None else await timetravel.log_of(s)
+            await source.replay(
                 related.append,
                 filter_subject=event_filter(dependent, scope),
                 from_seq=created_seq,

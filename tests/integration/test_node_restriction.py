@@ -5,14 +5,18 @@ node's objects is refused with kube's words, nothing appended, and audited (reje
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import pytest
 from nats.aio.client import Client
 
+from core.access.commandauth import node_agent_identity
 from handlers.gateway import Gateway
 from streams.commandbus import CommandClient, CommandFailed
 from streams.eventstore import EventStore
+from streams.identity import Credentials, generate_seed
 from tests.integration.test_signed_commands import (
     CONTROL_PLANE,
     audit_of,
@@ -76,3 +80,38 @@ async def test_a_node_agent_writes_only_its_own_node_and_pods(
     await agent.send("Node", "cordon", {"name": "n1"})
     await agent.send("Node", "uncordon", {"name": "n1"})
     await agent.send("Pod", "delete", {"name": "on-n1", "namespace": "a"})
+
+
+AGENTS = Credentials(generate_seed())
+
+
+async def test_the_node_agents_key_commands_only_as_a_node(
+    nc: Client,
+    store: EventStore,
+    connect_as: Any,  # noqa: F811
+) -> None:
+    gateway = await Gateway.create(
+        nc, store, identities={AGENTS.public_key: node_agent_identity("agent")}
+    )
+    ready = asyncio.Event()
+    task = asyncio.create_task(gateway.run(ready))
+    await ready.wait()
+    try:
+        await CommandClient(nc, actor="test:setup").send(
+            "Namespace", "apply", {"manifest": {"apiVersion": "v1", "kind": "Namespace",
+                                                "metadata": {"name": "a"}}}
+        )  # fmt: skip
+        before = await store.stream_last_seq()
+        for actor in ("system:replicaset-controller", "system:agent", "alice", "system:node/"):
+            posing = await connect_as(AGENTS, actor=actor)
+            with pytest.raises(CommandFailed) as failure:
+                await posing.send("Pod", "apply", {"manifest": pod(f"p{len(actor)}")})
+            assert failure.value.code == "unauthorized"
+            assert "acts only as a node (system:node/NAME)" in str(failure.value)
+        assert await store.stream_last_seq() == before
+        agent = await connect_as(AGENTS, actor="system:node/n1")
+        await agent.send("Node", "apply", {"manifest": node("n1")})
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(task, 10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.access.commandauth import control_plane_identity, node_actor_problem, node_agent_identity
 from core.access.noderestriction import NodeWrite, node_of, refusal
 from core.access.rbac import User
 
@@ -47,3 +48,12 @@ def test_a_node_creates_no_pod_and_writes_no_other_kind() -> None:
 def test_anyone_else_is_not_held_to_it() -> None:
     alice = NodeWrite(user=User("alice", ()), kind="Node", verb="cordon", namespace="", name="n2")
     assert refusal(alice) is None
+
+
+def test_the_node_agents_key_acts_only_as_a_node() -> None:
+    agents = node_agent_identity("agent")
+    assert node_actor_problem(agents, "system:node/n1") is None
+    assert node_actor_problem(agents, "system:node:n1") is None
+    for actor in ("system:node/", "system:agent", "system:replicaset-controller", "", "alice"):
+        assert "acts only as a node" in str(node_actor_problem(agents, actor))
+    assert node_actor_problem(control_plane_identity("scheduler"), "alice") is None
