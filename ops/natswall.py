@@ -81,8 +81,13 @@ class WallKeys:
 
     def builtin_users(self) -> list[NatsUser]:
         """The identities every cluster admits: the control plane's and the admin's."""
+        agents = ROLE_KEYS["agent"]
         users = [
-            NatsUser(self.credentials(name).public_key, Profile.CONTROL_PLANE, name=name)
+            NatsUser(
+                self.credentials(name).public_key,
+                Profile.NODE if name == agents else Profile.CONTROL_PLANE,
+                name=name,
+            )
             for name in sorted({CONTROL_PLANE, *ROLE_KEYS.values()})
         ]
         admin = self.credentials("admin")
