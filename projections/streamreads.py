@@ -93,7 +93,8 @@ class StreamReadService:
         self._store = store
         self._projection = projection
         self._read = read_access or ReadAccess()
-        self._running: set[asyncio.Task[None]] = set()
+        self.running: set[asyncio.Task[None]] = set()
+        """The reads being answered (a followed one until its reader goes)."""
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Serve until cancelled; reads under way are cancelled with it."""
@@ -101,15 +102,15 @@ class StreamReadService:
             await serve(self._nc, READ_SUBJECT, queue=READ_QUEUE, handler=self._on_request,
                         ready=ready)  # fmt: skip
         finally:
-            for task in list(self._running):
+            for task in list(self.running):
                 task.cancel()
-            await asyncio.gather(*self._running, return_exceptions=True)
+            await asyncio.gather(*self.running, return_exceptions=True)
 
     async def _on_request(self, msg: Msg) -> None:
         # A followed read lasts as long as its reader: never inside the subscription's callback.
         task = asyncio.create_task(self._answer(msg))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
 
     async def _answer(self, msg: Msg) -> None:
         reply = msg.reply

@@ -58,6 +58,9 @@ class Walled:
     admin_seed: Path
     bob_seed: Path
     bob: Credentials
+    service: StreamReadService
+    projection: Projection[ClusterModel]
+    setup: CommandClient
 
 
 def _seed_file(directory: Path, name: str, credentials: Credentials) -> Path:
@@ -97,6 +100,7 @@ async def walled(tmp_path: Path) -> AsyncIterator[Walled]:
             await projection.catch_up()
             await projection.follow()
             reads = ReadAccess(gateway.access, require_signatures=True)
+            stream_reads = StreamReadService(nc, store, projection, read_access=reads)
             history = HistoryService(
                 nc, store, HistoryIndex(tmp_path / "history.db"), projection, read_access=reads
             )
@@ -104,7 +108,7 @@ async def walled(tmp_path: Path) -> AsyncIterator[Walled]:
                 gateway,
                 QueryService(nc, projection, secret_keys=gateway.secret_keys, read_access=reads),
                 history,
-                StreamReadService(nc, store, projection, read_access=reads),
+                stream_reads,
             ):
                 setup = CommandClient(nc, actor="test:setup")
                 for ns in ("default", "a", "b"):
@@ -122,7 +126,7 @@ async def walled(tmp_path: Path) -> AsyncIterator[Walled]:
                 try:
                     yield Walled(
                         server.url, nc, _seed_file(tmp_path, "admin", admin),
-                        _seed_file(tmp_path, "bob", bob), bob,
+                        _seed_file(tmp_path, "bob", bob), bob, stream_reads, projection, setup,
                     )  # fmt: skip
                 finally:
                     await projection.stop()
@@ -134,14 +138,20 @@ async def walled(tmp_path: Path) -> AsyncIterator[Walled]:
 
 
 async def _ship(
-    nc: Client, projection: Projection[ClusterModel], ns: str, name: str, text: bytes
+    nc: Client,
+    projection: Projection[ClusterModel],
+    ns: str,
+    name: str,
+    text: bytes,
+    *,
+    offset: int = 0,
 ) -> None:
     deadline = asyncio.get_running_loop().time() + 20
     while (record := projection.model.get("Pod", ns, name)) is None:
         assert asyncio.get_running_loop().time() < deadline, f"pod {ns}/{name} never seen"
         await asyncio.sleep(0.05)
     headers = log_headers(
-        pod_uid=record.uid, restart=0, stream="stdout", offset=0, data=text, partial=False
+        pod_uid=record.uid, restart=0, stream="stdout", offset=offset, data=text, partial=False
     )
     await jsapi.jetstream(nc).publish(log_subject(ns, name, "c"), text, headers=headers)
 
@@ -243,3 +253,29 @@ async def test_a_view_user_travels_in_time_over_what_it_may_list(walled: Walled)
 
     result = await _as(walled, walled.admin_seed, "replay", "--to", "now", "-o", "json")
     assert result.exit_code == 0 and "web-b" in result.output and '"bob-view"' in result.output
+
+
+async def test_a_followed_read_streams_new_output_and_ends_when_its_reader_goes(
+    walled: Walled,
+) -> None:
+    nc = await connect(walled.url, name="bob", credentials=walled.bob)
+    try:
+        request = {"op": "logs", "namespace": "a", "pod": "web-a", "container": "c",
+                   "follow": True}  # fmt: skip
+        followed = read_stream(nc, request)
+        assert (await asyncio.wait_for(anext(followed), 20))[1] == b"hello from a\n"
+        await _ship(walled.control, walled.projection, "a", "web-a", b"more\n", offset=13)
+        assert (await asyncio.wait_for(anext(followed), 20))[1] == b"more\n"
+        events = read_stream(nc, {"op": "events", "namespace": "a", "follow": True})
+        later = asyncio.create_task(anext(events))
+        await walled.setup.send("Pod", "apply", {"manifest": pod("web-2", "a")})
+        assert "web-2" in (await asyncio.wait_for(later, 20))[1]
+        assert len(walled.service.running) == 2
+        await followed.aclose()
+        await events.aclose()
+        deadline = asyncio.get_running_loop().time() + 30
+        while walled.service.running:  # noticed at the next ping: nobody listens
+            assert asyncio.get_running_loop().time() < deadline, "followed reads never ended"
+            await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
