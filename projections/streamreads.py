@@ -1,8 +1,9 @@
 """Reads of the streams themselves, served through the signed, RBAC-checked query path.
 
 Why this exists: behind the NATS wall only admins may use JetStream's API, so ``fleetlog
-logs``, ``top``, ``events`` and ``audit`` once worked for admins alone, and issue 17 asks that
-a user who may see a namespace see its logs and events too, under the same RBAC as ``get``.
+logs``, ``top``, ``events``, ``replay``, ``--at`` and ``audit`` once worked for admins alone,
+and issue 17 asks that a user who may see a namespace see its logs, events and past too, under
+the same RBAC as ``get``.
 This service reads the streams with the control plane's connection and hands each reader what
 RBAC lets it see, as kube-apiserver (and metrics-server) would:
 
@@ -11,6 +12,12 @@ RBAC lets it see, as kube-apiserver (and metrics-server) would:
   or of the live nodes (``list nodes.metrics.k8s.io``), at most :data:`STALE_AFTER_S` old;
 * ``events``: the log's events under a subject filter, ``list events`` in the namespace asked
   (at the cluster scope without one);
+* ``log``: the log's events under a subject filter and within bounds, each shown only if the
+  reader may ``list`` its kind in its namespace (a server-side filter): what ``replay``,
+  ``diff``, ``get``/``describe --at`` fold for a namespaced reader (:class:`ServedLog`);
+* ``position``: where a point of the log is (sequences and store times, nothing of the events),
+  for any verified reader, and whether the reader sees every event (an admin then folds the
+  log itself, at the bulk reader's speed);
 * ``audit``: only whether the reader may read the audit trail (``get`` on the non-resource URL
   ``/fleetlog/audit``; ``cluster-admin`` holds it): the trail itself is read by the caller, an
   admin who may read the streams.
