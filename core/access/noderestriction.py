@@ -11,8 +11,8 @@ here. What a node may write through the gateway:
 * its own ``Node`` (register, status, cordon): any other node is refused with kube's ``node
   "n1" is not allowed to modify node "n2"``;
 * the status of a pod whose ``spec.nodeName`` is itself (``node "n1" can only update pod status
-  for pods with spec.nodeName set to itself``), and the deletion of such a pod (``... can only
-  delete pods with spec.nodeName set to itself``);
+  for pods with spec.nodeName set to itself``), and the deletion or eviction of such a pod
+  (``... can only delete pods with spec.nodeName set to itself``, ``... can only evict ...``);
 * no pod creation (kube admits only mirror pods, which fleetlog has not:
   ``pod does not have "kubernetes.io/config.mirror" annotation, node "n1" can only create
   mirror pods``), no other change of a pod, and nothing of any other kind (kube's Node
@@ -76,6 +76,11 @@ def refusal(write: NodeWrite) -> str | None:
             if write.bound_to == node:
                 return None
             return _forbidden("pods", write.name, f'node "{node}" can only delete pods with '
+                              "spec.nodeName set to itself")  # fmt: skip
+        if write.verb == "evict":
+            if write.bound_to == node:
+                return None
+            return _forbidden("pods", write.name, f'node "{node}" can only evict pods with '
                               "spec.nodeName set to itself")  # fmt: skip
         if write.verb in ("create", "apply") and not write.exists:
             return _forbidden("pods", write.name, 'pod does not have "kubernetes.io/config.mirror" '

@@ -34,6 +34,10 @@ def test_a_node_updates_status_and_deletes_only_pods_bound_to_it() -> None:
         "spec.nodeName set to itself"
     )
     assert "can only delete pods" in str(refusal(write("Pod", "delete", "p", bound_to=None)))
+    assert refusal(write("Pod", "evict", "p", bound_to="n1")) is None
+    assert refusal(write("Pod", "evict", "p", bound_to="n2")) == (
+        'pods "p" is forbidden: node "n1" can only evict pods with spec.nodeName set to itself'
+    )
 
 
 def test_a_node_creates_no_pod_and_writes_no_other_kind() -> None:
