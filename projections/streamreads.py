@@ -236,8 +236,8 @@ class StreamReadService:
         kind = request.get("kind")
         name = request.get("name")
         subject = event_filter(str(kind) if kind else None, namespace, str(name) if name else None)
-        since_ns = request.get("since_ns")
-        start = datetime.fromtimestamp(since_ns / 1e9, tz=UTC) if since_ns else None
+        since_s = request.get("since_s")
+        start = datetime.fromtimestamp(since_s, tz=UTC) if since_s is not None else None
         batch = _Batch(send)
         follow = bool(request.get("follow"))
 
@@ -288,7 +288,7 @@ class StreamReadService:
                     seen[kind, namespace] = False
             return seen[kind, namespace]
 
-        from_ns = request.get("from_time_ns")
+        from_s = request.get("from_time_s")
         batch = _Batch(send, keep=visible if reader is not None else None)
 
         def add(event: Any) -> None:
@@ -298,7 +298,7 @@ class StreamReadService:
             flusher = group.create_task(batch.flush_periodically())
             last = await self._store.replay(
                 add, filter_subject=subject, from_seq=int(request.get("from_seq") or 1),
-                from_time=datetime.fromtimestamp(from_ns / 1e9, tz=UTC) if from_ns else None,
+                from_time=datetime.fromtimestamp(from_s, tz=UTC) if from_s is not None else None,
                 until_seq=request.get("until_seq"), until_ns=request.get("until_ns"),
             )  # fmt: skip
             flusher.cancel()
@@ -560,7 +560,7 @@ class ServedLog:
         del on_poison  # the service skips poison as its store does
         request = {
             "op": "log", "filter_subject": filter_subject, "from_seq": from_seq,
-            "from_time_ns": int(from_time.timestamp() * 1e9) if from_time is not None else None,
+            "from_time_s": from_time.timestamp() if from_time is not None else None,
             "until_seq": until_seq, "until_ns": until_ns,
         }  # fmt: skip
         last = 0

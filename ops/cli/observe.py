@@ -382,7 +382,8 @@ async def events(
             click.echo(printer.header())
         request = {
             "op": "events", "kind": resolved, "namespace": namespace, "name": name,
-            "since_ns": int(start.timestamp() * 1e9) if start is not None else None,
+            # Seconds as a float: a far-off --since in ns would not fit msgpack's 64 bits.
+            "since_s": start.timestamp() if start is not None else None,
             "follow": follow,
         }  # fmt: skip
         if await _served_events(s, request, emit):

@@ -169,6 +169,11 @@ async def test_a_view_user_reads_logs_events_and_history_of_its_namespace_only(
     assert result.exit_code == 0, result.output
     assert '"PodCreated"' in result.output and "web-a" in result.output
     assert "web-b" not in result.output
+    result = await _as(walled, walled.bob_seed, "events", "-n", "a", "--since", "1h")
+    assert result.exit_code == 0 and "PodCreated" in result.output, result.output
+    late = "2999-01-01T00:00:00Z"  # beyond 64 bits of nanoseconds: sent as seconds
+    result = await _as(walled, walled.bob_seed, "events", "-n", "a", "--since", late)
+    assert (result.exit_code, result.output.strip()) == (0, "No events found.")
     result = await _as(walled, walled.bob_seed, "history", "pod/web-a", "-n", "a")
     assert result.exit_code == 0 and "PodCreated" in result.output
 
