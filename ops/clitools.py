@@ -75,8 +75,9 @@ def run(coroutine_fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]
                 raise
             raise Failure(
                 f"the server refused a request to your identity ({refusals()[-1]}): reading "
-                "the log directly (events, history, replay, audit, logs, top) is for admins "
-                "(group system:masters); ordinary users get and describe objects"
+                "the streams directly is for admins (group system:masters); other users read "
+                "events, logs, usage and the past through `fleetlog up`'s services, which did "
+                "not answer"
             ) from exc
         except KeyboardInterrupt:
             sys.exit(130)

@@ -26,7 +26,12 @@ from typing import Any
 
 import structlog
 
-from core.access.commandauth import Identity, admin_identity, control_plane_identity
+from core.access.commandauth import (
+    Identity,
+    admin_identity,
+    control_plane_identity,
+    node_agent_identity,
+)
 from ops.fleetconfig import ROLES, load, save, set_context
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
@@ -76,8 +81,13 @@ class WallKeys:
 
     def builtin_users(self) -> list[NatsUser]:
         """The identities every cluster admits: the control plane's and the admin's."""
+        agents = ROLE_KEYS["agent"]
         users = [
-            NatsUser(self.credentials(name).public_key, Profile.CONTROL_PLANE, name=name)
+            NatsUser(
+                self.credentials(name).public_key,
+                Profile.NODE if name == agents else Profile.CONTROL_PLANE,
+                name=name,
+            )
             for name in sorted({CONTROL_PLANE, *ROLE_KEYS.values()})
         ]
         admin = self.credentials("admin")
@@ -86,9 +96,14 @@ class WallKeys:
 
     def identities(self) -> dict[str, Identity]:
         """Public key -> who signs with it, for the gateway: the control plane's components
-        (``system:<key name>`` unless they name themselves) and the bootstrap admin."""
+        (``system:<key name>`` unless they name themselves; the agents' key only as a node,
+        ``system:node/NAME``) and the bootstrap admin."""
         found = {
-            self.credentials(name).public_key: control_plane_identity(name)
+            self.credentials(name).public_key: (
+                node_agent_identity(name)
+                if name == ROLE_KEYS["agent"]
+                else control_plane_identity(name)
+            )
             for name in sorted({CONTROL_PLANE, *ROLE_KEYS.values()})
         }
         found[self.credentials("admin").public_key] = admin_identity(ADMIN_USER)

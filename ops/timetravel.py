@@ -30,17 +30,16 @@ kind's subjects (a server-side filter) up to the point, for the same reason. ``r
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from nats.aio.client import Client
 
 from core.access.secretdata import redacted_manifest
-from core.errors import FleetError, ValidationFailed
+from core.errors import ValidationFailed
 from core.meta.diff import changed_paths
 from core.meta.durations import is_duration, parse_duration
 from core.meta.timestamps import parse_stamp
@@ -49,9 +48,10 @@ from ops.cliargs import POINT_HELP
 from projections.cluster import ClusterModel, Key
 from projections.history_service import read_history
 from projections.runtime import Projection, collector_paused
+from projections.streamreads import ServedLog, served_log
 from streams.envelope import StoredEvent
 from streams.eventstore import EventStore
-from streams.jsapi import StreamSubjects
+from streams.jsapi import direct_get_position, stream_end
 from streams.subjects import event_filter, event_subject
 
 _SEQ = re.compile(r"(?:seq:)?(\d+)", re.IGNORECASE)
@@ -110,33 +110,45 @@ class Position:
         return {"position": self.seq, "time": time}
 
 
-async def _direct_get(
-    nc: Client, stream: StreamSubjects, request: dict[str, Any]
-) -> tuple[int, int] | None:
+Log = EventStore | ServedLog
+"""What a fold reads: the log itself, or the log as the stream read service shows a signed
+reader (``projections.streamreads.ServedLog``: only what RBAC lets it list)."""
+
+
+async def _direct_get(nc: Client, store: Log, request: dict[str, Any]) -> tuple[int, int] | None:
     """(sequence, stored ns) of the message a direct get finds, or None."""
-    reply = await nc.request(stream.direct_get, json.dumps(request).encode(), timeout=5)
-    headers = reply.headers or {}
-    if headers.get("Status"):
-        return None
-    return int(headers["Nats-Sequence"]), (parse_stamp(headers.get("Nats-Time-Stamp")) or 0)
+    if isinstance(store, ServedLog):
+        return await store.position(request)
+    return await direct_get_position(nc, store.subjects, request)
 
 
-async def _log_end(nc: Client, stream: StreamSubjects) -> tuple[int, int | None]:
+async def _log_end(nc: Client, store: Log) -> tuple[int, int | None]:
     """(last sequence, its stored ns) of the stream; (0, None) while it is empty."""
-    reply = await nc.request(stream.info, b"", timeout=5)
-    info = json.loads(reply.data)
-    if "error" in info:
-        raise FleetError(f"cannot read stream {stream.stream}: {info['error']}", code="unavailable")
-    last = int(info["state"]["last_seq"])
-    return last, (parse_stamp(info["state"]["last_ts"]) if last else None)
+    if isinstance(store, ServedLog):
+        return await store.end()
+    return await stream_end(nc, store.subjects)
+
+
+def _as_store(log: Log) -> EventStore:
+    """A fold's catch-up asks only ``replay`` and ``stream_last_seq``, which a ServedLog
+    answers as the store does."""
+    return cast(EventStore, log)
+
+
+async def log_of(session: Any) -> Log:
+    """The log a CLI session folds: through ``up``'s stream read service when the session
+    signs its reads and a service answers, else the event store itself."""
+    acting = session.commands.actor if session.commands.impersonate else None
+    served = await served_log(session.nc, session.store, impersonate=acting)
+    return served if served is not None else session.store
 
 
 async def resolve(
-    nc: Client, store: EventStore, point: Point, *, now_ns: int, option: str = "--at"
+    nc: Client, store: Log, point: Point, *, now_ns: int, option: str = "--at"
 ) -> Position:
     """The position a point names; a point after the log's end (a sequence it does not have
     yet, an instant in the future) is refused with where the log ends."""
-    last_seq, last_ns = await _log_end(nc, store.subjects)
+    last_seq, last_ns = await _log_end(nc, store)
     end = f"the log ends at sequence {last_seq}" + (
         f", stored {format_ns(last_ns)}" if last_ns is not None else ""
     )
@@ -145,7 +157,7 @@ async def resolve(
             raise ValidationFailed(f"{option} {point.text}: beyond the end of the log: {end}")
         if point.seq == 0:
             return Position(0, None)
-        found = await _direct_get(nc, store.subjects, {"seq": point.seq})
+        found = await _direct_get(nc, store, {"seq": point.seq})
         return Position(point.seq, found[1] if found else None)
     if point.at_ns is None:
         return Position(last_seq, now_ns)
@@ -157,12 +169,12 @@ async def resolve(
     if last_ns is None or point.at_ns >= last_ns:
         return Position(last_seq, point.at_ns)
     # The first event stored after the instant; the point is the one before it.
-    after = await _direct_get(nc, store.subjects, {"start_time": format_ns(point.at_ns + 1)})
+    after = await _direct_get(nc, store, {"start_time": format_ns(point.at_ns + 1)})
     return Position(after[0] - 1 if after else last_seq, point.at_ns)
 
 
 async def position_of(
-    nc: Client, store: EventStore, text: str, *, now_ns: int, option: str = "--at"
+    nc: Client, store: Log, text: str, *, now_ns: int, option: str = "--at"
 ) -> Position:
     """Parse and resolve in one step."""
     return await resolve(
@@ -182,7 +194,7 @@ def as_in_the_log(item: dict[str, Any]) -> dict[str, Any]:
 
 
 async def object_at(
-    store: EventStore,
+    store: Log,
     kind: str,
     namespace: str,
     name: str,
@@ -195,7 +207,7 @@ async def object_at(
     (with ``nc``, from ``up``'s history index when it answers)."""
     subject = event_subject(kind, namespace, name)
     if nc is not None:
-        history = await read_history(nc, store, subject)
+        history = await read_history(nc, _as_store(store), subject)
     else:
         history = await store.read_subject(subject)
     events = [ev for ev in history if ev.seq <= seq]
@@ -206,19 +218,19 @@ async def object_at(
     return (as_in_the_log(record.as_dict()) if record is not None else None), events
 
 
-async def list_at(
-    store: EventStore, seq: int, kind: str, namespace: str | None
-) -> list[dict[str, Any]]:
+async def list_at(store: Log, seq: int, kind: str, namespace: str | None) -> list[dict[str, Any]]:
     """Every object of a kind (in one namespace, or all with None) at ``seq``, sorted as the
     query service lists them; replays only that kind's subjects."""
-    projection = Projection(ClusterModel(), store, filter_subject=event_filter(kind, namespace))
+    projection = Projection(
+        ClusterModel(), _as_store(store), filter_subject=event_filter(kind, namespace)
+    )
     await projection.catch_up(until_seq=seq)
     return [as_in_the_log(record.as_dict()) for record in projection.model.list(kind, namespace)]
 
 
-async def model_at(store: EventStore, seq: int) -> Projection[ClusterModel]:
+async def model_at(store: Log, seq: int) -> Projection[ClusterModel]:
     """The whole cluster replayed up to ``seq`` (can be continued with ``catch_up``)."""
-    projection = Projection(ClusterModel(), store)
+    projection = Projection(ClusterModel(), _as_store(store))
     await projection.catch_up(until_seq=seq)
     return projection
 
@@ -348,7 +360,7 @@ def diff_document(start: Position, end: Position, changes: Sequence[Change]) -> 
     }
 
 
-async def diff_between(store: EventStore, start: Position, end: Position) -> list[Change]:
+async def diff_between(store: Log, start: Position, end: Position) -> list[Change]:
     """Replay once: up to ``start``, keep its records, continue to ``end``, compare."""
     if end.seq < start.seq:
         raise ValidationFailed(

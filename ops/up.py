@@ -100,6 +100,7 @@ from projections.podconfig import PodConfigService
 from projections.query import QueryService
 from projections.readaccess import ReadAccess
 from projections.runtime import Projection
+from projections.streamreads import StreamReadService
 from streams import jsapi, seal
 from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient
@@ -447,6 +448,7 @@ async def serve(
             )
             pod_config = PodConfigService(nc, projection, gateway.secret_keys)
             endpoints = EndpointsService(nc, projection, read_access=read_access)
+            stream_reads = StreamReadService(nc, store, projection, read_access=read_access)
             history = (
                 HistoryService(
                     nc, store, HistoryIndex(history_path), projection, read_access=read_access
@@ -486,6 +488,7 @@ async def serve(
                         tasks.create_task(node_ipam.run()),
                         tasks.create_task(endpoint_slices.run()),
                         tasks.create_task(endpoints.run()),
+                        tasks.create_task(stream_reads.run()),
                         tasks.create_task(_snapshot_periodically(projection, snapshots)),
                     ]
                     if replica is not None:

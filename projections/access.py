@@ -22,7 +22,13 @@ from typing import Any
 
 from core.access import bootstrap, rbac
 from core.access.bootstrap import SYSTEM_MASTERS
-from core.access.commandauth import Identity, acting_as, user_identity, users_by_key
+from core.access.commandauth import (
+    Identity,
+    acting_as,
+    node_actor_problem,
+    user_identity,
+    users_by_key,
+)
 from core.access.signing import (
     SIGNATURE_HEADER,
     SIGNER_HEADER,
@@ -185,6 +191,10 @@ async def verify_signed(
         check_time(signature, now_ns=now_ns, what="request", receiver=receiver)
     target = headers.get(IMPERSONATE_HEADER)
     if caller.control_plane:
+        # A node agents' key commands only as a node (its reads may name no one).
+        problem = node_actor_problem(caller, stated) if receiver == "gateway" else None
+        if problem is not None:
+            raise SignatureRefused(problem)
         if target is None:
             return Verified(acting_as(caller, stated))
         return Verified(_door_caller(access, target, stated, stated_groups), impersonator=caller)

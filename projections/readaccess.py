@@ -1,8 +1,9 @@
 """RBAC on every read of the NATS door: who asks a query service, and may they see this.
 
 Why this exists: a user who may not see a namespace must not see its objects, their history or
-their endpoints (issue 17). The query services (``projections.query``,
-``projections.history_service``, ``projections.endpoints``) share this one gate, and it shares
+their endpoints, events, logs or usage (issue 17). The query services (``projections.query``,
+``projections.history_service``, ``projections.endpoints``, ``projections.streamreads``)
+share this one gate, and it shares
 everything with the gateway's: the signature check and the users and RBAC policy of
 ``projections.access``, the kube requests of ``core.access.readauth``.
 

@@ -32,6 +32,9 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.js.client import JetStreamContext
 
+from core.errors import FleetError
+from core.meta.timestamps import parse_stamp
+
 ENV_DOMAIN = "FLEETLOG_JS_DOMAIN"
 DEFAULT_PREFIX = "$JS.API"
 API_TIMEOUT = 10.0
@@ -160,3 +163,25 @@ class JetStreamApi:
 
     async def update_stream(self, config: dict[str, Any]) -> dict[str, Any]:
         return await self.call(self.stream(config["name"]).update, config)
+
+
+async def direct_get_position(
+    nc: Client, stream: StreamSubjects, request: dict[str, Any]
+) -> tuple[int, int] | None:
+    """(sequence, stored ns) of the message a direct get (``{"seq": …}``, ``{"start_time":
+    …}``) finds, or None: where a point of the log is, without its bytes."""
+    reply = await nc.request(stream.direct_get, json.dumps(request).encode(), timeout=5)
+    headers = reply.headers or {}
+    if headers.get("Status"):
+        return None
+    return int(headers["Nats-Sequence"]), (parse_stamp(headers.get("Nats-Time-Stamp")) or 0)
+
+
+async def stream_end(nc: Client, stream: StreamSubjects) -> tuple[int, int | None]:
+    """(last sequence, its stored ns) of the stream; (0, None) while it is empty."""
+    reply = await nc.request(stream.info, b"", timeout=5)
+    info = json.loads(reply.data)
+    if "error" in info:
+        raise FleetError(f"cannot read stream {stream.stream}: {info['error']}", code="unavailable")
+    last = int(info["state"]["last_seq"])
+    return last, (parse_stamp(info["state"]["last_ts"]) if last else None)

@@ -8,6 +8,13 @@ to its subjects (DESIGN.md, "Trust"):
 * **control plane** (``up``'s roles, gateway processes, separately started agents, schedulers
   and simulators): everything: they append events, serve the queue groups, hold the
   leases and set up the streams.
+* **node** (the node agents' key, ``agent.nk``): a control plane's permissions less what only
+  the gateway, the controllers and the query services do: no events of kinds other than pods
+  and nodes, no audit records, no user commands, no stream or message deletion or purge, no
+  writes to the leader, member, nonce and secret-key buckets or the snapshot store, and no
+  subscription on ``fleet.cmd.>``/``fleet.qry.>`` (it serves neither, so it cannot answer in
+  the gateway's place). Subjects that name a node (its Node's events, its lease, its usage)
+  cannot be narrowed to one node here: the key is shared by the agents of a machine.
 * **user**: requests on the command and query subjects (``fleet.cmd.>``, ``fleet.qry.>``),
   replies only under its own inbox prefix (``_INBOX_<public key>.>``: nobody reads another's
   replies). No events, no queue groups, no key-value buckets, no JetStream API at all.
@@ -39,9 +46,26 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from streams.definitions import CUSTOM_METRICS_PREFIX, EXTERNAL_METRICS_PREFIX
+from core.api.catalog import KINDS
+from streams.definitions import (
+    AUDIT_PREFIX,
+    CUSTOM_METRICS_PREFIX,
+    EXTERNAL_METRICS_PREFIX,
+    LEADER_BUCKET,
+    MEMBERS_BUCKET,
+    NONCE_BUCKET,
+    SECRET_KEYS_BUCKET,
+)
 from streams.identity import inbox_prefix
-from streams.subjects import COMMAND_PREFIX, POD_CONFIG_SUBJECT, QUERY_PREFIX, encode_token
+from streams.subjects import (
+    COMMAND_PREFIX,
+    EVENT_PREFIX,
+    POD_CONFIG_SUBJECT,
+    QUERY_PREFIX,
+    encode_token,
+)
+
+CONTROL_PLANE_BUCKETS = (LEADER_BUCKET, MEMBERS_BUCKET, NONCE_BUCKET, SECRET_KEYS_BUCKET)
 
 MASTERS_GROUP = "system:masters"
 """Kubernetes' group of cluster administrators (bound to ``cluster-admin``)."""
@@ -76,6 +100,7 @@ class Profile(StrEnum):
     """What an identity may do on the server."""
 
     CONTROL_PLANE = "control-plane"
+    NODE = "node"
     ADMIN = "admin"
     USER = "user"
 
@@ -90,6 +115,27 @@ class NatsUser:
     """Who it is, for people reading the configuration (not used by the server)."""
     metrics: tuple[str, ...] = ()
     """The namespaces whose workload metrics it may publish (``*``: every one)."""
+
+
+NODE_EVENT_KINDS = frozenset({"pod", "node"})
+"""The kinds whose events a node agent appends itself (a pod's steps, and its node's
+reservation given back in the same atomic append)."""
+
+NODE_DENIED_PUBLISH = (
+    f"{COMMAND_PREFIX}.user.>",
+    f"{AUDIT_PREFIX}.>",
+    *(f"$JS.API.STREAM.{call}.>" for call in ("DELETE", "PURGE", "MSG.DELETE")),
+    *(f"$JS.*.API.STREAM.{call}.>" for call in ("DELETE", "PURGE", "MSG.DELETE")),
+    *(f"$KV.{bucket}.>" for bucket in CONTROL_PLANE_BUCKETS),
+    "$O.>",
+)
+"""What a node agent's key may not publish although the rest of the control plane may: user
+management, the audit trail (the gateway's), deleting or purging a stream or a message, the
+key-value buckets of leaders, members, nonces and secret keys, the snapshot store."""
+
+NODE_DENIED_SUBSCRIBE = (f"{COMMAND_PREFIX}.>", f"{QUERY_PREFIX}.>")
+"""A node agent serves no command or query: it may not join the gateway's or a query
+service's queue group (and answer in their place) nor read other identities' requests."""
 
 
 def profile_of(groups: Iterable[str]) -> Profile:
@@ -123,6 +169,19 @@ def permissions(user: NatsUser) -> dict[str, dict[str, list[str]]]:
     """The server's ``permissions`` of ``user``."""
     if user.profile is Profile.CONTROL_PLANE:
         return {"publish": {"allow": [">"]}, "subscribe": {"allow": [">"]}}
+    if user.profile is Profile.NODE:
+        # Deny rules win over allow rules in nats-server: everything a control-plane role
+        # may do, less what only the gateway, the controllers and the query services do.
+        other_kinds = sorted(k.lower() for k in KINDS if k.lower() not in NODE_EVENT_KINDS)
+        return {
+            "publish": {
+                "allow": [">"],
+                "deny": [
+                    *NODE_DENIED_PUBLISH, *(f"{EVENT_PREFIX}.{kind}.>" for kind in other_kinds)
+                ],
+            },
+            "subscribe": {"allow": [">"], "deny": list(NODE_DENIED_SUBSCRIBE)},
+        }  # fmt: skip
     publish = [f"{COMMAND_PREFIX}.>", f"{QUERY_PREFIX}.>"]
     # A pod's Secret values, opened, are for the node that runs it (the control plane's
     # agents), never a person's: kube's node authorizer keeps these reads to nodes too.

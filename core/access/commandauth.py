@@ -33,6 +33,9 @@ class Identity:
 
     user: User
     control_plane: bool = False
+    nodes_only: bool = False
+    """A key the node agents hold: its commands act only as a node (``system:node/<name>``),
+    which NodeRestriction then keeps to that node (``core.access.noderestriction``)."""
 
 
 def user_identity(name: str, groups: Iterable[str]) -> Identity:
@@ -60,6 +63,28 @@ def users_by_key(users: Iterable[Mapping[str, Any]]) -> dict[str, Identity]:
         name = str((manifest.get("metadata") or {}).get("name") or "")
         known[key] = user_identity(name, [str(g) for g in spec.get("groups") or ()])
     return known
+
+
+def node_agent_identity(role: str) -> Identity:
+    """The key of the node agents (``agent.nk``): a control-plane identity whose commands
+    must name the node acting (:func:`node_actor_problem`)."""
+    return Identity(
+        User(f"system:{role}", (CONTROL_PLANE_GROUP, AUTHENTICATED)), True, nodes_only=True
+    )
+
+
+def node_actor_problem(caller: Identity, stated: str) -> str | None:
+    """Why a command signed with a node agents' key may not act as ``stated`` (None: it
+    may): such a key acts only as a node, never as a controller, a user or itself."""
+    if not caller.nodes_only:
+        return None
+    for prefix in ("system:node/", "system:node:"):
+        if stated.startswith(prefix) and len(stated) > len(prefix):
+            return None
+    return (
+        f"the node agents' key ({caller.user.name}) acts only as a node (system:node/NAME), "
+        f"not as {stated!r}"
+    )
 
 
 def acting_as(caller: Identity, stated: str) -> Identity:

@@ -16,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from core.access.rbac import Request, User, forbidden_status_message
+from core.access.rbac import Request, User, forbidden_message, forbidden_status_message
 from core.kubeapi.resources import BY_KIND, APIResource
+
+METRICS_GROUP = "metrics.k8s.io"
 
 _BY_LOWER_KIND: Mapping[str, APIResource] = MappingProxyType(
     {kind.lower(): resource for kind, resource in BY_KIND.items()}
@@ -76,6 +78,45 @@ def endpoints_requests(*, namespace: str, service: str) -> tuple[Request, Reques
     )  # fmt: skip
 
 
+def logs_request(*, namespace: str, pod: str) -> Request:
+    """Reading a container's output (``fleetlog logs``): ``get`` ``pods/log`` on the pod, as
+    ``kubectl logs`` asks kube-apiserver."""
+    return Request(verb="get", resource="pods", subresource="log", namespace=namespace, name=pod)
+
+
+def usage_request(*, kind: str, namespace: str | None) -> Request:
+    """Reading usage (``fleetlog top``): ``list`` ``pods.metrics.k8s.io`` in the namespace (at
+    the cluster scope for ``-A``) or ``nodes.metrics.k8s.io`` at the cluster scope, as
+    ``kubectl top`` asks metrics-server."""
+    if kind == "node":
+        return Request(verb="list", resource="nodes", api_group=METRICS_GROUP)
+    return Request(verb="list", resource="pods", api_group=METRICS_GROUP, namespace=namespace or "")
+
+
+def events_request(*, namespace: str | None) -> Request:
+    """Reading the log's events (``fleetlog events``): ``list`` ``events`` (the core group's,
+    as ``kubectl events``) in the namespace asked, at the cluster scope without one."""
+    return Request(verb="list", resource="events", namespace=namespace or "")
+
+
+def replay_request(*, kind: str, namespace: str) -> Request:
+    """Whether one object's events are part of a reader's replay or ``--at`` fold: ``list``
+    its kind in its namespace (cluster-scoped kinds at the cluster scope), as listing the
+    objects now would be asked."""
+    return query_request(kind=kind, namespace=namespace, name=None)
+
+
+AUDIT_PATH = "/fleetlog/audit"
+"""The non-resource URL ``fleetlog audit`` (list and verify) asks ``get`` on. Only
+``cluster-admin`` (``nonResourceURLs: ["*"]``) holds it among the built-in roles: the audit
+trail spans every namespace, its actors and what they were refused."""
+
+
+def audit_request() -> Request:
+    """Reading the audit trail: ``get`` on :data:`AUDIT_PATH`, a cluster-scoped permission."""
+    return Request(verb="get", path=AUDIT_PATH)
+
+
 def qualified_resource(request: Request) -> str:
     """``pods``, ``deployments.apps``: how kube names a resource in its messages."""
     return f"{request.resource}.{request.api_group}" if request.api_group else request.resource
@@ -83,5 +124,8 @@ def qualified_resource(request: Request) -> str:
 
 def read_forbidden(user: User, request: Request) -> str:
     """kube-apiserver's Forbidden message for a refused read (``pods is forbidden: User "bob"
-    cannot list resource "pods" in API group "" at the cluster scope``)."""
+    cannot list resource "pods" in API group "" at the cluster scope``; for a non-resource URL
+    ``forbidden: User "bob" cannot get path "/fleetlog/audit"``, as kube words that)."""
+    if not request.is_resource_request:
+        return f"forbidden: {forbidden_message(user, request)}"
     return forbidden_status_message(user, request, qualified_resource=qualified_resource(request))

@@ -30,6 +30,7 @@ Action = Literal["mutated", "denied", "warned", "audited"]
 PLUGIN_ORDER: Final[tuple[str, ...]] = (
     "NamespaceLifecycle",
     "LimitRanger",
+    "NodeRestriction",
     "PodSecurity",
     "Priority",
     "DefaultTolerationSeconds",

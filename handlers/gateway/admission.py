@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from core.access import podsecurity
+from core.access import noderestriction, podsecurity
 from core.api.catalog import KINDS, SCALABLE_KINDS
 from core.api.commands import (
     BindBody,
@@ -251,6 +251,7 @@ class Admit:
             ),
             NamespaceLifecycle(repository),
             LimitRangerBounds(policies),
+            NodeRestriction(repository),
             PodSecurity(repository, pods_of=pods_of),
             SingleGlobalDefault(priority_classes),
         ]
@@ -600,6 +601,42 @@ class NamespaceLifecycle:
                 field="metadata.namespace",
             )
         review.namespace = loaded.aggregate
+
+
+class NodeRestriction:
+    """A node agent writes only its own Node and the pods bound to it
+    (``core.access.noderestriction``, kube's NodeRestriction plugin). Only a verified
+    identity is held to it: an unsigned command on an open server states any actor."""
+
+    name = "NodeRestriction"
+    phase: Phase = "validating"
+
+    def __init__(self, repository: AggregateRepository) -> None:
+        self._repository = repository
+
+    async def __call__(self, review: Review) -> None:
+        ctx, ref = review.ctx, review.ctx.ref
+        assert ref is not None
+        if ctx.identity is None or noderestriction.node_of(ctx.identity.user.name) is None:
+            return
+        exists, bound_to = True, None
+        if ref.kind == "Pod":
+            stored = review.existing
+            if stored is None:
+                loaded = await self._repository.load(ref)
+                if loaded.aggregate is not None and loaded.aggregate.exists:
+                    stored = loaded.aggregate
+            exists = stored is not None
+            if stored is not None:
+                bound_to = (stored.manifest.get("spec") or {}).get("nodeName") or None
+        refused = noderestriction.refusal(
+            noderestriction.NodeWrite(
+                user=ctx.identity.user, kind=ref.kind, verb=ctx.verb, namespace=ref.namespace,
+                name=ref.name, exists=exists, bound_to=bound_to,
+            )
+        )  # fmt: skip
+        if refused is not None:
+            raise FleetError(refused, code="forbidden")
 
 
 class LimitRangerBounds:

@@ -302,6 +302,7 @@ async def _query(
     resolved = command_kind(kind) if kind else None
     subject = audit_filter(outcome, resolved, verb, actor)
     async with open_session(ctx) as s:
+        await _may_read_audit(s)
         records = await read_audit(s.nc, subject=subject, since=start)
     until_ns = int(end.timestamp() * 1e9) if end is not None else None
     chosen = [
@@ -328,6 +329,19 @@ async def _query(
         click.echo(render.table([*AUDIT_HEADERS, "ADMISSION"], rows))
         return
     click.echo(render.table(AUDIT_HEADERS, [audit_row(r) for r in chosen]))
+
+
+async def _may_read_audit(s: Any) -> None:
+    """Ask ``up``'s stream read service whether the caller may read the audit trail (``get``
+    on ``/fleetlog/audit``, which only ``cluster-admin`` holds among the built-in roles) and
+    stop with kube's Forbidden if not. Only signed sessions ask: an unsigned one reads an open
+    server's streams as before, and with no service answering the streams' own permissions
+    decide (behind the wall: admins only)."""
+    from projections.streamreads import may_read_audit, serves_signed_reads
+
+    if serves_signed_reads(s.nc):
+        acting = s.commands.actor if s.commands.impersonate else None
+        await may_read_audit(s.nc, impersonate=acting)
 
 
 def verify_lines(report: VerifyReport, snapshot_problem: str | None = None) -> list[str]:
@@ -389,6 +403,7 @@ async def verify(ctx: click.Context, from_seq: int, output: str) -> None:
     from streams.integrity import verify_log
 
     async with open_session(ctx) as s:
+        await _may_read_audit(s)
         report = await verify_log(s.store, from_seq=from_seq)
         signatures = signature_problems(await read_audit(s.nc))
         try:

@@ -324,7 +324,8 @@ async def get(
         if at is not None:
             from ops import timetravel
 
-            point = await timetravel.position_of(s.nc, s.store, at, now_ns=now_ns)
+            past = await timetravel.log_of(s)
+            point = await timetravel.position_of(s.nc, past, at, now_ns=now_ns)
             now_ns, when = point.time_ns or now_ns, f" at {point.label()}"
 
         async def fetch(fetched_kind: str, fetched_name: str | None) -> list[dict[str, Any]]:
@@ -332,10 +333,10 @@ async def get(
                 return await s.query(fetched_kind, namespace=scope, name=fetched_name)
             if fetched_name:
                 item, _ = await timetravel.object_at(
-                    s.store, fetched_kind, scope or "", fetched_name, point.seq, nc=s.nc
+                    past, fetched_kind, scope or "", fetched_name, point.seq, nc=s.nc
                 )
                 return [item] if item else []
-            return await timetravel.list_at(s.store, point.seq, fetched_kind, scope)
+            return await timetravel.list_at(past, point.seq, fetched_kind, scope)
 
         if view:
             views = render.endpoints_items(await fetch(resolved, None))
@@ -408,10 +409,11 @@ async def describe(
         from ops import timetravel
     async with open_session(ctx) as s:
         if at is not None:
-            point = await timetravel.position_of(s.nc, s.store, at, now_ns=now_ns)
+            past = await timetravel.log_of(s)
+            point = await timetravel.position_of(s.nc, past, at, now_ns=now_ns)
             now_ns = point.time_ns or now_ns
             item, history = await timetravel.object_at(
-                s.store, resolved, scope, name, point.seq, nc=s.nc
+                past, resolved, scope, name, point.seq, nc=s.nc
             )
             items = [item] if item else []
         else:
@@ -428,7 +430,7 @@ async def describe(
             every = (
                 await s.query("EndpointSlice", namespace=scope)
                 if point is None
-                else await timetravel.list_at(s.store, point.seq, "EndpointSlice", scope)
+                else await timetravel.list_at(past, point.seq, "EndpointSlice", scope)
             )
             slices = render.endpoint_slice_items(items, every).get((scope, name), [])
         if resolved == "Deployment":
@@ -437,7 +439,7 @@ async def describe(
             replica_sets = (
                 await s.query("ReplicaSet", namespace=scope)
                 if point is None
-                else await timetravel.list_at(s.store, point.seq, "ReplicaSet", scope)
+                else await timetravel.list_at(past, point.seq, "ReplicaSet", scope)
             )
             owned = rollout_ops.controlled_by(replica_sets, items[0]["uid"])
         created_seq = next(
@@ -448,7 +450,11 @@ async def describe(
         if dependent is not None and created_seq:
             # What Kubernetes records on a deployment (a replica set) is what its controller
             # did to its replica sets (pods): their events in the namespace since its creation.
-            await s.store.replay(
+            from ops import timetravel
+
+            # Through the stream read service for a namespaced reader (what it may list).
+            source = past if point is not None else await timetravel.log_of(s)
+            await source.replay(
                 related.append,
                 filter_subject=event_filter(dependent, scope),
                 from_seq=created_seq,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,7 +68,6 @@ async def logs(
     import asyncio
 
     from core.meta.labels import parse_selector_text
-    from streams.telemetry import read_logs
 
     if (pod is None) == (selector is None):
         raise ValidationFailed("say which pods: logs POD, or logs -l SELECTOR")
@@ -99,8 +99,8 @@ async def logs(
 
         async def show(item: dict[str, Any], name: str, restarts: int | None) -> None:
             mark = f"[pod/{item['name']}/{name}] " if prefix else ""
-            chunks = read_logs(
-                s.nc, namespace, item["name"], name,
+            chunks = _log_chunks(
+                s, namespace=namespace, pod=item["name"], container=name,
                 pod_uid=item["uid"], restart_count=restarts,
                 previous=previous, tail=tail if tail >= 0 else None, follow=follow,
             )  # fmt: skip
@@ -123,6 +123,55 @@ async def logs(
                 await show(*reader)
 
 
+def _acting_as(s: Any) -> str | None:
+    """Whom the session's reads act as when it is not its own identity (``--as``)."""
+    return s.commands.actor if s.commands.impersonate else None
+
+
+async def _log_chunks(
+    s: Any,
+    *,
+    namespace: str,
+    pod: str,
+    container: str,
+    pod_uid: str,
+    restart_count: int | None,
+    previous: bool,
+    tail: int | None,
+    follow: bool,
+) -> AsyncIterator[bytes]:
+    """A container's output: through ``up``'s stream read service (RBAC's ``get pods/log``)
+    when the session signs its reads, else (or when no service answers) from the logs stream
+    itself."""
+    from projections.streamreads import NoService, read_stream, serves_signed_reads
+    from streams.telemetry import read_logs
+
+    if serves_signed_reads(s.nc):
+        request = {
+            "op": "logs", "namespace": namespace, "pod": pod, "container": container,
+            "pod_uid": pod_uid, "restart_count": restart_count, "previous": previous,
+            "tail": tail, "follow": follow,
+        }  # fmt: skip
+        served = read_stream(s.nc, request, impersonate=_acting_as(s))
+        try:
+            async for _, data in served:
+                yield data
+            return
+        except NoService:
+            pass
+        finally:
+            await served.aclose()
+    direct = read_logs(
+        s.nc, namespace, pod, container, pod_uid=pod_uid, restart_count=restart_count,
+        previous=previous, tail=tail, follow=follow,
+    )  # fmt: skip
+    try:
+        async for data in direct:
+            yield data
+    finally:
+        await direct.aclose()
+
+
 async def _log_reader(
     s: Any, item: dict[str, Any], container: str | None, *, strict: bool
 ) -> tuple[dict[str, Any], str, int | None] | None:
@@ -133,7 +182,12 @@ async def _log_reader(
     name, restarts = pick_container(item, container)
     node_name = (item["manifest"].get("spec") or {}).get("nodeName")
     if node_name:
-        nodes = await s.query("Node", name=node_name)
+        try:
+            nodes = await s.query("Node", name=node_name)
+        except FleetError as exc:
+            if exc.code != "forbidden":
+                raise
+            nodes = []  # a reader who may not see nodes reads what the pod shipped, if anything
         if nodes and _simulated(nodes[0]):
             why = (
                 f'pod "{item["name"]}" is on node "{node_name}", a simulated node (fleetlog sim): '
@@ -158,35 +212,82 @@ TOP_STALE_AFTER_S = STALE_AFTER_S
 @run
 async def top(ctx: click.Context, kind: str, namespace: str, all_namespaces: bool) -> None:
     """Current cpu and memory usage of nodes or pods (top nodes, top pods)."""
-    from streams.telemetry import latest_usage
-
     resolved = resolve_kind(kind)
     if resolved not in ("Node", "Pod"):
         raise ValidationFailed(f"top shows nodes or pods, not {kind}")
-    # Like metrics-server: only objects that still exist, and only recent samples.
-    fresh_ns = time.time_ns() - int(TOP_STALE_AFTER_S * 1e9)
+    scope = None if all_namespaces else namespace
     async with open_session(ctx) as s:
+        served = await _served_usage(s, "node" if resolved == "Node" else "pod", scope)
         if resolved == "Node":
-            live = {item["name"] for item in await s.query("Node")}
-            samples = await latest_usage(s.nc, "node")
-            nodes = [n for n in samples if n.name in live and n.at_ns >= fresh_ns]
+            nodes = served if served is not None else await _direct_node_usage(s)
             if not nodes:
                 raise Failure("metrics not available yet")
             click.echo(render.top_nodes_table(nodes))
             return
-        scope = None if all_namespaces else namespace
-        live = {(i["namespace"], i["name"]) for i in await s.query("Pod", namespace=scope)}
-        pods = [
-            p
-            for p in await latest_usage(s.nc, "pod", namespace=scope)
-            if (p.namespace, p.name) in live and p.at_ns >= fresh_ns
-        ]
+        pods = served if served is not None else await _direct_pod_usage(s, scope)
         if not pods:
-            if scope is not None and await latest_usage(s.nc, "pod"):
+            if scope is not None and await _any_pod_usage(s, scope, served=served is not None):
                 click.echo(f"No resources found in {scope} namespace.", err=True)
                 return
             raise Failure("metrics not available yet")
     click.echo(render.top_pods_table(pods, show_namespace=all_namespaces))
+
+
+async def _served_usage(s: Any, kind: str, namespace: str | None) -> list[Any] | None:
+    """The live objects' recent samples through ``up``'s stream read service (RBAC's ``list``
+    on ``pods``/``nodes.metrics.k8s.io``), or None when the session reads the stream itself."""
+    from projections.streamreads import NoService, read_stream, serves_signed_reads
+    from streams.telemetry import ContainerUsage, NodeUsage, PodUsage
+
+    if not serves_signed_reads(s.nc):
+        return None
+    request = {"op": "usage", "kind": kind, "namespace": namespace}
+    try:
+        items = [item async for item in read_stream(s.nc, request, impersonate=_acting_as(s))]
+    except NoService:
+        return None
+    if kind == "node":
+        return [NodeUsage(**item) for item in items]
+    return [
+        PodUsage(**{
+            **item,
+            "containers": {n: ContainerUsage(**c) for n, c in item["containers"].items()},
+        })
+        for item in items
+    ]  # fmt: skip
+
+
+async def _direct_node_usage(s: Any) -> list[Any]:
+    from streams.telemetry import latest_usage
+
+    # Like metrics-server: only objects that still exist, and only recent samples.
+    fresh_ns = time.time_ns() - int(TOP_STALE_AFTER_S * 1e9)
+    live = {item["name"] for item in await s.query("Node")}
+    samples = await latest_usage(s.nc, "node")
+    return [n for n in samples if n.name in live and n.at_ns >= fresh_ns]
+
+
+async def _direct_pod_usage(s: Any, scope: str | None) -> list[Any]:
+    from streams.telemetry import latest_usage
+
+    fresh_ns = time.time_ns() - int(TOP_STALE_AFTER_S * 1e9)
+    live = {(i["namespace"], i["name"]) for i in await s.query("Pod", namespace=scope)}
+    return [
+        p
+        for p in await latest_usage(s.nc, "pod", namespace=scope)
+        if (p.namespace, p.name) in live and p.at_ns >= fresh_ns
+    ]
+
+
+async def _any_pod_usage(s: Any, scope: str, *, served: bool) -> bool:
+    """Whether there is usage to wait for beside the empty namespace ``scope``: any pod's
+    samples at all (read directly), or, through the service (which shows a reader only what it
+    may list), any pod in ``scope``."""
+    from streams.telemetry import latest_usage
+
+    if served:
+        return not await s.query("Pod", namespace=scope)
+    return bool(await latest_usage(s.nc, "pod"))
 
 
 @click.command()
@@ -208,6 +309,27 @@ async def history(ctx: click.Context, ref: str, namespace: str, output: str) -> 
             click.echo(_json_line(ev))
         return
     click.echo(render.table(render.HISTORY_HEADERS, render.history_rows(events)))
+
+
+async def _served_events(s: Any, request: dict[str, Any], emit: Any) -> bool:
+    """Feed ``emit`` the events ``up``'s stream read service answers (RBAC's ``list events``),
+    until the end of the log or, following, until interrupted; False when the session reads
+    the log itself (no credentials, or no service answers)."""
+    from projections.streamreads import NoService, read_stream, serves_signed_reads
+
+    if not serves_signed_reads(s.nc):
+        return False
+    served = read_stream(s.nc, request, impersonate=_acting_as(s))
+    try:
+        async for seq, subject, stored_ns, data in served:
+            event = s.store.decoded(seq, subject, stored_ns, data)
+            if event is not None:
+                emit(event)
+    except NoService:
+        return False
+    finally:
+        await served.aclose()
+    return True
 
 
 def _json_line(event: Any) -> str:
@@ -256,9 +378,17 @@ async def events(
             rows.append(render.event_row(event))
 
     async with open_session(ctx) as s:
-        if follow:
-            if output == "table":
-                click.echo(printer.header())
+        if follow and output == "table":
+            click.echo(printer.header())
+        request = {
+            "op": "events", "kind": resolved, "namespace": namespace, "name": name,
+            # Seconds as a float: a far-off --since in ns would not fit msgpack's 64 bits.
+            "since_s": start.timestamp() if start is not None else None,
+            "follow": follow,
+        }  # fmt: skip
+        if await _served_events(s, request, emit):
+            pass
+        elif follow:
             sub = await s.store.subscribe(
                 emit, filter_subject=subject, from_time=start, new_only=start is None
             )
@@ -266,7 +396,8 @@ async def events(
                 await asyncio.Future()
             finally:
                 await sub.unsubscribe()
-        await s.store.replay(emit, filter_subject=subject, from_time=start)
+        else:
+            await s.store.replay(emit, filter_subject=subject, from_time=start)
     if output == "table":
         if rows:
             click.echo(render.table(render.EVENT_HEADERS, rows))

@@ -51,10 +51,9 @@ async def _replayed(ctx: click.Context, to: str) -> timetravel.ClusterState:
     from ops import timetravel
 
     async with open_session(ctx) as s:
-        point = await timetravel.position_of(
-            s.nc, s.store, to, now_ns=time.time_ns(), option="--to"
-        )
-        projection = await timetravel.model_at(s.store, point.seq)
+        log = await timetravel.log_of(s)
+        point = await timetravel.position_of(s.nc, log, to, now_ns=time.time_ns(), option="--to")
+        projection = await timetravel.model_at(log, point.seq)
     return timetravel.cluster_state(point, projection.model)
 
 
@@ -70,9 +69,10 @@ async def diff_command(ctx: click.Context, start: str, end: str, output: str) ->
 
     now_ns = time.time_ns()
     async with open_session(ctx) as s:
-        first = await timetravel.position_of(s.nc, s.store, start, now_ns=now_ns, option="--from")
-        last = await timetravel.position_of(s.nc, s.store, end, now_ns=now_ns, option="--to")
-        changes = await timetravel.diff_between(s.store, first, last)
+        log = await timetravel.log_of(s)
+        first = await timetravel.position_of(s.nc, log, start, now_ns=now_ns, option="--from")
+        last = await timetravel.position_of(s.nc, log, end, now_ns=now_ns, option="--to")
+        changes = await timetravel.diff_between(log, first, last)
     if output == "json":
         click.echo(render.to_json(timetravel.diff_document(first, last, changes)))
         return

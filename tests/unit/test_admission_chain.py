@@ -43,6 +43,9 @@ def test_mutating_stages_run_before_validating_ones_each_in_kube_order() -> None
 def test_resource_quota_is_the_last_plugin_as_in_kube_apiserver() -> None:
     assert PLUGIN_ORDER[-1] == "ResourceQuota"
     assert PLUGIN_ORDER.index("LimitRanger") < PLUGIN_ORDER.index("PodSecurity")
+    # kube's AllOrderedPlugins: LimitRanger, ServiceAccount, NodeRestriction, ..., PodSecurity
+    assert PLUGIN_ORDER.index("LimitRanger") < PLUGIN_ORDER.index("NodeRestriction")
+    assert PLUGIN_ORDER.index("NodeRestriction") < PLUGIN_ORDER.index("PodSecurity")
     assert PLUGIN_ORDER.index("PodSecurity") < PLUGIN_ORDER.index("Priority")
 
 
@@ -68,6 +71,7 @@ def test_the_gateway_chain_is_in_kube_order() -> None:
         ("DefaultTolerationSeconds", "mutating"),
         ("NamespaceLifecycle", "validating"),
         ("LimitRanger", "validating"),
+        ("NodeRestriction", "validating"),
         ("PodSecurity", "validating"),
         ("Priority", "validating"),
     ]

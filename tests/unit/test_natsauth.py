@@ -76,3 +76,19 @@ def test_metrics_publishers_get_their_namespaces_metric_subjects_and_admins_all(
     assert permissions(_user(Profile.USER))["publish"]["allow"] == ["fleet.cmd.>", "fleet.qry.>"]
     admin = permissions(_user(Profile.ADMIN))["publish"]["allow"]
     assert {"fleet.metrics.custom.>", "fleet.metrics.external.>", SIM_LOAD_SUBJECT} <= set(admin)
+
+
+def test_the_node_agents_key_may_not_do_the_gateways_or_the_controllers_work() -> None:
+    rules = permissions(_user(Profile.NODE))
+    denied = rules["publish"]["deny"]
+    for subject in (
+        "fleet.evt.deployment.>",
+        "fleet.evt.rolebinding.>",
+        "fleet.audit.>",
+        "fleet.cmd.user.>",
+        "$JS.API.STREAM.DELETE.>",
+        "$KV.fleet_leaders.>",
+    ):
+        assert subject in denied  # fmt: skip
+    assert not any(s.startswith(("fleet.evt.pod.", "fleet.evt.node.")) for s in denied)
+    assert rules["subscribe"]["deny"] == ["fleet.cmd.>", "fleet.qry.>"]

@@ -6,10 +6,16 @@ from __future__ import annotations
 from core.access.bootstrap import CLUSTER_ROLE_BINDINGS, CLUSTER_ROLES, with_bootstrap
 from core.access.rbac import Policy, Request, User
 from core.access.readauth import (
+    AUDIT_PATH,
+    audit_request,
     endpoints_requests,
+    events_request,
     history_request,
+    logs_request,
     query_request,
     read_forbidden,
+    replay_request,
+    usage_request,
 )
 
 BOB = User("bob", ("system:authenticated",))
@@ -98,3 +104,47 @@ def test_refusals_read_as_kube_apiservers_forbidden_messages() -> None:
         'deployments.apps "web" is forbidden: User "bob" cannot get resource "deployments" '
         'in API group "apps" in the namespace "b"'
     )
+
+
+def test_reads_of_the_streams_ask_what_kubectl_would() -> None:
+    assert logs_request(namespace="a", pod="web") == Request(
+        verb="get", resource="pods", subresource="log", namespace="a", name="web"
+    )
+    assert usage_request(kind="pod", namespace="a") == Request(
+        verb="list", resource="pods", api_group="metrics.k8s.io", namespace="a"
+    )
+    assert usage_request(kind="node", namespace="a") == Request(
+        verb="list", resource="nodes", api_group="metrics.k8s.io"
+    )
+    assert events_request(namespace=None) == Request(verb="list", resource="events")
+    assert replay_request(kind="rolebinding", namespace="a") == Request(
+        verb="list", resource="rolebindings", api_group="rbac.authorization.k8s.io",
+        namespace="a",
+    )  # fmt: skip
+
+
+def test_a_view_user_reads_its_namespaces_logs_events_and_usage_but_not_the_audit() -> None:
+    policy = view_in_a()
+    allowed = [
+        logs_request(namespace="a", pod="web"), usage_request(kind="pod", namespace="a"),
+        events_request(namespace="a"), replay_request(kind="pod", namespace="a"),
+    ]  # fmt: skip
+    assert all(policy.authorize(BOB, request).allowed for request in allowed)
+    refused = [
+        logs_request(namespace="b", pod="web"), events_request(namespace=None),
+        replay_request(kind="rolebinding", namespace="a"), audit_request(),
+    ]  # fmt: skip
+    assert not any(policy.authorize(BOB, request).allowed for request in refused)
+    assert read_forbidden(BOB, audit_request()) == (
+        'forbidden: User "bob" cannot get path "/fleetlog/audit"'
+    )
+
+
+def test_only_cluster_admin_among_the_built_in_roles_may_read_the_audit() -> None:
+    granted = [
+        role["metadata"]["name"]
+        for role in CLUSTER_ROLES
+        if any("*" in rule.get("nonResourceURLs", ()) or AUDIT_PATH in
+               rule.get("nonResourceURLs", ()) for rule in role.get("rules") or ())
+    ]  # fmt: skip
+    assert granted == ["cluster-admin"]
