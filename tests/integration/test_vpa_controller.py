@@ -1,5 +1,6 @@
 """The VPA end to end on a real server: simulated pods whose synthetic memory and CPU a test
-sets, the recommender's status and its why, Initial mode at admission, Recreate evicting
+sets, the recommender's status and its why, Initial mode at admission, Recreate evicting,
+InPlaceOrRecreate resizing in place and falling back to eviction when the node cannot take it
 (issue 19)."""
 
 from __future__ import annotations
@@ -218,21 +219,16 @@ async def test_initial_mode_sets_the_requests_of_a_new_pod_and_the_audit_names_t
 
 
 @pytest.mark.usefixtures("gateway")
-@pytest.mark.parametrize("mode", ["Recreate", "InPlaceOrRecreate"])
 async def test_recreate_evicts_a_pod_outside_its_bounds_and_the_new_one_gets_the_target(
-    nc: Client,
-    store: EventStore,
-    projection: Projection[ClusterModel],
-    client: CommandClient,
-    mode: str,
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
 ) -> None:
-    """InPlaceOrRecreate falls back to eviction where no in-place resize is possible (in this
-    build: always, see ``resize_in_place``)."""
     async with vertical(nc, store, projection) as controller:
         await client.send("Deployment", "create", {"manifest": deployment()})
         await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
         [first] = pods(projection)
-        await client.send("VerticalPodAutoscaler", "create", {"manifest": vpa(mode, minReplicas=1)})
+        await client.send(
+            "VerticalPodAutoscaler", "create", {"manifest": vpa("Recreate", minReplicas=1)}
+        )
         await set_load(nc, cpu="300m", memory="600Mi")
         await eventually(lambda: raised(projection), timeout=30)
 
@@ -248,6 +244,101 @@ async def test_recreate_evicts_a_pod_outside_its_bounds_and_the_new_one_gets_the
         [new] = [p for p in pods(projection) if p.name != first.name]
         requests = new.manifest["spec"]["containers"][0]["resources"]["requests"]
         assert memory_bytes(requests["memory"]) > 600 * MI  # admitted with the target
+
+
+async def updater_passes(store: EventStore) -> list[dict[str, Any]]:
+    """What the updater recorded doing, pass by pass (``why.updater`` of the VPA's events)."""
+    return [
+        action
+        for e in await recorded(store)
+        for action in (e.envelope.payload.get("why") or {}).get("updater") or ()
+    ]
+
+
+@pytest.mark.usefixtures("gateway")
+async def test_in_place_or_recreate_resizes_a_simulated_pod_without_evicting_it(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+) -> None:
+    async with vertical(nc, store, projection) as controller:
+        await client.send("Deployment", "create", {"manifest": deployment()})
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
+        [first] = pods(projection)
+        await client.send(
+            "VerticalPodAutoscaler", "create",
+            {"manifest": vpa("InPlaceOrRecreate", minReplicas=1)},
+        )  # fmt: skip
+        await set_load(nc, cpu="300m", memory="600Mi")
+        await eventually(lambda: raised(projection), timeout=30)
+
+        def running_with() -> dict[str, Any]:
+            record = projection.model.get("Pod", "default", first.name)
+            assert record is not None and record.uid == first.uid  # the same pod throughout
+            [status] = record.manifest["status"].get("containerStatuses") or [{}]
+            return dict(status.get("resources") or {})
+
+        async def actuated() -> bool:
+            return memory_bytes(running_with().get("requests", {}).get("memory", "0")) > 600 * MI
+
+        await eventually(actuated, timeout=30)
+        events = await store.read_subject(event_subject("Pod", "default", first.name))
+        types = [e.envelope.type for e in events]
+        assert "PodDeleted" not in types
+        resized = [e for e in events if e.envelope.type == "PodResized"]
+        assert resized[0].envelope.actor == UPDATER_ACTOR
+        assert types.index("PodResized") < types.index("PodResizeActuated")
+        record = projection.model.get("Pod", "default", first.name)
+        assert record is not None
+        spec = record.manifest["spec"]["containers"][0]["resources"]
+        # what admission would give a new pod: the target, the cpu limit kept at 2x
+        wanted = target(projection)
+        assert cpu_millis(spec["requests"]["cpu"]) == cpu_millis(wanted["cpu"])
+        assert cpu_millis(spec["limits"]["cpu"]) == 2 * cpu_millis(wanted["cpu"])
+        assert memory_bytes(spec["requests"]["memory"]) == memory_bytes(wanted["memory"])
+        assert not any(
+            c["type"].startswith("PodResize") for c in record.manifest["status"]["conditions"]
+        )
+        assert controller.resized >= 1 and controller.evicted == 0
+        [action, *_] = await updater_passes(store)
+        assert action["pod"] == first.name and action["path"] == "resized in place"
+        assert "outside the recommended range" in action["reason"]
+        assert [p.name for p in projection.model.list("Pod", "default")] == [first.name]
+
+
+@pytest.mark.usefixtures("gateway")
+async def test_an_infeasible_resize_falls_back_to_eviction(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+) -> None:
+    async with vertical(nc, store, projection) as controller:
+        await client.send("Deployment", "create", {"manifest": deployment()})
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
+        [first] = pods(projection)
+        # more memory than a simulated node has (32Gi): the node finds the resize Infeasible
+        manifest = vpa("InPlaceOrRecreate", minReplicas=1)
+        manifest["spec"]["resourcePolicy"] = {
+            "containerPolicies": [{"containerName": "*", "minAllowed": {"memory": "40Gi"}}]
+        }
+        await client.send("VerticalPodAutoscaler", "create", {"manifest": manifest})
+        await set_load(nc, cpu="300m", memory="600Mi")
+
+        async def gone() -> bool:
+            return projection.model.get("Pod", "default", first.name) is None
+
+        await eventually(gone, timeout=30)
+        events = await store.read_subject(event_subject("Pod", "default", first.name))
+        types = [e.envelope.type for e in events]
+        [pending] = [e for e in events if e.envelope.type == "PodResizePending"]
+        assert pending.envelope.payload["reason"] == "Infeasible"
+        assert types.index("PodResizePending") < types.index("PodDeleted")
+        [deleted] = [e for e in events if e.envelope.type == "PodDeleted"]
+        assert deleted.envelope.actor == UPDATER_ACTOR
+        reason = deleted.envelope.payload["reason"]
+        assert "; in-place resize infeasible: Node didn't have enough capacity: memory" in reason
+        assert controller.evicted == 1
+        paths = [(a["pod"], a["path"]) for a in await updater_passes(store)]
+        assert paths == [
+            (first.name, "resized in place"),
+            (first.name, "evicted after in-place resize failed"),
+        ]
 
 
 @pytest.mark.usefixtures("gateway")
