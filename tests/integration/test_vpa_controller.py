@@ -67,14 +67,22 @@ def vpa(mode: str, **policy: Any) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def vertical(
-    nc: Client, store: EventStore, projection: Projection[ClusterModel]
+    nc: Client,
+    store: EventStore,
+    projection: Projection[ClusterModel],
+    *,
+    nodes: int = 2,
+    deferred_timeout: float = 300.0,
 ) -> AsyncIterator[VerticalController]:
-    async with workload_roles(nc, store, projection, nodes=2, collect=False) as simulated:
+    async with workload_roles(nc, store, projection, nodes=nodes, collect=False) as simulated:
         metrics = PodMetrics(nc, replay=True)
-        controller = await VerticalController.create(
-            nc, projection, metrics, period_seconds=0.2, retry_seconds=0.2,
-            updater=UpdaterOptions(period_seconds=0.5, bounds_interval_seconds=3600),
+        updater = UpdaterOptions(
+            period_seconds=0.5, bounds_interval_seconds=3600,
+            deferred_resize_timeout_seconds=deferred_timeout,
         )  # fmt: skip
+        controller = await VerticalController.create(
+            nc, projection, metrics, period_seconds=0.2, retry_seconds=0.2, updater=updater
+        )
         usage = SimulatedUsage(nc, projection, simulated.names.__contains__, period=0.5)
         tasks = []
         for role in (metrics.run, controller.run, usage.run):
@@ -339,6 +347,75 @@ async def test_an_infeasible_resize_falls_back_to_eviction(
             (first.name, "resized in place"),
             (first.name, "evicted after in-place resize failed"),
         ]
+
+
+@pytest.mark.usefixtures("gateway")
+async def test_a_deferred_resize_is_waited_for_then_the_pod_is_evicted(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+) -> None:
+    """One simulated node (32Gi) where another pod holds 30Gi: a 4Gi resize fits the node but
+    not beside it, so the node defers it; the updater waits (here 3 s, 5 minutes by
+    default), then evicts."""
+    async with vertical(nc, store, projection, nodes=1, deferred_timeout=3.0) as controller:
+        holder = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "holder"},
+                  "spec": {"containers": [{"name": "app", "image": "x",
+                           "resources": {"requests": {"memory": "30Gi"}}}]}}  # fmt: skip
+        await client.send("Pod", "create", {"manifest": holder})
+        await client.send("Deployment", "create", {"manifest": deployment()})
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 2), timeout=30)
+        [first] = [p for p in pods(projection) if p.name != "holder"]
+        manifest = vpa("InPlaceOrRecreate", minReplicas=1)
+        manifest["spec"]["resourcePolicy"] = {
+            "containerPolicies": [{"containerName": "*", "minAllowed": {"memory": "4Gi"}}]
+        }
+        await client.send("VerticalPodAutoscaler", "create", {"manifest": manifest})
+        await set_load(nc, cpu="300m", memory="600Mi")
+
+        async def gone() -> bool:
+            return projection.model.get("Pod", "default", first.name) is None
+
+        await eventually(gone, timeout=60)
+        events = await store.read_subject(event_subject("Pod", "default", first.name))
+        [pending] = [e for e in events if e.envelope.type == "PodResizePending"]
+        assert pending.envelope.payload["reason"] == "Deferred"
+        [deleted] = [e for e in events if e.envelope.type == "PodDeleted"]
+        # not evicted before the timeout had passed since the deferral was first seen
+        assert deleted.envelope.timestamp_ns - pending.envelope.timestamp_ns >= 3e9
+        assert "; in-place resize deferred for more than 3s: " in deleted.envelope.payload["reason"]
+        assert controller.resized == 1 and controller.evicted == 1
+
+
+@pytest.mark.usefixtures("gateway")
+async def test_a_refused_resize_falls_back_to_eviction(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+) -> None:
+    async with vertical(nc, store, projection) as controller:
+        quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "mem"},
+                 "spec": {"hard": {"requests.memory": "1Gi"}}}  # fmt: skip
+        await client.send("ResourceQuota", "create", {"manifest": quota})
+        await client.send("Deployment", "create", {"manifest": deployment()})
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
+        [first] = pods(projection)
+        # a target beyond the namespace's quota: the gateway refuses the resize
+        manifest = vpa("InPlaceOrRecreate", minReplicas=1)
+        manifest["spec"]["resourcePolicy"] = {
+            "containerPolicies": [{"containerName": "*", "minAllowed": {"memory": "2Gi"}}]
+        }
+        await client.send("VerticalPodAutoscaler", "create", {"manifest": manifest})
+        await set_load(nc, cpu="300m", memory="600Mi")
+
+        async def gone() -> bool:
+            return projection.model.get("Pod", "default", first.name) is None
+
+        await eventually(gone, timeout=30)
+        events = await store.read_subject(event_subject("Pod", "default", first.name))
+        assert "PodResized" not in [e.envelope.type for e in events]
+        [deleted] = [e for e in events if e.envelope.type == "PodDeleted"]
+        reason = deleted.envelope.payload["reason"]
+        assert "; in-place resize refused: " in reason and "exceeded quota" in reason
+        assert controller.evicted == 1 and controller.resized == 0
+        [action] = await updater_passes(store)
+        assert action["path"] == "evicted after in-place resize failed"
 
 
 @pytest.mark.usefixtures("gateway")
