@@ -255,6 +255,7 @@ class SimulatedPods:
         if e.type in ("PodDeleted", "PodSucceeded", "PodFailed", "PodCreated"):
             self._free(key)
             self._allocated.pop(key, None)
+            self.resize_outcomes.pop(key, None)
         if e.type == "PodResized":
             self._on_resized(key, e.payload)
             return
