@@ -16,6 +16,14 @@ a kubelet waits for its network), chosen as the agent chooses but with no namesp
 scale tests get realistic endpoints. Pods bound
 while the simulator was down are found when it replays the log on start. The write token is
 derived from the pod's uid and version, so a restarted simulator never starts a pod twice.
+
+A pod resized in place (``PodResized``) on a simulated node is admitted as the node agent
+admits it (``core.pods.resize.resize_admission``): its new requests against the node's
+allocatable (``Infeasible``) and against what the other pods hold on the node's ledger
+(``Deferred``, tried again every few seconds), recorded ``PodResizePending`` with the
+allocation it keeps; else allocated on the ledger and, there being no cgroup to write,
+actuated at once (``PodResizeAllocated`` and ``PodResizeActuated`` in one append). So a VPA's
+``InPlaceOrRecreate`` works on simulated pods as on real ones.
 """
 
 from __future__ import annotations
@@ -37,8 +45,12 @@ from core.errors import FleetError
 from core.meta.aggregate import timestamp_from_ns
 from core.network.ipam import next_pod_address
 from core.network.ranges import gateway
+from core.nodes.aggregate import Node
 from core.nodes.status import assigned_pod_cidr
 from core.pods.aggregate import Pod
+from core.pods.decisions import allocate_resize, pod_key
+from core.pods.resize import resize_admission
+from core.scheduling.model import PodInfo
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.cancellation import checkpoint
@@ -58,6 +70,8 @@ IN_FLIGHT = 200
 DEFAULT_START_DELAY_S = 1.0
 START_ATTEMPTS = 3
 RETRY_S = 1.0
+RESIZE_RETRY_S = 2.0
+"""How often a Deferred resize is admitted again (as the node agent tries it again)."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +228,14 @@ class SimulatedPods:
         """Node -> pod key -> the address it holds (recorded, or chosen and being recorded)."""
         self._last: dict[str, IPv4Address] = {}
         self.started = 0
+        self._allocated: dict[str, dict[str, dict[str, Any]]] = {}
+        """Pod key -> container -> the resources its node admitted, for pods resized on one
+        of our nodes (rebuilt from the log on start: ``PodResized``'s ``before``, then each
+        ``PodResizeActuated``)."""
+        self._resizes: asyncio.Queue[str] = asyncio.Queue()
+        self._resize_queued: set[str] = set()
+        self.resize_outcomes: dict[str, str] = {}
+        """Pod key -> the last admission's outcome (Feasible, Deferred, Infeasible)."""
 
     def _free(self, key: str) -> None:
         for held in self._addresses.values():
@@ -232,6 +254,15 @@ class SimulatedPods:
             return
         if e.type in ("PodDeleted", "PodSucceeded", "PodFailed", "PodCreated"):
             self._free(key)
+            self._allocated.pop(key, None)
+            self.resize_outcomes.pop(key, None)
+        if e.type == "PodResized":
+            self._on_resized(key, e.payload)
+            return
+        if e.type == "PodResizeActuated":
+            if key in self._allocated:
+                self._allocated[key].update(e.payload.get("resources") or {})
+            return
         if e.type == "PodBound":
             if self._owns(e.payload["node"]):
                 due = e.timestamp_ns + int(self.start_delay * 1e9)
@@ -241,6 +272,117 @@ class SimulatedPods:
         elif e.type in ("PodReady", "PodDeleted", "PodCreated"):
             # Started (by us, or by whoever did), gone, or a new pod of the same name.
             self._due.pop(key, None)
+
+    def _on_resized(self, key: str, payload: dict[str, Any]) -> None:
+        namespace, _, name = key.partition("/")
+        record = self.projection.model.get("Pod", namespace, name)
+        if record is None:
+            return
+        node = (record.manifest.get("spec") or {}).get("nodeName")
+        if not node or not self._owns(str(node)):
+            return
+        if key not in self._allocated:
+            # Before its first resize a pod holds what its spec asked: the spec now has the
+            # new resources, the event the old ones of the containers it changed.
+            before = payload.get("before") or {}
+            self._allocated[key] = {
+                cname: dict(before.get(cname, resources))
+                for cname, resources in _desired_resources(record.manifest).items()
+            }
+        self._queue_resize(key)
+
+    def _queue_resize(self, key: str) -> None:
+        if key not in self._resize_queued:
+            self._resize_queued.add(key)
+            self._resizes.put_nowait(key)
+
+    async def _resize_worker(self) -> None:
+        """Admit queued resizes one pod at a time; a Deferred one is queued again later."""
+        loop = asyncio.get_running_loop()
+        while True:
+            key = await self._resizes.get()
+            self._resize_queued.discard(key)
+            try:
+                outcome = await self._admit_resize(key)
+            except (StoreError, *OUTAGE_ERRORS) as exc:
+                log.warning("sim.resize_not_recorded", pod=key, error=repr(exc))
+                outcome = "Deferred"
+            except FleetError as exc:
+                log.info("sim.resize_skipped", pod=key, error=str(exc))
+                continue
+            if outcome is not None:
+                self.resize_outcomes[key] = outcome
+            if outcome == "Deferred":
+                loop.call_later(RESIZE_RETRY_S, self._queue_resize, key)
+
+    async def _admit_resize(self, key: str) -> str | None:
+        """Admit the pod's desired resources on its node (the node agent's rule) and record
+        the outcome; None when there was nothing to admit."""
+        namespace, _, name = key.partition("/")
+        record = self.projection.model.get("Pod", namespace, name)
+        before = self._allocated.get(key)
+        if record is None or before is None:
+            return None
+        node_name = str((record.manifest.get("spec") or {}).get("nodeName") or "")
+        if not self._owns(node_name):
+            return None
+        ref = AggregateRef("Pod", namespace, name)
+        node_ref = AggregateRef("Node", "", node_name)
+        decided: dict[str, Any] = {}
+
+        async def admit(attempt: Attempt) -> Append | None:
+            decided.clear()
+            loaded, host = attempt[ref], attempt[node_ref]
+            pod, node = loaded.aggregate, host.aggregate
+            if not isinstance(pod, Pod) or not pod.exists or pod.node_name != node_name:
+                return None
+            if not isinstance(node, Node) or not node.exists:
+                raise FleetError(f"node {node_name} no longer exists")
+            desired = _desired_resources(pod.manifest)
+            if desired == before:
+                return None
+            now = time.time_ns()
+            at = timestamp_from_ns(now)
+            # The desired requests alone: with its status the reading keeps the larger
+            # allocated ones, and a decrease would never give anything back.
+            requests = PodInfo.from_manifest({**pod.manifest, "status": {}}).requests
+            held = node.allocations.get(pod_key(pod), {})
+            others = {k: v - held.get(k, 0) for k, v in node.allocated.items()}
+            admission = resize_admission(
+                allocatable=node.allocatable, others=others, wanted=requests
+            )
+            decided.update(outcome=admission.outcome, desired=desired)
+            seen = pod.version
+            if admission.outcome != "Feasible":
+                pod.defer_resize(
+                    node=node_name, reason=admission.outcome, message=admission.message,
+                    allocated=before, at=at,
+                )  # fmt: skip
+            else:
+                allocate_resize(pod, node, requests=requests, allocated=desired, restarts=[],
+                                at=at)  # fmt: skip
+                pod.actuate_resize(node=node_name, resources=desired, error="", at=at)
+            token = f"sim.resize.{pod.uid}.{seen}"
+            return Append(
+                changes=[loaded, host],
+                provenance=Provenance(
+                    actor=ACTOR, correlation_id=token,
+                    causation_id=caused_by_event(loaded.last_seq), token=token, now_ns=now,
+                ),
+            )  # fmt: skip
+
+        try:
+            # Fresh from the log: the node's ledger changes with every binding elsewhere.
+            await decide_and_append(
+                self._repository, [ref, node_ref], admit, attempts=START_ATTEMPTS,
+                start_fresh=True,
+            )  # fmt: skip
+        except ConcurrencyConflict as exc:
+            raise StoreError(f"{ref} kept changing while its resize was admitted") from exc
+        outcome = decided.get("outcome")
+        if outcome == "Feasible":
+            self._allocated[key] = decided["desired"]
+        return str(outcome) if outcome else None
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Follow the log and start due pods until cancelled. The replay on start schedules
@@ -253,6 +395,7 @@ class SimulatedPods:
         log.info("sim.pods_following", pending=len(self._due), delay_s=self.start_delay)
         try:
             async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._resize_worker())
                 while True:
                     checkpoint()
                     now = time.time_ns()
@@ -394,3 +537,14 @@ class SimulatedPods:
             steps.pop(0)
             if not steps:
                 return wrote
+
+
+def _desired_resources(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Container name -> its desired resources: regular containers and sidecars (the ones a
+    resize may change)."""
+    spec = manifest.get("spec") or {}
+    out = {c["name"]: dict(c.get("resources") or {}) for c in spec.get("containers") or ()}
+    for c in spec.get("initContainers") or ():
+        if c.get("restartPolicy") == "Always":
+            out[c["name"]] = dict(c.get("resources") or {})
+    return out

@@ -78,7 +78,7 @@ _VIEW_RULES = [
          "deployments/scale", "deployments/status", "replicasets", "replicasets/scale",
          "replicasets/status"),
     rule(READ, "autoscaling", "horizontalpodautoscalers", "horizontalpodautoscalers/status"),
-    rule(READ, "autoscaling.k8s.io", "verticalpodautoscalers"),
+    rule(READ, "autoscaling.k8s.io", "verticalpodautoscalers", "verticalpodautoscalers/status"),
     rule(READ, "batch", "jobs", "jobs/status", "cronjobs", "cronjobs/status"),
     rule(READ, "policy", "poddisruptionbudgets", "poddisruptionbudgets/status"),
     rule(READ, "networking.k8s.io", "ingresses", "ingresses/status", "networkpolicies"),

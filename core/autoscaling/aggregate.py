@@ -52,7 +52,27 @@ class HorizontalPodAutoscaler(Resource):
 class VerticalPodAutoscaler(HorizontalPodAutoscaler):
     """A VPA: stored like every kind; its recommender records ``status.recommendation`` and
     the RecommendationProvided condition through the ``status`` verb
-    (``VerticalPodAutoscalerStatusUpdated``), the same rule as an HPA's status."""
+    (``VerticalPodAutoscalerStatusUpdated``), the same rule as an HPA's status — except that
+    the updater's record of what it did to pods (a ``why`` with ``updater``: resized in place,
+    evicted, waited) is an event even when the status stays the same, as the VPA's updater
+    emits its ``EvictedPod`` events on the VPA."""
 
     KIND = "VerticalPodAutoscaler"
     EVOLVE = VPA_EVOLVE
+
+    def update_status(
+        self,
+        *,
+        status: dict[str, Any] | None,
+        annotations: dict[str, str],
+        at: datetime,
+        why: dict[str, Any] | None = None,
+    ) -> None:
+        if why and "updater" in why and not annotations:
+            self.require_exists()
+            kept = status if status is not None else (self.manifest.get("status") or {})
+            self.trigger_event(
+                self.StatusUpdated, status=kept, annotations={}, why=why, timestamp=at
+            )
+            return
+        super().update_status(status=status, annotations=annotations, at=at, why=why)

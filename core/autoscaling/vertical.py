@@ -25,8 +25,9 @@ rules are those of ``vertical-pod-autoscaler/pkg/recommender`` (``util/histogram
   ``controlledResources``; applying a recommendation to a pod keeps its limit:request ratio
   with ``RequestsAndLimits`` and caps the request at the limit with ``RequestsOnly``.
 
-The updater's choice of pods (``pkg/updater/priority``) and its eviction limits
-(``pkg/updater/restriction``) are here too. Pure: time is passed in (seconds), nothing is read.
+The updater's choice of pods (``pkg/updater/priority``), its eviction limits and its in-place
+rules (``pkg/updater/restriction``: resize, wait for a resize under way, or fall back to
+eviction) are here too. Pure: time is passed in (seconds), nothing is read.
 There are no checkpoints: the recommender rebuilds this state from the metrics stream's
 retained samples (see ``handlers.autoscaler.vertical``).
 """
@@ -71,6 +72,13 @@ DEFAULT_MIN_REPLICAS: Final = 2
 """The updater's ``--min-replicas``; a VPA's ``updatePolicy.minReplicas`` overrides it."""
 EVICTION_TOLERANCE: Final = 0.5
 """``--eviction-tolerance``: the fraction of a workload's replicas evicted at once."""
+DEFERRED_RESIZE_TIMEOUT_S: Final = 5 * 60.0
+"""``DeferredResizeUpdateTimeout``: a resize the node defers longer than this is given up for
+an eviction (``InPlaceOrRecreate``)."""
+IN_PROGRESS_RESIZE_TIMEOUT_S: Final = 3600.0
+"""``InProgressResizeUpdateTimeout``: a resize still in progress after this is given up."""
+RESIZE_PENDING: Final = "PodResizePending"
+RESIZE_IN_PROGRESS: Final = "PodResizeInProgress"
 
 
 # --------------------------------------------------------------------------------------------
@@ -720,3 +728,107 @@ class RateLimit:
             self.tokens -= 1.0
             return True
         return False
+
+
+# --------------------------------------------------------------------------------------------
+# in place (``InPlaceOrRecreate``)
+# --------------------------------------------------------------------------------------------
+
+
+def resize_entries(
+    containers: Sequence[Mapping[str, object]],
+    recommendation: Iterable[ContainerRecommendation],
+    spec: VerticalPodAutoscalerSpec,
+) -> list[dict[str, object]]:
+    """The pod ``resize`` command's ``containers``: each container with a recommendation (and
+    scaling not Off) whose resources the target changes, with its whole new ``resources`` —
+    the same :func:`apply_to_container` the admission of a new pod uses, so a resized pod gets
+    what a recreated one would (limits scaled to keep their ratio with ``RequestsAndLimits``,
+    requests capped at the limit with ``RequestsOnly``)."""
+    recs = {rec.container: rec for rec in recommendation}
+    entries: list[dict[str, object]] = []
+    for container in containers:
+        name = str(container.get("name"))
+        rec = recs.get(name)
+        policy = policy_of(spec, name)
+        if rec is None or policy.mode == "Off":
+            continue
+        given = container.get("resources")
+        current = dict(given) if isinstance(given, Mapping) else {}
+        resources, _ = apply_to_container(current, rec.target, policy)
+        if _amounts_of(resources) != _amounts_of(current):
+            entries.append({"name": name, "resources": {**current, **resources}})
+    return entries
+
+
+def _amounts_of(resources: Mapping[str, object]) -> dict[str, dict[str, int]]:
+    """cpu and memory as amounts per section: ``500m`` and ``0.5`` are the same request."""
+    out: dict[str, dict[str, int]] = {}
+    for section in ("requests", "limits"):
+        given = resources.get(section)
+        if isinstance(given, Mapping):
+            out[section] = {
+                r: amount_of(r, str(v)) for r, v in given.items() if r in ("cpu", "memory")
+            }
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class InPlaceDecision:
+    """What ``InPlaceOrRecreate`` does with a pod the updater chose: ``resize`` it (send the
+    resize command), ``wait`` (a resize is under way or the node deferred it; look again later)
+    or ``evict`` it (the node cannot take the resize); and why, in words."""
+
+    action: str
+    why: str
+
+
+def in_place_decision(
+    conditions: Sequence[Mapping[str, object]],
+    *,
+    phase: str,
+    resizing_since: float | None,
+    now: float,
+    deferred_timeout: float = DEFERRED_RESIZE_TIMEOUT_S,
+    in_progress_timeout: float = IN_PROGRESS_RESIZE_TIMEOUT_S,
+) -> InPlaceDecision:
+    """``CanInPlaceUpdate`` and ``CanEvictInPlacingPod`` for ``InPlaceOrRecreate``, from the
+    pod's ``phase`` and resize ``conditions``: a Pending pod waits; an ``Infeasible`` pending
+    resize (or a pending one for an unknown reason) and a resize in progress with reason
+    ``Error`` fall back to eviction; a ``Deferred`` one waits up to ``deferred_timeout`` and a
+    resize in progress up to ``in_progress_timeout`` since ``resizing_since`` (when the updater
+    first saw the pod resizing), then is evicted; a pod with no resize under way is resized.
+    Whether the workload can spare the pod at all is ``may_evict``'s, asked by the caller."""
+    if phase == "Pending":
+        return InPlaceDecision("wait", "pod is Pending")
+    found = {
+        str(c.get("type")): c
+        for c in conditions
+        if c.get("type") in (RESIZE_PENDING, RESIZE_IN_PROGRESS) and c.get("status") == "True"
+    }
+    since = now if resizing_since is None else resizing_since
+    pending = found.get(RESIZE_PENDING)
+    if pending is not None:
+        reason, message = str(pending.get("reason") or ""), str(pending.get("message") or "")
+        if reason == "Deferred":
+            if now - since > deferred_timeout:
+                return InPlaceDecision(
+                    "evict", f"resize deferred for more than {deferred_timeout:g}s: {message}"
+                )
+            return InPlaceDecision("wait", f"resize deferred by the node: {message}")
+        if reason == "Infeasible":
+            return InPlaceDecision("evict", f"resize infeasible: {message}")
+        return InPlaceDecision("evict", f"resize pending ({reason or 'no reason'}): {message}")
+    progress = found.get(RESIZE_IN_PROGRESS)
+    if progress is not None:
+        reason, message = str(progress.get("reason") or ""), str(progress.get("message") or "")
+        if not reason and not message:
+            if now - since > in_progress_timeout:
+                return InPlaceDecision(
+                    "evict", f"resize in progress for more than {in_progress_timeout:g}s"
+                )
+            return InPlaceDecision("wait", "resize in progress")
+        if reason == "Error":
+            return InPlaceDecision("evict", f"resize failed: {message}")
+        return InPlaceDecision("evict", f"resize in progress ({reason}): {message}")
+    return InPlaceDecision("resize", "no resize under way")

@@ -167,6 +167,7 @@ SUBRESOURCES: Mapping[str, tuple[Subresource, ...]] = {
     "Namespace": (_status("Namespace"),),
     "ResourceQuota": (_status("ResourceQuota"),),
     "HorizontalPodAutoscaler": (_status("HorizontalPodAutoscaler"),),
+    "VerticalPodAutoscaler": (_status("VerticalPodAutoscaler"),),
 }
 """kind -> the subresources it serves (each handled in ``handlers.apiserver.subresources``):
 ``status`` for the kinds Kubernetes gives one, ``scale`` for the scalable workloads,

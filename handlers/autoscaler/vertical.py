@@ -26,14 +26,23 @@ writes its results:
   ranked by ``update_priority``; those ``should_update`` accepts are evicted as
   ``system:vpa-updater`` through the pod eviction path (``evict_pod``: the gateway's
   ``evict``, which honours PodDisruptionBudgets), within the workload's ``minReplicas`` and
-  eviction tolerance and the eviction rate limit.
-  ``InPlaceOrRecreate`` asks :func:`resize_in_place` first; that falls back to eviction.
+  eviction tolerance and the eviction rate limit;
+* **in place** (``InPlaceOrRecreate``, the updater's ``pkg/updater/restriction`` rules,
+  ``core.autoscaling.vertical.in_place_decision``): a chosen pod with no resize under way gets
+  the pod ``resize`` command (:func:`resize_in_place`) with the recommended requests and the
+  limits the admission would give it; one whose resize is in progress, or Deferred by its
+  node, is left alone (looked at again later, evicted only after the timeouts); one whose node
+  finds the resize Infeasible, or whose resize the gateway refuses, is evicted through the
+  same budget-honouring path. Each pass that acts records what it did to which pod, and why,
+  as a ``VerticalPodAutoscalerStatusUpdated`` whose ``why.updater`` lists it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import math
 import time
 from collections.abc import Iterable, Mapping
@@ -45,6 +54,8 @@ from nats.aio.client import Client
 
 from core.api.manifests import parse_manifest
 from core.autoscaling.vertical import (
+    DEFERRED_RESIZE_TIMEOUT_S,
+    IN_PROGRESS_RESIZE_TIMEOUT_S,
     Aggregate,
     ContainerRecommendation,
     ContainerState,
@@ -52,10 +63,12 @@ from core.autoscaling.vertical import (
     Replicas,
     amount_of,
     changed_meaningfully,
+    in_place_decision,
     may_evict,
     policy_of,
     quick_oom,
     recommend,
+    resize_entries,
     should_update,
     update_priority,
 )
@@ -101,6 +114,10 @@ class UpdaterOptions:
     bounds_interval_seconds: float = UPDATE_PERIOD_S
     """How long a recorded recommendation whose target holds stands while only its bounds
     move (they move with every sample while history is young: the confidence grows)."""
+    deferred_resize_timeout_seconds: float = DEFERRED_RESIZE_TIMEOUT_S
+    """How long a resize its node defers is waited for before the pod is evicted."""
+    in_progress_resize_timeout_seconds: float = IN_PROGRESS_RESIZE_TIMEOUT_S
+    """How long a resize in progress is waited for before the pod is evicted."""
 
 
 def recorded_amounts(status: Mapping[str, Any]) -> dict[str, dict[str, int]]:
@@ -133,10 +150,25 @@ def _amounts(recs: Iterable[ContainerRecommendation]) -> dict[str, dict[str, int
 
 
 def container_requests(manifest: Mapping[str, Any]) -> dict[str, dict[str, int]]:
-    """Each container's requests as amounts (millicores, bytes)."""
+    """Each container's requests as amounts (millicores, bytes), as the VPA's
+    ``ContainerRequestsAndLimits`` reads them: what the container runs with
+    (``containerStatuses[].resources``, once a resize was actuated), else what its node holds
+    for it (``allocatedResources``: a resize Deferred or Infeasible keeps the old ones), else
+    the spec. A resize sent and not yet taken up by the node reads as the spec's new requests,
+    so it is not sent again."""
+    statuses = {
+        str(cs.get("name")): cs
+        for cs in (manifest.get("status") or {}).get("containerStatuses") or ()
+    }
     out: dict[str, dict[str, int]] = {}
     for c in (manifest.get("spec") or {}).get("containers") or ():
-        requests = (c.get("resources") or {}).get("requests") or {}
+        status = statuses.get(str(c.get("name"))) or {}
+        if "resources" in status:
+            requests = (status.get("resources") or {}).get("requests") or {}
+        elif "allocatedResources" in status:
+            requests = status.get("allocatedResources") or {}
+        else:
+            requests = (c.get("resources") or {}).get("requests") or {}
         amounts = {}
         for resource in ("cpu", "memory"):
             if resource in requests:
@@ -201,13 +233,30 @@ async def evict_pod(commands: CommandClient, *, namespace: str, name: str, uid: 
     return "evicted"
 
 
-async def resize_in_place(commands: CommandClient, *, namespace: str, name: str,
-                          resources: Mapping[str, Any]) -> bool:  # fmt: skip
-    """``InPlaceOrRecreate``'s first try: the pod ``resize`` command. This build's gateway
-    has no such command (in-place resize is another change), so this answers False and the
-    updater falls back to eviction, as the VPA does when a resize is Infeasible: here
-    ``InPlaceOrRecreate`` behaves as ``Recreate``."""
-    return False
+Resized = Literal["resized", "gone", "refused"]
+
+
+async def resize_in_place(commands: CommandClient, *, namespace: str, name: str, uid: str,
+                          containers: list[dict[str, Any]],
+                          reason: str) -> tuple[Resized, str]:  # fmt: skip
+    """``InPlaceOrRecreate``'s first try: the pod ``resize`` command (kube's ``pods/resize``)
+    with each changed container's whole new ``resources``. ``refused``: the gateway said no
+    (a QoS class change, a quota, a finished pod), with its message; the updater then evicts,
+    as the VPA's updater falls back to eviction when its resize patch fails. The write token
+    is the pod's uid and what is asked: the same resize sent again is the same command."""
+    digest = hashlib.sha256(json.dumps(containers, sort_keys=True).encode()).hexdigest()[:16]
+    try:
+        await commands.send(
+            "Pod", "resize",
+            {"name": name, "namespace": namespace, "containers": containers, "reason": reason},
+            idempotency_key=f"vpa-updater.resize.{uid}.{digest}", throttled_retries=0,
+        )  # fmt: skip
+    except FleetError as exc:
+        if exc.code == "not_found":
+            return "gone", exc.message
+        log.info("vpa.resize_refused", pod=f"{namespace}/{name}", error=exc.message)
+        return "refused", exc.message
+    return "resized", ""
 
 
 class VerticalController:
@@ -235,7 +284,12 @@ class VerticalController:
         self.recorded = 0
         self.evicted = 0
         self.refused = 0
+        self.resized = 0
         self._attempts: dict[str, int] = {}
+        self._resizing: dict[Key, dict[str, float]] = {}
+        """VPA -> pod uid -> when the updater first saw the pod's resize under way (the VPA's
+        ``lastInPlaceAttemptTimeMap``: the timeouts count from there); rebuilt on every pass
+        from the live pods, so pods gone are forgotten."""
         self.loop: ControllerLoop[Key] = ControllerLoop(
             role=ROLE,
             projection=projection,
@@ -328,6 +382,15 @@ class VerticalController:
             and e.payload.get("reason") == "OOMKilled"
         ):
             return self._on_oom(event)
+        if e.kind == "Pod" and e.type == "PodResizePending":
+            # The node's answer to a resize: Infeasible falls back to eviction at once.
+            record = self._projection.model.get("Pod", e.namespace, e.name)
+            if record is None:
+                return []
+            return [
+                (v.namespace, v.name)
+                for v in vpas_of_pod(self._projection.model, e.namespace, record.manifest)
+            ]
         if e.kind == "Pod" and e.type == "PodDeleted":
             self.metrics.forget(e.namespace, e.name)
             for gone in [k for k in self._containers if k[1] == e.name and k[0][0] == e.namespace]:
@@ -336,6 +399,7 @@ class VerticalController:
 
     def _drop(self, key: Key) -> None:
         self._aggregates.pop(key, None)
+        self._resizing.pop(key, None)
         self._written.pop(key, None)
         for gone in [k for k in self._containers if k[0] == key]:
             del self._containers[gone]
@@ -418,7 +482,7 @@ class VerticalController:
             return None
         # Listing the target's pods scans the namespace: only the updater needs them.
         await self._update(
-            parsed, target, self._pods(namespace, ref.kind, ref.name), recs, mode=mode
+            parsed, target, self._pods(namespace, ref.kind, ref.name), recs, mode=mode, key=key
         )
         return time.time_ns() + int(self.updater.period_seconds * 1e9)
 
@@ -443,9 +507,10 @@ class VerticalController:
 
     async def _update(self, vpa: VerticalPodAutoscaler, target: ObjectRecord,
                       pods: list[ObjectRecord], recs: list[ContainerRecommendation], *,
-                      mode: str) -> None:  # fmt: skip
+                      mode: str, key: Key) -> None:  # fmt: skip
         now = time.time()
         live = [p for p in pods if not (p.manifest.get("metadata") or {}).get("deletionTimestamp")]
+        resizing = self._track_resizes(key, live, now)
         ranked = []
         for pod in live:
             status = pod.manifest.get("status") or {}
@@ -468,11 +533,29 @@ class VerticalController:
         running = sum(1 for p in live if (p.manifest.get("status") or {}).get("phase") == "Running")
         policy = vpa.spec.update_policy
         min_replicas = (policy.min_replicas if policy and policy.min_replicas else None) or 2
-        evicted = 0
+        disrupted = 0  # evicted, or resized in place: both count against the tolerance
+        actions: list[dict[str, Any]] = []
         for priority, pod in ranked:
-            phase = (pod.manifest.get("status") or {}).get("phase") or "Pending"
+            status = pod.manifest.get("status") or {}
+            phase = status.get("phase") or "Pending"
+            wanted = (
+                "outside the recommended range" if priority.outside_range
+                else f"{priority.resource_diff:.0%} off the target"
+            )  # fmt: skip
+            fallback = ""
+            if mode == "InPlaceOrRecreate":
+                decision = in_place_decision(
+                    status.get("conditions") or (), phase=phase,
+                    resizing_since=resizing.get(pod.uid), now=now,
+                    deferred_timeout=self.updater.deferred_resize_timeout_seconds,
+                    in_progress_timeout=self.updater.in_progress_resize_timeout_seconds,
+                )  # fmt: skip
+                if decision.action == "wait":
+                    log.info("vpa.resize_waits", pod=pod.name, why=decision.why)
+                    continue
+                fallback = decision.why if decision.action == "evict" else ""
             allowed, why = may_evict(
-                Replicas(configured=configured, running=running, evicted=evicted),
+                Replicas(configured=configured, running=running, evicted=disrupted),
                 phase=phase, min_replicas=min_replicas,
             )  # fmt: skip
             if not allowed:
@@ -480,27 +563,87 @@ class VerticalController:
                 continue
             if not self._rate.take(now):
                 log.info("vpa.rate_limited", pod=pod.name)
-                return
-            if mode == "InPlaceOrRecreate" and await resize_in_place(
-                self._evictions, namespace=pod.namespace, name=pod.name, resources={}
-            ):
-                continue
-            reason = (
-                f"vertical pod autoscaler {vpa.metadata.name}: requests "
-                + ("outside the recommended range" if priority.outside_range
-                   else f"{priority.resource_diff:.0%} off the target")
-            )  # fmt: skip
+                break
+            reason = f"vertical pod autoscaler {vpa.metadata.name}: requests {wanted}"
+            if mode == "InPlaceOrRecreate" and not fallback:
+                containers = resize_entries(
+                    (pod.manifest.get("spec") or {}).get("containers") or (), recs, vpa.spec
+                )
+                if not containers:
+                    continue  # nothing the recommendation would change (capped, Off)
+                outcome, message = await resize_in_place(
+                    self._evictions, namespace=pod.namespace, name=pod.name, uid=pod.uid,
+                    containers=containers, reason=reason,
+                )  # fmt: skip
+                if outcome == "gone":
+                    continue
+                if outcome == "resized":
+                    disrupted += 1
+                    self.resized += 1
+                    log.info("vpa.resized", pod=pod.name, reason=reason)
+                    actions.append({"pod": pod.name, "uid": pod.uid, "path": "resized in place",
+                                    "reason": reason, "containers": containers})  # fmt: skip
+                    continue
+                fallback = f"resize refused: {message}"
+            if fallback:
+                reason = f"{reason}; in-place {fallback}"
             attempt = self._attempts.get(pod.uid, 0)
             outcome = await evict_pod(self._evictions, namespace=pod.namespace, name=pod.name,
                                       uid=pod.uid, reason=reason, attempt=attempt)  # fmt: skip
+            path = "evicted" if not fallback else "evicted after in-place resize failed"
             if outcome == "refused":
                 self._attempts[pod.uid] = attempt + 1
                 self.refused += 1
+                path = "eviction refused"
             elif outcome == "evicted":
                 self._attempts.pop(pod.uid, None)
-                evicted += 1
+                disrupted += 1
                 self.evicted += 1
                 log.info("vpa.evicted", pod=pod.name, reason=reason)
+            else:
+                continue
+            actions.append({"pod": pod.name, "uid": pod.uid, "path": path, "reason": reason})
+        if actions:
+            await self._record_updates(key, actions)
+
+    def _track_resizes(self, key: Key, live: list[ObjectRecord], now: float) -> dict[str, float]:
+        """When each live pod of the VPA was first seen with a resize under way (a
+        ``PodResizePending`` or ``PodResizeInProgress`` condition), as the VPA's updater
+        starts its timeouts; pods no longer resizing or gone are forgotten."""
+        before = self._resizing.get(key, {})
+        now_resizing: dict[str, float] = {}
+        for pod in live:
+            conditions = (pod.manifest.get("status") or {}).get("conditions") or ()
+            if any(
+                c.get("type") in ("PodResizePending", "PodResizeInProgress")
+                and c.get("status") == "True"
+                for c in conditions
+            ):
+                now_resizing[pod.uid] = before.get(pod.uid, now)
+        self._resizing[key] = now_resizing
+        return now_resizing
+
+    async def _record_updates(self, key: Key, actions: list[dict[str, Any]]) -> None:
+        """The updater's pass, on the VPA's log: which pods it resized in place or evicted
+        (or tried to), and why — a status event whose status is unchanged and whose
+        ``why.updater`` holds the list (the VPA's ``EvictedPod`` events, with reasons)."""
+        record = self._projection.model.get(KIND, *key)
+        if record is None:
+            return
+        body = {"name": record.name, "namespace": record.namespace,
+                "status": record.manifest.get("status") or {},
+                "why": {"vpa": record.name, "updater": actions}}  # fmt: skip
+        token = hashlib.sha256(json.dumps(actions, sort_keys=True).encode()).hexdigest()[:16]
+        try:
+            outcome = await self._commands.send(
+                KIND, "status", body,
+                idempotency_key=f"vpa-updater.pass.{record.uid}.{record.version}.{token}",
+            )  # fmt: skip
+        except FleetError as exc:
+            log.warning("vpa.updates_not_recorded", vpa=f"{key[0]}/{key[1]}", error=exc.message)
+            return
+        if outcome.seqs:
+            await self._projection.wait_for(max(outcome.seqs))
 
 
 def _seconds(stamp: object) -> float | None:

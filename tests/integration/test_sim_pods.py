@@ -149,3 +149,104 @@ async def test_bound_pods_become_running_after_the_delay_once_even_across_restar
         assert recount.count("PodIPAssigned") == 6
     finally:
         await stop(scheduler, allocator, *([sim] if sim else []))
+
+
+def sized(name: str, memory: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [
+                {"name": "app", "image": "x",
+                 "resources": {"requests": {"cpu": "100m", "memory": memory}}},
+            ]
+        },
+    }  # fmt: skip
+
+
+async def test_a_simulated_node_admits_resizes_as_a_node_agent_does(
+    nc,
+    store: EventStore,
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+) -> None:
+    """Infeasible beyond the node's allocatable, Deferred beside the other pods and applied
+    once room is made, then allocated and actuated (what the VPA's in-place mode needs)."""
+    nodes = await SimulatedNodes.create(nc, SimNodeSpec(prefix="tiny", memory="1Gi", zones=1), 1)
+    await nodes.register()
+    scheduler = await started(Scheduler(nc, store, seed=1).run)
+    ipam = NodeIPAMController(
+        AggregateRepository(store), projection, await LeaderLease.open(nc, "node-ipam-controller"),
+        cluster=ClusterCIDR.parse(),
+    )  # fmt: skip
+    allocator = await started(ipam.run)
+    runner = SimulatedPods(store, nodes.names.__contains__, start_delay=0)
+    sim = await started(runner.run)
+    try:
+        await client.send("Pod", "create", {"manifest": sized("holder", "600Mi")})
+        await client.send("Pod", "create", {"manifest": sized("web", "100Mi")})
+
+        async def running(*names: str) -> bool:
+            await projection.wait_for_log_end()
+            found = [projection.model.get("Pod", "default", n) for n in names]
+            return all(p and (p.manifest.get("status") or {}).get("phase") == "Running"
+                       for p in found)  # fmt: skip
+
+        await eventually(lambda: running("holder", "web"))
+
+        async def resize(memory: str) -> None:
+            body = {
+                "name": "web",
+                "namespace": "default",
+                "containers": [
+                    {"name": "app", "resources": {"requests": {"cpu": "100m", "memory": memory}}}
+                ],
+            }
+            await client.send("Pod", "resize", body)  # fmt: skip
+
+        def condition(kind: str) -> dict | None:
+            record = projection.model.get("Pod", "default", "web")
+            assert record is not None
+            return next((c for c in record.manifest["status"].get("conditions") or ()
+                         if c["type"] == kind), None)  # fmt: skip
+
+        async def pending(reason: str) -> bool:
+            await projection.wait_for_log_end()
+            found = condition("PodResizePending")
+            return found is not None and found.get("reason") == reason
+
+        await resize("2Gi")
+        await eventually(lambda: pending("Infeasible"))
+        message = condition("PodResizePending")["message"]  # type: ignore[index]
+        assert message.startswith("Node didn't have enough capacity: memory, requested: ")
+        record = projection.model.get("Pod", "default", "web")
+        [status] = record.manifest["status"]["containerStatuses"]
+        assert status["allocatedResources"] == {"cpu": "100m", "memory": "100Mi"}  # still
+
+        await resize("500Mi")  # fits the node, not beside the holder's 600Mi
+        await eventually(lambda: pending("Deferred"))
+        await client.send("Pod", "delete", {"name": "holder", "namespace": "default"})
+
+        async def actuated() -> bool:
+            await projection.wait_for_log_end()
+            record = projection.model.get("Pod", "default", "web")
+            [status] = record.manifest["status"]["containerStatuses"]
+            return (status.get("resources") or {}).get("requests", {}).get("memory") == "500Mi"
+
+        await eventually(actuated, timeout=30)
+        assert condition("PodResizePending") is None and condition("PodResizeInProgress") is None
+        node = projection.model.get("Node", "", "tiny-0")
+        assert node is not None
+        events: list = []
+        await store.replay(lambda e: events.append(e.envelope))
+        mine = [e for e in events if e.kind == "Pod" and e.name == "web"]
+        assert [e.type for e in mine if e.type.startswith("PodResize")] == [
+            "PodResized", "PodResizePending", "PodResized", "PodResizePending",
+            "PodResizeAllocated", "PodResizeActuated",
+        ]  # fmt: skip
+        assert {e.actor for e in mine if e.type.startswith("PodResize")} - {"user:alice"} == {ACTOR}
+        assert runner.resize_outcomes["default/web"] == "Feasible"
+    finally:
+        await stop(scheduler, allocator, sim)

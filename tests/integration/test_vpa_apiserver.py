@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from streams.subjects import event_subject
 from tests.integration.test_apiserver import API, api  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.integration
@@ -48,3 +49,31 @@ async def test_the_door_stores_a_vpa_and_refuses_max_below_min(api: API) -> None
     assert got["spec"]["resourcePolicy"]["containerPolicies"][0]["maxAllowed"] == {
         "memory": "1Gi"
     }  # fmt: skip
+
+
+async def test_the_door_serves_a_vpas_status_subresource(api: API) -> None:  # noqa: F811
+    """``verticalpodautoscalers/status`` as for HPAs (the VPA CRD declares the subresource):
+    GET answers the object, a merge patch records the status through the gateway's ``status``
+    command and leaves the spec alone."""
+    status, _ = await api.request("POST", URL, vpa({}), **JSON)
+    assert status == 201
+    status, got = await api.request("GET", URL + "/web/status")
+    assert status == 200 and got["kind"] == "VerticalPodAutoscaler"
+    recommendation = {"containerRecommendations": [{
+        "containerName": "app", "target": {"cpu": "250m", "memory": "262144k"},
+        "lowerBound": {"cpu": "25m", "memory": "262144k"},
+        "upperBound": {"cpu": "1", "memory": "1Gi"},
+    }]}  # fmt: skip
+    patch = {"status": {"recommendation": recommendation},
+             "spec": {"updatePolicy": {"updateMode": "Recreate"}}}  # fmt: skip
+    status, patched = await api.request(
+        "PATCH", URL + "/web/status", json.dumps(patch).encode(),
+        **{"Content-Type": "application/merge-patch+json"},
+    )  # fmt: skip
+    assert status == 200, patched
+    assert patched["status"]["recommendation"]["containerRecommendations"][0]["target"] == {
+        "cpu": "250m", "memory": "262144k"
+    }  # fmt: skip
+    assert patched["spec"]["updatePolicy"] == {"updateMode": "Off"}  # the spec is not written
+    events = await api.store.read_subject(event_subject("VerticalPodAutoscaler", "default", "web"))
+    assert events[-1].envelope.type == "VerticalPodAutoscalerStatusUpdated"

@@ -1,5 +1,6 @@
 """The VPA end to end on a real server: simulated pods whose synthetic memory and CPU a test
-sets, the recommender's status and its why, Initial mode at admission, Recreate evicting
+sets, the recommender's status and its why, Initial mode at admission, Recreate evicting,
+InPlaceOrRecreate resizing in place and falling back to eviction when the node cannot take it
 (issue 19)."""
 
 from __future__ import annotations
@@ -66,14 +67,22 @@ def vpa(mode: str, **policy: Any) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def vertical(
-    nc: Client, store: EventStore, projection: Projection[ClusterModel]
+    nc: Client,
+    store: EventStore,
+    projection: Projection[ClusterModel],
+    *,
+    nodes: int = 2,
+    deferred_timeout: float = 300.0,
 ) -> AsyncIterator[VerticalController]:
-    async with workload_roles(nc, store, projection, nodes=2, collect=False) as simulated:
+    async with workload_roles(nc, store, projection, nodes=nodes, collect=False) as simulated:
         metrics = PodMetrics(nc, replay=True)
-        controller = await VerticalController.create(
-            nc, projection, metrics, period_seconds=0.2, retry_seconds=0.2,
-            updater=UpdaterOptions(period_seconds=0.5, bounds_interval_seconds=3600),
+        updater = UpdaterOptions(
+            period_seconds=0.5, bounds_interval_seconds=3600,
+            deferred_resize_timeout_seconds=deferred_timeout,
         )  # fmt: skip
+        controller = await VerticalController.create(
+            nc, projection, metrics, period_seconds=0.2, retry_seconds=0.2, updater=updater
+        )
         usage = SimulatedUsage(nc, projection, simulated.names.__contains__, period=0.5)
         tasks = []
         for role in (metrics.run, controller.run, usage.run):
@@ -218,21 +227,16 @@ async def test_initial_mode_sets_the_requests_of_a_new_pod_and_the_audit_names_t
 
 
 @pytest.mark.usefixtures("gateway")
-@pytest.mark.parametrize("mode", ["Recreate", "InPlaceOrRecreate"])
 async def test_recreate_evicts_a_pod_outside_its_bounds_and_the_new_one_gets_the_target(
-    nc: Client,
-    store: EventStore,
-    projection: Projection[ClusterModel],
-    client: CommandClient,
-    mode: str,
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
 ) -> None:
-    """InPlaceOrRecreate falls back to eviction where no in-place resize is possible (in this
-    build: always, see ``resize_in_place``)."""
     async with vertical(nc, store, projection) as controller:
         await client.send("Deployment", "create", {"manifest": deployment()})
         await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
         [first] = pods(projection)
-        await client.send("VerticalPodAutoscaler", "create", {"manifest": vpa(mode, minReplicas=1)})
+        await client.send(
+            "VerticalPodAutoscaler", "create", {"manifest": vpa("Recreate", minReplicas=1)}
+        )
         await set_load(nc, cpu="300m", memory="600Mi")
         await eventually(lambda: raised(projection), timeout=30)
 
@@ -248,6 +252,170 @@ async def test_recreate_evicts_a_pod_outside_its_bounds_and_the_new_one_gets_the
         [new] = [p for p in pods(projection) if p.name != first.name]
         requests = new.manifest["spec"]["containers"][0]["resources"]["requests"]
         assert memory_bytes(requests["memory"]) > 600 * MI  # admitted with the target
+
+
+async def updater_passes(store: EventStore) -> list[dict[str, Any]]:
+    """What the updater recorded doing, pass by pass (``why.updater`` of the VPA's events)."""
+    return [
+        action
+        for e in await recorded(store)
+        for action in (e.envelope.payload.get("why") or {}).get("updater") or ()
+    ]
+
+
+@pytest.mark.usefixtures("gateway")
+async def test_in_place_or_recreate_resizes_a_simulated_pod_without_evicting_it(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+) -> None:
+    async with vertical(nc, store, projection) as controller:
+        await client.send("Deployment", "create", {"manifest": deployment()})
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
+        [first] = pods(projection)
+        await client.send(
+            "VerticalPodAutoscaler", "create",
+            {"manifest": vpa("InPlaceOrRecreate", minReplicas=1)},
+        )  # fmt: skip
+        await set_load(nc, cpu="300m", memory="600Mi")
+        await eventually(lambda: raised(projection), timeout=30)
+
+        def running_with() -> dict[str, Any]:
+            record = projection.model.get("Pod", "default", first.name)
+            assert record is not None and record.uid == first.uid  # the same pod throughout
+            [status] = record.manifest["status"].get("containerStatuses") or [{}]
+            return dict(status.get("resources") or {})
+
+        async def actuated() -> bool:
+            return memory_bytes(running_with().get("requests", {}).get("memory", "0")) > 600 * MI
+
+        await eventually(actuated, timeout=30)
+        events = await store.read_subject(event_subject("Pod", "default", first.name))
+        types = [e.envelope.type for e in events]
+        assert "PodDeleted" not in types
+        resized = [e for e in events if e.envelope.type == "PodResized"]
+        assert resized[0].envelope.actor == UPDATER_ACTOR
+        assert types.index("PodResized") < types.index("PodResizeActuated")
+        record = projection.model.get("Pod", "default", first.name)
+        assert record is not None
+        spec = record.manifest["spec"]["containers"][0]["resources"]
+        # what admission would give a new pod: the target, the cpu limit kept at 2x
+        wanted = target(projection)
+        assert cpu_millis(spec["requests"]["cpu"]) == cpu_millis(wanted["cpu"])
+        assert cpu_millis(spec["limits"]["cpu"]) == 2 * cpu_millis(wanted["cpu"])
+        assert memory_bytes(spec["requests"]["memory"]) == memory_bytes(wanted["memory"])
+        assert not any(
+            c["type"].startswith("PodResize") for c in record.manifest["status"]["conditions"]
+        )
+        assert controller.resized >= 1 and controller.evicted == 0
+        [action, *_] = await updater_passes(store)
+        assert action["pod"] == first.name and action["path"] == "resized in place"
+        assert "outside the recommended range" in action["reason"]
+        assert [p.name for p in projection.model.list("Pod", "default")] == [first.name]
+
+
+@pytest.mark.usefixtures("gateway")
+async def test_an_infeasible_resize_falls_back_to_eviction(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+) -> None:
+    async with vertical(nc, store, projection) as controller:
+        await client.send("Deployment", "create", {"manifest": deployment()})
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
+        [first] = pods(projection)
+        # more memory than a simulated node has (32Gi): the node finds the resize Infeasible
+        manifest = vpa("InPlaceOrRecreate", minReplicas=1)
+        manifest["spec"]["resourcePolicy"] = {
+            "containerPolicies": [{"containerName": "*", "minAllowed": {"memory": "40Gi"}}]
+        }
+        await client.send("VerticalPodAutoscaler", "create", {"manifest": manifest})
+        await set_load(nc, cpu="300m", memory="600Mi")
+
+        async def gone() -> bool:
+            return projection.model.get("Pod", "default", first.name) is None
+
+        await eventually(gone, timeout=30)
+        events = await store.read_subject(event_subject("Pod", "default", first.name))
+        types = [e.envelope.type for e in events]
+        [pending] = [e for e in events if e.envelope.type == "PodResizePending"]
+        assert pending.envelope.payload["reason"] == "Infeasible"
+        assert types.index("PodResizePending") < types.index("PodDeleted")
+        [deleted] = [e for e in events if e.envelope.type == "PodDeleted"]
+        assert deleted.envelope.actor == UPDATER_ACTOR
+        reason = deleted.envelope.payload["reason"]
+        assert "; in-place resize infeasible: Node didn't have enough capacity: memory" in reason
+        assert controller.evicted == 1
+        paths = [(a["pod"], a["path"]) for a in await updater_passes(store)]
+        assert paths == [
+            (first.name, "resized in place"),
+            (first.name, "evicted after in-place resize failed"),
+        ]
+
+
+@pytest.mark.usefixtures("gateway")
+async def test_a_deferred_resize_is_waited_for_then_the_pod_is_evicted(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+) -> None:
+    """One simulated node (32Gi) where another pod holds 30Gi: a 4Gi resize fits the node but
+    not beside it, so the node defers it; the updater waits (here 3 s, 5 minutes by
+    default), then evicts."""
+    async with vertical(nc, store, projection, nodes=1, deferred_timeout=3.0) as controller:
+        holder = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "holder"},
+                  "spec": {"containers": [{"name": "app", "image": "x",
+                           "resources": {"requests": {"memory": "30Gi"}}}]}}  # fmt: skip
+        await client.send("Pod", "create", {"manifest": holder})
+        await client.send("Deployment", "create", {"manifest": deployment()})
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 2), timeout=30)
+        [first] = [p for p in pods(projection) if p.name != "holder"]
+        manifest = vpa("InPlaceOrRecreate", minReplicas=1)
+        manifest["spec"]["resourcePolicy"] = {
+            "containerPolicies": [{"containerName": "*", "minAllowed": {"memory": "4Gi"}}]
+        }
+        await client.send("VerticalPodAutoscaler", "create", {"manifest": manifest})
+        await set_load(nc, cpu="300m", memory="600Mi")
+
+        async def gone() -> bool:
+            return projection.model.get("Pod", "default", first.name) is None
+
+        await eventually(gone, timeout=60)
+        events = await store.read_subject(event_subject("Pod", "default", first.name))
+        [pending] = [e for e in events if e.envelope.type == "PodResizePending"]
+        assert pending.envelope.payload["reason"] == "Deferred"
+        [deleted] = [e for e in events if e.envelope.type == "PodDeleted"]
+        # not evicted before the timeout had passed since the deferral was first seen
+        assert deleted.envelope.timestamp_ns - pending.envelope.timestamp_ns >= 3e9
+        assert "; in-place resize deferred for more than 3s: " in deleted.envelope.payload["reason"]
+        assert controller.resized == 1 and controller.evicted == 1
+
+
+@pytest.mark.usefixtures("gateway")
+async def test_a_refused_resize_falls_back_to_eviction(
+    nc: Client, store: EventStore, projection: Projection[ClusterModel], client: CommandClient
+) -> None:
+    async with vertical(nc, store, projection) as controller:
+        quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "mem"},
+                 "spec": {"hard": {"requests.memory": "1Gi"}}}  # fmt: skip
+        await client.send("ResourceQuota", "create", {"manifest": quota})
+        await client.send("Deployment", "create", {"manifest": deployment()})
+        await eventually(lambda: asyncio.sleep(0, len(pods(projection)) == 1), timeout=30)
+        [first] = pods(projection)
+        # a target beyond the namespace's quota: the gateway refuses the resize
+        manifest = vpa("InPlaceOrRecreate", minReplicas=1)
+        manifest["spec"]["resourcePolicy"] = {
+            "containerPolicies": [{"containerName": "*", "minAllowed": {"memory": "2Gi"}}]
+        }
+        await client.send("VerticalPodAutoscaler", "create", {"manifest": manifest})
+        await set_load(nc, cpu="300m", memory="600Mi")
+
+        async def gone() -> bool:
+            return projection.model.get("Pod", "default", first.name) is None
+
+        await eventually(gone, timeout=30)
+        events = await store.read_subject(event_subject("Pod", "default", first.name))
+        assert "PodResized" not in [e.envelope.type for e in events]
+        [deleted] = [e for e in events if e.envelope.type == "PodDeleted"]
+        reason = deleted.envelope.payload["reason"]
+        assert "; in-place resize refused: " in reason and "exceeded quota" in reason
+        assert controller.evicted == 1 and controller.resized == 0
+        [action] = await updater_passes(store)
+        assert action["path"] == "evicted after in-place resize failed"
 
 
 @pytest.mark.usefixtures("gateway")

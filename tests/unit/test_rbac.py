@@ -185,6 +185,13 @@ def test_view_edit_admin_and_cluster_admin_mean_what_kubernetes_means() -> None:
     assert may("editor", "get", "secrets") and may("editor", "create", "pods", sub="exec")
     assert may("editor", "update", "deployments", "apps", sub="scale")
     assert not may("editor", "create", "rolebindings", "rbac.authorization.k8s.io")
+    # the status subresource reads with its object, as horizontalpodautoscalers/status does
+    assert may("viewer", "get", "verticalpodautoscalers", "autoscaling.k8s.io", sub="status")
+    assert may("viewer", "get", "horizontalpodautoscalers", "autoscaling", sub="status")
+    # Kubernetes' bootstrap policy does not aggregate pods/resize into edit or admin: patching
+    # a pod does not resize it, a resize needs a rule naming the subresource
+    assert may("editor", "patch", "pods") and not may("editor", "patch", "pods", sub="resize")
+    assert not may("admin", "patch", "pods", sub="resize")
     assert may("admin", "create", "rolebindings", "rbac.authorization.k8s.io")
     assert may("admin", "delete", "pods") and may("admin", "list", "pods")
     # nobody but cluster-admin edits quotas, and nothing namespaced reaches nodes

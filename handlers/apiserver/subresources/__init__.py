@@ -33,7 +33,7 @@ from handlers.apiserver.subresources.portforward import serve_portforward  # noq
 
 STATUS_PLURALS = (
     "pods", "nodes", "deployments", "replicasets", "services", "namespaces", "resourcequotas",
-    "horizontalpodautoscalers",
+    "horizontalpodautoscalers", "verticalpodautoscalers",
 )  # fmt: skip
 
 HANDLERS: Mapping[tuple[str, str], SubresourceHandler] = MappingProxyType(

@@ -11,10 +11,11 @@ what controllers and node agents record through events (a pod's phase from its n
 a node's conditions from its heartbeats, a service's addresses from allocation). A write is
 accepted only where it maps onto a command the gateway has:
 
-* Deployment, ReplicaSet and HorizontalPodAutoscaler: the gateway's ``status`` command, the
-  one their controllers send (validated against the kind's status schema, admitted and audited
-  like theirs). As in Kubernetes, the controller records its own observation again on its next
-  sync (the HPA controller on its next evaluation).
+* Deployment, ReplicaSet, HorizontalPodAutoscaler and VerticalPodAutoscaler: the gateway's
+  ``status`` command, the one their controllers send (validated against the kind's status
+  schema, admitted and audited like theirs). As in Kubernetes, the controller records its own
+  observation again on its next sync (the HPA controller on its next evaluation, the VPA
+  recommender when its recommendation moves).
 * every other kind: a write that leaves the status as it is changes nothing and answers the
   object; one that would change it is refused with 405 MethodNotAllowed and a message saying
   who records that status, rather than appearing to succeed while nothing is recorded.
@@ -45,7 +46,9 @@ from projections.cluster import ObjectRecord
 if TYPE_CHECKING:
     from handlers.apiserver.resources import Caller, Resources
 
-WRITABLE_STATUS = frozenset({"Deployment", "ReplicaSet", "HorizontalPodAutoscaler"})
+WRITABLE_STATUS = frozenset(
+    {"Deployment", "ReplicaSet", "HorizontalPodAutoscaler", "VerticalPodAutoscaler"}
+)
 """Kinds whose status a client may write: those with the gateway's ``status`` command."""
 RECORDED_BY = {
     "Pod": "the scheduler and the node agent running it",
