@@ -49,7 +49,7 @@ from core.nodes.aggregate import Node
 from core.nodes.status import assigned_pod_cidr
 from core.pods.aggregate import Pod
 from core.pods.decisions import allocate_resize, pod_key
-from core.pods.resize import resize_admission
+from core.pods.resize import desired_resources, resize_admission
 from core.scheduling.model import PodInfo
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
@@ -287,7 +287,7 @@ class SimulatedPods:
             before = payload.get("before") or {}
             self._allocated[key] = {
                 cname: dict(before.get(cname, resources))
-                for cname, resources in _desired_resources(record.manifest).items()
+                for cname, resources in desired_resources(record.manifest).items()
             }
         self._queue_resize(key)
 
@@ -338,7 +338,7 @@ class SimulatedPods:
                 return None
             if not isinstance(node, Node) or not node.exists:
                 raise FleetError(f"node {node_name} no longer exists")
-            desired = _desired_resources(pod.manifest)
+            desired = desired_resources(pod.manifest)
             if desired == before:
                 return None
             now = time.time_ns()
@@ -537,14 +537,3 @@ class SimulatedPods:
             steps.pop(0)
             if not steps:
                 return wrote
-
-
-def _desired_resources(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Container name -> its desired resources: regular containers and sidecars (the ones a
-    resize may change)."""
-    spec = manifest.get("spec") or {}
-    out = {c["name"]: dict(c.get("resources") or {}) for c in spec.get("containers") or ()}
-    for c in spec.get("initContainers") or ():
-        if c.get("restartPolicy") == "Always":
-            out[c["name"]] = dict(c.get("resources") or {})
-    return out

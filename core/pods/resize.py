@@ -72,6 +72,17 @@ class ResizeChange:
         return not self.after
 
 
+def desired_resources(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Container name -> its desired resources: regular containers and sidecars (the ones a
+    resize may change)."""
+    spec = manifest.get("spec") or {}
+    out = {c["name"]: dict(c.get("resources") or {}) for c in spec.get("containers") or ()}
+    for c in spec.get("initContainers") or ():
+        if c.get("restartPolicy") == "Always":
+            out[c["name"]] = dict(c.get("resources") or {})
+    return out
+
+
 def _sections(resources: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
     resources = resources or {}
     return {

@@ -69,6 +69,7 @@ from core.pods.resize import (
     DEFERRED,
     ERROR,
     ContainerResize,
+    desired_resources,
     plan_container,
     resize_admission,
 )
@@ -890,7 +891,7 @@ class PodWorker:
     # -- in-place resize ------------------------------------------------------------------------
 
     def _resizable(self) -> dict[str, dict[str, Any]]:
-        return _desired_resources(self.manifest)
+        return desired_resources(self.manifest)
 
     def _initial_allocation(self) -> dict[str, dict[str, Any]]:
         """What the node admitted for each container, as the log last said: the resources a
@@ -944,7 +945,7 @@ class PodWorker:
 
         def admit(pod: Pod, node: Resource | None, at: datetime) -> None:
             decided.clear()
-            desired = _desired_resources(pod.manifest)
+            desired = desired_resources(pod.manifest)
             # The desired requests alone (without its status, the scheduler's reading would
             # keep the larger allocated ones: a decrease would never give anything back).
             requests = PodInfo.from_manifest({**pod.manifest, "status": {}}).requests
@@ -1143,17 +1144,6 @@ def _digest(value: object) -> str:
     """A short, stable name for ``value`` in a step's write token (the same resize decided
     again writes the same token)."""
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _desired_resources(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Container name -> its desired resources: regular containers and sidecars (the ones a
-    resize may change)."""
-    spec = manifest.get("spec") or {}
-    out = {c["name"]: dict(c.get("resources") or {}) for c in spec.get("containers") or ()}
-    for c in spec.get("initContainers") or ():
-        if c.get("restartPolicy") == "Always":
-            out[c["name"]] = dict(c.get("resources") or {})
-    return out
 
 
 def _actual_resources(
