@@ -3,7 +3,7 @@ pods, how fast it evaluates, how soon a sample that crosses the target becomes a
 and what an evaluation costs.
 
     python -m ops.bench_hpa [--hpas 100] [--pods 1000] [--period 10] [--steady 20]
-                            [--probes 20] [--setup-timeout 600]
+                            [--probes 20] [--setup-timeout 600] [--profile FILE]
 
 (issue 19's figure: ``--hpas 1000 --pods 10000``.)
 
@@ -17,7 +17,8 @@ HPA controller, whose counters and CPU this process could not see.
 1. **Setup**: ``--hpas`` Deployments of ``--pods / --hpas`` replicas (100m CPU request, a
    synthetic load of 50m through the ``sim.fleetlog.dev/cpu`` annotation: exactly the 50 %
    target, so nothing scales), each with an ``autoscaling/v2`` HPA (CPU 50 %, max 4x the
-   replicas). Timed until every pod is Ready.
+   replicas). Timed until every pod is Ready. The synthetic usage starts once they are (its
+   rounds would only slow the setup down), and a round later the steady phase begins.
 2. **Steady**: ``--steady`` seconds of sample rounds. Reported: evaluations per second (mean,
    and the busiest second: what the controller sustains while a round's samples pour in), and
    CPU per evaluation two ways: the controller's own synchronous work (finding the HPAs of a
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import json
 import statistics
 import sys
@@ -162,7 +164,7 @@ async def _bounded(calls: list[Callable[[], Awaitable[Any]]], *, in_flight: int 
 
 
 async def run(*, hpas: int, pods: int, period: float, steady: float, probes: int,
-              setup_timeout: float) -> dict[str, Any]:  # fmt: skip
+              setup_timeout: float, profile: Path | None = None) -> dict[str, Any]:  # fmt: skip
     replicas = max(1, pods // hpas)
     names = [f"h{i:05d}" for i in range(hpas)]
     figures: dict[str, Any] = {"hpas": hpas, "pods": replicas * hpas, "period_s": period}
@@ -218,7 +220,6 @@ async def run(*, hpas: int, pods: int, period: float, steady: float, probes: int
                     SimulatedPods(store, owns, start_delay=0.05).run,
                     metrics.run,
                     controller.run,
-                    usage.run,
                 ]
                 for role in roles:
                     started = asyncio.Event()
@@ -249,7 +250,11 @@ async def run(*, hpas: int, pods: int, period: float, steady: float, probes: int
                 finally:
                     progress.cancel()
                 figures["setup_s"] = round(time.monotonic() - began, 1)
-                # Every pod sampled at least once, and the evaluations that caused settled.
+                # The synthetic usage starts now (its samples would only slow the setup down):
+                # a first round for every pod at once; then wait until those evaluations settled.
+                started = asyncio.Event()
+                tasks.append(asyncio.create_task(usage.run(started)))
+                await asyncio.wait_for(started.wait(), 60)
                 await asyncio.sleep(period + 2)
 
                 # 2. steady
@@ -262,11 +267,17 @@ async def run(*, hpas: int, pods: int, period: float, steady: float, probes: int
                 per_second: list[int] = []
                 last = controller.evaluations
                 start = time.monotonic()
+                profiler = cProfile.Profile() if profile is not None else None
+                if profiler is not None:
+                    profiler.enable()
                 while time.monotonic() - start < steady:
                     await asyncio.sleep(1.0)
                     per_second.append(controller.evaluations - last)
                     last = controller.evaluations
                 elapsed = time.monotonic() - start
+                if profiler is not None and profile is not None:
+                    profiler.disable()
+                    profiler.dump_stats(profile)
                 evaluations = controller.evaluations - evaluations0
                 figures["steady"] = {
                     "evaluations": evaluations,
@@ -333,11 +344,15 @@ def main() -> None:
     parser.add_argument("--steady", type=float, default=20.0, help="seconds of steady state")
     parser.add_argument("--probes", type=int, default=20)
     parser.add_argument("--setup-timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="write a cProfile of the steady phase here"
+    )
     args = parser.parse_args()
     configure("warning")
     figures = asyncio.run(run(
         hpas=args.hpas, pods=args.pods, period=args.period, steady=args.steady,
         probes=min(args.probes, args.hpas), setup_timeout=args.setup_timeout,
+        profile=args.profile,
     ))  # fmt: skip
     print(json.dumps(figures, indent=2))
 
