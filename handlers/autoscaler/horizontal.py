@@ -64,13 +64,14 @@ from core.autoscaling.model import HorizontalPodAutoscaler
 from core.autoscaling.replicas import ContainerRequests, PodInfo, Sample
 from core.errors import FleetError
 from core.kubeapi.scale import selector_text
-from core.meta.labels import Selector, selector_matches
+from core.meta.labels import Selector
 from core.meta.quantity import parse_quantity
 from core.meta.timestamps import parse_stamp
 from handlers.controller import ControllerLoop, Leadership, LoopOptions
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.metrics import Described, PodMetrics
 from projections.ownership import Key
+from projections.podlabels import PodLabelIndex
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.envelope import StoredEvent
@@ -258,6 +259,8 @@ class HorizontalController:
         self._target_of: dict[Key, TargetKey] = {}
         self._readers: dict[Described, set[Key]] = {}
         self._read_by: dict[Key, list[Described]] = {}
+        # The pods a target's selector matches, without testing the namespace's every pod.
+        self._pods = PodLabelIndex(projection.model)
         self.evaluations = 0
         self.scaled = 0
         self.loop: ControllerLoop[Key] = ControllerLoop(
@@ -289,6 +292,8 @@ class HorizontalController:
     async def run(self, ready: asyncio.Event | None = None) -> None:
         for record in self._projection.model.list(KIND):
             self._index(record.namespace, record.name, record.manifest)
+        # From the model as it is now: the loop's listener keeps it current from here on.
+        self._pods = PodLabelIndex(self._projection.model)
         self.metrics.listeners.append(self._on_sample)
         self.metrics.metric_listeners.append(self._on_metric)
         try:
@@ -350,6 +355,8 @@ class HorizontalController:
             e.type == "ScaledTo" or any(e.type == f"{e.kind}{s}" for s in _TARGET_EVENTS)
         ):
             return self._hpas_of(e.namespace, e.kind, e.name)
+        if e.kind == "Pod":
+            self._pods.observe(e.namespace, e.name)
         if e.kind == "Pod" and e.type in _POD_EVENTS:
             if e.type == "PodDeleted":
                 self.metrics.forget(e.namespace, e.name)
@@ -468,12 +475,7 @@ class HorizontalController:
         *,
         now: float,
     ) -> Readings:
-        pods = [
-            r
-            for r in self._projection.model.list("Pod", namespace)
-            if selector
-            and selector_matches(selector, (r.manifest.get("metadata") or {}).get("labels") or {})
-        ]
+        pods = self._pods.matching(namespace, selector)
         usage_of = {
             r.name: u for r in pods if (u := self.metrics.of(namespace, r.name)) is not None
         }

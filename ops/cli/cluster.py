@@ -472,6 +472,14 @@ def _external_credentials(ctx: click.Context) -> Credentials | None:
 @click.option("-l", "--label", "labels", multiple=True, help="Extra node label KEY=VALUE.")
 @click.option("--heartbeat", default=10.0, show_default=True, help="Seconds between heartbeats.")
 @click.option(
+    "--usage-period",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between usage samples (each container's CPU rate over the period and its "
+    "memory): the metrics autoscalers read. Shorter reacts sooner and publishes more.",
+)
+@click.option(
     "--cluster-dns",
     default="auto",
     show_default=True,
@@ -495,6 +503,7 @@ async def agent(
     pods: str,
     labels: tuple[str, ...],
     heartbeat: float,
+    usage_period: float,
     cluster_dns: str,
     cluster_domain: str,
     pod_bridge: str,
@@ -536,8 +545,9 @@ async def agent(
                 dns = _dns_options(await _kube_dns_address(store), cluster_domain)
             node_agent = NodeAgent(
                 nc, store, name=node, root=root or Path.home() / ".fleetlog" / "agent" / node,
-                capacity=capacity, labels=extra, heartbeat_seconds=heartbeat, network=network,
-                dns=dns, container_logs=container_logs,
+                capacity=capacity, labels=extra, heartbeat_seconds=heartbeat,
+                usage_seconds=usage_period, network=network, dns=dns,
+                container_logs=container_logs,
             )  # fmt: skip
             await _until_signal(
                 node_agent.run,
