@@ -563,21 +563,21 @@ def service_identities(state: MeshState) -> dict[str, tuple[str, ...]]:
     """Each Service's host -> the SPIFFE ids of its meshed pods (those its selector picks):
     what a client's sidecar accepts from the other end. From the selector, not the slices, so
     a pod's readiness changing leaves the clusters alone."""
-    if not state.meshed_pods:
-        return {}
+    by_namespace: dict[str, list[tuple[Mapping[str, str], str]]] = {}
+    for (namespace, pod), account in state.meshed_pods.items():
+        labels = state.pod_labels.get((namespace, pod), {})
+        by_namespace.setdefault(namespace, []).append((labels, account))
     found: dict[str, tuple[str, ...]] = {}
-    for service in state.services:
+    for service in state.services if by_namespace else ():
         meta = service.get("metadata") or {}
         selector = (service.get("spec") or {}).get("selector") or {}
         namespace = meta.get("namespace") or "default"
-        if not selector or not meta.get("name"):
+        if not selector or not meta.get("name") or namespace not in by_namespace:
             continue
         ids = sorted({
-            spiffe_id(pod_ns, account)
-            for (pod_ns, pod), account in state.meshed_pods.items()
-            if pod_ns == namespace
-            and all(state.pod_labels.get((pod_ns, pod), {}).get(k) == v
-                    for k, v in selector.items())
+            spiffe_id(namespace, account)
+            for labels, account in by_namespace[namespace]
+            if all(labels.get(k) == v for k, v in selector.items())
         })  # fmt: skip
         if ids:
             found[fqdn(meta["name"], namespace)] = tuple(ids)
