@@ -135,9 +135,10 @@ class MeshModel:
                 found[(record.namespace, record.name)] = _account(record.manifest)
         return found
 
-    def service_account(self, namespace: str, pod: str) -> str:
+    def service_account(self, namespace: str, pod: str) -> str | None:
+        """The pod's service account (None: no such pod in the read model)."""
         record = self._projection.model.get("Pod", namespace, pod)
-        return _account(record.manifest) if record is not None else "default"
+        return _account(record.manifest) if record is not None else None
 
     def pod_labels(self, namespace: str, pod: str) -> dict[str, str]:
         record = self._projection.model.get("Pod", namespace, pod)

@@ -21,9 +21,10 @@ should run. This shell connects the two:
 * **Report**: each proxy's :class:`~core.mesh.push.ProxyStatus` goes to ``fleet_mesh_status``
   (``handlers.mesh.status``).
 * **SDS** on the same stream: a proxy's secrets (``default``, ``ROOTCA``) are its identity's
-  (namespace and service account: Istio's ``SERVICE_ACCOUNT`` node metadata, else its pod's
-  ``serviceAccountName``, else ``default``), issued by the mesh CA (``handlers.mesh.ca``) and
-  issued again at half their life; the proxies of that identity get the new ones pushed.
+  (namespace and service account: its pod's in the read model, else Istio's
+  ``SERVICE_ACCOUNT`` node metadata — a gateway has no pod — else ``default``), issued by
+  the mesh CA (``handlers.mesh.ca``) and issued again at half their life; the proxies of that
+  identity get the new ones pushed.
 
 ``amend`` is a hook over each built snapshot (tests use it to make a config Envoy refuses).
 """
@@ -201,8 +202,11 @@ class _Stream:
         if not isinstance(labels, dict):
             labels = self.push.model.pod_labels(node.namespace, node.pod)
         self.node = node
-        account = metadata.get(SERVICE_ACCOUNT_KEY) or self.push.model.service_account(
-            node.namespace, node.pod
+        # The pod's own record first: the log, not the proxy's claim, says who it runs as.
+        account = (
+            self.push.model.service_account(node.namespace, node.pod)
+            or metadata.get(SERVICE_ACCOUNT_KEY)
+            or "default"
         )
         self.identity = (node.namespace, str(account))
         self.proxy = Proxy(
