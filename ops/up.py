@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import os
 import signal
 import ssl
@@ -76,6 +77,7 @@ from handlers.disruption_controller import DisruptionController
 from handlers.endpointslice_controller import EndpointSliceController
 from handlers.garbage_collector import GarbageCollector
 from handlers.gateway import Gateway
+from handlers.mesh.ca import MeshCA
 from handlers.mesh.push import ADS_ADDRESS_FILE, MeshPush
 from handlers.mesh.status import StatusWriter
 from handlers.node_ipam import NodeIPAMController
@@ -170,6 +172,8 @@ class UpOptions:
     mesh_port: int | None = 0
     """The mesh-push handler's ADS port on 127.0.0.1 (``--mesh-port``; 0 picks a free one,
     istiod's is 15010); None: no mesh handler (``--no-mesh``)."""
+    mesh_cert_ttl: float = 24 * 3600.0
+    """How long the proxies' mTLS certificates are valid, in seconds (``--mesh-cert-ttl``)."""
     seal_key: Path | None = None
     """The writers' seal key (``--seal-key``); None: ``<data dir>/pki/seal.key``, made on the
     first start."""
@@ -205,6 +209,9 @@ class MeshOptions:
     port: int
     address_file: Path | None = None
     host: str = "127.0.0.1"
+    ca_dir: Path | None = None
+    """Where the mesh CA is kept (None: in memory, made at each start)."""
+    cert_ttl: float = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -283,6 +290,8 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                     MeshOptions(
                         port=options.mesh_port,
                         address_file=options.data_dir / ADS_ADDRESS_FILE,
+                        ca_dir=options.data_dir / "pki" / "mesh",
+                        cert_ttl=options.mesh_cert_ttl,
                     )
                     if options.mesh_port is not None
                     else None
@@ -460,6 +469,7 @@ async def serve(
                 MeshPush(
                     projection, host=mesh.host, port=mesh.port,
                     status=await StatusWriter.open(nc),
+                    ca=MeshCA(mesh.ca_dir, ttl=datetime.timedelta(seconds=mesh.cert_ttl)),
                 )
                 if mesh is not None
                 else None

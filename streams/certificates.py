@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -102,15 +103,20 @@ def leaf(
     ca: CertifiedKey,
     *,
     subject: x509.Name,
-    usage: x509.ObjectIdentifier,
+    usage: x509.ObjectIdentifier | Sequence[x509.ObjectIdentifier],
     ips: tuple[str, ...] = (),
     dns: tuple[str, ...] = (),
+    uris: tuple[str, ...] = (),
+    lifetime: datetime.timedelta = datetime.timedelta(days=LEAF_DAYS),
 ) -> CertifiedKey:
-    """A certificate ``ca`` signs for ``usage`` (server or client authentication), naming
-    ``ips`` and ``dns`` as its alternative names."""
+    """A certificate ``ca`` signs for ``usage`` (server and/or client authentication),
+    naming ``ips``, ``dns`` and ``uris`` (a SPIFFE id) as its alternative names, valid for
+    ``lifetime``. With an empty subject the alternative names are critical (RFC 5280 4.2.1.6:
+    they are then the only identity)."""
     ca_cert, ca_key = ca
     key = ec.generate_private_key(ec.SECP256R1())
     start = now()
+    usages = [usage] if isinstance(usage, x509.ObjectIdentifier) else list(usage)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -118,17 +124,19 @@ def leaf(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start - datetime.timedelta(minutes=5))
-        .not_valid_after(start + datetime.timedelta(days=LEAF_DAYS))
+        .not_valid_after(start + lifetime)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
     )
-    if ips or dns:
+    if ips or dns or uris:
         names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
         names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        names += [x509.UniformResourceIdentifier(uri) for uri in uris]
+        critical = len(subject) == 0
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=critical)
     return builder.sign(ca_key, hashes.SHA256()), key
 
 

@@ -17,8 +17,17 @@ How Istio's objects become Envoy's, as Istio's own generator does:
   and Istio's default), ``RANDOM``, ``consistentHash`` as ``RING_HASH`` (or ``MAGLEV``) with the
   hash key as a route hash policy, and ``PASSTHROUGH`` as an ``ORIGINAL_DST`` cluster — the
   circuit breakers (connectionPool), outlier detection; the TLS mode is recorded in the
-  cluster's metadata (mTLS comes with SDS, later). ServiceEntries add clusters for external
-  hosts: STRICT_DNS / LOGICAL_DNS, EDS from their endpoints, or ORIGINAL_DST for NONE.
+  cluster's metadata. ServiceEntries add clusters for external hosts: STRICT_DNS /
+  LOGICAL_DNS, EDS from their endpoints, or ORIGINAL_DST for NONE.
+* **mTLS** (Istio's auto mTLS): a Service cluster some of whose pods have sidecars gets
+  ``transport_socket_matches`` — an endpoint labelled ``tlsMode: istio`` (a meshed pod whose
+  PeerAuthentication does not DISABLE the port) is reached over TLS with the proxy's SDS
+  certificate (``default``), verified against the mesh's root (``ROOTCA``) and the service's
+  SPIFFE ids (``spiffe://cluster.local/ns/<ns>/sa/<sa>`` of its meshed pods); other endpoints
+  in plain text. A DestinationRule's ``tls.mode`` ``ISTIO_MUTUAL`` forces TLS, ``DISABLE``
+  forbids it (SIMPLE / MUTUAL with files are recorded only). The captured sidecar's
+  ``virtualInbound`` terminates mTLS per the workload's PeerAuthentication
+  (``core.mesh.peerauth``), with a ``tls_inspector`` telling TLS from plain text.
 * **Endpoints** (ClusterLoadAssignments): the ready addresses of the service's slices, on the
   slice's port of the service port's name (ready, or serving while terminating when none is,
   as kube-proxy; see ``core.services.forwarding``).
@@ -53,12 +62,14 @@ from core.mesh.kinds import (
     Gateway,
     HTTPMatchRequest,
     HTTPRoute,
+    PeerAuthentication,
     Percent,
     ServiceEntry,
     StringMatch,
     TrafficPolicy,
     VirtualService,
 )
+from core.mesh.peerauth import InboundMtls, Mode, effective_mtls
 from core.services.slices import SERVICE_NAME_LABEL
 
 TYPE_PREFIX: Final = "type.googleapis.com/"
@@ -130,6 +141,35 @@ PASSTHROUGH_CLUSTER: Final = "PassthroughCluster"
 """Istio's cluster for a captured connection no virtual listener takes: it goes on, unchanged,
 to the address the application connected to."""
 
+SECRET_TYPE: Final = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
+"""SDS: the proxy's certificate and the mesh's root, on the same ADS stream."""
+UPSTREAM_TLS_TYPE: Final = (
+    TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+)
+DOWNSTREAM_TLS_TYPE: Final = (
+    TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+)
+RAW_BUFFER_TYPE: Final = TYPE_PREFIX + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+TLS_INSPECTOR_TYPE: Final = (
+    TYPE_PREFIX + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+)
+CERT_SECRET: Final = "default"
+"""Istio's SDS name of the proxy's own certificate and key."""
+ROOT_SECRET: Final = "ROOTCA"
+"""Istio's SDS name of the trust bundle (the mesh CA's certificate)."""
+TRUST_DOMAIN: Final = "cluster.local"
+MESH_ALPN: Final = "istio"
+"""The ALPN a sidecar offers on mTLS to another sidecar; the inbound listener tells mesh TLS
+from an application's own TLS by it, as Istio does."""
+TLS_MODE_KEY: Final = "tlsMode"
+SOCKET_MATCH_KEY: Final = "envoy.transport_socket_match"
+ADS_SOURCE: Final = {"ads": {}, "resource_api_version": "V3"}
+
+
+def spiffe_id(namespace: str, service_account: str) -> str:
+    """Istio's workload identity (its certificate's URI SAN)."""
+    return f"spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
+
 
 @dataclass(frozen=True, kw_only=True)
 class Proxy:
@@ -160,6 +200,13 @@ class MeshState:
     destination_rules: Sequence[DestinationRule] = ()
     gateways: Sequence[Gateway] = ()
     service_entries: Sequence[ServiceEntry] = ()
+    peer_authentications: Sequence[PeerAuthentication] = ()
+    meshed_pods: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    """``(namespace, pod name)`` -> service account, of the pods that have a sidecar (their
+    endpoints are reached over mTLS, auto mTLS)."""
+
+    def inbound_mtls(self, namespace: str, labels: Mapping[str, str]) -> InboundMtls:
+        return effective_mtls(self.peer_authentications, namespace=namespace, labels=labels)
 
 
 @dataclass(frozen=True)
@@ -170,6 +217,9 @@ class Snapshot:
     endpoints: list[dict[str, Any]]
     listeners: list[dict[str, Any]]
     routes: list[dict[str, Any]]
+    secrets: list[dict[str, Any]] = field(default_factory=list)
+    """SDS secrets: not built from the mesh state but issued per proxy identity by the
+    handler; filled for :func:`static_bootstrap`."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -418,8 +468,120 @@ def _apply_policy(cluster: dict[str, Any], policy: TrafficPolicy | None) -> None
             detection["max_ejection_percent"] = outlier.max_ejection_percent
         cluster["outlier_detection"] = detection
     if policy.tls is not None:
-        # Recorded for mesh status and the mTLS step (SDS); not yet a transport socket.
+        # Recorded for mesh status (SIMPLE / MUTUAL with files are not transport sockets yet).
         cluster["metadata"] = {"filter_metadata": {"istio": {"tls_mode": policy.tls.mode}}}
+
+
+def sds_secret(name: str) -> dict[str, Any]:
+    """A secret Envoy asks for over SDS, on the ADS stream."""
+    return {"name": name, "sds_config": copy.deepcopy(ADS_SOURCE)}
+
+
+def upstream_mtls(identities: Sequence[str], *, sni: str = "") -> dict[str, Any]:
+    """Istio's ISTIO_MUTUAL transport socket: the proxy's own certificate, the peer verified
+    against the mesh's root and (when known) the destination's SPIFFE ids."""
+    validation: dict[str, Any] = {}
+    if identities:
+        validation["match_typed_subject_alt_names"] = [
+            {"san_type": "URI", "matcher": {"exact": identity}} for identity in identities
+        ]
+    context: dict[str, Any] = {
+        "@type": UPSTREAM_TLS_TYPE,
+        "common_tls_context": {
+            "alpn_protocols": [MESH_ALPN],
+            "tls_certificate_sds_secret_configs": [sds_secret(CERT_SECRET)],
+            "combined_validation_context": {
+                "default_validation_context": validation,
+                "validation_context_sds_secret_config": sds_secret(ROOT_SECRET),
+            },
+        },
+    }
+    if sni:
+        context["sni"] = sni
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+
+
+def downstream_mtls() -> dict[str, Any]:
+    """The inbound side: the proxy's certificate, a client certificate required and signed by
+    the mesh's root with an identity of the trust domain (Istio checks no more by default)."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": DOWNSTREAM_TLS_TYPE,
+            "require_client_certificate": True,
+            "common_tls_context": {
+                "tls_certificate_sds_secret_configs": [sds_secret(CERT_SECRET)],
+                "combined_validation_context": {
+                    "default_validation_context": {
+                        "match_typed_subject_alt_names": [
+                            {"san_type": "URI",
+                             "matcher": {"prefix": f"spiffe://{TRUST_DOMAIN}/"}}
+                        ]
+                    },
+                    "validation_context_sds_secret_config": sds_secret(ROOT_SECRET),
+                },
+            },
+        },
+    }  # fmt: skip
+
+
+def _apply_mtls(
+    cluster: dict[str, Any], policy: TrafficPolicy | None, identities: Sequence[str]
+) -> None:
+    """Istio's choice of a cluster's TLS: the DestinationRule's ``ISTIO_MUTUAL`` always,
+    its ``DISABLE`` never, and with no TLS setting auto mTLS — TLS to the endpoints labelled
+    ``tlsMode: istio`` (meshed pods), plain text to the others."""
+    if cluster["type"] != "EDS":
+        return
+    mode = policy.tls.mode if policy is not None and policy.tls is not None else None
+    sni = cluster["name"].replace("|", "_.")  # Istio's: outbound_.80_.v1_.web.shop.svc...
+    if mode == "ISTIO_MUTUAL":
+        cluster["transport_socket"] = upstream_mtls(identities, sni=sni)
+    elif mode is None and identities:
+        cluster["transport_socket_matches"] = [
+            {"name": "tlsMode-istio", "match": {TLS_MODE_KEY: MESH_ALPN},
+             "transport_socket": upstream_mtls(identities, sni=sni)},
+            {"name": "tlsMode-disabled", "match": {},
+             "transport_socket": {"name": "envoy.transport_sockets.raw_buffer",
+                                  "typed_config": {"@type": RAW_BUFFER_TYPE}}},
+        ]  # fmt: skip
+
+
+def mesh_secrets(*, cert_pem: str, key_pem: str, root_pem: str) -> list[dict[str, Any]]:
+    """The SDS secrets of a proxy, named as Istio names them: ``default`` (its certificate
+    and key) and ``ROOTCA`` (the trust bundle)."""
+    return [
+        {"@type": SECRET_TYPE, "name": CERT_SECRET,
+         "tls_certificate": {"certificate_chain": {"inline_string": cert_pem},
+                             "private_key": {"inline_string": key_pem}}},
+        {"@type": SECRET_TYPE, "name": ROOT_SECRET,
+         "validation_context": {"trusted_ca": {"inline_string": root_pem}}},
+    ]  # fmt: skip
+
+
+def service_identities(state: MeshState) -> dict[str, tuple[str, ...]]:
+    """Each Service's host -> the SPIFFE ids of its meshed pods (those its selector picks):
+    what a client's sidecar accepts from the other end. From the selector, not the slices, so
+    a pod's readiness changing leaves the clusters alone."""
+    by_namespace: dict[str, list[tuple[Mapping[str, str], str]]] = {}
+    for (namespace, pod), account in state.meshed_pods.items():
+        labels = state.pod_labels.get((namespace, pod), {})
+        by_namespace.setdefault(namespace, []).append((labels, account))
+    found: dict[str, tuple[str, ...]] = {}
+    for service in state.services if by_namespace else ():
+        meta = service.get("metadata") or {}
+        selector = (service.get("spec") or {}).get("selector") or {}
+        namespace = meta.get("namespace") or "default"
+        if not selector or not meta.get("name") or namespace not in by_namespace:
+            continue
+        ids = sorted({
+            spiffe_id(namespace, account)
+            for labels, account in by_namespace[namespace]
+            if all(labels.get(k) == v for k, v in selector.items())
+        })  # fmt: skip
+        if ids:
+            found[fqdn(meta["name"], namespace)] = tuple(ids)
+    return found
 
 
 def _base_cluster(name: str, service: MeshService) -> dict[str, Any]:
@@ -451,9 +613,13 @@ def _finish_cluster(cluster: dict[str, Any]) -> None:
 
 
 def build_clusters(
-    services: Sequence[MeshService], rules: Sequence[DestinationRule]
+    services: Sequence[MeshService],
+    rules: Sequence[DestinationRule],
+    identities: Mapping[str, Sequence[str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One cluster per service port, and one per subset of its DestinationRule."""
+    """One cluster per service port, and one per subset of its DestinationRule; ``identities``
+    (:func:`service_identities`) turns on auto mTLS for the services with meshed pods."""
+    identities = identities or {}
     clusters: list[dict[str, Any]] = []
     for service in services:
         rule = _rule_for(service.host, rules)
@@ -470,8 +636,10 @@ def build_clusters(
             for subset, policy in variants:
                 name = cluster_name(service.host, port.number, subset)
                 cluster = _base_cluster(name, service)
-                _apply_policy(cluster, policy.for_port(port.number) if policy else None)
+                chosen = policy.for_port(port.number) if policy else None
+                _apply_policy(cluster, chosen)
                 _finish_cluster(cluster)
+                _apply_mtls(cluster, chosen, identities.get(service.host, ()))
                 clusters.append(cluster)
     return clusters
 
@@ -486,6 +654,8 @@ class _Endpoint:
     address: str
     port: int
     labels: Mapping[str, str]
+    mtls: bool = False
+    """A meshed pod whose port takes mTLS (labelled ``tlsMode: istio`` for auto mTLS)."""
 
 
 def slices_by_service(
@@ -526,11 +696,15 @@ def _service_endpoints(
             serving = conditions.get("serving", is_ready) is not False
             terminating = conditions.get("terminating") is True
             target = endpoint.get("targetRef") or {}
-            labels = state.pod_labels.get(
-                (target.get("namespace") or service.namespace, target.get("name") or ""), {}
+            key = (target.get("namespace") or service.namespace, target.get("name") or "")
+            labels = state.pod_labels.get(key, {})
+            # Istio's mTLS checker: a meshed pod whose PeerAuthentication DISABLEs the port is
+            # reached in plain text even by auto mTLS.
+            mtls = key in state.meshed_pods and (
+                state.inbound_mtls(key[0], labels).for_port(int(number)) != "DISABLE"
             )
             for address in endpoint.get("addresses") or ():
-                item = _Endpoint(str(address), int(number), labels)
+                item = _Endpoint(str(address), int(number), labels, mtls)
                 if is_ready:
                     ready.append(item)
                 elif serving and terminating:
@@ -554,21 +728,17 @@ def _entry_endpoints(service: MeshService, port: MeshPort, state: MeshState) -> 
 def _load_assignment(name: str, endpoints: Iterable[_Endpoint]) -> dict[str, Any]:
     return {
         "cluster_name": name,
-        "endpoints": [
-            {
-                "lb_endpoints": [
-                    {
-                        "endpoint": {
-                            "address": {
-                                "socket_address": {"address": e.address, "port_value": e.port}
-                            }
-                        }
-                    }
-                    for e in endpoints
-                ]
-            }
-        ],
+        "endpoints": [{"lb_endpoints": [_lb_endpoint(e) for e in endpoints]}],
     }
+
+
+def _lb_endpoint(e: _Endpoint) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "endpoint": {"address": {"socket_address": {"address": e.address, "port_value": e.port}}}
+    }
+    if e.mtls:
+        found["metadata"] = {"filter_metadata": {SOCKET_MATCH_KEY: {TLS_MODE_KEY: MESH_ALPN}}}
+    return found
 
 
 def build_endpoints(
@@ -1036,7 +1206,7 @@ def build_snapshot(state: MeshState, proxy: Proxy) -> Snapshot:
     """Every resource ``proxy`` needs, from ``state``."""
     services = mesh_services(state)
     by_host = {s.host: s for s in services}
-    clusters = build_clusters(services, state.destination_rules)
+    clusters = build_clusters(services, state.destination_rules, service_identities(state))
     endpoints = build_endpoints(services, clusters, state)
     if proxy.kind == "gateway":
         listeners, routes = _gateway_listeners(state, proxy, by_host)
@@ -1047,7 +1217,8 @@ def build_snapshot(state: MeshState, proxy: Proxy) -> Snapshot:
                 listener["bind_to_port"] = False
             for route in routes:
                 route["virtual_hosts"] = [*route["virtual_hosts"], _allow_any()]
-            listeners[:0] = [_outbound_listener(), _inbound_listener()]
+            inbound = _inbound_listener(state.inbound_mtls(proxy.namespace, proxy.labels))
+            listeners[:0] = [_outbound_listener(), inbound]
             clusters = [
                 *clusters,
                 _passthrough_cluster(PASSTHROUGH_CLUSTER),
@@ -1073,21 +1244,53 @@ def _outbound_listener() -> dict[str, Any]:
     }
 
 
-def _inbound_listener() -> dict[str, Any]:
+def _inbound_listener(mtls: InboundMtls | None = None) -> dict[str, Any]:
     """Istio's ``virtualInbound``: where a captured pod's inbound TCP is redirected. Its
     original destination (the pod's address and the application's port) is restored by the
-    ``original_dst`` listener filter and the connection is passed on there, from Envoy — a
-    plain TCP pass-through: the place inbound policy (and mTLS) will hook in."""
+    ``original_dst`` listener filter and the connection is passed on there, from Envoy, once
+    the workload's PeerAuthentication (``mtls``) is satisfied: the ``tls_inspector`` tells
+    mesh TLS (ALPN ``istio``) from anything else; STRICT has chains for mesh TLS only (a
+    plain-text connection matches none and is closed), PERMISSIVE for both, DISABLE a plain
+    pass-through. Port-level modes get chains of their own (Envoy matches the destination
+    port first)."""
+    mtls = mtls or InboundMtls()
+    chains = [_tcp_chain(BLACKHOLE_CLUSTER, port=INBOUND_PORT)]
+    for port, mode in sorted(mtls.ports.items()):
+        chains += _inbound_chains(mode, port=port)
+    chains += _inbound_chains(mtls.mode)
     return {
         "@type": LISTENER_TYPE,
         "name": INBOUND_LISTENER,
         "address": _address("0.0.0.0", INBOUND_PORT),
         "listener_filters": [
-            {"name": ORIGINAL_DST_FILTER, "typed_config": {"@type": ORIGINAL_DST_TYPE}}
+            {"name": ORIGINAL_DST_FILTER, "typed_config": {"@type": ORIGINAL_DST_TYPE}},
+            {
+                "name": "envoy.filters.listener.tls_inspector",
+                "typed_config": {"@type": TLS_INSPECTOR_TYPE},
+            },
         ],
-        "filter_chains": [_tcp_chain(BLACKHOLE_CLUSTER, port=INBOUND_PORT)],
-        "default_filter_chain": _tcp_chain(INBOUND_PASSTHROUGH_CLUSTER),
+        # A server-first protocol's client sends nothing for the inspector to read.
+        "continue_on_listener_filters_timeout": True,
+        "filter_chains": chains,
     }
+
+
+def _inbound_chains(mode: Mode, *, port: int | None = None) -> list[dict[str, Any]]:
+    suffix = f"_{port}" if port is not None else ""
+    chains: list[dict[str, Any]] = []
+    if mode in ("STRICT", "PERMISSIVE"):
+        secured = _tcp_chain(INBOUND_PASSTHROUGH_CLUSTER, port=port)
+        secured["name"] = f"inbound-mtls{suffix}"
+        secured.setdefault("filter_chain_match", {}).update(
+            {"transport_protocol": "tls", "application_protocols": [MESH_ALPN]}
+        )
+        secured["transport_socket"] = downstream_mtls()
+        chains.append(secured)
+    if mode in ("PERMISSIVE", "DISABLE"):
+        plain = _tcp_chain(INBOUND_PASSTHROUGH_CLUSTER, port=port)
+        plain["name"] = f"inbound-plaintext{suffix}"
+        chains.append(plain)
+    return chains
 
 
 def _tcp_chain(cluster: str, *, port: int | None = None) -> dict[str, Any]:
@@ -1200,7 +1403,21 @@ def _gateway_listeners(
 
 
 def _untyped(resource: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: copy.deepcopy(v) for k, v in resource.items() if k != "@type"}
+    return _static_secrets({k: copy.deepcopy(v) for k, v in resource.items() if k != "@type"})
+
+
+def _static_secrets(value: Any) -> Any:
+    """SDS references made references to the bootstrap's static secrets (an
+    ``sds_secret_config`` with only a name), in place."""
+    if isinstance(value, dict):
+        if "sds_config" in value and "name" in value:
+            value.pop("sds_config")
+        for item in value.values():
+            _static_secrets(item)
+    elif isinstance(value, list):
+        for item in value:
+            _static_secrets(item)
+    return value
 
 
 def static_bootstrap(
@@ -1231,8 +1448,11 @@ def static_bootstrap(
                     name = config.pop("rds")["route_config_name"]
                     config["route_config"] = routes[name]
         listeners.append(listener)
+    static: dict[str, Any] = {"listeners": listeners, "clusters": clusters}
+    if snapshot.secrets:
+        static["secrets"] = [_untyped(secret) for secret in snapshot.secrets]
     return {
         "node": {"id": node_id, "cluster": node_id},
         "admin": {"address": _address("127.0.0.1", admin_port)},
-        "static_resources": {"listeners": listeners, "clusters": clusters},
+        "static_resources": static,
     }

@@ -25,11 +25,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from core.mesh.envoy import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Snapshot
+from core.mesh.envoy import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+    Snapshot,
+)
 
-TYPE_ORDER: Final = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
-"""The order Envoy needs a push applied in: clusters → endpoints → listeners → routes."""
-SHORT: Final = {CLUSTER_TYPE: "CDS", ENDPOINT_TYPE: "EDS", LISTENER_TYPE: "LDS", ROUTE_TYPE: "RDS"}
+TYPE_ORDER: Final = (CLUSTER_TYPE, ENDPOINT_TYPE, SECRET_TYPE, LISTENER_TYPE, ROUTE_TYPE)
+"""The order Envoy needs a push applied in: clusters → endpoints → secrets (SDS: a cluster or
+listener with mTLS warms until its certificates come) → listeners → routes."""
+SHORT: Final = {CLUSTER_TYPE: "CDS", ENDPOINT_TYPE: "EDS", SECRET_TYPE: "SDS",
+                LISTENER_TYPE: "LDS", ROUTE_TYPE: "RDS"}  # fmt: skip
 DOMAIN_SUFFIX: Final = ".svc.cluster.local"
 
 SyncState = Literal["SYNCED", "NACKED", "STALE", "NOT SENT"]

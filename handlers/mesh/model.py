@@ -20,6 +20,7 @@ import structlog
 
 from core.api.manifests import parse_manifest
 from core.mesh.envoy import MeshState
+from core.mesh.injection import wants_sidecar
 from projections.cluster import ClusterModel
 from projections.endpoints import ServiceSlices
 from projections.runtime import Projection
@@ -32,8 +33,9 @@ ISTIO_KINDS: Final = {
     "DestinationRule": "destination_rules",
     "Gateway": "gateways",
     "ServiceEntry": "service_entries",
+    "PeerAuthentication": "peer_authentications",
 }
-WATCHED: Final = frozenset({"Service", "EndpointSlice", "Pod", *ISTIO_KINDS})
+WATCHED: Final = frozenset({"Service", "EndpointSlice", "Pod", "Namespace", *ISTIO_KINDS})
 
 
 class MeshModel:
@@ -115,11 +117,36 @@ class MeshModel:
             services=[record.manifest for record in model.list("Service")],
             slices=[record.manifest for record in model.list("EndpointSlice")],
             pod_labels=pod_labels,
+            meshed_pods=self._meshed_pods(),
             **istio,
         )
+
+    def _meshed_pods(self) -> dict[tuple[str, str], str]:
+        """The pods the node agents give a sidecar (Istio's injection policy, the same
+        decision the agent takes) -> their service accounts: auto mTLS reaches them over TLS."""
+        model = self._projection.model
+        namespace_labels = {
+            record.name: (record.manifest.get("metadata") or {}).get("labels") or {}
+            for record in model.list("Namespace")
+        }
+        found: dict[tuple[str, str], str] = {}
+        for record in model.list("Pod"):
+            if wants_sidecar(record.manifest, namespace_labels.get(record.namespace, {})):
+                found[(record.namespace, record.name)] = _account(record.manifest)
+        return found
+
+    def service_account(self, namespace: str, pod: str) -> str | None:
+        """The pod's service account (None: no such pod in the read model)."""
+        record = self._projection.model.get("Pod", namespace, pod)
+        return _account(record.manifest) if record is not None else None
 
     def pod_labels(self, namespace: str, pod: str) -> dict[str, str]:
         record = self._projection.model.get("Pod", namespace, pod)
         if record is None:
             return {}
         return dict((record.manifest.get("metadata") or {}).get("labels") or {})
+
+
+def _account(pod: dict[str, Any]) -> str:
+    spec = pod.get("spec") or {}
+    return str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")

@@ -20,6 +20,11 @@ should run. This shell connects the two:
   reconnecting) gets the last version it acked for that type instead.
 * **Report**: each proxy's :class:`~core.mesh.push.ProxyStatus` goes to ``fleet_mesh_status``
   (``handlers.mesh.status``).
+* **SDS** on the same stream: a proxy's secrets (``default``, ``ROOTCA``) are its identity's
+  (namespace and service account: its pod's in the read model, else Istio's
+  ``SERVICE_ACCOUNT`` node metadata — a gateway has no pod — else ``default``), issued by
+  the mesh CA (``handlers.mesh.ca``) and issued again at half their life; the proxies of that
+  identity get the new ones pushed.
 
 ``amend`` is a hook over each built snapshot (tests use it to make a config Envoy refuses).
 """
@@ -42,11 +47,13 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
 from core.mesh.envoy import (
+    SECRET_TYPE,
     MeshState,
     Proxy,
     Snapshot,
     build_endpoints,
     build_snapshot,
+    mesh_secrets,
     mesh_services,
 )
 from core.mesh.push import (
@@ -64,6 +71,7 @@ from core.mesh.push import (
     record,
     resources_by_type,
 )
+from handlers.mesh.ca import Issued, MeshCA
 from handlers.mesh.model import MeshModel
 from handlers.mesh.status import StatusWriter
 from handlers.mesh.xds import Encoded, Encoder
@@ -84,6 +92,17 @@ node agent's nftables redirect to 15001) gets the capture listeners; absent or `
 none."""
 LABELS_KEY = "LABELS"
 """Istio's node metadata of the workload's labels (a gateway's select its Gateways)."""
+SERVICE_ACCOUNT_KEY = "SERVICE_ACCOUNT"
+"""Istio's node metadata of the workload's service account (its identity)."""
+
+
+@dataclass
+class _Certificate:
+    """One identity's current certificate, as SDS serves it, and when it is issued again."""
+
+    issued: Issued
+    encoded: Encoded
+    renew_at: float
 
 
 @dataclass
@@ -116,6 +135,8 @@ class _Stream:
         self.node: ProxyNode | None = None
         self.proxy: Proxy | None = None
         self.memory: _Memory | None = None
+        self.identity: tuple[str, str] | None = None
+        """``(namespace, service account)``: whose certificate SDS serves this proxy."""
         self.types = {t: _TypeStream() for t in TYPE_ORDER}
         self.current: dict[str, Encoded] = {}
         self.wake = asyncio.Event()
@@ -181,6 +202,13 @@ class _Stream:
         if not isinstance(labels, dict):
             labels = self.push.model.pod_labels(node.namespace, node.pod)
         self.node = node
+        # The pod's own record first: the log, not the proxy's claim, says who it runs as.
+        account = (
+            self.push.model.service_account(node.namespace, node.pod)
+            or metadata.get(SERVICE_ACCOUNT_KEY)
+            or "default"
+        )
+        self.identity = (node.namespace, str(account))
         self.proxy = Proxy(
             kind=node.kind,
             namespace=node.namespace,
@@ -199,7 +227,10 @@ class _Stream:
     def serving(self, type_url: str) -> Encoded | None:
         """What this proxy should run for a type: the newest build, unless it refused that
         version, then the last one it acked (nothing if it never acked one)."""
-        current = self.current.get(type_url)
+        if type_url == SECRET_TYPE:
+            current: Encoded | None = self.push.secrets(self)
+        else:
+            current = self.current.get(type_url)
         if current is None or self.memory is None:
             return current
         if current.version in self.memory.refused.get(type_url, ()):
@@ -295,6 +326,7 @@ class MeshPush:
         bind_address: str = "0.0.0.0",
         amend: Amend | None = None,
         handler_id: str = "",
+        ca: MeshCA | None = None,
     ) -> None:
         self.model = MeshModel(projection, on_change=self._changed)
         self.host = host
@@ -304,6 +336,11 @@ class MeshPush:
         self.handler_id = handler_id or f"{socket.gethostname()}:{os.getpid()}"
         self._status = status
         self._debounce = debounce or Debounce()
+        self.ca = ca or MeshCA()
+        self._certificates: dict[tuple[str, str], _Certificate] = {}
+        self._rotation_wake = asyncio.Event()
+        self.rotations = 0
+        """How many certificates were issued again before expiry: tests read it."""
         self._streams: set[_Stream] = set()
         self._memory: dict[str, _Memory] = {}
         self._encoders: dict[tuple[Any, ...], Encoder] = {}
@@ -350,6 +387,7 @@ class MeshPush:
         if self._server is None:
             await self.start()
         writer = asyncio.create_task(self._status.run()) if self._status is not None else None
+        rotation = asyncio.create_task(self._rotate())
         if ready is not None:
             ready.set()
         try:
@@ -368,6 +406,7 @@ class MeshPush:
                 self._first_change = None
                 self.rebuild()
         finally:
+            rotation.cancel()
             await self.stop()
             if writer is not None and self._status is not None:
                 self._status.close()
@@ -466,6 +505,51 @@ class MeshPush:
             snapshot = self.amend(stream.node, snapshot)
         encoder = self._encoders.setdefault(key, Encoder())
         return snapshot, {t: encoder.encode(r) for t, r in resources_by_type(snapshot).items()}
+
+    # -- certificates (SDS) -------------------------------------------------------------------
+
+    def secrets(self, stream: _Stream) -> Encoded | None:
+        """The stream's identity's SDS secrets (issued on first use)."""
+        if stream.identity is None:
+            return None
+        found = self._certificates.get(stream.identity)
+        if found is None:
+            found = self._certificates[stream.identity] = self._issue(stream.identity)
+            self._rotation_wake.set()
+        return found.encoded
+
+    def _issue(self, identity: tuple[str, str]) -> _Certificate:
+        issued = self.ca.issue(*identity)
+        secrets = mesh_secrets(cert_pem=issued.cert_pem, key_pem=issued.key_pem,
+                               root_pem=self.ca.root_pem)  # fmt: skip
+        # Istio's agent renews at half the certificate's life: a proxy never holds one near
+        # expiry, and a missed round leaves the other half.
+        renew_at = time.monotonic() + self.ca.ttl.total_seconds() / 2
+        return _Certificate(issued, Encoder().encode(secrets), renew_at)
+
+    async def _rotate(self) -> None:
+        """Issue each connected identity's certificate again at half its life, and push it
+        to that identity's proxies (Envoy swaps it in; open connections are not touched)."""
+        while True:
+            now = time.monotonic()
+            for identity, current in list(self._certificates.items()):
+                if current.renew_at > now:
+                    continue
+                users = [s for s in self._streams if s.identity == identity]
+                if not users:
+                    del self._certificates[identity]  # issued again if it comes back
+                    continue
+                self._certificates[identity] = self._issue(identity)
+                self.rotations += 1
+                log.info("mesh.certificate_rotated", identity=self._certificates[identity]
+                         .issued.identity, expires=str(current.issued.expires))  # fmt: skip
+                for stream in users:
+                    stream.wake.set()
+            upcoming = [c.renew_at for c in self._certificates.values()]
+            self._rotation_wake.clear()
+            timeout = max(0.0, min(upcoming) - time.monotonic()) if upcoming else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rotation_wake.wait(), timeout)
 
     # -- proxies ------------------------------------------------------------------------------
 

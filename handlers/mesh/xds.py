@@ -24,9 +24,13 @@ import envoy.config.route.v3.route_pb2
 import envoy.extensions.filters.http.fault.v3.fault_pb2
 import envoy.extensions.filters.http.router.v3.router_pb2
 import envoy.extensions.filters.listener.original_dst.v3.original_dst_pb2
+import envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2
 import envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2
 import envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2
 import envoy.extensions.retry.host.previous_hosts.v3.previous_hosts_pb2
+import envoy.extensions.transport_sockets.raw_buffer.v3.raw_buffer_pb2
+import envoy.extensions.transport_sockets.tls.v3.secret_pb2
+import envoy.extensions.transport_sockets.tls.v3.tls_pb2
 import envoy.extensions.upstreams.http.v3.http_protocol_options_pb2  # noqa: F401
 from google.protobuf import any_pb2, json_format
 

@@ -334,6 +334,14 @@ def _service_ranges(cluster_ips: str, node_ports: str) -> ServiceRanges:
     "one; istiod uses 15010); written to <data dir>/mesh/ads-address.",
 )
 @click.option("--no-mesh", is_flag=True, help="Run no mesh-push handler here.")
+@click.option(
+    "--mesh-cert-ttl",
+    type=click.FloatRange(min=1.0),
+    default=24 * 3600.0,
+    show_default=True,
+    help="How long the proxies' mTLS certificates are valid, in seconds (Istio's "
+    "DEFAULT_WORKLOAD_CERT_TTL); each is issued again at half its life.",
+)
 @pod_network_options
 @container_log_options
 @FEATURE_GATES
@@ -369,6 +377,7 @@ def up(
     up_tls_ca: Path | None,
     mesh_port: int,
     no_mesh: bool,
+    mesh_cert_ttl: float,
     feature_gates: tuple[str, ...],
 ) -> None:
     """Run the control plane in the foreground (embedded nats-server unless --nats-url)."""
@@ -419,6 +428,7 @@ def up(
         log_level=ctx.obj["log_level"],
         api_port=None if no_api else api_port,
         mesh_port=None if no_mesh else mesh_port,
+        mesh_cert_ttl=mesh_cert_ttl,
         replicas=replicas,
         seal_key=ctx.obj.get("seal_key_path"),
         config_path=ctx.obj["target"].path,

@@ -5,6 +5,8 @@ VirtualService's 80/20 split is what Envoy does with real requests on loopback."
 from __future__ import annotations
 
 import copy
+import dataclasses
+import datetime
 import json
 import subprocess
 import time
@@ -16,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from core.mesh.envoy import MeshState, Proxy, build_snapshot, static_bootstrap
+from core.mesh.envoy import MeshState, Proxy, build_snapshot, mesh_secrets, static_bootstrap
+from handlers.mesh.ca import MeshCA
 from ops.envoybin import envoy_binary
 from streams.server import free_port
 from tests.mesh_scenario import NS, dest, endpoint_slice, http_backends, istio, scenario, service
@@ -35,8 +38,16 @@ def _validate(config: dict[str, Any], tmp_path: Path) -> subprocess.CompletedPro
     )
 
 
+def _secrets() -> list[dict[str, Any]]:
+    ca = MeshCA(ttl=datetime.timedelta(minutes=10))
+    issued = ca.issue(NS, "web-sa")
+    return mesh_secrets(cert_pem=issued.cert_pem, key_pem=issued.key_pem, root_pem=ca.root_pem)
+
+
 def test_every_feature_of_the_sidecar_snapshot_passes_envoy_validate(tmp_path: Path) -> None:
     snapshot = build_snapshot(scenario(), Proxy())
+    # The ISTIO_MUTUAL DestinationRule's clusters refer to the proxy's certificates.
+    snapshot = dataclasses.replace(snapshot, secrets=_secrets())
     done = _validate(static_bootstrap(snapshot), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "OK" in done.stdout + done.stderr
@@ -46,6 +57,8 @@ def test_a_captured_sidecar_and_its_bootstrap_pass_envoy_validate(tmp_path: Path
     from core.mesh.push import ads_bootstrap
 
     snapshot = build_snapshot(scenario(), Proxy(captured=True))
+    # Its inbound listener takes mesh TLS (PERMISSIVE): the certificates come with it.
+    snapshot = dataclasses.replace(snapshot, secrets=_secrets())
     done = _validate(static_bootstrap(snapshot), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     bootstrap = ads_bootstrap(
@@ -56,15 +69,39 @@ def test_a_captured_sidecar_and_its_bootstrap_pass_envoy_validate(tmp_path: Path
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+@pytest.mark.parametrize("mode", ["STRICT", "PERMISSIVE", "DISABLE"])
+def test_mtls_clusters_inbound_chains_and_secrets_pass_envoy_validate(
+    tmp_path: Path, mode: str
+) -> None:
+    base = scenario()
+    meshed = {(NS, pod): "web-sa" for (ns, pod) in base.pod_labels if ns == NS}
+    assert meshed, "the scenario has pods to mesh"
+    policies = [
+        istio("PeerAuthentication", "default", {"mtls": {"mode": mode}}, group="security"),
+        istio("PeerAuthentication", "web", {"selector": {"matchLabels": {"app": "web"}},
+              "portLevelMtls": {"8080": {"mode": "DISABLE"}, "9090": {"mode": "STRICT"}}},
+              group="security"),
+    ]  # fmt: skip
+    state = dataclasses.replace(base, meshed_pods=meshed, peer_authentications=policies)
+    snapshot = build_snapshot(state, Proxy(namespace=NS, labels={"app": "web"}, captured=True))
+    assert any("transport_socket_matches" in c for c in snapshot.clusters)
+    snapshot = dataclasses.replace(snapshot, secrets=_secrets())
+    done = _validate(static_bootstrap(snapshot), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_the_gateway_snapshot_passes_envoy_validate(tmp_path: Path) -> None:
     snapshot = build_snapshot(scenario(), Proxy(kind="gateway", labels={"istio": "ingressgateway"}))
     assert snapshot.listeners, "the gateway selects this proxy"
+    snapshot = dataclasses.replace(snapshot, secrets=_secrets())
     done = _validate(static_bootstrap(snapshot), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_a_broken_resource_is_refused_by_envoy(tmp_path: Path) -> None:
-    config = static_bootstrap(build_snapshot(scenario(), Proxy()))
+    snapshot = dataclasses.replace(build_snapshot(scenario(), Proxy()), secrets=_secrets())
+    config = static_bootstrap(snapshot)
+    assert _validate(config, tmp_path).returncode == 0  # refused below for the fault alone
     broken = copy.deepcopy(config)
     # A fault abort with no status: Envoy refuses it (the validation's bar is Envoy's own).
     listener = broken["static_resources"]["listeners"][0]

@@ -18,6 +18,7 @@ from core.mesh.envoy import (
     build_snapshot,
     duration,
     fqdn,
+    mesh_secrets,
     port_protocol,
     static_bootstrap,
 )
@@ -221,17 +222,19 @@ def test_a_captured_sidecar_gets_the_outbound_listener_and_binds_no_other() -> N
     assert (loop["filter_chain_match"], target(loop)) == (
         {"destination_port": 15001}, "BlackHoleCluster",
     )  # fmt: skip
-    # Inbound: the original destination restored, then passed on to the application.
+    # Inbound: the original destination restored, then passed on to the application (mesh
+    # TLS or plain text: PERMISSIVE, the default; see the PeerAuthentication tests).
     assert inbound["name"] == "virtualInbound" and "use_original_dst" not in inbound
     assert inbound["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 15006}
     assert [f["name"] for f in inbound["listener_filters"]] == [
-        "envoy.filters.listener.original_dst"
+        "envoy.filters.listener.original_dst",
+        "envoy.filters.listener.tls_inspector",
     ]
-    assert target(inbound["default_filter_chain"]) == "InboundPassthroughCluster"
-    [loop] = inbound["filter_chains"]
+    loop, *passed = inbound["filter_chains"]
     assert (loop["filter_chain_match"], target(loop)) == (
         {"destination_port": 15006}, "BlackHoleCluster",
     )  # fmt: skip
+    assert [target(chain) for chain in passed] == ["InboundPassthroughCluster"] * 2
     added = {c["name"]: c for c in captured.clusters if c not in plain.clusters}
     assert {n: (c["type"], c.get("lb_policy")) for n, c in added.items()} == {
         "PassthroughCluster": ("ORIGINAL_DST", "CLUSTER_PROVIDED"),
@@ -454,3 +457,94 @@ def test_pod_labels_missing_means_no_subset_endpoint() -> None:
     assert _addresses(snap, f"outbound|80|v1|{WEB}") == []
     assert _addresses(snap, f"outbound|80||{WEB}") == [("10.244.0.9", 8080)]
     assert NS == "shop"
+
+
+# -- mTLS: auto mTLS on clusters and endpoints, SDS references ------------------------------
+
+
+def _mtls_state(**extra: Any) -> MeshState:
+    return MeshState(
+        services=[service("web", "10.96.0.10", [{"name": "http", "port": 80,
+                                                 "targetPort": 8080}])],
+        slices=[endpoint_slice("web", "http", 8080, [("web-1", "10.1.0.5", True),
+                                                     ("web-2", "10.1.0.6", True)])],
+        pod_labels={(NS, "web-1"): {"app": "web", "version": "v1"},
+                    (NS, "web-2"): {"app": "web", "version": "v2"}},
+        meshed_pods={(NS, "web-1"): "web-sa"},
+        **extra,
+    )  # fmt: skip
+
+
+def _tls_endpoints(snap: Snapshot, name: str) -> dict[str, bool]:
+    assignment = next(a for a in snap.endpoints if a["cluster_name"] == name)
+    return {
+        e["endpoint"]["address"]["socket_address"]["address"]: e.get("metadata", {})
+        .get("filter_metadata", {}).get("envoy.transport_socket_match") == {"tlsMode": "istio"}
+        for group in assignment["endpoints"] for e in group["lb_endpoints"]
+    }  # fmt: skip
+
+
+def test_auto_mtls_reaches_meshed_pods_over_tls_with_their_spiffe_id() -> None:
+    snap = build_snapshot(_mtls_state(), Proxy())
+    cluster = _cluster(snap, f"outbound|80||{WEB}")
+    tls, plain = cluster["transport_socket_matches"]
+    assert (tls["name"], tls["match"], plain["name"], plain["match"]) == (
+        "tlsMode-istio", {"tlsMode": "istio"}, "tlsMode-disabled", {},
+    )  # fmt: skip
+    context = tls["transport_socket"]["typed_config"]
+    assert context["@type"].endswith("UpstreamTlsContext")
+    assert context["sni"] == f"outbound_.80_._.{WEB}"
+    common = context["common_tls_context"]
+    assert common["alpn_protocols"] == ["istio"]
+    assert common["tls_certificate_sds_secret_configs"] == [
+        {"name": "default", "sds_config": {"ads": {}, "resource_api_version": "V3"}}
+    ]
+    validation = common["combined_validation_context"]
+    assert validation["validation_context_sds_secret_config"]["name"] == "ROOTCA"
+    assert validation["default_validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "URI", "matcher": {"exact": "spiffe://cluster.local/ns/shop/sa/web-sa"}}
+    ]
+    assert plain["transport_socket"]["name"] == "envoy.transport_sockets.raw_buffer"
+    # Only the meshed pod's endpoint is labelled for TLS.
+    assert _tls_endpoints(snap, f"outbound|80||{WEB}") == {"10.1.0.5": True, "10.1.0.6": False}
+
+
+def test_no_meshed_pod_no_tls_and_a_disabled_port_is_plain_text() -> None:
+    state = MeshState(services=_mtls_state().services, slices=_mtls_state().slices,
+                      pod_labels=_mtls_state().pod_labels)  # fmt: skip
+    snap = build_snapshot(state, Proxy())
+    cluster = _cluster(snap, f"outbound|80||{WEB}")
+    assert "transport_socket_matches" not in cluster and "transport_socket" not in cluster
+    # The meshed pod's PeerAuthentication disables mTLS on its port: reached in plain text
+    # (Istio's mTLS checker).
+    disabled = istio("PeerAuthentication", "web", {
+        "selector": {"matchLabels": {"version": "v1"}},
+        "portLevelMtls": {"8080": {"mode": "DISABLE"}},
+    }, group="security")  # fmt: skip
+    snap = build_snapshot(_mtls_state(peer_authentications=[disabled]), Proxy())
+    assert _tls_endpoints(snap, f"outbound|80||{WEB}") == {"10.1.0.5": False, "10.1.0.6": False}
+
+
+def test_a_destination_rule_forces_or_forbids_mesh_tls() -> None:
+    def with_mode(mode: str) -> dict[str, Any]:
+        rule = istio(
+            "DestinationRule", "web", {"host": "web", "trafficPolicy": {"tls": {"mode": mode}}}
+        )
+        return _cluster(build_snapshot(_mtls_state(destination_rules=[rule]), Proxy()),
+                        f"outbound|80||{WEB}")  # fmt: skip
+
+    forced = with_mode("ISTIO_MUTUAL")
+    assert forced["transport_socket"]["typed_config"]["@type"].endswith("UpstreamTlsContext")
+    assert "transport_socket_matches" not in forced
+    disabled = with_mode("DISABLE")
+    assert "transport_socket" not in disabled and "transport_socket_matches" not in disabled
+
+
+def test_a_static_bootstrap_refers_to_its_own_secrets() -> None:
+    snap = build_snapshot(_mtls_state(), Proxy(captured=True))
+    snap = Snapshot(snap.clusters, snap.endpoints, snap.listeners, snap.routes,
+                    mesh_secrets(cert_pem="C", key_pem="K", root_pem="R"))  # fmt: skip
+    static = static_bootstrap(snap)["static_resources"]
+    assert [s["name"] for s in static["secrets"]] == ["default", "ROOTCA"]
+    assert static["secrets"][0]["tls_certificate"]["private_key"] == {"inline_string": "K"}
+    assert "sds_config" not in str(static)
