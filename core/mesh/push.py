@@ -135,7 +135,9 @@ def resources_by_type(snapshot: Snapshot) -> dict[str, list[dict[str, Any]]]:
 class Debounce:
     """Istio's debounce: quiet for ``quiet_s``, at most ``max_s`` after the first change."""
 
-    quiet_s: float = 0.010
+    quiet_s: float = 0.003
+    """Short: Istio's 100 ms is its ceiling, not a floor; 3 ms gathers the events one command
+    folds together (measured: the 10 ms this was cost every change that much)."""
     max_s: float = 0.100
 
     def wait(self, *, first_at: float, last_at: float, now: float) -> float:

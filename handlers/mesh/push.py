@@ -6,7 +6,7 @@ Why this exists: Envoy proxies (sidecars, gateways) are configured by one gRPC s
 should run. This shell connects the two:
 
 * **Debounce** (``core.mesh.push.Debounce``): events of the kinds the mesh reads wake the push
-  loop, which waits for 10 ms of quiet (at most 100 ms after the first change), then builds
+  loop, which waits for 3 ms of quiet (at most 100 ms after the first change), then builds
   every connected proxy's snapshot once (proxies that look alike share the build).
 * **Versions**: a type's version is the hash of its resources, so an unchanged type is not
   pushed again, and a restarted handler has the versions a reconnecting Envoy already runs
@@ -273,14 +273,17 @@ class _Stream:
         state.awaiting, state.force = True, False
         status = self.memory.status.of(type_url)
         status.sent, status.sent_nonce, status.sent_ns = serving.version, nonce, time.time_ns()
-        self.push.count(self.memory.status.id, type_url)
+        resources = serving.named(state.names)
+        wanted = set(state.names)
+        self.push.count(
+            self.memory.status.id,
+            type_url,
+            tuple(n for n, _ in serving.resources if not wanted or n in wanted),
+        )
         self.push.report(self.memory.status)
         # EDS and RDS name what they want; clusters and listeners are wildcard subscriptions.
         return discovery_pb2.DiscoveryResponse(
-            version_info=serving.version,
-            type_url=type_url,
-            nonce=nonce,
-            resources=serving.named(state.names),
+            version_info=serving.version, type_url=type_url, nonce=nonce, resources=resources
         )
 
     async def responses(self) -> AsyncIterator[Any]:
@@ -446,7 +449,7 @@ class _DeltaStream(_Stream):
             self.last_clusters = tuple(name for name, _, _ in changed)
         status = self.memory.status.of(type_url)
         status.sent, status.sent_nonce, status.sent_ns = serving.version, nonce, time.time_ns()
-        self.push.count(self.memory.status.id, type_url)
+        self.push.count(self.memory.status.id, type_url, tuple(name for name, _, _ in changed))
         self.push.report(self.memory.status)
         return discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=serving.version,
@@ -545,6 +548,8 @@ class MeshPush:
         """How many times the mesh was rebuilt (debounced changes): tests read it."""
         self.sent: Counter[tuple[str, str]] = Counter()
         """Responses sent, by ``(proxy id, type short name)``: tests count pushes with it."""
+        self.last_sent: dict[tuple[str, str], tuple[str, ...]] = {}
+        """The names of the resources the last response of each carried."""
 
     @property
     def address(self) -> str:
@@ -766,8 +771,9 @@ class MeshPush:
                 type_status.sent_nonce = ""
             self.report(stream.memory.status)
 
-    def count(self, proxy_id: str, type_url: str) -> None:
+    def count(self, proxy_id: str, type_url: str, names: tuple[str, ...]) -> None:
         self.sent[(proxy_id, SHORT[type_url])] += 1
+        self.last_sent[(proxy_id, SHORT[type_url])] = names
 
     def nonce(self) -> str:
         return f"{self.handler_id}-{next(self._nonces)}"
