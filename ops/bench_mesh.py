@@ -40,6 +40,7 @@ from typing import Any
 from core.mesh.push import ads_bootstrap, node_id
 from handlers.mesh.push import MeshPush, type_status
 from ops.envoybin import envoy_binary
+from ops.gctuning import tune_gc
 from projections.cluster import ClusterModel, ObjectRecord
 from streams.server import free_port
 
@@ -145,6 +146,7 @@ def _percentile(values: list[float], q: float) -> float:
 async def run(services: int, endpoints: int, proxies: int, changes: int,
               churn_seconds: float, churn_rate: float) -> dict[str, Any]:  # fmt: skip
     model = _model(services, endpoints)
+    tune_gc()  # as `fleetlog up` does once its roles have caught up
     projection = _Projection(model)
     push = MeshPush(projection)  # type: ignore[arg-type]
     await push.start()

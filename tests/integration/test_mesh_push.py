@@ -61,18 +61,24 @@ def backends(tmp_path: Path) -> Iterator[dict[str, int]]:
 
 @contextlib.contextmanager
 def envoy(
-    tmp_path: Path, *, ads_port: int, labels: dict[str, str], delta: bool = True
+    tmp_path: Path,
+    *,
+    ads_port: int,
+    labels: dict[str, str],
+    delta: bool = True,
+    node: str = GATEWAY_NODE,
+    bind: str = "127.0.0.1",
 ) -> Iterator[int]:
     """An Envoy configured only over ADS from the handler, as the gateway proxy ``ingress-1``
     (incremental xDS, or state of the world when not ``delta``); yields its admin port;
     stopped by PID."""
     admin = free_port()
     config = ads_bootstrap(
-        node=GATEWAY_NODE,
+        node=node,
         ads_host="127.0.0.1",
         ads_port=ads_port,
         admin_port=admin,
-        metadata={"LABELS": labels, "BIND_ADDRESS": "127.0.0.1"},
+        metadata={"LABELS": labels, "BIND_ADDRESS": bind},
         delta=delta,
     )
     path = tmp_path / f"envoy-{admin}.json"
@@ -96,9 +102,11 @@ def envoy(
 
 
 async def start_push(
-    projection: Projection[ClusterModel], nc: Client, *, port: int = 0
+    projection: Projection[ClusterModel], nc: Client, *, port: int = 0, handler_id: str = ""
 ) -> tuple[MeshPush, asyncio.Task[None]]:
-    push = MeshPush(projection, port=port, status=await StatusWriter.open(nc))
+    push = MeshPush(
+        projection, port=port, status=await StatusWriter.open(nc), handler_id=handler_id
+    )
     await push.start()
     return push, asyncio.create_task(push.run())
 
@@ -112,9 +120,9 @@ async def stop_push(push: MeshPush, task: asyncio.Task[None]) -> None:
 
 @contextlib.asynccontextmanager
 async def mesh_push(
-    projection: Projection[ClusterModel], nc: Client, *, port: int = 0
+    projection: Projection[ClusterModel], nc: Client, *, port: int = 0, handler_id: str = ""
 ) -> AsyncIterator[MeshPush]:
-    push, task = await start_push(projection, nc, port=port)
+    push, task = await start_push(projection, nc, port=port, handler_id=handler_id)
     try:
         yield push
     finally:
