@@ -46,11 +46,13 @@ SELECTOR_LINE = (
 )
 
 
-async def _until_lines(server: str, count: int, *args: str) -> Any:
+async def _until_lines(server: str, count: int, *args: str, first: str = "") -> Any:
+    """The command's result once its output has ``count`` lines (starting with ``first``)."""
     deadline = time.monotonic() + 60
     while True:
         shown = await cli(server, *args)
-        if len(shown.output.splitlines()) == count or time.monotonic() > deadline:
+        done = len(shown.output.splitlines()) == count and shown.output.startswith(first)
+        if done or time.monotonic() > deadline:
             return shown
         await asyncio.sleep(0.1)
 
@@ -94,7 +96,7 @@ async def test_analyze_describe_and_status_report_cross_object_problems(
     fixed[3]["spec"]["selector"] = {"istio": "ingressgateway"}
     for manifest in fixed[1:]:
         await client.send(manifest["kind"], "apply", {"manifest": manifest})
-    clean = await _until_lines(nats_server.url, 1, "mesh", "analyze", "-A")
+    clean = await _until_lines(nats_server.url, 1, "mesh", "analyze", "-A", first="\u2714")
     assert clean.exit_code == 0, clean.output
     assert (
         clean.output.strip() == "\u2714 No validation issues found when analyzing all namespaces."
