@@ -314,6 +314,9 @@ class _DeltaType:
     force: set[str] = field(default_factory=set)
     """Names to send again even though Envoy holds their version (a re-created cluster's
     endpoints)."""
+    basis: str = ""
+    """The type version ``known`` fully reflects (for the names subscribed): a later version
+    made from it by replacing a few resources is compared by those names alone."""
 
 
 class _DeltaStream(_Stream):
@@ -342,6 +345,8 @@ class _DeltaStream(_Stream):
         status = self.memory.status.of(type_url)
         first = not state.subscribed
         state.subscribed = True
+        if first or request.resource_names_subscribe or request.resource_names_unsubscribe:
+            state.basis = ""
         if first:
             state.known = dict(request.initial_resource_versions)
             # Envoy's legacy wildcard: a first CDS/LDS request naming nothing.
@@ -392,7 +397,7 @@ class _DeltaStream(_Stream):
                 # Envoy re-creates a changed cluster and warms it until its endpoints come.
                 self.delta[ENDPOINT_TYPE].force.update(self.last_clusters)
         elif answer == "nack":
-            state.known = state.before  # Envoy keeps what it had
+            state.known, state.basis = state.before, ""  # Envoy keeps what it had
             self.memory.refused.setdefault(type_url, set()).add(status.nacked)
             log.warning("mesh.nack", proxy=self.node.id if self.node else "",
                         type=SHORT[type_url], version=status.nacked, error=error)  # fmt: skip
@@ -402,6 +407,18 @@ class _DeltaStream(_Stream):
         self, state: _DeltaType, serving: Encoded
     ) -> tuple[list[tuple[str, str, Any]], list[str]]:
         wanted = serving.by_name
+        if not state.force and state.basis:
+            if serving.version == state.basis:
+                return [], []
+            if serving.replaced is not None and serving.replaced[0] == state.basis:
+                # Made from what Envoy holds by replacing a few: only those can differ.
+                candidates = [(n, wanted[n]) for n in serving.replaced[1] if n in wanted]
+                changed = [
+                    (name, version, packed)
+                    for name, (version, packed) in candidates
+                    if (state.wildcard or name in state.names) and state.known.get(name) != version
+                ]
+                return changed, []
         changed = [
             (name, version, packed)
             for name, (version, packed) in wanted.items()
@@ -424,6 +441,7 @@ class _DeltaStream(_Stream):
             changed, removed = self._difference(state, serving)
             if not changed and not removed:
                 state.force.clear()
+                state.basis = serving.version
                 continue
             return self._respond_delta(type_url, state, serving, changed, removed)
         return None
@@ -445,6 +463,7 @@ class _DeltaStream(_Stream):
             state.known.pop(name, None)
         state.sent, state.awaiting = serving, True
         state.force.clear()
+        state.basis = serving.version
         if type_url == CLUSTER_TYPE:
             self.last_clusters = tuple(name for name, _, _ in changed)
         status = self.memory.status.of(type_url)
@@ -641,7 +660,7 @@ class MeshPush:
             return
         state = self.model.state()
         touched: tuple[list[Any], MeshState] | None = None
-        endpoints: dict[tuple[str, str], Encoded] = {}
+        endpoints: dict[tuple[str, str], tuple[list[dict[str, Any]], Encoded]] = {}
         built: dict[tuple[Any, ...], tuple[Snapshot, dict[str, Encoded]]] = {}
         for stream in list(self._streams):
             key = self._key(stream)
@@ -680,18 +699,22 @@ class MeshPush:
         self,
         previous: tuple[Snapshot, dict[str, Encoded]],
         touched: tuple[list[Any], MeshState],
-        done: dict[tuple[str, str], Encoded],
+        done: dict[tuple[str, str], tuple[list[dict[str, Any]], Encoded]],
     ) -> tuple[Snapshot, dict[str, Encoded]]:
         """``previous`` with the touched services' endpoints built again; proxies whose
         clusters and endpoints were the same (same versions) share one build (``done``)."""
         snapshot, encoded = previous
         services, state = touched
-        fresh = build_endpoints(services, snapshot.clusters, state)
-        merged = replace_endpoints(snapshot, fresh)
         alike = (encoded[CLUSTER_TYPE].version, encoded[ENDPOINT_TYPE].version)
         if alike not in done:
-            done[alike] = self._encoder.replace(encoded[ENDPOINT_TYPE], fresh)
-        return merged, {**encoded, ENDPOINT_TYPE: done[alike]}
+            fresh = build_endpoints(services, snapshot.clusters, state)
+            done[alike] = (
+                replace_endpoints(snapshot, fresh).endpoints,
+                self._encoder.replace(encoded[ENDPOINT_TYPE], fresh),
+            )
+        endpoints, eds = done[alike]
+        merged = Snapshot(snapshot.clusters, endpoints, snapshot.listeners, snapshot.routes)
+        return merged, {**encoded, ENDPOINT_TYPE: eds}
 
     def _key(self, stream: _Stream) -> tuple[Any, ...]:
         proxy = stream.proxy

@@ -10,6 +10,7 @@ the hash of its resources' versions, each the hash of its canonical JSON
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -47,6 +48,9 @@ class Encoded:
     resources: tuple[tuple[str, any_pb2.Any], ...]
     texts: tuple[str, ...] = ()
     versions: tuple[str, ...] = ()
+    replaced: tuple[str, frozenset[str]] | None = None
+    """When made by :meth:`Encoder.replace`: the version it was made from and the names
+    replaced (delta xDS compares only those with what a proxy holds)."""
 
     def named(self, names: Sequence[str]) -> list[any_pb2.Any]:
         """The resources a request names (all of them for a wildcard request)."""
@@ -97,7 +101,8 @@ class Encoder:
         fresh = self.encode(resources)
         replaced = {name for name, _ in fresh.resources}
         entries = [e for e in _entries(previous) if e[0] not in replaced]
-        return _encoded([*entries, *_entries(fresh)])
+        made = _encoded([*entries, *_entries(fresh)])
+        return dataclasses.replace(made, replaced=(previous.version, frozenset(replaced)))
 
     def next_round(self) -> None:
         self._cache, self._used = self._used, {}
