@@ -148,7 +148,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def run(services: int, endpoints: int, proxies: int, changes: int,
-              churn_seconds: float, churn_rate: float, *, delta: bool = True) -> dict[str, Any]:  # fmt: skip
+              churn_seconds: float, churn_rate: float,
+              *, delta: bool = True) -> dict[str, Any]:  # fmt: skip
     model = _model(services, endpoints)
     tune_gc()  # as `fleetlog up` does once its roles have caught up
     projection = _Projection(model)
