@@ -1,5 +1,6 @@
 """The mesh-push handler: the cluster projection's mesh, built per proxy, debounced, versioned,
-and served to Envoy over ADS (gRPC, state of the world), with every ACK and NACK reported.
+and served to Envoy over ADS (gRPC: incremental/delta xDS, or state of the world for older
+bootstraps), with every ACK and NACK reported.
 
 Why this exists: Envoy proxies (sidecars, gateways) are configured by one gRPC stream each
 (``envoy.service.discovery.v3.AggregatedDiscoveryService``); fleetlog's log says what they
@@ -8,9 +9,14 @@ should run. This shell connects the two:
 * **Debounce** (``core.mesh.push.Debounce``): events of the kinds the mesh reads wake the push
   loop, which waits for 3 ms of quiet (at most 100 ms after the first change), then builds
   every connected proxy's snapshot once (proxies that look alike share the build).
-* **Versions**: a type's version is the hash of its resources, so an unchanged type is not
-  pushed again, and a restarted handler has the versions a reconnecting Envoy already runs
-  (its first request carries them: nothing is re-sent).
+* **Versions**: a resource's version is the hash of its JSON and a type's the hash of those,
+  so an unchanged type is not pushed again, a delta stream sends only the resources whose
+  version differs from what Envoy holds, and a restarted handler (or another replica) has the
+  versions a reconnecting Envoy already runs (its first request carries them: nothing is
+  re-sent).
+* **Replicas**: each proxy's stream is served by the handler it connected to; its status key
+  is that handler's (``handlers.mesh.status``), so replicas share proxies without double
+  pushes.
 * **Order**: per stream, clusters → endpoints → listeners → routes; a type waits while an
   earlier one is unanswered, and endpoints are re-sent once a changed cluster set is acked
   (Envoy warms a changed cluster until its endpoints come again).
