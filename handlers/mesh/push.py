@@ -1,16 +1,22 @@
 """The mesh-push handler: the cluster projection's mesh, built per proxy, debounced, versioned,
-and served to Envoy over ADS (gRPC, state of the world), with every ACK and NACK reported.
+and served to Envoy over ADS (gRPC: incremental/delta xDS, or state of the world for older
+bootstraps), with every ACK and NACK reported.
 
 Why this exists: Envoy proxies (sidecars, gateways) are configured by one gRPC stream each
 (``envoy.service.discovery.v3.AggregatedDiscoveryService``); fleetlog's log says what they
 should run. This shell connects the two:
 
 * **Debounce** (``core.mesh.push.Debounce``): events of the kinds the mesh reads wake the push
-  loop, which waits for 10 ms of quiet (at most 100 ms after the first change), then builds
+  loop, which waits for 3 ms of quiet (at most 100 ms after the first change), then builds
   every connected proxy's snapshot once (proxies that look alike share the build).
-* **Versions**: a type's version is the hash of its resources, so an unchanged type is not
-  pushed again, and a restarted handler has the versions a reconnecting Envoy already runs
-  (its first request carries them: nothing is re-sent).
+* **Versions**: a resource's version is the hash of its JSON and a type's the hash of those,
+  so an unchanged type is not pushed again, a delta stream sends only the resources whose
+  version differs from what Envoy holds, and a restarted handler (or another replica) has the
+  versions a reconnecting Envoy already runs (its first request carries them: nothing is
+  re-sent).
+* **Replicas**: each proxy's stream is served by the handler it connected to; its status key
+  is that handler's (``handlers.mesh.status``), so replicas share proxies without double
+  pushes.
 * **Order**: per stream, clusters → endpoints → listeners → routes; a type waits while an
   earlier one is unanswered, and endpoints are re-sent once a changed cluster set is acked
   (Envoy warms a changed cluster until its endpoints come again).
@@ -33,13 +39,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import grpc
 import structlog
@@ -59,8 +67,10 @@ from core.mesh.envoy import (
 from core.mesh.push import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
+    LISTENER_TYPE,
     SHORT,
     TYPE_ORDER,
+    Answer,
     BadNodeId,
     Debounce,
     ProxyNode,
@@ -71,6 +81,7 @@ from core.mesh.push import (
     record,
     resources_by_type,
 )
+from core.services.slices import SERVICE_NAME_LABEL
 from handlers.mesh.ca import Issued, MeshCA
 from handlers.mesh.model import MeshModel
 from handlers.mesh.status import StatusWriter
@@ -90,6 +101,8 @@ INTERCEPTION_KEY = "INTERCEPTION_MODE"
 """Istio's node metadata of how the pod's traffic reaches its sidecar: ``REDIRECT`` (the
 node agent's nftables redirect to 15001) gets the capture listeners; absent or ``NONE``,
 none."""
+WILDCARD_TYPES: Final = frozenset({CLUSTER_TYPE, LISTENER_TYPE})
+"""The types Envoy subscribes to as a whole (no names); EDS and RDS name what they want."""
 LABELS_KEY = "LABELS"
 """Istio's node metadata of the workload's labels (a gateway's select its Gateways)."""
 SERVICE_ACCOUNT_KEY = "SERVICE_ACCOUNT"
@@ -144,7 +157,7 @@ class _Stream:
 
     # -- requests ---------------------------------------------------------------------------
 
-    async def read(self, requests: AsyncIterator[discovery_pb2.DiscoveryRequest]) -> None:
+    async def read(self, requests: AsyncIterator[Any]) -> None:
         try:
             async for request in requests:
                 self.on_request(request)
@@ -152,7 +165,7 @@ class _Stream:
             self.done = True
             self.wake.set()
 
-    def on_request(self, request: discovery_pb2.DiscoveryRequest) -> None:
+    def on_request(self, request: Any) -> None:
         if self.node is None:
             self._identify(request)
         assert self.memory is not None
@@ -195,7 +208,7 @@ class _Stream:
             self.push.report(self.memory.status)
         self.wake.set()
 
-    def _identify(self, request: discovery_pb2.DiscoveryRequest) -> None:
+    def _identify(self, request: Any) -> None:
         node = parse_node_id(request.node.id)
         metadata = json_format.MessageToDict(request.node.metadata)
         labels = metadata.get(LABELS_KEY)
@@ -237,7 +250,7 @@ class _Stream:
             return self.memory.good.get(type_url)
         return current
 
-    def next_response(self) -> discovery_pb2.DiscoveryResponse | None:
+    def next_response(self) -> Any:
         for type_url in TYPE_ORDER:
             state = self.types[type_url]
             if state.awaiting:
@@ -266,16 +279,20 @@ class _Stream:
         state.awaiting, state.force = True, False
         status = self.memory.status.of(type_url)
         status.sent, status.sent_nonce, status.sent_ns = serving.version, nonce, time.time_ns()
+        resources = serving.named(state.names)
+        wanted = set(state.names)
+        self.push.count(
+            self.memory.status.id,
+            type_url,
+            tuple(n for n, _ in serving.resources if not wanted or n in wanted),
+        )
         self.push.report(self.memory.status)
         # EDS and RDS name what they want; clusters and listeners are wildcard subscriptions.
         return discovery_pb2.DiscoveryResponse(
-            version_info=serving.version,
-            type_url=type_url,
-            nonce=nonce,
-            resources=serving.named(state.names),
+            version_info=serving.version, type_url=type_url, nonce=nonce, resources=resources
         )
 
-    async def responses(self) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+    async def responses(self) -> AsyncIterator[Any]:
         while True:
             response = self.next_response()
             if response is not None:
@@ -287,6 +304,190 @@ class _Stream:
             await self.wake.wait()
 
 
+@dataclass
+class _DeltaType:
+    """One type on a delta stream: what Envoy subscribed to and holds, by name."""
+
+    subscribed: bool = False
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    known: dict[str, str] = field(default_factory=dict)
+    """Name -> the resource version Envoy holds (as far as acks tell)."""
+    before: dict[str, str] = field(default_factory=dict)
+    """``known`` before the unanswered response (what Envoy keeps if it refuses it)."""
+    sent: Encoded | None = None
+    awaiting: bool = False
+    force: set[str] = field(default_factory=set)
+    """Names to send again even though Envoy holds their version (a re-created cluster's
+    endpoints)."""
+    basis: str = ""
+    """The type version ``known`` fully reflects (for the names subscribed): a later version
+    made from it by replacing a few resources is compared by those names alone."""
+
+
+class _DeltaStream(_Stream):
+    """One Envoy's incremental ADS stream (``DeltaAggregatedResources``): each response
+    carries only the resources whose version differs from what Envoy holds, and the names it
+    should drop. Versions are per resource (the hash of its JSON), so a reconnecting Envoy's
+    ``initial_resource_versions`` tell what it already runs and nothing unchanged is re-sent.
+    The type's version (``system_version_info``) is the same hash of hashes state-of-the-world
+    streams use, so status, refusals and ``fleetlog mesh status`` read the same."""
+
+    def __init__(self, push: MeshPush) -> None:
+        super().__init__(push)
+        self.delta = {t: _DeltaType() for t in TYPE_ORDER}
+        self.last_clusters: tuple[str, ...] = ()
+        """The clusters the last CDS response carried (their endpoints follow its ACK)."""
+
+    def on_request(self, request: Any) -> None:
+        if self.node is None:
+            self._identify(request)
+        assert self.memory is not None
+        type_url = request.type_url
+        if type_url not in self.delta:
+            log.info("mesh.unknown_type", type_url=type_url)
+            return
+        state = self.delta[type_url]
+        status = self.memory.status.of(type_url)
+        first = not state.subscribed
+        state.subscribed = True
+        if first or request.resource_names_subscribe or request.resource_names_unsubscribe:
+            state.basis = ""
+        if first:
+            state.known = dict(request.initial_resource_versions)
+            # Envoy's legacy wildcard: a first CDS/LDS request naming nothing.
+            state.wildcard = not request.resource_names_subscribe and type_url in WILDCARD_TYPES
+        for name in request.resource_names_subscribe:
+            if name == "*":
+                state.wildcard = True
+            else:
+                state.names.add(name)
+                if not first:
+                    state.known.pop(name, None)  # a new subscription wants the resource
+        for name in request.resource_names_unsubscribe:
+            if name == "*":
+                state.wildcard = False
+            state.names.discard(name)
+            state.known.pop(name, None)
+        if request.response_nonce:
+            error = request.error_detail.message if request.HasField("error_detail") else None
+            answer = classify(status, nonce=request.response_nonce, error=error)
+            if answer in ("ack", "nack"):
+                self._answered(type_url, state, status, answer, error)
+        elif first:
+            serving = self.serving(type_url)
+            if serving is not None and not any(self._difference(state, serving)):
+                # Envoy holds every resource already (a restarted handler, a reconnect).
+                if status.acked != serving.version:
+                    now = time.time_ns()
+                    status.sent = status.acked = serving.version
+                    status.sent_ns = status.acked_ns = now
+                    self.push.report(self.memory.status)
+                self.memory.good[type_url] = serving
+        self.wake.set()
+
+    def _answered(
+        self,
+        type_url: str,
+        state: _DeltaType,
+        status: TypeStatus,
+        answer: Answer,
+        error: str | None,
+    ) -> None:
+        assert self.memory is not None
+        state.awaiting = False
+        record(status, answer, version=status.sent, error=error, at_ns=time.time_ns())
+        if answer == "ack" and state.sent is not None:
+            self.memory.good[type_url] = state.sent
+            if type_url == CLUSTER_TYPE:
+                # Envoy re-creates a changed cluster and warms it until its endpoints come.
+                self.delta[ENDPOINT_TYPE].force.update(self.last_clusters)
+        elif answer == "nack":
+            state.known, state.basis = state.before, ""  # Envoy keeps what it had
+            self.memory.refused.setdefault(type_url, set()).add(status.nacked)
+            log.warning("mesh.nack", proxy=self.node.id if self.node else "",
+                        type=SHORT[type_url], version=status.nacked, error=error)  # fmt: skip
+        self.push.report(self.memory.status)
+
+    def _difference(
+        self, state: _DeltaType, serving: Encoded
+    ) -> tuple[list[tuple[str, str, Any]], list[str]]:
+        wanted = serving.by_name
+        if not state.force and state.basis:
+            if serving.version == state.basis:
+                return [], []
+            if serving.replaced is not None and serving.replaced[0] == state.basis:
+                # Made from what Envoy holds by replacing a few: only those can differ.
+                candidates = [(n, wanted[n]) for n in serving.replaced[1] if n in wanted]
+                changed = [
+                    (name, version, packed)
+                    for name, (version, packed) in candidates
+                    if (state.wildcard or name in state.names) and state.known.get(name) != version
+                ]
+                return changed, []
+        changed = [
+            (name, version, packed)
+            for name, (version, packed) in wanted.items()
+            if (state.wildcard or name in state.names)
+            and (state.known.get(name) != version or name in state.force)
+        ]
+        removed = [n for n in state.known if n not in wanted]
+        return changed, removed
+
+    def next_response(self) -> Any:
+        for type_url in TYPE_ORDER:
+            state = self.delta[type_url]
+            if state.awaiting:
+                return None  # later types wait for this one's answer (Envoy's order)
+            if not state.subscribed:
+                continue
+            serving = self.serving(type_url)
+            if serving is None:
+                continue
+            changed, removed = self._difference(state, serving)
+            if not changed and not removed:
+                state.force.clear()
+                state.basis = serving.version
+                continue
+            return self._respond_delta(type_url, state, serving, changed, removed)
+        return None
+
+    def _respond_delta(
+        self,
+        type_url: str,
+        state: _DeltaType,
+        serving: Encoded,
+        changed: list[tuple[str, str, Any]],
+        removed: list[str],
+    ) -> Any:
+        assert self.memory is not None
+        nonce = self.push.nonce()
+        state.before = dict(state.known)
+        for name, version, _ in changed:
+            state.known[name] = version
+        for name in removed:
+            state.known.pop(name, None)
+        state.sent, state.awaiting = serving, True
+        state.force.clear()
+        state.basis = serving.version
+        if type_url == CLUSTER_TYPE:
+            self.last_clusters = tuple(name for name, _, _ in changed)
+        status = self.memory.status.of(type_url)
+        status.sent, status.sent_nonce, status.sent_ns = serving.version, nonce, time.time_ns()
+        self.push.count(self.memory.status.id, type_url, tuple(name for name, _, _ in changed))
+        self.push.report(self.memory.status)
+        return discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=serving.version,
+            type_url=type_url,
+            nonce=nonce,
+            resources=[
+                discovery_pb2.Resource(name=name, version=version, resource=packed)
+                for name, version, packed in changed
+            ],
+            removed_resources=removed,
+        )
+
+
 class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def __init__(self, push: MeshPush) -> None:
         self._push = push
@@ -296,7 +497,23 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        stream = _Stream(self._push)
+        async for response in self._serve(_Stream(self._push), request_iterator, context):
+            yield response
+
+    async def DeltaAggregatedResources(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        async for response in self._serve(_DeltaStream(self._push), request_iterator, context):
+            yield response
+
+    async def _serve(
+        self,
+        stream: _Stream,
+        request_iterator: AsyncIterator[Any],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[Any]:
         reader = asyncio.create_task(stream.read(request_iterator))
         try:
             async for response in stream.responses():
@@ -343,7 +560,7 @@ class MeshPush:
         """How many certificates were issued again before expiry: tests read it."""
         self._streams: set[_Stream] = set()
         self._memory: dict[str, _Memory] = {}
-        self._encoders: dict[tuple[Any, ...], Encoder] = {}
+        self._encoder = Encoder()
         self._built: dict[tuple[Any, ...], tuple[Snapshot, dict[str, Encoded]]] = {}
         self._server: grpc.aio.Server | None = None
         self._wake = asyncio.Event()
@@ -354,6 +571,10 @@ class MeshPush:
         self._nonces = itertools.count(1)
         self.pushes = 0
         """How many times the mesh was rebuilt (debounced changes): tests read it."""
+        self.sent: Counter[tuple[str, str]] = Counter()
+        """Responses sent, by ``(proxy id, type short name)``: tests count pushes with it."""
+        self.last_sent: dict[tuple[str, str], tuple[str, ...]] = {}
+        """The names of the resources the last response of each carried."""
 
     @property
     def address(self) -> str:
@@ -435,14 +656,17 @@ class MeshPush:
     def rebuild(self) -> None:
         """Build every connected proxy's snapshot from the model now, and wake its stream.
         When only EndpointSlices changed, only the endpoints of their services are built and
-        converted again (Istio's EDS-only push); anything else rebuilds everything."""
+        converted again (Istio's EDS-only push), once for every proxy whose clusters and
+        endpoints were the same; anything else rebuilds everything (proxies alike share one
+        build)."""
         self.pushes += 1
         changed = self.model.take_changes()
         if not self._streams:
             self._built.clear()
             return
         state = self.model.state()
-        touched: list[Any] | None = None
+        touched: tuple[list[Any], MeshState] | None = None
+        endpoints: dict[tuple[str, str], tuple[list[dict[str, Any]], Encoded]] = {}
         built: dict[tuple[Any, ...], tuple[Snapshot, dict[str, Encoded]]] = {}
         for stream in list(self._streams):
             key = self._key(stream)
@@ -451,12 +675,11 @@ class MeshPush:
                 try:
                     if changed is not None and previous is not None and self.amend is None:
                         if touched is None:
-                            touched = [s for s in mesh_services(state)
-                                       if (s.namespace, s.name) in changed]  # fmt: skip
-                        built[key] = self._endpoints_only(key, previous, touched, state)
+                            touched = _touched(state, changed)
+                        built[key] = self._endpoints_only(previous, touched, endpoints)
                     else:
                         snapshot = build_snapshot(state, stream.proxy)
-                        built[key] = self._encode(key, stream, snapshot)
+                        built[key] = self._encode(stream, snapshot)
                 except Exception as exc:  # one proxy's failed build must not stop the others
                     log.error("mesh.build_failed", proxy=stream.node.id if stream.node else "",
                               error=repr(exc))  # fmt: skip
@@ -464,14 +687,13 @@ class MeshPush:
             stream.current = built[key][1]
             stream.wake.set()
         self._built = built
-        for encoder in self._encoders.values():
-            encoder.next_round()
+        self._encoder.next_round()
 
     def refresh(self, stream: _Stream) -> None:
         """A new stream's snapshot, built now (it must not wait for the next change)."""
         key = self._key(stream)
         try:
-            built = self._encode(key, stream, build_snapshot(self.model.state(), stream.proxy))
+            built = self._encode(stream, build_snapshot(self.model.state(), stream.proxy))
         except Exception as exc:  # said, not swallowed by the stream: the proxy gets nothing
             log.error("mesh.build_failed", proxy=stream.node.id if stream.node else "",
                       error=repr(exc))  # fmt: skip
@@ -481,16 +703,24 @@ class MeshPush:
 
     def _endpoints_only(
         self,
-        key: tuple[Any, ...],
         previous: tuple[Snapshot, dict[str, Encoded]],
-        services: list[Any],
-        state: MeshState,
+        touched: tuple[list[Any], MeshState],
+        done: dict[tuple[str, str], tuple[list[dict[str, Any]], Encoded]],
     ) -> tuple[Snapshot, dict[str, Encoded]]:
+        """``previous`` with the touched services' endpoints built again; proxies whose
+        clusters and endpoints were the same (same versions) share one build (``done``)."""
         snapshot, encoded = previous
-        fresh = build_endpoints(services, snapshot.clusters, state)
-        merged = replace_endpoints(snapshot, fresh)
-        encoder = self._encoders.setdefault(key, Encoder())
-        return merged, {**encoded, ENDPOINT_TYPE: encoder.replace(encoded[ENDPOINT_TYPE], fresh)}
+        services, state = touched
+        alike = (encoded[CLUSTER_TYPE].version, encoded[ENDPOINT_TYPE].version)
+        if alike not in done:
+            fresh = build_endpoints(services, snapshot.clusters, state)
+            done[alike] = (
+                replace_endpoints(snapshot, fresh).endpoints,
+                self._encoder.replace(encoded[ENDPOINT_TYPE], fresh),
+            )
+        endpoints, eds = done[alike]
+        merged = Snapshot(snapshot.clusters, endpoints, snapshot.listeners, snapshot.routes)
+        return merged, {**encoded, ENDPOINT_TYPE: eds}
 
     def _key(self, stream: _Stream) -> tuple[Any, ...]:
         proxy = stream.proxy
@@ -498,12 +728,10 @@ class MeshPush:
         return (proxy.kind, proxy.namespace, tuple(sorted(proxy.labels.items())),
                 proxy.bind_address, proxy.captured)  # fmt: skip
 
-    def _encode(
-        self, key: tuple[Any, ...], stream: _Stream, snapshot: Snapshot
-    ) -> tuple[Snapshot, dict[str, Encoded]]:
+    def _encode(self, stream: _Stream, snapshot: Snapshot) -> tuple[Snapshot, dict[str, Encoded]]:
         if self.amend is not None and stream.node is not None:
             snapshot = self.amend(stream.node, snapshot)
-        encoder = self._encoders.setdefault(key, Encoder())
+        encoder = self._encoder
         return snapshot, {t: encoder.encode(r) for t, r in resources_by_type(snapshot).items()}
 
     # -- certificates (SDS) -------------------------------------------------------------------
@@ -572,6 +800,10 @@ class MeshPush:
                 type_status.sent_nonce = ""
             self.report(stream.memory.status)
 
+    def count(self, proxy_id: str, type_url: str, names: tuple[str, ...]) -> None:
+        self.sent[(proxy_id, SHORT[type_url])] += 1
+        self.last_sent[(proxy_id, SHORT[type_url])] = names
+
     def nonce(self) -> str:
         return f"{self.handler_id}-{next(self._nonces)}"
 
@@ -586,6 +818,25 @@ class MeshPush:
     @property
     def connected(self) -> int:
         return len(self._streams)
+
+
+def _touched(state: MeshState, changed: set[tuple[str, str]]) -> tuple[list[Any], MeshState]:
+    """The services whose EndpointSlices changed, and the state cut down to them (their
+    slices only): an EDS-only push reads nothing else."""
+    services = [
+        s
+        for s in state.services
+        if ((s.get("metadata") or {}).get("namespace") or "default",
+            (s.get("metadata") or {}).get("name")) in changed
+    ]  # fmt: skip
+    slices = [
+        s
+        for s in state.slices
+        if ((s.get("metadata") or {}).get("namespace") or "default",
+            ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)) in changed
+    ]  # fmt: skip
+    small = dataclasses.replace(state, services=services, slices=slices)
+    return [s for s in mesh_services(small) if (s.namespace, s.name) in changed], small
 
 
 def replace_endpoints(snapshot: Snapshot, fresh: list[dict[str, Any]]) -> Snapshot:

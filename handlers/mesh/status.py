@@ -6,6 +6,12 @@ operators need it: which proxy is behind, which refused a config and why. It is 
 report, so it goes to a non-authoritative key-value bucket (one key per proxy, the latest report
 only), never to the log. Writes are coalesced: a proxy changed many times between two writes is
 written once, as of the latest, so a burst of ACKs never queues a burst of puts.
+
+Handler replicas share the proxies: each proxy's stream is served by whichever handler it
+connected to, and its key is **owned by that handler**. A handler that lost a proxy's stream
+reports it disconnected only if the key is still its own (or says disconnected): written with
+the key's revision, so a proxy that moved to another replica is never marked disconnected by
+the one it left, whichever write comes last.
 """
 
 from __future__ import annotations
@@ -16,7 +22,12 @@ import json
 
 import structlog
 from nats.aio.client import Client
-from nats.js.errors import BucketNotFoundError, NoKeysError
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+)
 from nats.js.kv import KeyValue
 
 from core.mesh.push import ProxyStatus
@@ -69,10 +80,37 @@ class StatusWriter:
         dirty, self._dirty = self._dirty, {}
         for status in dirty.values():
             try:
-                await self._kv.put(status_key(status.id), json.dumps(status.as_dict()).encode())
-                self.writes += 1
+                if status.connected:
+                    await self._kv.put(status_key(status.id), _encoded(status))
+                    self.writes += 1
+                elif await self._release(status):
+                    self.writes += 1
             except Exception as exc:  # the report is best effort; serving goes on
                 log.warning("mesh.status_write_failed", proxy=status.id, error=str(exc))
+
+    async def _release(self, status: ProxyStatus) -> bool:
+        """Write a proxy disconnected unless another handler holds its stream now; with the
+        revision read, so an owner's write in between wins (retried once it is read again)."""
+        key = status_key(status.id)
+        for _ in range(3):
+            try:
+                entry = await self._kv.get(key)
+            except KeyNotFoundError:
+                await self._kv.create(key, _encoded(status))
+                return True
+            stored = ProxyStatus.from_dict(json.loads(entry.value)) if entry.value else None
+            if stored is not None and stored.connected and stored.handler != status.handler:
+                return False  # the proxy is another replica's now
+            try:
+                await self._kv.update(key, _encoded(status), last=entry.revision)
+                return True
+            except KeyWrongLastSequenceError:
+                continue
+        return False
+
+
+def _encoded(status: ProxyStatus) -> bytes:
+    return json.dumps(status.as_dict()).encode()
 
 
 async def read_statuses(nc: Client) -> list[ProxyStatus]:

@@ -4,15 +4,16 @@ v3 messages, through protobuf's own JSON mapping), each type's resources with th
 Why this exists: ``core.mesh.envoy`` speaks Envoy's JSON shape so it needs no protobuf; the ADS
 server speaks protobuf. Converting is the costly part of a push, so a resource whose JSON is
 unchanged since the last push keeps its ``Any`` (:class:`Encoder`), and the version of a type is
-the hash of the same canonical JSON (``core.mesh.push.version_of``'s rule).
+the hash of its resources' versions, each the hash of its canonical JSON
+(``core.mesh.push.version_of``'s rule).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 # The messages ``@type`` names must be in protobuf's default pool to be parsed into an Any:
@@ -34,17 +35,22 @@ import envoy.extensions.transport_sockets.tls.v3.tls_pb2
 import envoy.extensions.upstreams.http.v3.http_protocol_options_pb2  # noqa: F401
 from google.protobuf import any_pb2, json_format
 
-from core.mesh.push import resource_name
+from core.mesh.push import canonical, resource_name, resource_version, type_version
 
 
 @dataclass(frozen=True)
 class Encoded:
     """One type's resources for one proxy: their version and each resource by name (with the
-    canonical JSON it was made from, so a later round can replace a few and keep the rest)."""
+    canonical JSON it was made from, so a later round can replace a few and keep the rest, and
+    each resource's own version, which delta xDS compares with what the proxy holds)."""
 
     version: str
     resources: tuple[tuple[str, any_pb2.Any], ...]
     texts: tuple[str, ...] = ()
+    versions: tuple[str, ...] = ()
+    replaced: tuple[str, frozenset[str]] | None = None
+    """When made by :meth:`Encoder.replace`: the version it was made from and the names
+    replaced (delta xDS compares only those with what a proxy holds)."""
 
     def named(self, names: Sequence[str]) -> list[any_pb2.Any]:
         """The resources a request names (all of them for a wildcard request)."""
@@ -53,25 +59,39 @@ class Encoded:
         wanted = set(names)
         return [r for name, r in self.resources if name in wanted]
 
+    @cached_property
+    def by_name(self) -> dict[str, tuple[str, any_pb2.Any]]:
+        """Each resource's ``(version, Any)`` by name (delta xDS's view)."""
+        return {
+            name: (version, packed)
+            for (name, packed), version in zip(self.resources, self.versions, strict=True)
+        }
+
+
+_Entry = tuple[str, str, str, any_pb2.Any]
+"""A resource as an :class:`Encoded` keeps it: name, canonical JSON, version, ``Any``."""
+
 
 class Encoder:
-    """Converts resources to ``Any``, reusing the conversion of a resource seen unchanged in
-    the last round (:meth:`next_round` drops the rest)."""
+    """Converts resources to ``Any``, reusing the conversion (and the hash) of a resource seen
+    unchanged in the last round (:meth:`next_round` drops the rest). One encoder serves every
+    proxy: alike resources of different proxies are converted once."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, any_pb2.Any] = {}
-        self._used: dict[str, any_pb2.Any] = {}
+        self._cache: dict[str, tuple[str, any_pb2.Any]] = {}
+        self._used: dict[str, tuple[str, any_pb2.Any]] = {}
 
     def encode(self, resources: Sequence[Mapping[str, Any]]) -> Encoded:
-        entries: list[tuple[str, str, any_pb2.Any]] = []
+        entries: list[_Entry] = []
         for resource in resources:
-            text = json.dumps(resource, sort_keys=True, separators=(",", ":"))
-            packed = self._used.get(text) or self._cache.get(text)
-            if packed is None:
+            text = canonical(resource)
+            known = self._used.get(text) or self._cache.get(text)
+            if known is None:
                 packed = any_pb2.Any()
                 json_format.ParseDict(resource, packed)
-            self._used[text] = packed
-            entries.append((resource_name(resource), text, packed))
+                known = (resource_version(text), packed)
+            self._used[text] = known
+            entries.append((resource_name(resource), text, *known))
         return _encoded(entries)
 
     def replace(self, previous: Encoded, resources: Sequence[Mapping[str, Any]]) -> Encoded:
@@ -80,26 +100,28 @@ class Encoder:
         :meth:`encode` gives the whole set."""
         fresh = self.encode(resources)
         replaced = {name for name, _ in fresh.resources}
-        entries = [
-            (name, text, packed)
-            for (name, packed), text in zip(previous.resources, previous.texts, strict=True)
-            if name not in replaced
-        ]
-        entries += [
-            (name, text, packed)
-            for (name, packed), text in zip(fresh.resources, fresh.texts, strict=True)
-        ]
-        return _encoded(entries)
+        entries = [e for e in _entries(previous) if e[0] not in replaced]
+        made = _encoded([*entries, *_entries(fresh)])
+        return dataclasses.replace(made, replaced=(previous.version, frozenset(replaced)))
 
     def next_round(self) -> None:
         self._cache, self._used = self._used, {}
 
 
-def _encoded(entries: list[tuple[str, str, any_pb2.Any]]) -> Encoded:
-    entries.sort(key=lambda e: (e[0], e[1]))
-    digest = hashlib.sha256(json.dumps([[n, t] for n, t, _ in entries]).encode())
+def _entries(encoded: Encoded) -> list[_Entry]:
+    return [
+        (name, text, version, packed)
+        for (name, packed), text, version in zip(
+            encoded.resources, encoded.texts, encoded.versions, strict=True
+        )
+    ]
+
+
+def _encoded(entries: list[_Entry]) -> Encoded:
+    entries.sort(key=lambda e: (e[0], e[2]))
     return Encoded(
-        digest.hexdigest()[:12],
-        tuple((n, p) for n, _, p in entries),
-        tuple(t for _, t, _ in entries),
+        type_version((n, v) for n, _, v, _ in entries),
+        tuple((n, p) for n, _, _, p in entries),
+        tuple(t for _, t, _, _ in entries),
+        tuple(v for _, _, v, _ in entries),
     )

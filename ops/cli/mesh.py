@@ -4,17 +4,45 @@ behind it is and what it refused — ``istioctl proxy-status`` for fleetlog.
 Why this exists: a pushed config is only applied once Envoy ACKs it, and a refused one (a NACK)
 leaves the proxy on its previous config with nothing visible in the log; operators need to see
 both per proxy. The handler reports to the ``fleet_mesh_status`` bucket (``handlers.mesh.status``);
-this reads it. Heavy modules are imported when the command runs (``fleetlog --help`` stays fast).
+this reads it. ``fleetlog mesh analyze`` (and a section below ``mesh status``) reports the
+problems across Istio objects as ``istioctl analyze`` does (``core.mesh.analyze``): they leave
+no trace in Envoy's ACKs. Heavy modules are imported when the command runs (``fleetlog --help``
+stays fast).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ops.clitools import open_session, run
+
+if TYPE_CHECKING:
+    from core.mesh.analyze import Message
+
+ANALYZED: dict[str, str] = {
+    "VirtualService": "virtual_services",
+    "DestinationRule": "destination_rules",
+    "Gateway": "gateways",
+    "ServiceEntry": "service_entries",
+    "Service": "services",
+    "Pod": "pods",
+}
+"""The kinds the analyzers read, every namespace (a route may cross namespaces)."""
+
+
+async def analysis(session: Any) -> list[Message]:
+    """Every cross-object problem in the cluster, as the projection holds it now."""
+    from core.mesh.analyze import Objects, analyze
+
+    fetched = {
+        field: [item["manifest"] for item in await session.query(kind)]
+        for kind, field in ANALYZED.items()
+    }
+    return analyze(Objects(**fetched))
 
 
 @click.group()
@@ -29,17 +57,52 @@ def mesh() -> None:
 async def status(ctx: click.Context, output: str) -> None:
     """One row per proxy: CDS/LDS/EDS/RDS as SYNCED, STALE, NACKED or NOT SENT (as istioctl
     proxy-status), the lag of its oldest unanswered push and Envoy's last refusal."""
+    from core.errors import FleetError
     from core.mesh.push import STATUS_COLUMNS, status_row
     from handlers.mesh.status import read_statuses
     from ops.render.text import table
 
     async with open_session(ctx) as s:
         statuses = await read_statuses(s.nc)
+        try:
+            messages: list[Message] | None = await analysis(s)
+        except FleetError:  # no projection answers queries: the proxies are still shown
+            messages = None
     if output == "json":
         click.echo(json.dumps([st.as_dict() for st in statuses], indent=2))
         return
     if not statuses:
         click.echo("No proxies found.", err=True)
-        return
-    now = time.time_ns()
-    click.echo(table(STATUS_COLUMNS, (status_row(st, now_ns=now) for st in statuses)))
+    else:
+        now = time.time_ns()
+        click.echo(table(STATUS_COLUMNS, (status_row(st, now_ns=now) for st in statuses)))
+    if messages:
+        click.echo("\nAnalysis (istioctl analyze):")
+        for message in messages:
+            click.echo(f"  {message}")
+
+
+@mesh.command()
+@click.option("-n", "--namespace", default="default", show_default=True)
+@click.option("-A", "--all-namespaces", is_flag=True)
+@click.option("-o", "--output", type=click.Choice(["log", "json"]), default="log")
+@click.pass_context
+@run
+async def analyze(ctx: click.Context, namespace: str, all_namespaces: bool, output: str) -> None:
+    """Problems across VirtualServices, DestinationRules, Gateways and ServiceEntries, as
+    ``istioctl analyze`` reports them (codes, levels, wording); exit 79 when one is an Error,
+    as istioctl's default failure threshold."""
+    from core.mesh.analyze import EXIT_ISSUES, has_errors, in_namespace, no_issues_line
+
+    scope = None if all_namespaces else namespace
+    async with open_session(ctx) as s:
+        messages = in_namespace(await analysis(s), scope)
+    if output == "json":
+        click.echo(json.dumps([m.as_dict() for m in messages], indent=2))
+    elif not messages:
+        click.echo(no_issues_line(scope))
+    else:
+        for message in messages:
+            click.echo(str(message))
+    if has_errors(messages):
+        ctx.exit(EXIT_ISSUES)

@@ -469,13 +469,23 @@ async def describe(
                 decision = unchanged
             elif unchanged is not None and unchanged["seq"] > decision["seq"]:
                 decision = {**decision, "since": unchanged}
+        analysis: list[str] | None = None
+        if resolved in MESH_ANALYZED and point is None:
+            from core.mesh.analyze import of_object
+            from ops.cli.mesh import analysis as mesh_analysis
+
+            analysis = of_object(await mesh_analysis(s), kind=resolved, namespace=scope, name=name)
     events = [ev for ev in history if ev.seq >= created_seq]
     click.echo(
         render.describe(
             items[0], events, now_ns, replica_sets=owned, endpoint_slices=slices, related=related,
-            decision=decision,
+            decision=decision, analysis=analysis,
         )
     )  # fmt: skip
+
+
+MESH_ANALYZED = frozenset({"VirtualService", "DestinationRule", "Gateway", "ServiceEntry"})
+"""Kinds whose ``describe`` shows ``istioctl analyze``'s messages about them (as of now)."""
 
 
 def _last_no_change(history: list[Any], *, until_seq: int | None) -> dict[str, Any] | None:

@@ -25,6 +25,7 @@ def describe(
     endpoint_slices: Sequence[dict[str, Any]] = (),
     related: Sequence[StoredEvent] = (),
     decision: Mapping[str, Any] | None = None,
+    analysis: Sequence[str] | None = None,
 ) -> str:
     """A kubectl-describe-like page: identity, labels, the manifest's spec, then the events
     as Kubernetes' components would have recorded them (``projections.kube_events``: from the
@@ -33,7 +34,8 @@ def describe(
     shows its counts and replica sets first, as kubectl does; a service its addresses, ports
     and the ready endpoints of ``endpoint_slices``; an HPA its conditions and its last
     ``decision`` (the why of the ``ScaledTo`` it caused: ``{"seq", "at_ns", "why"}``; or of
-    its recorded "no change", with ``type``; a "no change" after the scale as ``since``)."""
+    its recorded "no change", with ``type``; a "no change" after the scale as ``since``); an
+    Istio object the ``analysis`` lines about it (``istioctl analyze``'s messages)."""
     import yaml
 
     from projections import kube_events
@@ -108,6 +110,9 @@ def describe(
                     f"{iso(since['at_ns'])}"
                 )
                 lines += [f"  {line}" for line in why_lines(since["why"])]
+    if analysis is not None:
+        lines.append("Analysis:" + ("" if analysis else "     <none>"))
+        lines += [f"  {line}" for line in analysis]
     shown = kube_events.correlate(kube_events.events_of(item, events, related))
     lines += event_lines(shown, now_ns)
     return "\n".join(lines)

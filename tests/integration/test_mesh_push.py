@@ -60,16 +60,26 @@ def backends(tmp_path: Path) -> Iterator[dict[str, int]]:
 
 
 @contextlib.contextmanager
-def envoy(tmp_path: Path, *, ads_port: int, labels: dict[str, str]) -> Iterator[int]:
-    """An Envoy configured only over ADS from the handler, as the gateway proxy ``ingress-1``;
-    yields its admin port; stopped by PID."""
+def envoy(
+    tmp_path: Path,
+    *,
+    ads_port: int,
+    labels: dict[str, str],
+    delta: bool = True,
+    node: str = GATEWAY_NODE,
+    bind: str = "127.0.0.1",
+) -> Iterator[int]:
+    """An Envoy configured only over ADS from the handler, as the gateway proxy ``ingress-1``
+    (incremental xDS, or state of the world when not ``delta``); yields its admin port;
+    stopped by PID."""
     admin = free_port()
     config = ads_bootstrap(
-        node=GATEWAY_NODE,
+        node=node,
         ads_host="127.0.0.1",
         ads_port=ads_port,
         admin_port=admin,
-        metadata={"LABELS": labels, "BIND_ADDRESS": "127.0.0.1"},
+        metadata={"LABELS": labels, "BIND_ADDRESS": bind},
+        delta=delta,
     )
     path = tmp_path / f"envoy-{admin}.json"
     path.write_text(json.dumps(config))
@@ -92,9 +102,11 @@ def envoy(tmp_path: Path, *, ads_port: int, labels: dict[str, str]) -> Iterator[
 
 
 async def start_push(
-    projection: Projection[ClusterModel], nc: Client, *, port: int = 0
+    projection: Projection[ClusterModel], nc: Client, *, port: int = 0, handler_id: str = ""
 ) -> tuple[MeshPush, asyncio.Task[None]]:
-    push = MeshPush(projection, port=port, status=await StatusWriter.open(nc))
+    push = MeshPush(
+        projection, port=port, status=await StatusWriter.open(nc), handler_id=handler_id
+    )
     await push.start()
     return push, asyncio.create_task(push.run())
 
@@ -108,9 +120,9 @@ async def stop_push(push: MeshPush, task: asyncio.Task[None]) -> None:
 
 @contextlib.asynccontextmanager
 async def mesh_push(
-    projection: Projection[ClusterModel], nc: Client, *, port: int = 0
+    projection: Projection[ClusterModel], nc: Client, *, port: int = 0, handler_id: str = ""
 ) -> AsyncIterator[MeshPush]:
-    push, task = await start_push(projection, nc, port=port)
+    push, task = await start_push(projection, nc, port=port, handler_id=handler_id)
     try:
         yield push
     finally:
@@ -188,7 +200,9 @@ def synced(push: MeshPush) -> bool:
     )
 
 
+@pytest.mark.parametrize("delta", [True, False], ids=["delta", "state-of-the-world"])
 async def test_a_gateway_envoy_is_configured_over_ads_and_follows_a_weight_change(
+    delta: bool,
     gateway: Gateway,
     client: CommandClient,
     projection: Projection[ClusterModel],
@@ -202,7 +216,7 @@ async def test_a_gateway_envoy_is_configured_over_ads_and_follows_a_weight_chang
     for manifest in manifests(backends, port, (80, 20)):
         await apply(client, manifest)
     async with mesh_push(projection, nc) as push:
-        with envoy(tmp_path, ads_port=push.port, labels={"istio": "ingressgateway"}):
+        with envoy(tmp_path, ads_port=push.port, labels={"istio": "ingressgateway"}, delta=delta):
             await until(lambda: answers(url))
             await until(lambda: synced(push))
             first = await asyncio.to_thread(split, url, 1000)
@@ -260,6 +274,10 @@ async def test_a_gateway_envoy_is_configured_over_ads_and_follows_a_weight_chang
             await apply(client, moved)
             await until(lambda: _only(url, "b"))
             assert type_status(push, GATEWAY_NODE, "CDS").acked == clusters_now
+            # Delta xDS sent web-a's ClusterLoadAssignment alone; state of the world, both.
+            web_a, web_b = (f"outbound|80||web-{x}.default.svc.cluster.local" for x in "ab")
+            carried = push.last_sent[(GATEWAY_NODE, "EDS")]
+            assert carried == ((web_a,) if delta else (web_a, web_b)), carried
 
 
 async def _reported_synced(nc: Client) -> bool:

@@ -116,6 +116,25 @@ def test_the_ads_bootstrap_points_envoy_at_the_handler() -> None:
     assert address["socket_address"] == {"address": "127.0.0.1", "port_value": 15010}
 
 
+def test_the_ads_bootstrap_asks_for_delta_xds_unless_told_state_of_the_world() -> None:
+    node = "router~1.2.3.4~gw-1.ops~ops.svc.cluster.local"
+    delta = ads_bootstrap(node=node, ads_host="127.0.0.1", ads_port=15010, admin_port=0)
+    sotw = ads_bootstrap(node=node, ads_host="127.0.0.1", ads_port=15010, admin_port=0,
+                         delta=False)  # fmt: skip
+    assert delta["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
+    assert sotw["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
+
+
+def test_a_type_version_is_a_hash_of_its_resources_versions() -> None:
+    from core.mesh.push import canonical, resource_version, type_version
+
+    one, two = {"name": "a", "x": 1}, {"name": "b", "x": 2}
+    pairs = [("a", resource_version(canonical(one))), ("b", resource_version(canonical(two)))]
+    assert version_of([one, two]) == type_version(pairs) == type_version(reversed(pairs))
+    assert resource_version(canonical({"x": 1, "name": "a"})) == pairs[0][1]  # key order
+    assert version_of([one, {**two, "x": 3}]) != version_of([one, two])
+
+
 def test_a_sidecar_bootstrap_reaches_ads_through_a_socket_and_marks_its_upstreams() -> None:
     config = ads_bootstrap(
         node="sidecar~100.96.0.5~app.shop~shop.svc.cluster.local", ads_host="", ads_port=0,
