@@ -355,8 +355,12 @@ async def test_a_fault_delays_the_given_share_of_requests(
             route={"fault": fault},
         ) as (_, url):  # fmt: skip
             took = await asyncio.to_thread(timings, url)
-    delayed = sum(1 for t in took if t >= 0.2)
-    assert 80 <= delayed <= 120, sorted(took)
+    # Two groups: the delayed ones and the rest (a few ms). Envoy arms the delay from its
+    # event loop's cached time, so by the client's clock a delayed request can take a ms or
+    # two less than 200 (seen: 198.1 ms); the split is at 150 ms.
+    delayed = [t for t in took if t >= 0.15]
+    assert 80 <= len(delayed) <= 120, sorted(took)
+    assert min(delayed) >= 0.19, sorted(delayed)
 
 
 async def test_a_fault_aborts_the_given_share_of_requests_with_its_status(
