@@ -284,10 +284,11 @@ async def test_ring_hash_keeps_a_header_on_its_pod_and_a_new_pod_remaps_only_a_f
 
     def placement(url: str) -> dict[str, str]:
         where: dict[str, str] = {}
-        for key in keys:
-            seen = set(sequence(url, 3, headers={"x-user": key}))
-            assert len(seen) == 1, (key, seen)
-            where[key] = seen.pop()
+        with httpx.Client(headers={"Host": HOST}, timeout=30) as http:
+            for key in keys:
+                seen = {http.get(url, headers={"x-user": key}).text for _ in range(3)}
+                assert len(seen) == 1, (key, seen)
+                where[key] = seen.pop()
         return where
 
     with steerable_backends(("a", "b", "c", "d")) as backends:
