@@ -4,7 +4,8 @@ namespace, its calls to plain ``http://web.shop:80`` are captured and routed by 
 VirtualService (an 80/20 split between two versions, and a fault abort no un-meshed call
 sees); the same client in an unlabelled namespace goes through the node's service proxy
 untouched; the sidecar's output is ``fleetlog logs -c istio-proxy``, and it stops after the
-client's container has. Real processes, real Envoy, real network namespaces and nftables."""
+client's container has; a PASSTHROUGH DestinationRule sends the client's request on to the
+address it called. Real processes, real Envoy, real network namespaces and nftables."""
 
 from __future__ import annotations
 
@@ -286,4 +287,64 @@ def test_the_gateways_ingress_envoy_routes_the_nodes_port_by_its_virtual_service
     cluster.cli("delete", "gateway", "web-gateway", "-n", "shop")
     wait_for(lambda: not ingress_envoys(cluster.data_dir), timeout=60)
     assert through_ingress(port).startswith("error")
+    assert cluster.down() == 0
+
+
+CALLS_WEB_SEEING_PEERS = (
+    "import json, time, urllib.request\n"
+    "def get():\n"
+    "    try:\n"
+    "        with urllib.request.urlopen('http://web.shop:80/', timeout=5) as answer:\n"
+    "            return [answer.read().decode(), answer.headers['X-Peer']]\n"
+    "    except OSError as exc:\n"
+    "        return ['error', str(exc)]\n"
+    "deadline = time.time() + 60\n"
+    "while get()[0] == 'error' and time.time() < deadline:\n"
+    "    time.sleep(0.5)\n"
+    "print(json.dumps([get() for _ in range(50)]), flush=True)\n"
+)
+
+
+def test_passthrough_sends_a_meshed_clients_request_on_to_the_address_it_called(
+    cluster: Cluster,
+) -> None:
+    """A PASSTHROUGH DestinationRule makes the service's cluster Envoy's ORIGINAL_DST: the
+    sidecar does not pick an endpoint but connects to where the client connected, the
+    ClusterIP — so the node's service proxy answers it, and the pod sees the node as its peer
+    (through EDS, the sidecar would connect to the pod itself from the client's address)."""
+    why = pod_network_unavailable()
+    if why:
+        pytest.skip(f"pods cannot have network namespaces here: {why}")
+    cluster.up(agent=True)
+    manifests = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}},
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": "meshed", "labels": {"istio-injection": "enabled"}}},
+        web_pod("v1"),
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
+         "spec": {"selector": {"app": "web"},
+                  "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}},
+        {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+         "metadata": {"name": "web", "namespace": "shop"},
+         "spec": {"host": "web", "trafficPolicy": {"loadBalancer": {"simple": "PASSTHROUGH"}}}},
+    ]  # fmt: skip
+    cluster.cli("apply", "-f", "-", stdin="\n---\n".join(json.dumps(m) for m in manifests))
+    wait_for(
+        lambda: any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (pod(cluster, "shop", "web-v1").get("status") or {}).get("conditions") or []
+        ),
+        timeout=120,
+    )
+    node = peer_seen_by(pod(cluster, "shop", "web-v1")["status"]["podIP"])
+    client = client_pod("meshed")
+    client["spec"]["containers"][0]["command"][-1] = CALLS_WEB_SEEING_PEERS
+    cluster.cli("apply", "-f", "-", stdin=json.dumps(client))
+    wait_for(lambda: finished(cluster, "meshed"), timeout=180)
+
+    out = cluster.cli("logs", "client", "-n", "meshed").stdout
+    seen = json.loads(out.strip().splitlines()[-1])
+    client_ip = pod(cluster, "meshed", "client")["status"]["podIP"]
+    assert {answer for answer, _ in seen} == {"v1"}, seen
+    assert {peer for _, peer in seen} == {node} and node != client_ip, (seen, client_ip)
     assert cluster.down() == 0
