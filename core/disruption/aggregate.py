@@ -19,10 +19,7 @@ from core.api import payloads
 from core.disruption.status import EVOLVE as PDB_EVOLVE
 from core.errors import InvalidTransition
 from core.meta.aggregate import Resource
-
-
-def _with_generation(manifest: dict[str, Any], generation: int) -> dict[str, Any]:
-    return {**manifest, "metadata": {**(manifest.get("metadata") or {}), "generation": generation}}
+from core.workloads.status import with_generation
 
 
 class PodDisruptionBudget(Resource):
@@ -46,14 +43,14 @@ class PodDisruptionBudget(Resource):
         uid: str,
         at: datetime,
     ) -> Resource:
-        manifest = _with_generation(manifest, 1)
+        manifest = with_generation(manifest, 1)
         return super().create(current, agg_id=agg_id, manifest=manifest, uid=uid, at=at)
 
     def carry_server_fields(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Status and generation are the server's; a changed spec is a new generation."""
         manifest = super().carry_server_fields(manifest)
         spec_changed = manifest.get("spec") != self.manifest.get("spec")
-        return _with_generation(manifest, self.generation + (1 if spec_changed else 0))
+        return with_generation(manifest, self.generation + (1 if spec_changed else 0))
 
     @property
     def spec(self) -> dict[str, Any]:
