@@ -19,9 +19,9 @@ import asyncio
 import dataclasses
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 from nats.aio.client import Client
@@ -881,6 +881,43 @@ async def read_patch(request: web.Request, target: Target) -> tuple[str, Any]:
     if media not in PATCH_TYPES:
         raise unsupported_media_type(media or "(none)", PATCH_TYPES)
     return media, await read_json(request, media_types=PATCH_TYPES)
+
+
+class _Asked(Protocol):
+    """A decoded subresource write: what it asks for, with the preconditions it states."""
+
+    @property
+    def preconditions(self) -> Preconditions: ...
+
+
+AskedT = TypeVar("AskedT", bound=_Asked)
+
+
+async def patch_subresource(
+    resources: Resources,
+    request: web.Request,
+    path: ResourcePath,
+    *,
+    shown: Callable[[ObjectRecord], dict[str, Any]],
+    asked: Callable[[Any, dict[str, Any]], AskedT],
+    write: Callable[[ObjectRecord, AskedT], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    """A PATCH on a subresource (status, scale, resize): the patch applied to the subresource as
+    ``shown`` for the object as it is now, read by ``asked`` (the patched body and what it was
+    applied to), then ``write`` pinned to that version; a conflict is retried as
+    kube-apiserver retries a patch, unless the body stated its own resourceVersion."""
+    media, patch = await read_patch(request, path.target)
+    for attempt in range(PATCH_ATTEMPTS):
+        record = await resources.current(path)
+        current = shown(record)
+        wanted = asked(apply_patch(media, current, patch), current)
+        stated = wanted.preconditions.resource_version not in (None, record.last_seq)
+        try:
+            return await write(record, wanted)
+        except APIError as exc:
+            if exc.reason != "Conflict" or stated or attempt == PATCH_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def check_preconditions(

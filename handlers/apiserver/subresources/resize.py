@@ -15,17 +15,11 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from core.kubeapi.patch import apply_patch
 from core.kubeapi.paths import ResourcePath
 from core.kubeapi.resize import ResizeRequest, requested_resize
-from core.kubeapi.status import APIError, method_not_allowed
+from core.kubeapi.status import method_not_allowed
 from handlers.apiserver.http import JSON, read_json, respond
-from handlers.apiserver.resources import (
-    PATCH_ATTEMPTS,
-    check_preconditions,
-    no_dry_run,
-    read_patch,
-)
+from handlers.apiserver.resources import check_preconditions, no_dry_run, patch_subresource
 from projections.cluster import ObjectRecord
 
 if TYPE_CHECKING:
@@ -73,19 +67,14 @@ async def serve(
         return await _resize(resources, path, caller, record, asked, pin=False)
     if request.method == "PATCH":
         no_dry_run(request)
-        media, patch = await read_patch(request, path.target)
-        for attempt in range(PATCH_ATTEMPTS):
-            record = await resources.current(path)
-            shown = resources.as_api_object(path.resource, record)
-            asked = requested_resize(
-                apply_patch(media, shown, patch), path.resource, current=shown,
-                namespace=namespace, name=path.name,
-            )  # fmt: skip
-            stated = asked.preconditions.resource_version not in (None, record.last_seq)
-            try:
-                return await _resize(resources, path, caller, record, asked, pin=True)
-            except APIError as exc:
-                if exc.reason != "Conflict" or stated or attempt == PATCH_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        return await patch_subresource(
+            resources, request, path,
+            shown=lambda record: resources.as_api_object(path.resource, record),
+            asked=lambda patched, shown: requested_resize(
+                patched, path.resource, current=shown, namespace=namespace, name=path.name
+            ),
+            write=lambda record, asked: _resize(
+                resources, path, caller, record, asked, pin=True
+            ),
+        )  # fmt: skip
     raise method_not_allowed(path.target)

@@ -16,18 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from core.kubeapi.patch import apply_patch
 from core.kubeapi.paths import ResourcePath
 from core.kubeapi.scale import ScaleRequest, requested_scale, scale_object
-from core.kubeapi.status import APIError, method_not_allowed
+from core.kubeapi.status import method_not_allowed
 from core.kubeapi.versions import parse_resource_version
 from handlers.apiserver.http import read_json, respond
 from handlers.apiserver.resources import (
-    PATCH_ATTEMPTS,
     check_preconditions,
     no_dry_run,
     not_found_object,
-    read_patch,
+    patch_subresource,
 )
 from projections.cluster import ObjectRecord
 
@@ -86,19 +84,14 @@ async def serve(
         return await _scale_to(resources, path, caller, record, asked, pin=False)
     if request.method == "PATCH":
         no_dry_run(request)
-        media, patch = await read_patch(request, path.target)
-        for attempt in range(PATCH_ATTEMPTS):
-            record = await resources.current(path)
-            asked = requested_scale(
-                apply_patch(media, _scale_of(record), patch),
-                target=path.target,
-                namespace=namespace,
-            )
-            stated = asked.preconditions.resource_version not in (None, record.last_seq)
-            try:
-                return await _scale_to(resources, path, caller, record, asked, pin=True)
-            except APIError as exc:
-                if exc.reason != "Conflict" or stated or attempt == PATCH_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        return await patch_subresource(
+            resources, request, path,
+            shown=_scale_of,
+            asked=lambda patched, _: requested_scale(
+                patched, target=path.target, namespace=namespace
+            ),
+            write=lambda record, asked: _scale_to(
+                resources, path, caller, record, asked, pin=True
+            ),
+        )  # fmt: skip
     raise method_not_allowed(path.target)

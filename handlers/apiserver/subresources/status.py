@@ -31,15 +31,13 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from core.kubeapi.objects import StatusWrite, status_write
-from core.kubeapi.patch import apply_patch
 from core.kubeapi.paths import ResourcePath
 from core.kubeapi.status import APIError, method_not_allowed
 from handlers.apiserver.http import JSON, read_json, respond
 from handlers.apiserver.resources import (
-    PATCH_ATTEMPTS,
     check_preconditions,
     no_dry_run,
-    read_patch,
+    patch_subresource,
 )
 from projections.cluster import ObjectRecord
 
@@ -114,16 +112,14 @@ async def serve(
         return await _write(resources, path, caller, record, written, pin=False)
     if request.method == "PATCH":
         no_dry_run(request)
-        media, patch = await read_patch(request, path.target)
-        for attempt in range(PATCH_ATTEMPTS):
-            record = await resources.current(path)
-            patched = apply_patch(media, resources.as_api_object(path.resource, record), patch)
-            written = status_write(patched, path.resource, namespace=namespace, name=path.name)
-            stated = written.preconditions.resource_version not in (None, record.last_seq)
-            try:
-                return await _write(resources, path, caller, record, written, pin=True)
-            except APIError as exc:
-                if exc.reason != "Conflict" or stated or attempt == PATCH_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        return await patch_subresource(
+            resources, request, path,
+            shown=lambda record: resources.as_api_object(path.resource, record),
+            asked=lambda patched, _: status_write(
+                patched, path.resource, namespace=namespace, name=path.name
+            ),
+            write=lambda record, written: _write(
+                resources, path, caller, record, written, pin=True
+            ),
+        )  # fmt: skip
     raise method_not_allowed(path.target)
