@@ -19,7 +19,6 @@ handler's loopback port).
 from __future__ import annotations
 
 import datetime
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -29,6 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from core.mesh.envoy import spiffe_id
 from streams import certificates
+from streams.identity import private_directory, write_private
 
 DEFAULT_TTL: Final = datetime.timedelta(hours=24)
 """Istio's ``DEFAULT_WORKLOAD_CERT_TTL``."""
@@ -43,16 +43,6 @@ class Issued:
     cert_pem: str
     key_pem: str
     expires: datetime.datetime
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Owner-only from the first byte (the key must never be readable by others)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
 
 
 class MeshCA:
@@ -73,11 +63,10 @@ class MeshCA:
         found = certificates.load_ca(cert_file, key_file)
         if found is not None:
             return found
-        self.directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.directory, 0o700)
+        private_directory(self.directory)
         made = certificates.make_ca(CA_NAME)
-        _write(key_file, certificates.key_pem(made[1]))
-        _write(cert_file, certificates.cert_pem(made[0]))
+        write_private(key_file, certificates.key_pem(made[1]).decode())
+        write_private(cert_file, certificates.cert_pem(made[0]).decode())
         return made
 
     def issue(self, namespace: str, service_account: str) -> Issued:
