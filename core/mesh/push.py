@@ -302,6 +302,7 @@ def ads_bootstrap(
     ads_pipe: str | None = None,
     upstream_mark: int | None = None,
     delta: bool = True,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """An Envoy bootstrap whose every resource comes over ADS from the mesh-push handler at
     ``ads_host:ads_port`` (HTTP/2 gRPC), as Istio's ``pilot-agent`` writes one: node id (and
@@ -314,7 +315,10 @@ def ads_bootstrap(
     pod's capture rules let pass (else Envoy's own connections would be redirected to it).
     ``delta``: incremental xDS (``DELTA_GRPC``: only changed resources are sent, the default
     for the proxies fleetlog starts); False asks for state of the world (``GRPC``), which the
-    handler serves too, for bootstraps written before delta existed."""
+    handler serves too, for bootstraps written before delta existed.
+    ``token``: the proxy's token (``core.mesh.proxytoken``), sent on the ADS stream as gRPC
+    metadata; the handler refuses a proxy without one unless it runs in insecure mode (tests
+    that start Envoy by hand)."""
     address: dict[str, Any] = (
         {"pipe": {"path": ads_pipe}}
         if ads_pipe is not None
@@ -322,6 +326,9 @@ def ads_bootstrap(
     )
     bootstrap = _ads_bootstrap(node=node, address=address, admin_port=admin_port,
                                metadata=metadata, cluster=cluster, delta=delta)  # fmt: skip
+    if token is not None:
+        service = bootstrap["dynamic_resources"]["ads_config"]["grpc_services"][0]
+        service["initial_metadata"] = [{"key": TOKEN_METADATA, "value": BEARER + token}]
     if upstream_mark is not None:
         bootstrap["cluster_manager"] = {
             "upstream_bind_config": {
@@ -334,6 +341,11 @@ def ads_bootstrap(
         }  # fmt: skip
     return bootstrap
 
+
+TOKEN_METADATA: Final = "authorization"
+BEARER: Final = "Bearer "
+"""The proxy token travels as a bearer credential in this gRPC metadata (an HTTP/2 header of
+the ADS stream), as Istio's agent sends its JWT."""
 
 SOL_SOCKET: Final = 1
 SO_MARK: Final = 36
