@@ -154,7 +154,7 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
     model = _model(services, endpoints)
     tune_gc()  # as `fleetlog up` does once its roles have caught up
     projection = _Projection(model)
-    push = MeshPush(projection)  # type: ignore[arg-type]
+    push = MeshPush(projection, insecure=True)  # type: ignore[arg-type]  # hand-started Envoys
     await push.start()
     task = asyncio.create_task(push.run())
     ids = [node_id(kind="sidecar", ip=f"127.0.0.{i + 2}", pod=f"app-{i}", namespace=NS)

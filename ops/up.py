@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import os
 import signal
@@ -91,7 +92,14 @@ from ops.fleetconfig import config_path
 from ops.gateways import GatewayReplicas, gateway_command
 from ops.gctuning import tune_gc
 from ops.natstls import ServerTLS, ensure_local_tls, tls_url
-from ops.natswall import CONTROL_PLANE, Wall, WallKeys, gateway_identities, write_context
+from ops.natswall import (
+    CONTROL_PLANE,
+    ROLE_KEYS,
+    Wall,
+    WallKeys,
+    gateway_identities,
+    write_context,
+)
 from ops.schedulerconfig import scheduler_options
 from projections.cluster import ClusterModel
 from projections.endpoints import EndpointsService
@@ -109,7 +117,7 @@ from streams.commandbus import CommandClient
 from streams.connection import connect, in_outage, tls_context
 from streams.definitions import ensure_streams, open_snapshots
 from streams.eventstore import EventStore
-from streams.identity import Credentials
+from streams.identity import Credentials, ensure_seed_file, generate_seed, private_directory
 from streams.repository import AggregateRepository
 from streams.sealing import open_seal_key
 from streams.secretkeys import CLUSTER_KEY_FILE, SecretKeys, load_cluster_key
@@ -212,6 +220,10 @@ class MeshOptions:
     ca_dir: Path | None = None
     """Where the mesh CA is kept (None: in memory, made at each start)."""
     cert_ttl: float = 24 * 3600.0
+    proxy_signer: Credentials | None = None
+    """The node key proxy tokens are signed with (the node agents' ``agent.nk``, or the key
+    :func:`proxy_signer` keeps): the handler trusts it and the local agent signs with it.
+    None: a key made for this run only (no agent started apart can sign)."""
 
 
 @dataclass(frozen=True)
@@ -292,6 +304,7 @@ async def up(options: UpOptions, *, ready: asyncio.Event | None = None) -> None:
                         address_file=options.data_dir / ADS_ADDRESS_FILE,
                         ca_dir=options.data_dir / "pki" / "mesh",
                         cert_ttl=options.mesh_cert_ttl,
+                        proxy_signer=proxy_signer(options.data_dir, wall),
                     )
                     if options.mesh_port is not None
                     else None
@@ -465,11 +478,14 @@ async def serve(
                 if history_path is not None
                 else None
             )
+            if mesh is not None and mesh.proxy_signer is None:
+                mesh = dataclasses.replace(mesh, proxy_signer=Credentials(generate_seed()))
             mesh_push = (
                 MeshPush(
                     projection, host=mesh.host, port=mesh.port,
                     status=await StatusWriter.open(nc),
                     ca=MeshCA(mesh.ca_dir, ttl=datetime.timedelta(seconds=mesh.cert_ttl)),
+                    trusted_keys=_trusted_proxy_keys(mesh),
                 )
                 if mesh is not None
                 else None
@@ -616,7 +632,27 @@ def _agent_mesh(mesh: MeshOptions | None) -> AgentMesh | None:
     except EnvoyMissing as exc:
         log.warning("fleetlog.no_sidecars", error=str(exc))
         return None
-    return AgentMesh(ads_address_file=mesh.address_file, envoy=envoy)
+    return AgentMesh(ads_address_file=mesh.address_file, envoy=envoy,
+                     token_signer=mesh.proxy_signer)  # fmt: skip
+
+
+PROXY_SIGNER_FILE = Path("pki") / "mesh" / "proxy-signer.nk"
+"""Without the NATS wall (an external server), the key ``up``'s agent signs proxy tokens with."""
+
+
+def proxy_signer(data_dir: Path, wall: Wall | None) -> Credentials:
+    """The key the node agents sign their proxies' tokens with: with the wall, the agents'
+    own NATS key (``agent.nk``, which an agent started apart connects and signs with too);
+    without it, one kept in the data directory (0600, made on the first ``up``)."""
+    if wall is not None:
+        return wall.keys.credentials(ROLE_KEYS["agent"])
+    private_directory(data_dir / PROXY_SIGNER_FILE.parent)
+    return ensure_seed_file(data_dir / PROXY_SIGNER_FILE)
+
+
+def _trusted_proxy_keys(mesh: MeshOptions) -> dict[str, str]:
+    """The keys whose proxy tokens the handler accepts: the node agents'."""
+    return {mesh.proxy_signer.public_key: "node agents"} if mesh.proxy_signer else {}
 
 
 def _write_address(path: Path | None, address: str) -> None:

@@ -67,6 +67,7 @@ from streams.cancellation import checkpoint
 from streams.commandbus import CommandClient, CommandFailed, NoGateway
 from streams.connection import OUTAGE_ERRORS, in_outage
 from streams.eventstore import EventStore
+from streams.identity import credentials_of
 from streams.leases import NodeLeases
 from streams.repository import AggregateRepository
 from streams.subjects import AggregateRef, event_filter, event_subject
@@ -189,7 +190,14 @@ class NodeAgent:
         self._services = services
         self.proxy: ServiceProxy | None = None
         """The node's service proxy, made when the agent runs (with ``services``)."""
-        self.sidecars = MeshSidecars(store, root=root, options=mesh) if mesh is not None else None
+        self.sidecars = (
+            # Proxy tokens are signed with the mesh's key for agents, else the key this agent
+            # connects with (a standalone agent's is the node agents' key).
+            MeshSidecars(store, root=root, options=mesh, node=name,
+                         signer=mesh.token_signer or credentials_of(nc))
+            if mesh is not None
+            else None
+        )  # fmt: skip
         self.ingress: IngressGateway | None = None
         """The Gateways' ingress Envoy (with ``mesh``: ``handlers.agent.ingress``)."""
 

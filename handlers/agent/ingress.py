@@ -8,7 +8,8 @@ some Gateway selects :data:`INGRESS_LABELS`, one Envoy runs in the node's networ
 ``curl http://127.0.0.1:<port>/`` on the machine works, as a ``hostPort`` would: listeners bind
 ``0.0.0.0``); when the last such Gateway goes, it is stopped. Its configuration comes over ADS
 like a sidecar's (node id ``router~<ip>~istio-ingressgateway-<node>.istio-system~…``, its
-labels in ``LABELS``), through the agent's ADS relay. It is the agent's process, not a pod: it
+labels in ``LABELS``, a proxy token for the node's ingress identity signed by the agent),
+through the agent's ADS relay (bootstrap 0600). It is the agent's process, not a pod: it
 stops with the agent (and dies with it, by ``PR_SET_PDEATHSIG``, if the agent is killed), and
 its output is ``<root>/mesh/ingress.log``.
 """
@@ -26,11 +27,13 @@ from typing import Any, Final
 
 import structlog
 
+from core.mesh.proxytoken import ProxyClaims, ingress_pod
 from core.mesh.push import ads_bootstrap, node_id
-from handlers.agent.sidecar import MeshSidecars, socket_path
+from handlers.agent.sidecar import MeshSidecars, admin_pipe, socket_path
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.eventstore import EventStore
+from streams.identity import write_private
 from streams.subjects import event_filter
 
 log = structlog.get_logger(__name__)
@@ -74,14 +77,16 @@ class IngressGateway:
         return self.root / "mesh" / "ingress.log"
 
     def bootstrap(self) -> dict[str, Any]:
-        pod = f"istio-ingressgateway-{self.node}"
+        pod = ingress_pod(self.node)
+        claims = ProxyClaims(kind="gateway", namespace=INGRESS_NAMESPACE, pod=pod, uid="",
+                             node=self.node)  # fmt: skip
         config = ads_bootstrap(
             node=node_id(kind="gateway", ip="127.0.0.1", pod=pod, namespace=INGRESS_NAMESPACE),
             ads_host="", ads_port=0, admin_port=0,
             metadata={"LABELS": INGRESS_LABELS, "BIND_ADDRESS": "0.0.0.0"},
-            ads_pipe=str(self.sidecars.ads_socket),
+            ads_pipe=str(self.sidecars.ads_socket), token=self.sidecars.token(claims),
         )  # fmt: skip
-        config["admin"] = {"address": {"pipe": {"path": str(socket_path(self.root, "ingress"))}}}
+        config["admin"] = {"address": {"pipe": admin_pipe(socket_path(self.root, "ingress"))}}
         return config
 
     async def run(self) -> None:
@@ -108,7 +113,7 @@ class IngressGateway:
         directory = self.root / "mesh"
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "ingress.json"
-        path.write_text(json.dumps(self.bootstrap()))
+        write_private(path, json.dumps(self.bootstrap()))  # its proxy token: the agent's alone
         admin = socket_path(self.root, "ingress")
         admin.parent.mkdir(parents=True, exist_ok=True)
         admin.unlink(missing_ok=True)

@@ -22,6 +22,11 @@ redirects the pod's connections to it; fleetlog's node agent does both when the 
   a restarted ``up`` on another port is found.
 * **Capture**: the nftables table is made in the pod's namespace before the sidecar starts and
   goes with the namespace when the pod's network is removed.
+* **Who the proxy is**: its bootstrap carries a proxy token (``core.mesh.proxytoken``) the
+  agent signs with its node key for this pod (namespace, name, uid, node), without which the
+  mesh-push handler serves it nothing. The bootstrap is written 0600 in a 0700 directory of
+  its own and Envoy's admin socket (whose ``/config_dump`` shows the bootstrap) is 0600: only
+  the agent's user reads them.
 """
 
 from __future__ import annotations
@@ -45,11 +50,13 @@ from core.mesh.injection import (
     capture_rules,
     wants_sidecar,
 )
+from core.mesh.proxytoken import ProxyClaims, sign_token
 from core.mesh.push import ads_bootstrap, node_id
 from handlers.agent.seams import Container, ContainerRuntime
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.eventstore import EventStore
+from streams.identity import Credentials, private_directory, write_private
 from streams.subjects import event_filter
 
 log = structlog.get_logger(__name__)
@@ -72,6 +79,9 @@ class MeshOptions:
 
     ads_address_file: Path
     envoy: Path
+    token_signer: Credentials | None = None
+    """The key proxy tokens are signed with (``fleetlog up`` gives its agent the node agents'
+    key); None: the key the agent connects to NATS with."""
 
 
 def socket_path(root: Path, name: str) -> Path:
@@ -84,12 +94,38 @@ def socket_path(root: Path, name: str) -> Path:
     return Path("/tmp") / f"fleetlog-mesh-{digest}" / name
 
 
+ADMIN_MODE = 0o600
+"""Envoy's admin socket: its ``/config_dump`` shows the bootstrap (the proxy token)."""
+
+
+def admin_pipe(path: Path) -> dict[str, Any]:
+    """An Envoy admin listener on the Unix socket ``path``, for the agent's user only."""
+    return {"path": str(path), "mode": ADMIN_MODE}
+
+
 class MeshSidecars:
     """The node's sidecars: which pods get one, the ADS relay, starting and stopping them."""
 
-    def __init__(self, store: EventStore, *, root: Path, options: MeshOptions) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        root: Path,
+        options: MeshOptions,
+        node: str = "",
+        signer: Credentials | None = None,
+    ) -> None:
+        """``node``: this node's name and ``signer`` its key, which the proxy tokens name and
+        are signed with (no signer: bootstraps carry no token, and a mesh-push handler that
+        is not insecure refuses these proxies; said once)."""
         self.root = root
         self.options = options
+        self.node = node
+        self.signer = signer
+        if signer is None:
+            log.warning("mesh.no_proxy_token_key", node=node,
+                        reason="the agent has no key to sign its proxies' tokens with: the "
+                        "mesh-push handler refuses them unless it runs insecure")  # fmt: skip
         self.namespaces = Projection(
             ClusterModel(), store, filter_subject=event_filter("Namespace")
         )
@@ -154,16 +190,23 @@ class MeshSidecars:
 
     # -- one pod ----------------------------------------------------------------------------
 
+    def token(self, claims: ProxyClaims) -> str | None:
+        """A proxy token for ``claims`` signed with this node's key (None without one)."""
+        return sign_token(self.signer.seed, claims) if self.signer is not None else None
+
     def bootstrap(self, *, uid: str, namespace: str, name: str, pod_ip: str,
                   labels: dict[str, str]) -> dict[str, Any]:  # fmt: skip
-        """The pod's Envoy bootstrap: ADS through the relay, its admin on a socket of its own."""
+        """The pod's Envoy bootstrap: ADS through the relay with the pod's proxy token, its
+        admin on a socket of its own."""
+        claims = ProxyClaims(kind="sidecar", namespace=namespace, pod=name, uid=uid,
+                             node=self.node)  # fmt: skip
         config = ads_bootstrap(
             node=node_id(kind="sidecar", ip=pod_ip, pod=name, namespace=namespace),
             ads_host="", ads_port=0, admin_port=0,
             metadata={"LABELS": labels, "INTERCEPTION_MODE": "REDIRECT", "NAMESPACE": namespace},
-            ads_pipe=str(self.ads_socket), upstream_mark=PROXY_MARK,
+            ads_pipe=str(self.ads_socket), upstream_mark=PROXY_MARK, token=self.token(claims),
         )  # fmt: skip
-        config["admin"] = {"address": {"pipe": {"path": str(self.admin_socket(uid))}}}
+        config["admin"] = {"address": {"pipe": admin_pipe(self.admin_socket(uid))}}
         return config
 
     def admin_socket(self, uid: str) -> Path:
@@ -202,12 +245,11 @@ class MeshSidecars:
         from handlers.agent.runtime import ContainerSpec
 
         self._ads_address()  # fails early, and says why, with no handler
-        directory = self.root / "mesh" / uid
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "envoy.json"
+        # The bootstrap holds the pod's proxy token: the agent's user alone reads it.
+        path = private_directory(self.root / "mesh" / uid) / "envoy.json"
         config = self.bootstrap(uid=uid, namespace=namespace, name=name, pod_ip=pod_ip,
                                 labels=labels)  # fmt: skip
-        path.write_text(json.dumps(config))
+        write_private(path, json.dumps(config))
         admin = self.admin_socket(uid)
         admin.parent.mkdir(parents=True, exist_ok=True)
         admin.unlink(missing_ok=True)

@@ -140,6 +140,17 @@ class MeshModel:
         record = self._projection.model.get("Pod", namespace, pod)
         return _account(record.manifest) if record is not None else None
 
+    def pod_manifest(self, namespace: str, pod: str) -> dict[str, Any] | None:
+        record = self._projection.model.get("Pod", namespace, pod)
+        return record.manifest if record is not None else None
+
+    def pod_uid(self, namespace: str, pod: str) -> str:
+        record = self._projection.model.get("Pod", namespace, pod)
+        return record.uid if record is not None else ""
+
+    def node_exists(self, node: str) -> bool:
+        return self._projection.model.get("Node", "", node) is not None
+
     def pod_labels(self, namespace: str, pod: str) -> dict[str, str]:
         record = self._projection.model.get("Pod", namespace, pod)
         if record is None:

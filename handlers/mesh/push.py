@@ -45,7 +45,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -63,6 +63,12 @@ from core.mesh.envoy import (
     build_snapshot,
     mesh_secrets,
     mesh_services,
+)
+from core.mesh.proxytoken import (
+    ProxyRefused,
+    binding_problem,
+    token_from_metadata,
+    verify_token,
 )
 from core.mesh.push import (
     CLUSTER_TYPE,
@@ -105,6 +111,8 @@ WILDCARD_TYPES: Final = frozenset({CLUSTER_TYPE, LISTENER_TYPE})
 """The types Envoy subscribes to as a whole (no names); EDS and RDS name what they want."""
 LABELS_KEY = "LABELS"
 """Istio's node metadata of the workload's labels (a gateway's select its Gateways)."""
+ADMISSION_WAIT_S: Final = 5.0
+"""How long a proxy with a good token waits for the read model to show its pod (or node)."""
 SERVICE_ACCOUNT_KEY = "SERVICE_ACCOUNT"
 """Istio's node metadata of the workload's service account (its identity)."""
 
@@ -154,12 +162,17 @@ class _Stream:
         self.current: dict[str, Encoded] = {}
         self.wake = asyncio.Event()
         self.done = False
+        self.token: str | None = None
+        """The proxy token its stream's gRPC metadata carried (``core.mesh.proxytoken``)."""
 
     # -- requests ---------------------------------------------------------------------------
 
     async def read(self, requests: AsyncIterator[Any]) -> None:
         try:
             async for request in requests:
+                if self.node is None:
+                    # Nothing is served, not even a Secret, before the proxy proved who it is.
+                    await self.push.admit(request.node.id, self.token)
                 self.on_request(request)
         finally:
             self.done = True
@@ -215,10 +228,11 @@ class _Stream:
         if not isinstance(labels, dict):
             labels = self.push.model.pod_labels(node.namespace, node.pod)
         self.node = node
-        # The pod's own record first: the log, not the proxy's claim, says who it runs as.
+        # The pod's own record first: the log, not the proxy's claim, says who it runs as; a
+        # proxy's own word (its metadata) only where proxies are not authenticated.
         account = (
             self.push.model.service_account(node.namespace, node.pod)
-            or metadata.get(SERVICE_ACCOUNT_KEY)
+            or (metadata.get(SERVICE_ACCOUNT_KEY) if self.push.insecure else None)
             or "default"
         )
         self.identity = (node.namespace, str(account))
@@ -514,6 +528,9 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         request_iterator: AsyncIterator[Any],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[Any]:
+        metadata = {str(key): value for key, value in context.invocation_metadata() or ()
+                    if isinstance(value, str)}  # fmt: skip
+        stream.token = token_from_metadata(metadata)
         reader = asyncio.create_task(stream.read(request_iterator))
         try:
             async for response in stream.responses():
@@ -527,6 +544,8 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 error = reader.exception()
                 if isinstance(error, BadNodeId):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+                if isinstance(error, ProxyRefused):
+                    await context.abort(getattr(grpc.StatusCode, error.code), str(error))
 
 
 class MeshPush:
@@ -544,8 +563,22 @@ class MeshPush:
         amend: Amend | None = None,
         handler_id: str = "",
         ca: MeshCA | None = None,
+        trusted_keys: Mapping[str, str] | None = None,
+        insecure: bool = False,
+        admission_wait_s: float = ADMISSION_WAIT_S,
     ) -> None:
+        """``trusted_keys``: the public nkeys (``U…`` -> whose) whose proxy tokens admit a
+        proxy (the node agents'); ``insecure``: serve any proxy on its node id's word, with no
+        token (tests that start Envoy by hand; never ``fleetlog up``); ``admission_wait_s``:
+        how long a proxy whose token the read model does not back yet is given for the model
+        to catch up (its pod just created or bound) before it is refused."""
         self.model = MeshModel(projection, on_change=self._changed)
+        self.trusted_keys = dict(trusted_keys or {})
+        self.insecure = insecure
+        self.admission_wait_s = admission_wait_s
+        self.refusals: Counter[str] = Counter()
+        """Streams refused, by gRPC status name: tests and operators read it."""
+        self._refusals_said: set[tuple[str, str]] = set()
         self.host = host
         self.port = port
         self.bind_address = bind_address
@@ -780,6 +813,39 @@ class MeshPush:
                 await asyncio.wait_for(self._rotation_wake.wait(), timeout)
 
     # -- proxies ------------------------------------------------------------------------------
+
+    async def admit(self, proxy_id: str, token: str | None) -> None:
+        """Admit a proxy's stream, or raise :class:`ProxyRefused` (``BadNodeId`` for a node
+        id that is not Istio's): its token must be signed by a trusted key for this node id,
+        and the read model must back it (``core.mesh.proxytoken``). A refusal is counted and
+        logged once per proxy and reason (Envoy retries the stream every few seconds)."""
+        node = parse_node_id(proxy_id)
+        if self.insecure:
+            return
+        try:
+            claims = verify_token(token, node=node, trusted=self.trusted_keys)
+            deadline = time.monotonic() + self.admission_wait_s
+            while True:
+                problem = binding_problem(
+                    claims,
+                    pod=self.model.pod_manifest(claims.namespace, claims.pod),
+                    pod_uid=self.model.pod_uid(claims.namespace, claims.pod),
+                    node_exists=self.model.node_exists(claims.node),
+                )
+                if problem is None:
+                    return
+                if time.monotonic() >= deadline:
+                    raise ProxyRefused("PERMISSION_DENIED", f"proxy {node.name}: {problem}")
+                # The agent may have seen the pod (or its binding) before this projection.
+                await asyncio.sleep(0.05)
+        except ProxyRefused as refused:
+            self.refusals[refused.code] += 1
+            said = (proxy_id, str(refused))
+            if said not in self._refusals_said:
+                self._refusals_said.add(said)
+                log.warning("mesh.proxy_refused", proxy=proxy_id, code=refused.code,
+                            reason=str(refused))  # fmt: skip
+            raise
 
     def attach(self, stream: _Stream) -> _Memory:
         assert stream.node is not None

@@ -28,6 +28,7 @@ from ops.envoybin import envoy_binary
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
+from streams.connection import connect
 from streams.server import free_port
 from tests.integration.support import cli
 from tests.mesh_scenario import http_backends
@@ -104,9 +105,11 @@ def envoy(
 async def start_push(
     projection: Projection[ClusterModel], nc: Client, *, port: int = 0, handler_id: str = ""
 ) -> tuple[MeshPush, asyncio.Task[None]]:
+    # Insecure: these Envoys are started by hand, with no proxy token (test_mesh_auth.py).
     push = MeshPush(
-        projection, port=port, status=await StatusWriter.open(nc), handler_id=handler_id
-    )
+        projection, port=port, status=await StatusWriter.open(nc), handler_id=handler_id,
+        insecure=True,
+    )  # fmt: skip
     await push.start()
     return push, asyncio.create_task(push.run())
 
@@ -396,7 +399,7 @@ async def test_a_taken_ads_port_is_refused(
     projection: Projection[ClusterModel], nc: Client
 ) -> None:
     async with mesh_push(projection, nc) as first:
-        second = MeshPush(projection, port=first.port)
+        second = MeshPush(projection, port=first.port, insecure=True)
         with pytest.raises(OSError, match=f"127.0.0.1:{first.port}"):
             await second.start()
         second.model.close()
@@ -408,24 +411,46 @@ async def test_up_serves_ads_writes_its_address_and_removes_it_on_stop(
     import grpc
     from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+    from core.mesh.proxytoken import ProxyClaims, ingress_pod, sign_token
     from core.mesh.push import CLUSTER_TYPE
     from ops.up import MeshOptions, serve
+    from streams.identity import Credentials, generate_seed
 
     address_file = tmp_path / "mesh" / "ads-address"
     stop, ready = asyncio.Event(), asyncio.Event()
+    agents = Credentials(generate_seed())
     up = asyncio.create_task(
         serve(nats_server.url, stop, ready=ready, scheduler=False,
-              mesh=MeshOptions(port=0, address_file=address_file))
+              mesh=MeshOptions(port=0, address_file=address_file, proxy_signer=agents))
     )  # fmt: skip
     try:
         await asyncio.wait_for(ready.wait(), 60)
         address = address_file.read_text().strip()
         assert address.startswith("127.0.0.1:") and not address.endswith(":0")
+        async with await connect(nats_server.url, name="setup") as setup:
+            node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}
+            await CommandClient(setup, actor="test:setup").send("Node", "apply",
+                                                                {"manifest": node})  # fmt: skip
+        ingress = node_id(kind="gateway", ip="127.0.0.1", pod=ingress_pod("n1"),
+                          namespace="istio-system")  # fmt: skip
+        token = sign_token(
+            agents.seed,
+            ProxyClaims(
+                kind="gateway", namespace="istio-system", pod=ingress_pod("n1"), uid="", node="n1"
+            ),
+        )
         async with grpc.aio.insecure_channel(address) as channel:
             stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
             request = discovery_pb2.DiscoveryRequest(type_url=CLUSTER_TYPE)
-            request.node.id = GATEWAY_NODE
+            request.node.id = ingress
+            # up's handler is not insecure: a proxy with no token gets nothing.
             call = stub.StreamAggregatedResources()
+            await call.write(request)
+            with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
+                await asyncio.wait_for(call.read(), 30)
+            assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            # Its node agents' key is trusted: the node's ingress proxy is served.
+            call = stub.StreamAggregatedResources(metadata=(("authorization", f"Bearer {token}"),))
             await call.write(request)
             response = await asyncio.wait_for(call.read(), 30)
             assert response.type_url == CLUSTER_TYPE and response.version_info

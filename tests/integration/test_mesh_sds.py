@@ -31,7 +31,8 @@ TTL = datetime.timedelta(seconds=2)
 
 @contextlib.asynccontextmanager
 async def handler(projection: Projection[ClusterModel]) -> AsyncIterator[MeshPush]:
-    push = MeshPush(projection, ca=MeshCA(ttl=TTL))
+    # Insecure: the proxies here are gRPC clients with no proxy token (test_mesh_auth.py).
+    push = MeshPush(projection, ca=MeshCA(ttl=TTL), insecure=True)
     await push.start()
     task = asyncio.create_task(push.run())
     try:
