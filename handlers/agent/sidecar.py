@@ -209,6 +209,17 @@ class MeshSidecars:
         config["admin"] = {"address": {"pipe": admin_pipe(self.admin_socket(uid))}}
         return config
 
+    def write_bootstrap(self, *, uid: str, namespace: str, name: str, pod_ip: str,
+                        labels: dict[str, str]) -> Path:  # fmt: skip
+        """The pod's bootstrap written to ``<root>/mesh/<uid>/envoy.json``: it holds the pod's
+        proxy token, so the file is 0600 in a 0700 directory (the agent's user alone reads it;
+        a process pod running as another user cannot)."""
+        path = private_directory(self.root / "mesh" / uid) / "envoy.json"
+        config = self.bootstrap(uid=uid, namespace=namespace, name=name, pod_ip=pod_ip,
+                                labels=labels)  # fmt: skip
+        write_private(path, json.dumps(config))
+        return path
+
     def admin_socket(self, uid: str) -> Path:
         return socket_path(self.root, f"{uid[:13]}.admin")
 
@@ -245,11 +256,8 @@ class MeshSidecars:
         from handlers.agent.runtime import ContainerSpec
 
         self._ads_address()  # fails early, and says why, with no handler
-        # The bootstrap holds the pod's proxy token: the agent's user alone reads it.
-        path = private_directory(self.root / "mesh" / uid) / "envoy.json"
-        config = self.bootstrap(uid=uid, namespace=namespace, name=name, pod_ip=pod_ip,
-                                labels=labels)  # fmt: skip
-        write_private(path, json.dumps(config))
+        path = self.write_bootstrap(uid=uid, namespace=namespace, name=name, pod_ip=pod_ip,
+                                    labels=labels)  # fmt: skip
         admin = self.admin_socket(uid)
         admin.parent.mkdir(parents=True, exist_ok=True)
         admin.unlink(missing_ok=True)

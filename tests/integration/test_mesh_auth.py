@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import stat
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,13 +20,22 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from nats.aio.client import Client
 
 from core.mesh.envoy import CLUSTER_TYPE, SECRET_TYPE
-from core.mesh.proxytoken import ProxyClaims, ingress_pod, sign_token
-from core.mesh.push import node_id
+from core.mesh.proxytoken import (
+    ProxyClaims,
+    ingress_pod,
+    sign_token,
+    token_from_metadata,
+    verify_token,
+)
+from core.mesh.push import node_id, parse_node_id
+from handlers.agent.ingress import IngressGateway
+from handlers.agent.sidecar import MeshOptions, MeshSidecars
 from handlers.gateway import Gateway
 from handlers.mesh.push import MeshPush
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
+from streams.eventstore import EventStore
 from streams.identity import Credentials, generate_seed
 from tests.integration.test_mesh_push import until
 from tests.integration.test_mesh_sds import certificate, unpack, uri
@@ -201,3 +213,42 @@ async def test_only_a_proxy_with_its_own_signed_token_gets_its_secret(
                 "created again")  # fmt: skip
         answer = await ask(stub, sidecar("pending"), sidecar_token("pending", again.uid))
         assert isinstance(answer, discovery_pb2.DiscoveryResponse)
+
+
+def _token_of(config: dict[str, Any]) -> str | None:
+    service = config["dynamic_resources"]["ads_config"]["grpc_services"][0]
+    return token_from_metadata({m["key"]: m["value"] for m in service.get("initial_metadata", [])})
+
+
+async def test_the_agent_gives_each_proxy_its_own_token_readable_by_the_agent_only(
+    store: EventStore, tmp_path: Path
+) -> None:
+    options = MeshOptions(ads_address_file=tmp_path / "ads-address", envoy=Path("envoy"))
+    sidecars = MeshSidecars(store, root=tmp_path / "agent", options=options, node="n1",
+                            signer=AGENTS)  # fmt: skip
+    path = sidecars.write_bootstrap(uid="uid-1", namespace=NS, name="web-1", pod_ip="10.1.0.5",
+                                    labels={"app": "web"})  # fmt: skip
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    config = json.loads(path.read_text())
+    proxy = parse_node_id(config["node"]["id"])
+    claims = verify_token(_token_of(config), node=proxy, trusted={AGENTS.public_key: "agents"})
+    assert (claims.pod, claims.namespace, claims.uid, claims.node) == ("web-1", NS, "uid-1", "n1")
+    # Envoy's admin (its /config_dump shows the bootstrap, token and all): the agent's only.
+    assert config["admin"]["address"]["pipe"]["mode"] == 0o600
+
+    ingress = IngressGateway(store, node="n1", root=tmp_path / "agent", sidecars=sidecars)
+    config = ingress.bootstrap()
+    claims = verify_token(_token_of(config), node=parse_node_id(config["node"]["id"]),
+                          trusted={AGENTS.public_key: "agents"})  # fmt: skip
+    assert (claims.kind, claims.pod, claims.node) == ("gateway", ingress_pod("n1"), "n1")
+    assert config["admin"]["address"]["pipe"]["mode"] == 0o600
+    await ingress.gateways.stop()
+    await sidecars.namespaces.stop()
+
+    # An agent with no key writes no token (the handler will refuse it, and says why).
+    keyless = MeshSidecars(store, root=tmp_path / "other", options=options, node="n1")
+    config = keyless.bootstrap(uid="uid-1", namespace=NS, name="web-1", pod_ip="10.1.0.5",
+                               labels={})  # fmt: skip
+    assert _token_of(config) is None
+    await keyless.namespaces.stop()
