@@ -32,6 +32,12 @@ should run. This shell connects the two:
   the mesh CA (``handlers.mesh.ca``) and issued again at half their life; the proxies of that
   identity get the new ones pushed.
 
+* **Admission**: a stream is served only once its proxy proved who it is — a proxy token
+  (``core.mesh.proxytoken``, in the stream's gRPC metadata) signed by a trusted node key for
+  this node id and backed by the read model (the pod, its uid and node; a gateway's node);
+  otherwise it ends with UNAUTHENTICATED or PERMISSION_DENIED before anything is sent.
+  ``insecure`` (tests that start Envoy by hand) skips the check.
+
 ``amend`` is a hook over each built snapshot (tests use it to make a config Envoy refuses).
 """
 
