@@ -525,7 +525,7 @@ def host_subset_of(a: str, b: str) -> bool:
     return False
 
 
-def _hosts_match(a: str, b: str) -> bool:
+def hosts_match(a: str, b: str) -> bool:
     """``host.Name.Matches``: equal, or one wildcard covers the other."""
     if a == b:
         return True
@@ -568,7 +568,7 @@ class VirtualServiceSpec(K8sModel):
         if valid:
             for i, first in enumerate(self.hosts):
                 for j in range(i + 1, len(self.hosts)):
-                    if _hosts_match(first, self.hosts[j]):
+                    if hosts_match(first, self.hosts[j]):
                         found.add(
                             f"duplicate hosts in virtual service: {first} & {self.hosts[j]}",
                             "hosts",

@@ -719,7 +719,7 @@ class MeshPush:
                 self._encoder.replace(encoded[ENDPOINT_TYPE], fresh),
             )
         endpoints, eds = done[alike]
-        merged = Snapshot(snapshot.clusters, endpoints, snapshot.listeners, snapshot.routes)
+        merged = dataclasses.replace(snapshot, endpoints=endpoints)
         return merged, {**encoded, ENDPOINT_TYPE: eds}
 
     def _key(self, stream: _Stream) -> tuple[Any, ...]:
@@ -845,7 +845,7 @@ def replace_endpoints(snapshot: Snapshot, fresh: list[dict[str, Any]]) -> Snapsh
     names = {e["cluster_name"] for e in fresh}
     kept = [e for e in snapshot.endpoints if e["cluster_name"] not in names]
     endpoints = sorted([*kept, *fresh], key=lambda e: e["cluster_name"])
-    return Snapshot(snapshot.clusters, endpoints, snapshot.listeners, snapshot.routes)
+    return dataclasses.replace(snapshot, endpoints=endpoints)
 
 
 def type_status(push: MeshPush, proxy_id: str, short: str) -> TypeStatus:
