@@ -470,6 +470,8 @@ async def serve(
                     projection, host=mesh.host, port=mesh.port,
                     status=await StatusWriter.open(nc),
                     ca=MeshCA(mesh.ca_dir, ttl=datetime.timedelta(seconds=mesh.cert_ttl)),
+                    # Gateways' credentialName Secrets are opened with the cluster key.
+                    secret_keys=gateway.secret_keys,
                 )
                 if mesh is not None
                 else None
