@@ -299,6 +299,8 @@ class MeshPort:
     name: str
     protocol: str
     """``http`` or ``tcp``: how the listener handles it."""
+    tls: bool = False
+    """A TLS or HTTPS port (proxied as TCP): ``tls`` routes pick its destination by SNI."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -329,6 +331,11 @@ def port_protocol(name: str, app_protocol: str | None, protocol: str = "TCP") ->
     return "http"
 
 
+def is_tls_port(name: str, app_protocol: str | None) -> bool:
+    """Whether Istio's explicit protocol selection makes the port TLS (``https``, ``tls``)."""
+    return (app_protocol or name.split("-", 1)[0]).lower() in checks.TLS_PROTOCOLS
+
+
 def mesh_services(state: MeshState) -> list[MeshService]:
     """The Services with a ClusterIP, and the ServiceEntries' hosts, in a stable order."""
     found: list[MeshService] = []
@@ -346,6 +353,7 @@ def mesh_services(state: MeshState) -> list[MeshService]:
                 protocol=port_protocol(
                     port.get("name") or "", port.get("appProtocol"), port.get("protocol", "TCP")
                 ),
+                tls=is_tls_port(port.get("name") or "", port.get("appProtocol")),
             )
             for port in spec.get("ports") or ()
         )
@@ -356,7 +364,12 @@ def mesh_services(state: MeshState) -> list[MeshService]:
     for entry in state.service_entries:
         spec = entry.spec
         ports = tuple(
-            MeshPort(number=p.number, name=p.name, protocol=port_protocol(p.name, p.protocol))
+            MeshPort(
+                number=p.number,
+                name=p.name,
+                protocol=port_protocol(p.name, p.protocol),
+                tls=is_tls_port(p.name, p.protocol),
+            )
             for p in spec.ports
         )
         resolution = "EDS" if spec.resolution == "STATIC" else spec.resolution
@@ -1345,8 +1358,48 @@ def _sidecar_listeners(
             if any(existing["name"] == name for existing in listeners):
                 continue
             targets = _tcp_targets(service, port.number, state, by_host)
-            listeners.append(_tcp_listener(name, address, port.number, targets))
+            listener = _tcp_listener(name, address, port.number, targets)
+            if port.tls and (chains := _sidecar_tls_chains(service, port.number, state, by_host)):
+                # The service's own cluster stays the default for any other name.
+                listener["filter_chains"] = [*chains, *listener["filter_chains"]]
+                listener["listener_filters"] = [_tls_inspector()]
+            listeners.append(listener)
     return listeners, routes
+
+
+def _tls_inspector() -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.listener.tls_inspector",
+        "typed_config": {"@type": TLS_INSPECTOR_TYPE},
+    }
+
+
+def _sidecar_tls_chains(
+    service: MeshService, port: int, state: MeshState, services: Mapping[str, MeshService]
+) -> list[dict[str, Any]]:
+    """A TLS service port's chains from the ``tls`` routes of the first VirtualService bound
+    to the mesh for its host: each match's SNI hosts (on this port) to its destinations."""
+    for vs in sorted(
+        state.virtual_services, key=lambda v: (v.metadata.namespace or "", v.metadata.name or "")
+    ):
+        if not _bound_to(vs, None) or service.host not in _vs_hosts(vs) or not vs.spec.tls:
+            continue
+        ctx = _Context(namespace=vs.metadata.namespace or "default", port=port,
+                       services=services, rules=state.destination_rules)  # fmt: skip
+        chains = []
+        for index, route in enumerate(vs.spec.tls):
+            for match in route.match:
+                if match.port and match.port != port:
+                    continue
+                name = f"{vs.metadata.namespace}/{vs.metadata.name}.tls.{index}"
+                chains.append({
+                    "name": name,
+                    "filter_chain_match": {"server_names": sorted(match.sni_hosts),
+                                           "transport_protocol": "tls"},
+                    "filters": [_tcp_proxy(name, _route_targets(route.route, ctx))],
+                })  # fmt: skip
+        return _distinct(chains)
+    return []
 
 
 CREDENTIAL_PREFIX: Final = "kubernetes://"
@@ -1704,10 +1757,7 @@ def _gateway_listeners(
             "filter_chains": chains,
         }
         if inspect:
-            listener["listener_filters"] = [
-                {"name": "envoy.filters.listener.tls_inspector",
-                 "typed_config": {"@type": TLS_INSPECTOR_TYPE}}
-            ]  # fmt: skip
+            listener["listener_filters"] = [_tls_inspector()]
         listeners.append(listener)
     return listeners, sorted(routes, key=lambda r: r["name"]), list(secrets.values())
 

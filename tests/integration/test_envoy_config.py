@@ -255,3 +255,23 @@ def test_gateway_tls_and_tcp_servers_pass_envoy_validate(tmp_path: Path) -> None
     snapshot = dataclasses.replace(snapshot, secrets=[*snapshot.secrets, *_secrets()])
     done = _validate(static_bootstrap(snapshot), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_sidecars_tls_routes_pass_envoy_validate(tmp_path: Path) -> None:
+    base = scenario()
+    tls_routes = istio("VirtualService", "tls-a", {"hosts": ["tls-a", "*.example.com"], "tls": [
+        {"match": [{"sniHosts": ["a.example.com"]}],
+         "route": [dest("tls-b", weight=30), dest("tls-a", weight=70)]},
+    ]})  # fmt: skip
+    state = dataclasses.replace(
+        base,
+        services=[*base.services, service("tls-a", "10.96.9.1", [{"name": "https", "port": 443}]),
+                  service("tls-b", "10.96.9.2", [{"name": "tls", "port": 443}])],
+        virtual_services=[*base.virtual_services, tls_routes],
+    )  # fmt: skip
+    snapshot = build_snapshot(state, Proxy())
+    listener = next(li for li in snapshot.listeners if li["name"] == "10.96.9.1_443")
+    assert len(listener["filter_chains"]) == 2
+    snapshot = dataclasses.replace(snapshot, secrets=_secrets())
+    done = _validate(static_bootstrap(snapshot), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -289,3 +289,28 @@ def test_a_tls_server_that_terminates_proxies_its_tcp_routes() -> None:
     assert chain["filters"][0]["typed_config"]["cluster"] == (
         "outbound|5432||db.shop.svc.cluster.local"
     )
+
+
+def test_a_sidecars_tls_service_port_routes_by_sni_with_the_service_as_default() -> None:
+    state = _state(
+        istio("VirtualService", "a-tls", {"hosts": ["a", "*.example.com"], "tls": [
+            {"match": [{"sniHosts": ["b.example.com"], "port": 443}],
+             "route": [{"destination": {"host": "b"}}]},
+            {"match": [{"sniHosts": ["x.example.com"], "port": 8443}],
+             "route": [{"destination": {"host": "b"}}]},
+        ]}),
+    )  # fmt: skip
+    snap = build_snapshot(state, Proxy())
+    listener = next(li for li in snap.listeners if li["name"] == "10.96.0.11_443")
+    assert listener["listener_filters"][0]["typed_config"]["@type"] == TLS_INSPECTOR_TYPE
+    sni, default = listener["filter_chains"]
+    assert sni["filter_chain_match"] == {
+        "server_names": ["b.example.com"],
+        "transport_protocol": "tls",
+    }
+    assert sni["filters"][0]["typed_config"]["cluster"] == B
+    assert "filter_chain_match" not in default
+    assert default["filters"][0]["typed_config"]["cluster"] == A
+    # A plain TCP port has no SNI chains, even with tls routes naming its host.
+    db = next(li for li in snap.listeners if li["name"] == "10.96.0.13_5432")
+    assert "listener_filters" not in db and len(db["filter_chains"]) == 1
