@@ -46,7 +46,15 @@ How Istio's objects become Envoy's, as Istio's own generator does:
   gives each weight / sum; zero-weight destinations are dropped, as Istio does); rewrites,
   redirects, retries (Istio's default policy when none is set), timeouts, fault injection and
   mirroring with its percentage. TCP routes become the ``tcp_proxy``'s (weighted) clusters.
-* A **gateway** proxy gets one listener per server port and the VirtualServices bound to it.
+* A **gateway** proxy gets one listener per server port of its Gateways (servers of a port
+  merged, as Istio does) and the VirtualServices bound to them: plain HTTP servers share one
+  route configuration (``httpsRedirect``: 301 to https); HTTPS servers that terminate TLS
+  (SIMPLE, MUTUAL) are filter chains picked by SNI among the server's hosts, their
+  certificate over SDS (``kubernetes://<credentialName>``, from the Secret the handler opened
+  into ``MeshState.credentials``) or from files; PASSTHROUGH servers route the VirtualServices'
+  ``tls`` routes by SNI (``tls_inspector`` + ``tcp_proxy``, not terminated); TCP servers
+  (also MONGO, REDIS, MYSQL) proxy their ``tcp`` routes. A sidecar's TLS/HTTPS service port
+  routes ``tls`` routes by SNI the same way, the service itself the default.
 """
 
 from __future__ import annotations
