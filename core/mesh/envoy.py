@@ -1396,10 +1396,10 @@ def _sidecar_tls_chains(
                        services=services, rules=state.destination_rules)  # fmt: skip
         chains = []
         for index, route in enumerate(vs.spec.tls):
-            for match in route.match:
+            for number, match in enumerate(route.match):
                 if match.port and match.port != port:
                     continue
-                name = f"{vs.metadata.namespace}/{vs.metadata.name}.tls.{index}"
+                name = f"{vs.metadata.namespace}/{vs.metadata.name}.tls.{index}.{number}"
                 chains.append({
                     "name": name,
                     "filter_chain_match": {"server_names": sorted(match.sni_hosts),
@@ -1605,7 +1605,11 @@ def _bound(state: MeshState, gateway: Gateway, server: Server) -> list[VirtualSe
 
 
 def _gateway_tcp_targets(
-    state: MeshState, gateway: Gateway, server: Server, port: int, ctx_services: Any
+    state: MeshState,
+    gateway: Gateway,
+    server: Server,
+    port: int,
+    ctx_services: Mapping[str, MeshService],
 ) -> list[tuple[str, int]]:
     """The first ``tcp`` route of a VirtualService bound to the server that matches the port
     (Istio's order: the routes of the oldest VirtualService first)."""
@@ -1620,7 +1624,11 @@ def _gateway_tcp_targets(
 
 
 def _passthrough_chains(
-    state: MeshState, gateway: Gateway, server: Server, port: int, ctx_services: Any
+    state: MeshState,
+    gateway: Gateway,
+    server: Server,
+    port: int,
+    ctx_services: Mapping[str, MeshService],
 ) -> list[dict[str, Any]]:
     """A PASSTHROUGH server's chains: one per ``tls`` route match of the VirtualServices bound
     to it, picked by the client's SNI (within the server's hosts), proxied unterminated."""
@@ -1630,7 +1638,7 @@ def _passthrough_chains(
         ctx = _Context(namespace=vs.metadata.namespace or "default", port=port,
                        services=ctx_services, rules=state.destination_rules)  # fmt: skip
         for index, route in enumerate(vs.spec.tls):
-            for match in route.match:
+            for number, match in enumerate(route.match):
                 if match.port and match.port != port:
                     continue
                 names = [
@@ -1639,7 +1647,7 @@ def _passthrough_chains(
                 ]  # fmt: skip
                 if not names:
                     continue
-                name = f"{vs.metadata.namespace}/{vs.metadata.name}.tls.{index}"
+                name = f"{vs.metadata.namespace}/{vs.metadata.name}.tls.{index}.{number}"
                 chains.append({
                     "name": name,
                     "filter_chain_match": {"server_names": sorted(names),
@@ -1653,7 +1661,7 @@ def _gateway_vhosts(
     state: MeshState,
     gateway: Gateway,
     port: int,
-    ctx_services: Any,
+    ctx_services: Mapping[str, MeshService],
     *,
     server: Server | None = None,
     redirect: bool = False,

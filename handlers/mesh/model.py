@@ -21,7 +21,7 @@ import structlog
 from core.api.manifests import parse_manifest
 from core.mesh.envoy import MeshState, wanted_credentials
 from core.mesh.injection import wants_sidecar
-from projections.cluster import ClusterModel
+from projections.cluster import ClusterModel, ObjectRecord
 from projections.endpoints import ServiceSlices
 from projections.runtime import Projection
 from streams.envelope import StoredEvent
@@ -145,7 +145,7 @@ class MeshModel:
                 found[(record.namespace, record.name)] = _account(record.manifest)
         return found
 
-    def secret(self, namespace: str, name: str) -> Any:
+    def secret(self, namespace: str, name: str) -> ObjectRecord | None:
         """The Secret's record (its manifest sealed, as the log holds it), or None."""
         return self._projection.model.get("Secret", namespace, name)
 

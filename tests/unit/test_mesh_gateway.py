@@ -43,7 +43,9 @@ def _vs(name: str, hosts: list[str], **routes: Any) -> Any:
     return istio("VirtualService", name, {"hosts": hosts, "gateways": ["edge"], **routes})
 
 
-def _state(*objects: Any, credentials: dict[tuple[str, str], dict[str, bytes]] | None = None):
+def _state(
+    *objects: Any, credentials: dict[tuple[str, str], dict[str, bytes]] | None = None
+) -> MeshState:
     services = [
         service("web", "10.96.0.10", [{"name": "http", "port": 80}]),
         service("a", "10.96.0.11", [{"name": "tls", "port": 443}]),
@@ -227,7 +229,8 @@ def test_a_passthrough_server_routes_tls_by_sni_unterminated() -> None:
     state = _state(
         _gateway(_server(443, "TLS", ["*.example.com"], "tls", mode="PASSTHROUGH")),
         _vs("pass", ["*.example.com"], tls=[
-            {"match": [{"sniHosts": ["a.example.com"], "port": 443}],
+            {"match": [{"sniHosts": ["a.example.com"], "port": 443},
+                       {"sniHosts": ["a2.example.com"]}],
              "route": [{"destination": {"host": "a"}}]},
             {"match": [{"sniHosts": ["b.example.com"]}],
              "route": [{"destination": {"host": "a"}, "weight": 25},
@@ -242,11 +245,12 @@ def test_a_passthrough_server_routes_tls_by_sni_unterminated() -> None:
     chains = listener["filter_chains"]
     assert [c["filter_chain_match"] for c in chains] == [
         {"server_names": ["a.example.com"], "transport_protocol": "tls"},
+        {"server_names": ["a2.example.com"], "transport_protocol": "tls"},
         {"server_names": ["b.example.com"], "transport_protocol": "tls"},
     ]  # the route for port 8443 is not this server's
     assert all("transport_socket" not in c for c in chains)
-    first, second = (c["filters"][0]["typed_config"] for c in chains)
-    assert first["cluster"] == A
+    first, also, second = (c["filters"][0]["typed_config"] for c in chains)
+    assert first["cluster"] == also["cluster"] == A
     assert second["weighted_clusters"]["clusters"] == [
         {"name": A, "weight": 25}, {"name": B, "weight": 75},
     ]  # fmt: skip
