@@ -486,6 +486,8 @@ async def serve(
                     status=await StatusWriter.open(nc),
                     ca=MeshCA(mesh.ca_dir, ttl=datetime.timedelta(seconds=mesh.cert_ttl)),
                     trusted_keys=_trusted_proxy_keys(mesh),
+                    # Gateways' credentialName Secrets are opened with the cluster key.
+                    secret_keys=gateway.secret_keys,
                 )
                 if mesh is not None
                 else None

@@ -16,12 +16,14 @@ Pure: it reads manifests (plain dicts as the read model holds them) and returns 
 Messages (Istio's ``pkg/config/analysis/msg``):
 
 * ``IST0101`` ReferencedResourceNotFound (Error): ``Referenced host not found: "<host>"`` (a
-  route, mirror or TCP destination whose host is no Service and no ServiceEntry host),
+  route, mirror, TCP or TLS destination whose host is no Service and no ServiceEntry host),
   ``Referenced host+subset in destinationrule not found: "<host>+<subset>"``,
   ``Referenced gateway not found: "<gateway>"``, and for a Gateway
   ``Referenced selector not found: "<selector>"`` (no pod in the cluster has its labels; the
   ingress selectors fleetlog's node agent serves itself — ``istio=ingressgateway``,
-  ``app=istio-ingressgateway`` — always have a workload).
+  ``app=istio-ingressgateway`` — always have a workload), and
+  ``Referenced credentialName not found: "<name>"`` (a server's ``credentialName`` that no
+  Secret of the Gateway's namespace has: the server is left out of the gateway's listeners).
 * ``IST0109`` ConflictingMeshGatewayVirtualServiceHosts (Error): VirtualServices bound to the
   sidecars (``mesh``) that define the same host.
 * ``IST0132`` VirtualServiceHostNotFoundInGateway (Warning): a host of a VirtualService that
@@ -74,6 +76,9 @@ class Objects:
     service_entries: Sequence[Manifest] = ()
     services: Sequence[Manifest] = ()
     pods: Sequence[Manifest] = ()
+    secrets: Sequence[Manifest] | None = None
+    """Only their names are read; None when the reader may not list them (the credential
+    check is then skipped)."""
 
 
 def _meta(manifest: Manifest) -> tuple[str, str]:
@@ -105,7 +110,7 @@ def _destinations(spec: Manifest) -> Iterable[Manifest]:
         for mirror in route.get("mirrors") or ():
             if mirror.get("destination"):
                 yield mirror["destination"]
-    for route in spec.get("tcp") or ():
+    for route in [*(spec.get("tcp") or ()), *(spec.get("tls") or ())]:
         for target in route.get("route") or ():
             if target.get("destination"):
                 yield target["destination"]
@@ -197,7 +202,25 @@ def analyze(objects: Objects) -> list[Message]:
             out.append(Message(kind="Gateway", namespace=namespace, name=name, code="IST0101",
                                level="Error",
                                text=f'Referenced selector not found: "{text}"'))  # fmt: skip
+    if objects.secrets is not None:
+        out += _missing_credentials(gateways, {_meta(s) for s in objects.secrets})
     return sorted(set(out))
+
+
+def _missing_credentials(
+    gateways: Mapping[tuple[str, str], Manifest], secrets: set[tuple[str, str]]
+) -> list[Message]:
+    """Istio's gateway secret analyzer: a server's ``credentialName`` names a Secret of the
+    Gateway's namespace (where fleetlog's handler reads it)."""
+    out = []
+    for (namespace, name), gateway in sorted(gateways.items()):
+        for server in (gateway.get("spec") or {}).get("servers") or ():
+            credential = (server.get("tls") or {}).get("credentialName")
+            if credential and (namespace, str(credential)) not in secrets:
+                text = f'Referenced credentialName not found: "{credential}"'
+                out.append(Message(kind="Gateway", namespace=namespace, name=name,
+                                   code="IST0101", level="Error", text=text))  # fmt: skip
+    return out
 
 
 def _within(served: Mapping[str, str], selector: Mapping[str, str]) -> bool:

@@ -46,7 +46,15 @@ How Istio's objects become Envoy's, as Istio's own generator does:
   gives each weight / sum; zero-weight destinations are dropped, as Istio does); rewrites,
   redirects, retries (Istio's default policy when none is set), timeouts, fault injection and
   mirroring with its percentage. TCP routes become the ``tcp_proxy``'s (weighted) clusters.
-* A **gateway** proxy gets one listener per server port and the VirtualServices bound to it.
+* A **gateway** proxy gets one listener per server port of its Gateways (servers of a port
+  merged, as Istio does) and the VirtualServices bound to them: plain HTTP servers share one
+  route configuration (``httpsRedirect``: 301 to https); HTTPS servers that terminate TLS
+  (SIMPLE, MUTUAL) are filter chains picked by SNI among the server's hosts, their
+  certificate over SDS (``kubernetes://<credentialName>``, from the Secret the handler opened
+  into ``MeshState.credentials``) or from files; PASSTHROUGH servers route the VirtualServices'
+  ``tls`` routes by SNI (``tls_inspector`` + ``tcp_proxy``, not terminated); TCP servers
+  (also MONGO, REDIS, MYSQL) proxy their ``tcp`` routes. A sidecar's TLS/HTTPS service port
+  routes ``tls`` routes by SNI the same way, the service itself the default.
 """
 
 from __future__ import annotations
@@ -64,10 +72,13 @@ from core.mesh.kinds import (
     HTTPRoute,
     PeerAuthentication,
     Percent,
+    RouteDestination,
+    Server,
     ServiceEntry,
     StringMatch,
     TrafficPolicy,
     VirtualService,
+    hosts_match,
 )
 from core.mesh.peerauth import InboundMtls, Mode, effective_mtls
 from core.services.slices import SERVICE_NAME_LABEL
@@ -204,6 +215,10 @@ class MeshState:
     meshed_pods: Mapping[tuple[str, str], str] = field(default_factory=dict)
     """``(namespace, pod name)`` -> service account, of the pods that have a sidecar (their
     endpoints are reached over mTLS, auto mTLS)."""
+    credentials: Mapping[tuple[str, str], Mapping[str, bytes]] = field(default_factory=dict)
+    """``(namespace, Secret name)`` -> its data, opened (Secrets are sealed in the log): the
+    Secrets Gateways name by ``credentialName`` (:func:`wanted_credentials`), which the
+    handler opens."""
 
     def inbound_mtls(self, namespace: str, labels: Mapping[str, str]) -> InboundMtls:
         return effective_mtls(self.peer_authentications, namespace=namespace, labels=labels)
@@ -218,8 +233,9 @@ class Snapshot:
     listeners: list[dict[str, Any]]
     routes: list[dict[str, Any]]
     secrets: list[dict[str, Any]] = field(default_factory=list)
-    """SDS secrets: not built from the mesh state but issued per proxy identity by the
-    handler; filled for :func:`static_bootstrap`."""
+    """SDS secrets: a gateway's credentials (``kubernetes://<credentialName>``) from the
+    state's opened Secrets; the proxy's identity (``default``, ``ROOTCA``) is issued by the
+    handler, and added here for :func:`static_bootstrap`."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -291,6 +307,8 @@ class MeshPort:
     name: str
     protocol: str
     """``http`` or ``tcp``: how the listener handles it."""
+    tls: bool = False
+    """A TLS or HTTPS port (proxied as TCP): ``tls`` routes pick its destination by SNI."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -321,6 +339,11 @@ def port_protocol(name: str, app_protocol: str | None, protocol: str = "TCP") ->
     return "http"
 
 
+def is_tls_port(name: str, app_protocol: str | None) -> bool:
+    """Whether Istio's explicit protocol selection makes the port TLS (``https``, ``tls``)."""
+    return (app_protocol or name.split("-", 1)[0]).lower() in checks.TLS_PROTOCOLS
+
+
 def mesh_services(state: MeshState) -> list[MeshService]:
     """The Services with a ClusterIP, and the ServiceEntries' hosts, in a stable order."""
     found: list[MeshService] = []
@@ -338,6 +361,7 @@ def mesh_services(state: MeshState) -> list[MeshService]:
                 protocol=port_protocol(
                     port.get("name") or "", port.get("appProtocol"), port.get("protocol", "TCP")
                 ),
+                tls=is_tls_port(port.get("name") or "", port.get("appProtocol")),
             )
             for port in spec.get("ports") or ()
         )
@@ -348,7 +372,12 @@ def mesh_services(state: MeshState) -> list[MeshService]:
     for entry in state.service_entries:
         spec = entry.spec
         ports = tuple(
-            MeshPort(number=p.number, name=p.name, protocol=port_protocol(p.name, p.protocol))
+            MeshPort(
+                number=p.number,
+                name=p.name,
+                protocol=port_protocol(p.name, p.protocol),
+                tls=is_tls_port(p.name, p.protocol),
+            )
             for p in spec.ports
         )
         resolution = "EDS" if spec.resolution == "STATIC" else spec.resolution
@@ -1155,20 +1184,11 @@ def _http_listener(
 def _tcp_listener(
     name: str, address: str, port: int, targets: list[tuple[str, int]]
 ) -> dict[str, Any]:
-    proxy: dict[str, Any] = {"@type": TCP_PROXY_TYPE, "stat_prefix": name}
-    if len(targets) == 1:
-        proxy["cluster"] = targets[0][0]
-    else:
-        proxy["weighted_clusters"] = {
-            "clusters": [{"name": n, "weight": w} for n, w in targets if w > 0]
-        }
     return {
         "@type": LISTENER_TYPE,
         "name": name,
         "address": _address(address, port),
-        "filter_chains": [
-            {"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]}
-        ],
+        "filter_chains": [{"filters": [_tcp_proxy(name, targets)]}],
     }
 
 
@@ -1183,17 +1203,7 @@ def _tcp_targets(
         for tcp in vs.spec.tcp:
             if tcp.match and not any(not m.port or m.port == port for m in tcp.match):
                 continue
-            targets = []
-            for destination in tcp.route:
-                d = destination.destination
-                assert d is not None
-                number = d.port.number if d.port else None
-                targets.append(
-                    (_destination_cluster(d.host, d.subset, number, ctx), destination.weight)
-                )
-            if len(targets) > 1 and all(w == 0 for _, w in targets):
-                targets = [(n, 1) for n, _ in targets]
-            return targets
+            return _route_targets(tcp.route, ctx)
     return [(cluster_name(service.host, port), 1)]
 
 
@@ -1208,8 +1218,9 @@ def build_snapshot(state: MeshState, proxy: Proxy) -> Snapshot:
     by_host = {s.host: s for s in services}
     clusters = build_clusters(services, state.destination_rules, service_identities(state))
     endpoints = build_endpoints(services, clusters, state)
+    secrets: list[dict[str, Any]] = []
     if proxy.kind == "gateway":
-        listeners, routes = _gateway_listeners(state, proxy, by_host)
+        listeners, routes, secrets = _gateway_listeners(state, proxy, by_host)
     else:
         listeners, routes = _sidecar_listeners(state, proxy, services, by_host)
         if proxy.captured:
@@ -1226,7 +1237,9 @@ def build_snapshot(state: MeshState, proxy: Proxy) -> Snapshot:
                 {"@type": CLUSTER_TYPE, "name": BLACKHOLE_CLUSTER, "type": "STATIC",
                  "connect_timeout": "10s"},
             ]  # fmt: skip
-    return Snapshot(clusters=clusters, endpoints=endpoints, listeners=listeners, routes=routes)
+    return Snapshot(
+        clusters=clusters, endpoints=endpoints, listeners=listeners, routes=routes, secrets=secrets
+    )
 
 
 def _outbound_listener() -> dict[str, Any]:
@@ -1353,48 +1366,433 @@ def _sidecar_listeners(
             if any(existing["name"] == name for existing in listeners):
                 continue
             targets = _tcp_targets(service, port.number, state, by_host)
-            listeners.append(_tcp_listener(name, address, port.number, targets))
+            listener = _tcp_listener(name, address, port.number, targets)
+            if port.tls and (chains := _sidecar_tls_chains(service, port.number, state, by_host)):
+                # The service's own cluster stays the default for any other name.
+                listener["filter_chains"] = [*chains, *listener["filter_chains"]]
+                listener["listener_filters"] = [_tls_inspector()]
+            listeners.append(listener)
     return listeners, routes
+
+
+def _tls_inspector() -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.listener.tls_inspector",
+        "typed_config": {"@type": TLS_INSPECTOR_TYPE},
+    }
+
+
+def _sidecar_tls_chains(
+    service: MeshService, port: int, state: MeshState, services: Mapping[str, MeshService]
+) -> list[dict[str, Any]]:
+    """A TLS service port's chains from the ``tls`` routes of the first VirtualService bound
+    to the mesh for its host: each match's SNI hosts (on this port) to its destinations."""
+    for vs in sorted(
+        state.virtual_services, key=lambda v: (v.metadata.namespace or "", v.metadata.name or "")
+    ):
+        if not _bound_to(vs, None) or service.host not in _vs_hosts(vs) or not vs.spec.tls:
+            continue
+        ctx = _Context(namespace=vs.metadata.namespace or "default", port=port,
+                       services=services, rules=state.destination_rules)  # fmt: skip
+        chains = []
+        for index, route in enumerate(vs.spec.tls):
+            for number, match in enumerate(route.match):
+                if match.port and match.port != port:
+                    continue
+                name = f"{vs.metadata.namespace}/{vs.metadata.name}.tls.{index}.{number}"
+                chains.append({
+                    "name": name,
+                    "filter_chain_match": {"server_names": sorted(match.sni_hosts),
+                                           "transport_protocol": "tls"},
+                    "filters": [_tcp_proxy(name, _route_targets(route.route, ctx))],
+                })  # fmt: skip
+        return _distinct(chains)
+    return []
+
+
+CREDENTIAL_PREFIX: Final = "kubernetes://"
+"""Istio's SDS name of a gateway's ``credentialName``: ``kubernetes://<name>``, the Secret of
+that name in the gateway's namespace; its client CA is ``kubernetes://<name>-cacert``."""
+CACERT_SUFFIX: Final = "-cacert"
+TCP_SERVER_PROTOCOLS: Final = frozenset({"tcp", "mongo", "redis", "mysql"})
+"""Gateway server protocols proxied as plain TCP (Istio has no filter of its own for them)."""
+TERMINATED_MODES: Final = frozenset({"SIMPLE", "MUTUAL"})
+TLS_VERSIONS: Final = {
+    "TLS_AUTO": "TLS_AUTO", "TLSV1_0": "TLSv1_0", "TLSV1_1": "TLSv1_1",
+    "TLSV1_2": "TLSv1_2", "TLSV1_3": "TLSv1_3",
+}  # fmt: skip
+"""Istio's ``minProtocolVersion``/``maxProtocolVersion`` names as Envoy's ``tls_params``."""
+
+
+def _mine(state: MeshState, proxy: Proxy) -> list[Gateway]:
+    """The Gateways whose selector the gateway proxy's labels match, oldest name first."""
+    return sorted(
+        (g for g in state.gateways
+         if g.spec.selector
+         and all(proxy.labels.get(k) == v for k, v in g.spec.selector.items())),
+        key=lambda g: (g.metadata.namespace or "default", g.metadata.name or ""),
+    )  # fmt: skip
+
+
+def wanted_credentials(gateways: Iterable[Gateway]) -> set[tuple[str, str]]:
+    """The Secrets ``(namespace, name)`` the Gateways' servers name by ``credentialName`` (in
+    the Gateway's namespace, where Istio reads them), with each MUTUAL server's separate CA
+    Secret ``<name>-cacert``: what the handler must open for the builder."""
+    wanted: set[tuple[str, str]] = set()
+    for gateway in gateways:
+        namespace = gateway.metadata.namespace or "default"
+        for server in gateway.spec.servers:
+            tls = server.tls
+            if tls is None or not tls.credential_name or tls.mode not in TERMINATED_MODES:
+                continue
+            wanted.add((namespace, tls.credential_name))
+            if tls.mode == "MUTUAL":
+                wanted.add((namespace, tls.credential_name + CACERT_SUFFIX))
+    return wanted
+
+
+def _first(data: Mapping[str, bytes], *keys: str) -> str | None:
+    for key in keys:
+        if key in data:
+            return data[key].decode()
+    return None
+
+
+def credential_secret(name: str, data: Mapping[str, bytes]) -> dict[str, Any] | None:
+    """A Secret's data as the SDS secret ``name`` holding a certificate and its key:
+    ``tls.crt``/``tls.key`` (``kubernetes.io/tls``) or Istio's generic ``cert``/``key``; None
+    when it has neither pair."""
+    cert, key = _first(data, "tls.crt", "cert"), _first(data, "tls.key", "key")
+    if cert is None or key is None:
+        return None
+    return {"@type": SECRET_TYPE, "name": name,
+            "tls_certificate": {"certificate_chain": {"inline_string": cert},
+                                "private_key": {"inline_string": key}}}  # fmt: skip
+
+
+def credential_ca_secret(name: str, data: Mapping[str, bytes]) -> dict[str, Any] | None:
+    """A Secret's CA bundle (``ca.crt``, or Istio's generic ``cacert``) as the SDS secret
+    ``name`` validating peers' certificates; None when it has none."""
+    ca = _first(data, "ca.crt", "cacert")
+    if ca is None:
+        return None
+    return {"@type": SECRET_TYPE, "name": name,
+            "validation_context": {"trusted_ca": {"inline_string": ca}}}  # fmt: skip
+
+
+def _credential_secrets(state: MeshState, gateways: Sequence[Gateway]) -> dict[str, Any]:
+    """SDS name -> secret, for the gateways' servers whose credentials the state holds."""
+    found: dict[str, Any] = {}
+    for gateway in gateways:
+        namespace = gateway.metadata.namespace or "default"
+        for server in gateway.spec.servers:
+            tls = server.tls
+            if tls is None or not tls.credential_name or tls.mode not in TERMINATED_MODES:
+                continue
+            name = tls.credential_name
+            data = state.credentials.get((namespace, name))
+            if data is None:
+                continue
+            secret = credential_secret(CREDENTIAL_PREFIX + name, data)
+            if secret is None:
+                continue
+            if tls.mode == "MUTUAL":
+                # The CA in the same Secret (``ca.crt``) or in ``<name>-cacert``, as Istio.
+                ca_name = CREDENTIAL_PREFIX + name + CACERT_SUFFIX
+                ca = credential_ca_secret(ca_name, data) or credential_ca_secret(
+                    ca_name, state.credentials.get((namespace, name + CACERT_SUFFIX), {})
+                )
+                if ca is None:
+                    continue
+                found[ca_name] = ca
+            found[secret["name"]] = secret
+    return found
+
+
+def _sni_hosts(hosts: Sequence[str]) -> list[str]:
+    """A server's hosts as SNI names (``ns/`` dropped); none when one is ``*`` (any name)."""
+    names = sorted({h.rsplit("/", 1)[-1] for h in hosts})
+    return [] if "*" in names else names
+
+
+def _server_tls(server: Server, secrets: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The DownstreamTlsContext of a SIMPLE or MUTUAL server: its certificate over SDS
+    (``credentialName``) or from files; None when its credential is missing (the server is
+    left out rather than a listener warming forever)."""
+    tls = server.tls
+    assert tls is not None
+    mutual = tls.mode == "MUTUAL"
+    common: dict[str, Any] = {}
+    if tls.credential_name:
+        name = CREDENTIAL_PREFIX + tls.credential_name
+        if name not in secrets or (mutual and name + CACERT_SUFFIX not in secrets):
+            return None
+        common["tls_certificate_sds_secret_configs"] = [sds_secret(name)]
+        if mutual:
+            common["validation_context_sds_secret_config"] = sds_secret(name + CACERT_SUFFIX)
+    else:
+        common["tls_certificates"] = [
+            {"certificate_chain": {"filename": tls.server_certificate},
+             "private_key": {"filename": tls.private_key}}
+        ]  # fmt: skip
+        if mutual:
+            common["validation_context"] = {"trusted_ca": {"filename": tls.ca_certificates}}
+    params: dict[str, Any] = {}
+    if tls.min_protocol_version in TLS_VERSIONS:
+        params["tls_minimum_protocol_version"] = TLS_VERSIONS[tls.min_protocol_version]
+    if tls.max_protocol_version in TLS_VERSIONS:
+        params["tls_maximum_protocol_version"] = TLS_VERSIONS[tls.max_protocol_version]
+    if tls.cipher_suites:
+        params["cipher_suites"] = list(tls.cipher_suites)
+    if params:
+        common["tls_params"] = params
+    if checks.protocol_of(server.port.protocol if server.port else "") == "https":
+        common["alpn_protocols"] = ["h2", "http/1.1"]
+    context: dict[str, Any] = {"@type": DOWNSTREAM_TLS_TYPE, "common_tls_context": common}
+    if mutual:
+        context["require_client_certificate"] = True
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+
+
+def _server_binds(vs: VirtualService, gateway: Gateway, server: Server) -> bool:
+    """Whether a VirtualService bound to ``gateway`` applies to ``server``: one of its hosts
+    matches one of the server's (``ns/host``: only VirtualServices of that namespace, ``.``
+    the gateway's, ``*`` any), as Istio binds them."""
+    vs_ns = vs.metadata.namespace or "default"
+    gw_ns = gateway.metadata.namespace or "default"
+    for entry in server.hosts:
+        namespace, slash, host = entry.rpartition("/")
+        if slash and namespace not in ("*", vs_ns) and not (namespace == "." and vs_ns == gw_ns):
+            continue
+        if any(hosts_match(host, h) for h in vs.spec.hosts):
+            return True
+    return False
+
+
+def _route_targets(routes: Sequence[RouteDestination], ctx: _Context) -> list[tuple[str, int]]:
+    """A tcp or tls route's destinations as ``(cluster, weight)`` (all weights 0: equal)."""
+    targets = []
+    for destination in routes:
+        d = destination.destination
+        assert d is not None
+        number = d.port.number if d.port else None
+        targets.append((_destination_cluster(d.host, d.subset, number, ctx), destination.weight))
+    if len(targets) > 1 and all(w == 0 for _, w in targets):
+        targets = [(n, 1) for n, _ in targets]
+    return targets
+
+
+def _tcp_proxy(stat: str, targets: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    proxy: dict[str, Any] = {"@type": TCP_PROXY_TYPE, "stat_prefix": stat}
+    if len(targets) == 1:
+        proxy["cluster"] = targets[0][0]
+    else:
+        proxy["weighted_clusters"] = {
+            "clusters": [{"name": n, "weight": w} for n, w in targets if w > 0]
+        }
+    return {"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}
+
+
+def _bound(state: MeshState, gateway: Gateway, server: Server) -> list[VirtualService]:
+    return [
+        vs
+        for vs in sorted(
+            state.virtual_services,
+            key=lambda v: (v.metadata.namespace or "", v.metadata.name or ""),
+        )
+        if _bound_to(vs, gateway) and _server_binds(vs, gateway, server)
+    ]
+
+
+def _gateway_tcp_targets(
+    state: MeshState,
+    gateway: Gateway,
+    server: Server,
+    port: int,
+    ctx_services: Mapping[str, MeshService],
+) -> list[tuple[str, int]]:
+    """The first ``tcp`` route of a VirtualService bound to the server that matches the port
+    (Istio's order: the routes of the oldest VirtualService first)."""
+    for vs in _bound(state, gateway, server):
+        ctx = _Context(namespace=vs.metadata.namespace or "default", port=port,
+                       services=ctx_services, rules=state.destination_rules)  # fmt: skip
+        for tcp in vs.spec.tcp:
+            if tcp.match and not any(not m.port or m.port == port for m in tcp.match):
+                continue
+            return _route_targets(tcp.route, ctx)
+    return []
+
+
+def _passthrough_chains(
+    state: MeshState,
+    gateway: Gateway,
+    server: Server,
+    port: int,
+    ctx_services: Mapping[str, MeshService],
+) -> list[dict[str, Any]]:
+    """A PASSTHROUGH server's chains: one per ``tls`` route match of the VirtualServices bound
+    to it, picked by the client's SNI (within the server's hosts), proxied unterminated."""
+    chains = []
+    allowed = _sni_hosts(server.hosts)
+    for vs in _bound(state, gateway, server):
+        ctx = _Context(namespace=vs.metadata.namespace or "default", port=port,
+                       services=ctx_services, rules=state.destination_rules)  # fmt: skip
+        for index, route in enumerate(vs.spec.tls):
+            for number, match in enumerate(route.match):
+                if match.port and match.port != port:
+                    continue
+                names = [
+                    n for n in match.sni_hosts
+                    if not allowed or any(hosts_match(n, a) for a in allowed)
+                ]  # fmt: skip
+                if not names:
+                    continue
+                name = f"{vs.metadata.namespace}/{vs.metadata.name}.tls.{index}.{number}"
+                chains.append({
+                    "name": name,
+                    "filter_chain_match": {"server_names": sorted(names),
+                                           "transport_protocol": "tls"},
+                    "filters": [_tcp_proxy(name, _route_targets(route.route, ctx))],
+                })  # fmt: skip
+    return chains
+
+
+def _gateway_vhosts(
+    state: MeshState,
+    gateway: Gateway,
+    port: int,
+    ctx_services: Mapping[str, MeshService],
+    *,
+    server: Server | None = None,
+    redirect: bool = False,
+) -> list[dict[str, Any]]:
+    """The virtual hosts of the VirtualServices bound to ``gateway`` (to ``server`` when
+    given: its hosts must match); ``redirect`` answers plain HTTP with a 301 to https."""
+    hosts = []
+    for vs in state.virtual_services:
+        if not _bound_to(vs, gateway):
+            continue
+        if server is not None and not _server_binds(vs, gateway, server):
+            continue
+        namespace = vs.metadata.namespace or "default"
+        ctx = _Context(namespace=namespace, port=port, services=ctx_services,
+                       rules=state.destination_rules)  # fmt: skip
+        vs_routes = [r for i, route in enumerate(vs.spec.http) for r in envoy_routes(route, ctx, i)]
+        domains = [d for host in vs.spec.hosts for d in (host, f"{host}:{port}")]
+        host: dict[str, Any] = {"name": f"{namespace}/{vs.metadata.name}:{port}",
+                                "domains": domains, "routes": vs_routes}  # fmt: skip
+        if redirect:
+            host["require_tls"] = "ALL"
+        hosts.append(host)
+    return hosts
+
+
+def _hcm_chain(route_name: str, *, name: str = "") -> dict[str, Any]:
+    chain = _http_listener("", "0.0.0.0", 0, route_name, route_name)["filter_chains"][0]
+    if name:
+        chain["name"] = name
+    return chain
 
 
 def _gateway_listeners(
     state: MeshState, proxy: Proxy, by_host: Mapping[str, MeshService]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A gateway proxy's listeners, one per port its Gateways' servers use (Istio merges the
+    servers of a port): plain HTTP servers share one route configuration (``http.<port>``;
+    ``httpsRedirect`` answers 301 to https); HTTPS servers that terminate TLS (SIMPLE, MUTUAL)
+    get a filter chain each, picked by the client's SNI among the server's hosts, with the
+    certificate of its ``credentialName`` over SDS (or its files) and route configuration
+    ``https.<port>.<port name>.<gateway>.<namespace>``; a TLS server that terminates proxies
+    its ``tcp`` routes; PASSTHROUGH servers a chain per ``tls`` route's SNI hosts, the
+    connection proxied unterminated; TCP servers (also MONGO, REDIS, MYSQL) a ``tcp_proxy``
+    of their ``tcp`` routes. Also the SDS secrets of the credentials."""
     listeners: list[dict[str, Any]] = []
     routes: list[dict[str, Any]] = []
-    mine = [
-        g for g in state.gateways
-        if g.spec.selector and all(proxy.labels.get(k) == v for k, v in g.spec.selector.items())
-    ]  # fmt: skip
+    mine = _mine(state, proxy)
+    secrets = _credential_secrets(state, mine)
+    by_port: dict[int, list[tuple[Gateway, Server]]] = {}
     for gateway in mine:
         for server in gateway.spec.servers:
             assert server.port is not None
-            port = server.port.number
+            by_port.setdefault(server.port.number, []).append((gateway, server))
+    for port, servers in sorted(by_port.items()):
+        chains: list[dict[str, Any]] = []
+        plain_hosts: list[dict[str, Any]] | None = None
+        inspect = False
+        for gateway, server in servers:
+            assert server.port is not None
             protocol = checks.protocol_of(server.port.protocol) or "http"
-            if protocol not in checks.HTTP_PROTOCOLS:
-                continue  # TLS and TCP servers come with the gateway step
-            route_name = f"http.{port}"
-            virtual_hosts = []
-            for vs in state.virtual_services:
-                if not _bound_to(vs, gateway):
-                    continue
-                namespace = vs.metadata.namespace or "default"
-                ctx = _Context(namespace=namespace, port=port, services=by_host,
-                               rules=state.destination_rules)  # fmt: skip
-                vs_routes = [
-                    r for i, route in enumerate(vs.spec.http) for r in envoy_routes(route, ctx, i)
-                ]
-                domains = [d for host in vs.spec.hosts for d in (host, f"{host}:{port}")]
-                virtual_hosts.append(
-                    {"name": f"{namespace}/{vs.metadata.name}:{port}", "domains": domains,
-                     "routes": vs_routes}
-                )  # fmt: skip
-            routes.append(_route_configuration(route_name, virtual_hosts))
-            listeners.append(
-                _http_listener(f"{proxy.bind_address}_{port}", proxy.bind_address, port,
-                               route_name, route_name)
-            )  # fmt: skip
-    return listeners, routes
+            gw_name = f"{gateway.metadata.name}.{gateway.metadata.namespace or 'default'}"
+            if protocol in checks.HTTP_PROTOCOLS:
+                redirect = server.tls is not None and server.tls.https_redirect
+                vhosts = _gateway_vhosts(state, gateway, port, by_host, redirect=redirect)
+                if plain_hosts is None:
+                    plain_hosts = []
+                    chains.append(_hcm_chain(f"http.{port}"))
+                taken = {h["name"] for h in plain_hosts}
+                plain_hosts += [h for h in vhosts if h["name"] not in taken]
+            elif protocol in TCP_SERVER_PROTOCOLS:
+                targets = _gateway_tcp_targets(state, gateway, server, port, by_host)
+                if targets:
+                    chains.append({"name": f"tcp.{port}.{server.port.name}.{gw_name}",
+                                   "filters": [_tcp_proxy(f"tcp.{port}", targets)]})  # fmt: skip
+            elif server.tls is not None and server.tls.mode == "PASSTHROUGH":
+                inspect = True
+                chains += _passthrough_chains(state, gateway, server, port, by_host)
+            elif server.tls is not None and server.tls.mode in TERMINATED_MODES:
+                socket = _server_tls(server, secrets)
+                if socket is None:
+                    continue  # its credential is missing (istioctl analyze says so)
+                inspect = True
+                name = f"https.{port}.{server.port.name}.{gw_name}"
+                if protocol == "https":
+                    chain = _hcm_chain(name, name=name)
+                    routes.append(_route_configuration(
+                        name, _gateway_vhosts(state, gateway, port, by_host, server=server)
+                    ))  # fmt: skip
+                else:
+                    targets = _gateway_tcp_targets(state, gateway, server, port, by_host)
+                    if not targets:
+                        continue
+                    chain = {"name": name, "filters": [_tcp_proxy(name, targets)]}
+                match: dict[str, Any] = {"transport_protocol": "tls"}
+                if sni := _sni_hosts(server.hosts):
+                    match["server_names"] = sni
+                chain["filter_chain_match"] = match
+                chain["transport_socket"] = socket
+                chains.append(chain)
+        if plain_hosts is not None:
+            routes.append(_route_configuration(f"http.{port}", plain_hosts))
+        chains = _distinct(chains)
+        if not chains:
+            continue
+        listener: dict[str, Any] = {
+            "@type": LISTENER_TYPE,
+            "name": f"{proxy.bind_address}_{port}",
+            "address": _address(proxy.bind_address, port),
+            "filter_chains": chains,
+        }
+        if inspect:
+            listener["listener_filters"] = [_tls_inspector()]
+        listeners.append(listener)
+    return listeners, sorted(routes, key=lambda r: r["name"]), list(secrets.values())
+
+
+def _distinct(chains: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chains with the first of each match kept (Envoy refuses two chains with the same
+    match, or the same name): the oldest Gateway's server wins, as in Istio."""
+    seen_matches: set[str] = set()
+    seen_names: set[str] = set()
+    kept = []
+    for chain in chains:
+        key = repr(sorted((chain.get("filter_chain_match") or {}).items()))
+        if key in seen_matches or chain.get("name") in seen_names:
+            continue
+        seen_matches.add(key)
+        if "name" in chain:
+            seen_names.add(chain["name"])
+        kept.append(chain)
+    return kept
 
 
 # ------------------------------------------------------------------------------------------

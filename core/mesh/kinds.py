@@ -444,6 +444,61 @@ class TCPRoute(K8sModel):
         return found
 
 
+class TLSMatchAttributes(K8sModel):
+    sni_hosts: list[str] = []
+    destination_subnets: list[str] = []
+    port: int = 0
+    source_labels: dict[str, str] = {}
+    source_namespace: str | None = None
+    gateways: list[str] = []
+
+    def problems(self, hosts: list[str]) -> Problems:
+        """``validateTLSMatch``: SNI hosts required, each within one of the VirtualService's
+        ``hosts`` (an IP is Istio's warning, not an error: accepted)."""
+        found = Problems()
+        if not self.sni_hosts:
+            found.add("TLS match must have at least one SNI host", "sniHosts")
+        for index, sni in enumerate(self.sni_hosts):
+            if messages := checks.wildcard_domain_errors(sni):
+                if not checks.is_ip(sni):
+                    _add_all(found, messages, "sniHosts", index)
+                continue
+            if not any(host_subset_of(sni, host) for host in hosts):
+                found.add(
+                    f'SNI host "{sni}" is not a compatible subset of any of the virtual '
+                    f"service hosts: [{', '.join(hosts)}]",
+                    "sniHosts",
+                    index,
+                )
+        for index, subnet in enumerate(self.destination_subnets):
+            _add_all(found, checks.ip_subnet_errors(subnet), "destinationSubnets", index)
+        if self.port:
+            _add_all(found, checks.port_errors(self.port), "port")
+        found.extend(label_problems(self.source_labels), "sourceLabels")
+        found.extend(_gateway_name_problems(self.gateways).items, "gateways")
+        return found
+
+
+class TLSRoute(K8sModel):
+    """A VirtualService's ``tls`` route: TLS connections told apart by their SNI (not
+    terminated), proxied to the destinations."""
+
+    match: list[TLSMatchAttributes] = []
+    route: list[RouteDestination] = []
+
+    def problems(self, hosts: list[str]) -> Problems:
+        """``validateTLSRoute``."""
+        found = Problems()
+        if not self.match:
+            found.add("TLS route must have at least one match condition", "match")
+        for index, match in enumerate(self.match):
+            found.extend(match.problems(hosts).items, "match", index)
+        if not self.route:
+            found.add("TLS route is required", "route")
+        found.extend(_destinations_problems(self.route, http=False).items, "route")
+        return found
+
+
 def _gateway_name_problems(names: list[str]) -> Problems:
     """``validateGatewayNames``: ``namespace/name``, a legacy FQDN, or ``mesh``."""
     found = Problems()
@@ -461,7 +516,16 @@ def _gateway_name_problems(names: list[str]) -> Problems:
     return found
 
 
-def _hosts_match(a: str, b: str) -> bool:
+def host_subset_of(a: str, b: str) -> bool:
+    """``host.Name.SubsetOf``: every name ``a`` covers is covered by ``b``."""
+    if b == "*" or a == b:
+        return True
+    if b.startswith("*"):
+        return a.endswith(b[1:])
+    return False
+
+
+def hosts_match(a: str, b: str) -> bool:
     """``host.Name.Matches``: equal, or one wildcard covers the other."""
     if a == b:
         return True
@@ -478,6 +542,7 @@ class VirtualServiceSpec(K8sModel):
     gateways: list[str] = []
     http: list[HTTPRoute] = []
     tcp: list[TCPRoute] = []
+    tls: list[TLSRoute] = []
     export_to: list[str] = []
 
     def problems(self) -> Problems:
@@ -503,18 +568,20 @@ class VirtualServiceSpec(K8sModel):
         if valid:
             for i, first in enumerate(self.hosts):
                 for j in range(i + 1, len(self.hosts)):
-                    if _hosts_match(first, self.hosts[j]):
+                    if hosts_match(first, self.hosts[j]):
                         found.add(
                             f"duplicate hosts in virtual service: {first} & {self.hosts[j]}",
                             "hosts",
                             j,
                         )
-        if not self.http and not self.tcp:
+        if not self.http and not self.tcp and not self.tls:
             found.add("http, tcp or tls must be provided in virtual service")
         for index, route in enumerate(self.http):
             found.extend(route.problems().items, "http", index)
         for index, tcp in enumerate(self.tcp):
             found.extend(tcp.problems().items, "tcp", index)
+        for index, tls in enumerate(self.tls):
+            found.extend(tls.problems(self.hosts).items, "tls", index)
         return found
 
 
@@ -873,6 +940,30 @@ class ServerTLSSettings(K8sModel):
     max_protocol_version: str | None = None
     cipher_suites: list[str] = []
 
+    def problems(self) -> Problems:
+        """``validateTLSOptions``: ISTIO_MUTUAL brings its own certificates; SIMPLE and MUTUAL
+        need a ``credentialName`` or the certificate files (and MUTUAL a client CA)."""
+        found = Problems()
+        if self.mode == "ISTIO_MUTUAL":
+            for value, what, name in (
+                (self.server_certificate, "server certificate", "serverCertificate"),
+                (self.private_key, "private key", "privateKey"),
+                (self.ca_certificates, "CA bundle", "caCertificates"),
+                (self.credential_name, "credentialName", "credentialName"),
+            ):
+                if value:
+                    found.add(f"ISTIO_MUTUAL TLS cannot have associated {what}", name)
+            return found
+        if self.mode not in ("SIMPLE", "MUTUAL") or self.credential_name:
+            return found
+        if not self.server_certificate:
+            found.add(f"{self.mode} TLS requires a server certificate", "serverCertificate")
+        if not self.private_key:
+            found.add(f"{self.mode} TLS requires a private key", "privateKey")
+        if self.mode == "MUTUAL" and not self.ca_certificates:
+            found.add("MUTUAL TLS requires a client CA bundle", "caCertificates")
+        return found
+
 
 class Server(K8sModel):
     port: Port | None = None
@@ -922,6 +1013,8 @@ class Server(K8sModel):
                     self.tls.ca_certificates or self.tls.private_key or self.tls.server_certificate
                 ):
                     found.add("server cannot have TLS settings for plain text HTTP ports", "tls")
+        if self.tls is not None:
+            found.extend(self.tls.problems().items, "tls")
         return found
 
 

@@ -19,9 +19,9 @@ from typing import Any, Final
 import structlog
 
 from core.api.manifests import parse_manifest
-from core.mesh.envoy import MeshState
+from core.mesh.envoy import MeshState, wanted_credentials
 from core.mesh.injection import wants_sidecar
-from projections.cluster import ClusterModel
+from projections.cluster import ClusterModel, ObjectRecord
 from projections.endpoints import ServiceSlices
 from projections.runtime import Projection
 from streams.envelope import StoredEvent
@@ -35,7 +35,7 @@ ISTIO_KINDS: Final = {
     "ServiceEntry": "service_entries",
     "PeerAuthentication": "peer_authentications",
 }
-WATCHED: Final = frozenset({"Service", "EndpointSlice", "Pod", "Namespace", *ISTIO_KINDS})
+WATCHED: Final = frozenset({"Service", "EndpointSlice", "Pod", "Namespace", "Secret", *ISTIO_KINDS})
 
 
 class MeshModel:
@@ -69,6 +69,10 @@ class MeshModel:
             # A pod's status (ready or not) reaches the mesh through its EndpointSlice; only
             # its labels (subsets) matter here.
             return
+        if kind == "Secret" and (event.envelope.namespace, event.envelope.name) not in (
+            wanted_credentials(self.istio("Gateway"))
+        ):
+            return  # only the Secrets Gateways name as credentials reach the mesh
         if kind == "EndpointSlice":
             touched = self._slices.observe(kind, event.envelope.namespace, event.envelope.name)
             if self._endpoints_of is not None:
@@ -87,25 +91,31 @@ class MeshModel:
         changed, self._endpoints_of = self._endpoints_of, set()
         return changed
 
+    def istio(self, kind: str, live: set[tuple[str, str, str]] | None = None) -> list[Any]:
+        """The parsed objects of one Istio kind (each parsed once per version); the keys seen
+        are added to ``live``."""
+        found: list[Any] = []
+        for record in self._projection.model.list(kind):
+            key = (kind, record.namespace, record.name)
+            if live is not None:
+                live.add(key)
+            cached = self._parsed.get(key)
+            if cached is None or cached[0] != record.last_seq:
+                try:
+                    cached = (record.last_seq, parse_manifest(record.manifest))
+                except Exception as exc:  # stored before a stricter rule: skipped, said
+                    log.warning("mesh.object_skipped", kind=kind, name=record.name,
+                                namespace=record.namespace, error=str(exc))  # fmt: skip
+                    continue
+                self._parsed[key] = cached
+            found.append(cached[1])
+        return found
+
     def state(self) -> MeshState:
         """The builder's input, as of the projection's position now."""
         model = self._projection.model
-        istio: dict[str, list[Any]] = {field: [] for field in ISTIO_KINDS.values()}
         live: set[tuple[str, str, str]] = set()
-        for kind, field in ISTIO_KINDS.items():
-            for record in model.list(kind):
-                key = (kind, record.namespace, record.name)
-                live.add(key)
-                cached = self._parsed.get(key)
-                if cached is None or cached[0] != record.last_seq:
-                    try:
-                        cached = (record.last_seq, parse_manifest(record.manifest))
-                    except Exception as exc:  # stored before a stricter rule: skipped, said
-                        log.warning("mesh.object_skipped", kind=kind, name=record.name,
-                                    namespace=record.namespace, error=str(exc))  # fmt: skip
-                        continue
-                    self._parsed[key] = cached
-                istio[field].append(cached[1])
+        istio = {field: self.istio(kind, live) for kind, field in ISTIO_KINDS.items()}
         for key in [k for k in self._parsed if k not in live]:
             del self._parsed[key]
         pod_labels = {
@@ -134,6 +144,10 @@ class MeshModel:
             if wants_sidecar(record.manifest, namespace_labels.get(record.namespace, {})):
                 found[(record.namespace, record.name)] = _account(record.manifest)
         return found
+
+    def secret(self, namespace: str, name: str) -> ObjectRecord | None:
+        """The Secret's record (its manifest sealed, as the log holds it), or None."""
+        return self._projection.model.get("Secret", namespace, name)
 
     def service_account(self, namespace: str, pod: str) -> str | None:
         """The pod's service account (None: no such pod in the read model)."""

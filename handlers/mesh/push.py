@@ -30,7 +30,10 @@ should run. This shell connects the two:
   (namespace and service account: its pod's in the read model, else Istio's
   ``SERVICE_ACCOUNT`` node metadata — a gateway has no pod — else ``default``), issued by
   the mesh CA (``handlers.mesh.ca``) and issued again at half their life; the proxies of that
-  identity get the new ones pushed.
+  identity get the new ones pushed. A gateway proxy also gets the certificates its servers
+  name by ``credentialName`` (``kubernetes://<name>``): Secrets, sealed in the log, opened
+  here with their data keys (``secret_keys``, which ``up`` gives the handler it runs) and
+  pushed again when the Secret changes (Envoy serves the new one with no restart).
 
 * **Admission**: a stream is served only once its proxy proved who it is — a proxy token
   (``core.mesh.proxytoken``, in the stream's gRPC metadata) signed by a trusted node key for
@@ -44,6 +47,7 @@ should run. This shell connects the two:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import itertools
@@ -60,6 +64,7 @@ import structlog
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
+from core.access.secretdata import open_manifest
 from core.mesh.envoy import (
     SECRET_TYPE,
     MeshState,
@@ -69,6 +74,7 @@ from core.mesh.envoy import (
     build_snapshot,
     mesh_secrets,
     mesh_services,
+    wanted_credentials,
 )
 from core.mesh.proxytoken import (
     ProxyRefused,
@@ -97,9 +103,10 @@ from core.services.slices import SERVICE_NAME_LABEL
 from handlers.mesh.ca import Issued, MeshCA
 from handlers.mesh.model import MeshModel
 from handlers.mesh.status import StatusWriter
-from handlers.mesh.xds import Encoded, Encoder
+from handlers.mesh.xds import Encoded, Encoder, combined
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
+from streams.secretkeys import SecretKeys
 
 log = structlog.get_logger(__name__)
 
@@ -166,6 +173,9 @@ class _Stream:
         """``(namespace, service account)``: whose certificate SDS serves this proxy."""
         self.types = {t: _TypeStream() for t in TYPE_ORDER}
         self.current: dict[str, Encoded] = {}
+        self.sds: tuple[tuple[str, str], Encoded] | None = None
+        """The identity's secrets and the gateway's credentials as one SDS set, by their two
+        versions (made again only when one changes)."""
         self.wake = asyncio.Event()
         self.done = False
         self.token: str | None = None
@@ -572,6 +582,7 @@ class MeshPush:
         trusted_keys: Mapping[str, str] | None = None,
         insecure: bool = False,
         admission_wait_s: float = ADMISSION_WAIT_S,
+        secret_keys: SecretKeys | None = None,
     ) -> None:
         """``trusted_keys``: the public nkeys (``U…`` -> whose) whose proxy tokens admit a
         proxy (the node agents'); ``insecure``: serve any proxy on its node id's word, with no
@@ -585,6 +596,10 @@ class MeshPush:
         self.refusals: Counter[str] = Counter()
         """Streams refused, by gRPC status name: tests and operators read it."""
         self._refusals_said: set[tuple[str, str]] = set()
+        self._secret_keys = secret_keys
+        """Opens the Secrets Gateways name as credentials (none: such servers get no
+        certificate and are left out)."""
+        self._credentials: dict[tuple[str, str], tuple[tuple[str, int], dict[str, bytes]]] = {}
         self.host = host
         self.port = port
         self.bind_address = bind_address
@@ -648,6 +663,10 @@ class MeshPush:
             await self.start()
         writer = asyncio.create_task(self._status.run()) if self._status is not None else None
         rotation = asyncio.create_task(self._rotate())
+        # The credentials of the Gateways already in the log, before any proxy's first build.
+        await self.open_credentials()
+        if self._streams:
+            self._changed()
         if ready is not None:
             ready.set()
         try:
@@ -664,6 +683,7 @@ class MeshPush:
                     await asyncio.sleep(wait)
                 self._wake.clear()
                 self._first_change = None
+                await self.open_credentials()
                 self.rebuild()
         finally:
             rotation.cancel()
@@ -703,7 +723,7 @@ class MeshPush:
         if not self._streams:
             self._built.clear()
             return
-        state = self.model.state()
+        state = self._state()
         touched: tuple[list[Any], MeshState] | None = None
         endpoints: dict[tuple[str, str], tuple[list[dict[str, Any]], Encoded]] = {}
         built: dict[tuple[Any, ...], tuple[Snapshot, dict[str, Encoded]]] = {}
@@ -732,7 +752,7 @@ class MeshPush:
         """A new stream's snapshot, built now (it must not wait for the next change)."""
         key = self._key(stream)
         try:
-            built = self._encode(stream, build_snapshot(self.model.state(), stream.proxy))
+            built = self._encode(stream, build_snapshot(self._state(), stream.proxy))
         except Exception as exc:  # said, not swallowed by the stream: the proxy gets nothing
             log.error("mesh.build_failed", proxy=stream.node.id if stream.node else "",
                       error=repr(exc))  # fmt: skip
@@ -758,7 +778,7 @@ class MeshPush:
                 self._encoder.replace(encoded[ENDPOINT_TYPE], fresh),
             )
         endpoints, eds = done[alike]
-        merged = Snapshot(snapshot.clusters, endpoints, snapshot.listeners, snapshot.routes)
+        merged = dataclasses.replace(snapshot, endpoints=endpoints)
         return merged, {**encoded, ENDPOINT_TYPE: eds}
 
     def _key(self, stream: _Stream) -> tuple[Any, ...]:
@@ -771,19 +791,68 @@ class MeshPush:
         if self.amend is not None and stream.node is not None:
             snapshot = self.amend(stream.node, snapshot)
         encoder = self._encoder
-        return snapshot, {t: encoder.encode(r) for t, r in resources_by_type(snapshot).items()}
+        encoded = {t: encoder.encode(r) for t, r in resources_by_type(snapshot).items()}
+        # A gateway's credentials; the proxy's own certificates join them when served.
+        encoded[SECRET_TYPE] = encoder.encode(snapshot.secrets)
+        return snapshot, encoded
 
     # -- certificates (SDS) -------------------------------------------------------------------
 
     def secrets(self, stream: _Stream) -> Encoded | None:
-        """The stream's identity's SDS secrets (issued on first use)."""
+        """The stream's SDS secrets: its identity's (issued on first use) and, for a gateway,
+        the credentials its servers name (``kubernetes://<credentialName>``)."""
         if stream.identity is None:
             return None
         found = self._certificates.get(stream.identity)
         if found is None:
             found = self._certificates[stream.identity] = self._issue(stream.identity)
             self._rotation_wake.set()
-        return found.encoded
+        credentials = stream.current.get(SECRET_TYPE)
+        if credentials is None or not credentials.resources:
+            return found.encoded
+        versions = (found.encoded.version, credentials.version)
+        if stream.sds is None or stream.sds[0] != versions:
+            stream.sds = (versions, combined(found.encoded, credentials))
+        return stream.sds[1]
+
+    async def open_credentials(self) -> None:
+        """Open the Secrets the Gateways name as credentials (sealed in the log; opened with
+        their data keys, as the query service opens them for a reader): the builder reads
+        them from the state. A Secret is opened again only when it changed."""
+        wanted = wanted_credentials(self.model.istio("Gateway"))
+        opened: dict[tuple[str, str], tuple[tuple[str, int], dict[str, bytes]]] = {}
+        for namespace, name in sorted(wanted):
+            record = self.model.secret(namespace, name)
+            if record is None:
+                continue
+            seen = (record.uid, record.last_seq)
+            cached = self._credentials.get((namespace, name))
+            if cached is not None and cached[0] == seen:
+                opened[(namespace, name)] = cached
+                continue
+            if self._secret_keys is None:
+                log.warning("mesh.credential_unreadable", namespace=namespace, name=name,
+                            error="this handler holds no cluster key")  # fmt: skip
+                continue
+            try:
+                data_key = await self._secret_keys.find(record.uid)
+                if data_key is None:
+                    continue  # its key is gone: its values open for nobody, as if deleted
+                manifest = open_manifest(
+                    record.manifest, data_key=data_key, namespace=namespace, name=name,
+                    uid=record.uid,
+                )  # fmt: skip
+                data = {k: base64.b64decode(v) for k, v in (manifest.get("data") or {}).items()}
+            except Exception as exc:  # one unreadable Secret must not stop the others
+                log.warning("mesh.credential_unreadable", namespace=namespace, name=name,
+                            error=repr(exc))  # fmt: skip
+                continue
+            opened[(namespace, name)] = (seen, data)
+        self._credentials = opened
+
+    def _state(self) -> MeshState:
+        credentials = {key: data for key, (_, data) in self._credentials.items()}
+        return dataclasses.replace(self.model.state(), credentials=credentials)
 
     def _issue(self, identity: tuple[str, str]) -> _Certificate:
         issued = self.ca.issue(*identity)
@@ -917,7 +986,7 @@ def replace_endpoints(snapshot: Snapshot, fresh: list[dict[str, Any]]) -> Snapsh
     names = {e["cluster_name"] for e in fresh}
     kept = [e for e in snapshot.endpoints if e["cluster_name"] not in names]
     endpoints = sorted([*kept, *fresh], key=lambda e: e["cluster_name"])
-    return Snapshot(snapshot.clusters, endpoints, snapshot.listeners, snapshot.routes)
+    return dataclasses.replace(snapshot, endpoints=endpoints)
 
 
 def type_status(push: MeshPush, proxy_id: str, short: str) -> TypeStatus:

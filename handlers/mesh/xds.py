@@ -108,6 +108,12 @@ class Encoder:
         self._cache, self._used = self._used, {}
 
 
+def combined(*parts: Encoded) -> Encoded:
+    """One type's resources from several sets (their names distinct), versioned as one: a
+    proxy's SDS secrets are its identity's and its gateway's credentials."""
+    return _encoded([entry for part in parts for entry in _entries(part)])
+
+
 def _entries(encoded: Encoded) -> list[_Entry]:
     return [
         (name, text, version, packed)

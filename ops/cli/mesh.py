@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from core.errors import FleetError
 from ops.clitools import open_session, run
 
 if TYPE_CHECKING:
@@ -38,10 +39,16 @@ async def analysis(session: Any) -> list[Message]:
     """Every cross-object problem in the cluster, as the projection holds it now."""
     from core.mesh.analyze import Objects, analyze
 
-    fetched = {
+    fetched: dict[str, Any] = {
         field: [item["manifest"] for item in await session.query(kind)]
         for kind, field in ANALYZED.items()
     }
+    try:
+        # Only their names are read (a Gateway's credentialName); a reader who may not list
+        # Secrets gets the other checks.
+        fetched["secrets"] = [item["manifest"] for item in await session.query("Secret")]
+    except FleetError:
+        fetched["secrets"] = None
     return analyze(Objects(**fetched))
 
 

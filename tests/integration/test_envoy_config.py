@@ -205,3 +205,73 @@ def test_an_80_20_split_holds_within_5_percent_over_1000_requests(
         envoy.terminate()
         envoy.wait(timeout=30)
         log.close()
+
+
+def test_gateway_tls_and_tcp_servers_pass_envoy_validate(tmp_path: Path) -> None:
+    from tests.mesh_tls import tls_material
+
+    made = tls_material("a.example.com", "b.example.com")
+    files = {name: tmp_path / f"{name}.pem" for name in ("cert", "key", "ca")}
+    for name, path in files.items():
+        path.write_text(getattr(made, name))
+    credentials = {
+        (NS, "a-cert"): {"tls.crt": made.cert.encode(), "tls.key": made.key.encode(),
+                         "ca.crt": made.ca.encode()},
+    }  # fmt: skip
+
+    def server(port: int, protocol: str, hosts: list[str], name: str, **tls: Any) -> Any:
+        return {"port": {"number": port, "protocol": protocol, "name": name}, "hosts": hosts,
+                **({"tls": tls} if tls else {})}  # fmt: skip
+
+    gateway = istio("Gateway", "edge", {"selector": {"istio": "ingressgateway"}, "servers": [
+        server(80, "HTTP", ["a.example.com"], "http", httpsRedirect=True),
+        server(443, "HTTPS", ["a.example.com"], "https-a", mode="SIMPLE",
+               credentialName="a-cert"),
+        server(443, "HTTPS", ["b.example.com"], "https-b", mode="MUTUAL",
+               serverCertificate=str(files["cert"]), privateKey=str(files["key"]),
+               caCertificates=str(files["ca"]), minProtocolVersion="TLSV1_2"),
+        server(8443, "HTTPS", ["*"], "mutual", mode="MUTUAL", credentialName="a-cert"),
+        server(9443, "TLS", ["*.example.com"], "pass", mode="PASSTHROUGH"),
+        server(15432, "TCP", ["*"], "db"),
+    ]})  # fmt: skip
+    route = [{"destination": {"host": "web", "port": {"number": 80}}}]
+    services = istio("VirtualService", "front", {
+        "hosts": ["a.example.com", "b.example.com"], "gateways": ["edge"], "http": [
+            {"route": route}]})  # fmt: skip
+    passthrough = istio("VirtualService", "pass", {
+        "hosts": ["*.example.com"], "gateways": ["edge"],
+        "tls": [{"match": [{"sniHosts": ["c.example.com"]}], "route": route},
+                {"match": [{"sniHosts": ["d.example.com"]}],
+                 "route": [{**route[0], "weight": 50}, {**route[0], "weight": 50}]}],
+        "tcp": [{"match": [{"port": 15432}], "route": route}],
+    })  # fmt: skip
+    state = dataclasses.replace(
+        scenario(), gateways=[gateway], virtual_services=[services, passthrough],
+        credentials=credentials,
+    )  # fmt: skip
+    snapshot = build_snapshot(state, Proxy(kind="gateway", labels={"istio": "ingressgateway"}))
+    assert len(snapshot.listeners) == 5 and len(snapshot.secrets) == 2
+    # The scenario's ISTIO_MUTUAL clusters need the proxy's own certificates too.
+    snapshot = dataclasses.replace(snapshot, secrets=[*snapshot.secrets, *_secrets()])
+    done = _validate(static_bootstrap(snapshot), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_sidecars_tls_routes_pass_envoy_validate(tmp_path: Path) -> None:
+    base = scenario()
+    tls_routes = istio("VirtualService", "tls-a", {"hosts": ["tls-a", "*.example.com"], "tls": [
+        {"match": [{"sniHosts": ["a.example.com"]}],
+         "route": [dest("tls-b", weight=30), dest("tls-a", weight=70)]},
+    ]})  # fmt: skip
+    state = dataclasses.replace(
+        base,
+        services=[*base.services, service("tls-a", "10.96.9.1", [{"name": "https", "port": 443}]),
+                  service("tls-b", "10.96.9.2", [{"name": "tls", "port": 443}])],
+        virtual_services=[*base.virtual_services, tls_routes],
+    )  # fmt: skip
+    snapshot = build_snapshot(state, Proxy())
+    listener = next(li for li in snapshot.listeners if li["name"] == "10.96.9.1_443")
+    assert len(listener["filter_chains"]) == 2
+    snapshot = dataclasses.replace(snapshot, secrets=_secrets())
+    done = _validate(static_bootstrap(snapshot), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]

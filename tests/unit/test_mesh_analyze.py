@@ -157,3 +157,28 @@ def test_a_gateway_selecting_no_workload_unless_it_is_the_node_ingress() -> None
     assert of_object(messages, kind="Gateway", namespace="shop", name="own") == []
     assert in_namespace(messages, "other") == [] and in_namespace(messages, None) == messages
     assert EXIT_ISSUES == 79
+
+
+def test_a_credential_name_no_secret_of_the_gateways_namespace_has_is_ist0101() -> None:
+    gateway = _gateway("edge", {"istio": "ingressgateway"}, ["a.example.com"])
+    gateway["spec"]["servers"].append(
+        {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["*"],
+         "tls": {"mode": "SIMPLE", "credentialName": "a-cert"}}
+    )  # fmt: skip
+    secret = {"kind": "Secret", "metadata": {"name": "a-cert", "namespace": "shop"}}
+    elsewhere = {"kind": "Secret", "metadata": {"name": "a-cert", "namespace": "other"}}
+    assert analyze(Objects(gateways=[gateway], secrets=[secret])) == []
+    assert [str(m) for m in analyze(Objects(gateways=[gateway], secrets=[elsewhere]))] == [
+        'Error [IST0101] (Gateway edge.shop) Referenced credentialName not found: "a-cert"'
+    ]
+    # Secrets unknown (the reader may not list them): not checked.
+    assert analyze(Objects(gateways=[gateway])) == []
+
+
+def test_a_tls_route_destination_with_no_service_is_ist0101() -> None:
+    vs = _vs("pass", {"hosts": ["*.example.com"], "gateways": ["mesh"], "tls": [
+        {"match": [{"sniHosts": ["a.example.com"]}], "route": [{"destination": {"host": "gone"}}]}
+    ]})  # fmt: skip
+    assert [m.text for m in analyze(Objects(virtual_services=[vs]))] == [
+        'Referenced host not found: "gone"'
+    ]

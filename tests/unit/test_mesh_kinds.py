@@ -465,6 +465,74 @@ def test_gateway_names_are_dns_labels() -> None:
     assert _refused(doc)[0][0] == "metadata.name"
 
 
+def test_server_tls_settings_rules() -> None:
+    def server(tls: dict[str, Any]) -> dict[str, Any]:
+        return {"hosts": ["a.example.com"], "tls": tls,
+                "port": {"number": 443, "protocol": "HTTPS", "name": "https"}}  # fmt: skip
+
+    parse_manifest(_gw([server({"mode": "SIMPLE", "credentialName": "a-cert"})]))
+    parse_manifest(_gw([server({"mode": "MUTUAL", "credentialName": "a-cert"})]))
+    parse_manifest(_gw([server({"mode": "PASSTHROUGH"})]))
+    parse_manifest(
+        _gw([server({"mode": "SIMPLE", "serverCertificate": "/c.pem", "privateKey": "/k.pem"})])
+    )
+    assert _refused(_gw([server({"mode": "SIMPLE"})])) == [
+        ("spec.servers[0].tls.serverCertificate", "SIMPLE TLS requires a server certificate"),
+        ("spec.servers[0].tls.privateKey", "SIMPLE TLS requires a private key"),
+    ]
+    assert _refused(
+        _gw([server({"mode": "MUTUAL", "serverCertificate": "/c.pem", "privateKey": "/k.pem"})])
+    ) == [("spec.servers[0].tls.caCertificates", "MUTUAL TLS requires a client CA bundle")]
+    assert _refused(_gw([server({"mode": "ISTIO_MUTUAL", "credentialName": "x"})])) == [
+        ("spec.servers[0].tls.credentialName",
+         "ISTIO_MUTUAL TLS cannot have associated credentialName"),
+    ]  # fmt: skip
+
+
+def _tls_vs(*routes: dict[str, Any], hosts: list[str] | None = None) -> dict[str, Any]:
+    doc = _vs(hosts=hosts or ["*.example.com"], gateways=["edge"], tls=list(routes))
+    del doc["spec"]["http"]
+    return doc
+
+
+def test_tls_routes_are_read() -> None:
+    vs = parse_manifest(_tls_vs({"match": [{"sniHosts": ["a.example.com"], "port": 443}],
+                                 "route": [_dest("a", weight=90), _dest("b", weight=10)]}))  # fmt: skip
+    assert isinstance(vs, VirtualService)
+    (route,) = vs.spec.tls
+    assert route.match[0].sni_hosts == ["a.example.com"] and route.match[0].port == 443
+    assert [r.weight for r in route.route] == [90, 10]
+    # A VirtualService with only tls routes is complete.
+    assert dump_manifest(vs)["spec"]["tls"][0]["match"][0]["sniHosts"] == ["a.example.com"]
+
+
+def test_tls_route_rules_are_istios_validate_tls_route() -> None:
+    assert _refused(_tls_vs({"route": [_dest()]})) == [
+        ("spec.tls[0].match", "TLS route must have at least one match condition"),
+    ]
+    assert _refused(_tls_vs({"match": [{"sniHosts": []}]})) == [
+        ("spec.tls[0].match[0].sniHosts", "TLS match must have at least one SNI host"),
+        ("spec.tls[0].route", "TLS route is required"),
+    ]
+    assert _refused(
+        _tls_vs({"match": [{"sniHosts": ["other.org", "bad_host"], "port": 70000}],
+                 "route": [_dest(weight=-1)]})
+    ) == [
+        ("spec.tls[0].match[0].sniHosts[0]",
+         'SNI host "other.org" is not a compatible subset of any of the virtual service '
+         "hosts: [*.example.com]"),
+        ("spec.tls[0].match[0].sniHosts[1]", _refused(_vs(hosts=["bad_host"]))[0][1]),
+        ("spec.tls[0].match[0].port", "port number 70000 must be in the range 1..65535"),
+        ("spec.tls[0].route[0].weight", "weight -1 < 0"),
+    ]  # fmt: skip
+    # A narrower wildcard is a subset of a wider one; an IP is Istio's warning, accepted.
+    parse_manifest(_tls_vs({"match": [{"sniHosts": ["*.a.example.com", "10.0.0.1"]}],
+                            "route": [_dest()]}))  # fmt: skip
+    assert _refused(_tls_vs({"match": [{"sniHosts": ["*.com"]}], "route": [_dest()]}))[0][
+        1
+    ].startswith('SNI host "*.com" is not a compatible subset')
+
+
 # -- ServiceEntry ---------------------------------------------------------------------------
 
 _PORTS = [{"number": 443, "name": "https", "protocol": "TLS"}]
