@@ -24,9 +24,11 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from core.mesh.envoy import INBOUND_PORT, OUTBOUND_PORT
+from core.pods.status import MESH_SIDECAR
 
-SIDECAR_CONTAINER: Final = "istio-proxy"
-"""Istio's name for the sidecar container (``fleetlog logs -c istio-proxy``)."""
+SIDECAR_CONTAINER: Final = MESH_SIDECAR
+"""Istio's name for the sidecar container (``fleetlog logs -c istio-proxy``; its status is
+among the pod's ``containerStatuses``, ``core.pods.status``)."""
 INJECT_KEY: Final = "sidecar.istio.io/inject"
 NAMESPACE_KEY: Final = "istio-injection"
 PROXY_MARK: Final = 0x539

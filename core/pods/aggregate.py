@@ -17,6 +17,7 @@ from core.errors import (
 from core.meta.aggregate import Resource, describe_aggregate
 from core.pods.lifecycle import container_outcomes, restart_reason_allowed
 from core.pods.status import EVOLVE as POD_EVOLVE
+from core.pods.status import MESH_SIDECAR
 
 _POD_MUTABLE_PREFIXES = (
     "metadata.labels",
@@ -285,12 +286,22 @@ class Pod(Resource):
             )
 
     def _require_container(self, container: str) -> None:
+        """``container`` is one of the spec's, or the node's mesh sidecar (``MESH_SIDECAR``,
+        which a meshed pod's node runs without a spec entry)."""
+        if container == MESH_SIDECAR:
+            return
         names = [c.get("name") for c in self.manifest.get("spec", {}).get("containers") or []]
         if container not in names:
             raise InvalidTransition(
                 f"{describe_aggregate(self.id)} has no container {container!r}",
                 field="spec.containers",
             )
+
+    def _in_spec(self, container: str) -> bool:
+        return any(
+            c.get("name") == container
+            for c in self.manifest.get("spec", {}).get("containers") or []
+        )
 
     def exit_container(
         self,
@@ -378,6 +389,8 @@ class Pod(Resource):
             )
         self._require_not_terminal(f"restart container {container!r}")
         policy = str(self.manifest.get("spec", {}).get("restartPolicy") or "Always")
+        if container == MESH_SIDECAR and not self._in_spec(container):
+            policy = "Always"  # a native sidecar's own policy, whatever the pod's
         exit_code = int(ended.get("exitCode") or 0)
         if not restart_reason_allowed(policy, exit_code, reason):
             raise InvalidTransition(

@@ -13,12 +13,17 @@ formats once per second (``core.meta.timestamps.format_stamp``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from core.meta.evolve import Evolve, Evolving
 from core.meta.timestamps import format_stamp
 from core.pods.lifecycle import backoff_message
 from core.pods.qos import pod_qos_class
+
+MESH_SIDECAR: Final = "istio-proxy"
+"""The one container a node runs for a pod without its spec naming it: a meshed pod's Envoy
+(Istio's name; ``core.mesh.injection``). Istio's injector adds it to the spec at admission;
+fleetlog's node agent starts it instead, so its status follows the spec's containers'."""
 
 
 def with_pod_scheduled(
@@ -194,9 +199,27 @@ def _container_statuses(manifest: dict[str, Any], status: dict[str, Any]) -> lis
     for c in stored:  # (later duplicates win, as they always have)
         known[c.get("name")] = c
     out = []
+    in_spec = False
     for c in containers:
-        out.append(known.get(c["name"]) or _waiting_status(c))
+        name = c["name"]
+        out.append(known.get(name) or _waiting_status(c))
+        in_spec = in_spec or name == MESH_SIDECAR
+    sidecar = known.get(MESH_SIDECAR)
+    if sidecar is not None and not in_spec:
+        out.append(sidecar)  # the node's sidecar, after the spec's containers (Istio's place)
     return out
+
+
+def _running_status(name: str, image: str, restart_count: int, stamp: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": image,
+        "imageID": "",
+        "ready": False,
+        "started": True,
+        "restartCount": restart_count,
+        "state": {"running": {"startedAt": stamp}},
+    }
 
 
 def _waiting_status(container: dict[str, Any]) -> dict[str, Any]:
@@ -248,15 +271,7 @@ def with_container_started(
         for spec in manifest.get("spec", {}).get("containers") or []:
             name = spec["name"]
             if name == container:
-                c = {
-                    "name": name,
-                    "image": spec.get("image", ""),
-                    "imageID": "",
-                    "ready": False,
-                    "started": True,
-                    "restartCount": restart_count,
-                    "state": {"running": {"startedAt": stamp}},
-                }
+                c = _running_status(name, spec.get("image", ""), restart_count, stamp)
             else:
                 c = _waiting_status(spec)
                 all_started = False
@@ -279,6 +294,10 @@ def with_container_started(
                     c = {**c, "ready": False}
             statuses.append(c)
             names.append(c["name"])
+    if container == MESH_SIDECAR and container not in names:
+        # The node's sidecar has no spec entry: its status is added when it first starts.
+        statuses.append(_running_status(container, "", restart_count, stamp))
+        names.append(container)
     status = dict(old)
     status.setdefault("startTime", stamp)
     if statuses and all_started:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from core.pods.status import MESH_SIDECAR
 from ops.render.text import age
 
 if TYPE_CHECKING:
@@ -60,8 +61,14 @@ def pod_columns(manifest: dict[str, Any], now_ns: int) -> tuple[str, str, str]:
         if condition.get("type") == "PodScheduled" and condition.get("reason") == "SchedulingGated":
             reason = "SchedulingGated"
     init_specs = {c.get("name"): c for c in spec.get("initContainers") or []}
-    total = len(spec.get("containers") or []) + sum(
-        1 for c in init_specs.values() if _restartable(c)
+    names = {c.get("name") for c in spec.get("containers") or []}
+    total = len(names) + sum(1 for c in init_specs.values() if _restartable(c))
+    # A meshed pod's sidecar, started by its node without a spec entry, counts as Istio's
+    # injected one does (2/2).
+    total += sum(
+        1
+        for c in status.get("containerStatuses") or []
+        if c.get("name") == MESH_SIDECAR and MESH_SIDECAR not in names
     )
     ready = restarts = sidecar_restarts = 0
     last_restart: int | None = None
