@@ -14,8 +14,9 @@ Why this exists: the node agent starts a pod's Envoy and redirects the pod's con
   namespace, outbound TCP is redirected to the sidecar's 15001 — except Envoy's own
   connections (they carry :data:`PROXY_MARK`, set on every upstream socket by its bootstrap,
   so the rule works for process pods whose Envoy runs as the same user as the application)
-  and loopback; inbound TCP (arriving from outside the pod: the bridge) to its 15006, except
-  to 15001 itself (whose listener refuses what was not redirected to it).
+  and loopback (127.0.0.0/8, and whatever leaves by ``lo``: the pod's own address); inbound
+  TCP (arriving from outside the pod: the bridge) to its 15006, except to 15001 itself (whose
+  listener refuses what was not redirected to it).
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ def capture_rules(
         "    type nat hook output priority -100; policy accept;\n"
         f"    meta mark {mark:#x} return\n"
         "    ip daddr 127.0.0.0/8 return\n"
+        # The pod reaching its own address goes over lo (an application calling itself, the
+        # node agent's probes made in the pod): not captured, as Istio's rules let it pass.
+        '    oifname "lo" return\n'
         f"    meta l4proto tcp redirect to :{port}\n"
         "  }\n"
         "  chain prerouting {\n"

@@ -29,6 +29,11 @@ thread that enters and ends with the namespaces; it is not used on the agent's p
 start would then wait twice for the interpreter lock (the thread's start and its end), which
 under a busy event loop doubled a burst's start time in a measurement.
 
+A socket needs less: it belongs to the network namespace of the thread that made it, for its
+whole life, whichever thread then connects it. :func:`open_socket` makes one in a pod's
+namespace (``setns`` alone, in a thread of its own that ends with it), for the node agent's
+probes to connect from inside the pod (``handlers.agent.probes``).
+
 One consequence: ``/sys/fs/cgroup`` is not mounted under the new ``/sys`` (nor was it after
 ``ip netns exec``), so the runtime's cgroup prologue, which runs in the child, reaches the
 ``cgroup.procs`` files through the agent's own root (:func:`outside`).
@@ -36,9 +41,11 @@ One consequence: ``/sys/fs/cgroup`` is not mounted under the new ``/sys`` (nor w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -209,3 +216,44 @@ def _bind_etc(directory: Path) -> None:
             code = ctypes.get_errno()
             log.warning("netnsexec.bind_failed", source=str(source), target=str(target),
                         error=os.strerror(code))  # fmt: skip
+
+
+async def open_socket(
+    netns: str, family: int = socket.AF_INET, *, run_netns: Path = RUN_NETNS
+) -> socket.socket:
+    """A non-blocking TCP socket of ``netns`` (the name under ``run_netns``): made by a
+    short-lived thread that enters only that network namespace and ends there, so no thread
+    of the agent is ever left in a pod's namespace. Raises :class:`NamespaceEntryError`."""
+    loop = asyncio.get_running_loop()
+    made: asyncio.Future[socket.socket] = loop.create_future()
+
+    def deliver(outcome: socket.socket | BaseException) -> None:
+        if made.cancelled():
+            if isinstance(outcome, socket.socket):
+                outcome.close()
+        elif isinstance(outcome, BaseException):
+            made.set_exception(outcome)
+        else:
+            made.set_result(outcome)
+
+    def inside() -> None:
+        outcome: socket.socket | BaseException
+        try:
+            fd = os.open(run_netns / netns, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            outcome = NamespaceEntryError(
+                exc.errno, f"the pod's network namespace {netns}: {exc.strerror}"
+            )
+        else:
+            try:
+                _check(_libc.setns(fd, _CLONE_NEWNET), f"setns({netns})")
+                outcome = socket.socket(family, socket.SOCK_STREAM)
+                outcome.setblocking(False)
+            except OSError as exc:
+                outcome = exc
+            finally:
+                os.close(fd)
+        loop.call_soon_threadsafe(deliver, outcome)
+
+    threading.Thread(target=inside, name=f"netns-socket {netns}", daemon=True).start()
+    return await made

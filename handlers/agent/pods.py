@@ -101,6 +101,9 @@ log = structlog.get_logger(__name__)
 
 RECORD_ATTEMPTS = 5
 DEFAULT_GRACE_S = 30
+SIDECAR_READY_TIMEOUT_S = 30.0
+"""How long a meshed pod's containers wait for its sidecar's configuration (then start
+anyway, said in the agent's log: the mesh-push handler may be down)."""
 NETWORK_RETRY_S = 2.0
 CONFIG_RETRY_S = 2.0
 """How often a container waiting for a ConfigMap or Secret asks again (the kubelet retries
@@ -295,6 +298,9 @@ class PodWorker:
         self._sidecars = sidecars
         self.sidecar: Container | None = None
         """The pod's running ``istio-proxy``, if it is meshed."""
+        self._sidecar_task: asyncio.Task[None] | None = None
+        """Keeps the sidecar running (:meth:`_sidecar_loop`) while the pod's containers run."""
+        self._sidecar_started_at: float | None = None
         self._sources = ConfigSources(namespace=self.namespace)
         self._volumes: dict[str, Path] = {}
         self._waiting_for: dict[str, tuple[str, str]] = {}
@@ -360,6 +366,11 @@ class PodWorker:
             if not self._terminating.is_set():
                 await self._record_phase()
         finally:
+            if self._sidecar_task is not None:
+                # The agent stops: the sidecar keeps running for the next agent to adopt.
+                self._sidecar_task.cancel()
+                await asyncio.gather(self._sidecar_task, return_exceptions=True)
+                self._sidecar_task = None
             if resizer is not None:
                 resizer.cancel()
                 await asyncio.gather(resizer, return_exceptions=True)
@@ -434,10 +445,9 @@ class PodWorker:
 
     async def _sidecar_up(self) -> None:
         """A meshed pod's Envoy, started (or adopted) before its containers and ready when
-        its configuration has come, so their first connection goes through it."""
-        from handlers.agent.runtime import ContainerStartError
-        from handlers.agent.sidecar import SidecarUnavailable
-
+        its configuration has come, so their first connection goes through it. From then on
+        :meth:`_sidecar_loop` keeps it running (restarted with the containers' back-off)
+        until :meth:`_sidecar_down`."""
         adopted = self._adopted.pop(SIDECAR_CONTAINER, None)
         addresses, sidecars = self.addresses, self._sidecars
         if (
@@ -449,48 +459,165 @@ class PodWorker:
         ):
             self.sidecar = adopted  # stopped with the pod, if it was left running
             return
-        running = adopted
-        if running is None:
-            try:
-                running = await sidecars.start_sidecar(
-                    self._runtime, uid=self.uid, namespace=self.namespace, name=self.name,
-                    pod_ip=addresses.pod_ip, netns=addresses.netns,
-                    labels=dict((self.manifest.get("metadata") or {}).get("labels") or {}),
-                )  # fmt: skip
-            except (SidecarUnavailable, ContainerStartError, OSError) as exc:
-                log.warning("agent.sidecar_not_started", pod=self.key, error=str(exc))
-                return
-            log.info("agent.sidecar_started", pod=self.key)
-        self.sidecar = running
-        self._shipper.track(self._instance(running))
-        ready = asyncio.ensure_future(sidecars.until_ready(self.uid))
-        ended = asyncio.ensure_future(self._runtime.wait(running))
+        # As Istio's injected container: the pod is Ready only once its sidecar is too.
+        self._ready[SIDECAR_CONTAINER] = False
+        settled = asyncio.Event()
+        self._sidecar_task = asyncio.create_task(
+            self._sidecar_loop(sidecars, addresses, adopted, settled)
+        )
+        waiting = asyncio.ensure_future(settled.wait())
         try:
-            await asyncio.wait([ready, ended], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [waiting, self._sidecar_task], timeout=SIDECAR_READY_TIMEOUT_S,
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
         finally:
-            for task in (ready, ended):
-                task.cancel()
-            await asyncio.gather(ready, ended, return_exceptions=True)
-        if ended.done() and not ended.cancelled() and ended.exception() is None:
-            # Envoy is gone: the pod's connections must not be redirected to nobody.
-            log.warning("agent.sidecar_exited", pod=self.key, exit_code=ended.result().exit_code)
-            await self._sidecar_down()
-            with contextlib.suppress(OSError):
-                await sidecars.uncapture(addresses.netns)
-        elif not ready.cancelled() and ready.exception() is None and not ready.result():
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+        if not settled.is_set() and not self._sidecar_task.done():
             log.warning("agent.sidecar_not_ready", pod=self.key,
                         error="no configuration from the mesh-push handler in time")  # fmt: skip
 
+    async def _sidecar_loop(
+        self,
+        sidecars: MeshSidecars,
+        addresses: PodAddresses,
+        adopted: Container | None,
+        settled: asyncio.Event,
+    ) -> None:
+        """start → ready → exit → back-off → start again, as for a container with
+        ``restartPolicy: Always`` (a native sidecar's, whatever the pod's), each step recorded
+        on the pod as ``istio-proxy``'s. The capture stays in place while Envoy is down: the
+        pod's connections fail rather than bypass the mesh, as with Istio. Cancelled, it
+        leaves the running instance alone (the agent stops; :meth:`_sidecar_down` stops it)."""
+        from handlers.agent.runtime import ContainerStartError, ExitStatus
+        from handlers.agent.sidecar import SidecarUnavailable
+
+        assert addresses.netns is not None
+        name = SIDECAR_CONTAINER
+        crash_loop = CrashLoopBackOff(
+            self._config.backoff_initial_seconds, self._config.backoff_cap_seconds
+        )
+        backoff = BackoffState()
+        running = adopted
+        restart_count, pending_exit = await self._resume(name, adopted is not None)
+        if adopted is not None:
+            restart_count = adopted.spec.restart_count
+        while True:
+            checkpoint()
+            status: ExitStatus | None = None
+            if pending_exit is None:
+                if running is None:
+                    try:
+                        running = await sidecars.start_sidecar(
+                            self._runtime, uid=self.uid, namespace=self.namespace,
+                            name=self.name, pod_ip=addresses.pod_ip, netns=addresses.netns,
+                            labels=dict((self.manifest.get("metadata") or {}).get("labels") or {}),
+                            restart_count=restart_count, keep_capture=restart_count > 0,
+                        )  # fmt: skip
+                    except ContainerStartError as exc:
+                        status = exc.status
+                    except (SidecarUnavailable, OSError) as exc:
+                        if restart_count == 0:
+                            # No mesh here (no handler, no nft): the pod runs un-meshed.
+                            log.warning("agent.sidecar_not_started", pod=self.key, error=str(exc))
+                            await self._set_ready(name, True)
+                            del self._ready[name]
+                            settled.set()
+                            return
+                        status = ExitStatus(
+                            exit_code=128, signal=None, oom_killed=False,
+                            finished_ns=time.time_ns(), reason="StartError", message=str(exc),
+                        )  # fmt: skip
+                    if status is not None:
+                        await self._record_sidecar_failure(restart_count, status)
+                    else:
+                        assert running is not None
+                        log.info("agent.sidecar_started", pod=self.key, restarts=restart_count)
+                        self._shipper.track(self._instance(running))
+                        await self._record(
+                            f"start-{name}-{restart_count}",
+                            functools.partial(
+                                _start, container=name, restart_count=restart_count,
+                                node=self.node,
+                            ),
+                        )  # fmt: skip
+                if running is not None:
+                    self.sidecar = running
+                    status = await self._sidecar_run(sidecars, running, settled)
+                    self.sidecar = None
+                    log.warning("agent.sidecar_exited", pod=self.key, exit_code=status.exit_code)
+                    await self._exited(running, status)
+                    running = None
+            finished_at = status.finished_ns / 1e9 if status is not None else time.time()
+            pending_exit = None
+            await self._set_ready(name, False)
+            started_at = self._sidecar_started_at or finished_at
+            delay, backoff = crash_loop.delay_before_restart(backoff, started_at, finished_at)
+            restart_count += 1
+            code = status.exit_code if status is not None and status.exit_code is not None else 137
+            await self._record(
+                f"restart-{name}-{restart_count}",
+                functools.partial(
+                    _restart, container=name, restart_count=restart_count, backoff_seconds=delay,
+                    reason=exit_reason(code, None, False), node=self.node,
+                ),
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+
+    async def _sidecar_run(
+        self, sidecars: MeshSidecars, running: Container, settled: asyncio.Event
+    ) -> ExitStatus:
+        """Until this Envoy exits: its readiness (its configuration came) recorded as it
+        comes."""
+        self._sidecar_started_at = running.started_ns / 1e9
+
+        async def ready() -> None:
+            if await sidecars.until_ready(self.uid, timeout=math.inf):
+                await self._set_ready(SIDECAR_CONTAINER, True)
+                settled.set()
+
+        watching = asyncio.ensure_future(ready())
+        try:
+            return await self._runtime.wait(running)
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+
+    async def _record_sidecar_failure(self, restart_count: int, status: ExitStatus) -> None:
+        """An Envoy that could not start, recorded as a container's failed start."""
+        name = SIDECAR_CONTAINER
+        code = status.exit_code if status.exit_code is not None else 128
+        log.warning("agent.sidecar_not_started", pod=self.key, error=status.message)
+        self._sidecar_started_at = status.finished_ns / 1e9
+        await self._record(
+            f"exit-{name}-{restart_count}",
+            lambda pod, at: pod.exit_container(
+                container=name, exit_code=code, reason=status.reason or "StartError",
+                node=self.node, restart_count=restart_count, message=status.message, at=at,
+            ),
+        )  # fmt: skip
+
     async def _sidecar_down(self) -> None:
+        """After every container of the pod stopped (native sidecar order), or when the pod
+        goes: the restart loop ends and the running Envoy is stopped, its exit recorded."""
+        task, self._sidecar_task = self._sidecar_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         running, self.sidecar = self.sidecar, None
         if running is None:
             return
         grace = float(self.spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_S))
+        status = None
         with contextlib.suppress(Exception):
-            await self._runtime.stop(running, grace)
-        self._shipper.finish(self._instance(running))
-        with contextlib.suppress(Exception):
-            self._runtime.remove(running)
+            status = await self._runtime.stop(running, grace)
+        if status is not None and task is not None:
+            await self._exited(running, status)  # its status ends terminated, as kube's
+        else:
+            self._shipper.finish(self._instance(running))
+            with contextlib.suppress(Exception):
+                self._runtime.remove(running)
         if self._sidecars is not None:
             self._sidecars.remove(self.uid)
 
@@ -539,6 +666,16 @@ class PodWorker:
         if addresses is not None and not addresses.host_network:
             return addresses.pod_ip
         return self._config.probe_host
+
+    @property
+    def probe_netns(self) -> str | None:
+        """Where HTTP and TCP probes connect from: the pod's own network namespace, if it has
+        one (``handlers.agent.probes``: a meshed pod's capture lets ``lo`` pass, so a probe
+        reaches the application even under STRICT mTLS), else the node's."""
+        addresses = self.addresses
+        if addresses is not None and not addresses.host_network:
+            return addresses.netns
+        return None
 
     async def _finish(self, step: str, decide: PodStep) -> bool:
         """Record the pod finished and give its node's reservation back, in one append: a
@@ -876,7 +1013,9 @@ class PodWorker:
             for kind in health.due(now):
                 spec = health.probes.get(kind)
                 assert spec is not None
-                result = await run_probe(spec, running, host=self.probe_host)
+                result = await run_probe(
+                    spec, running, host=self.probe_host, netns=self.probe_netns
+                )
                 outcome = health.record(kind, result.success, time.time())
                 if outcome is None:
                     continue
@@ -1165,6 +1304,11 @@ def _actual_resources(
 def _wait(pod: Pod, at: datetime, *, container: str, reason: str, message: str, node: str) -> None:
     """A container's wait as a :class:`PodStep`."""
     pod.wait_container(container=container, reason=reason, message=message, node=node, at=at)
+
+
+def _start(pod: Pod, at: datetime, *, container: str, restart_count: int, node: str) -> None:
+    """A start as a :class:`PodStep`."""
+    pod.start_container(container=container, restart_count=restart_count, node=node, at=at)
 
 
 def _restart(

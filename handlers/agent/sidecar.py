@@ -8,8 +8,10 @@ redirects the pod's connections to it; fleetlog's node agent does both when the 
 * **Ordering** (Kubernetes' native sidecars): the pod worker starts the sidecar after the
   pod's network and before its containers, waits (up to :data:`READY_TIMEOUT_S`) until Envoy
   has its ``virtualOutbound`` listener — its configuration came over ADS — so the application's
-  first connection is already routed (Istio's ``holdApplicationUntilProxyStarts``), and stops
-  it after every container has stopped.
+  first connection is already routed (Istio's ``holdApplicationUntilProxyStarts``), restarts
+  it with the containers' back-off if it exits (``handlers.agent.pods``: its status is
+  ``istio-proxy``'s in the pod's ``containerStatuses``), and stops it after every container
+  has stopped.
 * **The process** is a container instance of the runtime named ``istio-proxy`` (its output
   shipped as a container's, so ``fleetlog logs -c istio-proxy`` reads it; adopted by a
   restarted agent like any other), bootstrapped with ``core.mesh.push.ads_bootstrap``: node id
@@ -250,9 +252,12 @@ class MeshSidecars:
         netns: str,
         labels: dict[str, str],
         restart_count: int = 0,
+        keep_capture: bool = False,
     ) -> Container:
         """Capture the pod's traffic and start its Envoy (``ContainerStartError`` as for any
-        container; ``SidecarUnavailable`` when the mesh is not there)."""
+        container; ``SidecarUnavailable`` when the mesh is not there). An Envoy that cannot
+        start takes the capture away, unless ``keep_capture`` (a restart: the pod was meshed,
+        and its connections fail rather than bypass the mesh until Envoy is back)."""
         from handlers.agent.runtime import ContainerSpec
 
         self._ads_address()  # fails early, and says why, with no handler
@@ -273,8 +278,9 @@ class MeshSidecars:
                 )
             )  # fmt: skip
         except BaseException:
-            with contextlib.suppress(OSError):
-                await self.uncapture(netns)
+            if not keep_capture:
+                with contextlib.suppress(OSError):
+                    await self.uncapture(netns)
             raise
 
     async def uncapture(self, netns: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -133,3 +134,60 @@ async def test_run_probe_dispatches_each_action(web: tuple[RunningContainer, int
     for action, expected in checks.items():
         result = await run_probe(ProbeSpec("liveness", action, timeout_seconds=2), container)
         assert result.success is expected, (action, result)
+
+
+@pytest.fixture
+def pod_netns() -> Iterator[str]:
+    """A network namespace of its own with loopback up, as a pod's (root only)."""
+    import os
+    import subprocess
+    import uuid
+
+    if os.geteuid() != 0:
+        pytest.skip("making a network namespace needs root")
+    name = f"fleetlog-probe-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+async def test_http_and_tcp_probes_connect_from_inside_the_pods_namespace(
+    pod_netns: str, tmp_path: Path
+) -> None:
+    """A server listening on the namespace's own loopback only: the node cannot reach it,
+    a probe made in the namespace does (as a probe of a meshed pod reaches its app over lo)."""
+    port = free_port()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "healthz").write_text("ok\n")
+    server = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", pod_netns, PY, "-m", "http.server", str(port), "--bind",
+        "127.0.0.1", cwd=site, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not (await tcp_connect("127.0.0.1", port, 0.5, netns=pod_netns)).success:
+            assert time.monotonic() < deadline, "the http server never listened"
+            await asyncio.sleep(0.1)
+        ok = await http_get("127.0.0.1", port, "/healthz", timeout=2, netns=pod_netns)
+        assert ok.success, ok.message
+        assert ok.message == "HTTP probe succeeded with statuscode: 200"
+        missing = await http_get("127.0.0.1", port, "/nope", timeout=2, netns=pod_netns)
+        assert not missing.success and "statuscode: 404" in missing.message
+        probe = ProbeSpec(
+            kind="readiness", action=HTTPGetCheck(port=port, path="/healthz"), timeout_seconds=2
+        )
+        assert (await run_probe(probe, None, netns=pod_netns)).success  # type: ignore[arg-type]
+        # From the node, the same address and port is nobody's.
+        assert not (await http_get("127.0.0.1", port, "/healthz", timeout=2)).success
+    finally:
+        server.terminate()
+        await server.wait()
+    refused = await http_get("127.0.0.1", port, "/healthz", timeout=2, netns=pod_netns)
+    assert not refused.success and "connection refused" in refused.message, refused.message
+    closed = await tcp_connect("127.0.0.1", port, 2, netns=pod_netns)
+    assert not closed.success and "connection refused" in closed.message, closed.message
