@@ -78,8 +78,7 @@ def manifests() -> list[dict[str, Any]]:
              "name": "web", "image": "process",
              "command": [sys.executable, "-c", SERVES_ITS_VERSION, "secure"],
              "ports": [{"name": "http", "containerPort": 8080}],
-             # A TCP probe: its connection is accepted by the sidecar whatever the mode (an
-             # HTTP probe would be refused under STRICT; Istio rewrites probes, fleetlog not).
+             # A TCP probe (HTTP probes under STRICT: tests/e2e/test_mesh_probes_up.py).
              "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}]}},
     ]  # fmt: skip
 
