@@ -101,9 +101,6 @@ log = structlog.get_logger(__name__)
 
 RECORD_ATTEMPTS = 5
 DEFAULT_GRACE_S = 30
-SIDECAR_READY_TIMEOUT_S = 30.0
-"""How long a meshed pod's containers wait for its sidecar's configuration (then start
-anyway, said in the agent's log: the mesh-push handler may be down)."""
 NETWORK_RETRY_S = 2.0
 CONFIG_RETRY_S = 2.0
 """How often a container waiting for a ConfigMap or Secret asks again (the kubelet retries
@@ -448,6 +445,8 @@ class PodWorker:
         its configuration has come, so their first connection goes through it. From then on
         :meth:`_sidecar_loop` keeps it running (restarted with the containers' back-off)
         until :meth:`_sidecar_down`."""
+        from handlers.agent.sidecar import READY_TIMEOUT_S
+
         adopted = self._adopted.pop(SIDECAR_CONTAINER, None)
         addresses, sidecars = self.addresses, self._sidecars
         if (
@@ -465,10 +464,11 @@ class PodWorker:
         self._sidecar_task = asyncio.create_task(
             self._sidecar_loop(sidecars, addresses, adopted, settled)
         )
+        self._sidecar_task.add_done_callback(self._sidecar_loop_ended)
         waiting = asyncio.ensure_future(settled.wait())
         try:
             await asyncio.wait(
-                [waiting, self._sidecar_task], timeout=SIDECAR_READY_TIMEOUT_S,
+                [waiting, self._sidecar_task], timeout=READY_TIMEOUT_S,
                 return_when=asyncio.FIRST_COMPLETED,
             )  # fmt: skip
         finally:
@@ -477,6 +477,11 @@ class PodWorker:
         if not settled.is_set() and not self._sidecar_task.done():
             log.warning("agent.sidecar_not_ready", pod=self.key,
                         error="no configuration from the mesh-push handler in time")  # fmt: skip
+
+    def _sidecar_loop_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Never silently: the pod stays not Ready without its sidecar.
+            log.error("agent.sidecar_loop_failed", pod=self.key, error=repr(task.exception()))
 
     async def _sidecar_loop(
         self,
@@ -503,6 +508,7 @@ class PodWorker:
         restart_count, pending_exit = await self._resume(name, adopted is not None)
         if adopted is not None:
             restart_count = adopted.spec.restart_count
+            self._shipper.track(self._instance(adopted))
         while True:
             checkpoint()
             status: ExitStatus | None = None
@@ -606,19 +612,18 @@ class PodWorker:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         running, self.sidecar = self.sidecar, None
-        if running is None:
-            return
-        grace = float(self.spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_S))
-        status = None
-        with contextlib.suppress(Exception):
-            status = await self._runtime.stop(running, grace)
-        if status is not None and task is not None:
-            await self._exited(running, status)  # its status ends terminated, as kube's
-        else:
-            self._shipper.finish(self._instance(running))
+        if running is not None:
+            grace = float(self.spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_S))
+            status = None
             with contextlib.suppress(Exception):
-                self._runtime.remove(running)
-        if self._sidecars is not None:
+                status = await self._runtime.stop(running, grace)
+            if status is not None and task is not None:
+                await self._exited(running, status)  # its status ends terminated, as kube's
+            else:
+                self._shipper.finish(self._instance(running))
+                with contextlib.suppress(Exception):
+                    self._runtime.remove(running)
+        if self._sidecars is not None and (running is not None or task is not None):
             self._sidecars.remove(self.uid)
 
     async def _resolver_up(self, addresses: PodAddresses) -> str | None:

@@ -2,8 +2,8 @@
 under a STRICT PeerAuthentication (the node agent probes from inside the pod's network
 namespace, where the pod's own address is reached over ``lo``, not through the sidecar that
 takes only mTLS); its ``istio-proxy`` is in the pod's status (READY 2/2, ``describe``, ``logs
--c istio-proxy``, Ready only with it); an Envoy killed by PID is restarted (restartCount 1)
-and traffic flows again; and a ``fleetlog agent`` started apart from ``up`` meshes pods when
+-c istio-proxy``, Ready only with it); an Envoy killed by PID is restarted (restartCount 1,
+then 2 after the containers' 10 s back-off) and traffic flows again; and a ``fleetlog agent`` started apart from ``up`` meshes pods when
 given the ADS address file. Real ``fleetlog up``, agent, process pods, Envoy and nftables."""
 
 from __future__ import annotations
@@ -111,6 +111,17 @@ def test_probes_pass_under_strict_and_the_sidecar_is_in_the_status_and_restarted
     last = statuses(cluster, "secure", "web")["istio-proxy"]["lastState"]["terminated"]
     assert last["exitCode"] == 137 and last["reason"] == "Error", last
     assert ready_column(cluster, "secure", "web") == "2/2"
+    # Killed again: the containers' back-off (the second restart waits 10 s), seen waiting.
+    os.kill(after[0], signal.SIGKILL)
+
+    def backing_off() -> bool:
+        state = statuses(cluster, "secure", "web")["istio-proxy"]["state"]
+        return (state.get("waiting") or {}).get("reason") == "CrashLoopBackOff"
+
+    wait_for(backing_off, timeout=60)
+    assert ready_column(cluster, "secure", "web") == "1/2"
+    assert not ready(cluster, "secure", "web")  # Ready needs the sidecar too
+    wait_for(lambda: sidecar_restarted(cluster, "secure", "web", 2), timeout=120)
     # Traffic flows again: a meshed client reaches it over mTLS through the new Envoy.
     answered = run_client(cluster, "client", "meshed", seconds=3, warm=True)
     assert answered["failed"] == 0 and answered["ok"] > 0, answered
