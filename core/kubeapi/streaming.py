@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.kubeapi.status import APIError, bad_request
+from core.pods.status import MESH_SIDECAR
 
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 """The remote-command protocols served, most preferred first (kubectl ≥1.30 offers v5)."""
@@ -323,7 +324,10 @@ def choose_container(manifest: Mapping[str, Any], requested: str, pod: str) -> s
         raise bad_request(
             f"a container name must be specified for pod {pod}, choose one of: [{' '.join(names)}]"
         )
-    if requested not in names:
+    if requested not in names and not (
+        requested == MESH_SIDECAR and container_status(manifest, requested)
+    ):
+        # (A meshed pod's sidecar, which its node started without a spec entry, is one.)
         raise bad_request(f"container {requested} is not valid for pod {pod}")
     return requested
 

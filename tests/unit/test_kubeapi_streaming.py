@@ -166,3 +166,17 @@ def test_a_spdy_resize_stream_is_one_json_size_after_another() -> None:
     second, rest = resize_messages(rest + b'20,"Height":50}\n')
     assert second == [b'{"Width":120,"Height":50}'] and rest == b""
     assert resize_messages(b"{" + b" " * 5000) == ([], b"")  # garbage is not kept forever
+
+
+def test_a_meshed_pods_sidecar_is_a_container_once_its_node_started_it() -> None:
+    """``kubectl logs -c istio-proxy``: the sidecar has no spec entry (fleetlog's node starts
+    it), but a status, as Istio's injected container."""
+    meshed = {
+        "spec": {"containers": [{"name": "web"}]},
+        "status": {"containerStatuses": [{"name": "web"}, {"name": "istio-proxy"}]},
+    }
+    assert choose_container(meshed, "istio-proxy", "web") == "istio-proxy"
+    assert choose_container(meshed, "", "web") == "web"  # the app, as Istio's default-container
+    plain = {"spec": {"containers": [{"name": "web"}]}}
+    with pytest.raises(APIError, match="container istio-proxy is not valid for pod web"):
+        choose_container(plain, "istio-proxy", "web")
