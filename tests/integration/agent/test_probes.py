@@ -191,3 +191,51 @@ async def test_http_and_tcp_probes_connect_from_inside_the_pods_namespace(
     assert not refused.success and "connection refused" in refused.message, refused.message
     closed = await tcp_connect("127.0.0.1", port, 2, netns=pod_netns)
     assert not closed.success and "connection refused" in closed.message, closed.message
+
+
+HTTPS_SERVER = (
+    "import http.server, ssl, sys\n"
+    "context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n"
+    "context.load_cert_chain(sys.argv[2], sys.argv[3])\n"
+    "server = http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])),\n"
+    "                                http.server.SimpleHTTPRequestHandler)\n"
+    "server.socket = context.wrap_socket(server.socket, server_side=True)\n"
+    "server.serve_forever()\n"
+)
+
+
+async def test_an_https_probe_from_inside_the_pods_namespace_skips_verification(
+    pod_netns: str, tmp_path: Path
+) -> None:
+    """TLS over the socket made in the namespace, the certificate not verified (the kubelet
+    does not verify a probe's either: this one is signed by a CA nobody trusts)."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from streams.certificates import cert_pem, key_pem, leaf, make_ca, subject_name
+
+    cert, key = leaf(make_ca("probe test"), subject=subject_name("pod"),
+                     usage=ExtendedKeyUsageOID.SERVER_AUTH, ips=("127.0.0.1",))  # fmt: skip
+    (tmp_path / "cert.pem").write_bytes(cert_pem(cert))
+    (tmp_path / "key.pem").write_bytes(key_pem(key))
+    (tmp_path / "healthz").write_text("ok\n")
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", pod_netns, PY, "-c", HTTPS_SERVER, str(port),
+        str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"), cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not (await tcp_connect("127.0.0.1", port, 0.5, netns=pod_netns)).success:
+            assert time.monotonic() < deadline, "the https server never listened"
+            await asyncio.sleep(0.1)
+        ok = await http_get(
+            "127.0.0.1", port, "/healthz", scheme="HTTPS", timeout=5, netns=pod_netns
+        )
+        assert ok.success, ok.message
+        plain = await http_get("127.0.0.1", port, "/healthz", scheme="HTTP", timeout=5,
+                               netns=pod_netns)  # fmt: skip
+        assert not plain.success  # the server speaks TLS only
+    finally:
+        server.terminate()
+        await server.wait()
