@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import os
 import signal
@@ -51,6 +52,7 @@ import httpx
 from anyio.streams.tls import TLSAttribute, TLSStream
 
 from core.pods.lifecycle import ExecCheck, GRPCCheck, HTTPGetCheck, ProbeSpec, TCPSocketCheck
+from handlers.agent.grpcprobe import grpc_check
 from handlers.agent.netnsexec import open_socket
 from handlers.agent.seams import Container
 
@@ -81,7 +83,11 @@ async def run_probe(
     if isinstance(action, ExecCheck):
         return await exec_in(container, list(action.command), timeout)
     if isinstance(action, GRPCCheck):
-        return ProbeResult(False, "gRPC probes are not supported by the process runtime")
+        inside = functools.partial(connect_in, netns) if netns is not None else None
+        healthy, message = await grpc_check(
+            host, action.port, action.service, timeout=timeout, connect=inside
+        )
+        return ProbeResult(healthy, message)
     return ProbeResult(False, f"unknown probe action {action!r}")
 
 

@@ -239,3 +239,85 @@ async def test_an_https_probe_from_inside_the_pods_namespace_skips_verification(
     finally:
         server.terminate()
         await server.wait()
+
+
+GRPC_HEALTH_SERVER = (
+    "import sys, time\n"
+    "from concurrent import futures\n"
+    "import grpc\n"
+    "from grpc_health.v1 import health, health_pb2, health_pb2_grpc\n"
+    "server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))\n"
+    "if sys.argv[2] == 'health':\n"
+    "    servicer = health.HealthServicer()\n"
+    "    servicer.set('', health_pb2.HealthCheckResponse.SERVING)\n"
+    "    servicer.set('liveness', health_pb2.HealthCheckResponse.NOT_SERVING)\n"
+    "    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)\n"
+    "server.add_insecure_port('127.0.0.1:' + sys.argv[1])\n"
+    "server.start()\n"
+    "server.wait_for_termination()\n"
+)
+
+
+async def _grpc_server(port: int, kind: str, netns: str | None) -> asyncio.subprocess.Process:
+    prefix = ["ip", "netns", "exec", netns] if netns is not None else []
+    server = await asyncio.create_subprocess_exec(
+        *prefix, PY, "-c", GRPC_HEALTH_SERVER, str(port), kind,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not (await tcp_connect("127.0.0.1", port, 0.5, netns=netns)).success:
+        assert server.returncode is None, "the gRPC server exited"
+        assert time.monotonic() < deadline, "the gRPC server never listened"
+        await asyncio.sleep(0.1)
+    return server
+
+
+async def test_grpc_probes_ask_the_health_service_as_the_kubelet_does(pod_netns: str) -> None:
+    """``grpc: {port, service}`` calls grpc.health.v1.Health/Check on the pod's address from
+    inside its namespace: SERVING succeeds, anything else fails with the kubelet's words."""
+    port = free_port()
+    server = await _grpc_server(port, "health", pod_netns)
+
+    async def probe(service: str = "", *, netns: str | None = pod_netns) -> tuple[bool, str]:
+        action = GRPCCheck(port=port, service=service)
+        result = await run_probe(
+            ProbeSpec("liveness", action, timeout_seconds=3), None,  # type: ignore[arg-type]
+            netns=netns,
+        )  # fmt: skip
+        return result.success, result.message
+
+    try:
+        assert await probe() == (True, "service healthy")
+        assert await probe("liveness") == (
+            False, 'service unhealthy (responded with "NOT_SERVING")'
+        )  # fmt: skip
+        healthy, message = await probe("nobody")
+        assert not healthy and "code = 5" in message, message  # NOT_FOUND: unknown service
+        # From the node, the namespace's loopback is nobody's.
+        healthy, message = await probe(netns=None)
+        assert not healthy and message.startswith("timeout: failed to connect service"), message
+    finally:
+        server.terminate()
+        await server.wait()
+    healthy, message = await probe()
+    assert not healthy and message.startswith(
+        f'timeout: failed to connect service "127.0.0.1:{port}"'
+    ), message
+
+
+async def test_a_grpc_server_without_the_health_service_fails_the_probe() -> None:
+    port = free_port()
+    server = await _grpc_server(port, "bare", None)
+    try:
+        action = GRPCCheck(port=port)
+        result = await run_probe(
+            ProbeSpec("readiness", action, timeout_seconds=3),
+            None,  # type: ignore[arg-type]
+        )
+        assert not result.success
+        assert result.message.startswith(
+            "this server does not implement the grpc health protocol (grpc.health.v1.Health)"
+        ), result.message
+    finally:
+        server.terminate()
+        await server.wait()
