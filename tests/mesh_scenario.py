@@ -108,6 +108,31 @@ WEB_ROUTES: list[dict[str, Any]] = [
         "route": [dest("web", "v1")],
     },
     {
+        "name": "gone",
+        "match": [{"uri": {"exact": "/gone"}}],
+        "directResponse": {"status": 410, "body": {"string": "gone for good"}},
+        "corsPolicy": {"allowOrigins": [{"exact": "https://shop.example.com"}]},
+    },
+    {
+        "name": "cors",
+        "match": [{"uri": {"prefix": "/public"}}],
+        "corsPolicy": {
+            "allowOrigins": [{"exact": "https://a.example.com"}, {"regex": "https://.*\\.b\\.com"}],
+            "allowMethods": ["GET", "POST"],
+            "allowHeaders": ["x-token"],
+            "exposeHeaders": ["x-trace"],
+            "maxAge": "24h",
+            "allowCredentials": True,
+            "unmatchedPreflights": "IGNORE",
+        },
+        "route": [dest("web", "v1")],
+    },
+    {
+        "name": "reviews",
+        "match": [{"uri": {"prefix": "/reviews"}}],
+        "delegate": {"name": "web-reviews"},
+    },
+    {
         "name": "split",
         "route": [dest("web", "v1", 80), dest("web", "v2", 20)],
         "mirror": {"host": "ratings"},
@@ -150,6 +175,19 @@ def scenario() -> MeshState:
         },
         virtual_services=[
             istio("VirtualService", "web", {"hosts": ["web"], "http": WEB_ROUTES}),
+            istio(
+                "VirtualService",
+                "web-reviews",
+                {
+                    "http": [
+                        {
+                            "match": [{"uri": {"prefix": "/reviews/v2"}}],
+                            "route": [dest("web", "v2")],
+                        },
+                        {"route": [dest("web", "v1")]},
+                    ]
+                },
+            ),  # fmt: skip
             istio(
                 "VirtualService",
                 "db",

@@ -61,11 +61,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 from core.mesh import checks
 from core.mesh.kinds import (
+    CorsPolicy,
     DestinationRule,
     Gateway,
     HTTPMatchRequest,
@@ -97,6 +98,12 @@ ROUTER_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.http.router.v3.Rout
 FAULT_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.http.fault.v3.HTTPFault"
 HTTP_OPTIONS_TYPE: Final = TYPE_PREFIX + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 FAULT_FILTER: Final = "envoy.filters.http.fault"
+CORS_FILTER: Final = "envoy.filters.http.cors"
+CORS_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.http.cors.v3.Cors"
+CORS_POLICY_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.http.cors.v3.CorsPolicy"
+DIRECT_RESPONSE_BODY_MAX: Final = 1024 * 1024
+"""Envoy caps a direct response body at 4 KiB unless the route configuration says more; Istio
+raises it to the 1 MB its validation allows."""
 PREVIOUS_HOSTS: Final = [
     {
         "name": "envoy.retry_host_predicates.previous_hosts",
@@ -980,6 +987,8 @@ def _route_action(route: HTTPRoute, ctx: _Context) -> tuple[str, dict[str, Any]]
             redirect["scheme_redirect"] = r.scheme
         redirect["response_code"] = REDIRECT_CODES.get(r.redirect_code or 301, "MOVED_PERMANENTLY")
         return "redirect", redirect
+    if route.direct_response is not None:
+        return "direct_response", _direct_response(route)
     targets: list[tuple[str, int]] = []
     for destination in route.route:
         d = destination.destination
@@ -1036,6 +1045,43 @@ def _route_action(route: HTTPRoute, ctx: _Context) -> tuple[str, dict[str, Any]]
     return "route", action
 
 
+def _direct_response(route: HTTPRoute) -> dict[str, Any]:
+    """Istio's ``directResponse``: Envoy answers the request itself."""
+    spec = route.direct_response
+    assert spec is not None
+    action: dict[str, Any] = {"status": spec.status}
+    if spec.body is not None and spec.body.data is not None:
+        action["body"] = {"inline_bytes": spec.body.data}
+    elif spec.body is not None and spec.body.string is not None:
+        action["body"] = {"inline_string": spec.body.string}
+    return action
+
+
+def _cors_policy(cors: CorsPolicy) -> dict[str, Any]:
+    """Istio's ``corsPolicy`` as the CORS filter's per-route policy: the filter answers a
+    preflight from an allowed origin itself and adds the headers to the actual response."""
+    policy: dict[str, Any] = {
+        "@type": CORS_POLICY_TYPE,
+        "allow_origin_string_match": [_string_matcher(o) for o in cors.allow_origins],
+        # Istio turns the filter on for the route whenever a policy is set.
+        "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+    }
+    for field_name, key in (
+        ("allow_methods", "allow_methods"),
+        ("allow_headers", "allow_headers"),
+        ("expose_headers", "expose_headers"),
+    ):
+        if values := getattr(cors, field_name):
+            policy[key] = ",".join(values)
+    if cors.max_age is not None:
+        policy["max_age"] = str(checks.duration_ms(cors.max_age) // 1000)
+    if cors.allow_credentials is not None:
+        policy["allow_credentials"] = cors.allow_credentials
+    if cors.unmatched_preflights == "IGNORE":
+        policy["forward_not_matching_preflights"] = False
+    return policy
+
+
 def envoy_routes(route: HTTPRoute, ctx: _Context, index: int) -> list[dict[str, Any]]:
     """One Envoy route per match of an Istio HTTP route (a route without matches: one)."""
     kind, action = _route_action(route, ctx)
@@ -1046,9 +1092,13 @@ def envoy_routes(route: HTTPRoute, ctx: _Context, index: int) -> list[dict[str, 
             "match": _route_match(match),
             kind: action,
         }
-        fault = _fault_config(route)
-        if fault is not None:
-            entry["typed_per_filter_config"] = {FAULT_FILTER: fault}
+        per_filter: dict[str, Any] = {}
+        if (fault := _fault_config(route)) is not None:
+            per_filter[FAULT_FILTER] = fault
+        if route.cors_policy is not None:
+            per_filter[CORS_FILTER] = _cors_policy(route.cors_policy)
+        if per_filter:
+            entry["typed_per_filter_config"] = per_filter
         _header_operations(entry, route.headers)
         out.append(entry)
     return out
@@ -1137,12 +1187,19 @@ def _virtual_hosts_for_port(
 
 
 def _route_configuration(name: str, virtual_hosts: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
+    config = {
         "@type": ROUTE_TYPE,
         "name": name,
         "virtual_hosts": virtual_hosts,
         "validate_clusters": False,
     }
+    _allow_direct_bodies(config)
+    return config
+
+
+def _allow_direct_bodies(config: dict[str, Any]) -> None:
+    if any("direct_response" in r for vh in config["virtual_hosts"] for r in vh["routes"]):
+        config["max_direct_response_body_size_bytes"] = DIRECT_RESPONSE_BODY_MAX
 
 
 # ------------------------------------------------------------------------------------------
@@ -1165,7 +1222,9 @@ def _http_listener(
             "route_config_name": route_name,
         },
         "http_filters": [
-            # Inert unless a route carries a fault (typed_per_filter_config).
+            # Inert unless a route carries a policy (typed_per_filter_config); CORS first, as
+            # Istio orders them, so a preflight is answered before any fault applies.
+            {"name": CORS_FILTER, "typed_config": {"@type": CORS_TYPE}},
             {"name": FAULT_FILTER, "typed_config": {"@type": FAULT_TYPE}},
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
         ],
@@ -1208,12 +1267,121 @@ def _tcp_targets(
 
 
 # ------------------------------------------------------------------------------------------
+# Delegate VirtualServices
+# ------------------------------------------------------------------------------------------
+
+_INHERITED: Final = (
+    "rewrite", "timeout", "retries", "fault", "mirror", "mirror_percentage", "mirrors",
+    "headers", "cors_policy",
+)  # fmt: skip
+"""What a delegate's route takes from the root route that delegates to it when it does not set
+it itself (Istio's ``mergeHTTPRoute``)."""
+
+
+def merge_delegates(virtual_services: Sequence[VirtualService]) -> list[VirtualService]:
+    """Istio's ``mergeVirtualServicesIfNeeded``: each root route naming a ``delegate`` is
+    replaced by the delegate's routes, each matching where both the root's and its own match
+    (a pair whose matches contradict is dropped), so the root's hosts and gateways serve them.
+    A delegate that does not exist leaves no route; delegates themselves (no hosts) are
+    dropped, as they never serve alone."""
+    by_name = {
+        (vs.metadata.namespace or "default", vs.metadata.name or ""): vs
+        for vs in virtual_services
+        if not vs.spec.hosts
+    }
+    if not by_name and not any(r.delegate for vs in virtual_services for r in vs.spec.http):
+        return list(virtual_services)
+    merged: list[VirtualService] = []
+    for vs in virtual_services:
+        if not vs.spec.hosts:
+            continue
+        if not any(route.delegate for route in vs.spec.http):
+            merged.append(vs)
+            continue
+        namespace = vs.metadata.namespace or "default"
+        routes: list[HTTPRoute] = []
+        for root in vs.spec.http:
+            if root.delegate is None:
+                routes.append(root)
+                continue
+            key = (root.delegate.namespace or namespace, root.delegate.name)
+            delegate = by_name.get(key)
+            if delegate is None:
+                continue
+            for route in delegate.spec.http:
+                routes += _merged_routes(root, route)
+        spec = vs.spec.model_copy(update={"http": routes})
+        merged.append(vs.model_copy(update={"spec": spec}))
+    return merged
+
+
+def _merged_routes(root: HTTPRoute, route: HTTPRoute) -> list[HTTPRoute]:
+    update: dict[str, Any] = {
+        name: getattr(root, name)
+        for name in _INHERITED
+        if getattr(route, name) in (None, []) and getattr(root, name) not in (None, [])
+    }
+    if not root.match:
+        return [route.model_copy(update=update)] if update else [route]
+    if not route.match:
+        return [route.model_copy(update={**update, "match": list(root.match)})]
+    matches = [
+        found
+        for outer in root.match
+        for inner in route.match
+        if (found := _merged_match(outer, inner)) is not None
+    ]
+    return [route.model_copy(update={**update, "match": matches})] if matches else []
+
+
+def _merged_match(root: HTTPMatchRequest, inner: HTTPMatchRequest) -> HTTPMatchRequest | None:
+    """Both matches at once, or None where they contradict (Istio's ``mergeHTTPMatchRequest``:
+    the delegate's URI must lie within the root's)."""
+    update: dict[str, Any] = {}
+    if root.uri is not None and inner.uri is not None:
+        outer, own = root.uri, inner.uri
+        if outer.exact is not None:
+            if own.exact != outer.exact:
+                return None
+        elif outer.prefix is not None:
+            path = own.exact if own.exact is not None else own.prefix
+            if path is None or not path.startswith(outer.prefix):
+                return None
+        else:
+            return None  # a root regex cannot be narrowed; Istio refuses the pair too
+    elif root.uri is not None:
+        update["uri"] = root.uri
+    for name in ("scheme", "method", "authority"):
+        mine, theirs = getattr(inner, name), getattr(root, name)
+        if theirs is not None and mine is not None and mine != theirs:
+            return None
+        if mine is None and theirs is not None:
+            update[name] = theirs
+    for name in ("headers", "query_params", "without_headers"):
+        mine, theirs = getattr(inner, name), getattr(root, name)
+        if any(key in mine and mine[key] != value for key, value in theirs.items()):
+            return None
+        if theirs:
+            update[name] = {**theirs, **mine}
+    if root.port and inner.port and root.port != inner.port:
+        return None
+    if root.port and not inner.port:
+        update["port"] = root.port
+    if root.source_labels:
+        update["source_labels"] = {**root.source_labels, **inner.source_labels}
+    if root.gateways and not inner.gateways:
+        update["gateways"] = root.gateways
+    return inner.model_copy(update=update) if update else inner
+
+
+# ------------------------------------------------------------------------------------------
 # The snapshot
 # ------------------------------------------------------------------------------------------
 
 
 def build_snapshot(state: MeshState, proxy: Proxy) -> Snapshot:
     """Every resource ``proxy`` needs, from ``state``."""
+    state = replace(state, virtual_services=merge_delegates(state.virtual_services))
     services = mesh_services(state)
     by_host = {s.host: s for s in services}
     clusters = build_clusters(services, state.destination_rules, service_identities(state))

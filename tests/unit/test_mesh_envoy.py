@@ -179,6 +179,7 @@ def test_one_virtual_listener_per_http_port_and_one_per_tcp_service(snap: Snapsh
     manager = http["filter_chains"][0]["filters"][0]["typed_config"]
     assert manager["rds"]["route_config_name"] == "80"
     assert [f["name"] for f in manager["http_filters"]] == [
+        "envoy.filters.http.cors",
         "envoy.filters.http.fault",
         "envoy.filters.http.router",
     ]
@@ -353,6 +354,90 @@ def test_no_retries_set_means_istio_default_and_zero_attempts_none(snap: Snapsho
     )  # fmt: skip
     [config] = build_snapshot(state, Proxy()).routes
     assert "retry_policy" not in config["virtual_hosts"][0]["routes"][0]["route"]
+
+
+def test_direct_response_is_answered_by_envoy_with_its_body(snap: Snapshot) -> None:
+    route = _route(snap, "80", "gone")
+    assert route["direct_response"] == {"status": 410, "body": {"inline_string": "gone for good"}}
+    assert "route" not in route
+    config = next(r for r in snap.routes if r["name"] == "80")
+    assert config["max_direct_response_body_size_bytes"] == 1024 * 1024
+    state = MeshState(
+        services=[service("web", "10.96.0.10", [{"name": "http", "port": 80}])],
+        virtual_services=[istio("VirtualService", "web", {"hosts": ["web"], "http": [
+            {"directResponse": {"status": 503, "body": {"bytes": "AAEC"}}}]})],
+    )  # fmt: skip
+    [config] = build_snapshot(state, Proxy()).routes
+    [route] = config["virtual_hosts"][0]["routes"]
+    assert route["direct_response"] == {"status": 503, "body": {"inline_bytes": "AAEC"}}
+
+
+def test_cors_policy_is_the_cors_filters_per_route_policy(snap: Snapshot) -> None:
+    policy = _route(snap, "80", "cors")["typed_per_filter_config"]["envoy.filters.http.cors"]
+    assert policy == {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": [
+            {"exact": "https://a.example.com"},
+            {"safe_regex": {"regex": "https://.*\\.b\\.com"}},
+        ],
+        "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        "allow_methods": "GET,POST",
+        "allow_headers": "x-token",
+        "expose_headers": "x-trace",
+        "max_age": "86400",
+        "allow_credentials": True,
+        "forward_not_matching_preflights": False,
+    }
+    gone = _route(snap, "80", "gone")["typed_per_filter_config"]["envoy.filters.http.cors"]
+    assert "forward_not_matching_preflights" not in gone and "max_age" not in gone
+
+
+def test_a_delegate_s_routes_are_merged_under_the_root_s_match(snap: Snapshot) -> None:
+    config = next(r for r in snap.routes if r["name"] == "80")
+    host = next(h for h in config["virtual_hosts"] if h["name"] == f"{WEB}:80")
+    prefixes = [
+        (r["match"].get("prefix"), r.get("route", {}).get("cluster")) for r in host["routes"]
+    ]
+    # The root's "reviews" route became the delegate's two, in place and in order: its own
+    # /reviews/v2 match (within the root's /reviews), then its catch-all under the root's.
+    at = prefixes.index(("/reviews/v2", f"outbound|80|v2|{WEB}"))
+    assert prefixes[at + 1] == ("/reviews", f"outbound|80|v1|{WEB}")
+    assert not any(r["name"] == "reviews" for r in host["routes"])
+    # The delegate serves no host of its own.
+    assert all("web-reviews" not in h["name"] for r in snap.routes for h in r["virtual_hosts"])
+
+
+def test_delegate_matches_that_contradict_the_root_are_dropped() -> None:
+    state = MeshState(
+        services=[service("web", "10.96.0.10", [{"name": "http", "port": 80}])],
+        virtual_services=[
+            istio("VirtualService", "root", {"hosts": ["web"], "http": [
+                {"match": [{"uri": {"prefix": "/a"}, "headers": {"x": {"exact": "1"}}}],
+                 "delegate": {"name": "leaf", "namespace": NS}, "timeout": "3s"},
+                {"route": [dest("web")]}]}),
+            istio("VirtualService", "leaf", {"http": [
+                {"match": [{"uri": {"prefix": "/b"}}], "route": [dest("web")]},
+                {"match": [{"uri": {"exact": "/a/x"}, "headers": {"x": {"exact": "2"}}}],
+                 "route": [dest("web")]},
+                {"match": [{"uri": {"exact": "/a/y"}, "method": {"exact": "GET"}}],
+                 "route": [dest("web")], "timeout": "1s"},
+                {"route": [dest("web")]}]}),
+        ],
+    )  # fmt: skip
+    [config] = build_snapshot(state, Proxy()).routes
+    routes = config["virtual_hosts"][0]["routes"]
+    matches = [r["match"] for r in routes]
+    header = {"name": "x", "string_match": {"exact": "1"}}
+    assert matches == [
+        {
+            "path": "/a/y",
+            "headers": [header, {"name": ":method", "string_match": {"exact": "GET"}}],
+        },
+        {"prefix": "/a", "headers": [header]},
+        {"prefix": "/"},
+    ]
+    # A delegate's own timeout wins; the root's applies where the delegate sets none.
+    assert [r["route"]["timeout"] for r in routes] == ["1s", "3s", "0s"]
 
 
 def test_weights_are_relative_and_zero_weights_dropped() -> None:
