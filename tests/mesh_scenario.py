@@ -187,7 +187,7 @@ def scenario() -> MeshState:
                         {"route": [dest("web", "v1")]},
                     ]
                 },
-            ),  # fmt: skip
+            ),
             istio(
                 "VirtualService",
                 "db",

@@ -22,6 +22,7 @@ import envoy.config.cluster.v3.cluster_pb2
 import envoy.config.endpoint.v3.endpoint_pb2
 import envoy.config.listener.v3.listener_pb2
 import envoy.config.route.v3.route_pb2
+import envoy.extensions.filters.http.cors.v3.cors_pb2
 import envoy.extensions.filters.http.fault.v3.fault_pb2
 import envoy.extensions.filters.http.router.v3.router_pb2
 import envoy.extensions.filters.listener.original_dst.v3.original_dst_pb2

@@ -119,13 +119,14 @@ async def meshed(
     tmp_path: Path,
     extra: tuple[dict[str, Any], ...] = (),
     route: Mapping[str, Any] | None = None,
+    virtual: dict[str, Any] | None = None,
 ) -> AsyncIterator[tuple[MeshPush, str]]:
     """``web``'s pods behind a gateway Envoy; yields the handler and the gateway's URL once
-    the proxy has ACKed everything and answers."""
+    the proxy has ACKed everything and answers. ``virtual`` replaces the VirtualService."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     objects = [service(), *(pod_slice(n, p) for n, p in backends.items()), gateway_object(port)]
-    for manifest in [*objects, *extra, virtual_service(**(route or {}))]:
+    for manifest in [*objects, *extra, virtual or virtual_service(**(route or {}))]:
         await apply(client, manifest)
     async with mesh_push(projection, nc) as push:
         with envoy(tmp_path, ads_port=push.port, labels={"istio": "ingressgateway"}):
@@ -382,3 +383,115 @@ async def test_a_fault_aborts_the_given_share_of_requests_with_its_status(
             # acked the share holds over 200 requests.
             seen = await asyncio.to_thread(statuses, url, 200)
     assert set(seen) == {200, 418} and 40 <= seen[418] <= 80, seen
+
+
+def routes(*http: dict[str, Any], name: str = "shop", hosts: bool = True) -> dict[str, Any]:
+    """A VirtualService of its own HTTP routes: bound to the gateway for ``shop.example.com``,
+    or (``hosts=False``) a delegate."""
+    spec: dict[str, Any] = {"http": list(http)}
+    if hosts:
+        spec |= {"hosts": [HOST], "gateways": ["edge"]}
+    return {
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": name, "namespace": NS}, "spec": spec,
+    }  # fmt: skip
+
+
+TO_WEB: dict[str, Any] = {"route": [{"destination": {"host": "web", "port": {"number": 80}}}]}
+ALLOWED = "https://app.example.com"
+
+
+def preflight(url: str, origin: str) -> httpx.Response:
+    headers = {"Host": HOST, "Origin": origin, "Access-Control-Request-Method": "POST",
+               "Access-Control-Request-Headers": "x-token"}  # fmt: skip
+    return httpx.options(url, headers=headers, timeout=30)
+
+
+async def test_cors_preflights_and_direct_responses_are_answered_by_envoy(
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+    nc: Client,
+    tmp_path: Path,
+) -> None:
+    cors = {
+        "allowOrigins": [{"exact": ALLOWED}, {"prefix": "https://dev."}],
+        "allowMethods": ["GET", "POST"],
+        "allowHeaders": ["x-token"],
+        "exposeHeaders": ["x-trace"],
+        "maxAge": "1h",
+        "allowCredentials": True,
+    }
+    with steerable_backends(("a",)) as backends:
+        async with meshed(
+            client=client, projection=projection, nc=nc, backends=backends, tmp_path=tmp_path,
+            virtual=routes(
+                {"match": [{"uri": {"exact": "/teapot"}}],
+                 "directResponse": {"status": 418, "body": {"string": "short and stout"}}},
+                {**TO_WEB, "corsPolicy": cors},
+            ),
+        ) as (_, url):  # fmt: skip
+            before = int(ask(backends["a"], "/count"))
+            for origin in (ALLOWED, "https://dev.shop.io"):
+                answer = await asyncio.to_thread(preflight, url, origin)
+                # Answered by Envoy's CORS filter (the backend answers OPTIONS with a 501).
+                assert answer.status_code == 200, (answer.status_code, answer.headers)
+                assert answer.headers["access-control-allow-origin"] == origin
+                assert answer.headers["access-control-allow-methods"] == "GET,POST"
+                assert answer.headers["access-control-allow-headers"] == "x-token"
+                assert answer.headers["access-control-max-age"] == "3600"
+                assert answer.headers["access-control-allow-credentials"] == "true"
+            # An origin the policy does not allow gets no CORS headers: the preflight goes on
+            # to the backend, which does not know OPTIONS.
+            refused = await asyncio.to_thread(preflight, url, "https://evil.example.com")
+            assert refused.status_code == 501
+            assert "access-control-allow-origin" not in refused.headers
+            # The actual request from an allowed origin carries the headers it may read.
+            actual = await asyncio.to_thread(
+                httpx.get, url, headers={"Host": HOST, "Origin": ALLOWED}, timeout=30
+            )
+            assert actual.text == "a" and actual.headers["access-control-allow-origin"] == ALLOWED
+            assert actual.headers["access-control-expose-headers"] == "x-trace"
+
+            teapot = await asyncio.to_thread(
+                httpx.get, url + "teapot", headers={"Host": HOST}, timeout=30
+            )
+            assert (teapot.status_code, teapot.text) == (418, "short and stout")
+            assert int(ask(backends["a"], "/count")) == before + 1, "only the actual request"
+
+
+async def test_a_delegate_virtual_service_routes_under_its_root(
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+    nc: Client,
+    tmp_path: Path,
+) -> None:
+    root = routes({"match": [{"uri": {"prefix": "/shop"}}], "delegate": {"name": "shop-leaf"}},
+                  TO_WEB)  # fmt: skip
+
+    def leaf(status: int) -> dict[str, Any]:
+        return routes(
+            {"match": [{"uri": {"prefix": "/shop/closed"}}], "directResponse": {"status": status}},
+            {**TO_WEB, "match": [{"uri": {"prefix": "/shop/cart"}}], "rewrite": {"uri": "/"}},
+            name="shop-leaf", hosts=False,
+        )  # fmt: skip
+
+    def get(url: str) -> tuple[int, str]:
+        answer = httpx.get(url, headers={"Host": HOST}, timeout=30)
+        return answer.status_code, answer.text
+
+    with steerable_backends(("a",)) as backends:
+        async with meshed(
+            client=client, projection=projection, nc=nc, backends=backends, tmp_path=tmp_path,
+            extra=(leaf(403),), virtual=root,
+        ) as (push, url):  # fmt: skip
+            # The delegate's routes, under the root's /shop: its direct response, and its
+            # rewrite of /shop/cart to / (the backend answers its name on / only).
+            assert (await asyncio.to_thread(get, url + "shop/closed/now"))[0] == 403
+            assert await asyncio.to_thread(get, url + "shop/cart") == (200, "a")
+            # Outside /shop the root's own route: no rewrite, the backend's 404.
+            assert (await asyncio.to_thread(get, url + "cart"))[0] == 404
+            # A change to the delegate alone changes what the root serves.
+            await acked_change(push, "RDS", leaf(451), client)
+            assert (await asyncio.to_thread(get, url + "shop/closed/now"))[0] == 451
