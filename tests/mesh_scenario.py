@@ -143,6 +143,14 @@ WEB_ROUTES: list[dict[str, Any]] = [
 
 
 def scenario() -> MeshState:
+    state = _scenario()
+    # web's pods run on two nodes in two regions (their endpoints' localities).
+    for endpoint in state.slices[0]["endpoints"]:
+        endpoint["nodeName"] = "node-1" if endpoint["addresses"] == ["10.244.0.5"] else "node-2"
+    return state
+
+
+def _scenario() -> MeshState:
     return MeshState(
         services=[
             service("web", "10.96.0.10", [{"name": "http", "port": 80, "targetPort": 8080}]),
@@ -166,6 +174,7 @@ def scenario() -> MeshState:
                 "db", "tcp-pg", 5432, [("db-1", "10.244.0.9", True), ("db-2", "10.244.0.10", True)]
             ),
         ],
+        node_localities={"node-1": "us/us-a", "node-2": "eu/eu-a"},
         pod_labels={
             (NS, "web-1"): {"app": "web", "version": "v1"},
             (NS, "web-2"): {"app": "web", "version": "v2"},
@@ -213,7 +222,11 @@ def scenario() -> MeshState:
                 {
                     "host": "web",
                     "trafficPolicy": {
-                        "loadBalancer": {"simple": "ROUND_ROBIN"},
+                        "loadBalancer": {
+                            "simple": "ROUND_ROBIN",
+                            "warmup": {"duration": "30s", "aggression": 1.5},
+                            "localityLbSetting": {"failover": [{"from": "us", "to": "eu"}]},
+                        },
                         "connectionPool": {
                             "tcp": {"maxConnections": 100, "connectTimeout": "3s"},
                             "http": {

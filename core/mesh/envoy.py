@@ -71,6 +71,7 @@ from core.mesh.kinds import (
     Gateway,
     HTTPMatchRequest,
     HTTPRoute,
+    LocalityLbSetting,
     PeerAuthentication,
     Percent,
     RouteDestination,
@@ -182,6 +183,12 @@ from an application's own TLS by it, as Istio does."""
 TLS_MODE_KEY: Final = "tlsMode"
 SOCKET_MATCH_KEY: Final = "envoy.transport_socket_match"
 ADS_SOURCE: Final = {"ads": {}, "resource_api_version": "V3"}
+LOCALITY_LABELS: Final = (
+    "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+    "topology.istio.io/subzone",
+)
+"""A node's labels that make the locality of its endpoints (Istio's)."""
 
 
 def spiffe_id(namespace: str, service_account: str) -> str:
@@ -203,6 +210,9 @@ class Proxy:
     """A sidecar whose pod's outbound TCP is redirected to it (Istio's ``INTERCEPTION_MODE``
     ``REDIRECT``): it gets the ``virtualOutbound`` listener on :data:`OUTBOUND_PORT` and its
     virtual listeners bind no port, as Istio's do."""
+    locality: str = ""
+    """``region/zone/subzone`` of the proxy's node (Envoy's ``node.locality``): what
+    ``localityLbSetting`` prefers and fails over from."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,6 +236,9 @@ class MeshState:
     """``(namespace, Secret name)`` -> its data, opened (Secrets are sealed in the log): the
     Secrets Gateways name by ``credentialName`` (:func:`wanted_credentials`), which the
     handler opens."""
+    node_localities: Mapping[str, str] = field(default_factory=dict)
+    """node name -> ``region/zone/subzone`` from its topology labels (:func:`locality_of`):
+    an endpoint's locality is its node's."""
 
     def inbound_mtls(self, namespace: str, labels: Mapping[str, str]) -> InboundMtls:
         return effective_mtls(self.peer_authentications, namespace=namespace, labels=labels)
@@ -674,6 +687,8 @@ def build_clusters(
                 cluster = _base_cluster(name, service)
                 chosen = policy.for_port(port.number) if policy else None
                 _apply_policy(cluster, chosen)
+                _apply_slow_start(cluster, chosen)
+                _apply_locality_weights(cluster, chosen)
                 _finish_cluster(cluster)
                 _apply_mtls(cluster, chosen, identities.get(service.host, ()))
                 clusters.append(cluster)
@@ -692,6 +707,7 @@ class _Endpoint:
     labels: Mapping[str, str]
     mtls: bool = False
     """A meshed pod whose port takes mTLS (labelled ``tlsMode: istio`` for auto mTLS)."""
+    locality: str = ""
 
 
 def slices_by_service(
@@ -740,7 +756,8 @@ def _service_endpoints(
                 state.inbound_mtls(key[0], labels).for_port(int(number)) != "DISABLE"
             )
             for address in endpoint.get("addresses") or ():
-                item = _Endpoint(str(address), int(number), labels, mtls)
+                locality = state.node_localities.get(str(endpoint.get("nodeName") or ""), "")
+                item = _Endpoint(str(address), int(number), labels, mtls, locality)
                 if is_ready:
                     ready.append(item)
                 elif serving and terminating:
@@ -778,9 +795,15 @@ def _lb_endpoint(e: _Endpoint) -> dict[str, Any]:
 
 
 def build_endpoints(
-    services: Sequence[MeshService], clusters: Sequence[dict[str, Any]], state: MeshState
+    services: Sequence[MeshService],
+    clusters: Sequence[dict[str, Any]],
+    state: MeshState,
+    *,
+    proxy_locality: str = "",
 ) -> list[dict[str, Any]]:
-    """A ClusterLoadAssignment per EDS cluster; DNS clusters get theirs inline."""
+    """A ClusterLoadAssignment per EDS cluster; DNS clusters get theirs inline. Endpoints are
+    grouped by locality, weighted or prioritised from ``proxy_locality`` where the cluster's
+    DestinationRule sets ``localityLbSetting``."""
     by_name = {c["name"]: c for c in clusters}
     index = slices_by_service(state.slices)
     assignments: list[dict[str, Any]] = []
@@ -803,11 +826,162 @@ def build_endpoints(
                     e for e in endpoints if all(e.labels.get(k) == v for k, v in labels.items())
                 ]
                 assignment = _load_assignment(name, chosen)
+                setting = _locality_setting(rule, subset, port.number)
+                if setting is not None:
+                    _apply_locality(assignment, chosen, setting, proxy_locality)
                 if cluster["type"] == "EDS":
                     assignments.append({"@type": ENDPOINT_TYPE, **assignment})
                 else:
                     cluster["load_assignment"] = assignment
     return assignments
+
+
+def locality_of(labels: Mapping[str, str]) -> str:
+    """A node's ``region/zone/subzone`` from its topology labels, as Istio reads them (empty
+    trailing parts dropped)."""
+    parts = [labels.get(key, "") for key in LOCALITY_LABELS]
+    while parts and not parts[-1]:
+        parts.pop()
+    return "/".join(parts)
+
+
+def _locality_setting(
+    rule: DestinationRule | None, subset: str, port: int
+) -> tuple[LocalityLbSetting, bool] | None:
+    """The cluster's ``localityLbSetting`` (a subset's and a port's over the rule's) and
+    whether it has outlier detection (failover needs it), or None when it sets none."""
+    if rule is None:
+        return None
+    policy = rule.spec.traffic_policy
+    for candidate in rule.spec.subsets:
+        if candidate.name == subset:
+            policy = _merged(policy, candidate.traffic_policy)
+    if policy is None:
+        return None
+    chosen = policy.for_port(port)
+    lb = chosen.load_balancer
+    setting = lb.locality_lb_setting if lb is not None else None
+    if setting is None or setting.enabled is False:
+        return None
+    return setting, chosen.outlier_detection is not None
+
+
+def _locality_matches(pattern: str, locality: str) -> bool:
+    """``region/zone/subzone`` against a pattern whose parts may end in ``*``."""
+    have = locality.split("/")
+    for index, part in enumerate(pattern.split("/")):
+        if part == "*":
+            return True
+        if index >= len(have) or have[index] != part:
+            return False
+    return True
+
+
+def _apply_locality(
+    assignment: dict[str, Any],
+    endpoints: Sequence[_Endpoint],
+    chosen: tuple[LocalityLbSetting, bool],
+    proxy_locality: str,
+) -> None:
+    """Istio's ``ApplyLocalityLoadBalancer``: one group per locality; ``distribute`` weights
+    the groups for a proxy in its ``from`` (a group no ``to`` names gets nothing); with outlier
+    detection, failover gives the groups priorities — the proxy's own locality 0, then its
+    zone, its region, the ``failover`` target region, the rest — so traffic leaves a locality
+    only once its endpoints are ejected."""
+    setting, outlier = chosen
+    groups: dict[str, list[_Endpoint]] = {}
+    for endpoint in endpoints:
+        groups.setdefault(endpoint.locality, []).append(endpoint)
+    entries: list[dict[str, Any]] = []
+    rule = next((r for r in setting.distribute if _locality_matches(r.from_, proxy_locality)), None)
+    for locality, members in sorted(groups.items()):
+        entry: dict[str, Any] = {"lb_endpoints": [_lb_endpoint(e) for e in members]}
+        parts = locality.split("/") if locality else []
+        if parts:
+            entry["locality"] = dict(zip(("region", "zone", "sub_zone"), parts, strict=False))
+        if rule is not None:
+            weight = 0
+            for pattern, share in rule.to.items():
+                if _locality_matches(pattern, locality):
+                    alike = sum(
+                        len(g) for name, g in groups.items() if _locality_matches(pattern, name)
+                    )
+                    weight = round(share * len(members) / alike * 10) or 1
+                    break
+            if not weight:
+                continue
+            entry["load_balancing_weight"] = weight
+        elif setting.distribute:
+            # The cluster balances by locality weight, so a proxy in no ``from`` still needs
+            # weights: each group its share of the endpoints.
+            entry["load_balancing_weight"] = len(members) * 10
+        elif outlier and proxy_locality:
+            entry["priority"] = _failover_priority(setting, proxy_locality, locality)
+        entries.append(entry)
+    if any("priority" in e for e in entries):
+        # Envoy wants priorities from 0 without gaps.
+        levels = sorted({e["priority"] for e in entries})
+        for entry in entries:
+            entry["priority"] = levels.index(entry["priority"])
+        entries.sort(key=lambda e: e["priority"])
+    assignment["endpoints"] = entries
+
+
+def _failover_priority(setting: LocalityLbSetting, proxy: str, locality: str) -> int:
+    mine, theirs = proxy.split("/"), locality.split("/")
+    same = 0
+    for a, b in zip(mine, theirs, strict=False):
+        if a != b:
+            break
+        same += 1
+    if same == 3 or (same and same == len(mine) == len(theirs)):
+        return 0
+    if same == 2:
+        return 1
+    if same == 1:
+        return 2
+    if any(rule.from_ == mine[0] and rule.to == theirs[0] for rule in setting.failover):
+        return 3
+    return 4
+
+
+def _apply_slow_start(cluster: dict[str, Any], policy: TrafficPolicy | None) -> None:
+    """DestinationRule ``warmup`` (or the older ``warmupDurationSecs``) as Envoy's slow start:
+    a new endpoint's weight ramps up over the window. Round robin and least request only,
+    as Istio applies it (Istio's default policy is least request)."""
+    lb = policy.load_balancer if policy is not None else None
+    if lb is None or cluster.get("lb_policy") not in ("ROUND_ROBIN", "LEAST_REQUEST"):
+        return
+    if lb.warmup is not None and lb.warmup.duration is not None:
+        config: dict[str, Any] = {
+            "slow_start_window": _go_duration(lb.warmup.duration),
+            "aggression": {
+                "default_value": 1.0 if lb.warmup.aggression is None else lb.warmup.aggression,
+                "runtime_key": "mesh.slow_start.aggression",
+            },
+            "min_weight_percent": {
+                "value": 10.0 if lb.warmup.minimum_percent is None else lb.warmup.minimum_percent
+            },
+        }
+    elif lb.warmup_duration_secs is not None:
+        config = {"slow_start_window": _go_duration(lb.warmup_duration_secs)}
+    else:
+        return
+    key = (
+        "round_robin_lb_config"
+        if cluster["lb_policy"] == "ROUND_ROBIN"
+        else ("least_request_lb_config")
+    )
+    cluster[key] = {"slow_start_config": config}
+
+
+def _apply_locality_weights(cluster: dict[str, Any], policy: TrafficPolicy | None) -> None:
+    """Envoy reads the groups' ``load_balancing_weight`` only with locality-weighted
+    balancing on (``distribute``)."""
+    lb = policy.load_balancer if policy is not None else None
+    setting = lb.locality_lb_setting if lb is not None else None
+    if setting is not None and setting.enabled is not False and setting.distribute:
+        cluster["common_lb_config"] = {"locality_weighted_lb_config": {}}
 
 
 def _is_entry(service: MeshService, state: MeshState) -> bool:
@@ -1385,7 +1559,7 @@ def build_snapshot(state: MeshState, proxy: Proxy) -> Snapshot:
     services = mesh_services(state)
     by_host = {s.host: s for s in services}
     clusters = build_clusters(services, state.destination_rules, service_identities(state))
-    endpoints = build_endpoints(services, clusters, state)
+    endpoints = build_endpoints(services, clusters, state, proxy_locality=proxy.locality)
     secrets: list[dict[str, Any]] = []
     if proxy.kind == "gateway":
         listeners, routes, secrets = _gateway_listeners(state, proxy, by_host)

@@ -38,11 +38,11 @@ def _cluster(snap: Snapshot, name: str) -> dict[str, Any]:
 
 def _addresses(snap: Snapshot, name: str) -> list[tuple[str, int]]:
     assignment = next(a for a in snap.endpoints if a["cluster_name"] == name)
-    return [
+    return sorted(
         (e["endpoint"]["address"]["socket_address"]["address"],
          e["endpoint"]["address"]["socket_address"]["port_value"])
         for group in assignment["endpoints"] for e in group["lb_endpoints"]
-    ]  # fmt: skip
+    )  # fmt: skip
 
 
 def _route(snap: Snapshot, port: str, name: str) -> dict[str, Any]:
@@ -633,3 +633,109 @@ def test_a_static_bootstrap_refers_to_its_own_secrets() -> None:
     assert [s["name"] for s in static["secrets"]] == ["default", "ROOTCA"]
     assert static["secrets"][0]["tls_certificate"]["private_key"] == {"inline_string": "K"}
     assert "sds_config" not in str(static)
+
+
+# -- warmup and locality --------------------------------------------------------------------
+
+
+def _one_service(policy: dict[str, Any], *, slices: list[dict[str, Any]] | None = None,
+                 localities: dict[str, str] | None = None) -> MeshState:  # fmt: skip
+    return MeshState(
+        services=[service("web", "10.96.0.10", [{"name": "http", "port": 80}])],
+        slices=slices or [],
+        destination_rules=[
+            istio("DestinationRule", "web", {"host": "web", "trafficPolicy": policy})
+        ],
+        node_localities=localities or {},
+    )
+
+
+@pytest.mark.parametrize(
+    ("simple", "key"),
+    [("ROUND_ROBIN", "round_robin_lb_config"), ("LEAST_REQUEST", "least_request_lb_config"),
+     (None, "least_request_lb_config")],
+)  # fmt: skip
+def test_warmup_is_envoy_slow_start(simple: str | None, key: str) -> None:
+    lb: dict[str, Any] = {"warmup": {"duration": "45s", "aggression": 2, "minimumPercent": 5}}
+    if simple:
+        lb["simple"] = simple
+    [cluster] = build_snapshot(_one_service({"loadBalancer": lb}), Proxy()).clusters
+    assert cluster[key] == {
+        "slow_start_config": {
+            "slow_start_window": "45s",
+            "aggression": {"default_value": 2.0, "runtime_key": "mesh.slow_start.aggression"},
+            "min_weight_percent": {"value": 5.0},
+        }
+    }
+    old = {"loadBalancer": {"simple": "ROUND_ROBIN", "warmupDurationSecs": "10s"}}
+    [cluster] = build_snapshot(_one_service(old), Proxy()).clusters
+    assert cluster["round_robin_lb_config"] == {"slow_start_config": {"slow_start_window": "10s"}}
+    # Random balancing has no slow start (Istio sets it on round robin and least request only).
+    random = {"loadBalancer": {"simple": "RANDOM", "warmup": {"duration": "45s"}}}
+    [cluster] = build_snapshot(_one_service(random), Proxy()).clusters
+    assert not any(k.endswith("_lb_config") for k in cluster)
+
+
+def _pods_on_nodes() -> list[dict[str, Any]]:
+    found = endpoint_slice("web", "http", 8080, [("web-1", "10.244.0.5", True),
+                                                 ("web-2", "10.244.0.6", True),
+                                                 ("web-3", "10.244.0.7", True)])  # fmt: skip
+    for endpoint, node in zip(found["endpoints"], ("n1", "n2", "n3"), strict=True):
+        endpoint["nodeName"] = node
+    return [found]
+
+
+LOCALITIES = {"n1": "us/us-a", "n2": "us/us-b", "n3": "eu/eu-a"}
+
+
+def _groups(state: MeshState, proxy: Proxy) -> list[tuple[str, Any, list[str]]]:
+    [assignment] = build_snapshot(state, proxy).endpoints
+    return [
+        ("/".join(g.get("locality", {}).values()), g.get("priority", g.get("load_balancing_weight")),
+         [e["endpoint"]["address"]["socket_address"]["address"] for e in g["lb_endpoints"]])
+        for g in assignment["endpoints"]
+    ]  # fmt: skip
+
+
+def test_endpoints_take_their_node_s_locality_and_failover_priorities_from_the_proxy_s() -> None:
+    from core.mesh.envoy import locality_of
+
+    labels = {"topology.kubernetes.io/region": "us", "topology.kubernetes.io/zone": "us-a"}
+    assert locality_of(labels) == "us/us-a"
+    assert locality_of({}) == ""
+    failover = {
+        "loadBalancer": {"localityLbSetting": {"failover": [{"from": "us", "to": "eu"}]}},
+        "outlierDetection": {"consecutive5xxErrors": 1},
+    }
+    state = _one_service(failover, slices=_pods_on_nodes(), localities=LOCALITIES)
+    assert _groups(state, Proxy(locality="us/us-b")) == [
+        ("us/us-b", 0, ["10.244.0.6"]),
+        ("us/us-a", 1, ["10.244.0.5"]),
+        ("eu/eu-a", 2, ["10.244.0.7"]),
+    ]
+    assert _groups(state, Proxy(locality="eu/eu-a")) == [
+        ("eu/eu-a", 0, ["10.244.0.7"]),
+        ("us/us-a", 1, ["10.244.0.5"]),
+        ("us/us-b", 1, ["10.244.0.6"]),
+    ]
+    # No localityLbSetting (or enabled: false): one group, no priorities, as before.
+    plain = _one_service({"outlierDetection": {"consecutive5xxErrors": 1}},
+                         slices=_pods_on_nodes(), localities=LOCALITIES)  # fmt: skip
+    [assignment] = build_snapshot(plain, Proxy(locality="us/us-b")).endpoints
+    assert len(assignment["endpoints"]) == 1 and "priority" not in assignment["endpoints"][0]
+
+
+def test_distribute_weights_the_localities_for_a_proxy_in_from() -> None:
+    distribute = {"loadBalancer": {"localityLbSetting": {"distribute": [
+        {"from": "us/us-a/*", "to": {"us/*": 80, "eu/*": 20}}]}}}  # fmt: skip
+    state = _one_service(distribute, slices=_pods_on_nodes(), localities=LOCALITIES)
+    [cluster] = build_snapshot(state, Proxy()).clusters
+    assert cluster["common_lb_config"] == {"locality_weighted_lb_config": {}}
+    assert _groups(state, Proxy(locality="us/us-a")) == [
+        ("eu/eu-a", 200, ["10.244.0.7"]),
+        ("us/us-a", 400, ["10.244.0.5"]),
+        ("us/us-b", 400, ["10.244.0.6"]),
+    ]
+    # A proxy in no ``from``: each group weighs its share of the endpoints (with no weight,
+    # Envoy's locality-weighted balancing would send it nothing).
+    assert [g[1] for g in _groups(state, Proxy(locality="eu/eu-a"))] == [10, 10, 10]
