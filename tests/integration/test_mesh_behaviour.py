@@ -495,3 +495,57 @@ async def test_a_delegate_virtual_service_routes_under_its_root(
             # A change to the delegate alone changes what the root serves.
             await acked_change(push, "RDS", leaf(451), client)
             assert (await asyncio.to_thread(get, url + "shop/closed/now"))[0] == 451
+
+
+def node(name: str, region: str, zone: str) -> dict[str, Any]:
+    labels = {"topology.kubernetes.io/region": region, "topology.kubernetes.io/zone": zone}
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
+
+
+def slice_on(name: str, port: int, node_name: str, *, ready: bool = True) -> dict[str, Any]:
+    found = pod_slice(name, port, ready=ready)
+    found["endpoints"][0]["nodeName"] = node_name
+    return found
+
+
+async def test_locality_failover_keeps_traffic_in_the_proxy_s_zone_until_it_has_no_endpoint(
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+    nc: Client,
+    tmp_path: Path,
+) -> None:
+    """The gateway Envoy runs in us/us-a (its node.locality); web-a's node is there, web-b's
+    in us/us-b, web-c's in eu/eu-a. With failover, us/us-a takes everything; once its pod is
+    gone, the rest of its region; ``distribute`` then splits by the given weights."""
+    failover = destination_rule({"localityLbSetting": {"failover": [{"from": "us", "to": "eu"}]}})
+    failover["spec"]["trafficPolicy"]["outlierDetection"] = {"consecutive5xxErrors": 5}
+    where = {"a": "n-a", "b": "n-b", "c": "n-c"}
+    with steerable_backends(("a", "b", "c")) as backends:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/"
+        for manifest in (node("n-a", "us", "us-a"), node("n-b", "us", "us-b"),
+                         node("n-c", "eu", "eu-a")):  # fmt: skip
+            await client.send("Node", "apply", {"manifest": manifest})
+        objects = [service(), *(slice_on(n, p, where[n]) for n, p in backends.items()),
+                   gateway_object(port), failover, virtual_service()]  # fmt: skip
+        for manifest in objects:
+            await apply(client, manifest)
+        async with mesh_push(projection, nc) as push:
+            with envoy(tmp_path, ads_port=push.port, labels={"istio": "ingressgateway"},
+                       locality={"region": "us", "zone": "us-a"}):  # fmt: skip
+                await until(lambda: synced(push) and _answers(url))
+                assert Counter(await asyncio.to_thread(sequence, url, 60)) == {"a": 60}
+
+                # web-a leaves: its region's other zone before the other region.
+                await acked_change(push, "EDS", slice_on("a", backends["a"], "n-a", ready=False),
+                                   client)  # fmt: skip
+                assert Counter(await asyncio.to_thread(sequence, url, 60)) == {"b": 60}
+
+                await acked_change(push, "EDS", slice_on("a", backends["a"], "n-a"), client)
+                distribute = destination_rule({"localityLbSetting": {"distribute": [
+                    {"from": "us/us-a/*", "to": {"us/us-b/*": 75, "eu/*": 25}}]}})  # fmt: skip
+                await acked_change(push, "CDS", distribute, client)
+                seen = Counter(await asyncio.to_thread(sequence, url, 400))
+    # 300 / 100 expected (sd ≈ 8.7): ±40 is more than 4.5 sd; a, in no ``to``, gets none.
+    assert seen["a"] == 0 and 260 <= seen["b"] <= 340 and seen["c"] == 400 - seen["b"], seen
