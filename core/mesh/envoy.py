@@ -45,7 +45,13 @@ How Istio's objects become Envoy's, as Istio's own generator does:
   destinations become ``weighted_clusters`` with Istio's weights as they are (relative: Envoy
   gives each weight / sum; zero-weight destinations are dropped, as Istio does); rewrites,
   redirects, retries (Istio's default policy when none is set), timeouts, fault injection and
-  mirroring with its percentage. TCP routes become the ``tcp_proxy``'s (weighted) clusters.
+  mirroring with its percentage, direct responses and CORS (the CORS filter's per-route
+  policy). A root route's ``delegate`` is replaced by the delegate VirtualService's routes,
+  merged under its matches (:func:`merge_delegates`). TCP routes become the ``tcp_proxy``'s
+  (weighted) clusters.
+* **Warmup and locality**: ``warmup`` is Envoy's slow start; with ``localityLbSetting`` the
+  endpoints are grouped by their node's locality, weighted (``distribute``) or given failover
+  priorities from the proxy's own locality.
 * A **gateway** proxy gets one listener per server port of its Gateways (servers of a port
   merged, as Istio does) and the VirtualServices bound to them: plain HTTP servers share one
   route configuration (``httpsRedirect``: 301 to https); HTTPS servers that terminate TLS
