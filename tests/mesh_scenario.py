@@ -157,6 +157,8 @@ def _scenario() -> MeshState:
             service("ratings", "10.96.0.11", [{"name": "http-api", "port": 9080}]),
             service("db", "10.96.0.12", [{"name": "tcp-pg", "port": 5432}]),
             service("cache", "10.96.0.13", [{"name": "tcp-redis", "port": 6379}]),
+            # No protocol named: sniffed.
+            service("legacy", "10.96.0.14", [{"port": 7000}]),
         ],
         slices=[
             endpoint_slice(

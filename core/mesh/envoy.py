@@ -39,7 +39,8 @@ How Istio's objects become Envoy's, as Istio's own generator does:
   needs to be local. TCP ports cannot be told apart by a header: each gets
   ``<clusterIP>_<port>`` with a ``tcp_proxy``. A port's protocol is Istio's explicit selection:
   ``appProtocol``, else the port name's prefix (``http``, ``http2``, ``grpc``, ``tcp``, ...);
-  an unnamed port is taken as HTTP (Istio sniffs it; fleetlog does not, yet).
+  a port that names none is sniffed, as Istio does: the port's listener gets the
+  ``http_inspector`` and, per such service, an HTTP chain and a TCP chain.
 * **Routes** from VirtualServices: every match (uri exact/prefix/regex, headers, method,
   authority, scheme, query parameters, withoutHeaders) becomes an Envoy route; weighted
   destinations become ``weighted_clusters`` with Istio's weights as they are (relative: Envoy
@@ -158,6 +159,12 @@ INBOUND_PASSTHROUGH_CLUSTER: Final = "InboundPassthroughCluster"
 BLACKHOLE_CLUSTER: Final = "BlackHoleCluster"
 """A cluster with no endpoint: where a connection to the capture ports themselves goes (it
 would otherwise be passed on to the port it came in on, by Envoy, forever)."""
+HTTP_INSPECTOR_FILTER: Final = "envoy.filters.listener.http_inspector"
+HTTP_INSPECTOR_TYPE: Final = (
+    TYPE_PREFIX + "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
+)
+SNIFFED: Final = ["http/1.1", "h2c"]
+"""What Envoy's ``http_inspector`` reports for a connection that speaks HTTP in clear."""
 ORIGINAL_DST_FILTER: Final = "envoy.filters.listener.original_dst"
 ORIGINAL_DST_TYPE: Final = (
     TYPE_PREFIX + "envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
@@ -351,18 +358,17 @@ class MeshService:
 
 
 def port_protocol(name: str, app_protocol: str | None, protocol: str = "TCP") -> str:
-    """Istio's explicit protocol selection, reduced to what the listener does: ``http`` or
-    ``tcp`` (UDP is not proxied; see the module docstring for unnamed ports)."""
+    """Istio's explicit protocol selection, reduced to what the listener does: ``http``,
+    ``tcp``, or ``auto`` — no protocol given (an unnamed port, an unknown prefix), so the
+    listener sniffs it as Istio does (UDP is not proxied)."""
     if protocol == "UDP":
         return "udp"
     chosen = (app_protocol or name.split("-", 1)[0]).lower()
-    if not chosen:
-        return "http"
     if chosen in HTTP_PORT_PREFIXES or chosen in ("kubernetes.io/h2c", "kubernetes.io/ws"):
         return "http"
     if chosen in checks.PROTOCOLS:
         return "tcp"
-    return "http"
+    return "auto"
 
 
 def is_tls_port(name: str, app_protocol: str | None) -> bool:
@@ -1336,7 +1342,7 @@ def _virtual_hosts_for_port(
 ) -> list[dict[str, Any]]:
     hosts: list[dict[str, Any]] = []
     for service in services:
-        if not any(p.number == port and p.protocol == "http" for p in service.ports):
+        if not any(p.number == port and p.protocol in ("http", "auto") for p in service.ports):
             continue
         routes: list[dict[str, Any]] = []
         for vs in sorted(
@@ -1695,14 +1701,16 @@ def _sidecar_listeners(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     listeners: list[dict[str, Any]] = []
     routes: list[dict[str, Any]] = []
-    http_ports = sorted({p.number for s in services for p in s.ports if p.protocol == "http"})
+    http_ports = sorted(
+        {p.number for s in services for p in s.ports if p.protocol in ("http", "auto")}
+    )
     for port in http_ports:
         hosts = _virtual_hosts_for_port(port, services, state, by_host)
         routes.append(_route_configuration(str(port), hosts))
-        listeners.append(
-            _http_listener(f"{proxy.bind_address}_{port}", proxy.bind_address, port, str(port),
-                           f"outbound_{proxy.bind_address}_{port}")
-        )  # fmt: skip
+        listener = _http_listener(f"{proxy.bind_address}_{port}", proxy.bind_address, port,
+                                  str(port), f"outbound_{proxy.bind_address}_{port}")  # fmt: skip
+        _add_sniffing(listener, port, services, state, proxy, by_host)
+        listeners.append(listener)
     for service in services:
         for port in service.ports:
             if port.protocol != "tcp" or not service.address:
@@ -2040,6 +2048,49 @@ def _hcm_chain(route_name: str, *, name: str = "") -> dict[str, Any]:
     if name:
         chain["name"] = name
     return chain
+
+
+def _add_sniffing(
+    listener: dict[str, Any],
+    port: int,
+    services: Sequence[MeshService],
+    state: MeshState,
+    proxy: Proxy,
+    by_host: Mapping[str, MeshService],
+) -> None:
+    """Istio's protocol sniffing for the services whose ``port`` names no protocol: Envoy's
+    ``http_inspector`` reads the first bytes, and each such service (told apart by the address
+    the connection was sent to) gets two filter chains — HTTP/1.1 or h2c to the port's HTTP
+    connection manager (its routes), anything else to a ``tcp_proxy`` to its cluster."""
+    http_chain = listener["filter_chains"][0]
+    chains: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for service in services:
+        if not service.address or not any(
+            p.number == port and p.protocol == "auto" for p in service.ports
+        ):
+            continue
+        address = service.address if proxy.bind_address == "0.0.0.0" else proxy.bind_address
+        if address in seen:
+            continue  # one pair of chains per address (tests bind every service to loopback)
+        seen.add(address)
+        ranges = [{"address_prefix": address, "prefix_len": 32}]
+        targets = _tcp_targets(service, port, state, by_host)
+        tcp = _tcp_listener(f"{address}_{port}", address, port, targets)["filter_chains"][0]
+        chains += [
+            {"filter_chain_match": {"prefix_ranges": ranges, "application_protocols": SNIFFED},
+             "filters": copy.deepcopy(http_chain["filters"])},
+            {"filter_chain_match": {"prefix_ranges": ranges}, "filters": tcp["filters"]},
+        ]  # fmt: skip
+    if not chains:
+        return
+    listener["filter_chains"] = [*chains, http_chain]
+    listener["listener_filters"] = [
+        {"name": HTTP_INSPECTOR_FILTER, "typed_config": {"@type": HTTP_INSPECTOR_TYPE}}
+    ]
+    # A client that waits for the server to speak first (MySQL) is passed on as TCP once the
+    # inspector gives up, instead of being closed.
+    listener["continue_on_listener_filters_timeout"] = True
 
 
 def _gateway_listeners(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 import threading
 import time
 from collections import Counter
@@ -549,3 +550,76 @@ async def test_locality_failover_keeps_traffic_in_the_proxy_s_zone_until_it_has_
                 seen = Counter(await asyncio.to_thread(sequence, url, 400))
     # 300 / 100 expected (sd ≈ 8.7): ±40 is more than 4.5 sd; a, in no ``to``, gets none.
     assert seen["a"] == 0 and 260 <= seen["b"] <= 340 and seen["c"] == 400 - seen["b"], seen
+
+
+SIDECAR_NODE = f"sidecar~127.0.0.1~client.{NS}~{NS}.svc.cluster.local"
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """``data`` sent on a plain TCP connection; everything answered until the peer closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(data)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    return received
+
+
+async def test_a_port_that_names_no_protocol_is_sniffed_http_routed_and_the_rest_passed_on(
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+    nc: Client,
+    tmp_path: Path,
+) -> None:
+    """A sidecar Envoy (bound to loopback) in front of ``legacy``, whose port has no name:
+    HTTP is recognised and routed (a header-matched abort only HTTP routing can give), other
+    bytes go through as TCP to the pod, which answers them itself."""
+    port = free_port()
+    legacy = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "legacy", "namespace": NS},
+        "spec": {"selector": {"app": "legacy"}, "ports": [{"port": port}]},
+    }  # fmt: skip
+    host = f"legacy.{NS}.svc.cluster.local"
+    abort = {
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "legacy", "namespace": NS},
+        "spec": {"hosts": ["legacy"], "http": [
+            {"match": [{"headers": {"x-abort": {"exact": "yes"}}}],
+             "fault": {"abort": {"httpStatus": 418, "percentage": {"value": 100}}},
+             "route": [{"destination": {"host": "legacy"}}]},
+            {"route": [{"destination": {"host": "legacy"}}]}]},
+    }  # fmt: skip
+
+    def get(headers: dict[str, str]) -> tuple[int, str]:
+        answer = httpx.get(f"http://127.0.0.1:{port}/", headers={"Host": host, **headers},
+                           timeout=30)  # fmt: skip
+        return answer.status_code, answer.text
+
+    def answers() -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return get({}) == (200, "a")
+        return False
+
+    with steerable_backends(("a",)) as backends:
+        pod = pod_slice("a", backends["a"])
+        pod["metadata"]["labels"]["kubernetes.io/service-name"] = "legacy"
+        pod["ports"][0]["name"] = ""
+        for manifest in (legacy, pod, abort):
+            await apply(client, manifest)
+        async with mesh_push(projection, nc) as push:
+            with envoy(tmp_path, ads_port=push.port, labels={"app": "client"},
+                       node=SIDECAR_NODE):  # fmt: skip
+                # Every type the sidecar was sent is acked (its status, not the gateway's).
+                await until(lambda: all(
+                    (t := type_status(push, SIDECAR_NODE, short)).sent and t.state() == "SYNCED"
+                    for short in ("CDS", "EDS", "LDS", "RDS")) and answers())  # fmt: skip
+                assert await asyncio.to_thread(get, {"x-abort": "yes"}) == (
+                    418,
+                    "fault filter abort",
+                )
+                raw = await asyncio.to_thread(raw_exchange, port, b"HELLO THERE\r\n\r\n")
+    # The pod's own HTTP server answered the bytes (Envoy's HTTP codec would have answered
+    # its own 400 "Bad Request" and never reached the pod).
+    assert b"Bad request" in raw and b"HELLO" in raw, raw

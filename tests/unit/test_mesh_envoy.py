@@ -66,7 +66,7 @@ def test_durations_and_hosts() -> None:
 @pytest.mark.parametrize(
     ("name", "app_protocol", "expected"),
     [("http", None, "http"), ("http-web", None, "http"), ("grpc-x", None, "http"),
-     ("tcp-pg", None, "tcp"), ("mongo", None, "tcp"), ("", None, "http"),
+     ("tcp-pg", None, "tcp"), ("mongo", None, "tcp"), ("", None, "auto"), ("web", None, "auto"),
      ("web", "tcp", "tcp"), ("db", "http2", "http")],
 )  # fmt: skip
 def test_port_protocol_is_istio_explicit_selection(
@@ -172,8 +172,8 @@ def test_terminating_endpoints_serve_only_when_none_is_ready() -> None:
 
 def test_one_virtual_listener_per_http_port_and_one_per_tcp_service(snap: Snapshot) -> None:
     names = [listener["name"] for listener in snap.listeners]
-    assert names == ["0.0.0.0_80", "0.0.0.0_8000", "0.0.0.0_9080", "10.96.0.13_6379",
-                     "10.96.0.12_5432"]  # fmt: skip
+    assert names == ["0.0.0.0_80", "0.0.0.0_7000", "0.0.0.0_8000", "0.0.0.0_9080",
+                     "10.96.0.13_6379", "10.96.0.12_5432"]  # fmt: skip
     http = snap.listeners[0]
     assert http["@type"] == LISTENER_TYPE
     manager = http["filter_chains"][0]["filters"][0]["typed_config"]
@@ -739,3 +739,40 @@ def test_distribute_weights_the_localities_for_a_proxy_in_from() -> None:
     # A proxy in no ``from``: each group weighs its share of the endpoints (with no weight,
     # Envoy's locality-weighted balancing would send it nothing).
     assert [g[1] for g in _groups(state, Proxy(locality="eu/eu-a"))] == [10, 10, 10]
+
+
+# -- protocol sniffing ----------------------------------------------------------------------
+
+
+def test_a_port_that_names_no_protocol_is_sniffed() -> None:
+    state = MeshState(
+        services=[
+            service("legacy", "10.96.0.14", [{"port": 7000}]),
+            service("api", "10.96.0.15", [{"name": "http", "port": 7000}]),
+        ],
+    )
+    [listener] = build_snapshot(state, Proxy()).listeners
+    assert listener["name"] == "0.0.0.0_7000"
+    assert listener["listener_filters"] == [{
+        "name": "envoy.filters.listener.http_inspector",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener."
+                                  "http_inspector.v3.HttpInspector"},
+    }]  # fmt: skip
+    http, tcp, default = listener["filter_chains"]
+    ranges = [{"address_prefix": "10.96.0.14", "prefix_len": 32}]
+    assert http["filter_chain_match"] == {"prefix_ranges": ranges,
+                                          "application_protocols": ["http/1.1", "h2c"]}  # fmt: skip
+    assert http["filters"][0]["name"] == "envoy.filters.network.http_connection_manager"
+    assert tcp["filter_chain_match"] == {"prefix_ranges": ranges}
+    proxy = tcp["filters"][0]["typed_config"]
+    assert proxy["cluster"] == "outbound|7000||legacy.shop.svc.cluster.local"
+    # The explicit HTTP service (and anything else sent to the port) keeps the HTTP chain.
+    assert "filter_chain_match" not in default
+    # Both services' hosts are on the port's routes: HTTP to either is routed by Host.
+    [config] = build_snapshot(state, Proxy()).routes
+    assert [h["name"] for h in config["virtual_hosts"]] == [
+        "api.shop.svc.cluster.local:7000", "legacy.shop.svc.cluster.local:7000"]  # fmt: skip
+    # With an explicit protocol, no sniffing.
+    named = MeshState(services=[service("legacy", "10.96.0.14", [{"name": "http", "port": 7000}])])
+    [listener] = build_snapshot(named, Proxy()).listeners
+    assert "listener_filters" not in listener and len(listener["filter_chains"]) == 1
