@@ -686,6 +686,8 @@ class VirtualServiceSpec(K8sModel):
         if delegate:
             if self.gateways:
                 found.add("delegate virtual service must have no gateways specified", "gateways")
+            if self.tls:
+                found.add("delegate virtual service must have no tls route specified", "tls")
             if self.tcp:
                 found.add("delegate virtual service must have no tcp route specified", "tcp")
         applies_to_mesh = not self.gateways or "mesh" in self.gateways

@@ -712,6 +712,10 @@ def test_delegate_virtual_services() -> None:
     assert _refused(_vs(hosts=[], gateways=["edge"])) == [
         ("spec.gateways", "delegate virtual service must have no gateways specified")
     ]
+    tls = [{"match": [{"sniHosts": ["a.example.com"]}], "route": [_dest()]}]
+    assert ("spec.tls", "delegate virtual service must have no tls route specified") in _refused(
+        _vs(hosts=[], tls=tls)
+    )
 
 
 # -- warmup and locality --------------------------------------------------------------------
