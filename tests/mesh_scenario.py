@@ -108,6 +108,31 @@ WEB_ROUTES: list[dict[str, Any]] = [
         "route": [dest("web", "v1")],
     },
     {
+        "name": "gone",
+        "match": [{"uri": {"exact": "/gone"}}],
+        "directResponse": {"status": 410, "body": {"string": "gone for good"}},
+        "corsPolicy": {"allowOrigins": [{"exact": "https://shop.example.com"}]},
+    },
+    {
+        "name": "cors",
+        "match": [{"uri": {"prefix": "/public"}}],
+        "corsPolicy": {
+            "allowOrigins": [{"exact": "https://a.example.com"}, {"regex": "https://.*\\.b\\.com"}],
+            "allowMethods": ["GET", "POST"],
+            "allowHeaders": ["x-token"],
+            "exposeHeaders": ["x-trace"],
+            "maxAge": "24h",
+            "allowCredentials": True,
+            "unmatchedPreflights": "IGNORE",
+        },
+        "route": [dest("web", "v1")],
+    },
+    {
+        "name": "reviews",
+        "match": [{"uri": {"prefix": "/reviews"}}],
+        "delegate": {"name": "web-reviews"},
+    },
+    {
         "name": "split",
         "route": [dest("web", "v1", 80), dest("web", "v2", 20)],
         "mirror": {"host": "ratings"},
@@ -118,12 +143,22 @@ WEB_ROUTES: list[dict[str, Any]] = [
 
 
 def scenario() -> MeshState:
+    state = _scenario()
+    # web's pods run on two nodes in two regions (their endpoints' localities).
+    for endpoint in state.slices[0]["endpoints"]:
+        endpoint["nodeName"] = "node-1" if endpoint["addresses"] == ["10.244.0.5"] else "node-2"
+    return state
+
+
+def _scenario() -> MeshState:
     return MeshState(
         services=[
             service("web", "10.96.0.10", [{"name": "http", "port": 80, "targetPort": 8080}]),
             service("ratings", "10.96.0.11", [{"name": "http-api", "port": 9080}]),
             service("db", "10.96.0.12", [{"name": "tcp-pg", "port": 5432}]),
             service("cache", "10.96.0.13", [{"name": "tcp-redis", "port": 6379}]),
+            # No protocol named: sniffed.
+            service("legacy", "10.96.0.14", [{"port": 7000}]),
         ],
         slices=[
             endpoint_slice(
@@ -141,6 +176,7 @@ def scenario() -> MeshState:
                 "db", "tcp-pg", 5432, [("db-1", "10.244.0.9", True), ("db-2", "10.244.0.10", True)]
             ),
         ],
+        node_localities={"node-1": "us/us-a", "node-2": "eu/eu-a"},
         pod_labels={
             (NS, "web-1"): {"app": "web", "version": "v1"},
             (NS, "web-2"): {"app": "web", "version": "v2"},
@@ -150,6 +186,19 @@ def scenario() -> MeshState:
         },
         virtual_services=[
             istio("VirtualService", "web", {"hosts": ["web"], "http": WEB_ROUTES}),
+            istio(
+                "VirtualService",
+                "web-reviews",
+                {
+                    "http": [
+                        {
+                            "match": [{"uri": {"prefix": "/reviews/v2"}}],
+                            "route": [dest("web", "v2")],
+                        },
+                        {"route": [dest("web", "v1")]},
+                    ]
+                },
+            ),
             istio(
                 "VirtualService",
                 "db",
@@ -175,7 +224,11 @@ def scenario() -> MeshState:
                 {
                     "host": "web",
                     "trafficPolicy": {
-                        "loadBalancer": {"simple": "ROUND_ROBIN"},
+                        "loadBalancer": {
+                            "simple": "ROUND_ROBIN",
+                            "warmup": {"duration": "30s", "aggression": 1.5},
+                            "localityLbSetting": {"failover": [{"from": "us", "to": "eu"}]},
+                        },
                         "connectionPool": {
                             "tcp": {"maxConnections": 100, "connectTimeout": "3s"},
                             "http": {

@@ -39,13 +39,20 @@ How Istio's objects become Envoy's, as Istio's own generator does:
   needs to be local. TCP ports cannot be told apart by a header: each gets
   ``<clusterIP>_<port>`` with a ``tcp_proxy``. A port's protocol is Istio's explicit selection:
   ``appProtocol``, else the port name's prefix (``http``, ``http2``, ``grpc``, ``tcp``, ...);
-  an unnamed port is taken as HTTP (Istio sniffs it; fleetlog does not, yet).
+  a port that names none is sniffed, as Istio does: the port's listener gets the
+  ``http_inspector`` and, per such service, an HTTP chain and a TCP chain.
 * **Routes** from VirtualServices: every match (uri exact/prefix/regex, headers, method,
   authority, scheme, query parameters, withoutHeaders) becomes an Envoy route; weighted
   destinations become ``weighted_clusters`` with Istio's weights as they are (relative: Envoy
   gives each weight / sum; zero-weight destinations are dropped, as Istio does); rewrites,
   redirects, retries (Istio's default policy when none is set), timeouts, fault injection and
-  mirroring with its percentage. TCP routes become the ``tcp_proxy``'s (weighted) clusters.
+  mirroring with its percentage, direct responses and CORS (the CORS filter's per-route
+  policy). A root route's ``delegate`` is replaced by the delegate VirtualService's routes,
+  merged under its matches (:func:`merge_delegates`). TCP routes become the ``tcp_proxy``'s
+  (weighted) clusters.
+* **Warmup and locality**: ``warmup`` is Envoy's slow start; with ``localityLbSetting`` the
+  endpoints are grouped by their node's locality, weighted (``distribute``) or given failover
+  priorities from the proxy's own locality.
 * A **gateway** proxy gets one listener per server port of its Gateways (servers of a port
   merged, as Istio does) and the VirtualServices bound to them: plain HTTP servers share one
   route configuration (``httpsRedirect``: 301 to https); HTTPS servers that terminate TLS
@@ -61,15 +68,17 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 from core.mesh import checks
 from core.mesh.kinds import (
+    CorsPolicy,
     DestinationRule,
     Gateway,
     HTTPMatchRequest,
     HTTPRoute,
+    LocalityLbSetting,
     PeerAuthentication,
     Percent,
     RouteDestination,
@@ -97,6 +106,12 @@ ROUTER_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.http.router.v3.Rout
 FAULT_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.http.fault.v3.HTTPFault"
 HTTP_OPTIONS_TYPE: Final = TYPE_PREFIX + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 FAULT_FILTER: Final = "envoy.filters.http.fault"
+CORS_FILTER: Final = "envoy.filters.http.cors"
+CORS_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.http.cors.v3.Cors"
+CORS_POLICY_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.http.cors.v3.CorsPolicy"
+DIRECT_RESPONSE_BODY_MAX: Final = 1024 * 1024
+"""Envoy caps a direct response body at 4 KiB unless the route configuration says more; Istio
+raises it to the 1 MB its validation allows."""
 PREVIOUS_HOSTS: Final = [
     {
         "name": "envoy.retry_host_predicates.previous_hosts",
@@ -144,6 +159,12 @@ INBOUND_PASSTHROUGH_CLUSTER: Final = "InboundPassthroughCluster"
 BLACKHOLE_CLUSTER: Final = "BlackHoleCluster"
 """A cluster with no endpoint: where a connection to the capture ports themselves goes (it
 would otherwise be passed on to the port it came in on, by Envoy, forever)."""
+HTTP_INSPECTOR_FILTER: Final = "envoy.filters.listener.http_inspector"
+HTTP_INSPECTOR_TYPE: Final = (
+    TYPE_PREFIX + "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
+)
+SNIFFED: Final = ["http/1.1", "h2c"]
+"""What Envoy's ``http_inspector`` reports for a connection that speaks HTTP in clear."""
 ORIGINAL_DST_FILTER: Final = "envoy.filters.listener.original_dst"
 ORIGINAL_DST_TYPE: Final = (
     TYPE_PREFIX + "envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
@@ -175,6 +196,12 @@ from an application's own TLS by it, as Istio does."""
 TLS_MODE_KEY: Final = "tlsMode"
 SOCKET_MATCH_KEY: Final = "envoy.transport_socket_match"
 ADS_SOURCE: Final = {"ads": {}, "resource_api_version": "V3"}
+LOCALITY_LABELS: Final = (
+    "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+    "topology.istio.io/subzone",
+)
+"""A node's labels that make the locality of its endpoints (Istio's)."""
 
 
 def spiffe_id(namespace: str, service_account: str) -> str:
@@ -196,6 +223,9 @@ class Proxy:
     """A sidecar whose pod's outbound TCP is redirected to it (Istio's ``INTERCEPTION_MODE``
     ``REDIRECT``): it gets the ``virtualOutbound`` listener on :data:`OUTBOUND_PORT` and its
     virtual listeners bind no port, as Istio's do."""
+    locality: str = ""
+    """``region/zone/subzone`` of the proxy's node (Envoy's ``node.locality``): what
+    ``localityLbSetting`` prefers and fails over from."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,6 +249,9 @@ class MeshState:
     """``(namespace, Secret name)`` -> its data, opened (Secrets are sealed in the log): the
     Secrets Gateways name by ``credentialName`` (:func:`wanted_credentials`), which the
     handler opens."""
+    node_localities: Mapping[str, str] = field(default_factory=dict)
+    """node name -> ``region/zone/subzone`` from its topology labels (:func:`locality_of`):
+    an endpoint's locality is its node's."""
 
     def inbound_mtls(self, namespace: str, labels: Mapping[str, str]) -> InboundMtls:
         return effective_mtls(self.peer_authentications, namespace=namespace, labels=labels)
@@ -325,18 +358,17 @@ class MeshService:
 
 
 def port_protocol(name: str, app_protocol: str | None, protocol: str = "TCP") -> str:
-    """Istio's explicit protocol selection, reduced to what the listener does: ``http`` or
-    ``tcp`` (UDP is not proxied; see the module docstring for unnamed ports)."""
+    """Istio's explicit protocol selection, reduced to what the listener does: ``http``,
+    ``tcp``, or ``auto`` — no protocol given (an unnamed port, an unknown prefix), so the
+    listener sniffs it as Istio does (UDP is not proxied)."""
     if protocol == "UDP":
         return "udp"
     chosen = (app_protocol or name.split("-", 1)[0]).lower()
-    if not chosen:
-        return "http"
     if chosen in HTTP_PORT_PREFIXES or chosen in ("kubernetes.io/h2c", "kubernetes.io/ws"):
         return "http"
     if chosen in checks.PROTOCOLS:
         return "tcp"
-    return "http"
+    return "auto"
 
 
 def is_tls_port(name: str, app_protocol: str | None) -> bool:
@@ -667,6 +699,8 @@ def build_clusters(
                 cluster = _base_cluster(name, service)
                 chosen = policy.for_port(port.number) if policy else None
                 _apply_policy(cluster, chosen)
+                _apply_slow_start(cluster, chosen)
+                _apply_locality_weights(cluster, chosen)
                 _finish_cluster(cluster)
                 _apply_mtls(cluster, chosen, identities.get(service.host, ()))
                 clusters.append(cluster)
@@ -685,6 +719,7 @@ class _Endpoint:
     labels: Mapping[str, str]
     mtls: bool = False
     """A meshed pod whose port takes mTLS (labelled ``tlsMode: istio`` for auto mTLS)."""
+    locality: str = ""
 
 
 def slices_by_service(
@@ -733,7 +768,8 @@ def _service_endpoints(
                 state.inbound_mtls(key[0], labels).for_port(int(number)) != "DISABLE"
             )
             for address in endpoint.get("addresses") or ():
-                item = _Endpoint(str(address), int(number), labels, mtls)
+                locality = state.node_localities.get(str(endpoint.get("nodeName") or ""), "")
+                item = _Endpoint(str(address), int(number), labels, mtls, locality)
                 if is_ready:
                     ready.append(item)
                 elif serving and terminating:
@@ -771,9 +807,15 @@ def _lb_endpoint(e: _Endpoint) -> dict[str, Any]:
 
 
 def build_endpoints(
-    services: Sequence[MeshService], clusters: Sequence[dict[str, Any]], state: MeshState
+    services: Sequence[MeshService],
+    clusters: Sequence[dict[str, Any]],
+    state: MeshState,
+    *,
+    proxy_locality: str = "",
 ) -> list[dict[str, Any]]:
-    """A ClusterLoadAssignment per EDS cluster; DNS clusters get theirs inline."""
+    """A ClusterLoadAssignment per EDS cluster; DNS clusters get theirs inline. Endpoints are
+    grouped by locality, weighted or prioritised from ``proxy_locality`` where the cluster's
+    DestinationRule sets ``localityLbSetting``."""
     by_name = {c["name"]: c for c in clusters}
     index = slices_by_service(state.slices)
     assignments: list[dict[str, Any]] = []
@@ -796,11 +838,162 @@ def build_endpoints(
                     e for e in endpoints if all(e.labels.get(k) == v for k, v in labels.items())
                 ]
                 assignment = _load_assignment(name, chosen)
+                setting = _locality_setting(rule, subset, port.number)
+                if setting is not None:
+                    _apply_locality(assignment, chosen, setting, proxy_locality)
                 if cluster["type"] == "EDS":
                     assignments.append({"@type": ENDPOINT_TYPE, **assignment})
                 else:
                     cluster["load_assignment"] = assignment
     return assignments
+
+
+def locality_of(labels: Mapping[str, str]) -> str:
+    """A node's ``region/zone/subzone`` from its topology labels, as Istio reads them (empty
+    trailing parts dropped)."""
+    parts = [labels.get(key, "") for key in LOCALITY_LABELS]
+    while parts and not parts[-1]:
+        parts.pop()
+    return "/".join(parts)
+
+
+def _locality_setting(
+    rule: DestinationRule | None, subset: str, port: int
+) -> tuple[LocalityLbSetting, bool] | None:
+    """The cluster's ``localityLbSetting`` (a subset's and a port's over the rule's) and
+    whether it has outlier detection (failover needs it), or None when it sets none."""
+    if rule is None:
+        return None
+    policy = rule.spec.traffic_policy
+    for candidate in rule.spec.subsets:
+        if candidate.name == subset:
+            policy = _merged(policy, candidate.traffic_policy)
+    if policy is None:
+        return None
+    chosen = policy.for_port(port)
+    lb = chosen.load_balancer
+    setting = lb.locality_lb_setting if lb is not None else None
+    if setting is None or setting.enabled is False:
+        return None
+    return setting, chosen.outlier_detection is not None
+
+
+def _locality_matches(pattern: str, locality: str) -> bool:
+    """``region/zone/subzone`` against a pattern whose parts may end in ``*``."""
+    have = locality.split("/")
+    for index, part in enumerate(pattern.split("/")):
+        if part == "*":
+            return True
+        if index >= len(have) or have[index] != part:
+            return False
+    return True
+
+
+def _apply_locality(
+    assignment: dict[str, Any],
+    endpoints: Sequence[_Endpoint],
+    chosen: tuple[LocalityLbSetting, bool],
+    proxy_locality: str,
+) -> None:
+    """Istio's ``ApplyLocalityLoadBalancer``: one group per locality; ``distribute`` weights
+    the groups for a proxy in its ``from`` (a group no ``to`` names gets nothing); with outlier
+    detection, failover gives the groups priorities — the proxy's own locality 0, then its
+    zone, its region, the ``failover`` target region, the rest — so traffic leaves a locality
+    only once its endpoints are ejected."""
+    setting, outlier = chosen
+    groups: dict[str, list[_Endpoint]] = {}
+    for endpoint in endpoints:
+        groups.setdefault(endpoint.locality, []).append(endpoint)
+    entries: list[dict[str, Any]] = []
+    rule = next((r for r in setting.distribute if _locality_matches(r.from_, proxy_locality)), None)
+    for locality, members in sorted(groups.items()):
+        entry: dict[str, Any] = {"lb_endpoints": [_lb_endpoint(e) for e in members]}
+        parts = locality.split("/") if locality else []
+        if parts:
+            entry["locality"] = dict(zip(("region", "zone", "sub_zone"), parts, strict=False))
+        if rule is not None:
+            weight = 0
+            for pattern, share in rule.to.items():
+                if _locality_matches(pattern, locality):
+                    alike = sum(
+                        len(g) for name, g in groups.items() if _locality_matches(pattern, name)
+                    )
+                    weight = round(share * len(members) / alike * 10) or 1
+                    break
+            if not weight:
+                continue
+            entry["load_balancing_weight"] = weight
+        elif setting.distribute:
+            # The cluster balances by locality weight, so a proxy in no ``from`` still needs
+            # weights: each group its share of the endpoints.
+            entry["load_balancing_weight"] = len(members) * 10
+        elif outlier and proxy_locality:
+            entry["priority"] = _failover_priority(setting, proxy_locality, locality)
+        entries.append(entry)
+    if any("priority" in e for e in entries):
+        # Envoy wants priorities from 0 without gaps.
+        levels = sorted({e["priority"] for e in entries})
+        for entry in entries:
+            entry["priority"] = levels.index(entry["priority"])
+        entries.sort(key=lambda e: e["priority"])
+    assignment["endpoints"] = entries
+
+
+def _failover_priority(setting: LocalityLbSetting, proxy: str, locality: str) -> int:
+    mine, theirs = proxy.split("/"), locality.split("/")
+    same = 0
+    for a, b in zip(mine, theirs, strict=False):
+        if a != b:
+            break
+        same += 1
+    if same == 3 or (same and same == len(mine) == len(theirs)):
+        return 0
+    if same == 2:
+        return 1
+    if same == 1:
+        return 2
+    if any(rule.from_ == mine[0] and rule.to == theirs[0] for rule in setting.failover):
+        return 3
+    return 4
+
+
+def _apply_slow_start(cluster: dict[str, Any], policy: TrafficPolicy | None) -> None:
+    """DestinationRule ``warmup`` (or the older ``warmupDurationSecs``) as Envoy's slow start:
+    a new endpoint's weight ramps up over the window. Round robin and least request only,
+    as Istio applies it (Istio's default policy is least request)."""
+    lb = policy.load_balancer if policy is not None else None
+    if lb is None or cluster.get("lb_policy") not in ("ROUND_ROBIN", "LEAST_REQUEST"):
+        return
+    if lb.warmup is not None and lb.warmup.duration is not None:
+        config: dict[str, Any] = {
+            "slow_start_window": _go_duration(lb.warmup.duration),
+            "aggression": {
+                "default_value": 1.0 if lb.warmup.aggression is None else lb.warmup.aggression,
+                "runtime_key": "mesh.slow_start.aggression",
+            },
+            "min_weight_percent": {
+                "value": 10.0 if lb.warmup.minimum_percent is None else lb.warmup.minimum_percent
+            },
+        }
+    elif lb.warmup_duration_secs is not None:
+        config = {"slow_start_window": _go_duration(lb.warmup_duration_secs)}
+    else:
+        return
+    key = (
+        "round_robin_lb_config"
+        if cluster["lb_policy"] == "ROUND_ROBIN"
+        else ("least_request_lb_config")
+    )
+    cluster[key] = {"slow_start_config": config}
+
+
+def _apply_locality_weights(cluster: dict[str, Any], policy: TrafficPolicy | None) -> None:
+    """Envoy reads the groups' ``load_balancing_weight`` only with locality-weighted
+    balancing on (``distribute``)."""
+    lb = policy.load_balancer if policy is not None else None
+    setting = lb.locality_lb_setting if lb is not None else None
+    if setting is not None and setting.enabled is not False and setting.distribute:
+        cluster["common_lb_config"] = {"locality_weighted_lb_config": {}}
 
 
 def _is_entry(service: MeshService, state: MeshState) -> bool:
@@ -980,6 +1173,8 @@ def _route_action(route: HTTPRoute, ctx: _Context) -> tuple[str, dict[str, Any]]
             redirect["scheme_redirect"] = r.scheme
         redirect["response_code"] = REDIRECT_CODES.get(r.redirect_code or 301, "MOVED_PERMANENTLY")
         return "redirect", redirect
+    if route.direct_response is not None:
+        return "direct_response", _direct_response(route)
     targets: list[tuple[str, int]] = []
     for destination in route.route:
         d = destination.destination
@@ -1036,6 +1231,43 @@ def _route_action(route: HTTPRoute, ctx: _Context) -> tuple[str, dict[str, Any]]
     return "route", action
 
 
+def _direct_response(route: HTTPRoute) -> dict[str, Any]:
+    """Istio's ``directResponse``: Envoy answers the request itself."""
+    spec = route.direct_response
+    assert spec is not None
+    action: dict[str, Any] = {"status": spec.status}
+    if spec.body is not None and spec.body.data is not None:
+        action["body"] = {"inline_bytes": spec.body.data}
+    elif spec.body is not None and spec.body.string is not None:
+        action["body"] = {"inline_string": spec.body.string}
+    return action
+
+
+def _cors_policy(cors: CorsPolicy) -> dict[str, Any]:
+    """Istio's ``corsPolicy`` as the CORS filter's per-route policy: the filter answers a
+    preflight from an allowed origin itself and adds the headers to the actual response."""
+    policy: dict[str, Any] = {
+        "@type": CORS_POLICY_TYPE,
+        "allow_origin_string_match": [_string_matcher(o) for o in cors.allow_origins],
+        # Istio turns the filter on for the route whenever a policy is set.
+        "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+    }
+    for field_name, key in (
+        ("allow_methods", "allow_methods"),
+        ("allow_headers", "allow_headers"),
+        ("expose_headers", "expose_headers"),
+    ):
+        if values := getattr(cors, field_name):
+            policy[key] = ",".join(values)
+    if cors.max_age is not None:
+        policy["max_age"] = str(checks.duration_ms(cors.max_age) // 1000)
+    if cors.allow_credentials is not None:
+        policy["allow_credentials"] = cors.allow_credentials
+    if cors.unmatched_preflights == "IGNORE":
+        policy["forward_not_matching_preflights"] = False
+    return policy
+
+
 def envoy_routes(route: HTTPRoute, ctx: _Context, index: int) -> list[dict[str, Any]]:
     """One Envoy route per match of an Istio HTTP route (a route without matches: one)."""
     kind, action = _route_action(route, ctx)
@@ -1046,9 +1278,13 @@ def envoy_routes(route: HTTPRoute, ctx: _Context, index: int) -> list[dict[str, 
             "match": _route_match(match),
             kind: action,
         }
-        fault = _fault_config(route)
-        if fault is not None:
-            entry["typed_per_filter_config"] = {FAULT_FILTER: fault}
+        per_filter: dict[str, Any] = {}
+        if (fault := _fault_config(route)) is not None:
+            per_filter[FAULT_FILTER] = fault
+        if route.cors_policy is not None:
+            per_filter[CORS_FILTER] = _cors_policy(route.cors_policy)
+        if per_filter:
+            entry["typed_per_filter_config"] = per_filter
         _header_operations(entry, route.headers)
         out.append(entry)
     return out
@@ -1106,7 +1342,7 @@ def _virtual_hosts_for_port(
 ) -> list[dict[str, Any]]:
     hosts: list[dict[str, Any]] = []
     for service in services:
-        if not any(p.number == port and p.protocol == "http" for p in service.ports):
+        if not any(p.number == port and p.protocol in ("http", "auto") for p in service.ports):
             continue
         routes: list[dict[str, Any]] = []
         for vs in sorted(
@@ -1137,12 +1373,19 @@ def _virtual_hosts_for_port(
 
 
 def _route_configuration(name: str, virtual_hosts: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
+    config = {
         "@type": ROUTE_TYPE,
         "name": name,
         "virtual_hosts": virtual_hosts,
         "validate_clusters": False,
     }
+    _allow_direct_bodies(config)
+    return config
+
+
+def _allow_direct_bodies(config: dict[str, Any]) -> None:
+    if any("direct_response" in r for vh in config["virtual_hosts"] for r in vh["routes"]):
+        config["max_direct_response_body_size_bytes"] = DIRECT_RESPONSE_BODY_MAX
 
 
 # ------------------------------------------------------------------------------------------
@@ -1165,7 +1408,9 @@ def _http_listener(
             "route_config_name": route_name,
         },
         "http_filters": [
-            # Inert unless a route carries a fault (typed_per_filter_config).
+            # Inert unless a route carries a policy (typed_per_filter_config); CORS first, as
+            # Istio orders them, so a preflight is answered before any fault applies.
+            {"name": CORS_FILTER, "typed_config": {"@type": CORS_TYPE}},
             {"name": FAULT_FILTER, "typed_config": {"@type": FAULT_TYPE}},
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
         ],
@@ -1208,16 +1453,125 @@ def _tcp_targets(
 
 
 # ------------------------------------------------------------------------------------------
+# Delegate VirtualServices
+# ------------------------------------------------------------------------------------------
+
+_INHERITED: Final = (
+    "rewrite", "timeout", "retries", "fault", "mirror", "mirror_percentage", "mirrors",
+    "headers", "cors_policy",
+)  # fmt: skip
+"""What a delegate's route takes from the root route that delegates to it when it does not set
+it itself (Istio's ``mergeHTTPRoute``)."""
+
+
+def merge_delegates(virtual_services: Sequence[VirtualService]) -> list[VirtualService]:
+    """Istio's ``mergeVirtualServicesIfNeeded``: each root route naming a ``delegate`` is
+    replaced by the delegate's routes, each matching where both the root's and its own match
+    (a pair whose matches contradict is dropped), so the root's hosts and gateways serve them.
+    A delegate that does not exist leaves no route; delegates themselves (no hosts) are
+    dropped, as they never serve alone."""
+    by_name = {
+        (vs.metadata.namespace or "default", vs.metadata.name or ""): vs
+        for vs in virtual_services
+        if not vs.spec.hosts
+    }
+    if not by_name and not any(r.delegate for vs in virtual_services for r in vs.spec.http):
+        return list(virtual_services)
+    merged: list[VirtualService] = []
+    for vs in virtual_services:
+        if not vs.spec.hosts:
+            continue
+        if not any(route.delegate for route in vs.spec.http):
+            merged.append(vs)
+            continue
+        namespace = vs.metadata.namespace or "default"
+        routes: list[HTTPRoute] = []
+        for root in vs.spec.http:
+            if root.delegate is None:
+                routes.append(root)
+                continue
+            key = (root.delegate.namespace or namespace, root.delegate.name)
+            delegate = by_name.get(key)
+            if delegate is None:
+                continue
+            for route in delegate.spec.http:
+                routes += _merged_routes(root, route)
+        spec = vs.spec.model_copy(update={"http": routes})
+        merged.append(vs.model_copy(update={"spec": spec}))
+    return merged
+
+
+def _merged_routes(root: HTTPRoute, route: HTTPRoute) -> list[HTTPRoute]:
+    update: dict[str, Any] = {
+        name: getattr(root, name)
+        for name in _INHERITED
+        if getattr(route, name) in (None, []) and getattr(root, name) not in (None, [])
+    }
+    if not root.match:
+        return [route.model_copy(update=update)] if update else [route]
+    if not route.match:
+        return [route.model_copy(update={**update, "match": list(root.match)})]
+    matches = [
+        found
+        for outer in root.match
+        for inner in route.match
+        if (found := _merged_match(outer, inner)) is not None
+    ]
+    return [route.model_copy(update={**update, "match": matches})] if matches else []
+
+
+def _merged_match(root: HTTPMatchRequest, inner: HTTPMatchRequest) -> HTTPMatchRequest | None:
+    """Both matches at once, or None where they contradict (Istio's ``mergeHTTPMatchRequest``:
+    the delegate's URI must lie within the root's)."""
+    update: dict[str, Any] = {}
+    if root.uri is not None and inner.uri is not None:
+        outer, own = root.uri, inner.uri
+        if outer.exact is not None:
+            if own.exact != outer.exact:
+                return None
+        elif outer.prefix is not None:
+            path = own.exact if own.exact is not None else own.prefix
+            if path is None or not path.startswith(outer.prefix):
+                return None
+        else:
+            return None  # a root regex cannot be narrowed; Istio refuses the pair too
+    elif root.uri is not None:
+        update["uri"] = root.uri
+    for name in ("scheme", "method", "authority"):
+        mine, theirs = getattr(inner, name), getattr(root, name)
+        if theirs is not None and mine is not None and mine != theirs:
+            return None
+        if mine is None and theirs is not None:
+            update[name] = theirs
+    for name in ("headers", "query_params", "without_headers"):
+        mine, theirs = getattr(inner, name), getattr(root, name)
+        if any(key in mine and mine[key] != value for key, value in theirs.items()):
+            return None
+        if theirs:
+            update[name] = {**theirs, **mine}
+    if root.port and inner.port and root.port != inner.port:
+        return None
+    if root.port and not inner.port:
+        update["port"] = root.port
+    if root.source_labels:
+        update["source_labels"] = {**root.source_labels, **inner.source_labels}
+    if root.gateways and not inner.gateways:
+        update["gateways"] = root.gateways
+    return inner.model_copy(update=update) if update else inner
+
+
+# ------------------------------------------------------------------------------------------
 # The snapshot
 # ------------------------------------------------------------------------------------------
 
 
 def build_snapshot(state: MeshState, proxy: Proxy) -> Snapshot:
     """Every resource ``proxy`` needs, from ``state``."""
+    state = replace(state, virtual_services=merge_delegates(state.virtual_services))
     services = mesh_services(state)
     by_host = {s.host: s for s in services}
     clusters = build_clusters(services, state.destination_rules, service_identities(state))
-    endpoints = build_endpoints(services, clusters, state)
+    endpoints = build_endpoints(services, clusters, state, proxy_locality=proxy.locality)
     secrets: list[dict[str, Any]] = []
     if proxy.kind == "gateway":
         listeners, routes, secrets = _gateway_listeners(state, proxy, by_host)
@@ -1347,14 +1701,16 @@ def _sidecar_listeners(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     listeners: list[dict[str, Any]] = []
     routes: list[dict[str, Any]] = []
-    http_ports = sorted({p.number for s in services for p in s.ports if p.protocol == "http"})
+    http_ports = sorted(
+        {p.number for s in services for p in s.ports if p.protocol in ("http", "auto")}
+    )
     for port in http_ports:
         hosts = _virtual_hosts_for_port(port, services, state, by_host)
         routes.append(_route_configuration(str(port), hosts))
-        listeners.append(
-            _http_listener(f"{proxy.bind_address}_{port}", proxy.bind_address, port, str(port),
-                           f"outbound_{proxy.bind_address}_{port}")
-        )  # fmt: skip
+        listener = _http_listener(f"{proxy.bind_address}_{port}", proxy.bind_address, port,
+                                  str(port), f"outbound_{proxy.bind_address}_{port}")  # fmt: skip
+        _add_sniffing(listener, port, services, state, proxy, by_host)
+        listeners.append(listener)
     for service in services:
         for port in service.ports:
             if port.protocol != "tcp" or not service.address:
@@ -1692,6 +2048,49 @@ def _hcm_chain(route_name: str, *, name: str = "") -> dict[str, Any]:
     if name:
         chain["name"] = name
     return chain
+
+
+def _add_sniffing(
+    listener: dict[str, Any],
+    port: int,
+    services: Sequence[MeshService],
+    state: MeshState,
+    proxy: Proxy,
+    by_host: Mapping[str, MeshService],
+) -> None:
+    """Istio's protocol sniffing for the services whose ``port`` names no protocol: Envoy's
+    ``http_inspector`` reads the first bytes, and each such service (told apart by the address
+    the connection was sent to) gets two filter chains — HTTP/1.1 or h2c to the port's HTTP
+    connection manager (its routes), anything else to a ``tcp_proxy`` to its cluster."""
+    http_chain = listener["filter_chains"][0]
+    chains: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for service in services:
+        if not service.address or not any(
+            p.number == port and p.protocol == "auto" for p in service.ports
+        ):
+            continue
+        address = service.address if proxy.bind_address == "0.0.0.0" else proxy.bind_address
+        if address in seen:
+            continue  # one pair of chains per address (tests bind every service to loopback)
+        seen.add(address)
+        ranges = [{"address_prefix": address, "prefix_len": 32}]
+        targets = _tcp_targets(service, port, state, by_host)
+        tcp = _tcp_listener(f"{address}_{port}", address, port, targets)["filter_chains"][0]
+        chains += [
+            {"filter_chain_match": {"prefix_ranges": ranges, "application_protocols": SNIFFED},
+             "filters": copy.deepcopy(http_chain["filters"])},
+            {"filter_chain_match": {"prefix_ranges": ranges}, "filters": tcp["filters"]},
+        ]  # fmt: skip
+    if not chains:
+        return
+    listener["filter_chains"] = [*chains, http_chain]
+    listener["listener_filters"] = [
+        {"name": HTTP_INSPECTOR_FILTER, "typed_config": {"@type": HTTP_INSPECTOR_TYPE}}
+    ]
+    # A client that waits for the server to speak first (MySQL) is passed on as TCP once the
+    # inspector gives up, instead of being closed.
+    listener["continue_on_listener_filters_timeout"] = True
 
 
 def _gateway_listeners(

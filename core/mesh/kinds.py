@@ -7,14 +7,16 @@ configuration, so what the log accepts must be what Istio accepts — YAML writt
 keeps its meaning here, and a rule Istio would refuse (a negative weight, a route with no
 destination, a bad regex or duration, two subsets of one name...) is refused at the door with
 the field's path and Istio's reason instead of reaching a proxy as a NACK. The field names are
-Istio's (camelCase in YAML). Fields Istio has that fleetlog does not act on yet (CORS, direct
-responses, delegates, TLS routes, locality balancing) are not modelled: they are refused as
-unknown fields rather than silently ignored. Problems across objects (a subset no
+Istio's (camelCase in YAML). Fields Istio has that fleetlog does not act on yet (TLS routes,
+``DYNAMIC_DNS``) are not modelled: they are refused as unknown fields rather than silently
+ignored. Problems across objects (a subset no
 DestinationRule defines) are not this module's: one object at a time, as Istio's webhook.
 """
 
 from __future__ import annotations
 
+import base64
+import re
 from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
@@ -348,6 +350,106 @@ def _mirror_percentage(found: Problems, value: float, name: str, *subpath: str |
         found.add(f"{name} must have a min value of 0 (it has {value:f})", *subpath)
 
 
+CORS_METHODS: frozenset[str] = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*"}
+)
+"""The methods Istio takes in ``corsPolicy.allowMethods`` (Go's ``net/http`` ones and ``*``)."""
+_HEADER_NAME = re.compile(r"[-_A-Za-z0-9]+")
+DIRECT_RESPONSE_BODY_LIMIT = 1024 * 1024
+"""Istio refuses a direct response body of 1 MB or more (it travels in every route push)."""
+
+
+def _cors_header_errors(name: str) -> list[str]:
+    """``ValidateCORSHTTPHeaderName``: ``*`` or a token."""
+    if name == "":
+        return ["header name cannot be empty"]
+    if name != "*" and not _HEADER_NAME.fullmatch(name):
+        return [f"header name {name} is not a valid header name"]
+    return []
+
+
+class CorsPolicy(K8sModel):
+    allow_origins: list[StringMatch] = []
+    allow_methods: list[str] = []
+    allow_headers: list[str] = []
+    expose_headers: list[str] = []
+    max_age: str | None = None
+    allow_credentials: bool | None = None
+    unmatched_preflights: Literal["UNSPECIFIED", "FORWARD", "IGNORE"] | None = None
+
+    def problems(self) -> Problems:
+        """``validateCORSPolicy``."""
+        found = Problems()
+        for index, origin in enumerate(self.allow_origins):
+            match = origin.exact if origin.exact is not None else origin.prefix
+            if match is None:
+                match = origin.regex
+            if not match:
+                found.add(
+                    f"'{match or ''}' is not a valid match type for CORS allow origins",
+                    "allowOrigins",
+                    index,
+                )
+                continue
+            found.extend(
+                origin.problems("corsPolicy.allowOrigins", uri=True).items, "allowOrigins", index
+            )
+        for index, method in enumerate(self.allow_methods):
+            if method not in CORS_METHODS:
+                found.add(f'"{method}" is not a supported HTTP method', "allowMethods", index)
+        for field, wire in (("allow_headers", "allowHeaders"), ("expose_headers", "exposeHeaders")):
+            for index, name in enumerate(getattr(self, field)):
+                _add_all(found, _cors_header_errors(name), wire, index)
+        if self.max_age is not None:
+            _duration(found, self.max_age, "maxAge")
+            if (checks.parse_go_duration(self.max_age) or 0) % 1_000_000_000:
+                found.add("max_age duration is accurate only to seconds precision", "maxAge")
+        return found
+
+
+class HTTPBody(K8sModel):
+    string: str | None = None
+    data: str | None = Field(default=None, alias="bytes")
+    """``bytes``: base64, as protobuf's JSON mapping writes them."""
+
+    def payload(self) -> bytes:
+        if self.data is not None:
+            return base64.b64decode(self.data)
+        return (self.string or "").encode()
+
+
+class HTTPDirectResponse(K8sModel):
+    status: int = 0
+    body: HTTPBody | None = None
+
+    def problems(self) -> Problems:
+        """``validateHTTPDirectResponse``."""
+        found = Problems()
+        if self.body is not None:
+            body = {"string": self.body.string, "bytes": self.body.data}
+            _add_all(found, _oneof(body, "specifier"), "body")
+            if self.body.data is not None:
+                try:
+                    base64.b64decode(self.body.data, validate=True)
+                except ValueError:
+                    found.add("bytes must be base64", "body", "bytes")
+                    return found
+            if len(self.body.payload()) > DIRECT_RESPONSE_BODY_LIMIT:
+                found.add(
+                    "large direct_responses may impact control plane performance, must be less "
+                    "than 1MB",
+                    "body",
+                )
+        if not 0 <= self.status <= 600:
+            found.add(f"HTTP status {self.status} is not in range 0-600", "status")
+        return found
+
+
+class Delegate(K8sModel):
+    name: str = ""
+    namespace: str | None = None
+
+
 class HTTPRoute(K8sModel):
     name: str | None = None
     match: list[HTTPMatchRequest] = []
@@ -361,11 +463,38 @@ class HTTPRoute(K8sModel):
     mirror_percentage: Percent | None = None
     mirrors: list[HTTPMirrorPolicy] = []
     headers: Headers | None = None
+    cors_policy: CorsPolicy | None = None
+    direct_response: HTTPDirectResponse | None = None
+    delegate: Delegate | None = None
 
-    def problems(self) -> Problems:
-        """``validateHTTPRoute``."""
+    def problems(self, *, in_delegate: bool = False) -> Problems:
+        """``validateHTTPRoute`` (``in_delegate``: a route of a delegate VirtualService)."""
         found = Problems()
+        if self.delegate is not None and not in_delegate:
+            # A root route only delegates: Istio checks nothing else on it.
+            label = self.name or ""
+            if self.redirect is not None:
+                found.add(f"root HTTP route {label} must not specify redirect")
+            if self.route:
+                found.add(f"root HTTP route {label} must not specify route")
+            if not self.delegate.name:
+                found.add("delegate name is required", "delegate", "name")
+            for index, match in enumerate(self.match):
+                found.extend(match.problems().items, "match", index)
+            return found
+        if self.delegate is not None:
+            found.add("delegate HTTP route cannot contain delegate", "delegate")
         if self.redirect is not None:
+            for present, name in (
+                (self.route, "route"),
+                (self.fault, "fault"),
+                (self.rewrite, "rewrite"),
+                (self.direct_response, "direct_response"),
+            ):
+                if present:
+                    verb = "route" if name in ("route", "fault") else "route rule"
+                    found.add(f"HTTP {verb} cannot contain both {name} and redirect")
+        elif self.direct_response is not None:
             for present, name in (
                 (self.route, "route"),
                 (self.fault, "fault"),
@@ -373,7 +502,7 @@ class HTTPRoute(K8sModel):
             ):
                 if present:
                     verb = "route rule" if name == "rewrite" else "route"
-                    found.add(f"HTTP {verb} cannot contain both {name} and redirect")
+                    found.add(f"HTTP {verb} cannot contain both {name} and direct_response")
         elif not self.route:
             found.add("HTTP route, redirect or direct_response is required", "route")
         if self.mirror is not None and self.mirrors:
@@ -403,6 +532,10 @@ class HTTPRoute(K8sModel):
             found.extend(self.retries.problems().items, "retries")
         if self.rewrite is not None:
             found.extend(self.rewrite.problems().items, "rewrite")
+        if self.cors_policy is not None:
+            found.extend(self.cors_policy.problems().items, "corsPolicy")
+        if self.direct_response is not None:
+            found.extend(self.direct_response.problems().items, "directResponse")
         found.extend(_destinations_problems(self.route, http=True).items, "route")
         _duration(found, self.timeout, "timeout")
         return found
@@ -546,10 +679,17 @@ class VirtualServiceSpec(K8sModel):
     export_to: list[str] = []
 
     def problems(self) -> Problems:
-        """``ValidateVirtualService`` (delegates are not modelled: hosts are required)."""
+        """``ValidateVirtualService``. One with no hosts is a delegate: its routes are merged
+        under the routes of a root VirtualService that names it (``http[].delegate``)."""
         found = Problems()
-        if not self.hosts:
-            found.add("Required value: a virtual service must have at least one host", "hosts")
+        delegate = not self.hosts
+        if delegate:
+            if self.gateways:
+                found.add("delegate virtual service must have no gateways specified", "gateways")
+            if self.tls:
+                found.add("delegate virtual service must have no tls route specified", "tls")
+            if self.tcp:
+                found.add("delegate virtual service must have no tcp route specified", "tcp")
         applies_to_mesh = not self.gateways or "mesh" in self.gateways
         found.extend(_gateway_name_problems(self.gateways).items, "gateways")
         valid = True
@@ -577,7 +717,7 @@ class VirtualServiceSpec(K8sModel):
         if not self.http and not self.tcp and not self.tls:
             found.add("http, tcp or tls must be provided in virtual service")
         for index, route in enumerate(self.http):
-            found.extend(route.problems().items, "http", index)
+            found.extend(route.problems(in_delegate=delegate).items, "http", index)
         for index, tcp in enumerate(self.tcp):
             found.extend(tcp.problems().items, "tcp", index)
         for index, tls in enumerate(self.tls):
@@ -657,16 +797,144 @@ def _is_prime(value: int) -> bool:
     return True
 
 
+class LocalityDistribute(K8sModel):
+    from_: str = Field(default="", alias="from")
+    to: dict[str, int] = {}
+
+
+class LocalityFailover(K8sModel):
+    from_: str = Field(default="", alias="from")
+    to: str = ""
+
+
+class LocalityLbSetting(K8sModel):
+    distribute: list[LocalityDistribute] = []
+    failover: list[LocalityFailover] = []
+    failover_priority: list[str] = []
+    enabled: bool | None = None
+
+    def problems(self, *, outlier: OutlierDetection | None) -> Problems:
+        """``ValidateLocalityLbSetting``. Istio only warns when failover comes without outlier
+        detection — and then never fails over, since no endpoint is ever ejected; fleetlog
+        refuses it rather than accept a rule that cannot act."""
+        found = Problems()
+        if self.distribute and self.failover:
+            found.add("can not simultaneously specify 'distribute' and 'failover'")
+            return found
+        if self.failover:
+            for label in self.failover_priority:
+                if label in _TOPOLOGY_LABELS:
+                    found.add(
+                        f"can not simultaneously set 'failover' and topology label '{label}' in "
+                        "'failover_priority'",
+                        "failoverPriority",
+                    )
+                    return found
+        sources = []
+        for index, rule in enumerate(self.distribute):
+            sources.append(rule.from_)
+            if any(not 1 <= weight <= 100 for weight in rule.to.values()):
+                found.add("locality weight must be in range [1, 100]", "distribute", index, "to")
+                return found
+            total = sum(rule.to.values())
+            if total != 100:
+                found.add(f"total locality weight {total} != 100", "distribute", index, "to")
+                return found
+            _add_all(found, _locality_errors(list(rule.to)), "distribute", index, "to")
+        _add_all(found, _locality_errors(sources), "distribute")
+        if (self.failover or self.failover_priority) and outlier is None:
+            found.add("outlier detection policy must be provided for failover", "failover")
+        for index, rule in enumerate(self.failover):
+            if rule.from_ == rule.to:
+                found.add(
+                    "locality lb failover settings must specify different regions",
+                    "failover",
+                    index,
+                )
+            if "/" in rule.from_ or "/" in rule.to:
+                found.add("locality lb failover only specify region", "failover", index)
+            if "*" in rule.from_ or "*" in rule.to:
+                found.add(
+                    "locality lb failover region should not contain '*' wildcard",
+                    "failover",
+                    index,
+                )
+        return found
+
+
+_TOPOLOGY_LABELS = (
+    "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+    "topology.istio.io/subzone",
+)
+
+
+def _locality_errors(localities: list[str]) -> list[str]:
+    """``validateLocalities``: ``region[/zone[/subzone]]``, one trailing ``*`` at most, none
+    overlapping another."""
+    seen: list[tuple[str, ...]] = []
+    for locality in localities:
+        stars = locality.count("*")
+        if stars and (stars > 1 or not locality.endswith("*")):
+            return [
+                f"locality {locality} wildcard '*' number can not exceed 1 and must be in the end"
+            ]
+        parts = tuple(locality.split("/", 2))
+        if any(part == "" for part in parts):
+            return [f"locality {locality} must not contain empty region/zone/subzone info"]
+        for other in seen:
+            if _locality_overlaps(parts, other):
+                return [f"locality {locality} overlap with previous specified ones"]
+        seen.append(parts)
+    return []
+
+
+def _locality_overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    for x, y in zip(a, b, strict=False):
+        if "*" in (x, y):
+            return True
+        if x != y:
+            return False
+    return True
+
+
+class Warmup(K8sModel):
+    duration: str | None = None
+    minimum_percent: float | None = None
+    aggression: float | None = None
+
+
 class LoadBalancerSettings(K8sModel):
     simple: SimpleLB | None = None
     consistent_hash: ConsistentHash | None = None
+    locality_lb_setting: LocalityLbSetting | None = None
+    warmup_duration_secs: str | None = None
+    warmup: Warmup | None = None
 
-    def problems(self) -> Problems:
+    def problems(self, *, outlier: OutlierDetection | None = None) -> Problems:
         found = Problems()
         lb_policy = {"simple": self.simple, "consistentHash": self.consistent_hash}
         _add_all(found, _oneof(lb_policy, "lbPolicy"))
         if self.consistent_hash is not None:
             found.extend(self.consistent_hash.problems().items, "consistentHash")
+        if self.locality_lb_setting is not None:
+            found.extend(
+                self.locality_lb_setting.problems(outlier=outlier).items, "localityLbSetting"
+            )
+        _duration(found, self.warmup_duration_secs, "warmupDurationSecs")
+        if (warm := self.warmup) is not None:
+            if warm.duration is None:
+                found.add("duration is required", "warmup", "duration")
+            else:
+                _duration(found, warm.duration, "warmup", "duration")
+            if (warm.minimum_percent or 0) > 100:
+                found.add(
+                    "minimumPercent value should be less than or equal to 100",
+                    "warmup",
+                    "minimumPercent",
+                )
+            if warm.aggression is not None and warm.aggression < 1:
+                found.add("aggression should be greater than or equal to 1", "warmup", "aggression")
         return found
 
 
@@ -811,7 +1079,9 @@ class _PolicyParts(K8sModel):
             ("tls", "tls"),
         ):
             part = getattr(self, field)
-            if part is not None:
+            if isinstance(part, LoadBalancerSettings):
+                found.extend(part.problems(outlier=self.outlier_detection).items, wire)
+            elif part is not None:
                 found.extend(part.problems().items, wire)
         return found
 

@@ -19,7 +19,7 @@ from typing import Any, Final
 import structlog
 
 from core.api.manifests import parse_manifest
-from core.mesh.envoy import MeshState, wanted_credentials
+from core.mesh.envoy import MeshState, locality_of, wanted_credentials
 from core.mesh.injection import wants_sidecar
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.endpoints import ServiceSlices
@@ -128,8 +128,18 @@ class MeshModel:
             slices=[record.manifest for record in model.list("EndpointSlice")],
             pod_labels=pod_labels,
             meshed_pods=self._meshed_pods(),
+            node_localities=self._node_localities(),
             **istio,
         )
+
+    def _node_localities(self) -> dict[str, str]:
+        """Each node's ``region/zone/subzone`` (its topology labels): its endpoints' locality."""
+        found: dict[str, str] = {}
+        for record in self._projection.model.list("Node"):
+            locality = locality_of((record.manifest.get("metadata") or {}).get("labels") or {})
+            if locality:
+                found[record.name] = locality
+        return found
 
     def _meshed_pods(self) -> dict[tuple[str, str], str]:
         """The pods the node agents give a sidecar (Istio's injection policy, the same

@@ -258,6 +258,8 @@ class _Stream:
             labels={str(k): str(v) for k, v in labels.items()},
             bind_address=str(metadata.get(BIND_ADDRESS_KEY) or self.push.bind_address),
             captured=node.kind == "sidecar" and metadata.get(INTERCEPTION_KEY) == "REDIRECT",
+            # Envoy's node.locality, as Istio's agent writes it from the node's topology labels.
+            locality=_locality(request.node.locality),
         )
         self.memory = self.push.attach(self)
         self.memory.status.connected = True
@@ -725,7 +727,7 @@ class MeshPush:
             return
         state = self._state()
         touched: tuple[list[Any], MeshState] | None = None
-        endpoints: dict[tuple[str, str], tuple[list[dict[str, Any]], Encoded]] = {}
+        endpoints: dict[tuple[str, str, str], tuple[list[dict[str, Any]], Encoded]] = {}
         built: dict[tuple[Any, ...], tuple[Snapshot, dict[str, Encoded]]] = {}
         for stream in list(self._streams):
             key = self._key(stream)
@@ -735,7 +737,9 @@ class MeshPush:
                     if changed is not None and previous is not None and self.amend is None:
                         if touched is None:
                             touched = _touched(state, changed)
-                        built[key] = self._endpoints_only(previous, touched, endpoints)
+                        built[key] = self._endpoints_only(
+                            previous, touched, endpoints, locality=stream.proxy.locality
+                        )
                     else:
                         snapshot = build_snapshot(state, stream.proxy)
                         built[key] = self._encode(stream, snapshot)
@@ -764,15 +768,17 @@ class MeshPush:
         self,
         previous: tuple[Snapshot, dict[str, Encoded]],
         touched: tuple[list[Any], MeshState],
-        done: dict[tuple[str, str], tuple[list[dict[str, Any]], Encoded]],
+        done: dict[tuple[str, str, str], tuple[list[dict[str, Any]], Encoded]],
+        *,
+        locality: str,
     ) -> tuple[Snapshot, dict[str, Encoded]]:
         """``previous`` with the touched services' endpoints built again; proxies whose
         clusters and endpoints were the same (same versions) share one build (``done``)."""
         snapshot, encoded = previous
         services, state = touched
-        alike = (encoded[CLUSTER_TYPE].version, encoded[ENDPOINT_TYPE].version)
+        alike = (encoded[CLUSTER_TYPE].version, encoded[ENDPOINT_TYPE].version, locality)
         if alike not in done:
-            fresh = build_endpoints(services, snapshot.clusters, state)
+            fresh = build_endpoints(services, snapshot.clusters, state, proxy_locality=locality)
             done[alike] = (
                 replace_endpoints(snapshot, fresh).endpoints,
                 self._encoder.replace(encoded[ENDPOINT_TYPE], fresh),
@@ -785,7 +791,7 @@ class MeshPush:
         proxy = stream.proxy
         assert proxy is not None
         return (proxy.kind, proxy.namespace, tuple(sorted(proxy.labels.items())),
-                proxy.bind_address, proxy.captured)  # fmt: skip
+                proxy.bind_address, proxy.captured, proxy.locality)  # fmt: skip
 
     def _encode(self, stream: _Stream, snapshot: Snapshot) -> tuple[Snapshot, dict[str, Encoded]]:
         if self.amend is not None and stream.node is not None:
@@ -993,3 +999,11 @@ def type_status(push: MeshPush, proxy_id: str, short: str) -> TypeStatus:
     """A proxy's status of one type (empty when unknown): tests and the benchmark read it."""
     status = push.status_of(proxy_id)
     return status.types.get(short, TypeStatus()) if status is not None else TypeStatus()
+
+
+def _locality(locality: Any) -> str:
+    """Envoy's ``node.locality`` as ``region/zone/subzone`` (empty trailing parts dropped)."""
+    parts = [locality.region, locality.zone, locality.sub_zone]
+    while parts and not parts[-1]:
+        parts.pop()
+    return "/".join(parts)

@@ -22,8 +22,10 @@ import envoy.config.cluster.v3.cluster_pb2
 import envoy.config.endpoint.v3.endpoint_pb2
 import envoy.config.listener.v3.listener_pb2
 import envoy.config.route.v3.route_pb2
+import envoy.extensions.filters.http.cors.v3.cors_pb2
 import envoy.extensions.filters.http.fault.v3.fault_pb2
 import envoy.extensions.filters.http.router.v3.router_pb2
+import envoy.extensions.filters.listener.http_inspector.v3.http_inspector_pb2
 import envoy.extensions.filters.listener.original_dst.v3.original_dst_pb2
 import envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2
 import envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2

@@ -45,7 +45,8 @@ def _secrets() -> list[dict[str, Any]]:
 
 
 def test_every_feature_of_the_sidecar_snapshot_passes_envoy_validate(tmp_path: Path) -> None:
-    snapshot = build_snapshot(scenario(), Proxy())
+    # In a locality: web's endpoints come in failover priorities.
+    snapshot = build_snapshot(scenario(), Proxy(locality="us/us-a"))
     # The ISTIO_MUTUAL DestinationRule's clusters refer to the proxy's certificates.
     snapshot = dataclasses.replace(snapshot, secrets=_secrets())
     done = _validate(static_bootstrap(snapshot), tmp_path)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 import threading
 import time
 from collections import Counter
@@ -119,13 +120,14 @@ async def meshed(
     tmp_path: Path,
     extra: tuple[dict[str, Any], ...] = (),
     route: Mapping[str, Any] | None = None,
+    virtual: dict[str, Any] | None = None,
 ) -> AsyncIterator[tuple[MeshPush, str]]:
     """``web``'s pods behind a gateway Envoy; yields the handler and the gateway's URL once
-    the proxy has ACKed everything and answers."""
+    the proxy has ACKed everything and answers. ``virtual`` replaces the VirtualService."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     objects = [service(), *(pod_slice(n, p) for n, p in backends.items()), gateway_object(port)]
-    for manifest in [*objects, *extra, virtual_service(**(route or {}))]:
+    for manifest in [*objects, *extra, virtual or virtual_service(**(route or {}))]:
         await apply(client, manifest)
     async with mesh_push(projection, nc) as push:
         with envoy(tmp_path, ads_port=push.port, labels={"istio": "ingressgateway"}):
@@ -382,3 +384,242 @@ async def test_a_fault_aborts_the_given_share_of_requests_with_its_status(
             # acked the share holds over 200 requests.
             seen = await asyncio.to_thread(statuses, url, 200)
     assert set(seen) == {200, 418} and 40 <= seen[418] <= 80, seen
+
+
+def routes(*http: dict[str, Any], name: str = "shop", hosts: bool = True) -> dict[str, Any]:
+    """A VirtualService of its own HTTP routes: bound to the gateway for ``shop.example.com``,
+    or (``hosts=False``) a delegate."""
+    spec: dict[str, Any] = {"http": list(http)}
+    if hosts:
+        spec |= {"hosts": [HOST], "gateways": ["edge"]}
+    return {
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": name, "namespace": NS}, "spec": spec,
+    }  # fmt: skip
+
+
+TO_WEB: dict[str, Any] = {"route": [{"destination": {"host": "web", "port": {"number": 80}}}]}
+ALLOWED = "https://app.example.com"
+
+
+def preflight(url: str, origin: str) -> httpx.Response:
+    headers = {"Host": HOST, "Origin": origin, "Access-Control-Request-Method": "POST",
+               "Access-Control-Request-Headers": "x-token"}  # fmt: skip
+    return httpx.options(url, headers=headers, timeout=30)
+
+
+async def test_cors_preflights_and_direct_responses_are_answered_by_envoy(
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+    nc: Client,
+    tmp_path: Path,
+) -> None:
+    cors = {
+        "allowOrigins": [{"exact": ALLOWED}, {"prefix": "https://dev."}],
+        "allowMethods": ["GET", "POST"],
+        "allowHeaders": ["x-token"],
+        "exposeHeaders": ["x-trace"],
+        "maxAge": "1h",
+        "allowCredentials": True,
+    }
+    with steerable_backends(("a",)) as backends:
+        async with meshed(
+            client=client, projection=projection, nc=nc, backends=backends, tmp_path=tmp_path,
+            virtual=routes(
+                {"match": [{"uri": {"exact": "/teapot"}}],
+                 "directResponse": {"status": 418, "body": {"string": "short and stout"}}},
+                {**TO_WEB, "corsPolicy": cors},
+            ),
+        ) as (_, url):  # fmt: skip
+            before = int(ask(backends["a"], "/count"))
+            for origin in (ALLOWED, "https://dev.shop.io"):
+                answer = await asyncio.to_thread(preflight, url, origin)
+                # Answered by Envoy's CORS filter (the backend answers OPTIONS with a 501).
+                assert answer.status_code == 200, (answer.status_code, answer.headers)
+                assert answer.headers["access-control-allow-origin"] == origin
+                assert answer.headers["access-control-allow-methods"] == "GET,POST"
+                assert answer.headers["access-control-allow-headers"] == "x-token"
+                assert answer.headers["access-control-max-age"] == "3600"
+                assert answer.headers["access-control-allow-credentials"] == "true"
+            # An origin the policy does not allow gets no CORS headers: the preflight goes on
+            # to the backend, which does not know OPTIONS.
+            refused = await asyncio.to_thread(preflight, url, "https://evil.example.com")
+            assert refused.status_code == 501
+            assert "access-control-allow-origin" not in refused.headers
+            # The actual request from an allowed origin carries the headers it may read.
+            actual = await asyncio.to_thread(
+                httpx.get, url, headers={"Host": HOST, "Origin": ALLOWED}, timeout=30
+            )
+            assert actual.text == "a" and actual.headers["access-control-allow-origin"] == ALLOWED
+            assert actual.headers["access-control-expose-headers"] == "x-trace"
+
+            teapot = await asyncio.to_thread(
+                httpx.get, url + "teapot", headers={"Host": HOST}, timeout=30
+            )
+            assert (teapot.status_code, teapot.text) == (418, "short and stout")
+            assert int(ask(backends["a"], "/count")) == before + 1, "only the actual request"
+
+
+async def test_a_delegate_virtual_service_routes_under_its_root(
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+    nc: Client,
+    tmp_path: Path,
+) -> None:
+    root = routes({"match": [{"uri": {"prefix": "/shop"}}], "delegate": {"name": "shop-leaf"}},
+                  TO_WEB)  # fmt: skip
+
+    def leaf(status: int) -> dict[str, Any]:
+        return routes(
+            {"match": [{"uri": {"prefix": "/shop/closed"}}], "directResponse": {"status": status}},
+            {**TO_WEB, "match": [{"uri": {"prefix": "/shop/cart"}}], "rewrite": {"uri": "/"}},
+            name="shop-leaf", hosts=False,
+        )  # fmt: skip
+
+    def get(url: str) -> tuple[int, str]:
+        answer = httpx.get(url, headers={"Host": HOST}, timeout=30)
+        return answer.status_code, answer.text
+
+    with steerable_backends(("a",)) as backends:
+        async with meshed(
+            client=client, projection=projection, nc=nc, backends=backends, tmp_path=tmp_path,
+            extra=(leaf(403),), virtual=root,
+        ) as (push, url):  # fmt: skip
+            # The delegate's routes, under the root's /shop: its direct response, and its
+            # rewrite of /shop/cart to / (the backend answers its name on / only).
+            assert (await asyncio.to_thread(get, url + "shop/closed/now"))[0] == 403
+            assert await asyncio.to_thread(get, url + "shop/cart") == (200, "a")
+            # Outside /shop the root's own route: no rewrite, the backend's 404.
+            assert (await asyncio.to_thread(get, url + "cart"))[0] == 404
+            # A change to the delegate alone changes what the root serves.
+            await acked_change(push, "RDS", leaf(451), client)
+            assert (await asyncio.to_thread(get, url + "shop/closed/now"))[0] == 451
+
+
+def node(name: str, region: str, zone: str) -> dict[str, Any]:
+    labels = {"topology.kubernetes.io/region": region, "topology.kubernetes.io/zone": zone}
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
+
+
+def slice_on(name: str, port: int, node_name: str, *, ready: bool = True) -> dict[str, Any]:
+    found = pod_slice(name, port, ready=ready)
+    found["endpoints"][0]["nodeName"] = node_name
+    return found
+
+
+async def test_locality_failover_keeps_traffic_in_the_proxy_s_zone_until_it_has_no_endpoint(
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+    nc: Client,
+    tmp_path: Path,
+) -> None:
+    """The gateway Envoy runs in us/us-a (its node.locality); web-a's node is there, web-b's
+    in us/us-b, web-c's in eu/eu-a. With failover, us/us-a takes everything; once its pod is
+    gone, the rest of its region; ``distribute`` then splits by the given weights."""
+    failover = destination_rule({"localityLbSetting": {"failover": [{"from": "us", "to": "eu"}]}})
+    failover["spec"]["trafficPolicy"]["outlierDetection"] = {"consecutive5xxErrors": 5}
+    where = {"a": "n-a", "b": "n-b", "c": "n-c"}
+    with steerable_backends(("a", "b", "c")) as backends:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/"
+        for manifest in (node("n-a", "us", "us-a"), node("n-b", "us", "us-b"),
+                         node("n-c", "eu", "eu-a")):  # fmt: skip
+            await client.send("Node", "apply", {"manifest": manifest})
+        objects = [service(), *(slice_on(n, p, where[n]) for n, p in backends.items()),
+                   gateway_object(port), failover, virtual_service()]  # fmt: skip
+        for manifest in objects:
+            await apply(client, manifest)
+        async with mesh_push(projection, nc) as push:
+            with envoy(tmp_path, ads_port=push.port, labels={"istio": "ingressgateway"},
+                       locality={"region": "us", "zone": "us-a"}):  # fmt: skip
+                await until(lambda: synced(push) and _answers(url))
+                assert Counter(await asyncio.to_thread(sequence, url, 60)) == {"a": 60}
+
+                # web-a leaves: its region's other zone before the other region.
+                await acked_change(push, "EDS", slice_on("a", backends["a"], "n-a", ready=False),
+                                   client)  # fmt: skip
+                assert Counter(await asyncio.to_thread(sequence, url, 60)) == {"b": 60}
+
+                await acked_change(push, "EDS", slice_on("a", backends["a"], "n-a"), client)
+                distribute = destination_rule({"localityLbSetting": {"distribute": [
+                    {"from": "us/us-a/*", "to": {"us/us-b/*": 75, "eu/*": 25}}]}})  # fmt: skip
+                await acked_change(push, "CDS", distribute, client)
+                seen = Counter(await asyncio.to_thread(sequence, url, 400))
+    # 300 / 100 expected (sd ≈ 8.7): ±40 is more than 4.5 sd; a, in no ``to``, gets none.
+    assert seen["a"] == 0 and 260 <= seen["b"] <= 340 and seen["c"] == 400 - seen["b"], seen
+
+
+SIDECAR_NODE = f"sidecar~127.0.0.1~client.{NS}~{NS}.svc.cluster.local"
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """``data`` sent on a plain TCP connection; everything answered until the peer closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(data)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    return received
+
+
+async def test_a_port_that_names_no_protocol_is_sniffed_http_routed_and_the_rest_passed_on(
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+    nc: Client,
+    tmp_path: Path,
+) -> None:
+    """A sidecar Envoy (bound to loopback) in front of ``legacy``, whose port has no name:
+    HTTP is recognised and routed (a header-matched abort only HTTP routing can give), other
+    bytes go through as TCP to the pod, which answers them itself."""
+    port = free_port()
+    legacy = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "legacy", "namespace": NS},
+        "spec": {"selector": {"app": "legacy"}, "ports": [{"port": port}]},
+    }  # fmt: skip
+    host = f"legacy.{NS}.svc.cluster.local"
+    abort = {
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "legacy", "namespace": NS},
+        "spec": {"hosts": ["legacy"], "http": [
+            {"match": [{"headers": {"x-abort": {"exact": "yes"}}}],
+             "fault": {"abort": {"httpStatus": 418, "percentage": {"value": 100}}},
+             "route": [{"destination": {"host": "legacy"}}]},
+            {"route": [{"destination": {"host": "legacy"}}]}]},
+    }  # fmt: skip
+
+    def get(headers: dict[str, str]) -> tuple[int, str]:
+        answer = httpx.get(f"http://127.0.0.1:{port}/", headers={"Host": host, **headers},
+                           timeout=30)  # fmt: skip
+        return answer.status_code, answer.text
+
+    def answers() -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return get({}) == (200, "a")
+        return False
+
+    with steerable_backends(("a",)) as backends:
+        pod = pod_slice("a", backends["a"])
+        pod["metadata"]["labels"]["kubernetes.io/service-name"] = "legacy"
+        pod["ports"][0]["name"] = ""
+        for manifest in (legacy, pod, abort):
+            await apply(client, manifest)
+        async with mesh_push(projection, nc) as push:
+            with envoy(tmp_path, ads_port=push.port, labels={"app": "client"},
+                       node=SIDECAR_NODE):  # fmt: skip
+                # Every type the sidecar was sent is acked (its status, not the gateway's).
+                await until(lambda: all(
+                    (t := type_status(push, SIDECAR_NODE, short)).sent and t.state() == "SYNCED"
+                    for short in ("CDS", "EDS", "LDS", "RDS")) and answers())  # fmt: skip
+                assert await asyncio.to_thread(get, {"x-abort": "yes"}) == (
+                    418,
+                    "fault filter abort",
+                )
+                raw = await asyncio.to_thread(raw_exchange, port, b"HELLO THERE\r\n\r\n")
+    # The pod's own HTTP server answered the bytes (Envoy's HTTP codec would have answered
+    # its own 400 "Bad Request" and never reached the pod).
+    assert b"Bad request" in raw and b"HELLO" in raw, raw

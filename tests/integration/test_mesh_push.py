@@ -69,6 +69,7 @@ def envoy(
     delta: bool = True,
     node: str = GATEWAY_NODE,
     bind: str = "127.0.0.1",
+    locality: dict[str, str] | None = None,
 ) -> Iterator[int]:
     """An Envoy configured only over ADS from the handler, as the gateway proxy ``ingress-1``
     (incremental xDS, or state of the world when not ``delta``); yields its admin port;
@@ -82,6 +83,8 @@ def envoy(
         metadata={"LABELS": labels, "BIND_ADDRESS": bind},
         delta=delta,
     )
+    if locality is not None:
+        config["node"]["locality"] = locality
     path = tmp_path / f"envoy-{admin}.json"
     path.write_text(json.dumps(config))
     log = (tmp_path / f"envoy-{admin}.log").open("w")

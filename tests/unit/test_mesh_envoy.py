@@ -38,11 +38,11 @@ def _cluster(snap: Snapshot, name: str) -> dict[str, Any]:
 
 def _addresses(snap: Snapshot, name: str) -> list[tuple[str, int]]:
     assignment = next(a for a in snap.endpoints if a["cluster_name"] == name)
-    return [
+    return sorted(
         (e["endpoint"]["address"]["socket_address"]["address"],
          e["endpoint"]["address"]["socket_address"]["port_value"])
         for group in assignment["endpoints"] for e in group["lb_endpoints"]
-    ]  # fmt: skip
+    )  # fmt: skip
 
 
 def _route(snap: Snapshot, port: str, name: str) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def test_durations_and_hosts() -> None:
 @pytest.mark.parametrize(
     ("name", "app_protocol", "expected"),
     [("http", None, "http"), ("http-web", None, "http"), ("grpc-x", None, "http"),
-     ("tcp-pg", None, "tcp"), ("mongo", None, "tcp"), ("", None, "http"),
+     ("tcp-pg", None, "tcp"), ("mongo", None, "tcp"), ("", None, "auto"), ("web", None, "auto"),
      ("web", "tcp", "tcp"), ("db", "http2", "http")],
 )  # fmt: skip
 def test_port_protocol_is_istio_explicit_selection(
@@ -172,13 +172,14 @@ def test_terminating_endpoints_serve_only_when_none_is_ready() -> None:
 
 def test_one_virtual_listener_per_http_port_and_one_per_tcp_service(snap: Snapshot) -> None:
     names = [listener["name"] for listener in snap.listeners]
-    assert names == ["0.0.0.0_80", "0.0.0.0_8000", "0.0.0.0_9080", "10.96.0.13_6379",
-                     "10.96.0.12_5432"]  # fmt: skip
+    assert names == ["0.0.0.0_80", "0.0.0.0_7000", "0.0.0.0_8000", "0.0.0.0_9080",
+                     "10.96.0.13_6379", "10.96.0.12_5432"]  # fmt: skip
     http = snap.listeners[0]
     assert http["@type"] == LISTENER_TYPE
     manager = http["filter_chains"][0]["filters"][0]["typed_config"]
     assert manager["rds"]["route_config_name"] == "80"
     assert [f["name"] for f in manager["http_filters"]] == [
+        "envoy.filters.http.cors",
         "envoy.filters.http.fault",
         "envoy.filters.http.router",
     ]
@@ -353,6 +354,90 @@ def test_no_retries_set_means_istio_default_and_zero_attempts_none(snap: Snapsho
     )  # fmt: skip
     [config] = build_snapshot(state, Proxy()).routes
     assert "retry_policy" not in config["virtual_hosts"][0]["routes"][0]["route"]
+
+
+def test_direct_response_is_answered_by_envoy_with_its_body(snap: Snapshot) -> None:
+    route = _route(snap, "80", "gone")
+    assert route["direct_response"] == {"status": 410, "body": {"inline_string": "gone for good"}}
+    assert "route" not in route
+    config = next(r for r in snap.routes if r["name"] == "80")
+    assert config["max_direct_response_body_size_bytes"] == 1024 * 1024
+    state = MeshState(
+        services=[service("web", "10.96.0.10", [{"name": "http", "port": 80}])],
+        virtual_services=[istio("VirtualService", "web", {"hosts": ["web"], "http": [
+            {"directResponse": {"status": 503, "body": {"bytes": "AAEC"}}}]})],
+    )  # fmt: skip
+    [config] = build_snapshot(state, Proxy()).routes
+    [route] = config["virtual_hosts"][0]["routes"]
+    assert route["direct_response"] == {"status": 503, "body": {"inline_bytes": "AAEC"}}
+
+
+def test_cors_policy_is_the_cors_filters_per_route_policy(snap: Snapshot) -> None:
+    policy = _route(snap, "80", "cors")["typed_per_filter_config"]["envoy.filters.http.cors"]
+    assert policy == {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": [
+            {"exact": "https://a.example.com"},
+            {"safe_regex": {"regex": "https://.*\\.b\\.com"}},
+        ],
+        "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        "allow_methods": "GET,POST",
+        "allow_headers": "x-token",
+        "expose_headers": "x-trace",
+        "max_age": "86400",
+        "allow_credentials": True,
+        "forward_not_matching_preflights": False,
+    }
+    gone = _route(snap, "80", "gone")["typed_per_filter_config"]["envoy.filters.http.cors"]
+    assert "forward_not_matching_preflights" not in gone and "max_age" not in gone
+
+
+def test_a_delegate_s_routes_are_merged_under_the_root_s_match(snap: Snapshot) -> None:
+    config = next(r for r in snap.routes if r["name"] == "80")
+    host = next(h for h in config["virtual_hosts"] if h["name"] == f"{WEB}:80")
+    prefixes = [
+        (r["match"].get("prefix"), r.get("route", {}).get("cluster")) for r in host["routes"]
+    ]
+    # The root's "reviews" route became the delegate's two, in place and in order: its own
+    # /reviews/v2 match (within the root's /reviews), then its catch-all under the root's.
+    at = prefixes.index(("/reviews/v2", f"outbound|80|v2|{WEB}"))
+    assert prefixes[at + 1] == ("/reviews", f"outbound|80|v1|{WEB}")
+    assert not any(r["name"] == "reviews" for r in host["routes"])
+    # The delegate serves no host of its own.
+    assert all("web-reviews" not in h["name"] for r in snap.routes for h in r["virtual_hosts"])
+
+
+def test_delegate_matches_that_contradict_the_root_are_dropped() -> None:
+    state = MeshState(
+        services=[service("web", "10.96.0.10", [{"name": "http", "port": 80}])],
+        virtual_services=[
+            istio("VirtualService", "root", {"hosts": ["web"], "http": [
+                {"match": [{"uri": {"prefix": "/a"}, "headers": {"x": {"exact": "1"}}}],
+                 "delegate": {"name": "leaf", "namespace": NS}, "timeout": "3s"},
+                {"route": [dest("web")]}]}),
+            istio("VirtualService", "leaf", {"http": [
+                {"match": [{"uri": {"prefix": "/b"}}], "route": [dest("web")]},
+                {"match": [{"uri": {"exact": "/a/x"}, "headers": {"x": {"exact": "2"}}}],
+                 "route": [dest("web")]},
+                {"match": [{"uri": {"exact": "/a/y"}, "method": {"exact": "GET"}}],
+                 "route": [dest("web")], "timeout": "1s"},
+                {"route": [dest("web")]}]}),
+        ],
+    )  # fmt: skip
+    [config] = build_snapshot(state, Proxy()).routes
+    routes = config["virtual_hosts"][0]["routes"]
+    matches = [r["match"] for r in routes]
+    header = {"name": "x", "string_match": {"exact": "1"}}
+    assert matches == [
+        {
+            "path": "/a/y",
+            "headers": [header, {"name": ":method", "string_match": {"exact": "GET"}}],
+        },
+        {"prefix": "/a", "headers": [header]},
+        {"prefix": "/"},
+    ]
+    # A delegate's own timeout wins; the root's applies where the delegate sets none.
+    assert [r["route"]["timeout"] for r in routes] == ["1s", "3s", "0s"]
 
 
 def test_weights_are_relative_and_zero_weights_dropped() -> None:
@@ -548,3 +633,146 @@ def test_a_static_bootstrap_refers_to_its_own_secrets() -> None:
     assert [s["name"] for s in static["secrets"]] == ["default", "ROOTCA"]
     assert static["secrets"][0]["tls_certificate"]["private_key"] == {"inline_string": "K"}
     assert "sds_config" not in str(static)
+
+
+# -- warmup and locality --------------------------------------------------------------------
+
+
+def _one_service(policy: dict[str, Any], *, slices: list[dict[str, Any]] | None = None,
+                 localities: dict[str, str] | None = None) -> MeshState:  # fmt: skip
+    return MeshState(
+        services=[service("web", "10.96.0.10", [{"name": "http", "port": 80}])],
+        slices=slices or [],
+        destination_rules=[
+            istio("DestinationRule", "web", {"host": "web", "trafficPolicy": policy})
+        ],
+        node_localities=localities or {},
+    )
+
+
+@pytest.mark.parametrize(
+    ("simple", "key"),
+    [("ROUND_ROBIN", "round_robin_lb_config"), ("LEAST_REQUEST", "least_request_lb_config"),
+     (None, "least_request_lb_config")],
+)  # fmt: skip
+def test_warmup_is_envoy_slow_start(simple: str | None, key: str) -> None:
+    lb: dict[str, Any] = {"warmup": {"duration": "45s", "aggression": 2, "minimumPercent": 5}}
+    if simple:
+        lb["simple"] = simple
+    [cluster] = build_snapshot(_one_service({"loadBalancer": lb}), Proxy()).clusters
+    assert cluster[key] == {
+        "slow_start_config": {
+            "slow_start_window": "45s",
+            "aggression": {"default_value": 2.0, "runtime_key": "mesh.slow_start.aggression"},
+            "min_weight_percent": {"value": 5.0},
+        }
+    }
+    old = {"loadBalancer": {"simple": "ROUND_ROBIN", "warmupDurationSecs": "10s"}}
+    [cluster] = build_snapshot(_one_service(old), Proxy()).clusters
+    assert cluster["round_robin_lb_config"] == {"slow_start_config": {"slow_start_window": "10s"}}
+    # Random balancing has no slow start (Istio sets it on round robin and least request only).
+    random = {"loadBalancer": {"simple": "RANDOM", "warmup": {"duration": "45s"}}}
+    [cluster] = build_snapshot(_one_service(random), Proxy()).clusters
+    assert not any(k.endswith("_lb_config") for k in cluster)
+
+
+def _pods_on_nodes() -> list[dict[str, Any]]:
+    found = endpoint_slice("web", "http", 8080, [("web-1", "10.244.0.5", True),
+                                                 ("web-2", "10.244.0.6", True),
+                                                 ("web-3", "10.244.0.7", True)])  # fmt: skip
+    for endpoint, node in zip(found["endpoints"], ("n1", "n2", "n3"), strict=True):
+        endpoint["nodeName"] = node
+    return [found]
+
+
+LOCALITIES = {"n1": "us/us-a", "n2": "us/us-b", "n3": "eu/eu-a"}
+
+
+def _groups(state: MeshState, proxy: Proxy) -> list[tuple[str, Any, list[str]]]:
+    [assignment] = build_snapshot(state, proxy).endpoints
+    return [
+        ("/".join(g.get("locality", {}).values()), g.get("priority", g.get("load_balancing_weight")),
+         [e["endpoint"]["address"]["socket_address"]["address"] for e in g["lb_endpoints"]])
+        for g in assignment["endpoints"]
+    ]  # fmt: skip
+
+
+def test_endpoints_take_their_node_s_locality_and_failover_priorities_from_the_proxy_s() -> None:
+    from core.mesh.envoy import locality_of
+
+    labels = {"topology.kubernetes.io/region": "us", "topology.kubernetes.io/zone": "us-a"}
+    assert locality_of(labels) == "us/us-a"
+    assert locality_of({}) == ""
+    failover = {
+        "loadBalancer": {"localityLbSetting": {"failover": [{"from": "us", "to": "eu"}]}},
+        "outlierDetection": {"consecutive5xxErrors": 1},
+    }
+    state = _one_service(failover, slices=_pods_on_nodes(), localities=LOCALITIES)
+    assert _groups(state, Proxy(locality="us/us-b")) == [
+        ("us/us-b", 0, ["10.244.0.6"]),
+        ("us/us-a", 1, ["10.244.0.5"]),
+        ("eu/eu-a", 2, ["10.244.0.7"]),
+    ]
+    assert _groups(state, Proxy(locality="eu/eu-a")) == [
+        ("eu/eu-a", 0, ["10.244.0.7"]),
+        ("us/us-a", 1, ["10.244.0.5"]),
+        ("us/us-b", 1, ["10.244.0.6"]),
+    ]
+    # No localityLbSetting (or enabled: false): one group, no priorities, as before.
+    plain = _one_service({"outlierDetection": {"consecutive5xxErrors": 1}},
+                         slices=_pods_on_nodes(), localities=LOCALITIES)  # fmt: skip
+    [assignment] = build_snapshot(plain, Proxy(locality="us/us-b")).endpoints
+    assert len(assignment["endpoints"]) == 1 and "priority" not in assignment["endpoints"][0]
+
+
+def test_distribute_weights_the_localities_for_a_proxy_in_from() -> None:
+    distribute = {"loadBalancer": {"localityLbSetting": {"distribute": [
+        {"from": "us/us-a/*", "to": {"us/*": 80, "eu/*": 20}}]}}}  # fmt: skip
+    state = _one_service(distribute, slices=_pods_on_nodes(), localities=LOCALITIES)
+    [cluster] = build_snapshot(state, Proxy()).clusters
+    assert cluster["common_lb_config"] == {"locality_weighted_lb_config": {}}
+    assert _groups(state, Proxy(locality="us/us-a")) == [
+        ("eu/eu-a", 200, ["10.244.0.7"]),
+        ("us/us-a", 400, ["10.244.0.5"]),
+        ("us/us-b", 400, ["10.244.0.6"]),
+    ]
+    # A proxy in no ``from``: each group weighs its share of the endpoints (with no weight,
+    # Envoy's locality-weighted balancing would send it nothing).
+    assert [g[1] for g in _groups(state, Proxy(locality="eu/eu-a"))] == [10, 10, 10]
+
+
+# -- protocol sniffing ----------------------------------------------------------------------
+
+
+def test_a_port_that_names_no_protocol_is_sniffed() -> None:
+    state = MeshState(
+        services=[
+            service("legacy", "10.96.0.14", [{"port": 7000}]),
+            service("api", "10.96.0.15", [{"name": "http", "port": 7000}]),
+        ],
+    )
+    [listener] = build_snapshot(state, Proxy()).listeners
+    assert listener["name"] == "0.0.0.0_7000"
+    assert listener["listener_filters"] == [{
+        "name": "envoy.filters.listener.http_inspector",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener."
+                                  "http_inspector.v3.HttpInspector"},
+    }]  # fmt: skip
+    http, tcp, default = listener["filter_chains"]
+    ranges = [{"address_prefix": "10.96.0.14", "prefix_len": 32}]
+    assert http["filter_chain_match"] == {"prefix_ranges": ranges,
+                                          "application_protocols": ["http/1.1", "h2c"]}  # fmt: skip
+    assert http["filters"][0]["name"] == "envoy.filters.network.http_connection_manager"
+    assert tcp["filter_chain_match"] == {"prefix_ranges": ranges}
+    proxy = tcp["filters"][0]["typed_config"]
+    assert proxy["cluster"] == "outbound|7000||legacy.shop.svc.cluster.local"
+    # The explicit HTTP service (and anything else sent to the port) keeps the HTTP chain.
+    assert "filter_chain_match" not in default
+    # Both services' hosts are on the port's routes: HTTP to either is routed by Host.
+    [config] = build_snapshot(state, Proxy()).routes
+    assert [h["name"] for h in config["virtual_hosts"]] == [
+        "api.shop.svc.cluster.local:7000", "legacy.shop.svc.cluster.local:7000"]  # fmt: skip
+    # With an explicit protocol, no sniffing.
+    named = MeshState(services=[service("legacy", "10.96.0.14", [{"name": "http", "port": 7000}])])
+    [listener] = build_snapshot(named, Proxy()).listeners
+    assert "listener_filters" not in listener and len(listener["filter_chains"]) == 1

@@ -641,3 +641,135 @@ def test_peer_authentication() -> None:
     ]
     [(field, _)] = _refused(_pa(mtls={"mode": "ON"}))
     assert field == "spec.mtls.mode"
+
+
+# -- CORS, direct responses, delegates ------------------------------------------------------
+
+
+def test_direct_response_conflicts_and_status() -> None:
+    direct = {"status": 503, "body": {"string": "down"}}
+    assert parse_manifest(_vs(http=[{"directResponse": direct}]))
+    assert _refused(_http(directResponse=direct)) == [
+        ("spec.http[0]", "HTTP route cannot contain both route and direct_response")
+    ]
+    doc = _vs(http=[{"directResponse": direct, "redirect": {"uri": "/x"}}])
+    assert _refused(doc) == [
+        ("spec.http[0]", "HTTP route rule cannot contain both direct_response and redirect")
+    ]
+    assert _refused(_vs(http=[{"directResponse": {"status": 700}}])) == [
+        ("spec.http[0].directResponse.status", "HTTP status 700 is not in range 0-600")
+    ]
+    big = {"status": 200, "body": {"string": "x" * (1024 * 1024 + 1)}}
+    [(field, message)] = _refused(_vs(http=[{"directResponse": big}]))
+    assert field == "spec.http[0].directResponse.body" and "must be less than 1MB" in message
+    both = {"status": 200, "body": {"string": "a", "bytes": "YQ=="}}
+    [(field, message)] = _refused(_vs(http=[{"directResponse": both}]))
+    assert field == "spec.http[0].directResponse.body" and "oneof specifier" in message
+
+
+def test_cors_policy_rules() -> None:
+    cors = {
+        "allowOrigins": [{"exact": "https://a.com"}, {"prefix": ""}, {"regex": "("}],
+        "allowMethods": ["GET", "FETCH"],
+        "allowHeaders": ["x-ok", "*", "bad header"],
+        "exposeHeaders": [""],
+        "maxAge": "1500ms",
+    }
+    refused = _refused(_http(corsPolicy=cors))
+    assert refused[0] == (
+        "spec.http[0].corsPolicy.allowOrigins[1]",
+        "'' is not a valid match type for CORS allow origins",
+    )
+    assert refused[1][0] == "spec.http[0].corsPolicy.allowOrigins[2].regex"
+    assert refused[2:] == [
+        ("spec.http[0].corsPolicy.allowMethods[1]", '"FETCH" is not a supported HTTP method'),
+        (
+            "spec.http[0].corsPolicy.allowHeaders[2]",
+            "header name bad header is not a valid header name",
+        ),
+        ("spec.http[0].corsPolicy.exposeHeaders[0]", "header name cannot be empty"),
+        (
+            "spec.http[0].corsPolicy.maxAge",
+            "max_age duration is accurate only to seconds precision",
+        ),
+    ]
+    ok = {"allowOrigins": [{"exact": "https://a.com"}], "maxAge": "24h", "allowMethods": ["*"]}
+    assert parse_manifest(_http(corsPolicy=ok))
+
+
+def test_delegate_virtual_services() -> None:
+    root = _vs(http=[{"match": [{"uri": {"prefix": "/r"}}], "delegate": {"name": "leaf"}}])
+    assert parse_manifest(root)
+    delegate = _vs(hosts=[], http=[{"route": [_dest()]}])
+    assert parse_manifest(delegate)
+    with_route = _vs(http=[{"route": [_dest()], "delegate": {"name": "leaf"}}])
+    assert _refused(with_route) == [("spec.http[0]", "root HTTP route  must not specify route")]
+    # A delegate of a delegate is refused.
+    nested = _vs(hosts=[], http=[{"delegate": {"name": "other"}, "route": [_dest()]}])
+    assert _refused(nested) == [
+        ("spec.http[0].delegate", "delegate HTTP route cannot contain delegate")
+    ]
+    assert _refused(_vs(hosts=[], gateways=["edge"])) == [
+        ("spec.gateways", "delegate virtual service must have no gateways specified")
+    ]
+    tls = [{"match": [{"sniHosts": ["a.example.com"]}], "route": [_dest()]}]
+    assert ("spec.tls", "delegate virtual service must have no tls route specified") in _refused(
+        _vs(hosts=[], tls=tls)
+    )
+
+
+# -- warmup and locality --------------------------------------------------------------------
+
+
+def _lb(**lb: Any) -> dict[str, Any]:
+    return _dr(trafficPolicy={"loadBalancer": {"simple": "ROUND_ROBIN", **lb}})
+
+
+def test_warmup() -> None:
+    assert parse_manifest(_lb(warmup={"duration": "30s", "aggression": 2, "minimumPercent": 5}))
+    assert parse_manifest(_lb(warmupDurationSecs="10s"))
+    assert _refused(_lb(warmup={"aggression": 0.5, "minimumPercent": 101})) == [
+        ("spec.trafficPolicy.loadBalancer.warmup.duration", "duration is required"),
+        (
+            "spec.trafficPolicy.loadBalancer.warmup.minimumPercent",
+            "minimumPercent value should be less than or equal to 100",
+        ),
+        (
+            "spec.trafficPolicy.loadBalancer.warmup.aggression",
+            "aggression should be greater than or equal to 1",
+        ),
+    ]
+
+
+def test_locality_lb_setting() -> None:
+    where = "spec.trafficPolicy.loadBalancer.localityLbSetting"
+    distribute = {"distribute": [{"from": "us/a/*", "to": {"us/a/*": 80, "us/b/*": 20}}]}
+    assert parse_manifest(_lb(localityLbSetting=distribute))
+    failover = {"failover": [{"from": "us", "to": "eu"}]}
+    outlier = {"consecutive5xxErrors": 1}
+    doc = _dr(trafficPolicy={"loadBalancer": {"localityLbSetting": failover},
+                             "outlierDetection": outlier})  # fmt: skip
+    assert parse_manifest(doc)
+    assert _refused(_lb(localityLbSetting=failover)) == [
+        (f"{where}.failover", "outlier detection policy must be provided for failover")
+    ]
+    assert _refused(_lb(localityLbSetting={**distribute, **failover})) == [
+        (where, "can not simultaneously specify 'distribute' and 'failover'")
+    ]
+    bad = {"distribute": [{"from": "us", "to": {"us/a": 60, "us/b": 30}}]}
+    assert _refused(_lb(localityLbSetting=bad)) == [
+        (f"{where}.distribute[0].to", "total locality weight 90 != 100")
+    ]
+    overlap = {
+        "distribute": [{"from": "us/*", "to": {"us/a": 100}}, {"from": "us/a", "to": {"eu": 100}}]
+    }
+    assert _refused(_lb(localityLbSetting=overlap)) == [
+        (f"{where}.distribute", "locality us/a overlap with previous specified ones")
+    ]
+    same = {"failover": [{"from": "us/a", "to": "us/a"}]}
+    doc = _dr(trafficPolicy={"loadBalancer": {"localityLbSetting": same},
+                             "outlierDetection": outlier})  # fmt: skip
+    assert _refused(doc) == [
+        (f"{where}.failover[0]", "locality lb failover settings must specify different regions"),
+        (f"{where}.failover[0]", "locality lb failover only specify region"),
+    ]
