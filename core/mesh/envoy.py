@@ -73,6 +73,7 @@ from typing import Any, Final, Literal
 
 from core.mesh import checks
 from core.mesh.kinds import (
+    ClientTLSSettings,
     CorsPolicy,
     DestinationRule,
     Gateway,
@@ -202,6 +203,9 @@ LOCALITY_LABELS: Final = (
     "topology.istio.io/subzone",
 )
 """A node's labels that make the locality of its endpoints (Istio's)."""
+SYSTEM_ROOTS: Final = "/etc/ssl/certs/ca-certificates.crt"
+"""The proxy's system trust store (Debian's path, Istio's default on its proxy image): what
+SIMPLE/MUTUAL verify the server with when no ``caCertificates`` are named."""
 
 
 def spiffe_id(namespace: str, service_account: str) -> str:
@@ -529,7 +533,6 @@ def _apply_policy(cluster: dict[str, Any], policy: TrafficPolicy | None) -> None
             detection["max_ejection_percent"] = outlier.max_ejection_percent
         cluster["outlier_detection"] = detection
     if policy.tls is not None:
-        # Recorded for mesh status (SIMPLE / MUTUAL with files are not transport sockets yet).
         cluster["metadata"] = {"filter_metadata": {"istio": {"tls_mode": policy.tls.mode}}}
 
 
@@ -586,18 +589,113 @@ def downstream_mtls() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def credential_resource(name: str) -> str:
+    """Istio's SDS name of a ``credentialName``'s certificate and key."""
+    return f"{CREDENTIAL_PREFIX}{name}"
+
+
+def credential_ca_resource(name: str) -> str:
+    """Istio's SDS name of a ``credentialName``'s CA certificates (``<name>-cacert``)."""
+    return f"{CREDENTIAL_PREFIX}{name}{CACERT_SUFFIX}"
+
+
+def _san_matchers(names: Sequence[str]) -> list[dict[str, Any]]:
+    """``subjectAltNames`` as Envoy's typed matchers: a name with a scheme is a URI SAN, an
+    address an IP SAN, anything else a DNS SAN (Envoy compares each against SANs of its
+    type only)."""
+    found = []
+    for name in names:
+        if "://" in name:
+            kind = "URI"
+        elif checks.is_ip(name):
+            kind = "IP_ADDRESS"
+        else:
+            kind = "DNS"
+        found.append({"san_type": kind, "matcher": {"exact": name}})
+    return found
+
+
+def upstream_tls(tls: ClientTLSSettings, *, credentials: bool) -> dict[str, Any]:
+    """Istio's TLS origination (DestinationRule ``tls.mode`` SIMPLE or MUTUAL): the server is
+    verified against ``caCertificates`` (a file on the proxy), the ``credentialName``'s
+    ``-cacert`` over SDS when ``credentials`` (a gateway, or a sidecar the rule's
+    ``workloadSelector`` picks: Istio's rule), or the system's roots (Istio verifies by
+    default, ``VERIFY_CERTIFICATE_AT_CLIENT``); ``insecureSkipVerify`` verifies nothing.
+    MUTUAL presents ``clientCertificate``/``privateKey`` (files) or the credential's."""
+    common: dict[str, Any] = {}
+    named = bool(tls.credential_name) and credentials
+    if tls.mode == "MUTUAL":
+        if named:
+            common["tls_certificate_sds_secret_configs"] = [
+                sds_secret(credential_resource(str(tls.credential_name)))
+            ]
+        elif tls.client_certificate and tls.private_key:
+            common["tls_certificates"] = [
+                {"certificate_chain": {"filename": tls.client_certificate},
+                 "private_key": {"filename": tls.private_key}}
+            ]  # fmt: skip
+    if not tls.insecure_skip_verify:
+        validation: dict[str, Any] = {}
+        if tls.subject_alt_names:
+            validation["match_typed_subject_alt_names"] = _san_matchers(tls.subject_alt_names)
+        if named:
+            common["combined_validation_context"] = {
+                "default_validation_context": validation,
+                "validation_context_sds_secret_config": sds_secret(
+                    credential_ca_resource(str(tls.credential_name))
+                ),
+            }
+        else:
+            validation["trusted_ca"] = {"filename": tls.ca_certificates or SYSTEM_ROOTS}
+            common["validation_context"] = validation
+    context: dict[str, Any] = {"@type": UPSTREAM_TLS_TYPE, "common_tls_context": common}
+    if tls.sni:
+        context["sni"] = tls.sni
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+
+
+def _auto_sni(cluster: dict[str, Any], tls: ClientTLSSettings) -> None:
+    """Istio's ``ENABLE_AUTO_SNI``: an HTTP cluster originating TLS with no ``sni`` sends the
+    request's Host as SNI (and, verifying with no ``subjectAltNames``, checks the server's
+    certificate names that host)."""
+    options = cluster.setdefault("typed_extension_protocol_options", {}).setdefault(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        {"@type": HTTP_OPTIONS_TYPE, "explicit_http_config": {"http_protocol_options": {}}},
+    )
+    upstream: dict[str, Any] = {"auto_sni": True}
+    if not tls.insecure_skip_verify and not tls.subject_alt_names:
+        upstream["auto_san_validation"] = True
+    options["upstream_http_protocol_options"] = upstream
+
+
 def _apply_mtls(
-    cluster: dict[str, Any], policy: TrafficPolicy | None, identities: Sequence[str]
+    cluster: dict[str, Any],
+    policy: TrafficPolicy | None,
+    identities: Sequence[str],
+    *,
+    http: bool = False,
+    credentials: bool = False,
 ) -> None:
     """Istio's choice of a cluster's TLS: the DestinationRule's ``ISTIO_MUTUAL`` always,
-    its ``DISABLE`` never, and with no TLS setting auto mTLS — TLS to the endpoints labelled
-    ``tlsMode: istio`` (meshed pods), plain text to the others."""
+    its ``DISABLE`` never, SIMPLE / MUTUAL as the rule says (:func:`upstream_tls`), and with
+    no TLS setting auto mTLS — TLS to the endpoints labelled ``tlsMode: istio`` (meshed
+    pods), plain text to the others."""
+    tls = policy.tls if policy is not None else None
+    mode = tls.mode if tls is not None else None
+    if tls is not None and mode in ("SIMPLE", "MUTUAL"):
+        cluster["transport_socket"] = upstream_tls(tls, credentials=credentials)
+        if http and not tls.sni:
+            _auto_sni(cluster, tls)
+        return
     if cluster["type"] != "EDS":
         return
-    mode = policy.tls.mode if policy is not None and policy.tls is not None else None
     sni = cluster["name"].replace("|", "_.")  # Istio's: outbound_.80_.v1_.web.shop.svc...
     if mode == "ISTIO_MUTUAL":
-        cluster["transport_socket"] = upstream_mtls(identities, sni=sni)
+        assert tls is not None
+        # The rule's own names and SNI, when it sets them, over the service's identities.
+        cluster["transport_socket"] = upstream_mtls(
+            tls.subject_alt_names or identities, sni=tls.sni or sni
+        )
     elif mode is None and identities:
         cluster["transport_socket_matches"] = [
             {"name": "tlsMode-istio", "match": {TLS_MODE_KEY: MESH_ALPN},
@@ -618,6 +716,31 @@ def mesh_secrets(*, cert_pem: str, key_pem: str, root_pem: str) -> list[dict[str
         {"@type": SECRET_TYPE, "name": ROOT_SECRET,
          "validation_context": {"trusted_ca": {"inline_string": root_pem}}},
     ]  # fmt: skip
+
+
+def rule_credentials(state: MeshState, proxy: Proxy) -> list[dict[str, Any]]:
+    """The SDS secrets of the ``credentialName``s ``proxy``'s DestinationRules use
+    (:func:`credential_names`), from the Secrets of the proxy's namespace (Istio reads them
+    there): the certificate and key (``kubernetes://<name>``) when the Secret has both, its
+    CA (``kubernetes://<name>-cacert``) from its own CA key or the Secret ``<name>-cacert``.
+    One missing: Envoy waits for it (the cluster does not warm; its requests fail)."""
+    found: list[dict[str, Any]] = []
+    for name in sorted(credential_names(state.destination_rules, proxy)):
+        data = state.credentials.get((proxy.namespace, name), {})
+        companion = state.credentials.get((proxy.namespace, name + CACERT_SUFFIX), {})
+        secret = credential_secret(credential_resource(name), data)
+        ca = credential_ca_secret(credential_ca_resource(name), data) or credential_ca_secret(
+            credential_ca_resource(name), companion
+        )
+        found += [s for s in (secret, ca) if s is not None]
+    return found
+
+
+def wanted_rule_credentials(rules: Sequence[DestinationRule]) -> set[str]:
+    """The Secret names the DestinationRules' ``credentialName``s (and their ``-cacert``
+    companions) need opened, in whichever namespace a proxy using them runs."""
+    names = credential_names(rules)
+    return names | {name + CACERT_SUFFIX for name in names}
 
 
 def service_identities(state: MeshState) -> dict[str, tuple[str, ...]]:
@@ -673,17 +796,54 @@ def _finish_cluster(cluster: dict[str, Any]) -> None:
         cluster.pop("eds_cluster_config", None)
 
 
+def uses_credentials(rule: DestinationRule, proxy: Proxy | None) -> bool:
+    """Whether ``proxy`` takes a ``credentialName`` of ``rule`` over SDS: Istio's rule — a
+    gateway always; a sidecar only when the rule has a ``workloadSelector`` that picks it
+    (in its namespace); other sidecars keep the certificate paths."""
+    if proxy is None:
+        return False
+    if proxy.kind == "gateway":
+        return True
+    selector = rule.spec.workload_selector
+    return (
+        selector is not None
+        and (rule.metadata.namespace or "default") == proxy.namespace
+        and all(proxy.labels.get(k) == v for k, v in selector.match_labels.items())
+    )
+
+
+def credential_names(rules: Sequence[DestinationRule], proxy: Proxy | None = None) -> set[str]:
+    """The ``credentialName``s of ``rules`` (every level: top, port, subset) that ``proxy``
+    takes over SDS (every one when ``proxy`` is None)."""
+    found: set[str] = set()
+    for rule in rules:
+        if proxy is not None and not uses_credentials(rule, proxy):
+            continue
+        top = rule.spec.traffic_policy
+        for policy in [top, *(subset.traffic_policy for subset in rule.spec.subsets)]:
+            if policy is None:
+                continue
+            for part in [policy, *policy.port_level_settings]:
+                if part.tls is not None and part.tls.credential_name:
+                    found.add(part.tls.credential_name)
+    return found
+
+
 def build_clusters(
     services: Sequence[MeshService],
     rules: Sequence[DestinationRule],
     identities: Mapping[str, Sequence[str]] | None = None,
+    *,
+    proxy: Proxy | None = None,
 ) -> list[dict[str, Any]]:
     """One cluster per service port, and one per subset of its DestinationRule; ``identities``
-    (:func:`service_identities`) turns on auto mTLS for the services with meshed pods."""
+    (:func:`service_identities`) turns on auto mTLS for the services with meshed pods;
+    ``proxy`` decides whether a rule's ``credentialName`` is used (:func:`uses_credentials`)."""
     identities = identities or {}
     clusters: list[dict[str, Any]] = []
     for service in services:
         rule = _rule_for(service.host, rules)
+        credentials = rule is not None and uses_credentials(rule, proxy)
         for port in service.ports:
             if port.protocol == "udp":
                 continue
@@ -702,7 +862,10 @@ def build_clusters(
                 _apply_slow_start(cluster, chosen)
                 _apply_locality_weights(cluster, chosen)
                 _finish_cluster(cluster)
-                _apply_mtls(cluster, chosen, identities.get(service.host, ()))
+                _apply_mtls(
+                    cluster, chosen, identities.get(service.host, ()),
+                    http=port.protocol == "http", credentials=credentials,
+                )  # fmt: skip
                 clusters.append(cluster)
     return clusters
 
@@ -1570,7 +1733,9 @@ def build_snapshot(state: MeshState, proxy: Proxy) -> Snapshot:
     state = replace(state, virtual_services=merge_delegates(state.virtual_services))
     services = mesh_services(state)
     by_host = {s.host: s for s in services}
-    clusters = build_clusters(services, state.destination_rules, service_identities(state))
+    clusters = build_clusters(
+        services, state.destination_rules, service_identities(state), proxy=proxy
+    )
     endpoints = build_endpoints(services, clusters, state, proxy_locality=proxy.locality)
     secrets: list[dict[str, Any]] = []
     if proxy.kind == "gateway":
@@ -1591,9 +1756,12 @@ def build_snapshot(state: MeshState, proxy: Proxy) -> Snapshot:
                 {"@type": CLUSTER_TYPE, "name": BLACKHOLE_CLUSTER, "type": "STATIC",
                  "connect_timeout": "10s"},
             ]  # fmt: skip
+    # The DestinationRules' credentials beside the gateway servers' (one secret per name).
+    named = {secret["name"]: secret for secret in [*secrets, *rule_credentials(state, proxy)]}
     return Snapshot(
-        clusters=clusters, endpoints=endpoints, listeners=listeners, routes=routes, secrets=secrets
-    )
+        clusters=clusters, endpoints=endpoints, listeners=listeners, routes=routes,
+        secrets=list(named.values()),
+    )  # fmt: skip
 
 
 def _outbound_listener() -> dict[str, Any]:

@@ -19,7 +19,12 @@ from typing import Any, Final
 import structlog
 
 from core.api.manifests import parse_manifest
-from core.mesh.envoy import MeshState, locality_of, wanted_credentials
+from core.mesh.envoy import (
+    MeshState,
+    locality_of,
+    wanted_credentials,
+    wanted_rule_credentials,
+)
 from core.mesh.injection import wants_sidecar
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.endpoints import ServiceSlices
@@ -69,10 +74,10 @@ class MeshModel:
             # A pod's status (ready or not) reaches the mesh through its EndpointSlice; only
             # its labels (subsets) matter here.
             return
-        if kind == "Secret" and (event.envelope.namespace, event.envelope.name) not in (
-            wanted_credentials(self.istio("Gateway"))
+        if kind == "Secret" and not self._wants_secret(
+            event.envelope.namespace, event.envelope.name
         ):
-            return  # only the Secrets Gateways name as credentials reach the mesh
+            return  # only the Secrets Gateways and DestinationRules name reach the mesh
         if kind == "EndpointSlice":
             touched = self._slices.observe(kind, event.envelope.namespace, event.envelope.name)
             if self._endpoints_of is not None:
@@ -154,6 +159,26 @@ class MeshModel:
             if wants_sidecar(record.manifest, namespace_labels.get(record.namespace, {})):
                 found[(record.namespace, record.name)] = _account(record.manifest)
         return found
+
+    def wanted_secrets(self) -> set[tuple[str, str]]:
+        """The Secrets ``(namespace, name)`` the mesh serves as credentials: those Gateways
+        name, and those DestinationRules name in any namespace that has one (a proxy takes
+        its own namespace's)."""
+        wanted = wanted_credentials(self.istio("Gateway"))
+        names = wanted_rule_credentials(self.istio("DestinationRule"))
+        if names:
+            wanted |= {
+                (record.namespace, record.name)
+                for record in self._projection.model.list("Secret")
+                if record.name in names
+            }
+        return wanted
+
+    def _wants_secret(self, namespace: str, name: str) -> bool:
+        """Whether a Secret's change concerns the mesh (also once it is deleted)."""
+        return (namespace, name) in wanted_credentials(self.istio("Gateway")) or (
+            name in wanted_rule_credentials(self.istio("DestinationRule"))
+        )
 
     def secret(self, namespace: str, name: str) -> ObjectRecord | None:
         """The Secret's record (its manifest sealed, as the log holds it), or None."""
