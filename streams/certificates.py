@@ -74,10 +74,12 @@ def load_ca(cert_file: Path, key_file: Path) -> CertifiedKey | None:
     return cert, key
 
 
-def make_ca(common_name: str) -> CertifiedKey:
+def make_ca(common_name: str, *, lifetime: datetime.timedelta | None = None) -> CertifiedKey:
+    """A self-signed CA valid for ``lifetime`` (ten years unless said)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = subject_name(common_name)
     start = now()
+    lifetime = lifetime or datetime.timedelta(days=CA_DAYS)
     usage = x509.KeyUsage(
         digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
         key_encipherment=False, data_encipherment=False, key_agreement=False,
@@ -90,7 +92,7 @@ def make_ca(common_name: str) -> CertifiedKey:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start - datetime.timedelta(minutes=5))
-        .not_valid_after(start + datetime.timedelta(days=CA_DAYS))
+        .not_valid_after(start + lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(usage, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)

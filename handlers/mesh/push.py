@@ -50,6 +50,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import datetime
 import itertools
 import os
 import socket
@@ -74,7 +75,6 @@ from core.mesh.envoy import (
     build_snapshot,
     mesh_secrets,
     mesh_services,
-    wanted_credentials,
 )
 from core.mesh.proxytoken import (
     ProxyRefused,
@@ -100,7 +100,7 @@ from core.mesh.push import (
     resources_by_type,
 )
 from core.services.slices import SERVICE_NAME_LABEL
-from handlers.mesh.ca import Issued, MeshCA
+from handlers.mesh.ca import TRUST_WAIT, Issued, MeshCA
 from handlers.mesh.model import MeshModel
 from handlers.mesh.status import StatusWriter
 from handlers.mesh.xds import Encoded, Encoder, combined
@@ -126,6 +126,8 @@ LABELS_KEY = "LABELS"
 """Istio's node metadata of the workload's labels (a gateway's select its Gateways)."""
 ADMISSION_WAIT_S: Final = 5.0
 """How long a proxy with a good token waits for the read model to show its pod (or node)."""
+ROOT_TICK_S: Final = 1.0
+"""How often the handler looks at the mesh CA's directory and the root's transition."""
 SERVICE_ACCOUNT_KEY = "SERVICE_ACCOUNT"
 """Istio's node metadata of the workload's service account (its identity)."""
 
@@ -266,6 +268,9 @@ class _Stream:
         self.memory.status.handler = self.push.handler_id
         self.push.report(self.memory.status)
         self.push.refresh(self)
+
+    def subscribed(self, type_url: str) -> bool:
+        return self.types[type_url].subscribed
 
     # -- responses --------------------------------------------------------------------------
 
@@ -417,6 +422,9 @@ class _DeltaStream(_Stream):
                     self.push.report(self.memory.status)
                 self.memory.good[type_url] = serving
         self.wake.set()
+
+    def subscribed(self, type_url: str) -> bool:
+        return self.delta[type_url].subscribed
 
     def _answered(
         self,
@@ -612,6 +620,8 @@ class MeshPush:
         self.ca = ca or MeshCA()
         self._certificates: dict[tuple[str, str], _Certificate] = {}
         self._rotation_wake = asyncio.Event()
+        self._staged_since = time.monotonic()
+        self.root_tick_s = ROOT_TICK_S
         self.rotations = 0
         """How many certificates were issued again before expiry: tests read it."""
         self._streams: set[_Stream] = set()
@@ -665,6 +675,7 @@ class MeshPush:
             await self.start()
         writer = asyncio.create_task(self._status.run()) if self._status is not None else None
         rotation = asyncio.create_task(self._rotate())
+        roots = asyncio.create_task(self._watch_roots())
         # The credentials of the Gateways already in the log, before any proxy's first build.
         await self.open_credentials()
         if self._streams:
@@ -689,6 +700,7 @@ class MeshPush:
                 self.rebuild()
         finally:
             rotation.cancel()
+            roots.cancel()
             await self.stop()
             if writer is not None and self._status is not None:
                 self._status.close()
@@ -825,7 +837,7 @@ class MeshPush:
         """Open the Secrets the Gateways name as credentials (sealed in the log; opened with
         their data keys, as the query service opens them for a reader): the builder reads
         them from the state. A Secret is opened again only when it changed."""
-        wanted = wanted_credentials(self.model.istio("Gateway"))
+        wanted = self.model.wanted_secrets()
         opened: dict[tuple[str, str], tuple[tuple[str, int], dict[str, bytes]]] = {}
         for namespace, name in sorted(wanted):
             record = self.model.secret(namespace, name)
@@ -892,6 +904,72 @@ class MeshPush:
             timeout = max(0.0, min(upcoming) - time.monotonic()) if upcoming else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._rotation_wake.wait(), timeout)
+
+    async def _watch_roots(self) -> None:
+        """The root's transition, one step per tick (:meth:`roots_tick`)."""
+        while True:
+            try:
+                self.roots_tick()
+            except Exception as exc:  # a bad file must not end the handler: said, retried
+                log.error("mesh.root_check_failed", error=repr(exc))
+            await asyncio.sleep(self.root_tick_s)
+
+    def roots_tick(self) -> None:
+        """One step of a root rotation (``handlers.mesh.ca``): a root rotated by the command
+        (read from the directory) or near its end (rotated here) → every proxy's bundle
+        carries both roots, with its certificate unchanged; once every connected proxy acked
+        that bundle (or after ``TRUST_WAIT``) → every identity's certificate issued again from
+        the new root; once the overlap is over → the old roots dropped from the bundle."""
+        now = datetime.datetime.now(datetime.UTC)
+        changed = self.ca.reload()
+        if not changed and self.ca.previous is None and self.ca.needs_rotation(now):
+            log.info("mesh.root_rotating", expires=str(self.ca.root.not_valid_after_utc))
+            self.ca.rotate(now=now)
+            changed = True
+        if changed:
+            log.info("mesh.root_rotated", root=self.ca.root.subject.rfc4514_string())
+            self._staged_since = time.monotonic()
+            self._rebundle()
+        elif self.ca.staged:
+            waited = time.monotonic() - self._staged_since
+            if self._bundle_acked() or waited >= TRUST_WAIT.total_seconds():
+                self.ca.promote()
+                log.info("mesh.root_promoted", waited_s=round(waited, 3),
+                         identities=len(self._certificates))  # fmt: skip
+                for identity in list(self._certificates):
+                    self._certificates[identity] = self._issue(identity)
+                self._wake_all()
+        elif self.ca.drop_due(now):
+            self.ca.drop_previous()
+            log.info("mesh.root_dropped")
+            self._rebundle()
+
+    def _rebundle(self) -> None:
+        """Every identity's current certificate with the current trust bundle."""
+        for identity, current in list(self._certificates.items()):
+            secrets = mesh_secrets(cert_pem=current.issued.cert_pem,
+                                   key_pem=current.issued.key_pem,
+                                   root_pem=self.ca.root_pem)  # fmt: skip
+            self._certificates[identity] = dataclasses.replace(
+                current, encoded=Encoder().encode(secrets)
+            )
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        self._rotation_wake.set()
+        for stream in self._streams:
+            stream.wake.set()
+
+    def _bundle_acked(self) -> bool:
+        """Whether every connected proxy that asked for its secrets acked the ones it
+        should run now (the bundle with the new root)."""
+        for stream in self._streams:
+            if stream.memory is None or not stream.subscribed(SECRET_TYPE):
+                continue
+            serving = self.secrets(stream)
+            if serving is None or stream.memory.status.of(SECRET_TYPE).acked != serving.version:
+                return False
+        return True
 
     # -- proxies ------------------------------------------------------------------------------
 

@@ -6,7 +6,10 @@ leaves the proxy on its previous config with nothing visible in the log; operato
 both per proxy. The handler reports to the ``fleet_mesh_status`` bucket (``handlers.mesh.status``);
 this reads it. ``fleetlog mesh analyze`` (and a section below ``mesh status``) reports the
 problems across Istio objects as ``istioctl analyze`` does (``core.mesh.analyze``): they leave
-no trace in Envoy's ACKs. Heavy modules are imported when the command runs (``fleetlog --help``
+no trace in Envoy's ACKs. ``fleetlog mesh rotate-ca`` starts a root transition of the mesh CA
+(``handlers.mesh.ca``) where ``fleetlog up`` keeps it: like the other keys' operations it is
+done on the data directory (0700, its owner's), not over NATS, and the running handler reads
+the new root from there. Heavy modules are imported when the command runs (``fleetlog --help``
 stays fast).
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -113,3 +117,42 @@ async def analyze(ctx: click.Context, namespace: str, all_namespaces: bool, outp
             click.echo(str(message))
     if has_errors(messages):
         ctx.exit(EXIT_ISSUES)
+
+
+@mesh.command(name="rotate-ca")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The data directory of the fleetlog up whose mesh CA to rotate [default: fleetlog up's].",
+)
+@click.option(
+    "--overlap",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds the old root stays trusted [default: the workload certificates' lifetime, "
+    "fleetlog up's --mesh-cert-ttl].",
+)
+def rotate_ca(data_dir: Path | None, overlap: float | None) -> None:
+    """Make a new mesh root (Istio's root transition): the proxies trust both roots, get
+    certificates from the new one, and stop trusting the old one when the overlap is over.
+    ``fleetlog up``'s mesh handler carries it out (it need not be running now)."""
+    import datetime
+
+    from handlers.mesh.ca import MeshCA
+    from ops.cliargs import default_data_dir
+
+    directory = (data_dir or default_data_dir()) / "pki" / "mesh"
+    if not (directory / "ca.pem").exists():
+        raise click.ClickException(f"no mesh CA in {directory} (has fleetlog up run there?)")
+    ca = MeshCA(directory)
+    old = ca.root
+    ca.rotate(
+        now=datetime.datetime.now(datetime.UTC),
+        overlap=datetime.timedelta(seconds=overlap) if overlap is not None else None,
+    )
+    click.echo(
+        f"mesh root rotated: {ca.root.subject.rfc4514_string()} (serial {ca.root.serial_number:x}) "
+        f"replaces serial {old.serial_number:x}, trusted until "
+        + (f"{overlap:g}s from now" if overlap is not None else "one workload certificate lifetime")
+    )
