@@ -25,9 +25,11 @@ How Istio's objects become Envoy's, as Istio's own generator does:
   certificate (``default``), verified against the mesh's root (``ROOTCA``) and the service's
   SPIFFE ids (``spiffe://cluster.local/ns/<ns>/sa/<sa>`` of its meshed pods); other endpoints
   in plain text. A DestinationRule's ``tls.mode`` ``ISTIO_MUTUAL`` forces TLS, ``DISABLE``
-  forbids it (SIMPLE / MUTUAL with files are recorded only). The captured sidecar's
-  ``virtualInbound`` terminates mTLS per the workload's PeerAuthentication
-  (``core.mesh.peerauth``), with a ``tls_inspector`` telling TLS from plain text.
+  forbids it. SIMPLE / MUTUAL originate TLS as Istio does (:func:`upstream_tls`: CA,
+  certificate and key files or a ``credentialName`` over SDS, SANs, SNI or auto SNI). The
+  captured sidecar's ``virtualInbound`` terminates mTLS per the workload's
+  PeerAuthentication (``core.mesh.peerauth``), with a ``tls_inspector`` telling TLS from
+  plain text.
 * **Endpoints** (ClusterLoadAssignments): the ready addresses of the service's slices, on the
   slice's port of the service port's name (ready, or serving while terminating when none is,
   as kube-proxy; see ``core.services.forwarding``).

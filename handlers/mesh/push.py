@@ -33,7 +33,12 @@ should run. This shell connects the two:
   identity get the new ones pushed. A gateway proxy also gets the certificates its servers
   name by ``credentialName`` (``kubernetes://<name>``): Secrets, sealed in the log, opened
   here with their data keys (``secret_keys``, which ``up`` gives the handler it runs) and
-  pushed again when the Secret changes (Envoy serves the new one with no restart).
+  pushed again when the Secret changes (Envoy serves the new one with no restart); so does any
+  proxy whose DestinationRules name a ``credentialName`` it takes (its namespace's Secret).
+* **The root's rotation** (``roots_tick``, every second): a new root (``fleetlog mesh
+  rotate-ca``, or the handler's own when the root nears its end) first reaches every proxy's
+  bundle beside the old one; certificates are issued again from it once every connected proxy
+  acked that bundle; the old root leaves the bundle when the overlap is over.
 
 * **Admission**: a stream is served only once its proxy proved who it is — a proxy token
   (``core.mesh.proxytoken``, in the stream's gRPC metadata) signed by a trusted node key for
