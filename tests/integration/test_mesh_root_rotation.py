@@ -156,6 +156,7 @@ async def test_rotating_the_root_under_traffic_fails_no_request(
         push = MeshPush(
             projection, status=await StatusWriter.open(nc), ca=ca,
             amend=_inbound(inbound, backends["a"]),
+            insecure=True,  # the test's Envoys are started by hand, with no proxy token
         )  # fmt: skip
         push.root_tick_s = 0.2
         await push.start()
@@ -246,7 +247,7 @@ async def test_a_root_near_its_end_is_rotated_by_the_handler(
     (directory / "ca.key").write_bytes(certificates.key_pem(short[1]))
     ca = MeshCA(directory, ttl=datetime.timedelta(minutes=40))
     assert _serial(ca.root) == _serial(short[0])
-    push = MeshPush(projection, ca=ca)
+    push = MeshPush(projection, ca=ca, insecure=True)
     push.roots_tick()
     assert _serial(ca.root) != _serial(short[0]) and ca.previous is not None
     assert ca.root.not_valid_after_utc - ca.root.not_valid_before_utc > datetime.timedelta(

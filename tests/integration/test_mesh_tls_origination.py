@@ -158,7 +158,11 @@ async def _push(
     projection: Projection[ClusterModel], nc: Client, gateway: Gateway
 ) -> AsyncIterator[MeshPush]:
     """The handler, opening Secrets with the gateway's keys."""
-    push = MeshPush(projection, status=await StatusWriter.open(nc), secret_keys=gateway.secret_keys)
+    # insecure: the test's Envoy is started by hand, with no proxy token.
+    push = MeshPush(
+        projection, status=await StatusWriter.open(nc), secret_keys=gateway.secret_keys,
+        insecure=True,
+    )  # fmt: skip
     await push.start()
     task = asyncio.create_task(push.run())
     try:
