@@ -3,6 +3,7 @@ what the handler costs, with a large mesh.
 
     python -m ops.bench_mesh [--services 1000] [--endpoints 10] [--proxies 1 10] [--changes 50]
                              [--churn-seconds 5] [--churn-rate 100] [--sotw]
+                             [--kind eds|vs|dr] [--rules 100]
 
 The read model is filled directly (``--services`` services on port 8080, each with one
 EndpointSlice of ``--endpoints`` endpoints; nothing behind them is contacted), so what is timed
@@ -15,10 +16,13 @@ namespace: those builds are shared). Envoy asks for incremental (delta) xDS, as 
 fleetlog starts do; ``--sotw`` bootstraps them for state of the world instead.
 
 1. **Change → ACK**: ``--changes`` times, one random service's slice loses or regains an
-   endpoint; timed from the change until every proxy has ACKed the new endpoints version
-   (polled every millisecond, the 3 ms debounce included): p50/p99.
-2. **Endpoint churn**: ``--churn-rate`` changes a second (paced by the clock) for
-   ``--churn-seconds``; reported:
+   endpoint (``--kind eds``, the default: an EDS-only push); or, with ``--kind vs`` / ``dr``,
+   one of ``--rules`` VirtualServices changes its timeout / one of as many DestinationRules
+   its load balancer (a full push: routes, or clusters and what follows them). Timed from the
+   change until every proxy has ACKed every type's newest version (polled every millisecond,
+   the 3 ms debounce included): p50/p99.
+2. **Churn** (of the same kind of change): ``--churn-rate`` changes a second (paced by the
+   clock) for ``--churn-seconds``; reported:
    how many pushes the debounce made of them and the lag at the end (until all proxies ACK
    the last change).
 3. The handler's CPU time per change and its resident memory at the end.
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import resource
 import statistics
@@ -40,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.mesh.envoy import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from core.mesh.push import ads_bootstrap, node_id
 from handlers.mesh.push import MeshPush, type_status
 from ops.envoybin import envoy_binary
@@ -94,9 +100,35 @@ def _slice(index: int, endpoints: int, *, missing: int | None = None) -> dict[st
     }  # fmt: skip
 
 
-def _model(services: int, endpoints: int) -> ClusterModel:
+def _virtual_service(index: int, *, version: int = 0) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": f"vs-{index}", "namespace": NS},
+        "spec": {"hosts": [f"svc-{index}"],
+                 "http": [{"route": [{"destination": {"host": f"svc-{index}"}}],
+                           "timeout": f"{5 + version % 2}s"}]},
+    }  # fmt: skip
+
+
+def _destination_rule(index: int, *, version: int = 0) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+        "metadata": {"name": f"dr-{index}", "namespace": NS},
+        "spec": {"host": f"svc-{index}", "trafficPolicy": {
+            "loadBalancer": {"simple": ("ROUND_ROBIN", "RANDOM")[version % 2]}}},
+    }  # fmt: skip
+
+
+RULES = {"vs": ("VirtualService", _virtual_service), "dr": ("DestinationRule", _destination_rule)}
+"""The Istio objects a ``--kind`` change edits: the model holds ``--rules`` of each."""
+
+
+def _model(services: int, endpoints: int, rules: int = 0) -> ClusterModel:
     model = ClusterModel()
     data = []
+    for kind, make in RULES.values():
+        for i in range(min(rules, services)):
+            data.append(_record(kind, make(i)["metadata"]["name"], make(i)))
     for i in range(services):
         data.append(_record("Service", f"svc-{i}", {
             "apiVersion": "v1", "kind": "Service",
@@ -131,10 +163,6 @@ def _start_envoys(
     return processes
 
 
-def _acked(push: MeshPush, ids: list[str], short: str, version: str) -> bool:
-    return all(type_status(push, i, short).acked == version for i in ids)
-
-
 async def _wait(check: Any, *, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -149,9 +177,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def run(services: int, endpoints: int, proxies: int, changes: int,
-              churn_seconds: float, churn_rate: float,
-              *, delta: bool = True) -> dict[str, Any]:  # fmt: skip
-    model = _model(services, endpoints)
+              churn_seconds: float, churn_rate: float, *, delta: bool = True,
+              kind: str = "eds", rules: int = 0) -> dict[str, Any]:  # fmt: skip
+    model = _model(services, endpoints, rules)
     tune_gc()  # as `fleetlog up` does once its roles have caught up
     projection = _Projection(model)
     push = MeshPush(projection, insecure=True)  # type: ignore[arg-type]  # hand-started Envoys
@@ -164,7 +192,12 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
     rng = random.Random(7)
     removed: dict[int, bool] = {}
 
+    versions: dict[int, int] = {}
+
     def change() -> None:
+        if kind != "eds":
+            edit_rule()
+            return
         index = rng.randrange(services)
         gone = not removed.get(index, False)
         removed[index] = gone
@@ -173,10 +206,28 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
         record.manifest = _slice(index, endpoints, missing=0 if gone else None)
         projection.announce("EndpointSlice", f"svc-{index}-1")
 
-    def eds_version() -> str:
-        # What every proxy's EDS should now be: the proxies' builds are alike in their endpoints.
-        stream = next(iter(push._streams))
-        return stream.current[_EDS].version
+    def edit_rule() -> None:
+        stored, make = RULES[kind]
+        index = rng.randrange(min(rules, services))
+        versions[index] = versions.get(index, 0) + 1
+        record = model.get(stored, NS, make(index)["metadata"]["name"])
+        assert record is not None
+        record.manifest = make(index, version=versions[index])
+        record.last_seq += 1  # the read model parses an Istio object again when this moves
+        projection.announce(stored, record.name)
+
+    def newest() -> dict[str, dict[str, str]]:
+        # What every proxy should now run: each type's newest version, per proxy.
+        return {
+            s.node.id: {short: s.current[url].version for url, short in _TYPES.items()}
+            for s in list(push._streams) if s.node is not None
+        }  # fmt: skip
+
+    def acked(wanted: dict[str, dict[str, str]]) -> bool:
+        return set(wanted) == set(ids) and all(
+            type_status(push, i, short).acked == version
+            for i, types in wanted.items() for short, version in types.items()
+        )  # fmt: skip
 
     try:
         start = time.monotonic()
@@ -190,8 +241,8 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
             began = time.monotonic()
             change()
             await _wait(lambda: push.pushes > 0 and _settled(push), timeout=60)
-            version = eds_version()
-            await _wait(lambda v=version: _acked(push, ids, "EDS", v), timeout=60)
+            wanted = newest()
+            await _wait(lambda w=wanted: acked(w), timeout=60)
             latencies.append(time.monotonic() - began)
             await asyncio.sleep(0.02)
         cpu_per_change = (time.process_time() - cpu_before) / changes
@@ -207,12 +258,13 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
             await asyncio.sleep(max(0.0, churn_start + made / churn_rate - time.monotonic()))
         last = time.monotonic()
         await _wait(lambda: _settled(push), timeout=60)
-        version = eds_version()
-        await _wait(lambda: _acked(push, ids, "EDS", version), timeout=120)
+        wanted = newest()
+        await _wait(lambda: acked(wanted), timeout=120)
         lag = time.monotonic() - last
         return {
             "services": services, "endpoints": services * endpoints, "proxies": proxies,
-            "xds": "delta" if delta else "sotw",
+            "xds": "delta" if delta else "sotw", "kind": kind, "rules": rules,
+            "load_avg": round(os.getloadavg()[0], 2),
             "first_sync_s": round(first_sync, 2),
             "ack_p50_ms": round(statistics.median(latencies) * 1000, 1),
             "ack_p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
@@ -236,7 +288,7 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
         await push.stop()
 
 
-_EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+_TYPES = {CLUSTER_TYPE: "CDS", ENDPOINT_TYPE: "EDS", LISTENER_TYPE: "LDS", ROUTE_TYPE: "RDS"}
 
 
 def _settled(push: MeshPush) -> bool:
@@ -253,13 +305,23 @@ def main() -> None:
     parser.add_argument("--churn-seconds", type=float, default=5.0)
     parser.add_argument("--churn-rate", type=float, default=100.0)
     parser.add_argument("--sotw", action="store_true", help="state-of-the-world xDS, not delta")
+    parser.add_argument("--kind", choices=("eds", "vs", "dr"), default="eds",
+                        help="what a change edits: an EndpointSlice, a VirtualService or a "
+                        "DestinationRule")  # fmt: skip
+    parser.add_argument("--rules", type=int, default=None,
+                        help="VirtualServices and DestinationRules in the model (default: 0 "
+                        "for --kind eds, else 100)")  # fmt: skip
     args = parser.parse_args()
+    rules = args.rules if args.rules is not None else (0 if args.kind == "eds" else 100)
+    if args.kind != "eds" and rules < 1:
+        parser.error("--kind vs/dr needs --rules of at least 1")
+    print(json.dumps({"load_avg_at_start": os.getloadavg()}), flush=True)
     for proxies in args.proxies:
         figures = asyncio.run(
             run(args.services, args.endpoints, proxies, args.changes, args.churn_seconds,
-                args.churn_rate, delta=not args.sotw)
+                args.churn_rate, delta=not args.sotw, kind=args.kind, rules=rules)
         )  # fmt: skip
-        print(json.dumps(figures))
+        print(json.dumps(figures), flush=True)
 
 
 if __name__ == "__main__":

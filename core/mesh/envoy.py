@@ -71,6 +71,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Final, Literal
 
 from core.mesh import checks
@@ -262,6 +263,27 @@ class MeshState:
     def inbound_mtls(self, namespace: str, labels: Mapping[str, str]) -> InboundMtls:
         return effective_mtls(self.peer_authentications, namespace=namespace, labels=labels)
 
+    @cached_property
+    def rules_by_host(self) -> dict[str, DestinationRule]:
+        """Each host's DestinationRule (:func:`rules_by_host`), once per state: every service
+        port, subset and route asks."""
+        return rules_by_host(self.destination_rules)
+
+    @cached_property
+    def mesh_virtual_services(self) -> dict[str, VirtualService]:
+        """Each host's VirtualService for the sidecars (bound to ``mesh``): the first by
+        namespace and name claims it, as Istio merges none for sidecars."""
+        found: dict[str, VirtualService] = {}
+        ordered = sorted(
+            self.virtual_services,
+            key=lambda v: (v.metadata.namespace or "", v.metadata.name or ""),
+        )
+        for vs in ordered:
+            if _bound_to(vs, None):
+                for host in _vs_hosts(vs):
+                    found.setdefault(host, vs)
+        return found
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -435,12 +457,23 @@ def mesh_services(state: MeshState) -> list[MeshService]:
 # ------------------------------------------------------------------------------------------
 
 
-def _rule_for(host: str, rules: Sequence[DestinationRule]) -> DestinationRule | None:
-    """The DestinationRule of ``host`` (the oldest name first when several claim it)."""
+def rules_by_host(rules: Sequence[DestinationRule]) -> dict[str, DestinationRule]:
+    """Each host's DestinationRule (the oldest name first when several claim it)."""
+    found: dict[str, DestinationRule] = {}
     for rule in sorted(rules, key=lambda r: (r.metadata.namespace or "", r.metadata.name or "")):
-        if fqdn(rule.spec.host, rule.metadata.namespace or "default") == host:
-            return rule
-    return None
+        found.setdefault(fqdn(rule.spec.host, rule.metadata.namespace or "default"), rule)
+    return found
+
+
+Rules = Sequence[DestinationRule] | Mapping[str, DestinationRule]
+"""DestinationRules as stored, or already indexed by host (:attr:`MeshState.rules_by_host`:
+a build asks for every service port's, so it indexes them once)."""
+
+
+def _rule_for(host: str, rules: Rules) -> DestinationRule | None:
+    """The DestinationRule of ``host`` (the oldest name first when several claim it)."""
+    index = rules if isinstance(rules, Mapping) else rules_by_host(rules)
+    return index.get(host)
 
 
 def _merged(base: TrafficPolicy | None, override: TrafficPolicy | None) -> TrafficPolicy | None:
@@ -833,7 +866,7 @@ def credential_names(rules: Sequence[DestinationRule], proxy: Proxy | None = Non
 
 def build_clusters(
     services: Sequence[MeshService],
-    rules: Sequence[DestinationRule],
+    rules: Rules,
     identities: Mapping[str, Sequence[str]] | None = None,
     *,
     proxy: Proxy | None = None,
@@ -842,6 +875,8 @@ def build_clusters(
     (:func:`service_identities`) turns on auto mTLS for the services with meshed pods;
     ``proxy`` decides whether a rule's ``credentialName`` is used (:func:`uses_credentials`)."""
     identities = identities or {}
+    if not isinstance(rules, Mapping):
+        rules = rules_by_host(rules)
     clusters: list[dict[str, Any]] = []
     for service in services:
         rule = _rule_for(service.host, rules)
@@ -985,7 +1020,7 @@ def build_endpoints(
     index = slices_by_service(state.slices)
     assignments: list[dict[str, Any]] = []
     for service in services:
-        rule = _rule_for(service.host, state.destination_rules)
+        rule = _rule_for(service.host, state.rules_by_host)
         subsets = {s.name: s.labels for s in rule.spec.subsets} if rule is not None else {}
         for port in service.ports:
             if port.protocol == "udp":
@@ -1211,7 +1246,7 @@ class _Context:
     port: int
     """The listener port: a destination without a port on a multi-port service goes here."""
     services: Mapping[str, MeshService]
-    rules: Sequence[DestinationRule]
+    rules: Rules
 
 
 def _destination_cluster(host: str, subset: str | None, port: int | None, ctx: _Context) -> str:
@@ -1510,25 +1545,20 @@ def _virtual_hosts_for_port(
         if not any(p.number == port and p.protocol in ("http", "auto") for p in service.ports):
             continue
         routes: list[dict[str, Any]] = []
-        for vs in sorted(
-            state.virtual_services,
-            key=lambda v: (v.metadata.namespace or "", v.metadata.name or ""),
-        ):
-            if not _bound_to(vs, None) or service.host not in _vs_hosts(vs):
-                continue
+        vs = state.mesh_virtual_services.get(service.host)
+        if vs is not None:
             vs_ctx = _Context(namespace=vs.metadata.namespace or "default", port=port,
-                              services=ctx_services, rules=state.destination_rules)  # fmt: skip
+                              services=ctx_services, rules=state.rules_by_host)  # fmt: skip
             for index, route in enumerate(vs.spec.http):
                 if any(m.port and m.port != port for m in route.match):
                     continue
                 routes += envoy_routes(route, vs_ctx, index)
-            break  # the first VirtualService of a host wins, as Istio merges none for sidecars
         if not routes:
             ctx = _Context(
                 namespace=service.namespace,
                 port=port,
                 services=ctx_services,
-                rules=state.destination_rules,
+                rules=state.rules_by_host,
             )
             routes = [_default_route(service, port, ctx)]
         hosts.append(
@@ -1609,7 +1639,7 @@ def _tcp_targets(
         if not _bound_to(vs, None) or service.host not in _vs_hosts(vs):
             continue
         ctx = _Context(namespace=vs.metadata.namespace or "default", port=port,
-                       services=services, rules=state.destination_rules)  # fmt: skip
+                       services=services, rules=state.rules_by_host)  # fmt: skip
         for tcp in vs.spec.tcp:
             if tcp.match and not any(not m.port or m.port == port for m in tcp.match):
                 continue
@@ -1919,7 +1949,7 @@ def _sidecar_tls_chains(
         if not _bound_to(vs, None) or service.host not in _vs_hosts(vs) or not vs.spec.tls:
             continue
         ctx = _Context(namespace=vs.metadata.namespace or "default", port=port,
-                       services=services, rules=state.destination_rules)  # fmt: skip
+                       services=services, rules=state.rules_by_host)  # fmt: skip
         chains = []
         for index, route in enumerate(vs.spec.tls):
             for number, match in enumerate(route.match):
@@ -2141,7 +2171,7 @@ def _gateway_tcp_targets(
     (Istio's order: the routes of the oldest VirtualService first)."""
     for vs in _bound(state, gateway, server):
         ctx = _Context(namespace=vs.metadata.namespace or "default", port=port,
-                       services=ctx_services, rules=state.destination_rules)  # fmt: skip
+                       services=ctx_services, rules=state.rules_by_host)  # fmt: skip
         for tcp in vs.spec.tcp:
             if tcp.match and not any(not m.port or m.port == port for m in tcp.match):
                 continue
@@ -2162,7 +2192,7 @@ def _passthrough_chains(
     allowed = _sni_hosts(server.hosts)
     for vs in _bound(state, gateway, server):
         ctx = _Context(namespace=vs.metadata.namespace or "default", port=port,
-                       services=ctx_services, rules=state.destination_rules)  # fmt: skip
+                       services=ctx_services, rules=state.rules_by_host)  # fmt: skip
         for index, route in enumerate(vs.spec.tls):
             for number, match in enumerate(route.match):
                 if match.port and match.port != port:
@@ -2202,7 +2232,7 @@ def _gateway_vhosts(
             continue
         namespace = vs.metadata.namespace or "default"
         ctx = _Context(namespace=namespace, port=port, services=ctx_services,
-                       rules=state.destination_rules)  # fmt: skip
+                       rules=state.rules_by_host)  # fmt: skip
         vs_routes = [r for i, route in enumerate(vs.spec.http) for r in envoy_routes(route, ctx, i)]
         domains = [d for host in vs.spec.hosts for d in (host, f"{host}:{port}")]
         host: dict[str, Any] = {"name": f"{namespace}/{vs.metadata.name}:{port}",
