@@ -1762,38 +1762,162 @@ def _merged_match(root: HTTPMatchRequest, inner: HTTPMatchRequest) -> HTTPMatchR
 
 def build_snapshot(state: MeshState, proxy: Proxy) -> Snapshot:
     """Every resource ``proxy`` needs, from ``state``."""
-    state = replace(state, virtual_services=merge_delegates(state.virtual_services))
-    services = mesh_services(state)
-    by_host = {s.host: s for s in services}
-    clusters = build_clusters(
-        services, state.destination_rules, service_identities(state), proxy=proxy
-    )
-    endpoints = build_endpoints(services, clusters, state, proxy_locality=proxy.locality)
-    secrets: list[dict[str, Any]] = []
-    if proxy.kind == "gateway":
-        listeners, routes, secrets = _gateway_listeners(state, proxy, by_host)
-    else:
-        listeners, routes = _sidecar_listeners(state, proxy, services, by_host)
-        if proxy.captured:
-            for listener in listeners:
-                listener["bind_to_port"] = False
-            for route in routes:
-                route["virtual_hosts"] = [*route["virtual_hosts"], _allow_any()]
-            inbound = _inbound_listener(state.inbound_mtls(proxy.namespace, proxy.labels))
-            listeners[:0] = [_outbound_listener(), inbound]
-            clusters = [
+    return MeshBuild(state).snapshot(proxy)
+
+
+PartKey = tuple[Any, ...]
+
+
+def part_key(proxy: Proxy, type_url: str) -> PartKey:
+    """What of ``proxy`` its resources of ``type_url`` depend on: proxies with equal keys get
+    equal resources of that type from one :class:`MeshBuild` (the handler builds and encodes
+    each key's once per push). Endpoints depend on the proxy's locality (``localityLbSetting``
+    prefers it), clusters on it too (a DNS cluster's endpoints are inline) and on whether its
+    traffic is captured (the pass-through clusters); a sidecar's routes on its capture
+    (``allow_any``), a gateway's routes and credentials on the labels that select its
+    Gateways; listeners on everything (the bind address, the workload's PeerAuthentication).
+    :meth:`MeshBuild.key` adds what the state makes proxy-specific: the DestinationRules whose
+    ``workloadSelector`` picks a sidecar (their ``credentialName`` goes over SDS)."""
+    captured = proxy.kind == "sidecar" and proxy.captured
+    if type_url == ENDPOINT_TYPE:
+        return (proxy.locality,)
+    if type_url == CLUSTER_TYPE:
+        return (proxy.kind == "gateway", captured, proxy.locality)
+    if type_url == ROUTE_TYPE:
+        if proxy.kind == "gateway":
+            return ("gateway", tuple(sorted(proxy.labels.items())))
+        return ("sidecar", captured)
+    if type_url == SECRET_TYPE:
+        return (proxy.kind, proxy.namespace, tuple(sorted(proxy.labels.items())))
+    return (proxy.kind, proxy.namespace, tuple(sorted(proxy.labels.items())),
+            proxy.bind_address, captured, proxy.locality)  # fmt: skip
+
+
+_Gateway = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+class MeshBuild:
+    """One state's build, shared by every proxy of a push (Istio's push context before its
+    per-proxy generation): what depends only on the state — the services, clusters,
+    endpoints (per locality), the sidecars' route configurations — is made once, when first
+    asked for; each proxy's own parts (:func:`part_key`) are made per proxy. A proxy gets
+    exactly what a build of its own would give it. The lists returned are shared between
+    proxies: callers must not change them (the handler only encodes them)."""
+
+    def __init__(self, state: MeshState) -> None:
+        self.state = replace(state, virtual_services=merge_delegates(state.virtual_services))
+        self._gateways: dict[PartKey, _Gateway] = {}
+        self._localities: dict[PartKey, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+
+    @cached_property
+    def services(self) -> list[MeshService]:
+        return mesh_services(self.state)
+
+    @cached_property
+    def by_host(self) -> dict[str, MeshService]:
+        return {s.host: s for s in self.services}
+
+    @cached_property
+    def _identities(self) -> dict[str, tuple[str, ...]]:
+        return service_identities(self.state)
+
+    def key(self, proxy: Proxy, type_url: str) -> PartKey:
+        """:func:`part_key`, with the DestinationRules whose ``workloadSelector`` picks the
+        proxy for clusters and SDS (a sidecar they pick takes their credentials over SDS)."""
+        key = part_key(proxy, type_url)
+        if type_url in (CLUSTER_TYPE, SECRET_TYPE) and proxy.kind == "sidecar":
+            picked = tuple(
+                (r.metadata.namespace or "", r.metadata.name or "")
+                for r in self.state.destination_rules
+                if r.spec.workload_selector is not None and uses_credentials(r, proxy)
+            )
+            key = (*key, picked)
+        return key
+
+    def _clusters_and_endpoints(
+        self, proxy: Proxy
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        key = self.key(proxy, CLUSTER_TYPE)
+        if key not in self._localities:
+            state = self.state
+            clusters = build_clusters(
+                self.services, state.rules_by_host, self._identities, proxy=proxy
+            )
+            # Built together: a DNS cluster gets its endpoints inline.
+            endpoints = build_endpoints(
+                self.services, clusters, state, proxy_locality=proxy.locality
+            )
+            self._localities[key] = (clusters, endpoints)
+        return self._localities[key]
+
+    def clusters(self, proxy: Proxy) -> list[dict[str, Any]]:
+        clusters = self._clusters_and_endpoints(proxy)[0]
+        if proxy.kind == "sidecar" and proxy.captured:
+            return [
                 *clusters,
                 _passthrough_cluster(PASSTHROUGH_CLUSTER),
                 _passthrough_cluster(INBOUND_PASSTHROUGH_CLUSTER),
                 {"@type": CLUSTER_TYPE, "name": BLACKHOLE_CLUSTER, "type": "STATIC",
                  "connect_timeout": "10s"},
             ]  # fmt: skip
-    # The DestinationRules' credentials beside the gateway servers' (one secret per name).
-    named = {secret["name"]: secret for secret in [*secrets, *rule_credentials(state, proxy)]}
-    return Snapshot(
-        clusters=clusters, endpoints=endpoints, listeners=listeners, routes=routes,
-        secrets=list(named.values()),
-    )  # fmt: skip
+        return clusters
+
+    def endpoints(self, proxy: Proxy) -> list[dict[str, Any]]:
+        return self._clusters_and_endpoints(proxy)[1]
+
+    @cached_property
+    def _sidecar_routes(self) -> list[dict[str, Any]]:
+        return _sidecar_routes(self.state, self.services, self.by_host)
+
+    @cached_property
+    def _captured_routes(self) -> list[dict[str, Any]]:
+        return [
+            {**route, "virtual_hosts": [*route["virtual_hosts"], _allow_any()]}
+            for route in self._sidecar_routes
+        ]
+
+    def _gateway(self, proxy: Proxy) -> _Gateway:
+        key = part_key(proxy, LISTENER_TYPE)
+        if key not in self._gateways:
+            self._gateways[key] = _gateway_listeners(self.state, proxy, self.by_host)
+        return self._gateways[key]
+
+    def routes(self, proxy: Proxy) -> list[dict[str, Any]]:
+        if proxy.kind == "gateway":
+            return self._gateway(proxy)[1]
+        return self._captured_routes if proxy.captured else self._sidecar_routes
+
+    def secrets(self, proxy: Proxy) -> list[dict[str, Any]]:
+        """The credentials served over SDS: a gateway's servers' ``credentialName``s, and the
+        DestinationRules' the proxy uses (one secret per name)."""
+        servers = self._gateway(proxy)[2] if proxy.kind == "gateway" else []
+        named = {s["name"]: s for s in [*servers, *rule_credentials(self.state, proxy)]}
+        return list(named.values())
+
+    def listeners(self, proxy: Proxy) -> list[dict[str, Any]]:
+        if proxy.kind == "gateway":
+            return self._gateway(proxy)[0]
+        listeners = _sidecar_listeners(self.state, proxy, self.services, self.by_host)
+        if proxy.captured:
+            for listener in listeners:
+                listener["bind_to_port"] = False
+            inbound = _inbound_listener(self.state.inbound_mtls(proxy.namespace, proxy.labels))
+            listeners[:0] = [_outbound_listener(), inbound]
+        return listeners
+
+    def snapshot(self, proxy: Proxy) -> Snapshot:
+        """Every resource ``proxy`` needs (its lists shared with other proxies' snapshots)."""
+        return Snapshot(clusters=self.clusters(proxy), endpoints=self.endpoints(proxy),
+                        listeners=self.listeners(proxy), routes=self.routes(proxy),
+                        secrets=self.secrets(proxy))  # fmt: skip
+
+    def resources(self, proxy: Proxy, type_url: str) -> list[dict[str, Any]]:
+        """``proxy``'s resources of one type (the handler builds only the types a change
+        touched); :data:`SECRET_TYPE` is a gateway's credentials."""
+        build = {CLUSTER_TYPE: self.clusters, ENDPOINT_TYPE: self.endpoints,
+                 LISTENER_TYPE: self.listeners, ROUTE_TYPE: self.routes,
+                 SECRET_TYPE: self.secrets}[type_url]  # fmt: skip
+        return build(proxy)
 
 
 def _outbound_listener() -> dict[str, Any]:
@@ -1893,20 +2017,32 @@ def _passthrough_cluster(name: str) -> dict[str, Any]:
     }
 
 
+def _http_ports(services: Sequence[MeshService]) -> list[int]:
+    return sorted({p.number for s in services for p in s.ports if p.protocol in ("http", "auto")})
+
+
+def _sidecar_routes(
+    state: MeshState, services: Sequence[MeshService], by_host: Mapping[str, MeshService]
+) -> list[dict[str, Any]]:
+    """A sidecar's route configurations, one per HTTP port (named by it): the same for every
+    sidecar (:class:`MeshBuild` makes them once)."""
+    return [
+        _route_configuration(str(port), _virtual_hosts_for_port(port, services, state, by_host))
+        for port in _http_ports(services)
+    ]
+
+
 def _sidecar_listeners(
     state: MeshState,
     proxy: Proxy,
     services: Sequence[MeshService],
     by_host: Mapping[str, MeshService],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> list[dict[str, Any]]:
+    """A sidecar's listeners: one per HTTP port (whose routes are :func:`_sidecar_routes`'
+    configuration of that port) and one per TCP service port."""
     listeners: list[dict[str, Any]] = []
-    routes: list[dict[str, Any]] = []
-    http_ports = sorted(
-        {p.number for s in services for p in s.ports if p.protocol in ("http", "auto")}
-    )
+    http_ports = _http_ports(services)
     for port in http_ports:
-        hosts = _virtual_hosts_for_port(port, services, state, by_host)
-        routes.append(_route_configuration(str(port), hosts))
         listener = _http_listener(f"{proxy.bind_address}_{port}", proxy.bind_address, port,
                                   str(port), f"outbound_{proxy.bind_address}_{port}")  # fmt: skip
         _add_sniffing(listener, port, services, state, proxy, by_host)
@@ -1928,7 +2064,7 @@ def _sidecar_listeners(
                 listener["filter_chains"] = [*chains, *listener["filter_chains"]]
                 listener["listener_filters"] = [_tls_inspector()]
             listeners.append(listener)
-    return listeners, routes
+    return listeners
 
 
 def _tls_inspector() -> dict[str, Any]:

@@ -39,6 +39,43 @@ TYPE_ORDER: Final = (CLUSTER_TYPE, ENDPOINT_TYPE, SECRET_TYPE, LISTENER_TYPE, RO
 listener with mTLS warms until its certificates come) → listeners → routes."""
 SHORT: Final = {CLUSTER_TYPE: "CDS", ENDPOINT_TYPE: "EDS", SECRET_TYPE: "SDS",
                 LISTENER_TYPE: "LDS", ROUTE_TYPE: "RDS"}  # fmt: skip
+BUILT_TYPES: Final = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
+"""The types built from the mesh's state: SDS's are a gateway's credentials (the proxy's own
+certificate is issued per identity and joins them when served)."""
+_XDS: Final = frozenset({CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE})
+REBUILT_BY: Final[Mapping[str, frozenset[str]]] = {
+    "Service": _XDS,
+    "ServiceEntry": _XDS,
+    "EndpointSlice": frozenset({ENDPOINT_TYPE}),
+    "Pod": frozenset({CLUSTER_TYPE, ENDPOINT_TYPE}),
+    "Namespace": frozenset({CLUSTER_TYPE, ENDPOINT_TYPE}),
+    "VirtualService": frozenset({LISTENER_TYPE, ROUTE_TYPE}),
+    "DestinationRule": frozenset({CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE, SECRET_TYPE}),
+    "Gateway": frozenset({LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE}),
+    "Secret": frozenset({LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE}),
+    "PeerAuthentication": frozenset({ENDPOINT_TYPE, LISTENER_TYPE}),
+}
+"""Which types a change of each kind can alter, from what the builder reads of it (Istio's
+``ConfigsUpdated`` scoping): a pod's labels and sidecar give subsets' endpoints and auto
+mTLS (clusters' transport sockets, endpoints' ``tlsMode``), a Namespace's labels which pods
+are meshed; a VirtualService is routes and TCP listeners' targets; a DestinationRule is
+clusters, subsets' endpoints, routes' hash policies and the credentials its ``credentialName``
+gives a proxy; a Gateway is a gateway's listeners,
+routes and credentials, and so is a Secret it names; a PeerAuthentication is endpoints' mTLS
+and the inbound listener. The unit tests check each row against the builder (emptying a kind
+changes exactly the types listed)."""
+
+
+def rebuilt_by(kinds: Iterable[str]) -> frozenset[str]:
+    """The types to build again after changes of ``kinds`` (all of them for a kind not in
+    :data:`REBUILT_BY`: a kind the builder reads but this table forgot costs a full build, not
+    a stale proxy)."""
+    found: set[str] = set()
+    for kind in kinds:
+        found |= REBUILT_BY.get(kind, frozenset(BUILT_TYPES))
+    return frozenset(found)
+
+
 DOMAIN_SUFFIX: Final = ".svc.cluster.local"
 
 SyncState = Literal["SYNCED", "NACKED", "STALE", "NOT SENT"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
@@ -43,6 +44,18 @@ ISTIO_KINDS: Final = {
 WATCHED: Final = frozenset({"Service", "EndpointSlice", "Pod", "Namespace", "Secret", *ISTIO_KINDS})
 
 
+@dataclass(frozen=True, kw_only=True)
+class Changes:
+    """What changed between two pushes."""
+
+    kinds: frozenset[str]
+    """The kinds of the objects that changed (which types to build again:
+    ``core.mesh.push.rebuilt_by``)."""
+    endpoints_of: set[tuple[str, str]] | None
+    """When only EndpointSlices changed, the ``(namespace, service)`` they belong to (only
+    their endpoints need building again); None when anything else did."""
+
+
 class MeshModel:
     """The mesh as the projection holds it now; ``on_change`` is called (on the event loop,
     from the projection's fold) after every event of a kind the mesh reads."""
@@ -60,6 +73,7 @@ class MeshModel:
         self.last_change = time.monotonic()
         self._slices = ServiceSlices(projection.model)
         self._endpoints_of: set[tuple[str, str]] | None = set()
+        self._kinds: set[str] = set()
         projection.listeners.append(self._on_event)
 
     def close(self) -> None:
@@ -84,17 +98,17 @@ class MeshModel:
                 self._endpoints_of.update(touched)
         else:
             self._endpoints_of = None
+        self._kinds.add(kind)
         self.changes += 1
         self.last_change = time.monotonic()
         if self._on_change is not None:
             self._on_change()
 
-    def take_changes(self) -> set[tuple[str, str]] | None:
-        """What changed since the last call: the ``(namespace, service)`` whose EndpointSlices
-        alone changed (only their endpoints need building again), or None when anything else
-        did (everything is built again)."""
-        changed, self._endpoints_of = self._endpoints_of, set()
-        return changed
+    def take_changes(self) -> Changes:
+        """What changed since the last call (see :class:`Changes`)."""
+        changes = Changes(kinds=frozenset(self._kinds), endpoints_of=self._endpoints_of)
+        self._endpoints_of, self._kinds = set(), set()
+        return changes
 
     def istio(self, kind: str, live: set[tuple[str, str, str]] | None = None) -> list[Any]:
         """The parsed objects of one Istio kind (each parsed once per version); the keys seen

@@ -73,9 +73,12 @@ from google.protobuf import json_format
 from core.access.secretdata import open_manifest
 from core.mesh.envoy import (
     SECRET_TYPE,
+    MeshBuild,
     MeshState,
+    PartKey,
     Proxy,
     Snapshot,
+    build_clusters,
     build_endpoints,
     build_snapshot,
     mesh_secrets,
@@ -88,6 +91,7 @@ from core.mesh.proxytoken import (
     verify_token,
 )
 from core.mesh.push import (
+    BUILT_TYPES,
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
     LISTENER_TYPE,
@@ -101,6 +105,7 @@ from core.mesh.push import (
     TypeStatus,
     classify,
     parse_node_id,
+    rebuilt_by,
     record,
     resources_by_type,
 )
@@ -632,7 +637,9 @@ class MeshPush:
         self._streams: set[_Stream] = set()
         self._memory: dict[str, _Memory] = {}
         self._encoder = Encoder()
-        self._built: dict[tuple[Any, ...], tuple[Snapshot, dict[str, Encoded]]] = {}
+        self._parts: dict[tuple[str, PartKey], Encoded] = {}
+        """Each type's resources per :func:`~core.mesh.envoy.part_key`, as the last push (or
+        a new stream) made them: every proxy with that key is served these."""
         self._server: grpc.aio.Server | None = None
         self._wake = asyncio.Event()
         self._first_change: float | None = None
@@ -646,6 +653,9 @@ class MeshPush:
         """Responses sent, by ``(proxy id, type short name)``: tests count pushes with it."""
         self.last_sent: dict[tuple[str, str], tuple[str, ...]] = {}
         """The names of the resources the last response of each carried."""
+        self.built: Counter[str] = Counter()
+        """How many times each type (short name) was built and encoded — once per part key
+        and push, however many proxies share it: tests read it."""
 
     @property
     def address(self) -> str:
@@ -732,92 +742,110 @@ class MeshPush:
         self._wake.set()
 
     def rebuild(self) -> None:
-        """Build every connected proxy's snapshot from the model now, and wake its stream.
-        When only EndpointSlices changed, only the endpoints of their services are built and
-        converted again (Istio's EDS-only push), once for every proxy whose clusters and
-        endpoints were the same; anything else rebuilds everything (proxies alike share one
-        build)."""
+        """Build what every connected proxy should run from the model now, and wake its
+        stream. Proxies share what they have alike: each type's resources are built and
+        encoded once per :func:`~core.mesh.envoy.part_key` from one
+        :class:`~core.mesh.envoy.MeshBuild` (ten sidecars differing by their bind address
+        share their clusters, endpoints and routes; only their listeners are their own). Only
+        the types the changed kinds can alter are built again (``rebuilt_by``: a
+        VirtualService change builds listeners and routes, not clusters); when only
+        EndpointSlices changed, only their services' endpoints (Istio's EDS-only push)."""
         self.pushes += 1
-        changed = self.model.take_changes()
+        changes = self.model.take_changes()
         if not self._streams:
-            self._built.clear()
+            self._parts.clear()
             return
         state = self._state()
-        touched: tuple[list[Any], MeshState] | None = None
-        endpoints: dict[tuple[str, str, str], tuple[list[dict[str, Any]], Encoded]] = {}
-        built: dict[tuple[Any, ...], tuple[Snapshot, dict[str, Encoded]]] = {}
+        if self.amend is not None:
+            self._rebuild_amended(state)
+            return
+        build = MeshBuild(state)  # each part is made on first use, once
+        stale = rebuilt_by(changes.kinds)
+        fresh: dict[str, list[dict[str, Any]]] = {}
+        parts: dict[tuple[str, PartKey], Encoded] = {}
         for stream in list(self._streams):
-            key = self._key(stream)
-            if key not in built or self.amend is not None:
-                previous = self._built.get(key)
-                try:
-                    if changed is not None and previous is not None and self.amend is None:
-                        if touched is None:
-                            touched = _touched(state, changed)
-                        built[key] = self._endpoints_only(
-                            previous, touched, endpoints, locality=stream.proxy.locality
-                        )
-                    else:
-                        snapshot = build_snapshot(state, stream.proxy)
-                        built[key] = self._encode(stream, snapshot)
-                except Exception as exc:  # one proxy's failed build must not stop the others
-                    log.error("mesh.build_failed", proxy=stream.node.id if stream.node else "",
-                              error=repr(exc))  # fmt: skip
-                    continue
-            stream.current = built[key][1]
+            proxy = stream.proxy
+            assert proxy is not None
+            current: dict[str, Encoded] = {}
+            try:
+                for type_url in BUILT_TYPES:
+                    key = (type_url, build.key(proxy, type_url))
+                    if key not in parts:
+                        previous = self._parts.get(key)
+                        if previous is not None and type_url not in stale:
+                            self._encoder.keep(previous)
+                            parts[key] = previous
+                        elif (
+                            previous is not None
+                            and type_url == ENDPOINT_TYPE
+                            and (changes.endpoints_of is not None)
+                        ):
+                            if proxy.locality not in fresh:
+                                fresh[proxy.locality] = touched_endpoints(
+                                    state, changes.endpoints_of, locality=proxy.locality
+                                )
+                            self.built["EDS"] += 1
+                            parts[key] = self._encoder.replace(previous, fresh[proxy.locality])
+                        else:
+                            parts[key] = self._build(build, proxy, type_url)
+                    current[type_url] = parts[key]
+            except Exception as exc:  # one proxy's failed build must not stop the others
+                log.error("mesh.build_failed", proxy=stream.node.id if stream.node else "",
+                          error=repr(exc))  # fmt: skip
+                continue
+            stream.current = current
             stream.wake.set()
-        self._built = built
+        self._parts = parts
         self._encoder.next_round()
 
+    def _rebuild_amended(self, state: MeshState) -> None:
+        """With the ``amend`` hook (tests): every proxy's whole snapshot built on its own and
+        amended, nothing shared."""
+        for stream in list(self._streams):
+            try:
+                stream.current = self._encode(stream, build_snapshot(state, stream.proxy))
+            except Exception as exc:
+                log.error("mesh.build_failed", proxy=stream.node.id if stream.node else "",
+                          error=repr(exc))  # fmt: skip
+                continue
+            stream.wake.set()
+        self._parts.clear()
+        self._encoder.next_round()
+
+    def _build(self, build: MeshBuild, proxy: Proxy, type_url: str) -> Encoded:
+        self.built[SHORT[type_url]] += 1
+        return self._encoder.encode(build.resources(proxy, type_url))
+
     def refresh(self, stream: _Stream) -> None:
-        """A new stream's snapshot, built now (it must not wait for the next change)."""
-        key = self._key(stream)
+        """A new stream's resources, made now (it must not wait for the next change): what a
+        proxy alike already has is shared, the rest built from the model as it is."""
+        proxy = stream.proxy
+        assert proxy is not None
         try:
-            built = self._encode(stream, build_snapshot(self._state(), stream.proxy))
+            if self.amend is not None:
+                stream.current = self._encode(stream, build_snapshot(self._state(), proxy))
+                return
+            build = MeshBuild(self._state())  # each part made only if no proxy alike has it
+            current: dict[str, Encoded] = {}
+            for type_url in BUILT_TYPES:
+                key = (type_url, build.key(proxy, type_url))
+                if key not in self._parts:
+                    self._parts[key] = self._build(build, proxy, type_url)
+                current[type_url] = self._parts[key]
         except Exception as exc:  # said, not swallowed by the stream: the proxy gets nothing
             log.error("mesh.build_failed", proxy=stream.node.id if stream.node else "",
                       error=repr(exc))  # fmt: skip
             raise
-        self._built[key] = built
-        stream.current = built[1]
+        stream.current = current
 
-    def _endpoints_only(
-        self,
-        previous: tuple[Snapshot, dict[str, Encoded]],
-        touched: tuple[list[Any], MeshState],
-        done: dict[tuple[str, str, str], tuple[list[dict[str, Any]], Encoded]],
-        *,
-        locality: str,
-    ) -> tuple[Snapshot, dict[str, Encoded]]:
-        """``previous`` with the touched services' endpoints built again; proxies whose
-        clusters and endpoints were the same (same versions) share one build (``done``)."""
-        snapshot, encoded = previous
-        services, state = touched
-        alike = (encoded[CLUSTER_TYPE].version, encoded[ENDPOINT_TYPE].version, locality)
-        if alike not in done:
-            fresh = build_endpoints(services, snapshot.clusters, state, proxy_locality=locality)
-            done[alike] = (
-                replace_endpoints(snapshot, fresh).endpoints,
-                self._encoder.replace(encoded[ENDPOINT_TYPE], fresh),
-            )
-        endpoints, eds = done[alike]
-        merged = dataclasses.replace(snapshot, endpoints=endpoints)
-        return merged, {**encoded, ENDPOINT_TYPE: eds}
-
-    def _key(self, stream: _Stream) -> tuple[Any, ...]:
-        proxy = stream.proxy
-        assert proxy is not None
-        return (proxy.kind, proxy.namespace, tuple(sorted(proxy.labels.items())),
-                proxy.bind_address, proxy.captured, proxy.locality)  # fmt: skip
-
-    def _encode(self, stream: _Stream, snapshot: Snapshot) -> tuple[Snapshot, dict[str, Encoded]]:
+    def _encode(self, stream: _Stream, snapshot: Snapshot) -> dict[str, Encoded]:
         if self.amend is not None and stream.node is not None:
             snapshot = self.amend(stream.node, snapshot)
         encoder = self._encoder
         encoded = {t: encoder.encode(r) for t, r in resources_by_type(snapshot).items()}
         # A gateway's credentials; the proxy's own certificates join them when served.
         encoded[SECRET_TYPE] = encoder.encode(snapshot.secrets)
-        return snapshot, encoded
+        return encoded
 
     # -- certificates (SDS) -------------------------------------------------------------------
 
@@ -1041,6 +1069,14 @@ class MeshPush:
         if self._status is not None:
             self._status.changed(status)
 
+    def serving_versions(self, proxy_id: str) -> dict[str, str]:
+        """The version of each built type (short name) the handler serves a connected proxy
+        now (empty when not connected): tests and the benchmark wait on it."""
+        for stream in list(self._streams):
+            if stream.node is not None and stream.node.id == proxy_id:
+                return {SHORT[t]: encoded.version for t, encoded in stream.current.items()}
+        return {}
+
     def status_of(self, proxy_id: str) -> ProxyStatus | None:
         memory = self._memory.get(proxy_id)
         return memory.status if memory is not None else None
@@ -1050,9 +1086,12 @@ class MeshPush:
         return len(self._streams)
 
 
-def _touched(state: MeshState, changed: set[tuple[str, str]]) -> tuple[list[Any], MeshState]:
-    """The services whose EndpointSlices changed, and the state cut down to them (their
-    slices only): an EDS-only push reads nothing else."""
+def touched_endpoints(
+    state: MeshState, changed: set[tuple[str, str]], *, locality: str = ""
+) -> list[dict[str, Any]]:
+    """The ClusterLoadAssignments of the services ``(namespace, name)`` whose EndpointSlices
+    changed, from the state cut down to them and their slices (an EDS-only push reads nothing
+    else); replacing those of the same names in a full build gives the new full build."""
     services = [
         s
         for s in state.services
@@ -1066,16 +1105,10 @@ def _touched(state: MeshState, changed: set[tuple[str, str]]) -> tuple[list[Any]
             ((s.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL)) in changed
     ]  # fmt: skip
     small = dataclasses.replace(state, services=services, slices=slices)
-    return [s for s in mesh_services(small) if (s.namespace, s.name) in changed], small
-
-
-def replace_endpoints(snapshot: Snapshot, fresh: list[dict[str, Any]]) -> Snapshot:
-    """``snapshot`` with the ClusterLoadAssignments of the same clusters as ``fresh``
-    replaced by them."""
-    names = {e["cluster_name"] for e in fresh}
-    kept = [e for e in snapshot.endpoints if e["cluster_name"] not in names]
-    endpoints = sorted([*kept, *fresh], key=lambda e: e["cluster_name"])
-    return dataclasses.replace(snapshot, endpoints=endpoints)
+    touched = [s for s in mesh_services(small) if (s.namespace, s.name) in changed]
+    # Their clusters did not change: build_endpoints reads only which exist and their types.
+    clusters = build_clusters(touched, small.rules_by_host)
+    return build_endpoints(touched, clusters, small, proxy_locality=locality)
 
 
 def type_status(push: MeshPush, proxy_id: str, short: str) -> TypeStatus:

@@ -106,6 +106,14 @@ class Encoder:
         made = _encoded([*entries, *_entries(fresh)])
         return dataclasses.replace(made, replaced=(previous.version, frozenset(replaced)))
 
+    def keep(self, encoded: Encoded) -> None:
+        """``encoded`` is served again this round, unchanged: its conversions stay cached
+        (a later round that builds its type again converts only what changed)."""
+        for (_, packed), text, version in zip(
+            encoded.resources, encoded.texts, encoded.versions, strict=True
+        ):
+            self._used[text] = (version, packed)
+
     def next_round(self) -> None:
         self._cache, self._used = self._used, {}
 

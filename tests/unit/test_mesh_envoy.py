@@ -3,6 +3,7 @@ them, endpoints per subset, listeners per port, and each VirtualService feature 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -12,6 +13,8 @@ from core.mesh.envoy import (
     ENDPOINT_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
+    SECRET_TYPE,
+    MeshBuild,
     MeshState,
     Proxy,
     Snapshot,
@@ -19,6 +22,7 @@ from core.mesh.envoy import (
     duration,
     fqdn,
     mesh_secrets,
+    part_key,
     port_protocol,
     static_bootstrap,
 )
@@ -776,3 +780,85 @@ def test_a_port_that_names_no_protocol_is_sniffed() -> None:
     named = MeshState(services=[service("legacy", "10.96.0.14", [{"name": "http", "port": 7000}])])
     [listener] = build_snapshot(named, Proxy()).listeners
     assert "listener_filters" not in listener and len(listener["filter_chains"]) == 1
+
+
+# -- one build shared by every proxy (the handler's push) ----------------------------------
+
+PROXIES = (
+    Proxy(),
+    Proxy(namespace=NS, labels={"app": "web", "version": "v1"}, bind_address="127.0.0.2"),
+    Proxy(namespace=NS, labels={"app": "web", "version": "v2"}, bind_address="127.0.0.3"),
+    Proxy(namespace=NS, labels={"app": "web"}, captured=True),
+    Proxy(namespace="other", labels={"app": "db"}, captured=True, bind_address="127.0.0.4"),
+    Proxy(kind="gateway", labels={"istio": "ingressgateway"}),
+    Proxy(kind="gateway", namespace="istio-system", labels={"istio": "ingressgateway"},
+          bind_address="127.0.0.5"),
+    Proxy(kind="gateway", labels={"istio": "other"}),
+    Proxy(namespace=NS, labels={"app": "web"}, bind_address="127.0.0.6", locality="r1/z1/"),
+)  # fmt: skip
+"""Sidecars and gateways differing by every input a proxy has: namespace, labels (subsets,
+Gateways, PeerAuthentication selectors), bind address, capture."""
+
+
+def rich_state() -> MeshState:
+    """The scenario with meshed pods and a workload PeerAuthentication, so that every kind
+    the builder reads changes something."""
+    disabled = istio("PeerAuthentication", "web", {
+        "selector": {"matchLabels": {"app": "web"}},
+        "mtls": {"mode": "STRICT"}, "portLevelMtls": {"8080": {"mode": "DISABLE"}},
+    }, group="security")  # fmt: skip
+    secure = istio("Gateway", "secure", {
+        "selector": {"istio": "ingressgateway"},
+        "servers": [{"port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+                     "hosts": ["secure.example.com"],
+                     "tls": {"mode": "SIMPLE", "credentialName": "secure-cert"}}],
+    })  # fmt: skip
+    origination = istio("DestinationRule", "payments", {
+        "host": "payments.example.com", "workloadSelector": {"matchLabels": {"app": "web"}},
+        "trafficPolicy": {"tls": {"mode": "SIMPLE", "credentialName": "payments-cred"}},
+    })  # fmt: skip
+    state = scenario()
+    return dataclasses.replace(
+        state,
+        destination_rules=[*state.destination_rules, origination],
+        meshed_pods={(NS, "web-1"): "web-sa", (NS, "db-1"): "db-sa"},
+        peer_authentications=[disabled],
+        gateways=[*state.gateways, secure],
+        credentials={
+            (NS, "secure-cert"): {"tls.crt": b"-----CERT-----", "tls.key": b"-KEY-"},
+            (NS, "payments-cred"): {"tls.crt": b"-----CERT-----", "tls.key": b"-KEY-"},
+        },
+    )
+
+
+def test_a_shared_build_gives_each_proxy_exactly_its_own_full_build() -> None:
+    state = rich_state()
+    for order in (PROXIES, tuple(reversed(PROXIES))):
+        shared = MeshBuild(state)
+        for proxy in order:
+            assert shared.snapshot(proxy) == build_snapshot(rich_state(), proxy), proxy
+        # And nothing a later proxy's build did changed what an earlier one was given.
+        for proxy in order:
+            assert shared.snapshot(proxy) == build_snapshot(rich_state(), proxy), proxy
+
+
+def test_proxies_with_the_same_part_key_get_the_same_resources() -> None:
+    """``part_key`` says what each type depends on: equal keys, equal resources (each proxy
+    built on its own); and the keys do let sidecars share clusters, endpoints and routes."""
+    types = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
+    own = [MeshBuild(rich_state()) for _ in PROXIES]
+    shared = 0
+    for type_url in types:
+        for i, a in enumerate(PROXIES):
+            for j, b in enumerate(PROXIES):
+                if i != j and own[i].key(a, type_url) == own[j].key(b, type_url):
+                    shared += 1
+                    assert own[i].resources(a, type_url) == own[j].resources(b, type_url), (
+                        type_url, a, b,
+                    )  # fmt: skip
+    assert {part_key(p, ENDPOINT_TYPE) for p in PROXIES} == {("",), ("r1/z1/",)}
+    # Gateway or sidecar, captured or not, locality; the sidecar the rule's selector picks.
+    assert len({own[0].key(p, CLUSTER_TYPE) for p in PROXIES}) == 6
+    assert part_key(PROXIES[1], ROUTE_TYPE) == part_key(PROXIES[2], ROUTE_TYPE)
+    assert part_key(PROXIES[1], LISTENER_TYPE) != part_key(PROXIES[2], LISTENER_TYPE)
+    assert shared > 0

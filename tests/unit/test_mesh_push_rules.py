@@ -3,10 +3,21 @@ rows of ``fleetlog mesh status``."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from core.mesh.envoy import Proxy, build_snapshot
+from core.mesh.envoy import (
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    MeshBuild,
+    Proxy,
+    build_snapshot,
+)
 from core.mesh.push import (
+    BUILT_TYPES,
+    REBUILT_BY,
     BadNodeId,
     Debounce,
     ProxyStatus,
@@ -16,11 +27,13 @@ from core.mesh.push import (
     node_id,
     one_line,
     parse_node_id,
+    rebuilt_by,
     record,
     status_row,
     version_of,
 )
 from tests.mesh_scenario import scenario
+from tests.unit.test_mesh_envoy import PROXIES, rich_state
 
 
 def test_istio_node_ids_name_the_proxy() -> None:
@@ -199,8 +212,7 @@ def test_an_endpoints_only_push_equals_a_full_build() -> None:
     and replace them) gives the endpoints, and the version, a whole new build gives."""
     import dataclasses
 
-    from core.mesh.envoy import build_endpoints, mesh_services
-    from handlers.mesh.push import replace_endpoints
+    from handlers.mesh.push import touched_endpoints
     from handlers.mesh.xds import Encoder
 
     before = scenario()
@@ -209,13 +221,58 @@ def test_an_endpoints_only_push_equals_a_full_build() -> None:
         "kubernetes.io/service-name"] == "web")  # fmt: skip
     changed = {**web, "endpoints": web["endpoints"][:1]}
     after = dataclasses.replace(before, slices=[changed if s is web else s for s in before.slices])
-    touched = [s for s in mesh_services(after) if (s.namespace, s.name) == ("shop", "web")]
-    fresh = build_endpoints(touched, old.clusters, after)
+    fresh = touched_endpoints(after, {("shop", "web")})
     assert fresh, "web's clusters get new assignments"
-    merged = replace_endpoints(old, fresh)
     full = build_snapshot(after, Proxy())
-    assert version_of(merged.endpoints) == version_of(full.endpoints)
-    assert version_of(merged.endpoints) != version_of(old.endpoints)
+    assert {e["cluster_name"] for e in fresh} == {
+        e["cluster_name"]
+        for e in full.endpoints
+        if e["cluster_name"].endswith("|web.shop.svc.cluster.local")
+    }
     encoder = Encoder()
-    incremental = encoder.replace(encoder.encode(old.endpoints), fresh)
+    old_encoded = encoder.encode(old.endpoints)
+    incremental = encoder.replace(old_encoded, fresh)
     assert incremental.version == Encoder().encode(full.endpoints).version
+    assert incremental.version != old_encoded.version
+
+
+FIELDS = {
+    "Service": ("services",),
+    "ServiceEntry": ("service_entries",),
+    "EndpointSlice": ("slices",),
+    "Pod": ("pod_labels", "meshed_pods"),
+    "Namespace": ("meshed_pods",),
+    "VirtualService": ("virtual_services",),
+    "DestinationRule": ("destination_rules",),
+    "Gateway": ("gateways",),
+    "PeerAuthentication": ("peer_authentications",),
+    "Secret": ("credentials",),
+}
+"""What of the builder's state each kind the read model watches makes."""
+
+
+@pytest.mark.parametrize("kind", sorted(FIELDS))
+def test_a_change_of_a_kind_rebuilds_exactly_the_types_it_can_alter(kind: str) -> None:
+    """``REBUILT_BY`` against the builder: with every object of the kind gone, the types not
+    listed are what they were for every proxy (so keeping them is right), and each listed type
+    changes for some proxy (so the scoping is as narrow as the builder allows)."""
+    assert set(FIELDS) == set(REBUILT_BY)
+    before = rich_state()
+    empty = {name: type(getattr(before, name))() for name in FIELDS[kind]}
+    after = dataclasses.replace(before, **empty)
+    old, new = MeshBuild(before), MeshBuild(after)
+    changed = {
+        type_url
+        for type_url in BUILT_TYPES
+        for proxy in PROXIES
+        if old.resources(proxy, type_url) != new.resources(proxy, type_url)
+    }
+    assert changed == rebuilt_by({kind}) == REBUILT_BY[kind]
+
+
+def test_a_kind_the_table_does_not_know_rebuilds_everything() -> None:
+    assert rebuilt_by({"Sidecar"}) == set(BUILT_TYPES)
+    assert rebuilt_by(set()) == set()
+    assert rebuilt_by({"EndpointSlice", "VirtualService"}) == {
+        ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE,
+    }  # fmt: skip
