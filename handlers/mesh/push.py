@@ -18,8 +18,9 @@ should run. This shell connects the two:
   is that handler's (``handlers.mesh.status``), so replicas share proxies without double
   pushes.
 * **Order**: per stream, clusters → endpoints → listeners → routes; a type waits while an
-  earlier one is unanswered, and endpoints are re-sent once a changed cluster set is acked
-  (Envoy warms a changed cluster until its endpoints come again).
+  earlier one is unanswered, except endpoints: a changed cluster set's endpoints are re-sent
+  right after it (Envoy warms a changed cluster until its endpoints come again, and answers
+  the clusters only then).
 * **ACK/NACK** (``core.mesh.push.classify``): the nonce of the last response with no error is
   an ACK, with ``error_detail`` a NACK; older nonces are stale and ignored. A NACKed version is
   remembered per proxy and type: it is never sent to that proxy again, and a new stream (Envoy
@@ -240,8 +241,6 @@ class _Stream:
             record(status, answer, version=request.version_info, error=error, at_ns=now)
             if answer == "ack" and state.sent is not None:
                 self.memory.good[type_url] = state.sent
-                if type_url == CLUSTER_TYPE:
-                    self.types[ENDPOINT_TYPE].force = True
             elif answer == "nack":
                 self.memory.refused.setdefault(type_url, set()).add(status.nacked)
                 log.warning("mesh.nack", proxy=self.node.id if self.node else "",
@@ -298,9 +297,21 @@ class _Stream:
         return current
 
     def next_response(self) -> Any:
+        """The next response in Envoy's order: a type waits while an earlier one is
+        unanswered — except endpoints, which follow a clusters response at once. Envoy
+        re-creates a changed cluster and warms it until its endpoints come again, and answers
+        the clusters response only once they are warm (or its 15 s initial fetch timeout
+        ends): endpoints held back for that answer made every cluster change take 15 s. The
+        one stream keeps them in order."""
+        clusters_unanswered = False
         for type_url in TYPE_ORDER:
             state = self.types[type_url]
+            if clusters_unanswered and type_url != ENDPOINT_TYPE:
+                return None
             if state.awaiting:
+                if type_url == CLUSTER_TYPE:
+                    clusters_unanswered = True
+                    continue
                 return None  # later types wait for this one's answer (Envoy's order)
             if not state.subscribed:
                 continue
@@ -324,6 +335,8 @@ class _Stream:
         nonce = self.push.nonce()
         state.sent_version, state.sent_names, state.sent = serving.version, state.names, serving
         state.awaiting, state.force = True, False
+        if type_url == CLUSTER_TYPE:
+            self.types[ENDPOINT_TYPE].force = True  # re-created clusters warm until these come
         status = self.memory.status.of(type_url)
         status.sent, status.sent_nonce, status.sent_ns = serving.version, nonce, time.time_ns()
         resources = serving.named(state.names)
@@ -383,8 +396,6 @@ class _DeltaStream(_Stream):
     def __init__(self, push: MeshPush) -> None:
         super().__init__(push)
         self.delta = {t: _DeltaType() for t in TYPE_ORDER}
-        self.last_clusters: tuple[str, ...] = ()
-        """The clusters the last CDS response carried (their endpoints follow its ACK)."""
 
     def on_request(self, request: Any) -> None:
         if self.node is None:
@@ -449,9 +460,6 @@ class _DeltaStream(_Stream):
         record(status, answer, version=status.sent, error=error, at_ns=time.time_ns())
         if answer == "ack" and state.sent is not None:
             self.memory.good[type_url] = state.sent
-            if type_url == CLUSTER_TYPE:
-                # Envoy re-creates a changed cluster and warms it until its endpoints come.
-                self.delta[ENDPOINT_TYPE].force.update(self.last_clusters)
         elif answer == "nack":
             state.known, state.basis = state.before, ""  # Envoy keeps what it had
             self.memory.refused.setdefault(type_url, set()).add(status.nacked)
@@ -485,9 +493,17 @@ class _DeltaStream(_Stream):
         return changed, removed
 
     def next_response(self) -> Any:
+        """As state of the world's (:meth:`_Stream.next_response`): endpoints follow a
+        clusters response at once, every other type waits for the one before it."""
+        clusters_unanswered = False
         for type_url in TYPE_ORDER:
             state = self.delta[type_url]
+            if clusters_unanswered and type_url != ENDPOINT_TYPE:
+                return None
             if state.awaiting:
+                if type_url == CLUSTER_TYPE:
+                    clusters_unanswered = True
+                    continue
                 return None  # later types wait for this one's answer (Envoy's order)
             if not state.subscribed:
                 continue
@@ -521,7 +537,8 @@ class _DeltaStream(_Stream):
         state.force.clear()
         state.basis = serving.version
         if type_url == CLUSTER_TYPE:
-            self.last_clusters = tuple(name for name, _, _ in changed)
+            # Envoy re-creates a changed cluster and warms it until its endpoints come again.
+            self.delta[ENDPOINT_TYPE].force.update(name for name, _, _ in changed)
         status = self.memory.status.of(type_url)
         status.sent, status.sent_nonce, status.sent_ns = serving.version, nonce, time.time_ns()
         self.push.count(self.memory.status.id, type_url, tuple(name for name, _, _ in changed))

@@ -18,7 +18,7 @@ import pytest
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from nats.aio.client import Client
 
-from core.mesh.envoy import CLUSTER_TYPE, Proxy, build_snapshot
+from core.mesh.envoy import CLUSTER_TYPE, ENDPOINT_TYPE, Proxy, build_snapshot
 from core.mesh.push import SHORT, node_id, resources_by_type
 from handlers.gateway import Gateway
 from handlers.mesh.push import MeshPush
@@ -137,3 +137,46 @@ async def test_sidecars_share_builds_and_a_change_builds_only_the_types_it_alter
         assert await _change(
             push, client, _slice(18080, ["127.0.0.1", "127.0.0.9"]), "EDS"
         ) == Counter({"EDS": 1})
+
+
+async def test_a_changed_clusters_endpoints_follow_it_before_its_ack(
+    gateway: Gateway, client: CommandClient, projection: Projection[ClusterModel], nc: Client
+) -> None:
+    """Envoy answers a clusters response that re-creates a cluster only once the cluster is
+    warm, which needs its endpoints: they must come without waiting for that answer (they
+    did not, and every DestinationRule change took Envoy's 15 s warming timeout)."""
+    for manifest in manifests({"a": 18080, "b": 18081}, 18088, (80, 20)):
+        await apply(client, manifest)
+    await until(lambda: projection.model.get("EndpointSlice", NS, "web-b-1") is not None)
+    async with (
+        mesh_push(projection, nc) as push,
+        grpc.aio.insecure_channel(push.address) as channel,
+    ):
+        call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).DeltaAggregatedResources()
+        first = discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER_TYPE)
+        first.node.id = NODES[0]
+        await call.write(first)
+        clusters = await asyncio.wait_for(call.read(), 30)
+        names = [r.name for r in clusters.resources]
+        await call.write(discovery_pb2.DeltaDiscoveryRequest(
+            type_url=CLUSTER_TYPE, response_nonce=clusters.nonce))  # fmt: skip
+        await call.write(discovery_pb2.DeltaDiscoveryRequest(
+            type_url=ENDPOINT_TYPE, resource_names_subscribe=names))  # fmt: skip
+        endpoints = await asyncio.wait_for(call.read(), 30)
+        assert endpoints.type_url == ENDPOINT_TYPE
+        await call.write(discovery_pb2.DeltaDiscoveryRequest(
+            type_url=ENDPOINT_TYPE, response_nonce=endpoints.nonce))  # fmt: skip
+
+        await apply(client, _rule("RANDOM"))
+        changed = await asyncio.wait_for(call.read(), 30)
+        assert changed.type_url == CLUSTER_TYPE
+        assert {r.name for r in changed.resources} == {
+            "outbound|80||web-a.default.svc.cluster.local"
+        }
+        # Not acked: the re-created cluster's endpoints come anyway, and nothing else does.
+        following = await asyncio.wait_for(call.read(), 30)
+        assert following.type_url == ENDPOINT_TYPE
+        assert {r.name for r in following.resources} == {
+            "outbound|80||web-a.default.svc.cluster.local"
+        }
+        call.cancel()
