@@ -276,3 +276,39 @@ def test_a_kind_the_table_does_not_know_rebuilds_everything() -> None:
     assert rebuilt_by({"EndpointSlice", "VirtualService"}) == {
         ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE,
     }  # fmt: skip
+
+
+def test_a_large_route_configuration_is_converted_host_by_host_to_the_same_message() -> None:
+    """A route configuration of many virtual hosts keeps each host's conversion: what is sent
+    is the message protobuf's own JSON parsing gives, before and after one host changes, and
+    the version is the same hash of the whole resource's JSON."""
+    import copy
+
+    from envoy.config.route.v3 import route_pb2
+    from google.protobuf import any_pb2, json_format
+
+    from core.mesh.envoy import MeshBuild, Proxy
+    from core.mesh.push import canonical, resource_version
+    from handlers.mesh.xds import SPLIT_HOSTS, Encoder
+
+    state = dataclasses.replace(scenario(), services=[
+        {"metadata": {"name": f"svc-{i}", "namespace": "shop"},
+         "spec": {"clusterIP": f"10.96.1.{i + 1}", "ports": [{"name": "http", "port": 80}]}}
+        for i in range(SPLIT_HOSTS * 2)
+    ])  # fmt: skip
+    [config] = [r for r in MeshBuild(state).resources(Proxy(), ROUTE_TYPE) if r["name"] == "80"]
+    assert len(config["virtual_hosts"]) >= SPLIT_HOSTS
+    changed = copy.deepcopy(config)
+    changed["virtual_hosts"][3]["routes"][0]["route"]["timeout"] = "9s"
+    encoder = Encoder()
+    for resource in (config, changed):
+        encoded = encoder.encode([resource])
+        encoder.next_round()
+        [(_, packed)] = encoded.resources
+        reference = any_pb2.Any()
+        json_format.ParseDict(resource, reference)
+        assert packed.type_url == reference.type_url
+        ours, theirs = route_pb2.RouteConfiguration(), route_pb2.RouteConfiguration()
+        assert packed.Unpack(ours) and reference.Unpack(theirs)
+        assert ours == theirs
+        assert encoded.versions == (resource_version(canonical(resource)),)
