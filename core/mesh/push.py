@@ -12,6 +12,8 @@ a server. Nothing here reads a clock: times are given.
   not pushed again, and a restarted handler computes the versions Envoy already runs.
 * **Debounce** (Istio's ``PILOT_DEBOUNCE_AFTER`` / ``PILOT_DEBOUNCE_MAX``): a push waits until
   changes have been quiet for ``quiet_s``, but never longer than ``max_s`` after the first.
+* **Scoping** (Istio's ``ConfigsUpdated``): which types a change of each kind can alter
+  (:data:`REBUILT_BY`); the others are not built again.
 * **Sync state** per type, as ``istioctl proxy-status`` names it: ``SYNCED`` (the last version
   sent is acked), ``NACKED`` (Envoy refused it), ``STALE`` (sent, no answer yet),
   ``NOT SENT``.

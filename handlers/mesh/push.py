@@ -7,8 +7,11 @@ Why this exists: Envoy proxies (sidecars, gateways) are configured by one gRPC s
 should run. This shell connects the two:
 
 * **Debounce** (``core.mesh.push.Debounce``): events of the kinds the mesh reads wake the push
-  loop, which waits for 3 ms of quiet (at most 100 ms after the first change), then builds
-  every connected proxy's snapshot once (proxies that look alike share the build).
+  loop, which waits for 3 ms of quiet (at most 100 ms after the first change), then makes
+  every connected proxy's resources from one shared build (``core.mesh.envoy.MeshBuild``):
+  each type once per part key (``part_key``: proxies that differ only by their bind address
+  share clusters, endpoints and routes), and only the types the changed kinds can alter
+  (``core.mesh.push.rebuilt_by``).
 * **Versions**: a resource's version is the hash of its JSON and a type's the hash of those,
   so an unchanged type is not pushed again, a delta stream sends only the resources whose
   version differs from what Envoy holds, and a restarted handler (or another replica) has the
