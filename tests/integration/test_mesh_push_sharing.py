@@ -2,8 +2,8 @@
 nats-server, objects applied through the command gateway, sidecars speaking ADS as gRPC
 clients): three sidecars differing by their bind address get one build of their clusters,
 endpoints and routes and one of listeners each; a VirtualService change builds listeners and
-routes only, a DestinationRule clusters, endpoints and routes, an EndpointSlice endpoints
-only; and after each, every proxy is served exactly what a build of its own gives."""
+routes only, a DestinationRule clusters, endpoints, routes and credentials, an EndpointSlice
+endpoints only; and after each, every proxy is served exactly what a build of its own gives."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ async def test_sidecars_share_builds_and_a_change_builds_only_the_types_it_alter
             {"LDS": 3, "RDS": 1}
         )
         assert await _change(push, client, _rule("ROUND_ROBIN"), "CDS") == Counter(
-            {"CDS": 1, "EDS": 1, "RDS": 1}
+            {"CDS": 1, "EDS": 1, "RDS": 1, "SDS": 1}
         )
         assert await _change(
             push, client, _slice(18080, ["127.0.0.1", "127.0.0.9"]), "EDS"
