@@ -1,7 +1,7 @@
 """Benchmark of the node agent: how fast process pods start, and what the agent costs at idle.
 
     python -m ops.bench_agent [--pods 100] [--idle 30] [--flood 10] [--host-network] [--pool N]
-                              [--bursts 1] [--profile DIR]
+                              [--bursts 1] [--start-workers N] [--profile DIR]
 
 Starts an embedded nats-server, a ``fleetlog up --no-agent`` (gateway, scheduler, controllers)
 and one ``fleetlog agent`` process with a declared capacity of 100 cpus, so the agent is
@@ -22,7 +22,9 @@ only, so the profile is the burst's and not the pool's making or the idle time: 
 runs N bursts one after another, each of new pods once the previous ones are deleted and the
 agent's pool has stopped changing (it grows after a burst that emptied it), each reported on
 its own; the containers' own cpu (their pids' time on a cpu, the exec of their start included)
-is reported beside the agent's.
+is reported beside the agent's, and the agent's own by where it ran (its event loop's thread,
+its other threads, its start workers: ``fleetlog agent --start-workers``, ``--start-workers N``
+here).
 Then it samples the agent process over ``--idle`` seconds with every pod running: cpu time
 (utime + stime from /proc) as a share of one core, and its resident memory. The pods are
 deleted at the end and the agent must stop every process.
@@ -117,6 +119,35 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
     if children:
         used += int(fields[13]) + int(fields[14])
     return used / CLOCK_TICKS
+
+
+def thread_cpu(pid: int, tid: int) -> float:
+    """Seconds on a cpu of one thread (schedstat: ns, finer than stat's 10 ms ticks)."""
+    try:
+        return int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def start_workers_of(pid: int) -> list[int]:
+    """The agent's start worker processes (``handlers.agent.startworker``)."""
+    workers = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError, ValueError):
+            for child in task.read_text().split():
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+                if b"handlers.agent.startworker" in cmdline:
+                    workers.append(int(child))
+    return workers
+
+
+def agent_split(pid: int) -> dict[str, float]:
+    """The agent's cpu so far by where it ran: its event loop's thread, its other threads
+    (container starts, file writes), its start workers (each one's main thread)."""
+    total = sum(thread_cpu(pid, int(t.name)) for t in Path(f"/proc/{pid}/task").iterdir())
+    loop = thread_cpu(pid, pid)
+    workers = sum(thread_cpu(worker, worker) for worker in start_workers_of(pid))
+    return {"loop": loop, "threads": total - loop, "start workers": workers}
 
 
 def container_states(root: Path) -> list[Path]:
@@ -354,7 +385,9 @@ async def main_async(args: argparse.Namespace) -> None:
              "--memory", "64Gi", "--pods", "250", "--root", str(workdir / "agent"),
              "--pod-bridge", BENCH_BRIDGE, "--pod-network-prefix", BENCH_PREFIX,
              *(["--no-pod-network"] if args.host_network else []),
-             *(["--pod-network-pool", str(args.pool)] if args.pool is not None else [])],
+             *(["--pod-network-pool", str(args.pool)] if args.pool is not None else []),
+             *(["--start-workers", str(args.start_workers)]
+               if args.start_workers is not None else [])],
             stderr=agent_log.open("wb"), env=env,
         )  # fmt: skip
         processes.append(agent)
@@ -383,6 +416,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 if profilers:
                     await asyncio.sleep(0.5)  # py-spy attaches before the burst starts
                 cpu_before = {role: cpu_seconds(pid, children=True) for role, pid in roles.items()}
+                split_before = agent_split(agent.pid)
                 await asyncio.gather(
                     *(client.send("Pod", "apply", {"manifest": pod(name, sleep)}) for name in names)
                 )
@@ -397,6 +431,10 @@ async def main_async(args: argparse.Namespace) -> None:
                     assert time.monotonic() < deadline, "pods did not all become ready endpoints"
                     await asyncio.sleep(0.5)
                 stop_profilers(profilers)
+                split = agent_split(agent.pid)
+                agent_cpu = ", ".join(
+                    f"{part} {(split[part] - split_before[part]) * 1000:,.0f} ms" for part in split
+                )
                 burst_cpu = ", ".join(
                     f"{role} {(cpu_seconds(pid, children=True) - cpu_before[role]) * 1000:,.0f} ms"
                     for role, pid in roles.items()
@@ -422,6 +460,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     f"processes each waited for): {burst_cpu}",
                     flush=True,
                 )
+                print(f"the agent's cpu by where it ran: {agent_cpu}", flush=True)
                 print(
                     f"{args.pods} process pods ({network}): created→IP assigned "
                     f"{p50_p99(addressed)} (bound→IP assigned {p50_p99(on_node)})",
@@ -505,6 +544,12 @@ def main() -> None:
         type=int,
         default=1,
         help="bursts one after another (each deleted, the pool left to refill, before the next)",
+    )
+    parser.add_argument(
+        "--start-workers",
+        type=int,
+        default=None,
+        help="the agent's --start-workers (default: the agent's)",
     )
     parser.add_argument(
         "--profile", type=Path, default=None, help="py-spy the agent and up during the burst"

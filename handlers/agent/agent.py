@@ -89,6 +89,9 @@ first pause, doubling it up to the second."""
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 QUARANTINE_REPORT_PAUSE_S = 5.0
 GARBAGE_PERIOD_S = 1.0
+DEFAULT_START_WORKERS = 2
+"""Processes that start the containers of ``runtime``'s default (``handlers.agent.startworker``):
+a burst's starts run beside the agent's loop, on the machine's other core."""
 STALE_INSTANCES_EVERY = 10
 """Garbage passes between two looks for old instances (a listing per container of every pod)."""
 SHIPPING_GRACE_S = 10.0
@@ -109,6 +112,7 @@ class NodeAgent:
         heartbeat_seconds: float = DEFAULT_HEARTBEAT_S,
         usage_seconds: float = DEFAULT_USAGE_S,
         runtime: ContainerRuntime | None = None,
+        start_workers: int = DEFAULT_START_WORKERS,
         network: NetworkOptions | None = None,
         pod_network: PodNetwork | None = None,
         dns: DNSOptions | None = None,
@@ -118,9 +122,10 @@ class NodeAgent:
         garbage_seconds: float = GARBAGE_PERIOD_S,
         mesh: MeshOptions | None = None,
     ) -> None:
-        """``runtime`` defaults to processes on this machine (``handlers.agent.runtime``);
-        ``pod_network`` to what :func:`handlers.agent.network.detect` finds the machine allows,
-        named and enabled as ``network`` says; with ``dns``, the node serves cluster DNS;
+        """``runtime`` defaults to processes on this machine (``handlers.agent.runtime``),
+        started by ``start_workers`` processes beside the agent's; ``pod_network`` to what
+        :func:`handlers.agent.network.detect` finds the machine allows, named and enabled as
+        ``network`` says; with ``dns``, the node serves cluster DNS;
         ``services``: whether this node forwards service traffic (its service proxy);
         ``container_logs``: rotation (the kubelet's 10Mi and 5 files if None);
         ``log_shipping``: what one container may ship (``core.pods.containerlogs``' defaults
@@ -144,7 +149,9 @@ class NodeAgent:
         self.heartbeat_seconds = heartbeat_seconds
         self.usage_seconds = usage_seconds
         self._cpu_seen: dict[tuple[str, str, int], tuple[int, int]] = {}
-        self.runtime: ContainerRuntime = runtime if runtime is not None else ProcessRuntime(root)
+        self.runtime: ContainerRuntime = (
+            runtime if runtime is not None else ProcessRuntime(root, start_workers=start_workers)
+        )
         self.shipper = LogShipper(nc, root, policy=container_logs, limits=log_shipping)
         self.pod_config = PodConfigClient(nc, node=name, root=root)
         self.garbage_seconds = garbage_seconds

@@ -77,11 +77,12 @@ class NamespaceEntryError(OSError):
     """The pod's namespaces could not be entered: nothing was started."""
 
 
-def outside(path: str) -> str:
+def outside(path: str, *, pid: int | None = None) -> str:
     """``path`` (absolute, as the agent sees it) reachable from a process whose mounts are
     the pod's: through ``/proc/<agent>/root``, the agent's own root (its main thread never
-    leaves the node's mount namespace)."""
-    return f"/proc/{os.getpid()}/root{path}"
+    leaves the node's mount namespace); ``pid``: another process of the node's mounts (a
+    start worker names the agent, which outlives it)."""
+    return f"/proc/{os.getpid() if pid is None else pid}/root{path}"
 
 
 def run_in(

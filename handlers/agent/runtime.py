@@ -65,7 +65,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import structlog
 
@@ -83,6 +83,7 @@ from handlers.agent.cgroups import (
 )
 from handlers.agent.isolation import Bubblewrap, IsolationUnavailable
 from handlers.agent.netnsexec import NamespaceEntryError, outside, run_in, start_thread, usable
+from handlers.agent.startworker import StartWorker, StartWorkers, WorkerEnded
 
 if TYPE_CHECKING:
     from handlers.agent.seams import Container
@@ -195,6 +196,10 @@ class RunningContainer:
     adopted: bool = False
     status: ExitStatus | None = None  # set once the exit has been observed
     _popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _shim: StartWorker | None = field(default=None, repr=False)
+    """The start worker that is the process's parent and reports its exit, if one is."""
+    _returncode: int | None = field(default=None, repr=False)
+    """As ``Popen.returncode``, when the start worker reported it."""
     _pidfd: int | None = field(default=None, repr=False)
     _future: asyncio.Future[ExitStatus] | None = field(default=None, repr=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
@@ -305,6 +310,33 @@ def resolve_executable(argv0: str, path: str, cwd: str) -> str:
     return str(candidate)
 
 
+class Spawn(Protocol):
+    """Forks and execs ``argv`` as a container's main process (a new session, stdin
+    ``/dev/null``, ``out`` and ``err`` as stdout and stderr, ``env``, ``cwd``): its pid and,
+    when this process is its parent through ``subprocess``, the ``Popen``. Raises
+    ``OSError`` when it could not be started."""
+
+    def __call__(
+        self,
+        argv: list[str],
+        *,
+        out: BinaryIO,
+        err: BinaryIO,
+        env: dict[str, str],
+        cwd: str,
+    ) -> tuple[int, subprocess.Popen[bytes] | None]: ...
+
+
+def _popen_spawn(
+    argv: list[str], *, out: BinaryIO, err: BinaryIO, env: dict[str, str], cwd: str
+) -> tuple[int, subprocess.Popen[bytes] | None]:
+    popen = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd,
+        start_new_session=True, close_fds=True,
+    )  # fmt: skip
+    return popen.pid, popen
+
+
 def _decode_returncode(returncode: int) -> tuple[int, int | None]:
     if returncode < 0:
         return 128 - returncode, -returncode
@@ -323,7 +355,11 @@ class ProcessRuntime:
         cgroups: CgroupDriver | None = None,
         isolation: Bubblewrap | None = None,
         base_env: Mapping[str, str] | None = None,
+        start_workers: int = 0,
     ) -> None:
+        """``start_workers``: processes that start the containers
+        (:mod:`handlers.agent.startworker`), where the machine allows them and the cgroups
+        and isolation are this machine's own (not given); 0: the runtime's own threads."""
         self.root = Path(root)
         self.cgroups = cgroups if cgroups is not None else detect()
         self.isolation = isolation if isolation is not None else Bubblewrap.detect()
@@ -331,6 +367,12 @@ class ProcessRuntime:
         self._ip = shutil.which("ip")
         self._containers: dict[tuple[str, str, int], RunningContainer] = {}
         self._starts: ThreadPoolExecutor | None = None
+        self._workers: StartWorkers | None = None
+        if start_workers > 0 and cgroups is None and isolation is None and _PIDFD:
+            self._workers = StartWorkers(
+                start_workers, root=self.root, base_env=self.base_env, driver=self.cgroups.name
+            )
+            weakref.finalize(self, self._workers.close)
 
     # -- what the node can do -------------------------------------------------------------
 
@@ -360,14 +402,42 @@ class ProcessRuntime:
         cancelled meanwhile, the start still completes and the container is then removed
         (killed), so a cancelled start never leaves a process nobody knows about.
         """
-        loop = asyncio.get_running_loop()
-        call = functools.partial(contextvars.copy_context().run, self.start_sync, spec)
-        task = asyncio.ensure_future(loop.run_in_executor(self._start_threads(), call))
+        worker = await self._workers.pick() if self._workers is not None else None
+        if worker is not None:
+            task = asyncio.ensure_future(self._start_in(worker, spec))
+        else:
+            loop = asyncio.get_running_loop()
+            call = functools.partial(contextvars.copy_context().run, self.start_sync, spec)
+            task = asyncio.ensure_future(loop.run_in_executor(self._start_threads(), call))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             task.add_done_callback(self._remove_unwanted)
             raise
+
+    async def _start_in(self, worker: StartWorker, spec: ContainerSpec) -> RunningContainer:
+        """:meth:`start` by a start worker: the container is still this process's child."""
+        self._refuse_running(spec)
+        try:
+            answer = await worker.start(spec)
+        except WorkerEnded as exc:
+            raise _start_error(128, str(exc)) from exc
+        if "error" in answer:
+            code, message = answer["error"]
+            raise _start_error(code if code is not None else 128, message)
+        container = _from_state(answer["state"], self.instance_dir(spec), adopted=False)
+        container.spec = spec
+        container._pidfd = _pidfd_open(container.pid)
+        container._shim = worker
+        self._started(container)
+        return container
+
+    def start_workers(self) -> list[int]:
+        """The process ids of the start workers that have greeted and not ended (none when
+        containers are started by this process's threads)."""
+        if self._workers is None:
+            return []
+        return [worker.process.pid for worker in self._workers.ready()]
 
     def _start_threads(self) -> ThreadPoolExecutor:
         """The threads containers are started from (each enters a pod's namespaces in place:
@@ -390,10 +460,35 @@ class ProcessRuntime:
             usable()
         except NamespaceEntryError as exc:
             raise _start_error(128, str(exc)) from exc
-        key = (spec.pod_uid, spec.name, spec.restart_count)
-        existing = self._containers.get(key)
+        self._refuse_running(spec)
+        container = self.launch(spec, spawn=_popen_spawn)
+        container._pidfd = _pidfd_open(container.pid)
+        self._started(container)
+        return container
+
+    def _refuse_running(self, spec: ContainerSpec) -> None:
+        existing = self._containers.get((spec.pod_uid, spec.name, spec.restart_count))
         if existing is not None and existing.status is None:
             raise _start_error(128, f"container {spec.name} #{spec.restart_count} is running")
+
+    def _started(self, container: RunningContainer) -> None:
+        spec = container.spec
+        self._containers[(spec.pod_uid, spec.name, spec.restart_count)] = container
+        log.info(
+            "container.started", pod=f"{spec.pod_namespace}/{spec.pod_name}",
+            container=spec.name, restart=spec.restart_count, pid=container.pid,
+            cgroup=container.cgroup.relative if container.cgroup.paths else None,
+            isolated=spec.isolate,
+        )  # fmt: skip
+
+    def launch(
+        self, spec: ContainerSpec, *, spawn: Spawn, outside_of: int | None = None
+    ) -> RunningContainer:
+        """The operating system's part of a start: the instance's directories, its cgroup and
+        limits, the process (``spawn``, in the pod's namespaces) and its state file. The
+        caller watches and registers it. ``outside_of``: the process whose root the cgroup
+        prologue reaches the cgroup files through (default: this one; a start worker names
+        the agent, the container's parent, which outlives it)."""
         if not spec.argv:
             raise _start_error(128, "no command given")
         directory = self.instance_dir(spec)
@@ -442,39 +537,30 @@ class ProcessRuntime:
                 open(directory / "stdout", "ab", opener=_owner_only) as out,
                 open(directory / "stderr", "ab", opener=_owner_only) as err,
             ):
-
-                def fork(argv: list[str]) -> subprocess.Popen[bytes]:
-                    return subprocess.Popen(
-                        argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-                        cwd=cwd, start_new_session=True, close_fds=True,
-                    )  # fmt: skip
-
                 if spec.netns is None:
-                    popen = fork(join_argv(procs_files, [*wrapper, *spec.argv]))
+                    argv = join_argv(procs_files, [*wrapper, *spec.argv])
+                    pid, popen = spawn(argv, out=out, err=err, env=env, cwd=cwd)
                 else:
                     # Born in the pod's namespaces (no `ip` started: handlers.agent.netnsexec),
                     # where /sys is the pod's: the prologue reaches its cgroups from outside.
-                    joined = join_argv(tuple(map(outside, procs_files)), [*wrapper, *spec.argv])
-                    popen = run_in(spec.netns, lambda: fork(joined), run_netns=NETNS_DIR)
+                    reach = functools.partial(outside, pid=outside_of)
+                    joined = join_argv(tuple(map(reach, procs_files)), [*wrapper, *spec.argv])
+                    pid, popen = run_in(
+                        spec.netns,
+                        lambda: spawn(joined, out=out, err=err, env=env, cwd=cwd),
+                        run_netns=NETNS_DIR,
+                    )
         except OSError as exc:
             with contextlib.suppress(CgroupError):
                 self.cgroups.remove(handle)
             raise _start_error(128, f"cannot start {spec.argv[0]!r}: {exc}") from exc
-        pidfd = _pidfd_open(popen.pid)
         container = RunningContainer(
-            spec=spec, pid=popen.pid, pgid=popen.pid,
-            start_ticks=proc_start_ticks(popen.pid) or 0, started_ns=time.time_ns(),
-            directory=directory, cgroup=handle, env=env, cwd=cwd, launch_prefix=tuple(prefix),
-            procs_files=procs_files, oom_baseline=oom_baseline,
-            failcnt_baseline=failcnt_baseline, _popen=popen, _pidfd=pidfd,
+            spec=spec, pid=pid, pgid=pid, start_ticks=proc_start_ticks(pid) or 0,
+            started_ns=time.time_ns(), directory=directory, cgroup=handle, env=env, cwd=cwd,
+            launch_prefix=tuple(prefix), procs_files=procs_files, oom_baseline=oom_baseline,
+            failcnt_baseline=failcnt_baseline, _popen=popen,
         )  # fmt: skip
         _write_state(container)
-        self._containers[key] = container
-        log.info(
-            "container.started", pod=f"{spec.pod_namespace}/{spec.pod_name}",
-            container=spec.name, restart=spec.restart_count, pid=popen.pid,
-            cgroup=handle.relative if handle.paths else None, isolated=spec.isolate,
-        )  # fmt: skip
         return container
 
     def _netns_prefix(self, netns: str) -> list[str]:
@@ -567,6 +653,8 @@ class ProcessRuntime:
                     select.select([container._pidfd], [], [], 1.0)
             self._finish(container)
         self._unwatch(container)
+        if container._shim is not None:
+            container._shim.forget(container.pid)
         try:
             driver.remove(container.cgroup)
         except CgroupError as exc:
@@ -641,13 +729,18 @@ class ProcessRuntime:
         self._unwatch(container)
         future: asyncio.Future[ExitStatus] = loop.create_future()
         container._future, container._loop = future, loop
-        if container._pidfd is not None:
+        if container._shim is not None and container._pidfd is not None:
+            # Its parent, the start worker, reaps it and says how it ended.
+            container._shim.watch(container.pid, functools.partial(self._on_reaped, container))
+        elif container._pidfd is not None:
             loop.add_reader(container._pidfd, self._on_exit, container)
         else:
             container._poll_task = loop.create_task(self._poll(container))
         return future
 
     def _unwatch(self, container: RunningContainer) -> None:
+        if container._shim is not None:
+            container._shim.unwatch(container.pid)
         loop = container._loop
         if loop is not None and container._pidfd is not None and not loop.is_closed():
             loop.remove_reader(container._pidfd)
@@ -660,6 +753,19 @@ class ProcessRuntime:
         elif future is not None and not future.done() and loop is not None:
             future.cancel()
         container._future = container._loop = None
+
+    def _on_reaped(self, container: RunningContainer, returncode: int | None) -> None:
+        """The start worker reaped the container (``returncode``), or ended before it did:
+        then its ``pidfd`` says when it ends, its code unknown (no longer anyone's child)."""
+        if returncode is not None:
+            container._returncode = returncode
+            self._on_exit(container)
+            return
+        container._shim = None
+        loop = container._loop
+        if container.status is None and container._pidfd is not None and loop is not None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nothing waits any more
+                loop.add_reader(container._pidfd, self._on_exit, container)
 
     def _on_exit(self, container: RunningContainer) -> None:
         loop = container._loop
@@ -686,9 +792,13 @@ class ProcessRuntime:
         """Collect the status of an ended main process, kill what it left, persist nothing."""
         if container.status is not None:
             return container.status
-        # Leftovers first, while our zombie leader still reserves the group id.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(container.pgid, signal.SIGKILL)
+        if container._shim is not None and container._returncode is None:
+            container._returncode = container._shim.returncode(container.pid)
+        if container._returncode is None:
+            # Leftovers first, while our zombie leader still reserves the group id (a start
+            # worker that reaped the leader killed them before, for the same reason).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(container.pgid, signal.SIGKILL)
         exit_code, sig = self._reap(container)
         driver = driver_for(container.cgroup, self.cgroups)
         with contextlib.suppress(OSError):
@@ -734,6 +844,8 @@ class ProcessRuntime:
         return status
 
     def _reap(self, container: RunningContainer) -> tuple[int | None, int | None]:
+        if container._returncode is not None:
+            return _decode_returncode(container._returncode)
         popen = container._popen
         if popen is not None and popen.returncode is not None:
             return _decode_returncode(popen.returncode)
@@ -813,6 +925,9 @@ def _foreign(container: Container) -> TypeError:
     return TypeError(f"{container!r} was not started by a ProcessRuntime")
 
 
+_PIDFD = hasattr(os, "pidfd_open")
+
+
 def _pidfd_open(pid: int) -> int | None:
     if not hasattr(os, "pidfd_open"):
         return None
@@ -841,7 +956,7 @@ def _write_state(container: RunningContainer) -> None:
     os.replace(tmp, container.state_path)
 
 
-def _from_state(data: dict[str, Any], directory: Path) -> RunningContainer:
+def _from_state(data: dict[str, Any], directory: Path, *, adopted: bool = True) -> RunningContainer:
     if data.get("version") != STATE_VERSION:
         raise ValueError(f"state version {data.get('version')!r}")
     return RunningContainer(
@@ -858,5 +973,5 @@ def _from_state(data: dict[str, Any], directory: Path) -> RunningContainer:
         procs_files=tuple(data["procs_files"]),
         oom_baseline=data.get("oom_baseline"),
         failcnt_baseline=data.get("failcnt_baseline"),
-        adopted=True,
+        adopted=adopted,
     )

