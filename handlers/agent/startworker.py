@@ -41,7 +41,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -196,7 +195,8 @@ class StartWorker:
         future = loop.create_future()
         self._pending[request] = future
         try:
-            message = msgpack.packb({"id": request, "spec": asdict(spec)})
+            # Its fields as they are (dataclasses.asdict copies deeply: ten times the cost).
+            message = msgpack.packb({"id": request, "spec": vars(spec)})
             await loop.sock_sendall(self._sock, message)
             return await asyncio.shield(future)
         finally:
