@@ -103,6 +103,9 @@ DEFAULT_POOL_LIMIT = 110
 POOL_QUIET_S = 1.0
 """How long no pod must have been attached before the pool is filled again: a burst's pods,
 and their containers' starts, first."""
+POOL_START_WAIT_S = 10.0
+"""How long at most the pool waits for an attached pod's first container start (a pod whose
+containers wait for something else must not hold the pool empty)."""
 NETWORK_RETRY_S = 2.0
 MAX_POOL = 1024
 POOL_KEY = "pool-"
@@ -452,6 +455,9 @@ class HostNetwork:
     async def detach(self, uid: str) -> None:
         """Nothing was made for it."""
 
+    def started(self, uid: str) -> None:
+        """Nothing waits for it."""
+
     async def stop(self) -> None:
         """Nothing to remove."""
 
@@ -493,6 +499,9 @@ class BridgeNetwork:
         """Sandboxes handed to pods whose own names are still to be unbound (when quiet)."""
         self._attaching = 0
         self._last_attach = 0.0
+        self._starting: dict[str, float] = {}
+        """Pods attached whose containers have not started yet (uid -> until when, loop
+        time): the pool waits for them (refilling it took the loop from a burst's starts)."""
         self._filler: asyncio.Task[None] | None = None
         self._wanted = asyncio.Event()
         """Set when the pool is short of sandboxes."""
@@ -708,6 +717,7 @@ class BridgeNetwork:
         finally:
             self._attaching -= 1
             self._last_attach = asyncio.get_running_loop().time()
+        self._starting[uid] = self._last_attach + POOL_START_WAIT_S
         log.info(
             "network.attached", pod=f"{namespace}/{name}", ip=entry.ip, netns=entry.netns,
             sandbox=sandbox is not None,
@@ -761,6 +771,16 @@ class BridgeNetwork:
             await self._remove_links(entry)
             raise
 
+    def started(self, uid: str) -> None:
+        """The pod's containers have been started (or tried): the pool may be refilled."""
+        self._starting.pop(uid, None)
+
+    def _still_starting(self, now: float) -> bool:
+        for uid, until in list(self._starting.items()):
+            if until <= now:
+                del self._starting[uid]
+        return bool(self._starting)
+
     # -- the pool ------------------------------------------------------------------------
 
     async def _fill(self) -> None:
@@ -773,8 +793,11 @@ class BridgeNetwork:
             self._wanted.clear()
             while self._handed or (self._cidr is not None and len(self._sandboxes) < self._target):
                 quiet = loop.time() - self._last_attach
-                if self._attaching or quiet < POOL_QUIET_S:
-                    await asyncio.sleep(POOL_QUIET_S - quiet if not self._attaching else 0.05)
+                if self._attaching or self._still_starting(loop.time()):
+                    await asyncio.sleep(0.05)
+                    continue
+                if quiet < POOL_QUIET_S:
+                    await asyncio.sleep(POOL_QUIET_S - quiet)
                     continue
                 if self._handed:
                     await self._unbind_handed()
@@ -930,6 +953,7 @@ class BridgeNetwork:
 
     async def detach(self, uid: str) -> None:
         """Remove the pod's network (its containers have stopped) and forget its address."""
+        self._starting.pop(uid, None)
         entry = self._ledger.pods.get(uid)
         if entry is None:
             return

@@ -909,6 +909,7 @@ class PodWorker:
         try:
             running = await self._runtime.start(self._container_spec(container, restart_count))
         except ContainerStartError as exc:
+            self._network.started(self.uid)
             code = exc.status.exit_code if exc.status.exit_code is not None else 128
             message = exc.status.message or str(exc)
             reason = exc.status.reason or "StartError"
@@ -921,6 +922,7 @@ class PodWorker:
             )  # fmt: skip
             self._outcomes[name] = ContainerOutcome("terminated", code)
             return None
+        self._network.started(self.uid)
         self._shipper.track(self._instance(running))
         await self._record(
             f"start-{name}-{restart_count}",

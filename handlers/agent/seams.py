@@ -164,6 +164,11 @@ class PodNetwork(Protocol):
         """Remove the pod's network (its containers have stopped)."""
         ...
 
+    def started(self, uid: str) -> None:
+        """The pod's containers have been started (or tried): what waited for the burst's
+        starts (the warm pool's refill) may go on."""
+        ...
+
     async def stop(self) -> None:
         """The agent stops: remove what was made ahead for pods to come (the pods' own
         networks stay, their containers run on)."""

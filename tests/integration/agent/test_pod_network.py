@@ -39,6 +39,7 @@ from core.nodes.status import assigned_pod_cidr, node_condition
 from handlers.agent import network as network_module
 from handlers.agent.agent import NodeAgent
 from handlers.agent.network import (
+    POOL_QUIET_S,
     BridgeNetwork,
     HostNetwork,
     NetworkOptions,
@@ -796,6 +797,8 @@ async def test_pods_take_the_pools_sandboxes_which_are_refilled_and_removed_at_s
             )
         )
         assert runs_of(wrapper)[started:] == []
+        for uid in uids:
+            network.started(uid)  # as each pod's worker says once its containers are started
         ledger = json.loads((root / "network" / "ledger.json").read_text())
         assert {e["ip"] for e in ledger["pods"].values()} == {a.pod_ip for a in made}
         # Three pods got the sandboxes (the same namespaces, now under the pods' names, with
@@ -877,10 +880,51 @@ async def test_a_pool_emptied_by_a_burst_grows_by_the_pods_that_found_it_empty_t
                 for i, uid in enumerate(uids)
             )
         )
+        for uid in uids:
+            network.started(uid)
         # Three pods found it empty: it grows by three, but only to its limit.
         await eventually(lambda: holds(3), timeout=30)
         await asyncio.sleep(1.5)  # (past the quiet moment after which it is filled)
         assert len(network.sandboxes()) == 3
+        for uid in uids:
+            await network.detach(uid)
+        await network.stop()
+        assert not namespaces_of(prefix)
+    finally:
+        remove_everything_named(prefix, options.bridge)
+
+
+async def test_the_pool_is_refilled_once_the_attached_pods_containers_have_started(
+    tmp_path: Path,
+) -> None:
+    """Refilling the pool is the agent's loop's work: a burst's container starts go first."""
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    prefix = "t" + secrets.token_hex(2) + "x"
+    options = NetworkOptions(bridge=f"{prefix}br", prefix=prefix, pool=2, pool_limit=2)
+    block = random.randrange(1024)
+    cidr = f"100.{112 + block // 64}.{(block % 64) * 4 + 1}.0/24"
+    try:
+        network = await detect(tmp_path / "agent", options)
+        assert isinstance(network, BridgeNetwork)
+        await network.start()
+        await network.set_pod_cidr(cidr)
+
+        async def holds(count: int) -> bool:
+            return len(network.sandboxes()) == count
+
+        await eventually(lambda: holds(2))
+        uids = [f"uid-{prefix}-{i}" for i in range(2)]
+        for i, uid in enumerate(uids):
+            await network.attach(uid=uid, namespace="default", name=f"p{i}", host_network=False)
+        await asyncio.sleep(POOL_QUIET_S + 1)  # quiet, but the pods' containers not started
+        assert network.sandboxes() == {}
+        network.started(uids[0])
+        await asyncio.sleep(POOL_QUIET_S + 0.5)
+        assert network.sandboxes() == {}  # one pod still starting
+        network.started(uids[1])
+        await eventually(lambda: holds(2), timeout=30)
         for uid in uids:
             await network.detach(uid)
         await network.stop()
