@@ -571,7 +571,6 @@ async def agent(
     container_logs = _container_logs(container_log_max_size, container_log_max_files)
     from handlers.agent.agent import NodeAgent
     from handlers.agent.node import NodeCapacity, default_node_name, machine_capacity
-    from ops.gctuning import tune_gc
     from streams.connection import connect
     from streams.definitions import ensure_streams
     from streams.eventstore import EventStore
@@ -602,7 +601,6 @@ async def agent(
             await _until_signal(
                 node_agent.run,
                 f"agent for node {node} ready (Ctrl-C stops the agent, not its pods)",
-                on_ready=tune_gc,  # its pod model and modules out of the collector's walks
             )
     finally:
         await nc.close()
