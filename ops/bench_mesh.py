@@ -26,6 +26,12 @@ fleetlog starts do; ``--sotw`` bootstraps them for state of the world instead.
    how many pushes the debounce made of them and the lag at the end (until all proxies ACK
    the last change).
 3. The handler's CPU time per change and its resident memory at the end.
+4. **Where a change's time goes** (``--kind vs``/``dr`` above all): ``rebuild_ms`` is the
+   handler's build and encoding (wall time of ``MeshPush.rebuild`` per change), ``to_send_ms``
+   from the change until the last proxy's first response of it was made (the debounce, the
+   rebuild and the streams' turns), ``envoy_ms`` per proxy from its first response of the
+   change to its last ACK of it (Envoy receiving, applying and answering the configuration,
+   the gRPC transport included): p50/p99 of each change's slowest proxy.
 
 Envoy processes are stopped by PID at the end.
 """
@@ -184,6 +190,15 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
     projection = _Projection(model)
     push = MeshPush(projection, insecure=True)  # type: ignore[arg-type]  # hand-started Envoys
     await push.start()
+    rebuilds: list[float] = []
+    rebuild = push.rebuild
+
+    def timed_rebuild() -> None:
+        began = time.perf_counter()
+        rebuild()
+        rebuilds.append(time.perf_counter() - began)
+
+    push.rebuild = timed_rebuild  # type: ignore[method-assign]  # the split of a change's time
     task = asyncio.create_task(push.run())
     ids = [node_id(kind="sidecar", ip=f"127.0.0.{i + 2}", pod=f"app-{i}", namespace=NS)
            for i in range(proxies)]  # fmt: skip
@@ -237,13 +252,28 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
         first_sync = time.monotonic() - start
         cpu_before = time.process_time()
         latencies: list[float] = []
+        split: dict[str, list[float]] = {"rebuild": [], "to_send": [], "envoy": []}
         for _ in range(changes):
+            rebuilds.clear()
+            began_ns = time.time_ns()
             began = time.monotonic()
             change()
             await _wait(lambda: push.pushes > 0 and _settled(push), timeout=60)
             wanted = newest()
             await _wait(lambda w=wanted: acked(w), timeout=60)
             latencies.append(time.monotonic() - began)
+            split["rebuild"].append(sum(rebuilds))
+            sends, applies = [], []
+            for i in ids:
+                sent = [type_status(push, i, s) for s in _TYPES.values()]
+                sent = [t for t in sent if t.sent_ns >= began_ns]
+                if sent:
+                    first = min(t.sent_ns for t in sent)
+                    sends.append((first - began_ns) / 1e9)
+                    applies.append((max(t.acked_ns for t in sent) - first) / 1e9)
+            if sends:
+                split["to_send"].append(max(sends))
+                split["envoy"].append(max(applies))
             await asyncio.sleep(0.02)
         cpu_per_change = (time.process_time() - cpu_before) / changes
         pushes_before = push.pushes
@@ -269,6 +299,9 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
             "ack_p50_ms": round(statistics.median(latencies) * 1000, 1),
             "ack_p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
             "handler_cpu_ms_per_change": round(cpu_per_change * 1000, 1),
+            **{f"{part}_ms_p50_p99": [round(statistics.median(values) * 1000, 1),
+                                      round(_percentile(values, 0.99) * 1000, 1)]
+               for part, values in split.items() if values},
             "churn_changes": made, "churn_seconds": churn_seconds,
             "churn_pushes": push.pushes - pushes_before,
             "churn_final_lag_ms": round(lag * 1000, 1),
