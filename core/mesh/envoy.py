@@ -1012,12 +1012,15 @@ def build_endpoints(
     state: MeshState,
     *,
     proxy_locality: str = "",
+    index: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """A ClusterLoadAssignment per EDS cluster; DNS clusters get theirs inline. Endpoints are
     grouped by locality, weighted or prioritised from ``proxy_locality`` where the cluster's
-    DestinationRule sets ``localityLbSetting``."""
+    DestinationRule sets ``localityLbSetting``. ``index``: the state's slices by service
+    (:func:`slices_by_service`), when the caller builds service by service."""
     by_name = {c["name"]: c for c in clusters}
-    index = slices_by_service(state.slices)
+    if index is None:
+        index = slices_by_service(state.slices)
     assignments: list[dict[str, Any]] = []
     for service in services:
         rule = _rule_for(service.host, state.rules_by_host)
@@ -1504,15 +1507,18 @@ def _default_route(service: MeshService, port: int, ctx: _Context) -> dict[str, 
     return {"name": "default", "match": {"prefix": "/"}, "route": action}
 
 
-def _domains(service: MeshService, port: int) -> list[str]:
+def _domains(service: MeshService, port: int | None) -> list[str]:
     """Every name a client may use for the service (Istio's list: FQDN, short names within the
-    namespace, the ClusterIP), with and without the port."""
+    namespace, the ClusterIP), with and without the port (none: without; a sidecar's route
+    configuration ignores the port when matching, :func:`_sidecar_route_configuration`)."""
     names = [service.host]
     if service.host.endswith(f".svc.{DOMAIN}"):
         short = service.host.removesuffix(f".svc.{DOMAIN}")
         names += [f"{short}.svc", short, short.split(".", 1)[0]]
     if service.address:
         names.append(service.address)
+    if port is None:
+        return names
     return [d for name in names for d in (name, f"{name}:{port}")]
 
 
@@ -1540,31 +1546,102 @@ def _virtual_hosts_for_port(
     state: MeshState,
     ctx_services: Mapping[str, MeshService],
 ) -> list[dict[str, Any]]:
-    hosts: list[dict[str, Any]] = []
-    for service in services:
-        if not any(p.number == port and p.protocol in ("http", "auto") for p in service.ports):
-            continue
-        routes: list[dict[str, Any]] = []
-        vs = state.mesh_virtual_services.get(service.host)
-        if vs is not None:
-            vs_ctx = _Context(namespace=vs.metadata.namespace or "default", port=port,
-                              services=ctx_services, rules=state.rules_by_host)  # fmt: skip
-            for index, route in enumerate(vs.spec.http):
-                if any(m.port and m.port != port for m in route.match):
-                    continue
-                routes += envoy_routes(route, vs_ctx, index)
-        if not routes:
-            ctx = _Context(
-                namespace=service.namespace,
-                port=port,
-                services=ctx_services,
-                rules=state.rules_by_host,
-            )
-            routes = [_default_route(service, port, ctx)]
-        hosts.append(
-            {"name": f"{service.host}:{port}", "domains": _domains(service, port), "routes": routes}
+    return [
+        _virtual_host(service, port, state, ctx_services).host
+        for service in services
+        if _serves_http(service, port)
+    ]
+
+
+def _serves_http(service: MeshService, port: int) -> bool:
+    return any(p.number == port and p.protocol in ("http", "auto") for p in service.ports)
+
+
+class _Seen(Mapping[str, Any]):
+    """A mapping that remembers which keys were looked up (what a virtual host read of the
+    state's DestinationRules and services), so a later build can tell whether it is still
+    what that state gives."""
+
+    def __init__(self, base: Mapping[str, Any]) -> None:
+        self.base = base
+        self.seen: dict[str, Any] = {}
+        self.whole = False
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.base[key]
+        self.seen[key] = value
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.base.get(key)
+        self.seen[key] = value
+        return default if value is None else value
+
+    def __contains__(self, key: object) -> bool:
+        found = key in self.base
+        if isinstance(key, str):
+            self.seen[key] = self.base.get(key)
+        return found
+
+    def __iter__(self) -> Any:
+        self.whole = True
+        return iter(self.base)
+
+    def __len__(self) -> int:
+        self.whole = True
+        return len(self.base)
+
+
+@dataclass(frozen=True)
+class _VirtualHost:
+    """One service's virtual host on a port and everything of the state it was made from: a
+    later state giving it the same service, VirtualService and looked-up rules and services
+    gives it the same host (a VirtualService change rebuilds only its hosts')."""
+
+    host: dict[str, Any]
+    service: MeshService
+    virtual_service: VirtualService | None
+    rules: Mapping[str, Any]
+    services: Mapping[str, Any]
+    whole: bool
+
+    def still(self, service: MeshService, state: MeshState, by_host: Mapping[str, Any]) -> bool:
+        return (
+            not self.whole
+            and self.service == service
+            and _same(self.virtual_service, state.mesh_virtual_services.get(service.host))
+            and all(_same(v, state.rules_by_host.get(k)) for k, v in self.rules.items())
+            and all(_same(v, by_host.get(k)) for k, v in self.services.items())
         )
-    return hosts
+
+
+def _same(a: Any, b: Any) -> bool:
+    # The read model parses an object once per version: identity is the usual answer.
+    return a is b or a == b
+
+
+def _virtual_host(
+    service: MeshService,
+    port: int,
+    state: MeshState,
+    ctx_services: Mapping[str, MeshService],
+) -> _VirtualHost:
+    rules, services = _Seen(state.rules_by_host), _Seen(ctx_services)
+    routes: list[dict[str, Any]] = []
+    vs = state.mesh_virtual_services.get(service.host)
+    if vs is not None:
+        vs_ctx = _Context(namespace=vs.metadata.namespace or "default", port=port,
+                          services=services, rules=rules)  # fmt: skip
+        for index, route in enumerate(vs.spec.http):
+            if any(m.port and m.port != port for m in route.match):
+                continue
+            routes += envoy_routes(route, vs_ctx, index)
+    if not routes:
+        ctx = _Context(namespace=service.namespace, port=port, services=services, rules=rules)
+        routes = [_default_route(service, port, ctx)]
+    host = {"name": f"{service.host}:{port}", "domains": _domains(service, None), "routes": routes}
+    return _VirtualHost(host, service, vs, rules.seen, services.seen,
+                        rules.whole or services.whole)  # fmt: skip
 
 
 def _route_configuration(name: str, virtual_hosts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1576,6 +1653,15 @@ def _route_configuration(name: str, virtual_hosts: list[dict[str, Any]]) -> dict
     }
     _allow_direct_bodies(config)
     return config
+
+
+def _sidecar_route_configuration(name: str, virtual_hosts: list[dict[str, Any]]) -> dict[str, Any]:
+    """A sidecar's route configuration for one port: its listener serves only that port, so
+    the port of a ``Host: web:8080`` says nothing and Envoy ignores it when picking the virtual
+    host (``ignore_port_in_host_matching``; the header goes upstream unchanged, unlike the
+    connection manager's ``strip_any_host_port``). Each host then lists each name once, not
+    with its ``:port`` twin: half the domains Envoy indexes on every route push."""
+    return {**_route_configuration(name, virtual_hosts), "ignore_port_in_host_matching": True}
 
 
 def _allow_direct_bodies(config: dict[str, Any]) -> None:
@@ -1796,6 +1882,34 @@ def part_key(proxy: Proxy, type_url: str) -> PartKey:
 _Gateway = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
 
 
+@dataclass(frozen=True)
+class _ServiceParts:
+    """One service's clusters and ClusterLoadAssignments for a cluster part key, with the
+    service, rule and identities they were made from."""
+
+    service: MeshService
+    rule: DestinationRule | None
+    identities: tuple[str, ...]
+    clusters: list[dict[str, Any]]
+    endpoints: list[dict[str, Any]]
+
+
+_SERVICE_KINDS: Final = frozenset({"Service", "ServiceEntry"})
+"""Changes that may alter the services themselves: a build after them takes nothing over."""
+_HOST_BLIND_KINDS: Final = frozenset({"Gateway", "Secret"})
+"""Changes a sidecar virtual host does not check itself against (it reads services,
+VirtualServices and DestinationRules, and records which): after them, hosts are made again."""
+_CLUSTER_BLIND_KINDS: Final = frozenset({"Pod", "Namespace", "PeerAuthentication", "Secret"})
+"""Changes a service's clusters and endpoints do not check themselves against (pods' labels,
+meshed pods, inbound mTLS, opened credentials): after them, they are made again.
+EndpointSlice changes drop only their services'; a DestinationRule's is checked per service."""
+_KNOWN_KINDS: Final = frozenset({
+    "Service", "ServiceEntry", "EndpointSlice", "Pod", "Namespace", "VirtualService",
+    "DestinationRule", "Gateway", "Secret", "PeerAuthentication",
+})  # fmt: skip
+"""The kinds taking over knows about: after a change of any other, nothing is taken over."""
+
+
 class MeshBuild:
     """One state's build, shared by every proxy of a push (Istio's push context before its
     per-proxy generation): what depends only on the state — the services, clusters,
@@ -1804,10 +1918,54 @@ class MeshBuild:
     exactly what a build of its own would give it. The lists returned are shared between
     proxies: callers must not change them (the handler only encodes them)."""
 
-    def __init__(self, state: MeshState) -> None:
+    def __init__(
+        self,
+        state: MeshState,
+        *,
+        previous: MeshBuild | None = None,
+        kinds: Iterable[str] = (),
+        slices_of: Iterable[tuple[str, str]] | None = None,
+    ) -> None:
+        """``previous``: the last build, and what changed since its state — the ``kinds`` of
+        the objects, and for EndpointSlices the services ``(namespace, name)`` they belong to
+        (None: unknown, any). What of it the changes cannot have altered is taken over, so a
+        VirtualService change builds only its hosts' virtual hosts and a DestinationRule
+        change only its host's clusters and endpoints (Istio's scoped push); each part taken
+        over is also checked against this state (its service, rule, VirtualService)."""
         self.state = replace(state, virtual_services=merge_delegates(state.virtual_services))
         self._gateways: dict[PartKey, _Gateway] = {}
         self._localities: dict[PartKey, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+        self._hosts: dict[tuple[int, str], _VirtualHost] = {}
+        """Each sidecar virtual host made, by port and service host (a later build's start)."""
+        self._service_parts: dict[tuple[PartKey, str], _ServiceParts] = {}
+        """Each service's clusters and endpoints made, by cluster part key and host."""
+        self.reused = 0
+        """How many virtual hosts and services' clusters were taken over: tests read it."""
+        if previous is not None:
+            self._take_over(previous, frozenset(kinds), slices_of)
+
+    def _take_over(
+        self,
+        previous: MeshBuild,
+        kinds: frozenset[str],
+        slices_of: Iterable[tuple[str, str]] | None,
+    ) -> None:
+        if kinds - _KNOWN_KINDS or kinds & _SERVICE_KINDS:
+            return  # the services themselves may differ: nothing is taken over
+        if "services" in previous.__dict__:
+            self.__dict__["services"] = previous.services
+        if not kinds & _HOST_BLIND_KINDS:
+            # Sidecar routes read only services, VirtualServices and DestinationRules, and each
+            # host says which of them it read: checked when used.
+            self._hosts = dict(previous._hosts)
+        if kinds & _CLUSTER_BLIND_KINDS or ("EndpointSlice" in kinds and slices_of is None):
+            return
+        touched = set(slices_of or ())
+        self._service_parts = {
+            key: part
+            for key, part in previous._service_parts.items()
+            if (part.service.namespace, part.service.name) not in touched
+        }
 
     @cached_property
     def services(self) -> list[MeshService]:
@@ -1834,20 +1992,45 @@ class MeshBuild:
             key = (*key, picked)
         return key
 
+    @cached_property
+    def _slice_index(self) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
+        return slices_by_service(self.state.slices)
+
+    def _service_clusters(self, key: PartKey, service: MeshService, proxy: Proxy) -> _ServiceParts:
+        """One service's clusters and endpoints: taken over when its rule and mTLS identities
+        are what made them (nothing else of the state they read changed since: see
+        ``_take_over``), else built."""
+        rule = self.state.rules_by_host.get(service.host)
+        identities = self._identities.get(service.host, ())
+        found = self._service_parts.get((key, service.host))
+        if (
+            found is not None
+            and found.service == service
+            and _same(found.rule, rule)
+            and found.identities == identities
+        ):
+            self.reused += 1
+            return found
+        clusters = build_clusters([service], self.state.rules_by_host, self._identities,
+                                  proxy=proxy)  # fmt: skip
+        # Built together: a DNS cluster gets its endpoints inline.
+        endpoints = build_endpoints([service], clusters, self.state, proxy_locality=proxy.locality,
+                                    index=self._slice_index)  # fmt: skip
+        found = _ServiceParts(service, rule, identities, clusters, endpoints)
+        self._service_parts[(key, service.host)] = found
+        return found
+
     def _clusters_and_endpoints(
         self, proxy: Proxy
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         key = self.key(proxy, CLUSTER_TYPE)
         if key not in self._localities:
-            state = self.state
-            clusters = build_clusters(
-                self.services, state.rules_by_host, self._identities, proxy=proxy
+            # Service by service, in the services' order: what one build of all gives.
+            parts = [self._service_clusters(key, s, proxy) for s in self.services]
+            self._localities[key] = (
+                [c for p in parts for c in p.clusters],
+                [e for p in parts for e in p.endpoints],
             )
-            # Built together: a DNS cluster gets its endpoints inline.
-            endpoints = build_endpoints(
-                self.services, clusters, state, proxy_locality=proxy.locality
-            )
-            self._localities[key] = (clusters, endpoints)
         return self._localities[key]
 
     def clusters(self, proxy: Proxy) -> list[dict[str, Any]]:
@@ -1867,7 +2050,23 @@ class MeshBuild:
 
     @cached_property
     def _sidecar_routes(self) -> list[dict[str, Any]]:
-        return _sidecar_routes(self.state, self.services, self.by_host)
+        """:func:`_sidecar_routes`, each virtual host taken over from the previous build when
+        the state still gives it (a VirtualService change makes its hosts' again)."""
+        configs = []
+        for port in _http_ports(self.services):
+            hosts = []
+            for service in self.services:
+                if not _serves_http(service, port):
+                    continue
+                found = self._hosts.get((port, service.host))
+                if found is not None and found.still(service, self.state, self.by_host):
+                    self.reused += 1
+                else:
+                    found = _virtual_host(service, port, self.state, self.by_host)
+                    self._hosts[(port, service.host)] = found
+                hosts.append(found.host)
+            configs.append(_sidecar_route_configuration(str(port), hosts))
+        return configs
 
     @cached_property
     def _captured_routes(self) -> list[dict[str, Any]]:
@@ -2027,7 +2226,9 @@ def _sidecar_routes(
     """A sidecar's route configurations, one per HTTP port (named by it): the same for every
     sidecar (:class:`MeshBuild` makes them once)."""
     return [
-        _route_configuration(str(port), _virtual_hosts_for_port(port, services, state, by_host))
+        _sidecar_route_configuration(
+            str(port), _virtual_hosts_for_port(port, services, state, by_host)
+        )
         for port in _http_ports(services)
     ]
 

@@ -658,6 +658,8 @@ class MeshPush:
         self._memory: dict[str, _Memory] = {}
         self._encoder = Encoder()
         self._parts: dict[tuple[str, PartKey], Encoded] = {}
+        self._last_build: MeshBuild | None = None
+        """The last push's build: the next one takes over what its changes left alone."""
         """Each type's resources per :func:`~core.mesh.envoy.part_key`, as the last push (or
         a new stream) made them: every proxy with that key is served these."""
         self._server: grpc.aio.Server | None = None
@@ -772,6 +774,7 @@ class MeshPush:
         EndpointSlices changed, only their services' endpoints (Istio's EDS-only push)."""
         self.pushes += 1
         changes = self.model.take_changes()
+        previous, self._last_build = self._last_build, None
         if not self._streams:
             self._parts.clear()
             return
@@ -779,7 +782,11 @@ class MeshPush:
         if self.amend is not None:
             self._rebuild_amended(state)
             return
-        build = MeshBuild(state)  # each part is made on first use, once
+        # Each part is made on first use, once; what the changes cannot have altered since the
+        # last build is taken over (a VirtualService change makes its hosts' virtual hosts).
+        build = MeshBuild(
+            state, previous=previous, kinds=changes.kinds, slices_of=changes.endpoints_of
+        )
         stale = rebuilt_by(changes.kinds)
         fresh: dict[str, list[dict[str, Any]]] = {}
         parts: dict[tuple[str, PartKey], Encoded] = {}
@@ -816,6 +823,7 @@ class MeshPush:
             stream.current = current
             stream.wake.set()
         self._parts = parts
+        self._last_build = build
         self._encoder.next_round()
 
     def _rebuild_amended(self, state: MeshState) -> None:

@@ -86,11 +86,33 @@ class Encoder:
         self._used: dict[str, tuple[str, any_pb2.Any]] = {}
         self._hosts: dict[str, route_components_pb2.VirtualHost] = {}
         self._hosts_used: dict[str, route_components_pb2.VirtualHost] = {}
+        self._texts: dict[int, tuple[Mapping[str, Any], str]] = {}
+        self._texts_used: dict[int, tuple[Mapping[str, Any], str]] = {}
+
+    def text(self, resource: Mapping[str, Any]) -> str:
+        """``canonical(resource)``, remembered for the very object: a build taking over the
+        last one's parts (``MeshBuild``'s ``previous``) hands the same dicts again, which are
+        never changed once built, so their JSON is not made again. The object is held while
+        remembered, so its ``id`` cannot name another. A large route configuration's text is
+        its virtual hosts' texts joined (a VirtualService change makes one host's again)."""
+        key = id(resource)
+        found = self._texts_used.get(key) or self._texts.get(key)
+        if found is None or found[0] is not resource:
+            hosts = resource.get("virtual_hosts") or ()
+            if resource.get("@type") == ROUTE_TYPE and len(hosts) >= SPLIT_HOSTS:
+                rest = canonical({**resource, "virtual_hosts": _HOSTS_MARK})
+                joined = "[" + ",".join(self.text(host) for host in hosts) + "]"
+                text = rest.replace(_HOSTS_MARK_JSON, joined, 1)
+            else:
+                text = canonical(resource)
+            found = (resource, text)
+        self._texts_used[key] = found
+        return found[1]
 
     def encode(self, resources: Sequence[Mapping[str, Any]]) -> Encoded:
         entries: list[_Entry] = []
         for resource in resources:
-            text = canonical(resource)
+            text = self.text(resource)
             known = self._used.get(text) or self._cache.get(text)
             if known is None:
                 known = (resource_version(text), self._pack(resource))
@@ -118,6 +140,14 @@ class Encoder:
 
     def next_round(self) -> None:
         self._cache, self._used = self._used, {}
+        # Kept through rounds that do not encode them (an EndpointSlice push leaves the route
+        # configuration's hosts alone), up to a bound: the dicts held are otherwise garbage.
+        # Only small texts are kept (a virtual host's, a cluster's): a whole route
+        # configuration's is made again from its hosts' anyway.
+        held = {k: v for k, v in self._texts.items() if len(v[1]) <= HELD_TEXT_MAX}
+        held.update(self._texts_used)
+        self._texts = held if len(held) <= TEXTS_HELD else self._texts_used
+        self._texts_used = {}
         if self._hosts_used:  # kept through rounds that convert no route configuration
             self._hosts, self._hosts_used = self._hosts_used, {}
 
@@ -134,7 +164,7 @@ class Encoder:
         message = route_pb2.RouteConfiguration()
         json_format.ParseDict(rest, message)
         for host in hosts:
-            text = canonical(host)
+            text = self.text(host)
             parsed = self._hosts_used.get(text) or self._hosts.get(text)
             if parsed is None:
                 parsed = route_components_pb2.VirtualHost()
@@ -147,6 +177,13 @@ class Encoder:
 
 SPLIT_HOSTS = 16
 """From how many virtual hosts a route configuration is converted host by host."""
+TEXTS_HELD = 50_000
+"""How many resources' canonical JSON the encoder remembers across rounds, at most."""
+HELD_TEXT_MAX = 4096
+"""The longest text remembered for a resource the round did not encode."""
+_HOSTS_MARK = "\x00virtual hosts\x00"
+_HOSTS_MARK_JSON = canonical({"": _HOSTS_MARK})[4:-1]
+"""Where a route configuration's canonical JSON gets its hosts' (NUL cannot be in a name)."""
 
 
 def combined(*parts: Encoded) -> Encoded:
