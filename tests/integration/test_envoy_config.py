@@ -276,3 +276,38 @@ def test_a_sidecars_tls_routes_pass_envoy_validate(tmp_path: Path) -> None:
     snapshot = dataclasses.replace(snapshot, secrets=_secrets())
     done = _validate(static_bootstrap(snapshot), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_sidecar_matches_a_host_with_or_without_its_port(
+    tmp_path: Path, backends: dict[str, int]
+) -> None:
+    """A sidecar's virtual hosts list each name once and its route configuration ignores the
+    port when matching: ``Host: web:<port>`` (as clients send for a non-default port), the
+    short and long names and the ClusterIP, with the port or without, all reach the service;
+    a name no service has is still Envoy's 404."""
+    port = free_port()
+    state = MeshState(
+        services=[service("web", "10.96.0.10", [{"name": "http", "port": port}])],
+        slices=[endpoint_slice("web", "http", backends["v1"], [("web-1", "127.0.0.1", True)])],
+    )
+    config = static_bootstrap(build_snapshot(state, Proxy(bind_address="127.0.0.1")))
+    path = tmp_path / "envoy.json"
+    path.write_text(json.dumps(config))
+    log = (tmp_path / "envoy.log").open("w")
+    envoy = subprocess.Popen(
+        [str(envoy_binary()), "-c", str(path), "--disable-hot-restart", "-l", "warning"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        _wait_http(url, deadline=time.monotonic() + 60)
+        names = ["web", "web.shop", "web.shop.svc", "web.shop.svc.cluster.local", "10.96.0.10"]
+        for name in names:
+            for host in (name, f"{name}:{port}"):
+                answer = httpx.get(url, headers={"Host": host}, timeout=10)
+                assert (answer.status_code, answer.text) == (200, "v1"), host
+        assert httpx.get(url, headers={"Host": f"nope:{port}"}, timeout=10).status_code == 404
+    finally:
+        envoy.terminate()
+        envoy.wait(timeout=30)
+        log.close()
