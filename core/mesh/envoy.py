@@ -1899,13 +1899,15 @@ _SERVICE_KINDS: Final = frozenset({"Service", "ServiceEntry"})
 _HOST_BLIND_KINDS: Final = frozenset({"Gateway", "Secret"})
 """Changes a sidecar virtual host does not check itself against (it reads services,
 VirtualServices and DestinationRules, and records which): after them, hosts are made again."""
-_CLUSTER_BLIND_KINDS: Final = frozenset({"Pod", "Namespace", "PeerAuthentication", "Secret"})
+_CLUSTER_BLIND_KINDS: Final = frozenset(
+    {"Pod", "Namespace", "PeerAuthentication", "Secret", "Node"}
+)
 """Changes a service's clusters and endpoints do not check themselves against (pods' labels,
-meshed pods, inbound mTLS, opened credentials): after them, they are made again.
+meshed pods, inbound mTLS, opened credentials, nodes' localities): after them, they are made again.
 EndpointSlice changes drop only their services'; a DestinationRule's is checked per service."""
 _KNOWN_KINDS: Final = frozenset({
     "Service", "ServiceEntry", "EndpointSlice", "Pod", "Namespace", "VirtualService",
-    "DestinationRule", "Gateway", "Secret", "PeerAuthentication",
+    "DestinationRule", "Gateway", "Secret", "PeerAuthentication", "Node",
 })  # fmt: skip
 """The kinds taking over knows about: after a change of any other, nothing is taken over."""
 

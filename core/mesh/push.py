@@ -56,6 +56,7 @@ REBUILT_BY: Final[Mapping[str, frozenset[str]]] = {
     "Gateway": frozenset({LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE}),
     "Secret": frozenset({LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE}),
     "PeerAuthentication": frozenset({ENDPOINT_TYPE, LISTENER_TYPE}),
+    "Node": frozenset({ENDPOINT_TYPE}),
 }
 """Which types a change of each kind can alter, from what the builder reads of it (Istio's
 ``ConfigsUpdated`` scoping): a pod's labels and sidecar give subsets' endpoints and auto
@@ -64,7 +65,9 @@ are meshed; a VirtualService is routes and TCP listeners' targets; a Destination
 clusters, subsets' endpoints, routes' hash policies and the credentials its ``credentialName``
 gives a proxy; a Gateway is a gateway's listeners,
 routes and credentials, and so is a Secret it names; a PeerAuthentication is endpoints' mTLS
-and the inbound listener. The unit tests check each row against the builder (emptying a kind
+and the inbound listener; a Node's topology labels are its endpoints' locality (a proxy
+following its node's locality gets new part keys, so all its types are built for it). The unit
+tests check each row against the builder (emptying a kind
 changes exactly the types listed)."""
 
 

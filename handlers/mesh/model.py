@@ -41,7 +41,9 @@ ISTIO_KINDS: Final = {
     "ServiceEntry": "service_entries",
     "PeerAuthentication": "peer_authentications",
 }
-WATCHED: Final = frozenset({"Service", "EndpointSlice", "Pod", "Namespace", "Secret", *ISTIO_KINDS})
+WATCHED: Final = frozenset(
+    {"Service", "EndpointSlice", "Pod", "Namespace", "Secret", "Node", *ISTIO_KINDS}
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +76,8 @@ class MeshModel:
         self._slices = ServiceSlices(projection.model)
         self._endpoints_of: set[tuple[str, str]] | None = set()
         self._kinds: set[str] = set()
+        self._localities = self._node_localities()
+        """Each node's locality as last seen: a Node event that leaves it is no change."""
         projection.listeners.append(self._on_event)
 
     def close(self) -> None:
@@ -92,6 +96,8 @@ class MeshModel:
             event.envelope.namespace, event.envelope.name
         ):
             return  # only the Secrets Gateways and DestinationRules name reach the mesh
+        if kind == "Node" and not self._locality_moved(event.envelope.name):
+            return  # a node's heartbeats and conditions: only its topology labels matter
         if kind == "EndpointSlice":
             touched = self._slices.observe(kind, event.envelope.namespace, event.envelope.name)
             if self._endpoints_of is not None:
@@ -103,6 +109,28 @@ class MeshModel:
         self.last_change = time.monotonic()
         if self._on_change is not None:
             self._on_change()
+
+    def _locality_moved(self, node: str) -> bool:
+        """Whether a node's locality (its topology labels) differs from the last one seen."""
+        record = self._projection.model.get("Node", "", node)
+        labels = (record.manifest.get("metadata") or {}).get("labels") or {} if record else {}
+        locality = locality_of(labels)
+        if self._localities.get(node, "") == locality:
+            return False
+        self._localities[node] = locality
+        return True
+
+    def pod_locality(self, namespace: str, pod: str) -> str:
+        """The locality of the node the pod runs on (empty: unbound, or no topology labels):
+        a proxy's when its bootstrap gives none."""
+        record = self._projection.model.get("Pod", namespace, pod)
+        if record is None:
+            return ""
+        node = str((record.manifest.get("spec") or {}).get("nodeName") or "")
+        found = self._projection.model.get("Node", "", node) if node else None
+        if found is None:
+            return ""
+        return locality_of((found.manifest.get("metadata") or {}).get("labels") or {})
 
     def take_changes(self) -> Changes:
         """What changed since the last call (see :class:`Changes`)."""

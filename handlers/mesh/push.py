@@ -195,6 +195,8 @@ class _Stream:
         self.wake = asyncio.Event()
         self.done = False
         self.token: str | None = None
+        self.own_locality = False
+        """Whether Envoy's bootstrap gave its locality (else its pod's node's is followed)."""
         """The proxy token its stream's gRPC metadata carried (``core.mesh.proxytoken``)."""
 
     # -- requests ---------------------------------------------------------------------------
@@ -272,9 +274,13 @@ class _Stream:
             labels={str(k): str(v) for k, v in labels.items()},
             bind_address=str(metadata.get(BIND_ADDRESS_KEY) or self.push.bind_address),
             captured=node.kind == "sidecar" and metadata.get(INTERCEPTION_KEY) == "REDIRECT",
-            # Envoy's node.locality, as Istio's agent writes it from the node's topology labels.
-            locality=_locality(request.node.locality),
+            # Envoy's node.locality, as Istio's agent writes it from the node's topology labels;
+            # the node agent's sidecars and ingress Envoy give none: their pod's node's then
+            # (followed when the node's labels change: ``rebuild``).
+            locality=_locality(request.node.locality)
+            or self.push.model.pod_locality(node.namespace, node.pod),
         )
+        self.own_locality = bool(_locality(request.node.locality))
         self.memory = self.push.attach(self)
         self.memory.status.connected = True
         self.memory.status.handler = self.push.handler_id
@@ -784,6 +790,8 @@ class MeshPush:
             return
         # Each part is made on first use, once; what the changes cannot have altered since the
         # last build is taken over (a VirtualService change makes its hosts' virtual hosts).
+        if changes.kinds & {"Node", "Pod"}:
+            self._follow_localities()
         build = MeshBuild(
             state, previous=previous, kinds=changes.kinds, slices_of=changes.endpoints_of
         )
@@ -825,6 +833,18 @@ class MeshPush:
         self._parts = parts
         self._last_build = build
         self._encoder.next_round()
+
+    def _follow_localities(self) -> None:
+        """A proxy whose bootstrap gave no locality takes its pod's node's again (the node's
+        topology labels changed, or the pod was bound): its parts' keys change with it, so
+        its endpoints are built for the new locality."""
+        for stream in self._streams:
+            proxy, node = stream.proxy, stream.node
+            if proxy is None or node is None or stream.own_locality:
+                continue
+            locality = self.model.pod_locality(node.namespace, node.pod)
+            if locality != proxy.locality:
+                stream.proxy = dataclasses.replace(proxy, locality=locality)
 
     def _rebuild_amended(self, state: MeshState) -> None:
         """With the ``amend`` hook (tests): every proxy's whole snapshot built on its own and

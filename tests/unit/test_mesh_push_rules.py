@@ -247,6 +247,7 @@ FIELDS = {
     "Gateway": ("gateways",),
     "PeerAuthentication": ("peer_authentications",),
     "Secret": ("credentials",),
+    "Node": ("node_localities",),
 }
 """What of the builder's state each kind the read model watches makes."""
 
