@@ -1608,7 +1608,7 @@ class _VirtualHost:
     def still(self, service: MeshService, state: MeshState, by_host: Mapping[str, Any]) -> bool:
         return (
             not self.whole
-            and self.service == service
+            and _same(self.service, service)
             and _same(self.virtual_service, state.mesh_virtual_services.get(service.host))
             and all(_same(v, state.rules_by_host.get(k)) for k, v in self.rules.items())
             and all(_same(v, by_host.get(k)) for k, v in self.services.items())
@@ -2007,7 +2007,7 @@ class MeshBuild:
         found = self._service_parts.get((key, service.host))
         if (
             found is not None
-            and found.service == service
+            and _same(found.service, service)
             and _same(found.rule, rule)
             and found.identities == identities
         ):

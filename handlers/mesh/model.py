@@ -27,6 +27,7 @@ from core.mesh.envoy import (
     wanted_rule_credentials,
 )
 from core.mesh.injection import wants_sidecar
+from core.mesh.proxytoken import INGRESS_NAMESPACE, INGRESS_PREFIX
 from projections.cluster import ClusterModel, ObjectRecord
 from projections.endpoints import ServiceSlices
 from projections.runtime import Projection
@@ -122,15 +123,24 @@ class MeshModel:
 
     def pod_locality(self, namespace: str, pod: str) -> str:
         """The locality of the node the pod runs on (empty: unbound, or no topology labels):
-        a proxy's when its bootstrap gives none."""
+        a proxy's when its bootstrap gives none. A node's ingress Envoy is no pod of the model:
+        its name says its node (``core.mesh.proxytoken.ingress_pod``)."""
         record = self._projection.model.get("Pod", namespace, pod)
-        if record is None:
+        if record is not None:
+            node = str((record.manifest.get("spec") or {}).get("nodeName") or "")
+        elif namespace == INGRESS_NAMESPACE and pod.startswith(INGRESS_PREFIX):
+            node = pod.removeprefix(INGRESS_PREFIX)
+        else:
             return ""
-        node = str((record.manifest.get("spec") or {}).get("nodeName") or "")
         found = self._projection.model.get("Node", "", node) if node else None
         if found is None:
             return ""
         return locality_of((found.manifest.get("metadata") or {}).get("labels") or {})
+
+    def pending_changes(self) -> Changes:
+        """What changed since the last :meth:`take_changes`, left to be taken."""
+        slices = set(self._endpoints_of) if self._endpoints_of is not None else None
+        return Changes(kinds=frozenset(self._kinds), endpoints_of=slices)
 
     def take_changes(self) -> Changes:
         """What changed since the last call (see :class:`Changes`)."""

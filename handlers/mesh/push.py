@@ -873,7 +873,13 @@ class MeshPush:
             if self.amend is not None:
                 stream.current = self._encode(stream, build_snapshot(self._state(), proxy))
                 return
-            build = MeshBuild(self._state())  # each part made only if no proxy alike has it
+            # Each part made only if no proxy alike has it, taking over the last build's (what
+            # changed since is still pending: the next push takes those changes again). Kept
+            # as the last build, so the first push after proxies connect is scoped too.
+            pending = self.model.pending_changes()
+            build = MeshBuild(self._state(), previous=self._last_build, kinds=pending.kinds,
+                              slices_of=pending.endpoints_of)  # fmt: skip
+            self._last_build = build
             current: dict[str, Encoded] = {}
             for type_url in BUILT_TYPES:
                 key = (type_url, build.key(proxy, type_url))

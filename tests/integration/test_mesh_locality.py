@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
 import pytest
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from nats.aio.client import Client
 
-from core.mesh.envoy import Proxy, build_snapshot
-from core.mesh.push import SHORT, resources_by_type
+from core.mesh.envoy import CLUSTER_TYPE, Proxy, build_snapshot
+from core.mesh.proxytoken import INGRESS_NAMESPACE, ingress_pod
+from core.mesh.push import SHORT, node_id, resources_by_type
 from handlers.gateway import Gateway
 from handlers.mesh.push import MeshPush
 from handlers.mesh.xds import Encoder
@@ -48,9 +51,9 @@ def _failover_rule() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _locality(push: MeshPush) -> str:
+def _locality(push: MeshPush, node: str = NODES[0]) -> str:
     for stream in push._streams:
-        if stream.node is not None and stream.node.id == NODES[0] and stream.proxy is not None:
+        if stream.node is not None and stream.node.id == node and stream.proxy is not None:
             return stream.proxy.locality
     return "?"
 
@@ -84,3 +87,25 @@ async def test_a_sidecar_with_no_locality_takes_its_nodes_and_follows_it(
         await apply(client, _node("eu", "eu-a"))
         await until(lambda: _locality(push) == "eu/eu-a", timeout=60)
         await until(lambda: _served_for(push, "eu/eu-a"), timeout=60)
+
+
+async def test_a_nodes_ingress_envoy_takes_its_nodes_locality(
+    gateway: Gateway, client: CommandClient, projection: Projection[ClusterModel], nc: Client
+) -> None:
+    """The node agent's ingress Envoy is named after its node (no pod of the model)."""
+    await apply(client, _node("us", "us-b"))
+    await until(lambda: projection.model.get("Node", "", "n-1") is not None)
+    ingress = node_id(kind="gateway", ip="127.0.0.1", pod=ingress_pod("n-1"),
+                      namespace=INGRESS_NAMESPACE)  # fmt: skip
+    async with (
+        mesh_push(projection, nc) as push,
+        grpc.aio.insecure_channel(push.address) as channel,
+    ):
+        call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+        request = discovery_pb2.DiscoveryRequest(type_url=CLUSTER_TYPE)
+        request.node.id = ingress
+        await call.write(request)
+        try:
+            await until(lambda: _locality(push, ingress) == "us/us-b", timeout=60)
+        finally:
+            call.cancel()
