@@ -84,8 +84,8 @@ class Encoder:
     def __init__(self) -> None:
         self._cache: dict[str, tuple[str, any_pb2.Any]] = {}
         self._used: dict[str, tuple[str, any_pb2.Any]] = {}
-        self._hosts: dict[str, route_components_pb2.VirtualHost] = {}
-        self._hosts_used: dict[str, route_components_pb2.VirtualHost] = {}
+        self._hosts: dict[str, bytes] = {}
+        self._hosts_used: dict[str, bytes] = {}
         self._texts: dict[int, tuple[Mapping[str, Any], str]] = {}
         self._texts_used: dict[int, tuple[Mapping[str, Any], str]] = {}
 
@@ -163,16 +163,38 @@ class Encoder:
         rest = {k: v for k, v in resource.items() if k not in ("@type", "virtual_hosts")}
         message = route_pb2.RouteConfiguration()
         json_format.ParseDict(rest, message)
+        # The wire form is the other fields' then each host's as a length-delimited field:
+        # a repeated message field is its entries concatenated, in any position, so each
+        # host's serialised entry is kept and joined (no copy into a new message).
+        entries = [message.SerializeToString()]
         for host in hosts:
             text = self.text(host)
-            parsed = self._hosts_used.get(text) or self._hosts.get(text)
-            if parsed is None:
+            entry = self._hosts_used.get(text) or self._hosts.get(text)
+            if entry is None:
                 parsed = route_components_pb2.VirtualHost()
                 json_format.ParseDict(host, parsed)
-            self._hosts_used[text] = parsed
-            message.virtual_hosts.add().CopyFrom(parsed)
-        packed.Pack(message)
+                body = parsed.SerializeToString()
+                entry = _HOSTS_TAG + _varint(len(body)) + body
+            self._hosts_used[text] = entry
+            entries.append(entry)
+        packed.type_url = f"type.googleapis.com/{route_pb2.RouteConfiguration.DESCRIPTOR.full_name}"
+        packed.value = b"".join(entries)
         return packed
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_HOSTS_TAG = _varint(
+    route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name["virtual_hosts"].number << 3 | 2
+)
+"""A ``virtual_hosts`` entry's key: its field number, wire type 2 (length-delimited)."""
 
 
 SPLIT_HOSTS = 16
