@@ -179,6 +179,20 @@ API_VERSION_ALIASES: Mapping[str, str] = MappingProxyType(dict(MESH_VERSION_ALIA
 (``networking.istio.io/v1beta1`` -> ``networking.istio.io/v1``): the manifest is read and
 stored as the newer version, as the API server converts to its storage version."""
 
+SERVED_VERSIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        kind: (
+            info.api_version,
+            *(older for older, stored in API_VERSION_ALIASES.items() if stored == info.api_version),
+        )
+        for kind, info in KINDS.items()
+    }
+)
+"""kind -> every apiVersion the API serves it at, the stored (and preferred) one first, then
+the older ones of the same schema (Istio's CRDs serve ``v1``, ``v1beta1`` and ``v1alpha3``).
+A kind with a converted older version (``autoscaling/v1`` HPAs) is read only at the stored
+one: the door cannot convert back."""
+
 CONVERSIONS: Mapping[tuple[str, str], Callable[[Mapping[str, Any]], dict[str, Any]]] = (
     MappingProxyType({("HorizontalPodAutoscaler", "autoscaling/v1"): convert_v1})
 )

@@ -54,6 +54,8 @@ def api_object(
     metadata["creationTimestamp"] = format_stamp(created_ns)
     obj = {"apiVersion": resource.group_version, "kind": resource.kind}
     obj.update(manifest)
+    # Stored at one version, read at the one the URL names (Istio's v1beta1 is v1's schema).
+    obj["apiVersion"] = resource.group_version
     obj["metadata"] = metadata
     return obj
 

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from core.api.catalog import KINDS
-from core.kubeapi.resources import BY_KIND, RESOURCES, APIResource
+from core.kubeapi.resources import VERSIONED, APIResource
 
 PREFIX = "dev.fleetlog."
 _DROP = frozenset({"title", "additionalProperties"})
@@ -89,13 +89,16 @@ def _convert(node: Any, *, v2: bool) -> Any:
 
 
 def schemas(*, v2: bool) -> dict[str, Any]:
-    """name -> schema of every model, each kind's tagged with its group/version/kind."""
+    """name -> schema of every model, each kind's tagged with every group/version/kind it is
+    served at (one schema: Istio's older versions have the same one as v1)."""
+    served: dict[str, list[dict[str, str]]] = {}
+    for resource in VERSIONED:
+        served.setdefault(resource.kind, []).append(_gvk(resource))
     converted: dict[str, Any] = {}
     for model, schema in _raw_schemas().items():
         item = _convert(copy.deepcopy(schema), v2=v2)
-        resource = BY_KIND.get(model)
-        if resource is not None:
-            item["x-kubernetes-group-version-kind"] = [_gvk(resource)]
+        if model in served:
+            item["x-kubernetes-group-version-kind"] = served[model]
         converted[_name(model)] = item
     return converted
 
@@ -116,6 +119,10 @@ def resource_paths(resource: APIResource, *, v2: bool) -> dict[str, Any]:
         else f"#/components/schemas/{_name(resource.kind)}"
     )
     gvk = _gvk(resource)
+    # kube's operation ids name the group and version; the stored version keeps the short
+    # ids it always had, an older one adds its version so the ids stay unique.
+    stored = KINDS[resource.kind].api_version == resource.group_version
+    suffix = "" if stored else resource.version.capitalize()
 
     def parameter(name: str, where: str = "query", *, required: bool = False) -> dict[str, Any]:
         if v2:
@@ -126,7 +133,7 @@ def resource_paths(resource: APIResource, *, v2: bool) -> dict[str, Any]:
 
     def operation(action: str, verb: str, *, body: bool = False) -> dict[str, Any]:
         op: dict[str, Any] = {
-            "operationId": f"{verb}{resource.kind}",
+            "operationId": f"{verb}{resource.kind}{suffix}",
             "x-kubernetes-action": action,
             "x-kubernetes-group-version-kind": gvk,
             "responses": {"200": {"description": "OK"}},
@@ -168,7 +175,7 @@ def _info(title: str) -> dict[str, str]:
 def document_v2(version: str) -> dict[str, Any]:
     """The Swagger 2.0 document of the whole API (``/openapi/v2``)."""
     paths: dict[str, Any] = {}
-    for resource in RESOURCES:
+    for resource in VERSIONED:
         paths.update(resource_paths(resource, v2=True))
     return {
         "swagger": "2.0",
@@ -187,7 +194,7 @@ def document_v3(group: str, version: str, all_schemas: dict[str, Any]) -> dict[s
     """The OpenAPI 3.0 document of one group/version: its paths, and the schemas they reach
     (every model's: one set of components keeps the documents consistent)."""
     paths: dict[str, Any] = {}
-    for resource in RESOURCES:
+    for resource in VERSIONED:
         if resource.group == group and resource.version == version:
             paths.update(resource_paths(resource, v2=False))
     return {

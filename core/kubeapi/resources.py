@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from core.api.catalog import KINDS
+from core.api.catalog import KINDS, SERVED_VERSIONS
 
 VERBS: tuple[str, ...] = (
     "create", "delete", "deletecollection", "get", "list", "patch", "update", "watch",
@@ -174,9 +174,9 @@ SUBRESOURCES: Mapping[str, tuple[Subresource, ...]] = {
 ``log``, ``exec``, ``portforward``, ``binding``, ``eviction`` and ``resize`` for pods."""
 
 
-def _resource(kind: str) -> APIResource:
+def _resource(kind: str, api_version: str) -> APIResource:
     info = KINDS[kind]
-    group, _, version = info.api_version.rpartition("/")
+    group, _, version = api_version.rpartition("/")
     plural, short, categories = _NAMES[kind]
     return APIResource(
         kind=kind,
@@ -191,8 +191,18 @@ def _resource(kind: str) -> APIResource:
     )
 
 
-RESOURCES: tuple[APIResource, ...] = tuple(_resource(kind) for kind in KINDS)
-"""The stored kinds (each with an OpenAPI schema from its pydantic model)."""
+RESOURCES: tuple[APIResource, ...] = tuple(
+    _resource(kind, KINDS[kind].api_version) for kind in KINDS
+)
+"""The stored kinds at their stored (and preferred) versions (each with an OpenAPI schema from
+its pydantic model)."""
+OLDER_VERSIONS: tuple[APIResource, ...] = tuple(
+    _resource(kind, older) for kind, versions in SERVED_VERSIONS.items() for older in versions[1:]
+)
+"""The same kinds at the older versions they are still served at (``core.api.catalog.
+SERVED_VERSIONS``): the same schema and objects, read back with the apiVersion asked for."""
+VERSIONED: tuple[APIResource, ...] = RESOURCES + OLDER_VERSIONS
+"""Every stored kind at every version it is served at: what OpenAPI describes."""
 EVENTS = APIResource(
     kind="Event", group="", version="v1", plural="events", singular="event", namespaced=True,
     short_names=("ev",), verbs=READ_AND_WATCH, derived=True,
@@ -211,9 +221,10 @@ NODE_METRICS = APIResource(
 """metrics.k8s.io/v1beta1 (what ``kubectl top`` reads), from the node agents' usage samples;
 get and list only: metrics-server refuses a watch too."""
 DERIVED: tuple[APIResource, ...] = (EVENTS, POD_METRICS, NODE_METRICS)
-SERVED: tuple[APIResource, ...] = RESOURCES + DERIVED
+SERVED: tuple[APIResource, ...] = VERSIONED + DERIVED
 """Everything discovery lists and a URL may name."""
 BY_KIND: Mapping[str, APIResource] = MappingProxyType({r.kind: r for r in RESOURCES})
+"""kind -> its resource at the stored version."""
 BY_PATH: Mapping[tuple[str, str, str], APIResource] = MappingProxyType(
     {(r.group, r.version, r.plural): r for r in SERVED}
 )
@@ -221,7 +232,9 @@ BY_PATH: Mapping[tuple[str, str, str], APIResource] = MappingProxyType(
 
 
 def group_versions() -> dict[str, list[str]]:
-    """group ("" for the core group) -> its versions, in the order they were first seen."""
+    """group ("" for the core group) -> its versions, in the order they were first seen: the
+    stored versions come first, so the first is the preferred one (``v1`` before Istio's
+    ``v1beta1`` and ``v1alpha3``)."""
     groups: dict[str, list[str]] = {}
     for resource in SERVED:
         versions = groups.setdefault(resource.group, [])
