@@ -4,6 +4,7 @@ workloads, namespaces, policies, node ranges …), and the table itself (``objec
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -358,6 +359,59 @@ def _vpa_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
     ]
 
 
+def _json_cell(value: object) -> str:
+    """A CRD printer column of type string over a list: kube prints the JSONPath result as
+    compact JSON (``["edge","mesh"]``); an empty or unset value is a blank cell."""
+    if value is None or value == [] or value == "":
+        return ""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def _istio_spec(item: dict[str, Any]) -> dict[str, Any]:
+    return item["manifest"].get("spec") or {}
+
+
+def _virtual_service_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """Istio's VirtualService printer columns: ``.spec.gateways``, ``.spec.hosts``."""
+    spec = _istio_spec(item)
+    return [
+        item["name"],
+        _json_cell(spec.get("gateways")),
+        _json_cell(spec.get("hosts")),
+        age(item["created_ns"], now_ns),
+    ]
+
+
+def _destination_rule_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """Istio's DestinationRule printer column: ``.spec.host``."""
+    return [
+        item["name"],
+        _json_cell(_istio_spec(item).get("host")),
+        age(item["created_ns"], now_ns),
+    ]
+
+
+def _service_entry_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """Istio's ServiceEntry printer columns: ``.spec.hosts``, ``.spec.location``,
+    ``.spec.resolution`` (stored with Istio's defaults, MESH_EXTERNAL and NONE, filled in)."""
+    spec = _istio_spec(item)
+    return [
+        item["name"],
+        _json_cell(spec.get("hosts")),
+        _json_cell(spec.get("location")),
+        _json_cell(spec.get("resolution")),
+        age(item["created_ns"], now_ns),
+    ]
+
+
+def _peer_authentication_row(item: dict[str, Any], now_ns: int, wide: bool) -> list[str]:
+    """Istio's PeerAuthentication printer column: ``.spec.mtls.mode`` (blank when unset)."""
+    mode = (_istio_spec(item).get("mtls") or {}).get("mode")
+    return [item["name"], _json_cell(mode), age(item["created_ns"], now_ns)]
+
+
 COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
     "Pod": (
         ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
@@ -408,6 +462,16 @@ COLUMNS: dict[str, tuple[list[str], list[str], Any]] = {
         _pdb_row,
     ),
     "VerticalPodAutoscaler": (["NAME", "MODE", "CPU", "MEM", "PROVIDED", "AGE"], [], _vpa_row),
+    # Istio's CRDs' additionalPrinterColumns (Gateway declares none beyond kube's AGE).
+    "VirtualService": (["NAME", "GATEWAYS", "HOSTS", "AGE"], [], _virtual_service_row),
+    "DestinationRule": (["NAME", "HOST", "AGE"], [], _destination_rule_row),
+    "Gateway": (["NAME", "AGE"], [], _default_row),
+    "ServiceEntry": (
+        ["NAME", "HOSTS", "LOCATION", "RESOLUTION", "AGE"],
+        [],
+        _service_entry_row,
+    ),
+    "PeerAuthentication": (["NAME", "MODE", "AGE"], [], _peer_authentication_row),
     "Role": (["NAME", "CREATED AT"], [], _created_at_row),
     "ClusterRole": (["NAME", "CREATED AT"], [], _created_at_row),
     "RoleBinding": (["NAME", "ROLE", "AGE"], _SUBJECT_COLUMNS, _binding_row),
