@@ -19,7 +19,13 @@ import base64
 import re
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from core.mesh import checks
 from core.meta.model import K8sModel, Problems
@@ -1502,10 +1508,24 @@ class PeerAuthenticationSpec(K8sModel):
 
 
 class _IstioKind(ResourceBase):
-    """An Istio object: namespaced, its spec checked as a whole by ``spec.problems()``."""
+    """An Istio object: namespaced, its spec checked as a whole by ``spec.problems()``.
+
+    Its spec is stored as it was written — the fields the manifest set, not the models' zero
+    defaults (``weight: 0``, ``match: []``, ``exportTo: []``): Istio's CRDs keep a proto3
+    object as sent, and kubectl's client-side apply compares the live object with the
+    manifest, so a stored ``weight: 0`` the user never wrote made every re-apply of an
+    unchanged manifest a change ("configured", an event) instead of "unchanged"."""
 
     NAMESPACED = True
     spec: Any
+
+    @field_serializer("spec", mode="wrap")
+    def _spec_as_written(self, spec: Any, handler: SerializerFunctionWrapHandler) -> Any:
+        if isinstance(spec, K8sModel):
+            return spec.model_dump(
+                mode="json", by_alias=True, exclude_none=True, exclude_unset=True
+            )
+        return handler(spec)
 
     @model_validator(mode="after")
     def _check_spec(self) -> Self:

@@ -81,6 +81,15 @@ def test_kubectl_applies_every_served_istio_version_and_prints_istios_columns(
         "serviceentry.networking.istio.io/ext created",
         "peerauthentication.security.istio.io/default created",
     ]
+    # Applied again unchanged: nothing to patch (the specs are stored as written).
+    assert lines(kubectl("apply", "-f", "-", stdin=MESH)) == [
+        "namespace/shop unchanged",
+        "gateway.networking.istio.io/edge unchanged",
+        "virtualservice.networking.istio.io/web unchanged",
+        "destinationrule.networking.istio.io/web unchanged",
+        "serviceentry.networking.istio.io/ext unchanged",
+        "peerauthentication.security.istio.io/default unchanged",
+    ]
 
     vs = lines(kubectl("get", "vs", "-n", "shop"))
     assert vs[0] == "NAME GATEWAYS HOSTS AGE"
