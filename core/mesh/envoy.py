@@ -69,7 +69,7 @@ How Istio's objects become Envoy's, as Istio's own generator does:
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Final, Literal
@@ -2334,16 +2334,22 @@ def wanted_credentials(gateways: Iterable[Gateway]) -> set[tuple[str, str]]:
     the Gateway's namespace, where Istio reads them), with each MUTUAL server's separate CA
     Secret ``<name>-cacert``: what the handler must open for the builder."""
     wanted: set[tuple[str, str]] = set()
+    for namespace, name, mode in _credential_servers(gateways):
+        wanted.add((namespace, name))
+        if mode == "MUTUAL":
+            wanted.add((namespace, name + CACERT_SUFFIX))
+    return wanted
+
+
+def _credential_servers(gateways: Iterable[Gateway]) -> Iterator[tuple[str, str, str]]:
+    """``(namespace, credentialName, mode)`` of every server that terminates TLS with a
+    certificate named by ``credentialName`` (read from the Gateway's namespace)."""
     for gateway in gateways:
         namespace = gateway.metadata.namespace or "default"
         for server in gateway.spec.servers:
             tls = server.tls
-            if tls is None or not tls.credential_name or tls.mode not in TERMINATED_MODES:
-                continue
-            wanted.add((namespace, tls.credential_name))
-            if tls.mode == "MUTUAL":
-                wanted.add((namespace, tls.credential_name + CACERT_SUFFIX))
-    return wanted
+            if tls is not None and tls.credential_name and tls.mode in TERMINATED_MODES:
+                yield namespace, tls.credential_name, tls.mode
 
 
 def _first(data: Mapping[str, bytes], *keys: str) -> str | None:
@@ -2378,29 +2384,23 @@ def credential_ca_secret(name: str, data: Mapping[str, bytes]) -> dict[str, Any]
 def _credential_secrets(state: MeshState, gateways: Sequence[Gateway]) -> dict[str, Any]:
     """SDS name -> secret, for the gateways' servers whose credentials the state holds."""
     found: dict[str, Any] = {}
-    for gateway in gateways:
-        namespace = gateway.metadata.namespace or "default"
-        for server in gateway.spec.servers:
-            tls = server.tls
-            if tls is None or not tls.credential_name or tls.mode not in TERMINATED_MODES:
+    for namespace, name, mode in _credential_servers(gateways):
+        data = state.credentials.get((namespace, name))
+        if data is None:
+            continue
+        secret = credential_secret(CREDENTIAL_PREFIX + name, data)
+        if secret is None:
+            continue
+        if mode == "MUTUAL":
+            # The CA in the same Secret (``ca.crt``) or in ``<name>-cacert``, as Istio.
+            ca_name = CREDENTIAL_PREFIX + name + CACERT_SUFFIX
+            ca = credential_ca_secret(ca_name, data) or credential_ca_secret(
+                ca_name, state.credentials.get((namespace, name + CACERT_SUFFIX), {})
+            )
+            if ca is None:
                 continue
-            name = tls.credential_name
-            data = state.credentials.get((namespace, name))
-            if data is None:
-                continue
-            secret = credential_secret(CREDENTIAL_PREFIX + name, data)
-            if secret is None:
-                continue
-            if tls.mode == "MUTUAL":
-                # The CA in the same Secret (``ca.crt``) or in ``<name>-cacert``, as Istio.
-                ca_name = CREDENTIAL_PREFIX + name + CACERT_SUFFIX
-                ca = credential_ca_secret(ca_name, data) or credential_ca_secret(
-                    ca_name, state.credentials.get((namespace, name + CACERT_SUFFIX), {})
-                )
-                if ca is None:
-                    continue
-                found[ca_name] = ca
-            found[secret["name"]] = secret
+            found[ca_name] = ca
+        found[secret["name"]] = secret
     return found
 
 
