@@ -65,9 +65,9 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import grpc
 import structlog
@@ -175,6 +175,28 @@ class _TypeStream:
     sent: Encoded | None = None
     awaiting: bool = False
     force: bool = False
+
+
+class _Subscription(Protocol):
+    subscribed: bool
+    awaiting: bool
+
+
+def _answerable(types: Mapping[str, _Subscription]) -> Iterator[str]:
+    """The subscribed types a response may be sent for now, in Envoy's order (both
+    protocols): a type waits while an earlier one is unanswered, except endpoints, which
+    follow an unanswered clusters response at once."""
+    clusters_unanswered = False
+    for type_url in TYPE_ORDER:
+        state = types[type_url]
+        if clusters_unanswered and type_url != ENDPOINT_TYPE:
+            return
+        if state.awaiting:
+            if type_url != CLUSTER_TYPE:
+                return  # later types wait for this one's answer (Envoy's order)
+            clusters_unanswered = True
+        elif state.subscribed:
+            yield type_url
 
 
 class _Stream:
@@ -312,18 +334,8 @@ class _Stream:
         the clusters response only once they are warm (or its 15 s initial fetch timeout
         ends): endpoints held back for that answer made every cluster change take 15 s. The
         one stream keeps them in order."""
-        clusters_unanswered = False
-        for type_url in TYPE_ORDER:
+        for type_url in _answerable(self.types):
             state = self.types[type_url]
-            if clusters_unanswered and type_url != ENDPOINT_TYPE:
-                return None
-            if state.awaiting:
-                if type_url == CLUSTER_TYPE:
-                    clusters_unanswered = True
-                    continue
-                return None  # later types wait for this one's answer (Envoy's order)
-            if not state.subscribed:
-                continue
             serving = self.serving(type_url)
             if serving is None:
                 continue
@@ -504,18 +516,8 @@ class _DeltaStream(_Stream):
     def next_response(self) -> Any:
         """As state of the world's (:meth:`_Stream.next_response`): endpoints follow a
         clusters response at once, every other type waits for the one before it."""
-        clusters_unanswered = False
-        for type_url in TYPE_ORDER:
+        for type_url in _answerable(self.delta):
             state = self.delta[type_url]
-            if clusters_unanswered and type_url != ENDPOINT_TYPE:
-                return None
-            if state.awaiting:
-                if type_url == CLUSTER_TYPE:
-                    clusters_unanswered = True
-                    continue
-                return None  # later types wait for this one's answer (Envoy's order)
-            if not state.subscribed:
-                continue
             serving = self.serving(type_url)
             if serving is None:
                 continue
