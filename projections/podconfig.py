@@ -18,7 +18,6 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from core.access.secretdata import open_manifest
 from core.config.consume import referenced
 from core.errors import FleetError, NotFound
 from projections.cluster import ClusterModel
@@ -82,14 +81,10 @@ class PodConfigService:
             record = model.get("Secret", namespace, secret_name)
             if record is None or self._secret_keys is None:
                 continue
-            data_key = await self._secret_keys.find(record.uid)
-            if data_key is None:
+            values = await self._secret_keys.values(
+                record.manifest, namespace=namespace, name=secret_name, uid=record.uid
+            )
+            if values is None:
                 continue  # its key is gone: its values open for nobody, as if deleted
-            opened = open_manifest(
-                record.manifest, data_key=data_key, namespace=namespace, name=secret_name,
-                uid=record.uid,
-            )  # fmt: skip
-            secrets[secret_name] = {
-                k: base64.b64decode(v) for k, v in (opened.get("data") or {}).items()
-            }
+            secrets[secret_name] = values
         return {"ok": True, "configMaps": config_maps, "textKeys": text_keys, "secrets": secrets}

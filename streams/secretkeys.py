@@ -13,6 +13,7 @@ secrets at all.
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 from typing import Any
@@ -122,3 +123,15 @@ class SecretKeys:
         if data_key is None:
             return redacted_manifest(manifest)
         return open_manifest(manifest, data_key=data_key, namespace=namespace, name=name, uid=uid)
+
+    async def values(
+        self, manifest: dict[str, Any], *, namespace: str, name: str, uid: str
+    ) -> dict[str, bytes] | None:
+        """A stored Secret's ``data`` values in clear, as bytes, for a component that uses
+        them (a pod's volume, a gateway's certificate); None when its key is gone (its values
+        open for nobody, as if it were deleted)."""
+        data_key = await self.find(uid)
+        if data_key is None:
+            return None
+        opened = open_manifest(manifest, data_key=data_key, namespace=namespace, name=name, uid=uid)
+        return {k: base64.b64decode(v) for k, v in (opened.get("data") or {}).items()}

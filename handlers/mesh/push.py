@@ -56,7 +56,6 @@ should run. This shell connects the two:
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import datetime
@@ -74,7 +73,6 @@ import structlog
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
-from core.access.secretdata import open_manifest
 from core.mesh.envoy import (
     SECRET_TYPE,
     MeshBuild,
@@ -942,14 +940,11 @@ class MeshPush:
                             error="this handler holds no cluster key")  # fmt: skip
                 continue
             try:
-                data_key = await self._secret_keys.find(record.uid)
-                if data_key is None:
+                data = await self._secret_keys.values(
+                    record.manifest, namespace=namespace, name=name, uid=record.uid
+                )
+                if data is None:
                     continue  # its key is gone: its values open for nobody, as if deleted
-                manifest = open_manifest(
-                    record.manifest, data_key=data_key, namespace=namespace, name=name,
-                    uid=record.uid,
-                )  # fmt: skip
-                data = {k: base64.b64decode(v) for k, v in (manifest.get("data") or {}).items()}
             except Exception as exc:  # one unreadable Secret must not stop the others
                 log.warning("mesh.credential_unreadable", namespace=namespace, name=name,
                             error=repr(exc))  # fmt: skip
