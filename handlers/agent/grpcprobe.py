@@ -55,22 +55,26 @@ def unframed(body: bytes) -> bytes | None:
     return body[5 : 5 + length]
 
 
+Connect = Callable[[str, int], Awaitable[socket.socket]]
+"""Makes the probe's TCP connection to ``(host, port)``."""
+
+
 async def grpc_check(
     host: str,
     port: int,
     service: str = "",
     *,
     timeout: float = 1.0,
-    connect: Connect | None = None,
+    connect: Connect,
 ) -> tuple[bool, str]:
     """One gRPC health check of ``host:port`` for ``service`` ("" = the server as a whole):
     ``(healthy, message)``. ``connect`` makes the TCP connection (from inside a pod's network
-    namespace; default: from here). Never raises for what the server or the network does."""
+    namespace, or from the node). Never raises for what the server or the network does."""
     netloc = f"[{host}]" if ":" in host else host
     target = f"{netloc}:{port}"
     try:
         async with asyncio.timeout(timeout):
-            sock = await (connect or _connect_here)(host, port)
+            sock = await connect(host, port)
     except (TimeoutError, OSError) as exc:
         cause = f": {exc}" if str(exc) else ""
         return False, f'timeout: failed to connect service "{target}" within {timeout:g}s{cause}'
@@ -84,23 +88,6 @@ async def grpc_check(
     finally:
         sock.close()
     return _judged(answer)
-
-
-Connect = Callable[[str, int], Awaitable[socket.socket]]
-
-
-async def _connect_here(host: str, port: int) -> socket.socket:
-    loop = asyncio.get_running_loop()
-    found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    family, target = found[0][0], found[0][4]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    try:
-        await loop.sock_connect(sock, target)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 @dataclass

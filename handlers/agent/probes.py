@@ -83,10 +83,10 @@ async def run_probe(
     if isinstance(action, ExecCheck):
         return await exec_in(container, list(action.command), timeout)
     if isinstance(action, GRPCCheck):
-        inside = functools.partial(connect_in, netns) if netns is not None else None
         healthy, message = await grpc_check(
-            host, action.port, action.service, timeout=timeout, connect=inside
-        )
+            host, action.port, action.service, timeout=timeout,
+            connect=functools.partial(connect_in, netns),
+        )  # fmt: skip
         return ProbeResult(healthy, message)
     return ProbeResult(False, f"unknown probe action {action!r}")
 
@@ -147,9 +147,9 @@ async def tcp_connect(
     return ProbeResult(True, "")
 
 
-async def connect_in(netns: str, host: str, port: int) -> socket.socket:
-    """A TCP connection to ``host:port`` made from inside ``netns`` (a name is resolved on
-    the node, as the kubelet resolves a probe's ``host``)."""
+async def connect_in(netns: str | None, host: str, port: int) -> socket.socket:
+    """A TCP connection to ``host:port`` made from inside ``netns`` (None: from the node; a
+    name is resolved on the node, as the kubelet resolves a probe's ``host``)."""
     loop = asyncio.get_running_loop()
     try:
         address = ipaddress.ip_address(host)
@@ -159,7 +159,11 @@ async def connect_in(netns: str, host: str, port: int) -> socket.socket:
     else:
         family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
         target = (host, port)
-    sock = await open_socket(netns, family)
+    if netns is None:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+    else:
+        sock = await open_socket(netns, family)
     try:
         await loop.sock_connect(sock, target)
     except BaseException:
