@@ -53,7 +53,7 @@ REBUILT_BY: Final[Mapping[str, frozenset[str]]] = {
     "Namespace": frozenset({CLUSTER_TYPE, ENDPOINT_TYPE}),
     "VirtualService": frozenset({LISTENER_TYPE, ROUTE_TYPE}),
     "DestinationRule": frozenset({CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE, SECRET_TYPE}),
-    "Gateway": frozenset({LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE}),
+    "Gateway": frozenset({CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE}),
     "Secret": frozenset({LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE}),
     "PeerAuthentication": frozenset({ENDPOINT_TYPE, LISTENER_TYPE}),
     "Node": frozenset({ENDPOINT_TYPE}),
