@@ -2433,14 +2433,14 @@ def _peer_checks(tls: ServerTLSSettings) -> dict[str, Any]:
     """A mutual server's checks of the client certificate beyond its chain, as Envoy's
     validation context spells them: ``subjectAltNames`` (typed SAN matchers),
     ``verifyCertificateSpki`` and ``verifyCertificateHash``."""
-    checks_: dict[str, Any] = {}
+    peer: dict[str, Any] = {}
     if tls.subject_alt_names:
-        checks_["match_typed_subject_alt_names"] = _san_matchers(tls.subject_alt_names)
+        peer["match_typed_subject_alt_names"] = _san_matchers(tls.subject_alt_names)
     if tls.verify_certificate_spki:
-        checks_["verify_certificate_spki"] = list(tls.verify_certificate_spki)
+        peer["verify_certificate_spki"] = list(tls.verify_certificate_spki)
     if tls.verify_certificate_hash:
-        checks_["verify_certificate_hash"] = list(tls.verify_certificate_hash)
-    return checks_
+        peer["verify_certificate_hash"] = list(tls.verify_certificate_hash)
+    return peer
 
 
 def _server_tls(server: Server, secrets: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -2454,10 +2454,9 @@ def _server_tls(server: Server, secrets: Mapping[str, Any]) -> dict[str, Any] | 
     tls = server.tls
     assert tls is not None
     mutual = tls.mode != "SIMPLE"
-    checks_ = _peer_checks(tls) if mutual else {}
+    peer = _peer_checks(tls) if mutual else {}
     common: dict[str, Any] = {}
-    trust: str | None = None
-    """The SDS secret holding the CA client certificates are verified against."""
+    trust: str | None = None  # the SDS secret of the CA client certificates must chain to
     if tls.mode == "ISTIO_MUTUAL":
         common["tls_certificate_sds_secret_configs"] = [sds_secret(CERT_SECRET)]
         trust = ROOT_SECRET
@@ -2476,11 +2475,11 @@ def _server_tls(server: Server, secrets: Mapping[str, Any]) -> dict[str, Any] | 
         if mutual:
             common["validation_context"] = {
                 "trusted_ca": {"filename": tls.ca_certificates},
-                **checks_,
+                **peer,
             }
-    if trust is not None and checks_:
+    if trust is not None and peer:
         common["combined_validation_context"] = {
-            "default_validation_context": checks_,
+            "default_validation_context": peer,
             "validation_context_sds_secret_config": sds_secret(trust),
         }
     elif trust is not None:

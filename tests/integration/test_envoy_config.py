@@ -259,7 +259,8 @@ def test_gateway_tls_and_tcp_servers_pass_envoy_validate(tmp_path: Path) -> None
     )  # fmt: skip
     snapshot = build_snapshot(state, Proxy(kind="gateway", labels={"istio": "ingressgateway"}))
     assert len(snapshot.listeners) == 8 and len(snapshot.secrets) == 2
-    assert any(c["name"].startswith("outbound_.") for c in snapshot.clusters)  # SNI-DNAT
+    names = {c["name"] for c in snapshot.clusters}
+    assert "outbound_.80_.v1_.web.shop.svc.cluster.local" in names  # SNI-DNAT, with subsets
     # The scenario's ISTIO_MUTUAL clusters need the proxy's own certificates too.
     snapshot = dataclasses.replace(snapshot, secrets=[*snapshot.secrets, *_secrets()])
     done = _validate(static_bootstrap(snapshot), tmp_path)

@@ -251,7 +251,9 @@ async def _tls_backend(name: str, directory: Path) -> tuple[asyncio.Server, str]
     return server, str(directory / f"{name}-ca.pem")
 
 
+@pytest.mark.parametrize("delta", [True, False], ids=["delta", "state-of-the-world"])
 async def test_an_auto_passthrough_server_reaches_the_service_its_sni_names(
+    delta: bool,
     gateway: Gateway,
     client: CommandClient,
     projection: Projection[ClusterModel],
@@ -270,7 +272,9 @@ async def test_an_auto_passthrough_server_reaches_the_service_its_sni_names(
             await apply(client, manifest)
         sni = f"outbound_.443_._.tls-{{}}.{NS}.svc.cluster.local"
         async with push_with(projection, nc, gateway, MeshCA()) as push:
-            with envoy(tmp_path, ads_port=push.port, labels=INGRESS):
+            # The SNI-DNAT clusters take their endpoints by the outbound clusters' EDS names,
+            # over either protocol.
+            with envoy(tmp_path, ads_port=push.port, labels=INGRESS, delta=delta):
                 # Each backend's own certificate reaches the client: not terminated.
                 await until(
                     lambda: asyncio.to_thread(served, port, "a-tls", sni=sni.format("a"), ca=a_ca)
