@@ -1989,8 +1989,8 @@ class MeshBuild:
         proxy for clusters and SDS (a sidecar they pick takes their credentials over SDS)."""
         key = part_key(proxy, type_url)
         if type_url == CLUSTER_TYPE and proxy.kind == "gateway":
-            # Its Gateways decide whether it gets the SNI-DNAT clusters (AUTO_PASSTHROUGH).
-            key = (*key, has_auto_passthrough(self.state, proxy))
+            # Its Gateways decide which SNI-DNAT clusters it gets (AUTO_PASSTHROUGH).
+            key = (*key, auto_passthrough_hosts(self.state, proxy))
         if type_url in (CLUSTER_TYPE, SECRET_TYPE) and proxy.kind == "sidecar":
             picked = tuple(
                 (r.metadata.namespace or "", r.metadata.name or "")
@@ -2043,10 +2043,10 @@ class MeshBuild:
 
     def clusters(self, proxy: Proxy) -> list[dict[str, Any]]:
         clusters = self._clusters_and_endpoints(proxy)[0]
-        if has_auto_passthrough(self.state, proxy):
+        if hosts := auto_passthrough_hosts(self.state, proxy):
             key = self.key(proxy, CLUSTER_TYPE)
             if key not in self._dnat:
-                self._dnat[key] = [*clusters, *sni_dnat_clusters(clusters)]
+                self._dnat[key] = [*clusters, *sni_dnat_clusters(clusters, hosts)]
             return self._dnat[key]
         if proxy.kind == "sidecar" and proxy.captured:
             return [
@@ -2746,24 +2746,35 @@ def _protocol(server: Server) -> str:
     return checks.protocol_of(server.port.protocol if server.port else "") or "http"
 
 
-def has_auto_passthrough(state: MeshState, proxy: Proxy) -> bool:
-    """Whether a Gateway of the gateway proxy has an AUTO_PASSTHROUGH server (Istio's
-    ``ContainsAutoPassthroughGateways``: it then gets the SNI-DNAT clusters)."""
-    return proxy.kind == "gateway" and any(
-        server.tls is not None and server.tls.mode == "AUTO_PASSTHROUGH"
+def auto_passthrough_hosts(state: MeshState, proxy: Proxy) -> tuple[str, ...]:
+    """The hosts of a gateway proxy's AUTO_PASSTHROUGH servers, ``ns/`` dropped (Istio's
+    ``AutoPassthroughSNIHosts``): it gets the SNI-DNAT clusters of the services they match;
+    none when it has no such server."""
+    if proxy.kind != "gateway":
+        return ()
+    return tuple(sorted({
+        host.rsplit("/", 1)[-1]
         for gateway in _mine(state, proxy)
         for server in gateway.spec.servers
-    )
+        if server.tls is not None and server.tls.mode == "AUTO_PASSTHROUGH"
+        for host in server.hosts
+    }))  # fmt: skip
 
 
-def sni_dnat_clusters(clusters: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Istio's SNI-DNAT clusters for AUTO_PASSTHROUGH: each outbound cluster again under the
-    name a mesh client sends as SNI (``outbound_.<port>_.<subset>_.<host>``), without TLS or
-    HTTP options of its own — the client's mutual TLS passes through to the workload — and
-    with the same endpoints (EDS by the outbound cluster's name)."""
+def sni_dnat_clusters(
+    clusters: Sequence[Mapping[str, Any]], hosts: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Istio's SNI-DNAT clusters for AUTO_PASSTHROUGH: each outbound cluster of a service
+    ``hosts`` match again under the name a mesh client sends as SNI
+    (``outbound_.<port>_.<subset>_.<host>``), without TLS or HTTP options of its own — the
+    client's mutual TLS passes through to the workload — and with the same endpoints (EDS by
+    the outbound cluster's name)."""
     made = []
     for cluster in clusters:
-        if not cluster["name"].startswith("outbound|"):
+        parts = cluster["name"].split("|")  # outbound|<port>|<subset>|<host>
+        if len(parts) != 4 or parts[0] != "outbound":
+            continue
+        if not any(hosts_match(parts[3], h) for h in hosts):
             continue
         dnat = {
             key: copy.deepcopy(value)

@@ -432,6 +432,11 @@ def test_an_auto_passthrough_server_routes_by_sni_to_the_sni_dnat_clusters() -> 
         *(n.replace("|", "_.") for n in by_name if "|" in n),
     }
     assert snap.routes == []
+    # Only the services the servers' hosts match get them (Istio's AutoPassthroughSNIHosts).
+    narrow = _gateway(_server(15443, "TLS", ["shop/web.shop.svc.cluster.local"], "tls",
+                              mode="AUTO_PASSTHROUGH"))  # fmt: skip
+    assert [c["name"] for c in build_snapshot(_state(narrow), GATEWAY).clusters if "|" not in
+            c["name"]] == ["outbound_.80_._.web.shop.svc.cluster.local"]  # fmt: skip
     # Without an AUTO_PASSTHROUGH server, no SNI-DNAT cluster.
     plain = build_snapshot(_state(_gateway(_server(80, "HTTP", ["*"], "http"))), GATEWAY)
     assert all("|" in c["name"] for c in plain.clusters)
