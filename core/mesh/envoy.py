@@ -56,13 +56,19 @@ How Istio's objects become Envoy's, as Istio's own generator does:
   endpoints are grouped by their node's locality, weighted (``distribute``) or given failover
   priorities from the proxy's own locality.
 * A **gateway** proxy gets one listener per server port of its Gateways (servers of a port
-  merged, as Istio does) and the VirtualServices bound to them: plain HTTP servers share one
-  route configuration (``httpsRedirect``: 301 to https); HTTPS servers that terminate TLS
-  (SIMPLE, MUTUAL) are filter chains picked by SNI among the server's hosts, their
-  certificate over SDS (``kubernetes://<credentialName>``, from the Secret the handler opened
-  into ``MeshState.credentials``) or from files; PASSTHROUGH servers route the VirtualServices'
-  ``tls`` routes by SNI (``tls_inspector`` + ``tcp_proxy``, not terminated); TCP servers
-  (also MONGO, REDIS, MYSQL) proxy their ``tcp`` routes. A sidecar's TLS/HTTPS service port
+  merged as Istio's ``mergeGateways`` merges them: HTTP with HTTP, TLS with TLS, a
+  conflicting server skipped) and the VirtualServices bound to them, each server's hosts
+  restricting which and for what names: plain HTTP servers share one route configuration
+  (``httpsRedirect``: 301 to https); HTTPS servers that terminate TLS (SIMPLE, MUTUAL,
+  OPTIONAL_MUTUAL, ISTIO_MUTUAL) are filter chains picked by SNI among the server's hosts,
+  their certificate over SDS (``kubernetes://<credentialName>``, from the Secret the handler
+  opened into ``MeshState.credentials``), from files, or the gateway's workload certificate
+  (ISTIO_MUTUAL, clients checked against the mesh root), client certificates checked by
+  ``subjectAltNames``/``verifyCertificateSpki``/``verifyCertificateHash``; PASSTHROUGH
+  servers route the VirtualServices' ``tls`` routes by SNI (``tls_inspector`` +
+  ``tcp_proxy``, not terminated); AUTO_PASSTHROUGH servers send each connection to the
+  SNI-DNAT cluster its SNI names (``sni_cluster``); TCP servers (also MONGO, REDIS, MYSQL)
+  proxy their ``tcp`` routes. A sidecar's TLS/HTTPS service port
   routes ``tls`` routes by SNI the same way, the service itself the default.
 """
 
