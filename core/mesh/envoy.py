@@ -56,13 +56,19 @@ How Istio's objects become Envoy's, as Istio's own generator does:
   endpoints are grouped by their node's locality, weighted (``distribute``) or given failover
   priorities from the proxy's own locality.
 * A **gateway** proxy gets one listener per server port of its Gateways (servers of a port
-  merged, as Istio does) and the VirtualServices bound to them: plain HTTP servers share one
-  route configuration (``httpsRedirect``: 301 to https); HTTPS servers that terminate TLS
-  (SIMPLE, MUTUAL) are filter chains picked by SNI among the server's hosts, their
-  certificate over SDS (``kubernetes://<credentialName>``, from the Secret the handler opened
-  into ``MeshState.credentials``) or from files; PASSTHROUGH servers route the VirtualServices'
-  ``tls`` routes by SNI (``tls_inspector`` + ``tcp_proxy``, not terminated); TCP servers
-  (also MONGO, REDIS, MYSQL) proxy their ``tcp`` routes. A sidecar's TLS/HTTPS service port
+  merged as Istio's ``mergeGateways`` merges them: HTTP with HTTP, TLS with TLS, a
+  conflicting server skipped) and the VirtualServices bound to them, each server's hosts
+  restricting which and for what names: plain HTTP servers share one route configuration
+  (``httpsRedirect``: 301 to https); HTTPS servers that terminate TLS (SIMPLE, MUTUAL,
+  OPTIONAL_MUTUAL, ISTIO_MUTUAL) are filter chains picked by SNI among the server's hosts,
+  their certificate over SDS (``kubernetes://<credentialName>``, from the Secret the handler
+  opened into ``MeshState.credentials``), from files, or the gateway's workload certificate
+  (ISTIO_MUTUAL, clients checked against the mesh root), client certificates checked by
+  ``subjectAltNames``/``verifyCertificateSpki``/``verifyCertificateHash``; PASSTHROUGH
+  servers route the VirtualServices' ``tls`` routes by SNI (``tls_inspector`` +
+  ``tcp_proxy``, not terminated); AUTO_PASSTHROUGH servers send each connection to the
+  SNI-DNAT cluster its SNI names (``sni_cluster``); TCP servers (also MONGO, REDIS, MYSQL)
+  proxy their ``tcp`` routes. A sidecar's TLS/HTTPS service port
   routes ``tls`` routes by SNI the same way, the service itself the default.
 """
 
@@ -87,6 +93,7 @@ from core.mesh.kinds import (
     Percent,
     RouteDestination,
     Server,
+    ServerTLSSettings,
     ServiceEntry,
     StringMatch,
     TrafficPolicy,
@@ -1936,6 +1943,8 @@ class MeshBuild:
         over is also checked against this state (its service, rule, VirtualService)."""
         self.state = replace(state, virtual_services=merge_delegates(state.virtual_services))
         self._gateways: dict[PartKey, _Gateway] = {}
+        self._dnat: dict[PartKey, list[dict[str, Any]]] = {}
+        """A gateway's clusters with the SNI-DNAT ones, per cluster part key."""
         self._localities: dict[PartKey, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
         self._hosts: dict[tuple[int, str], _VirtualHost] = {}
         """Each sidecar virtual host made, by port and service host (a later build's start)."""
@@ -1985,6 +1994,9 @@ class MeshBuild:
         """:func:`part_key`, with the DestinationRules whose ``workloadSelector`` picks the
         proxy for clusters and SDS (a sidecar they pick takes their credentials over SDS)."""
         key = part_key(proxy, type_url)
+        if type_url == CLUSTER_TYPE and proxy.kind == "gateway":
+            # Its Gateways decide which SNI-DNAT clusters it gets (AUTO_PASSTHROUGH).
+            key = (*key, auto_passthrough_hosts(self.state, proxy))
         if type_url in (CLUSTER_TYPE, SECRET_TYPE) and proxy.kind == "sidecar":
             picked = tuple(
                 (r.metadata.namespace or "", r.metadata.name or "")
@@ -2037,6 +2049,11 @@ class MeshBuild:
 
     def clusters(self, proxy: Proxy) -> list[dict[str, Any]]:
         clusters = self._clusters_and_endpoints(proxy)[0]
+        if hosts := auto_passthrough_hosts(self.state, proxy):
+            key = self.key(proxy, CLUSTER_TYPE)
+            if key not in self._dnat:
+                self._dnat[key] = [*clusters, *sni_dnat_clusters(clusters, hosts)]
+            return self._dnat[key]
         if proxy.kind == "sidecar" and proxy.captured:
             return [
                 *clusters,
@@ -2311,7 +2328,15 @@ that name in the gateway's namespace; its client CA is ``kubernetes://<name>-cac
 CACERT_SUFFIX: Final = "-cacert"
 TCP_SERVER_PROTOCOLS: Final = frozenset({"tcp", "mongo", "redis", "mysql"})
 """Gateway server protocols proxied as plain TCP (Istio has no filter of its own for them)."""
-TERMINATED_MODES: Final = frozenset({"SIMPLE", "MUTUAL"})
+TERMINATED_MODES: Final = frozenset({"SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL", "ISTIO_MUTUAL"})
+"""Server TLS modes whose connections the gateway terminates."""
+CREDENTIAL_MODES: Final = frozenset({"SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"})
+"""Modes whose certificate is the server's own (``credentialName`` or files): ISTIO_MUTUAL
+presents the gateway's workload certificate instead."""
+CLIENT_CA_MODES: Final = frozenset({"MUTUAL", "OPTIONAL_MUTUAL"})
+"""Modes that verify a client certificate against the server's own CA (``<name>-cacert``)."""
+SNI_CLUSTER_FILTER: Final = "envoy.filters.network.sni_cluster"
+SNI_CLUSTER_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.network.sni_cluster.v3.SniCluster"
 TLS_VERSIONS: Final = {
     "TLS_AUTO": "TLS_AUTO", "TLSV1_0": "TLSv1_0", "TLSV1_1": "TLSv1_1",
     "TLSV1_2": "TLSv1_2", "TLSV1_3": "TLSv1_3",
@@ -2336,7 +2361,7 @@ def wanted_credentials(gateways: Iterable[Gateway]) -> set[tuple[str, str]]:
     wanted: set[tuple[str, str]] = set()
     for namespace, name, mode in _credential_servers(gateways):
         wanted.add((namespace, name))
-        if mode == "MUTUAL":
+        if mode in CLIENT_CA_MODES:
             wanted.add((namespace, name + CACERT_SUFFIX))
     return wanted
 
@@ -2348,7 +2373,7 @@ def _credential_servers(gateways: Iterable[Gateway]) -> Iterator[tuple[str, str,
         namespace = gateway.metadata.namespace or "default"
         for server in gateway.spec.servers:
             tls = server.tls
-            if tls is not None and tls.credential_name and tls.mode in TERMINATED_MODES:
+            if tls is not None and tls.credential_name and tls.mode in CREDENTIAL_MODES:
                 yield namespace, tls.credential_name, tls.mode
 
 
@@ -2391,7 +2416,7 @@ def _credential_secrets(state: MeshState, gateways: Sequence[Gateway]) -> dict[s
         secret = credential_secret(CREDENTIAL_PREFIX + name, data)
         if secret is None:
             continue
-        if mode == "MUTUAL":
+        if mode in CLIENT_CA_MODES:
             # The CA in the same Secret (``ca.crt``) or in ``<name>-cacert``, as Istio.
             ca_name = CREDENTIAL_PREFIX + name + CACERT_SUFFIX
             ca = credential_ca_secret(ca_name, data) or credential_ca_secret(
@@ -2410,28 +2435,61 @@ def _sni_hosts(hosts: Sequence[str]) -> list[str]:
     return [] if "*" in names else names
 
 
+def _peer_checks(tls: ServerTLSSettings) -> dict[str, Any]:
+    """A mutual server's checks of the client certificate beyond its chain, as Envoy's
+    validation context spells them: ``subjectAltNames`` (typed SAN matchers),
+    ``verifyCertificateSpki`` and ``verifyCertificateHash``."""
+    peer: dict[str, Any] = {}
+    if tls.subject_alt_names:
+        peer["match_typed_subject_alt_names"] = _san_matchers(tls.subject_alt_names)
+    if tls.verify_certificate_spki:
+        peer["verify_certificate_spki"] = list(tls.verify_certificate_spki)
+    if tls.verify_certificate_hash:
+        peer["verify_certificate_hash"] = list(tls.verify_certificate_hash)
+    return peer
+
+
 def _server_tls(server: Server, secrets: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The DownstreamTlsContext of a SIMPLE or MUTUAL server: its certificate over SDS
-    (``credentialName``) or from files; None when its credential is missing (the server is
-    left out rather than a listener warming forever)."""
+    """The DownstreamTlsContext of a server that terminates TLS: SIMPLE, MUTUAL and
+    OPTIONAL_MUTUAL present their certificate over SDS (``credentialName``) or from files and
+    the mutual ones verify a client's against the server's CA; ISTIO_MUTUAL presents the
+    gateway's own workload certificate (SDS ``default``) and verifies the client's against
+    the mesh's root (``ROOTCA``). MUTUAL and ISTIO_MUTUAL require a client certificate,
+    OPTIONAL_MUTUAL asks for one and verifies it only when sent. None when the credential is
+    missing (the server is left out rather than a listener warming forever)."""
     tls = server.tls
     assert tls is not None
-    mutual = tls.mode == "MUTUAL"
+    mutual = tls.mode != "SIMPLE"
+    peer = _peer_checks(tls) if mutual else {}
     common: dict[str, Any] = {}
-    if tls.credential_name:
+    trust: str | None = None  # the SDS secret of the CA client certificates must chain to
+    if tls.mode == "ISTIO_MUTUAL":
+        common["tls_certificate_sds_secret_configs"] = [sds_secret(CERT_SECRET)]
+        trust = ROOT_SECRET
+    elif tls.credential_name:
         name = CREDENTIAL_PREFIX + tls.credential_name
         if name not in secrets or (mutual and name + CACERT_SUFFIX not in secrets):
             return None
         common["tls_certificate_sds_secret_configs"] = [sds_secret(name)]
         if mutual:
-            common["validation_context_sds_secret_config"] = sds_secret(name + CACERT_SUFFIX)
+            trust = name + CACERT_SUFFIX
     else:
         common["tls_certificates"] = [
             {"certificate_chain": {"filename": tls.server_certificate},
              "private_key": {"filename": tls.private_key}}
         ]  # fmt: skip
         if mutual:
-            common["validation_context"] = {"trusted_ca": {"filename": tls.ca_certificates}}
+            common["validation_context"] = {
+                "trusted_ca": {"filename": tls.ca_certificates},
+                **peer,
+            }
+    if trust is not None and peer:
+        common["combined_validation_context"] = {
+            "default_validation_context": peer,
+            "validation_context_sds_secret_config": sds_secret(trust),
+        }
+    elif trust is not None:
+        common["validation_context_sds_secret_config"] = sds_secret(trust)
     params: dict[str, Any] = {}
     if tls.min_protocol_version in TLS_VERSIONS:
         params["tls_minimum_protocol_version"] = TLS_VERSIONS[tls.min_protocol_version]
@@ -2444,24 +2502,44 @@ def _server_tls(server: Server, secrets: Mapping[str, Any]) -> dict[str, Any] | 
     if checks.protocol_of(server.port.protocol if server.port else "") == "https":
         common["alpn_protocols"] = ["h2", "http/1.1"]
     context: dict[str, Any] = {"@type": DOWNSTREAM_TLS_TYPE, "common_tls_context": common}
-    if mutual:
+    if tls.mode in ("MUTUAL", "ISTIO_MUTUAL"):
         context["require_client_certificate"] = True
     return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
-def _server_binds(vs: VirtualService, gateway: Gateway, server: Server) -> bool:
-    """Whether a VirtualService bound to ``gateway`` applies to ``server``: one of its hosts
-    matches one of the server's (``ns/host``: only VirtualServices of that namespace, ``.``
-    the gateway's, ``*`` any), as Istio binds them."""
+def _host_subset(a: str, b: str) -> bool:
+    """``host.Name.SubsetOf``: every name ``a`` covers, ``b`` covers too."""
+    return b == "*" or a == b or (b.startswith("*") and a.endswith(b[1:]))
+
+
+def _bound_hosts(vs: VirtualService, gateway: Gateway, server: Server) -> list[str]:
+    """The names a VirtualService bound to ``gateway`` serves on ``server``, as Istio picks
+    them (``pickMatchingGatewayHosts``): each of its hosts that matches one of the server's a
+    VirtualService of its namespace may take (``ns/host``: only VirtualServices of that
+    namespace, ``.`` the gateway's, ``*`` any) — itself when the server's host covers it,
+    else the server's narrower host (a VirtualService for ``*`` on a server for
+    ``a.example.com`` serves ``a.example.com`` only). None: it does not apply there."""
     vs_ns = vs.metadata.namespace or "default"
     gw_ns = gateway.metadata.namespace or "default"
+    allowed = []
     for entry in server.hosts:
         namespace, slash, host = entry.rpartition("/")
         if slash and namespace not in ("*", vs_ns) and not (namespace == "." and vs_ns == gw_ns):
             continue
-        if any(hosts_match(host, h) for h in vs.spec.hosts):
-            return True
-    return False
+        allowed.append(host)
+    found: list[str] = []
+    for vs_host in vs.spec.hosts:
+        matching = [h for h in allowed if hosts_match(vs_host, h)]
+        if any(_host_subset(vs_host, h) for h in matching):
+            matching = [vs_host]
+        found += [h for h in matching if h not in found]
+    return found
+
+
+def _server_binds(vs: VirtualService, gateway: Gateway, server: Server) -> bool:
+    """Whether a VirtualService bound to ``gateway`` applies to ``server`` (one of its hosts
+    matches one of the server's: :func:`_bound_hosts`)."""
+    return bool(_bound_hosts(vs, gateway, server))
 
 
 def _route_targets(routes: Sequence[RouteDestination], ctx: _Context) -> list[tuple[str, int]]:
@@ -2554,26 +2632,35 @@ def _passthrough_chains(
 
 def _gateway_vhosts(
     state: MeshState,
-    gateway: Gateway,
+    servers: Sequence[tuple[Gateway, Server]],
     port: int,
     ctx_services: Mapping[str, MeshService],
-    *,
-    server: Server | None = None,
-    redirect: bool = False,
 ) -> list[dict[str, Any]]:
-    """The virtual hosts of the VirtualServices bound to ``gateway`` (to ``server`` when
-    given: its hosts must match); ``redirect`` answers plain HTTP with a 301 to https."""
+    """The virtual hosts of one route configuration: each VirtualService bound to a server's
+    Gateway, for the names it serves on those servers (:func:`_bound_hosts`: a server's
+    hosts restrict what binds to it, plain HTTP as HTTPS); ``httpsRedirect`` on a server that
+    binds it answers plain HTTP with a 301 to https. A name two VirtualServices serve goes to
+    the first (Envoy refuses a domain twice in one configuration)."""
     hosts = []
+    taken: set[str] = set()
     for vs in state.virtual_services:
-        if not _bound_to(vs, gateway):
+        names: list[str] = []
+        redirect = False
+        for gateway, server in servers:
+            if not _bound_to(vs, gateway):
+                continue
+            picked = _bound_hosts(vs, gateway, server)
+            if picked and server.tls is not None and server.tls.https_redirect:
+                redirect = True
+            names += [n for n in picked if n not in names and n not in taken]
+        if not names:
             continue
-        if server is not None and not _server_binds(vs, gateway, server):
-            continue
+        taken.update(names)
         namespace = vs.metadata.namespace or "default"
         ctx = _Context(namespace=namespace, port=port, services=ctx_services,
                        rules=state.rules_by_host)  # fmt: skip
         vs_routes = [r for i, route in enumerate(vs.spec.http) for r in envoy_routes(route, ctx, i)]
-        domains = [d for host in vs.spec.hosts for d in (host, f"{host}:{port}")]
+        domains = [d for name in names for d in (name, f"{name}:{port}")]
         host: dict[str, Any] = {"name": f"{namespace}/{vs.metadata.name}:{port}",
                                 "domains": domains, "routes": vs_routes}  # fmt: skip
         if redirect:
@@ -2632,18 +2719,114 @@ def _add_sniffing(
     listener["continue_on_listener_filters_timeout"] = True
 
 
+def _is_tls_server(server: Server) -> bool:
+    """Istio's ``IsTLSServer``: TLS settings on a protocol other than HTTP's (HTTPS, TLS)."""
+    protocol = checks.protocol_of(server.port.protocol if server.port else "") or "http"
+    return server.tls is not None and protocol not in checks.HTTP_PROTOCOLS
+
+
+def _port_servers(servers: Sequence[tuple[Gateway, Server]]) -> list[tuple[Gateway, Server]]:
+    """One port's servers as Istio merges them (``mergeGateways``, oldest Gateway first): the
+    first server decides what the port is. Plain-text HTTP servers merge with each other (one
+    route configuration), TLS servers with each other (chains told apart by SNI); any other
+    server on the port — an HTTPS or TLS server after an HTTP one, an HTTP server after a TLS
+    one (even with ``httpsRedirect``), anything after a TCP server — is skipped, as Istio
+    skips it ("conflict with existing server", counted in ``pilot_total_rejected_configs``;
+    the Gateway itself is not refused)."""
+    kept: list[tuple[Gateway, Server]] = []
+    for gateway, server in servers:
+        if kept:
+            first = kept[0][1]
+            if _is_tls_server(first) != _is_tls_server(server):
+                continue
+            http = checks.HTTP_PROTOCOLS
+            if not _is_tls_server(first) and not (
+                _protocol(first) in http and _protocol(server) in http
+            ):
+                continue
+        kept.append((gateway, server))
+    return kept
+
+
+def _protocol(server: Server) -> str:
+    return checks.protocol_of(server.port.protocol if server.port else "") or "http"
+
+
+def auto_passthrough_hosts(state: MeshState, proxy: Proxy) -> tuple[str, ...]:
+    """The hosts of a gateway proxy's AUTO_PASSTHROUGH servers, ``ns/`` dropped (Istio's
+    ``AutoPassthroughSNIHosts``): it gets the SNI-DNAT clusters of the services they match;
+    none when it has no such server."""
+    if proxy.kind != "gateway":
+        return ()
+    return tuple(sorted({
+        host.rsplit("/", 1)[-1]
+        for gateway in _mine(state, proxy)
+        for server in gateway.spec.servers
+        if server.tls is not None and server.tls.mode == "AUTO_PASSTHROUGH"
+        for host in server.hosts
+    }))  # fmt: skip
+
+
+def sni_dnat_clusters(
+    clusters: Sequence[Mapping[str, Any]], hosts: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Istio's SNI-DNAT clusters for AUTO_PASSTHROUGH: each outbound cluster of a service
+    ``hosts`` match again under the name a mesh client sends as SNI
+    (``outbound_.<port>_.<subset>_.<host>``), without TLS or HTTP options of its own — the
+    client's mutual TLS passes through to the workload — and with the same endpoints (EDS by
+    the outbound cluster's name)."""
+    made = []
+    for cluster in clusters:
+        parts = cluster["name"].split("|")  # outbound|<port>|<subset>|<host>
+        if len(parts) != 4 or parts[0] != "outbound":
+            continue
+        if not any(hosts_match(parts[3], h) for h in hosts):
+            continue
+        dnat = {
+            key: copy.deepcopy(value)
+            for key, value in cluster.items()
+            if key not in ("transport_socket", "transport_socket_matches",
+                           "typed_extension_protocol_options")
+        }  # fmt: skip
+        dnat["name"] = cluster["name"].replace("|", "_.")
+        if "load_assignment" in dnat:
+            dnat["load_assignment"]["cluster_name"] = dnat["name"]
+        made.append(dnat)
+    return made
+
+
+def _auto_passthrough_chain(server: Server, name: str) -> dict[str, Any]:
+    """An AUTO_PASSTHROUGH server's chain: TLS with an SNI among its hosts is proxied,
+    unterminated, to the cluster the SNI names (Envoy's ``sni_cluster``); no VirtualService
+    is involved. A name no cluster has closes the connection."""
+    match: dict[str, Any] = {"transport_protocol": "tls"}
+    if sni := _sni_hosts(server.hosts):
+        match["server_names"] = sni
+    return {
+        "name": name,
+        "filter_chain_match": match,
+        "filters": [
+            {"name": SNI_CLUSTER_FILTER, "typed_config": {"@type": SNI_CLUSTER_TYPE}},
+            _tcp_proxy(name, [(BLACKHOLE_CLUSTER, 0)]),
+        ],
+    }
+
+
 def _gateway_listeners(
     state: MeshState, proxy: Proxy, by_host: Mapping[str, MeshService]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """A gateway proxy's listeners, one per port its Gateways' servers use (Istio merges the
-    servers of a port): plain HTTP servers share one route configuration (``http.<port>``;
-    ``httpsRedirect`` answers 301 to https); HTTPS servers that terminate TLS (SIMPLE, MUTUAL)
-    get a filter chain each, picked by the client's SNI among the server's hosts, with the
-    certificate of its ``credentialName`` over SDS (or its files) and route configuration
-    ``https.<port>.<port name>.<gateway>.<namespace>``; a TLS server that terminates proxies
-    its ``tcp`` routes; PASSTHROUGH servers a chain per ``tls`` route's SNI hosts, the
-    connection proxied unterminated; TCP servers (also MONGO, REDIS, MYSQL) a ``tcp_proxy``
-    of their ``tcp`` routes. Also the SDS secrets of the credentials."""
+    """A gateway proxy's listeners, one per port its Gateways' servers use, the servers of a
+    port merged as Istio merges them (:func:`_port_servers`): plain HTTP servers share one
+    route configuration (``http.<port>``; each server's hosts restrict which bound
+    VirtualServices it serves; ``httpsRedirect`` answers 301 to https); HTTPS servers that
+    terminate TLS (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL) get a filter chain each,
+    picked by the client's SNI among the server's hosts, with its certificate (its
+    ``credentialName`` over SDS, its files, or for ISTIO_MUTUAL the workload's) and route
+    configuration ``https.<port>.<port name>.<gateway>.<namespace>``; a TLS server that
+    terminates proxies its ``tcp`` routes; PASSTHROUGH servers a chain per ``tls`` route's SNI
+    hosts, the connection proxied unterminated; AUTO_PASSTHROUGH servers one chain to the
+    cluster the SNI names; TCP servers (also MONGO, REDIS, MYSQL) a ``tcp_proxy`` of their
+    ``tcp`` routes. Also the SDS secrets of the credentials."""
     listeners: list[dict[str, Any]] = []
     routes: list[dict[str, Any]] = []
     mine = _mine(state, proxy)
@@ -2653,27 +2836,31 @@ def _gateway_listeners(
         for server in gateway.spec.servers:
             assert server.port is not None
             by_port.setdefault(server.port.number, []).append((gateway, server))
-    for port, servers in sorted(by_port.items()):
+    for port, all_servers in sorted(by_port.items()):
+        servers = _port_servers(all_servers)
         chains: list[dict[str, Any]] = []
-        plain_hosts: list[dict[str, Any]] | None = None
         inspect = False
+        plain = [(g, s) for g, s in servers if _protocol(s) in checks.HTTP_PROTOCOLS]
+        if plain:
+            chains.append(_hcm_chain(f"http.{port}"))
+            routes.append(_route_configuration(
+                f"http.{port}", _gateway_vhosts(state, plain, port, by_host)
+            ))  # fmt: skip
         for gateway, server in servers:
             assert server.port is not None
-            protocol = checks.protocol_of(server.port.protocol) or "http"
+            protocol = _protocol(server)
             gw_name = f"{gateway.metadata.name}.{gateway.metadata.namespace or 'default'}"
             if protocol in checks.HTTP_PROTOCOLS:
-                redirect = server.tls is not None and server.tls.https_redirect
-                vhosts = _gateway_vhosts(state, gateway, port, by_host, redirect=redirect)
-                if plain_hosts is None:
-                    plain_hosts = []
-                    chains.append(_hcm_chain(f"http.{port}"))
-                taken = {h["name"] for h in plain_hosts}
-                plain_hosts += [h for h in vhosts if h["name"] not in taken]
-            elif protocol in TCP_SERVER_PROTOCOLS:
+                continue
+            if protocol in TCP_SERVER_PROTOCOLS:
                 targets = _gateway_tcp_targets(state, gateway, server, port, by_host)
                 if targets:
                     chains.append({"name": f"tcp.{port}.{server.port.name}.{gw_name}",
                                    "filters": [_tcp_proxy(f"tcp.{port}", targets)]})  # fmt: skip
+            elif server.tls is not None and server.tls.mode == "AUTO_PASSTHROUGH":
+                inspect = True
+                name = f"auto_passthrough.{port}.{server.port.name}.{gw_name}"
+                chains.append(_auto_passthrough_chain(server, name))
             elif server.tls is not None and server.tls.mode == "PASSTHROUGH":
                 inspect = True
                 chains += _passthrough_chains(state, gateway, server, port, by_host)
@@ -2686,7 +2873,7 @@ def _gateway_listeners(
                 if protocol == "https":
                     chain = _hcm_chain(name, name=name)
                     routes.append(_route_configuration(
-                        name, _gateway_vhosts(state, gateway, port, by_host, server=server)
+                        name, _gateway_vhosts(state, [(gateway, server)], port, by_host)
                     ))  # fmt: skip
                 else:
                     targets = _gateway_tcp_targets(state, gateway, server, port, by_host)
@@ -2699,8 +2886,6 @@ def _gateway_listeners(
                 chain["filter_chain_match"] = match
                 chain["transport_socket"] = socket
                 chains.append(chain)
-        if plain_hosts is not None:
-            routes.append(_route_configuration(f"http.{port}", plain_hosts))
         chains = _distinct(chains)
         if not chains:
             continue

@@ -1212,13 +1212,16 @@ class ServerTLSSettings(K8sModel):
     ca_certificates: str | None = None
     credential_name: str | None = None
     subject_alt_names: list[str] = []
+    verify_certificate_spki: list[str] = []
+    verify_certificate_hash: list[str] = []
     min_protocol_version: str | None = None
     max_protocol_version: str | None = None
     cipher_suites: list[str] = []
 
     def problems(self) -> Problems:
-        """``validateTLSOptions``: ISTIO_MUTUAL brings its own certificates; SIMPLE and MUTUAL
-        need a ``credentialName`` or the certificate files (and MUTUAL a client CA)."""
+        """``validateTLSOptions``: ISTIO_MUTUAL brings its own certificates; SIMPLE, MUTUAL and
+        OPTIONAL_MUTUAL need a ``credentialName`` or the certificate files (the two mutual
+        modes a client CA too, and Istio names both "MUTUAL TLS" in its messages)."""
         found = Problems()
         if self.mode == "ISTIO_MUTUAL":
             for value, what, name in (
@@ -1230,14 +1233,15 @@ class ServerTLSSettings(K8sModel):
                 if value:
                     found.add(f"ISTIO_MUTUAL TLS cannot have associated {what}", name)
             return found
-        if self.mode not in ("SIMPLE", "MUTUAL") or self.credential_name:
+        if self.mode not in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL") or self.credential_name:
             return found
-        if not self.server_certificate:
-            found.add(f"{self.mode} TLS requires a server certificate", "serverCertificate")
-        if not self.private_key:
-            found.add(f"{self.mode} TLS requires a private key", "privateKey")
-        if self.mode == "MUTUAL" and not self.ca_certificates:
+        prefix = "SIMPLE" if self.mode == "SIMPLE" else "MUTUAL"
+        if prefix == "MUTUAL" and not self.ca_certificates:
             found.add("MUTUAL TLS requires a client CA bundle", "caCertificates")
+        if not self.server_certificate:
+            found.add(f"{prefix} TLS requires a server certificate", "serverCertificate")
+        if not self.private_key:
+            found.add(f"{prefix} TLS requires a private key", "privateKey")
         return found
 
 

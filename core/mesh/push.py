@@ -53,7 +53,7 @@ REBUILT_BY: Final[Mapping[str, frozenset[str]]] = {
     "Namespace": frozenset({CLUSTER_TYPE, ENDPOINT_TYPE}),
     "VirtualService": frozenset({LISTENER_TYPE, ROUTE_TYPE}),
     "DestinationRule": frozenset({CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE, SECRET_TYPE}),
-    "Gateway": frozenset({LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE}),
+    "Gateway": frozenset({CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE}),
     "Secret": frozenset({LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE}),
     "PeerAuthentication": frozenset({ENDPOINT_TYPE, LISTENER_TYPE}),
     "Node": frozenset({ENDPOINT_TYPE}),
@@ -64,7 +64,8 @@ mTLS (clusters' transport sockets, endpoints' ``tlsMode``), a Namespace's labels
 are meshed; a VirtualService is routes and TCP listeners' targets; a DestinationRule is
 clusters, subsets' endpoints, routes' hash policies and the credentials its ``credentialName``
 gives a proxy; a Gateway is a gateway's listeners,
-routes and credentials, and so is a Secret it names; a PeerAuthentication is endpoints' mTLS
+routes and credentials, and so is a Secret it names, and a Gateway also a gateway's clusters
+(an AUTO_PASSTHROUGH server brings the SNI-DNAT ones); a PeerAuthentication is endpoints' mTLS
 and the inbound listener; a Node's topology labels are its endpoints' locality (a proxy
 following its node's locality gets new part keys, so all its types are built for it). The unit
 tests check each row against the builder (emptying a kind

@@ -29,6 +29,7 @@ import envoy.extensions.filters.listener.http_inspector.v3.http_inspector_pb2
 import envoy.extensions.filters.listener.original_dst.v3.original_dst_pb2
 import envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2
 import envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2
+import envoy.extensions.filters.network.sni_cluster.v3.sni_cluster_pb2
 import envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2
 import envoy.extensions.retry.host.previous_hosts.v3.previous_hosts_pb2
 import envoy.extensions.transport_sockets.raw_buffer.v3.raw_buffer_pb2

@@ -234,6 +234,13 @@ def test_gateway_tls_and_tcp_servers_pass_envoy_validate(tmp_path: Path) -> None
         server(8443, "HTTPS", ["*"], "mutual", mode="MUTUAL", credentialName="a-cert"),
         server(9443, "TLS", ["*.example.com"], "pass", mode="PASSTHROUGH"),
         server(15432, "TCP", ["*"], "db"),
+        server(15443, "TLS", ["*.local"], "auto", mode="AUTO_PASSTHROUGH"),
+        server(9444, "HTTPS", ["a.example.com"], "mesh", mode="ISTIO_MUTUAL",
+               subjectAltNames=["spiffe://cluster.local/ns/shop/sa/client"]),
+        server(9445, "HTTPS", ["a.example.com"], "optional", mode="OPTIONAL_MUTUAL",
+               credentialName="a-cert", subjectAltNames=["client.example.com"],
+               verifyCertificateSpki=["2IEpPESU/mmC2/Cj9bFmjzCU8YH4rV2bPdFwDZWFwJU="],
+               verifyCertificateHash=["df6ff72fe9116521268f6f2dd4966f51df479883fe7037b39f75916ac3049d1a"]),
     ]})  # fmt: skip
     route = [{"destination": {"host": "web", "port": {"number": 80}}}]
     services = istio("VirtualService", "front", {
@@ -251,7 +258,9 @@ def test_gateway_tls_and_tcp_servers_pass_envoy_validate(tmp_path: Path) -> None
         credentials=credentials,
     )  # fmt: skip
     snapshot = build_snapshot(state, Proxy(kind="gateway", labels={"istio": "ingressgateway"}))
-    assert len(snapshot.listeners) == 5 and len(snapshot.secrets) == 2
+    assert len(snapshot.listeners) == 8 and len(snapshot.secrets) == 2
+    names = {c["name"] for c in snapshot.clusters}
+    assert "outbound_.80_.v1_.web.shop.svc.cluster.local" in names  # SNI-DNAT, with subsets
     # The scenario's ISTIO_MUTUAL clusters need the proxy's own certificates too.
     snapshot = dataclasses.replace(snapshot, secrets=[*snapshot.secrets, *_secrets()])
     done = _validate(static_bootstrap(snapshot), tmp_path)

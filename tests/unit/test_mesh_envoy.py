@@ -814,7 +814,10 @@ def rich_state() -> MeshState:
         "selector": {"istio": "ingressgateway"},
         "servers": [{"port": {"number": 443, "name": "https", "protocol": "HTTPS"},
                      "hosts": ["secure.example.com"],
-                     "tls": {"mode": "SIMPLE", "credentialName": "secure-cert"}}],
+                     "tls": {"mode": "SIMPLE", "credentialName": "secure-cert"}},
+                    # The SNI-DNAT clusters: what makes a Gateway change a clusters change.
+                    {"port": {"number": 15443, "name": "tls", "protocol": "TLS"},
+                     "hosts": ["*.local"], "tls": {"mode": "AUTO_PASSTHROUGH"}}],
     })  # fmt: skip
     origination = istio("DestinationRule", "payments", {
         "host": "payments.example.com", "workloadSelector": {"matchLabels": {"app": "web"}},
@@ -860,8 +863,9 @@ def test_proxies_with_the_same_part_key_get_the_same_resources() -> None:
                         type_url, a, b,
                     )  # fmt: skip
     assert {part_key(p, ENDPOINT_TYPE) for p in PROXIES} == {("",), ("r1/z1/",)}
-    # Gateway or sidecar, captured or not, locality; the sidecar the rule's selector picks.
-    assert len({own[0].key(p, CLUSTER_TYPE) for p in PROXIES}) == 6
+    # Gateway or sidecar, captured or not, locality; the sidecar the rule's selector picks;
+    # a gateway with an AUTO_PASSTHROUGH server or without.
+    assert len({own[0].key(p, CLUSTER_TYPE) for p in PROXIES}) == 7
     assert part_key(PROXIES[1], ROUTE_TYPE) == part_key(PROXIES[2], ROUTE_TYPE)
     assert part_key(PROXIES[1], LISTENER_TYPE) != part_key(PROXIES[2], LISTENER_TYPE)
     assert shared > 0

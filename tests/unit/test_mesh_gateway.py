@@ -1,14 +1,20 @@
 """A gateway proxy's TLS and TCP servers, resource by resource: HTTPS servers that terminate
-TLS (SIMPLE, MUTUAL) with their credential over SDS, SNI per server, httpsRedirect, PASSTHROUGH
-servers routed by the VirtualServices' ``tls`` routes, TCP servers by their ``tcp`` routes."""
+TLS (SIMPLE, MUTUAL, OPTIONAL_MUTUAL with their credential over SDS, ISTIO_MUTUAL with the
+workload's certificate) and check the client's, SNI per server, httpsRedirect, PASSTHROUGH
+servers routed by the VirtualServices' ``tls`` routes, AUTO_PASSTHROUGH servers by SNI to the
+SNI-DNAT clusters, TCP servers by their ``tcp`` routes; the hosts of plain HTTP servers; how
+the servers of one port merge."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from core.mesh.envoy import (
+    CERT_SECRET,
     DOWNSTREAM_TLS_TYPE,
+    ROOT_SECRET,
     SECRET_TYPE,
+    SNI_CLUSTER_TYPE,
     TLS_INSPECTOR_TYPE,
     MeshState,
     Proxy,
@@ -318,3 +324,177 @@ def test_a_sidecars_tls_service_port_routes_by_sni_with_the_service_as_default()
     # A plain TCP port has no SNI chains, even with tls routes naming its host.
     db = next(li for li in snap.listeners if li["name"] == "10.96.0.13_5432")
     assert "listener_filters" not in db and len(db["filter_chains"]) == 1
+
+
+def _context(snap: Snapshot, port: int) -> dict[str, Any]:
+    [chain] = _listener(snap, port)["filter_chains"]
+    return chain["transport_socket"]["typed_config"]
+
+
+def test_an_istio_mutual_server_presents_the_workload_certificate_and_requires_a_mesh_client() -> (
+    None
+):
+    spiffe = "spiffe://cluster.local/ns/shop/sa/client"
+    gateway = _gateway(_server(443, "HTTPS", ["a.example.com"], "https", mode="ISTIO_MUTUAL",
+                               subjectAltNames=[spiffe]))  # fmt: skip
+    assert wanted_credentials([gateway]) == set()
+    snap = build_snapshot(_state(gateway, _web_route("a.example.com")), GATEWAY)
+    context = _context(snap, 443)
+    assert context["require_client_certificate"] is True
+    common = context["common_tls_context"]
+    assert [s["name"] for s in common["tls_certificate_sds_secret_configs"]] == [CERT_SECRET]
+    combined = common["combined_validation_context"]
+    assert combined["validation_context_sds_secret_config"]["name"] == ROOT_SECRET
+    assert combined["default_validation_context"] == {
+        "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": spiffe}}]
+    }
+    assert common["alpn_protocols"] == ["h2", "http/1.1"]
+    assert snap.secrets == []  # the workload's own secrets are served per identity
+
+
+def test_an_optional_mutual_server_verifies_a_client_certificate_without_requiring_one() -> None:
+    gateway = _gateway(_server(443, "HTTPS", ["*"], "https", mode="OPTIONAL_MUTUAL",
+                               credentialName="a-cert"))  # fmt: skip
+    assert wanted_credentials([gateway]) == {("shop", "a-cert"), ("shop", "a-cert-cacert")}
+    credentials = {("shop", "a-cert"): {**CERT, "ca.crt": b"-----CA-----"}}
+    snap = build_snapshot(
+        _state(gateway, _web_route("a.example.com"), credentials=credentials), GATEWAY
+    )
+    context = _context(snap, 443)
+    assert "require_client_certificate" not in context
+    common = context["common_tls_context"]
+    assert common["validation_context_sds_secret_config"]["name"] == "kubernetes://a-cert-cacert"
+    # Without its CA the server is left out, as a MUTUAL one.
+    bare = _state(gateway, _web_route("a.example.com"), credentials={("shop", "a-cert"): CERT})
+    assert build_snapshot(bare, GATEWAY).listeners == []
+
+
+def test_subject_alt_names_spki_and_hash_check_the_client_certificate() -> None:
+    checks = {
+        "subjectAltNames": ["client.example.com", "spiffe://td/x", "10.0.0.1"],
+        "verifyCertificateSpki": ["A" * 43 + "="],
+        "verifyCertificateHash": ["ab" * 32],
+    }
+    expected = {
+        "match_typed_subject_alt_names": [
+            {"san_type": "DNS", "matcher": {"exact": "client.example.com"}},
+            {"san_type": "URI", "matcher": {"exact": "spiffe://td/x"}},
+            {"san_type": "IP_ADDRESS", "matcher": {"exact": "10.0.0.1"}},
+        ],
+        "verify_certificate_spki": ["A" * 43 + "="],
+        "verify_certificate_hash": ["ab" * 32],
+    }  # fmt: skip
+    credentials = {("shop", "a-cert"): {**CERT, "ca.crt": b"-----CA-----"}}
+    snap = build_snapshot(_state(
+        _gateway(_server(443, "HTTPS", ["*"], "https", mode="MUTUAL", credentialName="a-cert",
+                         **checks)),
+        _web_route("a.example.com"), credentials=credentials,
+    ), GATEWAY)  # fmt: skip
+    combined = _context(snap, 443)["common_tls_context"]["combined_validation_context"]
+    assert combined["default_validation_context"] == expected
+    assert combined["validation_context_sds_secret_config"]["name"] == "kubernetes://a-cert-cacert"
+    files = build_snapshot(_state(
+        _gateway(_server(443, "HTTPS", ["*"], "https", mode="MUTUAL",
+                         serverCertificate="/c.pem", privateKey="/k.pem",
+                         caCertificates="/ca.pem", **checks)),
+        _web_route("a.example.com"),
+    ), GATEWAY)  # fmt: skip
+    validation = _context(files, 443)["common_tls_context"]["validation_context"]
+    assert validation == {"trusted_ca": {"filename": "/ca.pem"}, **expected}
+    # SIMPLE verifies no client: the checks do not apply.
+    simple = build_snapshot(_state(
+        _gateway(_server(443, "HTTPS", ["*"], "https", mode="SIMPLE", credentialName="a-cert",
+                         **checks)),
+        _web_route("a.example.com"), credentials=credentials,
+    ), GATEWAY)  # fmt: skip
+    common = _context(simple, 443)["common_tls_context"]
+    assert "combined_validation_context" not in common and "validation_context" not in common
+
+
+def test_an_auto_passthrough_server_routes_by_sni_to_the_sni_dnat_clusters() -> None:
+    gateway = _gateway(_server(15443, "TLS", ["*.local"], "tls", mode="AUTO_PASSTHROUGH"))
+    snap = build_snapshot(_state(gateway), GATEWAY)
+    listener = _listener(snap, 15443)
+    assert listener["listener_filters"][0]["typed_config"]["@type"] == TLS_INSPECTOR_TYPE
+    [chain] = listener["filter_chains"]
+    assert chain["filter_chain_match"] == {"transport_protocol": "tls",
+                                           "server_names": ["*.local"]}  # fmt: skip
+    sni, proxy = chain["filters"]
+    assert sni == {"name": "envoy.filters.network.sni_cluster",
+                   "typed_config": {"@type": SNI_CLUSTER_TYPE}}  # fmt: skip
+    assert proxy["typed_config"]["cluster"] == "BlackHoleCluster"  # only when SNI names none
+    assert "transport_socket" not in chain  # not terminated: no VirtualService involved
+    by_name = {c["name"]: c for c in snap.clusters}
+    dnat = by_name["outbound_.80_._.web.shop.svc.cluster.local"]
+    assert dnat["eds_cluster_config"]["service_name"] == WEB  # the same endpoints
+    assert {c["name"] for c in snap.clusters} == {
+        *(n for n in by_name if "|" in n),
+        *(n.replace("|", "_.") for n in by_name if "|" in n),
+    }
+    assert snap.routes == []
+    # Only the services the servers' hosts match get them (Istio's AutoPassthroughSNIHosts).
+    narrow = _gateway(_server(15443, "TLS", ["shop/web.shop.svc.cluster.local"], "tls",
+                              mode="AUTO_PASSTHROUGH"))  # fmt: skip
+    assert [c["name"] for c in build_snapshot(_state(narrow), GATEWAY).clusters if "|" not in
+            c["name"]] == ["outbound_.80_._.web.shop.svc.cluster.local"]  # fmt: skip
+    # Without an AUTO_PASSTHROUGH server, no SNI-DNAT cluster.
+    plain = build_snapshot(_state(_gateway(_server(80, "HTTP", ["*"], "http"))), GATEWAY)
+    assert all("|" in c["name"] for c in plain.clusters)
+
+
+def test_a_plain_http_servers_hosts_restrict_which_virtual_services_it_serves() -> None:
+    state = _state(
+        _gateway(_server(80, "HTTP", ["a.example.com", "other/b.example.com"], "http")),
+        _web_route("a.example.com"),
+        _web_route("b.example.com"),  # in shop: the server takes b only from namespace other
+        _web_route("c.example.com"),
+        _vs("any", ["*"], http=[{"route": [{"destination": {"host": "web"}}]}]),
+    )
+    [config] = build_snapshot(state, GATEWAY).routes
+    assert [(h["name"], h["domains"]) for h in config["virtual_hosts"]] == [
+        ("shop/a:80", ["a.example.com", "a.example.com:80"]),
+        # "*" serves the server's hosts only, not whatever Host a client sends.
+    ]
+    state = _state(
+        _gateway(_server(80, "HTTP", ["./*.example.com"], "http")),
+        _vs("any", ["*"], http=[{"route": [{"destination": {"host": "web"}}]}]),
+        _web_route("a.example.com"),
+    )
+    [config] = build_snapshot(state, GATEWAY).routes
+    assert [(h["name"], h["domains"]) for h in config["virtual_hosts"]] == [
+        ("shop/any:80", ["*.example.com", "*.example.com:80"]),
+        ("shop/a:80", ["a.example.com", "a.example.com:80"]),
+    ]
+
+
+def test_servers_of_one_port_merge_as_istio_merges_them() -> None:
+    """The port's first server decides: HTTP with HTTP, TLS with TLS; others are skipped."""
+    credentials = {("shop", "a-cert"): CERT}
+    https = _server(8000, "HTTPS", ["a.example.com"], "https", mode="SIMPLE",
+                    credentialName="a-cert")  # fmt: skip
+    http = _server(8000, "HTTP", ["a.example.com"], "http")
+    http2 = _server(8000, "HTTP2", ["b.example.com"], "http2")
+    first_http = build_snapshot(_state(
+        _gateway(http, https, http2), _web_route("a.example.com"), _web_route("b.example.com"),
+        credentials=credentials,
+    ), GATEWAY)  # fmt: skip
+    [chain] = _listener(first_http, 8000)["filter_chains"]
+    assert "transport_socket" not in chain and "listener_filters" not in _listener(first_http, 8000)
+    [config] = first_http.routes
+    assert config["name"] == "http.8000" and len(config["virtual_hosts"]) == 2
+    first_tls = build_snapshot(_state(
+        _gateway(https, http), _web_route("a.example.com"), credentials=credentials,
+    ), GATEWAY)  # fmt: skip
+    [chain] = _listener(first_tls, 8000)["filter_chains"]
+    assert chain["name"] == "https.8000.https.edge.shop" and "transport_socket" in chain
+    assert [r["name"] for r in first_tls.routes] == ["https.8000.https.edge.shop"]
+    tcp = _server(8000, "TCP", ["*"], "tcp")
+    first_tcp = build_snapshot(_state(
+        _gateway(tcp, http),
+        _vs("db", ["*"], tcp=[{"route": [{"destination": {"host": "db",
+                                                          "port": {"number": 5432}}}]}],
+            http=[{"route": [{"destination": {"host": "web"}}]}]),
+    ), GATEWAY)  # fmt: skip
+    [chain] = _listener(first_tcp, 8000)["filter_chains"]
+    assert chain["filters"][0]["name"] == "envoy.filters.network.tcp_proxy"
+    assert first_tcp.routes == []

@@ -14,7 +14,7 @@ from core.api.manifests import dump_manifest, parse_manifest
 from core.errors import ValidationFailed
 from core.kubeapi.resources import RESOURCES
 from core.mesh import checks
-from core.mesh.kinds import DestinationRule, VirtualService
+from core.mesh.kinds import DestinationRule, Gateway, VirtualService
 from ops.cliargs import resolve_kind
 
 
@@ -485,6 +485,33 @@ def test_server_tls_settings_rules() -> None:
         ("spec.servers[0].tls.credentialName",
          "ISTIO_MUTUAL TLS cannot have associated credentialName"),
     ]  # fmt: skip
+
+
+def test_optional_mutual_is_validated_as_mutual_and_peer_checks_are_read() -> None:
+    def server(tls: dict[str, Any]) -> dict[str, Any]:
+        return {"hosts": ["a.example.com"], "tls": tls,
+                "port": {"number": 443, "protocol": "HTTPS", "name": "https"}}  # fmt: skip
+
+    parse_manifest(_gw([server({"mode": "OPTIONAL_MUTUAL", "credentialName": "a-cert"})]))
+    assert _refused(_gw([server({"mode": "OPTIONAL_MUTUAL"})])) == [
+        ("spec.servers[0].tls.caCertificates", "MUTUAL TLS requires a client CA bundle"),
+        ("spec.servers[0].tls.serverCertificate", "MUTUAL TLS requires a server certificate"),
+        ("spec.servers[0].tls.privateKey", "MUTUAL TLS requires a private key"),
+    ]
+    peer = {
+        "subjectAltNames": ["spiffe://cluster.local/ns/a/sa/b"],
+        "verifyCertificateSpki": ["A" * 43 + "="],
+        "verifyCertificateHash": ["ab" * 32],
+    }
+    gw = parse_manifest(_gw([server({"mode": "MUTUAL", "credentialName": "a-cert", **peer})]))
+    assert isinstance(gw, Gateway)
+    tls = gw.spec.servers[0].tls
+    assert tls is not None
+    assert tls.verify_certificate_spki == ["A" * 43 + "="]
+    assert tls.verify_certificate_hash == ["ab" * 32]
+    parse_manifest(_gw([server({"mode": "ISTIO_MUTUAL", **peer})]))
+    parse_manifest(_gw([{**server({"mode": "AUTO_PASSTHROUGH"}),
+                         "port": {"number": 15443, "protocol": "TLS", "name": "tls"}}]))  # fmt: skip
 
 
 def _tls_vs(*routes: dict[str, Any], hosts: list[str] | None = None) -> dict[str, Any]:
