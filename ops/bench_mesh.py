@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -169,12 +170,44 @@ def _start_envoys(
     return processes
 
 
+class _Probe:
+    """What ``--trace`` records during one change: the garbage collector's pauses (by
+    generation, from ``gc.callbacks``) and the longest gap between two of the bench's polls
+    (the event loop busy with something: the rebuild, a stream's turn, a collection)."""
+
+    def __init__(self) -> None:
+        self.gc: list[tuple[int, float]] = []
+        self.gap = 0.0
+        self._gc_began = 0.0
+        self._polled = 0.0
+
+    def reset(self) -> None:
+        self.gc.clear()
+        self.gap = 0.0
+        self._polled = time.perf_counter()
+
+    def polled(self) -> None:
+        now = time.perf_counter()
+        self.gap = max(self.gap, now - self._polled)
+        self._polled = now
+
+    def on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_began = time.perf_counter()
+        else:
+            self.gc.append((info["generation"], time.perf_counter() - self._gc_began))
+
+
+_PROBE = _Probe()
+
+
 async def _wait(check: Any, *, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
             raise TimeoutError("proxies did not ACK in time")
         await asyncio.sleep(0.001)
+        _PROBE.polled()
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -184,9 +217,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 async def run(services: int, endpoints: int, proxies: int, changes: int,
               churn_seconds: float, churn_rate: float, *, delta: bool = True,
-              kind: str = "eds", rules: int = 0) -> dict[str, Any]:  # fmt: skip
+              kind: str = "eds", rules: int = 0, trace: bool = False,
+              tune: bool = True) -> dict[str, Any]:  # fmt: skip
     model = _model(services, endpoints, rules)
-    tune_gc()  # as `fleetlog up` does once its roles have caught up
+    if tune:
+        tune_gc()  # as `fleetlog up` does once its roles have caught up
     projection = _Projection(model)
     push = MeshPush(projection, insecure=True)  # type: ignore[arg-type]  # hand-started Envoys
     await push.start()
@@ -253,8 +288,11 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
         cpu_before = time.process_time()
         latencies: list[float] = []
         split: dict[str, list[float]] = {"rebuild": [], "to_send": [], "envoy": []}
-        for _ in range(changes):
+        if trace:
+            gc.callbacks.append(_PROBE.on_gc)
+        for number in range(changes):
             rebuilds.clear()
+            _PROBE.reset()
             began_ns = time.time_ns()
             began = time.monotonic()
             change()
@@ -274,8 +312,21 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
             if sends:
                 split["to_send"].append(max(sends))
                 split["envoy"].append(max(applies))
+            if trace:
+                print(json.dumps({
+                    "change": number, "ms": round(latencies[-1] * 1000, 1),
+                    "rebuild_ms": round(sum(rebuilds) * 1000, 1),
+                    "to_send_ms": [round(min(sends, default=0) * 1000, 1),
+                                   round(max(sends, default=0) * 1000, 1)],
+                    "envoy_ms": [round(min(applies, default=0) * 1000, 1),
+                                 round(max(applies, default=0) * 1000, 1)],
+                    "gc_ms": [[g, round(t * 1000, 1)] for g, t in _PROBE.gc],
+                    "loop_gap_ms": round(_PROBE.gap * 1000, 1),
+                }), flush=True)  # fmt: skip
             await asyncio.sleep(0.02)
         cpu_per_change = (time.process_time() - cpu_before) / changes
+        if trace:
+            gc.callbacks.remove(_PROBE.on_gc)
         pushes_before = push.pushes
         churn_start = time.monotonic()
         churn_end = churn_start + churn_seconds
@@ -344,6 +395,14 @@ def main() -> None:
     parser.add_argument("--rules", type=int, default=None,
                         help="VirtualServices and DestinationRules in the model (default: 0 "
                         "for --kind eds, else 100)")  # fmt: skip
+    parser.add_argument("--trace", action="store_true",
+                        help="print each change's split, its garbage collections and the "
+                        "longest event-loop gap the bench saw")  # fmt: skip
+    parser.add_argument(
+        "--no-tune-gc",
+        action="store_true",
+        help="leave the collector's defaults (the handler's own tuning only)",
+    )
     args = parser.parse_args()
     rules = args.rules if args.rules is not None else (0 if args.kind == "eds" else 100)
     if args.kind != "eds" and rules < 1:
@@ -352,7 +411,8 @@ def main() -> None:
     for proxies in args.proxies:
         figures = asyncio.run(
             run(args.services, args.endpoints, proxies, args.changes, args.churn_seconds,
-                args.churn_rate, delta=not args.sotw, kind=args.kind, rules=rules)
+                args.churn_rate, delta=not args.sotw, kind=args.kind, rules=rules,
+                trace=args.trace, tune=not args.no_tune_gc)
         )  # fmt: skip
         print(json.dumps(figures), flush=True)
 
