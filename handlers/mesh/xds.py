@@ -209,6 +209,26 @@ _HOSTS_MARK_JSON = canonical({"": _HOSTS_MARK})[4:-1]
 """Where a route configuration's canonical JSON gets its hosts' (NUL cannot be in a name)."""
 
 
+def since(encoded: Encoded, previous: Encoded | None) -> Encoded:
+    """``encoded`` marked as made from ``previous`` by replacing the resources whose version
+    differs (or that are new), when none of ``previous``'s is gone: a delta stream holding
+    ``previous`` then compares those names alone. Found once per build, where each of ten
+    streams walked every resource of the type (1,000 clusters after a DestinationRule
+    change), on the event loop, while the others' responses waited."""
+    if previous is None or encoded.replaced is not None or encoded.version == previous.version:
+        return encoded
+    held = dict(zip((name for name, _ in previous.resources), previous.versions, strict=True))
+    names = {name for name, _ in encoded.resources}
+    if any(name not in names for name in held):
+        return encoded  # a resource removed: a full comparison says which
+    changed = frozenset(
+        name
+        for (name, _), version in zip(encoded.resources, encoded.versions, strict=True)
+        if held.get(name) != version
+    )
+    return dataclasses.replace(encoded, replaced=(previous.version, changed))
+
+
 def combined(*parts: Encoded) -> Encoded:
     """One type's resources from several sets (their names distinct), versioned as one: a
     proxy's SDS secrets are its identity's and its gateway's credentials."""
