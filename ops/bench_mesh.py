@@ -3,7 +3,8 @@ what the handler costs, with a large mesh.
 
     python -m ops.bench_mesh [--services 1000] [--endpoints 10] [--proxies 1 10] [--changes 50]
                              [--churn-seconds 5] [--churn-rate 100] [--sotw]
-                             [--kind eds|vs|dr] [--rules 100]
+                             [--kind eds|vs|dr] [--rules 100] [--trace] [--poll-ms MS]
+                             [--no-tune-gc]
 
 The read model is filled directly (``--services`` services on port 8080, each with one
 EndpointSlice of ``--endpoints`` endpoints; nothing behind them is contacted), so what is timed
@@ -19,8 +20,9 @@ fleetlog starts do; ``--sotw`` bootstraps them for state of the world instead.
    endpoint (``--kind eds``, the default: an EDS-only push); or, with ``--kind vs`` / ``dr``,
    one of ``--rules`` VirtualServices changes its timeout / one of as many DestinationRules
    its load balancer (a full push: routes, or clusters and what follows them). Timed from the
-   change until every proxy has ACKed every type's newest version (polled every millisecond,
-   the 3 ms debounce included): p50/p99.
+   change until every proxy has ACKed every type's newest version (checked on each of the
+   handler's status reports, an ACK's above all; ``--poll-ms`` polls instead, as the bench
+   did every millisecond before; the 3 ms debounce included): p50/p99.
 2. **Churn** (of the same kind of change): ``--churn-rate`` changes a second (paced by the
    clock) for ``--churn-seconds``; reported:
    how many pushes the debounce made of them and the lag at the end (until all proxies ACK
@@ -32,6 +34,11 @@ fleetlog starts do; ``--sotw`` bootstraps them for state of the world instead.
    rebuild and the streams' turns), ``envoy_ms`` per proxy from its first response of the
    change to its last ACK of it (Envoy receiving, applying and answering the configuration,
    the gRPC transport included): p50/p99 of each change's slowest proxy.
+5. ``--trace``: one line per change with its split (``to_send_ms`` and ``envoy_ms`` as
+   [first proxy, last proxy]), the garbage collections during it (generation, ms; from
+   ``gc.callbacks``) and the longest gap between two of the bench's checks (the event loop
+   busy: the rebuild, the streams' turns, a collection), to look at the slow ones one by one.
+   The bench tunes the collector as ``fleetlog up`` does (``--no-tune-gc``: the defaults).
 
 Envoy processes are stopped by PID at the end.
 """
@@ -40,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -201,12 +209,27 @@ class _Probe:
 _PROBE = _Probe()
 
 
+_PROGRESS: asyncio.Event | None = None
+"""Set by the handler's status reports (an ACK, a response) and the end of each rebuild: the
+bench re-checks its condition then, not on a timer of its own."""
+POLL_S: float = 0.0
+"""``--poll-ms``: check every so often instead (the bench polled every millisecond before:
+a thousand wake-ups a second of the loop the handler runs on)."""
+
+
 async def _wait(check: Any, *, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not check():
-        if time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise TimeoutError("proxies did not ACK in time")
-        await asyncio.sleep(0.001)
+        if POLL_S or _PROGRESS is None:
+            await asyncio.sleep(POLL_S or 0.001)
+        else:
+            _PROGRESS.clear()
+            # Bounded: a condition no report announces (a stream connecting) is seen anyway.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_PROGRESS.wait(), min(left, 0.05))
         _PROBE.polled()
 
 
@@ -232,8 +255,19 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
         began = time.perf_counter()
         rebuild()
         rebuilds.append(time.perf_counter() - began)
+        if _PROGRESS is not None:
+            _PROGRESS.set()
 
     push.rebuild = timed_rebuild  # type: ignore[method-assign]  # the split of a change's time
+    global _PROGRESS
+    _PROGRESS = progress = asyncio.Event()
+    report = push.report
+
+    def reported(status: Any) -> None:
+        report(status)
+        progress.set()
+
+    push.report = reported  # type: ignore[method-assign]  # the bench waits on the reports
     task = asyncio.create_task(push.run())
     ids = [node_id(kind="sidecar", ip=f"127.0.0.{i + 2}", pod=f"app-{i}", namespace=NS)
            for i in range(proxies)]  # fmt: skip
@@ -403,7 +437,12 @@ def main() -> None:
         action="store_true",
         help="leave the collector's defaults (the handler's own tuning only)",
     )
+    parser.add_argument("--poll-ms", type=float, default=0.0,
+                        help="check for the ACKs every so often (the bench's old 1 ms) instead "
+                        "of on the handler's status reports")  # fmt: skip
     args = parser.parse_args()
+    global POLL_S
+    POLL_S = args.poll_ms / 1000
     rules = args.rules if args.rules is not None else (0 if args.kind == "eds" else 100)
     if args.kind != "eds" and rules < 1:
         parser.error("--kind vs/dr needs --rules of at least 1")
