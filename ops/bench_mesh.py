@@ -36,8 +36,9 @@ fleetlog starts do; ``--sotw`` bootstraps them for state of the world instead.
    the gRPC transport included): p50/p99 of each change's slowest proxy.
 5. ``--trace``: one line per change with its split (``to_send_ms`` and ``envoy_ms`` as
    [first proxy, last proxy]), the garbage collections during it (generation, ms; from
-   ``gc.callbacks``) and the longest gap between two of the bench's checks (the event loop
-   busy: the rebuild, the streams' turns, a collection), to look at the slow ones one by one.
+   ``gc.callbacks``) and the event loop's longest stall (how late a 5 ms timer of the bench's
+   fired: the rebuild, the streams' turns, a collection, or the process not getting a core),
+   to look at the slow ones one by one.
    The bench tunes the collector as ``fleetlog up`` does (``--no-tune-gc``: the defaults).
 
 Envoy processes are stopped by PID at the end.
@@ -180,24 +181,20 @@ def _start_envoys(
 
 class _Probe:
     """What ``--trace`` records during one change: the garbage collector's pauses (by
-    generation, from ``gc.callbacks``) and the longest gap between two of the bench's polls
-    (the event loop busy with something: the rebuild, a stream's turn, a collection)."""
+    generation, from ``gc.callbacks``) and the event loop's longest stall (how late a timer
+    fired: the loop busy with the rebuild, a stream's turn, a collection, or not on a core)."""
 
     def __init__(self) -> None:
         self.gc: list[tuple[int, float]] = []
         self.gap = 0.0
         self._gc_began = 0.0
-        self._polled = 0.0
 
     def reset(self) -> None:
         self.gc.clear()
         self.gap = 0.0
-        self._polled = time.perf_counter()
 
-    def polled(self) -> None:
-        now = time.perf_counter()
-        self.gap = max(self.gap, now - self._polled)
-        self._polled = now
+    def late(self, by: float) -> None:
+        self.gap = max(self.gap, by)
 
     def on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -230,7 +227,14 @@ async def _wait(check: Any, *, timeout: float) -> None:
             # Bounded: a condition no report announces (a stream connecting) is seen anyway.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_PROGRESS.wait(), min(left, 0.05))
-        _PROBE.polled()
+
+
+async def _watch_loop(period: float = 0.005) -> None:
+    """``--trace``'s stall monitor: how late each of its timers fires."""
+    while True:
+        began = time.perf_counter()
+        await asyncio.sleep(period)
+        _PROBE.late(time.perf_counter() - began - period)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -322,6 +326,7 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
         cpu_before = time.process_time()
         latencies: list[float] = []
         split: dict[str, list[float]] = {"rebuild": [], "to_send": [], "envoy": []}
+        watch = asyncio.create_task(_watch_loop()) if trace else None
         if trace:
             gc.callbacks.append(_PROBE.on_gc)
         for number in range(changes):
@@ -355,11 +360,12 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
                     "envoy_ms": [round(min(applies, default=0) * 1000, 1),
                                  round(max(applies, default=0) * 1000, 1)],
                     "gc_ms": [[g, round(t * 1000, 1)] for g, t in _PROBE.gc],
-                    "loop_gap_ms": round(_PROBE.gap * 1000, 1),
+                    "loop_stall_ms": round(_PROBE.gap * 1000, 1),
                 }), flush=True)  # fmt: skip
             await asyncio.sleep(0.02)
         cpu_per_change = (time.process_time() - cpu_before) / changes
-        if trace:
+        if watch is not None:
+            watch.cancel()
             gc.callbacks.remove(_PROBE.on_gc)
         pushes_before = push.pushes
         churn_start = time.monotonic()
@@ -431,7 +437,7 @@ def main() -> None:
                         "for --kind eds, else 100)")  # fmt: skip
     parser.add_argument("--trace", action="store_true",
                         help="print each change's split, its garbage collections and the "
-                        "longest event-loop gap the bench saw")  # fmt: skip
+                        "event loop's longest stall")  # fmt: skip
     parser.add_argument(
         "--no-tune-gc",
         action="store_true",

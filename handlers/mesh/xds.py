@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from operator import itemgetter
 from typing import Any
 
 # The messages ``@type`` names must be in protobuf's default pool to be parsed into an Any:
@@ -217,15 +218,14 @@ def since(encoded: Encoded, previous: Encoded | None) -> Encoded:
     change), on the event loop, while the others' responses waited."""
     if previous is None or encoded.replaced is not None or encoded.version == previous.version:
         return encoded
-    held = dict(zip((name for name, _ in previous.resources), previous.versions, strict=True))
-    names = {name for name, _ in encoded.resources}
-    if any(name not in names for name in held):
-        return encoded  # a resource removed: a full comparison says which
+    # Both views are the streams' own (cached on the objects): no extra pass to make them.
+    held, made = previous.by_name, encoded.by_name
     changed = frozenset(
-        name
-        for (name, _), version in zip(encoded.resources, encoded.versions, strict=True)
-        if held.get(name) != version
+        name for name, (version, _) in made.items() if held.get(name, ("",))[0] != version
     )
+    new = sum(1 for name in changed if name not in held)
+    if len(made) - new < len(held):
+        return encoded  # a resource removed: a full comparison says which
     return dataclasses.replace(encoded, replaced=(previous.version, changed))
 
 
@@ -245,9 +245,9 @@ def _entries(encoded: Encoded) -> list[_Entry]:
 
 
 def _encoded(entries: list[_Entry]) -> Encoded:
-    entries.sort(key=lambda e: (e[0], e[2]))
+    entries.sort(key=itemgetter(0, 2))
     return Encoded(
-        type_version((n, v) for n, _, v, _ in entries),
+        type_version(((n, v) for n, _, v, _ in entries), ordered=True),
         tuple((n, p) for n, _, _, p in entries),
         tuple(t for _, t, _, _ in entries),
         tuple(v for _, _, v, _ in entries),
