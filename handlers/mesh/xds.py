@@ -90,6 +90,8 @@ class Encoder:
         self._hosts_used: dict[str, bytes] = {}
         self._texts: dict[int, tuple[Mapping[str, Any], str]] = {}
         self._texts_used: dict[int, tuple[Mapping[str, Any], str]] = {}
+        self._large: dict[int, tuple[Mapping[str, Any], str]] = {}
+        """The last round's texts longer than ``HELD_TEXT_MAX`` (kept one round only)."""
 
     def text(self, resource: Mapping[str, Any]) -> str:
         """``canonical(resource)``, remembered for the very object: a build taking over the
@@ -98,7 +100,7 @@ class Encoder:
         remembered, so its ``id`` cannot name another. A large route configuration's text is
         its virtual hosts' texts joined (a VirtualService change makes one host's again)."""
         key = id(resource)
-        found = self._texts_used.get(key) or self._texts.get(key)
+        found = self._texts_used.get(key) or self._texts.get(key) or self._large.get(key)
         if found is None or found[0] is not resource:
             hosts = resource.get("virtual_hosts") or ()
             if resource.get("@type") == ROUTE_TYPE and len(hosts) >= SPLIT_HOSTS:
@@ -146,10 +148,17 @@ class Encoder:
         # configuration's hosts alone), up to a bound: the dicts held are otherwise garbage.
         # Only small texts are kept (a virtual host's, a cluster's): a whole route
         # configuration's is made again from its hosts' anyway.
-        held = {k: v for k, v in self._texts.items() if len(v[1]) <= HELD_TEXT_MAX}
-        held.update(self._texts_used)
-        self._texts = held if len(held) <= TEXTS_HELD else self._texts_used
-        self._texts_used = {}
+        # Only this round's texts are walked: the remembered ones (tens of thousands, most of
+        # them untouched) were walked on every push, an EndpointSlice push's too.
+        large = {}
+        for key, found in self._texts_used.items():
+            if len(found[1]) > HELD_TEXT_MAX:
+                large[key] = found
+            else:
+                self._texts[key] = found
+        if len(self._texts) + len(large) > TEXTS_HELD:
+            self._texts = {k: v for k, v in self._texts_used.items() if k not in large}
+        self._large, self._texts_used = large, {}
         if self._hosts_used:  # kept through rounds that convert no route configuration
             self._hosts, self._hosts_used = self._hosts_used, {}
 

@@ -114,3 +114,39 @@ def test_a_refused_response_restores_what_envoy_held_of_its_names() -> None:
     assert state.known == known
     assert state.basis == ""
     assert response.removed_resources == ["outbound|80||gone.bench.svc.cluster.local"]
+
+
+def test_the_encoder_remembers_small_texts_across_rounds_and_large_ones_for_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What ``next_round`` keeps (now walking only the round's own texts): a resource's
+    canonical JSON is made once while remembered — a small one through rounds that do not
+    use it, up to ``TEXTS_HELD``; a large one only into the next round."""
+    import handlers.mesh.xds as xds
+
+    made: list[str] = []
+    real = xds.canonical
+
+    def counted(resource: Any) -> str:
+        made.append(str(resource.get("name")))
+        return real(resource)
+
+    monkeypatch.setattr(xds, "canonical", counted)
+    monkeypatch.setattr(xds, "TEXTS_HELD", 3)
+    small, large = _cluster("small"), {**_cluster("large"), "pad": "x" * xds.HELD_TEXT_MAX}
+    encoder = Encoder()
+    encoder.text(small), encoder.text(large)
+    encoder.next_round()
+    encoder.text(large)  # still remembered: used in the round before
+    encoder.next_round()
+    encoder.next_round()
+    encoder.text(small), encoder.text(large)  # small: held through unused rounds; large: not
+    assert made == ["small", "large", "large"]
+    encoder.next_round()
+    others = [_cluster(f"other-{i}") for i in range(3)]
+    for other in others:
+        encoder.text(other)
+    encoder.next_round()  # over the bound: only this round's are kept
+    made.clear()
+    encoder.text(small), encoder.text(others[0])
+    assert made == ["small"]
