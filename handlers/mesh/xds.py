@@ -92,6 +92,10 @@ class Encoder:
         self._texts_used: dict[int, tuple[Mapping[str, Any], str]] = {}
         self._large: dict[int, tuple[Mapping[str, Any], str]] = {}
         """The last round's texts longer than ``HELD_TEXT_MAX`` (kept one round only)."""
+        self._objects: dict[int, tuple[Mapping[str, Any], _Entry]] = {}
+        self._objects_used: dict[int, tuple[Mapping[str, Any], _Entry]] = {}
+        """Each resource object encoded last round / this round, with its entry (the object
+        held, so its ``id`` names no other; never changed once built, as for ``text``)."""
 
     def text(self, resource: Mapping[str, Any]) -> str:
         """``canonical(resource)``, remembered for the very object: a build taking over the
@@ -115,13 +119,21 @@ class Encoder:
 
     def encode(self, resources: Sequence[Mapping[str, Any]]) -> Encoded:
         entries: list[_Entry] = []
+        used, objects, objects_used = self._used, self._objects, self._objects_used
         for resource in resources:
-            text = self.text(resource)
-            known = self._used.get(text) or self._cache.get(text)
-            if known is None:
-                known = (resource_version(text), self._pack(resource))
-            self._used[text] = known
-            entries.append((resource_name(resource), text, *known))
+            # The very object encoded last round (a part the build took over: 999 of 1,000
+            # clusters after a DestinationRule change) is its entry again, with no lookups.
+            held = objects_used.get(id(resource)) or objects.get(id(resource))
+            if held is None or held[0] is not resource:
+                text = self.text(resource)
+                known = used.get(text) or self._cache.get(text)
+                if known is None:
+                    known = (resource_version(text), self._pack(resource))
+                held = (resource, (resource_name(resource), text, *known))
+            entry = held[1]
+            used[entry[1]] = (entry[2], entry[3])
+            objects_used[id(resource)] = held
+            entries.append(entry)
         return _encoded(entries)
 
     def replace(self, previous: Encoded, resources: Sequence[Mapping[str, Any]]) -> Encoded:
@@ -144,6 +156,7 @@ class Encoder:
 
     def next_round(self) -> None:
         self._cache, self._used = self._used, {}
+        self._objects, self._objects_used = self._objects_used, {}
         # Kept through rounds that do not encode them (an EndpointSlice push leaves the route
         # configuration's hosts alone), up to a bound: the dicts held are otherwise garbage.
         # Only small texts are kept (a virtual host's, a cluster's): a whole route

@@ -150,3 +150,23 @@ def test_the_encoder_remembers_small_texts_across_rounds_and_large_ones_for_one(
     made.clear()
     encoder.text(small), encoder.text(others[0])
     assert made == ["small"]
+
+
+def test_an_object_encoded_last_round_gives_what_a_fresh_encoder_gives() -> None:
+    """The encoder's identity path (a part taken over from the last build is its entry
+    again) and its text path agree: same versions, names and messages as a first encoding."""
+    objects = [_cluster(n) for n in NAMES]
+    encoder = Encoder()
+    first = encoder.encode(objects)
+    encoder.next_round()
+    changed = [*objects[:2], _cluster(NAMES[2], policy="RANDOM"), *objects[3:]]
+    again = encoder.encode(changed)
+    fresh = Encoder().encode(changed)
+    assert (again.version, again.versions, again.texts) == (
+        fresh.version, fresh.versions, fresh.texts,
+    )  # fmt: skip
+    assert [(n, r.SerializeToString()) for n, r in again.resources] == [
+        (n, r.SerializeToString()) for n, r in fresh.resources
+    ]
+    assert again.resources[0][1] is first.resources[0][1]  # kept, not converted again
+    assert again.version != first.version
