@@ -240,13 +240,14 @@ def since(encoded: Encoded, previous: Encoded | None) -> Encoded:
     change), on the event loop, while the others' responses waited."""
     if previous is None or encoded.replaced is not None or encoded.version == previous.version:
         return encoded
-    # Both views are the streams' own (cached on the objects): no extra pass to make them.
-    held, made = previous.by_name, encoded.by_name
+    held = previous.by_name  # the streams' own view of the last build (cached on it)
     changed = frozenset(
-        name for name, (version, _) in made.items() if held.get(name, ("",))[0] != version
+        name
+        for (name, _), version in zip(encoded.resources, encoded.versions, strict=True)
+        if held.get(name, ("",))[0] != version
     )
     new = sum(1 for name in changed if name not in held)
-    if len(made) - new < len(held):
+    if len(encoded.resources) - new < len(held):
         return encoded  # a resource removed: a full comparison says which
     return dataclasses.replace(encoded, replaced=(previous.version, changed))
 
