@@ -3,7 +3,8 @@ what the handler costs, with a large mesh.
 
     python -m ops.bench_mesh [--services 1000] [--endpoints 10] [--proxies 1 10] [--changes 50]
                              [--churn-seconds 5] [--churn-rate 100] [--sotw]
-                             [--kind eds|vs|dr] [--rules 100]
+                             [--kind eds|vs|dr] [--rules 100] [--trace] [--poll-ms MS]
+                             [--no-tune-gc]
 
 The read model is filled directly (``--services`` services on port 8080, each with one
 EndpointSlice of ``--endpoints`` endpoints; nothing behind them is contacted), so what is timed
@@ -19,8 +20,9 @@ fleetlog starts do; ``--sotw`` bootstraps them for state of the world instead.
    endpoint (``--kind eds``, the default: an EDS-only push); or, with ``--kind vs`` / ``dr``,
    one of ``--rules`` VirtualServices changes its timeout / one of as many DestinationRules
    its load balancer (a full push: routes, or clusters and what follows them). Timed from the
-   change until every proxy has ACKed every type's newest version (polled every millisecond,
-   the 3 ms debounce included): p50/p99.
+   change until every proxy has ACKed every type's newest version (checked on each of the
+   handler's status reports, an ACK's above all; ``--poll-ms`` polls instead, as the bench
+   did every millisecond before; the 3 ms debounce included): p50/p99.
 2. **Churn** (of the same kind of change): ``--churn-rate`` changes a second (paced by the
    clock) for ``--churn-seconds``; reported:
    how many pushes the debounce made of them and the lag at the end (until all proxies ACK
@@ -32,6 +34,12 @@ fleetlog starts do; ``--sotw`` bootstraps them for state of the world instead.
    rebuild and the streams' turns), ``envoy_ms`` per proxy from its first response of the
    change to its last ACK of it (Envoy receiving, applying and answering the configuration,
    the gRPC transport included): p50/p99 of each change's slowest proxy.
+5. ``--trace``: one line per change with its split (``to_send_ms`` and ``envoy_ms`` as
+   [first proxy, last proxy]), the garbage collections during it (generation, ms; from
+   ``gc.callbacks``) and the event loop's longest stall (how late a 5 ms timer of the bench's
+   fired: the rebuild, the streams' turns, a collection, or the process not getting a core),
+   to look at the slow ones one by one.
+   The bench tunes the collector as ``fleetlog up`` does (``--no-tune-gc``: the defaults).
 
 Envoy processes are stopped by PID at the end.
 """
@@ -40,6 +48,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import os
 import random
@@ -169,12 +179,62 @@ def _start_envoys(
     return processes
 
 
+class _Probe:
+    """What ``--trace`` records during one change: the garbage collector's pauses (by
+    generation, from ``gc.callbacks``) and the event loop's longest stall (how late a timer
+    fired: the loop busy with the rebuild, a stream's turn, a collection, or not on a core)."""
+
+    def __init__(self) -> None:
+        self.gc: list[tuple[int, float]] = []
+        self.gap = 0.0
+        self._gc_began = 0.0
+
+    def reset(self) -> None:
+        self.gc.clear()
+        self.gap = 0.0
+
+    def late(self, by: float) -> None:
+        self.gap = max(self.gap, by)
+
+    def on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_began = time.perf_counter()
+        else:
+            self.gc.append((info["generation"], time.perf_counter() - self._gc_began))
+
+
+_PROBE = _Probe()
+
+
+_PROGRESS: asyncio.Event | None = None
+"""Set by the handler's status reports (an ACK, a response) and the end of each rebuild: the
+bench re-checks its condition then, not on a timer of its own."""
+POLL_S: float = 0.0
+"""``--poll-ms``: check every so often instead (the bench polled every millisecond before:
+a thousand wake-ups a second of the loop the handler runs on)."""
+
+
 async def _wait(check: Any, *, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not check():
-        if time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise TimeoutError("proxies did not ACK in time")
-        await asyncio.sleep(0.001)
+        if POLL_S or _PROGRESS is None:
+            await asyncio.sleep(POLL_S or 0.001)
+        else:
+            _PROGRESS.clear()
+            # Bounded: a condition no report announces (a stream connecting) is seen anyway.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_PROGRESS.wait(), min(left, 0.05))
+
+
+async def _watch_loop(period: float = 0.005) -> None:
+    """``--trace``'s stall monitor: how late each of its timers fires."""
+    while True:
+        began = time.perf_counter()
+        await asyncio.sleep(period)
+        _PROBE.late(time.perf_counter() - began - period)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -184,9 +244,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 async def run(services: int, endpoints: int, proxies: int, changes: int,
               churn_seconds: float, churn_rate: float, *, delta: bool = True,
-              kind: str = "eds", rules: int = 0) -> dict[str, Any]:  # fmt: skip
+              kind: str = "eds", rules: int = 0, trace: bool = False,
+              tune: bool = True) -> dict[str, Any]:  # fmt: skip
     model = _model(services, endpoints, rules)
-    tune_gc()  # as `fleetlog up` does once its roles have caught up
+    if tune:
+        tune_gc()  # as `fleetlog up` does once its roles have caught up
     projection = _Projection(model)
     push = MeshPush(projection, insecure=True)  # type: ignore[arg-type]  # hand-started Envoys
     await push.start()
@@ -197,8 +259,19 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
         began = time.perf_counter()
         rebuild()
         rebuilds.append(time.perf_counter() - began)
+        if _PROGRESS is not None:
+            _PROGRESS.set()
 
     push.rebuild = timed_rebuild  # type: ignore[method-assign]  # the split of a change's time
+    global _PROGRESS
+    _PROGRESS = progress = asyncio.Event()
+    report = push.report
+
+    def reported(status: Any) -> None:
+        report(status)
+        progress.set()
+
+    push.report = reported  # type: ignore[method-assign]  # the bench waits on the reports
     task = asyncio.create_task(push.run())
     ids = [node_id(kind="sidecar", ip=f"127.0.0.{i + 2}", pod=f"app-{i}", namespace=NS)
            for i in range(proxies)]  # fmt: skip
@@ -253,8 +326,12 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
         cpu_before = time.process_time()
         latencies: list[float] = []
         split: dict[str, list[float]] = {"rebuild": [], "to_send": [], "envoy": []}
-        for _ in range(changes):
+        watch = asyncio.create_task(_watch_loop()) if trace else None
+        if trace:
+            gc.callbacks.append(_PROBE.on_gc)
+        for number in range(changes):
             rebuilds.clear()
+            _PROBE.reset()
             began_ns = time.time_ns()
             began = time.monotonic()
             change()
@@ -274,8 +351,22 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
             if sends:
                 split["to_send"].append(max(sends))
                 split["envoy"].append(max(applies))
+            if trace:
+                print(json.dumps({
+                    "change": number, "ms": round(latencies[-1] * 1000, 1),
+                    "rebuild_ms": round(sum(rebuilds) * 1000, 1),
+                    "to_send_ms": [round(min(sends, default=0) * 1000, 1),
+                                   round(max(sends, default=0) * 1000, 1)],
+                    "envoy_ms": [round(min(applies, default=0) * 1000, 1),
+                                 round(max(applies, default=0) * 1000, 1)],
+                    "gc_ms": [[g, round(t * 1000, 1)] for g, t in _PROBE.gc],
+                    "loop_stall_ms": round(_PROBE.gap * 1000, 1),
+                }), flush=True)  # fmt: skip
             await asyncio.sleep(0.02)
         cpu_per_change = (time.process_time() - cpu_before) / changes
+        if watch is not None:
+            watch.cancel()
+            gc.callbacks.remove(_PROBE.on_gc)
         pushes_before = push.pushes
         churn_start = time.monotonic()
         churn_end = churn_start + churn_seconds
@@ -344,7 +435,20 @@ def main() -> None:
     parser.add_argument("--rules", type=int, default=None,
                         help="VirtualServices and DestinationRules in the model (default: 0 "
                         "for --kind eds, else 100)")  # fmt: skip
+    parser.add_argument("--trace", action="store_true",
+                        help="print each change's split, its garbage collections and the "
+                        "event loop's longest stall")  # fmt: skip
+    parser.add_argument(
+        "--no-tune-gc",
+        action="store_true",
+        help="leave the collector's defaults (the handler's own tuning only)",
+    )
+    parser.add_argument("--poll-ms", type=float, default=0.0,
+                        help="check for the ACKs every so often (the bench's old 1 ms) instead "
+                        "of on the handler's status reports")  # fmt: skip
     args = parser.parse_args()
+    global POLL_S
+    POLL_S = args.poll_ms / 1000
     rules = args.rules if args.rules is not None else (0 if args.kind == "eds" else 100)
     if args.kind != "eds" and rules < 1:
         parser.error("--kind vs/dr needs --rules of at least 1")
@@ -352,7 +456,8 @@ def main() -> None:
     for proxies in args.proxies:
         figures = asyncio.run(
             run(args.services, args.endpoints, proxies, args.changes, args.churn_seconds,
-                args.churn_rate, delta=not args.sotw, kind=args.kind, rules=rules)
+                args.churn_rate, delta=not args.sotw, kind=args.kind, rules=rules,
+                trace=args.trace, tune=not args.no_tune_gc)
         )  # fmt: skip
         print(json.dumps(figures), flush=True)
 

@@ -115,7 +115,7 @@ from core.services.slices import SERVICE_NAME_LABEL
 from handlers.mesh.ca import TRUST_WAIT, Issued, MeshCA
 from handlers.mesh.model import MeshModel
 from handlers.mesh.status import StatusWriter
-from handlers.mesh.xds import Encoded, Encoder, combined
+from handlers.mesh.xds import Encoded, Encoder, combined, since
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.secretkeys import SecretKeys
@@ -392,8 +392,9 @@ class _DeltaType:
     names: set[str] = field(default_factory=set)
     known: dict[str, str] = field(default_factory=dict)
     """Name -> the resource version Envoy holds (as far as acks tell)."""
-    before: dict[str, str] = field(default_factory=dict)
-    """``known`` before the unanswered response (what Envoy keeps if it refuses it)."""
+    before: dict[str, str | None] = field(default_factory=dict)
+    """What ``known`` held, before the unanswered response, of the names it sent or removed
+    (None: not held): what Envoy keeps if it refuses it."""
     sent: Encoded | None = None
     awaiting: bool = False
     force: set[str] = field(default_factory=set)
@@ -480,7 +481,12 @@ class _DeltaStream(_Stream):
         if answer == "ack" and state.sent is not None:
             self.memory.good[type_url] = state.sent
         elif answer == "nack":
-            state.known, state.basis = state.before, ""  # Envoy keeps what it had
+            for name, held in state.before.items():  # Envoy keeps what it had
+                if held is None:
+                    state.known.pop(name, None)
+                else:
+                    state.known[name] = held
+            state.basis = ""
             self.memory.refused.setdefault(type_url, set()).add(status.nacked)
             log.warning("mesh.nack", proxy=self.node.id if self.node else "",
                         type=SHORT[type_url], version=status.nacked, error=error)  # fmt: skip
@@ -490,18 +496,24 @@ class _DeltaStream(_Stream):
         self, state: _DeltaType, serving: Encoded
     ) -> tuple[list[tuple[str, str, Any]], list[str]]:
         wanted = serving.by_name
-        if not state.force and state.basis:
+        if state.basis:
+            names: frozenset[str] | set[str] | None = None
             if serving.version == state.basis:
-                return [], []
-            if serving.replaced is not None and serving.replaced[0] == state.basis:
-                # Made from what Envoy holds by replacing a few: only those can differ.
-                candidates = [(n, wanted[n]) for n in serving.replaced[1] if n in wanted]
-                changed = [
-                    (name, version, packed)
-                    for name, (version, packed) in candidates
-                    if (state.wildcard or name in state.names) and state.known.get(name) != version
-                ]
-                return changed, []
+                names = state.force
+            elif serving.replaced is not None and serving.replaced[0] == state.basis:
+                # Made from what Envoy holds by replacing a few: only those can differ (and
+                # a re-created cluster's endpoints, sent again whatever their version).
+                names = serving.replaced[1] | state.force
+            if names is not None:
+                # Compared by those names alone, not over every resource of the type once per
+                # proxy: ten streams after a DestinationRule change each walked 1,000.
+                return [
+                    (name, *wanted[name])
+                    for name in sorted(names)
+                    if name in wanted
+                    and (state.wildcard or name in state.names)
+                    and (state.known.get(name) != wanted[name][0] or name in state.force)
+                ], []
         changed = [
             (name, version, packed)
             for name, (version, packed) in wanted.items()
@@ -537,7 +549,10 @@ class _DeltaStream(_Stream):
     ) -> Any:
         assert self.memory is not None
         nonce = self.push.nonce()
-        state.before = dict(state.known)
+        # What Envoy keeps if it refuses this: the versions it held of these names alone (a
+        # copy of every name it holds, per response and proxy, was 1,000 entries each).
+        state.before = {name: state.known.get(name) for name, _, _ in changed}
+        state.before.update((name, state.known.get(name)) for name in removed)
         for name, version, _ in changed:
             state.known[name] = version
         for name in removed:
@@ -806,12 +821,12 @@ class MeshPush:
                 for type_url in BUILT_TYPES:
                     key = (type_url, build.key(proxy, type_url))
                     if key not in parts:
-                        previous = self._parts.get(key)
-                        if previous is not None and type_url not in stale:
-                            self._encoder.keep(previous)
-                            parts[key] = previous
+                        kept = self._parts.get(key)
+                        if kept is not None and type_url not in stale:
+                            self._encoder.keep(kept)
+                            parts[key] = kept
                         elif (
-                            previous is not None
+                            kept is not None
                             and type_url == ENDPOINT_TYPE
                             and (changes.endpoints_of is not None)
                         ):
@@ -820,9 +835,11 @@ class MeshPush:
                                     state, changes.endpoints_of, locality=proxy.locality
                                 )
                             self.built["EDS"] += 1
-                            parts[key] = self._encoder.replace(previous, fresh[proxy.locality])
+                            parts[key] = self._encoder.replace(kept, fresh[proxy.locality])
                         else:
-                            parts[key] = self._build(build, proxy, type_url)
+                            # Which resources differ from the last push's is found here, once
+                            # for every proxy sharing the part (``since``).
+                            parts[key] = since(self._build(build, proxy, type_url), kept)
                     current[type_url] = parts[key]
             except Exception as exc:  # one proxy's failed build must not stop the others
                 log.error("mesh.build_failed", proxy=stream.node.id if stream.node else "",

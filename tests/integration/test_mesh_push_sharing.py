@@ -180,3 +180,24 @@ async def test_a_changed_clusters_endpoints_follow_it_before_its_ack(
             "outbound|80||web-a.default.svc.cluster.local"
         }
         call.cancel()
+
+
+async def test_a_full_rebuild_names_the_resources_that_changed_for_every_stream(
+    gateway: Gateway, client: CommandClient, projection: Projection[ClusterModel], nc: Client
+) -> None:
+    """A DestinationRule change builds clusters and endpoints whole; the push marks them once
+    with the names whose version changed since the last push (``since``), so no stream
+    compares every resource with what its Envoy holds (each of ten did, one after another)."""
+    for manifest in [*manifests({"a": 18080, "b": 18081}, 18088, (80, 20)), _rule("RANDOM")]:
+        await apply(client, manifest)
+    await until(lambda: projection.model.get("DestinationRule", NS, "web-a") is not None)
+    async with mesh_push(projection, nc) as push, sidecars(push):
+        await until(lambda: push.connected == len(NODES) and _served_as_own(push), timeout=60)
+        before = {s: s.current[CLUSTER_TYPE].version for s in push._streams}
+        await _change(push, client, _rule("ROUND_ROBIN"), "CDS")
+        web_a = "outbound|80||web-a.default.svc.cluster.local"
+        for stream, version in before.items():
+            clusters = stream.current[CLUSTER_TYPE]
+            assert clusters.replaced == (version, frozenset({web_a})), clusters.replaced
+            assert web_a in {name for name, _ in clusters.resources}
+        assert len({id(s.current[CLUSTER_TYPE]) for s in push._streams}) == 1  # one for all
