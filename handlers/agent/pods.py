@@ -749,6 +749,11 @@ class PodWorker:
             return
         try:
             self._sources = await self._pod_config.fetch(self.manifest)
+            if not self.spec.get("volumes"):
+                # Nothing to write: no trip through a worker thread (in a burst, a hundred
+                # such trips each waited for the interpreter lock and the loop's next turn).
+                self._volumes = {}
+                return
             directory = self._pod_config.volumes_dir(self.uid)
             self._volumes = await asyncio.to_thread(
                 write_volumes, directory, self.manifest, self._sources

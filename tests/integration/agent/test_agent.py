@@ -530,3 +530,25 @@ async def test_a_pass_of_the_agent_looks_only_at_the_pods_whose_events_came(
     agent = cluster.agent
     assert agent is not None
     assert {w.name for w in agent.workers()} == {"one", "two", "three", "four"}
+
+
+async def test_a_pod_without_volumes_starts_without_a_trip_through_a_worker_thread(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handlers.agent import pods
+
+    sent: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        sent.append(getattr(func, "__name__", repr(func)))
+        return await to_thread(func, *args, **kwargs)
+
+    monkeypatch.setattr(pods.asyncio, "to_thread", counted)
+    await cluster.client.send("Pod", "apply", {"manifest": pod("plain", ["sleep", "60"])})
+
+    async def started() -> bool:
+        return "ContainerStarted" in await cluster.types("plain")
+
+    await eventually(started, timeout=15)
+    assert "write_volumes" not in sent
