@@ -1,7 +1,7 @@
 """Benchmark of the node agent: how fast process pods start, and what the agent costs at idle.
 
     python -m ops.bench_agent [--pods 100] [--idle 30] [--flood 10] [--host-network] [--pool N]
-                              [--bursts 1] [--start-workers N] [--profile DIR]
+                              [--bursts 1] [--start-workers N] [--profile DIR] [--cprofile DIR]
 
 Starts an embedded nats-server, a ``fleetlog up --no-agent`` (gateway, scheduler, controllers)
 and one ``fleetlog agent`` process with a declared capacity of 100 cpus, so the agent is
@@ -24,7 +24,11 @@ agent's pool has stopped changing (it grows after a burst that emptied it), each
 its own; the containers' own cpu (their pids' time on a cpu, the exec of their start included)
 is reported beside the agent's, and the agent's own by where it ran (its event loop's thread,
 its other threads, its start workers: ``fleetlog agent --start-workers``, ``--start-workers N``
-here).
+here). ``--cprofile DIR`` profiles the agent's and its start workers' main threads during the
+burst with cProfile on their own thread cpu time (``DIR/<pid>.prof``, read with ``pstats``),
+and their garbage collector's time apart (``DIR/<pid>.gc.json``: ms and collections per
+generation): what each spent, where py-spy's samples on a loaded host show where a runnable
+thread waited.
 Then it samples the agent process over ``--idle`` seconds with every pod running: cpu time
 (utime + stime from /proc) as a share of one core, and its resident memory. The pods are
 deleted at the end and the agent must stop every process.
