@@ -1,7 +1,7 @@
 """Benchmark of the node agent: how fast process pods start, and what the agent costs at idle.
 
     python -m ops.bench_agent [--pods 100] [--idle 30] [--flood 10] [--host-network] [--pool N]
-                              [--bursts 1] [--start-workers N] [--profile DIR]
+                              [--bursts 1] [--start-workers N] [--profile DIR] [--cprofile DIR]
 
 Starts an embedded nats-server, a ``fleetlog up --no-agent`` (gateway, scheduler, controllers)
 and one ``fleetlog agent`` process with a declared capacity of 100 cpus, so the agent is
@@ -24,7 +24,11 @@ agent's pool has stopped changing (it grows after a burst that emptied it), each
 its own; the containers' own cpu (their pids' time on a cpu, the exec of their start included)
 is reported beside the agent's, and the agent's own by where it ran (its event loop's thread,
 its other threads, its start workers: ``fleetlog agent --start-workers``, ``--start-workers N``
-here).
+here). ``--cprofile DIR`` profiles the agent's and its start workers' main threads during the
+burst with cProfile on their own thread cpu time (``DIR/<pid>.prof``, read with ``pstats``),
+and their garbage collector's time apart (``DIR/<pid>.gc.json``: ms and collections per
+generation): what each spent, where py-spy's samples on a loaded host show where a runnable
+thread waited.
 Then it samples the agent process over ``--idle`` seconds with every pod running: cpu time
 (utime + stime from /proc) as a share of one core, and its resident memory. The pods are
 deleted at the end and the agent must stop every process.
@@ -250,6 +254,68 @@ async def flood(
     )
 
 
+CPROFILE_HOOK = """
+import cProfile, gc, json, os, signal, time
+
+_directory = os.environ.get("FLEETLOG_BENCH_CPROFILE")
+if _directory:
+    # cpu of the main thread only (the agent's event loop, a start worker's loop): where the
+    # thread spent its own time, not where it waited for the interpreter lock or a core.
+    _profile = cProfile.Profile(time.thread_time)
+    _collections = {"on": False, "started": 0.0, "by_generation": {}}
+
+    def _collected(phase, info):
+        # The collector's own time is charged to whatever function allocated last: counted
+        # apart, by generation (ms, collections).
+        if not _collections["on"]:
+            return
+        if phase == "start":
+            _collections["started"] = time.thread_time()
+            return
+        spent = _collections["by_generation"].setdefault(str(info["generation"]), [0.0, 0])
+        spent[0] += (time.thread_time() - _collections["started"]) * 1000
+        spent[1] += 1
+
+    gc.callbacks.append(_collected)
+
+    def _begin(signum, frame):
+        _collections["on"] = True
+        _profile.enable()
+
+    def _end(signum, frame):
+        _profile.disable()
+        _collections["on"] = False
+        _profile.dump_stats(os.path.join(_directory, f"{os.getpid()}.prof"))
+        with open(os.path.join(_directory, f"{os.getpid()}.gc.json"), "w") as out:
+            json.dump(_collections["by_generation"], out)
+
+    signal.signal(signal.SIGUSR1, _begin)
+    signal.signal(signal.SIGUSR2, _end)
+"""
+"""A ``sitecustomize`` for ``--cprofile``: the agent and its start workers profile their main
+thread between SIGUSR1 and SIGUSR2 (py-spy's samples, taken on a loaded host, say where a
+runnable thread waited, not what it spent)."""
+
+
+def cprofile_env(directory: Path | None, workdir: Path) -> dict[str, str]:
+    """The environment that makes the agent's processes load :data:`CPROFILE_HOOK`."""
+    if directory is None:
+        return {}
+    directory.mkdir(parents=True, exist_ok=True)
+    hook = workdir / "cprofile-hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(CPROFILE_HOOK)
+    path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
+    return {"FLEETLOG_BENCH_CPROFILE": str(directory.resolve()), "PYTHONPATH": path}
+
+
+def signal_agent(pid: int, signum: int) -> None:
+    """``signum`` to the agent and its start workers (the ``--cprofile`` hook's toggle)."""
+    for target in (pid, *start_workers_of(pid)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target, signum)
+
+
 def start_profilers(directory: Path | None, pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
     """py-spy sampling each of ``pids`` (role -> pid) into ``directory``/<role>.txt."""
     if directory is None:
@@ -388,7 +454,7 @@ async def main_async(args: argparse.Namespace) -> None:
              *(["--pod-network-pool", str(args.pool)] if args.pool is not None else []),
              *(["--start-workers", str(args.start_workers)]
                if args.start_workers is not None else [])],
-            stderr=agent_log.open("wb"), env=env,
+            stderr=agent_log.open("wb"), env={**env, **cprofile_env(args.cprofile, workdir)},
         )  # fmt: skip
         processes.append(agent)
         while "ready" not in agent_log.read_text():
@@ -417,6 +483,8 @@ async def main_async(args: argparse.Namespace) -> None:
                     await asyncio.sleep(0.5)  # py-spy attaches before the burst starts
                 cpu_before = {role: cpu_seconds(pid, children=True) for role, pid in roles.items()}
                 split_before = agent_split(agent.pid)
+                if args.cprofile is not None:
+                    signal_agent(agent.pid, signal.SIGUSR1)
                 await asyncio.gather(
                     *(client.send("Pod", "apply", {"manifest": pod(name, sleep)}) for name in names)
                 )
@@ -431,6 +499,8 @@ async def main_async(args: argparse.Namespace) -> None:
                     assert time.monotonic() < deadline, "pods did not all become ready endpoints"
                     await asyncio.sleep(0.5)
                 stop_profilers(profilers)
+                if args.cprofile is not None:
+                    signal_agent(agent.pid, signal.SIGUSR2)
                 split = agent_split(agent.pid)
                 agent_cpu = ", ".join(
                     f"{part} {(split[part] - split_before[part]) * 1000:,.0f} ms" for part in split
@@ -553,6 +623,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--profile", type=Path, default=None, help="py-spy the agent and up during the burst"
+    )
+    parser.add_argument(
+        "--cprofile",
+        type=Path,
+        default=None,
+        help="cProfile (thread cpu time) of the agent's and its start workers' main threads "
+        "during the burst: DIR/<pid>.prof",
     )
     asyncio.run(main_async(parser.parse_args()))
 

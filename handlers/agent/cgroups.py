@@ -161,6 +161,24 @@ def _write(path: Path, value: str) -> None:
         handle.write(value)
 
 
+def _made(directory: Path, *, parents: bool = False) -> bool:
+    """Make ``directory`` if it is missing; whether it was made now (a cgroup directory left by
+    an earlier attempt may hold limits other than the kernel's defaults)."""
+    try:
+        directory.mkdir(parents=parents)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _take(pending: set[str], key: str) -> bool:
+    """Whether ``key`` was in ``pending``, removing it."""
+    if key in pending:
+        pending.discard(key)
+        return True
+    return False
+
+
 def _read_int(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
@@ -269,9 +287,15 @@ class CgroupDriver(ABC):
         memory_bytes: int | None,
         *,
         cpu_request_millis: int | None = None,
+        initial: bool = False,
     ) -> None:
         """Set the limits (None = unlimited) and, given one, the cpu request's share. Called
-        at start and again in place on a resize. The measure-only driver ignores them."""
+        at start and again in place on a resize. The measure-only driver ignores them.
+
+        ``initial``: the first limits of a cgroup that :meth:`create` has just made (its
+        directory was new): a file whose kernel default is already the value wanted is not
+        written. Each write is an open, a write and a close that applies the limit, about a
+        third of a container's start; a pod without limits needs none of them."""
 
     def limits(self, handle: CgroupHandle) -> Limits:
         """What the cgroup holds now (all None for the measure-only driver)."""
@@ -344,6 +368,7 @@ class ProcDriver(CgroupDriver):
         memory_bytes: int | None,
         *,
         cpu_request_millis: int | None = None,
+        initial: bool = False,
     ) -> None:
         return None
 
@@ -377,6 +402,9 @@ class V2Driver(CgroupDriver):
         self.root.mkdir(exist_ok=True)
         self._enable(self.root)
         self.message = f"memory and cpu limits enforced through cgroup v2 at {self.root}"
+        self._new: set[str] = set()
+        """Cgroups :meth:`create` made and whose limits were not applied yet: their files
+        hold the kernel's defaults."""
 
     def _enable(self, directory: Path) -> None:
         control = directory / "cgroup.subtree_control"
@@ -397,10 +425,13 @@ class V2Driver(CgroupDriver):
         try:
             pod_dir.mkdir(exist_ok=True)
             self._enable(pod_dir)
-            leaf.mkdir(exist_ok=True)
+            new = _made(leaf)
         except OSError as exc:
             raise CgroupError(f"cannot create cgroup {leaf}: {exc}") from exc
-        return CgroupHandle(self.name, str(leaf.relative_to(self.mount)), (str(leaf),))
+        handle = CgroupHandle(self.name, str(leaf.relative_to(self.mount)), (str(leaf),))
+        if new:
+            self._new.add(handle.relative)
+        return handle
 
     def apply_limits(
         self,
@@ -409,19 +440,24 @@ class V2Driver(CgroupDriver):
         memory_bytes: int | None,
         *,
         cpu_request_millis: int | None = None,
+        initial: bool = False,
     ) -> None:
         leaf = Path(handle.paths[0])
+        # A new cgroup holds "max" in memory.max and "max 100000" in cpu.max.
+        defaults = _take(self._new, handle.relative) and initial
         try:
             if cpu_request_millis is not None and (leaf / "cpu.weight").exists():
                 _write(leaf / "cpu.weight", str(cpu_weight(cpu_shares(cpu_request_millis))))
-            _write(leaf / "memory.max", str(memory_bytes) if memory_bytes else "max")
+            if memory_bytes or not defaults:
+                _write(leaf / "memory.max", str(memory_bytes) if memory_bytes else "max")
             if memory_bytes and (leaf / "memory.swap.max").exists():
                 _write(leaf / "memory.swap.max", "0")
             if (leaf / "memory.oom.group").exists():
                 # The whole container dies on OOM, as the kubelet configures it on v2.
                 _write(leaf / "memory.oom.group", "1")
-            quota = str(cpu_quota_us(cpu_millis)) if cpu_millis else "max"
-            _write(leaf / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+            if cpu_millis or not defaults:
+                quota = str(cpu_quota_us(cpu_millis)) if cpu_millis else "max"
+                _write(leaf / "cpu.max", f"{quota} {CPU_PERIOD_US}")
         except OSError as exc:
             raise CgroupError(f"cannot set limits on {leaf}: {exc}") from exc
 
@@ -482,6 +518,27 @@ def v1_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> dict[str, Path]
     return out
 
 
+def _v1_memory_limit(memory: Path, memory_bytes: int | None) -> None:
+    """A v1 memory cgroup's limit (None: unlimited), memsw (memory + swap) beside it."""
+    limit = str(memory_bytes) if memory_bytes else "-1"
+    memsw = memory / "memory.memsw.limit_in_bytes"
+    if memsw.exists() and memory_bytes:
+        # memsw must stay ≥ the memory limit at every step: a lower limit goes to memory
+        # first, a higher one (a resize raising it) to memsw first.
+        current = _read_int(memory / "memory.limit_in_bytes")
+        if current is not None and memory_bytes > current:
+            _write(memsw, limit)
+            _write(memory / "memory.limit_in_bytes", limit)
+        else:
+            _write(memory / "memory.limit_in_bytes", limit)
+            _write(memsw, limit)
+    elif memsw.exists():
+        _write(memsw, "-1")
+        _write(memory / "memory.limit_in_bytes", limit)
+    else:
+        _write(memory / "memory.limit_in_bytes", limit)
+
+
 class V1Driver(CgroupDriver):
     """One hierarchy per controller (cgroup v1, or the v1 side of the hybrid layout)."""
 
@@ -503,6 +560,9 @@ class V1Driver(CgroupDriver):
         self.root_name = root_name
         for mount in self.hierarchies:
             (mount / root_name).mkdir(exist_ok=True)
+        self._new: set[str] = set()
+        """Cgroups :meth:`create` made and whose limits were not applied yet: their files
+        hold the kernel's defaults."""
         self.message = (
             "memory and cpu limits enforced through cgroup v1 "
             f"({', '.join(str(m) for m in self.hierarchies)})"
@@ -515,13 +575,16 @@ class V1Driver(CgroupDriver):
     def create(self, pod_uid: str, container: str, restart_count: int) -> CgroupHandle:
         relative = f"{self.root_name}/{pod_uid}/{container}.{restart_count}"
         paths = []
+        new = True
         for mount in self.hierarchies:
             leaf = mount / relative
             try:
-                leaf.mkdir(parents=True, exist_ok=True)
+                new = _made(leaf, parents=True) and new
             except OSError as exc:
                 raise CgroupError(f"cannot create cgroup {leaf}: {exc}") from exc
             paths.append(str(leaf))
+        if new:
+            self._new.add(relative)
         return CgroupHandle(self.name, relative, tuple(paths))
 
     def apply_limits(
@@ -531,32 +594,22 @@ class V1Driver(CgroupDriver):
         memory_bytes: int | None,
         *,
         cpu_request_millis: int | None = None,
+        initial: bool = False,
     ) -> None:
         memory = self._dir(handle, "memory")
         cpu = self._dir(handle, "cpu")
+        # A new cgroup is unlimited (memory and memsw) with a CFS period of 100 ms and no quota.
+        defaults = _take(self._new, handle.relative) and initial
         try:
             if cpu_request_millis is not None:
                 _write(cpu / "cpu.shares", str(cpu_shares(cpu_request_millis)))
-            limit = str(memory_bytes) if memory_bytes else "-1"
-            memsw = memory / "memory.memsw.limit_in_bytes"
-            if memsw.exists() and memory_bytes:
-                # memsw must stay ≥ the memory limit at every step: a lower limit goes to
-                # memory first, a higher one (a resize raising it) to memsw first.
-                current = _read_int(memory / "memory.limit_in_bytes")
-                if current is not None and memory_bytes > current:
-                    _write(memsw, limit)
-                    _write(memory / "memory.limit_in_bytes", limit)
-                else:
-                    _write(memory / "memory.limit_in_bytes", limit)
-                    _write(memsw, limit)
-            elif memsw.exists():
-                _write(memsw, "-1")
-                _write(memory / "memory.limit_in_bytes", limit)
-            else:
-                _write(memory / "memory.limit_in_bytes", limit)
-            _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-            quota = str(cpu_quota_us(cpu_millis)) if cpu_millis else "-1"
-            _write(cpu / "cpu.cfs_quota_us", quota)
+            if memory_bytes or not defaults:
+                _v1_memory_limit(memory, memory_bytes)
+            if not defaults:
+                _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+            if cpu_millis or not defaults:
+                quota = str(cpu_quota_us(cpu_millis)) if cpu_millis else "-1"
+                _write(cpu / "cpu.cfs_quota_us", quota)
         except OSError as exc:
             raise CgroupError(f"cannot set limits on {handle.relative}: {exc}") from exc
 

@@ -48,7 +48,7 @@ from core.api.causation import caused_by_event
 from core.config.consume import ConfigSources, ConfigUnavailable
 from core.errors import FleetError
 from core.mesh.injection import SIDECAR_CONTAINER
-from core.meta.aggregate import Resource, timestamp_from_ns
+from core.meta.aggregate import Resource, aggregate_id, timestamp_from_ns
 from core.meta.quantity import resource_amount
 from core.nodes.aggregate import Node
 from core.pods.aggregate import Pod
@@ -86,7 +86,7 @@ from handlers.agent.podconfig import (
 from handlers.agent.poddns import PodResolvers
 from handlers.agent.probes import run_probe
 from handlers.agent.seams import Container, ContainerRuntime, LogSink, PodNetwork
-from projections.cluster import ObjectRecord
+from projections.cluster import ClusterModel, ObjectRecord
 from streams.cancellation import checkpoint
 from streams.decide import Append, Attempt, decide_and_append
 from streams.eventstore import ConcurrencyConflict, StoreError
@@ -149,10 +149,22 @@ class PodRecorder:
     the store recognises as its own, so a step is never recorded twice.
     """
 
-    def __init__(self, repository: AggregateRepository, *, actor: str, node: str) -> None:
+    def __init__(
+        self,
+        repository: AggregateRepository,
+        *,
+        actor: str,
+        node: str,
+        model: ClusterModel | None = None,
+    ) -> None:
+        """``model``: the agent's read model of the pods, folded from the log: a pod is
+        decided on as the model holds it (with its last event's sequence and hash) instead
+        of its history read again from the log, as the scheduler decides its bindings. A
+        stale model costs a lost race (the append's expectation), then a read of the log."""
         self._repository = repository
         self.actor = actor
         self.node = node
+        self._model = model
 
     async def record(
         self,
@@ -194,6 +206,7 @@ class PodRecorder:
             )
 
         refs = [ref] if node_ref is None else [ref, node_ref]
+        await self._as_seen(ref)
         try:
             decided = await decide_and_append(
                 self._repository, refs, record, attempts=RECORD_ATTEMPTS
@@ -201,6 +214,23 @@ class PodRecorder:
         except ConcurrencyConflict as exc:
             raise FleetError(f"{ref} kept changing while {step} was recorded") from exc
         return bool(decided.written)
+
+    async def _as_seen(self, ref: AggregateRef) -> None:
+        """The pod as the read model holds it, in the repository's cache unless the cache
+        has it as new already (this agent's own last write): its first step here (a burst's
+        hundred pods) then costs no read of the log and no fold of its history."""
+        model = self._model
+        record = model.get("Pod", ref.namespace, ref.name) if model is not None else None
+        if record is None or not record.last_hash:
+            return  # unknown to the model, or of events before hashes: read from the log
+
+        def build() -> Resource:
+            return Pod.from_snapshot(
+                aggregate_id("Pod", ref.namespace, ref.name), manifest=record.manifest,
+                uid=record.uid, version=record.version, at=timestamp_from_ns(record.updated_ns),
+            )  # fmt: skip
+
+        await self._repository.adopt(ref, build, record.last_seq, record.last_hash)
 
     async def record_on_node(
         self, namespace: str, name: str, *, step: str, decide: NodeStep
@@ -719,6 +749,11 @@ class PodWorker:
             return
         try:
             self._sources = await self._pod_config.fetch(self.manifest)
+            if not self.spec.get("volumes"):
+                # Nothing to write: no trip through a worker thread (in a burst, a hundred
+                # such trips each waited for the interpreter lock and the loop's next turn).
+                self._volumes = {}
+                return
             directory = self._pod_config.volumes_dir(self.uid)
             self._volumes = await asyncio.to_thread(
                 write_volumes, directory, self.manifest, self._sources

@@ -527,7 +527,7 @@ class ProcessRuntime:
             handle = self.cgroups.create(spec.pod_uid, spec.name, spec.restart_count)
             self.cgroups.apply_limits(
                 handle, spec.cpu_limit_millis, spec.memory_limit_bytes,
-                cpu_request_millis=spec.cpu_request_millis,
+                cpu_request_millis=spec.cpu_request_millis, initial=True,
             )  # fmt: skip
         except CgroupError as exc:
             raise _start_error(128, str(exc)) from exc

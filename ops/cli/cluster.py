@@ -598,12 +598,23 @@ async def agent(
                 usage_seconds=usage_period, network=network, dns=dns,
                 container_logs=container_logs, mesh=mesh, start_workers=start_workers,
             )  # fmt: skip
-            await _until_signal(
-                node_agent.run,
-                f"agent for node {node} ready (Ctrl-C stops the agent, not its pods)",
-            )
+            await _serve_agent(node_agent.run, node)
     finally:
         await nc.close()
+
+
+async def _serve_agent(role: Callable[[asyncio.Event], Awaitable[None]], node: str) -> None:
+    """Run the agent in the foreground, its collector tuned once it has caught up (its read
+    model of the cluster's pods, its pool): a full collection in the middle of a burst of pod
+    starts stalled its event loop for ~90 ms (``docs/benchmarks.md``, "Pod start, fifth
+    attempt")."""
+    from ops.gctuning import tune_gc
+
+    await _until_signal(
+        role,
+        f"agent for node {node} ready (Ctrl-C stops the agent, not its pods)",
+        on_ready=tune_gc,
+    )
 
 
 def _ads_address(value: str | None) -> str | None:

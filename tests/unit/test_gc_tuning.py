@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ops.cli.cluster import _until_signal
+from ops.cli.cluster import _serve_agent, _until_signal
 from ops.gctuning import YOUNG_THRESHOLD, tune_gc
 
 
@@ -59,3 +59,21 @@ async def test_a_role_failing_before_ready_is_never_tuned() -> None:
     with pytest.raises(RuntimeError, match="no log"):
         await _until_signal(role, "role ready", on_ready=lambda: tuned.append(True))
     assert tuned == []
+
+
+@pytest.mark.usefixtures("restore_gc")
+async def test_the_node_agent_is_tuned_once_ready() -> None:
+    gc.set_threshold(700, 10, 10)
+    seen: list[int] = []
+
+    async def agent(ready: asyncio.Event) -> None:
+        ready.set()
+        deadline = asyncio.get_running_loop().time() + 5
+        while gc.get_threshold()[0] != YOUNG_THRESHOLD:
+            if asyncio.get_running_loop().time() > deadline:
+                return
+            await asyncio.sleep(0.01)
+        seen.append(gc.get_threshold()[0])
+
+    await asyncio.wait_for(_serve_agent(agent, "n1"), 30)
+    assert seen == [YOUNG_THRESHOLD]

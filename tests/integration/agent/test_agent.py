@@ -19,7 +19,7 @@ import pytest
 from handlers.agent.agent import NodeAgent
 from handlers.agent.network import NetworkOptions
 from handlers.agent.node import NodeCapacity
-from handlers.agent.pods import PodRecorder, PodStep, WorkerConfig
+from handlers.agent.pods import PodRecorder, PodStep, PodWorker, WorkerConfig
 from handlers.gateway import Gateway
 from handlers.scheduler import Scheduler
 from streams.commandbus import CommandClient
@@ -101,7 +101,9 @@ class AddressesHeld(PodRecorder):
     """Holds the append of every pod's addresses until :attr:`release` is set."""
 
     def __init__(self, recorder: PodRecorder) -> None:
-        super().__init__(recorder._repository, actor=recorder.actor, node=recorder.node)
+        super().__init__(
+            recorder._repository, actor=recorder.actor, node=recorder.node, model=recorder._model
+        )
         self.release = asyncio.Event()
 
     async def record(
@@ -438,3 +440,115 @@ async def test_a_container_starts_while_its_pods_address_is_recorded_and_the_log
     # ... and the log still tells the address first, then the start.
     types = await cluster.types("quick")
     assert types.index("PodIPAssigned") < types.index("ContainerStarted")
+
+
+class ReadsCounted(EventStore):
+    """The real store, counting the aggregate reads of each subject (what a writer's
+    load costs: a round trip to the server and a fold of the history)."""
+
+    def __init__(self, nc: Any) -> None:
+        super().__init__(nc)
+        self.reads: dict[str, int] = {}
+
+    async def read_aggregate(
+        self, subject: str, *, after_seq: int = 0, at_least: int = 0
+    ) -> tuple[list[Any], int]:
+        self.reads[subject] = self.reads.get(subject, 0) + 1
+        return await super().read_aggregate(subject, after_seq=after_seq, at_least=at_least)
+
+
+async def test_a_pods_steps_are_decided_on_the_agents_read_model_without_reading_the_log(
+    cluster: Cluster,
+) -> None:
+    await cluster.stop_agent()
+    async with ReadsCounted(cluster.nc) as counted:
+        agent = NodeAgent(
+            cluster.nc, counted, name=NODE, root=cluster.root, capacity=NodeCapacity("4", "8Gi"),
+            runtime=cluster.runtime, network=NetworkOptions(enabled=False),
+        )  # fmt: skip
+        ready = asyncio.Event()
+        running = asyncio.create_task(agent.run(ready))
+        try:
+            await asyncio.wait_for(ready.wait(), 15)
+            await cluster.client.send("Pod", "apply", {"manifest": pod("quick", ["sleep", "60"])})
+
+            async def recorded() -> bool:
+                return "PodReady" in await cluster.types("quick")
+
+            await eventually(recorded, timeout=15)
+            types = await cluster.types("quick")
+            # Its address, its start and its readiness, in that order, each once ...
+            assert [t for t in types if t in ("PodIPAssigned", "ContainerStarted", "PodReady")] == [
+                "PodIPAssigned", "ContainerStarted", "PodReady"
+            ]  # fmt: skip
+            # ... decided on the pod as the agent's read model held it: its history was never
+            # read back from the log for them.
+            assert counted.reads.get(event_subject("Pod", "default", "quick"), 0) == 0
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_pass_of_the_agent_looks_only_at_the_pods_whose_events_came(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    updated: list[str] = []
+    update = PodWorker.update
+
+    def counted(worker: PodWorker, record: Any) -> None:
+        updated.append(worker.name)
+        update(worker, record)
+
+    monkeypatch.setattr(PodWorker, "update", counted)
+    for name in ("one", "two", "three"):
+        await cluster.client.send("Pod", "apply", {"manifest": pod(name, ["sleep", "60"])})
+
+    async def all_ready() -> bool:
+        return all(["PodReady" in await cluster.types(n) for n in ("one", "two", "three")])
+
+    await eventually(all_ready, timeout=15)
+    # Another pod's events come and go; these three have none.
+    updated.clear()
+    await cluster.client.send("Pod", "apply", {"manifest": pod("four", ["sleep", "60"])})
+
+    async def four_ready() -> bool:
+        return "PodReady" in await cluster.types("four")
+
+    await eventually(four_ready, timeout=15)
+    assert {"one", "two", "three"}.isdisjoint(updated)
+    # A change of one of them reaches its worker (and the worker only).
+    labelled = pod("two", ["sleep", "60"])
+    labelled["metadata"]["labels"] = {"tier": "web"}
+    labelled["spec"]["nodeName"] = NODE  # as bound: only the labels change
+    await cluster.client.send("Pod", "apply", {"manifest": labelled})
+
+    async def two_updated() -> bool:
+        return "two" in updated
+
+    await eventually(two_updated, timeout=15)
+    assert {"one", "three"}.isdisjoint(updated)
+    agent = cluster.agent
+    assert agent is not None
+    assert {w.name for w in agent.workers()} == {"one", "two", "three", "four"}
+
+
+async def test_a_pod_without_volumes_starts_without_a_trip_through_a_worker_thread(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handlers.agent import pods
+
+    sent: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        sent.append(getattr(func, "__name__", repr(func)))
+        return await to_thread(func, *args, **kwargs)
+
+    monkeypatch.setattr(pods.asyncio, "to_thread", counted)
+    await cluster.client.send("Pod", "apply", {"manifest": pod("plain", ["sleep", "60"])})
+
+    async def started() -> bool:
+        return "ContainerStarted" in await cluster.types("plain")
+
+    await eventually(started, timeout=15)
+    assert "write_volumes" not in sent

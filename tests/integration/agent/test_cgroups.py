@@ -179,3 +179,47 @@ def test_v1_resize_raises_memsw_before_the_memory_limit_and_lowers_it_after(
     assert (cpu_leaf / "cpu.shares").read_text() == "307"
     (cpu_leaf / "cpu.cfs_quota_us").write_text("40000\n")
     assert driver.limits(handle) == Limits(400, 307, 64 << 20)
+
+
+def test_a_new_cgroups_first_limits_leave_the_kernels_defaults_unwritten(tmp_path: Path):
+    # v1: unlimited memory and memsw, a 100 ms CFS period and no quota are a new group's.
+    cpu, memory = tmp_path / "cpu", tmp_path / "memory"
+    cpu.mkdir()
+    memory.mkdir()
+    v1 = V1Driver({"cpu": cpu, "cpuacct": cpu, "memory": memory})
+    handle = v1.create("uid-3", "app", 0)
+    mem_leaf, cpu_leaf = (Path(p) for p in handle.paths)
+    v1.apply_limits(handle, None, None, initial=True)
+    assert sorted(p.name for p in (*mem_leaf.iterdir(), *cpu_leaf.iterdir())) == []
+    # A limit asked for is written; what stays the default is not.
+    limited = v1.create("uid-3", "app", 1)
+    mem_leaf, cpu_leaf = (Path(p) for p in limited.paths)
+    v1.apply_limits(limited, 250, None, cpu_request_millis=100, initial=True)
+    assert (cpu_leaf / "cpu.cfs_quota_us").read_text() == "25000"
+    assert (cpu_leaf / "cpu.shares").read_text() == "102"
+    assert not (cpu_leaf / "cpu.cfs_period_us").exists()
+    assert not (mem_leaf / "memory.limit_in_bytes").exists()
+    # Only once, and only for a group made by create: a resize writes every value.
+    v1.apply_limits(handle, None, None)
+    assert (Path(handle.paths[0]) / "memory.limit_in_bytes").read_text() == "-1"
+    assert (Path(handle.paths[1]) / "cpu.cfs_quota_us").read_text() == "-1"
+    # A group left by an earlier attempt may hold other limits: written in full.
+    left = v1.create("uid-3", "app", 1)
+    (Path(left.paths[1]) / "cpu.cfs_quota_us").write_text("25000")
+    v1.apply_limits(left, None, None, initial=True)
+    assert (Path(left.paths[1]) / "cpu.cfs_quota_us").read_text() == "-1"
+    assert (Path(left.paths[1]) / "cpu.cfs_period_us").read_text() == "100000"
+
+    # v2: "max" in memory.max and cpu.max; memory.oom.group is set as ever.
+    mount = fake_v2(tmp_path)
+    v2 = V2Driver(mount)
+    handle = v2.create("uid-4", "app", 0)
+    leaf = Path(handle.paths[0])
+    (leaf / "memory.oom.group").write_text("0\n")
+    v2.apply_limits(handle, None, None, initial=True)
+    assert (leaf / "memory.oom.group").read_text() == "1"
+    assert not (leaf / "memory.max").exists() and not (leaf / "cpu.max").exists()
+    again = v2.create("uid-4", "app", 0)  # its directory is there already: written in full
+    v2.apply_limits(again, 500, None, initial=True)
+    assert (leaf / "memory.max").read_text() == "max"
+    assert (leaf / "cpu.max").read_text() == "50000 100000"
