@@ -416,7 +416,10 @@ async def serve(
                 seal.use(await open_seal_key(unsealed, seal_key_path))
         snapshots = await open_snapshots(nc)
         async with EventStore(nc) as store:
-            projection = Projection(ClusterModel(), store)
+            # Followed through the store's lean reader, as the scheduler's model is: every
+            # event of the log passes here, and nats-py's ordered consumer adds its parser,
+            # a message object and a callback task to each one.
+            projection = Projection(ClusterModel(), store, lean_follow=True)
             await projection.load_snapshot(snapshots)
             await projection.catch_up()
             await projection.follow()

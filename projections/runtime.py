@@ -86,14 +86,26 @@ def digest_of(data: Any) -> str:
     return hashlib.sha256(msgpack.packb(_canonical(data), use_bin_type=True)).hexdigest()
 
 
+_LEAVES: frozenset[type] = frozenset({str, int, float, bool, bytes, type(None)})
+"""Types ``_canonical`` returns as they are: checked by exact type first, which spares most
+values of a manifest (strings, numbers) a call and two ``isinstance`` checks."""
+
+
+def _repr_of_key(item: tuple[Any, Any]) -> str:
+    return repr(item[0])
+
+
 def _canonical(value: Any) -> Any:
     if isinstance(value, dict):
         return [
-            [_canonical(k), _canonical(v)]
-            for k, v in sorted(value.items(), key=lambda kv: repr(kv[0]))
+            [
+                k if type(k) in _LEAVES else _canonical(k),
+                v if type(v) in _LEAVES else _canonical(v),
+            ]
+            for k, v in sorted(value.items(), key=_repr_of_key)
         ]
     if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
+        return [v if type(v) in _LEAVES else _canonical(v) for v in value]
     return value
 
 

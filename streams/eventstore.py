@@ -74,6 +74,10 @@ from streams.subjects import ALL_EVENTS
 log = structlog.get_logger(__name__)
 
 MAX_BATCH = 1000
+LIVE_SHARED = 1024
+"""How many of the latest events the store's live followers share (see
+:meth:`EventStore.live_stored`): enough for followers a burst apart, few enough that an
+idle process holds no more than a small part of the log beside its read models."""
 WRONG_LAST_SEQUENCE = 10071
 # An atomic batch is checked for duplicate Msg-Ids before its expectations.
 BATCH_DUPLICATE_MSG_ID = 10201
@@ -163,6 +167,11 @@ class EventStore:
         """Whether whole-log walks use :mod:`streams.logreader` (off: nats-py's consumer)."""
         self.quarantine = Quarantine(stream)
         """The stored messages this store's reads skipped (see :mod:`streams.quarantine`)."""
+        self._live: dict[int, tuple[StoredEvent, bytes | None]] = {}
+        """The latest events followers decoded (sequence -> the event and the seal it was
+        checked with), oldest first: see :meth:`live_stored`."""
+        self.live_reused = 0
+        """How many times a follower was handed an event another follower had decoded."""
 
     def stored(
         self,
@@ -178,6 +187,40 @@ class EventStore:
             self.quarantine.poisoned(seq, subject, unsealed())
             return None
         return self.decoded(seq, subject, stored_ns, data)
+
+    def live_stored(
+        self,
+        seq: int,
+        subject: str,
+        stored_ns: int,
+        data: bytes,
+        seal: str | bytes | None = None,
+    ) -> StoredEvent | None:
+        """:meth:`stored` for a reader following the log live. In one process several
+        readers follow the same log through one store (``up``'s cluster projection, the
+        scheduler's, the gateway's filtered ones): the message each is handed next is checked
+        and decoded once, and every one of them gets that same :class:`StoredEvent` (events
+        are values nobody changes, as the listeners of one projection already share them).
+        Only a message identical in every stored part (subject, time, bytes, seal) is served
+        again; a replay (:meth:`replay`) checks and decodes on its own, and keeps nothing."""
+        sealed = seal.encode() if isinstance(seal, str) else seal
+        known = self._live.get(seq)
+        if known is not None:
+            event, known_seal = known
+            if (
+                known_seal == sealed
+                and event.data == data
+                and event.subject == subject
+                and event.stored_ns == stored_ns
+            ):
+                self.live_reused += 1
+                return event
+        event = self.stored(seq, subject, stored_ns, data, seal)
+        if event is not None:
+            self._live[seq] = (event, sealed)
+            if len(self._live) > LIVE_SHARED:
+                del self._live[next(iter(self._live))]
+        return event
 
     def decoded(self, seq: int, subject: str, stored_ns: int, data: bytes) -> StoredEvent | None:
         """:meth:`stored` for bytes whose seal was checked when they were read from the stream
@@ -669,7 +712,7 @@ class EventStore:
             seq, stored_ns, _ = parse_ack_subject(msg.reply)
             if stored_ns < from_ns:
                 return  # see replay(): a by-time start may hand back an older last message
-            event = self.stored(
+            event = self.live_stored(
                 seq, msg.subject, stored_ns, msg.data, (msg.headers or {}).get(SEAL_HEADER)
             )
             if event is not None:
@@ -703,7 +746,7 @@ class EventStore:
         def on_stored(
             seq: int, subject: str, stored_ns: int, data: bytes, seal: bytes | None
         ) -> None:
-            event = self.stored(seq, subject, stored_ns, data, seal)
+            event = self.live_stored(seq, subject, stored_ns, data, seal)
             if event is not None:
                 handler(event)
             elif on_poison is not None:

@@ -207,9 +207,12 @@ class _LevelState:
     executing: int = 0
     queues: list[deque[_Waiting]] = field(default_factory=list)
     cursor: int = 0
+    queued: int = 0
+    """Requests in all of ``queues``: kept as they come and go rather than summed over every
+    queue (64 by default) on each arrival and each freed seat."""
 
     def waiting(self) -> int:
-        return sum(len(q) for q in self.queues)
+        return self.queued
 
 
 @dataclass(slots=True)
@@ -250,6 +253,7 @@ class Dispatcher:
         if len(state.queues[shortest]) >= state.level.queue_length_limit:
             return "rejected"
         state.queues[shortest].append(_Waiting(request_id, shortest, now))
+        state.queued += 1
         self._where[request_id] = level
         return "queued"
 
@@ -269,6 +273,7 @@ class Dispatcher:
             for queue in state.queues:
                 while queue and now - queue[0].arrived > self.queue_wait_s:
                     waiting = queue.popleft()
+                    state.queued -= 1
                     self._where.pop(waiting.request_id, None)
                     expired.append(waiting.request_id)
         return expired
@@ -280,10 +285,12 @@ class Dispatcher:
         level = self._where.get(request_id)
         if level is None:
             return False
-        for queue in self._state[level].queues:
+        state = self._state[level]
+        for queue in state.queues:
             for waiting in queue:
                 if waiting.request_id == request_id:
                     queue.remove(waiting)
+                    state.queued -= 1
                     del self._where[request_id]
                     return True
         return False
@@ -296,6 +303,7 @@ class Dispatcher:
                 index = (state.cursor + step) % count
                 if state.queues[index]:
                     waiting = state.queues[index].popleft()
+                    state.queued -= 1
                     state.cursor = (index + 1) % count
                     state.executing += 1
                     started.append(waiting.request_id)

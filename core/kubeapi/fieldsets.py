@@ -29,7 +29,7 @@ import copy
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 from core.kubeapi.status import APIError, Target
 
@@ -92,6 +92,8 @@ UNMANAGED: tuple[Path, ...] = (
 )  # fmt: skip
 """Paths (and everything under them) no manager owns: identity, the server's metadata and
 status (whose writer is the status subresource, not an apply of the object)."""
+_UNMANAGED_SET: Final = frozenset(UNMANAGED)
+_UNMANAGED_DEPTH: Final = max(len(u) for u in UNMANAGED)
 
 
 # -- paths -----------------------------------------------------------------------------------
@@ -115,11 +117,18 @@ def _value_element(value: Any) -> str:
     return "v:" + json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _walk(value: Any, prefix: Path, field: str) -> Iterator[Path]:
-    """The paths of ``value`` (found at ``prefix``, under the field named ``field``)."""
+def _walk(
+    value: Any, prefix: Path, field: str, skip: frozenset[Path] | None = None
+) -> Iterator[Path]:
+    """The paths of ``value`` (found at ``prefix``, under the field named ``field``), but
+    none under a member of ``skip`` (members of objects only, as :data:`UNMANAGED` are)."""
     if isinstance(value, dict) and value:
+        deeper = skip if skip and len(prefix) + 1 < _UNMANAGED_DEPTH else None
         for key, child in value.items():
-            yield from _walk(child, (*prefix, f"f:{key}"), str(key))
+            path = (*prefix, f"f:{key}")
+            if skip and path in skip:
+                continue
+            yield from _walk(child, path, str(key), deeper)
         return
     if isinstance(value, list) and value:
         if field in SET_LISTS and not any(isinstance(i, (dict, list)) for i in value):
@@ -138,13 +147,11 @@ def _walk(value: Any, prefix: Path, field: str) -> Iterator[Path]:
         yield prefix
 
 
-def _managed(path: Path) -> bool:
-    return not any(path[: len(u)] == u for u in UNMANAGED)
-
-
 def fields_of(obj: Mapping[str, Any]) -> FieldSet:
     """The managed fields of an object (or of an applied configuration)."""
-    return frozenset(p for p in _walk(dict(obj), (), "") if _managed(p))
+    # Unmanaged subtrees (status, the server's metadata) are not walked at all rather than
+    # walked and filtered path by path: this runs for every object a command writes.
+    return frozenset(_walk(dict(obj), (), "", _UNMANAGED_SET))
 
 
 def path_text(path: Path) -> str:

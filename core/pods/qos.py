@@ -21,15 +21,17 @@ COUNTED: Final = ("cpu", "memory")
 
 def _positive(values: Mapping[str, Any] | None) -> dict[str, Fraction]:
     amounts: dict[str, Fraction] = {}
+    if not values:
+        return amounts
     for name in COUNTED:
-        text = (values or {}).get(name)
+        text = values.get(name)
         if text is None:
             continue
         try:
             amount = parse_quantity(text).amount
         except InvalidQuantity:
             continue  # validation refuses such a pod; the class of a refused pod never shows
-        if amount > 0:
+        if amount.numerator > 0:  # a Fraction's sign is its numerator's
             amounts[name] = amount
     return amounts
 
@@ -45,10 +47,14 @@ def pod_qos_class(spec: Mapping[str, Any]) -> QOSClass:
         resources = container.get("resources") or {}
         limited = _positive(resources.get("limits"))
         requested = {**limited, **_positive(resources.get("requests"))}
+        # Sums start from the first amount rather than from Fraction(0): this runs for every
+        # pod each read model folds, and most pods have one container.
         for name, amount in requested.items():
-            requests[name] = requests.get(name, Fraction(0)) + amount
+            summed = requests.get(name)
+            requests[name] = amount if summed is None else summed + amount
         for name, amount in limited.items():
-            limits[name] = limits.get(name, Fraction(0)) + amount
+            summed = limits.get(name)
+            limits[name] = amount if summed is None else summed + amount
         if not all(name in limited for name in COUNTED):
             guaranteed = False
     if not requests and not limits:

@@ -242,3 +242,37 @@ async def test_the_scheduler_projection_follows_through_the_lean_reader(
         assert projection.position == 300
     finally:
         await projection.stop()
+
+
+async def test_followers_of_one_store_are_handed_the_same_decoded_event(
+    store: EventStore,
+) -> None:
+    """Several readers following the log through one store (``up``'s cluster projection and
+    the scheduler's, through the lean reader and nats-py's consumer alike) get each message
+    checked and decoded once: the very same event. A replay decodes on its own."""
+    from streams.envelope import StoredEvent
+
+    lean: dict[int, StoredEvent] = {}
+    other_lean: dict[int, StoredEvent] = {}
+    pushed: dict[int, StoredEvent] = {}
+    first = store.follow(lambda e: lean.__setitem__(e.seq, e))
+    second = store.follow(lambda e: other_lean.__setitem__(e.seq, e))
+    assert first is not None and second is not None
+    third = await store.subscribe(lambda e: pushed.__setitem__(e.seq, e))
+    try:
+        await fill(store, 60)
+        deadline = time.monotonic() + 30
+        while min(len(lean), len(other_lean), len(pushed)) < 60:
+            assert time.monotonic() < deadline, (len(lean), len(other_lean), len(pushed))
+            await asyncio.sleep(0.05)
+    finally:
+        await first.unsubscribe()
+        await second.unsubscribe()
+        await third.unsubscribe()
+    assert sorted(lean) == list(range(1, 61))
+    assert all(lean[seq] is other_lean[seq] is pushed[seq] for seq in lean)
+    assert store.live_reused == 120
+    replayed: list[StoredEvent] = []
+    await store.replay(replayed.append)
+    assert [e.seq for e in replayed] == sorted(lean)
+    assert all(e is not lean[e.seq] and e.envelope == lean[e.seq].envelope for e in replayed)

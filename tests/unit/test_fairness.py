@@ -142,6 +142,22 @@ def test_queued_requests_that_wait_too_long_are_refused_and_exempt_never_waits()
         assert dispatcher.arrive(f"x{i}", level="exempt", flow="e", now=0.0) == "dispatched"
 
 
+def test_a_request_that_left_its_queue_no_longer_holds_back_new_arrivals() -> None:
+    """Whether anyone waits is counted as requests come and go (cancelled, expired,
+    dispatched): once the queues are empty again a free seat goes straight to a newcomer."""
+    dispatcher = Dispatcher({"users": Level("users", queues=8, hand_size=2)}, total_seats=1)
+    assert dispatcher.arrive("a", level="users", flow="f", now=0.0) == "dispatched"
+    for name, flow in (("b", "f"), ("c", "g"), ("d", "h")):
+        assert dispatcher.arrive(name, level="users", flow=flow, now=1.0) == "queued"
+    assert dispatcher.cancel("b") and not dispatcher.cancel("b")
+    assert dispatcher.finish("a") in (["c"], ["d"])
+    assert dispatcher.expire(now=20.0) != []
+    assert dispatcher.arrive("e", level="users", flow="f", now=20.0) == "queued"  # a seat is busy
+    assert dispatcher.finish("c") + dispatcher.finish("d") == ["e"]
+    assert dispatcher.finish("e") == []
+    assert dispatcher.arrive("f", level="users", flow="f", now=21.0) == "dispatched"
+
+
 def test_a_reject_level_refuses_instead_of_queuing() -> None:
     level = Level("lease", reject_when_full=True)
     dispatcher = Dispatcher({"lease": level}, total_seats=1)

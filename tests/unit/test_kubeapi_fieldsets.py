@@ -14,6 +14,7 @@ import pytest
 from core.kubeapi.fieldsets import (
     APPLY,
     BEFORE_FIRST_APPLY,
+    UNMANAGED,
     UPDATE,
     Manager,
     apply,
@@ -24,6 +25,7 @@ from core.kubeapi.fieldsets import (
     path_text,
     update,
 )
+from core.kubeapi.fieldsets import _walk as _walk
 from core.kubeapi.status import APIError, Target
 
 TARGET = Target("deployments", "apps", "web", "Deployment")
@@ -249,6 +251,29 @@ def test_server_fields_and_status_are_never_managed():
     obj = deployment({"replicas": 1}, uid="u", resourceVersion="5")
     obj["status"] = {"replicas": 1}
     assert {path_text(p) for p in fields_of(obj)} == {".spec.replicas"}
+
+
+def test_unmanaged_subtrees_are_left_out_exactly_as_filtering_every_path_would() -> None:
+    """``fields_of`` does not walk status and the server's metadata at all; what it finds is
+    every path of the object but those under an unmanaged one, nested names included."""
+    template = {
+        "metadata": {"name": "t", "labels": {"a": "b"}},
+        "spec": {
+            "containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}], "env": []}]
+        },
+    }
+    obj = deployment({"replicas": 2, "template": template}, uid="u", resourceVersion="5",
+                     labels={"app": "web"}, managedFields=[{"manager": "m"}], finalizers=["x"],
+                     creationTimestamp=T1, generation=3)  # fmt: skip
+    obj["status"] = {"replicas": 1, "conditions": [{"type": "Available"}]}
+    obj["spec"]["status"] = "kept: a member named status below the top"
+    every = set(_walk(obj, (), ""))
+    expected = {p for p in every if not any(p[: len(u)] == u for u in UNMANAGED)}
+    assert fields_of(obj) == expected
+    assert ("f:spec", "f:template", "f:metadata", "f:name") in expected
+    assert ("f:metadata", "f:labels", "f:app") in expected
+    assert not {p for p in expected if p[0] == "f:status" or p[:2] == ("f:metadata", "f:uid")}
+    assert fields_of({"status": {}, "metadata": {}}) == {("f:metadata",)}
 
 
 def test_managers_are_ordered_appliers_first():

@@ -43,6 +43,16 @@ BOTH = {"cpu": "100m", "memory": "100Mi"}
         ([container({"memory": "1Gi"})], [], "Burstable"),
         ([container(BOTH, BOTH)], [container({"cpu": "10m"})], "Burstable"),
         ([container(BOTH, BOTH)], [container(BOTH, BOTH)], "Guaranteed"),
+        # The pod's sums are compared, not each container's requests with its limits.
+        (
+            [
+                container({"cpu": "50m"}, {"cpu": "100m", "memory": "1Gi"}),
+                container({"cpu": "150m"}, {"cpu": "0.1", "memory": "1Gi"}),
+            ],
+            [],
+            "Guaranteed",
+        ),
+        ([container({"cpu": "-1"}, {"memory": "1Gi"})], [], "Burstable"),
     ],
 )
 def test_qos_class(containers: list[Any], init: list[Any], expected: str) -> None:
