@@ -29,26 +29,25 @@ ON_DEMAND = Proxy(namespace=NS, bind_address="127.0.0.2", on_demand=True)
 WHOLE = Proxy(namespace=NS, bind_address="127.0.0.2")
 
 
+def _entry(name: str, host: str) -> Any:
+    return istio("ServiceEntry", name, {
+        "hosts": [host], "location": "MESH_EXTERNAL", "resolution": "NONE",
+        "ports": [{"number": 8080, "name": "http", "protocol": "HTTP"}],
+    })  # fmt: skip
+
+
 def _state(*, timeout: str = "5s") -> MeshState:
     http = [{"name": "http", "port": 8080}]
+    web = {"hosts": ["web"], "http": [{"route": [dest("web")], "timeout": timeout}]}
     return MeshState(
         services=[service("web", "10.96.0.10", http), service("api", "10.96.0.11", http)],
-        virtual_services=[
-            istio("VirtualService", "web", {"hosts": ["web"],
-                                            "http": [{"route": [dest("web")], "timeout": timeout}]}),
-        ],  # fmt: skip
+        virtual_services=[istio("VirtualService", "web", web)],
         service_entries=[
-            istio("ServiceEntry", "wild", {
-                "hosts": ["*.example.com"], "location": "MESH_EXTERNAL", "resolution": "NONE",
-                "ports": [{"number": 8080, "name": "http", "protocol": "HTTP"}]}),
-            istio("ServiceEntry", "exact", {
-                "hosts": ["a.b.example.com"], "location": "MESH_EXTERNAL", "resolution": "NONE",
-                "ports": [{"number": 8080, "name": "http", "protocol": "HTTP"}]}),
-            istio("ServiceEntry", "deeper", {
-                "hosts": ["*.b.example.com"], "location": "MESH_EXTERNAL", "resolution": "NONE",
-                "ports": [{"number": 8080, "name": "http", "protocol": "HTTP"}]}),
+            _entry("wild", "*.example.com"),
+            _entry("exact", "a.b.example.com"),
+            _entry("deeper", "*.b.example.com"),
         ],
-    )  # fmt: skip
+    )
 
 
 def _by_domain(resources: list[dict[str, Any]], domain: str) -> str:
@@ -71,7 +70,7 @@ def test_an_on_demand_sidecar_gets_no_host_in_its_route_configuration_and_asks_f
     assert config["ignore_port_in_host_matching"] is True
     listener = next(x for x in snapshot.listeners if x["name"] == "127.0.0.2_8080")
     manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    assert [f["name"] for f in manager["http_filters"]][0] == ON_DEMAND_FILTER
+    assert manager["http_filters"][0]["name"] == ON_DEMAND_FILTER
     # The hosts it may ask for are exactly the whole configuration's, named by it.
     (whole,) = build_snapshot(_state(), WHOLE).routes
     assert [r["@type"] for r in snapshot.virtual_hosts] == [VIRTUAL_HOST_TYPE] * len(
