@@ -176,6 +176,9 @@ class _Server:
                 missing.append(alias)
         self.held.update(names)
         response = self.vhost_response(names, aliases)
+        if not request.resource_names_subscribe:
+            # Envoy's VHDS init completes only on a response naming something (else 15 s).
+            response.removed_resources.append("8080/ready")
         for alias in missing:  # not found: the name alone, no resource
             response.resources.append(discovery_pb2.Resource(name=alias, aliases=[alias]))
         await out.put(response)

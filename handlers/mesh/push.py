@@ -99,6 +99,7 @@ from core.mesh.push import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
     LISTENER_TYPE,
+    ROUTE_TYPE,
     SHORT,
     TYPE_ORDER,
     Answer,
@@ -412,11 +413,13 @@ class _DeltaType:
     basis: str = ""
     """The type version ``known`` fully reflects (for the names subscribed): a later version
     made from it by replacing a few resources is compared by those names alone."""
-    unanswered: bool = False
-    """VHDS: Envoy's first request, which names nothing, waits for an answer (its listener
-    warms until then) even when there is nothing to send."""
     last_sent: tuple[tuple[str, str], ...] = ()
     """The ``(name, version)`` pairs of the last response (VHDS: refused ones if NACKed)."""
+
+
+VHDS_READY: Final = "fleetlog-vhds-ready"
+"""A virtual host name no host has (``<config>/fleetlog-vhds-ready`` is removed in the first
+VHDS response of each route configuration)."""
 
 
 @dataclass(frozen=True)
@@ -448,6 +451,8 @@ class _DeltaStream(_Stream):
         version it acked before stays, as a NACKed type's)."""
         self.not_found: set[str] = set()
         """VHDS: the requests answered "not found" (answered again only once a host exists)."""
+        self.announced: set[str] = set()
+        """VHDS: the route configurations whose subscription got its first response."""
 
     def on_request(self, request: Any) -> None:
         if self.node is None:
@@ -467,7 +472,6 @@ class _DeltaStream(_Stream):
             state.known = dict(request.initial_resource_versions)
             # Envoy's legacy wildcard: a first CDS/LDS request naming nothing.
             state.wildcard = not request.resource_names_subscribe and type_url in WILDCARD_TYPES
-            state.unanswered = type_url == VIRTUAL_HOST_TYPE
         for name in request.resource_names_subscribe:
             if name == "*":
                 state.wildcard = True
@@ -635,9 +639,17 @@ class _DeltaStream(_Stream):
         removed = [name for name in state.known if name not in wanted]
         self.not_found &= set(asked.missing)
         missing = [alias for alias in asked.missing if alias not in self.not_found]
-        if not changed and not removed and not missing and not state.unanswered:
+        # Each route configuration's VHDS subscription counts as fetched only once a response
+        # names a resource of it (``<config>/...``): until then its listener warms, for the 15 s
+        # initial fetch timeout when nothing is asked. So a new configuration gets the removal
+        # of a name no host has.
+        routes = self.current.get(ROUTE_TYPE)
+        configs = {name for name, _ in routes.resources} if routes is not None else set()
+        fresh = sorted(configs - self.announced)
+        if not changed and not removed and not missing and not fresh:
             return None
-        state.unanswered = False
+        removed = [*removed, *(f"{config}/{VHDS_READY}" for config in fresh)]
+        self.announced.update(fresh)
         self.not_found.update(missing)
         state.last_sent = tuple((name, version) for name, version, _ in changed)
         response = self._respond_delta(VIRTUAL_HOST_TYPE, state, serving, changed, removed)
