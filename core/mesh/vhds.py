@@ -30,7 +30,7 @@ Pure: names, dicts and lookups; the handler serves them (``handlers/mesh/push.py
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -115,6 +115,37 @@ def host_index(resources: Iterable[Mapping[str, Any]]) -> HostIndex:
         wildcards={config: tuple(pairs) for config, pairs in wildcards.items()},
         under=under,
     )
+
+
+def index_replaced(
+    index: HostIndex,
+    *,
+    gone: Sequence[Mapping[str, Any]],
+    added: Sequence[Mapping[str, Any]],
+) -> HostIndex | None:
+    """``index`` with the resources ``gone`` replaced by ``added`` (a VirtualService change
+    makes a few hosts again: the other 999's domains are not indexed again); None when a
+    wildcard is involved (a wildcard host, or a name under one: :func:`host_index` again)."""
+    changed = [*gone, *added]
+    for resource in changed:
+        config = str(resource["name"]).partition("/")[0]
+        suffixes = index.wildcards.get(config, ())
+        for domain in resource.get("domains") or ():
+            domain = str(domain).lower()
+            if domain.startswith("*") or any(_covers(s, domain) for s, _ in suffixes):
+                return None
+    exact = dict(index.exact)
+    for resource in gone:
+        config = str(resource["name"]).partition("/")[0]
+        for domain in resource.get("domains") or ():
+            key = (config, str(domain).lower())
+            if exact.get(key) == resource["name"]:
+                del exact[key]
+    for resource in added:
+        config, name = str(resource["name"]).partition("/")[0], str(resource["name"])
+        for domain in resource.get("domains") or ():
+            exact.setdefault((config, str(domain).lower()), name)
+    return HostIndex(exact=exact, wildcards=index.wildcards, under=index.under)
 
 
 def _covers(suffix: str, domain: str) -> bool:

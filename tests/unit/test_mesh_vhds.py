@@ -18,6 +18,7 @@ from core.mesh.vhds import (
     ON_DEMAND_FILTER,
     VIRTUAL_HOST_TYPE,
     host_index,
+    index_replaced,
     passthrough_host,
     request_host,
     resolve,
@@ -113,6 +114,22 @@ def test_a_request_is_answered_by_the_exact_host_else_the_longest_wildcard_with_
     assert resolve(index, "9090/web") is None  # another route configuration
 
 
+def test_an_index_is_not_replaced_in_place_when_a_wildcard_is_involved() -> None:
+    resources = build_snapshot(_state(), ON_DEMAND).virtual_hosts
+    index = host_index(resources)
+    wild = next(r for r in resources if "*.example.com" in r["domains"])
+    under = next(r for r in resources if "a.b.example.com" in r["domains"])
+    assert index_replaced(index, gone=[wild], added=[wild]) is None
+    assert index_replaced(index, gone=[under], added=[under]) is None
+    web = next(r for r in resources if "web" in r["domains"])
+    moved = {**web, "domains": ["web2"]}
+    replaced = index_replaced(index, gone=[web], added=[moved])
+    assert replaced is not None
+    assert resolve(replaced, "8080/web") is None and resolve(replaced, "8080/web2") == (
+        web["name"],
+    )
+
+
 def test_a_captured_sidecar_answers_an_unknown_host_as_the_catch_all_would() -> None:
     host = passthrough_host("8080/Example.ORG:8080", cluster=PASSTHROUGH_CLUSTER)
     assert host == passthrough_host("8080/example.org", cluster=PASSTHROUGH_CLUSTER)
@@ -128,9 +145,17 @@ def test_a_captured_sidecar_answers_an_unknown_host_as_the_catch_all_would() -> 
 def test_a_virtual_service_change_makes_only_its_hosts_resource_again() -> None:
     first = MeshBuild(_state())
     before = first.virtual_hosts(ON_DEMAND)
-    second = MeshBuild(_state(timeout="6s"), previous=first, kinds={"VirtualService"})
+    assert first.host_index == host_index(before)
+    between = MeshBuild(_state(), previous=first, kinds={"EndpointSlice"}, slices_of=())
+    second = MeshBuild(_state(timeout="6s"), previous=between, kinds={"VirtualService"})
     after = second.virtual_hosts(ON_DEMAND)
     assert after == build_snapshot(_state(timeout="6s"), ON_DEMAND).virtual_hosts
+    # The index is the first one's with web's host replaced, as a whole one would be.
+    assert second.host_index == host_index(after)
+    web_domains = {("8080", d) for d in ("web", "web.shop", "10.96.0.10")}
+    assert {k: v for k, v in second.host_index.exact.items() if k in web_domains} == {
+        k: v for k, v in first.host_index.exact.items() if k in web_domains
+    }
     web = _by_domain(after, "web.shop.svc.cluster.local")
     for old, new in zip(before, after, strict=True):
         if new["name"] == web:
