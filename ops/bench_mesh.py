@@ -4,7 +4,7 @@ what the handler costs, with a large mesh.
     python -m ops.bench_mesh [--services 1000] [--endpoints 10] [--proxies 1 10] [--changes 50]
                              [--churn-seconds 5] [--churn-rate 100] [--sotw]
                              [--kind eds|vs|dr] [--rules 100] [--trace] [--poll-ms MS]
-                             [--no-tune-gc]
+                             [--no-tune-gc] [--held N]
 
 The read model is filled directly (``--services`` services on port 8080, each with one
 EndpointSlice of ``--endpoints`` endpoints; nothing behind them is contacted), so what is timed
@@ -41,6 +41,14 @@ fleetlog starts do; ``--sotw`` bootstraps them for state of the world instead.
    to look at the slow ones one by one.
    The bench tunes the collector as ``fleetlog up`` does (``--no-tune-gc``: the defaults).
 
+**On-demand virtual hosts** (VHDS, delta proxies: ``core.mesh.vhds``): a sidecar's route
+configuration holds no host and Envoy asks for each host a request needs. Before the
+measurements each proxy calls ``--held`` hosts (default: the ``--rules`` hosts with rules, or
+100; all of them with ``--held 1000``): a request per host sent through its listener (the
+connection closed once the host is held — the endpoints are not reachable), so a proxy holds
+exactly those; a ``--kind vs``/``dr`` change edits one of the first ``--rules`` hosts, held by
+every proxy when ``--held`` ≥ ``--rules``. ``--sotw`` proxies hold the whole configuration.
+
 Envoy processes are stopped by PID at the end.
 """
 
@@ -54,6 +62,7 @@ import json
 import os
 import random
 import resource
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -61,7 +70,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.mesh.envoy import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from core.mesh.envoy import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    VIRTUAL_HOST_TYPE,
+)
 from core.mesh.push import ads_bootstrap, node_id
 from handlers.mesh.push import MeshPush, type_status
 from ops.envoybin import envoy_binary
@@ -245,7 +260,7 @@ def _percentile(values: list[float], q: float) -> float:
 async def run(services: int, endpoints: int, proxies: int, changes: int,
               churn_seconds: float, churn_rate: float, *, delta: bool = True,
               kind: str = "eds", rules: int = 0, trace: bool = False,
-              tune: bool = True) -> dict[str, Any]:  # fmt: skip
+              tune: bool = True, held: int = 100) -> dict[str, Any]:  # fmt: skip
     model = _model(services, endpoints, rules)
     if tune:
         tune_gc()  # as `fleetlog up` does once its roles have caught up
@@ -304,10 +319,14 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
         record.last_seq += 1  # the read model parses an Istio object again when this moves
         projection.announce(stored, record.name)
 
+    types = {**_TYPES, VIRTUAL_HOST_TYPE: "VHDS"} if delta else _TYPES
+
     def newest() -> dict[str, dict[str, str]]:
-        # What every proxy should now run: each type's newest version, per proxy.
+        # What every proxy should now run: each type's newest version, per proxy (its asked
+        # virtual hosts' set for VHDS).
         return {
-            s.node.id: {short: s.current[url].version for url, short in _TYPES.items()}
+            s.node.id: {short: v for short, v in push.serving_versions(s.node.id).items()
+                        if short in types.values()}
             for s in list(push._streams) if s.node is not None
         }  # fmt: skip
 
@@ -321,8 +340,12 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
         start = time.monotonic()
         await _wait(lambda: push.connected == proxies and all(
             type_status(push, i, s).state() == "SYNCED" for i in ids
-            for s in ("CDS", "EDS", "LDS", "RDS")), timeout=300)  # fmt: skip
+            for s in types.values()), timeout=300)  # fmt: skip
         first_sync = time.monotonic() - start
+        if delta:
+            await _call_hosts(push, proxies, min(held, services))
+            await _wait(lambda: acked(newest()), timeout=300)
+        held_at_start = round(time.monotonic() - start - first_sync, 2)
         cpu_before = time.process_time()
         latencies: list[float] = []
         split: dict[str, list[float]] = {"rebuild": [], "to_send": [], "envoy": []}
@@ -342,7 +365,7 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
             split["rebuild"].append(sum(rebuilds))
             sends, applies = [], []
             for i in ids:
-                sent = [type_status(push, i, s) for s in _TYPES.values()]
+                sent = [type_status(push, i, s) for s in types.values()]
                 sent = [t for t in sent if t.sent_ns >= began_ns]
                 if sent:
                     first = min(t.sent_ns for t in sent)
@@ -387,6 +410,8 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
             "xds": "delta" if delta else "sotw", "kind": kind, "rules": rules,
             "load_avg": round(os.getloadavg()[0], 2),
             "first_sync_s": round(first_sync, 2),
+            "held_hosts": min(held, services) if delta else services,
+            "hosts_called_s": held_at_start,
             "ack_p50_ms": round(statistics.median(latencies) * 1000, 1),
             "ack_p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
             "handler_cpu_ms_per_change": round(cpu_per_change * 1000, 1),
@@ -413,6 +438,34 @@ async def run(services: int, endpoints: int, proxies: int, changes: int,
 
 
 _TYPES = {CLUSTER_TYPE: "CDS", ENDPOINT_TYPE: "EDS", LISTENER_TYPE: "LDS", ROUTE_TYPE: "RDS"}
+
+
+async def _call_hosts(push: MeshPush, proxies: int, held: int) -> None:
+    """Each proxy calls hosts ``svc-0`` … ``svc-<held-1>`` (a request each through its listener,
+    in batches), so that it asks for them (VHDS); each connection is closed once every proxy
+    holds its batch (their endpoints are not reachable, nothing is awaited)."""
+    batch = 200
+    for first in range(0, held, batch):
+        hosts = range(first, min(held, first + batch))
+        opened = await asyncio.to_thread(_send_requests, proxies, hosts)
+        wanted = hosts.stop
+        try:
+            await _wait(lambda w=wanted: all(
+                len(s.delta[VIRTUAL_HOST_TYPE].known) >= w for s in list(push._streams)
+            ), timeout=120)  # fmt: skip
+        finally:
+            for conn in opened:
+                conn.close()
+
+
+def _send_requests(proxies: int, hosts: range) -> list[socket.socket]:
+    opened = []
+    for i in range(proxies):
+        for j in hosts:
+            conn = socket.create_connection((f"127.0.0.{i + 2}", 8080), timeout=30)
+            conn.sendall(f"GET / HTTP/1.1\r\nHost: svc-{j}\r\n\r\n".encode())
+            opened.append(conn)
+    return opened
 
 
 def _settled(push: MeshPush) -> bool:
@@ -446,6 +499,9 @@ def main() -> None:
     parser.add_argument("--poll-ms", type=float, default=0.0,
                         help="check for the ACKs every so often (the bench's old 1 ms) instead "
                         "of on the handler's status reports")  # fmt: skip
+    parser.add_argument("--held", type=int, default=None,
+                        help="hosts each delta proxy calls first, so holds (VHDS; default: "
+                        "--rules, or 100 with none)")  # fmt: skip
     args = parser.parse_args()
     global POLL_S
     POLL_S = args.poll_ms / 1000
@@ -457,7 +513,8 @@ def main() -> None:
         figures = asyncio.run(
             run(args.services, args.endpoints, proxies, args.changes, args.churn_seconds,
                 args.churn_rate, delta=not args.sotw, kind=args.kind, rules=rules,
-                trace=args.trace, tune=not args.no_tune_gc)
+                trace=args.trace, tune=not args.no_tune_gc,
+                held=args.held if args.held is not None else (rules or 100))
         )  # fmt: skip
         print(json.dumps(figures), flush=True)
 

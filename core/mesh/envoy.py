@@ -101,6 +101,16 @@ from core.mesh.kinds import (
     hosts_match,
 )
 from core.mesh.peerauth import InboundMtls, Mode, effective_mtls
+from core.mesh.vhds import (
+    ON_DEMAND_FILTER,
+    ON_DEMAND_TYPE,
+    VHDS_SOURCE,
+    VIRTUAL_HOST_TYPE,
+    HostIndex,
+    host_index,
+    index_replaced,
+    virtual_host_resource,
+)
 from core.services.slices import SERVICE_NAME_LABEL
 
 TYPE_PREFIX: Final = "type.googleapis.com/"
@@ -240,6 +250,10 @@ class Proxy:
     locality: str = ""
     """``region/zone/subzone`` of the proxy's node (Envoy's ``node.locality``): what
     ``localityLbSetting`` prefers and fails over from."""
+    on_demand: bool = False
+    """A sidecar whose virtual hosts come on demand (VHDS, ``core.mesh.vhds``: its stream is
+    delta xDS): its route configurations hold none and name the VHDS source, its connection
+    managers run the ``on_demand`` filter. A gateway's stay whole."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -304,6 +318,9 @@ class Snapshot:
     """SDS secrets: a gateway's credentials (``kubernetes://<credentialName>``) from the
     state's opened Secrets; the proxy's identity (``default``, ``ROOTCA``) is issued by the
     handler, and added here for :func:`static_bootstrap`."""
+    virtual_hosts: list[dict[str, Any]] = field(default_factory=list)
+    """An on-demand sidecar's VHDS resources (every host it may ask for; the handler sends
+    each only to a proxy that asked, ``core.mesh.vhds``)."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -1867,8 +1884,9 @@ def part_key(proxy: Proxy, type_url: str) -> PartKey:
     each key's once per push). Endpoints depend on the proxy's locality (``localityLbSetting``
     prefers it), clusters on it too (a DNS cluster's endpoints are inline) and on whether its
     traffic is captured (the pass-through clusters); a sidecar's routes on its capture
-    (``allow_any``), a gateway's routes and credentials on the labels that select its
-    Gateways; listeners on everything (the bind address, the workload's PeerAuthentication).
+    (``allow_any``) and on-demand hosts, a gateway's routes and credentials on the labels that
+    select its Gateways, VHDS resources only on on-demand hosts; listeners on everything (the
+    bind address, the workload's PeerAuthentication).
     :meth:`MeshBuild.key` adds what the state makes proxy-specific: the DestinationRules whose
     ``workloadSelector`` picks a sidecar (their ``credentialName`` goes over SDS)."""
     captured = proxy.kind == "sidecar" and proxy.captured
@@ -1876,14 +1894,17 @@ def part_key(proxy: Proxy, type_url: str) -> PartKey:
         return (proxy.locality,)
     if type_url == CLUSTER_TYPE:
         return (proxy.kind == "gateway", captured, proxy.locality)
+    on_demand = proxy.kind == "sidecar" and proxy.on_demand
     if type_url == ROUTE_TYPE:
         if proxy.kind == "gateway":
             return ("gateway", tuple(sorted(proxy.labels.items())))
-        return ("sidecar", captured)
+        return ("sidecar", captured, on_demand)
+    if type_url == VIRTUAL_HOST_TYPE:
+        return (on_demand,)
     if type_url == SECRET_TYPE:
         return (proxy.kind, proxy.namespace, tuple(sorted(proxy.labels.items())))
     return (proxy.kind, proxy.namespace, tuple(sorted(proxy.labels.items())),
-            proxy.bind_address, captured, proxy.locality)  # fmt: skip
+            proxy.bind_address, captured, proxy.locality, on_demand)  # fmt: skip
 
 
 _Gateway = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
@@ -1952,7 +1973,18 @@ class MeshBuild:
         """Each service's clusters and endpoints made, by cluster part key and host."""
         self.reused = 0
         """How many virtual hosts and services' clusters were taken over: tests read it."""
+        self._vhds_made: dict[int, tuple[Mapping[str, Any], dict[str, Any]]] = {}
+        """Each virtual host's VHDS resource, by the host's identity (a host taken over keeps
+        its resource, so the encoder finds its JSON without making it again)."""
+        self._previous_index: tuple[list[dict[str, Any]], HostIndex] | None = None
+        """The last build's VHDS resources and index, when it made them: this one's index
+        is that one's with the hosts made again replaced."""
         if previous is not None:
+            self._vhds_made = previous._vhds_made
+            if "host_index" in previous.__dict__:
+                self._previous_index = (previous._vhds_resources, previous.host_index)
+            else:  # a push that left the VHDS resources as they were
+                self._previous_index = previous._previous_index
             self._take_over(previous, frozenset(kinds), slices_of)
 
     def _take_over(
@@ -2103,7 +2135,60 @@ class MeshBuild:
     def routes(self, proxy: Proxy) -> list[dict[str, Any]]:
         if proxy.kind == "gateway":
             return self._gateway(proxy)[1]
+        if proxy.on_demand:
+            return self._on_demand_routes
         return self._captured_routes if proxy.captured else self._sidecar_routes
+
+    @cached_property
+    def _on_demand_routes(self) -> list[dict[str, Any]]:
+        """An on-demand sidecar's route configurations: no host (each comes over VHDS when a
+        request asks for it), so a VirtualService change never re-sends them; no ``allow_any``
+        either (it would match every host and stop on-demand: ``core.mesh.vhds``)."""
+        return [
+            {"@type": ROUTE_TYPE, "name": config["name"], "virtual_hosts": [],
+             "validate_clusters": False, "ignore_port_in_host_matching": True,
+             "max_direct_response_body_size_bytes": DIRECT_RESPONSE_BODY_MAX,
+             "vhds": VHDS_SOURCE}
+            for config in self._sidecar_routes
+        ]  # fmt: skip
+
+    def virtual_hosts(self, proxy: Proxy) -> list[dict[str, Any]]:
+        """An on-demand sidecar's VHDS resources: every host of its route configurations."""
+        if proxy.kind != "sidecar" or not proxy.on_demand:
+            return []
+        return self._vhds_resources
+
+    @cached_property
+    def _vhds_resources(self) -> list[dict[str, Any]]:
+        made: dict[int, tuple[Mapping[str, Any], dict[str, Any]]] = {}
+        resources = []
+        for config in self._sidecar_routes:
+            for host in config["virtual_hosts"]:
+                found = self._vhds_made.get(id(host))
+                if found is None or found[0] is not host:
+                    found = (host, virtual_host_resource(config["name"], host))
+                made[id(host)] = found
+                resources.append(found[1])
+        self._vhds_made = made
+        return resources
+
+    @cached_property
+    def host_index(self) -> HostIndex:
+        """The VHDS resources by the domains they answer (``core.mesh.vhds.resolve``): the
+        last build's index with the hosts made again replaced, when it has one (indexing
+        1,000 hosts' domains is ~5-9 ms, a few hosts' a fraction of one)."""
+        resources = self._vhds_resources
+        if self._previous_index is not None:
+            old, index = self._previous_index
+            now = {id(r) for r in resources}
+            before = {id(r) for r in old}
+            gone = [r for r in old if id(r) not in now]
+            added = [r for r in resources if id(r) not in before]
+            if len(gone) + len(added) <= max(8, len(resources) // 8):
+                replaced = index_replaced(index, gone=gone, added=added)
+                if replaced is not None:
+                    return replaced
+        return host_index(resources)
 
     def secrets(self, proxy: Proxy) -> list[dict[str, Any]]:
         """The credentials served over SDS: a gateway's servers' ``credentialName``s, and the
@@ -2116,6 +2201,8 @@ class MeshBuild:
         if proxy.kind == "gateway":
             return self._gateway(proxy)[0]
         listeners = _sidecar_listeners(self.state, proxy, self.services, self.by_host)
+        if proxy.on_demand:
+            _ask_on_demand(listeners)
         if proxy.captured:
             for listener in listeners:
                 listener["bind_to_port"] = False
@@ -2127,15 +2214,36 @@ class MeshBuild:
         """Every resource ``proxy`` needs (its lists shared with other proxies' snapshots)."""
         return Snapshot(clusters=self.clusters(proxy), endpoints=self.endpoints(proxy),
                         listeners=self.listeners(proxy), routes=self.routes(proxy),
-                        secrets=self.secrets(proxy))  # fmt: skip
+                        secrets=self.secrets(proxy),
+                        virtual_hosts=self.virtual_hosts(proxy))  # fmt: skip
 
     def resources(self, proxy: Proxy, type_url: str) -> list[dict[str, Any]]:
         """``proxy``'s resources of one type (the handler builds only the types a change
         touched); :data:`SECRET_TYPE` is a gateway's credentials."""
         build = {CLUSTER_TYPE: self.clusters, ENDPOINT_TYPE: self.endpoints,
                  LISTENER_TYPE: self.listeners, ROUTE_TYPE: self.routes,
-                 SECRET_TYPE: self.secrets}[type_url]  # fmt: skip
+                 SECRET_TYPE: self.secrets, VIRTUAL_HOST_TYPE: self.virtual_hosts,
+                 }[type_url]  # fmt: skip
         return build(proxy)
+
+
+def _ask_on_demand(listeners: list[dict[str, Any]]) -> None:
+    """Each HTTP connection manager of an on-demand sidecar's listeners (made for this proxy:
+    changed in place) runs Envoy's ``on_demand`` filter first: a request no held virtual host
+    matches asks for its host over VHDS and goes on once it came (the stream is created
+    again, so CORS and fault injection see its route)."""
+    for listener in listeners:
+        for chain in listener.get("filter_chains") or ():
+            for network in chain.get("filters") or ():
+                manager = network.get("typed_config") or {}
+                if manager.get("@type") != HCM_TYPE or "rds" not in manager:
+                    continue
+                if manager["http_filters"][0]["name"] == ON_DEMAND_FILTER:
+                    continue  # a chain shared by sniffed services' chains: done once
+                manager["http_filters"] = [
+                    {"name": ON_DEMAND_FILTER, "typed_config": {"@type": ON_DEMAND_TYPE}},
+                    *manager["http_filters"],
+                ]
 
 
 def _outbound_listener() -> dict[str, Any]:

@@ -33,26 +33,34 @@ from core.mesh.envoy import (
     LISTENER_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
+    VIRTUAL_HOST_TYPE,
     Snapshot,
 )
 
-TYPE_ORDER: Final = (CLUSTER_TYPE, ENDPOINT_TYPE, SECRET_TYPE, LISTENER_TYPE, ROUTE_TYPE)
+TYPE_ORDER: Final = (
+    CLUSTER_TYPE, ENDPOINT_TYPE, SECRET_TYPE, LISTENER_TYPE, ROUTE_TYPE, VIRTUAL_HOST_TYPE
+)  # fmt: skip
 """The order Envoy needs a push applied in: clusters → endpoints → secrets (SDS: a cluster or
-listener with mTLS warms until its certificates come) → listeners → routes."""
+listener with mTLS warms until its certificates come) → listeners → routes → the virtual
+hosts an on-demand sidecar asked for (VHDS, ``core.mesh.vhds``)."""
 SHORT: Final = {CLUSTER_TYPE: "CDS", ENDPOINT_TYPE: "EDS", SECRET_TYPE: "SDS",
-                LISTENER_TYPE: "LDS", ROUTE_TYPE: "RDS"}  # fmt: skip
-BUILT_TYPES: Final = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
+                LISTENER_TYPE: "LDS", ROUTE_TYPE: "RDS", VIRTUAL_HOST_TYPE: "VHDS"}  # fmt: skip
+BUILT_TYPES: Final = (
+    CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE, VIRTUAL_HOST_TYPE
+)  # fmt: skip
 """The types built from the mesh's state: SDS's are a gateway's credentials (the proxy's own
 certificate is issued per identity and joins them when served)."""
-_XDS: Final = frozenset({CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE})
+_XDS: Final = frozenset({CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, VIRTUAL_HOST_TYPE})
 REBUILT_BY: Final[Mapping[str, frozenset[str]]] = {
     "Service": _XDS,
     "ServiceEntry": _XDS,
     "EndpointSlice": frozenset({ENDPOINT_TYPE}),
     "Pod": frozenset({CLUSTER_TYPE, ENDPOINT_TYPE}),
     "Namespace": frozenset({CLUSTER_TYPE, ENDPOINT_TYPE}),
-    "VirtualService": frozenset({LISTENER_TYPE, ROUTE_TYPE}),
-    "DestinationRule": frozenset({CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE, SECRET_TYPE}),
+    "VirtualService": frozenset({LISTENER_TYPE, ROUTE_TYPE, VIRTUAL_HOST_TYPE}),
+    "DestinationRule": frozenset(
+        {CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE, VIRTUAL_HOST_TYPE, SECRET_TYPE}
+    ),
     "Gateway": frozenset({CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE}),
     "Secret": frozenset({LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE}),
     "PeerAuthentication": frozenset({ENDPOINT_TYPE, LISTENER_TYPE}),
@@ -175,6 +183,7 @@ def resources_by_type(snapshot: Snapshot) -> dict[str, list[dict[str, Any]]]:
         ENDPOINT_TYPE: snapshot.endpoints,
         LISTENER_TYPE: snapshot.listeners,
         ROUTE_TYPE: snapshot.routes,
+        VIRTUAL_HOST_TYPE: snapshot.virtual_hosts,
     }
 
 
@@ -297,7 +306,7 @@ class ProxyStatus:
         )
 
 
-STATUS_COLUMNS: Final = ("NAME", "CDS", "LDS", "EDS", "RDS", "LAG", "ERROR")
+STATUS_COLUMNS: Final = ("NAME", "CDS", "LDS", "EDS", "RDS", "VHDS", "LAG", "ERROR")
 
 
 def status_row(status: ProxyStatus, *, now_ns: int) -> list[str]:
@@ -307,7 +316,7 @@ def status_row(status: ProxyStatus, *, now_ns: int) -> list[str]:
     cells = [status.name]
     waiting: list[int] = []
     errors: list[str] = []
-    for short in ("CDS", "LDS", "EDS", "RDS"):
+    for short in ("CDS", "LDS", "EDS", "RDS", "VHDS"):
         t = status.types.get(short) or TypeStatus()
         state = t.state()
         cells.append(state)

@@ -74,7 +74,9 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
 from core.mesh.envoy import (
+    PASSTHROUGH_CLUSTER,
     SECRET_TYPE,
+    VIRTUAL_HOST_TYPE,
     MeshBuild,
     MeshState,
     PartKey,
@@ -97,6 +99,7 @@ from core.mesh.push import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
     LISTENER_TYPE,
+    ROUTE_TYPE,
     SHORT,
     TYPE_ORDER,
     Answer,
@@ -111,11 +114,12 @@ from core.mesh.push import (
     record,
     resources_by_type,
 )
+from core.mesh.vhds import host_index, passthrough_host, resolve
 from core.services.slices import SERVICE_NAME_LABEL
 from handlers.mesh.ca import TRUST_WAIT, Issued, MeshCA
 from handlers.mesh.model import MeshModel
 from handlers.mesh.status import StatusWriter
-from handlers.mesh.xds import Encoded, Encoder, combined, since
+from handlers.mesh.xds import Encoded, Encoder, chosen, combined, since
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.secretkeys import SecretKeys
@@ -299,6 +303,9 @@ class _Stream:
             # (followed when the node's labels change: ``rebuild``).
             locality=_locality(request.node.locality)
             or self.push.model.pod_locality(node.namespace, node.pod),
+            # A delta sidecar asks for its virtual hosts as its requests need them (VHDS only
+            # exists over delta xDS); a gateway's routes stay whole.
+            on_demand=node.kind == "sidecar" and isinstance(self, _DeltaStream),
         )
         self.own_locality = bool(_locality(request.node.locality))
         self.memory = self.push.attach(self)
@@ -318,12 +325,15 @@ class _Stream:
         if type_url == SECRET_TYPE:
             current: Encoded | None = self.push.secrets(self)
         else:
-            current = self.current.get(type_url)
+            current = self._current(type_url)
         if current is None or self.memory is None:
             return current
         if current.version in self.memory.refused.get(type_url, ()):
             return self.memory.good.get(type_url)
         return current
+
+    def _current(self, type_url: str) -> Encoded | None:
+        return self.current.get(type_url)
 
     def next_response(self) -> Any:
         """The next response in Envoy's order: a type waits while an earlier one is
@@ -403,6 +413,25 @@ class _DeltaType:
     basis: str = ""
     """The type version ``known`` fully reflects (for the names subscribed): a later version
     made from it by replacing a few resources is compared by those names alone."""
+    last_sent: tuple[tuple[str, str], ...] = ()
+    """The ``(name, version)`` pairs of the last response (VHDS: refused ones if NACKed)."""
+
+
+VHDS_READY: Final = "fleetlog-vhds-ready"
+"""A virtual host name no host has (``<config>/fleetlog-vhds-ready`` is removed in the first
+VHDS response of each route configuration)."""
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """What answers an on-demand proxy's VHDS requests (``_DeltaStream._asked_hosts``)."""
+
+    encoded: Encoded
+    """The virtual hosts, versioned as this proxy's set."""
+    aliases: Mapping[str, list[str]]
+    """Each host's name → the requests it answers."""
+    missing: tuple[str, ...]
+    """The requests no host answers."""
 
 
 class _DeltaStream(_Stream):
@@ -416,6 +445,14 @@ class _DeltaStream(_Stream):
     def __init__(self, push: MeshPush) -> None:
         super().__init__(push)
         self.delta = {t: _DeltaType() for t in TYPE_ORDER}
+        self._asked: tuple[tuple[str, frozenset[str], int], _Asked] | None = None
+        self.refused_hosts: set[tuple[str, str]] = set()
+        """VHDS: each virtual host version this proxy refused (never sent to it again; the
+        version it acked before stays, as a NACKed type's)."""
+        self.not_found: set[str] = set()
+        """VHDS: the requests answered "not found" (answered again only once a host exists)."""
+        self.announced: set[str] = set()
+        """VHDS: the route configurations whose subscription got its first response."""
 
     def on_request(self, request: Any) -> None:
         if self.node is None:
@@ -447,6 +484,7 @@ class _DeltaStream(_Stream):
                 state.wildcard = False
             state.names.discard(name)
             state.known.pop(name, None)
+            self.not_found.discard(name)
         if request.response_nonce:
             error = request.error_detail.message if request.HasField("error_detail") else None
             answer = classify(status, nonce=request.response_nonce, error=error)
@@ -487,6 +525,8 @@ class _DeltaStream(_Stream):
                 else:
                     state.known[name] = held
             state.basis = ""
+            if type_url == VIRTUAL_HOST_TYPE:
+                self.refused_hosts.update(state.last_sent)
             self.memory.refused.setdefault(type_url, set()).add(status.nacked)
             log.warning("mesh.nack", proxy=self.node.id if self.node else "",
                         type=SHORT[type_url], version=status.nacked, error=error)  # fmt: skip
@@ -531,6 +571,11 @@ class _DeltaStream(_Stream):
             serving = self.serving(type_url)
             if serving is None:
                 continue
+            if type_url == VIRTUAL_HOST_TYPE:
+                response = self._virtual_hosts(state, serving)
+                if response is None:
+                    continue
+                return response
             changed, removed = self._difference(state, serving)
             if not changed and not removed:
                 state.force.clear()
@@ -538,6 +583,81 @@ class _DeltaStream(_Stream):
                 continue
             return self._respond_delta(type_url, state, serving, changed, removed)
         return None
+
+    # -- VHDS: on-demand virtual hosts (core.mesh.vhds) ---------------------------------------
+
+    def _current(self, type_url: str) -> Encoded | None:
+        shared = self.current.get(type_url)
+        if type_url != VIRTUAL_HOST_TYPE or shared is None:
+            return shared
+        return self._asked_hosts(shared).encoded
+
+    def _asked_hosts(self, shared: Encoded) -> _Asked:
+        """The virtual hosts that answer what this proxy asked for (``<config>/<host>``), as a
+        set of its own: resolved again when the build or the requests change."""
+        names = self.delta[VIRTUAL_HOST_TYPE].names
+        key = (shared.version, frozenset(names), len(self.refused_hosts))
+        if self._asked is not None and self._asked[0] == key:
+            return self._asked[1]
+        index = shared.index or host_index(())
+        captured = self.proxy is not None and self.proxy.captured
+        aliases: dict[str, list[str]] = {}
+        extra: dict[str, dict[str, Any]] = {}
+        missing: list[str] = []
+        for alias in sorted(names):
+            found = resolve(index, alias)
+            if found is None and captured:  # Istio's ALLOW_ANY catch-all, for this host
+                host = passthrough_host(alias, cluster=PASSTHROUGH_CLUSTER)
+                extra[host["name"]] = host
+                found = (host["name"],)
+            if found is None:
+                missing.append(alias)
+                continue
+            for name in found:
+                aliases.setdefault(name, [])
+            aliases[found[0]].append(alias)
+        good = self.memory.good.get(VIRTUAL_HOST_TYPE) if self.memory is not None else None
+        encoded = chosen(shared, aliases, refused=self.refused_hosts, good=good)
+        if extra:
+            encoded = combined(encoded, self.push.encode(list(extra.values())))
+        asked = _Asked(encoded=encoded, aliases=aliases, missing=tuple(missing))
+        self._asked = (key, asked)
+        return asked
+
+    def _virtual_hosts(self, state: _DeltaType, serving: Encoded) -> Any:
+        """The VHDS response due, if any: the asked hosts Envoy does not hold (with the
+        requests they answer as ``aliases``), the held ones no longer asked for or gone, and
+        "not found" (the request's name, no resource) for a request no host answers."""
+        shared = self.current.get(VIRTUAL_HOST_TYPE)
+        asked = self._asked_hosts(shared) if shared is not None else _Asked(serving, {}, ())
+        wanted = serving.by_name
+        changed = [
+            (name, version, packed)
+            for name, (version, packed) in wanted.items()
+            if state.known.get(name) != version
+        ]
+        removed = [name for name in state.known if name not in wanted]
+        self.not_found &= set(asked.missing)
+        missing = [alias for alias in asked.missing if alias not in self.not_found]
+        # Each route configuration's VHDS subscription counts as fetched only once a response
+        # names a resource of it (``<config>/...``): until then its listener warms, for the 15 s
+        # initial fetch timeout when nothing is asked. So a new configuration gets the removal
+        # of a name no host has.
+        routes = self.current.get(ROUTE_TYPE)
+        configs = {name for name, _ in routes.resources} if routes is not None else set()
+        fresh = sorted(configs - self.announced)
+        if not changed and not removed and not missing and not fresh:
+            return None
+        removed = [*removed, *(f"{config}/{VHDS_READY}" for config in fresh)]
+        self.announced.update(fresh)
+        self.not_found.update(missing)
+        state.last_sent = tuple((name, version) for name, version, _ in changed)
+        response = self._respond_delta(VIRTUAL_HOST_TYPE, state, serving, changed, removed)
+        for resource in response.resources:
+            resource.aliases.extend(asked.aliases.get(resource.name, ()))
+        for alias in missing:
+            response.resources.append(discovery_pb2.Resource(name=alias, aliases=[alias]))
+        return response
 
     def _respond_delta(
         self,
@@ -879,7 +999,14 @@ class MeshPush:
 
     def _build(self, build: MeshBuild, proxy: Proxy, type_url: str) -> Encoded:
         self.built[SHORT[type_url]] += 1
-        return self._encoder.encode(build.resources(proxy, type_url))
+        encoded = self._encoder.encode(build.resources(proxy, type_url))
+        if type_url == VIRTUAL_HOST_TYPE:
+            encoded = dataclasses.replace(encoded, index=build.host_index)
+        return encoded
+
+    def encode(self, resources: list[dict[str, Any]]) -> Encoded:
+        """Resources made for one stream (an on-demand proxy's pass-through hosts)."""
+        return self._encoder.encode(resources)
 
     def refresh(self, stream: _Stream) -> None:
         """A new stream's resources, made now (it must not wait for the next change): what a
@@ -914,6 +1041,9 @@ class MeshPush:
             snapshot = self.amend(stream.node, snapshot)
         encoder = self._encoder
         encoded = {t: encoder.encode(r) for t, r in resources_by_type(snapshot).items()}
+        encoded[VIRTUAL_HOST_TYPE] = dataclasses.replace(
+            encoded[VIRTUAL_HOST_TYPE], index=host_index(snapshot.virtual_hosts)
+        )
         # A gateway's credentials; the proxy's own certificates join them when served.
         encoded[SECRET_TYPE] = encoder.encode(snapshot.secrets)
         return encoded
@@ -1142,7 +1272,9 @@ class MeshPush:
         now (empty when not connected): tests and the benchmark wait on it."""
         for stream in list(self._streams):
             if stream.node is not None and stream.node.id == proxy_id:
-                return {SHORT[t]: encoded.version for t, encoded in stream.current.items()}
+                # An on-demand proxy's virtual hosts: the set of those it asked for.
+                return {SHORT[t]: (stream._current(t) or encoded).version
+                        for t, encoded in stream.current.items()}  # fmt: skip
         return {}
 
     def status_of(self, proxy_id: str) -> ProxyStatus | None:

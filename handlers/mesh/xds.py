@@ -11,8 +11,8 @@ the hash of its resources' versions, each the hash of its canonical JSON
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from operator import itemgetter
 from typing import Any
@@ -25,6 +25,7 @@ import envoy.config.listener.v3.listener_pb2
 import envoy.config.route.v3.route_pb2
 import envoy.extensions.filters.http.cors.v3.cors_pb2
 import envoy.extensions.filters.http.fault.v3.fault_pb2
+import envoy.extensions.filters.http.on_demand.v3.on_demand_pb2
 import envoy.extensions.filters.http.router.v3.router_pb2
 import envoy.extensions.filters.listener.http_inspector.v3.http_inspector_pb2
 import envoy.extensions.filters.listener.original_dst.v3.original_dst_pb2
@@ -42,6 +43,7 @@ from google.protobuf import any_pb2, json_format
 
 from core.mesh.envoy import ROUTE_TYPE
 from core.mesh.push import canonical, resource_name, resource_version, type_version
+from core.mesh.vhds import HostIndex
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class Encoded:
     replaced: tuple[str, frozenset[str]] | None = None
     """When made by :meth:`Encoder.replace`: the version it was made from and the names
     replaced (delta xDS compares only those with what a proxy holds)."""
+    index: HostIndex | None = field(default=None, compare=False)
+    """VHDS resources' index by the domains they answer (``core.mesh.vhds``), made with them."""
 
     def named(self, names: Sequence[str]) -> list[any_pb2.Any]:
         """The resources a request names (all of them for a wildcard request)."""
@@ -256,6 +260,29 @@ def combined(*parts: Encoded) -> Encoded:
     """One type's resources from several sets (their names distinct), versioned as one: a
     proxy's SDS secrets are its identity's and its gateway's credentials."""
     return _encoded([entry for part in parts for entry in _entries(part)])
+
+
+def chosen(
+    encoded: Encoded,
+    names: Collection[str],
+    *,
+    refused: Collection[tuple[str, str]] = (),
+    good: Encoded | None = None,
+) -> Encoded:
+    """The resources of ``encoded`` named in ``names``, versioned as a set of their own (what
+    an on-demand proxy asked for); a resource whose ``(name, version)`` the proxy refused is
+    replaced by the one of ``good`` (what it last acked), or left out."""
+    kept = {e[0]: e for e in _entries(good)} if good is not None and refused else {}
+    entries = []
+    for entry in _entries(encoded):
+        if entry[0] not in names:
+            continue
+        if (entry[0], entry[2]) in refused:
+            if entry[0] in kept:
+                entries.append(kept[entry[0]])
+            continue
+        entries.append(entry)
+    return _encoded(entries)
 
 
 def _entries(encoded: Encoded) -> list[_Entry]:

@@ -245,8 +245,9 @@ async def test_a_gateway_envoy_is_configured_over_ads_and_follows_a_weight_chang
             assert shown.exit_code == 0, shown.output
             assert len(shown.output.strip().splitlines()) == 2, shown.output
             header, row = shown.output.strip().splitlines()
-            assert header.split() == ["NAME", "CDS", "LDS", "EDS", "RDS", "LAG", "ERROR"]
-            assert row.split() == ["ingress-1.default", *["SYNCED"] * 4, "0s", "-"]
+            assert header.split() == ["NAME", "CDS", "LDS", "EDS", "RDS", "VHDS", "LAG", "ERROR"]
+            # A gateway's routes are whole: it asks for no virtual host (VHDS).
+            assert row.split() == ["ingress-1.default", *["SYNCED"] * 4, "NOT", "SENT", "0s", "-"]
 
             # A changed cluster (its load balancer) is re-created by Envoy and warms until its
             # endpoints come again: they are re-sent right after the clusters, unchanged.

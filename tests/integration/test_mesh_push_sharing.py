@@ -125,14 +125,17 @@ async def test_sidecars_share_builds_and_a_change_builds_only_the_types_it_alter
     await until(lambda: projection.model.get("VirtualService", NS, "web-a") is not None)
     async with mesh_push(projection, nc) as push, sidecars(push):
         await until(lambda: push.connected == len(NODES) and _served_as_own(push), timeout=60)
-        # One build of each shared type for the three; listeners are each proxy's own.
-        assert push.built == Counter({"CDS": 1, "EDS": 1, "RDS": 1, "SDS": 1, "LDS": 3}), push.built
+        # One build of each shared type for the three; listeners are each proxy's own. (VHDS:
+        # an empty set, for proxies that take whole route configurations.)
+        assert push.built == Counter(
+            {"CDS": 1, "EDS": 1, "RDS": 1, "SDS": 1, "LDS": 3, "VHDS": 1}
+        ), push.built
 
         assert await _change(push, client, _mesh_route("7s"), "RDS") == Counter(
-            {"LDS": 3, "RDS": 1}
+            {"LDS": 3, "RDS": 1, "VHDS": 1}
         )
         assert await _change(push, client, _rule("ROUND_ROBIN"), "CDS") == Counter(
-            {"CDS": 1, "EDS": 1, "RDS": 1, "SDS": 1}
+            {"CDS": 1, "EDS": 1, "RDS": 1, "VHDS": 1, "SDS": 1}
         )
         assert await _change(
             push, client, _slice(18080, ["127.0.0.1", "127.0.0.9"]), "EDS"

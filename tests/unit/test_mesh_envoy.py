@@ -798,6 +798,8 @@ PROXIES = (
           bind_address="127.0.0.5"),
     Proxy(kind="gateway", labels={"istio": "other"}),
     Proxy(namespace=NS, labels={"app": "web"}, bind_address="127.0.0.6", locality="r1/z1/"),
+    Proxy(namespace=NS, labels={"app": "web"}, bind_address="127.0.0.7", on_demand=True),
+    Proxy(namespace=NS, labels={"app": "web"}, captured=True, on_demand=True),
 )  # fmt: skip
 """Sidecars and gateways differing by every input a proxy has: namespace, labels (subsets,
 Gateways, PeerAuthentication selectors), bind address, capture."""

@@ -11,6 +11,7 @@ from core.mesh.envoy import (
     ENDPOINT_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
+    VIRTUAL_HOST_TYPE,
     MeshBuild,
     Proxy,
     build_snapshot,
@@ -103,8 +104,11 @@ def test_the_status_row_shows_states_lag_and_the_refusal() -> None:
     status.types["CDS"] = TypeStatus(sent="a", acked="a")
     status.types["EDS"] = TypeStatus(sent="b", acked="a", sent_ns=1_000_000_000)
     status.types["RDS"] = TypeStatus(sent="c", acked="b", nacked="c", error="no\n  good")
+    status.types["VHDS"] = TypeStatus(sent="d", acked="d")
     row = status_row(status, now_ns=3_500_000_000)
-    assert row == ["web-1.shop", "SYNCED", "NOT SENT", "STALE", "NACKED", "2.5s", "RDS: no good"]
+    assert row == [
+        "web-1.shop", "SYNCED", "NOT SENT", "STALE", "NACKED", "SYNCED", "2.5s", "RDS: no good",
+    ]  # fmt: skip
     assert status_row(ProxyStatus.from_dict(status.as_dict()), now_ns=3_500_000_000) == row
     status.types = {"CDS": TypeStatus(sent="a", acked="a")}
     status.connected = False
@@ -277,7 +281,7 @@ def test_a_kind_the_table_does_not_know_rebuilds_everything() -> None:
     assert rebuilt_by({"Sidecar"}) == set(BUILT_TYPES)
     assert rebuilt_by(set()) == set()
     assert rebuilt_by({"EndpointSlice", "VirtualService"}) == {
-        ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE,
+        ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, VIRTUAL_HOST_TYPE,
     }  # fmt: skip
 
 
