@@ -348,3 +348,63 @@ def test_passthrough_sends_a_meshed_clients_request_on_to_the_address_it_called(
     assert {answer for answer, _ in seen} == {"v1"}, seen
     assert {peer for _, peer in seen} == {node} and node != client_ip, (seen, client_ip)
     assert cluster.down() == 0
+
+
+CALLS_AN_ADDRESS = (
+    "import json, sys, time, urllib.request\n"
+    "def get():\n"
+    "    try:\n"
+    "        with urllib.request.urlopen(sys.argv[1], timeout=5) as answer:\n"
+    "            return [answer.read().decode(), answer.headers.get('Server'),\n"
+    "                    answer.headers.get('x-envoy-upstream-service-time') is not None]\n"
+    "    except OSError as exc:\n"
+    "        return ['error', str(exc), False]\n"
+    "deadline = time.time() + 60\n"
+    "while get()[0] == 'error' and time.time() < deadline:\n"
+    "    time.sleep(0.5)\n"
+    "print(json.dumps([get() for _ in range(20)]), flush=True)\n"
+)
+
+
+def test_a_meshed_client_reaches_an_address_no_service_names_through_its_sidecar(
+    cluster: Cluster,
+) -> None:
+    """Istio's ALLOW_ANY: a meshed client calling a pod's own address on a port the sidecar
+    routes by HTTP (a Service has that port) is passed on to where it connected. The
+    sidecar holds no virtual host for the address: it asks the handler for it on demand
+    (VHDS), which answers a pass-through host for exactly that name — the request is
+    routed by Envoy (its ``Server`` and upstream-time headers) and answered by the pod."""
+    why = pod_network_unavailable()
+    if why:
+        pytest.skip(f"pods cannot have network namespaces here: {why}")
+    cluster.up(agent=True)
+    manifests = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}},
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": "meshed", "labels": {"istio-injection": "enabled"}}},
+        web_pod("v1"),
+        # Another service on the pod's port: the sidecar's port 8080 is HTTP-routed.
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "other", "namespace": "shop"},
+         "spec": {"selector": {"app": "nothing"},
+                  "ports": [{"name": "http", "port": 8080, "targetPort": 8080}]}},
+    ]  # fmt: skip
+    cluster.cli("apply", "-f", "-", stdin="\n---\n".join(json.dumps(m) for m in manifests))
+    wait_for(
+        lambda: any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (pod(cluster, "shop", "web-v1").get("status") or {}).get("conditions") or []
+        ),
+        timeout=120,
+    )
+    web_ip = pod(cluster, "shop", "web-v1")["status"]["podIP"]
+    client = client_pod("meshed")
+    command = client["spec"]["containers"][0]["command"]
+    command[-1] = CALLS_AN_ADDRESS
+    command.append(f"http://{web_ip}:8080/")
+    cluster.cli("apply", "-f", "-", stdin=json.dumps(client))
+    wait_for(lambda: finished(cluster, "meshed"), timeout=180)
+
+    out = cluster.cli("logs", "client", "-n", "meshed").stdout
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen == [["v1", "envoy", True]] * 20, seen
+    assert cluster.down() == 0
