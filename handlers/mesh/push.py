@@ -417,6 +417,11 @@ class _DeltaType:
     """The ``(name, version)`` pairs of the last response (VHDS: refused ones if NACKed)."""
 
 
+MAX_ASKED_HOSTS: Final = 4096
+"""How many on-demand requests (``<route configuration>/<Host>``) one proxy's stream holds;
+a request past it is answered "not found" (a 404 for that host from that sidecar until it
+reconnects): more than a sidecar calls in practice (the benchmark's mesh has 1,000
+services), few enough that one pod sending endless Host names cannot grow the handler."""
 VHDS_READY: Final = "fleetlog-vhds-ready"
 """A virtual host name no host has (``<config>/fleetlog-vhds-ready`` is removed in the first
 VHDS response of each route configuration)."""
@@ -453,6 +458,13 @@ class _DeltaStream(_Stream):
         """VHDS: the requests answered "not found" (answered again only once a host exists)."""
         self.announced: set[str] = set()
         """VHDS: the route configurations whose subscription got its first response."""
+        self.overflow: list[str] = []
+        """VHDS: requests past :data:`MAX_ASKED_HOSTS`, to be answered "not found" once and
+        not kept."""
+        self.overflowed = 0
+        """VHDS: how many requests were past the bound."""
+        self._passthrough: dict[str, Encoded] = {}
+        """VHDS: each pass-through host this proxy was answered, encoded once."""
 
     def on_request(self, request: Any) -> None:
         if self.node is None:
@@ -475,6 +487,12 @@ class _DeltaStream(_Stream):
         for name in request.resource_names_subscribe:
             if name == "*":
                 state.wildcard = True
+            elif (
+                type_url == VIRTUAL_HOST_TYPE
+                and name not in state.names
+                and len(state.names) >= MAX_ASKED_HOSTS
+            ):
+                self._past_the_bound(name)
             else:
                 state.names.add(name)
                 if not first:
@@ -586,6 +604,22 @@ class _DeltaStream(_Stream):
 
     # -- VHDS: on-demand virtual hosts (core.mesh.vhds) ---------------------------------------
 
+    def _past_the_bound(self, name: str) -> None:
+        """A request past :data:`MAX_ASKED_HOSTS`: answered "not found" (Envoy answers 404)
+        and not kept. Every Host name a pod sends is a request Envoy never withdraws (nor asks
+        again once answered), so without a bound one pod sending endless names would grow
+        this stream, and the work each of its requests costs, without end."""
+        self.overflow.append(name)
+        self.overflowed += 1
+        if self.overflowed == 1 or self.overflowed % 1000 == 0:
+            log.warning(
+                "mesh.on_demand_hosts_past_bound",
+                proxy=self.memory.status.id if self.memory is not None else None,
+                held=MAX_ASKED_HOSTS,
+                refused=self.overflowed,
+                host=name,
+            )
+
     def _current(self, type_url: str) -> Encoded | None:
         shared = self.current.get(type_url)
         if type_url != VIRTUAL_HOST_TYPE or shared is None:
@@ -602,13 +636,15 @@ class _DeltaStream(_Stream):
         index = shared.index or host_index(())
         captured = self.proxy is not None and self.proxy.captured
         aliases: dict[str, list[str]] = {}
-        extra: dict[str, dict[str, Any]] = {}
+        extra: dict[str, Encoded] = {}
         missing: list[str] = []
         for alias in sorted(names):
             found = resolve(index, alias)
             if found is None and captured:  # Istio's ALLOW_ANY catch-all, for this host
                 host = passthrough_host(alias, cluster=PASSTHROUGH_CLUSTER)
-                extra[host["name"]] = host
+                if host["name"] not in self._passthrough:
+                    self._passthrough[host["name"]] = self.push.encode([host])
+                extra[host["name"]] = self._passthrough[host["name"]]
                 found = (host["name"],)
             if found is None:
                 missing.append(alias)
@@ -618,8 +654,10 @@ class _DeltaStream(_Stream):
             aliases[found[0]].append(alias)
         good = self.memory.good.get(VIRTUAL_HOST_TYPE) if self.memory is not None else None
         encoded = chosen(shared, aliases, refused=self.refused_hosts, good=good)
+        for name in [name for name in self._passthrough if name not in extra]:
+            del self._passthrough[name]  # no request it answers is held any more
         if extra:
-            encoded = combined(encoded, self.push.encode(list(extra.values())))
+            encoded = combined(encoded, *extra.values())
         asked = _Asked(encoded=encoded, aliases=aliases, missing=tuple(missing))
         self._asked = (key, asked)
         return asked
@@ -639,6 +677,8 @@ class _DeltaStream(_Stream):
         removed = [name for name in state.known if name not in wanted]
         self.not_found &= set(asked.missing)
         missing = [alias for alias in asked.missing if alias not in self.not_found]
+        missing.extend(self.overflow)
+        self.overflow.clear()
         # Each route configuration's VHDS subscription counts as fetched only once a response
         # names a resource of it (``<config>/...``): until then its listener warms, for the 15 s
         # initial fetch timeout when nothing is asked. So a new configuration gets the removal

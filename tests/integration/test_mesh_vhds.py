@@ -20,7 +20,9 @@ from nats.aio.client import Client
 
 from core.mesh.envoy import Snapshot
 from core.mesh.push import ProxyNode, node_id
+from core.mesh.vhds import VIRTUAL_HOST_TYPE
 from handlers.gateway import Gateway
+from handlers.mesh import push as mesh_push_module
 from handlers.mesh.push import MeshPush, type_status
 from handlers.mesh.status import read_statuses
 from projections.cluster import ClusterModel
@@ -203,3 +205,49 @@ async def _reported(nc: Client, short: str, state: str) -> bool:
     return any(
         s.id == SIDECAR and short in s.types and s.types[short].state() == state for s in statuses
     )
+
+
+async def test_a_proxy_holds_a_bounded_number_of_requested_hosts(
+    gateway: Gateway,
+    client: CommandClient,
+    projection: Projection[ClusterModel],
+    nc: Client,
+    backends: dict[str, int],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every Host name a pod sends is an on-demand request Envoy never withdraws: past the
+    bound a new one is answered "not found" (404) and not kept, so endless names cannot grow
+    the handler; the hosts held keep routing."""
+    monkeypatch.setattr(mesh_push_module, "MAX_ASKED_HOSTS", 3)
+    port = free_port()
+    for manifest in _mesh(port, backends):
+        await apply(client, manifest)
+    async with mesh_push(projection, nc) as push:
+        with envoy(tmp_path, ads_port=push.port, labels={"app": "client"}, node=SIDECAR) as admin:
+            await until(lambda: _synced(push))
+            await until(lambda: asyncio.to_thread(_listening, admin))
+            await until(lambda: asyncio.to_thread(_answers, port, "svc-0", "a"))
+            for i in (1, 2):
+                assert await asyncio.to_thread(_get, port, f"svc-{i}") == (200, "ab"[i % 2])
+            for i in (3, 4):  # past the bound
+                assert (await asyncio.to_thread(_get, port, f"svc-{i}"))[0] == 404
+            await until(lambda: _synced(push))
+            (stream,) = [s for s in push._streams if s.memory and s.memory.status.id == SIDECAR]
+            assert stream.overflowed == 2
+            assert len(stream.delta[VIRTUAL_HOST_TYPE].names) == 3
+            held = await asyncio.to_thread(_held_hosts, admin)
+            assert len(held) == 3, held
+            for i in (0, 1, 2):
+                assert await asyncio.to_thread(_get, port, f"svc-{i}") == (200, "ab"[i % 2])
+
+
+def _held_hosts(admin: int) -> list[str]:
+    """The virtual hosts Envoy holds (its admin's config dump of routes)."""
+    dump = httpx.get(f"http://127.0.0.1:{admin}/config_dump?resource=dynamic_route_configs",
+                     timeout=5).json()  # fmt: skip
+    names: list[str] = []
+    for config in dump.get("configs", []):
+        for host in config.get("route_config", {}).get("virtual_hosts", []):
+            names.append(host["name"])
+    return names
