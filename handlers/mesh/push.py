@@ -419,8 +419,8 @@ class _DeltaType:
 
 MAX_ASKED_HOSTS: Final = 4096
 """How many on-demand requests (``<route configuration>/<Host>``) one proxy's stream holds;
-a request past it is answered "not found" (a 404 for that host from that sidecar until it
-reconnects): more than a sidecar calls in practice (the benchmark's mesh has 1,000
+a request past it is answered "not found" (a 404 for that host from that sidecar, which
+never asks again): more than a sidecar calls in practice (the benchmark's mesh has 1,000
 services), few enough that one pod sending endless Host names cannot grow the handler."""
 VHDS_READY: Final = "fleetlog-vhds-ready"
 """A virtual host name no host has (``<config>/fleetlog-vhds-ready`` is removed in the first
