@@ -172,6 +172,31 @@ def peer_seen_by(ip: str) -> str:
         return str(answer.headers["X-Peer"])
 
 
+def serving_web_v1(cluster: Cluster, *extra: dict[str, Any]) -> str:
+    """``up`` with an agent, the namespaces ``shop`` (web-v1, un-meshed, and ``extra``) and
+    ``meshed`` (injection on), once web-v1 is Ready: its pod address."""
+    why = pod_network_unavailable()
+    if why:
+        pytest.skip(f"pods cannot have network namespaces here: {why}")
+    cluster.up(agent=True)
+    manifests = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}},
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": "meshed", "labels": {"istio-injection": "enabled"}}},
+        web_pod("v1"),
+        *extra,
+    ]  # fmt: skip
+    cluster.cli("apply", "-f", "-", stdin="\n---\n".join(json.dumps(m) for m in manifests))
+    wait_for(
+        lambda: any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (pod(cluster, "shop", "web-v1").get("status") or {}).get("conditions") or []
+        ),
+        timeout=120,
+    )
+    return str(pod(cluster, "shop", "web-v1")["status"]["podIP"])
+
+
 def namespaces() -> str:
     return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
 
@@ -312,31 +337,16 @@ def test_passthrough_sends_a_meshed_clients_request_on_to_the_address_it_called(
     sidecar does not pick an endpoint but connects to where the client connected, the
     ClusterIP — so the node's service proxy answers it, and the pod sees the node as its peer
     (through EDS, the sidecar would connect to the pod itself from the client's address)."""
-    why = pod_network_unavailable()
-    if why:
-        pytest.skip(f"pods cannot have network namespaces here: {why}")
-    cluster.up(agent=True)
-    manifests = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}},
-        {"apiVersion": "v1", "kind": "Namespace",
-         "metadata": {"name": "meshed", "labels": {"istio-injection": "enabled"}}},
-        web_pod("v1"),
+    web_ip = serving_web_v1(
+        cluster,
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
          "spec": {"selector": {"app": "web"},
                   "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}},
         {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
          "metadata": {"name": "web", "namespace": "shop"},
          "spec": {"host": "web", "trafficPolicy": {"loadBalancer": {"simple": "PASSTHROUGH"}}}},
-    ]  # fmt: skip
-    cluster.cli("apply", "-f", "-", stdin="\n---\n".join(json.dumps(m) for m in manifests))
-    wait_for(
-        lambda: any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in (pod(cluster, "shop", "web-v1").get("status") or {}).get("conditions") or []
-        ),
-        timeout=120,
-    )
-    node = peer_seen_by(pod(cluster, "shop", "web-v1")["status"]["podIP"])
+    )  # fmt: skip
+    node = peer_seen_by(web_ip)
     client = client_pod("meshed")
     client["spec"]["containers"][0]["command"][-1] = CALLS_WEB_SEEING_PEERS
     cluster.cli("apply", "-f", "-", stdin=json.dumps(client))
@@ -374,29 +384,13 @@ def test_a_meshed_client_reaches_an_address_no_service_names_through_its_sidecar
     sidecar holds no virtual host for the address: it asks the handler for it on demand
     (VHDS), which answers a pass-through host for exactly that name — the request is
     routed by Envoy (its ``Server`` and upstream-time headers) and answered by the pod."""
-    why = pod_network_unavailable()
-    if why:
-        pytest.skip(f"pods cannot have network namespaces here: {why}")
-    cluster.up(agent=True)
-    manifests = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}},
-        {"apiVersion": "v1", "kind": "Namespace",
-         "metadata": {"name": "meshed", "labels": {"istio-injection": "enabled"}}},
-        web_pod("v1"),
+    web_ip = serving_web_v1(
+        cluster,
         # Another service on the pod's port: the sidecar's port 8080 is HTTP-routed.
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "other", "namespace": "shop"},
          "spec": {"selector": {"app": "nothing"},
                   "ports": [{"name": "http", "port": 8080, "targetPort": 8080}]}},
-    ]  # fmt: skip
-    cluster.cli("apply", "-f", "-", stdin="\n---\n".join(json.dumps(m) for m in manifests))
-    wait_for(
-        lambda: any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in (pod(cluster, "shop", "web-v1").get("status") or {}).get("conditions") or []
-        ),
-        timeout=120,
-    )
-    web_ip = pod(cluster, "shop", "web-v1")["status"]["podIP"]
+    )  # fmt: skip
     client = client_pod("meshed")
     command = client["spec"]["containers"][0]["command"]
     command[-1] = CALLS_AN_ADDRESS
