@@ -14,7 +14,9 @@ What a container is here:
 * In its cgroup before its first instruction: a tiny ``/bin/sh`` prologue writes its own pid to
   the cgroup's ``cgroup.procs`` and then ``exec``s the command (same pid, no extra process,
   nothing run between fork and exec inside the agent, which is threaded). See
-  :func:`handlers.agent.cgroups.join_argv`.
+  :func:`handlers.agent.cgroups.join_argv`. A start worker, which starts one container at a
+  time, instead joins the cgroups itself around the fork and goes back to its own after it
+  (:func:`handlers.agent.cgroups.joined`): the container is born in them, no shell run.
 * With a container-like environment: ``PATH`` (the agent's, so ``python`` resolves as the
   operator expects), ``HOME``, ``HOSTNAME`` (the pod's name), ``LANG``/``LC_ALL``/``TZ`` when set,
   then the pod's own ``env``. Nothing else of the agent's environment (tokens, NATS
@@ -78,6 +80,7 @@ from handlers.agent.cgroups import (
     detect,
     driver_for,
     join_argv,
+    joined,
     proc_start_ticks,
     proc_stat_fields,
 )
@@ -367,6 +370,7 @@ class ProcessRuntime:
         self.isolation = isolation if isolation is not None else Bubblewrap.detect()
         self.base_env = dict(base_env) if base_env is not None else default_base_env()
         self._ip = shutil.which("ip")
+        self._home: tuple[str, ...] | None = None
         self._containers: dict[tuple[str, str, int], RunningContainer] = {}
         self._starts: ThreadPoolExecutor | None = None
         self._workers: StartWorkers | None = None
@@ -484,13 +488,20 @@ class ProcessRuntime:
         )  # fmt: skip
 
     def launch(
-        self, spec: ContainerSpec, *, spawn: Spawn, outside_of: int | None = None
+        self,
+        spec: ContainerSpec,
+        *,
+        spawn: Spawn,
+        outside_of: int | None = None,
+        join_in_parent: bool = False,
     ) -> RunningContainer:
         """The operating system's part of a start: the instance's directories, its cgroup and
         limits, the process (``spawn``, in the pod's namespaces) and its state file. The
         caller watches and registers it. ``outside_of``: the process whose root the cgroup
         prologue reaches the cgroup files through (default: this one; a start worker names
-        the agent, the container's parent, which outlives it)."""
+        the agent, the container's parent, which outlives it). ``join_in_parent``: this
+        process (one that starts one container at a time: a start worker) joins the cgroups
+        itself around the fork, and the container runs without the ``/bin/sh`` prologue."""
         if not spec.argv:
             raise _start_error(128, "no command given")
         directory = self.instance_dir(spec)
@@ -539,17 +550,30 @@ class ProcessRuntime:
                 open(directory / "stdout", "ab", opener=_owner_only) as out,
                 open(directory / "stderr", "ab", opener=_owner_only) as err,
             ):
-                if spec.netns is None:
+                home = self._home_procs_files() if join_in_parent and procs_files else ()
+                if home:
+                    # Born in its cgroups: this process is in them while it forks.
+                    argv = [*wrapper, *spec.argv]
+                    with joined(procs_files, home):
+                        if spec.netns is None:
+                            pid, popen = spawn(argv, out=out, err=err, env=env, cwd=cwd)
+                        else:
+                            pid, popen = run_in(
+                                spec.netns,
+                                lambda: spawn(argv, out=out, err=err, env=env, cwd=cwd),
+                                run_netns=NETNS_DIR,
+                            )
+                elif spec.netns is None:
                     argv = join_argv(procs_files, [*wrapper, *spec.argv])
                     pid, popen = spawn(argv, out=out, err=err, env=env, cwd=cwd)
                 else:
                     # Born in the pod's namespaces (no `ip` started: handlers.agent.netnsexec),
                     # where /sys is the pod's: the prologue reaches its cgroups from outside.
                     reach = functools.partial(outside, pid=outside_of)
-                    joined = join_argv(tuple(map(reach, procs_files)), [*wrapper, *spec.argv])
+                    prologue = join_argv(tuple(map(reach, procs_files)), [*wrapper, *spec.argv])
                     pid, popen = run_in(
                         spec.netns,
-                        lambda: spawn(joined, out=out, err=err, env=env, cwd=cwd),
+                        lambda: spawn(prologue, out=out, err=err, env=env, cwd=cwd),
                         run_netns=NETNS_DIR,
                     )
         except OSError as exc:
@@ -564,6 +588,12 @@ class ProcessRuntime:
         )  # fmt: skip
         _write_state(container)
         return container
+
+    def _home_procs_files(self) -> tuple[str, ...]:
+        """This process's own cgroups (read once: a start worker is never moved)."""
+        if self._home is None:
+            self._home = self.cgroups.home_procs_files()
+        return self._home
 
     def _netns_prefix(self, netns: str) -> list[str]:
         if self._ip is None:

@@ -103,7 +103,9 @@ def serve(sock: socket.socket) -> None:
                 assert runtime is not None, "a start before the greeting"
                 spec = ContainerSpec(**message["spec"])
                 try:
-                    container = runtime.launch(spec, spawn=_popen_spawn, outside_of=os.getppid())
+                    container = runtime.launch(
+                        spec, spawn=_popen_spawn, outside_of=os.getppid(), join_in_parent=True
+                    )
                 except ContainerStartError as exc:
                     status = exc.status
                     reply = {"id": message["id"], "error": [status.exit_code, status.message]}

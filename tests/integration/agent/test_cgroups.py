@@ -3,6 +3,7 @@ both exist on one machine), plus detection on this machine."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -223,3 +224,35 @@ def test_a_new_cgroups_first_limits_leave_the_kernels_defaults_unwritten(tmp_pat
     v2.apply_limits(again, 500, None, initial=True)
     assert (leaf / "memory.max").read_text() == "max"
     assert (leaf / "cpu.max").read_text() == "50000 100000"
+
+
+def test_home_procs_files_name_this_processs_own_cgroups(tmp_path: Path):
+    own = tmp_path / "cgroup"
+    own.write_text(
+        "9:name=systemd:/\n4:memory:/sliced/agent\n2:cpu,cpuacct:/\n1:pids:/p\n0::/unified/a\n"
+    )
+    v1 = [(Path("/m"), "memory"), (Path("/cc"), "cpu"), (Path("/p"), "pids")]
+    assert cgroups.home_procs_files(v1, self_cgroup=own) == (
+        "/m/sliced/agent/cgroup.procs", "/cc/cgroup.procs", "/p/p/cgroup.procs",
+    )  # fmt: skip
+    v2 = [(Path("/sys/fs/cgroup"), "")]
+    own.write_text("0::/system.slice/fleetlog-agent.service\n")
+    assert cgroups.home_procs_files(v2, self_cgroup=own) == (
+        "/sys/fs/cgroup/system.slice/fleetlog-agent.service/cgroup.procs",
+    )
+
+
+def test_joined_moves_this_process_in_and_back_and_says_when_it_cannot_leave(tmp_path: Path):
+    inside = [tmp_path / "in1", tmp_path / "in2"]
+    home = tmp_path / "home"
+    me = str(os.getpid())
+    for path in (*inside, home):
+        path.write_text("")
+    with cgroups.joined(tuple(map(str, inside)), (str(home),)):
+        assert [p.read_text() for p in inside] == [me, me] and home.read_text() == ""
+    assert home.read_text() == me
+    with (
+        pytest.raises(cgroups.HomeLost),
+        cgroups.joined((str(inside[0]),), (str(tmp_path / "gone" / "cgroup.procs"),)),
+    ):
+        pass

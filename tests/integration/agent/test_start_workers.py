@@ -163,3 +163,36 @@ async def test_a_worker_that_ends_leaves_its_containers_watched(
     assert _parent(later.pid) == os.getpid() or not alive(later.pid)
     status = await asyncio.wait_for(runtime.wait(later), 10)
     assert (status.exit_code, status.reason) == (4, "Error")
+
+
+def test_a_start_in_the_parents_cgroups_runs_the_command_itself(tmp_path: Path):
+    """``join_in_parent`` (a start worker's starts): the command is spawned as it is, no
+    ``/bin/sh`` prologue, born in the container's cgroups; the starter is back in its own."""
+    from handlers.agent.runtime import _popen_spawn
+    from tests.integration.agent.runtime_support import spec
+
+    runtime = TrackedRuntime(tmp_path / "node")
+    if not runtime.cgroups.limits_enforced:
+        pytest.skip(f"cgroups not writable here: {runtime.cgroups.message}")
+    own = Path("/proc/self/cgroup").read_text()
+    spawned: list[list[str]] = []
+    born: list[str] = []
+
+    def spawn(argv: list[str], **kwargs: object) -> tuple[int, object]:
+        spawned.append(argv)
+        pid, popen = _popen_spawn(argv, **kwargs)  # type: ignore[arg-type]
+        born.append(Path(f"/proc/{pid}/cgroup").read_text())  # before it could join itself
+        return pid, popen
+
+    container = runtime.launch(spec(["sleep", "30"]), spawn=spawn, join_in_parent=True)
+    runtime.seen.append(container)
+    try:
+        assert spawned == [["sleep", "30"]]
+        relative = container.cgroup.relative
+        assert born[0].count(relative) == len(container.cgroup.paths), born[0]
+        assert Path("/proc/self/cgroup").read_text() == own
+        for path in container.cgroup.paths:
+            assert str(container.pid) in (Path(path) / "cgroup.procs").read_text().split()
+            assert str(os.getpid()) not in (Path(path) / "cgroup.procs").read_text().split()
+    finally:
+        runtime.cleanup()
