@@ -78,15 +78,18 @@ class Encoded:
         }
 
     @cached_property
-    def entries_by_name(self) -> dict[str, tuple[_Entry, ...]]:
-        """Each resource's entries (name, text, version, ``Any``) by name: made once per
-        build and shared by every proxy choosing from it (:func:`chosen`)."""
-        found: dict[str, list[_Entry]] = {}
-        for (name, packed), text, version in zip(
-            self.resources, self.texts, self.versions, strict=True
-        ):
-            found.setdefault(name, []).append((name, text, version, packed))
-        return {name: tuple(entries) for name, entries in found.items()}
+    def spans(self) -> dict[str, tuple[int, int]]:
+        """Each name's positions (start, end) among the resources (sorted by name, so a name's
+        are together): made once per build and shared by every proxy choosing from it
+        (:func:`chosen`), a position each, not an entry tuple per resource."""
+        found: dict[str, tuple[int, int]] = {}
+        for position, (name, _) in enumerate(self.resources):
+            found[name] = (found.get(name, (position,))[0], position + 1)
+        return found
+
+    def entry(self, position: int) -> _Entry:
+        name, packed = self.resources[position]
+        return (name, self.texts[position], self.versions[position], packed)
 
 
 _Entry = tuple[str, str, str, any_pb2.Any]
@@ -285,13 +288,17 @@ def chosen(
     replaced by the one of ``good`` (what it last acked), or left out. Looked up by name, so
     a proxy's part is what it asked for, not every host of the build (1,000 in the
     benchmark, walked once per proxy and change)."""
-    kept = good.entries_by_name if good is not None and refused else {}
-    by_name = encoded.entries_by_name
+    kept = good.spans if good is not None and refused else {}
+    spans = encoded.spans
     entries = []
     for name in dict.fromkeys(names):  # each once, as a walk of the build's would
-        for entry in by_name.get(name, ()):
+        start, end = spans.get(name, (0, 0))
+        for position in range(start, end):
+            entry = encoded.entry(position)
             if (entry[0], entry[2]) in refused:
-                entries.extend(kept.get(entry[0], ())[-1:])
+                if name in kept:
+                    assert good is not None
+                    entries.append(good.entry(kept[name][1] - 1))  # its last, as before
                 continue
             entries.append(entry)
     return _encoded(entries)
