@@ -422,6 +422,9 @@ MAX_ASKED_HOSTS: Final = 4096
 a request past it is answered "not found" (a 404 for that host from that sidecar, which
 never asks again): more than a sidecar calls in practice (the benchmark's mesh has 1,000
 services), few enough that one pod sending endless Host names cannot grow the handler."""
+ASKED_SHARED: Final = 1024
+"""How many distinct on-demand answers the handler shares between a push and the next, at
+most (a set per distinct set of requests: proxies asking alike share one)."""
 VHDS_READY: Final = "fleetlog-vhds-ready"
 """A virtual host name no host has (``<config>/fleetlog-vhds-ready`` is removed in the first
 VHDS response of each route configuration)."""
@@ -628,13 +631,26 @@ class _DeltaStream(_Stream):
 
     def _asked_hosts(self, shared: Encoded) -> _Asked:
         """The virtual hosts that answer what this proxy asked for (``<config>/<host>``), as a
-        set of its own: resolved again when the build or the requests change."""
-        names = self.delta[VIRTUAL_HOST_TYPE].names
-        key = (shared.version, frozenset(names), len(self.refused_hosts))
+        set of its own: resolved again when the build or the requests change. Proxies asking
+        alike share one answer per build (:meth:`MeshPush.asked_hosts`), unless this one
+        refused a host (its answer then keeps the version it acked: its own)."""
+        names = frozenset(self.delta[VIRTUAL_HOST_TYPE].names)
+        key = (shared.version, names, len(self.refused_hosts))
         if self._asked is not None and self._asked[0] == key:
             return self._asked[1]
-        index = shared.index or host_index(())
         captured = self.proxy is not None and self.proxy.captured
+        if self.refused_hosts:
+            asked = self._resolve_asked(shared, names, captured=captured)
+        else:
+            asked = self.push.asked_hosts(
+                shared, names, captured=captured,
+                resolve_asked=lambda: self._resolve_asked(shared, names, captured=captured),
+            )  # fmt: skip
+        self._asked = (key, asked)
+        return asked
+
+    def _resolve_asked(self, shared: Encoded, names: frozenset[str], *, captured: bool) -> _Asked:
+        index = shared.index or host_index(())
         aliases: dict[str, list[str]] = {}
         extra: dict[str, Encoded] = {}
         missing: list[str] = []
@@ -658,9 +674,7 @@ class _DeltaStream(_Stream):
             del self._passthrough[name]  # no request it answers is held any more
         if extra:
             encoded = combined(encoded, *extra.values())
-        asked = _Asked(encoded=encoded, aliases=aliases, missing=tuple(missing))
-        self._asked = (key, asked)
-        return asked
+        return _Asked(encoded=encoded, aliases=aliases, missing=tuple(missing))
 
     def _virtual_hosts(self, state: _DeltaType, serving: Encoded) -> Any:
         """The VHDS response due, if any: the asked hosts Envoy does not hold (with the
@@ -838,6 +852,10 @@ class MeshPush:
         self._streams: set[_Stream] = set()
         self._memory: dict[str, _Memory] = {}
         self._encoder = Encoder()
+        self._asked: dict[tuple[str, int, frozenset[str], bool], tuple[Any, _Asked]] = {}
+        """VHDS: each on-demand answer by (build's hosts, their index, requests, captured),
+        shared by the proxies asking alike (ten sidecars calling the same services resolved
+        and chose the same hosts each); emptied at each push."""
         self._parts: dict[tuple[str, PartKey], Encoded] = {}
         self._last_build: MeshBuild | None = None
         """The last push's build: the next one takes over what its changes left alone."""
@@ -1010,6 +1028,7 @@ class MeshPush:
         self._parts = parts
         self._last_build = build
         self._encoder.next_round()
+        self._asked.clear()
 
     def _follow_localities(self) -> None:
         """A proxy whose bootstrap gave no locality takes its pod's node's again (the node's
@@ -1036,6 +1055,7 @@ class MeshPush:
             stream.wake.set()
         self._parts.clear()
         self._encoder.next_round()
+        self._asked.clear()
 
     def _build(self, build: MeshBuild, proxy: Proxy, type_url: str) -> Encoded:
         self.built[SHORT[type_url]] += 1
@@ -1043,6 +1063,27 @@ class MeshPush:
         if type_url == VIRTUAL_HOST_TYPE:
             encoded = dataclasses.replace(encoded, index=build.host_index)
         return encoded
+
+    def asked_hosts(
+        self,
+        shared: Encoded,
+        names: frozenset[str],
+        *,
+        captured: bool,
+        resolve_asked: Callable[[], _Asked],
+    ) -> _Asked:
+        """The on-demand answer to ``names`` from ``shared``: ``resolve_asked()``'s, made
+        once for every proxy asking the same of the same hosts (the answer depends on nothing
+        else of a proxy that has refused no host)."""
+        key = (shared.version, id(shared.index), names, captured)
+        found = self._asked.get(key)
+        if found is not None and found[0] is shared.index:
+            return found[1]
+        if len(self._asked) >= ASKED_SHARED:
+            self._asked.clear()
+        asked = resolve_asked()
+        self._asked[key] = (shared.index, asked)
+        return asked
 
     def encode(self, resources: list[dict[str, Any]]) -> Encoded:
         """Resources made for one stream (an on-demand proxy's pass-through hosts)."""
