@@ -17,7 +17,6 @@ import hashlib
 import http.client
 import socket
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,13 @@ from nats.aio.client import Client
 
 from handlers.gateway import Gateway
 from handlers.mesh.ca import MeshCA
-from handlers.mesh.push import MeshPush
-from handlers.mesh.status import StatusWriter
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.certificates import CertifiedKey, cert_pem, key_pem, leaf, make_ca, subject_name
 from streams.commandbus import CommandClient
 from streams.server import free_port
 from tests.integration.test_mesh_gateway_tls import _backend, _gateway, _server, _vs
-from tests.integration.test_mesh_push import NS, apply, envoy, until
+from tests.integration.test_mesh_push import NS, apply, envoy, mesh_push, until
 from tests.mesh_scenario import http_backends
 from tests.mesh_tls import tls_material
 
@@ -47,25 +44,6 @@ pytestmark = pytest.mark.integration
 HOST = "a.example.com"
 INGRESS = {"istio": "ingressgateway"}
 ALLOWED = f"spiffe://cluster.local/ns/{NS}/sa/client"
-
-
-@contextlib.asynccontextmanager
-async def push_with(
-    projection: Projection[ClusterModel], nc: Client, gateway: Gateway, ca: MeshCA
-) -> AsyncIterator[MeshPush]:
-    push = MeshPush(
-        projection, status=await StatusWriter.open(nc), secret_keys=gateway.secret_keys, ca=ca,
-        insecure=True,  # the test's Envoy is started by hand, with no proxy token
-    )  # fmt: skip
-    await push.start()
-    task = asyncio.create_task(push.run())
-    try:
-        yield push
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 30)
-        await push.stop()
 
 
 class Files:
@@ -191,7 +169,7 @@ async def test_istio_mutual_optional_mutual_and_client_checks_through_envoy(
             _vs("front", [HOST], http=[{"route": [{"destination": {"host": "web-a"}}]}]),
         ]:  # fmt: skip
             await apply(client, manifest)
-        async with push_with(projection, nc, gateway, mesh) as push:
+        async with mesh_push(projection, nc, secret_keys=gateway.secret_keys, ca=mesh) as push:
             with envoy(tmp_path, ads_port=push.port, labels=INGRESS):
                 mesh_peer = {"sni": HOST, "ca": mesh_root}
                 await until(
@@ -271,7 +249,7 @@ async def test_an_auto_passthrough_server_reaches_the_service_its_sni_names(
         ]:  # fmt: skip
             await apply(client, manifest)
         sni = f"outbound_.443_._.tls-{{}}.{NS}.svc.cluster.local"
-        async with push_with(projection, nc, gateway, MeshCA()) as push:
+        async with mesh_push(projection, nc, secret_keys=gateway.secret_keys, ca=MeshCA()) as push:
             # The SNI-DNAT clusters take their endpoints by the outbound clusters' EDS names,
             # over either protocol.
             with envoy(tmp_path, ads_port=push.port, labels=INGRESS, delta=delta):
@@ -311,7 +289,7 @@ async def test_a_plain_http_server_serves_its_own_hosts_and_an_https_server_afte
             _vs("any", ["*"], http=[{"route": [{"destination": {"host": "web-a"}}]}]),
         ]:  # fmt: skip
             await apply(client, manifest)
-        async with push_with(projection, nc, gateway, MeshCA()) as push:
+        async with mesh_push(projection, nc, secret_keys=gateway.secret_keys, ca=MeshCA()) as push:
             with envoy(tmp_path, ads_port=push.port, labels=INGRESS):
 
                 async def status(host: str) -> int | None:

@@ -22,6 +22,7 @@ from nats.aio.client import Client
 from core.mesh.envoy import Snapshot
 from core.mesh.push import ProxyNode, ads_bootstrap, node_id
 from handlers.gateway import Gateway
+from handlers.mesh.ca import MeshCA
 from handlers.mesh.push import MeshPush, type_status
 from handlers.mesh.status import StatusWriter, read_statuses
 from ops.envoybin import envoy_binary
@@ -29,6 +30,7 @@ from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.connection import connect
+from streams.secretkeys import SecretKeys
 from streams.server import free_port
 from tests.integration.support import cli
 from tests.mesh_scenario import http_backends
@@ -106,12 +108,18 @@ def envoy(
 
 
 async def start_push(
-    projection: Projection[ClusterModel], nc: Client, *, port: int = 0, handler_id: str = ""
+    projection: Projection[ClusterModel],
+    nc: Client,
+    *,
+    port: int = 0,
+    handler_id: str = "",
+    secret_keys: SecretKeys | None = None,
+    ca: MeshCA | None = None,
 ) -> tuple[MeshPush, asyncio.Task[None]]:
     # Insecure: these Envoys are started by hand, with no proxy token (test_mesh_auth.py).
     push = MeshPush(
         projection, port=port, status=await StatusWriter.open(nc), handler_id=handler_id,
-        insecure=True,
+        secret_keys=secret_keys, ca=ca, insecure=True,
     )  # fmt: skip
     await push.start()
     return push, asyncio.create_task(push.run())
@@ -126,9 +134,17 @@ async def stop_push(push: MeshPush, task: asyncio.Task[None]) -> None:
 
 @contextlib.asynccontextmanager
 async def mesh_push(
-    projection: Projection[ClusterModel], nc: Client, *, port: int = 0, handler_id: str = ""
+    projection: Projection[ClusterModel],
+    nc: Client,
+    *,
+    port: int = 0,
+    handler_id: str = "",
+    secret_keys: SecretKeys | None = None,
+    ca: MeshCA | None = None,
 ) -> AsyncIterator[MeshPush]:
-    push, task = await start_push(projection, nc, port=port, handler_id=handler_id)
+    push, task = await start_push(
+        projection, nc, port=port, handler_id=handler_id, secret_keys=secret_keys, ca=ca
+    )
     try:
         yield push
     finally:
