@@ -49,6 +49,8 @@ from streams.connection import connect
 from streams.definitions import ensure_streams
 from streams.envelope import Envelope
 from streams.eventstore import EventStore, Write
+from streams.seal import use as use_seal_key
+from streams.sealing import writer_seal_key
 from streams.server import EmbeddedServer, free_port
 from streams.subjects import event_subject
 
@@ -309,6 +311,10 @@ async def main_async(args: argparse.Namespace) -> None:
             stdout=subprocess.DEVNULL, stderr=(workdir / "up.log").open("wb"), env=env,
         )  # fmt: skip
         await asyncio.sleep(3)
+        # The bench appends nodes and pods itself: sealed with the key ``up`` made, or every
+        # reader quarantines them and no pod is ever bound.
+        use_seal_key(None, given=workdir / "seal.key")
+        await writer_seal_key()
         nodes = await SimulatedNodes.create(
             nc, SimNodeSpec(prefix="node", cpu="4", memory="32Gi"), args.nodes
         )
