@@ -329,6 +329,12 @@ async def main_async(args: argparse.Namespace) -> None:
                     "--nats-url",
                     server.url,
                     "--no-agent",
+                    # Its own data directory and API port: another cluster on this machine
+                    # must neither feed it a snapshot of another log nor hold 6443.
+                    "--data-dir",
+                    str(workdir / "up"),
+                    "--api-port",
+                    "0",
                     "--cluster-cidr",
                     CLUSTER_CIDR,
                     "--service-cluster-ip-range",
