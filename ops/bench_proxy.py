@@ -52,6 +52,7 @@ from typing import Any
 
 from core.errors import FleetError
 from ops.bench_agent import percentile, rss_bytes
+from ops.benchlock import host_pod_networks
 from ops.podnets import remove_pod_networks
 from streams.commandbus import CommandClient
 from streams.connection import connect
@@ -485,7 +486,9 @@ def main() -> None:
     parser.add_argument(
         "--udp-seconds", type=float, default=3.0, help="how long each UDP rate is measured"
     )
-    asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    with host_pod_networks("bench_proxy"):  # one run at a time on a host: fixed names
+        asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":
