@@ -59,6 +59,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from core.errors import FleetError
+from ops.benchlock import host_pod_networks
 from ops.podnets import remove_pod_networks
 from streams.commandbus import CommandClient
 from streams.connection import connect
@@ -631,7 +632,9 @@ def main() -> None:
         help="cProfile (thread cpu time) of the agent's and its start workers' main threads "
         "during the burst: DIR/<pid>.prof",
     )
-    asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    with host_pod_networks("bench_agent"):  # one run at a time on a host: fixed names
+        asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -250,7 +250,9 @@ async def running_up(
     by PID on the way out (SIGTERM, then SIGKILL)."""
     command = [
         sys.executable, "-m", "ops", "--log-level", "warning", "up", "--nats-url", url,
-        "--data-dir", str(workdir / "up"), "--no-agent", "--no-scheduler", *options,
+        "--data-dir", str(workdir / "up"), "--no-agent", "--no-scheduler",
+        # A free API port: another cluster on this machine may hold 6443.
+        "--api-port", "0", *options,
     ]  # fmt: skip
     with (workdir / "up.log").open("wb") as up_log:
         process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child

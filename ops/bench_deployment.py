@@ -149,9 +149,13 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         nc = await connect(server.url, name="bench-deployment")
         await ensure_streams(nc)
+        # Its own data directory and API port: another cluster on this machine must neither
+        # feed it a snapshot of another log nor hold 6443.
+        up = [sys.executable, "-m", "ops", "up", "--nats-url", server.url, "--no-agent"]
+        up += ["--data-dir", str(workdir / "up"), "--api-port", "0"]
         children.append(
             subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, stopped below
-                [sys.executable, "-m", "ops", "up", "--nats-url", server.url, "--no-agent"],
+                up,
                 stdout=subprocess.DEVNULL,
                 stderr=(workdir / "up.log").open("wb"),
                 env=env,

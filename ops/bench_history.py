@@ -870,6 +870,13 @@ async def generate(url: str, total: int, in_flight: int) -> Description:
                     )
             await writer.finish()
             elapsed = time.perf_counter() - start
+            if "typical" not in cluster.targets:
+                # The ordinary pod is the first of a deployment started half-way through; in a
+                # log this small the first sixteen deployments outlast the whole of it.
+                raise SystemExit(
+                    f"--events {total:,} is too small: no deployment started half-way through "
+                    "the log to take the ordinary pod from (10,000 events are enough)"
+                )
             for target in cluster.targets.values():
                 subject = event_subject(target.kind, target.namespace, target.name)
                 target.events = writer.heads[subject][0]

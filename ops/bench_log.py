@@ -314,6 +314,12 @@ async def bench_round_trip(url: str, args: argparse.Namespace, workdir: Path) ->
                 url,
                 "--no-agent",
                 "--no-scheduler",
+                # Its own data directory and API port: another cluster on this machine must
+                # neither feed it a snapshot of another log nor hold 6443.
+                "--data-dir",
+                str(workdir / "up"),
+                "--api-port",
+                "0",
             ],
             stdout=subprocess.DEVNULL,
             stderr=up_log,

@@ -462,10 +462,25 @@ def _send_requests(proxies: int, hosts: range) -> list[socket.socket]:
     opened = []
     for i in range(proxies):
         for j in hosts:
-            conn = socket.create_connection((f"127.0.0.{i + 2}", 8080), timeout=30)
+            conn = _connect_listener((f"127.0.0.{i + 2}", 8080))
             conn.sendall(f"GET / HTTP/1.1\r\nHost: svc-{j}\r\n\r\n".encode())
             opened.append(conn)
     return opened
+
+
+def _connect_listener(address: tuple[str, int], *, timeout: float = 30.0) -> socket.socket:
+    """A connection to a proxy's listener, retried while it is refused: Envoy may ACK a
+    listener before it listens on its address (it warms it first), so on a loaded host the
+    first request can come too early (seen once in five small ``--kind vs`` runs at a load
+    average of 13: the bench died with ConnectionRefusedError)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return socket.create_connection(address, timeout=timeout)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _settled(push: MeshPush) -> bool:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from handlers.agent.network import BridgeNetwork, NetworkOptions, detect
+from ops.benchlock import host_pod_networks
 from ops.podnets import remove_pod_networks
 
 PREFIX = "fpnet"
@@ -98,7 +99,9 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=100)
     parser.add_argument("--pool", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=3)
-    asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    with host_pod_networks("bench_podnet"):  # one run at a time on a host: fixed names
+        asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

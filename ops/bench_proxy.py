@@ -52,6 +52,7 @@ from typing import Any
 
 from core.errors import FleetError
 from ops.bench_agent import percentile, rss_bytes
+from ops.benchlock import host_pod_networks
 from ops.podnets import remove_pod_networks
 from streams.commandbus import CommandClient
 from streams.connection import connect
@@ -329,6 +330,12 @@ async def main_async(args: argparse.Namespace) -> None:
                     "--nats-url",
                     server.url,
                     "--no-agent",
+                    # Its own data directory and API port: another cluster on this machine
+                    # must neither feed it a snapshot of another log nor hold 6443.
+                    "--data-dir",
+                    str(workdir / "up"),
+                    "--api-port",
+                    "0",
                     "--cluster-cidr",
                     CLUSTER_CIDR,
                     "--service-cluster-ip-range",
@@ -479,7 +486,9 @@ def main() -> None:
     parser.add_argument(
         "--udp-seconds", type=float, default=3.0, help="how long each UDP rate is measured"
     )
-    asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    with host_pod_networks("bench_proxy"):  # one run at a time on a host: fixed names
+        asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

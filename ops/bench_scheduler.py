@@ -307,7 +307,9 @@ async def main_async(args: argparse.Namespace) -> None:
         await ensure_streams(nc)
         up = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, stopped below
             [sys.executable, "-m", "ops", "up", "--nats-url", server.url, "--no-scheduler",
-             "--no-agent", "--no-api", "--cluster-cidr", CLUSTER_CIDR],
+             "--no-agent", "--no-api", "--cluster-cidr", CLUSTER_CIDR,
+             # Its own data directory: another cluster's snapshots must not be read here.
+             "--data-dir", str(workdir / "up")],
             stdout=subprocess.DEVNULL, stderr=(workdir / "up.log").open("wb"), env=env,
         )  # fmt: skip
         await asyncio.sleep(3)
