@@ -58,7 +58,7 @@ PR_SET_PDEATHSIG = 1
 GREETING_WAIT_S = 3.0
 """How long the agent's first starts wait for a worker's greeting (its interpreter's start,
 usually 0.1-0.5 s) before they run in the agent's own threads."""
-SPARES_IDLE_S = 0.25
+SPARES_IDLE_S = 1.0
 """How long a worker has not started anything before it makes spares: not within a burst."""
 SPARES_CHUNK = 16
 """Spares made at a time (a few milliseconds), between which a start is answered."""
