@@ -75,28 +75,28 @@ class Spares:
         )
 
     def refill(self, budget: int) -> None:
-        """Make up to ``budget`` spares (files first: a burst takes more of them per start
-        than it takes directories, in proportion)."""
+        """Make up to ``budget`` spares, directories and files in the proportion a start
+        takes them, so a burst that stops halfway leaves both kinds."""
         prefix = str(self.directory) + "/"
-        try:
-            for _ in range(budget):
-                self._made += 1
-                path = f"{prefix}{self._made}"
-                if len(self._files) * DIRS_PER_START <= len(self._dirs) * FILES_PER_START and (
-                    len(self._files) < self.want_files
-                ):
-                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
-                    self._files.append(path)
-                elif len(self._dirs) < self.want_dirs:
+        for _ in range(budget):
+            dirs_short = self.want_dirs - len(self._dirs)
+            files_short = self.want_files - len(self._files)
+            if dirs_short <= 0 and files_short <= 0:
+                return
+            self._made += 1
+            path = f"{prefix}{self._made}"
+            try:
+                if dirs_short * FILES_PER_START >= files_short * DIRS_PER_START:
                     os.mkdir(path)
                     self._dirs.append(path)
-                elif len(self._files) < self.want_files:
+                else:
                     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
                     self._files.append(path)
-                else:
-                    return
-        except OSError as exc:
-            self._give_up(f"cannot make a spare in {self.directory}: {exc}")
+            except FileExistsError:
+                continue  # left by an earlier worker of the same pid: not ours to take
+            except OSError as exc:
+                self._give_up(f"cannot make a spare in {self.directory}: {exc}")
+                return
 
     def makedirs(self, path: Path) -> None:
         """``path.mkdir(parents=True, exist_ok=True)``, from spares where there are some."""

@@ -111,3 +111,26 @@ def test_remove_takes_every_spare_away(tmp_path: Path):
     spares = _filled(tmp_path / "spares")
     spares.remove()
     assert not (tmp_path / "spares").exists()
+
+
+def test_names_left_by_an_earlier_worker_are_skipped_not_taken(tmp_path: Path):
+    directory = tmp_path / "spares"
+    directory.mkdir()
+    (directory / "1").write_text("someone else's")
+    (directory / "2").mkdir()
+    spares = _filled(directory, starts=1)
+    assert spares.usable and not spares.wanted
+    assert (directory / "1").read_text() == "someone else's"
+    assert _count(directory) == 2 + 4 + 3
+    target = tmp_path / "instance"
+    target.mkdir()
+    spares.place_file(target / "stdout")
+    assert (target / "stdout").read_bytes() == b""
+    assert (directory / "1").read_text() == "someone else's"
+
+
+def test_a_burst_that_stops_halfway_leaves_both_kinds(tmp_path: Path):
+    spares = Spares(tmp_path / "spares", starts=10)
+    spares.refill(14)  # two starts' worth
+    kinds = [(tmp_path / "spares" / n).is_dir() for n in os.listdir(tmp_path / "spares")]
+    assert (kinds.count(True), kinds.count(False)) == (8, 6)
