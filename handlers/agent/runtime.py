@@ -546,6 +546,7 @@ class ProcessRuntime:
         prefix += wrapper
         try:
             handle = self.cgroups.create(spec.pod_uid, spec.name, spec.restart_count)
+            new = self.cgroups.is_new(handle)
             self.cgroups.apply_limits(
                 handle, spec.cpu_limit_millis, spec.memory_limit_bytes,
                 cpu_request_millis=spec.cpu_request_millis, initial=True,
@@ -553,8 +554,7 @@ class ProcessRuntime:
         except CgroupError as exc:
             raise _start_error(128, str(exc)) from exc
         procs_files = self.cgroups.procs_files(handle)
-        oom_baseline = self.cgroups.oom_kills(handle)
-        failcnt_baseline = self.cgroups.memory_failures(handle)
+        oom_baseline, failcnt_baseline = self.cgroups.baselines(handle, new=new)
         if spares is not None:
             spares.place_file(directory / "stdout")
             spares.place_file(directory / "stderr")
