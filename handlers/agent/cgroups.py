@@ -379,6 +379,25 @@ class CgroupDriver(ABC):
         """How often the memory limit was hit (v1 fallback evidence for an OOM kill)."""
         return None
 
+    def is_new(self, handle: CgroupHandle) -> bool:
+        """Whether :meth:`create` made ``handle``'s directory just now and its first limits
+        are still to be applied (nothing has run in it)."""
+        return False
+
+    def baselines(self, handle: CgroupHandle, *, new: bool) -> tuple[int | None, int | None]:
+        """(:meth:`oom_kills`, :meth:`memory_failures`) of ``handle`` now, the counters a
+        container's end is compared with. A ``new`` cgroup's are the kernel's zeros (or
+        None where not counted): read once per driver, then known without two file reads a
+        start."""
+        if new and self._new_baselines is not None:
+            return self._new_baselines
+        read = (self.oom_kills(handle), self.memory_failures(handle))
+        if new:
+            self._new_baselines = read
+        return read
+
+    _new_baselines: tuple[int | None, int | None] | None = None
+
     def kill_all(self, handle: CgroupHandle) -> int:
         """SIGKILL everything in the cgroup; wait (≤ 0.5 s) until it is empty. Returns kills."""
         if not handle.paths:
@@ -490,6 +509,8 @@ class V2Driver(CgroupDriver):
         handle = CgroupHandle(self.name, str(leaf.relative_to(self.mount)), (str(leaf),))
         if new:
             self._new.add(handle.relative)
+        else:  # there already: whatever an earlier create of it said no longer holds
+            self._new.discard(handle.relative)
         return handle
 
     def apply_limits(
@@ -554,6 +575,9 @@ class V2Driver(CgroupDriver):
     def oom_kills(self, handle: CgroupHandle) -> int | None:
         return _read_keyed(Path(handle.paths[0]) / "memory.events").get("oom_kill")
 
+    def is_new(self, handle: CgroupHandle) -> bool:
+        return handle.relative in self._new
+
     def home_procs_files(self) -> tuple[str, ...]:
         return home_procs_files([(self.mount, "")])
 
@@ -580,14 +604,15 @@ def v1_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> dict[str, Path]
     return out
 
 
-def _v1_memory_limit(memory: Path, memory_bytes: int | None) -> None:
-    """A v1 memory cgroup's limit (None: unlimited), memsw (memory + swap) beside it."""
+def _v1_memory_limit(memory: Path, memory_bytes: int | None, *, new: bool = False) -> None:
+    """A v1 memory cgroup's limit (None: unlimited), memsw (memory + swap) beside it.
+    ``new``: the cgroup holds the kernel's default, unlimited (its limit is not read)."""
     limit = str(memory_bytes) if memory_bytes else "-1"
     memsw = memory / "memory.memsw.limit_in_bytes"
     if memsw.exists() and memory_bytes:
         # memsw must stay ≥ the memory limit at every step: a lower limit goes to memory
         # first, a higher one (a resize raising it) to memsw first.
-        current = _read_int(memory / "memory.limit_in_bytes")
+        current = None if new else _read_int(memory / "memory.limit_in_bytes")
         if current is not None and memory_bytes > current:
             _write(memsw, limit)
             _write(memory / "memory.limit_in_bytes", limit)
@@ -647,6 +672,8 @@ class V1Driver(CgroupDriver):
             paths.append(str(leaf))
         if new:
             self._new.add(relative)
+        else:  # there already: whatever an earlier create of it said no longer holds
+            self._new.discard(relative)
         return CgroupHandle(self.name, relative, tuple(paths))
 
     def apply_limits(
@@ -666,7 +693,7 @@ class V1Driver(CgroupDriver):
             if cpu_request_millis is not None:
                 _write(cpu / "cpu.shares", str(cpu_shares(cpu_request_millis)))
             if memory_bytes or not defaults:
-                _v1_memory_limit(memory, memory_bytes)
+                _v1_memory_limit(memory, memory_bytes, new=defaults)
             if not defaults:
                 _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
             if cpu_millis or not defaults:
@@ -715,6 +742,9 @@ class V1Driver(CgroupDriver):
 
     def memory_failures(self, handle: CgroupHandle) -> int | None:
         return _read_int(self._dir(handle, "memory") / "memory.failcnt")
+
+    def is_new(self, handle: CgroupHandle) -> bool:
+        return handle.relative in self._new
 
     def home_procs_files(self) -> tuple[str, ...]:
         first = {mount: c for c in reversed(V1_CONTROLLERS) if (mount := self.mounts.get(c))}

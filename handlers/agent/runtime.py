@@ -86,6 +86,8 @@ from handlers.agent.cgroups import (
 )
 from handlers.agent.isolation import Bubblewrap, IsolationUnavailable
 from handlers.agent.netnsexec import NamespaceEntryError, outside, run_in, start_thread, usable
+from handlers.agent.spares import Spares
+from handlers.agent.spares import clear as clear_spares
 from handlers.agent.startworker import StartWorker, StartWorkers, WorkerEnded
 
 if TYPE_CHECKING:
@@ -375,6 +377,7 @@ class ProcessRuntime:
         self._starts: ThreadPoolExecutor | None = None
         self._workers: StartWorkers | None = None
         if start_workers > 0 and cgroups is None and isolation is None and _PIDFD:
+            clear_spares(self.root)  # an earlier agent's workers' (they ended with it)
             self._workers = StartWorkers(
                 start_workers, root=self.root, base_env=self.base_env, driver=self.cgroups.name
             )
@@ -494,6 +497,7 @@ class ProcessRuntime:
         spawn: Spawn,
         outside_of: int | None = None,
         join_in_parent: bool = False,
+        spares: Spares | None = None,
     ) -> RunningContainer:
         """The operating system's part of a start: the instance's directories, its cgroup and
         limits, the process (``spawn``, in the pod's namespaces) and its state file. The
@@ -501,13 +505,19 @@ class ProcessRuntime:
         prologue reaches the cgroup files through (default: this one; a start worker names
         the agent, the container's parent, which outlives it). ``join_in_parent``: this
         process (one that starts one container at a time: a start worker) joins the cgroups
-        itself around the fork, and the container runs without the ``/bin/sh`` prologue."""
+        itself around the fork, and the container runs without the ``/bin/sh`` prologue.
+        ``spares``: directories and files made ahead (a start worker's), taken for the
+        instance's instead of making new ones (:mod:`handlers.agent.spares`)."""
         if not spec.argv:
             raise _start_error(128, "no command given")
         directory = self.instance_dir(spec)
-        directory.mkdir(parents=True, exist_ok=True)
         work = self.work_dir(spec)
-        work.mkdir(parents=True, exist_ok=True)
+        if spares is None:
+            directory.mkdir(parents=True, exist_ok=True)
+            work.mkdir(parents=True, exist_ok=True)
+        else:
+            spares.makedirs(directory)
+            spares.makedirs(work)
         cwd = spec.working_dir or str(work)
         if not Path(cwd).is_dir():
             raise _start_error(128, f'working directory "{cwd}" does not exist')
@@ -536,6 +546,7 @@ class ProcessRuntime:
         prefix += wrapper
         try:
             handle = self.cgroups.create(spec.pod_uid, spec.name, spec.restart_count)
+            new = self.cgroups.is_new(handle)
             self.cgroups.apply_limits(
                 handle, spec.cpu_limit_millis, spec.memory_limit_bytes,
                 cpu_request_millis=spec.cpu_request_millis, initial=True,
@@ -543,8 +554,10 @@ class ProcessRuntime:
         except CgroupError as exc:
             raise _start_error(128, str(exc)) from exc
         procs_files = self.cgroups.procs_files(handle)
-        oom_baseline = self.cgroups.oom_kills(handle)
-        failcnt_baseline = self.cgroups.memory_failures(handle)
+        oom_baseline, failcnt_baseline = self.cgroups.baselines(handle, new=new)
+        if spares is not None:
+            spares.place_file(directory / "stdout")
+            spares.place_file(directory / "stderr")
         try:
             with (
                 open(directory / "stdout", "ab", opener=_owner_only) as out,
@@ -586,7 +599,7 @@ class ProcessRuntime:
             launch_prefix=tuple(prefix), procs_files=procs_files, oom_baseline=oom_baseline,
             failcnt_baseline=failcnt_baseline, _popen=popen,
         )  # fmt: skip
-        _write_state(container)
+        _write_state(container, spares)
         return container
 
     def _home_procs_files(self) -> tuple[str, ...]:
@@ -980,8 +993,10 @@ def _same_process_alive(pid: int, start_ticks: int) -> bool:
     return int(fields[19]) == start_ticks
 
 
-def _write_state(container: RunningContainer) -> None:
+def _write_state(container: RunningContainer, spares: Spares | None = None) -> None:
     tmp = container.state_path.with_suffix(".tmp")
+    if spares is not None:
+        spares.place_file(tmp)  # an empty 0o600 file, truncated and written as a new one
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # env may hold secrets
     with os.fdopen(fd, "w") as handle:
         handle.write(json.dumps(container.state()))  # dumps: the C encoder, dump is Python

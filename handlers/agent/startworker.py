@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import structlog
 
+from handlers.agent.spares import SPARES_DIR, Spares
+
 if TYPE_CHECKING:
     from handlers.agent.runtime import ContainerSpec
 
@@ -56,6 +58,10 @@ PR_SET_PDEATHSIG = 1
 GREETING_WAIT_S = 3.0
 """How long the agent's first starts wait for a worker's greeting (its interpreter's start,
 usually 0.1-0.5 s) before they run in the agent's own threads."""
+SPARES_IDLE_S = 1.0
+"""How long a worker has not started anything before it makes spares: not within a burst."""
+SPARES_CHUNK = 16
+"""Spares made at a time (a few milliseconds), between which a start is answered."""
 
 
 # -- the worker process ------------------------------------------------------------------------
@@ -63,7 +69,8 @@ usually 0.1-0.5 s) before they run in the agent's own threads."""
 
 def serve(sock: socket.socket) -> None:
     """Answer the agent's starts and report its containers' exits until the agent closes the
-    socket: the worker's main loop."""
+    socket: the worker's main loop. Idle for ``SPARES_IDLE_S``, it makes the inodes of later
+    starts ahead (:mod:`handlers.agent.spares`), a few at a time."""
     from handlers.agent.netnsexec import start_thread
     from handlers.agent.runtime import (
         ContainerSpec,
@@ -75,45 +82,60 @@ def serve(sock: socket.socket) -> None:
     start_thread()  # a root and working directory of its own: it enters pods' namespaces
     unpacker = msgpack.Unpacker(raw=False)
     runtime: ProcessRuntime | None = None
+    spares: Spares | None = None
+    busy = time.monotonic()  # when it last started a container
     children: dict[int, subprocess.Popen[bytes]] = {}  # pidfd -> the container's Popen
-    while True:
-        ready, _, _ = select.select([sock, *children], [], [])
-        for pidfd in ready:
-            if pidfd is sock:
+    try:
+        while True:
+            timeout = None
+            if spares is not None and spares.wanted:
+                timeout = max(0.0, busy + SPARES_IDLE_S - time.monotonic())
+            ready, _, _ = select.select([sock, *children], [], [], timeout)
+            if not ready and spares is not None:
+                spares.refill(SPARES_CHUNK)
                 continue
-            popen = children.pop(pidfd)
-            # Leftovers of its group first, while the unreaped leader still holds the id.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(popen.pid, signal.SIGKILL)
-            returncode = popen.wait()
-            os.close(pidfd)
-            sock.sendall(msgpack.packb({"exit": popen.pid, "returncode": returncode}))
-        if sock not in ready:
-            continue
-        data = sock.recv(1 << 16)
-        if not data:
-            return
-        unpacker.feed(data)
-        for message in unpacker:
-            if "hello" in message:
-                hello = message["hello"]
-                runtime = ProcessRuntime(Path(hello["root"]), base_env=hello["base_env"])
-                reply: dict[str, Any] = {"hello": {"driver": runtime.cgroups.name}}
-            else:
-                assert runtime is not None, "a start before the greeting"
-                spec = ContainerSpec(**message["spec"])
-                try:
-                    container = runtime.launch(
-                        spec, spawn=_popen_spawn, outside_of=os.getppid(), join_in_parent=True
-                    )
-                except ContainerStartError as exc:
-                    status = exc.status
-                    reply = {"id": message["id"], "error": [status.exit_code, status.message]}
+            for pidfd in ready:
+                if pidfd is sock:
+                    continue
+                popen = children.pop(pidfd)
+                # Leftovers of its group first, while the unreaped leader still holds the id.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(popen.pid, signal.SIGKILL)
+                returncode = popen.wait()
+                os.close(pidfd)
+                sock.sendall(msgpack.packb({"exit": popen.pid, "returncode": returncode}))
+            if sock not in ready:
+                continue
+            data = sock.recv(1 << 16)
+            if not data:
+                return
+            unpacker.feed(data)
+            for message in unpacker:
+                if "hello" in message:
+                    hello = message["hello"]
+                    runtime = ProcessRuntime(Path(hello["root"]), base_env=hello["base_env"])
+                    spares = Spares(runtime.root / SPARES_DIR / str(os.getpid()))
+                    reply: dict[str, Any] = {"hello": {"driver": runtime.cgroups.name}}
                 else:
-                    assert container._popen is not None
-                    children[os.pidfd_open(container.pid)] = container._popen
-                    reply = {"id": message["id"], "state": container.state()}
-            sock.sendall(msgpack.packb(reply))
+                    assert runtime is not None, "a start before the greeting"
+                    spec = ContainerSpec(**message["spec"])
+                    try:
+                        container = runtime.launch(
+                            spec, spawn=_popen_spawn, outside_of=os.getppid(),
+                            join_in_parent=True, spares=spares,
+                        )  # fmt: skip
+                    except ContainerStartError as exc:
+                        status = exc.status
+                        reply = {"id": message["id"], "error": [status.exit_code, status.message]}
+                    else:
+                        assert container._popen is not None
+                        children[os.pidfd_open(container.pid)] = container._popen
+                        reply = {"id": message["id"], "state": container.state()}
+                    busy = time.monotonic()
+                sock.sendall(msgpack.packb(reply))
+    finally:
+        if spares is not None:
+            spares.remove()
 
 
 def main() -> None:

@@ -256,3 +256,74 @@ def test_joined_moves_this_process_in_and_back_and_says_when_it_cannot_leave(tmp
         cgroups.joined((str(inside[0]),), (str(tmp_path / "gone" / "cgroup.procs"),)),
     ):
         pass
+
+
+def test_a_new_v1_cgroups_memory_limit_goes_in_the_order_its_read_default_gave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A new group's limit is the kernel's unlimited default: not read, and the writes go in
+    the order the read would have given (memory first, then memsw)."""
+    cpu, memory = tmp_path / "cpu", tmp_path / "memory"
+    cpu.mkdir()
+    memory.mkdir()
+    driver = V1Driver({"cpu": cpu, "cpuacct": cpu, "memory": memory})
+    writes: list[str] = []
+    reads: list[str] = []
+    real_write, real_read = cgroups._write, cgroups._read_int
+    monkeypatch.setattr(cgroups, "_write", lambda p, v: (writes.append(p.name), real_write(p, v)))
+    monkeypatch.setattr(cgroups, "_read_int", lambda p: (reads.append(p.name), real_read(p))[1])
+    orders = []
+    for restart, new in ((0, True), (1, False)):
+        handle = driver.create("uid-5", "app", restart)
+        mem_leaf = Path(handle.paths[0])
+        (mem_leaf / "memory.memsw.limit_in_bytes").write_text("9223372036854771712\n")
+        if not new:  # a group an earlier attempt left, holding the kernel's default
+            (mem_leaf / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+            driver.apply_limits(handle, None, None, initial=True)  # it is not new any more
+        assert driver.is_new(handle) is new
+        writes.clear()
+        reads.clear()
+        driver.apply_limits(handle, None, 256 << 20, initial=True)
+        orders.append([w for w in writes if w.startswith("memory.")])
+        assert reads == ([] if new else ["memory.limit_in_bytes"])
+        assert (mem_leaf / "memory.limit_in_bytes").read_text() == str(256 << 20)
+        assert not driver.is_new(handle)
+    assert orders[0] == orders[1] == ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+
+
+def test_a_new_cgroups_baselines_are_what_reading_its_counters_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """On this machine's cgroups: the counters of a group just made, read once per driver,
+    then known; a group that is not new is always read."""
+    driver = detect(root_name=f"fleetlog-test-{os.getpid()}")
+    if not driver.limits_enforced:
+        pytest.skip(f"cgroups not writable here: {driver.message}")
+    made = []
+    try:
+        for restart in range(3):
+            handle = driver.create("uid-baselines", "app", restart)
+            made.append(handle)
+            assert driver.is_new(handle)
+            read = (driver.oom_kills(handle), driver.memory_failures(handle))
+            if restart > 0:  # known from the first: no file is read
+                monkeypatch.setattr(driver, "oom_kills", lambda h: pytest.fail("read"))
+                monkeypatch.setattr(driver, "memory_failures", lambda h: pytest.fail("read"))
+            assert driver.baselines(handle, new=True) == read
+            monkeypatch.undo()
+        again = driver.create("uid-baselines", "app", 0)  # there already: not new
+        assert not driver.is_new(again)
+        counted: list[object] = []
+        real = driver.oom_kills
+        monkeypatch.setattr(driver, "oom_kills", lambda h: counted.append(h) or real(h))
+        assert driver.baselines(again, new=False) == read
+        assert counted == [again]
+    finally:
+        monkeypatch.undo()
+        for handle in made:
+            driver.remove(handle)
+        if isinstance(driver, V1Driver):
+            for mount in driver.hierarchies:
+                (mount / driver.root_name).rmdir()
+        elif isinstance(driver, V2Driver):
+            driver.root.rmdir()

@@ -196,3 +196,55 @@ def test_a_start_in_the_parents_cgroups_runs_the_command_itself(tmp_path: Path):
             assert str(os.getpid()) not in (Path(path) / "cgroup.procs").read_text().split()
     finally:
         runtime.cleanup()
+
+
+async def test_an_idle_worker_makes_spares_and_a_start_takes_them(
+    runtime: TrackedRuntime, tmp_path: Path
+):
+    """The inodes of a start made ahead (``handlers.agent.spares``): an idle worker makes
+    them beside ``pods/``, a start renames them into place, and what the container finds is
+    what it found without them; the worker takes them away when it ends."""
+    from handlers.agent.spares import DIRS_PER_START, FILES_PER_START, SPARE_STARTS, SPARES_DIR
+
+    worker = await _worker_of(runtime)
+    spares = runtime.root / SPARES_DIR / str(worker)
+    wanted = SPARE_STARTS * (DIRS_PER_START + FILES_PER_START)
+    await until(
+        lambda: spares.is_dir() and len(os.listdir(spares)) == wanted, 30, "the spares made"
+    )
+    (runtime.root / "pods").mkdir()  # the agent's; a first start would make it too
+    before = set(os.listdir(spares))
+    container = await runtime.start(py("print('up', flush=True)\nimport time; time.sleep(60)"))
+    # A new pod's instance: its pod, container, instance and working directories, its
+    # stdout, stderr and the state file's temporary were spares (refills add new names).
+    assert len(before - set(os.listdir(spares))) == DIRS_PER_START + FILES_PER_START
+    assert await wait_for_output(container.stdout_path, "up") == "up\n"
+    directory = container.directory
+    assert sorted(os.listdir(directory)) == ["container.json", "stderr", "stdout"]
+    for name in ("stdout", "stderr", "container.json"):
+        assert oct((directory / name).stat().st_mode & 0o777) == oct(0o600)
+    assert runtime.work_dir(container.spec).is_dir()
+    assert not os.listdir(runtime.root / "pods" / container.spec.pod_uid / "main" / "work")
+    # The state file is whole: a restarted agent would adopt the container from it.
+    assert [c.pid for c in TrackedRuntime(runtime.root).adopt_all()] == [container.pid]
+
+    assert runtime._workers is not None
+    runtime._workers.close()
+    await until(lambda: not alive(worker), 10, "the worker's end")
+    assert not spares.exists()
+
+
+async def test_a_new_runtime_removes_the_spares_of_a_killed_worker(tmp_path: Path):
+    from handlers.agent.spares import SPARES_DIR
+
+    root = tmp_path / "node"
+    left = root / SPARES_DIR / "12345"
+    left.mkdir(parents=True)
+    (left / "1").mkdir()
+    runtime = TrackedRuntime(root, start_workers=1)
+    try:
+        assert not left.exists()
+    finally:
+        runtime.cleanup()
+        assert runtime._workers is not None
+        runtime._workers.close()
