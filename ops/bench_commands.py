@@ -20,6 +20,10 @@ one ``fleetlog up --no-agent --no-scheduler`` (plus its gateway processes):
 * ``sustained``: ``--sustained`` creates, ``--in-flight`` at a time: commands per second;
 * ``rate``: ``--commands`` creates offered at ``--rate``/s (open loop): p50/p99/max.
 
+A command refused "too many requests" by API Priority and Fairness is sent again after the
+refusal's Retry-After, as ``CommandClient`` does, and each such refusal is counted
+(``throttled``): a phase whose latencies are whole seconds was throttled, not slow.
+
 For each phase it prints the CPU seconds every process of ``up`` used per command (user +
 system from ``/proc``, the process and its children): on a shared host the stable figure, where
 wall-clock latencies move with the neighbours. Figures are recorded in docs/benchmarks.md.
@@ -43,7 +47,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ops.bench_log import percentile, server_for, wait_for_gateway
-from streams.commandbus import CommandClient, CommandFailed, new_idempotency_key
+from streams.commandbus import (
+    MAX_RETRY_AFTER_S,
+    THROTTLED_RETRIES,
+    CommandClient,
+    CommandFailed,
+    new_idempotency_key,
+)
 from streams.connection import connect
 
 PHASES = ("burst", "deletes", "sustained", "rate")
@@ -106,6 +116,8 @@ class Phase:
     latencies: list[float] = field(default_factory=list)
     timed_out: list[int] = field(default_factory=list)
     failed: int = 0
+    throttled: int = 0
+    """Refusals "too many requests" (API Priority and Fairness) waited out and sent again."""
     wall: float = 0.0
     cpu: float = 0.0
 
@@ -115,9 +127,28 @@ class Phase:
             f"{self.name:<10} {commands:6d} commands in {self.wall:6.2f} s = "
             f"{commands / self.wall:7,.0f}/s; answered p50 {statistics.median(ms):7.1f} ms, "
             f"p99 {percentile(ms, 0.99):7.1f} ms, max {max(ms):7.1f} ms; "
-            f"timed out {len(self.timed_out)}, refused {self.failed}; "
+            f"timed out {len(self.timed_out)}, refused {self.failed}, "
+            f"throttled {self.throttled} (429s waited out); "
             f"up CPU {1000 * self.cpu / commands:.3f} ms/command"
         )
+
+
+async def waited_out(phase: Phase, attempt: Callable[[], Awaitable[object]]) -> None:
+    """``attempt()``, a send that does not wait out "too many requests" itself
+    (``throttled_retries=0``), sent again after each such refusal's Retry-After as
+    ``CommandClient.send`` would (at most ``THROTTLED_RETRIES`` times), each refusal counted in
+    ``phase.throttled``."""
+    for tries in range(THROTTLED_RETRIES + 1):
+        try:
+            await attempt()
+            return
+        except CommandFailed as exc:
+            if exc.code != "too_many_requests" or tries == THROTTLED_RETRIES:
+                raise
+            phase.throttled += 1
+            delay = exc.details.get("retry_after", 1)
+            seconds = float(delay) if isinstance(delay, int | float) and delay >= 0 else 1.0
+            await asyncio.sleep(min(seconds, MAX_RETRY_AFTER_S))
 
 
 async def run_phase(
@@ -169,33 +200,43 @@ async def bench(url: str, up_pid: int, args: argparse.Namespace) -> None:
             await client.send("Pod", "create", {"manifest": pod_manifest(f"warm-{index}")})
         await settle(up_pid)
         if "burst" not in args.skip:
+            burst = Phase("burst")
 
             async def apply(index: int) -> None:
-                await client.send(
-                    "Pod",
-                    "apply",
-                    {"manifest": pod_manifest(f"burst-{index}")},
-                    timeout=timeout,
-                    attempts=1,
+                await waited_out(
+                    burst,
+                    lambda: client.send(
+                        "Pod",
+                        "apply",
+                        {"manifest": pod_manifest(f"burst-{index}")},
+                        timeout=timeout,
+                        attempts=1,
+                        throttled_retries=0,
+                    ),
                 )
 
-            burst = await run_phase(Phase("burst"), up_pid, args.burst, apply)
+            await run_phase(burst, up_pid, args.burst, apply)
             print(burst.report(args.burst), flush=True)
             await settle(up_pid)
         if "deletes" not in args.skip and "burst" not in args.skip:
             keys = [new_idempotency_key() for _ in range(args.burst)]
+            deletes = Phase("deletes")
 
             async def delete(index: int) -> None:
-                await client.send(
-                    "Pod",
-                    "delete",
-                    {"name": f"burst-{index}", "namespace": "default"},
-                    idempotency_key=keys[index],
-                    timeout=args.delete_timeout or timeout,
-                    attempts=1,
+                await waited_out(
+                    deletes,
+                    lambda: client.send(
+                        "Pod",
+                        "delete",
+                        {"name": f"burst-{index}", "namespace": "default"},
+                        idempotency_key=keys[index],
+                        timeout=args.delete_timeout or timeout,
+                        attempts=1,
+                        throttled_retries=0,
+                    ),
                 )
 
-            deletes = await run_phase(Phase("deletes"), up_pid, args.burst, delete)
+            await run_phase(deletes, up_pid, args.burst, delete)
             print(deletes.report(args.burst), flush=True)
             await settle(up_pid)
             applied_late = 0
@@ -215,27 +256,39 @@ async def bench(url: str, up_pid: int, args: argparse.Namespace) -> None:
                 flush=True,
             )
         if "sustained" not in args.skip:
+            sustained = Phase("sustained")
 
             async def create(index: int) -> None:
-                await client.send(
-                    "Pod", "create", {"manifest": pod_manifest(f"s-{index}")}, timeout=30
+                await waited_out(
+                    sustained,
+                    lambda: client.send(
+                        "Pod",
+                        "create",
+                        {"manifest": pod_manifest(f"s-{index}")},
+                        timeout=30,
+                        throttled_retries=0,
+                    ),
                 )
 
-            sustained = await run_phase(
-                Phase("sustained"), up_pid, args.sustained, create, in_flight=args.in_flight
-            )
+            await run_phase(sustained, up_pid, args.sustained, create, in_flight=args.in_flight)
             print(sustained.report(args.sustained), flush=True)
             await settle(up_pid)
         if "rate" not in args.skip:
+            paced_phase = Phase(f"{args.rate:.0f}/s")
 
             async def paced(index: int) -> None:
-                await client.send(
-                    "Pod", "create", {"manifest": pod_manifest(f"r-{index}")}, timeout=30
+                await waited_out(
+                    paced_phase,
+                    lambda: client.send(
+                        "Pod",
+                        "create",
+                        {"manifest": pod_manifest(f"r-{index}")},
+                        timeout=30,
+                        throttled_retries=0,
+                    ),
                 )
 
-            paced_phase = await run_phase(
-                Phase(f"{args.rate:.0f}/s"), up_pid, args.commands, paced, rate=args.rate
-            )
+            await run_phase(paced_phase, up_pid, args.commands, paced, rate=args.rate)
             print(paced_phase.report(args.commands), flush=True)
     finally:
         await nc.close()

@@ -867,6 +867,7 @@ async def gateway(
     import functools
 
     from ops.gateways import run_gateway
+    from ops.gctuning import tune_gc
     from streams.secretkeys import load_cluster_key
 
     key = load_cluster_key(cluster_key, create=False) if cluster_key is not None else None
@@ -881,4 +882,8 @@ async def gateway(
             wall_keys=wall_keys,
         ),
         "gateway ready",
+        # As `up` does before its own gateway serves: untuned, this process's collector walked
+        # its growing caches in full collections of 100 ms or more, the p99 of commands at a
+        # steady 500/s (docs/benchmarks.md, "The command path's waits").
+        on_ready=tune_gc,
     )  # fmt: skip
