@@ -117,41 +117,48 @@ def _value_element(value: Any) -> str:
     return "v:" + json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _walk(
-    value: Any, prefix: Path, field: str, skip: frozenset[Path] | None = None
-) -> Iterator[Path]:
-    """The paths of ``value`` (found at ``prefix``, under the field named ``field``), but
-    none under a member of ``skip`` (members of objects only, as :data:`UNMANAGED` are)."""
+def _walk(value: Any, prefix: Path, field: str, skip: frozenset[Path] | None, out: list[Path]) -> None:
+    """Add the paths of ``value`` (found at ``prefix``, under the field named ``field``) to
+    ``out``, but none under a member of ``skip`` (members of objects only, as
+    :data:`UNMANAGED` are). Appends to one list rather than yielding: this walks every object
+    a command writes, and nested generators were most of the cost of a pod's managed fields."""
     if isinstance(value, dict) and value:
         deeper = skip if skip and len(prefix) + 1 < _UNMANAGED_DEPTH else None
         for key, child in value.items():
             path = (*prefix, f"f:{key}")
             if skip and path in skip:
                 continue
-            yield from _walk(child, path, str(key), deeper)
+            if child and isinstance(child, (dict, list)):
+                _walk(child, path, str(key), deeper, out)
+            else:
+                out.append(path)  # a leaf (what the call would have found), without the call
         return
     if isinstance(value, list) and value:
         if field in SET_LISTS and not any(isinstance(i, (dict, list)) for i in value):
-            for item in value:
-                yield (*prefix, _value_element(item))
+            out.extend((*prefix, _value_element(item)) for item in value)
             return
         keys = _keys(field, value)
         if keys is not None and all(isinstance(i, dict) for i in value):
             for item in value:
                 element = (*prefix, _key_element(keys, item))
-                yield element
+                out.append(element)
                 for key, child in item.items():
-                    yield from _walk(child, (*element, f"f:{key}"), str(key))
+                    if child and isinstance(child, (dict, list)):
+                        _walk(child, (*element, f"f:{key}"), str(key), None, out)
+                    else:
+                        out.append((*element, f"f:{key}"))
             return
     if prefix:
-        yield prefix
+        out.append(prefix)
 
 
 def fields_of(obj: Mapping[str, Any]) -> FieldSet:
     """The managed fields of an object (or of an applied configuration)."""
     # Unmanaged subtrees (status, the server's metadata) are not walked at all rather than
     # walked and filtered path by path: this runs for every object a command writes.
-    return frozenset(_walk(dict(obj), (), "", _UNMANAGED_SET))
+    out: list[Path] = []
+    _walk(dict(obj), (), "", _UNMANAGED_SET, out)
+    return frozenset(out)
 
 
 def path_text(path: Path) -> str:
@@ -305,21 +312,30 @@ def fields_v1(fields: FieldSet) -> dict[str, Any]:
     """A field set as FieldsV1 JSON: nested objects, ``"."`` marking a member that also has
     children."""
     tree: dict[str, Any] = {}
-    for path in sorted(fields):
-        node = tree
-        for element in path:
-            node = node.setdefault(element, {})
+    members: list[dict[str, Any]] = []
     for path in fields:
         node = tree
         for element in path:
-            node = node[element]
+            child = node.get(element)
+            if child is None:
+                child = node[element] = {}
+            node = child
+        members.append(node)
+    for node in members:
         if node and "." not in node:
             node["."] = {}
     return _sorted_tree(tree)
 
 
 def _sorted_tree(tree: dict[str, Any]) -> dict[str, Any]:
-    return {k: _sorted_tree(tree[k]) for k in sorted(tree, key=lambda k: (k != ".", k))}
+    """``tree`` with each level's keys sorted, ``"."`` first (kube's order)."""
+    if not tree:
+        return {}
+    keys = sorted(tree)
+    if keys[0] != "." and "." in tree:
+        keys.remove(".")
+        keys.insert(0, ".")
+    return {k: _sorted_tree(tree[k]) if tree[k] else {} for k in keys}
 
 
 def from_fields_v1(tree: Any, prefix: Path = ()) -> FieldSet:
