@@ -26,8 +26,9 @@ stores, so the log holds them and a replay shows the same ones.
 from __future__ import annotations
 
 import copy
+import functools
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -107,17 +108,35 @@ def _keys(field: str, items: Iterable[Any]) -> tuple[str, ...] | None:
 
 
 def _key_element(keys: tuple[str, ...], item: Mapping[str, Any]) -> str:
-    values = {k: item.get(k, KEY_DEFAULTS.get(k)) for k in keys}
-    return "k:" + json.dumps(
-        {k: v for k, v in values.items() if v is not None}, sort_keys=True, separators=(",", ":")
-    )
+    values = tuple(item.get(k, KEY_DEFAULTS.get(k)) for k in keys)
+    if all(type(v) in _PLAIN_KEYS for v in values):
+        # Every container, port, env entry … of every object a command writes has one: the
+        # text of plain values is remembered, keyed with their types (True and 1 are equal
+        # keys to a dict, and JSON writes them differently).
+        return _plain_key_element(keys, tuple((type(v), v) for v in values))
+    return _encode_key_element(keys, values)
+
+
+_PLAIN_KEYS: Final = frozenset({str, int, type(None)})
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_key_element(keys: tuple[str, ...], typed: tuple[tuple[type, Any], ...]) -> str:
+    return _encode_key_element(keys, tuple(v for _, v in typed))
+
+
+def _encode_key_element(keys: tuple[str, ...], values: tuple[Any, ...]) -> str:
+    present = {k: v for k, v in zip(keys, values, strict=True) if v is not None}
+    return "k:" + json.dumps(present, sort_keys=True, separators=(",", ":"))
 
 
 def _value_element(value: Any) -> str:
     return "v:" + json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _walk(value: Any, prefix: Path, field: str, skip: frozenset[Path] | None, out: list[Path]) -> None:
+def _walk(
+    value: Any, prefix: Path, field: str, skip: frozenset[Path] | None, out: list[Path]
+) -> None:
     """Add the paths of ``value`` (found at ``prefix``, under the field named ``field``) to
     ``out``, but none under a member of ``skip`` (members of objects only, as
     :data:`UNMANAGED` are). Appends to one list rather than yielding: this walks every object
@@ -470,7 +489,7 @@ def _stamp(acting: Manager, previous: list[Manager], *, changed: bool, now: str)
     old = next((m for m in previous if m.identity == acting.identity), None)
     if old is not None and not changed and old.fields == acting.fields:
         return replace(acting, time=old.time)
-    return replace(acting, time=now)
+    return acting if acting.time == now else replace(acting, time=now)
 
 
 def apply(

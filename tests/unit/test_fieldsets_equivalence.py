@@ -22,9 +22,9 @@ from core.kubeapi import fieldsets
 from core.kubeapi.fieldsets import (
     _UNMANAGED_DEPTH,
     _UNMANAGED_SET,
+    KEY_DEFAULTS,
     SET_LISTS,
     Path,
-    _key_element,
     _keys,
     _value_element,
     fields_of,
@@ -34,6 +34,13 @@ from core.kubeapi.fieldsets import (
 from core.kubeapi.status import Target
 
 # -- the reference: the implementations before the rewrite ----------------------------------
+
+
+def _old_key_element(keys: tuple[str, ...], item: dict[str, Any]) -> str:
+    values = {k: item.get(k, KEY_DEFAULTS.get(k)) for k in keys}
+    return "k:" + json.dumps(
+        {k: v for k, v in values.items() if v is not None}, sort_keys=True, separators=(",", ":")
+    )
 
 
 def _old_walk(value: Any, prefix: Path, field: str, skip: frozenset[Path] | None = None
@@ -54,7 +61,7 @@ def _old_walk(value: Any, prefix: Path, field: str, skip: frozenset[Path] | None
         keys = _keys(field, value)
         if keys is not None and all(isinstance(i, dict) for i in value):
             for item in value:
-                element = (*prefix, _key_element(keys, item))
+                element = (*prefix, _old_key_element(keys, item))
                 yield element
                 for key, child in item.items():
                     yield from _old_walk(child, (*element, f"f:{key}"), str(key))
@@ -104,12 +111,20 @@ SCALARS = st.one_of(
 def _values() -> st.SearchStrategy[Any]:
     def extend(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
         element = st.fixed_dictionaries(
-            {}, optional={"name": st.sampled_from(["a", "b", "c"]), "containerPort": st.integers(1, 3),
-                          "protocol": st.sampled_from(["TCP", "UDP"]), "port": st.integers(1, 3),
-                          "type": st.sampled_from(["Ready", "Available"]), "uid": st.sampled_from(["u1", "u2"]),
-                          "topologyKey": st.sampled_from(["zone", "host"]),
-                          "whenUnsatisfiable": st.sampled_from(["DoNotSchedule"]),
-                          "value": children}  # fmt: skip
+            {},
+            optional={
+                "name": st.one_of(
+                    st.sampled_from(["a", "b", "1"]), st.integers(0, 1), st.booleans()
+                ),
+                "containerPort": st.integers(1, 3),
+                "protocol": st.sampled_from(["TCP", "UDP"]),
+                "port": st.integers(1, 3),
+                "type": st.sampled_from(["Ready", "Available"]),
+                "uid": st.sampled_from(["u1", "u2"]),
+                "topologyKey": st.sampled_from(["zone", "host"]),
+                "whenUnsatisfiable": st.sampled_from(["DoNotSchedule"]),
+                "value": children,
+            },
         )
         return st.one_of(
             st.dictionaries(st.one_of(NAMES, FIELDS), children, max_size=4),
@@ -126,9 +141,13 @@ MANIFESTS = st.fixed_dictionaries(
     optional={
         "metadata": st.fixed_dictionaries(
             {"name": st.just("p")},
-            optional={"labels": st.dictionaries(NAMES, SCALARS, max_size=3),
-                      "finalizers": st.lists(SCALARS, max_size=3), "uid": st.just("u"),
-                      "annotations": _values(), "ownerReferences": _values()},  # fmt: skip
+            optional={
+                "labels": st.dictionaries(NAMES, SCALARS, max_size=3),
+                "finalizers": st.lists(SCALARS, max_size=3),
+                "uid": st.just("u"),
+                "annotations": _values(),
+                "ownerReferences": _values(),
+            },
         ),
         "spec": st.dictionaries(st.one_of(NAMES, FIELDS), _values(), max_size=5),
         "status": _values(),
