@@ -3,7 +3,7 @@
     python -m ops.bench_commands [--gateways N] [--burst 2000] [--sustained 10000]
                                  [--in-flight 256] [--rate 500] [--commands 5000]
                                  [--timeout 10] [--delete-timeout S] [--nats-url URL]
-                                 [--skip PHASE ...]
+                                 [--skip PHASE ...] [--checkout DIR]
 
 Why this exists: ``bench_log`` measures the round trip at a steady rate; issue 15 asks what
 happens when thousands of commands arrive at once (a ``kubectl apply`` of a large manifest, a
@@ -296,21 +296,27 @@ async def bench(url: str, up_pid: int, args: argparse.Namespace) -> None:
 
 @contextlib.asynccontextmanager
 async def running_up(
-    url: str, workdir: Path, *options: str
+    url: str, workdir: Path, *options: str, checkout: Path | None = None
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
     """``fleetlog up --nats-url URL --no-agent --no-scheduler OPTIONS`` in a process of its own
     (data in ``workdir/up``, its log in ``workdir/up.log``), once its gateway answers; stopped
-    by PID on the way out (SIGTERM, then SIGKILL)."""
+    by PID on the way out (SIGTERM, then SIGKILL). ``checkout`` (an absolute path): run the
+    code of that checkout (its gateway processes too), with this bench's client and
+    virtualenv, so two commits are compared by the same measurement."""
     command = [
         sys.executable, "-m", "ops", "--log-level", "warning", "up", "--nats-url", url,
         "--data-dir", str(workdir / "up"), "--no-agent", "--no-scheduler",
         # A free API port: another cluster on this machine may hold 6443.
         "--api-port", "0", *options,
     ]  # fmt: skip
+    env = None
+    if checkout is not None:
+        env = {**os.environ, "PYTHONPATH": str(checkout)}
     with (workdir / "up.log").open("wb") as up_log:
         process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child
-            command, stdout=subprocess.DEVNULL, stderr=up_log
-        )
+            command, stdout=subprocess.DEVNULL, stderr=up_log, env=env,
+            cwd=checkout,
+        )  # fmt: skip
         try:
             await wait_for_gateway(url, process)
             yield process
@@ -328,12 +334,13 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         async with server_for(args.nats_url, workdir / "nats") as url:
             gateways = ["--gateways", str(args.gateways)] if args.gateways != 1 else []
-            async with running_up(url, workdir, *gateways) as up_process:
+            async with running_up(url, workdir, *gateways, checkout=args.checkout) as up_process:
                 await settle(up_process.pid)
                 print(
                     f"fleetlog up with {args.gateways} gateway process(es), pid "
                     f"{up_process.pid}, server {url}, load average "
-                    f"{os.getloadavg()[0]:.2f}",
+                    f"{os.getloadavg()[0]:.2f}"
+                    + (f", code of {args.checkout}" if args.checkout is not None else ""),
                     flush=True,
                 )
                 await bench(url, up_process.pid, args)
@@ -362,6 +369,12 @@ def main() -> None:
     parser.add_argument("--nats-url", default=None)
     parser.add_argument("--skip", nargs="*", default=[], choices=PHASES)
     parser.add_argument("--keep-workdir", action="store_true")
+    parser.add_argument(
+        "--checkout",
+        type=lambda text: Path(text).resolve(),
+        default=None,
+        help="run fleetlog up (and its gateways) from this checkout, e.g. main's worktree",
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

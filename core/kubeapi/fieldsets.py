@@ -26,8 +26,9 @@ stores, so the log holds them and a replay shows the same ones.
 from __future__ import annotations
 
 import copy
+import functools
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -107,10 +108,26 @@ def _keys(field: str, items: Iterable[Any]) -> tuple[str, ...] | None:
 
 
 def _key_element(keys: tuple[str, ...], item: Mapping[str, Any]) -> str:
-    values = {k: item.get(k, KEY_DEFAULTS.get(k)) for k in keys}
-    return "k:" + json.dumps(
-        {k: v for k, v in values.items() if v is not None}, sort_keys=True, separators=(",", ":")
-    )
+    values = tuple(item.get(k, KEY_DEFAULTS.get(k)) for k in keys)
+    if all(type(v) in _PLAIN_KEYS for v in values):
+        # Every container, port, env entry … of every object a command writes has one: the
+        # text of plain values is remembered, keyed with their types (True and 1 are equal
+        # keys to a dict, and JSON writes them differently).
+        return _plain_key_element(keys, tuple((type(v), v) for v in values))
+    return _encode_key_element(keys, values)
+
+
+_PLAIN_KEYS: Final = frozenset({str, int, type(None)})
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_key_element(keys: tuple[str, ...], typed: tuple[tuple[type, Any], ...]) -> str:
+    return _encode_key_element(keys, tuple(v for _, v in typed))
+
+
+def _encode_key_element(keys: tuple[str, ...], values: tuple[Any, ...]) -> str:
+    present = {k: v for k, v in zip(keys, values, strict=True) if v is not None}
+    return "k:" + json.dumps(present, sort_keys=True, separators=(",", ":"))
 
 
 def _value_element(value: Any) -> str:
@@ -118,40 +135,49 @@ def _value_element(value: Any) -> str:
 
 
 def _walk(
-    value: Any, prefix: Path, field: str, skip: frozenset[Path] | None = None
-) -> Iterator[Path]:
-    """The paths of ``value`` (found at ``prefix``, under the field named ``field``), but
-    none under a member of ``skip`` (members of objects only, as :data:`UNMANAGED` are)."""
+    value: Any, prefix: Path, field: str, skip: frozenset[Path] | None, out: list[Path]
+) -> None:
+    """Add the paths of ``value`` (found at ``prefix``, under the field named ``field``) to
+    ``out``, but none under a member of ``skip`` (members of objects only, as
+    :data:`UNMANAGED` are). Appends to one list rather than yielding: this walks every object
+    a command writes, and nested generators were most of the cost of a pod's managed fields."""
     if isinstance(value, dict) and value:
         deeper = skip if skip and len(prefix) + 1 < _UNMANAGED_DEPTH else None
         for key, child in value.items():
             path = (*prefix, f"f:{key}")
             if skip and path in skip:
                 continue
-            yield from _walk(child, path, str(key), deeper)
+            if child and isinstance(child, (dict, list)):
+                _walk(child, path, str(key), deeper, out)
+            else:
+                out.append(path)  # a leaf (what the call would have found), without the call
         return
     if isinstance(value, list) and value:
         if field in SET_LISTS and not any(isinstance(i, (dict, list)) for i in value):
-            for item in value:
-                yield (*prefix, _value_element(item))
+            out.extend((*prefix, _value_element(item)) for item in value)
             return
         keys = _keys(field, value)
         if keys is not None and all(isinstance(i, dict) for i in value):
             for item in value:
                 element = (*prefix, _key_element(keys, item))
-                yield element
+                out.append(element)
                 for key, child in item.items():
-                    yield from _walk(child, (*element, f"f:{key}"), str(key))
+                    if child and isinstance(child, (dict, list)):
+                        _walk(child, (*element, f"f:{key}"), str(key), None, out)
+                    else:
+                        out.append((*element, f"f:{key}"))
             return
     if prefix:
-        yield prefix
+        out.append(prefix)
 
 
 def fields_of(obj: Mapping[str, Any]) -> FieldSet:
     """The managed fields of an object (or of an applied configuration)."""
     # Unmanaged subtrees (status, the server's metadata) are not walked at all rather than
     # walked and filtered path by path: this runs for every object a command writes.
-    return frozenset(_walk(dict(obj), (), "", _UNMANAGED_SET))
+    out: list[Path] = []
+    _walk(dict(obj), (), "", _UNMANAGED_SET, out)
+    return frozenset(out)
 
 
 def path_text(path: Path) -> str:
@@ -305,21 +331,30 @@ def fields_v1(fields: FieldSet) -> dict[str, Any]:
     """A field set as FieldsV1 JSON: nested objects, ``"."`` marking a member that also has
     children."""
     tree: dict[str, Any] = {}
-    for path in sorted(fields):
-        node = tree
-        for element in path:
-            node = node.setdefault(element, {})
+    members: list[dict[str, Any]] = []
     for path in fields:
         node = tree
         for element in path:
-            node = node[element]
+            child = node.get(element)
+            if child is None:
+                child = node[element] = {}
+            node = child
+        members.append(node)
+    for node in members:
         if node and "." not in node:
             node["."] = {}
     return _sorted_tree(tree)
 
 
 def _sorted_tree(tree: dict[str, Any]) -> dict[str, Any]:
-    return {k: _sorted_tree(tree[k]) for k in sorted(tree, key=lambda k: (k != ".", k))}
+    """``tree`` with each level's keys sorted, ``"."`` first (kube's order)."""
+    if not tree:
+        return {}
+    keys = sorted(tree)
+    if keys[0] != "." and "." in tree:
+        keys.remove(".")
+        keys.insert(0, ".")
+    return {k: _sorted_tree(tree[k]) if tree[k] else {} for k in keys}
 
 
 def from_fields_v1(tree: Any, prefix: Path = ()) -> FieldSet:
@@ -454,7 +489,7 @@ def _stamp(acting: Manager, previous: list[Manager], *, changed: bool, now: str)
     old = next((m for m in previous if m.identity == acting.identity), None)
     if old is not None and not changed and old.fields == acting.fields:
         return replace(acting, time=old.time)
-    return replace(acting, time=now)
+    return acting if acting.time == now else replace(acting, time=now)
 
 
 def apply(

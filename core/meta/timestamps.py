@@ -87,5 +87,18 @@ def _parse_text(text: str) -> int | None:
 
 def stamp_of(at: datetime) -> str:
     """The condition stamp of an instant (whole seconds; ``format_stamp`` for ns since the
-    epoch). The pod and node status helpers take either the instant or its stamp."""
-    return at.strftime(STAMP_FORMAT)
+    epoch). The pod and node status helpers take either the instant or its stamp.
+
+    The stamps of recent seconds are remembered, keyed by the fields the format reads (so
+    an instant in another zone is its own key): a pod's create stamps its conditions and
+    ``strftime`` cost more than the rest of that step."""
+    key = (at.year, at.month, at.day, at.hour, at.minute, at.second)
+    stamp = _DATETIME_STAMPS.get(key)
+    if stamp is None:
+        if len(_DATETIME_STAMPS) >= _STAMPS_KEPT:
+            _DATETIME_STAMPS.clear()
+        stamp = _DATETIME_STAMPS[key] = at.strftime(STAMP_FORMAT)
+    return stamp
+
+
+_DATETIME_STAMPS: dict[tuple[int, int, int, int, int, int], str] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any, Final, Literal
 
 from core.errors import InvalidQuantity
@@ -39,7 +40,58 @@ def _positive(values: Mapping[str, Any] | None) -> dict[str, Fraction]:
 def pod_qos_class(spec: Mapping[str, Any]) -> QOSClass:
     """BestEffort: no container requests or limits cpu or memory. Guaranteed: every container
     limits both, and the pod's summed requests equal its summed limits (a request left out is
-    its limit, as the API server's defaulting makes it). Burstable: anything else."""
+    its limit, as the API server's defaulting makes it). Burstable: anything else.
+
+    The class of a shape of resources is remembered: every read model folding a pod's
+    creation computes it, and the pods of a template share one shape, while the sums are
+    exact fractions of parsed quantities."""
+    key = _shape(spec)
+    if key is None:
+        return computed_qos_class(spec)
+    return _remembered(key)
+
+
+_PLAIN: Final = frozenset({str, int, float, type(None)})
+
+Shape = tuple[tuple[tuple[tuple[type, Any], ...] | None, ...], ...]
+
+
+def _shape(spec: Mapping[str, Any]) -> Shape | None:
+    """All the class is computed from: per container (init containers after the others, as
+    they are summed), the cpu and memory of its limits and of its requests, each value with
+    its type (``True`` and ``1`` are equal keys but not equal quantities). None when a value is
+    not plain text or a number (computed, not remembered)."""
+    shape = []
+    for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+        resources = container.get("resources") or {}
+        sections: list[tuple[tuple[type, Any], ...] | None] = []
+        for section in ("limits", "requests"):
+            values = resources.get(section)
+            if not values:
+                sections.append(None)
+                continue
+            typed = tuple((type(v), v) for v in (values.get(name) for name in COUNTED))
+            if not all(t in _PLAIN for t, _ in typed):
+                return None
+            sections.append(typed)
+        shape.append(tuple(sections))
+    return tuple(shape)
+
+
+@lru_cache(maxsize=4096)
+def _remembered(shape: Shape) -> QOSClass:
+    containers = []
+    for limits, requests in shape:
+        resources = {}
+        for section, typed in (("limits", limits), ("requests", requests)):
+            if typed is not None:
+                resources[section] = {n: v for n, (_, v) in zip(COUNTED, typed, strict=True)}
+        containers.append({"resources": resources})
+    return computed_qos_class({"containers": containers})
+
+
+def computed_qos_class(spec: Mapping[str, Any]) -> QOSClass:
+    """:func:`pod_qos_class` computed afresh (what the remembered answers are)."""
     requests: dict[str, Fraction] = {}
     limits: dict[str, Fraction] = {}
     guaranteed = True

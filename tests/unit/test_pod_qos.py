@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.namespaces.status import EVOLVE as NAMESPACE_EVOLVE
-from core.pods.qos import pod_qos_class
+from core.pods.qos import computed_qos_class, pod_qos_class
 from core.pods.status import EVOLVE as POD_EVOLVE
 
 
@@ -67,3 +69,47 @@ def test_a_new_pod_is_pending_with_its_class_and_a_new_namespace_is_active() -> 
     namespace = {"kind": "Namespace", "metadata": {"name": "shop"}}
     active = NAMESPACE_EVOLVE["NamespaceCreated"](None, {"manifest": namespace}, "")  # type: ignore[arg-type]
     assert active["status"] == {"phase": "Active"}
+
+
+QUANTITIES = st.one_of(
+    st.sampled_from(["0", "100m", "0.1", "1", "2", "100Mi", "1Gi", "128Mi", "-1", "bad", "1e3"]),
+    st.integers(-1, 2),
+    st.sampled_from([0.1, 0.0, -0.0, 1.5]),
+    st.booleans(),
+    st.none(),
+)
+SECTION = st.one_of(
+    st.none(),
+    st.dictionaries(st.sampled_from(["cpu", "memory", "storage"]), QUANTITIES, max_size=3),
+)
+CONTAINERS = st.lists(
+    st.builds(
+        lambda limits, requests: {
+            "name": "c",
+            "resources": {
+                k: v for k, v in (("limits", limits), ("requests", requests)) if v is not None
+            },
+        },
+        SECTION,
+        SECTION,
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(CONTAINERS, CONTAINERS)
+def test_the_remembered_class_is_the_computed_one(
+    containers: list[dict[str, Any]], init: list[dict[str, Any]]
+) -> None:
+    spec = {"containers": containers, "initContainers": init}
+    for _ in range(2):  # computed, then remembered
+        assert pod_qos_class(spec) == computed_qos_class(spec)
+
+
+def test_a_number_and_a_boolean_are_not_one_remembered_shape() -> None:
+    """``True == 1`` as keys go; as quantities, 1 is one and ``true`` is invalid (skipped)."""
+    number = {"containers": [{"resources": {"limits": {"cpu": 1, "memory": 1}}}]}
+    boolean = {"containers": [{"resources": {"limits": {"cpu": True, "memory": True}}}]}
+    assert pod_qos_class(number) == "Guaranteed"
+    assert pod_qos_class(boolean) == computed_qos_class(boolean) == "BestEffort"

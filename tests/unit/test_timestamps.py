@@ -57,3 +57,19 @@ def test_format_stamp_is_the_datetime_stamp(ns: int) -> None:
 
 def test_a_stamp_reads_back_as_its_whole_second() -> None:
     assert parse_stamp(format_stamp(SECOND + 700_000_000)) == SECOND
+
+
+@given(
+    st.datetimes(timezones=st.one_of(st.just(UTC), st.timezones())),
+    st.integers(0, 3),
+)
+def test_stamp_of_remembers_exactly_what_strftime_writes(at: datetime, repeat: int) -> None:
+    for _ in range(repeat + 1):  # the first call may format, the others are remembered
+        assert stamp_of(at) == at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_stamp_of_remembers_a_bounded_number_of_seconds() -> None:
+    base = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    for second in range(3 * timestamps._STAMPS_KEPT):
+        stamp_of(datetime.fromtimestamp(base + second, tz=UTC))
+    assert len(timestamps._DATETIME_STAMPS) <= timestamps._STAMPS_KEPT
