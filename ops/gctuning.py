@@ -5,15 +5,43 @@ manifests) that never becomes garbage, and with the default thresholds the colle
 of it again and again: a full collection stalls every command or binding in flight for 100 ms
 or more, and a scheduler replica spent about a quarter of its CPU per pod in collections.
 Kubernetes' Go components have no such pause to tune; this is the Python equivalent of their
-GOGC setting, applied once a role has loaded its state.
+GOGC setting, applied once a role has loaded its state, and like GOGC an operator may set it
+(``FLEETLOG_GC_YOUNG_THRESHOLD``): fewer allocations between young collections mean shorter
+pauses and more of them.
 """
 
 from __future__ import annotations
 
 import gc
+import os
+
+import structlog
+
+log = structlog.get_logger(__name__)
 
 YOUNG_THRESHOLD = 50_000
 """Allocations between young collections (CPython's default is 700)."""
+YOUNG_THRESHOLD_ENV = "FLEETLOG_GC_YOUNG_THRESHOLD"
+YOUNG_THRESHOLD_BOUNDS = (100, 10_000_000)
+
+
+def young_threshold(environ: dict[str, str] | os._Environ[str] = os.environ) -> int:
+    """The operator's threshold, or :data:`YOUNG_THRESHOLD` when unset or unusable (said)."""
+    text = environ.get(YOUNG_THRESHOLD_ENV)
+    if text is None:
+        return YOUNG_THRESHOLD
+    low, high = YOUNG_THRESHOLD_BOUNDS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not low <= value <= high:
+        log.warning(
+            "gc.threshold_ignored", variable=YOUNG_THRESHOLD_ENV, value=text,
+            reason=f"not a whole number from {low} to {high}", used=YOUNG_THRESHOLD,
+        )  # fmt: skip
+        return YOUNG_THRESHOLD
+    return value
 
 
 def tune_gc() -> None:
@@ -22,4 +50,4 @@ def tune_gc() -> None:
     up with the log, before it serves."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(YOUNG_THRESHOLD, 20, 100)
+    gc.set_threshold(young_threshold(), 20, 100)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from ops.cli.cluster import _serve_agent, _until_signal
-from ops.gctuning import YOUNG_THRESHOLD, tune_gc
+from ops.gctuning import YOUNG_THRESHOLD, YOUNG_THRESHOLD_ENV, tune_gc, young_threshold
 
 
 @pytest.fixture
@@ -27,6 +27,24 @@ def test_tune_gc_freezes_what_is_alive_and_collects_the_young_less_often() -> No
     tune_gc()
     assert gc.get_freeze_count() >= len(state)
     assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+
+
+@pytest.mark.usefixtures("restore_gc")
+def test_an_operator_sets_the_young_threshold_as_gogc_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(YOUNG_THRESHOLD_ENV, "10000")
+    tune_gc()
+    assert gc.get_threshold()[0] == 10_000
+
+
+@pytest.mark.parametrize("text", ["", "lots", "-5", "0", "99", "1e5", "99999999999"])
+def test_an_unusable_young_threshold_is_said_and_the_default_kept(text: str) -> None:
+    assert young_threshold({YOUNG_THRESHOLD_ENV: text}) == YOUNG_THRESHOLD
+
+
+def test_no_young_threshold_given_is_the_default() -> None:
+    assert young_threshold({}) == YOUNG_THRESHOLD
 
 
 async def test_a_role_is_tuned_once_ready_before_it_says_so(
