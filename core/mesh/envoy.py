@@ -100,6 +100,12 @@ from core.mesh.kinds import (
     VirtualService,
     hosts_match,
 )
+from core.mesh.listener_parts import (
+    LISTENER_ROUNDS_HELD,
+    ListenerPart,
+    ListenerRoutes,
+    listener_routes,
+)
 from core.mesh.peerauth import InboundMtls, Mode, effective_mtls
 from core.mesh.vhds import (
     ON_DEMAND_FILTER,
@@ -1979,6 +1985,12 @@ class MeshBuild:
         self._previous_index: tuple[list[dict[str, Any]], HostIndex] | None = None
         """The last build's VHDS resources and index, when it made them: this one's index
         is that one's with the hosts made again replaced."""
+        self._round = 0 if previous is None else previous._round + 1
+        self._listener_parts: dict[PartKey, ListenerPart] = {}
+        """Each sidecar listener part key's listeners made or taken over, with what they
+        were made from (``core.mesh.listener_parts``): checked when asked for again."""
+        self.listeners_reused = 0
+        """How many proxies' listeners were taken over: tests read it."""
         if previous is not None:
             self._vhds_made = previous._vhds_made
             if "host_index" in previous.__dict__:
@@ -1997,6 +2009,14 @@ class MeshBuild:
             return  # the services themselves may differ: nothing is taken over
         if "services" in previous.__dict__:
             self.__dict__["services"] = previous.services
+        # Each part records what it read (the services list, the VirtualServices' TCP and TLS
+        # routes, the inbound mTLS): checked when used. Parts no build asked for in
+        # LISTENER_ROUNDS_HELD rounds are let go (their proxies are gone).
+        self._listener_parts = {
+            key: part
+            for key, part in previous._listener_parts.items()
+            if self._round - part.used <= LISTENER_ROUNDS_HELD
+        }
         if not kinds & _HOST_BLIND_KINDS:
             # Sidecar routes read only services, VirtualServices and DestinationRules, and each
             # host says which of them it read: checked when used.
@@ -2017,6 +2037,14 @@ class MeshBuild:
     @cached_property
     def by_host(self) -> dict[str, MeshService]:
         return {s.host: s for s in self.services}
+
+    @cached_property
+    def _http_port_numbers(self) -> list[int]:
+        return _http_ports(self.services)
+
+    @cached_property
+    def _listener_routes(self) -> ListenerRoutes:
+        return listener_routes(self.state.virtual_services)
 
     @cached_property
     def _identities(self) -> dict[str, tuple[str, ...]]:
@@ -2104,7 +2132,7 @@ class MeshBuild:
         """:func:`_sidecar_routes`, each virtual host taken over from the previous build when
         the state still gives it (a VirtualService change makes its hosts' again)."""
         configs = []
-        for port in _http_ports(self.services):
+        for port in self._http_port_numbers:
             hosts = []
             for service in self.services:
                 if not _serves_http(service, port):
@@ -2198,16 +2226,30 @@ class MeshBuild:
         return list(named.values())
 
     def listeners(self, proxy: Proxy) -> list[dict[str, Any]]:
+        """A gateway's listeners, or a sidecar's: taken over from the last build when what
+        they read is unchanged (an HTTP-only VirtualService change alters no listener:
+        ``core.mesh.listener_parts``), else made for the proxy's listener part key."""
         if proxy.kind == "gateway":
             return self._gateway(proxy)[0]
-        listeners = _sidecar_listeners(self.state, proxy, self.services, self.by_host)
+        key = part_key(proxy, LISTENER_TYPE)
+        mtls = self.state.inbound_mtls(proxy.namespace, proxy.labels) if proxy.captured else None
+        routes = self._listener_routes
+        found = self._listener_parts.get(key)
+        if found is not None and found.still(self.services, routes, mtls):
+            if found.used != self._round:
+                self.listeners_reused += 1
+                self._listener_parts[key] = replace(found, used=self._round)
+            return found.listeners
+        listeners = _sidecar_listeners(self.state, proxy, self.services, self.by_host,
+                                       http_ports=self._http_port_numbers)  # fmt: skip
         if proxy.on_demand:
             _ask_on_demand(listeners)
-        if proxy.captured:
+        if mtls is not None:
             for listener in listeners:
                 listener["bind_to_port"] = False
-            inbound = _inbound_listener(self.state.inbound_mtls(proxy.namespace, proxy.labels))
-            listeners[:0] = [_outbound_listener(), inbound]
+            listeners[:0] = [_outbound_listener(), _inbound_listener(mtls)]
+        self._listener_parts[key] = ListenerPart(listeners, self.services, routes, mtls,
+                                                 self._round)  # fmt: skip
         return listeners
 
     def snapshot(self, proxy: Proxy) -> Snapshot:
@@ -2365,11 +2407,15 @@ def _sidecar_listeners(
     proxy: Proxy,
     services: Sequence[MeshService],
     by_host: Mapping[str, MeshService],
+    *,
+    http_ports: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """A sidecar's listeners: one per HTTP port (whose routes are :func:`_sidecar_routes`'
-    configuration of that port) and one per TCP service port."""
+    configuration of that port) and one per TCP service port. ``http_ports``: the services'
+    (:func:`_http_ports`), when the caller has them."""
     listeners: list[dict[str, Any]] = []
-    http_ports = _http_ports(services)
+    if http_ports is None:
+        http_ports = _http_ports(services)
     for port in http_ports:
         listener = _http_listener(f"{proxy.bind_address}_{port}", proxy.bind_address, port,
                                   str(port), f"outbound_{proxy.bind_address}_{port}")  # fmt: skip
