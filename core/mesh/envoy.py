@@ -1636,13 +1636,20 @@ class _VirtualHost:
     whole: bool
 
     def still(self, service: MeshService, state: MeshState, by_host: Mapping[str, Any]) -> bool:
-        return (
-            not self.whole
-            and _same(self.service, service)
-            and _same(self.virtual_service, state.mesh_virtual_services.get(service.host))
-            and all(_same(v, state.rules_by_host.get(k)) for k, v in self.rules.items())
-            and all(_same(v, by_host.get(k)) for k, v in self.services.items())
-        )
+        # Asked of every host (1,000) on every push that takes hosts over: loops, not
+        # generators (each all() made one per host).
+        if self.whole or not _same(self.service, service):
+            return False
+        if not _same(self.virtual_service, state.mesh_virtual_services.get(service.host)):
+            return False
+        rules = state.rules_by_host
+        for key, value in self.rules.items():
+            if not _same(value, rules.get(key)):
+                return False
+        for key, value in self.services.items():  # noqa: SIM110 (see above)
+            if not _same(value, by_host.get(key)):
+                return False
+        return True
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -2009,6 +2016,10 @@ class MeshBuild:
             return  # the services themselves may differ: nothing is taken over
         if "services" in previous.__dict__:
             self.__dict__["services"] = previous.services
+            # What is made of the services alone goes with them.
+            for made in ("_http_port_numbers", "_http_services"):
+                if made in previous.__dict__:
+                    self.__dict__[made] = previous.__dict__[made]
         # Each part records what it read (the services list, the VirtualServices' TCP and TLS
         # routes, the inbound mTLS): checked when used. Parts no build asked for in
         # LISTENER_ROUNDS_HELD rounds are let go (their proxies are gone).
@@ -2024,6 +2035,9 @@ class MeshBuild:
         if kinds & _CLUSTER_BLIND_KINDS or ("EndpointSlice" in kinds and slices_of is None):
             return
         touched = set(slices_of or ())
+        if not touched:  # a VirtualService or DestinationRule change: a plain copy is cheaper
+            self._service_parts = dict(previous._service_parts)
+            return
         self._service_parts = {
             key: part
             for key, part in previous._service_parts.items()
@@ -2041,6 +2055,14 @@ class MeshBuild:
     @cached_property
     def _http_port_numbers(self) -> list[int]:
         return _http_ports(self.services)
+
+    @cached_property
+    def _http_services(self) -> list[tuple[int, list[MeshService]]]:
+        """Each HTTP port with the services serving HTTP on it, in the services' order."""
+        return [
+            (port, [s for s in self.services if _serves_http(s, port)])
+            for port in self._http_port_numbers
+        ]
 
     @cached_property
     def _listener_routes(self) -> ListenerRoutes:
@@ -2132,11 +2154,9 @@ class MeshBuild:
         """:func:`_sidecar_routes`, each virtual host taken over from the previous build when
         the state still gives it (a VirtualService change makes its hosts' again)."""
         configs = []
-        for port in self._http_port_numbers:
+        for port, services in self._http_services:
             hosts = []
-            for service in self.services:
-                if not _serves_http(service, port):
-                    continue
+            for service in services:
                 found = self._hosts.get((port, service.host))
                 if found is not None and found.still(service, self.state, self.by_host):
                     self.reused += 1
