@@ -1634,6 +1634,9 @@ class _VirtualHost:
     rules: Mapping[str, Any]
     services: Mapping[str, Any]
     whole: bool
+    direct: bool
+    """Whether a route of the host answers directly (its configuration then allows the
+    bodies' size): recorded, not looked for in 1,000 hosts' routes on every push."""
 
     def still(self, service: MeshService, state: MeshState, by_host: Mapping[str, Any]) -> bool:
         # Asked of every host (1,000) on every push that takes hosts over: loops, not
@@ -1678,27 +1681,38 @@ def _virtual_host(
         routes = [_default_route(service, port, ctx)]
     host = {"name": f"{service.host}:{port}", "domains": _domains(service, None), "routes": routes}
     return _VirtualHost(host, service, vs, rules.seen, services.seen,
-                        rules.whole or services.whole)  # fmt: skip
+                        rules.whole or services.whole,
+                        any("direct_response" in r for r in routes))  # fmt: skip
 
 
-def _route_configuration(name: str, virtual_hosts: list[dict[str, Any]]) -> dict[str, Any]:
+def _route_configuration(
+    name: str, virtual_hosts: list[dict[str, Any]], *, direct: bool | None = None
+) -> dict[str, Any]:
+    """``direct``: whether a route of ``virtual_hosts`` answers directly, when the caller
+    knows (None: looked for in every route)."""
     config = {
         "@type": ROUTE_TYPE,
         "name": name,
         "virtual_hosts": virtual_hosts,
         "validate_clusters": False,
     }
-    _allow_direct_bodies(config)
+    if direct is None:
+        _allow_direct_bodies(config)
+    elif direct:
+        config["max_direct_response_body_size_bytes"] = DIRECT_RESPONSE_BODY_MAX
     return config
 
 
-def _sidecar_route_configuration(name: str, virtual_hosts: list[dict[str, Any]]) -> dict[str, Any]:
+def _sidecar_route_configuration(
+    name: str, virtual_hosts: list[dict[str, Any]], *, direct: bool | None = None
+) -> dict[str, Any]:
     """A sidecar's route configuration for one port: its listener serves only that port, so
     the port of a ``Host: web:8080`` says nothing and Envoy ignores it when picking the virtual
     host (``ignore_port_in_host_matching``; the header goes upstream unchanged, unlike the
     connection manager's ``strip_any_host_port``). Each host then lists each name once, not
     with its ``:port`` twin: half the domains Envoy indexes on every route push."""
-    return {**_route_configuration(name, virtual_hosts), "ignore_port_in_host_matching": True}
+    config = _route_configuration(name, virtual_hosts, direct=direct)
+    return {**config, "ignore_port_in_host_matching": True}
 
 
 def _allow_direct_bodies(config: dict[str, Any]) -> None:
@@ -2156,6 +2170,7 @@ class MeshBuild:
         configs = []
         for port, services in self._http_services:
             hosts = []
+            direct = False
             for service in services:
                 found = self._hosts.get((port, service.host))
                 if found is not None and found.still(service, self.state, self.by_host):
@@ -2164,7 +2179,8 @@ class MeshBuild:
                     found = _virtual_host(service, port, self.state, self.by_host)
                     self._hosts[(port, service.host)] = found
                 hosts.append(found.host)
-            configs.append(_sidecar_route_configuration(str(port), hosts))
+                direct = direct or found.direct
+            configs.append(_sidecar_route_configuration(str(port), hosts, direct=direct))
         return configs
 
     @cached_property

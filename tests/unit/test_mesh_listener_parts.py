@@ -181,6 +181,7 @@ _SPECS: list[dict[str, Any] | None] = [
                                         "route": [dest("cache")]}]},
     {"hosts": ["legacy"], "tcp": [{"route": [dest("db", "replica")]}]},
     {"hosts": ["legacy"], "http": [{"route": [dest("legacy")], "timeout": "1s"}]},
+    {"hosts": ["legacy"], "http": [{"directResponse": {"status": 503}}]},
     {"hosts": ["vault"], "tls": [{"match": [{"sniHosts": ["vault"]}],
                                   "route": [dest("vault")]}]},
     {"hosts": ["vault", "a.example.com"], "tls": [{"match": [{"sniHosts": ["a.example.com"]}],
