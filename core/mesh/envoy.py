@@ -102,8 +102,10 @@ from core.mesh.kinds import (
 )
 from core.mesh.listener_parts import (
     LISTENER_ROUNDS_HELD,
+    ListenerKey,
     ListenerPart,
     ListenerRoutes,
+    listener_key,
     listener_routes,
 )
 from core.mesh.peerauth import InboundMtls, Mode, effective_mtls
@@ -1913,7 +1915,8 @@ def part_key(proxy: Proxy, type_url: str) -> PartKey:
     traffic is captured (the pass-through clusters); a sidecar's routes on its capture
     (``allow_any``) and on-demand hosts, a gateway's routes and credentials on the labels that
     select its Gateways, VHDS resources only on on-demand hosts; listeners on everything (the
-    bind address, the workload's PeerAuthentication).
+    bind address, the workload's PeerAuthentication; a sidecar's are made once per
+    :func:`~core.mesh.listener_parts.listener_key`, narrower, and shared by these keys).
     :meth:`MeshBuild.key` adds what the state makes proxy-specific: the DestinationRules whose
     ``workloadSelector`` picks a sidecar (their ``credentialName`` goes over SDS)."""
     captured = proxy.kind == "sidecar" and proxy.captured
@@ -2007,9 +2010,11 @@ class MeshBuild:
         """The last build's VHDS resources and index, when it made them: this one's index
         is that one's with the hosts made again replaced."""
         self._round = 0 if previous is None else previous._round + 1
-        self._listener_parts: dict[PartKey, ListenerPart] = {}
-        """Each sidecar listener part key's listeners made or taken over, with what they
-        were made from (``core.mesh.listener_parts``): checked when asked for again."""
+        self._listener_parts: dict[ListenerKey, ListenerPart] = {}
+        """Sidecar listeners made or taken over, by what of a proxy they depend on
+        (:func:`~core.mesh.listener_parts.listener_key`: sidecars of other namespaces and
+        labels share them), with what of the state they were made from
+        (``core.mesh.listener_parts``): checked when asked for again."""
         self.listeners_reused = 0
         """How many proxies' listeners were taken over: tests read it."""
         if previous is not None:
@@ -2267,8 +2272,8 @@ class MeshBuild:
         ``core.mesh.listener_parts``), else made for the proxy's listener part key."""
         if proxy.kind == "gateway":
             return self._gateway(proxy)[0]
-        key = part_key(proxy, LISTENER_TYPE)
         mtls = self.state.inbound_mtls(proxy.namespace, proxy.labels) if proxy.captured else None
+        key = listener_key(proxy.bind_address, proxy.captured, proxy.on_demand, mtls)
         routes = self._listener_routes
         found = self._listener_parts.get(key)
         if found is not None and found.still(self.services, routes, mtls):

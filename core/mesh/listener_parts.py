@@ -11,10 +11,11 @@ made from (:class:`ListenerPart`); a later build takes them over when those inpu
 still what its state gives, so a proxy gets exactly the listeners a build of its own would
 make (``tests/unit/test_mesh_listener_parts.py`` compares them on varied changes).
 
-What a sidecar's listeners read (``core.mesh.envoy._sidecar_listeners``): the proxy's own
-fields (in its listener part key), the services (their ports, addresses and protocols, and
-the hosts routes name), the VirtualServices' TCP and TLS routes (:func:`listener_routes`),
-and, for a captured sidecar, its workload's inbound mTLS (PeerAuthentication).
+What a sidecar's listeners read (``core.mesh.envoy._sidecar_listeners``): the proxy's bind
+address, capture and on-demand hosts, and a captured sidecar's inbound mTLS (its workload's
+PeerAuthentication) — :func:`listener_key`; the services (their ports, addresses and
+protocols, and the hosts routes name); the VirtualServices' TCP and TLS routes
+(:func:`listener_routes`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,19 @@ LISTENER_ROUNDS_HELD: Final = 32
 build no listeners (EndpointSlice changes) must not lose the live proxies' ones."""
 
 ListenerRoutes = tuple[tuple[Any, ...], ...]
+ListenerKey = tuple[Any, ...]
+
+
+def listener_key(
+    bind_address: str, captured: bool, on_demand: bool, inbound: InboundMtls | None
+) -> ListenerKey:
+    """What of a sidecar its listeners depend on: the address they bind, whether its traffic
+    is captured (``virtualOutbound``, ports not bound) with its inbound mTLS (``inbound``,
+    None when not captured), and whether it asks for hosts on demand. Not its namespace,
+    labels or locality (those are the handler's :func:`~core.mesh.envoy.part_key`, which
+    other types need): ten captured sidecars of ten Deployments share one build."""
+    mtls = None if inbound is None else (inbound.mode, tuple(sorted(inbound.ports.items())))
+    return (bind_address, captured, on_demand, mtls)
 
 
 def listener_routes(virtual_services: Sequence[VirtualService]) -> ListenerRoutes:
@@ -59,7 +73,7 @@ def listener_routes(virtual_services: Sequence[VirtualService]) -> ListenerRoute
 
 @dataclass(frozen=True)
 class ListenerPart:
-    """One listener part key's listeners and the inputs they were made from."""
+    """One :func:`listener_key`'s listeners and the inputs of the state they were made from."""
 
     listeners: list[dict[str, Any]]
     services: object

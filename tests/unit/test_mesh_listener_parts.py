@@ -153,6 +153,27 @@ def test_an_http_only_change_leaves_the_listeners_and_a_tcp_one_changes_them() -
     assert new.listeners(SIDECARS[0]) != build.listeners(SIDECARS[0])
 
 
+def test_sidecars_of_other_namespaces_labels_and_localities_share_one_build() -> None:
+    """Listeners depend on the bind address, capture, on-demand hosts and inbound mTLS, not
+    on which workload the sidecar is: alike sidecars get the very same list, each equal to
+    its own build's; a workload whose PeerAuthentication differs gets its own."""
+    state = base_state()
+    alike = [
+        Proxy(namespace=NS, labels={"app": "web"}, captured=True, on_demand=True),
+        Proxy(namespace=NS, labels={"app": "web", "pod-template-hash": "b"}, captured=True,
+              on_demand=True, locality="r1/z1/"),
+        Proxy(namespace="other", labels={"app": "db"}, captured=True, on_demand=True),
+    ]  # fmt: skip
+    build = MeshBuild(state)
+    first = build.listeners(alike[0])
+    for proxy in alike:
+        assert build.listeners(proxy) == build_snapshot(state, proxy).listeners, proxy
+    # web's STRICT and other's default (PERMISSIVE) inbound differ: two builds, not three.
+    assert build.listeners(alike[1]) is first
+    assert build.listeners(alike[2]) is not first
+    assert build.listeners(alike[2]) != first
+
+
 def test_listeners_no_build_asked_for_are_let_go() -> None:
     """A proxy gone leaves its listeners behind for LISTENER_ROUNDS_HELD builds only; one
     asked for in each build keeps them through any number."""
