@@ -100,6 +100,14 @@ from core.mesh.kinds import (
     VirtualService,
     hosts_match,
 )
+from core.mesh.listener_parts import (
+    LISTENER_ROUNDS_HELD,
+    ListenerKey,
+    ListenerPart,
+    ListenerRoutes,
+    listener_key,
+    listener_routes,
+)
 from core.mesh.peerauth import InboundMtls, Mode, effective_mtls
 from core.mesh.vhds import (
     ON_DEMAND_FILTER,
@@ -1628,15 +1636,25 @@ class _VirtualHost:
     rules: Mapping[str, Any]
     services: Mapping[str, Any]
     whole: bool
+    direct: bool
+    """Whether a route of the host answers directly (its configuration then allows the
+    bodies' size): recorded, not looked for in 1,000 hosts' routes on every push."""
 
     def still(self, service: MeshService, state: MeshState, by_host: Mapping[str, Any]) -> bool:
-        return (
-            not self.whole
-            and _same(self.service, service)
-            and _same(self.virtual_service, state.mesh_virtual_services.get(service.host))
-            and all(_same(v, state.rules_by_host.get(k)) for k, v in self.rules.items())
-            and all(_same(v, by_host.get(k)) for k, v in self.services.items())
-        )
+        # Asked of every host (1,000) on every push that takes hosts over: loops, not
+        # generators (each all() made one per host).
+        if self.whole or not _same(self.service, service):
+            return False
+        if not _same(self.virtual_service, state.mesh_virtual_services.get(service.host)):
+            return False
+        rules = state.rules_by_host
+        for key, value in self.rules.items():
+            if not _same(value, rules.get(key)):
+                return False
+        for key, value in self.services.items():  # noqa: SIM110 (see above)
+            if not _same(value, by_host.get(key)):
+                return False
+        return True
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -1665,27 +1683,38 @@ def _virtual_host(
         routes = [_default_route(service, port, ctx)]
     host = {"name": f"{service.host}:{port}", "domains": _domains(service, None), "routes": routes}
     return _VirtualHost(host, service, vs, rules.seen, services.seen,
-                        rules.whole or services.whole)  # fmt: skip
+                        rules.whole or services.whole,
+                        any("direct_response" in r for r in routes))  # fmt: skip
 
 
-def _route_configuration(name: str, virtual_hosts: list[dict[str, Any]]) -> dict[str, Any]:
+def _route_configuration(
+    name: str, virtual_hosts: list[dict[str, Any]], *, direct: bool | None = None
+) -> dict[str, Any]:
+    """``direct``: whether a route of ``virtual_hosts`` answers directly, when the caller
+    knows (None: looked for in every route)."""
     config = {
         "@type": ROUTE_TYPE,
         "name": name,
         "virtual_hosts": virtual_hosts,
         "validate_clusters": False,
     }
-    _allow_direct_bodies(config)
+    if direct is None:
+        _allow_direct_bodies(config)
+    elif direct:
+        config["max_direct_response_body_size_bytes"] = DIRECT_RESPONSE_BODY_MAX
     return config
 
 
-def _sidecar_route_configuration(name: str, virtual_hosts: list[dict[str, Any]]) -> dict[str, Any]:
+def _sidecar_route_configuration(
+    name: str, virtual_hosts: list[dict[str, Any]], *, direct: bool | None = None
+) -> dict[str, Any]:
     """A sidecar's route configuration for one port: its listener serves only that port, so
     the port of a ``Host: web:8080`` says nothing and Envoy ignores it when picking the virtual
     host (``ignore_port_in_host_matching``; the header goes upstream unchanged, unlike the
     connection manager's ``strip_any_host_port``). Each host then lists each name once, not
     with its ``:port`` twin: half the domains Envoy indexes on every route push."""
-    return {**_route_configuration(name, virtual_hosts), "ignore_port_in_host_matching": True}
+    config = _route_configuration(name, virtual_hosts, direct=direct)
+    return {**config, "ignore_port_in_host_matching": True}
 
 
 def _allow_direct_bodies(config: dict[str, Any]) -> None:
@@ -1886,7 +1915,8 @@ def part_key(proxy: Proxy, type_url: str) -> PartKey:
     traffic is captured (the pass-through clusters); a sidecar's routes on its capture
     (``allow_any``) and on-demand hosts, a gateway's routes and credentials on the labels that
     select its Gateways, VHDS resources only on on-demand hosts; listeners on everything (the
-    bind address, the workload's PeerAuthentication).
+    bind address, the workload's PeerAuthentication; a sidecar's are made once per
+    :func:`~core.mesh.listener_parts.listener_key`, narrower, and shared by these keys).
     :meth:`MeshBuild.key` adds what the state makes proxy-specific: the DestinationRules whose
     ``workloadSelector`` picks a sidecar (their ``credentialName`` goes over SDS)."""
     captured = proxy.kind == "sidecar" and proxy.captured
@@ -1979,6 +2009,14 @@ class MeshBuild:
         self._previous_index: tuple[list[dict[str, Any]], HostIndex] | None = None
         """The last build's VHDS resources and index, when it made them: this one's index
         is that one's with the hosts made again replaced."""
+        self._round = 0 if previous is None else previous._round + 1
+        self._listener_parts: dict[ListenerKey, ListenerPart] = {}
+        """Sidecar listeners made or taken over, by what of a proxy they depend on
+        (:func:`~core.mesh.listener_parts.listener_key`: sidecars of other namespaces and
+        labels share them), with what of the state they were made from
+        (``core.mesh.listener_parts``): checked when asked for again."""
+        self.listeners_reused = 0
+        """How many proxies' listeners were taken over: tests read it."""
         if previous is not None:
             self._vhds_made = previous._vhds_made
             if "host_index" in previous.__dict__:
@@ -1997,6 +2035,18 @@ class MeshBuild:
             return  # the services themselves may differ: nothing is taken over
         if "services" in previous.__dict__:
             self.__dict__["services"] = previous.services
+            # What is made of the services alone goes with them.
+            for made in ("_http_port_numbers", "_http_services"):
+                if made in previous.__dict__:
+                    self.__dict__[made] = previous.__dict__[made]
+        # Each part records what it read (the services list, the VirtualServices' TCP and TLS
+        # routes, the inbound mTLS): checked when used. Parts no build asked for in
+        # LISTENER_ROUNDS_HELD rounds are let go (their proxies are gone).
+        self._listener_parts = {
+            key: part
+            for key, part in previous._listener_parts.items()
+            if self._round - part.used <= LISTENER_ROUNDS_HELD
+        }
         if not kinds & _HOST_BLIND_KINDS:
             # Sidecar routes read only services, VirtualServices and DestinationRules, and each
             # host says which of them it read: checked when used.
@@ -2004,6 +2054,9 @@ class MeshBuild:
         if kinds & _CLUSTER_BLIND_KINDS or ("EndpointSlice" in kinds and slices_of is None):
             return
         touched = set(slices_of or ())
+        if not touched:  # a VirtualService or DestinationRule change: a plain copy is cheaper
+            self._service_parts = dict(previous._service_parts)
+            return
         self._service_parts = {
             key: part
             for key, part in previous._service_parts.items()
@@ -2017,6 +2070,22 @@ class MeshBuild:
     @cached_property
     def by_host(self) -> dict[str, MeshService]:
         return {s.host: s for s in self.services}
+
+    @cached_property
+    def _http_port_numbers(self) -> list[int]:
+        return _http_ports(self.services)
+
+    @cached_property
+    def _http_services(self) -> list[tuple[int, list[MeshService]]]:
+        """Each HTTP port with the services serving HTTP on it, in the services' order."""
+        return [
+            (port, [s for s in self.services if _serves_http(s, port)])
+            for port in self._http_port_numbers
+        ]
+
+    @cached_property
+    def _listener_routes(self) -> ListenerRoutes:
+        return listener_routes(self.state.virtual_services)
 
     @cached_property
     def _identities(self) -> dict[str, tuple[str, ...]]:
@@ -2104,11 +2173,10 @@ class MeshBuild:
         """:func:`_sidecar_routes`, each virtual host taken over from the previous build when
         the state still gives it (a VirtualService change makes its hosts' again)."""
         configs = []
-        for port in _http_ports(self.services):
+        for port, services in self._http_services:
             hosts = []
-            for service in self.services:
-                if not _serves_http(service, port):
-                    continue
+            direct = False
+            for service in services:
                 found = self._hosts.get((port, service.host))
                 if found is not None and found.still(service, self.state, self.by_host):
                     self.reused += 1
@@ -2116,7 +2184,8 @@ class MeshBuild:
                     found = _virtual_host(service, port, self.state, self.by_host)
                     self._hosts[(port, service.host)] = found
                 hosts.append(found.host)
-            configs.append(_sidecar_route_configuration(str(port), hosts))
+                direct = direct or found.direct
+            configs.append(_sidecar_route_configuration(str(port), hosts, direct=direct))
         return configs
 
     @cached_property
@@ -2198,16 +2267,30 @@ class MeshBuild:
         return list(named.values())
 
     def listeners(self, proxy: Proxy) -> list[dict[str, Any]]:
+        """A gateway's listeners, or a sidecar's: taken over from the last build when what
+        they read is unchanged (an HTTP-only VirtualService change alters no listener:
+        ``core.mesh.listener_parts``), else made for the proxy's listener part key."""
         if proxy.kind == "gateway":
             return self._gateway(proxy)[0]
-        listeners = _sidecar_listeners(self.state, proxy, self.services, self.by_host)
+        mtls = self.state.inbound_mtls(proxy.namespace, proxy.labels) if proxy.captured else None
+        key = listener_key(proxy.bind_address, proxy.captured, proxy.on_demand, mtls)
+        routes = self._listener_routes
+        found = self._listener_parts.get(key)
+        if found is not None and found.still(self.services, routes, mtls):
+            if found.used != self._round:
+                self.listeners_reused += 1
+                self._listener_parts[key] = replace(found, used=self._round)
+            return found.listeners
+        listeners = _sidecar_listeners(self.state, proxy, self.services, self.by_host,
+                                       http_ports=self._http_port_numbers)  # fmt: skip
         if proxy.on_demand:
             _ask_on_demand(listeners)
-        if proxy.captured:
+        if mtls is not None:
             for listener in listeners:
                 listener["bind_to_port"] = False
-            inbound = _inbound_listener(self.state.inbound_mtls(proxy.namespace, proxy.labels))
-            listeners[:0] = [_outbound_listener(), inbound]
+            listeners[:0] = [_outbound_listener(), _inbound_listener(mtls)]
+        self._listener_parts[key] = ListenerPart(listeners, self.services, routes, mtls,
+                                                 self._round)  # fmt: skip
         return listeners
 
     def snapshot(self, proxy: Proxy) -> Snapshot:
@@ -2365,11 +2448,15 @@ def _sidecar_listeners(
     proxy: Proxy,
     services: Sequence[MeshService],
     by_host: Mapping[str, MeshService],
+    *,
+    http_ports: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """A sidecar's listeners: one per HTTP port (whose routes are :func:`_sidecar_routes`'
-    configuration of that port) and one per TCP service port."""
+    configuration of that port) and one per TCP service port. ``http_ports``: the services'
+    (:func:`_http_ports`), when the caller has them."""
     listeners: list[dict[str, Any]] = []
-    http_ports = _http_ports(services)
+    if http_ports is None:
+        http_ports = _http_ports(services)
     for port in http_ports:
         listener = _http_listener(f"{proxy.bind_address}_{port}", proxy.bind_address, port,
                                   str(port), f"outbound_{proxy.bind_address}_{port}")  # fmt: skip
