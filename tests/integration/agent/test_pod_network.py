@@ -38,6 +38,7 @@ from core.network.ranges import ClusterCIDR
 from core.nodes.status import assigned_pod_cidr, node_condition
 from handlers.agent import network as network_module
 from handlers.agent.agent import NodeAgent
+from handlers.agent.netnsexec import MOUNTS_RECHECK_S
 from handlers.agent.network import (
     POOL_QUIET_S,
     BridgeNetwork,
@@ -1075,7 +1076,8 @@ async def test_a_container_sees_no_pods_namespace_handles_and_the_nodes_later_mo
     """Starts copy a mount namespace made once without /run/netns's binds: a container is in
     its pod's network namespace yet sees no pod's handle there (neither those there at the
     first start nor one bound since), and a mount made on the node after the first start
-    is seen by the next start as an `ip netns exec` copy of the node's mounts would see it."""
+    is seen by a start ``MOUNTS_RECHECK_S`` later as an `ip netns exec` copy of the node's
+    mounts would see it."""
     why = can_make_namespaces()
     if why:
         pytest.skip(why)
@@ -1124,6 +1126,7 @@ async def test_a_container_sees_no_pods_namespace_handles_and_the_nodes_later_mo
         )  # fmt: skip
         mounted = True
         (later / "mark").write_text("seen")
+        await asyncio.sleep(MOUNTS_RECHECK_S)  # a start reads the node's mounts this often
         second = await run("second")
         assert second[:3] == [f"net {own}", "handles", "later seen"]
         # Nothing of it reached the node: every pod's handle is still bound there.
