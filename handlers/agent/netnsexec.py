@@ -20,6 +20,11 @@ The steps, in the order ``ip netns exec`` takes them:
 5. each entry of ``/etc/netns/<netns>/`` bound over the same name in ``/etc`` (an entry that
    cannot be bound is logged and skipped, as ``ip`` warns and carries on).
 
+A start thread takes step 2 from a template it made once (see "the start thread's mount
+namespace template" below): a copy of the node's mounts without ``/run/netns``'s namespace
+handles, ``/`` already a slave and ``/sys`` already detached, so its containers see no pod's
+handle and a start no longer copies one mount per pod network namespace of the node.
+
 Which thread: the runtime's own start threads (:func:`start_thread`, their initializer) enter
 and leave in place: each has a root and working directory of its own (``unshare(CLONE_FS)``,
 which a thread needs to change mount namespace), saves its namespaces and working directory,
