@@ -38,6 +38,7 @@ from core.network.ranges import ClusterCIDR
 from core.nodes.status import assigned_pod_cidr, node_condition
 from handlers.agent import network as network_module
 from handlers.agent.agent import NodeAgent
+from handlers.agent.netnsexec import MOUNTS_RECHECK_S
 from handlers.agent.network import (
     POOL_QUIET_S,
     BridgeNetwork,
@@ -1067,3 +1068,72 @@ async def test_a_container_is_born_in_its_pods_namespaces_without_an_ip_process(
         runtime.cleanup()
         shutil.rmtree(etc, ignore_errors=True)
         await asyncio.to_thread(subprocess.run, ["ip", "netns", "del", name], check=False)
+
+
+async def test_a_container_sees_no_pods_namespace_handles_and_the_nodes_later_mounts(
+    tmp_path: Path,
+) -> None:
+    """Starts copy a mount namespace made once without /run/netns's binds: a container is in
+    its pod's network namespace yet sees no pod's handle there (neither those there at the
+    first start nor one bound since), and a mount made on the node after the first start
+    is seen by a start ``MOUNTS_RECHECK_S`` later as an `ip netns exec` copy of the node's
+    mounts would see it."""
+    why = can_make_namespaces()
+    if why:
+        pytest.skip(why)
+    token = secrets.token_hex(3)
+    names = [f"t{token}x-own", f"t{token}x-other", f"t{token}x-later"]
+    for name in names[:2]:
+        await asyncio.to_thread(subprocess.run, ["ip", "netns", "add", name], check=True)
+    runtime = TrackedRuntime(tmp_path / "node")
+    later = tmp_path / "later"
+    later.mkdir()
+    mounted = False
+    script = (
+        "echo net $(stat -L -c %i /proc/self/ns/net); echo handles $(ls -A /run/netns);"
+        f" echo later $(cat {later}/mark 2>&1); echo done; sleep 30"
+    )
+
+    async def run(uid: str) -> list[str]:
+        started = await runtime.start(
+            ContainerSpec(
+                pod_uid=f"{uid}-{secrets.token_hex(4)}", pod_namespace="default",
+                pod_name=uid, name="main", restart_count=0,
+                argv=["/bin/sh", "-c", script], netns=names[0],
+            )
+        )  # fmt: skip
+
+        def said() -> str:
+            path = started.stdout_path
+            return path.read_text() if path.exists() else ""
+
+        async def told() -> bool:
+            return "done" in said()
+
+        await eventually(told, timeout=15)
+        return said().splitlines()
+
+    try:
+        own = os.stat(f"/run/netns/{names[0]}").st_ino
+        first = await run("first")
+        assert first[0] == f"net {own}"  # in its pod's network namespace
+        assert first[1] == "handles"  # no pod's handle, its own neither
+        assert first[2].startswith("later cat:")  # nothing mounted there yet
+        await asyncio.to_thread(subprocess.run, ["ip", "netns", "add", names[2]], check=True)
+        await asyncio.to_thread(
+            subprocess.run, ["mount", "-t", "tmpfs", "-o", "size=4k", "none", str(later)],
+            check=True,
+        )  # fmt: skip
+        mounted = True
+        (later / "mark").write_text("seen")
+        await asyncio.sleep(MOUNTS_RECHECK_S)  # a start reads the node's mounts this often
+        second = await run("second")
+        assert second[:3] == [f"net {own}", "handles", "later seen"]
+        # Nothing of it reached the node: every pod's handle is still bound there.
+        assert set(names) <= set(os.listdir("/run/netns"))
+    finally:
+        runtime.cleanup()
+        if mounted:
+            await asyncio.to_thread(subprocess.run, ["umount", "-l", str(later)], check=False)
+        for name in names:
+            await asyncio.to_thread(subprocess.run, ["ip", "netns", "del", name], check=False)
