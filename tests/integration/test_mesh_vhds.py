@@ -29,7 +29,7 @@ from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.server import free_port
-from tests.integration.test_mesh_push import apply, envoy, mesh_push, until
+from tests.integration.meshkit import apply, envoy, mesh_push, until
 from tests.mesh_scenario import http_backends
 
 pytestmark = pytest.mark.integration
