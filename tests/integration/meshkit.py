@@ -125,7 +125,13 @@ async def start_push(
     bucket (``fleetlog mesh status``), without it none. Insecure (any proxy served on its node
     id's word) unless ``trusted_keys`` are given: the tests' Envoys are started by hand, with
     no proxy token (``test_mesh_auth.py`` tests the tokens). ``root_tick_s`` is set before the
-    handler runs, so even its first root check waits only that long."""
+    handler runs, so even its first root check waits only that long. It starts once the
+    projection has folded the whole log (what the test applied before it)."""
+    # Read-your-writes: the handler starts from everything the test applied before it. From
+    # a projection still folding those it would push a part of the mesh (a Service whose
+    # EndpointSlice is not folded yet: Envoy's 503 "no healthy upstream") while the test
+    # already calls it: the VHDS test's failure under load.
+    assert await projection.wait_for_log_end(timeout=60), "the projection did not catch up"
     options: dict[str, Any] = {}
     if admission_wait_s is not None:
         options["admission_wait_s"] = admission_wait_s
