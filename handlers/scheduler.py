@@ -263,6 +263,7 @@ class Scheduler:
                 if parked.retry_at > now:
                     next_retry = min(next_retry or parked.retry_at, parked.retry_at)
                     continue
+            nominated = self._nominated.get(key)
             self._release_nomination(key)  # the pod competes for its nominated room itself
             result = schedule(
                 pod, nodes, self.config, self._rng, self._next_start,
@@ -276,6 +277,11 @@ class Scheduler:
                 self.model.pending.pop(key, None)
                 chosen = self.model.nodes[result.node_name]
                 chosen.add_pod(pod)  # assume
+                if result.node_name == nominated:
+                    # The assumption is the held room now: kept should the binding be refused
+                    # (``_forget``), so a view lagging the log (the victim's release not folded
+                    # yet: "insufficient cpu") does not hand preemption's room to the next pod.
+                    self._nominated[key] = nominated
                 if pod.has_pod_affinity and chosen not in affinity_nodes:
                     affinity_nodes.append(chosen)
                 self._to_bind.append((pod, result))
@@ -522,11 +528,12 @@ class Scheduler:
 
     def _forget(self, pod: PodInfo, node_name: str) -> None:
         """Undo an assumption that did not become this replica's binding: the pod leaves the
-        node it was assumed on (unless the log bound it there after all) and waits again if
-        the log has not bound it anywhere."""
+        node it was assumed on (unless the log bound it there after all, or preemption
+        nominated it there: the room stays held for it) and waits again if the log has not
+        bound it anywhere."""
         placed = self.model.placement(pod.key)
         node = self.model.nodes.get(node_name)
-        if node is not None and placed != node_name:
+        if node is not None and placed != node_name and self._nominated.get(pod.key) != node_name:
             node.remove_pod(pod.key)
         if placed is None and self.model.cluster.get("Pod", pod.namespace, pod.name) is not None:
             self.model.pending[pod.key] = pod

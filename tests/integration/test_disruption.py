@@ -127,7 +127,13 @@ async def test_min_available_two_of_three_allows_one_eviction_and_refuses_the_ne
             {"reason": "DisruptionBudget",
              "message": "The disruption budget web-pdb needs 2 healthy pods and has 2 currently"}
         ]  # fmt: skip
-        assert await store.stream_last_seq() == last  # nothing appended
+        # The refusal appended nothing: web-2 untouched, and the budget changed by none but its
+        # controller (which, under load, may still be taking in web-1's eviction).
+        assert (await store.read_subject(event_subject("Pod", "default", "web-2")))[-1].seq <= last
+        budget_events = await store.read_subject(
+            event_subject("PodDisruptionBudget", "default", "web-pdb")
+        )
+        assert all(e.envelope.actor == ACTOR for e in budget_events if e.seq > last)
         assert projection.model.get("Pod", "default", "web-2") is not None
 
         # A new ready pod gives the budget room again.

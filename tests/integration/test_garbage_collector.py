@@ -72,7 +72,10 @@ async def last_event(store: EventStore, kind: str, name: str, namespace: str = "
 
 def gone(projection: Projection[ClusterModel], kind: str, name: str, namespace: str = "default"):
     async def check() -> bool:
-        return projection.model.get(kind, namespace, name) is None
+        # Absent from a projection that folded the log as far as it went when asked: else an
+        # object whose creation it has not folded yet (under load) would count as deleted.
+        caught_up = await projection.wait_for_log_end()
+        return caught_up and projection.model.get(kind, namespace, name) is None
 
     return check
 

@@ -7,10 +7,8 @@ the gRPC status and a reason, before anything — above all the pod's Secret —
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +29,12 @@ from core.mesh.push import node_id, parse_node_id
 from handlers.agent.ingress import IngressGateway
 from handlers.agent.sidecar import MeshOptions, MeshSidecars
 from handlers.gateway import Gateway
-from handlers.mesh.push import MeshPush
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.eventstore import EventStore
 from streams.identity import Credentials, generate_seed
-from tests.integration.test_mesh_push import until
+from tests.integration.meshkit import mesh_push, until
 from tests.integration.test_mesh_sds import certificate, unpack, uri
 
 pytestmark = pytest.mark.integration
@@ -60,21 +57,6 @@ def pod(name: str, *, account: str = "default") -> dict[str, Any]:
 
 def sidecar(name: str) -> str:
     return node_id(kind="sidecar", ip="10.1.0.5", pod=name, namespace=NS)
-
-
-@contextlib.asynccontextmanager
-async def handler(projection: Projection[ClusterModel]) -> AsyncIterator[MeshPush]:
-    push = MeshPush(projection, trusted_keys={AGENTS.public_key: "node agents"},
-                    admission_wait_s=0.5)  # fmt: skip
-    await push.start()
-    task = asyncio.create_task(push.run())
-    try:
-        yield push
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 30)
-        await push.stop()
 
 
 async def ask(
@@ -140,7 +122,11 @@ async def test_only_a_proxy_with_its_own_signed_token_gets_its_secret(
     assert web is not None
     good = sidecar_token("web-1", web.uid)
 
-    async with handler(projection) as push, grpc.aio.insecure_channel(push.address) as channel:
+    trusted = {AGENTS.public_key: "node agents"}
+    async with (
+        mesh_push(projection, trusted_keys=trusted, admission_wait_s=0.5) as push,
+        grpc.aio.insecure_channel(push.address) as channel,
+    ):
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
         # No token, over both protocols.
         refused(await ask(stub, sidecar("web-1"), None), grpc.StatusCode.UNAUTHENTICATED,

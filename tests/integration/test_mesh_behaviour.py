@@ -36,16 +36,8 @@ from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.server import free_port
-from tests.integration.test_mesh_push import (
-    GATEWAY_NODE,
-    HOST,
-    NS,
-    apply,
-    envoy,
-    mesh_push,
-    synced,
-    until,
-)
+from tests.integration.meshkit import GATEWAY_NODE, NS, apply, envoy, mesh_push, synced, until
+from tests.integration.test_mesh_push import HOST
 from tests.mesh_backend import ask, steerable_backends
 
 pytestmark = pytest.mark.integration

@@ -34,8 +34,8 @@ from projections.runtime import Projection
 from streams.certificates import CertifiedKey, cert_pem, key_pem, leaf, make_ca, subject_name
 from streams.commandbus import CommandClient
 from streams.server import free_port
+from tests.integration.meshkit import NS, apply, envoy, mesh_push, until
 from tests.integration.test_mesh_gateway_tls import _backend, _gateway, _server, _vs
-from tests.integration.test_mesh_push import NS, apply, envoy, mesh_push, until
 from tests.mesh_scenario import http_backends
 from tests.mesh_tls import tls_material
 

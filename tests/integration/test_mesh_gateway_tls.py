@@ -12,7 +12,6 @@ import contextlib
 import http.client
 import socket
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,11 @@ import pytest
 from nats.aio.client import Client
 
 from handlers.gateway import Gateway
-from handlers.mesh.push import MeshPush
-from handlers.mesh.status import StatusWriter
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.server import free_port
-from tests.integration.test_mesh_push import NS, apply, envoy, until
+from tests.integration.meshkit import NS, apply, envoy, mesh_push, until
 from tests.mesh_scenario import http_backends
 from tests.mesh_tls import TlsMaterial, tls_material
 
@@ -35,27 +32,6 @@ pytestmark = pytest.mark.integration
 
 HOST = "a.example.com"
 INGRESS = {"istio": "ingressgateway"}
-
-
-@contextlib.asynccontextmanager
-async def tls_push(
-    projection: Projection[ClusterModel], nc: Client, gateway: Gateway
-) -> AsyncIterator[MeshPush]:
-    push = MeshPush(
-        projection,
-        status=await StatusWriter.open(nc),
-        secret_keys=gateway.secret_keys,
-        insecure=True,
-    )
-    await push.start()
-    task = asyncio.create_task(push.run())
-    try:
-        yield push
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 30)
-        await push.stop()
 
 
 def _files(tmp_path: Path, made: TlsMaterial, tag: str) -> dict[str, str]:
@@ -164,7 +140,7 @@ async def test_https_servers_terminate_tls_with_a_secret_by_sni_and_follow_its_r
             _vs("front", [HOST], http=[{"route": [{"destination": {"host": "web-a"}}]}]),
         ]:
             await apply(client, manifest)
-        async with tls_push(projection, nc, gateway) as push:
+        async with mesh_push(projection, nc, secret_keys=gateway.secret_keys) as push:
             with envoy(tmp_path, ads_port=push.port, labels=INGRESS) as admin:
                 trusted = {"sni": HOST, "ca": files["ca"]}
                 await until(lambda: asyncio.to_thread(served, https, "a", **trusted))
@@ -268,7 +244,7 @@ async def test_passthrough_servers_route_tls_by_sni_and_tcp_servers_proxy_bytes(
                                      "route": [{"destination": {"host": "echo"}}]}]),
         ]:  # fmt: skip
             await apply(client, manifest)
-        async with tls_push(projection, nc, gateway) as push:
+        async with mesh_push(projection, nc, secret_keys=gateway.secret_keys) as push:
             with envoy(tmp_path, ads_port=push.port, labels=INGRESS):
                 # The backend's own certificate reaches the client: TLS was not terminated.
                 await until(

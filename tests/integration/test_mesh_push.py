@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,39 +18,32 @@ import pytest
 from nats.aio.client import Client
 
 from core.mesh.envoy import Snapshot
-from core.mesh.push import ProxyNode, ads_bootstrap, node_id
+from core.mesh.push import ProxyNode, node_id
 from handlers.gateway import Gateway
-from handlers.mesh.ca import MeshCA
 from handlers.mesh.push import MeshPush, type_status
-from handlers.mesh.status import StatusWriter, read_statuses
-from ops.envoybin import envoy_binary
+from handlers.mesh.status import read_statuses
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.connection import connect
-from streams.secretkeys import SecretKeys
 from streams.server import free_port
+from tests.integration.meshkit import (
+    GATEWAY_NODE,
+    NS,
+    apply,
+    envoy,
+    mesh_push,
+    start_push,
+    stop_push,
+    synced,
+    until,
+)
 from tests.integration.support import cli
 from tests.mesh_scenario import http_backends
 
 pytestmark = pytest.mark.integration
 
-NS = "default"
-GATEWAY_NODE = node_id(kind="gateway", ip="127.0.0.1", pod="ingress-1", namespace=NS)
 HOST = "shop.example.com"
-
-
-async def until(check: Callable[[], bool | Awaitable[bool]], *, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -60,95 +51,6 @@ def backends(tmp_path: Path) -> Iterator[dict[str, int]]:
     """Two ``python -m http.server`` on loopback, each answering its own name."""
     with http_backends(tmp_path, ("a", "b")) as ports:
         yield ports
-
-
-@contextlib.contextmanager
-def envoy(
-    tmp_path: Path,
-    *,
-    ads_port: int,
-    labels: dict[str, str],
-    delta: bool = True,
-    node: str = GATEWAY_NODE,
-    bind: str = "127.0.0.1",
-    locality: dict[str, str] | None = None,
-) -> Iterator[int]:
-    """An Envoy configured only over ADS from the handler, as the gateway proxy ``ingress-1``
-    (incremental xDS, or state of the world when not ``delta``); yields its admin port;
-    stopped by PID."""
-    admin = free_port()
-    config = ads_bootstrap(
-        node=node,
-        ads_host="127.0.0.1",
-        ads_port=ads_port,
-        admin_port=admin,
-        metadata={"LABELS": labels, "BIND_ADDRESS": bind},
-        delta=delta,
-    )
-    if locality is not None:
-        config["node"]["locality"] = locality
-    path = tmp_path / f"envoy-{admin}.json"
-    path.write_text(json.dumps(config))
-    log = (tmp_path / f"envoy-{admin}.log").open("w")
-    process = subprocess.Popen(
-        [str(envoy_binary()), "-c", str(path), "--disable-hot-restart", "--concurrency", "1",
-         "-l", "warning"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        yield admin
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
-        log.close()
-
-
-async def start_push(
-    projection: Projection[ClusterModel],
-    nc: Client,
-    *,
-    port: int = 0,
-    handler_id: str = "",
-    secret_keys: SecretKeys | None = None,
-    ca: MeshCA | None = None,
-) -> tuple[MeshPush, asyncio.Task[None]]:
-    # Insecure: these Envoys are started by hand, with no proxy token (test_mesh_auth.py).
-    push = MeshPush(
-        projection, port=port, status=await StatusWriter.open(nc), handler_id=handler_id,
-        secret_keys=secret_keys, ca=ca, insecure=True,
-    )  # fmt: skip
-    await push.start()
-    return push, asyncio.create_task(push.run())
-
-
-async def stop_push(push: MeshPush, task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, 30)
-    await push.stop()
-
-
-@contextlib.asynccontextmanager
-async def mesh_push(
-    projection: Projection[ClusterModel],
-    nc: Client,
-    *,
-    port: int = 0,
-    handler_id: str = "",
-    secret_keys: SecretKeys | None = None,
-    ca: MeshCA | None = None,
-) -> AsyncIterator[MeshPush]:
-    push, task = await start_push(
-        projection, nc, port=port, handler_id=handler_id, secret_keys=secret_keys, ca=ca
-    )
-    try:
-        yield push
-    finally:
-        await stop_push(push, task)
 
 
 def manifests(backends: dict[str, int], gateway_port: int, weights: tuple[int, int]) -> list[Any]:
@@ -195,10 +97,6 @@ def virtual_service(weights: tuple[int, int]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def apply(client: CommandClient, manifest: dict[str, Any]) -> None:
-    await client.send(manifest["kind"], "apply", {"manifest": manifest})
-
-
 def split(url: str, requests: int) -> Counter[str]:
     seen: Counter[str] = Counter()
     with httpx.Client(headers={"Host": HOST}, timeout=10) as http:
@@ -213,13 +111,6 @@ def answers(url: str) -> bool:
     with contextlib.suppress(httpx.HTTPError):
         return httpx.get(url, headers={"Host": HOST}, timeout=2).status_code == 200
     return False
-
-
-def synced(push: MeshPush) -> bool:
-    return all(
-        (t := type_status(push, GATEWAY_NODE, short)).sent and t.state() == "SYNCED"
-        for short in ("CDS", "EDS", "LDS", "RDS")
-    )
 
 
 @pytest.mark.parametrize("delta", [True, False], ids=["delta", "state-of-the-world"])

@@ -26,7 +26,8 @@ from handlers.mesh.xds import Encoder
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
-from tests.integration.test_mesh_push import NS, apply, manifests, mesh_push, until
+from tests.integration.meshkit import NS, apply, mesh_push, until
+from tests.integration.test_mesh_push import manifests
 
 pytestmark = pytest.mark.integration
 

@@ -24,15 +24,8 @@ from streams.commandbus import CommandClient
 from streams.definitions import mesh_status_bucket, open_key_value
 from streams.eventstore import EventStore
 from streams.server import free_port
-from tests.integration.test_mesh_push import (
-    NS,
-    apply,
-    envoy,
-    manifests,
-    mesh_push,
-    until,
-    virtual_service,
-)
+from tests.integration.meshkit import NS, apply, envoy, mesh_push, until
+from tests.integration.test_mesh_push import manifests, virtual_service
 from tests.mesh_scenario import http_backends
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,6 @@ the new root, the old root dropped) and counts the failures: none.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import json
 import threading
@@ -41,14 +40,14 @@ from core.mesh.push import ProxyNode, node_id
 from handlers.gateway import Gateway
 from handlers.mesh.ca import MeshCA
 from handlers.mesh.push import MeshPush
-from handlers.mesh.status import StatusWriter
 from ops.cli.mesh import rotate_ca
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams import certificates
 from streams.commandbus import CommandClient
 from streams.server import free_port
-from tests.integration.test_mesh_push import HOST, NS, apply, envoy, synced, until
+from tests.integration.meshkit import NS, apply, envoy, mesh_push, synced, until
+from tests.integration.test_mesh_push import HOST
 from tests.mesh_scenario import http_backends
 
 pytestmark = pytest.mark.integration
@@ -153,15 +152,9 @@ async def test_rotating_the_root_under_traffic_fails_no_request(
     with http_backends(tmp_path, ("a",)) as backends:
         for manifest in manifests(inbound=inbound, gateway_port=gateway_port):
             await apply(client, manifest)
-        push = MeshPush(
-            projection, status=await StatusWriter.open(nc), ca=ca,
-            amend=_inbound(inbound, backends["a"]),
-            insecure=True,  # the test's Envoys are started by hand, with no proxy token
-        )  # fmt: skip
-        push.root_tick_s = 0.2
-        await push.start()
-        task = asyncio.create_task(push.run())
-        try:
+        async with mesh_push(
+            projection, nc, ca=ca, amend=_inbound(inbound, backends["a"]), root_tick_s=0.2
+        ) as push:
             with (
                 envoy(tmp_path, ads_port=push.port, labels={"istio": "ingressgateway"}) as edge,
                 envoy(tmp_path, ads_port=push.port, labels={"app": "web"},
@@ -206,11 +199,6 @@ async def test_rotating_the_root_under_traffic_fails_no_request(
                 failures = {k: v for k, v in results.items() if k != "a"}
                 assert not failures, (failures, results["a"])
                 assert results["a"] >= 40
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 30)
-            await push.stop()
 
 
 def _status(url: str) -> int | None:

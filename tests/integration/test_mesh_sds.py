@@ -6,9 +6,7 @@ stream. A gRPC client speaks to the handler as Envoy does (real nats-server behi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -20,28 +18,13 @@ from nats.aio.client import Client
 from core.mesh.envoy import SECRET_TYPE
 from core.mesh.push import node_id
 from handlers.mesh.ca import MeshCA
-from handlers.mesh.push import MeshPush
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
+from tests.integration.meshkit import mesh_push
 
 pytestmark = pytest.mark.integration
 
 TTL = datetime.timedelta(seconds=2)
-
-
-@contextlib.asynccontextmanager
-async def handler(projection: Projection[ClusterModel]) -> AsyncIterator[MeshPush]:
-    # Insecure: the proxies here are gRPC clients with no proxy token (test_mesh_auth.py).
-    push = MeshPush(projection, ca=MeshCA(ttl=TTL), insecure=True)
-    await push.start()
-    task = asyncio.create_task(push.run())
-    try:
-        yield push
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 30)
-        await push.stop()
 
 
 def secrets_request(
@@ -81,7 +64,10 @@ async def test_a_proxy_gets_its_identitys_certificate_and_a_new_one_at_half_life
     projection: Projection[ClusterModel], nc: Client
 ) -> None:
     node = node_id(kind="sidecar", ip="10.1.0.5", pod="web-1", namespace="shop")
-    async with handler(projection) as push, grpc.aio.insecure_channel(push.address) as channel:
+    async with (
+        mesh_push(projection, ca=MeshCA(ttl=TTL)) as push,
+        grpc.aio.insecure_channel(push.address) as channel,
+    ):
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
         call = stub.StreamAggregatedResources()
         await call.write(secrets_request(node, account="web-sa"))

@@ -13,12 +13,11 @@ never plain text.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import ssl
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -30,14 +29,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from nats.aio.client import Client
 
 from handlers.gateway import Gateway
-from handlers.mesh.push import MeshPush
-from handlers.mesh.status import StatusWriter
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams import certificates
 from streams.commandbus import CommandClient
 from streams.server import free_port
-from tests.integration.test_mesh_push import NS, apply, envoy, synced, until
+from tests.integration.meshkit import NS, apply, envoy, mesh_push, synced, until
 
 pytestmark = pytest.mark.integration
 
@@ -153,27 +150,6 @@ def _get(url: str) -> httpx.Response | None:
     return None
 
 
-@contextlib.asynccontextmanager
-async def _push(
-    projection: Projection[ClusterModel], nc: Client, gateway: Gateway
-) -> AsyncIterator[MeshPush]:
-    """The handler, opening Secrets with the gateway's keys."""
-    # insecure: the test's Envoy is started by hand, with no proxy token.
-    push = MeshPush(
-        projection, status=await StatusWriter.open(nc), secret_keys=gateway.secret_keys,
-        insecure=True,
-    )  # fmt: skip
-    await push.start()
-    task = asyncio.create_task(push.run())
-    try:
-        yield push
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 30)
-        await push.stop()
-
-
 async def test_simple_originates_tls_with_the_host_as_sni_and_a_wrong_ca_is_a_503(
     gateway: Gateway,
     client: CommandClient,
@@ -187,7 +163,7 @@ async def test_simple_originates_tls_with_the_host_as_sni_and_a_wrong_ca_is_a_50
         for manifest in manifests(tls_port=tls_port, gateway_port=gateway_port):
             await apply(client, manifest)
         await apply(client, rule({"mode": "SIMPLE", "caCertificates": str(ca_file)}))
-        async with _push(projection, nc, gateway) as push:
+        async with mesh_push(projection, nc, secret_keys=gateway.secret_keys) as push:
             with envoy(tmp_path, ads_port=push.port, labels={"istio": "ingressgateway"}) as admin:
                 await until(lambda: synced(push) and _status(url) == 200)
                 response = _get(url)
@@ -224,7 +200,7 @@ async def test_mutual_presents_the_credential_secrets_client_certificate_over_sd
             await apply(client, manifest)
         # Without a client certificate the server refuses the handshake: SIMPLE is a 503.
         await apply(client, rule({"mode": "SIMPLE", "caCertificates": str(ca_file)}))
-        async with _push(projection, nc, gateway) as push:
+        async with mesh_push(projection, nc, secret_keys=gateway.secret_keys) as push:
             with envoy(tmp_path, ads_port=push.port, labels={"istio": "ingressgateway"}):
                 await until(lambda: synced(push) and _status(url) == 503)
                 assert not seen.requests

@@ -29,7 +29,7 @@ from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams.commandbus import CommandClient
 from streams.server import free_port
-from tests.integration.test_mesh_push import apply, envoy, mesh_push, until
+from tests.integration.meshkit import apply, envoy, mesh_push, until
 from tests.mesh_scenario import http_backends
 
 pytestmark = pytest.mark.integration
@@ -179,8 +179,16 @@ async def test_a_sidecar_asks_for_each_host_it_calls_and_gets_only_their_changes
             sent_before = push.sent[(SIDECAR, "VHDS")]
             pushes = push.pushes
             await apply(client, _route_to(f"svc-{SERVICES - 1}", "svc-0"))
-            await until(lambda: push.pushes > pushes and _synced(push))
-            await asyncio.sleep(0.5)
+            # Built from it: the handler's model folded it (the log's end) and a push took it.
+            assert await projection.wait_for_log_end(timeout=60)
+            await until(
+                lambda: (
+                    push.pushes > pushes
+                    and not push.model.pending_changes().kinds
+                    and _synced(push)
+                )
+            )
+            await asyncio.sleep(0.5)  # time for a wrong response to show
             assert push.sent[(SIDECAR, "VHDS")] == sent_before
             assert (await asyncio.to_thread(_get, port, f"svc-{SERVICES - 1}")) == (200, "a")
 

@@ -250,6 +250,9 @@ async def test_the_quota_controller_counts_earlier_pods_and_releases_finished_on
         await client.send("Pod", "create", {"manifest": pod("third")})
         with pytest.raises(CommandFailed, match="exceeded quota: compute"):
             await client.send("Pod", "create", {"manifest": pod("fourth")})
+        # Three charged, as the projection sees it (else, under load, the 2 it still showed
+        # before folding the third's charge would pass for the release below).
+        await eventually(lambda: _now(used() == "3"))
 
         # A pod that fails no longer counts: the controller gives its charge back.
         repository = AggregateRepository(store)

@@ -266,6 +266,8 @@ async def test_a_quota_refusal_is_reported_on_the_replica_set_and_the_deployment
 
         async def reported() -> bool:
             record = get(projection, "Deployment", "web")
+            if record is None:
+                return False  # not folded yet (the projection may lag the reply under load)
             conditions = {
                 c["type"]: c for c in (record.manifest.get("status") or {}).get("conditions") or []
             }
