@@ -135,8 +135,10 @@ class Gateway:
             in_time,
             self._authenticate,
             route,
-            functools.partial(resolve_target, features=features),
+            # Priority and fairness before the manifest's parse (kube's order): a refused
+            # command of a flood costs no parse.
             self.fairness,
+            functools.partial(resolve_target, features=features),
             Authorize(policy or AllowAll(), access=self.access, repository=self.repository),
             fingerprint,
             Admit(

@@ -13,7 +13,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from core.access.fairness import hand
-from handlers.gateway import Gateway
+from handlers.gateway import Gateway, admission
 from streams.commandbus import THROTTLED_RETRIES, CommandClient, CommandFailed
 from streams.eventstore import EventStore
 from streams.subjects import command_subject, event_subject
@@ -99,6 +99,35 @@ async def test_a_flood_is_throttled_while_others_and_the_controllers_keep_going(
     # A refused command appended nothing.
     refused_names = [f"f{i}" for i, a in enumerate(answers) if not a["ok"]]
     assert await store.read_subject(event_subject("Pod", "default", refused_names[0])) == []
+
+
+async def test_a_command_refused_by_fairness_never_has_its_manifest_parsed(
+    gateway: Gateway, nc: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Priority and fairness come before the manifest's parse (kube's order): the refused
+    commands of a flood cost no parse, and every served one is parsed."""
+    parsed: list[str] = []
+    parse = admission.parse_manifest
+
+    def counting_parse(doc: object, **kwargs: Any) -> Any:
+        if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict):
+            parsed.append(str(doc["metadata"].get("name")))
+        return parse(doc, **kwargs)
+
+    monkeypatch.setattr(admission, "parse_manifest", counting_parse)
+    admin = CommandClient(nc, actor="test:admin")
+    applied = await admin.send(
+        "PriorityLevelConfiguration", "apply", {"manifest": small_global_default()}
+    )
+    assert await gateway.priority_levels.wait_for(max(applied.seqs), timeout=30)
+
+    answers = await asyncio.gather(*(raw_apply(nc, "user:flood", f"f{i}") for i in range(200)))
+    refused = {f"f{i}" for i, a in enumerate(answers) if not a["ok"]}
+    served = {f"f{i}" for i, a in enumerate(answers) if a["ok"]}
+    assert refused and served
+    assert all(a["error"]["code"] == "too_many_requests" for a in answers if not a["ok"])
+    assert refused.isdisjoint(parsed), sorted(refused & set(parsed))[:5]
+    assert served <= set(parsed)
 
 
 async def stub_gateway(nc: Client, refusals: int) -> list[int]:
