@@ -51,7 +51,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -68,6 +67,7 @@ from ops.benchup import (
     pod_manifest,
     running,
     settle,
+    stop,
     tree_cpu_seconds,
     until_answered,
     up_command,
@@ -355,12 +355,7 @@ async def running_up(
             await wait_for_gateway(url, process)
             yield process
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 @contextlib.asynccontextmanager
@@ -395,19 +390,22 @@ async def walled_up(
         yield target, admin
 
 
+def announce(target: Target, args: argparse.Namespace, how: str) -> None:
+    print(
+        f"fleetlog up with {args.gateways} gateway process(es), pid {target.pid}, server "
+        f"{target.url} ({how}), load average {os.getloadavg()[0]:.2f}"
+        + (f", code of {args.checkout}" if args.checkout is not None else ""),
+        flush=True,
+    )
+
+
 async def run_open(workdir: Path, args: argparse.Namespace) -> None:
     async with server_for(args.nats_url, workdir / "nats") as url:
         gateways = ["--gateways", str(args.gateways)] if args.gateways != 1 else []
         async with running_up(url, workdir, *gateways, checkout=args.checkout) as up_process:
             target = Target("open", url, up_process.pid, nats_pid=bench_nats_pid())
-            await settle(up_process.pid)
-            print(
-                f"fleetlog up with {args.gateways} gateway process(es), pid "
-                f"{up_process.pid}, server {url} (open: unsigned commands), load average "
-                f"{os.getloadavg()[0]:.2f}"
-                + (f", code of {args.checkout}" if args.checkout is not None else ""),
-                flush=True,
-            )
+            await settle(target.pid)
+            announce(target, args, "open: unsigned commands")
             await bench(target, args, reader=target)
 
 
@@ -415,12 +413,7 @@ async def run_walled(workdir: Path, args: argparse.Namespace) -> None:
     async with walled_up(workdir, args) as (target, admin):
         await settle(target.pid)
         who = "the user bench (edit in default)" if args.as_user else "the bootstrap admin"
-        print(
-            f"fleetlog up with {args.gateways} gateway process(es), pid {target.pid}, "
-            f"server {target.url} (walled: commands signed by {who}), load average "
-            f"{os.getloadavg()[0]:.2f}",
-            flush=True,
-        )
+        announce(target, args, f"walled: commands signed by {who}")
         await bench(target, args, reader=admin)
 
 
