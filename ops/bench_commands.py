@@ -104,6 +104,9 @@ class Phase:
     """``up``'s processes, without the nats-server."""
     nats_cpu: float | None = None
     """The nats-server's, when its process is known."""
+    client_cpu: float = 0.0
+    """This process's (the clients: encoding, signing when walled, the replies): a client
+    short of CPU sends late, and the phase's latencies then are its, not the server's."""
 
     def report(self, commands: int) -> str:
         ms = [1000 * value for value in self.latencies] or [0.0]
@@ -119,6 +122,7 @@ class Phase:
                 if self.nats_cpu is not None
                 else ""
             )
+            + f", client {1000 * self.client_cpu / commands:.3f} ms/command"
         )
 
 
@@ -204,6 +208,7 @@ async def run_phase(
             phase.latencies.append(time.perf_counter() - sent)
 
     cpu_before, nats_before = cpu_seconds(target)
+    client_before = time.process_time()
     started = time.perf_counter()
     async with asyncio.TaskGroup() as tasks:
         for index in range(count):
@@ -213,6 +218,7 @@ async def run_phase(
                     await asyncio.sleep(delay)
             tasks.create_task(one(index))
     phase.wall = time.perf_counter() - started
+    phase.client_cpu = time.process_time() - client_before
     cpu_after, nats_after = cpu_seconds(target)
     phase.cpu = cpu_after - cpu_before
     if nats_before is not None and nats_after is not None:
