@@ -3,7 +3,7 @@
     python -m ops.bench_commands [--gateways N] [--burst 2000] [--sustained 10000]
                                  [--in-flight 256] [--rate 500] [--commands 5000]
                                  [--timeout 10] [--delete-timeout S] [--nats-url URL]
-                                 [--skip PHASE ...] [--checkout DIR]
+                                 [--skip PHASE ...] [--checkout DIR] [--walled [--as-user]]
 
 Why this exists: ``bench_log`` measures the round trip at a steady rate; issue 15 asks what
 happens when thousands of commands arrive at once (a ``kubectl apply`` of a large manifest, a
@@ -20,13 +20,28 @@ one ``fleetlog up --no-agent --no-scheduler`` (plus its gateway processes):
 * ``sustained``: ``--sustained`` creates, ``--in-flight`` at a time: commands per second;
 * ``rate``: ``--commands`` creates offered at ``--rate``/s (open loop): p50/p99/max.
 
+Open (the default), ``up --nats-url`` is started on a server without authorization (the
+bench's embedded one, or ``--nats-url``): the commands are unsigned and act as their stated
+user ``bench`` (no groups), unverified and not authorized by RBAC, and API Priority and
+Fairness puts them in ``global-default``, where one user's 2,000-command burst is mostly refused
+(docs/benchmarks.md, "The command path's waits"). ``--walled``: ``up`` on its embedded server
+behind the NATS wall (``ops.benchup``, as ``ops.bench_wall``), every command signed, verified,
+its nonce claimed and authorized by RBAC, sent as the bootstrap admin (``fleetlog-admin``,
+group ``system:masters``: APF exempts it, as kube-apiserver does): the administrator's ``apply``
+of a large manifest that issue 15 describes, on the product's default set-up. With
+``--as-user``, as the user ``bench`` bound to ``edit`` in ``default`` instead (APF's
+``global-default`` again). Each run prints who its commands acted as, read from the log (the
+actor of the warm-up's last event).
+
 A command refused "too many requests" by API Priority and Fairness is sent again after the
 refusal's Retry-After, as ``CommandClient`` does, and each such refusal is counted
 (``throttled``): a phase whose latencies are whole seconds was throttled, not slow.
 
 For each phase it prints the CPU seconds every process of ``up`` used per command (user +
-system from ``/proc``, the process and its children): on a shared host the stable figure, where
-wall-clock latencies move with the neighbours. Figures are recorded in docs/benchmarks.md.
+system from ``/proc``, the process and its children, without the nats-server), and the
+nats-server's apart (when it is the bench's or ``up``'s child): on a shared host the stable
+figure, where wall-clock latencies move with the neighbours. Figures are recorded in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -36,7 +51,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -47,6 +61,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ops.bench_log import percentile, server_for, wait_for_gateway
+from ops.benchup import (
+    Target,
+    admit_users,
+    pod_manifest,
+    running,
+    settle,
+    stop,
+    tree_cpu_seconds,
+    until_answered,
+    up_command,
+    walled_admin,
+)
 from streams.commandbus import (
     MAX_RETRY_AFTER_S,
     THROTTLED_RETRIES,
@@ -55,57 +81,12 @@ from streams.commandbus import (
     new_idempotency_key,
 )
 from streams.connection import connect
+from streams.definitions import FLEET_STREAM
+from streams.identity import Credentials, generate_seed
+from streams.quarantine import read_event
+from streams.server import free_port
 
 PHASES = ("burst", "deletes", "sustained", "rate")
-
-
-def pod_manifest(name: str) -> dict[str, object]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app": "bench"}},
-        "spec": {
-            "containers": [
-                {"name": "main", "image": "nginx", "resources": {"requests": {"cpu": "100m"}}}
-            ]
-        },
-    }
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and of every live descendant (``/proc``)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    stats: dict[int, list[str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        stats[int(entry.name)] = fields
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        fields = stats.get(current)
-        if fields is not None:
-            total += (int(fields[11]) + int(fields[12])) / tick
-        todo.extend(children.get(current, ()))
-    return total
-
-
-async def settle(pid: int, *, busy: float = 0.3, timeout: float = 120.0) -> None:
-    """Until ``up`` and its children used less than ``busy`` of a core over a second."""
-    deadline = time.monotonic() + timeout
-    before = tree_cpu_seconds(pid)
-    while time.monotonic() < deadline:
-        await asyncio.sleep(1.0)
-        now = tree_cpu_seconds(pid)
-        if now - before < busy:
-            return
-        before = now
 
 
 @dataclass
@@ -120,6 +101,12 @@ class Phase:
     """Refusals "too many requests" (API Priority and Fairness) waited out and sent again."""
     wall: float = 0.0
     cpu: float = 0.0
+    """``up``'s processes, without the nats-server."""
+    nats_cpu: float | None = None
+    """The nats-server's, when its process is known."""
+    client_cpu: float = 0.0
+    """This process's (the clients: encoding, signing when walled, the replies): a client
+    short of CPU sends late, and the phase's latencies then are its, not the server's."""
 
     def report(self, commands: int) -> str:
         ms = [1000 * value for value in self.latencies] or [0.0]
@@ -130,7 +117,51 @@ class Phase:
             f"timed out {len(self.timed_out)}, refused {self.failed}, "
             f"throttled {self.throttled} (429s waited out); "
             f"up CPU {1000 * self.cpu / commands:.3f} ms/command"
+            + (
+                f", nats-server {1000 * self.nats_cpu / commands:.3f} ms/command"
+                if self.nats_cpu is not None
+                else ""
+            )
+            + f", client {1000 * self.client_cpu / commands:.3f} ms/command"
         )
+
+
+def cpu_seconds(target: Target) -> tuple[float, float | None]:
+    """CPU used so far by ``up``'s processes without the nats-server, and by the nats-server
+    (None when its process is not known: a server of ``--nats-url``)."""
+    up = tree_cpu_seconds(target.pid)
+    if not target.nats_pid:
+        return up, None
+    nats = tree_cpu_seconds(target.nats_pid)
+    # Walled, the nats-server is up's child (counted in up's tree); open, the bench's.
+    return (up - nats if target.mode == "walled" else up), nats
+
+
+def bench_nats_pid() -> int:
+    """The nats-server this process started (``server_for`` without ``--nats-url``), or 0."""
+    own = str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+        if name == "nats-server" and fields[1] == own:
+            return int(entry.name)
+    return 0
+
+
+async def actor_of(reader: Target, seq: int) -> str:
+    """The actor of the log's event ``seq``, read by ``reader`` (an admin when walled: reading
+    the streams is the admins')."""
+    nc = await connect(reader.url, name="bench-actor", credentials=reader.credentials)
+    try:
+        message = await nc.jetstream().get_msg(FLEET_STREAM, seq)
+        return read_event(message.data or b"").actor
+    finally:
+        await nc.close()
 
 
 async def waited_out(phase: Phase, attempt: Callable[[], Awaitable[object]]) -> None:
@@ -153,7 +184,7 @@ async def waited_out(phase: Phase, attempt: Callable[[], Awaitable[object]]) -> 
 
 async def run_phase(
     phase: Phase,
-    up_pid: int,
+    target: Target,
     count: int,
     send: Callable[[int], Awaitable[None]],
     *,
@@ -176,7 +207,8 @@ async def run_phase(
                 return
             phase.latencies.append(time.perf_counter() - sent)
 
-    cpu_before = tree_cpu_seconds(up_pid)
+    cpu_before, nats_before = cpu_seconds(target)
+    client_before = time.process_time()
     started = time.perf_counter()
     async with asyncio.TaskGroup() as tasks:
         for index in range(count):
@@ -186,18 +218,26 @@ async def run_phase(
                     await asyncio.sleep(delay)
             tasks.create_task(one(index))
     phase.wall = time.perf_counter() - started
-    phase.cpu = tree_cpu_seconds(up_pid) - cpu_before
+    phase.client_cpu = time.process_time() - client_before
+    cpu_after, nats_after = cpu_seconds(target)
+    phase.cpu = cpu_after - cpu_before
+    if nats_before is not None and nats_after is not None:
+        phase.nats_cpu = nats_after - nats_before
     return phase
 
 
-async def bench(url: str, up_pid: int, args: argparse.Namespace) -> None:
-    nc = await connect(url, name="bench-commands")
-    client = CommandClient(nc, actor="bench")
+async def bench(target: Target, args: argparse.Namespace, *, reader: Target) -> None:
+    """The phases, sent as ``target``'s identity; ``reader`` reads the log."""
+    nc = await connect(target.url, name="bench-commands", credentials=target.credentials)
+    client = CommandClient(nc, actor=target.actor)
+    up_pid = target.pid
     timeout = args.timeout
     try:
         # Warm-up: the first commands load policies and fill caches.
         for index in range(50):
-            await client.send("Pod", "create", {"manifest": pod_manifest(f"warm-{index}")})
+            warmed = await client.send("Pod", "create", {"manifest": pod_manifest(f"warm-{index}")})
+        actor = await actor_of(reader, warmed.seqs[-1])
+        print(f"commands act as {actor} (the actor of event {warmed.seqs[-1]})", flush=True)
         await settle(up_pid)
         if "burst" not in args.skip:
             burst = Phase("burst")
@@ -215,7 +255,7 @@ async def bench(url: str, up_pid: int, args: argparse.Namespace) -> None:
                     ),
                 )
 
-            await run_phase(burst, up_pid, args.burst, apply)
+            await run_phase(burst, target, args.burst, apply)
             print(burst.report(args.burst), flush=True)
             await settle(up_pid)
         if "deletes" not in args.skip and "burst" not in args.skip:
@@ -236,7 +276,7 @@ async def bench(url: str, up_pid: int, args: argparse.Namespace) -> None:
                     ),
                 )
 
-            await run_phase(deletes, up_pid, args.burst, delete)
+            await run_phase(deletes, target, args.burst, delete)
             print(deletes.report(args.burst), flush=True)
             await settle(up_pid)
             applied_late = 0
@@ -270,7 +310,7 @@ async def bench(url: str, up_pid: int, args: argparse.Namespace) -> None:
                     ),
                 )
 
-            await run_phase(sustained, up_pid, args.sustained, create, in_flight=args.in_flight)
+            await run_phase(sustained, target, args.sustained, create, in_flight=args.in_flight)
             print(sustained.report(args.sustained), flush=True)
             await settle(up_pid)
         if "rate" not in args.skip:
@@ -288,7 +328,7 @@ async def bench(url: str, up_pid: int, args: argparse.Namespace) -> None:
                     ),
                 )
 
-            await run_phase(paced_phase, up_pid, args.commands, paced, rate=args.rate)
+            await run_phase(paced_phase, target, args.commands, paced, rate=args.rate)
             print(paced_phase.report(args.commands), flush=True)
     finally:
         await nc.close()
@@ -321,30 +361,73 @@ async def running_up(
             await wait_for_gateway(url, process)
             yield process
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
+
+
+@contextlib.asynccontextmanager
+async def walled_up(
+    workdir: Path, args: argparse.Namespace
+) -> AsyncIterator[tuple[Target, Target]]:
+    """``fleetlog up`` on its embedded server behind the NATS wall (data in ``workdir/up``, its
+    log in ``workdir/up.log``, its fleetlog config in ``workdir/config``, not the caller's):
+    the identity the phases are sent as (the bootstrap admin, or with ``--as-user`` the user
+    ``bench`` bound to ``edit`` in ``default``) and the admin, once each is answered; stopped
+    by PID on the way out. With ``--checkout``, ``up`` runs that checkout's code (as
+    :func:`running_up`)."""
+    env = {**os.environ, "FLEETLOG_CONFIG": str(workdir / "config")}
+    env.pop("FLEETLOG_CREDENTIALS", None)
+    if args.checkout is not None:
+        env["PYTHONPATH"] = str(args.checkout)
+    port = free_port()
+    options = ["--port", str(port), "--api-port", "0"]
+    if args.gateways != 1:
+        options += ["--gateways", str(args.gateways)]
+    async with running(
+        up_command(workdir / "up", *options), env=env, log=workdir / "up.log", cwd=args.checkout
+    ) as pid:
+        admin = await walled_admin(workdir / "up", port, pid)
+        if not args.as_user:
+            yield admin, admin
+            return
+        user = Credentials(generate_seed())
+        await admit_users(admin, {"bench": user})
+        target = Target("walled", admin.url, pid, user, nats_pid=admin.nats_pid)
+        await until_answered(target)
+        yield target, admin
+
+
+def announce(target: Target, args: argparse.Namespace, how: str) -> None:
+    print(
+        f"fleetlog up with {args.gateways} gateway process(es), pid {target.pid}, server "
+        f"{target.url} ({how}), load average {os.getloadavg()[0]:.2f}"
+        + (f", code of {args.checkout}" if args.checkout is not None else ""),
+        flush=True,
+    )
+
+
+async def run_open(workdir: Path, args: argparse.Namespace) -> None:
+    async with server_for(args.nats_url, workdir / "nats") as url:
+        gateways = ["--gateways", str(args.gateways)] if args.gateways != 1 else []
+        async with running_up(url, workdir, *gateways, checkout=args.checkout) as up_process:
+            target = Target("open", url, up_process.pid, nats_pid=bench_nats_pid())
+            await settle(target.pid)
+            announce(target, args, "open: unsigned commands")
+            await bench(target, args, reader=target)
+
+
+async def run_walled(workdir: Path, args: argparse.Namespace) -> None:
+    async with walled_up(workdir, args) as (target, admin):
+        await settle(target.pid)
+        who = "the user bench (edit in default)" if args.as_user else "the bootstrap admin"
+        announce(target, args, f"walled: commands signed by {who}")
+        await bench(target, args, reader=admin)
 
 
 async def main_async(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fleetlog-bench-commands-"))
     try:
-        async with server_for(args.nats_url, workdir / "nats") as url:
-            gateways = ["--gateways", str(args.gateways)] if args.gateways != 1 else []
-            async with running_up(url, workdir, *gateways, checkout=args.checkout) as up_process:
-                await settle(up_process.pid)
-                print(
-                    f"fleetlog up with {args.gateways} gateway process(es), pid "
-                    f"{up_process.pid}, server {url}, load average "
-                    f"{os.getloadavg()[0]:.2f}"
-                    + (f", code of {args.checkout}" if args.checkout is not None else ""),
-                    flush=True,
-                )
-                await bench(url, up_process.pid, args)
-            print(f"load average at the end {os.getloadavg()[0]:.2f}")
+        await (run_walled if args.walled else run_open)(workdir, args)
+        print(f"load average at the end {os.getloadavg()[0]:.2f}")
     finally:
         if args.keep_workdir:
             print(f"kept {workdir}")
@@ -375,7 +458,20 @@ def main() -> None:
         default=None,
         help="run fleetlog up (and its gateways) from this checkout, e.g. main's worktree",
     )
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument(
+        "--walled", action="store_true",
+        help="up on its embedded server behind the NATS wall, commands signed by the admin",
+    )  # fmt: skip
+    parser.add_argument(
+        "--as-user", action="store_true",
+        help="with --walled: as the user bench (edit in default), not the admin",
+    )  # fmt: skip
+    args = parser.parse_args()
+    if args.as_user and not args.walled:
+        parser.error("--as-user needs --walled (open, every command is unsigned)")
+    if args.walled and args.nats_url is not None:
+        parser.error("--walled runs up's own embedded server: no --nats-url")
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

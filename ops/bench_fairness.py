@@ -30,8 +30,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.bench_commands import pod_manifest, running_up
+from ops.bench_commands import running_up
 from ops.bench_log import percentile, server_for
+from ops.benchup import pod_manifest
 from streams.commandbus import CommandClient, CommandFailed
 from streams.connection import connect
 

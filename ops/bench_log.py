@@ -30,7 +30,6 @@ import gc
 import os
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from ops.benchup import stop
 from projections.cluster import ClusterModel
 from projections.runtime import Projection
 from streams import jsapi, seal
@@ -352,12 +352,7 @@ async def bench_round_trip(url: str, args: argparse.Namespace, workdir: Path) ->
             user_after, system_after = process_cpu_seconds(up_process.pid)
             user, system = user_after - user_before, system_after - system_before
         finally:
-            up_process.send_signal(signal.SIGTERM)
-            try:
-                up_process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                up_process.kill()
-                up_process.wait()
+            stop(up_process)
     ms = [1000 * value for value in latencies]
     print(
         f"command round trip at {args.rate:.0f}/s offered, {len(ms)} commands: "

@@ -37,52 +37,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
 import secrets
 import shutil
 import signal
-import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.bench_commands import pod_manifest, settle, tree_cpu_seconds
 from ops.bench_fairness import Tally, flooding_user, quiet_user
 from ops.bench_log import percentile
-from streams.commandbus import CommandClient, CommandFailed, NoGateway
-from streams.connection import Refused, Unreachable, connect, tls_context
+from ops.benchup import (
+    Target,
+    admit_users,
+    pod_manifest,
+    running,
+    settle,
+    until_answered,
+    up_command,
+    walled_admin,
+)
+from streams.commandbus import CommandClient
+from streams.connection import connect
 from streams.definitions import nonce_bucket, open_key_value
 from streams.identity import Credentials, generate_seed, read_seed_file
 from streams.server import EmbeddedServer, free_port
-
-NAMESPACE = "default"
-READY_TIMEOUT_S = 180.0
-
-
-@dataclass
-class Target:
-    """A running ``up``: where to send, as whom, with what trust."""
-
-    mode: str
-    url: str
-    pid: int
-    credentials: Credentials | None = None
-    tls: ssl.SSLContext | None = None
-    nats_pid: int = 0
-    """The nats-server's process (``up``'s child when walled, the benchmark's when open)."""
-
-    def cpu_seconds(self) -> tuple[float, float]:
-        """CPU used so far by ``up`` with its server and gateways, and by the server alone."""
-        nats = tree_cpu_seconds(self.nats_pid)
-        up = tree_cpu_seconds(self.pid)
-        return (up if self.mode == "walled" else up + nats), nats
 
 
 @dataclass
@@ -94,101 +78,6 @@ class Figures:
     nats_cpu: float = 0.0
     """The part of ``server_cpu`` the nats-server used."""
     client_cpu: float = 0.0
-
-
-@contextlib.asynccontextmanager
-async def running(command: list[str], *, env: dict[str, str], log: Path) -> AsyncIterator[int]:
-    """``command`` in a process of its own, stopped by PID on the way out."""
-    with log.open("ab") as out:
-        process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child
-            command, stdout=subprocess.DEVNULL, stderr=out, env=env
-        )
-    try:
-        yield process.pid
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def up_command(workdir: Path, *options: str) -> list[str]:
-    return [
-        sys.executable, "-m", "ops", "--log-level", "warning", "up", "--data-dir",
-        str(workdir), "--no-agent", "--no-scheduler", "--no-api", *options,
-    ]  # fmt: skip
-
-
-async def until_answered(target: Target, *, timeout: float = READY_TIMEOUT_S) -> None:
-    """Until ``up``'s gateway answers a command from ``target``'s identity."""
-    deadline = time.monotonic() + timeout
-    probe = {**pod_manifest("ready-probe"), "metadata": {"name": "ready-probe"}}
-    while True:
-        try:
-            nc = await connect(
-                target.url, name="bench-wait", credentials=target.credentials, tls=target.tls,
-                reconnect=False,
-            )  # fmt: skip
-        except (Unreachable, Refused):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.5)
-            continue
-        try:
-            client = CommandClient(nc, actor="bench")
-            await client.send("Pod", "apply", {"manifest": probe}, timeout=5)
-            return
-        except (CommandFailed, NoGateway):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.5)
-        finally:
-            await nc.close()
-
-
-async def until_exists(path: Path, *, timeout: float = READY_TIMEOUT_S) -> None:
-    """Until ``up`` has written ``path`` (its keys, its CA: made at its start)."""
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(path.exists):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"fleetlog up did not write {path}")
-        await asyncio.sleep(0.2)
-
-
-async def admit_users(admin: Target, users: dict[str, Credentials]) -> None:
-    """Users (name -> key) with ``edit`` in the bench namespace (one RoleBinding), so their
-    commands are decided by RBAC's rules."""
-    nc = await connect(admin.url, name="bench-admin", credentials=admin.credentials, tls=admin.tls)
-    try:
-        client = CommandClient(nc, actor="fleetlog-admin")
-        manifests: list[dict[str, object]] = [
-            {
-                "apiVersion": "auth.fleetlog.dev/v1", "kind": "User",
-                "metadata": {"name": name},
-                "spec": {"publicKey": user.public_key, "groups": []},
-            }
-            for name, user in users.items()
-        ]  # fmt: skip
-        manifests.append(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": {"name": "bench-edit", "namespace": NAMESPACE},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": "edit",
-                },
-                "subjects": [
-                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}
-                    for name in users
-                ],
-            }
-        )  # fmt: skip
-        for manifest in manifests:
-            await client.send(str(manifest["kind"]), "apply", {"manifest": manifest})
-    finally:
-        await nc.close()
 
 
 async def interleaved(targets: list[Target], count: int, *, tag: str) -> dict[str, Figures]:
@@ -269,18 +158,10 @@ async def walled_target(
 ) -> tuple[Target, Credentials]:
     """A user of the walled ``up`` (its server reloaded with it, and ``flood_users`` too),
     and the control plane's key, once ``up`` answers."""
-    await until_exists(data / "pki" / "nkeys" / "admin.nk")
-    trust = None
-    if tls:
-        await until_exists(data / "pki" / "nats" / "ca.crt")
-        trust = tls_context(data / "pki" / "nats" / "ca.crt")
-    url = f"{'tls' if tls else 'nats'}://127.0.0.1:{port}"
-    admin = Target("walled", url, pid, read_seed_file(data / "pki" / "nkeys" / "admin.nk"), trust)
-    await until_answered(admin)
+    admin = await walled_admin(data, port, pid, tls=tls)
     user = Credentials(generate_seed())
     await admit_users(admin, {"bench": user, **flood_users})
-    nats_pid = int((await asyncio.to_thread((data / "nats-server.pid").read_text)).strip())
-    target = Target("walled", url, pid, user, trust, nats_pid=nats_pid)
+    target = Target("walled", admin.url, pid, user, admin.tls, nats_pid=admin.nats_pid)
     await until_answered(target)
     return target, read_seed_file(data / "pki" / "nkeys" / "control-plane.nk")
 
@@ -361,11 +242,11 @@ async def main_async(args: argparse.Namespace) -> None:
         walled_options = ["--port", str(port), *(["--tls"] if args.tls else [])]
         async with (
             running(
-                up_command(workdir / "open", "--nats-url", server.url), env=env,
+                up_command(workdir / "open", "--no-api", "--nats-url", server.url), env=env,
                 log=workdir / "open.log",
             ) as open_pid,
             running(
-                up_command(workdir / "walled", *walled_options), env=env,
+                up_command(workdir / "walled", "--no-api", *walled_options), env=env,
                 log=workdir / "walled.log",
             ) as walled_pid,
         ):  # fmt: skip
