@@ -20,6 +20,7 @@ from core.errors import FieldError
 from core.kubeapi.resources import APIResource
 from core.kubeapi.status import Target, bad_request, invalid
 from core.kubeapi.versions import parse_resource_version
+from core.meta.names import generated_name
 from core.meta.timestamps import format_stamp
 
 SERVER_METADATA = (
@@ -122,11 +123,12 @@ def writable(
     *,
     namespace: str,
     name: str | None = None,
-    generated_suffix: str = "",
+    name_entropy: bytes = b"",
 ) -> Written:
     """A create's (``name`` None) or an update's object checked against its URL, without the
-    fields the server owns. ``generated_suffix`` completes a ``generateName`` (random, chosen
-    by the caller: no randomness here)."""
+    fields the server owns. ``name_entropy`` chooses the suffix that completes a
+    ``generateName`` (:func:`~core.meta.names.generated_name`; random bytes chosen by the
+    caller: no randomness here)."""
     target = Target(resource=resource.plural, group=resource.group, name=name or "")
     if not isinstance(body, dict):
         raise bad_request("the body of the request must be a JSON object", target)
@@ -174,7 +176,7 @@ def writable(
                 Target(resource.plural, resource.group, "", resource.kind),
                 (FieldError("metadata.name", "Required value: name or generateName is required"),),
             )
-        metadata["name"] = f"{prefix}{generated_suffix}"
+        metadata["name"] = generated_name(prefix, name_entropy)
     uid = metadata.get("uid")
     rv = metadata.get("resourceVersion")
     preconditions = Preconditions(

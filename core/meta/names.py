@@ -264,6 +264,27 @@ def config_key_errors(value: str) -> list[str]:
     return errs
 
 
+GENERATED_SUFFIX_ALPHABET: Final = "bcdfghjklmnpqrstvwxz2456789"
+"""kube's alphabet for a ``generateName`` suffix (``utilrand``: no vowels, no look-alikes)."""
+GENERATED_SUFFIX_LENGTH: Final = 5
+MAX_GENERATED_PREFIX: Final = 63 - GENERATED_SUFFIX_LENGTH
+"""kube's ``maxGeneratedNameLength``: a longer prefix is cut, so the name fits 63."""
+
+
+def generated_name(prefix: str, entropy: bytes) -> str:
+    """The name kube's ``SimpleNameGenerator`` makes of ``prefix``: cut to 58 characters, then
+    five of the alphabet, chosen by ``entropy`` (at least 8 bytes: random for the HTTP door, a
+    digest of the command's idempotency key for the NATS door, so a retry makes the same one)."""
+    if len(entropy) < 8:
+        raise ValueError("a generated name needs at least 8 bytes of entropy")
+    number = int.from_bytes(entropy[:8], "big")
+    suffix = []
+    for _ in range(GENERATED_SUFFIX_LENGTH):
+        number, index = divmod(number, len(GENERATED_SUFFIX_ALPHABET))
+        suffix.append(GENERATED_SUFFIX_ALPHABET[index])
+    return prefix[:MAX_GENERATED_PREFIX] + "".join(suffix)
+
+
 def generate_name_errors(rule: NameRule, value: str) -> list[str]:
     """``generateName`` is a prefix: a trailing '-' is allowed (Kubernetes masks it)."""
     masked = value[:-1] + "a" if value.endswith("-") else value

@@ -77,8 +77,6 @@ RETURNS_DELETED_OBJECT = frozenset({"Pod"})
 """Kinds whose delete answers the object (kube's graceful deletion of pods; clients decode
 the answer as a Pod), where other kinds answer a Status."""
 PROPAGATION_POLICIES = ("Foreground", "Background", "Orphan")
-_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-"""kube's generateName alphabet (no vowels, no look-alikes)."""
 MAX_FIELD_MANAGER = 128
 
 
@@ -516,7 +514,7 @@ class Resources:
             body,
             path.resource,
             namespace=path.namespace or "",
-            generated_suffix="".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(5)),
+            name_entropy=secrets.token_bytes(8),
         )
         target = Target(path.resource.plural, path.resource.group, written.name, path.resource.kind)
         manifest = _managed_update(

@@ -17,6 +17,7 @@ are charged in ``execute``, atomically with the pod's creation.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -54,7 +55,7 @@ from core.errors import FleetError, NotFound, ValidationFailed
 from core.meta.aggregate import Resource
 from core.meta.features import DEFAULT_FEATURES, FeatureGates
 from core.meta.model import K8sModel, to_validation_failed
-from core.meta.names import dns1123_label_errors
+from core.meta.names import dns1123_label_errors, generated_name
 from core.policy.admission import (
     LIMIT_RANGER_ANNOTATION,
     check_limit_ranges,
@@ -101,6 +102,28 @@ STATUS_MODELS: dict[str, type[K8sModel]] = {
 }
 
 
+def _generated_name(ctx: CommandContext, prefix: str) -> str:
+    """The name a create of a manifest with only ``generateName`` gets, as kube-apiserver
+    makes it; the suffix is drawn from the command's idempotency key, so a retry (on any
+    gateway) names the same object and the first outcome is answered. An apply cannot use
+    it (it would make a new object each time: kubectl refuses it too)."""
+    assert ctx.command is not None
+    if ctx.verb != "create":
+        raise ValidationFailed(
+            f"cannot use generateName with {ctx.verb}: a name is generated on create only "
+            "(`kubectl create -f`, or a `create` command); give metadata.name to apply",
+            field="metadata.generateName",
+        )
+    seed = f"{ctx.kind}\0{prefix}\0{ctx.command.idempotency_key}".encode()
+    name = generated_name(prefix, hashlib.sha256(seed).digest())
+    problems = KINDS[ctx.kind].model.NAME_RULE(name)
+    if problems:
+        raise ValidationFailed(
+            f"invalid generated name {name!r}: {problems[0]}", field="metadata.generateName"
+        )
+    return name
+
+
 async def resolve_target(ctx: CommandContext, *, features: FeatureGates = DEFAULT_FEATURES) -> None:
     """Validate what the command targets: the manifest against its schema (with Kubernetes
     defaults applied, and the alpha fields ``features`` turns on), or the name and namespace of
@@ -117,6 +140,8 @@ async def resolve_target(ctx: CommandContext, *, features: FeatureGates = DEFAUL
             )
         ctx.manifest = dump_manifest(resource)
         meta = ctx.manifest["metadata"]
+        if not meta.get("name"):
+            meta["name"] = _generated_name(ctx, meta.get("generateName", ""))
         namespace = meta.get("namespace", "") if info.namespaced else ""
         ctx.ref = AggregateRef(ctx.kind, namespace, meta["name"])
         return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -185,6 +186,12 @@ def test_kubectls_create_commands_send_protobuf_and_are_served(kubectl: Kubectl)
         again.stderr.strip()
         == 'Error from server (AlreadyExists): namespaces "shop" already exists'
     )
+    # A generateName is completed as kube-apiserver does: the prefix (cut to 58) and five
+    # characters of kube's alphabet, the whole name at most 63.
+    generated = kubectl("create", "-n", "shop", "-f", "-", stdin=(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  generateName: " + "c" * 61 + "-\n"
+    )).stdout.strip()  # fmt: skip
+    assert re.fullmatch(r"configmap/c{58}[bcdfghjklmnpqrstvwxz2456789]{5} created", generated)
 
 
 def test_diff_and_server_side_dry_runs_show_what_a_write_would_do(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -108,6 +109,54 @@ async def expect_rejected(
         assert caught.value.field == field
     assert await store.stream_last_seq() == before, "a rejected command appended something"
     return caught.value
+
+
+async def test_a_create_with_only_generate_name_gets_kubes_generated_name_and_a_retry_the_same(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    manifest = pod()
+    manifest["metadata"] = {"generateName": "web-", "labels": {"app": "web"}}
+    first = await client.send(
+        "Pod", "create", {"manifest": manifest}, idempotency_key="generated-1"
+    )
+    stored = await store.get_event(first.seqs[0])
+    assert stored is not None and stored.envelope.type == "PodCreated"
+    name = stored.envelope.payload["manifest"]["metadata"]["name"]
+    assert re.fullmatch(r"web-[bcdfghjklmnpqrstvwxz2456789]{5}", name), name
+    assert stored.envelope.payload["manifest"]["metadata"]["generateName"] == "web-"
+    again = await client.send(
+        "Pod", "create", {"manifest": manifest}, idempotency_key="generated-1"
+    )
+    assert again.replayed and again.seqs == first.seqs
+    other = await client.send(
+        "Pod", "create", {"manifest": manifest}, idempotency_key="generated-2"
+    )
+    other_event = await store.get_event(other.seqs[0])
+    assert other_event is not None
+    assert other_event.envelope.payload["manifest"]["metadata"]["name"] != name
+    long_prefix = {**manifest, "metadata": {"generateName": "w" * 62 + "-"}}
+    longest = await client.send("Pod", "create", {"manifest": long_prefix})
+    longest_event = await store.get_event(longest.seqs[0])
+    assert longest_event is not None
+    assert len(longest_event.envelope.payload["manifest"]["metadata"]["name"]) == 63
+
+
+async def test_generate_name_is_refused_where_no_name_is_made(
+    gateway: Gateway, client: CommandClient, store: EventStore
+) -> None:
+    manifest = pod()
+    manifest["metadata"] = {"generateName": "web-"}
+    error = await expect_rejected(
+        store, client.send("Pod", "apply", {"manifest": manifest}), "invalid",
+        "metadata.generateName",
+    )  # fmt: skip
+    assert "cannot use generateName with apply" in error.message
+    nameless = pod()
+    nameless["metadata"] = {"labels": {"app": "web"}}
+    error = await expect_rejected(
+        store, client.send("Pod", "create", {"manifest": nameless}), "invalid"
+    )
+    assert "name or generateName is required" in error.message
 
 
 async def test_a_key_reused_for_another_command_is_never_mistaken_for_a_retry(
