@@ -27,9 +27,9 @@ A pod's file is two new inodes (its directory and the temporary renamed to ``res
 which on this project's hosts cost 85-320 µs of cpu each right after deletions (ext4 skipping
 recently deleted inodes: ``handlers.agent.spares``), ~40 ms a burst of 100 pods. So, as the
 start workers do, the agent keeps empty directories and files made ahead in
-``/etc/netns/.<prefix>-spares`` (:meth:`PodResolvers.keep_spares`: made, 64 every 0.25 s,
-once nothing was written for a second; removed when it stops and by the next agent of the
-prefix) and renames
+``/etc/netns/.spares-<pid>-<prefix>`` (:meth:`PodResolvers.keep_spares`: made, 64 every
+0.25 s, on a node serving cluster DNS once nothing was written for a second; removed when it
+stops and, for a killed agent, by the next agent on the node) and renames
 them into place: the same ``mkdir``, the same ``open`` mode (``0o666`` less the umask), never
 replacing what is there; without spares each write makes its own as before. The name starts
 with a dot: no pod's, never bound into a container.
@@ -66,6 +66,7 @@ SPARE_CHUNK = 64
 """Spares made per look (every ``SPARE_POLL_S``), in a worker thread: 256 in a second."""
 SPARE_POLL_S = 0.25
 FILE_MODE = 0o666
+_SPARES = ".spares-"
 """The mode ``Path.write_text`` opens the temporary with."""
 _UID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -103,7 +104,9 @@ class PodResolvers:
 
     @property
     def spares_dir(self) -> Path:
-        return self.etc_netns / f".{self.prefix}-spares"
+        """This agent's (its pid and prefix: agents of one process, or of one prefix one
+        after the other, never share one)."""
+        return self.etc_netns / f"{_SPARES}{os.getpid()}-{self.prefix}"
 
     def alias(self, uid: str) -> str:
         return f"{self.prefix}-h-{uid}"
@@ -198,6 +201,7 @@ class PodResolvers:
                 spares = self._spares
                 if (
                     spares is not None
+                    and self.cluster_dns  # else only dnsPolicy None pods' files: no spares
                     and spares.wanted
                     and time.monotonic() - self._last_write >= SPARE_IDLE_S
                 ):
@@ -211,15 +215,32 @@ class PodResolvers:
     def _open_spares(self) -> bool:
         """Whether the spares were set up (or cannot be); False while there is no /etc/netns
         (not made here: a node without pods' files keeps its /etc as it was)."""
-        directory = self.spares_dir
-        shutil.rmtree(directory, ignore_errors=True)  # an earlier agent's: its names not ours
         if not self.etc_netns.is_dir():
             return False
+        self._remove_dead_spares()
+        directory = self.spares_dir
+        shutil.rmtree(directory, ignore_errors=True)  # an earlier agent's: its names not ours
         spares = Spares(directory, starts=SPARE_PODS, file_mode=FILE_MODE,
                         dirs_per_start=1, files_per_start=1)  # fmt: skip
         with self._spares_lock:
             self._spares = spares if spares.usable else None
         return True
+
+    def _remove_dead_spares(self) -> None:
+        """Remove the spares of agents that were killed (their pid gone; a reused pid keeps
+        them until it is gone too)."""
+        for name in os.listdir(self.etc_netns):
+            if not name.startswith(_SPARES):
+                continue
+            pid = name[len(_SPARES) :].partition("-")[0]
+            if not pid.isdigit():
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                shutil.rmtree(self.etc_netns / name, ignore_errors=True)
+            except OSError:
+                pass  # alive (another user's): not ours to judge
 
     def _refill(self) -> None:
         for _ in range(SPARE_CHUNK):

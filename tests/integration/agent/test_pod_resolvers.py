@@ -1,5 +1,5 @@
 """The pods' ``resolv.conf`` files from inodes made ahead (``handlers.agent.poddns``): what a
-pod's directory and file are is what ``mkdir`` and ``write_text`` made without spares."""
+pod's directory and file are what ``mkdir`` and ``write_text`` made without spares."""
 
 from __future__ import annotations
 
@@ -7,10 +7,18 @@ import asyncio
 import contextlib
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 from handlers.agent.poddns import RESOLV_CONF, SPARE_PODS, PodResolvers
 from tests.integration.support import eventually
+
+
+def _pid_gone() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
 
 UID = "6f1c2d3e-0a1b-4c5d-8e9f-001122334455"
 
@@ -27,6 +35,11 @@ async def test_an_idle_agent_makes_spares_and_a_pods_file_takes_them(tmp_path: P
     spares = resolvers.spares_dir
     spares.mkdir()
     (spares / "1").write_text("an earlier agent's")  # removed, not taken
+    # A pid that is no process's now ...
+    dead = etc_netns / f".spares-{_pid_gone()}-other"
+    dead.mkdir()  # ... a killed agent's spares: removed
+    alive = etc_netns / f".spares-{os.getppid()}-other"
+    alive.mkdir()  # a live agent's (its pid alive): kept
     task = asyncio.create_task(resolvers.keep_spares())
     try:
 
@@ -63,4 +76,5 @@ async def test_an_idle_agent_makes_spares_and_a_pods_file_takes_them(tmp_path: P
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert not spares.exists()
+    assert not dead.exists() and alive.is_dir()
     assert file.read_text() == "kept\n"
