@@ -345,6 +345,7 @@ class NodeAgent:
                     tasks.create_task(self._run_proxy(self.proxy))
                 self._reconcile(tasks)
                 tasks.create_task(self.resolvers.sweep(self._busy()))
+                tasks.create_task(self.resolvers.keep_spares())
                 if ready is not None:
                     ready.set()
                 while True:

@@ -19,6 +19,9 @@ and ``O_APPEND`` did). Only the inodes' birth times are earlier. The spares live
 directory of the worker's own beside ``pods/`` (never under it: the agent's garbage collector
 and the adoption scan read ``pods/``), removed when the worker ends and, for a worker that was
 killed, by the next runtime that starts workers on the same root.
+
+The log shipper (``handlers.agent.logship``) keeps files of its own the same way, for the
+temporaries of its ``.shipped.json`` saves (files only, of ``open``'s default mode).
 """
 
 from __future__ import annotations
@@ -53,10 +56,23 @@ _NO_SPARE = -1
 class Spares:
     """One start worker's spare directories and files under ``directory``."""
 
-    def __init__(self, directory: Path, *, starts: int = SPARE_STARTS) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        starts: int = SPARE_STARTS,
+        dirs_per_start: int = DIRS_PER_START,
+        files_per_start: int = FILES_PER_START,
+        file_mode: int = FILE_MODE,
+    ) -> None:
         self.directory = directory
-        self.want_dirs = starts * DIRS_PER_START
-        self.want_files = starts * FILES_PER_START
+        self.dirs_per_start = dirs_per_start
+        self.files_per_start = files_per_start
+        self.file_mode = file_mode
+        """The mode ``os.open`` is given for a spare file: what the file it stands for is
+        opened with (the umask applies to both alike)."""
+        self.want_dirs = starts * dirs_per_start
+        self.want_files = starts * files_per_start
         self._dirs: list[str] = []
         self._files: list[str] = []
         self._made = 0
@@ -86,11 +102,15 @@ class Spares:
             self._made += 1
             path = f"{prefix}{self._made}"
             try:
-                if dirs_short * FILES_PER_START >= files_short * DIRS_PER_START:
+                if files_short <= 0 or (
+                    dirs_short > 0
+                    and dirs_short * self.files_per_start >= files_short * self.dirs_per_start
+                ):
                     os.mkdir(path)
                     self._dirs.append(path)
                 else:
-                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                    os.close(os.open(path, flags, self.file_mode))
                     self._files.append(path)
             except FileExistsError:
                 continue  # left by an earlier worker of the same pid: not ours to take
@@ -112,7 +132,7 @@ class Spares:
         path.mkdir(parents=True, exist_ok=True)  # as without spares, errors included
 
     def place_file(self, path: Path) -> None:
-        """An empty file of mode ``0o600`` at ``path`` from a spare, unless one is there
+        """An empty file of the spares' mode at ``path`` from a spare, unless one is there
         already or there is no spare (then the caller's ``O_CREAT`` makes it as before)."""
         outcome = self._take(self._files, path)
         if outcome in (0, _NO_SPARE, errno.EEXIST, errno.EISDIR, errno.ENOTDIR):
@@ -144,7 +164,7 @@ class Spares:
     def _give_up(self, why: str) -> None:
         """No spares from now on: every start makes its own inodes, as without spares."""
         if self.usable:
-            log.warning("start_worker.spares_off", reason=why)
+            log.warning("spares.off", directory=str(self.directory), reason=why)
         self.usable = False
         self._dirs.clear()
         self._files.clear()

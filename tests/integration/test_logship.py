@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +18,13 @@ import pytest
 from nats.aio.client import Client
 
 from core.pods.containerlogs import ContainerLogPolicy, ShippingLimits
-from handlers.agent.logship import STATE_FILE, ContainerInstance, LogShipper
+from handlers.agent.logship import (
+    SPARE_SAVES,
+    SPARES_DIR,
+    STATE_FILE,
+    ContainerInstance,
+    LogShipper,
+)
 from streams.telemetry import LOGS_STREAM, MAX_CHUNK_BYTES, read_logs
 from tests.integration.support import eventually
 
@@ -282,3 +290,35 @@ async def test_an_instance_tracked_while_a_batch_is_being_written_is_written_too
         await asyncio.sleep(0)  # the first batch is handed to a worker thread
     await shipper.saved()
     assert [(d / STATE_FILE).exists() for d in directories] == [True, True]
+
+
+async def test_an_idle_shipper_makes_spare_temporaries_and_a_save_takes_one(
+    nc: Client, tmp_path: Path
+) -> None:
+    spares = tmp_path / SPARES_DIR
+    spares.mkdir()
+    (spares / "1").write_text("an earlier shipper's")  # removed, not taken
+    shipper = LogShipper(nc, tmp_path, poll_interval=0.05)
+    async with running(shipper):
+
+        async def filled() -> bool:
+            return spares.is_dir() and len(os.listdir(spares)) == SPARE_SAVES
+
+        await eventually(filled)
+        made = {os.stat(spares / name).st_ino for name in os.listdir(spares)}
+        directory = instance_dir(tmp_path)
+        shipper.track(instance(directory))
+        await asyncio.wait_for(shipper.saved(), 10)
+        state = directory / STATE_FILE
+        assert state.stat().st_ino in made  # the temporary was a spare, renamed into place
+        assert len(os.listdir(spares)) == SPARE_SAVES - 1
+        assert json.loads(state.read_text())["pod_uid"] == UID
+        (tmp_path / "plain").write_text("{}")  # what the temporary's write_text made before
+        assert stat.S_IMODE(state.stat().st_mode) == stat.S_IMODE(
+            (tmp_path / "plain").stat().st_mode
+        )
+        assert not (directory / f"{STATE_FILE}.tmp").exists()
+        # Saved within the last second: no spare is made again during a burst.
+        await asyncio.sleep(0.3)
+        assert len(os.listdir(spares)) == SPARE_SAVES - 1
+    assert not spares.exists()  # removed when the shipper stops

@@ -134,3 +134,22 @@ def test_a_burst_that_stops_halfway_leaves_both_kinds(tmp_path: Path):
     spares.refill(14)  # two starts' worth
     kinds = [(tmp_path / "spares" / n).is_dir() for n in os.listdir(tmp_path / "spares")]
     assert (kinds.count(True), kinds.count(False)) == (8, 6)
+
+
+def test_files_only_spares_make_no_directory_and_use_the_mode_asked(tmp_path: Path):
+    # As the log shipper keeps them: empty files standing for ``Path.write_text``'s temporaries.
+    spares = Spares(
+        tmp_path / "spares", starts=3, dirs_per_start=0, files_per_start=1, file_mode=0o666
+    )
+    spares.refill(10)
+    entries = [tmp_path / "spares" / name for name in os.listdir(tmp_path / "spares")]
+    assert len(entries) == 3 and all(path.is_file() for path in entries)
+    assert not spares.wanted
+    target = tmp_path / "instance" / ".shipped.json.tmp"
+    target.parent.mkdir()
+    spares.place_file(target)
+    (tmp_path / "instance" / "plain").write_text("")
+    assert stat.S_IMODE(target.stat().st_mode) == stat.S_IMODE(
+        (tmp_path / "instance" / "plain").stat().st_mode
+    )
+    assert _count(tmp_path / "spares") == 2
