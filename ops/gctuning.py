@@ -19,8 +19,12 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-YOUNG_THRESHOLD = 50_000
-"""Allocations between young collections (CPython's default is 700)."""
+YOUNG_THRESHOLD = 10_000
+"""Allocations between young collections (CPython's default is 700). Measured on a quiet host
+(docs/benchmarks.md, "Session 14's closing figures"): 50,000 let a middle collection walk a
+million survivors at once (pauses of 250-330 ms, the tail of commands at a steady 500/s); with
+10,000 the pauses stay under ~60 ms, for the same or less cpu in `up`, the agent and the
+scheduler."""
 YOUNG_THRESHOLD_ENV = "FLEETLOG_GC_YOUNG_THRESHOLD"
 YOUNG_THRESHOLD_BOUNDS = (100, 10_000_000)
 

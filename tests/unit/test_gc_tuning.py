@@ -33,9 +33,9 @@ def test_tune_gc_freezes_what_is_alive_and_collects_the_young_less_often() -> No
 def test_an_operator_sets_the_young_threshold_as_gogc_is_set(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv(YOUNG_THRESHOLD_ENV, "10000")
+    monkeypatch.setenv(YOUNG_THRESHOLD_ENV, "20000")
     tune_gc()
-    assert gc.get_threshold()[0] == 10_000
+    assert gc.get_threshold()[0] == 20_000 != YOUNG_THRESHOLD
 
 
 @pytest.mark.parametrize("text", ["", "lots", "-5", "0", "99", "1e5", "99999999999"])
