@@ -306,13 +306,7 @@ def _make_template(run_netns: Path, mounts: bytes, checked: float) -> _Template:
                     _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, b"mode=0755,size=4k"),
         f"an empty tmpfs on {run_netns}",
     )  # fmt: skip
-    sys_flags = 0
-    if _libc.umount2(SYS, _MNT_DETACH) != 0:
-        try:
-            if os.statvfs(SYS).f_flag & os.ST_RDONLY:
-                sys_flags = _MS_RDONLY
-        except OSError:
-            pass
+    sys_flags = _detach_sys()
     fd = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     return _Template(fd, sys_flags, mounts, checked)
 
@@ -373,16 +367,20 @@ def _enter(netns: str, *, run_netns: Path, etc_netns: Path) -> None:
         os.close(fd)
     _check(_libc.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _check(_libc.mount(b"none", b"/", None, _MS_REC | _MS_SLAVE, None), "mount --make-rslave /")
-    flags = 0
-    if _libc.umount2(SYS, _MNT_DETACH) != 0:
-        # Nothing to detach, or not allowed: the new sysfs goes over it, read-only if it is.
-        try:
-            if os.statvfs(SYS).f_flag & os.ST_RDONLY:
-                flags = _MS_RDONLY
-        except OSError:
-            pass
-    _check(_libc.mount(netns.encode(), SYS, b"sysfs", flags, None), "mount of /sys")
+    _check(_libc.mount(netns.encode(), SYS, b"sysfs", _detach_sys(), None), "mount of /sys")
     _bind_etc(etc_netns / netns)
+
+
+def _detach_sys() -> int:
+    """Detach the namespace's /sys; the flags of the sysfs mounted in its place: none, or
+    read-only when there was nothing to detach (or it was not allowed) and the /sys it then
+    goes over is read-only."""
+    if _libc.umount2(SYS, _MNT_DETACH) == 0:
+        return 0
+    try:
+        return _MS_RDONLY if os.statvfs(SYS).f_flag & os.ST_RDONLY else 0
+    except OSError:
+        return 0
 
 
 def _bind_etc(directory: Path) -> None:
