@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from streams.telemetry import USAGE_PERIOD_S
 from tests.e2e.conftest import pod_network_unavailable
 from tests.e2e.test_cli import Cluster
 
@@ -39,6 +40,12 @@ FOLLOW_SECONDS = 3.0
 SHIPPED_WITHIN_S = 15.0
 """Container output reaches NATS in batches: a read right after a request may not show it yet
 (a person typing the next command would). Reads of logs are repeated until then."""
+
+SAMPLED_WITHIN_S = 2 * USAGE_PERIOD_S
+"""The node agent samples usage every period (10 s): after ``rollout undo`` every web pod is
+new, and ``top pods`` says "metrics not available yet" (as kubectl does) until the first sample
+of one of them; a person reading that message runs it again. One period, and one for a loaded
+machine."""
 
 PROXY_FOLLOWS_S = 2.0
 """A node's service proxy applies a change of the slices within a second (docs/benchmarks.md);
@@ -211,6 +218,9 @@ def test_the_readme_walk_through_runs_as_written(cluster: Cluster, shell: Shell)
         if command.startswith("fleetlog logs -l app=web"):
             _every_replica_answered(shell, command)
             continue
+        if command == "fleetlog top pods":
+            _top_lists_the_running_pods(shell, command)
+            continue
         if command == "fleetlog logs fetch":
             _repeat_until(
                 lambda ran=command: shell.run(ran).stdout, lambda out: out.strip() == "200",
@@ -221,6 +231,24 @@ def test_the_readme_walk_through_runs_as_written(cluster: Cluster, shell: Shell)
         _check(step, result.stdout, shell)
     # Every command of the README ran, in its order (the loop above would have stopped).
     assert ran == [step.command for step in steps]
+
+
+def _top_lists_the_running_pods(shell: Shell, command: str) -> None:
+    """``top pods`` lists the web replicas (and, once sampled, ``hello``) with their cpu and
+    memory; before the first sample of any of them it says so, and a person runs it again."""
+    deadline = time.monotonic() + SAMPLED_WITHIN_S
+    while True:
+        result = shell.run_unchecked(command)
+        if result.returncode == 0:
+            break
+        assert result.stderr.strip() == "error: metrics not available yet", result.stderr
+        assert time.monotonic() < deadline, f"no pod usage {SAMPLED_WITHIN_S} s after the start"
+        time.sleep(0.5)
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "CPU(cores)", "MEMORY(bytes)"], result.stdout
+    rows = [line.split() for line in lines[1:]]
+    assert rows and all(name.startswith(("web-", "hello")) for name, _, _ in rows), result.stdout
+    assert all(cpu.endswith("m") and memory.endswith("Mi") for _, cpu, memory in rows), rows
 
 
 def _check(step: Step, out: str, shell: Shell) -> None:
