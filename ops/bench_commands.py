@@ -182,6 +182,27 @@ async def waited_out(phase: Phase, attempt: Callable[[], Awaitable[object]]) -> 
             await asyncio.sleep(min(seconds, MAX_RETRY_AFTER_S))
 
 
+def pod_creates(
+    client: CommandClient, phase: Phase, prefix: str
+) -> Callable[[int], Awaitable[None]]:
+    """``send(i)`` for :func:`run_phase`: the create of pod ``<prefix>-<i>`` (30 s to answer),
+    its "too many requests" refusals waited out and counted in ``phase``."""
+
+    async def create(index: int) -> None:
+        await waited_out(
+            phase,
+            lambda: client.send(
+                "Pod",
+                "create",
+                {"manifest": pod_manifest(f"{prefix}-{index}")},
+                timeout=30,
+                throttled_retries=0,
+            ),
+        )
+
+    return create
+
+
 async def run_phase(
     phase: Phase,
     target: Target,
@@ -297,37 +318,13 @@ async def bench(target: Target, args: argparse.Namespace, *, reader: Target) -> 
             )
         if "sustained" not in args.skip:
             sustained = Phase("sustained")
-
-            async def create(index: int) -> None:
-                await waited_out(
-                    sustained,
-                    lambda: client.send(
-                        "Pod",
-                        "create",
-                        {"manifest": pod_manifest(f"s-{index}")},
-                        timeout=30,
-                        throttled_retries=0,
-                    ),
-                )
-
+            create = pod_creates(client, sustained, "s")
             await run_phase(sustained, target, args.sustained, create, in_flight=args.in_flight)
             print(sustained.report(args.sustained), flush=True)
             await settle(up_pid)
         if "rate" not in args.skip:
             paced_phase = Phase(f"{args.rate:.0f}/s")
-
-            async def paced(index: int) -> None:
-                await waited_out(
-                    paced_phase,
-                    lambda: client.send(
-                        "Pod",
-                        "create",
-                        {"manifest": pod_manifest(f"r-{index}")},
-                        timeout=30,
-                        throttled_retries=0,
-                    ),
-                )
-
+            paced = pod_creates(client, paced_phase, "r")
             await run_phase(paced_phase, target, args.commands, paced, rate=args.rate)
             print(paced_phase.report(args.commands), flush=True)
     finally:

@@ -59,7 +59,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import structlog
-from pyroute2 import netns as pyroute2_netns
 
 log = structlog.get_logger(__name__)
 
@@ -314,16 +313,7 @@ def _make_template(run_netns: Path, mounts: bytes, checked: float) -> _Template:
 def _enter_from(template: _Template, netns: str, *, run_netns: Path, etc_netns: Path) -> None:
     """:func:`_enter`'s result from the template: the pod's network namespace, then a copy
     of the template (/ already a slave, /sys already detached), the pod's sysfs and /etc."""
-    try:
-        fd = os.open(run_netns / netns, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise NamespaceEntryError(
-            exc.errno, f"the pod's network namespace {netns}: {exc.strerror}"
-        ) from exc
-    try:
-        _check(_libc.setns(fd, _CLONE_NEWNET), f"setns({netns})")
-    finally:
-        os.close(fd)
+    _join_network(netns, run_netns)
     cwd = os.getcwd()
     _check(_libc.setns(template.fd, _CLONE_NEWNS), "setns(template)")
     # Entering a mount namespace moves the thread to its root: the working directory back,
@@ -352,7 +342,8 @@ def _check(result: int, what: str) -> None:
         raise NamespaceEntryError(code, f"{what}: {os.strerror(code)}")
 
 
-def _enter(netns: str, *, run_netns: Path, etc_netns: Path) -> None:
+def _join_network(netns: str, run_netns: Path) -> None:
+    """The calling thread into the pod's network namespace (its handle under ``run_netns``)."""
     try:
         fd = os.open(run_netns / netns, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
@@ -360,11 +351,13 @@ def _enter(netns: str, *, run_netns: Path, etc_netns: Path) -> None:
             exc.errno, f"the pod's network namespace {netns}: {exc.strerror}"
         ) from exc
     try:
-        pyroute2_netns.setns(fd)
-    except OSError as exc:
-        raise NamespaceEntryError(exc.errno, f"setns({netns}): {exc.strerror}") from exc
+        _check(_libc.setns(fd, _CLONE_NEWNET), f"setns({netns})")
     finally:
         os.close(fd)
+
+
+def _enter(netns: str, *, run_netns: Path, etc_netns: Path) -> None:
+    _join_network(netns, run_netns)
     _check(_libc.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     _check(_libc.mount(b"none", b"/", None, _MS_REC | _MS_SLAVE, None), "mount --make-rslave /")
     _check(_libc.mount(netns.encode(), SYS, b"sysfs", _detach_sys(), None), "mount of /sys")
