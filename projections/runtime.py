@@ -27,7 +27,7 @@ import gc
 import hashlib
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 import msgpack
 import msgspec
@@ -55,6 +55,34 @@ class ReadModel(Protocol):
     def snapshot(self) -> Any: ...
 
     def restore(self, data: Any) -> None: ...
+
+
+@runtime_checkable
+class CapturedSnapshots(Protocol):
+    """A read model whose snapshot can be captured cheaply on the event loop and written out
+    elsewhere: ``snapshot_capture()`` takes what the state is now (no deep copy: what it holds
+    is never changed in place afterwards), ``snapshot_items(captured)`` gives the items of
+    ``snapshot()``'s list from it, in any thread."""
+
+    def snapshot_capture(self) -> Any: ...
+
+    def snapshot_items(self, captured: Any) -> Iterator[Any]: ...
+
+
+def packed_snapshot(position: int, items: Iterator[Any], count: int) -> bytes:
+    """``msgpack.packb({"position": position, "state": list(items)})``, byte for byte, packed
+    an item at a time: in a worker thread, each item is a call of its own, so the event loop's
+    thread takes the interpreter between items (one ``packb`` of a 10,000-pod model held it
+    ~80 ms, and building its dicts ~35 ms more, every snapshot period)."""
+    packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+    packer.pack_map_header(2)
+    packer.pack("position")
+    packer.pack(position)
+    packer.pack("state")
+    packer.pack_array_header(count)
+    for item in items:
+        packer.pack(item)
+    return packer.bytes()
 
 
 FREEZE_AFTER_EVENTS = 100_000
@@ -364,10 +392,17 @@ class Projection(Generic[M]):
         """Store the model with its position and the stream it was folded from (in the
         object's description, which ``audit verify`` reads without the state)."""
         position = self.position
-        info = await self._store.stream_info()
-        data = msgpack.packb(
-            {"position": position, "state": self.model.snapshot()}, use_bin_type=True
-        )
+        model = self.model
+        if isinstance(model, CapturedSnapshots):
+            captured = model.snapshot_capture()  # the state at ``position``: no await before
+            info = await self._store.stream_info()
+            items = model.snapshot_items(captured)
+            data = await asyncio.to_thread(packed_snapshot, position, items, len(captured))
+        else:
+            data = msgpack.packb(
+                {"position": position, "state": model.snapshot()}, use_bin_type=True
+            )
+            info = await self._store.stream_info()
         taken = SnapshotOrigin(
             stream=self._store.stream,
             created=str(info.get("created", "")),

@@ -72,6 +72,15 @@ BENCHES = [
         ),
     ),
     Bench(
+        "bench_snapshot",
+        "--pods 50 --saves 1",
+        (
+            r'^  "pods": 50,$',
+            r'^      "longest_loop_stall_ms": [\d.]+,$',
+            r'^      "bytes": [1-9]\d*$',
+        ),
+    ),
+    Bench(
         "bench_kubeapi",
         "--pods 20 --rounds 2 --writes 5 --watchers 2",
         (
