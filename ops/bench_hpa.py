@@ -172,6 +172,7 @@ async def run(*, hpas: int, pods: int, period: float, steady: float, probes: int
         server = EmbeddedServer(data_dir=Path(tmp) / "nats", port=free_port())
         await server.start()
         tasks: list[asyncio.Task[Any]] = []
+        nc = None
         try:
             nc = await connect(server.url, name="bench-hpa")
             await ensure_streams(nc)
@@ -342,6 +343,11 @@ async def run(*, hpas: int, pods: int, period: float, steady: float, probes: int
                 task.cancel()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+            # Closed before its server stops: left open, it tried to reconnect, and now and then
+            # (2 runs in 37 on a loaded host) its reconnect task did not end when asyncio.run
+            # cancelled it (in nats-py's _select_next_server), so the bench never exited.
+            if nc is not None:
+                await nc.close()
             await server.stop()
     return figures
 
