@@ -26,7 +26,7 @@ from nats.js.errors import (
     BucketNotFoundError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
-    NoKeysError,
+    NotFoundError,
 )
 from nats.js.kv import KeyValue
 
@@ -114,18 +114,25 @@ def _encoded(status: ProxyStatus) -> bytes:
 
 
 async def read_statuses(nc: Client) -> list[ProxyStatus]:
-    """Every proxy's latest report (none when the bucket was never made), by name."""
+    """Every proxy's latest report (none when the bucket was never made), by name.
+
+    The keys are the subjects the bucket's stream holds (its stream info), not nats-py's
+    ``keys()``: that one watches the bucket and stops at its first "nothing pending" marker,
+    which it can put before a report already on its way is counted, so under load it said
+    "no keys" of a bucket that had them (``mesh status`` then said "No proxies found.")."""
+    js = jsapi.jetstream(nc)
     try:
-        kv = await jsapi.jetstream(nc).key_value(MESH_STATUS_BUCKET)
+        kv = await js.key_value(MESH_STATUS_BUCKET)
     except BucketNotFoundError:
         return []
+    prefix = f"$KV.{MESH_STATUS_BUCKET}."
+    info = await js.stream_info(f"KV_{MESH_STATUS_BUCKET}", subjects_filter=f"{prefix}>")
     out: list[ProxyStatus] = []
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return []
-    for key in keys:
-        entry = await kv.get(key)
+    for subject in sorted(info.state.subjects or {}):
+        try:
+            entry = await kv.get(subject.removeprefix(prefix))
+        except NotFoundError:  # deleted or purged: its marker is the subject's last message
+            continue
         if entry.value:
             out.append(ProxyStatus.from_dict(json.loads(entry.value)))
     return sorted(out, key=lambda s: (s.name, s.id))
