@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from ops.podnets import remove_pod_networks
+from tests.e2e.ctrlc import sigint_restored
 
 pytestmark = pytest.mark.e2e
 
@@ -291,6 +292,7 @@ def test_walkthrough_survives_a_restart(cluster: Cluster, tmp_path: Path) -> Non
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "FLEETLOG_SERVER": cluster.server},
+        preexec_fn=sigint_restored,
     )
     try:
         time.sleep(1.5)  # usually subscribed by now: the pod's creation then arrives live
@@ -315,7 +317,12 @@ def test_walkthrough_survives_a_restart(cluster: Cluster, tmp_path: Path) -> Non
         assert all((e["kind"], e["namespace"]) == ("Pod", "shop") for e in followed)
     finally:
         follower.send_signal(signal.SIGINT)
-        assert follower.wait(timeout=10) in (0, 130)
+        try:
+            assert follower.wait(timeout=10) in (0, 130)
+        finally:
+            if follower.poll() is None:  # never left running, whatever failed
+                follower.kill()
+                follower.wait()
 
     assert cluster.down() == 0
     cluster.up()
