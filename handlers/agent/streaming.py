@@ -382,9 +382,12 @@ async def _run_portforward(
     try:
         sock = await asyncio.get_running_loop().run_in_executor(pool, _connect_in, netns, port)
     except OSError as exc:
+        # The cause as the kubelet's Go dialer spells it (``connect: connection refused``).
+        cause = os.strerror(exc.errno).lower() if exc.errno else str(exc)
         return {
             "error": f"error forwarding port {port} to pod {uid}: failed to connect to "
-            f"localhost:{port} inside the pod's network: {exc.strerror or exc}"
+            f"localhost:{port} inside the pod's network: dial tcp4 127.0.0.1:{port}: "
+            f"connect: {cause}"
         }
     finally:
         pool.shutdown(wait=False)

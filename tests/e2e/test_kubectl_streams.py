@@ -13,6 +13,7 @@ a WebSocket client.)
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -257,6 +258,23 @@ def test_port_forward_reaches_the_pod_s_own_localhost(streams: Kubectl, tmp_path
 
     wait_for(answered)  # the server may still be starting
     assert answer.split(b"\r\n\r\n", 1)[1] == Path("/etc/hostname").read_bytes()
+
+    # A port nothing listens on in the pod: the error channel says so, as the kubelet's Go
+    # dialer does (kubectl shows it), and the stream ends.
+    ws = _websocket(kubectl, tmp_path, "/api/v1/namespaces/default/pods/web/portforward?ports=9")
+    try:
+        assert ws.recv() == b"\x00\x09\x00" and ws.recv() == b"\x01\x09\x00"
+        ws.send_binary(b"\x00GET / HTTP/1.0\r\n\r\n")
+        refused = b""
+        with contextlib.suppress(websocket.WebSocketConnectionClosedException):
+            while message := ws.recv():
+                if message[0] == 1:
+                    refused += message[1:]
+    finally:
+        ws.close()
+    assert refused.endswith(
+        b"inside the pod's network: dial tcp4 127.0.0.1:9: connect: connection refused"
+    ), refused
 
     nothing = _websocket(kubectl, tmp_path, url.replace("8080", "8081"))
     try:
