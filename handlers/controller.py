@@ -234,7 +234,11 @@ class ControllerLoop(Generic[K]):
         self._timers: list[tuple[float, K]] = []  # (monotonic time, key), a heap
         self._causes: dict[K, Cause] = {}
         self._own_cause: set[K] = set()  # keys whose cause is an event on the object itself
+        self._expected: dict[K, int] = {}  # key -> the last sequence its reconciles wrote
+        self._behind: set[K] = set()  # keys reported as waiting for the view
         self.reconciled = 0
+        self.deferred = 0
+        """Reconciles put off because the view did not yet hold the key's own writes."""
         self.failures = 0
 
     @property
@@ -283,6 +287,33 @@ class ControllerLoop(Generic[K]):
         fallback is not an event)."""
         return self._causes.get(key)
 
+    async def settle(self, key: K, seq: int) -> bool:
+        """Expectations (Kubernetes' ``ControllerExpectations``): wait until the view holds
+        ``seq``, a write this reconcile of ``key`` made. Whether or not it does in time, ``key``
+        is not reconciled again before it does (see :meth:`_run_one`): a decision on a view
+        without one's own writes makes them again (a replica set's pods created twice). False
+        if the view is still behind; the caller may go on with what does not count on it."""
+        if seq > self._expected.get(key, 0):
+            self._expected[key] = seq
+        return await self._projection.wait_for(seq)
+
+    async def _view_holds_own_writes(self, key: K) -> bool:
+        expected = self._expected.get(key)
+        if expected is None:
+            return True
+        if not await self._projection.wait_for(expected):
+            if key not in self._behind:  # once per key and episode: a lag touches every key
+                self._behind.add(key)
+                log.info(
+                    f"{self.role}.view_behind", key="/".join(key), expected=expected,
+                    position=self._projection.position,
+                )  # fmt: skip
+            return False
+        if self._expected.get(key) == expected:
+            del self._expected[key]
+        self._behind.discard(key)
+        return True
+
     def forget(self, key: K) -> None:
         """The object is gone (or acted on for good): drop what is remembered about it."""
         self._causes.pop(key, None)
@@ -309,10 +340,16 @@ class ControllerLoop(Generic[K]):
                         # everything: whatever happened meanwhile is reconciled. (Seen here,
                         # not from renew(), so a borrowed lease's comings and goings count.)
                         try:
-                            await self._projection.wait_for_log_end()
+                            caught_up = await self._projection.wait_for_log_end()
                         except OUTAGE_ERRORS:
                             # The server is away: not leading until the log's end is known.
                             await asyncio.sleep(self.retry_seconds)
+                            continue
+                        if not caught_up:
+                            # The view is still behind what the log held (a restart's model
+                            # behind, a follow held up): acting now would redo what the log
+                            # already has. Keep the lease, wait on.
+                            log.info(f"{self.role}.catching_up", position=self._projection.position)
                             continue
                         self._dirty.update(self._all_keys())
                         log.info(f"{self.role}.leading", holder=self._leader.holder)
@@ -353,6 +390,10 @@ class ControllerLoop(Generic[K]):
 
     async def _run_one(self, key: K) -> None:
         try:
+            if not await self._view_holds_own_writes(key):
+                self.deferred += 1
+                self.mark_after(key, self.retry_seconds)
+                return
             recheck_ns = await self._reconcile(key)
             self.reconciled += 1
             self._own_cause.discard(key)  # acted on: dependents' events may be causes again
