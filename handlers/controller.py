@@ -9,7 +9,9 @@ reconciled again afterwards), when they look again by themselves (a time the rec
 ``minReadySeconds``, a progress deadline, an eviction deadline, the next monitor pass), how
 they retry after a failure, and how leadership is held and given up, is the same. A reconcile
 waits for its own writes to reach the projection before it returns (Kubernetes'
-"expectations"), so the next reconcile of that key never decides on a view that misses them.
+"expectations", :meth:`ControllerLoop.settle`), and the loop does not start the next reconcile
+of that key before they have, however long the projection lags, so it never decides on a view
+that misses them; a new leader likewise acts only once its view has reached the log's end.
 
 The seams, each a small Protocol: :class:`Reconcile` (one key → when to look again),
 :class:`KeysOf` (an event → the keys it makes dirty), :class:`AllKeys` (what a new leader looks

@@ -19,7 +19,8 @@ How a reconcile goes (``core.workloads.replicaset.plan_replica_set`` decides):
   reported, not hidden;
 * surplus pods are deleted with ``expected_version`` (a pod changed since the decision is
   decided again, not hit blindly);
-* the controller then waits for its own writes to reach the projection and, when nothing was
+* the controller then waits for its own writes to reach the projection (and the loop counts
+  the set again only once they have: ``ControllerLoop.settle``) and, when nothing was
   left to do, records ``status`` (replicas, fully labeled, ready, available, observed
   generation, conditions) if it changed. A ready pod that becomes available only after
   ``minReadySeconds`` is looked at again at that moment.
