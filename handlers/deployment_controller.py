@@ -167,10 +167,11 @@ class DeploymentController:
         seqs: list[int] = []
         for action in plan.actions:
             # Copied onto the replica set as it is after this sync's scaling: the update is
-            # pinned to that version (if the view lacks it yet, the loop looks again later).
+            # pinned to that version (the view must have it first).
             copying = isinstance(action, CopyAnnotations) and bool(seqs)
             if copying and not await self.loop.settle(key, max(seqs)):
-                break
+                self.loop.mark(key)  # once the view has this sync's writes (the loop waits)
+                return None
             seqs.extend(await self._carry_out(deployment, action, cause))
         if seqs and not await self.loop.settle(key, max(seqs)):
             # Expectations: the next sync (held back by the loop until the view has these

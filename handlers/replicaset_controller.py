@@ -274,7 +274,7 @@ class ReplicaSetController:
         self._unconfirmed[key] = still
         if seqs and not await self.loop.settle(key, max(seqs)):
             raise TimeoutError(f"the view does not hold the pods of {rs.name} created yet")
-        if refused and not await self._projection.wait_for_log_end():
+        if refused and not await self.loop.settle(key, await self._projection.log_end()):
             raise TimeoutError(f"the view is behind the log; {rs.name} is counted later")
         if still:
             raise TimeoutError(f"{len(still)} pod creates of {rs.name} still unanswered")
