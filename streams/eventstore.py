@@ -129,10 +129,13 @@ class Appended(list[int]):
         self.replayed = replayed
 
 
-SHORT_READ_ATTEMPTS = 20
+SHORT_READ_STALLS = 20
 SHORT_READ_RETRY_S = 0.1
-"""A bounded read that ended before the leader's end is taken up again this many times, after
-a pause of this long times the attempt (~20 s in all): a replica catches up in seconds."""
+SHORT_READ_RETRY_MAX_S = 1.0
+"""A bounded read that ended before the leader's end is taken up again, after a pause growing
+by this much a time up to the maximum, for as long as each pass gets further; it fails after
+this many passes in a row that got nowhere (~15 s): a replica catching up gets further, and
+its consumer may be placed on it again and again (R1 consumers go where the client is)."""
 
 NO_RESPONDERS = "503"
 NO_RESPONDERS_RETRY_S = 0.5
@@ -830,26 +833,33 @@ class EventStore:
         if target < from_seq:
             return
         from_ns = int(from_time.timestamp() * 1e9) if from_time is not None else 0
-        last = 0
-        for attempt in range(1, SHORT_READ_ATTEMPTS + 1):
+        last, stalls, attempt = 0, 0, 0
+        while True:
+            attempt += 1
             reached = await self._read_bounded(
                 handler, filter_subject, from_seq, from_time, from_ns, target, until_ns
             )
+            stalls = 0 if reached > last else stalls + 1
             last = max(last, reached)
             if from_ns and not last:
                 return  # nothing at or after the start time: no position to check from
             after = max(last, from_seq - 1)
-            missed = await self._missed_after(after, filter_subject, target, until_ns)
-            if missed is None:
-                return
+            try:
+                missed = await self._missed_after(after, filter_subject, target, until_ns)
+            except (TimeoutError, NoRespondersError, StoreError) as exc:
+                missed, why = after + 1, repr(exc)  # the leader is being elected: ask again
+            else:
+                if missed is None:
+                    return
+                why = "the read ended before it"
+            if stalls >= SHORT_READ_STALLS:
+                raise logreader.LogReadError(
+                    f"reading {self.stream} up to {target}: stuck after {last} ({why})"
+                )
             log.info("eventstore.short_read", stream=self.stream, reached=last, missed=missed,
-                     target=target, attempt=attempt)  # fmt: skip
+                     target=target, attempt=attempt, why=why)  # fmt: skip
             from_seq, from_time, from_ns = missed, None, 0
-            await asyncio.sleep(SHORT_READ_RETRY_S * attempt)
-        raise logreader.LogReadError(
-            f"reading {self.stream} up to {target}: the replicas serving the read stayed behind "
-            f"the leader (after {last})"
-        )
+            await asyncio.sleep(min(SHORT_READ_RETRY_MAX_S, SHORT_READ_RETRY_S * attempt))
 
     async def _missed_after(
         self, after: int, filter_subject: str, target: int, until_ns: int | None
