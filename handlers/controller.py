@@ -329,6 +329,7 @@ class ControllerLoop(Generic[K]):
             ready.set()
         renew_at = 0.0
         leading = False
+        lead_from: int | None = None  # the log's end when the lease was won
         try:
             async with asyncio.TaskGroup() as tasks:
                 while True:
@@ -337,21 +338,29 @@ class ControllerLoop(Generic[K]):
                     if now >= renew_at:
                         renew_at = now + self.period_seconds
                         await self._leader.renew()
-                    if self._leader.is_leader and not leading:
-                        # A new leader first catches up with the whole log, then looks at
-                        # everything: whatever happened meanwhile is reconciled. (Seen here,
-                        # not from renew(), so a borrowed lease's comings and goings count.)
+                    if not self._leader.is_leader:
+                        lead_from = None
+                    elif not leading:
+                        # A new leader first catches up with the log as it was when it won the
+                        # lease, then looks at everything: whatever happened meanwhile is
+                        # reconciled. (Seen here, not from renew(), so a borrowed lease's
+                        # comings and goings count.) A fixed target: a view that folds as fast
+                        # as the log grows, some seconds behind, still gets there.
                         try:
-                            caught_up = await self._projection.wait_for_log_end()
+                            if lead_from is None:
+                                lead_from = await self._projection.log_end()
                         except OUTAGE_ERRORS:
                             # The server is away: not leading until the log's end is known.
                             await asyncio.sleep(self.retry_seconds)
                             continue
-                        if not caught_up:
-                            # The view is still behind what the log held (a restart's model
-                            # behind, a follow held up): acting now would redo what the log
-                            # already has. Keep the lease, wait on.
-                            log.info(f"{self.role}.catching_up", position=self._projection.position)
+                        if not await self._projection.wait_for(lead_from):
+                            # The view is still behind (a restart's model behind, a follow held
+                            # up): acting now would redo what the log already has. Keep the
+                            # lease, wait on.
+                            log.info(
+                                f"{self.role}.catching_up", position=self._projection.position,
+                                log_end=lead_from,
+                            )  # fmt: skip
                             continue
                         self._dirty.update(self._all_keys())
                         log.info(f"{self.role}.leading", holder=self._leader.holder)
