@@ -9,7 +9,9 @@ reconciled again afterwards), when they look again by themselves (a time the rec
 ``minReadySeconds``, a progress deadline, an eviction deadline, the next monitor pass), how
 they retry after a failure, and how leadership is held and given up, is the same. A reconcile
 waits for its own writes to reach the projection before it returns (Kubernetes'
-"expectations"), so the next reconcile of that key never decides on a view that misses them.
+"expectations", :meth:`ControllerLoop.settle`), and the loop does not start the next reconcile
+of that key before they have, however long the projection lags, so it never decides on a view
+that misses them; a new leader likewise acts only once its view has reached the log's end.
 
 The seams, each a small Protocol: :class:`Reconcile` (one key → when to look again),
 :class:`KeysOf` (an event → the keys it makes dirty), :class:`AllKeys` (what a new leader looks
@@ -234,7 +236,11 @@ class ControllerLoop(Generic[K]):
         self._timers: list[tuple[float, K]] = []  # (monotonic time, key), a heap
         self._causes: dict[K, Cause] = {}
         self._own_cause: set[K] = set()  # keys whose cause is an event on the object itself
+        self._expected: dict[K, int] = {}  # key -> the last sequence its reconciles wrote
+        self._behind: set[K] = set()  # keys reported as waiting for the view
         self.reconciled = 0
+        self.deferred = 0
+        """Reconciles put off because the view did not yet hold the key's own writes."""
         self.failures = 0
 
     @property
@@ -283,6 +289,33 @@ class ControllerLoop(Generic[K]):
         fallback is not an event)."""
         return self._causes.get(key)
 
+    async def settle(self, key: K, seq: int) -> bool:
+        """Expectations (Kubernetes' ``ControllerExpectations``): wait until the view holds
+        ``seq``, a write this reconcile of ``key`` made. Whether or not it does in time, ``key``
+        is not reconciled again before it does (see :meth:`_run_one`): a decision on a view
+        without one's own writes makes them again (a replica set's pods created twice). False
+        if the view is still behind; the caller may go on with what does not count on it."""
+        if seq > self._expected.get(key, 0):
+            self._expected[key] = seq
+        return await self._projection.wait_for(seq)
+
+    async def _view_holds_own_writes(self, key: K) -> bool:
+        expected = self._expected.get(key)
+        if expected is None:
+            return True
+        if not await self._projection.wait_for(expected):
+            if key not in self._behind:  # once per key and episode: a lag touches every key
+                self._behind.add(key)
+                log.info(
+                    f"{self.role}.view_behind", key="/".join(key), expected=expected,
+                    position=self._projection.position,
+                )  # fmt: skip
+            return False
+        if self._expected.get(key) == expected:
+            del self._expected[key]
+        self._behind.discard(key)
+        return True
+
     def forget(self, key: K) -> None:
         """The object is gone (or acted on for good): drop what is remembered about it."""
         self._causes.pop(key, None)
@@ -296,6 +329,7 @@ class ControllerLoop(Generic[K]):
             ready.set()
         renew_at = 0.0
         leading = False
+        lead_from: int | None = None  # the log's end when the lease was won
         try:
             async with asyncio.TaskGroup() as tasks:
                 while True:
@@ -304,15 +338,29 @@ class ControllerLoop(Generic[K]):
                     if now >= renew_at:
                         renew_at = now + self.period_seconds
                         await self._leader.renew()
-                    if self._leader.is_leader and not leading:
-                        # A new leader first catches up with the whole log, then looks at
-                        # everything: whatever happened meanwhile is reconciled. (Seen here,
-                        # not from renew(), so a borrowed lease's comings and goings count.)
+                    if not self._leader.is_leader:
+                        lead_from = None
+                    elif not leading:
+                        # A new leader first catches up with the log as it was when it won the
+                        # lease, then looks at everything: whatever happened meanwhile is
+                        # reconciled. (Seen here, not from renew(), so a borrowed lease's
+                        # comings and goings count.) A fixed target: a view that folds as fast
+                        # as the log grows, some seconds behind, still gets there.
                         try:
-                            await self._projection.wait_for_log_end()
+                            if lead_from is None:
+                                lead_from = await self._projection.log_end()
                         except OUTAGE_ERRORS:
                             # The server is away: not leading until the log's end is known.
                             await asyncio.sleep(self.retry_seconds)
+                            continue
+                        if not await self._projection.wait_for(lead_from):
+                            # The view is still behind (a restart's model behind, a follow held
+                            # up): acting now would redo what the log already has. Keep the
+                            # lease, wait on.
+                            log.info(
+                                f"{self.role}.catching_up", position=self._projection.position,
+                                log_end=lead_from,
+                            )  # fmt: skip
                             continue
                         self._dirty.update(self._all_keys())
                         log.info(f"{self.role}.leading", holder=self._leader.holder)
@@ -353,6 +401,10 @@ class ControllerLoop(Generic[K]):
 
     async def _run_one(self, key: K) -> None:
         try:
+            if not await self._view_holds_own_writes(key):
+                self.deferred += 1
+                self.mark_after(key, self.retry_seconds)
+                return
             recheck_ns = await self._reconcile(key)
             self.reconciled += 1
             self._own_cause.discard(key)  # acted on: dependents' events may be causes again

@@ -143,7 +143,7 @@ class DeploymentController:
             cause=self.loop.cause(key, deployment.last_seq),
         )
         if adopted:
-            await self._projection.wait_for(max(adopted))
+            await self.loop.settle(key, max(adopted))
             self.loop.mark(key)  # plan with the adopted replica sets
             return None
         owned, next_available = self._owned_sets(deployment, now_ns)
@@ -166,13 +166,18 @@ class DeploymentController:
         cause = self.loop.cause(key, deployment.last_seq)
         seqs: list[int] = []
         for action in plan.actions:
-            if isinstance(action, CopyAnnotations) and seqs:
-                # Copied onto the replica set as it is after this sync's scaling: the update
-                # is pinned to that version.
-                await self._projection.wait_for(max(seqs))
+            # Copied onto the replica set as it is after this sync's scaling: the update is
+            # pinned to that version (the view must have it first).
+            copying = isinstance(action, CopyAnnotations) and bool(seqs)
+            if copying and not await self.loop.settle(key, max(seqs)):
+                self.loop.mark(key)  # once the view has this sync's writes (the loop waits)
+                return None
             seqs.extend(await self._carry_out(deployment, action, cause))
-        if seqs:
-            await self._projection.wait_for(max(seqs))
+        if seqs and not await self.loop.settle(key, max(seqs)):
+            # Expectations: the next sync (held back by the loop until the view has these
+            # writes) decides, and records the status, on a view that includes them.
+            self.loop.mark(key)
+            return None
         await self._record_status(
             deployment, status=plan.status, annotations=plan.annotations, cause=cause
         )
@@ -337,4 +342,4 @@ class DeploymentController:
             **cause.kwargs(),
         )
         if outcome.seqs:
-            await self._projection.wait_for(max(outcome.seqs))
+            await self.loop.settle((deployment.namespace, deployment.name), max(outcome.seqs))

@@ -19,7 +19,8 @@ How a reconcile goes (``core.workloads.replicaset.plan_replica_set`` decides):
   reported, not hidden;
 * surplus pods are deleted with ``expected_version`` (a pod changed since the decision is
   decided again, not hit blindly);
-* the controller then waits for its own writes to reach the projection and, when nothing was
+* the controller then waits for its own writes to reach the projection (and the loop counts
+  the set again only once they have: ``ControllerLoop.settle``) and, when nothing was
   left to do, records ``status`` (replicas, fully labeled, ready, available, observed
   generation, conditions) if it changed. A ready pod that becomes available only after
   ``minReadySeconds`` is looked at again at that moment.
@@ -184,7 +185,7 @@ class ReplicaSetController:
             adoptable=lambda pod: not is_terminal(pod.manifest),
         )
         if adopted:
-            await self._projection.wait_for(max(adopted))
+            await self.loop.settle(key, max(adopted))
             self.loop.mark(key)  # decide on the count that includes them
             return None
         pods = controlled_pods(
@@ -220,9 +221,10 @@ class ReplicaSetController:
                     rs, victims=plan.delete, active=len(pods), cause=cause, seqs=seqs
                 )
         finally:
-            # Expectations: whatever was written is in the view before the next decision.
+            # Expectations: whatever was written is in the view before the next decision
+            # (the loop holds the next reconcile of this set back until it is).
             if seqs:
-                await self._projection.wait_for(max(seqs))
+                await self.loop.settle(key, max(seqs))
         if throttled_until is not None and key not in self._failures:
             return throttled_until  # the rest when the namespace has tokens again
         if (plan.create or plan.delete) and key not in self._failures:
@@ -270,10 +272,10 @@ class ReplicaSetController:
             else:
                 seqs.extend(outcome.seqs)
         self._unconfirmed[key] = still
-        if seqs:
-            await self._projection.wait_for(max(seqs))
-        if refused:
-            await self._projection.wait_for_log_end()
+        if seqs and not await self.loop.settle(key, max(seqs)):
+            raise TimeoutError(f"the view does not hold the pods of {rs.name} created yet")
+        if refused and not await self.loop.settle(key, await self._projection.log_end()):
+            raise TimeoutError(f"the view is behind the log; {rs.name} is counted later")
         if still:
             raise TimeoutError(f"{len(still)} pod creates of {rs.name} still unanswered")
         del self._unconfirmed[key]
@@ -408,4 +410,4 @@ class ReplicaSetController:
             **cause.kwargs(),
         )
         if outcome.seqs:
-            await self._projection.wait_for(max(outcome.seqs))
+            await self.loop.settle((rs.namespace, rs.name), max(outcome.seqs))

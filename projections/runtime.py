@@ -382,9 +382,13 @@ class Projection(Generic[M]):
             return False
         return True
 
+    async def log_end(self) -> int:
+        """The sequence of the last message in the log now (as the stream's leader says)."""
+        return await self._store.stream_last_seq()
+
     async def wait_for_log_end(self, timeout: float = 5.0) -> bool:
         """Read-your-writes: wait until everything in the log right now has been applied."""
-        return await self.wait_for(await self._store.stream_last_seq(), timeout)
+        return await self.wait_for(await self.log_end(), timeout)
 
     # -- snapshots -------------------------------------------------------------------------
 

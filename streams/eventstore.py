@@ -129,6 +129,14 @@ class Appended(list[int]):
         self.replayed = replayed
 
 
+SHORT_READ_STALLS = 20
+SHORT_READ_RETRY_S = 0.1
+SHORT_READ_RETRY_MAX_S = 1.0
+"""A bounded read that ended before the leader's end is taken up again, after a pause growing
+by this much a time up to the maximum, for as long as each pass gets further; it fails after
+this many passes in a row that got nowhere (~15 s): a replica catching up gets further, and
+its consumer may be placed on it again and again (R1 consumers go where the client is)."""
+
 NO_RESPONDERS = "503"
 NO_RESPONDERS_RETRY_S = 0.5
 """After a write no stream took, the wait before it is sent again (times the attempt)."""
@@ -809,13 +817,76 @@ class EventStore:
     ) -> None:
         """:meth:`replay` without decoding: ``handler(seq, subject, stored_ns, data)`` for every
         stored message in the bounds (what a walk that checks the stored bytes needs), with the
-        message's ``Fleet-Seal`` (or None) as a fifth argument."""
+        message's ``Fleet-Seal`` (or None) as a fifth argument.
+
+        The target (the log's end now) comes from the stream's leader, but the read's consumer
+        may sit on a replica of a clustered stream that is still catching up (a nats-server just
+        restarted): it then reports nothing pending before the target and the read ends short.
+        So a read that ended is checked with the leader (one get: is there a message in the
+        bounds after the last one handed over?) and, if it is short, goes on from there (on a
+        new consumer) until it reaches what the leader has; :class:`LogReadError` if it never
+        does. A reader that moves its position to the target would otherwise skip the rest
+        for good."""
         target = await self.stream_last_seq()
         if until_seq is not None:
             target = min(target, until_seq)
         if target < from_seq:
             return
         from_ns = int(from_time.timestamp() * 1e9) if from_time is not None else 0
+        last, stalls, attempt = 0, 0, 0
+        while True:
+            attempt += 1
+            reached = await self._read_bounded(
+                handler, filter_subject, from_seq, from_time, from_ns, target, until_ns
+            )
+            stalls = 0 if reached > last else stalls + 1
+            last = max(last, reached)
+            if from_ns and not last:
+                return  # nothing at or after the start time: no position to check from
+            after = max(last, from_seq - 1)
+            try:
+                missed = await self._missed_after(after, filter_subject, target, until_ns)
+            except (TimeoutError, NoRespondersError, StoreError) as exc:
+                missed, why = after + 1, repr(exc)  # the leader is being elected: ask again
+            else:
+                if missed is None:
+                    return
+                why = "the read ended before it"
+            if stalls >= SHORT_READ_STALLS:
+                raise logreader.LogReadError(
+                    f"reading {self.stream} up to {target}: stuck after {last} ({why})"
+                )
+            log.info("eventstore.short_read", stream=self.stream, reached=last, missed=missed,
+                     target=target, attempt=attempt, why=why)  # fmt: skip
+            from_seq, from_time, from_ns = missed, None, 0
+            await asyncio.sleep(min(SHORT_READ_RETRY_MAX_S, SHORT_READ_RETRY_S * attempt))
+
+    async def _missed_after(
+        self, after: int, filter_subject: str, target: int, until_ns: int | None
+    ) -> int | None:
+        """The first message in the bounds after ``after`` that the stream's leader holds, if
+        any: a read that ended before it was served by a replica that lags."""
+        message = (await self._msg_get({"seq": after + 1, "next_by_subj": filter_subject})).get(
+            "message"
+        )
+        if not message or int(message["seq"]) > target:
+            return None
+        if until_ns is not None and (parse_stamp(message.get("time")) or 0) > until_ns:
+            return None
+        return int(message["seq"])
+
+    async def _read_bounded(
+        self,
+        handler: StoredHandler,
+        filter_subject: str,
+        from_seq: int,
+        from_time: datetime | None,
+        from_ns: int,
+        target: int,
+        until_ns: int | None,
+    ) -> int:
+        """One pass of :meth:`replay_raw`, by the bulk reader or nats-py's ordered consumer:
+        the last sequence it read (0 if none)."""
         dial = self._bulk_read_dial()
         if dial is not None:
             read = BulkRead(
@@ -830,14 +901,14 @@ class EventStore:
             )
             try:
                 await read.run()
-                return
+                return read.last_seq
             except ReaderUnavailable as exc:
                 logreader.unavailable(self._nc, str(exc))
                 if read.last_seq:  # a resume was refused: nats-py reads on from there
                     from_seq, from_time = read.last_seq + 1, None
                     if read.last_seq >= target:
-                        return
-        await self._replay_subscribed(
+                        return read.last_seq
+        return await self._replay_subscribed(
             handler, filter_subject, from_seq, from_time, from_ns, target, until_ns
         )
 
@@ -860,15 +931,17 @@ class EventStore:
         from_ns: int,
         target: int,
         until_ns: int | None,
-    ) -> None:
-        """The bounded walk through an ordered push consumer of nats-py."""
+    ) -> int:
+        """The bounded walk through an ordered push consumer of nats-py: the last sequence it
+        read (0 if none)."""
         done = asyncio.Event()
         delivered = 0
+        last = 0
         # The server starts a by-time consumer at the last message when nothing is newer than
         # the start time, so the bound is also checked (by both paths).
 
         async def on_message(msg: Msg) -> None:
-            nonlocal delivered
+            nonlocal delivered, last
             if done.is_set():
                 return
             seq, stored_ns, pending = parse_ack_subject(msg.reply)
@@ -876,6 +949,7 @@ class EventStore:
             if seq > target or (until_ns is not None and stored_ns > until_ns):
                 done.set()
                 return
+            last = seq
             if stored_ns >= from_ns:
                 handler(seq, msg.subject, stored_ns, msg.data, (msg.headers or {}).get(SEAL_HEADER))
             if seq >= target or pending == 0:
@@ -894,6 +968,7 @@ class EventStore:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        return last
 
 
 class Following:

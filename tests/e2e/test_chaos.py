@@ -43,6 +43,13 @@ from streams.commandbus import CommandClient, NoGateway
 from streams.connection import OUTAGE_ERRORS, connect
 from streams.eventstore import EventStore
 from streams.subjects import event_filter, event_subject
+from tests.e2e.chaosfacts import (
+    PodFact,
+    created_by_app,
+    describe_event,
+    explain_extra_pods,
+    pod_fact,
+)
 from tests.e2e.fleet import (
     Fleet,
     deployment,
@@ -201,11 +208,14 @@ class AckingClient:
             await nc.close()
 
 
-async def _log_facts(url: str, acked: list[Acked]) -> tuple[list[str], dict[str, int]]:
+async def _log_facts(
+    url: str, acked: list[Acked], *, began_ns: int, timeline: list[tuple[int, str]]
+) -> tuple[list[str], dict[str, int], str]:
     """What the log says of ``acked`` (a line per acknowledged command not found where the
-    client was told it is) and how many pods were ever created, by deployment."""
+    client was told it is), how many pods were ever created, by deployment, and, if that is
+    more than :data:`FINAL` for some, why (:func:`tests.e2e.chaosfacts.explain_extra_pods`)."""
     missing: list[str] = []
-    created: dict[str, int] = {}
+    facts: list[PodFact] = []
     nc = await connect(url, name="chaos-checker")
     try:
         async with EventStore(nc) as store:
@@ -217,16 +227,22 @@ async def _log_facts(url: str, acked: list[Acked]) -> tuple[list[str], dict[str,
                         f"{ack.name}: acknowledged at {ack.seqs}, in the log at {sorted(mine)}"
                     )
 
-            def count(event: Any) -> None:
-                if event.envelope.type == "PodCreated":
-                    manifest = event.envelope.payload.get("manifest") or {}
-                    app = ((manifest.get("metadata") or {}).get("labels") or {}).get("app", "")
-                    created[app] = created.get(app, 0) + 1
+            def collect(event: Any) -> None:
+                fact = pod_fact(event)
+                if fact is not None:
+                    facts.append(fact)
 
-            await store.replay(count, filter_subject=event_filter("Pod"))
+            await store.replay(collect, filter_subject=event_filter("Pod"))
+
+            async def describe(seq: int) -> str:
+                return describe_event(await store.get_event(seq), began_ns)
+
+            why = await explain_extra_pods(
+                facts, FINAL, began_ns=began_ns, timeline=timeline, describe=describe
+            )
     finally:
         await nc.close()
-    return missing, created
+    return missing, created_by_app(facts), why
 
 
 @dataclass
@@ -238,7 +254,20 @@ class Ending:
     unanswered: Counter[str]
     missing: list[str]
     created: dict[str, int]
+    extra_pods: str
+    """Why some deployment's pods were created more than once (empty if none was)."""
     seconds: float
+
+
+NOTABLE = ("leading", "reconcile_failed", "projection.", "snapshot", "logreader", "outage",
+           "lease", "create_refused", "starting", "nats_server")  # fmt: skip
+"""Words of ``up``'s log lines worth showing beside duplicate pods (``replicaset.*`` and the
+like are logged at debug or once per batch)."""
+
+
+def _notable(text: str, limit: int = 60) -> str:
+    lines = [line for line in text.splitlines() if any(word in line for word in NOTABLE)]
+    return "\n".join(lines[-limit:])
 
 
 def run_workload(base: Path, rng: random.Random | None) -> Ending:
@@ -262,6 +291,13 @@ def run_workload(base: Path, rng: random.Random | None) -> Ending:
         wait_for(lambda: len(fleet.cli("get", "nodes").stdout.splitlines()) == 13, 90, "nodes")
         manifests = "---\n".join(deployment(name, n) for name, n in DEPLOYMENTS.items())
         fleet.cli("apply", "-f", "-", stdin=manifests)
+        began_ns = time.time_ns()
+        timeline: list[tuple[int, str]] = []  # what was done when, for a failure's report
+
+        def note(what: str) -> None:
+            timeline.append((time.time_ns(), what))
+            print(f"chaos: {what}")
+
         client = AckingClient(url)
         client.start()
 
@@ -270,21 +306,24 @@ def run_workload(base: Path, rng: random.Random | None) -> Ending:
             fleet.cli_once_served("scale", "deployment/d3", "--replicas", str(FINAL["d3"]))
         else:
             victim = rng.choice(servers)
-            print(f"chaos: killing nats-server {victim.name}")
             time.sleep(rng.uniform(1, 4))
+            note(f"killing nats-server {victim.name}")
             kill(victim)
             time.sleep(rng.uniform(2, 6))
             fleet.cli_once_served("scale", "deployment/d3", "--replicas", str(FINAL["d3"]))
+            note("d3 scaled")
             start(victim)
+            note(f"nats-server {victim.name} started again")
             for role in rng.sample(["scheduler-b", "sim", "up"], 3):
                 time.sleep(rng.uniform(1, 4))
-                print(f"chaos: killing {role}")
+                note(f"killing {role}")
                 fleet.kill(role)
                 time.sleep(rng.uniform(0.5, 2))
                 if role == "up":
                     fleet.up("--replicas", "3", "--no-scheduler")
                 else:
                     fleet.restart(role)
+                note(f"{role} started again")
 
         try:
             acked = client.join(300)
@@ -342,9 +381,13 @@ def run_workload(base: Path, rng: random.Random | None) -> Ending:
         for role in roles:
             assert fleet.alive(role)
             assert "Traceback" not in fleet.log(role), fleet.log(role)
-        missing, created = asyncio.run(_log_facts(url, acked))
+        missing, created, extra_pods = asyncio.run(
+            _log_facts(url, acked, began_ns=began_ns, timeline=timeline)
+        )
+        if extra_pods:
+            extra_pods += "\nup's log (controllers, projection):\n" + _notable(fleet.log("up"))
         return Ending(
-            canonical(objects), acked, client.unanswered, missing, created,
+            canonical(objects), acked, client.unanswered, missing, created, extra_pods,
             time.monotonic() - began,
         )  # fmt: skip
     finally:
@@ -370,7 +413,7 @@ def test_a_thousand_pods_end_as_undisturbed_through_killed_servers_and_handlers(
         assert len(ending.acked) == LEDGER
         assert ending.missing == [], ending.missing  # 0 acknowledged events lost
         # No duplicate pods, not even for a while: the log holds one PodCreated per replica.
-        assert ending.created == FINAL, ending.created
+        assert ending.created == FINAL, f"{ending.created}\n{ending.extra_pods}"
     if digest(chaos.state) != digest(undisturbed.state):
         lines = difflib.unified_diff(
             json.dumps(undisturbed.state, indent=1, sort_keys=True).splitlines(),
@@ -409,3 +452,39 @@ def test_the_canonical_state_leaves_out_only_what_two_runs_may_differ_in() -> No
         {**two, "nodes": [node("b", "3"), node("a", "4", ready="False")]},
     ):
         assert digest(canonical(one)) != digest(canonical(changed))
+
+
+async def test_extra_pods_are_explained_by_owner_cause_and_ending() -> None:
+    def fact(seq: int, kind: str, name: str, **fields: str) -> PodFact:
+        return PodFact(
+            seq=seq, type=kind, name=name, app=fields.get("app", ""),
+            owner=fields.get("owner", ""), actor=fields.get("actor", "system:rs"),
+            causation=fields.get("causation", ""), correlation="corr", stored_ns=seq * 10**9,
+            reason=fields.get("reason", ""),
+        )  # fmt: skip
+
+    facts = [
+        fact(1, "PodCreated", "d2-a", app="d2", owner="d2-x/uid1", causation="seq:7"),
+        fact(2, "PodCreated", "d2-b", app="d2", owner="d2-x/uid1", causation="seq:9"),
+        fact(3, "PodDeleted", "d2-b", reason="replica set d2-x has 2 pods and wants 1"),
+        fact(4, "PodCreated", "d1-a", app="d1", owner="d1-x/uid2", causation="seq:7"),
+    ]
+    described: list[int] = []
+
+    async def describe(seq: int) -> str:
+        described.append(seq)
+        return f"event {seq}"
+
+    why = await explain_extra_pods(
+        facts, {"d1": 1, "d2": 1}, began_ns=0, timeline=[(2 * 10**9, "killing up")],
+        describe=describe,
+    )  # fmt: skip
+    assert "2.0s killing up" in why
+    assert "d2: 2 PodCreated for 1 replicas" in why and "d1:" not in why
+    assert "{'d2-x/uid1': 2}" in why
+    assert "causation seq:9 [event 9]" in why
+    assert "ended: {'system:rs (replica set d2-x has 2 pods and wants 1)': 1}" in why
+    assert sorted(described) == [7, 9]
+    assert await explain_extra_pods(
+        facts, {"d1": 1, "d2": 2}, began_ns=0, timeline=[], describe=describe
+    ) == ""  # fmt: skip
