@@ -27,15 +27,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from core.mesh.envoy import (
+from core.mesh.envoy.build import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
-    VIRTUAL_HOST_TYPE,
     Snapshot,
 )
+from core.mesh.vhds import VIRTUAL_HOST_TYPE
 
 TYPE_ORDER: Final = (
     CLUSTER_TYPE, ENDPOINT_TYPE, SECRET_TYPE, LISTENER_TYPE, ROUTE_TYPE, VIRTUAL_HOST_TYPE

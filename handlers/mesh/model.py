@@ -20,7 +20,7 @@ from typing import Any, Final
 import structlog
 
 from core.api.manifests import parse_manifest
-from core.mesh.envoy import (
+from core.mesh.envoy.build import (
     MeshState,
     locality_of,
     wanted_credentials,

@@ -73,10 +73,9 @@ import structlog
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
-from core.mesh.envoy import (
+from core.mesh.envoy.build import (
     PASSTHROUGH_CLUSTER,
     SECRET_TYPE,
-    VIRTUAL_HOST_TYPE,
     MeshBuild,
     MeshState,
     PartKey,
@@ -114,7 +113,7 @@ from core.mesh.push import (
     record,
     resources_by_type,
 )
-from core.mesh.vhds import host_index, passthrough_host, resolve
+from core.mesh.vhds import VIRTUAL_HOST_TYPE, host_index, passthrough_host, resolve
 from core.services.slices import SERVICE_NAME_LABEL
 from handlers.mesh.ca import TRUST_WAIT, Issued, MeshCA
 from handlers.mesh.model import MeshModel

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from core.mesh.envoy import MeshState, Proxy, build_snapshot, mesh_secrets, static_bootstrap
+from core.mesh.envoy.build import MeshState, Proxy, build_snapshot, mesh_secrets, static_bootstrap
 from handlers.mesh.ca import MeshCA
 from ops.envoybin import envoy_binary
 from streams.server import free_port

@@ -29,7 +29,7 @@ from click.testing import CliRunner
 from cryptography import x509
 from nats.aio.client import Client
 
-from core.mesh.envoy import (
+from core.mesh.envoy.build import (
     CLUSTER_TYPE,
     LISTENER_TYPE,
     TCP_PROXY_TYPE,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from core.mesh.envoy import (
+from core.mesh.envoy.build import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
     LISTENER_TYPE,
@@ -705,7 +705,7 @@ def _groups(state: MeshState, proxy: Proxy) -> list[tuple[str, Any, list[str]]]:
 
 
 def test_endpoints_take_their_node_s_locality_and_failover_priorities_from_the_proxy_s() -> None:
-    from core.mesh.envoy import locality_of
+    from core.mesh.envoy.build import locality_of
 
     labels = {"topology.kubernetes.io/region": "us", "topology.kubernetes.io/zone": "us-a"}
     assert locality_of(labels) == "us/us-a"

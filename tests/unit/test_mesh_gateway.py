@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.mesh.envoy import (
+from core.mesh.envoy.build import (
     CERT_SECRET,
     DOWNSTREAM_TLS_TYPE,
     ROOT_SECRET,

@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.mesh.envoy import MeshBuild, MeshState, Proxy, build_snapshot
+from core.mesh.envoy.build import MeshBuild, MeshState, Proxy, build_snapshot
 from core.mesh.listener_parts import LISTENER_ROUNDS_HELD
 from tests.mesh_scenario import NS, dest, istio, scenario, service
 

@@ -7,11 +7,10 @@ import dataclasses
 
 import pytest
 
-from core.mesh.envoy import (
+from core.mesh.envoy.build import (
     ENDPOINT_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
-    VIRTUAL_HOST_TYPE,
     MeshBuild,
     Proxy,
     build_snapshot,
@@ -33,6 +32,7 @@ from core.mesh.push import (
     status_row,
     version_of,
 )
+from core.mesh.vhds import VIRTUAL_HOST_TYPE
 from tests.mesh_scenario import scenario
 from tests.unit.test_mesh_envoy import PROXIES, rich_state
 
@@ -203,7 +203,7 @@ def test_the_encoder_packs_each_type_with_the_builders_version_and_reuses_unchan
 
 
 def test_slices_are_indexed_by_their_service_once_per_build() -> None:
-    from core.mesh.envoy import slices_by_service
+    from core.mesh.envoy.build import slices_by_service
     from tests.mesh_scenario import endpoint_slice
 
     web = endpoint_slice("web", "http", 8080, [("web-1", "10.0.0.1", True)])
@@ -294,7 +294,7 @@ def test_a_large_route_configuration_is_converted_host_by_host_to_the_same_messa
     from envoy.config.route.v3 import route_pb2
     from google.protobuf import any_pb2, json_format
 
-    from core.mesh.envoy import MeshBuild, Proxy
+    from core.mesh.envoy.build import MeshBuild, Proxy
     from core.mesh.push import canonical, resource_version
     from handlers.mesh.xds import SPLIT_HOSTS, Encoder
 

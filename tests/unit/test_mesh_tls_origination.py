@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from core.mesh.envoy import (
+from core.mesh.envoy.build import (
     SYSTEM_ROOTS,
     MeshState,
     Proxy,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.mesh.envoy import (
+from core.mesh.envoy.build import (
     PASSTHROUGH_CLUSTER,
     ROUTE_TYPE,
     MeshBuild,

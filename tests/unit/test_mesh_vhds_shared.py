@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from core.mesh.envoy import PASSTHROUGH_CLUSTER, MeshBuild, MeshState, Proxy
+from core.mesh.envoy.build import PASSTHROUGH_CLUSTER, MeshBuild, MeshState, Proxy
 from core.mesh.push import ProxyStatus
 from core.mesh.vhds import VIRTUAL_HOST_TYPE, passthrough_host, resolve
 from handlers.mesh import push as push_module
