@@ -70,7 +70,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.mesh.envoy.build import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from core.mesh.envoy.names import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from core.mesh.push import ads_bootstrap, node_id
 from core.mesh.vhds import VIRTUAL_HOST_TYPE
 from handlers.mesh.push import MeshPush, type_status

@@ -27,13 +27,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from core.mesh.envoy.build import (
+from core.mesh.envoy.build import Snapshot
+from core.mesh.envoy.names import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
-    Snapshot,
 )
 from core.mesh.vhds import VIRTUAL_HOST_TYPE
 

@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from core.mesh.envoy.build import spiffe_id
+from core.mesh.envoy.names import spiffe_id
 from streams import certificates
 from streams.identity import private_directory, write_private
 

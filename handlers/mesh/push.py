@@ -74,8 +74,6 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
 from core.mesh.envoy.build import (
-    PASSTHROUGH_CLUSTER,
-    SECRET_TYPE,
     MeshBuild,
     MeshState,
     PartKey,
@@ -87,6 +85,7 @@ from core.mesh.envoy.build import (
     mesh_secrets,
     mesh_services,
 )
+from core.mesh.envoy.names import PASSTHROUGH_CLUSTER, SECRET_TYPE
 from core.mesh.proxytoken import (
     ProxyRefused,
     binding_problem,

@@ -41,7 +41,7 @@ import envoy.extensions.upstreams.http.v3.http_protocol_options_pb2  # noqa: F40
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from google.protobuf import any_pb2, json_format
 
-from core.mesh.envoy.build import ROUTE_TYPE
+from core.mesh.envoy.names import ROUTE_TYPE
 from core.mesh.push import canonical, resource_name, resource_version, type_version
 from core.mesh.vhds import HostIndex
 

@@ -17,7 +17,7 @@ import pytest
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from nats.aio.client import Client
 
-from core.mesh.envoy.build import CLUSTER_TYPE, SECRET_TYPE
+from core.mesh.envoy.names import CLUSTER_TYPE, SECRET_TYPE
 from core.mesh.proxytoken import (
     ProxyClaims,
     ingress_pod,

@@ -15,7 +15,7 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from nats.aio.client import Client
 
-from core.mesh.envoy.build import SECRET_TYPE
+from core.mesh.envoy.names import SECRET_TYPE
 from core.mesh.push import node_id
 from handlers.mesh.ca import MeshCA
 from projections.cluster import ClusterModel

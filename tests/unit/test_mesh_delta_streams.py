@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from core.mesh.envoy.build import CLUSTER_TYPE, ENDPOINT_TYPE
+from core.mesh.envoy.names import CLUSTER_TYPE, ENDPOINT_TYPE
 from core.mesh.push import ProxyStatus
 from handlers.mesh.push import MeshPush, _DeltaStream, _Memory
 from handlers.mesh.xds import Encoded, Encoder, since

@@ -9,22 +9,24 @@ from typing import Any
 import pytest
 
 from core.mesh.envoy.build import (
-    CLUSTER_TYPE,
-    ENDPOINT_TYPE,
-    LISTENER_TYPE,
-    ROUTE_TYPE,
-    SECRET_TYPE,
     MeshBuild,
     MeshState,
     Proxy,
     Snapshot,
     build_snapshot,
-    duration,
-    fqdn,
     mesh_secrets,
     part_key,
     port_protocol,
     static_bootstrap,
+)
+from core.mesh.envoy.names import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+    duration,
+    fqdn,
 )
 from tests.mesh_scenario import NS, dest, endpoint_slice, istio, scenario, service
 

@@ -9,18 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.mesh.envoy.build import (
+from core.mesh.envoy.build import MeshState, Proxy, Snapshot, build_snapshot, wanted_credentials
+from core.mesh.envoy.names import (
     CERT_SECRET,
     DOWNSTREAM_TLS_TYPE,
     ROOT_SECRET,
     SECRET_TYPE,
     SNI_CLUSTER_TYPE,
     TLS_INSPECTOR_TYPE,
-    MeshState,
-    Proxy,
-    Snapshot,
-    build_snapshot,
-    wanted_credentials,
 )
 from tests.mesh_scenario import istio, service
 

@@ -7,14 +7,8 @@ import dataclasses
 
 import pytest
 
-from core.mesh.envoy.build import (
-    ENDPOINT_TYPE,
-    LISTENER_TYPE,
-    ROUTE_TYPE,
-    MeshBuild,
-    Proxy,
-    build_snapshot,
-)
+from core.mesh.envoy.build import MeshBuild, Proxy, build_snapshot
+from core.mesh.envoy.names import ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from core.mesh.push import (
     BUILT_TYPES,
     REBUILT_BY,

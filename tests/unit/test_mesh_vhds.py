@@ -6,14 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.mesh.envoy.build import (
-    PASSTHROUGH_CLUSTER,
-    ROUTE_TYPE,
-    MeshBuild,
-    MeshState,
-    Proxy,
-    build_snapshot,
-)
+from core.mesh.envoy.build import MeshBuild, MeshState, Proxy, build_snapshot
+from core.mesh.envoy.names import PASSTHROUGH_CLUSTER, ROUTE_TYPE
 from core.mesh.vhds import (
     ON_DEMAND_FILTER,
     VIRTUAL_HOST_TYPE,

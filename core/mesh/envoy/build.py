@@ -18,6 +18,51 @@ from functools import cached_property
 from typing import Any, Final, Literal
 
 from core.mesh import checks
+from core.mesh.envoy.names import (
+    ADS_SOURCE,
+    BLACKHOLE_CLUSTER,
+    CERT_SECRET,
+    CLUSTER_TYPE,
+    CORS_FILTER,
+    CORS_POLICY_TYPE,
+    CORS_TYPE,
+    DIRECT_RESPONSE_BODY_MAX,
+    DOMAIN,
+    DOWNSTREAM_TLS_TYPE,
+    ENDPOINT_TYPE,
+    FAULT_FILTER,
+    FAULT_TYPE,
+    HCM_TYPE,
+    HTTP_INSPECTOR_FILTER,
+    HTTP_INSPECTOR_TYPE,
+    HTTP_OPTIONS_TYPE,
+    INBOUND_PASSTHROUGH_CLUSTER,
+    LISTENER_TYPE,
+    MESH_ALPN,
+    ORIGINAL_DST_FILTER,
+    ORIGINAL_DST_TYPE,
+    PASSTHROUGH_CLUSTER,
+    RAW_BUFFER_TYPE,
+    ROOT_SECRET,
+    ROUTE_TYPE,
+    ROUTER_TYPE,
+    SECRET_TYPE,
+    SNI_CLUSTER_FILTER,
+    SNI_CLUSTER_TYPE,
+    SOCKET_MATCH_KEY,
+    TCP_PROXY_TYPE,
+    TLS_INSPECTOR_TYPE,
+    TLS_MODE_KEY,
+    TRUST_DOMAIN,
+    TYPE_PREFIX,
+    UPSTREAM_TLS_TYPE,
+    _go_duration,
+    cluster_name,
+    duration,
+    fqdn,
+    fraction,
+    spiffe_id,
+)
 from core.mesh.kinds import (
     ClientTLSSettings,
     CorsPolicy,
@@ -58,26 +103,6 @@ from core.mesh.vhds import (
 )
 from core.services.slices import SERVICE_NAME_LABEL
 
-TYPE_PREFIX: Final = "type.googleapis.com/"
-CLUSTER_TYPE: Final = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
-ENDPOINT_TYPE: Final = TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
-LISTENER_TYPE: Final = TYPE_PREFIX + "envoy.config.listener.v3.Listener"
-ROUTE_TYPE: Final = TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
-HCM_TYPE: Final = (
-    TYPE_PREFIX
-    + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-)
-TCP_PROXY_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
-ROUTER_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.http.router.v3.Router"
-FAULT_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.http.fault.v3.HTTPFault"
-HTTP_OPTIONS_TYPE: Final = TYPE_PREFIX + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-FAULT_FILTER: Final = "envoy.filters.http.fault"
-CORS_FILTER: Final = "envoy.filters.http.cors"
-CORS_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.http.cors.v3.Cors"
-CORS_POLICY_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.http.cors.v3.CorsPolicy"
-DIRECT_RESPONSE_BODY_MAX: Final = 1024 * 1024
-"""Envoy caps a direct response body at 4 KiB unless the route configuration says more; Istio
-raises it to the 1 MB its validation allows."""
 PREVIOUS_HOSTS: Final = [
     {
         "name": "envoy.retry_host_predicates.previous_hosts",
@@ -89,7 +114,6 @@ PREVIOUS_HOSTS: Final = [
 ]
 """A retry goes to another host than the ones already tried (Istio sets it on every route)."""
 
-DOMAIN: Final = "cluster.local"
 DEFAULT_CONNECT_TIMEOUT_MS: Final = 10_000
 """Istio's ``connectTimeout`` default."""
 DEFAULT_RETRY_ON: Final = (
@@ -121,47 +145,9 @@ OUTBOUND_LISTENER: Final = "virtualOutbound"
 INBOUND_PORT: Final = 15006
 """Where a captured pod's inbound TCP is redirected (Istio's ``virtualInbound``)."""
 INBOUND_LISTENER: Final = "virtualInbound"
-INBOUND_PASSTHROUGH_CLUSTER: Final = "InboundPassthroughCluster"
-BLACKHOLE_CLUSTER: Final = "BlackHoleCluster"
-"""A cluster with no endpoint: where a connection to the capture ports themselves goes (it
-would otherwise be passed on to the port it came in on, by Envoy, forever)."""
-HTTP_INSPECTOR_FILTER: Final = "envoy.filters.listener.http_inspector"
-HTTP_INSPECTOR_TYPE: Final = (
-    TYPE_PREFIX + "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
-)
 SNIFFED: Final = ["http/1.1", "h2c"]
 """What Envoy's ``http_inspector`` reports for a connection that speaks HTTP in clear."""
-ORIGINAL_DST_FILTER: Final = "envoy.filters.listener.original_dst"
-ORIGINAL_DST_TYPE: Final = (
-    TYPE_PREFIX + "envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
-)
-PASSTHROUGH_CLUSTER: Final = "PassthroughCluster"
-"""Istio's cluster for a captured connection no virtual listener takes: it goes on, unchanged,
-to the address the application connected to."""
 
-SECRET_TYPE: Final = TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
-"""SDS: the proxy's certificate and the mesh's root, on the same ADS stream."""
-UPSTREAM_TLS_TYPE: Final = (
-    TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
-)
-DOWNSTREAM_TLS_TYPE: Final = (
-    TYPE_PREFIX + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
-)
-RAW_BUFFER_TYPE: Final = TYPE_PREFIX + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
-TLS_INSPECTOR_TYPE: Final = (
-    TYPE_PREFIX + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
-)
-CERT_SECRET: Final = "default"
-"""Istio's SDS name of the proxy's own certificate and key."""
-ROOT_SECRET: Final = "ROOTCA"
-"""Istio's SDS name of the trust bundle (the mesh CA's certificate)."""
-TRUST_DOMAIN: Final = "cluster.local"
-MESH_ALPN: Final = "istio"
-"""The ALPN a sidecar offers on mTLS to another sidecar; the inbound listener tells mesh TLS
-from an application's own TLS by it, as Istio does."""
-TLS_MODE_KEY: Final = "tlsMode"
-SOCKET_MATCH_KEY: Final = "envoy.transport_socket_match"
-ADS_SOURCE: Final = {"ads": {}, "resource_api_version": "V3"}
 LOCALITY_LABELS: Final = (
     "topology.kubernetes.io/region",
     "topology.kubernetes.io/zone",
@@ -171,11 +157,6 @@ LOCALITY_LABELS: Final = (
 SYSTEM_ROOTS: Final = "/etc/ssl/certs/ca-certificates.crt"
 """The proxy's system trust store (Debian's path, Istio's default on its proxy image): what
 SIMPLE/MUTUAL verify the server with when no ``caCertificates`` are named."""
-
-
-def spiffe_id(namespace: str, service_account: str) -> str:
-    """Istio's workload identity (its certificate's URI SAN)."""
-    return f"spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -271,32 +252,6 @@ class Snapshot:
 # ------------------------------------------------------------------------------------------
 # Small conversions
 # ------------------------------------------------------------------------------------------
-
-
-def duration(ms: int) -> str:
-    """Milliseconds as protobuf JSON's Duration (``"1.5s"``)."""
-    whole, part = divmod(ms, 1000)
-    return f"{whole}.{part:03d}".rstrip("0").rstrip(".") + "s"
-
-
-def _go_duration(text: str) -> str:
-    return duration(checks.duration_ms(text))
-
-
-def fraction(value: float) -> dict[str, Any]:
-    """A percentage as Envoy's FractionalPercent (per million, as Istio writes it)."""
-    return {"numerator": round(value * 10_000), "denominator": "MILLION"}
-
-
-def fqdn(host: str, namespace: str) -> str:
-    """Istio's host resolution: a short name is a service of the object's namespace."""
-    if "." in host or host.startswith("*"):
-        return host if host.count(".") > 1 or host.startswith("*") else f"{host}.svc.{DOMAIN}"
-    return f"{host}.{namespace}.svc.{DOMAIN}"
-
-
-def cluster_name(host: str, port: int, subset: str = "") -> str:
-    return f"outbound|{port}|{subset}|{host}"
 
 
 def _string_matcher(match: StringMatch) -> dict[str, Any]:
@@ -2467,8 +2422,6 @@ CREDENTIAL_MODES: Final = frozenset({"SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"})
 presents the gateway's workload certificate instead."""
 CLIENT_CA_MODES: Final = frozenset({"MUTUAL", "OPTIONAL_MUTUAL"})
 """Modes that verify a client certificate against the server's own CA (``<name>-cacert``)."""
-SNI_CLUSTER_FILTER: Final = "envoy.filters.network.sni_cluster"
-SNI_CLUSTER_TYPE: Final = TYPE_PREFIX + "envoy.extensions.filters.network.sni_cluster.v3.SniCluster"
 TLS_VERSIONS: Final = {
     "TLS_AUTO": "TLS_AUTO", "TLSV1_0": "TLSv1_0", "TLSV1_1": "TLSv1_1",
     "TLSV1_2": "TLSv1_2", "TLSV1_3": "TLSv1_3",
