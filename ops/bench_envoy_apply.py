@@ -48,7 +48,8 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.route.v3 import rds_pb2_grpc
 from google.protobuf import any_pb2, json_format
 
-from core.mesh.envoy.build import Proxy, build_snapshot
+from core.mesh.envoy.build import build_snapshot
+from core.mesh.envoy.model import Proxy
 from core.mesh.envoy.names import LISTENER_TYPE, ROUTE_TYPE
 from handlers.mesh.model import MeshModel
 from ops.bench_mesh import _model, _Projection

@@ -28,7 +28,8 @@ import statistics
 import time
 from typing import Any
 
-from core.mesh.envoy.build import MeshBuild, Proxy
+from core.mesh.envoy.build import MeshBuild
+from core.mesh.envoy.model import Proxy
 from core.mesh.push import BUILT_TYPES, rebuilt_by
 from handlers.mesh.model import MeshModel
 from ops.bench_mesh import NS, RULES, _model, _Projection

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from core.api.manifests import parse_manifest
-from core.mesh.envoy.build import MeshState
+from core.mesh.envoy.model import MeshState
 from streams.server import free_port
 
 NS = "shop"

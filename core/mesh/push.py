@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from core.mesh.envoy.build import Snapshot
+from core.mesh.envoy.model import Snapshot
 from core.mesh.envoy.names import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,

@@ -75,16 +75,13 @@ from google.protobuf import json_format
 
 from core.mesh.envoy.build import (
     MeshBuild,
-    MeshState,
     PartKey,
-    Proxy,
-    Snapshot,
     build_clusters,
     build_endpoints,
     build_snapshot,
     mesh_secrets,
-    mesh_services,
 )
+from core.mesh.envoy.model import MeshState, Proxy, Snapshot, mesh_services
 from core.mesh.envoy.names import PASSTHROUGH_CLUSTER, SECRET_TYPE
 from core.mesh.proxytoken import (
     ProxyRefused,

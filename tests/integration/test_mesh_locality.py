@@ -13,7 +13,8 @@ import pytest
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from nats.aio.client import Client
 
-from core.mesh.envoy.build import Proxy, build_snapshot
+from core.mesh.envoy.build import build_snapshot
+from core.mesh.envoy.model import Proxy
 from core.mesh.envoy.names import CLUSTER_TYPE
 from core.mesh.proxytoken import INGRESS_NAMESPACE, ingress_pod
 from core.mesh.push import SHORT, node_id, resources_by_type

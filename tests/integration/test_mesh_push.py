@@ -17,7 +17,7 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
-from core.mesh.envoy.build import Snapshot
+from core.mesh.envoy.model import Snapshot
 from core.mesh.push import ProxyNode, node_id
 from handlers.gateway import Gateway
 from handlers.mesh.push import MeshPush, type_status

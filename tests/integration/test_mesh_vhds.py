@@ -18,7 +18,7 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
-from core.mesh.envoy.build import Snapshot
+from core.mesh.envoy.model import Snapshot
 from core.mesh.push import ProxyNode, node_id
 from core.mesh.vhds import VIRTUAL_HOST_TYPE
 from handlers.gateway import Gateway

@@ -10,15 +10,12 @@ import pytest
 
 from core.mesh.envoy.build import (
     MeshBuild,
-    MeshState,
-    Proxy,
-    Snapshot,
     build_snapshot,
     mesh_secrets,
     part_key,
-    port_protocol,
     static_bootstrap,
 )
+from core.mesh.envoy.model import MeshState, Proxy, Snapshot, port_protocol
 from core.mesh.envoy.names import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.mesh.envoy.build import MeshState, Proxy, Snapshot, build_snapshot, wanted_credentials
+from core.mesh.envoy.build import build_snapshot, wanted_credentials
+from core.mesh.envoy.model import MeshState, Proxy, Snapshot
 from core.mesh.envoy.names import (
     CERT_SECRET,
     DOWNSTREAM_TLS_TYPE,

@@ -11,7 +11,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.mesh.envoy.build import MeshBuild, MeshState, Proxy, build_snapshot
+from core.mesh.envoy.build import MeshBuild, build_snapshot
+from core.mesh.envoy.model import MeshState, Proxy
 from core.mesh.listener_parts import LISTENER_ROUNDS_HELD
 from tests.mesh_scenario import NS, dest, istio, scenario, service
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from core.api.manifests import parse_manifest
-from core.mesh.envoy.build import MeshState, Proxy, build_snapshot
+from core.mesh.envoy.build import build_snapshot
+from core.mesh.envoy.model import MeshState, Proxy
 from core.mesh.kinds import PeerAuthentication
 from core.mesh.peerauth import InboundMtls, effective_mtls
 

@@ -7,7 +7,8 @@ import dataclasses
 
 import pytest
 
-from core.mesh.envoy.build import MeshBuild, Proxy, build_snapshot
+from core.mesh.envoy.build import MeshBuild, build_snapshot
+from core.mesh.envoy.model import Proxy
 from core.mesh.envoy.names import ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from core.mesh.push import (
     BUILT_TYPES,
@@ -288,7 +289,8 @@ def test_a_large_route_configuration_is_converted_host_by_host_to_the_same_messa
     from envoy.config.route.v3 import route_pb2
     from google.protobuf import any_pb2, json_format
 
-    from core.mesh.envoy.build import MeshBuild, Proxy
+    from core.mesh.envoy.build import MeshBuild
+    from core.mesh.envoy.model import Proxy
     from core.mesh.push import canonical, resource_version
     from handlers.mesh.xds import SPLIT_HOSTS, Encoder
 

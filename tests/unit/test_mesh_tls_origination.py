@@ -9,12 +9,11 @@ from typing import Any
 
 from core.mesh.envoy.build import (
     SYSTEM_ROOTS,
-    MeshState,
-    Proxy,
     build_snapshot,
     credential_names,
     wanted_rule_credentials,
 )
+from core.mesh.envoy.model import MeshState, Proxy
 from tests.mesh_scenario import istio
 
 HOST = "api.example.com"

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.mesh.envoy.build import MeshBuild, MeshState, Proxy, build_snapshot
+from core.mesh.envoy.build import MeshBuild, build_snapshot
+from core.mesh.envoy.model import MeshState, Proxy
 from core.mesh.envoy.names import PASSTHROUGH_CLUSTER, ROUTE_TYPE
 from core.mesh.vhds import (
     ON_DEMAND_FILTER,

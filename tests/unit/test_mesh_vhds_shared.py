@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from core.mesh.envoy.build import MeshBuild, MeshState, Proxy
+from core.mesh.envoy.build import MeshBuild
+from core.mesh.envoy.model import MeshState, Proxy
 from core.mesh.envoy.names import PASSTHROUGH_CLUSTER
 from core.mesh.push import ProxyStatus
 from core.mesh.vhds import VIRTUAL_HOST_TYPE, passthrough_host, resolve
