@@ -20,8 +20,9 @@ from typing import Any, Final
 import structlog
 
 from core.api.manifests import parse_manifest
-from core.mesh.envoy.build import locality_of, wanted_credentials, wanted_rule_credentials
+from core.mesh.envoy.build import locality_of
 from core.mesh.envoy.model import MeshState
+from core.mesh.envoy.secrets import wanted_credentials, wanted_rule_credentials
 from core.mesh.injection import wants_sidecar
 from core.mesh.proxytoken import INGRESS_NAMESPACE, INGRESS_PREFIX
 from projections.cluster import ClusterModel, ObjectRecord

@@ -79,10 +79,10 @@ from core.mesh.envoy.build import (
     build_clusters,
     build_endpoints,
     build_snapshot,
-    mesh_secrets,
 )
 from core.mesh.envoy.model import MeshState, Proxy, Snapshot, mesh_services
 from core.mesh.envoy.names import PASSTHROUGH_CLUSTER, SECRET_TYPE
+from core.mesh.envoy.secrets import mesh_secrets
 from core.mesh.proxytoken import (
     ProxyRefused,
     binding_problem,

@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from core.mesh.envoy.build import build_snapshot, mesh_secrets, static_bootstrap
+from core.mesh.envoy.build import build_snapshot, static_bootstrap
 from core.mesh.envoy.model import MeshState, Proxy
+from core.mesh.envoy.secrets import mesh_secrets
 from handlers.mesh.ca import MeshCA
 from ops.envoybin import envoy_binary
 from streams.server import free_port

@@ -8,13 +8,7 @@ from typing import Any
 
 import pytest
 
-from core.mesh.envoy.build import (
-    MeshBuild,
-    build_snapshot,
-    mesh_secrets,
-    part_key,
-    static_bootstrap,
-)
+from core.mesh.envoy.build import MeshBuild, build_snapshot, part_key, static_bootstrap
 from core.mesh.envoy.model import MeshState, Proxy, Snapshot, port_protocol
 from core.mesh.envoy.names import (
     CLUSTER_TYPE,
@@ -25,6 +19,7 @@ from core.mesh.envoy.names import (
     duration,
     fqdn,
 )
+from core.mesh.envoy.secrets import mesh_secrets
 from tests.mesh_scenario import NS, dest, endpoint_slice, istio, scenario, service
 
 WEB = "web.shop.svc.cluster.local"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.mesh.envoy.build import build_snapshot, wanted_credentials
+from core.mesh.envoy.build import build_snapshot
 from core.mesh.envoy.model import MeshState, Proxy, Snapshot
 from core.mesh.envoy.names import (
     CERT_SECRET,
@@ -19,6 +19,7 @@ from core.mesh.envoy.names import (
     SNI_CLUSTER_TYPE,
     TLS_INSPECTOR_TYPE,
 )
+from core.mesh.envoy.secrets import wanted_credentials
 from tests.mesh_scenario import istio, service
 
 GATEWAY = Proxy(kind="gateway", labels={"istio": "ingressgateway"}, bind_address="127.0.0.1")

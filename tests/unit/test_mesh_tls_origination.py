@@ -7,13 +7,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from core.mesh.envoy.build import (
-    SYSTEM_ROOTS,
-    build_snapshot,
-    credential_names,
-    wanted_rule_credentials,
-)
+from core.mesh.envoy.build import SYSTEM_ROOTS, build_snapshot
 from core.mesh.envoy.model import MeshState, Proxy
+from core.mesh.envoy.secrets import credential_names, wanted_rule_credentials
 from tests.mesh_scenario import istio
 
 HOST = "api.example.com"
