@@ -29,9 +29,9 @@ from click.testing import CliRunner
 from cryptography import x509
 from nats.aio.client import Client
 
-from core.mesh.envoy.build import downstream_mtls
 from core.mesh.envoy.model import Snapshot
 from core.mesh.envoy.names import CLUSTER_TYPE, LISTENER_TYPE, TCP_PROXY_TYPE
+from core.mesh.envoy.tls import downstream_mtls
 from core.mesh.push import ProxyNode, node_id
 from handlers.gateway import Gateway
 from handlers.mesh.ca import MeshCA

@@ -7,9 +7,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from core.mesh.envoy.build import SYSTEM_ROOTS, build_snapshot
+from core.mesh.envoy.build import build_snapshot
 from core.mesh.envoy.model import MeshState, Proxy
 from core.mesh.envoy.secrets import credential_names, wanted_rule_credentials
+from core.mesh.envoy.tls import SYSTEM_ROOTS
 from tests.mesh_scenario import istio
 
 HOST = "api.example.com"
