@@ -20,7 +20,7 @@ from typing import Any, Final
 import structlog
 
 from core.api.manifests import parse_manifest
-from core.mesh.envoy.build import locality_of
+from core.mesh.envoy.endpoints import locality_of
 from core.mesh.envoy.model import MeshState
 from core.mesh.envoy.secrets import wanted_credentials, wanted_rule_credentials
 from core.mesh.injection import wants_sidecar

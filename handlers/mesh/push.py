@@ -73,8 +73,9 @@ import structlog
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 
-from core.mesh.envoy.build import MeshBuild, PartKey, build_endpoints, build_snapshot
+from core.mesh.envoy.build import MeshBuild, PartKey, build_snapshot
 from core.mesh.envoy.clusters import build_clusters
+from core.mesh.envoy.endpoints import build_endpoints
 from core.mesh.envoy.model import MeshState, Proxy, Snapshot, mesh_services
 from core.mesh.envoy.names import PASSTHROUGH_CLUSTER, SECRET_TYPE
 from core.mesh.envoy.secrets import mesh_secrets

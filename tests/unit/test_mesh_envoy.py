@@ -699,7 +699,7 @@ def _groups(state: MeshState, proxy: Proxy) -> list[tuple[str, Any, list[str]]]:
 
 
 def test_endpoints_take_their_node_s_locality_and_failover_priorities_from_the_proxy_s() -> None:
-    from core.mesh.envoy.build import locality_of
+    from core.mesh.envoy.endpoints import locality_of
 
     labels = {"topology.kubernetes.io/region": "us", "topology.kubernetes.io/zone": "us-a"}
     assert locality_of(labels) == "us/us-a"

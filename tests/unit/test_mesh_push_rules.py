@@ -198,7 +198,7 @@ def test_the_encoder_packs_each_type_with_the_builders_version_and_reuses_unchan
 
 
 def test_slices_are_indexed_by_their_service_once_per_build() -> None:
-    from core.mesh.envoy.build import slices_by_service
+    from core.mesh.envoy.endpoints import slices_by_service
     from tests.mesh_scenario import endpoint_slice
 
     web = endpoint_slice("web", "http", 8080, [("web-1", "10.0.0.1", True)])
