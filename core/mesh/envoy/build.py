@@ -21,6 +21,14 @@ from core.mesh import checks
 from core.mesh.envoy.clusters import build_clusters
 from core.mesh.envoy.delegates import merge_delegates
 from core.mesh.envoy.endpoints import build_endpoints, slices_by_service
+from core.mesh.envoy.listeners import (
+    _address,
+    _distinct,
+    _http_listener,
+    _tcp_listener,
+    _tcp_proxy,
+    _tls_inspector,
+)
 from core.mesh.envoy.model import (
     MeshService,
     MeshState,
@@ -33,12 +41,8 @@ from core.mesh.envoy.model import (
 from core.mesh.envoy.names import (
     BLACKHOLE_CLUSTER,
     CLUSTER_TYPE,
-    CORS_FILTER,
-    CORS_TYPE,
     DIRECT_RESPONSE_BODY_MAX,
     ENDPOINT_TYPE,
-    FAULT_FILTER,
-    FAULT_TYPE,
     HCM_TYPE,
     HTTP_INSPECTOR_FILTER,
     HTTP_INSPECTOR_TYPE,
@@ -49,7 +53,6 @@ from core.mesh.envoy.names import (
     ORIGINAL_DST_TYPE,
     PASSTHROUGH_CLUSTER,
     ROUTE_TYPE,
-    ROUTER_TYPE,
     SECRET_TYPE,
     SNI_CLUSTER_FILTER,
     SNI_CLUSTER_TYPE,
@@ -109,50 +112,6 @@ SNIFFED: Final = ["http/1.1", "h2c"]
 # ------------------------------------------------------------------------------------------
 # Listeners
 # ------------------------------------------------------------------------------------------
-
-
-def _address(host: str, port: int) -> dict[str, Any]:
-    return {"socket_address": {"address": host, "port_value": port}}
-
-
-def _http_listener(
-    name: str, address: str, port: int, route_name: str, stat: str
-) -> dict[str, Any]:
-    manager = {
-        "@type": HCM_TYPE,
-        "stat_prefix": stat,
-        "rds": {
-            "config_source": {"ads": {}, "resource_api_version": "V3"},
-            "route_config_name": route_name,
-        },
-        "http_filters": [
-            # Inert unless a route carries a policy (typed_per_filter_config); CORS first, as
-            # Istio orders them, so a preflight is answered before any fault applies.
-            {"name": CORS_FILTER, "typed_config": {"@type": CORS_TYPE}},
-            {"name": FAULT_FILTER, "typed_config": {"@type": FAULT_TYPE}},
-            {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
-        ],
-    }
-    return {
-        "@type": LISTENER_TYPE,
-        "name": name,
-        "address": _address(address, port),
-        "filter_chains": [
-            {"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                          "typed_config": manager}]}
-        ],
-    }  # fmt: skip
-
-
-def _tcp_listener(
-    name: str, address: str, port: int, targets: list[tuple[str, int]]
-) -> dict[str, Any]:
-    return {
-        "@type": LISTENER_TYPE,
-        "name": name,
-        "address": _address(address, port),
-        "filter_chains": [{"filters": [_tcp_proxy(name, targets)]}],
-    }
 
 
 def _tcp_targets(
@@ -758,13 +717,6 @@ def _sidecar_listeners(
     return listeners
 
 
-def _tls_inspector() -> dict[str, Any]:
-    return {
-        "name": "envoy.filters.listener.tls_inspector",
-        "typed_config": {"@type": TLS_INSPECTOR_TYPE},
-    }
-
-
 def _sidecar_tls_chains(
     service: MeshService, port: int, state: MeshState, services: Mapping[str, MeshService]
 ) -> list[dict[str, Any]]:
@@ -848,17 +800,6 @@ def _server_binds(vs: VirtualService, gateway: Gateway, server: Server) -> bool:
     """Whether a VirtualService bound to ``gateway`` applies to ``server`` (one of its hosts
     matches one of the server's: :func:`_bound_hosts`)."""
     return bool(_bound_hosts(vs, gateway, server))
-
-
-def _tcp_proxy(stat: str, targets: Sequence[tuple[str, int]]) -> dict[str, Any]:
-    proxy: dict[str, Any] = {"@type": TCP_PROXY_TYPE, "stat_prefix": stat}
-    if len(targets) == 1:
-        proxy["cluster"] = targets[0][0]
-    else:
-        proxy["weighted_clusters"] = {
-            "clusters": [{"name": n, "weight": w} for n, w in targets if w > 0]
-        }
-    return {"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}
 
 
 def _bound(state: MeshState, gateway: Gateway, server: Server) -> list[VirtualService]:
@@ -1194,23 +1135,6 @@ def _gateway_listeners(
             listener["listener_filters"] = [_tls_inspector()]
         listeners.append(listener)
     return listeners, sorted(routes, key=lambda r: r["name"]), list(secrets.values())
-
-
-def _distinct(chains: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The chains with the first of each match kept (Envoy refuses two chains with the same
-    match, or the same name): the oldest Gateway's server wins, as in Istio."""
-    seen_matches: set[str] = set()
-    seen_names: set[str] = set()
-    kept = []
-    for chain in chains:
-        key = repr(sorted((chain.get("filter_chain_match") or {}).items()))
-        if key in seen_matches or chain.get("name") in seen_names:
-            continue
-        seen_matches.add(key)
-        if "name" in chain:
-            seen_names.add(chain["name"])
-        kept.append(chain)
-    return kept
 
 
 # ------------------------------------------------------------------------------------------
