@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from core.mesh.envoy.build import INBOUND_PORT, OUTBOUND_PORT
+from core.mesh.envoy.sidecar import INBOUND_PORT, OUTBOUND_PORT
 from core.pods.status import MESH_SIDECAR
 
 SIDECAR_CONTAINER: Final = MESH_SIDECAR

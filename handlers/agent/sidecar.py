@@ -44,7 +44,7 @@ from typing import Any
 
 import structlog
 
-from core.mesh.envoy.build import OUTBOUND_LISTENER
+from core.mesh.envoy.sidecar import OUTBOUND_LISTENER
 from core.mesh.injection import (
     CAPTURE_TABLE,
     PROXY_MARK,
