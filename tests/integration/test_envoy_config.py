@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from core.mesh.envoy.build import build_snapshot, static_bootstrap
+from core.mesh.envoy.bootstrap import static_bootstrap
+from core.mesh.envoy.build import build_snapshot
 from core.mesh.envoy.model import MeshState, Proxy
 from core.mesh.envoy.secrets import mesh_secrets
 from handlers.mesh.ca import MeshCA

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from core.mesh.envoy.build import MeshBuild, build_snapshot, part_key, static_bootstrap
+from core.mesh.envoy.bootstrap import static_bootstrap
+from core.mesh.envoy.build import MeshBuild, build_snapshot, part_key
 from core.mesh.envoy.model import MeshState, Proxy, Snapshot, port_protocol
 from core.mesh.envoy.names import (
     CLUSTER_TYPE,

@@ -11,7 +11,6 @@ what is shared.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -21,7 +20,6 @@ from core.mesh.envoy.clusters import build_clusters
 from core.mesh.envoy.delegates import merge_delegates
 from core.mesh.envoy.endpoints import build_endpoints, slices_by_service
 from core.mesh.envoy.gateway import _gateway_listeners, auto_passthrough_hosts, sni_dnat_clusters
-from core.mesh.envoy.listeners import _address
 from core.mesh.envoy.model import MeshService, MeshState, Proxy, Snapshot, mesh_services
 from core.mesh.envoy.names import (
     BLACKHOLE_CLUSTER,
@@ -486,64 +484,3 @@ class MeshBuild:
                  SECRET_TYPE: self.secrets, VIRTUAL_HOST_TYPE: self.virtual_hosts,
                  }[type_url]  # fmt: skip
         return build(proxy)
-
-
-# ------------------------------------------------------------------------------------------
-# A static bootstrap
-# ------------------------------------------------------------------------------------------
-
-
-def _untyped(resource: Mapping[str, Any]) -> dict[str, Any]:
-    return _static_secrets({k: copy.deepcopy(v) for k, v in resource.items() if k != "@type"})
-
-
-def _static_secrets(value: Any) -> Any:
-    """SDS references made references to the bootstrap's static secrets (an
-    ``sds_secret_config`` with only a name), in place."""
-    if isinstance(value, dict):
-        if "sds_config" in value and "name" in value:
-            value.pop("sds_config")
-        for item in value.values():
-            _static_secrets(item)
-    elif isinstance(value, list):
-        for item in value:
-            _static_secrets(item)
-    return value
-
-
-def static_bootstrap(
-    snapshot: Snapshot, *, admin_port: int = 0, node_id: str = "fleetlog"
-) -> dict[str, Any]:
-    """The snapshot as a bootstrap with static resources: route configurations inlined into
-    their listeners, EDS clusters made STATIC with their assignments. What Envoy validates
-    (``envoy --mode validate``) and what runs a proxy without an xDS server."""
-    assignments = {a["cluster_name"]: _untyped(a) for a in snapshot.endpoints}
-    routes = {r["name"]: _untyped(r) for r in snapshot.routes}
-    clusters = []
-    for resource in snapshot.clusters:
-        cluster = _untyped(resource)
-        if cluster.get("type") == "EDS":
-            cluster["type"] = "STATIC"
-            cluster.pop("eds_cluster_config")
-            cluster["load_assignment"] = assignments.get(
-                cluster["name"], {"cluster_name": cluster["name"], "endpoints": []}
-            )
-        clusters.append(cluster)
-    listeners = []
-    for resource in snapshot.listeners:
-        listener = _untyped(resource)
-        for chain in listener["filter_chains"]:
-            for item in chain["filters"]:
-                config = item["typed_config"]
-                if "rds" in config:
-                    name = config.pop("rds")["route_config_name"]
-                    config["route_config"] = routes[name]
-        listeners.append(listener)
-    static: dict[str, Any] = {"listeners": listeners, "clusters": clusters}
-    if snapshot.secrets:
-        static["secrets"] = [_untyped(secret) for secret in snapshot.secrets]
-    return {
-        "node": {"id": node_id, "cluster": node_id},
-        "admin": {"address": _address("127.0.0.1", admin_port)},
-        "static_resources": static,
-    }
