@@ -5,7 +5,7 @@ can bring a VirtualService change under the mesh's 50 ms goal with ten proxies o
     python -m ops.bench_envoy_apply [--services 1000] [--changes 100] [--mode full vhds ondemand]
                                     [--held 1000 100 10]
 
-The route configuration is the builder's own (``core.mesh.envoy.build_snapshot`` of the mesh
+The route configuration is the builder's own (``core.mesh.envoy.build.build_snapshot`` of the mesh
 ``ops.bench_mesh`` fills: ``--services`` services on port 8080, one virtual host each). A
 small delta xDS server written here (not the handler: this measures Envoy, not the handler)
 serves one Envoy a listener on port 8080 and the route configuration ``8080``:

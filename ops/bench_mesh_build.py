@@ -6,7 +6,7 @@
 Why this exists: ``ops.bench_mesh`` times a change until real Envoys ACK it, which on the
 shared 2-core host mixes the handler's build with ten Envoys and other helpers' work. This
 times only the pure part of a push, as ``MeshPush.rebuild`` does it — the read model's
-``MeshState``, one :class:`~core.mesh.envoy.MeshBuild` taking the last one over, and each
+``MeshState``, one :class:`~core.mesh.envoy.build.MeshBuild` taking the last one over, and each
 proxy's types that the change's kind rebuilds (``core.mesh.push.REBUILT_BY``) — with no
 encoding, no streams and no Envoy, in process CPU time (``time.process_time``) per change:
 a figure that can be compared between commits run alternately on a busy host.

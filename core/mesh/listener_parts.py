@@ -6,12 +6,12 @@ push that builds listeners builds them once per proxy — with 1,000 services, ~
 for every proxy although an HTTP-only change alters none: a sidecar's HTTP routes go through
 RDS/VHDS, and its listeners read of the VirtualServices only their ``tcp`` and ``tls``
 routes (the ``tcp_proxy`` targets of TCP and sniffed ports, the SNI chains of TLS ports).
-:class:`~core.mesh.envoy.MeshBuild` keeps each proxy's listeners with the inputs they were
+:class:`~core.mesh.envoy.build.MeshBuild` keeps each proxy's listeners with the inputs they were
 made from (:class:`ListenerPart`); a later build takes them over when those inputs are
 still what its state gives, so a proxy gets exactly the listeners a build of its own would
 make (``tests/unit/test_mesh_listener_parts.py`` compares them on varied changes).
 
-What a sidecar's listeners read (``core.mesh.envoy._sidecar_listeners``): the proxy's bind
+What a sidecar's listeners read (``core.mesh.envoy.sidecar._sidecar_listeners``): the proxy's bind
 address, capture and on-demand hosts, and a captured sidecar's inbound mTLS (its workload's
 PeerAuthentication) — :func:`listener_key`; the services (their ports, addresses and
 protocols, and the hosts routes name); the VirtualServices' TCP and TLS routes
@@ -42,7 +42,7 @@ def listener_key(
     """What of a sidecar its listeners depend on: the address they bind, whether its traffic
     is captured (``virtualOutbound``, ports not bound) with its inbound mTLS (``inbound``,
     None when not captured), and whether it asks for hosts on demand. Not its namespace,
-    labels or locality (those are the handler's :func:`~core.mesh.envoy.part_key`, which
+    labels or locality (those are the handler's :func:`~core.mesh.envoy.build.part_key`, which
     other types need): ten captured sidecars of ten Deployments share one build."""
     mtls = None if inbound is None else (inbound.mode, tuple(sorted(inbound.ports.items())))
     return (bind_address, captured, on_demand, mtls)

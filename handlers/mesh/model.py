@@ -1,5 +1,5 @@
 """The mesh-push handler's read model: the cluster projection's Services, EndpointSlices, pods'
-labels and Istio objects, as the builder's :class:`core.mesh.envoy.MeshState`.
+labels and Istio objects, as the builder's :class:`core.mesh.envoy.model.MeshState`.
 
 Why this exists: the builder is pure and reads one ``MeshState``; the handler must know when
 that state changed (to push) without rebuilding it on every event of the cluster. This follows

@@ -8,7 +8,7 @@ should run. This shell connects the two:
 
 * **Debounce** (``core.mesh.push.Debounce``): events of the kinds the mesh reads wake the push
   loop, which waits for 3 ms of quiet (at most 100 ms after the first change), then makes
-  every connected proxy's resources from one shared build (``core.mesh.envoy.MeshBuild``):
+  every connected proxy's resources from one shared build (``core.mesh.envoy.build.MeshBuild``):
   each type once per part key (``part_key``: proxies that differ only by their bind address
   share clusters, endpoints and routes), and only the types the changed kinds can alter
   (``core.mesh.push.rebuilt_by``).
@@ -850,7 +850,7 @@ class MeshPush:
         self._parts: dict[tuple[str, PartKey], Encoded] = {}
         self._last_build: MeshBuild | None = None
         """The last push's build: the next one takes over what its changes left alone."""
-        """Each type's resources per :func:`~core.mesh.envoy.part_key`, as the last push (or
+        """Each type's resources per :func:`~core.mesh.envoy.build.part_key`, as the last push (or
         a new stream) made them: every proxy with that key is served these."""
         self._server: grpc.aio.Server | None = None
         self._wake = asyncio.Event()
@@ -956,8 +956,8 @@ class MeshPush:
     def rebuild(self) -> None:
         """Build what every connected proxy should run from the model now, and wake its
         stream. Proxies share what they have alike: each type's resources are built and
-        encoded once per :func:`~core.mesh.envoy.part_key` from one
-        :class:`~core.mesh.envoy.MeshBuild` (ten sidecars differing by their bind address
+        encoded once per :func:`~core.mesh.envoy.build.part_key` from one
+        :class:`~core.mesh.envoy.build.MeshBuild` (ten sidecars differing by their bind address
         share their clusters, endpoints and routes; only their listeners are their own). Only
         the types the changed kinds can alter are built again (``rebuilt_by``: a
         VirtualService change builds listeners and routes, not clusters); when only

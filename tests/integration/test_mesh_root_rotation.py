@@ -5,7 +5,7 @@ The client is a gateway Envoy whose route goes to the Service ``web`` with a Des
 ``ISTIO_MUTUAL`` (its SDS certificate, the ``ROOTCA`` bundle, the server's SPIFFE id). The
 server is a second Envoy, a sidecar of another identity (namespace ``backend``), given by the
 ``amend`` hook a listener that terminates mTLS as the captured sidecar's ``virtualInbound``
-does (``core.mesh.envoy.downstream_mtls``: a client certificate required, verified against
+does (``core.mesh.envoy.tls.downstream_mtls``: a client certificate required, verified against
 ``ROOTCA``) and passes the connection on to a loopback ``http.server``. That server closes
 each connection after its answer, so every request is a new TLS handshake between the two
 Envoys. While a client calls without pause, ``fleetlog mesh rotate-ca`` rotates the root; the

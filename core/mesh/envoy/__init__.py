@@ -5,8 +5,9 @@ Why this exists: the mesh-push handler serves each proxy the clusters, endpoints
 routes Istio would give it, and deciding *what* they are is pure logic worth testing resource by
 resource, apart from the gRPC that carries them. The output is plain dicts in Envoy's JSON shape,
 each resource carrying its ``@type`` (as in an ``Any``), so core needs no protobuf; the handler
-converts them with ``xds-protos``, and :func:`static_bootstrap` turns a snapshot into a static
-bootstrap ``envoy --mode validate`` checks (and a gateway could run before ADS exists).
+converts them with ``xds-protos``, and :func:`~core.mesh.envoy.bootstrap.static_bootstrap`
+turns a snapshot into a static bootstrap ``envoy --mode validate`` checks (and a gateway could
+run before ADS exists).
 
 How Istio's objects become Envoy's, as Istio's own generator does:
 
@@ -25,8 +26,9 @@ How Istio's objects become Envoy's, as Istio's own generator does:
   certificate (``default``), verified against the mesh's root (``ROOTCA``) and the service's
   SPIFFE ids (``spiffe://cluster.local/ns/<ns>/sa/<sa>`` of its meshed pods); other endpoints
   in plain text. A DestinationRule's ``tls.mode`` ``ISTIO_MUTUAL`` forces TLS, ``DISABLE``
-  forbids it. SIMPLE / MUTUAL originate TLS as Istio does (:func:`upstream_tls`: CA,
-  certificate and key files or a ``credentialName`` over SDS, SANs, SNI or auto SNI). The
+  forbids it. SIMPLE / MUTUAL originate TLS as Istio does
+  (:func:`~core.mesh.envoy.tls.upstream_tls`: CA, certificate and key files or a
+  ``credentialName`` over SDS, SANs, SNI or auto SNI). The
   captured sidecar's ``virtualInbound`` terminates mTLS per the workload's
   PeerAuthentication (``core.mesh.peerauth``), with a ``tls_inspector`` telling TLS from
   plain text.
@@ -50,8 +52,8 @@ How Istio's objects become Envoy's, as Istio's own generator does:
   redirects, retries (Istio's default policy when none is set), timeouts, fault injection and
   mirroring with its percentage, direct responses and CORS (the CORS filter's per-route
   policy). A root route's ``delegate`` is replaced by the delegate VirtualService's routes,
-  merged under its matches (:func:`merge_delegates`). TCP routes become the ``tcp_proxy``'s
-  (weighted) clusters.
+  merged under its matches (:func:`~core.mesh.envoy.delegates.merge_delegates`). TCP routes
+  become the ``tcp_proxy``'s (weighted) clusters.
 * **Warmup and locality**: ``warmup`` is Envoy's slow start; with ``localityLbSetting`` the
   endpoints are grouped by their node's locality, weighted (``distribute``) or given failover
   priorities from the proxy's own locality.
@@ -70,4 +72,19 @@ How Istio's objects become Envoy's, as Istio's own generator does:
   SNI-DNAT cluster its SNI names (``sni_cluster``); TCP servers (also MONGO, REDIS, MYSQL)
   proxy their ``tcp`` routes. A sidecar's TLS/HTTPS service port
   routes ``tls`` routes by SNI the same way, the service itself the default.
+
+Where each part lives (a leading underscore marks a helper private to this package, which its
+sibling modules may import; nothing is re-exported here, callers import from the module):
+
+* ``build``: :func:`~core.mesh.envoy.build.build_snapshot`, the shared
+  :class:`~core.mesh.envoy.build.MeshBuild` of one state, and
+  :func:`~core.mesh.envoy.build.part_key`;
+* ``model``: the inputs and output (``Proxy``, ``MeshState``, ``Snapshot``) and the services as
+  the mesh sees them;
+* ``names``: type URLs, filter names, well-known clusters and secrets, value formats;
+* ``clusters``, ``endpoints``: CDS and EDS; ``secrets``, ``tls``: SDS and transport sockets;
+* ``routes``, ``route_configs``, ``delegates``: an HTTP route, virtual hosts and route
+  configurations, delegate VirtualServices;
+* ``listeners`` (the shared pieces), ``sidecar`` (its listeners and capture), ``gateway``;
+* ``bootstrap``: a snapshot as a static bootstrap.
 """

@@ -50,9 +50,7 @@ from core.mesh.envoy.sidecar import (
     _sidecar_listeners,
 )
 from core.mesh.envoy.tls import service_identities
-from core.mesh.kinds import (
-    DestinationRule,
-)
+from core.mesh.kinds import DestinationRule
 from core.mesh.listener_parts import (
     LISTENER_ROUNDS_HELD,
     ListenerKey,
@@ -69,10 +67,6 @@ from core.mesh.vhds import (
     index_replaced,
     virtual_host_resource,
 )
-
-# ------------------------------------------------------------------------------------------
-# The snapshot
-# ------------------------------------------------------------------------------------------
 
 
 def build_snapshot(state: MeshState, proxy: Proxy) -> Snapshot:

@@ -42,10 +42,7 @@ from core.mesh.envoy.route_configs import _sidecar_route_configuration, _virtual
 from core.mesh.envoy.routes import _Context, _route_targets
 from core.mesh.envoy.tls import downstream_mtls
 from core.mesh.peerauth import InboundMtls, Mode
-from core.mesh.vhds import (
-    ON_DEMAND_FILTER,
-    ON_DEMAND_TYPE,
-)
+from core.mesh.vhds import ON_DEMAND_FILTER, ON_DEMAND_TYPE
 
 OUTBOUND_PORT: Final = 15001
 """Where a captured pod's outbound TCP is redirected (Istio's ``virtualOutbound``)."""
