@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from core.mesh.kinds import VirtualService
+from core.mesh.kinds.objects import VirtualService
 from core.mesh.peerauth import InboundMtls
 
 LISTENER_ROUNDS_HELD: Final = 32

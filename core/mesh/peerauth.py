@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from core.mesh.kinds import PeerAuthentication
+from core.mesh.kinds.objects import PeerAuthentication
 
 ROOT_NAMESPACE: Final = "istio-system"
 """Istio's ``meshConfig.rootNamespace``: where a selector-less policy is mesh-wide."""

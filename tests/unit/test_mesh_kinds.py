@@ -14,7 +14,7 @@ from core.api.manifests import dump_manifest, parse_manifest
 from core.errors import ValidationFailed
 from core.kubeapi.resources import RESOURCES
 from core.mesh import checks
-from core.mesh.kinds import DestinationRule, Gateway, VirtualService
+from core.mesh.kinds.objects import DestinationRule, Gateway, VirtualService
 from ops.cliargs import resolve_kind
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from core.api.manifests import parse_manifest
 from core.mesh.envoy.build import build_snapshot
 from core.mesh.envoy.model import MeshState, Proxy
-from core.mesh.kinds import PeerAuthentication
+from core.mesh.kinds.objects import PeerAuthentication
 from core.mesh.peerauth import InboundMtls, effective_mtls
 
 

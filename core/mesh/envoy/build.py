@@ -50,7 +50,7 @@ from core.mesh.envoy.sidecar import (
     _sidecar_listeners,
 )
 from core.mesh.envoy.tls import service_identities
-from core.mesh.kinds import DestinationRule
+from core.mesh.kinds.objects import DestinationRule
 from core.mesh.listener_parts import (
     LISTENER_ROUNDS_HELD,
     ListenerKey,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-from core.mesh.kinds import HTTPMatchRequest, HTTPRoute, VirtualService
+from core.mesh.kinds.objects import HTTPMatchRequest, HTTPRoute, VirtualService
 
 _INHERITED: Final = (
     "rewrite", "timeout", "retries", "fault", "mirror", "mirror_percentage", "mirrors",

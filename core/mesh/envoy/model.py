@@ -16,7 +16,7 @@ from typing import Any, Final, Literal
 
 from core.mesh import checks
 from core.mesh.envoy.names import fqdn
-from core.mesh.kinds import (
+from core.mesh.kinds.objects import (
     DestinationRule,
     Gateway,
     PeerAuthentication,

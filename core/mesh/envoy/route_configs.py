@@ -16,7 +16,7 @@ from typing import Any
 from core.mesh.envoy.model import MeshService, MeshState
 from core.mesh.envoy.names import DIRECT_RESPONSE_BODY_MAX, DOMAIN, ROUTE_TYPE
 from core.mesh.envoy.routes import _Context, _default_route, envoy_routes
-from core.mesh.kinds import VirtualService
+from core.mesh.kinds.objects import VirtualService
 
 
 def _domains(service: MeshService, port: int | None) -> list[str]:

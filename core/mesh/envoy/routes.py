@@ -26,7 +26,7 @@ from core.mesh.envoy.names import (
     fqdn,
     fraction,
 )
-from core.mesh.kinds import (
+from core.mesh.kinds.objects import (
     CorsPolicy,
     HTTPMatchRequest,
     HTTPRoute,

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from core.mesh.envoy.model import MeshState, Proxy
 from core.mesh.envoy.names import CERT_SECRET, ROOT_SECRET, SECRET_TYPE
-from core.mesh.kinds import DestinationRule, Gateway
+from core.mesh.kinds.objects import DestinationRule, Gateway
 
 
 def credential_resource(name: str) -> str:

@@ -1,16 +1,8 @@
-"""Istio's traffic kinds as users bring them: VirtualService, DestinationRule, Gateway and
-ServiceEntry (``networking.istio.io/v1``) and PeerAuthentication (``security.istio.io/v1``),
-validated as Istio's ``pkg/config/validation`` validates them.
+"""Istio's kinds as stored objects: VirtualService, DestinationRule, Gateway, ServiceEntry and
+PeerAuthentication, each its spec under Kubernetes' metadata, stored as written.
 
-Why this exists: the mesh builder (``core.mesh.envoy``) turns these objects into Envoy
-configuration, so what the log accepts must be what Istio accepts — YAML written for Istio
-keeps its meaning here, and a rule Istio would refuse (a negative weight, a route with no
-destination, a bad regex or duration, two subsets of one name...) is refused at the door with
-the field's path and Istio's reason instead of reaching a proxy as a NACK. The field names are
-Istio's (camelCase in YAML). Fields Istio has that fleetlog does not act on yet (TLS routes,
-``DYNAMIC_DNS``) are not modelled: they are refused as unknown fields rather than silently
-ignored. Problems across objects (a subset no
-DestinationRule defines) are not this module's: one object at a time, as Istio's webhook.
+Why this exists: the catalog, the gateway's admission and the builder take these classes; each
+is one spec (from its own module) under the shared object behaviour (``_IstioKind``).
 """
 
 from __future__ import annotations
