@@ -23,7 +23,7 @@ from core.config.model import ConfigMap, Secret
 from core.disruption import aggregate as disruption
 from core.disruption.model import PodDisruptionBudget
 from core.mesh import aggregates as mesh
-from core.mesh.kinds.objects import API_VERSION_ALIASES as MESH_VERSION_ALIASES
+from core.mesh.kinds.common import API_VERSION_ALIASES as MESH_VERSION_ALIASES
 from core.mesh.kinds.objects import (
     DestinationRule,
     Gateway,

@@ -26,14 +26,8 @@ from core.mesh.envoy.names import (
     fqdn,
     fraction,
 )
-from core.mesh.kinds.objects import (
-    CorsPolicy,
-    HTTPMatchRequest,
-    HTTPRoute,
-    Percent,
-    RouteDestination,
-    StringMatch,
-)
+from core.mesh.kinds.common import Percent, StringMatch
+from core.mesh.kinds.objects import CorsPolicy, HTTPMatchRequest, HTTPRoute, RouteDestination
 
 PREVIOUS_HOSTS: Final = [
     {
