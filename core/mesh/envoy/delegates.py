@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-from core.mesh.kinds.objects import HTTPMatchRequest, HTTPRoute, VirtualService
+from core.mesh.kinds.http import HTTPMatchRequest, HTTPRoute
+from core.mesh.kinds.objects import VirtualService
 
 _INHERITED: Final = (
     "rewrite", "timeout", "retries", "fault", "mirror", "mirror_percentage", "mirrors",

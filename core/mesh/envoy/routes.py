@@ -27,7 +27,8 @@ from core.mesh.envoy.names import (
     fraction,
 )
 from core.mesh.kinds.common import Percent, StringMatch
-from core.mesh.kinds.objects import CorsPolicy, HTTPMatchRequest, HTTPRoute, RouteDestination
+from core.mesh.kinds.http import CorsPolicy, HTTPMatchRequest, HTTPRoute
+from core.mesh.kinds.objects import RouteDestination
 
 PREVIOUS_HOSTS: Final = [
     {
