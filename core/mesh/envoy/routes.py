@@ -28,7 +28,7 @@ from core.mesh.envoy.names import (
 )
 from core.mesh.kinds.common import Percent, StringMatch
 from core.mesh.kinds.http import CorsPolicy, HTTPMatchRequest, HTTPRoute
-from core.mesh.kinds.objects import RouteDestination
+from core.mesh.kinds.virtualservice import RouteDestination
 
 PREVIOUS_HOSTS: Final = [
     {
