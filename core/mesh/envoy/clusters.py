@@ -24,7 +24,7 @@ from core.mesh.envoy.names import (
 )
 from core.mesh.envoy.secrets import uses_credentials
 from core.mesh.envoy.tls import upstream_mtls, upstream_tls
-from core.mesh.kinds.objects import ClientTLSSettings, TrafficPolicy
+from core.mesh.kinds.trafficpolicy import ClientTLSSettings, TrafficPolicy
 
 DEFAULT_CONNECT_TIMEOUT_MS: Final = 10_000
 """Istio's ``connectTimeout`` default."""

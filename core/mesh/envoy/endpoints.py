@@ -21,7 +21,8 @@ from core.mesh.envoy.names import (
     TLS_MODE_KEY,
     cluster_name,
 )
-from core.mesh.kinds.objects import DestinationRule, LocalityLbSetting
+from core.mesh.kinds.objects import DestinationRule
+from core.mesh.kinds.trafficpolicy import LocalityLbSetting
 from core.services.slices import SERVICE_NAME_LABEL
 
 LOCALITY_LABELS: Final = (

@@ -21,9 +21,9 @@ from core.mesh.kinds.objects import (
     Gateway,
     PeerAuthentication,
     ServiceEntry,
-    TrafficPolicy,
     VirtualService,
 )
+from core.mesh.kinds.trafficpolicy import TrafficPolicy
 from core.mesh.peerauth import InboundMtls, effective_mtls
 
 HTTP_PORT_PREFIXES: Final = ("http", "http2", "grpc", "grpc-web", "http_proxy")

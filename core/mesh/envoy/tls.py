@@ -33,7 +33,8 @@ from core.mesh.envoy.secrets import (
     credential_ca_resource,
     credential_resource,
 )
-from core.mesh.kinds.objects import ClientTLSSettings, Server, ServerTLSSettings
+from core.mesh.kinds.objects import Server, ServerTLSSettings
+from core.mesh.kinds.trafficpolicy import ClientTLSSettings
 
 SYSTEM_ROOTS: Final = "/etc/ssl/certs/ca-certificates.crt"
 """The proxy's system trust store (Debian's path, Istio's default on its proxy image): what
