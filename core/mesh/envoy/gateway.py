@@ -33,7 +33,8 @@ from core.mesh.envoy.routes import _Context, _route_targets, envoy_routes
 from core.mesh.envoy.secrets import _credential_secrets
 from core.mesh.envoy.tls import _server_tls
 from core.mesh.kinds.common import hosts_match
-from core.mesh.kinds.objects import Gateway, Server, VirtualService
+from core.mesh.kinds.gateway import Server
+from core.mesh.kinds.objects import Gateway, VirtualService
 
 TCP_SERVER_PROTOCOLS: Final = frozenset({"tcp", "mongo", "redis", "mysql"})
 """Gateway server protocols proxied as plain TCP (Istio has no filter of its own for them)."""

@@ -33,7 +33,7 @@ from core.mesh.envoy.secrets import (
     credential_ca_resource,
     credential_resource,
 )
-from core.mesh.kinds.objects import Server, ServerTLSSettings
+from core.mesh.kinds.gateway import Server, ServerTLSSettings
 from core.mesh.kinds.trafficpolicy import ClientTLSSettings
 
 SYSTEM_ROOTS: Final = "/etc/ssl/certs/ca-certificates.crt"
