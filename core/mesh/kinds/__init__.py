@@ -9,6 +9,12 @@ destination, a bad regex or duration, two subsets of one name...) is refused at 
 the field's path and Istio's reason instead of reaching a proxy as a NACK. The field names are
 Istio's (camelCase in YAML). Fields Istio has that fleetlog does not act on yet (TLS routes,
 ``DYNAMIC_DNS``) are not modelled: they are refused as unknown fields rather than silently
-ignored. Problems across objects (a subset no
-DestinationRule defines) are not this module's: one object at a time, as Istio's webhook.
+ignored. Problems across objects (a subset no DestinationRule defines) are not this
+package's: one object at a time, as Istio's webhook.
+
+Where each part lives (nothing is re-exported here, callers import from the module):
+``objects`` (the stored kinds and ``MESH_KINDS``), ``common`` (what the kinds share),
+``http`` and ``virtualservice`` (a VirtualService's HTTP routes, and its spec with the TCP and
+TLS routes), ``trafficpolicy`` and ``destinationrule``, ``gateway``, ``serviceentry``,
+``peerauthentication``.
 """

@@ -12,9 +12,7 @@ import base64
 import re
 from typing import Literal
 
-from pydantic import (
-    Field,
-)
+from pydantic import Field
 
 from core.mesh import checks
 from core.mesh.kinds.common import (

@@ -1,20 +1,16 @@
 """Istio's kinds as stored objects: VirtualService, DestinationRule, Gateway, ServiceEntry and
 PeerAuthentication, each its spec under Kubernetes' metadata, stored as written.
 
-Why this exists: the catalog, the gateway's admission and the builder take these classes; each
-is one spec (from its own module) under the shared object behaviour (``_IstioKind``).
+Why this exists: the API catalog (``core.api.catalog``) stores these classes and the mesh
+builder reads them; each is one spec (from its own module) under the shared object behaviour
+(``_IstioKind``).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import (
-    Field,
-    SerializerFunctionWrapHandler,
-    field_serializer,
-    model_validator,
-)
+from pydantic import Field, SerializerFunctionWrapHandler, field_serializer, model_validator
 
 from core.mesh.kinds.common import NETWORKING_VERSION, SECURITY_VERSION
 from core.mesh.kinds.destinationrule import DestinationRuleSpec
@@ -25,10 +21,6 @@ from core.mesh.kinds.virtualservice import VirtualServiceSpec
 from core.meta.model import K8sModel, Problems
 from core.meta.names import dns1123_label_errors
 from core.meta.types import ResourceBase
-
-# ------------------------------------------------------------------------------------------
-# The stored kinds
-# ------------------------------------------------------------------------------------------
 
 
 class _IstioKind(ResourceBase):

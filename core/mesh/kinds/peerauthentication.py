@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import (
-    field_validator,
-)
+from pydantic import field_validator
 
 from core.mesh.kinds.common import WorkloadSelector
 from core.meta.model import K8sModel, Problems

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import (
-    Field,
-)
+from pydantic import Field
 
 from core.mesh import checks
 from core.mesh.kinds.common import PortSelector, _add_all, _duration, _oneof
