@@ -17,6 +17,13 @@ decided here, without files, clocks or a network, so tests can pin the rules dow
   token bucket caps the bytes a second one container ships, and at most ``backlog`` unshipped
   bytes of one output stream are kept waiting. What is beyond (or was rotated away before it
   was shipped) is skipped, and the reader is told with :func:`dropped_marker`.
+* **When to look again** (:func:`growth_rate`, :func:`next_check`): a copy-truncate rotator
+  can only bound a file by looking at it, so a live file is looked at again when, at the rate
+  it grew, it would reach the maximum size: a flooded file every ``shortest`` seconds, an idle
+  one every ``longest``. The rate remembers the fastest recent growth (it halves each
+  :data:`RATE_HALF_LIFE_S` without such growth), so a writer that pauses between bursts (as
+  the kernel pauses one that dirties pages faster than the disk takes them) is still looked
+  at every ``shortest`` seconds when it resumes.
 * **Old instances**: of a container's instances, the newest two keep their files (the running
   one and the one ``--previous`` shows; the kubelet keeps one dead container per container):
   :func:`stale_instances`.
@@ -37,6 +44,8 @@ DEFAULT_MAX_SIZE = "10Mi"
 DEFAULT_MAX_FILES = 5
 FLOOD_FACTOR = 2
 """A live file found at this many times the maximum size is emptied without a copy."""
+RATE_HALF_LIFE_S = 1.0
+"""A live file's estimated rate of growth halves in this time without growth as fast."""
 KEPT_INSTANCES = 2
 """Instances of one container whose files are kept: the current one and the previous."""
 
@@ -111,6 +120,27 @@ def plan_rotation(
     keep = policy.max_files - 2  # of the existing rotated files, beside the new one
     remove = tuple(rotated[: max(0, len(rotated) - keep)])
     return Rotation(keep_from=max(0, size - policy.max_size), size=size, remove=remove)
+
+
+def growth_rate(previous: float, *, grown: int, elapsed: float) -> float:
+    """A live file's estimated rate of growth (bytes a second) after a check that found it
+    ``grown`` bytes bigger ``elapsed`` seconds after the last: what it grew at, or the last
+    estimate decayed over ``elapsed`` (:data:`RATE_HALF_LIFE_S`) when that is more."""
+    if elapsed <= 0:
+        return previous
+    measured = grown / elapsed if grown > 0 else 0.0
+    return max(measured, previous * 0.5 ** (elapsed / RATE_HALF_LIFE_S))
+
+
+def next_check(
+    *, size: int, rate: float, policy: ContainerLogPolicy, shortest: float, longest: float
+) -> float:
+    """Seconds until a live file of ``size`` bytes growing at ``rate`` is looked at again:
+    when it would reach the maximum size, but no sooner than ``shortest`` and no later than
+    ``longest``. The rotator's overshoot of the size is what the writer adds in that time."""
+    if rate <= 0:
+        return longest
+    return min(longest, max(shortest, (policy.max_size - size) / rate))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -95,6 +95,8 @@ DEFAULT_START_WORKERS = 2
 a burst's starts run beside the agent's loop, on the machine's other core."""
 STALE_INSTANCES_EVERY = 10
 """Garbage passes between two looks for old instances (a listing per container of every pod)."""
+ROTATOR_WAIT_S = 5.0
+"""How long the first reconcile waits for the log rotator process to serve (~0.1 s)."""
 SHIPPING_GRACE_S = 10.0
 """How long a gone pod's files wait for the shipper to send what is left of its output."""
 
@@ -300,6 +302,7 @@ class NodeAgent:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Run until cancelled. Cancelling stops the agent, not its containers."""
+        self.shipper.start_rotator()  # its interpreter starts while the agent catches up
         if self._pod_network is None:
             self._pod_network = await detect(self.root, self.network_options)
         await self.network.start()
@@ -343,6 +346,8 @@ class NodeAgent:
                         options=self.network_options,
                     )  # fmt: skip
                     tasks.create_task(self._run_proxy(self.proxy))
+                # No container starts (nor is adopted) before its output can be bounded.
+                await self.shipper.rotator_ready(ROTATOR_WAIT_S)
                 self._reconcile(tasks)
                 tasks.create_task(self.resolvers.sweep(self._busy()))
                 tasks.create_task(self.resolvers.keep_spares())
@@ -354,6 +359,7 @@ class NodeAgent:
                     self._wake.clear()
                     self._reconcile(tasks)
         finally:
+            await asyncio.to_thread(self.shipper.stop_rotator)  # if the shipper never ran
             await self.network.stop()
             if self.sidecars is not None:
                 await self.sidecars.stop()

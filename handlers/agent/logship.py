@@ -11,21 +11,23 @@ container may write as fast as the disk takes it, both the files and the shippin
 Rotation, copy-truncate style, as the kubelet bounds a container's log:
 
 * The container writes to ``stdout`` with ``O_APPEND`` and never reopens it, so a file cannot
-  be renamed under it. A rotation thread checks each live file (a stat every 0.1 s; every 20 ms
-  while one keeps rotating) and, once it reached ``--container-log-max-size``, copies it to
-  ``stdout.<n>`` (``copy_file_range``: in the kernel) and truncates it; the writer's next
-  write lands at the new end, offset 0. Rotated files beyond ``--container-log-max-files - 1``
-  are removed, oldest first. A file found at twice the size or more (a flood) is emptied
-  without a copy. The thread does not need the event loop (nor NATS): a busy
-  agent or an unreachable server does not stop rotation.
+  be renamed under it. A rotator looks at each live file and, once it reached
+  ``--container-log-max-size``, copies it to ``stdout.<n>`` (``copy_file_range``: in the
+  kernel) and truncates it; the writer's next write lands at the new end, offset 0. Rotated
+  files beyond ``--container-log-max-files - 1`` are removed, oldest first. A file found at
+  twice the size or more (a flood) is emptied without a copy. The rotator is a process of its
+  own (:mod:`handlers.agent.logrotate`, which says why and how often it looks): nothing the
+  agent does, nor an unreachable server, delays it.
 * The price of copy-truncate: bytes written between the last size check and the truncation
   (microseconds) are lost, and a fast writer overshoots the size by what it writes between
   two checks. docs/architecture.md has the costs measured.
 
 Positions are logical (bytes of the stream since the instance started, across rotations):
-``.shipped.json`` keeps, per stream, the logical start of the live file and the rotated files
-kept (number, logical start, length), so a position names the same byte before and after a
-rotation, and offsets on the wire only grow.
+the rotator's ``.rotated.json`` keeps, per stream, the logical start of the live file and the
+rotated files kept (number, logical start, length), so a position names the same byte before
+and after a rotation, and offsets on the wire only grow. The shipper reads it, and the files'
+bytes, holding the instance's lock (:func:`handlers.agent.logrotate.locked`), so no rotation
+happens in between.
 
 Shipping, bounded per container: a token bucket (1 MiB/s after a 4 MiB burst, stdout and stderr
 together) and at most 4 MiB of one stream waiting. Output beyond that, or rotated away before
@@ -52,7 +54,7 @@ Delivery is at-least-once with the duplicates removed:
   time, which on this project's hosts cost 85-290 µs of cpu (ext4 skipping recently deleted
   inodes: ``handlers.agent.spares``), against ~10 µs for renaming one made earlier. So, as the
   start workers do, the shipper keeps empty files made ahead in ``<root>/.ship-spares/``
-  (made by the rotation thread once no state was saved for a second; removed when the shipper
+  (made by a thread of the shipper once no state was saved for a second; removed when the shipper
   starts and when it stops) and renames one to the temporary's name before writing it. The
   file written, its mode (``0o666`` less the umask, as ``open`` makes it) and the rename are
   as before; without spares (none left, a refused rename) the write makes its own.
@@ -85,10 +87,18 @@ from core.pods.containerlogs import (
     ContainerLogPolicy,
     ShippingLimits,
     dropped_marker,
-    plan_rotation,
     plan_shipping,
     refill,
     spend,
+)
+from handlers.agent.logrotate import (
+    RotatorProcess,
+    Table,
+    adopt_legacy_tables,
+    locked,
+    read_tables,
+    rotate,
+    write_tables,
 )
 from handlers.agent.spares import Spares
 from streams import jsapi
@@ -99,8 +109,8 @@ log = structlog.get_logger(__name__)
 
 STATE_FILE = ".shipped.json"
 DEFAULT_POLL_S = 0.2
-ROTATE_IDLE_S = 0.1
-ROTATE_HOT_S = 0.02
+SPARE_CHECK_S = 0.1
+"""How often the spares thread looks whether to make spares."""
 READ_LIMIT = 1024 * 1024
 SPARES_DIR = ".ship-spares"
 """Under the shipper's root: the state files' temporaries made ahead."""
@@ -109,7 +119,7 @@ SPARE_SAVES = 128
 SPARE_IDLE_S = 1.0
 """No spare is made until no state was saved for this long (not during a burst)."""
 SPARE_CHUNK = 16
-"""Spares made per pass of the rotation thread."""
+"""Spares made per pass of the spares thread."""
 STATE_MODE = 0o666
 """The mode a state file's temporary is opened with (``Path.write_text``'s)."""
 
@@ -128,7 +138,8 @@ class ContainerInstance:
 
 @dataclass
 class _Output:
-    """One output stream of an instance: its files and how far it is shipped (logical)."""
+    """One output stream of an instance: how far it is shipped (logical positions; where its
+    files are is the rotator's table, :class:`handlers.agent.logrotate.Table`)."""
 
     offset: int = 0
     """Shipped (or announced as dropped) up to here."""
@@ -136,23 +147,13 @@ class _Output:
     """Chunk ends chosen (and persisted) but not yet acknowledged."""
     dropped_to: int | None = None
     """A drop of ``[offset, dropped_to)`` chosen but not yet announced."""
-    base: int = 0
-    """Where the live file's first byte is."""
-    rotated: list[list[int]] = field(default_factory=list)
-    """``[number, start, length]`` of each rotated file kept, oldest first."""
-    next_number: int = 1
     mid_line: bool = False
     """The last chunk shipped ended inside a line (kept in memory only)."""
+    rotations: int = 0
+    """The rotations of its table seen so far (for :attr:`LogShipper.rotations`)."""
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "offset": self.offset,
-            "pending": self.pending,
-            "dropped_to": self.dropped_to,
-            "base": self.base,
-            "rotated": self.rotated,
-            "next_number": self.next_number,
-        }
+        return {"offset": self.offset, "pending": self.pending, "dropped_to": self.dropped_to}
 
     @classmethod
     def from_json(cls, saved: dict[str, Any]) -> _Output:
@@ -161,27 +162,7 @@ class _Output:
             offset=int(saved.get("offset", 0)),
             pending=[int(end) for end in saved.get("pending", [])],
             dropped_to=int(dropped_to) if dropped_to is not None else None,
-            base=int(saved.get("base", 0)),
-            rotated=[[int(n), int(s), int(length)] for n, s, length in saved.get("rotated", [])],
-            next_number=int(saved.get("next_number", 1)),
         )
-
-    def available(self, position: int) -> int:
-        """The first byte at or after ``position`` still on disk."""
-        for _, start, length in self.rotated:
-            if position < start:
-                return start
-            if position < start + length:
-                return position
-        return max(position, self.base)
-
-    def segment(self, position: int) -> tuple[str, int, int | None]:
-        """(file name suffix, position in that file, logical end of that file or None for the
-        live file) of the byte at ``position`` (which :meth:`available` returned)."""
-        for number, start, length in self.rotated:
-            if start <= position < start + length:
-                return f".{number}", position - start, start + length
-        return "", position - self.base, None
 
 
 @dataclass
@@ -194,13 +175,9 @@ class _Tracked:
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     allowance: Allowance | None = None
     lock: threading.RLock = field(default_factory=threading.RLock)
-    """Held while the files' table changes (rotation thread) or is read with the files."""
-    paths: dict[str, str] = field(init=False)
+    """Held while the positions change or are saved (the loop, the first save's thread)."""
     place: Callable[[Path], None] | None = None
     """Puts a spare empty file at the temporary's path before a save (the shipper's)."""
-
-    def __post_init__(self) -> None:
-        self.paths = {s: str(self.instance.directory / s) for s in OUTPUT_STREAMS}
 
     def state(self, finished: bool = False) -> dict[str, Any]:
         i = self.instance
@@ -247,7 +224,7 @@ class LogShipper:
         self.flush_timeout = flush_timeout
         self._tracked: dict[Path, _Tracked] = {}
         self._registry = threading.Lock()  # self._tracked is read by the rotation thread
-        self._rotating = threading.Lock()  # one rotation at a time (tests rotate too)
+        self._rotator = RotatorProcess(self.policy)
         self._wake = asyncio.Event()
         self._unsaved: list[_Tracked] = []
         """New instances whose first state file is still to be written (one job per turn)."""
@@ -257,13 +234,26 @@ class LogShipper:
         """Batches being written by a worker thread."""
         self.published = 0  # chunks acknowledged (including duplicates), for tests and stats
         self.dropped = 0  # bytes skipped and announced
-        self.rotations = 0
+        self.rotations = 0  # rotations of the tracked files' tables seen
         self._spares: Spares | None = None
         self._spares_lock = threading.Lock()  # taken by savers, refilled by the rotation thread
         self._last_save = 0.0
         """``time.monotonic()`` of the last save that asked for a spare."""
 
     # -- what the agent calls ------------------------------------------------------------------
+
+    def expect(self, directory: Path) -> None:
+        """An instance is about to start writing in ``directory``: the rotator watches it from
+        now on (a flood from the container's first write is bounded, not only once the
+        instance is tracked)."""
+        self._rotator.track(directory)
+
+    def forget(self, directory: Path) -> None:
+        """The instance expected in ``directory`` was not started."""
+        with self._registry:
+            if directory in self._tracked:
+                return
+        self._rotator.drop(directory)
 
     def track(self, instance: ContainerInstance) -> None:
         """Start shipping an instance's output (resuming from ``.shipped.json`` if present).
@@ -322,18 +312,20 @@ class LogShipper:
             return any(path.is_relative_to(directory) for path in self._tracked)
 
     async def run(self) -> None:
-        """Ship (and rotate, in a thread of its own) until cancelled; on cancellation, one
-        last pass (bounded by ``flush_timeout``)."""
+        """Ship until cancelled, with a rotator process (and a thread making spares) beside;
+        on cancellation, one last pass (bounded by ``flush_timeout``)."""
         self._open_spares()
         self.resume_all()
         stop = threading.Event()
-        rotator = threading.Thread(
-            target=self._rotate_until, args=(stop,), name="fleetlog-logrotate", daemon=True
+        spare_maker = threading.Thread(
+            target=self._refill_until, args=(stop,), name="fleetlog-shipspares", daemon=True
         )
-        rotator.start()
+        spare_maker.start()
+        self.start_rotator()
         try:
             while True:
                 checkpoint()
+                self._rotator.check()
                 busy = await self.ship_once()
                 if busy:
                     await asyncio.sleep(0)
@@ -349,7 +341,8 @@ class LogShipper:
             raise
         finally:
             stop.set()
-            await asyncio.to_thread(rotator.join, 5.0)
+            await asyncio.to_thread(self.stop_rotator)
+            await asyncio.to_thread(spare_maker.join, 5.0)
             for tracked in self._tracked.values():
                 _release(tracked)
             with self._spares_lock:
@@ -386,93 +379,55 @@ class LogShipper:
                     return
                 self._spares.refill(1)
 
-    # -- rotation (its own thread) -------------------------------------------------------------
-
-    def _rotate_until(self, stop: threading.Event) -> None:
-        interval = ROTATE_IDLE_S
-        while not stop.wait(interval):
+    def _refill_until(self, stop: threading.Event) -> None:
+        while not stop.wait(SPARE_CHECK_S):
             try:
-                interval = ROTATE_HOT_S if self.rotate_once() else ROTATE_IDLE_S
                 self.refill_spares()
-            except Exception as exc:  # never let the thread die: the disk would fill
-                log.error("logship.rotation_failed", error=repr(exc))
-                interval = ROTATE_IDLE_S
+            except Exception as exc:  # spares are an optimisation: saves make their own
+                log.warning("logship.spares_failed", error=repr(exc))
+
+    # -- rotation (the rotator process', :mod:`handlers.agent.logrotate`) ------------------------
+
+    def start_rotator(self) -> None:
+        """Start the rotator process if it is not running (the agent does it first thing, so
+        that its start overlaps the agent's; :meth:`run` otherwise). Call it on the thread
+        that runs the agent: the rotator dies with that thread."""
+        if not self._rotator.started:
+            self._rotator.start()
+            log.info("logship.rotator_started", pid=self._rotator.pid)
+
+    async def rotator_ready(self, timeout: float) -> bool:
+        """Until the rotator watches what it is told (False: not within ``timeout``, logged;
+        it is then used when it is)."""
+        if await asyncio.to_thread(self._rotator.greeted, timeout):
+            return True
+        log.warning("logship.rotator_not_ready", waited=timeout)
+        return False
+
+    def stop_rotator(self) -> None:
+        """Stop the rotator process (blocking briefly; for a worker thread)."""
+        self._rotator.stop()
+
+    @property
+    def rotator_pid(self) -> int | None:
+        """The rotator process' pid while the shipper runs."""
+        return self._rotator.pid
 
     def rotate_once(self) -> bool:
-        """Rotate every live file over the maximum size; True if one was."""
+        """Rotate every live file over the maximum size now, in this thread (tests; the
+        rotator process takes turns with it); True if one was."""
         with self._registry:
             tracked = list(self._tracked.values())
-        with self._rotating:
-            return self._rotate_all(tracked)
-
-    def _rotate_all(self, tracked: list[_Tracked]) -> bool:
         rotated = False
         for one in tracked:
             for stream in OUTPUT_STREAMS:
                 try:
-                    rotated = self._rotate(one, stream) or rotated
+                    size = _size(one.instance.directory / stream)
+                    rotated = rotate(one.instance.directory, stream, self.policy, size) or rotated
                 except OSError as exc:
                     log.warning("logship.rotate_failed", directory=str(one.instance.directory),
                                 stream=stream, error=str(exc))  # fmt: skip
         return rotated
-
-    def _rotate(self, tracked: _Tracked, stream: str) -> bool:
-        directory = tracked.instance.directory
-        try:  # the common case, for every file every 0.1 s: one stat of a ready-made path
-            if os.stat(tracked.paths[stream]).st_size < self.policy.max_size:
-                return False
-        except FileNotFoundError:
-            return False
-        try:
-            fd = os.open(directory / stream, os.O_RDWR)
-        except FileNotFoundError:
-            return False
-        try:
-            size = os.fstat(fd).st_size
-            output = tracked.outputs[stream]
-            plan = plan_rotation(
-                size=size, rotated=[n for n, _, _ in output.rotated], policy=self.policy
-            )
-            if plan is None:
-                return False
-            number = output.next_number  # only rotation changes the table
-            target = directory / f"{stream}.{number}"
-            out = (
-                os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                if plan.copies
-                else None
-            )
-            try:
-                if out is not None:  # the bulk outside the lock: the shipper does not know it yet
-                    _copy(fd, out, plan.keep_from, size)
-                with tracked.lock:
-                    # What was written meanwhile, then at once the truncation: only bytes
-                    # written between this fstat and the truncation are lost.
-                    now = os.fstat(fd).st_size
-                    if now < size:  # someone else truncated it: leave it to them
-                        if out is not None:
-                            os.unlink(target)
-                        return False
-                    if out is not None:
-                        _copy(fd, out, size, now)
-                        output.rotated.append([number, output.base + plan.keep_from,
-                                               now - plan.keep_from])  # fmt: skip
-                        output.next_number = number + 1
-                    output.base += now
-                    gone = [entry for entry in output.rotated if entry[0] in plan.remove]
-                    output.rotated = [e for e in output.rotated if e[0] not in plan.remove]
-                    tracked.save()
-                    os.ftruncate(fd, 0)
-                    for entry in gone:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(directory / f"{stream}.{entry[0]}")
-            finally:
-                if out is not None:
-                    os.close(out)
-            self.rotations += 1
-            return True
-        finally:
-            os.close(fd)
 
     # -- shipping ------------------------------------------------------------------------------
 
@@ -536,18 +491,38 @@ class LogShipper:
             state = json.loads(state_path.read_text())
             for stream in OUTPUT_STREAMS:
                 tracked.outputs[stream] = _Output.from_json(state["streams"].get(stream) or {})
+            adopt_legacy_tables(instance.directory)  # before this shipper's first save
         except FileNotFoundError:
             self._save_later(tracked)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("logship.state_unreadable", path=str(state_path), error=str(exc))
         with self._registry:
             self._tracked[instance.directory] = tracked
+        self._rotator.track(instance.directory)
         return tracked
 
     def _drop(self, tracked: _Tracked) -> None:
         with self._registry:
             self._tracked.pop(tracked.instance.directory, None)
+        self._rotator.drop(tracked.instance.directory)
         _release(tracked)
+
+    def _table(self, tracked: _Tracked, stream: str, size: int) -> Table:
+        """``stream``'s table (hold :func:`locked`), for its live file of ``size`` bytes."""
+        directory = tracked.instance.directory
+        output = tracked.outputs[stream]
+        tables = read_tables(directory)
+        table = tables[stream]
+        if table.rotations > output.rotations:
+            self.rotations += table.rotations - output.rotations
+            output.rotations = table.rotations
+        if output.offset - table.base > size:
+            # Truncated by someone else: what it holds now comes after what was shipped.
+            log.warning("logship.file_shrank", path=str(directory / stream), size=size,
+                        offset=output.offset - table.base)  # fmt: skip
+            table.base = output.offset
+            write_tables(directory, tables)
+        return table
 
     async def _ship(self, tracked: _Tracked) -> tuple[bool, bool]:
         """Ship new output of both files: (more is waiting, everything up to EOF is shipped)."""
@@ -559,32 +534,26 @@ class LogShipper:
             complete = complete and stream_complete
         return more, complete
 
-    def _plan(self, tracked: _Tracked, stream: str) -> tuple[bool, bool]:
-        """Choose what to send next (a drop to announce, chunk ends) and persist it; returns
-        (more output is waiting, everything up to EOF is shipped)."""
+    def _plan(self, tracked: _Tracked, stream: str, table: Table, size: int) -> tuple[bool, bool]:
+        """Choose what to send next (a drop to announce, chunk ends; the caller saves them);
+        returns (more output is waiting, everything up to EOF is shipped)."""
         output = tracked.outputs[stream]
         directory = tracked.instance.directory
-        size = _size(directory / stream)
-        if output.offset - output.base > size:
-            # Truncated by someone else: what it holds now comes after what was shipped.
-            log.warning("logship.file_shrank", path=str(directory / stream), size=size,
-                        offset=output.offset - output.base)  # fmt: skip
-            output.base = output.offset
-        end = output.base + size
+        end = table.base + size
         if end == output.offset:
             return False, True
         tracked.allowance = refill(tracked.allowance, now=time.monotonic(), limits=self.limits)
         budget = min(int(tracked.allowance.tokens), READ_LIMIT)
         plan = plan_shipping(
-            position=output.offset, end=end, oldest=output.available(output.offset),
+            position=output.offset, end=end, oldest=table.available(output.offset),
             budget=budget, limits=self.limits,
         )  # fmt: skip
         # Skips may land where a rotation kept only a file's newest bytes: on from what is kept.
-        start = output.available(plan.start)
+        start = table.available(plan.start)
         until = min(end, start + budget)
         if budget < min(self.chunk_bytes, end - start):
             return False, False  # the allowance refills while the loop sleeps
-        name, at, segment_end = output.segment(start)
+        name, at, segment_end = table.segment(start)
         limit = until - start if segment_end is None else min(until, segment_end) - start
         path = directory / f"{stream}{name}"
         data = _read(path, at, limit)
@@ -603,28 +572,35 @@ class LogShipper:
         elif not ends:
             return until < end, False  # only an unfinished line so far
         output.pending = [start + e for e in ends]
-        tracked.save()  # the boundaries, before sending
         return until < end or not at_eof, False
 
     async def _ship_stream(self, tracked: _Tracked, stream: str) -> tuple[bool, bool]:
         instance = tracked.instance
         output = tracked.outputs[stream]
         more = False
+        planned = False
         with tracked.lock:
-            if not output.pending and output.dropped_to is None:
-                more, complete = self._plan(tracked, stream)
-                if complete or (not output.pending and output.dropped_to is None):
-                    return more, complete
-            begin = output.dropped_to if output.dropped_to is not None else output.offset
-            name, at, segment_end = output.segment(begin)
-            data = b""
-            if output.pending:
-                data = _read(instance.directory / f"{stream}{name}", at, output.pending[-1] - begin)
-                if len(data) < output.pending[-1] - begin:
-                    # Rotated away before it could be resent: announce it as dropped instead.
-                    output.pending = []
-                    output.dropped_to = max(begin, output.available(begin))
-                    data = b""
+            with locked(instance.directory):  # no rotation until the bytes are read
+                size = _size(instance.directory / stream)
+                table = self._table(tracked, stream, size)
+                if not output.pending and output.dropped_to is None:
+                    more, complete = self._plan(tracked, stream, table, size)
+                    if complete or (not output.pending and output.dropped_to is None):
+                        return more, complete
+                    planned = True
+                begin = output.dropped_to if output.dropped_to is not None else output.offset
+                name, at, segment_end = table.segment(begin)
+                data = b""
+                if output.pending:
+                    path = instance.directory / f"{stream}{name}"
+                    data = _read(path, at, output.pending[-1] - begin)
+                    if len(data) < output.pending[-1] - begin:
+                        # Rotated away before it could be resent: announce it as dropped.
+                        output.pending = []
+                        output.dropped_to = max(begin, table.available(begin))
+                        data = b""
+            if planned:
+                tracked.save()  # the boundaries, before sending
         subject = log_subject(instance.namespace, instance.pod, instance.container)
         try:
             if output.dropped_to is not None:
@@ -647,7 +623,7 @@ class LogShipper:
                     chunk += b"\n"  # the unfinished last line of an exited container
                 await self._publish(tracked, subject, stream, output.offset, chunk, partial=partial)
                 tracked.allowance = spend(tracked.allowance or Allowance(0, 0), end - output.offset)
-                with tracked.lock:  # a state saved by the rotation thread sees both or neither
+                with tracked.lock:  # a state saved by another thread sees both or neither
                     output.pending.pop(0)
                     output.offset, output.mid_line = end, partial
         except Exception as exc:  # NATS down or slow: retried on the next pass
@@ -658,9 +634,13 @@ class LogShipper:
         finally:
             with contextlib.suppress(OSError):
                 tracked.save()
-        with tracked.lock:
-            end_now = output.base + _size(instance.directory / stream)
-        return more, not more and output.offset == end_now
+        if more:
+            return True, False
+        with locked(instance.directory):
+            end_now = read_tables(instance.directory)[stream].base + _size(
+                instance.directory / stream
+            )
+        return False, output.offset == end_now
 
     async def _publish(
         self, tracked: _Tracked, subject: str, stream: str, offset: int, data: bytes, *,
@@ -683,16 +663,6 @@ def _release(tracked: _Tracked) -> None:
         if not waiter.done():
             waiter.set_result(None)
     tracked.waiters.clear()
-
-
-def _copy(source: int, target: int, start: int, end: int) -> None:
-    """Append ``source``'s bytes ``[start, end)`` to ``target``, in the kernel."""
-    position = start
-    while position < end:
-        copied = os.copy_file_range(source, target, end - position, position)
-        if copied == 0:
-            break  # the source ended early
-        position += copied
 
 
 def _read(path: Path, offset: int, length: int) -> bytes:

@@ -941,9 +941,13 @@ class PodWorker:
 
         name = container["name"]
         container = self._container_named(name) or container
+        spec = self._container_spec(container, restart_count)
+        directory = self._runtime.instance_dir(spec)
+        self._shipper.expect(directory)  # its output bounded from the first byte
         try:
-            running = await self._runtime.start(self._container_spec(container, restart_count))
+            running = await self._runtime.start(spec)
         except ContainerStartError as exc:
+            self._shipper.forget(directory)
             self._network.started(self.uid)
             code = exc.status.exit_code if exc.status.exit_code is not None else 128
             message = exc.status.message or str(exc)

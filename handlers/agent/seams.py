@@ -76,6 +76,10 @@ class ContainerRuntime(Protocol):
         cannot run."""
         ...
 
+    def instance_dir(self, spec: ContainerSpec) -> Path:
+        """Where the instance ``spec`` describes keeps its files (its output among them)."""
+        ...
+
     async def wait(self, container: Container) -> ExitStatus:
         """Until the instance has ended; how it ended."""
         ...
@@ -115,6 +119,15 @@ class ContainerRuntime(Protocol):
 
 class LogSink(Protocol):
     """Where container output goes: the pod worker says when an instance starts and ends."""
+
+    def expect(self, directory: Path) -> None:
+        """An instance is about to be started with its output in ``directory`` (which need
+        not exist yet): bound its files from its first byte."""
+        ...
+
+    def forget(self, directory: Path) -> None:
+        """The instance expected in ``directory`` was not started after all."""
+        ...
 
     def track(self, instance: ContainerInstance) -> None:
         """Start shipping the instance's output (tracking it twice changes nothing)."""
