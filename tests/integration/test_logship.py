@@ -18,6 +18,7 @@ import pytest
 from nats.aio.client import Client
 
 from core.pods.containerlogs import ContainerLogPolicy, ShippingLimits
+from handlers.agent.logrotate import TABLE_FILE
 from handlers.agent.logship import (
     SPARE_SAVES,
     SPARES_DIR,
@@ -322,3 +323,31 @@ async def test_an_idle_shipper_makes_spare_temporaries_and_a_save_takes_one(
         await asyncio.sleep(0.3)
         assert len(os.listdir(spares)) == SPARE_SAVES - 1
     assert not spares.exists()  # removed when the shipper stops
+
+
+async def test_an_instance_an_older_agent_rotated_is_resumed_from_its_tables(
+    nc: Client, tmp_path: Path
+) -> None:
+    """An older agent kept the rotation tables in ``.shipped.json``: the shipper copies them
+    to the rotator's ``.rotated.json`` and goes on from the position it finds, in the rotated
+    file where that is."""
+    directory = instance_dir(tmp_path)
+    lines = [b"line %04d\n" % i for i in range(200)]
+    rotated, live = b"".join(lines[:100]), b"".join(lines[100:])
+    (directory / "stdout.1").write_bytes(rotated)
+    (directory / "stdout").write_bytes(live)
+    shipped = len(b"".join(lines[:50]))
+    stdout = {"offset": shipped, "pending": [], "dropped_to": None, "base": len(rotated),
+              "rotated": [[1, 0, len(rotated)]], "next_number": 2}  # fmt: skip
+    state = {"namespace": "default", "pod": "web", "pod_uid": UID, "container": "main",
+             "restart_count": 0, "streams": {"stdout": stdout, "stderr": {}}}  # fmt: skip
+    (directory / STATE_FILE).write_text(json.dumps(state))
+    shipper = LogShipper(nc, tmp_path, poll_interval=0.05)
+    async with running(shipper):
+        await asyncio.wait_for(shipper.finish(instance(directory)), 10)
+    assert await logs(nc, pod_uid=UID) == b"".join(lines[50:])
+    tables = json.loads((directory / TABLE_FILE).read_text())["streams"]["stdout"]
+    assert (tables["base"], tables["rotated"], tables["next_number"]) == (
+        len(rotated), [[1, 0, len(rotated)]], 2,
+    )  # fmt: skip
+    assert "base" not in json.loads((directory / STATE_FILE).read_text())["streams"]["stdout"]

@@ -1,17 +1,22 @@
 """The rules that bound a container's output (``core.pods.containerlogs``): the kubelet's
-rotation settings and when a file rotates, what shipping skips and how it says so, and which
-of a container's instances keep their files."""
+rotation settings and when a file rotates, when a file is looked at again, what shipping skips
+and how it says so, and which of a container's instances keep their files."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.errors import ValidationFailed
 from core.pods.containerlogs import (
+    RATE_HALF_LIFE_S,
     Allowance,
     ContainerLogPolicy,
     ShippingLimits,
     dropped_marker,
+    growth_rate,
+    next_check,
     plan_rotation,
     plan_shipping,
     refill,
@@ -125,3 +130,37 @@ def test_the_newest_two_instances_of_a_container_keep_their_files() -> None:
     assert stale_instances([0, 1]) == []
     assert stale_instances([3, 0, 2, 1]) == [0, 1]
     assert stale_instances([5, 7, 6], keep=1) == [5, 6]
+
+
+def test_a_file_is_looked_at_again_when_it_would_reach_the_size() -> None:
+    policy = ContainerLogPolicy(max_size=10 * MI, max_files=5)
+    at_a_gigabyte = next_check(size=0, rate=1e9, policy=policy, shortest=0.002, longest=0.05)
+    assert at_a_gigabyte == pytest.approx(10 * MI / 1e9)  # ~10.5 ms: when it gets there
+    half_way = next_check(size=5 * MI, rate=1e9, policy=policy, shortest=0.002, longest=0.05)
+    assert half_way == pytest.approx(at_a_gigabyte / 2)
+    # Never sooner than the shortest (a flood), never later than the longest (quiet).
+    assert next_check(size=0, rate=1e12, policy=policy, shortest=0.002, longest=0.05) == 0.002
+    assert next_check(size=11 * MI, rate=1e9, policy=policy, shortest=0.002, longest=0.05) == 0.002
+    assert next_check(size=0, rate=1e3, policy=policy, shortest=0.002, longest=0.05) == 0.05
+    assert next_check(size=0, rate=0.0, policy=policy, shortest=0.002, longest=0.05) == 0.05
+
+
+@given(
+    size=st.integers(min_value=0, max_value=1 << 40),
+    rate=st.floats(min_value=0, max_value=1e13, allow_nan=False),
+)
+def test_the_next_look_is_always_within_its_limits(size: int, rate: float) -> None:
+    policy = ContainerLogPolicy(max_size=MI, max_files=2)
+    wait = next_check(size=size, rate=rate, policy=policy, shortest=0.002, longest=0.05)
+    assert 0.002 <= wait <= 0.05
+
+
+def test_the_rate_remembers_the_fastest_recent_growth() -> None:
+    flood = growth_rate(0.0, grown=2_000_000, elapsed=0.002)
+    assert flood == pytest.approx(1e9)
+    # A pause (the kernel holding a writer that dirties pages too fast) keeps it hot ...
+    assert growth_rate(flood, grown=0, elapsed=0.2) == pytest.approx(1e9 * 0.5**0.2)
+    # ... and a second without such growth halves it; faster growth is taken at once.
+    assert growth_rate(flood, grown=0, elapsed=RATE_HALF_LIFE_S) == pytest.approx(5e8)
+    assert growth_rate(flood, grown=4_000_000, elapsed=0.002) == pytest.approx(2e9)
+    assert growth_rate(flood, grown=10, elapsed=0.0) == flood  # no time: nothing learnt
