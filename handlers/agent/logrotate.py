@@ -23,7 +23,7 @@ the size sent it back to its idle 0.1 s interval. So the rotation runs here:
   plus the rotator's own delays (its wake-up, the copy of the last bytes), measured in
   docs/benchmarks.md.
 * **From the first byte**: the pod worker names an instance's directory before it starts the
-  container (``LogSink.expect``); its files are looked for every 8 ms until they appear, then
+  container (``LogSink.expect``); its files are looked for every 10 ms until they appear, then
   watched, so a writer that floods from its start is caught within milliseconds, not when
   the agent's loop gets to tracking it (50-250 ms later under load: 50-250 MB of ``yes``).
 * **Its own table file**: the rotated files kept (number, logical start, length), where the
@@ -48,6 +48,7 @@ import ctypes
 import fcntl
 import heapq
 import json
+import math
 import os
 import select
 import selectors
@@ -75,12 +76,12 @@ SHORTEST_S = 0.002
 """A flooded file is looked at this often: the overshoot is what its writer adds meanwhile."""
 WARM_S = 0.01
 """A file written to is looked at at least this often (if its writer starts flooding)."""
-IDLE_POLL_S = 1.0
+IDLE_POLL_S = 5.0
 """A file not written to is looked at when it is (inotify), and this often in case an event
 was lost."""
 LONGEST_S = 0.05
 """Without inotify, an idle file is looked at this often."""
-ARRIVAL_S = 0.008
+ARRIVAL_S = 0.01
 """A file expected but not there yet is looked for this often ..."""
 ARRIVAL_WAIT_S = 5.0
 """... for this long (a start takes milliseconds to a few tenths); then every LONGEST_S."""
@@ -302,11 +303,15 @@ class Rotator:
                 log.warning("logrotate.no_inotify", error=str(exc))
 
     def track(self, directory: Path, now: float) -> None:
-        for stream in STREAMS:
+        """Watch ``directory``'s files. Until they appear only the first is looked for (they
+        are made together): half the looks while a burst of containers is being started."""
+        for n, stream in enumerate(STREAMS):
             path = str(directory / stream)
             if path not in self._watches:
-                self._watches[path] = _Watch(path, directory, stream, due=now, since=now)
-                heapq.heappush(self._due, (now, path))
+                watch = _Watch(path, directory, stream, due=math.inf, since=now)
+                self._watches[path] = watch
+                if n == 0:
+                    self._schedule(watch, now)
 
     def drop(self, directory: Path) -> None:
         for stream in STREAMS:
@@ -370,6 +375,10 @@ class Rotator:
             return
         if not watch.appeared:  # its container starts about now
             watch.appeared, watch.size, watch.at = True, 0, watch.since
+            for stream in STREAMS[1:]:  # looked for with this one: looked at from now on
+                sibling = self._watches.get(str(watch.directory / stream))
+                if sibling is not None and not sibling.appeared and sibling.due == math.inf:
+                    self._schedule(sibling, now)
         grown = max(0, size - watch.size)
         watch.rate = growth_rate(watch.rate, grown=grown, elapsed=now - watch.at)
         woken, watch.woken = watch.woken, False
