@@ -223,7 +223,7 @@ class LogShipper:
         self.publish_timeout = publish_timeout
         self.flush_timeout = flush_timeout
         self._tracked: dict[Path, _Tracked] = {}
-        self._registry = threading.Lock()  # self._tracked is read by the rotation thread
+        self._registry = threading.Lock()  # self._tracked is read by other threads (tests rotate)
         self._rotator = RotatorProcess(self.policy)
         self._wake = asyncio.Event()
         self._unsaved: list[_Tracked] = []
@@ -236,7 +236,7 @@ class LogShipper:
         self.dropped = 0  # bytes skipped and announced
         self.rotations = 0  # rotations of the tracked files' tables seen
         self._spares: Spares | None = None
-        self._spares_lock = threading.Lock()  # taken by savers, refilled by the rotation thread
+        self._spares_lock = threading.Lock()  # taken by savers, refilled by the spares thread
         self._last_save = 0.0
         """``time.monotonic()`` of the last save that asked for a spare."""
 
@@ -369,8 +369,8 @@ class LogShipper:
                 self._spares.place_file(path)
 
     def refill_spares(self) -> None:
-        """Make a few spare temporaries if no state was saved for a while (the rotation
-        thread's, after each pass)."""
+        """Make a few spare temporaries if no state was saved for a while (the spares
+        thread's, every :data:`SPARE_CHECK_S`)."""
         for _ in range(SPARE_CHUNK):
             if time.monotonic() - self._last_save < SPARE_IDLE_S:
                 return

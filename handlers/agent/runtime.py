@@ -10,7 +10,7 @@ What a container is here:
   stdout and stderr appended to ``<root>/pods/<pod_uid>/<container>/<restart>/stdout`` and
   ``…/stderr``. Files, not pipes: containers outlive an agent restart, and a pipe whose reader
   is gone would kill them with SIGPIPE. The files are opened with ``O_APPEND``, which is what
-  lets the log shipper rotate them by copy-truncate (``handlers.agent.logship``).
+  lets the node's log rotator truncate them under the writer (``handlers.agent.logrotate``).
 * In its cgroup before its first instruction: a tiny ``/bin/sh`` prologue writes its own pid to
   the cgroup's ``cgroup.procs`` and then ``exec``s the command (same pid, no extra process,
   nothing run between fork and exec inside the agent, which is threaded). See
