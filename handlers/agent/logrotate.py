@@ -64,7 +64,13 @@ from typing import Any
 import structlog
 from inotify_simple import INotify, flags
 
-from core.pods.containerlogs import ContainerLogPolicy, growth_rate, next_check, plan_rotation
+from core.pods.containerlogs import (
+    ContainerLogPolicy,
+    flooded,
+    growth_rate,
+    next_check,
+    plan_rotation,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -195,9 +201,12 @@ def locked(directory: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def rotate(directory: Path, stream: str, policy: ContainerLogPolicy, size: int) -> bool:
+def rotate(
+    directory: Path, stream: str, policy: ContainerLogPolicy, size: int, *, flood: bool = False
+) -> bool:
     """Rotate ``directory/stream`` (found at ``size`` bytes) if it reached the maximum size;
-    True if it was. Copies the newest bytes to ``stream.<n>`` (none for a flood), truncates
+    True if it was. Copies the newest bytes to ``stream.<n>`` (none for a flood: ``flood``,
+    its writer's rate, or a file found at twice the size), truncates
     the live file, writes the new table, removes rotated files beyond the count.
 
     The truncation comes as soon as the last bytes are copied, before the table is written:
@@ -216,7 +225,8 @@ def rotate(directory: Path, stream: str, policy: ContainerLogPolicy, size: int) 
     try:
         size = os.fstat(fd).st_size
         table = read_tables(directory)[stream]  # only rotators change it: one at a time
-        plan = plan_rotation(size=size, rotated=[n for n, _, _ in table.rotated], policy=policy)
+        numbers = [n for n, _, _ in table.rotated]
+        plan = plan_rotation(size=size, rotated=numbers, policy=policy, flood=flood)
         if plan is None:
             return False
         number = table.next_number
@@ -383,8 +393,9 @@ class Rotator:
         watch.rate = growth_rate(watch.rate, grown=grown, elapsed=now - watch.at)
         woken, watch.woken = watch.woken, False
         try:
+            flood = flooded(watch.rate)
             if size >= self.policy.max_size and rotate(
-                watch.directory, watch.stream, self.policy, size
+                watch.directory, watch.stream, self.policy, size, flood=flood
             ):
                 self.rotations += 1
                 now, size, grown = time.monotonic(), 0, 1  # about: the writer may have added

@@ -15,6 +15,7 @@ from core.pods.containerlogs import (
     ContainerLogPolicy,
     ShippingLimits,
     dropped_marker,
+    flooded,
     growth_rate,
     next_check,
     plan_rotation,
@@ -164,3 +165,14 @@ def test_the_rate_remembers_the_fastest_recent_growth() -> None:
     assert growth_rate(flood, grown=0, elapsed=RATE_HALF_LIFE_S) == pytest.approx(5e8)
     assert growth_rate(flood, grown=4_000_000, elapsed=0.002) == pytest.approx(2e9)
     assert growth_rate(flood, grown=10, elapsed=0.0) == flood  # no time: nothing learnt
+
+
+def test_a_writer_at_64_mib_a_second_floods_and_its_file_is_not_copied() -> None:
+    policy = ContainerLogPolicy(max_size=10 * MI, max_files=5)
+    assert flooded(1e9) and flooded(64 * MI)
+    assert not flooded(64 * MI - 1) and not flooded(0.0)
+    copied = plan_rotation(size=11 * MI, rotated=[1, 2, 3, 4], policy=policy)
+    assert copied is not None and copied.copies and copied.remove == (1,)
+    emptied = plan_rotation(size=11 * MI, rotated=[1, 2, 3, 4], policy=policy, flood=True)
+    assert emptied is not None and not emptied.copies and emptied.remove == ()
+    assert plan_rotation(size=9 * MI, rotated=[], policy=policy, flood=True) is None
