@@ -14,10 +14,10 @@ Rotation, copy-truncate style, as the kubelet bounds a container's log:
   be renamed under it. A rotator looks at each live file and, once it reached
   ``--container-log-max-size``, copies it to ``stdout.<n>`` (``copy_file_range``: in the
   kernel) and truncates it; the writer's next write lands at the new end, offset 0. Rotated
-  files beyond ``--container-log-max-files - 1`` are removed, oldest first. A file found at
-  twice the size or more (a flood) is emptied without a copy. The rotator is a process of its
-  own (:mod:`handlers.agent.logrotate`, which says why and how often it looks): nothing the
-  agent does, nor an unreachable server, delays it.
+  files beyond ``--container-log-max-files - 1`` are removed, oldest first. A flooded file
+  (found at twice the size or more, or written at 64 MiB/s or faster) is emptied without a
+  copy. The rotator is a process of its own (:mod:`handlers.agent.logrotate`, which says why
+  and how often it looks): nothing the agent does, nor an unreachable server, delays it.
 * The price of copy-truncate: bytes written between the last size check and the truncation
   (microseconds) are lost, and a fast writer overshoots the size by what it writes between
   two checks. docs/architecture.md has the costs measured.
