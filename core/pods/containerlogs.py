@@ -133,13 +133,15 @@ def plan_rotation(
     return Rotation(keep_from=max(0, size - policy.max_size), size=size, remove=remove)
 
 
-def growth_rate(previous: float, *, grown: int, elapsed: float) -> float:
+def growth_rate(previous: float, *, grown: int, elapsed: float, resolution: float = 0.0) -> float:
     """A live file's estimated rate of growth (bytes a second) after a check that found it
     ``grown`` bytes bigger ``elapsed`` seconds after the last: what it grew at, or the last
-    estimate decayed over ``elapsed`` (:data:`RATE_HALF_LIFE_S`) when that is more."""
+    estimate decayed over ``elapsed`` (:data:`RATE_HALF_LIFE_S`) when that is more. Growth
+    seen within less than ``resolution`` is taken as spread over ``resolution``: one write of
+    4 KiB microseconds after a look is not a writer at gigabytes a second."""
     if elapsed <= 0:
         return previous
-    measured = grown / elapsed if grown > 0 else 0.0
+    measured = grown / max(elapsed, resolution) if grown > 0 else 0.0
     return max(measured, previous * 0.5 ** (elapsed / RATE_HALF_LIFE_S))
 
 

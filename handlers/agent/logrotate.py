@@ -390,7 +390,9 @@ class Rotator:
                 if sibling is not None and not sibling.appeared and sibling.due == math.inf:
                     self._schedule(sibling, now)
         grown = max(0, size - watch.size)
-        watch.rate = growth_rate(watch.rate, grown=grown, elapsed=now - watch.at)
+        watch.rate = growth_rate(
+            watch.rate, grown=grown, elapsed=now - watch.at, resolution=SHORTEST_S
+        )
         woken, watch.woken = watch.woken, False
         try:
             flood = flooded(watch.rate)

@@ -165,6 +165,9 @@ def test_the_rate_remembers_the_fastest_recent_growth() -> None:
     assert growth_rate(flood, grown=0, elapsed=RATE_HALF_LIFE_S) == pytest.approx(5e8)
     assert growth_rate(flood, grown=4_000_000, elapsed=0.002) == pytest.approx(2e9)
     assert growth_rate(flood, grown=10, elapsed=0.0) == flood  # no time: nothing learnt
+    # One write just after a look is spread over the resolution, not a flood.
+    burst = growth_rate(0.0, grown=4096, elapsed=0.00001, resolution=0.002)
+    assert burst == pytest.approx(2_048_000) and not flooded(burst)
 
 
 def test_a_writer_at_64_mib_a_second_floods_and_its_file_is_not_copied() -> None:
