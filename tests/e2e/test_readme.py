@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -47,6 +48,8 @@ SAMPLED_WITHIN_S = 2 * USAGE_PERIOD_S
 new, and ``top pods`` says "metrics not available yet" (as kubectl does) until the first sample
 of one of them; a person reading that message runs it again. One period, and one for a loaded
 machine."""
+
+T = TypeVar("T")
 
 PROXY_FOLLOWS_S = 2.0
 """A node's service proxy applies a change of the slices within a second (docs/benchmarks.md);
@@ -187,8 +190,10 @@ def _rows(output: str) -> list[list[str]]:
     return [line.split() for line in output.splitlines()[1:]]
 
 
-def _repeat_until(read: Callable[[], str], good: Callable[[str], bool], what: str) -> str:
-    deadline = time.monotonic() + SHIPPED_WITHIN_S
+def _repeat_until(
+    read: Callable[[], T], good: Callable[[T], bool], what: str, within: float = SHIPPED_WITHIN_S
+) -> T:
+    deadline = time.monotonic() + within
     while True:
         text = read()
         if good(text):
@@ -237,14 +242,17 @@ def test_the_readme_walk_through_runs_as_written(cluster: Cluster, shell: Shell)
 def _top_lists_the_running_pods(shell: Shell, command: str) -> None:
     """``top pods`` lists the web replicas (and, once sampled, ``hello``) with their cpu and
     memory; before the first sample of any of them it says so, and a person runs it again."""
-    deadline = time.monotonic() + SAMPLED_WITHIN_S
-    while True:
+
+    def attempt() -> subprocess.CompletedProcess[str]:
         result = shell.run_unchecked(command)
-        if result.returncode == 0:
-            break
-        assert result.stderr.strip() == "error: metrics not available yet", result.stderr
-        assert time.monotonic() < deadline, f"no pod usage {SAMPLED_WITHIN_S} s after the start"
-        time.sleep(0.5)
+        if result.returncode != 0:
+            assert result.stderr.strip() == "error: metrics not available yet", result.stderr
+        return result
+
+    result = _repeat_until(
+        attempt, lambda ran: ran.returncode == 0,
+        f"no pod usage {SAMPLED_WITHIN_S} s after the start", within=SAMPLED_WITHIN_S,
+    )  # fmt: skip
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["NAME", "CPU(cores)", "MEMORY(bytes)"], result.stdout
     rows = [line.split() for line in lines[1:]]
